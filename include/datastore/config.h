@@ -1,0 +1,122 @@
+/*
+ * datastore/config.h — configuration from explicit values or the environment.
+ *
+ * A ds_config is a bag of named settings with defaults. Each setting has a
+ * lower-case name and an environment variable; ds_config_set() accepts
+ * either spelling. Constructors (ds_pool_open, ds_redis_open, ...) copy what
+ * they need, so a config may be freed or reused right after.
+ *
+ *   name                     environment variable        default
+ *   database_url             DATABASE_URL                (none)
+ *   database_replica_urls    DATABASE_REPLICA_URLS       (none; comma-separated)
+ *   redis_url                REDIS_URL                   (none)
+ *   pool_min                 DS_POOL_MIN                 1
+ *   pool_max                 DS_POOL_MAX                 10
+ *   acquire_timeout_ms       DS_ACQUIRE_TIMEOUT_MS       5000
+ *   connect_timeout_ms       DS_CONNECT_TIMEOUT_MS       5000
+ *   statement_timeout_ms     DS_STATEMENT_TIMEOUT_MS     0 (server default)
+ *   max_lifetime_ms          DS_POOL_MAX_LIFETIME_MS     1800000 (0 = none)
+ *   idle_timeout_ms          DS_POOL_IDLE_TIMEOUT_MS     600000 (0 = none)
+ *   statement_mode           DS_STATEMENT_MODE           prepared | pooler
+ *   tx_max_retries           DS_TX_MAX_RETRIES           5
+ *   replica_retry_ms         DS_REPLICA_RETRY_MS         5000
+ *   application_name         DS_APPLICATION_NAME         libdatastore
+ *   token_keys               DS_TOKEN_KEYS               (none; secret)
+ *   embedding_dim            DS_EMBEDDING_DIM            384
+ *   migrate_lock_timeout_ms  DS_MIGRATE_LOCK_TIMEOUT_MS  5000
+ *   redis_prefix             DS_REDIS_PREFIX             ds:
+ *   redis_pool_size          DS_REDIS_POOL_SIZE          4
+ *   redis_connect_timeout_ms DS_REDIS_CONNECT_TIMEOUT_MS 2000
+ *   redis_command_timeout_ms DS_REDIS_COMMAND_TIMEOUT_MS 2000
+ *   redis_tls_ca             DS_REDIS_TLS_CA             (system CA store)
+ *
+ * A bad value gives DS_ERR_CONFIG with a message naming the environment
+ * variable; the message never repeats a URL, password or key.
+ *
+ * Thread-safety: a config may be read by many threads at once (e.g. passed to
+ * several constructors) but must not be modified concurrently.
+ */
+#ifndef DATASTORE_CONFIG_H
+#define DATASTORE_CONFIG_H
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ds_config ds_config;
+typedef struct ds_conn ds_conn;
+
+/* A config holding only the defaults. Free with ds_config_free(). */
+DS_EXPORT DS_NODISCARD ds_status ds_config_new(ds_config **out, ds_error *err);
+
+/* ds_config_new() followed by ds_config_load_env(). */
+DS_EXPORT DS_NODISCARD ds_status ds_config_from_env(ds_config **out,
+                                                    ds_error *err);
+
+/*
+ * Overlays every environment variable of the table above that is set (an
+ * empty value counts as unset). Stops at the first bad value, which it names;
+ * settings read before it stay applied.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_config_load_env(ds_config *cfg,
+                                                    ds_error *err);
+
+/*
+ * Sets one value from text: `name` is the setting's name or its environment
+ * variable, case-insensitive. A NULL or empty value resets it to its default.
+ * Errors: DS_ERR_INVALID (NULL cfg/name), DS_ERR_CONFIG (unknown name, bad
+ * value), DS_ERR_NOMEM.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_config_set(ds_config *cfg,
+                                               const char *name,
+                                               const char *value,
+                                               ds_error *err);
+
+/* Sets an integer setting. DS_ERR_CONFIG when out of its range. */
+DS_EXPORT DS_NODISCARD ds_status ds_config_set_int(ds_config *cfg,
+                                                   const char *name,
+                                                   int64_t value,
+                                                   ds_error *err);
+
+/* Reads an integer setting. */
+DS_EXPORT DS_NODISCARD ds_status ds_config_get_int(const ds_config *cfg,
+                                                   const char *name,
+                                                   int64_t *out,
+                                                   ds_error *err);
+
+/*
+ * Copies a text setting into `buf` (NUL-terminated). URLs come back with the
+ * password replaced by "***"; token_keys is refused (DS_ERR_INVALID).
+ * An unset value gives "". DS_ERR_INVALID when `buf` is too small.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_config_get_str(const ds_config *cfg,
+                                                   const char *name,
+                                                   char *buf, size_t buflen,
+                                                   ds_error *err);
+
+/*
+ * Called on every new PostgreSQL connection before it is first handed out
+ * (e.g. to SET search_path). Returning non-DS_OK discards the connection and
+ * fails the acquire with that error. In `pooler` statement mode session state
+ * does not survive a transaction, so keep this hook for direct connections.
+ */
+typedef ds_status (*ds_after_connect_fn)(void *ud, ds_conn *conn,
+                                         ds_error *err);
+
+DS_EXPORT DS_NODISCARD ds_status ds_config_set_after_connect(
+    ds_config *cfg, ds_after_connect_fn fn, void *ud, ds_error *err);
+
+/* Deep copy. */
+DS_EXPORT DS_NODISCARD ds_status ds_config_clone(const ds_config *cfg,
+                                                 ds_config **out,
+                                                 ds_error *err);
+
+/* Frees the config, wiping URLs and keys. NULL is a no-op. */
+DS_EXPORT void ds_config_free(ds_config *cfg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DATASTORE_CONFIG_H */

@@ -1,0 +1,143 @@
+/*
+ * datastore/core.h — versions, status codes, errors, logging and init.
+ *
+ * Every fallible call in libdatastore returns a ds_status (DS_OK == 0) and
+ * takes a trailing `ds_error *err` that may be NULL. The error belongs to the
+ * call, not to a handle, so two threads never overwrite each other's message.
+ *
+ * Thread-safety: everything here is safe to call from any thread.
+ */
+#ifndef DATASTORE_CORE_H
+#define DATASTORE_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The Makefile reads these three lines: they are the one source of truth. */
+#define DS_VERSION_MAJOR 0
+#define DS_VERSION_MINOR 1
+#define DS_VERSION_PATCH 0
+
+#define DS_VERSION_STR_(x) #x
+#define DS_VERSION_STR(x) DS_VERSION_STR_(x)
+#define DS_VERSION_STRING                                                      \
+    DS_VERSION_STR(DS_VERSION_MAJOR)                                           \
+    "." DS_VERSION_STR(DS_VERSION_MINOR) "." DS_VERSION_STR(DS_VERSION_PATCH)
+/* 0xMMmmpp, comparable with < and >. */
+#define DS_VERSION_NUMBER                                                      \
+    ((DS_VERSION_MAJOR << 16) | (DS_VERSION_MINOR << 8) | DS_VERSION_PATCH)
+#define DS_VERSION_AT_LEAST(major, minor, patch)                               \
+    (DS_VERSION_NUMBER >= (((major) << 16) | ((minor) << 8) | (patch)))
+
+#if defined(DS_BUILDING_LIBRARY) && defined(__GNUC__)
+#define DS_EXPORT __attribute__((visibility("default")))
+#else
+#define DS_EXPORT
+#endif
+
+#if defined(__GNUC__)
+#define DS_NODISCARD __attribute__((warn_unused_result))
+#define DS_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define DS_NODISCARD
+#define DS_PRINTF(fmt, args)
+#endif
+
+/*
+ * Status codes. Append-only: a value, once released, never changes meaning.
+ */
+typedef enum ds_status {
+    DS_OK = 0,
+    DS_ERR_INVALID = 1,     /* bad argument: NULL, out of range, malformed  */
+    DS_ERR_NOMEM = 2,       /* an allocation failed; nothing was changed    */
+    DS_ERR_CONFIG = 3,      /* bad configuration value (message names it)   */
+    DS_ERR_CONNECTION = 4,  /* could not connect, or the connection was lost */
+    DS_ERR_TIMEOUT = 5,     /* acquire, statement or lock timeout           */
+    DS_ERR_DB = 6,          /* the server reported an error (see sqlstate)  */
+    DS_ERR_NOT_FOUND = 7,   /* no such row / key                            */
+    DS_ERR_CONFLICT = 8,    /* unique violation, stale version, ...         */
+    DS_ERR_MIGRATION = 9,   /* migration refused or failed                  */
+    DS_ERR_SCHEMA = 10,     /* live schema does not match this build        */
+    DS_ERR_CRYPTO = 11,     /* any decrypt/verify failure (deliberately vague) */
+    DS_ERR_REDIS = 12,      /* Redis reported an error or is unreachable    */
+    DS_ERR_CLOSED = 13,     /* the handle is closing or closed              */
+    DS_ERR_UNSUPPORTED = 14,/* the server lacks a feature (e.g. pgvector)   */
+    DS_ERR_INTERNAL = 15    /* a bug in libdatastore: please report it      */
+} ds_status;
+
+#define DS_ERROR_MESSAGE_MAX 512
+
+/*
+ * Error details of one call. Zero-initialise it or pass NULL. On failure the
+ * call fills every field; on success it leaves the struct untouched.
+ * `message` never contains passwords, keys or tokens.
+ */
+typedef struct ds_error {
+    ds_status code;
+    char sqlstate[6];      /* five-character SQLSTATE or "" when none     */
+    bool retryable;        /* see ds_error_is_retryable()                 */
+    char message[DS_ERROR_MESSAGE_MAX];
+} ds_error;
+
+/* Static English name of a status, e.g. "DS_ERR_TIMEOUT". Never NULL. */
+DS_EXPORT const char *ds_status_str(ds_status status);
+
+/*
+ * True when repeating the same operation later may succeed: connection loss,
+ * server shutdown/restart (57P01/57P02/57P03), serialization failure (40001),
+ * deadlock (40P01), lock timeout (55P03), too many connections (53300),
+ * an unreachable Redis. False for NULL.
+ */
+DS_EXPORT bool ds_error_is_retryable(const ds_error *err);
+
+/* Resets `err` to the "no error" state. NULL is a no-op. */
+DS_EXPORT void ds_error_clear(ds_error *err);
+
+/*
+ * One-time process initialisation (libsodium, random seeds). Idempotent and
+ * thread-safe; every constructor calls it, so calling it yourself is only
+ * needed to fail early.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_init(ds_error *err);
+
+/* Runtime version, e.g. "0.1.0"; compare with DS_VERSION_STRING. */
+DS_EXPORT const char *ds_version(void);
+/* Runtime DS_VERSION_NUMBER. */
+DS_EXPORT uint32_t ds_version_number(void);
+
+/* ------------------------------------------------------------------------
+ * Logging. The library never writes to stdout or stderr; messages go to the
+ * callback installed here (none by default). Messages never carry passwords,
+ * keys, tokens or full connection strings.
+ */
+typedef enum ds_log_level {
+    DS_LOG_DEBUG = 0,
+    DS_LOG_INFO = 1,
+    DS_LOG_WARN = 2,
+    DS_LOG_ERROR = 3
+} ds_log_level;
+
+/* `module` is a static string such as "pool"; `msg` lives for the call. */
+typedef void (*ds_log_fn)(void *ud, ds_log_level level, const char *module,
+                          const char *msg);
+
+/*
+ * Installs the process-wide log callback (NULL removes it). Messages below
+ * `min_level` are not formatted at all. The callback may be called from any
+ * thread, including the pool's maintenance thread, and must not call back
+ * into the library.
+ */
+DS_EXPORT void ds_set_log_fn(ds_log_fn fn, void *ud, ds_log_level min_level);
+
+/* "debug", "info", "warn", "error"; never NULL. */
+DS_EXPORT const char *ds_log_level_str(ds_log_level level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DATASTORE_CORE_H */

@@ -1,0 +1,127 @@
+/* Time, randomness and text helpers. */
+#include <ctype.h>
+#include <sodium.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/internal.h"
+
+int64_t ds__now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t ds__wall_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void ds__sleep_us(int64_t us) {
+    if (us <= 0)
+        return;
+    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+uint32_t ds__random_u32(void) {
+    ds__ensure_init(NULL);
+    return randombytes_random();
+}
+
+uint32_t ds__random_uniform(uint32_t upper) {
+    ds__ensure_init(NULL);
+    return upper ? randombytes_uniform(upper) : 0;
+}
+
+int ds__strcasecmp(const char *a, const char *b) {
+    for (;; a++, b++) {
+        int ca = tolower((unsigned char)*a), cb = tolower((unsigned char)*b);
+        if (ca != cb || !ca)
+            return ca - cb;
+    }
+}
+
+static void append(char *out, size_t outlen, size_t *o, const char *s,
+                   size_t n) {
+    while (n-- && *o + 1 < outlen)
+        out[(*o)++] = *s++;
+}
+
+/* URL form: scheme://user:password@host...; conninfo form: password=... */
+void ds__redact_url(const char *url, char *out, size_t outlen) {
+    if (!out || !outlen)
+        return;
+    size_t o = 0;
+    out[0] = '\0';
+    if (!url)
+        return;
+    const char *scheme = strstr(url, "://");
+    if (scheme) {
+        const char *auth = scheme + 3;
+        const char *end = auth + strcspn(auth, "/?#");
+        const char *at = NULL;
+        for (const char *p = auth; p < end; p++)
+            if (*p == '@')
+                at = p; /* the last '@' ends the userinfo */
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (colon) {
+            append(out, outlen, &o, url, (size_t)(colon + 1 - url));
+            append(out, outlen, &o, "***", 3);
+            url = at;
+        }
+    }
+    /* key=value forms, including ?password= in URL query strings */
+    while (*url && o + 1 < outlen) {
+        if (strncmp(url, "password=", 9) == 0 &&
+            (o == 0 || out[o - 1] == ' ' || out[o - 1] == '?' ||
+             out[o - 1] == '&')) {
+            append(out, outlen, &o, "password=***", 12);
+            url += 9;
+            if (*url == '\'') { /* quoted conninfo value */
+                url++;
+                while (*url && *url != '\'')
+                    url += (*url == '\\' && url[1]) ? 2 : 1;
+                if (*url)
+                    url++;
+            } else {
+                url += strcspn(url, " &#");
+            }
+            continue;
+        }
+        out[o++] = *url++;
+    }
+    out[o] = '\0';
+}
+
+bool ds__utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        unsigned c = *p;
+        if (c == 0)
+            return false;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        size_t n;
+        unsigned min;
+        if ((c & 0xE0) == 0xC0) { n = 1; min = 0x80; c &= 0x1F; }
+        else if ((c & 0xF0) == 0xE0) { n = 2; min = 0x800; c &= 0x0F; }
+        else if ((c & 0xF8) == 0xF0) { n = 3; min = 0x10000; c &= 0x07; }
+        else return false;
+        if ((size_t)(end - p) <= n)
+            return false;
+        for (size_t i = 1; i <= n; i++) {
+            if ((p[i] & 0xC0) != 0x80)
+                return false;
+            c = (c << 6) | (p[i] & 0x3F);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
