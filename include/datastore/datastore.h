@@ -1,0 +1,15 @@
+/*
+ * datastore/datastore.h — the whole libdatastore API.
+ *
+ * Include this one header; each module's header also compiles on its own.
+ * Link with `pkg-config --cflags --libs datastore`.
+ */
+#ifndef DATASTORE_DATASTORE_H
+#define DATASTORE_DATASTORE_H
+
+#include "core.h"
+#include "config.h"
+#include "pool.h"
+#include "sql.h"
+
+#endif /* DATASTORE_DATASTORE_H */

@@ -1,0 +1,165 @@
+/*
+ * datastore/pool.h — the PostgreSQL connection pool and transactions.
+ *
+ * A ds_pool owns up to pool_max connections to the primary (and as many to
+ * each replica). ds_pool_acquire() leases one as a ds_conn; ds_pool_release()
+ * gives it back. Waiters are served first-come first-served; an acquire never
+ * waits longer than its timeout.
+ *
+ * Statement modes (setting `statement_mode`):
+ *   prepared  named prepared statements, cached per connection: the fastest
+ *             choice for direct connections.
+ *   pooler    unnamed statements only, and no session state (no SET after
+ *             connect): correct behind PgBouncer in transaction mode and
+ *             managed poolers such as Neon's or Supabase's. Set
+ *             statement_timeout on the role (ALTER ROLE ... SET) there;
+ *             ds_tx_run() still applies it with SET LOCAL.
+ *
+ * Health: a connection given back inside a transaction is rolled back; one
+ * that is broken, mid-query or fails the rollback is closed, never handed out
+ * dirty. Idle connections whose server went away (restart, terminated
+ * backend) are detected without a round trip on acquire and replaced; one
+ * reused within 250 ms of its release skips that check, and if it died in
+ * that window its first statement fails with a retryable error
+ * (ds_error_is_retryable) and it is replaced on release.
+ *
+ * Thread-safety: ds_pool is safe to share between threads. A ds_conn is
+ * serial: one thread at a time, from acquire to release.
+ */
+#ifndef DATASTORE_POOL_H
+#define DATASTORE_POOL_H
+
+#include "config.h"
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ds_pool ds_pool;
+typedef struct ds_conn ds_conn;
+struct pg_conn; /* libpq's PGconn */
+
+/*
+ * Opens a pool from `cfg` (which needs database_url) and pre-warms pool_min
+ * connections; fails with DS_ERR_CONNECTION (message without the password)
+ * when the first connection cannot be made, so a bad URL shows at start-up.
+ * Replica URLs are connected lazily. On failure *out is NULL.
+ * Errors: DS_ERR_INVALID, DS_ERR_CONFIG, DS_ERR_CONNECTION, DS_ERR_NOMEM.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_pool_open(const ds_config *cfg,
+                                              ds_pool **out, ds_error *err);
+
+/* Shorthand: defaults plus this database URL. */
+DS_EXPORT DS_NODISCARD ds_status ds_pool_open_url(const char *database_url,
+                                                  ds_pool **out,
+                                                  ds_error *err);
+
+/*
+ * Closes the pool: waiters get DS_ERR_CLOSED, idle connections close now and
+ * leased ones when released; the memory goes with the last lease. Every
+ * lease must still be released. NULL is a no-op.
+ */
+DS_EXPORT void ds_pool_close(ds_pool *pool);
+
+/* Leases a primary connection, waiting up to acquire_timeout_ms. */
+DS_EXPORT DS_NODISCARD ds_status ds_pool_acquire(ds_pool *pool, ds_conn **out,
+                                                 ds_error *err);
+
+/*
+ * Leases a primary connection waiting up to `timeout_ms` (0: only if one is
+ * free now). Errors: DS_ERR_TIMEOUT (retryable: no), DS_ERR_CONNECTION when
+ * a new connection could not be made, DS_ERR_CLOSED, DS_ERR_INVALID.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_pool_acquire_timeout(ds_pool *pool,
+                                                         int timeout_ms,
+                                                         ds_conn **out,
+                                                         ds_error *err);
+
+/*
+ * Leases a connection for reads that tolerate replica lag: round-robin over
+ * replicas that are up; a replica that fails to connect is skipped for
+ * replica_retry_ms; with none configured or none up, the primary.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_pool_acquire_read(ds_pool *pool,
+                                                      ds_conn **out,
+                                                      ds_error *err);
+
+/* Gives a lease back (see "Health" above). NULL is a no-op. */
+DS_EXPORT void ds_pool_release(ds_conn *conn);
+
+/* True when the lease came from a replica. */
+DS_EXPORT bool ds_conn_is_replica(const ds_conn *conn);
+
+/*
+ * The underlying libpq connection, for what the library does not cover.
+ * Borrowed: valid until ds_pool_release(). Leave it idle and outside a
+ * transaction (or call ds_conn_discard()) when you give it back, and do not
+ * PQfinish it.
+ */
+DS_EXPORT struct pg_conn *ds_conn_pg(ds_conn *conn);
+
+/* Marks the lease so that release closes it instead of reusing it, e.g.
+ * after changing session state through ds_conn_pg(). */
+DS_EXPORT void ds_conn_discard(ds_conn *conn);
+
+typedef struct ds_pool_stats {
+    int size;            /* open connections, primary and replicas        */
+    int idle;            /* of which idle                                 */
+    int in_use;          /* of which leased                               */
+    int waiters;         /* threads waiting in acquire now                */
+    uint64_t acquires;   /* successful acquires since open                */
+    uint64_t timeouts;   /* acquires that gave DS_ERR_TIMEOUT             */
+    uint64_t reconnects; /* dead connections replaced                     */
+    uint64_t connect_failures;
+    uint64_t discarded;  /* leases closed on release (broken, dirty, old) */
+    int64_t acquire_wait_p50_us;
+    int64_t acquire_wait_p99_us;
+    int64_t acquire_wait_max_us;
+} ds_pool_stats;
+
+/* A consistent snapshot of the counters. */
+DS_EXPORT DS_NODISCARD ds_status ds_pool_stats_get(ds_pool *pool,
+                                                   ds_pool_stats *out,
+                                                   ds_error *err);
+
+/* The pool's statement mode: true for `pooler`. */
+DS_EXPORT bool ds_pool_is_pooler_mode(const ds_pool *pool);
+
+/* ------------------------------------------------------------------------
+ * Transactions.
+ */
+typedef enum ds_isolation {
+    DS_ISOLATION_DEFAULT = 0, /* the server's default (READ COMMITTED)   */
+    DS_ISOLATION_READ_COMMITTED,
+    DS_ISOLATION_REPEATABLE_READ,
+    DS_ISOLATION_SERIALIZABLE
+} ds_isolation;
+
+typedef struct ds_tx_options {
+    ds_isolation isolation;
+    bool read_only;
+    int max_retries; /* < 0: the pool's tx_max_retries                    */
+} ds_tx_options;
+
+/* Body of a transaction: return DS_OK to commit, anything else to roll
+ * back. It may run more than once, so keep side effects outside the
+ * database idempotent. */
+typedef ds_status (*ds_tx_fn)(ds_conn *conn, void *ud, ds_error *err);
+
+/*
+ * Leases a connection, runs `fn` between BEGIN and COMMIT, rolls back when
+ * it fails, and retries with jittered exponential backoff when the failure
+ * is a serialization failure (40001), a deadlock (40P01) or a connection
+ * lost before COMMIT was sent. `opts` may be NULL. Returns fn's error (or
+ * the server's) after the last attempt.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_tx_run(ds_pool *pool,
+                                           const ds_tx_options *opts,
+                                           ds_tx_fn fn, void *ud,
+                                           ds_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DATASTORE_POOL_H */

@@ -1,0 +1,295 @@
+/* Statement execution on a leased connection: the per-connection prepared
+ * statement cache, the pooler-safe unnamed path, and error mapping. */
+#include <stdio.h>
+#include <string.h>
+
+#include "pool/pool_internal.h"
+
+#define STMT_CACHE_MAX 512 /* beyond this, statements run unnamed */
+
+ds_status ds__sqlstate_status(const char *s) {
+    if (!s || strlen(s) != 5)
+        return DS_ERR_DB;
+    if (strcmp(s, "23505") == 0)
+        return DS_ERR_CONFLICT;
+    if (strcmp(s, "57014") == 0 || strcmp(s, "55P03") == 0)
+        return DS_ERR_TIMEOUT;
+    if (strncmp(s, "08", 2) == 0 || strncmp(s, "57P0", 4) == 0 ||
+        strcmp(s, "53300") == 0)
+        return DS_ERR_CONNECTION;
+    if (strncmp(s, "22", 2) == 0 || strncmp(s, "23", 2) == 0)
+        return DS_ERR_INVALID;
+    return DS_ERR_DB;
+}
+
+/* libpq messages end in newlines and may span lines; keep them on one. */
+static void one_line(char *dst, size_t cap, const char *src) {
+    size_t o = 0;
+    for (; src && *src && o + 1 < cap; src++) {
+        if (*src == '\n') {
+            if (src[1] && o + 3 < cap) {
+                dst[o++] = ';';
+                dst[o++] = ' ';
+            }
+            continue;
+        }
+        dst[o++] = *src;
+    }
+    while (o && dst[o - 1] == ' ')
+        o--;
+    dst[o] = '\0';
+}
+
+ds_status ds__pg_error(ds_conn *c, PGconn *pg, const PGresult *res,
+                       const char *context, ds_error *err) {
+    if (!pg && c)
+        pg = c->pg;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    bool lost = !pg || PQstatus(pg) != CONNECTION_OK;
+    ds_status code = lost && !state ? DS_ERR_CONNECTION
+                                    : ds__sqlstate_status(state);
+    char msg[DS_ERROR_MESSAGE_MAX];
+    if (res && state) {
+        const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+        const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+        snprintf(msg, sizeof msg, "%s%s%s%s%s (SQLSTATE %s)",
+                 primary ? primary : "error", detail ? "; " : "",
+                 detail ? detail : "", hint ? "; hint: " : "",
+                 hint ? hint : "", state);
+    } else {
+        const char *raw = res ? PQresultErrorMessage(res) : NULL;
+        if (!raw || !*raw)
+            raw = pg ? PQerrorMessage(pg) : "no connection";
+        one_line(msg, sizeof msg, raw);
+        if (!msg[0])
+            snprintf(msg, sizeof msg, "unknown error");
+    }
+    ds__error_set(err, code, "%s: %s", context ? context : "query", msg);
+    ds__error_set_sqlstate(err, state);
+    if (err && lost)
+        err->retryable = true;
+    if (c) {
+        if (lost)
+            c->discard = true;
+        if (err && c->sub)
+            ds__error_scrub(err, c->sub->password);
+    }
+    return code;
+}
+
+/* ---- prepared statement cache ----------------------------------------- */
+
+static uint64_t stmt_hash(const char *sql, int nparams, const Oid *types) {
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+        h = (h ^ *p) * UINT64_C(1099511628211);
+    for (int i = 0; types && i < nparams; i++)
+        h = (h ^ types[i]) * UINT64_C(1099511628211);
+    return (h ^ (uint64_t)nparams) * UINT64_C(1099511628211) | 1; /* 0 = empty */
+}
+
+static bool stmt_matches(const ds_stmt *s, uint64_t h, const char *sql,
+                         int nparams, const Oid *types) {
+    if (s->hash != h || s->nparams != nparams || strcmp(s->sql, sql) != 0)
+        return false;
+    for (int i = 0; i < nparams; i++)
+        if ((types ? types[i] : 0) != s->types[i])
+            return false;
+    return true;
+}
+
+static ds_stmt *stmt_find(ds_conn *c, uint64_t h, const char *sql, int nparams,
+                          const Oid *types) {
+    if (!c->stmt_cap)
+        return NULL;
+    for (uint32_t i = (uint32_t)h & (c->stmt_cap - 1);;
+         i = (i + 1) & (c->stmt_cap - 1)) {
+        ds_stmt *s = &c->stmts[i];
+        if (!s->hash)
+            return NULL;
+        if (stmt_matches(s, h, sql, nparams, types))
+            return s;
+    }
+}
+
+static void stmt_cache_clear(ds_conn *c) {
+    for (uint32_t i = 0; i < c->stmt_cap; i++) {
+        ds__free(c->stmts[i].sql);
+        ds__free(c->stmts[i].types);
+    }
+    ds__free(c->stmts);
+    c->stmts = NULL;
+    c->stmt_cap = c->stmt_count = 0;
+}
+
+void ds__conn_free_cache(ds_conn *c) { stmt_cache_clear(c); }
+
+/* Returns the new entry, or NULL when the cache is full or memory ran out
+ * (the caller then runs the statement unnamed: slower, never wrong). */
+static ds_stmt *stmt_insert(ds_conn *c, uint64_t h, const char *sql,
+                            int nparams, const Oid *types) {
+    if (c->stmt_count >= STMT_CACHE_MAX)
+        return NULL;
+    if ((c->stmt_count + 1) * 4 > c->stmt_cap * 3) {
+        uint32_t cap = c->stmt_cap ? c->stmt_cap * 2 : 32;
+        ds_stmt *t = ds__calloc(cap, sizeof *t);
+        if (!t)
+            return NULL;
+        for (uint32_t i = 0; i < c->stmt_cap; i++) {
+            ds_stmt *s = &c->stmts[i];
+            if (!s->hash)
+                continue;
+            uint32_t j = (uint32_t)s->hash & (cap - 1);
+            while (t[j].hash)
+                j = (j + 1) & (cap - 1);
+            t[j] = *s;
+        }
+        ds__free(c->stmts);
+        c->stmts = t;
+        c->stmt_cap = cap;
+    }
+    char *copy = ds__strdup(sql);
+    Oid *tcopy = ds__calloc((size_t)(nparams ? nparams : 1), sizeof(Oid));
+    if (!copy || !tcopy) {
+        ds__free(copy);
+        ds__free(tcopy);
+        return NULL;
+    }
+    for (int i = 0; i < nparams; i++)
+        tcopy[i] = types ? types[i] : 0;
+    uint32_t j = (uint32_t)h & (c->stmt_cap - 1);
+    while (c->stmts[j].hash)
+        j = (j + 1) & (c->stmt_cap - 1);
+    ds_stmt *s = &c->stmts[j];
+    s->hash = h;
+    s->sql = copy;
+    s->types = tcopy;
+    s->nparams = nparams;
+    s->id = ++c->next_stmt_id;
+    c->stmt_count++;
+    return s;
+}
+
+/* Backward-shift deletion keeps linear probing free of tombstones. */
+static void stmt_remove(ds_conn *c, ds_stmt *s) {
+    uint32_t mask = c->stmt_cap - 1, i = (uint32_t)(s - c->stmts), j = i;
+    ds__free(s->sql);
+    ds__free(s->types);
+    memset(s, 0, sizeof *s);
+    c->stmt_count--;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!c->stmts[j].hash)
+            return;
+        uint32_t k = (uint32_t)c->stmts[j].hash & mask;
+        bool in_place = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+        if (in_place)
+            continue;
+        c->stmts[i] = c->stmts[j];
+        memset(&c->stmts[j], 0, sizeof c->stmts[j]);
+        i = j;
+    }
+}
+
+static bool result_ok(const PGresult *r) {
+    ExecStatusType st = PQresultStatus(r);
+    return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+}
+
+static bool needs_reprepare(const PGresult *r) {
+    const char *s = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* 26000: the statement vanished (DISCARD ALL, DEALLOCATE);
+     * 0A000: "cached plan must not change result type" after DDL. */
+    return s && (strcmp(s, "26000") == 0 || strcmp(s, "0A000") == 0);
+}
+
+typedef enum { PREP_DONE, PREP_UNNAMED, PREP_FAILED } prep_outcome;
+
+/* Runs a named statement, preparing it on first use. PREP_UNNAMED asks the
+ * caller to run it unnamed (cache full or out of memory); PREP_FAILED means
+ * `err` is filled. */
+static prep_outcome exec_prepared(ds_conn *c, const char *sql, int nparams,
+                                  const Oid *types, const char *const *values,
+                                  const int *lengths, const int *formats,
+                                  int result_format, bool may_retry,
+                                  PGresult **out, ds_error *err) {
+    uint64_t h = stmt_hash(sql, nparams, types);
+    ds_stmt *s = stmt_find(c, h, sql, nparams, types);
+    char name[24];
+    if (!s) {
+        s = stmt_insert(c, h, sql, nparams, types);
+        if (!s)
+            return PREP_UNNAMED;
+        snprintf(name, sizeof name, "ds_%u", s->id);
+        PGresult *pr = PQprepare(c->pg, name, sql, nparams, types);
+        if (!pr || PQresultStatus(pr) != PGRES_COMMAND_OK) {
+            ds__pg_error(c, NULL, pr, "prepare", err);
+            PQclear(pr);
+            stmt_remove(c, s);
+            return PREP_FAILED;
+        }
+        PQclear(pr);
+    } else {
+        snprintf(name, sizeof name, "ds_%u", s->id);
+    }
+    PGresult *r = PQexecPrepared(c->pg, name, nparams, values, lengths,
+                                 formats, result_format);
+    if (r && !result_ok(r) && may_retry && needs_reprepare(r) &&
+        PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+        PQclear(r);
+        stmt_cache_clear(c);
+        PQclear(PQexec(c->pg, "DEALLOCATE ALL"));
+        return exec_prepared(c, sql, nparams, types, values, lengths, formats,
+                             result_format, false, out, err);
+    }
+    *out = r;
+    return PREP_DONE;
+}
+
+PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
+                        const Oid *types, const char *const *values,
+                        const int *lengths, const int *formats,
+                        int result_format, ds_error *err) {
+    PGresult *r = NULL;
+    prep_outcome o = PREP_UNNAMED;
+    if (!c->pooler)
+        o = exec_prepared(c, sql, nparams, types, values, lengths, formats,
+                          result_format, true, &r, err);
+    if (o == PREP_FAILED)
+        return NULL;
+    if (o == PREP_UNNAMED)
+        r = PQexecParams(c->pg, sql, nparams, types, values, lengths, formats,
+                         result_format);
+    if (r && result_ok(r))
+        return r;
+    ds__pg_error(c, NULL, r, "query", err);
+    PQclear(r);
+    return NULL;
+}
+
+ds_status ds__conn_exec_simple(ds_conn *c, const char *sql, ds_error *err) {
+    PGresult *r = PQexec(c->pg, sql);
+    /* PQexec returns the last statement's result; an earlier failure
+     * stops the string and is what we get. */
+    if (r && result_ok(r)) {
+        PQclear(r);
+        return DS_OK;
+    }
+    ds_status st = ds__pg_error(c, NULL, r, "query", err);
+    PQclear(r);
+    return st;
+}
+
+DS_EXPORT struct pg_conn *ds_conn_pg(ds_conn *conn) {
+    return conn ? conn->pg : NULL;
+}
+
+DS_EXPORT void ds_conn_discard(ds_conn *conn) {
+    if (conn)
+        conn->discard = true;
+}
+
+DS_EXPORT bool ds_conn_is_replica(const ds_conn *conn) {
+    return conn && conn->sub && conn->sub->replica;
+}

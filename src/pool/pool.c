@@ -1,0 +1,831 @@
+/*
+ * The connection pool.
+ *
+ * One mutex guards the pool; connecting, health checks and closing happen
+ * outside it. A sub-pool per server (primary, each replica) keeps a LIFO
+ * stack of idle connections and a FIFO queue of waiters. A release hands
+ * its connection straight to the oldest waiter, and a discarded connection
+ * hands its slot over, so waiters are served in arrival order and a slot is
+ * never lost.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "pool/pool_internal.h"
+
+#define MODULE "pool"
+
+/* ---- wait-time histogram (4 sub-buckets per power of two) ------------- */
+
+static int wait_bucket(int64_t us) {
+    if (us < 4)
+        return us < 0 ? 0 : (int)us;
+    int log2 = 63 - __builtin_clzll((unsigned long long)us);
+    int sub = (int)((us >> (log2 - 2)) & 3);
+    int b = log2 * 4 + sub - 4;
+    return b >= DS_WAIT_BUCKETS ? DS_WAIT_BUCKETS - 1 : b;
+}
+
+static int64_t bucket_upper(int b) {
+    if (b < 4)
+        return b;
+    int log2 = (b + 4) / 4, sub = (b + 4) % 4;
+    return ((int64_t)(4 + sub + 1) << (log2 - 2)) - 1;
+}
+
+static void record_wait(ds_pool *p, int64_t us) {
+    p->wait_hist[wait_bucket(us)]++;
+    if (us > p->wait_max_us)
+        p->wait_max_us = us;
+}
+
+static int64_t wait_percentile(const ds_pool *p, double q) {
+    uint64_t total = 0;
+    for (int i = 0; i < DS_WAIT_BUCKETS; i++)
+        total += p->wait_hist[i];
+    if (!total)
+        return 0;
+    uint64_t rank = (uint64_t)(q * (double)total);
+    if (rank >= total)
+        rank = total - 1;
+    uint64_t seen = 0;
+    for (int i = 0; i < DS_WAIT_BUCKETS; i++) {
+        seen += p->wait_hist[i];
+        if (seen > rank) {
+            int64_t up = bucket_upper(i);
+            return up < p->wait_max_us ? up : p->wait_max_us;
+        }
+    }
+    return p->wait_max_us;
+}
+
+/* ---- connections ----------------------------------------------------- */
+
+static void conn_close(ds_conn *c) {
+    if (!c)
+        return;
+    PQfinish(c->pg);
+    ds__conn_free_cache(c);
+    ds__free(c);
+}
+
+static int64_t lifetime_deadline(const ds_pool *p, int64_t created) {
+    if (!p->lifetime_us)
+        return 0;
+    /* Up to 10% jitter so connections opened together do not all expire
+     * (and reconnect) in the same instant. */
+    int64_t jitter_span = p->lifetime_us / 10;
+    int64_t jitter = jitter_span > 0
+                         ? (int64_t)ds__random_uniform(
+                               (uint32_t)(jitter_span > UINT32_MAX
+                                              ? UINT32_MAX
+                                              : jitter_span))
+                         : 0;
+    return created + p->lifetime_us - jitter;
+}
+
+/* Is an idle connection still good? No round trip: a server restart or
+ * pg_terminate_backend() leaves an error message and EOF on the socket, so
+ * a readable socket is consumed and the status re-checked. */
+static bool conn_alive(ds_conn *c) {
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        return false;
+    /* A terminated backend sends a FATAL message and then EOF: the first
+     * read takes the message, the next one sees EOF, so keep reading
+     * while the socket stays readable (bounded). */
+    for (int round = 0; round < 4; round++) {
+        struct pollfd pfd = {.fd = PQsocket(c->pg), .events = POLLIN};
+        if (pfd.fd < 0)
+            return false;
+        if (poll(&pfd, 1, 0) <= 0)
+            break;
+        if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))
+            return false;
+        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK)
+            return false;
+        PGnotify *note;
+        while ((note = PQnotifies(c->pg)) != NULL)
+            PQfreemem(note);
+    }
+    return PQstatus(c->pg) == CONNECTION_OK &&
+           PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
+/* A connection given back less than this long ago skips the socket check:
+ * the check is a system call (about a microsecond in a VM) and a busy pool
+ * reuses connections within microseconds. A backend killed inside the
+ * window shows as a retryable error on first use (the same as one killed
+ * mid-query) and is replaced. HikariCP's aliveBypassWindow is the model. */
+#define ALIVE_BYPASS_US 250000
+
+static bool conn_usable(const ds_pool *p, ds_conn *c, int64_t now) {
+    (void)p;
+    if (c->discard || PQstatus(c->pg) != CONNECTION_OK)
+        return false;
+    if (c->expires_us && now >= c->expires_us)
+        return false;
+    return now - c->idle_since_us < ALIVE_BYPASS_US || conn_alive(c);
+}
+
+static void silence_notices(void *arg, const PGresult *res) {
+    (void)arg;
+    if (ds__log_enabled(DS_LOG_DEBUG)) {
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        ds__log(DS_LOG_DEBUG, MODULE, "server notice: %s", msg ? msg : "");
+    }
+}
+
+/* Opens a connection to sub-pool `s`, bounded by `deadline_us` (monotonic).
+ * libpq's own connect_timeout has whole-second granularity, so the
+ * handshake is driven with PQconnectPoll here. */
+static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
+                           ds_conn **out, ds_error *err) {
+    *out = NULL;
+    ds_conn *c = ds__calloc(1, sizeof *c);
+    if (!c)
+        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", s->label);
+    const char *keys[] = {"fallback_application_name", "dbname", NULL};
+    const char *vals[] = {p->application_name, s->url, NULL};
+    c->pg = PQconnectStartParams(keys, vals, 1);
+    if (!c->pg) {
+        ds__free(c);
+        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", s->label);
+    }
+    c->pool = p;
+    c->sub = s;
+    c->pooler = p->pooler;
+    PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
+    bool timed_out = false;
+    if (PQstatus(c->pg) == CONNECTION_BAD)
+        ps = PGRES_POLLING_FAILED;
+    while (ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
+        int64_t left = deadline_us - ds__now_us();
+        if (left <= 0) {
+            timed_out = true;
+            break;
+        }
+        struct pollfd pfd = {.fd = PQsocket(c->pg),
+                             .events = ps == PGRES_POLLING_READING ? POLLIN
+                                                                    : POLLOUT};
+        int n = poll(&pfd, 1, (int)((left + 999) / 1000));
+        if (n < 0 && errno != EINTR) {
+            ps = PGRES_POLLING_FAILED;
+            break;
+        }
+        if (n == 0)
+            continue; /* re-check the deadline */
+        ps = PQconnectPoll(c->pg);
+    }
+    ds_status st = DS_OK;
+    if (timed_out) {
+        st = ds__error_set(err, DS_ERR_CONNECTION,
+                           "%s: timed out connecting to the server", s->label);
+    } else if (ps == PGRES_POLLING_FAILED || PQstatus(c->pg) != CONNECTION_OK) {
+        st = ds__pg_error(NULL, c->pg, NULL, s->label, err);
+        if (st != DS_ERR_CONNECTION && err) {
+            /* Connect-time server errors (bad password, no such database)
+             * are still "could not connect". */
+            err->code = st = DS_ERR_CONNECTION;
+        }
+        ds__error_scrub(err, s->password);
+    }
+    if (st == DS_OK) {
+        PQsetNoticeReceiver(c->pg, silence_notices, NULL);
+        c->created_us = ds__now_us();
+        c->expires_us = lifetime_deadline(p, c->created_us);
+        /* Session settings are unsafe behind a transaction-mode pooler:
+         * the next statement may run on another server connection. */
+        if (!p->pooler && p->statement_timeout_ms > 0) {
+            char sql[64];
+            snprintf(sql, sizeof sql, "SET statement_timeout = %d",
+                     p->statement_timeout_ms);
+            st = ds__conn_exec_simple(c, sql, err);
+        }
+        if (st == DS_OK && p->after_connect) {
+            ds_error hook_err = {0};
+            st = p->after_connect(p->after_connect_ud, c, &hook_err);
+            if (st != DS_OK) {
+                if (!hook_err.code)
+                    ds__error_set(&hook_err, st, "after-connect hook failed");
+                if (err)
+                    *err = hook_err;
+                ds__error_prefix(err, "%s: after-connect hook", s->label);
+            }
+        }
+    }
+    if (st != DS_OK) {
+        conn_close(c);
+        ds__log(DS_LOG_WARN, MODULE, "%s: connect failed: %s", s->label,
+                err ? err->message : ds_status_str(st));
+        return st;
+    }
+    ds__log(DS_LOG_DEBUG, MODULE, "%s: opened a connection", s->label);
+    *out = c;
+    return DS_OK;
+}
+
+/* ---- handing connections and slots around (lock held) ------------------ */
+
+static ds_waiter *pop_waiter(ds_subpool *s) {
+    ds_waiter *w = s->wait_head;
+    if (w) {
+        s->wait_head = w->next;
+        if (!s->wait_head)
+            s->wait_tail = NULL;
+    }
+    return w;
+}
+
+static void remove_waiter(ds_subpool *s, ds_waiter *w) {
+    ds_waiter **pp = &s->wait_head, *prev = NULL;
+    while (*pp && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = w->next;
+        if (s->wait_tail == w)
+            s->wait_tail = prev;
+    }
+}
+
+/* A live connection goes to the oldest waiter, else onto the idle stack. */
+static void give_conn_locked(ds_subpool *s, ds_conn *c) {
+    ds_waiter *w = pop_waiter(s);
+    if (w) {
+        w->conn = c;
+        w->done = true;
+        pthread_cond_signal(&w->cond);
+        return;
+    }
+    c->idle_since_us = ds__now_us();
+    c->next = s->idle;
+    s->idle = c;
+    s->idle_n++;
+}
+
+/* A freed slot goes to the oldest waiter (to open a connection in), else
+ * the sub-pool shrinks. */
+static void give_slot_locked(ds_subpool *s) {
+    ds_waiter *w = pop_waiter(s);
+    if (w) {
+        w->grant = true;
+        w->done = true;
+        pthread_cond_signal(&w->cond);
+        return;
+    }
+    s->total--;
+}
+
+static void pool_free(ds_pool *p);
+
+/* Lease accounting: the last lease of a closed pool frees it. */
+static void lease_end_locked(ds_pool *p, bool *free_pool) {
+    p->leased--;
+    *free_pool = p->closing && p->leased == 0;
+}
+
+/* ---- acquire / release ------------------------------------------------ */
+
+static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
+                              ds_conn **out, ds_error *err) {
+    int64_t start = ds__now_us();
+    int64_t deadline = start + (int64_t)timeout_ms * 1000;
+    ds_conn *c = NULL;
+    bool create = false;
+
+    pthread_mutex_lock(&p->mu);
+    if (p->closing) {
+        pthread_mutex_unlock(&p->mu);
+        return ds__error_set(err, DS_ERR_CLOSED, "acquire: the pool is closed");
+    }
+    if (!s->wait_head && s->idle) {
+        c = s->idle;
+        s->idle = c->next;
+        s->idle_n--;
+    } else if (!s->wait_head && s->total < p->max) {
+        s->total++;
+        create = true;
+    } else {
+        ds_waiter w = {0};
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&w.cond, &attr);
+        pthread_condattr_destroy(&attr);
+        if (s->wait_tail)
+            s->wait_tail->next = &w;
+        else
+            s->wait_head = &w;
+        s->wait_tail = &w;
+        s->waiters++;
+        struct timespec ts = {(time_t)(deadline / 1000000),
+                              (long)(deadline % 1000000) * 1000};
+        while (!w.done) {
+            int rc = pthread_cond_timedwait(&w.cond, &p->mu, &ts);
+            if (rc == ETIMEDOUT && !w.done) {
+                remove_waiter(s, &w);
+                break;
+            }
+        }
+        s->waiters--;
+        pthread_cond_destroy(&w.cond);
+        if (!w.done) {
+            atomic_fetch_add(&p->timeouts, 1);
+            record_wait(p, ds__now_us() - start);
+            pthread_mutex_unlock(&p->mu);
+            return ds__error_set(err, DS_ERR_TIMEOUT,
+                                 "acquire: no %s connection became free within "
+                                 "%d ms (pool_max %d)",
+                                 s->label, timeout_ms, p->max);
+        }
+        if (!w.conn && !w.grant) { /* woken by close */
+            pthread_mutex_unlock(&p->mu);
+            return ds__error_set(err, DS_ERR_CLOSED,
+                                 "acquire: the pool was closed while waiting");
+        }
+        c = w.conn;
+        create = w.grant;
+    }
+    p->leased++;
+    record_wait(p, ds__now_us() - start);
+    pthread_mutex_unlock(&p->mu);
+
+    /* Outside the lock: check the idle connection, or open a new one. */
+    if (c && !conn_usable(p, c, ds__now_us())) {
+        bool dead = !c->expires_us || ds__now_us() < c->expires_us;
+        ds__log(DS_LOG_INFO, MODULE, "%s: replacing a %s connection", s->label,
+                dead ? "dead" : "expired");
+        if (dead)
+            atomic_fetch_add(&p->reconnects, 1);
+        conn_close(c);
+        c = NULL;
+        create = true;
+    }
+    if (create) {
+        /* Connecting is bounded by connect_timeout_ms and by what is left
+         * of the acquire timeout (when there is one). */
+        int64_t now = ds__now_us();
+        int64_t cdl = now + (int64_t)p->connect_timeout_ms * 1000;
+        if (timeout_ms > 0 && deadline < cdl)
+            cdl = deadline > now ? deadline : now;
+        ds_status st = conn_open(p, s, cdl, &c, err);
+        if (st != DS_OK) {
+            bool free_pool;
+            pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->connect_failures, 1);
+            give_slot_locked(s);
+            lease_end_locked(p, &free_pool);
+            pthread_mutex_unlock(&p->mu);
+            if (free_pool)
+                pool_free(p);
+            return st;
+        }
+    }
+    atomic_fetch_add(&p->acquires, 1);
+    *out = c;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_pool_acquire_timeout(ds_pool *pool, int timeout_ms,
+                                            ds_conn **out, ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, timeout_ms >= 0, "timeout_ms is negative");
+    return acquire_from(pool, &pool->primary, timeout_ms, out, err);
+}
+
+DS_EXPORT ds_status ds_pool_acquire(ds_pool *pool, ds_conn **out,
+                                    ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    return acquire_from(pool, &pool->primary, pool->acquire_timeout_ms, out,
+                        err);
+}
+
+DS_EXPORT ds_status ds_pool_acquire_read(ds_pool *pool, ds_conn **out,
+                                         ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    for (size_t tried = 0; tried < pool->nreplicas; tried++) {
+        pthread_mutex_lock(&pool->mu);
+        ds_subpool *s = &pool->replicas[pool->rr++ % pool->nreplicas];
+        bool down = s->down_until_us > ds__now_us();
+        pthread_mutex_unlock(&pool->mu);
+        if (down)
+            continue;
+        ds_error rerr = {0};
+        ds_status st = acquire_from(pool, s, pool->acquire_timeout_ms, out,
+                                    &rerr);
+        if (st == DS_OK)
+            return DS_OK;
+        if (st != DS_ERR_CONNECTION) {
+            if (err)
+                *err = rerr;
+            return st;
+        }
+        pthread_mutex_lock(&pool->mu);
+        s->down_until_us = ds__now_us() + pool->replica_retry_us;
+        pthread_mutex_unlock(&pool->mu);
+        ds__log(DS_LOG_WARN, MODULE, "%s is down; reads go elsewhere for %lld ms",
+                s->label, (long long)(pool->replica_retry_us / 1000));
+    }
+    return acquire_from(pool, &pool->primary, pool->acquire_timeout_ms, out,
+                        err);
+}
+
+/* Leaves the connection idle and outside a transaction, or says no. */
+static bool conn_reset_for_reuse(ds_conn *c) {
+    if (c->discard || PQstatus(c->pg) != CONNECTION_OK)
+        return false;
+    if (PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF)
+        return false;
+    switch (PQtransactionStatus(c->pg)) {
+    case PQTRANS_IDLE:
+        return true;
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR: {
+        PGresult *r = PQexec(c->pg, "ROLLBACK");
+        bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK &&
+                  PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+        PQclear(r);
+        return ok;
+    }
+    default: /* mid-query, COPY in progress, or unknown */
+        return false;
+    }
+}
+
+DS_EXPORT void ds_pool_release(ds_conn *conn) {
+    if (!conn)
+        return;
+    ds_pool *p = conn->pool;
+    ds_subpool *s = conn->sub;
+    bool reuse = conn_reset_for_reuse(conn) &&
+                 !(conn->expires_us && ds__now_us() >= conn->expires_us);
+    bool free_pool;
+    pthread_mutex_lock(&p->mu);
+    if (reuse && !p->closing) {
+        give_conn_locked(s, conn);
+        conn = NULL;
+    } else {
+        atomic_fetch_add(&p->discarded, 1);
+        if (p->closing)
+            s->total--;
+        else
+            give_slot_locked(s);
+    }
+    lease_end_locked(p, &free_pool);
+    pthread_mutex_unlock(&p->mu);
+    conn_close(conn);
+    if (free_pool)
+        pool_free(p);
+}
+
+/* ---- maintenance: idle timeout, lifetime, dead idle links, minimum ----- */
+
+static void sweep_subpool_locked(ds_pool *p, ds_subpool *s, int64_t now,
+                                 ds_conn **closing) {
+    ds_conn **pp = &s->idle;
+    while (*pp) {
+        ds_conn *c = *pp;
+        bool idle_out = p->idle_timeout_us &&
+                        now - c->idle_since_us >= p->idle_timeout_us &&
+                        s->total > s->min;
+        bool expired = c->expires_us && now >= c->expires_us;
+        bool dead = !conn_alive(c);
+        if (idle_out || expired || dead) {
+            if (dead)
+                atomic_fetch_add(&p->reconnects, 1);
+            *pp = c->next;
+            s->idle_n--;
+            s->total--;
+            c->next = *closing;
+            *closing = c;
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+static void refill_subpool(ds_pool *p, ds_subpool *s) {
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        bool need = !p->closing && s->total < s->min && s->total < p->max &&
+                    s->down_until_us <= ds__now_us();
+        if (need)
+            s->total++;
+        pthread_mutex_unlock(&p->mu);
+        if (!need)
+            return;
+        ds_conn *c;
+        ds_error err = {0};
+        ds_status st = conn_open(p, s,
+                                 ds__now_us() +
+                                     (int64_t)p->connect_timeout_ms * 1000,
+                                 &c, &err);
+        pthread_mutex_lock(&p->mu);
+        if (st == DS_OK && !p->closing) {
+            give_conn_locked(s, c);
+            c = NULL;
+        } else if (st == DS_OK) {
+            s->total--;
+        } else {
+            atomic_fetch_add(&p->connect_failures, 1);
+            give_slot_locked(s);
+        }
+        pthread_mutex_unlock(&p->mu);
+        conn_close(st == DS_OK ? c : NULL);
+        if (st != DS_OK)
+            return; /* try again on the next tick */
+    }
+}
+
+static void *maintenance_main(void *arg) {
+    ds_pool *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        int64_t wake = ds__now_us() + 1000000;
+        struct timespec ts = {(time_t)(wake / 1000000),
+                              (long)(wake % 1000000) * 1000};
+        while (!p->closing &&
+               pthread_cond_timedwait(&p->maint_cond, &p->mu, &ts) != ETIMEDOUT) {
+        }
+        if (p->closing) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        ds_conn *closing = NULL;
+        int64_t now = ds__now_us();
+        sweep_subpool_locked(p, &p->primary, now, &closing);
+        for (size_t i = 0; i < p->nreplicas; i++)
+            sweep_subpool_locked(p, &p->replicas[i], now, &closing);
+        pthread_mutex_unlock(&p->mu);
+        while (closing) {
+            ds_conn *next = closing->next;
+            conn_close(closing);
+            closing = next;
+        }
+        refill_subpool(p, &p->primary);
+    }
+}
+
+/* ---- open / close ----------------------------------------------------- */
+
+static ds_status subpool_init(ds_subpool *s, const char *url, const char *label,
+                              bool replica, int min, ds_error *err) {
+    memset(s, 0, sizeof *s);
+    snprintf(s->label, sizeof s->label, "%s", label);
+    s->replica = replica;
+    s->min = min;
+    s->url = ds__secret_strdup(url);
+    if (!s->url)
+        return ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
+    s->password = ds__conninfo_password(url);
+    return DS_OK;
+}
+
+static void subpool_destroy(ds_subpool *s) {
+    ds_conn *c = s->idle;
+    while (c) {
+        ds_conn *next = c->next;
+        conn_close(c);
+        c = next;
+    }
+    s->idle = NULL;
+    ds__secret_free(s->url);
+    ds__secret_free(s->password);
+    s->url = s->password = NULL;
+}
+
+static void pool_free(ds_pool *p) {
+    subpool_destroy(&p->primary);
+    for (size_t i = 0; i < p->nreplicas; i++)
+        subpool_destroy(&p->replicas[i]);
+    ds__free(p->replicas);
+    ds__free(p->application_name);
+    pthread_cond_destroy(&p->maint_cond);
+    pthread_mutex_destroy(&p->mu);
+    ds__free(p);
+}
+
+DS_EXPORT ds_status ds_pool_open(const ds_config *cfg, ds_pool **out,
+                                 ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, cfg, "cfg is NULL");
+    ds_status st = ds__ensure_init(err);
+    if (st != DS_OK)
+        return st;
+    if (!cfg->database_url)
+        return ds__error_set(err, DS_ERR_CONFIG,
+                             "DATABASE_URL: not set (database_url is required)");
+    if (cfg->pool_min > cfg->pool_max)
+        return ds__error_set(err, DS_ERR_CONFIG,
+                             "DS_POOL_MIN (%lld) is larger than DS_POOL_MAX "
+                             "(%lld)",
+                             (long long)cfg->pool_min,
+                             (long long)cfg->pool_max);
+
+    ds_pool *p = ds__calloc(1, sizeof *p);
+    if (!p)
+        return ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
+    /* Adaptive: the critical sections are a few pointer moves, so a short
+     * spin beats a futex sleep when threads collide. */
+    pthread_mutexattr_t mattr;
+    pthread_mutexattr_init(&mattr);
+    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&p->mu, &mattr);
+    pthread_mutexattr_destroy(&mattr);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->maint_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    p->max = (int)cfg->pool_max;
+    p->acquire_timeout_ms = (int)cfg->acquire_timeout_ms;
+    p->connect_timeout_ms = (int)cfg->connect_timeout_ms;
+    p->statement_timeout_ms = (int)cfg->statement_timeout_ms;
+    p->lifetime_us = cfg->max_lifetime_ms * 1000;
+    p->idle_timeout_us = cfg->idle_timeout_ms * 1000;
+    p->replica_retry_us = cfg->replica_retry_ms * 1000;
+    p->tx_max_retries = (int)cfg->tx_max_retries;
+    p->pooler = cfg->statement_mode == DS_STMT_POOLER;
+    p->after_connect = cfg->after_connect;
+    p->after_connect_ud = cfg->after_connect_ud;
+    p->application_name = ds__strdup(cfg->application_name
+                                         ? cfg->application_name
+                                         : "libdatastore");
+    if (!p->application_name) {
+        pool_free(p);
+        return ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
+    }
+    st = subpool_init(&p->primary, cfg->database_url, "primary", false,
+                      (int)cfg->pool_min, err);
+    if (st == DS_OK && cfg->database_replica_urls) {
+        char **urls = NULL;
+        size_t n = 0;
+        st = ds__config_split_urls(cfg->database_replica_urls, &urls, &n, err);
+        if (st == DS_OK && n) {
+            p->replicas = ds__calloc(n, sizeof *p->replicas);
+            if (!p->replicas)
+                st = ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
+            for (size_t i = 0; st == DS_OK && i < n; i++) {
+                char label[32];
+                snprintf(label, sizeof label, "replica %zu", i + 1);
+                st = subpool_init(&p->replicas[i], urls[i], label, true, 0,
+                                  err);
+                p->nreplicas = i + 1;
+            }
+        }
+        ds__config_free_urls(urls);
+    }
+    if (st != DS_OK) {
+        pool_free(p);
+        return st;
+    }
+
+    /* Pre-warm to pool_min; the first failure is reported so that a bad
+     * URL or password shows at start-up rather than on first use. */
+    int64_t deadline = ds__now_us() + (int64_t)p->connect_timeout_ms * 1000;
+    for (int i = 0; i < (int)cfg->pool_min; i++) {
+        ds_conn *c;
+        st = conn_open(p, &p->primary, deadline, &c, err);
+        if (st != DS_OK) {
+            pool_free(p);
+            return st;
+        }
+        p->primary.total++;
+        give_conn_locked(&p->primary, c);
+    }
+    if (cfg->pool_min == 0) {
+        /* Still prove the URL works. */
+        ds_conn *c;
+        st = conn_open(p, &p->primary, deadline, &c, err);
+        if (st != DS_OK) {
+            pool_free(p);
+            return st;
+        }
+        conn_close(c);
+    }
+    if (pthread_create(&p->maint, NULL, maintenance_main, p) != 0) {
+        pool_free(p);
+        return ds__error_set(err, DS_ERR_NOMEM,
+                             "pool: could not start the maintenance thread");
+    }
+    p->maint_started = true;
+    ds__log(DS_LOG_INFO, MODULE,
+            "pool open: min %lld, max %d, %zu replica(s), %s mode",
+            (long long)cfg->pool_min, p->max, p->nreplicas,
+            p->pooler ? "pooler" : "prepared");
+    *out = p;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_pool_open_url(const char *database_url, ds_pool **out,
+                                     ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, database_url, "database_url is NULL");
+    ds_config *cfg;
+    ds_status st = ds_config_new(&cfg, err);
+    if (st != DS_OK)
+        return st;
+    st = ds_config_set(cfg, "database_url", database_url, err);
+    if (st == DS_OK)
+        st = ds_pool_open(cfg, out, err);
+    ds_config_free(cfg);
+    return st;
+}
+
+/* Detaches a sub-pool's idle stack onto `list`. */
+static ds_conn *take_idle_locked(ds_subpool *s, ds_conn *list) {
+    while (s->idle) {
+        ds_conn *c = s->idle;
+        s->idle = c->next;
+        c->next = list;
+        list = c;
+        s->total--;
+    }
+    s->idle_n = 0;
+    return list;
+}
+
+static void wake_waiters_closed(ds_subpool *s) {
+    ds_waiter *w;
+    while ((w = pop_waiter(s)) != NULL) {
+        w->done = true; /* no conn, no grant: closed */
+        pthread_cond_signal(&w->cond);
+    }
+}
+
+DS_EXPORT void ds_pool_close(ds_pool *pool) {
+    if (!pool)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    if (pool->closing) {
+        pthread_mutex_unlock(&pool->mu);
+        return;
+    }
+    pool->closing = true;
+    wake_waiters_closed(&pool->primary);
+    for (size_t i = 0; i < pool->nreplicas; i++)
+        wake_waiters_closed(&pool->replicas[i]);
+    pthread_cond_broadcast(&pool->maint_cond);
+    pthread_mutex_unlock(&pool->mu);
+    if (pool->maint_started)
+        pthread_join(pool->maint, NULL);
+
+    /* Idle connections close now; leased ones as they come back. */
+    pthread_mutex_lock(&pool->mu);
+    ds_conn *idle = take_idle_locked(&pool->primary, NULL);
+    for (size_t i = 0; i < pool->nreplicas; i++)
+        idle = take_idle_locked(&pool->replicas[i], idle);
+    bool free_now = pool->leased == 0;
+    pthread_mutex_unlock(&pool->mu);
+    while (idle) {
+        ds_conn *next = idle->next;
+        conn_close(idle);
+        idle = next;
+    }
+    ds__log(DS_LOG_INFO, MODULE, "pool closed");
+    if (free_now)
+        pool_free(pool);
+}
+
+DS_EXPORT ds_status ds_pool_stats_get(ds_pool *pool, ds_pool_stats *out,
+                                      ds_error *err) {
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, out, "out is NULL");
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&pool->mu);
+    out->size = pool->primary.total;
+    out->idle = pool->primary.idle_n;
+    out->waiters = pool->primary.waiters;
+    for (size_t i = 0; i < pool->nreplicas; i++) {
+        out->size += pool->replicas[i].total;
+        out->idle += pool->replicas[i].idle_n;
+        out->waiters += pool->replicas[i].waiters;
+    }
+    out->in_use = pool->leased;
+    out->acquire_wait_p50_us = wait_percentile(pool, 0.50);
+    out->acquire_wait_p99_us = wait_percentile(pool, 0.99);
+    out->acquire_wait_max_us = pool->wait_max_us;
+    pthread_mutex_unlock(&pool->mu);
+    out->acquires = atomic_load(&pool->acquires);
+    out->timeouts = atomic_load(&pool->timeouts);
+    out->reconnects = atomic_load(&pool->reconnects);
+    out->connect_failures = atomic_load(&pool->connect_failures);
+    out->discarded = atomic_load(&pool->discarded);
+    return DS_OK;
+}
+
+DS_EXPORT bool ds_pool_is_pooler_mode(const ds_pool *pool) {
+    return pool && pool->pooler;
+}
+

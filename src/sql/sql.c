@@ -1,0 +1,477 @@
+/* The raw SQL escape hatch: typed parameters in, binary results out, and
+ * accessors that decode by column type. */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "datastore/sql.h"
+#include "pool/pool_internal.h"
+
+struct ds_result {
+    PGresult *pg;
+};
+
+#define STACK_PARAMS 16
+
+typedef struct param_arrays {
+    Oid *types;
+    const char **values;
+    int *lengths;
+    int *formats;
+    char (*scratch)[8];
+    char **owned;       /* strings this call allocated */
+    bool *owned_json;   /* ...with jansson's allocator */
+    Oid types_s[STACK_PARAMS];
+    const char *values_s[STACK_PARAMS];
+    int lengths_s[STACK_PARAMS];
+    int formats_s[STACK_PARAMS];
+    char scratch_s[STACK_PARAMS][8];
+    char *owned_s[STACK_PARAMS];
+    bool owned_json_s[STACK_PARAMS];
+    int n;
+} param_arrays;
+
+static void free_heap_arrays(param_arrays *a) {
+    ds__free(a->types);
+    ds__free(a->values);
+    ds__free(a->lengths);
+    ds__free(a->formats);
+    ds__free(a->scratch);
+    ds__free(a->owned);
+    ds__free(a->owned_json);
+}
+
+static void params_free(param_arrays *a) {
+    json_malloc_t jmalloc;
+    json_free_t jfree;
+    json_get_alloc_funcs(&jmalloc, &jfree);
+    for (int i = 0; i < a->n; i++) {
+        if (!a->owned[i])
+            continue;
+        if (a->owned_json[i])
+            jfree(a->owned[i]);
+        else
+            ds__free(a->owned[i]);
+    }
+    if (a->types != a->types_s)
+        free_heap_arrays(a);
+}
+
+static ds_status params_build(param_arrays *a, const ds_param *params, int n,
+                              ds_error *err) {
+    memset(a, 0, offsetof(param_arrays, types_s));
+    a->types = a->types_s;
+    if (n <= STACK_PARAMS) {
+        a->types = a->types_s;
+        a->values = a->values_s;
+        a->lengths = a->lengths_s;
+        a->formats = a->formats_s;
+        a->scratch = a->scratch_s;
+        a->owned = a->owned_s;
+        a->owned_json = a->owned_json_s;
+    } else {
+        a->types = ds__calloc((size_t)n, sizeof *a->types);
+        a->values = ds__calloc((size_t)n, sizeof *a->values);
+        a->lengths = ds__calloc((size_t)n, sizeof *a->lengths);
+        a->formats = ds__calloc((size_t)n, sizeof *a->formats);
+        a->scratch = ds__calloc((size_t)n, sizeof *a->scratch);
+        a->owned = ds__calloc((size_t)n, sizeof *a->owned);
+        a->owned_json = ds__calloc((size_t)n, sizeof *a->owned_json);
+        if (!a->types || !a->values || !a->lengths || !a->formats ||
+            !a->scratch || !a->owned || !a->owned_json) {
+            free_heap_arrays(a);
+            a->types = a->types_s; /* leaves nothing for params_free */
+            a->n = 0;
+            return ds__error_set(err, DS_ERR_NOMEM, "ds_exec: out of memory");
+        }
+    }
+    memset(a->owned, 0, sizeof(char *) * (size_t)n);
+    memset(a->owned_json, 0, sizeof(bool) * (size_t)n);
+    a->n = n;
+    for (int i = 0; i < n; i++) {
+        const ds_param *p = &params[i];
+        char *s = a->scratch[i];
+        a->formats[i] = 1;
+        a->values[i] = s;
+        switch (p->type) {
+        case DS_PARAM_NULL:
+            a->types[i] = 0;
+            a->values[i] = NULL;
+            a->lengths[i] = 0;
+            break;
+        case DS_PARAM_INT64:
+            a->types[i] = DS_OID_INT8;
+            ds__put_be64(s, (uint64_t)p->v.i64);
+            a->lengths[i] = 8;
+            break;
+        case DS_PARAM_INT32:
+            if (p->v.i64 < INT32_MIN || p->v.i64 > INT32_MAX)
+                return ds__error_set(err, DS_ERR_INVALID,
+                                     "ds_exec: parameter $%d does not fit "
+                                     "int4",
+                                     i + 1);
+            a->types[i] = DS_OID_INT4;
+            ds__put_be32(s, (uint32_t)(int32_t)p->v.i64);
+            a->lengths[i] = 4;
+            break;
+        case DS_PARAM_DOUBLE: {
+            uint64_t bits;
+            memcpy(&bits, &p->v.f64, 8);
+            a->types[i] = DS_OID_FLOAT8;
+            ds__put_be64(s, bits);
+            a->lengths[i] = 8;
+            break;
+        }
+        case DS_PARAM_BOOL:
+            a->types[i] = DS_OID_BOOL;
+            s[0] = p->v.b ? 1 : 0;
+            a->lengths[i] = 1;
+            break;
+        case DS_PARAM_TIMESTAMPTZ:
+            a->types[i] = DS_OID_TIMESTAMPTZ;
+            ds__put_be64(s, (uint64_t)(p->v.i64 - DS_PG_EPOCH_OFFSET_US));
+            a->lengths[i] = 8;
+            break;
+        case DS_PARAM_TEXT:
+        case DS_PARAM_UNTYPED:
+        case DS_PARAM_BYTEA:
+            if (!p->v.bytes.ptr || p->v.bytes.len > INT32_MAX)
+                return ds__error_set(err, DS_ERR_INVALID,
+                                     "ds_exec: parameter $%d is NULL or longer "
+                                     "than 2 GiB",
+                                     i + 1);
+            a->values[i] = p->v.bytes.ptr;
+            a->lengths[i] = (int)p->v.bytes.len;
+            if (p->type == DS_PARAM_BYTEA) {
+                a->types[i] = DS_OID_BYTEA;
+                break;
+            }
+            if (memchr(p->v.bytes.ptr, 0, p->v.bytes.len))
+                return ds__error_set(err, DS_ERR_INVALID,
+                                     "ds_exec: text parameter $%d contains a "
+                                     "NUL byte",
+                                     i + 1);
+            a->types[i] = p->type == DS_PARAM_TEXT ? DS_OID_TEXT : 0;
+            a->formats[i] = p->type == DS_PARAM_TEXT ? 1 : 0;
+            if (p->type == DS_PARAM_UNTYPED) {
+                /* text format needs a NUL-terminated value */
+                char *copy = ds__strndup(p->v.bytes.ptr, p->v.bytes.len);
+                if (!copy)
+                    return ds__error_set(err, DS_ERR_NOMEM,
+                                         "ds_exec: out of memory");
+                a->owned[i] = copy;
+                a->values[i] = copy;
+            }
+            break;
+        case DS_PARAM_JSONB: {
+            if (!p->v.json)
+                return ds__error_set(err, DS_ERR_INVALID,
+                                     "ds_exec: parameter $%d: NULL json_t",
+                                     i + 1);
+            char *text = json_dumps(p->v.json, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (!text)
+                return ds__error_set(err, DS_ERR_INVALID,
+                                     "ds_exec: parameter $%d: JSON could not "
+                                     "be serialised",
+                                     i + 1);
+            a->owned[i] = text;
+            a->owned_json[i] = true;
+            a->types[i] = DS_OID_JSONB;
+            a->formats[i] = 0;
+            a->values[i] = text;
+            a->lengths[i] = (int)strlen(text);
+            break;
+        }
+        default:
+            return ds__error_set(err, DS_ERR_INVALID,
+                                 "ds_exec: parameter $%d has an unknown type",
+                                 i + 1);
+        }
+    }
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_exec(ds_conn *conn, const char *sql,
+                            const ds_param *params, int nparams,
+                            ds_result **out, ds_error *err) {
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, conn, "conn is NULL");
+    DS_CHECK_ARG(err, sql, "sql is NULL");
+    DS_CHECK_ARG(err, nparams >= 0 && nparams <= 65535,
+                 "nparams must be 0 to 65535");
+    DS_CHECK_ARG(err, nparams == 0 || params, "params is NULL");
+    ds_result *res = NULL;
+    if (out) {
+        res = ds__malloc(sizeof *res);
+        if (!res)
+            return ds__error_set(err, DS_ERR_NOMEM, "ds_exec: out of memory");
+    }
+    param_arrays a;
+    ds_status st = params_build(&a, params, nparams, err);
+    if (st != DS_OK) {
+        params_free(&a);
+        ds__free(res);
+        return st;
+    }
+    PGresult *r = ds__conn_exec(conn, sql, nparams, a.types, a.values,
+                                a.lengths, a.formats, 1, err);
+    params_free(&a);
+    if (!r) {
+        ds__free(res);
+        return err ? err->code : DS_ERR_DB;
+    }
+    if (!out) {
+        PQclear(r);
+        return DS_OK;
+    }
+    res->pg = r;
+    *out = res;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_pool_exec(ds_pool *pool, const char *sql,
+                                 const ds_param *params, int nparams,
+                                 ds_result **out, ds_error *err) {
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    ds_conn *conn;
+    ds_status st = ds_pool_acquire(pool, &conn, err);
+    if (st != DS_OK)
+        return st;
+    st = ds_exec(conn, sql, params, nparams, out, err);
+    ds_pool_release(conn);
+    return st;
+}
+
+/* ---- results ---------------------------------------------------------- */
+
+DS_EXPORT void ds_result_free(ds_result *res) {
+    if (!res)
+        return;
+    PQclear(res->pg);
+    ds__free(res);
+}
+
+DS_EXPORT int ds_result_rows(const ds_result *res) {
+    return res ? PQntuples(res->pg) : 0;
+}
+
+DS_EXPORT int ds_result_cols(const ds_result *res) {
+    return res ? PQnfields(res->pg) : 0;
+}
+
+DS_EXPORT int64_t ds_result_affected(const ds_result *res) {
+    if (!res)
+        return 0;
+    const char *t = PQcmdTuples(res->pg);
+    return t && *t ? strtoll(t, NULL, 10) : 0;
+}
+
+DS_EXPORT const char *ds_result_col_name(const ds_result *res, int col) {
+    if (!res || col < 0 || col >= PQnfields(res->pg))
+        return NULL;
+    return PQfname(res->pg, col);
+}
+
+DS_EXPORT int ds_result_col_index(const ds_result *res, const char *name) {
+    if (!res || !name)
+        return -1;
+    for (int i = 0; i < PQnfields(res->pg); i++)
+        if (strcmp(PQfname(res->pg, i), name) == 0)
+            return i;
+    return -1;
+}
+
+static bool in_range(const ds_result *res, int row, int col) {
+    return res && row >= 0 && col >= 0 && row < PQntuples(res->pg) &&
+           col < PQnfields(res->pg);
+}
+
+DS_EXPORT bool ds_result_is_null(const ds_result *res, int row, int col) {
+    return !in_range(res, row, col) || PQgetisnull(res->pg, row, col);
+}
+
+/* Validates the cell and returns its bytes, or fills err. */
+static const char *cell(const ds_result *res, int row, int col, int *len,
+                        Oid *type, ds_error *err) {
+    if (!res) {
+        ds__error_set(err, DS_ERR_INVALID, "result is NULL");
+        return NULL;
+    }
+    if (!in_range(res, row, col)) {
+        ds__error_set(err, DS_ERR_INVALID,
+                      "row %d column %d is out of range (%d rows, %d columns)",
+                      row, col, PQntuples(res->pg), PQnfields(res->pg));
+        return NULL;
+    }
+    if (PQgetisnull(res->pg, row, col)) {
+        ds__error_set(err, DS_ERR_INVALID,
+                      "row %d column '%s' is NULL (check ds_result_is_null)",
+                      row, PQfname(res->pg, col));
+        return NULL;
+    }
+    *len = PQgetlength(res->pg, row, col);
+    *type = PQftype(res->pg, col);
+    return PQgetvalue(res->pg, row, col);
+}
+
+static ds_status wrong_type(const ds_result *res, int row, int col, Oid type,
+                            const char *want, ds_error *err) {
+    return ds__error_set(err, DS_ERR_INVALID,
+                         "row %d column '%s' has type oid %u, which %s cannot "
+                         "decode; cast it in SQL",
+                         row, PQfname(res->pg, col), type, want);
+}
+
+DS_EXPORT ds_status ds_result_int64(const ds_result *res, int row, int col,
+                                    int64_t *out, ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    int len;
+    Oid type;
+    const char *v = cell(res, row, col, &len, &type, err);
+    if (!v)
+        return DS_ERR_INVALID;
+    if (type == DS_OID_INT8 && len == 8)
+        *out = (int64_t)ds__get_be64(v);
+    else if (type == DS_OID_INT4 && len == 4)
+        *out = (int32_t)ds__get_be32(v);
+    else if (type == DS_OID_INT2 && len == 2)
+        *out = (int16_t)ds__get_be16(v);
+    else if (type == DS_OID_OID && len == 4)
+        *out = ds__get_be32(v);
+    else
+        return wrong_type(res, row, col, type, "ds_result_int64", err);
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_result_double(const ds_result *res, int row, int col,
+                                     double *out, ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    int len;
+    Oid type;
+    const char *v = cell(res, row, col, &len, &type, err);
+    if (!v)
+        return DS_ERR_INVALID;
+    if (type == DS_OID_FLOAT8 && len == 8) {
+        uint64_t bits = ds__get_be64(v);
+        memcpy(out, &bits, 8);
+    } else if (type == DS_OID_FLOAT4 && len == 4) {
+        uint32_t bits = ds__get_be32(v);
+        float f;
+        memcpy(&f, &bits, 4);
+        *out = f;
+    } else {
+        int64_t i;
+        ds_error tmp;
+        if (ds_result_int64(res, row, col, &i, &tmp) != DS_OK)
+            return wrong_type(res, row, col, type, "ds_result_double", err);
+        *out = (double)i;
+    }
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_result_bool(const ds_result *res, int row, int col,
+                                   bool *out, ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    int len;
+    Oid type;
+    const char *v = cell(res, row, col, &len, &type, err);
+    if (!v)
+        return DS_ERR_INVALID;
+    if (type != DS_OID_BOOL || len != 1)
+        return wrong_type(res, row, col, type, "ds_result_bool", err);
+    *out = v[0] != 0;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_result_text(const ds_result *res, int row, int col,
+                                   const char **out, size_t *len,
+                                   ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    int n;
+    Oid type;
+    const char *v = cell(res, row, col, &n, &type, err);
+    if (!v)
+        return DS_ERR_INVALID;
+    switch (type) {
+    case DS_OID_TEXT: case DS_OID_VARCHAR: case DS_OID_BPCHAR:
+    case DS_OID_NAME: case DS_OID_JSON: case DS_OID_UNKNOWN: case DS_OID_CHAR:
+        break;
+    case DS_OID_JSONB:
+        /* binary jsonb is a version byte (1) followed by the text */
+        if (n < 1 || v[0] != 1)
+            return wrong_type(res, row, col, type, "ds_result_text", err);
+        v++;
+        n--;
+        break;
+    default:
+        return wrong_type(res, row, col, type, "ds_result_text", err);
+    }
+    *out = v; /* libpq NUL-terminates every value */
+    if (len)
+        *len = (size_t)n;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_result_bytea(const ds_result *res, int row, int col,
+                                    const uint8_t **out, size_t *len,
+                                    ds_error *err) {
+    DS_CHECK_ARG(err, out && len, "out or len is NULL");
+    int n;
+    Oid type;
+    const char *v = cell(res, row, col, &n, &type, err);
+    if (!v)
+        return DS_ERR_INVALID;
+    *out = (const uint8_t *)v;
+    *len = (size_t)n;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_result_timestamptz(const ds_result *res, int row,
+                                          int col, int64_t *epoch_us,
+                                          ds_error *err) {
+    DS_CHECK_ARG(err, epoch_us, "epoch_us is NULL");
+    int n;
+    Oid type;
+    const char *v = cell(res, row, col, &n, &type, err);
+    if (!v)
+        return DS_ERR_INVALID;
+    if ((type != DS_OID_TIMESTAMPTZ && type != DS_OID_TIMESTAMP) || n != 8)
+        return wrong_type(res, row, col, type, "ds_result_timestamptz", err);
+    int64_t pg = (int64_t)ds__get_be64(v);
+    /* keep +/-infinity (INT64_MAX/MIN) as they are */
+    if (pg == INT64_MAX || pg == INT64_MIN)
+        *epoch_us = pg;
+    else
+        *epoch_us = pg + DS_PG_EPOCH_OFFSET_US;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_result_json(const ds_result *res, int row, int col,
+                                   json_t **out, ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    const char *text;
+    size_t len;
+    ds_error tmp;
+    if (ds_result_text(res, row, col, &text, &len, &tmp) != DS_OK) {
+        if (err)
+            *err = tmp;
+        return tmp.code;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+    if (!j)
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "row %d column '%s' is not valid JSON: %s", row,
+                             PQfname(res->pg, col), jerr.text);
+    *out = j;
+    return DS_OK;
+}
+
+DS_EXPORT struct pg_result *ds_result_pg(const ds_result *res) {
+    return res ? res->pg : NULL;
+}
