@@ -1,0 +1,980 @@
+/* The connection pool against the real PostgreSQL, replica and PgBouncer. */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+static const char *db_url(void) { return dt_env("DATABASE_URL"); }
+
+/* SELECT an int through the library on a leased connection. */
+static long long conn_int(ds_conn *c, const char *sql) {
+    ds_result *res;
+    ds_error err = {0};
+    ds_status st = ds_exec(c, sql, NULL, 0, &res, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t v = 0;
+    st = ds_result_int64(res, 0, 0, &v, &err);
+    ck_assert_ds_ok(st, err);
+    ds_result_free(res);
+    return v;
+}
+
+static bool conn_bool(ds_conn *c, const char *sql) {
+    ds_result *res;
+    ds_error err = {0};
+    ds_status st = ds_exec(c, sql, NULL, 0, &res, &err);
+    ck_assert_ds_ok(st, err);
+    bool v = false;
+    st = ds_result_bool(res, 0, 0, &v, &err);
+    ck_assert_ds_ok(st, err);
+    ds_result_free(res);
+    return v;
+}
+
+static ds_pool_stats stats_of(ds_pool *pool) {
+    ds_pool_stats s;
+    ds_error err = {0};
+    ds_status st = ds_pool_stats_get(pool, &s, &err);
+    ck_assert_ds_ok(st, err);
+    return s;
+}
+
+/* ---- basics ----------------------------------------------------------- */
+
+START_TEST(test_pool_open_prewarms_to_min) {
+    ds_pool *pool = dt_pool(db_url(), 3, 6);
+    ds_pool_stats s = stats_of(pool);
+    ck_assert_int_eq(s.size, 3);
+    ck_assert_int_eq(s.idle, 3);
+    ck_assert_int_eq(s.in_use, 0);
+    ds_conn *c;
+    ds_error err = {0};
+    ds_status st = ds_pool_acquire(pool, &c, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(conn_int(c, "SELECT 41 + 1"), 42);
+    ck_assert(!ds_conn_is_replica(c));
+    ck_assert_ptr_nonnull(ds_conn_pg(c));
+    s = stats_of(pool);
+    ck_assert_int_eq(s.in_use, 1);
+    ck_assert_int_eq(s.idle, 2);
+    ds_pool_release(c);
+    s = stats_of(pool);
+    ck_assert_int_eq(s.in_use, 0);
+    ck_assert_uint_eq(s.acquires, 1);
+    ds_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_pool_open_url_shorthand) {
+    ds_pool *pool;
+    ds_error err = {0};
+    ds_status st = ds_pool_open_url(db_url(), &pool, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(!ds_pool_is_pooler_mode(pool));
+    ds_result *res;
+    st = ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(ds_result_rows(res), 1);
+    ds_result_free(res);
+    ds_pool_close(pool);
+}
+END_TEST
+
+/* ---- concurrency -------------------------------------------------------- */
+
+typedef struct {
+    ds_pool *pool;
+    int iterations;
+    atomic_int *failures;
+    atomic_int *max_seen_in_use;
+} churn_arg;
+
+static void *churn_main(void *p) {
+    churn_arg *a = p;
+    for (int i = 0; i < a->iterations; i++) {
+        ds_conn *c;
+        ds_error err = {0};
+        if (ds_pool_acquire(a->pool, &c, &err) != DS_OK) {
+            atomic_fetch_add(a->failures, 1);
+            continue;
+        }
+        if (i % 500 == 0) { /* a real round trip now and then */
+            ds_result *res;
+            if (ds_exec(c, "SELECT 1", NULL, 0, &res, &err) != DS_OK)
+                atomic_fetch_add(a->failures, 1);
+            ds_result_free(res);
+        }
+        ds_pool_release(c);
+    }
+    return NULL;
+}
+
+START_TEST(test_pool_8_threads_10000_acquires_no_leak) {
+    ds_config *cfg = dt_config(db_url(), 2, 4);
+    ds_error err = {0};
+    ds_status st = ds_config_set(cfg, "application_name", "dt_churn", &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    atomic_int failures = 0, max_in_use = 0;
+    pthread_t th[8];
+    churn_arg arg = {pool, 10000, &failures, &max_in_use};
+    for (int i = 0; i < 8; i++)
+        pthread_create(&th[i], NULL, churn_main, &arg);
+    for (int i = 0; i < 8; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+    ds_pool_stats s = stats_of(pool);
+    ck_assert_uint_eq(s.acquires, 80000);
+    ck_assert_int_eq(s.in_use, 0);
+    ck_assert_int_eq(s.waiters, 0);
+    ck_assert_int_le(s.size, 4);
+    ck_assert_int_eq(s.idle, s.size);
+    ck_assert_uint_eq(s.timeouts, 0);
+    ck_assert_int_le(s.acquire_wait_p50_us, s.acquire_wait_p99_us);
+    ck_assert_int_le(s.acquire_wait_p99_us, s.acquire_wait_max_us);
+    /* the server sees exactly the connections the pool says it has */
+    long long server_side = dt_sql_int(
+        db_url(), "SELECT count(*) FROM pg_stat_activity "
+                  "WHERE application_name = 'dt_churn'");
+    ck_assert_int_eq(server_side, s.size);
+    ds_pool_close(pool);
+    ck_assert_int_eq(dt_sql_int(db_url(),
+                                "SELECT count(*) FROM pg_stat_activity "
+                                "WHERE application_name = 'dt_churn'"),
+                     0);
+}
+END_TEST
+
+START_TEST(test_pool_acquire_times_out_when_exhausted) {
+    ds_pool *pool = dt_pool(db_url(), 1, 2);
+    ds_conn *a, *b, *c = (ds_conn *)0x1;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &a, &err), DS_OK);
+    ck_assert_int_eq(ds_pool_acquire(pool, &b, &err), DS_OK);
+    long long t0 = dt_now_ms();
+    ds_status st = ds_pool_acquire_timeout(pool, 300, &c, &err);
+    long long waited = dt_now_ms() - t0;
+    ck_assert_ds_status(st, DS_ERR_TIMEOUT, err);
+    ck_assert_ptr_null(c);
+    ck_assert(!ds_error_is_retryable(&err) || err.retryable == false);
+    /* it waited for its timeout, and did not hang past it */
+    ck_assert_int_ge(waited, 290);
+    ck_assert_int_lt(waited, 3000);
+    st = ds_pool_acquire_timeout(pool, 0, &c, &err);
+    ck_assert_ds_status(st, DS_ERR_TIMEOUT, err);
+    ds_pool_stats s = stats_of(pool);
+    ck_assert_uint_eq(s.timeouts, 2);
+    ds_pool_release(a);
+    st = ds_pool_acquire_timeout(pool, 0, &c, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool_release(b);
+    ds_pool_release(c);
+    ds_pool_close(pool);
+}
+END_TEST
+
+typedef struct {
+    ds_pool *pool;
+    int id;
+    atomic_int *order_pos;
+    int *order;
+} fifo_arg;
+
+static void *fifo_waiter(void *p) {
+    fifo_arg *a = p;
+    ds_conn *c;
+    ds_error err = {0};
+    ds_status st = ds_pool_acquire_timeout(a->pool, 10000, &c, &err);
+    ck_assert_ds_ok(st, err);
+    a->order[atomic_fetch_add(a->order_pos, 1)] = a->id;
+    usleep(20000);
+    ds_pool_release(c);
+    return NULL;
+}
+
+START_TEST(test_pool_waiters_served_first_come_first_served) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *held;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &held, &err), DS_OK);
+    enum { N = 5 };
+    pthread_t th[N];
+    fifo_arg args[N];
+    int order[N];
+    atomic_int pos = 0;
+    for (int i = 0; i < N; i++) {
+        args[i] = (fifo_arg){pool, i, &pos, order};
+        pthread_create(&th[i], NULL, fifo_waiter, &args[i]);
+        /* wait until this waiter is queued before starting the next */
+        for (int spin = 0; spin < 500 && stats_of(pool).waiters != i + 1; spin++)
+            usleep(2000);
+        ck_assert_int_eq(stats_of(pool).waiters, i + 1);
+    }
+    ds_pool_release(held);
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(order[i], i);
+    ds_pool_close(pool);
+}
+END_TEST
+
+/* ---- health on release --------------------------------------------------- */
+
+START_TEST(test_pool_release_rolls_back_open_transaction) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    long long pid = conn_int(c, "SELECT pg_backend_pid()");
+    ds_status st = ds_exec(c, "CREATE TEMP TABLE t_release (v int)", NULL, 0, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_exec(c, "BEGIN", NULL, 0, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_exec(c, "INSERT INTO t_release VALUES (1)", NULL, 0, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool_release(c); /* left inside a transaction */
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert_int_eq(conn_int(c, "SELECT pg_backend_pid()"), pid); /* reused */
+    ck_assert_int_eq(PQtransactionStatus(ds_conn_pg(c)), PQTRANS_IDLE);
+    ck_assert_int_eq(conn_int(c, "SELECT count(*) FROM t_release"), 0);
+    /* a failed transaction is rolled back too */
+    st = ds_exec(c, "BEGIN", NULL, 0, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_exec(c, "SELECT 1/0", NULL, 0, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_str_eq(err.sqlstate, "22012");
+    ds_pool_release(c);
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert_int_eq(conn_int(c, "SELECT 7"), 7);
+    ds_pool_release(c);
+    ds_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_pool_release_discards_busy_or_marked_connection) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    long long pid1 = conn_int(c, "SELECT pg_backend_pid()");
+    /* a query sent but never read: the connection is mid-query */
+    ck_assert_int_eq(PQsendQuery(ds_conn_pg(c), "SELECT pg_sleep(0.05)"), 1);
+    ds_pool_release(c);
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    long long pid2 = conn_int(c, "SELECT pg_backend_pid()");
+    ck_assert_int_ne(pid1, pid2);
+    ds_conn_discard(c);
+    ds_pool_release(c);
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert_int_ne(conn_int(c, "SELECT pg_backend_pid()"), pid2);
+    ds_pool_release(c);
+    ck_assert_uint_eq(stats_of(pool).discarded, 2);
+    ds_pool_close(pool);
+}
+END_TEST
+
+/* ---- healing ------------------------------------------------------------- */
+
+START_TEST(test_pool_heals_terminated_backend) {
+    ds_pool *pool = dt_pool(db_url(), 2, 2);
+    ds_conn *a, *b;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &a, &err), DS_OK);
+    ck_assert_int_eq(ds_pool_acquire(pool, &b, &err), DS_OK);
+    long long pid_a = conn_int(a, "SELECT pg_backend_pid()");
+    long long pid_b = conn_int(b, "SELECT pg_backend_pid()");
+    ds_pool_release(a);
+    ds_pool_release(b);
+    char sql[128];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM (SELECT pg_terminate_backend(%lld), "
+             "pg_terminate_backend(%lld)) t", pid_a, pid_b);
+    dt_sql(db_url(), sql);
+    usleep(400000); /* past the 250 ms bypass window of the liveness check */
+    for (int i = 0; i < 2; i++) {
+        ds_conn *c;
+        ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+        long long pid = conn_int(c, "SELECT pg_backend_pid()");
+        ck_assert_int_ne(pid, pid_a);
+        ck_assert_int_ne(pid, pid_b);
+        ds_pool_release(c);
+    }
+    ck_assert_uint_ge(stats_of(pool).reconnects, 1);
+    ds_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_pool_in_flight_query_on_killed_backend_is_retryable) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    long long pid = conn_int(c, "SELECT pg_backend_pid()");
+    char sql[96];
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld)", pid);
+    dt_sql(db_url(), sql);
+    usleep(50000);
+    ds_status st = ds_exec(c, "SELECT 1", NULL, 0, NULL, &err);
+    ck_assert_int_ne(st, DS_OK);
+    ck_assert_msg(ds_error_is_retryable(&err), "%s: %s", ds_status_str(st),
+                  err.message);
+    ds_pool_release(c); /* discarded */
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert_int_eq(conn_int(c, "SELECT 1"), 1);
+    ds_pool_release(c);
+    ds_pool_close(pool);
+}
+END_TEST
+
+typedef struct {
+    ds_pool *pool;
+    atomic_bool *stop;
+    atomic_int *ok, *retryable, *other;
+} load_arg;
+
+static void *load_main(void *p) {
+    load_arg *a = p;
+    while (!atomic_load(a->stop)) {
+        ds_conn *c;
+        ds_error err = {0};
+        ds_status st = ds_pool_acquire(a->pool, &c, &err);
+        if (st == DS_OK) {
+            st = ds_exec(c, "SELECT pg_sleep(0.01)", NULL, 0, NULL, &err);
+            ds_pool_release(c);
+        }
+        if (st == DS_OK)
+            atomic_fetch_add(a->ok, 1);
+        else if (ds_error_is_retryable(&err))
+            atomic_fetch_add(a->retryable, 1);
+        else {
+            fprintf(stderr, "non-retryable during restart: %s: %s\n",
+                    ds_status_str(st), err.message);
+            atomic_fetch_add(a->other, 1);
+        }
+        if (st != DS_OK)
+            usleep(20000);
+    }
+    return NULL;
+}
+
+START_TEST(test_pool_survives_postgres_restart) {
+    ds_config *cfg = dt_config(db_url(), 2, 4);
+    ds_error err = {0};
+    ds_status st = ds_config_set_int(cfg, "acquire_timeout_ms", 2000, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    atomic_bool stop = false;
+    atomic_int ok = 0, retryable = 0, other = 0;
+    load_arg arg = {pool, &stop, &ok, &retryable, &other};
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, load_main, &arg);
+    usleep(300000);
+    ck_assert_int_eq(dt_services("restart postgres"), 0);
+    /* After the restart, a plain acquire + query works again within 5 s
+     * without any action from us. */
+    long long t0 = dt_now_ms();
+    bool healed = false;
+    while (dt_now_ms() - t0 < 5000 && !healed) {
+        ds_conn *c;
+        ds_error e = {0};
+        if (ds_pool_acquire(pool, &c, &e) == DS_OK) {
+            healed = ds_exec(c, "SELECT 1", NULL, 0, NULL, &e) == DS_OK;
+            ds_pool_release(c);
+        }
+        if (!healed)
+            usleep(50000);
+    }
+    int ok_before = atomic_load(&ok);
+    usleep(200000);
+    atomic_store(&stop, true);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_msg(healed, "pool did not recover within 5 s of the restart");
+    ck_assert_int_gt(atomic_load(&ok), ok_before); /* load flows again */
+    ck_assert_int_eq(atomic_load(&other), 0);      /* every failure retryable */
+    ds_pool_stats s = stats_of(pool);
+    ck_assert_int_eq(s.in_use, 0);
+    ds_pool_close(pool);
+}
+END_TEST
+
+/* ---- transactions -------------------------------------------------------- */
+
+typedef struct {
+    ds_pool *pool;
+    pthread_barrier_t *barrier;
+    atomic_int *attempts;
+    bool barrier_done;
+} tx_arg;
+
+static ds_status bump_counter(ds_conn *c, void *ud, ds_error *err) {
+    tx_arg *a = ud;
+    atomic_fetch_add(a->attempts, 1);
+    ds_result *res;
+    ds_status st = ds_exec(c, "SELECT v FROM dt_tx_counter WHERE id = 1", NULL,
+                           0, &res, err);
+    if (st != DS_OK)
+        return st;
+    int64_t v;
+    st = ds_result_int64(res, 0, 0, &v, err);
+    ds_result_free(res);
+    if (st != DS_OK)
+        return st;
+    if (!a->barrier_done) { /* both read before either writes */
+        a->barrier_done = true;
+        pthread_barrier_wait(a->barrier);
+    }
+    ds_param p[] = {ds_param_int64(v + 1)};
+    return ds_exec(c, "UPDATE dt_tx_counter SET v = $1 WHERE id = 1", p, 1,
+                   NULL, err);
+}
+
+static void *tx_main(void *p) {
+    tx_arg *a = p;
+    ds_tx_options opts = {DS_ISOLATION_SERIALIZABLE, false, -1};
+    ds_error err = {0};
+    ds_status st = ds_tx_run(a->pool, &opts, bump_counter, a, &err);
+    ck_assert_ds_ok(st, err);
+    return NULL;
+}
+
+START_TEST(test_tx_run_retries_serialization_failure) {
+    char *url = dt_create_db("tx");
+    dt_sql(url, "CREATE TABLE dt_tx_counter (id int PRIMARY KEY, v int NOT NULL);"
+                "INSERT INTO dt_tx_counter VALUES (1, 0)");
+    ds_pool *pool = dt_pool(url, 2, 2);
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, 2);
+    atomic_int attempts = 0;
+    tx_arg a1 = {pool, &barrier, &attempts, false};
+    tx_arg a2 = {pool, &barrier, &attempts, false};
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, tx_main, &a1);
+    pthread_create(&t2, NULL, tx_main, &a2);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    /* one of the two hit 40001 and ran again: no lost update */
+    ck_assert_int_ge(atomic_load(&attempts), 3);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT v FROM dt_tx_counter"), 2);
+    ds_pool_close(pool);
+    pthread_barrier_destroy(&barrier);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+static ds_status failing_body(ds_conn *c, void *ud, ds_error *err) {
+    (void)ud;
+    ds_status st = ds_exec(c, "INSERT INTO dt_tx_items VALUES (1)", NULL, 0,
+                           NULL, err);
+    if (st != DS_OK)
+        return st;
+    return ds_exec(c, "INSERT INTO dt_tx_items VALUES (1)", NULL, 0, NULL, err);
+}
+
+static ds_status swallowing_body(ds_conn *c, void *ud, ds_error *err) {
+    (void)ud;
+    (void)err;
+    ds_error ignored = {0};
+    ds_status st = ds_exec(c, "SELECT 1/0", NULL, 0, NULL, &ignored);
+    ck_assert_int_eq(st, DS_ERR_INVALID);
+    return DS_OK; /* claims success although the statement failed */
+}
+
+static ds_status plain_body(ds_conn *c, void *ud, ds_error *err) {
+    (void)ud;
+    return ds_exec(c, "INSERT INTO dt_tx_items VALUES (2)", NULL, 0, NULL, err);
+}
+
+START_TEST(test_tx_run_rolls_back_on_error) {
+    char *url = dt_create_db("txrb");
+    dt_sql(url, "CREATE TABLE dt_tx_items (id int PRIMARY KEY)");
+    ds_pool *pool = dt_pool(url, 1, 1);
+    ds_error err = {0};
+    ds_status st = ds_tx_run(pool, NULL, failing_body, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    ck_assert_str_eq(err.sqlstate, "23505");
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM dt_tx_items"), 0);
+    st = ds_tx_run(pool, NULL, swallowing_body, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_DB, err);
+    st = ds_tx_run(pool, NULL, plain_body, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM dt_tx_items"), 1);
+    ds_tx_options bad = {(ds_isolation)42, false, 0};
+    st = ds_tx_run(pool, &bad, plain_body, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* ---- settings -------------------------------------------------------------- */
+
+START_TEST(test_pool_statement_timeout_applies) {
+    ds_config *cfg = dt_config(db_url(), 1, 1);
+    ds_error err = {0};
+    ds_status st = ds_config_set_int(cfg, "statement_timeout_ms", 100, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    st = ds_pool_exec(pool, "SELECT pg_sleep(2)", NULL, 0, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_TIMEOUT, err);
+    ck_assert_str_eq(err.sqlstate, "57014");
+    ds_pool_close(pool);
+}
+END_TEST
+
+static ds_status set_app_name(void *ud, ds_conn *c, ds_error *err) {
+    atomic_int *calls = ud;
+    atomic_fetch_add(calls, 1);
+    return ds_exec(c, "SET application_name = 'dt_hooked'", NULL, 0, NULL, err);
+}
+
+static ds_status refuse(void *ud, ds_conn *c, ds_error *err) {
+    (void)ud;
+    (void)c;
+    (void)err;
+    return DS_ERR_INVALID; /* without a message: the pool writes one */
+}
+
+START_TEST(test_pool_after_connect_hook) {
+    ds_config *cfg = dt_config(db_url(), 2, 2);
+    atomic_int calls = 0;
+    ds_error err = {0};
+    ds_status st = ds_config_set_after_connect(cfg, set_app_name, &calls, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(atomic_load(&calls), 2);
+    ds_conn *c;
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ds_result *res;
+    st = ds_exec(c, "SELECT current_setting('application_name')", NULL, 0, &res, &err);
+    ck_assert_ds_ok(st, err);
+    const char *name;
+    st = ds_result_text(res, 0, 0, &name, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(name, "dt_hooked");
+    ds_result_free(res);
+    ds_pool_release(c);
+    ds_pool_close(pool);
+
+    st = ds_config_set_after_connect(cfg, refuse, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    pool = (ds_pool *)0x1;
+    st = ds_pool_open(cfg, &pool, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_null(pool);
+    ck_assert_ptr_nonnull(strstr(err.message, "after-connect"));
+    ds_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_pool_max_lifetime_replaces_connections) {
+    ds_config *cfg = dt_config(db_url(), 1, 1);
+    ds_error err = {0};
+    ds_status st = ds_config_set_int(cfg, "max_lifetime_ms", 300, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    ds_conn *c;
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    long long pid1 = conn_int(c, "SELECT pg_backend_pid()");
+    ds_pool_release(c);
+    usleep(400000);
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    long long pid2 = conn_int(c, "SELECT pg_backend_pid()");
+    ds_pool_release(c);
+    ck_assert_int_ne(pid1, pid2);
+    ds_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_pool_idle_timeout_shrinks_to_min) {
+    ds_config *cfg = dt_config(db_url(), 1, 4);
+    ds_error err = {0};
+    ds_status st = ds_config_set_int(cfg, "idle_timeout_ms", 500, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    ds_conn *c[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(ds_pool_acquire(pool, &c[i], &err), DS_OK);
+    for (int i = 0; i < 4; i++)
+        ds_pool_release(c[i]);
+    ck_assert_int_eq(stats_of(pool).size, 4);
+    /* the maintenance thread runs once a second */
+    long long t0 = dt_now_ms();
+    while (stats_of(pool).size > 1 && dt_now_ms() - t0 < 5000)
+        usleep(100000);
+    ck_assert_int_eq(stats_of(pool).size, 1);
+    ds_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_pool_refills_min_after_connections_die) {
+    ds_config *cfg = dt_config(db_url(), 2, 4);
+    ds_error err = {0};
+    ds_status st = ds_config_set(cfg, "application_name", "dt_refill", &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    dt_sql(db_url(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name = 'dt_refill'");
+    long long t0 = dt_now_ms();
+    long long alive = 0;
+    while (dt_now_ms() - t0 < 5000) {
+        usleep(200000);
+        alive = dt_sql_int(db_url(), "SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE application_name = 'dt_refill'");
+        if (alive == 2 && stats_of(pool).idle == 2)
+            break;
+    }
+    ck_assert_int_eq(alive, 2);
+    ck_assert_int_eq(stats_of(pool).size, 2);
+    ds_pool_close(pool);
+}
+END_TEST
+
+/* ---- closing --------------------------------------------------------------- */
+
+static void *wait_on_closed(void *p) {
+    ds_pool *pool = p;
+    ds_conn *c;
+    ds_error err = {0};
+    ds_status st = ds_pool_acquire_timeout(pool, 10000, &c, &err);
+    return (void *)(intptr_t)st;
+}
+
+START_TEST(test_pool_close_wakes_waiters_and_outlives_leases) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *held;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &held, &err), DS_OK);
+    pthread_t th;
+    pthread_create(&th, NULL, wait_on_closed, pool);
+    while (stats_of(pool).waiters != 1)
+        usleep(2000);
+    ds_pool_close(pool);
+    void *ret;
+    pthread_join(th, &ret);
+    ck_assert_int_eq((int)(intptr_t)ret, DS_ERR_CLOSED);
+    /* the lease still works and its release frees the pool */
+    ck_assert_int_eq(conn_int(held, "SELECT 3"), 3);
+    ds_pool_release(held);
+}
+END_TEST
+
+/* ---- replicas, multi-host, pooler, TLS ---------------------------------- */
+
+START_TEST(test_pool_acquire_read_uses_replica) {
+    ds_config *cfg = dt_config(db_url(), 1, 2);
+    ds_error err = {0};
+    ds_status st = ds_config_set(cfg, "DATABASE_REPLICA_URLS",
+                                 dt_env("DATABASE_REPLICA_URLS"), &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    for (int i = 0; i < 3; i++) {
+        ds_conn *c;
+        ck_assert_int_eq(ds_pool_acquire_read(pool, &c, &err), DS_OK);
+        ck_assert(ds_conn_is_replica(c));
+        ck_assert(conn_bool(c, "SELECT pg_is_in_recovery()"));
+        ds_pool_release(c);
+    }
+    ds_conn *c;
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert(!conn_bool(c, "SELECT pg_is_in_recovery()"));
+    ds_pool_release(c);
+    ds_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_pool_acquire_read_falls_back_to_primary) {
+    ds_config *cfg = dt_config(db_url(), 1, 2);
+    ds_error err = {0};
+    /* port 1 on loopback: nothing listens there */
+    ds_status st = ds_config_set(cfg, "DATABASE_REPLICA_URLS",
+                                 "postgresql://ds:nope@127.0.0.1:1/ds", &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    for (int i = 0; i < 2; i++) {
+        ds_conn *c;
+        st = ds_pool_acquire_read(pool, &c, &err);
+        ck_assert_ds_ok(st, err);
+        ck_assert(!ds_conn_is_replica(c));
+        ck_assert(!conn_bool(c, "SELECT pg_is_in_recovery()"));
+        ds_pool_release(c);
+    }
+    ds_pool_close(pool);
+}
+END_TEST
+
+/* Builds postgresql://ds:pw@127.0.0.1:<replica port>,127.0.0.1:<primary port>/ds */
+static char *multi_host_url(void) {
+    const char *primary = db_url();
+    const char *replica = dt_env("DATABASE_REPLICA_URLS");
+    const char *at_p = strrchr(primary, '@'), *at_r = strrchr(replica, '@');
+    ck_assert_ptr_nonnull(at_p);
+    ck_assert_ptr_nonnull(at_r);
+    size_t host_r = strcspn(at_r + 1, "/");
+    char *url = malloc(1024);
+    snprintf(url, 1024, "%.*s@%.*s,%s", (int)(at_p - primary), primary,
+             (int)host_r, at_r + 1, at_p + 1);
+    /* add target_session_attrs to the query */
+    strncat(url, strchr(url, '?') ? "&target_session_attrs=read-write"
+                                  : "?target_session_attrs=read-write",
+            1023 - strlen(url));
+    return url;
+}
+
+START_TEST(test_pool_multi_host_read_write_passes_through) {
+    char *url = multi_host_url();
+    ds_pool *pool = dt_pool(url, 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    /* the replica is listed first but is read-only: libpq skips it */
+    ck_assert(!conn_bool(c, "SELECT pg_is_in_recovery()"));
+    ds_pool_release(c);
+    ds_pool_close(pool);
+    free(url);
+}
+END_TEST
+
+typedef struct {
+    ds_pool *pool;
+    atomic_int *failures;
+} pooler_arg;
+
+static ds_status pooler_tx(ds_conn *c, void *ud, ds_error *err) {
+    (void)ud;
+    ds_param p[] = {ds_param_int64(5), ds_param_text("x")};
+    ds_result *res;
+    ds_status st = ds_exec(c, "SELECT $1::int8 * 2, length($2)", p, 2, &res, err);
+    ds_result_free(res);
+    return st;
+}
+
+static void *pooler_main(void *p) {
+    pooler_arg *a = p;
+    for (int i = 0; i < 300; i++) {
+        ds_error err = {0};
+        ds_param params[] = {ds_param_int64(i), ds_param_text("pgbouncer")};
+        ds_result *res = NULL;
+        ds_status st = ds_pool_exec(a->pool, "SELECT $1::int8 + 1, upper($2)",
+                                    params, 2, &res, &err);
+        int64_t v = -1;
+        if (st == DS_OK)
+            st = ds_result_int64(res, 0, 0, &v, &err);
+        if (st != DS_OK || v != i + 1) {
+            fprintf(stderr, "pooler failure: %s\n", err.message);
+            atomic_fetch_add(a->failures, 1);
+        }
+        ds_result_free(res);
+        if (i % 50 == 0 && ds_tx_run(a->pool, NULL, pooler_tx, NULL, &err) != DS_OK) {
+            fprintf(stderr, "pooler tx failure: %s\n", err.message);
+            atomic_fetch_add(a->failures, 1);
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_pool_pooler_mode_through_pgbouncer) {
+    ds_config *cfg = dt_config(dt_env("DATABASE_POOLER_URL"), 2, 6);
+    ds_error err = {0};
+    ds_status st = ds_config_set(cfg, "statement_mode", "pooler", &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_config_set_int(cfg, "statement_timeout_ms", 5000, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    ck_assert(ds_pool_is_pooler_mode(pool));
+    atomic_int failures = 0;
+    pooler_arg arg = {pool, &failures};
+    pthread_t th[6];
+    for (int i = 0; i < 6; i++)
+        pthread_create(&th[i], NULL, pooler_main, &arg);
+    for (int i = 0; i < 6; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+    ds_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_pool_tls_verify_full_and_wrong_ca) {
+    const char *tls_url = dt_env("DATABASE_TLS_URL");
+    ds_pool *pool = dt_pool(tls_url, 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert(conn_bool(c, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"));
+    ds_pool_release(c);
+    ds_pool_close(pool);
+
+    /* the same URL trusting an unrelated CA must be refused */
+    const char *ca = dt_env("DS_TEST_TLS_CA");
+    const char *wrong = dt_env("DS_TEST_TLS_WRONG_CA");
+    const char *pos = strstr(tls_url, ca);
+    ck_assert_ptr_nonnull(pos);
+    char url[1024];
+    snprintf(url, sizeof url, "%.*s%s%s", (int)(pos - tls_url), tls_url, wrong,
+             pos + strlen(ca));
+    ds_config *cfg = dt_config(url, 1, 1);
+    pool = (ds_pool *)0x1;
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
+    ck_assert_ptr_null(pool);
+    ck_assert_msg(strstr(err.message, "certificate") != NULL, "unclear: %s",
+                  err.message);
+}
+END_TEST
+
+START_TEST(test_pool_bad_password_never_echoed) {
+    const char *url = db_url();
+    const char *at = strrchr(url, '@');
+    ck_assert_ptr_nonnull(at);
+    char bad[1024];
+    snprintf(bad, sizeof bad, "postgresql://ds:WrongPassw0rdXYZ%s", at);
+    ds_config *cfg = dt_config(bad, 1, 1);
+    ds_pool *pool;
+    ds_error err = {0};
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "password authentication failed"));
+    ck_assert_ptr_null(strstr(err.message, "WrongPassw0rdXYZ"));
+    /* nothing listening */
+    cfg = dt_config("postgresql://ds:WrongPassw0rdXYZ@127.0.0.1:1/ds", 1, 1);
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
+    ck_assert(ds_error_is_retryable(&err));
+    ck_assert_ptr_null(strstr(err.message, "WrongPassw0rdXYZ"));
+}
+END_TEST
+
+/* ---- bad arguments ----------------------------------------------------------- */
+
+START_TEST(test_pool_errors_null_arguments) {
+    ds_error err = {0};
+    ds_pool *pool = NULL;
+    ds_conn *c = NULL;
+    ds_pool_stats s;
+    ck_assert_int_eq(ds_pool_open(NULL, &pool, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_open(NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_open_url(NULL, &pool, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_acquire(NULL, &c, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_acquire_read(NULL, &c, NULL), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_acquire_timeout(NULL, 10, &c, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_stats_get(NULL, &s, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_tx_run(NULL, NULL, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(ds_conn_pg(NULL));
+    ck_assert(!ds_conn_is_replica(NULL));
+    ck_assert(!ds_pool_is_pooler_mode(NULL));
+    ds_conn_discard(NULL);
+    ds_pool_release(NULL);
+    ds_pool_close(NULL);
+
+    ds_config *cfg;
+    ck_assert_int_eq(ds_config_new(&cfg, &err), DS_OK);
+    ck_assert_int_eq(ds_pool_open(cfg, &pool, &err), DS_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.message, "DATABASE_URL"));
+    ck_assert_int_eq(ds_config_set(cfg, "database_url", db_url(), &err), DS_OK);
+    ck_assert_int_eq(ds_config_set_int(cfg, "pool_min", 5, &err), DS_OK);
+    ck_assert_int_eq(ds_config_set_int(cfg, "pool_max", 2, &err), DS_OK);
+    ck_assert_int_eq(ds_pool_open(cfg, &pool, &err), DS_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.message, "DS_POOL_MIN"));
+    ds_config_free(cfg);
+
+    pool = dt_pool(db_url(), 0, 1);
+    ck_assert_int_eq(ds_pool_acquire(pool, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_acquire_timeout(pool, -5, &c, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_stats_get(pool, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_tx_run(pool, NULL, NULL, NULL, &err), DS_ERR_INVALID);
+    ds_pool_close(pool);
+}
+END_TEST
+
+Suite *ds_test_pool_suite(void) {
+    Suite *s = suite_create("pool");
+    TCase *tc = tcase_create("basics");
+    tcase_add_test(tc, test_pool_open_prewarms_to_min);
+    tcase_add_test(tc, test_pool_open_url_shorthand);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("concurrency");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_pool_8_threads_10000_acquires_no_leak);
+    tcase_add_test(tc, test_pool_acquire_times_out_when_exhausted);
+    tcase_add_test(tc, test_pool_waiters_served_first_come_first_served);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("release");
+    tcase_add_test(tc, test_pool_release_rolls_back_open_transaction);
+    tcase_add_test(tc, test_pool_release_discards_busy_or_marked_connection);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("healing");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_pool_heals_terminated_backend);
+    tcase_add_test(tc, test_pool_in_flight_query_on_killed_backend_is_retryable);
+    tcase_add_test(tc, test_pool_refills_min_after_connections_die);
+    tcase_add_test(tc, test_pool_survives_postgres_restart);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("tx");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_tx_run_retries_serialization_failure);
+    tcase_add_test(tc, test_tx_run_rolls_back_on_error);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("settings");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_pool_statement_timeout_applies);
+    tcase_add_test(tc, test_pool_after_connect_hook);
+    tcase_add_test(tc, test_pool_max_lifetime_replaces_connections);
+    tcase_add_test(tc, test_pool_idle_timeout_shrinks_to_min);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("close");
+    tcase_add_test(tc, test_pool_close_wakes_waiters_and_outlives_leases);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("topology");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_pool_acquire_read_uses_replica);
+    tcase_add_test(tc, test_pool_acquire_read_falls_back_to_primary);
+    tcase_add_test(tc, test_pool_multi_host_read_write_passes_through);
+    tcase_add_test(tc, test_pool_pooler_mode_through_pgbouncer);
+    tcase_add_test(tc, test_pool_tls_verify_full_and_wrong_ca);
+    tcase_add_test(tc, test_pool_bad_password_never_echoed);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errors");
+    tcase_add_test(tc, test_pool_errors_null_arguments);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,135 @@
+#include "test_util.h"
+
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *dt_env_opt(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+const char *dt_env(const char *name) {
+    const char *v = dt_env_opt(name);
+    ck_assert_msg(v != NULL,
+                  "%s is not set: run the tests through `make check` "
+                  "(scripts/run-tests exports the local services)",
+                  name);
+    return v;
+}
+
+void dt_skip(const char *test, const char *reason) {
+    printf("SKIP: %s: %s\n", test, reason);
+    fflush(stdout);
+}
+
+ds_config *dt_config(const char *url, int pool_min, int pool_max) {
+    ds_config *cfg;
+    ds_error err = {0};
+    ds_status st = ds_config_new(&cfg, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_config_set(cfg, "database_url", url, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_config_set_int(cfg, "pool_min", pool_min, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_config_set_int(cfg, "pool_max", pool_max, &err);
+    ck_assert_ds_ok(st, err);
+    return cfg;
+}
+
+ds_pool *dt_pool(const char *url, int pool_min, int pool_max) {
+    ds_config *cfg = dt_config(url, pool_min, pool_max);
+    ds_pool *pool;
+    ds_error err = {0};
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    return pool;
+}
+
+int dt_services(const char *args) {
+    const char *root = dt_env("DS_PROJECT_ROOT");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s/scripts/services' %s >/dev/null 2>&1", root,
+             args);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+char *dt_url_with_db(const char *url, const char *dbname) {
+    /* postgresql://user:pw@host:port/db?query */
+    const char *scheme = strstr(url, "://");
+    ck_assert_ptr_nonnull(scheme);
+    const char *slash = strchr(scheme + 3, '/');
+    const char *query = strchr(scheme + 3, '?');
+    size_t head = slash ? (size_t)(slash - url)
+                        : (query ? (size_t)(query - url) : strlen(url));
+    const char *tail = query ? query : "";
+    size_t n = head + 1 + strlen(dbname) + strlen(tail) + 1;
+    char *out = malloc(n);
+    ck_assert_ptr_nonnull(out);
+    snprintf(out, n, "%.*s/%s%s", (int)head, url, dbname, tail);
+    return out;
+}
+
+static PGconn *connect_or_fail(const char *url) {
+    PGconn *c = PQconnectdb(url);
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect failed: %s",
+                  PQerrorMessage(c));
+    return c;
+}
+
+void dt_sql(const char *url, const char *sql) {
+    PGconn *c = connect_or_fail(url);
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    ck_assert_msg(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK,
+                  "SQL failed: %s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+long long dt_sql_int(const char *url, const char *sql) {
+    PGconn *c = connect_or_fail(url);
+    PGresult *r = PQexec(c, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 &&
+                      !PQgetisnull(r, 0, 0),
+                  "SQL gave no value: %s: %s", sql, PQerrorMessage(c));
+    long long v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
+char *dt_create_db(const char *tag) {
+    static int counter;
+    const char *url = dt_env("DATABASE_URL");
+    char name[64], sql[160];
+    snprintf(name, sizeof name, "dt_%s_%d_%d", tag, (int)getpid(), ++counter);
+    snprintf(sql, sizeof sql, "CREATE DATABASE \"%s\" TEMPLATE template0", name);
+    dt_sql(url, sql);
+    return dt_url_with_db(url, name);
+}
+
+void dt_drop_db(const char *url) {
+    const char *scheme = strstr(url, "://");
+    ck_assert_ptr_nonnull(scheme);
+    const char *slash = strchr(scheme + 3, '/');
+    ck_assert_ptr_nonnull(slash);
+    const char *q = strchr(slash, '?');
+    char name[64], sql[160];
+    snprintf(name, sizeof name, "%.*s",
+             (int)((q ? q : url + strlen(url)) - slash - 1), slash + 1);
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", name);
+    dt_sql(dt_env("DATABASE_URL"), sql);
+}
+
+long long dt_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,56 @@
+/* Helpers shared by the Check suites. Tests talk to the real services that
+ * scripts/services starts; scripts/run-tests exports their URLs. */
+#ifndef DS_TEST_UTIL_H
+#define DS_TEST_UTIL_H
+
+#include <check.h>
+#include <stdio.h>
+
+#include "datastore/datastore.h"
+
+/* Fails the test unless `st` is DS_OK, printing the error. */
+#define ck_assert_ds_ok(st, err)                                               \
+    ck_assert_msg((st) == DS_OK, "expected DS_OK, got %s: %s",                 \
+                  ds_status_str(st), (err).message)
+/* Fails unless `st` equals `want`. */
+#define ck_assert_ds_status(st, want, err)                                     \
+    ck_assert_msg((st) == (want), "expected %s, got %s: %s",                   \
+                  ds_status_str(want), ds_status_str(st), (err).message)
+
+/* The value of an environment variable the harness must set; fails the
+ * test (with a hint) when it is missing. */
+const char *dt_env(const char *name);
+/* The value, or NULL when unset or empty. */
+const char *dt_env_opt(const char *name);
+
+/* Prints "SKIP: <test>: <reason>" (counted by scripts/run-tests). The
+ * caller returns from the test after it. */
+void dt_skip(const char *test, const char *reason);
+
+/* A config for `url` with small, test-friendly pool settings. */
+ds_config *dt_config(const char *url, int pool_min, int pool_max);
+/* Opens a pool on `url`, failing the test on error. */
+ds_pool *dt_pool(const char *url, int pool_min, int pool_max);
+
+/* Runs scripts/services with the given arguments; returns its exit code. */
+int dt_services(const char *args);
+
+/* `url` with its database name replaced (malloc'd). */
+char *dt_url_with_db(const char *url, const char *dbname);
+
+/* Creates a fresh, empty database named dt_<tag>_<pid>_<n> on the primary
+ * and returns its URL (malloc'd). scripts/run-tests drops leftovers. */
+char *dt_create_db(const char *tag);
+/* Drops the database named by `url` (WITH (FORCE)). */
+void dt_drop_db(const char *url);
+
+/* Runs SQL (simple protocol) on `url` through plain libpq and fails the
+ * test on error. */
+void dt_sql(const char *url, const char *sql);
+/* First column of the first row as int64 (fails the test otherwise). */
+long long dt_sql_int(const char *url, const char *sql);
+
+/* Monotonic milliseconds. */
+long long dt_now_ms(void);
+
+#endif
