@@ -1,0 +1,152 @@
+/*
+ * bench_pool: what the pool costs.
+ *
+ *   acquire_release  uncontended acquire+release, ns per pair
+ *   select1          8 threads, SELECT 1 through an 8-connection pool vs the
+ *                    same loop on 8 raw libpq connections (target ratio >= 0.98)
+ *   shared4          8 threads sharing 4 pooled connections vs 4 threads on
+ *                    4 raw connections (same server work), with p99 acquire wait
+ */
+#include <datastore/datastore.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "harness.h"
+
+#define PROGRAM "bench_pool"
+
+typedef struct pool_ctx {
+    ds_pool *pool;
+} pool_ctx;
+
+static bool op_acquire_release(void *p) {
+    pool_ctx *c = p;
+    ds_conn *conn;
+    if (ds_pool_acquire(c->pool, &conn, NULL) != DS_OK)
+        return false;
+    ds_pool_release(conn);
+    return true;
+}
+
+static bool op_pool_select1(void *p) {
+    pool_ctx *c = p;
+    ds_conn *conn;
+    ds_error err;
+    if (ds_pool_acquire(c->pool, &conn, &err) != DS_OK) {
+        fprintf(stderr, "acquire: %s\n", err.message);
+        return false;
+    }
+    ds_status st = ds_exec(conn, "SELECT 1", NULL, 0, NULL, &err);
+    ds_pool_release(conn);
+    if (st != DS_OK)
+        fprintf(stderr, "exec: %s\n", err.message);
+    return st == DS_OK;
+}
+
+/* The hand-written baseline: one connection per thread, the statement
+ * prepared once, binary results, exactly what the pool's prepared mode does. */
+static bool op_raw_select1(void *p) {
+    PGconn *c = p;
+    PGresult *r = PQexecPrepared(c, "s1", 0, NULL, NULL, NULL, 1);
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    return ok;
+}
+
+static PGconn *raw_connect(const char *url) {
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "raw connect: %s", PQerrorMessage(c));
+        exit(1);
+    }
+    PQclear(PQprepare(c, "s1", "SELECT 1", 0, NULL));
+    return c;
+}
+
+static ds_pool *open_pool(const char *url, int size) {
+    ds_config *cfg;
+    ds_pool *pool;
+    ds_error err = {0};
+    if (ds_config_new(&cfg, &err) != DS_OK ||
+        ds_config_set(cfg, "database_url", url, &err) != DS_OK ||
+        ds_config_set_int(cfg, "pool_min", size, &err) != DS_OK ||
+        ds_config_set_int(cfg, "pool_max", size, &err) != DS_OK ||
+        ds_config_set_int(cfg, "acquire_timeout_ms", 30000, &err) != DS_OK ||
+        ds_pool_open(cfg, &pool, &err) != DS_OK) {
+        fprintf(stderr, "pool: %s\n", err.message);
+        exit(1);
+    }
+    ds_config_free(cfg);
+    return pool;
+}
+
+int main(void) {
+    const char *url = bench_env("DATABASE_URL");
+    double secs = bench_seconds(15);
+    int rounds = 7;
+    double side = secs / (2.0 * rounds);
+    char extra[128];
+
+    /* 1. uncontended acquire + release */
+    {
+        ds_pool *pool = open_pool(url, 1);
+        pool_ctx pc = {pool};
+        void *ctx[1] = {&pc};
+        bench_result r;
+        bench_ab(rounds, side, 1, op_acquire_release, ctx, 0, NULL, NULL, &r, NULL);
+        snprintf(extra, sizeof extra, "ns_op=%.0f", 1e9 / r.ops_s);
+        bench_print(PROGRAM, "acquire_release", 1, &r, NULL, extra);
+        ds_pool_close(pool);
+    }
+
+    /* 2. 8 threads, SELECT 1: pool of 8 vs 8 raw connections */
+    {
+        enum { T = 8 };
+        ds_pool *pool = open_pool(url, T);
+        pool_ctx pc = {pool};
+        void *pctx[T], *rctx[T];
+        for (int i = 0; i < T; i++) {
+            pctx[i] = &pc;
+            rctx[i] = raw_connect(url);
+        }
+        bench_result ours, base;
+        bench_ab(rounds, side, T, op_pool_select1, pctx, T, op_raw_select1, rctx,
+                 &ours, &base);
+        if (ours.failed || base.failed)
+            return 1;
+        bench_print(PROGRAM, "select1", T, &ours, &base, "connections=8");
+        for (int i = 0; i < T; i++)
+            PQfinish(rctx[i]);
+        ds_pool_close(pool);
+    }
+
+    /* 3. 8 threads sharing 4 connections vs 4 threads on 4 raw ones */
+    {
+        ds_pool *pool = open_pool(url, 4);
+        pool_ctx pc = {pool};
+        void *pctx[8], *rctx[4];
+        for (int i = 0; i < 8; i++)
+            pctx[i] = &pc;
+        for (int i = 0; i < 4; i++)
+            rctx[i] = raw_connect(url);
+        bench_result ours, base;
+        bench_ab(rounds, side, 8, op_pool_select1, pctx, 4, op_raw_select1, rctx,
+                 &ours, &base);
+        if (ours.failed || base.failed)
+            return 1;
+        ds_pool_stats st;
+        if (ds_pool_stats_get(pool, &st, NULL) != DS_OK)
+            return 1;
+        snprintf(extra, sizeof extra,
+                 "connections=4 baseline_threads=4 acquire_wait_p50_us=%lld "
+                 "acquire_wait_p99_us=%lld",
+                 (long long)st.acquire_wait_p50_us,
+                 (long long)st.acquire_wait_p99_us);
+        bench_print(PROGRAM, "shared4", 8, &ours, &base, extra);
+        for (int i = 0; i < 4; i++)
+            PQfinish(rctx[i]);
+        ds_pool_close(pool);
+    }
+    return 0;
+}

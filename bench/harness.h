@@ -1,0 +1,51 @@
+/* Shared benchmark harness: threads driving an operation for a time,
+ * latency histograms, interleaved A/B rounds and the BENCH line format of
+ * ../shared/BENCH.md. */
+#ifndef DS_BENCH_HARNESS_H
+#define DS_BENCH_HARNESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* One operation; returns false on error (the run then stops). */
+typedef bool (*bench_op_fn)(void *ctx);
+
+typedef struct bench_hist {
+    uint64_t bucket[256];
+    uint64_t count;
+} bench_hist;
+
+typedef struct bench_result {
+    double ops_s;     /* median over rounds                     */
+    double p50_us;    /* over every operation of every round    */
+    double p99_us;
+    uint64_t ops;     /* total operations                       */
+    bool failed;
+} bench_result;
+
+int64_t bench_now_ns(void);
+/* BENCH_SECONDS (time per case), default `def`. */
+double bench_seconds(double def);
+const char *bench_env(const char *name); /* exits with a message when unset */
+
+void bench_hist_add(bench_hist *h, int64_t ns);
+double bench_hist_percentile_us(const bench_hist *h, double q);
+
+/* Runs `threads` threads, thread i calling fn(ctx[i]) until `seconds`
+ * pass. Adds latencies to `h` and returns operations per second. */
+double bench_run(int threads, double seconds, bench_op_fn fn, void **ctx,
+                 bench_hist *h, bool *failed);
+
+/* Interleaved A B A B ... rounds of `seconds_per_side` each, A on
+ * `threads_a` threads and B (may be NULL) on `threads_b`; medians. */
+void bench_ab(int rounds, double seconds_per_side, int threads_a,
+              bench_op_fn a, void **ctx_a, int threads_b, bench_op_fn b,
+              void **ctx_b, bench_result *ra, bench_result *rb);
+
+/* Prints: BENCH <program> <case> threads=T ops_s=.. p50_us=.. p99_us=..
+ * baseline_ops_s=.. ratio=.. <extra> (baseline fields when `base`). */
+void bench_print(const char *program, const char *case_name, int threads,
+                 const bench_result *ours, const bench_result *base,
+                 const char *extra);
+
+#endif
