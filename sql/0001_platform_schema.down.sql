@@ -1,0 +1,10 @@
+DROP TABLE IF EXISTS analytics_events;
+DROP TABLE IF EXISTS memory_facts;
+DROP TABLE IF EXISTS app_settings;
+DROP TABLE IF EXISTS ai_teams;
+DROP TABLE IF EXISTS service_connections;
+DROP TABLE IF EXISTS messages;
+DROP TABLE IF EXISTS conversations;
+DROP TABLE IF EXISTS auth_sessions;
+DROP TABLE IF EXISTS profiles;
+DROP TABLE IF EXISTS users;
