@@ -105,6 +105,10 @@ DS_EXPORT void ds_error_clear(ds_error *err);
  */
 DS_EXPORT DS_NODISCARD ds_status ds_init(ds_error *err);
 
+/* Frees a plain buffer the library allocated for the caller (documented as
+ * "free with ds_free"). NULL is a no-op. */
+DS_EXPORT void ds_free(void *ptr);
+
 /* Runtime version, e.g. "0.1.0"; compare with DS_VERSION_STRING. */
 DS_EXPORT const char *ds_version(void);
 /* Runtime DS_VERSION_NUMBER. */

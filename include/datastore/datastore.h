@@ -11,5 +11,7 @@
 #include "config.h"
 #include "pool.h"
 #include "sql.h"
+#include "crypto.h"
+#include "redis.h"
 
 #endif /* DATASTORE_DATASTORE_H */

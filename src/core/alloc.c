@@ -48,6 +48,8 @@ void *ds__reallocarray(void *ptr, size_t count, size_t size) {
 
 void ds__free(void *ptr) { free(ptr); }
 
+DS_EXPORT void ds_free(void *ptr) { free(ptr); }
+
 char *ds__strndup(const char *s, size_t n) {
     if (!s)
         return NULL;

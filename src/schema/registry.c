@@ -1,0 +1,7 @@
+/* Every module's statement table, for ds_schema_check(). A module that
+ * runs SQL adds its ds__stmts_<module>() here. */
+#include "pool/stmt.h"
+
+const ds__stmt_table ds__stmt_registry[] = {
+    {NULL, NULL},
+};
