@@ -12,6 +12,7 @@
 #include "pool.h"
 #include "sql.h"
 #include "crypto.h"
+#include "session.h"
 #include "redis.h"
 
 #endif /* DATASTORE_DATASTORE_H */

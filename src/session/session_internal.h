@@ -1,0 +1,31 @@
+/* The session store's private side. */
+#ifndef DS_SESSION_INTERNAL_H
+#define DS_SESSION_INTERNAL_H
+
+#include "crypto/crypto_internal.h"
+#include "datastore/session.h"
+#include "pool/stmt.h"
+
+struct ds_session_store {
+    ds_pool *pool;      /* borrowed */
+    ds_crypto *crypto;  /* borrowed */
+    ds_redis *redis;    /* borrowed, may be NULL */
+    int64_t idle_us, max_us, touch_us;
+    int64_t cache_ttl_s;
+};
+
+/* Decodes a presented token into its 32 raw bytes; DS_ERR_INVALID (naming
+ * `fn`, never the token) when it is not one. */
+ds_status ds__session_token_decode(const char *token,
+                                   uint8_t raw[DS_SESSION_TOKEN_BYTES],
+                                   const char *fn, ds_error *err);
+
+/* One allocation holding the record and its strings. */
+ds_session *ds__session_new(int64_t id, int64_t user_id, int64_t created,
+                            int64_t last_seen, int64_t expires,
+                            const char *ua, size_t ua_len, const char *ip,
+                            size_t ip_len, bool revoked);
+
+size_t ds__stmts_session(const ds__stmt_def **defs);
+
+#endif

@@ -1,0 +1,635 @@
+/* Sessions: tokens handed out once, keyed hashes at rest, sliding expiry,
+ * revocation, purge, key rotation, and the database dump scan. */
+#define _GNU_SOURCE /* memmem */
+#include <libpq-fe.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+#define K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+#define K3 "k3:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="
+
+/* One fresh database with a pool, a ring and a store. */
+typedef struct fixture {
+    char *url;
+    ds_pool *pool;
+    ds_crypto *crypto;
+    ds_session_store *store;
+} fixture;
+
+static ds_crypto *ring(const char *spec) {
+    ds_crypto *c;
+    ds_error err = {0};
+    ds_status st = ds_crypto_open_keys(spec, &c, &err);
+    ck_assert_ds_ok(st, err);
+    return c;
+}
+
+static ds_session_store *store_over(ds_pool *pool, ds_crypto *c,
+                                    const ds_session_options *opts) {
+    ds_session_store *s;
+    ds_error err = {0};
+    ds_status st = ds_session_store_open(pool, c, NULL, opts, &s, &err);
+    ck_assert_ds_ok(st, err);
+    return s;
+}
+
+static fixture setup(const char *tag, const ds_session_options *opts) {
+    fixture f;
+    f.url = dt_migrated_db(tag);
+    f.pool = dt_pool(f.url, 1, 4);
+    f.crypto = ring(K1);
+    f.store = store_over(f.pool, f.crypto, opts);
+    return f;
+}
+
+static void teardown(fixture *f) {
+    ds_session_store_close(f->store);
+    ds_crypto_close(f->crypto);
+    ds_pool_close(f->pool);
+    dt_drop_db(f->url);
+    free(f->url);
+}
+
+static int64_t make_user(const char *url, const char *email) {
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO users (email) VALUES ('%s') RETURNING id", email);
+    return dt_sql_int(url, sql);
+}
+
+static ds_secret *login(ds_session_store *s, int64_t uid, const char *ua,
+                        const char *ip, ds_session **out) {
+    ds_secret *tok;
+    ds_error err = {0};
+    ds_status st = ds_session_create(s, uid, ua, ip, &tok, out, &err);
+    ck_assert_ds_ok(st, err);
+    return tok;
+}
+
+static void assert_valid(ds_session_store *s, const ds_secret *tok, int64_t uid) {
+    int64_t got = 0;
+    ds_error err = {0};
+    ds_status st = ds_session_validate(s, ds_secret_data(tok), &got, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(got, uid);
+}
+
+static void assert_rejected(ds_session_store *s, const ds_secret *tok,
+                            const char *why) {
+    int64_t got = 7;
+    ds_session *sess = (ds_session *)1;
+    ds_error err = {0};
+    ds_status st = ds_session_validate(s, ds_secret_data(tok), &got, &sess, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_int_eq(got, 0);
+    ck_assert_ptr_null(sess);
+    ck_assert_msg(strstr(err.message, why) != NULL, "message '%s' lacks '%s'",
+                  err.message, why);
+}
+
+/* Runs SQL on the session of this token's row: `sql` has one %lld for the
+ * session id. */
+static void sql_on_session(const char *url, int64_t id, const char *fmt) {
+    char sql[512];
+    snprintf(sql, sizeof sql, fmt, (long long)id);
+    dt_sql(url, sql);
+}
+
+/* ---- create ------------------------------------------------------------- */
+
+START_TEST(test_session_create_hands_out_token_once) {
+    fixture f = setup("screate", NULL);
+    int64_t uid = make_user(f.url, "ann@example.com");
+    ds_session *s;
+    ds_secret *tok = login(f.store, uid, "Mozilla/5.0 (X11; Linux) Firefox/128.0",
+                           "2001:DB8:0:0::1", &s);
+    ck_assert_uint_eq(ds_secret_len(tok), DS_SESSION_TOKEN_LEN);
+    ck_assert_uint_eq(strlen(ds_secret_data(tok)), DS_SESSION_TOKEN_LEN);
+    ck_assert_uint_eq(strspn(ds_secret_data(tok),
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+                      DS_SESSION_TOKEN_LEN);
+    ck_assert_int_gt(s->id, 0);
+    ck_assert_int_eq(s->user_id, uid);
+    ck_assert_str_eq(s->user_agent, "Mozilla/5.0 (X11; Linux) Firefox/128.0");
+    ck_assert_str_eq(s->ip, "2001:db8::1");
+    ck_assert(!s->revoked);
+    /* default idle ttl: 14 days */
+    ck_assert_int_eq(s->expires_at_us - s->created_at_us, INT64_C(14) * 86400 * 1000000);
+    ck_assert_int_eq(s->last_seen_at_us, s->created_at_us);
+    /* two logins, two different tokens */
+    ds_secret *tok2 = login(f.store, uid, NULL, "203.0.113.7", NULL);
+    ck_assert_str_ne(ds_secret_data(tok), ds_secret_data(tok2));
+    /* only 32-byte hashes are stored */
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions "
+                                       "WHERE length(token_hash) = 32"), 2);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions "
+                                       "WHERE user_agent IS NULL AND ip = '203.0.113.7'"), 1);
+    assert_valid(f.store, tok, uid);
+    assert_valid(f.store, tok2, uid);
+    ds_session_free(s);
+    ds_secret_free(tok);
+    ds_secret_free(tok2);
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_session_create_rejects_bad_input) {
+    fixture f = setup("sbad", NULL);
+    int64_t uid = make_user(f.url, "bob@example.com");
+    static const char *const bad_ips[] = {"999.1.1.1", "10.0.0", "abc", "10.0.0.1/24",
+                                          "::g", "1.2.3.4 ", " 1.2.3.4",
+                                          "fe80::1%eth0"};
+    ds_error err = {0};
+    for (size_t i = 0; i < sizeof bad_ips / sizeof bad_ips[0]; i++) {
+        ds_secret *tok = (ds_secret *)1;
+        ds_status st = ds_session_create(f.store, uid, NULL, bad_ips[i], &tok, NULL, &err);
+        ck_assert_msg(st == DS_ERR_INVALID, "ip '%s': %s", bad_ips[i], ds_status_str(st));
+        ck_assert_ptr_null(tok);
+    }
+    ds_secret *tok;
+    ds_status st = ds_session_create(f.store, uid, "bad \xC3\x28 utf8", NULL, &tok, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_session_create(f.store, uid + 1000, NULL, NULL, &tok, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_null(tok);
+    st = ds_session_create(f.store, 0, NULL, NULL, &tok, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions"), 0);
+
+    /* a long user agent is kept to 512 characters, cut between characters */
+    char ua[2000] = "";
+    for (int i = 0; i < 600; i++)
+        strcat(ua, i % 2 ? "a" : "\xC3\xA9"); /* 'é' is two bytes */
+    ds_session *s;
+    tok = login(f.store, uid, ua, NULL, &s);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT length(user_agent) FROM auth_sessions"), 512);
+    ck_assert_uint_eq(strlen(s->user_agent), 256 * 3);
+    ck_assert_ptr_null(s->ip);
+    ds_session_free(s);
+    ds_secret_free(tok);
+    teardown(&f);
+}
+END_TEST
+
+/* ---- validate ------------------------------------------------------------- */
+
+START_TEST(test_session_validate_rejects_malformed_tokens) {
+    fixture f = setup("smal", NULL);
+    static const char *const bad[] = {
+        "", "short", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",  /* 42 */
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",              /* 44 */
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",               /* padded */
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA+/",               /* not url-safe */
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ds_error err = {0};
+        int64_t uid = 5;
+        ds_status st = ds_session_validate(f.store, bad[i], &uid, NULL, &err);
+        ck_assert_msg(st == DS_ERR_INVALID, "token %zu: %s", i, ds_status_str(st));
+        ck_assert_int_eq(uid, 0);
+        if (*bad[i])
+            ck_assert_ptr_null(strstr(err.message, bad[i]));
+        ck_assert_int_eq(ds_session_revoke(f.store, bad[i], &err), DS_ERR_INVALID);
+    }
+    /* well-formed but unknown */
+    ds_error err = {0};
+    ds_status st = ds_session_validate(f.store,
+                                       "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                                       NULL, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "no such session"));
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_session_validate_returns_the_session) {
+    fixture f = setup("sval", NULL);
+    int64_t uid = make_user(f.url, "cy@example.com");
+    ds_session *created;
+    ds_secret *tok = login(f.store, uid, "curl/8.0", "198.51.100.20", &created);
+    ds_session *s;
+    int64_t got;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_validate(f.store, ds_secret_data(tok), &got, &s, &err), err);
+    ck_assert_int_eq(got, uid);
+    ck_assert_int_eq(s->id, created->id);
+    ck_assert_int_eq(s->user_id, uid);
+    ck_assert_str_eq(s->user_agent, "curl/8.0");
+    ck_assert_str_eq(s->ip, "198.51.100.20");
+    ck_assert_int_eq(s->created_at_us, created->created_at_us);
+    ck_assert(!s->revoked);
+    /* a token of another ring's key does not validate */
+    ds_crypto *other = ring(K3);
+    ds_session_store *st3 = store_over(f.pool, other, NULL);
+    assert_rejected(st3, tok, "no such session");
+    ds_session_store_close(st3);
+    ds_crypto_close(other);
+    ds_session_free(s);
+    ds_session_free(created);
+    ds_secret_free(tok);
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_session_validate_slides_expiry) {
+    ds_session_options o = {.idle_ttl_s = 3600, .max_lifetime_s = 86400};
+    fixture f = setup("sslide", &o);
+    int64_t uid = make_user(f.url, "dee@example.com");
+    ds_session *created;
+    ds_secret *tok = login(f.store, uid, NULL, NULL, &created);
+    /* used 59 minutes ago: expires in one minute */
+    sql_on_session(f.url, created->id,
+                   "UPDATE auth_sessions SET created_at = now() - interval '2 hours', "
+                   "last_seen_at = now() - interval '59 minutes', "
+                   "expires_at = now() + interval '1 minute' WHERE id = %lld");
+    ds_session *s;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_validate(f.store, ds_secret_data(tok), NULL, &s, &err), err);
+    /* slid to one idle ttl after this use */
+    ck_assert_int_eq(s->expires_at_us - s->last_seen_at_us, INT64_C(3600) * 1000000);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions WHERE "
+                                       "expires_at > now() + interval '59 minutes' AND "
+                                       "last_seen_at > now() - interval '1 minute'"), 1);
+    ds_session_free(s);
+
+    /* created 23.5 hours ago: the max lifetime caps the slide */
+    sql_on_session(f.url, created->id,
+                   "UPDATE auth_sessions SET created_at = now() - interval '23 hours 30 minutes', "
+                   "last_seen_at = now() - interval '30 minutes' WHERE id = %lld");
+    ck_assert_ds_ok(ds_session_validate(f.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_int_eq(s->expires_at_us, s->created_at_us + INT64_C(86400) * 1000000);
+    ds_session_free(s);
+    ds_session_free(created);
+    ds_secret_free(tok);
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_session_touch_is_throttled) {
+    fixture f = setup("sthrottle", NULL); /* touch at most once a minute */
+    int64_t uid = make_user(f.url, "eve@example.com");
+    ds_session *created;
+    ds_secret *tok = login(f.store, uid, NULL, NULL, &created);
+    /* a marker expiry: a touch would replace it */
+    sql_on_session(f.url, created->id,
+                   "UPDATE auth_sessions SET expires_at = now() + interval '1 hour', "
+                   "last_seen_at = now() - interval '30 seconds' WHERE id = %lld");
+    for (int i = 0; i < 5; i++)
+        assert_valid(f.store, tok, uid);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions WHERE "
+                                       "expires_at < now() + interval '2 hours'"), 1);
+    /* last seen over a minute ago: this validation writes */
+    sql_on_session(f.url, created->id,
+                   "UPDATE auth_sessions SET last_seen_at = now() - interval '61 seconds' "
+                   "WHERE id = %lld");
+    assert_valid(f.store, tok, uid);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions WHERE "
+                                       "expires_at > now() + interval '13 days'"), 1);
+    ds_session_free(created);
+    ds_secret_free(tok);
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_session_expired_is_rejected) {
+    fixture f = setup("sexp", NULL);
+    int64_t uid = make_user(f.url, "fay@example.com");
+    ds_session *created;
+    ds_secret *tok = login(f.store, uid, NULL, NULL, &created);
+    sql_on_session(f.url, created->id,
+                   "UPDATE auth_sessions SET expires_at = now() - interval '1 second', "
+                   "last_seen_at = now() - interval '15 days' WHERE id = %lld");
+    assert_rejected(f.store, tok, "expired");
+    /* and a rejection does not revive it */
+    assert_rejected(f.store, tok, "expired");
+    ds_session_free(created);
+    ds_secret_free(tok);
+    teardown(&f);
+}
+END_TEST
+
+/* ---- revoke ---------------------------------------------------------------- */
+
+START_TEST(test_session_revoke_one) {
+    fixture f = setup("srev", NULL);
+    int64_t uid = make_user(f.url, "gus@example.com");
+    ds_secret *a = login(f.store, uid, NULL, NULL, NULL);
+    ds_secret *b = login(f.store, uid, NULL, NULL, NULL);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_revoke(f.store, ds_secret_data(a), &err), err);
+    assert_rejected(f.store, a, "revoked");
+    assert_valid(f.store, b, uid);
+    /* again: still fine (log out twice) */
+    ck_assert_ds_ok(ds_session_revoke(f.store, ds_secret_data(a), &err), err);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions WHERE revoked "
+                                       "AND revoked_at IS NOT NULL"), 1);
+    ck_assert_int_eq(ds_session_revoke(f.store, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                                       &err), DS_ERR_NOT_FOUND);
+    ds_secret_free(a);
+    ds_secret_free(b);
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_session_revoke_by_id_only_for_its_user) {
+    fixture f = setup("srevid", NULL);
+    int64_t u1 = make_user(f.url, "hal@example.com");
+    int64_t u2 = make_user(f.url, "ivy@example.com");
+    ds_session *s;
+    ds_secret *tok = login(f.store, u1, "phone", NULL, &s);
+    ds_error err = {0};
+    ck_assert_int_eq(ds_session_revoke_id(f.store, u2, s->id, &err), DS_ERR_NOT_FOUND);
+    assert_valid(f.store, tok, u1);
+    ck_assert_int_eq(ds_session_revoke_id(f.store, u1, s->id + 100, &err), DS_ERR_NOT_FOUND);
+    ck_assert_ds_ok(ds_session_revoke_id(f.store, u1, s->id, &err), err);
+    assert_rejected(f.store, tok, "revoked");
+    ds_session_free(s);
+    ds_secret_free(tok);
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_session_revoke_all_of_a_user) {
+    fixture f = setup("srevall", NULL);
+    int64_t u1 = make_user(f.url, "jo@example.com");
+    int64_t u2 = make_user(f.url, "kim@example.com");
+    ds_secret *t1[3];
+    for (int i = 0; i < 3; i++)
+        t1[i] = login(f.store, u1, NULL, NULL, NULL);
+    ds_secret *t2 = login(f.store, u2, NULL, NULL, NULL);
+    int64_t n = -1;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_revoke_user(f.store, u1, &n, &err), err);
+    ck_assert_int_eq(n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_rejected(f.store, t1[i], "revoked");
+    assert_valid(f.store, t2, u2);
+    ck_assert_ds_ok(ds_session_revoke_user(f.store, u1, &n, &err), err);
+    ck_assert_int_eq(n, 0);
+    ds_session **list;
+    size_t count;
+    ck_assert_ds_ok(ds_session_list(f.store, u1, &list, &count, &err), err);
+    ck_assert_uint_eq(count, 0);
+    ds_session_list_free(list, count);
+    for (int i = 0; i < 3; i++)
+        ds_secret_free(t1[i]);
+    ds_secret_free(t2);
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_session_list_most_recent_first) {
+    fixture f = setup("slist", NULL);
+    int64_t uid = make_user(f.url, "lu@example.com");
+    ds_session *s[3];
+    ds_secret *t[3];
+    const char *agents[] = {"laptop", "phone", "tablet"};
+    for (int i = 0; i < 3; i++)
+        t[i] = login(f.store, uid, agents[i], "192.0.2.1", &s[i]);
+    sql_on_session(f.url, s[0]->id, "UPDATE auth_sessions SET last_seen_at = now() - "
+                                    "interval '1 hour' WHERE id = %lld");
+    sql_on_session(f.url, s[2]->id, "UPDATE auth_sessions SET last_seen_at = now() - "
+                                    "interval '2 hours' WHERE id = %lld");
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_revoke(f.store, ds_secret_data(t[1]), &err), err);
+    ds_session **list;
+    size_t count;
+    ck_assert_ds_ok(ds_session_list(f.store, uid, &list, &count, &err), err);
+    ck_assert_uint_eq(count, 2);
+    ck_assert_str_eq(list[0]->user_agent, "laptop");
+    ck_assert_str_eq(list[1]->user_agent, "tablet");
+    ck_assert_str_eq(list[1]->ip, "192.0.2.1");
+    ds_session_list_free(list, count);
+    for (int i = 0; i < 3; i++) {
+        ds_session_free(s[i]);
+        ds_secret_free(t[i]);
+    }
+    teardown(&f);
+}
+END_TEST
+
+START_TEST(test_session_purge_expired) {
+    fixture f = setup("spurge", NULL);
+    int64_t uid = make_user(f.url, "max@example.com");
+    ds_session *s[4];
+    ds_secret *t[4];
+    for (int i = 0; i < 4; i++)
+        t[i] = login(f.store, uid, NULL, NULL, &s[i]);
+    sql_on_session(f.url, s[0]->id, "UPDATE auth_sessions SET expires_at = now() - "
+                                    "interval '3 days' WHERE id = %lld");
+    sql_on_session(f.url, s[1]->id, "UPDATE auth_sessions SET expires_at = now() - "
+                                    "interval '1 hour' WHERE id = %lld");
+    /* revoked, and expired long ago */
+    sql_on_session(f.url, s[2]->id, "UPDATE auth_sessions SET revoked = true, revoked_at = "
+                                    "now() - interval '10 days', expires_at = now() - "
+                                    "interval '5 days' WHERE id = %lld");
+    int64_t n = -1;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_purge_expired(f.store, 86400, &n, &err), err);
+    ck_assert_int_eq(n, 2);
+    ck_assert_ds_ok(ds_session_purge_expired(f.store, 0, &n, &err), err);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions"), 1);
+    assert_valid(f.store, t[3], uid);
+    /* many rows: several batches */
+    dt_sql(f.url, "INSERT INTO auth_sessions (user_id, token_hash, expires_at) "
+                  "SELECT (SELECT id FROM users LIMIT 1), "
+                  "decode(lpad(to_hex(g), 64, '0'), 'hex'), now() - interval '2 days' "
+                  "FROM generate_series(1, 2500) g");
+    ck_assert_ds_ok(ds_session_purge_expired(f.store, 3600, &n, &err), err);
+    ck_assert_int_eq(n, 2500);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions"), 1);
+    for (int i = 0; i < 4; i++) {
+        ds_session_free(s[i]);
+        ds_secret_free(t[i]);
+    }
+    teardown(&f);
+}
+END_TEST
+
+/* ---- key rotation ----------------------------------------------------------- */
+
+START_TEST(test_session_survives_key_rotation) {
+    char *url = dt_migrated_db("srot");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    int64_t uid = make_user(url, "ned@example.com");
+    ds_crypto *r1 = ring(K1);
+    ds_session_store *s1 = store_over(pool, r1, NULL);
+    ds_secret *used = login(s1, uid, NULL, NULL, NULL);
+    ds_secret *idle = login(s1, uid, NULL, NULL, NULL);
+    char *before = NULL;
+    {
+        PGconn *c = PQconnectdb(url);
+        PGresult *r = PQexec(c, "SELECT string_agg(encode(token_hash, 'hex'), ',' ORDER BY id) "
+                                "FROM auth_sessions");
+        before = strdup(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        PQfinish(c);
+    }
+    /* new active key k2, k1 still in the ring: both sessions still valid */
+    ds_crypto *r2 = ring(K2 "," K1);
+    ds_session_store *s2 = store_over(pool, r2, NULL);
+    assert_valid(s2, used, uid);
+    /* ... and the used one was re-hashed under k2 on the spot */
+    {
+        PGconn *c = PQconnectdb(url);
+        PGresult *r = PQexec(c, "SELECT string_agg(encode(token_hash, 'hex'), ',' ORDER BY id) "
+                                "FROM auth_sessions");
+        const char *after = PQgetvalue(r, 0, 0);
+        ck_assert_str_ne(after, before);
+        ck_assert_str_eq(strchr(after, ','), strchr(before, ',')); /* idle one unchanged */
+        PQclear(r);
+        PQfinish(c);
+    }
+    /* k1 removed: the used session lives on, the idle one has ended */
+    ds_crypto *r3 = ring(K2);
+    ds_session_store *s3 = store_over(pool, r3, NULL);
+    assert_valid(s3, used, uid);
+    assert_rejected(s3, idle, "no such session");
+    /* revocation also finds sessions under an older key */
+    ds_secret *late = login(s1, uid, NULL, NULL, NULL);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_revoke(s2, ds_secret_data(late), &err), err);
+    assert_rejected(s1, late, "revoked");
+    free(before);
+    ds_secret_free(used);
+    ds_secret_free(idle);
+    ds_secret_free(late);
+    ds_session_store_close(s1);
+    ds_session_store_close(s2);
+    ds_session_store_close(s3);
+    ds_crypto_close(r1);
+    ds_crypto_close(r2);
+    ds_crypto_close(r3);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* ---- PgBouncer ----------------------------------------------------------------- */
+
+START_TEST(test_session_through_pgbouncer) {
+    char *url = dt_migrated_db("spool");
+    int64_t uid = make_user(url, "oz@example.com");
+    const char *slash = strrchr(url, '/');
+    char *name = strndup(slash + 1, strcspn(slash + 1, "?"));
+    char *pooler_url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), name);
+    free(name);
+    ds_config *cfg = dt_config(pooler_url, 1, 3);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set(cfg, "statement_mode", "pooler", &err), err);
+    ds_pool *pool;
+    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
+    ds_config_free(cfg);
+    ds_crypto *c = ring(K1);
+    ds_session_options o = {.touch_interval_ms = 1};
+    ds_session_store *s = store_over(pool, c, &o);
+    ds_secret *tok = login(s, uid, "ua", "10.1.2.3", NULL);
+    for (int i = 0; i < 20; i++)
+        assert_valid(s, tok, uid);
+    int64_t n;
+    ck_assert_ds_ok(ds_session_revoke_user(s, uid, &n, &err), err);
+    ck_assert_int_eq(n, 1);
+    assert_rejected(s, tok, "revoked");
+    ck_assert_ds_ok(ds_session_purge_expired(s, 0, &n, &err), err);
+    ds_secret_free(tok);
+    ds_session_store_close(s);
+    ds_crypto_close(c);
+    ds_pool_close(pool);
+    free(pooler_url);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* ---- errors ---------------------------------------------------------------------- */
+
+START_TEST(test_session_errors_null_and_out_of_range) {
+    ds_pool *pool = dt_pool(dt_env("DATABASE_URL"), 1, 1);
+    ds_crypto *c = ring(K1);
+    ds_session_store *s = (ds_session_store *)1;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_session_store_open(NULL, c, NULL, NULL, &s, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(s);
+    ck_assert_int_eq(ds_session_store_open(pool, NULL, NULL, NULL, &s, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_store_open(pool, c, NULL, NULL, NULL, &err), DS_ERR_INVALID);
+    ds_session_options bad[] = {
+        {.idle_ttl_s = -1}, {.max_lifetime_s = -5}, {.touch_interval_ms = -1},
+        {.idle_ttl_s = 10, .touch_interval_ms = 10000}, {.cache_ttl_s = 86401},
+        {.idle_ttl_s = INT64_C(400) * 365 * 86400},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(ds_session_store_open(pool, c, NULL, &bad[i], &s, &err) == DS_ERR_INVALID,
+                      "options %zu accepted", i);
+    s = store_over(pool, c, NULL);
+    ds_secret *tok;
+    ck_assert_int_eq(ds_session_create(NULL, 1, NULL, NULL, &tok, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_create(s, 1, NULL, NULL, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_create(s, -1, NULL, NULL, &tok, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_validate(NULL, "x", NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_validate(s, NULL, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_revoke(NULL, "x", &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_revoke(s, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_revoke_id(s, 0, 1, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_revoke_id(s, 1, 0, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_revoke_id(NULL, 1, 1, &err), DS_ERR_INVALID);
+    int64_t n = 9;
+    ck_assert_int_eq(ds_session_revoke_user(s, 0, &n, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(ds_session_revoke_user(NULL, 1, NULL, &err), DS_ERR_INVALID);
+    ds_session **list;
+    size_t count;
+    ck_assert_int_eq(ds_session_list(s, 0, &list, &count, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_list(s, 1, NULL, &count, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_list(NULL, 1, &list, &count, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_purge_expired(s, -1, &n, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_session_purge_expired(NULL, 0, &n, &err), DS_ERR_INVALID);
+    ds_session_free(NULL);
+    ds_session_list_free(NULL, 3);
+    ds_session_store_close(NULL);
+    ds_session_store_close(s);
+    ds_crypto_close(c);
+    ds_pool_close(pool);
+}
+END_TEST
+
+Suite *ds_test_session_suite(void) {
+    Suite *s = suite_create("session");
+    TCase *tc = tcase_create("create");
+    tcase_add_test(tc, test_session_create_hands_out_token_once);
+    tcase_add_test(tc, test_session_create_rejects_bad_input);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("validate");
+    tcase_add_test(tc, test_session_validate_rejects_malformed_tokens);
+    tcase_add_test(tc, test_session_validate_returns_the_session);
+    tcase_add_test(tc, test_session_validate_slides_expiry);
+    tcase_add_test(tc, test_session_touch_is_throttled);
+    tcase_add_test(tc, test_session_expired_is_rejected);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("revoke");
+    tcase_add_test(tc, test_session_revoke_one);
+    tcase_add_test(tc, test_session_revoke_by_id_only_for_its_user);
+    tcase_add_test(tc, test_session_revoke_all_of_a_user);
+    tcase_add_test(tc, test_session_list_most_recent_first);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("purge");
+    tcase_add_test(tc, test_session_purge_expired);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("rotation");
+    tcase_add_test(tc, test_session_survives_key_rotation);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("pooler");
+    tcase_add_test(tc, test_session_through_pgbouncer);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errors");
+    tcase_add_test(tc, test_session_errors_null_and_out_of_range);
+    suite_add_tcase(s, tc);
+    return s;
+}
