@@ -901,7 +901,6 @@ START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
     assert_no_open(c, &rctx, env, len);
     /* the same envelope still opens in its own place */
     assert_opens_to(c, &actx, env, len, rows[0].access);
-    ds_result_free(res);
 
     /* same provider and account for two users: the owner id alone decides */
     conn_row twin = rows[0];
@@ -910,6 +909,7 @@ START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
     scope_of(&twin, tscope, sizeof tscope);
     ds_crypto_context tctx = {"service_connections", "access_token", twin.user_id, tscope};
     assert_no_open(c, &tctx, env, len);
+    ds_result_free(res);
     ds_crypto_close(c);
     free(rows);
     ds_pool_close(pool);
