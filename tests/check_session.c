@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <endian.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -549,6 +550,251 @@ START_TEST(test_session_through_pgbouncer) {
 }
 END_TEST
 
+/* ---- the dump scan -------------------------------------------------------------- */
+
+/* Byte strings that must appear nowhere in the database. */
+typedef struct needles {
+    struct {
+        unsigned char *p;
+        size_t n;
+        char what[64];
+    } v[1024];
+    int n;
+} needles;
+
+static void needle_add(needles *nd, const void *p, size_t n, const char *what) {
+    ck_assert_int_lt(nd->n, 1024);
+    nd->v[nd->n].p = malloc(n);
+    memcpy(nd->v[nd->n].p, p, n);
+    nd->v[nd->n].n = n;
+    snprintf(nd->v[nd->n].what, sizeof nd->v[nd->n].what, "%s", what);
+    nd->n++;
+}
+
+/* A secret in every form a careless layer might store it: as given, its
+ * bytes in hex (both cases) and base64 (both alphabets), and a prefix. */
+static void needle_forms(needles *nd, const unsigned char *p, size_t n,
+                         const char *what) {
+    char buf[1024], label[64];
+    needle_add(nd, p, n, what);
+    sodium_bin2hex(buf, sizeof buf, p, n);
+    snprintf(label, sizeof label, "%s (hex)", what);
+    needle_add(nd, buf, strlen(buf), label);
+    for (char *c = buf; *c; c++)
+        if (*c >= 'a' && *c <= 'f')
+            *c = (char)(*c - 'a' + 'A');
+    snprintf(label, sizeof label, "%s (HEX)", what);
+    needle_add(nd, buf, strlen(buf), label);
+    sodium_bin2base64(buf, sizeof buf, p, n, sodium_base64_VARIANT_ORIGINAL);
+    snprintf(label, sizeof label, "%s (base64)", what);
+    needle_add(nd, buf, strlen(buf), label);
+    sodium_bin2base64(buf, sizeof buf, p, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    snprintf(label, sizeof label, "%s (base64url)", what);
+    needle_add(nd, buf, strlen(buf), label);
+    if (n > 16) {
+        snprintf(label, sizeof label, "%s (prefix)", what);
+        needle_add(nd, p, 16, label);
+    }
+}
+
+static void session_needles(needles *nd, const ds_secret *tok) {
+    const char *text = ds_secret_data(tok);
+    needle_forms(nd, (const unsigned char *)text, strlen(text), "session token");
+    unsigned char raw[32], h[32];
+    size_t len;
+    ck_assert_int_eq(sodium_base642bin(raw, sizeof raw, text, strlen(text), NULL, &len,
+                                       NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING), 0);
+    needle_forms(nd, raw, sizeof raw, "session token bytes");
+    /* an unkeyed hash would let anyone test guesses: it must not be stored */
+    crypto_generichash(h, sizeof h, raw, sizeof raw, NULL, 0);
+    needle_add(nd, h, sizeof h, "unkeyed BLAKE2b of the token bytes");
+    crypto_hash_sha256(h, (const unsigned char *)text, strlen(text));
+    needle_add(nd, h, sizeof h, "SHA-256 of the token");
+}
+
+static void needles_free(needles *nd) {
+    for (int i = 0; i < nd->n; i++)
+        free(nd->v[i].p);
+    nd->n = 0;
+}
+
+/* Reads every column of every table of the database (bytea as raw bytes,
+ * everything else as its text form) and counts needle hits. */
+static int scan_database(const char *url, const needles *nd, char *first, size_t first_size) {
+    PGconn *c = PQconnectdb(url);
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    PGresult *cols = PQexec(c,
+        "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c "
+        "JOIN information_schema.tables t USING (table_schema, table_name) "
+        "WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' "
+        "ORDER BY 1, 2");
+    ck_assert_int_eq(PQresultStatus(cols), PGRES_TUPLES_OK);
+    ck_assert_int_gt(PQntuples(cols), 50); /* the whole platform schema */
+    int hits = 0, textual = 0;
+    for (int i = 0; i < PQntuples(cols); i++) {
+        const char *table = PQgetvalue(cols, i, 0), *col = PQgetvalue(cols, i, 1);
+        const char *type = PQgetvalue(cols, i, 2);
+        bool bytea = strcmp(type, "bytea") == 0;
+        if (bytea || strcmp(type, "text") == 0 || strcmp(type, "jsonb") == 0 ||
+            strcmp(type, "json") == 0 || strncmp(type, "character", 9) == 0)
+            textual++;
+        char sql[512];
+        snprintf(sql, sizeof sql, "SELECT \"%s\"%s FROM \"%s\" WHERE \"%s\" IS NOT NULL",
+                 col, bytea ? "" : "::text", table, col);
+        PGresult *r = PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, bytea ? 1 : 0);
+        ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK, "%s: %s", sql,
+                      PQerrorMessage(c));
+        for (int row = 0; row < PQntuples(r); row++) {
+            const char *v = PQgetvalue(r, row, 0);
+            size_t vlen = (size_t)PQgetlength(r, row, 0);
+            for (int k = 0; k < nd->n; k++)
+                if (memmem(v, vlen, nd->v[k].p, nd->v[k].n)) {
+                    if (hits++ == 0)
+                        snprintf(first, first_size, "%s in %s.%s", nd->v[k].what,
+                                 table, col);
+                }
+        }
+        PQclear(r);
+    }
+    ck_assert_int_ge(textual, 25);
+    PQclear(cols);
+    PQfinish(c);
+    return hits;
+}
+
+static void random_token(char *out, size_t n, const char *prefix) {
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t p = strlen(prefix);
+    memcpy(out, prefix, p);
+    for (size_t i = p; i < n - 1; i++)
+        out[i] = alphabet[randombytes_uniform(64)];
+    out[n - 1] = '\0';
+}
+
+START_TEST(test_session_dump_reveals_no_token) {
+    char *url = dt_migrated_db("sdump");
+    ds_pool *pool = dt_pool(url, 1, 4);
+    ds_crypto *ring1 = ring(K1);
+    ds_session_store *store = store_over(pool, ring1, NULL);
+    needles *nd = calloc(1, sizeof *nd);
+    ds_error err = {0};
+    enum { USERS = 6 };
+    char oauth[USERS][2][2][160];
+    for (int u = 0; u < USERS; u++) {
+        char sql[1024];
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO users (email) VALUES ('person%d@example.org') RETURNING id", u);
+        int64_t uid = dt_sql_int(url, sql);
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO profiles (user_id, display_name, preferences) VALUES "
+                 "(%lld, 'Person %d', '{\"theme\": \"dark\", \"lang\": \"en\"}');"
+                 "INSERT INTO conversations (owner_id, title) VALUES (%lld, 'Trip plans');"
+                 "INSERT INTO messages (conversation_id, role, content, metadata) "
+                 "SELECT id, 'user', 'Book a table for two at eight', '{\"client\": \"web\"}' "
+                 "FROM conversations WHERE owner_id = %lld;"
+                 "INSERT INTO memory_facts (user_id, content) VALUES (%lld, 'Prefers window seats');"
+                 "INSERT INTO ai_teams (owner_id, name, members) VALUES "
+                 "(%lld, 'Helpers', '[{\"name\": \"planner\", \"model\": \"small\"}]');"
+                 "INSERT INTO app_settings (user_id, key, value) VALUES (%lld, 'ui.density', '\"compact\"');"
+                 "INSERT INTO analytics_events (user_id, name, properties) VALUES "
+                 "(%lld, 'login', '{\"method\": \"password\"}')",
+                 (long long)uid, u, (long long)uid, (long long)uid, (long long)uid,
+                 (long long)uid, (long long)uid, (long long)uid);
+        dt_sql(url, sql);
+        /* sessions: some used, one revoked */
+        for (int k = 0; k < 3; k++) {
+            ds_secret *tok = login(store, uid, "Mozilla/5.0 (Macintosh) Safari/17.0",
+                                   k ? "203.0.113.9" : "2001:db8::42", NULL);
+            session_needles(nd, tok);
+            assert_valid(store, tok, uid);
+            if (k == 2)
+                ck_assert_ds_ok(ds_session_revoke(store, ds_secret_data(tok), &err), err);
+            ds_secret_free(tok);
+        }
+        /* two service connections, written the repository's way */
+        for (int k = 0; k < 2; k++) {
+            const char *provider = k ? "github" : "google";
+            char account[32], scope[64];
+            snprintf(account, sizeof account, "ext-%d-%d", u, k);
+            ck_assert_ds_ok(ds_crypto_scope_service(provider, account, scope, sizeof scope, &err), err);
+            random_token(oauth[u][k][0], 120, k ? "gho_" : "ya29.");
+            random_token(oauth[u][k][1], 100, "1//0g");
+            ds_crypto_context actx = {"service_connections", "access_token", uid, scope};
+            ds_crypto_context rctx = {"service_connections", "refresh_token", uid, scope};
+            uint8_t *aenv, *renv;
+            size_t alen, rlen;
+            ck_assert_ds_ok(ds_crypto_encrypt(ring1, &actx, oauth[u][k][0],
+                                              strlen(oauth[u][k][0]), &aenv, &alen, &err), err);
+            ck_assert_ds_ok(ds_crypto_encrypt(ring1, &rctx, oauth[u][k][1],
+                                              strlen(oauth[u][k][1]), &renv, &rlen, &err), err);
+            ds_param p[] = {ds_param_int64(uid), ds_param_text(provider),
+                            ds_param_text(account), ds_param_text("read write"),
+                            ds_param_bytea(aenv, alen), ds_param_bytea(renv, rlen),
+                            ds_param_text(ds_crypto_active_key_id(ring1))};
+            ck_assert_ds_ok(ds_pool_exec(pool,
+                "INSERT INTO service_connections (user_id, provider, external_account_id, "
+                "scopes, access_token_enc, refresh_token_enc, key_id, token_expires_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, now() + interval '1 hour')",
+                p, 7, NULL, &err), err);
+            ds_free(aenv);
+            ds_free(renv);
+            needle_forms(nd, (const unsigned char *)oauth[u][k][0],
+                         strlen(oauth[u][k][0]), "OAuth access token");
+            needle_forms(nd, (const unsigned char *)oauth[u][k][1],
+                         strlen(oauth[u][k][1]), "OAuth refresh token");
+        }
+    }
+    /* a rotation halfway through the platform's life */
+    ds_crypto *ring2 = ring(K2 "," K1);
+    ds_crypto_rotate_stats stats;
+    ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, NULL, &stats, &err), err);
+    ck_assert_int_eq(stats.rotated, USERS * 2);
+
+    char first[256] = "";
+    int hits = scan_database(url, nd, first, sizeof first);
+    ck_assert_msg(hits == 0, "%d plaintext hit(s), first: %s", hits, first);
+
+    /* the scan itself works: a token leaked into a message is found */
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "UPDATE messages SET content = content || ' %s' WHERE id = (SELECT min(id) FROM messages)",
+             oauth[2][1][0]);
+    dt_sql(url, sql);
+    hits = scan_database(url, nd, first, sizeof first);
+    ck_assert_int_ge(hits, 1);
+    ck_assert_ptr_nonnull(strstr(first, "messages.content"));
+
+    /* and the tokens are all still usable with the key ring */
+    for (int u = 0; u < USERS; u++) {
+        PGconn *c = PQconnectdb(url);
+        char q[256];
+        snprintf(q, sizeof q, "SELECT access_token_enc, user_id, provider || '/' || "
+                              "external_account_id FROM service_connections WHERE "
+                              "external_account_id = 'ext-%d-0'", u);
+        PGresult *r = PQexecParams(c, q, 0, NULL, NULL, NULL, NULL, 1);
+        ck_assert_int_eq(PQntuples(r), 1);
+        int64_t uid = (int64_t)be64toh(*(const uint64_t *)PQgetvalue(r, 0, 1));
+        ds_crypto_context actx = {"service_connections", "access_token", uid, PQgetvalue(r, 0, 2)};
+        ds_secret *plain;
+        ck_assert_ds_ok(ds_crypto_decrypt(ring2, &actx, (const uint8_t *)PQgetvalue(r, 0, 0),
+                                          (size_t)PQgetlength(r, 0, 0), &plain, &err), err);
+        ck_assert_str_eq(ds_secret_data(plain), oauth[u][0][0]);
+        ds_secret_free(plain);
+        PQclear(r);
+        PQfinish(c);
+    }
+    needles_free(nd);
+    free(nd);
+    ds_session_store_close(store);
+    ds_crypto_close(ring1);
+    ds_crypto_close(ring2);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* ---- errors ---------------------------------------------------------------------- */
 
 START_TEST(test_session_errors_null_and_out_of_range) {
@@ -627,6 +873,10 @@ Suite *ds_test_session_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("pooler");
     tcase_add_test(tc, test_session_through_pgbouncer);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("dump_scan");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_session_dump_reveals_no_token);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_session_errors_null_and_out_of_range);
