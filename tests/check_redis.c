@@ -479,7 +479,7 @@ START_TEST(test_redis_command_timeout) {
     ds_config_free(cfg);
     ds_redis *admin = dt_redis("timeout");
     /* the server stops answering everyone for 800 ms */
-    freeReplyObject(dt_rcmd(admin, "CLIENT PAUSE 800 ALL"));
+    freeReplyObject(dt_rcmd(admin, "CLIENT PAUSE 2000 ALL"));
     long long t0 = dt_now_ms();
     ds_status st = ds_redis_ping(r, &err);
     ck_assert_ds_status(st, DS_ERR_REDIS, err);
@@ -581,7 +581,11 @@ START_TEST(test_redis_unix_socket) {
     snprintf(url, sizeof url, "unix://:sockpw@%s?db=2", sock);
     ds_redis *r;
     ds_error err = {0};
-    ds_status st = open_with(url, NULL, &r, &err);
+    ds_status st;
+    /* the socket file appears a moment before the server listens */
+    while ((st = open_with(url, NULL, &r, &err)) != DS_OK &&
+           strstr(err.message, "refused") && dt_now_ms() < deadline)
+        usleep(10000);
     if (st == DS_OK) {
         redisReply *info = dt_rcmd(r, "CLIENT INFO");
         bool db2 = strstr(info->str, " db=2 ") != NULL;

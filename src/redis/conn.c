@@ -598,7 +598,8 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
     return st;
 }
 
-ds_status ds__rconn_connect(ds_redis *r, ds__rconn **out, ds_error *err) {
+ds_status ds__rconn_connect(ds_redis *r, int64_t deadline_us, ds__rconn **out,
+                            ds_error *err) {
     *out = NULL;
     ds__rconn *c = ds__calloc(1, sizeof *c);
     if (!c)
@@ -612,6 +613,8 @@ ds_status ds__rconn_connect(ds_redis *r, ds__rconn **out, ds_error *err) {
         return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
     }
     int64_t deadline = ds__now_us() + (int64_t)r->connect_timeout_ms * 1000;
+    if (deadline_us < deadline)
+        deadline = deadline_us;
     ds_status st = r->url.unix_socket
                        ? connect_unix(c, r->url.path, deadline, err)
                        : connect_tcp(c, r->url.host, r->url.port, deadline, err);

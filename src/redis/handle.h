@@ -45,8 +45,11 @@ struct ds_redis {
 /* A deadline that never comes. */
 #define DS_REDIS_FOREVER INT64_MAX
 
-/* Opens, authenticates and selects the database (conn.c). */
-ds_status ds__rconn_connect(ds_redis *r, ds__rconn **out, ds_error *err);
+/* Opens, authenticates and selects the database (conn.c), within the
+ * connect timeout and never after `deadline_us` (a command's deadline;
+ * DS_REDIS_FOREVER for none). */
+ds_status ds__rconn_connect(ds_redis *r, int64_t deadline_us, ds__rconn **out,
+                            ds_error *err);
 
 /* Writes `len` bytes and reads `n` replies before `deadline_us`
  * (monotonic). On failure the connection is unusable. */
