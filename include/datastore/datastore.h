@@ -14,5 +14,6 @@
 #include "crypto.h"
 #include "redis.h"
 #include "cache.h"
+#include "ratelimit.h"
 
 #endif /* DATASTORE_DATASTORE_H */
