@@ -15,5 +15,6 @@
 #include "redis.h"
 #include "cache.h"
 #include "ratelimit.h"
+#include "presence.h"
 
 #endif /* DATASTORE_DATASTORE_H */

@@ -65,6 +65,10 @@ void ds__redis_replies_free(redisReply **replies, size_t n) {
 
 int64_t ds__redis_now_ms(void) { return ds__wall_us() / 1000; }
 
+int ds__redis_command_timeout(const ds_redis *r) {
+    return r->command_timeout_ms;
+}
+
 /* ---- pool ---------------------------------------------------------------- */
 
 static void push_idle(ds_redis *r, ds__rconn *c) {
