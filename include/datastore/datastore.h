@@ -16,5 +16,6 @@
 #include "cache.h"
 #include "ratelimit.h"
 #include "presence.h"
+#include "queue.h"
 
 #endif /* DATASTORE_DATASTORE_H */
