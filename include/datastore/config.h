@@ -29,6 +29,9 @@
  *   redis_connect_timeout_ms DS_REDIS_CONNECT_TIMEOUT_MS 2000
  *   redis_command_timeout_ms DS_REDIS_COMMAND_TIMEOUT_MS 2000
  *   redis_tls_ca             DS_REDIS_TLS_CA             (system CA store)
+ *   redis_retry_ms           DS_REDIS_RETRY_MS           1000 (fail fast this
+ *                                                        long after a failed
+ *                                                        connect; 0 = never)
  *
  * A bad value gives DS_ERR_CONFIG with a message naming the environment
  * variable; the message never repeats a URL, password or key.

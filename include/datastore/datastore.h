@@ -14,5 +14,9 @@
 #include "crypto.h"
 #include "session.h"
 #include "redis.h"
+#include "cache.h"
+#include "ratelimit.h"
+#include "presence.h"
+#include "queue.h"
 
 #endif /* DATASTORE_DATASTORE_H */
