@@ -8,6 +8,9 @@
 #include <endian.h>
 #include <unistd.h>
 
+#include "dt_redis.h"
+#include "redis/redis_internal.h"
+#include "session/session_internal.h"
 #include "test_util.h"
 
 #define K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -795,6 +798,300 @@ START_TEST(test_session_dump_reveals_no_token) {
 }
 END_TEST
 
+/* ---- Redis first ------------------------------------------------------------------ */
+
+typedef struct rfixture {
+    fixture f;
+    ds_redis *redis;
+    ds_session_store *store; /* over Redis and PostgreSQL */
+} rfixture;
+
+static rfixture rsetup(const char *tag, const ds_session_options *opts) {
+    rfixture r;
+    r.f = setup(tag, opts);
+    r.redis = dt_redis(tag);
+    ds_error err = {0};
+    ds_status st = ds_session_store_open(r.f.pool, r.f.crypto, r.redis, opts,
+                                         &r.store, &err);
+    ck_assert_ds_ok(st, err);
+    return r;
+}
+
+static void rteardown(rfixture *r) {
+    ds_session_store_close(r->store);
+    dt_redis_flush_prefix(r->redis);
+    ds_redis_close(r->redis);
+    teardown(&r->f);
+}
+
+/* Keys under the handle's prefix matching "<prefix><pattern>". */
+static long long count_keys(ds_redis *r, const char *pattern) {
+    size_t plen;
+    const char *prefix = ds__redis_prefix(r, &plen);
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, pattern);
+    long long n = 0;
+    char cursor[32] = "0";
+    do {
+        redisReply *rep = dt_rcmd(r, "SCAN %s MATCH %s COUNT 1000", cursor, full);
+        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+        n += (long long)rep->element[1]->elements;
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0") != 0);
+    return n;
+}
+
+START_TEST(test_session_redis_serves_validations) {
+    rfixture r = rsetup("srhit", NULL);
+    int64_t uid = make_user(r.f.url, "pia@example.com");
+    ds_secret *tok = login(r.store, uid, "agent/1", "192.0.2.5", NULL);
+    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 0); /* cached on first use */
+    assert_valid(r.store, tok, uid);
+    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 1);
+    /* the entry is the user's, with a bounded lifetime */
+    ck_assert_int_eq(dt_rint(r.redis, "SCARD %su:%lld:keys",
+                             ds__redis_prefix(r.redis, NULL), (long long)uid), 1);
+    /* served from Redis now: a change made behind the library's back is not
+     * seen until the entry goes (the library's own changes clear it) */
+    dt_sql(r.f.url, "UPDATE auth_sessions SET user_agent = 'changed in SQL'");
+    ds_session *s;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_validate(r.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_str_eq(s->user_agent, "agent/1");
+    ck_assert_str_eq(s->ip, "192.0.2.5");
+    ck_assert_int_eq(s->user_id, uid);
+    ds_session_free(s);
+    /* the PostgreSQL-only store sees the change */
+    ck_assert_ds_ok(ds_session_validate(r.f.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_str_eq(s->user_agent, "changed in SQL");
+    ds_session_free(s);
+    ds_secret_free(tok);
+    rteardown(&r);
+}
+END_TEST
+
+START_TEST(test_session_redis_revocation_is_immediate) {
+    rfixture r = rsetup("srrev", NULL);
+    int64_t u1 = make_user(r.f.url, "quinn@example.com");
+    int64_t u2 = make_user(r.f.url, "ray@example.com");
+    ds_session *s;
+    ds_secret *a = login(r.store, u1, NULL, NULL, NULL);
+    ds_secret *b = login(r.store, u1, NULL, NULL, &s);
+    ds_secret *c = login(r.store, u1, NULL, NULL, NULL);
+    ds_secret *d = login(r.store, u2, NULL, NULL, NULL);
+    assert_valid(r.store, a, u1);
+    assert_valid(r.store, b, u1);
+    assert_valid(r.store, c, u1);
+    assert_valid(r.store, d, u2);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(a), &err), err);
+    assert_rejected(r.store, a, "revoked");
+    ck_assert_ds_ok(ds_session_revoke_id(r.store, u1, s->id, &err), err); /* b */
+    assert_rejected(r.store, b, "revoked");
+    int64_t n;
+    ck_assert_ds_ok(ds_session_revoke_user(r.store, u1, &n, &err), err);
+    ck_assert_int_eq(n, 1); /* c */
+    assert_rejected(r.store, c, "revoked");
+    assert_valid(r.store, d, u2);
+    /* and PostgreSQL agrees */
+    assert_rejected(r.f.store, a, "revoked");
+    assert_rejected(r.f.store, c, "revoked");
+    ds_session_free(s);
+    ds_secret_free(a);
+    ds_secret_free(b);
+    ds_secret_free(c);
+    ds_secret_free(d);
+    rteardown(&r);
+}
+END_TEST
+
+START_TEST(test_session_redis_race_cannot_resurrect) {
+    rfixture r = rsetup("srrace", NULL);
+    int64_t uid = make_user(r.f.url, "sam@example.com");
+    ds_session *s;
+    ds_secret *tok = login(r.store, uid, NULL, NULL, &s);
+    assert_valid(r.store, tok, uid);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(tok), &err), err);
+    /* a validation that read PostgreSQL just before the revocation now
+     * writes its copy: the tombstone wins */
+    uint8_t raw[32], hash[32];
+    ck_assert_ds_ok(ds__session_token_decode(ds_secret_data(tok), raw, "test", &err), err);
+    ck_assert_ds_ok(ds__crypto_session_hash(r.f.crypto, 0, raw, 32, hash, &err), err);
+    ds__session_cache_put(r.store, hash, s);
+    assert_rejected(r.store, tok, "revoked");
+    ds_session_free(s);
+    ds_secret_free(tok);
+    rteardown(&r);
+}
+END_TEST
+
+START_TEST(test_session_redis_touch_still_slides) {
+    ds_session_options o = {.touch_interval_ms = 300};
+    rfixture r = rsetup("srslide", &o);
+    int64_t uid = make_user(r.f.url, "tia@example.com");
+    ds_session *s;
+    ds_secret *tok = login(r.store, uid, NULL, NULL, &s);
+    assert_valid(r.store, tok, uid); /* cached */
+    usleep(400 * 1000);
+    sql_on_session(r.f.url, s->id,
+                   "UPDATE auth_sessions SET expires_at = now() + interval '1 hour', "
+                   "last_seen_at = now() - interval '1 hour' WHERE id = %lld");
+    assert_valid(r.store, tok, uid); /* the cached copy is due: PostgreSQL touches */
+    ck_assert_int_eq(dt_sql_int(r.f.url, "SELECT count(*) FROM auth_sessions WHERE "
+                                         "expires_at > now() + interval '13 days'"), 1);
+    ds_session_free(s);
+    ds_secret_free(tok);
+    rteardown(&r);
+}
+END_TEST
+
+START_TEST(test_session_redis_down_falls_back_to_postgres) {
+    rfixture r = rsetup("srdown", NULL);
+    int64_t uid = make_user(r.f.url, "uma@example.com");
+    ds_secret *tok = login(r.store, uid, NULL, NULL, NULL);
+    ds_secret *other = login(r.store, uid, NULL, NULL, NULL);
+    assert_valid(r.store, tok, uid);
+    assert_valid(r.store, other, uid);
+    ck_assert_int_eq(dt_services("stop redis"), 0);
+    assert_valid(r.store, tok, uid); /* PostgreSQL answers */
+    ds_secret *fresh = login(r.store, uid, NULL, NULL, NULL);
+    assert_valid(r.store, fresh, uid);
+    /* the revocation is in PostgreSQL, but the cache could not be told: the
+     * caller hears it (retryable) */
+    ds_error err = {0};
+    ds_status st = ds_session_revoke(r.store, ds_secret_data(tok), &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert(ds_error_is_retryable(&err));
+    ck_assert_ptr_nonnull(strstr(err.message, "revoked in PostgreSQL"));
+    assert_rejected(r.store, tok, "revoked");
+    int64_t n = -1;
+    st = ds_session_revoke_user(r.store, uid, &n, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(dt_services("start redis"), 0);
+    dt_redis_wait_up(r.redis);
+    /* retried once Redis is back: every entry gets its tombstone */
+    ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(tok), &err), err);
+    ck_assert_ds_ok(ds_session_revoke_user(r.store, uid, &n, &err), err);
+    ck_assert_int_eq(n, 0);
+    assert_rejected(r.store, tok, "revoked");
+    assert_rejected(r.store, other, "revoked");
+    assert_rejected(r.store, fresh, "revoked");
+    ds_secret_free(tok);
+    ds_secret_free(other);
+    ds_secret_free(fresh);
+    rteardown(&r);
+}
+END_TEST
+
+START_TEST(test_session_redis_erase_user_removes_entries) {
+    rfixture r = rsetup("srerase", NULL);
+    int64_t u1 = make_user(r.f.url, "val@example.com");
+    int64_t u2 = make_user(r.f.url, "wes@example.com");
+    ds_secret *a = login(r.store, u1, NULL, NULL, NULL);
+    ds_secret *b = login(r.store, u1, NULL, NULL, NULL);
+    ds_secret *c = login(r.store, u2, NULL, NULL, NULL);
+    assert_valid(r.store, a, u1);
+    assert_valid(r.store, b, u1);
+    assert_valid(r.store, c, u2);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(b), &err), err);
+    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 3); /* 2 entries, 1 tombstone */
+    int64_t removed = 0;
+    ck_assert_ds_ok(ds_redis_erase_user(r.redis, u1, &removed, &err), err);
+    ck_assert_int_ge(removed, 2);
+    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 1); /* u2's */
+    assert_valid(r.store, c, u2);
+    ds_secret_free(a);
+    ds_secret_free(b);
+    ds_secret_free(c);
+    rteardown(&r);
+}
+END_TEST
+
+/* Every string, set, hash, list and sorted set under the handle's prefix,
+ * scanned for the needles. */
+static int scan_redis(ds_redis *r, const needles *nd, char *first, size_t first_size) {
+    size_t plen;
+    const char *prefix = ds__redis_prefix(r, &plen);
+    char pattern[160];
+    snprintf(pattern, sizeof pattern, "%s*", prefix);
+    int hits = 0;
+    long long keys = 0;
+    char cursor[32] = "0";
+    do {
+        redisReply *rep = dt_rcmd(r, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+        for (size_t i = 0; i < rep->element[1]->elements; i++) {
+            const redisReply *k = rep->element[1]->element[i];
+            keys++;
+            redisReply *t = dt_rcmd(r, "TYPE %b", k->str, k->len);
+            const char *fmt = strcmp(t->str, "string") == 0 ? "GET %b"
+                              : strcmp(t->str, "set") == 0  ? "SMEMBERS %b"
+                              : strcmp(t->str, "hash") == 0 ? "HGETALL %b"
+                              : strcmp(t->str, "list") == 0 ? "LRANGE %b 0 -1"
+                              : strcmp(t->str, "zset") == 0 ? "ZRANGE %b 0 -1"
+                                                            : NULL;
+            ck_assert_msg(fmt != NULL, "unexpected key type %s", t->str);
+            freeReplyObject(t);
+            redisReply *v = dt_rcmd(r, fmt, k->str, k->len);
+            size_t nvals = v->type == REDIS_REPLY_ARRAY ? v->elements : 1;
+            for (size_t j = 0; j < nvals + 1; j++) {
+                const char *p;
+                size_t len;
+                if (j == nvals) { /* the key name itself */
+                    p = k->str;
+                    len = k->len;
+                } else {
+                    const redisReply *e = v->type == REDIS_REPLY_ARRAY ? v->element[j] : v;
+                    p = e->str;
+                    len = e->str ? e->len : 0;
+                }
+                for (int n = 0; p && n < nd->n; n++)
+                    if (memmem(p, len, nd->v[n].p, nd->v[n].n) && hits++ == 0)
+                        snprintf(first, first_size, "%s in redis key %.*s",
+                                 nd->v[n].what, (int)k->len, k->str);
+            }
+            freeReplyObject(v);
+        }
+        freeReplyObject(rep);
+    } while (strcmp(cursor, "0") != 0);
+    ck_assert_int_gt(keys, 0);
+    return hits;
+}
+
+START_TEST(test_session_redis_holds_no_token) {
+    rfixture r = rsetup("srscan", NULL);
+    needles *nd = calloc(1, sizeof *nd);
+    ds_error err = {0};
+    for (int u = 0; u < 4; u++) {
+        char email[64];
+        snprintf(email, sizeof email, "scan%d@example.com", u);
+        int64_t uid = make_user(r.f.url, email);
+        for (int k = 0; k < 3; k++) {
+            ds_secret *tok = login(r.store, uid, "Mozilla/5.0", "198.51.100.1", NULL);
+            session_needles(nd, tok);
+            assert_valid(r.store, tok, uid);
+            if (k == 1)
+                ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(tok), &err), err);
+            ds_secret_free(tok);
+        }
+    }
+    char first[256] = "";
+    int hits = scan_redis(r.redis, nd, first, sizeof first);
+    ck_assert_msg(hits == 0, "%d hit(s) in Redis, first: %s", hits, first);
+    /* the scan finds a planted token */
+    char key[160];
+    snprintf(key, sizeof key, "%splanted", ds__redis_prefix(r.redis, NULL));
+    freeReplyObject(dt_rcmd(r.redis, "SET %s %b", key, nd->v[0].p, nd->v[0].n));
+    ck_assert_int_ge(scan_redis(r.redis, nd, first, sizeof first), 1);
+    needles_free(nd);
+    free(nd);
+    rteardown(&r);
+}
+END_TEST
+
 /* ---- errors ---------------------------------------------------------------------- */
 
 START_TEST(test_session_errors_null_and_out_of_range) {
@@ -877,6 +1174,17 @@ Suite *ds_test_session_suite(void) {
     tc = tcase_create("dump_scan");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_session_dump_reveals_no_token);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("redis");
+    tcase_set_timeout(tc, 90);
+    tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
+    tcase_add_test(tc, test_session_redis_serves_validations);
+    tcase_add_test(tc, test_session_redis_revocation_is_immediate);
+    tcase_add_test(tc, test_session_redis_race_cannot_resurrect);
+    tcase_add_test(tc, test_session_redis_touch_still_slides);
+    tcase_add_test(tc, test_session_redis_down_falls_back_to_postgres);
+    tcase_add_test(tc, test_session_redis_erase_user_removes_entries);
+    tcase_add_test(tc, test_session_redis_holds_no_token);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_session_errors_null_and_out_of_range);

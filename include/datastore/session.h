@@ -18,6 +18,15 @@
  * expires_at are written at most once per touch_interval_ms, so a busy
  * session costs a read, not a write, per request.
  *
+ * With Redis, "<redis_prefix>sess:<hex of the hash>" keeps a copy of a live
+ * session for at most cache_ttl_s (never past its expiry), so a validation
+ * is one Redis GET; it falls through to PostgreSQL when the copy is due for
+ * a touch, and whenever Redis fails. A revocation replaces the copy with a
+ * tombstone that a racing validation cannot overwrite, so it takes effect
+ * at once; every key is registered as its user's for ds_redis_erase_user().
+ * Changes made to auth_sessions behind the library's back (plain SQL) are
+ * seen by cached look-ups only once the copy goes.
+ *
  * Key rotation: a token is looked up under every key of the ring, so
  * sessions survive a new active key; one validated under an older key is
  * re-hashed under the active key on the spot. Sessions not used between the
@@ -115,7 +124,12 @@ DS_EXPORT DS_NODISCARD ds_status ds_session_validate(ds_session_store *store,
                                                      ds_error *err);
 
 /* Ends the session of `token` (log out). Revoking a revoked session again
- * is DS_OK. Errors: DS_ERR_NOT_FOUND (no such session), DS_ERR_INVALID. */
+ * is DS_OK. Errors: DS_ERR_NOT_FOUND (no such session), DS_ERR_INVALID,
+ * the pool's errors, and DS_ERR_REDIS (retryable) when the revocation is
+ * stored in PostgreSQL but the store's Redis could not be updated: a cached
+ * copy may then be accepted for up to cache_ttl_s, so retry the call (it
+ * is idempotent) until it returns DS_OK. The same holds for the two
+ * functions below. */
 DS_EXPORT DS_NODISCARD ds_status ds_session_revoke(ds_session_store *store,
                                                    const char *token,
                                                    ds_error *err);
@@ -128,7 +142,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_session_revoke_id(ds_session_store *store,
                                                       ds_error *err);
 
 /* Ends every live session of a user (password change, "log out
- * everywhere"); *revoked (may be NULL) receives how many. */
+ * everywhere"); *revoked (may be NULL) receives how many were live (also
+ * on DS_ERR_REDIS). */
 DS_EXPORT DS_NODISCARD ds_status ds_session_revoke_user(
     ds_session_store *store, int64_t user_id, int64_t *revoked, ds_error *err);
 

@@ -83,10 +83,17 @@ static const ds__stmt_def stmts[] = {
         .col_types = {DS_OID_INT8, DS_OID_BYTEA},
     },
     [STMT_REVOKE_USER] = {
+        /* The count of sessions ended now, and the hashes of all the
+         * user's unexpired ones (revoked before or now: the cache gets a
+         * tombstone for each, so a retry after a Redis failure still
+         * reaches them). One row even when there are none. */
         .name = "session.revoke_user",
-        .sql = "UPDATE auth_sessions SET revoked = true, revoked_at = now() "
+        .sql = "WITH ended AS (UPDATE auth_sessions SET revoked = true, "
+               "revoked_at = now() "
                "WHERE user_id = $1 AND NOT revoked AND expires_at > now() "
-               "RETURNING user_id, token_hash",
+               "RETURNING id), n AS (SELECT count(*) AS n FROM ended) "
+               "SELECT n.n, s.token_hash FROM n LEFT JOIN auth_sessions s "
+               "ON s.user_id = $1 AND s.expires_at > now()",
         .nparams = 1,
         .param_types = {DS_OID_INT8},
         .ncols = 2,
@@ -154,10 +161,6 @@ DS_EXPORT ds_status ds_session_store_open(ds_pool *pool, ds_crypto *crypto,
                  "touch_interval_ms must be at least 1 and below idle_ttl_s");
     DS_CHECK_ARG(err, o.cache_ttl_s >= 1 && o.cache_ttl_s <= DAY_S,
                  "cache_ttl_s must be 1 s to 1 day");
-    if (redis)
-        return ds__error_set(err, DS_ERR_UNSUPPORTED,
-                             "ds_session_store_open: the Redis session cache is "
-                             "not built in yet; pass NULL");
     ds_status st = ds__ensure_init(err);
     if (st != DS_OK)
         return st;
@@ -409,6 +412,26 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
         return st;
     }
 
+    if (store->redis) {
+        ds_session *cached;
+        ds__cache_result cr = ds__session_cache_get(store, hashes, &cached);
+        if (cr == DS_CACHE_REVOKED) {
+            ds__pgarr_free(&arr);
+            return ds__error_set(err, DS_ERR_NOT_FOUND,
+                                 "ds_session_validate: the session was revoked");
+        }
+        if (cr == DS_CACHE_HIT) {
+            ds__pgarr_free(&arr);
+            if (user_id)
+                *user_id = cached->user_id;
+            if (session)
+                *session = cached;
+            else
+                ds_session_free(cached);
+            return DS_OK;
+        }
+    }
+
     ds_conn *conn;
     st = ds_pool_acquire(store->pool, &conn, err);
     if (st != DS_OK) {
@@ -486,6 +509,8 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
                     (long long)sess->id);
     }
     ds_pool_release(conn);
+    if (store->redis)
+        ds__session_cache_put(store, hashes, sess);
 
     if (user_id)
         *user_id = sess->user_id;
@@ -498,10 +523,14 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
 
 /* ---- revoke ------------------------------------------------------------------- */
 
-/* Runs one of the revoke statements; *count receives the rows it changed. */
+/* Runs one of the revoke statements (rows of user_id and token_hash, or for
+ * revoke_user count and token_hash) and replaces each session's cache entry
+ * with a tombstone; `extra_hash` (may be NULL) gets one too. *count
+ * receives the rows the statement changed. */
 static ds_status run_revoke(ds_session_store *store, int which,
                             const char *const *values, const int *lengths,
-                            const int *formats, int64_t *count, ds_error *err) {
+                            const int *formats, const uint8_t *extra_hash,
+                            int64_t user_id, int64_t *count, ds_error *err) {
     *count = 0;
     ds_conn *conn;
     ds_status st = ds_pool_acquire(store->pool, &conn, err);
@@ -511,9 +540,21 @@ static ds_status run_revoke(ds_session_store *store, int which,
     ds_pool_release(conn);
     if (!r)
         return err ? err->code : DS_ERR_DB;
-    *count = PQntuples(r);
+    int n = PQntuples(r);
+    bool per_user = which == STMT_REVOKE_USER;
+    *count = per_user ? (int64_t)ds__get_be64(PQgetvalue(r, 0, 0)) : n;
+    for (int i = 0; store->redis && st == DS_OK && i < n; i++) {
+        if (PQgetisnull(r, i, 1) || PQgetlength(r, i, 1) != DS_SESSION_HASH_BYTES)
+            continue;
+        int64_t uid = per_user ? user_id : (int64_t)ds__get_be64(PQgetvalue(r, i, 0));
+        const uint8_t *h = (const uint8_t *)PQgetvalue(r, i, 1);
+        st = ds__session_cache_revoke(store, uid, h, err);
+        if (st == DS_OK && extra_hash &&
+            sodium_memcmp(h, extra_hash, DS_SESSION_HASH_BYTES) != 0)
+            st = ds__session_cache_revoke(store, uid, extra_hash, err);
+    }
     PQclear(r);
-    return DS_OK;
+    return st;
 }
 
 DS_EXPORT ds_status ds_session_revoke(ds_session_store *store,
@@ -533,7 +574,8 @@ DS_EXPORT ds_status ds_session_revoke(ds_session_store *store,
         const char *values[] = {arr.buf};
         int lengths[] = {(int)arr.len};
         int formats[] = {1};
-        st = run_revoke(store, STMT_REVOKE_HASH, values, lengths, formats, &n, err);
+        st = run_revoke(store, STMT_REVOKE_HASH, values, lengths, formats, hashes,
+                        0, &n, err);
     }
     ds__pgarr_free(&arr);
     if (st == DS_OK && n == 0)
@@ -555,7 +597,8 @@ DS_EXPORT ds_status ds_session_revoke_id(ds_session_store *store,
     int lengths[] = {8, 8};
     int formats[] = {1, 1};
     int64_t n;
-    ds_status st = run_revoke(store, STMT_REVOKE_ID, values, lengths, formats, &n, err);
+    ds_status st = run_revoke(store, STMT_REVOKE_ID, values, lengths, formats,
+                              NULL, 0, &n, err);
     if (st == DS_OK && n == 0)
         return ds__error_set(err, DS_ERR_NOT_FOUND,
                              "ds_session_revoke_id: user %lld has no session %lld",
@@ -576,9 +619,10 @@ DS_EXPORT ds_status ds_session_revoke_user(ds_session_store *store,
     int lengths[] = {8};
     int formats[] = {1};
     int64_t n;
-    ds_status st = run_revoke(store, STMT_REVOKE_USER, values, lengths, formats, &n, err);
-    if (st == DS_OK && revoked)
-        *revoked = n;
+    ds_status st = run_revoke(store, STMT_REVOKE_USER, values, lengths, formats,
+                              NULL, user_id, &n, err);
+    if (revoked)
+        *revoked = n; /* also when only the cache update failed */
     return st;
 }
 

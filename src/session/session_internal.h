@@ -28,4 +28,21 @@ ds_session *ds__session_new(int64_t id, int64_t user_id, int64_t created,
 
 size_t ds__stmts_session(const ds__stmt_def **defs);
 
+/* ---- the Redis look-up cache (cache.c; only with store->redis) ---- */
+
+typedef enum ds__cache_result {
+    DS_CACHE_MISS = 0, /* absent, unreadable, due for a touch, or Redis failed */
+    DS_CACHE_HIT,      /* *out holds the live session */
+    DS_CACHE_REVOKED   /* a tombstone: revoked */
+} ds__cache_result;
+
+ds__cache_result ds__session_cache_get(ds_session_store *s, const uint8_t *hash,
+                                       ds_session **out);
+/* Best effort: a failure is logged, never returned. */
+void ds__session_cache_put(ds_session_store *s, const uint8_t *hash,
+                           const ds_session *sess);
+/* Replaces the entry of `hash` with a tombstone (registered for the user). */
+ds_status ds__session_cache_revoke(ds_session_store *s, int64_t user_id,
+                                   const uint8_t *hash, ds_error *err);
+
 #endif
