@@ -687,8 +687,9 @@ DS_EXPORT void ds_cache_close(ds_cache *cache) {
     ds__free(cache);
 }
 
-#define KEYBUF (KEY_MAX + DS_REDIS_KEY_PREFIX_ROOM)
-#define DS_REDIS_KEY_PREFIX_ROOM 512
+/* Room for "<redis_prefix>c:<name>:v<version>:" (at most 255 + 79). */
+#define PREFIX_ROOM 512
+#define KEYBUF (KEY_MAX + PREFIX_ROOM)
 
 /* A stale entry: one caller refreshes it, the others get the stale value. */
 static ds_status serve_stale(ds_cache *c, const char *ekey, const char *lkey,
@@ -910,7 +911,7 @@ DS_EXPORT ds_status ds_cache_invalidate_tag(ds_cache *cache, const char *tag,
     DS_CHECK_ARG(err, cache, "cache is NULL");
     DS_CHECK_ARG(err, tag && *tag && strlen(tag) <= TAG_MAX,
                  "tag must be 1-256 bytes");
-    char tkey[TAG_MAX + DS_REDIS_KEY_PREFIX_ROOM];
+    char tkey[TAG_MAX + PREFIX_ROOM];
     join(tkey, cache->tag_prefix, cache->tag_prefix_len, tag);
     const char *args[1] = {tkey};
     redisReply *r = ds__redis_eval(cache->redis, &invalidate_tag_script, 1, 0,

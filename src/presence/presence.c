@@ -286,7 +286,8 @@ static ds_status list(ds_presence *p, int64_t conv, bool typing,
             out[n++] = v; /* anything else is not ours: skip it */
     }
     freeReplyObject(r);
-    qsort(out, n, sizeof *out, cmp_id);
+    if (n > 0)
+        qsort(out, n, sizeof *out, cmp_id);
     if (n == 0) {
         ds__free(out);
         out = NULL;

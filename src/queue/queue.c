@@ -312,7 +312,7 @@ static const char *field_str(const redisReply *kv, const char *name) {
 /* A job from one stream entry [id, [k, v, ...]]; `attempt_base` is added to
  * the entry's "a". */
 static ds_status job_from_entry(const redisReply *e, int attempt_base,
-                                bool dead, ds_queue_job **out, ds_error *err) {
+                                ds_queue_job **out, ds_error *err) {
     if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
         e->element[0]->type != REDIS_REPLY_STRING)
         return ds__redis_unexpected(e, "queue entry", err);
@@ -327,7 +327,6 @@ static ds_status job_from_entry(const redisReply *e, int attempt_base,
                  strtoll(e->element[0]->str, NULL, 10));
         enq = enq_buf;
     }
-    (void)dead;
     return make_job(e->element[0]->str, e->element[0]->len, field_str(kv, "id"),
                     attempt, enq, field(kv, "p"), field_str(kv, "err"), out,
                     err);
@@ -600,7 +599,7 @@ static ds_status block_read(ds_queue *q, int block_ms, ds_queue_job **job,
         if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
             s->element[1]->type == REDIS_REPLY_ARRAY &&
             s->element[1]->elements > 0)
-            st = job_from_entry(s->element[1]->element[0], 1, false, job, err);
+            st = job_from_entry(s->element[1]->element[0], 1, job, err);
         else
             st = ds__redis_unexpected(r, "queue XREADGROUP", err);
     } else if (r->type != REDIS_REPLY_NIL) {
@@ -783,7 +782,7 @@ DS_EXPORT ds_status ds_queue_dead_list(ds_queue *queue, size_t max,
     }
     size_t n = 0;
     for (size_t i = 0; st == DS_OK && i < r->elements; i++) {
-        st = job_from_entry(r->element[i], 0, true, &out[n], err);
+        st = job_from_entry(r->element[i], 0, &out[n], err);
         if (st == DS_OK)
             n++;
     }
