@@ -1092,6 +1092,51 @@ START_TEST(test_session_redis_holds_no_token) {
 }
 END_TEST
 
+/* ---- statement definitions ------------------------------------------------------ */
+
+/* Prepares each statement of `module` on `pg` with its declared parameter
+ * types and compares what the server describes with the definition. */
+static void check_module_statements(PGconn *pg, const char *module) {
+    const ds__stmt_table *t = ds__stmt_registry;
+    while (t->module && strcmp(t->module, module) != 0)
+        t++;
+    ck_assert_msg(t->module != NULL, "module %s is not in the registry", module);
+    const ds__stmt_def *defs;
+    size_t n = t->get(&defs);
+    ck_assert_uint_gt(n, 0);
+    for (size_t i = 0; i < n; i++) {
+        const ds__stmt_def *d = &defs[i];
+        PGresult *r = PQprepare(pg, d->name, d->sql, d->nparams, d->param_types);
+        ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", d->name,
+                      PQerrorMessage(pg));
+        PQclear(r);
+        r = PQdescribePrepared(pg, d->name);
+        ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+        ck_assert_msg(PQnparams(r) == d->nparams, "%s: %d parameters", d->name, PQnparams(r));
+        for (int p = 0; p < d->nparams; p++)
+            ck_assert_msg(PQparamtype(r, p) == d->param_types[p], "%s: $%d is %u", d->name,
+                          p + 1, PQparamtype(r, p));
+        int want_cols = d->ncols < 0 ? 0 : d->ncols;
+        ck_assert_msg(PQnfields(r) == want_cols, "%s: %d columns", d->name, PQnfields(r));
+        for (int c = 0; c < want_cols; c++)
+            ck_assert_msg(PQftype(r, c) == d->col_types[c], "%s: column %d is %u",
+                          d->name, c, PQftype(r, c));
+        PQclear(r);
+    }
+}
+
+START_TEST(test_session_statements_match_live_schema) {
+    char *url = dt_migrated_db("sstmt");
+    PGconn *pg = PQconnectdb(url);
+    ck_assert_int_eq(PQstatus(pg), CONNECTION_OK);
+    check_module_statements(pg, "session");
+    check_module_statements(pg, "crypto");
+    PQfinish(pg);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* ---- errors ---------------------------------------------------------------------- */
 
 START_TEST(test_session_errors_null_and_out_of_range) {
@@ -1185,6 +1230,9 @@ Suite *ds_test_session_suite(void) {
     tcase_add_test(tc, test_session_redis_down_falls_back_to_postgres);
     tcase_add_test(tc, test_session_redis_erase_user_removes_entries);
     tcase_add_test(tc, test_session_redis_holds_no_token);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("statements");
+    tcase_add_test(tc, test_session_statements_match_live_schema);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_session_errors_null_and_out_of_range);
