@@ -34,6 +34,7 @@
 #define PROGRAM "bench_crypto"
 #define TOKEN_BYTES 200
 #define SESSIONS 400
+#define FILLER_SESSIONS 20000
 
 static void die(const char *what, const char *msg) {
     fprintf(stderr, "%s: %s: %s\n", PROGRAM, what, msg);
@@ -332,7 +333,8 @@ static void run_validate_case(const char *name, int threads, ds_session_store *s
     if (ours.failed || base.failed)
         die(name, "an operation failed");
     char extra[64];
-    snprintf(extra, sizeof extra, "sessions=%d", t->n);
+    snprintf(extra, sizeof extra, "sessions=%d table_rows=%d", t->n,
+             t->n + FILLER_SESSIONS);
     bench_print(PROGRAM, name, threads, &ours, &base, extra);
 }
 
@@ -411,6 +413,18 @@ int main(void) {
         ds_result_int64(res, 0, 0, &uid, &err) != DS_OK)
         die("user", err.message);
     ds_result_free(res);
+    /* other users' sessions around ours: a table of realistic size */
+    {
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO auth_sessions (user_id, token_hash, expires_at) "
+                 "SELECT %lld, decode(md5(random()::text) || md5(random()::text), 'hex'), "
+                 "now() + interval '1 day' FROM generate_series(1, %d)",
+                 (long long)uid, FILLER_SESSIONS);
+        if (ds_pool_exec(pool, sql, NULL, 0, NULL, &err) != DS_OK ||
+            ds_pool_exec(pool, "ANALYZE auth_sessions", NULL, 0, NULL, &err) != DS_OK)
+            die("filler", err.message);
+    }
     tokens t = {calloc(SESSIONS, sizeof *t.text), SESSIONS};
     for (int i = 0; i < SESSIONS; i++) {
         ds_secret *tok;

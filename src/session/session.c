@@ -16,7 +16,7 @@
 #include "session/session_internal.h"
 
 enum {
-    STMT_CREATE, STMT_LOOKUP, STMT_TOUCH, STMT_REVOKE_HASH, STMT_REVOKE_ID,
+    STMT_CREATE, STMT_LOOKUP, STMT_LOOKUP_ONE, STMT_TOUCH, STMT_REVOKE_HASH, STMT_REVOKE_ID,
     STMT_REVOKE_USER, STMT_LIST, STMT_PURGE
 };
 
@@ -47,6 +47,19 @@ static const ds__stmt_def stmts[] = {
                "FROM auth_sessions WHERE token_hash = ANY($1)",
         .nparams = 2,
         .param_types = {DS_OID_BYTEA_ARRAY, DS_OID_INT8},
+        .ncols = 11,
+        .col_types = {SESSION_COL_TYPES, DS_OID_BYTEA, DS_OID_BOOL, DS_OID_BOOL},
+    },
+    /* The same for a ring of one key: a plain equality, which a generic
+     * plan always answers from the unique index (= ANY($1) may be planned
+     * as a scan on a small table). */
+    [STMT_LOOKUP_ONE] = {
+        .name = "session.lookup_one",
+        .sql = "SELECT " SESSION_COLS ", token_hash, expires_at > now(), "
+               "now() - last_seen_at >= $2 * interval '1 microsecond' "
+               "FROM auth_sessions WHERE token_hash = $1",
+        .nparams = 2,
+        .param_types = {DS_OID_BYTEA, DS_OID_INT8},
         .ncols = 11,
         .col_types = {SESSION_COL_TYPES, DS_OID_BYTEA, DS_OID_BOOL, DS_OID_BOOL},
     },
@@ -440,11 +453,12 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
     }
     char touch_be[8];
     ds__put_be64(touch_be, (uint64_t)store->touch_us);
-    const char *values[] = {arr.buf, touch_be};
-    int lengths[] = {(int)arr.len, 8};
+    bool one = nhashes == 1;
+    const char *values[] = {one ? (const char *)hashes : arr.buf, touch_be};
+    int lengths[] = {one ? DS_SESSION_HASH_BYTES : (int)arr.len, 8};
     int formats[] = {1, 1};
-    PGresult *r = ds__stmt_exec(conn, &stmts[STMT_LOOKUP], values, lengths,
-                                formats, err);
+    PGresult *r = ds__stmt_exec(conn, &stmts[one ? STMT_LOOKUP_ONE : STMT_LOOKUP],
+                                values, lengths, formats, err);
     ds__pgarr_free(&arr);
     if (!r) {
         ds_pool_release(conn);
