@@ -1092,6 +1092,56 @@ START_TEST(test_session_redis_holds_no_token) {
 }
 END_TEST
 
+/* ---- out of memory ------------------------------------------------------------------ */
+
+START_TEST(test_session_out_of_memory_is_an_error) {
+    fixture f = setup("soom", NULL);
+    int64_t uid = make_user(f.url, "oom@example.com");
+    ds_error err = {0};
+    ds_secret *keep = login(f.store, uid, NULL, NULL, NULL);
+    bool created = false, validated = false;
+    for (long n = 1; n < 40 && !(created && validated); n++) {
+        if (!created) {
+            ds_secret *tok = (ds_secret *)1;
+            ds_session *s = (ds_session *)1;
+            ds__test_fail_alloc_after(n);
+            ds_status st = ds_session_create(f.store, uid, "ua", "10.0.0.1", &tok, &s, &err);
+            ds__test_fail_alloc_after(0);
+            if (st == DS_OK) {
+                created = true;
+                ds_session_free(s);
+                ds_secret_free(tok);
+            } else {
+                ck_assert_ds_status(st, DS_ERR_NOMEM, err);
+                ck_assert_ptr_null(tok);
+                ck_assert_ptr_null(s);
+            }
+        }
+        if (!validated) {
+            ds_session *s = (ds_session *)1;
+            int64_t who = 5;
+            ds__test_fail_alloc_after(n);
+            ds_status st = ds_session_validate(f.store, ds_secret_data(keep), &who, &s, &err);
+            ds__test_fail_alloc_after(0);
+            if (st == DS_OK) {
+                validated = true;
+                ck_assert_int_eq(who, uid);
+                ds_session_free(s);
+            } else {
+                ck_assert_ds_status(st, DS_ERR_NOMEM, err);
+                ck_assert_ptr_null(s);
+                ck_assert_int_eq(who, 0);
+            }
+        }
+    }
+    ck_assert(created && validated);
+    /* and the store still works */
+    assert_valid(f.store, keep, uid);
+    ds_secret_free(keep);
+    teardown(&f);
+}
+END_TEST
+
 /* ---- statement definitions ------------------------------------------------------ */
 
 /* Prepares each statement of `module` on `pg` with its declared parameter
@@ -1230,6 +1280,9 @@ Suite *ds_test_session_suite(void) {
     tcase_add_test(tc, test_session_redis_down_falls_back_to_postgres);
     tcase_add_test(tc, test_session_redis_erase_user_removes_entries);
     tcase_add_test(tc, test_session_redis_holds_no_token);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("oom");
+    tcase_add_test(tc, test_session_out_of_memory_is_an_error);
     suite_add_tcase(s, tc);
     tc = tcase_create("statements");
     tcase_add_test(tc, test_session_statements_match_live_schema);
