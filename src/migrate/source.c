@@ -113,23 +113,26 @@ static ds_status build_pairs(parsed *ps, size_t n, ds__migration_set *set,
     if (!set->files)
         return ds__error_set(err, DS_ERR_NOMEM, "migrations: out of memory");
     for (size_t k = 0; k < n;) {
+        /* ps is sorted by version, name, up first: [k, end) is a version */
+        size_t end = k + 1;
+        while (end < n && ps[end].version == ps[k].version)
+            end++;
         const parsed *a = &ps[k];
-        const parsed *b = k + 1 < n && ps[k + 1].version == a->version
-                              ? &ps[k + 1]
-                              : NULL;
-        if (b && (b->name_len != a->name_len ||
-                  memcmp(b->name, a->name, a->name_len) != 0))
+        for (size_t j = k + 1; j < end; j++)
+            if (ps[j].name_len != a->name_len ||
+                memcmp(ps[j].name, a->name, a->name_len) != 0)
+                return ds__error_set(err, DS_ERR_MIGRATION,
+                                     "%s and %s have the same version %lld: "
+                                     "each version belongs to one migration",
+                                     a->raw->name, ps[j].raw->name,
+                                     (long long)a->version);
+        const parsed *b = end - k == 2 ? &ps[k + 1] : NULL;
+        if (end - k > 2 || (b && a->up == b->up))
             return ds__error_set(err, DS_ERR_MIGRATION,
-                                 "%s and %s have the same version %lld: each "
-                                 "version belongs to one migration",
-                                 a->raw->name, b->raw->name,
-                                 (long long)a->version);
-        if (k + 2 < n && ps[k + 2].version == a->version)
-            return ds__error_set(err, DS_ERR_MIGRATION,
-                                 "%s: version %lld appears more than twice",
-                                 ps[k + 2].raw->name, (long long)a->version);
-        if (!b || a->up == b->up) {
-            /* by_version sorts up first: a lone file or two of one kind */
+                                 "%s: version %lld has more than one up or "
+                                 "down file",
+                                 a->raw->name, (long long)a->version);
+        if (!b) {
             bool have_up = a->up;
             return ds__error_set(err, DS_ERR_MIGRATION,
                                  "%s has no matching %.*s.%s.sql: every "
@@ -154,7 +157,7 @@ static ds_status build_pairs(parsed *ps, size_t n, ds__migration_set *set,
         f->up_no_tx = starts_no_tx(f->up, f->up_len);
         f->down_no_tx = starts_no_tx(f->down, f->down_len);
         sha256_hex(f->up, f->up_len, f->checksum);
-        k += 2;
+        k = end;
     }
     return DS_OK;
 }

@@ -108,6 +108,7 @@ typedef struct finding {
     Oid want, got;
     char column[64];
     char text[DS_ERROR_MESSAGE_MAX]; /* a complete message, or "" */
+    char sqlstate[6];                /* the server's, when it refused */
 } finding;
 
 static bool compare(const ds__stmt_def *d, const PGresult *desc, finding *f) {
@@ -161,6 +162,7 @@ static void report(ds_conn *c, finding *f, outcome *o) {
     ds_error e = {0};
     if (f->text[0]) {
         ds__error_set(&e, DS_ERR_SCHEMA, "%s", f->text);
+        memcpy(e.sqlstate, f->sqlstate, sizeof e.sqlstate);
     } else {
         char want[96], got[96];
         type_name(c, f->want, want, sizeof want);
@@ -220,6 +222,7 @@ static ds_status check_batch(ds_conn *c, const ds__stmt_def **defs, size_t n,
             memset(f, 0, sizeof *f);
             f->def = defs[k];
             snprintf(f->text, sizeof f->text, "%s", e.message);
+            memcpy(f->sqlstate, e.sqlstate, sizeof f->sqlstate);
             (*nfound)++;
         } else if (shape && PQresultStatus(prep) == PGRES_COMMAND_OK &&
                    PQresultStatus(desc) == PGRES_COMMAND_OK) {
