@@ -22,8 +22,12 @@
  *     may start at once (each migration is applied exactly once) and the
  *     lock can never be left behind, also behind PgBouncer in transaction
  *     mode. A `-- ds:no-transaction` migration needs a session-level lock
- *     instead; behind a transaction pooler (detected) it is refused with
- *     DS_ERR_MIGRATION asking for the direct URL.
+ *     instead; behind a transaction pooler (detected by the backend PID the
+ *     pooler hands out, whatever the pool's statement mode) it is refused
+ *     with DS_ERR_MIGRATION asking for the direct URL.
+ *   - The runner's own statements run unnamed, so migrations work through
+ *     a pool in either statement mode; status and verify follow the pool's
+ *     mode (use `pooler` mode behind PgBouncer, as for everything else).
  *   - Applied migrations are recorded, with the SHA-256 of the up file, in
  *     the table ds_schema_migrations, which the runner creates itself.
  *     Before anything runs, an applied file that was edited since, an

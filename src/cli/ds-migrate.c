@@ -407,10 +407,13 @@ static ds_status open_pool(const cli *c, ds_pool **pool, ds_error *err) {
     ds_status st = ds_config_from_env(&cfg, err);
     if (st == DS_OK)
         st = ds_config_set(cfg, "database_url", c->url, err);
-    /* Only the primary matters. (The runner's statements are unnamed in
-     * either statement mode, so it works behind a pooler as configured.) */
+    /* Only the primary matters, and every statement runs once or twice:
+     * unnamed statements cost nothing extra and work behind any pooler
+     * (the runner tells a pooler from a direct connection by itself). */
     if (st == DS_OK)
         st = ds_config_set(cfg, "database_replica_urls", NULL, err);
+    if (st == DS_OK)
+        st = ds_config_set(cfg, "statement_mode", "pooler", err);
     if (st == DS_OK)
         st = ds_config_set_int(cfg, "pool_min", 1, err);
     if (st == DS_OK)

@@ -14,7 +14,7 @@
  * a session-level lock instead, which is only sound on a direct connection:
  * behind a transaction pooler (the pool's statement mode says so, or the
  * backend PID the server reports differs from the one libpq was given at
- * connect time, as PgBouncer hands out its own) it is refused.
+ * connect time: PgBouncer hands out its own) it is refused.
  *
  * The runner's lease runs its own statements unnamed (each runs once or
  * twice: one round trip, nothing left prepared) and is discarded after any
@@ -387,12 +387,16 @@ static void emit(const runner *r, ds_migrate_event ev,
     r->opts->progress(r->opts->progress_ud, &p);
 }
 
-static ds_status lease(runner *r, ds_error *err) {
+/* `unnamed`: run this lease's statements unnamed whatever the pool's
+ * mode (see the top); read-only calls keep the pool's mode, so a status
+ * call repeated by a health check reuses its prepared statement. */
+static ds_status lease(runner *r, bool unnamed, ds_error *err) {
     ds_status st = ds_pool_acquire(r->pool, &r->conn, err);
     if (st != DS_OK)
         return st;
     r->saved_pooler = r->conn->pooler;
-    r->conn->pooler = true; /* unnamed statements, see the top */
+    if (unnamed)
+        r->conn->pooler = true;
     return DS_OK;
 }
 
@@ -663,11 +667,14 @@ static ds_status run_in_tx(runner *r, const step *s, int64_t current,
     return DS_OK;
 }
 
-/* Is this lease going through a transaction pooler? */
+/* Is this lease going through a transaction pooler? A pooler that
+ * multiplexes server connections must route cancel requests itself, so it
+ * hands the client its own BackendKeyData: the PID libpq was given at
+ * connect time then differs from the server's pg_backend_pid(). (The pool's
+ * statement mode is not the test: `pooler` mode is also a fine choice on a
+ * direct connection, e.g. for ds-migrate's one-shot statements.) */
 static ds_status behind_pooler(runner *r, bool *out, ds_error *err) {
-    *out = r->pool->pooler;
-    if (*out)
-        return DS_OK;
+    *out = false;
     PGresult *res = run_stmt(r->conn, S_BACKEND_PID, NULL, err);
     if (!res)
         return err ? err->code : DS_ERR_DB;
@@ -910,7 +917,7 @@ static ds_status migrate(ds_pool *pool, const ds_migrate_options *opts,
                            "migrations: no migration has version %lld",
                            (long long)target);
     if (st == DS_OK)
-        st = lease(&r, err);
+        st = lease(&r, true, err);
     if (st == DS_OK && r.opts->dry_run) {
         st = dry_run(&r, target, steps, &count, err);
         runner_close(&r);
@@ -957,7 +964,7 @@ static ds_status migrate(ds_pool *pool, const ds_migrate_options *opts,
         /* That connection holds session state: take a fresh one. */
         unlease(&r);
         if (st == DS_OK)
-            st = lease(&r, err);
+            st = lease(&r, true, err);
     }
     runner_close(&r);
     if (changed)
@@ -1091,7 +1098,7 @@ static ds_status read_state(ds_pool *pool, const ds_migrate_options *opts,
     static const ds_migrate_options defaults = {0};
     ds_status st = runner_open(r, pool, opts, &defaults, err);
     if (st == DS_OK)
-        st = lease(r, err);
+        st = lease(r, false, err);
     if (st == DS_OK)
         st = ds__migrate_read_applied(r->conn, true, applied, err);
     return st;
@@ -1141,7 +1148,7 @@ DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool, int months_ahead,
     r.pool = pool;
     r.lock_timeout_ms =
         pool->migrate_lock_timeout_ms > 0 ? pool->migrate_lock_timeout_ms : -1;
-    ds_status st = lease(&r, err);
+    ds_status st = lease(&r, true, err);
     if (st == DS_OK)
         st = simple(&r, "BEGIN", err);
     if (st == DS_OK)

@@ -36,6 +36,7 @@ typedef struct ds__migration_set {
     size_t count;
     char **buffers;            /* file contents read from a directory */
     size_t nbuffers;
+    bool shared;               /* the embedded set: freeing is a no-op */
 } ds__migration_set;
 
 /* One file before it is paired: a name and its bytes (borrowed). */
@@ -50,7 +51,8 @@ typedef struct ds__raw_file {
  * Errors: DS_ERR_MIGRATION naming the file, DS_ERR_NOMEM. */
 ds_status ds__migration_set_build(const ds__raw_file *raw, size_t n,
                                   ds__migration_set **out, ds_error *err);
-/* The embedded set (dir == NULL) or a directory's. */
+/* The embedded set (dir == NULL; built once and shared, so freeing it is
+ * a no-op) or a directory's. */
 ds_status ds__migration_set_load(const char *dir, ds__migration_set **out,
                                  ds_error *err);
 void ds__migration_set_free(ds__migration_set *set);

@@ -4,6 +4,7 @@
  * is refused when embedded too. */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,7 +94,7 @@ static int by_version(const void *a, const void *b) {
 }
 
 void ds__migration_set_free(ds__migration_set *set) {
-    if (!set)
+    if (!set || set->shared)
         return;
     for (size_t k = 0; k < set->count; k++) {
         ds__free(set->files[k].name);
@@ -370,11 +371,13 @@ static ds_status load_dir(const char *dir, ds__migration_set **out,
     return st;
 }
 
-ds_status ds__migration_set_load(const char *dir, ds__migration_set **out,
-                                 ds_error *err) {
-    *out = NULL;
-    if (dir)
-        return load_dir(dir, out, err);
+/* The embedded set never changes: it is built (and hashed) once per
+ * process and shared, which keeps ds_migrate_status() to about one round
+ * trip. A failed build (out of memory) is not cached. */
+static pthread_mutex_t embedded_mu = PTHREAD_MUTEX_INITIALIZER;
+static ds__migration_set *embedded_set;
+
+static ds_status load_embedded(ds__migration_set **out, ds_error *err) {
     size_t n = ds__embedded_file_count;
     ds__raw_file *raw = ds__calloc(n ? n : 1, sizeof *raw);
     if (!raw)
@@ -385,6 +388,23 @@ ds_status ds__migration_set_load(const char *dir, ds__migration_set **out,
                                 ds__embedded_files[k].len};
     ds_status st = ds__migration_set_build(raw, n, out, err);
     ds__free(raw);
+    return st;
+}
+
+ds_status ds__migration_set_load(const char *dir, ds__migration_set **out,
+                                 ds_error *err) {
+    *out = NULL;
+    if (dir)
+        return load_dir(dir, out, err);
+    ds_status st = DS_OK;
+    pthread_mutex_lock(&embedded_mu);
+    if (!embedded_set) {
+        st = load_embedded(&embedded_set, err);
+        if (st == DS_OK)
+            embedded_set->shared = true;
+    }
+    *out = embedded_set;
+    pthread_mutex_unlock(&embedded_mu);
     return st;
 }
 
