@@ -903,6 +903,34 @@ START_TEST(test_migrate_ddl_lock_timeout_bounds_the_wait) {
 }
 END_TEST
 
+START_TEST(test_migrate_not_cut_by_statement_timeout) {
+    char *url = dt_create_db("mig_stmtto");
+    char *dir = temp_dir();
+    write_file(dir, "0001_slow.up.sql",
+               "CREATE TABLE slow (id int);\nSELECT pg_sleep(0.5);\n");
+    write_file(dir, "0001_slow.down.sql", "DROP TABLE slow;\n");
+    /* An application pool with a short statement timeout. */
+    ds_config *cfg = dt_config(url, 1, 2);
+    ds_error err = {0};
+    ds_status st = ds_config_set_int(cfg, "statement_timeout_ms", 100, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool = NULL;
+    st = ds_pool_open(cfg, &pool, &err);
+    ck_assert_ds_ok(st, err);
+    ds_config_free(cfg);
+    st = ds_pool_exec(pool, "SELECT pg_sleep(0.5)", NULL, 0, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_TIMEOUT, err); /* applies to queries */
+    ds_migrate_options opts = dir_options(dir);
+    st = ds_migrate_up(pool, &opts, NULL, &err);
+    ck_assert_ds_ok(st, err); /* but not to migrations */
+    ck_assert(table_exists(url, "slow"));
+    ds_pool_close(pool);
+    rm_dir(dir);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* ---- concurrency ---------------------------------------------------------------- */
 
 /* Starts `n` ds-migrate processes at once with `args`; each one's stdout
@@ -1633,6 +1661,7 @@ Suite *ds_test_migrate_suite(void) {
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, test_migrate_waits_for_lock_then_times_out_or_proceeds);
     tcase_add_test(tc, test_migrate_ddl_lock_timeout_bounds_the_wait);
+    tcase_add_test(tc, test_migrate_not_cut_by_statement_timeout);
     tcase_add_test(tc, test_migrate_four_processes_apply_each_once);
     tcase_add_test(tc, test_migrate_threads_share_the_work);
     suite_add_tcase(s, tc);

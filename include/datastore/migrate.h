@@ -14,7 +14,9 @@
  *
  * How a run works:
  *   - Each migration runs in its own transaction, with `lock_timeout` set
- *     so DDL never queues behind production traffic for long. A file whose
+ *     so DDL never queues behind production traffic for long (and no
+ *     statement_timeout: the pool's or the role's is meant for application
+ *     queries, not for a long backfill). A file whose
  *     first line is `-- ds:no-transaction` runs statement by statement
  *     outside one (CREATE INDEX CONCURRENTLY).
  *   - Runners are serialised by a transaction-scoped advisory lock taken at

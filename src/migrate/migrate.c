@@ -37,7 +37,7 @@ enum {
     S_TRY_XACT_LOCK,
     S_TRY_SESSION_LOCK,
     S_SESSION_UNLOCK,
-    S_SET_LOCK_TIMEOUT,
+    S_SET_TIMEOUTS,
     S_BACKEND_PID,
     S_CREATE_TABLE,
     S_APPLIED,
@@ -67,9 +67,16 @@ static const ds__stmt_def stmts[] = {
     [S_SESSION_UNLOCK] = {"migrate.session_unlock",
                           "SELECT pg_advisory_unlock($1)", 1, {DS_OID_INT8},
                           1, {DS_OID_BOOL}},
-    [S_SET_LOCK_TIMEOUT] = {"migrate.set_lock_timeout",
-                            "SELECT set_config('lock_timeout', $1, $2)", 2,
-                            {DS_OID_TEXT, DS_OID_BOOL}, 1, {DS_OID_TEXT}},
+    /* lock_timeout bounds the waits; statement_timeout (the pool's or the
+     * role's, meant for application queries) must not cut a long migration
+     * or backfill short. */
+    [S_SET_TIMEOUTS] = {"migrate.set_timeouts",
+                            "SELECT set_config('lock_timeout', $1, $2), "
+                            "set_config('statement_timeout', '0', $2)",
+                            2,
+                            {DS_OID_TEXT, DS_OID_BOOL},
+                            2,
+                            {DS_OID_TEXT, DS_OID_TEXT}},
     [S_BACKEND_PID] = {"migrate.backend_pid", "SELECT pg_backend_pid()", 0,
                        {0}, 1, {DS_OID_INT4}},
     [S_CREATE_TABLE] = {"migrate.create_table", BOOKKEEPING_DDL, 0, {0}, -1,
@@ -424,13 +431,13 @@ static void lock_timeout_text(const runner *r, char *buf, size_t cap) {
         snprintf(buf, cap, "%dms", r->lock_timeout_ms);
 }
 
-static ds_status set_lock_timeout(runner *r, bool local, ds_error *err) {
+static ds_status set_timeouts(runner *r, bool local, ds_error *err) {
     char value[32];
     lock_timeout_text(r, value, sizeof value);
     params p = {0};
     p_text(&p, value);
     p_bool(&p, local);
-    return run_command(r->conn, S_SET_LOCK_TIMEOUT, &p, err);
+    return run_command(r->conn, S_SET_TIMEOUTS, &p, err);
 }
 
 /* Takes the migration lock: transaction-scoped (opening the transaction)
@@ -489,7 +496,7 @@ static ds_status begin_step(runner *r, ds__applied_list *applied,
                             ds_error *err) {
     ds_status st = take_lock(r, false, err);
     if (st == DS_OK)
-        st = set_lock_timeout(r, true, err);
+        st = set_timeouts(r, true, err);
     if (st == DS_OK)
         st = read_verified(r, applied, err);
     return st;
@@ -713,7 +720,7 @@ static ds_status run_without_tx(runner *r, const step *planned, int64_t target,
     if ((st = take_lock(r, true, err)) != DS_OK)
         return st;
     ds__applied_list applied = {0};
-    st = set_lock_timeout(r, false, err);
+    st = set_timeouts(r, false, err);
     if (st == DS_OK)
         st = read_verified(r, &applied, err);
     int64_t *vers = st == DS_OK ? versions_of(&applied, 0) : NULL;
@@ -804,12 +811,15 @@ static ds_status dry_script(const runner *r, const step *s, bool create_table,
               (long long)f->version, s->up ? "up" : "down",
               no_tx ? "outside a transaction" : "in one transaction");
     if (no_tx)
-        sb_printf(b, "SELECT pg_advisory_lock(%lld);\nSET lock_timeout = '%s';\n",
+        sb_printf(b,
+                  "SELECT pg_advisory_lock(%lld);\nSET lock_timeout = '%s';\n"
+                  "SET statement_timeout = 0;\n",
                   (long long)DS_MIGRATE_LOCK_KEY, lt);
     else
         sb_printf(b,
                   "BEGIN;\nSELECT pg_advisory_xact_lock(%lld);\n"
-                  "SET LOCAL lock_timeout = '%s';\n",
+                  "SET LOCAL lock_timeout = '%s';\n"
+                  "SET LOCAL statement_timeout = 0;\n",
                   (long long)DS_MIGRATE_LOCK_KEY, lt);
     if (create_table)
         sb_printf(b, "%s;\n", BOOKKEEPING_DDL);
@@ -1152,7 +1162,7 @@ DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool, int months_ahead,
     if (st == DS_OK)
         st = simple(&r, "BEGIN", err);
     if (st == DS_OK)
-        st = set_lock_timeout(&r, true, err);
+        st = set_timeouts(&r, true, err);
     PGresult *res = NULL;
     if (st == DS_OK) {
         params p = {0};
