@@ -464,11 +464,15 @@ static ds_status take_lock(runner *r, bool session, ds_error *err) {
             emit(r, DS_MIGRATE_WAITING, NULL, true, 0, NULL);
         }
         int64_t now = ds__now_us();
-        if (r->lock_wait_ms < 0 || now >= deadline)
+        if (r->lock_wait_ms < 0)
+            return ds__error_set(err, DS_ERR_TIMEOUT,
+                                 "migrations: another runner holds the "
+                                 "migration lock (not waiting)");
+        if (now >= deadline)
             return ds__error_set(err, DS_ERR_TIMEOUT,
                                  "migrations: another runner held the "
                                  "migration lock for longer than %d ms",
-                                 r->lock_wait_ms < 0 ? 0 : r->lock_wait_ms);
+                                 r->lock_wait_ms);
         int64_t nap = INT64_C(20000) << (attempt < 4 ? attempt : 4);
         nap += (int64_t)ds__random_uniform((uint32_t)(nap / 2 + 1));
         if (nap > deadline - now)
