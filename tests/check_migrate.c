@@ -1380,6 +1380,7 @@ static const ds__stmt_def test_user_stmts[] = {
      {DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_TIMESTAMPTZ}},
     {"test.touch_user", "UPDATE users SET updated_at = now() WHERE id = $1", 1,
      {DS_OID_INT8}, -1, {0}},
+    {"test.any_type", "SELECT email FROM users LIMIT 1", 0, {0}, 1, {0}},
     {"test.profile_prefs",
      "SELECT preferences FROM profiles WHERE user_id = $1", 1, {DS_OID_INT8},
      1, {DS_OID_JSONB}},

@@ -147,7 +147,8 @@ static bool compare(const ds__stmt_def *d, const PGresult *desc, finding *f) {
     }
     for (int i = 0; i < nf; i++) {
         Oid got = PQftype(desc, i);
-        if (got != d->col_types[i]) {
+        /* 0: a type without a fixed OID (an extension's, e.g. vector) */
+        if (d->col_types[i] && got != d->col_types[i]) {
             f->index = i;
             f->want = d->col_types[i];
             f->got = got;
