@@ -184,7 +184,11 @@ static char *small_dir(void) {
 START_TEST(test_migrate_schema_version_is_newest_embedded) {
     /* Bump DS_SCHEMA_VERSION in include/datastore/migrate.h with every new
      * migration in sql/. */
-    ck_assert_int_eq(DS_SCHEMA_VERSION, embedded_latest());
+    ck_assert_msg(DS_SCHEMA_VERSION == embedded_latest(),
+                  "DS_SCHEMA_VERSION is %d but the newest migration in sql/ "
+                  "is %lld: set DS_SCHEMA_VERSION in "
+                  "include/datastore/migrate.h to it",
+                  DS_SCHEMA_VERSION, (long long)embedded_latest());
     ds__migration_set *set = NULL;
     ds_error err = {0};
     ds_status st = ds__migration_set_load(NULL, &set, &err);

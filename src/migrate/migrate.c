@@ -572,6 +572,13 @@ static ds_status stmt_failed(file_run *fr, const ds__sql_stmt *s,
     else
         error_append(err, "; rolled back, the database stays at version %lld",
                      (long long)fr->stays_at);
+    const char *state =
+        res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (fr->stays_at == 0 && state &&
+        (!strcmp(state, "42P07") || !strcmp(state, "42710")))
+        error_append(err, " (the database holds objects but no migration "
+                          "record: was it set up without the runner? "
+                          "Migrate an empty database)");
     return st;
 }
 
