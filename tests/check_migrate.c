@@ -18,7 +18,10 @@
 
 /* A fresh temporary directory (removed with rm_dir). */
 static char *temp_dir(void) {
-    char *d = strdup("/tmp/dt_migrate_XXXXXX");
+    const char *base = dt_env_opt("TMPDIR");
+    char tmpl[PATH_MAX];
+    snprintf(tmpl, sizeof tmpl, "%s/dt_migrate_XXXXXX", base ? base : P_tmpdir);
+    char *d = strdup(tmpl);
     ck_assert_ptr_nonnull(mkdtemp(d));
     return d;
 }
