@@ -889,15 +889,12 @@ START_TEST(test_migrate_ddl_lock_timeout_bounds_the_wait) {
     raw_exec(reader, "BEGIN");
     raw_exec(reader, "SELECT * FROM things");
     opts.lock_timeout_ms = 200;
-    long long t0 = dt_now_ms();
     st = ds_migrate_up(pool, &opts, NULL, &err);
-    long long waited = dt_now_ms() - t0;
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_str_eq(err.sqlstate, "55P03");
     ck_assert(err.retryable);
     ck_assert_ptr_nonnull(strstr(err.message, "0002_things_note.up.sql:1:"));
-    ck_assert_int_eq(applied_count(url), 1);
-    ck_assert_int_lt(waited, 20000); /* bounded, not hung */
+    ck_assert_int_eq(applied_count(url), 1); /* gave up instead of queueing */
     raw_exec(reader, "COMMIT");
     PQfinish(reader);
 
