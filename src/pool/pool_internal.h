@@ -90,6 +90,7 @@ struct ds_pool {
     int64_t idle_timeout_us;
     int64_t replica_retry_us;
     int tx_max_retries;
+    int migrate_lock_timeout_ms; /* default DDL lock_timeout of ds_migrate_* */
     bool pooler;
     char *application_name;
     ds_after_connect_fn after_connect;
