@@ -75,6 +75,15 @@ static const setting settings[] = {
                 redis_command_timeout_ms, 1, 3600000, 2000),
     STR_SETTING("redis_tls_ca", "DS_REDIS_TLS_CA", KIND_TEXT, redis_tls_ca,
                 NULL),
+    /* Repository input limits (the schema's CHECKs are the upper bounds). */
+    INT_SETTING("repo_max_message_bytes", "DS_REPO_MAX_MESSAGE_BYTES",
+                repo_max_message_bytes, 1, 1000000, 1000000),
+    INT_SETTING("repo_max_json_bytes", "DS_REPO_MAX_JSON_BYTES",
+                repo_max_json_bytes, 2, INT64_C(67108864), 1048576),
+    INT_SETTING("repo_max_page", "DS_REPO_MAX_PAGE", repo_max_page, 1, 100000,
+                1000),
+    INT_SETTING("repo_max_batch", "DS_REPO_MAX_BATCH", repo_max_batch, 1,
+                1000000, 10000),
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 

@@ -655,6 +655,10 @@ DS_EXPORT ds_status ds_pool_open(const ds_config *cfg, ds_pool **out,
     p->idle_timeout_us = cfg->idle_timeout_ms * 1000;
     p->replica_retry_us = cfg->replica_retry_ms * 1000;
     p->tx_max_retries = (int)cfg->tx_max_retries;
+    p->repo_max_message_bytes = cfg->repo_max_message_bytes;
+    p->repo_max_json_bytes = cfg->repo_max_json_bytes;
+    p->repo_max_page = (int)cfg->repo_max_page;
+    p->repo_max_batch = (int)cfg->repo_max_batch;
     p->pooler = cfg->statement_mode == DS_STMT_POOLER;
     p->after_connect = cfg->after_connect;
     p->after_connect_ud = cfg->after_connect_ud;
