@@ -13,5 +13,7 @@
 #include "sql.h"
 #include "crypto.h"
 #include "redis.h"
+#include "users.h"
+#include "conversations.h"
 
 #endif /* DATASTORE_DATASTORE_H */

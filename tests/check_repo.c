@@ -1,0 +1,761 @@
+/* The repositories against the real database: users and profiles,
+ * conversations and messages, teams, settings, analytics events, service
+ * connections and GDPR erase. Every case runs twice: on a direct
+ * connection (prepared mode) and through PgBouncer in transaction mode
+ * with the pool in pooler mode. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "test_util.h"
+
+static char *db;      /* direct URL of this test's database */
+static ds_pool *pool; /* direct or through the pooler       */
+
+static void open_pool(const char *url, bool pooler) {
+    ds_config *cfg = dt_config(url, 1, 4);
+    ds_error err = {0};
+    if (pooler) {
+        ds_status st = ds_config_set(cfg, "statement_mode", "pooler", &err);
+        ck_assert_ds_ok(st, err);
+    }
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+}
+
+static void setup_direct(void) {
+    db = dt_migrated_db("repo");
+    open_pool(db, false);
+}
+
+static void setup_pooler(void) {
+    db = dt_migrated_db("repopool");
+    char *name = strrchr(db, '/') + 1;
+    char dbname[64];
+    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(name, "?"), name);
+    char *url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    open_pool(url, true);
+    free(url);
+}
+
+static void teardown(void) {
+    ds_pool_close(pool);
+    pool = NULL;
+    dt_drop_db(db);
+    free(db);
+}
+
+static long long count_sql(const char *fmt, long long id) {
+    char sql[512];
+    snprintf(sql, sizeof sql, fmt, id);
+    return dt_sql_int(db, sql);
+}
+
+static int64_t new_user(const char *email) {
+    ds_error err = {0};
+    ds_user *u;
+    ds_status st = ds_user_create(pool, email, NULL, &u, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t id = u->id;
+    ds_user_free(u);
+    return id;
+}
+
+static int64_t new_conversation(int64_t owner) {
+    ds_error err = {0};
+    ds_conversation *c;
+    ds_status st = ds_conversation_create(pool, owner, "chat", &c, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t id = c->id;
+    ds_conversation_free(c);
+    return id;
+}
+
+/* ---- users ------------------------------------------------------------------ */
+
+START_TEST(test_repo_user_create_normalises_and_gets) {
+    ds_error err = {0};
+    json_t *prefs = json_pack("{s:s}", "theme", "dark");
+    ds_profile_fields pf = {"Ada L.", "en-GB", "Europe/London", prefs};
+    ds_user *u;
+    ds_status st = ds_user_create(pool, "  Ada.Lovelace@Example.COM \n", &pf, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(u->email, "ada.lovelace@example.com");
+    ck_assert_int_eq(u->status, DS_USER_ACTIVE);
+    ck_assert_str_eq(u->display_name, "Ada L.");
+    ck_assert_str_eq(u->locale, "en-GB");
+    ck_assert_str_eq(u->timezone, "Europe/London");
+    ck_assert(json_equal(u->preferences, prefs));
+    ck_assert(u->created_at > 0 && u->deleted_at == 0);
+    int64_t id = u->id;
+    ds_user_free(u);
+
+    st = ds_user_get(pool, id, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(u->email, "ada.lovelace@example.com");
+    ck_assert(json_equal(u->preferences, prefs));
+    ds_user_free(u);
+    st = ds_user_get_by_email(pool, "ADA.LOVELACE@example.com", &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(u->id == id);
+    ds_user_free(u);
+    /* defaults */
+    st = ds_user_create(pool, "b@example.org", NULL, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(u->display_name, "");
+    ck_assert_str_eq(u->locale, "en");
+    ck_assert_str_eq(u->timezone, "UTC");
+    ck_assert(json_is_object(u->preferences) && json_object_size(u->preferences) == 0);
+    ds_user_free(u);
+    json_decref(prefs);
+}
+END_TEST
+
+START_TEST(test_repo_user_duplicate_email_conflicts) {
+    ds_error err = {0};
+    new_user("dup@example.com");
+    ds_user *u = (ds_user *)0x1;
+    ds_status st = ds_user_create(pool, " DUP@Example.com", NULL, &u, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    ck_assert_ptr_null(u);
+    ck_assert_ptr_nonnull(strstr(err.message, "email"));
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM users"), 1);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM profiles"), 1);
+}
+END_TEST
+
+START_TEST(test_repo_user_bad_email_is_invalid) {
+    const char *bad[] = {"", "   ", "no-at-sign", "@example.com", "a@", "a@b",
+                         "a@@b.com", "a b@c.com", "a@b..com", "a@-b.com",
+                         "a@b-.com", ".a@b.com", "a.@b.com", "a..b@c.com",
+                         "a@b.c\xff", "\xc3\xa9@b.com", "a@b_c.com"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ds_error err = {0};
+        ds_status st = ds_user_create(pool, bad[i], NULL, NULL, &err);
+        ck_assert_msg(st == DS_ERR_INVALID, "email '%s' gave %s", bad[i],
+                      ds_status_str(st));
+        ck_assert(err.message[0]);
+    }
+    char longmail[400];
+    memset(longmail, 'a', sizeof longmail);
+    strcpy(longmail + 330, "@example.com");
+    ds_error err = {0};
+    ck_assert_int_eq(ds_user_create(pool, longmail, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_user_create(pool, NULL, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM users"), 0);
+}
+END_TEST
+
+START_TEST(test_repo_user_profile_update_and_bad_fields) {
+    ds_error err = {0};
+    int64_t id = new_user("p@example.com");
+    ds_profile_fields f = {0};
+    f.display_name = "Grace";
+    ds_user *u;
+    ds_status st = ds_profile_update(pool, id, &f, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(u->display_name, "Grace");
+    ck_assert_str_eq(u->locale, "en"); /* unchanged */
+    ds_user_free(u);
+    json_t *prefs = json_pack("{s:i}", "n", 1);
+    ds_profile_fields g = {NULL, "fr", NULL, prefs};
+    st = ds_profile_update(pool, id, &g, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(u->display_name, "Grace");
+    ck_assert_str_eq(u->locale, "fr");
+    ck_assert(json_equal(u->preferences, prefs));
+    ds_user_free(u);
+    json_decref(prefs);
+    /* bad input changes nothing */
+    char longname[300];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    ds_profile_fields bad[] = {{longname, NULL, NULL, NULL},
+                               {"\xc0\xaf", NULL, NULL, NULL},
+                               {NULL, "x", NULL, NULL},
+                               {NULL, NULL, "", NULL}};
+    for (size_t i = 0; i < 4; i++) {
+        st = ds_profile_update(pool, id, &bad[i], NULL, &err);
+        ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    }
+    json_t *arr = json_array();
+    ds_profile_fields notobj = {NULL, NULL, NULL, arr};
+    st = ds_profile_update(pool, id, &notobj, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    json_decref(arr);
+    ds_profile_fields none = {0};
+    st = ds_profile_update(pool, id, &none, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_profile_update(pool, id + 100, &f, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_user_get(pool, id, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(u->display_name, "Grace");
+    ck_assert_str_eq(u->locale, "fr");
+    ds_user_free(u);
+}
+END_TEST
+
+START_TEST(test_repo_user_soft_delete_and_restore) {
+    ds_error err = {0};
+    int64_t id = new_user("s@example.com");
+    ds_status st = ds_user_soft_delete(pool, id, &err);
+    ck_assert_ds_ok(st, err);
+    ds_user *u;
+    st = ds_user_get(pool, id, &u, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_user_get_by_email(pool, "s@example.com", &u, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_user_soft_delete(pool, id, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    /* the address stays taken while soft-deleted */
+    st = ds_user_create(pool, "s@example.com", NULL, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    st = ds_user_restore(pool, id, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_user_restore(pool, id, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_user_get(pool, id, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(u->deleted_at == 0);
+    ds_user_free(u);
+    st = ds_user_set_status(pool, id, DS_USER_SUSPENDED, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_user_get(pool, id, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(u->status, DS_USER_SUSPENDED);
+    ds_user_free(u);
+    st = ds_user_set_status(pool, id, (ds_user_status)9, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_user_set_status(pool, id + 9, DS_USER_ACTIVE, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+}
+END_TEST
+
+START_TEST(test_repo_user_list_pages_without_gaps_or_duplicates) {
+    ds_error err = {0};
+    char email[64];
+    for (int i = 0; i < 25; i++) {
+        snprintf(email, sizeof email, "u%02d@example.com", i);
+        new_user(email);
+    }
+    int64_t deleted = new_user("gone@example.com");
+    ds_status st = ds_user_soft_delete(pool, deleted, &err);
+    ck_assert_ds_ok(st, err);
+    ds_user_cursor cur = {0};
+    int seen = 0, pages = 0, inserted = 0;
+    int64_t last = 0;
+    for (;;) {
+        ds_user_list *page;
+        st = ds_user_list_page(pool, &cur, 7, false, false, &page, &err);
+        ck_assert_ds_ok(st, err);
+        for (size_t i = 0; i < page->count; i++) {
+            ck_assert(page->items[i]->id > last); /* ordered, no duplicates */
+            ck_assert(page->items[i]->id != deleted);
+            last = page->items[i]->id;
+            seen++;
+        }
+        pages++;
+        bool more = page->has_more;
+        cur = page->next;
+        ds_user_list_free(page);
+        /* users created while paging show up at the end */
+        if (inserted < 3) {
+            snprintf(email, sizeof email, "late%d@example.com", inserted++);
+            new_user(email);
+        }
+        if (!more)
+            break;
+    }
+    ck_assert_int_eq(seen, 28);
+    ck_assert_int_ge(pages, 4);
+    ds_user_list *all;
+    st = ds_user_list_page(pool, NULL, 1000, true, true, &all, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(all->count, 29);
+    ck_assert(!all->has_more);
+    ds_user_list_free(all);
+    st = ds_user_list_page(pool, NULL, 0, false, false, &all, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_user_list_page(pool, NULL, -5, false, false, &all, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_user_list_page(pool, NULL, 1000001, false, false, &all, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+}
+END_TEST
+
+/* ---- conversations and messages ------------------------------------------- */
+
+START_TEST(test_repo_conversation_lifecycle) {
+    ds_error err = {0};
+    int64_t owner = new_user("c@example.com");
+    ds_conversation *c;
+    ds_status st = ds_conversation_create(pool, owner, "Trip to Rome", &c, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(c->title, "Trip to Rome");
+    ck_assert(!c->archived && c->owner_id == owner);
+    int64_t id = c->id;
+    ds_conversation_free(c);
+    st = ds_conversation_create(pool, owner, NULL, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_conversation_create(pool, owner + 50, "x", &c, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_null(c);
+    st = ds_conversation_archive(pool, id, true, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_conversation_get(pool, id, &c, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(c->archived);
+    ds_conversation_free(c);
+    int64_t n;
+    st = ds_conversation_count(pool, owner, false, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    st = ds_conversation_count(pool, owner, true, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 2);
+    st = ds_conversation_count(pool, owner + 50, true, &n, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ds_message_new m = {DS_ROLE_USER, "hi", 0, NULL, NULL};
+    st = ds_message_append(pool, id, &m, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_conversation_delete(pool, id, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM messages WHERE conversation_id = %lld", id), 0);
+    st = ds_conversation_delete(pool, id, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_conversation_get(pool, id, &c, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_conversation_archive(pool, id, false, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    char title[600];
+    memset(title, 't', sizeof title - 1);
+    title[sizeof title - 1] = '\0';
+    st = ds_conversation_create(pool, owner, title, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+}
+END_TEST
+
+START_TEST(test_repo_conversation_list_by_recent_activity) {
+    ds_error err = {0};
+    int64_t owner = new_user("act@example.com");
+    int64_t ids[5];
+    for (int i = 0; i < 5; i++)
+        ids[i] = new_conversation(owner);
+    /* activity on the oldest moves it to the top */
+    ds_message_new m = {DS_ROLE_USER, "bump", 0, NULL, NULL};
+    ds_status st = ds_message_append(pool, ids[0], &m, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_conversation_archive(pool, ids[2], true, &err);
+    ck_assert_ds_ok(st, err);
+    ds_conversation_cursor cur = {0, 0};
+    int64_t order[5];
+    int n = 0;
+    for (;;) {
+        ds_conversation_list *page;
+        st = ds_conversation_list_page(pool, owner, &cur, 2, false, &page, &err);
+        ck_assert_ds_ok(st, err);
+        for (size_t i = 0; i < page->count; i++)
+            order[n++] = page->items[i]->id;
+        bool more = page->has_more;
+        cur = page->next;
+        ds_conversation_list_free(page);
+        if (!more)
+            break;
+    }
+    ck_assert_int_eq(n, 4);
+    ck_assert(order[0] == ids[0]);
+    ck_assert(order[1] == ids[4] && order[2] == ids[3] && order[3] == ids[1]);
+    ds_conversation_list *page;
+    st = ds_conversation_list_page(pool, owner, NULL, 10, true, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 5);
+    ds_conversation_list_free(page);
+    int64_t lonely = new_user("none@example.com");
+    st = ds_conversation_list_page(pool, lonely, NULL, 10, true, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 0);
+    ck_assert(!page->has_more);
+    ds_conversation_list_free(page);
+    st = ds_conversation_list_page(pool, owner + 99, NULL, 10, true, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+}
+END_TEST
+
+START_TEST(test_repo_message_append_bumps_updated_at) {
+    ds_error err = {0};
+    int64_t conv = new_conversation(new_user("m@example.com"));
+    dt_sql(db, "UPDATE conversations SET updated_at = now() - interval '1 day'");
+    json_t *meta = json_pack("{s:s}", "model", "m1");
+    ds_message_new m = {DS_ROLE_ASSISTANT, "Hello there", 0, meta, NULL};
+    ds_message *msg;
+    ds_status st = ds_message_append(pool, conv, &m, &msg, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(msg->created);
+    ck_assert_int_eq(msg->role, DS_ROLE_ASSISTANT);
+    ck_assert_str_eq(msg->content, "Hello there");
+    ck_assert_uint_eq(msg->content_len, 11);
+    ck_assert(json_equal(msg->metadata, meta));
+    ck_assert_ptr_null(msg->idempotency_key);
+    ck_assert(msg->conversation_id == conv);
+    ds_message_free(msg);
+    json_decref(meta);
+    m.metadata = NULL;
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM conversations WHERE id = %lld AND "
+                               "updated_at > now() - interval '1 hour'", conv), 1);
+    st = ds_message_append(pool, conv + 1000, &m, &msg, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_null(msg);
+    int64_t n;
+    st = ds_message_count(pool, conv, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    st = ds_message_count(pool, conv + 1000, &n, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+}
+END_TEST
+
+START_TEST(test_repo_message_idempotent_append_returns_original) {
+    ds_error err = {0};
+    int64_t conv = new_conversation(new_user("i@example.com"));
+    ds_message_new m = {DS_ROLE_USER, "first", 0, NULL, "req-1"};
+    ds_message *a, *b;
+    ds_status st = ds_message_append(pool, conv, &m, &a, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(a->created);
+    dt_sql(db, "UPDATE conversations SET updated_at = '2000-01-01'");
+    m.content = "a retry with different text";
+    st = ds_message_append(pool, conv, &m, &b, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(!b->created);
+    ck_assert(a->id == b->id);
+    ck_assert_str_eq(b->content, "first");
+    ck_assert_str_eq(b->idempotency_key, "req-1");
+    ck_assert(a->created_at == b->created_at);
+    ds_message_free(a);
+    ds_message_free(b);
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM messages WHERE conversation_id = %lld", conv), 1);
+    /* a retry bumps nothing */
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM conversations WHERE id = %lld AND "
+                               "updated_at = '2000-01-01'", conv), 1);
+}
+END_TEST
+
+typedef struct retry_arg {
+    int64_t conv;
+    int64_t ids[20];
+    ds_status st;
+} retry_arg;
+
+static void *retry_thread(void *p) {
+    retry_arg *a = p;
+    for (int i = 0; i < 20; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "k%d", i);
+        ds_message_new m = {DS_ROLE_USER, "race", 0, NULL, key};
+        ds_message *msg;
+        ds_error err = {0};
+        a->st = ds_message_append(pool, a->conv, &m, &msg, &err);
+        if (a->st != DS_OK)
+            return NULL;
+        a->ids[i] = msg->id;
+        ds_message_free(msg);
+    }
+    return NULL;
+}
+
+START_TEST(test_repo_message_concurrent_retries_never_duplicate) {
+    int64_t conv = new_conversation(new_user("race@example.com"));
+    enum { T = 4 };
+    retry_arg args[T];
+    pthread_t th[T];
+    for (int t = 0; t < T; t++) {
+        memset(&args[t], 0, sizeof args[t]);
+        args[t].conv = conv;
+        pthread_create(&th[t], NULL, retry_thread, &args[t]);
+    }
+    for (int t = 0; t < T; t++)
+        pthread_join(th[t], NULL);
+    for (int t = 0; t < T; t++) {
+        ck_assert_int_eq(args[t].st, DS_OK);
+        for (int i = 0; i < 20; i++)
+            ck_assert(args[t].ids[i] == args[0].ids[i]);
+    }
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM messages WHERE conversation_id = %lld", conv), 20);
+}
+END_TEST
+
+START_TEST(test_repo_message_paging_newest_and_oldest_first) {
+    ds_error err = {0};
+    int64_t conv = new_conversation(new_user("pg@example.com"));
+    int64_t ids[30];
+    for (int i = 0; i < 30; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "m%d", i);
+        ds_message_new m = {i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER, text, 0, NULL, NULL};
+        ds_message *msg;
+        ds_status st = ds_message_append(pool, conv, &m, &msg, &err);
+        ck_assert_ds_ok(st, err);
+        ids[i] = msg->id;
+        ds_message_free(msg);
+    }
+    /* newest first, while new messages keep arriving: no duplicates, no gaps */
+    ds_message_cursor cur = {0, 0};
+    int idx = 29, pages = 0;
+    for (;;) {
+        ds_message_list *page;
+        ds_status st = ds_message_list_page(pool, conv, DS_NEWEST_FIRST, &cur, 8, &page, &err);
+        ck_assert_ds_ok(st, err);
+        for (size_t i = 0; i < page->count; i++)
+            ck_assert(page->items[i]->id == ids[idx--]);
+        bool more = page->has_more;
+        cur = page->next;
+        ds_message_list_free(page);
+        ds_message_new late = {DS_ROLE_USER, "late", 0, NULL, NULL};
+        st = ds_message_append(pool, conv, &late, NULL, &err);
+        ck_assert_ds_ok(st, err);
+        pages++;
+        if (!more)
+            break;
+    }
+    ck_assert_int_eq(idx, -1);
+    ck_assert_int_eq(pages, 4);
+    /* oldest first */
+    cur.before_id = 0;
+    cur.after_id = 0;
+    idx = 0;
+    int total = 0;
+    for (;;) {
+        ds_message_list *page;
+        ds_status st = ds_message_list_page(pool, conv, DS_OLDEST_FIRST, &cur, 11, &page, &err);
+        ck_assert_ds_ok(st, err);
+        for (size_t i = 0; i < page->count; i++, total++)
+            if (idx < 30) {
+                ck_assert(page->items[i]->id == ids[idx]);
+                char text[32];
+                snprintf(text, sizeof text, "m%d", idx);
+                ck_assert_str_eq(page->items[i]->content, text);
+                idx++;
+            }
+        bool more = page->has_more;
+        cur = page->next;
+        ds_message_list_free(page);
+        if (!more)
+            break;
+    }
+    ck_assert_int_eq(total, 34);
+    /* a window between two ids */
+    ds_message_cursor win = {ids[10], ids[4]};
+    ds_message_list *page;
+    ds_status st = ds_message_list_page(pool, conv, DS_OLDEST_FIRST, &win, 100, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 5);
+    ck_assert(page->items[0]->id == ids[5]);
+    ds_message_list_free(page);
+    int64_t empty = new_conversation(new_user("e@example.com"));
+    st = ds_message_list_page(pool, empty, DS_NEWEST_FIRST, NULL, 50, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 0);
+    ds_message_list_free(page);
+    st = ds_message_list_page(pool, conv + 999, DS_NEWEST_FIRST, NULL, 50, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_message_list_page(pool, conv, DS_NEWEST_FIRST, NULL, 0, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_message_list_page(pool, conv, (ds_order)7, NULL, 5, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+}
+END_TEST
+
+START_TEST(test_repo_message_bad_input_writes_nothing) {
+    ds_error err = {0};
+    int64_t conv = new_conversation(new_user("bad@example.com"));
+    ds_message_new cases[] = {
+        {DS_ROLE_USER, "a\0b", 3, NULL, NULL},
+        {DS_ROLE_USER, "\xff\xfe", 0, NULL, NULL},
+        {DS_ROLE_USER, "", 0, NULL, NULL},
+        {DS_ROLE_USER, NULL, 0, NULL, NULL},
+        {(ds_message_role)42, "x", 0, NULL, NULL},
+        {DS_ROLE_USER, "x", 0, NULL, ""},
+        {DS_ROLE_USER, "x", 0, NULL, "\xed\xa0\x80"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ds_status st = ds_message_append(pool, conv, &cases[i], NULL, &err);
+        ck_assert_msg(st == DS_ERR_INVALID, "case %zu gave %s", i, ds_status_str(st));
+    }
+    json_t *arr = json_array();
+    ds_message_new notobj = {DS_ROLE_USER, "x", 0, arr, NULL};
+    ck_assert_int_eq(ds_message_append(pool, conv, &notobj, NULL, &err), DS_ERR_INVALID);
+    json_decref(arr);
+    json_t *nul = json_pack("{s:s#}", "k", "a\0b", 3);
+    ds_message_new withnul = {DS_ROLE_USER, "x", 0, nul, NULL};
+    ck_assert_int_eq(ds_message_append(pool, conv, &withnul, NULL, &err), DS_ERR_INVALID);
+    json_decref(nul);
+    /* over the configured limit */
+    ds_config *cfg = dt_config(db, 1, 1);
+    ck_assert_int_eq(ds_config_set_int(cfg, "repo_max_message_bytes", 10, &err), DS_OK);
+    ck_assert_int_eq(ds_config_set_int(cfg, "repo_max_json_bytes", 10, &err), DS_OK);
+    ds_pool *small;
+    ck_assert_int_eq(ds_pool_open(cfg, &small, &err), DS_OK);
+    ds_config_free(cfg);
+    ds_message_new longer = {DS_ROLE_USER, "01234567890", 0, NULL, NULL};
+    ck_assert_int_eq(ds_message_append(small, conv, &longer, NULL, &err), DS_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err.message, "limit"));
+    json_t *big = json_pack("{s:s}", "key", "a long value");
+    ds_message_new bigmeta = {DS_ROLE_USER, "ok", 0, big, NULL};
+    ck_assert_int_eq(ds_message_append(small, conv, &bigmeta, NULL, &err), DS_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err.message, "repo_max_json_bytes"));
+    json_decref(big);
+    ds_message_new fits = {DS_ROLE_USER, "0123456789", 0, NULL, NULL};
+    ck_assert_int_eq(ds_message_append(small, conv, &fits, NULL, &err), DS_OK);
+    ds_pool_close(small);
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM messages WHERE conversation_id = %lld", conv), 1);
+}
+END_TEST
+
+START_TEST(test_repo_message_metacharacters_round_trip) {
+    ds_error err = {0};
+    int64_t conv = new_conversation(new_user("meta@example.com"));
+    const char *nasty = "'; DROP TABLE messages; -- \\ \" $1 %s %n \t\r\n E'\\x00' "
+                        "\xe2\x80\xae \xf0\x9f\x92\xa3 ) ( ` $$ $tag$ {\"a\":1}";
+    json_t *meta = json_pack("{s:s}", "q", nasty);
+    ds_message_new m = {DS_ROLE_TOOL, nasty, 0, meta, nasty};
+    ds_message *out;
+    ds_status st = ds_message_append(pool, conv, &m, &out, &err);
+    ck_assert_ds_ok(st, err);
+    ds_message_free(out);
+    ds_message_list *page;
+    st = ds_message_list_page(pool, conv, DS_NEWEST_FIRST, NULL, 5, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 1);
+    ck_assert_uint_eq(page->items[0]->content_len, strlen(nasty));
+    ck_assert_mem_eq(page->items[0]->content, nasty, strlen(nasty));
+    ck_assert_str_eq(page->items[0]->idempotency_key, nasty);
+    ck_assert(json_equal(page->items[0]->metadata, meta));
+    ck_assert_int_eq(page->items[0]->role, DS_ROLE_TOOL);
+    ds_message_list_free(page);
+    json_decref(meta);
+}
+END_TEST
+
+START_TEST(test_repo_message_batch_append) {
+    ds_error err = {0};
+    int64_t conv = new_conversation(new_user("batch@example.com"));
+    dt_sql(db, "UPDATE conversations SET updated_at = '2000-01-01'");
+    enum { N = 300 };
+    ds_message_new *msgs = calloc(N, sizeof *msgs);
+    char (*texts)[32] = calloc(N, 32);
+    char (*keys)[32] = calloc(N, 32);
+    for (int i = 0; i < N; i++) {
+        snprintf(texts[i], 32, "batch %d", i);
+        snprintf(keys[i], 32, "bk%d", i);
+        msgs[i].role = i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER;
+        msgs[i].content = texts[i];
+        msgs[i].idempotency_key = i % 3 ? keys[i] : NULL;
+    }
+    ds_message_list *out;
+    ds_status st = ds_message_append_batch(pool, conv, msgs, N, &out, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(out->count, N);
+    for (int i = 0; i < N; i++) {
+        ck_assert_str_eq(out->items[i]->content, texts[i]);
+        ck_assert(out->items[i]->created);
+        if (i)
+            ck_assert(out->items[i]->id > out->items[i - 1]->id);
+    }
+    int64_t first_keyed = out->items[1]->id;
+    ds_message_list_free(out);
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM conversations WHERE id = %lld AND "
+                               "updated_at > '2000-01-01'", conv), 1);
+    /* a retried batch: keyed rows come back as they were, unkeyed ones are new */
+    msgs[1].content = "changed";
+    st = ds_message_append_batch(pool, conv, msgs, N, &out, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(out->items[1]->id == first_keyed);
+    ck_assert(!out->items[1]->created);
+    ck_assert_str_eq(out->items[1]->content, "batch 1");
+    ck_assert(out->items[0]->created);
+    ck_assert_str_eq(out->items[0]->content, "batch 0");
+    ds_message_list_free(out);
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM messages WHERE conversation_id = %lld", conv),
+                     N + N / 3);
+    /* one bad message: nothing of the batch is written */
+    msgs[7].content = "\xff";
+    st = ds_message_append_batch(pool, conv, msgs, N, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "message 7"));
+    msgs[7].content = texts[7];
+    /* duplicate keys inside one batch */
+    msgs[2].idempotency_key = keys[1];
+    st = ds_message_append_batch(pool, conv, msgs, N, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    msgs[2].idempotency_key = keys[2];
+    st = ds_message_append_batch(pool, conv + 77, msgs, 3, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_message_append_batch(pool, conv, msgs, 0, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_message_append_batch(pool, conv, msgs, 20000, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM messages WHERE conversation_id = %lld", conv),
+                     N + N / 3);
+    free(msgs);
+    free(texts);
+    free(keys);
+}
+END_TEST
+
+/* ---- registration ------------------------------------------------------------ */
+
+static void add_users(TCase *tc) {
+    tcase_add_test(tc, test_repo_user_create_normalises_and_gets);
+    tcase_add_test(tc, test_repo_user_duplicate_email_conflicts);
+    tcase_add_test(tc, test_repo_user_bad_email_is_invalid);
+    tcase_add_test(tc, test_repo_user_profile_update_and_bad_fields);
+    tcase_add_test(tc, test_repo_user_soft_delete_and_restore);
+    tcase_add_test(tc, test_repo_user_list_pages_without_gaps_or_duplicates);
+}
+
+static void add_conversations(TCase *tc) {
+    tcase_add_test(tc, test_repo_conversation_lifecycle);
+    tcase_add_test(tc, test_repo_conversation_list_by_recent_activity);
+}
+
+static void add_messages(TCase *tc) {
+    tcase_add_test(tc, test_repo_message_append_bumps_updated_at);
+    tcase_add_test(tc, test_repo_message_idempotent_append_returns_original);
+    tcase_add_test(tc, test_repo_message_concurrent_retries_never_duplicate);
+    tcase_add_test(tc, test_repo_message_paging_newest_and_oldest_first);
+    tcase_add_test(tc, test_repo_message_bad_input_writes_nothing);
+    tcase_add_test(tc, test_repo_message_metacharacters_round_trip);
+    tcase_add_test(tc, test_repo_message_batch_append);
+}
+
+typedef struct group {
+    const char *name;
+    void (*add)(TCase *tc);
+} group;
+
+static const group groups[] = {
+    {"users", add_users},
+    {"conversations", add_conversations},
+    {"messages", add_messages},
+};
+
+/* Each group twice: direct (prepared statements) and through PgBouncer in
+ * transaction mode with the pool in pooler mode. */
+Suite *ds_test_repo_suite(void) {
+    static char names[2][sizeof groups / sizeof groups[0]][48];
+    Suite *s = suite_create("repo");
+    for (int pooled = 0; pooled < 2; pooled++)
+        for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+            snprintf(names[pooled][g], sizeof names[pooled][g], "%s%s",
+                     pooled ? "pooler_" : "", groups[g].name);
+            TCase *tc = tcase_create(names[pooled][g]);
+            tcase_add_checked_fixture(tc, pooled ? setup_pooler : setup_direct,
+                                      teardown);
+            groups[g].add(tc);
+            suite_add_tcase(s, tc);
+        }
+    return s;
+}
