@@ -1,9 +1,11 @@
 /* Every module's statement table, for ds_schema_check(). A module that
  * runs SQL adds its ds__stmts_<module>() here. */
+#include "crypto/crypto_internal.h"
 #include "pool/stmt.h"
 #include "repo/repo_internal.h"
 
 const ds__stmt_table ds__stmt_registry[] = {
+    {"crypto", ds__stmts_crypto},
     {"users", ds__stmts_users},
     {"conversations", ds__stmts_conversations},
     {"messages", ds__stmts_messages},
