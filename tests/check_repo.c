@@ -705,6 +705,312 @@ START_TEST(test_repo_message_batch_append) {
 }
 END_TEST
 
+
+/* ---- teams ---------------------------------------------------------------------- */
+
+START_TEST(test_repo_team_crud_and_versions) {
+    ds_error err = {0};
+    int64_t owner = new_user("team@example.com");
+    json_t *members = json_pack("[{s:s, s:s}]", "name", "planner", "model", "m1");
+    json_t *config = json_pack("{s:f}", "temperature", 0.5);
+    ds_team *t;
+    ds_status st = ds_team_create(pool, owner, "Research", members, config, &t, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(t->version, 1);
+    ck_assert(json_equal(t->members, members));
+    ck_assert(json_equal(t->config, config));
+    int64_t id = t->id;
+    ds_team_free(t);
+    st = ds_team_create(pool, owner, "Research", NULL, NULL, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    st = ds_team_create(pool, owner + 9, "X", NULL, NULL, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_team_create(pool, owner, "", NULL, NULL, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_team_create(pool, owner, "Bad", config, NULL, NULL, &err); /* not an array */
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_team_create(pool, owner, "Empty", NULL, NULL, &t, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(json_is_array(t->members) && json_array_size(t->members) == 0);
+    ck_assert(json_is_object(t->config));
+    ds_team_free(t);
+
+    json_t *config2 = json_pack("{s:f}", "temperature", 0.1);
+    st = ds_team_update(pool, id, 1, NULL, NULL, config2, &t, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(t->version, 2);
+    ck_assert(json_equal(t->config, config2));
+    ck_assert(json_equal(t->members, members));
+    ck_assert_str_eq(t->name, "Research");
+    ds_team_free(t);
+    /* stale */
+    st = ds_team_update(pool, id, 1, "Renamed", NULL, NULL, &t, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    ck_assert_ptr_null(t);
+    st = ds_team_update(pool, id, 2, "Empty", NULL, NULL, NULL, &err); /* name taken */
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    st = ds_team_update(pool, id + 99, 1, "Z", NULL, NULL, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_team_get(pool, id, &t, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(t->version, 2);
+    ck_assert_str_eq(t->name, "Research");
+    ds_team_free(t);
+    ds_team_list *list;
+    st = ds_team_list_for_owner(pool, owner, 1, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 1);
+    ck_assert(list->has_more);
+    ds_team_list_free(list);
+    st = ds_team_list_for_owner(pool, owner, 10, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 2);
+    ds_team_list_free(list);
+    st = ds_team_list_for_owner(pool, owner + 9, 10, &list, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_team_delete(pool, id, 1, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    st = ds_team_delete(pool, id, 2, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_team_delete(pool, id, 0, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_team_get(pool, id, &t, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    json_decref(members);
+    json_decref(config);
+    json_decref(config2);
+}
+END_TEST
+
+typedef struct occ_arg {
+    int64_t id;
+    int wins, conflicts;
+    ds_status other;
+    pthread_barrier_t *barrier;
+    bool setting;
+} occ_arg;
+
+/* Each round both threads read the same version, meet at a barrier, and
+ * try to write: exactly one may win. */
+static void *occ_thread(void *p) {
+    occ_arg *a = p;
+    for (int round = 0; round < 20; round++) {
+        ds_error err = {0};
+        int64_t version;
+        if (a->setting) {
+            ds_setting *s;
+            if (ds_setting_get(pool, a->id, "counter", &s, &err) != DS_OK) {
+                a->other = err.code;
+                return NULL;
+            }
+            version = s->version;
+            ds_setting_free(s);
+        } else {
+            ds_team *t;
+            if (ds_team_get(pool, a->id, &t, &err) != DS_OK) {
+                a->other = err.code;
+                return NULL;
+            }
+            version = t->version;
+            ds_team_free(t);
+        }
+        pthread_barrier_wait(a->barrier);
+        json_t *v = json_pack("{s:i}", "round", round);
+        ds_status st = a->setting
+                           ? ds_setting_put(pool, a->id, "counter", v, version, NULL, &err)
+                           : ds_team_update(pool, a->id, version, NULL, NULL, v, NULL, &err);
+        json_decref(v);
+        if (st == DS_OK)
+            a->wins++;
+        else if (st == DS_ERR_CONFLICT)
+            a->conflicts++;
+        else
+            a->other = st;
+        pthread_barrier_wait(a->barrier);
+    }
+    return NULL;
+}
+
+static void run_occ(int64_t id, bool setting, int64_t *final_version) {
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, 2);
+    occ_arg a[2] = {{id, 0, 0, DS_OK, &barrier, setting}, {id, 0, 0, DS_OK, &barrier, setting}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, occ_thread, &a[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&barrier);
+    ck_assert_int_eq(a[0].other, DS_OK);
+    ck_assert_int_eq(a[1].other, DS_OK);
+    /* every round: one winner, one conflict */
+    ck_assert_int_eq(a[0].wins + a[1].wins, 20);
+    ck_assert_int_eq(a[0].conflicts + a[1].conflicts, 20);
+    *final_version = 21;
+}
+
+START_TEST(test_repo_team_concurrent_updates_conflict) {
+    ds_error err = {0};
+    int64_t owner = new_user("occ@example.com");
+    ds_team *t;
+    ds_status st = ds_team_create(pool, owner, "Shared", NULL, NULL, &t, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t id = t->id, want;
+    ds_team_free(t);
+    run_occ(id, false, &want);
+    st = ds_team_get(pool, id, &t, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(t->version, want);
+    ck_assert_int_eq(json_integer_value(json_object_get(t->config, "round")), 19);
+    ds_team_free(t);
+}
+END_TEST
+
+/* ---- settings ---------------------------------------------------------------- */
+
+START_TEST(test_repo_setting_versions_and_scopes) {
+    ds_error err = {0};
+    int64_t uid = new_user("set@example.com");
+    json_t *v1 = json_pack("{s:b}", "beta", 1), *v2 = json_string("dark");
+    ds_setting *s;
+    ds_status st = ds_setting_put(pool, 0, "theme", v2, DS_VERSION_NEW, &s, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(s->user_id, 0);
+    ck_assert_int_eq(s->version, 1);
+    ds_setting_free(s);
+    st = ds_setting_put(pool, uid, "theme", v1, DS_VERSION_NEW, &s, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(s->user_id == uid);
+    ds_setting_free(s);
+    st = ds_setting_put(pool, uid, "theme", v1, DS_VERSION_NEW, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    st = ds_setting_get(pool, 0, "theme", &s, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(json_equal(s->value, v2));
+    ds_setting_free(s);
+    st = ds_setting_put(pool, uid, "theme", v2, 1, &s, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(s->version, 2);
+    ds_setting_free(s);
+    st = ds_setting_put(pool, uid, "theme", v1, 1, &s, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    st = ds_setting_put(pool, uid, "nokey", v1, 3, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_setting_put(pool, uid, "theme", v1, DS_VERSION_ANY, &s, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(s->version, 3);
+    ds_setting_free(s);
+    json_t *jnull = json_null();
+    st = ds_setting_put(pool, uid, "nothing", jnull, DS_VERSION_ANY, &s, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(json_is_null(s->value));
+    ds_setting_free(s);
+    ds_setting_list *list;
+    st = ds_setting_list_for_user(pool, uid, 10, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 2);
+    ck_assert_str_eq(list->items[0]->key, "nothing");
+    ds_setting_list_free(list);
+    st = ds_setting_list_for_user(pool, 0, 10, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 1);
+    ds_setting_list_free(list);
+    st = ds_setting_put(pool, uid + 50, "theme", v1, DS_VERSION_NEW, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    const char *badkeys[] = {"", "has space", "ünï", "semi;colon"};
+    for (int i = 0; i < 4; i++) {
+        st = ds_setting_put(pool, uid, badkeys[i], v1, DS_VERSION_ANY, NULL, &err);
+        ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    }
+    st = ds_setting_put(pool, uid, "k", NULL, DS_VERSION_ANY, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_setting_delete(pool, uid, "theme", 1, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
+    st = ds_setting_delete(pool, uid, "theme", 3, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_setting_delete(pool, uid, "theme", DS_VERSION_ANY, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_setting_get(pool, uid, "theme", &s, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM app_settings"), 2);
+    json_decref(v1);
+    json_decref(v2);
+    json_decref(jnull);
+}
+END_TEST
+
+START_TEST(test_repo_setting_concurrent_updates_conflict) {
+    ds_error err = {0};
+    int64_t uid = new_user("setocc@example.com");
+    json_t *v = json_integer(0);
+    ds_status st = ds_setting_put(pool, uid, "counter", v, DS_VERSION_NEW, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    json_decref(v);
+    int64_t want;
+    run_occ(uid, true, &want);
+    ds_setting *s;
+    st = ds_setting_get(pool, uid, "counter", &s, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(s->version, want);
+    ds_setting_free(s);
+}
+END_TEST
+
+/* ---- analytics events ---------------------------------------------------- */
+
+START_TEST(test_repo_event_record_one_and_batch) {
+    ds_error err = {0};
+    int64_t uid = new_user("ev@example.com");
+    json_t *props = json_pack("{s:s, s:i}", "plan", "pro", "n", 3);
+    ds_event one = {uid, "signup", props, 0};
+    ds_status st = ds_event_record(pool, &one, &err);
+    ck_assert_ds_ok(st, err);
+    ds_event anon = {0, "page_view", NULL, INT64_C(1700000000000000)};
+    st = ds_event_record(pool, &anon, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM analytics_events WHERE user_id IS NULL "
+                                    "AND occurred_at = to_timestamp(1700000000)"), 1);
+    enum { N = 5000 };
+    ds_event *evs = calloc(N, sizeof *evs);
+    for (int i = 0; i < N; i++) {
+        evs[i].user_id = i % 2 ? uid : 0;
+        evs[i].name = i % 3 ? "message_sent" : "search";
+        evs[i].properties = i % 5 ? NULL : props;
+    }
+    st = ds_event_record_batch(pool, evs, N, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM analytics_events"), N + 2);
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM analytics_events WHERE user_id = %lld AND "
+                               "properties->>'plan' = 'pro'", uid), 1 + N / 10);
+    /* a bad event anywhere: the whole COPY is aborted */
+    json_t *arr = json_array();
+    evs[N - 1].properties = arr;
+    st = ds_event_record_batch(pool, evs, N, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "event 4999"));
+    evs[N - 1].properties = NULL;
+    evs[10].name = "bad\xff";
+    st = ds_event_record_batch(pool, evs, N, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    evs[10].name = "";
+    st = ds_event_record(pool, &evs[10], &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    evs[10].name = "ok";
+    evs[10].user_id = -1;
+    st = ds_event_record_batch(pool, evs, N, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_event_record_batch(pool, evs, 0, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM analytics_events"), N + 2);
+    /* the connection is fine afterwards */
+    st = ds_event_record(pool, &one, &err);
+    ck_assert_ds_ok(st, err);
+    json_decref(arr);
+    json_decref(props);
+    free(evs);
+}
+END_TEST
+
 /* ---- registration ------------------------------------------------------------ */
 
 static void add_users(TCase *tc) {
@@ -731,6 +1037,20 @@ static void add_messages(TCase *tc) {
     tcase_add_test(tc, test_repo_message_batch_append);
 }
 
+static void add_teams(TCase *tc) {
+    tcase_add_test(tc, test_repo_team_crud_and_versions);
+    tcase_add_test(tc, test_repo_team_concurrent_updates_conflict);
+}
+
+static void add_settings(TCase *tc) {
+    tcase_add_test(tc, test_repo_setting_versions_and_scopes);
+    tcase_add_test(tc, test_repo_setting_concurrent_updates_conflict);
+}
+
+static void add_events(TCase *tc) {
+    tcase_add_test(tc, test_repo_event_record_one_and_batch);
+}
+
 typedef struct group {
     const char *name;
     void (*add)(TCase *tc);
@@ -740,6 +1060,9 @@ static const group groups[] = {
     {"users", add_users},
     {"conversations", add_conversations},
     {"messages", add_messages},
+    {"teams", add_teams},
+    {"settings", add_settings},
+    {"events", add_events},
 };
 
 /* Each group twice: direct (prepared statements) and through PgBouncer in

@@ -15,5 +15,8 @@
 #include "redis.h"
 #include "users.h"
 #include "conversations.h"
+#include "teams.h"
+#include "settings.h"
+#include "events.h"
 
 #endif /* DATASTORE_DATASTORE_H */

@@ -9,5 +9,8 @@ const ds__stmt_table ds__stmt_registry[] = {
     {"users", ds__stmts_users},
     {"conversations", ds__stmts_conversations},
     {"messages", ds__stmts_messages},
+    {"teams", ds__stmts_teams},
+    {"settings", ds__stmts_settings},
+    {"events", ds__stmts_events},
     {NULL, NULL},
 };
