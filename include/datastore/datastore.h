@@ -18,5 +18,7 @@
 #include "teams.h"
 #include "settings.h"
 #include "events.h"
+#include "connections.h"
+#include "gdpr.h"
 
 #endif /* DATASTORE_DATASTORE_H */

@@ -12,5 +12,7 @@ const ds__stmt_table ds__stmt_registry[] = {
     {"teams", ds__stmts_teams},
     {"settings", ds__stmts_settings},
     {"events", ds__stmts_events},
+    {"connections", ds__stmts_connections},
+    {"gdpr", ds__stmts_gdpr},
     {NULL, NULL},
 };
