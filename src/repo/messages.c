@@ -24,13 +24,16 @@
     "RETURNING 1) SELECT id, conversation_id, role, content, metadata, "      \
     "idempotency_key, created_at, created FROM ins"
 
+/* Ordering by (conversation_id, id) rather than id alone matches the
+ * (conversation_id, id) index, so the planner never walks the primary key
+ * backwards through other conversations' newer messages. */
 #define LIST_SQL(dir)                                                     \
     "SELECT m.id, m.conversation_id, m.role, m.content, m.metadata, "         \
     "m.idempotency_key, m.created_at, false FROM conversations c LEFT JOIN "  \
     "LATERAL (SELECT id, conversation_id, role, content, metadata, "          \
     "idempotency_key, created_at FROM messages WHERE conversation_id = c.id " \
-    "AND id < $2 AND id > $3 ORDER BY id " dir " LIMIT $4) m ON true WHERE "  \
-    "c.id = $1"
+    "AND id < $2 AND id > $3 ORDER BY conversation_id " dir ", id " dir      \
+    " LIMIT $4) m ON true WHERE c.id = $1"
 
 enum { S_APPEND, S_APPEND_BATCH, S_LIST_DESC, S_LIST_ASC, S_COUNT };
 
