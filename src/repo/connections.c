@@ -156,6 +156,7 @@ static ds_status check_provider(ds_error *err, const char *func,
 DS_EXPORT ds_status ds_connection_upsert(ds_pool *pool, ds_crypto *crypto,
                                          const ds_connection_new *in,
                                          ds_connection **out, ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -237,6 +238,7 @@ DS_EXPORT ds_status ds_connection_upsert(ds_pool *pool, ds_crypto *crypto,
 DS_EXPORT ds_status ds_connection_get(ds_pool *pool, ds_crypto *crypto,
                                       int64_t id, ds_connection **out,
                                       ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -279,6 +281,7 @@ DS_EXPORT ds_status ds_connection_list_for_user(ds_pool *pool, int64_t user_id,
                                                 int limit,
                                                 ds_connection_list **out,
                                                 ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -343,6 +346,7 @@ static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
 DS_EXPORT ds_status ds_connection_set_status(ds_pool *pool, int64_t id,
                                              ds_connection_status status,
                                              ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, id > 0, "id must be positive");
     DS_CHECK_ARG(err, status >= DS_CONNECTION_ACTIVE &&
@@ -357,6 +361,7 @@ DS_EXPORT ds_status ds_connection_set_status(ds_pool *pool, int64_t id,
 
 DS_EXPORT ds_status ds_connection_delete(ds_pool *pool, int64_t id,
                                          ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, id > 0, "id must be positive");
     ds__bind b;

@@ -87,6 +87,7 @@ DS_EXPORT ds_status ds_conversation_create(ds_pool *pool, int64_t owner_id,
                                            const char *title,
                                            ds_conversation **out,
                                            ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -117,6 +118,7 @@ DS_EXPORT ds_status ds_conversation_create(ds_pool *pool, int64_t owner_id,
 
 DS_EXPORT ds_status ds_conversation_get(ds_pool *pool, int64_t id,
                                         ds_conversation **out, ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -147,6 +149,7 @@ static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
 
 DS_EXPORT ds_status ds_conversation_archive(ds_pool *pool, int64_t id,
                                             bool archived, ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, id > 0, "id must be positive");
     ds__bind b;
@@ -158,6 +161,7 @@ DS_EXPORT ds_status ds_conversation_archive(ds_pool *pool, int64_t id,
 
 DS_EXPORT ds_status ds_conversation_delete(ds_pool *pool, int64_t id,
                                            ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, id > 0, "id must be positive");
     ds__bind b;
@@ -169,6 +173,7 @@ DS_EXPORT ds_status ds_conversation_delete(ds_pool *pool, int64_t id,
 DS_EXPORT ds_status ds_conversation_count(ds_pool *pool, int64_t owner_id,
                                           bool include_archived, int64_t *out,
                                           ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = 0;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -193,6 +198,7 @@ DS_EXPORT ds_status ds_conversation_list_page(
     ds_pool *pool, int64_t owner_id, const ds_conversation_cursor *cursor,
     int limit, bool include_archived, ds_conversation_list **out,
     ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");

@@ -48,6 +48,7 @@ static ds_status check_event(ds_pool *pool, const char *func,
 
 DS_EXPORT ds_status ds_event_record(ds_pool *pool, const ds_event *event,
                                     ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, event, "event is NULL");
     char *json;
@@ -141,6 +142,7 @@ static ds_status finish_copy(ds_conn *conn, const char *abort_msg,
 DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
                                           const ds_event *events, size_t n,
                                           ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, events, "events is NULL");
     DS_CHECK_ARG(err, n > 0, "n must be positive");

@@ -65,6 +65,7 @@ DS_EXPORT void ds_erase_report_free(ds_erase_report *report) {
 DS_EXPORT ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
                                   int64_t user_id, ds_erase_report **out,
                                   ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -113,6 +114,7 @@ DS_EXPORT ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
 DS_EXPORT ds_status ds_purge_soft_deleted(ds_pool *pool, ds_redis *redis,
                                           int64_t older_than, int64_t *purged,
                                           bool *more, ds_error *err) {
+    DS_REPO_ERR(err);
     if (purged)
         *purged = 0;
     if (more)

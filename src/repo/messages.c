@@ -146,6 +146,7 @@ static ds_status check_message(ds_pool *pool, const char *func,
 DS_EXPORT ds_status ds_message_append(ds_pool *pool, int64_t conversation_id,
                                       const ds_message_new *msg,
                                       ds_message **out, ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -277,6 +278,7 @@ DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
                                             const ds_message_new *msgs,
                                             size_t n, ds_message_list **out,
                                             ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -436,6 +438,7 @@ DS_EXPORT ds_status ds_message_list_page(ds_pool *pool,
                                          const ds_message_cursor *cursor,
                                          int limit, ds_message_list **out,
                                          ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -487,6 +490,7 @@ DS_EXPORT ds_status ds_message_list_page(ds_pool *pool,
 
 DS_EXPORT ds_status ds_message_count(ds_pool *pool, int64_t conversation_id,
                                      int64_t *out, ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = 0;
     DS_CHECK_ARG(err, pool, "pool is NULL");

@@ -26,6 +26,13 @@
 #define DS_SETTING_KEY_MAX 128
 #define DS_EVENT_NAME_MAX 200
 
+/* Public entry points start with this, so that internal paths can always
+ * read the error code (callers may pass err == NULL). */
+#define DS_REPO_ERR(err)                                                       \
+    ds_error err##_local_;                                                     \
+    if (!(err))                                                                \
+    (err) = &err##_local_
+
 /* ---- parameters --------------------------------------------------------- */
 
 #define DS_BIND_MAX 16

@@ -160,6 +160,7 @@ static void bind_scope(ds__bind *b, int64_t user_id, const char *key) {
 DS_EXPORT ds_status ds_setting_get(ds_pool *pool, int64_t user_id,
                                    const char *key, ds_setting **out,
                                    ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -185,6 +186,7 @@ DS_EXPORT ds_status ds_setting_put(ds_pool *pool, int64_t user_id,
                                    const char *key, const json_t *value,
                                    int64_t expected_version, ds_setting **out,
                                    ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -240,6 +242,7 @@ DS_EXPORT ds_status ds_setting_delete(ds_pool *pool, int64_t user_id,
                                       const char *key,
                                       int64_t expected_version,
                                       ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, user_id >= 0, "user_id is negative");
     DS_CHECK_ARG(err, expected_version == DS_VERSION_ANY || expected_version > 0,
@@ -269,6 +272,7 @@ DS_EXPORT ds_status ds_setting_delete(ds_pool *pool, int64_t user_id,
 DS_EXPORT ds_status ds_setting_list_for_user(ds_pool *pool, int64_t user_id,
                                              int limit, ds_setting_list **out,
                                              ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");

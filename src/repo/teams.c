@@ -144,6 +144,7 @@ DS_EXPORT ds_status ds_team_create(ds_pool *pool, int64_t owner_id,
                                    const char *name, const json_t *members,
                                    const json_t *config, ds_team **out,
                                    ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -176,6 +177,7 @@ DS_EXPORT ds_status ds_team_create(ds_pool *pool, int64_t owner_id,
 
 DS_EXPORT ds_status ds_team_get(ds_pool *pool, int64_t id, ds_team **out,
                                 ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -195,6 +197,7 @@ DS_EXPORT ds_status ds_team_get(ds_pool *pool, int64_t id, ds_team **out,
 DS_EXPORT ds_status ds_team_list_for_owner(ds_pool *pool, int64_t owner_id,
                                            int limit, ds_team_list **out,
                                            ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -252,6 +255,7 @@ DS_EXPORT ds_status ds_team_update(ds_pool *pool, int64_t id,
                                    int64_t expected_version, const char *name,
                                    const json_t *members, const json_t *config,
                                    ds_team **out, ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -294,6 +298,7 @@ DS_EXPORT ds_status ds_team_update(ds_pool *pool, int64_t id,
 
 DS_EXPORT ds_status ds_team_delete(ds_pool *pool, int64_t id,
                                    int64_t expected_version, ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, id > 0, "id must be positive");
     DS_CHECK_ARG(err, expected_version >= 0, "expected_version is negative");

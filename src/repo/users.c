@@ -215,6 +215,7 @@ static ds_status bind_profile(ds_pool *pool, const char *func,
 DS_EXPORT ds_status ds_user_create(ds_pool *pool, const char *email,
                                    const ds_profile_fields *profile,
                                    ds_user **out, ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -253,6 +254,7 @@ DS_EXPORT ds_status ds_user_create(ds_pool *pool, const char *email,
 
 DS_EXPORT ds_status ds_user_get(ds_pool *pool, int64_t id, ds_user **out,
                                 ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -265,6 +267,7 @@ DS_EXPORT ds_status ds_user_get(ds_pool *pool, int64_t id, ds_user **out,
 
 DS_EXPORT ds_status ds_user_get_by_email(ds_pool *pool, const char *email,
                                          ds_user **out, ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -282,6 +285,7 @@ DS_EXPORT ds_status ds_user_get_by_email(ds_pool *pool, const char *email,
 DS_EXPORT ds_status ds_profile_update(ds_pool *pool, int64_t user_id,
                                       const ds_profile_fields *fields,
                                       ds_user **out, ds_error *err) {
+    DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -319,6 +323,7 @@ static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
 
 DS_EXPORT ds_status ds_user_set_status(ds_pool *pool, int64_t user_id,
                                        ds_user_status status, ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, status >= DS_USER_ACTIVE && status <= DS_USER_SUSPENDED,
@@ -333,6 +338,7 @@ DS_EXPORT ds_status ds_user_set_status(ds_pool *pool, int64_t user_id,
 
 DS_EXPORT ds_status ds_user_soft_delete(ds_pool *pool, int64_t user_id,
                                         ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     ds__bind b;
@@ -344,6 +350,7 @@ DS_EXPORT ds_status ds_user_soft_delete(ds_pool *pool, int64_t user_id,
 
 DS_EXPORT ds_status ds_user_restore(ds_pool *pool, int64_t user_id,
                                     ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     ds__bind b;
@@ -357,6 +364,7 @@ DS_EXPORT ds_status ds_user_list_page(ds_pool *pool,
                                       const ds_user_cursor *cursor, int limit,
                                       bool include_deleted, bool from_replica,
                                       ds_user_list **out, ds_error *err) {
+    DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
