@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "pool/stmt.h"
 #include "redis/redis_internal.h"
 #include "test_util.h"
 
@@ -1462,6 +1463,52 @@ START_TEST(test_repo_errors_out_of_memory_is_reported) {
 }
 END_TEST
 
+
+/* ---- statement definitions match the live schema ------------------------- */
+
+/* What ds_schema_check() will do at start-up, for this module's statements:
+ * prepare each against the migrated schema and compare the parameter and
+ * result column types with what the C code binds and decodes. */
+START_TEST(test_repo_statements_match_live_schema) {
+    const char *repo_modules[] = {"users", "conversations", "messages", "teams",
+                                  "settings", "events", "connections", "gdpr"};
+    PGconn *c = PQconnectdb(db);
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    int checked = 0;
+    for (const ds__stmt_table *t = ds__stmt_registry; t->module; t++) {
+        bool mine = false;
+        for (size_t i = 0; i < sizeof repo_modules / sizeof repo_modules[0]; i++)
+            mine = mine || strcmp(t->module, repo_modules[i]) == 0;
+        if (!mine)
+            continue;
+        const ds__stmt_def *defs;
+        size_t n = t->get(&defs);
+        for (size_t i = 0; i < n; i++) {
+            const ds__stmt_def *d = &defs[i];
+            PGresult *r = PQprepare(c, "", d->sql, d->nparams, d->param_types);
+            ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", d->name,
+                          PQresultErrorMessage(r));
+            PQclear(r);
+            r = PQdescribePrepared(c, "");
+            ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+            ck_assert_msg(PQnparams(r) == d->nparams, "%s: %d params", d->name, PQnparams(r));
+            for (int p = 0; p < d->nparams; p++)
+                ck_assert_msg(PQparamtype(r, p) == d->param_types[p], "%s: $%d is %u", d->name,
+                              p + 1, PQparamtype(r, p));
+            int want = d->ncols < 0 ? 0 : d->ncols;
+            ck_assert_msg(PQnfields(r) == want, "%s: %d columns", d->name, PQnfields(r));
+            for (int col = 0; col < want; col++)
+                ck_assert_msg(PQftype(r, col) == d->col_types[col], "%s: column %d is %u",
+                              d->name, col, PQftype(r, col));
+            PQclear(r);
+            checked++;
+        }
+    }
+    ck_assert_int_ge(checked, 35);
+    PQfinish(c);
+}
+END_TEST
+
 /* ---- registration ------------------------------------------------------------ */
 
 static void add_users(TCase *tc) {
@@ -1536,6 +1583,7 @@ Suite *ds_test_repo_suite(void) {
     tcase_add_checked_fixture(errors, setup_direct, teardown);
     tcase_add_test(errors, test_repo_errors_null_and_out_of_range_arguments);
     tcase_add_test(errors, test_repo_errors_out_of_memory_is_reported);
+    tcase_add_test(errors, test_repo_statements_match_live_schema);
     suite_add_tcase(s, errors);
     for (int pooled = 0; pooled < 2; pooled++)
         for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
