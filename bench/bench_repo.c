@@ -557,7 +557,13 @@ static void run_case(const char *name, int threads, bench_op_fn a, bench_op_fn b
         fprintf(stderr, "bench_repo: %s failed\n", name);
         exit(1);
     }
-    bench_print(PROGRAM, name, threads, &ra, &rb, extra);
+    ds_pool_stats ps;
+    char more[256];
+    if (ds_pool_stats_get(pool, &ps, NULL) != DS_OK)
+        exit(1);
+    snprintf(more, sizeof more, "%s%sacquire_wait_p99_us=%lld", extra, *extra ? " " : "",
+             (long long)ps.acquire_wait_p99_us);
+    bench_print(PROGRAM, name, threads, &ra, &rb, more);
     fflush(stdout);
 }
 
