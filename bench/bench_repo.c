@@ -52,9 +52,9 @@
     "SELECT m.id, m.conversation_id, m.role, m.content, m.metadata, "         \
     "m.idempotency_key, m.created_at, false FROM conversations c LEFT JOIN "  \
     "LATERAL (SELECT id, conversation_id, role, content, metadata, "          \
-    "idempotency_key, created_at FROM messages WHERE conversation_id = c.id " \
-    "AND id < $2 AND id > $3 ORDER BY conversation_id DESC, id DESC LIMIT $4) " \
-    "m ON true WHERE c.id = $1"
+    "idempotency_key, created_at FROM messages WHERE (conversation_id, id) < " \
+    "(c.id, $2) AND (conversation_id, id) > (c.id, $3) ORDER BY "            \
+    "conversation_id DESC, id DESC LIMIT $4) m ON true WHERE c.id = $1"
 #define NAIVE_INSERT_SQL                                                       \
     "INSERT INTO messages (conversation_id, role, content, metadata, "        \
     "idempotency_key) VALUES ($1, $2, $3, $4, $5) RETURNING id, "             \

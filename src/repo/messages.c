@@ -24,16 +24,19 @@
     "RETURNING 1) SELECT id, conversation_id, role, content, metadata, "      \
     "idempotency_key, created_at, created FROM ins"
 
-/* Ordering by (conversation_id, id) rather than id alone matches the
- * (conversation_id, id) index, so the planner never walks the primary key
- * backwards through other conversations' newer messages. */
-#define LIST_SQL(dir)                                                     \
+/* The bounds are row comparisons on (conversation_id, id), which only the
+ * (conversation_id, id) index can serve: with `conversation_id = c.id AND
+ * id < $2` the planner may walk the primary key backwards through every
+ * newer message of other conversations (90 ms instead of 0.3 ms for 50 rows
+ * once the table holds 200k messages). (c, after) < (cid, id) < (c, before)
+ * holds exactly when cid = c and after < id < before. */
+#define LIST_SQL(dir)                                                          \
     "SELECT m.id, m.conversation_id, m.role, m.content, m.metadata, "         \
     "m.idempotency_key, m.created_at, false FROM conversations c LEFT JOIN "  \
     "LATERAL (SELECT id, conversation_id, role, content, metadata, "          \
-    "idempotency_key, created_at FROM messages WHERE conversation_id = c.id " \
-    "AND id < $2 AND id > $3 ORDER BY conversation_id " dir ", id " dir      \
-    " LIMIT $4) m ON true WHERE c.id = $1"
+    "idempotency_key, created_at FROM messages WHERE (conversation_id, id) < " \
+    "(c.id, $2) AND (conversation_id, id) > (c.id, $3) ORDER BY "            \
+    "conversation_id " dir ", id " dir " LIMIT $4) m ON true WHERE c.id = $1"
 
 enum { S_APPEND, S_APPEND_BATCH, S_LIST_DESC, S_LIST_ASC, S_COUNT };
 
