@@ -14,5 +14,12 @@
 #include "sql.h"
 #include "crypto.h"
 #include "redis.h"
+#include "users.h"
+#include "conversations.h"
+#include "teams.h"
+#include "settings.h"
+#include "events.h"
+#include "connections.h"
+#include "gdpr.h"
 
 #endif /* DATASTORE_DATASTORE_H */

@@ -2,13 +2,34 @@
  * datastore/redis.h — the Redis handle shared by the cache, rate limiter,
  * presence, job queue and session look-ups.
  *
- * A ds_redis is a small pool of connections to one Redis server
- * (`redis://[user:password@]host:port/db`, or `rediss://` for TLS with
- * certificate verification on), with connect/command timeouts, reconnection
- * after a server restart, and a key prefix (redis_prefix) on every key the
- * library writes.
+ * A ds_redis is a small pool of connections (redis_pool_size) to one Redis
+ * server, opened from REDIS_URL:
  *
- * Thread-safety: a ds_redis is safe to share between threads.
+ *   redis://[[user]:password@]host[:port][/db]   plain TCP
+ *   rediss://[[user]:password@]host[:port][/db]  TLS (managed hosts)
+ *   unix://[[user]:password@]/path/redis.sock[?db=N]
+ *
+ * An empty user (`redis://:pw@host`) sends `AUTH pw`; a user sends the ACL
+ * form `AUTH user pw`; a db other than 0 is SELECTed on every connection.
+ * Percent-encode reserved characters in the user and password.
+ *
+ * TLS verifies the server's certificate and host name, always: against the
+ * CA file or directory in redis_tls_ca (DS_REDIS_TLS_CA), else against the
+ * system store. There is no switch to turn verification off.
+ *
+ * Timeouts: connect + TLS + AUTH within redis_connect_timeout_ms; each
+ * command (including the wait for a free connection) within
+ * redis_command_timeout_ms. A connection whose server went away while idle
+ * (a restart) is replaced before use; one that fails mid-command is closed
+ * and the call fails with DS_ERR_REDIS, retryable. After a failed connect,
+ * calls fail fast for redis_retry_ms before the next attempt.
+ *
+ * Every key the library writes starts with redis_prefix (default "ds:"), so
+ * several applications or environments can share one server.
+ *
+ * Thread-safety: a ds_redis is safe to share between threads. Close it only
+ * when no other call on it is in flight. After fork(), the child must open
+ * a handle of its own.
  */
 #ifndef DATASTORE_REDIS_H
 #define DATASTORE_REDIS_H
@@ -39,12 +60,38 @@ DS_EXPORT void ds_redis_close(ds_redis *redis);
 /*
  * Removes every key the library keeps for one user (session look-ups, cache
  * entries registered for the user, presence and typing state) and reports
- * how many keys it removed. Used by GDPR erase.
+ * how many it removed (keys deleted plus memberships in shared presence sets
+ * removed; may be NULL). Used by GDPR erase. Atomic on the server: nothing
+ * registered for the user before the call survives it.
+ * Errors: DS_ERR_INVALID (NULL handle, user_id <= 0), DS_ERR_REDIS.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_redis_erase_user(ds_redis *redis,
                                                      int64_t user_id,
                                                      int64_t *keys_removed,
                                                      ds_error *err);
+
+/* One round trip (PING). Errors: DS_ERR_REDIS (retryable when the server is
+ * unreachable), DS_ERR_INVALID. */
+DS_EXPORT DS_NODISCARD ds_status ds_redis_ping(ds_redis *redis, ds_error *err);
+
+/* True for a rediss:// handle. False for NULL. */
+DS_EXPORT bool ds_redis_is_tls(const ds_redis *redis);
+
+/* Counters since the handle opened. */
+typedef struct ds_redis_stats {
+    uint64_t commands;         /* round trips (a pipeline counts once)       */
+    uint64_t errors;           /* failed round trips and error replies       */
+    uint64_t connects;         /* connections opened                         */
+    uint64_t connect_failures;
+    uint64_t stale_replaced;   /* idle connections found dead and replaced   */
+    int connections;           /* open now (idle + in use)                   */
+    int idle;
+} ds_redis_stats;
+
+/* Fills *out. Errors: DS_ERR_INVALID. */
+DS_EXPORT DS_NODISCARD ds_status ds_redis_stats_get(ds_redis *redis,
+                                                    ds_redis_stats *out,
+                                                    ds_error *err);
 
 #ifdef __cplusplus
 }

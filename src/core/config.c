@@ -10,6 +10,7 @@
 
 #include "core/config_internal.h"
 #include "core/internal.h"
+#include "redis/url.h"
 
 typedef enum {
     KIND_INT,
@@ -75,6 +76,17 @@ static const setting settings[] = {
                 redis_command_timeout_ms, 1, 3600000, 2000),
     STR_SETTING("redis_tls_ca", "DS_REDIS_TLS_CA", KIND_TEXT, redis_tls_ca,
                 NULL),
+    INT_SETTING("redis_retry_ms", "DS_REDIS_RETRY_MS", redis_retry_ms, 0,
+                3600000, 1000),
+    /* Repository input limits (the schema's CHECKs are the upper bounds). */
+    INT_SETTING("repo_max_message_bytes", "DS_REPO_MAX_MESSAGE_BYTES",
+                repo_max_message_bytes, 1, 1000000, 1000000),
+    INT_SETTING("repo_max_json_bytes", "DS_REPO_MAX_JSON_BYTES",
+                repo_max_json_bytes, 2, INT64_C(67108864), 1048576),
+    INT_SETTING("repo_max_page", "DS_REPO_MAX_PAGE", repo_max_page, 1, 100000,
+                1000),
+    INT_SETTING("repo_max_batch", "DS_REPO_MAX_BATCH", repo_max_batch, 1,
+                1000000, 10000),
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
@@ -293,14 +305,8 @@ static ds_status validate_text(const setting *s, const char *value,
         return st;
     }
     case KIND_REDIS_URL:
-        if (strncmp(value, "redis://", 8) != 0 &&
-            strncmp(value, "rediss://", 9) != 0 &&
-            strncmp(value, "unix://", 7) != 0)
-            return ds__error_set(err, DS_ERR_CONFIG,
-                                 "%s: expected redis://, rediss:// or unix:// "
-                                 "URL",
-                                 s->env);
-        return DS_OK;
+        /* the Redis handle's own parser: user, password, host, port, db */
+        return ds__redis_url_parse(value, s->env, NULL, err);
     case KIND_KEYS:
         return ds__keyspec_parse(value, s->env, NULL, NULL, err);
     case KIND_TEXT:

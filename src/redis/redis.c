@@ -1,0 +1,724 @@
+/*
+ * The Redis handle: a small pool of connections (conn.c), commands with a
+ * deadline, pipelines, Lua scripts by SHA, keys under the prefix, and the
+ * per-user key sets behind ds_redis_erase_user().
+ */
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/config_internal.h"
+#include "redis/handle.h"
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Server errors worth retrying: the server is starting, busy with a script,
+ * failing over, or a replica. */
+static bool reply_error_retryable(const char *s) {
+    static const char *const codes[] = {"LOADING", "BUSY", "TRYAGAIN",
+                                        "MASTERDOWN", "READONLY", "CLUSTERDOWN",
+                                        "NOREPLICAS", "OOM"};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        size_t n = strlen(codes[i]);
+        if (strncmp(s, codes[i], n) == 0 && (s[n] == ' ' || s[n] == '\0'))
+            return true;
+    }
+    return false;
+}
+
+bool ds__redis_reply_is_error(const redisReply *reply, const char *code) {
+    if (!reply || reply->type != REDIS_REPLY_ERROR || !reply->str)
+        return false;
+    size_t n = strlen(code);
+    return strncmp(reply->str, code, n) == 0 &&
+           (reply->str[n] == ' ' || reply->str[n] == '\0');
+}
+
+ds_status ds__redis_reply_error(const redisReply *reply, const char *context,
+                                ds_error *err) {
+    const char *msg = reply && reply->str ? reply->str : "error reply";
+    ds__error_set(err, DS_ERR_REDIS, "%s: %.400s", context, msg);
+    if (err)
+        err->retryable = reply_error_retryable(msg);
+    return DS_ERR_REDIS;
+}
+
+ds_status ds__redis_unexpected(const redisReply *reply, const char *context,
+                               ds_error *err) {
+    static const char *const names[] = {"?",   "string", "array", "integer",
+                                        "nil", "status", "error"};
+    int t = reply ? reply->type : 0;
+    ds__error_set(err, DS_ERR_REDIS, "%s: unexpected %s reply", context,
+                  names[t >= 1 && t <= 6 ? t : 0]);
+    if (err)
+        err->retryable = false;
+    return DS_ERR_REDIS;
+}
+
+void ds__redis_replies_free(redisReply **replies, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (replies[i])
+            freeReplyObject(replies[i]);
+        replies[i] = NULL;
+    }
+}
+
+int64_t ds__redis_now_ms(void) { return ds__wall_us() / 1000; }
+
+/* ---- pool ---------------------------------------------------------------- */
+
+static void push_idle(ds_redis *r, ds__rconn *c) {
+    c->next = r->idle;
+    r->idle = c;
+    r->idle_n++;
+}
+
+/* Leases a connection before `deadline_us`. */
+static ds_status acquire(ds_redis *r, int64_t deadline_us, ds__rconn **out,
+                         ds_error *err) {
+    *out = NULL;
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        if (r->closing) {
+            pthread_mutex_unlock(&r->mu);
+            return ds__error_set(err, DS_ERR_CLOSED, "redis: handle closed");
+        }
+        while (r->idle) {
+            ds__rconn *c = r->idle;
+            r->idle = c->next;
+            r->idle_n--;
+            if (ds__rconn_alive(c)) {
+                pthread_mutex_unlock(&r->mu);
+                *out = c;
+                return DS_OK;
+            }
+            /* the server went away while it was idle (restart, timeout) */
+            r->total--;
+            atomic_fetch_add(&r->stale_replaced, 1);
+            pthread_mutex_unlock(&r->mu);
+            ds__rconn_close(c);
+            pthread_mutex_lock(&r->mu);
+        }
+        if (r->total < r->max) {
+            int64_t now = ds__now_us();
+            if (now < r->down_until_us) {
+                int64_t left = (r->down_until_us - now + 999) / 1000;
+                pthread_mutex_unlock(&r->mu);
+                return ds__error_set(err, DS_ERR_REDIS,
+                                     "redis %s: unreachable (the last connect "
+                                     "failed; next try in %lld ms)",
+                                     r->label, (long long)left);
+            }
+            r->total++;
+            pthread_mutex_unlock(&r->mu);
+            ds__rconn *c;
+            ds_status st = ds__rconn_connect(r, &c, err);
+            pthread_mutex_lock(&r->mu);
+            if (st != DS_OK) {
+                r->total--;
+                if (r->retry_ms > 0)
+                    r->down_until_us =
+                        ds__now_us() + (int64_t)r->retry_ms * 1000;
+                atomic_fetch_add(&r->connect_failures, 1);
+                pthread_cond_signal(&r->cond);
+                pthread_mutex_unlock(&r->mu);
+                return st;
+            }
+            r->down_until_us = 0;
+            atomic_fetch_add(&r->connects, 1);
+            pthread_mutex_unlock(&r->mu);
+            *out = c;
+            return DS_OK;
+        }
+        if (deadline_us != DS_REDIS_FOREVER && ds__now_us() >= deadline_us) {
+            pthread_mutex_unlock(&r->mu);
+            return ds__error_set(err, DS_ERR_REDIS,
+                                 "redis %s: all %d connections stayed busy "
+                                 "until the command timeout",
+                                 r->label, r->max);
+        }
+        if (deadline_us == DS_REDIS_FOREVER) {
+            pthread_cond_wait(&r->cond, &r->mu);
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t left = deadline_us - ds__now_us();
+            if (left < 0)
+                left = 0;
+            int64_t ns = ts.tv_nsec + (left % 1000000) * 1000;
+            ts.tv_sec += (time_t)(left / 1000000 + ns / 1000000000);
+            ts.tv_nsec = (long)(ns % 1000000000);
+            pthread_cond_timedwait(&r->cond, &r->mu, &ts);
+        }
+    }
+}
+
+static void release(ds_redis *r, ds__rconn *c, bool broken) {
+    pthread_mutex_lock(&r->mu);
+    if (broken || r->closing) {
+        r->total--;
+        pthread_cond_signal(&r->cond);
+        pthread_mutex_unlock(&r->mu);
+        ds__rconn_close(c);
+        return;
+    }
+    push_idle(r, c);
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Runs formatted commands (`buf`, `n` of them) with `timeout_ms`. */
+static ds_status run_buf(ds_redis *r, const char *buf, size_t len, size_t n,
+                         redisReply **replies, int timeout_ms, ds_error *err) {
+    int64_t deadline = ds__now_us() + (int64_t)timeout_ms * 1000;
+    ds__rconn *c;
+    ds_status st = acquire(r, deadline, &c, err);
+    if (st == DS_OK) {
+        st = ds__rconn_roundtrip(c, buf, len, n, replies, deadline, err);
+        release(r, c, st != DS_OK);
+    }
+    atomic_fetch_add(&r->commands, 1);
+    if (st != DS_OK)
+        atomic_fetch_add(&r->errors, 1);
+    return st;
+}
+
+/* A single reply, with error replies turned into DS_ERR_REDIS. */
+static redisReply *run_one(ds_redis *r, char *cmd, int len, int timeout_ms,
+                           ds_error *err) {
+    if (len < 0 || !cmd) {
+        ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory (or a bad "
+                                         "command format)");
+        return NULL;
+    }
+    redisReply *reply = NULL;
+    ds_status st = run_buf(r, cmd, (size_t)len, 1, &reply, timeout_ms, err);
+    redisFreeCommand(cmd);
+    if (st != DS_OK)
+        return NULL;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        char ctx[DS_REDIS_HOST_MAX + 64];
+        snprintf(ctx, sizeof ctx, "redis %s", r->label);
+        ds__redis_reply_error(reply, ctx, err);
+        freeReplyObject(reply);
+        atomic_fetch_add(&r->errors, 1);
+        return NULL;
+    }
+    return reply;
+}
+
+redisReply *ds__redis_commandv(ds_redis *r, ds_error *err, const char *fmt,
+                               va_list ap) {
+    if (!r || !fmt) {
+        ds__error_set(err, DS_ERR_INVALID, "redis: NULL handle or command");
+        return NULL;
+    }
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    return run_one(r, cmd, len, r->command_timeout_ms, err);
+}
+
+redisReply *ds__redis_command(ds_redis *r, ds_error *err, const char *fmt,
+                              ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *reply = ds__redis_commandv(r, err, fmt, ap);
+    va_end(ap);
+    return reply;
+}
+
+redisReply *ds__redis_command_argv_timeout(ds_redis *r, int timeout_ms,
+                                           int argc, const char *const *argv,
+                                           const size_t *argvlen,
+                                           ds_error *err) {
+    if (!r || argc <= 0 || !argv) {
+        ds__error_set(err, DS_ERR_INVALID, "redis: NULL handle or command");
+        return NULL;
+    }
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, (const char **)argv, argvlen);
+    return run_one(r, cmd, len, timeout_ms, err);
+}
+
+redisReply *ds__redis_command_argv(ds_redis *r, int argc,
+                                   const char *const *argv,
+                                   const size_t *argvlen, ds_error *err) {
+    return ds__redis_command_argv_timeout(
+        r, r ? r->command_timeout_ms : 0, argc, argv, argvlen, err);
+}
+
+ds_status ds__redis_pipeline(ds_redis *r, const ds__redis_cmd *cmds, size_t n,
+                             redisReply **replies, ds_error *err) {
+    DS_CHECK_ARG(err, r && cmds && replies && n > 0, "bad pipeline");
+    for (size_t i = 0; i < n; i++)
+        replies[i] = NULL;
+    char **parts = ds__calloc(n, sizeof *parts);
+    int *lens = ds__calloc(n, sizeof *lens);
+    ds_status st = DS_OK;
+    size_t total = 0;
+    if (!parts || !lens)
+        st = ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+    for (size_t i = 0; st == DS_OK && i < n; i++) {
+        lens[i] = redisFormatCommandArgv(&parts[i], cmds[i].argc,
+                                         (const char **)cmds[i].argv,
+                                         cmds[i].argvlen);
+        if (lens[i] < 0 || !parts[i])
+            st = ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+        else
+            total += (size_t)lens[i];
+    }
+    char *buf = NULL;
+    if (st == DS_OK && n > 1) {
+        buf = ds__malloc(total);
+        if (!buf)
+            st = ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+        for (size_t i = 0, off = 0; buf && i < n; i++) {
+            memcpy(buf + off, parts[i], (size_t)lens[i]);
+            off += (size_t)lens[i];
+        }
+    }
+    if (st == DS_OK)
+        st = run_buf(r, n > 1 ? buf : parts[0], total, n, replies,
+                     r->command_timeout_ms, err);
+    ds__free(buf);
+    for (size_t i = 0; parts && i < n; i++)
+        redisFreeCommand(parts[i]);
+    ds__free(parts);
+    ds__free(lens);
+    return st;
+}
+
+/* ---- scripts ----------------------------------------------------------------- */
+
+static pthread_mutex_t sha_mu = PTHREAD_MUTEX_INITIALIZER;
+
+const char *ds__redis_script_sha(ds__redis_script *s) {
+    if (__atomic_load_n(&s->sha_ready, __ATOMIC_ACQUIRE))
+        return s->sha;
+    pthread_mutex_lock(&sha_mu);
+    if (!s->sha_ready) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int mdlen = 0;
+        if (EVP_Digest(s->source, strlen(s->source), md, &mdlen, EVP_sha1(),
+                       NULL) &&
+            mdlen == 20) {
+            static const char hex[] = "0123456789abcdef";
+            for (unsigned i = 0; i < 20; i++) {
+                s->sha[2 * i] = hex[md[i] >> 4];
+                s->sha[2 * i + 1] = hex[md[i] & 15];
+            }
+            s->sha[40] = '\0';
+            __atomic_store_n(&s->sha_ready, 1, __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&sha_mu);
+    return s->sha_ready ? s->sha : NULL;
+}
+
+void ds__redis_eval_cmd(ds__redis_script *s, int nkeys, int nargs,
+                        const char *const *args, const size_t *arglens,
+                        const char **argv, size_t *argvlen, char *numkeys,
+                        ds__redis_cmd *cmd) {
+    const char *sha = ds__redis_script_sha(s);
+    snprintf(numkeys, 16, "%d", nkeys);
+    argv[0] = "EVALSHA";
+    argvlen[0] = 7;
+    argv[1] = sha ? sha : "0000000000000000000000000000000000000000";
+    argvlen[1] = 40;
+    argv[2] = numkeys;
+    argvlen[2] = strlen(numkeys);
+    for (int i = 0; i < nkeys + nargs; i++) {
+        argv[3 + i] = args[i];
+        argvlen[3 + i] = arglens ? arglens[i] : strlen(args[i]);
+    }
+    cmd->argc = nkeys + nargs + 3;
+    cmd->argv = argv;
+    cmd->argvlen = argvlen;
+}
+
+#define EVAL_MAX_ARGS 64
+
+redisReply *ds__redis_eval(ds_redis *r, ds__redis_script *s, int nkeys,
+                           int nargs, const char *const *args,
+                           const size_t *arglens, ds_error *err) {
+    if (!r || !s || nkeys < 0 || nargs < 0 ||
+        nkeys + nargs > EVAL_MAX_ARGS || (nkeys + nargs > 0 && !args)) {
+        ds__error_set(err, DS_ERR_INVALID, "redis: bad script call");
+        return NULL;
+    }
+    if (!ds__redis_script_sha(s)) {
+        ds__error_set(err, DS_ERR_NOMEM, "redis: cannot hash script %s",
+                      s->name);
+        return NULL;
+    }
+    const char *argv[EVAL_MAX_ARGS + 3];
+    size_t argvlen[EVAL_MAX_ARGS + 3];
+    char numkeys[16];
+    ds__redis_cmd cmd;
+    ds__redis_eval_cmd(s, nkeys, nargs, args, arglens, argv, argvlen, numkeys,
+                       &cmd);
+    for (int attempt = 0;; attempt++) {
+        redisReply *reply = NULL;
+        ds_status st = ds__redis_pipeline(r, &cmd, 1, &reply, err);
+        if (st != DS_OK)
+            return NULL;
+        if (reply->type != REDIS_REPLY_ERROR)
+            return reply;
+        if (attempt == 0 && ds__redis_reply_is_error(reply, "NOSCRIPT")) {
+            /* a restarted or flushed server: load it and go again */
+            freeReplyObject(reply);
+            redisReply *loaded = ds__redis_command(r, err, "SCRIPT LOAD %s",
+                                                   s->source);
+            if (!loaded) {
+                ds__error_prefix(err, "redis: loading script %s", s->name);
+                return NULL;
+            }
+            bool same = loaded->type == REDIS_REPLY_STRING &&
+                        loaded->len == 40 &&
+                        memcmp(loaded->str, s->sha, 40) == 0;
+            freeReplyObject(loaded);
+            if (!same) {
+                ds__error_set(err, DS_ERR_INTERNAL,
+                              "redis: script %s: server SHA differs", s->name);
+                return NULL;
+            }
+            continue;
+        }
+        char ctx[128];
+        snprintf(ctx, sizeof ctx, "redis: script %s", s->name);
+        ds__redis_reply_error(reply, ctx, err);
+        freeReplyObject(reply);
+        atomic_fetch_add(&r->errors, 1);
+        return NULL;
+    }
+}
+
+/* ---- keys ------------------------------------------------------------------ */
+
+const char *ds__redis_prefix(const ds_redis *r, size_t *len) {
+    if (len)
+        *len = r->prefix_len;
+    return r->prefix;
+}
+
+char *ds__redis_key(const ds_redis *r, size_t *len, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *key = ds__malloc(r->prefix_len + (size_t)n + 1);
+    if (!key)
+        return NULL;
+    memcpy(key, r->prefix, r->prefix_len);
+    va_start(ap, fmt);
+    vsnprintf(key + r->prefix_len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    if (len)
+        *len = r->prefix_len + (size_t)n;
+    return key;
+}
+
+/* ---- per-user key sets --------------------------------------------------------- */
+
+/* KEYS[1] the user's set; ARGV[1] "k:<key>" or "z:<key>"; ARGV[2] TTL ms. */
+static ds__redis_script track_script = DS__REDIS_SCRIPT(
+    "track_user_key", DS__REDIS_LUA_TRACK_FN
+    "ds_track(KEYS[1], ARGV[1], tonumber(ARGV[2]))\n"
+    "return 1\n");
+
+/* KEYS[1] the key, KEYS[2] the user's set; ARGV[1] value, ARGV[2] TTL ms,
+ * ARGV[3] "k:<key>". */
+static ds__redis_script set_track_script = DS__REDIS_SCRIPT(
+    "set_for_user", DS__REDIS_LUA_TRACK_FN
+    "local ttl = tonumber(ARGV[2])\n"
+    "if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)\n"
+    "else redis.call('SET', KEYS[1], ARGV[1]) end\n"
+    "ds_track(KEYS[2], ARGV[3], ttl)\n"
+    "return 1\n");
+
+/* KEYS[1] the user's set; ARGV[1] the user id as the member name. Deletes
+ * "k:" keys, removes the member from "z:" sets, then the set itself.
+ * Returns keys deleted plus memberships removed. */
+static ds__redis_script erase_script = DS__REDIS_SCRIPT(
+    "erase_user",
+    "local n = 0\n"
+    "for _, e in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  local kind, key = string.sub(e, 1, 1), string.sub(e, 3)\n"
+    "  if kind == 'k' then\n"
+    "    n = n + redis.call('DEL', key)\n"
+    "  else\n"
+    "    local t = redis.call('TYPE', key).ok\n"
+    "    if t == 'zset' then n = n + redis.call('ZREM', key, ARGV[1])\n"
+    "    elseif t == 'set' then n = n + redis.call('SREM', key, ARGV[1])\n"
+    "    elseif t == 'hash' then n = n + redis.call('HDEL', key, ARGV[1])\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return n\n");
+
+char *ds__redis_user_set_key(const ds_redis *r, int64_t user_id) {
+    return ds__redis_key(r, NULL, "u:%lld:keys", (long long)user_id);
+}
+
+static ds_status track(ds_redis *r, int64_t user_id, const char *key,
+                       char kind, int64_t ttl_ms, ds_error *err) {
+    DS_CHECK_ARG(err, r, "redis is NULL");
+    DS_CHECK_ARG(err, key && *key, "key is NULL or empty");
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    DS_CHECK_ARG(err, ttl_ms >= 0, "ttl_ms is negative");
+    char *set = ds__redis_user_set_key(r, user_id);
+    size_t klen = strlen(key);
+    char *entry = ds__malloc(klen + 3);
+    if (!set || !entry) {
+        ds__free(set);
+        ds__free(entry);
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+    }
+    entry[0] = kind;
+    entry[1] = ':';
+    memcpy(entry + 2, key, klen + 1);
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+    const char *args[3] = {set, entry, ttl};
+    redisReply *reply = ds__redis_eval(r, &track_script, 1, 2, args, NULL, err);
+    ds__free(set);
+    ds__free(entry);
+    if (!reply)
+        return err ? err->code : DS_ERR_REDIS;
+    freeReplyObject(reply);
+    return DS_OK;
+}
+
+ds_status ds__redis_track_user_key(ds_redis *r, int64_t user_id,
+                                   const char *key, int64_t ttl_ms,
+                                   ds_error *err) {
+    return track(r, user_id, key, 'k', ttl_ms, err);
+}
+
+ds_status ds__redis_track_user_member(ds_redis *r, int64_t user_id,
+                                      const char *key, int64_t ttl_ms,
+                                      ds_error *err) {
+    return track(r, user_id, key, 'z', ttl_ms, err);
+}
+
+ds_status ds__redis_set_for_user(ds_redis *r, int64_t user_id, const char *key,
+                                 const void *value, size_t len, int64_t ttl_ms,
+                                 ds_error *err) {
+    DS_CHECK_ARG(err, r, "redis is NULL");
+    DS_CHECK_ARG(err, key && *key, "key is NULL or empty");
+    DS_CHECK_ARG(err, value || len == 0, "value is NULL");
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    DS_CHECK_ARG(err, ttl_ms >= 0, "ttl_ms is negative");
+    char *set = ds__redis_user_set_key(r, user_id);
+    size_t klen = strlen(key);
+    char *entry = ds__malloc(klen + 3);
+    if (!set || !entry) {
+        ds__free(set);
+        ds__free(entry);
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+    }
+    entry[0] = 'k';
+    entry[1] = ':';
+    memcpy(entry + 2, key, klen + 1);
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+    const char *args[5] = {key, set, value ? (const char *)value : "", ttl,
+                           entry};
+    size_t lens[5] = {klen, strlen(set), len, strlen(ttl), klen + 2};
+    redisReply *reply =
+        ds__redis_eval(r, &set_track_script, 2, 3, args, lens, err);
+    ds__free(set);
+    ds__free(entry);
+    if (!reply)
+        return err ? err->code : DS_ERR_REDIS;
+    freeReplyObject(reply);
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_redis_erase_user(ds_redis *redis, int64_t user_id,
+                                        int64_t *keys_removed, ds_error *err) {
+    if (keys_removed)
+        *keys_removed = 0;
+    DS_CHECK_ARG(err, redis, "redis is NULL");
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    char *set = ds__redis_user_set_key(redis, user_id);
+    if (!set)
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+    char uid[24];
+    snprintf(uid, sizeof uid, "%lld", (long long)user_id);
+    const char *args[2] = {set, uid};
+    redisReply *reply = ds__redis_eval(redis, &erase_script, 1, 1, args, NULL,
+                                       err);
+    ds__free(set);
+    if (!reply)
+        return err ? err->code : DS_ERR_REDIS;
+    ds_status st = DS_OK;
+    if (reply->type != REDIS_REPLY_INTEGER)
+        st = ds__redis_unexpected(reply, "ds_redis_erase_user", err);
+    else if (keys_removed)
+        *keys_removed = reply->integer;
+    freeReplyObject(reply);
+    return st;
+}
+
+/* ---- dedicated connections ------------------------------------------------------ */
+
+ds_status ds__redis_conn_open(ds_redis *r, ds__rconn **out, ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, r, "redis is NULL");
+    ds_status st = ds__rconn_connect(r, out, err);
+    atomic_fetch_add(st == DS_OK ? &r->connects : &r->connect_failures, 1);
+    return st;
+}
+
+/* ---- open / close ------------------------------------------------------------ */
+
+static void free_handle(ds_redis *r) {
+    ds__redis_url_clear(&r->url);
+    if (r->ssl_ctx)
+        SSL_CTX_free(r->ssl_ctx);
+    ds__free(r->prefix);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->mu);
+    ds__free(r);
+}
+
+DS_EXPORT ds_status ds_redis_open(const ds_config *cfg, ds_redis **out,
+                                  ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, cfg, "cfg is NULL");
+    ds_status st = ds__ensure_init(err);
+    if (st != DS_OK)
+        return st;
+    if (!cfg->redis_url)
+        return ds__error_set(err, DS_ERR_CONFIG,
+                             "REDIS_URL: not set (redis://[user:password@]"
+                             "host:port/db or rediss:// for TLS)");
+    ds_redis *r = ds__calloc(1, sizeof *r);
+    if (!r)
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&r->commands, 0);
+    atomic_init(&r->errors, 0);
+    atomic_init(&r->connects, 0);
+    atomic_init(&r->connect_failures, 0);
+    atomic_init(&r->stale_replaced, 0);
+    r->max = (int)cfg->redis_pool_size;
+    r->connect_timeout_ms = (int)cfg->redis_connect_timeout_ms;
+    r->command_timeout_ms = (int)cfg->redis_command_timeout_ms;
+    r->retry_ms = (int)cfg->redis_retry_ms;
+    r->prefix = ds__strdup(cfg->redis_prefix ? cfg->redis_prefix : "");
+    if (!r->prefix) {
+        free_handle(r);
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+    }
+    r->prefix_len = strlen(r->prefix);
+    st = ds__redis_url_parse(cfg->redis_url, "REDIS_URL", &r->url, err);
+    if (st != DS_OK) {
+        free_handle(r);
+        return st;
+    }
+    if (r->url.unix_socket)
+        snprintf(r->label, sizeof r->label, "%s", r->url.path);
+    else if (strchr(r->url.host, ':'))
+        snprintf(r->label, sizeof r->label, "[%s]:%d", r->url.host,
+                 r->url.port);
+    else
+        snprintf(r->label, sizeof r->label, "%s:%d", r->url.host, r->url.port);
+    if (r->url.tls) {
+        st = ds__redis_tls_context(cfg->redis_tls_ca, &r->ssl_ctx, err);
+        if (st != DS_OK) {
+            free_handle(r);
+            return st;
+        }
+    }
+    /* One connection now: a wrong URL, password or CA shows at start-up. */
+    ds__rconn *c;
+    st = ds__rconn_connect(r, &c, err);
+    if (st != DS_OK) {
+        free_handle(r);
+        return st;
+    }
+    atomic_fetch_add(&r->connects, 1);
+    r->total = 1;
+    push_idle(r, c);
+    *out = r;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_redis_open_url(const char *url, ds_redis **out,
+                                      ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, url, "url is NULL");
+    ds_config *cfg;
+    ds_status st = ds_config_new(&cfg, err);
+    if (st != DS_OK)
+        return st;
+    st = ds_config_set(cfg, "redis_url", url, err);
+    if (st == DS_OK)
+        st = ds_redis_open(cfg, out, err);
+    ds_config_free(cfg);
+    return st;
+}
+
+DS_EXPORT void ds_redis_close(ds_redis *redis) {
+    if (!redis)
+        return;
+    pthread_mutex_lock(&redis->mu);
+    redis->closing = true;
+    ds__rconn *idle = redis->idle;
+    redis->idle = NULL;
+    redis->idle_n = 0;
+    pthread_cond_broadcast(&redis->cond);
+    pthread_mutex_unlock(&redis->mu);
+    while (idle) {
+        ds__rconn *next = idle->next;
+        ds__rconn_close(idle);
+        idle = next;
+    }
+    free_handle(redis);
+}
+
+DS_EXPORT ds_status ds_redis_ping(ds_redis *redis, ds_error *err) {
+    DS_CHECK_ARG(err, redis, "redis is NULL");
+    redisReply *reply = ds__redis_command(redis, err, "PING");
+    if (!reply)
+        return err ? err->code : DS_ERR_REDIS;
+    ds_status st = DS_OK;
+    if (reply->type != REDIS_REPLY_STATUS || strcmp(reply->str, "PONG") != 0)
+        st = ds__redis_unexpected(reply, "PING", err);
+    freeReplyObject(reply);
+    return st;
+}
+
+DS_EXPORT ds_status ds_redis_stats_get(ds_redis *redis, ds_redis_stats *out,
+                                       ds_error *err) {
+    DS_CHECK_ARG(err, redis, "redis is NULL");
+    DS_CHECK_ARG(err, out, "out is NULL");
+    memset(out, 0, sizeof *out);
+    out->commands = atomic_load(&redis->commands);
+    out->errors = atomic_load(&redis->errors);
+    out->connects = atomic_load(&redis->connects);
+    out->connect_failures = atomic_load(&redis->connect_failures);
+    out->stale_replaced = atomic_load(&redis->stale_replaced);
+    pthread_mutex_lock(&redis->mu);
+    out->connections = redis->total;
+    out->idle = redis->idle_n;
+    pthread_mutex_unlock(&redis->mu);
+    return DS_OK;
+}
+
+DS_EXPORT bool ds_redis_is_tls(const ds_redis *redis) {
+    return redis && redis->url.tls;
+}
