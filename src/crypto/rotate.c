@@ -1,0 +1,411 @@
+/*
+ * ds_crypto_rotate(): re-encrypts the service-connection tokens that are not
+ * under the active key, in short transactions.
+ *
+ * Each batch locks up to batch_size stale rows with FOR UPDATE SKIP LOCKED
+ * (a row a writer holds is skipped, never waited for), decrypts both
+ * envelopes with the ring, encrypts them again under the active key and
+ * writes the whole batch back with one UPDATE ... FROM unnest(arrays). A
+ * pass walks the table by id; when rows remain afterwards (held by writers
+ * during the pass, or written by a process still running with an older
+ * ring), a few more passes follow.
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto/crypto_internal.h"
+#include "pool/stmt.h"
+
+#define DS_OID_BYTEA_ARRAY 1001
+#define ROTATE_DEFAULT_BATCH 200
+#define ROTATE_MAX_BATCH 10000
+#define ROTATE_EXTRA_PASSES 4
+
+enum { STMT_SELECT, STMT_UPDATE, STMT_REMAINING };
+
+static const ds__stmt_def stmts[] = {
+    [STMT_SELECT] = {
+        .name = "crypto.rotate_select_batch",
+        .sql = "SELECT id, user_id, provider, external_account_id, "
+               "access_token_enc, refresh_token_enc "
+               "FROM service_connections "
+               "WHERE key_id <> $1 AND id > $2 "
+               "ORDER BY id LIMIT $3 "
+               "FOR UPDATE SKIP LOCKED",
+        .nparams = 3,
+        .param_types = {DS_OID_TEXT, DS_OID_INT8, DS_OID_INT4},
+        .ncols = 6,
+        .col_types = {DS_OID_INT8, DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT,
+                      DS_OID_BYTEA, DS_OID_BYTEA},
+    },
+    [STMT_UPDATE] = {
+        .name = "crypto.rotate_update_batch",
+        .sql = "UPDATE service_connections AS s "
+               "SET access_token_enc = u.access_token_enc, "
+               "refresh_token_enc = u.refresh_token_enc, key_id = $1 "
+               "FROM unnest($2::int8[], $3::bytea[], $4::bytea[]) "
+               "AS u(id, access_token_enc, refresh_token_enc) "
+               "WHERE s.id = u.id",
+        .nparams = 4,
+        .param_types = {DS_OID_TEXT, DS_OID_INT8_ARRAY, DS_OID_BYTEA_ARRAY,
+                        DS_OID_BYTEA_ARRAY},
+        .ncols = -1,
+    },
+    [STMT_REMAINING] = {
+        .name = "crypto.rotate_remaining",
+        .sql = "SELECT count(*) FROM service_connections WHERE key_id <> $1",
+        .nparams = 1,
+        .param_types = {DS_OID_TEXT},
+        .ncols = 1,
+        .col_types = {DS_OID_INT8},
+    },
+};
+
+size_t ds__stmts_crypto(const ds__stmt_def **defs) {
+    *defs = stmts;
+    return sizeof stmts / sizeof stmts[0];
+}
+
+/* ---- binary arrays (PostgreSQL's array_send format, one dimension) ---- */
+
+typedef struct bin_array {
+    char *buf;
+    size_t len, cap;
+} bin_array;
+
+static bool arr_reserve(bin_array *a, size_t more) {
+    if (a->len + more <= a->cap)
+        return true;
+    size_t cap = a->cap ? a->cap : 256;
+    while (cap < a->len + more)
+        cap *= 2;
+    char *p = ds__realloc(a->buf, cap);
+    if (!p)
+        return false;
+    a->buf = p;
+    a->cap = cap;
+    return true;
+}
+
+static bool arr_begin(bin_array *a, Oid elem, int n, bool has_null) {
+    if (!arr_reserve(a, 20))
+        return false;
+    ds__put_be32(a->buf, 1);
+    ds__put_be32(a->buf + 4, has_null ? 1 : 0);
+    ds__put_be32(a->buf + 8, elem);
+    ds__put_be32(a->buf + 12, (uint32_t)n);
+    ds__put_be32(a->buf + 16, 1);
+    a->len = 20;
+    return true;
+}
+
+/* NULL `p` appends an SQL NULL. */
+static bool arr_add(bin_array *a, const void *p, size_t n) {
+    if (!arr_reserve(a, 4 + (p ? n : 0)))
+        return false;
+    ds__put_be32(a->buf + a->len, p ? (uint32_t)n : UINT32_MAX);
+    a->len += 4;
+    if (p) {
+        memcpy(a->buf + a->len, p, n);
+        a->len += n;
+    }
+    return true;
+}
+
+static void arr_free(bin_array *a) {
+    ds__free(a->buf);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---- one batch ------------------------------------------------------------ */
+
+typedef struct batch {
+    ds_crypto *crypto;
+    int limit;
+    int64_t after;
+    /* results of the committed attempt */
+    int nrows;
+    int rotated;
+    int64_t last_id;
+    int64_t *failed_ids;
+    int nfailed;
+} batch;
+
+typedef struct new_row {
+    int64_t id;
+    uint8_t *access, *refresh;
+    size_t access_len, refresh_len;
+} new_row;
+
+/* Decrypts one envelope cell for its place and encrypts it under the active
+ * key. A NULL cell stays NULL. */
+static ds_status reseal(ds_crypto *crypto, const PGresult *r, int row, int col,
+                        const ds_crypto_context *ctx, uint8_t **out,
+                        size_t *out_len, ds_error *err) {
+    *out = NULL;
+    *out_len = 0;
+    if (PQgetisnull(r, row, col))
+        return DS_OK;
+    ds_secret *plain;
+    ds_status st = ds_crypto_decrypt(
+        crypto, ctx, (const uint8_t *)PQgetvalue(r, row, col),
+        (size_t)PQgetlength(r, row, col), &plain, err);
+    if (st != DS_OK)
+        return st;
+    st = ds_crypto_encrypt(crypto, ctx, ds_secret_data(plain),
+                           ds_secret_len(plain), out, out_len, err);
+    ds_secret_free(plain);
+    return st;
+}
+
+static ds_status run_batch(ds_conn *conn, void *ud, ds_error *err) {
+    batch *b = ud;
+    b->nrows = b->rotated = b->nfailed = 0;
+    b->last_id = b->after;
+
+    const char *kid = ds_crypto_active_key_id(b->crypto);
+    char after_be[8], limit_be[4];
+    ds__put_be64(after_be, (uint64_t)b->after);
+    ds__put_be32(limit_be, (uint32_t)b->limit);
+    const char *values[] = {kid, after_be, limit_be};
+    int lengths[] = {(int)strlen(kid), 8, 4};
+    int formats[] = {1, 1, 1};
+    PGresult *r = ds__stmt_exec(conn, &stmts[STMT_SELECT], values, lengths,
+                                formats, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    int n = PQntuples(r);
+    b->nrows = n;
+    ds_status st = DS_OK;
+    new_row *rows = n ? ds__calloc((size_t)n, sizeof *rows) : NULL;
+    if (n && !rows) {
+        PQclear(r);
+        return ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_rotate: out of memory");
+    }
+    int nnew = 0;
+    char scope[1600];
+    for (int i = 0; i < n && st == DS_OK; i++) {
+        int64_t id = (int64_t)ds__get_be64(PQgetvalue(r, i, 0));
+        int64_t user_id = (int64_t)ds__get_be64(PQgetvalue(r, i, 1));
+        b->last_id = id;
+        snprintf(scope, sizeof scope, "%s/%s", PQgetvalue(r, i, 2),
+                 PQgetvalue(r, i, 3));
+        ds_crypto_context ctx = {"service_connections", "access_token", user_id,
+                                 scope};
+        new_row *nr = &rows[nnew];
+        nr->id = id;
+        ds_error cell_err = {0};
+        ds_status cs = reseal(b->crypto, r, i, 4, &ctx, &nr->access,
+                              &nr->access_len, &cell_err);
+        if (cs == DS_OK) {
+            ctx.field = "refresh_token";
+            cs = reseal(b->crypto, r, i, 5, &ctx, &nr->refresh,
+                        &nr->refresh_len, &cell_err);
+        }
+        if (cs == DS_OK) {
+            nnew++;
+        } else if (cs == DS_ERR_CRYPTO) {
+            ds__free(nr->access);
+            ds__free(nr->refresh);
+            memset(nr, 0, sizeof *nr);
+            ds__log(DS_LOG_WARN, "crypto",
+                    "rotate: service_connections id %lld does not decrypt "
+                    "with this key ring; left unchanged",
+                    (long long)id);
+            b->failed_ids[b->nfailed++] = id;
+        } else {
+            ds__free(nr->access);
+            ds__free(nr->refresh);
+            memset(nr, 0, sizeof *nr);
+            if (err)
+                *err = cell_err;
+            st = cs;
+        }
+    }
+    PQclear(r);
+
+    if (st == DS_OK && nnew > 0) {
+        bin_array ids = {0}, acc = {0}, ref = {0};
+        bool acc_null = false, ref_null = false;
+        for (int i = 0; i < nnew; i++) {
+            acc_null |= rows[i].access == NULL;
+            ref_null |= rows[i].refresh == NULL;
+        }
+        bool ok = arr_begin(&ids, DS_OID_INT8, nnew, false) &&
+                  arr_begin(&acc, DS_OID_BYTEA, nnew, acc_null) &&
+                  arr_begin(&ref, DS_OID_BYTEA, nnew, ref_null);
+        for (int i = 0; ok && i < nnew; i++) {
+            char be[8];
+            ds__put_be64(be, (uint64_t)rows[i].id);
+            ok = arr_add(&ids, be, 8) &&
+                 arr_add(&acc, rows[i].access, rows[i].access_len) &&
+                 arr_add(&ref, rows[i].refresh, rows[i].refresh_len);
+        }
+        if (!ok || ids.len > INT32_MAX || acc.len > INT32_MAX ||
+            ref.len > INT32_MAX) {
+            st = ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_rotate: out of memory");
+        } else {
+            const char *uv[] = {kid, ids.buf, acc.buf, ref.buf};
+            int ul[] = {(int)strlen(kid), (int)ids.len, (int)acc.len,
+                        (int)ref.len};
+            int uf[] = {1, 1, 1, 1};
+            PGresult *u = ds__stmt_exec(conn, &stmts[STMT_UPDATE], uv, ul, uf, err);
+            if (!u)
+                st = err ? err->code : DS_ERR_DB;
+            else
+                b->rotated = (int)strtol(PQcmdTuples(u), NULL, 10);
+            PQclear(u);
+        }
+        arr_free(&ids);
+        arr_free(&acc);
+        arr_free(&ref);
+    }
+    for (int i = 0; i < nnew; i++) {
+        ds__free(rows[i].access);
+        ds__free(rows[i].refresh);
+    }
+    ds__free(rows);
+    return st;
+}
+
+/* ---- the passes ------------------------------------------------------------- */
+
+typedef struct id_set {
+    int64_t *ids;
+    size_t n, cap;
+} id_set;
+
+static bool id_set_has(const id_set *s, int64_t id) {
+    for (size_t i = 0; i < s->n; i++)
+        if (s->ids[i] == id)
+            return true;
+    return false;
+}
+
+static bool id_set_add(id_set *s, int64_t id) {
+    if (id_set_has(s, id))
+        return true;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        int64_t *p = ds__reallocarray(s->ids, cap, sizeof *p);
+        if (!p)
+            return false;
+        s->ids = p;
+        s->cap = cap;
+    }
+    s->ids[s->n++] = id;
+    return true;
+}
+
+static ds_status count_remaining(ds_pool *pool, const char *kid,
+                                 int64_t *remaining, ds_error *err) {
+    ds_conn *conn;
+    ds_status st = ds_pool_acquire(pool, &conn, err);
+    if (st != DS_OK)
+        return st;
+    const char *values[] = {kid};
+    int lengths[] = {(int)strlen(kid)};
+    int formats[] = {1};
+    PGresult *r = ds__stmt_exec(conn, &stmts[STMT_REMAINING], values, lengths,
+                                formats, err);
+    if (r) {
+        *remaining = (int64_t)ds__get_be64(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    } else {
+        st = err ? err->code : DS_ERR_DB;
+    }
+    ds_pool_release(conn);
+    return st;
+}
+
+DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
+                                     const ds_crypto_rotate_options *opts,
+                                     ds_crypto_rotate_stats *stats,
+                                     ds_error *err) {
+    ds_crypto_rotate_stats local;
+    if (!stats)
+        stats = &local;
+    memset(stats, 0, sizeof *stats);
+    DS_CHECK_ARG(err, crypto != NULL, "crypto is NULL");
+    DS_CHECK_ARG(err, pool != NULL, "pool is NULL");
+    int batch_size = ROTATE_DEFAULT_BATCH;
+    int64_t max_rows = 0;
+    int pause_ms = 0;
+    if (opts) {
+        DS_CHECK_ARG(err, opts->batch_size >= 0 && opts->batch_size <= ROTATE_MAX_BATCH,
+                     "batch_size must be 0 (default) to 10000");
+        DS_CHECK_ARG(err, opts->max_rows >= 0, "max_rows must be >= 0");
+        DS_CHECK_ARG(err, opts->pause_ms >= 0 && opts->pause_ms <= 60000,
+                     "pause_ms must be 0 to 60000");
+        if (opts->batch_size)
+            batch_size = opts->batch_size;
+        max_rows = opts->max_rows;
+        pause_ms = opts->pause_ms;
+    }
+
+    const char *kid = ds_crypto_active_key_id(crypto);
+    batch b = {.crypto = crypto};
+    b.failed_ids = ds__calloc((size_t)batch_size, sizeof *b.failed_ids);
+    if (!b.failed_ids)
+        return ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_rotate: out of memory");
+    id_set failed = {0};
+    ds_status st = DS_OK;
+    int64_t done = 0;
+    bool limited = false;
+    for (int pass = 0; st == DS_OK && !limited; pass++) {
+        b.after = 0;
+        for (;;) {
+            b.limit = batch_size;
+            if (max_rows && max_rows - done < b.limit)
+                b.limit = (int)(max_rows - done);
+            st = ds_tx_run(pool, NULL, run_batch, &b, err);
+            if (st != DS_OK)
+                break;
+            stats->batches++;
+            stats->rotated += b.rotated;
+            done += b.nrows;
+            for (int i = 0; i < b.nfailed && st == DS_OK; i++)
+                if (!id_set_add(&failed, b.failed_ids[i]))
+                    st = ds__error_set(err, DS_ERR_NOMEM,
+                                       "ds_crypto_rotate: out of memory");
+            if (st != DS_OK || b.nrows < b.limit)
+                break;
+            b.after = b.last_id;
+            if (max_rows && done >= max_rows) {
+                limited = true;
+                break;
+            }
+            if (pause_ms)
+                ds__sleep_us((int64_t)pause_ms * 1000);
+        }
+        if (st != DS_OK)
+            break;
+        stats->failed = (int64_t)failed.n;
+        st = count_remaining(pool, kid, &stats->remaining, err);
+        if (st != DS_OK || limited || stats->remaining <= stats->failed ||
+            pass >= ROTATE_EXTRA_PASSES)
+            break;
+        /* Rows were held by writers (or written under an older key by a
+         * process not yet redeployed): back off, then another pass. */
+        ds__sleep_us(INT64_C(50000) << pass);
+    }
+    stats->failed = (int64_t)failed.n;
+    ds__free(failed.ids);
+    ds__free(b.failed_ids);
+    if (st != DS_OK)
+        return st;
+    ds__log(DS_LOG_INFO, "crypto",
+            "rotate to '%s': %lld rotated, %lld failed, %lld remaining, %lld "
+            "batches",
+            kid, (long long)stats->rotated, (long long)stats->failed,
+            (long long)stats->remaining, (long long)stats->batches);
+    if (stats->failed > 0)
+        return ds__error_set(err, DS_ERR_CRYPTO,
+                             "ds_crypto_rotate: %lld row(s) of service_connections "
+                             "do not decrypt with this key ring (their ids are "
+                             "logged); the other rows were rotated",
+                             (long long)stats->failed);
+    return DS_OK;
+}

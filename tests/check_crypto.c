@@ -1,0 +1,603 @@
+/* The token encryptor: key ring, envelope, every failure mode, rotation. */
+#define _GNU_SOURCE /* memmem */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "crypto/crypto_internal.h"
+#include "test_util.h"
+
+/* Fixed test keys (32 bytes each, base64). */
+#define K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+#define K3 "k3:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="
+/* k1's id with k2's key: the wrong key under a known id. */
+#define K1_WRONG "k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+
+static ds_crypto *ring(const char *spec) {
+    ds_crypto *c;
+    ds_error err = {0};
+    ds_status st = ds_crypto_open_keys(spec, &c, &err);
+    ck_assert_ds_ok(st, err);
+    return c;
+}
+
+static const ds_crypto_context place = {"service_connections", "access_token",
+                                        42, "google/1234"};
+
+static uint8_t *seal(ds_crypto *c, const ds_crypto_context *ctx,
+                     const char *text, size_t *len) {
+    uint8_t *env;
+    ds_error err = {0};
+    ds_status st = ds_crypto_encrypt(c, ctx, text, strlen(text), &env, len, &err);
+    ck_assert_ds_ok(st, err);
+    return env;
+}
+
+/* Asserts that `env` does not open for `ctx` with `c`: DS_ERR_CRYPTO, out
+ * NULL, and the one indistinct message. */
+static void assert_no_open(ds_crypto *c, const ds_crypto_context *ctx,
+                           const uint8_t *env, size_t len) {
+    ds_secret *out = (ds_secret *)1;
+    ds_error err = {0};
+    ds_status st = ds_crypto_decrypt(c, ctx, env, len, &out, &err);
+    ck_assert_ds_status(st, DS_ERR_CRYPTO, err);
+    ck_assert_ptr_null(out);
+    ck_assert_str_eq(err.message, "ds_crypto_decrypt: the envelope does not "
+                                  "open with this key ring for this place");
+}
+
+static void assert_opens_to(ds_crypto *c, const ds_crypto_context *ctx,
+                            const uint8_t *env, size_t len, const char *want) {
+    ds_secret *out;
+    ds_error err = {0};
+    ds_status st = ds_crypto_decrypt(c, ctx, env, len, &out, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(ds_secret_len(out), strlen(want));
+    ck_assert_str_eq(ds_secret_data(out), want);
+    ds_secret_free(out);
+}
+
+/* ---- round trips ------------------------------------------------------- */
+
+START_TEST(test_crypto_round_trip_lengths) {
+    ds_crypto *c = ring(K1);
+    ck_assert_str_eq(ds_crypto_active_key_id(c), "k1");
+    static const size_t lens[] = {0, 1, 15, 16, 17, 200, 4096, 70000};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        size_t n = lens[i];
+        uint8_t *plain = malloc(n + 1);
+        randombytes_buf(plain, n);
+        uint8_t *env;
+        size_t env_len;
+        ds_error err = {0};
+        ds_status st = ds_crypto_encrypt(c, &place, plain, n, &env, &env_len, &err);
+        ck_assert_ds_ok(st, err);
+        ck_assert_uint_eq(env_len, DS_CRYPTO_ENVELOPE_OVERHEAD(2) + n);
+        ck_assert_uint_eq(env[0], 1);
+        ck_assert_uint_eq(env[1], 2);
+        ck_assert_int_eq(memcmp(env + 2, "k1", 2), 0);
+        /* the plaintext does not appear in the envelope */
+        if (n >= 16)
+            ck_assert_ptr_null(memmem(env, env_len, plain, 16));
+        ds_secret *out;
+        st = ds_crypto_decrypt(c, &place, env, env_len, &out, &err);
+        ck_assert_ds_ok(st, err);
+        ck_assert_uint_eq(ds_secret_len(out), n);
+        ck_assert_int_eq(memcmp(ds_secret_data(out), plain, n), 0);
+        ck_assert_int_eq(ds_secret_data(out)[n], '\0');
+        ds_secret_free(out);
+        ds_free(env);
+        free(plain);
+    }
+    ds_crypto_close(c);
+}
+END_TEST
+
+START_TEST(test_crypto_round_trip_text_token) {
+    ds_crypto *c = ring(K1 "," K2);
+    const char *token = "ya29.a0AfH6SMBx-example-oauth-access-token_0123456789";
+    size_t len;
+    uint8_t *env = seal(c, &place, token, &len);
+    assert_opens_to(c, &place, env, len, token);
+    /* a NULL scope is a place of its own */
+    ds_crypto_context no_scope = place;
+    no_scope.scope = NULL;
+    size_t len2;
+    uint8_t *env2 = seal(c, &no_scope, token, &len2);
+    assert_opens_to(c, &no_scope, env2, len2, token);
+    ds_free(env);
+    ds_free(env2);
+    ds_crypto_close(c);
+}
+END_TEST
+
+START_TEST(test_crypto_nonce_is_fresh_each_time) {
+    ds_crypto *c = ring(K1);
+    size_t l1, l2;
+    uint8_t *a = seal(c, &place, "same token", &l1);
+    uint8_t *b = seal(c, &place, "same token", &l2);
+    ck_assert_uint_eq(l1, l2);
+    ck_assert_int_ne(memcmp(a, b, l1), 0);
+    /* the nonces differ (offset 4: after version, length and "k1") */
+    ck_assert_int_ne(memcmp(a + 4, b + 4, 24), 0);
+    ds_free(a);
+    ds_free(b);
+    ds_crypto_close(c);
+}
+END_TEST
+
+START_TEST(test_crypto_open_from_config) {
+    ds_config *cfg;
+    ds_error err = {0};
+    ds_status st = ds_config_new(&cfg, &err);
+    ck_assert_ds_ok(st, err);
+    ds_crypto *c = (ds_crypto *)1;
+    st = ds_crypto_open(cfg, &c, &err);
+    ck_assert_ds_status(st, DS_ERR_CONFIG, err);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(err.message, "DS_TOKEN_KEYS"));
+    st = ds_config_set(cfg, "DS_TOKEN_KEYS", K2 "," K1, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_crypto_open(cfg, &c, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(ds_crypto_active_key_id(c), "k2");
+    ck_assert(ds_crypto_has_key(c, "k1"));
+    ck_assert(ds_crypto_has_key(c, "k2"));
+    ck_assert(!ds_crypto_has_key(c, "k3"));
+    ck_assert(!ds_crypto_has_key(c, NULL));
+    ck_assert_uint_eq(ds__crypto_key_count(c), 2);
+    ds_crypto_close(c);
+    ds_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_crypto_open_rejects_bad_rings_without_echoing_keys) {
+    static const char *const bad[] = {
+        "",
+        "k1",
+        ":AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==", /* 31 bytes */
+        "k1:not-base64!!",
+        "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=",
+        "k 1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ds_crypto *c = (ds_crypto *)1;
+        ds_error err = {0};
+        ds_status st = ds_crypto_open_keys(bad[i], &c, &err);
+        ck_assert_msg(st == DS_ERR_CONFIG, "spec %zu: %s", i, ds_status_str(st));
+        ck_assert_ptr_null(c);
+        ck_assert_ptr_null(strstr(err.message, "AAECAwQF"));
+        ck_assert_ptr_null(strstr(err.message, "ICEiIyQl"));
+    }
+}
+END_TEST
+
+START_TEST(test_crypto_any_ring_key_decrypts) {
+    ds_crypto *old = ring(K1);
+    ds_crypto *rotated = ring(K2 "," K1);
+    size_t l1, l2;
+    uint8_t *under_k1 = seal(old, &place, "token one", &l1);
+    uint8_t *under_k2 = seal(rotated, &place, "token two", &l2);
+    char kid[DS_KID_MAX + 1];
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_crypto_envelope_key_id(under_k1, l1, kid, sizeof kid, &err), err);
+    ck_assert_str_eq(kid, "k1");
+    ck_assert_ds_ok(ds_crypto_envelope_key_id(under_k2, l2, kid, sizeof kid, &err), err);
+    ck_assert_str_eq(kid, "k2");
+    assert_opens_to(rotated, &place, under_k1, l1, "token one");
+    assert_opens_to(rotated, &place, under_k2, l2, "token two");
+    /* the old ring does not know k2 */
+    assert_no_open(old, &place, under_k2, l2);
+    ds_free(under_k1);
+    ds_free(under_k2);
+    ds_crypto_close(old);
+    ds_crypto_close(rotated);
+}
+END_TEST
+
+/* ---- failures ------------------------------------------------------------ */
+
+START_TEST(test_crypto_wrong_key_fails) {
+    ds_crypto *right = ring(K1);
+    ds_crypto *wrong = ring(K1_WRONG);
+    size_t len;
+    uint8_t *env = seal(right, &place, "secret token", &len);
+    assert_no_open(wrong, &place, env, len);
+    ds_free(env);
+    ds_crypto_close(right);
+    ds_crypto_close(wrong);
+}
+END_TEST
+
+START_TEST(test_crypto_unknown_key_id_fails) {
+    ds_crypto *a = ring(K3);
+    ds_crypto *b = ring(K1 "," K2);
+    size_t len;
+    uint8_t *env = seal(a, &place, "secret token", &len);
+    assert_no_open(b, &place, env, len);
+    ds_free(env);
+    ds_crypto_close(a);
+    ds_crypto_close(b);
+}
+END_TEST
+
+START_TEST(test_crypto_every_byte_tampered_fails) {
+    ds_crypto *c = ring(K1);
+    size_t len;
+    uint8_t *env = seal(c, &place, "a 200-byte-ish token would do; this one is shorter", &len);
+    static const uint8_t flips[] = {0x01, 0x80, 0xff};
+    for (size_t i = 0; i < len; i++)
+        for (size_t f = 0; f < sizeof flips; f++) {
+            env[i] ^= flips[f];
+            assert_no_open(c, &place, env, len);
+            env[i] ^= flips[f];
+        }
+    /* and the untouched envelope still opens */
+    assert_opens_to(c, &place, env, len,
+                    "a 200-byte-ish token would do; this one is shorter");
+    ds_free(env);
+    ds_crypto_close(c);
+}
+END_TEST
+
+START_TEST(test_crypto_truncated_extended_and_empty_fail) {
+    ds_crypto *c = ring(K1);
+    size_t len;
+    uint8_t *env = seal(c, &place, "token", &len);
+    for (size_t n = 0; n < len; n++)
+        assert_no_open(c, &place, env, n);
+    uint8_t *longer = malloc(len + 1);
+    memcpy(longer, env, len);
+    longer[len] = 0;
+    assert_no_open(c, &place, longer, len + 1);
+    assert_no_open(c, &place, NULL, 0);
+    assert_no_open(c, &place, (const uint8_t *)"", 0);
+    char kid[8];
+    ds_error err = {0};
+    ck_assert_int_eq(ds_crypto_envelope_key_id(env, 10, kid, sizeof kid, &err),
+                     DS_ERR_CRYPTO);
+    ck_assert_int_eq(ds_crypto_envelope_key_id(NULL, 0, kid, sizeof kid, &err),
+                     DS_ERR_CRYPTO);
+    free(longer);
+    ds_free(env);
+    ds_crypto_close(c);
+}
+END_TEST
+
+START_TEST(test_crypto_wrong_place_fails) {
+    ds_crypto *c = ring(K1);
+    size_t len;
+    uint8_t *env = seal(c, &place, "token", &len);
+    ds_crypto_context other;
+    other = place; other.table = "service_connection";
+    assert_no_open(c, &other, env, len);
+    other = place; other.field = "refresh_token";
+    assert_no_open(c, &other, env, len);
+    other = place; other.owner_id = 43;
+    assert_no_open(c, &other, env, len);
+    other = place; other.owner_id = -42;
+    assert_no_open(c, &other, env, len);
+    other = place; other.scope = "google/12345";
+    assert_no_open(c, &other, env, len);
+    other = place; other.scope = NULL;
+    assert_no_open(c, &other, env, len);
+    ds_free(env);
+
+    /* NULL and "" scopes are different places */
+    ds_crypto_context empty_scope = place;
+    empty_scope.scope = "";
+    env = seal(c, &empty_scope, "token", &len);
+    other = place; other.scope = NULL;
+    assert_no_open(c, &other, env, len);
+    assert_opens_to(c, &empty_scope, env, len, "token");
+    ds_free(env);
+
+    /* no concatenation is ambiguous: ("ab","c") is not ("a","bc") */
+    ds_crypto_context ab_c = {"ab", "c", 1, "x"}, a_bc = {"a", "bc", 1, "x"};
+    env = seal(c, &ab_c, "token", &len);
+    assert_no_open(c, &a_bc, env, len);
+    ds_crypto_context c_s = {"t", "f", 1, "sx"}, cs_ = {"t", "fs", 1, "x"};
+    ds_free(env);
+    env = seal(c, &c_s, "token", &len);
+    assert_no_open(c, &cs_, env, len);
+    ds_free(env);
+    ds_crypto_close(c);
+}
+END_TEST
+
+START_TEST(test_crypto_header_is_authenticated) {
+    /* Re-labelling an envelope with another key id of the same ring (whose
+     * key is identical here) must fail: the header is in the AD. */
+    ds_crypto *c = ring("a1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,"
+                        "a2:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+    size_t len;
+    uint8_t *env = seal(c, &place, "token", &len);
+    ck_assert_int_eq(env[3], '1');
+    env[3] = '2';
+    assert_no_open(c, &place, env, len);
+    env[3] = '1';
+    assert_opens_to(c, &place, env, len, "token");
+    ds_free(env);
+    ds_crypto_close(c);
+}
+END_TEST
+
+/* ---- key memory ---------------------------------------------------------- */
+
+static void on_fault(int sig) {
+    (void)sig;
+    _exit(77);
+}
+
+START_TEST(test_crypto_keys_unreadable_when_idle) {
+    ds_crypto *c = ring(K1);
+    ck_assert(!ds__crypto_keys_readable(c));
+    size_t len;
+    uint8_t *env = seal(c, &place, "token", &len);
+    ck_assert(ds__crypto_keys_readable(c)); /* hot: left readable */
+    for (int i = 0; i < 40 && ds__crypto_keys_readable(c); i++)
+        usleep(100 * 1000);
+    ck_assert(!ds__crypto_keys_readable(c));
+    /* Reading the key memory now faults: prove it in a child. */
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* our own handler, ahead of any sanitizer's */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_fault;
+        sigaction(SIGSEGV, &sa, NULL);
+        sigaction(SIGBUS, &sa, NULL);
+        volatile unsigned char b = ds__crypto_key_memory(c)[0];
+        (void)b;
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 77,
+                  "reading locked key memory did not fault");
+    /* and the ring unlocks again on use */
+    assert_opens_to(c, &place, env, len, "token");
+    ds_free(env);
+    ds_crypto_close(c);
+}
+END_TEST
+
+typedef struct {
+    ds_crypto *c;
+    int iterations;
+    int failures;
+} worker_arg;
+
+static void *worker_main(void *p) {
+    worker_arg *a = p;
+    char text[64];
+    for (int i = 0; i < a->iterations; i++) {
+        snprintf(text, sizeof text, "token-%p-%d", (void *)a, i);
+        ds_crypto_context ctx = place;
+        ctx.owner_id = i;
+        uint8_t *env;
+        size_t len;
+        ds_secret *out;
+        if (ds_crypto_encrypt(a->c, &ctx, text, strlen(text), &env, &len, NULL) != DS_OK) {
+            a->failures++;
+            continue;
+        }
+        if (ds_crypto_decrypt(a->c, &ctx, env, len, &out, NULL) != DS_OK ||
+            strcmp(ds_secret_data(out), text) != 0)
+            a->failures++;
+        ds_secret_free(out);
+        ds_free(env);
+        if (i % 500 == 0)
+            usleep(1000);
+    }
+    return NULL;
+}
+
+START_TEST(test_crypto_shared_between_threads) {
+    ds_crypto *c = ring(K2 "," K1);
+    pthread_t t[8];
+    worker_arg args[8];
+    for (int i = 0; i < 8; i++) {
+        args[i] = (worker_arg){c, 3000, 0};
+        pthread_create(&t[i], NULL, worker_main, &args[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(args[i].failures, 0);
+    }
+    ds_crypto_close(c);
+}
+END_TEST
+
+/* ---- helpers -------------------------------------------------------------- */
+
+START_TEST(test_crypto_generate_key_makes_a_ring_entry) {
+    ds_secret *e1, *e2;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_crypto_generate_key("2025-06.a", &e1, &err), err);
+    ck_assert_ds_ok(ds_crypto_generate_key("old_1", &e2, &err), err);
+    ck_assert_int_eq(strncmp(ds_secret_data(e1), "2025-06.a:", 10), 0);
+    ck_assert_uint_eq(ds_secret_len(e1), 10 + 44);
+    char spec[256];
+    snprintf(spec, sizeof spec, "%s,%s", ds_secret_data(e1), ds_secret_data(e2));
+    ds_crypto *c = ring(spec);
+    sodium_memzero(spec, sizeof spec);
+    ck_assert_str_eq(ds_crypto_active_key_id(c), "2025-06.a");
+    size_t len;
+    uint8_t *env = seal(c, &place, "t", &len);
+    assert_opens_to(c, &place, env, len, "t");
+    ds_free(env);
+    ds_crypto_close(c);
+    ds_secret_free(e1);
+    ds_secret_free(e2);
+    ds_secret *e = (ds_secret *)1;
+    ck_assert_int_eq(ds_crypto_generate_key("", &e, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(e);
+    ck_assert_int_eq(ds_crypto_generate_key("has:colon", &e, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_generate_key("x23456789012345678901234567890123", &e, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_generate_key(NULL, &e, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_generate_key("k", NULL, &err), DS_ERR_INVALID);
+}
+END_TEST
+
+START_TEST(test_crypto_scope_service_format) {
+    char buf[64];
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_crypto_scope_service("google", "1234", buf, sizeof buf, &err), err);
+    ck_assert_str_eq(buf, "google/1234");
+    ck_assert_int_eq(ds_crypto_scope_service("goo/gle", "1", buf, sizeof buf, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_scope_service("", "1", buf, sizeof buf, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_scope_service("g", "", buf, sizeof buf, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_scope_service("google", "1234", buf, 11, &err),
+                     DS_ERR_INVALID);
+    ck_assert_ds_ok(ds_crypto_scope_service("google", "1234", buf, 12, &err), err);
+    ck_assert_str_eq(buf, "google/1234");
+    ck_assert_int_eq(ds_crypto_scope_service("g", "1", NULL, 8, &err), DS_ERR_INVALID);
+}
+END_TEST
+
+START_TEST(test_crypto_out_of_memory_is_an_error) {
+    ds_crypto *c = ring(K1);
+    size_t len;
+    uint8_t *good = seal(c, &place, "token", &len);
+    ds_error err = {0};
+    for (long n = 1; n <= 3; n++) {
+        uint8_t *env = (uint8_t *)1;
+        size_t env_len = 1;
+        ds__test_fail_alloc_after(n);
+        ds_status st = ds_crypto_encrypt(c, &place, "token", 5, &env, &env_len, &err);
+        ds__test_fail_alloc_after(0);
+        if (st == DS_OK) {
+            ds_free(env);
+            break;
+        }
+        ck_assert_ds_status(st, DS_ERR_NOMEM, err);
+        ck_assert_ptr_null(env);
+        ck_assert_uint_eq(env_len, 0);
+    }
+    ds_secret *out = (ds_secret *)1;
+    ds__test_fail_alloc_after(1);
+    ds_status st = ds_crypto_decrypt(c, &place, good, len, &out, &err);
+    ds__test_fail_alloc_after(0);
+    ck_assert_ds_status(st, DS_ERR_NOMEM, err);
+    ck_assert_ptr_null(out);
+    /* a long place needs a heap buffer for its associated data */
+    char big[2000];
+    memset(big, 's', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    ds_crypto_context far = place;
+    far.scope = big;
+    ds__test_fail_alloc_after(2);
+    uint8_t *env = NULL;
+    size_t env_len;
+    st = ds_crypto_encrypt(c, &far, "token", 5, &env, &env_len, &err);
+    ds__test_fail_alloc_after(0);
+    ck_assert_ds_status(st, DS_ERR_NOMEM, err);
+    env = seal(c, &far, "token", &env_len);
+    assert_opens_to(c, &far, env, env_len, "token");
+    ds_free(env);
+    ds_free(good);
+    ds_crypto_close(c);
+}
+END_TEST
+
+START_TEST(test_crypto_errors_null_arguments) {
+    ds_crypto *c = ring(K1);
+    ds_error err = {0};
+    ds_crypto *o;
+    ck_assert_int_eq(ds_crypto_open(NULL, &o, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_open_keys(NULL, &o, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_open_keys(K1, NULL, &err), DS_ERR_INVALID);
+    uint8_t *env;
+    size_t len;
+    ck_assert_int_eq(ds_crypto_encrypt(NULL, &place, "x", 1, &env, &len, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_encrypt(c, NULL, "x", 1, &env, &len, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_encrypt(c, &place, NULL, 1, &env, &len, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_encrypt(c, &place, "x", 1, NULL, &len, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_encrypt(c, &place, "x", 1, &env, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_encrypt(c, &place, "x", DS_CRYPTO_MAX_PLAINTEXT + 1, &env,
+                                       &len, &err), DS_ERR_INVALID);
+    ds_crypto_context bad = place;
+    bad.table = NULL;
+    ck_assert_int_eq(ds_crypto_encrypt(c, &bad, "x", 1, &env, &len, &err), DS_ERR_INVALID);
+    bad = place;
+    bad.field = "";
+    ck_assert_int_eq(ds_crypto_encrypt(c, &bad, "x", 1, &env, &len, &err), DS_ERR_INVALID);
+    ds_secret *s;
+    ck_assert_int_eq(ds_crypto_decrypt(NULL, &place, (const uint8_t *)"x", 1, &s, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_decrypt(c, NULL, (const uint8_t *)"x", 1, &s, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_decrypt(c, &place, NULL, 5, &s, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_decrypt(c, &place, (const uint8_t *)"x", 1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_decrypt(c, &bad, (const uint8_t *)"x", 1, &s, &err), DS_ERR_INVALID);
+    char kid[4];
+    ck_assert_int_eq(ds_crypto_envelope_key_id((const uint8_t *)"x", 1, NULL, 4, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_envelope_key_id((const uint8_t *)"x", 1, kid, 0, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_envelope_key_id(NULL, 3, kid, sizeof kid, &err), DS_ERR_INVALID);
+    size_t elen;
+    ds_crypto *c3 = ring(K3);
+    uint8_t *e = seal(c3, &place, "x", &elen); /* "k3" needs 3 bytes */
+    ds_crypto_close(c3);
+    ck_assert_int_eq(ds_crypto_envelope_key_id(e, elen, kid, 2, &err), DS_ERR_INVALID);
+    ck_assert_ds_ok(ds_crypto_envelope_key_id(e, elen, kid, 3, &err), err);
+    ds_free(e);
+    ck_assert_int_eq(ds_crypto_rotate(NULL, NULL, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(ds_crypto_active_key_id(NULL));
+    ck_assert_ptr_null(ds_secret_data(NULL));
+    ck_assert_uint_eq(ds_secret_len(NULL), 0);
+    ds_secret_free(NULL);
+    ds_crypto_close(NULL);
+    ds_crypto_close(c);
+}
+END_TEST
+
+Suite *ds_test_crypto_suite(void) {
+    Suite *s = suite_create("crypto");
+    TCase *tc = tcase_create("round_trip");
+    tcase_add_test(tc, test_crypto_round_trip_lengths);
+    tcase_add_test(tc, test_crypto_round_trip_text_token);
+    tcase_add_test(tc, test_crypto_nonce_is_fresh_each_time);
+    tcase_add_test(tc, test_crypto_any_ring_key_decrypts);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("open");
+    tcase_add_test(tc, test_crypto_open_from_config);
+    tcase_add_test(tc, test_crypto_open_rejects_bad_rings_without_echoing_keys);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("failures");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_crypto_wrong_key_fails);
+    tcase_add_test(tc, test_crypto_unknown_key_id_fails);
+    tcase_add_test(tc, test_crypto_every_byte_tampered_fails);
+    tcase_add_test(tc, test_crypto_truncated_extended_and_empty_fail);
+    tcase_add_test(tc, test_crypto_wrong_place_fails);
+    tcase_add_test(tc, test_crypto_header_is_authenticated);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("key_memory");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_crypto_keys_unreadable_when_idle);
+    tcase_add_test(tc, test_crypto_shared_between_threads);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("helpers");
+    tcase_add_test(tc, test_crypto_generate_key_makes_a_ring_entry);
+    tcase_add_test(tc, test_crypto_scope_service_format);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("oom");
+    tcase_add_test(tc, test_crypto_out_of_memory_is_an_error);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errors");
+    tcase_add_test(tc, test_crypto_errors_null_arguments);
+    suite_add_tcase(s, tc);
+    return s;
+}
