@@ -59,7 +59,8 @@ LIB_CFLAGS := $(DS_CFLAGS) -fPIC -fvisibility=hidden -DDS_BUILDING_LIBRARY $(DEP
 # ---- sources --------------------------------------------------------------
 LIB_SRCS := $(filter-out src/cli/%,$(wildcard src/*/*.c))
 # Generated sources (embedded migrations) register themselves here.
-GEN_SRCS :=
+MIGRATION_FILES := $(sort $(wildcard sql/*.sql))
+GEN_SRCS := $(BUILD)/gen/migrations.c
 
 LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS) $(GEN_SRCS))
 SONAME := libdatastore.so.$(VERSION_MAJOR)
@@ -98,6 +99,12 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/obj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# sql/*.sql byte for byte into the library. Depending on the directory too
+# catches a file added or removed (the wildcard alone misses a removal).
+$(BUILD)/gen/migrations.c: $(MIGRATION_FILES) sql scripts/embed-sql
+	@mkdir -p $(@D)
+	./scripts/embed-sql $@ $(MIGRATION_FILES)
 
 $(SHLIB): $(LIB_OBJS) src/libdatastore.map
 	@mkdir -p $(@D)

@@ -303,7 +303,9 @@ START_TEST(test_redis_tls_bad_ca_file) {
                              &r, &err);
     ck_assert_ds_status(st, DS_ERR_CONFIG, err);
     ck_assert_ptr_nonnull(strstr(err.message, "DS_REDIS_TLS_CA"));
-    char path[] = "/tmp/dt_notaca_XXXXXX";
+    char path[256];
+    const char *base = dt_env_opt("TMPDIR");
+    snprintf(path, sizeof path, "%s/dt_notaca_XXXXXX", base ? base : P_tmpdir);
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(write(fd, "not a certificate\n", 18), 18);
@@ -550,7 +552,12 @@ END_TEST
 /* ---- unix sockets: a private redis-server ------------------------------------- */
 
 START_TEST(test_redis_unix_socket) {
-    char dir[] = "/tmp/dt_redis_unix_XXXXXX";
+    /* a short base: unix socket paths are limited to 107 bytes */
+    char dir[96];
+    const char *base = dt_env_opt("TMPDIR");
+    if (!base || strlen(base) > 60)
+        base = P_tmpdir;
+    snprintf(dir, sizeof dir, "%s/dt_redis_unix_XXXXXX", base);
     ck_assert_ptr_nonnull(mkdtemp(dir));
     chmod(dir, 0777);
     char sock[128];

@@ -1,6 +1,5 @@
 #include "test_util.h"
 
-#include <dirent.h>
 #include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -116,43 +115,15 @@ char *dt_create_db(const char *tag) {
     return dt_url_with_db(url, name);
 }
 
-/* Applies sql/NNNN_*.up.sql in order through plain libpq. */
-static int by_name(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
+/* The library's own runner with the migrations built into it: the tests
+ * run against exactly the schema a deployed library would create. */
 char *dt_migrated_db(const char *tag) {
     char *url = dt_create_db(tag);
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/sql", dt_env("DS_PROJECT_ROOT"));
-    DIR *d = opendir(dir);
-    ck_assert_msg(d != NULL, "cannot open %s", dir);
-    char *names[256];
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < 256) {
-        size_t len = strlen(e->d_name);
-        if (len > 7 && strcmp(e->d_name + len - 7, ".up.sql") == 0)
-            names[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)n, sizeof names[0], by_name);
-    for (int i = 0; i < n; i++) {
-        char path[2048];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        FILE *f = fopen(path, "rb");
-        ck_assert_ptr_nonnull(f);
-        fseek(f, 0, SEEK_END);
-        long size = ftell(f);
-        rewind(f);
-        char *sql = malloc((size_t)size + 1);
-        ck_assert_uint_eq(fread(sql, 1, (size_t)size, f), (size_t)size);
-        sql[size] = '\0';
-        fclose(f);
-        dt_sql(url, sql);
-        free(sql);
-        free(names[i]);
-    }
+    ds_pool *pool = dt_pool(url, 1, 1);
+    ds_error err = {0};
+    ds_status st = ds_migrate_up(pool, NULL, NULL, &err);
+    ds_pool_close(pool);
+    ck_assert_ds_ok(st, err);
     return url;
 }
 

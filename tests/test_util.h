@@ -41,7 +41,8 @@ char *dt_url_with_db(const char *url, const char *dbname);
 /* Creates a fresh, empty database named dt_<tag>_<pid>_<n> on the primary
  * and returns its URL (malloc'd). scripts/run-tests drops leftovers. */
 char *dt_create_db(const char *tag);
-/* dt_create_db() plus every migration applied (the platform schema).
+/* dt_create_db() plus every migration built into the library applied
+ * with ds_migrate_up() (the platform schema).
  * Returns the URL (malloc'd). */
 char *dt_migrated_db(const char *tag);
 /* Drops the database named by `url` (WITH (FORCE)). */

@@ -32,6 +32,10 @@
  *   redis_retry_ms           DS_REDIS_RETRY_MS           1000 (fail fast this
  *                                                        long after a failed
  *                                                        connect; 0 = never)
+ *   repo_max_message_bytes   DS_REPO_MAX_MESSAGE_BYTES   1000000 (message content)
+ *   repo_max_json_bytes      DS_REPO_MAX_JSON_BYTES      1048576 (one JSON value)
+ *   repo_max_page            DS_REPO_MAX_PAGE            1000 (rows per list call)
+ *   repo_max_batch           DS_REPO_MAX_BATCH           10000 (rows per batch call)
  *
  * A bad value gives DS_ERR_CONFIG with a message naming the environment
  * variable; the message never repeats a URL, password or key.

@@ -10,6 +10,7 @@
 #include "core.h"
 #include "config.h"
 #include "pool.h"
+#include "migrate.h"
 #include "sql.h"
 #include "crypto.h"
 #include "session.h"
@@ -18,5 +19,12 @@
 #include "ratelimit.h"
 #include "presence.h"
 #include "queue.h"
+#include "users.h"
+#include "conversations.h"
+#include "teams.h"
+#include "settings.h"
+#include "events.h"
+#include "connections.h"
+#include "gdpr.h"
 
 #endif /* DATASTORE_DATASTORE_H */

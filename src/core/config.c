@@ -78,6 +78,15 @@ static const setting settings[] = {
                 NULL),
     INT_SETTING("redis_retry_ms", "DS_REDIS_RETRY_MS", redis_retry_ms, 0,
                 3600000, 1000),
+    /* Repository input limits (the schema's CHECKs are the upper bounds). */
+    INT_SETTING("repo_max_message_bytes", "DS_REPO_MAX_MESSAGE_BYTES",
+                repo_max_message_bytes, 1, 1000000, 1000000),
+    INT_SETTING("repo_max_json_bytes", "DS_REPO_MAX_JSON_BYTES",
+                repo_max_json_bytes, 2, INT64_C(67108864), 1048576),
+    INT_SETTING("repo_max_page", "DS_REPO_MAX_PAGE", repo_max_page, 1, 100000,
+                1000),
+    INT_SETTING("repo_max_batch", "DS_REPO_MAX_BATCH", repo_max_batch, 1,
+                1000000, 10000),
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 

@@ -34,6 +34,10 @@ struct ds_config {
     int64_t redis_connect_timeout_ms;
     int64_t redis_command_timeout_ms;
     int64_t redis_retry_ms;
+    int64_t repo_max_message_bytes;
+    int64_t repo_max_json_bytes;
+    int64_t repo_max_page;
+    int64_t repo_max_batch;
     ds_after_connect_fn after_connect;
     void *after_connect_ud;
 };

@@ -90,6 +90,12 @@ struct ds_pool {
     int64_t idle_timeout_us;
     int64_t replica_retry_us;
     int tx_max_retries;
+    int migrate_lock_timeout_ms; /* default DDL lock_timeout of ds_migrate_* */
+    /* Repository input limits, copied from the config at open. */
+    int64_t repo_max_message_bytes;
+    int64_t repo_max_json_bytes;
+    int repo_max_page;
+    int repo_max_batch;
     bool pooler;
     char *application_name;
     ds_after_connect_fn after_connect;

@@ -19,7 +19,9 @@ typedef struct ds__stmt_def {
     int nparams;
     Oid param_types[DS_STMT_MAX_PARAMS]; /* what the C code binds          */
     int ncols;                           /* -1: returns no rows (command)  */
-    Oid col_types[DS_STMT_MAX_COLS];     /* what the C code decodes, in order */
+    Oid col_types[DS_STMT_MAX_COLS];     /* what the C code decodes, in order;
+                                            0 (as for params): not compared,
+                                            for types without a fixed OID */
 } ds__stmt_def;
 
 /*

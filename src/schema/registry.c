@@ -1,11 +1,23 @@
 /* Every module's statement table, for ds_schema_check(). A module that
  * runs SQL adds its ds__stmts_<module>() here. */
+#include "migrate/migrate_internal.h"
 #include "crypto/crypto_internal.h"
 #include "pool/stmt.h"
+#include "repo/repo_internal.h"
 #include "session/session_internal.h"
 
 const ds__stmt_table ds__stmt_registry[] = {
+    {"migrate", ds__stmts_migrate},
+    {"schema", ds__stmts_schema},
     {"crypto", ds__stmts_crypto},
     {"session", ds__stmts_session},
+    {"users", ds__stmts_users},
+    {"conversations", ds__stmts_conversations},
+    {"messages", ds__stmts_messages},
+    {"teams", ds__stmts_teams},
+    {"settings", ds__stmts_settings},
+    {"events", ds__stmts_events},
+    {"connections", ds__stmts_connections},
+    {"gdpr", ds__stmts_gdpr},
     {NULL, NULL},
 };

@@ -1,0 +1,612 @@
+/*
+ * bench_repo: the repositories against hand-written raw libpq doing the
+ * same SQL (prepared once per connection, binary results, decoded into
+ * heap rows with the JSON parsed, as an application would), interleaved.
+ *
+ *   get_user           ds_user_get vs the same SELECT               1, 8 threads
+ *   append_message     ds_message_append (insert + updated_at bump,
+ *                      one statement) vs the same statement         1, 8 threads
+ *   list_last_50       ds_message_list_page newest-first, 50 rows   1, 8 threads
+ *   append_vs_naive_tx ds_message_append vs BEGIN; INSERT; UPDATE;
+ *                      COMMIT (four round trips)                    1, 8 threads
+ *   append_batch_100   ds_message_append_batch of 100 vs a raw pipeline
+ *                      of the same 100 INSERTs + the bump in one
+ *                      transaction                                   1 thread
+ *   events_copy        ds_event_record_batch of 10,000 events (binary
+ *                      COPY) vs a raw text-format COPY of the same   1 thread
+ *
+ * Needs DATABASE_URL; applies the sql/ migrations when the schema is missing.
+ */
+#include <datastore/datastore.h>
+#include <dirent.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define PROGRAM "bench_repo"
+#define NUSERS 1000
+#define MAXT 8
+
+/* The statements the repositories run, copied verbatim (the baseline
+ * must do the same work). */
+#define USER_SQL                                                               \
+    "SELECT u.id, u.email, u.status, u.created_at, u.updated_at, "            \
+    "u.deleted_at, COALESCE(p.display_name, ''), COALESCE(p.locale, 'en'), "  \
+    "COALESCE(p.timezone, 'UTC'), COALESCE(p.preferences, '{}'), "            \
+    "COALESCE(p.updated_at, u.updated_at) FROM users u LEFT JOIN profiles p " \
+    "ON p.user_id = u.id WHERE u.id = $1 AND u.deleted_at IS NULL"
+#define APPEND_SQL                                                             \
+    "WITH ins AS (INSERT INTO messages (conversation_id, role, content, "     \
+    "metadata, idempotency_key) VALUES ($1, $2, $3, $4, $5) ON CONFLICT "     \
+    "(conversation_id, idempotency_key) DO UPDATE SET idempotency_key = "     \
+    "EXCLUDED.idempotency_key RETURNING id, conversation_id, role, content, " \
+    "metadata, idempotency_key, created_at, (xmax = 0) AS created), bump AS " \
+    "(UPDATE conversations SET updated_at = now() WHERE id = $1 AND EXISTS "  \
+    "(SELECT 1 FROM ins WHERE created) RETURNING 1) SELECT id, "              \
+    "conversation_id, role, content, metadata, idempotency_key, created_at, " \
+    "created FROM ins"
+#define LIST_SQL                                                               \
+    "SELECT m.id, m.conversation_id, m.role, m.content, m.metadata, "         \
+    "m.idempotency_key, m.created_at, false FROM conversations c LEFT JOIN "  \
+    "LATERAL (SELECT id, conversation_id, role, content, metadata, "          \
+    "idempotency_key, created_at FROM messages WHERE (conversation_id, id) < " \
+    "(c.id, $2) AND (conversation_id, id) > (c.id, $3) ORDER BY "            \
+    "conversation_id DESC, id DESC LIMIT $4) m ON true WHERE c.id = $1"
+#define NAIVE_INSERT_SQL                                                       \
+    "INSERT INTO messages (conversation_id, role, content, metadata, "        \
+    "idempotency_key) VALUES ($1, $2, $3, $4, $5) RETURNING id, "             \
+    "conversation_id, role, content, metadata, idempotency_key, created_at"
+#define BUMP_SQL "UPDATE conversations SET updated_at = now() WHERE id = $1"
+
+static ds_pool *pool;
+static int64_t user_ids[NUSERS];
+static int64_t conv_ids[MAXT];      /* one conversation per thread: appends */
+static int64_t list_conv;           /* 500 messages, read by list */
+static const char *content = "Sure, here is a short answer to your question "
+                             "about the weather in Lisbon tomorrow.";
+
+static void die(const char *what, const ds_error *err) {
+    fprintf(stderr, "bench_repo: %s: %s\n", what, err ? err->message : "");
+    exit(1);
+}
+
+typedef struct tctx {
+    int index;
+    uint64_t rng;
+    PGconn *pg;      /* raw side */
+    int64_t conv;
+} tctx;
+
+static uint64_t next_rand(tctx *t) {
+    t->rng ^= t->rng << 13;
+    t->rng ^= t->rng >> 7;
+    t->rng ^= t->rng << 17;
+    return t->rng;
+}
+
+/* ---- raw decode: what a hand-written application does with a row -------- */
+
+typedef struct raw_row {
+    int64_t id;
+    char **text;
+    json_t *json;
+} raw_row;
+
+static uint64_t be64(const char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | (unsigned char)p[i];
+    return v;
+}
+
+/* Copies the text columns of a row into one heap block and parses its
+ * JSON column (jsonb binary: a version byte, then text). */
+static void raw_decode(const PGresult *r, int row, const int *tcols, int nt,
+                       int jcol) {
+    size_t need = sizeof(raw_row) + sizeof(char *) * (size_t)nt;
+    for (int i = 0; i < nt; i++)
+        need += (size_t)PQgetlength(r, row, tcols[i]) + 1;
+    raw_row *rr = malloc(need);
+    rr->id = (int64_t)be64(PQgetvalue(r, row, 0));
+    rr->text = (char **)(rr + 1);
+    char *p = (char *)(rr->text + nt);
+    for (int i = 0; i < nt; i++) {
+        size_t n = (size_t)PQgetlength(r, row, tcols[i]);
+        memcpy(p, PQgetvalue(r, row, tcols[i]), n);
+        p[n] = '\0';
+        rr->text[i] = p;
+        p += n + 1;
+    }
+    rr->json = json_loadb(PQgetvalue(r, row, jcol) + 1,
+                          (size_t)PQgetlength(r, row, jcol) - 1, 0, NULL);
+    json_decref(rr->json);
+    free(rr);
+}
+
+static const int user_tcols[] = {1, 2, 6, 7, 8};
+static const int msg_tcols[] = {2, 3, 5};
+
+static bool raw_ok(PGresult *r, ExecStatusType want) {
+    if (PQresultStatus(r) == want)
+        return true;
+    fprintf(stderr, "raw: %s", PQresultErrorMessage(r));
+    return false;
+}
+
+/* ---- get_user ---------------------------------------------------------------- */
+
+static bool op_get_user(void *p) {
+    tctx *t = p;
+    ds_user *u;
+    ds_error err;
+    if (ds_user_get(pool, user_ids[next_rand(t) % NUSERS], &u, &err) != DS_OK) {
+        fprintf(stderr, "get: %s\n", err.message);
+        return false;
+    }
+    ds_user_free(u);
+    return true;
+}
+
+static bool raw_get_user(void *p) {
+    tctx *t = p;
+    char id[8];
+    uint64_t v = (uint64_t)user_ids[next_rand(t) % NUSERS];
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        id[i] = (char)(v & 0xff);
+    const char *vals[] = {id};
+    int lens[] = {8}, fmts[] = {1};
+    PGresult *r = PQexecPrepared(t->pg, "get_user", 1, vals, lens, fmts, 1);
+    bool ok = raw_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1;
+    if (ok)
+        raw_decode(r, 0, user_tcols, 5, 9);
+    PQclear(r);
+    return ok;
+}
+
+/* ---- append ------------------------------------------------------------------ */
+
+static bool op_append(void *p) {
+    tctx *t = p;
+    ds_message_new m = {DS_ROLE_ASSISTANT, content, 0, NULL, NULL};
+    ds_message *msg;
+    ds_error err;
+    if (ds_message_append(pool, t->conv, &m, &msg, &err) != DS_OK) {
+        fprintf(stderr, "append: %s\n", err.message);
+        return false;
+    }
+    ds_message_free(msg);
+    return true;
+}
+
+typedef struct append_params {
+    char conv[8];
+    const char *vals[5];
+    int lens[5], fmts[5];
+} append_params;
+
+static void fill_append(append_params *a, int64_t conv) {
+    uint64_t v = (uint64_t)conv;
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        a->conv[i] = (char)(v & 0xff);
+    a->vals[0] = a->conv;
+    a->lens[0] = 8;
+    a->vals[1] = "assistant";
+    a->lens[1] = 9;
+    a->vals[2] = content;
+    a->lens[2] = (int)strlen(content);
+    a->vals[3] = "\001{}";
+    a->lens[3] = 3;
+    a->vals[4] = NULL;
+    a->lens[4] = 0;
+    for (int i = 0; i < 5; i++)
+        a->fmts[i] = 1;
+}
+
+static bool raw_append(void *p) {
+    tctx *t = p;
+    append_params a;
+    fill_append(&a, t->conv);
+    PGresult *r = PQexecPrepared(t->pg, "append", 5, a.vals, a.lens, a.fmts, 1);
+    bool ok = raw_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 1;
+    if (ok)
+        raw_decode(r, 0, msg_tcols, 3, 4);
+    PQclear(r);
+    return ok;
+}
+
+/* BEGIN; INSERT ... RETURNING; UPDATE; COMMIT: four round trips. */
+static bool raw_naive_tx(void *p) {
+    tctx *t = p;
+    append_params a;
+    fill_append(&a, t->conv);
+    PGresult *r = PQexec(t->pg, "BEGIN");
+    bool ok = raw_ok(r, PGRES_COMMAND_OK);
+    PQclear(r);
+    r = PQexecPrepared(t->pg, "naive_insert", 5, a.vals, a.lens, a.fmts, 1);
+    ok = ok && raw_ok(r, PGRES_TUPLES_OK);
+    if (ok)
+        raw_decode(r, 0, msg_tcols, 3, 4);
+    PQclear(r);
+    r = PQexecPrepared(t->pg, "bump", 1, a.vals, a.lens, a.fmts, 1);
+    ok = ok && raw_ok(r, PGRES_COMMAND_OK);
+    PQclear(r);
+    r = PQexec(t->pg, "COMMIT");
+    ok = ok && raw_ok(r, PGRES_COMMAND_OK);
+    PQclear(r);
+    return ok;
+}
+
+/* ---- list_last_50 -------------------------------------------------------------- */
+
+static bool op_list(void *p) {
+    (void)p;
+    ds_message_list *list;
+    ds_error err;
+    if (ds_message_list_page(pool, list_conv, DS_NEWEST_FIRST, NULL, 50, &list,
+                             &err) != DS_OK) {
+        fprintf(stderr, "list: %s\n", err.message);
+        return false;
+    }
+    bool ok = list->count == 50;
+    ds_message_list_free(list);
+    return ok;
+}
+
+static bool raw_list(void *p) {
+    tctx *t = p;
+    char conv[8], before[8], after[8], limit[8];
+    uint64_t vs[4] = {(uint64_t)list_conv, (uint64_t)INT64_MAX, 0, 51};
+    char *bufs[4] = {conv, before, after, limit};
+    for (int k = 0; k < 4; k++) {
+        uint64_t v = vs[k];
+        for (int i = 7; i >= 0; i--, v >>= 8)
+            bufs[k][i] = (char)(v & 0xff);
+    }
+    const char *vals[] = {conv, before, after, limit};
+    int lens[] = {8, 8, 8, 8}, fmts[] = {1, 1, 1, 1};
+    PGresult *r = PQexecPrepared(t->pg, "list", 4, vals, lens, fmts, 1);
+    bool ok = raw_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 51;
+    for (int i = 0; ok && i < 50; i++)
+        raw_decode(r, i, msg_tcols, 3, 4);
+    PQclear(r);
+    return ok;
+}
+
+/* ---- batch append ---------------------------------------------------------------- */
+
+#define BATCH 100
+
+static bool op_batch(void *p) {
+    tctx *t = p;
+    ds_message_new m[BATCH];
+    for (int i = 0; i < BATCH; i++) {
+        m[i].role = i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER;
+        m[i].content = content;
+        m[i].content_len = 0;
+        m[i].metadata = NULL;
+        m[i].idempotency_key = NULL;
+    }
+    ds_message_list *out;
+    ds_error err;
+    if (ds_message_append_batch(pool, t->conv, m, BATCH, &out, &err) != DS_OK) {
+        fprintf(stderr, "batch: %s\n", err.message);
+        return false;
+    }
+    ds_message_list_free(out);
+    return true;
+}
+
+/* The same rows through libpq's pipeline: BEGIN, 100 prepared INSERTs,
+ * the bump and COMMIT in one round trip, every row decoded. */
+static bool raw_batch(void *p) {
+    tctx *t = p;
+    PGconn *c = t->pg;
+    append_params a;
+    fill_append(&a, t->conv);
+    if (!PQenterPipelineMode(c))
+        return false;
+    bool ok = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    for (int i = 0; ok && i < BATCH; i++) {
+        a.vals[1] = i % 2 ? "assistant" : "user";
+        a.lens[1] = i % 2 ? 9 : 4;
+        ok = PQsendQueryPrepared(c, "naive_insert", 5, a.vals, a.lens, a.fmts, 1);
+    }
+    ok = ok && PQsendQueryPrepared(c, "bump", 1, a.vals, a.lens, a.fmts, 1);
+    ok = ok && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+    ok = ok && PQpipelineSync(c);
+    int results = 0;
+    while (ok) {
+        PGresult *r = PQgetResult(c);
+        if (!r)
+            continue; /* end of one query's results */
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        if (st == PGRES_TUPLES_OK) {
+            raw_decode(r, 0, msg_tcols, 3, 4);
+            results++;
+        } else if (st != PGRES_COMMAND_OK) {
+            fprintf(stderr, "raw batch: %s", PQresultErrorMessage(r));
+            ok = false;
+        }
+        PQclear(r);
+    }
+    PQexitPipelineMode(c);
+    return ok && results == BATCH;
+}
+
+/* ---- events through COPY ------------------------------------------------------------ */
+
+#define EVENTS 10000
+static ds_event events[EVENTS];
+
+static bool op_copy(void *p) {
+    (void)p;
+    ds_error err;
+    if (ds_event_record_batch(pool, events, EVENTS, &err) != DS_OK) {
+        fprintf(stderr, "copy: %s\n", err.message);
+        return false;
+    }
+    return true;
+}
+
+static bool raw_copy(void *p) {
+    tctx *t = p;
+    PGresult *r = PQexec(t->pg, "COPY analytics_events (user_id, name, "
+                                "properties, occurred_at) FROM STDIN");
+    bool ok = raw_ok(r, PGRES_COPY_IN);
+    PQclear(r);
+    char *buf = malloc(256 * 1024);
+    size_t len = 0;
+    for (int i = 0; ok && i < EVENTS; i++) {
+        const ds_event *e = &events[i];
+        char *props = e->properties ? json_dumps(e->properties, JSON_COMPACT) : NULL;
+        len += (size_t)snprintf(buf + len, 1024, "%lld\t%s\t%s\t2026-01-01 00:00:00+00\n",
+                                (long long)e->user_id, e->name, props ? props : "{}");
+        free(props);
+        if (len > 255 * 1024) {
+            ok = PQputCopyData(t->pg, buf, (int)len) == 1;
+            len = 0;
+        }
+    }
+    ok = ok && (len == 0 || PQputCopyData(t->pg, buf, (int)len) == 1);
+    ok = ok && PQputCopyEnd(t->pg, NULL) == 1;
+    free(buf);
+    while ((r = PQgetResult(t->pg)) != NULL) {
+        ok = ok && raw_ok(r, PGRES_COMMAND_OK);
+        PQclear(r);
+    }
+    return ok;
+}
+
+/* ---- setup ------------------------------------------------------------------------------ */
+
+static void exec_or_die(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "bench_repo: %s\n", PQresultErrorMessage(r));
+        exit(1);
+    }
+    PQclear(r);
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Applies sql/NNNN_*.up.sql when the platform schema is not there yet. */
+static void ensure_schema(const char *url) {
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "bench_repo: %s", PQerrorMessage(c));
+        exit(1);
+    }
+    PGresult *r = PQexec(c, "SELECT to_regclass('messages') IS NOT NULL");
+    bool have = PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!have) {
+        DIR *d = opendir("sql");
+        if (!d) {
+            fprintf(stderr, "bench_repo: no schema and no sql/ directory here\n");
+            exit(1);
+        }
+        char *names[64];
+        int n = 0;
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL && n < 64) {
+            size_t len = strlen(e->d_name);
+            if (len > 7 && strcmp(e->d_name + len - 7, ".up.sql") == 0)
+                names[n++] = strdup(e->d_name);
+        }
+        closedir(d);
+        qsort(names, (size_t)n, sizeof names[0], by_name);
+        for (int i = 0; i < n; i++) {
+            char path[512];
+            snprintf(path, sizeof path, "sql/%s", names[i]);
+            FILE *f = fopen(path, "rb");
+            fseek(f, 0, SEEK_END);
+            long size = ftell(f);
+            rewind(f);
+            char *sql = malloc((size_t)size + 1);
+            if (fread(sql, 1, (size_t)size, f) != (size_t)size)
+                exit(1);
+            sql[size] = '\0';
+            fclose(f);
+            exec_or_die(c, sql);
+            free(sql);
+            free(names[i]);
+        }
+    }
+    PQfinish(c);
+}
+
+static PGconn *raw_connect(const char *url) {
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "raw connect: %s", PQerrorMessage(c));
+        exit(1);
+    }
+    struct {
+        const char *name, *sql;
+        int n;
+        Oid types[5];
+    } defs[] = {
+        {"get_user", USER_SQL, 1, {20}},
+        {"append", APPEND_SQL, 5, {20, 25, 25, 3802, 25}},
+        {"list", LIST_SQL, 4, {20, 20, 20, 20}},
+        {"naive_insert", NAIVE_INSERT_SQL, 5, {20, 25, 25, 3802, 25}},
+        {"bump", BUMP_SQL, 1, {20}},
+    };
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
+        PGresult *r = PQprepare(c, defs[i].name, defs[i].sql, defs[i].n, defs[i].types);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "prepare %s: %s", defs[i].name, PQresultErrorMessage(r));
+            exit(1);
+        }
+        PQclear(r);
+    }
+    return c;
+}
+
+static void setup_data(void) {
+    ds_error err = {0};
+    char email[64];
+    int64_t tag = (int64_t)bench_now_ns();
+    json_t *prefs = json_pack("{s:s, s:b}", "theme", "dark", "beta", 1);
+    ds_profile_fields pf = {"Bench User", "en-GB", "Europe/Lisbon", prefs};
+    for (int i = 0; i < NUSERS; i++) {
+        ds_user *u;
+        snprintf(email, sizeof email, "bench%lld.%d@example.com", (long long)tag, i);
+        if (ds_user_create(pool, email, &pf, &u, &err) != DS_OK)
+            die("create user", &err);
+        user_ids[i] = u->id;
+        ds_user_free(u);
+    }
+    json_decref(prefs);
+    for (int i = 0; i < MAXT; i++) {
+        ds_conversation *c;
+        if (ds_conversation_create(pool, user_ids[i], "bench", &c, &err) != DS_OK)
+            die("create conversation", &err);
+        conv_ids[i] = c->id;
+        ds_conversation_free(c);
+    }
+    ds_conversation *c;
+    if (ds_conversation_create(pool, user_ids[MAXT], "history", &c, &err) != DS_OK)
+        die("create conversation", &err);
+    list_conv = c->id;
+    ds_conversation_free(c);
+    ds_message_new m[500];
+    json_t *meta = json_pack("{s:s, s:i}", "model", "m-large", "tokens", 42);
+    for (int i = 0; i < 500; i++) {
+        m[i].role = i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER;
+        m[i].content = content;
+        m[i].content_len = 0;
+        m[i].metadata = meta;
+        m[i].idempotency_key = NULL;
+    }
+    if (ds_message_append_batch(pool, list_conv, m, 500, NULL, &err) != DS_OK)
+        die("seed messages", &err);
+    json_decref(meta);
+    static json_t *props;
+    props = json_pack("{s:s, s:i}", "page", "/chat", "ms", 120);
+    for (int i = 0; i < EVENTS; i++) {
+        events[i].user_id = user_ids[i % NUSERS];
+        events[i].name = i % 3 ? "message_sent" : "page_view";
+        events[i].properties = props;
+        events[i].occurred_at = 0;
+    }
+}
+
+static ds_pool *open_pool(const char *url, int size) {
+    ds_config *cfg;
+    ds_pool *p;
+    ds_error err = {0};
+    if (ds_config_new(&cfg, &err) != DS_OK ||
+        ds_config_set(cfg, "database_url", url, &err) != DS_OK ||
+        ds_config_set_int(cfg, "pool_min", size, &err) != DS_OK ||
+        ds_config_set_int(cfg, "pool_max", size, &err) != DS_OK ||
+        ds_config_set_int(cfg, "acquire_timeout_ms", 30000, &err) != DS_OK ||
+        ds_pool_open(cfg, &p, &err) != DS_OK)
+        die("pool", &err);
+    ds_config_free(cfg);
+    return p;
+}
+
+static tctx ours[MAXT], raw[MAXT];
+static void *ours_p[MAXT], *raw_p[MAXT];
+
+/* BENCH_ONLY=<case> runs one case (for quick iterations). */
+static bool selected(const char *name) {
+    const char *only = getenv("BENCH_ONLY");
+    return !only || !*only || strcmp(only, name) == 0;
+}
+
+static void run_case(const char *name, int threads, bench_op_fn a, bench_op_fn b,
+                     double secs, int rounds, const char *extra) {
+    if (!selected(name))
+        return;
+    bench_result ra, rb;
+    bench_ab(rounds, secs / (2.0 * rounds), threads, a, ours_p, threads, b, raw_p,
+             &ra, &rb);
+    if (ra.failed || rb.failed) {
+        fprintf(stderr, "bench_repo: %s failed\n", name);
+        exit(1);
+    }
+    ds_pool_stats ps;
+    char more[256];
+    if (ds_pool_stats_get(pool, &ps, NULL) != DS_OK)
+        exit(1);
+    snprintf(more, sizeof more, "%s%sacquire_wait_p99_us=%lld", extra, *extra ? " " : "",
+             (long long)ps.acquire_wait_p99_us);
+    bench_print(PROGRAM, name, threads, &ra, &rb, more);
+    fflush(stdout);
+}
+
+int main(void) {
+    const char *url = bench_env("DATABASE_URL");
+    double secs = bench_seconds(4.5);
+    ensure_schema(url);
+    pool = open_pool(url, MAXT);
+    setup_data();
+    for (int i = 0; i < MAXT; i++) {
+        ours[i] = (tctx){i, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1), NULL, conv_ids[i]};
+        raw[i] = (tctx){i, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1), raw_connect(url),
+                        conv_ids[i]};
+        ours_p[i] = &ours[i];
+        raw_p[i] = &raw[i];
+    }
+    int rounds = 5;
+    int tcounts[2] = {1, 8};
+    for (int k = 0; k < 2; k++)
+        run_case("get_user", tcounts[k], op_get_user, raw_get_user, secs, rounds, "");
+    for (int k = 0; k < 2; k++)
+        run_case("append_message", tcounts[k], op_append, raw_append, secs, rounds,
+                 "bump=same_statement");
+    for (int k = 0; k < 2; k++)
+        run_case("list_last_50", tcounts[k], op_list, raw_list, secs, rounds, "rows=50");
+    for (int k = 0; k < 2; k++)
+        run_case("append_vs_naive_tx", tcounts[k], op_append, raw_naive_tx, secs, rounds,
+                 "baseline=begin_insert_update_commit round_trips=1_vs_4");
+    run_case("append_batch_100", 1, op_batch, raw_batch, secs, rounds,
+             "rows=100 baseline=libpq_pipeline_one_tx");
+    if (selected("events_copy")) {
+        bench_result ra, rb;
+        bench_ab(3, secs / 6.0, 1, op_copy, ours_p, 1, raw_copy, raw_p, &ra, &rb);
+        if (ra.failed || rb.failed)
+            return 1;
+        char extra[160];
+        snprintf(extra, sizeof extra,
+                 "rows=%d events_s=%.0f baseline_events_s=%.0f baseline=libpq_text_copy",
+                 EVENTS, ra.ops_s * EVENTS, rb.ops_s * EVENTS);
+        bench_print(PROGRAM, "events_copy", 1, &ra, &rb, extra);
+    }
+    for (int i = 0; i < MAXT; i++)
+        PQfinish(raw[i].pg);
+    ds_pool_close(pool);
+    return 0;
+}

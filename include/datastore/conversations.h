@@ -1,0 +1,218 @@
+/*
+ * datastore/conversations.h — conversations and their messages.
+ *
+ *   ds_message_new m = {DS_ROLE_USER, "hello", 0, NULL, "req-42"};
+ *   ds_message *msg;
+ *   if (ds_message_append(pool, conv_id, &m, &msg, &err) == DS_OK) {
+ *       // msg->created is false when "req-42" had been appended before:
+ *       // the original row comes back, never a duplicate
+ *       ds_message_free(msg);
+ *   }
+ *
+ * An append is one statement (one round trip): it inserts the message and
+ * bumps the conversation's updated_at atomically. With an idempotency key,
+ * a retried append (also several at once, from other threads or processes)
+ * returns the original row and bumps nothing. A batch append inserts many
+ * messages in one statement (one round trip) with the same rules.
+ *
+ * Paging is keyset (never OFFSET): messages by id in either order with
+ * before/after cursors; conversations by recent activity (updated_at, id).
+ * Messages appended while paging newest-first never shift the pages.
+ *
+ * Limits: title 500 bytes, message content 1..repo_max_message_bytes
+ * (content may be given with a length, so an embedded NUL is detected and
+ * refused), idempotency key 1..200 bytes, metadata a JSON object of at most
+ * repo_max_json_bytes, page limit 1..repo_max_page, batch 1..repo_max_batch
+ * messages. Text must be valid UTF-8 without NUL. Bad input: DS_ERR_INVALID,
+ * nothing written; unknown ids: DS_ERR_NOT_FOUND.
+ *
+ * Rows and lists are allocated by the library (fields may be appended
+ * later); strings and JSON inside live as long as their row or list.
+ * Thread-safety: every function may be called from any thread with a
+ * shared pool.
+ */
+#ifndef DATASTORE_CONVERSATIONS_H
+#define DATASTORE_CONVERSATIONS_H
+
+#include <jansson.h>
+
+#include "core.h"
+#include "pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- conversations -------------------------------------------------------- */
+
+typedef struct ds_conversation {
+    int64_t id;
+    int64_t owner_id;
+    const char *title;
+    bool archived;
+    int64_t created_at; /* microseconds since the epoch                   */
+    int64_t updated_at; /* bumped by every append: "recent activity"      */
+} ds_conversation;
+
+/* Frees a row. NULL is a no-op. */
+DS_EXPORT void ds_conversation_free(ds_conversation *conv);
+
+/* Creates a conversation. `title` may be NULL (""). *out may be NULL.
+ * DS_ERR_NOT_FOUND when the owner does not exist. */
+DS_EXPORT DS_NODISCARD ds_status ds_conversation_create(
+    ds_pool *pool, int64_t owner_id, const char *title,
+    ds_conversation **out, ds_error *err);
+
+/* DS_ERR_NOT_FOUND when there is no such conversation. */
+DS_EXPORT DS_NODISCARD ds_status ds_conversation_get(ds_pool *pool,
+                                                     int64_t id,
+                                                     ds_conversation **out,
+                                                     ds_error *err);
+
+/* Sets or clears the archived flag. DS_ERR_NOT_FOUND for an unknown id. */
+DS_EXPORT DS_NODISCARD ds_status ds_conversation_archive(ds_pool *pool,
+                                                         int64_t id,
+                                                         bool archived,
+                                                         ds_error *err);
+
+/* Deletes a conversation and its messages. DS_ERR_NOT_FOUND when unknown. */
+DS_EXPORT DS_NODISCARD ds_status ds_conversation_delete(ds_pool *pool,
+                                                        int64_t id,
+                                                        ds_error *err);
+
+/* Counts a user's conversations (archived ones too when asked).
+ * DS_ERR_NOT_FOUND when the user does not exist. */
+DS_EXPORT DS_NODISCARD ds_status ds_conversation_count(ds_pool *pool,
+                                                       int64_t owner_id,
+                                                       bool include_archived,
+                                                       int64_t *out,
+                                                       ds_error *err);
+
+/* Keyset cursor for activity order: rows strictly after (updated_at, id)
+ * in descending order. Start with {0, 0}. */
+typedef struct ds_conversation_cursor {
+    int64_t updated_at;
+    int64_t id;
+} ds_conversation_cursor;
+
+typedef struct ds_conversation_list {
+    size_t count;
+    ds_conversation **items;
+    bool has_more;
+    ds_conversation_cursor next;
+} ds_conversation_list;
+
+/* Frees a list and its rows. NULL is a no-op. */
+DS_EXPORT void ds_conversation_list_free(ds_conversation_list *list);
+
+/*
+ * A user's conversations, most recent activity first, `limit` per page
+ * after `cursor` (NULL: from the top). A conversation that gets a new
+ * message while you page moves to the top and may be skipped by later
+ * pages; start over to see it. DS_ERR_NOT_FOUND for an unknown user.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_conversation_list_page(
+    ds_pool *pool, int64_t owner_id, const ds_conversation_cursor *cursor,
+    int limit, bool include_archived, ds_conversation_list **out,
+    ds_error *err);
+
+/* ---- messages --------------------------------------------------------------- */
+
+typedef enum ds_message_role {
+    DS_ROLE_USER = 0,
+    DS_ROLE_ASSISTANT = 1,
+    DS_ROLE_SYSTEM = 2,
+    DS_ROLE_TOOL = 3
+} ds_message_role;
+
+/* "user", "assistant", "system", "tool"; "unknown" otherwise. */
+DS_EXPORT const char *ds_message_role_str(ds_message_role role);
+
+typedef struct ds_message {
+    int64_t id;
+    int64_t conversation_id;
+    ds_message_role role;
+    const char *content;         /* NUL-terminated                         */
+    size_t content_len;          /* bytes, without the NUL                 */
+    json_t *metadata;            /* object; borrowed, lives with the row   */
+    const char *idempotency_key; /* NULL when none                         */
+    int64_t created_at;
+    bool created; /* append results: false when an earlier append with the
+                     same key is returned instead                           */
+} ds_message;
+
+/* A message to append. Everything is borrowed for the call. */
+typedef struct ds_message_new {
+    ds_message_role role;
+    const char *content;
+    size_t content_len;          /* 0: strlen(content)                     */
+    const json_t *metadata;      /* object, or NULL for {}                 */
+    const char *idempotency_key; /* NULL: none                             */
+} ds_message_new;
+
+/* Frees a row. NULL is a no-op. */
+DS_EXPORT void ds_message_free(ds_message *msg);
+
+/*
+ * Appends one message and bumps the conversation's updated_at, in one
+ * statement. With an idempotency key already used in this conversation,
+ * returns that original row (created == false) and changes nothing.
+ * *out may be NULL. DS_ERR_NOT_FOUND for an unknown conversation.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_message_append(ds_pool *pool,
+                                                   int64_t conversation_id,
+                                                   const ds_message_new *msg,
+                                                   ds_message **out,
+                                                   ds_error *err);
+
+/* Keyset cursor: ids strictly below `before_id` and above `after_id`
+ * (0: no bound). */
+typedef struct ds_message_cursor {
+    int64_t before_id;
+    int64_t after_id;
+} ds_message_cursor;
+
+typedef enum ds_order {
+    DS_NEWEST_FIRST = 0,
+    DS_OLDEST_FIRST = 1
+} ds_order;
+
+typedef struct ds_message_list {
+    size_t count;
+    ds_message **items;
+    bool has_more;          /* more rows in this direction               */
+    ds_message_cursor next; /* the next page in the same order           */
+} ds_message_list;
+
+/* Frees a list and its rows. NULL is a no-op. */
+DS_EXPORT void ds_message_list_free(ds_message_list *list);
+
+/*
+ * Appends `n` messages (1..repo_max_batch) in one statement and bumps the
+ * conversation once. Keys must be distinct within the batch; keys used
+ * before return their original rows. The whole batch is validated before
+ * anything is sent, and is written all or nothing. *out (may be NULL)
+ * receives the rows in input order.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_message_append_batch(
+    ds_pool *pool, int64_t conversation_id, const ds_message_new *msgs,
+    size_t n, ds_message_list **out, ds_error *err);
+
+/*
+ * One page of a conversation's messages in `order`, within `cursor` (NULL:
+ * everything). DS_ERR_NOT_FOUND for an unknown conversation.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_message_list_page(
+    ds_pool *pool, int64_t conversation_id, ds_order order,
+    const ds_message_cursor *cursor, int limit, ds_message_list **out,
+    ds_error *err);
+
+/* Counts a conversation's messages. DS_ERR_NOT_FOUND when unknown. */
+DS_EXPORT DS_NODISCARD ds_status ds_message_count(ds_pool *pool,
+                                                  int64_t conversation_id,
+                                                  int64_t *out, ds_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DATASTORE_CONVERSATIONS_H */

@@ -1,0 +1,234 @@
+/*
+ * datastore/migrate.h — schema migrations, analytics partition maintenance
+ * and the start-up schema check.
+ *
+ * Migrations are pairs of files `NNNN_name.up.sql` / `NNNN_name.down.sql`
+ * (NNNN: the version, a positive integer; name: letters, digits, '_').
+ * The project's own (sql/ in the source tree) are built into the library,
+ * so a program needs no files at run time; a directory can be given
+ * instead.
+ *
+ *   ds_migrate_options opts = {0};            (embedded migrations)
+ *   if (ds_migrate_up(pool, &opts, NULL, &err) != DS_OK) ...
+ *   if (ds_schema_check(pool, &err) != DS_OK) ... (refuse to start)
+ *
+ * How a run works:
+ *   - Each migration runs in its own transaction, with `lock_timeout` set
+ *     so DDL never queues behind production traffic for long (and no
+ *     statement_timeout: the pool's or the role's is meant for application
+ *     queries, not for a long backfill). A file whose
+ *     first line is `-- ds:no-transaction` runs statement by statement
+ *     outside one (CREATE INDEX CONCURRENTLY).
+ *   - Runners are serialised by a transaction-scoped advisory lock taken at
+ *     the start of every migration's transaction, so any number of runners
+ *     may start at once (each migration is applied exactly once) and the
+ *     lock can never be left behind, also behind PgBouncer in transaction
+ *     mode. A `-- ds:no-transaction` migration needs a session-level lock
+ *     instead; behind a transaction pooler (detected by the backend PID the
+ *     pooler hands out, whatever the pool's statement mode) it is refused
+ *     with DS_ERR_MIGRATION asking for the direct URL.
+ *   - The runner's own statements run unnamed, so migrations work through
+ *     a pool in either statement mode; status and verify follow the pool's
+ *     mode (use `pooler` mode behind PgBouncer, as for everything else).
+ *   - Applied migrations are recorded, with the SHA-256 of the up file, in
+ *     the table ds_schema_migrations, which the runner creates itself.
+ *     Before anything runs, an applied file that was edited since, an
+ *     applied migration whose file is missing, and a file that was never
+ *     applied but is older than the newest applied one are refused with
+ *     DS_ERR_MIGRATION naming the file.
+ *   - A failing migration is rolled back completely and leaves the
+ *     recorded version unchanged; the error names the file, the line of the
+ *     failing statement and the server's message (sqlstate is kept).
+ *
+ * Thread-safety: every function may be called from any thread with a
+ * shared ds_pool; concurrent runs (threads or processes) serialise on the
+ * database lock. A ds_migration_list is immutable.
+ */
+#ifndef DATASTORE_MIGRATE_H
+#define DATASTORE_MIGRATE_H
+
+#include "core.h"
+#include "pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The schema version this build of the library expects: the newest
+ * migration built into it. ds_schema_check() compares the database to it. */
+#define DS_SCHEMA_VERSION 2
+
+/* What a run reports to its progress callback. */
+typedef enum ds_migrate_event {
+    DS_MIGRATE_WAITING = 0, /* another runner holds the lock; waiting     */
+    DS_MIGRATE_APPLYING,    /* about to run `name` up                     */
+    DS_MIGRATE_APPLIED,     /* `name` committed (elapsed_us: its run time) */
+    DS_MIGRATE_REVERTING,   /* about to run `name` down                   */
+    DS_MIGRATE_REVERTED,    /* `name` reverted (elapsed_us)               */
+    DS_MIGRATE_SQL          /* dry run: `sql` is the script that would run */
+} ds_migrate_event;
+
+typedef struct ds_migrate_progress {
+    ds_migrate_event event;
+    int64_t version;     /* 0 for DS_MIGRATE_WAITING                     */
+    const char *name;    /* "platform_schema"; "" for DS_MIGRATE_WAITING */
+    bool up;             /* direction                                    */
+    bool no_transaction; /* the file runs outside a transaction          */
+    int64_t elapsed_us;  /* APPLIED / REVERTED                           */
+    const char *sql;     /* DS_MIGRATE_SQL: the full script, else NULL   */
+} ds_migrate_progress;
+
+/* Called synchronously on the calling thread; everything it points to
+ * lives for the call only. It must not call back into ds_migrate_*. */
+typedef void (*ds_migrate_progress_fn)(void *ud,
+                                       const ds_migrate_progress *progress);
+
+/*
+ * Options of every ds_migrate_* call. A zeroed struct (or NULL) means: the
+ * embedded migrations, the pool's migrate_lock_timeout_ms
+ * (DS_MIGRATE_LOCK_TIMEOUT_MS, 5000 by default), wait up to 10 minutes for
+ * another runner, no progress callback.
+ */
+typedef struct ds_migrate_options {
+    const char *dir;  /* a directory of NNNN_name.up|down.sql files, or
+                         NULL for the migrations built into the library   */
+    int lock_timeout_ms; /* lock_timeout of migration statements: > 0 this,
+                            0 the pool's setting, < 0 none                 */
+    int lock_wait_ms; /* longest wait for another runner's lock: > 0 this,
+                         0 the default (600000), < 0 do not wait          */
+    bool dry_run;     /* report the SQL through DS_MIGRATE_SQL events and
+                         change nothing (up, down, to)                    */
+    ds_migrate_progress_fn progress; /* may be NULL                       */
+    void *progress_ud;
+} ds_migrate_options;
+
+/*
+ * Applies every pending migration, oldest first, each in its own
+ * transaction. `applied` (may be NULL) receives how many ran (or would run,
+ * for a dry run).
+ * Errors: DS_ERR_MIGRATION (a bad, edited, missing or out-of-order file; a
+ * failing migration: the message names file and line, sqlstate is the
+ * server's; a no-transaction migration behind a transaction pooler),
+ * DS_ERR_TIMEOUT (another runner held the lock longer than lock_wait_ms),
+ * DS_ERR_CONNECTION, DS_ERR_INVALID, DS_ERR_NOMEM. Migrations committed
+ * before a failure stay applied.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_up(ds_pool *pool,
+                                               const ds_migrate_options *opts,
+                                               int *applied, ds_error *err);
+
+/*
+ * Reverts the `steps` newest applied migrations (steps >= 1), newest
+ * first, each in its own transaction, with their down files. `reverted`
+ * (may be NULL) receives how many were reverted. Errors as ds_migrate_up().
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_down(
+    ds_pool *pool, const ds_migrate_options *opts, int steps, int *reverted,
+    ds_error *err);
+
+/*
+ * Moves the database to `version`: applies the pending migrations up to it,
+ * or reverts those above it. 0 reverts everything. A version that no
+ * migration has is DS_ERR_INVALID. `changed` (may be NULL) receives how
+ * many migrations ran. Errors as ds_migrate_up().
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_to(ds_pool *pool,
+                                               const ds_migrate_options *opts,
+                                               int64_t version, int *changed,
+                                               ds_error *err);
+
+/* The state of one migration in a status list. */
+typedef enum ds_migration_state {
+    DS_MIGRATION_PENDING = 0,    /* a file not applied yet                  */
+    DS_MIGRATION_APPLIED = 1,    /* applied; the file is unchanged          */
+    DS_MIGRATION_CHANGED = 2,    /* applied, but the file was edited since  */
+    DS_MIGRATION_MISSING = 3,    /* applied, but no file has this version   */
+    DS_MIGRATION_OUT_OF_ORDER = 4 /* not applied, older than the newest
+                                     applied one                            */
+} ds_migration_state;
+
+typedef struct ds_migration {
+    int64_t version;
+    const char *name;          /* "platform_schema" (from the file, or the
+                                  database when MISSING)                  */
+    ds_migration_state state;
+    bool no_transaction;       /* the up file runs outside a transaction  */
+    int64_t applied_at_us;     /* epoch microseconds; 0 when not applied  */
+    int64_t duration_ms;       /* how long it took when applied           */
+    char checksum[65];         /* hex SHA-256 of the up file; "" MISSING  */
+    char applied_checksum[65]; /* the one recorded; "" when not applied   */
+} ds_migration;
+
+typedef struct ds_migration_list {
+    size_t count;
+    ds_migration *items;     /* by version, files and applied merged      */
+    int64_t current_version; /* newest applied, 0 when none               */
+    int64_t latest_version;  /* newest file, 0 when none                  */
+    size_t pending;          /* how many are PENDING                      */
+    bool consistent;         /* no CHANGED, MISSING or OUT_OF_ORDER entry */
+} ds_migration_list;
+
+/*
+ * Reads the files and the database's record, without taking any lock or
+ * changing anything (a database never migrated simply shows every file
+ * pending). An inconsistent history is reported in the list, not as an
+ * error. *out is freed with ds_migration_list_free().
+ * Errors: DS_ERR_MIGRATION (a malformed file set), DS_ERR_CONNECTION,
+ * DS_ERR_DB, DS_ERR_INVALID, DS_ERR_NOMEM.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_status(
+    ds_pool *pool, const ds_migrate_options *opts, ds_migration_list **out,
+    ds_error *err);
+
+/* Frees a status list. NULL is a no-op. */
+DS_EXPORT void ds_migration_list_free(ds_migration_list *list);
+
+/*
+ * Checks the applied history against the files: DS_OK when every applied
+ * migration has its unchanged file and no unapplied file is older than the
+ * newest applied one (pending newer files are fine). Otherwise
+ * DS_ERR_MIGRATION naming the first offending file.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_verify(
+    ds_pool *pool, const ds_migrate_options *opts, ds_error *err);
+
+/*
+ * Partition maintenance: makes sure analytics_events has a partition for
+ * this month and each of the next `months_ahead` (0..120) months (UTC),
+ * moving rows that already wait in the default partition into the month
+ * they belong to. Safe at any time, e.g. daily from cron, and from several
+ * hosts at once (serialised with each other and with migrations); works
+ * through PgBouncer in transaction mode. Statements wait at most the
+ * pool's migrate_lock_timeout_ms for table locks. `created` (may be NULL)
+ * receives how many partitions were created.
+ * Errors: DS_ERR_SCHEMA (the database is older than migration 2),
+ * DS_ERR_TIMEOUT (lock timeout: retry later), DS_ERR_INVALID,
+ * DS_ERR_CONNECTION, DS_ERR_DB.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain(ds_pool *pool,
+                                                     int months_ahead,
+                                                     int *created,
+                                                     ds_error *err);
+
+/*
+ * The start-up check. Verifies that the database is at DS_SCHEMA_VERSION
+ * (a newer database is accepted with a warning in the log, so that a
+ * rolling deploy can migrate ahead of older instances), that the applied
+ * migrations are the ones built into this library, and that every SQL
+ * statement the library runs prepares against the live database with the
+ * parameter types the C code binds and exactly the result column types it
+ * decodes (PQdescribePrepared, one round trip for all of them).
+ * Errors: DS_ERR_SCHEMA naming the statement and the parameter or column
+ * (or the version), DS_ERR_CONNECTION, DS_ERR_INVALID, DS_ERR_NOMEM.
+ * Works in both statement modes; leaves nothing prepared on the server.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_schema_check(ds_pool *pool,
+                                                 ds_error *err);
+
+/* "pending", "applied", "changed", "missing", "out-of-order"; never NULL. */
+DS_EXPORT const char *ds_migration_state_str(ds_migration_state state);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DATASTORE_MIGRATE_H */

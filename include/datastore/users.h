@@ -1,0 +1,159 @@
+/*
+ * datastore/users.h — users and their profiles.
+ *
+ *   ds_user *u;
+ *   if (ds_user_create(pool, " Ada@Example.COM ", NULL, &u, &err) == DS_OK) {
+ *       printf("%lld %s\n", (long long)u->id, u->email); // ada@example.com
+ *       ds_user_free(u);
+ *   }
+ *
+ * Emails are trimmed and lower-cased before they are checked and stored,
+ * and are unique case-insensitively (also against soft-deleted users, who
+ * keep their address until they are purged or erased). Every user has one
+ * profile row, created with the user.
+ *
+ * Rows are allocated by the library (fields may be appended in later
+ * versions, so never allocate or copy a ds_user yourself); strings and JSON
+ * inside a row live exactly as long as the row.
+ *
+ * Limits: email 320 bytes (64 before the '@'), display_name 200, locale
+ * 2..35, timezone 1..64, preferences a JSON object of at most
+ * repo_max_json_bytes; list limit 1..repo_max_page. Text must be valid
+ * UTF-8 without NUL bytes. Bad input gives DS_ERR_INVALID and writes
+ * nothing.
+ *
+ * Thread-safety: every function may be called from any thread with a
+ * shared pool; a row is owned by the caller and not shared.
+ */
+#ifndef DATASTORE_USERS_H
+#define DATASTORE_USERS_H
+
+#include <jansson.h>
+
+#include "core.h"
+#include "pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ds_user_status {
+    DS_USER_ACTIVE = 0,
+    DS_USER_PENDING = 1,
+    DS_USER_SUSPENDED = 2
+} ds_user_status;
+
+/* A user with its profile. Times are microseconds since the epoch (UTC). */
+typedef struct ds_user {
+    int64_t id;
+    const char *email;        /* normalised (trimmed, lower-case)          */
+    ds_user_status status;
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t deleted_at;       /* 0 unless soft-deleted                      */
+    const char *display_name; /* profile                                    */
+    const char *locale;
+    const char *timezone;
+    json_t *preferences;      /* object; borrowed: lives with the row
+                                 (json_incref() it to keep it longer)       */
+    int64_t profile_updated_at;
+} ds_user;
+
+/* Profile fields for create and update: NULL means "default" on create and
+ * "leave unchanged" on update. Everything is borrowed for the call. */
+typedef struct ds_profile_fields {
+    const char *display_name;
+    const char *locale;
+    const char *timezone;
+    const json_t *preferences; /* a JSON object                            */
+} ds_profile_fields;
+
+/* Frees a row. NULL is a no-op. */
+DS_EXPORT void ds_user_free(ds_user *user);
+
+/*
+ * Creates an active user and its profile in one statement. `email` is
+ * normalised and validated; `profile` may be NULL (defaults: "", "en",
+ * "UTC", {}). *out (may be NULL when not wanted) receives the new row.
+ * Errors: DS_ERR_INVALID (malformed email or field), DS_ERR_CONFLICT (the
+ * email is taken), DS_ERR_NOMEM, connection/database errors.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_user_create(ds_pool *pool,
+                                                const char *email,
+                                                const ds_profile_fields *profile,
+                                                ds_user **out, ds_error *err);
+
+/* The user with this id, unless soft-deleted. DS_ERR_NOT_FOUND otherwise. */
+DS_EXPORT DS_NODISCARD ds_status ds_user_get(ds_pool *pool, int64_t id,
+                                             ds_user **out, ds_error *err);
+
+/* The user with this email (normalised first), unless soft-deleted.
+ * DS_ERR_INVALID for a malformed email, DS_ERR_NOT_FOUND for none. */
+DS_EXPORT DS_NODISCARD ds_status ds_user_get_by_email(ds_pool *pool,
+                                                      const char *email,
+                                                      ds_user **out,
+                                                      ds_error *err);
+
+/*
+ * Updates the profile fields that are non-NULL in `fields` (at least one
+ * must be) and returns the updated row in *out (may be NULL).
+ * DS_ERR_NOT_FOUND for an unknown or soft-deleted user.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_profile_update(
+    ds_pool *pool, int64_t user_id, const ds_profile_fields *fields,
+    ds_user **out, ds_error *err);
+
+/* Sets the account status. DS_ERR_NOT_FOUND for an unknown or soft-deleted
+ * user, DS_ERR_INVALID for an unknown status. */
+DS_EXPORT DS_NODISCARD ds_status ds_user_set_status(ds_pool *pool,
+                                                    int64_t user_id,
+                                                    ds_user_status status,
+                                                    ds_error *err);
+
+/*
+ * Soft delete: the user disappears from get and list (and is purged by
+ * ds_purge_soft_deleted() later) but keeps every row and the email.
+ * DS_ERR_NOT_FOUND when unknown or already deleted.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_user_soft_delete(ds_pool *pool,
+                                                     int64_t user_id,
+                                                     ds_error *err);
+
+/* Undoes a soft delete. DS_ERR_NOT_FOUND when unknown or not deleted. */
+DS_EXPORT DS_NODISCARD ds_status ds_user_restore(ds_pool *pool,
+                                                 int64_t user_id,
+                                                 ds_error *err);
+
+/* Keyset cursor for ds_user_list_page(): users with id > after_id. Start
+ * with {0}; continue with the list's `next`. */
+typedef struct ds_user_cursor {
+    int64_t after_id;
+} ds_user_cursor;
+
+/* One page of users, oldest id first, allocated as one block. */
+typedef struct ds_user_list {
+    size_t count;
+    ds_user **items;     /* count rows, owned by the list                  */
+    bool has_more;       /* another page follows                           */
+    ds_user_cursor next; /* where the next page starts                     */
+} ds_user_list;
+
+/* Frees a list and every row in it. NULL is a no-op. */
+DS_EXPORT void ds_user_list_free(ds_user_list *list);
+
+/*
+ * Lists up to `limit` users after `cursor` (NULL: from the start) in id
+ * order; soft-deleted users only when `include_deleted`. Inserts made
+ * while paging never cause duplicates or gaps among rows that existed when
+ * paging began. `from_replica` reads through ds_pool_acquire_read() (may
+ * lag the primary).
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_user_list_page(
+    ds_pool *pool, const ds_user_cursor *cursor, int limit,
+    bool include_deleted, bool from_replica, ds_user_list **out,
+    ds_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DATASTORE_USERS_H */

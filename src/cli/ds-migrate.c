@@ -1,0 +1,477 @@
+/*
+ * ds-migrate: the migration entrypoint that CI and deploys run.
+ *
+ *   ds-migrate [--database-url URL] [--dir DIR] [--json] COMMAND [ARG]
+ *
+ * A thin shell over the public API (ds_migrate_*, ds_schema_check): it
+ * reads the usual environment (DATABASE_URL, DS_MIGRATE_LOCK_TIMEOUT_MS,
+ * DS_CONNECT_TIMEOUT_MS, ...), prints what happened, and exits 0 on
+ * success, 1 on failure, 2 on a usage error.
+ */
+#include <datastore/datastore.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define EXIT_USAGE 2
+
+static const char usage_text[] =
+    "usage: ds-migrate [options] COMMAND [ARG]\n"
+    "\n"
+    "commands:\n"
+    "  up                apply every pending migration\n"
+    "  down [N]          revert the N newest migrations (default 1)\n"
+    "  to VERSION        move to VERSION, up or down (0 reverts everything)\n"
+    "  status            list the migrations and their state\n"
+    "  verify            check the applied history against the files\n"
+    "  dry-run           print the SQL that `up` would run; change nothing\n"
+    "  maintain [MONTHS] create the analytics_events partitions of this month\n"
+    "                    and the next MONTHS months (default 3); safe from cron\n"
+    "  check             start-up schema check: the version and every SQL\n"
+    "                    statement of the library against the database\n"
+    "\n"
+    "options:\n"
+    "  --database-url URL  the database (default: $DATABASE_URL). Prefer the\n"
+    "                      environment: a command line is visible to others.\n"
+    "                      Use the direct URL, not a transaction pooler's, when\n"
+    "                      a migration runs outside a transaction.\n"
+    "  --dir DIR           migrations directory (default: the migrations\n"
+    "                      built into libdatastore)\n"
+    "  --json              print one JSON object on stdout\n"
+    "  --dry-run           with up, down, to: print the SQL, change nothing\n"
+    "  --lock-timeout MS   lock_timeout of migration statements (default\n"
+    "                      $DS_MIGRATE_LOCK_TIMEOUT_MS or 5000; 0: none)\n"
+    "  --wait MS           longest wait for another runner's lock (default\n"
+    "                      600000; 0: fail at once)\n"
+    "  -v, --verbose       log progress to stderr\n"
+    "  -h, --help          this text\n"
+    "  --version           the library version\n"
+    "\n"
+    "exit status: 0 success, 1 failure, 2 usage error\n";
+
+typedef struct cli {
+    const char *url;
+    const char *dir;
+    bool json;
+    bool dry_run;
+    bool verbose;
+    int lock_timeout_ms; /* 0: default */
+    int wait_ms;         /* 0: default */
+    const char *command;
+    const char *arg;
+    json_t *steps; /* --json: what ran */
+} cli;
+
+static int usage_error(const char *fmt, const char *what) {
+    fprintf(stderr, "ds-migrate: ");
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, "\nrun `ds-migrate --help` for usage\n");
+    return EXIT_USAGE;
+}
+
+/* A non-negative int; false when `s` is not one. */
+static bool parse_int(const char *s, long long max, long long *out) {
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < 0 || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static void log_to_stderr(void *ud, ds_log_level level, const char *module,
+                          const char *msg) {
+    (void)ud;
+    fprintf(stderr, "ds-migrate: %s: %s: %s\n", ds_log_level_str(level),
+            module, msg);
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static void print_json(json_t *obj) {
+    char *s = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (s) {
+        puts(s);
+        free(s);
+    }
+}
+
+static const char *event_word(ds_migrate_event ev) {
+    switch (ev) {
+    case DS_MIGRATE_APPLIED: return "applied";
+    case DS_MIGRATE_REVERTED: return "reverted";
+    default: return "";
+    }
+}
+
+static void on_progress(void *ud, const ds_migrate_progress *p) {
+    cli *c = ud;
+    switch (p->event) {
+    case DS_MIGRATE_WAITING:
+        if (!c->json)
+            fprintf(stderr, "ds-migrate: another runner holds the migration "
+                            "lock; waiting\n");
+        break;
+    case DS_MIGRATE_APPLYING:
+    case DS_MIGRATE_REVERTING:
+        if (c->verbose)
+            fprintf(stderr, "ds-migrate: %s %04lld_%s%s\n",
+                    p->event == DS_MIGRATE_APPLYING ? "applying" : "reverting",
+                    (long long)p->version, p->name,
+                    p->no_transaction ? " (outside a transaction)" : "");
+        break;
+    case DS_MIGRATE_APPLIED:
+    case DS_MIGRATE_REVERTED:
+        if (c->json)
+            json_array_append_new(
+                c->steps,
+                json_pack("{s:I, s:s, s:s, s:I}", "version",
+                          (json_int_t)p->version, "name", p->name,
+                          "direction", p->up ? "up" : "down", "duration_ms",
+                          (json_int_t)(p->elapsed_us / 1000)));
+        else
+            printf("%s %04lld_%s (%lld ms)\n", event_word(p->event),
+                   (long long)p->version, p->name,
+                   (long long)(p->elapsed_us / 1000));
+        break;
+    case DS_MIGRATE_SQL:
+        if (c->json)
+            json_array_append_new(
+                c->steps,
+                json_pack("{s:I, s:s, s:s, s:b, s:s}", "version",
+                          (json_int_t)p->version, "name", p->name,
+                          "direction", p->up ? "up" : "down", "no_transaction",
+                          p->no_transaction, "sql", p->sql));
+        else
+            printf("%s\n", p->sql);
+        break;
+    }
+}
+
+static void format_time(int64_t epoch_us, char *buf, size_t cap) {
+    time_t t = (time_t)(epoch_us / 1000000);
+    struct tm tm;
+    if (!epoch_us || !gmtime_r(&t, &tm) ||
+        !strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(buf, cap, "%s", "");
+}
+
+static json_t *list_json(const ds_migration_list *l) {
+    json_t *items = json_array();
+    for (size_t k = 0; k < l->count; k++) {
+        const ds_migration *m = &l->items[k];
+        char when[32];
+        format_time(m->applied_at_us, when, sizeof when);
+        json_t *o = json_pack(
+            "{s:I, s:s, s:s, s:b, s:s, s:s}", "version", (json_int_t)m->version,
+            "name", m->name, "state", ds_migration_state_str(m->state),
+            "no_transaction", m->no_transaction, "checksum", m->checksum,
+            "applied_checksum", m->applied_checksum);
+        if (o && m->applied_at_us) {
+            json_object_set_new(o, "applied_at", json_string(when));
+            json_object_set_new(o, "duration_ms",
+                                json_integer((json_int_t)m->duration_ms));
+        }
+        json_array_append_new(items, o);
+    }
+    return json_pack("{s:I, s:I, s:I, s:b, s:o}", "current_version",
+                     (json_int_t)l->current_version, "latest_version",
+                     (json_int_t)l->latest_version, "pending",
+                     (json_int_t)l->pending, "consistent", l->consistent,
+                     "migrations", items);
+}
+
+static void print_list(const ds_migration_list *l) {
+    printf("%-8s %-32s %-13s %s\n", "version", "name", "state", "applied at");
+    for (size_t k = 0; k < l->count; k++) {
+        const ds_migration *m = &l->items[k];
+        char when[32];
+        format_time(m->applied_at_us, when, sizeof when);
+        printf("%04lld     %-32s %-13s %s", (long long)m->version, m->name,
+               ds_migration_state_str(m->state), when);
+        if (m->applied_at_us)
+            printf(" (%lld ms)", (long long)m->duration_ms);
+        printf("%s\n", m->no_transaction ? " [no transaction]" : "");
+    }
+    printf("current version %lld, latest %lld, %zu pending%s\n",
+           (long long)l->current_version, (long long)l->latest_version,
+           l->pending, l->consistent ? "" : "; the history is inconsistent "
+                                            "(see `ds-migrate verify`)");
+}
+
+/* ---- commands --------------------------------------------------------------- */
+
+typedef struct outcome {
+    ds_status st;
+    ds_error err;
+    json_t *extra; /* fields added to the JSON object */
+    char summary[256];
+} outcome;
+
+static void run_command(cli *c, ds_pool *pool, outcome *o) {
+    ds_migrate_options opts = {0};
+    opts.dir = c->dir;
+    opts.lock_timeout_ms = c->lock_timeout_ms;
+    opts.lock_wait_ms = c->wait_ms;
+    opts.dry_run = c->dry_run;
+    opts.progress = on_progress;
+    opts.progress_ud = c;
+    ds_error *err = &o->err;
+    const char *cmd = c->command;
+    int n = 0;
+    long long v = 0;
+
+    if (!strcmp(cmd, "up") || !strcmp(cmd, "dry-run")) {
+        o->st = ds_migrate_up(pool, &opts, &n, err);
+        snprintf(o->summary, sizeof o->summary, "%d migration(s) %s", n,
+                 opts.dry_run ? "would run" : "applied");
+    } else if (!strcmp(cmd, "down")) {
+        if (c->arg)
+            parse_int(c->arg, INT_MAX, &v);
+        o->st = ds_migrate_down(pool, &opts, c->arg ? (int)v : 1, &n, err);
+        snprintf(o->summary, sizeof o->summary, "%d migration(s) %s", n,
+                 opts.dry_run ? "would be reverted" : "reverted");
+    } else if (!strcmp(cmd, "to")) {
+        parse_int(c->arg, LLONG_MAX, &v);
+        o->st = ds_migrate_to(pool, &opts, (int64_t)v, &n, err);
+        snprintf(o->summary, sizeof o->summary, "%d migration(s) %s", n,
+                 opts.dry_run ? "would run" : "ran");
+    } else if (!strcmp(cmd, "verify")) {
+        o->st = ds_migrate_verify(pool, &opts, err);
+        snprintf(o->summary, sizeof o->summary,
+                 "the applied history matches the migrations");
+    } else if (!strcmp(cmd, "maintain")) {
+        if (c->arg)
+            parse_int(c->arg, 120, &v);
+        else
+            v = 3;
+        o->st = ds_migrate_maintain(pool, (int)v, &n, err);
+        snprintf(o->summary, sizeof o->summary,
+                 "%d analytics_events partition(s) created", n);
+        if (o->st == DS_OK)
+            o->extra = json_pack("{s:i, s:i}", "months_ahead", (int)v,
+                                 "created", n);
+        return;
+    } else if (!strcmp(cmd, "check")) {
+        o->st = ds_schema_check(pool, err);
+        snprintf(o->summary, sizeof o->summary,
+                 "the database matches this build (schema version %d)",
+                 DS_SCHEMA_VERSION);
+        if (o->st == DS_OK)
+            o->extra = json_pack("{s:i}", "schema_version", DS_SCHEMA_VERSION);
+        return;
+    }
+    if (o->st != DS_OK && strcmp(cmd, "verify") != 0)
+        return;
+    /* Where the database stands now (also for a failed verify). */
+    ds_migration_list *list = NULL;
+    ds_error serr = {0};
+    if (ds_migrate_status(pool, &opts, &list, &serr) == DS_OK) {
+        if (!strcmp(cmd, "status")) {
+            if (c->json)
+                o->extra = list_json(list);
+            else
+                print_list(list);
+        } else {
+            o->extra = json_pack("{s:I, s:I, s:I}", "current_version",
+                                 (json_int_t)list->current_version,
+                                 "latest_version",
+                                 (json_int_t)list->latest_version, "pending",
+                                 (json_int_t)list->pending);
+            size_t used = strlen(o->summary);
+            snprintf(o->summary + used, sizeof o->summary - used,
+                     "; at version %lld of %lld",
+                     (long long)list->current_version,
+                     (long long)list->latest_version);
+        }
+        ds_migration_list_free(list);
+    } else if (o->st == DS_OK) {
+        o->st = serr.code;
+        o->err = serr;
+    }
+}
+
+static const char *const commands[] = {"up",     "down",     "to",
+                                       "status", "verify",   "dry-run",
+                                       "maintain", "check"};
+
+static int parse_args(int argc, char **argv, cli *c) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *value = NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(usage_text, stdout);
+            exit(0);
+        }
+        if (!strcmp(a, "--version")) {
+            printf("ds-migrate (libdatastore %s, schema version %d)\n",
+                   ds_version(), DS_SCHEMA_VERSION);
+            exit(0);
+        }
+        if (!strcmp(a, "--json")) {
+            c->json = true;
+            continue;
+        }
+        if (!strcmp(a, "--dry-run")) {
+            c->dry_run = true;
+            continue;
+        }
+        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            c->verbose = true;
+            continue;
+        }
+        if (!strncmp(a, "--", 2)) {
+            const char *eq = strchr(a, '=');
+            size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
+            static const char *const with_value[] = {
+                "--database-url", "--dir", "--lock-timeout", "--wait"};
+            const char *opt = NULL;
+            for (size_t k = 0; k < 4; k++)
+                if (strlen(with_value[k]) == name_len &&
+                    !strncmp(a, with_value[k], name_len))
+                    opt = with_value[k];
+            if (!opt)
+                return usage_error("unknown option %s", a);
+            if (eq)
+                value = eq + 1;
+            else if (i + 1 < argc)
+                value = argv[++i];
+            else
+                return usage_error("%s needs a value", opt);
+            long long v = 0;
+            if (!strcmp(opt, "--database-url")) {
+                c->url = value;
+            } else if (!strcmp(opt, "--dir")) {
+                c->dir = value;
+            } else if (!parse_int(value, INT_MAX, &v)) {
+                return usage_error("%s takes milliseconds (0 or more)", opt);
+            } else if (!strcmp(opt, "--lock-timeout")) {
+                c->lock_timeout_ms = v == 0 ? -1 : (int)v;
+            } else {
+                c->wait_ms = v == 0 ? -1 : (int)v;
+            }
+            continue;
+        }
+        if (a[0] == '-' && a[1])
+            return usage_error("unknown option %s", a);
+        if (!c->command) {
+            for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+                if (!strcmp(a, commands[k]))
+                    c->command = commands[k];
+            if (!c->command)
+                return usage_error("unknown command \"%s\"", a);
+        } else if (!c->arg) {
+            c->arg = a;
+        } else {
+            return usage_error("unexpected argument \"%s\"", a);
+        }
+    }
+    if (!c->command)
+        return usage_error("%s", "no command given");
+    const char *cmd = c->command;
+    long long v;
+    bool takes_arg = !strcmp(cmd, "down") || !strcmp(cmd, "to") ||
+                     !strcmp(cmd, "maintain");
+    if (c->arg && !takes_arg)
+        return usage_error("%s takes no argument", cmd);
+    if (!strcmp(cmd, "to") && (!c->arg || !parse_int(c->arg, LLONG_MAX, &v)))
+        return usage_error("%s", "to needs a VERSION (0 or more)");
+    if (!strcmp(cmd, "down") && c->arg &&
+        (!parse_int(c->arg, INT_MAX, &v) || v < 1))
+        return usage_error("%s", "down takes a number of steps (1 or more)");
+    if (!strcmp(cmd, "maintain") && c->arg && !parse_int(c->arg, 120, &v))
+        return usage_error("%s", "maintain takes MONTHS from 0 to 120");
+    if (c->dry_run && strcmp(cmd, "up") && strcmp(cmd, "down") &&
+        strcmp(cmd, "to") && strcmp(cmd, "dry-run"))
+        return usage_error("--dry-run does not apply to %s", cmd);
+    if (!strcmp(cmd, "dry-run"))
+        c->dry_run = true;
+    if (!c->url) {
+        const char *env = getenv("DATABASE_URL");
+        c->url = env && *env ? env : NULL;
+    }
+    if (!c->url)
+        return usage_error("%s", "no database: set DATABASE_URL or pass "
+                                 "--database-url");
+    return 0;
+}
+
+static ds_status open_pool(const cli *c, ds_pool **pool, ds_error *err) {
+    ds_config *cfg = NULL;
+    ds_status st = ds_config_from_env(&cfg, err);
+    if (st == DS_OK)
+        st = ds_config_set(cfg, "database_url", c->url, err);
+    /* Only the primary matters, and every statement runs once or twice:
+     * unnamed statements cost nothing extra and work behind any pooler
+     * (the runner tells a pooler from a direct connection by itself). */
+    if (st == DS_OK)
+        st = ds_config_set(cfg, "database_replica_urls", NULL, err);
+    if (st == DS_OK)
+        st = ds_config_set(cfg, "statement_mode", "pooler", err);
+    if (st == DS_OK)
+        st = ds_config_set_int(cfg, "pool_min", 1, err);
+    if (st == DS_OK)
+        st = ds_config_set_int(cfg, "pool_max", 2, err);
+    const char *app = getenv("DS_APPLICATION_NAME");
+    if (st == DS_OK && !(app && *app))
+        st = ds_config_set(cfg, "application_name", "ds-migrate", err);
+    if (st == DS_OK)
+        st = ds_pool_open(cfg, pool, err);
+    ds_config_free(cfg);
+    return st;
+}
+
+int main(int argc, char **argv) {
+    cli c = {0};
+    int rc = parse_args(argc, argv, &c);
+    if (rc)
+        return rc;
+    ds_set_log_fn(log_to_stderr, NULL, c.verbose ? DS_LOG_INFO : DS_LOG_WARN);
+    if (c.json)
+        c.steps = json_array();
+
+    outcome o = {0};
+    ds_pool *pool = NULL;
+    o.st = open_pool(&c, &pool, &o.err);
+    if (o.st == DS_OK)
+        run_command(&c, pool, &o);
+    ds_pool_close(pool);
+
+    if (c.json) {
+        json_t *out = json_pack("{s:b, s:s}", "ok", o.st == DS_OK, "command",
+                                c.command);
+        if (json_array_size(c.steps) ||
+            (strcmp(c.command, "status") && strcmp(c.command, "verify") &&
+             strcmp(c.command, "maintain") && strcmp(c.command, "check")))
+            json_object_set(out, c.dry_run ? "steps" : "ran", c.steps);
+        if (o.extra)
+            json_object_update(out, o.extra);
+        if (o.st != DS_OK)
+            json_object_set_new(
+                out, "error",
+                json_pack("{s:s, s:s, s:s}", "code", ds_status_str(o.st),
+                          "sqlstate", o.err.sqlstate, "message",
+                          o.err.message));
+        print_json(out);
+        json_decref(out);
+    } else if (o.st == DS_OK) {
+        if (strcmp(c.command, "status") && strcmp(c.command, "dry-run") &&
+            !c.dry_run)
+            printf("ok: %s\n", o.summary);
+        else if (c.dry_run)
+            fprintf(stderr, "ds-migrate: dry run: %s\n", o.summary);
+    } else {
+        fprintf(stderr, "ds-migrate: %s: %s\n", ds_status_str(o.st),
+                o.err.message);
+    }
+    json_decref(o.extra);
+    json_decref(c.steps);
+    return o.st == DS_OK ? 0 : 1;
+}

@@ -1,0 +1,133 @@
+/* The migration runner's private parts: the file set, the SQL splitter and
+ * the entry points that the schema check and the tests share. */
+#ifndef DS_MIGRATE_INTERNAL_H
+#define DS_MIGRATE_INTERNAL_H
+
+#include "datastore/migrate.h"
+#include "migrate/embedded.h"
+#include "pool/pool_internal.h"
+#include "pool/stmt.h"
+
+/* The advisory lock key of migrations and partition maintenance ('dsmigrat').
+ * sql/0002_analytics_partitions.up.sql spells the same number. */
+#define DS_MIGRATE_LOCK_KEY INT64_C(7238249325589062004)
+
+/* First line that makes a file run outside a transaction. */
+#define DS_MIGRATE_NO_TX_MARK "-- ds:no-transaction"
+
+/* ---- the file set ---------------------------------------------------- */
+
+typedef struct ds__migration_file {
+    int64_t version;
+    char *name;            /* "platform_schema" */
+    char *up_file;         /* "0001_platform_schema.up.sql" */
+    char *down_file;
+    const char *up;        /* NUL-terminated contents (borrowed from the  */
+    size_t up_len;         /* embedded table or owned by the set)         */
+    const char *down;
+    size_t down_len;
+    bool up_no_tx;
+    bool down_no_tx;
+    char checksum[65];     /* hex SHA-256 of the up file */
+} ds__migration_file;
+
+typedef struct ds__migration_set {
+    ds__migration_file *files; /* by version, ascending */
+    size_t count;
+    char **buffers;            /* file contents read from a directory */
+    size_t nbuffers;
+    bool shared;               /* the embedded set: freeing is a no-op */
+} ds__migration_set;
+
+/* One file before it is paired: a name and its bytes (borrowed). */
+typedef struct ds__raw_file {
+    const char *name;
+    const char *data;
+    size_t len;
+} ds__raw_file;
+
+/* Pairs and validates files (names, up/down pairs, duplicate versions, NUL
+ * bytes) and computes checksums. The set borrows the raw files' data.
+ * Errors: DS_ERR_MIGRATION naming the file, DS_ERR_NOMEM. */
+ds_status ds__migration_set_build(const ds__raw_file *raw, size_t n,
+                                  ds__migration_set **out, ds_error *err);
+/* The embedded set (dir == NULL; built once and shared, so freeing it is
+ * a no-op) or a directory's. */
+ds_status ds__migration_set_load(const char *dir, ds__migration_set **out,
+                                 ds_error *err);
+void ds__migration_set_free(ds__migration_set *set);
+const ds__migration_file *ds__migration_set_find(const ds__migration_set *set,
+                                                 int64_t version);
+
+/* Newest version built into the library (0 when none). */
+int64_t ds__migrate_embedded_latest(void);
+
+/* ---- the record in the database -------------------------------------- */
+
+typedef struct ds__applied {
+    int64_t version;
+    char *name;
+    char checksum[65];
+    bool no_transaction;
+    int64_t applied_at_us;
+    int64_t duration_ms;
+} ds__applied;
+
+typedef struct ds__applied_list {
+    ds__applied *rows; /* by version, ascending */
+    size_t count;
+    bool table_exists;
+} ds__applied_list;
+
+/* Reads ds_schema_migrations on `conn`. A missing table is an empty list
+ * (table_exists false) when `missing_ok`; never call it that way inside a
+ * transaction, where the error would abort it. */
+ds_status ds__migrate_read_applied(ds_conn *conn, bool missing_ok,
+                                   ds__applied_list *out, ds_error *err);
+void ds__applied_list_clear(ds__applied_list *list);
+
+/* The runner's own statements (registered in src/schema/registry.c). */
+size_t ds__stmts_migrate(const ds__stmt_def **defs);
+/* The schema check's own statements. */
+size_t ds__stmts_schema(const ds__stmt_def **defs);
+
+/* ---- the schema check ------------------------------------------------- */
+
+/*
+ * ds_schema_check() with the statement tables and the version given:
+ * `tables` ends with an entry whose module is NULL; `expected_version` 0
+ * skips the version and history checks (tests check their own tables).
+ */
+ds_status ds__schema_check(ds_pool *pool, const ds__stmt_table *tables,
+                           int64_t expected_version, ds_error *err);
+
+/* ---- splitting a file into statements --------------------------------- */
+
+typedef struct ds__sql_stmt {
+    const char *text;  /* first token to the terminating ';' (inclusive) */
+    size_t len;
+    int line;          /* 1-based line of the first token */
+    char word1[24];    /* first two words, lower-case ("" when none) */
+    char word2[24];
+} ds__sql_stmt;
+
+typedef ds_status (*ds__sql_stmt_fn)(void *ud, const ds__sql_stmt *stmt,
+                                     ds_error *err);
+
+/*
+ * Calls `fn` for each statement of `sql` the way psql splits a script:
+ * semicolons inside quotes, quoted identifiers, dollar quotes, comments
+ * (nested block comments), parentheses and SQL-standard function bodies
+ * (BEGIN ATOMIC ... END) do not end a statement. Statements holding only
+ * comments are skipped. `file` names the source in errors: an
+ * unterminated quote or comment is DS_ERR_MIGRATION with its line. Stops
+ * at the first non-DS_OK from `fn` and returns it.
+ */
+ds_status ds__sql_split(const char *file, const char *sql, size_t len,
+                        ds__sql_stmt_fn fn, void *ud, ds_error *err);
+
+/* The line of the character the server's error position (1-based, in
+ * characters of the statement text) points at. */
+int ds__sql_position_line(const ds__sql_stmt *stmt, long position);
+
+#endif

@@ -1,0 +1,371 @@
+/* Service connections: tokens sealed with the crypto handle before they
+ * leave the process, opened into wiped ds_secret buffers on read. */
+#include <string.h>
+
+#include "datastore/connections.h"
+#include "repo/repo_internal.h"
+
+#define CONN_COLS                                                              \
+    "id, user_id, provider, external_account_id, scopes, access_token_enc, "  \
+    "refresh_token_enc, token_expires_at, status, key_id, created_at, "       \
+    "updated_at, access_token_enc IS NOT NULL, refresh_token_enc IS NOT NULL"
+#define CONN_TYPES                                                             \
+    {DS_OID_INT8, DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_TEXT,          \
+     DS_OID_BYTEA, DS_OID_BYTEA, DS_OID_TIMESTAMPTZ, DS_OID_TEXT, DS_OID_TEXT, \
+     DS_OID_TIMESTAMPTZ, DS_OID_TIMESTAMPTZ, DS_OID_BOOL, DS_OID_BOOL}
+#define CONN_NCOLS 14
+
+enum { S_UPSERT, S_GET, S_LIST, S_SET_STATUS, S_DELETE };
+
+static const ds__stmt_def stmts[] = {
+    [S_UPSERT] = {"connections.upsert",
+                  "INSERT INTO service_connections AS s (user_id, provider, "
+                  "external_account_id, scopes, access_token_enc, "
+                  "refresh_token_enc, token_expires_at, key_id) VALUES ($1, "
+                  "$2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, provider, "
+                  "external_account_id) DO UPDATE SET scopes = "
+                  "EXCLUDED.scopes, access_token_enc = "
+                  "EXCLUDED.access_token_enc, refresh_token_enc = "
+                  "EXCLUDED.refresh_token_enc, token_expires_at = "
+                  "EXCLUDED.token_expires_at, key_id = EXCLUDED.key_id, "
+                  "status = 'active', updated_at = now() RETURNING " CONN_COLS,
+                  8,
+                  {DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_TEXT,
+                   DS_OID_BYTEA, DS_OID_BYTEA, DS_OID_TIMESTAMPTZ, DS_OID_TEXT},
+                  CONN_NCOLS, CONN_TYPES},
+    [S_GET] = {"connections.get",
+               "SELECT " CONN_COLS " FROM service_connections WHERE id = $1",
+               1, {DS_OID_INT8}, CONN_NCOLS, CONN_TYPES},
+    [S_LIST] = {"connections.list",
+                "SELECT c.* FROM users u LEFT JOIN LATERAL (SELECT id, "
+                "user_id, provider, external_account_id, scopes, NULL::bytea, "
+                "NULL::bytea, token_expires_at, status, key_id, created_at, "
+                "updated_at, access_token_enc IS NOT NULL, refresh_token_enc "
+                "IS NOT NULL FROM service_connections WHERE user_id = u.id "
+                "ORDER BY id LIMIT $2) c ON true WHERE u.id = $1",
+                2, {DS_OID_INT8, DS_OID_INT8}, CONN_NCOLS, CONN_TYPES},
+    [S_SET_STATUS] = {"connections.set_status",
+                      "UPDATE service_connections SET status = $2, "
+                      "updated_at = now() WHERE id = $1",
+                      2, {DS_OID_INT8, DS_OID_TEXT}, -1, {0}},
+    [S_DELETE] = {"connections.delete",
+                  "DELETE FROM service_connections WHERE id = $1", 1,
+                  {DS_OID_INT8}, -1, {0}},
+};
+
+size_t ds__stmts_connections(const ds__stmt_def **defs) {
+    *defs = stmts;
+    return sizeof stmts / sizeof stmts[0];
+}
+
+static const char *const status_names[] = {"active", "expired", "revoked",
+                                           "error"};
+
+DS_EXPORT const char *ds_connection_status_str(ds_connection_status status) {
+    return status >= DS_CONNECTION_ACTIVE && status <= DS_CONNECTION_ERROR
+               ? status_names[status]
+               : "unknown";
+}
+
+static ds_connection_status status_from(const char *s) {
+    for (int i = 0; i < 4; i++)
+        if (strcmp(status_names[i], s) == 0)
+            return (ds_connection_status)i;
+    return DS_CONNECTION_ERROR;
+}
+
+static const int text_cols[] = {2, 3, 4, 9};
+
+static void decode_conn(const PGresult *r, int row, ds__block *b,
+                        ds_connection *c) {
+    c->id = ds__cell_int64(r, row, 0);
+    c->user_id = ds__cell_int64(r, row, 1);
+    c->provider = ds__block_text(b, r, row, 2);
+    c->external_account_id = ds__block_text(b, r, row, 3);
+    c->scopes = ds__block_text(b, r, row, 4);
+    c->token_expires_at = ds__cell_ts(r, row, 7);
+    c->status = status_from(PQgetvalue(r, row, 8));
+    c->key_id = ds__block_text(b, r, row, 9);
+    c->created_at = ds__cell_ts(r, row, 10);
+    c->updated_at = ds__cell_ts(r, row, 11);
+    c->has_access_token = ds__cell_bool(r, row, 12);
+    c->has_refresh_token = ds__cell_bool(r, row, 13);
+}
+
+DS_EXPORT void ds_connection_free(ds_connection *conn) {
+    if (!conn)
+        return;
+    ds_secret_free(conn->access_token);
+    ds_secret_free(conn->refresh_token);
+    ds__free(conn);
+}
+
+DS_EXPORT void ds_connection_list_free(ds_connection_list *list) {
+    ds__free(list);
+}
+
+static ds_status one_conn(const PGresult *r, ds_connection **out,
+                          ds_error *err) {
+    ds__block b;
+    if (!ds__block_alloc(&b, ds__struct_bytes(sizeof(ds_connection), 1) +
+                                 ds__text_bytes(r, 0, 1, text_cols, 4)))
+        return ds__error_set(err, DS_ERR_NOMEM, "connections: out of memory");
+    ds_connection *c = ds__block_take(&b, sizeof *c);
+    memset(c, 0, sizeof *c);
+    decode_conn(r, 0, &b, c);
+    *out = c;
+    return DS_OK;
+}
+
+/* The place an envelope is bound to. `scope` must hold 64 + 1 + 255 + 1. */
+static ds_status make_context(ds_error *err, int64_t user_id,
+                              const char *provider, const char *account,
+                              const char *field, char *scope, size_t cap,
+                              ds_crypto_context *ctx) {
+    ds_status st = ds_crypto_scope_service(provider, account, scope, cap, err);
+    if (st != DS_OK)
+        return st;
+    ctx->table = "service_connections";
+    ctx->field = field;
+    ctx->owner_id = user_id;
+    ctx->scope = scope;
+    return DS_OK;
+}
+
+#define SCOPE_CAP (DS_PROVIDER_MAX + 1 + DS_ACCOUNT_ID_MAX + 1)
+
+static ds_status check_provider(ds_error *err, const char *func,
+                                const char *p) {
+    if (!p)
+        return ds__error_set(err, DS_ERR_INVALID, "%s: provider is NULL", func);
+    size_t n = strlen(p);
+    bool ok = n >= 1 && n <= DS_PROVIDER_MAX;
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = p[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        ok = alnum || (i > 0 && (c == '_' || c == '.' || c == '-'));
+    }
+    if (!ok)
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "%s: provider must be 1 to %d of [a-z0-9_.-], "
+                             "starting with a letter or digit",
+                             func, DS_PROVIDER_MAX);
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_connection_upsert(ds_pool *pool, ds_crypto *crypto,
+                                         const ds_connection_new *in,
+                                         ds_connection **out, ds_error *err) {
+    DS_REPO_ERR(err);
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, crypto, "crypto is NULL (tokens are never stored in "
+                              "plaintext)");
+    DS_CHECK_ARG(err, in, "in is NULL");
+    DS_CHECK_ARG(err, in->user_id > 0, "user_id must be positive");
+    ds_status st = check_provider(err, __func__, in->provider);
+    if (st == DS_OK)
+        st = ds__check_text(err, __func__, "external_account_id",
+                            in->external_account_id,
+                            in->external_account_id
+                                ? strlen(in->external_account_id)
+                                : 0,
+                            1, DS_ACCOUNT_ID_MAX);
+    if (st == DS_OK && in->scopes)
+        st = ds__check_text(err, __func__, "scopes", in->scopes,
+                            strlen(in->scopes), 0, DS_SCOPES_MAX);
+    if (st != DS_OK)
+        return st;
+    const char *kid = ds_crypto_active_key_id(crypto);
+    char scope[SCOPE_CAP];
+    const char *tokens[2] = {in->access_token, in->refresh_token};
+    size_t lens[2] = {in->access_token_len, in->refresh_token_len};
+    const char *fields[2] = {"access_token", "refresh_token"};
+    uint8_t *env[2] = {NULL, NULL};
+    size_t env_len[2] = {0, 0};
+    for (int i = 0; i < 2 && st == DS_OK; i++) {
+        if (!tokens[i])
+            continue;
+        size_t len = lens[i] ? lens[i] : strlen(tokens[i]);
+        if (len == 0) {
+            st = ds__error_set(err, DS_ERR_INVALID, "%s: %s is empty",
+                               __func__, fields[i]);
+            break;
+        }
+        ds_crypto_context ctx;
+        st = make_context(err, in->user_id, in->provider,
+                          in->external_account_id, fields[i], scope,
+                          sizeof scope, &ctx);
+        if (st == DS_OK)
+            st = ds_crypto_encrypt(crypto, &ctx, tokens[i], len, &env[i],
+                                   &env_len[i], err);
+    }
+    if (st == DS_OK) {
+        ds__bind b;
+        ds__bind_init(&b);
+        ds__bind_int64(&b, in->user_id);
+        ds__bind_text(&b, in->provider);
+        ds__bind_text(&b, in->external_account_id);
+        ds__bind_text(&b, in->scopes ? in->scopes : "");
+        for (int i = 0; i < 2; i++) {
+            if (env[i])
+                ds__bind_bytes(&b, env[i], env_len[i]);
+            else
+                ds__bind_null(&b);
+        }
+        if (in->token_expires_at)
+            ds__bind_ts(&b, in->token_expires_at);
+        else
+            ds__bind_null(&b);
+        ds__bind_text(&b, kid);
+        PGresult *r = ds__repo_exec(pool, false, &stmts[S_UPSERT], &b, err);
+        if (!r) {
+            st = err ? err->code : DS_ERR_DB;
+            if (st == DS_ERR_NOT_FOUND)
+                ds__not_found(err, __func__, "user", in->user_id);
+        } else {
+            if (out)
+                st = one_conn(r, out, err);
+            PQclear(r);
+        }
+    }
+    ds_free(env[0]);
+    ds_free(env[1]);
+    return st;
+}
+
+DS_EXPORT ds_status ds_connection_get(ds_pool *pool, ds_crypto *crypto,
+                                      int64_t id, ds_connection **out,
+                                      ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, id > 0, "id must be positive");
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, id);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[S_GET], &b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return ds__not_found(err, __func__, "service connection", id);
+    }
+    ds_connection *c;
+    ds_status st = one_conn(r, &c, err);
+    for (int i = 0; st == DS_OK && crypto && i < 2; i++) {
+        if (PQgetisnull(r, 0, 5 + i))
+            continue;
+        char scope[SCOPE_CAP];
+        ds_crypto_context ctx;
+        const char *field = i == 0 ? "access_token" : "refresh_token";
+        st = make_context(err, c->user_id, c->provider, c->external_account_id,
+                          field, scope, sizeof scope, &ctx);
+        if (st == DS_OK)
+            st = ds_crypto_decrypt(
+                crypto, &ctx, (const uint8_t *)PQgetvalue(r, 0, 5 + i),
+                (size_t)PQgetlength(r, 0, 5 + i),
+                i == 0 ? &c->access_token : &c->refresh_token, err);
+        if (st != DS_OK)
+            ds_connection_free(c);
+    }
+    PQclear(r);
+    if (st == DS_OK)
+        *out = c;
+    return st;
+}
+
+DS_EXPORT ds_status ds_connection_list_for_user(ds_pool *pool, int64_t user_id,
+                                                int limit,
+                                                ds_connection_list **out,
+                                                ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    ds_status st = ds__check_limit(err, __func__, pool, limit);
+    if (st != DS_OK)
+        return st;
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, user_id);
+    ds__bind_int64(&b, (int64_t)limit + 1);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[S_LIST], &b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    int rows = PQntuples(r);
+    if (rows == 0) {
+        PQclear(r);
+        return ds__not_found(err, __func__, "user", user_id);
+    }
+    if (rows == 1 && PQgetisnull(r, 0, 0))
+        rows = 0;
+    int n = rows > limit ? limit : rows;
+    ds__block blk;
+    size_t cap = ds__struct_bytes(sizeof(ds_connection_list), 1) +
+                 ds__struct_bytes(sizeof(ds_connection *), (size_t)n) +
+                 ds__struct_bytes(sizeof(ds_connection), (size_t)n) +
+                 ds__text_bytes(r, 0, n, text_cols, 4);
+    if (!ds__block_alloc(&blk, cap)) {
+        PQclear(r);
+        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
+    }
+    ds_connection_list *list = ds__block_take(&blk, sizeof *list);
+    memset(list, 0, sizeof *list);
+    if (n) {
+        list->items = ds__block_take(&blk, sizeof(ds_connection *) * (size_t)n);
+        ds_connection *mem =
+            ds__block_take(&blk, sizeof(ds_connection) * (size_t)n);
+        memset(mem, 0, sizeof(ds_connection) * (size_t)n);
+        for (int i = 0; i < n; i++) {
+            list->items[i] = &mem[i];
+            decode_conn(r, i, &blk, &mem[i]);
+        }
+        list->count = (size_t)n;
+    }
+    list->has_more = rows > limit;
+    PQclear(r);
+    *out = list;
+    return DS_OK;
+}
+
+static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
+                             ds__bind *b, const char *func, int64_t id,
+                             ds_error *err) {
+    PGresult *r = ds__repo_exec(pool, false, def, b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return hit ? DS_OK : ds__not_found(err, func, "service connection", id);
+}
+
+DS_EXPORT ds_status ds_connection_set_status(ds_pool *pool, int64_t id,
+                                             ds_connection_status status,
+                                             ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, id > 0, "id must be positive");
+    DS_CHECK_ARG(err, status >= DS_CONNECTION_ACTIVE &&
+                          status <= DS_CONNECTION_ERROR,
+                 "unknown status");
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, id);
+    ds__bind_text(&b, status_names[status]);
+    return run_command(pool, &stmts[S_SET_STATUS], &b, __func__, id, err);
+}
+
+DS_EXPORT ds_status ds_connection_delete(ds_pool *pool, int64_t id,
+                                         ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, id > 0, "id must be positive");
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, id);
+    return run_command(pool, &stmts[S_DELETE], &b, __func__, id, err);
+}

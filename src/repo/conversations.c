@@ -1,0 +1,263 @@
+/* Conversations: create, get, archive, delete, count and activity-ordered
+ * keyset paging. */
+#include <string.h>
+
+#include "datastore/conversations.h"
+#include "repo/repo_internal.h"
+
+#define CONV_COLS "id, owner_id, title, archived, created_at, updated_at"
+#define CONV_TYPES                                                             \
+    {DS_OID_INT8, DS_OID_INT8, DS_OID_TEXT, DS_OID_BOOL, DS_OID_TIMESTAMPTZ,   \
+     DS_OID_TIMESTAMPTZ}
+
+enum { S_CREATE, S_GET, S_ARCHIVE, S_DELETE, S_COUNT, S_LIST };
+
+static const ds__stmt_def stmts[] = {
+    [S_CREATE] = {"conversations.create",
+                  "INSERT INTO conversations (owner_id, title) VALUES ($1, "
+                  "COALESCE($2, '')) RETURNING " CONV_COLS,
+                  2, {DS_OID_INT8, DS_OID_TEXT}, 6, CONV_TYPES},
+    [S_GET] = {"conversations.get",
+               "SELECT " CONV_COLS " FROM conversations WHERE id = $1", 1,
+               {DS_OID_INT8}, 6, CONV_TYPES},
+    [S_ARCHIVE] = {"conversations.archive",
+                   "UPDATE conversations SET archived = $2 WHERE id = $1", 2,
+                   {DS_OID_INT8, DS_OID_BOOL}, -1, {0}},
+    [S_DELETE] = {"conversations.delete",
+                  "DELETE FROM conversations WHERE id = $1", 1, {DS_OID_INT8},
+                  -1, {0}},
+    [S_COUNT] = {"conversations.count",
+                 "SELECT (SELECT count(*) FROM conversations c WHERE "
+                 "c.owner_id = u.id AND ($2 OR NOT c.archived)) FROM users u "
+                 "WHERE u.id = $1",
+                 2, {DS_OID_INT8, DS_OID_BOOL}, 1, {DS_OID_INT8}},
+    /* One row with NULLs when the user exists but has no (more)
+     * conversations; none when the user does not exist. */
+    [S_LIST] = {"conversations.list",
+                "SELECT c.id, c.owner_id, c.title, c.archived, c.created_at, "
+                "c.updated_at FROM users u LEFT JOIN LATERAL (SELECT " CONV_COLS
+                " FROM conversations WHERE owner_id = u.id AND ($2 OR NOT "
+                "archived) AND (updated_at, id) < ($3, $4) ORDER BY "
+                "updated_at DESC, id DESC LIMIT $5) c ON true WHERE u.id = $1",
+                5,
+                {DS_OID_INT8, DS_OID_BOOL, DS_OID_TIMESTAMPTZ, DS_OID_INT8,
+                 DS_OID_INT8},
+                6, CONV_TYPES},
+};
+
+size_t ds__stmts_conversations(const ds__stmt_def **defs) {
+    *defs = stmts;
+    return sizeof stmts / sizeof stmts[0];
+}
+
+static const int text_cols[] = {2};
+
+static void decode_conv(const PGresult *r, int row, ds__block *b,
+                        ds_conversation *c) {
+    c->id = ds__cell_int64(r, row, 0);
+    c->owner_id = ds__cell_int64(r, row, 1);
+    c->title = ds__block_text(b, r, row, 2);
+    c->archived = ds__cell_bool(r, row, 3);
+    c->created_at = ds__cell_ts(r, row, 4);
+    c->updated_at = ds__cell_ts(r, row, 5);
+}
+
+DS_EXPORT void ds_conversation_free(ds_conversation *conv) { ds__free(conv); }
+
+DS_EXPORT void ds_conversation_list_free(ds_conversation_list *list) {
+    ds__free(list);
+}
+
+static ds_status one_conv(PGresult *r, ds_conversation **out, ds_error *err) {
+    ds__block b;
+    if (!ds__block_alloc(&b, ds__struct_bytes(sizeof(ds_conversation), 1) +
+                                 ds__text_bytes(r, 0, 1, text_cols, 1))) {
+        PQclear(r);
+        return ds__error_set(err, DS_ERR_NOMEM, "conversations: out of memory");
+    }
+    ds_conversation *c = ds__block_take(&b, sizeof *c);
+    memset(c, 0, sizeof *c);
+    decode_conv(r, 0, &b, c);
+    PQclear(r);
+    *out = c;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_conversation_create(ds_pool *pool, int64_t owner_id,
+                                           const char *title,
+                                           ds_conversation **out,
+                                           ds_error *err) {
+    DS_REPO_ERR(err);
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, owner_id > 0, "owner_id must be positive");
+    if (title) {
+        ds_status st = ds__check_text(err, __func__, "title", title,
+                                      strlen(title), 0, DS_TITLE_MAX);
+        if (st != DS_OK)
+            return st;
+    }
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, owner_id);
+    ds__bind_text(&b, title);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[S_CREATE], &b, err);
+    if (!r) {
+        if (err && err->code == DS_ERR_NOT_FOUND)
+            ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no user with id %lld",
+                          __func__, (long long)owner_id);
+        return err ? err->code : DS_ERR_DB;
+    }
+    if (!out) {
+        PQclear(r);
+        return DS_OK;
+    }
+    return one_conv(r, out, err);
+}
+
+DS_EXPORT ds_status ds_conversation_get(ds_pool *pool, int64_t id,
+                                        ds_conversation **out, ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, id > 0, "id must be positive");
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, id);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[S_GET], &b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return ds__not_found(err, __func__, "conversation", id);
+    }
+    return one_conv(r, out, err);
+}
+
+static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
+                             ds__bind *b, const char *func, int64_t id,
+                             ds_error *err) {
+    PGresult *r = ds__repo_exec(pool, false, def, b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return hit ? DS_OK : ds__not_found(err, func, "conversation", id);
+}
+
+DS_EXPORT ds_status ds_conversation_archive(ds_pool *pool, int64_t id,
+                                            bool archived, ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, id > 0, "id must be positive");
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, id);
+    ds__bind_bool(&b, archived);
+    return run_command(pool, &stmts[S_ARCHIVE], &b, __func__, id, err);
+}
+
+DS_EXPORT ds_status ds_conversation_delete(ds_pool *pool, int64_t id,
+                                           ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, id > 0, "id must be positive");
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, id);
+    return run_command(pool, &stmts[S_DELETE], &b, __func__, id, err);
+}
+
+DS_EXPORT ds_status ds_conversation_count(ds_pool *pool, int64_t owner_id,
+                                          bool include_archived, int64_t *out,
+                                          ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = 0;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, owner_id > 0, "owner_id must be positive");
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, owner_id);
+    ds__bind_bool(&b, include_archived);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[S_COUNT], &b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return ds__not_found(err, __func__, "user", owner_id);
+    }
+    *out = ds__cell_int64(r, 0, 0);
+    PQclear(r);
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_conversation_list_page(
+    ds_pool *pool, int64_t owner_id, const ds_conversation_cursor *cursor,
+    int limit, bool include_archived, ds_conversation_list **out,
+    ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, owner_id > 0, "owner_id must be positive");
+    ds_status st = ds__check_limit(err, __func__, pool, limit);
+    if (st != DS_OK)
+        return st;
+    bool from_top = !cursor || (cursor->updated_at == 0 && cursor->id == 0);
+    DS_CHECK_ARG(err, from_top || cursor->id > 0, "cursor.id is not positive");
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, owner_id);
+    ds__bind_bool(&b, include_archived);
+    if (from_top) {
+        ds__bind_int64(&b, INT64_MAX); /* binary timestamptz 'infinity' */
+        ds__bind_int64(&b, INT64_MAX);
+    } else {
+        ds__bind_ts(&b, cursor->updated_at);
+        ds__bind_int64(&b, cursor->id);
+    }
+    ds__bind_int64(&b, (int64_t)limit + 1);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[S_LIST], &b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    int rows = PQntuples(r);
+    if (rows == 0) {
+        PQclear(r);
+        return ds__not_found(err, __func__, "user", owner_id);
+    }
+    if (rows == 1 && PQgetisnull(r, 0, 0))
+        rows = 0;
+    int n = rows > limit ? limit : rows;
+    ds__block blk;
+    size_t cap = ds__struct_bytes(sizeof(ds_conversation_list), 1) +
+                 ds__struct_bytes(sizeof(ds_conversation *), (size_t)n) +
+                 ds__struct_bytes(sizeof(ds_conversation), (size_t)n) +
+                 ds__text_bytes(r, 0, n, text_cols, 1);
+    if (!ds__block_alloc(&blk, cap)) {
+        PQclear(r);
+        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
+    }
+    ds_conversation_list *list = ds__block_take(&blk, sizeof *list);
+    memset(list, 0, sizeof *list);
+    if (n) {
+        list->items = ds__block_take(&blk, sizeof(ds_conversation *) * (size_t)n);
+        ds_conversation *mem =
+            ds__block_take(&blk, sizeof(ds_conversation) * (size_t)n);
+        for (int i = 0; i < n; i++) {
+            list->items[i] = &mem[i];
+            decode_conv(r, i, &blk, &mem[i]);
+        }
+        list->count = (size_t)n;
+        list->next.updated_at = mem[n - 1].updated_at;
+        list->next.id = mem[n - 1].id;
+    } else if (cursor) {
+        list->next = *cursor;
+    }
+    list->has_more = rows > limit;
+    PQclear(r);
+    *out = list;
+    return DS_OK;
+}

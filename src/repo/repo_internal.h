@@ -1,0 +1,266 @@
+/* Shared machinery of the repositories: binary parameter binding, input
+ * validation against the pool's limits, decoding binary PGresult cells
+ * straight into row structs, and one-allocation row blocks. Never
+ * installed. */
+#ifndef DS_REPO_INTERNAL_H
+#define DS_REPO_INTERNAL_H
+
+#include <jansson.h>
+#include <string.h>
+
+#include "pool/pool_internal.h"
+#include "pool/stmt.h"
+
+/* Fixed field limits: the schema's CHECK constraints (bytes here, which
+ * is never more characters than the schema allows). */
+#define DS_EMAIL_MAX 320
+#define DS_DISPLAY_NAME_MAX 200
+#define DS_LOCALE_MAX 35
+#define DS_TIMEZONE_MAX 64
+#define DS_TITLE_MAX 500
+#define DS_IDEMPOTENCY_KEY_MAX 200
+#define DS_PROVIDER_MAX 64
+#define DS_ACCOUNT_ID_MAX 255
+#define DS_SCOPES_MAX 4000
+#define DS_TEAM_NAME_MAX 200
+#define DS_SETTING_KEY_MAX 128
+#define DS_EVENT_NAME_MAX 200
+
+/* Public entry points start with this, so that internal paths can always
+ * read the error code (callers may pass err == NULL). */
+#define DS_REPO_ERR(err)                                                       \
+    ds_error err##_local_;                                                     \
+    if (!(err))                                                                \
+    (err) = &err##_local_
+
+/* ---- parameters --------------------------------------------------------- */
+
+#define DS_BIND_MAX 16
+
+typedef struct ds__bind {
+    const char *values[DS_BIND_MAX];
+    int lengths[DS_BIND_MAX];
+    int formats[DS_BIND_MAX];
+    char scratch[DS_BIND_MAX][8];
+    char *owned[DS_BIND_MAX]; /* ds__malloc'd buffers freed by bind_free */
+    int n;
+} ds__bind;
+
+static inline void ds__bind_init(ds__bind *b) { b->n = 0; }
+
+static inline void ds__bind_free(ds__bind *b) {
+    for (int i = 0; i < b->n; i++)
+        if (b->owned[i])
+            ds__free(b->owned[i]);
+    b->n = 0;
+}
+
+static inline int ds__bind_slot(ds__bind *b) {
+    int i = b->n++;
+    b->formats[i] = 1;
+    b->owned[i] = NULL;
+    return i;
+}
+
+static inline void ds__bind_int64(ds__bind *b, int64_t v) {
+    int i = ds__bind_slot(b);
+    ds__put_be64(b->scratch[i], (uint64_t)v);
+    b->values[i] = b->scratch[i];
+    b->lengths[i] = 8;
+}
+
+static inline void ds__bind_int32(ds__bind *b, int32_t v) {
+    int i = ds__bind_slot(b);
+    ds__put_be32(b->scratch[i], (uint32_t)v);
+    b->values[i] = b->scratch[i];
+    b->lengths[i] = 4;
+}
+
+static inline void ds__bind_float8(ds__bind *b, double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, 8);
+    ds__bind_int64(b, (int64_t)bits);
+}
+
+static inline void ds__bind_bool(ds__bind *b, bool v) {
+    int i = ds__bind_slot(b);
+    b->scratch[i][0] = v ? 1 : 0;
+    b->values[i] = b->scratch[i];
+    b->lengths[i] = 1;
+}
+
+/* Epoch microseconds to PostgreSQL's binary timestamptz. */
+static inline void ds__bind_ts(ds__bind *b, int64_t epoch_us) {
+    ds__bind_int64(b, epoch_us - DS_PG_EPOCH_OFFSET_US);
+}
+
+static inline void ds__bind_null(ds__bind *b) {
+    int i = ds__bind_slot(b);
+    b->values[i] = NULL;
+    b->lengths[i] = 0;
+}
+
+/* Text or bytea bytes, borrowed for the call. */
+static inline void ds__bind_bytes(ds__bind *b, const void *p, size_t len) {
+    int i = ds__bind_slot(b);
+    b->values[i] = p ? (const char *)p : "";
+    b->lengths[i] = (int)len;
+}
+
+/* NULL binds SQL NULL. */
+static inline void ds__bind_text(ds__bind *b, const char *s) {
+    if (s)
+        ds__bind_bytes(b, s, strlen(s));
+    else
+        ds__bind_null(b);
+}
+
+/* A jsonb parameter in binary form (version byte 1, then the text) from a
+ * buffer ds__json_encode made; the bind takes ownership. */
+static inline void ds__bind_jsonb_owned(ds__bind *b, char *buf, size_t len) {
+    int i = ds__bind_slot(b);
+    b->values[i] = buf;
+    b->lengths[i] = (int)len;
+    b->owned[i] = buf;
+}
+
+/* ---- validation --------------------------------------------------------- */
+
+/* Text field: not NULL, valid UTF-8 without NUL, at most `max` bytes, and
+ * at least `min`. `func`/`field` name it in the message. */
+ds_status ds__check_text(ds_error *err, const char *func, const char *field,
+                         const char *s, size_t len, size_t min, size_t max);
+
+/* Lower-cases and trims `email` into `out` (DS_EMAIL_MAX + 1 bytes) and
+ * checks its shape: one '@', a non-empty local part and a dotted domain of
+ * letters, digits and hyphens, no spaces or control characters. */
+ds_status ds__email_normalise(ds_error *err, const char *func,
+                              const char *email, char *out);
+
+/* Serialises `j` (which must be of `want` type: JSON_OBJECT, JSON_ARRAY or
+ * -1 for any) into a binary jsonb buffer (ds__malloc'd, version byte
+ * first) of at most `max` bytes of text. NULL `j` gives `def` ("{}",
+ * "[]"). Errors: DS_ERR_INVALID (wrong type, too long, not encodable:
+ * e.g. NaN or invalid UTF-8 in a string), DS_ERR_NOMEM. */
+ds_status ds__json_encode(ds_error *err, const char *func, const char *field,
+                          const json_t *j, int want, const char *def,
+                          int64_t max, char **out, size_t *out_len);
+
+/* Checks a page limit against the pool's repo_max_page. */
+ds_status ds__check_limit(ds_error *err, const char *func, const ds_pool *pool,
+                          int limit);
+
+/* ---- execution ---------------------------------------------------------- */
+
+/* Acquires (the primary, or a read lease when `read`), runs `def` with the
+ * bound parameters and releases. Returns the PGresult or NULL with `err`
+ * filled. SQLSTATE 23503 (a referenced row is missing) comes back as
+ * DS_ERR_NOT_FOUND. */
+PGresult *ds__repo_exec(ds_pool *pool, bool read, const ds__stmt_def *def,
+                        const ds__bind *b, ds_error *err);
+
+/* The same on a connection the caller holds. */
+PGresult *ds__repo_exec_conn(ds_conn *conn, const ds__stmt_def *def,
+                             const ds__bind *b, ds_error *err);
+
+/* Remaps a foreign-key violation to DS_ERR_NOT_FOUND naming `what`. */
+void ds__repo_fk_not_found(ds_error *err, const char *what);
+
+/* Builds "not found" errors consistently. */
+ds_status ds__not_found(ds_error *err, const char *func, const char *what,
+                        int64_t id);
+
+/* ---- decoding ----------------------------------------------------------- */
+
+static inline bool ds__cell_null(const PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col);
+}
+static inline int64_t ds__cell_int64(const PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col)
+               ? 0
+               : (int64_t)ds__get_be64(PQgetvalue(r, row, col));
+}
+static inline bool ds__cell_bool(const PGresult *r, int row, int col) {
+    return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] != 0;
+}
+/* Timestamptz to epoch microseconds; NULL gives 0. */
+static inline int64_t ds__cell_ts(const PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col))
+        return 0;
+    int64_t v = (int64_t)ds__get_be64(PQgetvalue(r, row, col));
+    if (v == INT64_MAX || v == INT64_MIN)
+        return v; /* infinity */
+    return v + DS_PG_EPOCH_OFFSET_US;
+}
+static inline size_t ds__cell_len(const PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? 0 : (size_t)PQgetlength(r, row, col);
+}
+
+/* Parses a binary jsonb cell into a new json_t (NULL cell: NULL, no
+ * error). */
+ds_status ds__cell_json(const PGresult *r, int row, int col, json_t **out,
+                        ds_error *err);
+
+/* A bump allocator over one block: rows and their strings live together
+ * and go with one free. */
+typedef struct ds__block {
+    char *base;
+    size_t used, cap;
+} ds__block;
+
+/* Room for the text cells of `cols` (each + NUL) in rows [r0, r1). */
+static inline size_t ds__text_bytes(const PGresult *r, int r0, int r1,
+                                    const int *cols, int ncols) {
+    size_t n = 0;
+    for (int row = r0; row < r1; row++)
+        for (int i = 0; i < ncols; i++)
+            n += ds__cell_len(r, row, cols[i]) + 1;
+    return n;
+}
+
+static inline void *ds__block_take(ds__block *b, size_t size) {
+    b->used = (b->used + 7) & ~(size_t)7;
+    size = (size + 7) & ~(size_t)7;
+    void *p = b->base + b->used;
+    b->used += size;
+    return p;
+}
+
+/* Copies a text cell (NULL cell: NULL). */
+static inline const char *ds__block_text(ds__block *b, const PGresult *r,
+                                         int row, int col) {
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    size_t len = (size_t)PQgetlength(r, row, col);
+    char *p = b->base + b->used;
+    memcpy(p, PQgetvalue(r, row, col), len);
+    p[len] = '\0';
+    b->used += len + 1;
+    return p;
+}
+
+/* Size of `n` structs of `size` rounded like ds__block_take does, with
+ * room for the alignment a preceding text may need. */
+static inline size_t ds__struct_bytes(size_t size, size_t n) {
+    return ((size + 7) & ~(size_t)7) * n + 8;
+}
+
+/* Allocates a block of `cap` bytes. */
+static inline bool ds__block_alloc(ds__block *b, size_t cap) {
+    b->base = ds__malloc(cap ? cap : 1);
+    b->used = 0;
+    b->cap = cap;
+    return b->base != NULL;
+}
+
+/* ---- statement tables ------------------------------------------------------ */
+size_t ds__stmts_users(const ds__stmt_def **defs);
+size_t ds__stmts_conversations(const ds__stmt_def **defs);
+size_t ds__stmts_messages(const ds__stmt_def **defs);
+size_t ds__stmts_connections(const ds__stmt_def **defs);
+size_t ds__stmts_teams(const ds__stmt_def **defs);
+size_t ds__stmts_settings(const ds__stmt_def **defs);
+size_t ds__stmts_events(const ds__stmt_def **defs);
+size_t ds__stmts_gdpr(const ds__stmt_def **defs);
+
+#endif

@@ -1,0 +1,322 @@
+/* App settings, global (user_id NULL) or per user. The two scopes have
+ * their own partial unique indexes, so each statement comes in a global
+ * and a user flavour (an `IS NOT DISTINCT FROM` would not use them). */
+#include <string.h>
+
+#include "datastore/settings.h"
+#include "repo/repo_internal.h"
+
+#define SET_COLS "id, user_id, key, value, version, updated_at"
+#define SET_TYPES                                                              \
+    {DS_OID_INT8, DS_OID_INT8, DS_OID_TEXT, DS_OID_JSONB, DS_OID_INT8,         \
+     DS_OID_TIMESTAMPTZ, DS_OID_BOOL}
+#define P3 {DS_OID_INT8, DS_OID_TEXT, DS_OID_JSONB}
+#define P3V {DS_OID_INT8, DS_OID_TEXT, DS_OID_JSONB, DS_OID_INT8}
+
+/* $1 user id (unused by global flavours), $2 key, $3 value, $4 version. */
+#define SCOPE_G "user_id IS NULL"
+#define SCOPE_U "user_id = $1"
+#define UID_G "NULL::bigint"
+#define UID_U "$1"
+#define TARGET_G "(key) WHERE user_id IS NULL"
+#define TARGET_U "(user_id, key) WHERE user_id IS NOT NULL"
+
+#define GET(scope)                                                             \
+    "SELECT " SET_COLS ", true FROM app_settings WHERE " scope " AND key = $2"
+#define CREATE(uid)                                                            \
+    "INSERT INTO app_settings (user_id, key, value) VALUES (" uid ", $2, $3) " \
+    "RETURNING " SET_COLS ", true"
+#define UPSERT(uid, target)                                                    \
+    "INSERT INTO app_settings AS s (user_id, key, value) VALUES (" uid       \
+    ", $2, $3) ON CONFLICT " target " DO UPDATE SET value = EXCLUDED.value, " \
+    "version = s.version + 1, updated_at = now() RETURNING " SET_COLS ", true"
+#define UPDATE(scope)                                                          \
+    "WITH upd AS (UPDATE app_settings SET value = $3, version = version + 1, " \
+    "updated_at = now() WHERE " scope " AND key = $2 AND version = $4 "       \
+    "RETURNING " SET_COLS ") SELECT " SET_COLS ", true FROM upd UNION ALL "   \
+    "SELECT " SET_COLS ", false FROM app_settings WHERE " scope " AND key = " \
+    "$2 AND NOT EXISTS (SELECT 1 FROM upd)"
+#define DELETE(scope)                                                          \
+    "WITH del AS (DELETE FROM app_settings WHERE " scope " AND key = $2 AND " \
+    "($3 < 0 OR version = $3) RETURNING id) SELECT true FROM del UNION ALL "  \
+    "SELECT false FROM app_settings WHERE " scope " AND key = $2 AND NOT "    \
+    "EXISTS (SELECT 1 FROM del)"
+#define LIST(scope)                                                            \
+    "SELECT " SET_COLS ", true FROM app_settings WHERE " scope " ORDER BY "   \
+    "key LIMIT $2"
+
+enum { S_GET, S_CREATE, S_UPSERT, S_UPDATE, S_DELETE, S_LIST, S_N };
+
+/* [0] global, [1] per user. */
+static const ds__stmt_def stmts[2][S_N] = {
+    {
+        [S_GET] = {"settings.get_global", GET(SCOPE_G), 2,
+                   {DS_OID_INT8, DS_OID_TEXT}, 7, SET_TYPES},
+        [S_CREATE] = {"settings.create_global", CREATE(UID_G), 3, P3, 7,
+                      SET_TYPES},
+        [S_UPSERT] = {"settings.upsert_global", UPSERT(UID_G, TARGET_G), 3,
+                      P3, 7, SET_TYPES},
+        [S_UPDATE] = {"settings.update_global", UPDATE(SCOPE_G), 4, P3V, 7,
+                      SET_TYPES},
+        [S_DELETE] = {"settings.delete_global", DELETE(SCOPE_G), 3,
+                      {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8}, 1,
+                      {DS_OID_BOOL}},
+        [S_LIST] = {"settings.list_global", LIST(SCOPE_G), 2,
+                    {DS_OID_INT8, DS_OID_INT8}, 7, SET_TYPES},
+    },
+    {
+        [S_GET] = {"settings.get_user", GET(SCOPE_U), 2,
+                   {DS_OID_INT8, DS_OID_TEXT}, 7, SET_TYPES},
+        [S_CREATE] = {"settings.create_user", CREATE(UID_U), 3, P3, 7,
+                      SET_TYPES},
+        [S_UPSERT] = {"settings.upsert_user", UPSERT(UID_U, TARGET_U), 3, P3,
+                      7, SET_TYPES},
+        [S_UPDATE] = {"settings.update_user", UPDATE(SCOPE_U), 4, P3V, 7,
+                      SET_TYPES},
+        [S_DELETE] = {"settings.delete_user", DELETE(SCOPE_U), 3,
+                      {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8}, 1,
+                      {DS_OID_BOOL}},
+        [S_LIST] = {"settings.list_user", LIST(SCOPE_U), 2,
+                    {DS_OID_INT8, DS_OID_INT8}, 7, SET_TYPES},
+    },
+};
+
+size_t ds__stmts_settings(const ds__stmt_def **defs) {
+    *defs = &stmts[0][0];
+    return 2 * S_N;
+}
+
+static const int text_cols[] = {2};
+
+static ds_status decode_setting(const PGresult *r, int row, ds__block *b,
+                                ds_setting *s, ds_error *err) {
+    s->id = ds__cell_int64(r, row, 0);
+    s->user_id = ds__cell_int64(r, row, 1);
+    s->key = ds__block_text(b, r, row, 2);
+    s->version = ds__cell_int64(r, row, 4);
+    s->updated_at = ds__cell_ts(r, row, 5);
+    return ds__cell_json(r, row, 3, &s->value, err);
+}
+
+DS_EXPORT void ds_setting_free(ds_setting *setting) {
+    if (!setting)
+        return;
+    json_decref(setting->value);
+    ds__free(setting);
+}
+
+DS_EXPORT void ds_setting_list_free(ds_setting_list *list) {
+    if (!list)
+        return;
+    for (size_t i = 0; i < list->count; i++)
+        json_decref(list->items[i]->value);
+    ds__free(list);
+}
+
+static ds_status one_setting(const PGresult *r, ds_setting **out,
+                             ds_error *err) {
+    ds__block b;
+    if (!ds__block_alloc(&b, ds__struct_bytes(sizeof(ds_setting), 1) +
+                                 ds__text_bytes(r, 0, 1, text_cols, 1)))
+        return ds__error_set(err, DS_ERR_NOMEM, "settings: out of memory");
+    ds_setting *s = ds__block_take(&b, sizeof *s);
+    memset(s, 0, sizeof *s);
+    ds_status st = decode_setting(r, 0, &b, s, err);
+    if (st != DS_OK) {
+        ds_setting_free(s);
+        return st;
+    }
+    *out = s;
+    return DS_OK;
+}
+
+static ds_status check_key(ds_error *err, const char *func, const char *key) {
+    if (!key)
+        return ds__error_set(err, DS_ERR_INVALID, "%s: key is NULL", func);
+    size_t n = strlen(key);
+    if (n == 0 || n > DS_SETTING_KEY_MAX)
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "%s: key must be 1 to %d bytes", func,
+                             DS_SETTING_KEY_MAX);
+    for (size_t i = 0; i < n; i++) {
+        char c = key[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+                  c == ':' || c == '-';
+        if (!ok)
+            return ds__error_set(err, DS_ERR_INVALID,
+                                 "%s: key may hold only letters, digits and "
+                                 "_ . : -",
+                                 func);
+    }
+    return DS_OK;
+}
+
+static void bind_scope(ds__bind *b, int64_t user_id, const char *key) {
+    ds__bind_int64(b, user_id);
+    ds__bind_text(b, key);
+}
+
+DS_EXPORT ds_status ds_setting_get(ds_pool *pool, int64_t user_id,
+                                   const char *key, ds_setting **out,
+                                   ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, user_id >= 0, "user_id is negative");
+    ds_status st = check_key(err, __func__, key);
+    if (st != DS_OK)
+        return st;
+    ds__bind b;
+    ds__bind_init(&b);
+    bind_scope(&b, user_id, key);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[user_id > 0][S_GET], &b,
+                                err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    st = PQntuples(r) ? one_setting(r, out, err)
+                      : ds__error_set(err, DS_ERR_NOT_FOUND,
+                                      "%s: no setting '%s'", __func__, key);
+    PQclear(r);
+    return st;
+}
+
+DS_EXPORT ds_status ds_setting_put(ds_pool *pool, int64_t user_id,
+                                   const char *key, const json_t *value,
+                                   int64_t expected_version, ds_setting **out,
+                                   ds_error *err) {
+    DS_REPO_ERR(err);
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, user_id >= 0, "user_id is negative");
+    DS_CHECK_ARG(err, value, "value is NULL (use json_null() for a JSON null)");
+    DS_CHECK_ARG(err, expected_version >= DS_VERSION_ANY,
+                 "expected_version is below DS_VERSION_ANY");
+    ds_status st = check_key(err, __func__, key);
+    if (st != DS_OK)
+        return st;
+    char *json;
+    size_t len;
+    st = ds__json_encode(err, __func__, "value", value, -1, "null",
+                         pool->repo_max_json_bytes, &json, &len);
+    if (st != DS_OK)
+        return st;
+    int which = expected_version == DS_VERSION_NEW   ? S_CREATE
+                : expected_version == DS_VERSION_ANY ? S_UPSERT
+                                                     : S_UPDATE;
+    ds__bind b;
+    ds__bind_init(&b);
+    bind_scope(&b, user_id, key);
+    ds__bind_jsonb_owned(&b, json, len);
+    if (which == S_UPDATE)
+        ds__bind_int64(&b, expected_version);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[user_id > 0][which], &b,
+                                err);
+    ds__bind_free(&b);
+    if (!r) {
+        st = err ? err->code : DS_ERR_DB;
+        if (st == DS_ERR_NOT_FOUND)
+            ds__not_found(err, __func__, "user", user_id);
+        else if (st == DS_ERR_CONFLICT)
+            ds__error_set(err, DS_ERR_CONFLICT,
+                          "%s: setting '%s' already exists", __func__, key);
+        return st;
+    }
+    if (PQntuples(r) == 0)
+        st = ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no setting '%s'",
+                           __func__, key);
+    else if (!ds__cell_bool(r, 0, 6))
+        st = ds__error_set(err, DS_ERR_CONFLICT,
+                           "%s: setting '%s' is no longer at version %lld "
+                           "(changed by someone else); read it again",
+                           __func__, key, (long long)expected_version);
+    else if (out)
+        st = one_setting(r, out, err);
+    PQclear(r);
+    return st;
+}
+
+DS_EXPORT ds_status ds_setting_delete(ds_pool *pool, int64_t user_id,
+                                      const char *key,
+                                      int64_t expected_version,
+                                      ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, user_id >= 0, "user_id is negative");
+    DS_CHECK_ARG(err, expected_version == DS_VERSION_ANY || expected_version > 0,
+                 "expected_version must be a version or DS_VERSION_ANY");
+    ds_status st = check_key(err, __func__, key);
+    if (st != DS_OK)
+        return st;
+    ds__bind b;
+    ds__bind_init(&b);
+    bind_scope(&b, user_id, key);
+    ds__bind_int64(&b, expected_version);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[user_id > 0][S_DELETE],
+                                &b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    if (PQntuples(r) == 0)
+        st = ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no setting '%s'",
+                           __func__, key);
+    else if (!ds__cell_bool(r, 0, 0))
+        st = ds__error_set(err, DS_ERR_CONFLICT,
+                           "%s: setting '%s' is not at version %lld",
+                           __func__, key, (long long)expected_version);
+    PQclear(r);
+    return st;
+}
+
+DS_EXPORT ds_status ds_setting_list_for_user(ds_pool *pool, int64_t user_id,
+                                             int limit, ds_setting_list **out,
+                                             ds_error *err) {
+    DS_REPO_ERR(err);
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, user_id >= 0, "user_id is negative");
+    ds_status st = ds__check_limit(err, __func__, pool, limit);
+    if (st != DS_OK)
+        return st;
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, user_id);
+    ds__bind_int64(&b, (int64_t)limit + 1);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[user_id > 0][S_LIST], &b,
+                                err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    int rows = PQntuples(r);
+    int n = rows > limit ? limit : rows;
+    ds__block blk;
+    size_t cap = ds__struct_bytes(sizeof(ds_setting_list), 1) +
+                 ds__struct_bytes(sizeof(ds_setting *), (size_t)n) +
+                 ds__struct_bytes(sizeof(ds_setting), (size_t)n) +
+                 ds__text_bytes(r, 0, n, text_cols, 1);
+    if (!ds__block_alloc(&blk, cap)) {
+        PQclear(r);
+        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
+    }
+    ds_setting_list *list = ds__block_take(&blk, sizeof *list);
+    memset(list, 0, sizeof *list);
+    if (n) {
+        list->items = ds__block_take(&blk, sizeof(ds_setting *) * (size_t)n);
+        ds_setting *mem = ds__block_take(&blk, sizeof(ds_setting) * (size_t)n);
+        memset(mem, 0, sizeof(ds_setting) * (size_t)n);
+        for (int i = 0; i < n && st == DS_OK; i++) {
+            list->items[i] = &mem[i];
+            list->count = (size_t)i + 1;
+            st = decode_setting(r, i, &blk, &mem[i], err);
+        }
+    }
+    list->has_more = rows > limit;
+    PQclear(r);
+    if (st != DS_OK) {
+        ds_setting_list_free(list);
+        return st;
+    }
+    *out = list;
+    return DS_OK;
+}

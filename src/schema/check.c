@@ -1,0 +1,356 @@
+/*
+ * ds_schema_check(): is the live database the one this build was written
+ * against? The version and the applied history come from the migration
+ * record; every registered statement is then prepared (unnamed, with the
+ * parameter types the C code binds) and described, and the result columns
+ * are compared with what the C code decodes.
+ *
+ * All statements go out in one pipeline, one Parse + Describe + Sync group
+ * each: one round trip for the lot, an error in one group does not hide the
+ * others, and each group is self-contained, so it also holds behind
+ * PgBouncer in transaction mode (a group never spans two server
+ * connections). Unnamed statements leave nothing prepared behind.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "migrate/migrate_internal.h"
+
+#define MODULE "schema"
+#define BATCH 64 /* groups in flight before reading their results */
+
+static const ds__stmt_def stmts[] = {
+    {"schema.type_name", "SELECT format_type($1, NULL)", 1, {DS_OID_OID}, 1,
+     {DS_OID_TEXT}},
+};
+
+size_t ds__stmts_schema(const ds__stmt_def **defs) {
+    *defs = stmts;
+    return sizeof stmts / sizeof stmts[0];
+}
+
+/* "timestamp with time zone" for 1184; "oid 123" when the lookup fails. */
+static void type_name(ds_conn *c, Oid oid, char *buf, size_t cap) {
+    snprintf(buf, cap, "oid %u", (unsigned)oid);
+    char be[4];
+    ds__put_be32(be, (uint32_t)oid);
+    const char *values[1] = {be};
+    int lengths[1] = {4}, formats[1] = {1};
+    ds_error ignore = {0};
+    PGresult *r = ds__stmt_exec(c, &stmts[0], values, lengths, formats,
+                                &ignore);
+    if (r && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+        snprintf(buf, cap, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+}
+
+/* ---- the statements to check ------------------------------------------ */
+
+typedef struct def_list {
+    const ds__stmt_def **defs;
+    size_t n;
+} def_list;
+
+static ds_status collect(const ds__stmt_table *tables, def_list *out,
+                         ds_error *err) {
+    size_t total = 0;
+    for (const ds__stmt_table *t = tables; t->module; t++) {
+        const ds__stmt_def *defs;
+        total += t->get ? t->get(&defs) : 0;
+    }
+    out->defs = ds__calloc(total ? total : 1, sizeof *out->defs);
+    if (!out->defs)
+        return ds__error_set(err, DS_ERR_NOMEM, "schema check: out of memory");
+    for (const ds__stmt_table *t = tables; t->module; t++) {
+        const ds__stmt_def *defs = NULL;
+        size_t n = t->get ? t->get(&defs) : 0;
+        for (size_t k = 0; k < n; k++) {
+            const ds__stmt_def *d = &defs[k];
+            if (!d->name || !d->sql || d->nparams < 0 ||
+                d->nparams > DS_STMT_MAX_PARAMS || d->ncols < -1 ||
+                d->ncols > DS_STMT_MAX_COLS)
+                return ds__error_set(err, DS_ERR_INTERNAL,
+                                     "schema check: module %s: statement %zu "
+                                     "(%s) is malformed",
+                                     t->module, k + 1,
+                                     d->name ? d->name : "unnamed");
+            for (size_t j = 0; j < out->n; j++)
+                if (strcmp(out->defs[j]->name, d->name) == 0)
+                    return ds__error_set(err, DS_ERR_INTERNAL,
+                                         "schema check: two statements are "
+                                         "named %s",
+                                         d->name);
+            out->defs[out->n++] = d;
+        }
+    }
+    return DS_OK;
+}
+
+/* ---- comparing -------------------------------------------------------------- */
+
+typedef struct outcome {
+    int mismatches;
+    ds_error first;
+} outcome;
+
+static void mismatch(outcome *o, ds_error *e) {
+    ds__log(DS_LOG_ERROR, MODULE, "%s", e->message);
+    if (o->mismatches++ == 0)
+        o->first = *e;
+}
+
+/* Describe of one statement against its definition. Type names are looked
+ * up after the pipeline, so only the OIDs are noted here. */
+typedef struct finding {
+    const ds__stmt_def *def;
+    bool param;     /* a parameter, else a result column */
+    int index;      /* 0-based */
+    Oid want, got;
+    char column[64];
+    char text[DS_ERROR_MESSAGE_MAX]; /* a complete message, or "" */
+    char sqlstate[6];                /* the server's, when it refused */
+} finding;
+
+static bool compare(const ds__stmt_def *d, const PGresult *desc, finding *f) {
+    memset(f, 0, sizeof *f);
+    f->def = d;
+    int np = PQnparams(desc), nf = PQnfields(desc);
+    if (np != d->nparams) {
+        snprintf(f->text, sizeof f->text,
+                 "schema check: %s: the statement takes %d parameter(s), the "
+                 "code binds %d",
+                 d->name, np, d->nparams);
+        return false;
+    }
+    for (int i = 0; i < np; i++) {
+        Oid got = PQparamtype(desc, i);
+        if (d->param_types[i] && got != d->param_types[i]) {
+            f->param = true;
+            f->index = i;
+            f->want = d->param_types[i];
+            f->got = got;
+            return false;
+        }
+    }
+    if (d->ncols < 0 && nf > 0) {
+        snprintf(f->text, sizeof f->text,
+                 "schema check: %s: returns %d column(s), the code expects "
+                 "no rows",
+                 d->name, nf);
+        return false;
+    }
+    if (d->ncols >= 0 && nf != d->ncols) {
+        snprintf(f->text, sizeof f->text,
+                 "schema check: %s: returns %d column(s), the code decodes %d",
+                 d->name, nf, d->ncols);
+        return false;
+    }
+    for (int i = 0; i < nf; i++) {
+        Oid got = PQftype(desc, i);
+        /* 0: a type without a fixed OID (an extension's, e.g. vector) */
+        if (d->col_types[i] && got != d->col_types[i]) {
+            f->index = i;
+            f->want = d->col_types[i];
+            f->got = got;
+            snprintf(f->column, sizeof f->column, "%s", PQfname(desc, i));
+            return false;
+        }
+    }
+    return true;
+}
+
+static void report(ds_conn *c, finding *f, outcome *o) {
+    ds_error e = {0};
+    if (f->text[0]) {
+        ds__error_set(&e, DS_ERR_SCHEMA, "%s", f->text);
+        memcpy(e.sqlstate, f->sqlstate, sizeof e.sqlstate);
+    } else {
+        char want[96], got[96];
+        type_name(c, f->want, want, sizeof want);
+        type_name(c, f->got, got, sizeof got);
+        if (f->param)
+            ds__error_set(&e, DS_ERR_SCHEMA,
+                          "schema check: %s: parameter $%d is %s in the "
+                          "database, the code binds %s",
+                          f->def->name, f->index + 1, got, want);
+        else
+            ds__error_set(&e, DS_ERR_SCHEMA,
+                          "schema check: %s: result column %d \"%s\" is %s in "
+                          "the database, the code decodes %s",
+                          f->def->name, f->index + 1, f->column, got, want);
+    }
+    mismatch(o, &e);
+}
+
+/* ---- the pipeline ------------------------------------------------------------- */
+
+static ds_status pipeline_failed(ds_conn *c, const char *what, ds_error *err) {
+    ds_conn_discard(c);
+    return ds__pg_error(c, NULL, NULL, what, err);
+}
+
+/* Reads one command's result (and the NULL after it). */
+static PGresult *next_result(PGconn *pg) {
+    PGresult *r = PQgetResult(pg);
+    if (r) {
+        PGresult *end = PQgetResult(pg);
+        PQclear(end); /* NULL separates commands in pipeline mode */
+    }
+    return r;
+}
+
+static ds_status check_batch(ds_conn *c, const ds__stmt_def **defs, size_t n,
+                             finding *found, size_t *nfound, ds_error *err) {
+    PGconn *pg = c->pg;
+    for (size_t k = 0; k < n; k++) {
+        if (!PQsendPrepare(pg, "", defs[k]->sql, defs[k]->nparams,
+                           defs[k]->param_types) ||
+            !PQsendDescribePrepared(pg, "") || !PQpipelineSync(pg))
+            return pipeline_failed(c, "schema check: send", err);
+    }
+    for (size_t k = 0; k < n; k++) {
+        PGresult *prep = next_result(pg);
+        PGresult *desc = next_result(pg);
+        PGresult *sync = PQgetResult(pg);
+        bool shape = prep && desc && sync &&
+                     PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        finding *f = &found[*nfound];
+        if (shape && PQresultStatus(prep) == PGRES_FATAL_ERROR) {
+            ds_error e = {0};
+            char ctx[160];
+            snprintf(ctx, sizeof ctx, "schema check: %s", defs[k]->name);
+            ds__pg_error(c, NULL, prep, ctx, &e);
+            memset(f, 0, sizeof *f);
+            f->def = defs[k];
+            snprintf(f->text, sizeof f->text, "%s", e.message);
+            memcpy(f->sqlstate, e.sqlstate, sizeof f->sqlstate);
+            (*nfound)++;
+        } else if (shape && PQresultStatus(prep) == PGRES_COMMAND_OK &&
+                   PQresultStatus(desc) == PGRES_COMMAND_OK) {
+            if (!compare(defs[k], desc, f))
+                (*nfound)++;
+        } else {
+            shape = false;
+        }
+        PQclear(prep);
+        PQclear(desc);
+        PQclear(sync);
+        if (!shape)
+            return pipeline_failed(c, "schema check: unexpected reply", err);
+    }
+    return DS_OK;
+}
+
+static ds_status check_statements(ds_conn *c, const def_list *list,
+                                  outcome *o, ds_error *err) {
+    finding *found = ds__calloc(BATCH, sizeof *found);
+    if (!found)
+        return ds__error_set(err, DS_ERR_NOMEM, "schema check: out of memory");
+    ds_status st = DS_OK;
+    for (size_t at = 0; st == DS_OK && at < list->n; at += BATCH) {
+        size_t n = list->n - at < BATCH ? list->n - at : BATCH;
+        size_t nfound = 0;
+        if (!PQenterPipelineMode(c->pg)) {
+            st = pipeline_failed(c, "schema check: pipeline", err);
+            break;
+        }
+        st = check_batch(c, list->defs + at, n, found, &nfound, err);
+        if (st == DS_OK && !PQexitPipelineMode(c->pg))
+            st = pipeline_failed(c, "schema check: pipeline", err);
+        /* Type names need the connection out of pipeline mode. */
+        for (size_t k = 0; st == DS_OK && k < nfound; k++)
+            report(c, &found[k], o);
+    }
+    ds__free(found);
+    return st;
+}
+
+/* ---- version and history ------------------------------------------------------ */
+
+static ds_status check_version(ds_conn *c, int64_t expected, outcome *o,
+                               ds_error *err) {
+    ds__applied_list applied;
+    ds_status st = ds__migrate_read_applied(c, true, &applied, err);
+    if (st != DS_OK)
+        return st;
+    ds__migration_set *set = NULL;
+    st = ds__migration_set_load(NULL, &set, err);
+    int64_t current = applied.count ? applied.rows[applied.count - 1].version
+                                    : 0;
+    ds_error e = {0};
+    if (st == DS_OK && current < expected) {
+        ds__error_set(&e, DS_ERR_SCHEMA,
+                      "schema check: the database is at schema version %lld, "
+                      "this build needs %lld: run ds-migrate up",
+                      (long long)current, (long long)expected);
+        mismatch(o, &e);
+    }
+    if (st == DS_OK && current > expected)
+        ds__log(DS_LOG_WARN, MODULE,
+                "the database is at schema version %lld, newer than this "
+                "build's %lld (a rolling deploy?); checking the statements",
+                (long long)current, (long long)expected);
+    for (size_t k = 0; st == DS_OK && k < applied.count; k++) {
+        const ds__applied *a = &applied.rows[k];
+        const ds__migration_file *f = ds__migration_set_find(set, a->version);
+        if (a->version > expected || !f)
+            continue;
+        if (strcmp(f->checksum, a->checksum) != 0 ||
+            strcmp(f->name, a->name) != 0) {
+            ds__error_set(&e, DS_ERR_SCHEMA,
+                          "schema check: migration %04lld_%s applied to the "
+                          "database differs from %s built into this library",
+                          (long long)a->version, a->name, f->up_file);
+            mismatch(o, &e);
+        }
+    }
+    ds__migration_set_free(set);
+    ds__applied_list_clear(&applied);
+    return st;
+}
+
+ds_status ds__schema_check(ds_pool *pool, const ds__stmt_table *tables,
+                           int64_t expected_version, ds_error *err) {
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    DS_CHECK_ARG(err, tables, "tables is NULL");
+    def_list list = {0};
+    ds_status st = collect(tables, &list, err);
+    ds_conn *c = NULL;
+    if (st == DS_OK)
+        st = ds_pool_acquire(pool, &c, err);
+    bool saved_pooler = c ? c->pooler : false;
+    if (c)
+        c->pooler = true; /* type-name look-ups unnamed too */
+    outcome o = {0};
+    if (st == DS_OK && expected_version > 0)
+        st = check_version(c, expected_version, &o, err);
+    /* Behind an old schema most statements would fail: the version says it. */
+    if (st == DS_OK && o.mismatches == 0)
+        st = check_statements(c, &list, &o, err);
+    if (c) {
+        c->pooler = saved_pooler;
+        ds_pool_release(c);
+    }
+    ds__free(list.defs);
+    if (st != DS_OK)
+        return st;
+    if (o.mismatches) {
+        if (err) {
+            *err = o.first;
+            if (o.mismatches > 1) {
+                size_t used = strlen(err->message);
+                snprintf(err->message + used, sizeof err->message - used,
+                         " (and %d more mismatch(es), each logged)",
+                         o.mismatches - 1);
+            }
+        }
+        return DS_ERR_SCHEMA;
+    }
+    ds__log(DS_LOG_DEBUG, MODULE, "%zu statement(s) match the database",
+            list.n);
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_schema_check(ds_pool *pool, ds_error *err) {
+    return ds__schema_check(pool, ds__stmt_registry, DS_SCHEMA_VERSION, err);
+}
