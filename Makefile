@@ -5,6 +5,8 @@
 #   make check-asan      the test suites under AddressSanitizer + UBSan
 #   make demo            bootstrap, start local services, migrate, run the examples
 #   make bench-run       run the benchmarks against local services
+#   make fuzz            build the libFuzzer targets (clang) and run each for
+#                        FUZZ_SECONDS (default 60)
 #   make install         PREFIX=/usr/local DESTDIR=
 #
 # Respects CC, CFLAGS, CPPFLAGS, LDFLAGS, PREFIX, DESTDIR; our own flags are
@@ -41,6 +43,11 @@ JANSSON_LIBS := $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null)
 
 ifeq ($(SANITIZE),1)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+# Library objects instrumented for libFuzzer (clang only; see `make fuzz`).
+ifeq ($(SANITIZE),fuzz)
+SAN_FLAGS := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined
 endif
 
 DS_STD := -std=c11 -D_DEFAULT_SOURCE
@@ -80,7 +87,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 USE_SHARED := -L$(BUILD)/lib -ldatastore -Wl,-rpath,$(abspath $(BUILD)/lib)
 
 .PHONY: all lib examples tests bench check check-asan check-clang demo bench-run \
-        install uninstall clean services-start services-stop fuzz
+        install uninstall clean services-start services-stop fuzz fuzz-run
 all: lib $(CLI_BINS)
 lib: $(SHLIB) $(STLIB) $(BUILD)/lib/libdatastore.so
 
@@ -177,6 +184,34 @@ bench-run:
 	./scripts/bootstrap
 	$(MAKE) all bench
 	./scripts/bench-run --build $(BUILD)
+
+# ---- fuzzing: libFuzzer + ASan/UBSan, each target a bounded time ------------
+# `make fuzz` rebuilds the library instrumented (clang, SANITIZE=fuzz) under
+# build/fuzz and runs every fuzz/fuzz_<name>.c for FUZZ_SECONDS, keeping the
+# corpus it grows in build/fuzz/corpus/<name> (seeds: fuzz/corpus/<name>).
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+
+fuzz:
+	$(MAKE) BUILD=build/fuzz CC=clang SANITIZE=fuzz CFLAGS="-O1 -g" fuzz-run
+
+$(BUILD)/fuzz/%: fuzz/%.c $(STLIB)
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) $(DS_STD) $(DS_WARN) -Iinclude -Isrc $(DEP_CFLAGS) -g -O1 \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    -o $@ $< $(STLIB) $(DEP_LIBS) -pthread
+
+fuzz-run: $(FUZZ_BINS)
+	@test "$(SANITIZE)" = fuzz || { echo "fuzz-run: use make fuzz"; exit 1; }
+	@for bin in $(FUZZ_BINS); do \
+	    name=$$(basename $$bin); name=$${name#fuzz_}; \
+	    mkdir -p $(BUILD)/corpus/$$name $(BUILD)/artifacts; \
+	    echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+	    $$bin -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	        -artifact_prefix=$(BUILD)/artifacts/$$name- \
+	        $(BUILD)/corpus/$$name fuzz/corpus/$$name || exit 1; \
+	done
 
 services-start:
 	./scripts/services start

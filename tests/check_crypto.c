@@ -2,6 +2,7 @@
 #define _GNU_SOURCE /* memmem */
 #include <libpq-fe.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -563,6 +564,380 @@ START_TEST(test_crypto_errors_null_arguments) {
 }
 END_TEST
 
+/* ---- rotation against the database --------------------------------------- */
+
+/* One service connection as the repository writes it: both tokens sealed
+ * for their place (see crypto.h), key_id = the ring's active key. */
+typedef struct conn_row {
+    int64_t id, user_id;
+    char provider[16], account[32];
+    char access[96], refresh[96];
+    bool has_refresh;
+} conn_row;
+
+static void scope_of(const conn_row *r, char *buf, size_t n) {
+    ds_error err = {0};
+    ds_status st = ds_crypto_scope_service(r->provider, r->account, buf, n, &err);
+    ck_assert_ds_ok(st, err);
+}
+
+static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool insert) {
+    char scope[64];
+    scope_of(r, scope, sizeof scope);
+    ds_crypto_context actx = {"service_connections", "access_token", r->user_id, scope};
+    ds_crypto_context rctx = {"service_connections", "refresh_token", r->user_id, scope};
+    size_t alen, rlen = 0;
+    uint8_t *aenv = seal(c, &actx, r->access, &alen);
+    uint8_t *renv = r->has_refresh ? seal(c, &rctx, r->refresh, &rlen) : NULL;
+    ds_param p[] = {ds_param_int64(r->user_id), ds_param_text(r->provider),
+                    ds_param_text(r->account), ds_param_bytea(aenv, alen),
+                    renv ? ds_param_bytea(renv, rlen) : ds_param_null(),
+                    ds_param_text(ds_crypto_active_key_id(c)), ds_param_int64(r->id)};
+    ds_result *res;
+    ds_error err = {0};
+    ds_status st;
+    if (insert) {
+        st = ds_pool_exec(pool,
+                          "INSERT INTO service_connections (user_id, provider, "
+                          "external_account_id, access_token_enc, refresh_token_enc, "
+                          "key_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                          p, 6, &res, &err);
+        ck_assert_ds_ok(st, err);
+        st = ds_result_int64(res, 0, 0, &r->id, &err);
+        ck_assert_ds_ok(st, err);
+    } else {
+        st = ds_pool_exec(pool,
+                          "UPDATE service_connections SET access_token_enc = $4, "
+                          "refresh_token_enc = $5, key_id = $6 WHERE id = $7 "
+                          "AND user_id = $1 AND provider = $2 AND external_account_id = $3",
+                          p, 7, &res, &err);
+        ck_assert_ds_ok(st, err);
+        ck_assert_int_eq(ds_result_affected(res), 1);
+    }
+    ds_result_free(res);
+    ds_free(aenv);
+    ds_free(renv);
+}
+
+static int64_t make_user(const char *url, int n) {
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO users (email) VALUES ('user%d@example.com') RETURNING id", n);
+    return dt_sql_int(url, sql);
+}
+
+static conn_row *make_connections(const char *url, ds_pool *pool, ds_crypto *c,
+                                  int n, int first) {
+    conn_row *rows = calloc((size_t)n, sizeof *rows);
+    for (int i = 0; i < n; i++) {
+        conn_row *r = &rows[i];
+        r->user_id = make_user(url, first + i);
+        snprintf(r->provider, sizeof r->provider, "%s", i % 2 ? "github" : "google");
+        snprintf(r->account, sizeof r->account, "acct-%d", first + i);
+        snprintf(r->access, sizeof r->access, "ya29.access-%d-%08x", first + i,
+                 randombytes_random());
+        snprintf(r->refresh, sizeof r->refresh, "1//refresh-%d-%08x", first + i,
+                 randombytes_random());
+        r->has_refresh = i % 5 != 0; /* some providers issue none */
+        write_connection(pool, c, r, true);
+    }
+    return rows;
+}
+
+/* Reads every row back and checks it decrypts with `c` to what was written.
+ * Returns how many rows carry key_id `kid` (and envelopes under it). */
+static int verify_connections(ds_pool *pool, ds_crypto *c, const conn_row *rows,
+                              int n, const char *kid) {
+    ds_result *res;
+    ds_error err = {0};
+    ds_status st = ds_pool_exec(pool,
+                                "SELECT id, access_token_enc, refresh_token_enc, key_id "
+                                "FROM service_connections ORDER BY id",
+                                NULL, 0, &res, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(ds_result_rows(res), n);
+    int under_kid = 0;
+    for (int i = 0; i < n; i++) {
+        const conn_row *r = &rows[i];
+        int64_t id;
+        ck_assert_ds_ok(ds_result_int64(res, i, 0, &id, &err), err);
+        ck_assert_int_eq(id, r->id);
+        char scope[64];
+        scope_of(r, scope, sizeof scope);
+        ds_crypto_context actx = {"service_connections", "access_token", r->user_id, scope};
+        ds_crypto_context rctx = {"service_connections", "refresh_token", r->user_id, scope};
+        const uint8_t *env;
+        size_t len;
+        ck_assert_ds_ok(ds_result_bytea(res, i, 1, &env, &len, &err), err);
+        assert_opens_to(c, &actx, env, len, r->access);
+        char env_kid[DS_KID_MAX + 1];
+        ck_assert_ds_ok(ds_crypto_envelope_key_id(env, len, env_kid, sizeof env_kid, &err), err);
+        const char *row_kid;
+        ck_assert_ds_ok(ds_result_text(res, i, 3, &row_kid, NULL, &err), err);
+        ck_assert_str_eq(env_kid, row_kid);
+        if (r->has_refresh) {
+            ck_assert_ds_ok(ds_result_bytea(res, i, 2, &env, &len, &err), err);
+            assert_opens_to(c, &rctx, env, len, r->refresh);
+            char rkid[DS_KID_MAX + 1];
+            ck_assert_ds_ok(ds_crypto_envelope_key_id(env, len, rkid, sizeof rkid, &err), err);
+            ck_assert_str_eq(rkid, row_kid);
+        } else {
+            ck_assert(ds_result_is_null(res, i, 2));
+        }
+        if (strcmp(row_kid, kid) == 0)
+            under_kid++;
+    }
+    ds_result_free(res);
+    return under_kid;
+}
+
+/* Holds a row lock while rotation runs, then writes new tokens under an
+ * old key, as a process not yet redeployed would. */
+typedef struct holder_arg {
+    const char *url;
+    ds_crypto *old_ring;
+    conn_row *row;
+    atomic_int locked;
+} holder_arg;
+
+static void *holder_main(void *p) {
+    holder_arg *a = p;
+    ds_pool *pool = dt_pool(a->url, 1, 1);
+    ds_conn *conn;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_pool_acquire(pool, &conn, &err), err);
+    ck_assert_ds_ok(ds_exec(conn, "BEGIN", NULL, 0, NULL, &err), err);
+    ds_param id = ds_param_int64(a->row->id);
+    ck_assert_ds_ok(ds_exec(conn, "SELECT 1 FROM service_connections WHERE id = $1 "
+                                  "FOR UPDATE", &id, 1, NULL, &err), err);
+    atomic_store(&a->locked, 1);
+    usleep(300 * 1000);
+    snprintf(a->row->access, sizeof a->row->access, "ya29.written-while-rotating");
+    char scope[64];
+    scope_of(a->row, scope, sizeof scope);
+    ds_crypto_context actx = {"service_connections", "access_token", a->row->user_id, scope};
+    size_t len;
+    uint8_t *env = seal(a->old_ring, &actx, a->row->access, &len);
+    ds_param p2[] = {ds_param_bytea(env, len), ds_param_text(ds_crypto_active_key_id(a->old_ring)),
+                     ds_param_int64(a->row->id)};
+    ck_assert_ds_ok(ds_exec(conn, "UPDATE service_connections SET access_token_enc = $1, "
+                                  "key_id = $2 WHERE id = $3", p2, 3, NULL, &err), err);
+    ck_assert_ds_ok(ds_exec(conn, "COMMIT", NULL, 0, NULL, &err), err);
+    ds_free(env);
+    ds_pool_release(conn);
+    ds_pool_close(pool);
+    return NULL;
+}
+
+START_TEST(test_crypto_rotate_three_keys_online) {
+    char *url = dt_migrated_db("rot");
+    ds_pool *pool = dt_pool(url, 1, 4);
+    ds_crypto *ring1 = ring(K1);
+    ds_crypto *ring2 = ring(K2 "," K1);
+    ds_crypto *ring3 = ring(K3 "," K2 "," K1);
+    enum { N1 = 300, N2 = 150 };
+    conn_row *rows = calloc(N1 + N2, sizeof *rows);
+    conn_row *a = make_connections(url, pool, ring1, N1, 0);
+    conn_row *b = make_connections(url, pool, ring2, N2, N1);
+    memcpy(rows, a, N1 * sizeof *a);
+    memcpy(rows + N1, b, N2 * sizeof *b);
+    free(a);
+    free(b);
+    /* the second ring reads both generations */
+    ck_assert_int_eq(verify_connections(pool, ring2, rows, N1 + N2, "k1"), N1);
+
+    /* a bounded first run: 100 rows, then stop (resumable) */
+    ds_crypto_rotate_options opts = {.batch_size = 32, .max_rows = 100};
+    ds_crypto_rotate_stats stats;
+    ds_error err = {0};
+    ds_status st = ds_crypto_rotate(ring3, pool, &opts, &stats, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(stats.rotated, 100);
+    ck_assert_int_eq(stats.failed, 0);
+    ck_assert_int_eq(stats.remaining, N1 + N2 - 100);
+    ck_assert_int_eq(stats.batches, 4);
+    /* during: every row readable, 100 under k3 */
+    ck_assert_int_eq(verify_connections(pool, ring3, rows, N1 + N2, "k3"), 100);
+
+    /* resume while a writer holds a row and then writes it under k1 */
+    holder_arg h = {url, ring1, &rows[N1 + N2 - 1], 0};
+    pthread_t th;
+    pthread_create(&th, NULL, holder_main, &h);
+    while (!atomic_load(&h.locked))
+        usleep(1000);
+    opts = (ds_crypto_rotate_options){.batch_size = 50};
+    st = ds_crypto_rotate(ring3, pool, &opts, &stats, &err);
+    pthread_join(th, NULL);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(stats.failed, 0);
+    ck_assert_int_eq(stats.remaining, 0);
+    /* the held row was rotated after the writer's commit: counted too */
+    ck_assert_int_eq(stats.rotated, N1 + N2 - 100);
+
+    /* after: everything under k3, the writer's value kept, and the newest
+     * key alone reads every row */
+    ck_assert_int_eq(verify_connections(pool, ring3, rows, N1 + N2, "k3"), N1 + N2);
+    ds_crypto *only3 = ring(K3);
+    ck_assert_int_eq(verify_connections(pool, only3, rows, N1 + N2, "k3"), N1 + N2);
+    ck_assert_str_eq(rows[N1 + N2 - 1].access, "ya29.written-while-rotating");
+    /* nothing left to do: a rerun is a no-op */
+    st = ds_crypto_rotate(only3, pool, NULL, &stats, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(stats.rotated, 0);
+    ck_assert_int_eq(stats.remaining, 0);
+
+    ds_crypto_close(only3);
+    ds_crypto_close(ring1);
+    ds_crypto_close(ring2);
+    ds_crypto_close(ring3);
+    free(rows);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+START_TEST(test_crypto_rotate_reports_rows_that_do_not_decrypt) {
+    char *url = dt_migrated_db("rotfail");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_crypto *ring1 = ring(K1);
+    conn_row *rows = make_connections(url, pool, ring1, 20, 0);
+    /* row 3 gets row 4's envelope (another user): it can never decrypt */
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE service_connections SET access_token_enc = "
+             "(SELECT access_token_enc FROM service_connections WHERE id = %lld) "
+             "WHERE id = %lld",
+             (long long)rows[4].id, (long long)rows[3].id);
+    dt_sql(url, sql);
+    ds_crypto *ring2 = ring(K2 "," K1);
+    ds_crypto_rotate_stats stats;
+    ds_error err = {0};
+    ds_crypto_rotate_options opts = {.batch_size = 7};
+    ds_status st = ds_crypto_rotate(ring2, pool, &opts, &stats, &err);
+    ck_assert_ds_status(st, DS_ERR_CRYPTO, err);
+    ck_assert_int_eq(stats.rotated, 19);
+    ck_assert_int_eq(stats.failed, 1);
+    ck_assert_int_eq(stats.remaining, 1);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM service_connections WHERE key_id = 'k1' AND id = %lld",
+             (long long)rows[3].id);
+    ck_assert_int_eq(dt_sql_int(url, sql), 1);
+    ds_crypto_close(ring1);
+    ds_crypto_close(ring2);
+    free(rows);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+static char *db_name_of(const char *url) {
+    const char *slash = strrchr(url, '/');
+    const char *q = strchr(slash, '?');
+    return strndup(slash + 1, q ? (size_t)(q - slash - 1) : strlen(slash + 1));
+}
+
+START_TEST(test_crypto_rotate_through_pgbouncer) {
+    char *url = dt_migrated_db("rotpool");
+    ds_pool *direct = dt_pool(url, 1, 1);
+    ds_crypto *ring1 = ring(K1);
+    conn_row *rows = make_connections(url, direct, ring1, 40, 0);
+    ds_pool_close(direct);
+    char *name = db_name_of(url);
+    char *pooler_url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), name);
+    ds_config *cfg = dt_config(pooler_url, 1, 3);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set(cfg, "statement_mode", "pooler", &err), err);
+    ds_pool *pool;
+    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
+    ds_config_free(cfg);
+    ds_crypto *ring2 = ring(K2 "," K1);
+    ds_crypto_rotate_stats stats;
+    ds_crypto_rotate_options opts = {.batch_size = 16};
+    ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, &opts, &stats, &err), err);
+    ck_assert_int_eq(stats.rotated, 40);
+    ck_assert_int_eq(stats.remaining, 0);
+    ck_assert_int_eq(verify_connections(pool, ring2, rows, 40, "k2"), 40);
+    ds_crypto_close(ring1);
+    ds_crypto_close(ring2);
+    free(rows);
+    ds_pool_close(pool);
+    free(pooler_url);
+    free(name);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
+    char *url = dt_migrated_db("swap");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_crypto *c = ring(K1);
+    conn_row *rows = make_connections(url, pool, c, 2, 0);
+    char sql[512];
+    /* user 1's access token into user 0's row; access into refresh */
+    snprintf(sql, sizeof sql,
+             "UPDATE service_connections SET access_token_enc = "
+             "(SELECT access_token_enc FROM service_connections WHERE id = %lld), "
+             "refresh_token_enc = access_token_enc WHERE id = %lld",
+             (long long)rows[1].id, (long long)rows[0].id);
+    dt_sql(url, sql);
+    ds_result *res;
+    ds_error err = {0};
+    ds_param id = ds_param_int64(rows[0].id);
+    ck_assert_ds_ok(ds_pool_exec(pool, "SELECT access_token_enc, refresh_token_enc "
+                                       "FROM service_connections WHERE id = $1",
+                                 &id, 1, &res, &err), err);
+    char scope[64];
+    scope_of(&rows[0], scope, sizeof scope);
+    ds_crypto_context actx = {"service_connections", "access_token", rows[0].user_id, scope};
+    ds_crypto_context rctx = {"service_connections", "refresh_token", rows[0].user_id, scope};
+    const uint8_t *env;
+    size_t len;
+    ck_assert_ds_ok(ds_result_bytea(res, 0, 0, &env, &len, &err), err);
+    assert_no_open(c, &actx, env, len);
+    ck_assert_ds_ok(ds_result_bytea(res, 0, 1, &env, &len, &err), err);
+    assert_no_open(c, &rctx, env, len);
+    /* the same envelope still opens in its own place */
+    assert_opens_to(c, &actx, env, len, rows[0].access);
+
+    /* same provider and account for two users: the owner id alone decides */
+    conn_row twin = rows[0];
+    twin.user_id = rows[1].user_id;
+    char tscope[64];
+    scope_of(&twin, tscope, sizeof tscope);
+    ds_crypto_context tctx = {"service_connections", "access_token", twin.user_id, tscope};
+    assert_no_open(c, &tctx, env, len);
+    ds_result_free(res);
+    ds_crypto_close(c);
+    free(rows);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+START_TEST(test_crypto_rotate_errors) {
+    ds_crypto *c = ring(K1);
+    ds_error err = {0};
+    ds_crypto_rotate_stats stats = {.rotated = 7};
+    ck_assert_int_eq(ds_crypto_rotate(c, NULL, NULL, &stats, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(stats.rotated, 0);
+    ds_pool *pool = dt_pool(dt_env("DATABASE_URL"), 1, 1);
+    ds_crypto_rotate_options bad = {.batch_size = -1};
+    ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
+    bad = (ds_crypto_rotate_options){.batch_size = 10001};
+    ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
+    bad = (ds_crypto_rotate_options){.max_rows = -1};
+    ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
+    bad = (ds_crypto_rotate_options){.pause_ms = -1};
+    ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
+    ds_pool_close(pool);
+    ds_crypto_close(c);
+}
+END_TEST
+
 Suite *ds_test_crypto_suite(void) {
     Suite *s = suite_create("crypto");
     TCase *tc = tcase_create("round_trip");
@@ -596,8 +971,18 @@ Suite *ds_test_crypto_suite(void) {
     tc = tcase_create("oom");
     tcase_add_test(tc, test_crypto_out_of_memory_is_an_error);
     suite_add_tcase(s, tc);
+    tc = tcase_create("rotate");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_crypto_rotate_three_keys_online);
+    tcase_add_test(tc, test_crypto_rotate_reports_rows_that_do_not_decrypt);
+    tcase_add_test(tc, test_crypto_rotate_through_pgbouncer);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("swap");
+    tcase_add_test(tc, test_crypto_envelopes_swapped_between_rows_fail);
+    suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_crypto_errors_null_arguments);
+    tcase_add_test(tc, test_crypto_rotate_errors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -3,8 +3,8 @@
  *
  * A ds_crypto holds a key ring (DS_TOKEN_KEYS: "kid:base64key,...", 32-byte
  * keys, the first key is the active one) in locked, guarded memory
- * (sodium_malloc) that is made inaccessible (PROT_NONE) once the ring has
- * been idle for a second, and wiped on close. Encryption uses
+ * (sodium_malloc) that is made inaccessible (PROT_NONE) within two seconds
+ * of its last use, and wiped on close. Encryption uses
  * XChaCha20-Poly1305 (IETF) with a random 24-byte nonce and produces a
  * self-describing envelope:
  *

@@ -20,9 +20,11 @@
  * Timeouts: connect + TLS + AUTH within redis_connect_timeout_ms; each
  * command (including the wait for a free connection) within
  * redis_command_timeout_ms. A connection whose server went away while idle
- * (a restart) is replaced before use; one that fails mid-command is closed
- * and the call fails with DS_ERR_REDIS, retryable. After a failed connect,
- * calls fail fast for redis_retry_ms before the next attempt.
+ * (a restart) is replaced before use, without a round trip; one reused
+ * within 250 ms of its last command skips that check, and like one that
+ * fails mid-command it is closed and the call fails with DS_ERR_REDIS,
+ * retryable. After a failed connect, calls fail fast for redis_retry_ms
+ * before the next attempt.
  *
  * Every key the library writes starts with redis_prefix (default "ds:"), so
  * several applications or environments can share one server.

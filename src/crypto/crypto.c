@@ -4,10 +4,12 @@
  * Keys live in one sodium_malloc region (guard pages, mlock, wiped on
  * free). Between uses the region is PROT_NONE; making it readable costs two
  * mprotect calls (several microseconds), more than an encryption, so a
- * small watcher thread re-locks it only after the ring has been idle for
- * DS_RING_IDLE_US: a busy ring pays nothing, an idle one is unreadable.
+ * small watcher thread re-locks it only once a whole period
+ * (DS_RING_IDLE_US) went by without a use: a busy ring pays two atomic
+ * increments per call, an idle one is unreadable within two periods.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,15 +38,15 @@ struct ds_crypto {
     uint8_t kid_len[DS_RING_MAX_KEYS];
     unsigned char *keys; /* sodium_malloc, nkeys * SLOT_BYTES */
 
-    /* Access guard for `keys`. */
-    pthread_mutex_t mu;
+    /* Access guard for `keys` (see ring_enter). */
+    pthread_mutex_t mu; /* serialises protection changes */
     pthread_cond_t cond;
-    int users;
-    bool readable;
+    atomic_int users;        /* calls inside ring_enter/ring_leave */
+    atomic_bool readable;    /* set only once the region is readable */
+    atomic_uint_fast64_t uses; /* bumped by every call: the watcher's clock */
     bool closing;
     bool watcher; /* the re-locking thread runs */
     pid_t owner_pid; /* a forked child has no watcher to join */
-    int64_t last_release_us;
     pthread_t thread;
 };
 
@@ -80,60 +82,75 @@ DS_EXPORT void ds_secret_free(ds_secret *secret) {
 
 /* ---- the access guard ------------------------------------------------ */
 
+/*
+ * Lock-free on the hot path. A caller announces itself (users++) and then
+ * checks `readable`; whoever re-locks first clears `readable` and then
+ * checks `users`, both sequentially consistent, so at least one of them
+ * sees the other: either the caller takes the slow path and waits for the
+ * mutex (and unlocks the keys again), or the re-locking is called off.
+ */
 static const unsigned char *ring_enter(ds_crypto *c) {
+    atomic_fetch_add(&c->users, 1);
+    if (atomic_load(&c->readable))
+        return c->keys;
     pthread_mutex_lock(&c->mu);
-    if (!c->readable) {
+    if (!atomic_load(&c->readable)) {
         sodium_mprotect_readonly(c->keys);
-        c->readable = true;
+        atomic_store(&c->readable, true);
         if (c->watcher)
             pthread_cond_signal(&c->cond);
     }
-    c->users++;
     pthread_mutex_unlock(&c->mu);
     return c->keys;
 }
 
+/* With the mutex held: makes the keys unreadable unless a call is inside. */
+static void try_relock(ds_crypto *c) {
+    if (!atomic_load(&c->readable))
+        return;
+    atomic_store(&c->readable, false);
+    if (atomic_load(&c->users) == 0)
+        sodium_mprotect_noaccess(c->keys);
+    else
+        atomic_store(&c->readable, true);
+}
+
 static void ring_leave(ds_crypto *c) {
-    pthread_mutex_lock(&c->mu);
-    if (--c->users == 0) {
-        if (c->watcher) {
-            c->last_release_us = ds__now_us();
-        } else {
-            sodium_mprotect_noaccess(c->keys);
-            c->readable = false;
-        }
+    atomic_fetch_add_explicit(&c->uses, 1, memory_order_relaxed);
+    if (atomic_fetch_sub(&c->users, 1) == 1 && !c->watcher) {
+        pthread_mutex_lock(&c->mu);
+        try_relock(c);
+        pthread_mutex_unlock(&c->mu);
     }
-    pthread_mutex_unlock(&c->mu);
 }
 
 static void *watcher_main(void *arg) {
     ds_crypto *c = arg;
     pthread_mutex_lock(&c->mu);
+    uint64_t seen = atomic_load(&c->uses);
     while (!c->closing) {
-        if (!c->readable) {
+        if (!atomic_load(&c->readable)) {
             pthread_cond_wait(&c->cond, &c->mu);
-            continue;
-        }
-        /* In use: look again a period later (ring_leave does not signal,
-         * to keep the hot path free of wake-ups). */
-        int64_t now = ds__now_us();
-        int64_t due = c->users > 0 ? now + DS_RING_IDLE_US
-                                   : c->last_release_us + DS_RING_IDLE_US;
-        if (c->users == 0 && now >= due) {
-            sodium_mprotect_noaccess(c->keys);
-            c->readable = false;
+            seen = atomic_load(&c->uses);
             continue;
         }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t wait_us = due - now;
-        ts.tv_sec += (time_t)(wait_us / 1000000);
-        ts.tv_nsec += (long)(wait_us % 1000000) * 1000;
+        ts.tv_sec += (time_t)(DS_RING_IDLE_US / 1000000);
+        ts.tv_nsec += (long)(DS_RING_IDLE_US % 1000000) * 1000;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+        if (c->closing)
+            break;
+        uint64_t now = atomic_load(&c->uses);
+        if (now != seen) { /* used during the period */
+            seen = now;
+            continue;
+        }
+        try_relock(c);
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -255,10 +272,7 @@ DS_EXPORT bool ds_crypto_has_key(const ds_crypto *c, const char *kid) {
 size_t ds__crypto_key_count(const ds_crypto *c) { return c->nkeys; }
 
 bool ds__crypto_keys_readable(ds_crypto *c) {
-    pthread_mutex_lock(&c->mu);
-    bool r = c->readable;
-    pthread_mutex_unlock(&c->mu);
-    return r;
+    return atomic_load(&c->readable);
 }
 
 const volatile unsigned char *ds__crypto_key_memory(const ds_crypto *c) {

@@ -18,7 +18,6 @@
 #include "crypto/crypto_internal.h"
 #include "pool/stmt.h"
 
-#define DS_OID_BYTEA_ARRAY 1001
 #define ROTATE_DEFAULT_BATCH 200
 #define ROTATE_MAX_BATCH 10000
 #define ROTATE_EXTRA_PASSES 4
@@ -66,57 +65,6 @@ static const ds__stmt_def stmts[] = {
 size_t ds__stmts_crypto(const ds__stmt_def **defs) {
     *defs = stmts;
     return sizeof stmts / sizeof stmts[0];
-}
-
-/* ---- binary arrays (PostgreSQL's array_send format, one dimension) ---- */
-
-typedef struct bin_array {
-    char *buf;
-    size_t len, cap;
-} bin_array;
-
-static bool arr_reserve(bin_array *a, size_t more) {
-    if (a->len + more <= a->cap)
-        return true;
-    size_t cap = a->cap ? a->cap : 256;
-    while (cap < a->len + more)
-        cap *= 2;
-    char *p = ds__realloc(a->buf, cap);
-    if (!p)
-        return false;
-    a->buf = p;
-    a->cap = cap;
-    return true;
-}
-
-static bool arr_begin(bin_array *a, Oid elem, int n, bool has_null) {
-    if (!arr_reserve(a, 20))
-        return false;
-    ds__put_be32(a->buf, 1);
-    ds__put_be32(a->buf + 4, has_null ? 1 : 0);
-    ds__put_be32(a->buf + 8, elem);
-    ds__put_be32(a->buf + 12, (uint32_t)n);
-    ds__put_be32(a->buf + 16, 1);
-    a->len = 20;
-    return true;
-}
-
-/* NULL `p` appends an SQL NULL. */
-static bool arr_add(bin_array *a, const void *p, size_t n) {
-    if (!arr_reserve(a, 4 + (p ? n : 0)))
-        return false;
-    ds__put_be32(a->buf + a->len, p ? (uint32_t)n : UINT32_MAX);
-    a->len += 4;
-    if (p) {
-        memcpy(a->buf + a->len, p, n);
-        a->len += n;
-    }
-    return true;
-}
-
-static void arr_free(bin_array *a) {
-    ds__free(a->buf);
-    memset(a, 0, sizeof *a);
 }
 
 /* ---- one batch ------------------------------------------------------------ */
@@ -227,21 +175,21 @@ static ds_status run_batch(ds_conn *conn, void *ud, ds_error *err) {
     PQclear(r);
 
     if (st == DS_OK && nnew > 0) {
-        bin_array ids = {0}, acc = {0}, ref = {0};
+        ds__pgarr ids = {0}, acc = {0}, ref = {0};
         bool acc_null = false, ref_null = false;
         for (int i = 0; i < nnew; i++) {
             acc_null |= rows[i].access == NULL;
             ref_null |= rows[i].refresh == NULL;
         }
-        bool ok = arr_begin(&ids, DS_OID_INT8, nnew, false) &&
-                  arr_begin(&acc, DS_OID_BYTEA, nnew, acc_null) &&
-                  arr_begin(&ref, DS_OID_BYTEA, nnew, ref_null);
+        bool ok = ds__pgarr_begin(&ids, DS_OID_INT8, nnew, false) &&
+                  ds__pgarr_begin(&acc, DS_OID_BYTEA, nnew, acc_null) &&
+                  ds__pgarr_begin(&ref, DS_OID_BYTEA, nnew, ref_null);
         for (int i = 0; ok && i < nnew; i++) {
             char be[8];
             ds__put_be64(be, (uint64_t)rows[i].id);
-            ok = arr_add(&ids, be, 8) &&
-                 arr_add(&acc, rows[i].access, rows[i].access_len) &&
-                 arr_add(&ref, rows[i].refresh, rows[i].refresh_len);
+            ok = ds__pgarr_add(&ids, be, 8) &&
+                 ds__pgarr_add(&acc, rows[i].access, rows[i].access_len) &&
+                 ds__pgarr_add(&ref, rows[i].refresh, rows[i].refresh_len);
         }
         if (!ok || ids.len > INT32_MAX || acc.len > INT32_MAX ||
             ref.len > INT32_MAX) {
@@ -258,9 +206,9 @@ static ds_status run_batch(ds_conn *conn, void *ud, ds_error *err) {
                 b->rotated = (int)strtol(PQcmdTuples(u), NULL, 10);
             PQclear(u);
         }
-        arr_free(&ids);
-        arr_free(&acc);
-        arr_free(&ref);
+        ds__pgarr_free(&ids);
+        ds__pgarr_free(&acc);
+        ds__pgarr_free(&ref);
     }
     for (int i = 0; i < nnew; i++) {
         ds__free(rows[i].access);

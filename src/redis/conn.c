@@ -461,11 +461,29 @@ static ds_status next_reply(ds__rconn *c, int64_t deadline_us,
     }
 }
 
+/* Sets SO_RCVTIMEO/SO_SNDTIMEO of a blocking connection. */
+static void set_sock_timeout(ds__rconn *c, int ms) {
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    c->sock_timeout_ms = ms;
+}
+
 ds_status ds__rconn_roundtrip(ds__rconn *c, const char *buf, size_t len,
                               size_t n, redisReply **replies,
                               int64_t deadline_us, ds_error *err) {
     for (size_t i = 0; i < n; i++)
         replies[i] = NULL;
+    if (c->blocking) {
+        /* a blocking call must not outlive the deadline: follow it when it
+         * is not the usual command timeout (a wait for the pool, a
+         * XREADGROUP BLOCK) */
+        int left = remaining_ms(deadline_us);
+        if (left < 1)
+            left = 1;
+        if (left < c->sock_timeout_ms - 5 || left > c->sock_timeout_ms + 5)
+            set_sock_timeout(c, left);
+    }
     ds_status st = write_all(c, buf, len, deadline_us, err);
     for (size_t i = 0; st == DS_OK && i < n; i++)
         st = next_reply(c, deadline_us, &replies[i], err);
@@ -490,14 +508,17 @@ bool ds__rconn_alive(ds__rconn *c) {
         return false; /* data nobody asked for */
     /* TLS 1.3 servers send session tickets after the handshake: consume
      * them, and only application data or a close means trouble. */
+    int flags = fcntl(c->fd, F_GETFL);
+    if (c->blocking)
+        fcntl(c->fd, F_SETFL, flags | O_NONBLOCK);
     char b;
     ERR_clear_error();
     int rn = SSL_peek(c->ssl, &b, 1);
-    if (rn > 0)
-        return false;
-    int e = SSL_get_error(c->ssl, rn);
+    int e = rn > 0 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, rn);
     ERR_clear_error();
-    return e == SSL_ERROR_WANT_READ;
+    if (c->blocking)
+        fcntl(c->fd, F_SETFL, flags);
+    return rn <= 0 && e == SSL_ERROR_WANT_READ;
 }
 
 /* ---- connect + AUTH + SELECT ------------------------------------------------------- */
@@ -598,7 +619,8 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
     return st;
 }
 
-ds_status ds__rconn_connect(ds_redis *r, ds__rconn **out, ds_error *err) {
+ds_status ds__rconn_connect(ds_redis *r, int64_t deadline_us, bool pooled,
+                            ds__rconn **out, ds_error *err) {
     *out = NULL;
     ds__rconn *c = ds__calloc(1, sizeof *c);
     if (!c)
@@ -612,6 +634,8 @@ ds_status ds__rconn_connect(ds_redis *r, ds__rconn **out, ds_error *err) {
         return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
     }
     int64_t deadline = ds__now_us() + (int64_t)r->connect_timeout_ms * 1000;
+    if (deadline_us < deadline)
+        deadline = deadline_us;
     ds_status st = r->url.unix_socket
                        ? connect_unix(c, r->url.path, deadline, err)
                        : connect_tcp(c, r->url.host, r->url.port, deadline, err);
@@ -622,6 +646,13 @@ ds_status ds__rconn_connect(ds_redis *r, ds__rconn **out, ds_error *err) {
     if (st != DS_OK) {
         ds__rconn_close(c);
         return st;
+    }
+    if (pooled) {
+        int flags = fcntl(c->fd, F_GETFL);
+        if (flags >= 0 && fcntl(c->fd, F_SETFL, flags & ~O_NONBLOCK) == 0) {
+            c->blocking = true;
+            set_sock_timeout(c, r->command_timeout_ms);
+        }
     }
     c->last_used_us = ds__now_us();
     *out = c;

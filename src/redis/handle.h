@@ -15,6 +15,12 @@ struct ds__rconn {
     redisReader *reader;
     int64_t last_used_us;
     int command_timeout_ms;
+    /* Pooled connections block in send/recv with SO_SNDTIMEO/SO_RCVTIMEO
+     * (one syscall per read, like hiredis' own blocking mode); dedicated
+     * ones (pub/sub) stay non-blocking for poll(). Either way an EAGAIN
+     * falls back to poll() bounded by the call's deadline. */
+    bool blocking;
+    int sock_timeout_ms;
     char label[DS_REDIS_HOST_MAX + 16]; /* "host:port" for messages */
     struct ds__rconn *next; /* idle stack link */
 };
@@ -45,8 +51,15 @@ struct ds_redis {
 /* A deadline that never comes. */
 #define DS_REDIS_FOREVER INT64_MAX
 
-/* Opens, authenticates and selects the database (conn.c). */
-ds_status ds__rconn_connect(ds_redis *r, ds__rconn **out, ds_error *err);
+/* Opens, authenticates and selects the database (conn.c), within the
+ * connect timeout and never after `deadline_us` (a command's deadline;
+ * DS_REDIS_FOREVER for none). `pooled` picks blocking I/O. */
+ds_status ds__rconn_connect(ds_redis *r, int64_t deadline_us, bool pooled,
+                            ds__rconn **out, ds_error *err);
+
+/* A connection released less than this long ago is reused without the
+ * liveness check (saves a syscall on busy paths). */
+#define DS_REDIS_FRESH_US 250000
 
 /* Writes `len` bytes and reads `n` replies before `deadline_us`
  * (monotonic). On failure the connection is unusable. */

@@ -65,6 +65,10 @@ void ds__redis_replies_free(redisReply **replies, size_t n) {
 
 int64_t ds__redis_now_ms(void) { return ds__wall_us() / 1000; }
 
+int ds__redis_command_timeout(const ds_redis *r) {
+    return r->command_timeout_ms;
+}
+
 /* ---- pool ---------------------------------------------------------------- */
 
 static void push_idle(ds_redis *r, ds__rconn *c) {
@@ -87,7 +91,10 @@ static ds_status acquire(ds_redis *r, int64_t deadline_us, ds__rconn **out,
             ds__rconn *c = r->idle;
             r->idle = c->next;
             r->idle_n--;
-            if (ds__rconn_alive(c)) {
+            /* recently used: skip the check (a death in that window shows
+             * as a retryable error of the command) */
+            if (ds__now_us() - c->last_used_us < DS_REDIS_FRESH_US ||
+                ds__rconn_alive(c)) {
                 pthread_mutex_unlock(&r->mu);
                 *out = c;
                 return DS_OK;
@@ -112,7 +119,7 @@ static ds_status acquire(ds_redis *r, int64_t deadline_us, ds__rconn **out,
             r->total++;
             pthread_mutex_unlock(&r->mu);
             ds__rconn *c;
-            ds_status st = ds__rconn_connect(r, &c, err);
+            ds_status st = ds__rconn_connect(r, deadline_us, true, &c, err);
             pthread_mutex_lock(&r->mu);
             if (st != DS_OK) {
                 r->total--;
@@ -570,7 +577,7 @@ ds_status ds__redis_conn_open(ds_redis *r, ds__rconn **out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, r, "redis is NULL");
-    ds_status st = ds__rconn_connect(r, out, err);
+    ds_status st = ds__rconn_connect(r, DS_REDIS_FOREVER, false, out, err);
     atomic_fetch_add(st == DS_OK ? &r->connects : &r->connect_failures, 1);
     return st;
 }
@@ -644,7 +651,7 @@ DS_EXPORT ds_status ds_redis_open(const ds_config *cfg, ds_redis **out,
     }
     /* One connection now: a wrong URL, password or CA shows at start-up. */
     ds__rconn *c;
-    st = ds__rconn_connect(r, &c, err);
+    st = ds__rconn_connect(r, DS_REDIS_FOREVER, true, &c, err);
     if (st != DS_OK) {
         free_handle(r);
         return st;

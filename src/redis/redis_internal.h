@@ -219,6 +219,9 @@ bool ds__rconn_has_buffered(ds__rconn *c);
 
 /* ---- handle internals shared by the modules ------------------------------- */
 
+/* The handle's command timeout (redis_command_timeout_ms). */
+int ds__redis_command_timeout(const ds_redis *r);
+
 /* Wall clock of the library in ms (what cache headers carry). */
 int64_t ds__redis_now_ms(void);
 

@@ -4,11 +4,13 @@
 #include "crypto/crypto_internal.h"
 #include "pool/stmt.h"
 #include "repo/repo_internal.h"
+#include "session/session_internal.h"
 
 const ds__stmt_table ds__stmt_registry[] = {
     {"migrate", ds__stmts_migrate},
     {"schema", ds__stmts_schema},
     {"crypto", ds__stmts_crypto},
+    {"session", ds__stmts_session},
     {"users", ds__stmts_users},
     {"conversations", ds__stmts_conversations},
     {"messages", ds__stmts_messages},

@@ -1,0 +1,405 @@
+/*
+ * bench_cache: what the Redis modules cost over hand-written hiredis.
+ *
+ *   cache_hit   ds_cache_get_or_load() of a cached 1 KiB JSON value vs raw
+ *               hiredis GET + json_loads() of the same value (target ratio
+ *               >= 0.9), 1 thread and 4 threads
+ *   ratelimit   ds_ratelimit_check() (GCRA) vs raw EVALSHA of the very same
+ *               script with the same arguments
+ *   queue       ds_queue enqueue + reserve + ack vs the raw commands a
+ *               minimal queue sends (XADD, XREADGROUP, XACK + XDEL); ours
+ *               also promotes delays, reclaims stuck jobs and checks the
+ *               holder on ack
+ *
+ * Reads REDIS_URL (redis://[:password@]host:port/db for the raw side).
+ */
+#include <datastore/datastore.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "ratelimit/scripts.h"
+
+#define PROGRAM "bench_cache"
+
+static char prefix[64];
+
+/* ---- raw hiredis connections ------------------------------------------------ */
+
+static redisContext *raw_connect(const char *url) {
+    /* redis://[:password@]host:port[/db] (the local services' form) */
+    char host[256] = "127.0.0.1", pw[256] = "";
+    int port = 6379, db = 0;
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon)
+            snprintf(pw, sizeof pw, "%.*s", (int)(at - colon - 1), colon + 1);
+        p = at + 1;
+    }
+    size_t hl = strcspn(p, ":/");
+    snprintf(host, sizeof host, "%.*s", (int)hl, p);
+    p += hl;
+    if (*p == ':')
+        port = atoi(p + 1);
+    const char *slash = strchr(p, '/');
+    if (slash)
+        db = atoi(slash + 1);
+    redisContext *c = redisConnect(host, port);
+    if (!c || c->err) {
+        fprintf(stderr, "raw connect: %s\n", c ? c->errstr : "out of memory");
+        exit(1);
+    }
+    redisReply *r;
+    if (*pw) {
+        r = redisCommand(c, "AUTH %s", pw);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "raw AUTH failed\n");
+            exit(1);
+        }
+        freeReplyObject(r);
+    }
+    if (db) {
+        r = redisCommand(c, "SELECT %d", db);
+        freeReplyObject(r);
+    }
+    return c;
+}
+
+static ds_redis *open_redis(const char *url, int pool) {
+    ds_config *cfg;
+    ds_redis *r;
+    ds_error err = {0};
+    if (ds_config_new(&cfg, &err) != DS_OK ||
+        ds_config_set(cfg, "redis_url", url, &err) != DS_OK ||
+        ds_config_set(cfg, "redis_prefix", prefix, &err) != DS_OK ||
+        ds_config_set_int(cfg, "redis_pool_size", pool, &err) != DS_OK ||
+        ds_redis_open(cfg, &r, &err) != DS_OK) {
+        fprintf(stderr, "redis: %s\n", err.message);
+        exit(1);
+    }
+    ds_config_free(cfg);
+    return r;
+}
+
+/* ---- cache hit ---------------------------------------------------------------- */
+
+static json_t *value_1k(void) {
+    json_t *v = json_object();
+    json_object_set_new(v, "id", json_integer(42));
+    json_object_set_new(v, "email", json_string("someone@example.com"));
+    json_t *facts = json_array();
+    for (int i = 0; i < 12; i++)
+        json_array_append_new(
+            facts, json_pack("{s:i, s:s, s:f}", "n", i, "text",
+                             "likes short answers and dark mode",
+                             "importance", 0.5 + i / 100.0));
+    json_object_set_new(v, "facts", facts);
+    return v;
+}
+
+static ds_status load_value(void *ud, const char *key, json_t **out,
+                            ds_error *err) {
+    (void)ud;
+    (void)key;
+    (void)err;
+    *out = value_1k();
+    return DS_OK;
+}
+
+typedef struct {
+    ds_cache *cache;
+} cache_ctx;
+
+static bool op_cache_hit(void *p) {
+    cache_ctx *c = p;
+    json_t *v;
+    ds_error err;
+    if (ds_cache_get_or_load(c->cache, "profile:42", NULL, load_value, NULL, &v,
+                             &err) != DS_OK) {
+        fprintf(stderr, "cache: %s\n", err.message);
+        return false;
+    }
+    json_decref(v);
+    return true;
+}
+
+typedef struct {
+    redisContext *c;
+    const char *key;
+    const char *sha;
+} raw_ctx;
+
+static bool op_raw_get(void *p) {
+    raw_ctx *c = p;
+    redisReply *r = redisCommand(c->c, "GET %s", c->key);
+    if (!r || r->type != REDIS_REPLY_STRING)
+        return false;
+    json_error_t jerr;
+    json_t *v = json_loadb(r->str, r->len, 0, &jerr);
+    freeReplyObject(r);
+    if (!v)
+        return false;
+    json_decref(v);
+    return true;
+}
+
+static void bench_cache_hit(const char *url, int threads, int rounds,
+                            double side) {
+    ds_redis *r = open_redis(url, threads);
+    ds_cache_options o;
+    ds_cache_options_init(&o);
+    o.name = "bench";
+    o.ttl_ms = 3600000;
+    ds_cache *cache;
+    ds_error err = {0};
+    if (ds_cache_open(r, &o, &cache, &err) != DS_OK) {
+        fprintf(stderr, "cache: %s\n", err.message);
+        exit(1);
+    }
+    cache_ctx cc = {cache};
+    if (!op_cache_hit(&cc)) /* the miss that fills it */
+        exit(1);
+    /* the same JSON text, raw, for the baseline */
+    json_t *v = value_1k();
+    char *text = json_dumps(v, JSON_COMPACT);
+    json_decref(v);
+    char rawkey[128];
+    snprintf(rawkey, sizeof rawkey, "%sraw:profile:42", prefix);
+    void *ours[8], *base[8];
+    raw_ctx rc[8];
+    for (int i = 0; i < threads; i++) {
+        ours[i] = &cc;
+        rc[i] = (raw_ctx){raw_connect(url), rawkey, NULL};
+        base[i] = &rc[i];
+    }
+    redisReply *rep = redisCommand(rc[0].c, "SET %s %s", rawkey, text);
+    freeReplyObject(rep);
+    size_t value_bytes = strlen(text);
+    free(text);
+    bench_result a, b;
+    bench_ab(rounds, side, threads, op_cache_hit, ours, threads, op_raw_get,
+             base, &a, &b);
+    if (a.failed || b.failed)
+        exit(1);
+    char extra[160];
+    snprintf(extra, sizeof extra,
+             "value_bytes=%zu baseline_p50_us=%.1f baseline_p99_us=%.1f",
+             value_bytes, b.p50_us, b.p99_us);
+    ds_cache_stats s;
+    if (ds_cache_stats_get(cache, &s, NULL) == DS_OK && s.loads != 1)
+        fprintf(stderr, "bench_cache: unexpected loads: %llu\n",
+                (unsigned long long)s.loads);
+    bench_print(PROGRAM, "cache_hit", threads, &a, &b, extra);
+    rep = redisCommand(rc[0].c, "DEL %s %sc:bench:v0:profile:42", rawkey, prefix);
+    freeReplyObject(rep);
+    for (int i = 0; i < threads; i++)
+        redisFree(rc[i].c);
+    ds_cache_close(cache);
+    ds_redis_close(r);
+}
+
+/* ---- rate limit ------------------------------------------------------------------- */
+
+typedef struct {
+    ds_ratelimit *rl;
+} rl_ctx;
+
+static bool op_ratelimit(void *p) {
+    rl_ctx *c = p;
+    ds_ratelimit_result res;
+    ds_error err;
+    if (ds_ratelimit_check(c->rl, "user:42", &res, &err) != DS_OK ||
+        res.degraded || !res.allowed) {
+        fprintf(stderr, "ratelimit: %s\n", res.degraded ? "degraded" : "denied");
+        return false;
+    }
+    return true;
+}
+
+static bool op_raw_evalsha(void *p) {
+    raw_ctx *c = p;
+    redisReply *r = redisCommand(c->c, "EVALSHA %s 1 %s %s %s %s %s %s", c->sha,
+                                 c->key, "1000000000", "1000", "1000000000",
+                                 "1", "1");
+    bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+              r->element[0]->integer == 1;
+    if (!ok)
+        fprintf(stderr, "raw EVALSHA: %s\n",
+                r && r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+    freeReplyObject(r);
+    return ok;
+}
+
+static void bench_ratelimit(const char *url, int rounds, double side) {
+    ds_redis *r = open_redis(url, 1);
+    ds_ratelimit_options o = {"bench", DS_RATELIMIT_GCRA, 1000000000, 1000, 0,
+                              DS_RATELIMIT_FAIL_CLOSED};
+    ds_ratelimit *rl;
+    ds_error err = {0};
+    if (ds_ratelimit_open(r, &o, &rl, &err) != DS_OK) {
+        fprintf(stderr, "ratelimit: %s\n", err.message);
+        exit(1);
+    }
+    rl_ctx c = {rl};
+    raw_ctx rc = {raw_connect(url), NULL, NULL};
+    char rawkey[128];
+    snprintf(rawkey, sizeof rawkey, "%sraw:rl:user:42", prefix);
+    rc.key = rawkey;
+    redisReply *rep = redisCommand(rc.c, "SCRIPT LOAD %s", DS_RATELIMIT_GCRA_LUA);
+    if (!rep || rep->type != REDIS_REPLY_STRING) {
+        fprintf(stderr, "SCRIPT LOAD failed\n");
+        exit(1);
+    }
+    char sha[41];
+    snprintf(sha, sizeof sha, "%s", rep->str);
+    freeReplyObject(rep);
+    rc.sha = sha;
+    void *ours[1] = {&c}, *base[1] = {&rc};
+    bench_result a, b;
+    bench_ab(rounds, side, 1, op_ratelimit, ours, 1, op_raw_evalsha, base, &a,
+             &b);
+    if (a.failed || b.failed)
+        exit(1);
+    char extra[128];
+    snprintf(extra, sizeof extra,
+             "algorithm=gcra baseline_p50_us=%.1f baseline_p99_us=%.1f",
+             b.p50_us, b.p99_us);
+    bench_print(PROGRAM, "ratelimit", 1, &a, &b, extra);
+    rep = redisCommand(rc.c, "DEL %s %srl:bench:user:42", rawkey, prefix);
+    freeReplyObject(rep);
+    redisFree(rc.c);
+    ds_ratelimit_close(rl);
+    ds_redis_close(r);
+}
+
+/* ---- queue ---------------------------------------------------------------------------- */
+
+typedef struct {
+    ds_queue *q;
+    json_t *payload;
+} queue_ctx;
+
+static bool op_queue(void *p) {
+    queue_ctx *c = p;
+    ds_error err;
+    ds_queue_job *job;
+    if (ds_queue_enqueue(c->q, c->payload, 0, NULL, &err) != DS_OK ||
+        ds_queue_reserve(c->q, 0, &job, &err) != DS_OK) {
+        fprintf(stderr, "queue: %s\n", err.message);
+        return false;
+    }
+    if (!job) {
+        fprintf(stderr, "queue: no job\n");
+        return false;
+    }
+    ds_status st = ds_queue_ack(c->q, job, &err);
+    ds_queue_job_free(job);
+    if (st != DS_OK)
+        fprintf(stderr, "queue ack: %s\n", err.message);
+    return st == DS_OK;
+}
+
+typedef struct {
+    redisContext *c;
+    const char *stream;
+    const char *payload;
+    unsigned long n;
+} raw_queue_ctx;
+
+static bool op_raw_queue(void *p) {
+    raw_queue_ctx *c = p;
+    char id[33];
+    snprintf(id, sizeof id, "%032lx", ++c->n);
+    redisReply *r = redisCommand(c->c, "XADD %s * id %s a 0 p %s", c->stream, id,
+                                 c->payload);
+    if (!r || r->type != REDIS_REPLY_STRING)
+        return false;
+    freeReplyObject(r);
+    r = redisCommand(c->c, "XREADGROUP GROUP g c COUNT 1 STREAMS %s >",
+                     c->stream);
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return false;
+    redisReply *entry = r->element[0]->element[1]->element[0];
+    char entry_id[64];
+    snprintf(entry_id, sizeof entry_id, "%s", entry->element[0]->str);
+    json_error_t jerr;
+    redisReply *kv = entry->element[1];
+    json_t *payload = json_loadb(kv->element[5]->str, kv->element[5]->len,
+                                 JSON_DECODE_ANY, &jerr);
+    freeReplyObject(r);
+    if (!payload)
+        return false;
+    json_decref(payload);
+    redisAppendCommand(c->c, "XACK %s g %s", c->stream, entry_id);
+    redisAppendCommand(c->c, "XDEL %s %s", c->stream, entry_id);
+    bool ok = true;
+    for (int i = 0; i < 2; i++) {
+        void *rr = NULL;
+        if (redisGetReply(c->c, &rr) != REDIS_OK || !rr)
+            ok = false;
+        else
+            freeReplyObject(rr);
+    }
+    return ok;
+}
+
+static void bench_queue(const char *url, int rounds, double side) {
+    ds_redis *r = open_redis(url, 1);
+    ds_queue_options o;
+    ds_queue_options_init(&o);
+    o.name = "bench";
+    ds_queue *q;
+    ds_error err = {0};
+    if (ds_queue_open(r, &o, &q, &err) != DS_OK) {
+        fprintf(stderr, "queue: %s\n", err.message);
+        exit(1);
+    }
+    json_t *payload = json_pack("{s:s, s:i, s:s}", "kind", "send_email", "user",
+                                42, "template", "welcome");
+    queue_ctx c = {q, payload};
+    char *text = json_dumps(payload, JSON_COMPACT);
+    char stream[128];
+    snprintf(stream, sizeof stream, "%sraw:q", prefix);
+    raw_queue_ctx rc = {raw_connect(url), stream, text, 0};
+    redisReply *rep =
+        redisCommand(rc.c, "XGROUP CREATE %s g $ MKSTREAM", stream);
+    freeReplyObject(rep);
+    void *ours[1] = {&c}, *base[1] = {&rc};
+    bench_result a, b;
+    bench_ab(rounds, side, 1, op_queue, ours, 1, op_raw_queue, base, &a, &b);
+    if (a.failed || b.failed)
+        exit(1);
+    char extra[128];
+    snprintf(extra, sizeof extra,
+             "unit=jobs round_trips=3 baseline_p50_us=%.1f baseline_p99_us=%.1f",
+             b.p50_us, b.p99_us);
+    bench_print(PROGRAM, "queue_enqueue_reserve_ack", 1, &a, &b, extra);
+    rep = redisCommand(rc.c, "DEL %s %sq:bench:s %sq:bench:cur", stream, prefix,
+                       prefix);
+    freeReplyObject(rep);
+    free(text);
+    json_decref(payload);
+    redisFree(rc.c);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+
+int main(void) {
+    const char *url = bench_env("REDIS_URL");
+    snprintf(prefix, sizeof prefix, "bench:%d:", (int)getpid());
+    /* four cases in at most 60 s by default */
+    double secs = bench_seconds(14);
+    int rounds = 7;
+    double side = secs / (2.0 * rounds);
+    bench_cache_hit(url, 1, rounds, side);
+    bench_cache_hit(url, 4, rounds, side);
+    bench_ratelimit(url, rounds, side);
+    bench_queue(url, rounds, side);
+    return 0;
+}

@@ -1,0 +1,187 @@
+/*
+ * datastore/queue.h — a durable job queue on Redis Streams.
+ *
+ *   producer:  ds_queue_enqueue(q, payload, 0, job_id, &err);
+ *   worker:    ds_queue_job *job;
+ *              if (ds_queue_reserve(q, 5000, &job, &err) == DS_OK && job) {
+ *                  if (do_work(job->payload))
+ *                      ds_queue_ack(q, job, &err);
+ *                  else
+ *                      ds_queue_fail(q, job, "upstream timed out", &err);
+ *                  ds_queue_job_free(job);
+ *              }
+ *
+ * Delivery is at least once. A reserved job is invisible to other workers
+ * for visibility_timeout_ms; if its worker dies (or takes longer without
+ * ds_queue_touch), another worker's reserve reclaims it (XAUTOCLAIM) as its
+ * next attempt. ds_queue_ack() completes a job exactly once: only the worker
+ * that holds the job can acknowledge it, and only once.
+ *
+ * A failed job (ds_queue_fail) is retried after an exponential backoff
+ * (backoff_base_ms * 2^(attempt-1), plus up to 25% jitter, at most
+ * backoff_max_ms); after max_attempts attempts, whether failed or lost with
+ * a dead worker, it moves to the dead-letter stream, where it can be listed
+ * and replayed. Delayed jobs (enqueue with delay_ms) and retries wait in a
+ * sorted set and are moved to the stream when due by the next reserve.
+ *
+ * Redis restarts: calls fail with DS_ERR_REDIS (retryable) while Redis is
+ * down and work again when it is back; the consumer group is recreated if
+ * the server lost it. What survives a restart is what Redis persisted (use
+ * AOF or RDB snapshots in production); acknowledged jobs are deleted and
+ * never come back.
+ *
+ * Keys: <redis_prefix>q:<name>:s (stream, consumer group "ds"),
+ * q:<name>:d (delayed), q:<name>:dead (dead letters).
+ *
+ * Thread-safety: a ds_queue is safe to share between threads (they share
+ * its consumer name); a blocking reserve holds one Redis connection while it
+ * waits, so size redis_pool_size for the workers. It borrows its ds_redis,
+ * which must outlive it. A ds_queue_job belongs to one caller.
+ */
+#ifndef DATASTORE_QUEUE_H
+#define DATASTORE_QUEUE_H
+
+#include <jansson.h>
+
+#include "core.h"
+#include "redis.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ds_queue ds_queue;
+
+/* Length of a job id (hex), without the NUL. */
+#define DS_QUEUE_JOB_ID_LEN 32
+
+typedef struct ds_queue_options {
+    const char *name;            /* 1-64 of [A-Za-z0-9_.-]; required        */
+    const char *consumer;        /* this worker's name; NULL: host-pid-random */
+    int visibility_timeout_ms;   /* default 30000                            */
+    int max_attempts;            /* default 5                                */
+    int backoff_base_ms;         /* default 1000                             */
+    int backoff_max_ms;          /* default 300000                           */
+} ds_queue_options;
+
+/* Fills *opts with the defaults (name NULL). NULL is a no-op. */
+DS_EXPORT void ds_queue_options_init(ds_queue_options *opts);
+
+/* A job as handed out by the queue. Only the library allocates it; fields
+ * may be appended in later versions. */
+typedef struct ds_queue_job {
+    char id[DS_QUEUE_JOB_ID_LEN + 1]; /* stable across retries             */
+    char entry_id[48];     /* this delivery's stream entry (dead letters:
+                              the dead-letter entry, for replay)          */
+    json_t *payload;       /* owned by the job                           */
+    int attempt;           /* 1 on the first delivery                    */
+    int64_t enqueued_at_ms;
+    char last_error[256];  /* the previous failure ("" none)             */
+} ds_queue_job;
+
+/* Frees a job. NULL is a no-op. */
+DS_EXPORT void ds_queue_job_free(ds_queue_job *job);
+/* Frees an array of jobs from ds_queue_dead_list(). */
+DS_EXPORT void ds_queue_jobs_free(ds_queue_job **jobs, size_t count);
+
+/* Opens the queue on `redis` (borrowed) and creates its stream and consumer
+ * group if missing. Errors: DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM. */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_open(ds_redis *redis,
+                                               const ds_queue_options *opts,
+                                               ds_queue **out, ds_error *err);
+
+/* Frees the queue; removes its consumer from the group when it holds no
+ * jobs. NULL is a no-op. */
+DS_EXPORT void ds_queue_close(ds_queue *queue);
+
+/* The consumer name (borrowed, lives with the queue). */
+DS_EXPORT const char *ds_queue_consumer(const ds_queue *queue);
+
+/*
+ * Adds a job with `payload` (borrowed; any JSON value, at most 16 MiB
+ * encoded), ready now or after `delay_ms`. `job_id` (may be NULL) receives
+ * the new job's id: DS_QUEUE_JOB_ID_LEN + 1 bytes.
+ * Errors: DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_enqueue(ds_queue *queue,
+                                                  const json_t *payload,
+                                                  int64_t delay_ms,
+                                                  char *job_id, ds_error *err);
+
+/* Adds `n` jobs ready now, pipelined (a few round trips for thousands).
+ * On failure some of them may have been added. */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_enqueue_batch(
+    ds_queue *queue, json_t *const *payloads, size_t n, ds_error *err);
+
+/*
+ * Takes the next job: a stuck one past its visibility timeout first, then
+ * the oldest ready one, waiting up to `wait_ms` (0: do not wait). *job is
+ * NULL when none came in time (DS_OK). A job past max_attempts found on the
+ * way is moved to the dead letters instead.
+ * Errors: DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_reserve(ds_queue *queue, int wait_ms,
+                                                  ds_queue_job **job,
+                                                  ds_error *err);
+
+/*
+ * Completes the job and deletes it. Errors: DS_ERR_CONFLICT (another worker
+ * reclaimed it after the visibility timeout: that worker completes it),
+ * DS_ERR_NOT_FOUND (no longer pending: already acknowledged, failed, or
+ * lost with the server), DS_ERR_INVALID, DS_ERR_REDIS.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_ack(ds_queue *queue,
+                                              const ds_queue_job *job,
+                                              ds_error *err);
+
+/*
+ * Reports a failed attempt with a short `reason` (may be NULL; kept with
+ * the job, up to 255 bytes): the job is retried after the backoff, or moved
+ * to the dead letters after max_attempts. *dead (may be NULL) says which.
+ * Errors as ds_queue_ack().
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_fail(ds_queue *queue,
+                                               const ds_queue_job *job,
+                                               const char *reason, bool *dead,
+                                               ds_error *err);
+
+/* Restarts the job's visibility timeout (a heartbeat for long jobs).
+ * Errors as ds_queue_ack(). */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_touch(ds_queue *queue,
+                                                const ds_queue_job *job,
+                                                ds_error *err);
+
+/* Up to `max` dead letters, oldest first, in an array to free with
+ * ds_queue_jobs_free(); each job's entry_id names it for replay and
+ * last_error says why it died. */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_dead_list(ds_queue *queue,
+                                                    size_t max,
+                                                    ds_queue_job ***jobs,
+                                                    size_t *count,
+                                                    ds_error *err);
+
+/* Moves a dead letter (`entry_id` from ds_queue_dead_list, or NULL for
+ * all of them) back to the queue as a fresh job with the same id and
+ * payload; *replayed (may be NULL) counts them. DS_ERR_NOT_FOUND when
+ * `entry_id` names no dead letter. */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_dead_replay(ds_queue *queue,
+                                                      const char *entry_id,
+                                                      int64_t *replayed,
+                                                      ds_error *err);
+
+typedef struct ds_queue_counts {
+    int64_t ready;    /* waiting for a worker               */
+    int64_t reserved; /* held by workers (pending)          */
+    int64_t delayed;  /* not due yet (delays and retries)   */
+    int64_t dead;     /* dead letters                       */
+} ds_queue_counts;
+
+/* The queue's sizes now. Errors: DS_ERR_INVALID, DS_ERR_REDIS. */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_counts_get(ds_queue *queue,
+                                                     ds_queue_counts *out,
+                                                     ds_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DATASTORE_QUEUE_H */

@@ -1,0 +1,863 @@
+/*
+ * A job queue on Redis Streams with one consumer group ("ds").
+ *
+ * A stream entry carries: id (the job's, stable across retries), a (attempts
+ * made before this entry), e (enqueued at, ms; else the entry id's time),
+ * p (payload JSON), err (the previous failure). The attempt a delivery
+ * stands for is a + the entry's delivery count, so a job reclaimed from a
+ * dead worker counts as its next attempt. Acknowledged entries are deleted
+ * (XACK + XDEL). Delays and retries wait in a sorted set of JSON envelopes
+ * scored by due time and are moved to the stream by the reserve script.
+ * Every multi-step change is one Lua script, so a crash between steps
+ * cannot lose or duplicate a job.
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "datastore/queue.h"
+#include "redis/redis_internal.h"
+
+#define GROUP "ds"
+#define PAYLOAD_MAX (16u * 1024 * 1024)
+#define BATCH_CHUNK 500
+#define BLOCK_SLICE_MS 1000
+
+struct ds_queue {
+    ds_redis *redis;
+    char *name;
+    char *consumer;
+    char *stream, *delayed, *dead, *cursor;
+    int visibility_ms;
+    int max_attempts;
+    int backoff_base_ms;
+    int backoff_max_ms;
+    char visibility[16], max[16];
+};
+
+/* ---- Lua ------------------------------------------------------------------ */
+
+#define NOW_LUA                                                                \
+    "local t = redis.call('TIME')\n"                                           \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+#define FIELDS_LUA                                                             \
+    "local function fields(kv)\n"                                              \
+    "  local f = {}\n"                                                         \
+    "  for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end\n"                        \
+    "  return f\n"                                                             \
+    "end\n"                                                                    \
+    "local function enqueued(f, entry)\n"                                      \
+    "  return f.e or string.match(entry, '^%d+')\n"                            \
+    "end\n"
+
+/* The holder check shared by ack, fail and touch: 1 when `consumer` holds
+ * `entry`, 0 when nobody does (or the group is gone), -1 when another
+ * worker does. */
+#define HOLDER_LUA                                                             \
+    "local function holder(s, g, entry, consumer)\n"                           \
+    "  local p = redis.pcall('XPENDING', s, g, entry, entry, 1)\n"             \
+    "  if type(p) ~= 'table' or p.err or #p == 0 then return 0 end\n"          \
+    "  if p[1][2] ~= consumer then return -1 end\n"                            \
+    "  return 1\n"                                                             \
+    "end\n"
+
+/* KEYS: stream, delayed, dead, cursor; ARGV: group, consumer, visibility
+ * ms, max attempts. Returns {entry, id, attempt, enqueued, payload, err,
+ * next_due_in_ms}; entry "" when nothing is ready. */
+static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
+    "queue_reserve", NOW_LUA FIELDS_LUA
+    "local s, d, dead, cur = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
+    "local g, c = ARGV[1], ARGV[2]\n"
+    "local vis, max = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "for _, m in ipairs(redis.call('ZRANGEBYSCORE', d, '-inf', now,\n"
+    "                              'LIMIT', 0, 100)) do\n"
+    "  local j = cjson.decode(m)\n"
+    "  redis.call('XADD', s, '*', 'id', j.id, 'a', string.format('%d', j.a),\n"
+    "             'e', string.format('%d', j.e), 'p', j.p, 'err', j.err)\n"
+    "  redis.call('ZREM', d, m)\n"
+    "end\n"
+    /* jobs of workers gone quiet; the cursor walks the pending list
+     * round-robin across calls */
+    "for _ = 1, 10 do\n"
+    "  local from = redis.call('GET', cur) or '0-0'\n"
+    "  local r = redis.call('XAUTOCLAIM', s, g, c, vis, from, 'COUNT', 1)\n"
+    "  redis.call('SET', cur, r[1], 'PX', 86400000)\n"
+    "  local e = r[2][1]\n"
+    "  if not e then\n"
+    "    if from == '0-0' then break end\n"
+    "  else\n"
+    "    local entry, f = e[1], fields(e[2])\n"
+    "    local p = redis.call('XPENDING', s, g, entry, entry, 1)\n"
+    "    local n = p[1] and p[1][4] or 1\n"
+    "    local attempt = (tonumber(f.a) or 0) + n\n"
+    "    local why = 'the worker stopped responding (visibility timeout)'\n"
+    "    if attempt <= max then\n"
+    "      return {entry, f.id, tostring(attempt), enqueued(f, entry), f.p,\n"
+    "              why, '-1'}\n"
+    "    end\n"
+    "    redis.call('XADD', dead, '*', 'id', f.id,\n"
+    "               'a', string.format('%d', attempt - 1),\n"
+    "               'e', enqueued(f, entry), 'p', f.p,\n"
+    "               'err', 'attempts exhausted: ' .. why,\n"
+    "               'f', string.format('%d', now))\n"
+    "    redis.call('XACK', s, g, entry)\n"
+    "    redis.call('XDEL', s, entry)\n"
+    "  end\n"
+    "end\n"
+    "local r = redis.call('XREADGROUP', 'GROUP', g, c, 'COUNT', 1,\n"
+    "                     'STREAMS', s, '>')\n"
+    "if r then\n"
+    "  local e = r[1][2][1]\n"
+    "  local f = fields(e[2])\n"
+    "  return {e[1], f.id, tostring((tonumber(f.a) or 0) + 1),\n"
+    "          enqueued(f, e[1]), f.p, f.err or '', '-1'}\n"
+    "end\n"
+    "local nxt = redis.call('ZRANGE', d, 0, 0, 'WITHSCORES')\n"
+    "local due = '-1'\n"
+    "if nxt[2] then due = string.format('%d', math.max(0, tonumber(nxt[2]) - now)) end\n"
+    "return {'', '', '', '', '', '', due}\n");
+
+/* KEYS: stream; ARGV: group, entry, consumer. */
+static ds__redis_script ack_script = DS__REDIS_SCRIPT(
+    "queue_ack", HOLDER_LUA
+    "local h = holder(KEYS[1], ARGV[1], ARGV[2], ARGV[3])\n"
+    "if h ~= 1 then return h end\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+    "return 1\n");
+
+/* KEYS: stream, delayed, dead; ARGV: group, entry, consumer, attempt, max
+ * attempts, backoff ms, reason. 1 retried, 2 dead, 0 / -1 as holder(). */
+static ds__redis_script fail_script = DS__REDIS_SCRIPT(
+    "queue_fail", NOW_LUA FIELDS_LUA HOLDER_LUA
+    "local h = holder(KEYS[1], ARGV[1], ARGV[2], ARGV[3])\n"
+    "if h ~= 1 then return h end\n"
+    "local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])\n"
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])\n"
+    "redis.call('XDEL', KEYS[1], ARGV[2])\n"
+    "if #e == 0 then return 0 end\n"
+    "local f = fields(e[1][2])\n"
+    "local attempt, max = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "if attempt >= max then\n"
+    "  redis.call('XADD', KEYS[3], '*', 'id', f.id, 'a', ARGV[4],\n"
+    "             'e', enqueued(f, ARGV[2]), 'p', f.p, 'err', ARGV[7],\n"
+    "             'f', string.format('%d', now))\n"
+    "  return 2\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), cjson.encode({\n"
+    "  id = f.id, a = attempt, e = tonumber(enqueued(f, ARGV[2])), p = f.p,\n"
+    "  err = ARGV[7]}))\n"
+    "return 1\n");
+
+/* KEYS: stream; ARGV: group, entry, consumer. */
+static ds__redis_script touch_script = DS__REDIS_SCRIPT(
+    "queue_touch", HOLDER_LUA
+    "local h = holder(KEYS[1], ARGV[1], ARGV[2], ARGV[3])\n"
+    "if h ~= 1 then return h end\n"
+    "redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')\n"
+    "return 1\n");
+
+/* KEYS: delayed; ARGV: delay ms, id, payload. */
+static ds__redis_script delay_script = DS__REDIS_SCRIPT(
+    "queue_enqueue_delayed", NOW_LUA
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), cjson.encode({\n"
+    "  id = ARGV[2], a = 0, e = now, p = ARGV[3], err = ''}))\n"
+    "return 1\n");
+
+/* KEYS: dead, stream; ARGV: entry ("" for up to 500 of them). */
+static ds__redis_script replay_script = DS__REDIS_SCRIPT(
+    "queue_dead_replay", FIELDS_LUA
+    "local es\n"
+    "if ARGV[1] == '' then\n"
+    "  es = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 500)\n"
+    "else\n"
+    "  es = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])\n"
+    "end\n"
+    "for _, e in ipairs(es) do\n"
+    "  local f = fields(e[2])\n"
+    "  redis.call('XADD', KEYS[2], '*', 'id', f.id, 'a', '0',\n"
+    "             'e', enqueued(f, e[1]), 'p', f.p, 'err', f.err or '')\n"
+    "  redis.call('XDEL', KEYS[1], e[1])\n"
+    "end\n"
+    "return #es\n");
+
+/* KEYS: stream; ARGV: group, consumer. Drops the consumer if it holds
+ * nothing. */
+static ds__redis_script leave_script = DS__REDIS_SCRIPT(
+    "queue_leave",
+    "local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])\n"
+    "if type(p) == 'table' and not p.err and #p == 0 then\n"
+    "  redis.pcall('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])\n"
+    "end\n"
+    "return 1\n");
+
+/* ---- helpers ------------------------------------------------------------------- */
+
+static bool name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
+            return false;
+    return true;
+}
+
+static void new_job_id(char out[DS_QUEUE_JOB_ID_LEN + 1]) {
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 4; i++) {
+        uint32_t r = ds__random_u32();
+        for (int j = 0; j < 8; j++, r >>= 4)
+            out[i * 8 + j] = hex[r & 15];
+    }
+    out[DS_QUEUE_JOB_ID_LEN] = '\0';
+}
+
+/* The payload's JSON text in ds__malloc'd memory. */
+static char *encode_payload(const json_t *payload, size_t *len, ds_error *err) {
+    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+    size_t n = json_dumpb(payload, NULL, 0, flags);
+    if (n == 0) {
+        ds__error_set(err, DS_ERR_INVALID,
+                      "queue: the payload cannot be encoded as JSON");
+        return NULL;
+    }
+    if (n > PAYLOAD_MAX) {
+        ds__error_set(err, DS_ERR_INVALID, "queue: payload over 16 MiB");
+        return NULL;
+    }
+    char *buf = ds__malloc(n + 1);
+    if (!buf) {
+        ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
+        return NULL;
+    }
+    if (json_dumpb(payload, buf, n, flags) != n) {
+        ds__free(buf);
+        ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static bool is_nogroup(const ds_error *e) {
+    return e->code == DS_ERR_REDIS && strstr(e->message, "NOGROUP");
+}
+
+static ds_status create_group(ds_queue *q, ds_error *err) {
+    const char *argv[6] = {"XGROUP", "CREATE", q->stream, GROUP, "0",
+                           "MKSTREAM"};
+    ds__redis_cmd cmd = {6, argv, NULL};
+    redisReply *r;
+    ds_status st = ds__redis_pipeline(q->redis, &cmd, 1, &r, err);
+    if (st != DS_OK)
+        return st;
+    if (r->type == REDIS_REPLY_ERROR && !ds__redis_reply_is_error(r, "BUSYGROUP"))
+        st = ds__redis_reply_error(r, "queue: XGROUP CREATE", err);
+    freeReplyObject(r);
+    return st;
+}
+
+/* A job from reply strings. `attempt` and `enq` may be NULL. */
+static ds_status make_job(const char *entry, size_t entry_len, const char *id,
+                          const char *attempt, const char *enq,
+                          const redisReply *payload, const char *last_error,
+                          ds_queue_job **out, ds_error *err) {
+    *out = NULL;
+    ds_queue_job *j = ds__calloc(1, sizeof *j);
+    if (!j)
+        return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
+    snprintf(j->entry_id, sizeof j->entry_id, "%.*s", (int)entry_len, entry);
+    snprintf(j->id, sizeof j->id, "%s", id ? id : "");
+    j->attempt = attempt ? atoi(attempt) : 1;
+    j->enqueued_at_ms = enq ? strtoll(enq, NULL, 10) : 0;
+    snprintf(j->last_error, sizeof j->last_error, "%s",
+             last_error ? last_error : "");
+    json_error_t jerr;
+    j->payload = payload && payload->type == REDIS_REPLY_STRING
+                     ? json_loadb(payload->str, payload->len, JSON_DECODE_ANY,
+                                  &jerr)
+                     : NULL;
+    if (!j->payload) {
+        ds__free(j);
+        return ds__error_set(err, DS_ERR_INTERNAL,
+                             "queue: entry %.*s holds no valid JSON payload",
+                             (int)entry_len, entry);
+    }
+    *out = j;
+    return DS_OK;
+}
+
+/* Field `name` of a flat [k, v, k, v...] array reply. */
+static const redisReply *field(const redisReply *kv, const char *name) {
+    if (!kv || kv->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < kv->elements; i += 2)
+        if (kv->element[i]->type == REDIS_REPLY_STRING &&
+            strcmp(kv->element[i]->str, name) == 0)
+            return kv->element[i + 1];
+    return NULL;
+}
+
+static const char *field_str(const redisReply *kv, const char *name) {
+    const redisReply *v = field(kv, name);
+    return v && v->type == REDIS_REPLY_STRING ? v->str : NULL;
+}
+
+/* A job from one stream entry [id, [k, v, ...]]; `attempt_base` is added to
+ * the entry's "a". */
+static ds_status job_from_entry(const redisReply *e, int attempt_base,
+                                ds_queue_job **out, ds_error *err) {
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+        e->element[0]->type != REDIS_REPLY_STRING)
+        return ds__redis_unexpected(e, "queue entry", err);
+    const redisReply *kv = e->element[1];
+    const char *a = field_str(kv, "a");
+    char attempt[24];
+    snprintf(attempt, sizeof attempt, "%d", (a ? atoi(a) : 0) + attempt_base);
+    const char *enq = field_str(kv, "e");
+    char enq_buf[24];
+    if (!enq) {
+        snprintf(enq_buf, sizeof enq_buf, "%lld",
+                 strtoll(e->element[0]->str, NULL, 10));
+        enq = enq_buf;
+    }
+    return make_job(e->element[0]->str, e->element[0]->len, field_str(kv, "id"),
+                    attempt, enq, field(kv, "p"), field_str(kv, "err"), out,
+                    err);
+}
+
+/* ---- open / close ------------------------------------------------------------- */
+
+DS_EXPORT void ds_queue_options_init(ds_queue_options *opts) {
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->visibility_timeout_ms = 30000;
+    opts->max_attempts = 5;
+    opts->backoff_base_ms = 1000;
+    opts->backoff_max_ms = 300000;
+}
+
+static void queue_free(ds_queue *q) {
+    ds__free(q->name);
+    ds__free(q->consumer);
+    ds__free(q->stream);
+    ds__free(q->delayed);
+    ds__free(q->dead);
+    ds__free(q->cursor);
+    ds__free(q);
+}
+
+DS_EXPORT ds_status ds_queue_open(ds_redis *redis, const ds_queue_options *opts,
+                                  ds_queue **out, ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, redis, "redis is NULL");
+    DS_CHECK_ARG(err, opts, "opts is NULL");
+    DS_CHECK_ARG(err, opts->name && name_ok(opts->name),
+                 "name must be 1-64 of [A-Za-z0-9_.-]");
+    DS_CHECK_ARG(err, !opts->consumer || name_ok(opts->consumer),
+                 "consumer must be 1-64 of [A-Za-z0-9_.-]");
+    DS_CHECK_ARG(err, opts->visibility_timeout_ms > 0,
+                 "visibility_timeout_ms must be positive");
+    DS_CHECK_ARG(err, opts->max_attempts >= 1 && opts->max_attempts <= 1000,
+                 "max_attempts must be 1-1000");
+    DS_CHECK_ARG(err, opts->backoff_base_ms >= 0,
+                 "backoff_base_ms is negative");
+    DS_CHECK_ARG(err, opts->backoff_max_ms >= opts->backoff_base_ms,
+                 "backoff_max_ms is below backoff_base_ms");
+    ds_queue *q = ds__calloc(1, sizeof *q);
+    if (!q)
+        return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
+    q->redis = redis;
+    q->visibility_ms = opts->visibility_timeout_ms;
+    q->max_attempts = opts->max_attempts;
+    q->backoff_base_ms = opts->backoff_base_ms;
+    q->backoff_max_ms = opts->backoff_max_ms;
+    snprintf(q->visibility, sizeof q->visibility, "%d", q->visibility_ms);
+    snprintf(q->max, sizeof q->max, "%d", q->max_attempts);
+    q->name = ds__strdup(opts->name);
+    if (opts->consumer) {
+        q->consumer = ds__strdup(opts->consumer);
+    } else {
+        char host[64] = "host";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = '\0';
+        for (char *c = host; *c; c++)
+            if (!name_ok((char[2]){*c, '\0'}))
+                *c = '_';
+        char buf[128];
+        snprintf(buf, sizeof buf, "%.40s-%d-%08x", host, (int)getpid(),
+                 ds__random_u32());
+        q->consumer = ds__strdup(buf);
+    }
+    q->stream = ds__redis_key(redis, NULL, "q:%s:s", opts->name);
+    q->delayed = ds__redis_key(redis, NULL, "q:%s:d", opts->name);
+    q->dead = ds__redis_key(redis, NULL, "q:%s:dead", opts->name);
+    q->cursor = ds__redis_key(redis, NULL, "q:%s:cur", opts->name);
+    if (!q->name || !q->consumer || !q->stream || !q->delayed || !q->dead ||
+        !q->cursor) {
+        queue_free(q);
+        return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
+    }
+    ds_status st = create_group(q, err);
+    if (st != DS_OK) {
+        queue_free(q);
+        return st;
+    }
+    *out = q;
+    return DS_OK;
+}
+
+DS_EXPORT void ds_queue_close(ds_queue *queue) {
+    if (!queue)
+        return;
+    const char *args[3] = {queue->stream, GROUP, queue->consumer};
+    ds_error err = {0};
+    redisReply *r = ds__redis_eval(queue->redis, &leave_script, 1, 2, args,
+                                   NULL, &err);
+    if (r)
+        freeReplyObject(r);
+    queue_free(queue);
+}
+
+DS_EXPORT const char *ds_queue_consumer(const ds_queue *queue) {
+    return queue ? queue->consumer : NULL;
+}
+
+/* ---- producing -------------------------------------------------------------------- */
+
+DS_EXPORT ds_status ds_queue_enqueue(ds_queue *queue, const json_t *payload,
+                                     int64_t delay_ms, char *job_id,
+                                     ds_error *err) {
+    if (job_id)
+        job_id[0] = '\0';
+    DS_CHECK_ARG(err, queue, "queue is NULL");
+    DS_CHECK_ARG(err, payload, "payload is NULL");
+    DS_CHECK_ARG(err, delay_ms >= 0 && delay_ms <= INT64_C(31536000000),
+                 "delay_ms must be 0 to 1 year");
+    size_t plen;
+    char *p = encode_payload(payload, &plen, err);
+    if (!p)
+        return err ? err->code : DS_ERR_INVALID;
+    char id[DS_QUEUE_JOB_ID_LEN + 1];
+    new_job_id(id);
+    redisReply *r;
+    if (delay_ms == 0) {
+        const char *argv[9] = {"XADD", queue->stream, "*", "id", id,
+                               "a",    "0",           "p", p};
+        size_t lens[9] = {4, strlen(queue->stream), 1, 2, DS_QUEUE_JOB_ID_LEN,
+                          1, 1, 1, plen};
+        r = ds__redis_command_argv(queue->redis, 9, argv, lens, err);
+    } else {
+        char delay[24];
+        snprintf(delay, sizeof delay, "%lld", (long long)delay_ms);
+        const char *args[4] = {queue->delayed, delay, id, p};
+        size_t lens[4] = {strlen(queue->delayed), strlen(delay),
+                          DS_QUEUE_JOB_ID_LEN, plen};
+        r = ds__redis_eval(queue->redis, &delay_script, 1, 3, args, lens, err);
+    }
+    ds__free(p);
+    if (!r)
+        return err ? err->code : DS_ERR_REDIS;
+    freeReplyObject(r);
+    if (job_id)
+        memcpy(job_id, id, sizeof id);
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_queue_enqueue_batch(ds_queue *queue,
+                                           json_t *const *payloads, size_t n,
+                                           ds_error *err) {
+    DS_CHECK_ARG(err, queue, "queue is NULL");
+    DS_CHECK_ARG(err, n == 0 || payloads, "payloads is NULL");
+    for (size_t i = 0; i < n; i++)
+        DS_CHECK_ARG(err, payloads[i], "a payload is NULL");
+    enum { ARGC = 9 };
+    ds_status st = DS_OK;
+    for (size_t base = 0; st == DS_OK && base < n; base += BATCH_CHUNK) {
+        size_t m = n - base < BATCH_CHUNK ? n - base : BATCH_CHUNK;
+        const char **argv = ds__calloc(m * ARGC, sizeof *argv);
+        size_t *lens = ds__calloc(m * ARGC, sizeof *lens);
+        char *ids = ds__calloc(m, DS_QUEUE_JOB_ID_LEN + 1);
+        char **texts = ds__calloc(m, sizeof *texts);
+        ds__redis_cmd *cmds = ds__calloc(m, sizeof *cmds);
+        redisReply **replies = ds__calloc(m, sizeof *replies);
+        if (!argv || !lens || !ids || !texts || !cmds || !replies)
+            st = ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
+        size_t slen = strlen(queue->stream);
+        for (size_t i = 0; st == DS_OK && i < m; i++) {
+            size_t plen;
+            texts[i] = encode_payload(payloads[base + i], &plen, err);
+            if (!texts[i]) {
+                st = err ? err->code : DS_ERR_INVALID;
+                break;
+            }
+            char *id = ids + i * (DS_QUEUE_JOB_ID_LEN + 1);
+            new_job_id(id);
+            const char *a[ARGC] = {"XADD", queue->stream, "*", "id", id,
+                                   "a",    "0",           "p", texts[i]};
+            size_t l[ARGC] = {4, slen, 1, 2, DS_QUEUE_JOB_ID_LEN, 1, 1, 1, plen};
+            memcpy(argv + i * ARGC, a, sizeof a);
+            memcpy(lens + i * ARGC, l, sizeof l);
+            cmds[i] = (ds__redis_cmd){ARGC, argv + i * ARGC, lens + i * ARGC};
+        }
+        if (st == DS_OK)
+            st = ds__redis_pipeline(queue->redis, cmds, m, replies, err);
+        for (size_t i = 0; st == DS_OK && i < m; i++)
+            if (replies[i]->type == REDIS_REPLY_ERROR)
+                st = ds__redis_reply_error(replies[i], "queue: XADD", err);
+        if (replies)
+            ds__redis_replies_free(replies, m);
+        for (size_t i = 0; texts && i < m; i++)
+            ds__free(texts[i]);
+        ds__free(argv);
+        ds__free(lens);
+        ds__free(ids);
+        ds__free(texts);
+        ds__free(cmds);
+        ds__free(replies);
+    }
+    return st;
+}
+
+/* ---- consuming --------------------------------------------------------------------- */
+
+/* One run of the reserve script. *job NULL and *next_due_ms (-1: none)
+ * when nothing is ready. */
+static ds_status reserve_once(ds_queue *q, ds_queue_job **job,
+                              int64_t *next_due_ms, ds_error *err) {
+    *job = NULL;
+    *next_due_ms = -1;
+    const char *args[8] = {q->stream,   q->delayed, q->dead,       q->cursor,
+                           GROUP,       q->consumer, q->visibility, q->max};
+    redisReply *r = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        ds_error e = {0};
+        r = ds__redis_eval(q->redis, &reserve_script, 4, 4, args, NULL, &e);
+        if (r)
+            break;
+        if (attempt == 0 && is_nogroup(&e)) {
+            /* a server that lost the group (restart without data) */
+            ds_status st = create_group(q, err);
+            if (st != DS_OK)
+                return st;
+            continue;
+        }
+        if (err)
+            *err = e;
+        return e.code ? e.code : DS_ERR_REDIS;
+    }
+    if (!r)
+        return ds__error_set(err, DS_ERR_REDIS, "queue: reserve failed");
+    ds_status st = DS_OK;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
+        st = ds__redis_unexpected(r, "queue reserve", err);
+    } else if (r->element[0]->len == 0) {
+        *next_due_ms = strtoll(r->element[6]->str, NULL, 10);
+    } else {
+        st = make_job(r->element[0]->str, r->element[0]->len,
+                      r->element[1]->str, r->element[2]->str,
+                      r->element[3]->str, r->element[4], r->element[5]->str,
+                      job, err);
+    }
+    freeReplyObject(r);
+    return st;
+}
+
+/* A blocking XREADGROUP of at most `block_ms`. */
+static ds_status block_read(ds_queue *q, int block_ms, ds_queue_job **job,
+                            ds_error *err) {
+    *job = NULL;
+    char block[16];
+    snprintf(block, sizeof block, "%d", block_ms < 1 ? 1 : block_ms);
+    const char *argv[10] = {"XREADGROUP", "GROUP", GROUP,   q->consumer, "COUNT",
+                            "1",          "BLOCK", block,   "STREAMS",  q->stream};
+    const char *full[11];
+    memcpy(full, argv, sizeof argv);
+    full[10] = ">";
+    ds_error e = {0};
+    redisReply *r = ds__redis_command_argv_timeout(
+        q->redis, block_ms + ds__redis_command_timeout(q->redis), 11, full,
+        NULL, &e);
+    if (!r) {
+        if (is_nogroup(&e))
+            return create_group(q, err);
+        if (err)
+            *err = e;
+        return e.code;
+    }
+    ds_status st = DS_OK;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+        const redisReply *s = r->element[0];
+        if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
+            s->element[1]->type == REDIS_REPLY_ARRAY &&
+            s->element[1]->elements > 0)
+            st = job_from_entry(s->element[1]->element[0], 1, job, err);
+        else
+            st = ds__redis_unexpected(r, "queue XREADGROUP", err);
+    } else if (r->type != REDIS_REPLY_NIL) {
+        st = ds__redis_unexpected(r, "queue XREADGROUP", err);
+    }
+    freeReplyObject(r);
+    return st;
+}
+
+DS_EXPORT ds_status ds_queue_reserve(ds_queue *queue, int wait_ms,
+                                     ds_queue_job **job, ds_error *err) {
+    DS_CHECK_ARG(err, job, "job is NULL");
+    *job = NULL;
+    DS_CHECK_ARG(err, queue, "queue is NULL");
+    DS_CHECK_ARG(err, wait_ms >= 0, "wait_ms is negative");
+    int64_t deadline = ds__now_us() + (int64_t)wait_ms * 1000;
+    for (;;) {
+        int64_t next_due;
+        ds_status st = reserve_once(queue, job, &next_due, err);
+        if (st != DS_OK || *job)
+            return st;
+        int64_t left_ms = (deadline - ds__now_us()) / 1000;
+        if (left_ms <= 0)
+            return DS_OK;
+        /* wait for a new job, but come back for due delays and for
+         * reclaims */
+        int64_t slice = left_ms < BLOCK_SLICE_MS ? left_ms : BLOCK_SLICE_MS;
+        if (next_due >= 0 && next_due < slice)
+            slice = next_due;
+        if (slice < 1)
+            slice = 1;
+        st = block_read(queue, (int)slice, job, err);
+        if (st != DS_OK || *job)
+            return st;
+    }
+}
+
+static ds_status holder_result(long long v, const ds_queue_job *job,
+                               ds_error *err) {
+    if (v == 1 || v == 2)
+        return DS_OK;
+    if (v == -1)
+        return ds__error_set(err, DS_ERR_CONFLICT,
+                             "queue: job %s was reclaimed by another worker "
+                             "after its visibility timeout",
+                             job->id);
+    return ds__error_set(err, DS_ERR_NOT_FOUND,
+                         "queue: job %s is no longer pending (acknowledged, "
+                         "failed, or lost with the server)",
+                         job->id);
+}
+
+static ds_status check_job(const ds_queue *q, const ds_queue_job *job,
+                           ds_error *err) {
+    DS_CHECK_ARG(err, q, "queue is NULL");
+    DS_CHECK_ARG(err, job, "job is NULL");
+    DS_CHECK_ARG(err, job->entry_id[0] && strlen(job->entry_id) < 48,
+                 "job has no entry id");
+    return DS_OK;
+}
+
+static ds_status run_holder_script(ds_queue *q, ds__redis_script *s,
+                                   const ds_queue_job *job, long long *result,
+                                   ds_error *err) {
+    const char *args[4] = {q->stream, GROUP, job->entry_id, q->consumer};
+    redisReply *r = ds__redis_eval(q->redis, s, 1, 3, args, NULL, err);
+    if (!r)
+        return err ? err->code : DS_ERR_REDIS;
+    ds_status st = DS_OK;
+    if (r->type != REDIS_REPLY_INTEGER)
+        st = ds__redis_unexpected(r, "queue", err);
+    else
+        *result = r->integer;
+    freeReplyObject(r);
+    return st;
+}
+
+DS_EXPORT ds_status ds_queue_ack(ds_queue *queue, const ds_queue_job *job,
+                                 ds_error *err) {
+    ds_status st = check_job(queue, job, err);
+    long long v = 0;
+    if (st == DS_OK)
+        st = run_holder_script(queue, &ack_script, job, &v, err);
+    return st == DS_OK ? holder_result(v, job, err) : st;
+}
+
+DS_EXPORT ds_status ds_queue_touch(ds_queue *queue, const ds_queue_job *job,
+                                   ds_error *err) {
+    ds_status st = check_job(queue, job, err);
+    long long v = 0;
+    if (st == DS_OK)
+        st = run_holder_script(queue, &touch_script, job, &v, err);
+    return st == DS_OK ? holder_result(v, job, err) : st;
+}
+
+DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
+                                  const char *reason, bool *dead,
+                                  ds_error *err) {
+    if (dead)
+        *dead = false;
+    ds_status st = check_job(queue, job, err);
+    if (st != DS_OK)
+        return st;
+    DS_CHECK_ARG(err, job->attempt >= 1, "job has no attempt number");
+    char why[256];
+    snprintf(why, sizeof why, "%s", reason && *reason ? reason : "failed");
+    /* exponential backoff with up to 25% jitter */
+    int64_t backoff = queue->backoff_base_ms;
+    for (int i = 1; i < job->attempt && backoff < queue->backoff_max_ms; i++)
+        backoff *= 2;
+    if (backoff > queue->backoff_max_ms)
+        backoff = queue->backoff_max_ms;
+    if (backoff > 0)
+        backoff += ds__random_uniform((uint32_t)(backoff / 4 + 1));
+    char attempt[16], delay[24];
+    snprintf(attempt, sizeof attempt, "%d", job->attempt);
+    snprintf(delay, sizeof delay, "%lld", (long long)backoff);
+    const char *args[10] = {queue->stream, queue->delayed, queue->dead,
+                            GROUP,         job->entry_id,  queue->consumer,
+                            attempt,       queue->max,     delay,
+                            why};
+    redisReply *r = ds__redis_eval(queue->redis, &fail_script, 3, 7, args, NULL,
+                                   err);
+    if (!r)
+        return err ? err->code : DS_ERR_REDIS;
+    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -99;
+    if (v == -99)
+        st = ds__redis_unexpected(r, "queue fail", err);
+    freeReplyObject(r);
+    if (st != DS_OK)
+        return st;
+    if (dead)
+        *dead = v == 2;
+    return holder_result(v, job, err);
+}
+
+/* ---- dead letters and counts ------------------------------------------------------ */
+
+DS_EXPORT void ds_queue_job_free(ds_queue_job *job) {
+    if (!job)
+        return;
+    json_decref(job->payload);
+    ds__free(job);
+}
+
+DS_EXPORT void ds_queue_jobs_free(ds_queue_job **jobs, size_t count) {
+    if (!jobs)
+        return;
+    for (size_t i = 0; i < count; i++)
+        ds_queue_job_free(jobs[i]);
+    ds__free(jobs);
+}
+
+DS_EXPORT ds_status ds_queue_dead_list(ds_queue *queue, size_t max,
+                                       ds_queue_job ***jobs, size_t *count,
+                                       ds_error *err) {
+    DS_CHECK_ARG(err, jobs && count, "jobs or count is NULL");
+    *jobs = NULL;
+    *count = 0;
+    DS_CHECK_ARG(err, queue, "queue is NULL");
+    DS_CHECK_ARG(err, max >= 1 && max <= 100000, "max must be 1-100000");
+    char count_text[24];
+    snprintf(count_text, sizeof count_text, "%zu", max);
+    const char *argv[6] = {"XRANGE", queue->dead, "-", "+", "COUNT",
+                           count_text};
+    redisReply *r = ds__redis_command_argv(queue->redis, 6, argv, NULL, err);
+    if (!r)
+        return err ? err->code : DS_ERR_REDIS;
+    ds_status st = DS_OK;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        st = ds__redis_unexpected(r, "queue dead list", err);
+        freeReplyObject(r);
+        return st;
+    }
+    ds_queue_job **out = NULL;
+    if (r->elements > 0) {
+        out = ds__calloc(r->elements, sizeof *out);
+        if (!out)
+            st = ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
+    }
+    size_t n = 0;
+    for (size_t i = 0; st == DS_OK && i < r->elements; i++) {
+        st = job_from_entry(r->element[i], 0, &out[n], err);
+        if (st == DS_OK)
+            n++;
+    }
+    freeReplyObject(r);
+    if (st != DS_OK) {
+        ds_queue_jobs_free(out, n);
+        return st;
+    }
+    *jobs = out;
+    *count = n;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_queue_dead_replay(ds_queue *queue, const char *entry_id,
+                                         int64_t *replayed, ds_error *err) {
+    if (replayed)
+        *replayed = 0;
+    DS_CHECK_ARG(err, queue, "queue is NULL");
+    DS_CHECK_ARG(err, !entry_id || (*entry_id && strlen(entry_id) < 48),
+                 "entry_id is empty or too long");
+    int64_t total = 0;
+    for (;;) {
+        const char *args[3] = {queue->dead, queue->stream,
+                               entry_id ? entry_id : ""};
+        redisReply *r = ds__redis_eval(queue->redis, &replay_script, 2, 1,
+                                       args, NULL, err);
+        if (!r)
+            return err ? err->code : DS_ERR_REDIS;
+        long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+        ds_status st = n < 0 ? ds__redis_unexpected(r, "queue replay", err)
+                             : DS_OK;
+        freeReplyObject(r);
+        if (st != DS_OK)
+            return st;
+        total += n;
+        if (entry_id || n < 500)
+            break;
+    }
+    if (replayed)
+        *replayed = total;
+    if (entry_id && total == 0)
+        return ds__error_set(err, DS_ERR_NOT_FOUND,
+                             "queue: no dead letter %s", entry_id);
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_queue_counts_get(ds_queue *queue, ds_queue_counts *out,
+                                        ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, queue, "queue is NULL");
+    const char *a0[2] = {"XLEN", queue->stream};
+    const char *a1[3] = {"XPENDING", queue->stream, GROUP};
+    const char *a2[2] = {"ZCARD", queue->delayed};
+    const char *a3[2] = {"XLEN", queue->dead};
+    ds__redis_cmd cmds[4] = {{2, a0, NULL}, {3, a1, NULL}, {2, a2, NULL},
+                             {2, a3, NULL}};
+    redisReply *r[4];
+    ds_status st = ds__redis_pipeline(queue->redis, cmds, 4, r, err);
+    if (st != DS_OK)
+        return st;
+    int64_t len = r[0]->type == REDIS_REPLY_INTEGER ? r[0]->integer : 0;
+    int64_t pending = 0;
+    if (r[1]->type == REDIS_REPLY_ARRAY && r[1]->elements > 0 &&
+        r[1]->element[0]->type == REDIS_REPLY_INTEGER)
+        pending = r[1]->element[0]->integer;
+    else if (r[1]->type == REDIS_REPLY_ERROR &&
+             !ds__redis_reply_is_error(r[1], "NOGROUP"))
+        st = ds__redis_reply_error(r[1], "queue: XPENDING", err);
+    if (st == DS_OK) {
+        out->reserved = pending;
+        out->ready = len - pending > 0 ? len - pending : 0;
+        out->delayed = r[2]->type == REDIS_REPLY_INTEGER ? r[2]->integer : 0;
+        out->dead = r[3]->type == REDIS_REPLY_INTEGER ? r[3]->integer : 0;
+    }
+    ds__redis_replies_free(r, 4);
+    return st;
+}

@@ -1,0 +1,720 @@
+/*
+ * Login sessions: random tokens handed out once, stored as keyed hashes in
+ * auth_sessions, validated with a sliding expiry.
+ *
+ * A token is hashed under every key of the ring (the active one first) and
+ * looked up with token_hash = ANY(...), so a rotation of the ring logs no
+ * one out; the touch that slides the expiry also re-hashes a session found
+ * under an older key. All reads go to the primary: a revocation must be
+ * seen at once, and a replica may lag.
+ */
+#include <arpa/inet.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "session/session_internal.h"
+
+enum {
+    STMT_CREATE, STMT_LOOKUP, STMT_LOOKUP_ONE, STMT_TOUCH, STMT_REVOKE_HASH, STMT_REVOKE_ID,
+    STMT_REVOKE_USER, STMT_LIST, STMT_PURGE
+};
+
+#define SESSION_COLS                                                           \
+    "id, user_id, created_at, last_seen_at, expires_at, user_agent, "         \
+    "host(ip), revoked"
+#define SESSION_COL_TYPES                                                      \
+    DS_OID_INT8, DS_OID_INT8, DS_OID_TIMESTAMPTZ, DS_OID_TIMESTAMPTZ,         \
+        DS_OID_TIMESTAMPTZ, DS_OID_TEXT, DS_OID_TEXT, DS_OID_BOOL
+
+static const ds__stmt_def stmts[] = {
+    [STMT_CREATE] = {
+        .name = "session.create",
+        .sql = "INSERT INTO auth_sessions (user_id, token_hash, expires_at, "
+               "user_agent, ip) "
+               "VALUES ($1, $2, now() + $3 * interval '1 microsecond', $4, $5) "
+               "RETURNING " SESSION_COLS,
+        .nparams = 5,
+        .param_types = {DS_OID_INT8, DS_OID_BYTEA, DS_OID_INT8, DS_OID_TEXT,
+                        DS_OID_INET},
+        .ncols = 8,
+        .col_types = {SESSION_COL_TYPES},
+    },
+    [STMT_LOOKUP] = {
+        .name = "session.lookup",
+        .sql = "SELECT " SESSION_COLS ", token_hash, expires_at > now(), "
+               "now() - last_seen_at >= $2 * interval '1 microsecond' "
+               "FROM auth_sessions WHERE token_hash = ANY($1)",
+        .nparams = 2,
+        .param_types = {DS_OID_BYTEA_ARRAY, DS_OID_INT8},
+        .ncols = 11,
+        .col_types = {SESSION_COL_TYPES, DS_OID_BYTEA, DS_OID_BOOL, DS_OID_BOOL},
+    },
+    /* The same for a ring of one key: a plain equality, which a generic
+     * plan always answers from the unique index (= ANY($1) may be planned
+     * as a scan on a small table). */
+    [STMT_LOOKUP_ONE] = {
+        .name = "session.lookup_one",
+        .sql = "SELECT " SESSION_COLS ", token_hash, expires_at > now(), "
+               "now() - last_seen_at >= $2 * interval '1 microsecond' "
+               "FROM auth_sessions WHERE token_hash = $1",
+        .nparams = 2,
+        .param_types = {DS_OID_BYTEA, DS_OID_INT8},
+        .ncols = 11,
+        .col_types = {SESSION_COL_TYPES, DS_OID_BYTEA, DS_OID_BOOL, DS_OID_BOOL},
+    },
+    [STMT_TOUCH] = {
+        .name = "session.touch",
+        .sql = "UPDATE auth_sessions SET last_seen_at = now(), "
+               "expires_at = least(now() + $2 * interval '1 microsecond', "
+               "created_at + $3 * interval '1 microsecond'), token_hash = $4 "
+               "WHERE id = $1 AND NOT revoked AND expires_at > now() "
+               "RETURNING last_seen_at, expires_at",
+        .nparams = 4,
+        .param_types = {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_BYTEA},
+        .ncols = 2,
+        .col_types = {DS_OID_TIMESTAMPTZ, DS_OID_TIMESTAMPTZ},
+    },
+    [STMT_REVOKE_HASH] = {
+        .name = "session.revoke_by_hash",
+        .sql = "UPDATE auth_sessions SET revoked = true, "
+               "revoked_at = coalesce(revoked_at, now()) "
+               "WHERE token_hash = ANY($1) RETURNING user_id, token_hash",
+        .nparams = 1,
+        .param_types = {DS_OID_BYTEA_ARRAY},
+        .ncols = 2,
+        .col_types = {DS_OID_INT8, DS_OID_BYTEA},
+    },
+    [STMT_REVOKE_ID] = {
+        .name = "session.revoke_by_id",
+        .sql = "UPDATE auth_sessions SET revoked = true, "
+               "revoked_at = coalesce(revoked_at, now()) "
+               "WHERE id = $1 AND user_id = $2 RETURNING user_id, token_hash",
+        .nparams = 2,
+        .param_types = {DS_OID_INT8, DS_OID_INT8},
+        .ncols = 2,
+        .col_types = {DS_OID_INT8, DS_OID_BYTEA},
+    },
+    [STMT_REVOKE_USER] = {
+        /* The count of sessions ended now, and the hashes of all the
+         * user's unexpired ones (revoked before or now: the cache gets a
+         * tombstone for each, so a retry after a Redis failure still
+         * reaches them). One row even when there are none. */
+        .name = "session.revoke_user",
+        .sql = "WITH ended AS (UPDATE auth_sessions SET revoked = true, "
+               "revoked_at = now() "
+               "WHERE user_id = $1 AND NOT revoked AND expires_at > now() "
+               "RETURNING id), n AS (SELECT count(*) AS n FROM ended) "
+               "SELECT n.n, s.token_hash FROM n LEFT JOIN auth_sessions s "
+               "ON s.user_id = $1 AND s.expires_at > now()",
+        .nparams = 1,
+        .param_types = {DS_OID_INT8},
+        .ncols = 2,
+        .col_types = {DS_OID_INT8, DS_OID_BYTEA},
+    },
+    [STMT_LIST] = {
+        .name = "session.list_user",
+        .sql = "SELECT " SESSION_COLS " FROM auth_sessions "
+               "WHERE user_id = $1 AND NOT revoked AND expires_at > now() "
+               "ORDER BY last_seen_at DESC, id DESC",
+        .nparams = 1,
+        .param_types = {DS_OID_INT8},
+        .ncols = 8,
+        .col_types = {SESSION_COL_TYPES},
+    },
+    [STMT_PURGE] = {
+        .name = "session.purge_expired",
+        .sql = "DELETE FROM auth_sessions WHERE id IN ("
+               "SELECT id FROM auth_sessions "
+               "WHERE expires_at < now() - $1 * interval '1 microsecond' "
+               "ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        .nparams = 2,
+        .param_types = {DS_OID_INT8, DS_OID_INT4},
+        .ncols = -1,
+    },
+};
+
+size_t ds__stmts_session(const ds__stmt_def **defs) {
+    *defs = stmts;
+    return sizeof stmts / sizeof stmts[0];
+}
+
+#define PURGE_BATCH 1000
+#define DAY_S INT64_C(86400)
+#define YEARS_10_S (3653 * DAY_S)
+
+/* ---- the store ----------------------------------------------------------- */
+
+DS_EXPORT ds_status ds_session_store_open(ds_pool *pool, ds_crypto *crypto,
+                                          ds_redis *redis,
+                                          const ds_session_options *opts,
+                                          ds_session_store **out,
+                                          ds_error *err) {
+    DS_CHECK_ARG(err, out != NULL, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, pool != NULL, "pool is NULL");
+    DS_CHECK_ARG(err, crypto != NULL, "crypto is NULL");
+    ds_session_options o = {14 * DAY_S, 30 * DAY_S, 60000, 300};
+    if (opts) {
+        if (opts->idle_ttl_s)
+            o.idle_ttl_s = opts->idle_ttl_s;
+        if (opts->max_lifetime_s)
+            o.max_lifetime_s = opts->max_lifetime_s;
+        if (opts->touch_interval_ms)
+            o.touch_interval_ms = opts->touch_interval_ms;
+        if (opts->cache_ttl_s)
+            o.cache_ttl_s = opts->cache_ttl_s;
+    }
+    DS_CHECK_ARG(err, o.idle_ttl_s >= 1 && o.idle_ttl_s <= YEARS_10_S,
+                 "idle_ttl_s must be 1 s to 10 years");
+    DS_CHECK_ARG(err, o.max_lifetime_s >= 1 && o.max_lifetime_s <= YEARS_10_S,
+                 "max_lifetime_s must be 1 s to 10 years");
+    DS_CHECK_ARG(err, o.touch_interval_ms >= 1 &&
+                          o.touch_interval_ms < o.idle_ttl_s * 1000,
+                 "touch_interval_ms must be at least 1 and below idle_ttl_s");
+    DS_CHECK_ARG(err, o.cache_ttl_s >= 1 && o.cache_ttl_s <= DAY_S,
+                 "cache_ttl_s must be 1 s to 1 day");
+    ds_status st = ds__ensure_init(err);
+    if (st != DS_OK)
+        return st;
+    ds_session_store *s = ds__calloc(1, sizeof *s);
+    if (!s)
+        return ds__error_set(err, DS_ERR_NOMEM,
+                             "ds_session_store_open: out of memory");
+    s->pool = pool;
+    s->crypto = crypto;
+    s->redis = redis;
+    s->idle_us = o.idle_ttl_s * 1000000;
+    s->max_us = o.max_lifetime_s * 1000000;
+    s->touch_us = o.touch_interval_ms * 1000;
+    s->cache_ttl_s = o.cache_ttl_s;
+    *out = s;
+    return DS_OK;
+}
+
+DS_EXPORT void ds_session_store_close(ds_session_store *store) {
+    if (!store)
+        return;
+    ds__free(store);
+}
+
+/* ---- records ------------------------------------------------------------ */
+
+static int64_t ts_us(const PGresult *r, int row, int col) {
+    return (int64_t)ds__get_be64(PQgetvalue(r, row, col)) + DS_PG_EPOCH_OFFSET_US;
+}
+
+ds_session *ds__session_new(int64_t id, int64_t user_id, int64_t created,
+                            int64_t last_seen, int64_t expires,
+                            const char *ua, size_t ua_len, const char *ip,
+                            size_t ip_len, bool revoked) {
+    size_t size = sizeof(ds_session) + (ua ? ua_len + 1 : 0) + (ip ? ip_len + 1 : 0);
+    ds_session *s = ds__malloc(size);
+    if (!s)
+        return NULL;
+    s->id = id;
+    s->user_id = user_id;
+    s->created_at_us = created;
+    s->last_seen_at_us = last_seen;
+    s->expires_at_us = expires;
+    s->revoked = revoked;
+    char *p = (char *)(s + 1);
+    s->user_agent = NULL;
+    s->ip = NULL;
+    if (ua) {
+        memcpy(p, ua, ua_len);
+        p[ua_len] = '\0';
+        s->user_agent = p;
+        p += ua_len + 1;
+    }
+    if (ip) {
+        memcpy(p, ip, ip_len);
+        p[ip_len] = '\0';
+        s->ip = p;
+    }
+    return s;
+}
+
+/* A session from the SESSION_COLS columns of row `row`. */
+static ds_session *session_from_row(const PGresult *r, int row) {
+    bool has_ua = !PQgetisnull(r, row, 5), has_ip = !PQgetisnull(r, row, 6);
+    return ds__session_new(
+        (int64_t)ds__get_be64(PQgetvalue(r, row, 0)),
+        (int64_t)ds__get_be64(PQgetvalue(r, row, 1)), ts_us(r, row, 2),
+        ts_us(r, row, 3), ts_us(r, row, 4), has_ua ? PQgetvalue(r, row, 5) : NULL,
+        has_ua ? (size_t)PQgetlength(r, row, 5) : 0,
+        has_ip ? PQgetvalue(r, row, 6) : NULL,
+        has_ip ? (size_t)PQgetlength(r, row, 6) : 0, PQgetvalue(r, row, 7)[0] != 0);
+}
+
+DS_EXPORT void ds_session_free(ds_session *session) { ds__free(session); }
+
+DS_EXPORT void ds_session_list_free(ds_session **sessions, size_t count) {
+    if (!sessions)
+        return;
+    for (size_t i = 0; i < count; i++)
+        ds__free(sessions[i]);
+    ds__free(sessions);
+}
+
+/* ---- tokens -------------------------------------------------------------- */
+
+ds_status ds__session_token_decode(const char *token,
+                                   uint8_t raw[DS_SESSION_TOKEN_BYTES],
+                                   const char *fn, ds_error *err) {
+    if (!token)
+        return ds__error_set(err, DS_ERR_INVALID, "%s: token is NULL", fn);
+    size_t n = strnlen(token, DS_SESSION_TOKEN_LEN + 1);
+    size_t bin_len = 0;
+    const char *end = NULL;
+    if (n != DS_SESSION_TOKEN_LEN ||
+        sodium_base642bin(raw, DS_SESSION_TOKEN_BYTES, token, n, NULL, &bin_len,
+                          &end, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        bin_len != DS_SESSION_TOKEN_BYTES || end != token + n) {
+        sodium_memzero(raw, DS_SESSION_TOKEN_BYTES);
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "%s: not a session token (expected %d characters "
+                             "of base64url)",
+                             fn, DS_SESSION_TOKEN_LEN);
+    }
+    return DS_OK;
+}
+
+/* Every ring key's hash of `raw` as a bytea[] parameter; hashes (n * 32
+ * bytes, the active key's first) are also left in `hashes`. */
+static ds_status hash_array(ds_session_store *s, const uint8_t *raw,
+                            uint8_t *hashes, size_t *n, ds__pgarr *arr,
+                            ds_error *err) {
+    *n = ds__crypto_key_count(s->crypto);
+    ds_status st = ds__crypto_session_hashes(s->crypto, raw, DS_SESSION_TOKEN_BYTES,
+                                             hashes, err);
+    if (st != DS_OK)
+        return st;
+    bool ok = ds__pgarr_begin(arr, DS_OID_BYTEA, (int)*n, false);
+    for (size_t i = 0; ok && i < *n; i++)
+        ok = ds__pgarr_add(arr, hashes + i * DS_SESSION_HASH_BYTES,
+                           DS_SESSION_HASH_BYTES);
+    if (!ok)
+        return ds__error_set(err, DS_ERR_NOMEM, "session: out of memory");
+    return DS_OK;
+}
+
+/* ---- create ---------------------------------------------------------------- */
+
+/* Cuts `ua` to DS_SESSION_USER_AGENT_MAX characters (UTF-8). */
+static size_t ua_cut(const char *ua, size_t len) {
+    size_t chars = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (((unsigned char)ua[i] & 0xC0) != 0x80) {
+            if (chars == DS_SESSION_USER_AGENT_MAX)
+                return i;
+            chars++;
+        }
+    }
+    return len;
+}
+
+static bool ip_valid(const char *ip) {
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, ip, buf) == 1 || inet_pton(AF_INET6, ip, buf) == 1;
+}
+
+DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
+                                      const char *user_agent, const char *ip,
+                                      ds_secret **token, ds_session **session,
+                                      ds_error *err) {
+    DS_CHECK_ARG(err, token != NULL, "token is NULL");
+    *token = NULL;
+    if (session)
+        *session = NULL;
+    DS_CHECK_ARG(err, store != NULL, "store is NULL");
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    if (ip && !*ip)
+        ip = NULL;
+    if (user_agent && !*user_agent)
+        user_agent = NULL;
+    DS_CHECK_ARG(err, !ip || (strlen(ip) < INET6_ADDRSTRLEN && ip_valid(ip)),
+                 "ip is not an IPv4 or IPv6 address");
+    size_t ua_len = user_agent ? strlen(user_agent) : 0;
+    DS_CHECK_ARG(err, !user_agent || ds__utf8_valid(user_agent, ua_len),
+                 "user_agent is not valid UTF-8");
+    ua_len = user_agent ? ua_cut(user_agent, ua_len) : 0;
+
+    ds_secret *tok = ds__secret_new(DS_SESSION_TOKEN_LEN);
+    if (!tok)
+        return ds__error_set(err, DS_ERR_NOMEM, "ds_session_create: out of memory");
+    uint8_t raw[DS_SESSION_TOKEN_BYTES], hash[DS_SESSION_HASH_BYTES];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2base64(ds__secret_bytes(tok), DS_SESSION_TOKEN_LEN + 1, raw,
+                      sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    ds_status st = ds__crypto_session_hash(store->crypto, 0, raw, sizeof raw,
+                                           hash, err);
+    sodium_memzero(raw, sizeof raw);
+    if (st != DS_OK) {
+        ds_secret_free(tok);
+        return st;
+    }
+
+    int64_t ttl = store->idle_us < store->max_us ? store->idle_us : store->max_us;
+    char uid_be[8], ttl_be[8];
+    ds__put_be64(uid_be, (uint64_t)user_id);
+    ds__put_be64(ttl_be, (uint64_t)ttl);
+    const char *values[] = {uid_be, (const char *)hash, ttl_be, user_agent, ip};
+    int lengths[] = {8, DS_SESSION_HASH_BYTES, 8, (int)ua_len, 0};
+    int formats[] = {1, 1, 1, 1, 0}; /* the address as text: inet parses it */
+
+    ds_conn *conn;
+    ds_error local = {0};
+    st = ds_pool_acquire(store->pool, &conn, &local);
+    PGresult *r = NULL;
+    if (st == DS_OK) {
+        r = ds__stmt_exec(conn, &stmts[STMT_CREATE], values, lengths, formats,
+                          &local);
+        ds_pool_release(conn);
+        if (!r)
+            st = local.code;
+    }
+    sodium_memzero(hash, sizeof hash);
+    if (st != DS_OK) {
+        ds_secret_free(tok);
+        if (strcmp(local.sqlstate, "23503") == 0)
+            return ds__error_set(err, DS_ERR_NOT_FOUND,
+                                 "ds_session_create: no user %lld",
+                                 (long long)user_id);
+        if (err)
+            *err = local;
+        return st;
+    }
+    if (session) {
+        *session = session_from_row(r, 0);
+        if (!*session) {
+            /* The row exists but the caller never learns the token: it is
+             * unusable, and the purge removes it once it expires. */
+            PQclear(r);
+            ds_secret_free(tok);
+            return ds__error_set(err, DS_ERR_NOMEM,
+                                 "ds_session_create: out of memory");
+        }
+    }
+    PQclear(r);
+    *token = tok;
+    return DS_OK;
+}
+
+/* ---- validate -------------------------------------------------------------- */
+
+DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
+                                        const char *token, int64_t *user_id,
+                                        ds_session **session, ds_error *err) {
+    if (user_id)
+        *user_id = 0;
+    if (session)
+        *session = NULL;
+    DS_CHECK_ARG(err, store != NULL, "store is NULL");
+    uint8_t raw[DS_SESSION_TOKEN_BYTES];
+    ds_status st = ds__session_token_decode(token, raw, __func__, err);
+    if (st != DS_OK)
+        return st;
+    uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
+    size_t nhashes = 0;
+    ds__pgarr arr = {0};
+    st = hash_array(store, raw, hashes, &nhashes, &arr, err);
+    sodium_memzero(raw, sizeof raw);
+    if (st != DS_OK) {
+        ds__pgarr_free(&arr);
+        return st;
+    }
+
+    if (store->redis) {
+        ds_session *cached;
+        ds__cache_result cr = ds__session_cache_get(store, hashes, &cached);
+        if (cr == DS_CACHE_REVOKED) {
+            ds__pgarr_free(&arr);
+            return ds__error_set(err, DS_ERR_NOT_FOUND,
+                                 "ds_session_validate: the session was revoked");
+        }
+        if (cr == DS_CACHE_HIT) {
+            ds__pgarr_free(&arr);
+            if (user_id)
+                *user_id = cached->user_id;
+            if (session)
+                *session = cached;
+            else
+                ds_session_free(cached);
+            return DS_OK;
+        }
+    }
+
+    ds_conn *conn;
+    st = ds_pool_acquire(store->pool, &conn, err);
+    if (st != DS_OK) {
+        ds__pgarr_free(&arr);
+        return st;
+    }
+    char touch_be[8];
+    ds__put_be64(touch_be, (uint64_t)store->touch_us);
+    bool one = nhashes == 1;
+    const char *values[] = {one ? (const char *)hashes : arr.buf, touch_be};
+    int lengths[] = {one ? DS_SESSION_HASH_BYTES : (int)arr.len, 8};
+    int formats[] = {1, 1};
+    PGresult *r = ds__stmt_exec(conn, &stmts[one ? STMT_LOOKUP_ONE : STMT_LOOKUP],
+                                values, lengths, formats, err);
+    ds__pgarr_free(&arr);
+    if (!r) {
+        ds_pool_release(conn);
+        return err ? err->code : DS_ERR_DB;
+    }
+    const char *why = NULL;
+    if (PQntuples(r) == 0)
+        why = "no such session";
+    else if (PQgetvalue(r, 0, 7)[0])
+        why = "the session was revoked";
+    else if (!PQgetvalue(r, 0, 9)[0])
+        why = "the session expired";
+    if (why) {
+        PQclear(r);
+        ds_pool_release(conn);
+        return ds__error_set(err, DS_ERR_NOT_FOUND, "ds_session_validate: %s", why);
+    }
+
+    /* Which ring key the stored hash is under (constant-time compares). */
+    const uint8_t *stored = (const uint8_t *)PQgetvalue(r, 0, 8);
+    size_t key_index = nhashes;
+    for (size_t i = 0; i < nhashes; i++)
+        if (PQgetlength(r, 0, 8) == DS_SESSION_HASH_BYTES &&
+            sodium_memcmp(stored, hashes + i * DS_SESSION_HASH_BYTES,
+                          DS_SESSION_HASH_BYTES) == 0)
+            key_index = i;
+    bool due = PQgetvalue(r, 0, 10)[0] != 0;
+    ds_session *sess = session_from_row(r, 0);
+    PQclear(r);
+    if (!sess) {
+        ds_pool_release(conn);
+        return ds__error_set(err, DS_ERR_NOMEM, "ds_session_validate: out of memory");
+    }
+
+    if (due || key_index != 0) {
+        char id_be[8], idle_be[8], max_be[8];
+        ds__put_be64(id_be, (uint64_t)sess->id);
+        ds__put_be64(idle_be, (uint64_t)store->idle_us);
+        ds__put_be64(max_be, (uint64_t)store->max_us);
+        const char *tv[] = {id_be, idle_be, max_be, (const char *)hashes};
+        int tl[] = {8, 8, 8, DS_SESSION_HASH_BYTES};
+        int tf[] = {1, 1, 1, 1};
+        PGresult *t = ds__stmt_exec(conn, &stmts[STMT_TOUCH], tv, tl, tf, err);
+        if (!t) {
+            ds_pool_release(conn);
+            ds_session_free(sess);
+            return err ? err->code : DS_ERR_DB;
+        }
+        if (PQntuples(t) == 0) { /* revoked or expired in between */
+            PQclear(t);
+            ds_pool_release(conn);
+            ds_session_free(sess);
+            return ds__error_set(err, DS_ERR_NOT_FOUND,
+                                 "ds_session_validate: the session was revoked");
+        }
+        sess->last_seen_at_us = ts_us(t, 0, 0);
+        sess->expires_at_us = ts_us(t, 0, 1);
+        PQclear(t);
+        if (key_index != 0)
+            ds__log(DS_LOG_DEBUG, "session",
+                    "session %lld re-hashed under the active key",
+                    (long long)sess->id);
+    }
+    ds_pool_release(conn);
+    if (store->redis)
+        ds__session_cache_put(store, hashes, sess);
+
+    if (user_id)
+        *user_id = sess->user_id;
+    if (session)
+        *session = sess;
+    else
+        ds_session_free(sess);
+    return DS_OK;
+}
+
+/* ---- revoke ------------------------------------------------------------------- */
+
+/* Runs one of the revoke statements (rows of user_id and token_hash, or for
+ * revoke_user count and token_hash) and replaces each session's cache entry
+ * with a tombstone; `extra_hash` (may be NULL) gets one too. *count
+ * receives the rows the statement changed. */
+static ds_status run_revoke(ds_session_store *store, int which,
+                            const char *const *values, const int *lengths,
+                            const int *formats, const uint8_t *extra_hash,
+                            int64_t user_id, int64_t *count, ds_error *err) {
+    *count = 0;
+    ds_conn *conn;
+    ds_status st = ds_pool_acquire(store->pool, &conn, err);
+    if (st != DS_OK)
+        return st;
+    PGresult *r = ds__stmt_exec(conn, &stmts[which], values, lengths, formats, err);
+    ds_pool_release(conn);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    int n = PQntuples(r);
+    bool per_user = which == STMT_REVOKE_USER;
+    *count = per_user ? (int64_t)ds__get_be64(PQgetvalue(r, 0, 0)) : n;
+    for (int i = 0; store->redis && st == DS_OK && i < n; i++) {
+        if (PQgetisnull(r, i, 1) || PQgetlength(r, i, 1) != DS_SESSION_HASH_BYTES)
+            continue;
+        int64_t uid = per_user ? user_id : (int64_t)ds__get_be64(PQgetvalue(r, i, 0));
+        const uint8_t *h = (const uint8_t *)PQgetvalue(r, i, 1);
+        st = ds__session_cache_revoke(store, uid, h, err);
+        if (st == DS_OK && extra_hash &&
+            sodium_memcmp(h, extra_hash, DS_SESSION_HASH_BYTES) != 0)
+            st = ds__session_cache_revoke(store, uid, extra_hash, err);
+    }
+    PQclear(r);
+    return st;
+}
+
+DS_EXPORT ds_status ds_session_revoke(ds_session_store *store,
+                                      const char *token, ds_error *err) {
+    DS_CHECK_ARG(err, store != NULL, "store is NULL");
+    uint8_t raw[DS_SESSION_TOKEN_BYTES];
+    ds_status st = ds__session_token_decode(token, raw, __func__, err);
+    if (st != DS_OK)
+        return st;
+    uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
+    size_t nhashes;
+    ds__pgarr arr = {0};
+    st = hash_array(store, raw, hashes, &nhashes, &arr, err);
+    sodium_memzero(raw, sizeof raw);
+    int64_t n = 0;
+    if (st == DS_OK) {
+        const char *values[] = {arr.buf};
+        int lengths[] = {(int)arr.len};
+        int formats[] = {1};
+        st = run_revoke(store, STMT_REVOKE_HASH, values, lengths, formats, hashes,
+                        0, &n, err);
+    }
+    ds__pgarr_free(&arr);
+    if (st == DS_OK && n == 0)
+        return ds__error_set(err, DS_ERR_NOT_FOUND,
+                             "ds_session_revoke: no such session");
+    return st;
+}
+
+DS_EXPORT ds_status ds_session_revoke_id(ds_session_store *store,
+                                         int64_t user_id, int64_t session_id,
+                                         ds_error *err) {
+    DS_CHECK_ARG(err, store != NULL, "store is NULL");
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    DS_CHECK_ARG(err, session_id > 0, "session_id must be positive");
+    char id_be[8], uid_be[8];
+    ds__put_be64(id_be, (uint64_t)session_id);
+    ds__put_be64(uid_be, (uint64_t)user_id);
+    const char *values[] = {id_be, uid_be};
+    int lengths[] = {8, 8};
+    int formats[] = {1, 1};
+    int64_t n;
+    ds_status st = run_revoke(store, STMT_REVOKE_ID, values, lengths, formats,
+                              NULL, 0, &n, err);
+    if (st == DS_OK && n == 0)
+        return ds__error_set(err, DS_ERR_NOT_FOUND,
+                             "ds_session_revoke_id: user %lld has no session %lld",
+                             (long long)user_id, (long long)session_id);
+    return st;
+}
+
+DS_EXPORT ds_status ds_session_revoke_user(ds_session_store *store,
+                                           int64_t user_id, int64_t *revoked,
+                                           ds_error *err) {
+    if (revoked)
+        *revoked = 0;
+    DS_CHECK_ARG(err, store != NULL, "store is NULL");
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    char uid_be[8];
+    ds__put_be64(uid_be, (uint64_t)user_id);
+    const char *values[] = {uid_be};
+    int lengths[] = {8};
+    int formats[] = {1};
+    int64_t n;
+    ds_status st = run_revoke(store, STMT_REVOKE_USER, values, lengths, formats,
+                              NULL, user_id, &n, err);
+    if (revoked)
+        *revoked = n; /* also when only the cache update failed */
+    return st;
+}
+
+/* ---- list and purge ----------------------------------------------------------- */
+
+DS_EXPORT ds_status ds_session_list(ds_session_store *store, int64_t user_id,
+                                    ds_session ***sessions, size_t *count,
+                                    ds_error *err) {
+    DS_CHECK_ARG(err, sessions != NULL && count != NULL,
+                 "sessions and count are required");
+    *sessions = NULL;
+    *count = 0;
+    DS_CHECK_ARG(err, store != NULL, "store is NULL");
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    char uid_be[8];
+    ds__put_be64(uid_be, (uint64_t)user_id);
+    const char *values[] = {uid_be};
+    int lengths[] = {8};
+    int formats[] = {1};
+    ds_conn *conn;
+    ds_status st = ds_pool_acquire(store->pool, &conn, err);
+    if (st != DS_OK)
+        return st;
+    PGresult *r = ds__stmt_exec(conn, &stmts[STMT_LIST], values, lengths, formats, err);
+    ds_pool_release(conn);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    size_t n = (size_t)PQntuples(r);
+    ds_session **list = ds__calloc(n ? n : 1, sizeof *list);
+    for (size_t i = 0; list && i < n; i++) {
+        list[i] = session_from_row(r, (int)i);
+        if (!list[i]) {
+            ds_session_list_free(list, i);
+            list = NULL;
+        }
+    }
+    PQclear(r);
+    if (!list)
+        return ds__error_set(err, DS_ERR_NOMEM, "ds_session_list: out of memory");
+    *sessions = list;
+    *count = n;
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_session_purge_expired(ds_session_store *store,
+                                             int64_t older_than_s,
+                                             int64_t *purged, ds_error *err) {
+    if (purged)
+        *purged = 0;
+    DS_CHECK_ARG(err, store != NULL, "store is NULL");
+    DS_CHECK_ARG(err, older_than_s >= 0 && older_than_s <= YEARS_10_S,
+                 "older_than_s must be 0 to 10 years");
+    char age_be[8], limit_be[4];
+    ds__put_be64(age_be, (uint64_t)(older_than_s * 1000000));
+    ds__put_be32(limit_be, PURGE_BATCH);
+    const char *values[] = {age_be, limit_be};
+    int lengths[] = {8, 4};
+    int formats[] = {1, 1};
+    int64_t total = 0;
+    for (;;) {
+        ds_conn *conn;
+        ds_status st = ds_pool_acquire(store->pool, &conn, err);
+        if (st != DS_OK)
+            return st;
+        PGresult *r = ds__stmt_exec(conn, &stmts[STMT_PURGE], values, lengths,
+                                    formats, err);
+        ds_pool_release(conn);
+        if (!r)
+            return err ? err->code : DS_ERR_DB;
+        long n = strtol(PQcmdTuples(r), NULL, 10);
+        PQclear(r);
+        total += n;
+        if (purged)
+            *purged = total;
+        if (n < PURGE_BATCH)
+            break;
+    }
+    ds__log(DS_LOG_INFO, "session", "purged %lld expired session(s)",
+            (long long)total);
+    return DS_OK;
+}

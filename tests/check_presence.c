@@ -1,0 +1,510 @@
+/* Presence and typing against the local Redis, with subscribers in a
+ * thread and in another process. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dt_redis.h"
+#include "redis/redis_internal.h"
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    ds_presence_event ev[256];
+    int n;
+} collector;
+
+static void collector_init(collector *c) {
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    c->n = 0;
+}
+
+static void collect(void *ud, const ds_presence_event *e) {
+    collector *c = ud;
+    pthread_mutex_lock(&c->mu);
+    if (c->n < 256)
+        c->ev[c->n++] = *e;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Waits until an event of `type` for `user` arrived; its index or -1. */
+static int wait_event(collector *c, ds_presence_event_type type, int64_t user,
+                      int timeout_ms) {
+    long long deadline = dt_now_ms() + timeout_ms;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        for (int i = 0; i < c->n; i++)
+            if (c->ev[i].type == type && c->ev[i].user_id == user) {
+                pthread_mutex_unlock(&c->mu);
+                return i;
+            }
+        if (dt_now_ms() >= deadline)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return -1;
+}
+
+static ds_presence *open_presence(ds_redis *r, int online_ms, int typing_ms) {
+    ds_presence_options o;
+    ds_presence_options_init(&o);
+    if (online_ms)
+        o.online_ttl_ms = online_ms;
+    if (typing_ms)
+        o.typing_ttl_ms = typing_ms;
+    ds_presence *p;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_presence_open(r, &o, &p, &err), err);
+    return p;
+}
+
+static void ok(ds_status st, ds_error *err) { ck_assert_ds_ok(st, *err); }
+
+/* The ids listed, as "1,2,3". */
+static char *listed(ds_presence *p, int64_t conv, bool typing) {
+    static char buf[256];
+    int64_t *ids;
+    size_t n;
+    ds_error err = {0};
+    ds_status st = typing ? ds_presence_list_typing(p, conv, &ids, &n, &err)
+                          : ds_presence_list_online(p, conv, &ids, &n, &err);
+    ck_assert_ds_ok(st, err);
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%lld",
+                 i ? "," : "", (long long)ids[i]);
+    if (n == 0)
+        ck_assert_ptr_null(ids);
+    ds_free(ids);
+    return buf;
+}
+
+/* ---- state ---------------------------------------------------------------------- */
+
+START_TEST(test_presence_online_list) {
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 0, 0);
+    ds_error err = {0};
+    ok(ds_presence_set_online(p, 7, 300, &err), &err);
+    ok(ds_presence_set_online(p, 7, 1, &err), &err);
+    ok(ds_presence_set_online(p, 7, 20, &err), &err);
+    ok(ds_presence_set_online(p, 7, 1, &err), &err); /* heartbeat */
+    ck_assert_str_eq(listed(p, 7, false), "1,20,300");
+    ck_assert_str_eq(listed(p, 8, false), "");
+    ok(ds_presence_set_offline(p, 7, 20, &err), &err);
+    ck_assert_str_eq(listed(p, 7, false), "1,300");
+    ok(ds_presence_set_offline(p, 7, 20, &err), &err); /* already offline */
+    /* the set expires with its members */
+    char *key = ds__redis_key(r, NULL, "p:on:7");
+    long long ttl = dt_rint(r, "PTTL %s", key);
+    ck_assert_int_gt(ttl, 50000);
+    ck_assert_int_le(ttl, 60000);
+    ds__free(key);
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_presence_expires_without_heartbeat) {
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 80, 40);
+    ds_error err = {0};
+    ok(ds_presence_set_online(p, 1, 5, &err), &err);
+    ok(ds_presence_set_typing(p, 1, 5, true, &err), &err);
+    ck_assert_str_eq(listed(p, 1, false), "5");
+    ck_assert_str_eq(listed(p, 1, true), "5");
+    usleep(200 * 1000);
+    ck_assert_str_eq(listed(p, 1, false), "");
+    ck_assert_str_eq(listed(p, 1, true), "");
+    char *on = ds__redis_key(r, NULL, "p:on:1");
+    char *ty = ds__redis_key(r, NULL, "p:ty:1");
+    ck_assert_int_eq(dt_rint(r, "EXISTS %s %s", on, ty), 0);
+    ds__free(on);
+    ds__free(ty);
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_presence_typing) {
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 0, 0);
+    ds_error err = {0};
+    ok(ds_presence_set_online(p, 3, 1, &err), &err);
+    ok(ds_presence_set_online(p, 3, 2, &err), &err);
+    ok(ds_presence_set_typing(p, 3, 2, true, &err), &err);
+    ok(ds_presence_set_typing(p, 3, 1, true, &err), &err);
+    ck_assert_str_eq(listed(p, 3, true), "1,2");
+    ok(ds_presence_set_typing(p, 3, 1, false, &err), &err);
+    ck_assert_str_eq(listed(p, 3, true), "2");
+    /* going offline ends typing too */
+    ok(ds_presence_set_offline(p, 3, 2, &err), &err);
+    ck_assert_str_eq(listed(p, 3, true), "");
+    ck_assert_str_eq(listed(p, 3, false), "1");
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_presence_erased_with_user) {
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 0, 0);
+    ds_error err = {0};
+    ok(ds_presence_set_online(p, 1, 42, &err), &err);
+    ok(ds_presence_set_typing(p, 1, 42, true, &err), &err);
+    ok(ds_presence_set_online(p, 2, 42, &err), &err);
+    ok(ds_presence_set_online(p, 1, 43, &err), &err);
+    ok(ds_presence_set_typing(p, 1, 43, true, &err), &err);
+    int64_t removed;
+    ok(ds_redis_erase_user(r, 42, &removed, &err), &err);
+    ck_assert_int_eq(removed, 3);
+    ck_assert_str_eq(listed(p, 1, false), "43");
+    ck_assert_str_eq(listed(p, 1, true), "43");
+    ck_assert_str_eq(listed(p, 2, false), "");
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+/* ---- events ------------------------------------------------------------------------ */
+
+START_TEST(test_presence_events_in_process) {
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 0, 0);
+    collector c;
+    collector_init(&c);
+    ds_presence_subscription *sub;
+    ds_error err = {0};
+    int64_t convs[] = {5};
+    ok(ds_presence_subscribe(p, convs, 1, collect, &c, &sub, &err), &err);
+    ok(ds_presence_set_online(p, 5, 42, &err), &err);
+    ok(ds_presence_set_online(p, 5, 42, &err), &err);      /* no event */
+    ok(ds_presence_set_typing(p, 5, 42, true, &err), &err);
+    ok(ds_presence_set_typing(p, 5, 42, true, &err), &err); /* no event */
+    ok(ds_presence_set_typing(p, 5, 42, false, &err), &err);
+    ok(ds_presence_set_typing(p, 5, 42, false, &err), &err); /* no event */
+    ok(ds_presence_set_online(p, 6, 42, &err), &err);      /* not ours */
+    ok(ds_presence_set_offline(p, 5, 42, &err), &err);
+    ok(ds_presence_set_online(p, 5, 999, &err), &err);     /* sentinel */
+    ck_assert_int_ge(wait_event(&c, DS_PRESENCE_ONLINE, 999, 10000), 0);
+    ds_presence_unsubscribe(sub);
+    ds_presence_event_type want[] = {DS_PRESENCE_ONLINE, DS_PRESENCE_TYPING,
+                                     DS_PRESENCE_TYPING_STOPPED,
+                                     DS_PRESENCE_OFFLINE, DS_PRESENCE_ONLINE};
+    int64_t users[] = {42, 42, 42, 42, 999};
+    ck_assert_int_eq(c.n, 5);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_str_eq(ds_presence_event_type_str(c.ev[i].type),
+                         ds_presence_event_type_str(want[i]));
+        ck_assert_int_eq(c.ev[i].user_id, users[i]);
+        ck_assert_int_eq(c.ev[i].conversation_id, 5);
+        ck_assert_int_gt(c.ev[i].at_ms, 1600000000000LL);
+    }
+    /* after unsubscribe, nothing more arrives */
+    ok(ds_presence_set_online(p, 5, 7, &err), &err);
+    ck_assert_int_eq(c.n, 5);
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_presence_subscriber_in_another_process) {
+    ds_config *cfg = dt_redis_config(dt_env("REDIS_URL"), "pubsub");
+    int ready[2], lines[2];
+    ck_assert_int_eq(pipe(ready), 0);
+    ck_assert_int_eq(pipe(lines), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* the subscriber: prints each event as a line to the parent */
+        close(ready[0]);
+        close(lines[0]);
+        ds_redis *r;
+        ds_presence *p;
+        ds_presence_subscription *sub;
+        ds_error err = {0};
+        collector c;
+        collector_init(&c);
+        int64_t convs[] = {11, 12};
+        if (ds_redis_open(cfg, &r, &err) != DS_OK ||
+            ds_presence_open(r, NULL, &p, &err) != DS_OK ||
+            ds_presence_subscribe(p, convs, 2, collect, &c, &sub, &err) != DS_OK)
+            _exit(2);
+        if (write(ready[1], "R", 1) != 1)
+            _exit(3);
+        int idx = wait_event(&c, DS_PRESENCE_OFFLINE, 999, 15000);
+        ds_presence_unsubscribe(sub);
+        FILE *f = fdopen(lines[1], "w");
+        for (int i = 0; idx >= 0 && i <= idx; i++)
+            fprintf(f, "%s %lld %lld\n", ds_presence_event_type_str(c.ev[i].type),
+                    (long long)c.ev[i].conversation_id,
+                    (long long)c.ev[i].user_id);
+        fclose(f);
+        ds_presence_close(p);
+        ds_redis_close(r);
+        _exit(idx >= 0 ? 0 : 1);
+    }
+    close(ready[1]);
+    close(lines[1]);
+    char b;
+    ck_assert_int_eq(read(ready[0], &b, 1), 1);
+    ds_redis *r;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
+    ds_presence *p = open_presence(r, 0, 0);
+    ok(ds_presence_set_online(p, 11, 1, &err), &err);
+    ok(ds_presence_set_online(p, 13, 1, &err), &err); /* not subscribed */
+    ok(ds_presence_set_offline(p, 12, 2, &err), &err); /* was not online */
+    ok(ds_presence_set_online(p, 12, 2, &err), &err);
+    ok(ds_presence_set_typing(p, 12, 2, true, &err), &err);
+    ok(ds_presence_set_offline(p, 12, 2, &err), &err);
+    ok(ds_presence_set_online(p, 11, 999, &err), &err);
+    ok(ds_presence_set_offline(p, 11, 999, &err), &err);
+    char out[1024] = "";
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(lines[0], out + got, sizeof out - 1 - got)) > 0)
+        got += (size_t)n;
+    out[got] = '\0';
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "subscriber exit %d; got:\n%s", status, out);
+    ck_assert_str_eq(out, "online 11 1\n"
+                          "online 12 2\n"
+                          "typing 12 2\n"
+                          "offline 12 2\n"
+                          "online 11 999\n"
+                          "offline 11 999\n");
+    close(ready[0]);
+    close(lines[0]);
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+    ds_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_presence_all_conversations_prefix_is_literal) {
+    /* a prefix with glob characters must not match other prefixes */
+    ds_config *cfg = dt_redis_config(dt_env("REDIS_URL"), "glob");
+    ds_error err = {0};
+    char prefix[64], other[64];
+    snprintf(prefix, sizeof prefix, "dt*[1]:%d:", (int)getpid());
+    snprintf(other, sizeof other, "dtX1:%d:", (int)getpid());
+    ok(ds_config_set(cfg, "redis_prefix", prefix, &err), &err);
+    ds_redis *r;
+    ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
+    ok(ds_config_set(cfg, "redis_prefix", other, &err), &err);
+    ds_redis *r2;
+    ck_assert_ds_ok(ds_redis_open(cfg, &r2, &err), err);
+    ds_config_free(cfg);
+    ds_presence *p = open_presence(r, 0, 0);
+    ds_presence *p2 = open_presence(r2, 0, 0);
+    collector c;
+    collector_init(&c);
+    ds_presence_subscription *sub;
+    ok(ds_presence_subscribe(p, NULL, 0, collect, &c, &sub, &err), &err);
+    ok(ds_presence_set_online(p2, 5, 1, &err), &err); /* other prefix */
+    ok(ds_presence_set_online(p, 77, 2, &err), &err);
+    ok(ds_presence_set_online(p, 78, 3, &err), &err);
+    ck_assert_int_ge(wait_event(&c, DS_PRESENCE_ONLINE, 3, 10000), 0);
+    ds_presence_unsubscribe(sub);
+    ck_assert_int_eq(c.n, 2);
+    ck_assert_int_eq(c.ev[0].conversation_id, 77);
+    ck_assert_int_eq(c.ev[1].conversation_id, 78);
+    dt_redis_flush_prefix(r);
+    dt_redis_flush_prefix(r2);
+    ds_presence_close(p);
+    ds_presence_close(p2);
+    ds_redis_close(r);
+    ds_redis_close(r2);
+}
+END_TEST
+
+START_TEST(test_presence_subscription_resyncs_after_restart) {
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 0, 0);
+    collector c;
+    collector_init(&c);
+    ds_presence_subscription *sub;
+    ds_error err = {0};
+    int64_t convs[] = {9};
+    ok(ds_presence_subscribe(p, convs, 1, collect, &c, &sub, &err), &err);
+    ck_assert_int_eq(dt_services("restart redis"), 0);
+    ck_assert_int_ge(wait_event(&c, DS_PRESENCE_RESYNC, 0, 20000), 0);
+    dt_redis_wait_up(r);
+    ok(ds_presence_set_online(p, 9, 4, &err), &err);
+    ck_assert_int_ge(wait_event(&c, DS_PRESENCE_ONLINE, 4, 10000), 0);
+    ds_presence_unsubscribe(sub);
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+typedef struct {
+    ds_presence_subscription *sub;
+    volatile int calls;
+} self_stop;
+
+static void stop_self(void *ud, const ds_presence_event *e) {
+    (void)e;
+    self_stop *s = ud;
+    if (s->calls++ == 0)
+        ds_presence_unsubscribe(s->sub);
+}
+
+START_TEST(test_presence_unsubscribe_from_callback) {
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 0, 0);
+    self_stop s = {NULL, 0};
+    ds_error err = {0};
+    int64_t convs[] = {4};
+    ok(ds_presence_subscribe(p, convs, 1, stop_self, &s, &s.sub, &err), &err);
+    ok(ds_presence_set_online(p, 4, 1, &err), &err);
+    ok(ds_presence_set_online(p, 4, 2, &err), &err);
+    long long deadline = dt_now_ms() + 10000;
+    while (s.calls == 0 && dt_now_ms() < deadline)
+        usleep(1000);
+    usleep(200 * 1000); /* let the thread finish and free itself */
+    ck_assert_int_eq(s.calls, 1);
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+/* ---- bad arguments ------------------------------------------------------------------ */
+
+static void ignore(void *ud, const ds_presence_event *e) {
+    (void)ud;
+    (void)e;
+}
+
+START_TEST(test_presence_errors) {
+    ds_redis *r = dt_redis("presence");
+    ds_error err = {0};
+    ds_presence *p = (ds_presence *)1;
+    ck_assert_int_eq(ds_presence_open(NULL, NULL, &p, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(p);
+    ck_assert_int_eq(ds_presence_open(r, NULL, NULL, &err), DS_ERR_INVALID);
+    ds_presence_options o = {0, 10};
+    ck_assert_int_eq(ds_presence_open(r, &o, &p, &err), DS_ERR_INVALID);
+    o = (ds_presence_options){10, -1};
+    ck_assert_int_eq(ds_presence_open(r, &o, &p, &err), DS_ERR_INVALID);
+    ds_presence_options_init(NULL);
+    ck_assert_ds_ok(ds_presence_open(r, NULL, &p, &err), err);
+    ck_assert_int_eq(ds_presence_set_online(NULL, 1, 1, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_set_online(p, 0, 1, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_set_online(p, 1, -1, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_set_offline(p, -1, 1, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_set_typing(p, 1, 0, true, &err),
+                     DS_ERR_INVALID);
+    int64_t *ids = (int64_t *)1;
+    size_t n = 9;
+    ck_assert_int_eq(ds_presence_list_online(p, 0, &ids, &n, &err),
+                     DS_ERR_INVALID);
+    ck_assert_ptr_null(ids);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(ds_presence_list_online(p, 1, NULL, &n, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_list_typing(p, 1, &ids, NULL, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_list_typing(NULL, 1, &ids, &n, &err),
+                     DS_ERR_INVALID);
+    ds_presence_subscription *sub = (ds_presence_subscription *)1;
+    int64_t convs[] = {1, 0};
+    ck_assert_int_eq(ds_presence_subscribe(p, convs, 1, NULL, NULL, &sub, &err),
+                     DS_ERR_INVALID);
+    ck_assert_ptr_null(sub);
+    ck_assert_int_eq(ds_presence_subscribe(p, convs, 2, ignore, NULL, &sub, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_subscribe(p, NULL, 2, ignore, NULL, &sub, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_subscribe(p, convs, 1025, ignore, NULL, &sub,
+                                           &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_subscribe(NULL, convs, 1, ignore, NULL, &sub,
+                                           &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_presence_subscribe(p, convs, 1, ignore, NULL, NULL, &err),
+                     DS_ERR_INVALID);
+    ds_presence_unsubscribe(NULL);
+    ds_presence_close(NULL);
+    ck_assert_str_eq(ds_presence_event_type_str((ds_presence_event_type)77),
+                     "unknown");
+    ck_assert_str_eq(ds_presence_event_type_str(DS_PRESENCE_RESYNC), "resync");
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_presence_subscribe_fails_without_redis) {
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 0, 0);
+    ck_assert_int_eq(dt_services("stop redis"), 0);
+    ds_presence_subscription *sub = (ds_presence_subscription *)1;
+    ds_error err = {0};
+    int64_t convs[] = {1};
+    ds_status st = ds_presence_subscribe(p, convs, 1, ignore, NULL, &sub, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_ptr_null(sub);
+    ck_assert(ds_error_is_retryable(&err));
+    st = ds_presence_set_online(p, 1, 1, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_int_eq(dt_services("start redis"), 0);
+    dt_redis_wait_up(r);
+    ok(ds_presence_set_online(p, 1, 1, &err), &err);
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+Suite *ds_test_presence_suite(void) {
+    Suite *s = suite_create("presence");
+    TCase *tc = tcase_create("state");
+    tcase_add_test(tc, test_presence_online_list);
+    tcase_add_test(tc, test_presence_expires_without_heartbeat);
+    tcase_add_test(tc, test_presence_typing);
+    tcase_add_test(tc, test_presence_erased_with_user);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("events");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_presence_events_in_process);
+    tcase_add_test(tc, test_presence_subscriber_in_another_process);
+    tcase_add_test(tc, test_presence_all_conversations_prefix_is_literal);
+    tcase_add_test(tc, test_presence_unsubscribe_from_callback);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("redis_restart");
+    tcase_set_timeout(tc, 120);
+    tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
+    tcase_add_test(tc, test_presence_subscription_resyncs_after_restart);
+    tcase_add_test(tc, test_presence_subscribe_fails_without_redis);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errors");
+    tcase_add_test(tc, test_presence_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,627 @@
+/* The job queue against the local Redis: delivery, delays, retries, dead
+ * letters, reclaiming from dead workers (killed processes), 4 workers
+ * draining 10,000 jobs, and a Redis restart. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dt_redis.h"
+#include "redis/redis_internal.h"
+
+static ds_queue *open_queue(ds_redis *r, const char *name, const char *consumer,
+                            int visibility_ms, int max_attempts,
+                            int backoff_ms) {
+    ds_queue_options o;
+    ds_queue_options_init(&o);
+    o.name = name;
+    o.consumer = consumer;
+    if (visibility_ms)
+        o.visibility_timeout_ms = visibility_ms;
+    if (max_attempts)
+        o.max_attempts = max_attempts;
+    if (backoff_ms) {
+        o.backoff_base_ms = backoff_ms;
+        o.backoff_max_ms = backoff_ms * 8;
+    }
+    ds_queue *q;
+    ds_error err = {0};
+    ds_status st = ds_queue_open(r, &o, &q, &err);
+    ck_assert_ds_ok(st, err);
+    return q;
+}
+
+static ds_queue_job *reserve(ds_queue *q, int wait_ms) {
+    ds_queue_job *job = (ds_queue_job *)1;
+    ds_error err = {0};
+    ds_status st = ds_queue_reserve(q, wait_ms, &job, &err);
+    ck_assert_ds_ok(st, err);
+    return job;
+}
+
+static void enqueue_int(ds_queue *q, int v, int64_t delay_ms, char *id) {
+    json_t *p = json_pack("{s:i}", "n", v);
+    ds_error err = {0};
+    ds_status st = ds_queue_enqueue(q, p, delay_ms, id, &err);
+    json_decref(p);
+    ck_assert_ds_ok(st, err);
+}
+
+static int n_of(const ds_queue_job *job) {
+    return (int)json_integer_value(json_object_get(job->payload, "n"));
+}
+
+static ds_queue_counts counts(ds_queue *q) {
+    ds_queue_counts c;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_counts_get(q, &c, &err), err);
+    return c;
+}
+
+static void ack_ok(ds_queue *q, ds_queue_job *job) {
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_ack(q, job, &err), err);
+}
+
+/* ---- delivery ------------------------------------------------------------------ */
+
+START_TEST(test_queue_enqueue_reserve_ack) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "mail", "w1", 0, 0, 0);
+    ck_assert_str_eq(ds_queue_consumer(q), "w1");
+    char ids[3][DS_QUEUE_JOB_ID_LEN + 1];
+    for (int i = 0; i < 3; i++)
+        enqueue_int(q, i, 0, ids[i]);
+    ck_assert_uint_eq(strlen(ids[0]), DS_QUEUE_JOB_ID_LEN);
+    ck_assert_str_ne(ids[0], ids[1]);
+    ds_queue_counts c = counts(q);
+    ck_assert_int_eq(c.ready, 3);
+    ck_assert_int_eq(c.reserved, 0);
+    for (int i = 0; i < 3; i++) { /* oldest first */
+        ds_queue_job *job = reserve(q, 0);
+        ck_assert_ptr_nonnull(job);
+        ck_assert_int_eq(n_of(job), i);
+        ck_assert_str_eq(job->id, ids[i]);
+        ck_assert_int_eq(job->attempt, 1);
+        ck_assert_int_gt(job->enqueued_at_ms, 1600000000000LL);
+        ck_assert_str_eq(job->last_error, "");
+        c = counts(q);
+        ck_assert_int_eq(c.reserved, 1);
+        ck_assert_int_eq(c.ready, 2 - i);
+        ack_ok(q, job);
+        /* exactly once: a second ack is refused */
+        ds_error err = {0};
+        ck_assert_ds_status(ds_queue_ack(q, job, &err), DS_ERR_NOT_FOUND, err);
+        ds_queue_job_free(job);
+    }
+    ck_assert_ptr_null(reserve(q, 0));
+    c = counts(q);
+    ck_assert_int_eq(c.ready + c.reserved + c.delayed + c.dead, 0);
+    /* any JSON value travels */
+    json_t *vals[3] = {json_string("text"), json_pack("[i,s]", 1, "two"),
+                       json_real(2.5)};
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_enqueue_batch(q, vals, 3, &err), err);
+    for (int i = 0; i < 3; i++) {
+        ds_queue_job *job = reserve(q, 0);
+        ck_assert(json_equal(job->payload, vals[i]));
+        ack_ok(q, job);
+        ds_queue_job_free(job);
+        json_decref(vals[i]);
+    }
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_delayed_job) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "later", NULL, 0, 0, 0);
+    enqueue_int(q, 1, 300, NULL);
+    ck_assert_ptr_null(reserve(q, 0)); /* not due yet */
+    ds_queue_counts c = counts(q);
+    ck_assert_int_eq(c.delayed, 1);
+    ck_assert_int_eq(c.ready, 0);
+    ds_queue_job *job = reserve(q, 10000); /* comes when due */
+    ck_assert_ptr_nonnull(job);
+    ck_assert_int_eq(n_of(job), 1);
+    ck_assert_int_eq(job->attempt, 1);
+    ack_ok(q, job);
+    ds_queue_job_free(job);
+    ck_assert_int_eq(counts(q).delayed, 0);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_retry_backoff_then_dead_letter) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "flaky", NULL, 0, 3, 20);
+    char id[DS_QUEUE_JOB_ID_LEN + 1];
+    enqueue_int(q, 7, 0, id);
+    ds_error err = {0};
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        ds_queue_job *job = reserve(q, 10000);
+        ck_assert_ptr_nonnull(job);
+        ck_assert_str_eq(job->id, id);
+        ck_assert_int_eq(job->attempt, attempt);
+        ck_assert_int_eq(n_of(job), 7);
+        if (attempt > 1)
+            ck_assert_str_eq(job->last_error, "upstream said 503");
+        bool dead = true;
+        ck_assert_ds_ok(ds_queue_fail(q, job, "upstream said 503", &dead, &err),
+                        err);
+        ck_assert(dead == (attempt == 3));
+        /* the failed delivery is no longer this worker's */
+        ck_assert_ds_status(ds_queue_ack(q, job, &err), DS_ERR_NOT_FOUND, err);
+        if (attempt < 3)
+            ck_assert_int_eq(counts(q).delayed, 1);
+        ds_queue_job_free(job);
+    }
+    ck_assert_ptr_null(reserve(q, 0));
+    ds_queue_counts c = counts(q);
+    ck_assert_int_eq(c.dead, 1);
+    ck_assert_int_eq(c.ready + c.reserved + c.delayed, 0);
+    ds_queue_job **dead;
+    size_t n;
+    ck_assert_ds_ok(ds_queue_dead_list(q, 10, &dead, &n, &err), err);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(dead[0]->id, id);
+    ck_assert_int_eq(dead[0]->attempt, 3);
+    ck_assert_str_eq(dead[0]->last_error, "upstream said 503");
+    ck_assert_int_eq(n_of(dead[0]), 7);
+    char entry[48];
+    snprintf(entry, sizeof entry, "%s", dead[0]->entry_id);
+    ds_queue_jobs_free(dead, n);
+    /* replay: a fresh start with the same id and payload */
+    int64_t replayed;
+    ck_assert_ds_status(ds_queue_dead_replay(q, "1-1", &replayed, &err),
+                        DS_ERR_NOT_FOUND, err);
+    ck_assert_ds_ok(ds_queue_dead_replay(q, entry, &replayed, &err), err);
+    ck_assert_int_eq(replayed, 1);
+    ck_assert_int_eq(counts(q).dead, 0);
+    ds_queue_job *job = reserve(q, 0);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_str_eq(job->id, id);
+    ck_assert_int_eq(job->attempt, 1);
+    ack_ok(q, job);
+    ds_queue_job_free(job);
+    /* replay all */
+    ds_queue *q1 = open_queue(r, "once", NULL, 0, 1, 1);
+    for (int i = 0; i < 3; i++) {
+        enqueue_int(q1, i, 0, NULL);
+        job = reserve(q1, 0);
+        ck_assert_ds_ok(ds_queue_fail(q1, job, NULL, NULL, &err), err);
+        ds_queue_job_free(job);
+    }
+    ck_assert_int_eq(counts(q1).dead, 3);
+    ck_assert_ds_ok(ds_queue_dead_replay(q1, NULL, &replayed, &err), err);
+    ck_assert_int_eq(replayed, 3);
+    ck_assert_int_eq(counts(q1).ready, 3);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q1);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+/* ---- reclaiming ------------------------------------------------------------------ */
+
+START_TEST(test_queue_reclaim_after_visibility_timeout) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *a = open_queue(r, "vis", "worker-a", 200, 0, 0);
+    ds_queue *b = open_queue(r, "vis", "worker-b", 200, 0, 0);
+    enqueue_int(a, 1, 0, NULL);
+    ds_queue_job *ja = reserve(a, 0);
+    ck_assert_ptr_nonnull(ja);
+    ck_assert_ptr_null(reserve(b, 0)); /* invisible while a holds it */
+    ds_queue_job *jb = reserve(b, 10000);
+    ck_assert_ptr_nonnull(jb);
+    ck_assert_str_eq(jb->id, ja->id);
+    ck_assert_int_eq(jb->attempt, 2);
+    ck_assert_ptr_nonnull(strstr(jb->last_error, "stopped responding"));
+    ds_error err = {0};
+    /* the slow worker may not complete it any more; the new holder does */
+    ck_assert_ds_status(ds_queue_ack(a, ja, &err), DS_ERR_CONFLICT, err);
+    ck_assert_ds_status(ds_queue_touch(a, ja, &err), DS_ERR_CONFLICT, err);
+    ack_ok(b, jb);
+    ds_queue_job_free(ja);
+    ds_queue_job_free(jb);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(a);
+    ds_queue_close(b);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_touch_keeps_a_long_job) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *a = open_queue(r, "long", "worker-a", 300, 0, 0);
+    ds_queue *b = open_queue(r, "long", "worker-b", 300, 0, 0);
+    enqueue_int(a, 1, 0, NULL);
+    ds_queue_job *job = reserve(a, 0);
+    ds_error err = {0};
+    for (int i = 0; i < 8; i++) {
+        usleep(100 * 1000);
+        ck_assert_ds_ok(ds_queue_touch(a, job, &err), err);
+        ck_assert_ptr_null(reserve(b, 0));
+    }
+    ack_ok(a, job);
+    ds_queue_job_free(job);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(a);
+    ds_queue_close(b);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_lost_job_exhausts_attempts) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *a = open_queue(r, "poison", "worker-a", 100, 1, 0);
+    enqueue_int(a, 1, 0, NULL);
+    ds_queue_job *job = reserve(a, 0); /* and its worker "dies" */
+    ds_queue_job_free(job);
+    usleep(250 * 1000);
+    ck_assert_ptr_null(reserve(a, 0));
+    ds_queue_counts c = counts(a);
+    ck_assert_int_eq(c.dead, 1);
+    ck_assert_int_eq(c.reserved + c.ready, 0);
+    ds_queue_job **dead;
+    size_t n;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_dead_list(a, 5, &dead, &n, &err), err);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_ptr_nonnull(strstr(dead[0]->last_error, "attempts exhausted"));
+    ds_queue_jobs_free(dead, n);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(a);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_killed_worker_job_redelivered) {
+    ds_config *cfg = dt_redis_config(dt_env("REDIS_URL"), "qkill");
+    ds_error err = {0};
+    ds_redis *r;
+    ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
+    ds_queue *q = open_queue(r, "kill", "survivor", 300, 0, 0);
+    char id[DS_QUEUE_JOB_ID_LEN + 1];
+    enqueue_int(q, 42, 0, id);
+    int pipefd[2];
+    ck_assert_int_eq(pipe(pipefd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        /* a worker that takes the job and dies in the middle of it */
+        ds_redis *cr;
+        ds_queue *cq;
+        ds_queue_job *job = NULL;
+        ds_error e = {0};
+        ds_queue_options o;
+        ds_queue_options_init(&o);
+        o.name = "kill";
+        o.consumer = "doomed";
+        o.visibility_timeout_ms = 300;
+        if (ds_redis_open(cfg, &cr, &e) != DS_OK ||
+            ds_queue_open(cr, &o, &cq, &e) != DS_OK ||
+            ds_queue_reserve(cq, 5000, &job, &e) != DS_OK || !job)
+            _exit(2);
+        if (write(pipefd[1], job->id, DS_QUEUE_JOB_ID_LEN) !=
+            DS_QUEUE_JOB_ID_LEN)
+            _exit(3);
+        for (;;)
+            pause();
+    }
+    close(pipefd[1]);
+    char taken[DS_QUEUE_JOB_ID_LEN + 1] = "";
+    ck_assert_int_eq(read(pipefd[0], taken, DS_QUEUE_JOB_ID_LEN),
+                     DS_QUEUE_JOB_ID_LEN);
+    close(pipefd[0]);
+    ck_assert_str_eq(taken, id);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    /* the job comes back to a live worker, as its second attempt */
+    ds_queue_job *job = reserve(q, 15000);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_str_eq(job->id, id);
+    ck_assert_int_eq(job->attempt, 2);
+    ck_assert_int_eq(n_of(job), 42);
+    ack_ok(q, job);
+    ck_assert_ds_status(ds_queue_ack(q, job, &err), DS_ERR_NOT_FOUND, err);
+    ds_queue_job_free(job);
+    ck_assert_ptr_null(reserve(q, 500));
+    ds_queue_counts c = counts(q);
+    ck_assert_int_eq(c.ready + c.reserved + c.delayed + c.dead, 0);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+    ds_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_queue_four_workers_drain_10000_jobs) {
+    enum { JOBS = 10000, WORKERS = 4 };
+    ds_config *cfg = dt_redis_config(dt_env("REDIS_URL"), "qdrain");
+    ds_error err = {0};
+    ds_redis *r;
+    ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
+    ds_queue *q = open_queue(r, "drain", "producer", 500, 0, 0);
+    json_t **payloads = malloc(JOBS * sizeof *payloads);
+    for (int i = 0; i < JOBS; i++)
+        payloads[i] = json_pack("{s:i}", "n", i);
+    ck_assert_ds_ok(ds_queue_enqueue_batch(q, payloads, JOBS, &err), err);
+    for (int i = 0; i < JOBS; i++)
+        json_decref(payloads[i]);
+    free(payloads);
+    ck_assert_int_eq(counts(q).ready, JOBS);
+
+    size_t shm_size = (JOBS + 16) * sizeof(atomic_int);
+    atomic_int *shm = mmap(NULL, shm_size, PROT_READ | PROT_WRITE,
+                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(shm, MAP_FAILED);
+    atomic_int *acked = shm, *done = &shm[JOBS], *dropped = &shm[JOBS + 1],
+               *refused = &shm[JOBS + 2];
+    pid_t pids[WORKERS];
+    for (int w = 0; w < WORKERS; w++) {
+        pids[w] = fork();
+        ck_assert_int_ge(pids[w], 0);
+        if (pids[w] == 0) {
+            ds_redis *cr;
+            ds_queue *cq;
+            ds_error e = {0};
+            ds_queue_options o;
+            ds_queue_options_init(&o);
+            o.name = "drain";
+            o.visibility_timeout_ms = 500;
+            if (ds_redis_open(cfg, &cr, &e) != DS_OK ||
+                ds_queue_open(cr, &o, &cq, &e) != DS_OK)
+                _exit(2);
+            unsigned seed = (unsigned)getpid();
+            long long deadline = dt_now_ms() + 150000;
+            while (atomic_load(done) < JOBS && dt_now_ms() < deadline) {
+                ds_queue_job *job;
+                if (ds_queue_reserve(cq, 200, &job, &e) != DS_OK)
+                    _exit(3);
+                if (!job)
+                    continue;
+                int n = n_of(job);
+                if (rand_r(&seed) % 100 == 0) {
+                    /* 1%: the worker "crashes" without acknowledging */
+                    atomic_fetch_add(dropped, 1);
+                } else if (ds_queue_ack(cq, job, &e) == DS_OK) {
+                    if (n >= 0 && n < JOBS)
+                        atomic_fetch_add(&acked[n], 1);
+                    atomic_fetch_add(done, 1);
+                } else {
+                    atomic_fetch_add(refused, 1);
+                }
+                ds_queue_job_free(job);
+            }
+            ds_queue_close(cq);
+            ds_redis_close(cr);
+            _exit(0);
+        }
+    }
+    for (int w = 0; w < WORKERS; w++) {
+        int status;
+        ck_assert_int_eq(waitpid(pids[w], &status, 0), pids[w]);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "worker %d: status %d", w, status);
+    }
+    ck_assert_int_eq(atomic_load(done), JOBS);
+    for (int i = 0; i < JOBS; i++)
+        ck_assert_msg(atomic_load(&acked[i]) == 1, "job %d acknowledged %d times",
+                      i, atomic_load(&acked[i]));
+    ck_assert_int_gt(atomic_load(dropped), 0); /* redeliveries happened */
+    ck_assert_int_eq(atomic_load(refused), 0);
+    ds_queue_counts c = counts(q);
+    ck_assert_int_eq(c.ready + c.reserved + c.delayed + c.dead, 0);
+    munmap(shm, shm_size);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+    ds_config_free(cfg);
+}
+END_TEST
+
+/* ---- Redis restarts ------------------------------------------------------------- */
+
+START_TEST(test_queue_resumes_after_restart) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "restart", "w", 0, 0, 0);
+    char ids[3][DS_QUEUE_JOB_ID_LEN + 1];
+    for (int i = 0; i < 3; i++)
+        enqueue_int(q, i, 0, ids[i]);
+    ds_queue_job *j0 = reserve(q, 0);
+    ack_ok(q, j0);
+    ds_queue_job *j1 = reserve(q, 0); /* in flight across the restart */
+    ck_assert_str_eq(j1->id, ids[1]);
+    /* persist what Redis holds now (production: AOF or RDB snapshots) */
+    freeReplyObject(dt_rcmd(r, "SAVE"));
+    ck_assert_int_eq(dt_services("stop redis"), 0);
+    ds_error err = {0};
+    ds_queue_job *none;
+    ck_assert_ds_status(ds_queue_reserve(q, 0, &none, &err), DS_ERR_REDIS, err);
+    ck_assert(ds_error_is_retryable(&err));
+    ck_assert_ptr_null(none);
+    json_t *p = json_integer(9);
+    ck_assert_ds_status(ds_queue_enqueue(q, p, 0, NULL, &err), DS_ERR_REDIS,
+                        err);
+    json_decref(p);
+    ck_assert_ds_status(ds_queue_ack(q, j1, &err), DS_ERR_REDIS, err);
+    ck_assert(ds_error_is_retryable(&err));
+    ck_assert_int_eq(dt_services("start redis"), 0);
+    dt_redis_wait_up(r);
+    /* the in-flight job is still ours to complete; the acknowledged one
+     * never comes back */
+    ack_ok(q, j1);
+    ds_queue_job *j2 = reserve(q, 0);
+    ck_assert_ptr_nonnull(j2);
+    ck_assert_str_eq(j2->id, ids[2]);
+    ack_ok(q, j2);
+    ck_assert_ptr_null(reserve(q, 0));
+    ds_queue_job_free(j0);
+    ds_queue_job_free(j1);
+    ds_queue_job_free(j2);
+    dt_redis_flush_prefix(r);
+    freeReplyObject(dt_rcmd(r, "SAVE")); /* leave no queue in the snapshot */
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_recreates_lost_group) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "lost", NULL, 0, 0, 0);
+    enqueue_int(q, 1, 0, NULL);
+    /* a server that lost everything (restart without persistence) */
+    dt_redis_flush_prefix(r);
+    ck_assert_ptr_null(reserve(q, 0));
+    ds_queue_counts c = counts(q);
+    ck_assert_int_eq(c.ready, 0);
+    enqueue_int(q, 2, 0, NULL);
+    ds_queue_job *job = reserve(q, 0);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_int_eq(n_of(job), 2);
+    ack_ok(q, job);
+    ds_queue_job_free(job);
+    /* and a blocking reserve on a stream that vanished */
+    dt_redis_flush_prefix(r);
+    ck_assert_ptr_null(reserve(q, 300));
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+/* ---- bad arguments ---------------------------------------------------------------- */
+
+START_TEST(test_queue_errors) {
+    ds_redis *r = dt_redis("queue");
+    ds_error err = {0};
+    ds_queue_options o;
+    ds_queue_options_init(&o);
+    ds_queue_options_init(NULL);
+    ds_queue *q = (ds_queue *)1;
+    ck_assert_int_eq(ds_queue_open(r, &o, &q, &err), DS_ERR_INVALID); /* name */
+    ck_assert_ptr_null(q);
+    o.name = "bad name";
+    ck_assert_int_eq(ds_queue_open(r, &o, &q, &err), DS_ERR_INVALID);
+    o.name = "ok";
+    o.consumer = "no spaces please";
+    ck_assert_int_eq(ds_queue_open(r, &o, &q, &err), DS_ERR_INVALID);
+    o.consumer = NULL;
+    ds_queue_options b = o;
+    b.visibility_timeout_ms = 0;
+    ck_assert_int_eq(ds_queue_open(r, &b, &q, &err), DS_ERR_INVALID);
+    b = o;
+    b.max_attempts = 0;
+    ck_assert_int_eq(ds_queue_open(r, &b, &q, &err), DS_ERR_INVALID);
+    b = o;
+    b.backoff_max_ms = 10;
+    ck_assert_int_eq(ds_queue_open(r, &b, &q, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_open(NULL, &o, &q, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_open(r, NULL, &q, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_open(r, &o, NULL, &err), DS_ERR_INVALID);
+    ck_assert_ds_ok(ds_queue_open(r, &o, &q, &err), err);
+    ck_assert_ptr_nonnull(strchr(ds_queue_consumer(q), '-'));
+    ck_assert_ptr_null(ds_queue_consumer(NULL));
+    char id[DS_QUEUE_JOB_ID_LEN + 1] = "x";
+    ck_assert_int_eq(ds_queue_enqueue(q, NULL, 0, id, &err), DS_ERR_INVALID);
+    ck_assert_str_eq(id, "");
+    ck_assert_int_eq(ds_queue_enqueue(NULL, json_null(), 0, NULL, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_enqueue(q, json_null(), -1, NULL, &err),
+                     DS_ERR_INVALID);
+    json_t *bad[2] = {json_null(), NULL};
+    ck_assert_int_eq(ds_queue_enqueue_batch(q, bad, 2, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_enqueue_batch(q, NULL, 2, &err), DS_ERR_INVALID);
+    ck_assert_ds_ok(ds_queue_enqueue_batch(q, NULL, 0, &err), err);
+    ds_queue_job *job = (ds_queue_job *)1;
+    ck_assert_int_eq(ds_queue_reserve(q, -1, &job, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(job);
+    ck_assert_int_eq(ds_queue_reserve(NULL, 0, &job, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_reserve(q, 0, NULL, &err), DS_ERR_INVALID);
+    ds_queue_job fake;
+    memset(&fake, 0, sizeof fake);
+    ck_assert_int_eq(ds_queue_ack(q, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_ack(q, &fake, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_ack(NULL, &fake, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_touch(q, &fake, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_fail(q, &fake, "x", NULL, &err), DS_ERR_INVALID);
+    snprintf(fake.entry_id, sizeof fake.entry_id, "1-1");
+    fake.attempt = 1;
+    ck_assert_int_eq(ds_queue_ack(q, &fake, &err), DS_ERR_NOT_FOUND);
+    ck_assert_int_eq(ds_queue_fail(q, &fake, "x", NULL, &err), DS_ERR_NOT_FOUND);
+    snprintf(fake.entry_id, sizeof fake.entry_id, "not-an-id");
+    ck_assert_int_eq(ds_queue_ack(q, &fake, &err), DS_ERR_NOT_FOUND);
+    ds_queue_job **jobs = (ds_queue_job **)1;
+    size_t n = 5;
+    ck_assert_int_eq(ds_queue_dead_list(q, 0, &jobs, &n, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(jobs);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_int_eq(ds_queue_dead_list(q, 1, NULL, &n, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_dead_list(NULL, 1, &jobs, &n, &err),
+                     DS_ERR_INVALID);
+    ck_assert_ds_ok(ds_queue_dead_list(q, 10, &jobs, &n, &err), err);
+    ck_assert_uint_eq(n, 0);
+    ck_assert_ptr_null(jobs);
+    int64_t replayed = 3;
+    ck_assert_int_eq(ds_queue_dead_replay(q, "", &replayed, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(replayed, 0);
+    ck_assert_int_eq(ds_queue_dead_replay(NULL, NULL, NULL, &err),
+                     DS_ERR_INVALID);
+    ds_queue_counts c;
+    ck_assert_int_eq(ds_queue_counts_get(NULL, &c, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_queue_counts_get(q, NULL, &err), DS_ERR_INVALID);
+    ds_queue_job_free(NULL);
+    ds_queue_jobs_free(NULL, 3);
+    ds_queue_close(NULL);
+    /* a payload that is not JSON in the stream is reported, not a crash */
+    char *stream = ds__redis_key(r, NULL, "q:ok:s");
+    freeReplyObject(dt_rcmd(r, "XADD %s * id x a 0 p {broken", stream));
+    ds__free(stream);
+    ck_assert_int_eq(ds_queue_reserve(q, 0, &job, &err), DS_ERR_INTERNAL);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+Suite *ds_test_queue_suite(void) {
+    Suite *s = suite_create("queue");
+    TCase *tc = tcase_create("delivery");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_queue_enqueue_reserve_ack);
+    tcase_add_test(tc, test_queue_delayed_job);
+    tcase_add_test(tc, test_queue_retry_backoff_then_dead_letter);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("reclaim");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_queue_reclaim_after_visibility_timeout);
+    tcase_add_test(tc, test_queue_touch_keeps_a_long_job);
+    tcase_add_test(tc, test_queue_lost_job_exhausts_attempts);
+    tcase_add_test(tc, test_queue_killed_worker_job_redelivered);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("drain");
+    tcase_set_timeout(tc, 200);
+    tcase_add_test(tc, test_queue_four_workers_drain_10000_jobs);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("restart");
+    tcase_set_timeout(tc, 120);
+    tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
+    tcase_add_test(tc, test_queue_resumes_after_restart);
+    tcase_add_test(tc, test_queue_recreates_lost_group);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errors");
+    tcase_add_test(tc, test_queue_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}
