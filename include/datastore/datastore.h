@@ -13,5 +13,6 @@
 #include "sql.h"
 #include "crypto.h"
 #include "redis.h"
+#include "memory.h"
 
 #endif /* DATASTORE_DATASTORE_H */
