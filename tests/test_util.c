@@ -122,7 +122,19 @@ static int by_name(const void *a, const void *b) {
 }
 
 char *dt_migrated_db(const char *tag) {
+    return dt_migrated_db_backend(tag, NULL);
+}
+
+char *dt_migrated_db_backend(const char *tag, const char *backend) {
     char *url = dt_create_db(tag);
+    /* The settings sql/0003_memory_embeddings reads (see ds-migrate). */
+    const char *dim = dt_env_opt("DS_EMBEDDING_DIM");
+    if (!backend)
+        backend = dt_env_opt("DS_VECTOR_BACKEND");
+    char settings[160];
+    snprintf(settings, sizeof settings,
+             "SET ds.embedding_dim = '%s'; SET ds.vector_backend = '%s';\n",
+             dim ? dim : "384", backend ? backend : "auto");
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/sql", dt_env("DS_PROJECT_ROOT"));
     DIR *d = opendir(dir);
@@ -145,9 +157,11 @@ char *dt_migrated_db(const char *tag) {
         fseek(f, 0, SEEK_END);
         long size = ftell(f);
         rewind(f);
-        char *sql = malloc((size_t)size + 1);
-        ck_assert_uint_eq(fread(sql, 1, (size_t)size, f), (size_t)size);
-        sql[size] = '\0';
+        size_t head = strlen(settings);
+        char *sql = malloc(head + (size_t)size + 1);
+        memcpy(sql, settings, head);
+        ck_assert_uint_eq(fread(sql + head, 1, (size_t)size, f), (size_t)size);
+        sql[head + size] = '\0';
         fclose(f);
         dt_sql(url, sql);
         free(sql);
