@@ -111,6 +111,8 @@ typedef struct ds_memory_search_opts {
     int ef_search;                /* pgvector HNSW candidate list for this
                                    * query, 1 to 1000; 0: hnsw_ef_search     */
     bool touch;                   /* set last_accessed_at of the results    */
+    bool read_primary;            /* read from the primary, not a replica:
+                                   * sees facts added a moment ago          */
 } ds_memory_search_opts;
 
 /*
@@ -207,8 +209,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
  * The `k` (1 to 1000) facts of `user_id` most similar to `query` (`dim`
  * floats, normalised here), best first, each with its cosine similarity in
  * `score`. Exact on the fallback and for users with few facts on pgvector;
- * HNSW above that (see the top of this header). Reads may go to a replica
- * (ds_pool_acquire_read), so a fact added a moment ago may be missing there.
+ * HNSW above that (see the top of this header). Reads go to a replica when
+ * the pool has one (ds_pool_acquire_read), where a fact added a moment ago
+ * may not be yet; opts->read_primary reads from the primary.
  * *out is freed with ds_memory_facts_free(); it may hold fewer than k facts.
  * Errors: DS_ERR_INVALID (as for ds_memory_add, or k/opts out of range).
  */

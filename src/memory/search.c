@@ -338,6 +338,7 @@ typedef struct search_req {
     bool use_min;
     double min_sim;
     int ef_search;
+    bool read_primary;
 } search_req;
 
 /* Reciprocal rank fusion of the two candidate lists. */
@@ -411,7 +412,8 @@ static ds_status search_once(ds_memory *mem, const search_req *q,
     if (q->text)
         n = (size_t)(q->k * 4 > 40 ? q->k * 4 : 40);
     ds_conn *c;
-    ds_status st = ds_pool_acquire_read(mem->pool, &c, err);
+    ds_status st = q->read_primary ? ds_pool_acquire(mem->pool, &c, err)
+                                   : ds_pool_acquire_read(mem->pool, &c, err);
     if (st != DS_OK)
         return st;
     cand_list vec = {0}, text = {0};
@@ -501,7 +503,8 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                       opts->kind,
                       opts->use_min_similarity,
                       opts->min_similarity,
-                      opts->ef_search ? opts->ef_search : mem->ef_search};
+                      opts->ef_search ? opts->ef_search : mem->ef_search,
+                      opts->read_primary};
     ds_error local = {0};
     st = search_once(mem, &req, out, &local);
     if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
