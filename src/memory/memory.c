@@ -103,15 +103,20 @@ const ds__stmt_def ds__memory_stmts[M_COUNT_] = {
 };
 
 const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
-    [F_INSERT] = {"memory.fallback.insert",
-                  "INSERT INTO memory_facts (user_id, kind, content, "
-                  "metadata, importance, embedding, embedding_sketch) "
-                  "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                  7,
-                  {DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_JSONB,
-                   DS_OID_FLOAT4, DS_OID_BYTEA, DS_OID_BYTEA},
-                  1,
-                  {DS_OID_INT8}},
+    /* Up to a batch of facts in one statement, from parallel arrays. */
+    [F_INSERT_MANY] = {"memory.fallback.insert_many",
+                       "INSERT INTO memory_facts (user_id, kind, content, "
+                       "metadata, importance, embedding, embedding_sketch) "
+                       "SELECT * FROM unnest($1::int8[], $2::text[], "
+                       "$3::text[], $4::jsonb[], $5::real[], $6::bytea[], "
+                       "$7::bytea[]) RETURNING id",
+                       7,
+                       {DS_OID_INT8_ARRAY, DS_OID_TEXT_ARRAY,
+                        DS_OID_TEXT_ARRAY, DS_OID_JSONB_ARRAY,
+                        DS_OID_FLOAT4_ARRAY, DS_OID_BYTEA_ARRAY,
+                        DS_OID_BYTEA_ARRAY},
+                       1,
+                       {DS_OID_INT8}},
     [F_GET] = {"memory.fallback.get",
                "SELECT " FACT_COLS ", embedding FROM memory_facts "
                "WHERE user_id = $1 AND id = $2",
@@ -143,16 +148,23 @@ const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
 #define PGV_QUERY "q AS MATERIALIZED (SELECT $2::real[]::vector AS v)"
 
 const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
-    [P_INSERT] = {"memory.pgvector.insert",
-                  "INSERT INTO memory_facts (user_id, kind, content, "
-                  "metadata, importance, embedding) "
-                  "VALUES ($1, $2, $3, $4, $5, $6::real[]::vector) "
-                  "RETURNING id",
-                  6,
-                  {DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_JSONB,
-                   DS_OID_FLOAT4, DS_OID_FLOAT4_ARRAY},
-                  1,
-                  {DS_OID_INT8}},
+    /* $6 holds the batch's vectors end to end, $7 values each. */
+    [P_INSERT_MANY] = {"memory.pgvector.insert_many",
+                       "INSERT INTO memory_facts (user_id, kind, content, "
+                       "metadata, importance, embedding) "
+                       "SELECT u.user_id, u.kind, u.content, u.metadata, "
+                       "u.importance, "
+                       "($6::real[])[(u.n - 1) * $7 + 1 : u.n * $7]::vector "
+                       "FROM unnest($1::int8[], $2::text[], $3::text[], "
+                       "$4::jsonb[], $5::real[]) WITH ORDINALITY "
+                       "AS u(user_id, kind, content, metadata, importance, n) "
+                       "RETURNING id",
+                       7,
+                       {DS_OID_INT8_ARRAY, DS_OID_TEXT_ARRAY,
+                        DS_OID_TEXT_ARRAY, DS_OID_JSONB_ARRAY,
+                        DS_OID_FLOAT4_ARRAY, DS_OID_FLOAT4_ARRAY, DS_OID_INT4},
+                       1,
+                       {DS_OID_INT8}},
     [P_GET] = {"memory.pgvector.get",
                "SELECT " FACT_COLS ", embedding::real[] FROM memory_facts "
                "WHERE user_id = $1 AND id = $2",
@@ -233,6 +245,11 @@ size_t ds__stmts_memory_pgvector(const ds__stmt_def **defs) {
 }
 
 /* ---- execution and decoding ------------------------------------------------- */
+
+int ds__int64_cmp(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
 
 ds_status ds__memory_fail(const ds_error *local, ds_error *err) {
     if (err)
@@ -648,34 +665,6 @@ ds_status ds__memory_check_fact(const ds_memory *mem,
 
 /* ---- add ------------------------------------------------------------------------- */
 
-/* Buffers one insertion needs, sized once for the dimension. */
-typedef struct add_buf {
-    float *unit;
-    unsigned char *le;     /* fallback: 4*dim bytes          */
-    unsigned char *sketch; /* fallback: DS_SKETCH_BYTES(dim) */
-    char *array;           /* pgvector: binary float4[]      */
-} add_buf;
-
-static void add_buf_free(add_buf *b) {
-    ds__free(b->unit);
-    ds__free(b->le);
-    ds__free(b->sketch);
-    ds__free(b->array);
-}
-
-static ds_status add_buf_init(add_buf *b, size_t dim, ds_error *err) {
-    memset(b, 0, sizeof *b);
-    b->unit = ds__calloc(dim, sizeof(float));
-    b->le = ds__malloc(4 * dim);
-    b->sketch = ds__malloc(DS_SKETCH_BYTES(dim));
-    b->array = ds__malloc(ds__vec_array_size(dim));
-    if (!b->unit || !b->le || !b->sketch || !b->array) {
-        add_buf_free(b);
-        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    }
-    return DS_OK;
-}
-
 /* jansson allocates the dump; free it with jansson's free. */
 static void json_text_free(char *text) {
     json_malloc_t jmalloc;
@@ -685,89 +674,198 @@ static void json_text_free(char *text) {
         jfree(text);
 }
 
-/* Inserts one validated fact whose unit vector is in b->unit. */
-static ds_status insert_one(ds_memory *mem, ds_conn *c,
-                            ds_vector_backend backend,
-                            const ds_memory_new_fact *f, add_buf *b,
-                            int64_t *id, ds_error *err) {
-    char *meta = f->metadata ? json_dumps(f->metadata, JSON_COMPACT)
-                             : NULL;
-    if (f->metadata && !meta)
+/* Binary jsonb of a fact's metadata: version byte 1, then the text. */
+static ds_status encode_metadata(const json_t *metadata, char **out,
+                                 size_t *len, ds_error *err) {
+    char *text = metadata ? json_dumps(metadata, JSON_COMPACT) : NULL;
+    if (metadata && !text)
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    /* binary jsonb: version byte 1, then the text */
-    size_t meta_len = meta ? strlen(meta) : 2;
-    char *jsonb = ds__malloc(meta_len + 1);
-    if (!jsonb) {
-        json_text_free(meta);
-        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    size_t n = text ? strlen(text) : 2;
+    *out = ds__malloc(n + 1);
+    if (*out) {
+        (*out)[0] = 1;
+        memcpy(*out + 1, text ? text : "{}", n);
+        *len = n + 1;
     }
-    jsonb[0] = 1;
-    memcpy(jsonb + 1, meta ? meta : "{}", meta_len);
-    json_text_free(meta);
+    json_text_free(text);
+    return *out ? DS_OK
+                : ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+}
 
-    mparams p = {0};
-    mp_int8(&p, f->user_id);
-    mp_text(&p, f->kind ? f->kind : "fact");
-    mp_text(&p, f->content);
-    mp_bytes(&p, jsonb, meta_len + 1);
-    mp_float4(&p, (float)f->importance);
-    const ds__stmt_def *def;
-    if (backend == DS_VECTOR_BACKEND_PGVECTOR) {
-        ds__vec_to_array(b->unit, mem->dim, b->array);
-        mp_bytes(&p, b->array, ds__vec_array_size(mem->dim));
-        def = &ds__memory_pgvector_stmts[P_INSERT];
-    } else {
-        ds__vec_to_le(b->unit, mem->dim, b->le);
-        ds__sketch_build(b->unit, mem->dim, b->sketch);
-        mp_bytes(&p, b->le, 4 * mem->dim);
-        mp_bytes(&p, b->sketch, DS_SKETCH_BYTES(mem->dim));
-        def = &ds__memory_fallback_stmts[F_INSERT];
+/* A binary one-dimensional array of `n` variable-length elements. */
+typedef struct varray {
+    char *data;
+    size_t len, cap;
+} varray;
+
+static bool varray_init(varray *a, Oid elem, size_t n, size_t payload) {
+    a->cap = 20 + 4 * n + payload;
+    a->data = ds__malloc(a->cap);
+    if (!a->data)
+        return false;
+    ds__put_be32(a->data, 1);
+    ds__put_be32(a->data + 4, 0);
+    ds__put_be32(a->data + 8, elem);
+    ds__put_be32(a->data + 12, (uint32_t)n);
+    ds__put_be32(a->data + 16, 1);
+    a->len = 20;
+    return true;
+}
+
+static void varray_add(varray *a, const void *p, size_t len) {
+    ds__put_be32(a->data + a->len, (uint32_t)len);
+    memcpy(a->data + a->len + 4, p, len);
+    a->len += 4 + len;
+}
+
+/* Inserts `n` validated facts in one statement; ids in input order. */
+static ds_status insert_batch(ds_memory *mem, ds_conn *c,
+                              ds_vector_backend backend,
+                              const ds_memory_new_fact *f, size_t n,
+                              int64_t *ids, ds_error *err) {
+    size_t dim = mem->dim;
+    bool pgv = backend == DS_VECTOR_BACKEND_PGVECTOR;
+    ds_status st = DS_OK;
+    char **meta = ds__calloc(n, sizeof *meta);
+    size_t *meta_len = ds__calloc(n, sizeof *meta_len);
+    int64_t *users = ds__calloc(n, sizeof *users);
+    float *importance = ds__calloc(n, sizeof *importance);
+    float *units = ds__calloc(n * dim, sizeof *units);
+    unsigned char *bytes = ds__malloc(pgv ? 1 : n * (5 * dim + 8));
+    varray kinds = {0}, contents = {0}, metas = {0}, embs = {0}, sketches = {0};
+    char *user_arr = NULL, *imp_arr = NULL, *vec_arr = NULL;
+    if (!meta || !meta_len || !users || !importance || !units || !bytes)
+        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    size_t kinds_len = 0, contents_len = 0, metas_len = 0;
+    for (size_t i = 0; st == DS_OK && i < n; i++) {
+        st = encode_metadata(f[i].metadata, &meta[i], &meta_len[i], err);
+        users[i] = f[i].user_id;
+        importance[i] = (float)f[i].importance;
+        /* validated before: this only recomputes the unit vector */
+        ds__vec_normalize(f[i].embedding, f[i].dim, dim, "embedding",
+                          units + i * dim, NULL);
+        kinds_len += f[i].kind ? strlen(f[i].kind) : 4;
+        contents_len += strlen(f[i].content);
+        metas_len += meta_len[i];
     }
-    PGresult *r = ds__memory_exec(c, def, &p, err);
-    ds__free(jsonb);
-    if (!r) {
-        if (strcmp(err->sqlstate, "23503") == 0) {
-            err->code = DS_ERR_NOT_FOUND;
-            ds__error_prefix(err, "user %lld does not exist",
-                             (long long)f->user_id);
+    if (st == DS_OK) {
+        user_arr = ds__malloc(ds__int8_array_size(n));
+        imp_arr = ds__malloc(ds__vec_array_size(n));
+        if (pgv)
+            vec_arr = ds__malloc(ds__vec_array_size(n * dim));
+        bool ok = user_arr && imp_arr && (!pgv || vec_arr) &&
+                  varray_init(&kinds, DS_OID_TEXT, n, kinds_len) &&
+                  varray_init(&contents, DS_OID_TEXT, n, contents_len) &&
+                  varray_init(&metas, DS_OID_JSONB, n, metas_len) &&
+                  (pgv || (varray_init(&embs, DS_OID_BYTEA, n, n * 4 * dim) &&
+                           varray_init(&sketches, DS_OID_BYTEA, n,
+                                       n * DS_SKETCH_BYTES(dim))));
+        if (!ok)
+            st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
+    PGresult *r = NULL;
+    if (st == DS_OK) {
+        ds__int8_array(users, n, user_arr);
+        ds__vec_to_array(importance, n, imp_arr);
+        for (size_t i = 0; i < n; i++) {
+            const char *kind = f[i].kind ? f[i].kind : "fact";
+            varray_add(&kinds, kind, strlen(kind));
+            varray_add(&contents, f[i].content, strlen(f[i].content));
+            varray_add(&metas, meta[i], meta_len[i]);
+            if (!pgv) {
+                unsigned char *le = bytes + i * (5 * dim + 8);
+                unsigned char *sk = le + 4 * dim;
+                ds__vec_to_le(units + i * dim, dim, le);
+                ds__sketch_build(units + i * dim, dim, sk);
+                varray_add(&embs, le, 4 * dim);
+                varray_add(&sketches, sk, DS_SKETCH_BYTES(dim));
+            }
         }
-        return err->code;
+        mparams p = {0};
+        mp_bytes(&p, user_arr, ds__int8_array_size(n));
+        mp_bytes(&p, kinds.data, kinds.len);
+        mp_bytes(&p, contents.data, contents.len);
+        mp_bytes(&p, metas.data, metas.len);
+        mp_bytes(&p, imp_arr, ds__vec_array_size(n));
+        if (pgv) {
+            ds__vec_to_array(units, n * dim, vec_arr);
+            mp_bytes(&p, vec_arr, ds__vec_array_size(n * dim));
+            mp_int4(&p, (int32_t)dim);
+        } else {
+            mp_bytes(&p, embs.data, embs.len);
+            mp_bytes(&p, sketches.data, sketches.len);
+        }
+        r = ds__memory_exec(c,
+                            pgv ? &ds__memory_pgvector_stmts[P_INSERT_MANY]
+                                : &ds__memory_fallback_stmts[F_INSERT_MANY],
+                            &p, err);
+        if (!r)
+            st = err->code;
     }
-    if (id)
-        *id = ds__memory_int8(r, 0, 0);
-    PQclear(r);
-    return DS_OK;
+    if (r) {
+        /* identity values rise in insertion order, which is input order */
+        size_t got = (size_t)PQntuples(r);
+        for (size_t i = 0; ids && i < got && i < n; i++)
+            ids[i] = ds__memory_int8(r, (int)i, 0);
+        if (ids)
+            qsort(ids, got < n ? got : n, sizeof *ids, ds__int64_cmp);
+        PQclear(r);
+    }
+    for (size_t i = 0; meta && i < n; i++)
+        ds__free(meta[i]);
+    ds__free(meta);
+    ds__free(meta_len);
+    ds__free(users);
+    ds__free(importance);
+    ds__free(units);
+    ds__free(bytes);
+    ds__free(kinds.data);
+    ds__free(contents.data);
+    ds__free(metas.data);
+    ds__free(embs.data);
+    ds__free(sketches.data);
+    ds__free(user_arr);
+    ds__free(imp_arr);
+    ds__free(vec_arr);
+    return st;
+}
+
+/* Facts per INSERT: about 4 MiB of vectors, at most 1000. */
+static size_t batch_rows(size_t dim) {
+    size_t rows = (size_t)(1u << 20) / dim;
+    return rows < 1 ? 1 : rows > 1000 ? 1000 : rows;
 }
 
 static ds_status add_many_once(ds_memory *mem, const ds_memory_new_fact *facts,
-                               size_t count, int64_t *ids, add_buf *b,
-                               ds_error *err) {
+                               size_t count, int64_t *ids, ds_error *err) {
     ds__memory_state s = ds__memory_state_get(mem);
     ds_conn *c;
     ds_status st = ds_pool_acquire(mem->pool, &c, err);
     if (st != DS_OK)
         return st;
-    PGresult *r = NULL;
-    if (count > 1) {
-        r = ds__memory_exec(c, &ds__memory_stmts[M_BEGIN], NULL, err);
+    size_t batch = batch_rows(mem->dim);
+    bool tx = count > batch;
+    if (tx) {
+        PGresult *r = ds__memory_exec(c, &ds__memory_stmts[M_BEGIN], NULL, err);
         st = r ? DS_OK : err->code;
         PQclear(r);
     }
-    for (size_t i = 0; st == DS_OK && i < count; i++) {
-        /* validated before: this only recomputes the unit vector */
-        ds__vec_normalize(facts[i].embedding, facts[i].dim, mem->dim,
-                          "embedding", b->unit, NULL);
-        st = insert_one(mem, c, s.backend, &facts[i], b, ids ? &ids[i] : NULL,
-                        err);
-        if (st != DS_OK && count > 1)
-            ds__error_prefix(err, "fact %zu", i);
+    for (size_t at = 0; st == DS_OK && at < count; at += batch) {
+        size_t n = count - at < batch ? count - at : batch;
+        st = insert_batch(mem, c, s.backend, facts + at, n,
+                          ids ? ids + at : NULL, err);
     }
-    if (st == DS_OK && count > 1) {
-        r = ds__memory_exec(c, &ds__memory_stmts[M_COMMIT], NULL, err);
+    if (st == DS_OK && tx) {
+        PGresult *r =
+            ds__memory_exec(c, &ds__memory_stmts[M_COMMIT], NULL, err);
         st = r ? DS_OK : err->code;
         PQclear(r);
     }
     ds_pool_release(c); /* rolls back a failed transaction */
+    if (strcmp(err->sqlstate, "23503") == 0) {
+        err->code = st = DS_ERR_NOT_FOUND;
+        ds__error_prefix(err, "no such user");
+    }
     return st;
 }
 
@@ -779,28 +877,26 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
     DS_CHECK_ARG(err, facts, "facts is NULL");
     DS_CHECK_ARG(err, count >= 1 && count <= 10000,
                  "count must be 1 to 10000");
-    add_buf b;
-    ds_status st = add_buf_init(&b, mem->dim, err);
-    if (st != DS_OK)
-        return st;
+    float *unit = ds__calloc(mem->dim, sizeof *unit);
+    if (!unit)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     /* Every fact is checked before anything is written. */
+    ds_status st = DS_OK;
     for (size_t i = 0; i < count && st == DS_OK; i++) {
-        st = ds__memory_check_fact(mem, &facts[i], b.unit, err);
+        st = ds__memory_check_fact(mem, &facts[i], unit, err);
         if (st != DS_OK && count > 1)
             ds__error_prefix(err, "fact %zu", i);
     }
-    if (st == DS_OK) {
-        ds_error local = {0};
-        st = add_many_once(mem, facts, count, ids, &b, &local);
-        if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
-            memset(&local, 0, sizeof local);
-            st = add_many_once(mem, facts, count, ids, &b, &local);
-        }
-        if (st != DS_OK && err)
-            *err = local;
+    ds__free(unit);
+    if (st != DS_OK)
+        return st;
+    ds_error local = {0};
+    st = add_many_once(mem, facts, count, ids, &local);
+    if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
+        memset(&local, 0, sizeof local);
+        st = add_many_once(mem, facts, count, ids, &local);
     }
-    add_buf_free(&b);
-    return st;
+    return st == DS_OK ? DS_OK : ds__memory_fail(&local, err);
 }
 
 DS_EXPORT ds_status ds_memory_add(ds_memory *mem,

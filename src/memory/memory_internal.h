@@ -30,13 +30,16 @@ struct ds_memory {
 
 /* ---- statements ---------------------------------------------------------- */
 
+/* Array types the statements bind (pool_internal.h has the common ones). */
+enum { DS_OID_BYTEA_ARRAY = 1001, DS_OID_JSONB_ARRAY = 3807 };
+
 /* Indices into the statement tables below (memory.c). */
 enum {
     M_SETTINGS, M_BEGIN, M_BEGIN_READ, M_COMMIT, M_ROWS, M_LIST,
     M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_COUNT_
 };
-enum { F_INSERT, F_GET, F_SKETCHES, F_EMBEDDINGS, F_COUNT_ };
-enum { P_INSERT, P_GET, P_TUNE, P_TUNE_EXACT, P_SEARCH, P_SEARCH_EXACT,
+enum { F_INSERT_MANY, F_GET, F_SKETCHES, F_EMBEDDINGS, F_COUNT_ };
+enum { P_INSERT_MANY, P_GET, P_TUNE, P_TUNE_EXACT, P_SEARCH, P_SEARCH_EXACT,
        P_COUNT_ };
 enum { U_LOCK, U_EXTENSION, U_STAGE, U_READ, U_WRITE, U_FUNCTION, U_CONVERT,
        U_CLEANUP, U_COUNT_ };
@@ -115,6 +118,9 @@ static inline void mp_bytes(mparams *p, const void *data, size_t len) {
     p->lengths[p->n] = (int)len;
     p->formats[p->n++] = 1;
 }
+
+/* qsort comparator for int64_t. */
+int ds__int64_cmp(const void *a, const void *b);
 
 /* Copies a local error out and returns its code. */
 ds_status ds__memory_fail(const ds_error *local, ds_error *err);

@@ -264,11 +264,6 @@ static int ranked_by_score(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static int row_id_cmp(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 /* Fetches the rows of `hits` and returns them in the order of `hits`. */
 static ds_status build_list(ds_conn *c, int64_t user_id, const ranked *hits,
                             size_t n, ds_memory_facts **out, ds_error *err) {
@@ -291,7 +286,8 @@ static ds_status build_list(ds_conn *c, int64_t user_id, const ranked *hits,
         ds_memory_facts_free(list);
         return err->code;
     }
-    /* (id, row) pairs sorted by id, to place each row */
+    /* (id, row) pairs sorted by id (ds__int64_cmp compares the first), to
+     * place each row */
     size_t rows = (size_t)PQntuples(r);
     int64_t(*index)[2] = ds__calloc(rows ? rows : 1, sizeof *index);
     if (!index)
@@ -301,11 +297,11 @@ static ds_status build_list(ds_conn *c, int64_t user_id, const ranked *hits,
         index[i][1] = (int64_t)i;
     }
     if (st == DS_OK)
-        qsort(index, rows, sizeof *index, row_id_cmp);
+        qsort(index, rows, sizeof *index, ds__int64_cmp);
     for (size_t i = 0; st == DS_OK && i < n; i++) {
         int64_t key[2] = {hits[i].id, 0};
         int64_t(*found)[2] = bsearch(key, index, rows, sizeof *index,
-                                     row_id_cmp);
+                                     ds__int64_cmp);
         if (!found) /* cannot happen inside one snapshot */
             continue;
         ds_memory_fact *f;
