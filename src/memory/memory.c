@@ -579,7 +579,6 @@ DS_EXPORT ds_status ds_memory_open(ds_pool *pool, const ds_config *cfg,
     pthread_mutex_init(&mem->mu, NULL);
     mem->pool = pool;
     mem->dim = rec.dim;
-    mem->wanted = wanted;
     mem->ef_search = ef_search;
     mem->exact_max_rows = exact_max;
     mem->state = rec.state;
@@ -627,7 +626,7 @@ static size_t utf8_chars(const char *s, size_t len) {
     return n;
 }
 
-static ds_status check_kind(const char *kind, ds_error *err) {
+ds_status ds__memory_check_kind(const char *kind, ds_error *err) {
     if (kind && !kind_valid(kind))
         return ds__error_set(err, DS_ERR_INVALID,
                              "kind must be 1 to 64 of a-z, 0-9 and _");
@@ -639,7 +638,7 @@ ds_status ds__memory_check_fact(const ds_memory *mem,
                                 ds_error *err) {
     if (f->user_id <= 0)
         return ds__error_set(err, DS_ERR_INVALID, "user_id must be positive");
-    ds_status st = check_kind(f->kind, err);
+    ds_status st = ds__memory_check_kind(f->kind, err);
     if (st != DS_OK)
         return st;
     if (!f->content)
@@ -999,7 +998,7 @@ DS_EXPORT ds_status ds_memory_list(ds_memory *mem, int64_t user_id,
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, after_id >= 0, "after_id must not be negative");
     DS_CHECK_ARG(err, limit >= 1 && limit <= 1000, "limit must be 1 to 1000");
-    ds_status st = check_kind(kind, err);
+    ds_status st = ds__memory_check_kind(kind, err);
     if (st != DS_OK)
         return st;
     ds_conn *c;

@@ -21,7 +21,6 @@ typedef struct ds__memory_state {
 struct ds_memory {
     ds_pool *pool;
     size_t dim;
-    ds_vector_backend wanted;   /* the configuration's vector_backend */
     int ef_search;
     int exact_max_rows;
     pthread_mutex_t mu;         /* guards state */
@@ -188,6 +187,9 @@ ds__memory_state ds__memory_state_get(ds_memory *mem);
  * a conversion by another process explains; true when it changed (the
  * caller then retries once). */
 bool ds__memory_state_changed(ds_memory *mem, const ds_error *failure);
+
+/* DS_ERR_INVALID unless `kind` is NULL or [a-z0-9_]{1,64}. */
+ds_status ds__memory_check_kind(const char *kind, ds_error *err);
 
 /* Validates a fact for insertion; `unit` receives the normalised vector. */
 ds_status ds__memory_check_fact(const ds_memory *mem,

@@ -471,13 +471,9 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                      (opts->min_similarity >= -1.0 &&
                       opts->min_similarity <= 1.0),
                  "min_similarity must be from -1 to 1");
-    if (opts->kind) {
-        bool ok = *opts->kind && strlen(opts->kind) <= DS_MEMORY_KIND_MAX;
-        for (const char *p = opts->kind; ok && *p; p++)
-            ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-                 *p == '_';
-        DS_CHECK_ARG(err, ok, "kind must be 1 to 64 of a-z, 0-9 and _");
-    }
+    ds_status st = ds__memory_check_kind(opts->kind, err);
+    if (st != DS_OK)
+        return st;
     if (text) {
         size_t len = strlen(text);
         DS_CHECK_ARG(err, len > 0 && len <= DS_MEMORY_CONTENT_MAX * 4 &&
@@ -487,7 +483,7 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
     float *unit = ds__calloc(mem->dim, sizeof *unit);
     if (!unit)
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    ds_status st = ds__vec_normalize(query, dim, mem->dim, "query", unit, err);
+    st = ds__vec_normalize(query, dim, mem->dim, "query", unit, err);
     if (st != DS_OK) {
         ds__free(unit);
         return st;
