@@ -118,10 +118,27 @@ char *dt_create_db(const char *tag) {
 /* The library's own runner with the migrations built into it: the tests
  * run against exactly the schema a deployed library would create. */
 char *dt_migrated_db(const char *tag) {
+    return dt_migrated_db_backend(tag, NULL);
+}
+
+char *dt_migrated_db_backend(const char *tag, const char *backend) {
     char *url = dt_create_db(tag);
-    ds_pool *pool = dt_pool(url, 1, 1);
+    ds_config *cfg = dt_config(url, 1, 1);
     ds_error err = {0};
-    ds_status st = ds_migrate_up(pool, NULL, NULL, &err);
+    const char *dim = dt_env_opt("DS_EMBEDDING_DIM");
+    if (!backend)
+        backend = dt_env_opt("DS_VECTOR_BACKEND");
+    ds_status st = DS_OK;
+    if (dim)
+        st = ds_config_set(cfg, "embedding_dim", dim, &err);
+    if (st == DS_OK && backend)
+        st = ds_config_set(cfg, "vector_backend", backend, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    st = ds_migrate_up(pool, NULL, NULL, &err);
     ds_pool_close(pool);
     ck_assert_ds_ok(st, err);
     return url;

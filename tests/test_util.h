@@ -42,9 +42,13 @@ char *dt_url_with_db(const char *url, const char *dbname);
  * and returns its URL (malloc'd). scripts/run-tests drops leftovers. */
 char *dt_create_db(const char *tag);
 /* dt_create_db() plus every migration built into the library applied
- * with ds_migrate_up() (the platform schema).
- * Returns the URL (malloc'd). */
+ * with ds_migrate_up() (the platform schema). Like ds-migrate, the runner
+ * passes DS_EMBEDDING_DIM and DS_VECTOR_BACKEND (when set) to the
+ * migrations. Returns the URL (malloc'd). */
 char *dt_migrated_db(const char *tag);
+/* dt_migrated_db() with ds.vector_backend set to `backend` ("auto",
+ * "pgvector", "fallback"; NULL: DS_VECTOR_BACKEND as above). */
+char *dt_migrated_db_backend(const char *tag, const char *backend);
 /* Drops the database named by `url` (WITH (FORCE)). */
 void dt_drop_db(const char *url);
 

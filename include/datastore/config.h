@@ -23,6 +23,9 @@
  *   application_name         DS_APPLICATION_NAME         libdatastore
  *   token_keys               DS_TOKEN_KEYS               (none; secret)
  *   embedding_dim            DS_EMBEDDING_DIM            384
+ *   vector_backend           DS_VECTOR_BACKEND           auto | pgvector | fallback
+ *   hnsw_ef_search           DS_HNSW_EF_SEARCH           200 (1 to 1000)
+ *   vector_exact_max_rows    DS_VECTOR_EXACT_MAX_ROWS    2000
  *   migrate_lock_timeout_ms  DS_MIGRATE_LOCK_TIMEOUT_MS  5000
  *   redis_prefix             DS_REDIS_PREFIX             ds:
  *   redis_pool_size          DS_REDIS_POOL_SIZE          4

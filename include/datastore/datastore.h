@@ -26,5 +26,6 @@
 #include "events.h"
 #include "connections.h"
 #include "gdpr.h"
+#include "memory.h"
 
 #endif /* DATASTORE_DATASTORE_H */

@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +15,7 @@
 
 typedef enum {
     KIND_INT,
-    KIND_ENUM_STMT_MODE,
+    KIND_ENUM,          /* one of `names`, stored as its index */
     KIND_PG_URL,        /* secret */
     KIND_PG_URL_LIST,   /* secret */
     KIND_REDIS_URL,     /* secret */
@@ -29,12 +30,20 @@ typedef struct setting {
     size_t offset;
     int64_t min, max, def;
     const char *def_text;
+    const char *const *names; /* KIND_ENUM: NULL-terminated, index = value */
 } setting;
 
 #define INT_SETTING(n, e, field, lo, hi, d)                                    \
-    {n, e, KIND_INT, offsetof(struct ds_config, field), lo, hi, d, NULL}
+    {n, e, KIND_INT, offsetof(struct ds_config, field), lo, hi, d, NULL, NULL}
 #define STR_SETTING(n, e, kind, field, d)                                      \
-    {n, e, kind, offsetof(struct ds_config, field), 0, 0, 0, d}
+    {n, e, kind, offsetof(struct ds_config, field), 0, 0, 0, d, NULL}
+#define ENUM_SETTING(n, e, field, d, names)                                    \
+    {n, e, KIND_ENUM, offsetof(struct ds_config, field), 0, 0, d, NULL, names}
+
+/* Indexed by ds_stmt_mode and ds_vector_backend (datastore/memory.h). */
+static const char *const stmt_mode_names[] = {"prepared", "pooler", NULL};
+static const char *const vector_backend_names[] = {"auto", "pgvector",
+                                                   "fallback", NULL};
 
 static const setting settings[] = {
     STR_SETTING("database_url", "DATABASE_URL", KIND_PG_URL, database_url, NULL),
@@ -53,8 +62,8 @@ static const setting settings[] = {
                 0, INT64_C(31536000000), 1800000),
     INT_SETTING("idle_timeout_ms", "DS_POOL_IDLE_TIMEOUT_MS", idle_timeout_ms,
                 0, INT64_C(31536000000), 600000),
-    {"statement_mode", "DS_STATEMENT_MODE", KIND_ENUM_STMT_MODE,
-     offsetof(struct ds_config, statement_mode), 0, 1, DS_STMT_PREPARED, NULL},
+    ENUM_SETTING("statement_mode", "DS_STATEMENT_MODE", statement_mode,
+                 DS_STMT_PREPARED, stmt_mode_names),
     INT_SETTING("tx_max_retries", "DS_TX_MAX_RETRIES", tx_max_retries, 0, 100,
                 5),
     INT_SETTING("replica_retry_ms", "DS_REPLICA_RETRY_MS", replica_retry_ms, 0,
@@ -64,6 +73,12 @@ static const setting settings[] = {
     STR_SETTING("token_keys", "DS_TOKEN_KEYS", KIND_KEYS, token_keys, NULL),
     INT_SETTING("embedding_dim", "DS_EMBEDDING_DIM", embedding_dim, 1, 16000,
                 384),
+    ENUM_SETTING("vector_backend", "DS_VECTOR_BACKEND", vector_backend,
+                 0 /* auto */, vector_backend_names),
+    INT_SETTING("hnsw_ef_search", "DS_HNSW_EF_SEARCH", hnsw_ef_search, 1, 1000,
+                200),
+    INT_SETTING("vector_exact_max_rows", "DS_VECTOR_EXACT_MAX_ROWS",
+                vector_exact_max_rows, 0, INT32_MAX, 2000),
     INT_SETTING("migrate_lock_timeout_ms", "DS_MIGRATE_LOCK_TIMEOUT_MS",
                 migrate_lock_timeout_ms, 0, 3600000, 5000),
     STR_SETTING("redis_prefix", "DS_REDIS_PREFIX", KIND_TEXT, redis_prefix,
@@ -89,6 +104,10 @@ static const setting settings[] = {
                 1000000, 10000),
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
+
+static bool kind_is_number(setting_kind k) {
+    return k == KIND_INT || k == KIND_ENUM;
+}
 
 static bool kind_is_secret(setting_kind k) {
     return k == KIND_PG_URL || k == KIND_PG_URL_LIST || k == KIND_REDIS_URL ||
@@ -354,15 +373,27 @@ static ds_status apply(ds_config *cfg, const setting *s, const char *value,
                                  s->env, (long long)s->min, (long long)s->max);
         return set_int(cfg, s, v, err);
     }
-    case KIND_ENUM_STMT_MODE:
-        if (!value || ds__strcasecmp(value, "prepared") == 0)
-            *int_field(cfg, s) = DS_STMT_PREPARED;
-        else if (ds__strcasecmp(value, "pooler") == 0)
-            *int_field(cfg, s) = DS_STMT_POOLER;
-        else
-            return ds__error_set(err, DS_ERR_CONFIG,
-                                 "%s: expected 'prepared' or 'pooler'", s->env);
-        return DS_OK;
+    case KIND_ENUM: {
+        if (!value) {
+            *int_field(cfg, s) = s->def;
+            return DS_OK;
+        }
+        char expected[128] = "";
+        size_t used = 0;
+        for (int64_t i = 0; s->names[i]; i++) {
+            if (ds__strcasecmp(value, s->names[i]) == 0) {
+                *int_field(cfg, s) = i;
+                return DS_OK;
+            }
+            int n = snprintf(expected + used, sizeof expected - used, "%s'%s'",
+                             i == 0 ? "" : s->names[i + 1] ? ", " : " or ",
+                             s->names[i]);
+            if (n > 0 && (size_t)n < sizeof expected - used)
+                used += (size_t)n;
+        }
+        return ds__error_set(err, DS_ERR_CONFIG, "%s: expected %s", s->env,
+                             expected);
+    }
     default:
         if (!value)
             return store_text(cfg, s, s->def_text, err);
@@ -373,8 +404,7 @@ static ds_status apply(ds_config *cfg, const setting *s, const char *value,
 
 static void free_fields(ds_config *cfg) {
     for (size_t i = 0; i < N_SETTINGS; i++)
-        if (settings[i].kind != KIND_INT &&
-            settings[i].kind != KIND_ENUM_STMT_MODE) {
+        if (!kind_is_number(settings[i].kind)) {
             free_text(&settings[i], *str_field(cfg, &settings[i]));
             *str_field(cfg, &settings[i]) = NULL;
         }
@@ -451,7 +481,18 @@ DS_EXPORT ds_status ds_config_set_int(ds_config *cfg, const char *name,
     ds_status st = lookup(__func__, name, &s, err);
     if (st != DS_OK)
         return st;
-    if (s->kind != KIND_INT && s->kind != KIND_ENUM_STMT_MODE)
+    if (s->kind == KIND_ENUM) {
+        int64_t count = 0;
+        while (s->names[count])
+            count++;
+        if (value < 0 || value >= count)
+            return ds__error_set(err, DS_ERR_CONFIG,
+                                 "%s: %lld is out of range (0 to %lld)", s->env,
+                                 (long long)value, (long long)count - 1);
+        *int_field(cfg, s) = value;
+        return DS_OK;
+    }
+    if (s->kind != KIND_INT)
         return ds__error_set(err, DS_ERR_CONFIG, "%s: not an integer setting",
                              s->env);
     return set_int(cfg, s, value, err);
@@ -466,7 +507,7 @@ DS_EXPORT ds_status ds_config_get_int(const ds_config *cfg, const char *name,
     ds_status st = lookup(__func__, name, &s, err);
     if (st != DS_OK)
         return st;
-    if (s->kind != KIND_INT && s->kind != KIND_ENUM_STMT_MODE)
+    if (!kind_is_number(s->kind))
         return ds__error_set(err, DS_ERR_CONFIG, "%s: not an integer setting",
                              s->env);
     *out = *int_field((ds_config *)cfg, s);
@@ -488,9 +529,8 @@ DS_EXPORT ds_status ds_config_get_str(const ds_config *cfg, const char *name,
     if (s->kind == KIND_KEYS)
         return ds__error_set(err, DS_ERR_INVALID, "%s: keys cannot be read back",
                              s->env);
-    if (s->kind == KIND_ENUM_STMT_MODE) {
-        const char *v = cfg->statement_mode == DS_STMT_POOLER ? "pooler"
-                                                                : "prepared";
+    if (s->kind == KIND_ENUM) {
+        const char *v = s->names[*int_field((ds_config *)cfg, s)];
         if (strlen(v) >= buflen)
             return ds__error_set(err, DS_ERR_INVALID, "%s: buffer too small",
                                  s->env);
@@ -530,12 +570,11 @@ DS_EXPORT ds_status ds_config_clone(const ds_config *cfg, ds_config **out,
         return ds__error_set(err, DS_ERR_NOMEM, "ds_config_clone: out of memory");
     *copy = *cfg;
     for (size_t i = 0; i < N_SETTINGS; i++)
-        if (settings[i].kind != KIND_INT &&
-            settings[i].kind != KIND_ENUM_STMT_MODE)
+        if (!kind_is_number(settings[i].kind))
             *str_field(copy, &settings[i]) = NULL;
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const setting *s = &settings[i];
-        if (s->kind == KIND_INT || s->kind == KIND_ENUM_STMT_MODE)
+        if (kind_is_number(s->kind))
             continue;
         const char *v = *str_field((ds_config *)cfg, s);
         if (v && store_text(copy, s, v, err) != DS_OK) {

@@ -52,8 +52,6 @@ char *ds__secret_bytes(ds_secret *secret);
 
 /* A one-dimensional array in PostgreSQL's binary format (array_send), for
  * binding int8[] / bytea[] parameters. */
-#define DS_OID_BYTEA_ARRAY 1001
-#define DS_OID_INET 869
 
 typedef struct ds__pgarr {
     char *buf;

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memory/memory_internal.h"
 #include "migrate/migrate_internal.h"
 
 #define MODULE "migrate"
@@ -70,13 +71,18 @@ static const ds__stmt_def stmts[] = {
     /* lock_timeout bounds the waits; statement_timeout (the pool's or the
      * role's, meant for application queries) must not cut a long migration
      * or backfill short. */
+    /* ... and the settings migrations read (ds.embedding_dim and
+     * ds.vector_backend, for 0003_memory_embeddings) ride along. */
     [S_SET_TIMEOUTS] = {"migrate.set_timeouts",
                             "SELECT set_config('lock_timeout', $1, $2), "
-                            "set_config('statement_timeout', '0', $2)",
-                            2,
-                            {DS_OID_TEXT, DS_OID_BOOL},
-                            2,
-                            {DS_OID_TEXT, DS_OID_TEXT}},
+                            "set_config('statement_timeout', '0', $2), "
+                            "set_config($3, $4, $2), set_config($5, $6, $2)",
+                            6,
+                            {DS_OID_TEXT, DS_OID_BOOL, DS_OID_TEXT,
+                             DS_OID_TEXT, DS_OID_TEXT, DS_OID_TEXT},
+                            4,
+                            {DS_OID_TEXT, DS_OID_TEXT, DS_OID_TEXT,
+                             DS_OID_TEXT}},
     [S_BACKEND_PID] = {"migrate.backend_pid", "SELECT pg_backend_pid()", 0,
                        {0}, 1, {DS_OID_INT4}},
     [S_CREATE_TABLE] = {"migrate.create_table", BOOKKEEPING_DDL, 0, {0}, -1,
@@ -434,9 +440,16 @@ static void lock_timeout_text(const runner *r, char *buf, size_t cap) {
 static ds_status set_timeouts(runner *r, bool local, ds_error *err) {
     char value[32];
     lock_timeout_text(r, value, sizeof value);
+    ds__migration_setting set[2];
+    ds__memory_migration_settings(r->pool->embedding_dim,
+                                  r->pool->vector_backend, set);
     params p = {0};
     p_text(&p, value);
     p_bool(&p, local);
+    for (int i = 0; i < 2; i++) {
+        p_text(&p, set[i].name);
+        p_text(&p, set[i].value);
+    }
     return run_command(r->conn, S_SET_TIMEOUTS, &p, err);
 }
 
@@ -832,6 +845,12 @@ static ds_status dry_script(const runner *r, const step *s, bool create_table,
                   "SET LOCAL lock_timeout = '%s';\n"
                   "SET LOCAL statement_timeout = 0;\n",
                   (long long)DS_MIGRATE_LOCK_KEY, lt);
+    ds__migration_setting set[2];
+    ds__memory_migration_settings(r->pool->embedding_dim,
+                                  r->pool->vector_backend, set);
+    for (int i = 0; i < 2; i++)
+        sb_printf(b, "SET %s%s = '%s';\n", no_tx ? "" : "LOCAL ", set[i].name,
+                  set[i].value);
     if (create_table)
         sb_printf(b, "%s;\n", BOOKKEEPING_DDL);
     const char *sql = s->up ? f->up : f->down;

@@ -679,6 +679,8 @@ DS_EXPORT ds_status ds_pool_open(const ds_config *cfg, ds_pool **out,
     p->replica_retry_us = cfg->replica_retry_ms * 1000;
     p->tx_max_retries = (int)cfg->tx_max_retries;
     p->migrate_lock_timeout_ms = (int)cfg->migrate_lock_timeout_ms;
+    p->embedding_dim = cfg->embedding_dim;
+    p->vector_backend = cfg->vector_backend;
     p->repo_max_message_bytes = cfg->repo_max_message_bytes;
     p->repo_max_json_bytes = cfg->repo_max_json_bytes;
     p->repo_max_page = (int)cfg->repo_max_page;

@@ -19,7 +19,8 @@ enum {
     DS_OID_FLOAT8 = 701, DS_OID_UNKNOWN = 705, DS_OID_BPCHAR = 1042,
     DS_OID_VARCHAR = 1043, DS_OID_TIMESTAMP = 1114, DS_OID_TIMESTAMPTZ = 1184,
     DS_OID_UUID = 2950, DS_OID_JSONB = 3802, DS_OID_FLOAT4_ARRAY = 1021,
-    DS_OID_INT8_ARRAY = 1016, DS_OID_TEXT_ARRAY = 1009
+    DS_OID_INT8_ARRAY = 1016, DS_OID_TEXT_ARRAY = 1009,
+    DS_OID_BYTEA_ARRAY = 1001, DS_OID_JSONB_ARRAY = 3807, DS_OID_INET = 869
 };
 
 /* Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01. */
@@ -91,6 +92,9 @@ struct ds_pool {
     int64_t replica_retry_us;
     int tx_max_retries;
     int migrate_lock_timeout_ms; /* default DDL lock_timeout of ds_migrate_* */
+    /* Handed to migrations as ds.embedding_dim / ds.vector_backend. */
+    int64_t embedding_dim;
+    int64_t vector_backend;
     /* Repository input limits, copied from the config at open. */
     int64_t repo_max_message_bytes;
     int64_t repo_max_json_bytes;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "memory/memory_internal.h"
 #include "migrate/migrate_internal.h"
 
 #define MODULE "schema"
@@ -351,6 +352,38 @@ ds_status ds__schema_check(ds_pool *pool, const ds__stmt_table *tables,
     return DS_OK;
 }
 
+/* Memory statements come in one variant per vector backend and only the
+ * database's backend applies; "memory.upgrade" runs only inside the
+ * upgrade (it uses a temporary table). A database too old to say which
+ * backend it has gets neither, and the version check reports it. */
+static bool table_applies(const char *module, const char *backend_table) {
+    if (strncmp(module, "memory.", 7) != 0)
+        return true;
+    return backend_table && strcmp(module, backend_table) == 0;
+}
+
 DS_EXPORT ds_status ds_schema_check(ds_pool *pool, ds_error *err) {
-    return ds__schema_check(pool, ds__stmt_registry, DS_SCHEMA_VERSION, err);
+    DS_CHECK_ARG(err, pool, "pool is NULL");
+    ds_conn *c;
+    ds_status st = ds_pool_acquire(pool, &c, err);
+    if (st != DS_OK)
+        return st;
+    const char *backend_table = NULL;
+    ds_error ignored = {0};
+    if (ds__memory_active_table(c, &backend_table, &ignored) != DS_OK)
+        backend_table = NULL;
+    ds_pool_release(c);
+    size_t n = 0;
+    while (ds__stmt_registry[n].module)
+        n++;
+    ds__stmt_table *tables = ds__calloc(n + 1, sizeof *tables);
+    if (!tables)
+        return ds__error_set(err, DS_ERR_NOMEM, "schema check: out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (table_applies(ds__stmt_registry[i].module, backend_table))
+            tables[k++] = ds__stmt_registry[i];
+    st = ds__schema_check(pool, tables, DS_SCHEMA_VERSION, err);
+    ds__free(tables);
+    return st;
 }

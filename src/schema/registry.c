@@ -2,6 +2,7 @@
  * runs SQL adds its ds__stmts_<module>() here. */
 #include "migrate/migrate_internal.h"
 #include "crypto/crypto_internal.h"
+#include "memory/memory_internal.h"
 #include "pool/stmt.h"
 #include "repo/repo_internal.h"
 #include "session/session_internal.h"
@@ -19,5 +20,10 @@ const ds__stmt_table ds__stmt_registry[] = {
     {"events", ds__stmts_events},
     {"connections", ds__stmts_connections},
     {"gdpr", ds__stmts_gdpr},
+    {"memory", ds__stmts_memory},
+    /* backend variants and the upgrade: see memory_internal.h */
+    {"memory.pgvector", ds__stmts_memory_pgvector},
+    {"memory.fallback", ds__stmts_memory_fallback},
+    {"memory.upgrade", ds__stmts_memory_upgrade},
     {NULL, NULL},
 };

@@ -1,0 +1,263 @@
+/*
+ * datastore/memory.h — a user's memory facts, with semantic search over
+ * their embeddings, full-text search, and hybrid search fusing both.
+ *
+ * The caller computes embeddings (the library never calls a model). Every
+ * fact belongs to one user, and every call takes that user's id: a fact of
+ * another user is never read, returned, changed or deleted ("not found").
+ *
+ * Two backends, one API. The database records which one it uses (chosen by
+ * the migration sql/0003_memory_embeddings, see below):
+ *
+ *   pgvector  the server has the pgvector extension: embeddings are
+ *             vector(D) with an HNSW cosine index. A user with up to
+ *             vector_exact_max_rows facts is searched exactly; above that
+ *             the HNSW index is scanned iteratively (pgvector >= 0.8.0) with
+ *             ef_search candidates, which keeps recall under the per-user
+ *             filter.
+ *   fallback  any PostgreSQL: embeddings are bytea (little-endian float32)
+ *             plus an 8-bit sketch with a stored error bound. A search reads
+ *             the user's sketches through an index-only scan, keeps the facts
+ *             whose upper bound can still reach the top k, and rescores those
+ *             with the exact vectors: exact results, a quarter of the bytes.
+ *
+ * Embeddings are stored unit-length (cosine similarity is scale-invariant),
+ * so ds_memory_get() returns the normalised vector. An embedding of the
+ * wrong dimension, with NaN or infinity, or of length zero is refused with
+ * DS_ERR_INVALID and nothing is written.
+ *
+ * Dimension and backend: the migration reads the custom settings
+ * ds.embedding_dim (DS_EMBEDDING_DIM, default 384) and ds.vector_backend
+ * (DS_VECTOR_BACKEND: auto, pgvector, fallback) when it runs, and records
+ * them in memory_vector_settings. ds_memory_open() checks the configuration
+ * against that record. A fallback database moves to pgvector, keeping every
+ * row, with ds_memory_upgrade_to_pgvector().
+ *
+ * Thread-safety: a ds_memory is safe to share between threads. Facts and
+ * lists returned to the caller are owned by the caller and immutable.
+ */
+#ifndef DATASTORE_MEMORY_H
+#define DATASTORE_MEMORY_H
+
+#include <jansson.h>
+
+#include "config.h"
+#include "core.h"
+#include "pool.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ds_memory ds_memory;
+
+/* The setting vector_backend; a database uses PGVECTOR or FALLBACK. */
+typedef enum ds_vector_backend {
+    DS_VECTOR_BACKEND_AUTO = 0,     /* whatever the database was migrated to */
+    DS_VECTOR_BACKEND_PGVECTOR = 1,
+    DS_VECTOR_BACKEND_FALLBACK = 2
+} ds_vector_backend;
+
+#define DS_MEMORY_KIND_MAX 64
+#define DS_MEMORY_CONTENT_MAX 100000 /* characters */
+#define DS_MEMORY_K_MAX 1000
+
+/*
+ * A fact as the library returns it. Allocated by the library (fields may be
+ * appended in later versions); free with ds_memory_fact_free() or with its
+ * list.
+ */
+typedef struct ds_memory_fact {
+    int64_t id;
+    int64_t user_id;
+    char *kind;                   /* [a-z0-9_]{1,64}, e.g. "fact"          */
+    char *content;
+    json_t *metadata;             /* a JSON object, owned by the fact       */
+    double importance;            /* 0 to 1                                 */
+    int64_t created_at_us;        /* microseconds since 1970-01-01 UTC      */
+    int64_t updated_at_us;
+    int64_t last_accessed_at_us;  /* 0: never                               */
+    /* search: cosine similarity to the query (-1 to 1);
+     * hybrid: the fused reciprocal-rank score; get/list: 0. */
+    double score;
+    int vector_rank;              /* 1-based rank by similarity; 0: not ranked */
+    int text_rank;                /* hybrid: 1-based full-text rank; 0: none  */
+    float *embedding;             /* ds_memory_get only: `dim` floats, unit length */
+    size_t dim;
+} ds_memory_fact;
+
+/* A list of facts, best first for searches, by id for ds_memory_list(). */
+typedef struct ds_memory_facts {
+    size_t count;
+    ds_memory_fact **items;
+} ds_memory_facts;
+
+/* A new fact for ds_memory_add(). Zero-initialise, then fill. */
+typedef struct ds_memory_new_fact {
+    int64_t user_id;              /* an existing user (DS_ERR_NOT_FOUND else) */
+    const char *kind;             /* NULL: "fact"                           */
+    const char *content;          /* UTF-8, 1 to 100000 characters          */
+    const json_t *metadata;       /* a JSON object; NULL: {}                */
+    double importance;            /* 0 to 1 (0.5 is neutral)                */
+    const float *embedding;       /* `dim` finite floats, not all zero      */
+    size_t dim;                   /* must equal the database's dimension    */
+} ds_memory_new_fact;
+
+/* Options of a search; NULL means all defaults. Zero-initialise. */
+typedef struct ds_memory_search_opts {
+    const char *kind;             /* only facts of this kind; NULL: all     */
+    bool use_min_similarity;      /* apply min_similarity                   */
+    double min_similarity;        /* drop facts less similar (-1 to 1)      */
+    int ef_search;                /* pgvector HNSW candidate list for this
+                                   * query, 1 to 1000; 0: hnsw_ef_search     */
+    bool touch;                   /* set last_accessed_at of the results    */
+    bool read_primary;            /* read from the primary, not a replica:
+                                   * sees facts added a moment ago          */
+} ds_memory_search_opts;
+
+/*
+ * Opens the memory store on `pool` (borrowed: it must outlive the handle).
+ * Reads the database's record of dimension and backend and checks it against
+ * `cfg` (embedding_dim, vector_backend, hnsw_ef_search, vector_exact_max_rows;
+ * NULL: the defaults). Detects pgvector and its version.
+ * Errors: DS_ERR_SCHEMA (not migrated, or the configuration disagrees with
+ * the database: the message says which way and what to do),
+ * DS_ERR_UNSUPPORTED (vector_backend is pgvector and the server has none),
+ * DS_ERR_INVALID, DS_ERR_NOMEM, connection errors.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_open(ds_pool *pool,
+                                                const ds_config *cfg,
+                                                ds_memory **out,
+                                                ds_error *err);
+
+/* Frees the handle (not the pool). NULL is a no-op. */
+DS_EXPORT void ds_memory_close(ds_memory *mem);
+
+/* The backend in use: DS_VECTOR_BACKEND_PGVECTOR or _FALLBACK (AUTO for a
+ * NULL handle). It changes after ds_memory_upgrade_to_pgvector(). */
+DS_EXPORT ds_vector_backend ds_memory_backend(const ds_memory *mem);
+
+/* The embedding dimension the database stores (0 for NULL). */
+DS_EXPORT size_t ds_memory_dim(const ds_memory *mem);
+
+/*
+ * Adds a fact and writes its id to *id (may be NULL). The embedding is
+ * normalised before it is stored.
+ * Errors: DS_ERR_INVALID (dimension, NaN/infinity, zero vector, kind,
+ * content, metadata or importance out of range: nothing is written),
+ * DS_ERR_NOT_FOUND (no such user), DS_ERR_NOMEM, connection/database errors.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_add(ds_memory *mem,
+                                               const ds_memory_new_fact *fact,
+                                               int64_t *id, ds_error *err);
+
+/*
+ * Adds `count` facts (1 to 10000) in one transaction: all or none. `ids`
+ * may be NULL, else receives `count` ids in order. Errors as ds_memory_add;
+ * the message names the index of the first bad fact.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_add_many(
+    ds_memory *mem, const ds_memory_new_fact *facts, size_t count,
+    int64_t *ids, ds_error *err);
+
+/*
+ * One fact of `user_id`, with its (unit-length) embedding.
+ * *out is freed with ds_memory_fact_free().
+ * Errors: DS_ERR_NOT_FOUND (no such fact for this user), DS_ERR_INVALID.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_get(ds_memory *mem,
+                                               int64_t user_id, int64_t id,
+                                               ds_memory_fact **out,
+                                               ds_error *err);
+
+/*
+ * Up to `limit` (1 to 1000) facts of `user_id` with id > after_id, by id;
+ * pass the last id of a page as after_id for the next one (0 to start).
+ * `kind` NULL: every kind. Embeddings are not included.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_list(ds_memory *mem,
+                                                int64_t user_id,
+                                                const char *kind,
+                                                int64_t after_id, int limit,
+                                                ds_memory_facts **out,
+                                                ds_error *err);
+
+/* Sets a fact's importance (0 to 1) and updated_at.
+ * Errors: DS_ERR_NOT_FOUND, DS_ERR_INVALID. */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_set_importance(ds_memory *mem,
+                                                          int64_t user_id,
+                                                          int64_t id,
+                                                          double importance,
+                                                          ds_error *err);
+
+/*
+ * Sets last_accessed_at = now() on those of `ids` (count 1 to 10000) that
+ * belong to `user_id`; *touched (may be NULL) says how many did.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_touch(ds_memory *mem,
+                                                 int64_t user_id,
+                                                 const int64_t *ids,
+                                                 size_t count, size_t *touched,
+                                                 ds_error *err);
+
+/* Deletes a fact. Errors: DS_ERR_NOT_FOUND, DS_ERR_INVALID. */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
+                                                  int64_t user_id, int64_t id,
+                                                  ds_error *err);
+
+/*
+ * The `k` (1 to 1000) facts of `user_id` most similar to `query` (`dim`
+ * floats, normalised here), best first, each with its cosine similarity in
+ * `score`. Exact on the fallback and for users with few facts on pgvector;
+ * HNSW above that (see the top of this header). Reads go to a replica when
+ * the pool has one (ds_pool_acquire_read), where a fact added a moment ago
+ * may not be yet; opts->read_primary reads from the primary.
+ * *out is freed with ds_memory_facts_free(); it may hold fewer than k facts.
+ * Errors: DS_ERR_INVALID (as for ds_memory_add, or k/opts out of range).
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_search(
+    ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
+    const ds_memory_search_opts *opts, ds_memory_facts **out, ds_error *err);
+
+/*
+ * Hybrid search: the top facts by similarity to `query` and by PostgreSQL
+ * full-text rank of `text` (websearch syntax, English stemming), fused by
+ * reciprocal rank fusion, score = sum over both lists of 1 / (60 + rank).
+ * Each list contributes up to max(4k, 40) candidates; min_similarity and
+ * kind filter the vector list and kind the text list. `score` holds the
+ * fused score, `vector_rank` and `text_rank` the ranks in each list.
+ * Errors: as ds_memory_search, and DS_ERR_INVALID for text that is NULL,
+ * empty or not UTF-8.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_search_hybrid(
+    ds_memory *mem, int64_t user_id, const char *text, const float *query,
+    size_t dim, int k, const ds_memory_search_opts *opts,
+    ds_memory_facts **out, ds_error *err);
+
+/* Frees a fact. NULL is a no-op. */
+DS_EXPORT void ds_memory_fact_free(ds_memory_fact *fact);
+
+/* Frees a list and its facts. NULL is a no-op. */
+DS_EXPORT void ds_memory_facts_free(ds_memory_facts *list);
+
+/*
+ * Converts a fallback database to pgvector once the server has the
+ * extension: creates the extension, converts every embedding to vector(D)
+ * in one table rewrite, drops the sketches and builds the HNSW index, all in
+ * one transaction that holds an exclusive lock on memory_facts (reads and
+ * writes wait; nothing is lost, and a failure changes nothing). Idempotent:
+ * DS_OK at once when the database already uses pgvector. Handles opened
+ * before switch to pgvector on their next call. Run it like a migration,
+ * against the primary's direct URL (not through a transaction pooler), with
+ * maintenance_work_mem large enough for the index.
+ * Errors: DS_ERR_UNSUPPORTED (the server has no pgvector), DS_ERR_SCHEMA
+ * (not migrated), DS_ERR_DB (e.g. 42501: this role may not create the
+ * extension), connection errors.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_upgrade_to_pgvector(ds_pool *pool,
+                                                               ds_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DATASTORE_MEMORY_H */

@@ -1,0 +1,207 @@
+/* The memory store's private structures, its vector arithmetic and the
+ * helpers its files share. Never installed. */
+#ifndef DS_MEMORY_INTERNAL_H
+#define DS_MEMORY_INTERNAL_H
+
+#include <pthread.h>
+#include <string.h>
+
+#include "datastore/memory.h"
+#include "pool/stmt.h"
+
+/* What the database uses; re-read when a statement shows that it changed
+ * (ds_memory_upgrade_to_pgvector() in another process). */
+typedef struct ds__memory_state {
+    ds_vector_backend backend;  /* PGVECTOR or FALLBACK */
+    bool hnsw;                  /* pgvector: the HNSW index exists          */
+    bool iterative;             /* pgvector >= 0.8.0: hnsw.iterative_scan    */
+    char pgvector_version[16];  /* "" when the extension is not installed   */
+} ds__memory_state;
+
+struct ds_memory {
+    ds_pool *pool;
+    size_t dim;
+    int ef_search;
+    int exact_max_rows;
+    pthread_mutex_t mu;         /* guards state */
+    ds__memory_state state;
+};
+
+/* ---- statements ---------------------------------------------------------- */
+
+/* Array types the statements bind (pool_internal.h has the common ones). */
+
+/* Indices into the statement tables below (memory.c). */
+enum {
+    M_SETTINGS, M_BEGIN, M_BEGIN_READ, M_COMMIT, M_ROWS, M_LIST,
+    M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_COUNT_
+};
+enum { F_INSERT_MANY, F_GET, F_SKETCHES, F_EMBEDDINGS, F_COUNT_ };
+enum { P_INSERT_MANY, P_GET, P_TUNE, P_TUNE_EXACT, P_SEARCH, P_SEARCH_EXACT,
+       P_COUNT_ };
+enum { U_LOCK, U_EXTENSION, U_STAGE, U_READ, U_WRITE, U_FUNCTION, U_CONVERT,
+       U_CLEANUP, U_COUNT_ };
+
+extern const ds__stmt_def ds__memory_stmts[M_COUNT_];
+extern const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_];
+extern const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_];
+extern const ds__stmt_def ds__memory_upgrade_stmts[U_COUNT_];
+
+/* Registered in src/schema/registry.c. "memory.pgvector" and
+ * "memory.fallback" are the two backends' variants: only the one the
+ * database uses can be prepared there (ds__memory_active_table() says
+ * which). "memory.upgrade" runs inside ds_memory_upgrade_to_pgvector() only
+ * (it uses a temporary table that exists only there), so a schema check
+ * skips it. */
+size_t ds__stmts_memory(const ds__stmt_def **defs);
+size_t ds__stmts_memory_pgvector(const ds__stmt_def **defs);
+size_t ds__stmts_memory_fallback(const ds__stmt_def **defs);
+size_t ds__stmts_memory_upgrade(const ds__stmt_def **defs);
+
+/* For a schema check: the backend statement table ("memory.pgvector" or
+ * "memory.fallback") that applies to the database on `conn`. */
+ds_status ds__memory_active_table(ds_conn *conn, const char **module,
+                                  ds_error *err);
+
+/* The custom settings sql/0003_memory_embeddings reads, from the
+ * embedding_dim and vector_backend settings: the migration runner applies
+ * them with set_config(name, value, local) before every migration. */
+typedef struct ds__migration_setting {
+    const char *name;
+    char value[16];
+} ds__migration_setting;
+size_t ds__memory_migration_settings(int64_t embedding_dim,
+                                     int64_t vector_backend,
+                                     ds__migration_setting out[2]);
+
+/* ---- binary parameters ------------------------------------------------ */
+
+#define MP_MAX 8
+
+typedef struct mparams {
+    const char *values[MP_MAX];
+    int lengths[MP_MAX];
+    int formats[MP_MAX];
+    char scratch[MP_MAX][8];
+    int n;
+} mparams;
+
+static inline void mp_int8(mparams *p, int64_t v) {
+    ds__put_be64(p->scratch[p->n], (uint64_t)v);
+    p->values[p->n] = p->scratch[p->n];
+    p->lengths[p->n] = 8;
+    p->formats[p->n++] = 1;
+}
+static inline void mp_int4(mparams *p, int32_t v) {
+    ds__put_be32(p->scratch[p->n], (uint32_t)v);
+    p->values[p->n] = p->scratch[p->n];
+    p->lengths[p->n] = 4;
+    p->formats[p->n++] = 1;
+}
+static inline void mp_float4(mparams *p, float v) {
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    ds__put_be32(p->scratch[p->n], bits);
+    p->values[p->n] = p->scratch[p->n];
+    p->lengths[p->n] = 4;
+    p->formats[p->n++] = 1;
+}
+/* Text (binary text is the bytes); NULL binds SQL NULL. */
+static inline void mp_text(mparams *p, const char *s) {
+    p->values[p->n] = s;
+    p->lengths[p->n] = s ? (int)strlen(s) : 0;
+    p->formats[p->n++] = 1;
+}
+static inline void mp_bytes(mparams *p, const void *data, size_t len) {
+    p->values[p->n] = data;
+    p->lengths[p->n] = (int)len;
+    p->formats[p->n++] = 1;
+}
+
+/* qsort comparator for int64_t. */
+int ds__int64_cmp(const void *a, const void *b);
+
+/* Copies a local error out and returns its code. */
+ds_status ds__memory_fail(const ds_error *local, ds_error *err);
+
+/* Runs def with the collected parameters (binary results). */
+PGresult *ds__memory_exec(ds_conn *c, const ds__stmt_def *def,
+                          const mparams *p, ds_error *err);
+
+/* ---- binary results --------------------------------------------------- */
+
+int64_t ds__memory_int8(const PGresult *r, int row, int col);
+double ds__memory_float(const PGresult *r, int row, int col); /* float4/8 */
+/* 0 for NULL */
+int64_t ds__memory_ts(const PGresult *r, int row, int col);
+
+/* The fact columns every row statement returns first, in this order:
+ * id, user_id, kind, content, metadata, importance, created_at,
+ * updated_at, last_accessed_at. */
+#define DS_MEMORY_ROW_COLS 9
+ds_status ds__memory_decode_fact(const PGresult *r, int row,
+                                 ds_memory_fact **out, ds_error *err);
+
+/* ---- vectors (vec.c) ------------------------------------------------- */
+
+/* Checks dimension and values and writes the unit vector to `unit`
+ * (dim floats). DS_ERR_INVALID names `what` and the first bad index. */
+ds_status ds__vec_normalize(const float *v, size_t dim, size_t want_dim,
+                            const char *what, float *unit, ds_error *err);
+
+/* Dot product with eight independent accumulators. */
+float ds__vec_dot(const float *a, const float *b, size_t dim);
+/* Dot product of a query with `dim` little-endian float32 values at an
+ * unaligned address (a bytea). */
+float ds__vec_dot_le(const float *q, const unsigned char *le, size_t dim);
+
+/* Little-endian float32 bytes of `unit` (4*dim bytes). */
+void ds__vec_to_le(const float *unit, size_t dim, unsigned char *out);
+void ds__vec_from_le(const unsigned char *le, size_t dim, float *out);
+
+/* The sketch: float32 step, float32 error bound, dim int8 values
+ * (DS_SKETCH_BYTES(dim) bytes, little-endian). For a unit query q,
+ * |dot(q, v) - approx| <= bound + ds__sketch_slack(dim). */
+#define DS_SKETCH_BYTES(dim) ((dim) + 8)
+void ds__sketch_build(const float *unit, size_t dim, unsigned char *out);
+/* The approximate dot product and the sketch's error bound. */
+float ds__sketch_dot(const float *q, const unsigned char *sketch, size_t dim,
+                     float *bound);
+/* Rounding of the float arithmetic on both sides, with a margin. */
+float ds__sketch_slack(size_t dim);
+
+/* A binary float4[] parameter of `dim` values (20 + 8*dim bytes). */
+size_t ds__vec_array_size(size_t dim);
+void ds__vec_to_array(const float *v, size_t dim, char *out);
+/* Decodes a binary one-dimensional float4[] of exactly `dim` values. */
+bool ds__vec_from_array(const char *data, int len, size_t dim, float *out);
+/* A binary int8[] parameter of `n` values (20 + 12*n bytes). */
+size_t ds__int8_array_size(size_t n);
+void ds__int8_array(const int64_t *v, size_t n, char *out);
+
+/* ---- shared by memory.c and search.c ------------------------------------ */
+
+/* A consistent copy of the state. */
+ds__memory_state ds__memory_state_get(ds_memory *mem);
+/* Re-reads the database's backend after a statement failed in a way that
+ * a conversion by another process explains; true when it changed (the
+ * caller then retries once). */
+bool ds__memory_state_changed(ds_memory *mem, const ds_error *failure);
+
+/* DS_ERR_INVALID unless `kind` is NULL or [a-z0-9_]{1,64}. */
+ds_status ds__memory_check_kind(const char *kind, ds_error *err);
+
+/* Validates a fact for insertion; `unit` receives the normalised vector. */
+ds_status ds__memory_check_fact(const ds_memory *mem,
+                                const ds_memory_new_fact *f, float *unit,
+                                ds_error *err);
+
+/* Runs a statement taking (user_id, int8[] ids) and returning rows, for
+ * `n` ids. */
+PGresult *ds__memory_rows_by_ids(ds_conn *c, int64_t user_id,
+                                 const int64_t *ids, size_t n, ds_error *err);
+
+ds_status ds__memory_list_new(size_t cap, ds_memory_facts **out,
+                              ds_error *err);
+
+#endif

@@ -1,0 +1,544 @@
+/*
+ * Searches: the k most similar facts of a user (exact on the fallback,
+ * exact or HNSW on pgvector) and the hybrid search that fuses them with the
+ * full-text ranking. Every search runs in one read-only REPEATABLE READ
+ * transaction, so its statements see one snapshot.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "memory/memory_internal.h"
+
+#define RRF_K 60.0 /* the constant of reciprocal rank fusion */
+
+typedef struct cand {
+    int64_t id;
+    double score;
+} cand;
+
+typedef struct cand_list {
+    cand *v;
+    size_t n;
+} cand_list;
+
+/* Best first; equal scores by id so results are reproducible. */
+static int cand_cmp(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static ds_status exec_simple(ds_conn *c, int which, ds_error *err) {
+    PGresult *r = ds__memory_exec(c, &ds__memory_stmts[which], NULL, err);
+    if (!r)
+        return err->code;
+    PQclear(r);
+    return DS_OK;
+}
+
+/* ---- the fallback: sketches, then exact rescoring ---------------------- */
+
+/* A min-heap of the n largest lower bounds seen; its root is the n-th. */
+static void heap_push(float *h, size_t *len, size_t cap, float v) {
+    if (*len < cap) {
+        size_t i = (*len)++;
+        h[i] = v;
+        while (i > 0 && h[(i - 1) / 2] > h[i]) {
+            float t = h[i];
+            h[i] = h[(i - 1) / 2];
+            h[(i - 1) / 2] = t;
+            i = (i - 1) / 2;
+        }
+        return;
+    }
+    if (v <= h[0])
+        return;
+    h[0] = v;
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < *len && h[l] < h[m])
+            m = l;
+        if (r < *len && h[r] < h[m])
+            m = r;
+        if (m == i)
+            break;
+        float t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
+                                     int64_t user_id, const float *q,
+                                     const char *kind, bool use_min,
+                                     double min_sim, size_t n,
+                                     cand_list *out, ds_error *err) {
+    mparams p = {0};
+    mp_int8(&p, user_id);
+    mp_text(&p, kind);
+    PGresult *r =
+        ds__memory_exec(c, &ds__memory_fallback_stmts[F_SKETCHES], &p, err);
+    if (!r)
+        return err->code;
+    size_t rows = (size_t)PQntuples(r);
+    size_t sketch_len = DS_SKETCH_BYTES(mem->dim);
+    float slack = ds__sketch_slack(mem->dim);
+    float *hi = ds__calloc(rows ? rows : 1, sizeof *hi);
+    float *heap = ds__calloc(n, sizeof *heap);
+    int64_t *ids = ds__calloc(rows ? rows : 1, sizeof *ids);
+    ds_status st = DS_OK;
+    if (!hi || !heap || !ids)
+        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    size_t heap_len = 0;
+    for (size_t i = 0; st == DS_OK && i < rows; i++) {
+        if ((size_t)PQgetlength(r, (int)i, 1) != sketch_len) {
+            st = ds__error_set(err, DS_ERR_SCHEMA,
+                               "memory fact %lld: the embedding sketch has %d "
+                               "bytes, not %zu",
+                               (long long)ds__memory_int8(r, (int)i, 0),
+                               PQgetlength(r, (int)i, 1), sketch_len);
+            break;
+        }
+        float bound;
+        float approx = ds__sketch_dot(
+            q, (const unsigned char *)PQgetvalue(r, (int)i, 1), mem->dim,
+            &bound);
+        ids[i] = ds__memory_int8(r, (int)i, 0);
+        hi[i] = approx + bound + slack;
+        heap_push(heap, &heap_len, n, approx - bound - slack);
+    }
+    PQclear(r);
+    /* A fact whose upper bound is below the n-th best lower bound cannot
+     * be among the n best (nor below min_similarity): skip it. */
+    float floor_score = heap_len == n ? heap[0] : -INFINITY;
+    if (use_min && (float)min_sim > floor_score)
+        floor_score = (float)min_sim;
+    size_t ncand = 0;
+    for (size_t i = 0; st == DS_OK && i < rows; i++)
+        if (hi[i] >= floor_score)
+            ids[ncand++] = ids[i];
+    ds__free(hi);
+    ds__free(heap);
+    if (st != DS_OK || ncand == 0) {
+        ds__free(ids);
+        return st;
+    }
+
+    char *arr = ds__malloc(ds__int8_array_size(ncand));
+    cand *v = ds__calloc(ncand, sizeof *v);
+    if (!arr || !v) {
+        ds__free(arr);
+        ds__free(v);
+        ds__free(ids);
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
+    ds__int8_array(ids, ncand, arr);
+    ds__free(ids);
+    mparams p2 = {0};
+    mp_int8(&p2, user_id);
+    mp_bytes(&p2, arr, ds__int8_array_size(ncand));
+    r = ds__memory_exec(c, &ds__memory_fallback_stmts[F_EMBEDDINGS], &p2, err);
+    ds__free(arr);
+    if (!r) {
+        ds__free(v);
+        return err->code;
+    }
+    size_t got = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if ((size_t)PQgetlength(r, i, 1) != 4 * mem->dim) {
+            st = ds__error_set(err, DS_ERR_SCHEMA,
+                               "memory fact %lld: embedding has %d bytes, "
+                               "not %zu",
+                               (long long)ds__memory_int8(r, i, 0),
+                               PQgetlength(r, i, 1), 4 * mem->dim);
+            break;
+        }
+        double score = ds__vec_dot_le(
+            q, (const unsigned char *)PQgetvalue(r, i, 1), mem->dim);
+        if (use_min && score < min_sim)
+            continue;
+        v[got].id = ds__memory_int8(r, i, 0);
+        v[got].score = score;
+        got++;
+    }
+    PQclear(r);
+    if (st != DS_OK) {
+        ds__free(v);
+        return st;
+    }
+    qsort(v, got, sizeof *v, cand_cmp);
+    out->v = v;
+    out->n = got < n ? got : n;
+    return DS_OK;
+}
+
+/* ---- pgvector ------------------------------------------------------------ */
+
+static ds_status pgvector_candidates(ds_memory *mem, ds_conn *c,
+                                     const ds__memory_state *s,
+                                     int64_t user_id, const float *q,
+                                     const char *kind, bool use_min,
+                                     double min_sim, int ef_search, size_t n,
+                                     cand_list *out, ds_error *err) {
+    bool hnsw = s->hnsw && s->iterative;
+    PGresult *r;
+    if (hnsw) {
+        char ef[16];
+        snprintf(ef, sizeof ef, "%d", ef_search);
+        mparams t = {0};
+        mp_text(&t, ef);
+        r = ds__memory_exec(c, &ds__memory_pgvector_stmts[P_TUNE], &t, err);
+    } else {
+        r = ds__memory_exec(c, &ds__memory_pgvector_stmts[P_TUNE_EXACT], NULL,
+                            err);
+    }
+    if (!r)
+        return err->code;
+    PQclear(r);
+
+    char *qarr = ds__malloc(ds__vec_array_size(mem->dim));
+    if (!qarr)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    ds__vec_to_array(q, mem->dim, qarr);
+    mparams p = {0};
+    mp_int8(&p, user_id);
+    mp_bytes(&p, qarr, ds__vec_array_size(mem->dim));
+    mp_text(&p, kind);
+    mp_int4(&p, (int32_t)n);
+    if (hnsw) {
+        /* the exact branch runs while the count stays below this */
+        int64_t threshold = (int64_t)mem->exact_max_rows + 1;
+        mp_int4(&p, threshold > INT32_MAX ? INT32_MAX : (int32_t)threshold);
+    }
+    r = ds__memory_exec(c,
+                        &ds__memory_pgvector_stmts[hnsw ? P_SEARCH
+                                                        : P_SEARCH_EXACT],
+                        &p, err);
+    ds__free(qarr);
+    if (!r)
+        return err->code;
+    size_t rows = (size_t)PQntuples(r);
+    cand *v = ds__calloc(rows ? rows : 1, sizeof *v);
+    if (!v) {
+        PQclear(r);
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
+    size_t got = 0;
+    for (size_t i = 0; i < rows; i++) {
+        double score = ds__memory_float(r, (int)i, 1);
+        if (use_min && score < min_sim)
+            continue;
+        v[got].id = ds__memory_int8(r, (int)i, 0);
+        v[got].score = score;
+        got++;
+    }
+    PQclear(r);
+    /* the relaxed order of an iterative scan is re-sorted here */
+    qsort(v, got, sizeof *v, cand_cmp);
+    out->v = v;
+    out->n = got < n ? got : n;
+    return DS_OK;
+}
+
+/* ---- assembling results ------------------------------------------------------- */
+
+typedef struct ranked {
+    int64_t id;
+    double score;
+    int vector_rank;
+    int text_rank;
+} ranked;
+
+static int ranked_by_id(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static int ranked_by_score(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Fetches the rows of `hits` and returns them in the order of `hits`. */
+static ds_status build_list(ds_conn *c, int64_t user_id, const ranked *hits,
+                            size_t n, ds_memory_facts **out, ds_error *err) {
+    ds_memory_facts *list;
+    ds_status st = ds__memory_list_new(n, &list, err);
+    if (st != DS_OK || n == 0) {
+        *out = st == DS_OK ? list : NULL;
+        return st;
+    }
+    int64_t *ids = ds__calloc(n, sizeof *ids);
+    if (!ids) {
+        ds_memory_facts_free(list);
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        ids[i] = hits[i].id;
+    PGresult *r = ds__memory_rows_by_ids(c, user_id, ids, n, err);
+    ds__free(ids);
+    if (!r) {
+        ds_memory_facts_free(list);
+        return err->code;
+    }
+    /* (id, row) pairs sorted by id (ds__int64_cmp compares the first), to
+     * place each row */
+    size_t rows = (size_t)PQntuples(r);
+    int64_t(*index)[2] = ds__calloc(rows ? rows : 1, sizeof *index);
+    if (!index)
+        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    for (size_t i = 0; st == DS_OK && i < rows; i++) {
+        index[i][0] = ds__memory_int8(r, (int)i, 0);
+        index[i][1] = (int64_t)i;
+    }
+    if (st == DS_OK)
+        qsort(index, rows, sizeof *index, ds__int64_cmp);
+    for (size_t i = 0; st == DS_OK && i < n; i++) {
+        int64_t key[2] = {hits[i].id, 0};
+        int64_t(*found)[2] = bsearch(key, index, rows, sizeof *index,
+                                     ds__int64_cmp);
+        if (!found) /* cannot happen inside one snapshot */
+            continue;
+        ds_memory_fact *f;
+        st = ds__memory_decode_fact(r, (int)(*found)[1], &f, err);
+        if (st != DS_OK)
+            break;
+        f->score = hits[i].score;
+        f->vector_rank = hits[i].vector_rank;
+        f->text_rank = hits[i].text_rank;
+        list->items[list->count++] = f;
+    }
+    ds__free(index);
+    PQclear(r);
+    if (st != DS_OK) {
+        ds_memory_facts_free(list);
+        return st;
+    }
+    *out = list;
+    return DS_OK;
+}
+
+/* ---- search ----------------------------------------------------------------------- */
+
+typedef struct search_req {
+    int64_t user_id;
+    const char *text;  /* hybrid when non-NULL */
+    const float *q;    /* unit query */
+    int k;
+    const char *kind;
+    bool use_min;
+    double min_sim;
+    int ef_search;
+    bool read_primary;
+} search_req;
+
+/* Reciprocal rank fusion of the two candidate lists. */
+static ds_status fuse(const cand_list *vec, const cand_list *text, int k,
+                      ranked **out, size_t *count, ds_error *err) {
+    size_t total = vec->n + text->n;
+    ranked *all = ds__calloc(total ? total : 1, sizeof *all);
+    if (!all)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    for (size_t i = 0; i < vec->n; i++)
+        all[i] = (ranked){vec->v[i].id, 0, (int)i + 1, 0};
+    for (size_t i = 0; i < text->n; i++)
+        all[vec->n + i] = (ranked){text->v[i].id, 0, 0, (int)i + 1};
+    qsort(all, total, sizeof *all, ranked_by_id);
+    size_t n = 0;
+    for (size_t i = 0; i < total; i++) {
+        if (n > 0 && all[n - 1].id == all[i].id) {
+            if (all[i].vector_rank)
+                all[n - 1].vector_rank = all[i].vector_rank;
+            if (all[i].text_rank)
+                all[n - 1].text_rank = all[i].text_rank;
+        } else {
+            all[n++] = all[i];
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        double s = 0;
+        if (all[i].vector_rank)
+            s += 1.0 / (RRF_K + all[i].vector_rank);
+        if (all[i].text_rank)
+            s += 1.0 / (RRF_K + all[i].text_rank);
+        all[i].score = s;
+    }
+    qsort(all, n, sizeof *all, ranked_by_score);
+    *out = all;
+    *count = n < (size_t)k ? n : (size_t)k;
+    return DS_OK;
+}
+
+static ds_status text_candidates(ds_conn *c, const search_req *q, size_t n,
+                                 cand_list *out, ds_error *err) {
+    mparams p = {0};
+    mp_int8(&p, q->user_id);
+    mp_text(&p, q->text);
+    mp_text(&p, q->kind);
+    mp_int4(&p, (int32_t)n);
+    PGresult *r =
+        ds__memory_exec(c, &ds__memory_stmts[M_TEXT_CANDIDATES], &p, err);
+    if (!r)
+        return err->code;
+    size_t rows = (size_t)PQntuples(r);
+    out->v = ds__calloc(rows ? rows : 1, sizeof *out->v);
+    if (!out->v) {
+        PQclear(r);
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
+    for (size_t i = 0; i < rows; i++) {
+        out->v[i].id = ds__memory_int8(r, (int)i, 0);
+        out->v[i].score = ds__memory_float(r, (int)i, 1);
+    }
+    out->n = rows;
+    PQclear(r);
+    return DS_OK;
+}
+
+static ds_status search_once(ds_memory *mem, const search_req *q,
+                             ds_memory_facts **out, ds_error *err) {
+    ds__memory_state s = ds__memory_state_get(mem);
+    /* the hybrid search draws more candidates from each list to fuse */
+    size_t n = (size_t)q->k;
+    if (q->text)
+        n = (size_t)(q->k * 4 > 40 ? q->k * 4 : 40);
+    ds_conn *c;
+    ds_status st = q->read_primary ? ds_pool_acquire(mem->pool, &c, err)
+                                   : ds_pool_acquire_read(mem->pool, &c, err);
+    if (st != DS_OK)
+        return st;
+    cand_list vec = {0}, text = {0};
+    ranked *hits = NULL;
+    size_t nhits = 0;
+    st = exec_simple(c, M_BEGIN_READ, err);
+    if (st == DS_OK)
+        st = s.backend == DS_VECTOR_BACKEND_PGVECTOR
+                 ? pgvector_candidates(mem, c, &s, q->user_id, q->q, q->kind,
+                                       q->use_min, q->min_sim, q->ef_search, n,
+                                       &vec, err)
+                 : fallback_candidates(mem, c, q->user_id, q->q, q->kind,
+                                       q->use_min, q->min_sim, n, &vec, err);
+    if (st == DS_OK && q->text)
+        st = text_candidates(c, q, n, &text, err);
+    if (st == DS_OK) {
+        if (q->text) {
+            st = fuse(&vec, &text, q->k, &hits, &nhits, err);
+        } else {
+            hits = ds__calloc(vec.n ? vec.n : 1, sizeof *hits);
+            if (!hits)
+                st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+            for (size_t i = 0; st == DS_OK && i < vec.n; i++)
+                hits[i] = (ranked){vec.v[i].id, vec.v[i].score, (int)i + 1, 0};
+            nhits = vec.n;
+        }
+    }
+    if (st == DS_OK)
+        st = build_list(c, q->user_id, hits, nhits, out, err);
+    if (st == DS_OK)
+        st = exec_simple(c, M_COMMIT, err);
+    if (st != DS_OK) {
+        ds_memory_facts_free(*out);
+        *out = NULL;
+    }
+    ds_pool_release(c); /* rolls back whatever is still open */
+    ds__free(vec.v);
+    ds__free(text.v);
+    ds__free(hits);
+    return st;
+}
+
+static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
+                        const float *query, size_t dim, int k,
+                        const ds_memory_search_opts *opts,
+                        ds_memory_facts **out, ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    *out = NULL;
+    DS_CHECK_ARG(err, mem, "mem is NULL");
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    DS_CHECK_ARG(err, k >= 1 && k <= DS_MEMORY_K_MAX, "k must be 1 to 1000");
+    ds_memory_search_opts none = {0};
+    if (!opts)
+        opts = &none;
+    DS_CHECK_ARG(err, opts->ef_search >= 0 && opts->ef_search <= 1000,
+                 "ef_search must be 0 to 1000");
+    DS_CHECK_ARG(err,
+                 !opts->use_min_similarity ||
+                     (opts->min_similarity >= -1.0 &&
+                      opts->min_similarity <= 1.0),
+                 "min_similarity must be from -1 to 1");
+    ds_status st = ds__memory_check_kind(opts->kind, err);
+    if (st != DS_OK)
+        return st;
+    if (text) {
+        size_t len = strlen(text);
+        DS_CHECK_ARG(err, len > 0 && len <= DS_MEMORY_CONTENT_MAX * 4 &&
+                              ds__utf8_valid(text, len),
+                     "text must be non-empty UTF-8");
+    }
+    float *unit = ds__calloc(mem->dim, sizeof *unit);
+    if (!unit)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    st = ds__vec_normalize(query, dim, mem->dim, "query", unit, err);
+    if (st != DS_OK) {
+        ds__free(unit);
+        return st;
+    }
+    search_req req = {user_id,
+                      text,
+                      unit,
+                      k,
+                      opts->kind,
+                      opts->use_min_similarity,
+                      opts->min_similarity,
+                      opts->ef_search ? opts->ef_search : mem->ef_search,
+                      opts->read_primary};
+    ds_error local = {0};
+    st = search_once(mem, &req, out, &local);
+    if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
+        memset(&local, 0, sizeof local);
+        st = search_once(mem, &req, out, &local);
+    }
+    ds__free(unit);
+    if (st != DS_OK)
+        return ds__memory_fail(&local, err);
+    if (opts->touch && (*out)->count > 0) {
+        int64_t *ids = ds__calloc((*out)->count, sizeof *ids);
+        if (!ids)
+            st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+        for (size_t i = 0; ids && i < (*out)->count; i++)
+            ids[i] = (*out)->items[i]->id;
+        if (ids)
+            st = ds_memory_touch(mem, user_id, ids, (*out)->count, NULL, err);
+        ds__free(ids);
+        if (st != DS_OK) {
+            ds_memory_facts_free(*out);
+            *out = NULL;
+        }
+    }
+    return st;
+}
+
+DS_EXPORT ds_status ds_memory_search(ds_memory *mem, int64_t user_id,
+                                     const float *query, size_t dim, int k,
+                                     const ds_memory_search_opts *opts,
+                                     ds_memory_facts **out, ds_error *err) {
+    return search(mem, user_id, NULL, query, dim, k, opts, out, err);
+}
+
+DS_EXPORT ds_status ds_memory_search_hybrid(ds_memory *mem, int64_t user_id,
+                                            const char *text,
+                                            const float *query, size_t dim,
+                                            int k,
+                                            const ds_memory_search_opts *opts,
+                                            ds_memory_facts **out,
+                                            ds_error *err) {
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, text, "text is NULL");
+    return search(mem, user_id, text, query, dim, k, opts, out, err);
+}

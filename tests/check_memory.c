@@ -1,0 +1,1318 @@
+/* The memory store on both backends: facts CRUD, validation, exact and
+ * HNSW search, hybrid ranking, user isolation, the fallback-to-pgvector
+ * upgrade, and every statement against the live schema.
+ *
+ * Loop tests run once per backend: _i == 0 the fallback, _i == 1 pgvector
+ * (skipped, with the reason, where the server has no pgvector or
+ * DS_VECTOR_BACKEND=fallback forces the fallback). */
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memory/memory_internal.h"
+#include "test_util.h"
+
+#define DIM 384
+
+/* ---- fixtures ------------------------------------------------------------ */
+
+static bool server_has_pgvector(void) {
+    return dt_sql_int(dt_env("DATABASE_URL"),
+                      "SELECT count(*) FROM pg_available_extensions "
+                      "WHERE name = 'vector'") > 0;
+}
+
+/* True (after printing why) when the pgvector case cannot run here. */
+static bool skip_pgvector(const char *test) {
+    const char *forced = dt_env_opt("DS_VECTOR_BACKEND");
+    if (forced && strcmp(forced, "fallback") == 0) {
+        dt_skip(test, "DS_VECTOR_BACKEND=fallback forces the fallback");
+        return true;
+    }
+    if (!server_has_pgvector()) {
+        dt_skip(test, "the server has no pgvector extension");
+        return true;
+    }
+    return false;
+}
+
+static const char *backend_of(int i) { return i ? "pgvector" : "fallback"; }
+
+typedef struct fx {
+    char *url;
+    ds_pool *pool;
+    ds_memory *mem;
+    int64_t alice, bob;
+} fx;
+
+static ds_memory *open_mem(ds_pool *pool, const char *url, int exact_max) {
+    ds_config *cfg = dt_config(url, 1, 4);
+    ds_error err = {0};
+    ds_status st = DS_OK;
+    if (exact_max >= 0)
+        st = ds_config_set_int(cfg, "vector_exact_max_rows", exact_max, &err);
+    ck_assert_ds_ok(st, err);
+    ds_memory *mem = NULL;
+    st = ds_memory_open(pool, cfg, &mem, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    return mem;
+}
+
+/* A migrated database of `backend` with users alice and bob. Returns false
+ * (the test then returns) when the backend cannot run here. */
+static bool fx_open(fx *f, const char *test, int backend) {
+    memset(f, 0, sizeof *f);
+    if (backend == 1 && skip_pgvector(test))
+        return false;
+    f->url = dt_migrated_db_backend("mem", backend_of(backend));
+    dt_sql(f->url, "INSERT INTO users (email) VALUES ('alice@example.org'), "
+                   "('bob@example.org')");
+    f->alice = dt_sql_int(f->url, "SELECT id FROM users WHERE email LIKE 'alice%'");
+    f->bob = dt_sql_int(f->url, "SELECT id FROM users WHERE email LIKE 'bob%'");
+    f->pool = dt_pool(f->url, 1, 4);
+    f->mem = open_mem(f->pool, f->url, -1);
+    ck_assert_int_eq(ds_memory_backend(f->mem),
+                     backend ? DS_VECTOR_BACKEND_PGVECTOR
+                             : DS_VECTOR_BACKEND_FALLBACK);
+    return true;
+}
+
+static void fx_close(fx *f) {
+    ds_memory_close(f->mem);
+    ds_pool_close(f->pool);
+    if (f->url) {
+        dt_drop_db(f->url);
+        free(f->url);
+    }
+}
+
+/* ---- vectors ------------------------------------------------------------- */
+
+static uint64_t rng_state;
+static uint64_t rng(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+static double uniform(void) { return (double)(rng() >> 11) / 9007199254740992.0; }
+static double gauss(void) {
+    double u = uniform(), v = uniform();
+    if (u < 1e-300)
+        u = 1e-300;
+    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
+}
+static void normalize(float *v, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)v[i] * v[i];
+    s = sqrt(s);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)(v[i] / s);
+}
+
+/* A vector with the given leading components, zeros after. */
+static void vec3(float *v, float a, float b, float c) {
+    memset(v, 0, DIM * sizeof *v);
+    v[0] = a;
+    v[1] = b;
+    v[2] = c;
+}
+
+/* Clustered unit vectors: `nc` centres, each point a centre plus noise
+ * (cosine about 0.7 to its centre). */
+typedef struct dataset {
+    size_t n;
+    float *v;       /* n x DIM, unit */
+    int64_t *user;  /* owner of each */
+    int64_t *id;    /* filled when added */
+} dataset;
+
+static float centres[32][DIM];
+
+static void make_centres(int nc) {
+    for (int c = 0; c < nc; c++) {
+        for (int i = 0; i < DIM; i++)
+            centres[c][i] = (float)gauss();
+        normalize(centres[c], DIM);
+    }
+}
+
+static void clustered(float *out, int nc) {
+    int c = (int)(rng() % (uint64_t)nc);
+    for (int i = 0; i < DIM; i++)
+        out[i] = centres[c][i] + (float)(gauss() * 0.051);
+    normalize(out, DIM);
+}
+
+static void dataset_make(dataset *d, size_t n, const int64_t *users,
+                         size_t nusers, int nc) {
+    d->n = n;
+    d->v = malloc(n * DIM * sizeof *d->v);
+    d->user = malloc(n * sizeof *d->user);
+    d->id = calloc(n, sizeof *d->id);
+    for (size_t i = 0; i < n; i++) {
+        clustered(d->v + i * DIM, nc);
+        d->user[i] = users[i % nusers];
+    }
+}
+
+static void dataset_free(dataset *d) {
+    free(d->v);
+    free(d->user);
+    free(d->id);
+}
+
+static void dataset_add(ds_memory *mem, dataset *d) {
+    ds_memory_new_fact *batch = calloc(1000, sizeof *batch);
+    char (*text)[48] = calloc(1000, sizeof *text);
+    for (size_t start = 0; start < d->n; start += 1000) {
+        size_t n = d->n - start < 1000 ? d->n - start : 1000;
+        for (size_t i = 0; i < n; i++) {
+            snprintf(text[i], sizeof text[i], "generated fact %zu", start + i);
+            batch[i] = (ds_memory_new_fact){.user_id = d->user[start + i],
+                                            .content = text[i],
+                                            .importance = 0.5,
+                                            .embedding = d->v + (start + i) * DIM,
+                                            .dim = DIM};
+        }
+        ds_error err = {0};
+        ds_status st = ds_memory_add_many(mem, batch, n, d->id + start, &err);
+        ck_assert_ds_ok(st, err);
+    }
+    free(batch);
+    free(text);
+}
+
+/* Exact top-k of `user` by brute force, as ids (best first). */
+static size_t brute_topk(const dataset *d, int64_t user, const float *q,
+                         size_t k, int64_t *ids, double *scores) {
+    size_t got = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->user[i] != user)
+            continue;
+        double s = 0;
+        for (int j = 0; j < DIM; j++)
+            s += (double)q[j] * d->v[i * DIM + j];
+        size_t pos = got < k ? got++ : k;
+        if (pos == k && s <= scores[k - 1])
+            continue;
+        if (pos == k)
+            pos = k - 1;
+        while (pos > 0 && scores[pos - 1] < s) {
+            scores[pos] = scores[pos - 1];
+            ids[pos] = ids[pos - 1];
+            pos--;
+        }
+        scores[pos] = s;
+        ids[pos] = d->id[i];
+    }
+    return got;
+}
+
+static ds_memory_facts *search(ds_memory *mem, int64_t user, const float *q,
+                               int k, const ds_memory_search_opts *opts) {
+    ds_memory_facts *out = NULL;
+    ds_error err = {0};
+    ds_status st = ds_memory_search(mem, user, q, DIM, k, opts, &out, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_ptr_nonnull(out);
+    return out;
+}
+
+static int64_t add(ds_memory *mem, int64_t user, const char *kind,
+                   const char *content, const float *v) {
+    ds_memory_new_fact f = {.user_id = user,
+                            .kind = kind,
+                            .content = content,
+                            .importance = 0.5,
+                            .embedding = v,
+                            .dim = DIM};
+    int64_t id = 0;
+    ds_error err = {0};
+    ds_status st = ds_memory_add(mem, &f, &id, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_gt(id, 0);
+    return id;
+}
+
+static long long count_facts(const char *url) {
+    return dt_sql_int(url, "SELECT count(*) FROM memory_facts");
+}
+
+/* ---- open and detection ----------------------------------------------------- */
+
+START_TEST(test_memory_open_checks_the_database_record) {
+    fx f;
+    if (!fx_open(&f, "test_memory_open_checks_the_database_record", _i))
+        return;
+    ck_assert_uint_eq(ds_memory_dim(f.mem), DIM);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT embedding_dim FROM "
+                                       "memory_vector_settings"),
+                     DIM);
+
+    /* a configuration that disagrees is refused, with the way out */
+    ds_config *cfg = dt_config(f.url, 1, 1);
+    ds_error err = {0};
+    ds_memory *other = (ds_memory *)0x1;
+    ck_assert_int_eq(ds_config_set_int(cfg, "embedding_dim", 768, &err), DS_OK);
+    ds_status st = ds_memory_open(f.pool, cfg, &other, &err);
+    ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
+    ck_assert_ptr_null(other);
+    ck_assert_ptr_nonnull(strstr(err.message, "DS_EMBEDDING_DIM"));
+    ck_assert_int_eq(ds_config_set_int(cfg, "embedding_dim", DIM, &err), DS_OK);
+    ck_assert_int_eq(ds_config_set(cfg, "vector_backend",
+                                   _i ? "fallback" : "pgvector", &err),
+                     DS_OK);
+    st = ds_memory_open(f.pool, cfg, &other, &err);
+    if (_i == 0 && !server_has_pgvector())
+        ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
+    else
+        ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "DS_VECTOR_BACKEND"));
+    if (_i == 0 && server_has_pgvector())
+        ck_assert_ptr_nonnull(strstr(err.message, "ds_memory_upgrade_to_pgvector"));
+    /* the matching explicit backend opens */
+    ck_assert_int_eq(ds_config_set(cfg, "vector_backend", backend_of(_i), &err),
+                     DS_OK);
+    st = ds_memory_open(f.pool, cfg, &other, &err);
+    ck_assert_ds_ok(st, err);
+    ds_memory_close(other);
+    ds_config_free(cfg);
+
+    /* NULL config: the defaults (384 dimensions, auto) */
+    st = ds_memory_open(f.pool, NULL, &other, &err);
+    ck_assert_ds_ok(st, err);
+    ds_memory_close(other);
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(test_memory_open_refuses_unmigrated_database) {
+    char *url = dt_create_db("memraw");
+    ds_pool *pool = dt_pool(url, 1, 1);
+    ds_memory *mem = (ds_memory *)0x1;
+    ds_error err = {0};
+    ds_status st = ds_memory_open(pool, NULL, &mem, &err);
+    ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
+    ck_assert_ptr_null(mem);
+    ck_assert_ptr_nonnull(strstr(err.message, "migrations"));
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* The migration learns the dimension and backend from its settings, and
+ * its down migration undoes it so that it can run again. */
+START_TEST(test_memory_migration_settings_and_down) {
+    char *url = dt_migrated_db_backend("memmig", "fallback");
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM memory_vector_settings "
+                                     "WHERE backend = 'fallback' AND "
+                                     "embedding_dim = 384"),
+                     1);
+    char path[1024], *sql;
+    snprintf(path, sizeof path, "%s/sql/0003_memory_embeddings.down.sql",
+             dt_env("DS_PROJECT_ROOT"));
+    FILE *fp = fopen(path, "rb");
+    ck_assert_ptr_nonnull(fp);
+    sql = calloc(1, 1 << 16);
+    strcpy(sql, "SET client_min_messages = warning;"); /* "does not exist" */
+    ck_assert_uint_gt(fread(sql + strlen(sql), 1, (1 << 15), fp), 0);
+    fclose(fp);
+    dt_sql(url, sql);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
+                                     "attrelid = 'memory_facts'::regclass AND "
+                                     "attname LIKE 'embedding%' AND NOT "
+                                     "attisdropped"),
+                     0);
+    snprintf(path, sizeof path, "%s/sql/0003_memory_embeddings.up.sql",
+             dt_env("DS_PROJECT_ROOT"));
+    fp = fopen(path, "rb");
+    ck_assert_ptr_nonnull(fp);
+    memset(sql, 0, 1 << 16);
+    strcpy(sql, "SET ds.embedding_dim = '16'; SET ds.vector_backend = 'fallback';");
+    size_t head = strlen(sql);
+    ck_assert_uint_gt(fread(sql + head, 1, (1 << 16) - 1 - head, fp), 0);
+    fclose(fp);
+    dt_sql(url, sql);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT embedding_dim FROM "
+                                     "memory_vector_settings"),
+                     16);
+    /* a store configured for 16 dimensions opens on it */
+    ds_config *cfg = dt_config(url, 1, 1);
+    ds_error err = {0};
+    ck_assert_int_eq(ds_config_set_int(cfg, "embedding_dim", 16, &err), DS_OK);
+    ds_pool *pool;
+    ck_assert_int_eq(ds_pool_open(cfg, &pool, &err), DS_OK);
+    ds_memory *mem;
+    ds_status st = ds_memory_open(pool, cfg, &mem, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(ds_memory_dim(mem), 16);
+    ds_memory_close(mem);
+    ds_pool_close(pool);
+
+    /* what a migration runner passes to the migration */
+    ds__migration_setting set[2];
+    ck_assert_uint_eq(ds__memory_migration_settings(16, DS_VECTOR_BACKEND_AUTO, set), 2);
+    ck_assert_str_eq(set[0].name, "ds.embedding_dim");
+    ck_assert_str_eq(set[0].value, "16");
+    ck_assert_str_eq(set[1].name, "ds.vector_backend");
+    ck_assert_str_eq(set[1].value, "auto");
+    ds_config_free(cfg);
+    free(sql);
+    dt_drop_db(url);
+    free(url);
+
+    /* a bad setting stops the migration with a clear message */
+    url = dt_create_db("memmigbad");
+    PGconn *c = PQconnectdb(url);
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, "CREATE TABLE memory_facts (id int); SET ds.embedding_dim = 'many';");
+    PQclear(r);
+    fp = fopen(path, "rb");
+    sql = calloc(1, 1 << 16);
+    ck_assert_uint_gt(fread(sql, 1, (1 << 16) - 1, fp), 0);
+    fclose(fp);
+    r = PQexec(c, sql);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
+    ck_assert_ptr_nonnull(strstr(PQresultErrorMessage(r), "ds.embedding_dim"));
+    PQclear(r);
+    PQfinish(c);
+    free(sql);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* ---- CRUD ------------------------------------------------------------------------ */
+
+START_TEST(test_memory_crud) {
+    fx f;
+    if (!fx_open(&f, "test_memory_crud", _i))
+        return;
+    float v[DIM];
+    vec3(v, 3, 4, 0); /* length 5: stored as (0.6, 0.8, 0) */
+    json_t *meta = json_pack("{s:s, s:i}", "source", "chat", "turn", 7);
+    ds_memory_new_fact nf = {.user_id = f.alice,
+                             .kind = "preference",
+                             .content = "Prefers green tea, no sugar — ☕",
+                             .metadata = meta,
+                             .importance = 0.75,
+                             .embedding = v,
+                             .dim = DIM};
+    int64_t id;
+    ds_error err = {0};
+    ds_status st = ds_memory_add(f.mem, &nf, &id, &err);
+    ck_assert_ds_ok(st, err);
+    json_decref(meta);
+
+    ds_memory_fact *got;
+    st = ds_memory_get(f.mem, f.alice, id, &got, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(got->id, id);
+    ck_assert_int_eq(got->user_id, f.alice);
+    ck_assert_str_eq(got->kind, "preference");
+    ck_assert_str_eq(got->content, "Prefers green tea, no sugar — ☕");
+    ck_assert_str_eq(json_string_value(json_object_get(got->metadata, "source")),
+                     "chat");
+    ck_assert_int_eq(json_integer_value(json_object_get(got->metadata, "turn")), 7);
+    ck_assert_double_eq_tol(got->importance, 0.75, 1e-6);
+    ck_assert_int_gt(got->created_at_us, INT64_C(1600000000000000));
+    ck_assert_int_eq(got->last_accessed_at_us, 0);
+    ck_assert_uint_eq(got->dim, DIM);
+    ck_assert_ptr_nonnull(got->embedding);
+    ck_assert_double_eq_tol(got->embedding[0], 0.6, 1e-7);
+    ck_assert_double_eq_tol(got->embedding[1], 0.8, 1e-7);
+    ck_assert_double_eq_tol(got->embedding[2], 0.0, 1e-9);
+    ds_memory_fact_free(got);
+
+    /* defaults: kind "fact", metadata {} */
+    vec3(v, 0, 1, 0);
+    int64_t id2 = add(f.mem, f.alice, NULL, "Lives in Lisbon", v);
+    int64_t id3 = add(f.mem, f.alice, "preference", "Likes jazz", v);
+    add(f.mem, f.bob, "preference", "Bob's fact", v);
+    st = ds_memory_get(f.mem, f.alice, id2, &got, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(got->kind, "fact");
+    ck_assert_int_eq(json_object_size(got->metadata), 0);
+    ds_memory_fact_free(got);
+
+    /* list: by id, paged, filtered by kind, never another user's */
+    ds_memory_facts *list;
+    st = ds_memory_list(f.mem, f.alice, NULL, 0, 2, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 2);
+    ck_assert_int_eq(list->items[0]->id, id);
+    ck_assert_int_eq(list->items[1]->id, id2);
+    ck_assert_ptr_null(list->items[0]->embedding);
+    int64_t last = list->items[1]->id;
+    ds_memory_facts_free(list);
+    st = ds_memory_list(f.mem, f.alice, NULL, last, 2, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 1);
+    ck_assert_int_eq(list->items[0]->id, id3);
+    ds_memory_facts_free(list);
+    st = ds_memory_list(f.mem, f.alice, "preference", 0, 10, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 2);
+    ds_memory_facts_free(list);
+
+    /* importance */
+    st = ds_memory_set_importance(f.mem, f.alice, id2, 0.9, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_memory_get(f.mem, f.alice, id2, &got, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_double_eq_tol(got->importance, 0.9, 1e-6);
+    ck_assert_int_ge(got->updated_at_us, got->created_at_us);
+    ds_memory_fact_free(got);
+    st = ds_memory_set_importance(f.mem, f.alice, 999999, 0.1, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+
+    /* last accessed */
+    int64_t ids[] = {id, id2, 999999};
+    size_t touched = 0;
+    st = ds_memory_touch(f.mem, f.alice, ids, 3, &touched, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(touched, 2);
+    st = ds_memory_get(f.mem, f.alice, id, &got, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_gt(got->last_accessed_at_us, 0);
+    ds_memory_fact_free(got);
+
+    /* delete */
+    st = ds_memory_delete(f.mem, f.alice, id3, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_memory_delete(f.mem, f.alice, id3, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_memory_get(f.mem, f.alice, id3, &got, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_null(got);
+    ck_assert_int_eq(count_facts(f.url), 3);
+
+    /* search with touch marks what it returns */
+    vec3(v, 1, 0, 0);
+    ds_memory_search_opts o = {.touch = true, .kind = "fact"};
+    ds_memory_facts *hits = search(f.mem, f.alice, v, 5, &o);
+    ck_assert_uint_eq(hits->count, 1);
+    ck_assert_int_eq(hits->items[0]->id, id2);
+    ds_memory_facts_free(hits);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts "
+                                       "WHERE last_accessed_at IS NOT NULL"),
+                     2);
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(test_memory_add_many_is_all_or_nothing) {
+    fx f;
+    if (!fx_open(&f, "test_memory_add_many_is_all_or_nothing", _i))
+        return;
+    float a[DIM], bad[DIM];
+    vec3(a, 1, 2, 3);
+    vec3(bad, 1, 2, 3);
+    bad[100] = NAN;
+    ds_memory_new_fact facts[3] = {
+        {.user_id = f.alice, .content = "one", .embedding = a, .dim = DIM},
+        {.user_id = f.alice, .content = "two", .embedding = bad, .dim = DIM},
+        {.user_id = f.alice, .content = "three", .embedding = a, .dim = DIM},
+    };
+    int64_t ids[3] = {0};
+    ds_error err = {0};
+    ds_status st = ds_memory_add_many(f.mem, facts, 3, ids, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "fact 1"));
+    ck_assert_ptr_nonnull(strstr(err.message, "NaN"));
+    ck_assert_int_eq(count_facts(f.url), 0);
+    /* a failure in the database (no such user) rolls back the batch */
+    facts[1].embedding = a;
+    facts[2].user_id = 424242;
+    st = ds_memory_add_many(f.mem, facts, 3, ids, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "424242"));
+    ck_assert_int_eq(count_facts(f.url), 0);
+    facts[2].user_id = f.bob;
+    st = ds_memory_add_many(f.mem, facts, 3, ids, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_lt(ids[0], ids[1]);
+    ck_assert_int_lt(ids[1], ids[2]);
+    ck_assert_int_eq(count_facts(f.url), 3);
+    fx_close(&f);
+}
+END_TEST
+
+/* ---- validation: nothing bad is written ------------------------------------------ */
+
+START_TEST(test_memory_add_rejects_bad_input) {
+    fx f;
+    if (!fx_open(&f, "test_memory_add_rejects_bad_input", _i))
+        return;
+    float v[DIM + 1];
+    ds_error err = {0};
+    ds_memory_new_fact nf = {.user_id = f.alice, .content = "x", .embedding = v,
+                             .dim = DIM};
+    struct {
+        float value;
+        int index;
+        const char *says;
+    } bad[] = {{NAN, 7, "NaN"}, {INFINITY, 0, "infinite"},
+               {-INFINITY, DIM - 1, "infinite"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        vec3(v, 1, 1, 1);
+        v[bad[i].index] = bad[i].value;
+        ds_status st = ds_memory_add(f.mem, &nf, NULL, &err);
+        ck_assert_ds_status(st, DS_ERR_INVALID, err);
+        ck_assert_ptr_nonnull(strstr(err.message, bad[i].says));
+    }
+    vec3(v, 0, 0, 0);
+    ds_status st = ds_memory_add(f.mem, &nf, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "length zero"));
+    vec3(v, 1, 0, 0);
+    nf.dim = DIM + 1;
+    st = ds_memory_add(f.mem, &nf, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "385 dimensions"));
+    nf.dim = DIM - 1;
+    st = ds_memory_add(f.mem, &nf, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    nf.dim = DIM;
+    nf.embedding = NULL;
+    st = ds_memory_add(f.mem, &nf, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    nf.embedding = v;
+
+    /* the other fields */
+    char *huge = malloc(DS_MEMORY_CONTENT_MAX + 2);
+    memset(huge, 'a', DS_MEMORY_CONTENT_MAX + 1);
+    huge[DS_MEMORY_CONTENT_MAX + 1] = '\0';
+    json_t *array = json_array();
+    const char *kinds[] = {"", "Upper", "has space", "x;drop",
+                           "k23456789012345678901234567890123456789012345678901234567890123456"};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        ds_memory_new_fact k = nf;
+        k.kind = kinds[i];
+        st = ds_memory_add(f.mem, &k, NULL, &err);
+        ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    }
+    ds_memory_new_fact g = nf;
+    g.content = "";
+    ck_assert_int_eq(ds_memory_add(f.mem, &g, NULL, &err), DS_ERR_INVALID);
+    g.content = huge;
+    ck_assert_int_eq(ds_memory_add(f.mem, &g, NULL, &err), DS_ERR_INVALID);
+    g.content = "\xc3\x28 broken UTF-8";
+    ck_assert_int_eq(ds_memory_add(f.mem, &g, NULL, &err), DS_ERR_INVALID);
+    g.content = NULL;
+    ck_assert_int_eq(ds_memory_add(f.mem, &g, NULL, &err), DS_ERR_INVALID);
+    g = nf;
+    g.metadata = array;
+    ck_assert_int_eq(ds_memory_add(f.mem, &g, NULL, &err), DS_ERR_INVALID);
+    g = nf;
+    g.importance = 1.5;
+    ck_assert_int_eq(ds_memory_add(f.mem, &g, NULL, &err), DS_ERR_INVALID);
+    g.importance = NAN;
+    ck_assert_int_eq(ds_memory_add(f.mem, &g, NULL, &err), DS_ERR_INVALID);
+    g = nf;
+    g.user_id = 0;
+    ck_assert_int_eq(ds_memory_add(f.mem, &g, NULL, &err), DS_ERR_INVALID);
+    g.user_id = 987654;
+    st = ds_memory_add(f.mem, &g, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_int_eq(count_facts(f.url), 0);
+
+    /* exactly 100000 characters (multi-byte ones count once) is fine */
+    char *max = malloc(2 * DS_MEMORY_CONTENT_MAX + 1);
+    for (int i = 0; i < DS_MEMORY_CONTENT_MAX; i++)
+        memcpy(max + 2 * i, "\xc3\xa9", 2);
+    max[2 * DS_MEMORY_CONTENT_MAX] = '\0';
+    g = nf;
+    g.content = max;
+    st = ds_memory_add(f.mem, &g, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(count_facts(f.url), 1);
+
+    /* a search query is checked the same way */
+    ds_memory_facts *out = (ds_memory_facts *)0x1;
+    v[3] = NAN;
+    st = ds_memory_search(f.mem, f.alice, v, DIM, 5, NULL, &out, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_null(out);
+    vec3(v, 0, 0, 0);
+    st = ds_memory_search(f.mem, f.alice, v, DIM, 5, NULL, &out, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    vec3(v, 1, 0, 0);
+    st = ds_memory_search(f.mem, f.alice, v, 3, 5, NULL, &out, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    free(huge);
+    free(max);
+    json_decref(array);
+    fx_close(&f);
+}
+END_TEST
+
+/* ---- search ------------------------------------------------------------------------ */
+
+START_TEST(test_memory_search_orders_by_cosine) {
+    fx f;
+    if (!fx_open(&f, "test_memory_search_orders_by_cosine", _i))
+        return;
+    float v[DIM];
+    /* against the query (1, 0, 0) the cosines are 1, 0.8, 0.6, 0, -1 */
+    vec3(v, 2, 0, 0);
+    int64_t exact = add(f.mem, f.alice, "fact", "exact", v);
+    vec3(v, 0.8f, 0.6f, 0);
+    int64_t near = add(f.mem, f.alice, "note", "near", v);
+    vec3(v, 0.6f, 0, 0.8f);
+    int64_t mid = add(f.mem, f.alice, "fact", "mid", v);
+    vec3(v, 0, 5, 0);
+    int64_t ortho = add(f.mem, f.alice, "fact", "orthogonal", v);
+    vec3(v, -1, 0, 0);
+    int64_t opposite = add(f.mem, f.alice, "fact", "opposite", v);
+
+    vec3(v, 10, 0, 0); /* the query's length does not matter */
+    ds_memory_facts *hits = search(f.mem, f.alice, v, 10, NULL);
+    int64_t want[] = {exact, near, mid, ortho, opposite};
+    double score[] = {1, 0.8, 0.6, 0, -1};
+    ck_assert_uint_eq(hits->count, 5);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(hits->items[i]->id, want[i]);
+        ck_assert_double_eq_tol(hits->items[i]->score, score[i], 1e-6);
+        ck_assert_int_eq(hits->items[i]->vector_rank, i + 1);
+        ck_assert_int_eq(hits->items[i]->text_rank, 0);
+        ck_assert_ptr_null(hits->items[i]->embedding);
+    }
+    ck_assert_str_eq(hits->items[1]->content, "near");
+    ds_memory_facts_free(hits);
+
+    hits = search(f.mem, f.alice, v, 2, NULL);
+    ck_assert_uint_eq(hits->count, 2);
+    ck_assert_int_eq(hits->items[1]->id, near);
+    ds_memory_facts_free(hits);
+
+    ds_memory_search_opts o = {.use_min_similarity = true, .min_similarity = 0.5};
+    hits = search(f.mem, f.alice, v, 10, &o);
+    ck_assert_uint_eq(hits->count, 3);
+    ck_assert_int_eq(hits->items[2]->id, mid);
+    ds_memory_facts_free(hits);
+
+    o = (ds_memory_search_opts){.kind = "fact", .ef_search = 64};
+    hits = search(f.mem, f.alice, v, 10, &o);
+    ck_assert_uint_eq(hits->count, 4);
+    ck_assert_int_eq(hits->items[0]->id, exact);
+    ck_assert_int_eq(hits->items[1]->id, mid);
+    ds_memory_facts_free(hits);
+
+    o = (ds_memory_search_opts){.kind = "nothing_here"};
+    hits = search(f.mem, f.alice, v, 10, &o);
+    ck_assert_uint_eq(hits->count, 0);
+    ds_memory_facts_free(hits);
+    /* a user without facts gets an empty list */
+    hits = search(f.mem, f.bob, v, 10, NULL);
+    ck_assert_uint_eq(hits->count, 0);
+    ds_memory_facts_free(hits);
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(test_memory_user_isolation) {
+    fx f;
+    if (!fx_open(&f, "test_memory_user_isolation", _i))
+        return;
+    float v[DIM];
+    vec3(v, 1, 0, 0);
+    int64_t bob_best = add(f.mem, f.bob, "fact", "bob likes tea", v);
+    add(f.mem, f.bob, "fact", "bob likes coffee", v);
+    vec3(v, 0, 1, 0);
+    int64_t alice_only = add(f.mem, f.alice, "fact", "alice likes tea", v);
+    /* many facts of bob around the query, one of alice far from it */
+    rng_state = 99;
+    make_centres(4);
+    for (int i = 0; i < 60; i++) {
+        float w[DIM];
+        clustered(w, 4);
+        w[0] += 3;
+        normalize(w, DIM);
+        add(f.mem, f.bob, "fact", "bob tea noise", w);
+    }
+    vec3(v, 1, 0, 0);
+    ds_memory_facts *hits = search(f.mem, f.alice, v, 50, NULL);
+    ck_assert_uint_eq(hits->count, 1);
+    ck_assert_int_eq(hits->items[0]->id, alice_only);
+    ck_assert_int_eq(hits->items[0]->user_id, f.alice);
+    ds_memory_facts_free(hits);
+    ds_memory_facts *hy = NULL;
+    ds_error err = {0};
+    ds_status st = ds_memory_search_hybrid(f.mem, f.alice, "tea", v, DIM, 50,
+                                           NULL, &hy, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(hy->count, 1);
+    ck_assert_int_eq(hy->items[0]->id, alice_only);
+    ds_memory_facts_free(hy);
+
+    /* bob's fact does not exist for alice */
+    ds_memory_fact *got = (ds_memory_fact *)0x1;
+    st = ds_memory_get(f.mem, f.alice, bob_best, &got, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_null(got);
+    st = ds_memory_set_importance(f.mem, f.alice, bob_best, 1, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    st = ds_memory_delete(f.mem, f.alice, bob_best, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    size_t touched = 9;
+    st = ds_memory_touch(f.mem, f.alice, &bob_best, 1, &touched, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(touched, 0);
+    ds_memory_facts *list;
+    st = ds_memory_list(f.mem, f.alice, NULL, 0, 1000, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 1);
+    ds_memory_facts_free(list);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts "
+                                       "WHERE last_accessed_at IS NOT NULL "
+                                       "OR importance <> 0.5"),
+                     0);
+    fx_close(&f);
+}
+END_TEST
+
+/* Hand-checked reciprocal rank fusion (k = 60). Query vector (1, 0, 0),
+ * text "green tea":
+ *   A "black coffee"          cos 1.0   vector rank 1, no text match
+ *   B "green tea"             cos 0.9   vector rank 2, text rank 1
+ *   C "green tea with honey"  cos 0.5   vector rank 3, text rank 2
+ *   D "tea garden"            cos -0.2  vector rank 4, no text match ("green"
+ *                                       is missing: websearch terms are ANDed)
+ *   E "green tea and green tea leaves" (another user's, never seen)
+ * Scores: B 1/62 + 1/61 = 0.032522, C 1/63 + 1/62 = 0.032002,
+ *         A 1/61 = 0.016393, D 1/64 = 0.015625.
+ * So B, C, A, D, where the vector ranking alone says A, B, C, D. */
+START_TEST(test_memory_hybrid_rrf_hand_checked) {
+    fx f;
+    if (!fx_open(&f, "test_memory_hybrid_rrf_hand_checked", _i))
+        return;
+    float v[DIM];
+    vec3(v, 1, 0, 0);
+    int64_t a = add(f.mem, f.alice, "fact", "black coffee", v);
+    vec3(v, 0.9f, sqrtf(1 - 0.81f), 0);
+    int64_t b = add(f.mem, f.alice, "fact", "green tea", v);
+    vec3(v, 0.5f, 0, sqrtf(0.75f));
+    int64_t c = add(f.mem, f.alice, "fact", "green tea with honey", v);
+    vec3(v, -0.2f, sqrtf(1 - 0.04f), 0);
+    int64_t d = add(f.mem, f.alice, "fact", "tea garden", v);
+    vec3(v, 1, 0, 0);
+    add(f.mem, f.bob, "fact", "green tea and green tea leaves", v);
+
+    ds_memory_facts *hy = NULL;
+    ds_error err = {0};
+    ds_status st = ds_memory_search_hybrid(f.mem, f.alice, "green tea", v, DIM,
+                                           10, NULL, &hy, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(hy->count, 4);
+    int64_t want[] = {b, c, a, d};
+    double score[] = {1.0 / 62 + 1.0 / 61, 1.0 / 63 + 1.0 / 62, 1.0 / 61,
+                      1.0 / 64};
+    int vrank[] = {2, 3, 1, 4}, trank[] = {1, 2, 0, 0};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(hy->items[i]->id, want[i]);
+        ck_assert_double_eq_tol(hy->items[i]->score, score[i], 1e-12);
+        ck_assert_int_eq(hy->items[i]->vector_rank, vrank[i]);
+        ck_assert_int_eq(hy->items[i]->text_rank, trank[i]);
+    }
+    ds_memory_facts_free(hy);
+
+    /* k cuts the fused list; min_similarity trims the vector side only */
+    ds_memory_search_opts o = {.use_min_similarity = true, .min_similarity = 0.95};
+    st = ds_memory_search_hybrid(f.mem, f.alice, "green tea", v, DIM, 2, &o,
+                                 &hy, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(hy->count, 2);
+    /* vector list is only A now: A 1/61, B 1/61 (text 1), C 1/62 */
+    ck_assert_int_eq(hy->items[0]->id, a < b ? a : b);
+    ck_assert_int_eq(hy->items[1]->id, a < b ? b : a);
+    ds_memory_facts_free(hy);
+
+    /* text that matches nothing (or only stop words) leaves the vector order */
+    st = ds_memory_search_hybrid(f.mem, f.alice, "the of", v, DIM, 10, NULL,
+                                 &hy, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(hy->count, 4);
+    ck_assert_int_eq(hy->items[0]->id, a);
+    ck_assert_int_eq(hy->items[3]->id, d);
+    ds_memory_facts_free(hy);
+    fx_close(&f);
+}
+END_TEST
+
+/* ---- the two backends agree; HNSW recall ---------------------------------------------- */
+
+START_TEST(test_memory_backends_return_the_same_top_k) {
+    if (skip_pgvector("test_memory_backends_return_the_same_top_k"))
+        return;
+    fx fb, pv;
+    fx_open(&fb, "", 0);
+    fx_open(&pv, "", 1);
+    ck_assert_int_eq(fb.alice, pv.alice);
+    rng_state = 12345;
+    make_centres(8);
+    dataset d;
+    int64_t users[] = {fb.alice, fb.bob, fb.alice};
+    dataset_make(&d, 1500, users, 3, 8);
+    dataset_add(fb.mem, &d);
+    int64_t *fb_ids = malloc(d.n * sizeof *fb_ids);
+    memcpy(fb_ids, d.id, d.n * sizeof *fb_ids);
+    /* load, then build the index: faster than growing the graph */
+    dt_sql(pv.url, "DROP INDEX memory_facts_embedding_hnsw");
+    dataset_add(pv.mem, &d);
+    dt_sql(pv.url, "CREATE INDEX memory_facts_embedding_hnsw ON memory_facts "
+                   "USING hnsw (embedding vector_cosine_ops)");
+    for (size_t i = 0; i < d.n; i++) /* fresh databases: the same ids */
+        ck_assert_int_eq(fb_ids[i], d.id[i]);
+    free(fb_ids);
+    /* with the index, users below vector_exact_max_rows are scanned exactly */
+    ds_memory_close(pv.mem);
+    pv.mem = open_mem(pv.pool, pv.url, -1);
+    ck_assert(ds__memory_state_get(pv.mem).hnsw);
+    for (int qi = 0; qi < 25; qi++) {
+        float q[DIM];
+        clustered(q, 8);
+        int64_t user = qi % 2 ? fb.bob : fb.alice;
+        ds_memory_facts *a = search(fb.mem, user, q, 10, NULL);
+        ds_memory_facts *b = search(pv.mem, user, q, 10, NULL); /* exact */
+        int64_t ids[10];
+        double scores[10];
+        size_t n = brute_topk(&d, user, q, 10, ids, scores);
+        ck_assert_uint_eq(n, 10);
+        ck_assert_uint_eq(a->count, 10);
+        ck_assert_uint_eq(b->count, 10);
+        for (size_t i = 0; i < 10; i++) {
+            ck_assert_int_eq(a->items[i]->id, ids[i]);
+            ck_assert_int_eq(b->items[i]->id, ids[i]);
+            ck_assert_double_eq_tol(a->items[i]->score, scores[i], 1e-5);
+            ck_assert_double_eq_tol(b->items[i]->score, scores[i], 1e-5);
+        }
+        ds_memory_facts_free(a);
+        ds_memory_facts_free(b);
+    }
+    dataset_free(&d);
+    fx_close(&fb);
+    fx_close(&pv);
+}
+END_TEST
+
+START_TEST(test_memory_hnsw_recall_at_10) {
+    fx f;
+    if (!fx_open(&f, "test_memory_hnsw_recall_at_10", 1))
+        return;
+    if (!f.mem->state.iterative) {
+        dt_skip("test_memory_hnsw_recall_at_10",
+                "pgvector older than 0.8.0 has no iterative index scans");
+        fx_close(&f);
+        return;
+    }
+    /* bulk load without the index, then build it (faster than inserting
+     * into the graph row by row) */
+    dt_sql(f.url, "DROP INDEX memory_facts_embedding_hnsw");
+    rng_state = 777;
+    make_centres(16);
+    dataset d;
+    int64_t users[] = {f.alice, f.bob, f.bob};
+    dataset_make(&d, 4500, users, 3, 16);
+    dataset_add(f.mem, &d);
+    dt_sql(f.url, "CREATE INDEX memory_facts_embedding_hnsw ON memory_facts "
+                  "USING hnsw (embedding vector_cosine_ops); "
+                  "ANALYZE memory_facts");
+    /* exact_max_rows 0: every search goes through the HNSW index */
+    ds_memory *hnsw = open_mem(f.pool, f.url, 0);
+    ck_assert(ds__memory_state_get(hnsw).hnsw);
+    double recall = 0;
+    int queries = 50;
+    for (int qi = 0; qi < queries; qi++) {
+        float q[DIM];
+        clustered(q, 16);
+        int64_t user = qi % 2 ? f.bob : f.alice;
+        int64_t ids[10];
+        double scores[10];
+        brute_topk(&d, user, q, 10, ids, scores);
+        ds_memory_facts *hits = search(hnsw, user, q, 10, NULL);
+        int found = 0;
+        for (size_t i = 0; i < hits->count; i++) {
+            ck_assert_int_eq(hits->items[i]->user_id, user);
+            if (i > 0) /* re-sorted after the relaxed scan */
+                ck_assert(hits->items[i]->score <= hits->items[i - 1]->score);
+            for (int j = 0; j < 10; j++)
+                found += hits->items[i]->id == ids[j];
+        }
+        recall += found / 10.0;
+        ds_memory_facts_free(hits);
+    }
+    recall /= queries;
+    printf("test_memory_hnsw_recall_at_10: recall@10 = %.3f\n", recall);
+    ck_assert_msg(recall >= 0.95, "recall@10 %.3f < 0.95", recall);
+    ds_memory_close(hnsw);
+    dataset_free(&d);
+    fx_close(&f);
+}
+END_TEST
+
+/* ---- the upgrade --------------------------------------------------------------------- */
+
+START_TEST(test_memory_upgrade_to_pgvector_keeps_every_row) {
+    if (skip_pgvector("test_memory_upgrade_to_pgvector_keeps_every_row"))
+        return;
+    fx f;
+    fx_open(&f, "", 0);
+    rng_state = 4242;
+    make_centres(8);
+    dataset d;
+    int64_t users[] = {f.alice, f.bob};
+    dataset_make(&d, 2300, users, 2, 8); /* more than one staging batch */
+    dataset_add(f.mem, &d);
+    /* a fact without an embedding (as rows from before the migration) */
+    char sql[160];
+    snprintf(sql, sizeof sql, "INSERT INTO memory_facts (user_id, content) "
+                              "VALUES (%lld, 'no embedding')",
+             (long long)f.alice);
+    dt_sql(f.url, sql);
+    float q[DIM];
+    clustered(q, 8);
+    ds_memory_facts *before = search(f.mem, f.alice, q, 10, NULL);
+
+    ds_error err = {0};
+    ds_status st = ds_memory_upgrade_to_pgvector(f.pool, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_vector_settings "
+                                       "WHERE backend = 'pgvector'"),
+                     1);
+    ck_assert_int_eq(count_facts(f.url), (long long)d.n + 1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts "
+                                       "WHERE embedding IS NULL"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = 'memory_facts_embedding_hnsw'"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_attribute WHERE "
+                                       "attrelid = 'memory_facts'::regclass AND "
+                                       "attname = 'embedding_sketch' AND NOT "
+                                       "attisdropped"),
+                     0);
+
+    /* the handle opened before switches on its next call */
+    ds_memory_facts *after = search(f.mem, f.alice, q, 10, NULL);
+    ck_assert_int_eq(ds_memory_backend(f.mem), DS_VECTOR_BACKEND_PGVECTOR);
+    ck_assert_uint_eq(after->count, before->count);
+    for (size_t i = 0; i < after->count; i++) {
+        ck_assert_int_eq(after->items[i]->id, before->items[i]->id);
+        ck_assert_double_eq_tol(after->items[i]->score, before->items[i]->score,
+                                1e-5);
+    }
+    ds_memory_facts_free(before);
+    ds_memory_facts_free(after);
+
+    /* every embedding came through bit for bit */
+    ds_memory *fresh = open_mem(f.pool, f.url, -1);
+    ck_assert_int_eq(ds_memory_backend(fresh), DS_VECTOR_BACKEND_PGVECTOR);
+    for (size_t i = 0; i < d.n; i++) {
+        ds_memory_fact *got;
+        st = ds_memory_get(fresh, d.user[i], d.id[i], &got, &err);
+        ck_assert_ds_ok(st, err);
+        float unit[DIM];
+        ds__vec_normalize(d.v + i * DIM, DIM, DIM, "v", unit, NULL);
+        ck_assert_int_eq(memcmp(got->embedding, unit, sizeof unit), 0);
+        ds_memory_fact_free(got);
+    }
+    /* adding works on the new backend; a second upgrade is a no-op */
+    add(fresh, f.bob, "fact", "after the upgrade", q);
+    st = ds_memory_upgrade_to_pgvector(f.pool, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(count_facts(f.url), (long long)d.n + 2);
+    ds_memory_close(fresh);
+    dataset_free(&d);
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(test_memory_upgrade_refuses_unmigrated_database) {
+    char *url = dt_create_db("memupg");
+    ds_pool *pool = dt_pool(url, 1, 1);
+    ds_error err = {0};
+    ds_status st = ds_memory_upgrade_to_pgvector(pool, &err);
+    ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* ---- statements against the live schema; pooler mode ---------------------------------- */
+
+/* What ds_schema_check does: prepare each statement and compare the types
+ * C binds and decodes with what the server describes. */
+static void check_table(PGconn *c, const char *module) {
+    const ds__stmt_def *defs = NULL;
+    size_t n = 0;
+    for (const ds__stmt_table *t = ds__stmt_registry; t->module; t++)
+        if (strcmp(t->module, module) == 0)
+            n = t->get(&defs);
+    ck_assert_msg(n > 0, "no statement table %s", module);
+    for (size_t i = 0; i < n; i++) {
+        const ds__stmt_def *d = &defs[i];
+        PGresult *r = PQprepare(c, "", d->sql, d->nparams, d->param_types);
+        ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", d->name,
+                      PQresultErrorMessage(r));
+        PQclear(r);
+        r = PQdescribePrepared(c, "");
+        ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+        ck_assert_msg(PQnparams(r) == d->nparams, "%s: %d parameters", d->name,
+                      PQnparams(r));
+        for (int p = 0; p < d->nparams; p++)
+            ck_assert_msg(PQparamtype(r, p) == d->param_types[p],
+                          "%s: $%d is %u", d->name, p + 1, PQparamtype(r, p));
+        int want_cols = d->ncols < 0 ? 0 : d->ncols;
+        ck_assert_msg(PQnfields(r) == want_cols, "%s: %d columns", d->name,
+                      PQnfields(r));
+        for (int col = 0; col < want_cols; col++)
+            ck_assert_msg(PQftype(r, col) == d->col_types[col],
+                          "%s: column %d is %u", d->name, col, PQftype(r, col));
+        PQclear(r);
+    }
+}
+
+START_TEST(test_memory_statements_match_the_schema) {
+    fx f;
+    if (!fx_open(&f, "test_memory_statements_match_the_schema", _i))
+        return;
+    ds_conn *conn;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(f.pool, &conn, &err), DS_OK);
+    const char *active = NULL;
+    ds_status st = ds__memory_active_table(conn, &active, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(active, _i ? "memory.pgvector" : "memory.fallback");
+    PGconn *c = ds_conn_pg(conn);
+    check_table(c, "memory");
+    check_table(c, active);
+    ds_pool_release(conn);
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(test_memory_pooler_mode) {
+    fx f;
+    if (!fx_open(&f, "test_memory_pooler_mode", _i))
+        return;
+    char *name = strrchr(f.url, '/') + 1;
+    char dbname[64];
+    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(name, "?"), name);
+    char *url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    ds_config *cfg = dt_config(url, 1, 3);
+    ds_error err = {0};
+    ck_assert_int_eq(ds_config_set(cfg, "statement_mode", "pooler", &err), DS_OK);
+    ds_pool *pool;
+    ck_assert_int_eq(ds_pool_open(cfg, &pool, &err), DS_OK);
+    ds_memory *mem;
+    ds_status st = ds_memory_open(pool, cfg, &mem, &err);
+    ck_assert_ds_ok(st, err);
+    float v[DIM];
+    for (int i = 0; i < 20; i++) {
+        vec3(v, 1, (float)i / 10, 0);
+        add(mem, f.alice, "fact", i % 2 ? "green tea" : "black coffee", v);
+    }
+    vec3(v, 1, 0, 0);
+    for (int round = 0; round < 5; round++) {
+        ds_memory_facts *hits = search(mem, f.alice, v, 3, NULL);
+        ck_assert_uint_eq(hits->count, 3);
+        ck_assert_double_eq_tol(hits->items[0]->score, 1.0, 1e-6);
+        ds_memory_facts_free(hits);
+        st = ds_memory_search_hybrid(mem, f.alice, "tea", v, DIM, 5, NULL,
+                                     &hits, &err);
+        ck_assert_ds_ok(st, err);
+        ck_assert_uint_eq(hits->count, 5);
+        ds_memory_facts_free(hits);
+    }
+    ds_memory_close(mem);
+    ds_pool_close(pool);
+    ds_config_free(cfg);
+    free(url);
+    fx_close(&f);
+}
+END_TEST
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+START_TEST(test_memory_errors_bad_arguments) {
+    fx f;
+    if (!fx_open(&f, "test_memory_errors_bad_arguments", 0))
+        return;
+    ds_error err = {0};
+    float v[DIM];
+    vec3(v, 1, 0, 0);
+    ds_memory *m = NULL;
+    ds_memory_fact *fact = NULL;
+    ds_memory_facts *list = NULL;
+    ds_memory_new_fact nf = {.user_id = f.alice, .content = "x", .embedding = v,
+                             .dim = DIM};
+    int64_t id = add(f.mem, f.alice, "fact", "x", v);
+
+    ck_assert_int_eq(ds_memory_open(NULL, NULL, &m, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_open(f.pool, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_add(NULL, &nf, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_add(f.mem, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_add_many(f.mem, &nf, 0, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_add_many(f.mem, &nf, 10001, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_add_many(f.mem, NULL, 1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_get(NULL, f.alice, id, &fact, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_get(f.mem, f.alice, id, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_get(f.mem, 0, id, &fact, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_get(f.mem, f.alice, -1, &fact, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_list(NULL, f.alice, NULL, 0, 10, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_list(f.mem, f.alice, NULL, 0, 0, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_list(f.mem, f.alice, NULL, 0, 1001, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_list(f.mem, f.alice, NULL, -1, 10, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_list(f.mem, f.alice, "Bad Kind", 0, 10, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_list(f.mem, f.alice, NULL, 0, 10, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_set_importance(f.mem, f.alice, id, -0.1, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_set_importance(f.mem, f.alice, id, NAN, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_set_importance(NULL, f.alice, id, 0.1, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_delete(NULL, f.alice, id, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_delete(f.mem, -3, id, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_touch(f.mem, f.alice, NULL, 1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_touch(f.mem, f.alice, &id, 0, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_touch(NULL, f.alice, &id, 1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search(NULL, f.alice, v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 5, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search(f.mem, f.alice, NULL, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 0, NULL, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 1001, NULL, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search(f.mem, 0, v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
+    ds_memory_search_opts o = {.ef_search = 1001};
+    ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 5, &o, &list, &err), DS_ERR_INVALID);
+    o = (ds_memory_search_opts){.use_min_similarity = true, .min_similarity = 1.5};
+    ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 5, &o, &list, &err), DS_ERR_INVALID);
+    o = (ds_memory_search_opts){.kind = "NO"};
+    ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 5, &o, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search_hybrid(f.mem, f.alice, NULL, v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search_hybrid(f.mem, f.alice, "", v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search_hybrid(f.mem, f.alice, "\xff", v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_upgrade_to_pgvector(NULL, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(list);
+    ck_assert_ptr_null(fact);
+    ck_assert_ptr_null(m);
+    /* NULL error pointers are fine too */
+    ck_assert_int_eq(ds_memory_get(f.mem, f.alice, 999999, &fact, NULL), DS_ERR_NOT_FOUND);
+    ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, 7, 5, NULL, &list, NULL), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_backend(NULL), DS_VECTOR_BACKEND_AUTO);
+    ck_assert_uint_eq(ds_memory_dim(NULL), 0);
+    ds_memory_close(NULL);
+    ds_memory_fact_free(NULL);
+    ds_memory_facts_free(NULL);
+    /* a bad setting value is a configuration error naming the variable */
+    ds_config *cfg = dt_config(f.url, 1, 1);
+    ck_assert_int_eq(ds_config_set(cfg, "DS_VECTOR_BACKEND", "faiss", &err), DS_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.message, "DS_VECTOR_BACKEND"));
+    ck_assert_ptr_nonnull(strstr(err.message, "'fallback'"));
+    ck_assert_int_eq(ds_config_set_int(cfg, "hnsw_ef_search", 0, &err), DS_ERR_CONFIG);
+    ck_assert_int_eq(ds_config_set_int(cfg, "vector_backend", 3, &err), DS_ERR_CONFIG);
+    char buf[16];
+    ck_assert_int_eq(ds_config_set(cfg, "vector_backend", "PGVECTOR", &err), DS_OK);
+    ck_assert_int_eq(ds_config_get_str(cfg, "vector_backend", buf, sizeof buf, &err), DS_OK);
+    ck_assert_str_eq(buf, "pgvector");
+    ds_config_free(cfg);
+    fx_close(&f);
+}
+END_TEST
+
+/* Every allocation of an add, a search and a hybrid search may fail:
+ * the call says DS_ERR_NOMEM (or succeeds), never crashes or leaks. */
+START_TEST(test_memory_errors_out_of_memory) {
+    fx f;
+    if (!fx_open(&f, "test_memory_errors_out_of_memory", _i))
+        return;
+    float v[DIM];
+    vec3(v, 1, 2, 0);
+    add(f.mem, f.alice, "fact", "green tea", v);
+    add(f.mem, f.alice, "fact", "black tea", v);
+    ds_memory_new_fact nf = {.user_id = f.alice, .content = "more tea",
+                             .embedding = v, .dim = DIM};
+    int failures = 0;
+    for (long n = 1; n < 40; n++) {
+        ds_error err = {0};
+        ds_memory_facts *out = NULL;
+        ds_memory_fact *one = NULL;
+        ds__test_fail_alloc_after(n);
+        ds_status st1 = ds_memory_search(f.mem, f.alice, v, DIM, 5, NULL, &out, &err);
+        ds_memory_facts_free(out);
+        out = NULL;
+        ds__test_fail_alloc_after(n);
+        ds_status st2 = ds_memory_search_hybrid(f.mem, f.alice, "tea", v, DIM, 5,
+                                                NULL, &out, &err);
+        ds_memory_facts_free(out);
+        ds__test_fail_alloc_after(n);
+        ds_status st3 = ds_memory_add(f.mem, &nf, NULL, &err);
+        ds__test_fail_alloc_after(n);
+        ds_status st4 = ds_memory_get(f.mem, f.alice, 1, &one, &err);
+        ds_memory_fact_free(one);
+        ds__test_fail_alloc_after(0);
+        ds_status all[] = {st1, st2, st3, st4};
+        for (int i = 0; i < 4; i++) {
+            ck_assert_msg(all[i] == DS_OK || all[i] == DS_ERR_NOMEM ||
+                              all[i] == DS_ERR_CONNECTION,
+                          "allocation %ld, call %d: %s", n, i,
+                          ds_status_str(all[i]));
+            failures += all[i] != DS_OK;
+        }
+    }
+    ck_assert_int_gt(failures, 0);
+    fx_close(&f);
+}
+END_TEST
+
+Suite *ds_test_memory_suite(void) {
+    Suite *s = suite_create("memory");
+    TCase *tc = tcase_create("open");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_memory_open_checks_the_database_record, 0, 2);
+    tcase_add_test(tc, test_memory_open_refuses_unmigrated_database);
+    tcase_add_test(tc, test_memory_migration_settings_and_down);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("crud");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_memory_crud, 0, 2);
+    tcase_add_loop_test(tc, test_memory_add_many_is_all_or_nothing, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("validation");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_memory_add_rejects_bad_input, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("search");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_memory_search_orders_by_cosine, 0, 2);
+    tcase_add_loop_test(tc, test_memory_user_isolation, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("hybrid");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_memory_hybrid_rrf_hand_checked, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("backends");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, test_memory_backends_return_the_same_top_k);
+    tcase_add_test(tc, test_memory_hnsw_recall_at_10);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("upgrade");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, test_memory_upgrade_to_pgvector_keeps_every_row);
+    tcase_add_test(tc, test_memory_upgrade_refuses_unmigrated_database);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("schema");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_memory_statements_match_the_schema, 0, 2);
+    tcase_add_loop_test(tc, test_memory_pooler_mode, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("errors");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_memory_errors_bad_arguments);
+    tcase_add_loop_test(tc, test_memory_errors_out_of_memory, 0, 2);
+    suite_add_tcase(s, tc);
+    return s;
+}
