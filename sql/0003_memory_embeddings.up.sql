@@ -21,6 +21,9 @@ CREATE TABLE memory_vector_settings (
     singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     embedding_dim  integer NOT NULL CHECK (embedding_dim BETWEEN 1 AND 16000),
     backend        text NOT NULL CHECK (backend IN ('pgvector', 'fallback')),
+    -- Whether this schema created the vector extension (the down migration
+    -- then drops it again, unless something else has come to use it).
+    extension_created boolean NOT NULL DEFAULT false,
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 
@@ -30,6 +33,7 @@ DECLARE
     wanted text := lower(coalesce(nullif(current_setting('ds.vector_backend', true), ''), 'auto'));
     dim integer;
     backend text := 'fallback';
+    created boolean := NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector');
 BEGIN
     IF dim_text !~ '^[0-9]{1,5}$' OR dim_text::integer NOT BETWEEN 1 AND 16000 THEN
         RAISE EXCEPTION 'ds.embedding_dim must be an integer from 1 to 16000, not "%"', dim_text
@@ -82,7 +86,8 @@ BEGIN
             ALTER TABLE memory_facts ALTER COLUMN embedding_sketch SET STORAGE MAIN;
         END IF;
     END IF;
-    INSERT INTO memory_vector_settings (embedding_dim, backend) VALUES (dim, backend);
+    INSERT INTO memory_vector_settings (embedding_dim, backend, extension_created)
+    VALUES (dim, backend, backend = 'pgvector' AND created);
 END
 $migration$;
 

@@ -27,8 +27,12 @@ const ds__stmt_def ds__memory_upgrade_stmts[U_COUNT_] = {
                 {0},
                 -1,
                 {0}},
+    /* Remember whether we created it, so the down migration can undo it. */
     [U_EXTENSION] = {"memory.upgrade.extension",
-                     "CREATE EXTENSION IF NOT EXISTS vector",
+                     "DO $ext$ BEGIN IF NOT EXISTS (SELECT 1 FROM "
+                     "pg_extension WHERE extname = 'vector') THEN "
+                     "CREATE EXTENSION vector; UPDATE memory_vector_settings "
+                     "SET extension_created = true; END IF; END $ext$",
                      0,
                      {0},
                      -1,

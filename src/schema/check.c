@@ -370,8 +370,11 @@ DS_EXPORT ds_status ds_schema_check(ds_pool *pool, ds_error *err) {
         return st;
     const char *backend_table = NULL;
     ds_error ignored = {0};
+    bool saved_pooler = c->pooler;
+    c->pooler = true; /* unnamed: the check leaves nothing prepared */
     if (ds__memory_active_table(c, &backend_table, &ignored) != DS_OK)
         backend_table = NULL;
+    c->pooler = saved_pooler;
     ds_pool_release(c);
     size_t n = 0;
     while (ds__stmt_registry[n].module)
