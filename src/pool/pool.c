@@ -253,6 +253,8 @@ static void remove_waiter(ds_subpool *s, ds_waiter *w) {
 
 /* A live connection goes to the oldest waiter, else onto the idle stack. */
 static void give_conn_locked(ds_subpool *s, ds_conn *c) {
+    /* "released at", which the liveness bypass window is measured from */
+    c->idle_since_us = ds__now_us();
     ds_waiter *w = pop_waiter(s);
     if (w) {
         w->conn = c;
@@ -260,7 +262,6 @@ static void give_conn_locked(ds_subpool *s, ds_conn *c) {
         pthread_cond_signal(&w->cond);
         return;
     }
-    c->idle_since_us = ds__now_us();
     c->next = s->idle;
     s->idle = c;
     s->idle_n++;
