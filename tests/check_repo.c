@@ -1317,6 +1317,76 @@ START_TEST(test_repo_gdpr_purge_soft_deleted) {
 END_TEST
 
 
+/* ---- times at the edges of the range ------------------------------------------ */
+
+/* INT64_MIN and INT64_MAX are -infinity and infinity both ways; a time too
+ * far in the past for PostgreSQL is refused, never wrapped around into the
+ * far future (a purge "older than INT64_MIN" used to erase every
+ * soft-deleted user). */
+START_TEST(test_repo_times_at_the_edges) {
+    ds_error err = {0};
+    int64_t uid = new_user("edge@example.com");
+    ds_status st = ds_user_soft_delete(pool, uid, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t purged = -1;
+    st = ds_purge_soft_deleted(pool, NULL, INT64_MIN, &purged, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(purged, 0);
+    st = ds_purge_soft_deleted(pool, NULL, INT64_MIN + 1, &purged, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM users WHERE id = %lld", uid), 1);
+    st = ds_user_restore(pool, uid, &err);
+    ck_assert_ds_ok(st, err);
+
+    ds_crypto *crypto = test_crypto("t1");
+    ds_connection_new in = {uid, "github", "edge", NULL, "tok", 0, NULL, 0, INT64_MIN};
+    ds_connection *c;
+    st = ds_connection_upsert(pool, crypto, &in, &c, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(c->token_expires_at == INT64_MIN);
+    ds_connection_free(c);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM service_connections WHERE "
+                                    "token_expires_at = '-infinity'"), 1);
+    in.token_expires_at = INT64_MAX;
+    st = ds_connection_upsert(pool, crypto, &in, &c, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(c->token_expires_at == INT64_MAX);
+    ds_connection_free(c);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM service_connections WHERE "
+                                    "token_expires_at = 'infinity'"), 1);
+    in.token_expires_at = INT64_MIN + 1;
+    st = ds_connection_upsert(pool, crypto, &in, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ds_crypto_close(crypto);
+
+    ds_event ev[2] = {{uid, "ok", NULL, 0}, {uid, "too_early", NULL, INT64_MIN + 1}};
+    st = ds_event_record(pool, &ev[1], &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_event_record_batch(pool, ev, 2, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM analytics_events"), 0);
+
+    /* a date PostgreSQL holds but epoch microseconds cannot (from 294247
+     * AD) reads as infinity */
+    int64_t conv = new_conversation(uid);
+    char sql[160];
+    snprintf(sql, sizeof sql, "UPDATE conversations SET updated_at = '294270-01-01' "
+             "WHERE id = %lld", (long long)conv);
+    dt_sql(db, sql);
+    ds_conversation *cv;
+    st = ds_conversation_get(pool, conv, &cv, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(cv->updated_at == INT64_MAX);
+    ds_conversation_free(cv);
+    ds_conversation_cursor cur = {INT64_MIN + 5, 1};
+    ds_conversation_list *list = (ds_conversation_list *)0x1;
+    st = ds_conversation_list_page(pool, uid, &cur, 10, true, &list, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_null(list);
+}
+END_TEST
+
+
 /* ---- errors: bad arguments never crash and never write --------------------- */
 
 START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
@@ -1553,6 +1623,10 @@ static void add_connections(TCase *tc) {
     tcase_add_test(tc, test_repo_connection_tokens_are_sealed);
 }
 
+static void add_times(TCase *tc) {
+    tcase_add_test(tc, test_repo_times_at_the_edges);
+}
+
 static void add_gdpr(TCase *tc) {
     tcase_add_test(tc, test_repo_gdpr_erase_leaves_nothing_and_spares_others);
     tcase_add_test(tc, test_repo_gdpr_purge_soft_deleted);
@@ -1572,6 +1646,7 @@ static const group groups[] = {
     {"events", add_events},
     {"connections", add_connections},
     {"gdpr", add_gdpr},
+    {"times", add_times},
 };
 
 /* Each group twice: direct (prepared statements) and through PgBouncer in

@@ -71,7 +71,7 @@ typedef struct ds_connection_new {
     size_t access_token_len;   /* 0: strlen(access_token)                  */
     const char *refresh_token;
     size_t refresh_token_len;  /* 0: strlen(refresh_token)                 */
-    int64_t token_expires_at;  /* 0: unknown                               */
+    int64_t token_expires_at;  /* 0: unknown; INT64_MAX: never (infinity)  */
 } ds_connection_new;
 
 typedef struct ds_connection_list {

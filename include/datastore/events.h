@@ -11,7 +11,9 @@
  * batch (detected while streaming) aborts the COPY, so nothing is written.
  *
  * Limits: name 1..200 bytes of UTF-8 without NUL; properties a JSON object
- * up to repo_max_json_bytes (NULL: {}); a batch 1..repo_max_batch events.
+ * up to repo_max_json_bytes (NULL: {}); a batch 1..repo_max_batch events;
+ * occurred_at within PostgreSQL's range (4713 BC to 294247 AD; INT64_MIN
+ * and INT64_MAX are -infinity and infinity), else DS_ERR_INVALID.
  * Thread-safety: any thread, shared pool. Inputs are borrowed for the call.
  */
 #ifndef DATASTORE_EVENTS_H

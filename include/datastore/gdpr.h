@@ -65,7 +65,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
 
 /*
  * Retention: erases every user soft-deleted before `older_than` (epoch
- * microseconds), with all their rows (analytics events included) and,
+ * microseconds; INT64_MIN: none, INT64_MAX: all), with all their rows (analytics events included) and,
  * given a Redis handle, their Redis keys. `purged` (may be NULL) receives
  * the number of users erased. At most repo_max_batch users per call;
  * `*more` (may be NULL) says whether more are waiting, so call it in a

@@ -89,9 +89,21 @@ static inline void ds__bind_bool(ds__bind *b, bool v) {
     b->lengths[i] = 1;
 }
 
-/* Epoch microseconds to PostgreSQL's binary timestamptz. */
+/* Epoch microseconds to PostgreSQL's binary timestamptz. INT64_MIN and
+ * INT64_MAX are -infinity and infinity (as ds__cell_ts reads them back).
+ * A time too far in the past to shift without overflow becomes a value the
+ * server refuses as out of range (DS_ERR_INVALID) instead of wrapping
+ * around to a date far in the future. */
+static inline int64_t ds__ts_to_pg(int64_t epoch_us) {
+    if (epoch_us == INT64_MIN || epoch_us == INT64_MAX)
+        return epoch_us;
+    if (epoch_us < INT64_MIN + DS_PG_EPOCH_OFFSET_US)
+        return INT64_MIN + 1;
+    return epoch_us - DS_PG_EPOCH_OFFSET_US;
+}
+
 static inline void ds__bind_ts(ds__bind *b, int64_t epoch_us) {
-    ds__bind_int64(b, epoch_us - DS_PG_EPOCH_OFFSET_US);
+    ds__bind_int64(b, ds__ts_to_pg(epoch_us));
 }
 
 static inline void ds__bind_null(ds__bind *b) {
@@ -183,13 +195,17 @@ static inline int64_t ds__cell_int64(const PGresult *r, int row, int col) {
 static inline bool ds__cell_bool(const PGresult *r, int row, int col) {
     return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] != 0;
 }
-/* Timestamptz to epoch microseconds; NULL gives 0. */
+/* Timestamptz to epoch microseconds; NULL gives 0, -infinity INT64_MIN
+ * and infinity INT64_MAX. PostgreSQL's last years (from 294247 AD) do not
+ * fit once shifted to the Unix epoch and read as INT64_MAX too. */
 static inline int64_t ds__cell_ts(const PGresult *r, int row, int col) {
     if (PQgetisnull(r, row, col))
         return 0;
     int64_t v = (int64_t)ds__get_be64(PQgetvalue(r, row, col));
-    if (v == INT64_MAX || v == INT64_MIN)
-        return v; /* infinity */
+    if (v == INT64_MIN)
+        return v;
+    if (v > INT64_MAX - DS_PG_EPOCH_OFFSET_US)
+        return INT64_MAX;
     return v + DS_PG_EPOCH_OFFSET_US;
 }
 static inline size_t ds__cell_len(const PGresult *r, int row, int col) {
