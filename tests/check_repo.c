@@ -958,6 +958,34 @@ START_TEST(test_repo_setting_concurrent_updates_conflict) {
 }
 END_TEST
 
+/* A value another client stored that jansson cannot hold is reported as
+ * such (not as out of memory), without quoting it, and leaks nothing. */
+START_TEST(test_repo_setting_value_beyond_jansson_is_reported) {
+    ds_error err = {0};
+    int64_t uid = new_user("big@example.com");
+    json_t *v = json_integer(1);
+    ds_status st = ds_setting_put(pool, uid, "a", v, DS_VERSION_NEW, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_setting_put(pool, uid, "b", v, DS_VERSION_NEW, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    json_decref(v);
+    dt_sql(db, "UPDATE app_settings SET value = "
+               "'{\"n\": 123456789012345678901234567890}' WHERE key = 'b'");
+    ds_setting *s = (ds_setting *)0x1;
+    st = ds_setting_get(pool, uid, "b", &s, &err);
+    ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
+    ck_assert_ptr_null(s);
+    ck_assert_ptr_null(strstr(err.message, "12345678901234567890"));
+    ds_setting_list *list = (ds_setting_list *)0x1;
+    st = ds_setting_list_for_user(pool, uid, 10, &list, &err);
+    ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
+    ck_assert_ptr_null(list);
+    dt_sql(db, "UPDATE app_settings SET value = '[1e400]' WHERE key = 'a'");
+    st = ds_setting_get(pool, uid, "a", &s, &err);
+    ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
+}
+END_TEST
+
 /* ---- analytics events ---------------------------------------------------- */
 
 START_TEST(test_repo_event_record_one_and_batch) {
@@ -1613,6 +1641,7 @@ static void add_teams(TCase *tc) {
 static void add_settings(TCase *tc) {
     tcase_add_test(tc, test_repo_setting_versions_and_scopes);
     tcase_add_test(tc, test_repo_setting_concurrent_updates_conflict);
+    tcase_add_test(tc, test_repo_setting_value_beyond_jansson_is_reported);
 }
 
 static void add_events(TCase *tc) {

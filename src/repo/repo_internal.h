@@ -213,7 +213,9 @@ static inline size_t ds__cell_len(const PGresult *r, int row, int col) {
 }
 
 /* Parses a binary jsonb cell into a new json_t (NULL cell: NULL, no
- * error). */
+ * error). Errors: DS_ERR_NOMEM, DS_ERR_UNSUPPORTED for valid JSON that
+ * jansson cannot represent (e.g. 1e400 or a 30-digit integer, which other
+ * writers may store); the message never quotes the value. */
 ds_status ds__cell_json(const PGresult *r, int row, int col, json_t **out,
                         ds_error *err);
 

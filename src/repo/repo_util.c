@@ -249,9 +249,17 @@ ds_status ds__cell_json(const PGresult *r, int row, int col, json_t **out,
     }
     json_error_t jerr;
     *out = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    if (!*out)
-        return ds__error_set(err, DS_ERR_NOMEM,
-                             "decoding JSON from the server failed: %s",
-                             jerr.text);
-    return DS_OK;
+    if (*out)
+        return DS_OK;
+    if (json_error_code(&jerr) == json_error_out_of_memory)
+        return ds__error_set(err, DS_ERR_NOMEM, "out of memory");
+    /* Valid jsonb that jansson cannot hold (written by another client).
+     * jerr.text quotes the value, so it is not repeated here. */
+    return ds__error_set(
+        err, DS_ERR_UNSUPPORTED,
+        "a stored JSON value cannot be decoded (column %d, byte %d): %s", col,
+        jerr.position,
+        json_error_code(&jerr) == json_error_numeric_overflow
+            ? "a number beyond 64-bit integers and doubles"
+            : "beyond what jansson accepts (e.g. nested too deeply)");
 }
