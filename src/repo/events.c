@@ -132,9 +132,16 @@ static ds_status finish_copy(ds_conn *conn, const char *abort_msg,
         st = ds__pg_error(conn, NULL, NULL, "events.copy: ending", err);
     PGresult *r;
     while ((r = PQgetResult(conn->pg)) != NULL) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && st == DS_OK)
+        ExecStatusType rs = PQresultStatus(r);
+        if (rs != PGRES_COMMAND_OK && st == DS_OK)
             st = ds__pg_error(conn, NULL, r, "events.copy", err);
         PQclear(r);
+        /* Still copying: the end never left (libpq ran out of memory), and
+         * PQgetResult would say so forever. The connection goes. */
+        if (rs == PGRES_COPY_IN) {
+            conn->discard = true;
+            break;
+        }
     }
     return st;
 }
