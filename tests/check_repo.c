@@ -1561,6 +1561,107 @@ START_TEST(test_repo_errors_out_of_memory_is_reported) {
 }
 END_TEST
 
+/* Reads under injected allocation failures: DS_ERR_NOMEM and a NULL row or
+ * list until there is memory, then the full result (ASan: nothing leaks). */
+START_TEST(test_repo_errors_out_of_memory_in_reads) {
+    ds_error err = {0};
+    json_t *prefs = json_pack("{s:s}", "theme", "dark");
+    ds_profile_fields pf = {"Oom", NULL, NULL, prefs};
+    ds_user *u;
+    ds_status st = ds_user_create(pool, "reads@example.com", &pf, &u, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t uid = u->id;
+    ds_user_free(u);
+    json_decref(prefs);
+    int64_t conv = new_conversation(uid);
+    ds_message_new m[3] = {{DS_ROLE_USER, "a", 0, NULL, NULL},
+                           {DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
+                           {DS_ROLE_USER, "c", 0, NULL, NULL}};
+    st = ds_message_append_batch(pool, conv, m, 3, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t team = 0;
+    for (int i = 0; i < 2; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        ds_team *t;
+        st = ds_team_create(pool, uid, name, NULL, NULL, &t, &err);
+        ck_assert_ds_ok(st, err);
+        team = t->id;
+        ds_team_free(t);
+        json_t *v = json_integer(i);
+        st = ds_setting_put(pool, uid, name, v, DS_VERSION_NEW, NULL, &err);
+        ck_assert_ds_ok(st, err);
+        json_decref(v);
+    }
+    ds_crypto *crypto = test_crypto("o1");
+    ds_connection_new cn = {uid, "github", "oom", NULL, "tok", 0, NULL, 0, 0};
+    st = ds_connection_upsert(pool, crypto, &cn, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ds_crypto_close(crypto);
+    for (int op = 0; op < 8; op++) {
+        bool done = false;
+        /* n == 0: a first call without failures warms the connection's
+         * statement cache, whose allocations fail silently */
+        for (long n = 0; n < 30 && !done; n++) {
+            void *out = NULL;
+            size_t count = 0, want = 0;
+            ds__test_fail_alloc_after(n);
+            if (op == 0) {
+                ds_user *row = NULL;
+                st = ds_user_get(pool, uid, &row, &err);
+                out = row;
+            } else if (op == 1) {
+                ds_user_list *l = NULL;
+                st = ds_user_list_page(pool, NULL, 10, false, false, &l, &err);
+                out = l, want = 1, count = l ? l->count : 0;
+            } else if (op == 2) {
+                ds_conversation_list *l = NULL;
+                st = ds_conversation_list_page(pool, uid, NULL, 10, false, &l, &err);
+                out = l, want = 1, count = l ? l->count : 0;
+            } else if (op == 3) {
+                ds_message_list *l = NULL;
+                st = ds_message_list_page(pool, conv, DS_OLDEST_FIRST, NULL, 10, &l, &err);
+                out = l, want = 3, count = l ? l->count : 0;
+            } else if (op == 4) {
+                ds_team_list *l = NULL;
+                st = ds_team_list_for_owner(pool, uid, 10, &l, &err);
+                out = l, want = 2, count = l ? l->count : 0;
+            } else if (op == 5) {
+                ds_setting_list *l = NULL;
+                st = ds_setting_list_for_user(pool, uid, 10, &l, &err);
+                out = l, want = 2, count = l ? l->count : 0;
+            } else if (op == 6) {
+                ds_connection_list *l = NULL;
+                st = ds_connection_list_for_user(pool, uid, 10, &l, &err);
+                out = l, want = 1, count = l ? l->count : 0;
+            } else {
+                ds_team *row = NULL;
+                st = ds_team_get(pool, team, &row, &err);
+                out = row;
+            }
+            ds__test_fail_alloc_after(0);
+            if (st != DS_OK) {
+                ck_assert_ds_status(st, DS_ERR_NOMEM, err);
+                ck_assert_ptr_null(out);
+                continue;
+            }
+            done = n > 0;
+            ck_assert_uint_eq(count, want);
+            switch (op) {
+            case 0: ds_user_free(out); break;
+            case 1: ds_user_list_free(out); break;
+            case 2: ds_conversation_list_free(out); break;
+            case 3: ds_message_list_free(out); break;
+            case 4: ds_team_list_free(out); break;
+            case 5: ds_setting_list_free(out); break;
+            case 6: ds_connection_list_free(out); break;
+            default: ds_team_free(out); break;
+            }
+        }
+        ck_assert_msg(done, "read %d never succeeded", op);
+    }
+}
+END_TEST
 
 /* ---- statement definitions match the live schema ------------------------- */
 
@@ -1687,6 +1788,7 @@ Suite *ds_test_repo_suite(void) {
     tcase_add_checked_fixture(errors, setup_direct, teardown);
     tcase_add_test(errors, test_repo_errors_null_and_out_of_range_arguments);
     tcase_add_test(errors, test_repo_errors_out_of_memory_is_reported);
+    tcase_add_test(errors, test_repo_errors_out_of_memory_in_reads);
     tcase_add_test(errors, test_repo_statements_match_live_schema);
     suite_add_tcase(s, errors);
     for (int pooled = 0; pooled < 2; pooled++)
