@@ -299,17 +299,6 @@ DS_EXPORT ds_status ds_connection_list_for_user(ds_pool *pool, int64_t user_id,
     return DS_OK;
 }
 
-static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
-                             ds__bind *b, const char *func, int64_t id,
-                             ds_error *err) {
-    PGresult *r = ds__repo_exec(pool, false, def, b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
-    PQclear(r);
-    return hit ? DS_OK : ds__not_found(err, func, "service connection", id);
-}
-
 DS_EXPORT ds_status ds_connection_set_status(ds_pool *pool, int64_t id,
                                              ds_connection_status status,
                                              ds_error *err) {
@@ -323,7 +312,8 @@ DS_EXPORT ds_status ds_connection_set_status(ds_pool *pool, int64_t id,
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
     ds__bind_text(&b, status_names[status]);
-    return run_command(pool, &stmts[S_SET_STATUS], &b, __func__, id, err);
+    return ds__repo_command(pool, &stmts[S_SET_STATUS], &b, __func__,
+                            "service connection", id, err);
 }
 
 DS_EXPORT ds_status ds_connection_delete(ds_pool *pool, int64_t id,
@@ -334,5 +324,6 @@ DS_EXPORT ds_status ds_connection_delete(ds_pool *pool, int64_t id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
-    return run_command(pool, &stmts[S_DELETE], &b, __func__, id, err);
+    return ds__repo_command(pool, &stmts[S_DELETE], &b, __func__,
+                            "service connection", id, err);
 }

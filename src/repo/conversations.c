@@ -127,17 +127,6 @@ DS_EXPORT ds_status ds_conversation_get(ds_pool *pool, int64_t id,
     return st;
 }
 
-static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
-                             ds__bind *b, const char *func, int64_t id,
-                             ds_error *err) {
-    PGresult *r = ds__repo_exec(pool, false, def, b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
-    PQclear(r);
-    return hit ? DS_OK : ds__not_found(err, func, "conversation", id);
-}
-
 DS_EXPORT ds_status ds_conversation_archive(ds_pool *pool, int64_t id,
                                             bool archived, ds_error *err) {
     DS_REPO_ERR(err);
@@ -147,7 +136,8 @@ DS_EXPORT ds_status ds_conversation_archive(ds_pool *pool, int64_t id,
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
     ds__bind_bool(&b, archived);
-    return run_command(pool, &stmts[S_ARCHIVE], &b, __func__, id, err);
+    return ds__repo_command(pool, &stmts[S_ARCHIVE], &b, __func__,
+                            "conversation", id, err);
 }
 
 DS_EXPORT ds_status ds_conversation_delete(ds_pool *pool, int64_t id,
@@ -158,7 +148,8 @@ DS_EXPORT ds_status ds_conversation_delete(ds_pool *pool, int64_t id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
-    return run_command(pool, &stmts[S_DELETE], &b, __func__, id, err);
+    return ds__repo_command(pool, &stmts[S_DELETE], &b, __func__,
+                            "conversation", id, err);
 }
 
 DS_EXPORT ds_status ds_conversation_count(ds_pool *pool, int64_t owner_id,
@@ -173,16 +164,8 @@ DS_EXPORT ds_status ds_conversation_count(ds_pool *pool, int64_t owner_id,
     ds__bind_init(&b);
     ds__bind_int64(&b, owner_id);
     ds__bind_bool(&b, include_archived);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_COUNT], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return ds__not_found(err, __func__, "user", owner_id);
-    }
-    *out = ds__cell_int64(r, 0, 0);
-    PQclear(r);
-    return DS_OK;
+    return ds__repo_count(pool, &stmts[S_COUNT], &b, __func__, "user",
+                          owner_id, out, err);
 }
 
 DS_EXPORT ds_status ds_conversation_list_page(

@@ -447,14 +447,6 @@ DS_EXPORT ds_status ds_message_count(ds_pool *pool, int64_t conversation_id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, conversation_id);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_COUNT], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return ds__not_found(err, __func__, "conversation", conversation_id);
-    }
-    *out = ds__cell_int64(r, 0, 0);
-    PQclear(r);
-    return DS_OK;
+    return ds__repo_count(pool, &stmts[S_COUNT], &b, __func__, "conversation",
+                          conversation_id, out, err);
 }

@@ -179,6 +179,18 @@ PGresult *ds__repo_exec_conn(ds_conn *conn, const ds__stmt_def *def,
 ds_status ds__not_found(ds_error *err, const char *func, const char *what,
                         int64_t id);
 
+/* Runs an UPDATE or DELETE of the row `id`: DS_ERR_NOT_FOUND naming `what`
+ * when it touches nothing. */
+ds_status ds__repo_command(ds_pool *pool, const ds__stmt_def *def,
+                           const ds__bind *b, const char *func,
+                           const char *what, int64_t id, ds_error *err);
+
+/* Runs a count statement that returns one row, or none when the owner `id`
+ * (a `what`) does not exist: DS_ERR_NOT_FOUND then. *out is 0 on failure. */
+ds_status ds__repo_count(ds_pool *pool, const ds__stmt_def *def,
+                         const ds__bind *b, const char *func, const char *what,
+                         int64_t id, int64_t *out, ds_error *err);
+
 /* ---- decoding ----------------------------------------------------------- */
 
 static inline int64_t ds__cell_int64(const PGresult *r, int row, int col) {

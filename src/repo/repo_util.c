@@ -256,6 +256,33 @@ ds_status ds__cell_json(const PGresult *r, int row, int col, json_t **out,
             : "beyond what jansson accepts (e.g. nested too deeply)");
 }
 
+ds_status ds__repo_command(ds_pool *pool, const ds__stmt_def *def,
+                           const ds__bind *b, const char *func,
+                           const char *what, int64_t id, ds_error *err) {
+    PGresult *r = ds__repo_exec(pool, false, def, b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return hit ? DS_OK : ds__not_found(err, func, what, id);
+}
+
+ds_status ds__repo_count(ds_pool *pool, const ds__stmt_def *def,
+                         const ds__bind *b, const char *func, const char *what,
+                         int64_t id, int64_t *out, ds_error *err) {
+    *out = 0;
+    PGresult *r = ds__repo_exec(pool, false, def, b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    ds_status st = DS_OK;
+    if (PQntuples(r) == 0)
+        st = ds__not_found(err, func, what, id);
+    else
+        *out = ds__cell_int64(r, 0, 0);
+    PQclear(r);
+    return st;
+}
+
 /* ---- rows and lists ---------------------------------------------------------- */
 
 static void *block_take(ds__block *b, size_t size) {

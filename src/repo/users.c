@@ -272,21 +272,6 @@ DS_EXPORT ds_status ds_profile_update(ds_pool *pool, int64_t user_id,
                    "user", out, err);
 }
 
-/* Runs an UPDATE that must touch exactly one row. */
-static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
-                             ds__bind *b, const char *func, int64_t id,
-                             const char *state, ds_error *err) {
-    PGresult *r = ds__repo_exec(pool, false, def, b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    bool hit = strcmp(PQcmdTuples(r), "1") == 0;
-    PQclear(r);
-    if (!hit)
-        return ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no %suser with id %lld",
-                             func, state, (long long)id);
-    return DS_OK;
-}
-
 DS_EXPORT ds_status ds_user_set_status(ds_pool *pool, int64_t user_id,
                                        ds_user_status status, ds_error *err) {
     DS_REPO_ERR(err);
@@ -298,8 +283,8 @@ DS_EXPORT ds_status ds_user_set_status(ds_pool *pool, int64_t user_id,
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
     ds__bind_text(&b, status_names[status]);
-    return run_command(pool, &stmts[S_SET_STATUS], &b, __func__, user_id, "",
-                       err);
+    return ds__repo_command(pool, &stmts[S_SET_STATUS], &b, __func__, "user",
+                            user_id, err);
 }
 
 DS_EXPORT ds_status ds_user_soft_delete(ds_pool *pool, int64_t user_id,
@@ -310,8 +295,8 @@ DS_EXPORT ds_status ds_user_soft_delete(ds_pool *pool, int64_t user_id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
-    return run_command(pool, &stmts[S_SOFT_DELETE], &b, __func__, user_id,
-                       "undeleted ", err);
+    return ds__repo_command(pool, &stmts[S_SOFT_DELETE], &b, __func__,
+                            "undeleted user", user_id, err);
 }
 
 DS_EXPORT ds_status ds_user_restore(ds_pool *pool, int64_t user_id,
@@ -322,8 +307,8 @@ DS_EXPORT ds_status ds_user_restore(ds_pool *pool, int64_t user_id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
-    return run_command(pool, &stmts[S_RESTORE], &b, __func__, user_id,
-                       "soft-deleted ", err);
+    return ds__repo_command(pool, &stmts[S_RESTORE], &b, __func__,
+                            "soft-deleted user", user_id, err);
 }
 
 DS_EXPORT ds_status ds_user_list_page(ds_pool *pool,
