@@ -36,13 +36,18 @@ typedef struct ds_event {
                                  one event, this process's clock in a batch) */
 } ds_event;
 
-/* Records one event (one INSERT). */
+/* Records one event (one INSERT); `event` is borrowed for the call.
+ * Errors: DS_ERR_INVALID (NULL pool or event, a negative user_id, a bad
+ * name, properties or time; nothing is written), DS_ERR_NOMEM, the pool's
+ * DS_ERR_CONNECTION / DS_ERR_TIMEOUT / DS_ERR_DB. */
 DS_EXPORT DS_NODISCARD ds_status ds_event_record(ds_pool *pool,
                                                  const ds_event *event,
                                                  ds_error *err);
 
 /* Records `n` events with one COPY ... FROM STDIN (FORMAT binary); works
- * through PgBouncer in transaction mode too. */
+ * through PgBouncer in transaction mode too. `events` is borrowed for the
+ * call. The same errors as ds_event_record(), for the whole batch: one bad
+ * event writes nothing, and the message starts with "event <index>". */
 DS_EXPORT DS_NODISCARD ds_status ds_event_record_batch(ds_pool *pool,
                                                        const ds_event *events,
                                                        size_t n,
