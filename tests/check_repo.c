@@ -958,6 +958,34 @@ START_TEST(test_repo_setting_concurrent_updates_conflict) {
 }
 END_TEST
 
+/* A value another client stored that jansson cannot hold is reported as
+ * such (not as out of memory), without quoting it, and leaks nothing. */
+START_TEST(test_repo_setting_value_beyond_jansson_is_reported) {
+    ds_error err = {0};
+    int64_t uid = new_user("big@example.com");
+    json_t *v = json_integer(1);
+    ds_status st = ds_setting_put(pool, uid, "a", v, DS_VERSION_NEW, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    st = ds_setting_put(pool, uid, "b", v, DS_VERSION_NEW, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    json_decref(v);
+    dt_sql(db, "UPDATE app_settings SET value = "
+               "'{\"n\": 123456789012345678901234567890}' WHERE key = 'b'");
+    ds_setting *s = (ds_setting *)0x1;
+    st = ds_setting_get(pool, uid, "b", &s, &err);
+    ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
+    ck_assert_ptr_null(s);
+    ck_assert_ptr_null(strstr(err.message, "12345678901234567890"));
+    ds_setting_list *list = (ds_setting_list *)0x1;
+    st = ds_setting_list_for_user(pool, uid, 10, &list, &err);
+    ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
+    ck_assert_ptr_null(list);
+    dt_sql(db, "UPDATE app_settings SET value = '[1e400]' WHERE key = 'a'");
+    st = ds_setting_get(pool, uid, "a", &s, &err);
+    ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
+}
+END_TEST
+
 /* ---- analytics events ---------------------------------------------------- */
 
 START_TEST(test_repo_event_record_one_and_batch) {
@@ -1317,6 +1345,76 @@ START_TEST(test_repo_gdpr_purge_soft_deleted) {
 END_TEST
 
 
+/* ---- times at the edges of the range ------------------------------------------ */
+
+/* INT64_MIN and INT64_MAX are -infinity and infinity both ways; a time too
+ * far in the past for PostgreSQL is refused, never wrapped around into the
+ * far future (a purge "older than INT64_MIN" used to erase every
+ * soft-deleted user). */
+START_TEST(test_repo_times_at_the_edges) {
+    ds_error err = {0};
+    int64_t uid = new_user("edge@example.com");
+    ds_status st = ds_user_soft_delete(pool, uid, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t purged = -1;
+    st = ds_purge_soft_deleted(pool, NULL, INT64_MIN, &purged, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(purged, 0);
+    st = ds_purge_soft_deleted(pool, NULL, INT64_MIN + 1, &purged, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM users WHERE id = %lld", uid), 1);
+    st = ds_user_restore(pool, uid, &err);
+    ck_assert_ds_ok(st, err);
+
+    ds_crypto *crypto = test_crypto("t1");
+    ds_connection_new in = {uid, "github", "edge", NULL, "tok", 0, NULL, 0, INT64_MIN};
+    ds_connection *c;
+    st = ds_connection_upsert(pool, crypto, &in, &c, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(c->token_expires_at == INT64_MIN);
+    ds_connection_free(c);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM service_connections WHERE "
+                                    "token_expires_at = '-infinity'"), 1);
+    in.token_expires_at = INT64_MAX;
+    st = ds_connection_upsert(pool, crypto, &in, &c, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(c->token_expires_at == INT64_MAX);
+    ds_connection_free(c);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM service_connections WHERE "
+                                    "token_expires_at = 'infinity'"), 1);
+    in.token_expires_at = INT64_MIN + 1;
+    st = ds_connection_upsert(pool, crypto, &in, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ds_crypto_close(crypto);
+
+    ds_event ev[2] = {{uid, "ok", NULL, 0}, {uid, "too_early", NULL, INT64_MIN + 1}};
+    st = ds_event_record(pool, &ev[1], &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_event_record_batch(pool, ev, 2, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM analytics_events"), 0);
+
+    /* a date PostgreSQL holds but epoch microseconds cannot (from 294247
+     * AD) reads as infinity */
+    int64_t conv = new_conversation(uid);
+    char sql[160];
+    snprintf(sql, sizeof sql, "UPDATE conversations SET updated_at = '294270-01-01' "
+             "WHERE id = %lld", (long long)conv);
+    dt_sql(db, sql);
+    ds_conversation *cv;
+    st = ds_conversation_get(pool, conv, &cv, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(cv->updated_at == INT64_MAX);
+    ds_conversation_free(cv);
+    ds_conversation_cursor cur = {INT64_MIN + 5, 1};
+    ds_conversation_list *list = (ds_conversation_list *)0x1;
+    st = ds_conversation_list_page(pool, uid, &cur, 10, true, &list, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_null(list);
+}
+END_TEST
+
+
 /* ---- errors: bad arguments never crash and never write --------------------- */
 
 START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
@@ -1463,6 +1561,107 @@ START_TEST(test_repo_errors_out_of_memory_is_reported) {
 }
 END_TEST
 
+/* Reads under injected allocation failures: DS_ERR_NOMEM and a NULL row or
+ * list until there is memory, then the full result (ASan: nothing leaks). */
+START_TEST(test_repo_errors_out_of_memory_in_reads) {
+    ds_error err = {0};
+    json_t *prefs = json_pack("{s:s}", "theme", "dark");
+    ds_profile_fields pf = {"Oom", NULL, NULL, prefs};
+    ds_user *u;
+    ds_status st = ds_user_create(pool, "reads@example.com", &pf, &u, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t uid = u->id;
+    ds_user_free(u);
+    json_decref(prefs);
+    int64_t conv = new_conversation(uid);
+    ds_message_new m[3] = {{DS_ROLE_USER, "a", 0, NULL, NULL},
+                           {DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
+                           {DS_ROLE_USER, "c", 0, NULL, NULL}};
+    st = ds_message_append_batch(pool, conv, m, 3, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t team = 0;
+    for (int i = 0; i < 2; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        ds_team *t;
+        st = ds_team_create(pool, uid, name, NULL, NULL, &t, &err);
+        ck_assert_ds_ok(st, err);
+        team = t->id;
+        ds_team_free(t);
+        json_t *v = json_integer(i);
+        st = ds_setting_put(pool, uid, name, v, DS_VERSION_NEW, NULL, &err);
+        ck_assert_ds_ok(st, err);
+        json_decref(v);
+    }
+    ds_crypto *crypto = test_crypto("o1");
+    ds_connection_new cn = {uid, "github", "oom", NULL, "tok", 0, NULL, 0, 0};
+    st = ds_connection_upsert(pool, crypto, &cn, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ds_crypto_close(crypto);
+    for (int op = 0; op < 8; op++) {
+        bool done = false;
+        /* n == 0: a first call without failures warms the connection's
+         * statement cache, whose allocations fail silently */
+        for (long n = 0; n < 30 && !done; n++) {
+            void *out = NULL;
+            size_t count = 0, want = 0;
+            ds__test_fail_alloc_after(n);
+            if (op == 0) {
+                ds_user *row = NULL;
+                st = ds_user_get(pool, uid, &row, &err);
+                out = row;
+            } else if (op == 1) {
+                ds_user_list *l = NULL;
+                st = ds_user_list_page(pool, NULL, 10, false, false, &l, &err);
+                out = l, want = 1, count = l ? l->count : 0;
+            } else if (op == 2) {
+                ds_conversation_list *l = NULL;
+                st = ds_conversation_list_page(pool, uid, NULL, 10, false, &l, &err);
+                out = l, want = 1, count = l ? l->count : 0;
+            } else if (op == 3) {
+                ds_message_list *l = NULL;
+                st = ds_message_list_page(pool, conv, DS_OLDEST_FIRST, NULL, 10, &l, &err);
+                out = l, want = 3, count = l ? l->count : 0;
+            } else if (op == 4) {
+                ds_team_list *l = NULL;
+                st = ds_team_list_for_owner(pool, uid, 10, &l, &err);
+                out = l, want = 2, count = l ? l->count : 0;
+            } else if (op == 5) {
+                ds_setting_list *l = NULL;
+                st = ds_setting_list_for_user(pool, uid, 10, &l, &err);
+                out = l, want = 2, count = l ? l->count : 0;
+            } else if (op == 6) {
+                ds_connection_list *l = NULL;
+                st = ds_connection_list_for_user(pool, uid, 10, &l, &err);
+                out = l, want = 1, count = l ? l->count : 0;
+            } else {
+                ds_team *row = NULL;
+                st = ds_team_get(pool, team, &row, &err);
+                out = row;
+            }
+            ds__test_fail_alloc_after(0);
+            if (st != DS_OK) {
+                ck_assert_ds_status(st, DS_ERR_NOMEM, err);
+                ck_assert_ptr_null(out);
+                continue;
+            }
+            done = n > 0;
+            ck_assert_uint_eq(count, want);
+            switch (op) {
+            case 0: ds_user_free(out); break;
+            case 1: ds_user_list_free(out); break;
+            case 2: ds_conversation_list_free(out); break;
+            case 3: ds_message_list_free(out); break;
+            case 4: ds_team_list_free(out); break;
+            case 5: ds_setting_list_free(out); break;
+            case 6: ds_connection_list_free(out); break;
+            default: ds_team_free(out); break;
+            }
+        }
+        ck_assert_msg(done, "read %d never succeeded", op);
+    }
+}
+END_TEST
 
 /* ---- statement definitions match the live schema ------------------------- */
 
@@ -1543,6 +1742,7 @@ static void add_teams(TCase *tc) {
 static void add_settings(TCase *tc) {
     tcase_add_test(tc, test_repo_setting_versions_and_scopes);
     tcase_add_test(tc, test_repo_setting_concurrent_updates_conflict);
+    tcase_add_test(tc, test_repo_setting_value_beyond_jansson_is_reported);
 }
 
 static void add_events(TCase *tc) {
@@ -1551,6 +1751,10 @@ static void add_events(TCase *tc) {
 
 static void add_connections(TCase *tc) {
     tcase_add_test(tc, test_repo_connection_tokens_are_sealed);
+}
+
+static void add_times(TCase *tc) {
+    tcase_add_test(tc, test_repo_times_at_the_edges);
 }
 
 static void add_gdpr(TCase *tc) {
@@ -1572,6 +1776,7 @@ static const group groups[] = {
     {"events", add_events},
     {"connections", add_connections},
     {"gdpr", add_gdpr},
+    {"times", add_times},
 };
 
 /* Each group twice: direct (prepared statements) and through PgBouncer in
@@ -1583,6 +1788,7 @@ Suite *ds_test_repo_suite(void) {
     tcase_add_checked_fixture(errors, setup_direct, teardown);
     tcase_add_test(errors, test_repo_errors_null_and_out_of_range_arguments);
     tcase_add_test(errors, test_repo_errors_out_of_memory_is_reported);
+    tcase_add_test(errors, test_repo_errors_out_of_memory_in_reads);
     tcase_add_test(errors, test_repo_statements_match_live_schema);
     suite_add_tcase(s, errors);
     for (int pooled = 0; pooled < 2; pooled++)

@@ -22,7 +22,14 @@
  * the scopes, both tokens and the expiry, and sets the status back to
  * active. Limits: provider 1..64 of [a-z0-9_.-] starting with a letter or
  * digit; external_account_id 1..255 bytes; scopes up to 4000 bytes (UTF-8,
- * no NUL); tokens up to DS_CRYPTO_MAX_PLAINTEXT bytes.
+ * no NUL); tokens 1..DS_CRYPTO_MAX_PLAINTEXT bytes.
+ *
+ * Errors of every call besides those named: DS_ERR_INVALID (a NULL pool,
+ * argument or out-param, an id below 1, anything outside the limits;
+ * nothing is written), DS_ERR_NOMEM, the pool's DS_ERR_CONNECTION /
+ * DS_ERR_TIMEOUT / DS_ERR_DB. After a failure every out-param is NULL.
+ * No message ever holds a token.
+ *
  * Thread-safety: any thread, shared pool and crypto handle.
  */
 #ifndef DATASTORE_CONNECTIONS_H
@@ -71,7 +78,7 @@ typedef struct ds_connection_new {
     size_t access_token_len;   /* 0: strlen(access_token)                  */
     const char *refresh_token;
     size_t refresh_token_len;  /* 0: strlen(refresh_token)                 */
-    int64_t token_expires_at;  /* 0: unknown                               */
+    int64_t token_expires_at;  /* 0: unknown; INT64_MAX: never (infinity)  */
 } ds_connection_new;
 
 typedef struct ds_connection_list {
@@ -80,8 +87,9 @@ typedef struct ds_connection_list {
     bool has_more;
 } ds_connection_list;
 
-/* Frees a row (wiping its secrets) / a list. NULL is a no-op. */
-DS_EXPORT void ds_connection_free(ds_connection *conn);
+/* Frees a row, wiping its decrypted tokens / a list and its rows. NULL is
+ * a no-op. */
+DS_EXPORT void ds_connection_free(ds_connection *connection);
 DS_EXPORT void ds_connection_list_free(ds_connection_list *list);
 
 /* "active", "expired", "revoked", "error"; "unknown" otherwise. */
@@ -89,16 +97,21 @@ DS_EXPORT const char *ds_connection_status_str(ds_connection_status status);
 
 /*
  * Inserts or replaces the connection (user, provider, external account),
- * encrypting the tokens with `crypto`. *out (may be NULL) receives the
- * stored row without decrypted tokens. Errors: DS_ERR_INVALID,
- * DS_ERR_NOT_FOUND (unknown user), DS_ERR_NOMEM, database errors.
+ * encrypting the tokens with `crypto` (required). `in` and the tokens are
+ * borrowed for the call; the library keeps no copy of a plaintext token.
+ * *out (may be NULL) receives the stored row without decrypted tokens,
+ * freed with ds_connection_free(). Errors: DS_ERR_INVALID (also for an
+ * empty token), DS_ERR_NOT_FOUND (unknown user).
  */
 DS_EXPORT DS_NODISCARD ds_status ds_connection_upsert(
     ds_pool *pool, ds_crypto *crypto, const ds_connection_new *in,
     ds_connection **out, ds_error *err);
 
-/* One connection; with `crypto` its tokens are decrypted into the row
- * (DS_ERR_CRYPTO when they do not decrypt). DS_ERR_NOT_FOUND when unknown. */
+/* The connection `id` into *out (free with ds_connection_free(), which
+ * wipes the tokens). With `crypto` its tokens are decrypted into the row
+ * (DS_ERR_CRYPTO when they do not decrypt, and then no row); without, only
+ * has_access_token / has_refresh_token tell. DS_ERR_NOT_FOUND when
+ * unknown. */
 DS_EXPORT DS_NODISCARD ds_status ds_connection_get(ds_pool *pool,
                                                    ds_crypto *crypto,
                                                    int64_t id,
@@ -106,7 +119,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_connection_get(ds_pool *pool,
                                                    ds_error *err);
 
 /* A user's connections by id, at most `limit` (1..repo_max_page), without
- * tokens. DS_ERR_NOT_FOUND for an unknown user. */
+ * tokens, into *out (free with ds_connection_list_free(); has_more says
+ * when there are more). DS_ERR_NOT_FOUND for an unknown user. */
 DS_EXPORT DS_NODISCARD ds_status ds_connection_list_for_user(
     ds_pool *pool, int64_t user_id, int limit, ds_connection_list **out,
     ds_error *err);

@@ -28,6 +28,14 @@
  *
  * Rows and lists are allocated by the library (fields may be appended
  * later); strings and JSON inside live as long as their row or list.
+ *
+ * Errors of every call besides those named: DS_ERR_INVALID (a NULL pool,
+ * argument or out-param, an id below 1, anything outside the limits),
+ * DS_ERR_NOMEM, the pool's DS_ERR_CONNECTION / DS_ERR_TIMEOUT / DS_ERR_DB,
+ * and DS_ERR_UNSUPPORTED for stored metadata that jansson cannot hold
+ * (written by another client). After a failure every out-param is NULL
+ * (counts 0).
+ *
  * Thread-safety: every function may be called from any thread with a
  * shared pool.
  */
@@ -55,15 +63,17 @@ typedef struct ds_conversation {
 } ds_conversation;
 
 /* Frees a row. NULL is a no-op. */
-DS_EXPORT void ds_conversation_free(ds_conversation *conv);
+DS_EXPORT void ds_conversation_free(ds_conversation *conversation);
 
-/* Creates a conversation. `title` may be NULL (""). *out may be NULL.
+/* Creates a conversation of user `owner_id`. `title` may be NULL ("").
+ * *out (may be NULL) receives the row, freed with ds_conversation_free().
  * DS_ERR_NOT_FOUND when the owner does not exist. */
 DS_EXPORT DS_NODISCARD ds_status ds_conversation_create(
     ds_pool *pool, int64_t owner_id, const char *title,
     ds_conversation **out, ds_error *err);
 
-/* DS_ERR_NOT_FOUND when there is no such conversation. */
+/* The conversation `id` into *out (free with ds_conversation_free()).
+ * DS_ERR_NOT_FOUND when there is no such conversation. */
 DS_EXPORT DS_NODISCARD ds_status ds_conversation_get(ds_pool *pool,
                                                      int64_t id,
                                                      ds_conversation **out,
@@ -80,8 +90,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_conversation_delete(ds_pool *pool,
                                                         int64_t id,
                                                         ds_error *err);
 
-/* Counts a user's conversations (archived ones too when asked).
- * DS_ERR_NOT_FOUND when the user does not exist. */
+/* Counts a user's conversations (archived ones too when asked) into
+ * *out. DS_ERR_NOT_FOUND when the user does not exist. */
 DS_EXPORT DS_NODISCARD ds_status ds_conversation_count(ds_pool *pool,
                                                        int64_t owner_id,
                                                        bool include_archived,
@@ -106,10 +116,12 @@ typedef struct ds_conversation_list {
 DS_EXPORT void ds_conversation_list_free(ds_conversation_list *list);
 
 /*
- * A user's conversations, most recent activity first, `limit` per page
- * after `cursor` (NULL: from the top). A conversation that gets a new
- * message while you page moves to the top and may be skipped by later
- * pages; start over to see it. DS_ERR_NOT_FOUND for an unknown user.
+ * A user's conversations, most recent activity first, `limit`
+ * (1..repo_max_page) per page after `cursor` (NULL: from the top). A
+ * conversation that gets a new message while you page moves to the top
+ * and may be skipped by later pages; start over to see it. *out receives
+ * the page (free with ds_conversation_list_free()); its `next` continues
+ * after it. DS_ERR_NOT_FOUND for an unknown user.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_conversation_list_page(
     ds_pool *pool, int64_t owner_id, const ds_conversation_cursor *cursor,
@@ -150,14 +162,16 @@ typedef struct ds_message_new {
     const char *idempotency_key; /* NULL: none                             */
 } ds_message_new;
 
-/* Frees a row. NULL is a no-op. */
-DS_EXPORT void ds_message_free(ds_message *msg);
+/* Frees a row with its strings and metadata. NULL is a no-op. */
+DS_EXPORT void ds_message_free(ds_message *message);
 
 /*
  * Appends one message and bumps the conversation's updated_at, in one
  * statement. With an idempotency key already used in this conversation,
  * returns that original row (created == false) and changes nothing.
- * *out may be NULL. DS_ERR_NOT_FOUND for an unknown conversation.
+ * `msg` is borrowed for the call. *out (may be NULL) receives the row,
+ * freed with ds_message_free(). DS_ERR_NOT_FOUND for an unknown
+ * conversation.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_message_append(ds_pool *pool,
                                                    int64_t conversation_id,
@@ -191,23 +205,30 @@ DS_EXPORT void ds_message_list_free(ds_message_list *list);
  * Appends `n` messages (1..repo_max_batch) in one statement and bumps the
  * conversation once. Keys must be distinct within the batch; keys used
  * before return their original rows. The whole batch is validated before
- * anything is sent, and is written all or nothing. *out (may be NULL)
- * receives the rows in input order.
+ * anything is sent, and is written all or nothing; the message of an
+ * error in one message starts with "message <index>". `msgs` is borrowed
+ * for the call. *out (may be NULL) receives the rows in input order, freed
+ * with ds_message_list_free(). DS_ERR_INVALID also for shared keys or more
+ * than 512 MiB of content and metadata; DS_ERR_NOT_FOUND for an unknown
+ * conversation.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_message_append_batch(
     ds_pool *pool, int64_t conversation_id, const ds_message_new *msgs,
     size_t n, ds_message_list **out, ds_error *err);
 
 /*
- * One page of a conversation's messages in `order`, within `cursor` (NULL:
- * everything). DS_ERR_NOT_FOUND for an unknown conversation.
+ * One page of at most `limit` (1..repo_max_page) of a conversation's
+ * messages in `order`, within `cursor` (NULL: everything). *out receives
+ * the page (free with ds_message_list_free()); its `next` continues in the
+ * same order. DS_ERR_NOT_FOUND for an unknown conversation.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_message_list_page(
     ds_pool *pool, int64_t conversation_id, ds_order order,
     const ds_message_cursor *cursor, int limit, ds_message_list **out,
     ds_error *err);
 
-/* Counts a conversation's messages. DS_ERR_NOT_FOUND when unknown. */
+/* Counts a conversation's messages into *out. DS_ERR_NOT_FOUND when
+ * unknown. */
 DS_EXPORT DS_NODISCARD ds_status ds_message_count(ds_pool *pool,
                                                   int64_t conversation_id,
                                                   int64_t *out, ds_error *err);

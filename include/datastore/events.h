@@ -11,7 +11,9 @@
  * batch (detected while streaming) aborts the COPY, so nothing is written.
  *
  * Limits: name 1..200 bytes of UTF-8 without NUL; properties a JSON object
- * up to repo_max_json_bytes (NULL: {}); a batch 1..repo_max_batch events.
+ * up to repo_max_json_bytes (NULL: {}); a batch 1..repo_max_batch events;
+ * occurred_at within PostgreSQL's range (4713 BC to 294247 AD; INT64_MIN
+ * and INT64_MAX are -infinity and infinity), else DS_ERR_INVALID.
  * Thread-safety: any thread, shared pool. Inputs are borrowed for the call.
  */
 #ifndef DATASTORE_EVENTS_H
@@ -34,13 +36,18 @@ typedef struct ds_event {
                                  one event, this process's clock in a batch) */
 } ds_event;
 
-/* Records one event (one INSERT). */
+/* Records one event (one INSERT); `event` is borrowed for the call.
+ * Errors: DS_ERR_INVALID (NULL pool or event, a negative user_id, a bad
+ * name, properties or time; nothing is written), DS_ERR_NOMEM, the pool's
+ * DS_ERR_CONNECTION / DS_ERR_TIMEOUT / DS_ERR_DB. */
 DS_EXPORT DS_NODISCARD ds_status ds_event_record(ds_pool *pool,
                                                  const ds_event *event,
                                                  ds_error *err);
 
 /* Records `n` events with one COPY ... FROM STDIN (FORMAT binary); works
- * through PgBouncer in transaction mode too. */
+ * through PgBouncer in transaction mode too. `events` is borrowed for the
+ * call. The same errors as ds_event_record(), for the whole batch: one bad
+ * event writes nothing, and the message starts with "event <index>". */
 DS_EXPORT DS_NODISCARD ds_status ds_event_record_batch(ds_pool *pool,
                                                        const ds_event *events,
                                                        size_t n,

@@ -54,9 +54,11 @@ DS_EXPORT void ds_erase_report_free(ds_erase_report *report);
 
 /*
  * Erases everything of `user_id` (see above). `redis` may be NULL.
- * `out` may be NULL. Errors: DS_ERR_INVALID, the pool's errors (nothing was
- * deleted), DS_ERR_REDIS (the database part is committed and *out filled;
- * call again to finish Redis).
+ * *out (may be NULL) receives the counts, freed with
+ * ds_erase_report_free(). Errors: DS_ERR_INVALID (NULL pool, user_id below
+ * 1), DS_ERR_NOMEM, the pool's errors (nothing was deleted), DS_ERR_REDIS
+ * (the database part is committed and *out filled; call again to finish
+ * Redis).
  */
 DS_EXPORT DS_NODISCARD ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
                                                int64_t user_id,
@@ -65,11 +67,14 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
 
 /*
  * Retention: erases every user soft-deleted before `older_than` (epoch
- * microseconds), with all their rows (analytics events included) and,
+ * microseconds; INT64_MIN: none, INT64_MAX: all), with all their rows (analytics events included) and,
  * given a Redis handle, their Redis keys. `purged` (may be NULL) receives
  * the number of users erased. At most repo_max_batch users per call;
  * `*more` (may be NULL) says whether more are waiting, so call it in a
- * loop from a scheduled job.
+ * loop from a scheduled job. Errors: DS_ERR_INVALID (NULL pool, a time
+ * PostgreSQL cannot hold), the pool's errors (nothing was erased),
+ * DS_ERR_REDIS (the *purged users are erased from the database, but not
+ * all of their Redis keys).
  */
 DS_EXPORT DS_NODISCARD ds_status ds_purge_soft_deleted(ds_pool *pool,
                                                        ds_redis *redis,

@@ -18,6 +18,14 @@
  * Keys: 1..128 of [A-Za-z0-9_.:-]. Values: any JSON value (a JSON null too)
  * up to repo_max_json_bytes serialised; borrowed for the call. JSON in a
  * returned row is owned by the row.
+ *
+ * Errors of every call besides those named: DS_ERR_INVALID (a NULL pool,
+ * value or out-param, a negative user_id, a bad key or expected_version,
+ * a value over the limit; nothing is written), DS_ERR_NOMEM, the pool's
+ * DS_ERR_CONNECTION / DS_ERR_TIMEOUT / DS_ERR_DB, and DS_ERR_UNSUPPORTED
+ * for a stored value that jansson cannot hold (written by another client).
+ * After a failure every out-param is NULL.
+ *
  * Thread-safety: any thread, shared pool.
  */
 #ifndef DATASTORE_SETTINGS_H
@@ -50,19 +58,21 @@ typedef struct ds_setting_list {
     bool has_more;
 } ds_setting_list;
 
-/* Free a row / a list and its rows. NULL is a no-op. */
+/* Frees a row / a list and its rows, JSON included. NULL is a no-op. */
 DS_EXPORT void ds_setting_free(ds_setting *setting);
 DS_EXPORT void ds_setting_list_free(ds_setting_list *list);
 
-/* One setting of `user_id` (0: global). DS_ERR_NOT_FOUND when unset. */
+/* One setting of `user_id` (0: global) into *out (free with
+ * ds_setting_free()). DS_ERR_NOT_FOUND when unset. */
 DS_EXPORT DS_NODISCARD ds_status ds_setting_get(ds_pool *pool,
                                                 int64_t user_id,
                                                 const char *key,
                                                 ds_setting **out,
                                                 ds_error *err);
 
-/* Writes a value (see expected_version above). *out may be NULL.
- * DS_ERR_NOT_FOUND also for an unknown user. */
+/* Writes a value (see expected_version above). *out (may be NULL)
+ * receives the stored row, freed with ds_setting_free(). DS_ERR_CONFLICT,
+ * DS_ERR_NOT_FOUND as above, and DS_ERR_NOT_FOUND for an unknown user. */
 DS_EXPORT DS_NODISCARD ds_status ds_setting_put(ds_pool *pool,
                                                 int64_t user_id,
                                                 const char *key,
@@ -80,7 +90,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_setting_delete(ds_pool *pool,
                                                    ds_error *err);
 
 /* The settings of `user_id` (0: the global ones) by key, at most `limit`
- * (1..repo_max_page). */
+ * (1..repo_max_page; has_more says when there are more), into *out (free
+ * with ds_setting_list_free()). An unknown user has no settings: an empty
+ * list, not DS_ERR_NOT_FOUND. */
 DS_EXPORT DS_NODISCARD ds_status ds_setting_list_for_user(
     ds_pool *pool, int64_t user_id, int limit, ds_setting_list **out,
     ds_error *err);

@@ -19,6 +19,14 @@
  *
  * Limits: name 1..200 bytes of UTF-8 without NUL; members a JSON array and
  * config a JSON object, each at most repo_max_json_bytes when serialised.
+ *
+ * Errors of every call besides those named: DS_ERR_INVALID (a NULL pool
+ * or out-param, an id below 1, anything outside the limits; nothing is
+ * written), DS_ERR_NOMEM, the pool's DS_ERR_CONNECTION / DS_ERR_TIMEOUT /
+ * DS_ERR_DB, and DS_ERR_UNSUPPORTED for stored JSON that jansson cannot
+ * hold (written by another client). After a failure every out-param is
+ * NULL.
+ *
  * Thread-safety: any thread, shared pool.
  */
 #ifndef DATASTORE_TEAMS_H
@@ -50,13 +58,14 @@ typedef struct ds_team_list {
     bool has_more;
 } ds_team_list;
 
-/* Free a row / a list and its rows. NULL is a no-op. */
+/* Frees a row / a list and its rows, JSON included. NULL is a no-op. */
 DS_EXPORT void ds_team_free(ds_team *team);
 DS_EXPORT void ds_team_list_free(ds_team_list *list);
 
-/* Creates a team at version 1. `members` NULL means [], `config` NULL {}.
- * *out may be NULL. DS_ERR_NOT_FOUND for an unknown owner,
- * DS_ERR_CONFLICT when the owner already has a team of that name. */
+/* Creates a team of user `owner_id` at version 1. `members` NULL means [],
+ * `config` NULL {}. *out (may be NULL) receives the row, freed with
+ * ds_team_free(). DS_ERR_NOT_FOUND for an unknown owner, DS_ERR_CONFLICT
+ * when the owner already has a team of that name. */
 DS_EXPORT DS_NODISCARD ds_status ds_team_create(ds_pool *pool,
                                                 int64_t owner_id,
                                                 const char *name,
@@ -64,12 +73,14 @@ DS_EXPORT DS_NODISCARD ds_status ds_team_create(ds_pool *pool,
                                                 const json_t *config,
                                                 ds_team **out, ds_error *err);
 
-/* DS_ERR_NOT_FOUND for an unknown id. */
+/* The team `id` into *out (free with ds_team_free()). DS_ERR_NOT_FOUND
+ * for an unknown id. */
 DS_EXPORT DS_NODISCARD ds_status ds_team_get(ds_pool *pool, int64_t id,
                                              ds_team **out, ds_error *err);
 
 /* An owner's teams by id, at most `limit` (1..repo_max_page; has_more
- * says when there are more). DS_ERR_NOT_FOUND for an unknown owner. */
+ * says when there are more), into *out (free with ds_team_list_free()).
+ * DS_ERR_NOT_FOUND for an unknown owner. */
 DS_EXPORT DS_NODISCARD ds_status ds_team_list_for_owner(ds_pool *pool,
                                                         int64_t owner_id,
                                                         int limit,
@@ -78,9 +89,10 @@ DS_EXPORT DS_NODISCARD ds_status ds_team_list_for_owner(ds_pool *pool,
 
 /*
  * Replaces the non-NULL fields (at least one) if the team is still at
- * `expected_version`, and bumps the version. *out (may be NULL) receives
- * the new row. Errors: DS_ERR_CONFLICT (stale version, or the new name is
- * taken; nothing changed), DS_ERR_NOT_FOUND, DS_ERR_INVALID.
+ * `expected_version` (from 1), and bumps the version. *out (may be NULL)
+ * receives the new row, freed with ds_team_free(). Errors:
+ * DS_ERR_CONFLICT (stale version, or the new name is taken; nothing
+ * changed), DS_ERR_NOT_FOUND.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_team_update(ds_pool *pool, int64_t id,
                                                 int64_t expected_version,

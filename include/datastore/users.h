@@ -22,6 +22,12 @@
  * UTF-8 without NUL bytes. Bad input gives DS_ERR_INVALID and writes
  * nothing.
  *
+ * Errors of every call besides those named: DS_ERR_INVALID (a NULL pool
+ * or out-param, an argument outside the limits), DS_ERR_NOMEM, the pool's
+ * DS_ERR_CONNECTION / DS_ERR_TIMEOUT / DS_ERR_DB, and DS_ERR_UNSUPPORTED
+ * for stored JSON that jansson cannot hold (written by another client,
+ * e.g. a number beyond 64 bits). After a failure every out-param is NULL.
+ *
  * Thread-safety: every function may be called from any thread with a
  * shared pool; a row is owned by the caller and not shared.
  */
@@ -68,27 +74,30 @@ typedef struct ds_profile_fields {
     const json_t *preferences; /* a JSON object                            */
 } ds_profile_fields;
 
-/* Frees a row. NULL is a no-op. */
+/* Frees a row with its strings and preferences. NULL is a no-op. */
 DS_EXPORT void ds_user_free(ds_user *user);
 
 /*
  * Creates an active user and its profile in one statement. `email` is
  * normalised and validated; `profile` may be NULL (defaults: "", "en",
- * "UTC", {}). *out (may be NULL when not wanted) receives the new row.
- * Errors: DS_ERR_INVALID (malformed email or field), DS_ERR_CONFLICT (the
- * email is taken), DS_ERR_NOMEM, connection/database errors.
+ * "UTC", {}) and is borrowed for the call. *out (may be NULL when not
+ * wanted) receives the new row, freed with ds_user_free(). Errors:
+ * DS_ERR_INVALID (malformed email or field), DS_ERR_CONFLICT (the email is
+ * taken, also by a soft-deleted user).
  */
 DS_EXPORT DS_NODISCARD ds_status ds_user_create(ds_pool *pool,
                                                 const char *email,
                                                 const ds_profile_fields *profile,
                                                 ds_user **out, ds_error *err);
 
-/* The user with this id, unless soft-deleted. DS_ERR_NOT_FOUND otherwise. */
+/* The user with this id, unless soft-deleted, into *out (free with
+ * ds_user_free()). DS_ERR_NOT_FOUND otherwise. */
 DS_EXPORT DS_NODISCARD ds_status ds_user_get(ds_pool *pool, int64_t id,
                                              ds_user **out, ds_error *err);
 
-/* The user with this email (normalised first), unless soft-deleted.
- * DS_ERR_INVALID for a malformed email, DS_ERR_NOT_FOUND for none. */
+/* The user with this email (normalised first), unless soft-deleted, into
+ * *out (free with ds_user_free()). DS_ERR_INVALID for a malformed email,
+ * DS_ERR_NOT_FOUND for none. */
 DS_EXPORT DS_NODISCARD ds_status ds_user_get_by_email(ds_pool *pool,
                                                       const char *email,
                                                       ds_user **out,
@@ -96,8 +105,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_get_by_email(ds_pool *pool,
 
 /*
  * Updates the profile fields that are non-NULL in `fields` (at least one
- * must be) and returns the updated row in *out (may be NULL).
- * DS_ERR_NOT_FOUND for an unknown or soft-deleted user.
+ * must be; borrowed for the call) and returns the updated row in *out (may
+ * be NULL; free with ds_user_free()). DS_ERR_NOT_FOUND for an unknown or
+ * soft-deleted user.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_profile_update(
     ds_pool *pool, int64_t user_id, const ds_profile_fields *fields,
@@ -146,7 +156,9 @@ DS_EXPORT void ds_user_list_free(ds_user_list *list);
  * order; soft-deleted users only when `include_deleted`. Inserts made
  * while paging never cause duplicates or gaps among rows that existed when
  * paging began. `from_replica` reads through ds_pool_acquire_read() (may
- * lag the primary).
+ * lag the primary). *out receives the page (free with ds_user_list_free());
+ * its `next` continues after it. DS_ERR_INVALID for a limit outside
+ * 1..repo_max_page or a negative cursor.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_user_list_page(
     ds_pool *pool, const ds_user_cursor *cursor, int limit,

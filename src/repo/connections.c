@@ -74,10 +74,10 @@ static ds_connection_status status_from(const char *s) {
     return DS_CONNECTION_ERROR;
 }
 
-static const int text_cols[] = {2, 3, 4, 9};
-
-static void decode_conn(const PGresult *r, int row, ds__block *b,
-                        ds_connection *c) {
+static ds_status decode_conn(const PGresult *r, int row, ds__block *b,
+                             void *item, ds_error *err) {
+    (void)err;
+    ds_connection *c = item;
     c->id = ds__cell_int64(r, row, 0);
     c->user_id = ds__cell_int64(r, row, 1);
     c->provider = ds__block_text(b, r, row, 2);
@@ -90,31 +90,28 @@ static void decode_conn(const PGresult *r, int row, ds__block *b,
     c->updated_at = ds__cell_ts(r, row, 11);
     c->has_access_token = ds__cell_bool(r, row, 12);
     c->has_refresh_token = ds__cell_bool(r, row, 13);
+    return DS_OK;
 }
 
-DS_EXPORT void ds_connection_free(ds_connection *conn) {
-    if (!conn)
+DS__LIST_ATTACH(attach_conns, ds_connection_list, ds_connection)
+
+static const int text_cols[] = {2, 3, 4, 9};
+
+/* Rows come without tokens: ds_connection_get decrypts them afterwards. */
+static const ds__row_type conn_type = {
+    sizeof(ds_connection), text_cols, 4, decode_conn, NULL,
+    sizeof(ds_connection_list), attach_conns};
+
+DS_EXPORT void ds_connection_free(ds_connection *connection) {
+    if (!connection)
         return;
-    ds_secret_free(conn->access_token);
-    ds_secret_free(conn->refresh_token);
-    ds__free(conn);
+    ds_secret_free(connection->access_token);
+    ds_secret_free(connection->refresh_token);
+    ds__free(connection);
 }
 
 DS_EXPORT void ds_connection_list_free(ds_connection_list *list) {
     ds__free(list);
-}
-
-static ds_status one_conn(const PGresult *r, ds_connection **out,
-                          ds_error *err) {
-    ds__block b;
-    if (!ds__block_alloc(&b, ds__struct_bytes(sizeof(ds_connection), 1) +
-                                 ds__text_bytes(r, 0, 1, text_cols, 4)))
-        return ds__error_set(err, DS_ERR_NOMEM, "connections: out of memory");
-    ds_connection *c = ds__block_take(&b, sizeof *c);
-    memset(c, 0, sizeof *c);
-    decode_conn(r, 0, &b, c);
-    *out = c;
-    return DS_OK;
 }
 
 /* The place an envelope is bound to. `scope` must hold 64 + 1 + 255 + 1. */
@@ -225,8 +222,8 @@ DS_EXPORT ds_status ds_connection_upsert(ds_pool *pool, ds_crypto *crypto,
             if (st == DS_ERR_NOT_FOUND)
                 ds__not_found(err, __func__, "user", in->user_id);
         } else {
-            if (out)
-                st = one_conn(r, out, err);
+            if (out && !(*out = ds__row_new(r, 0, &conn_type, __func__, err)))
+                st = err->code;
             PQclear(r);
         }
     }
@@ -253,8 +250,8 @@ DS_EXPORT ds_status ds_connection_get(ds_pool *pool, ds_crypto *crypto,
         PQclear(r);
         return ds__not_found(err, __func__, "service connection", id);
     }
-    ds_connection *c;
-    ds_status st = one_conn(r, &c, err);
+    ds_connection *c = ds__row_new(r, 0, &conn_type, __func__, err);
+    ds_status st = c ? DS_OK : err->code;
     for (int i = 0; st == DS_OK && crypto && i < 2; i++) {
         if (PQgetisnull(r, 0, 5 + i))
             continue;
@@ -293,54 +290,13 @@ DS_EXPORT ds_status ds_connection_list_for_user(ds_pool *pool, int64_t user_id,
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
     ds__bind_int64(&b, (int64_t)limit + 1);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_LIST], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    int rows = PQntuples(r);
-    if (rows == 0) {
-        PQclear(r);
-        return ds__not_found(err, __func__, "user", user_id);
-    }
-    if (rows == 1 && PQgetisnull(r, 0, 0))
-        rows = 0;
-    int n = rows > limit ? limit : rows;
-    ds__block blk;
-    size_t cap = ds__struct_bytes(sizeof(ds_connection_list), 1) +
-                 ds__struct_bytes(sizeof(ds_connection *), (size_t)n) +
-                 ds__struct_bytes(sizeof(ds_connection), (size_t)n) +
-                 ds__text_bytes(r, 0, n, text_cols, 4);
-    if (!ds__block_alloc(&blk, cap)) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
-    }
-    ds_connection_list *list = ds__block_take(&blk, sizeof *list);
-    memset(list, 0, sizeof *list);
-    if (n) {
-        list->items = ds__block_take(&blk, sizeof(ds_connection *) * (size_t)n);
-        ds_connection *mem =
-            ds__block_take(&blk, sizeof(ds_connection) * (size_t)n);
-        memset(mem, 0, sizeof(ds_connection) * (size_t)n);
-        for (int i = 0; i < n; i++) {
-            list->items[i] = &mem[i];
-            decode_conn(r, i, &blk, &mem[i]);
-        }
-        list->count = (size_t)n;
-    }
-    list->has_more = rows > limit;
-    PQclear(r);
+    ds_connection_list *list =
+        ds__repo_list(pool, false, &stmts[S_LIST], &b, limit, &conn_type,
+                      __func__, "user", user_id, err);
+    if (!list)
+        return err->code;
     *out = list;
     return DS_OK;
-}
-
-static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
-                             ds__bind *b, const char *func, int64_t id,
-                             ds_error *err) {
-    PGresult *r = ds__repo_exec(pool, false, def, b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
-    PQclear(r);
-    return hit ? DS_OK : ds__not_found(err, func, "service connection", id);
 }
 
 DS_EXPORT ds_status ds_connection_set_status(ds_pool *pool, int64_t id,
@@ -356,7 +312,8 @@ DS_EXPORT ds_status ds_connection_set_status(ds_pool *pool, int64_t id,
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
     ds__bind_text(&b, status_names[status]);
-    return run_command(pool, &stmts[S_SET_STATUS], &b, __func__, id, err);
+    return ds__repo_command(pool, &stmts[S_SET_STATUS], &b, __func__,
+                            "service connection", id, err);
 }
 
 DS_EXPORT ds_status ds_connection_delete(ds_pool *pool, int64_t id,
@@ -367,5 +324,6 @@ DS_EXPORT ds_status ds_connection_delete(ds_pool *pool, int64_t id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
-    return run_command(pool, &stmts[S_DELETE], &b, __func__, id, err);
+    return ds__repo_command(pool, &stmts[S_DELETE], &b, __func__,
+                            "service connection", id, err);
 }

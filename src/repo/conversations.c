@@ -50,37 +50,33 @@ size_t ds__stmts_conversations(const ds__stmt_def **defs) {
     return sizeof stmts / sizeof stmts[0];
 }
 
-static const int text_cols[] = {2};
-
-static void decode_conv(const PGresult *r, int row, ds__block *b,
-                        ds_conversation *c) {
+static ds_status decode_conv(const PGresult *r, int row, ds__block *b,
+                             void *item, ds_error *err) {
+    (void)err;
+    ds_conversation *c = item;
     c->id = ds__cell_int64(r, row, 0);
     c->owner_id = ds__cell_int64(r, row, 1);
     c->title = ds__block_text(b, r, row, 2);
     c->archived = ds__cell_bool(r, row, 3);
     c->created_at = ds__cell_ts(r, row, 4);
     c->updated_at = ds__cell_ts(r, row, 5);
+    return DS_OK;
 }
 
-DS_EXPORT void ds_conversation_free(ds_conversation *conv) { ds__free(conv); }
+DS__LIST_ATTACH(attach_convs, ds_conversation_list, ds_conversation)
+
+static const int text_cols[] = {2};
+
+static const ds__row_type conv_type = {
+    sizeof(ds_conversation), text_cols, 1, decode_conv, NULL,
+    sizeof(ds_conversation_list), attach_convs};
+
+DS_EXPORT void ds_conversation_free(ds_conversation *conversation) {
+    ds__free(conversation);
+}
 
 DS_EXPORT void ds_conversation_list_free(ds_conversation_list *list) {
     ds__free(list);
-}
-
-static ds_status one_conv(PGresult *r, ds_conversation **out, ds_error *err) {
-    ds__block b;
-    if (!ds__block_alloc(&b, ds__struct_bytes(sizeof(ds_conversation), 1) +
-                                 ds__text_bytes(r, 0, 1, text_cols, 1))) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_NOMEM, "conversations: out of memory");
-    }
-    ds_conversation *c = ds__block_take(&b, sizeof *c);
-    memset(c, 0, sizeof *c);
-    decode_conv(r, 0, &b, c);
-    PQclear(r);
-    *out = c;
-    return DS_OK;
 }
 
 DS_EXPORT ds_status ds_conversation_create(ds_pool *pool, int64_t owner_id,
@@ -102,18 +98,15 @@ DS_EXPORT ds_status ds_conversation_create(ds_pool *pool, int64_t owner_id,
     ds__bind_init(&b);
     ds__bind_int64(&b, owner_id);
     ds__bind_text(&b, title);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_CREATE], &b, err);
-    if (!r) {
-        if (err && err->code == DS_ERR_NOT_FOUND)
-            ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no user with id %lld",
-                          __func__, (long long)owner_id);
-        return err ? err->code : DS_ERR_DB;
-    }
-    if (!out) {
-        PQclear(r);
-        return DS_OK;
-    }
-    return one_conv(r, out, err);
+    void *row;
+    ds_status st = ds__repo_get(pool, false, &stmts[S_CREATE], &b, &conv_type,
+                                __func__, "conversation returned", 0,
+                                out ? &row : NULL, err);
+    if (st == DS_ERR_NOT_FOUND) /* the owner: a foreign key violation */
+        return ds__not_found(err, __func__, "user", owner_id);
+    if (st == DS_OK && out)
+        *out = row;
+    return st;
 }
 
 DS_EXPORT ds_status ds_conversation_get(ds_pool *pool, int64_t id,
@@ -126,25 +119,12 @@ DS_EXPORT ds_status ds_conversation_get(ds_pool *pool, int64_t id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_GET], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return ds__not_found(err, __func__, "conversation", id);
-    }
-    return one_conv(r, out, err);
-}
-
-static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
-                             ds__bind *b, const char *func, int64_t id,
-                             ds_error *err) {
-    PGresult *r = ds__repo_exec(pool, false, def, b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
-    PQclear(r);
-    return hit ? DS_OK : ds__not_found(err, func, "conversation", id);
+    void *row;
+    ds_status st = ds__repo_get(pool, false, &stmts[S_GET], &b, &conv_type,
+                                __func__, "conversation", id, &row, err);
+    if (st == DS_OK)
+        *out = row;
+    return st;
 }
 
 DS_EXPORT ds_status ds_conversation_archive(ds_pool *pool, int64_t id,
@@ -156,7 +136,8 @@ DS_EXPORT ds_status ds_conversation_archive(ds_pool *pool, int64_t id,
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
     ds__bind_bool(&b, archived);
-    return run_command(pool, &stmts[S_ARCHIVE], &b, __func__, id, err);
+    return ds__repo_command(pool, &stmts[S_ARCHIVE], &b, __func__,
+                            "conversation", id, err);
 }
 
 DS_EXPORT ds_status ds_conversation_delete(ds_pool *pool, int64_t id,
@@ -167,7 +148,8 @@ DS_EXPORT ds_status ds_conversation_delete(ds_pool *pool, int64_t id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
-    return run_command(pool, &stmts[S_DELETE], &b, __func__, id, err);
+    return ds__repo_command(pool, &stmts[S_DELETE], &b, __func__,
+                            "conversation", id, err);
 }
 
 DS_EXPORT ds_status ds_conversation_count(ds_pool *pool, int64_t owner_id,
@@ -182,16 +164,8 @@ DS_EXPORT ds_status ds_conversation_count(ds_pool *pool, int64_t owner_id,
     ds__bind_init(&b);
     ds__bind_int64(&b, owner_id);
     ds__bind_bool(&b, include_archived);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_COUNT], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return ds__not_found(err, __func__, "user", owner_id);
-    }
-    *out = ds__cell_int64(r, 0, 0);
-    PQclear(r);
-    return DS_OK;
+    return ds__repo_count(pool, &stmts[S_COUNT], &b, __func__, "user",
+                          owner_id, out, err);
 }
 
 DS_EXPORT ds_status ds_conversation_list_page(
@@ -220,44 +194,18 @@ DS_EXPORT ds_status ds_conversation_list_page(
         ds__bind_int64(&b, cursor->id);
     }
     ds__bind_int64(&b, (int64_t)limit + 1);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_LIST], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    int rows = PQntuples(r);
-    if (rows == 0) {
-        PQclear(r);
-        return ds__not_found(err, __func__, "user", owner_id);
-    }
-    if (rows == 1 && PQgetisnull(r, 0, 0))
-        rows = 0;
-    int n = rows > limit ? limit : rows;
-    ds__block blk;
-    size_t cap = ds__struct_bytes(sizeof(ds_conversation_list), 1) +
-                 ds__struct_bytes(sizeof(ds_conversation *), (size_t)n) +
-                 ds__struct_bytes(sizeof(ds_conversation), (size_t)n) +
-                 ds__text_bytes(r, 0, n, text_cols, 1);
-    if (!ds__block_alloc(&blk, cap)) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
-    }
-    ds_conversation_list *list = ds__block_take(&blk, sizeof *list);
-    memset(list, 0, sizeof *list);
-    if (n) {
-        list->items = ds__block_take(&blk, sizeof(ds_conversation *) * (size_t)n);
-        ds_conversation *mem =
-            ds__block_take(&blk, sizeof(ds_conversation) * (size_t)n);
-        for (int i = 0; i < n; i++) {
-            list->items[i] = &mem[i];
-            decode_conv(r, i, &blk, &mem[i]);
-        }
-        list->count = (size_t)n;
-        list->next.updated_at = mem[n - 1].updated_at;
-        list->next.id = mem[n - 1].id;
+    ds_conversation_list *list =
+        ds__repo_list(pool, false, &stmts[S_LIST], &b, limit, &conv_type,
+                      __func__, "user", owner_id, err);
+    if (!list)
+        return err->code;
+    if (list->count) {
+        const ds_conversation *last = list->items[list->count - 1];
+        list->next.updated_at = last->updated_at;
+        list->next.id = last->id;
     } else if (cursor) {
         list->next = *cursor;
     }
-    list->has_more = rows > limit;
-    PQclear(r);
     *out = list;
     return DS_OK;
 }

@@ -132,9 +132,16 @@ static ds_status finish_copy(ds_conn *conn, const char *abort_msg,
         st = ds__pg_error(conn, NULL, NULL, "events.copy: ending", err);
     PGresult *r;
     while ((r = PQgetResult(conn->pg)) != NULL) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK && st == DS_OK)
+        ExecStatusType rs = PQresultStatus(r);
+        if (rs != PGRES_COMMAND_OK && st == DS_OK)
             st = ds__pg_error(conn, NULL, r, "events.copy", err);
         PQclear(r);
+        /* Still copying: the end never left (libpq ran out of memory), and
+         * PQgetResult would say so forever. The connection goes. */
+        if (rs == PGRES_COPY_IN) {
+            conn->discard = true;
+            break;
+        }
     }
     return st;
 }
@@ -179,7 +186,7 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
     PQclear(r);
     copy_buf b = {0};
     const char *abort_msg = NULL;
-    int64_t now_pg = ds__wall_us() - DS_PG_EPOCH_OFFSET_US;
+    int64_t now_pg = ds__ts_to_pg(ds__wall_us());
     if (!buf_reserve(&b, 19)) {
         st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
         abort_msg = "out of memory";
@@ -220,9 +227,8 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
         put_bytes(&b, json, jlen); /* version byte + text */
         ds__free(json);
         put32(&b, 8);
-        put64(&b, (uint64_t)(e->occurred_at
-                                 ? e->occurred_at - DS_PG_EPOCH_OFFSET_US
-                                 : now_pg));
+        put64(&b, (uint64_t)(e->occurred_at ? ds__ts_to_pg(e->occurred_at)
+                                            : now_pg));
         if (b.len >= COPY_CHUNK) {
             st = flush(conn, &b, err);
             if (st != DS_OK)

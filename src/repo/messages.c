@@ -92,10 +92,9 @@ static ds_message_role role_from(const char *s) {
     return DS_ROLE_USER;
 }
 
-static const int text_cols[] = {3, 5};
-
 static ds_status decode_msg(const PGresult *r, int row, ds__block *b,
-                            ds_message *m, ds_error *err) {
+                            void *item, ds_error *err) {
+    ds_message *m = item;
     m->id = ds__cell_int64(r, row, 0);
     m->conversation_id = ds__cell_int64(r, row, 1);
     m->role = role_from(PQgetvalue(r, row, 2));
@@ -107,18 +106,30 @@ static ds_status decode_msg(const PGresult *r, int row, ds__block *b,
     return ds__cell_json(r, row, 4, &m->metadata, err);
 }
 
-DS_EXPORT void ds_message_free(ds_message *msg) {
-    if (!msg)
+static void clear_msg(void *item) {
+    json_decref(((ds_message *)item)->metadata);
+}
+
+DS__LIST_ATTACH(attach_msgs, ds_message_list, ds_message)
+
+static const int text_cols[] = {3, 5};
+
+static const ds__row_type msg_type = {
+    sizeof(ds_message), text_cols, 2, decode_msg, clear_msg,
+    sizeof(ds_message_list), attach_msgs};
+
+DS_EXPORT void ds_message_free(ds_message *message) {
+    if (!message)
         return;
-    json_decref(msg->metadata);
-    ds__free(msg);
+    clear_msg(message);
+    ds__free(message);
 }
 
 DS_EXPORT void ds_message_list_free(ds_message_list *list) {
     if (!list)
         return;
     for (size_t i = 0; i < list->count; i++)
-        json_decref(list->items[i]->metadata);
+        clear_msg(list->items[i]);
     ds__free(list);
 }
 
@@ -168,71 +179,15 @@ DS_EXPORT ds_status ds_message_append(ds_pool *pool, int64_t conversation_id,
     ds__bind_bytes(&b, msg->content, len);
     ds__bind_jsonb_owned(&b, json, json_len);
     ds__bind_text(&b, msg->idempotency_key);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_APPEND], &b, err);
+    void *row;
+    st = ds__repo_get(pool, false, &stmts[S_APPEND], &b, &msg_type, __func__,
+                      "message returned", 0, out ? &row : NULL, err);
     ds__bind_free(&b);
-    if (!r) {
-        if (err && err->code == DS_ERR_NOT_FOUND)
-            ds__not_found(err, __func__, "conversation", conversation_id);
-        return err ? err->code : DS_ERR_DB;
-    }
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_INTERNAL, "%s: no row returned",
-                             __func__);
-    }
-    if (!out) {
-        PQclear(r);
-        return DS_OK;
-    }
-    ds__block blk;
-    if (!ds__block_alloc(&blk, ds__struct_bytes(sizeof(ds_message), 1) +
-                                   ds__text_bytes(r, 0, 1, text_cols, 2))) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
-    }
-    ds_message *m = ds__block_take(&blk, sizeof *m);
-    memset(m, 0, sizeof *m);
-    st = decode_msg(r, 0, &blk, m, err);
-    PQclear(r);
-    if (st != DS_OK) {
-        ds_message_free(m);
-        return st;
-    }
-    *out = m;
-    return DS_OK;
-}
-
-/* Builds a list of the `n` rows of `r` whose indexes are in `order`
- * (NULL: 0..n-1). */
-static ds_status build_list(PGresult *r, const int *order, int n,
-                            const char *func, ds_message_list **out,
-                            ds_error *err) {
-    ds__block blk;
-    size_t cap = ds__struct_bytes(sizeof(ds_message_list), 1) +
-                 ds__struct_bytes(sizeof(ds_message *), (size_t)n) +
-                 ds__struct_bytes(sizeof(ds_message), (size_t)n) +
-                 ds__text_bytes(r, 0, PQntuples(r), text_cols, 2);
-    if (!ds__block_alloc(&blk, cap))
-        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", func);
-    ds_message_list *list = ds__block_take(&blk, sizeof *list);
-    memset(list, 0, sizeof *list);
-    if (n) {
-        list->items = ds__block_take(&blk, sizeof(ds_message *) * (size_t)n);
-        ds_message *mem = ds__block_take(&blk, sizeof(ds_message) * (size_t)n);
-        memset(mem, 0, sizeof(ds_message) * (size_t)n);
-        for (int i = 0; i < n; i++) {
-            list->items[i] = &mem[i];
-            list->count = (size_t)i + 1;
-            ds_status st = decode_msg(r, order ? order[i] : i, &blk, &mem[i],
-                                      err);
-            if (st != DS_OK) {
-                ds_message_list_free(list);
-                return st;
-            }
-        }
-    }
-    *out = list;
-    return DS_OK;
+    if (st == DS_ERR_NOT_FOUND) /* the conversation: a foreign key violation */
+        ds__not_found(err, __func__, "conversation", conversation_id);
+    else if (st == DS_OK && out)
+        *out = row;
+    return st;
 }
 
 /* ---- batch ------------------------------------------------------------------- */
@@ -417,7 +372,9 @@ DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
             }
         }
     }
-    st = build_list(r, order, (int)n, __func__, out, err);
+    if (!(*out = ds__list_new(r, order, (int)n, false, &msg_type, __func__,
+                              err)))
+        st = err->code;
 done:
     PQclear(r);
     if (jsons)
@@ -462,32 +419,21 @@ DS_EXPORT ds_status ds_message_list_page(ds_pool *pool,
     ds__bind_int64(&b, (int64_t)limit + 1);
     const ds__stmt_def *def =
         &stmts[order == DS_NEWEST_FIRST ? S_LIST_DESC : S_LIST_ASC];
-    PGresult *r = ds__repo_exec(pool, false, def, &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    int rows = PQntuples(r);
-    if (rows == 0) {
-        PQclear(r);
-        return ds__not_found(err, __func__, "conversation", conversation_id);
-    }
-    if (rows == 1 && PQgetisnull(r, 0, 0))
-        rows = 0;
-    int n = rows > limit ? limit : rows;
-    st = build_list(r, NULL, n, __func__, out, err);
-    PQclear(r);
-    if (st != DS_OK)
-        return st;
-    ds_message_list *list = *out;
-    list->has_more = rows > limit;
+    ds_message_list *list = ds__repo_list(pool, false, def, &b, limit,
+                                          &msg_type, __func__, "conversation",
+                                          conversation_id, err);
+    if (!list)
+        return err->code;
     list->next.before_id = cursor ? cursor->before_id : 0;
     list->next.after_id = after;
-    if (n) {
-        int64_t last = list->items[n - 1]->id;
+    if (list->count) {
+        int64_t last = list->items[list->count - 1]->id;
         if (order == DS_NEWEST_FIRST)
             list->next.before_id = last;
         else
             list->next.after_id = last;
     }
+    *out = list;
     return DS_OK;
 }
 
@@ -501,14 +447,6 @@ DS_EXPORT ds_status ds_message_count(ds_pool *pool, int64_t conversation_id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, conversation_id);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_COUNT], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return ds__not_found(err, __func__, "conversation", conversation_id);
-    }
-    *out = ds__cell_int64(r, 0, 0);
-    PQclear(r);
-    return DS_OK;
+    return ds__repo_count(pool, &stmts[S_COUNT], &b, __func__, "conversation",
+                          conversation_id, out, err);
 }

@@ -89,9 +89,21 @@ static inline void ds__bind_bool(ds__bind *b, bool v) {
     b->lengths[i] = 1;
 }
 
-/* Epoch microseconds to PostgreSQL's binary timestamptz. */
+/* Epoch microseconds to PostgreSQL's binary timestamptz. INT64_MIN and
+ * INT64_MAX are -infinity and infinity (as ds__cell_ts reads them back).
+ * A time too far in the past to shift without overflow becomes a value the
+ * server refuses as out of range (DS_ERR_INVALID) instead of wrapping
+ * around to a date far in the future. */
+static inline int64_t ds__ts_to_pg(int64_t epoch_us) {
+    if (epoch_us == INT64_MIN || epoch_us == INT64_MAX)
+        return epoch_us;
+    if (epoch_us < INT64_MIN + DS_PG_EPOCH_OFFSET_US)
+        return INT64_MIN + 1;
+    return epoch_us - DS_PG_EPOCH_OFFSET_US;
+}
+
 static inline void ds__bind_ts(ds__bind *b, int64_t epoch_us) {
-    ds__bind_int64(b, epoch_us - DS_PG_EPOCH_OFFSET_US);
+    ds__bind_int64(b, ds__ts_to_pg(epoch_us));
 }
 
 static inline void ds__bind_null(ds__bind *b) {
@@ -163,18 +175,24 @@ PGresult *ds__repo_exec(ds_pool *pool, bool read, const ds__stmt_def *def,
 PGresult *ds__repo_exec_conn(ds_conn *conn, const ds__stmt_def *def,
                              const ds__bind *b, ds_error *err);
 
-/* Remaps a foreign-key violation to DS_ERR_NOT_FOUND naming `what`. */
-void ds__repo_fk_not_found(ds_error *err, const char *what);
-
-/* Builds "not found" errors consistently. */
+/* Builds "not found" errors consistently: "func: no <what> with id <id>". */
 ds_status ds__not_found(ds_error *err, const char *func, const char *what,
                         int64_t id);
 
+/* Runs an UPDATE or DELETE of the row `id`: DS_ERR_NOT_FOUND naming `what`
+ * when it touches nothing. */
+ds_status ds__repo_command(ds_pool *pool, const ds__stmt_def *def,
+                           const ds__bind *b, const char *func,
+                           const char *what, int64_t id, ds_error *err);
+
+/* Runs a count statement that returns one row, or none when the owner `id`
+ * (a `what`) does not exist: DS_ERR_NOT_FOUND then. *out is 0 on failure. */
+ds_status ds__repo_count(ds_pool *pool, const ds__stmt_def *def,
+                         const ds__bind *b, const char *func, const char *what,
+                         int64_t id, int64_t *out, ds_error *err);
+
 /* ---- decoding ----------------------------------------------------------- */
 
-static inline bool ds__cell_null(const PGresult *r, int row, int col) {
-    return PQgetisnull(r, row, col);
-}
 static inline int64_t ds__cell_int64(const PGresult *r, int row, int col) {
     return PQgetisnull(r, row, col)
                ? 0
@@ -183,13 +201,17 @@ static inline int64_t ds__cell_int64(const PGresult *r, int row, int col) {
 static inline bool ds__cell_bool(const PGresult *r, int row, int col) {
     return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] != 0;
 }
-/* Timestamptz to epoch microseconds; NULL gives 0. */
+/* Timestamptz to epoch microseconds; NULL gives 0, -infinity INT64_MIN
+ * and infinity INT64_MAX. PostgreSQL's last years (from 294247 AD) do not
+ * fit once shifted to the Unix epoch and read as INT64_MAX too. */
 static inline int64_t ds__cell_ts(const PGresult *r, int row, int col) {
     if (PQgetisnull(r, row, col))
         return 0;
     int64_t v = (int64_t)ds__get_be64(PQgetvalue(r, row, col));
-    if (v == INT64_MAX || v == INT64_MIN)
-        return v; /* infinity */
+    if (v == INT64_MIN)
+        return v;
+    if (v > INT64_MAX - DS_PG_EPOCH_OFFSET_US)
+        return INT64_MAX;
     return v + DS_PG_EPOCH_OFFSET_US;
 }
 static inline size_t ds__cell_len(const PGresult *r, int row, int col) {
@@ -197,7 +219,9 @@ static inline size_t ds__cell_len(const PGresult *r, int row, int col) {
 }
 
 /* Parses a binary jsonb cell into a new json_t (NULL cell: NULL, no
- * error). */
+ * error). Errors: DS_ERR_NOMEM, DS_ERR_UNSUPPORTED for valid JSON that
+ * jansson cannot represent (e.g. 1e400 or a 30-digit integer, which other
+ * writers may store); the message never quotes the value. */
 ds_status ds__cell_json(const PGresult *r, int row, int col, json_t **out,
                         ds_error *err);
 
@@ -205,28 +229,11 @@ ds_status ds__cell_json(const PGresult *r, int row, int col, json_t **out,
  * and go with one free. */
 typedef struct ds__block {
     char *base;
-    size_t used, cap;
+    size_t used;
 } ds__block;
 
-/* Room for the text cells of `cols` (each + NUL) in rows [r0, r1). */
-static inline size_t ds__text_bytes(const PGresult *r, int r0, int r1,
-                                    const int *cols, int ncols) {
-    size_t n = 0;
-    for (int row = r0; row < r1; row++)
-        for (int i = 0; i < ncols; i++)
-            n += ds__cell_len(r, row, cols[i]) + 1;
-    return n;
-}
-
-static inline void *ds__block_take(ds__block *b, size_t size) {
-    b->used = (b->used + 7) & ~(size_t)7;
-    size = (size + 7) & ~(size_t)7;
-    void *p = b->base + b->used;
-    b->used += size;
-    return p;
-}
-
-/* Copies a text cell (NULL cell: NULL). */
+/* Copies a text cell (NULL cell: NULL). The block was sized for it from
+ * the row type's text_cols. */
 static inline const char *ds__block_text(ds__block *b, const PGresult *r,
                                          int row, int col) {
     if (PQgetisnull(r, row, col))
@@ -239,19 +246,71 @@ static inline const char *ds__block_text(ds__block *b, const PGresult *r,
     return p;
 }
 
-/* Size of `n` structs of `size` rounded like ds__block_take does, with
- * room for the alignment a preceding text may need. */
-static inline size_t ds__struct_bytes(size_t size, size_t n) {
-    return ((size + 7) & ~(size_t)7) * n + 8;
-}
+/* ---- rows and lists ---------------------------------------------------------- */
 
-/* Allocates a block of `cap` bytes. */
-static inline bool ds__block_alloc(ds__block *b, size_t cap) {
-    b->base = ds__malloc(cap ? cap : 1);
-    b->used = 0;
-    b->cap = cap;
-    return b->base != NULL;
-}
+/* A repository's row type, for the shared row and list builders. A row is
+ * one allocation (the struct, then its strings) freed with ds__free after
+ * `clear`; a list is one allocation too: the list struct, the item
+ * pointers, the rows and their strings. */
+typedef struct ds__row_type {
+    size_t size;          /* sizeof the row struct                          */
+    const int *text_cols; /* the cells decode copies with ds__block_text    */
+    int ntext;
+    /* Decodes result row `row` into `item` (zeroed). */
+    ds_status (*decode)(const PGresult *r, int row, ds__block *b, void *item,
+                        ds_error *err);
+    /* Releases what decode attached to a row beyond the block (JSON); NULL
+     * when nothing. Must accept a zeroed row. */
+    void (*clear)(void *item);
+    size_t list_size; /* sizeof the list struct                             */
+    /* Points the zeroed list at its rows: items = `items` (room for `n`
+     * pointers), items[i] = the i-th of the `n` rows at `rows`, count = n,
+     * has_more. */
+    void (*attach)(void *list, void *items, void *rows, size_t n,
+                   bool has_more);
+} ds__row_type;
+
+/* Defines `static void fn(...)`, the `attach` of a row type whose list
+ * type is `list_t` with items of `row_t *` (count, items, has_more). */
+#define DS__LIST_ATTACH(fn, list_t, row_t)                                     \
+    static void fn(void *list_, void *items, void *rows, size_t n,             \
+                   bool has_more) {                                            \
+        list_t *list = list_;                                                  \
+        list->items = items;                                                   \
+        for (size_t i = 0; i < n; i++)                                         \
+            list->items[i] = (row_t *)rows + i;                                \
+        list->count = n;                                                       \
+        list->has_more = has_more;                                             \
+    }
+
+/* Decodes result row `row` into a new row of type `t`. NULL with `err`
+ * filled (DS_ERR_NOMEM naming `func`, or decode's error) on failure. */
+void *ds__row_new(const PGresult *r, int row, const ds__row_type *t,
+                  const char *func, ds_error *err);
+
+/* Builds a list of `n` rows: result rows order[0..n) (NULL order: 0..n).
+ * NULL with `err` filled on failure, nothing left allocated. */
+void *ds__list_new(const PGresult *r, const int *order, int n, bool has_more,
+                   const ds__row_type *t, const char *func, ds_error *err);
+
+/* Runs `def`, which returns zero or one row, and decodes the row into
+ * *out (NULL `out`: only checks that a row came). No row is
+ * DS_ERR_NOT_FOUND, "func: no <what> with id <id>" (id 0: "func: no
+ * <what>"). *out is NULL on failure. */
+ds_status ds__repo_get(ds_pool *pool, bool read, const ds__stmt_def *def,
+                       const ds__bind *b, const ds__row_type *t,
+                       const char *func, const char *what, int64_t id,
+                       void **out, ds_error *err);
+
+/* Runs a page statement bound with `limit` + 1 as its row limit and builds
+ * the list of at most `limit` rows (has_more when the extra row came).
+ * With `owner`, `def` is scoped to an owner through LEFT JOIN LATERAL: no
+ * row means the owner `owner_id` does not exist (DS_ERR_NOT_FOUND), one
+ * row of NULLs that it has no rows. NULL with `err` filled on failure. */
+void *ds__repo_list(ds_pool *pool, bool read, const ds__stmt_def *def,
+                    const ds__bind *b, int limit, const ds__row_type *t,
+                    const char *func, const char *owner, int64_t owner_id,
+                    ds_error *err);
 
 /* ---- statement tables ------------------------------------------------------ */
 size_t ds__stmts_users(const ds__stmt_def **defs);

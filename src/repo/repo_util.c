@@ -197,14 +197,6 @@ ds_status ds__check_limit(ds_error *err, const char *func, const ds_pool *pool,
     return DS_OK;
 }
 
-void ds__repo_fk_not_found(ds_error *err, const char *what) {
-    if (err && strcmp(err->sqlstate, "23503") == 0) {
-        err->code = DS_ERR_NOT_FOUND;
-        if (what)
-            ds__error_prefix(err, "no such %s", what);
-    }
-}
-
 ds_status ds__not_found(ds_error *err, const char *func, const char *what,
                         int64_t id) {
     return ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no %s with id %lld", func,
@@ -249,9 +241,157 @@ ds_status ds__cell_json(const PGresult *r, int row, int col, json_t **out,
     }
     json_error_t jerr;
     *out = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    if (!*out)
-        return ds__error_set(err, DS_ERR_NOMEM,
-                             "decoding JSON from the server failed: %s",
-                             jerr.text);
-    return DS_OK;
+    if (*out)
+        return DS_OK;
+    if (json_error_code(&jerr) == json_error_out_of_memory)
+        return ds__error_set(err, DS_ERR_NOMEM, "out of memory");
+    /* Valid jsonb that jansson cannot hold (written by another client).
+     * jerr.text quotes the value, so it is not repeated here. */
+    return ds__error_set(
+        err, DS_ERR_UNSUPPORTED,
+        "a stored JSON value cannot be decoded (column %d, byte %d): %s", col,
+        jerr.position,
+        json_error_code(&jerr) == json_error_numeric_overflow
+            ? "a number beyond 64-bit integers and doubles"
+            : "beyond what jansson accepts (e.g. nested too deeply)");
+}
+
+ds_status ds__repo_command(ds_pool *pool, const ds__stmt_def *def,
+                           const ds__bind *b, const char *func,
+                           const char *what, int64_t id, ds_error *err) {
+    PGresult *r = ds__repo_exec(pool, false, def, b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    bool hit = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return hit ? DS_OK : ds__not_found(err, func, what, id);
+}
+
+ds_status ds__repo_count(ds_pool *pool, const ds__stmt_def *def,
+                         const ds__bind *b, const char *func, const char *what,
+                         int64_t id, int64_t *out, ds_error *err) {
+    *out = 0;
+    PGresult *r = ds__repo_exec(pool, false, def, b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    ds_status st = DS_OK;
+    if (PQntuples(r) == 0)
+        st = ds__not_found(err, func, what, id);
+    else
+        *out = ds__cell_int64(r, 0, 0);
+    PQclear(r);
+    return st;
+}
+
+/* ---- rows and lists ---------------------------------------------------------- */
+
+static void *block_take(ds__block *b, size_t size) {
+    b->used = (b->used + 7) & ~(size_t)7;
+    void *p = b->base + b->used;
+    b->used += size;
+    return p;
+}
+
+/* Room for `n` structs of `size` taken at once, with the padding
+ * block_take may add in front of them. */
+static size_t struct_bytes(size_t size, size_t n) { return size * n + 7; }
+
+/* Room for the text cells of `t` in result row `row` (each + NUL). */
+static size_t text_bytes(const PGresult *r, int row, const ds__row_type *t) {
+    size_t n = 0;
+    for (int i = 0; i < t->ntext; i++)
+        n += ds__cell_len(r, row, t->text_cols[i]) + 1;
+    return n;
+}
+
+static void *nomem(ds_error *err, const char *func) {
+    ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", func);
+    return NULL;
+}
+
+void *ds__row_new(const PGresult *r, int row, const ds__row_type *t,
+                  const char *func, ds_error *err) {
+    ds__block b = {ds__malloc(t->size + text_bytes(r, row, t)), 0};
+    if (!b.base)
+        return nomem(err, func);
+    void *item = block_take(&b, t->size);
+    memset(item, 0, t->size);
+    if (t->decode(r, row, &b, item, err) != DS_OK) {
+        if (t->clear)
+            t->clear(item);
+        ds__free(b.base);
+        return NULL;
+    }
+    return item;
+}
+
+void *ds__list_new(const PGresult *r, const int *order, int n, bool has_more,
+                   const ds__row_type *t, const char *func, ds_error *err) {
+    size_t rows_size = t->size * (size_t)n;
+    /* The item pointers are stored as the row type's pointers by attach;
+     * every object pointer has the size of void * on the platforms we
+     * build for. */
+    size_t cap = t->list_size + struct_bytes(sizeof(void *), (size_t)n) +
+                 struct_bytes(t->size, (size_t)n);
+    for (int i = 0; i < n; i++)
+        cap += text_bytes(r, order ? order[i] : i, t);
+    ds__block b = {ds__malloc(cap), 0};
+    if (!b.base)
+        return nomem(err, func);
+    void *list = block_take(&b, t->list_size);
+    memset(list, 0, t->list_size);
+    void *items = block_take(&b, sizeof(void *) * (size_t)n);
+    char *rows = block_take(&b, rows_size);
+    memset(rows, 0, rows_size);
+    t->attach(list, n ? items : NULL, rows, (size_t)n, has_more);
+    for (int i = 0; i < n; i++) {
+        if (t->decode(r, order ? order[i] : i, &b, rows + t->size * (size_t)i,
+                      err) == DS_OK)
+            continue;
+        for (int k = 0; t->clear && k <= i; k++)
+            t->clear(rows + t->size * (size_t)k);
+        ds__free(b.base);
+        return NULL;
+    }
+    return list;
+}
+
+ds_status ds__repo_get(ds_pool *pool, bool read, const ds__stmt_def *def,
+                       const ds__bind *b, const ds__row_type *t,
+                       const char *func, const char *what, int64_t id,
+                       void **out, ds_error *err) {
+    if (out)
+        *out = NULL;
+    PGresult *r = ds__repo_exec(pool, read, def, b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    ds_status st = DS_OK;
+    if (PQntuples(r) == 0)
+        st = id ? ds__not_found(err, func, what, id)
+                : ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no %s", func, what);
+    else if (out && !(*out = ds__row_new(r, 0, t, func, err)))
+        st = err ? err->code : DS_ERR_NOMEM;
+    PQclear(r);
+    return st;
+}
+
+void *ds__repo_list(ds_pool *pool, bool read, const ds__stmt_def *def,
+                    const ds__bind *b, int limit, const ds__row_type *t,
+                    const char *func, const char *owner, int64_t owner_id,
+                    ds_error *err) {
+    PGresult *r = ds__repo_exec(pool, read, def, b, err);
+    if (!r)
+        return NULL;
+    int rows = PQntuples(r);
+    void *list = NULL;
+    if (owner && rows == 0) {
+        ds__not_found(err, func, owner, owner_id);
+    } else {
+        if (owner && rows == 1 && PQgetisnull(r, 0, 0))
+            rows = 0;
+        list = ds__list_new(r, NULL, rows > limit ? limit : rows, rows > limit,
+                            t, func, err);
+    }
+    PQclear(r);
+    return list;
 }

@@ -1,6 +1,7 @@
 /* App settings, global (user_id NULL) or per user. The two scopes have
  * their own partial unique indexes, so each statement comes in a global
  * and a user flavour (an `IS NOT DISTINCT FROM` would not use them). */
+#include <stdio.h>
 #include <string.h>
 
 #include "datastore/settings.h"
@@ -86,10 +87,9 @@ size_t ds__stmts_settings(const ds__stmt_def **defs) {
     return 2 * S_N;
 }
 
-static const int text_cols[] = {2};
-
 static ds_status decode_setting(const PGresult *r, int row, ds__block *b,
-                                ds_setting *s, ds_error *err) {
+                                void *item, ds_error *err) {
+    ds_setting *s = item;
     s->id = ds__cell_int64(r, row, 0);
     s->user_id = ds__cell_int64(r, row, 1);
     s->key = ds__block_text(b, r, row, 2);
@@ -98,10 +98,22 @@ static ds_status decode_setting(const PGresult *r, int row, ds__block *b,
     return ds__cell_json(r, row, 3, &s->value, err);
 }
 
+static void clear_setting(void *item) {
+    json_decref(((ds_setting *)item)->value);
+}
+
+DS__LIST_ATTACH(attach_settings, ds_setting_list, ds_setting)
+
+static const int text_cols[] = {2};
+
+static const ds__row_type setting_type = {
+    sizeof(ds_setting), text_cols, 1, decode_setting, clear_setting,
+    sizeof(ds_setting_list), attach_settings};
+
 DS_EXPORT void ds_setting_free(ds_setting *setting) {
     if (!setting)
         return;
-    json_decref(setting->value);
+    clear_setting(setting);
     ds__free(setting);
 }
 
@@ -109,25 +121,8 @@ DS_EXPORT void ds_setting_list_free(ds_setting_list *list) {
     if (!list)
         return;
     for (size_t i = 0; i < list->count; i++)
-        json_decref(list->items[i]->value);
+        clear_setting(list->items[i]);
     ds__free(list);
-}
-
-static ds_status one_setting(const PGresult *r, ds_setting **out,
-                             ds_error *err) {
-    ds__block b;
-    if (!ds__block_alloc(&b, ds__struct_bytes(sizeof(ds_setting), 1) +
-                                 ds__text_bytes(r, 0, 1, text_cols, 1)))
-        return ds__error_set(err, DS_ERR_NOMEM, "settings: out of memory");
-    ds_setting *s = ds__block_take(&b, sizeof *s);
-    memset(s, 0, sizeof *s);
-    ds_status st = decode_setting(r, 0, &b, s, err);
-    if (st != DS_OK) {
-        ds_setting_free(s);
-        return st;
-    }
-    *out = s;
-    return DS_OK;
 }
 
 static ds_status check_key(ds_error *err, const char *func, const char *key) {
@@ -171,14 +166,13 @@ DS_EXPORT ds_status ds_setting_get(ds_pool *pool, int64_t user_id,
     ds__bind b;
     ds__bind_init(&b);
     bind_scope(&b, user_id, key);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[user_id > 0][S_GET], &b,
-                                err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    st = PQntuples(r) ? one_setting(r, out, err)
-                      : ds__error_set(err, DS_ERR_NOT_FOUND,
-                                      "%s: no setting '%s'", __func__, key);
-    PQclear(r);
+    char what[sizeof "setting ''" + DS_SETTING_KEY_MAX];
+    snprintf(what, sizeof what, "setting '%s'", key);
+    void *row;
+    st = ds__repo_get(pool, false, &stmts[user_id > 0][S_GET], &b,
+                      &setting_type, __func__, what, 0, &row, err);
+    if (st == DS_OK)
+        *out = row;
     return st;
 }
 
@@ -232,8 +226,9 @@ DS_EXPORT ds_status ds_setting_put(ds_pool *pool, int64_t user_id,
                            "%s: setting '%s' is no longer at version %lld "
                            "(changed by someone else); read it again",
                            __func__, key, (long long)expected_version);
-    else if (out)
-        st = one_setting(r, out, err);
+    else if (out &&
+             !(*out = ds__row_new(r, 0, &setting_type, __func__, err)))
+        st = err->code;
     PQclear(r);
     return st;
 }
@@ -284,39 +279,11 @@ DS_EXPORT ds_status ds_setting_list_for_user(ds_pool *pool, int64_t user_id,
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
     ds__bind_int64(&b, (int64_t)limit + 1);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[user_id > 0][S_LIST], &b,
-                                err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    int rows = PQntuples(r);
-    int n = rows > limit ? limit : rows;
-    ds__block blk;
-    size_t cap = ds__struct_bytes(sizeof(ds_setting_list), 1) +
-                 ds__struct_bytes(sizeof(ds_setting *), (size_t)n) +
-                 ds__struct_bytes(sizeof(ds_setting), (size_t)n) +
-                 ds__text_bytes(r, 0, n, text_cols, 1);
-    if (!ds__block_alloc(&blk, cap)) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
-    }
-    ds_setting_list *list = ds__block_take(&blk, sizeof *list);
-    memset(list, 0, sizeof *list);
-    if (n) {
-        list->items = ds__block_take(&blk, sizeof(ds_setting *) * (size_t)n);
-        ds_setting *mem = ds__block_take(&blk, sizeof(ds_setting) * (size_t)n);
-        memset(mem, 0, sizeof(ds_setting) * (size_t)n);
-        for (int i = 0; i < n && st == DS_OK; i++) {
-            list->items[i] = &mem[i];
-            list->count = (size_t)i + 1;
-            st = decode_setting(r, i, &blk, &mem[i], err);
-        }
-    }
-    list->has_more = rows > limit;
-    PQclear(r);
-    if (st != DS_OK) {
-        ds_setting_list_free(list);
-        return st;
-    }
+    ds_setting_list *list =
+        ds__repo_list(pool, false, &stmts[user_id > 0][S_LIST], &b, limit,
+                      &setting_type, __func__, NULL, 0, err);
+    if (!list)
+        return err->code;
     *out = list;
     return DS_OK;
 }

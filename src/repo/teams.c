@@ -58,10 +58,9 @@ size_t ds__stmts_teams(const ds__stmt_def **defs) {
     return sizeof stmts / sizeof stmts[0];
 }
 
-static const int text_cols[] = {2};
-
 static ds_status decode_team(const PGresult *r, int row, ds__block *b,
-                             ds_team *t, ds_error *err) {
+                             void *item, ds_error *err) {
+    ds_team *t = item;
     t->id = ds__cell_int64(r, row, 0);
     t->owner_id = ds__cell_int64(r, row, 1);
     t->name = ds__block_text(b, r, row, 2);
@@ -74,38 +73,33 @@ static ds_status decode_team(const PGresult *r, int row, ds__block *b,
     return st;
 }
 
+static void clear_team(void *item) {
+    ds_team *t = item;
+    json_decref(t->members);
+    json_decref(t->config);
+}
+
+DS__LIST_ATTACH(attach_teams, ds_team_list, ds_team)
+
+static const int text_cols[] = {2};
+
+static const ds__row_type team_type = {
+    sizeof(ds_team), text_cols, 1, decode_team, clear_team,
+    sizeof(ds_team_list), attach_teams};
+
 DS_EXPORT void ds_team_free(ds_team *team) {
     if (!team)
         return;
-    json_decref(team->members);
-    json_decref(team->config);
+    clear_team(team);
     ds__free(team);
 }
 
 DS_EXPORT void ds_team_list_free(ds_team_list *list) {
     if (!list)
         return;
-    for (size_t i = 0; i < list->count; i++) {
-        json_decref(list->items[i]->members);
-        json_decref(list->items[i]->config);
-    }
+    for (size_t i = 0; i < list->count; i++)
+        clear_team(list->items[i]);
     ds__free(list);
-}
-
-static ds_status one_team(PGresult *r, ds_team **out, ds_error *err) {
-    ds__block b;
-    if (!ds__block_alloc(&b, ds__struct_bytes(sizeof(ds_team), 1) +
-                                 ds__text_bytes(r, 0, 1, text_cols, 1)))
-        return ds__error_set(err, DS_ERR_NOMEM, "teams: out of memory");
-    ds_team *t = ds__block_take(&b, sizeof *t);
-    memset(t, 0, sizeof *t);
-    ds_status st = decode_team(r, 0, &b, t, err);
-    if (st != DS_OK) {
-        ds_team_free(t);
-        return st;
-    }
-    *out = t;
-    return DS_OK;
 }
 
 /* Validates and binds name (may be NULL when `optional`), members and
@@ -158,20 +152,18 @@ DS_EXPORT ds_status ds_team_create(ds_pool *pool, int64_t owner_id,
         ds__bind_free(&b);
         return st;
     }
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_CREATE], &b, err);
+    void *row;
+    st = ds__repo_get(pool, false, &stmts[S_CREATE], &b, &team_type, __func__,
+                      "team returned", 0, out ? &row : NULL, err);
     ds__bind_free(&b);
-    if (!r) {
-        st = err ? err->code : DS_ERR_DB;
-        if (st == DS_ERR_NOT_FOUND)
-            ds__not_found(err, __func__, "user", owner_id);
-        else if (st == DS_ERR_CONFLICT)
-            ds__error_set(err, DS_ERR_CONFLICT,
-                          "%s: the owner already has a team of that name",
-                          __func__);
-        return st;
-    }
-    st = out ? one_team(r, out, err) : DS_OK;
-    PQclear(r);
+    if (st == DS_ERR_NOT_FOUND) /* the owner: a foreign key violation */
+        ds__not_found(err, __func__, "user", owner_id);
+    else if (st == DS_ERR_CONFLICT)
+        ds__error_set(err, DS_ERR_CONFLICT,
+                      "%s: the owner already has a team of that name",
+                      __func__);
+    else if (st == DS_OK && out)
+        *out = row;
     return st;
 }
 
@@ -185,12 +177,11 @@ DS_EXPORT ds_status ds_team_get(ds_pool *pool, int64_t id, ds_team **out,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_GET], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    ds_status st = PQntuples(r) ? one_team(r, out, err)
-                                : ds__not_found(err, __func__, "team", id);
-    PQclear(r);
+    void *row;
+    ds_status st = ds__repo_get(pool, false, &stmts[S_GET], &b, &team_type,
+                                __func__, "team", id, &row, err);
+    if (st == DS_OK)
+        *out = row;
     return st;
 }
 
@@ -209,44 +200,11 @@ DS_EXPORT ds_status ds_team_list_for_owner(ds_pool *pool, int64_t owner_id,
     ds__bind_init(&b);
     ds__bind_int64(&b, owner_id);
     ds__bind_int64(&b, (int64_t)limit + 1);
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_LIST], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    int rows = PQntuples(r);
-    if (rows == 0) {
-        PQclear(r);
-        return ds__not_found(err, __func__, "user", owner_id);
-    }
-    if (rows == 1 && PQgetisnull(r, 0, 0))
-        rows = 0;
-    int n = rows > limit ? limit : rows;
-    ds__block blk;
-    size_t cap = ds__struct_bytes(sizeof(ds_team_list), 1) +
-                 ds__struct_bytes(sizeof(ds_team *), (size_t)n) +
-                 ds__struct_bytes(sizeof(ds_team), (size_t)n) +
-                 ds__text_bytes(r, 0, n, text_cols, 1);
-    if (!ds__block_alloc(&blk, cap)) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
-    }
-    ds_team_list *list = ds__block_take(&blk, sizeof *list);
-    memset(list, 0, sizeof *list);
-    if (n) {
-        list->items = ds__block_take(&blk, sizeof(ds_team *) * (size_t)n);
-        ds_team *mem = ds__block_take(&blk, sizeof(ds_team) * (size_t)n);
-        memset(mem, 0, sizeof(ds_team) * (size_t)n);
-        for (int i = 0; i < n && st == DS_OK; i++) {
-            list->items[i] = &mem[i];
-            list->count = (size_t)i + 1;
-            st = decode_team(r, i, &blk, &mem[i], err);
-        }
-    }
-    list->has_more = rows > limit;
-    PQclear(r);
-    if (st != DS_OK) {
-        ds_team_list_free(list);
-        return st;
-    }
+    ds_team_list *list = ds__repo_list(pool, false, &stmts[S_LIST], &b, limit,
+                                       &team_type, __func__, "user", owner_id,
+                                       err);
+    if (!list)
+        return err->code;
     *out = list;
     return DS_OK;
 }
@@ -290,8 +248,8 @@ DS_EXPORT ds_status ds_team_update(ds_pool *pool, int64_t id,
                            "(changed by someone else); read it again",
                            __func__, (long long)id,
                            (long long)expected_version);
-    else if (out)
-        st = one_team(r, out, err);
+    else if (out && !(*out = ds__row_new(r, 0, &team_type, __func__, err)))
+        st = err->code;
     PQclear(r);
     return st;
 }

@@ -98,11 +98,9 @@ static ds_user_status status_from(const char *s, size_t len) {
     return DS_USER_ACTIVE;
 }
 
-static const int text_cols[] = {1, 6, 7, 8};
-#define NTEXT (int)(sizeof text_cols / sizeof text_cols[0])
-
 static ds_status decode_user(const PGresult *r, int row, ds__block *b,
-                             ds_user *u, ds_error *err) {
+                             void *item, ds_error *err) {
+    ds_user *u = item;
     u->id = ds__cell_int64(r, row, 0);
     u->email = ds__block_text(b, r, row, 1);
     u->status = status_from(PQgetvalue(r, row, 2),
@@ -117,10 +115,20 @@ static ds_status decode_user(const PGresult *r, int row, ds__block *b,
     return ds__cell_json(r, row, 9, &u->preferences, err);
 }
 
+static void clear_user(void *item) { json_decref(((ds_user *)item)->preferences); }
+
+DS__LIST_ATTACH(attach_users, ds_user_list, ds_user)
+
+static const int text_cols[] = {1, 6, 7, 8};
+
+static const ds__row_type user_type = {
+    sizeof(ds_user), text_cols, 4, decode_user, clear_user,
+    sizeof(ds_user_list), attach_users};
+
 DS_EXPORT void ds_user_free(ds_user *user) {
     if (!user)
         return;
-    json_decref(user->preferences);
+    clear_user(user);
     ds__free(user);
 }
 
@@ -128,51 +136,22 @@ DS_EXPORT void ds_user_list_free(ds_user_list *list) {
     if (!list)
         return;
     for (size_t i = 0; i < list->count; i++)
-        json_decref(list->items[i]->preferences);
+        clear_user(list->items[i]);
     ds__free(list);
 }
 
-/* One row from `r` (which must have one) into *out; clears r. */
-static ds_status one_user(PGresult *r, ds_user **out, ds_error *err) {
-    ds__block b;
-    size_t cap = ds__struct_bytes(sizeof(ds_user), 1) +
-                 ds__text_bytes(r, 0, 1, text_cols, NTEXT);
-    if (!ds__block_alloc(&b, cap)) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_NOMEM, "users: out of memory");
-    }
-    ds_user *u = ds__block_take(&b, sizeof *u);
-    memset(u, 0, sizeof *u);
-    ds_status st = decode_user(r, 0, &b, u, err);
-    PQclear(r);
-    if (st != DS_OK) {
-        ds_user_free(u);
-        return st;
-    }
-    *out = u;
-    return DS_OK;
-}
-
-/* Runs a statement that returns zero or one user row. */
+/* Runs a statement that returns zero or one user row (no row: not found,
+ * "no <what>"). Frees the bind. */
 static ds_status run_one(ds_pool *pool, const ds__stmt_def *def,
                          ds__bind *b, const char *func, int64_t id,
                          const char *what, ds_user **out, ds_error *err) {
-    PGresult *r = ds__repo_exec(pool, false, def, b, err);
+    void *row;
+    ds_status st = ds__repo_get(pool, false, def, b, &user_type, func, what,
+                                id, out ? &row : NULL, err);
     ds__bind_free(b);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        if (what)
-            return ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no user %s",
-                                 func, what);
-        return ds__not_found(err, func, "user", id);
-    }
-    if (!out) {
-        PQclear(r);
-        return DS_OK;
-    }
-    return one_user(r, out, err);
+    if (st == DS_OK && out)
+        *out = row;
+    return st;
 }
 
 /* Validates and binds profile fields (NULL ones bind NULL). */
@@ -231,25 +210,12 @@ DS_EXPORT ds_status ds_user_create(ds_pool *pool, const char *email,
         ds__bind_free(&b);
         return st;
     }
-    PGresult *r = ds__repo_exec(pool, false, &stmts[S_CREATE], &b, err);
-    ds__bind_free(&b);
-    if (!r) {
-        if (err && err->code == DS_ERR_CONFLICT)
-            ds__error_set(err, DS_ERR_CONFLICT,
-                          "%s: a user with this email already exists",
-                          __func__);
-        return err ? err->code : DS_ERR_DB;
-    }
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_INTERNAL, "%s: no row returned",
-                             __func__);
-    }
-    if (!out) {
-        PQclear(r);
-        return DS_OK;
-    }
-    return one_user(r, out, err);
+    st = run_one(pool, &stmts[S_CREATE], &b, __func__, 0, "user returned",
+                 out, err);
+    if (st == DS_ERR_CONFLICT)
+        ds__error_set(err, DS_ERR_CONFLICT,
+                      "%s: a user with this email already exists", __func__);
+    return st;
 }
 
 DS_EXPORT ds_status ds_user_get(ds_pool *pool, int64_t id, ds_user **out,
@@ -262,7 +228,7 @@ DS_EXPORT ds_status ds_user_get(ds_pool *pool, int64_t id, ds_user **out,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, id);
-    return run_one(pool, &stmts[S_GET], &b, __func__, id, NULL, out, err);
+    return run_one(pool, &stmts[S_GET], &b, __func__, id, "user", out, err);
 }
 
 DS_EXPORT ds_status ds_user_get_by_email(ds_pool *pool, const char *email,
@@ -279,7 +245,7 @@ DS_EXPORT ds_status ds_user_get_by_email(ds_pool *pool, const char *email,
     ds__bind_init(&b);
     ds__bind_text(&b, norm);
     return run_one(pool, &stmts[S_GET_BY_EMAIL], &b, __func__, 0,
-                   "with this email", out, err);
+                   "user with this email", out, err);
 }
 
 DS_EXPORT ds_status ds_profile_update(ds_pool *pool, int64_t user_id,
@@ -303,22 +269,7 @@ DS_EXPORT ds_status ds_profile_update(ds_pool *pool, int64_t user_id,
         return st;
     }
     return run_one(pool, &stmts[S_PROFILE_UPDATE], &b, __func__, user_id,
-                   NULL, out, err);
-}
-
-/* Runs an UPDATE that must touch exactly one row. */
-static ds_status run_command(ds_pool *pool, const ds__stmt_def *def,
-                             ds__bind *b, const char *func, int64_t id,
-                             const char *state, ds_error *err) {
-    PGresult *r = ds__repo_exec(pool, false, def, b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    bool hit = strcmp(PQcmdTuples(r), "1") == 0;
-    PQclear(r);
-    if (!hit)
-        return ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no %suser with id %lld",
-                             func, state, (long long)id);
-    return DS_OK;
+                   "user", out, err);
 }
 
 DS_EXPORT ds_status ds_user_set_status(ds_pool *pool, int64_t user_id,
@@ -332,8 +283,8 @@ DS_EXPORT ds_status ds_user_set_status(ds_pool *pool, int64_t user_id,
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
     ds__bind_text(&b, status_names[status]);
-    return run_command(pool, &stmts[S_SET_STATUS], &b, __func__, user_id, "",
-                       err);
+    return ds__repo_command(pool, &stmts[S_SET_STATUS], &b, __func__, "user",
+                            user_id, err);
 }
 
 DS_EXPORT ds_status ds_user_soft_delete(ds_pool *pool, int64_t user_id,
@@ -344,8 +295,8 @@ DS_EXPORT ds_status ds_user_soft_delete(ds_pool *pool, int64_t user_id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
-    return run_command(pool, &stmts[S_SOFT_DELETE], &b, __func__, user_id,
-                       "undeleted ", err);
+    return ds__repo_command(pool, &stmts[S_SOFT_DELETE], &b, __func__,
+                            "undeleted user", user_id, err);
 }
 
 DS_EXPORT ds_status ds_user_restore(ds_pool *pool, int64_t user_id,
@@ -356,8 +307,8 @@ DS_EXPORT ds_status ds_user_restore(ds_pool *pool, int64_t user_id,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
-    return run_command(pool, &stmts[S_RESTORE], &b, __func__, user_id,
-                       "soft-deleted ", err);
+    return ds__repo_command(pool, &stmts[S_RESTORE], &b, __func__,
+                            "soft-deleted user", user_id, err);
 }
 
 DS_EXPORT ds_status ds_user_list_page(ds_pool *pool,
@@ -378,41 +329,12 @@ DS_EXPORT ds_status ds_user_list_page(ds_pool *pool,
     ds__bind_int64(&b, after);
     ds__bind_bool(&b, include_deleted);
     ds__bind_int64(&b, (int64_t)limit + 1);
-    PGresult *r = ds__repo_exec(pool, from_replica, &stmts[S_LIST], &b, err);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
-    int rows = PQntuples(r);
-    int n = rows > limit ? limit : rows;
-    ds__block blk;
-    size_t cap = ds__struct_bytes(sizeof(ds_user_list), 1) +
-                 ds__struct_bytes(sizeof(ds_user *), (size_t)n) +
-                 ds__struct_bytes(sizeof(ds_user), (size_t)n) +
-                 ds__text_bytes(r, 0, n, text_cols, NTEXT);
-    if (!ds__block_alloc(&blk, cap)) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
-    }
-    ds_user_list *list = ds__block_take(&blk, sizeof *list);
-    memset(list, 0, sizeof *list);
-    list->items = n ? ds__block_take(&blk, sizeof(ds_user *) * (size_t)n)
-                    : NULL;
-    ds_user *rowsmem = n ? ds__block_take(&blk, sizeof(ds_user) * (size_t)n)
-                         : NULL;
-    if (n)
-        memset(rowsmem, 0, sizeof(ds_user) * (size_t)n);
-    for (int i = 0; i < n; i++) {
-        list->items[i] = &rowsmem[i];
-        list->count = (size_t)i + 1;
-        st = decode_user(r, i, &blk, &rowsmem[i], err);
-        if (st != DS_OK) {
-            PQclear(r);
-            ds_user_list_free(list);
-            return st;
-        }
-    }
-    list->has_more = rows > limit;
-    list->next.after_id = n ? rowsmem[n - 1].id : after;
-    PQclear(r);
+    ds_user_list *list = ds__repo_list(pool, from_replica, &stmts[S_LIST], &b,
+                                       limit, &user_type, __func__, NULL, 0,
+                                       err);
+    if (!list)
+        return err->code;
+    list->next.after_id = list->count ? list->items[list->count - 1]->id : after;
     *out = list;
     return DS_OK;
 }
