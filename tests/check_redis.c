@@ -549,6 +549,85 @@ START_TEST(test_redis_idle_connection_replaced_after_restart) {
 }
 END_TEST
 
+/* A handle on a fake server with a short command timeout. */
+static ds_redis *open_fake(const dt_fake *f, int command_timeout_ms) {
+    ds_config *cfg = dt_redis_config(dt_fake_url(f), "fake");
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set_int(cfg, "redis_command_timeout_ms",
+                                      command_timeout_ms, &err),
+                    err);
+    ds_redis *r;
+    ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
+    ds_config_free(cfg);
+    return r;
+}
+
+/* Answers the handshake, then the next command with a long bulk string
+ * sent a byte at a time until the client goes away. */
+static void trickle_reply(void *ud, int index, int fd) {
+    (void)ud;
+    (void)index;
+    if (!dt_fake_expect(fd, "PING") || !dt_fake_send(fd, "+PONG\r\n") ||
+        !dt_fake_expect(fd, "PING") || !dt_fake_send(fd, "$100000\r\n"))
+        return;
+    while (dt_fake_send(fd, "x"))
+        usleep(10000);
+}
+
+START_TEST(test_redis_trickled_reply_times_out) {
+    /* every poll() finds a byte ready, so only the deadline ends the call */
+    dt_fake *f = dt_fake_start(trickle_reply, NULL);
+    ds_redis *r = open_fake(f, 300);
+    ds_error err = {0};
+    ds_status st = ds_redis_ping(r, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "read timed out"));
+    ck_assert(ds_error_is_retryable(&err));
+    ds_redis_stats s;
+    ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
+    ck_assert_int_eq(s.connections, 0); /* the connection was dropped */
+    ds_redis_close(r);
+    dt_fake_stop(f);
+}
+END_TEST
+
+/* Answers the handshake, then takes what comes at most 256 KiB per 30 ms
+ * (about 8 MB/s) and never answers. */
+static void slow_reader(void *ud, int index, int fd) {
+    (void)ud;
+    (void)index;
+    if (!dt_fake_expect(fd, "PING") || !dt_fake_send(fd, "+PONG\r\n"))
+        return;
+    size_t cap = 256 * 1024;
+    char *buf = malloc(cap);
+    while (recv(fd, buf, cap, 0) > 0)
+        usleep(30000);
+    free(buf);
+}
+
+START_TEST(test_redis_slow_reader_write_times_out) {
+    /* far more than the socket buffers hold, taken at a pace that keeps
+     * every send() making progress: the write must stop at the deadline,
+     * not seconds later when the last byte went out */
+    dt_fake *f = dt_fake_start(slow_reader, NULL);
+    ds_redis *r = open_fake(f, 300);
+    size_t big = 48u * 1024 * 1024;
+    char *val = malloc(big);
+    ck_assert_ptr_nonnull(val);
+    memset(val, 'v', big);
+    const char *argv[] = {"SET", "k", val};
+    size_t lens[] = {3, 1, big};
+    ds_error err = {0};
+    redisReply *rep = ds__redis_command_argv(r, 3, argv, lens, &err);
+    ck_assert_ptr_null(rep);
+    ck_assert_int_eq(err.code, DS_ERR_REDIS);
+    ck_assert_ptr_nonnull(strstr(err.message, "write timed out"));
+    free(val);
+    ds_redis_close(r);
+    dt_fake_stop(f);
+}
+END_TEST
+
 /* ---- unix sockets: a private redis-server ------------------------------------- */
 
 START_TEST(test_redis_unix_socket) {
@@ -876,6 +955,8 @@ Suite *ds_test_redis_suite(void) {
         {"timeout", test_redis_command_timeout},
         {"restart", test_redis_reconnects_after_restart},
         {"stale", test_redis_idle_connection_replaced_after_restart},
+        {"trickled_reply", test_redis_trickled_reply_times_out},
+        {"slow_reader", test_redis_slow_reader_write_times_out},
         {"unix", test_redis_unix_socket},
         {"erase_user", test_redis_erase_user_removes_tracked_keys},
         {"user_set_ttl", test_redis_user_set_outlives_its_keys},

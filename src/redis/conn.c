@@ -58,6 +58,35 @@ static int remaining_ms(int64_t deadline_us) {
     return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
+static ds_status timed_out(ds__rconn *c, const char *what, ds_error *err) {
+    return ds__error_set(err, DS_ERR_REDIS, "redis %s: %s timed out", c->label,
+                         what);
+}
+
+/* Sets SO_RCVTIMEO/SO_SNDTIMEO of a blocking connection. */
+static void set_sock_timeout(ds__rconn *c, int ms) {
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    c->sock_timeout_ms = ms;
+}
+
+/* Called before each read or write: fails once the deadline has passed, so
+ * a peer that sends or takes a byte at a time cannot stretch a call past
+ * it (a poll() that finds a byte ready never times out), and keeps the
+ * socket timeout of a blocking connection within what is left. */
+static ds_status before_io(ds__rconn *c, int64_t deadline_us, const char *what,
+                           ds_error *err) {
+    if (deadline_us == DS_REDIS_FOREVER)
+        return DS_OK;
+    if (ds__now_us() >= deadline_us)
+        return timed_out(c, what, err);
+    int left = remaining_ms(deadline_us);
+    if (c->blocking && left + 5 < c->sock_timeout_ms)
+        set_sock_timeout(c, left);
+    return DS_OK;
+}
+
 /* Waits for `events` on the socket; DS_ERR_REDIS (retryable) on timeout. */
 static ds_status wait_fd(ds__rconn *c, short events, int64_t deadline_us,
                          const char *what, ds_error *err) {
@@ -68,8 +97,7 @@ static ds_status wait_fd(ds__rconn *c, short events, int64_t deadline_us,
         if (n > 0)
             return DS_OK; /* errors and hang-ups show in the next I/O call */
         if (n == 0)
-            return ds__error_set(err, DS_ERR_REDIS, "redis %s: %s timed out",
-                                 c->label, what);
+            return timed_out(c, what, err);
         if (errno != EINTR)
             return io_error(c, err, "poll", errno);
     }
@@ -326,7 +354,9 @@ static ds_status write_all(ds__rconn *c, const char *buf, size_t len,
                            int64_t deadline_us, ds_error *err) {
     size_t off = 0;
     while (off < len) {
-        ds_status st;
+        ds_status st = before_io(c, deadline_us, "write", err);
+        if (st != DS_OK)
+            return st;
         if (c->ssl) {
             ERR_clear_error();
             size_t chunk = len - off > INT32_MAX ? INT32_MAX : len - off;
@@ -432,7 +462,9 @@ static ds_status try_read(ds__rconn *c, short *want, ds_error *err) {
 static ds_status read_some(ds__rconn *c, int64_t deadline_us, ds_error *err) {
     for (;;) {
         short want;
-        ds_status st = try_read(c, &want, err);
+        ds_status st = before_io(c, deadline_us, "read", err);
+        if (st == DS_OK)
+            st = try_read(c, &want, err);
         if (st != DS_OK || !want)
             return st;
         st = wait_fd(c, want, deadline_us, "read", err);
@@ -459,14 +491,6 @@ static ds_status next_reply(ds__rconn *c, int64_t deadline_us,
         if (st != DS_OK)
             return st;
     }
-}
-
-/* Sets SO_RCVTIMEO/SO_SNDTIMEO of a blocking connection. */
-static void set_sock_timeout(ds__rconn *c, int ms) {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    c->sock_timeout_ms = ms;
 }
 
 ds_status ds__rconn_roundtrip(ds__rconn *c, const char *buf, size_t len,
@@ -705,6 +729,7 @@ ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
                            ? DS_REDIS_FOREVER
                            : ds__now_us() + (int64_t)timeout_ms * 1000;
     short want = POLLIN;
+    bool fed = false;
     for (;;) {
         void *reply = NULL;
         if (redisReaderGetReply(c->reader, &reply) != REDIS_OK)
@@ -716,6 +741,11 @@ ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
             return DS_OK;
         }
         if (!(c->ssl && SSL_pending(c->ssl) > 0)) {
+            /* a reply still coming in a byte at a time does not hold the
+             * caller past its deadline: what arrived stays in the reader
+             * for the next call */
+            if (fed && deadline != DS_REDIS_FOREVER && ds__now_us() >= deadline)
+                return DS_OK;
             struct pollfd p = {c->fd, want, 0};
             int n = poll(&p, 1, remaining_ms(deadline));
             if (n == 0)
@@ -731,6 +761,7 @@ ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
         ds_status st = try_read(c, &want, err);
         if (st != DS_OK)
             return st;
+        fed = true;
         if (!want)
             want = POLLIN;
     }
