@@ -913,7 +913,7 @@ START_TEST(test_redis_errors) {
     redisReply *rep[1];
     ck_assert_int_eq(ds__redis_pipeline(real, NULL, 1, rep, &err),
                      DS_ERR_INVALID);
-    ck_assert_int_eq(ds__redis_conn_open(real, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds__redis_conn_open(real, -1, NULL, &err), DS_ERR_INVALID);
     /* out of memory while opening: an error, never a crash */
     for (int n = 1; n < 12; n++) {
         ds__test_fail_alloc_after(n);

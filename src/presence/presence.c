@@ -353,7 +353,9 @@ static bool sleep_or_stop(ds_presence_subscription *s, int ms) {
 }
 
 static ds_status subscribe_conn(ds_presence_subscription *s, ds_error *err) {
-    ds_status st = ds__redis_conn_open(s->redis, &s->conn, err);
+    /* the wake pipe cancels every wait of the connection, so unsubscribe
+     * never waits for a connect or command timeout */
+    ds_status st = ds__redis_conn_open(s->redis, s->wake[0], &s->conn, err);
     if (st != DS_OK)
         return st;
     size_t argc = s->nchannels + 1;
@@ -465,6 +467,8 @@ static void *sub_main(void *arg) {
                 continue;
             }
             if (st != DS_OK) {
+                if (atomic_load(&s->stop))
+                    break;
                 ds__log(DS_LOG_WARN, "presence", "resubscribe failed: %s",
                         err.message);
                 if (sleep_or_stop(s, backoff_ms))
@@ -480,32 +484,14 @@ static void *sub_main(void *arg) {
             s->fn(s->ud, &ev);
             continue;
         }
+        /* what has arrived first; only then wait on the socket, so a
+         * reply half received (the rest still on its way) is waited for,
+         * not spun on */
         ds_error err = {0};
-        if (!ds__rconn_has_buffered(s->conn)) {
-            struct pollfd p[2] = {{s->wake[0], POLLIN, 0},
-                                  {ds__rconn_fd(s->conn), POLLIN, 0}};
-            int n = poll(p, 2, ping_pending ? s->command_timeout_ms
-                                            : IDLE_PING_MS);
-            if (n < 0 && errno != EINTR)
-                break;
-            if (p[0].revents)
-                break;
-            if (n == 0) {
-                /* quiet: make sure the connection is still there */
-                const char *ping[1] = {"PING"};
-                if (ping_pending ||
-                    ds__rconn_send_argv(s->conn, 1, ping, NULL, -1, &err) !=
-                        DS_OK) {
-                    ds__rconn_close(s->conn);
-                    s->conn = NULL;
-                    continue;
-                }
-                ping_pending = true;
-                continue;
-            }
-        }
         redisReply *r = NULL;
         if (ds__rconn_read(s->conn, 0, &r, &err) != DS_OK) {
+            if (atomic_load(&s->stop))
+                break;
             ds__log(DS_LOG_INFO, "presence", "subscription lost: %s",
                     err.message);
             ds__rconn_close(s->conn);
@@ -515,6 +501,25 @@ static void *sub_main(void *arg) {
         if (r) {
             handle(s, r, &ping_pending);
             freeReplyObject(r);
+            continue;
+        }
+        struct pollfd p[2] = {{s->wake[0], POLLIN, 0},
+                              {ds__rconn_fd(s->conn), POLLIN, 0}};
+        int n = poll(p, 2, ping_pending ? s->command_timeout_ms : IDLE_PING_MS);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0 && p[0].revents)
+            break;
+        if (n == 0) {
+            /* quiet: make sure the connection is still there */
+            const char *ping[1] = {"PING"};
+            if (ping_pending ||
+                ds__rconn_send_argv(s->conn, 1, ping, NULL, -1, &err) != DS_OK) {
+                ds__rconn_close(s->conn);
+                s->conn = NULL;
+                continue;
+            }
+            ping_pending = true;
         }
     }
     ds__rconn_close(s->conn);

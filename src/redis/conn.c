@@ -87,13 +87,33 @@ static ds_status before_io(ds__rconn *c, int64_t deadline_us, const char *what,
     return DS_OK;
 }
 
+/* poll() on the socket and the cancel descriptor (when there is one):
+ * > 0 the socket is ready, 0 the time ran out, -1 with errno set, or
+ * DS_POLL_CANCELLED. */
+#define DS_POLL_CANCELLED (-2)
+static int poll_conn(ds__rconn *c, short events, int ms) {
+    struct pollfd p[2] = {{c->fd, events, 0}, {c->cancel_fd, POLLIN, 0}};
+    int n = poll(p, c->cancel_fd >= 0 ? 2 : 1, ms);
+    if (n > 0 && p[1].revents)
+        return DS_POLL_CANCELLED;
+    return n;
+}
+
+static ds_status cancelled(ds__rconn *c, ds_error *err) {
+    ds__error_set(err, DS_ERR_CLOSED, "redis %s: connection closed by its owner",
+                  c->label);
+    if (err)
+        err->retryable = false;
+    return DS_ERR_CLOSED;
+}
+
 /* Waits for `events` on the socket; DS_ERR_REDIS (retryable) on timeout. */
 static ds_status wait_fd(ds__rconn *c, short events, int64_t deadline_us,
                          const char *what, ds_error *err) {
     for (;;) {
-        struct pollfd p = {c->fd, events, 0};
-        int ms = remaining_ms(deadline_us);
-        int n = poll(&p, 1, ms);
+        int n = poll_conn(c, events, remaining_ms(deadline_us));
+        if (n == DS_POLL_CANCELLED)
+            return cancelled(c, err);
         if (n > 0)
             return DS_OK; /* errors and hang-ups show in the next I/O call */
         if (n == 0)
@@ -644,12 +664,13 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
 }
 
 ds_status ds__rconn_connect(ds_redis *r, int64_t deadline_us, bool pooled,
-                            ds__rconn **out, ds_error *err) {
+                            int cancel_fd, ds__rconn **out, ds_error *err) {
     *out = NULL;
     ds__rconn *c = ds__calloc(1, sizeof *c);
     if (!c)
         return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
     c->fd = -1;
+    c->cancel_fd = pooled ? -1 : cancel_fd;
     c->command_timeout_ms = r->command_timeout_ms;
     memcpy(c->label, r->label, sizeof c->label);
     c->reader = redisReaderCreate();
@@ -716,12 +737,6 @@ ds_status ds__rconn_send_argv(ds__rconn *c, int argc, const char *const *argv,
     return st;
 }
 
-bool ds__rconn_has_buffered(ds__rconn *c) {
-    if (c->reader->pos < c->reader->len)
-        return true;
-    return c->ssl && SSL_pending(c->ssl) > 0;
-}
-
 ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
                          ds_error *err) {
     *out = NULL;
@@ -746,8 +761,9 @@ ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
              * for the next call */
             if (fed && deadline != DS_REDIS_FOREVER && ds__now_us() >= deadline)
                 return DS_OK;
-            struct pollfd p = {c->fd, want, 0};
-            int n = poll(&p, 1, remaining_ms(deadline));
+            int n = poll_conn(c, want, remaining_ms(deadline));
+            if (n == DS_POLL_CANCELLED)
+                return cancelled(c, err);
             if (n == 0)
                 return DS_OK; /* nothing arrived in time */
             if (n < 0) {

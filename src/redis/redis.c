@@ -119,7 +119,7 @@ static ds_status acquire(ds_redis *r, int64_t deadline_us, ds__rconn **out,
             r->total++;
             pthread_mutex_unlock(&r->mu);
             ds__rconn *c;
-            ds_status st = ds__rconn_connect(r, deadline_us, true, &c, err);
+            ds_status st = ds__rconn_connect(r, deadline_us, true, -1, &c, err);
             pthread_mutex_lock(&r->mu);
             if (st != DS_OK) {
                 r->total--;
@@ -573,11 +573,13 @@ DS_EXPORT ds_status ds_redis_erase_user(ds_redis *redis, int64_t user_id,
 
 /* ---- dedicated connections ------------------------------------------------------ */
 
-ds_status ds__redis_conn_open(ds_redis *r, ds__rconn **out, ds_error *err) {
+ds_status ds__redis_conn_open(ds_redis *r, int cancel_fd, ds__rconn **out,
+                              ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, r, "redis is NULL");
-    ds_status st = ds__rconn_connect(r, DS_REDIS_FOREVER, false, out, err);
+    ds_status st =
+        ds__rconn_connect(r, DS_REDIS_FOREVER, false, cancel_fd, out, err);
     atomic_fetch_add(st == DS_OK ? &r->connects : &r->connect_failures, 1);
     return st;
 }
@@ -651,7 +653,7 @@ DS_EXPORT ds_status ds_redis_open(const ds_config *cfg, ds_redis **out,
     }
     /* One connection now: a wrong URL, password or CA shows at start-up. */
     ds__rconn *c;
-    st = ds__rconn_connect(r, DS_REDIS_FOREVER, true, &c, err);
+    st = ds__rconn_connect(r, DS_REDIS_FOREVER, true, -1, &c, err);
     if (st != DS_OK) {
         free_handle(r);
         return st;

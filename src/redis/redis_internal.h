@@ -197,8 +197,13 @@ char *ds__redis_user_set_key(const ds_redis *r, int64_t user_id);
 typedef struct ds__rconn ds__rconn;
 
 /* A new connection of its own (authenticated, database selected), outside
- * the pool, e.g. for SUBSCRIBE. Close with ds__rconn_close(). */
-ds_status ds__redis_conn_open(ds_redis *r, ds__rconn **out, ds_error *err);
+ * the pool, e.g. for SUBSCRIBE. Close with ds__rconn_close(). `cancel_fd`
+ * (-1: none) is a descriptor the owner makes readable to stop it: from then
+ * on every wait of the connection, the connect included, ends at once with
+ * DS_ERR_CLOSED, so a thread that owns it can be stopped without waiting
+ * for a connect or command timeout. */
+ds_status ds__redis_conn_open(ds_redis *r, int cancel_fd, ds__rconn **out,
+                              ds_error *err);
 void ds__rconn_close(ds__rconn *c);
 /* Sends one command; -1 timeout means the handle's command timeout. */
 ds_status ds__rconn_send_argv(ds__rconn *c, int argc, const char *const *argv,
@@ -208,14 +213,13 @@ ds_status ds__rconn_send_argv(ds__rconn *c, int argc, const char *const *argv,
  * Reads the next reply, waiting at most `timeout_ms` (0: only what is
  * already there, -1: forever). *out is NULL when none arrived in time (not
  * an error). A reply may be an error reply. Transport errors fill `err`.
+ * When it returns no reply, nothing is left buffered in TLS: poll() on
+ * ds__rconn_fd() before the next call does not miss a reply.
  */
 ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
                          ds_error *err);
 /* The socket, for poll() together with other descriptors. */
 int ds__rconn_fd(const ds__rconn *c);
-/* True when a reply can be read without waiting on the socket (buffered in
- * the reader or in TLS). */
-bool ds__rconn_has_buffered(ds__rconn *c);
 
 /* ---- handle internals shared by the modules ------------------------------- */
 
