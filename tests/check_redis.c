@@ -628,6 +628,39 @@ START_TEST(test_redis_slow_reader_write_times_out) {
 }
 END_TEST
 
+#define ECHOED_PW "Sup3rS3cretPassw0rd-0123456789abcdef"
+
+/* A server that does not know AUTH and, like Redis with an unknown
+ * command, quotes the start of its arguments back. */
+static void auth_echo(void *ud, int index, int fd) {
+    (void)ud;
+    (void)index;
+    if (dt_fake_expect(fd, "PING"))
+        dt_fake_send(fd, "-ERR unknown command 'AUTH', with args beginning "
+                         "with: 'Sup3rS3cretPas' \r\n"
+                         "-NOAUTH Authentication required.\r\n");
+}
+
+START_TEST(test_redis_auth_echo_not_in_message) {
+    /* a server echoing a cut-short password: scrubbing the whole password
+     * would not find it, so the message must not carry the echo at all */
+    dt_fake *f = dt_fake_start(auth_echo, NULL);
+    char url[128];
+    snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d/0", ECHOED_PW,
+             dt_fake_port(f));
+    ds_redis *r = (ds_redis *)1;
+    ds_error err = {0};
+    ds_status st = open_with(url, NULL, &r, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_ptr_null(r);
+    ck_assert_ptr_nonnull(strstr(err.message, "authentication failed"));
+    ck_assert_ptr_nonnull(strstr(err.message, "unknown command"));
+    ck_assert_ptr_null(strstr(err.message, "Sup3r"));
+    ck_assert(!ds_error_is_retryable(&err));
+    dt_fake_stop(f);
+}
+END_TEST
+
 /* ---- unix sockets: a private redis-server ------------------------------------- */
 
 START_TEST(test_redis_unix_socket) {
@@ -955,6 +988,7 @@ Suite *ds_test_redis_suite(void) {
         {"timeout", test_redis_command_timeout},
         {"restart", test_redis_reconnects_after_restart},
         {"stale", test_redis_idle_connection_replaced_after_restart},
+        {"auth_echo", test_redis_auth_echo_not_in_message},
         {"trickled_reply", test_redis_trickled_reply_times_out},
         {"slow_reader", test_redis_slow_reader_write_times_out},
         {"unix", test_redis_unix_socket},

@@ -567,6 +567,13 @@ bool ds__rconn_alive(ds__rconn *c) {
 
 /* ---- connect + AUTH + SELECT ------------------------------------------------------- */
 
+/* Wipes what the reply reader has buffered (the connection is closed after
+ * a failed handshake, and its bytes may echo the password). */
+static void wipe_reader(ds__rconn *c) {
+    if (c->reader->buf && c->reader->len > 0)
+        ds__wipe(c->reader->buf, c->reader->len);
+}
+
 static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
                                     int64_t deadline_us, ds_error *err) {
     /* AUTH (when a password is set), SELECT (db != 0) and PING pipelined
@@ -631,19 +638,31 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
             ds__wipe(parts[i], (size_t)lens[i]);
         redisFreeCommand(parts[i]);
     }
-    if (st != DS_OK)
+    if (st != DS_OK) {
+        if (auth_argc)
+            wipe_reader(c);
         return st;
+    }
     for (size_t i = 0; i < n && st == DS_OK; i++) {
         redisReply *rep = replies[i];
         if (rep->type != REDIS_REPLY_ERROR)
             continue;
         if ((int)i == auth_index || ds__redis_reply_is_error(rep, "NOAUTH") ||
             ds__redis_reply_is_error(rep, "WRONGPASS")) {
-            char ctx[DS_REDIS_HOST_MAX + 160];
-            snprintf(ctx, sizeof ctx, "redis %s: authentication failed (check "
-                                      "the user and password in REDIS_URL)",
-                     c->label);
-            st = ds__redis_reply_error(rep, ctx, err);
+            /* Servers quote the arguments they echo ("unknown command
+             * 'AUTH', with args beginning with: '...'"), and an argument
+             * of AUTH is the password, perhaps cut short where scrubbing
+             * would not find it: keep their words up to the first quote. */
+            size_t keep = rep->str ? strcspn(rep->str, "'\"`") : 0;
+            while (keep > 0 && (rep->str[keep - 1] == ' ' ||
+                                rep->str[keep - 1] == ',' ||
+                                rep->str[keep - 1] == ':'))
+                keep--;
+            st = ds__error_set(err, DS_ERR_REDIS,
+                               "redis %s: authentication failed (check the user "
+                               "and password in REDIS_URL): %.*s",
+                               c->label, (int)(keep > 200 ? 200 : keep),
+                               keep ? rep->str : "error reply");
             if (err)
                 err->retryable = false;
         } else if ((int)i == select_index) {
@@ -657,8 +676,14 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
             st = ds__redis_reply_error(rep, ctx, err);
         }
     }
-    if (st != DS_OK && r->url.password)
+    if (st != DS_OK && auth_argc) {
         ds__error_scrub(err, r->url.password);
+        /* the replies and the bytes they came in may echo the password */
+        for (size_t i = 0; i < n; i++)
+            if (replies[i]->type == REDIS_REPLY_ERROR && replies[i]->str)
+                ds__wipe(replies[i]->str, replies[i]->len);
+        wipe_reader(c);
+    }
     ds__redis_replies_free(replies, n);
     return st;
 }
