@@ -804,6 +804,18 @@ START_TEST(test_cache_errors) {
         else
             ck_assert_msg(st == DS_ERR_NOMEM, "n=%d: %s", n, ds_status_str(st));
     }
+    /* the status is the real one without an error struct too */
+    for (int n = 1; n < 8; n++) {
+        ds__test_fail_alloc_after(n);
+        ds_status st1 = ds_cache_set(c, "k", json_null(), NULL, NULL);
+        ds__test_fail_alloc_after(n);
+        ds_status st2 = ds_cache_invalidate_tag(c, "tag", NULL, NULL);
+        ds__test_fail_alloc_after(0);
+        ck_assert_msg(st1 == DS_OK || st1 == DS_ERR_NOMEM, "n=%d: %s", n,
+                      ds_status_str(st1));
+        ck_assert_msg(st2 == DS_OK || st2 == DS_ERR_NOMEM, "n=%d: %s", n,
+                      ds_status_str(st2));
+    }
     dt_redis_flush_prefix(r);
     ds_cache_close(c);
     ds_redis_close(r);

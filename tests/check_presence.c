@@ -530,6 +530,15 @@ START_TEST(test_presence_errors) {
     ck_assert_str_eq(ds_presence_event_type_str((ds_presence_event_type)77),
                      "unknown");
     ck_assert_str_eq(ds_presence_event_type_str(DS_PRESENCE_RESYNC), "resync");
+    /* the status is the real one without an error struct too */
+    for (int k = 1; k < 12; k++) {
+        ds__test_fail_alloc_after(k);
+        ds_status st = ds_presence_set_online(p, 3, 4, NULL);
+        ds__test_fail_alloc_after(0);
+        ck_assert_msg(st == DS_OK || st == DS_ERR_NOMEM, "k=%d: %s", k,
+                      ds_status_str(st));
+    }
+    dt_redis_flush_prefix(r);
     ds_presence_close(p);
     ds_redis_close(r);
 }

@@ -589,6 +589,23 @@ START_TEST(test_queue_errors) {
     freeReplyObject(dt_rcmd(r, "XADD %s * id x a 0 p {broken", stream));
     ds__free(stream);
     ck_assert_int_eq(ds_queue_reserve(q, 0, &job, &err), DS_ERR_INTERNAL);
+    /* the status is the real one without an error struct too */
+    snprintf(fake.entry_id, sizeof fake.entry_id, "1-1");
+    for (int k = 1; k < 8; k++) {
+        ds__test_fail_alloc_after(k);
+        ds_status st1 = ds_queue_enqueue(q, json_null(), 0, NULL, NULL);
+        ds__test_fail_alloc_after(k);
+        ds_status st2 = ds_queue_enqueue(q, json_null(), 60000, NULL, NULL);
+        ds__test_fail_alloc_after(k);
+        ds_status st3 = ds_queue_ack(q, &fake, NULL);
+        ds__test_fail_alloc_after(0);
+        ck_assert_msg(st1 == DS_OK || st1 == DS_ERR_NOMEM, "k=%d: %s", k,
+                      ds_status_str(st1));
+        ck_assert_msg(st2 == DS_OK || st2 == DS_ERR_NOMEM, "k=%d: %s", k,
+                      ds_status_str(st2));
+        ck_assert_msg(st3 == DS_ERR_NOT_FOUND || st3 == DS_ERR_NOMEM,
+                      "k=%d: %s", k, ds_status_str(st3));
+    }
     dt_redis_flush_prefix(r);
     ds_queue_close(q);
     ds_redis_close(r);

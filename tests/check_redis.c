@@ -947,6 +947,14 @@ START_TEST(test_redis_errors) {
     ck_assert_int_eq(ds__redis_pipeline(real, NULL, 1, rep, &err),
                      DS_ERR_INVALID);
     ck_assert_int_eq(ds__redis_conn_open(real, -1, NULL, &err), DS_ERR_INVALID);
+    /* the status is the real one without an error struct too */
+    for (int n = 1; n < 6; n++) {
+        ds__test_fail_alloc_after(n);
+        ds_status st = ds_redis_erase_user(real, 1, NULL, NULL);
+        ds__test_fail_alloc_after(0);
+        ck_assert_msg(st == DS_OK || st == DS_ERR_NOMEM, "n=%d: %s", n,
+                      ds_status_str(st));
+    }
     /* out of memory while opening: an error, never a crash */
     for (int n = 1; n < 12; n++) {
         ds__test_fail_alloc_after(n);

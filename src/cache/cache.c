@@ -309,12 +309,8 @@ static ds_status store(ds_cache *c, const char *ekey, const char *lkey,
         args[n] = px, lens[n++] = strlen(px);
         args[n] = token ? token : "", lens[n] = strlen(args[n]), n++;
         args[n] = track ? track : "", lens[n] = strlen(args[n]), n++;
-        redisReply *r = ds__redis_eval(c->redis, &store_script, (int)(3 + ntags),
-                                       4, args, lens, err);
-        if (r)
-            freeReplyObject(r);
-        else
-            st = err ? err->code : DS_ERR_REDIS;
+        st = ds__redis_run_script(c->redis, &store_script, (int)(3 + ntags), 4,
+                                  args, lens, NULL, err);
     }
     for (size_t i = 0; i < ntags; i++)
         ds__free(tagkeys[i]);
@@ -326,11 +322,8 @@ static ds_status store(ds_cache *c, const char *ekey, const char *lkey,
 static void release_lock(ds_cache *c, const char *lkey, const char *token) {
     ds_error e = {0};
     const char *args[2] = {lkey, token};
-    redisReply *r = ds__redis_eval(c->redis, &release_script, 1, 1, args,
-                                   NULL, &e);
-    if (r)
-        freeReplyObject(r);
-    else
+    if (ds__redis_run_script(c->redis, &release_script, 1, 1, args, NULL, NULL,
+                             &e) != DS_OK)
         count(&c->errors); /* the lock expires on its own */
 }
 
@@ -419,16 +412,17 @@ static ds_status acquire(ds_cache *c, const char *ekey, const char *lkey,
     snprintf(ttl, sizeof ttl, "%d", c->o.lock_ttl_ms);
     snprintf(now, sizeof now, "%lld", (long long)ds__redis_now_ms());
     const char *args[6] = {ekey, lkey, token, ttl, now, refresh ? "r" : ""};
-    redisReply *r = ds__redis_eval(c->redis, &acquire_script, 2, 4, args,
-                                   NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
+    redisReply *r;
+    ds_status st =
+        ds__redis_run_script(c->redis, &acquire_script, 2, 4, args, NULL, &r, err);
+    if (st != DS_OK)
+        return st;
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_INTEGER ||
         r->element[0]->integer < 1 || r->element[0]->integer > 3 ||
         (r->element[0]->integer == 1 &&
          (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING))) {
-        ds_status st = ds__redis_unexpected(r, "cache acquire", err);
+        st = ds__redis_unexpected(r, "cache acquire", err);
         freeReplyObject(r);
         return st;
     }
@@ -759,8 +753,8 @@ DS_EXPORT ds_status ds_cache_get_or_load(ds_cache *cache, const char *key,
     const char *argv[2] = {"GET", ekey};
     size_t argvlen[2] = {3, ekey_len};
     ds_error gerr = {0};
-    redisReply *r = ds__redis_command_argv(cache->redis, 2, argv, argvlen, &gerr);
-    if (!r) {
+    redisReply *r;
+    if (ds__redis_call(cache->redis, 2, argv, argvlen, &r, &gerr) != DS_OK) {
         count(&cache->errors);
         ds__log(DS_LOG_DEBUG, "cache", "cache %s: %s", cache->name,
                 gerr.message);
@@ -840,10 +834,11 @@ DS_EXPORT ds_status ds_cache_get(ds_cache *cache, const char *key,
     size_t ekey_len = join(ekey, cache->entry_prefix, cache->entry_prefix_len, key);
     const char *argv[2] = {"GET", ekey};
     size_t argvlen[2] = {3, ekey_len};
-    redisReply *r = ds__redis_command_argv(cache->redis, 2, argv, argvlen, err);
-    if (!r) {
+    redisReply *r;
+    st = ds__redis_call(cache->redis, 2, argv, argvlen, &r, err);
+    if (st != DS_OK) {
         count(&cache->errors);
-        return err ? err->code : DS_ERR_REDIS;
+        return st;
     }
     parsed p;
     json_t *v = NULL;
@@ -897,11 +892,7 @@ DS_EXPORT ds_status ds_cache_invalidate(ds_cache *cache, const char *key,
     size_t ekey_len = join(ekey, cache->entry_prefix, cache->entry_prefix_len, key);
     const char *argv[2] = {"UNLINK", ekey};
     size_t argvlen[2] = {6, ekey_len};
-    redisReply *r = ds__redis_command_argv(cache->redis, 2, argv, argvlen, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(r);
-    return DS_OK;
+    return ds__redis_call(cache->redis, 2, argv, argvlen, NULL, err);
 }
 
 DS_EXPORT ds_status ds_cache_invalidate_tag(ds_cache *cache, const char *tag,
@@ -914,16 +905,11 @@ DS_EXPORT ds_status ds_cache_invalidate_tag(ds_cache *cache, const char *tag,
     char tkey[TAG_MAX + PREFIX_ROOM];
     join(tkey, cache->tag_prefix, cache->tag_prefix_len, tag);
     const char *args[1] = {tkey};
-    redisReply *r = ds__redis_eval(cache->redis, &invalidate_tag_script, 1, 0,
-                                   args, NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
-    if (r->type != REDIS_REPLY_INTEGER)
-        st = ds__redis_unexpected(r, "cache invalidate_tag", err);
-    else if (removed)
-        *removed = r->integer;
-    freeReplyObject(r);
+    long long n;
+    ds_status st = ds__redis_script_int(cache->redis, &invalidate_tag_script, 1,
+                                        0, args, NULL, &n, err);
+    if (st == DS_OK && removed)
+        *removed = n;
     return st;
 }
 

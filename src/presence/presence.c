@@ -162,11 +162,7 @@ static ds_status keys_make(ds_presence *p, int64_t conv, int64_t user,
 
 static ds_status run(ds_presence *p, ds__redis_script *s, int nkeys,
                      const char **args, ds_error *err) {
-    redisReply *r = ds__redis_eval(p->redis, s, nkeys, 6, args, NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(r);
-    return DS_OK;
+    return ds__redis_run_script(p->redis, s, nkeys, 6, args, NULL, NULL, err);
 }
 
 static ds_status mark(ds_presence *p, int64_t conv, int64_t user, bool typing,
@@ -258,13 +254,14 @@ static ds_status list(ds_presence *p, int64_t conv, bool typing,
     if (!key)
         return ds__error_set(err, DS_ERR_NOMEM, "presence: out of memory");
     const char *args[1] = {key};
-    redisReply *r = ds__redis_eval(p->redis, &list_script, 1, 0, args, NULL,
-                                   err);
+    redisReply *r;
+    ds_status st =
+        ds__redis_run_script(p->redis, &list_script, 1, 0, args, NULL, &r, err);
     ds__free(key);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
+    if (st != DS_OK)
+        return st;
     if (r->type != REDIS_REPLY_ARRAY) {
-        ds_status st = ds__redis_unexpected(r, "presence list", err);
+        st = ds__redis_unexpected(r, "presence list", err);
         freeReplyObject(r);
         return st;
     }

@@ -217,32 +217,28 @@ static void new_job_id(char out[DS_QUEUE_JOB_ID_LEN + 1]) {
     out[DS_QUEUE_JOB_ID_LEN] = '\0';
 }
 
-/* The payload's JSON text in ds__malloc'd memory. */
-static char *encode_payload(const json_t *payload, size_t *len, ds_error *err) {
+/* The payload's JSON text into *out (ds__malloc'd) and *len. */
+static ds_status encode_payload(const json_t *payload, char **out, size_t *len,
+                                ds_error *err) {
+    *out = NULL;
     const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
     size_t n = json_dumpb(payload, NULL, 0, flags);
-    if (n == 0) {
-        ds__error_set(err, DS_ERR_INVALID,
-                      "queue: the payload cannot be encoded as JSON");
-        return NULL;
-    }
-    if (n > PAYLOAD_MAX) {
-        ds__error_set(err, DS_ERR_INVALID, "queue: payload over 16 MiB");
-        return NULL;
-    }
+    if (n == 0)
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "queue: the payload cannot be encoded as JSON");
+    if (n > PAYLOAD_MAX)
+        return ds__error_set(err, DS_ERR_INVALID, "queue: payload over 16 MiB");
     char *buf = ds__malloc(n + 1);
-    if (!buf) {
-        ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
-        return NULL;
-    }
+    if (!buf)
+        return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
     if (json_dumpb(payload, buf, n, flags) != n) {
         ds__free(buf);
-        ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
-        return NULL;
+        return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
     }
     buf[n] = '\0';
+    *out = buf;
     *len = n;
-    return buf;
+    return DS_OK;
 }
 
 static bool is_nogroup(const ds_error *e) {
@@ -420,10 +416,9 @@ DS_EXPORT void ds_queue_close(ds_queue *queue) {
         return;
     const char *args[3] = {queue->stream, GROUP, queue->consumer};
     ds_error err = {0};
-    redisReply *r = ds__redis_eval(queue->redis, &leave_script, 1, 2, args,
-                                   NULL, &err);
-    if (r)
-        freeReplyObject(r);
+    /* best effort: a consumer left behind holds nothing and costs little */
+    (void)ds__redis_run_script(queue->redis, &leave_script, 1, 2, args, NULL,
+                               NULL, &err);
     queue_free(queue);
 }
 
@@ -443,30 +438,30 @@ DS_EXPORT ds_status ds_queue_enqueue(ds_queue *queue, const json_t *payload,
     DS_CHECK_ARG(err, delay_ms >= 0 && delay_ms <= INT64_C(31536000000),
                  "delay_ms must be 0 to 1 year");
     size_t plen;
-    char *p = encode_payload(payload, &plen, err);
-    if (!p)
-        return err ? err->code : DS_ERR_INVALID;
+    char *p;
+    ds_status st = encode_payload(payload, &p, &plen, err);
+    if (st != DS_OK)
+        return st;
     char id[DS_QUEUE_JOB_ID_LEN + 1];
     new_job_id(id);
-    redisReply *r;
     if (delay_ms == 0) {
         const char *argv[9] = {"XADD", queue->stream, "*", "id", id,
                                "a",    "0",           "p", p};
         size_t lens[9] = {4, strlen(queue->stream), 1, 2, DS_QUEUE_JOB_ID_LEN,
                           1, 1, 1, plen};
-        r = ds__redis_command_argv(queue->redis, 9, argv, lens, err);
+        st = ds__redis_call(queue->redis, 9, argv, lens, NULL, err);
     } else {
         char delay[24];
         snprintf(delay, sizeof delay, "%lld", (long long)delay_ms);
         const char *args[4] = {queue->delayed, delay, id, p};
         size_t lens[4] = {strlen(queue->delayed), strlen(delay),
                           DS_QUEUE_JOB_ID_LEN, plen};
-        r = ds__redis_eval(queue->redis, &delay_script, 1, 3, args, lens, err);
+        st = ds__redis_run_script(queue->redis, &delay_script, 1, 3, args, lens,
+                                  NULL, err);
     }
     ds__free(p);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(r);
+    if (st != DS_OK)
+        return st;
     if (job_id)
         memcpy(job_id, id, sizeof id);
     return DS_OK;
@@ -494,11 +489,9 @@ DS_EXPORT ds_status ds_queue_enqueue_batch(ds_queue *queue,
         size_t slen = strlen(queue->stream);
         for (size_t i = 0; st == DS_OK && i < m; i++) {
             size_t plen;
-            texts[i] = encode_payload(payloads[base + i], &plen, err);
-            if (!texts[i]) {
-                st = err ? err->code : DS_ERR_INVALID;
+            st = encode_payload(payloads[base + i], &texts[i], &plen, err);
+            if (st != DS_OK)
                 break;
-            }
             char *id = ids + i * (DS_QUEUE_JOB_ID_LEN + 1);
             new_job_id(id);
             const char *a[ARGC] = {"XADD", queue->stream, "*", "id", id,
@@ -538,25 +531,24 @@ static ds_status reserve_once(ds_queue *q, ds_queue_job **job,
     const char *args[8] = {q->stream,   q->delayed, q->dead,       q->cursor,
                            GROUP,       q->consumer, q->visibility, q->max};
     redisReply *r = NULL;
+    ds_status st = DS_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         ds_error e = {0};
-        r = ds__redis_eval(q->redis, &reserve_script, 4, 4, args, NULL, &e);
-        if (r)
+        st = ds__redis_run_script(q->redis, &reserve_script, 4, 4, args, NULL,
+                                  &r, &e);
+        if (st == DS_OK)
             break;
         if (attempt == 0 && is_nogroup(&e)) {
             /* a server that lost the group (restart without data) */
-            ds_status st = create_group(q, err);
+            st = create_group(q, err);
             if (st != DS_OK)
                 return st;
             continue;
         }
         if (err)
             *err = e;
-        return e.code ? e.code : DS_ERR_REDIS;
+        return st;
     }
-    if (!r)
-        return ds__error_set(err, DS_ERR_REDIS, "queue: reserve failed");
-    ds_status st = DS_OK;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
         st = ds__redis_unexpected(r, "queue reserve", err);
     } else if (r->element[0]->len == 0) {
@@ -665,16 +657,7 @@ static ds_status run_holder_script(ds_queue *q, ds__redis_script *s,
                                    const ds_queue_job *job, long long *result,
                                    ds_error *err) {
     const char *args[4] = {q->stream, GROUP, job->entry_id, q->consumer};
-    redisReply *r = ds__redis_eval(q->redis, s, 1, 3, args, NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
-    if (r->type != REDIS_REPLY_INTEGER)
-        st = ds__redis_unexpected(r, "queue", err);
-    else
-        *result = r->integer;
-    freeReplyObject(r);
-    return st;
+    return ds__redis_script_int(q->redis, s, 1, 3, args, NULL, result, err);
 }
 
 DS_EXPORT ds_status ds_queue_ack(ds_queue *queue, const ds_queue_job *job,
@@ -721,14 +704,9 @@ DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
                             GROUP,         job->entry_id,  queue->consumer,
                             attempt,       queue->max,     delay,
                             why};
-    redisReply *r = ds__redis_eval(queue->redis, &fail_script, 3, 7, args, NULL,
-                                   err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -99;
-    if (v == -99)
-        st = ds__redis_unexpected(r, "queue fail", err);
-    freeReplyObject(r);
+    long long v;
+    st = ds__redis_script_int(queue->redis, &fail_script, 3, 7, args, NULL, &v,
+                              err);
     if (st != DS_OK)
         return st;
     if (dead)
@@ -765,10 +743,10 @@ DS_EXPORT ds_status ds_queue_dead_list(ds_queue *queue, size_t max,
     snprintf(count_text, sizeof count_text, "%zu", max);
     const char *argv[6] = {"XRANGE", queue->dead, "-", "+", "COUNT",
                            count_text};
-    redisReply *r = ds__redis_command_argv(queue->redis, 6, argv, NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
+    redisReply *r;
+    ds_status st = ds__redis_call(queue->redis, 6, argv, NULL, &r, err);
+    if (st != DS_OK)
+        return st;
     if (r->type != REDIS_REPLY_ARRAY) {
         st = ds__redis_unexpected(r, "queue dead list", err);
         freeReplyObject(r);
@@ -807,14 +785,9 @@ DS_EXPORT ds_status ds_queue_dead_replay(ds_queue *queue, const char *entry_id,
     for (;;) {
         const char *args[3] = {queue->dead, queue->stream,
                                entry_id ? entry_id : ""};
-        redisReply *r = ds__redis_eval(queue->redis, &replay_script, 2, 1,
-                                       args, NULL, err);
-        if (!r)
-            return err ? err->code : DS_ERR_REDIS;
-        long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-        ds_status st = n < 0 ? ds__redis_unexpected(r, "queue replay", err)
-                             : DS_OK;
-        freeReplyObject(r);
+        long long n;
+        ds_status st = ds__redis_script_int(queue->redis, &replay_script, 2, 1,
+                                            args, NULL, &n, err);
         if (st != DS_OK)
             return st;
         total += n;

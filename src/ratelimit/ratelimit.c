@@ -143,7 +143,8 @@ static ds_status run(ds_ratelimit *rl, const char *key, int64_t cost,
                                    : &sliding_script;
     atomic_fetch_add_explicit(&rl->checks, 1, memory_order_relaxed);
     ds_error rerr = {0};
-    redisReply *r = ds__redis_eval(rl->redis, script, 1, 5, args, lens, &rerr);
+    redisReply *r;
+    ds__redis_run_script(rl->redis, script, 1, 5, args, lens, &r, &rerr);
     int64_t allowed = 0;
     if (r && r->type == REDIS_REPLY_ARRAY && int_at(r, 0, &allowed) &&
         int_at(r, 1, &out->remaining) && int_at(r, 2, &out->retry_after_ms) &&
@@ -207,11 +208,7 @@ DS_EXPORT ds_status ds_ratelimit_reset(ds_ratelimit *rl, const char *key,
     size_t fkey_len = build_key(rl, key, fkey);
     const char *argv[2] = {"DEL", fkey};
     size_t lens[2] = {3, fkey_len};
-    redisReply *r = ds__redis_command_argv(rl->redis, 2, argv, lens, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(r);
-    return DS_OK;
+    return ds__redis_call(rl->redis, 2, argv, lens, NULL, err);
 }
 
 DS_EXPORT ds_status ds_ratelimit_stats_get(const ds_ratelimit *rl,

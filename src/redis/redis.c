@@ -190,28 +190,37 @@ static ds_status run_buf(ds_redis *r, const char *buf, size_t len, size_t n,
     return st;
 }
 
-/* A single reply, with error replies turned into DS_ERR_REDIS. */
-static redisReply *run_one(ds_redis *r, char *cmd, int len, int timeout_ms,
-                           ds_error *err) {
-    if (len < 0 || !cmd) {
-        ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory (or a bad "
-                                         "command format)");
-        return NULL;
-    }
+/* A single reply into *out, with error replies turned into DS_ERR_REDIS.
+ * Frees `cmd`. */
+static ds_status run_one(ds_redis *r, char *cmd, int len, int timeout_ms,
+                         redisReply **out, ds_error *err) {
+    *out = NULL;
+    if (len < 0 || !cmd)
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory (or a "
+                                                "bad command format)");
     redisReply *reply = NULL;
     ds_status st = run_buf(r, cmd, (size_t)len, 1, &reply, timeout_ms, err);
     redisFreeCommand(cmd);
     if (st != DS_OK)
-        return NULL;
+        return st;
     if (reply->type == REDIS_REPLY_ERROR) {
         char ctx[DS_REDIS_HOST_MAX + 64];
         snprintf(ctx, sizeof ctx, "redis %s", r->label);
-        ds__redis_reply_error(reply, ctx, err);
+        st = ds__redis_reply_error(reply, ctx, err);
         freeReplyObject(reply);
         atomic_fetch_add(&r->errors, 1);
-        return NULL;
+        return st;
     }
-    return reply;
+    *out = reply;
+    return DS_OK;
+}
+
+/* Hands `reply` to *out, or frees it when the caller wants none. */
+static void hand_over(redisReply *reply, redisReply **out) {
+    if (out)
+        *out = reply;
+    else
+        freeReplyObject(reply);
 }
 
 redisReply *ds__redis_commandv(ds_redis *r, ds_error *err, const char *fmt,
@@ -222,7 +231,9 @@ redisReply *ds__redis_commandv(ds_redis *r, ds_error *err, const char *fmt,
     }
     char *cmd = NULL;
     int len = redisvFormatCommand(&cmd, fmt, ap);
-    return run_one(r, cmd, len, r->command_timeout_ms, err);
+    redisReply *reply;
+    run_one(r, cmd, len, r->command_timeout_ms, &reply, err);
+    return reply;
 }
 
 redisReply *ds__redis_command(ds_redis *r, ds_error *err, const char *fmt,
@@ -234,17 +245,35 @@ redisReply *ds__redis_command(ds_redis *r, ds_error *err, const char *fmt,
     return reply;
 }
 
+static ds_status call_timeout(ds_redis *r, int timeout_ms, int argc,
+                              const char *const *argv, const size_t *argvlen,
+                              redisReply **out, ds_error *err) {
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, r && argc > 0 && argv, "NULL handle or command");
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, (const char **)argv, argvlen);
+    redisReply *reply;
+    ds_status st = run_one(r, cmd, len, timeout_ms, &reply, err);
+    if (st == DS_OK)
+        hand_over(reply, out);
+    return st;
+}
+
+ds_status ds__redis_call(ds_redis *r, int argc, const char *const *argv,
+                         const size_t *argvlen, redisReply **out,
+                         ds_error *err) {
+    return call_timeout(r, r ? r->command_timeout_ms : 0, argc, argv, argvlen,
+                        out, err);
+}
+
 redisReply *ds__redis_command_argv_timeout(ds_redis *r, int timeout_ms,
                                            int argc, const char *const *argv,
                                            const size_t *argvlen,
                                            ds_error *err) {
-    if (!r || argc <= 0 || !argv) {
-        ds__error_set(err, DS_ERR_INVALID, "redis: NULL handle or command");
-        return NULL;
-    }
-    char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, argc, (const char **)argv, argvlen);
-    return run_one(r, cmd, len, timeout_ms, err);
+    redisReply *reply;
+    call_timeout(r, timeout_ms, argc, argv, argvlen, &reply, err);
+    return reply;
 }
 
 redisReply *ds__redis_command_argv(ds_redis *r, int argc,
@@ -345,19 +374,20 @@ void ds__redis_eval_cmd(ds__redis_script *s, int nkeys, int nargs,
 
 #define EVAL_MAX_ARGS 64
 
-redisReply *ds__redis_eval(ds_redis *r, ds__redis_script *s, int nkeys,
-                           int nargs, const char *const *args,
-                           const size_t *arglens, ds_error *err) {
-    if (!r || !s || nkeys < 0 || nargs < 0 ||
-        nkeys + nargs > EVAL_MAX_ARGS || (nkeys + nargs > 0 && !args)) {
-        ds__error_set(err, DS_ERR_INVALID, "redis: bad script call");
-        return NULL;
-    }
-    if (!ds__redis_script_sha(s)) {
-        ds__error_set(err, DS_ERR_NOMEM, "redis: cannot hash script %s",
-                      s->name);
-        return NULL;
-    }
+ds_status ds__redis_run_script(ds_redis *r, ds__redis_script *s, int nkeys,
+                               int nargs, const char *const *args,
+                               const size_t *arglens, redisReply **out,
+                               ds_error *err) {
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err,
+                 r && s && nkeys >= 0 && nargs >= 0 &&
+                     nkeys <= EVAL_MAX_ARGS - nargs &&
+                     (nkeys + nargs == 0 || args),
+                 "bad script call");
+    if (!ds__redis_script_sha(s))
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: cannot hash script %s",
+                             s->name);
     const char *argv[EVAL_MAX_ARGS + 3];
     size_t argvlen[EVAL_MAX_ARGS + 3];
     char numkeys[16];
@@ -368,36 +398,68 @@ redisReply *ds__redis_eval(ds_redis *r, ds__redis_script *s, int nkeys,
         redisReply *reply = NULL;
         ds_status st = ds__redis_pipeline(r, &cmd, 1, &reply, err);
         if (st != DS_OK)
-            return NULL;
-        if (reply->type != REDIS_REPLY_ERROR)
-            return reply;
+            return st;
+        if (reply->type != REDIS_REPLY_ERROR) {
+            hand_over(reply, out);
+            return DS_OK;
+        }
         if (attempt == 0 && ds__redis_reply_is_error(reply, "NOSCRIPT")) {
             /* a restarted or flushed server: load it and go again */
             freeReplyObject(reply);
-            redisReply *loaded = ds__redis_command(r, err, "SCRIPT LOAD %s",
-                                                   s->source);
-            if (!loaded) {
+            const char *load[3] = {"SCRIPT", "LOAD", s->source};
+            redisReply *loaded;
+            st = ds__redis_call(r, 3, load, NULL, &loaded, err);
+            if (st != DS_OK) {
                 ds__error_prefix(err, "redis: loading script %s", s->name);
-                return NULL;
+                return st;
             }
             bool same = loaded->type == REDIS_REPLY_STRING &&
                         loaded->len == 40 &&
                         memcmp(loaded->str, s->sha, 40) == 0;
             freeReplyObject(loaded);
-            if (!same) {
-                ds__error_set(err, DS_ERR_INTERNAL,
-                              "redis: script %s: server SHA differs", s->name);
-                return NULL;
-            }
+            if (!same)
+                return ds__error_set(err, DS_ERR_INTERNAL,
+                                     "redis: script %s: server SHA differs",
+                                     s->name);
             continue;
         }
         char ctx[128];
         snprintf(ctx, sizeof ctx, "redis: script %s", s->name);
-        ds__redis_reply_error(reply, ctx, err);
+        st = ds__redis_reply_error(reply, ctx, err);
         freeReplyObject(reply);
         atomic_fetch_add(&r->errors, 1);
-        return NULL;
+        return st;
     }
+}
+
+redisReply *ds__redis_eval(ds_redis *r, ds__redis_script *s, int nkeys,
+                           int nargs, const char *const *args,
+                           const size_t *arglens, ds_error *err) {
+    redisReply *reply;
+    ds__redis_run_script(r, s, nkeys, nargs, args, arglens, &reply, err);
+    return reply;
+}
+
+ds_status ds__redis_script_int(ds_redis *r, ds__redis_script *s, int nkeys,
+                               int nargs, const char *const *args,
+                               const size_t *arglens, long long *value,
+                               ds_error *err) {
+    if (value)
+        *value = 0;
+    redisReply *reply;
+    ds_status st =
+        ds__redis_run_script(r, s, nkeys, nargs, args, arglens, &reply, err);
+    if (st != DS_OK)
+        return st;
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        char ctx[128];
+        snprintf(ctx, sizeof ctx, "redis: script %s", s->name);
+        st = ds__redis_unexpected(reply, ctx, err);
+    } else if (value) {
+        *value = reply->integer;
+    }
+    freeReplyObject(reply);
+    return st;
 }
 
 /* ---- keys ------------------------------------------------------------------ */
@@ -490,13 +552,11 @@ static ds_status track(ds_redis *r, int64_t user_id, const char *key,
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
     const char *args[3] = {set, entry, ttl};
-    redisReply *reply = ds__redis_eval(r, &track_script, 1, 2, args, NULL, err);
+    ds_status st =
+        ds__redis_run_script(r, &track_script, 1, 2, args, NULL, NULL, err);
     ds__free(set);
     ds__free(entry);
-    if (!reply)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(reply);
-    return DS_OK;
+    return st;
 }
 
 ds_status ds__redis_track_user_key(ds_redis *r, int64_t user_id,
@@ -535,14 +595,11 @@ ds_status ds__redis_set_for_user(ds_redis *r, int64_t user_id, const char *key,
     const char *args[5] = {key, set, value ? (const char *)value : "", ttl,
                            entry};
     size_t lens[5] = {klen, strlen(set), len, strlen(ttl), klen + 2};
-    redisReply *reply =
-        ds__redis_eval(r, &set_track_script, 2, 3, args, lens, err);
+    ds_status st =
+        ds__redis_run_script(r, &set_track_script, 2, 3, args, lens, NULL, err);
     ds__free(set);
     ds__free(entry);
-    if (!reply)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(reply);
-    return DS_OK;
+    return st;
 }
 
 DS_EXPORT ds_status ds_redis_erase_user(ds_redis *redis, int64_t user_id,
@@ -557,17 +614,12 @@ DS_EXPORT ds_status ds_redis_erase_user(ds_redis *redis, int64_t user_id,
     char uid[24];
     snprintf(uid, sizeof uid, "%lld", (long long)user_id);
     const char *args[2] = {set, uid};
-    redisReply *reply = ds__redis_eval(redis, &erase_script, 1, 1, args, NULL,
-                                       err);
+    long long n;
+    ds_status st =
+        ds__redis_script_int(redis, &erase_script, 1, 1, args, NULL, &n, err);
     ds__free(set);
-    if (!reply)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
-    if (reply->type != REDIS_REPLY_INTEGER)
-        st = ds__redis_unexpected(reply, "ds_redis_erase_user", err);
-    else if (keys_removed)
-        *keys_removed = reply->integer;
-    freeReplyObject(reply);
+    if (st == DS_OK && keys_removed)
+        *keys_removed = n;
     return st;
 }
 
@@ -701,10 +753,11 @@ DS_EXPORT void ds_redis_close(ds_redis *redis) {
 
 DS_EXPORT ds_status ds_redis_ping(ds_redis *redis, ds_error *err) {
     DS_CHECK_ARG(err, redis, "redis is NULL");
-    redisReply *reply = ds__redis_command(redis, err, "PING");
-    if (!reply)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
+    const char *argv[1] = {"PING"};
+    redisReply *reply;
+    ds_status st = ds__redis_call(redis, 1, argv, NULL, &reply, err);
+    if (st != DS_OK)
+        return st;
     if (reply->type != REDIS_REPLY_STATUS || strcmp(reply->str, "PONG") != 0)
         st = ds__redis_unexpected(reply, "PING", err);
     freeReplyObject(reply);

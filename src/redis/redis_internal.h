@@ -41,6 +41,17 @@
 /* ---- commands ----------------------------------------------------------- */
 
 /*
+ * Runs one command given as an argument vector (binary-safe; argvlen may be
+ * NULL for C strings) with the handle's command timeout. On DS_OK *out (may
+ * be NULL to drop the reply) gets the reply, never an error reply: those
+ * become DS_ERR_REDIS. The status is exact even when `err` is NULL, so
+ * prefer this (and ds__redis_run_script) to the reply-returning forms.
+ */
+ds_status ds__redis_call(ds_redis *r, int argc, const char *const *argv,
+                         const size_t *argvlen, redisReply **out,
+                         ds_error *err);
+
+/*
  * Runs one command given in hiredis' printf-like format (%s a C string, %b a
  * pointer and a size_t length; other conversions such as %d or %lld format
  * inside an argument). Returns the reply, or NULL with `err` filled.
@@ -110,10 +121,24 @@ typedef struct ds__redis_script {
 const char *ds__redis_script_sha(ds__redis_script *s);
 
 /*
- * EVALSHA with `nkeys` keys followed by `nargs` arguments in argv/argvlen
- * (argvlen may be NULL for C strings). Returns the reply (never an error
- * reply: script errors become DS_ERR_REDIS) or NULL with `err` filled.
+ * EVALSHA with `nkeys` keys followed by `nargs` arguments in args/arglens
+ * (arglens may be NULL for C strings; at most 64 in all). On DS_OK *out
+ * (may be NULL to drop the reply) gets the reply, never an error reply:
+ * script errors become DS_ERR_REDIS naming the script.
  */
+ds_status ds__redis_run_script(ds_redis *r, ds__redis_script *s, int nkeys,
+                               int nargs, const char *const *args,
+                               const size_t *arglens, redisReply **out,
+                               ds_error *err);
+
+/* The same for a script that answers an integer, stored in *value (may be
+ * NULL); any other reply is DS_ERR_REDIS. */
+ds_status ds__redis_script_int(ds_redis *r, ds__redis_script *s, int nkeys,
+                               int nargs, const char *const *args,
+                               const size_t *arglens, long long *value,
+                               ds_error *err);
+
+/* ds__redis_run_script() returning the reply, or NULL with `err` filled. */
 redisReply *ds__redis_eval(ds_redis *r, ds__redis_script *s, int nkeys,
                            int nargs, const char *const *argv,
                            const size_t *argvlen, ds_error *err);
