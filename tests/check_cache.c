@@ -784,7 +784,10 @@ START_TEST(test_cache_errors) {
     ck_assert_int_eq(ds_cache_invalidate_tag(c, NULL, NULL, &err),
                      DS_ERR_INVALID);
     ds_cache_stats s;
+    memset(&s, 0xff, sizeof s);
     ck_assert_int_eq(ds_cache_stats_get(NULL, &s, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(s.hits, 0); /* out-params are reset first */
+    ck_assert_uint_eq(s.errors, 0);
     ck_assert_int_eq(ds_cache_stats_get(c, NULL, &err), DS_ERR_INVALID);
     ds_cache_close(NULL);
 

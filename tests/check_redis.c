@@ -918,7 +918,10 @@ START_TEST(test_redis_errors) {
     ck_assert_int_eq(ds_redis_ping(NULL, &err), DS_ERR_INVALID);
     ck_assert(!ds_redis_is_tls(NULL));
     ds_redis_stats s;
+    memset(&s, 0xff, sizeof s);
     ck_assert_int_eq(ds_redis_stats_get(NULL, &s, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(s.commands, 0); /* out-params are reset first */
+    ck_assert_int_eq(s.connections, 0);
     int64_t removed = 5;
     ck_assert_int_eq(ds_redis_erase_user(NULL, 1, &removed, &err),
                      DS_ERR_INVALID);

@@ -915,8 +915,9 @@ DS_EXPORT ds_status ds_cache_invalidate_tag(ds_cache *cache, const char *tag,
 
 DS_EXPORT ds_status ds_cache_stats_get(const ds_cache *cache,
                                        ds_cache_stats *out, ds_error *err) {
-    DS_CHECK_ARG(err, cache, "cache is NULL");
     DS_CHECK_ARG(err, out, "out is NULL");
+    memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, cache, "cache is NULL");
     ds_cache *c = (ds_cache *)cache;
     out->hits = atomic_load(&c->hits);
     out->negative_hits = atomic_load(&c->negative_hits);

@@ -214,8 +214,9 @@ DS_EXPORT ds_status ds_ratelimit_reset(ds_ratelimit *rl, const char *key,
 DS_EXPORT ds_status ds_ratelimit_stats_get(const ds_ratelimit *rl,
                                            ds_ratelimit_stats *out,
                                            ds_error *err) {
-    DS_CHECK_ARG(err, rl, "rl is NULL");
     DS_CHECK_ARG(err, out, "out is NULL");
+    memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, rl, "rl is NULL");
     ds_ratelimit *m = (ds_ratelimit *)rl;
     out->checks = atomic_load(&m->checks);
     out->allowed = atomic_load(&m->allowed);

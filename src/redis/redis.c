@@ -348,7 +348,7 @@ const char *ds__redis_script_sha(ds__redis_script *s) {
         }
     }
     pthread_mutex_unlock(&sha_mu);
-    return s->sha_ready ? s->sha : NULL;
+    return __atomic_load_n(&s->sha_ready, __ATOMIC_ACQUIRE) ? s->sha : NULL;
 }
 
 void ds__redis_eval_cmd(ds__redis_script *s, int nkeys, int nargs,
@@ -766,9 +766,9 @@ DS_EXPORT ds_status ds_redis_ping(ds_redis *redis, ds_error *err) {
 
 DS_EXPORT ds_status ds_redis_stats_get(ds_redis *redis, ds_redis_stats *out,
                                        ds_error *err) {
-    DS_CHECK_ARG(err, redis, "redis is NULL");
     DS_CHECK_ARG(err, out, "out is NULL");
     memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, redis, "redis is NULL");
     out->commands = atomic_load(&redis->commands);
     out->errors = atomic_load(&redis->errors);
     out->connects = atomic_load(&redis->connects);
