@@ -1,6 +1,7 @@
 /* The job queue against the local Redis: delivery, delays, retries, dead
  * letters, reclaiming from dead workers (killed processes), 4 workers
  * draining 10,000 jobs, and a Redis restart. */
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -502,6 +503,51 @@ END_TEST
 
 /* ---- bad arguments ---------------------------------------------------------------- */
 
+typedef struct {
+    ds_redis *r;
+    const char *stream;
+} late_add;
+
+static void *late_add_main(void *p) {
+    late_add *a = p;
+    usleep(300000);
+    freeReplyObject(dt_rcmd(a->r, "XADD %s * id late a 2147483647 p 2",
+                            a->stream));
+    return NULL;
+}
+
+START_TEST(test_queue_damaged_attempt_count) {
+    /* an entry whose attempt count is at the top of an int (damaged, or
+     * written by something else) is delivered with the count held there,
+     * never overflowed: on the reserve script's path and on the blocking
+     * read's */
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "damaged", "w1", 30000, 5, 10);
+    char *stream = ds__redis_key(r, NULL, "q:damaged:s");
+    freeReplyObject(dt_rcmd(r, "XADD %s * id now a 2147483647 p 1", stream));
+    ds_queue_job *job;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_str_eq(job->id, "now");
+    ck_assert_int_eq(job->attempt, INT_MAX);
+    ds_queue_job_free(job);
+    late_add a = {r, stream};
+    pthread_t th;
+    pthread_create(&th, NULL, late_add_main, &a);
+    ck_assert_ds_ok(ds_queue_reserve(q, 20000, &job, &err), err);
+    pthread_join(th, NULL);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_str_eq(job->id, "late");
+    ck_assert_int_eq(job->attempt, INT_MAX);
+    ds_queue_job_free(job);
+    ds__free(stream);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
 START_TEST(test_queue_errors) {
     ds_redis *r = dt_redis("queue");
     ds_error err = {0};
@@ -636,6 +682,9 @@ Suite *ds_test_queue_suite(void) {
     tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
     tcase_add_test(tc, test_queue_resumes_after_restart);
     tcase_add_test(tc, test_queue_recreates_lost_group);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("damaged_attempt_count");
+    tcase_add_test(tc, test_queue_damaged_attempt_count);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_queue_errors);

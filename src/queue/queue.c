@@ -12,6 +12,7 @@
  * cannot lose or duplicate a job.
  */
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,9 +260,16 @@ static ds_status create_group(ds_queue *q, ds_error *err) {
     return st;
 }
 
-/* A job from reply strings. `attempt` and `enq` may be NULL. */
+/* A count from reply text (a stream field, a script's answer), held within
+ * 0..INT_MAX: a damaged or foreign entry must not overflow an int. */
+static int parse_count(const char *s) {
+    long long v = s ? strtoll(s, NULL, 10) : 0;
+    return v < 0 ? 0 : v > INT_MAX ? INT_MAX : (int)v;
+}
+
+/* A job from reply strings (attempt at least 1). `enq` may be NULL. */
 static ds_status make_job(const char *entry, size_t entry_len, const char *id,
-                          const char *attempt, const char *enq,
+                          int attempt, const char *enq,
                           const redisReply *payload, const char *last_error,
                           ds_queue_job **out, ds_error *err) {
     *out = NULL;
@@ -270,7 +278,7 @@ static ds_status make_job(const char *entry, size_t entry_len, const char *id,
         return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
     snprintf(j->entry_id, sizeof j->entry_id, "%.*s", (int)entry_len, entry);
     snprintf(j->id, sizeof j->id, "%s", id ? id : "");
-    j->attempt = attempt ? atoi(attempt) : 1;
+    j->attempt = attempt < 1 ? 1 : attempt;
     j->enqueued_at_ms = enq ? strtoll(enq, NULL, 10) : 0;
     snprintf(j->last_error, sizeof j->last_error, "%s",
              last_error ? last_error : "");
@@ -313,9 +321,8 @@ static ds_status job_from_entry(const redisReply *e, int attempt_base,
         e->element[0]->type != REDIS_REPLY_STRING)
         return ds__redis_unexpected(e, "queue entry", err);
     const redisReply *kv = e->element[1];
-    const char *a = field_str(kv, "a");
-    char attempt[24];
-    snprintf(attempt, sizeof attempt, "%d", (a ? atoi(a) : 0) + attempt_base);
+    int made = parse_count(field_str(kv, "a"));
+    int attempt = made > INT_MAX - attempt_base ? INT_MAX : made + attempt_base;
     const char *enq = field_str(kv, "e");
     char enq_buf[24];
     if (!enq) {
@@ -555,7 +562,7 @@ static ds_status reserve_once(ds_queue *q, ds_queue_job **job,
         *next_due_ms = strtoll(r->element[6]->str, NULL, 10);
     } else {
         st = make_job(r->element[0]->str, r->element[0]->len,
-                      r->element[1]->str, r->element[2]->str,
+                      r->element[1]->str, parse_count(r->element[2]->str),
                       r->element[3]->str, r->element[4], r->element[5]->str,
                       job, err);
     }
