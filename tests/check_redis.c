@@ -628,6 +628,43 @@ START_TEST(test_redis_slow_reader_write_times_out) {
 }
 END_TEST
 
+/* Connection 0 answers a PING with one reply too many; every connection
+ * answers GET with "v". */
+static void extra_reply(void *ud, int index, int fd) {
+    (void)ud;
+    if (!dt_fake_expect(fd, "PING") || !dt_fake_send(fd, "+PONG\r\n"))
+        return;
+    if (index == 0 && (!dt_fake_expect(fd, "PING") ||
+                       !dt_fake_send(fd, "+PONG\r\n:42\r\n")))
+        return;
+    if (dt_fake_expect(fd, "GET"))
+        dt_fake_send(fd, "$1\r\nv\r\n");
+    char buf[64];
+    while (recv(fd, buf, sizeof buf, 0) > 0)
+        ;
+}
+
+START_TEST(test_redis_extra_reply_drops_connection) {
+    /* the extra reply would answer the next command on that connection
+     * (reused at once, so without the idle check): it must not be pooled */
+    dt_fake *f = dt_fake_start(extra_reply, NULL);
+    ds_redis *r = open_fake(f, 2000);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_redis_ping(r, &err), err);
+    const char *argv[] = {"GET", "k"};
+    redisReply *rep;
+    ck_assert_ds_ok(ds__redis_call(r, 2, argv, NULL, &rep, &err), err);
+    ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+    ck_assert_str_eq(rep->str, "v");
+    freeReplyObject(rep);
+    ds_redis_stats s;
+    ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
+    ck_assert_uint_eq(s.connects, 2);
+    ds_redis_close(r);
+    dt_fake_stop(f);
+}
+END_TEST
+
 #define ECHOED_PW "Sup3rS3cretPassw0rd-0123456789abcdef"
 
 /* A server that does not know AUTH and, like Redis with an unknown
@@ -1000,6 +1037,7 @@ Suite *ds_test_redis_suite(void) {
         {"restart", test_redis_reconnects_after_restart},
         {"stale", test_redis_idle_connection_replaced_after_restart},
         {"auth_echo", test_redis_auth_echo_not_in_message},
+        {"extra_reply", test_redis_extra_reply_drops_connection},
         {"trickled_reply", test_redis_trickled_reply_times_out},
         {"slow_reader", test_redis_slow_reader_write_times_out},
         {"unix", test_redis_unix_socket},

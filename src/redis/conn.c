@@ -539,6 +539,11 @@ ds_status ds__rconn_roundtrip(ds__rconn *c, const char *buf, size_t len,
     return DS_OK;
 }
 
+bool ds__rconn_clean(ds__rconn *c) {
+    return c->reader->pos >= c->reader->len &&
+           !(c->ssl && SSL_pending(c->ssl) > 0);
+}
+
 bool ds__rconn_alive(ds__rconn *c) {
     if (c->reader->pos < c->reader->len)
         return false; /* unread bytes: out of step with the server */

@@ -75,6 +75,11 @@ ds_status ds__rconn_roundtrip(ds__rconn *c, const char *buf, size_t len,
  * round trip). */
 bool ds__rconn_alive(ds__rconn *c);
 
+/* True when nothing is left over from the last round trip: a server that
+ * sent more than the replies asked for is out of step, and the next caller
+ * would read a stale reply. */
+bool ds__rconn_clean(ds__rconn *c);
+
 /* TLS context for the handle from the CA setting (conn.c). */
 ds_status ds__redis_tls_context(const char *ca_path, SSL_CTX **out,
                                 ds_error *err);

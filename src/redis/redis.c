@@ -182,7 +182,7 @@ static ds_status run_buf(ds_redis *r, const char *buf, size_t len, size_t n,
     ds_status st = acquire(r, deadline, &c, err);
     if (st == DS_OK) {
         st = ds__rconn_roundtrip(c, buf, len, n, replies, deadline, err);
-        release(r, c, st != DS_OK);
+        release(r, c, st != DS_OK || !ds__rconn_clean(c));
     }
     atomic_fetch_add(&r->commands, 1);
     if (st != DS_OK)
