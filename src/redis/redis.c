@@ -462,7 +462,51 @@ ds_status ds__redis_script_int(ds_redis *r, ds__redis_script *s, int nkeys,
     return st;
 }
 
-/* ---- keys ------------------------------------------------------------------ */
+/* ---- names, keys and tokens ------------------------------------------------- */
+
+bool ds__redis_name_ok(const char *name) {
+    if (!name)
+        return false;
+    size_t n = strlen(name);
+    if (n == 0 || n > 64)
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+              (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-'))
+            return false;
+    return true;
+}
+
+void ds__redis_token(char out[DS__REDIS_TOKEN_LEN + 1]) {
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < DS__REDIS_TOKEN_LEN / 8; i++) {
+        uint32_t bits = ds__random_u32();
+        for (int j = 0; j < 8; j++, bits >>= 4)
+            out[i * 8 + j] = hex[bits & 15];
+    }
+    out[DS__REDIS_TOKEN_LEN] = '\0';
+}
+
+size_t ds__redis_join(char *buf, const char *prefix, size_t plen,
+                      const char *rest) {
+    size_t n = strlen(rest);
+    memcpy(buf, prefix, plen);
+    memcpy(buf + plen, rest, n + 1);
+    return plen + n;
+}
+
+char *ds__redis_user_entry(char kind, const char *key, size_t *len) {
+    size_t klen = strlen(key);
+    char *entry = ds__malloc(klen + 3);
+    if (!entry)
+        return NULL;
+    entry[0] = kind;
+    entry[1] = ':';
+    memcpy(entry + 2, key, klen + 1);
+    if (len)
+        *len = klen + 2;
+    return entry;
+}
 
 const char *ds__redis_prefix(const ds_redis *r, size_t *len) {
     if (len)
@@ -532,30 +576,48 @@ char *ds__redis_user_set_key(const ds_redis *r, int64_t user_id) {
     return ds__redis_key(r, NULL, "u:%lld:keys", (long long)user_id);
 }
 
-static ds_status track(ds_redis *r, int64_t user_id, const char *key,
-                       char kind, int64_t ttl_ms, ds_error *err) {
+/* What a per-user write sends besides its own data: the user's key set,
+ * the set's entry for the key, and the TTL as text. */
+typedef struct user_track {
+    char *set;
+    char *entry;
+    size_t entry_len;
+    char ttl[24];
+} user_track;
+
+static void user_track_clear(user_track *t) {
+    ds__free(t->set);
+    ds__free(t->entry);
+    t->set = t->entry = NULL;
+}
+
+static ds_status user_track_init(ds_redis *r, int64_t user_id, const char *key,
+                                 char kind, int64_t ttl_ms, user_track *t,
+                                 ds_error *err) {
+    memset(t, 0, sizeof *t);
     DS_CHECK_ARG(err, r, "redis is NULL");
     DS_CHECK_ARG(err, key && *key, "key is NULL or empty");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, ttl_ms >= 0, "ttl_ms is negative");
-    char *set = ds__redis_user_set_key(r, user_id);
-    size_t klen = strlen(key);
-    char *entry = ds__malloc(klen + 3);
-    if (!set || !entry) {
-        ds__free(set);
-        ds__free(entry);
+    t->set = ds__redis_user_set_key(r, user_id);
+    t->entry = ds__redis_user_entry(kind, key, &t->entry_len);
+    if (!t->set || !t->entry) {
+        user_track_clear(t);
         return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
     }
-    entry[0] = kind;
-    entry[1] = ':';
-    memcpy(entry + 2, key, klen + 1);
-    char ttl[24];
-    snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-    const char *args[3] = {set, entry, ttl};
-    ds_status st =
-        ds__redis_run_script(r, &track_script, 1, 2, args, NULL, NULL, err);
-    ds__free(set);
-    ds__free(entry);
+    snprintf(t->ttl, sizeof t->ttl, "%lld", (long long)ttl_ms);
+    return DS_OK;
+}
+
+static ds_status track(ds_redis *r, int64_t user_id, const char *key,
+                       char kind, int64_t ttl_ms, ds_error *err) {
+    user_track t;
+    ds_status st = user_track_init(r, user_id, key, kind, ttl_ms, &t, err);
+    if (st != DS_OK)
+        return st;
+    const char *args[3] = {t.set, t.entry, t.ttl};
+    st = ds__redis_run_script(r, &track_script, 1, 2, args, NULL, NULL, err);
+    user_track_clear(&t);
     return st;
 }
 
@@ -574,31 +636,18 @@ ds_status ds__redis_track_user_member(ds_redis *r, int64_t user_id,
 ds_status ds__redis_set_for_user(ds_redis *r, int64_t user_id, const char *key,
                                  const void *value, size_t len, int64_t ttl_ms,
                                  ds_error *err) {
-    DS_CHECK_ARG(err, r, "redis is NULL");
-    DS_CHECK_ARG(err, key && *key, "key is NULL or empty");
     DS_CHECK_ARG(err, value || len == 0, "value is NULL");
-    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    DS_CHECK_ARG(err, ttl_ms >= 0, "ttl_ms is negative");
-    char *set = ds__redis_user_set_key(r, user_id);
-    size_t klen = strlen(key);
-    char *entry = ds__malloc(klen + 3);
-    if (!set || !entry) {
-        ds__free(set);
-        ds__free(entry);
-        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
-    }
-    entry[0] = 'k';
-    entry[1] = ':';
-    memcpy(entry + 2, key, klen + 1);
-    char ttl[24];
-    snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-    const char *args[5] = {key, set, value ? (const char *)value : "", ttl,
-                           entry};
-    size_t lens[5] = {klen, strlen(set), len, strlen(ttl), klen + 2};
-    ds_status st =
-        ds__redis_run_script(r, &set_track_script, 2, 3, args, lens, NULL, err);
-    ds__free(set);
-    ds__free(entry);
+    user_track t;
+    ds_status st = user_track_init(r, user_id, key, 'k', ttl_ms, &t, err);
+    if (st != DS_OK)
+        return st;
+    const char *args[5] = {key, t.set, value ? (const char *)value : "", t.ttl,
+                           t.entry};
+    size_t lens[5] = {t.entry_len - 2, strlen(t.set), len, strlen(t.ttl),
+                      t.entry_len};
+    st = ds__redis_run_script(r, &set_track_script, 2, 3, args, lens, NULL,
+                              err);
+    user_track_clear(&t);
     return st;
 }
 

@@ -150,7 +150,36 @@ void ds__redis_eval_cmd(ds__redis_script *s, int nkeys, int nargs,
                         const char **argv, size_t *argvlen, char *numkeys,
                         ds__redis_cmd *cmd);
 
-/* ---- keys --------------------------------------------------------------- */
+/* ---- names, keys and tokens ----------------------------------------------- */
+
+/* True for the name of a module's object (a cache, a limiter, a queue, a
+ * consumer): 1-64 of [A-Za-z0-9_.-], so it can stand in a key as is. False
+ * for NULL. */
+bool ds__redis_name_ok(const char *name);
+
+/* The argument checks a module's open function starts with: *out set to
+ * NULL, `redis` and `opts` present, opts->name a valid name. Returns
+ * DS_ERR_INVALID from the caller like DS_CHECK_ARG. */
+#define DS__REDIS_CHECK_OPEN(err, redis, opts, out)                            \
+    do {                                                                       \
+        DS_CHECK_ARG(err, out, "out is NULL");                                 \
+        *(out) = NULL;                                                         \
+        DS_CHECK_ARG(err, redis, "redis is NULL");                             \
+        DS_CHECK_ARG(err, opts, "opts is NULL");                               \
+        DS_CHECK_ARG(err, ds__redis_name_ok((opts)->name),                     \
+                     "name must be 1-64 of [A-Za-z0-9_.-]");                   \
+    } while (0)
+
+/* A random 128-bit token in DS__REDIS_TOKEN_LEN hex characters and a NUL
+ * (lock owners, job ids). */
+#define DS__REDIS_TOKEN_LEN 32
+void ds__redis_token(char out[DS__REDIS_TOKEN_LEN + 1]);
+
+/* Writes `prefix` (plen bytes) and the C string `rest` to `buf`, which must
+ * hold plen + strlen(rest) + 1 bytes; returns the key's length. For keys
+ * built on the stack on hot paths. */
+size_t ds__redis_join(char *buf, const char *prefix, size_t plen,
+                      const char *rest);
 
 /* The key prefix (borrowed, lives with the handle). */
 const char *ds__redis_prefix(const ds_redis *r, size_t *len);
@@ -216,6 +245,12 @@ ds_status ds__redis_set_for_user(ds_redis *r, int64_t user_id, const char *key,
 
 /* "<prefix>u:<user_id>:keys" (ds__malloc'd). */
 char *ds__redis_user_set_key(const ds_redis *r, int64_t user_id);
+
+/* The user set's entry for `key`: "<kind>:<key>" with kind 'k' (erase
+ * deletes the key) or 'z' (erase removes the member "<user_id>"), in
+ * ds__malloc'd memory; *len (may be NULL) gets its length. NULL when out of
+ * memory. */
+char *ds__redis_user_entry(char kind, const char *key, size_t *len);
 
 /* ---- dedicated connections (pub/sub) --------------------------------------- */
 
