@@ -144,15 +144,8 @@ static ds_status keys_make(ds_presence *p, int64_t conv, int64_t user,
     k->channel = ds__redis_key(p->redis, NULL, "p:ev:%lld", (long long)conv);
     k->userset = ds__redis_user_set_key(p->redis, user);
     const char *state = typing_entry ? k->typing : k->online;
-    if (state) {
-        size_t n = strlen(state);
-        k->entry = ds__malloc(n + 3);
-        if (k->entry) {
-            k->entry[0] = 'z';
-            k->entry[1] = ':';
-            memcpy(k->entry + 2, state, n + 1);
-        }
-    }
+    if (state)
+        k->entry = ds__redis_user_entry('z', state, NULL);
     if (!k->online || !k->typing || !k->channel || !k->userset || !k->entry) {
         keys_free(k);
         return ds__error_set(err, DS_ERR_NOMEM, "presence: out of memory");
