@@ -197,26 +197,8 @@ static ds__redis_script leave_script = DS__REDIS_SCRIPT(
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static bool name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-              (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
-            return false;
-    return true;
-}
-
-static void new_job_id(char out[DS_QUEUE_JOB_ID_LEN + 1]) {
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 4; i++) {
-        uint32_t r = ds__random_u32();
-        for (int j = 0; j < 8; j++, r >>= 4)
-            out[i * 8 + j] = hex[r & 15];
-    }
-    out[DS_QUEUE_JOB_ID_LEN] = '\0';
-}
+_Static_assert(DS_QUEUE_JOB_ID_LEN == DS__REDIS_TOKEN_LEN,
+               "a job id is a token");
 
 /* The payload's JSON text into *out (ds__malloc'd) and *len. */
 static ds_status encode_payload(const json_t *payload, char **out, size_t *len,
@@ -359,13 +341,8 @@ static void queue_free(ds_queue *q) {
 
 DS_EXPORT ds_status ds_queue_open(ds_redis *redis, const ds_queue_options *opts,
                                   ds_queue **out, ds_error *err) {
-    DS_CHECK_ARG(err, out, "out is NULL");
-    *out = NULL;
-    DS_CHECK_ARG(err, redis, "redis is NULL");
-    DS_CHECK_ARG(err, opts, "opts is NULL");
-    DS_CHECK_ARG(err, opts->name && name_ok(opts->name),
-                 "name must be 1-64 of [A-Za-z0-9_.-]");
-    DS_CHECK_ARG(err, !opts->consumer || name_ok(opts->consumer),
+    DS__REDIS_CHECK_OPEN(err, redis, opts, out);
+    DS_CHECK_ARG(err, !opts->consumer || ds__redis_name_ok(opts->consumer),
                  "consumer must be 1-64 of [A-Za-z0-9_.-]");
     DS_CHECK_ARG(err, opts->visibility_timeout_ms > 0,
                  "visibility_timeout_ms must be positive");
@@ -393,7 +370,7 @@ DS_EXPORT ds_status ds_queue_open(ds_redis *redis, const ds_queue_options *opts,
         gethostname(host, sizeof host - 1);
         host[sizeof host - 1] = '\0';
         for (char *c = host; *c; c++)
-            if (!name_ok((char[2]){*c, '\0'}))
+            if (!ds__redis_name_ok((char[2]){*c, '\0'}))
                 *c = '_';
         char buf[128];
         snprintf(buf, sizeof buf, "%.40s-%d-%08x", host, (int)getpid(),
@@ -450,7 +427,7 @@ DS_EXPORT ds_status ds_queue_enqueue(ds_queue *queue, const json_t *payload,
     if (st != DS_OK)
         return st;
     char id[DS_QUEUE_JOB_ID_LEN + 1];
-    new_job_id(id);
+    ds__redis_token(id);
     if (delay_ms == 0) {
         const char *argv[9] = {"XADD", queue->stream, "*", "id", id,
                                "a",    "0",           "p", p};
@@ -500,7 +477,7 @@ DS_EXPORT ds_status ds_queue_enqueue_batch(ds_queue *queue,
             if (st != DS_OK)
                 break;
             char *id = ids + i * (DS_QUEUE_JOB_ID_LEN + 1);
-            new_job_id(id);
+            ds__redis_token(id);
             const char *a[ARGC] = {"XADD", queue->stream, "*", "id", id,
                                    "a",    "0",           "p", texts[i]};
             size_t l[ARGC] = {4, slen, 1, 2, DS_QUEUE_JOB_ID_LEN, 1, 1, 1, plen};
@@ -660,29 +637,26 @@ static ds_status check_job(const ds_queue *q, const ds_queue_job *job,
     return DS_OK;
 }
 
-static ds_status run_holder_script(ds_queue *q, ds__redis_script *s,
-                                   const ds_queue_job *job, long long *result,
-                                   ds_error *err) {
+/* Runs a script that first checks the job's holder (ack, touch). */
+static ds_status holder_call(ds_queue *q, ds__redis_script *s,
+                             const ds_queue_job *job, ds_error *err) {
+    ds_status st = check_job(q, job, err);
+    if (st != DS_OK)
+        return st;
     const char *args[4] = {q->stream, GROUP, job->entry_id, q->consumer};
-    return ds__redis_script_int(q->redis, s, 1, 3, args, NULL, result, err);
+    long long v;
+    st = ds__redis_script_int(q->redis, s, 1, 3, args, NULL, &v, err);
+    return st == DS_OK ? holder_result(v, job, err) : st;
 }
 
 DS_EXPORT ds_status ds_queue_ack(ds_queue *queue, const ds_queue_job *job,
                                  ds_error *err) {
-    ds_status st = check_job(queue, job, err);
-    long long v = 0;
-    if (st == DS_OK)
-        st = run_holder_script(queue, &ack_script, job, &v, err);
-    return st == DS_OK ? holder_result(v, job, err) : st;
+    return holder_call(queue, &ack_script, job, err);
 }
 
 DS_EXPORT ds_status ds_queue_touch(ds_queue *queue, const ds_queue_job *job,
                                    ds_error *err) {
-    ds_status st = check_job(queue, job, err);
-    long long v = 0;
-    if (st == DS_OK)
-        st = run_holder_script(queue, &touch_script, job, &v, err);
-    return st == DS_OK ? holder_result(v, job, err) : st;
+    return holder_call(queue, &touch_script, job, err);
 }
 
 DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
