@@ -173,6 +173,16 @@ static void bio_init_method(void) {
 
 /* ---- TLS context -------------------------------------------------------------- */
 
+/* Frees `ctx` and fails with DS_ERR_CONFIG: "<what> (<OpenSSL's
+ * reason>)<hint>". */
+static ds_status tls_context_failed(SSL_CTX *ctx, const char *what,
+                                   const char *hint, ds_error *err) {
+    char reason[256];
+    ssl_reason(reason, sizeof reason);
+    SSL_CTX_free(ctx);
+    return ds__error_set(err, DS_ERR_CONFIG, "%s (%s)%s", what, reason, hint);
+}
+
 ds_status ds__redis_tls_context(const char *ca_path, SSL_CTX **out,
                                 ds_error *err) {
     *out = NULL;
@@ -184,7 +194,6 @@ ds_status ds__redis_tls_context(const char *ca_path, SSL_CTX **out,
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE);
-    int ok;
     if (ca_path && *ca_path) {
         struct stat sb;
         if (stat(ca_path, &sb) != 0) {
@@ -195,26 +204,19 @@ ds_status ds__redis_tls_context(const char *ca_path, SSL_CTX **out,
                                  "DS_REDIS_TLS_CA: cannot read '%s': %s",
                                  ca_path, strerror_r(e, buf, sizeof buf));
         }
-        ok = S_ISDIR(sb.st_mode)
-                 ? SSL_CTX_load_verify_locations(ctx, NULL, ca_path)
-                 : SSL_CTX_load_verify_locations(ctx, ca_path, NULL);
+        int ok = S_ISDIR(sb.st_mode)
+                     ? SSL_CTX_load_verify_locations(ctx, NULL, ca_path)
+                     : SSL_CTX_load_verify_locations(ctx, ca_path, NULL);
         if (!ok) {
-            char reason[256];
-            ssl_reason(reason, sizeof reason);
-            SSL_CTX_free(ctx);
-            return ds__error_set(err, DS_ERR_CONFIG,
-                                 "DS_REDIS_TLS_CA: no usable CA certificate in "
-                                 "'%s' (%s)",
-                                 ca_path, reason);
+            char what[DS_ERROR_MESSAGE_MAX];
+            snprintf(what, sizeof what,
+                     "DS_REDIS_TLS_CA: no usable CA certificate in '%s'",
+                     ca_path);
+            return tls_context_failed(ctx, what, "", err);
         }
     } else if (!SSL_CTX_set_default_verify_paths(ctx)) {
-        char reason[256];
-        ssl_reason(reason, sizeof reason);
-        SSL_CTX_free(ctx);
-        return ds__error_set(err, DS_ERR_CONFIG,
-                             "redis: cannot load the system CA store (%s); set "
-                             "DS_REDIS_TLS_CA",
-                             reason);
+        return tls_context_failed(ctx, "redis: cannot load the system CA store",
+                                  "; set DS_REDIS_TLS_CA", err);
     }
     *out = ctx;
     return DS_OK;
