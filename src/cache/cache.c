@@ -165,6 +165,21 @@ static size_t lock_key(const ds_cache *c, const char *key, char *buf) {
     return ds__redis_join(buf, c->lock_prefix, c->lock_prefix_len, key);
 }
 
+/* Checks `key` and `entry`, then builds the entry and lock keys (KEYBUF
+ * bytes each). */
+static ds_status checked_keys(const ds_cache *c, const char *key,
+                              const ds_cache_entry_options *entry, char *ekey,
+                              char *lkey, ds_error *err) {
+    ds_status st = check_key(key, err);
+    if (st == DS_OK)
+        st = check_entry(entry, err);
+    if (st == DS_OK) {
+        entry_key(c, key, ekey);
+        lock_key(c, key, lkey);
+    }
+    return st;
+}
+
 /* Runs `verb` (GET, UNLINK) on the entry of `key`. */
 static ds_status entry_call(ds_cache *c, const char *verb, const char *key,
                             redisReply **out, ds_error *err) {
@@ -719,14 +734,10 @@ DS_EXPORT ds_status ds_cache_get_or_load(ds_cache *cache, const char *key,
     *out = NULL;
     DS_CHECK_ARG(err, cache, "cache is NULL");
     DS_CHECK_ARG(err, loader, "loader is NULL");
-    ds_status st = check_key(key, err);
-    if (st == DS_OK)
-        st = check_entry(entry, err);
+    char ekey[KEYBUF], lkey[KEYBUF];
+    ds_status st = checked_keys(cache, key, entry, ekey, lkey, err);
     if (st != DS_OK)
         return st;
-    char ekey[KEYBUF], lkey[KEYBUF];
-    entry_key(cache, key, ekey);
-    lock_key(cache, key, lkey);
     ds_error gerr = {0};
     redisReply *r;
     if (entry_call(cache, "GET", key, &r, &gerr) != DS_OK) {
@@ -833,14 +844,10 @@ DS_EXPORT ds_status ds_cache_set(ds_cache *cache, const char *key,
                                  ds_error *err) {
     DS_CHECK_ARG(err, cache, "cache is NULL");
     DS_CHECK_ARG(err, value, "value is NULL");
-    ds_status st = check_key(key, err);
-    if (st == DS_OK)
-        st = check_entry(entry, err);
+    char ekey[KEYBUF], lkey[KEYBUF];
+    ds_status st = checked_keys(cache, key, entry, ekey, lkey, err);
     if (st != DS_OK)
         return st;
-    char ekey[KEYBUF], lkey[KEYBUF];
-    entry_key(cache, key, ekey);
-    lock_key(cache, key, lkey);
     int64_t ttl = jittered(cache, entry_ttl(cache, entry));
     size_t plen;
     char *payload = encode(value, ds__redis_now_ms() + ttl, 0, &plen);
