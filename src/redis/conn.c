@@ -286,6 +286,8 @@ static ds_status connect_tcp(ds__rconn *c, const char *host, int port,
             break;
         close(c->fd);
         c->fd = -1;
+        if (st == DS_ERR_CLOSED)
+            break; /* the owner cancelled: no next address */
     }
     freeaddrinfo(res);
     if (st != DS_OK)
@@ -327,10 +329,12 @@ static ds_status tls_handshake(ds_redis *r, ds__rconn *c, int64_t deadline_us,
         ok = SSL_set_tlsext_host_name(c->ssl, host) &&
              SSL_set1_host(c->ssl, host);
     }
-    if (!ok)
+    if (!ok) {
+        ERR_clear_error();
         return ds__error_set(err, DS_ERR_REDIS,
                              "redis %s: cannot set the host name to verify",
                              c->label);
+    }
     for (;;) {
         ERR_clear_error();
         int rc = SSL_connect(c->ssl);
