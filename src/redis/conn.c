@@ -664,16 +664,18 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
              * 'AUTH', with args beginning with: '...'"), and an argument
              * of AUTH is the password, perhaps cut short where scrubbing
              * would not find it: keep their words up to the first quote. */
-            size_t keep = rep->str ? strcspn(rep->str, "'\"`") : 0;
-            while (keep > 0 && (rep->str[keep - 1] == ' ' ||
-                                rep->str[keep - 1] == ',' ||
-                                rep->str[keep - 1] == ':'))
+            const char *words = rep->str ? rep->str : "";
+            size_t keep = strcspn(words, "'\"`");
+            while (keep > 0 && strchr(" ,:", words[keep - 1]))
                 keep--;
+            if (keep == 0) {
+                words = "error reply";
+                keep = strlen(words);
+            }
             st = ds__error_set(err, DS_ERR_REDIS,
                                "redis %s: authentication failed (check the user "
                                "and password in REDIS_URL): %.*s",
-                               c->label, (int)(keep > 200 ? 200 : keep),
-                               keep ? rep->str : "error reply");
+                               c->label, (int)(keep > 200 ? 200 : keep), words);
             if (err)
                 err->retryable = false;
         } else if ((int)i == select_index) {
