@@ -548,6 +548,37 @@ START_TEST(test_queue_damaged_attempt_count) {
 }
 END_TEST
 
+START_TEST(test_queue_entry_without_fields_dead_letters) {
+    /* an entry with neither id nor payload (written by something else):
+     * each delivery is an error, and after max_attempts it goes to the
+     * dead letters instead of failing every reserve from then on */
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "poison", "w1", 50, 2, 10);
+    char *stream = ds__redis_key(r, NULL, "q:poison:s");
+    freeReplyObject(dt_rcmd(r, "XADD %s * x 1", stream));
+    ds__free(stream);
+    ds_queue_job *job = NULL;
+    ds_error err = {0};
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        ds_status st = ds_queue_reserve(q, 0, &job, &err);
+        ck_assert_ds_status(st, DS_ERR_INTERNAL, err);
+        ck_assert_ptr_null(job);
+        usleep(120000); /* past the visibility timeout */
+    }
+    ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
+    ck_assert_ptr_null(job);
+    ds_queue_counts c;
+    ck_assert_ds_ok(ds_queue_counts_get(q, &c, &err), err);
+    ck_assert_int_eq(c.dead, 1);
+    ck_assert_int_eq(c.reserved, 0);
+    ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
+    ck_assert_ptr_null(job);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
 START_TEST(test_queue_errors) {
     ds_redis *r = dt_redis("queue");
     ds_error err = {0};
@@ -685,6 +716,9 @@ Suite *ds_test_queue_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("damaged_attempt_count");
     tcase_add_test(tc, test_queue_damaged_attempt_count);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("entry_without_fields");
+    tcase_add_test(tc, test_queue_entry_without_fields_dead_letters);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_queue_errors);

@@ -44,10 +44,15 @@ struct ds_queue {
     "local t = redis.call('TIME')\n"                                           \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
+/* fields(): an entry's field list as a table. A missing id or payload (an
+ * entry written by something else) becomes "", never nil: a nil would cut
+ * the reply array short and make XADD fail, so such an entry could neither
+ * be delivered nor dead-lettered. */
 #define FIELDS_LUA                                                             \
     "local function fields(kv)\n"                                              \
     "  local f = {}\n"                                                         \
     "  for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end\n"                        \
+    "  f.id, f.p = f.id or '', f.p or ''\n"                                    \
     "  return f\n"                                                             \
     "end\n"                                                                    \
     "local function enqueued(f, entry)\n"                                      \
