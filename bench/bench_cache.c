@@ -27,6 +27,14 @@
 
 static char prefix[64];
 
+/* Exits with the message when a setup call failed. */
+static void must(ds_status st, const char *what, const ds_error *err) {
+    if (st != DS_OK) {
+        fprintf(stderr, "%s: %s\n", what, err->message);
+        exit(1);
+    }
+}
+
 /* ---- raw hiredis connections ------------------------------------------------ */
 
 static redisContext *raw_connect(const char *url) {
@@ -79,10 +87,8 @@ static ds_redis *open_redis(const char *url, int pool) {
         ds_config_set(cfg, "redis_url", url, &err) != DS_OK ||
         ds_config_set(cfg, "redis_prefix", prefix, &err) != DS_OK ||
         ds_config_set_int(cfg, "redis_pool_size", pool, &err) != DS_OK ||
-        ds_redis_open(cfg, &r, &err) != DS_OK) {
-        fprintf(stderr, "redis: %s\n", err.message);
-        exit(1);
-    }
+        ds_redis_open(cfg, &r, &err) != DS_OK)
+        must(err.code ? err.code : DS_ERR_INTERNAL, "redis", &err);
     ds_config_free(cfg);
     return r;
 }
@@ -158,10 +164,7 @@ static void bench_cache_hit(const char *url, int threads, int rounds,
     o.ttl_ms = 3600000;
     ds_cache *cache;
     ds_error err = {0};
-    if (ds_cache_open(r, &o, &cache, &err) != DS_OK) {
-        fprintf(stderr, "cache: %s\n", err.message);
-        exit(1);
-    }
+    must(ds_cache_open(r, &o, &cache, &err), "cache", &err);
     cache_ctx cc = {cache};
     if (!op_cache_hit(&cc)) /* the miss that fills it */
         exit(1);
@@ -242,10 +245,7 @@ static void bench_ratelimit(const char *url, int rounds, double side) {
                               DS_RATELIMIT_FAIL_CLOSED};
     ds_ratelimit *rl;
     ds_error err = {0};
-    if (ds_ratelimit_open(r, &o, &rl, &err) != DS_OK) {
-        fprintf(stderr, "ratelimit: %s\n", err.message);
-        exit(1);
-    }
+    must(ds_ratelimit_open(r, &o, &rl, &err), "ratelimit", &err);
     rl_ctx c = {rl};
     raw_ctx rc = {raw_connect(url), NULL, NULL};
     char rawkey[128];
@@ -356,10 +356,7 @@ static void bench_queue(const char *url, int rounds, double side) {
     o.name = "bench";
     ds_queue *q;
     ds_error err = {0};
-    if (ds_queue_open(r, &o, &q, &err) != DS_OK) {
-        fprintf(stderr, "queue: %s\n", err.message);
-        exit(1);
-    }
+    must(ds_queue_open(r, &o, &q, &err), "queue", &err);
     json_t *payload = json_pack("{s:s, s:i, s:s}", "kind", "send_email", "user",
                                 42, "template", "welcome");
     queue_ctx c = {q, payload};

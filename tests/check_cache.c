@@ -784,7 +784,10 @@ START_TEST(test_cache_errors) {
     ck_assert_int_eq(ds_cache_invalidate_tag(c, NULL, NULL, &err),
                      DS_ERR_INVALID);
     ds_cache_stats s;
+    memset(&s, 0xff, sizeof s);
     ck_assert_int_eq(ds_cache_stats_get(NULL, &s, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(s.hits, 0); /* out-params are reset first */
+    ck_assert_uint_eq(s.errors, 0);
     ck_assert_int_eq(ds_cache_stats_get(c, NULL, &err), DS_ERR_INVALID);
     ds_cache_close(NULL);
 
@@ -803,6 +806,18 @@ START_TEST(test_cache_errors) {
             json_decref(v);
         else
             ck_assert_msg(st == DS_ERR_NOMEM, "n=%d: %s", n, ds_status_str(st));
+    }
+    /* the status is the real one without an error struct too */
+    for (int n = 1; n < 8; n++) {
+        ds__test_fail_alloc_after(n);
+        ds_status st1 = ds_cache_set(c, "k", json_null(), NULL, NULL);
+        ds__test_fail_alloc_after(n);
+        ds_status st2 = ds_cache_invalidate_tag(c, "tag", NULL, NULL);
+        ds__test_fail_alloc_after(0);
+        ck_assert_msg(st1 == DS_OK || st1 == DS_ERR_NOMEM, "n=%d: %s", n,
+                      ds_status_str(st1));
+        ck_assert_msg(st2 == DS_OK || st2 == DS_ERR_NOMEM, "n=%d: %s", n,
+                      ds_status_str(st2));
     }
     dt_redis_flush_prefix(r);
     ds_cache_close(c);

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -402,6 +403,80 @@ static void ignore(void *ud, const ds_presence_event *e) {
     (void)e;
 }
 
+/* A server for one subscription that then goes quiet: connection 0 (the
+ * handle) and 1 (the subscriber) are answered, 1 is then dropped, and the
+ * subscriber's reconnect (2) is accepted and never answered. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    bool reconnecting;
+} quiet_server;
+
+static void quiet_fn(void *ud, int index, int fd) {
+    quiet_server *q = ud;
+    char buf[256];
+    if (index == 0) {
+        if (dt_fake_expect(fd, "PING") && dt_fake_send(fd, "+PONG\r\n"))
+            while (recv(fd, buf, sizeof buf, 0) > 0)
+                ;
+        return;
+    }
+    if (index == 1) {
+        if (dt_fake_expect(fd, "PING") && dt_fake_send(fd, "+PONG\r\n") &&
+            dt_fake_expect(fd, "SUBSCRIBE"))
+            dt_fake_send(fd, "*3\r\n$9\r\nsubscribe\r\n$4\r\nchan\r\n"
+                             ":1\r\n");
+        shutdown(fd, SHUT_RDWR);
+        return;
+    }
+    /* the reconnect: take its handshake and say nothing */
+    if (dt_fake_expect(fd, "PING")) {
+        pthread_mutex_lock(&q->mu);
+        q->reconnecting = true;
+        pthread_cond_broadcast(&q->cond);
+        pthread_mutex_unlock(&q->mu);
+    }
+    while (recv(fd, buf, sizeof buf, 0) > 0)
+        ;
+}
+
+static void ignore_event(void *ud, const ds_presence_event *e) {
+    (void)ud;
+    (void)e;
+}
+
+START_TEST(test_presence_unsubscribe_while_reconnecting) {
+    /* the subscriber waits on a server that accepted its reconnect and
+     * never answers; with a long connect timeout, unsubscribe must still
+     * return at once rather than after the timeout */
+    quiet_server q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                      false};
+    dt_fake *f = dt_fake_start(quiet_fn, &q);
+    ds_config *cfg = dt_redis_config(dt_fake_url(f), "presence");
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set_int(cfg, "redis_connect_timeout_ms", 3600000,
+                                      &err),
+                    err);
+    ds_redis *r;
+    ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
+    ds_config_free(cfg);
+    ds_presence *p = open_presence(r, 0, 0);
+    int64_t conv = 5;
+    ds_presence_subscription *sub;
+    ck_assert_ds_ok(ds_presence_subscribe(p, &conv, 1, ignore_event, NULL, &sub,
+                                          &err),
+                    err);
+    pthread_mutex_lock(&q.mu);
+    while (!q.reconnecting)
+        pthread_cond_wait(&q.cond, &q.mu);
+    pthread_mutex_unlock(&q.mu);
+    ds_presence_unsubscribe(sub);
+    ds_presence_close(p);
+    ds_redis_close(r);
+    dt_fake_stop(f);
+}
+END_TEST
+
 START_TEST(test_presence_errors) {
     ds_redis *r = dt_redis("presence");
     ds_error err = {0};
@@ -455,6 +530,15 @@ START_TEST(test_presence_errors) {
     ck_assert_str_eq(ds_presence_event_type_str((ds_presence_event_type)77),
                      "unknown");
     ck_assert_str_eq(ds_presence_event_type_str(DS_PRESENCE_RESYNC), "resync");
+    /* the status is the real one without an error struct too */
+    for (int k = 1; k < 12; k++) {
+        ds__test_fail_alloc_after(k);
+        ds_status st = ds_presence_set_online(p, 3, 4, NULL);
+        ds__test_fail_alloc_after(0);
+        ck_assert_msg(st == DS_OK || st == DS_ERR_NOMEM, "k=%d: %s", k,
+                      ds_status_str(st));
+    }
+    dt_redis_flush_prefix(r);
     ds_presence_close(p);
     ds_redis_close(r);
 }
@@ -502,6 +586,10 @@ Suite *ds_test_presence_suite(void) {
     tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
     tcase_add_test(tc, test_presence_subscription_resyncs_after_restart);
     tcase_add_test(tc, test_presence_subscribe_fails_without_redis);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("unsubscribe_while_reconnecting");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_presence_unsubscribe_while_reconnecting);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_presence_errors);

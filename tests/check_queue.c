@@ -1,6 +1,7 @@
 /* The job queue against the local Redis: delivery, delays, retries, dead
  * letters, reclaiming from dead workers (killed processes), 4 workers
  * draining 10,000 jobs, and a Redis restart. */
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -502,6 +503,82 @@ END_TEST
 
 /* ---- bad arguments ---------------------------------------------------------------- */
 
+typedef struct {
+    ds_redis *r;
+    const char *stream;
+} late_add;
+
+static void *late_add_main(void *p) {
+    late_add *a = p;
+    usleep(300000);
+    freeReplyObject(dt_rcmd(a->r, "XADD %s * id late a 2147483647 p 2",
+                            a->stream));
+    return NULL;
+}
+
+START_TEST(test_queue_damaged_attempt_count) {
+    /* an entry whose attempt count is at the top of an int (damaged, or
+     * written by something else) is delivered with the count held there,
+     * never overflowed: on the reserve script's path and on the blocking
+     * read's */
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "damaged", "w1", 30000, 5, 10);
+    char *stream = ds__redis_key(r, NULL, "q:damaged:s");
+    freeReplyObject(dt_rcmd(r, "XADD %s * id now a 2147483647 p 1", stream));
+    ds_queue_job *job;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_str_eq(job->id, "now");
+    ck_assert_int_eq(job->attempt, INT_MAX);
+    ds_queue_job_free(job);
+    late_add a = {r, stream};
+    pthread_t th;
+    pthread_create(&th, NULL, late_add_main, &a);
+    ck_assert_ds_ok(ds_queue_reserve(q, 20000, &job, &err), err);
+    pthread_join(th, NULL);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_str_eq(job->id, "late");
+    ck_assert_int_eq(job->attempt, INT_MAX);
+    ds_queue_job_free(job);
+    ds__free(stream);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_entry_without_fields_dead_letters) {
+    /* an entry with neither id nor payload (written by something else):
+     * each delivery is an error, and after max_attempts it goes to the
+     * dead letters instead of failing every reserve from then on */
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "poison", "w1", 50, 2, 10);
+    char *stream = ds__redis_key(r, NULL, "q:poison:s");
+    freeReplyObject(dt_rcmd(r, "XADD %s * x 1", stream));
+    ds__free(stream);
+    ds_queue_job *job = NULL;
+    ds_error err = {0};
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        ds_status st = ds_queue_reserve(q, 0, &job, &err);
+        ck_assert_ds_status(st, DS_ERR_INTERNAL, err);
+        ck_assert_ptr_null(job);
+        usleep(120000); /* past the visibility timeout */
+    }
+    ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
+    ck_assert_ptr_null(job);
+    ds_queue_counts c;
+    ck_assert_ds_ok(ds_queue_counts_get(q, &c, &err), err);
+    ck_assert_int_eq(c.dead, 1);
+    ck_assert_int_eq(c.reserved, 0);
+    ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
+    ck_assert_ptr_null(job);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
 START_TEST(test_queue_errors) {
     ds_redis *r = dt_redis("queue");
     ds_error err = {0};
@@ -589,6 +666,23 @@ START_TEST(test_queue_errors) {
     freeReplyObject(dt_rcmd(r, "XADD %s * id x a 0 p {broken", stream));
     ds__free(stream);
     ck_assert_int_eq(ds_queue_reserve(q, 0, &job, &err), DS_ERR_INTERNAL);
+    /* the status is the real one without an error struct too */
+    snprintf(fake.entry_id, sizeof fake.entry_id, "1-1");
+    for (int k = 1; k < 8; k++) {
+        ds__test_fail_alloc_after(k);
+        ds_status st1 = ds_queue_enqueue(q, json_null(), 0, NULL, NULL);
+        ds__test_fail_alloc_after(k);
+        ds_status st2 = ds_queue_enqueue(q, json_null(), 60000, NULL, NULL);
+        ds__test_fail_alloc_after(k);
+        ds_status st3 = ds_queue_ack(q, &fake, NULL);
+        ds__test_fail_alloc_after(0);
+        ck_assert_msg(st1 == DS_OK || st1 == DS_ERR_NOMEM, "k=%d: %s", k,
+                      ds_status_str(st1));
+        ck_assert_msg(st2 == DS_OK || st2 == DS_ERR_NOMEM, "k=%d: %s", k,
+                      ds_status_str(st2));
+        ck_assert_msg(st3 == DS_ERR_NOT_FOUND || st3 == DS_ERR_NOMEM,
+                      "k=%d: %s", k, ds_status_str(st3));
+    }
     dt_redis_flush_prefix(r);
     ds_queue_close(q);
     ds_redis_close(r);
@@ -619,6 +713,12 @@ Suite *ds_test_queue_suite(void) {
     tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
     tcase_add_test(tc, test_queue_resumes_after_restart);
     tcase_add_test(tc, test_queue_recreates_lost_group);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("damaged_attempt_count");
+    tcase_add_test(tc, test_queue_damaged_attempt_count);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("entry_without_fields");
+    tcase_add_test(tc, test_queue_entry_without_fields_dead_letters);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_queue_errors);

@@ -367,7 +367,9 @@ START_TEST(test_ratelimit_errors) {
     ck_assert_int_eq(ds_ratelimit_reset(rl, "", &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_ratelimit_reset(NULL, "k", &err), DS_ERR_INVALID);
     ds_ratelimit_stats s;
+    memset(&s, 0xff, sizeof s);
     ck_assert_int_eq(ds_ratelimit_stats_get(NULL, &s, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(s.checks, 0); /* out-params are reset first */
     ck_assert_int_eq(ds_ratelimit_stats_get(rl, NULL, &err), DS_ERR_INVALID);
     ds_ratelimit_close(NULL);
     ds_ratelimit_close(rl);

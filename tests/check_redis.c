@@ -549,6 +549,155 @@ START_TEST(test_redis_idle_connection_replaced_after_restart) {
 }
 END_TEST
 
+/* A handle on a fake server with a short command timeout. */
+static ds_redis *open_fake(const dt_fake *f, int command_timeout_ms) {
+    ds_config *cfg = dt_redis_config(dt_fake_url(f), "fake");
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set_int(cfg, "redis_command_timeout_ms",
+                                      command_timeout_ms, &err),
+                    err);
+    ds_redis *r;
+    ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
+    ds_config_free(cfg);
+    return r;
+}
+
+/* Answers the handshake, then the next command with a long bulk string
+ * sent a byte at a time until the client goes away. */
+static void trickle_reply(void *ud, int index, int fd) {
+    (void)ud;
+    (void)index;
+    if (!dt_fake_expect(fd, "PING") || !dt_fake_send(fd, "+PONG\r\n") ||
+        !dt_fake_expect(fd, "PING") || !dt_fake_send(fd, "$100000\r\n"))
+        return;
+    while (dt_fake_send(fd, "x"))
+        usleep(10000);
+}
+
+START_TEST(test_redis_trickled_reply_times_out) {
+    /* every poll() finds a byte ready, so only the deadline ends the call */
+    dt_fake *f = dt_fake_start(trickle_reply, NULL);
+    ds_redis *r = open_fake(f, 300);
+    ds_error err = {0};
+    ds_status st = ds_redis_ping(r, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "read timed out"));
+    ck_assert(ds_error_is_retryable(&err));
+    ds_redis_stats s;
+    ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
+    ck_assert_int_eq(s.connections, 0); /* the connection was dropped */
+    ds_redis_close(r);
+    dt_fake_stop(f);
+}
+END_TEST
+
+/* Answers the handshake, then takes what comes at most 256 KiB per 30 ms
+ * (about 8 MB/s) and never answers. */
+static void slow_reader(void *ud, int index, int fd) {
+    (void)ud;
+    (void)index;
+    if (!dt_fake_expect(fd, "PING") || !dt_fake_send(fd, "+PONG\r\n"))
+        return;
+    size_t cap = 256 * 1024;
+    char *buf = malloc(cap);
+    while (recv(fd, buf, cap, 0) > 0)
+        usleep(30000);
+    free(buf);
+}
+
+START_TEST(test_redis_slow_reader_write_times_out) {
+    /* far more than the socket buffers hold, taken at a pace that keeps
+     * every send() making progress: the write must stop at the deadline,
+     * not seconds later when the last byte went out */
+    dt_fake *f = dt_fake_start(slow_reader, NULL);
+    ds_redis *r = open_fake(f, 300);
+    size_t big = 48u * 1024 * 1024;
+    char *val = malloc(big);
+    ck_assert_ptr_nonnull(val);
+    memset(val, 'v', big);
+    const char *argv[] = {"SET", "k", val};
+    size_t lens[] = {3, 1, big};
+    ds_error err = {0};
+    redisReply *rep = ds__redis_command_argv(r, 3, argv, lens, &err);
+    ck_assert_ptr_null(rep);
+    ck_assert_int_eq(err.code, DS_ERR_REDIS);
+    ck_assert_ptr_nonnull(strstr(err.message, "write timed out"));
+    free(val);
+    ds_redis_close(r);
+    dt_fake_stop(f);
+}
+END_TEST
+
+/* Connection 0 answers a PING with one reply too many; every connection
+ * answers GET with "v". */
+static void extra_reply(void *ud, int index, int fd) {
+    (void)ud;
+    if (!dt_fake_expect(fd, "PING") || !dt_fake_send(fd, "+PONG\r\n"))
+        return;
+    if (index == 0 && (!dt_fake_expect(fd, "PING") ||
+                       !dt_fake_send(fd, "+PONG\r\n:42\r\n")))
+        return;
+    if (dt_fake_expect(fd, "GET"))
+        dt_fake_send(fd, "$1\r\nv\r\n");
+    char buf[64];
+    while (recv(fd, buf, sizeof buf, 0) > 0)
+        ;
+}
+
+START_TEST(test_redis_extra_reply_drops_connection) {
+    /* the extra reply would answer the next command on that connection
+     * (reused at once, so without the idle check): it must not be pooled */
+    dt_fake *f = dt_fake_start(extra_reply, NULL);
+    ds_redis *r = open_fake(f, 2000);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_redis_ping(r, &err), err);
+    const char *argv[] = {"GET", "k"};
+    redisReply *rep;
+    ck_assert_ds_ok(ds__redis_call(r, 2, argv, NULL, &rep, &err), err);
+    ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+    ck_assert_str_eq(rep->str, "v");
+    freeReplyObject(rep);
+    ds_redis_stats s;
+    ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
+    ck_assert_uint_eq(s.connects, 2);
+    ds_redis_close(r);
+    dt_fake_stop(f);
+}
+END_TEST
+
+#define ECHOED_PW "Sup3rS3cretPassw0rd-0123456789abcdef"
+
+/* A server that does not know AUTH and, like Redis with an unknown
+ * command, quotes the start of its arguments back. */
+static void auth_echo(void *ud, int index, int fd) {
+    (void)ud;
+    (void)index;
+    if (dt_fake_expect(fd, "PING"))
+        dt_fake_send(fd, "-ERR unknown command 'AUTH', with args beginning "
+                         "with: 'Sup3rS3cretPas' \r\n"
+                         "-NOAUTH Authentication required.\r\n");
+}
+
+START_TEST(test_redis_auth_echo_not_in_message) {
+    /* a server echoing a cut-short password: scrubbing the whole password
+     * would not find it, so the message must not carry the echo at all */
+    dt_fake *f = dt_fake_start(auth_echo, NULL);
+    char url[128];
+    snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d/0", ECHOED_PW,
+             dt_fake_port(f));
+    ds_redis *r = (ds_redis *)1;
+    ds_error err = {0};
+    ds_status st = open_with(url, NULL, &r, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_ptr_null(r);
+    ck_assert_ptr_nonnull(strstr(err.message, "authentication failed"));
+    ck_assert_ptr_nonnull(strstr(err.message, "unknown command"));
+    ck_assert_ptr_null(strstr(err.message, "Sup3r"));
+    ck_assert(!ds_error_is_retryable(&err));
+    dt_fake_stop(f);
+}
+END_TEST
+
 /* ---- unix sockets: a private redis-server ------------------------------------- */
 
 START_TEST(test_redis_unix_socket) {
@@ -806,7 +955,10 @@ START_TEST(test_redis_errors) {
     ck_assert_int_eq(ds_redis_ping(NULL, &err), DS_ERR_INVALID);
     ck_assert(!ds_redis_is_tls(NULL));
     ds_redis_stats s;
+    memset(&s, 0xff, sizeof s);
     ck_assert_int_eq(ds_redis_stats_get(NULL, &s, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(s.commands, 0); /* out-params are reset first */
+    ck_assert_int_eq(s.connections, 0);
     int64_t removed = 5;
     ck_assert_int_eq(ds_redis_erase_user(NULL, 1, &removed, &err),
                      DS_ERR_INVALID);
@@ -834,7 +986,15 @@ START_TEST(test_redis_errors) {
     redisReply *rep[1];
     ck_assert_int_eq(ds__redis_pipeline(real, NULL, 1, rep, &err),
                      DS_ERR_INVALID);
-    ck_assert_int_eq(ds__redis_conn_open(real, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds__redis_conn_open(real, -1, NULL, &err), DS_ERR_INVALID);
+    /* the status is the real one without an error struct too */
+    for (int n = 1; n < 6; n++) {
+        ds__test_fail_alloc_after(n);
+        ds_status st = ds_redis_erase_user(real, 1, NULL, NULL);
+        ds__test_fail_alloc_after(0);
+        ck_assert_msg(st == DS_OK || st == DS_ERR_NOMEM, "n=%d: %s", n,
+                      ds_status_str(st));
+    }
     /* out of memory while opening: an error, never a crash */
     for (int n = 1; n < 12; n++) {
         ds__test_fail_alloc_after(n);
@@ -876,6 +1036,10 @@ Suite *ds_test_redis_suite(void) {
         {"timeout", test_redis_command_timeout},
         {"restart", test_redis_reconnects_after_restart},
         {"stale", test_redis_idle_connection_replaced_after_restart},
+        {"auth_echo", test_redis_auth_echo_not_in_message},
+        {"extra_reply", test_redis_extra_reply_drops_connection},
+        {"trickled_reply", test_redis_trickled_reply_times_out},
+        {"slow_reader", test_redis_slow_reader_write_times_out},
         {"unix", test_redis_unix_socket},
         {"erase_user", test_redis_erase_user_removes_tracked_keys},
         {"user_set_ttl", test_redis_user_set_outlives_its_keys},

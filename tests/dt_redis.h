@@ -33,4 +33,25 @@ void dt_redis_ensure_started(void);
 /* Deletes every key under the handle's prefix (test clean-up). */
 void dt_redis_flush_prefix(ds_redis *r);
 
+/*
+ * A scripted stand-in for a Redis server on 127.0.0.1, for failures the real
+ * one cannot be made to show (a reply that trickles in, a server that
+ * accepts and never answers, a reply that echoes a password). Each accepted
+ * connection is served on a thread of its own by fn(ud, index, fd), index
+ * counting connections from 0. dt_fake_stop() shuts every connection down
+ * (so a blocked fn returns), joins the threads and closes the sockets.
+ */
+typedef void (*dt_fake_fn)(void *ud, int index, int fd);
+typedef struct dt_fake dt_fake;
+dt_fake *dt_fake_start(dt_fake_fn fn, void *ud);
+/* "redis://127.0.0.1:<port>/0" (no password: the handshake is one PING). */
+const char *dt_fake_url(const dt_fake *f);
+int dt_fake_port(const dt_fake *f);
+void dt_fake_stop(dt_fake *f);
+/* Reads from `fd` until the bytes read by this call contain `needle`; false
+ * when the peer closed first or 20 s passed. */
+bool dt_fake_expect(int fd, const char *needle);
+/* Sends `s` whole; false when the peer is gone. */
+bool dt_fake_send(int fd, const char *s);
+
 #endif

@@ -96,44 +96,64 @@ typedef struct ds_cache_entry_options {
 typedef ds_status (*ds_cache_loader_fn)(void *ud, const char *key,
                                         json_t **out, ds_error *err);
 
-/* Opens a cache on `redis` (borrowed). Errors: DS_ERR_INVALID (bad name or
- * option), DS_ERR_NOMEM. Does not talk to Redis. */
+/*
+ * Opens a cache on `redis`, which it borrows (close the cache first).
+ * `opts` is copied, its name included. Does not talk to Redis. *out
+ * receives the cache, owned by the caller (ds_cache_close), NULL on
+ * failure. Errors: DS_ERR_INVALID (NULL argument, bad name or option),
+ * DS_ERR_NOMEM. Any thread may call it.
+ */
 DS_EXPORT DS_NODISCARD ds_status ds_cache_open(ds_redis *redis,
                                                const ds_cache_options *opts,
                                                ds_cache **out, ds_error *err);
 
-/* Frees the cache (not its Redis handle). NULL is a no-op. */
+/* Frees the cache (not its Redis handle). Call it only when no other call
+ * on the cache is in flight. NULL is a no-op. */
 DS_EXPORT void ds_cache_close(ds_cache *cache);
 
 /*
  * The value of `key` (1-1024 bytes): from Redis when cached, else from
- * `loader`, which is then stored. *out is a new reference the caller owns
- * (json_decref), NULL on failure. `entry` may be NULL.
- * Errors: DS_ERR_NOT_FOUND (the loader said so, now or within
- * negative_ttl_ms), the loader's own errors, DS_ERR_INVALID, DS_ERR_NOMEM.
- * Never DS_ERR_REDIS: without Redis the loader is called directly.
+ * `loader` (called with `ud`), whose result is then stored with `entry`'s
+ * tags, user and TTL (`entry` may be NULL; borrowed for the call, like
+ * `key`). *out is a new reference the caller owns (json_decref), NULL on
+ * failure. Errors: DS_ERR_NOT_FOUND (the loader said so, now or within
+ * negative_ttl_ms), the loader's own errors, DS_ERR_INVALID (NULL
+ * argument, bad key or entry options), DS_ERR_NOMEM. Never DS_ERR_REDIS:
+ * without Redis the loader is called directly. Thread-safe; callers that
+ * miss the same key at once share one loader call.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_cache_get_or_load(
     ds_cache *cache, const char *key, const ds_cache_entry_options *entry,
     ds_cache_loader_fn loader, void *ud, json_t **out, ds_error *err);
 
-/* The cached value only: DS_ERR_NOT_FOUND when absent, expired, "not found"
- * or corrupt; DS_ERR_REDIS when Redis fails. */
+/* The cached value of `key` only, never a load. *out is a new reference
+ * the caller owns (json_decref), NULL on failure. Errors: DS_ERR_NOT_FOUND
+ * (absent, past its TTL, a cached "not found", or unreadable),
+ * DS_ERR_REDIS (retryable when transient), DS_ERR_INVALID, DS_ERR_NOMEM.
+ * Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_cache_get(ds_cache *cache, const char *key,
                                               json_t **out, ds_error *err);
 
-/* Stores `value` (borrowed) for `key`, e.g. right after an update. */
+/* Stores `value` for `key` with `entry`'s tags, user and TTL (NULL: none,
+ * the cache's TTL), e.g. right after an update. `value`, `key` and `entry`
+ * are borrowed for the call (the value is copied as JSON text). Errors:
+ * DS_ERR_INVALID (NULL argument, bad key or entry options), DS_ERR_REDIS,
+ * DS_ERR_NOMEM (also for a value that cannot be encoded). Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_cache_set(
     ds_cache *cache, const char *key, const json_t *value,
     const ds_cache_entry_options *entry, ds_error *err);
 
-/* Removes `key`'s entry, so the next read loads it. */
+/* Removes `key`'s entry (absent is fine), so the next read loads it.
+ * Errors: DS_ERR_INVALID (NULL cache, bad key), DS_ERR_REDIS, DS_ERR_NOMEM.
+ * Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_cache_invalidate(ds_cache *cache,
                                                      const char *key,
                                                      ds_error *err);
 
-/* Removes every entry stored with `tag` (any schema version) and reports
- * how many (may be NULL). */
+/* Removes every entry stored with `tag` (1-256 bytes; any schema version)
+ * and reports how many in *removed (may be NULL; 0 on failure). Errors:
+ * DS_ERR_INVALID (NULL cache, bad tag), DS_ERR_REDIS, DS_ERR_NOMEM.
+ * Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_cache_invalidate_tag(ds_cache *cache,
                                                          const char *tag,
                                                          int64_t *removed,
@@ -151,7 +171,9 @@ typedef struct ds_cache_stats {
     uint64_t errors;          /* Redis failures absorbed by the loader     */
 } ds_cache_stats;
 
-/* Counters since the cache opened. Errors: DS_ERR_INVALID. */
+/* Copies the counters since the cache opened into *out (caller storage;
+ * reset first, so zero on failure). Errors: DS_ERR_INVALID (NULL cache or
+ * out). Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_cache_stats_get(const ds_cache *cache,
                                                     ds_cache_stats *out,
                                                     ds_error *err);

@@ -52,37 +52,45 @@ typedef struct ds_presence_options {
 /* Fills *opts with the defaults. NULL is a no-op. */
 DS_EXPORT void ds_presence_options_init(ds_presence_options *opts);
 
-/* Opens presence on `redis` (borrowed); `opts` NULL for the defaults. Does
- * not talk to Redis. Errors: DS_ERR_INVALID, DS_ERR_NOMEM. */
+/* Opens presence on `redis`, which it borrows (close presence and its
+ * subscriptions first); `opts` (copied) NULL for the defaults. Does not
+ * talk to Redis. *out receives the handle, owned by the caller
+ * (ds_presence_close), NULL on failure. Errors: DS_ERR_INVALID (NULL redis
+ * or out, a TTL <= 0), DS_ERR_NOMEM. */
 DS_EXPORT DS_NODISCARD ds_status ds_presence_open(
     ds_redis *redis, const ds_presence_options *opts, ds_presence **out,
     ds_error *err);
 
-/* Frees it. Close its subscriptions first. NULL is a no-op. */
+/* Frees it. Call it only when no other call on it is in flight, after
+ * unsubscribing its subscriptions. NULL is a no-op. */
 DS_EXPORT void ds_presence_close(ds_presence *presence);
 
 /* Marks the user online in the conversation for online_ttl_ms (again);
  * publishes DS_PRESENCE_ONLINE if they were not. Ids must be positive.
- * Errors: DS_ERR_INVALID, DS_ERR_REDIS. */
+ * Errors: DS_ERR_INVALID (NULL presence, an id <= 0), DS_ERR_REDIS,
+ * DS_ERR_NOMEM. Thread-safe, like every call below on one presence. */
 DS_EXPORT DS_NODISCARD ds_status ds_presence_set_online(
     ds_presence *presence, int64_t conversation_id, int64_t user_id,
     ds_error *err);
 
 /* Marks the user offline (and not typing); publishes DS_PRESENCE_OFFLINE if
- * they were online. */
+ * they were online (typing ends silently). Errors as
+ * ds_presence_set_online(). */
 DS_EXPORT DS_NODISCARD ds_status ds_presence_set_offline(
     ds_presence *presence, int64_t conversation_id, int64_t user_id,
     ds_error *err);
 
 /* Sets or clears the typing indicator (typing_ttl_ms); publishes
  * DS_PRESENCE_TYPING / DS_PRESENCE_TYPING_STOPPED on a change only, so it
- * may be called on every keystroke. */
+ * may be called on every keystroke. Errors as ds_presence_set_online(). */
 DS_EXPORT DS_NODISCARD ds_status ds_presence_set_typing(
     ds_presence *presence, int64_t conversation_id, int64_t user_id,
     bool typing, ds_error *err);
 
 /* The users online in the conversation now, ascending. *user_ids is an
- * array to free with ds_free() (NULL when *count is 0). */
+ * array the caller owns and frees with ds_free() (NULL when *count is 0);
+ * both are NULL/0 on failure. Errors: DS_ERR_INVALID (NULL argument,
+ * conversation_id <= 0), DS_ERR_REDIS, DS_ERR_NOMEM. */
 DS_EXPORT DS_NODISCARD ds_status ds_presence_list_online(
     ds_presence *presence, int64_t conversation_id, int64_t **user_ids,
     size_t *count, ds_error *err);
@@ -117,19 +125,24 @@ typedef void (*ds_presence_event_fn)(void *ud, const ds_presence_event *event);
  * Subscribes to the events of `n` conversations (n = 0: of every
  * conversation) on a connection and thread of its own. Returns once Redis
  * confirmed the subscription, so every event published after it returns is
- * delivered. Errors: DS_ERR_INVALID, DS_ERR_REDIS (could not subscribe),
- * DS_ERR_NOMEM. At most 1024 conversations per subscription.
+ * delivered. `conversation_ids` is copied. *out receives the subscription,
+ * owned by the caller until ds_presence_unsubscribe() (which frees it);
+ * NULL on failure. Errors: DS_ERR_INVALID (NULL argument, an id <= 0, more
+ * than 1024 conversations), DS_ERR_REDIS (could not subscribe),
+ * DS_ERR_NOMEM.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_presence_subscribe(
     ds_presence *presence, const int64_t *conversation_ids, size_t n,
     ds_presence_event_fn fn, void *ud, ds_presence_subscription **out,
     ds_error *err);
 
-/* Stops the subscription: no callback runs after it returns (unless called
- * from the callback itself, which may then finish). NULL is a no-op. */
+/* Stops the subscription and frees it: no callback runs after it returns
+ * (unless called from the callback itself, which may then finish), and it
+ * returns at once even while the subscription is reconnecting. Call it once
+ * per subscription, from any thread. NULL is a no-op. */
 DS_EXPORT void ds_presence_unsubscribe(ds_presence_subscription *sub);
 
-/* Short English name of an event type, e.g. "online". Never NULL. */
+/* Short English name of an event type, e.g. "online" (static). Never NULL. */
 DS_EXPORT const char *ds_presence_event_type_str(ds_presence_event_type type);
 
 #ifdef __cplusplus

@@ -7,7 +7,8 @@
  *                  if (do_work(job->payload))
  *                      ds_queue_ack(q, job, &err);
  *                  else
- *                      ds_queue_fail(q, job, "upstream timed out", &err);
+ *                      ds_queue_fail(q, job, "upstream timed out", NULL,
+ *                                    &err);
  *                  ds_queue_job_free(job);
  *              }
  *
@@ -79,37 +80,46 @@ typedef struct ds_queue_job {
     char last_error[256];  /* the previous failure ("" none)             */
 } ds_queue_job;
 
-/* Frees a job. NULL is a no-op. */
+/* Frees a job and its payload. NULL is a no-op. */
 DS_EXPORT void ds_queue_job_free(ds_queue_job *job);
-/* Frees an array of jobs from ds_queue_dead_list(). */
+/* Frees an array of `count` jobs from ds_queue_dead_list() and the array.
+ * NULL is a no-op. */
 DS_EXPORT void ds_queue_jobs_free(ds_queue_job **jobs, size_t count);
 
-/* Opens the queue on `redis` (borrowed) and creates its stream and consumer
- * group if missing. Errors: DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM. */
+/* Opens the queue on `redis`, which it borrows (close the queue first), and
+ * creates its stream and consumer group if missing. `opts` is copied. *out
+ * receives the queue, owned by the caller (ds_queue_close), NULL on
+ * failure. Errors: DS_ERR_INVALID (NULL argument, bad name, consumer or
+ * option), DS_ERR_REDIS, DS_ERR_NOMEM. */
 DS_EXPORT DS_NODISCARD ds_status ds_queue_open(ds_redis *redis,
                                                const ds_queue_options *opts,
                                                ds_queue **out, ds_error *err);
 
 /* Frees the queue; removes its consumer from the group when it holds no
- * jobs. NULL is a no-op. */
+ * jobs (best effort: a Redis failure is ignored). Call it only when no other
+ * call on the queue is in flight. Jobs it handed out stay valid and must
+ * still be freed. NULL is a no-op. */
 DS_EXPORT void ds_queue_close(ds_queue *queue);
 
-/* The consumer name (borrowed, lives with the queue). */
+/* The consumer name (borrowed, lives with the queue); NULL for NULL. */
 DS_EXPORT const char *ds_queue_consumer(const ds_queue *queue);
 
 /*
  * Adds a job with `payload` (borrowed; any JSON value, at most 16 MiB
- * encoded), ready now or after `delay_ms`. `job_id` (may be NULL) receives
- * the new job's id: DS_QUEUE_JOB_ID_LEN + 1 bytes.
- * Errors: DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM.
+ * encoded), ready now or after `delay_ms` (at most a year). `job_id` (may be
+ * NULL; caller storage of DS_QUEUE_JOB_ID_LEN + 1 bytes) receives the new
+ * job's id, "" on failure. Errors: DS_ERR_INVALID (NULL queue or payload,
+ * bad delay, a payload that is not encodable or too large), DS_ERR_REDIS,
+ * DS_ERR_NOMEM. Thread-safe.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_queue_enqueue(ds_queue *queue,
                                                   const json_t *payload,
                                                   int64_t delay_ms,
                                                   char *job_id, ds_error *err);
 
-/* Adds `n` jobs ready now, pipelined (a few round trips for thousands).
- * On failure some of them may have been added. */
+/* Adds `n` jobs ready now (payloads borrowed), pipelined: one round trip
+ * per 500. On failure some of them may have been added. Errors as
+ * ds_queue_enqueue() (DS_ERR_INVALID also for a NULL payload). */
 DS_EXPORT DS_NODISCARD ds_status ds_queue_enqueue_batch(
     ds_queue *queue, json_t *const *payloads, size_t n, ds_error *err);
 
@@ -117,8 +127,11 @@ DS_EXPORT DS_NODISCARD ds_status ds_queue_enqueue_batch(
  * Takes the next job: a stuck one past its visibility timeout first, then
  * the oldest ready one, waiting up to `wait_ms` (0: do not wait). *job is
  * NULL when none came in time (DS_OK). A job past max_attempts found on the
- * way is moved to the dead letters instead.
- * Errors: DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM.
+ * way is moved to the dead letters instead. *job is owned by the caller
+ * (ds_queue_job_free), NULL on failure. Waiting holds one pooled
+ * connection. Errors: DS_ERR_INVALID (NULL argument, wait_ms < 0),
+ * DS_ERR_REDIS, DS_ERR_NOMEM, DS_ERR_INTERNAL (an entry whose payload is
+ * not JSON). Thread-safe.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_queue_reserve(ds_queue *queue, int wait_ms,
                                                   ds_queue_job **job,
@@ -128,7 +141,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_queue_reserve(ds_queue *queue, int wait_ms,
  * Completes the job and deletes it. Errors: DS_ERR_CONFLICT (another worker
  * reclaimed it after the visibility timeout: that worker completes it),
  * DS_ERR_NOT_FOUND (no longer pending: already acknowledged, failed, or
- * lost with the server), DS_ERR_INVALID, DS_ERR_REDIS.
+ * lost with the server), DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM. `job`
+ * is borrowed and stays the caller's to free. Thread-safe.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_queue_ack(ds_queue *queue,
                                               const ds_queue_job *job,
@@ -151,9 +165,11 @@ DS_EXPORT DS_NODISCARD ds_status ds_queue_touch(ds_queue *queue,
                                                 const ds_queue_job *job,
                                                 ds_error *err);
 
-/* Up to `max` dead letters, oldest first, in an array to free with
- * ds_queue_jobs_free(); each job's entry_id names it for replay and
- * last_error says why it died. */
+/* Up to `max` (1-100000) dead letters, oldest first, in an array the caller
+ * frees with ds_queue_jobs_free(jobs, count) (NULL/0 when there are none or
+ * on failure); each job's entry_id names it for replay and last_error says
+ * why it died. Errors: DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM,
+ * DS_ERR_INTERNAL (a dead letter whose payload is not JSON). */
 DS_EXPORT DS_NODISCARD ds_status ds_queue_dead_list(ds_queue *queue,
                                                     size_t max,
                                                     ds_queue_job ***jobs,
@@ -162,8 +178,11 @@ DS_EXPORT DS_NODISCARD ds_status ds_queue_dead_list(ds_queue *queue,
 
 /* Moves a dead letter (`entry_id` from ds_queue_dead_list, or NULL for
  * all of them) back to the queue as a fresh job with the same id and
- * payload; *replayed (may be NULL) counts them. DS_ERR_NOT_FOUND when
- * `entry_id` names no dead letter. */
+ * payload; *replayed (may be NULL) counts them (0 on failure, although
+ * with entry_id NULL a failure after the first 500 leaves those replayed).
+ * Errors:
+ * DS_ERR_NOT_FOUND (`entry_id` names no dead letter), DS_ERR_INVALID,
+ * DS_ERR_REDIS, DS_ERR_NOMEM. */
 DS_EXPORT DS_NODISCARD ds_status ds_queue_dead_replay(ds_queue *queue,
                                                       const char *entry_id,
                                                       int64_t *replayed,
@@ -176,7 +195,8 @@ typedef struct ds_queue_counts {
     int64_t dead;     /* dead letters                       */
 } ds_queue_counts;
 
-/* The queue's sizes now. Errors: DS_ERR_INVALID, DS_ERR_REDIS. */
+/* The queue's sizes now, into *out (caller storage; reset first). Errors:
+ * DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM. Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_queue_counts_get(ds_queue *queue,
                                                      ds_queue_counts *out,
                                                      ds_error *err);

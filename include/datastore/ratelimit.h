@@ -68,26 +68,34 @@ typedef struct ds_ratelimit_result {
     bool degraded;          /* Redis failed: `allowed` is the policy's answer */
 } ds_ratelimit_result;
 
-/* Opens a limiter on `redis` (borrowed). Does not talk to Redis.
- * Errors: DS_ERR_INVALID (bad option), DS_ERR_NOMEM. */
+/* Opens a limiter on `redis`, which it borrows (close the limiter first).
+ * `opts` is copied, its name included. Does not talk to Redis. *out
+ * receives the limiter, owned by the caller (ds_ratelimit_close), NULL on
+ * failure. Errors: DS_ERR_INVALID (NULL argument, bad name, algorithm,
+ * policy or bound), DS_ERR_NOMEM. Any thread may call it. */
 DS_EXPORT DS_NODISCARD ds_status ds_ratelimit_open(
     ds_redis *redis, const ds_ratelimit_options *opts, ds_ratelimit **out,
     ds_error *err);
 
-/* Frees the limiter. NULL is a no-op. */
+/* Frees the limiter (not its Redis handle). Call it only when no other call
+ * on it is in flight. NULL is a no-op. */
 DS_EXPORT void ds_ratelimit_close(ds_ratelimit *rl);
 
 /*
  * Consumes one request for `key` (1-512 bytes, e.g. "user:42" or an IP)
- * when it is allowed, and fills *out either way. DS_OK unless an argument
- * is bad (DS_ERR_INVALID); a Redis failure gives DS_OK with out->degraded.
+ * when it is allowed, and fills *out (caller storage) either way. DS_OK
+ * unless an argument is bad (DS_ERR_INVALID, *out zeroed) or memory runs
+ * out (DS_ERR_NOMEM); a Redis failure gives DS_OK with out->degraded and
+ * the policy's answer. Thread-safe; checks from every process agree.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_ratelimit_check(ds_ratelimit *rl,
                                                     const char *key,
                                                     ds_ratelimit_result *out,
                                                     ds_error *err);
 
-/* The same for `cost` requests at once (1 to the capacity): all or none. */
+/* ds_ratelimit_check() for `cost` requests at once, all or none. Errors as
+ * there, and DS_ERR_INVALID for a cost outside 1 to the capacity (burst for
+ * GCRA, limit for the sliding window). */
 DS_EXPORT DS_NODISCARD ds_status ds_ratelimit_check_n(ds_ratelimit *rl,
                                                       const char *key,
                                                       int64_t cost,
@@ -95,14 +103,16 @@ DS_EXPORT DS_NODISCARD ds_status ds_ratelimit_check_n(ds_ratelimit *rl,
                                                       ds_error *err);
 
 /* Whether one request would be allowed now, without consuming anything;
- * `remaining` is what is left before it. */
+ * out->remaining is what is left before it. Errors and Redis failures as
+ * ds_ratelimit_check(). Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_ratelimit_peek(ds_ratelimit *rl,
                                                    const char *key,
                                                    ds_ratelimit_result *out,
                                                    ds_error *err);
 
-/* Forgets `key`'s history (full capacity again).
- * Errors: DS_ERR_INVALID, DS_ERR_REDIS. */
+/* Forgets `key`'s history (full capacity again). Unlike a check, a Redis
+ * failure is an error here. Errors: DS_ERR_INVALID (NULL limiter, bad
+ * key), DS_ERR_REDIS, DS_ERR_NOMEM. Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_ratelimit_reset(ds_ratelimit *rl,
                                                     const char *key,
                                                     ds_error *err);
@@ -114,7 +124,9 @@ typedef struct ds_ratelimit_stats {
     uint64_t degraded;  /* answered by the policy, Redis failed */
 } ds_ratelimit_stats;
 
-/* Counters since the limiter opened. Errors: DS_ERR_INVALID. */
+/* Copies the counters since the limiter opened into *out (caller storage;
+ * reset first, so zero on failure). Errors: DS_ERR_INVALID (NULL limiter
+ * or out). Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_ratelimit_stats_get(
     const ds_ratelimit *rl, ds_ratelimit_stats *out, ds_error *err);
 

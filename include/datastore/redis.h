@@ -45,18 +45,30 @@ extern "C" {
 
 typedef struct ds_redis ds_redis;
 
-/* Opens from cfg's redis_url and redis_* settings, and checks the server
- * answers. Errors: DS_ERR_CONFIG, DS_ERR_REDIS (unreachable, auth, TLS;
- * retryable when transient), DS_ERR_NOMEM. On failure *out is NULL. */
+/*
+ * Opens a handle from cfg's redis_url and redis_* settings and connects
+ * once, so a wrong URL, password or CA shows here.
+ *   cfg  borrowed for the call (the handle keeps copies of what it needs)
+ *   out  receives the handle, which the caller owns: ds_redis_close()
+ * Errors: DS_ERR_INVALID (NULL cfg or out), DS_ERR_CONFIG (no or bad
+ * REDIS_URL, unreadable DS_REDIS_TLS_CA), DS_ERR_REDIS (unreachable,
+ * authentication, TLS verification; retryable when transient),
+ * DS_ERR_NOMEM. On failure *out is NULL and nothing needs freeing; the
+ * message never holds the password. Any thread may call it.
+ */
 DS_EXPORT DS_NODISCARD ds_status ds_redis_open(const ds_config *cfg,
                                                ds_redis **out, ds_error *err);
 
-/* Shorthand: defaults plus this URL. */
+/* ds_redis_open() with the default settings and `url` (borrowed) as
+ * redis_url. Errors and ownership as ds_redis_open(). */
 DS_EXPORT DS_NODISCARD ds_status ds_redis_open_url(const char *url,
                                                    ds_redis **out,
                                                    ds_error *err);
 
-/* Closes every connection. NULL is a no-op. */
+/* Closes every connection and frees the handle. Call it only when no other
+ * call on the handle is in flight, and after closing the caches, limiters,
+ * presence handles, subscriptions and queues that borrow it. NULL is a
+ * no-op. */
 DS_EXPORT void ds_redis_close(ds_redis *redis);
 
 /*
@@ -65,18 +77,20 @@ DS_EXPORT void ds_redis_close(ds_redis *redis);
  * how many it removed (keys deleted plus memberships in shared presence sets
  * removed; may be NULL). Used by GDPR erase. Atomic on the server: nothing
  * registered for the user before the call survives it.
- * Errors: DS_ERR_INVALID (NULL handle, user_id <= 0), DS_ERR_REDIS.
+ * Errors: DS_ERR_INVALID (NULL handle, user_id <= 0), DS_ERR_REDIS,
+ * DS_ERR_NOMEM; *keys_removed is 0 on failure. Thread-safe.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_redis_erase_user(ds_redis *redis,
                                                      int64_t user_id,
                                                      int64_t *keys_removed,
                                                      ds_error *err);
 
-/* One round trip (PING). Errors: DS_ERR_REDIS (retryable when the server is
- * unreachable), DS_ERR_INVALID. */
+/* One round trip (PING) on a pooled connection, e.g. for a health check.
+ * Errors: DS_ERR_INVALID (NULL handle), DS_ERR_REDIS (retryable when the
+ * server is unreachable or slow), DS_ERR_NOMEM. Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_redis_ping(ds_redis *redis, ds_error *err);
 
-/* True for a rediss:// handle. False for NULL. */
+/* True for a rediss:// handle. False for NULL. Thread-safe. */
 DS_EXPORT bool ds_redis_is_tls(const ds_redis *redis);
 
 /* Counters since the handle opened. */
@@ -90,7 +104,9 @@ typedef struct ds_redis_stats {
     int idle;
 } ds_redis_stats;
 
-/* Fills *out. Errors: DS_ERR_INVALID. */
+/* Copies the counters into *out (caller storage; reset first, so zero on
+ * failure). Each counter is read atomically, not the set as a whole.
+ * Errors: DS_ERR_INVALID (NULL handle or out). Thread-safe. */
 DS_EXPORT DS_NODISCARD ds_status ds_redis_stats_get(ds_redis *redis,
                                                     ds_redis_stats *out,
                                                     ds_error *err);

@@ -24,8 +24,10 @@
 #define KEY_MAX 1024
 #define TAG_MAX 256
 #define TAGS_MAX 16
-#define NAME_MAX_LEN 64
 #define FLIGHT_BUCKETS 64
+/* Room for "<redis_prefix>c:<name>:v<version>:" (at most 255 + 79). */
+#define PREFIX_ROOM 512
+#define KEYBUF (KEY_MAX + PREFIX_ROOM)
 
 typedef struct flight {
     char *ekey;
@@ -132,17 +134,6 @@ static double ln_unit(double x) {
     return 2 * sum + e * 0.69314718055994530942;
 }
 
-static bool name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > NAME_MAX_LEN)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-              (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
-            return false;
-    return true;
-}
-
 static ds_status check_key(const char *key, ds_error *err) {
     DS_CHECK_ARG(err, key, "key is NULL");
     size_t n = strlen(key);
@@ -165,13 +156,38 @@ static ds_status check_entry(const ds_cache_entry_options *e, ds_error *err) {
     return DS_OK;
 }
 
-/* prefix + key into buf (KEY_MAX + prefix room). */
-static size_t join(char *buf, const char *prefix, size_t plen,
-                   const char *key) {
-    size_t klen = strlen(key);
-    memcpy(buf, prefix, plen);
-    memcpy(buf + plen, key, klen + 1);
-    return plen + klen;
+/* The entry and lock keys of `key` (checked) in KEYBUF bytes; the length. */
+static size_t entry_key(const ds_cache *c, const char *key, char *buf) {
+    return ds__redis_join(buf, c->entry_prefix, c->entry_prefix_len, key);
+}
+
+static size_t lock_key(const ds_cache *c, const char *key, char *buf) {
+    return ds__redis_join(buf, c->lock_prefix, c->lock_prefix_len, key);
+}
+
+/* Checks `key` and `entry`, then builds the entry and lock keys (KEYBUF
+ * bytes each). */
+static ds_status checked_keys(const ds_cache *c, const char *key,
+                              const ds_cache_entry_options *entry, char *ekey,
+                              char *lkey, ds_error *err) {
+    ds_status st = check_key(key, err);
+    if (st == DS_OK)
+        st = check_entry(entry, err);
+    if (st == DS_OK) {
+        entry_key(c, key, ekey);
+        lock_key(c, key, lkey);
+    }
+    return st;
+}
+
+/* Runs `verb` (GET, UNLINK) on the entry of `key`. */
+static ds_status entry_call(ds_cache *c, const char *verb, const char *key,
+                            redisReply **out, ds_error *err) {
+    char ekey[KEYBUF];
+    size_t len = entry_key(c, key, ekey);
+    const char *argv[2] = {verb, ekey};
+    size_t argvlen[2] = {strlen(verb), len};
+    return ds__redis_call(c->redis, 2, argv, argvlen, out, err);
 }
 
 typedef struct parsed {
@@ -278,12 +294,7 @@ static ds_status store(ds_cache *c, const char *ekey, const char *lkey,
     size_t ekey_len = strlen(ekey);
     if (e && e->user_id > 0) {
         userset = ds__redis_user_set_key(c->redis, e->user_id);
-        track = ds__malloc(ekey_len + 3);
-        if (track) {
-            track[0] = 'k';
-            track[1] = ':';
-            memcpy(track + 2, ekey, ekey_len + 1);
-        }
+        track = ds__redis_user_entry('k', ekey, NULL);
         if (!userset || !track)
             st = ds__error_set(err, DS_ERR_NOMEM, "cache: out of memory");
     }
@@ -293,7 +304,8 @@ static ds_status store(ds_cache *c, const char *ekey, const char *lkey,
         if (!tagkeys[i])
             st = ds__error_set(err, DS_ERR_NOMEM, "cache: out of memory");
         else
-            join(tagkeys[i], c->tag_prefix, c->tag_prefix_len, e->tags[i]);
+            ds__redis_join(tagkeys[i], c->tag_prefix, c->tag_prefix_len,
+                           e->tags[i]);
     }
     if (st == DS_OK) {
         char px[24];
@@ -309,12 +321,8 @@ static ds_status store(ds_cache *c, const char *ekey, const char *lkey,
         args[n] = px, lens[n++] = strlen(px);
         args[n] = token ? token : "", lens[n] = strlen(args[n]), n++;
         args[n] = track ? track : "", lens[n] = strlen(args[n]), n++;
-        redisReply *r = ds__redis_eval(c->redis, &store_script, (int)(3 + ntags),
-                                       4, args, lens, err);
-        if (r)
-            freeReplyObject(r);
-        else
-            st = err ? err->code : DS_ERR_REDIS;
+        st = ds__redis_run_script(c->redis, &store_script, (int)(3 + ntags), 4,
+                                  args, lens, NULL, err);
     }
     for (size_t i = 0; i < ntags; i++)
         ds__free(tagkeys[i]);
@@ -326,11 +334,8 @@ static ds_status store(ds_cache *c, const char *ekey, const char *lkey,
 static void release_lock(ds_cache *c, const char *lkey, const char *token) {
     ds_error e = {0};
     const char *args[2] = {lkey, token};
-    redisReply *r = ds__redis_eval(c->redis, &release_script, 1, 1, args,
-                                   NULL, &e);
-    if (r)
-        freeReplyObject(r);
-    else
+    if (ds__redis_run_script(c->redis, &release_script, 1, 1, args, NULL, NULL,
+                             &e) != DS_OK)
         count(&c->errors); /* the lock expires on its own */
 }
 
@@ -398,16 +403,6 @@ static ds_status load_and_store(ds_cache *c, const char *ekey,
     return st;
 }
 
-static void new_token(char token[33]) {
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 4; i++) {
-        uint32_t r = ds__random_u32();
-        for (int j = 0; j < 8; j++, r >>= 4)
-            token[i * 8 + j] = hex[r & 15];
-    }
-    token[32] = '\0';
-}
-
 typedef enum { ACQ_FRESH = 1, ACQ_LOCKED = 2, ACQ_BUSY = 3 } acq_kind;
 
 /* Runs the acquire script. ACQ_FRESH hands back the raw entry in *raw. */
@@ -419,16 +414,17 @@ static ds_status acquire(ds_cache *c, const char *ekey, const char *lkey,
     snprintf(ttl, sizeof ttl, "%d", c->o.lock_ttl_ms);
     snprintf(now, sizeof now, "%lld", (long long)ds__redis_now_ms());
     const char *args[6] = {ekey, lkey, token, ttl, now, refresh ? "r" : ""};
-    redisReply *r = ds__redis_eval(c->redis, &acquire_script, 2, 4, args,
-                                   NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
+    redisReply *r;
+    ds_status st =
+        ds__redis_run_script(c->redis, &acquire_script, 2, 4, args, NULL, &r, err);
+    if (st != DS_OK)
+        return st;
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_INTEGER ||
         r->element[0]->integer < 1 || r->element[0]->integer > 3 ||
         (r->element[0]->integer == 1 &&
          (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING))) {
-        ds_status st = ds__redis_unexpected(r, "cache acquire", err);
+        st = ds__redis_unexpected(r, "cache acquire", err);
         freeReplyObject(r);
         return st;
     }
@@ -464,8 +460,8 @@ static ds_status remote_load(ds_cache *c, const char *ekey, const char *lkey,
                              const char *key, const ds_cache_entry_options *e,
                              ds_cache_loader_fn loader, void *ud, json_t **out,
                              bool *waited, ds_error *err) {
-    char token[33];
-    new_token(token);
+    char token[DS__REDIS_TOKEN_LEN + 1];
+    ds__redis_token(token);
     int64_t deadline = ds__now_us() + (int64_t)c->o.wait_timeout_ms * 1000;
     int64_t delay_us = 1000;
     *waited = false;
@@ -633,12 +629,7 @@ DS_EXPORT void ds_cache_options_init(ds_cache_options *opts) {
 
 DS_EXPORT ds_status ds_cache_open(ds_redis *redis, const ds_cache_options *opts,
                                   ds_cache **out, ds_error *err) {
-    DS_CHECK_ARG(err, out, "out is NULL");
-    *out = NULL;
-    DS_CHECK_ARG(err, redis, "redis is NULL");
-    DS_CHECK_ARG(err, opts, "opts is NULL");
-    DS_CHECK_ARG(err, opts->name && name_ok(opts->name),
-                 "name must be 1-64 of [A-Za-z0-9_.-]");
+    DS__REDIS_CHECK_OPEN(err, redis, opts, out);
     DS_CHECK_ARG(err, opts->ttl_ms > 0, "ttl_ms must be positive");
     DS_CHECK_ARG(err, opts->ttl_jitter_pct >= 0 && opts->ttl_jitter_pct <= 100,
                  "ttl_jitter_pct must be 0-100");
@@ -687,17 +678,13 @@ DS_EXPORT void ds_cache_close(ds_cache *cache) {
     ds__free(cache);
 }
 
-/* Room for "<redis_prefix>c:<name>:v<version>:" (at most 255 + 79). */
-#define PREFIX_ROOM 512
-#define KEYBUF (KEY_MAX + PREFIX_ROOM)
-
 /* A stale entry: one caller refreshes it, the others get the stale value. */
 static ds_status serve_stale(ds_cache *c, const char *ekey, const char *lkey,
                              const char *key, const ds_cache_entry_options *e,
                              ds_cache_loader_fn loader, void *ud,
                              json_t *stale, json_t **out, ds_error *err) {
-    char token[33];
-    new_token(token);
+    char token[DS__REDIS_TOKEN_LEN + 1];
+    ds__redis_token(token);
     acq_kind kind;
     redisReply *raw;
     ds_error aerr = {0};
@@ -747,20 +734,13 @@ DS_EXPORT ds_status ds_cache_get_or_load(ds_cache *cache, const char *key,
     *out = NULL;
     DS_CHECK_ARG(err, cache, "cache is NULL");
     DS_CHECK_ARG(err, loader, "loader is NULL");
-    ds_status st = check_key(key, err);
-    if (st == DS_OK)
-        st = check_entry(entry, err);
+    char ekey[KEYBUF], lkey[KEYBUF];
+    ds_status st = checked_keys(cache, key, entry, ekey, lkey, err);
     if (st != DS_OK)
         return st;
-    char ekey[KEYBUF], lkey[KEYBUF];
-    size_t ekey_len = join(ekey, cache->entry_prefix, cache->entry_prefix_len, key);
-    join(lkey, cache->lock_prefix, cache->lock_prefix_len, key);
-
-    const char *argv[2] = {"GET", ekey};
-    size_t argvlen[2] = {3, ekey_len};
     ds_error gerr = {0};
-    redisReply *r = ds__redis_command_argv(cache->redis, 2, argv, argvlen, &gerr);
-    if (!r) {
+    redisReply *r;
+    if (entry_call(cache, "GET", key, &r, &gerr) != DS_OK) {
         count(&cache->errors);
         ds__log(DS_LOG_DEBUG, "cache", "cache %s: %s", cache->name,
                 gerr.message);
@@ -785,8 +765,8 @@ DS_EXPORT ds_status ds_cache_get_or_load(ds_cache *cache, const char *key,
                     double u = ((double)ds__random_u32() + 1.0) / 4294967296.0;
                     double gap = -(double)load_ms * beta * ln_unit(u);
                     if ((double)now + gap >= (double)p.fresh_until_ms) {
-                        char token[33];
-                        new_token(token);
+                        char token[DS__REDIS_TOKEN_LEN + 1];
+                        ds__redis_token(token);
                         acq_kind kind;
                         redisReply *raw;
                         ds_error aerr = {0};
@@ -836,14 +816,11 @@ DS_EXPORT ds_status ds_cache_get(ds_cache *cache, const char *key,
     ds_status st = check_key(key, err);
     if (st != DS_OK)
         return st;
-    char ekey[KEYBUF];
-    size_t ekey_len = join(ekey, cache->entry_prefix, cache->entry_prefix_len, key);
-    const char *argv[2] = {"GET", ekey};
-    size_t argvlen[2] = {3, ekey_len};
-    redisReply *r = ds__redis_command_argv(cache->redis, 2, argv, argvlen, err);
-    if (!r) {
+    redisReply *r;
+    st = entry_call(cache, "GET", key, &r, err);
+    if (st != DS_OK) {
         count(&cache->errors);
-        return err ? err->code : DS_ERR_REDIS;
+        return st;
     }
     parsed p;
     json_t *v = NULL;
@@ -867,14 +844,10 @@ DS_EXPORT ds_status ds_cache_set(ds_cache *cache, const char *key,
                                  ds_error *err) {
     DS_CHECK_ARG(err, cache, "cache is NULL");
     DS_CHECK_ARG(err, value, "value is NULL");
-    ds_status st = check_key(key, err);
-    if (st == DS_OK)
-        st = check_entry(entry, err);
+    char ekey[KEYBUF], lkey[KEYBUF];
+    ds_status st = checked_keys(cache, key, entry, ekey, lkey, err);
     if (st != DS_OK)
         return st;
-    char ekey[KEYBUF], lkey[KEYBUF];
-    join(ekey, cache->entry_prefix, cache->entry_prefix_len, key);
-    join(lkey, cache->lock_prefix, cache->lock_prefix_len, key);
     int64_t ttl = jittered(cache, entry_ttl(cache, entry));
     size_t plen;
     char *payload = encode(value, ds__redis_now_ms() + ttl, 0, &plen);
@@ -893,15 +866,7 @@ DS_EXPORT ds_status ds_cache_invalidate(ds_cache *cache, const char *key,
     ds_status st = check_key(key, err);
     if (st != DS_OK)
         return st;
-    char ekey[KEYBUF];
-    size_t ekey_len = join(ekey, cache->entry_prefix, cache->entry_prefix_len, key);
-    const char *argv[2] = {"UNLINK", ekey};
-    size_t argvlen[2] = {6, ekey_len};
-    redisReply *r = ds__redis_command_argv(cache->redis, 2, argv, argvlen, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(r);
-    return DS_OK;
+    return entry_call(cache, "UNLINK", key, NULL, err);
 }
 
 DS_EXPORT ds_status ds_cache_invalidate_tag(ds_cache *cache, const char *tag,
@@ -912,25 +877,21 @@ DS_EXPORT ds_status ds_cache_invalidate_tag(ds_cache *cache, const char *tag,
     DS_CHECK_ARG(err, tag && *tag && strlen(tag) <= TAG_MAX,
                  "tag must be 1-256 bytes");
     char tkey[TAG_MAX + PREFIX_ROOM];
-    join(tkey, cache->tag_prefix, cache->tag_prefix_len, tag);
+    ds__redis_join(tkey, cache->tag_prefix, cache->tag_prefix_len, tag);
     const char *args[1] = {tkey};
-    redisReply *r = ds__redis_eval(cache->redis, &invalidate_tag_script, 1, 0,
-                                   args, NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
-    if (r->type != REDIS_REPLY_INTEGER)
-        st = ds__redis_unexpected(r, "cache invalidate_tag", err);
-    else if (removed)
-        *removed = r->integer;
-    freeReplyObject(r);
+    long long n;
+    ds_status st = ds__redis_script_int(cache->redis, &invalidate_tag_script, 1,
+                                        0, args, NULL, &n, err);
+    if (st == DS_OK && removed)
+        *removed = n;
     return st;
 }
 
 DS_EXPORT ds_status ds_cache_stats_get(const ds_cache *cache,
                                        ds_cache_stats *out, ds_error *err) {
-    DS_CHECK_ARG(err, cache, "cache is NULL");
     DS_CHECK_ARG(err, out, "out is NULL");
+    memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, cache, "cache is NULL");
     ds_cache *c = (ds_cache *)cache;
     out->hits = atomic_load(&c->hits);
     out->negative_hits = atomic_load(&c->negative_hits);

@@ -144,15 +144,8 @@ static ds_status keys_make(ds_presence *p, int64_t conv, int64_t user,
     k->channel = ds__redis_key(p->redis, NULL, "p:ev:%lld", (long long)conv);
     k->userset = ds__redis_user_set_key(p->redis, user);
     const char *state = typing_entry ? k->typing : k->online;
-    if (state) {
-        size_t n = strlen(state);
-        k->entry = ds__malloc(n + 3);
-        if (k->entry) {
-            k->entry[0] = 'z';
-            k->entry[1] = ':';
-            memcpy(k->entry + 2, state, n + 1);
-        }
-    }
+    if (state)
+        k->entry = ds__redis_user_entry('z', state, NULL);
     if (!k->online || !k->typing || !k->channel || !k->userset || !k->entry) {
         keys_free(k);
         return ds__error_set(err, DS_ERR_NOMEM, "presence: out of memory");
@@ -162,11 +155,7 @@ static ds_status keys_make(ds_presence *p, int64_t conv, int64_t user,
 
 static ds_status run(ds_presence *p, ds__redis_script *s, int nkeys,
                      const char **args, ds_error *err) {
-    redisReply *r = ds__redis_eval(p->redis, s, nkeys, 6, args, NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(r);
-    return DS_OK;
+    return ds__redis_run_script(p->redis, s, nkeys, 6, args, NULL, NULL, err);
 }
 
 static ds_status mark(ds_presence *p, int64_t conv, int64_t user, bool typing,
@@ -258,13 +247,14 @@ static ds_status list(ds_presence *p, int64_t conv, bool typing,
     if (!key)
         return ds__error_set(err, DS_ERR_NOMEM, "presence: out of memory");
     const char *args[1] = {key};
-    redisReply *r = ds__redis_eval(p->redis, &list_script, 1, 0, args, NULL,
-                                   err);
+    redisReply *r;
+    ds_status st =
+        ds__redis_run_script(p->redis, &list_script, 1, 0, args, NULL, &r, err);
     ds__free(key);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
+    if (st != DS_OK)
+        return st;
     if (r->type != REDIS_REPLY_ARRAY) {
-        ds_status st = ds__redis_unexpected(r, "presence list", err);
+        st = ds__redis_unexpected(r, "presence list", err);
         freeReplyObject(r);
         return st;
     }
@@ -353,7 +343,9 @@ static bool sleep_or_stop(ds_presence_subscription *s, int ms) {
 }
 
 static ds_status subscribe_conn(ds_presence_subscription *s, ds_error *err) {
-    ds_status st = ds__redis_conn_open(s->redis, &s->conn, err);
+    /* the wake pipe cancels every wait of the connection, so unsubscribe
+     * never waits for a connect or command timeout */
+    ds_status st = ds__redis_conn_open(s->redis, s->wake[0], &s->conn, err);
     if (st != DS_OK)
         return st;
     size_t argc = s->nchannels + 1;
@@ -465,6 +457,8 @@ static void *sub_main(void *arg) {
                 continue;
             }
             if (st != DS_OK) {
+                if (atomic_load(&s->stop))
+                    break;
                 ds__log(DS_LOG_WARN, "presence", "resubscribe failed: %s",
                         err.message);
                 if (sleep_or_stop(s, backoff_ms))
@@ -480,32 +474,14 @@ static void *sub_main(void *arg) {
             s->fn(s->ud, &ev);
             continue;
         }
+        /* what has arrived first; only then wait on the socket, so a
+         * reply half received (the rest still on its way) is waited for,
+         * not spun on */
         ds_error err = {0};
-        if (!ds__rconn_has_buffered(s->conn)) {
-            struct pollfd p[2] = {{s->wake[0], POLLIN, 0},
-                                  {ds__rconn_fd(s->conn), POLLIN, 0}};
-            int n = poll(p, 2, ping_pending ? s->command_timeout_ms
-                                            : IDLE_PING_MS);
-            if (n < 0 && errno != EINTR)
-                break;
-            if (p[0].revents)
-                break;
-            if (n == 0) {
-                /* quiet: make sure the connection is still there */
-                const char *ping[1] = {"PING"};
-                if (ping_pending ||
-                    ds__rconn_send_argv(s->conn, 1, ping, NULL, -1, &err) !=
-                        DS_OK) {
-                    ds__rconn_close(s->conn);
-                    s->conn = NULL;
-                    continue;
-                }
-                ping_pending = true;
-                continue;
-            }
-        }
         redisReply *r = NULL;
         if (ds__rconn_read(s->conn, 0, &r, &err) != DS_OK) {
+            if (atomic_load(&s->stop))
+                break;
             ds__log(DS_LOG_INFO, "presence", "subscription lost: %s",
                     err.message);
             ds__rconn_close(s->conn);
@@ -515,6 +491,25 @@ static void *sub_main(void *arg) {
         if (r) {
             handle(s, r, &ping_pending);
             freeReplyObject(r);
+            continue;
+        }
+        struct pollfd p[2] = {{s->wake[0], POLLIN, 0},
+                              {ds__rconn_fd(s->conn), POLLIN, 0}};
+        int n = poll(p, 2, ping_pending ? s->command_timeout_ms : IDLE_PING_MS);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0 && p[0].revents)
+            break;
+        if (n == 0) {
+            /* quiet: make sure the connection is still there */
+            const char *ping[1] = {"PING"};
+            if (ping_pending ||
+                ds__rconn_send_argv(s->conn, 1, ping, NULL, -1, &err) != DS_OK) {
+                ds__rconn_close(s->conn);
+                s->conn = NULL;
+                continue;
+            }
+            ping_pending = true;
         }
     }
     ds__rconn_close(s->conn);

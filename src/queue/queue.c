@@ -12,6 +12,7 @@
  * cannot lose or duplicate a job.
  */
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,10 +44,15 @@ struct ds_queue {
     "local t = redis.call('TIME')\n"                                           \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
+/* fields(): an entry's field list as a table. A missing id or payload (an
+ * entry written by something else) becomes "", never nil: a nil would cut
+ * the reply array short and make XADD fail, so such an entry could neither
+ * be delivered nor dead-lettered. */
 #define FIELDS_LUA                                                             \
     "local function fields(kv)\n"                                              \
     "  local f = {}\n"                                                         \
     "  for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end\n"                        \
+    "  f.id, f.p = f.id or '', f.p or ''\n"                                    \
     "  return f\n"                                                             \
     "end\n"                                                                    \
     "local function enqueued(f, entry)\n"                                      \
@@ -196,53 +202,31 @@ static ds__redis_script leave_script = DS__REDIS_SCRIPT(
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static bool name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-              (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
-            return false;
-    return true;
-}
+_Static_assert(DS_QUEUE_JOB_ID_LEN == DS__REDIS_TOKEN_LEN,
+               "a job id is a token");
 
-static void new_job_id(char out[DS_QUEUE_JOB_ID_LEN + 1]) {
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 4; i++) {
-        uint32_t r = ds__random_u32();
-        for (int j = 0; j < 8; j++, r >>= 4)
-            out[i * 8 + j] = hex[r & 15];
-    }
-    out[DS_QUEUE_JOB_ID_LEN] = '\0';
-}
-
-/* The payload's JSON text in ds__malloc'd memory. */
-static char *encode_payload(const json_t *payload, size_t *len, ds_error *err) {
+/* The payload's JSON text into *out (ds__malloc'd) and *len. */
+static ds_status encode_payload(const json_t *payload, char **out, size_t *len,
+                                ds_error *err) {
+    *out = NULL;
     const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
     size_t n = json_dumpb(payload, NULL, 0, flags);
-    if (n == 0) {
-        ds__error_set(err, DS_ERR_INVALID,
-                      "queue: the payload cannot be encoded as JSON");
-        return NULL;
-    }
-    if (n > PAYLOAD_MAX) {
-        ds__error_set(err, DS_ERR_INVALID, "queue: payload over 16 MiB");
-        return NULL;
-    }
+    if (n == 0)
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "queue: the payload cannot be encoded as JSON");
+    if (n > PAYLOAD_MAX)
+        return ds__error_set(err, DS_ERR_INVALID, "queue: payload over 16 MiB");
     char *buf = ds__malloc(n + 1);
-    if (!buf) {
-        ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
-        return NULL;
-    }
+    if (!buf)
+        return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
     if (json_dumpb(payload, buf, n, flags) != n) {
         ds__free(buf);
-        ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
-        return NULL;
+        return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
     }
     buf[n] = '\0';
+    *out = buf;
     *len = n;
-    return buf;
+    return DS_OK;
 }
 
 static bool is_nogroup(const ds_error *e) {
@@ -263,9 +247,16 @@ static ds_status create_group(ds_queue *q, ds_error *err) {
     return st;
 }
 
-/* A job from reply strings. `attempt` and `enq` may be NULL. */
+/* A count from reply text (a stream field, a script's answer), held within
+ * 0..INT_MAX: a damaged or foreign entry must not overflow an int. */
+static int parse_count(const char *s) {
+    long long v = s ? strtoll(s, NULL, 10) : 0;
+    return v < 0 ? 0 : v > INT_MAX ? INT_MAX : (int)v;
+}
+
+/* A job from reply strings (attempt at least 1). `enq` may be NULL. */
 static ds_status make_job(const char *entry, size_t entry_len, const char *id,
-                          const char *attempt, const char *enq,
+                          int attempt, const char *enq,
                           const redisReply *payload, const char *last_error,
                           ds_queue_job **out, ds_error *err) {
     *out = NULL;
@@ -274,7 +265,7 @@ static ds_status make_job(const char *entry, size_t entry_len, const char *id,
         return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
     snprintf(j->entry_id, sizeof j->entry_id, "%.*s", (int)entry_len, entry);
     snprintf(j->id, sizeof j->id, "%s", id ? id : "");
-    j->attempt = attempt ? atoi(attempt) : 1;
+    j->attempt = attempt < 1 ? 1 : attempt;
     j->enqueued_at_ms = enq ? strtoll(enq, NULL, 10) : 0;
     snprintf(j->last_error, sizeof j->last_error, "%s",
              last_error ? last_error : "");
@@ -317,9 +308,8 @@ static ds_status job_from_entry(const redisReply *e, int attempt_base,
         e->element[0]->type != REDIS_REPLY_STRING)
         return ds__redis_unexpected(e, "queue entry", err);
     const redisReply *kv = e->element[1];
-    const char *a = field_str(kv, "a");
-    char attempt[24];
-    snprintf(attempt, sizeof attempt, "%d", (a ? atoi(a) : 0) + attempt_base);
+    int made = parse_count(field_str(kv, "a"));
+    int attempt = made > INT_MAX - attempt_base ? INT_MAX : made + attempt_base;
     const char *enq = field_str(kv, "e");
     char enq_buf[24];
     if (!enq) {
@@ -356,13 +346,8 @@ static void queue_free(ds_queue *q) {
 
 DS_EXPORT ds_status ds_queue_open(ds_redis *redis, const ds_queue_options *opts,
                                   ds_queue **out, ds_error *err) {
-    DS_CHECK_ARG(err, out, "out is NULL");
-    *out = NULL;
-    DS_CHECK_ARG(err, redis, "redis is NULL");
-    DS_CHECK_ARG(err, opts, "opts is NULL");
-    DS_CHECK_ARG(err, opts->name && name_ok(opts->name),
-                 "name must be 1-64 of [A-Za-z0-9_.-]");
-    DS_CHECK_ARG(err, !opts->consumer || name_ok(opts->consumer),
+    DS__REDIS_CHECK_OPEN(err, redis, opts, out);
+    DS_CHECK_ARG(err, !opts->consumer || ds__redis_name_ok(opts->consumer),
                  "consumer must be 1-64 of [A-Za-z0-9_.-]");
     DS_CHECK_ARG(err, opts->visibility_timeout_ms > 0,
                  "visibility_timeout_ms must be positive");
@@ -390,7 +375,7 @@ DS_EXPORT ds_status ds_queue_open(ds_redis *redis, const ds_queue_options *opts,
         gethostname(host, sizeof host - 1);
         host[sizeof host - 1] = '\0';
         for (char *c = host; *c; c++)
-            if (!name_ok((char[2]){*c, '\0'}))
+            if (!ds__redis_name_ok((char[2]){*c, '\0'}))
                 *c = '_';
         char buf[128];
         snprintf(buf, sizeof buf, "%.40s-%d-%08x", host, (int)getpid(),
@@ -420,10 +405,9 @@ DS_EXPORT void ds_queue_close(ds_queue *queue) {
         return;
     const char *args[3] = {queue->stream, GROUP, queue->consumer};
     ds_error err = {0};
-    redisReply *r = ds__redis_eval(queue->redis, &leave_script, 1, 2, args,
-                                   NULL, &err);
-    if (r)
-        freeReplyObject(r);
+    /* best effort: a consumer left behind holds nothing and costs little */
+    (void)ds__redis_run_script(queue->redis, &leave_script, 1, 2, args, NULL,
+                               NULL, &err);
     queue_free(queue);
 }
 
@@ -443,30 +427,30 @@ DS_EXPORT ds_status ds_queue_enqueue(ds_queue *queue, const json_t *payload,
     DS_CHECK_ARG(err, delay_ms >= 0 && delay_ms <= INT64_C(31536000000),
                  "delay_ms must be 0 to 1 year");
     size_t plen;
-    char *p = encode_payload(payload, &plen, err);
-    if (!p)
-        return err ? err->code : DS_ERR_INVALID;
+    char *p;
+    ds_status st = encode_payload(payload, &p, &plen, err);
+    if (st != DS_OK)
+        return st;
     char id[DS_QUEUE_JOB_ID_LEN + 1];
-    new_job_id(id);
-    redisReply *r;
+    ds__redis_token(id);
     if (delay_ms == 0) {
         const char *argv[9] = {"XADD", queue->stream, "*", "id", id,
                                "a",    "0",           "p", p};
         size_t lens[9] = {4, strlen(queue->stream), 1, 2, DS_QUEUE_JOB_ID_LEN,
                           1, 1, 1, plen};
-        r = ds__redis_command_argv(queue->redis, 9, argv, lens, err);
+        st = ds__redis_call(queue->redis, 9, argv, lens, NULL, err);
     } else {
         char delay[24];
         snprintf(delay, sizeof delay, "%lld", (long long)delay_ms);
         const char *args[4] = {queue->delayed, delay, id, p};
         size_t lens[4] = {strlen(queue->delayed), strlen(delay),
                           DS_QUEUE_JOB_ID_LEN, plen};
-        r = ds__redis_eval(queue->redis, &delay_script, 1, 3, args, lens, err);
+        st = ds__redis_run_script(queue->redis, &delay_script, 1, 3, args, lens,
+                                  NULL, err);
     }
     ds__free(p);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(r);
+    if (st != DS_OK)
+        return st;
     if (job_id)
         memcpy(job_id, id, sizeof id);
     return DS_OK;
@@ -494,13 +478,11 @@ DS_EXPORT ds_status ds_queue_enqueue_batch(ds_queue *queue,
         size_t slen = strlen(queue->stream);
         for (size_t i = 0; st == DS_OK && i < m; i++) {
             size_t plen;
-            texts[i] = encode_payload(payloads[base + i], &plen, err);
-            if (!texts[i]) {
-                st = err ? err->code : DS_ERR_INVALID;
+            st = encode_payload(payloads[base + i], &texts[i], &plen, err);
+            if (st != DS_OK)
                 break;
-            }
             char *id = ids + i * (DS_QUEUE_JOB_ID_LEN + 1);
-            new_job_id(id);
+            ds__redis_token(id);
             const char *a[ARGC] = {"XADD", queue->stream, "*", "id", id,
                                    "a",    "0",           "p", texts[i]};
             size_t l[ARGC] = {4, slen, 1, 2, DS_QUEUE_JOB_ID_LEN, 1, 1, 1, plen};
@@ -538,32 +520,31 @@ static ds_status reserve_once(ds_queue *q, ds_queue_job **job,
     const char *args[8] = {q->stream,   q->delayed, q->dead,       q->cursor,
                            GROUP,       q->consumer, q->visibility, q->max};
     redisReply *r = NULL;
+    ds_status st = DS_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         ds_error e = {0};
-        r = ds__redis_eval(q->redis, &reserve_script, 4, 4, args, NULL, &e);
-        if (r)
+        st = ds__redis_run_script(q->redis, &reserve_script, 4, 4, args, NULL,
+                                  &r, &e);
+        if (st == DS_OK)
             break;
         if (attempt == 0 && is_nogroup(&e)) {
             /* a server that lost the group (restart without data) */
-            ds_status st = create_group(q, err);
+            st = create_group(q, err);
             if (st != DS_OK)
                 return st;
             continue;
         }
         if (err)
             *err = e;
-        return e.code ? e.code : DS_ERR_REDIS;
+        return st;
     }
-    if (!r)
-        return ds__error_set(err, DS_ERR_REDIS, "queue: reserve failed");
-    ds_status st = DS_OK;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
         st = ds__redis_unexpected(r, "queue reserve", err);
     } else if (r->element[0]->len == 0) {
         *next_due_ms = strtoll(r->element[6]->str, NULL, 10);
     } else {
         st = make_job(r->element[0]->str, r->element[0]->len,
-                      r->element[1]->str, r->element[2]->str,
+                      r->element[1]->str, parse_count(r->element[2]->str),
                       r->element[3]->str, r->element[4], r->element[5]->str,
                       job, err);
     }
@@ -661,38 +642,26 @@ static ds_status check_job(const ds_queue *q, const ds_queue_job *job,
     return DS_OK;
 }
 
-static ds_status run_holder_script(ds_queue *q, ds__redis_script *s,
-                                   const ds_queue_job *job, long long *result,
-                                   ds_error *err) {
+/* Runs a script that first checks the job's holder (ack, touch). */
+static ds_status holder_call(ds_queue *q, ds__redis_script *s,
+                             const ds_queue_job *job, ds_error *err) {
+    ds_status st = check_job(q, job, err);
+    if (st != DS_OK)
+        return st;
     const char *args[4] = {q->stream, GROUP, job->entry_id, q->consumer};
-    redisReply *r = ds__redis_eval(q->redis, s, 1, 3, args, NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
-    if (r->type != REDIS_REPLY_INTEGER)
-        st = ds__redis_unexpected(r, "queue", err);
-    else
-        *result = r->integer;
-    freeReplyObject(r);
-    return st;
+    long long v;
+    st = ds__redis_script_int(q->redis, s, 1, 3, args, NULL, &v, err);
+    return st == DS_OK ? holder_result(v, job, err) : st;
 }
 
 DS_EXPORT ds_status ds_queue_ack(ds_queue *queue, const ds_queue_job *job,
                                  ds_error *err) {
-    ds_status st = check_job(queue, job, err);
-    long long v = 0;
-    if (st == DS_OK)
-        st = run_holder_script(queue, &ack_script, job, &v, err);
-    return st == DS_OK ? holder_result(v, job, err) : st;
+    return holder_call(queue, &ack_script, job, err);
 }
 
 DS_EXPORT ds_status ds_queue_touch(ds_queue *queue, const ds_queue_job *job,
                                    ds_error *err) {
-    ds_status st = check_job(queue, job, err);
-    long long v = 0;
-    if (st == DS_OK)
-        st = run_holder_script(queue, &touch_script, job, &v, err);
-    return st == DS_OK ? holder_result(v, job, err) : st;
+    return holder_call(queue, &touch_script, job, err);
 }
 
 DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
@@ -721,14 +690,9 @@ DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
                             GROUP,         job->entry_id,  queue->consumer,
                             attempt,       queue->max,     delay,
                             why};
-    redisReply *r = ds__redis_eval(queue->redis, &fail_script, 3, 7, args, NULL,
-                                   err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -99;
-    if (v == -99)
-        st = ds__redis_unexpected(r, "queue fail", err);
-    freeReplyObject(r);
+    long long v;
+    st = ds__redis_script_int(queue->redis, &fail_script, 3, 7, args, NULL, &v,
+                              err);
     if (st != DS_OK)
         return st;
     if (dead)
@@ -765,10 +729,10 @@ DS_EXPORT ds_status ds_queue_dead_list(ds_queue *queue, size_t max,
     snprintf(count_text, sizeof count_text, "%zu", max);
     const char *argv[6] = {"XRANGE", queue->dead, "-", "+", "COUNT",
                            count_text};
-    redisReply *r = ds__redis_command_argv(queue->redis, 6, argv, NULL, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
+    redisReply *r;
+    ds_status st = ds__redis_call(queue->redis, 6, argv, NULL, &r, err);
+    if (st != DS_OK)
+        return st;
     if (r->type != REDIS_REPLY_ARRAY) {
         st = ds__redis_unexpected(r, "queue dead list", err);
         freeReplyObject(r);
@@ -807,14 +771,9 @@ DS_EXPORT ds_status ds_queue_dead_replay(ds_queue *queue, const char *entry_id,
     for (;;) {
         const char *args[3] = {queue->dead, queue->stream,
                                entry_id ? entry_id : ""};
-        redisReply *r = ds__redis_eval(queue->redis, &replay_script, 2, 1,
-                                       args, NULL, err);
-        if (!r)
-            return err ? err->code : DS_ERR_REDIS;
-        long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-        ds_status st = n < 0 ? ds__redis_unexpected(r, "queue replay", err)
-                             : DS_OK;
-        freeReplyObject(r);
+        long long n;
+        ds_status st = ds__redis_script_int(queue->redis, &replay_script, 2, 1,
+                                            args, NULL, &n, err);
         if (st != DS_OK)
             return st;
         total += n;

@@ -24,26 +24,10 @@ struct ds_ratelimit {
     atomic_uint_fast64_t checks, allowed, denied, degraded;
 };
 
-static bool name_ok(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64)
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-              (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
-            return false;
-    return true;
-}
-
 DS_EXPORT ds_status ds_ratelimit_open(ds_redis *redis,
                                       const ds_ratelimit_options *opts,
                                       ds_ratelimit **out, ds_error *err) {
-    DS_CHECK_ARG(err, out, "out is NULL");
-    *out = NULL;
-    DS_CHECK_ARG(err, redis, "redis is NULL");
-    DS_CHECK_ARG(err, opts, "opts is NULL");
-    DS_CHECK_ARG(err, opts->name && name_ok(opts->name),
-                 "name must be 1-64 of [A-Za-z0-9_.-]");
+    DS__REDIS_CHECK_OPEN(err, redis, opts, out);
     DS_CHECK_ARG(err,
                  opts->algorithm == DS_RATELIMIT_GCRA ||
                      opts->algorithm == DS_RATELIMIT_SLIDING_WINDOW,
@@ -105,13 +89,6 @@ static ds_status check_key(const char *key, ds_error *err) {
     return DS_OK;
 }
 
-static size_t build_key(const ds_ratelimit *rl, const char *key, char *buf) {
-    size_t n = strlen(key);
-    memcpy(buf, rl->prefix, rl->prefix_len);
-    memcpy(buf + rl->prefix_len, key, n + 1);
-    return rl->prefix_len + n;
-}
-
 static bool int_at(const redisReply *r, size_t i, int64_t *v) {
     if (r->elements <= i || r->element[i]->type != REDIS_REPLY_INTEGER)
         return false;
@@ -131,7 +108,7 @@ static ds_status run(ds_ratelimit *rl, const char *key, int64_t cost,
                  "cost must be 1 to the limiter's capacity");
     out->limit = capacity(rl);
     char fkey[KEY_MAX + 512];
-    size_t fkey_len = build_key(rl, key, fkey);
+    size_t fkey_len = ds__redis_join(fkey, rl->prefix, rl->prefix_len, key);
     char costs[24];
     snprintf(costs, sizeof costs, "%lld", (long long)cost);
     const char *args[6] = {fkey,      rl->limit, rl->period,
@@ -143,7 +120,8 @@ static ds_status run(ds_ratelimit *rl, const char *key, int64_t cost,
                                    : &sliding_script;
     atomic_fetch_add_explicit(&rl->checks, 1, memory_order_relaxed);
     ds_error rerr = {0};
-    redisReply *r = ds__redis_eval(rl->redis, script, 1, 5, args, lens, &rerr);
+    redisReply *r;
+    ds__redis_run_script(rl->redis, script, 1, 5, args, lens, &r, &rerr);
     int64_t allowed = 0;
     if (r && r->type == REDIS_REPLY_ARRAY && int_at(r, 0, &allowed) &&
         int_at(r, 1, &out->remaining) && int_at(r, 2, &out->retry_after_ms) &&
@@ -204,21 +182,18 @@ DS_EXPORT ds_status ds_ratelimit_reset(ds_ratelimit *rl, const char *key,
     if (st != DS_OK)
         return st;
     char fkey[KEY_MAX + 512];
-    size_t fkey_len = build_key(rl, key, fkey);
+    size_t fkey_len = ds__redis_join(fkey, rl->prefix, rl->prefix_len, key);
     const char *argv[2] = {"DEL", fkey};
     size_t lens[2] = {3, fkey_len};
-    redisReply *r = ds__redis_command_argv(rl->redis, 2, argv, lens, err);
-    if (!r)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(r);
-    return DS_OK;
+    return ds__redis_call(rl->redis, 2, argv, lens, NULL, err);
 }
 
 DS_EXPORT ds_status ds_ratelimit_stats_get(const ds_ratelimit *rl,
                                            ds_ratelimit_stats *out,
                                            ds_error *err) {
-    DS_CHECK_ARG(err, rl, "rl is NULL");
     DS_CHECK_ARG(err, out, "out is NULL");
+    memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, rl, "rl is NULL");
     ds_ratelimit *m = (ds_ratelimit *)rl;
     out->checks = atomic_load(&m->checks);
     out->allowed = atomic_load(&m->allowed);

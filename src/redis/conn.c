@@ -58,18 +58,66 @@ static int remaining_ms(int64_t deadline_us) {
     return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
+static ds_status timed_out(ds__rconn *c, const char *what, ds_error *err) {
+    return ds__error_set(err, DS_ERR_REDIS, "redis %s: %s timed out", c->label,
+                         what);
+}
+
+/* Sets SO_RCVTIMEO/SO_SNDTIMEO of a blocking connection. */
+static void set_sock_timeout(ds__rconn *c, int ms) {
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    c->sock_timeout_ms = ms;
+}
+
+/* Called before each read or write: fails once the deadline has passed, so
+ * a peer that sends or takes a byte at a time cannot stretch a call past
+ * it (a poll() that finds a byte ready never times out), and keeps the
+ * socket timeout of a blocking connection within what is left. */
+static ds_status before_io(ds__rconn *c, int64_t deadline_us, const char *what,
+                           ds_error *err) {
+    if (deadline_us == DS_REDIS_FOREVER)
+        return DS_OK;
+    if (ds__now_us() >= deadline_us)
+        return timed_out(c, what, err);
+    int left = remaining_ms(deadline_us);
+    if (c->blocking && left + 5 < c->sock_timeout_ms)
+        set_sock_timeout(c, left);
+    return DS_OK;
+}
+
+/* poll() on the socket and the cancel descriptor (when there is one):
+ * > 0 the socket is ready, 0 the time ran out, -1 with errno set, or
+ * DS_POLL_CANCELLED. */
+#define DS_POLL_CANCELLED (-2)
+static int poll_conn(ds__rconn *c, short events, int ms) {
+    struct pollfd p[2] = {{c->fd, events, 0}, {c->cancel_fd, POLLIN, 0}};
+    int n = poll(p, c->cancel_fd >= 0 ? 2 : 1, ms);
+    if (n > 0 && p[1].revents)
+        return DS_POLL_CANCELLED;
+    return n;
+}
+
+static ds_status cancelled(ds__rconn *c, ds_error *err) {
+    ds__error_set(err, DS_ERR_CLOSED, "redis %s: connection closed by its owner",
+                  c->label);
+    if (err)
+        err->retryable = false;
+    return DS_ERR_CLOSED;
+}
+
 /* Waits for `events` on the socket; DS_ERR_REDIS (retryable) on timeout. */
 static ds_status wait_fd(ds__rconn *c, short events, int64_t deadline_us,
                          const char *what, ds_error *err) {
     for (;;) {
-        struct pollfd p = {c->fd, events, 0};
-        int ms = remaining_ms(deadline_us);
-        int n = poll(&p, 1, ms);
+        int n = poll_conn(c, events, remaining_ms(deadline_us));
+        if (n == DS_POLL_CANCELLED)
+            return cancelled(c, err);
         if (n > 0)
             return DS_OK; /* errors and hang-ups show in the next I/O call */
         if (n == 0)
-            return ds__error_set(err, DS_ERR_REDIS, "redis %s: %s timed out",
-                                 c->label, what);
+            return timed_out(c, what, err);
         if (errno != EINTR)
             return io_error(c, err, "poll", errno);
     }
@@ -125,6 +173,16 @@ static void bio_init_method(void) {
 
 /* ---- TLS context -------------------------------------------------------------- */
 
+/* Frees `ctx` and fails with DS_ERR_CONFIG: "<what> (<OpenSSL's
+ * reason>)<hint>". */
+static ds_status tls_context_failed(SSL_CTX *ctx, const char *what,
+                                   const char *hint, ds_error *err) {
+    char reason[256];
+    ssl_reason(reason, sizeof reason);
+    SSL_CTX_free(ctx);
+    return ds__error_set(err, DS_ERR_CONFIG, "%s (%s)%s", what, reason, hint);
+}
+
 ds_status ds__redis_tls_context(const char *ca_path, SSL_CTX **out,
                                 ds_error *err) {
     *out = NULL;
@@ -136,7 +194,6 @@ ds_status ds__redis_tls_context(const char *ca_path, SSL_CTX **out,
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE);
-    int ok;
     if (ca_path && *ca_path) {
         struct stat sb;
         if (stat(ca_path, &sb) != 0) {
@@ -147,26 +204,19 @@ ds_status ds__redis_tls_context(const char *ca_path, SSL_CTX **out,
                                  "DS_REDIS_TLS_CA: cannot read '%s': %s",
                                  ca_path, strerror_r(e, buf, sizeof buf));
         }
-        ok = S_ISDIR(sb.st_mode)
-                 ? SSL_CTX_load_verify_locations(ctx, NULL, ca_path)
-                 : SSL_CTX_load_verify_locations(ctx, ca_path, NULL);
+        int ok = S_ISDIR(sb.st_mode)
+                     ? SSL_CTX_load_verify_locations(ctx, NULL, ca_path)
+                     : SSL_CTX_load_verify_locations(ctx, ca_path, NULL);
         if (!ok) {
-            char reason[256];
-            ssl_reason(reason, sizeof reason);
-            SSL_CTX_free(ctx);
-            return ds__error_set(err, DS_ERR_CONFIG,
-                                 "DS_REDIS_TLS_CA: no usable CA certificate in "
-                                 "'%s' (%s)",
-                                 ca_path, reason);
+            char what[DS_ERROR_MESSAGE_MAX];
+            snprintf(what, sizeof what,
+                     "DS_REDIS_TLS_CA: no usable CA certificate in '%s'",
+                     ca_path);
+            return tls_context_failed(ctx, what, "", err);
         }
     } else if (!SSL_CTX_set_default_verify_paths(ctx)) {
-        char reason[256];
-        ssl_reason(reason, sizeof reason);
-        SSL_CTX_free(ctx);
-        return ds__error_set(err, DS_ERR_CONFIG,
-                             "redis: cannot load the system CA store (%s); set "
-                             "DS_REDIS_TLS_CA",
-                             reason);
+        return tls_context_failed(ctx, "redis: cannot load the system CA store",
+                                  "; set DS_REDIS_TLS_CA", err);
     }
     *out = ctx;
     return DS_OK;
@@ -236,6 +286,8 @@ static ds_status connect_tcp(ds__rconn *c, const char *host, int port,
             break;
         close(c->fd);
         c->fd = -1;
+        if (st == DS_ERR_CLOSED)
+            break; /* the owner cancelled: no next address */
     }
     freeaddrinfo(res);
     if (st != DS_OK)
@@ -277,10 +329,12 @@ static ds_status tls_handshake(ds_redis *r, ds__rconn *c, int64_t deadline_us,
         ok = SSL_set_tlsext_host_name(c->ssl, host) &&
              SSL_set1_host(c->ssl, host);
     }
-    if (!ok)
+    if (!ok) {
+        ERR_clear_error();
         return ds__error_set(err, DS_ERR_REDIS,
                              "redis %s: cannot set the host name to verify",
                              c->label);
+    }
     for (;;) {
         ERR_clear_error();
         int rc = SSL_connect(c->ssl);
@@ -326,7 +380,9 @@ static ds_status write_all(ds__rconn *c, const char *buf, size_t len,
                            int64_t deadline_us, ds_error *err) {
     size_t off = 0;
     while (off < len) {
-        ds_status st;
+        ds_status st = before_io(c, deadline_us, "write", err);
+        if (st != DS_OK)
+            return st;
         if (c->ssl) {
             ERR_clear_error();
             size_t chunk = len - off > INT32_MAX ? INT32_MAX : len - off;
@@ -432,7 +488,9 @@ static ds_status try_read(ds__rconn *c, short *want, ds_error *err) {
 static ds_status read_some(ds__rconn *c, int64_t deadline_us, ds_error *err) {
     for (;;) {
         short want;
-        ds_status st = try_read(c, &want, err);
+        ds_status st = before_io(c, deadline_us, "read", err);
+        if (st == DS_OK)
+            st = try_read(c, &want, err);
         if (st != DS_OK || !want)
             return st;
         st = wait_fd(c, want, deadline_us, "read", err);
@@ -461,14 +519,6 @@ static ds_status next_reply(ds__rconn *c, int64_t deadline_us,
     }
 }
 
-/* Sets SO_RCVTIMEO/SO_SNDTIMEO of a blocking connection. */
-static void set_sock_timeout(ds__rconn *c, int ms) {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    c->sock_timeout_ms = ms;
-}
-
 ds_status ds__rconn_roundtrip(ds__rconn *c, const char *buf, size_t len,
                               size_t n, redisReply **replies,
                               int64_t deadline_us, ds_error *err) {
@@ -493,6 +543,11 @@ ds_status ds__rconn_roundtrip(ds__rconn *c, const char *buf, size_t len,
     }
     c->last_used_us = ds__now_us();
     return DS_OK;
+}
+
+bool ds__rconn_clean(ds__rconn *c) {
+    return c->reader->pos >= c->reader->len &&
+           !(c->ssl && SSL_pending(c->ssl) > 0);
 }
 
 bool ds__rconn_alive(ds__rconn *c) {
@@ -522,6 +577,13 @@ bool ds__rconn_alive(ds__rconn *c) {
 }
 
 /* ---- connect + AUTH + SELECT ------------------------------------------------------- */
+
+/* Wipes what the reply reader has buffered (the connection is closed after
+ * a failed handshake, and its bytes may echo the password). */
+static void wipe_reader(ds__rconn *c) {
+    if (c->reader->buf && c->reader->len > 0)
+        ds__wipe(c->reader->buf, c->reader->len);
+}
 
 static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
                                     int64_t deadline_us, ds_error *err) {
@@ -587,19 +649,33 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
             ds__wipe(parts[i], (size_t)lens[i]);
         redisFreeCommand(parts[i]);
     }
-    if (st != DS_OK)
+    if (st != DS_OK) {
+        if (auth_argc)
+            wipe_reader(c);
         return st;
+    }
     for (size_t i = 0; i < n && st == DS_OK; i++) {
         redisReply *rep = replies[i];
         if (rep->type != REDIS_REPLY_ERROR)
             continue;
         if ((int)i == auth_index || ds__redis_reply_is_error(rep, "NOAUTH") ||
             ds__redis_reply_is_error(rep, "WRONGPASS")) {
-            char ctx[DS_REDIS_HOST_MAX + 160];
-            snprintf(ctx, sizeof ctx, "redis %s: authentication failed (check "
-                                      "the user and password in REDIS_URL)",
-                     c->label);
-            st = ds__redis_reply_error(rep, ctx, err);
+            /* Servers quote the arguments they echo ("unknown command
+             * 'AUTH', with args beginning with: '...'"), and an argument
+             * of AUTH is the password, perhaps cut short where scrubbing
+             * would not find it: keep their words up to the first quote. */
+            const char *words = rep->str ? rep->str : "";
+            size_t keep = strcspn(words, "'\"`");
+            while (keep > 0 && strchr(" ,:", words[keep - 1]))
+                keep--;
+            if (keep == 0) {
+                words = "error reply";
+                keep = strlen(words);
+            }
+            st = ds__error_set(err, DS_ERR_REDIS,
+                               "redis %s: authentication failed (check the user "
+                               "and password in REDIS_URL): %.*s",
+                               c->label, (int)(keep > 200 ? 200 : keep), words);
             if (err)
                 err->retryable = false;
         } else if ((int)i == select_index) {
@@ -613,19 +689,26 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
             st = ds__redis_reply_error(rep, ctx, err);
         }
     }
-    if (st != DS_OK && r->url.password)
+    if (st != DS_OK && auth_argc) {
         ds__error_scrub(err, r->url.password);
+        /* the replies and the bytes they came in may echo the password */
+        for (size_t i = 0; i < n; i++)
+            if (replies[i]->type == REDIS_REPLY_ERROR && replies[i]->str)
+                ds__wipe(replies[i]->str, replies[i]->len);
+        wipe_reader(c);
+    }
     ds__redis_replies_free(replies, n);
     return st;
 }
 
 ds_status ds__rconn_connect(ds_redis *r, int64_t deadline_us, bool pooled,
-                            ds__rconn **out, ds_error *err) {
+                            int cancel_fd, ds__rconn **out, ds_error *err) {
     *out = NULL;
     ds__rconn *c = ds__calloc(1, sizeof *c);
     if (!c)
         return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
     c->fd = -1;
+    c->cancel_fd = pooled ? -1 : cancel_fd;
     c->command_timeout_ms = r->command_timeout_ms;
     memcpy(c->label, r->label, sizeof c->label);
     c->reader = redisReaderCreate();
@@ -692,12 +775,6 @@ ds_status ds__rconn_send_argv(ds__rconn *c, int argc, const char *const *argv,
     return st;
 }
 
-bool ds__rconn_has_buffered(ds__rconn *c) {
-    if (c->reader->pos < c->reader->len)
-        return true;
-    return c->ssl && SSL_pending(c->ssl) > 0;
-}
-
 ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
                          ds_error *err) {
     *out = NULL;
@@ -705,6 +782,7 @@ ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
                            ? DS_REDIS_FOREVER
                            : ds__now_us() + (int64_t)timeout_ms * 1000;
     short want = POLLIN;
+    bool fed = false;
     for (;;) {
         void *reply = NULL;
         if (redisReaderGetReply(c->reader, &reply) != REDIS_OK)
@@ -716,8 +794,14 @@ ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
             return DS_OK;
         }
         if (!(c->ssl && SSL_pending(c->ssl) > 0)) {
-            struct pollfd p = {c->fd, want, 0};
-            int n = poll(&p, 1, remaining_ms(deadline));
+            /* a reply still coming in a byte at a time does not hold the
+             * caller past its deadline: what arrived stays in the reader
+             * for the next call */
+            if (fed && deadline != DS_REDIS_FOREVER && ds__now_us() >= deadline)
+                return DS_OK;
+            int n = poll_conn(c, want, remaining_ms(deadline));
+            if (n == DS_POLL_CANCELLED)
+                return cancelled(c, err);
             if (n == 0)
                 return DS_OK; /* nothing arrived in time */
             if (n < 0) {
@@ -731,6 +815,7 @@ ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
         ds_status st = try_read(c, &want, err);
         if (st != DS_OK)
             return st;
+        fed = true;
         if (!want)
             want = POLLIN;
     }

@@ -21,6 +21,9 @@ struct ds__rconn {
      * falls back to poll() bounded by the call's deadline. */
     bool blocking;
     int sock_timeout_ms;
+    /* Dedicated connections: a descriptor that becomes readable when the
+     * owner wants every wait to stop (-1: none). */
+    int cancel_fd;
     char label[DS_REDIS_HOST_MAX + 16]; /* "host:port" for messages */
     struct ds__rconn *next; /* idle stack link */
 };
@@ -53,9 +56,10 @@ struct ds_redis {
 
 /* Opens, authenticates and selects the database (conn.c), within the
  * connect timeout and never after `deadline_us` (a command's deadline;
- * DS_REDIS_FOREVER for none). `pooled` picks blocking I/O. */
+ * DS_REDIS_FOREVER for none). `pooled` picks blocking I/O; `cancel_fd`
+ * (-1: none) as in ds__redis_conn_open(). */
 ds_status ds__rconn_connect(ds_redis *r, int64_t deadline_us, bool pooled,
-                            ds__rconn **out, ds_error *err);
+                            int cancel_fd, ds__rconn **out, ds_error *err);
 
 /* A connection released less than this long ago is reused without the
  * liveness check (saves a syscall on busy paths). */
@@ -70,6 +74,11 @@ ds_status ds__rconn_roundtrip(ds__rconn *c, const char *buf, size_t len,
 /* False when an idle connection's server went away (checked without a
  * round trip). */
 bool ds__rconn_alive(ds__rconn *c);
+
+/* True when nothing is left over from the last round trip: a server that
+ * sent more than the replies asked for is out of step, and the next caller
+ * would read a stale reply. */
+bool ds__rconn_clean(ds__rconn *c);
 
 /* TLS context for the handle from the CA setting (conn.c). */
 ds_status ds__redis_tls_context(const char *ca_path, SSL_CTX **out,

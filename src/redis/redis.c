@@ -119,7 +119,7 @@ static ds_status acquire(ds_redis *r, int64_t deadline_us, ds__rconn **out,
             r->total++;
             pthread_mutex_unlock(&r->mu);
             ds__rconn *c;
-            ds_status st = ds__rconn_connect(r, deadline_us, true, &c, err);
+            ds_status st = ds__rconn_connect(r, deadline_us, true, -1, &c, err);
             pthread_mutex_lock(&r->mu);
             if (st != DS_OK) {
                 r->total--;
@@ -182,7 +182,7 @@ static ds_status run_buf(ds_redis *r, const char *buf, size_t len, size_t n,
     ds_status st = acquire(r, deadline, &c, err);
     if (st == DS_OK) {
         st = ds__rconn_roundtrip(c, buf, len, n, replies, deadline, err);
-        release(r, c, st != DS_OK);
+        release(r, c, st != DS_OK || !ds__rconn_clean(c));
     }
     atomic_fetch_add(&r->commands, 1);
     if (st != DS_OK)
@@ -190,28 +190,37 @@ static ds_status run_buf(ds_redis *r, const char *buf, size_t len, size_t n,
     return st;
 }
 
-/* A single reply, with error replies turned into DS_ERR_REDIS. */
-static redisReply *run_one(ds_redis *r, char *cmd, int len, int timeout_ms,
-                           ds_error *err) {
-    if (len < 0 || !cmd) {
-        ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory (or a bad "
-                                         "command format)");
-        return NULL;
-    }
+/* A single reply into *out, with error replies turned into DS_ERR_REDIS.
+ * Frees `cmd`. */
+static ds_status run_one(ds_redis *r, char *cmd, int len, int timeout_ms,
+                         redisReply **out, ds_error *err) {
+    *out = NULL;
+    if (len < 0 || !cmd)
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory (or a "
+                                                "bad command format)");
     redisReply *reply = NULL;
     ds_status st = run_buf(r, cmd, (size_t)len, 1, &reply, timeout_ms, err);
     redisFreeCommand(cmd);
     if (st != DS_OK)
-        return NULL;
+        return st;
     if (reply->type == REDIS_REPLY_ERROR) {
         char ctx[DS_REDIS_HOST_MAX + 64];
         snprintf(ctx, sizeof ctx, "redis %s", r->label);
-        ds__redis_reply_error(reply, ctx, err);
+        st = ds__redis_reply_error(reply, ctx, err);
         freeReplyObject(reply);
         atomic_fetch_add(&r->errors, 1);
-        return NULL;
+        return st;
     }
-    return reply;
+    *out = reply;
+    return DS_OK;
+}
+
+/* Hands `reply` to *out, or frees it when the caller wants none. */
+static void hand_over(redisReply *reply, redisReply **out) {
+    if (out)
+        *out = reply;
+    else
+        freeReplyObject(reply);
 }
 
 redisReply *ds__redis_commandv(ds_redis *r, ds_error *err, const char *fmt,
@@ -222,7 +231,9 @@ redisReply *ds__redis_commandv(ds_redis *r, ds_error *err, const char *fmt,
     }
     char *cmd = NULL;
     int len = redisvFormatCommand(&cmd, fmt, ap);
-    return run_one(r, cmd, len, r->command_timeout_ms, err);
+    redisReply *reply;
+    run_one(r, cmd, len, r->command_timeout_ms, &reply, err);
+    return reply;
 }
 
 redisReply *ds__redis_command(ds_redis *r, ds_error *err, const char *fmt,
@@ -234,17 +245,35 @@ redisReply *ds__redis_command(ds_redis *r, ds_error *err, const char *fmt,
     return reply;
 }
 
+static ds_status call_timeout(ds_redis *r, int timeout_ms, int argc,
+                              const char *const *argv, const size_t *argvlen,
+                              redisReply **out, ds_error *err) {
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, r && argc > 0 && argv, "NULL handle or command");
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, (const char **)argv, argvlen);
+    redisReply *reply;
+    ds_status st = run_one(r, cmd, len, timeout_ms, &reply, err);
+    if (st == DS_OK)
+        hand_over(reply, out);
+    return st;
+}
+
+ds_status ds__redis_call(ds_redis *r, int argc, const char *const *argv,
+                         const size_t *argvlen, redisReply **out,
+                         ds_error *err) {
+    return call_timeout(r, r ? r->command_timeout_ms : 0, argc, argv, argvlen,
+                        out, err);
+}
+
 redisReply *ds__redis_command_argv_timeout(ds_redis *r, int timeout_ms,
                                            int argc, const char *const *argv,
                                            const size_t *argvlen,
                                            ds_error *err) {
-    if (!r || argc <= 0 || !argv) {
-        ds__error_set(err, DS_ERR_INVALID, "redis: NULL handle or command");
-        return NULL;
-    }
-    char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, argc, (const char **)argv, argvlen);
-    return run_one(r, cmd, len, timeout_ms, err);
+    redisReply *reply;
+    call_timeout(r, timeout_ms, argc, argv, argvlen, &reply, err);
+    return reply;
 }
 
 redisReply *ds__redis_command_argv(ds_redis *r, int argc,
@@ -319,7 +348,7 @@ const char *ds__redis_script_sha(ds__redis_script *s) {
         }
     }
     pthread_mutex_unlock(&sha_mu);
-    return s->sha_ready ? s->sha : NULL;
+    return __atomic_load_n(&s->sha_ready, __ATOMIC_ACQUIRE) ? s->sha : NULL;
 }
 
 void ds__redis_eval_cmd(ds__redis_script *s, int nkeys, int nargs,
@@ -345,19 +374,20 @@ void ds__redis_eval_cmd(ds__redis_script *s, int nkeys, int nargs,
 
 #define EVAL_MAX_ARGS 64
 
-redisReply *ds__redis_eval(ds_redis *r, ds__redis_script *s, int nkeys,
-                           int nargs, const char *const *args,
-                           const size_t *arglens, ds_error *err) {
-    if (!r || !s || nkeys < 0 || nargs < 0 ||
-        nkeys + nargs > EVAL_MAX_ARGS || (nkeys + nargs > 0 && !args)) {
-        ds__error_set(err, DS_ERR_INVALID, "redis: bad script call");
-        return NULL;
-    }
-    if (!ds__redis_script_sha(s)) {
-        ds__error_set(err, DS_ERR_NOMEM, "redis: cannot hash script %s",
-                      s->name);
-        return NULL;
-    }
+ds_status ds__redis_run_script(ds_redis *r, ds__redis_script *s, int nkeys,
+                               int nargs, const char *const *args,
+                               const size_t *arglens, redisReply **out,
+                               ds_error *err) {
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err,
+                 r && s && nkeys >= 0 && nargs >= 0 &&
+                     nkeys <= EVAL_MAX_ARGS - nargs &&
+                     (nkeys + nargs == 0 || args),
+                 "bad script call");
+    if (!ds__redis_script_sha(s))
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: cannot hash script %s",
+                             s->name);
     const char *argv[EVAL_MAX_ARGS + 3];
     size_t argvlen[EVAL_MAX_ARGS + 3];
     char numkeys[16];
@@ -368,39 +398,115 @@ redisReply *ds__redis_eval(ds_redis *r, ds__redis_script *s, int nkeys,
         redisReply *reply = NULL;
         ds_status st = ds__redis_pipeline(r, &cmd, 1, &reply, err);
         if (st != DS_OK)
-            return NULL;
-        if (reply->type != REDIS_REPLY_ERROR)
-            return reply;
+            return st;
+        if (reply->type != REDIS_REPLY_ERROR) {
+            hand_over(reply, out);
+            return DS_OK;
+        }
         if (attempt == 0 && ds__redis_reply_is_error(reply, "NOSCRIPT")) {
             /* a restarted or flushed server: load it and go again */
             freeReplyObject(reply);
-            redisReply *loaded = ds__redis_command(r, err, "SCRIPT LOAD %s",
-                                                   s->source);
-            if (!loaded) {
+            const char *load[3] = {"SCRIPT", "LOAD", s->source};
+            redisReply *loaded;
+            st = ds__redis_call(r, 3, load, NULL, &loaded, err);
+            if (st != DS_OK) {
                 ds__error_prefix(err, "redis: loading script %s", s->name);
-                return NULL;
+                return st;
             }
             bool same = loaded->type == REDIS_REPLY_STRING &&
                         loaded->len == 40 &&
                         memcmp(loaded->str, s->sha, 40) == 0;
             freeReplyObject(loaded);
-            if (!same) {
-                ds__error_set(err, DS_ERR_INTERNAL,
-                              "redis: script %s: server SHA differs", s->name);
-                return NULL;
-            }
+            if (!same)
+                return ds__error_set(err, DS_ERR_INTERNAL,
+                                     "redis: script %s: server SHA differs",
+                                     s->name);
             continue;
         }
         char ctx[128];
         snprintf(ctx, sizeof ctx, "redis: script %s", s->name);
-        ds__redis_reply_error(reply, ctx, err);
+        st = ds__redis_reply_error(reply, ctx, err);
         freeReplyObject(reply);
         atomic_fetch_add(&r->errors, 1);
-        return NULL;
+        return st;
     }
 }
 
-/* ---- keys ------------------------------------------------------------------ */
+redisReply *ds__redis_eval(ds_redis *r, ds__redis_script *s, int nkeys,
+                           int nargs, const char *const *args,
+                           const size_t *arglens, ds_error *err) {
+    redisReply *reply;
+    ds__redis_run_script(r, s, nkeys, nargs, args, arglens, &reply, err);
+    return reply;
+}
+
+ds_status ds__redis_script_int(ds_redis *r, ds__redis_script *s, int nkeys,
+                               int nargs, const char *const *args,
+                               const size_t *arglens, long long *value,
+                               ds_error *err) {
+    if (value)
+        *value = 0;
+    redisReply *reply;
+    ds_status st =
+        ds__redis_run_script(r, s, nkeys, nargs, args, arglens, &reply, err);
+    if (st != DS_OK)
+        return st;
+    if (reply->type != REDIS_REPLY_INTEGER) {
+        char ctx[128];
+        snprintf(ctx, sizeof ctx, "redis: script %s", s->name);
+        st = ds__redis_unexpected(reply, ctx, err);
+    } else if (value) {
+        *value = reply->integer;
+    }
+    freeReplyObject(reply);
+    return st;
+}
+
+/* ---- names, keys and tokens ------------------------------------------------- */
+
+bool ds__redis_name_ok(const char *name) {
+    if (!name)
+        return false;
+    size_t n = strlen(name);
+    if (n == 0 || n > 64)
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+              (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-'))
+            return false;
+    return true;
+}
+
+void ds__redis_token(char out[DS__REDIS_TOKEN_LEN + 1]) {
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < DS__REDIS_TOKEN_LEN / 8; i++) {
+        uint32_t bits = ds__random_u32();
+        for (int j = 0; j < 8; j++, bits >>= 4)
+            out[i * 8 + j] = hex[bits & 15];
+    }
+    out[DS__REDIS_TOKEN_LEN] = '\0';
+}
+
+size_t ds__redis_join(char *buf, const char *prefix, size_t plen,
+                      const char *rest) {
+    size_t n = strlen(rest);
+    memcpy(buf, prefix, plen);
+    memcpy(buf + plen, rest, n + 1);
+    return plen + n;
+}
+
+char *ds__redis_user_entry(char kind, const char *key, size_t *len) {
+    size_t klen = strlen(key);
+    char *entry = ds__malloc(klen + 3);
+    if (!entry)
+        return NULL;
+    entry[0] = kind;
+    entry[1] = ':';
+    memcpy(entry + 2, key, klen + 1);
+    if (len)
+        *len = klen + 2;
+    return entry;
+}
 
 const char *ds__redis_prefix(const ds_redis *r, size_t *len) {
     if (len)
@@ -470,33 +576,49 @@ char *ds__redis_user_set_key(const ds_redis *r, int64_t user_id) {
     return ds__redis_key(r, NULL, "u:%lld:keys", (long long)user_id);
 }
 
-static ds_status track(ds_redis *r, int64_t user_id, const char *key,
-                       char kind, int64_t ttl_ms, ds_error *err) {
+/* What a per-user write sends besides its own data: the user's key set,
+ * the set's entry for the key, and the TTL as text. */
+typedef struct user_track {
+    char *set;
+    char *entry;
+    size_t entry_len;
+    char ttl[24];
+} user_track;
+
+static void user_track_clear(user_track *t) {
+    ds__free(t->set);
+    ds__free(t->entry);
+    t->set = t->entry = NULL;
+}
+
+static ds_status user_track_init(ds_redis *r, int64_t user_id, const char *key,
+                                 char kind, int64_t ttl_ms, user_track *t,
+                                 ds_error *err) {
+    memset(t, 0, sizeof *t);
     DS_CHECK_ARG(err, r, "redis is NULL");
     DS_CHECK_ARG(err, key && *key, "key is NULL or empty");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, ttl_ms >= 0, "ttl_ms is negative");
-    char *set = ds__redis_user_set_key(r, user_id);
-    size_t klen = strlen(key);
-    char *entry = ds__malloc(klen + 3);
-    if (!set || !entry) {
-        ds__free(set);
-        ds__free(entry);
+    t->set = ds__redis_user_set_key(r, user_id);
+    t->entry = ds__redis_user_entry(kind, key, &t->entry_len);
+    if (!t->set || !t->entry) {
+        user_track_clear(t);
         return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
     }
-    entry[0] = kind;
-    entry[1] = ':';
-    memcpy(entry + 2, key, klen + 1);
-    char ttl[24];
-    snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-    const char *args[3] = {set, entry, ttl};
-    redisReply *reply = ds__redis_eval(r, &track_script, 1, 2, args, NULL, err);
-    ds__free(set);
-    ds__free(entry);
-    if (!reply)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(reply);
+    snprintf(t->ttl, sizeof t->ttl, "%lld", (long long)ttl_ms);
     return DS_OK;
+}
+
+static ds_status track(ds_redis *r, int64_t user_id, const char *key,
+                       char kind, int64_t ttl_ms, ds_error *err) {
+    user_track t;
+    ds_status st = user_track_init(r, user_id, key, kind, ttl_ms, &t, err);
+    if (st != DS_OK)
+        return st;
+    const char *args[3] = {t.set, t.entry, t.ttl};
+    st = ds__redis_run_script(r, &track_script, 1, 2, args, NULL, NULL, err);
+    user_track_clear(&t);
+    return st;
 }
 
 ds_status ds__redis_track_user_key(ds_redis *r, int64_t user_id,
@@ -514,35 +636,19 @@ ds_status ds__redis_track_user_member(ds_redis *r, int64_t user_id,
 ds_status ds__redis_set_for_user(ds_redis *r, int64_t user_id, const char *key,
                                  const void *value, size_t len, int64_t ttl_ms,
                                  ds_error *err) {
-    DS_CHECK_ARG(err, r, "redis is NULL");
-    DS_CHECK_ARG(err, key && *key, "key is NULL or empty");
     DS_CHECK_ARG(err, value || len == 0, "value is NULL");
-    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    DS_CHECK_ARG(err, ttl_ms >= 0, "ttl_ms is negative");
-    char *set = ds__redis_user_set_key(r, user_id);
-    size_t klen = strlen(key);
-    char *entry = ds__malloc(klen + 3);
-    if (!set || !entry) {
-        ds__free(set);
-        ds__free(entry);
-        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
-    }
-    entry[0] = 'k';
-    entry[1] = ':';
-    memcpy(entry + 2, key, klen + 1);
-    char ttl[24];
-    snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-    const char *args[5] = {key, set, value ? (const char *)value : "", ttl,
-                           entry};
-    size_t lens[5] = {klen, strlen(set), len, strlen(ttl), klen + 2};
-    redisReply *reply =
-        ds__redis_eval(r, &set_track_script, 2, 3, args, lens, err);
-    ds__free(set);
-    ds__free(entry);
-    if (!reply)
-        return err ? err->code : DS_ERR_REDIS;
-    freeReplyObject(reply);
-    return DS_OK;
+    user_track t;
+    ds_status st = user_track_init(r, user_id, key, 'k', ttl_ms, &t, err);
+    if (st != DS_OK)
+        return st;
+    const char *args[5] = {key, t.set, value ? (const char *)value : "", t.ttl,
+                           t.entry};
+    size_t lens[5] = {t.entry_len - 2, strlen(t.set), len, strlen(t.ttl),
+                      t.entry_len};
+    st = ds__redis_run_script(r, &set_track_script, 2, 3, args, lens, NULL,
+                              err);
+    user_track_clear(&t);
+    return st;
 }
 
 DS_EXPORT ds_status ds_redis_erase_user(ds_redis *redis, int64_t user_id,
@@ -557,27 +663,24 @@ DS_EXPORT ds_status ds_redis_erase_user(ds_redis *redis, int64_t user_id,
     char uid[24];
     snprintf(uid, sizeof uid, "%lld", (long long)user_id);
     const char *args[2] = {set, uid};
-    redisReply *reply = ds__redis_eval(redis, &erase_script, 1, 1, args, NULL,
-                                       err);
+    long long n;
+    ds_status st =
+        ds__redis_script_int(redis, &erase_script, 1, 1, args, NULL, &n, err);
     ds__free(set);
-    if (!reply)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
-    if (reply->type != REDIS_REPLY_INTEGER)
-        st = ds__redis_unexpected(reply, "ds_redis_erase_user", err);
-    else if (keys_removed)
-        *keys_removed = reply->integer;
-    freeReplyObject(reply);
+    if (st == DS_OK && keys_removed)
+        *keys_removed = n;
     return st;
 }
 
 /* ---- dedicated connections ------------------------------------------------------ */
 
-ds_status ds__redis_conn_open(ds_redis *r, ds__rconn **out, ds_error *err) {
+ds_status ds__redis_conn_open(ds_redis *r, int cancel_fd, ds__rconn **out,
+                              ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, r, "redis is NULL");
-    ds_status st = ds__rconn_connect(r, DS_REDIS_FOREVER, false, out, err);
+    ds_status st =
+        ds__rconn_connect(r, DS_REDIS_FOREVER, false, cancel_fd, out, err);
     atomic_fetch_add(st == DS_OK ? &r->connects : &r->connect_failures, 1);
     return st;
 }
@@ -651,7 +754,7 @@ DS_EXPORT ds_status ds_redis_open(const ds_config *cfg, ds_redis **out,
     }
     /* One connection now: a wrong URL, password or CA shows at start-up. */
     ds__rconn *c;
-    st = ds__rconn_connect(r, DS_REDIS_FOREVER, true, &c, err);
+    st = ds__rconn_connect(r, DS_REDIS_FOREVER, true, -1, &c, err);
     if (st != DS_OK) {
         free_handle(r);
         return st;
@@ -699,10 +802,11 @@ DS_EXPORT void ds_redis_close(ds_redis *redis) {
 
 DS_EXPORT ds_status ds_redis_ping(ds_redis *redis, ds_error *err) {
     DS_CHECK_ARG(err, redis, "redis is NULL");
-    redisReply *reply = ds__redis_command(redis, err, "PING");
-    if (!reply)
-        return err ? err->code : DS_ERR_REDIS;
-    ds_status st = DS_OK;
+    const char *argv[1] = {"PING"};
+    redisReply *reply;
+    ds_status st = ds__redis_call(redis, 1, argv, NULL, &reply, err);
+    if (st != DS_OK)
+        return st;
     if (reply->type != REDIS_REPLY_STATUS || strcmp(reply->str, "PONG") != 0)
         st = ds__redis_unexpected(reply, "PING", err);
     freeReplyObject(reply);
@@ -711,9 +815,9 @@ DS_EXPORT ds_status ds_redis_ping(ds_redis *redis, ds_error *err) {
 
 DS_EXPORT ds_status ds_redis_stats_get(ds_redis *redis, ds_redis_stats *out,
                                        ds_error *err) {
-    DS_CHECK_ARG(err, redis, "redis is NULL");
     DS_CHECK_ARG(err, out, "out is NULL");
     memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, redis, "redis is NULL");
     out->commands = atomic_load(&redis->commands);
     out->errors = atomic_load(&redis->errors);
     out->connects = atomic_load(&redis->connects);

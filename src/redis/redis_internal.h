@@ -41,6 +41,17 @@
 /* ---- commands ----------------------------------------------------------- */
 
 /*
+ * Runs one command given as an argument vector (binary-safe; argvlen may be
+ * NULL for C strings) with the handle's command timeout. On DS_OK *out (may
+ * be NULL to drop the reply) gets the reply, never an error reply: those
+ * become DS_ERR_REDIS. The status is exact even when `err` is NULL, so
+ * prefer this (and ds__redis_run_script) to the reply-returning forms.
+ */
+ds_status ds__redis_call(ds_redis *r, int argc, const char *const *argv,
+                         const size_t *argvlen, redisReply **out,
+                         ds_error *err);
+
+/*
  * Runs one command given in hiredis' printf-like format (%s a C string, %b a
  * pointer and a size_t length; other conversions such as %d or %lld format
  * inside an argument). Returns the reply, or NULL with `err` filled.
@@ -110,10 +121,24 @@ typedef struct ds__redis_script {
 const char *ds__redis_script_sha(ds__redis_script *s);
 
 /*
- * EVALSHA with `nkeys` keys followed by `nargs` arguments in argv/argvlen
- * (argvlen may be NULL for C strings). Returns the reply (never an error
- * reply: script errors become DS_ERR_REDIS) or NULL with `err` filled.
+ * EVALSHA with `nkeys` keys followed by `nargs` arguments in args/arglens
+ * (arglens may be NULL for C strings; at most 64 in all). On DS_OK *out
+ * (may be NULL to drop the reply) gets the reply, never an error reply:
+ * script errors become DS_ERR_REDIS naming the script.
  */
+ds_status ds__redis_run_script(ds_redis *r, ds__redis_script *s, int nkeys,
+                               int nargs, const char *const *args,
+                               const size_t *arglens, redisReply **out,
+                               ds_error *err);
+
+/* The same for a script that answers an integer, stored in *value (may be
+ * NULL); any other reply is DS_ERR_REDIS. */
+ds_status ds__redis_script_int(ds_redis *r, ds__redis_script *s, int nkeys,
+                               int nargs, const char *const *args,
+                               const size_t *arglens, long long *value,
+                               ds_error *err);
+
+/* ds__redis_run_script() returning the reply, or NULL with `err` filled. */
 redisReply *ds__redis_eval(ds_redis *r, ds__redis_script *s, int nkeys,
                            int nargs, const char *const *argv,
                            const size_t *argvlen, ds_error *err);
@@ -125,7 +150,36 @@ void ds__redis_eval_cmd(ds__redis_script *s, int nkeys, int nargs,
                         const char **argv, size_t *argvlen, char *numkeys,
                         ds__redis_cmd *cmd);
 
-/* ---- keys --------------------------------------------------------------- */
+/* ---- names, keys and tokens ----------------------------------------------- */
+
+/* True for the name of a module's object (a cache, a limiter, a queue, a
+ * consumer): 1-64 of [A-Za-z0-9_.-], so it can stand in a key as is. False
+ * for NULL. */
+bool ds__redis_name_ok(const char *name);
+
+/* The argument checks a module's open function starts with: *out set to
+ * NULL, `redis` and `opts` present, opts->name a valid name. Returns
+ * DS_ERR_INVALID from the caller like DS_CHECK_ARG. */
+#define DS__REDIS_CHECK_OPEN(err, redis, opts, out)                            \
+    do {                                                                       \
+        DS_CHECK_ARG(err, out, "out is NULL");                                 \
+        *(out) = NULL;                                                         \
+        DS_CHECK_ARG(err, redis, "redis is NULL");                             \
+        DS_CHECK_ARG(err, opts, "opts is NULL");                               \
+        DS_CHECK_ARG(err, ds__redis_name_ok((opts)->name),                     \
+                     "name must be 1-64 of [A-Za-z0-9_.-]");                   \
+    } while (0)
+
+/* A random 128-bit token in DS__REDIS_TOKEN_LEN hex characters and a NUL
+ * (lock owners, job ids). */
+#define DS__REDIS_TOKEN_LEN 32
+void ds__redis_token(char out[DS__REDIS_TOKEN_LEN + 1]);
+
+/* Writes `prefix` (plen bytes) and the C string `rest` to `buf`, which must
+ * hold plen + strlen(rest) + 1 bytes; returns the key's length. For keys
+ * built on the stack on hot paths. */
+size_t ds__redis_join(char *buf, const char *prefix, size_t plen,
+                      const char *rest);
 
 /* The key prefix (borrowed, lives with the handle). */
 const char *ds__redis_prefix(const ds_redis *r, size_t *len);
@@ -192,13 +246,24 @@ ds_status ds__redis_set_for_user(ds_redis *r, int64_t user_id, const char *key,
 /* "<prefix>u:<user_id>:keys" (ds__malloc'd). */
 char *ds__redis_user_set_key(const ds_redis *r, int64_t user_id);
 
+/* The user set's entry for `key`: "<kind>:<key>" with kind 'k' (erase
+ * deletes the key) or 'z' (erase removes the member "<user_id>"), in
+ * ds__malloc'd memory; *len (may be NULL) gets its length. NULL when out of
+ * memory. */
+char *ds__redis_user_entry(char kind, const char *key, size_t *len);
+
 /* ---- dedicated connections (pub/sub) --------------------------------------- */
 
 typedef struct ds__rconn ds__rconn;
 
 /* A new connection of its own (authenticated, database selected), outside
- * the pool, e.g. for SUBSCRIBE. Close with ds__rconn_close(). */
-ds_status ds__redis_conn_open(ds_redis *r, ds__rconn **out, ds_error *err);
+ * the pool, e.g. for SUBSCRIBE. Close with ds__rconn_close(). `cancel_fd`
+ * (-1: none) is a descriptor the owner makes readable to stop it: from then
+ * on every wait of the connection, the connect included, ends at once with
+ * DS_ERR_CLOSED, so a thread that owns it can be stopped without waiting
+ * for a connect or command timeout. */
+ds_status ds__redis_conn_open(ds_redis *r, int cancel_fd, ds__rconn **out,
+                              ds_error *err);
 void ds__rconn_close(ds__rconn *c);
 /* Sends one command; -1 timeout means the handle's command timeout. */
 ds_status ds__rconn_send_argv(ds__rconn *c, int argc, const char *const *argv,
@@ -208,14 +273,13 @@ ds_status ds__rconn_send_argv(ds__rconn *c, int argc, const char *const *argv,
  * Reads the next reply, waiting at most `timeout_ms` (0: only what is
  * already there, -1: forever). *out is NULL when none arrived in time (not
  * an error). A reply may be an error reply. Transport errors fill `err`.
+ * When it returns no reply, nothing is left buffered in TLS: poll() on
+ * ds__rconn_fd() before the next call does not miss a reply.
  */
 ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
                          ds_error *err);
 /* The socket, for poll() together with other descriptors. */
 int ds__rconn_fd(const ds__rconn *c);
-/* True when a reply can be read without waiting on the socket (buffered in
- * the reader or in TLS). */
-bool ds__rconn_has_buffered(ds__rconn *c);
 
 /* ---- handle internals shared by the modules ------------------------------- */
 
