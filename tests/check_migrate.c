@@ -1270,6 +1270,66 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
 }
 END_TEST
 
+/* JSON strings are UTF-8; an error message cut at DS_ERROR_MESSAGE_MAX bytes
+ * in the middle of a character, or a migration file in another encoding,
+ * must still reach the JSON (the byte becomes U+FFFD), not vanish. */
+START_TEST(test_migrate_cli_json_keeps_text_that_is_not_utf8) {
+    char *url = dt_create_db("mig_cli_utf8");
+    char *dir = temp_dir();
+    char args[2048], sql[256], want[64], *out = NULL;
+    json_error_t jerr;
+    json_t *j;
+    /* 400 two-byte characters after one or two ASCII ones: one of the two
+     * 512-byte messages ends in the middle of a character */
+    for (int odd = 0; odd < 2; odd++) {
+        const char *lead = odd ? "x" : "xy";
+        snprintf(sql, sizeof sql,
+                 "DO $$ BEGIN RAISE EXCEPTION '%s%%', repeat('\xc3\xa9', 400); "
+                 "END $$;\n",
+                 lead);
+        write_file(dir, "0001_loud.up.sql", sql);
+        write_file(dir, "0001_loud.down.sql", "SELECT 1;\n");
+        snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json up",
+                 url, dir);
+        ck_assert_int_eq(run_cli(args, false, &out), 1);
+        j = json_loads(out, 0, &jerr);
+        ck_assert_msg(j != NULL, "not JSON: %s", out);
+        ck_assert(json_is_false(json_object_get(j, "ok")));
+        json_t *e = json_object_get(j, "error");
+        ck_assert_msg(e != NULL, "no error in %s", out);
+        ck_assert_str_eq(json_string_value(json_object_get(e, "code")),
+                         "DS_ERR_MIGRATION");
+        ck_assert_str_eq(json_string_value(json_object_get(e, "sqlstate")),
+                         "P0001");
+        snprintf(want, sizeof want, "0001_loud.up.sql:1: %s\xc3\xa9\xc3\xa9", lead);
+        ck_assert_ptr_nonnull(
+            strstr(json_string_value(json_object_get(e, "message")), want));
+        json_decref(j);
+        free(out);
+    }
+
+    /* Latin-1 in a file: the dry run still lists the step. */
+    write_file(dir, "0001_loud.up.sql", "SELECT 'caf\xe9';\n");
+    snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json dry-run",
+             url, dir);
+    ck_assert_int_eq(run_cli(args, false, &out), 0);
+    j = json_loads(out, 0, &jerr);
+    ck_assert_msg(j != NULL, "not JSON: %s", out);
+    json_t *steps = json_object_get(j, "steps");
+    ck_assert_uint_eq(json_array_size(steps), 1);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(
+                                     json_array_get(steps, 0), "sql")),
+                                 "SELECT 'caf\xef\xbf\xbd';"));
+    json_decref(j);
+    free(out);
+    /* the failure rolled back, the dry run wrote nothing */
+    ck_assert(!table_exists(url, "ds_schema_migrations"));
+    rm_dir(dir);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* ---- partition maintenance --------------------------------------------------------- */
 
 START_TEST(test_migrate_maintain_creates_months_and_moves_rows) {
@@ -1682,6 +1742,7 @@ Suite *ds_test_migrate_suite(void) {
     tc = tcase_create("cli");
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, test_migrate_cli_exit_codes_and_json);
+    tcase_add_test(tc, test_migrate_cli_json_keeps_text_that_is_not_utf8);
     suite_add_tcase(s, tc);
     tc = tcase_create("maintain");
     tcase_set_timeout(tc, 60);
