@@ -1042,6 +1042,22 @@ START_TEST(test_memory_upgrade_refuses_unmigrated_database) {
     ds_pool_close(pool);
     dt_drop_db(url);
     free(url);
+
+    /* a record that lost its row: refused, not read past its end */
+    url = dt_migrated_db_backend("memupg", "fallback");
+    dt_sql(url, "DELETE FROM memory_vector_settings");
+    pool = dt_pool(url, 1, 1);
+    st = ds_memory_upgrade_to_pgvector(pool, &err);
+    ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "memory_vector_settings"));
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
+                                     "attrelid = 'memory_facts'::regclass AND "
+                                     "attname = 'embedding_sketch' AND NOT "
+                                     "attisdropped"),
+                     1);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
 }
 END_TEST
 
