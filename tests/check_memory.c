@@ -519,13 +519,15 @@ START_TEST(test_memory_add_many_is_all_or_nothing) {
         {.user_id = f.alice, .content = "two", .embedding = bad, .dim = DIM},
         {.user_id = f.alice, .content = "three", .embedding = a, .dim = DIM},
     };
-    int64_t ids[3] = {0};
+    int64_t ids[3] = {-1, -1, -1};
     ds_error err = {0};
     ds_status st = ds_memory_add_many(f.mem, facts, 3, ids, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_ptr_nonnull(strstr(err.message, "fact 1"));
     ck_assert_ptr_nonnull(strstr(err.message, "NaN"));
     ck_assert_int_eq(count_facts(f.url), 0);
+    for (int i = 0; i < 3; i++) /* the out-parameter is reset */
+        ck_assert_int_eq(ids[i], 0);
     /* a failure in the database (no such user) rolls back the batch */
     facts[1].embedding = a;
     facts[2].user_id = 424242;
@@ -539,6 +541,24 @@ START_TEST(test_memory_add_many_is_all_or_nothing) {
     ck_assert_int_lt(ids[0], ids[1]);
     ck_assert_int_lt(ids[1], ids[2]);
     ck_assert_int_eq(count_facts(f.url), 3);
+
+    /* More facts than one INSERT takes: the first batch is written, the
+     * second fails, the transaction rolls both back, and no id of the
+     * first batch is left in the caller's array. */
+    size_t many = 1001;
+    ds_memory_new_fact *batch = calloc(many, sizeof *batch);
+    int64_t *many_ids = calloc(many, sizeof *many_ids);
+    for (size_t i = 0; i < many; i++)
+        batch[i] = (ds_memory_new_fact){.user_id = f.alice, .content = "many",
+                                        .embedding = a, .dim = DIM};
+    batch[many - 1].user_id = 424242;
+    st = ds_memory_add_many(f.mem, batch, many, many_ids, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_int_eq(count_facts(f.url), 3);
+    for (size_t i = 0; i < many; i++)
+        ck_assert_int_eq(many_ids[i], 0);
+    free(batch);
+    free(many_ids);
     fx_close(&f);
 }
 END_TEST

@@ -877,6 +877,8 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
     DS_CHECK_ARG(err, facts, "facts is NULL");
     DS_CHECK_ARG(err, count >= 1 && count <= 10000,
                  "count must be 1 to 10000");
+    if (ids)
+        memset(ids, 0, count * sizeof *ids);
     float *unit = ds__calloc(mem->dim, sizeof *unit);
     if (!unit)
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
@@ -896,7 +898,12 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
         memset(&local, 0, sizeof local);
         st = add_many_once(mem, facts, count, ids, &local);
     }
-    return st == DS_OK ? DS_OK : ds__memory_fail(&local, err);
+    if (st == DS_OK)
+        return DS_OK;
+    /* ids of batches written before the failure were rolled back */
+    if (ids)
+        memset(ids, 0, count * sizeof *ids);
+    return ds__memory_fail(&local, err);
 }
 
 DS_EXPORT ds_status ds_memory_add(ds_memory *mem,
