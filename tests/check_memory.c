@@ -865,6 +865,168 @@ START_TEST(test_memory_hybrid_rrf_hand_checked) {
 }
 END_TEST
 
+/* ---- the fallback's sketches --------------------------------------------------------- */
+
+/* |q.u - approx| <= bound + slack for every unit q: the promise the
+ * fallback's pruning rests on. Checked against the exact dot product (in
+ * double) and against the float one the search reports, on vectors that
+ * make the 8-bit rounding as bad as it gets (one large component, so the
+ * step is coarse and the rest rounds away; values at half steps; tiny
+ * components), and on the worst query of all: the rounding error's own
+ * direction, which turns Cauchy-Schwarz into an equality. */
+static void check_bound(const float *unit, const float *q, size_t dim,
+                        const char *what) {
+    unsigned char *sk = malloc(DS_SKETCH_BYTES(dim));
+    ds__sketch_build(unit, dim, sk);
+    float bound;
+    float approx = ds__sketch_dot(q, sk, dim, &bound);
+    double slack = ds__sketch_slack(dim);
+    double exact = 0;
+    for (size_t i = 0; i < dim; i++)
+        exact += (double)q[i] * unit[i];
+    double reported = ds__vec_dot(q, unit, dim);
+    ck_assert_msg(isfinite(approx) && bound >= 0, "%s, dim %zu", what, dim);
+    ck_assert_msg(fabs(exact - approx) <= bound + slack,
+                  "%s, dim %zu: |%.9g - %.9g| > %.9g + %.3g", what, dim, exact,
+                  (double)approx, (double)bound, slack);
+    ck_assert_msg(fabs(reported - approx) <= bound + slack,
+                  "%s, dim %zu: float |%.9g - %.9g| > %.9g + %.3g", what, dim,
+                  reported, (double)approx, (double)bound, slack);
+    free(sk);
+}
+
+/* The rounding error of `unit`'s sketch as a unit vector (false when the
+ * sketch is exact). */
+static bool error_direction(const float *unit, size_t dim, float *out) {
+    unsigned char *sk = malloc(DS_SKETCH_BYTES(dim));
+    ds__sketch_build(unit, dim, sk);
+    float step;
+    memcpy(&step, sk, 4); /* little-endian host, as the library assumes */
+    float *e = malloc(dim * sizeof *e);
+    for (size_t i = 0; i < dim; i++)
+        e[i] = (float)((double)unit[i] - (double)(int8_t)sk[8 + i] * step);
+    ds_status st = ds__vec_normalize(e, dim, dim, "e", out, NULL);
+    free(e);
+    free(sk);
+    return st == DS_OK;
+}
+
+START_TEST(test_memory_sketch_bound_holds) {
+    static const size_t dims[] = {1, 2, 7, 8, 9, 384, 1536, 2000, 16000};
+    rng_state = 4242;
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+        size_t dim = dims[d];
+        float *v = malloc(dim * sizeof *v), *unit = malloc(dim * sizeof *unit);
+        float *q = malloc(dim * sizeof *q), *qu = malloc(dim * sizeof *qu);
+        for (int shape = 0; shape < 5; shape++) {
+            for (size_t i = 0; i < dim; i++) {
+                double g = gauss();
+                switch (shape) {
+                case 0: v[i] = (float)g; break;               /* isotropic */
+                case 1: v[i] = i ? (float)(g * 1e-3) : 1; break; /* a spike */
+                case 2: v[i] = (float)((double)(i % 7) + 0.5); break; /* half steps */
+                case 3: v[i] = i % 97 ? (float)(g * 1e-30) : (float)g; break;
+                default: v[i] = (float)(i % 2 ? -1 : 1); break; /* all equal */
+                }
+            }
+            ck_assert_int_eq(ds__vec_normalize(v, dim, dim, "v", unit, NULL), DS_OK);
+            for (int t = 0; t < 20; t++) {
+                for (size_t i = 0; i < dim; i++)
+                    q[i] = (float)gauss();
+                ck_assert_int_eq(ds__vec_normalize(q, dim, dim, "q", qu, NULL), DS_OK);
+                check_bound(unit, qu, dim, "random query");
+            }
+            check_bound(unit, unit, dim, "the vector itself");
+            if (error_direction(unit, dim, qu)) {
+                check_bound(unit, qu, dim, "the error's direction");
+                for (size_t i = 0; i < dim; i++)
+                    qu[i] = -qu[i];
+                check_bound(unit, qu, dim, "against the error");
+            }
+        }
+        free(v);
+        free(unit);
+        free(q);
+        free(qu);
+    }
+}
+END_TEST
+
+/* The fallback's answers are exact whatever the pruning skips: on facts
+ * whose similarities to the query lie far closer together than their
+ * sketches can tell apart (a coarse step from a large component
+ * elsewhere), the top k equals a brute-force ranking with the same float
+ * arithmetic and the same tie-break (score, then id). Runs without
+ * pgvector, unlike the comparison of the two backends. */
+START_TEST(test_memory_fallback_search_is_exact) {
+    fx f;
+    if (!fx_open(&f, "test_memory_fallback_search_is_exact", 0))
+        return;
+    enum { N = 300 };
+    float (*units)[DIM] = calloc(N, sizeof *units);
+    int64_t *ids = calloc(N, sizeof *ids);
+    ds_memory_new_fact *batch = calloc(N, sizeof *batch);
+    rng_state = 31337;
+    for (int i = 0; i < N; i++) {
+        /* (c, s, r) on three axes, unit length: c in a sliver, the largest
+         * component s (hence the step, s / 127) different for each */
+        float v[DIM] = {0};
+        double c = 0.3 + uniform() * 5e-4, big = 0.7 + uniform() * 0.25;
+        v[0] = (float)c;
+        v[1 + i % (DIM - 2)] = (float)big;
+        v[DIM - 1] = (float)sqrt(1 - c * c - big * big);
+        ck_assert_int_eq(ds__vec_normalize(v, DIM, DIM, "v", units[i], NULL), DS_OK);
+        batch[i] = (ds_memory_new_fact){.user_id = i % 5 ? f.alice : f.bob,
+                                        .content = "near tie",
+                                        .embedding = units[i],
+                                        .dim = DIM};
+    }
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_memory_add_many(f.mem, batch, N, ids, &err), err);
+    float q[DIM] = {0};
+    q[0] = 1;
+    static const int ks[] = {1, 2, 3, 5, 10, 20, 57};
+    enum { NK = sizeof ks / sizeof ks[0] };
+    for (int t = 0; t < 2 * NK; t++) {
+        int k = ks[t % NK];
+        ds_memory_search_opts o = {.use_min_similarity = t >= NK,
+                                   .min_similarity = 0.3002};
+        /* brute force: every fact of alice, best first, ties by id */
+        double best[N];
+        int64_t best_id[N];
+        int n = 0;
+        for (int i = 0; i < N; i++) {
+            if (batch[i].user_id != f.alice)
+                continue;
+            double s = ds__vec_dot(q, units[i], DIM);
+            if (o.use_min_similarity && s < o.min_similarity)
+                continue;
+            int pos = n++;
+            while (pos > 0 && (best[pos - 1] < s ||
+                               (best[pos - 1] == s && best_id[pos - 1] > ids[i]))) {
+                best[pos] = best[pos - 1];
+                best_id[pos] = best_id[pos - 1];
+                pos--;
+            }
+            best[pos] = s;
+            best_id[pos] = ids[i];
+        }
+        ck_assert_int_gt(n, k);
+        ds_memory_facts *hits = search(f.mem, f.alice, q, k, &o);
+        ck_assert_uint_eq(hits->count, (size_t)k);
+        for (int i = 0; i < k; i++) {
+            ck_assert_int_eq(hits->items[i]->id, best_id[i]);
+            ck_assert_double_eq(hits->items[i]->score, best[i]);
+        }
+        ds_memory_facts_free(hits);
+    }
+    free(units);
+    free(ids);
+    free(batch);
+    fx_close(&f);
+}
+END_TEST
+
 /* ---- the two backends agree; HNSW recall ---------------------------------------------- */
 
 START_TEST(test_memory_backends_return_the_same_top_k) {
@@ -1325,6 +1487,11 @@ Suite *ds_test_memory_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_memory_search_orders_by_cosine, 0, 2);
     tcase_add_loop_test(tc, test_memory_user_isolation, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("sketch");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_memory_sketch_bound_holds);
+    tcase_add_test(tc, test_memory_fallback_search_is_exact);
     suite_add_tcase(s, tc);
     tc = tcase_create("hybrid");
     tcase_set_timeout(tc, 60);
