@@ -1027,6 +1027,60 @@ START_TEST(test_memory_fallback_search_is_exact) {
 }
 END_TEST
 
+/* A sketch is only an accelerator: one that holds NaN or infinity (bit
+ * rot, a hand-made row) must neither hide its fact nor, through the heap
+ * of lower bounds, anybody else's; the exact vector decides. */
+START_TEST(test_memory_fallback_survives_a_damaged_sketch) {
+    fx f;
+    if (!fx_open(&f, "test_memory_fallback_survives_a_damaged_sketch", 0))
+        return;
+    float v[DIM];
+    /* against the query (1, 0, 0) the cosines are 1, 0.8, 0.6, 0, -1 */
+    vec3(v, 0, 5, 0);
+    int64_t ortho = add(f.mem, f.alice, "fact", "orthogonal", v);
+    vec3(v, -1, 0, 0);
+    int64_t opposite = add(f.mem, f.alice, "fact", "opposite", v);
+    vec3(v, 0.6f, 0, 0.8f);
+    int64_t mid = add(f.mem, f.alice, "fact", "mid", v);
+    vec3(v, 0.8f, 0.6f, 0);
+    int64_t near = add(f.mem, f.alice, "fact", "near", v);
+    vec3(v, 2, 0, 0);
+    int64_t exact = add(f.mem, f.alice, "fact", "exact", v);
+    char sql[256];
+    /* the step of the last sketch the search reads becomes NaN */
+    snprintf(sql, sizeof sql,
+             "UPDATE memory_facts SET embedding_sketch = overlay("
+             "embedding_sketch placing '\\x0000c07f'::bytea from 1 for 4) "
+             "WHERE id = %lld",
+             (long long)exact);
+    dt_sql(f.url, sql);
+    vec3(v, 1, 0, 0);
+    ds_memory_facts *hits = search(f.mem, f.alice, v, 2, NULL);
+    ck_assert_uint_eq(hits->count, 2);
+    ck_assert_int_eq(hits->items[0]->id, exact);
+    ck_assert_double_eq_tol(hits->items[0]->score, 1, 1e-6);
+    ck_assert_int_eq(hits->items[1]->id, near);
+    ds_memory_facts_free(hits);
+    /* and another one's bound becomes infinite */
+    snprintf(sql, sizeof sql,
+             "UPDATE memory_facts SET embedding_sketch = overlay("
+             "embedding_sketch placing '\\x0000807f'::bytea from 5 for 4) "
+             "WHERE id = %lld",
+             (long long)ortho);
+    dt_sql(f.url, sql);
+    hits = search(f.mem, f.alice, v, 10, NULL);
+    int64_t want[] = {exact, near, mid, ortho, opposite};
+    double score[] = {1, 0.8, 0.6, 0, -1};
+    ck_assert_uint_eq(hits->count, 5);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(hits->items[i]->id, want[i]);
+        ck_assert_double_eq_tol(hits->items[i]->score, score[i], 1e-6);
+    }
+    ds_memory_facts_free(hits);
+    fx_close(&f);
+}
+END_TEST
+
 /* ---- the two backends agree; HNSW recall ---------------------------------------------- */
 
 START_TEST(test_memory_backends_return_the_same_top_k) {
@@ -1492,6 +1546,7 @@ Suite *ds_test_memory_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_memory_sketch_bound_holds);
     tcase_add_test(tc, test_memory_fallback_search_is_exact);
+    tcase_add_test(tc, test_memory_fallback_survives_a_damaged_sketch);
     suite_add_tcase(s, tc);
     tc = tcase_create("hybrid");
     tcase_set_timeout(tc, 60);

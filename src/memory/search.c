@@ -107,6 +107,13 @@ static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
             q, (const unsigned char *)PQgetvalue(r, (int)i, 1), mem->dim,
             &bound);
         ids[i] = ds__memory_int8(r, (int)i, 0);
+        if (!isfinite(approx) || !isfinite(bound) || !(bound >= 0)) {
+            /* A damaged sketch bounds nothing: keep the fact for the exact
+             * rescoring, and keep NaN out of the heap, where it would
+             * poison the floor and prune everybody. */
+            hi[i] = INFINITY;
+            continue;
+        }
         hi[i] = approx + bound + slack;
         heap_push(heap, &heap_len, n, approx - bound - slack);
     }
