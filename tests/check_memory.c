@@ -1077,6 +1077,20 @@ START_TEST(test_memory_fallback_survives_a_damaged_sketch) {
         ck_assert_double_eq_tol(hits->items[i]->score, score[i], 1e-6);
     }
     ds_memory_facts_free(hits);
+
+    /* A damaged embedding is the data itself: said, not ranked as NaN. */
+    snprintf(sql, sizeof sql,
+             "UPDATE memory_facts SET embedding = overlay(embedding placing "
+             "'\\x0000c07f'::bytea from 1 for 4) WHERE id = %lld",
+             (long long)mid);
+    dt_sql(f.url, sql);
+    ds_memory_facts *out = (ds_memory_facts *)0x1;
+    ds_error err = {0};
+    ds_status st = ds_memory_search(f.mem, f.alice, v, DIM, 10, NULL, &out, &err);
+    ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
+    ck_assert_ptr_null(out);
+    snprintf(sql, sizeof sql, "memory fact %lld", (long long)mid);
+    ck_assert_ptr_nonnull(strstr(err.message, sql));
     fx_close(&f);
 }
 END_TEST

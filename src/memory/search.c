@@ -165,6 +165,14 @@ static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
         }
         double score = ds__vec_dot_le(
             q, (const unsigned char *)PQgetvalue(r, i, 1), mem->dim);
+        if (!isfinite(score)) {
+            /* NaN would be handed out as a similarity and break the sort */
+            st = ds__error_set(err, DS_ERR_SCHEMA,
+                               "memory fact %lld: the stored embedding holds "
+                               "NaN or infinity",
+                               (long long)ds__memory_int8(r, i, 0));
+            break;
+        }
         if (use_min && score < min_sim)
             continue;
         v[got].id = ds__memory_int8(r, i, 0);
