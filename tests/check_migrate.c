@@ -375,6 +375,57 @@ START_TEST(test_migrate_split_follows_sql_lexing) {
 }
 END_TEST
 
+/* The corners where a splitter most easily parts company with the server
+ * (each expectation was checked against how psql splits the same text). */
+START_TEST(test_migrate_split_tricky_sql) {
+    static const struct {
+        const char *sql;
+        int n;
+        const char *first; /* the first statement, exactly */
+    } cases[] = {
+        /* an escaped backslash just before the closing quote */
+        {"SELECT E'a\\\\'; SELECT 2;", 2, "SELECT E'a\\\\';"},
+        {"SELECT e'\\\\\\'';", 1, "SELECT e'\\\\\\'';"},
+        /* backslash is plain outside E'' */
+        {"SELECT 'a\\'; SELECT 2;", 2, "SELECT 'a\\';"},
+        /* a dollar quote inside another, with a ; between the inner tags */
+        {"SELECT $outer$ a $inner$ ; $inner$ b $outer$; SELECT 2;", 2,
+         "SELECT $outer$ a $inner$ ; $inner$ b $outer$;"},
+        {"SELECT $$;$$ || $a$;$a$;", 1, "SELECT $$;$$ || $a$;$a$;"},
+        /* $ inside identifiers and parameters is no dollar quote */
+        {"SELECT a$b$ FROM t; SELECT $1; SELECT 3;", 3, "SELECT a$b$ FROM t;"},
+        /* a doubled quote and a ; inside a quoted identifier */
+        {"SELECT \"a\"\";b\" FROM t; SELECT 2;", 2, "SELECT \"a\"\";b\" FROM t;"},
+        /* nesting comments, and comment markers in strings */
+        {"/* a /* b */ ; c */ SELECT 1;", 1, "SELECT 1;"},
+        {"SELECT '--', '/*'; SELECT 2;", 2, "SELECT '--', '/*';"},
+        {"SELECT 1 -- ; not yet\n + 1;", 1, "SELECT 1 -- ; not yet\n + 1;"},
+        /* U&'' strings end at a plain quote */
+        {"SELECT U&'d\\0061t;'; SELECT 2;", 2, "SELECT U&'d\\0061t;';"},
+        /* routine bodies: BEGIN ATOMIC ... END, with a CASE inside */
+        {"CREATE FUNCTION f(int) RETURNS int LANGUAGE sql BEGIN ATOMIC "
+         "SELECT 1; SELECT CASE WHEN $1 > 0 THEN 1 END; END; SELECT 2;",
+         2,
+         "CREATE FUNCTION f(int) RETURNS int LANGUAGE sql BEGIN ATOMIC "
+         "SELECT 1; SELECT CASE WHEN $1 > 0 THEN 1 END; END;"},
+        /* "begin" elsewhere is an ordinary word */
+        {"CREATE TABLE begin_at (x int); SELECT 2;", 2,
+         "CREATE TABLE begin_at (x int);"},
+        /* ; inside parentheses (a rule's action list) */
+        {"CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2); "
+         "SELECT 3;",
+         2, "CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2);"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        split_out o = split(cases[i].sql);
+        ck_assert_msg(o.n == cases[i].n, "case %zu: %d statements, not %d", i,
+                      o.n, cases[i].n);
+        ck_assert_msg(strcmp(o.text[0], cases[i].first) == 0,
+                      "case %zu: first statement <%s>", i, o.text[0]);
+    }
+}
+END_TEST
+
 START_TEST(test_migrate_split_refuses_unterminated_and_maps_positions) {
     ds_error err = {0};
     split_out o;
@@ -1705,6 +1756,7 @@ Suite *ds_test_migrate_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("split");
     tcase_add_test(tc, test_migrate_split_follows_sql_lexing);
+    tcase_add_test(tc, test_migrate_split_tricky_sql);
     tcase_add_test(tc, test_migrate_split_refuses_unterminated_and_maps_positions);
     suite_add_tcase(s, tc);
     tc = tcase_create("run");
