@@ -527,8 +527,12 @@ START_TEST(test_crypto_errors_null_arguments) {
     ck_assert_int_eq(ds_crypto_encrypt(NULL, &place, "x", 1, &env, &len, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_crypto_encrypt(c, NULL, "x", 1, &env, &len, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_crypto_encrypt(c, &place, NULL, 1, &env, &len, &err), DS_ERR_INVALID);
+    len = 9;
     ck_assert_int_eq(ds_crypto_encrypt(c, &place, "x", 1, NULL, &len, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(len, 0);
+    env = (uint8_t *)1;
     ck_assert_int_eq(ds_crypto_encrypt(c, &place, "x", 1, &env, NULL, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(env);
     ck_assert_int_eq(ds_crypto_encrypt(c, &place, "x", DS_CRYPTO_MAX_PLAINTEXT + 1, &env,
                                        &len, &err), DS_ERR_INVALID);
     ds_crypto_context bad = place;

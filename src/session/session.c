@@ -323,10 +323,10 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
                                       const char *user_agent, const char *ip,
                                       ds_secret **token, ds_session **session,
                                       ds_error *err) {
-    DS_CHECK_ARG(err, token != NULL, "token is NULL");
-    *token = NULL;
     if (session)
         *session = NULL;
+    DS_CHECK_ARG(err, token != NULL, "token is NULL");
+    *token = NULL;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     if (ip && !*ip)
