@@ -168,6 +168,12 @@ static const char *event_word(ds_migrate_event ev) {
     }
 }
 
+/* A step of the "ran" / "steps" array: which migration, which way. */
+static json_t *step_json(const ds_migrate_progress *p) {
+    return json_pack("{s:I, s:s, s:s}", "version", (json_int_t)p->version,
+                     "name", p->name, "direction", p->up ? "up" : "down");
+}
+
 static void on_progress(void *ud, const ds_migrate_progress *p) {
     cli *c = ud;
     switch (p->event) {
@@ -186,27 +192,24 @@ static void on_progress(void *ud, const ds_migrate_progress *p) {
         break;
     case DS_MIGRATE_APPLIED:
     case DS_MIGRATE_REVERTED:
-        if (c->json)
-            json_array_append_new(
-                c->steps,
-                json_pack("{s:I, s:s, s:s, s:I}", "version",
-                          (json_int_t)p->version, "name", p->name,
-                          "direction", p->up ? "up" : "down", "duration_ms",
-                          (json_int_t)(p->elapsed_us / 1000)));
-        else
+        if (c->json) {
+            json_t *step = step_json(p);
+            json_object_set_new(step, "duration_ms",
+                                json_integer(p->elapsed_us / 1000));
+            json_array_append_new(c->steps, step);
+        } else
             printf("%s %04lld_%s (%lld ms)\n", event_word(p->event),
                    (long long)p->version, p->name,
                    (long long)(p->elapsed_us / 1000));
         break;
     case DS_MIGRATE_SQL:
-        if (c->json)
-            json_array_append_new(
-                c->steps,
-                json_pack("{s:I, s:s, s:s, s:b, s:o}", "version",
-                          (json_int_t)p->version, "name", p->name,
-                          "direction", p->up ? "up" : "down", "no_transaction",
-                          p->no_transaction, "sql", json_text(p->sql)));
-        else
+        if (c->json) {
+            json_t *step = step_json(p);
+            json_object_set_new(step, "no_transaction",
+                                json_boolean(p->no_transaction));
+            json_object_set_new(step, "sql", json_text(p->sql));
+            json_array_append_new(c->steps, step);
+        } else
             printf("%s\n", p->sql);
         break;
     }
