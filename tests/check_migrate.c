@@ -182,6 +182,28 @@ static char *small_dir(void) {
     return d;
 }
 
+/* A fresh database, small_dir()'s migrations and a pool on it. */
+typedef struct small_db {
+    char *url;
+    char *dir;
+    ds_pool *pool;
+} small_db;
+
+static small_db small_db_open(const char *tag) {
+    small_db d;
+    d.url = dt_create_db(tag);
+    d.dir = small_dir();
+    d.pool = dt_pool(d.url, 1, 2);
+    return d;
+}
+
+static void small_db_close(small_db *d) {
+    ds_pool_close(d->pool);
+    rm_dir(d->dir);
+    dt_drop_db(d->url);
+    free(d->url);
+}
+
 /* ---- the embedded set ---------------------------------------------------- */
 
 START_TEST(test_migrate_schema_version_is_newest_embedded) {
@@ -516,57 +538,52 @@ START_TEST(test_migrate_up_applies_everything_once) {
 END_TEST
 
 START_TEST(test_migrate_down_and_to_move_both_ways) {
-    char *url = dt_create_db("mig_down");
-    char *dir = small_dir();
-    write_file(dir, "0003_more.up.sql", "CREATE TABLE more (id int);");
-    write_file(dir, "0003_more.down.sql", "DROP TABLE more;");
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    small_db d = small_db_open("mig_down");
+    write_file(d.dir, "0003_more.up.sql", "CREATE TABLE more (id int);");
+    write_file(d.dir, "0003_more.down.sql", "DROP TABLE more;");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
     int n = -1;
 
-    ds_status st = ds_migrate_down(pool, &opts, 1, &n, &err);
+    ds_status st = ds_migrate_down(d.pool, &opts, 1, &n, &err);
     ck_assert_ds_ok(st, err); /* nothing applied: nothing to revert */
     ck_assert_int_eq(n, 0);
 
-    st = ds_migrate_to(pool, &opts, 2, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 2, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    ck_assert(table_exists(url, "things") && !table_exists(url, "more"));
+    ck_assert(table_exists(d.url, "things") && !table_exists(d.url, "more"));
 
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 1);
 
-    st = ds_migrate_down(pool, &opts, 2, &n, &err);
+    st = ds_migrate_down(d.pool, &opts, 2, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    ck_assert_int_eq(applied_count(url), 1);
-    ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM information_schema."
+    ck_assert_int_eq(applied_count(d.url), 1);
+    ck_assert_int_eq(count_rows(d.url, "SELECT count(*) FROM information_schema."
                                      "columns WHERE table_name = 'things' "
                                      "AND column_name = 'note'"),
                      0);
 
-    st = ds_migrate_to(pool, &opts, 3, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 3, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    st = ds_migrate_to(pool, &opts, 0, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 0, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 3);
-    ck_assert(!table_exists(url, "things"));
-    ck_assert_int_eq(applied_count(url), 0); /* the record table stays */
+    ck_assert(!table_exists(d.url, "things"));
+    ck_assert_int_eq(applied_count(d.url), 0); /* the record table stays */
 
-    st = ds_migrate_to(pool, &opts, 7, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 7, &n, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_ptr_nonnull(strstr(err.message, "7"));
 
-    st = ds_migrate_down(pool, &opts, 5, &n, &err); /* more than applied */
+    st = ds_migrate_down(d.pool, &opts, 5, &n, &err); /* more than applied */
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 0);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
@@ -653,95 +670,89 @@ END_TEST
 /* ---- the history is protected -------------------------------------------------- */
 
 START_TEST(test_migrate_refuses_edited_missing_out_of_order) {
-    char *url = dt_create_db("mig_hist");
-    char *dir = small_dir();
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    small_db d = small_db_open("mig_hist");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
-    ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
+    ds_status st = ds_migrate_to(d.pool, &opts, 1, NULL, &err);
     ck_assert_ds_ok(st, err);
 
     /* Edited after it was applied: refused before 0002 runs. */
-    write_file(dir, "0001_things.up.sql",
+    write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n-- edit\n");
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0001_things.up.sql"));
     ck_assert_ptr_nonnull(strstr(err.message, "edited"));
-    ck_assert_int_eq(applied_count(url), 1);
-    st = ds_migrate_verify(pool, &opts, &err);
+    ck_assert_int_eq(applied_count(d.url), 1);
+    st = ds_migrate_verify(d.pool, &opts, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ds_migration_list *list = NULL;
-    st = ds_migrate_status(pool, &opts, &list, &err);
+    st = ds_migrate_status(d.pool, &opts, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(list->items[0].state, DS_MIGRATION_CHANGED);
     ck_assert(!list->consistent);
     ds_migration_list_free(list);
-    write_file(dir, "0001_things.up.sql",
+    write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
 
     /* A new file older than the newest applied one. */
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
-    write_file(dir, "0000001_early.up.sql", "CREATE TABLE early (id int);");
-    write_file(dir, "0000001_early.down.sql", "DROP TABLE early;");
-    remove_file(dir, "0001_things.up.sql"); /* keep version 1 unique */
-    remove_file(dir, "0001_things.down.sql");
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    write_file(d.dir, "0000001_early.up.sql", "CREATE TABLE early (id int);");
+    write_file(d.dir, "0000001_early.down.sql", "DROP TABLE early;");
+    remove_file(d.dir, "0001_things.up.sql"); /* keep version 1 unique */
+    remove_file(d.dir, "0001_things.down.sql");
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err); /* 1 renamed to "early" */
     ck_assert_ptr_nonnull(strstr(err.message, "0000001_early.up.sql"));
-    remove_file(dir, "0000001_early.up.sql");
-    remove_file(dir, "0000001_early.down.sql");
-    write_file(dir, "0001_things.up.sql",
+    remove_file(d.dir, "0000001_early.up.sql");
+    remove_file(d.dir, "0000001_early.down.sql");
+    write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
-    write_file(dir, "0001_things.down.sql", "DROP TABLE things;\n");
-    st = ds_migrate_to(pool, &opts, 2, NULL, &err);
+    write_file(d.dir, "0001_things.down.sql", "DROP TABLE things;\n");
+    st = ds_migrate_to(d.pool, &opts, 2, NULL, &err);
     ck_assert_ds_ok(st, err);
-    write_file(dir, "0005_late.up.sql", "CREATE TABLE late (id int);");
-    write_file(dir, "0005_late.down.sql", "DROP TABLE late;");
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    write_file(d.dir, "0005_late.up.sql", "CREATE TABLE late (id int);");
+    write_file(d.dir, "0005_late.down.sql", "DROP TABLE late;");
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
-    write_file(dir, "0003_forgotten.up.sql", "CREATE TABLE forgotten (id int);");
-    write_file(dir, "0003_forgotten.down.sql", "DROP TABLE forgotten;");
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    write_file(d.dir, "0003_forgotten.up.sql", "CREATE TABLE forgotten (id int);");
+    write_file(d.dir, "0003_forgotten.down.sql", "DROP TABLE forgotten;");
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_forgotten.up.sql"));
     ck_assert_ptr_nonnull(strstr(err.message, "older"));
-    ck_assert(!table_exists(url, "forgotten"));
-    st = ds_migrate_status(pool, &opts, &list, &err);
+    ck_assert(!table_exists(d.url, "forgotten"));
+    st = ds_migrate_status(d.pool, &opts, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(list->items[2].state, DS_MIGRATION_OUT_OF_ORDER);
     ds_migration_list_free(list);
-    remove_file(dir, "0003_forgotten.up.sql");
-    remove_file(dir, "0003_forgotten.down.sql");
+    remove_file(d.dir, "0003_forgotten.up.sql");
+    remove_file(d.dir, "0003_forgotten.down.sql");
 
     /* Applied but missing: also refused for down, which needs the file. */
-    remove_file(dir, "0005_late.up.sql");
-    remove_file(dir, "0005_late.down.sql");
-    st = ds_migrate_down(pool, &opts, 1, NULL, &err);
+    remove_file(d.dir, "0005_late.up.sql");
+    remove_file(d.dir, "0005_late.down.sql");
+    st = ds_migrate_down(d.pool, &opts, 1, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0005_late.up.sql"));
     ck_assert_ptr_nonnull(strstr(err.message, "missing"));
-    ck_assert(table_exists(url, "late"));
-    st = ds_migrate_status(pool, &opts, &list, &err);
+    ck_assert(table_exists(d.url, "late"));
+    st = ds_migrate_status(d.pool, &opts, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(list->items[list->count - 1].state, DS_MIGRATION_MISSING);
     ck_assert_str_eq(list->items[list->count - 1].name, "late");
     ds_migration_list_free(list);
 
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
 /* ---- failures roll back ------------------------------------------------------ */
 
 START_TEST(test_migrate_failure_rolls_back_and_names_line) {
-    char *url = dt_create_db("mig_fail");
-    char *dir = small_dir();
-    write_file(dir, "0003_bad.up.sql",
+    small_db d = small_db_open("mig_fail");
+    write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int);\n"
                "\n"
                "INSERT INTO half_done VALUES (1);\n"
@@ -749,126 +760,117 @@ START_TEST(test_migrate_failure_rolls_back_and_names_line) {
                "SELECT id\n"
                "  FROM half_done\n"
                "  WHERE nope = 1;\n");
-    write_file(dir, "0003_bad.down.sql", "DROP TABLE half_done;");
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    write_file(d.dir, "0003_bad.down.sql", "DROP TABLE half_done;");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
     int n = -1;
-    ds_status st = ds_migrate_up(pool, &opts, &n, &err);
+    ds_status st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_int_eq(n, 2); /* 0001 and 0002 committed before */
     ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql:7:"));
     ck_assert_ptr_nonnull(strstr(err.message, "nope"));
     ck_assert_ptr_nonnull(strstr(err.message, "stays at version 2"));
     ck_assert_str_eq(err.sqlstate, "42703");
-    ck_assert(!table_exists(url, "half_done"));
-    ck_assert_int_eq(applied_count(url), 2);
+    ck_assert(!table_exists(d.url, "half_done"));
+    ck_assert_int_eq(applied_count(d.url), 2);
 
     /* A runtime error without a position names the statement's first line. */
-    write_file(dir, "0003_bad.up.sql",
+    write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int PRIMARY KEY);\n"
                "INSERT INTO half_done\n"
                "  VALUES (1), (1);\n");
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql:2:"));
     ck_assert_str_eq(err.sqlstate, "23505");
-    ck_assert(!table_exists(url, "half_done"));
+    ck_assert(!table_exists(d.url, "half_done"));
 
     /* Transaction control inside a file is refused before it runs. */
-    write_file(dir, "0003_bad.up.sql",
+    write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int);\nCOMMIT;\n");
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql:2:"));
-    ck_assert(!table_exists(url, "half_done"));
+    ck_assert(!table_exists(d.url, "half_done"));
 
     /* An unterminated string: nothing runs. */
-    write_file(dir, "0003_bad.up.sql",
+    write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int);\nSELECT 'open;\n");
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql:2:"));
-    ck_assert(!table_exists(url, "half_done"));
-    ck_assert_int_eq(applied_count(url), 2);
+    ck_assert(!table_exists(d.url, "half_done"));
+    ck_assert_int_eq(applied_count(d.url), 2);
 
-    /* The pool's connections are healthy afterwards. */
+    /* The d.pool's connections are healthy afterwards. */
     ds_result *res = NULL;
-    st = ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, &err);
+    st = ds_pool_exec(d.pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     ds_result_free(res);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
 /* ---- -- ds:no-transaction ------------------------------------------------------ */
 
 START_TEST(test_migrate_no_transaction_runs_outside_a_transaction) {
-    char *url = dt_create_db("mig_notx");
-    char *dir = small_dir();
+    small_db d = small_db_open("mig_notx");
     /* Inside a transaction this statement fails. */
-    write_file(dir, "0003_idx.up.sql",
+    write_file(d.dir, "0003_idx.up.sql",
                "CREATE INDEX CONCURRENTLY things_label_idx ON things (label);\n");
-    write_file(dir, "0003_idx.down.sql", "DROP INDEX things_label_idx;\n");
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    write_file(d.dir, "0003_idx.down.sql", "DROP INDEX things_label_idx;\n");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
-    ds_status st = ds_migrate_up(pool, &opts, NULL, &err);
+    ds_status st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_str_eq(err.sqlstate, "25001");
     ck_assert_ptr_nonnull(strstr(err.message, "0003_idx.up.sql:1:"));
 
-    write_file(dir, "0003_idx.up.sql",
+    write_file(d.dir, "0003_idx.up.sql",
                "-- ds:no-transaction\n"
                "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_label_idx ON things (label);\n"
                "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_note_idx ON things (note);\n");
-    write_file(dir, "0003_idx.down.sql",
+    write_file(d.dir, "0003_idx.down.sql",
                "-- ds:no-transaction\n"
                "DROP INDEX CONCURRENTLY IF EXISTS things_note_idx;\n"
                "DROP INDEX CONCURRENTLY IF EXISTS things_label_idx;\n");
-    write_file(dir, "0004_after.up.sql", "CREATE TABLE after_idx (id int);");
-    write_file(dir, "0004_after.down.sql", "DROP TABLE after_idx;");
+    write_file(d.dir, "0004_after.up.sql", "CREATE TABLE after_idx (id int);");
+    write_file(d.dir, "0004_after.down.sql", "DROP TABLE after_idx;");
     int n = 0;
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM pg_index i JOIN "
+    ck_assert_int_eq(count_rows(d.url, "SELECT count(*) FROM pg_index i JOIN "
                                      "pg_class c ON c.oid = i.indexrelid "
                                      "WHERE c.relname IN ('things_label_idx',"
                                      "'things_note_idx') AND i.indisvalid"),
                      2);
-    ck_assert_int_eq(count_rows(url, "SELECT no_transaction::int FROM "
+    ck_assert_int_eq(count_rows(d.url, "SELECT no_transaction::int FROM "
                                      "ds_schema_migrations WHERE version = 3"),
                      1);
-    ck_assert(table_exists(url, "after_idx"));
+    ck_assert(table_exists(d.url, "after_idx"));
     /* Nothing is left locked. */
-    ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM pg_locks WHERE "
+    ck_assert_int_eq(count_rows(d.url, "SELECT count(*) FROM pg_locks WHERE "
                                      "locktype = 'advisory'"),
                      0);
 
-    st = ds_migrate_to(pool, &opts, 2, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 2, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    ck_assert(!table_exists(url, "things_label_idx"));
+    ck_assert(!table_exists(d.url, "things_label_idx"));
 
     /* A failure outside a transaction says what stayed. */
-    write_file(dir, "0003_idx.up.sql",
+    write_file(d.dir, "0003_idx.up.sql",
                "-- ds:no-transaction\n"
                "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_label_idx ON things (label);\n"
                "CREATE INDEX CONCURRENTLY things_x_idx ON things (missing_column);\n");
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_idx.up.sql:3:"));
     ck_assert_ptr_nonnull(strstr(err.message, "outside a transaction"));
-    ck_assert(table_exists(url, "things_label_idx"));
-    ck_assert_int_eq(applied_count(url), 2);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    ck_assert(table_exists(d.url, "things_label_idx"));
+    ck_assert_int_eq(applied_count(d.url), 2);
+    small_db_close(&d);
 }
 END_TEST
 
@@ -887,26 +889,24 @@ static void *release_main(void *p) {
 }
 
 START_TEST(test_migrate_waits_for_lock_then_times_out_or_proceeds) {
-    char *url = dt_create_db("mig_wait");
-    char *dir = small_dir();
-    ds_pool *pool = dt_pool(url, 1, 2);
-    PGconn *holder = raw_conn(url);
+    small_db d = small_db_open("mig_wait");
+    PGconn *holder = raw_conn(d.url);
     raw_exec(holder, "BEGIN");
     raw_exec(holder, "SELECT pg_advisory_xact_lock(7238249325589062004)");
 
     events ev = {0};
-    ds_migrate_options opts = dir_options(dir);
+    ds_migrate_options opts = dir_options(d.dir);
     opts.lock_wait_ms = 300;
     opts.progress = record_event;
     opts.progress_ud = &ev;
     ds_error err = {0};
-    ds_status st = ds_migrate_up(pool, &opts, NULL, &err);
+    ds_status st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_TIMEOUT, err);
     ck_assert_int_eq(count_events(&ev, DS_MIGRATE_WAITING), 1);
-    ck_assert(!table_exists(url, "things"));
+    ck_assert(!table_exists(d.url, "things"));
 
     opts.lock_wait_ms = -1; /* do not wait at all */
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_TIMEOUT, err);
 
     release_later rl = {holder, 300};
@@ -914,47 +914,39 @@ START_TEST(test_migrate_waits_for_lock_then_times_out_or_proceeds) {
     pthread_create(&th, NULL, release_main, &rl);
     opts.lock_wait_ms = 30000;
     int n = 0;
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     pthread_join(th, NULL);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
     events_free(&ev);
     PQfinish(holder);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
 START_TEST(test_migrate_ddl_lock_timeout_bounds_the_wait) {
-    char *url = dt_create_db("mig_lockto");
-    char *dir = small_dir();
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    small_db d = small_db_open("mig_lockto");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
-    ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
+    ds_status st = ds_migrate_to(d.pool, &opts, 1, NULL, &err);
     ck_assert_ds_ok(st, err);
 
-    PGconn *reader = raw_conn(url); /* production traffic holding a lock */
+    PGconn *reader = raw_conn(d.url); /* production traffic holding a lock */
     raw_exec(reader, "BEGIN");
     raw_exec(reader, "SELECT * FROM things");
     opts.lock_timeout_ms = 200;
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_str_eq(err.sqlstate, "55P03");
     ck_assert(err.retryable);
     ck_assert_ptr_nonnull(strstr(err.message, "0002_things_note.up.sql:1:"));
-    ck_assert_int_eq(applied_count(url), 1); /* gave up instead of queueing */
+    ck_assert_int_eq(applied_count(d.url), 1); /* gave up instead of queueing */
     raw_exec(reader, "COMMIT");
     PQfinish(reader);
 
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
