@@ -138,6 +138,15 @@ static void raw_exec(PGconn *c, const char *sql) {
     PQclear(r);
 }
 
+/* The URL of the same database through PgBouncer (malloc'd). */
+static char *pooler_url_of(const char *direct) {
+    const char *slash = strrchr(direct, '/');
+    char dbname[128];
+    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
+             slash + 1);
+    return dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+}
+
 /* Progress events, recorded. */
 typedef struct events {
     int n;
@@ -1045,11 +1054,7 @@ END_TEST
 
 START_TEST(test_migrate_four_processes_through_pgbouncer) {
     char *direct = dt_create_db("mig_bouncer");
-    const char *slash = strrchr(direct, '/');
-    char dbname[128];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
-             slash + 1);
-    char *pooled = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    char *pooled = pooler_url_of(direct);
     int ok, applied;
     char errtext[1024] = "";
     run_cli_concurrently(4, pooled, &ok, &applied, errtext, sizeof errtext);
@@ -1075,11 +1080,7 @@ END_TEST
 
 START_TEST(test_migrate_no_transaction_refused_behind_pgbouncer) {
     char *direct = dt_create_db("mig_bnotx");
-    const char *slash = strrchr(direct, '/');
-    char dbname[128];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
-             slash + 1);
-    char *pooled = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    char *pooled = pooler_url_of(direct);
     char *dir = small_dir();
     write_file(dir, "0003_idx.up.sql",
                "-- ds:no-transaction\n"
@@ -1452,11 +1453,7 @@ static void *thread_maint_main(void *p) {
 
 START_TEST(test_migrate_maintain_concurrent_and_through_pgbouncer) {
     char *url = dt_migrated_db("mig_maintc");
-    const char *slash = strrchr(url, '/');
-    char dbname[128];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
-             slash + 1);
-    char *pooled = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    char *pooled = pooler_url_of(url);
     thread_maint t[4];
     pthread_t th[4];
     memset(t, 0, sizeof t);
@@ -1545,11 +1542,7 @@ START_TEST(test_migrate_schema_check_passes_on_migrated_db) {
     ds_pool_close(pool);
 
     /* Through PgBouncer, in pooler mode. */
-    const char *slash = strrchr(url, '/');
-    char dbname[128];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
-             slash + 1);
-    char *pooled = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    char *pooled = pooler_url_of(url);
     ds_config *cfg = dt_config(pooled, 1, 2);
     st = ds_config_set(cfg, "statement_mode", "pooler", &err);
     ck_assert_ds_ok(st, err);
