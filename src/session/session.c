@@ -307,6 +307,21 @@ static ds_status hash_array(ds_session_store *s, const uint8_t *raw,
     return DS_OK;
 }
 
+/* A presented token's hashes under every ring key (see hash_array); the
+ * decoded token is wiped before this returns. */
+static ds_status token_hashes(ds_session_store *s, const char *token,
+                              const char *fn, uint8_t *hashes, size_t *n,
+                              ds__pgarr *arr, ds_error *err) {
+    *n = 0;
+    uint8_t raw[DS_SESSION_TOKEN_BYTES];
+    ds_status st = ds__session_token_decode(token, raw, fn, err);
+    if (st != DS_OK)
+        return st;
+    st = hash_array(s, raw, hashes, n, arr, err);
+    sodium_memzero(raw, sizeof raw);
+    return st;
+}
+
 /* Runs one statement on a primary lease that goes back at once (all
  * session statements go to the primary: a revocation must be seen at
  * once, and a replica may lag). */
@@ -509,15 +524,11 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
     if (session)
         *session = NULL;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
-    uint8_t raw[DS_SESSION_TOKEN_BYTES];
-    ds_status st = ds__session_token_decode(token, raw, __func__, err);
-    if (st != DS_OK)
-        return st;
     uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
-    size_t nhashes = 0;
+    size_t nhashes;
     ds__pgarr arr = {0};
-    st = hash_array(store, raw, hashes, &nhashes, &arr, err);
-    sodium_memzero(raw, sizeof raw);
+    ds_status st = token_hashes(store, token, __func__, hashes, &nhashes, &arr,
+                                err);
 
     ds_session *sess = NULL;
     ds__cache_result cached = DS_CACHE_MISS;
@@ -584,15 +595,11 @@ static ds_status run_revoke(ds_session_store *store, int which,
 DS_EXPORT ds_status ds_session_revoke(ds_session_store *store,
                                       const char *token, ds_error *err) {
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
-    uint8_t raw[DS_SESSION_TOKEN_BYTES];
-    ds_status st = ds__session_token_decode(token, raw, __func__, err);
-    if (st != DS_OK)
-        return st;
     uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
     size_t nhashes;
     ds__pgarr arr = {0};
-    st = hash_array(store, raw, hashes, &nhashes, &arr, err);
-    sodium_memzero(raw, sizeof raw);
+    ds_status st = token_hashes(store, token, __func__, hashes, &nhashes, &arr,
+                                err);
     int64_t n = 0;
     if (st == DS_OK) {
         const char *values[] = {arr.buf};
