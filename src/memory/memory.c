@@ -383,29 +383,38 @@ typedef struct db_record {
     bool available; /* the server could install pgvector */
 } db_record;
 
+ds_status ds__memory_settings(ds_conn *c, PGresult **out, ds_error *err) {
+    *out = NULL;
+    PGresult *r =
+        ds__memory_exec(c, &ds__memory_stmts[M_SETTINGS], NULL, err);
+    if (!r)
+        return err->code;
+    if (PQntuples(r) != 1) {
+        ds_status st = ds__error_set(err, DS_ERR_SCHEMA,
+                                     "memory_vector_settings must hold one "
+                                     "row, it holds %d",
+                                     PQntuples(r));
+        PQclear(r);
+        return st;
+    }
+    *out = r;
+    return DS_OK;
+}
+
 /* Reads memory_vector_settings and the catalog, and checks that the
  * embedding column is what the record says. */
 static ds_status read_record(ds_conn *c, db_record *rec, ds_error *err) {
     memset(rec, 0, sizeof *rec);
     ds_error local = {0};
-    PGresult *r =
-        ds__memory_exec(c, &ds__memory_stmts[M_SETTINGS], NULL, &local);
-    if (!r) {
+    PGresult *r;
+    ds_status st = ds__memory_settings(c, &r, &local);
+    if (st != DS_OK) {
         if (strcmp(local.sqlstate, "42P01") == 0) {
             local.code = DS_ERR_SCHEMA;
             ds__error_prefix(&local, "the memory schema is missing (run the "
                                      "migrations: sql/0003_memory_embeddings)");
         }
         return ds__memory_fail(&local, err);
-    }
-    ds_status st = DS_OK;
-    if (PQntuples(r) != 1) {
-        st = ds__error_set(err, DS_ERR_SCHEMA,
-                           "memory_vector_settings must hold one row, it "
-                           "holds %d",
-                           PQntuples(r));
-        PQclear(r);
-        return st;
     }
     rec->dim = ds__get_be32(PQgetvalue(r, 0, 0));
     const char *backend = PQgetvalue(r, 0, 1);
