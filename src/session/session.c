@@ -288,39 +288,39 @@ ds_status ds__session_token_decode(const char *token,
     return DS_OK;
 }
 
-/* Every ring key's hash of `raw` as a bytea[] parameter; hashes (n * 32
- * bytes, the active key's first) are also left in `hashes`. */
-static ds_status hash_array(ds_session_store *s, const uint8_t *raw,
-                            uint8_t *hashes, size_t *n, ds__pgarr *arr,
-                            ds_error *err) {
-    *n = ds__crypto_key_count(s->crypto);
-    ds_status st = ds__crypto_session_hashes(s->crypto, raw, DS_SESSION_TOKEN_BYTES,
-                                             hashes, err);
+/* A presented token's keyed hashes under every ring key, the active
+ * key's first (a token is looked up under all of them, so a new active
+ * key logs no one out), as bytes and as a bytea[] parameter. */
+typedef struct presented {
+    uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
+    size_t n;
+    ds__pgarr arr;
+} presented;
+
+/* Decodes and hashes `token`; the decoded bytes are wiped before this
+ * returns. Call presented_done() whatever it returns. */
+static ds_status presented_hash(ds_session_store *s, const char *token,
+                                const char *fn, presented *p, ds_error *err) {
+    p->n = 0;
+    uint8_t raw[DS_SESSION_TOKEN_BYTES];
+    ds_status st = ds__session_token_decode(token, raw, fn, err);
     if (st != DS_OK)
         return st;
-    bool ok = ds__pgarr_begin(arr, DS_OID_BYTEA, (int)*n, false);
-    for (size_t i = 0; ok && i < *n; i++)
-        ok = ds__pgarr_add(arr, hashes + i * DS_SESSION_HASH_BYTES,
+    p->n = ds__crypto_key_count(s->crypto);
+    st = ds__crypto_session_hashes(s->crypto, raw, sizeof raw, p->hashes, err);
+    sodium_memzero(raw, sizeof raw);
+    if (st != DS_OK)
+        return st;
+    bool ok = ds__pgarr_begin(&p->arr, DS_OID_BYTEA, (int)p->n, false);
+    for (size_t i = 0; ok && i < p->n; i++)
+        ok = ds__pgarr_add(&p->arr, p->hashes + i * DS_SESSION_HASH_BYTES,
                            DS_SESSION_HASH_BYTES);
     if (!ok)
         return ds__error_set(err, DS_ERR_NOMEM, "session: out of memory");
     return DS_OK;
 }
 
-/* A presented token's hashes under every ring key (see hash_array); the
- * decoded token is wiped before this returns. */
-static ds_status token_hashes(ds_session_store *s, const char *token,
-                              const char *fn, uint8_t *hashes, size_t *n,
-                              ds__pgarr *arr, ds_error *err) {
-    *n = 0;
-    uint8_t raw[DS_SESSION_TOKEN_BYTES];
-    ds_status st = ds__session_token_decode(token, raw, fn, err);
-    if (st != DS_OK)
-        return st;
-    st = hash_array(s, raw, hashes, n, arr, err);
-    sodium_memzero(raw, sizeof raw);
-    return st;
-}
+static void presented_done(presented *p) { ds__pgarr_free(&p->arr); }
 
 /* Runs one statement on a primary lease that goes back at once (all
  * session statements go to the primary: a revocation must be seen at
@@ -441,15 +441,16 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
  * found under an older ring key, the touch that slides its expiry and
  * re-hashes it under the active key. */
 static ds_status lookup_and_touch(ds_session_store *store, ds_conn *conn,
-                                  const uint8_t *hashes, size_t nhashes,
-                                  const ds__pgarr *arr, ds_session **out,
+                                  const presented *tok, ds_session **out,
                                   ds_error *err) {
     *out = NULL;
+    const uint8_t *hashes = tok->hashes;
+    size_t nhashes = tok->n;
     char touch_be[8];
     ds__put_be64(touch_be, (uint64_t)store->touch_us);
     bool one = nhashes == 1;
-    const char *values[] = {one ? (const char *)hashes : arr->buf, touch_be};
-    int lengths[] = {one ? DS_SESSION_HASH_BYTES : (int)arr->len, 8};
+    const char *values[] = {one ? (const char *)hashes : tok->arr.buf, touch_be};
+    int lengths[] = {one ? DS_SESSION_HASH_BYTES : (int)tok->arr.len, 8};
     int formats[] = {1, 1};
     PGresult *r = ds__stmt_exec(conn, &stmts[one ? STMT_LOOKUP_ONE : STMT_LOOKUP],
                                 values, lengths, formats, err);
@@ -524,16 +525,13 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
     if (session)
         *session = NULL;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
-    uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
-    size_t nhashes;
-    ds__pgarr arr = {0};
-    ds_status st = token_hashes(store, token, __func__, hashes, &nhashes, &arr,
-                                err);
+    presented tok = {.n = 0};
+    ds_status st = presented_hash(store, token, __func__, &tok, err);
 
     ds_session *sess = NULL;
     ds__cache_result cached = DS_CACHE_MISS;
     if (st == DS_OK && store->redis)
-        cached = ds__session_cache_get(store, hashes, &sess);
+        cached = ds__session_cache_get(store, tok.hashes, &sess);
     if (cached == DS_CACHE_REVOKED)
         st = ds__error_set(err, DS_ERR_NOT_FOUND,
                            "ds_session_validate: the session was revoked");
@@ -541,14 +539,13 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
         ds_conn *conn;
         st = ds_pool_acquire(store->pool, &conn, err);
         if (st == DS_OK) {
-            st = lookup_and_touch(store, conn, hashes, nhashes, &arr, &sess,
-                                  err);
+            st = lookup_and_touch(store, conn, &tok, &sess, err);
             ds_pool_release(conn);
         }
         if (st == DS_OK && store->redis)
-            ds__session_cache_put(store, hashes, sess);
+            ds__session_cache_put(store, tok.hashes, sess);
     }
-    ds__pgarr_free(&arr);
+    presented_done(&tok);
     if (st != DS_OK)
         return st;
     if (user_id)
@@ -595,20 +592,17 @@ static ds_status run_revoke(ds_session_store *store, int which,
 DS_EXPORT ds_status ds_session_revoke(ds_session_store *store,
                                       const char *token, ds_error *err) {
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
-    uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
-    size_t nhashes;
-    ds__pgarr arr = {0};
-    ds_status st = token_hashes(store, token, __func__, hashes, &nhashes, &arr,
-                                err);
+    presented tok = {.n = 0};
+    ds_status st = presented_hash(store, token, __func__, &tok, err);
     int64_t n = 0;
     if (st == DS_OK) {
-        const char *values[] = {arr.buf};
-        int lengths[] = {(int)arr.len};
+        const char *values[] = {tok.arr.buf};
+        int lengths[] = {(int)tok.arr.len};
         int formats[] = {1};
-        st = run_revoke(store, STMT_REVOKE_HASH, values, lengths, formats, hashes,
-                        0, &n, err);
+        st = run_revoke(store, STMT_REVOKE_HASH, values, lengths, formats,
+                        tok.hashes, 0, &n, err);
     }
-    ds__pgarr_free(&arr);
+    presented_done(&tok);
     if (st == DS_OK && n == 0)
         return ds__error_set(err, DS_ERR_NOT_FOUND,
                              "ds_session_revoke: no such session");
