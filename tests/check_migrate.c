@@ -109,6 +109,18 @@ static int run_cli(const char *args, bool merge, char **out) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+/* Runs ds-migrate with `args` (a --json command), checks its exit status
+ * and returns the one JSON object it printed. */
+static json_t *run_cli_json(const char *args, int want_status) {
+    char *out = NULL;
+    ck_assert_int_eq(run_cli(args, false, &out), want_status);
+    json_error_t jerr;
+    json_t *j = json_loads(out, 0, &jerr);
+    ck_assert_msg(j != NULL, "not JSON: %s", out);
+    free(out);
+    return j;
+}
+
 static long long count_rows(const char *url, const char *sql) {
     return dt_sql_int(url, sql);
 }
@@ -1231,10 +1243,7 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     free(out);
 
     snprintf(args, sizeof args, "--database-url '%s' --json up", url);
-    ck_assert_int_eq(run_cli(args, false, &out), 0);
-    json_error_t jerr;
-    json_t *j = json_loads(out, 0, &jerr);
-    ck_assert_msg(j != NULL, "not JSON: %s", out);
+    json_t *j = run_cli_json(args, 0);
     ck_assert(json_is_true(json_object_get(j, "ok")));
     ck_assert_str_eq(json_string_value(json_object_get(j, "command")), "up");
     ck_assert_uint_eq(json_array_size(json_object_get(j, "ran")),
@@ -1242,19 +1251,15 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_int_eq(json_integer_value(json_object_get(j, "current_version")),
                      DS_SCHEMA_VERSION);
     json_decref(j);
-    free(out);
 
     snprintf(args, sizeof args, "--database-url '%s' --json status", url);
-    ck_assert_int_eq(run_cli(args, false, &out), 0);
-    j = json_loads(out, 0, &jerr);
-    ck_assert_ptr_nonnull(j);
+    j = run_cli_json(args, 0);
     json_t *migs = json_object_get(j, "migrations");
     ck_assert_uint_eq(json_array_size(migs), (size_t)DS_SCHEMA_VERSION);
     ck_assert_str_eq(json_string_value(json_object_get(json_array_get(migs, 0),
                                                        "state")),
                      "applied");
     json_decref(j);
-    free(out);
 
     snprintf(args, sizeof args, "--database-url '%s' status", url);
     ck_assert_int_eq(run_cli(args, false, &out), 0);
@@ -1277,9 +1282,7 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_int_eq(run_cli(args, false, NULL), 1);
     snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json up", url,
              dir);
-    ck_assert_int_eq(run_cli(args, false, &out), 1);
-    j = json_loads(out, 0, &jerr);
-    ck_assert_ptr_nonnull(j);
+    j = run_cli_json(args, 1);
     ck_assert(json_is_false(json_object_get(j, "ok")));
     json_t *e = json_object_get(j, "error");
     ck_assert_str_eq(json_string_value(json_object_get(e, "code")),
@@ -1287,7 +1290,6 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(e, "message")),
                                  "0001_platform_schema.up.sql"));
     json_decref(j);
-    free(out);
     rm_dir(dir);
 
     /* down, to, dry-run through the command line. */
@@ -1320,8 +1322,7 @@ END_TEST
 START_TEST(test_migrate_cli_json_keeps_text_that_is_not_utf8) {
     char *url = dt_create_db("mig_cli_utf8");
     char *dir = temp_dir();
-    char args[2048], sql[256], want[64], *out = NULL;
-    json_error_t jerr;
+    char args[2048], sql[256], want[64];
     json_t *j;
     /* 400 two-byte characters after one or two ASCII ones: one of the two
      * 512-byte messages ends in the middle of a character */
@@ -1335,12 +1336,10 @@ START_TEST(test_migrate_cli_json_keeps_text_that_is_not_utf8) {
         write_file(dir, "0001_loud.down.sql", "SELECT 1;\n");
         snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json up",
                  url, dir);
-        ck_assert_int_eq(run_cli(args, false, &out), 1);
-        j = json_loads(out, 0, &jerr);
-        ck_assert_msg(j != NULL, "not JSON: %s", out);
+        j = run_cli_json(args, 1);
         ck_assert(json_is_false(json_object_get(j, "ok")));
         json_t *e = json_object_get(j, "error");
-        ck_assert_msg(e != NULL, "no error in %s", out);
+        ck_assert_msg(e != NULL, "no error in the JSON");
         ck_assert_str_eq(json_string_value(json_object_get(e, "code")),
                          "DS_ERR_MIGRATION");
         ck_assert_str_eq(json_string_value(json_object_get(e, "sqlstate")),
@@ -1349,23 +1348,19 @@ START_TEST(test_migrate_cli_json_keeps_text_that_is_not_utf8) {
         ck_assert_ptr_nonnull(
             strstr(json_string_value(json_object_get(e, "message")), want));
         json_decref(j);
-        free(out);
     }
 
     /* Latin-1 in a file: the dry run still lists the step. */
     write_file(dir, "0001_loud.up.sql", "SELECT 'caf\xe9';\n");
     snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json dry-run",
              url, dir);
-    ck_assert_int_eq(run_cli(args, false, &out), 0);
-    j = json_loads(out, 0, &jerr);
-    ck_assert_msg(j != NULL, "not JSON: %s", out);
+    j = run_cli_json(args, 0);
     json_t *steps = json_object_get(j, "steps");
     ck_assert_uint_eq(json_array_size(steps), 1);
     ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(
                                      json_array_get(steps, 0), "sql")),
                                  "SELECT 'caf\xef\xbf\xbd';"));
     json_decref(j);
-    free(out);
     /* the failure rolled back, the dry run wrote nothing */
     ck_assert(!table_exists(url, "ds_schema_migrations"));
     rm_dir(dir);
