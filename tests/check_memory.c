@@ -1034,18 +1034,18 @@ START_TEST(test_memory_fallback_survives_a_damaged_sketch) {
     fx f;
     if (!fx_open(&f, "test_memory_fallback_survives_a_damaged_sketch", 0))
         return;
+    /* against the query (1, 0, 0) the cosines are -1, 0, 0.6, 0.8 and 1;
+     * the best comes last, so its sketch is the last the search reads */
+    static const float ladder[5][3] = {
+        {-1, 0, 0}, {0, 5, 0}, {0.6f, 0, 0.8f}, {0.8f, 0.6f, 0}, {2, 0, 0}};
     float v[DIM];
-    /* against the query (1, 0, 0) the cosines are 1, 0.8, 0.6, 0, -1 */
-    vec3(v, 0, 5, 0);
-    int64_t ortho = add(f.mem, f.alice, "fact", "orthogonal", v);
-    vec3(v, -1, 0, 0);
-    int64_t opposite = add(f.mem, f.alice, "fact", "opposite", v);
-    vec3(v, 0.6f, 0, 0.8f);
-    int64_t mid = add(f.mem, f.alice, "fact", "mid", v);
-    vec3(v, 0.8f, 0.6f, 0);
-    int64_t near = add(f.mem, f.alice, "fact", "near", v);
-    vec3(v, 2, 0, 0);
-    int64_t exact = add(f.mem, f.alice, "fact", "exact", v);
+    int64_t id[5];
+    for (int i = 0; i < 5; i++) {
+        vec3(v, ladder[i][0], ladder[i][1], ladder[i][2]);
+        id[i] = add(f.mem, f.alice, "fact", "ladder", v);
+    }
+    int64_t opposite = id[0], ortho = id[1], mid = id[2], near = id[3],
+            exact = id[4];
     char sql[256];
     /* the step of the last sketch the search reads becomes NaN */
     snprintf(sql, sizeof sql,
