@@ -1233,6 +1233,10 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_int_eq(run_cli("--dry-run status", false, NULL), 2);
     ck_assert_int_eq(run_cli("--lock-timeout x up", false, NULL), 2);
     ck_assert_int_eq(run_cli("--database-url", false, NULL), 2);
+    /* an empty value is no value (not "DATABASE_URL is not set") */
+    ck_assert_int_eq(run_cli("--database-url '' status", false, NULL), 2);
+    ck_assert_int_eq(run_cli("--database-url= status", false, NULL), 2);
+    ck_assert_int_eq(run_cli("--dir '' status", false, NULL), 2);
 
     /* A server that is not there: exit 1, the password never shown. */
     ck_assert_int_eq(run_cli("--database-url 'postgresql://ds:hunter2secret@"

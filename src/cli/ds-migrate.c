@@ -403,7 +403,7 @@ static int parse_args(int argc, char **argv, cli *c) {
                 value = eq + 1;
             else if (i + 1 < argc)
                 value = argv[++i];
-            else
+            if (!value || !*value)
                 return usage_error("%s needs a value", opt);
             long long v = 0;
             if (!strcmp(opt, "--database-url")) {
