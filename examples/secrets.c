@@ -38,6 +38,9 @@ int main(void) {
         if (ds_crypto_generate_key("ephemeral", &entry, &err) != DS_OK ||
             ds_config_set(cfg, "token_keys", ds_secret_data(entry), &err) != DS_OK)
             goto fail;
+        /* the configuration keeps its own copy: wipe this one now */
+        ds_secret_free(entry);
+        entry = NULL;
         puts("DS_TOKEN_KEYS is not set: using an ephemeral key ring");
     }
     if (ds_crypto_open(cfg, &crypto, &err) != DS_OK ||
@@ -84,6 +87,8 @@ int main(void) {
     printf("opened it again: %s\n",
            strcmp(ds_secret_data(plain), oauth_token) == 0 ? "same token"
                                                            : "MISMATCH");
+    ds_secret_free(plain); /* wipes the plaintext: keep it no longer */
+    plain = NULL;
     /* Another user's row is another place: the envelope does not open. */
     ds_crypto_context elsewhere = place;
     elsewhere.owner_id = user_id + 1;

@@ -206,27 +206,25 @@ END_TEST
 
 /* ---- failures ------------------------------------------------------------ */
 
-START_TEST(test_crypto_wrong_key_fails) {
-    ds_crypto *right = ring(K1);
-    ds_crypto *wrong = ring(K1_WRONG);
-    size_t len;
-    uint8_t *env = seal(right, &place, "secret token", &len);
-    assert_no_open(wrong, &place, env, len);
-    ds_free(env);
-    ds_crypto_close(right);
-    ds_crypto_close(wrong);
-}
-END_TEST
-
-START_TEST(test_crypto_unknown_key_id_fails) {
-    ds_crypto *a = ring(K3);
-    ds_crypto *b = ring(K1 "," K2);
+/* An envelope sealed with the ring `sealer` does not open with `opener`. */
+static void assert_ring_cannot_open(const char *sealer, const char *opener) {
+    ds_crypto *a = ring(sealer);
+    ds_crypto *b = ring(opener);
     size_t len;
     uint8_t *env = seal(a, &place, "secret token", &len);
     assert_no_open(b, &place, env, len);
     ds_free(env);
     ds_crypto_close(a);
     ds_crypto_close(b);
+}
+
+START_TEST(test_crypto_wrong_key_fails) {
+    assert_ring_cannot_open(K1, K1_WRONG);
+}
+END_TEST
+
+START_TEST(test_crypto_unknown_key_id_fails) {
+    assert_ring_cannot_open(K3, K1 "," K2);
 }
 END_TEST
 
@@ -527,8 +525,12 @@ START_TEST(test_crypto_errors_null_arguments) {
     ck_assert_int_eq(ds_crypto_encrypt(NULL, &place, "x", 1, &env, &len, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_crypto_encrypt(c, NULL, "x", 1, &env, &len, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_crypto_encrypt(c, &place, NULL, 1, &env, &len, &err), DS_ERR_INVALID);
+    len = 9;
     ck_assert_int_eq(ds_crypto_encrypt(c, &place, "x", 1, NULL, &len, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(len, 0);
+    env = (uint8_t *)1;
     ck_assert_int_eq(ds_crypto_encrypt(c, &place, "x", 1, &env, NULL, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(env);
     ck_assert_int_eq(ds_crypto_encrypt(c, &place, "x", DS_CRYPTO_MAX_PLAINTEXT + 1, &env,
                                        &len, &err), DS_ERR_INVALID);
     ds_crypto_context bad = place;
@@ -581,14 +583,26 @@ static void scope_of(const conn_row *r, char *buf, size_t n) {
     ck_assert_ds_ok(st, err);
 }
 
-static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool insert) {
+/* The places of a row's two tokens; they point into `scope`. */
+typedef struct row_places {
     char scope[64];
-    scope_of(r, scope, sizeof scope);
-    ds_crypto_context actx = {"service_connections", "access_token", r->user_id, scope};
-    ds_crypto_context rctx = {"service_connections", "refresh_token", r->user_id, scope};
+    ds_crypto_context access, refresh;
+} row_places;
+
+static void places_of(const conn_row *r, row_places *p) {
+    scope_of(r, p->scope, sizeof p->scope);
+    p->access = (ds_crypto_context){"service_connections", "access_token",
+                                    r->user_id, p->scope};
+    p->refresh = p->access;
+    p->refresh.field = "refresh_token";
+}
+
+static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool insert) {
+    row_places at;
+    places_of(r, &at);
     size_t alen, rlen = 0;
-    uint8_t *aenv = seal(c, &actx, r->access, &alen);
-    uint8_t *renv = r->has_refresh ? seal(c, &rctx, r->refresh, &rlen) : NULL;
+    uint8_t *aenv = seal(c, &at.access, r->access, &alen);
+    uint8_t *renv = r->has_refresh ? seal(c, &at.refresh, r->refresh, &rlen) : NULL;
     ds_param p[] = {ds_param_int64(r->user_id), ds_param_text(r->provider),
                     ds_param_text(r->account), ds_param_bytea(aenv, alen),
                     renv ? ds_param_bytea(renv, rlen) : ds_param_null(),
@@ -662,14 +676,12 @@ static int verify_connections(ds_pool *pool, ds_crypto *c, const conn_row *rows,
         int64_t id;
         ck_assert_ds_ok(ds_result_int64(res, i, 0, &id, &err), err);
         ck_assert_int_eq(id, r->id);
-        char scope[64];
-        scope_of(r, scope, sizeof scope);
-        ds_crypto_context actx = {"service_connections", "access_token", r->user_id, scope};
-        ds_crypto_context rctx = {"service_connections", "refresh_token", r->user_id, scope};
+        row_places at;
+        places_of(r, &at);
         const uint8_t *env;
         size_t len;
         ck_assert_ds_ok(ds_result_bytea(res, i, 1, &env, &len, &err), err);
-        assert_opens_to(c, &actx, env, len, r->access);
+        assert_opens_to(c, &at.access, env, len, r->access);
         char env_kid[DS_KID_MAX + 1];
         ck_assert_ds_ok(ds_crypto_envelope_key_id(env, len, env_kid, sizeof env_kid, &err), err);
         const char *row_kid;
@@ -677,7 +689,7 @@ static int verify_connections(ds_pool *pool, ds_crypto *c, const conn_row *rows,
         ck_assert_str_eq(env_kid, row_kid);
         if (r->has_refresh) {
             ck_assert_ds_ok(ds_result_bytea(res, i, 2, &env, &len, &err), err);
-            assert_opens_to(c, &rctx, env, len, r->refresh);
+            assert_opens_to(c, &at.refresh, env, len, r->refresh);
             char rkid[DS_KID_MAX + 1];
             ck_assert_ds_ok(ds_crypto_envelope_key_id(env, len, rkid, sizeof rkid, &err), err);
             ck_assert_str_eq(rkid, row_kid);
@@ -689,6 +701,31 @@ static int verify_connections(ds_pool *pool, ds_crypto *c, const conn_row *rows,
     }
     ds_result_free(res);
     return under_kid;
+}
+
+/* A migrated database holding `n` service connections sealed with K1. */
+typedef struct rot_db {
+    char *url;
+    ds_pool *pool;
+    ds_crypto *ring1;
+    conn_row *rows;
+} rot_db;
+
+static rot_db rot_db_open(const char *tag, int pool_max, int n) {
+    rot_db d;
+    d.url = dt_migrated_db(tag);
+    d.pool = dt_pool(d.url, 1, pool_max);
+    d.ring1 = ring(K1);
+    d.rows = make_connections(d.url, d.pool, d.ring1, n, 0);
+    return d;
+}
+
+static void rot_db_close(rot_db *d) {
+    ds_crypto_close(d->ring1);
+    free(d->rows);
+    ds_pool_close(d->pool);
+    dt_drop_db(d->url);
+    free(d->url);
 }
 
 /* Holds a row lock while rotation runs, then writes new tokens under an
@@ -713,11 +750,10 @@ static void *holder_main(void *p) {
     atomic_store(&a->locked, 1);
     usleep(300 * 1000);
     snprintf(a->row->access, sizeof a->row->access, "ya29.written-while-rotating");
-    char scope[64];
-    scope_of(a->row, scope, sizeof scope);
-    ds_crypto_context actx = {"service_connections", "access_token", a->row->user_id, scope};
+    row_places at;
+    places_of(a->row, &at);
     size_t len;
-    uint8_t *env = seal(a->old_ring, &actx, a->row->access, &len);
+    uint8_t *env = seal(a->old_ring, &at.access, a->row->access, &len);
     ds_param p2[] = {ds_param_bytea(env, len), ds_param_text(ds_crypto_active_key_id(a->old_ring)),
                      ds_param_int64(a->row->id)};
     ck_assert_ds_ok(ds_exec(conn, "UPDATE service_connections SET access_token_enc = $1, "
@@ -730,18 +766,16 @@ static void *holder_main(void *p) {
 }
 
 START_TEST(test_crypto_rotate_three_keys_online) {
-    char *url = dt_migrated_db("rot");
-    ds_pool *pool = dt_pool(url, 1, 4);
-    ds_crypto *ring1 = ring(K1);
+    enum { N1 = 300, N2 = 150 };
+    rot_db d = rot_db_open("rot", 4, N1);
+    const char *url = d.url;
+    ds_pool *pool = d.pool;
+    ds_crypto *ring1 = d.ring1;
     ds_crypto *ring2 = ring(K2 "," K1);
     ds_crypto *ring3 = ring(K3 "," K2 "," K1);
-    enum { N1 = 300, N2 = 150 };
-    conn_row *rows = calloc(N1 + N2, sizeof *rows);
-    conn_row *a = make_connections(url, pool, ring1, N1, 0);
     conn_row *b = make_connections(url, pool, ring2, N2, N1);
-    memcpy(rows, a, N1 * sizeof *a);
+    conn_row *rows = d.rows = realloc(d.rows, (N1 + N2) * sizeof *rows);
     memcpy(rows + N1, b, N2 * sizeof *b);
-    free(a);
     free(b);
     /* the second ring reads both generations */
     ck_assert_int_eq(verify_connections(pool, ring2, rows, N1 + N2, "k1"), N1);
@@ -787,21 +821,16 @@ START_TEST(test_crypto_rotate_three_keys_online) {
     ck_assert_int_eq(stats.remaining, 0);
 
     ds_crypto_close(only3);
-    ds_crypto_close(ring1);
     ds_crypto_close(ring2);
     ds_crypto_close(ring3);
-    free(rows);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    rot_db_close(&d);
 }
 END_TEST
 
 START_TEST(test_crypto_rotate_reports_rows_that_do_not_decrypt) {
-    char *url = dt_migrated_db("rotfail");
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_crypto *ring1 = ring(K1);
-    conn_row *rows = make_connections(url, pool, ring1, 20, 0);
+    rot_db d = rot_db_open("rotfail", 2, 20);
+    const char *url = d.url;
+    const conn_row *rows = d.rows;
     /* row 3 gets row 4's envelope (another user): it can never decrypt */
     char sql[256];
     snprintf(sql, sizeof sql,
@@ -814,7 +843,7 @@ START_TEST(test_crypto_rotate_reports_rows_that_do_not_decrypt) {
     ds_crypto_rotate_stats stats;
     ds_error err = {0};
     ds_crypto_rotate_options opts = {.batch_size = 7};
-    ds_status st = ds_crypto_rotate(ring2, pool, &opts, &stats, &err);
+    ds_status st = ds_crypto_rotate(ring2, d.pool, &opts, &stats, &err);
     ck_assert_ds_status(st, DS_ERR_CRYPTO, err);
     ck_assert_int_eq(stats.rotated, 19);
     ck_assert_int_eq(stats.failed, 1);
@@ -823,12 +852,8 @@ START_TEST(test_crypto_rotate_reports_rows_that_do_not_decrypt) {
              "SELECT count(*) FROM service_connections WHERE key_id = 'k1' AND id = %lld",
              (long long)rows[3].id);
     ck_assert_int_eq(dt_sql_int(url, sql), 1);
-    ds_crypto_close(ring1);
     ds_crypto_close(ring2);
-    free(rows);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    rot_db_close(&d);
 }
 END_TEST
 
@@ -839,12 +864,8 @@ static char *db_name_of(const char *url) {
 }
 
 START_TEST(test_crypto_rotate_through_pgbouncer) {
-    char *url = dt_migrated_db("rotpool");
-    ds_pool *direct = dt_pool(url, 1, 1);
-    ds_crypto *ring1 = ring(K1);
-    conn_row *rows = make_connections(url, direct, ring1, 40, 0);
-    ds_pool_close(direct);
-    char *name = db_name_of(url);
+    rot_db d = rot_db_open("rotpool", 1, 40);
+    char *name = db_name_of(d.url);
     char *pooler_url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), name);
     ds_config *cfg = dt_config(pooler_url, 1, 3);
     ds_error err = {0};
@@ -858,23 +879,19 @@ START_TEST(test_crypto_rotate_through_pgbouncer) {
     ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, &opts, &stats, &err), err);
     ck_assert_int_eq(stats.rotated, 40);
     ck_assert_int_eq(stats.remaining, 0);
-    ck_assert_int_eq(verify_connections(pool, ring2, rows, 40, "k2"), 40);
-    ds_crypto_close(ring1);
+    ck_assert_int_eq(verify_connections(pool, ring2, d.rows, 40, "k2"), 40);
     ds_crypto_close(ring2);
-    free(rows);
     ds_pool_close(pool);
     free(pooler_url);
     free(name);
-    dt_drop_db(url);
-    free(url);
+    rot_db_close(&d);
 }
 END_TEST
 
 START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
-    char *url = dt_migrated_db("swap");
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_crypto *c = ring(K1);
-    conn_row *rows = make_connections(url, pool, c, 2, 0);
+    rot_db d = rot_db_open("swap", 2, 2);
+    ds_crypto *c = d.ring1;
+    const conn_row *rows = d.rows;
     char sql[512];
     /* user 1's access token into user 0's row; access into refresh */
     snprintf(sql, sizeof sql,
@@ -882,39 +899,32 @@ START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
              "(SELECT access_token_enc FROM service_connections WHERE id = %lld), "
              "refresh_token_enc = access_token_enc WHERE id = %lld",
              (long long)rows[1].id, (long long)rows[0].id);
-    dt_sql(url, sql);
+    dt_sql(d.url, sql);
     ds_result *res;
     ds_error err = {0};
     ds_param id = ds_param_int64(rows[0].id);
-    ck_assert_ds_ok(ds_pool_exec(pool, "SELECT access_token_enc, refresh_token_enc "
+    ck_assert_ds_ok(ds_pool_exec(d.pool, "SELECT access_token_enc, refresh_token_enc "
                                        "FROM service_connections WHERE id = $1",
                                  &id, 1, &res, &err), err);
-    char scope[64];
-    scope_of(&rows[0], scope, sizeof scope);
-    ds_crypto_context actx = {"service_connections", "access_token", rows[0].user_id, scope};
-    ds_crypto_context rctx = {"service_connections", "refresh_token", rows[0].user_id, scope};
+    row_places at;
+    places_of(&rows[0], &at);
     const uint8_t *env;
     size_t len;
     ck_assert_ds_ok(ds_result_bytea(res, 0, 0, &env, &len, &err), err);
-    assert_no_open(c, &actx, env, len);
+    assert_no_open(c, &at.access, env, len);
     ck_assert_ds_ok(ds_result_bytea(res, 0, 1, &env, &len, &err), err);
-    assert_no_open(c, &rctx, env, len);
+    assert_no_open(c, &at.refresh, env, len);
     /* the same envelope still opens in its own place */
-    assert_opens_to(c, &actx, env, len, rows[0].access);
+    assert_opens_to(c, &at.access, env, len, rows[0].access);
 
     /* same provider and account for two users: the owner id alone decides */
     conn_row twin = rows[0];
     twin.user_id = rows[1].user_id;
-    char tscope[64];
-    scope_of(&twin, tscope, sizeof tscope);
-    ds_crypto_context tctx = {"service_connections", "access_token", twin.user_id, tscope};
-    assert_no_open(c, &tctx, env, len);
+    row_places twin_at;
+    places_of(&twin, &twin_at);
+    assert_no_open(c, &twin_at.access, env, len);
     ds_result_free(res);
-    ds_crypto_close(c);
-    free(rows);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    rot_db_close(&d);
 }
 END_TEST
 

@@ -519,13 +519,15 @@ START_TEST(test_memory_add_many_is_all_or_nothing) {
         {.user_id = f.alice, .content = "two", .embedding = bad, .dim = DIM},
         {.user_id = f.alice, .content = "three", .embedding = a, .dim = DIM},
     };
-    int64_t ids[3] = {0};
+    int64_t ids[3] = {-1, -1, -1};
     ds_error err = {0};
     ds_status st = ds_memory_add_many(f.mem, facts, 3, ids, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_ptr_nonnull(strstr(err.message, "fact 1"));
     ck_assert_ptr_nonnull(strstr(err.message, "NaN"));
     ck_assert_int_eq(count_facts(f.url), 0);
+    for (int i = 0; i < 3; i++) /* the out-parameter is reset */
+        ck_assert_int_eq(ids[i], 0);
     /* a failure in the database (no such user) rolls back the batch */
     facts[1].embedding = a;
     facts[2].user_id = 424242;
@@ -539,6 +541,24 @@ START_TEST(test_memory_add_many_is_all_or_nothing) {
     ck_assert_int_lt(ids[0], ids[1]);
     ck_assert_int_lt(ids[1], ids[2]);
     ck_assert_int_eq(count_facts(f.url), 3);
+
+    /* More facts than one INSERT takes: the first batch is written, the
+     * second fails, the transaction rolls both back, and no id of the
+     * first batch is left in the caller's array. */
+    size_t many = 1001;
+    ds_memory_new_fact *batch = calloc(many, sizeof *batch);
+    int64_t *many_ids = calloc(many, sizeof *many_ids);
+    for (size_t i = 0; i < many; i++)
+        batch[i] = (ds_memory_new_fact){.user_id = f.alice, .content = "many",
+                                        .embedding = a, .dim = DIM};
+    batch[many - 1].user_id = 424242;
+    st = ds_memory_add_many(f.mem, batch, many, many_ids, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_int_eq(count_facts(f.url), 3);
+    for (size_t i = 0; i < many; i++)
+        ck_assert_int_eq(many_ids[i], 0);
+    free(batch);
+    free(many_ids);
     fx_close(&f);
 }
 END_TEST
@@ -845,6 +865,236 @@ START_TEST(test_memory_hybrid_rrf_hand_checked) {
 }
 END_TEST
 
+/* ---- the fallback's sketches --------------------------------------------------------- */
+
+/* |q.u - approx| <= bound + slack for every unit q: the promise the
+ * fallback's pruning rests on. Checked against the exact dot product (in
+ * double) and against the float one the search reports, on vectors that
+ * make the 8-bit rounding as bad as it gets (one large component, so the
+ * step is coarse and the rest rounds away; values at half steps; tiny
+ * components), and on the worst query of all: the rounding error's own
+ * direction, which turns Cauchy-Schwarz into an equality. */
+static void check_bound(const float *unit, const float *q, size_t dim,
+                        const char *what) {
+    unsigned char *sk = malloc(DS_SKETCH_BYTES(dim));
+    ds__sketch_build(unit, dim, sk);
+    float bound;
+    float approx = ds__sketch_dot(q, sk, dim, &bound);
+    double slack = ds__sketch_slack(dim);
+    double exact = 0;
+    for (size_t i = 0; i < dim; i++)
+        exact += (double)q[i] * unit[i];
+    double reported = ds__vec_dot(q, unit, dim);
+    ck_assert_msg(isfinite(approx) && bound >= 0, "%s, dim %zu", what, dim);
+    ck_assert_msg(fabs(exact - approx) <= bound + slack,
+                  "%s, dim %zu: |%.9g - %.9g| > %.9g + %.3g", what, dim, exact,
+                  (double)approx, (double)bound, slack);
+    ck_assert_msg(fabs(reported - approx) <= bound + slack,
+                  "%s, dim %zu: float |%.9g - %.9g| > %.9g + %.3g", what, dim,
+                  reported, (double)approx, (double)bound, slack);
+    free(sk);
+}
+
+/* The rounding error of `unit`'s sketch as a unit vector (false when the
+ * sketch is exact). */
+static bool error_direction(const float *unit, size_t dim, float *out) {
+    unsigned char *sk = malloc(DS_SKETCH_BYTES(dim));
+    ds__sketch_build(unit, dim, sk);
+    float step;
+    memcpy(&step, sk, 4); /* little-endian host, as the library assumes */
+    float *e = malloc(dim * sizeof *e);
+    for (size_t i = 0; i < dim; i++)
+        e[i] = (float)((double)unit[i] - (double)(int8_t)sk[8 + i] * step);
+    ds_status st = ds__vec_normalize(e, dim, dim, "e", out, NULL);
+    free(e);
+    free(sk);
+    return st == DS_OK;
+}
+
+START_TEST(test_memory_sketch_bound_holds) {
+    static const size_t dims[] = {1, 2, 7, 8, 9, 384, 1536, 2000, 16000};
+    rng_state = 4242;
+    for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
+        size_t dim = dims[d];
+        float *v = malloc(dim * sizeof *v), *unit = malloc(dim * sizeof *unit);
+        float *q = malloc(dim * sizeof *q), *qu = malloc(dim * sizeof *qu);
+        for (int shape = 0; shape < 5; shape++) {
+            for (size_t i = 0; i < dim; i++) {
+                double g = gauss();
+                switch (shape) {
+                case 0: v[i] = (float)g; break;               /* isotropic */
+                case 1: v[i] = i ? (float)(g * 1e-3) : 1; break; /* a spike */
+                case 2: v[i] = (float)((double)(i % 7) + 0.5); break; /* half steps */
+                case 3: v[i] = i % 97 ? (float)(g * 1e-30) : (float)g; break;
+                default: v[i] = (float)(i % 2 ? -1 : 1); break; /* all equal */
+                }
+            }
+            ck_assert_int_eq(ds__vec_normalize(v, dim, dim, "v", unit, NULL), DS_OK);
+            for (int t = 0; t < 20; t++) {
+                for (size_t i = 0; i < dim; i++)
+                    q[i] = (float)gauss();
+                ck_assert_int_eq(ds__vec_normalize(q, dim, dim, "q", qu, NULL), DS_OK);
+                check_bound(unit, qu, dim, "random query");
+            }
+            check_bound(unit, unit, dim, "the vector itself");
+            if (error_direction(unit, dim, qu)) {
+                check_bound(unit, qu, dim, "the error's direction");
+                for (size_t i = 0; i < dim; i++)
+                    qu[i] = -qu[i];
+                check_bound(unit, qu, dim, "against the error");
+            }
+        }
+        free(v);
+        free(unit);
+        free(q);
+        free(qu);
+    }
+}
+END_TEST
+
+/* The fallback's answers are exact whatever the pruning skips: on facts
+ * whose similarities to the query lie far closer together than their
+ * sketches can tell apart (a coarse step from a large component
+ * elsewhere), the top k equals a brute-force ranking with the same float
+ * arithmetic and the same tie-break (score, then id). Runs without
+ * pgvector, unlike the comparison of the two backends. */
+START_TEST(test_memory_fallback_search_is_exact) {
+    fx f;
+    if (!fx_open(&f, "test_memory_fallback_search_is_exact", 0))
+        return;
+    enum { N = 300 };
+    float (*units)[DIM] = calloc(N, sizeof *units);
+    int64_t *ids = calloc(N, sizeof *ids);
+    ds_memory_new_fact *batch = calloc(N, sizeof *batch);
+    rng_state = 31337;
+    for (int i = 0; i < N; i++) {
+        /* (c, s, r) on three axes, unit length: c in a sliver, the largest
+         * component s (hence the step, s / 127) different for each */
+        float v[DIM] = {0};
+        double c = 0.3 + uniform() * 5e-4, big = 0.7 + uniform() * 0.25;
+        v[0] = (float)c;
+        v[1 + i % (DIM - 2)] = (float)big;
+        v[DIM - 1] = (float)sqrt(1 - c * c - big * big);
+        ck_assert_int_eq(ds__vec_normalize(v, DIM, DIM, "v", units[i], NULL), DS_OK);
+        batch[i] = (ds_memory_new_fact){.user_id = i % 5 ? f.alice : f.bob,
+                                        .content = "near tie",
+                                        .embedding = units[i],
+                                        .dim = DIM};
+    }
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_memory_add_many(f.mem, batch, N, ids, &err), err);
+    float q[DIM] = {0};
+    q[0] = 1;
+    static const int ks[] = {1, 2, 3, 5, 10, 20, 57};
+    enum { NK = sizeof ks / sizeof ks[0] };
+    for (int t = 0; t < 2 * NK; t++) {
+        int k = ks[t % NK];
+        ds_memory_search_opts o = {.use_min_similarity = t >= NK,
+                                   .min_similarity = 0.3002};
+        /* brute force: every fact of alice, best first, ties by id */
+        double best[N];
+        int64_t best_id[N];
+        int n = 0;
+        for (int i = 0; i < N; i++) {
+            if (batch[i].user_id != f.alice)
+                continue;
+            double s = ds__vec_dot(q, units[i], DIM);
+            if (o.use_min_similarity && s < o.min_similarity)
+                continue;
+            int pos = n++;
+            while (pos > 0 && (best[pos - 1] < s ||
+                               (best[pos - 1] == s && best_id[pos - 1] > ids[i]))) {
+                best[pos] = best[pos - 1];
+                best_id[pos] = best_id[pos - 1];
+                pos--;
+            }
+            best[pos] = s;
+            best_id[pos] = ids[i];
+        }
+        ck_assert_int_gt(n, k);
+        ds_memory_facts *hits = search(f.mem, f.alice, q, k, &o);
+        ck_assert_uint_eq(hits->count, (size_t)k);
+        for (int i = 0; i < k; i++) {
+            ck_assert_int_eq(hits->items[i]->id, best_id[i]);
+            ck_assert_double_eq(hits->items[i]->score, best[i]);
+        }
+        ds_memory_facts_free(hits);
+    }
+    free(units);
+    free(ids);
+    free(batch);
+    fx_close(&f);
+}
+END_TEST
+
+/* A sketch is only an accelerator: one that holds NaN or infinity (bit
+ * rot, a hand-made row) must neither hide its fact nor, through the heap
+ * of lower bounds, anybody else's; the exact vector decides. */
+START_TEST(test_memory_fallback_survives_a_damaged_sketch) {
+    fx f;
+    if (!fx_open(&f, "test_memory_fallback_survives_a_damaged_sketch", 0))
+        return;
+    /* against the query (1, 0, 0) the cosines are -1, 0, 0.6, 0.8 and 1;
+     * the best comes last, so its sketch is the last the search reads */
+    static const float ladder[5][3] = {
+        {-1, 0, 0}, {0, 5, 0}, {0.6f, 0, 0.8f}, {0.8f, 0.6f, 0}, {2, 0, 0}};
+    float v[DIM];
+    int64_t id[5];
+    for (int i = 0; i < 5; i++) {
+        vec3(v, ladder[i][0], ladder[i][1], ladder[i][2]);
+        id[i] = add(f.mem, f.alice, "fact", "ladder", v);
+    }
+    int64_t opposite = id[0], ortho = id[1], mid = id[2], near = id[3],
+            exact = id[4];
+    char sql[256];
+    /* the step of the last sketch the search reads becomes NaN */
+    snprintf(sql, sizeof sql,
+             "UPDATE memory_facts SET embedding_sketch = overlay("
+             "embedding_sketch placing '\\x0000c07f'::bytea from 1 for 4) "
+             "WHERE id = %lld",
+             (long long)exact);
+    dt_sql(f.url, sql);
+    vec3(v, 1, 0, 0);
+    ds_memory_facts *hits = search(f.mem, f.alice, v, 2, NULL);
+    ck_assert_uint_eq(hits->count, 2);
+    ck_assert_int_eq(hits->items[0]->id, exact);
+    ck_assert_double_eq_tol(hits->items[0]->score, 1, 1e-6);
+    ck_assert_int_eq(hits->items[1]->id, near);
+    ds_memory_facts_free(hits);
+    /* and another one's bound becomes infinite */
+    snprintf(sql, sizeof sql,
+             "UPDATE memory_facts SET embedding_sketch = overlay("
+             "embedding_sketch placing '\\x0000807f'::bytea from 5 for 4) "
+             "WHERE id = %lld",
+             (long long)ortho);
+    dt_sql(f.url, sql);
+    hits = search(f.mem, f.alice, v, 10, NULL);
+    int64_t want[] = {exact, near, mid, ortho, opposite};
+    double score[] = {1, 0.8, 0.6, 0, -1};
+    ck_assert_uint_eq(hits->count, 5);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(hits->items[i]->id, want[i]);
+        ck_assert_double_eq_tol(hits->items[i]->score, score[i], 1e-6);
+    }
+    ds_memory_facts_free(hits);
+
+    /* A damaged embedding is the data itself: said, not ranked as NaN. */
+    snprintf(sql, sizeof sql,
+             "UPDATE memory_facts SET embedding = overlay(embedding placing "
+             "'\\x0000c07f'::bytea from 1 for 4) WHERE id = %lld",
+             (long long)mid);
+    dt_sql(f.url, sql);
+    ds_memory_facts *out = (ds_memory_facts *)0x1;
+    ds_error err = {0};
+    ds_status st = ds_memory_search(f.mem, f.alice, v, DIM, 10, NULL, &out, &err);
+    ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
+    ck_assert_ptr_null(out);
+    snprintf(sql, sizeof sql, "memory fact %lld", (long long)mid);
+    ck_assert_ptr_nonnull(strstr(err.message, sql));
+    fx_close(&f);
+}
+END_TEST
+
 /* ---- the two backends agree; HNSW recall ---------------------------------------------- */
 
 START_TEST(test_memory_backends_return_the_same_top_k) {
@@ -1039,6 +1289,22 @@ START_TEST(test_memory_upgrade_refuses_unmigrated_database) {
     ds_error err = {0};
     ds_status st = ds_memory_upgrade_to_pgvector(pool, &err);
     ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+
+    /* a record that lost its row: refused, not read past its end */
+    url = dt_migrated_db_backend("memupg", "fallback");
+    dt_sql(url, "DELETE FROM memory_vector_settings");
+    pool = dt_pool(url, 1, 1);
+    st = ds_memory_upgrade_to_pgvector(pool, &err);
+    ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "memory_vector_settings"));
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
+                                     "attrelid = 'memory_facts'::regclass AND "
+                                     "attname = 'embedding_sketch' AND NOT "
+                                     "attisdropped"),
+                     1);
     ds_pool_close(pool);
     dt_drop_db(url);
     free(url);
@@ -1289,6 +1555,12 @@ Suite *ds_test_memory_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_memory_search_orders_by_cosine, 0, 2);
     tcase_add_loop_test(tc, test_memory_user_isolation, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("sketch");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_memory_sketch_bound_holds);
+    tcase_add_test(tc, test_memory_fallback_search_is_exact);
+    tcase_add_test(tc, test_memory_fallback_survives_a_damaged_sketch);
     suite_add_tcase(s, tc);
     tc = tcase_create("hybrid");
     tcase_set_timeout(tc, 60);

@@ -109,6 +109,18 @@ static int run_cli(const char *args, bool merge, char **out) {
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+/* Runs ds-migrate with `args` (a --json command), checks its exit status
+ * and returns the one JSON object it printed. */
+static json_t *run_cli_json(const char *args, int want_status) {
+    char *out = NULL;
+    ck_assert_int_eq(run_cli(args, false, &out), want_status);
+    json_error_t jerr;
+    json_t *j = json_loads(out, 0, &jerr);
+    ck_assert_msg(j != NULL, "not JSON: %s", out);
+    free(out);
+    return j;
+}
+
 static long long count_rows(const char *url, const char *sql) {
     return dt_sql_int(url, sql);
 }
@@ -136,6 +148,15 @@ static void raw_exec(PGconn *c, const char *sql) {
                       PQresultStatus(r) == PGRES_TUPLES_OK,
                   "%s: %s", sql, PQerrorMessage(c));
     PQclear(r);
+}
+
+/* The URL of the same database through PgBouncer (malloc'd). */
+static char *pooler_url_of(const char *direct) {
+    const char *slash = strrchr(direct, '/');
+    char dbname[128];
+    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
+             slash + 1);
+    return dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
 }
 
 /* Progress events, recorded. */
@@ -180,6 +201,28 @@ static char *small_dir(void) {
     write_file(d, "0002_things_note.down.sql",
                "ALTER TABLE things DROP COLUMN note;\n");
     return d;
+}
+
+/* A fresh database, small_dir()'s migrations and a pool on it. */
+typedef struct small_db {
+    char *url;
+    char *dir;
+    ds_pool *pool;
+} small_db;
+
+static small_db small_db_open(const char *tag) {
+    small_db d;
+    d.url = dt_create_db(tag);
+    d.dir = small_dir();
+    d.pool = dt_pool(d.url, 1, 2);
+    return d;
+}
+
+static void small_db_close(small_db *d) {
+    ds_pool_close(d->pool);
+    rm_dir(d->dir);
+    dt_drop_db(d->url);
+    free(d->url);
 }
 
 /* ---- the embedded set ---------------------------------------------------- */
@@ -375,6 +418,57 @@ START_TEST(test_migrate_split_follows_sql_lexing) {
 }
 END_TEST
 
+/* The corners where a splitter most easily parts company with the server
+ * (each expectation was checked against how psql splits the same text). */
+START_TEST(test_migrate_split_tricky_sql) {
+    static const struct {
+        const char *sql;
+        int n;
+        const char *first; /* the first statement, exactly */
+    } cases[] = {
+        /* an escaped backslash just before the closing quote */
+        {"SELECT E'a\\\\'; SELECT 2;", 2, "SELECT E'a\\\\';"},
+        {"SELECT e'\\\\\\'';", 1, "SELECT e'\\\\\\'';"},
+        /* backslash is plain outside E'' */
+        {"SELECT 'a\\'; SELECT 2;", 2, "SELECT 'a\\';"},
+        /* a dollar quote inside another, with a ; between the inner tags */
+        {"SELECT $outer$ a $inner$ ; $inner$ b $outer$; SELECT 2;", 2,
+         "SELECT $outer$ a $inner$ ; $inner$ b $outer$;"},
+        {"SELECT $$;$$ || $a$;$a$;", 1, "SELECT $$;$$ || $a$;$a$;"},
+        /* $ inside identifiers and parameters is no dollar quote */
+        {"SELECT a$b$ FROM t; SELECT $1; SELECT 3;", 3, "SELECT a$b$ FROM t;"},
+        /* a doubled quote and a ; inside a quoted identifier */
+        {"SELECT \"a\"\";b\" FROM t; SELECT 2;", 2, "SELECT \"a\"\";b\" FROM t;"},
+        /* nesting comments, and comment markers in strings */
+        {"/* a /* b */ ; c */ SELECT 1;", 1, "SELECT 1;"},
+        {"SELECT '--', '/*'; SELECT 2;", 2, "SELECT '--', '/*';"},
+        {"SELECT 1 -- ; not yet\n + 1;", 1, "SELECT 1 -- ; not yet\n + 1;"},
+        /* U&'' strings end at a plain quote */
+        {"SELECT U&'d\\0061t;'; SELECT 2;", 2, "SELECT U&'d\\0061t;';"},
+        /* routine bodies: BEGIN ATOMIC ... END, with a CASE inside */
+        {"CREATE FUNCTION f(int) RETURNS int LANGUAGE sql BEGIN ATOMIC "
+         "SELECT 1; SELECT CASE WHEN $1 > 0 THEN 1 END; END; SELECT 2;",
+         2,
+         "CREATE FUNCTION f(int) RETURNS int LANGUAGE sql BEGIN ATOMIC "
+         "SELECT 1; SELECT CASE WHEN $1 > 0 THEN 1 END; END;"},
+        /* "begin" elsewhere is an ordinary word */
+        {"CREATE TABLE begin_at (x int); SELECT 2;", 2,
+         "CREATE TABLE begin_at (x int);"},
+        /* ; inside parentheses (a rule's action list) */
+        {"CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2); "
+         "SELECT 3;",
+         2, "CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2);"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        split_out o = split(cases[i].sql);
+        ck_assert_msg(o.n == cases[i].n, "case %zu: %d statements, not %d", i,
+                      o.n, cases[i].n);
+        ck_assert_msg(strcmp(o.text[0], cases[i].first) == 0,
+                      "case %zu: first statement <%s>", i, o.text[0]);
+    }
+}
+END_TEST
+
 START_TEST(test_migrate_split_refuses_unterminated_and_maps_positions) {
     ds_error err = {0};
     split_out o;
@@ -465,57 +559,52 @@ START_TEST(test_migrate_up_applies_everything_once) {
 END_TEST
 
 START_TEST(test_migrate_down_and_to_move_both_ways) {
-    char *url = dt_create_db("mig_down");
-    char *dir = small_dir();
-    write_file(dir, "0003_more.up.sql", "CREATE TABLE more (id int);");
-    write_file(dir, "0003_more.down.sql", "DROP TABLE more;");
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    small_db d = small_db_open("mig_down");
+    write_file(d.dir, "0003_more.up.sql", "CREATE TABLE more (id int);");
+    write_file(d.dir, "0003_more.down.sql", "DROP TABLE more;");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
     int n = -1;
 
-    ds_status st = ds_migrate_down(pool, &opts, 1, &n, &err);
+    ds_status st = ds_migrate_down(d.pool, &opts, 1, &n, &err);
     ck_assert_ds_ok(st, err); /* nothing applied: nothing to revert */
     ck_assert_int_eq(n, 0);
 
-    st = ds_migrate_to(pool, &opts, 2, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 2, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    ck_assert(table_exists(url, "things") && !table_exists(url, "more"));
+    ck_assert(table_exists(d.url, "things") && !table_exists(d.url, "more"));
 
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 1);
 
-    st = ds_migrate_down(pool, &opts, 2, &n, &err);
+    st = ds_migrate_down(d.pool, &opts, 2, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    ck_assert_int_eq(applied_count(url), 1);
-    ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM information_schema."
+    ck_assert_int_eq(applied_count(d.url), 1);
+    ck_assert_int_eq(count_rows(d.url, "SELECT count(*) FROM information_schema."
                                      "columns WHERE table_name = 'things' "
                                      "AND column_name = 'note'"),
                      0);
 
-    st = ds_migrate_to(pool, &opts, 3, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 3, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    st = ds_migrate_to(pool, &opts, 0, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 0, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 3);
-    ck_assert(!table_exists(url, "things"));
-    ck_assert_int_eq(applied_count(url), 0); /* the record table stays */
+    ck_assert(!table_exists(d.url, "things"));
+    ck_assert_int_eq(applied_count(d.url), 0); /* the record table stays */
 
-    st = ds_migrate_to(pool, &opts, 7, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 7, &n, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_ptr_nonnull(strstr(err.message, "7"));
 
-    st = ds_migrate_down(pool, &opts, 5, &n, &err); /* more than applied */
+    st = ds_migrate_down(d.pool, &opts, 5, &n, &err); /* more than applied */
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 0);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
@@ -602,95 +691,89 @@ END_TEST
 /* ---- the history is protected -------------------------------------------------- */
 
 START_TEST(test_migrate_refuses_edited_missing_out_of_order) {
-    char *url = dt_create_db("mig_hist");
-    char *dir = small_dir();
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    small_db d = small_db_open("mig_hist");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
-    ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
+    ds_status st = ds_migrate_to(d.pool, &opts, 1, NULL, &err);
     ck_assert_ds_ok(st, err);
 
     /* Edited after it was applied: refused before 0002 runs. */
-    write_file(dir, "0001_things.up.sql",
+    write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n-- edit\n");
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0001_things.up.sql"));
     ck_assert_ptr_nonnull(strstr(err.message, "edited"));
-    ck_assert_int_eq(applied_count(url), 1);
-    st = ds_migrate_verify(pool, &opts, &err);
+    ck_assert_int_eq(applied_count(d.url), 1);
+    st = ds_migrate_verify(d.pool, &opts, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ds_migration_list *list = NULL;
-    st = ds_migrate_status(pool, &opts, &list, &err);
+    st = ds_migrate_status(d.pool, &opts, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(list->items[0].state, DS_MIGRATION_CHANGED);
     ck_assert(!list->consistent);
     ds_migration_list_free(list);
-    write_file(dir, "0001_things.up.sql",
+    write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
 
     /* A new file older than the newest applied one. */
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
-    write_file(dir, "0000001_early.up.sql", "CREATE TABLE early (id int);");
-    write_file(dir, "0000001_early.down.sql", "DROP TABLE early;");
-    remove_file(dir, "0001_things.up.sql"); /* keep version 1 unique */
-    remove_file(dir, "0001_things.down.sql");
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    write_file(d.dir, "0000001_early.up.sql", "CREATE TABLE early (id int);");
+    write_file(d.dir, "0000001_early.down.sql", "DROP TABLE early;");
+    remove_file(d.dir, "0001_things.up.sql"); /* keep version 1 unique */
+    remove_file(d.dir, "0001_things.down.sql");
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err); /* 1 renamed to "early" */
     ck_assert_ptr_nonnull(strstr(err.message, "0000001_early.up.sql"));
-    remove_file(dir, "0000001_early.up.sql");
-    remove_file(dir, "0000001_early.down.sql");
-    write_file(dir, "0001_things.up.sql",
+    remove_file(d.dir, "0000001_early.up.sql");
+    remove_file(d.dir, "0000001_early.down.sql");
+    write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
-    write_file(dir, "0001_things.down.sql", "DROP TABLE things;\n");
-    st = ds_migrate_to(pool, &opts, 2, NULL, &err);
+    write_file(d.dir, "0001_things.down.sql", "DROP TABLE things;\n");
+    st = ds_migrate_to(d.pool, &opts, 2, NULL, &err);
     ck_assert_ds_ok(st, err);
-    write_file(dir, "0005_late.up.sql", "CREATE TABLE late (id int);");
-    write_file(dir, "0005_late.down.sql", "DROP TABLE late;");
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    write_file(d.dir, "0005_late.up.sql", "CREATE TABLE late (id int);");
+    write_file(d.dir, "0005_late.down.sql", "DROP TABLE late;");
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
-    write_file(dir, "0003_forgotten.up.sql", "CREATE TABLE forgotten (id int);");
-    write_file(dir, "0003_forgotten.down.sql", "DROP TABLE forgotten;");
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    write_file(d.dir, "0003_forgotten.up.sql", "CREATE TABLE forgotten (id int);");
+    write_file(d.dir, "0003_forgotten.down.sql", "DROP TABLE forgotten;");
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_forgotten.up.sql"));
     ck_assert_ptr_nonnull(strstr(err.message, "older"));
-    ck_assert(!table_exists(url, "forgotten"));
-    st = ds_migrate_status(pool, &opts, &list, &err);
+    ck_assert(!table_exists(d.url, "forgotten"));
+    st = ds_migrate_status(d.pool, &opts, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(list->items[2].state, DS_MIGRATION_OUT_OF_ORDER);
     ds_migration_list_free(list);
-    remove_file(dir, "0003_forgotten.up.sql");
-    remove_file(dir, "0003_forgotten.down.sql");
+    remove_file(d.dir, "0003_forgotten.up.sql");
+    remove_file(d.dir, "0003_forgotten.down.sql");
 
     /* Applied but missing: also refused for down, which needs the file. */
-    remove_file(dir, "0005_late.up.sql");
-    remove_file(dir, "0005_late.down.sql");
-    st = ds_migrate_down(pool, &opts, 1, NULL, &err);
+    remove_file(d.dir, "0005_late.up.sql");
+    remove_file(d.dir, "0005_late.down.sql");
+    st = ds_migrate_down(d.pool, &opts, 1, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0005_late.up.sql"));
     ck_assert_ptr_nonnull(strstr(err.message, "missing"));
-    ck_assert(table_exists(url, "late"));
-    st = ds_migrate_status(pool, &opts, &list, &err);
+    ck_assert(table_exists(d.url, "late"));
+    st = ds_migrate_status(d.pool, &opts, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(list->items[list->count - 1].state, DS_MIGRATION_MISSING);
     ck_assert_str_eq(list->items[list->count - 1].name, "late");
     ds_migration_list_free(list);
 
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
 /* ---- failures roll back ------------------------------------------------------ */
 
 START_TEST(test_migrate_failure_rolls_back_and_names_line) {
-    char *url = dt_create_db("mig_fail");
-    char *dir = small_dir();
-    write_file(dir, "0003_bad.up.sql",
+    small_db d = small_db_open("mig_fail");
+    write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int);\n"
                "\n"
                "INSERT INTO half_done VALUES (1);\n"
@@ -698,126 +781,117 @@ START_TEST(test_migrate_failure_rolls_back_and_names_line) {
                "SELECT id\n"
                "  FROM half_done\n"
                "  WHERE nope = 1;\n");
-    write_file(dir, "0003_bad.down.sql", "DROP TABLE half_done;");
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    write_file(d.dir, "0003_bad.down.sql", "DROP TABLE half_done;");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
     int n = -1;
-    ds_status st = ds_migrate_up(pool, &opts, &n, &err);
+    ds_status st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_int_eq(n, 2); /* 0001 and 0002 committed before */
     ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql:7:"));
     ck_assert_ptr_nonnull(strstr(err.message, "nope"));
     ck_assert_ptr_nonnull(strstr(err.message, "stays at version 2"));
     ck_assert_str_eq(err.sqlstate, "42703");
-    ck_assert(!table_exists(url, "half_done"));
-    ck_assert_int_eq(applied_count(url), 2);
+    ck_assert(!table_exists(d.url, "half_done"));
+    ck_assert_int_eq(applied_count(d.url), 2);
 
     /* A runtime error without a position names the statement's first line. */
-    write_file(dir, "0003_bad.up.sql",
+    write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int PRIMARY KEY);\n"
                "INSERT INTO half_done\n"
                "  VALUES (1), (1);\n");
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql:2:"));
     ck_assert_str_eq(err.sqlstate, "23505");
-    ck_assert(!table_exists(url, "half_done"));
+    ck_assert(!table_exists(d.url, "half_done"));
 
     /* Transaction control inside a file is refused before it runs. */
-    write_file(dir, "0003_bad.up.sql",
+    write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int);\nCOMMIT;\n");
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql:2:"));
-    ck_assert(!table_exists(url, "half_done"));
+    ck_assert(!table_exists(d.url, "half_done"));
 
     /* An unterminated string: nothing runs. */
-    write_file(dir, "0003_bad.up.sql",
+    write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int);\nSELECT 'open;\n");
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql:2:"));
-    ck_assert(!table_exists(url, "half_done"));
-    ck_assert_int_eq(applied_count(url), 2);
+    ck_assert(!table_exists(d.url, "half_done"));
+    ck_assert_int_eq(applied_count(d.url), 2);
 
-    /* The pool's connections are healthy afterwards. */
+    /* The d.pool's connections are healthy afterwards. */
     ds_result *res = NULL;
-    st = ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, &err);
+    st = ds_pool_exec(d.pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     ds_result_free(res);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
 /* ---- -- ds:no-transaction ------------------------------------------------------ */
 
 START_TEST(test_migrate_no_transaction_runs_outside_a_transaction) {
-    char *url = dt_create_db("mig_notx");
-    char *dir = small_dir();
+    small_db d = small_db_open("mig_notx");
     /* Inside a transaction this statement fails. */
-    write_file(dir, "0003_idx.up.sql",
+    write_file(d.dir, "0003_idx.up.sql",
                "CREATE INDEX CONCURRENTLY things_label_idx ON things (label);\n");
-    write_file(dir, "0003_idx.down.sql", "DROP INDEX things_label_idx;\n");
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    write_file(d.dir, "0003_idx.down.sql", "DROP INDEX things_label_idx;\n");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
-    ds_status st = ds_migrate_up(pool, &opts, NULL, &err);
+    ds_status st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_str_eq(err.sqlstate, "25001");
     ck_assert_ptr_nonnull(strstr(err.message, "0003_idx.up.sql:1:"));
 
-    write_file(dir, "0003_idx.up.sql",
+    write_file(d.dir, "0003_idx.up.sql",
                "-- ds:no-transaction\n"
                "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_label_idx ON things (label);\n"
                "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_note_idx ON things (note);\n");
-    write_file(dir, "0003_idx.down.sql",
+    write_file(d.dir, "0003_idx.down.sql",
                "-- ds:no-transaction\n"
                "DROP INDEX CONCURRENTLY IF EXISTS things_note_idx;\n"
                "DROP INDEX CONCURRENTLY IF EXISTS things_label_idx;\n");
-    write_file(dir, "0004_after.up.sql", "CREATE TABLE after_idx (id int);");
-    write_file(dir, "0004_after.down.sql", "DROP TABLE after_idx;");
+    write_file(d.dir, "0004_after.up.sql", "CREATE TABLE after_idx (id int);");
+    write_file(d.dir, "0004_after.down.sql", "DROP TABLE after_idx;");
     int n = 0;
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM pg_index i JOIN "
+    ck_assert_int_eq(count_rows(d.url, "SELECT count(*) FROM pg_index i JOIN "
                                      "pg_class c ON c.oid = i.indexrelid "
                                      "WHERE c.relname IN ('things_label_idx',"
                                      "'things_note_idx') AND i.indisvalid"),
                      2);
-    ck_assert_int_eq(count_rows(url, "SELECT no_transaction::int FROM "
+    ck_assert_int_eq(count_rows(d.url, "SELECT no_transaction::int FROM "
                                      "ds_schema_migrations WHERE version = 3"),
                      1);
-    ck_assert(table_exists(url, "after_idx"));
+    ck_assert(table_exists(d.url, "after_idx"));
     /* Nothing is left locked. */
-    ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM pg_locks WHERE "
+    ck_assert_int_eq(count_rows(d.url, "SELECT count(*) FROM pg_locks WHERE "
                                      "locktype = 'advisory'"),
                      0);
 
-    st = ds_migrate_to(pool, &opts, 2, &n, &err);
+    st = ds_migrate_to(d.pool, &opts, 2, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
-    ck_assert(!table_exists(url, "things_label_idx"));
+    ck_assert(!table_exists(d.url, "things_label_idx"));
 
     /* A failure outside a transaction says what stayed. */
-    write_file(dir, "0003_idx.up.sql",
+    write_file(d.dir, "0003_idx.up.sql",
                "-- ds:no-transaction\n"
                "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_label_idx ON things (label);\n"
                "CREATE INDEX CONCURRENTLY things_x_idx ON things (missing_column);\n");
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_idx.up.sql:3:"));
     ck_assert_ptr_nonnull(strstr(err.message, "outside a transaction"));
-    ck_assert(table_exists(url, "things_label_idx"));
-    ck_assert_int_eq(applied_count(url), 2);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    ck_assert(table_exists(d.url, "things_label_idx"));
+    ck_assert_int_eq(applied_count(d.url), 2);
+    small_db_close(&d);
 }
 END_TEST
 
@@ -836,26 +910,24 @@ static void *release_main(void *p) {
 }
 
 START_TEST(test_migrate_waits_for_lock_then_times_out_or_proceeds) {
-    char *url = dt_create_db("mig_wait");
-    char *dir = small_dir();
-    ds_pool *pool = dt_pool(url, 1, 2);
-    PGconn *holder = raw_conn(url);
+    small_db d = small_db_open("mig_wait");
+    PGconn *holder = raw_conn(d.url);
     raw_exec(holder, "BEGIN");
     raw_exec(holder, "SELECT pg_advisory_xact_lock(7238249325589062004)");
 
     events ev = {0};
-    ds_migrate_options opts = dir_options(dir);
+    ds_migrate_options opts = dir_options(d.dir);
     opts.lock_wait_ms = 300;
     opts.progress = record_event;
     opts.progress_ud = &ev;
     ds_error err = {0};
-    ds_status st = ds_migrate_up(pool, &opts, NULL, &err);
+    ds_status st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_TIMEOUT, err);
     ck_assert_int_eq(count_events(&ev, DS_MIGRATE_WAITING), 1);
-    ck_assert(!table_exists(url, "things"));
+    ck_assert(!table_exists(d.url, "things"));
 
     opts.lock_wait_ms = -1; /* do not wait at all */
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_TIMEOUT, err);
 
     release_later rl = {holder, 300};
@@ -863,47 +935,39 @@ START_TEST(test_migrate_waits_for_lock_then_times_out_or_proceeds) {
     pthread_create(&th, NULL, release_main, &rl);
     opts.lock_wait_ms = 30000;
     int n = 0;
-    st = ds_migrate_up(pool, &opts, &n, &err);
+    st = ds_migrate_up(d.pool, &opts, &n, &err);
     pthread_join(th, NULL);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 2);
     events_free(&ev);
     PQfinish(holder);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
 START_TEST(test_migrate_ddl_lock_timeout_bounds_the_wait) {
-    char *url = dt_create_db("mig_lockto");
-    char *dir = small_dir();
-    ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = dir_options(dir);
+    small_db d = small_db_open("mig_lockto");
+    ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
-    ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
+    ds_status st = ds_migrate_to(d.pool, &opts, 1, NULL, &err);
     ck_assert_ds_ok(st, err);
 
-    PGconn *reader = raw_conn(url); /* production traffic holding a lock */
+    PGconn *reader = raw_conn(d.url); /* production traffic holding a lock */
     raw_exec(reader, "BEGIN");
     raw_exec(reader, "SELECT * FROM things");
     opts.lock_timeout_ms = 200;
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_str_eq(err.sqlstate, "55P03");
     ck_assert(err.retryable);
     ck_assert_ptr_nonnull(strstr(err.message, "0002_things_note.up.sql:1:"));
-    ck_assert_int_eq(applied_count(url), 1); /* gave up instead of queueing */
+    ck_assert_int_eq(applied_count(d.url), 1); /* gave up instead of queueing */
     raw_exec(reader, "COMMIT");
     PQfinish(reader);
 
-    st = ds_migrate_up(pool, &opts, NULL, &err);
+    st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
-    ds_pool_close(pool);
-    rm_dir(dir);
-    dt_drop_db(url);
-    free(url);
+    small_db_close(&d);
 }
 END_TEST
 
@@ -1002,11 +1066,7 @@ END_TEST
 
 START_TEST(test_migrate_four_processes_through_pgbouncer) {
     char *direct = dt_create_db("mig_bouncer");
-    const char *slash = strrchr(direct, '/');
-    char dbname[128];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
-             slash + 1);
-    char *pooled = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    char *pooled = pooler_url_of(direct);
     int ok, applied;
     char errtext[1024] = "";
     run_cli_concurrently(4, pooled, &ok, &applied, errtext, sizeof errtext);
@@ -1032,11 +1092,7 @@ END_TEST
 
 START_TEST(test_migrate_no_transaction_refused_behind_pgbouncer) {
     char *direct = dt_create_db("mig_bnotx");
-    const char *slash = strrchr(direct, '/');
-    char dbname[128];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
-             slash + 1);
-    char *pooled = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    char *pooled = pooler_url_of(direct);
     char *dir = small_dir();
     write_file(dir, "0003_idx.up.sql",
                "-- ds:no-transaction\n"
@@ -1177,6 +1233,10 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_int_eq(run_cli("--dry-run status", false, NULL), 2);
     ck_assert_int_eq(run_cli("--lock-timeout x up", false, NULL), 2);
     ck_assert_int_eq(run_cli("--database-url", false, NULL), 2);
+    /* an empty value is no value (not "DATABASE_URL is not set") */
+    ck_assert_int_eq(run_cli("--database-url '' status", false, NULL), 2);
+    ck_assert_int_eq(run_cli("--database-url= status", false, NULL), 2);
+    ck_assert_int_eq(run_cli("--dir '' status", false, NULL), 2);
 
     /* A server that is not there: exit 1, the password never shown. */
     ck_assert_int_eq(run_cli("--database-url 'postgresql://ds:hunter2secret@"
@@ -1187,10 +1247,7 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     free(out);
 
     snprintf(args, sizeof args, "--database-url '%s' --json up", url);
-    ck_assert_int_eq(run_cli(args, false, &out), 0);
-    json_error_t jerr;
-    json_t *j = json_loads(out, 0, &jerr);
-    ck_assert_msg(j != NULL, "not JSON: %s", out);
+    json_t *j = run_cli_json(args, 0);
     ck_assert(json_is_true(json_object_get(j, "ok")));
     ck_assert_str_eq(json_string_value(json_object_get(j, "command")), "up");
     ck_assert_uint_eq(json_array_size(json_object_get(j, "ran")),
@@ -1198,19 +1255,15 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_int_eq(json_integer_value(json_object_get(j, "current_version")),
                      DS_SCHEMA_VERSION);
     json_decref(j);
-    free(out);
 
     snprintf(args, sizeof args, "--database-url '%s' --json status", url);
-    ck_assert_int_eq(run_cli(args, false, &out), 0);
-    j = json_loads(out, 0, &jerr);
-    ck_assert_ptr_nonnull(j);
+    j = run_cli_json(args, 0);
     json_t *migs = json_object_get(j, "migrations");
     ck_assert_uint_eq(json_array_size(migs), (size_t)DS_SCHEMA_VERSION);
     ck_assert_str_eq(json_string_value(json_object_get(json_array_get(migs, 0),
                                                        "state")),
                      "applied");
     json_decref(j);
-    free(out);
 
     snprintf(args, sizeof args, "--database-url '%s' status", url);
     ck_assert_int_eq(run_cli(args, false, &out), 0);
@@ -1233,9 +1286,7 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_int_eq(run_cli(args, false, NULL), 1);
     snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json up", url,
              dir);
-    ck_assert_int_eq(run_cli(args, false, &out), 1);
-    j = json_loads(out, 0, &jerr);
-    ck_assert_ptr_nonnull(j);
+    j = run_cli_json(args, 1);
     ck_assert(json_is_false(json_object_get(j, "ok")));
     json_t *e = json_object_get(j, "error");
     ck_assert_str_eq(json_string_value(json_object_get(e, "code")),
@@ -1243,7 +1294,6 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(e, "message")),
                                  "0001_platform_schema.up.sql"));
     json_decref(j);
-    free(out);
     rm_dir(dir);
 
     /* down, to, dry-run through the command line. */
@@ -1265,6 +1315,59 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_int_eq(applied_count(url), 0);
     snprintf(args, sizeof args, "--database-url '%s' to 99", url);
     ck_assert_int_eq(run_cli(args, false, NULL), 1);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* JSON strings are UTF-8; an error message cut at DS_ERROR_MESSAGE_MAX bytes
+ * in the middle of a character, or a migration file in another encoding,
+ * must still reach the JSON (the byte becomes U+FFFD), not vanish. */
+START_TEST(test_migrate_cli_json_keeps_text_that_is_not_utf8) {
+    char *url = dt_create_db("mig_cli_utf8");
+    char *dir = temp_dir();
+    char args[2048], sql[256], want[64];
+    json_t *j;
+    /* 400 two-byte characters after one or two ASCII ones: one of the two
+     * 512-byte messages ends in the middle of a character */
+    for (int odd = 0; odd < 2; odd++) {
+        const char *lead = odd ? "x" : "xy";
+        snprintf(sql, sizeof sql,
+                 "DO $$ BEGIN RAISE EXCEPTION '%s%%', repeat('\xc3\xa9', 400); "
+                 "END $$;\n",
+                 lead);
+        write_file(dir, "0001_loud.up.sql", sql);
+        write_file(dir, "0001_loud.down.sql", "SELECT 1;\n");
+        snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json up",
+                 url, dir);
+        j = run_cli_json(args, 1);
+        ck_assert(json_is_false(json_object_get(j, "ok")));
+        json_t *e = json_object_get(j, "error");
+        ck_assert_msg(e != NULL, "no error in the JSON");
+        ck_assert_str_eq(json_string_value(json_object_get(e, "code")),
+                         "DS_ERR_MIGRATION");
+        ck_assert_str_eq(json_string_value(json_object_get(e, "sqlstate")),
+                         "P0001");
+        snprintf(want, sizeof want, "0001_loud.up.sql:1: %s\xc3\xa9\xc3\xa9", lead);
+        ck_assert_ptr_nonnull(
+            strstr(json_string_value(json_object_get(e, "message")), want));
+        json_decref(j);
+    }
+
+    /* Latin-1 in a file: the dry run still lists the step. */
+    write_file(dir, "0001_loud.up.sql", "SELECT 'caf\xe9';\n");
+    snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json dry-run",
+             url, dir);
+    j = run_cli_json(args, 0);
+    json_t *steps = json_object_get(j, "steps");
+    ck_assert_uint_eq(json_array_size(steps), 1);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(
+                                     json_array_get(steps, 0), "sql")),
+                                 "SELECT 'caf\xef\xbf\xbd';"));
+    json_decref(j);
+    /* the failure rolled back, the dry run wrote nothing */
+    ck_assert(!table_exists(url, "ds_schema_migrations"));
+    rm_dir(dir);
     dt_drop_db(url);
     free(url);
 }
@@ -1349,11 +1452,7 @@ static void *thread_maint_main(void *p) {
 
 START_TEST(test_migrate_maintain_concurrent_and_through_pgbouncer) {
     char *url = dt_migrated_db("mig_maintc");
-    const char *slash = strrchr(url, '/');
-    char dbname[128];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
-             slash + 1);
-    char *pooled = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    char *pooled = pooler_url_of(url);
     thread_maint t[4];
     pthread_t th[4];
     memset(t, 0, sizeof t);
@@ -1442,11 +1541,7 @@ START_TEST(test_migrate_schema_check_passes_on_migrated_db) {
     ds_pool_close(pool);
 
     /* Through PgBouncer, in pooler mode. */
-    const char *slash = strrchr(url, '/');
-    char dbname[128];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(slash + 1, "?"),
-             slash + 1);
-    char *pooled = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
+    char *pooled = pooler_url_of(url);
     ds_config *cfg = dt_config(pooled, 1, 2);
     st = ds_config_set(cfg, "statement_mode", "pooler", &err);
     ck_assert_ds_ok(st, err);
@@ -1645,6 +1740,7 @@ Suite *ds_test_migrate_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("split");
     tcase_add_test(tc, test_migrate_split_follows_sql_lexing);
+    tcase_add_test(tc, test_migrate_split_tricky_sql);
     tcase_add_test(tc, test_migrate_split_refuses_unterminated_and_maps_positions);
     suite_add_tcase(s, tc);
     tc = tcase_create("run");
@@ -1682,6 +1778,7 @@ Suite *ds_test_migrate_suite(void) {
     tc = tcase_create("cli");
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, test_migrate_cli_exit_codes_and_json);
+    tcase_add_test(tc, test_migrate_cli_json_keeps_text_that_is_not_utf8);
     suite_add_tcase(s, tc);
     tc = tcase_create("maintain");
     tcase_set_timeout(tc, 60);

@@ -1210,6 +1210,9 @@ START_TEST(test_session_errors_null_and_out_of_range) {
     ds_secret *tok;
     ck_assert_int_eq(ds_session_create(NULL, 1, NULL, NULL, &tok, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_session_create(s, 1, NULL, NULL, NULL, NULL, &err), DS_ERR_INVALID);
+    ds_session *sess = (ds_session *)1;
+    ck_assert_int_eq(ds_session_create(s, 1, NULL, NULL, NULL, &sess, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(sess);
     ck_assert_int_eq(ds_session_create(s, -1, NULL, NULL, &tok, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_session_validate(NULL, "x", NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_session_validate(s, NULL, NULL, NULL, &err), DS_ERR_INVALID);

@@ -153,8 +153,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_add(ds_memory *mem,
 
 /*
  * Adds `count` facts (1 to 10000) in one transaction: all or none. `ids`
- * may be NULL, else receives `count` ids in order. Errors as ds_memory_add;
- * the message names the index of the first bad fact.
+ * may be NULL, else receives `count` ids in order (all 0 on failure).
+ * Errors as ds_memory_add; the message names the index of the first bad
+ * fact.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_memory_add_many(
     ds_memory *mem, const ds_memory_new_fact *facts, size_t count,

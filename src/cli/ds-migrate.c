@@ -95,6 +95,63 @@ static void log_to_stderr(void *ud, ds_log_level level, const char *module,
 
 /* ---- output ------------------------------------------------------------- */
 
+/* Length of the valid UTF-8 sequence at s[0..len), or 0 (jansson's rules:
+ * no overlong forms, no surrogates, nothing above U+10FFFF). */
+static size_t utf8_seq_len(const unsigned char *s, size_t len) {
+    unsigned char c = s[0];
+    size_t n = 0;
+    if (c < 0x80)
+        n = 1;
+    else if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        n = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        n = 4;
+    if (n == 0 || n > len)
+        return 0;
+    for (size_t k = 1; k < n; k++)
+        if ((s[k] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F) ||
+        (c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
+        return 0;
+    return n;
+}
+
+/*
+ * A JSON string of `s`. JSON strings are UTF-8, and an error message cut
+ * at DS_ERROR_MESSAGE_MAX bytes, a server message or a migration file need
+ * not be: each byte that starts no valid sequence becomes U+FFFD, so the
+ * field is never dropped. NULL only when out of memory.
+ */
+static json_t *json_text(const char *s) {
+    size_t len = strlen(s);
+    json_t *j = json_stringn(s, len);
+    if (j)
+        return j;
+    char *clean = malloc(3 * len + 1); /* each byte at most U+FFFD */
+    if (!clean)
+        return NULL;
+    const unsigned char *u = (const unsigned char *)s;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_len(u + i, len - i);
+        if (n) {
+            memcpy(clean + o, s + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(clean + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    j = json_stringn(clean, o);
+    free(clean);
+    return j;
+}
+
 static void print_json(json_t *obj) {
     char *s = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (s) {
@@ -109,6 +166,12 @@ static const char *event_word(ds_migrate_event ev) {
     case DS_MIGRATE_REVERTED: return "reverted";
     default: return "";
     }
+}
+
+/* A step of the "ran" / "steps" array: which migration, which way. */
+static json_t *step_json(const ds_migrate_progress *p) {
+    return json_pack("{s:I, s:s, s:s}", "version", (json_int_t)p->version,
+                     "name", p->name, "direction", p->up ? "up" : "down");
 }
 
 static void on_progress(void *ud, const ds_migrate_progress *p) {
@@ -129,27 +192,24 @@ static void on_progress(void *ud, const ds_migrate_progress *p) {
         break;
     case DS_MIGRATE_APPLIED:
     case DS_MIGRATE_REVERTED:
-        if (c->json)
-            json_array_append_new(
-                c->steps,
-                json_pack("{s:I, s:s, s:s, s:I}", "version",
-                          (json_int_t)p->version, "name", p->name,
-                          "direction", p->up ? "up" : "down", "duration_ms",
-                          (json_int_t)(p->elapsed_us / 1000)));
-        else
+        if (c->json) {
+            json_t *step = step_json(p);
+            json_object_set_new(step, "duration_ms",
+                                json_integer(p->elapsed_us / 1000));
+            json_array_append_new(c->steps, step);
+        } else
             printf("%s %04lld_%s (%lld ms)\n", event_word(p->event),
                    (long long)p->version, p->name,
                    (long long)(p->elapsed_us / 1000));
         break;
     case DS_MIGRATE_SQL:
-        if (c->json)
-            json_array_append_new(
-                c->steps,
-                json_pack("{s:I, s:s, s:s, s:b, s:s}", "version",
-                          (json_int_t)p->version, "name", p->name,
-                          "direction", p->up ? "up" : "down", "no_transaction",
-                          p->no_transaction, "sql", p->sql));
-        else
+        if (c->json) {
+            json_t *step = step_json(p);
+            json_object_set_new(step, "no_transaction",
+                                json_boolean(p->no_transaction));
+            json_object_set_new(step, "sql", json_text(p->sql));
+            json_array_append_new(c->steps, step);
+        } else
             printf("%s\n", p->sql);
         break;
     }
@@ -343,7 +403,7 @@ static int parse_args(int argc, char **argv, cli *c) {
                 value = eq + 1;
             else if (i + 1 < argc)
                 value = argv[++i];
-            else
+            if (!value || !*value)
                 return usage_error("%s needs a value", opt);
             long long v = 0;
             if (!strcmp(opt, "--database-url")) {
@@ -456,9 +516,9 @@ int main(int argc, char **argv) {
         if (o.st != DS_OK)
             json_object_set_new(
                 out, "error",
-                json_pack("{s:s, s:s, s:s}", "code", ds_status_str(o.st),
+                json_pack("{s:s, s:s, s:o}", "code", ds_status_str(o.st),
                           "sqlstate", o.err.sqlstate, "message",
-                          o.err.message));
+                          json_text(o.err.message)));
         print_json(out);
         json_decref(out);
     } else if (o.st == DS_OK) {

@@ -380,10 +380,12 @@ DS_EXPORT ds_status ds_crypto_encrypt(ds_crypto *crypto,
                                       const void *plaintext, size_t len,
                                       uint8_t **envelope, size_t *envelope_len,
                                       ds_error *err) {
+    if (envelope)
+        *envelope = NULL;
+    if (envelope_len)
+        *envelope_len = 0;
     DS_CHECK_ARG(err, envelope != NULL && envelope_len != NULL,
                  "envelope and envelope_len are required");
-    *envelope = NULL;
-    *envelope_len = 0;
     DS_CHECK_ARG(err, crypto != NULL, "crypto is NULL");
     DS_CHECK_ARG(err, plaintext != NULL || len == 0, "plaintext is NULL");
     DS_CHECK_ARG(err, len <= DS_CRYPTO_MAX_PLAINTEXT,

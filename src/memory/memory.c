@@ -383,29 +383,38 @@ typedef struct db_record {
     bool available; /* the server could install pgvector */
 } db_record;
 
+ds_status ds__memory_settings(ds_conn *c, PGresult **out, ds_error *err) {
+    *out = NULL;
+    PGresult *r =
+        ds__memory_exec(c, &ds__memory_stmts[M_SETTINGS], NULL, err);
+    if (!r)
+        return err->code;
+    if (PQntuples(r) != 1) {
+        ds_status st = ds__error_set(err, DS_ERR_SCHEMA,
+                                     "memory_vector_settings must hold one "
+                                     "row, it holds %d",
+                                     PQntuples(r));
+        PQclear(r);
+        return st;
+    }
+    *out = r;
+    return DS_OK;
+}
+
 /* Reads memory_vector_settings and the catalog, and checks that the
  * embedding column is what the record says. */
 static ds_status read_record(ds_conn *c, db_record *rec, ds_error *err) {
     memset(rec, 0, sizeof *rec);
     ds_error local = {0};
-    PGresult *r =
-        ds__memory_exec(c, &ds__memory_stmts[M_SETTINGS], NULL, &local);
-    if (!r) {
+    PGresult *r;
+    ds_status st = ds__memory_settings(c, &r, &local);
+    if (st != DS_OK) {
         if (strcmp(local.sqlstate, "42P01") == 0) {
             local.code = DS_ERR_SCHEMA;
             ds__error_prefix(&local, "the memory schema is missing (run the "
                                      "migrations: sql/0003_memory_embeddings)");
         }
         return ds__memory_fail(&local, err);
-    }
-    ds_status st = DS_OK;
-    if (PQntuples(r) != 1) {
-        st = ds__error_set(err, DS_ERR_SCHEMA,
-                           "memory_vector_settings must hold one row, it "
-                           "holds %d",
-                           PQntuples(r));
-        PQclear(r);
-        return st;
     }
     rec->dim = ds__get_be32(PQgetvalue(r, 0, 0));
     const char *backend = PQgetvalue(r, 0, 1);
@@ -877,6 +886,8 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
     DS_CHECK_ARG(err, facts, "facts is NULL");
     DS_CHECK_ARG(err, count >= 1 && count <= 10000,
                  "count must be 1 to 10000");
+    if (ids)
+        memset(ids, 0, count * sizeof *ids);
     float *unit = ds__calloc(mem->dim, sizeof *unit);
     if (!unit)
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
@@ -896,7 +907,12 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
         memset(&local, 0, sizeof local);
         st = add_many_once(mem, facts, count, ids, &local);
     }
-    return st == DS_OK ? DS_OK : ds__memory_fail(&local, err);
+    if (st == DS_OK)
+        return DS_OK;
+    /* ids of batches written before the failure were rolled back */
+    if (ids)
+        memset(ids, 0, count * sizeof *ids);
+    return ds__memory_fail(&local, err);
 }
 
 DS_EXPORT ds_status ds_memory_add(ds_memory *mem,

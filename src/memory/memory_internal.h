@@ -181,6 +181,11 @@ void ds__int8_array(const int64_t *v, size_t n, char *out);
 
 /* ---- shared by memory.c and search.c ------------------------------------ */
 
+/* The one row of memory_vector_settings and the catalog facts beside it
+ * (statement M_SETTINGS); DS_ERR_SCHEMA when the table holds no row or
+ * several. `err` must not be NULL. */
+ds_status ds__memory_settings(ds_conn *c, PGresult **out, ds_error *err);
+
 /* A consistent copy of the state. */
 ds__memory_state ds__memory_state_get(ds_memory *mem);
 /* Re-reads the database's backend after a statement failed in a way that

@@ -107,6 +107,13 @@ static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
             q, (const unsigned char *)PQgetvalue(r, (int)i, 1), mem->dim,
             &bound);
         ids[i] = ds__memory_int8(r, (int)i, 0);
+        if (!isfinite(approx) || !isfinite(bound) || !(bound >= 0)) {
+            /* A damaged sketch bounds nothing: keep the fact for the exact
+             * rescoring, and keep NaN out of the heap, where it would
+             * poison the floor and prune everybody. */
+            hi[i] = INFINITY;
+            continue;
+        }
         hi[i] = approx + bound + slack;
         heap_push(heap, &heap_len, n, approx - bound - slack);
     }
@@ -158,6 +165,14 @@ static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
         }
         double score = ds__vec_dot_le(
             q, (const unsigned char *)PQgetvalue(r, i, 1), mem->dim);
+        if (!isfinite(score)) {
+            /* NaN would be handed out as a similarity and break the sort */
+            st = ds__error_set(err, DS_ERR_SCHEMA,
+                               "memory fact %lld: the stored embedding holds "
+                               "NaN or infinity",
+                               (long long)ds__memory_int8(r, i, 0));
+            break;
+        }
         if (use_min && score < min_sim)
             continue;
         v[got].id = ds__memory_int8(r, i, 0);

@@ -184,9 +184,8 @@ static ds_status upgrade(ds_conn *c, ds_error *err) {
     ds_status st = run(c, &ds__memory_upgrade_stmts[U_LOCK], NULL, err);
     if (st != DS_OK)
         return st;
-    r = ds__memory_exec(c, &ds__memory_stmts[M_SETTINGS], NULL, err);
-    if (!r)
-        return err->code;
+    if ((st = ds__memory_settings(c, &r, err)) != DS_OK)
+        return st;
     size_t dim = ds__get_be32(PQgetvalue(r, 0, 0));
     bool already = strcmp(PQgetvalue(r, 0, 1), "pgvector") == 0;
     bool available = PQgetvalue(r, 0, 5)[0] != 0;

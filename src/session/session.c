@@ -27,6 +27,22 @@ enum {
     DS_OID_INT8, DS_OID_INT8, DS_OID_TIMESTAMPTZ, DS_OID_TIMESTAMPTZ,         \
         DS_OID_TIMESTAMPTZ, DS_OID_TEXT, DS_OID_TEXT, DS_OID_BOOL
 
+/* A look-up by hash: the record, the stored hash (which ring key it is
+ * under), whether it is live, and whether it is due for a touch ($2: the
+ * touch interval in microseconds). */
+#define LOOKUP_SQL(where)                                                      \
+    "SELECT " SESSION_COLS ", token_hash, expires_at > now(), "               \
+    "now() - last_seen_at >= $2 * interval '1 microsecond' "                  \
+    "FROM auth_sessions WHERE " where
+#define LOOKUP_COL_TYPES SESSION_COL_TYPES, DS_OID_BYTEA, DS_OID_BOOL, DS_OID_BOOL
+
+/* Marks sessions revoked (keeping the first revocation's time) and returns
+ * what the cache needs to replace their entries with tombstones. */
+#define REVOKE_SQL(where)                                                      \
+    "UPDATE auth_sessions SET revoked = true, "                               \
+    "revoked_at = coalesce(revoked_at, now()) "                               \
+    "WHERE " where " RETURNING user_id, token_hash"
+
 static const ds__stmt_def stmts[] = {
     [STMT_CREATE] = {
         .name = "session.create",
@@ -42,26 +58,22 @@ static const ds__stmt_def stmts[] = {
     },
     [STMT_LOOKUP] = {
         .name = "session.lookup",
-        .sql = "SELECT " SESSION_COLS ", token_hash, expires_at > now(), "
-               "now() - last_seen_at >= $2 * interval '1 microsecond' "
-               "FROM auth_sessions WHERE token_hash = ANY($1)",
+        .sql = LOOKUP_SQL("token_hash = ANY($1)"),
         .nparams = 2,
         .param_types = {DS_OID_BYTEA_ARRAY, DS_OID_INT8},
         .ncols = 11,
-        .col_types = {SESSION_COL_TYPES, DS_OID_BYTEA, DS_OID_BOOL, DS_OID_BOOL},
+        .col_types = {LOOKUP_COL_TYPES},
     },
     /* The same for a ring of one key: a plain equality, which a generic
      * plan always answers from the unique index (= ANY($1) may be planned
      * as a scan on a small table). */
     [STMT_LOOKUP_ONE] = {
         .name = "session.lookup_one",
-        .sql = "SELECT " SESSION_COLS ", token_hash, expires_at > now(), "
-               "now() - last_seen_at >= $2 * interval '1 microsecond' "
-               "FROM auth_sessions WHERE token_hash = $1",
+        .sql = LOOKUP_SQL("token_hash = $1"),
         .nparams = 2,
         .param_types = {DS_OID_BYTEA, DS_OID_INT8},
         .ncols = 11,
-        .col_types = {SESSION_COL_TYPES, DS_OID_BYTEA, DS_OID_BOOL, DS_OID_BOOL},
+        .col_types = {LOOKUP_COL_TYPES},
     },
     [STMT_TOUCH] = {
         .name = "session.touch",
@@ -77,9 +89,7 @@ static const ds__stmt_def stmts[] = {
     },
     [STMT_REVOKE_HASH] = {
         .name = "session.revoke_by_hash",
-        .sql = "UPDATE auth_sessions SET revoked = true, "
-               "revoked_at = coalesce(revoked_at, now()) "
-               "WHERE token_hash = ANY($1) RETURNING user_id, token_hash",
+        .sql = REVOKE_SQL("token_hash = ANY($1)"),
         .nparams = 1,
         .param_types = {DS_OID_BYTEA_ARRAY},
         .ncols = 2,
@@ -87,9 +97,7 @@ static const ds__stmt_def stmts[] = {
     },
     [STMT_REVOKE_ID] = {
         .name = "session.revoke_by_id",
-        .sql = "UPDATE auth_sessions SET revoked = true, "
-               "revoked_at = coalesce(revoked_at, now()) "
-               "WHERE id = $1 AND user_id = $2 RETURNING user_id, token_hash",
+        .sql = REVOKE_SQL("id = $1 AND user_id = $2"),
         .nparams = 2,
         .param_types = {DS_OID_INT8, DS_OID_INT8},
         .ncols = 2,
@@ -280,22 +288,56 @@ ds_status ds__session_token_decode(const char *token,
     return DS_OK;
 }
 
-/* Every ring key's hash of `raw` as a bytea[] parameter; hashes (n * 32
- * bytes, the active key's first) are also left in `hashes`. */
-static ds_status hash_array(ds_session_store *s, const uint8_t *raw,
-                            uint8_t *hashes, size_t *n, ds__pgarr *arr,
-                            ds_error *err) {
-    *n = ds__crypto_key_count(s->crypto);
-    ds_status st = ds__crypto_session_hashes(s->crypto, raw, DS_SESSION_TOKEN_BYTES,
-                                             hashes, err);
+/* A presented token's keyed hashes under every ring key, the active
+ * key's first (a token is looked up under all of them, so a new active
+ * key logs no one out), as bytes and as a bytea[] parameter. */
+typedef struct presented {
+    uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
+    size_t n;
+    ds__pgarr arr;
+} presented;
+
+/* Decodes and hashes `token`; the decoded bytes are wiped before this
+ * returns. Call presented_done() whatever it returns. */
+static ds_status presented_hash(ds_session_store *s, const char *token,
+                                const char *fn, presented *p, ds_error *err) {
+    p->n = 0;
+    uint8_t raw[DS_SESSION_TOKEN_BYTES];
+    ds_status st = ds__session_token_decode(token, raw, fn, err);
     if (st != DS_OK)
         return st;
-    bool ok = ds__pgarr_begin(arr, DS_OID_BYTEA, (int)*n, false);
-    for (size_t i = 0; ok && i < *n; i++)
-        ok = ds__pgarr_add(arr, hashes + i * DS_SESSION_HASH_BYTES,
+    p->n = ds__crypto_key_count(s->crypto);
+    st = ds__crypto_session_hashes(s->crypto, raw, sizeof raw, p->hashes, err);
+    sodium_memzero(raw, sizeof raw);
+    if (st != DS_OK)
+        return st;
+    bool ok = ds__pgarr_begin(&p->arr, DS_OID_BYTEA, (int)p->n, false);
+    for (size_t i = 0; ok && i < p->n; i++)
+        ok = ds__pgarr_add(&p->arr, p->hashes + i * DS_SESSION_HASH_BYTES,
                            DS_SESSION_HASH_BYTES);
     if (!ok)
         return ds__error_set(err, DS_ERR_NOMEM, "session: out of memory");
+    return DS_OK;
+}
+
+static void presented_done(presented *p) { ds__pgarr_free(&p->arr); }
+
+/* Runs one statement on a primary lease that goes back at once (all
+ * session statements go to the primary: a revocation must be seen at
+ * once, and a replica may lag). */
+static ds_status exec_primary(ds_session_store *s, int which,
+                              const char *const *values, const int *lengths,
+                              const int *formats, PGresult **out,
+                              ds_error *err) {
+    *out = NULL;
+    ds_conn *conn;
+    ds_status st = ds_pool_acquire(s->pool, &conn, err);
+    if (st != DS_OK)
+        return st;
+    *out = ds__stmt_exec(conn, &stmts[which], values, lengths, formats, err);
+    ds_pool_release(conn);
+    if (!*out)
+        return err ? err->code : DS_ERR_DB;
     return DS_OK;
 }
 
@@ -323,10 +365,10 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
                                       const char *user_agent, const char *ip,
                                       ds_secret **token, ds_session **session,
                                       ds_error *err) {
-    DS_CHECK_ARG(err, token != NULL, "token is NULL");
-    *token = NULL;
     if (session)
         *session = NULL;
+    DS_CHECK_ARG(err, token != NULL, "token is NULL");
+    *token = NULL;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     if (ip && !*ip)
@@ -363,17 +405,9 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
     int lengths[] = {8, DS_SESSION_HASH_BYTES, 8, (int)ua_len, 0};
     int formats[] = {1, 1, 1, 1, 0}; /* the address as text: inet parses it */
 
-    ds_conn *conn;
     ds_error local = {0};
-    st = ds_pool_acquire(store->pool, &conn, &local);
-    PGresult *r = NULL;
-    if (st == DS_OK) {
-        r = ds__stmt_exec(conn, &stmts[STMT_CREATE], values, lengths, formats,
-                          &local);
-        ds_pool_release(conn);
-        if (!r)
-            st = local.code;
-    }
+    PGresult *r;
+    st = exec_primary(store, STMT_CREATE, values, lengths, formats, &r, &local);
     sodium_memzero(hash, sizeof hash);
     if (st != DS_OK) {
         ds_secret_free(tok);
@@ -403,67 +437,25 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
 
 /* ---- validate -------------------------------------------------------------- */
 
-DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
-                                        const char *token, int64_t *user_id,
-                                        ds_session **session, ds_error *err) {
-    if (user_id)
-        *user_id = 0;
-    if (session)
-        *session = NULL;
-    DS_CHECK_ARG(err, store != NULL, "store is NULL");
-    uint8_t raw[DS_SESSION_TOKEN_BYTES];
-    ds_status st = ds__session_token_decode(token, raw, __func__, err);
-    if (st != DS_OK)
-        return st;
-    uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
-    size_t nhashes = 0;
-    ds__pgarr arr = {0};
-    st = hash_array(store, raw, hashes, &nhashes, &arr, err);
-    sodium_memzero(raw, sizeof raw);
-    if (st != DS_OK) {
-        ds__pgarr_free(&arr);
-        return st;
-    }
-
-    if (store->redis) {
-        ds_session *cached;
-        ds__cache_result cr = ds__session_cache_get(store, hashes, &cached);
-        if (cr == DS_CACHE_REVOKED) {
-            ds__pgarr_free(&arr);
-            return ds__error_set(err, DS_ERR_NOT_FOUND,
-                                 "ds_session_validate: the session was revoked");
-        }
-        if (cr == DS_CACHE_HIT) {
-            ds__pgarr_free(&arr);
-            if (user_id)
-                *user_id = cached->user_id;
-            if (session)
-                *session = cached;
-            else
-                ds_session_free(cached);
-            return DS_OK;
-        }
-    }
-
-    ds_conn *conn;
-    st = ds_pool_acquire(store->pool, &conn, err);
-    if (st != DS_OK) {
-        ds__pgarr_free(&arr);
-        return st;
-    }
+/* The look-up on `conn` and, when the session is due for a touch or was
+ * found under an older ring key, the touch that slides its expiry and
+ * re-hashes it under the active key. */
+static ds_status lookup_and_touch(ds_session_store *store, ds_conn *conn,
+                                  const presented *tok, ds_session **out,
+                                  ds_error *err) {
+    *out = NULL;
+    const uint8_t *hashes = tok->hashes;
+    size_t nhashes = tok->n;
     char touch_be[8];
     ds__put_be64(touch_be, (uint64_t)store->touch_us);
     bool one = nhashes == 1;
-    const char *values[] = {one ? (const char *)hashes : arr.buf, touch_be};
-    int lengths[] = {one ? DS_SESSION_HASH_BYTES : (int)arr.len, 8};
+    const char *values[] = {one ? (const char *)hashes : tok->arr.buf, touch_be};
+    int lengths[] = {one ? DS_SESSION_HASH_BYTES : (int)tok->arr.len, 8};
     int formats[] = {1, 1};
     PGresult *r = ds__stmt_exec(conn, &stmts[one ? STMT_LOOKUP_ONE : STMT_LOOKUP],
                                 values, lengths, formats, err);
-    ds__pgarr_free(&arr);
-    if (!r) {
-        ds_pool_release(conn);
+    if (!r)
         return err ? err->code : DS_ERR_DB;
-    }
     const char *why = NULL;
     if (PQntuples(r) == 0)
         why = "no such session";
@@ -473,7 +465,6 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
         why = "the session expired";
     if (why) {
         PQclear(r);
-        ds_pool_release(conn);
         return ds__error_set(err, DS_ERR_NOT_FOUND, "ds_session_validate: %s", why);
     }
 
@@ -488,44 +479,75 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
     bool due = PQgetvalue(r, 0, 10)[0] != 0;
     ds_session *sess = session_from_row(r, 0);
     PQclear(r);
-    if (!sess) {
-        ds_pool_release(conn);
+    if (!sess)
         return ds__error_set(err, DS_ERR_NOMEM, "ds_session_validate: out of memory");
+    if (!due && key_index == 0) {
+        *out = sess;
+        return DS_OK;
     }
 
-    if (due || key_index != 0) {
-        char id_be[8], idle_be[8], max_be[8];
-        ds__put_be64(id_be, (uint64_t)sess->id);
-        ds__put_be64(idle_be, (uint64_t)store->idle_us);
-        ds__put_be64(max_be, (uint64_t)store->max_us);
-        const char *tv[] = {id_be, idle_be, max_be, (const char *)hashes};
-        int tl[] = {8, 8, 8, DS_SESSION_HASH_BYTES};
-        int tf[] = {1, 1, 1, 1};
-        PGresult *t = ds__stmt_exec(conn, &stmts[STMT_TOUCH], tv, tl, tf, err);
-        if (!t) {
-            ds_pool_release(conn);
-            ds_session_free(sess);
-            return err ? err->code : DS_ERR_DB;
-        }
-        if (PQntuples(t) == 0) { /* revoked or expired in between */
-            PQclear(t);
-            ds_pool_release(conn);
-            ds_session_free(sess);
-            return ds__error_set(err, DS_ERR_NOT_FOUND,
-                                 "ds_session_validate: the session was revoked");
-        }
+    char id_be[8], idle_be[8], max_be[8];
+    ds__put_be64(id_be, (uint64_t)sess->id);
+    ds__put_be64(idle_be, (uint64_t)store->idle_us);
+    ds__put_be64(max_be, (uint64_t)store->max_us);
+    const char *tv[] = {id_be, idle_be, max_be, (const char *)hashes};
+    int tl[] = {8, 8, 8, DS_SESSION_HASH_BYTES};
+    int tf[] = {1, 1, 1, 1};
+    PGresult *t = ds__stmt_exec(conn, &stmts[STMT_TOUCH], tv, tl, tf, err);
+    ds_status st = DS_OK;
+    if (!t) {
+        st = err ? err->code : DS_ERR_DB;
+    } else if (PQntuples(t) == 0) { /* revoked or expired in between */
+        st = ds__error_set(err, DS_ERR_NOT_FOUND,
+                           "ds_session_validate: the session was revoked");
+    } else {
         sess->last_seen_at_us = ts_us(t, 0, 0);
         sess->expires_at_us = ts_us(t, 0, 1);
-        PQclear(t);
         if (key_index != 0)
             ds__log(DS_LOG_DEBUG, "session",
                     "session %lld re-hashed under the active key",
                     (long long)sess->id);
     }
-    ds_pool_release(conn);
-    if (store->redis)
-        ds__session_cache_put(store, hashes, sess);
+    PQclear(t);
+    if (st != DS_OK) {
+        ds_session_free(sess);
+        return st;
+    }
+    *out = sess;
+    return DS_OK;
+}
 
+DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
+                                        const char *token, int64_t *user_id,
+                                        ds_session **session, ds_error *err) {
+    if (user_id)
+        *user_id = 0;
+    if (session)
+        *session = NULL;
+    DS_CHECK_ARG(err, store != NULL, "store is NULL");
+    presented tok = {.n = 0};
+    ds_status st = presented_hash(store, token, __func__, &tok, err);
+
+    ds_session *sess = NULL;
+    ds__cache_result cached = DS_CACHE_MISS;
+    if (st == DS_OK && store->redis)
+        cached = ds__session_cache_get(store, tok.hashes, &sess);
+    if (cached == DS_CACHE_REVOKED)
+        st = ds__error_set(err, DS_ERR_NOT_FOUND,
+                           "ds_session_validate: the session was revoked");
+    if (st == DS_OK && cached == DS_CACHE_MISS) {
+        ds_conn *conn;
+        st = ds_pool_acquire(store->pool, &conn, err);
+        if (st == DS_OK) {
+            st = lookup_and_touch(store, conn, &tok, &sess, err);
+            ds_pool_release(conn);
+        }
+        if (st == DS_OK && store->redis)
+            ds__session_cache_put(store, tok.hashes, sess);
+    }
+    presented_done(&tok);
+    if (st != DS_OK)
+        return st;
     if (user_id)
         *user_id = sess->user_id;
     if (session)
@@ -546,14 +568,10 @@ static ds_status run_revoke(ds_session_store *store, int which,
                             const int *formats, const uint8_t *extra_hash,
                             int64_t user_id, int64_t *count, ds_error *err) {
     *count = 0;
-    ds_conn *conn;
-    ds_status st = ds_pool_acquire(store->pool, &conn, err);
+    PGresult *r;
+    ds_status st = exec_primary(store, which, values, lengths, formats, &r, err);
     if (st != DS_OK)
         return st;
-    PGresult *r = ds__stmt_exec(conn, &stmts[which], values, lengths, formats, err);
-    ds_pool_release(conn);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
     int n = PQntuples(r);
     bool per_user = which == STMT_REVOKE_USER;
     *count = per_user ? (int64_t)ds__get_be64(PQgetvalue(r, 0, 0)) : n;
@@ -574,24 +592,17 @@ static ds_status run_revoke(ds_session_store *store, int which,
 DS_EXPORT ds_status ds_session_revoke(ds_session_store *store,
                                       const char *token, ds_error *err) {
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
-    uint8_t raw[DS_SESSION_TOKEN_BYTES];
-    ds_status st = ds__session_token_decode(token, raw, __func__, err);
-    if (st != DS_OK)
-        return st;
-    uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
-    size_t nhashes;
-    ds__pgarr arr = {0};
-    st = hash_array(store, raw, hashes, &nhashes, &arr, err);
-    sodium_memzero(raw, sizeof raw);
+    presented tok = {.n = 0};
+    ds_status st = presented_hash(store, token, __func__, &tok, err);
     int64_t n = 0;
     if (st == DS_OK) {
-        const char *values[] = {arr.buf};
-        int lengths[] = {(int)arr.len};
+        const char *values[] = {tok.arr.buf};
+        int lengths[] = {(int)tok.arr.len};
         int formats[] = {1};
-        st = run_revoke(store, STMT_REVOKE_HASH, values, lengths, formats, hashes,
-                        0, &n, err);
+        st = run_revoke(store, STMT_REVOKE_HASH, values, lengths, formats,
+                        tok.hashes, 0, &n, err);
     }
-    ds__pgarr_free(&arr);
+    presented_done(&tok);
     if (st == DS_OK && n == 0)
         return ds__error_set(err, DS_ERR_NOT_FOUND,
                              "ds_session_revoke: no such session");
@@ -656,14 +667,10 @@ DS_EXPORT ds_status ds_session_list(ds_session_store *store, int64_t user_id,
     const char *values[] = {uid_be};
     int lengths[] = {8};
     int formats[] = {1};
-    ds_conn *conn;
-    ds_status st = ds_pool_acquire(store->pool, &conn, err);
+    PGresult *r;
+    ds_status st = exec_primary(store, STMT_LIST, values, lengths, formats, &r, err);
     if (st != DS_OK)
         return st;
-    PGresult *r = ds__stmt_exec(conn, &stmts[STMT_LIST], values, lengths, formats, err);
-    ds_pool_release(conn);
-    if (!r)
-        return err ? err->code : DS_ERR_DB;
     size_t n = (size_t)PQntuples(r);
     ds_session **list = ds__calloc(n ? n : 1, sizeof *list);
     for (size_t i = 0; list && i < n; i++) {
@@ -697,15 +704,11 @@ DS_EXPORT ds_status ds_session_purge_expired(ds_session_store *store,
     int formats[] = {1, 1};
     int64_t total = 0;
     for (;;) {
-        ds_conn *conn;
-        ds_status st = ds_pool_acquire(store->pool, &conn, err);
+        PGresult *r;
+        ds_status st = exec_primary(store, STMT_PURGE, values, lengths, formats,
+                                    &r, err);
         if (st != DS_OK)
             return st;
-        PGresult *r = ds__stmt_exec(conn, &stmts[STMT_PURGE], values, lengths,
-                                    formats, err);
-        ds_pool_release(conn);
-        if (!r)
-            return err ? err->code : DS_ERR_DB;
         long n = strtol(PQcmdTuples(r), NULL, 10);
         PQclear(r);
         total += n;
