@@ -1027,8 +1027,8 @@ START_TEST(test_memory_fallback_search_is_exact) {
 }
 END_TEST
 
-/* A sketch is only an accelerator: one that holds NaN or infinity (bit
- * rot, a hand-made row) must neither hide its fact nor, through the heap
+/* A sketch is only an accelerator: one that holds NaN, infinity or a step
+ * or bound no unit vector has (bit rot, a hand-made row) must neither hide its fact nor, through the heap
  * of lower bounds, anybody else's; the exact vector decides. */
 START_TEST(test_memory_fallback_survives_a_damaged_sketch) {
     fx f;
@@ -1076,6 +1076,33 @@ START_TEST(test_memory_fallback_survives_a_damaged_sketch) {
         ck_assert_int_eq(hits->items[i]->id, want[i]);
         ck_assert_double_eq_tol(hits->items[i]->score, score[i], 1e-6);
     }
+    ds_memory_facts_free(hits);
+    /* finite damage: a negative step hides its own fact, and steps of
+     * 1000 and -1000 give two lower bounds far above any cosine, a floor
+     * that would prune the true second best */
+    snprintf(sql, sizeof sql,
+             "UPDATE memory_facts SET embedding_sketch = overlay("
+             "embedding_sketch placing '\\x040201bc'::bytea from 1 for 4) "
+             "WHERE id = %lld",
+             (long long)near);
+    dt_sql(f.url, sql);
+    snprintf(sql, sizeof sql,
+             "UPDATE memory_facts SET embedding_sketch = overlay("
+             "embedding_sketch placing '\\x00007a44'::bytea from 1 for 4) "
+             "WHERE id = %lld",
+             (long long)mid);
+    dt_sql(f.url, sql);
+    snprintf(sql, sizeof sql,
+             "UPDATE memory_facts SET embedding_sketch = overlay("
+             "embedding_sketch placing '\\x00007ac4'::bytea from 1 for 4) "
+             "WHERE id = %lld",
+             (long long)opposite);
+    dt_sql(f.url, sql);
+    hits = search(f.mem, f.alice, v, 2, NULL);
+    ck_assert_uint_eq(hits->count, 2);
+    ck_assert_int_eq(hits->items[0]->id, exact);
+    ck_assert_int_eq(hits->items[1]->id, near);
+    ck_assert_double_eq_tol(hits->items[1]->score, 0.8, 1e-6);
     ds_memory_facts_free(hits);
 
     /* A damaged embedding is the data itself: said, not ranked as NaN. */

@@ -214,7 +214,13 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
  * the pool has one (ds_pool_acquire_read), where a fact added a moment ago
  * may not be yet; opts->read_primary reads from the primary.
  * *out is freed with ds_memory_facts_free(); it may hold fewer than k facts.
- * Errors: DS_ERR_INVALID (as for ds_memory_add, or k/opts out of range).
+ * The fallback prunes with a per-fact sketch written with the embedding; a
+ * sketch no unit vector could have (edited or damaged in the table) is
+ * ignored and the fact scored exactly.
+ * Errors: DS_ERR_INVALID (as for ds_memory_add, or k/opts out of range),
+ * DS_ERR_SCHEMA (a stored embedding or sketch of the wrong length, or an
+ * embedding holding NaN or infinity, among the facts scored; the message
+ * names the fact).
  */
 DS_EXPORT DS_NODISCARD ds_status ds_memory_search(
     ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,

@@ -882,12 +882,12 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
                                        const ds_memory_new_fact *facts,
                                        size_t count, int64_t *ids,
                                        ds_error *err) {
+    if (ids && count >= 1 && count <= 10000)
+        memset(ids, 0, count * sizeof *ids);
     DS_CHECK_ARG(err, mem, "mem is NULL");
     DS_CHECK_ARG(err, facts, "facts is NULL");
     DS_CHECK_ARG(err, count >= 1 && count <= 10000,
                  "count must be 1 to 10000");
-    if (ids)
-        memset(ids, 0, count * sizeof *ids);
     float *unit = ds__calloc(mem->dim, sizeof *unit);
     if (!unit)
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");

@@ -167,6 +167,9 @@ void ds__sketch_build(const float *unit, size_t dim, unsigned char *out);
 /* The approximate dot product and the sketch's error bound. */
 float ds__sketch_dot(const float *q, const unsigned char *sketch, size_t dim,
                      float *bound);
+/* Whether the sketch's step and bound are ones ds__sketch_build can write
+ * for a unit vector (a sketch edited or damaged in the table is not). */
+bool ds__sketch_plausible(const unsigned char *sketch, size_t dim);
 /* Rounding of the float arithmetic on both sides, with a margin. */
 float ds__sketch_slack(size_t dim);
 

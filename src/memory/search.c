@@ -102,15 +102,17 @@ static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
                                PQgetlength(r, (int)i, 1), sketch_len);
             break;
         }
+        const unsigned char *sk =
+            (const unsigned char *)PQgetvalue(r, (int)i, 1);
         float bound;
-        float approx = ds__sketch_dot(
-            q, (const unsigned char *)PQgetvalue(r, (int)i, 1), mem->dim,
-            &bound);
+        float approx = ds__sketch_dot(q, sk, mem->dim, &bound);
         ids[i] = ds__memory_int8(r, (int)i, 0);
-        if (!isfinite(approx) || !isfinite(bound) || !(bound >= 0)) {
+        if (!ds__sketch_plausible(sk, mem->dim) || !isfinite(approx) ||
+            approx - bound - slack > 1 + slack) {
             /* A damaged sketch bounds nothing: keep the fact for the exact
-             * rescoring, and keep NaN out of the heap, where it would
-             * poison the floor and prune everybody. */
+             * rescoring, and keep its bound out of the heap, where NaN or
+             * a lower bound above any cosine would raise the floor and
+             * prune everybody. */
             hi[i] = INFINITY;
             continue;
         }

@@ -135,6 +135,17 @@ void ds__sketch_build(const float *unit, size_t dim, unsigned char *out) {
     store_le_float(out + 4, bound);
 }
 
+/* What ds__sketch_build can write for a unit vector: max|v_i| is in (0, 1],
+ * so 0 < step <= 1/127, and each component's rounding error is at most
+ * step/2, so bound <= step/2 * sqrt(dim); both up to float rounding. */
+bool ds__sketch_plausible(const unsigned char *sketch, size_t dim) {
+    float step = load_le_float(sketch);
+    float bound = load_le_float(sketch + 4);
+    const float margin = 1.0f + 1e-5f;
+    return step > 0 && step <= margin / 127.0f && bound >= 0 &&
+           bound <= 0.5f * step * sqrtf((float)dim) * margin + 1e-30f;
+}
+
 float ds__sketch_dot(const float *q, const unsigned char *sketch, size_t dim,
                      float *bound) {
     const int8_t *v = (const int8_t *)(sketch + 8);
