@@ -1236,7 +1236,9 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     /* an empty value is no value (not "DATABASE_URL is not set") */
     ck_assert_int_eq(run_cli("--database-url '' status", false, NULL), 2);
     ck_assert_int_eq(run_cli("--database-url= status", false, NULL), 2);
-    ck_assert_int_eq(run_cli("--dir '' status", false, NULL), 2);
+    ck_assert_int_eq(run_cli("--dir '' status", true, &out), 2);
+    ck_assert_ptr_nonnull(strstr(out, "--dir needs a value"));
+    free(out);
 
     /* A server that is not there: exit 1, the password never shown. */
     ck_assert_int_eq(run_cli("--database-url 'postgresql://ds:hunter2secret@"

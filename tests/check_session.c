@@ -1228,7 +1228,12 @@ START_TEST(test_session_errors_null_and_out_of_range) {
     ds_session **list;
     size_t count;
     ck_assert_int_eq(ds_session_list(s, 0, &list, &count, &err), DS_ERR_INVALID);
+    count = 7;
     ck_assert_int_eq(ds_session_list(s, 1, NULL, &count, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(count, 0);
+    list = (ds_session **)&n;
+    ck_assert_int_eq(ds_session_list(s, 1, &list, NULL, &err), DS_ERR_INVALID);
+    ck_assert_ptr_null(list);
     ck_assert_int_eq(ds_session_list(NULL, 1, &list, &count, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_session_purge_expired(s, -1, &n, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_session_purge_expired(NULL, 0, &n, &err), DS_ERR_INVALID);

@@ -656,10 +656,12 @@ DS_EXPORT ds_status ds_session_revoke_user(ds_session_store *store,
 DS_EXPORT ds_status ds_session_list(ds_session_store *store, int64_t user_id,
                                     ds_session ***sessions, size_t *count,
                                     ds_error *err) {
+    if (sessions)
+        *sessions = NULL;
+    if (count)
+        *count = 0;
     DS_CHECK_ARG(err, sessions != NULL && count != NULL,
                  "sessions and count are required");
-    *sessions = NULL;
-    *count = 0;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     char uid_be[8];
