@@ -255,6 +255,48 @@ START_TEST(test_sql_infinite_timestamps_and_floats) {
 }
 END_TEST
 
+/* The edges of the type: infinities both ways, the first instant the
+ * server holds, the last years that epoch microseconds cannot say, and a
+ * time before the first, which the server refuses instead of reading a
+ * wrapped-around value. */
+START_TEST(test_sql_timestamp_edges) {
+    const int64_t first = INT64_C(-210866803200000000); /* 4714-11-24 BC */
+    ds_param p[] = {ds_param_timestamptz(INT64_MAX),
+                    ds_param_timestamptz(INT64_MIN),
+                    ds_param_timestamptz(first)};
+    ds_result *res = run("SELECT $1::timestamptz = 'infinity', "
+                         "$2::timestamptz = '-infinity', "
+                         "$3::timestamptz = '4714-11-24 00:00:00+00 BC', "
+                         "$3::timestamptz, '294250-01-01 00:00:00+00'::timestamptz",
+                         p, 3);
+    ds_error err = {0};
+    bool b;
+    for (int col = 0; col < 3; col++) {
+        ck_assert_int_eq(ds_result_bool(res, 0, col, &b, &err), DS_OK);
+        ck_assert_msg(b, "column %d", col);
+    }
+    int64_t ts;
+    ck_assert_int_eq(ds_result_timestamptz(res, 0, 3, &ts, &err), DS_OK);
+    ck_assert(ts == first);
+    ck_assert_int_eq(ds_result_timestamptz(res, 0, 4, &ts, &err), DS_OK);
+    ck_assert(ts == INT64_MAX);
+    ds_result_free(res);
+
+    ds_param early[] = {ds_param_timestamptz(first - 1)};
+    res = (ds_result *)&ts;
+    ds_status st = ds_pool_exec(pool, "SELECT $1::timestamptz", early, 1, &res, &err);
+    ck_assert_int_ne(st, DS_OK);
+    ck_assert_ptr_null(res);
+    ck_assert_str_eq(err.sqlstate, "22008");
+    ds_param far[] = {ds_param_timestamptz(INT64_MIN + 1)};
+    res = (ds_result *)&ts;
+    st = ds_pool_exec(pool, "SELECT $1::timestamptz", far, 1, &res, &err);
+    ck_assert_int_ne(st, DS_OK);
+    ck_assert_ptr_null(res);
+    ck_assert_str_eq(err.sqlstate, "22008");
+}
+END_TEST
+
 START_TEST(test_sql_prepared_statement_survives_schema_change) {
     ds_error err = {0};
     ds_conn *c;
@@ -333,6 +375,7 @@ static void add_common(TCase *tc) {
     tcase_add_test(tc, test_sql_bad_input_is_rejected_cleanly);
     tcase_add_test(tc, test_sql_accessor_type_mismatch_and_nulls);
     tcase_add_test(tc, test_sql_infinite_timestamps_and_floats);
+    tcase_add_test(tc, test_sql_timestamp_edges);
 }
 
 Suite *ds_test_sql_suite(void) {

@@ -115,6 +115,8 @@ static inline ds_param ds_param_bytea(const void *data, size_t len) {
     }
     return p;
 }
+/* Microseconds since 1970-01-01 UTC; INT64_MIN and INT64_MAX bind
+ * -infinity and infinity, as ds_result_timestamptz() reads them. */
 static inline ds_param ds_param_timestamptz(int64_t epoch_us) {
     ds_param p = ds_param_null();
     p.type = DS_PARAM_TIMESTAMPTZ;
@@ -204,6 +206,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_result_bytea(const ds_result *res,
                                                  int row, int col,
                                                  const uint8_t **out,
                                                  size_t *len, ds_error *err);
+/* Microseconds since 1970-01-01 UTC; -infinity is INT64_MIN, infinity
+ * INT64_MAX, and so are PostgreSQL's last years (from 294247 AD), which
+ * the type cannot hold. Takes timestamp columns too (read as UTC). */
 DS_EXPORT DS_NODISCARD ds_status ds_result_timestamptz(const ds_result *res,
                                                        int row, int col,
                                                        int64_t *epoch_us,

@@ -284,8 +284,7 @@ double ds__memory_float(const PGresult *r, int row, int col) {
 int64_t ds__memory_ts(const PGresult *r, int row, int col) {
     if (PQgetisnull(r, row, col))
         return 0;
-    return (int64_t)ds__get_be64(PQgetvalue(r, row, col)) +
-           DS_PG_EPOCH_OFFSET_US;
+    return ds__ts_from_pg((int64_t)ds__get_be64(PQgetvalue(r, row, col)));
 }
 
 DS_EXPORT void ds_memory_fact_free(ds_memory_fact *fact) {

@@ -265,8 +265,8 @@ ds_status ds__migrate_read_applied(ds_conn *conn, bool missing_ok,
         memcpy(a->checksum, PQgetvalue(r, i, 2), 64);
         a->checksum[64] = '\0';
         a->no_transaction = PQgetvalue(r, i, 3)[0] != 0;
-        a->applied_at_us = (int64_t)ds__get_be64(PQgetvalue(r, i, 4)) +
-                           DS_PG_EPOCH_OFFSET_US;
+        a->applied_at_us =
+            ds__ts_from_pg((int64_t)ds__get_be64(PQgetvalue(r, i, 4)));
         a->duration_ms = (int64_t)ds__get_be64(PQgetvalue(r, i, 5));
         out->count++;
     }

@@ -25,6 +25,34 @@ enum {
 
 /* Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01. */
 #define DS_PG_EPOCH_OFFSET_US INT64_C(946684800000000)
+/* The earliest timestamptz, 4714-11-24 00:00 UTC BC, in epoch
+ * microseconds; the latest lies beyond what int64 epoch microseconds can
+ * say. */
+#define DS_PG_MIN_EPOCH_US INT64_C(-210866803200000000)
+
+/* Epoch microseconds to PostgreSQL's binary timestamptz. INT64_MIN and
+ * INT64_MAX are -infinity and infinity (as ds__ts_from_pg reads them
+ * back). A time too far in the past to shift without overflow becomes a
+ * value the server refuses as out of range instead of wrapping around to
+ * a date far in the future. */
+static inline int64_t ds__ts_to_pg(int64_t epoch_us) {
+    if (epoch_us == INT64_MIN || epoch_us == INT64_MAX)
+        return epoch_us;
+    if (epoch_us < INT64_MIN + DS_PG_EPOCH_OFFSET_US)
+        return INT64_MIN + 1;
+    return epoch_us - DS_PG_EPOCH_OFFSET_US;
+}
+
+/* Binary timestamptz to epoch microseconds: -infinity is INT64_MIN and
+ * infinity INT64_MAX. PostgreSQL's last years (from 294247 AD) do not fit
+ * once shifted to the Unix epoch and read as INT64_MAX too. */
+static inline int64_t ds__ts_from_pg(int64_t pg) {
+    if (pg == INT64_MIN)
+        return pg;
+    if (pg > INT64_MAX - DS_PG_EPOCH_OFFSET_US)
+        return INT64_MAX;
+    return pg + DS_PG_EPOCH_OFFSET_US;
+}
 
 typedef struct ds_stmt {
     uint64_t hash;

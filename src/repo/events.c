@@ -29,16 +29,27 @@ size_t ds__stmts_events(const ds__stmt_def **defs) {
     return sizeof stmts / sizeof stmts[0];
 }
 
+/* The checks that need no encoding: user, name and time. */
+static ds_status check_fields(const char *func, const ds_event *e,
+                              ds_error *err) {
+    if (e->user_id < 0)
+        return ds__error_set(err, DS_ERR_INVALID, "%s: user_id is negative",
+                             func);
+    if (e->occurred_at != INT64_MIN && e->occurred_at < DS_PG_MIN_EPOCH_US)
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "%s: occurred_at is before PostgreSQL's first "
+                             "timestamp (4714-11-24 BC)",
+                             func);
+    return ds__check_text(err, func, "name", e->name,
+                          e->name ? strlen(e->name) : 0, 1,
+                          DS_EVENT_NAME_MAX);
+}
+
 static ds_status check_event(ds_pool *pool, const char *func,
                              const ds_event *e, char **json, size_t *json_len,
                              ds_error *err) {
     *json = NULL;
-    if (e->user_id < 0)
-        return ds__error_set(err, DS_ERR_INVALID, "%s: user_id is negative",
-                             func);
-    ds_status st = ds__check_text(err, func, "name", e->name,
-                                  e->name ? strlen(e->name) : 0, 1,
-                                  DS_EVENT_NAME_MAX);
+    ds_status st = check_fields(func, e, err);
     if (st == DS_OK)
         st = ds__json_encode(err, func, "properties", e->properties,
                              JSON_OBJECT, "{}", pool->repo_max_json_bytes,
@@ -160,13 +171,7 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
     /* Check the cheap things first so that most bad batches never reach
      * the server. */
     for (size_t i = 0; i < n; i++) {
-        const ds_event *e = &events[i];
-        ds_status st = e->user_id < 0
-                           ? ds__error_set(err, DS_ERR_INVALID,
-                                           "%s: user_id is negative", __func__)
-                           : ds__check_text(err, __func__, "name", e->name,
-                                            e->name ? strlen(e->name) : 0, 1,
-                                            DS_EVENT_NAME_MAX);
+        ds_status st = check_fields(__func__, &events[i], err);
         if (st != DS_OK) {
             ds__error_prefix(err, "event %zu", i);
             return st;

@@ -89,19 +89,6 @@ static inline void ds__bind_bool(ds__bind *b, bool v) {
     b->lengths[i] = 1;
 }
 
-/* Epoch microseconds to PostgreSQL's binary timestamptz. INT64_MIN and
- * INT64_MAX are -infinity and infinity (as ds__cell_ts reads them back).
- * A time too far in the past to shift without overflow becomes a value the
- * server refuses as out of range (DS_ERR_INVALID) instead of wrapping
- * around to a date far in the future. */
-static inline int64_t ds__ts_to_pg(int64_t epoch_us) {
-    if (epoch_us == INT64_MIN || epoch_us == INT64_MAX)
-        return epoch_us;
-    if (epoch_us < INT64_MIN + DS_PG_EPOCH_OFFSET_US)
-        return INT64_MIN + 1;
-    return epoch_us - DS_PG_EPOCH_OFFSET_US;
-}
-
 static inline void ds__bind_ts(ds__bind *b, int64_t epoch_us) {
     ds__bind_int64(b, ds__ts_to_pg(epoch_us));
 }
@@ -201,18 +188,11 @@ static inline int64_t ds__cell_int64(const PGresult *r, int row, int col) {
 static inline bool ds__cell_bool(const PGresult *r, int row, int col) {
     return !PQgetisnull(r, row, col) && PQgetvalue(r, row, col)[0] != 0;
 }
-/* Timestamptz to epoch microseconds; NULL gives 0, -infinity INT64_MIN
- * and infinity INT64_MAX. PostgreSQL's last years (from 294247 AD) do not
- * fit once shifted to the Unix epoch and read as INT64_MAX too. */
+/* Timestamptz to epoch microseconds (ds__ts_from_pg); NULL gives 0. */
 static inline int64_t ds__cell_ts(const PGresult *r, int row, int col) {
     if (PQgetisnull(r, row, col))
         return 0;
-    int64_t v = (int64_t)ds__get_be64(PQgetvalue(r, row, col));
-    if (v == INT64_MIN)
-        return v;
-    if (v > INT64_MAX - DS_PG_EPOCH_OFFSET_US)
-        return INT64_MAX;
-    return v + DS_PG_EPOCH_OFFSET_US;
+    return ds__ts_from_pg((int64_t)ds__get_be64(PQgetvalue(r, row, col)));
 }
 static inline size_t ds__cell_len(const PGresult *r, int row, int col) {
     return PQgetisnull(r, row, col) ? 0 : (size_t)PQgetlength(r, row, col);
@@ -248,13 +228,18 @@ static inline const char *ds__block_text(ds__block *b, const PGresult *r,
 
 /* ---- rows and lists ---------------------------------------------------------- */
 
+/* The number of elements of an array (not a pointer). */
+#define DS__NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
 /* A repository's row type, for the shared row and list builders. A row is
  * one allocation (the struct, then its strings) freed with ds__free after
  * `clear`; a list is one allocation too: the list struct, the item
  * pointers, the rows and their strings. */
 typedef struct ds__row_type {
     size_t size;          /* sizeof the row struct                          */
-    const int *text_cols; /* the cells decode copies with ds__block_text    */
+    const int *text_cols; /* the cells decode copies with ds__block_text;
+                             the block is sized from these, so every text
+                             cell decode copies must be listed */
     int ntext;
     /* Decodes result row `row` into `item` (zeroed). */
     ds_status (*decode)(const PGresult *r, int row, ds__block *b, void *item,
@@ -296,7 +281,9 @@ void *ds__list_new(const PGresult *r, const int *order, int n, bool has_more,
 /* Runs `def`, which returns zero or one row, and decodes the row into
  * *out (NULL `out`: only checks that a row came). No row is
  * DS_ERR_NOT_FOUND, "func: no <what> with id <id>" (id 0: "func: no
- * <what>"). *out is NULL on failure. */
+ * <what>"); NULL `what` marks a statement that always returns its row
+ * (INSERT ... RETURNING), where no row is DS_ERR_INTERNAL. A foreign key
+ * violation is DS_ERR_NOT_FOUND (ds__repo_exec). *out is NULL on failure. */
 ds_status ds__repo_get(ds_pool *pool, bool read, const ds__stmt_def *def,
                        const ds__bind *b, const ds__row_type *t,
                        const char *func, const char *what, int64_t id,

@@ -209,7 +209,7 @@ DS_EXPORT void ds_session_store_close(ds_session_store *store) {
 /* ---- records ------------------------------------------------------------ */
 
 static int64_t ts_us(const PGresult *r, int row, int col) {
-    return (int64_t)ds__get_be64(PQgetvalue(r, row, col)) + DS_PG_EPOCH_OFFSET_US;
+    return ds__ts_from_pg((int64_t)ds__get_be64(PQgetvalue(r, row, col)));
 }
 
 ds_session *ds__session_new(int64_t id, int64_t user_id, int64_t created,

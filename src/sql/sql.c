@@ -130,7 +130,7 @@ static ds_status params_build(param_arrays *a, const ds_param *params, int n,
             break;
         case DS_PARAM_TIMESTAMPTZ:
             a->types[i] = DS_OID_TIMESTAMPTZ;
-            ds__put_be64(s, (uint64_t)(p->v.i64 - DS_PG_EPOCH_OFFSET_US));
+            ds__put_be64(s, (uint64_t)ds__ts_to_pg(p->v.i64));
             a->lengths[i] = 8;
             break;
         case DS_PARAM_TEXT:
@@ -441,12 +441,7 @@ DS_EXPORT ds_status ds_result_timestamptz(const ds_result *res, int row,
         return DS_ERR_INVALID;
     if ((type != DS_OID_TIMESTAMPTZ && type != DS_OID_TIMESTAMP) || n != 8)
         return wrong_type(res, row, col, type, "ds_result_timestamptz", err);
-    int64_t pg = (int64_t)ds__get_be64(v);
-    /* keep +/-infinity (INT64_MAX/MIN) as they are */
-    if (pg == INT64_MAX || pg == INT64_MIN)
-        *epoch_us = pg;
-    else
-        *epoch_us = pg + DS_PG_EPOCH_OFFSET_US;
+    *epoch_us = ds__ts_from_pg((int64_t)ds__get_be64(v));
     return DS_OK;
 }
 
