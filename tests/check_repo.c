@@ -976,6 +976,7 @@ START_TEST(test_repo_setting_value_beyond_jansson_is_reported) {
     ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
     ck_assert_ptr_null(s);
     ck_assert_ptr_null(strstr(err.message, "12345678901234567890"));
+    ck_assert_msg(strstr(err.message, "JSON of value"), "%s", err.message);
     ds_setting_list *list = (ds_setting_list *)0x1;
     st = ds_setting_list_for_user(pool, uid, 10, &list, &err);
     ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
@@ -1392,7 +1393,14 @@ START_TEST(test_repo_times_at_the_edges) {
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     st = ds_event_record_batch(pool, ev, 2, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_msg(strncmp(err.message, "event 1", 7) == 0, "%s", err.message);
     ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM analytics_events"), 0);
+    ev[1].occurred_at = INT64_C(-210866803200000000); /* the first instant */
+    st = ds_event_record_batch(pool, ev, 2, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM analytics_events WHERE "
+                                    "occurred_at = '4714-11-24 00:00:00+00 BC'"), 1);
+    dt_sql(db, "DELETE FROM analytics_events");
 
     /* a date PostgreSQL holds but epoch microseconds cannot (from 294247
      * AD) reads as infinity */
@@ -1600,6 +1608,7 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
     ds_crypto_close(crypto);
     for (int op = 0; op < 8; op++) {
         bool done = false;
+        int nomem = 0;
         /* n == 0: a first call without failures warms the connection's
          * statement cache, whose allocations fail silently */
         for (long n = 0; n < 30 && !done; n++) {
@@ -1643,6 +1652,7 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
             if (st != DS_OK) {
                 ck_assert_ds_status(st, DS_ERR_NOMEM, err);
                 ck_assert_ptr_null(out);
+                nomem++;
                 continue;
             }
             done = n > 0;
@@ -1659,6 +1669,8 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
             }
         }
         ck_assert_msg(done, "read %d never succeeded", op);
+        /* the failure paths were taken, not only the happy one */
+        ck_assert_msg(nomem > 0, "read %d never met an allocation failure", op);
     }
 }
 END_TEST

@@ -66,7 +66,8 @@ typedef enum ds_status {
     DS_ERR_CRYPTO = 11,     /* any decrypt/verify failure (deliberately vague) */
     DS_ERR_REDIS = 12,      /* Redis reported an error or is unreachable    */
     DS_ERR_CLOSED = 13,     /* the handle is closing or closed              */
-    DS_ERR_UNSUPPORTED = 14,/* the server lacks a feature (e.g. pgvector)   */
+    DS_ERR_UNSUPPORTED = 14,/* the server lacks a feature (e.g. pgvector),
+                               or stored data this build cannot represent */
     DS_ERR_INTERNAL = 15    /* a bug in libdatastore: please report it      */
 } ds_status;
 

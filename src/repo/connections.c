@@ -99,7 +99,7 @@ static const int text_cols[] = {2, 3, 4, 9};
 
 /* Rows come without tokens: ds_connection_get decrypts them afterwards. */
 static const ds__row_type conn_type = {
-    sizeof(ds_connection), text_cols, 4, decode_conn, NULL,
+    sizeof(ds_connection), text_cols, DS__NELEM(text_cols), decode_conn, NULL,
     sizeof(ds_connection_list), attach_conns};
 
 DS_EXPORT void ds_connection_free(ds_connection *connection) {

@@ -68,7 +68,7 @@ DS__LIST_ATTACH(attach_convs, ds_conversation_list, ds_conversation)
 static const int text_cols[] = {2};
 
 static const ds__row_type conv_type = {
-    sizeof(ds_conversation), text_cols, 1, decode_conv, NULL,
+    sizeof(ds_conversation), text_cols, DS__NELEM(text_cols), decode_conv, NULL,
     sizeof(ds_conversation_list), attach_convs};
 
 DS_EXPORT void ds_conversation_free(ds_conversation *conversation) {
@@ -100,7 +100,7 @@ DS_EXPORT ds_status ds_conversation_create(ds_pool *pool, int64_t owner_id,
     ds__bind_text(&b, title);
     void *row;
     ds_status st = ds__repo_get(pool, false, &stmts[S_CREATE], &b, &conv_type,
-                                __func__, "conversation returned", 0,
+                                __func__, NULL, 0,
                                 out ? &row : NULL, err);
     if (st == DS_ERR_NOT_FOUND) /* the owner: a foreign key violation */
         return ds__not_found(err, __func__, "user", owner_id);

@@ -115,7 +115,7 @@ DS__LIST_ATTACH(attach_msgs, ds_message_list, ds_message)
 static const int text_cols[] = {3, 5};
 
 static const ds__row_type msg_type = {
-    sizeof(ds_message), text_cols, 2, decode_msg, clear_msg,
+    sizeof(ds_message), text_cols, DS__NELEM(text_cols), decode_msg, clear_msg,
     sizeof(ds_message_list), attach_msgs};
 
 DS_EXPORT void ds_message_free(ds_message *message) {
@@ -181,7 +181,7 @@ DS_EXPORT ds_status ds_message_append(ds_pool *pool, int64_t conversation_id,
     ds__bind_text(&b, msg->idempotency_key);
     void *row;
     st = ds__repo_get(pool, false, &stmts[S_APPEND], &b, &msg_type, __func__,
-                      "message returned", 0, out ? &row : NULL, err);
+                      NULL, 0, out ? &row : NULL, err);
     ds__bind_free(&b);
     if (st == DS_ERR_NOT_FOUND) /* the conversation: a foreign key violation */
         ds__not_found(err, __func__, "conversation", conversation_id);

@@ -244,13 +244,14 @@ ds_status ds__cell_json(const PGresult *r, int row, int col, json_t **out,
     if (*out)
         return DS_OK;
     if (json_error_code(&jerr) == json_error_out_of_memory)
-        return ds__error_set(err, DS_ERR_NOMEM, "out of memory");
+        return ds__error_set(err, DS_ERR_NOMEM, "out of memory decoding %s",
+                             PQfname(r, col));
     /* Valid jsonb that jansson cannot hold (written by another client).
      * jerr.text quotes the value, so it is not repeated here. */
     return ds__error_set(
         err, DS_ERR_UNSUPPORTED,
-        "a stored JSON value cannot be decoded (column %d, byte %d): %s", col,
-        jerr.position,
+        "the stored JSON of %s cannot be decoded (byte %d): %s",
+        PQfname(r, col), jerr.position,
         json_error_code(&jerr) == json_error_numeric_overflow
             ? "a number beyond 64-bit integers and doubles"
             : "beyond what jansson accepts (e.g. nested too deeply)");
@@ -366,7 +367,10 @@ ds_status ds__repo_get(ds_pool *pool, bool read, const ds__stmt_def *def,
     if (!r)
         return err ? err->code : DS_ERR_DB;
     ds_status st = DS_OK;
-    if (PQntuples(r) == 0)
+    if (PQntuples(r) == 0 && !what)
+        st = ds__error_set(err, DS_ERR_INTERNAL, "%s: the statement returned "
+                           "no row", func);
+    else if (PQntuples(r) == 0)
         st = id ? ds__not_found(err, func, what, id)
                 : ds__error_set(err, DS_ERR_NOT_FOUND, "%s: no %s", func, what);
     else if (out && !(*out = ds__row_new(r, 0, t, func, err)))

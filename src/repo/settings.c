@@ -107,7 +107,7 @@ DS__LIST_ATTACH(attach_settings, ds_setting_list, ds_setting)
 static const int text_cols[] = {2};
 
 static const ds__row_type setting_type = {
-    sizeof(ds_setting), text_cols, 1, decode_setting, clear_setting,
+    sizeof(ds_setting), text_cols, DS__NELEM(text_cols), decode_setting, clear_setting,
     sizeof(ds_setting_list), attach_settings};
 
 DS_EXPORT void ds_setting_free(ds_setting *setting) {

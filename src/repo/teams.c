@@ -84,7 +84,7 @@ DS__LIST_ATTACH(attach_teams, ds_team_list, ds_team)
 static const int text_cols[] = {2};
 
 static const ds__row_type team_type = {
-    sizeof(ds_team), text_cols, 1, decode_team, clear_team,
+    sizeof(ds_team), text_cols, DS__NELEM(text_cols), decode_team, clear_team,
     sizeof(ds_team_list), attach_teams};
 
 DS_EXPORT void ds_team_free(ds_team *team) {
@@ -154,7 +154,7 @@ DS_EXPORT ds_status ds_team_create(ds_pool *pool, int64_t owner_id,
     }
     void *row;
     st = ds__repo_get(pool, false, &stmts[S_CREATE], &b, &team_type, __func__,
-                      "team returned", 0, out ? &row : NULL, err);
+                      NULL, 0, out ? &row : NULL, err);
     ds__bind_free(&b);
     if (st == DS_ERR_NOT_FOUND) /* the owner: a foreign key violation */
         ds__not_found(err, __func__, "user", owner_id);

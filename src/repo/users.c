@@ -122,7 +122,7 @@ DS__LIST_ATTACH(attach_users, ds_user_list, ds_user)
 static const int text_cols[] = {1, 6, 7, 8};
 
 static const ds__row_type user_type = {
-    sizeof(ds_user), text_cols, 4, decode_user, clear_user,
+    sizeof(ds_user), text_cols, DS__NELEM(text_cols), decode_user, clear_user,
     sizeof(ds_user_list), attach_users};
 
 DS_EXPORT void ds_user_free(ds_user *user) {
@@ -140,8 +140,8 @@ DS_EXPORT void ds_user_list_free(ds_user_list *list) {
     ds__free(list);
 }
 
-/* Runs a statement that returns zero or one user row (no row: not found,
- * "no <what>"). Frees the bind. */
+/* Runs a statement that returns zero or one user row (no row: as
+ * ds__repo_get). Frees the bind. */
 static ds_status run_one(ds_pool *pool, const ds__stmt_def *def,
                          ds__bind *b, const char *func, int64_t id,
                          const char *what, ds_user **out, ds_error *err) {
@@ -210,7 +210,7 @@ DS_EXPORT ds_status ds_user_create(ds_pool *pool, const char *email,
         ds__bind_free(&b);
         return st;
     }
-    st = run_one(pool, &stmts[S_CREATE], &b, __func__, 0, "user returned",
+    st = run_one(pool, &stmts[S_CREATE], &b, __func__, 0, NULL,
                  out, err);
     if (st == DS_ERR_CONFLICT)
         ds__error_set(err, DS_ERR_CONFLICT,
