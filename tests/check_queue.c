@@ -532,6 +532,19 @@ START_TEST(test_queue_damaged_attempt_count) {
     ck_assert_str_eq(job->id, "now");
     ck_assert_int_eq(job->attempt, INT_MAX);
     ds_queue_job_free(job);
+    /* Lua writes a count this large as 1.2345678901234568e+20, which once
+     * read back as 1; text that is no number counts as none */
+    freeReplyObject(dt_rcmd(r, "XADD %s * id big a 123456789012345678901 p 1",
+                            stream));
+    ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
+    ck_assert_str_eq(job->id, "big");
+    ck_assert_int_eq(job->attempt, INT_MAX);
+    ds_queue_job_free(job);
+    freeReplyObject(dt_rcmd(r, "XADD %s * id nan a nan p 1", stream));
+    ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
+    ck_assert_str_eq(job->id, "nan");
+    ck_assert_int_eq(job->attempt, 1);
+    ds_queue_job_free(job);
     late_add a = {r, stream};
     pthread_t th;
     pthread_create(&th, NULL, late_add_main, &a);

@@ -47,7 +47,8 @@ struct ds_queue {
 /* fields(): an entry's field list as a table. A missing id or payload (an
  * entry written by something else) becomes "", never nil: a nil would cut
  * the reply array short and make XADD fail, so such an entry could neither
- * be delivered nor dead-lettered. */
+ * be delivered nor dead-lettered. count(): an attempt count as decimal
+ * digits held to 0..INT_MAX (Lua's tostring writes 1e+14 from there). */
 #define FIELDS_LUA                                                             \
     "local function fields(kv)\n"                                              \
     "  local f = {}\n"                                                         \
@@ -57,6 +58,12 @@ struct ds_queue {
     "end\n"                                                                    \
     "local function enqueued(f, entry)\n"                                      \
     "  return f.e or string.match(entry, '^%d+')\n"                            \
+    "end\n"                                                                    \
+    "local function count(n)\n"                                                \
+    "  n = tonumber(n) or 0\n"                                                 \
+    "  if n ~= n or n < 0 then n = 0 end\n"                                    \
+    "  if n > 2147483647 then n = 2147483647 end\n"                            \
+    "  return string.format('%d', n)\n"                                        \
     "end\n"
 
 /* The holder check shared by ack, fail and touch: 1 when `consumer` holds
@@ -81,7 +88,7 @@ static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
     "for _, m in ipairs(redis.call('ZRANGEBYSCORE', d, '-inf', now,\n"
     "                              'LIMIT', 0, 100)) do\n"
     "  local j = cjson.decode(m)\n"
-    "  redis.call('XADD', s, '*', 'id', j.id, 'a', string.format('%d', j.a),\n"
+    "  redis.call('XADD', s, '*', 'id', j.id, 'a', count(j.a),\n"
     "             'e', string.format('%d', j.e), 'p', j.p, 'err', j.err)\n"
     "  redis.call('ZREM', d, m)\n"
     "end\n"
@@ -101,11 +108,11 @@ static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
     "    local attempt = (tonumber(f.a) or 0) + n\n"
     "    local why = 'the worker stopped responding (visibility timeout)'\n"
     "    if attempt <= max then\n"
-    "      return {entry, f.id, tostring(attempt), enqueued(f, entry), f.p,\n"
+    "      return {entry, f.id, count(attempt), enqueued(f, entry), f.p,\n"
     "              why, '-1'}\n"
     "    end\n"
     "    redis.call('XADD', dead, '*', 'id', f.id,\n"
-    "               'a', string.format('%d', attempt - 1),\n"
+    "               'a', count(attempt - 1),\n"
     "               'e', enqueued(f, entry), 'p', f.p,\n"
     "               'err', 'attempts exhausted: ' .. why,\n"
     "               'f', string.format('%d', now))\n"
@@ -118,7 +125,7 @@ static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
     "if r then\n"
     "  local e = r[1][2][1]\n"
     "  local f = fields(e[2])\n"
-    "  return {e[1], f.id, tostring((tonumber(f.a) or 0) + 1),\n"
+    "  return {e[1], f.id, count((tonumber(f.a) or 0) + 1),\n"
     "          enqueued(f, e[1]), f.p, f.err or '', '-1'}\n"
     "end\n"
     "local nxt = redis.call('ZRANGE', d, 0, 0, 'WITHSCORES')\n"
@@ -677,7 +684,9 @@ DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
     snprintf(why, sizeof why, "%s", reason && *reason ? reason : "failed");
     /* exponential backoff with up to 25% jitter */
     int64_t backoff = queue->backoff_base_ms;
-    for (int i = 1; i < job->attempt && backoff < queue->backoff_max_ms; i++)
+    for (int i = 1;
+         i < job->attempt && backoff > 0 && backoff < queue->backoff_max_ms;
+         i++)
         backoff *= 2;
     if (backoff > queue->backoff_max_ms)
         backoff = queue->backoff_max_ms;
