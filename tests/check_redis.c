@@ -665,6 +665,30 @@ START_TEST(test_redis_extra_reply_drops_connection) {
 }
 END_TEST
 
+/* Answers the set-up PING with one reply too many. */
+static void extra_handshake_reply(void *ud, int index, int fd) {
+    (void)ud;
+    (void)index;
+    if (!dt_fake_expect(fd, "PING") || !dt_fake_send(fd, "+PONG\r\n:42\r\n"))
+        return;
+    char buf[64];
+    while (recv(fd, buf, sizeof buf, 0) > 0)
+        ;
+}
+
+START_TEST(test_redis_extra_handshake_reply_refused) {
+    /* the surplus reply would answer the connection's first command */
+    dt_fake *f = dt_fake_start(extra_handshake_reply, NULL);
+    ds_redis *r = (ds_redis *)1;
+    ds_error err = {0};
+    ds_status st = open_with(dt_fake_url(f), NULL, &r, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_ptr_null(r);
+    ck_assert_msg(strstr(err.message, "more replies"), "%s", err.message);
+    dt_fake_stop(f);
+}
+END_TEST
+
 #define ECHOED_PW "Sup3rS3cretPassw0rd-0123456789abcdef"
 
 /* A server that does not know AUTH and, like Redis with an unknown
@@ -1038,6 +1062,7 @@ Suite *ds_test_redis_suite(void) {
         {"stale", test_redis_idle_connection_replaced_after_restart},
         {"auth_echo", test_redis_auth_echo_not_in_message},
         {"extra_reply", test_redis_extra_reply_drops_connection},
+        {"extra_handshake_reply", test_redis_extra_handshake_reply_refused},
         {"trickled_reply", test_redis_trickled_reply_times_out},
         {"slow_reader", test_redis_slow_reader_write_times_out},
         {"unix", test_redis_unix_socket},

@@ -138,8 +138,10 @@ DS_EXPORT DS_NODISCARD ds_status ds_presence_subscribe(
 
 /* Stops the subscription and frees it: no callback runs after it returns
  * (unless called from the callback itself, which may then finish), and it
- * returns at once even while the subscription is reconnecting. Call it once
- * per subscription, from any thread. NULL is a no-op. */
+ * returns at once even while the subscription is reconnecting, unless a
+ * reconnect is resolving the Redis host name (that ends with the
+ * resolver's own timeout). Call it once per subscription, from any thread.
+ * NULL is a no-op. */
 DS_EXPORT void ds_presence_unsubscribe(ds_presence_subscription *sub);
 
 /* Short English name of an event type, e.g. "online" (static). Never NULL. */

@@ -477,7 +477,10 @@ static ds_status try_read(ds__rconn *c, short *want, ds_error *err) {
             return DS_OK;
         }
     }
-    if (redisReaderFeed(c->reader, buf, (size_t)n) != REDIS_OK)
+    int fed = redisReaderFeed(c->reader, buf, (size_t)n);
+    if (c->wipe_reads)
+        ds__wipe(buf, (size_t)n);
+    if (fed != REDIS_OK)
         return ds__error_set(err, DS_ERR_REDIS, "redis %s: protocol error: %s",
                              c->label, c->reader->errstr);
     return DS_OK;
@@ -640,7 +643,9 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
             memcpy(buf + off, parts[i], (size_t)lens[i]);
             off += (size_t)lens[i];
         }
+        c->wipe_reads = auth_argc != 0;
         st = ds__rconn_roundtrip(c, buf, total, n, replies, deadline_us, err);
+        c->wipe_reads = false;
         ds__wipe(buf, total); /* it held the password */
         ds__free(buf);
     }
@@ -726,6 +731,11 @@ ds_status ds__rconn_connect(ds_redis *r, int64_t deadline_us, bool pooled,
         st = tls_handshake(r, c, deadline, err);
     if (st == DS_OK)
         st = handshake_commands(r, c, deadline, err);
+    if (st == DS_OK && !ds__rconn_clean(c))
+        st = ds__error_set(err, DS_ERR_REDIS,
+                           "redis %s: the server answered the connection "
+                           "set-up with more replies than it was sent commands",
+                           c->label);
     if (st != DS_OK) {
         ds__rconn_close(c);
         return st;
@@ -815,9 +825,10 @@ ds_status ds__rconn_read(ds__rconn *c, int timeout_ms, redisReply **out,
         ds_status st = try_read(c, &want, err);
         if (st != DS_OK)
             return st;
-        fed = true;
-        if (!want)
+        if (!want) {
+            fed = true;
             want = POLLIN;
+        }
     }
 }
 

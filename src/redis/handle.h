@@ -24,6 +24,9 @@ struct ds__rconn {
     /* Dedicated connections: a descriptor that becomes readable when the
      * owner wants every wait to stop (-1: none). */
     int cancel_fd;
+    /* While AUTH's replies are read: the bytes may echo the password, so
+     * the read buffer is wiped after each read. */
+    bool wipe_reads;
     char label[DS_REDIS_HOST_MAX + 16]; /* "host:port" for messages */
     struct ds__rconn *next; /* idle stack link */
 };
@@ -75,9 +78,11 @@ ds_status ds__rconn_roundtrip(ds__rconn *c, const char *buf, size_t len,
  * round trip). */
 bool ds__rconn_alive(ds__rconn *c);
 
-/* True when nothing is left over from the last round trip: a server that
- * sent more than the replies asked for is out of step, and the next caller
- * would read a stale reply. */
+/* True when nothing already received is left over from the last round
+ * trip: a server that sent more than the replies asked for is out of step,
+ * and the next caller would read a stale reply. Best effort: surplus bytes
+ * still on the way are caught by the next idle check (ds__rconn_alive) or
+ * read as a reply out of step. */
 bool ds__rconn_clean(ds__rconn *c);
 
 /* TLS context for the handle from the CA setting (conn.c). */

@@ -261,7 +261,8 @@ typedef struct ds__rconn ds__rconn;
  * (-1: none) is a descriptor the owner makes readable to stop it: from then
  * on every wait of the connection, the connect included, ends at once with
  * DS_ERR_CLOSED, so a thread that owns it can be stopped without waiting
- * for a connect or command timeout. */
+ * for a connect or command timeout. Host name resolution (getaddrinfo) is
+ * the one wait it cannot cut short. */
 ds_status ds__redis_conn_open(ds_redis *r, int cancel_fd, ds__rconn **out,
                               ds_error *err);
 void ds__rconn_close(ds__rconn *c);
