@@ -318,12 +318,6 @@ DS_EXPORT ds_status ds_connection_set_status(ds_pool *pool, int64_t id,
 
 DS_EXPORT ds_status ds_connection_delete(ds_pool *pool, int64_t id,
                                          ds_error *err) {
-    DS_REPO_ERR(err);
-    DS_CHECK_ARG(err, pool, "pool is NULL");
-    DS_CHECK_ARG(err, id > 0, "id must be positive");
-    ds__bind b;
-    ds__bind_init(&b);
-    ds__bind_int64(&b, id);
-    return ds__repo_command(pool, &stmts[S_DELETE], &b, __func__,
-                            "service connection", id, err);
+    return ds__repo_id_command(pool, &stmts[S_DELETE], id, "id", __func__,
+                               "service connection", err);
 }

@@ -111,18 +111,11 @@ DS_EXPORT ds_status ds_conversation_create(ds_pool *pool, int64_t owner_id,
 
 DS_EXPORT ds_status ds_conversation_get(ds_pool *pool, int64_t id,
                                         ds_conversation **out, ds_error *err) {
-    DS_REPO_ERR(err);
-    DS_CHECK_ARG(err, out, "out is NULL");
-    *out = NULL;
-    DS_CHECK_ARG(err, pool, "pool is NULL");
-    DS_CHECK_ARG(err, id > 0, "id must be positive");
-    ds__bind b;
-    ds__bind_init(&b);
-    ds__bind_int64(&b, id);
-    void *row;
-    ds_status st = ds__repo_get(pool, false, &stmts[S_GET], &b, &conv_type,
-                                __func__, "conversation", id, &row, err);
-    if (st == DS_OK)
+    void *row = NULL;
+    ds_status st = ds__repo_get_id(pool, &stmts[S_GET], &conv_type, id,
+                                   __func__, "conversation",
+                                   out ? &row : NULL, err);
+    if (out)
         *out = row;
     return st;
 }
@@ -142,14 +135,8 @@ DS_EXPORT ds_status ds_conversation_archive(ds_pool *pool, int64_t id,
 
 DS_EXPORT ds_status ds_conversation_delete(ds_pool *pool, int64_t id,
                                            ds_error *err) {
-    DS_REPO_ERR(err);
-    DS_CHECK_ARG(err, pool, "pool is NULL");
-    DS_CHECK_ARG(err, id > 0, "id must be positive");
-    ds__bind b;
-    ds__bind_init(&b);
-    ds__bind_int64(&b, id);
-    return ds__repo_command(pool, &stmts[S_DELETE], &b, __func__,
-                            "conversation", id, err);
+    return ds__repo_id_command(pool, &stmts[S_DELETE], id, "id", __func__,
+                               "conversation", err);
 }
 
 DS_EXPORT ds_status ds_conversation_count(ds_pool *pool, int64_t owner_id,

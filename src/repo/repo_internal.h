@@ -172,6 +172,13 @@ ds_status ds__repo_command(ds_pool *pool, const ds__stmt_def *def,
                            const ds__bind *b, const char *func,
                            const char *what, int64_t id, ds_error *err);
 
+/* A command on one row by its id alone: checks `pool` and `id` (named
+ * `id_name` in the message), binds the id and runs ds__repo_command. */
+ds_status ds__repo_id_command(ds_pool *pool, const ds__stmt_def *def,
+                              int64_t id, const char *id_name,
+                              const char *func, const char *what,
+                              ds_error *err);
+
 /* Runs a count statement that returns one row, or none when the owner `id`
  * (a `what`) does not exist: DS_ERR_NOT_FOUND then. *out is 0 on failure. */
 ds_status ds__repo_count(ds_pool *pool, const ds__stmt_def *def,
@@ -294,6 +301,12 @@ ds_status ds__repo_get(ds_pool *pool, bool read, const ds__stmt_def *def,
  * With `owner`, `def` is scoped to an owner through LEFT JOIN LATERAL: no
  * row means the owner `owner_id` does not exist (DS_ERR_NOT_FOUND), one
  * row of NULLs that it has no rows. NULL with `err` filled on failure. */
+/* ds__repo_get of the row `id` by its id alone, with the argument checks
+ * of a public get: `out` (DS_ERR_INVALID when NULL), `pool`, `id`. */
+ds_status ds__repo_get_id(ds_pool *pool, const ds__stmt_def *def,
+                          const ds__row_type *t, int64_t id, const char *func,
+                          const char *what, void **out, ds_error *err);
+
 void *ds__repo_list(ds_pool *pool, bool read, const ds__stmt_def *def,
                     const ds__bind *b, int limit, const ds__row_type *t,
                     const char *func, const char *owner, int64_t owner_id,

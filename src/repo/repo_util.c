@@ -268,6 +268,22 @@ ds_status ds__repo_command(ds_pool *pool, const ds__stmt_def *def,
     return hit ? DS_OK : ds__not_found(err, func, what, id);
 }
 
+ds_status ds__repo_id_command(ds_pool *pool, const ds__stmt_def *def,
+                              int64_t id, const char *id_name,
+                              const char *func, const char *what,
+                              ds_error *err) {
+    DS_REPO_ERR(err);
+    if (!pool)
+        return ds__error_set(err, DS_ERR_INVALID, "%s: pool is NULL", func);
+    if (id <= 0)
+        return ds__error_set(err, DS_ERR_INVALID, "%s: %s must be positive",
+                             func, id_name);
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, id);
+    return ds__repo_command(pool, def, &b, func, what, id, err);
+}
+
 ds_status ds__repo_count(ds_pool *pool, const ds__stmt_def *def,
                          const ds__bind *b, const char *func, const char *what,
                          int64_t id, int64_t *out, ds_error *err) {
@@ -377,6 +393,24 @@ ds_status ds__repo_get(ds_pool *pool, bool read, const ds__stmt_def *def,
         st = err ? err->code : DS_ERR_NOMEM;
     PQclear(r);
     return st;
+}
+
+ds_status ds__repo_get_id(ds_pool *pool, const ds__stmt_def *def,
+                          const ds__row_type *t, int64_t id, const char *func,
+                          const char *what, void **out, ds_error *err) {
+    DS_REPO_ERR(err);
+    if (!out)
+        return ds__error_set(err, DS_ERR_INVALID, "%s: out is NULL", func);
+    *out = NULL;
+    if (!pool)
+        return ds__error_set(err, DS_ERR_INVALID, "%s: pool is NULL", func);
+    if (id <= 0)
+        return ds__error_set(err, DS_ERR_INVALID, "%s: id must be positive",
+                             func);
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, id);
+    return ds__repo_get(pool, false, def, &b, t, func, what, id, out, err);
 }
 
 void *ds__repo_list(ds_pool *pool, bool read, const ds__stmt_def *def,

@@ -169,18 +169,10 @@ DS_EXPORT ds_status ds_team_create(ds_pool *pool, int64_t owner_id,
 
 DS_EXPORT ds_status ds_team_get(ds_pool *pool, int64_t id, ds_team **out,
                                 ds_error *err) {
-    DS_REPO_ERR(err);
-    DS_CHECK_ARG(err, out, "out is NULL");
-    *out = NULL;
-    DS_CHECK_ARG(err, pool, "pool is NULL");
-    DS_CHECK_ARG(err, id > 0, "id must be positive");
-    ds__bind b;
-    ds__bind_init(&b);
-    ds__bind_int64(&b, id);
-    void *row;
-    ds_status st = ds__repo_get(pool, false, &stmts[S_GET], &b, &team_type,
-                                __func__, "team", id, &row, err);
-    if (st == DS_OK)
+    void *row = NULL;
+    ds_status st = ds__repo_get_id(pool, &stmts[S_GET], &team_type, id,
+                                   __func__, "team", out ? &row : NULL, err);
+    if (out)
         *out = row;
     return st;
 }

@@ -220,15 +220,12 @@ DS_EXPORT ds_status ds_user_create(ds_pool *pool, const char *email,
 
 DS_EXPORT ds_status ds_user_get(ds_pool *pool, int64_t id, ds_user **out,
                                 ds_error *err) {
-    DS_REPO_ERR(err);
-    DS_CHECK_ARG(err, out, "out is NULL");
-    *out = NULL;
-    DS_CHECK_ARG(err, pool, "pool is NULL");
-    DS_CHECK_ARG(err, id > 0, "id must be positive");
-    ds__bind b;
-    ds__bind_init(&b);
-    ds__bind_int64(&b, id);
-    return run_one(pool, &stmts[S_GET], &b, __func__, id, "user", out, err);
+    void *row = NULL;
+    ds_status st = ds__repo_get_id(pool, &stmts[S_GET], &user_type, id,
+                                   __func__, "user", out ? &row : NULL, err);
+    if (out)
+        *out = row;
+    return st;
 }
 
 DS_EXPORT ds_status ds_user_get_by_email(ds_pool *pool, const char *email,
@@ -289,26 +286,14 @@ DS_EXPORT ds_status ds_user_set_status(ds_pool *pool, int64_t user_id,
 
 DS_EXPORT ds_status ds_user_soft_delete(ds_pool *pool, int64_t user_id,
                                         ds_error *err) {
-    DS_REPO_ERR(err);
-    DS_CHECK_ARG(err, pool, "pool is NULL");
-    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    ds__bind b;
-    ds__bind_init(&b);
-    ds__bind_int64(&b, user_id);
-    return ds__repo_command(pool, &stmts[S_SOFT_DELETE], &b, __func__,
-                            "undeleted user", user_id, err);
+    return ds__repo_id_command(pool, &stmts[S_SOFT_DELETE], user_id, "user_id",
+                               __func__, "undeleted user", err);
 }
 
 DS_EXPORT ds_status ds_user_restore(ds_pool *pool, int64_t user_id,
                                     ds_error *err) {
-    DS_REPO_ERR(err);
-    DS_CHECK_ARG(err, pool, "pool is NULL");
-    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    ds__bind b;
-    ds__bind_init(&b);
-    ds__bind_int64(&b, user_id);
-    return ds__repo_command(pool, &stmts[S_RESTORE], &b, __func__,
-                            "soft-deleted user", user_id, err);
+    return ds__repo_id_command(pool, &stmts[S_RESTORE], user_id, "user_id",
+                               __func__, "soft-deleted user", err);
 }
 
 DS_EXPORT ds_status ds_user_list_page(ds_pool *pool,
