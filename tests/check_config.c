@@ -133,6 +133,12 @@ START_TEST(test_config_errors_never_show_passwords) {
         "postgresql://app:Sup3rS3cretPW%zz@db/app",
         "postgresql://app:Sup3rS3cretPW@db/app?nosuchoption=1",
         "host=db password=Sup3rS3cretPW nosuchkey=1",
+        /* libpq's messages for these quote the whole URI or the token */
+        "postgresql://app:Sup3rS3cretPW@[::1/app",
+        "postgresql://[::1]x/app?password=Sup3rS3cretPW",
+        "postgresql://db/app?password=Sup3rS3cretPW%zz",
+        "postgresql://db/app?password=Sup3rS3cretPW=x",
+        "host=db password='Sup3rS3cretPW",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ds_status st = ds_config_set(cfg, "DATABASE_URL", bad[i], &err);
@@ -147,6 +153,143 @@ START_TEST(test_config_errors_never_show_passwords) {
                                  &err);
     ck_assert_ds_status(st, DS_ERR_CONFIG, err);
     ck_assert_ptr_null(strstr(err.message, "Sup3rS3cret"));
+    ds_config_free(cfg);
+}
+END_TEST
+
+/* Reads `name` back after setting `value`: the secret must be gone, the
+ * shown text must equal `want`, and it must itself be a valid setting that
+ * reads back unchanged (so it is still useful to a person or a log). */
+static void assert_shown(const char *name, const char *value,
+                         const char *secret, const char *want) {
+    ds_config *cfg = new_config();
+    ds_error err = {0};
+    ds_status st = ds_config_set(cfg, name, value, &err);
+    ck_assert_msg(st == DS_OK, "'%s' rejected: %s", value, err.message);
+    char buf[512];
+    st = ds_config_get_str(cfg, name, buf, sizeof buf, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_msg(strstr(buf, secret) == NULL, "secret shown: %s", buf);
+    ck_assert_str_eq(buf, want);
+    char again[512];
+    st = ds_config_set(cfg, name, buf, &err);
+    ck_assert_msg(st == DS_OK, "shown value '%s' rejected: %s", buf,
+                  err.message);
+    st = ds_config_get_str(cfg, name, again, sizeof again, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(again, want);
+    ds_config_free(cfg);
+}
+
+START_TEST(test_config_database_url_redacts_uri_forms) {
+    assert_shown("database_url",
+                 "postgresql://app:s3cretPW@db.example.com:5432/app?sslmode=require",
+                 "s3cret", "postgresql://app:***@db.example.com:5432/app?sslmode=require");
+    /* the password in the query, and percent-encoded */
+    assert_shown("database_url",
+                 "postgresql://db.example.com/app?user=app&password=s3cretPW&sslmode=require",
+                 "s3cret", "postgresql://app:***@db.example.com/app?sslmode=require");
+    assert_shown("database_url", "postgres://app:s3cret%40P%2FW@db/app", "s3cret",
+                 "postgres://app:***@db/app");
+    assert_shown("database_url", "postgresql://:s3cretPW@db", "s3cret",
+                 "postgresql://:***@db");
+    /* in the userinfo and again in the query: libpq takes the last */
+    assert_shown("database_url",
+                 "postgresql://app:firstPW@db/app?password=s3cretPW", "PW",
+                 "postgresql://app:***@db/app");
+    /* multi-host, IPv6 and a socket directory keep their shape */
+    assert_shown("database_url",
+                 "postgresql://app:s3cretPW@h1:5432,h2:5433/app"
+                 "?target_session_attrs=read-write",
+                 "s3cret",
+                 "postgresql://app:***@h1:5432,h2:5433/app"
+                 "?target_session_attrs=read-write");
+    assert_shown("database_url", "postgresql://app:s3cretPW@[::1]:5432/app",
+                 "s3cret", "postgresql://app:***@[::1]:5432/app");
+    assert_shown("database_url",
+                 "postgresql://app:s3cretPW@%2Fvar%2Frun%2Fpostgresql/app",
+                 "s3cret", "postgresql://app:***@%2Fvar%2Frun%2Fpostgresql/app");
+    assert_shown("database_url", "postgresql://app:s3cretPW@h1,h2:5433/app",
+                 "s3cret", "postgresql://app:***@h1,h2:5433/app");
+    /* hosts and ports that do not pair up go to the query */
+    assert_shown("database_url",
+                 "postgresql://app:s3cretPW@h1,h2/app?port=5432,5433,5434",
+                 "s3cret",
+                 "postgresql://app:***@/app?host=h1,h2&port=5432,5433,5434");
+    /* the key passphrase is hidden too */
+    assert_shown("database_url",
+                 "postgresql://app@db/app?sslpassword=s3cretKEY&sslmode=verify-full",
+                 "s3cret",
+                 "postgresql://app@db/app?sslmode=verify-full&sslpassword=***");
+}
+END_TEST
+
+START_TEST(test_config_database_url_redacts_conninfo_forms) {
+    assert_shown("database_url", "host=db user=app password=s3cretPW dbname=x",
+                 "s3cret", "host=db user=app password=*** dbname=x");
+    /* white space around '=' (the form the old scanner missed) */
+    assert_shown("database_url", "host=db user=app password = s3cretPW dbname=x",
+                 "s3cret", "host=db user=app password=*** dbname=x");
+    assert_shown("database_url", "host = db\tpassword\t=\ts3cretPW  dbname =x",
+                 "s3cret", "host=db password=*** dbname=x");
+    /* quoted, with escaped quotes and backslashes, and escaped unquoted */
+    assert_shown("database_url", "host=db password='s3cret PW' dbname=x",
+                 "s3cret", "host=db password=*** dbname=x");
+    assert_shown("database_url",
+                 "host=db password='s3cret\\' PW\\\\ x' dbname=x", "s3cret",
+                 "host=db password=*** dbname=x");
+    assert_shown("database_url", "host=db password=s3cret\\ PW dbname=x",
+                 "s3cret", "host=db password=*** dbname=x");
+    assert_shown("database_url", "password=''", "''", "password=***");
+    /* twice: both copies are gone, and only one mask is shown */
+    assert_shown("database_url",
+                 "password=firstPW host=db password=s3cretPW dbname=x", "PW",
+                 "host=db password=*** dbname=x");
+    assert_shown("database_url", "host=db sslpassword='s3cret KEY' sslmode=require",
+                 "s3cret", "host=db sslmode=require sslpassword=***");
+    /* other values keep their quoting so they still mean the same */
+    assert_shown("database_url",
+                 "host=db password=s3cretPW application_name='my app' "
+                 "options='-c search_path=it\\'s'",
+                 "s3cret",
+                 "host=db password=*** options='-c search_path=it\\'s' "
+                 "application_name='my app'");
+    assert_shown("database_url", "host=db dbname=x", "PW", "host=db dbname=x");
+}
+END_TEST
+
+START_TEST(test_config_replica_and_redis_urls_redacted) {
+    assert_shown("database_replica_urls",
+                 "postgresql://r:s3cretPW@r1/app, host=r2 password = s3cretPW "
+                 "dbname=app,postgres://r:s3cretPW@r3,r4/app",
+                 "s3cret",
+                 "postgresql://r:***@r1/app,host=r2 password=*** dbname=app,"
+                 "postgres://r:***@r3,r4/app");
+    assert_shown("redis_url", "rediss://:p@ss:w0rd@cache:6380/0", "w0rd",
+                 "rediss://:***@cache:6380");
+    assert_shown("redis_url", "redis://default:s3cret%2FPW@cache/2", "s3cret",
+                 "redis://default:***@cache:6379/2");
+    assert_shown("redis_url", "redis://[::1]:6380", "***",
+                 "redis://[::1]:6380");
+    assert_shown("redis_url", "unix://app:s3cretPW@/run/redis.sock?db=3",
+                 "s3cret", "unix://app:***@/run/redis.sock?db=3");
+}
+END_TEST
+
+START_TEST(test_config_redacted_value_needs_room) {
+    ds_config *cfg = new_config();
+    ds_error err = {0};
+    ds_status st = ds_config_set(cfg, "database_url",
+                                 "host=db password=s3cretPW dbname=x", &err);
+    ck_assert_ds_ok(st, err);
+    char small[16];
+    memset(small, 'z', sizeof small);
+    st = ds_config_get_str(cfg, "database_url", small, sizeof small, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "buffer too small"));
+    for (size_t i = 0; i + 6 <= sizeof small; i++)
+        ck_assert_msg(memcmp(small + i, "s3cret", 6) != 0, "secret in buffer");
+    ck_assert_ptr_null(strstr(err.message, "s3cret"));
     ds_config_free(cfg);
 }
 END_TEST
@@ -261,6 +404,10 @@ Suite *ds_test_config_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("secrets");
     tcase_add_test(tc, test_config_errors_never_show_passwords);
+    tcase_add_test(tc, test_config_database_url_redacts_uri_forms);
+    tcase_add_test(tc, test_config_database_url_redacts_conninfo_forms);
+    tcase_add_test(tc, test_config_replica_and_redis_urls_redacted);
+    tcase_add_test(tc, test_config_redacted_value_needs_room);
     tcase_add_test(tc, test_config_token_keys_validated);
     tcase_add_test(tc, test_keyspec_parse_entries);
     suite_add_tcase(s, tc);

@@ -152,41 +152,21 @@ static ds_status store_text(ds_config *cfg, const setting *s,
     return DS_OK;
 }
 
-/* Password inside "scheme://user:password@host" by hand, so that it can be
- * scrubbed from libpq's message even when libpq fails to parse the URL. */
-static char *url_userinfo_password(const char *url) {
-    const char *scheme = strstr(url, "://");
-    if (!scheme)
-        return NULL;
-    const char *auth = scheme + 3;
-    const char *end = auth + strcspn(auth, "/?#");
-    const char *at = NULL;
-    for (const char *p = auth; p < end; p++)
-        if (*p == '@')
-            at = p;
-    if (!at)
-        return NULL;
-    const char *colon = memchr(auth, ':', (size_t)(at - auth));
-    if (!colon || colon + 1 == at)
-        return NULL;
-    char *pw = ds__secret_strdup(colon + 1);
-    if (pw)
-        pw[at - colon - 1] = '\0';
-    return pw;
-}
-
 char *ds__conninfo_password(const char *conninfo) {
     char *msg = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &msg);
     if (msg)
         PQfreemem(msg);
     if (!opts)
-        return url_userinfo_password(conninfo);
+        return NULL; /* config only stores values that parse */
     char *pw = NULL;
-    for (PQconninfoOption *o = opts; o->keyword; o++)
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
             pw = ds__secret_strdup(o->val);
-    PQconninfoFree(opts); /* libpq does not wipe; the copy we keep is ours */
+        if (o->val && o->dispchar && o->dispchar[0] == '*')
+            ds__wipe(o->val, strlen(o->val)); /* libpq does not wipe */
+    }
+    PQconninfoFree(opts);
     return pw;
 }
 
@@ -218,9 +198,12 @@ static ds_status validate_pg_url(const setting *s, const char *value,
     if (opts) {
         /* libpq checks ports only when connecting; say so now */
         bool ports_ok = true;
-        for (PQconninfoOption *o = opts; o->keyword; o++)
+        for (PQconninfoOption *o = opts; o->keyword; o++) {
             if (strcmp(o->keyword, "port") == 0 && o->val)
                 ports_ok = ports_valid(o->val);
+            if (o->val && o->dispchar && o->dispchar[0] == '*')
+                ds__wipe(o->val, strlen(o->val)); /* libpq does not wipe */
+        }
         PQconninfoFree(opts);
         if (ports_ok)
             return DS_OK;
@@ -228,21 +211,28 @@ static ds_status validate_pg_url(const setting *s, const char *value,
                              "%s: port must be a number from 1 to 65535",
                              s->env);
     }
-    char reason[256] = "";
+    /* libpq's reason quotes the offending part of the input, which may be
+     * the password (a whole URI, a percent-escape), in any language: keep
+     * only the plain words before the first quote or other punctuation. */
+    char reason[128] = "";
     if (msg) {
-        size_t n = strcspn(msg, "\n");
-        if (n >= sizeof reason)
-            n = sizeof reason - 1;
+        size_t n = 0;
+        while (n + 1 < sizeof reason &&
+               ((msg[n] >= 'a' && msg[n] <= 'z') ||
+                (msg[n] >= 'A' && msg[n] <= 'Z') ||
+                (msg[n] >= '0' && msg[n] <= '9') || msg[n] == ' ' ||
+                msg[n] == '-' || msg[n] == '/'))
+            n++;
+        while (n > 0 && msg[n - 1] == ' ')
+            n--;
         memcpy(reason, msg, n);
         reason[n] = '\0';
+        ds__wipe(msg, strlen(msg));
         PQfreemem(msg);
     }
     ds__error_set(err, DS_ERR_CONFIG,
                   "%s: not a valid PostgreSQL URL or connection string (%s)",
                   s->env, reason[0] ? reason : "unparsable");
-    char *pw = url_userinfo_password(value);
-    ds__error_scrub(err, pw);
-    ds__secret_free(pw);
     return DS_ERR_CONFIG;
 }
 
@@ -540,15 +530,25 @@ DS_EXPORT ds_status ds_config_get_str(const ds_config *cfg, const char *name,
     const char *v = *str_field((ds_config *)cfg, s);
     if (!v)
         v = "";
-    size_t need = strlen(v) + 1;
-    if (need > buflen)
-        return ds__error_set(err, DS_ERR_INVALID, "%s: buffer too small",
-                             s->env);
-    if (kind_is_secret(s->kind))
-        ds__redact_url(v, buf, buflen);
+    char *shown = NULL;
+    if (*v && s->kind == KIND_PG_URL)
+        shown = ds__redact_pg_url(v);
+    else if (*v && s->kind == KIND_PG_URL_LIST)
+        shown = ds__redact_pg_url_list(v);
+    else if (*v && s->kind == KIND_REDIS_URL)
+        shown = ds__redact_redis_url(v);
     else
-        memcpy(buf, v, need);
-    return DS_OK;
+        shown = ds__strdup(v);
+    if (!shown)
+        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", s->env);
+    size_t need = strlen(shown) + 1;
+    if (need > buflen)
+        st = ds__error_set(err, DS_ERR_INVALID, "%s: buffer too small (%zu "
+                           "bytes needed)", s->env, need);
+    else
+        memcpy(buf, shown, need);
+    ds__free(shown);
+    return st;
 }
 
 DS_EXPORT ds_status ds_config_set_after_connect(ds_config *cfg,

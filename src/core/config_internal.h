@@ -57,4 +57,13 @@ void ds__config_free_urls(char **urls);
 /* The password in a URL or conninfo (secret string), or NULL. */
 char *ds__conninfo_password(const char *conninfo);
 
+/* The value of a secret setting as it may be shown: rebuilt from the parsed
+ * form with every password (and libpq's other hidden options) replaced by
+ * "***"; "***" alone when the value does not parse. A PostgreSQL URI stays a
+ * URI, a key/value conninfo stays key/value. Free with ds__free(); NULL when
+ * out of memory. */
+char *ds__redact_pg_url(const char *conninfo);
+char *ds__redact_pg_url_list(const char *list);
+char *ds__redact_redis_url(const char *url);
+
 #endif

@@ -73,9 +73,6 @@ uint32_t ds__random_uniform(uint32_t upper);
 
 /* ---- text ------------------------------------------------------------ */
 
-/* Copies `url` into `out` with the password of a URL or key=value conninfo
- * replaced by "***". Always NUL-terminates (when outlen > 0). */
-void ds__redact_url(const char *url, char *out, size_t outlen);
 /* True when `s[0..len)` is valid UTF-8 without NUL bytes. */
 bool ds__utf8_valid(const char *s, size_t len);
 /* ASCII case-insensitive compare. */

@@ -44,58 +44,6 @@ int ds__strcasecmp(const char *a, const char *b) {
     }
 }
 
-static void append(char *out, size_t outlen, size_t *o, const char *s,
-                   size_t n) {
-    while (n-- && *o + 1 < outlen)
-        out[(*o)++] = *s++;
-}
-
-/* URL form: scheme://user:password@host...; conninfo form: password=... */
-void ds__redact_url(const char *url, char *out, size_t outlen) {
-    if (!out || !outlen)
-        return;
-    size_t o = 0;
-    out[0] = '\0';
-    if (!url)
-        return;
-    const char *scheme = strstr(url, "://");
-    if (scheme) {
-        const char *auth = scheme + 3;
-        const char *end = auth + strcspn(auth, "/?#");
-        const char *at = NULL;
-        for (const char *p = auth; p < end; p++)
-            if (*p == '@')
-                at = p; /* the last '@' ends the userinfo */
-        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-        if (colon) {
-            append(out, outlen, &o, url, (size_t)(colon + 1 - url));
-            append(out, outlen, &o, "***", 3);
-            url = at;
-        }
-    }
-    /* key=value forms, including ?password= in URL query strings */
-    while (*url && o + 1 < outlen) {
-        if (strncmp(url, "password=", 9) == 0 &&
-            (o == 0 || out[o - 1] == ' ' || out[o - 1] == '?' ||
-             out[o - 1] == '&')) {
-            append(out, outlen, &o, "password=***", 12);
-            url += 9;
-            if (*url == '\'') { /* quoted conninfo value */
-                url++;
-                while (*url && *url != '\'')
-                    url += (*url == '\\' && url[1]) ? 2 : 1;
-                if (*url)
-                    url++;
-            } else {
-                url += strcspn(url, " &#");
-            }
-            continue;
-        }
-        out[o++] = *url++;
-    }
-    out[o] = '\0';
-}
-
 bool ds__utf8_valid(const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
     while (p < end) {
