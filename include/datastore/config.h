@@ -6,39 +6,53 @@
  * either spelling. Constructors (ds_pool_open, ds_redis_open, ...) copy what
  * they need, so a config may be freed or reused right after.
  *
- *   name                     environment variable        default
- *   database_url             DATABASE_URL                (none)
- *   database_replica_urls    DATABASE_REPLICA_URLS       (none; comma-separated)
- *   redis_url                REDIS_URL                   (none)
- *   pool_min                 DS_POOL_MIN                 1
- *   pool_max                 DS_POOL_MAX                 10
- *   acquire_timeout_ms       DS_ACQUIRE_TIMEOUT_MS       5000
- *   connect_timeout_ms       DS_CONNECT_TIMEOUT_MS       5000
- *   statement_timeout_ms     DS_STATEMENT_TIMEOUT_MS     0 (server default)
- *   max_lifetime_ms          DS_POOL_MAX_LIFETIME_MS     1800000 (0 = none)
- *   idle_timeout_ms          DS_POOL_IDLE_TIMEOUT_MS     600000 (0 = none)
- *   statement_mode           DS_STATEMENT_MODE           prepared | pooler
- *   tx_max_retries           DS_TX_MAX_RETRIES           5
- *   replica_retry_ms         DS_REPLICA_RETRY_MS         5000
- *   application_name         DS_APPLICATION_NAME         libdatastore
- *   token_keys               DS_TOKEN_KEYS               (none; secret)
- *   embedding_dim            DS_EMBEDDING_DIM            384
+ *   name                     environment variable        default and meaning
+ *   database_url             DATABASE_URL                (none) primary: URL or key=value; multi-host
+ *                                                        with target_session_attrs passes through
+ *   database_replica_urls    DATABASE_REPLICA_URLS       (none) comma-separated replicas for
+ *                                                        ds_pool_acquire_read()
+ *   redis_url                REDIS_URL                   (none) redis://[user:password@]host:port/db
+ *                                                        or rediss:// (TLS)
+ *   pool_min                 DS_POOL_MIN                 1 connections kept open (pre-warmed)
+ *   pool_max                 DS_POOL_MAX                 10 most connections the pool opens
+ *   acquire_timeout_ms       DS_ACQUIRE_TIMEOUT_MS       5000 longest wait for a connection
+ *                                                        (DS_ERR_TIMEOUT)
+ *   connect_timeout_ms       DS_CONNECT_TIMEOUT_MS       5000 longest TCP + TLS + auth handshake
+ *   statement_timeout_ms     DS_STATEMENT_TIMEOUT_MS     0 per-connection statement_timeout
+ *                                                        (0 = server default)
+ *   max_lifetime_ms          DS_POOL_MAX_LIFETIME_MS     1800000 a connection is replaced after
+ *                                                        this, minus up to 10% jitter (0 = never)
+ *   idle_timeout_ms          DS_POOL_IDLE_TIMEOUT_MS     600000 idle connections above pool_min
+ *                                                        close after this (0 = never)
+ *   statement_mode           DS_STATEMENT_MODE           prepared | pooler (PgBouncer transaction
+ *                                                        mode, Neon's pooler: no named statements)
+ *   tx_max_retries           DS_TX_MAX_RETRIES           5 ds_tx_run() retries of 40001/40P01
+ *   replica_retry_ms         DS_REPLICA_RETRY_MS         5000 a replica that failed to connect is
+ *                                                        skipped this long
+ *   application_name         DS_APPLICATION_NAME         libdatastore application_name unless the
+ *                                                        URL sets one
+ *   token_keys               DS_TOKEN_KEYS               (none; secret) kid:base64key,... 32-byte
+ *                                                        keys, the first is active
+ *   embedding_dim            DS_EMBEDDING_DIM            384 embedding dimension of this deployment
+ *                                                        (recorded by the migration)
  *   vector_backend           DS_VECTOR_BACKEND           auto | pgvector | fallback
- *   hnsw_ef_search           DS_HNSW_EF_SEARCH           200 (1 to 1000)
- *   vector_exact_max_rows    DS_VECTOR_EXACT_MAX_ROWS    2000
- *   migrate_lock_timeout_ms  DS_MIGRATE_LOCK_TIMEOUT_MS  5000
- *   redis_prefix             DS_REDIS_PREFIX             ds:
- *   redis_pool_size          DS_REDIS_POOL_SIZE          4
- *   redis_connect_timeout_ms DS_REDIS_CONNECT_TIMEOUT_MS 2000
- *   redis_command_timeout_ms DS_REDIS_COMMAND_TIMEOUT_MS 2000
- *   redis_tls_ca             DS_REDIS_TLS_CA             (system CA store)
- *   redis_retry_ms           DS_REDIS_RETRY_MS           1000 (fail fast this
- *                                                        long after a failed
- *                                                        connect; 0 = never)
- *   repo_max_message_bytes   DS_REPO_MAX_MESSAGE_BYTES   1000000 (message content)
- *   repo_max_json_bytes      DS_REPO_MAX_JSON_BYTES      1048576 (one JSON value)
- *   repo_max_page            DS_REPO_MAX_PAGE            1000 (rows per list call)
- *   repo_max_batch           DS_REPO_MAX_BATCH           10000 (rows per batch call)
+ *   hnsw_ef_search           DS_HNSW_EF_SEARCH           200 HNSW search breadth (1 to 1000)
+ *   vector_exact_max_rows    DS_VECTOR_EXACT_MAX_ROWS    2000 users with up to this many facts get
+ *                                                        an exact scan
+ *   migrate_lock_timeout_ms  DS_MIGRATE_LOCK_TIMEOUT_MS  5000 lock_timeout of migration DDL and
+ *                                                        partition maintenance (0 = none)
+ *   redis_prefix             DS_REDIS_PREFIX             ds: prefix of every Redis key written
+ *   redis_pool_size          DS_REDIS_POOL_SIZE          4 Redis connections per handle
+ *   redis_connect_timeout_ms DS_REDIS_CONNECT_TIMEOUT_MS 2000 longest Redis connect + AUTH
+ *   redis_command_timeout_ms DS_REDIS_COMMAND_TIMEOUT_MS 2000 longest Redis command (a reconnect
+ *                                                        counts against it)
+ *   redis_tls_ca             DS_REDIS_TLS_CA             (system CA store) CA file for rediss://
+ *   redis_retry_ms           DS_REDIS_RETRY_MS           1000 fail fast this long after a failed
+ *                                                        connect (0 = never)
+ *   repo_max_message_bytes   DS_REPO_MAX_MESSAGE_BYTES   1000000 bytes of one message's content
+ *   repo_max_json_bytes      DS_REPO_MAX_JSON_BYTES      1048576 bytes of one JSON value serialised
+ *   repo_max_page            DS_REPO_MAX_PAGE            1000 rows per list call
+ *   repo_max_batch           DS_REPO_MAX_BATCH           10000 rows per batch call
  *
  * A bad value gives DS_ERR_CONFIG with a message naming the environment
  * variable; the message never repeats a URL, password or key.
