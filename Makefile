@@ -2,6 +2,7 @@
 #
 #   make                 libdatastore.so / .a and ds-migrate
 #   make check           bootstrap packages, start local services, run every test
+#                        (and scripts/check-docs: docs that cannot drift)
 #   make check-asan      the test suites under AddressSanitizer + UBSan
 #   make demo            bootstrap, start local services, migrate, run the examples
 #   make bench-run       run the benchmarks against local services
@@ -165,6 +166,7 @@ check:
 	./scripts/bootstrap
 	$(MAKE) all tests examples bench
 	$(MAKE) check-clang
+	./scripts/check-docs
 	./scripts/run-tests --build $(BUILD)
 
 check-asan:
