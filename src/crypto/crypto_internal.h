@@ -50,20 +50,6 @@ ds_status ds__crypto_session_hashes(ds_crypto *crypto, const uint8_t *token,
 ds_secret *ds__secret_new(size_t len);
 char *ds__secret_bytes(ds_secret *secret);
 
-/* A one-dimensional array in PostgreSQL's binary format (array_send), for
- * binding int8[] / bytea[] parameters. */
-
-typedef struct ds__pgarr {
-    char *buf;
-    size_t len, cap;
-} ds__pgarr;
-
-/* Starts an array of `n` elements of type `elem` (an OID). */
-bool ds__pgarr_begin(ds__pgarr *a, unsigned int elem, int n, bool has_null);
-/* Appends one element; NULL `p` appends an SQL NULL. */
-bool ds__pgarr_add(ds__pgarr *a, const void *p, size_t n);
-void ds__pgarr_free(ds__pgarr *a);
-
 /* Statement table of rotate.c. */
 struct ds__stmt_def;
 size_t ds__stmts_crypto(const struct ds__stmt_def **defs);

@@ -114,14 +114,13 @@ static ds_status run_batch(ds_conn *conn, void *ud, ds_error *err) {
     b->last_id = b->after;
 
     const char *kid = ds_crypto_active_key_id(b->crypto);
-    char after_be[8], limit_be[4];
-    ds__put_be64(after_be, (uint64_t)b->after);
-    ds__put_be32(limit_be, (uint32_t)b->limit);
-    const char *values[] = {kid, after_be, limit_be};
-    int lengths[] = {(int)strlen(kid), 8, 4};
-    int formats[] = {1, 1, 1};
-    PGresult *r = ds__stmt_exec(conn, &stmts[STMT_SELECT], values, lengths,
-                                formats, err);
+    ds__bind sel;
+    ds__bind_init(&sel);
+    ds__bind_text(&sel, kid);
+    ds__bind_int64(&sel, b->after);
+    ds__bind_int32(&sel, (int32_t)b->limit);
+    PGresult *r = ds__stmt_run(conn, &stmts[STMT_SELECT], &sel, err);
+    ds__bind_free(&sel);
     if (!r)
         return err ? err->code : DS_ERR_DB;
     int n = PQntuples(r);
@@ -175,37 +174,32 @@ static ds_status run_batch(ds_conn *conn, void *ud, ds_error *err) {
     PQclear(r);
 
     if (st == DS_OK && nnew > 0) {
-        ds__pgarr ids = {0}, acc = {0}, ref = {0};
-        bool acc_null = false, ref_null = false;
-        for (int i = 0; i < nnew; i++) {
-            acc_null |= rows[i].access == NULL;
-            ref_null |= rows[i].refresh == NULL;
-        }
-        bool ok = ds__pgarr_begin(&ids, DS_OID_INT8, nnew, false) &&
-                  ds__pgarr_begin(&acc, DS_OID_BYTEA, nnew, acc_null) &&
-                  ds__pgarr_begin(&ref, DS_OID_BYTEA, nnew, ref_null);
-        for (int i = 0; ok && i < nnew; i++) {
-            char be[8];
-            ds__put_be64(be, (uint64_t)rows[i].id);
-            ok = ds__pgarr_add(&ids, be, 8) &&
+        ds__pgarr ids, acc, ref;
+        ds__pgarr_init(&ids, DS_OID_INT8);
+        ds__pgarr_init(&acc, DS_OID_BYTEA);
+        ds__pgarr_init(&ref, DS_OID_BYTEA);
+        bool ok = true;
+        for (int i = 0; ok && i < nnew; i++)
+            ok = ds__pgarr_add_int8(&ids, rows[i].id) &&
                  ds__pgarr_add(&acc, rows[i].access, rows[i].access_len) &&
                  ds__pgarr_add(&ref, rows[i].refresh, rows[i].refresh_len);
-        }
-        if (!ok || ids.len > INT32_MAX || acc.len > INT32_MAX ||
-            ref.len > INT32_MAX) {
+        ds__bind upd;
+        ds__bind_init(&upd);
+        ds__bind_text(&upd, kid);
+        ds__bind_array(&upd, &ids, DS_OID_INT8_ARRAY);
+        ds__bind_array(&upd, &acc, DS_OID_BYTEA_ARRAY);
+        ds__bind_array(&upd, &ref, DS_OID_BYTEA_ARRAY);
+        if (!ok) {
             st = ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_rotate: out of memory");
         } else {
-            const char *uv[] = {kid, ids.buf, acc.buf, ref.buf};
-            int ul[] = {(int)strlen(kid), (int)ids.len, (int)acc.len,
-                        (int)ref.len};
-            int uf[] = {1, 1, 1, 1};
-            PGresult *u = ds__stmt_exec(conn, &stmts[STMT_UPDATE], uv, ul, uf, err);
+            PGresult *u = ds__stmt_run(conn, &stmts[STMT_UPDATE], &upd, err);
             if (!u)
                 st = err ? err->code : DS_ERR_DB;
             else
                 b->rotated = (int)strtol(PQcmdTuples(u), NULL, 10);
             PQclear(u);
         }
+        ds__bind_free(&upd);
         ds__pgarr_free(&ids);
         ds__pgarr_free(&acc);
         ds__pgarr_free(&ref);
@@ -253,11 +247,11 @@ static ds_status count_remaining(ds_pool *pool, const char *kid,
     ds_status st = ds_pool_acquire(pool, &conn, err);
     if (st != DS_OK)
         return st;
-    const char *values[] = {kid};
-    int lengths[] = {(int)strlen(kid)};
-    int formats[] = {1};
-    PGresult *r = ds__stmt_exec(conn, &stmts[STMT_REMAINING], values, lengths,
-                                formats, err);
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_text(&b, kid);
+    PGresult *r = ds__stmt_run(conn, &stmts[STMT_REMAINING], &b, err);
+    ds__bind_free(&b);
     if (r) {
         *remaining = (int64_t)ds__get_be64(PQgetvalue(r, 0, 0));
         PQclear(r);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/config_internal.h"
 #include "memory/memory_internal.h"
 
 #define MODULE "memory"
@@ -258,9 +259,8 @@ ds_status ds__memory_fail(const ds_error *local, ds_error *err) {
 }
 
 PGresult *ds__memory_exec(ds_conn *c, const ds__stmt_def *def,
-                          const mparams *p, ds_error *err) {
-    return ds__stmt_exec(c, def, p ? p->values : NULL, p ? p->lengths : NULL,
-                         p ? p->formats : NULL, err);
+                          const ds__bind *p, ds_error *err) {
+    return ds__stmt_run(c, def, p, err);
 }
 
 int64_t ds__memory_int8(const PGresult *r, int row, int col) {
@@ -355,17 +355,12 @@ ds_status ds__memory_decode_fact(const PGresult *r, int row,
 
 PGresult *ds__memory_rows_by_ids(ds_conn *c, int64_t user_id,
                                  const int64_t *ids, size_t n, ds_error *err) {
-    char *arr = ds__malloc(ds__int8_array_size(n));
-    if (!arr) {
-        ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-        return NULL;
-    }
-    ds__int8_array(ids, n, arr);
-    mparams p = {0};
-    mp_int8(&p, user_id);
-    mp_bytes(&p, arr, ds__int8_array_size(n));
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int8_array(&p, ids, n);
     PGresult *r = ds__memory_exec(c, &ds__memory_stmts[M_ROWS], &p, err);
-    ds__free(arr);
+    ds__bind_free(&p);
     return r;
 }
 
@@ -700,32 +695,6 @@ static ds_status encode_metadata(const json_t *metadata, char **out,
                 : ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
 }
 
-/* A binary one-dimensional array of `n` variable-length elements. */
-typedef struct varray {
-    char *data;
-    size_t len, cap;
-} varray;
-
-static bool varray_init(varray *a, Oid elem, size_t n, size_t payload) {
-    a->cap = 20 + 4 * n + payload;
-    a->data = ds__malloc(a->cap);
-    if (!a->data)
-        return false;
-    ds__put_be32(a->data, 1);
-    ds__put_be32(a->data + 4, 0);
-    ds__put_be32(a->data + 8, elem);
-    ds__put_be32(a->data + 12, (uint32_t)n);
-    ds__put_be32(a->data + 16, 1);
-    a->len = 20;
-    return true;
-}
-
-static void varray_add(varray *a, const void *p, size_t len) {
-    ds__put_be32(a->data + a->len, (uint32_t)len);
-    memcpy(a->data + a->len + 4, p, len);
-    a->len += 4 + len;
-}
-
 /* Inserts `n` validated facts in one statement; ids in input order. */
 static ds_status insert_batch(ds_memory *mem, ds_conn *c,
                               ds_vector_backend backend,
@@ -740,11 +709,16 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
     float *importance = ds__calloc(n, sizeof *importance);
     float *units = ds__calloc(n * dim, sizeof *units);
     unsigned char *bytes = ds__malloc(pgv ? 1 : n * (5 * dim + 8));
-    varray kinds = {0}, contents = {0}, metas = {0}, embs = {0}, sketches = {0};
-    char *user_arr = NULL, *imp_arr = NULL, *vec_arr = NULL;
+    ds__pgarr kinds, contents, metas, embs, sketches;
+    ds__pgarr_init(&kinds, DS_OID_TEXT);
+    ds__pgarr_init(&contents, DS_OID_TEXT);
+    ds__pgarr_init(&metas, DS_OID_JSONB);
+    ds__pgarr_init(&embs, DS_OID_BYTEA);
+    ds__pgarr_init(&sketches, DS_OID_BYTEA);
+    ds__bind p;
+    ds__bind_init(&p);
     if (!meta || !meta_len || !users || !importance || !units || !bytes)
         st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    size_t kinds_len = 0, contents_len = 0, metas_len = 0;
     for (size_t i = 0; st == DS_OK && i < n; i++) {
         st = encode_metadata(f[i].metadata, &meta[i], &meta_len[i], err);
         users[i] = f[i].user_id;
@@ -752,62 +726,44 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
         /* validated before: this only recomputes the unit vector */
         ds__vec_normalize(f[i].embedding, f[i].dim, dim, "embedding",
                           units + i * dim, NULL);
-        kinds_len += f[i].kind ? strlen(f[i].kind) : 4;
-        contents_len += strlen(f[i].content);
-        metas_len += meta_len[i];
-    }
-    if (st == DS_OK) {
-        user_arr = ds__malloc(ds__int8_array_size(n));
-        imp_arr = ds__malloc(ds__vec_array_size(n));
-        if (pgv)
-            vec_arr = ds__malloc(ds__vec_array_size(n * dim));
-        bool ok = user_arr && imp_arr && (!pgv || vec_arr) &&
-                  varray_init(&kinds, DS_OID_TEXT, n, kinds_len) &&
-                  varray_init(&contents, DS_OID_TEXT, n, contents_len) &&
-                  varray_init(&metas, DS_OID_JSONB, n, metas_len) &&
-                  (pgv || (varray_init(&embs, DS_OID_BYTEA, n, n * 4 * dim) &&
-                           varray_init(&sketches, DS_OID_BYTEA, n,
-                                       n * DS_SKETCH_BYTES(dim))));
-        if (!ok)
-            st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     }
     PGresult *r = NULL;
     if (st == DS_OK) {
-        ds__int8_array(users, n, user_arr);
-        ds__vec_to_array(importance, n, imp_arr);
-        for (size_t i = 0; i < n; i++) {
+        bool ok = true;
+        for (size_t i = 0; ok && i < n; i++) {
             const char *kind = f[i].kind ? f[i].kind : "fact";
-            varray_add(&kinds, kind, strlen(kind));
-            varray_add(&contents, f[i].content, strlen(f[i].content));
-            varray_add(&metas, meta[i], meta_len[i]);
-            if (!pgv) {
+            ok = ds__pgarr_add(&kinds, kind, strlen(kind)) &&
+                 ds__pgarr_add(&contents, f[i].content, strlen(f[i].content)) &&
+                 ds__pgarr_add(&metas, meta[i], meta_len[i]);
+            if (ok && !pgv) {
                 unsigned char *le = bytes + i * (5 * dim + 8);
                 unsigned char *sk = le + 4 * dim;
                 ds__vec_to_le(units + i * dim, dim, le);
                 ds__sketch_build(units + i * dim, dim, sk);
-                varray_add(&embs, le, 4 * dim);
-                varray_add(&sketches, sk, DS_SKETCH_BYTES(dim));
+                ok = ds__pgarr_add(&embs, le, 4 * dim) &&
+                     ds__pgarr_add(&sketches, sk, DS_SKETCH_BYTES(dim));
             }
         }
-        mparams p = {0};
-        mp_bytes(&p, user_arr, ds__int8_array_size(n));
-        mp_bytes(&p, kinds.data, kinds.len);
-        mp_bytes(&p, contents.data, contents.len);
-        mp_bytes(&p, metas.data, metas.len);
-        mp_bytes(&p, imp_arr, ds__vec_array_size(n));
+        ds__bind_int8_array(&p, users, n);
+        ds__bind_array(&p, &kinds, DS_OID_TEXT_ARRAY);
+        ds__bind_array(&p, &contents, DS_OID_TEXT_ARRAY);
+        ds__bind_array(&p, &metas, DS_OID_JSONB_ARRAY);
+        ds__bind_float4_array(&p, importance, n);
         if (pgv) {
-            ds__vec_to_array(units, n * dim, vec_arr);
-            mp_bytes(&p, vec_arr, ds__vec_array_size(n * dim));
-            mp_int4(&p, (int32_t)dim);
+            ds__bind_float4_array(&p, units, n * dim);
+            ds__bind_int32(&p, (int32_t)dim);
         } else {
-            mp_bytes(&p, embs.data, embs.len);
-            mp_bytes(&p, sketches.data, sketches.len);
+            ds__bind_array(&p, &embs, DS_OID_BYTEA_ARRAY);
+            ds__bind_array(&p, &sketches, DS_OID_BYTEA_ARRAY);
         }
-        r = ds__memory_exec(c,
-                            pgv ? &ds__memory_pgvector_stmts[P_INSERT_MANY]
-                                : &ds__memory_fallback_stmts[F_INSERT_MANY],
-                            &p, err);
-        if (!r)
+        if (!ok)
+            st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+        else
+            r = ds__memory_exec(c,
+                                pgv ? &ds__memory_pgvector_stmts[P_INSERT_MANY]
+                                    : &ds__memory_fallback_stmts[F_INSERT_MANY],
+                                &p, err);
+        if (st == DS_OK && !r)
             st = err->code;
     }
     if (r) {
@@ -827,14 +783,12 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
     ds__free(importance);
     ds__free(units);
     ds__free(bytes);
-    ds__free(kinds.data);
-    ds__free(contents.data);
-    ds__free(metas.data);
-    ds__free(embs.data);
-    ds__free(sketches.data);
-    ds__free(user_arr);
-    ds__free(imp_arr);
-    ds__free(vec_arr);
+    ds__pgarr_free(&kinds);
+    ds__pgarr_free(&contents);
+    ds__pgarr_free(&metas);
+    ds__pgarr_free(&embs);
+    ds__pgarr_free(&sketches);
+    ds__bind_free(&p);
     return st;
 }
 
@@ -934,9 +888,10 @@ static ds_status get_once(ds_memory *mem, int64_t user_id, int64_t id,
     ds_status st = ds_pool_acquire(mem->pool, &c, err);
     if (st != DS_OK)
         return st;
-    mparams p = {0};
-    mp_int8(&p, user_id);
-    mp_int8(&p, id);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int64(&p, id);
     PGresult *r = ds__memory_exec(
         c,
         pgv ? &ds__memory_pgvector_stmts[P_GET]
@@ -1021,11 +976,12 @@ DS_EXPORT ds_status ds_memory_list(ds_memory *mem, int64_t user_id,
     st = ds_pool_acquire(mem->pool, &c, err);
     if (st != DS_OK)
         return st;
-    mparams p = {0};
-    mp_int8(&p, user_id);
-    mp_text(&p, kind);
-    mp_int8(&p, after_id);
-    mp_int4(&p, limit);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_text(&p, kind);
+    ds__bind_int64(&p, after_id);
+    ds__bind_int32(&p, limit);
     ds_error local = {0};
     PGresult *r = ds__memory_exec(c, &ds__memory_stmts[M_LIST], &p, &local);
     ds_pool_release(c);
@@ -1049,7 +1005,7 @@ DS_EXPORT ds_status ds_memory_list(ds_memory *mem, int64_t user_id,
 
 /* Runs a statement that returns the id of the row it changed. */
 static ds_status change_one(ds_memory *mem, const ds__stmt_def *def,
-                            const mparams *p, int64_t user_id, int64_t id,
+                            const ds__bind *p, int64_t user_id, int64_t id,
                             ds_error *err) {
     ds_conn *c;
     ds_status st = ds_pool_acquire(mem->pool, &c, err);
@@ -1077,10 +1033,11 @@ DS_EXPORT ds_status ds_memory_set_importance(ds_memory *mem, int64_t user_id,
     DS_CHECK_ARG(err, id > 0, "id must be positive");
     DS_CHECK_ARG(err, importance >= 0.0 && importance <= 1.0,
                  "importance must be from 0 to 1");
-    mparams p = {0};
-    mp_int8(&p, user_id);
-    mp_int8(&p, id);
-    mp_float4(&p, (float)importance);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int64(&p, id);
+    ds__bind_float4(&p, (float)importance);
     return change_one(mem, &ds__memory_stmts[M_SET_IMPORTANCE], &p, user_id,
                       id, err);
 }
@@ -1090,9 +1047,10 @@ DS_EXPORT ds_status ds_memory_delete(ds_memory *mem, int64_t user_id,
     DS_CHECK_ARG(err, mem, "mem is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, id > 0, "id must be positive");
-    mparams p = {0};
-    mp_int8(&p, user_id);
-    mp_int8(&p, id);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int64(&p, id);
     return change_one(mem, &ds__memory_stmts[M_DELETE], &p, user_id, id, err);
 }
 
@@ -1106,13 +1064,10 @@ DS_EXPORT ds_status ds_memory_touch(ds_memory *mem, int64_t user_id,
     DS_CHECK_ARG(err, ids, "ids is NULL");
     DS_CHECK_ARG(err, count >= 1 && count <= 10000,
                  "count must be 1 to 10000");
-    char *arr = ds__malloc(ds__int8_array_size(count));
-    if (!arr)
-        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    ds__int8_array(ids, count, arr);
-    mparams p = {0};
-    mp_int8(&p, user_id);
-    mp_bytes(&p, arr, ds__int8_array_size(count));
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int8_array(&p, ids, count);
     ds_conn *c;
     ds_status st = ds_pool_acquire(mem->pool, &c, err);
     if (st == DS_OK) {
@@ -1128,6 +1083,6 @@ DS_EXPORT ds_status ds_memory_touch(ds_memory *mem, int64_t user_id,
             st = ds__memory_fail(&local, err);
         }
     }
-    ds__free(arr);
+    ds__bind_free(&p);
     return st;
 }

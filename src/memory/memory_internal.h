@@ -29,7 +29,6 @@ struct ds_memory {
 
 /* ---- statements ---------------------------------------------------------- */
 
-/* Array types the statements bind (pool_internal.h has the common ones). */
 
 /* Indices into the statement tables below (memory.c). */
 enum {
@@ -74,59 +73,15 @@ size_t ds__memory_migration_settings(int64_t embedding_dim,
                                      int64_t vector_backend,
                                      ds__migration_setting out[2]);
 
-/* ---- binary parameters ------------------------------------------------ */
-
-#define MP_MAX 8
-
-typedef struct mparams {
-    const char *values[MP_MAX];
-    int lengths[MP_MAX];
-    int formats[MP_MAX];
-    char scratch[MP_MAX][8];
-    int n;
-} mparams;
-
-static inline void mp_int8(mparams *p, int64_t v) {
-    ds__put_be64(p->scratch[p->n], (uint64_t)v);
-    p->values[p->n] = p->scratch[p->n];
-    p->lengths[p->n] = 8;
-    p->formats[p->n++] = 1;
-}
-static inline void mp_int4(mparams *p, int32_t v) {
-    ds__put_be32(p->scratch[p->n], (uint32_t)v);
-    p->values[p->n] = p->scratch[p->n];
-    p->lengths[p->n] = 4;
-    p->formats[p->n++] = 1;
-}
-static inline void mp_float4(mparams *p, float v) {
-    uint32_t bits;
-    memcpy(&bits, &v, 4);
-    ds__put_be32(p->scratch[p->n], bits);
-    p->values[p->n] = p->scratch[p->n];
-    p->lengths[p->n] = 4;
-    p->formats[p->n++] = 1;
-}
-/* Text (binary text is the bytes); NULL binds SQL NULL. */
-static inline void mp_text(mparams *p, const char *s) {
-    p->values[p->n] = s;
-    p->lengths[p->n] = s ? (int)strlen(s) : 0;
-    p->formats[p->n++] = 1;
-}
-static inline void mp_bytes(mparams *p, const void *data, size_t len) {
-    p->values[p->n] = data;
-    p->lengths[p->n] = (int)len;
-    p->formats[p->n++] = 1;
-}
-
 /* qsort comparator for int64_t. */
 int ds__int64_cmp(const void *a, const void *b);
 
 /* Copies a local error out and returns its code. */
 ds_status ds__memory_fail(const ds_error *local, ds_error *err);
 
-/* Runs def with the collected parameters (binary results). */
+/* Runs def with the bound parameters (binary results). */
 PGresult *ds__memory_exec(ds_conn *c, const ds__stmt_def *def,
-                          const mparams *p, ds_error *err);
+                          const ds__bind *p, ds_error *err);
 
 /* ---- binary results --------------------------------------------------- */
 
@@ -173,14 +128,8 @@ bool ds__sketch_plausible(const unsigned char *sketch, size_t dim);
 /* Rounding of the float arithmetic on both sides, with a margin. */
 float ds__sketch_slack(size_t dim);
 
-/* A binary float4[] parameter of `dim` values (20 + 8*dim bytes). */
-size_t ds__vec_array_size(size_t dim);
-void ds__vec_to_array(const float *v, size_t dim, char *out);
 /* Decodes a binary one-dimensional float4[] of exactly `dim` values. */
 bool ds__vec_from_array(const char *data, int len, size_t dim, float *out);
-/* A binary int8[] parameter of `n` values (20 + 12*n bytes). */
-size_t ds__int8_array_size(size_t n);
-void ds__int8_array(const int64_t *v, size_t n, char *out);
 
 /* ---- shared by memory.c and search.c ------------------------------------ */
 

@@ -76,9 +76,10 @@ static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
                                      const char *kind, bool use_min,
                                      double min_sim, size_t n,
                                      cand_list *out, ds_error *err) {
-    mparams p = {0};
-    mp_int8(&p, user_id);
-    mp_text(&p, kind);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_text(&p, kind);
     PGresult *r =
         ds__memory_exec(c, &ds__memory_fallback_stmts[F_SKETCHES], &p, err);
     if (!r)
@@ -136,21 +137,18 @@ static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
         return st;
     }
 
-    char *arr = ds__malloc(ds__int8_array_size(ncand));
     cand *v = ds__calloc(ncand, sizeof *v);
-    if (!arr || !v) {
-        ds__free(arr);
-        ds__free(v);
+    if (!v) {
         ds__free(ids);
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     }
-    ds__int8_array(ids, ncand, arr);
+    ds__bind p2;
+    ds__bind_init(&p2);
+    ds__bind_int64(&p2, user_id);
+    ds__bind_int8_array(&p2, ids, ncand);
     ds__free(ids);
-    mparams p2 = {0};
-    mp_int8(&p2, user_id);
-    mp_bytes(&p2, arr, ds__int8_array_size(ncand));
     r = ds__memory_exec(c, &ds__memory_fallback_stmts[F_EMBEDDINGS], &p2, err);
-    ds__free(arr);
+    ds__bind_free(&p2);
     if (!r) {
         ds__free(v);
         return err->code;
@@ -205,8 +203,9 @@ static ds_status pgvector_candidates(ds_memory *mem, ds_conn *c,
     if (hnsw) {
         char ef[16];
         snprintf(ef, sizeof ef, "%d", ef_search);
-        mparams t = {0};
-        mp_text(&t, ef);
+        ds__bind t;
+        ds__bind_init(&t);
+        ds__bind_text(&t, ef);
         r = ds__memory_exec(c, &ds__memory_pgvector_stmts[P_TUNE], &t, err);
     } else {
         r = ds__memory_exec(c, &ds__memory_pgvector_stmts[P_TUNE_EXACT], NULL,
@@ -216,25 +215,23 @@ static ds_status pgvector_candidates(ds_memory *mem, ds_conn *c,
         return err->code;
     PQclear(r);
 
-    char *qarr = ds__malloc(ds__vec_array_size(mem->dim));
-    if (!qarr)
-        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    ds__vec_to_array(q, mem->dim, qarr);
-    mparams p = {0};
-    mp_int8(&p, user_id);
-    mp_bytes(&p, qarr, ds__vec_array_size(mem->dim));
-    mp_text(&p, kind);
-    mp_int4(&p, (int32_t)n);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_float4_array(&p, q, mem->dim);
+    ds__bind_text(&p, kind);
+    ds__bind_int32(&p, (int32_t)n);
     if (hnsw) {
         /* the exact branch runs while the count stays below this */
         int64_t threshold = (int64_t)mem->exact_max_rows + 1;
-        mp_int4(&p, threshold > INT32_MAX ? INT32_MAX : (int32_t)threshold);
+        ds__bind_int32(&p, threshold > INT32_MAX ? INT32_MAX
+                                                 : (int32_t)threshold);
     }
     r = ds__memory_exec(c,
                         &ds__memory_pgvector_stmts[hnsw ? P_SEARCH
                                                         : P_SEARCH_EXACT],
                         &p, err);
-    ds__free(qarr);
+    ds__bind_free(&p);
     if (!r)
         return err->code;
     size_t rows = (size_t)PQntuples(r);
@@ -393,11 +390,12 @@ static ds_status fuse(const cand_list *vec, const cand_list *text, int k,
 
 static ds_status text_candidates(ds_conn *c, const search_req *q, size_t n,
                                  cand_list *out, ds_error *err) {
-    mparams p = {0};
-    mp_int8(&p, q->user_id);
-    mp_text(&p, q->text);
-    mp_text(&p, q->kind);
-    mp_int4(&p, (int32_t)n);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, q->user_id);
+    ds__bind_text(&p, q->text);
+    ds__bind_text(&p, q->kind);
+    ds__bind_int32(&p, (int32_t)n);
     PGresult *r =
         ds__memory_exec(c, &ds__memory_stmts[M_TEXT_CANDIDATES], &p, err);
     if (!r)

@@ -105,7 +105,7 @@ size_t ds__stmts_memory_upgrade(const ds__stmt_def **defs) {
     return U_COUNT_;
 }
 
-static ds_status run(ds_conn *c, const ds__stmt_def *def, const mparams *p,
+static ds_status run(ds_conn *c, const ds__stmt_def *def, const ds__bind *p,
                      ds_error *err) {
     PGresult *r = ds__memory_exec(c, def, p, err);
     if (!r)
@@ -123,17 +123,16 @@ static ds_status stage_embeddings(ds_conn *c, size_t dim, size_t *staged,
     if (batch > BATCH_MAX)
         batch = BATCH_MAX;
     int64_t *ids = ds__calloc(batch, sizeof *ids);
-    char *idarr = ds__malloc(ds__int8_array_size(batch));
     float *flat = ds__calloc(batch * dim, sizeof *flat);
-    char *vecarr = ds__malloc(ds__vec_array_size(batch * dim));
     ds_status st = DS_OK;
-    if (!ids || !idarr || !flat || !vecarr)
+    if (!ids || !flat)
         st = ds__error_set(err, DS_ERR_NOMEM, "memory upgrade: out of memory");
     int64_t after = 0;
     while (st == DS_OK) {
-        mparams p = {0};
-        mp_int8(&p, after);
-        mp_int4(&p, (int32_t)batch);
+        ds__bind p;
+        ds__bind_init(&p);
+        ds__bind_int64(&p, after);
+        ds__bind_int32(&p, (int32_t)batch);
         PGresult *r =
             ds__memory_exec(c, &ds__memory_upgrade_stmts[U_READ], &p, err);
         if (!r) {
@@ -157,22 +156,20 @@ static ds_status stage_embeddings(ds_conn *c, size_t dim, size_t *staged,
         PQclear(r);
         if (st != DS_OK || n == 0)
             break;
-        ds__int8_array(ids, n, idarr);
-        ds__vec_to_array(flat, n * dim, vecarr);
-        mparams w = {0};
-        mp_bytes(&w, idarr, ds__int8_array_size(n));
-        mp_bytes(&w, vecarr, ds__vec_array_size(n * dim));
-        mp_int4(&w, (int32_t)dim);
+        ds__bind w;
+        ds__bind_init(&w);
+        ds__bind_int8_array(&w, ids, n);
+        ds__bind_float4_array(&w, flat, n * dim);
+        ds__bind_int32(&w, (int32_t)dim);
         st = run(c, &ds__memory_upgrade_stmts[U_WRITE], &w, err);
+        ds__bind_free(&w);
         *staged += n;
         after = ids[n - 1];
         if (n < batch)
             break;
     }
     ds__free(ids);
-    ds__free(idarr);
     ds__free(flat);
-    ds__free(vecarr);
     return st;
 }
 

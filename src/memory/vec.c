@@ -169,25 +169,8 @@ float ds__sketch_dot(const float *q, const unsigned char *sketch, size_t dim,
  * answer. */
 float ds__sketch_slack(size_t dim) { return 1e-6f + (float)dim * 4e-8f; }
 
-size_t ds__vec_array_size(size_t dim) { return 20 + 8 * dim; }
-
-void ds__vec_to_array(const float *v, size_t dim, char *out) {
-    ds__put_be32(out, 1);                 /* dimensions    */
-    ds__put_be32(out + 4, 0);             /* has no NULLs  */
-    ds__put_be32(out + 8, DS_OID_FLOAT4); /* element type  */
-    ds__put_be32(out + 12, (uint32_t)dim);
-    ds__put_be32(out + 16, 1);            /* lower bound   */
-    char *p = out + 20;
-    for (size_t i = 0; i < dim; i++, p += 8) {
-        uint32_t bits;
-        memcpy(&bits, &v[i], 4);
-        ds__put_be32(p, 4);
-        ds__put_be32(p + 4, bits);
-    }
-}
-
 bool ds__vec_from_array(const char *data, int len, size_t dim, float *out) {
-    if (len < 20 || (size_t)len != ds__vec_array_size(dim) ||
+    if (len < 20 || dim > (SIZE_MAX - 20) / 8 || (size_t)len != 20 + 8 * dim ||
         ds__get_be32(data) != 1 || ds__get_be32(data + 4) != 0 ||
         ds__get_be32(data + 8) != DS_OID_FLOAT4 ||
         ds__get_be32(data + 12) != dim)
@@ -200,19 +183,4 @@ bool ds__vec_from_array(const char *data, int len, size_t dim, float *out) {
         memcpy(&out[i], &bits, 4);
     }
     return true;
-}
-
-size_t ds__int8_array_size(size_t n) { return 20 + 12 * n; }
-
-void ds__int8_array(const int64_t *v, size_t n, char *out) {
-    ds__put_be32(out, 1);
-    ds__put_be32(out + 4, 0);
-    ds__put_be32(out + 8, DS_OID_INT8);
-    ds__put_be32(out + 12, (uint32_t)n);
-    ds__put_be32(out + 16, 1);
-    char *p = out + 20;
-    for (size_t i = 0; i < n; i++, p += 12) {
-        ds__put_be32(p, 8);
-        ds__put_be64(p + 4, (uint64_t)v[i]);
-    }
 }

@@ -117,46 +117,9 @@ size_t ds__stmts_migrate(const ds__stmt_def **defs) {
     return sizeof stmts / sizeof stmts[0];
 }
 
-/* Binary parameters for the statements above. */
-typedef struct params {
-    const char *values[6];
-    int lengths[6];
-    int formats[6];
-    char scratch[6][8];
-    int n;
-} params;
-
-static void p_int8(params *p, int64_t v) {
-    ds__put_be64(p->scratch[p->n], (uint64_t)v);
-    p->values[p->n] = p->scratch[p->n];
-    p->lengths[p->n] = 8;
-    p->formats[p->n++] = 1;
-}
-
-static void p_int4(params *p, int32_t v) {
-    ds__put_be32(p->scratch[p->n], (uint32_t)v);
-    p->values[p->n] = p->scratch[p->n];
-    p->lengths[p->n] = 4;
-    p->formats[p->n++] = 1;
-}
-
-static void p_bool(params *p, bool v) {
-    p->scratch[p->n][0] = v ? 1 : 0;
-    p->values[p->n] = p->scratch[p->n];
-    p->lengths[p->n] = 1;
-    p->formats[p->n++] = 1;
-}
-
-static void p_text(params *p, const char *s) {
-    p->values[p->n] = s;
-    p->lengths[p->n] = (int)strlen(s);
-    p->formats[p->n++] = 1;
-}
-
-static PGresult *run_stmt(ds_conn *c, int which, const params *p,
+static PGresult *run_stmt(ds_conn *c, int which, const ds__bind *p,
                           ds_error *err) {
-    return ds__stmt_exec(c, &stmts[which], p ? p->values : NULL,
-                         p ? p->lengths : NULL, p ? p->formats : NULL, err);
+    return ds__stmt_run(c, &stmts[which], p, err);
 }
 
 /* A one-row, one-column result of `len` bytes, or NULL. */
@@ -167,7 +130,7 @@ static const char *single_value(const PGresult *r, int len) {
     return PQgetvalue(r, 0, 0);
 }
 
-static ds_status run_bool(ds_conn *c, int which, const params *p, bool *out,
+static ds_status run_bool(ds_conn *c, int which, const ds__bind *p, bool *out,
                           ds_error *err) {
     PGresult *r = run_stmt(c, which, p, err);
     if (!r)
@@ -182,7 +145,7 @@ static ds_status run_bool(ds_conn *c, int which, const params *p, bool *out,
     return st;
 }
 
-static ds_status run_command(ds_conn *c, int which, const params *p,
+static ds_status run_command(ds_conn *c, int which, const ds__bind *p,
                              ds_error *err) {
     PGresult *r = run_stmt(c, which, p, err);
     if (!r)
@@ -407,16 +370,16 @@ static ds_status lease(runner *r, bool unnamed, ds_error *err) {
     ds_status st = ds_pool_acquire(r->pool, &r->conn, err);
     if (st != DS_OK)
         return st;
-    r->saved_pooler = r->conn->pooler;
-    if (unnamed)
-        r->conn->pooler = true;
+    r->saved_pooler = ds__conn_use_unnamed(r->conn, true);
+    if (!unnamed)
+        ds__conn_use_unnamed(r->conn, r->saved_pooler);
     return DS_OK;
 }
 
 static void unlease(runner *r) {
     if (!r->conn)
         return;
-    r->conn->pooler = r->saved_pooler;
+    ds__conn_use_unnamed(r->conn, r->saved_pooler);
     if (r->ran_any)
         ds_conn_discard(r->conn);
     ds_pool_release(r->conn);
@@ -441,14 +404,15 @@ static ds_status set_timeouts(runner *r, bool local, ds_error *err) {
     char value[32];
     lock_timeout_text(r, value, sizeof value);
     ds__migration_setting set[2];
-    ds__memory_migration_settings(r->pool->embedding_dim,
-                                  r->pool->vector_backend, set);
-    params p = {0};
-    p_text(&p, value);
-    p_bool(&p, local);
+    const ds__pool_settings *ps = ds__pool_settings_get(r->pool);
+    ds__memory_migration_settings(ps->embedding_dim, ps->vector_backend, set);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_text(&p, value);
+    ds__bind_bool(&p, local);
     for (int i = 0; i < 2; i++) {
-        p_text(&p, set[i].name);
-        p_text(&p, set[i].value);
+        ds__bind_text(&p, set[i].name);
+        ds__bind_text(&p, set[i].value);
     }
     return run_command(r->conn, S_SET_TIMEOUTS, &p, err);
 }
@@ -461,8 +425,9 @@ static ds_status take_lock(runner *r, bool session, ds_error *err) {
         ds_status st;
         if (!session && (st = simple(r, "BEGIN", err)) != DS_OK)
             return st;
-        params p = {0};
-        p_int8(&p, DS_MIGRATE_LOCK_KEY);
+        ds__bind p;
+        ds__bind_init(&p);
+        ds__bind_int64(&p, DS_MIGRATE_LOCK_KEY);
         bool got = false;
         st = run_bool(r->conn, session ? S_TRY_SESSION_LOCK : S_TRY_XACT_LOCK,
                       &p, &got, err);
@@ -600,7 +565,7 @@ static ds_status exec_stmt(void *ud, const ds__sql_stmt *s, ds_error *err) {
     char *sql = ds__strndup(s->text, s->len);
     if (!sql)
         return ds__error_set(err, DS_ERR_NOMEM, "migrations: out of memory");
-    PGresult *res = PQexec(fr->r->conn->pg, sql);
+    PGresult *res = ds__conn_simple(fr->r->conn, sql);
     ds__free(sql);
     ds_status st = DS_OK;
     switch (res ? PQresultStatus(res) : PGRES_FATAL_ERROR) {
@@ -645,19 +610,20 @@ static ds_status run_file(runner *r, const step *s, int64_t stays_at,
 
 static ds_status record_step(runner *r, const step *s, int64_t duration_ms,
                              ds_error *err) {
-    params p = {0};
-    p_int8(&p, s->file->version);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, s->file->version);
     if (!s->up)
         return run_command(r->conn, S_UNRECORD, &p, err);
-    p_text(&p, s->file->name);
-    p_text(&p, s->file->checksum);
-    p_bool(&p, s->file->up_no_tx);
-    p_int8(&p, duration_ms);
+    ds__bind_text(&p, s->file->name);
+    ds__bind_text(&p, s->file->checksum);
+    ds__bind_bool(&p, s->file->up_no_tx);
+    ds__bind_int64(&p, duration_ms);
     return run_command(r->conn, S_RECORD, &p, err);
 }
 
 static ds_status commit(runner *r, const step *s, ds_error *err) {
-    PGresult *res = PQexec(r->conn->pg, "COMMIT");
+    PGresult *res = ds__conn_simple(r->conn, "COMMIT");
     ds_status st = DS_OK;
     if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
         st = ds__pg_error(r->conn, NULL, res, file_name(s), err);
@@ -711,7 +677,7 @@ static ds_status behind_pooler(runner *r, bool *out, ds_error *err) {
         return err ? err->code : DS_ERR_DB;
     const char *v = single_value(res, 4);
     if (v)
-        *out = (int)ds__get_be32(v) != PQbackendPID(r->conn->pg);
+        *out = (int)ds__get_be32(v) != ds__conn_backend_pid(r->conn);
     PQclear(res);
     return v ? DS_OK
              : ds__error_set(err, DS_ERR_INTERNAL,
@@ -774,8 +740,9 @@ static ds_status run_without_tx(runner *r, const step *planned, int64_t target,
     }
     /* The lease is discarded anyway; unlocking is for a pool that is slow
      * to close it, and harmless when the connection already failed. */
-    params p = {0};
-    p_int8(&p, DS_MIGRATE_LOCK_KEY);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, DS_MIGRATE_LOCK_KEY);
     bool released;
     ds_error ignore = {0};
     (void)run_bool(r->conn, S_SESSION_UNLOCK, &p, &released, &ignore);
@@ -846,8 +813,8 @@ static ds_status dry_script(const runner *r, const step *s, bool create_table,
                   "SET LOCAL statement_timeout = 0;\n",
                   (long long)DS_MIGRATE_LOCK_KEY, lt);
     ds__migration_setting set[2];
-    ds__memory_migration_settings(r->pool->embedding_dim,
-                                  r->pool->vector_backend, set);
+    const ds__pool_settings *ps = ds__pool_settings_get(r->pool);
+    ds__memory_migration_settings(ps->embedding_dim, ps->vector_backend, set);
     for (int i = 0; i < 2; i++)
         sb_printf(b, "SET %s%s = '%s';\n", no_tx ? "" : "LOCAL ", set[i].name,
                   set[i].value);
@@ -914,6 +881,12 @@ static ds_status dry_run(runner *r, int64_t target, int steps, int *changed,
 
 /* ---- the entry points -------------------------------------------------------- */
 
+/* The configured migrate_lock_timeout_ms; -1 (none) when 0. */
+static int default_lock_timeout_ms(const ds_pool *pool) {
+    int ms = ds__pool_settings_get(pool)->migrate_lock_timeout_ms;
+    return ms > 0 ? ms : -1;
+}
+
 static ds_status runner_open(runner *r, ds_pool *pool,
                              const ds_migrate_options *opts,
                              const ds_migrate_options *defaults,
@@ -925,9 +898,7 @@ static ds_status runner_open(runner *r, ds_pool *pool,
                              ? r->opts->lock_timeout_ms
                              : r->opts->lock_timeout_ms < 0
                                    ? -1
-                                   : (pool->migrate_lock_timeout_ms > 0
-                                          ? pool->migrate_lock_timeout_ms
-                                          : -1);
+                                   : default_lock_timeout_ms(pool);
     r->lock_wait_ms = r->opts->lock_wait_ms > 0   ? r->opts->lock_wait_ms
                       : r->opts->lock_wait_ms < 0 ? -1
                                                   : DEFAULT_LOCK_WAIT_MS;
@@ -1186,8 +1157,7 @@ DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool, int months_ahead,
     runner r;
     memset(&r, 0, sizeof r);
     r.pool = pool;
-    r.lock_timeout_ms =
-        pool->migrate_lock_timeout_ms > 0 ? pool->migrate_lock_timeout_ms : -1;
+    r.lock_timeout_ms = default_lock_timeout_ms(pool);
     ds_status st = lease(&r, true, err);
     if (st == DS_OK)
         st = simple(&r, "BEGIN", err);
@@ -1195,8 +1165,9 @@ DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool, int months_ahead,
         st = set_timeouts(&r, true, err);
     PGresult *res = NULL;
     if (st == DS_OK) {
-        params p = {0};
-        p_int4(&p, months_ahead);
+        ds__bind p;
+        ds__bind_init(&p);
+        ds__bind_int32(&p, months_ahead);
         ds_error local = {0};
         res = run_stmt(r.conn, S_MAINTAIN, &p, &local);
         if (!res && strcmp(local.sqlstate, "42883") == 0)

@@ -5,7 +5,6 @@
 
 #include "datastore/migrate.h"
 #include "migrate/embedded.h"
-#include "pool/pool_internal.h"
 #include "pool/stmt.h"
 
 /* The advisory lock key of migrations and partition maintenance ('dsmigrat').

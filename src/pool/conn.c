@@ -281,6 +281,97 @@ ds_status ds__conn_exec_simple(ds_conn *c, const char *sql, ds_error *err) {
     return st;
 }
 
+PGresult *ds__stmt_run(ds_conn *c, const ds__stmt_def *def, const ds__bind *b,
+                       ds_error *err) {
+    int n = b ? b->n : 0;
+    if (b && ds__bind_check(b, def->name, err) != DS_OK)
+        return NULL;
+    if (n != def->nparams) {
+        ds__error_set(err, DS_ERR_INTERNAL,
+                      "%s: %d parameter(s) bound, the statement takes %d",
+                      def->name, n, def->nparams);
+        return NULL;
+    }
+    PGresult *r = ds__conn_exec(c, def->sql, def->nparams, def->param_types,
+                                b ? b->values : NULL, b ? b->lengths : NULL,
+                                b ? b->formats : NULL, 1, err);
+    if (!r)
+        ds__error_prefix(err, "%s", def->name);
+    return r;
+}
+
+PGresult *ds__sql_run(ds_conn *c, const char *sql, const ds__bind *b,
+                      const char *context, ds_error *err) {
+    if (b && ds__bind_check(b, context, err) != DS_OK)
+        return NULL;
+    PGresult *r = ds__conn_exec(c, sql, b ? b->n : 0, b ? b->types : NULL,
+                                b ? b->values : NULL, b ? b->lengths : NULL,
+                                b ? b->formats : NULL, 1, err);
+    if (!r && context)
+        ds__error_prefix(err, "%s", context);
+    return r;
+}
+
+bool ds__conn_use_unnamed(ds_conn *c, bool unnamed) {
+    bool was = c->pooler;
+    c->pooler = unnamed;
+    return was;
+}
+
+PGresult *ds__conn_simple(ds_conn *c, const char *sql) {
+    return PQexec(c->pg, sql);
+}
+
+int ds__conn_backend_pid(const ds_conn *c) { return PQbackendPID(c->pg); }
+
+ds_status ds__conn_copy_begin(ds_conn *c, const char *copy_sql,
+                              const char *context, ds_error *err) {
+    PGresult *r = PQexec(c->pg, copy_sql);
+    ds_status st = DS_OK;
+    if (!r || PQresultStatus(r) != PGRES_COPY_IN)
+        st = ds__pg_error(c, NULL, r, context, err);
+    PQclear(r);
+    return st;
+}
+
+ds_status ds__conn_copy_send(ds_conn *c, const void *data, size_t len,
+                             const char *context, ds_error *err) {
+    char what[96];
+    snprintf(what, sizeof what, "%s: sending", context);
+    /* libpq takes an int length: send in pieces below that */
+    const char *p = data;
+    while (len > 0) {
+        int chunk = len > (size_t)(1 << 30) ? 1 << 30 : (int)len;
+        if (PQputCopyData(c->pg, p, chunk) != 1)
+            return ds__pg_error(c, NULL, NULL, what, err);
+        p += chunk;
+        len -= (size_t)chunk;
+    }
+    return DS_OK;
+}
+
+ds_status ds__conn_copy_end(ds_conn *c, const char *abort_msg, ds_status st,
+                            const char *context, ds_error *err) {
+    char what[96];
+    snprintf(what, sizeof what, "%s: ending", context);
+    if (PQputCopyEnd(c->pg, abort_msg) != 1 && st == DS_OK)
+        st = ds__pg_error(c, NULL, NULL, what, err);
+    PGresult *r;
+    while ((r = PQgetResult(c->pg)) != NULL) {
+        ExecStatusType rs = PQresultStatus(r);
+        if (rs != PGRES_COMMAND_OK && st == DS_OK)
+            st = ds__pg_error(c, NULL, r, context, err);
+        PQclear(r);
+        /* Still copying: the end never left (libpq ran out of memory), and
+         * PQgetResult would say so forever. The connection goes. */
+        if (rs == PGRES_COPY_IN) {
+            c->discard = true;
+            break;
+        }
+    }
+    return st;
+}
+
 DS_EXPORT struct pg_conn *ds_conn_pg(ds_conn *conn) {
     return conn ? conn->pg : NULL;
 }

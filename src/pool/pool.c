@@ -679,13 +679,13 @@ DS_EXPORT ds_status ds_pool_open(const ds_config *cfg, ds_pool **out,
     p->idle_timeout_us = cfg->idle_timeout_ms * 1000;
     p->replica_retry_us = cfg->replica_retry_ms * 1000;
     p->tx_max_retries = (int)cfg->tx_max_retries;
-    p->migrate_lock_timeout_ms = (int)cfg->migrate_lock_timeout_ms;
-    p->embedding_dim = cfg->embedding_dim;
-    p->vector_backend = cfg->vector_backend;
-    p->repo_max_message_bytes = cfg->repo_max_message_bytes;
-    p->repo_max_json_bytes = cfg->repo_max_json_bytes;
-    p->repo_max_page = (int)cfg->repo_max_page;
-    p->repo_max_batch = (int)cfg->repo_max_batch;
+    p->settings.migrate_lock_timeout_ms = (int)cfg->migrate_lock_timeout_ms;
+    p->settings.embedding_dim = cfg->embedding_dim;
+    p->settings.vector_backend = cfg->vector_backend;
+    p->settings.repo_max_message_bytes = cfg->repo_max_message_bytes;
+    p->settings.repo_max_json_bytes = cfg->repo_max_json_bytes;
+    p->settings.repo_max_page = (int)cfg->repo_max_page;
+    p->settings.repo_max_batch = (int)cfg->repo_max_batch;
     p->pooler = cfg->statement_mode == DS_STMT_POOLER;
     p->after_connect = cfg->after_connect;
     p->after_connect_ud = cfg->after_connect_ud;
@@ -854,6 +854,10 @@ DS_EXPORT ds_status ds_pool_stats_get(ds_pool *pool, ds_pool_stats *out,
     out->connect_failures = atomic_load(&pool->connect_failures);
     out->discarded = atomic_load(&pool->discarded);
     return DS_OK;
+}
+
+const ds__pool_settings *ds__pool_settings_get(const ds_pool *pool) {
+    return &pool->settings;
 }
 
 DS_EXPORT bool ds_pool_is_pooler_mode(const ds_pool *pool) {

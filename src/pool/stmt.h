@@ -5,10 +5,33 @@
  * compares (PQdescribePrepared), so a schema change that breaks a
  * repository fails at start-up and in CI, not at 3 a.m.
  */
+/*
+ * The statement API of database modules (repo, memory, migrate, session,
+ * crypto, schema, sql, events): everything they need from a leased
+ * connection, so that the pool's structures stay private to src/pool/.
+ *
+ *   - ds__stmt_run / ds__sql_run: a statement with bound binary parameters
+ *     (pool/pgbin.h), named and cached per connection in prepared mode,
+ *     unnamed behind a transaction pooler; binary results.
+ *   - ds__conn_use_unnamed: run one lease's statements unnamed for a while
+ *     (one-shot statements that should leave nothing prepared).
+ *   - ds__conn_simple / ds__conn_exec_simple: the simple protocol, for DDL
+ *     and multi-statement text.
+ *   - ds__conn_copy_*: COPY FROM STDIN.
+ *   - ds_conn_discard (public): close the connection instead of reusing it.
+ *   - ds__pool_settings: the module settings read from the configuration.
+ *
+ * Statement definitions: every SQL statement a repository runs is declared
+ * once with the parameter types C binds and the result column types C
+ * decodes. ds_schema_check() prepares each against the live database and
+ * compares (PQdescribePrepared), so a schema change that breaks a
+ * repository fails at start-up and in CI, not at 3 a.m.
+ */
 #ifndef DS_POOL_STMT_H
 #define DS_POOL_STMT_H
 
-#include "pool/pool_internal.h"
+#include "datastore/pool.h"
+#include "pool/pgbin.h"
 
 #define DS_STMT_MAX_PARAMS 32
 #define DS_STMT_MAX_COLS 32
@@ -24,21 +47,90 @@ typedef struct ds__stmt_def {
                                             for types without a fixed OID */
 } ds__stmt_def;
 
+/* ---- statements with parameters ---------------------------------------- */
+
 /*
- * Runs a defined statement with binary parameters where `formats` says so
- * (NULL: all text) and binary results. Returns the PGresult or NULL with
- * `err` filled, prefixed with the statement's name.
+ * Runs a defined statement with the parameters in `b` (NULL: none) and
+ * binary results. Returns a PGresult whose status is PGRES_TUPLES_OK or
+ * PGRES_COMMAND_OK (the caller PQclear()s it), or NULL with `err` filled
+ * and prefixed with the statement's name. A failed bind, or a count of
+ * parameters other than the definition's, is refused before anything is
+ * sent. A lost connection marks the lease for discard.
  */
-static inline PGresult *ds__stmt_exec(ds_conn *c, const ds__stmt_def *def,
-                                      const char *const *values,
-                                      const int *lengths, const int *formats,
-                                      ds_error *err) {
-    PGresult *r = ds__conn_exec(c, def->sql, def->nparams, def->param_types,
-                                values, lengths, formats, 1, err);
-    if (!r)
-        ds__error_prefix(err, "%s", def->name);
-    return r;
-}
+PGresult *ds__stmt_run(ds_conn *c, const ds__stmt_def *def, const ds__bind *b,
+                       ds_error *err);
+
+/* The same for SQL that has no definition: the parameter types are the
+ * binds' own. `context` names it in messages (NULL: "query"). */
+PGresult *ds__sql_run(ds_conn *c, const char *sql, const ds__bind *b,
+                      const char *context, ds_error *err);
+
+/* Sets whether the lease runs its statements unnamed (as behind a
+ * transaction pooler) and returns the previous setting, to restore. */
+bool ds__conn_use_unnamed(ds_conn *c, bool unnamed);
+
+/* The lower layer of the two above: libpq's arrays as they are. */
+PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
+                        const Oid *types, const char *const *values,
+                        const int *lengths, const int *formats,
+                        int result_format, ds_error *err);
+
+/* ---- text without parameters ------------------------------------------- */
+
+/* Simple-protocol execution of trusted SQL without parameters (may hold
+ * several statements). */
+ds_status ds__conn_exec_simple(ds_conn *c, const char *sql, ds_error *err);
+
+/* The same, handing back libpq's result of the last statement whatever its
+ * status (NULL when libpq ran out of memory), for callers that tell empty
+ * queries and COPY apart; errors go through ds__pg_error. */
+PGresult *ds__conn_simple(ds_conn *c, const char *sql);
+
+/* ---- COPY FROM STDIN --------------------------------------------------- */
+
+/* Starts `copy_sql`; errors name `context`. */
+ds_status ds__conn_copy_begin(ds_conn *c, const char *copy_sql,
+                              const char *context, ds_error *err);
+ds_status ds__conn_copy_send(ds_conn *c, const void *data, size_t len,
+                             const char *context, ds_error *err);
+/* Ends the COPY (aborting it with `abort_msg` when non-NULL) and collects
+ * the server's verdict; `st` is the caller's status so far, returned when
+ * it is already a failure. */
+ds_status ds__conn_copy_end(ds_conn *c, const char *abort_msg, ds_status st,
+                            const char *context, ds_error *err);
+
+/* ---- errors and connection facts --------------------------------------- */
+
+/* Fills `err` from a failed PGresult (may be NULL) and the connection. Maps
+ * SQLSTATE to a ds_status, sets sqlstate/retryable, prefixes `context`, and
+ * scrubs the pool's passwords. Marks `c` for discard on connection loss.
+ * `c` may be NULL when only `pg` is at hand. */
+ds_status ds__pg_error(ds_conn *c, PGconn *pg, const PGresult *res,
+                       const char *context, ds_error *err);
+
+/* SQLSTATE to status: 23505 -> CONFLICT, 57014/55P03 -> TIMEOUT, class
+ * 08/57P0x -> CONNECTION, 22/23 -> INVALID, else DB. */
+ds_status ds__sqlstate_status(const char *sqlstate);
+
+/* The server process id libpq was given at connect time. */
+int ds__conn_backend_pid(const ds_conn *c);
+
+/* ---- module settings --------------------------------------------------- */
+
+/* What database modules read from the configuration, copied at open. */
+typedef struct ds__pool_settings {
+    int64_t repo_max_message_bytes; /* repository input limits */
+    int64_t repo_max_json_bytes;
+    int repo_max_page;
+    int repo_max_batch;
+    int migrate_lock_timeout_ms; /* default DDL lock_timeout of ds_migrate_* */
+    /* Handed to migrations as ds.embedding_dim / ds.vector_backend. */
+    int64_t embedding_dim;
+    int64_t vector_backend;
+} ds__pool_settings;
+
+/* Borrowed; lives as long as the pool. */
+const ds__pool_settings *ds__pool_settings_get(const ds_pool *pool);
 
 /* A module's statements, listed in src/schema/registry.c. Each module
  * keeps `static const ds__stmt_def stmts[]` and exports one function:

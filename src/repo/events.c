@@ -52,7 +52,7 @@ static ds_status check_event(ds_pool *pool, const char *func,
     ds_status st = check_fields(func, e, err);
     if (st == DS_OK)
         st = ds__json_encode(err, func, "properties", e->properties,
-                             JSON_OBJECT, "{}", pool->repo_max_json_bytes,
+                             JSON_OBJECT, "{}", ds__repo_max_json(pool),
                              json, json_len);
     return st;
 }
@@ -129,31 +129,8 @@ static void put_bytes(copy_buf *b, const void *p, size_t n) {
 }
 
 static ds_status flush(ds_conn *conn, copy_buf *b, ds_error *err) {
-    if (b->len && PQputCopyData(conn->pg, b->p, (int)b->len) != 1)
-        return ds__pg_error(conn, NULL, NULL, "events.copy: sending", err);
+    ds_status st = ds__conn_copy_send(conn, b->p, b->len, "events.copy", err);
     b->len = 0;
-    return DS_OK;
-}
-
-/* Ends the COPY (aborting it with `abort_msg` when non-NULL) and collects
- * the server's verdict. */
-static ds_status finish_copy(ds_conn *conn, const char *abort_msg,
-                             ds_status st, ds_error *err) {
-    if (PQputCopyEnd(conn->pg, abort_msg) != 1 && st == DS_OK)
-        st = ds__pg_error(conn, NULL, NULL, "events.copy: ending", err);
-    PGresult *r;
-    while ((r = PQgetResult(conn->pg)) != NULL) {
-        ExecStatusType rs = PQresultStatus(r);
-        if (rs != PGRES_COMMAND_OK && st == DS_OK)
-            st = ds__pg_error(conn, NULL, r, "events.copy", err);
-        PQclear(r);
-        /* Still copying: the end never left (libpq ran out of memory), and
-         * PQgetResult would say so forever. The connection goes. */
-        if (rs == PGRES_COPY_IN) {
-            conn->discard = true;
-            break;
-        }
-    }
     return st;
 }
 
@@ -164,10 +141,10 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, events, "events is NULL");
     DS_CHECK_ARG(err, n > 0, "n must be positive");
-    if (n > (size_t)pool->repo_max_batch)
+    if (n > (size_t)ds__repo_max_batch(pool))
         return ds__error_set(err, DS_ERR_INVALID,
                              "%s: %zu events is more than repo_max_batch (%d)",
-                             __func__, n, pool->repo_max_batch);
+                             __func__, n, ds__repo_max_batch(pool));
     /* Check the cheap things first so that most bad batches never reach
      * the server. */
     for (size_t i = 0; i < n; i++) {
@@ -181,14 +158,11 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
     ds_status st = ds_pool_acquire(pool, &conn, err);
     if (st != DS_OK)
         return st;
-    PGresult *r = PQexec(conn->pg, stmts[S_COPY].sql);
-    if (!r || PQresultStatus(r) != PGRES_COPY_IN) {
-        st = ds__pg_error(conn, NULL, r, stmts[S_COPY].name, err);
-        PQclear(r);
+    st = ds__conn_copy_begin(conn, stmts[S_COPY].sql, stmts[S_COPY].name, err);
+    if (st != DS_OK) {
         ds_pool_release(conn);
         return st;
     }
-    PQclear(r);
     copy_buf b = {0};
     const char *abort_msg = NULL;
     int64_t now_pg = ds__ts_to_pg(ds__wall_us());
@@ -206,7 +180,7 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
         char *json;
         size_t jlen;
         st = ds__json_encode(err, __func__, "properties", e->properties,
-                             JSON_OBJECT, "{}", pool->repo_max_json_bytes,
+                             JSON_OBJECT, "{}", ds__repo_max_json(pool),
                              &json, &jlen);
         if (st != DS_OK) {
             ds__error_prefix(err, "event %zu", i);
@@ -250,7 +224,7 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
         abort_msg = "out of memory";
     }
     ds__free(b.p);
-    st = finish_copy(conn, abort_msg, st, err);
+    st = ds__conn_copy_end(conn, abort_msg, st, "events.copy", err);
     ds_pool_release(conn);
     return st;
 }

@@ -123,7 +123,7 @@ DS_EXPORT ds_status ds_purge_soft_deleted(ds_pool *pool, ds_redis *redis,
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_ts(&b, older_than);
-    ds__bind_int64(&b, pool->repo_max_batch);
+    ds__bind_int64(&b, ds__repo_max_batch(pool));
     PGresult *r = ds__repo_exec(pool, false, &stmts[S_PURGE], &b, err);
     if (!r)
         return err ? err->code : DS_ERR_DB;
@@ -131,7 +131,7 @@ DS_EXPORT ds_status ds_purge_soft_deleted(ds_pool *pool, ds_redis *redis,
     if (purged)
         *purged = n;
     if (more)
-        *more = n >= pool->repo_max_batch;
+        *more = n >= ds__repo_max_batch(pool);
     ds_status st = DS_OK;
     for (int i = 0; redis && i < n; i++) {
         int64_t keys;

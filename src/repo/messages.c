@@ -146,14 +146,14 @@ static ds_status check_message(ds_pool *pool, const char *func,
         return ds__error_set(err, DS_ERR_INVALID, "%s: content is NULL", func);
     *len = m->content_len ? m->content_len : strlen(m->content);
     ds_status st = ds__check_text(err, func, "content", m->content, *len, 1,
-                                  (size_t)pool->repo_max_message_bytes);
+                                  (size_t)ds__repo_max_message(pool));
     if (st == DS_OK && m->idempotency_key)
         st = ds__check_text(err, func, "idempotency_key", m->idempotency_key,
                             strlen(m->idempotency_key), 1,
                             DS_IDEMPOTENCY_KEY_MAX);
     if (st == DS_OK)
         st = ds__json_encode(err, func, "metadata", m->metadata, JSON_OBJECT,
-                             "{}", pool->repo_max_json_bytes, json, json_len);
+                             "{}", ds__repo_max_json(pool), json, json_len);
     return st;
 }
 
@@ -192,33 +192,6 @@ DS_EXPORT ds_status ds_message_append(ds_pool *pool, int64_t conversation_id,
 
 /* ---- batch ------------------------------------------------------------------- */
 
-/* A one-dimensional binary array: header, then (length, bytes) per
- * element, -1 for NULL. */
-typedef struct arr_buf {
-    char *p;
-    size_t len;
-} arr_buf;
-
-static void arr_header(arr_buf *a, size_t n, bool has_null, Oid elem) {
-    ds__put_be32(a->p, 1);
-    ds__put_be32(a->p + 4, has_null ? 1 : 0);
-    ds__put_be32(a->p + 8, elem);
-    ds__put_be32(a->p + 12, (uint32_t)n);
-    ds__put_be32(a->p + 16, 1);
-    a->len = 20;
-}
-
-static void arr_elem(arr_buf *a, const void *data, size_t len, bool null) {
-    if (null) {
-        ds__put_be32(a->p + a->len, UINT32_MAX);
-        a->len += 4;
-        return;
-    }
-    ds__put_be32(a->p + a->len, (uint32_t)len);
-    memcpy(a->p + a->len + 4, data, len);
-    a->len += 4 + len;
-}
-
 typedef struct key_ref {
     const char *key;
     int row;
@@ -243,25 +216,30 @@ DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
     DS_CHECK_ARG(err, conversation_id > 0, "conversation_id must be positive");
     DS_CHECK_ARG(err, msgs, "msgs is NULL");
     DS_CHECK_ARG(err, n > 0, "n must be positive");
-    if (n > (size_t)pool->repo_max_batch)
+    if (n > (size_t)ds__repo_max_batch(pool))
         return ds__error_set(err, DS_ERR_INVALID,
                              "%s: %zu messages is more than repo_max_batch "
                              "(%d)",
-                             __func__, n, pool->repo_max_batch);
+                             __func__, n, ds__repo_max_batch(pool));
     ds_status st = DS_OK;
     size_t *lens = ds__calloc(n, sizeof *lens);
     char **jsons = ds__calloc(n, sizeof *jsons);
     size_t *jlens = ds__calloc(n, sizeof *jlens);
     key_ref *keys = ds__calloc(n, sizeof *keys);
     int *order = ds__calloc(n, sizeof *order);
-    arr_buf roles = {0}, contents = {0}, metas = {0}, keyarr = {0};
+    ds__pgarr roles, contents, metas, keyarr;
+    ds__pgarr_init(&roles, DS_OID_TEXT);
+    ds__pgarr_init(&contents, DS_OID_TEXT);
+    ds__pgarr_init(&metas, DS_OID_JSONB);
+    ds__pgarr_init(&keyarr, DS_OID_TEXT);
+    ds__bind b;
+    ds__bind_init(&b);
     PGresult *r = NULL;
     if (!lens || !jsons || !jlens || !keys || !order) {
         st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
         goto done;
     }
     size_t content_bytes = 0, json_bytes = 0, key_bytes = 0, nkeys = 0;
-    bool any_null_key = false;
     for (size_t i = 0; i < n && st == DS_OK; i++) {
         st = check_message(pool, __func__, &msgs[i], &lens[i], &jsons[i],
                            &jlens[i], err);
@@ -276,8 +254,6 @@ DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
             keys[nkeys].row = (int)i;
             nkeys++;
             key_bytes += strlen(msgs[i].idempotency_key);
-        } else {
-            any_null_key = true;
         }
     }
     if (st != DS_OK)
@@ -297,33 +273,27 @@ DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
                                __func__, keys[i - 1].row, keys[i].row);
             goto done;
         }
-    roles.p = ds__malloc(20 + n * 13);
-    contents.p = ds__malloc(20 + n * 4 + content_bytes);
-    metas.p = ds__malloc(20 + n * 4 + json_bytes);
-    keyarr.p = ds__malloc(20 + n * 4 + key_bytes);
-    if (!roles.p || !contents.p || !metas.p || !keyarr.p) {
+    bool ok = ds__pgarr_reserve(&roles, n, 9) &&
+              ds__pgarr_reserve(&contents, n, content_bytes / n + 1) &&
+              ds__pgarr_reserve(&metas, n, json_bytes / n + 1) &&
+              ds__pgarr_reserve(&keyarr, n, key_bytes / n + 1);
+    for (size_t i = 0; ok && i < n; i++) {
+        const char *role = role_names[msgs[i].role];
+        const char *k = msgs[i].idempotency_key;
+        ok = ds__pgarr_add(&roles, role, strlen(role)) &&
+             ds__pgarr_add(&contents, msgs[i].content, lens[i]) &&
+             ds__pgarr_add(&metas, jsons[i], jlens[i]) &&
+             ds__pgarr_add(&keyarr, k, k ? strlen(k) : 0);
+    }
+    if (!ok) {
         st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
         goto done;
     }
-    arr_header(&roles, n, false, DS_OID_TEXT);
-    arr_header(&contents, n, false, DS_OID_TEXT);
-    arr_header(&metas, n, false, DS_OID_JSONB);
-    arr_header(&keyarr, n, any_null_key, DS_OID_TEXT);
-    for (size_t i = 0; i < n; i++) {
-        const char *role = role_names[msgs[i].role];
-        arr_elem(&roles, role, strlen(role), false);
-        arr_elem(&contents, msgs[i].content, lens[i], false);
-        arr_elem(&metas, jsons[i], jlens[i], false);
-        const char *k = msgs[i].idempotency_key;
-        arr_elem(&keyarr, k, k ? strlen(k) : 0, k == NULL);
-    }
-    ds__bind b;
-    ds__bind_init(&b);
     ds__bind_int64(&b, conversation_id);
-    ds__bind_bytes(&b, roles.p, roles.len);
-    ds__bind_bytes(&b, contents.p, contents.len);
-    ds__bind_bytes(&b, metas.p, metas.len);
-    ds__bind_bytes(&b, keyarr.p, keyarr.len);
+    ds__bind_array(&b, &roles, DS_OID_TEXT_ARRAY);
+    ds__bind_array(&b, &contents, DS_OID_TEXT_ARRAY);
+    ds__bind_array(&b, &metas, DS_OID_JSONB_ARRAY);
+    ds__bind_array(&b, &keyarr, DS_OID_TEXT_ARRAY);
     r = ds__repo_exec(pool, false, &stmts[S_APPEND_BATCH], &b, err);
     if (!r) {
         st = err ? err->code : DS_ERR_DB;
@@ -385,10 +355,11 @@ done:
     ds__free(jlens);
     ds__free(keys);
     ds__free(order);
-    ds__free(roles.p);
-    ds__free(contents.p);
-    ds__free(metas.p);
-    ds__free(keyarr.p);
+    ds__pgarr_free(&roles);
+    ds__pgarr_free(&contents);
+    ds__pgarr_free(&metas);
+    ds__pgarr_free(&keyarr);
+    ds__bind_free(&b);
     return st;
 }
 

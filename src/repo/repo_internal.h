@@ -1,4 +1,4 @@
-/* Shared machinery of the repositories: binary parameter binding, input
+/* Shared machinery of the repositories: input
  * validation against the pool's limits, decoding binary PGresult cells
  * straight into row structs, and one-allocation row blocks. Never
  * installed. */
@@ -8,7 +8,6 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "pool/pool_internal.h"
 #include "pool/stmt.h"
 
 /* Fixed field limits: the schema's CHECK constraints (bytes here, which
@@ -33,96 +32,6 @@
     if (!(err))                                                                \
     (err) = &err##_local_
 
-/* ---- parameters --------------------------------------------------------- */
-
-#define DS_BIND_MAX 16
-
-typedef struct ds__bind {
-    const char *values[DS_BIND_MAX];
-    int lengths[DS_BIND_MAX];
-    int formats[DS_BIND_MAX];
-    char scratch[DS_BIND_MAX][8];
-    char *owned[DS_BIND_MAX]; /* ds__malloc'd buffers freed by bind_free */
-    int n;
-} ds__bind;
-
-static inline void ds__bind_init(ds__bind *b) { b->n = 0; }
-
-static inline void ds__bind_free(ds__bind *b) {
-    for (int i = 0; i < b->n; i++)
-        if (b->owned[i])
-            ds__free(b->owned[i]);
-    b->n = 0;
-}
-
-static inline int ds__bind_slot(ds__bind *b) {
-    int i = b->n++;
-    b->formats[i] = 1;
-    b->owned[i] = NULL;
-    return i;
-}
-
-static inline void ds__bind_int64(ds__bind *b, int64_t v) {
-    int i = ds__bind_slot(b);
-    ds__put_be64(b->scratch[i], (uint64_t)v);
-    b->values[i] = b->scratch[i];
-    b->lengths[i] = 8;
-}
-
-static inline void ds__bind_int32(ds__bind *b, int32_t v) {
-    int i = ds__bind_slot(b);
-    ds__put_be32(b->scratch[i], (uint32_t)v);
-    b->values[i] = b->scratch[i];
-    b->lengths[i] = 4;
-}
-
-static inline void ds__bind_float8(ds__bind *b, double v) {
-    uint64_t bits;
-    memcpy(&bits, &v, 8);
-    ds__bind_int64(b, (int64_t)bits);
-}
-
-static inline void ds__bind_bool(ds__bind *b, bool v) {
-    int i = ds__bind_slot(b);
-    b->scratch[i][0] = v ? 1 : 0;
-    b->values[i] = b->scratch[i];
-    b->lengths[i] = 1;
-}
-
-static inline void ds__bind_ts(ds__bind *b, int64_t epoch_us) {
-    ds__bind_int64(b, ds__ts_to_pg(epoch_us));
-}
-
-static inline void ds__bind_null(ds__bind *b) {
-    int i = ds__bind_slot(b);
-    b->values[i] = NULL;
-    b->lengths[i] = 0;
-}
-
-/* Text or bytea bytes, borrowed for the call. */
-static inline void ds__bind_bytes(ds__bind *b, const void *p, size_t len) {
-    int i = ds__bind_slot(b);
-    b->values[i] = p ? (const char *)p : "";
-    b->lengths[i] = (int)len;
-}
-
-/* NULL binds SQL NULL. */
-static inline void ds__bind_text(ds__bind *b, const char *s) {
-    if (s)
-        ds__bind_bytes(b, s, strlen(s));
-    else
-        ds__bind_null(b);
-}
-
-/* A jsonb parameter in binary form (version byte 1, then the text) from a
- * buffer ds__json_encode made; the bind takes ownership. */
-static inline void ds__bind_jsonb_owned(ds__bind *b, char *buf, size_t len) {
-    int i = ds__bind_slot(b);
-    b->values[i] = buf;
-    b->lengths[i] = (int)len;
-    b->owned[i] = buf;
-}
-
 /* ---- validation --------------------------------------------------------- */
 
 /* Text field: not NULL, valid UTF-8 without NUL, at most `max` bytes, and
@@ -144,6 +53,20 @@ ds_status ds__email_normalise(ds_error *err, const char *func,
 ds_status ds__json_encode(ds_error *err, const char *func, const char *field,
                           const json_t *j, int want, const char *def,
                           int64_t max, char **out, size_t *out_len);
+
+/* The repository limits of `pool` (repo_max_* settings). */
+static inline int64_t ds__repo_max_json(const ds_pool *pool) {
+    return ds__pool_settings_get(pool)->repo_max_json_bytes;
+}
+static inline int64_t ds__repo_max_message(const ds_pool *pool) {
+    return ds__pool_settings_get(pool)->repo_max_message_bytes;
+}
+static inline int ds__repo_max_batch(const ds_pool *pool) {
+    return ds__pool_settings_get(pool)->repo_max_batch;
+}
+static inline int ds__repo_max_page(const ds_pool *pool) {
+    return ds__pool_settings_get(pool)->repo_max_page;
+}
 
 /* Checks a page limit against the pool's repo_max_page. */
 ds_status ds__check_limit(ds_error *err, const char *func, const ds_pool *pool,

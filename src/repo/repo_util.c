@@ -190,10 +190,11 @@ ds_status ds__check_limit(ds_error *err, const char *func, const ds_pool *pool,
         return ds__error_set(err, DS_ERR_INVALID,
                              "%s: limit must be positive (got %d)", func,
                              limit);
-    if (limit > pool->repo_max_page)
+    int max_page = ds__repo_max_page(pool);
+    if (limit > max_page)
         return ds__error_set(err, DS_ERR_INVALID,
                              "%s: limit %d is above repo_max_page (%d)", func,
-                             limit, pool->repo_max_page);
+                             limit, max_page);
     return DS_OK;
 }
 
@@ -205,9 +206,7 @@ ds_status ds__not_found(ds_error *err, const char *func, const char *what,
 
 PGresult *ds__repo_exec_conn(ds_conn *conn, const ds__stmt_def *def,
                              const ds__bind *b, ds_error *err) {
-    PGresult *r = ds__stmt_exec(conn, def, b ? b->values : NULL,
-                                b ? b->lengths : NULL, b ? b->formats : NULL,
-                                err);
+    PGresult *r = ds__stmt_run(conn, def, b, err);
     if (!r && err && strcmp(err->sqlstate, "23503") == 0)
         err->code = DS_ERR_NOT_FOUND;
     return r;

@@ -194,7 +194,7 @@ DS_EXPORT ds_status ds_setting_put(ds_pool *pool, int64_t user_id,
     char *json;
     size_t len;
     st = ds__json_encode(err, __func__, "value", value, -1, "null",
-                         pool->repo_max_json_bytes, &json, &len);
+                         ds__repo_max_json(pool), &json, &len);
     if (st != DS_OK)
         return st;
     int which = expected_version == DS_VERSION_NEW   ? S_CREATE

@@ -126,7 +126,7 @@ static ds_status bind_fields(ds_pool *pool, const char *func, ds__bind *b,
         char *json;
         size_t len;
         st = ds__json_encode(err, func, names[i], js[i], types[i], defs[i],
-                             pool->repo_max_json_bytes, &json, &len);
+                             ds__repo_max_json(pool), &json, &len);
         if (st != DS_OK)
             return st;
         ds__bind_jsonb_owned(b, json, len);

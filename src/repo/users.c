@@ -180,7 +180,7 @@ static ds_status bind_profile(ds_pool *pool, const char *func,
         char *json;
         size_t len;
         st = ds__json_encode(err, func, "preferences", f->preferences,
-                             JSON_OBJECT, "{}", pool->repo_max_json_bytes,
+                             JSON_OBJECT, "{}", ds__repo_max_json(pool),
                              &json, &len);
         if (st != DS_OK)
             return st;

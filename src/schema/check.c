@@ -33,13 +33,11 @@ size_t ds__stmts_schema(const ds__stmt_def **defs) {
 /* "timestamp with time zone" for 1184; "oid 123" when the lookup fails. */
 static void type_name(ds_conn *c, Oid oid, char *buf, size_t cap) {
     snprintf(buf, cap, "oid %u", (unsigned)oid);
-    char be[4];
-    ds__put_be32(be, (uint32_t)oid);
-    const char *values[1] = {be};
-    int lengths[1] = {4}, formats[1] = {1};
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int32(&b, (int32_t)oid); /* an oid travels as 4 bytes */
     ds_error ignore = {0};
-    PGresult *r = ds__stmt_exec(c, &stmts[0], values, lengths, formats,
-                                &ignore);
+    PGresult *r = ds__stmt_run(c, &stmts[0], &b, &ignore);
     if (r && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
         snprintf(buf, cap, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
@@ -202,7 +200,7 @@ static PGresult *next_result(PGconn *pg) {
 
 static ds_status check_batch(ds_conn *c, const ds__stmt_def **defs, size_t n,
                              finding *found, size_t *nfound, ds_error *err) {
-    PGconn *pg = c->pg;
+    PGconn *pg = ds_conn_pg(c);
     for (size_t k = 0; k < n; k++) {
         if (!PQsendPrepare(pg, "", defs[k]->sql, defs[k]->nparams,
                            defs[k]->param_types) ||
@@ -251,12 +249,12 @@ static ds_status check_statements(ds_conn *c, const def_list *list,
     for (size_t at = 0; st == DS_OK && at < list->n; at += BATCH) {
         size_t n = list->n - at < BATCH ? list->n - at : BATCH;
         size_t nfound = 0;
-        if (!PQenterPipelineMode(c->pg)) {
+        if (!PQenterPipelineMode(ds_conn_pg(c))) {
             st = pipeline_failed(c, "schema check: pipeline", err);
             break;
         }
         st = check_batch(c, list->defs + at, n, found, &nfound, err);
-        if (st == DS_OK && !PQexitPipelineMode(c->pg))
+        if (st == DS_OK && !PQexitPipelineMode(ds_conn_pg(c)))
             st = pipeline_failed(c, "schema check: pipeline", err);
         /* Type names need the connection out of pipeline mode. */
         for (size_t k = 0; st == DS_OK && k < nfound; k++)
@@ -319,9 +317,8 @@ ds_status ds__schema_check(ds_pool *pool, const ds__stmt_table *tables,
     ds_conn *c = NULL;
     if (st == DS_OK)
         st = ds_pool_acquire(pool, &c, err);
-    bool saved_pooler = c ? c->pooler : false;
-    if (c)
-        c->pooler = true; /* type-name look-ups unnamed too */
+    /* type-name look-ups unnamed too */
+    bool saved_pooler = c ? ds__conn_use_unnamed(c, true) : false;
     outcome o = {0};
     if (st == DS_OK && expected_version > 0)
         st = check_version(c, expected_version, &o, err);
@@ -329,7 +326,7 @@ ds_status ds__schema_check(ds_pool *pool, const ds__stmt_table *tables,
     if (st == DS_OK && o.mismatches == 0)
         st = check_statements(c, &list, &o, err);
     if (c) {
-        c->pooler = saved_pooler;
+        ds__conn_use_unnamed(c, saved_pooler);
         ds_pool_release(c);
     }
     ds__free(list.defs);
@@ -370,11 +367,11 @@ DS_EXPORT ds_status ds_schema_check(ds_pool *pool, ds_error *err) {
         return st;
     const char *backend_table = NULL;
     ds_error ignored = {0};
-    bool saved_pooler = c->pooler;
-    c->pooler = true; /* unnamed: the check leaves nothing prepared */
+    /* unnamed: the check leaves nothing prepared */
+    bool saved_pooler = ds__conn_use_unnamed(c, true);
     if (ds__memory_active_table(c, &backend_table, &ignored) != DS_OK)
         backend_table = NULL;
-    c->pooler = saved_pooler;
+    ds__conn_use_unnamed(c, saved_pooler);
     ds_pool_release(c);
     size_t n = 0;
     while (ds__stmt_registry[n].module)

@@ -311,11 +311,12 @@ static ds_status presented_hash(ds_session_store *s, const char *token,
     sodium_memzero(raw, sizeof raw);
     if (st != DS_OK)
         return st;
-    bool ok = ds__pgarr_begin(&p->arr, DS_OID_BYTEA, (int)p->n, false);
+    ds__pgarr_init(&p->arr, DS_OID_BYTEA);
+    bool ok = true;
     for (size_t i = 0; ok && i < p->n; i++)
         ok = ds__pgarr_add(&p->arr, p->hashes + i * DS_SESSION_HASH_BYTES,
                            DS_SESSION_HASH_BYTES);
-    if (!ok)
+    if (!ok || !ds__pgarr_finish(&p->arr))
         return ds__error_set(err, DS_ERR_NOMEM, "session: out of memory");
     return DS_OK;
 }
@@ -326,15 +327,14 @@ static void presented_done(presented *p) { ds__pgarr_free(&p->arr); }
  * session statements go to the primary: a revocation must be seen at
  * once, and a replica may lag). */
 static ds_status exec_primary(ds_session_store *s, int which,
-                              const char *const *values, const int *lengths,
-                              const int *formats, PGresult **out,
+                              const ds__bind *b, PGresult **out,
                               ds_error *err) {
     *out = NULL;
     ds_conn *conn;
     ds_status st = ds_pool_acquire(s->pool, &conn, err);
     if (st != DS_OK)
         return st;
-    *out = ds__stmt_exec(conn, &stmts[which], values, lengths, formats, err);
+    *out = ds__stmt_run(conn, &stmts[which], b, err);
     ds_pool_release(conn);
     if (!*out)
         return err ? err->code : DS_ERR_DB;
@@ -398,16 +398,21 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
     }
 
     int64_t ttl = store->idle_us < store->max_us ? store->idle_us : store->max_us;
-    char uid_be[8], ttl_be[8];
-    ds__put_be64(uid_be, (uint64_t)user_id);
-    ds__put_be64(ttl_be, (uint64_t)ttl);
-    const char *values[] = {uid_be, (const char *)hash, ttl_be, user_agent, ip};
-    int lengths[] = {8, DS_SESSION_HASH_BYTES, 8, (int)ua_len, 0};
-    int formats[] = {1, 1, 1, 1, 0}; /* the address as text: inet parses it */
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, user_id);
+    ds__bind_bytes(&b, hash, DS_SESSION_HASH_BYTES);
+    ds__bind_int64(&b, ttl);
+    if (user_agent)
+        ds__bind_text_n(&b, user_agent, ua_len);
+    else
+        ds__bind_null(&b);
+    ds__bind_text_as(&b, ip, DS_OID_INET); /* as text: inet parses it */
 
     ds_error local = {0};
     PGresult *r;
-    st = exec_primary(store, STMT_CREATE, values, lengths, formats, &r, &local);
+    st = exec_primary(store, STMT_CREATE, &b, &r, &local);
+    ds__bind_free(&b);
     sodium_memzero(hash, sizeof hash);
     if (st != DS_OK) {
         ds_secret_free(tok);
@@ -446,14 +451,17 @@ static ds_status lookup_and_touch(ds_session_store *store, ds_conn *conn,
     *out = NULL;
     const uint8_t *hashes = tok->hashes;
     size_t nhashes = tok->n;
-    char touch_be[8];
-    ds__put_be64(touch_be, (uint64_t)store->touch_us);
     bool one = nhashes == 1;
-    const char *values[] = {one ? (const char *)hashes : tok->arr.buf, touch_be};
-    int lengths[] = {one ? DS_SESSION_HASH_BYTES : (int)tok->arr.len, 8};
-    int formats[] = {1, 1};
-    PGresult *r = ds__stmt_exec(conn, &stmts[one ? STMT_LOOKUP_ONE : STMT_LOOKUP],
-                                values, lengths, formats, err);
+    ds__bind b;
+    ds__bind_init(&b);
+    if (one)
+        ds__bind_bytes(&b, hashes, DS_SESSION_HASH_BYTES);
+    else
+        ds__bind_bytes(&b, tok->arr.buf, tok->arr.len); /* bytea[] */
+    ds__bind_int64(&b, store->touch_us);
+    const ds__stmt_def *def = &stmts[one ? STMT_LOOKUP_ONE : STMT_LOOKUP];
+    PGresult *r = ds__stmt_run(conn, def, &b, err);
+    ds__bind_free(&b);
     if (!r)
         return err ? err->code : DS_ERR_DB;
     const char *why = NULL;
@@ -486,14 +494,14 @@ static ds_status lookup_and_touch(ds_session_store *store, ds_conn *conn,
         return DS_OK;
     }
 
-    char id_be[8], idle_be[8], max_be[8];
-    ds__put_be64(id_be, (uint64_t)sess->id);
-    ds__put_be64(idle_be, (uint64_t)store->idle_us);
-    ds__put_be64(max_be, (uint64_t)store->max_us);
-    const char *tv[] = {id_be, idle_be, max_be, (const char *)hashes};
-    int tl[] = {8, 8, 8, DS_SESSION_HASH_BYTES};
-    int tf[] = {1, 1, 1, 1};
-    PGresult *t = ds__stmt_exec(conn, &stmts[STMT_TOUCH], tv, tl, tf, err);
+    ds__bind tb;
+    ds__bind_init(&tb);
+    ds__bind_int64(&tb, sess->id);
+    ds__bind_int64(&tb, store->idle_us);
+    ds__bind_int64(&tb, store->max_us);
+    ds__bind_bytes(&tb, hashes, DS_SESSION_HASH_BYTES);
+    PGresult *t = ds__stmt_run(conn, &stmts[STMT_TOUCH], &tb, err);
+    ds__bind_free(&tb);
     ds_status st = DS_OK;
     if (!t) {
         st = err ? err->code : DS_ERR_DB;
@@ -564,12 +572,11 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
  * with a tombstone; `extra_hash` (may be NULL) gets one too. *count
  * receives the rows the statement changed. */
 static ds_status run_revoke(ds_session_store *store, int which,
-                            const char *const *values, const int *lengths,
-                            const int *formats, const uint8_t *extra_hash,
+                            const ds__bind *b, const uint8_t *extra_hash,
                             int64_t user_id, int64_t *count, ds_error *err) {
     *count = 0;
     PGresult *r;
-    ds_status st = exec_primary(store, which, values, lengths, formats, &r, err);
+    ds_status st = exec_primary(store, which, b, &r, err);
     if (st != DS_OK)
         return st;
     int n = PQntuples(r);
@@ -596,11 +603,11 @@ DS_EXPORT ds_status ds_session_revoke(ds_session_store *store,
     ds_status st = presented_hash(store, token, __func__, &tok, err);
     int64_t n = 0;
     if (st == DS_OK) {
-        const char *values[] = {tok.arr.buf};
-        int lengths[] = {(int)tok.arr.len};
-        int formats[] = {1};
-        st = run_revoke(store, STMT_REVOKE_HASH, values, lengths, formats,
-                        tok.hashes, 0, &n, err);
+        ds__bind b;
+        ds__bind_init(&b);
+        ds__bind_bytes(&b, tok.arr.buf, tok.arr.len); /* bytea[] */
+        st = run_revoke(store, STMT_REVOKE_HASH, &b, tok.hashes, 0, &n, err);
+        ds__bind_free(&b);
     }
     presented_done(&tok);
     if (st == DS_OK && n == 0)
@@ -615,15 +622,13 @@ DS_EXPORT ds_status ds_session_revoke_id(ds_session_store *store,
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, session_id > 0, "session_id must be positive");
-    char id_be[8], uid_be[8];
-    ds__put_be64(id_be, (uint64_t)session_id);
-    ds__put_be64(uid_be, (uint64_t)user_id);
-    const char *values[] = {id_be, uid_be};
-    int lengths[] = {8, 8};
-    int formats[] = {1, 1};
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, session_id);
+    ds__bind_int64(&b, user_id);
     int64_t n;
-    ds_status st = run_revoke(store, STMT_REVOKE_ID, values, lengths, formats,
-                              NULL, 0, &n, err);
+    ds_status st = run_revoke(store, STMT_REVOKE_ID, &b, NULL, 0, &n, err);
+    ds__bind_free(&b);
     if (st == DS_OK && n == 0)
         return ds__error_set(err, DS_ERR_NOT_FOUND,
                              "ds_session_revoke_id: user %lld has no session %lld",
@@ -638,14 +643,13 @@ DS_EXPORT ds_status ds_session_revoke_user(ds_session_store *store,
         *revoked = 0;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    char uid_be[8];
-    ds__put_be64(uid_be, (uint64_t)user_id);
-    const char *values[] = {uid_be};
-    int lengths[] = {8};
-    int formats[] = {1};
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, user_id);
     int64_t n;
-    ds_status st = run_revoke(store, STMT_REVOKE_USER, values, lengths, formats,
-                              NULL, user_id, &n, err);
+    ds_status st = run_revoke(store, STMT_REVOKE_USER, &b, NULL, user_id, &n,
+                              err);
+    ds__bind_free(&b);
     if (revoked)
         *revoked = n; /* also when only the cache update failed */
     return st;
@@ -664,13 +668,12 @@ DS_EXPORT ds_status ds_session_list(ds_session_store *store, int64_t user_id,
                  "sessions and count are required");
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    char uid_be[8];
-    ds__put_be64(uid_be, (uint64_t)user_id);
-    const char *values[] = {uid_be};
-    int lengths[] = {8};
-    int formats[] = {1};
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, user_id);
     PGresult *r;
-    ds_status st = exec_primary(store, STMT_LIST, values, lengths, formats, &r, err);
+    ds_status st = exec_primary(store, STMT_LIST, &b, &r, err);
+    ds__bind_free(&b);
     if (st != DS_OK)
         return st;
     size_t n = (size_t)PQntuples(r);
@@ -698,17 +701,14 @@ DS_EXPORT ds_status ds_session_purge_expired(ds_session_store *store,
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
     DS_CHECK_ARG(err, older_than_s >= 0 && older_than_s <= YEARS_10_S,
                  "older_than_s must be 0 to 10 years");
-    char age_be[8], limit_be[4];
-    ds__put_be64(age_be, (uint64_t)(older_than_s * 1000000));
-    ds__put_be32(limit_be, PURGE_BATCH);
-    const char *values[] = {age_be, limit_be};
-    int lengths[] = {8, 4};
-    int formats[] = {1, 1};
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, older_than_s * 1000000);
+    ds__bind_int32(&b, PURGE_BATCH);
     int64_t total = 0;
     for (;;) {
         PGresult *r;
-        ds_status st = exec_primary(store, STMT_PURGE, values, lengths, formats,
-                                    &r, err);
+        ds_status st = exec_primary(store, STMT_PURGE, &b, &r, err);
         if (st != DS_OK)
             return st;
         long n = strtol(PQcmdTuples(r), NULL, 10);

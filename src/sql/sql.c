@@ -6,190 +6,106 @@
 #include <string.h>
 
 #include "datastore/sql.h"
-#include "pool/pool_internal.h"
+#include "pool/stmt.h"
 
 struct ds_result {
     PGresult *pg;
 };
 
-#define STACK_PARAMS 16
-
-typedef struct param_arrays {
-    Oid *types;
-    const char **values;
-    int *lengths;
-    int *formats;
-    char (*scratch)[8];
-    char **owned;       /* strings this call allocated */
-    bool *owned_json;   /* ...with jansson's allocator */
-    Oid types_s[STACK_PARAMS];
-    const char *values_s[STACK_PARAMS];
-    int lengths_s[STACK_PARAMS];
-    int formats_s[STACK_PARAMS];
-    char scratch_s[STACK_PARAMS][8];
-    char *owned_s[STACK_PARAMS];
-    bool owned_json_s[STACK_PARAMS];
-    int n;
-} param_arrays;
-
-static void free_heap_arrays(param_arrays *a) {
-    ds__free(a->types);
-    ds__free(a->values);
-    ds__free(a->lengths);
-    ds__free(a->formats);
-    ds__free(a->scratch);
-    ds__free(a->owned);
-    ds__free(a->owned_json);
-}
-
-static void params_free(param_arrays *a) {
+static void json_text_free(void *text) {
     json_malloc_t jmalloc;
     json_free_t jfree;
     json_get_alloc_funcs(&jmalloc, &jfree);
-    for (int i = 0; i < a->n; i++) {
-        if (!a->owned[i])
-            continue;
-        if (a->owned_json[i])
-            jfree(a->owned[i]);
-        else
-            ds__free(a->owned[i]);
-    }
-    if (a->types != a->types_s)
-        free_heap_arrays(a);
+    jfree(text);
 }
 
-static ds_status params_build(param_arrays *a, const ds_param *params, int n,
-                              ds_error *err) {
-    memset(a, 0, offsetof(param_arrays, types_s));
-    a->types = a->types_s;
-    if (n <= STACK_PARAMS) {
-        a->types = a->types_s;
-        a->values = a->values_s;
-        a->lengths = a->lengths_s;
-        a->formats = a->formats_s;
-        a->scratch = a->scratch_s;
-        a->owned = a->owned_s;
-        a->owned_json = a->owned_json_s;
-    } else {
-        a->types = ds__calloc((size_t)n, sizeof *a->types);
-        a->values = ds__calloc((size_t)n, sizeof *a->values);
-        a->lengths = ds__calloc((size_t)n, sizeof *a->lengths);
-        a->formats = ds__calloc((size_t)n, sizeof *a->formats);
-        a->scratch = ds__calloc((size_t)n, sizeof *a->scratch);
-        a->owned = ds__calloc((size_t)n, sizeof *a->owned);
-        a->owned_json = ds__calloc((size_t)n, sizeof *a->owned_json);
-        if (!a->types || !a->values || !a->lengths || !a->formats ||
-            !a->scratch || !a->owned || !a->owned_json) {
-            free_heap_arrays(a);
-            a->types = a->types_s; /* leaves nothing for params_free */
-            a->n = 0;
-            return ds__error_set(err, DS_ERR_NOMEM, "ds_exec: out of memory");
-        }
-    }
-    memset(a->owned, 0, sizeof(char *) * (size_t)n);
-    memset(a->owned_json, 0, sizeof(bool) * (size_t)n);
-    a->n = n;
-    for (int i = 0; i < n; i++) {
-        const ds_param *p = &params[i];
-        char *s = a->scratch[i];
-        a->formats[i] = 1;
-        a->values[i] = s;
-        switch (p->type) {
-        case DS_PARAM_NULL:
-            a->types[i] = 0;
-            a->values[i] = NULL;
-            a->lengths[i] = 0;
-            break;
-        case DS_PARAM_INT64:
-            a->types[i] = DS_OID_INT8;
-            ds__put_be64(s, (uint64_t)p->v.i64);
-            a->lengths[i] = 8;
-            break;
-        case DS_PARAM_INT32:
-            if (p->v.i64 < INT32_MIN || p->v.i64 > INT32_MAX)
-                return ds__error_set(err, DS_ERR_INVALID,
-                                     "ds_exec: parameter $%d does not fit "
-                                     "int4",
-                                     i + 1);
-            a->types[i] = DS_OID_INT4;
-            ds__put_be32(s, (uint32_t)(int32_t)p->v.i64);
-            a->lengths[i] = 4;
-            break;
-        case DS_PARAM_DOUBLE: {
-            uint64_t bits;
-            memcpy(&bits, &p->v.f64, 8);
-            a->types[i] = DS_OID_FLOAT8;
-            ds__put_be64(s, bits);
-            a->lengths[i] = 8;
-            break;
-        }
-        case DS_PARAM_BOOL:
-            a->types[i] = DS_OID_BOOL;
-            s[0] = p->v.b ? 1 : 0;
-            a->lengths[i] = 1;
-            break;
-        case DS_PARAM_TIMESTAMPTZ:
-            a->types[i] = DS_OID_TIMESTAMPTZ;
-            ds__put_be64(s, (uint64_t)ds__ts_to_pg(p->v.i64));
-            a->lengths[i] = 8;
-            break;
-        case DS_PARAM_TEXT:
-        case DS_PARAM_UNTYPED:
-        case DS_PARAM_BYTEA:
-            if (!p->v.bytes.ptr || p->v.bytes.len > INT32_MAX)
-                return ds__error_set(err, DS_ERR_INVALID,
-                                     "ds_exec: parameter $%d is NULL or longer "
-                                     "than 2 GiB",
-                                     i + 1);
-            a->values[i] = p->v.bytes.ptr;
-            a->lengths[i] = (int)p->v.bytes.len;
-            if (p->type == DS_PARAM_BYTEA) {
-                a->types[i] = DS_OID_BYTEA;
-                break;
-            }
-            if (memchr(p->v.bytes.ptr, 0, p->v.bytes.len))
-                return ds__error_set(err, DS_ERR_INVALID,
-                                     "ds_exec: text parameter $%d contains a "
-                                     "NUL byte",
-                                     i + 1);
-            a->types[i] = p->type == DS_PARAM_TEXT ? DS_OID_TEXT : 0;
-            a->formats[i] = p->type == DS_PARAM_TEXT ? 1 : 0;
-            if (p->type == DS_PARAM_UNTYPED) {
-                /* text format needs a NUL-terminated value */
-                char *copy = ds__strndup(p->v.bytes.ptr, p->v.bytes.len);
-                if (!copy)
-                    return ds__error_set(err, DS_ERR_NOMEM,
-                                         "ds_exec: out of memory");
-                a->owned[i] = copy;
-                a->values[i] = copy;
-            }
-            break;
-        case DS_PARAM_JSONB: {
-            if (!p->v.json)
-                return ds__error_set(err, DS_ERR_INVALID,
-                                     "ds_exec: parameter $%d: NULL json_t",
-                                     i + 1);
-            char *text = json_dumps(p->v.json, JSON_COMPACT | JSON_ENCODE_ANY);
-            if (!text)
-                return ds__error_set(err, DS_ERR_INVALID,
-                                     "ds_exec: parameter $%d: JSON could not "
-                                     "be serialised",
-                                     i + 1);
-            a->owned[i] = text;
-            a->owned_json[i] = true;
-            a->types[i] = DS_OID_JSONB;
-            a->formats[i] = 0;
-            a->values[i] = text;
-            a->lengths[i] = (int)strlen(text);
-            break;
-        }
-        default:
+/* Binds parameter `i`; errors name it as $i+1. */
+static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
+                            ds_error *err) {
+    switch (p->type) {
+    case DS_PARAM_NULL:
+        ds__bind_null(b);
+        return DS_OK;
+    case DS_PARAM_INT64:
+        ds__bind_int64(b, p->v.i64);
+        return DS_OK;
+    case DS_PARAM_INT32:
+        if (p->v.i64 < INT32_MIN || p->v.i64 > INT32_MAX)
             return ds__error_set(err, DS_ERR_INVALID,
-                                 "ds_exec: parameter $%d has an unknown type",
+                                 "ds_exec: parameter $%d does not fit int4",
                                  i + 1);
+        ds__bind_int32(b, (int32_t)p->v.i64);
+        return DS_OK;
+    case DS_PARAM_DOUBLE:
+        ds__bind_float8(b, p->v.f64);
+        return DS_OK;
+    case DS_PARAM_BOOL:
+        ds__bind_bool(b, p->v.b);
+        return DS_OK;
+    case DS_PARAM_TIMESTAMPTZ:
+        ds__bind_ts(b, p->v.i64);
+        return DS_OK;
+    case DS_PARAM_TEXT:
+    case DS_PARAM_UNTYPED:
+    case DS_PARAM_BYTEA:
+        if (!p->v.bytes.ptr || p->v.bytes.len > INT32_MAX)
+            return ds__error_set(err, DS_ERR_INVALID,
+                                 "ds_exec: parameter $%d is NULL or longer "
+                                 "than 2 GiB",
+                                 i + 1);
+        if (p->type == DS_PARAM_BYTEA) {
+            ds__bind_bytes(b, p->v.bytes.ptr, p->v.bytes.len);
+            return DS_OK;
         }
+        if (memchr(p->v.bytes.ptr, 0, p->v.bytes.len))
+            return ds__error_set(err, DS_ERR_INVALID,
+                                 "ds_exec: text parameter $%d contains a NUL "
+                                 "byte",
+                                 i + 1);
+        if (p->type == DS_PARAM_TEXT) {
+            ds__bind_text_n(b, p->v.bytes.ptr, p->v.bytes.len);
+            return DS_OK;
+        }
+        {
+            /* text format needs a NUL-terminated value */
+            char *copy = ds__strndup(p->v.bytes.ptr, p->v.bytes.len);
+            if (!copy)
+                return ds__error_set(err, DS_ERR_NOMEM,
+                                     "ds_exec: out of memory");
+            ds__bind_owned(b, copy, p->v.bytes.len, 0, 0, NULL);
+        }
+        return DS_OK;
+    case DS_PARAM_JSONB: {
+        if (!p->v.json)
+            return ds__error_set(err, DS_ERR_INVALID,
+                                 "ds_exec: parameter $%d: NULL json_t", i + 1);
+        char *text = json_dumps(p->v.json, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!text)
+            return ds__error_set(err, DS_ERR_INVALID,
+                                 "ds_exec: parameter $%d: JSON could not be "
+                                 "serialised",
+                                 i + 1);
+        ds__bind_owned(b, text, strlen(text), DS_OID_JSONB, 0,
+                       json_text_free);
+        return DS_OK;
     }
-    return DS_OK;
+    default:
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "ds_exec: parameter $%d has an unknown type",
+                             i + 1);
+    }
+}
+
+static ds_status bind_params(ds__bind *b, const ds_param *params, int n,
+                             ds_error *err) {
+    if (!ds__bind_reserve(b, n))
+        return ds__bind_check(b, "ds_exec", err);
+    for (int i = 0; i < n; i++) {
+        ds_status st = bind_param(b, &params[i], i, err);
+        if (st != DS_OK)
+            return st;
+    }
+    return ds__bind_check(b, "ds_exec", err);
 }
 
 DS_EXPORT ds_status ds_exec(ds_conn *conn, const char *sql,
@@ -208,16 +124,16 @@ DS_EXPORT ds_status ds_exec(ds_conn *conn, const char *sql,
         if (!res)
             return ds__error_set(err, DS_ERR_NOMEM, "ds_exec: out of memory");
     }
-    param_arrays a;
-    ds_status st = params_build(&a, params, nparams, err);
+    ds__bind b;
+    ds__bind_init(&b);
+    ds_status st = bind_params(&b, params, nparams, err);
     if (st != DS_OK) {
-        params_free(&a);
+        ds__bind_free(&b);
         ds__free(res);
         return st;
     }
-    PGresult *r = ds__conn_exec(conn, sql, nparams, a.types, a.values,
-                                a.lengths, a.formats, 1, err);
-    params_free(&a);
+    PGresult *r = ds__sql_run(conn, sql, &b, NULL, err);
+    ds__bind_free(&b);
     if (!r) {
         ds__free(res);
         return err ? err->code : DS_ERR_DB;
