@@ -95,6 +95,13 @@ struct ds_pool {
     int64_t wait_max_us;
 };
 
+/* The layer under ds__stmt_run / ds__sql_run: libpq's arrays as they are,
+ * through the connection's statement mode. */
+PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
+                        const Oid *types, const char *const *values,
+                        const int *lengths, const int *formats,
+                        int result_format, ds_error *err);
+
 /* Frees the prepared statement cache (the server side goes with the
  * connection). */
 void ds__conn_free_cache(ds_conn *c);

@@ -70,12 +70,6 @@ PGresult *ds__sql_run(ds_conn *c, const char *sql, const ds__bind *b,
  * transaction pooler) and returns the previous setting, to restore. */
 bool ds__conn_use_unnamed(ds_conn *c, bool unnamed);
 
-/* The lower layer of the two above: libpq's arrays as they are. */
-PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
-                        const Oid *types, const char *const *values,
-                        const int *lengths, const int *formats,
-                        int result_format, ds_error *err);
-
 /* ---- text without parameters ------------------------------------------- */
 
 /* Simple-protocol execution of trusted SQL without parameters (may hold
