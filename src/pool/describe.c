@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#define DS_POOL_SOURCE /* this file may see the pool's structures */
 #include "pool/pool_internal.h"
 
 static ds_status pipeline_failed(ds_conn *c, const char *context,

@@ -3,6 +3,10 @@
 #ifndef DS_POOL_INTERNAL_H
 #define DS_POOL_INTERNAL_H
 
+#ifndef DS_POOL_SOURCE
+#error "pool_internal.h is private to src/pool: use pool/stmt.h"
+#endif
+
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
