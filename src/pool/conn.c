@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#define DS_POOL_SOURCE /* this file may see the pool's structures */
 #include "pool/pool_internal.h"
 
 #define STMT_CACHE_MAX 512 /* beyond this, statements run unnamed */

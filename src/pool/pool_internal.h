@@ -3,6 +3,10 @@
 #ifndef DS_POOL_INTERNAL_H
 #define DS_POOL_INTERNAL_H
 
+#ifndef DS_POOL_SOURCE
+#error "pool_internal.h is private to src/pool: use pool/stmt.h"
+#endif
+
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -94,6 +98,13 @@ struct ds_pool {
     uint32_t wait_hist[DS_WAIT_BUCKETS];
     int64_t wait_max_us;
 };
+
+/* The layer under ds__stmt_run / ds__sql_run: libpq's arrays as they are,
+ * through the connection's statement mode. */
+PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
+                        const Oid *types, const char *const *values,
+                        const int *lengths, const int *formats,
+                        int result_format, ds_error *err);
 
 /* Frees the prepared statement cache (the server side goes with the
  * connection). */

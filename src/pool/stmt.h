@@ -18,6 +18,7 @@
  *   - ds__conn_simple / ds__conn_exec_simple: the simple protocol, for DDL
  *     and multi-statement text.
  *   - ds__conn_copy_*: COPY FROM STDIN.
+ *   - ds__conn_describe: what the server makes of statements, unrun.
  *   - ds_conn_discard (public): close the connection instead of reusing it.
  *   - ds__pool_settings: the module settings read from the configuration.
  *
@@ -69,12 +70,6 @@ PGresult *ds__sql_run(ds_conn *c, const char *sql, const ds__bind *b,
  * transaction pooler) and returns the previous setting, to restore. */
 bool ds__conn_use_unnamed(ds_conn *c, bool unnamed);
 
-/* The lower layer of the two above: libpq's arrays as they are. */
-PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
-                        const Oid *types, const char *const *values,
-                        const int *lengths, const int *formats,
-                        int result_format, ds_error *err);
-
 /* ---- text without parameters ------------------------------------------- */
 
 /* Simple-protocol execution of trusted SQL without parameters (may hold
@@ -97,6 +92,23 @@ ds_status ds__conn_copy_send(ds_conn *c, const void *data, size_t len,
  * the server's verdict; `st` is the caller's status so far, returned when
  * it is already a failure. */
 ds_status ds__conn_copy_end(ds_conn *c, const char *abort_msg, ds_status st,
+                            const char *context, ds_error *err);
+
+/* ---- describing ------------------------------------------------------- */
+
+/* Called for statement `index` with the server's description, or with NULL
+ * and the server's refusal to prepare it (`refused`, context and name in
+ * its message). Both are borrowed for the call. */
+typedef void (*ds__describe_fn)(void *ud, size_t index, const PGresult *desc,
+                                const ds_error *refused);
+
+/* Prepares defs[0..n) unnamed with their parameter types and describes
+ * them, all in one pipeline (a Parse + Describe + Sync group each, so it
+ * holds behind a transaction pooler), calling `fn` for each in order.
+ * Nothing stays prepared. Fails (and marks the lease for discard) only
+ * when the pipeline itself fails; messages start with `context`. */
+ds_status ds__conn_describe(ds_conn *c, const ds__stmt_def *const *defs,
+                            size_t n, ds__describe_fn fn, void *ud,
                             const char *context, ds_error *err);
 
 /* ---- errors and connection facts --------------------------------------- */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#define DS_POOL_SOURCE /* this file may see the pool's structures */
 #include "pool/pool_internal.h"
 
 static const char *isolation_sql(ds_isolation iso) {

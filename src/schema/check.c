@@ -5,11 +5,9 @@
  * parameter types the C code binds) and described, and the result columns
  * are compared with what the C code decodes.
  *
- * All statements go out in one pipeline, one Parse + Describe + Sync group
- * each: one round trip for the lot, an error in one group does not hide the
- * others, and each group is self-contained, so it also holds behind
- * PgBouncer in transaction mode (a group never spans two server
- * connections). Unnamed statements leave nothing prepared behind.
+ * The statements go out BATCH at a time through ds__conn_describe(): one
+ * pipeline round trip per batch, holding behind PgBouncer in transaction
+ * mode, leaving nothing prepared behind.
  */
 #include <stdio.h>
 #include <string.h>
@@ -181,63 +179,27 @@ static void report(ds_conn *c, finding *f, outcome *o) {
     mismatch(o, &e);
 }
 
-/* ---- the pipeline ------------------------------------------------------------- */
+/* ---- describing ------------------------------------------------------------- */
 
-static ds_status pipeline_failed(ds_conn *c, const char *what, ds_error *err) {
-    ds_conn_discard(c);
-    return ds__pg_error(c, NULL, NULL, what, err);
-}
+typedef struct batch {
+    const ds__stmt_def *const *defs;
+    finding *found;
+    size_t nfound;
+} batch;
 
-/* Reads one command's result (and the NULL after it). */
-static PGresult *next_result(PGconn *pg) {
-    PGresult *r = PQgetResult(pg);
-    if (r) {
-        PGresult *end = PQgetResult(pg);
-        PQclear(end); /* NULL separates commands in pipeline mode */
+static void on_described(void *ud, size_t index, const PGresult *desc,
+                         const ds_error *refused) {
+    batch *b = ud;
+    finding *f = &b->found[b->nfound];
+    if (refused) {
+        memset(f, 0, sizeof *f);
+        f->def = b->defs[index];
+        snprintf(f->text, sizeof f->text, "%s", refused->message);
+        memcpy(f->sqlstate, refused->sqlstate, sizeof f->sqlstate);
+        b->nfound++;
+    } else if (!compare(b->defs[index], desc, f)) {
+        b->nfound++;
     }
-    return r;
-}
-
-static ds_status check_batch(ds_conn *c, const ds__stmt_def **defs, size_t n,
-                             finding *found, size_t *nfound, ds_error *err) {
-    PGconn *pg = ds_conn_pg(c);
-    for (size_t k = 0; k < n; k++) {
-        if (!PQsendPrepare(pg, "", defs[k]->sql, defs[k]->nparams,
-                           defs[k]->param_types) ||
-            !PQsendDescribePrepared(pg, "") || !PQpipelineSync(pg))
-            return pipeline_failed(c, "schema check: send", err);
-    }
-    for (size_t k = 0; k < n; k++) {
-        PGresult *prep = next_result(pg);
-        PGresult *desc = next_result(pg);
-        PGresult *sync = PQgetResult(pg);
-        bool shape = prep && desc && sync &&
-                     PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
-        finding *f = &found[*nfound];
-        if (shape && PQresultStatus(prep) == PGRES_FATAL_ERROR) {
-            ds_error e = {0};
-            char ctx[160];
-            snprintf(ctx, sizeof ctx, "schema check: %s", defs[k]->name);
-            ds__pg_error(c, NULL, prep, ctx, &e);
-            memset(f, 0, sizeof *f);
-            f->def = defs[k];
-            snprintf(f->text, sizeof f->text, "%s", e.message);
-            memcpy(f->sqlstate, e.sqlstate, sizeof f->sqlstate);
-            (*nfound)++;
-        } else if (shape && PQresultStatus(prep) == PGRES_COMMAND_OK &&
-                   PQresultStatus(desc) == PGRES_COMMAND_OK) {
-            if (!compare(defs[k], desc, f))
-                (*nfound)++;
-        } else {
-            shape = false;
-        }
-        PQclear(prep);
-        PQclear(desc);
-        PQclear(sync);
-        if (!shape)
-            return pipeline_failed(c, "schema check: unexpected reply", err);
-    }
-    return DS_OK;
 }
 
 static ds_status check_statements(ds_conn *c, const def_list *list,
@@ -248,16 +210,11 @@ static ds_status check_statements(ds_conn *c, const def_list *list,
     ds_status st = DS_OK;
     for (size_t at = 0; st == DS_OK && at < list->n; at += BATCH) {
         size_t n = list->n - at < BATCH ? list->n - at : BATCH;
-        size_t nfound = 0;
-        if (!PQenterPipelineMode(ds_conn_pg(c))) {
-            st = pipeline_failed(c, "schema check: pipeline", err);
-            break;
-        }
-        st = check_batch(c, list->defs + at, n, found, &nfound, err);
-        if (st == DS_OK && !PQexitPipelineMode(ds_conn_pg(c)))
-            st = pipeline_failed(c, "schema check: pipeline", err);
+        batch b = {list->defs + at, found, 0};
+        st = ds__conn_describe(c, b.defs, n, on_described, &b, "schema check",
+                               err);
         /* Type names need the connection out of pipeline mode. */
-        for (size_t k = 0; st == DS_OK && k < nfound; k++)
+        for (size_t k = 0; st == DS_OK && k < b.nfound; k++)
             report(c, &found[k], o);
     }
     ds__free(found);
