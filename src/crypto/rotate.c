@@ -108,6 +108,83 @@ static ds_status reseal(ds_crypto *crypto, const PGresult *r, int row, int col,
     return st;
 }
 
+/* Reseals result row `i` into `nr`. A row that does not decrypt with
+ * this ring is logged, noted in b->failed_ids and left out (*kept false);
+ * any other failure is returned. */
+static ds_status reseal_row(batch *b, const PGresult *r, int i, new_row *nr,
+                            bool *kept, ds_error *err) {
+    *kept = false;
+    int64_t id = (int64_t)ds__get_be64(PQgetvalue(r, i, 0));
+    int64_t user_id = (int64_t)ds__get_be64(PQgetvalue(r, i, 1));
+    b->last_id = id;
+    char scope[1600];
+    snprintf(scope, sizeof scope, "%s/%s", PQgetvalue(r, i, 2),
+             PQgetvalue(r, i, 3));
+    ds_crypto_context ctx = {"service_connections", "access_token", user_id,
+                             scope};
+    nr->id = id;
+    ds_error cell_err = {0};
+    ds_status cs = reseal(b->crypto, r, i, 4, &ctx, &nr->access,
+                          &nr->access_len, &cell_err);
+    if (cs == DS_OK) {
+        ctx.field = "refresh_token";
+        cs = reseal(b->crypto, r, i, 5, &ctx, &nr->refresh, &nr->refresh_len,
+                    &cell_err);
+    }
+    if (cs == DS_OK) {
+        *kept = true;
+        return DS_OK;
+    }
+    ds__free(nr->access);
+    ds__free(nr->refresh);
+    memset(nr, 0, sizeof *nr);
+    if (cs != DS_ERR_CRYPTO) {
+        if (err)
+            *err = cell_err;
+        return cs;
+    }
+    ds__log(DS_LOG_WARN, "crypto",
+            "rotate: service_connections id %lld does not decrypt with this "
+            "key ring; left unchanged",
+            (long long)id);
+    b->failed_ids[b->nfailed++] = id;
+    return DS_OK;
+}
+
+/* Writes the resealed rows back in one statement. */
+static ds_status write_back(ds_conn *conn, batch *b, const char *kid,
+                            const new_row *rows, int nnew, ds_error *err) {
+    ds__pgarr ids, acc, ref;
+    ds__pgarr_init(&ids, DS_OID_INT8);
+    ds__pgarr_init(&acc, DS_OID_BYTEA);
+    ds__pgarr_init(&ref, DS_OID_BYTEA);
+    bool ok = true;
+    for (int i = 0; ok && i < nnew; i++)
+        ok = ds__pgarr_add_int8(&ids, rows[i].id) &&
+             ds__pgarr_add(&acc, rows[i].access, rows[i].access_len) &&
+             ds__pgarr_add(&ref, rows[i].refresh, rows[i].refresh_len);
+    ds__bind upd;
+    ds__bind_init(&upd);
+    ds__bind_text(&upd, kid);
+    /* the binder takes (or, after a failure, frees) the arrays */
+    ds__bind_array(&upd, &ids, DS_OID_INT8_ARRAY);
+    ds__bind_array(&upd, &acc, DS_OID_BYTEA_ARRAY);
+    ds__bind_array(&upd, &ref, DS_OID_BYTEA_ARRAY);
+    ds_status st = DS_OK;
+    if (!ok) {
+        st = ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_rotate: out of memory");
+    } else {
+        PGresult *u = ds__stmt_run(conn, &stmts[STMT_UPDATE], &upd, err);
+        if (!u)
+            st = err ? err->code : DS_ERR_DB;
+        else
+            b->rotated = (int)strtol(PQcmdTuples(u), NULL, 10);
+        PQclear(u);
+    }
+    ds__bind_free(&upd);
+    return st;
+}
+
 static ds_status run_batch(ds_conn *conn, void *ud, ds_error *err) {
     batch *b = ud;
     b->nrows = b->rotated = b->nfailed = 0;
@@ -125,85 +202,21 @@ static ds_status run_batch(ds_conn *conn, void *ud, ds_error *err) {
         return err ? err->code : DS_ERR_DB;
     int n = PQntuples(r);
     b->nrows = n;
-    ds_status st = DS_OK;
     new_row *rows = n ? ds__calloc((size_t)n, sizeof *rows) : NULL;
     if (n && !rows) {
         PQclear(r);
         return ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_rotate: out of memory");
     }
+    ds_status st = DS_OK;
     int nnew = 0;
-    char scope[1600];
     for (int i = 0; i < n && st == DS_OK; i++) {
-        int64_t id = (int64_t)ds__get_be64(PQgetvalue(r, i, 0));
-        int64_t user_id = (int64_t)ds__get_be64(PQgetvalue(r, i, 1));
-        b->last_id = id;
-        snprintf(scope, sizeof scope, "%s/%s", PQgetvalue(r, i, 2),
-                 PQgetvalue(r, i, 3));
-        ds_crypto_context ctx = {"service_connections", "access_token", user_id,
-                                 scope};
-        new_row *nr = &rows[nnew];
-        nr->id = id;
-        ds_error cell_err = {0};
-        ds_status cs = reseal(b->crypto, r, i, 4, &ctx, &nr->access,
-                              &nr->access_len, &cell_err);
-        if (cs == DS_OK) {
-            ctx.field = "refresh_token";
-            cs = reseal(b->crypto, r, i, 5, &ctx, &nr->refresh,
-                        &nr->refresh_len, &cell_err);
-        }
-        if (cs == DS_OK) {
-            nnew++;
-        } else if (cs == DS_ERR_CRYPTO) {
-            ds__free(nr->access);
-            ds__free(nr->refresh);
-            memset(nr, 0, sizeof *nr);
-            ds__log(DS_LOG_WARN, "crypto",
-                    "rotate: service_connections id %lld does not decrypt "
-                    "with this key ring; left unchanged",
-                    (long long)id);
-            b->failed_ids[b->nfailed++] = id;
-        } else {
-            ds__free(nr->access);
-            ds__free(nr->refresh);
-            memset(nr, 0, sizeof *nr);
-            if (err)
-                *err = cell_err;
-            st = cs;
-        }
+        bool kept;
+        st = reseal_row(b, r, i, &rows[nnew], &kept, err);
+        nnew += kept;
     }
     PQclear(r);
-
-    if (st == DS_OK && nnew > 0) {
-        ds__pgarr ids, acc, ref;
-        ds__pgarr_init(&ids, DS_OID_INT8);
-        ds__pgarr_init(&acc, DS_OID_BYTEA);
-        ds__pgarr_init(&ref, DS_OID_BYTEA);
-        bool ok = true;
-        for (int i = 0; ok && i < nnew; i++)
-            ok = ds__pgarr_add_int8(&ids, rows[i].id) &&
-                 ds__pgarr_add(&acc, rows[i].access, rows[i].access_len) &&
-                 ds__pgarr_add(&ref, rows[i].refresh, rows[i].refresh_len);
-        ds__bind upd;
-        ds__bind_init(&upd);
-        ds__bind_text(&upd, kid);
-        ds__bind_array(&upd, &ids, DS_OID_INT8_ARRAY);
-        ds__bind_array(&upd, &acc, DS_OID_BYTEA_ARRAY);
-        ds__bind_array(&upd, &ref, DS_OID_BYTEA_ARRAY);
-        if (!ok) {
-            st = ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_rotate: out of memory");
-        } else {
-            PGresult *u = ds__stmt_run(conn, &stmts[STMT_UPDATE], &upd, err);
-            if (!u)
-                st = err ? err->code : DS_ERR_DB;
-            else
-                b->rotated = (int)strtol(PQcmdTuples(u), NULL, 10);
-            PQclear(u);
-        }
-        ds__bind_free(&upd);
-        ds__pgarr_free(&ids);
-        ds__pgarr_free(&acc);
-        ds__pgarr_free(&ref);
-    }
+    if (st == DS_OK && nnew > 0)
+        st = write_back(conn, b, kid, rows, nnew, err);
     for (int i = 0; i < nnew; i++) {
         ds__free(rows[i].access);
         ds__free(rows[i].refresh);

@@ -71,11 +71,15 @@ static void heap_push(float *h, size_t *len, size_t cap, float v) {
     }
 }
 
-static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
-                                     int64_t user_id, const float *q,
-                                     const char *kind, bool use_min,
-                                     double min_sim, size_t n,
-                                     cand_list *out, ds_error *err) {
+/* First stage: every fact's sketch bounds its cosine; the ids of the facts
+ * that may be among the `n` best (and reach min_sim) go to *ids (ds__free;
+ * NULL when none). */
+static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
+                              const float *q, const char *kind, bool use_min,
+                              double min_sim, size_t n, int64_t **ids_out,
+                              size_t *ncand_out, ds_error *err) {
+    *ids_out = NULL;
+    *ncand_out = 0;
     ds__bind p;
     ds__bind_init(&p);
     ds__bind_int64(&p, user_id);
@@ -136,23 +140,31 @@ static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
         ds__free(ids);
         return st;
     }
+    *ids_out = ids;
+    *ncand_out = ncand;
+    return DS_OK;
+}
 
+/* Second stage: the exact cosine of each candidate, best first. */
+static ds_status exact_rescore(ds_memory *mem, ds_conn *c, int64_t user_id,
+                               const float *q, const int64_t *ids,
+                               size_t ncand, bool use_min, double min_sim,
+                               size_t n, cand_list *out, ds_error *err) {
     cand *v = ds__calloc(ncand, sizeof *v);
-    if (!v) {
-        ds__free(ids);
+    if (!v)
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    }
-    ds__bind p2;
-    ds__bind_init(&p2);
-    ds__bind_int64(&p2, user_id);
-    ds__bind_int8_array(&p2, ids, ncand);
-    ds__free(ids);
-    r = ds__memory_exec(c, &ds__memory_fallback_stmts[F_EMBEDDINGS], &p2, err);
-    ds__bind_free(&p2);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int8_array(&p, ids, ncand);
+    PGresult *r =
+        ds__memory_exec(c, &ds__memory_fallback_stmts[F_EMBEDDINGS], &p, err);
+    ds__bind_free(&p);
     if (!r) {
         ds__free(v);
         return err->code;
     }
+    ds_status st = DS_OK;
     size_t got = 0;
     for (int i = 0; i < PQntuples(r); i++) {
         if ((size_t)PQgetlength(r, i, 1) != 4 * mem->dim) {
@@ -188,6 +200,23 @@ static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
     out->v = v;
     out->n = got < n ? got : n;
     return DS_OK;
+}
+
+static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
+                                     int64_t user_id, const float *q,
+                                     const char *kind, bool use_min,
+                                     double min_sim, size_t n,
+                                     cand_list *out, ds_error *err) {
+    int64_t *ids;
+    size_t ncand;
+    ds_status st = sketch_prune(mem, c, user_id, q, kind, use_min, min_sim, n,
+                                &ids, &ncand, err);
+    if (st != DS_OK || ncand == 0)
+        return st;
+    st = exact_rescore(mem, c, user_id, q, ids, ncand, use_min, min_sim, n,
+                       out, err);
+    ds__free(ids);
+    return st;
 }
 
 /* ---- pgvector ------------------------------------------------------------ */

@@ -639,6 +639,89 @@ static void pool_free(ds_pool *p) {
     ds__free(p);
 }
 
+static void init_sync(ds_pool *p) {
+    /* Adaptive: the critical sections are a few pointer moves, so a short
+     * spin beats a futex sleep when threads collide. */
+    pthread_mutexattr_t mattr;
+    pthread_mutexattr_init(&mattr);
+    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&p->mu, &mattr);
+    pthread_mutexattr_destroy(&mattr);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->maint_cond, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+static void copy_settings(ds_pool *p, const ds_config *cfg) {
+    p->max = (int)cfg->pool_max;
+    p->acquire_timeout_ms = (int)cfg->acquire_timeout_ms;
+    p->connect_timeout_ms = (int)cfg->connect_timeout_ms;
+    p->statement_timeout_ms = (int)cfg->statement_timeout_ms;
+    p->lifetime_us = cfg->max_lifetime_ms * 1000;
+    p->idle_timeout_us = cfg->idle_timeout_ms * 1000;
+    p->replica_retry_us = cfg->replica_retry_ms * 1000;
+    p->tx_max_retries = (int)cfg->tx_max_retries;
+    p->settings.migrate_lock_timeout_ms = (int)cfg->migrate_lock_timeout_ms;
+    p->settings.embedding_dim = cfg->embedding_dim;
+    p->settings.vector_backend = cfg->vector_backend;
+    p->settings.repo_max_message_bytes = cfg->repo_max_message_bytes;
+    p->settings.repo_max_json_bytes = cfg->repo_max_json_bytes;
+    p->settings.repo_max_page = (int)cfg->repo_max_page;
+    p->settings.repo_max_batch = (int)cfg->repo_max_batch;
+    p->pooler = cfg->statement_mode == DS_STMT_POOLER;
+    p->after_connect = cfg->after_connect;
+    p->after_connect_ud = cfg->after_connect_ud;
+}
+
+static ds_status open_subpools(ds_pool *p, const ds_config *cfg,
+                               ds_error *err) {
+    ds_status st = subpool_init(&p->primary, cfg->database_url, "primary",
+                                false, (int)cfg->pool_min, err);
+    if (st != DS_OK || !cfg->database_replica_urls)
+        return st;
+    char **urls = NULL;
+    size_t n = 0;
+    st = ds__config_split_urls(cfg->database_replica_urls, &urls, &n, err);
+    if (st == DS_OK && n) {
+        p->replicas = ds__calloc(n, sizeof *p->replicas);
+        if (!p->replicas)
+            st = ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
+        for (size_t i = 0; st == DS_OK && i < n; i++) {
+            char label[32];
+            snprintf(label, sizeof label, "replica %zu", i + 1);
+            st = subpool_init(&p->replicas[i], urls[i], label, true, 0, err);
+            p->nreplicas = i + 1;
+        }
+    }
+    ds__config_free_urls(urls);
+    return st;
+}
+
+/* Pre-warms to pool_min; the first failure is reported so that a bad URL
+ * or password shows at start-up rather than on first use. */
+static ds_status prewarm(ds_pool *p, int pool_min, ds_error *err) {
+    int64_t deadline = ds__now_us() + (int64_t)p->connect_timeout_ms * 1000;
+    for (int i = 0; i < pool_min; i++) {
+        ds_conn *c;
+        ds_status st = conn_open(p, &p->primary, deadline, &c, err);
+        if (st != DS_OK)
+            return st;
+        p->primary.total++;
+        give_conn_locked(&p->primary, c);
+    }
+    if (pool_min == 0) {
+        /* Still prove the URL works. */
+        ds_conn *c;
+        ds_status st = conn_open(p, &p->primary, deadline, &c, err);
+        if (st != DS_OK)
+            return st;
+        conn_close(c);
+    }
+    return DS_OK;
+}
+
 DS_EXPORT ds_status ds_pool_open(const ds_config *cfg, ds_pool **out,
                                  ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
@@ -660,95 +743,23 @@ DS_EXPORT ds_status ds_pool_open(const ds_config *cfg, ds_pool **out,
     ds_pool *p = ds__calloc(1, sizeof *p);
     if (!p)
         return ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
-    /* Adaptive: the critical sections are a few pointer moves, so a short
-     * spin beats a futex sleep when threads collide. */
-    pthread_mutexattr_t mattr;
-    pthread_mutexattr_init(&mattr);
-    pthread_mutexattr_settype(&mattr, PTHREAD_MUTEX_ADAPTIVE_NP);
-    pthread_mutex_init(&p->mu, &mattr);
-    pthread_mutexattr_destroy(&mattr);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->maint_cond, &attr);
-    pthread_condattr_destroy(&attr);
-    p->max = (int)cfg->pool_max;
-    p->acquire_timeout_ms = (int)cfg->acquire_timeout_ms;
-    p->connect_timeout_ms = (int)cfg->connect_timeout_ms;
-    p->statement_timeout_ms = (int)cfg->statement_timeout_ms;
-    p->lifetime_us = cfg->max_lifetime_ms * 1000;
-    p->idle_timeout_us = cfg->idle_timeout_ms * 1000;
-    p->replica_retry_us = cfg->replica_retry_ms * 1000;
-    p->tx_max_retries = (int)cfg->tx_max_retries;
-    p->settings.migrate_lock_timeout_ms = (int)cfg->migrate_lock_timeout_ms;
-    p->settings.embedding_dim = cfg->embedding_dim;
-    p->settings.vector_backend = cfg->vector_backend;
-    p->settings.repo_max_message_bytes = cfg->repo_max_message_bytes;
-    p->settings.repo_max_json_bytes = cfg->repo_max_json_bytes;
-    p->settings.repo_max_page = (int)cfg->repo_max_page;
-    p->settings.repo_max_batch = (int)cfg->repo_max_batch;
-    p->pooler = cfg->statement_mode == DS_STMT_POOLER;
-    p->after_connect = cfg->after_connect;
-    p->after_connect_ud = cfg->after_connect_ud;
+    init_sync(p);
+    copy_settings(p, cfg);
     p->application_name = ds__strdup(cfg->application_name
                                          ? cfg->application_name
                                          : "libdatastore");
-    if (!p->application_name) {
-        pool_free(p);
-        return ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
-    }
-    st = subpool_init(&p->primary, cfg->database_url, "primary", false,
-                      (int)cfg->pool_min, err);
-    if (st == DS_OK && cfg->database_replica_urls) {
-        char **urls = NULL;
-        size_t n = 0;
-        st = ds__config_split_urls(cfg->database_replica_urls, &urls, &n, err);
-        if (st == DS_OK && n) {
-            p->replicas = ds__calloc(n, sizeof *p->replicas);
-            if (!p->replicas)
-                st = ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
-            for (size_t i = 0; st == DS_OK && i < n; i++) {
-                char label[32];
-                snprintf(label, sizeof label, "replica %zu", i + 1);
-                st = subpool_init(&p->replicas[i], urls[i], label, true, 0,
-                                  err);
-                p->nreplicas = i + 1;
-            }
-        }
-        ds__config_free_urls(urls);
-    }
+    if (!p->application_name)
+        st = ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
+    if (st == DS_OK)
+        st = open_subpools(p, cfg, err);
+    if (st == DS_OK)
+        st = prewarm(p, (int)cfg->pool_min, err);
+    if (st == DS_OK && pthread_create(&p->maint, NULL, maintenance_main, p))
+        st = ds__error_set(err, DS_ERR_NOMEM,
+                           "pool: could not start the maintenance thread");
     if (st != DS_OK) {
         pool_free(p);
         return st;
-    }
-
-    /* Pre-warm to pool_min; the first failure is reported so that a bad
-     * URL or password shows at start-up rather than on first use. */
-    int64_t deadline = ds__now_us() + (int64_t)p->connect_timeout_ms * 1000;
-    for (int i = 0; i < (int)cfg->pool_min; i++) {
-        ds_conn *c;
-        st = conn_open(p, &p->primary, deadline, &c, err);
-        if (st != DS_OK) {
-            pool_free(p);
-            return st;
-        }
-        p->primary.total++;
-        give_conn_locked(&p->primary, c);
-    }
-    if (cfg->pool_min == 0) {
-        /* Still prove the URL works. */
-        ds_conn *c;
-        st = conn_open(p, &p->primary, deadline, &c, err);
-        if (st != DS_OK) {
-            pool_free(p);
-            return st;
-        }
-        conn_close(c);
-    }
-    if (pthread_create(&p->maint, NULL, maintenance_main, p) != 0) {
-        pool_free(p);
-        return ds__error_set(err, DS_ERR_NOMEM,
-                             "pool: could not start the maintenance thread");
     }
     p->maint_started = true;
     ds__log(DS_LOG_INFO, MODULE,

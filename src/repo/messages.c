@@ -204,6 +204,142 @@ static int key_cmp(const void *a, const void *b) {
 /* Batch limit on the bytes sent: PostgreSQL caps one value at 1 GiB. */
 #define BATCH_MAX_BYTES ((size_t)1 << 29)
 
+/* A batch checked and encoded for the insert. */
+typedef struct msg_batch {
+    const ds_message_new *msgs;
+    size_t n;
+    size_t *lens;   /* content bytes */
+    char **jsons;   /* binary jsonb metadata */
+    size_t *jlens;
+    key_ref *keys;  /* scratch: the input's keys, then the result's */
+    size_t content_bytes, json_bytes, key_bytes;
+} msg_batch;
+
+static ds_status batch_alloc(msg_batch *mb, const ds_message_new *msgs,
+                             size_t n, const char *func, ds_error *err) {
+    memset(mb, 0, sizeof *mb);
+    mb->msgs = msgs;
+    mb->n = n;
+    mb->lens = ds__calloc(n, sizeof *mb->lens);
+    mb->jsons = ds__calloc(n, sizeof *mb->jsons);
+    mb->jlens = ds__calloc(n, sizeof *mb->jlens);
+    mb->keys = ds__calloc(n, sizeof *mb->keys);
+    if (!mb->lens || !mb->jsons || !mb->jlens || !mb->keys)
+        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", func);
+    return DS_OK;
+}
+
+static void batch_free(msg_batch *mb) {
+    for (size_t i = 0; mb->jsons && i < mb->n; i++)
+        ds__free(mb->jsons[i]);
+    ds__free(mb->lens);
+    ds__free(mb->jsons);
+    ds__free(mb->jlens);
+    ds__free(mb->keys);
+}
+
+/* Checks every message, the batch's size and that no two messages share
+ * an idempotency key. */
+static ds_status batch_check(ds_pool *pool, msg_batch *mb, const char *func,
+                             ds_error *err) {
+    size_t nkeys = 0;
+    for (size_t i = 0; i < mb->n; i++) {
+        const ds_message_new *m = &mb->msgs[i];
+        ds_status st = check_message(pool, func, m, &mb->lens[i],
+                                     &mb->jsons[i], &mb->jlens[i], err);
+        if (st != DS_OK) {
+            ds__error_prefix(err, "message %zu", i);
+            return st;
+        }
+        mb->content_bytes += mb->lens[i];
+        mb->json_bytes += mb->jlens[i];
+        if (m->idempotency_key) {
+            mb->keys[nkeys].key = m->idempotency_key;
+            mb->keys[nkeys].row = (int)i;
+            nkeys++;
+            mb->key_bytes += strlen(m->idempotency_key);
+        }
+    }
+    if (mb->content_bytes + mb->json_bytes > BATCH_MAX_BYTES)
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "%s: the batch holds more than %zu bytes; split "
+                             "it",
+                             func, BATCH_MAX_BYTES);
+    qsort(mb->keys, nkeys, sizeof *mb->keys, key_cmp);
+    for (size_t i = 1; i < nkeys; i++)
+        if (strcmp(mb->keys[i - 1].key, mb->keys[i].key) == 0)
+            return ds__error_set(err, DS_ERR_INVALID,
+                                 "%s: messages %d and %d share an idempotency "
+                                 "key",
+                                 func, mb->keys[i - 1].row, mb->keys[i].row);
+    return DS_OK;
+}
+
+/* Binds the batch as the statement's four arrays; false when they could
+ * not be built (out of memory). */
+static bool batch_bind(const msg_batch *mb, ds__bind *b) {
+    size_t n = mb->n;
+    ds__pgarr roles, contents, metas, keyarr;
+    ds__pgarr_init(&roles, DS_OID_TEXT);
+    ds__pgarr_init(&contents, DS_OID_TEXT);
+    ds__pgarr_init(&metas, DS_OID_JSONB);
+    ds__pgarr_init(&keyarr, DS_OID_TEXT);
+    bool ok = ds__pgarr_reserve(&roles, n, 9) &&
+              ds__pgarr_reserve(&contents, n, mb->content_bytes / n + 1) &&
+              ds__pgarr_reserve(&metas, n, mb->json_bytes / n + 1) &&
+              ds__pgarr_reserve(&keyarr, n, mb->key_bytes / n + 1);
+    for (size_t i = 0; ok && i < n; i++) {
+        const ds_message_new *m = &mb->msgs[i];
+        const char *role = role_names[m->role];
+        const char *k = m->idempotency_key;
+        ok = ds__pgarr_add(&roles, role, strlen(role)) &&
+             ds__pgarr_add(&contents, m->content, mb->lens[i]) &&
+             ds__pgarr_add(&metas, mb->jsons[i], mb->jlens[i]) &&
+             ds__pgarr_add(&keyarr, k, k ? strlen(k) : 0);
+    }
+    /* the binder takes (or, after a failure, frees) the arrays */
+    ds__bind_array(b, &roles, DS_OID_TEXT_ARRAY);
+    ds__bind_array(b, &contents, DS_OID_TEXT_ARRAY);
+    ds__bind_array(b, &metas, DS_OID_JSONB_ARRAY);
+    ds__bind_array(b, &keyarr, DS_OID_TEXT_ARRAY);
+    return ok;
+}
+
+/* Rows come in id order. Keyed messages are matched by key; the rest were
+ * inserted in input order, so they take the unkeyed rows in id order.
+ * order[i] is the result row of message i. */
+static ds_status batch_order(const PGresult *r, msg_batch *mb, int *order,
+                             const char *func, ds_error *err) {
+    int next_unkeyed = 0, rows = PQntuples(r);
+    size_t nrk = 0;
+    for (int row = 0; row < rows; row++)
+        if (!PQgetisnull(r, row, 5)) {
+            mb->keys[nrk].key = PQgetvalue(r, row, 5);
+            mb->keys[nrk].row = row;
+            nrk++;
+        }
+    qsort(mb->keys, nrk, sizeof *mb->keys, key_cmp);
+    for (size_t i = 0; i < mb->n; i++) {
+        order[i] = -1;
+        if (mb->msgs[i].idempotency_key) {
+            key_ref probe = {mb->msgs[i].idempotency_key, 0};
+            const key_ref *hit = bsearch(&probe, mb->keys, nrk,
+                                         sizeof *mb->keys, key_cmp);
+            if (hit)
+                order[i] = hit->row;
+        } else {
+            while (next_unkeyed < rows && !PQgetisnull(r, next_unkeyed, 5))
+                next_unkeyed++;
+            order[i] = next_unkeyed++;
+        }
+        if (order[i] < 0 || order[i] >= rows)
+            return ds__error_set(err, DS_ERR_INTERNAL,
+                                 "%s: result rows do not match the input",
+                                 func);
+    }
+    return DS_OK;
+}
+
 DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
                                             int64_t conversation_id,
                                             const ds_message_new *msgs,
@@ -221,145 +357,46 @@ DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
                              "%s: %zu messages is more than repo_max_batch "
                              "(%d)",
                              __func__, n, ds__repo_max_batch(pool));
-    ds_status st = DS_OK;
-    size_t *lens = ds__calloc(n, sizeof *lens);
-    char **jsons = ds__calloc(n, sizeof *jsons);
-    size_t *jlens = ds__calloc(n, sizeof *jlens);
-    key_ref *keys = ds__calloc(n, sizeof *keys);
-    int *order = ds__calloc(n, sizeof *order);
-    ds__pgarr roles, contents, metas, keyarr;
-    ds__pgarr_init(&roles, DS_OID_TEXT);
-    ds__pgarr_init(&contents, DS_OID_TEXT);
-    ds__pgarr_init(&metas, DS_OID_JSONB);
-    ds__pgarr_init(&keyarr, DS_OID_TEXT);
+    msg_batch mb;
+    ds_status st = batch_alloc(&mb, msgs, n, __func__, err);
+    if (st == DS_OK)
+        st = batch_check(pool, &mb, __func__, err);
     ds__bind b;
     ds__bind_init(&b);
+    if (st == DS_OK) {
+        ds__bind_int64(&b, conversation_id);
+        if (!batch_bind(&mb, &b))
+            st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory",
+                               __func__);
+    }
     PGresult *r = NULL;
-    if (!lens || !jsons || !jlens || !keys || !order) {
-        st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
-        goto done;
-    }
-    size_t content_bytes = 0, json_bytes = 0, key_bytes = 0, nkeys = 0;
-    for (size_t i = 0; i < n && st == DS_OK; i++) {
-        st = check_message(pool, __func__, &msgs[i], &lens[i], &jsons[i],
-                           &jlens[i], err);
-        if (st != DS_OK) {
-            ds__error_prefix(err, "message %zu", i);
-            break;
-        }
-        content_bytes += lens[i];
-        json_bytes += jlens[i];
-        if (msgs[i].idempotency_key) {
-            keys[nkeys].key = msgs[i].idempotency_key;
-            keys[nkeys].row = (int)i;
-            nkeys++;
-            key_bytes += strlen(msgs[i].idempotency_key);
+    if (st == DS_OK) {
+        r = ds__repo_exec(pool, false, &stmts[S_APPEND_BATCH], &b, err);
+        if (!r) {
+            st = err->code;
+            if (st == DS_ERR_NOT_FOUND)
+                ds__not_found(err, __func__, "conversation", conversation_id);
+        } else if ((size_t)PQntuples(r) != n) {
+            st = ds__error_set(err, DS_ERR_INTERNAL,
+                               "%s: %d rows for %zu messages", __func__,
+                               PQntuples(r), n);
         }
     }
-    if (st != DS_OK)
-        goto done;
-    if (content_bytes + json_bytes > BATCH_MAX_BYTES) {
-        st = ds__error_set(err, DS_ERR_INVALID,
-                           "%s: the batch holds more than %zu bytes; split it",
-                           __func__, BATCH_MAX_BYTES);
-        goto done;
-    }
-    qsort(keys, nkeys, sizeof *keys, key_cmp);
-    for (size_t i = 1; i < nkeys; i++)
-        if (strcmp(keys[i - 1].key, keys[i].key) == 0) {
-            st = ds__error_set(err, DS_ERR_INVALID,
-                               "%s: messages %d and %d share an idempotency "
-                               "key",
-                               __func__, keys[i - 1].row, keys[i].row);
-            goto done;
-        }
-    bool ok = ds__pgarr_reserve(&roles, n, 9) &&
-              ds__pgarr_reserve(&contents, n, content_bytes / n + 1) &&
-              ds__pgarr_reserve(&metas, n, json_bytes / n + 1) &&
-              ds__pgarr_reserve(&keyarr, n, key_bytes / n + 1);
-    for (size_t i = 0; ok && i < n; i++) {
-        const char *role = role_names[msgs[i].role];
-        const char *k = msgs[i].idempotency_key;
-        ok = ds__pgarr_add(&roles, role, strlen(role)) &&
-             ds__pgarr_add(&contents, msgs[i].content, lens[i]) &&
-             ds__pgarr_add(&metas, jsons[i], jlens[i]) &&
-             ds__pgarr_add(&keyarr, k, k ? strlen(k) : 0);
-    }
-    if (!ok) {
-        st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
-        goto done;
-    }
-    ds__bind_int64(&b, conversation_id);
-    ds__bind_array(&b, &roles, DS_OID_TEXT_ARRAY);
-    ds__bind_array(&b, &contents, DS_OID_TEXT_ARRAY);
-    ds__bind_array(&b, &metas, DS_OID_JSONB_ARRAY);
-    ds__bind_array(&b, &keyarr, DS_OID_TEXT_ARRAY);
-    r = ds__repo_exec(pool, false, &stmts[S_APPEND_BATCH], &b, err);
-    if (!r) {
-        st = err ? err->code : DS_ERR_DB;
-        if (st == DS_ERR_NOT_FOUND)
-            ds__not_found(err, __func__, "conversation", conversation_id);
-        goto done;
-    }
-    if ((size_t)PQntuples(r) != n) {
-        st = ds__error_set(err, DS_ERR_INTERNAL, "%s: %d rows for %zu messages",
-                           __func__, PQntuples(r), n);
-        goto done;
-    }
-    if (!out)
-        goto done;
-    /* Rows come in id order. Keyed messages are matched by key; the rest
-     * were inserted in input order, so they take the unkeyed rows in id
-     * order. */
-    {
-        int next_unkeyed = 0, rows = PQntuples(r);
-        size_t nrk = 0;
-        for (int row = 0; row < rows; row++)
-            if (!PQgetisnull(r, row, 5)) {
-                keys[nrk].key = PQgetvalue(r, row, 5);
-                keys[nrk].row = row;
-                nrk++;
-            }
-        qsort(keys, nrk, sizeof *keys, key_cmp);
-        for (size_t i = 0; i < n; i++) {
-            order[i] = -1;
-            if (msgs[i].idempotency_key) {
-                key_ref probe = {msgs[i].idempotency_key, 0};
-                const key_ref *hit = bsearch(&probe, keys, nrk, sizeof *keys,
-                                             key_cmp);
-                if (hit)
-                    order[i] = hit->row;
-            } else {
-                while (next_unkeyed < rows && !PQgetisnull(r, next_unkeyed, 5))
-                    next_unkeyed++;
-                order[i] = next_unkeyed++;
-            }
-            if (order[i] < 0 || order[i] >= rows) {
-                st = ds__error_set(err, DS_ERR_INTERNAL,
-                                   "%s: result rows do not match the input",
+    int *order = NULL;
+    if (st == DS_OK && out) {
+        order = ds__calloc(n, sizeof *order);
+        st = order ? batch_order(r, &mb, order, __func__, err)
+                   : ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory",
                                    __func__);
-                goto done;
-            }
-        }
     }
-    if (!(*out = ds__list_new(r, order, (int)n, false, &msg_type, __func__,
+    if (st == DS_OK && out &&
+        !(*out = ds__list_new(r, order, (int)n, false, &msg_type, __func__,
                               err)))
         st = err->code;
-done:
     PQclear(r);
-    if (jsons)
-        for (size_t i = 0; i < n; i++)
-            ds__free(jsons[i]);
-    ds__free(lens);
-    ds__free(jsons);
-    ds__free(jlens);
-    ds__free(keys);
     ds__free(order);
-    ds__pgarr_free(&roles);
-    ds__pgarr_free(&contents);
-    ds__pgarr_free(&metas);
-    ds__pgarr_free(&keyarr);
     ds__bind_free(&b);
+    batch_free(&mb);
     return st;
 }
 

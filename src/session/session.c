@@ -212,37 +212,6 @@ static int64_t ts_us(const PGresult *r, int row, int col) {
     return ds__ts_from_pg((int64_t)ds__get_be64(PQgetvalue(r, row, col)));
 }
 
-ds_session *ds__session_new(int64_t id, int64_t user_id, int64_t created,
-                            int64_t last_seen, int64_t expires,
-                            const char *ua, size_t ua_len, const char *ip,
-                            size_t ip_len, bool revoked) {
-    size_t size = sizeof(ds_session) + (ua ? ua_len + 1 : 0) + (ip ? ip_len + 1 : 0);
-    ds_session *s = ds__malloc(size);
-    if (!s)
-        return NULL;
-    s->id = id;
-    s->user_id = user_id;
-    s->created_at_us = created;
-    s->last_seen_at_us = last_seen;
-    s->expires_at_us = expires;
-    s->revoked = revoked;
-    char *p = (char *)(s + 1);
-    s->user_agent = NULL;
-    s->ip = NULL;
-    if (ua) {
-        memcpy(p, ua, ua_len);
-        p[ua_len] = '\0';
-        s->user_agent = p;
-        p += ua_len + 1;
-    }
-    if (ip) {
-        memcpy(p, ip, ip_len);
-        p[ip_len] = '\0';
-        s->ip = p;
-    }
-    return s;
-}
-
 /* A session from the SESSION_COLS columns of row `row`. */
 static ds_session *session_from_row(const PGresult *r, int row) {
     bool has_ua = !PQgetisnull(r, row, 5), has_ip = !PQgetisnull(r, row, 6);
@@ -253,16 +222,6 @@ static ds_session *session_from_row(const PGresult *r, int row) {
         has_ua ? (size_t)PQgetlength(r, row, 5) : 0,
         has_ip ? PQgetvalue(r, row, 6) : NULL,
         has_ip ? (size_t)PQgetlength(r, row, 6) : 0, PQgetvalue(r, row, 7)[0] != 0);
-}
-
-DS_EXPORT void ds_session_free(ds_session *session) { ds__free(session); }
-
-DS_EXPORT void ds_session_list_free(ds_session **sessions, size_t count) {
-    if (!sessions)
-        return;
-    for (size_t i = 0; i < count; i++)
-        ds__free(sessions[i]);
-    ds__free(sessions);
 }
 
 /* ---- tokens -------------------------------------------------------------- */
