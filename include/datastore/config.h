@@ -113,7 +113,13 @@ DS_EXPORT DS_NODISCARD ds_status ds_config_get_int(const ds_config *cfg,
 /*
  * Copies a text setting into `buf` (NUL-terminated). URLs come back with the
  * password replaced by "***"; token_keys is refused (DS_ERR_INVALID).
- * An unset value gives "". DS_ERR_INVALID when `buf` is too small.
+ * A URL is shown as its parser read it (libpq's for PostgreSQL: any form
+ * libpq accepts, every option libpq hides, such as sslpassword, masked), so
+ * its spelling may differ from what was set: options in a canonical order,
+ * a key=value value quoted, Redis's default port written out. A PostgreSQL
+ * URI stays a URI and key=value stays key=value; the shown text is itself a
+ * valid setting. An unset value gives "". DS_ERR_INVALID when `buf` is too
+ * small.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_config_get_str(const ds_config *cfg,
                                                    const char *name,
