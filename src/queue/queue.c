@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/json_internal.h"
 #include "datastore/queue.h"
 #include "redis/redis_internal.h"
 
@@ -217,7 +218,7 @@ static ds_status encode_payload(const json_t *payload, char **out, size_t *len,
                                 ds_error *err) {
     *out = NULL;
     const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-    size_t n = json_dumpb(payload, NULL, 0, flags);
+    size_t n = ds__json_dumpb(payload, NULL, 0, flags);
     if (n == 0)
         return ds__error_set(err, DS_ERR_INVALID,
                              "queue: the payload cannot be encoded as JSON");
@@ -226,7 +227,7 @@ static ds_status encode_payload(const json_t *payload, char **out, size_t *len,
     char *buf = ds__malloc(n + 1);
     if (!buf)
         return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
-    if (json_dumpb(payload, buf, n, flags) != n) {
+    if (ds__json_dumpb(payload, buf, n, flags) != n) {
         ds__free(buf);
         return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
     }

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/json_internal.h"
 #include "redis/redis_internal.h"
 #include "session/session_internal.h"
 
@@ -106,7 +107,7 @@ void ds__session_cache_put(ds_session_store *s, const uint8_t *hash,
         json_object_set_new(j, "ua", json_string(sess->user_agent));
     if (j && sess->ip)
         json_object_set_new(j, "ip", json_string(sess->ip));
-    char *value = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *value = j ? ds__json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     size_t klen;
     char *key = cache_key(s, hash, &klen);
