@@ -11,7 +11,7 @@
  *               also promotes delays, reclaims stuck jobs and checks the
  *               holder on ack
  *
- * Reads REDIS_URL (redis://[:password@]host:port/db for the raw side).
+ * Reads REDIS_URL (redis://[[user]:password@]host:port/db for the raw side).
  */
 #include <datastore/datastore.h>
 #include <hiredis/hiredis.h>
@@ -38,7 +38,8 @@ static void must(ds_status st, const char *what, const ds_error *err) {
 /* ---- raw hiredis connections ------------------------------------------------ */
 
 static redisContext *raw_connect(const char *url) {
-    /* redis://[:password@]host:port[/db] (the local services' form) */
+    /* redis://[[user]:password@]host:port[/db] (the local services' form;
+     * the password alone authenticates the default user) */
     char host[256] = "127.0.0.1", pw[256] = "";
     int port = 6379, db = 0;
     const char *p = strstr(url, "://");
