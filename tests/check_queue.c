@@ -702,6 +702,46 @@ START_TEST(test_queue_errors) {
 }
 END_TEST
 
+/* The backoff stays within backoff_max_ms, jitter included, as the header
+ * says: the delayed set's score is at most now + backoff_max_ms. */
+START_TEST(test_queue_backoff_never_past_its_cap) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "capped", NULL, 0, 1000, 400);
+    ds_error err = {0};
+    char *delayed = ds__redis_key(r, NULL, "q:capped:d");
+    for (int i = 0; i < 40; i++) {
+        enqueue_int(q, i, 0, NULL);
+        ds_queue_job *job = reserve(q, 0);
+        ck_assert_ptr_nonnull(job);
+        /* past the cap already: 400 * 2^5 >> 3200 */
+        job->attempt = 6;
+        redisReply *t = dt_rcmd(r, "TIME");
+        long long before = atoll(t->element[0]->str) * 1000 +
+                           atoll(t->element[1]->str) / 1000;
+        freeReplyObject(t);
+        ck_assert_ds_ok(ds_queue_fail(q, job, "again", NULL, &err), err);
+        ds_queue_job_free(job);
+        redisReply *z = dt_rcmd(r, "ZRANGE %s 0 0 WITHSCORES", delayed);
+        ck_assert_uint_eq(z->elements, 2);
+        long long due = atoll(z->element[1]->str);
+        freeReplyObject(z);
+        t = dt_rcmd(r, "TIME");
+        long long after = atoll(t->element[0]->str) * 1000 +
+                          atoll(t->element[1]->str) / 1000;
+        freeReplyObject(t);
+        /* open_queue: backoff_max_ms = 8 * 400; the script's clock read
+         * lies between before and after */
+        ck_assert_int_le(due - after, 3200);
+        ck_assert_int_ge(due - before, 3200 * 3 / 4);
+        freeReplyObject(dt_rcmd(r, "DEL %s", delayed));
+    }
+    ds__free(delayed);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
 /* ---- dead letters that end, GDPR -------------------------------------------------- */
 
 static ds_queue *open_dead_queue(ds_redis *r, const char *name,
@@ -969,6 +1009,7 @@ Suite *ds_test_queue_suite(void) {
     tcase_add_test(tc, test_queue_dead_letters_trimmed_by_count_and_age);
     tcase_add_test(tc, test_queue_dead_purge);
     tcase_add_test(tc, test_queue_erase_user_reaches_jobs);
+    tcase_add_test(tc, test_queue_backoff_never_past_its_cap);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_queue_errors);

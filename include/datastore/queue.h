@@ -19,10 +19,10 @@
  * that holds the job can acknowledge it, and only once.
  *
  * A failed job (ds_queue_fail) is retried after an exponential backoff
- * (backoff_base_ms * 2^(attempt-1), plus up to 25% jitter, at most
- * backoff_max_ms); after max_attempts attempts, whether failed or lost with
- * a dead worker, it moves to the dead-letter stream, where it can be listed,
- * replayed or purged. Dead letters do not pile up: each new one trims the
+ * (backoff_base_ms * 2^(attempt-1), plus up to 25% jitter, never more than
+ * backoff_max_ms: at the cap the jitter goes downwards); after max_attempts
+ * attempts, whether failed or lost with a dead worker, it moves to the
+ * dead-letter stream, where it can be listed, replayed or purged. Dead letters do not pile up: each new one trims the
  * stream to its newest dead_max_len letters and drops those older than
  * dead_max_age_ms, and the stream expires dead_max_age_ms after its newest
  * letter. Delayed jobs (enqueue with delay_ms) and retries wait in a

@@ -777,8 +777,14 @@ DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
         backoff *= 2;
     if (backoff > queue->backoff_max_ms)
         backoff = queue->backoff_max_ms;
-    if (backoff > 0)
-        backoff += ds__random_uniform((uint32_t)(backoff / 4 + 1));
+    /* up to 25% jitter, never past backoff_max_ms as the header promises:
+     * at the cap it spreads downwards instead, so retries that reached the
+     * cap together still do not come back together */
+    if (backoff > 0) {
+        int64_t jitter = ds__random_uniform((uint32_t)(backoff / 4 + 1));
+        backoff = backoff + jitter <= queue->backoff_max_ms ? backoff + jitter
+                                                            : backoff - jitter;
+    }
     char attempt[16], delay[24];
     snprintf(attempt, sizeof attempt, "%d", job->attempt);
     snprintf(delay, sizeof delay, "%lld", (long long)backoff);
