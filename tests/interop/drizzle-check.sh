@@ -1,23 +1,16 @@
 #!/usr/bin/env bash
 # tests/interop/drizzle-check.sh BUILD: the Drizzle schema of a freshly
 # migrated database, from scripts/drizzle-schema, compiles with tsc and
-# answers one query per table (tests/interop/drizzle/query.ts).
+# answers one query per table (tests/interop/node/query.ts).
 #
 # Needs DATABASE_URL (scripts/run-tests exports it), node and npm; the npm
-# packages pinned in tests/interop/drizzle/package-lock.json are installed
-# once into BUILD/interop/drizzle.
+# packages pinned in tests/interop/node/package-lock.json are installed
+# once into BUILD/interop/node (npm-install.sh).
 set -euo pipefail
 build=${1:-build}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-src=$root/tests/interop/drizzle
-work=$build/interop/drizzle
-mkdir -p "$work"
-cp "$src/package.json" "$src/package-lock.json" "$src/tsconfig.json" "$src/query.ts" "$work/"
-if [[ ! -e $work/node_modules/.installed ]] ||
-    [[ $src/package-lock.json -nt $work/node_modules/.installed ]]; then
-    (cd "$work" && npm ci --no-audit --no-fund --loglevel=error)
-    touch "$work/node_modules/.installed"
-fi
+"$root/tests/interop/npm-install.sh" "$build"
+work=$build/interop/node
 
 db=dt_drizzle_$$
 base=${DATABASE_URL%%\?*}
