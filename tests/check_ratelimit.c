@@ -131,6 +131,25 @@ START_TEST(test_ratelimit_sliding_window) {
         ck_assert(!check(one, "k").allowed);
     char *k = ds__redis_key(r, NULL, "rl:one:k");
     ck_assert_int_eq(dt_rint(r, "ZCARD %s", k), 1);
+    /* a key in the shape of the old estimate (a hash) starts afresh, for
+     * the log (limit <= 1000) and for the buckets (above) */
+    freeReplyObject(dt_rcmd(r, "DEL %s", k));
+    freeReplyObject(dt_rcmd(r, "HSET %s w 1 c 999 p 999", k));
+    ck_assert(check(one, "k").allowed);
+    redisReply *ty = dt_rcmd(r, "TYPE %s", k);
+    ck_assert_str_eq(ty->str, "zset");
+    freeReplyObject(ty);
+    ds_ratelimit *many = open_rl(r, "many", DS_RATELIMIT_SLIDING_WINDOW, 5000,
+                                 60000, 0, DS_RATELIMIT_FAIL_CLOSED);
+    char *mk = ds__redis_key(r, NULL, "rl:many:k");
+    freeReplyObject(dt_rcmd(r, "SET %s 12345", mk));
+    ck_assert(check(many, "k").allowed);
+    ty = dt_rcmd(r, "TYPE %s", mk);
+    ck_assert_str_eq(ty->str, "hash");
+    freeReplyObject(ty);
+    ck_assert_int_gt(dt_rint(r, "PTTL %s", mk), 0);
+    ds__free(mk);
+    ds_ratelimit_close(many);
     ds__free(k);
     dt_redis_flush_prefix(r);
     ds_ratelimit_close(one);

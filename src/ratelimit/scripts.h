@@ -57,10 +57,12 @@
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                  \
     "local limit, P = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000\n"           \
     "local cost, k = tonumber(ARGV[4]), KEYS[1]\n"                             \
-    "local ty = redis.call('TYPE', k).ok\n"                                    \
-    "if ty ~= 'zset' and ty ~= 'none' then redis.call('DEL', k) end\n"         \
     "local seq = 0\n"                                                          \
-    "local last = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')\n"             \
+    "local last = redis.pcall('ZRANGE', k, -1, -1, 'WITHSCORES')\n"            \
+    "if last.err then\n"                                                       \
+    "  redis.call('DEL', k)\n"                                                 \
+    "  last = {}\n"                                                            \
+    "end\n"                                                                    \
     "if last[2] and tonumber(last[2]) >= now then\n"                           \
     "  now = tonumber(last[2])\n"                                              \
     "  seq = (tonumber(string.match(last[1], ':(%d+)$')) or 0) + 1\n"          \
@@ -80,7 +82,9 @@
     "  used = used + cost\n"                                                   \
     "end\n"                                                                    \
     "local reset = 0\n"                                                        \
-    "if used > 0 then\n"                                                       \
+    "if allowed and ARGV[5] == '1' then\n"                                     \
+    "  reset = tonumber(ARGV[2])\n"                                            \
+    "elseif used > 0 then\n"                                                   \
     "  local newest = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')\n"         \
     "  reset = math.max(1, math.ceil((tonumber(newest[2]) + P - now) / 1000))\n"\
     "end\n"                                                                    \
