@@ -702,6 +702,277 @@ START_TEST(test_queue_errors) {
 }
 END_TEST
 
+/* The backoff stays within backoff_max_ms, jitter included, as the header
+ * says: the delayed set's score is at most now + backoff_max_ms. */
+START_TEST(test_queue_backoff_never_past_its_cap) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "capped", NULL, 0, 1000, 400);
+    ds_error err = {0};
+    char *delayed = ds__redis_key(r, NULL, "q:capped:d");
+    for (int i = 0; i < 40; i++) {
+        enqueue_int(q, i, 0, NULL);
+        ds_queue_job *job = reserve(q, 0);
+        ck_assert_ptr_nonnull(job);
+        /* past the cap already: 400 * 2^5 >> 3200 */
+        job->attempt = 6;
+        redisReply *t = dt_rcmd(r, "TIME");
+        long long before = atoll(t->element[0]->str) * 1000 +
+                           atoll(t->element[1]->str) / 1000;
+        freeReplyObject(t);
+        ck_assert_ds_ok(ds_queue_fail(q, job, "again", NULL, &err), err);
+        ds_queue_job_free(job);
+        redisReply *z = dt_rcmd(r, "ZRANGE %s 0 0 WITHSCORES", delayed);
+        ck_assert_uint_eq(z->elements, 2);
+        long long due = atoll(z->element[1]->str);
+        freeReplyObject(z);
+        t = dt_rcmd(r, "TIME");
+        long long after = atoll(t->element[0]->str) * 1000 +
+                          atoll(t->element[1]->str) / 1000;
+        freeReplyObject(t);
+        /* open_queue: backoff_max_ms = 8 * 400; the script's clock read
+         * lies between before and after */
+        ck_assert_int_le(due - after, 3200);
+        ck_assert_int_ge(due - before, 3200 * 3 / 4);
+        freeReplyObject(dt_rcmd(r, "DEL %s", delayed));
+    }
+    ds__free(delayed);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+/* ---- dead letters that end, GDPR -------------------------------------------------- */
+
+static ds_queue *open_dead_queue(ds_redis *r, const char *name,
+                                 int64_t max_len, int64_t max_age_ms) {
+    ds_queue_options o;
+    ds_queue_options_init(&o);
+    ck_assert_int_eq(o.dead_max_len, DS_QUEUE_DEAD_MAX_LEN_DEFAULT);
+    ck_assert_int_eq(o.dead_max_age_ms, DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT);
+    o.name = name;
+    o.max_attempts = 1;
+    o.backoff_base_ms = 1;
+    o.backoff_max_ms = 8;
+    o.dead_max_len = max_len;
+    o.dead_max_age_ms = max_age_ms;
+    ds_queue *q;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_open(r, &o, &q, &err), err);
+    return q;
+}
+
+/* One job of value v through one failed attempt into the dead letters. */
+static void kill_one(ds_queue *q, int v) {
+    enqueue_int(q, v, 0, NULL);
+    ds_queue_job *job = reserve(q, 0);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_int_eq(n_of(job), v);
+    bool dead = false;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_fail(q, job, "boom", &dead, &err), err);
+    ck_assert(dead);
+    ds_queue_job_free(job);
+}
+
+START_TEST(test_queue_dead_letters_trimmed_by_count_and_age) {
+    ds_redis *r = dt_redis("queue");
+    /* by count: the newest three stay */
+    ds_queue *q = open_dead_queue(r, "deadlen", 3, 0);
+    for (int i = 0; i < 5; i++)
+        kill_one(q, i);
+    ck_assert_int_eq(counts(q).dead, 3);
+    ds_queue_job **dead;
+    size_t n;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_dead_list(q, 10, &dead, &n, &err), err);
+    ck_assert_uint_eq(n, 3);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_int_eq(n_of(dead[i]), (int)i + 2);
+    ds_queue_jobs_free(dead, n);
+    /* the stream expires with the default age, 7 days after its newest */
+    char *k = ds__redis_key(r, NULL, "q:deadlen:dead");
+    long long ttl = dt_rint(r, "PTTL %s", k);
+    ck_assert_int_gt(ttl, DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT - 60000);
+    ck_assert_int_le(ttl, DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT);
+    ds__free(k);
+    ds_queue_close(q);
+
+    /* by age: a letter older than 1 s goes when the next one comes */
+    q = open_dead_queue(r, "deadage", 0, 1000);
+    kill_one(q, 1);
+    k = ds__redis_key(r, NULL, "q:deadage:dead");
+    ttl = dt_rint(r, "PTTL %s", k);
+    ck_assert_int_gt(ttl, 0);
+    ck_assert_int_le(ttl, 1000);
+    usleep(1100 * 1000);
+    kill_one(q, 2);
+    ck_assert_ds_ok(ds_queue_dead_list(q, 10, &dead, &n, &err), err);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(n_of(dead[0]), 2);
+    ds_queue_jobs_free(dead, n);
+    /* and with no new letter the stream itself expires */
+    usleep(1100 * 1000);
+    ck_assert_int_eq(dt_rint(r, "EXISTS %s", k), 0);
+    ck_assert_int_eq(counts(q).dead, 0);
+    ds__free(k);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_dead_purge) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_dead_queue(r, "purge", 0, 0);
+    for (int i = 0; i < 4; i++)
+        kill_one(q, i);
+    ds_queue_job **dead;
+    size_t n;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_dead_list(q, 10, &dead, &n, &err), err);
+    ck_assert_uint_eq(n, 4);
+    char entry[48];
+    snprintf(entry, sizeof entry, "%s", dead[1]->entry_id);
+    ds_queue_jobs_free(dead, n);
+    int64_t purged = -1;
+    ck_assert_ds_ok(ds_queue_dead_purge(q, entry, &purged, &err), err);
+    ck_assert_int_eq(purged, 1);
+    ck_assert_ds_status(ds_queue_dead_purge(q, entry, &purged, &err),
+                        DS_ERR_NOT_FOUND, err);
+    ck_assert_int_eq(purged, 0);
+    ck_assert_ds_ok(ds_queue_dead_list(q, 10, &dead, &n, &err), err);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_int_eq(n_of(dead[0]), 0);
+    ck_assert_int_eq(n_of(dead[1]), 2);
+    ds_queue_jobs_free(dead, n);
+    ck_assert_ds_ok(ds_queue_dead_purge(q, NULL, &purged, &err), err);
+    ck_assert_int_eq(purged, 3);
+    ck_assert_int_eq(counts(q).dead, 0);
+    ck_assert_ds_ok(ds_queue_dead_purge(q, NULL, &purged, &err), err);
+    ck_assert_int_eq(purged, 0);
+    /* errors */
+    ck_assert_ds_status(ds_queue_dead_purge(NULL, NULL, &purged, &err),
+                        DS_ERR_INVALID, err);
+    ck_assert_ds_status(ds_queue_dead_purge(q, "", &purged, &err),
+                        DS_ERR_INVALID, err);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+static void enqueue_user(ds_queue *q, int64_t user, int v, int64_t delay_ms) {
+    json_t *p = json_pack("{s:i, s:s}", "n", v, "email", "someone@example.com");
+    ds_error err = {0};
+    char id[DS_QUEUE_JOB_ID_LEN + 1];
+    ds_status st = ds_queue_enqueue_for_user(q, user, p, delay_ms, id, &err);
+    json_decref(p);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(strlen(id), DS_QUEUE_JOB_ID_LEN);
+}
+
+START_TEST(test_queue_erase_user_reaches_jobs) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue_options o;
+    ds_queue_options_init(&o);
+    o.name = "gdpr";
+    o.max_attempts = 2;
+    o.backoff_base_ms = 60000;
+    o.backoff_max_ms = 60000;
+    ds_queue *q;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_open(r, &o, &q, &err), err);
+    const int64_t ada = 4242, bob = 4343;
+    /* ada: one reserved then failed (waits for its retry: delayed, with the
+     * user carried along), one dead, one delayed, one reserved, one ready */
+    enqueue_user(q, ada, 1, 0);
+    ds_queue_job *job = reserve(q, 0);
+    ck_assert_int_eq(n_of(job), 1);
+    ck_assert_ds_ok(ds_queue_fail(q, job, "later", NULL, &err), err);
+    ds_queue_job_free(job);
+    ds_queue *q1 = open_dead_queue(r, "gdpr", 0, 0); /* max_attempts 1 */
+    enqueue_user(q1, ada, 2, 0);
+    job = reserve(q1, 0);
+    ck_assert_int_eq(n_of(job), 2);
+    bool dead = false;
+    ck_assert_ds_ok(ds_queue_fail(q1, job, "boom", &dead, &err), err);
+    ck_assert(dead);
+    ds_queue_job_free(job);
+    ds_queue_close(q1);
+    enqueue_user(q, ada, 3, 3600000);
+    enqueue_user(q, ada, 4, 0);
+    ds_queue_job *held = reserve(q, 0);
+    ck_assert_int_eq(n_of(held), 4);
+    enqueue_user(q, ada, 5, 0);
+    /* others' jobs stay */
+    enqueue_user(q, bob, 6, 0);
+    enqueue_user(q, bob, 7, 3600000);
+    enqueue_int(q, 8, 0, NULL);
+    ds_queue_counts c = counts(q);
+    ck_assert_int_eq(c.ready, 3);    /* 5, 6, 8 */
+    ck_assert_int_eq(c.reserved, 1); /* 4 */
+    ck_assert_int_eq(c.delayed, 3);  /* 1 (retry), 3, 7 */
+    ck_assert_int_eq(c.dead, 1);     /* 2 */
+
+    int64_t removed = 0;
+    ck_assert_ds_ok(ds_redis_erase_user(r, ada, &removed, &err), err);
+    ck_assert_int_eq(removed, 5);
+    c = counts(q);
+    ck_assert_int_eq(c.ready, 2);
+    ck_assert_int_eq(c.reserved, 0);
+    ck_assert_int_eq(c.delayed, 1);
+    ck_assert_int_eq(c.dead, 0);
+    /* the held job is gone: its worker learns so on ack */
+    ck_assert_ds_status(ds_queue_ack(q, held, &err), DS_ERR_NOT_FOUND, err);
+    ds_queue_job_free(held);
+    /* no byte of ada's payloads is left in the queue's keys */
+    const char *suffix[3] = {"s", "d", "dead"};
+    for (int i = 0; i < 3; i++) {
+        char *k = ds__redis_key(r, NULL, "q:gdpr:%s", suffix[i]);
+        redisReply *dump = dt_rcmd(r, i == 1 ? "ZRANGE %s 0 -1" : "XRANGE %s - +", k);
+        for (size_t e = 0; e < dump->elements; e++) {
+            const redisReply *x = dump->element[e];
+            if (x->type == REDIS_REPLY_STRING)
+                ck_assert_ptr_null(strstr(x->str, "\"u\":\"4242\""));
+            else
+                for (size_t f = 0; f + 1 < x->element[1]->elements; f += 2)
+                    ck_assert(!(strcmp(x->element[1]->element[f]->str, "u") == 0 &&
+                                strcmp(x->element[1]->element[f + 1]->str, "4242") == 0));
+        }
+        freeReplyObject(dump);
+        ds__free(k);
+    }
+    /* bob's jobs are whole and still say whose they are */
+    int seen = 0;
+    while ((job = reserve(q, 0)) != NULL) {
+        ck_assert(n_of(job) == 6 || n_of(job) == 8);
+        ack_ok(q, job);
+        ds_queue_job_free(job);
+        seen++;
+    }
+    ck_assert_int_eq(seen, 2);
+    ck_assert_ds_ok(ds_redis_erase_user(r, bob, &removed, &err), err);
+    ck_assert_int_eq(removed, 1); /* the delayed one */
+    ck_assert_int_eq(counts(q).delayed, 0);
+    /* errors */
+    json_t *p = json_object();
+    ck_assert_ds_status(ds_queue_enqueue_for_user(q, 0, p, 0, NULL, &err),
+                        DS_ERR_INVALID, err);
+    ck_assert_ds_status(ds_queue_enqueue_for_user(NULL, 1, p, 0, NULL, &err),
+                        DS_ERR_INVALID, err);
+    json_decref(p);
+    o.dead_max_len = -1;
+    ck_assert_ds_status(ds_queue_open(r, &o, &q1, &err), DS_ERR_INVALID, err);
+    o.dead_max_len = 0;
+    o.dead_max_age_ms = 10;
+    ck_assert_ds_status(ds_queue_open(r, &o, &q1, &err), DS_ERR_INVALID, err);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
 Suite *ds_test_queue_suite(void) {
     Suite *s = suite_create("queue");
     TCase *tc = tcase_create("delivery");
@@ -732,6 +1003,13 @@ Suite *ds_test_queue_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("entry_without_fields");
     tcase_add_test(tc, test_queue_entry_without_fields_dead_letters);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("data_that_ends");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_queue_dead_letters_trimmed_by_count_and_age);
+    tcase_add_test(tc, test_queue_dead_purge);
+    tcase_add_test(tc, test_queue_erase_user_reaches_jobs);
+    tcase_add_test(tc, test_queue_backoff_never_past_its_cap);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_queue_errors);

@@ -4,7 +4,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -128,9 +130,26 @@ START_TEST(test_ratelimit_sliding_window) {
     for (int i = 0; i < 5; i++)
         ck_assert(!check(one, "k").allowed);
     char *k = ds__redis_key(r, NULL, "rl:one:k");
-    redisReply *c = dt_rcmd(r, "HGET %s c", k);
-    ck_assert_str_eq(c->str, "1");
-    freeReplyObject(c);
+    ck_assert_int_eq(dt_rint(r, "ZCARD %s", k), 1);
+    /* a key in the shape of the old estimate (a hash) starts afresh, for
+     * the log (limit <= 1000) and for the buckets (above) */
+    freeReplyObject(dt_rcmd(r, "DEL %s", k));
+    freeReplyObject(dt_rcmd(r, "HSET %s w 1 c 999 p 999", k));
+    ck_assert(check(one, "k").allowed);
+    redisReply *ty = dt_rcmd(r, "TYPE %s", k);
+    ck_assert_str_eq(ty->str, "zset");
+    freeReplyObject(ty);
+    ds_ratelimit *many = open_rl(r, "many", DS_RATELIMIT_SLIDING_WINDOW, 5000,
+                                 60000, 0, DS_RATELIMIT_FAIL_CLOSED);
+    char *mk = ds__redis_key(r, NULL, "rl:many:k");
+    freeReplyObject(dt_rcmd(r, "SET %s 12345", mk));
+    ck_assert(check(many, "k").allowed);
+    ty = dt_rcmd(r, "TYPE %s", mk);
+    ck_assert_str_eq(ty->str, "hash");
+    freeReplyObject(ty);
+    ck_assert_int_gt(dt_rint(r, "PTTL %s", mk), 0);
+    ds__free(mk);
+    ds_ratelimit_close(many);
     ds__free(k);
     dt_redis_flush_prefix(r);
     ds_ratelimit_close(one);
@@ -265,6 +284,177 @@ START_TEST(test_ratelimit_exact_under_concurrency) {
 }
 END_TEST
 
+/* ---- the promise under bursts ------------------------------------------------------- */
+
+/* One admitted check: its cost and the wall-clock span (µs) around the call.
+ * Redis runs on this host, so its TIME, which the scripts decide by, reads
+ * the same clock: the decision lies inside the span. */
+typedef struct {
+    int64_t t0, t1;
+    int cost;
+} admit_rec;
+
+#define BURST_MAX_RECS 60000
+
+typedef struct {
+    atomic_int n;
+    atomic_int denied;
+    admit_rec recs[BURST_MAX_RECS];
+} burst_log;
+
+typedef struct {
+    ds_ratelimit *rl;
+    burst_log *log;
+    int cost;
+    int64_t until_us;
+    int errors;
+} burst_arg;
+
+static int64_t wall_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Hammers only in the 300 ms on either side of each whole second of the
+ * wall clock, so the traffic comes in bursts straddling window edges, the
+ * pattern a window estimate gets wrong. */
+static void *burst_main(void *p) {
+    burst_arg *a = p;
+    for (;;) {
+        int64_t now = wall_us();
+        if (now >= a->until_us)
+            break;
+        int64_t in_sec = now % 1000000;
+        if (in_sec >= 300000 && in_sec < 700000) {
+            usleep((useconds_t)(700000 - in_sec));
+            continue;
+        }
+        ds_ratelimit_result res;
+        ds_error err = {0};
+        int64_t t0 = wall_us();
+        ds_status st = ds_ratelimit_check_n(a->rl, "burst", a->cost, &res, &err);
+        int64_t t1 = wall_us();
+        if (st != DS_OK || res.degraded) {
+            a->errors++;
+        } else if (res.allowed) {
+            int i = atomic_fetch_add(&a->log->n, 1);
+            if (i < BURST_MAX_RECS)
+                a->log->recs[i] = (admit_rec){t0, t1, a->cost};
+        } else {
+            atomic_fetch_add(&a->log->denied, 1);
+        }
+    }
+    return NULL;
+}
+
+static int rec_cmp(const void *x, const void *y) {
+    const admit_rec *a = x, *b = y;
+    return a->t0 < b->t0 ? -1 : a->t0 > b->t0;
+}
+
+/* The most admitted cost whose calls lay wholly inside one span of
+ * `span_us`: those decisions certainly fell in it. */
+static long long most_in_span(admit_rec *recs, int n, int64_t span_us) {
+    qsort(recs, (size_t)n, sizeof *recs, rec_cmp);
+    long long most = 0;
+    for (int i = 0; i < n; i++) {
+        long long sum = 0;
+        for (int j = i; j < n && recs[j].t0 < recs[i].t0 + span_us; j++)
+            if (recs[j].t1 < recs[i].t0 + span_us)
+                sum += recs[j].cost;
+        if (sum > most)
+            most = sum;
+    }
+    return most;
+}
+
+/* 4 processes x 4 threads in bursts for ~3.5 s against one key, per
+ * algorithm; every admitted check logged; no `period_ms` span may hold more
+ * than the header allows. */
+static void run_bursts(ds_ratelimit_algorithm algo, const char *name,
+                       int64_t limit, int64_t period_ms, int cost,
+                       long long bound) {
+    ds_config *cfg = dt_redis_config(dt_env("REDIS_URL"), "rlburst");
+    burst_log *log = mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(log, MAP_FAILED);
+    atomic_init(&log->n, 0);
+    atomic_init(&log->denied, 0);
+    /* start just before a second's edge, run three and a half seconds */
+    int64_t start = wall_us();
+    int64_t until = start - start % 1000000 + 4500000;
+    pid_t pids[4];
+    for (int p = 0; p < 4; p++) {
+        pids[p] = fork();
+        ck_assert_int_ge(pids[p], 0);
+        if (pids[p] == 0) {
+            ds_redis *r;
+            ds_error err = {0};
+            if (ds_redis_open(cfg, &r, &err) != DS_OK)
+                _exit(2);
+            ds_ratelimit_options o = {name, algo, limit, period_ms, 0,
+                                      DS_RATELIMIT_FAIL_CLOSED};
+            ds_ratelimit *rl;
+            if (ds_ratelimit_open(r, &o, &rl, &err) != DS_OK)
+                _exit(3);
+            pthread_t th[4];
+            burst_arg args[4];
+            for (int t = 0; t < 4; t++) {
+                args[t] = (burst_arg){rl, log, cost, until, 0};
+                pthread_create(&th[t], NULL, burst_main, &args[t]);
+            }
+            int errors = 0;
+            for (int t = 0; t < 4; t++) {
+                pthread_join(th[t], NULL);
+                errors += args[t].errors;
+            }
+            ds_ratelimit_close(rl);
+            ds_redis_close(r);
+            _exit(errors ? 1 : 0);
+        }
+    }
+    for (int p = 0; p < 4; p++) {
+        int status;
+        ck_assert_int_eq(waitpid(pids[p], &status, 0), pids[p]);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "child status %d", status);
+    }
+    int n = atomic_load(&log->n);
+    ck_assert_int_le(n, BURST_MAX_RECS);
+    /* the traffic did overrun the limit, and the limiter did admit */
+    ck_assert_int_gt(atomic_load(&log->denied), 0);
+    ck_assert_int_ge((long long)n * cost, limit);
+    long long most = most_in_span(log->recs, n, period_ms * 1000);
+    ck_assert_msg(most <= bound, "%s: %lld admitted within one %lld ms span, "
+                  "the header allows %lld", name, most, (long long)period_ms,
+                  bound);
+    munmap(log, sizeof *log);
+    ds_redis *r;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
+    dt_redis_flush_prefix(r);
+    ds_redis_close(r);
+    ds_config_free(cfg);
+}
+
+START_TEST(test_ratelimit_sliding_log_holds_under_bursts) {
+    run_bursts(DS_RATELIMIT_SLIDING_WINDOW, "blog", 200, 1000, 1, 200);
+}
+END_TEST
+
+START_TEST(test_ratelimit_sliding_buckets_hold_under_bursts) {
+    /* above 1000 the bucket counter; cost 10 reaches the limit quickly */
+    run_bursts(DS_RATELIMIT_SLIDING_WINDOW, "bbuck", 2000, 1000, 10, 2000);
+}
+END_TEST
+
+START_TEST(test_ratelimit_gcra_holds_under_bursts) {
+    /* burst (= limit) plus limit per period */
+    run_bursts(DS_RATELIMIT_GCRA, "bgcra", 200, 1000, 1, 400);
+}
+END_TEST
+
 /* ---- Redis down: the caller's policy ------------------------------------------------------ */
 
 START_TEST(test_ratelimit_policy_when_redis_down) {
@@ -392,6 +582,12 @@ Suite *ds_test_ratelimit_suite(void) {
     tc = tcase_create("concurrency");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_ratelimit_exact_under_concurrency);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("bursts");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_ratelimit_sliding_log_holds_under_bursts);
+    tcase_add_test(tc, test_ratelimit_sliding_buckets_hold_under_bursts);
+    tcase_add_test(tc, test_ratelimit_gcra_holds_under_bursts);
     suite_add_tcase(s, tc);
     tc = tcase_create("redis_down");
     tcase_set_timeout(tc, 120);

@@ -16,11 +16,15 @@
 #include "redis/url.h"
 
 static const char *password_of(const char *url) {
-    /* "redis://:PW@host..." -> PW (static copy) */
+    /* "redis://default:PW@host..." or "redis://:PW@host..." -> PW (static
+     * copy) */
     static char pw[128];
-    const char *p = strstr(url, "://:");
+    const char *p = strstr(url, "://");
     ck_assert_ptr_nonnull(p);
-    p += 4;
+    p += 3;
+    p += strcspn(p, ":@");
+    ck_assert_int_eq(*p, ':');
+    p++;
     size_t n = strcspn(p, "@");
     ck_assert_uint_lt(n, sizeof pw);
     memcpy(pw, p, n);
@@ -148,6 +152,26 @@ START_TEST(test_redis_acl_user_auth) {
     ck_assert_ptr_nonnull(strstr(err.message, "authentication failed"));
     freeReplyObject(dt_rcmd(admin, "ACL DELUSER %s", user));
     ds_redis_close(admin);
+}
+END_TEST
+
+/* scripts/services prints the "default" user that redis-cli 7 wants; the
+ * password-only form authenticates the same account. */
+START_TEST(test_redis_url_default_user_and_password_only_forms) {
+    const char *url = dt_env("REDIS_URL");
+    char hp[128], u[256];
+    hostport_of(url, hp, sizeof hp);
+    const char *forms[2] = {"redis://default:%s@%s/0", "redis://:%s@%s/0"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(u, sizeof u, forms[i], password_of(url), hp);
+        ds_redis *r = dt_redis_url(u, "urlform");
+        redisReply *who = dt_rcmd(r, "ACL WHOAMI");
+        ck_assert_str_eq(who->str, "default");
+        freeReplyObject(who);
+        ds_error err = {0};
+        ck_assert_ds_ok(ds_redis_ping(r, &err), err);
+        ds_redis_close(r);
+    }
 }
 END_TEST
 
@@ -1046,6 +1070,7 @@ Suite *ds_test_redis_suite(void) {
         {"wrong_password", test_redis_open_wrong_password},
         {"acl_user", test_redis_acl_user_auth},
         {"db_index", test_redis_db_index_selected},
+        {"url_forms", test_redis_url_default_user_and_password_only_forms},
         {"unreachable", test_redis_unreachable_is_retryable},
         {"tls", test_redis_tls_verified_with_right_ca},
         {"tls_wrong_ca", test_redis_tls_wrong_ca_refused},

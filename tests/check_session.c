@@ -905,6 +905,79 @@ START_TEST(test_session_redis_revocation_is_immediate) {
 }
 END_TEST
 
+
+/* The one key under "<prefix>sess:*" and its value (malloc'd). */
+static char *the_session_copy(ds_redis *r, char **value) {
+    size_t plen;
+    const char *prefix = ds__redis_prefix(r, &plen);
+    redisReply *rep = dt_rcmd(r, "KEYS %ssess:*", prefix);
+    ck_assert_uint_eq(rep->elements, 1);
+    char *key = strdup(rep->element[0]->str);
+    freeReplyObject(rep);
+    rep = dt_rcmd(r, "GET %s", key);
+    ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
+    *value = strdup(rep->str);
+    freeReplyObject(rep);
+    return key;
+}
+
+START_TEST(test_session_redis_copy_holds_no_clear_agent_or_ip) {
+    rfixture r = rsetup("srclear", NULL);
+    int64_t uid = make_user(r.f.url, "ida@example.com");
+    ds_secret *tok = login(r.store, uid, "Secret-Agent/7.1", "198.51.100.23", NULL);
+    assert_valid(r.store, tok, uid);
+    char *value;
+    char *key = the_session_copy(r.redis, &value);
+    ck_assert_ptr_null(strstr(value, "Secret-Agent"));
+    ck_assert_ptr_null(strstr(value, "198.51.100"));
+    ck_assert_ptr_null(strstr(value, "\"ua\""));
+    ck_assert_ptr_null(strstr(value, "\"ip\""));
+    ck_assert_ptr_nonnull(strstr(value, "\"x\":\""));
+    /* yet a validation served from the copy has them */
+    ds_session *s;
+    ds_error err = {0};
+    dt_sql(r.f.url, "UPDATE auth_sessions SET user_agent = 'changed in SQL'");
+    ck_assert_ds_ok(ds_session_validate(r.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_str_eq(s->user_agent, "Secret-Agent/7.1");
+    ck_assert_str_eq(s->ip, "198.51.100.23");
+    ds_session_free(s);
+    /* a sealed part that does not open (damaged, or sealed for another
+     * token) is not trusted: PostgreSQL answers */
+    char *x = strstr(value, "\"x\":\"") + 5;
+    *x = *x == 'A' ? 'B' : 'A';
+    freeReplyObject(dt_rcmd(r.redis, "SET %s %s PX 60000", key, value));
+    ck_assert_ds_ok(ds_session_validate(r.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_str_eq(s->user_agent, "changed in SQL");
+    ds_session_free(s);
+    free(value);
+    free(key);
+    /* a copy in the old clear layout is not trusted either, and is replaced */
+    key = the_session_copy(r.redis, &value);
+    free(value);
+    json_t *old = json_pack("{s:I, s:I, s:I, s:I, s:I, s:s, s:s}", "id", (json_int_t)999999,
+                            "uid", (json_int_t)uid, "c", (json_int_t)0, "s",
+                            (json_int_t)ds__wall_us(), "e",
+                            (json_int_t)(ds__wall_us() + 3600000000LL), "ua", "forged",
+                            "ip", "10.9.9.9");
+    char *text = json_dumps(old, JSON_COMPACT);
+    freeReplyObject(dt_rcmd(r.redis, "SET %s %s PX 60000", key, text));
+    free(text);
+    json_decref(old);
+    ck_assert_ds_ok(ds_session_validate(r.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_str_eq(s->user_agent, "changed in SQL");
+    ck_assert_int_ne(s->id, 999999);
+    ds_session_free(s);
+    free(key);
+    key = the_session_copy(r.redis, &value);
+    ck_assert_ptr_null(strstr(value, "forged"));
+    ck_assert_ptr_null(strstr(value, "changed in SQL"));
+    free(value);
+    free(key);
+    ds_secret_free(tok);
+    rteardown(&r);
+}
+END_TEST
+
 START_TEST(test_session_redis_race_cannot_resurrect) {
     rfixture r = rsetup("srrace", NULL);
     int64_t uid = make_user(r.f.url, "sam@example.com");
@@ -918,7 +991,9 @@ START_TEST(test_session_redis_race_cannot_resurrect) {
     uint8_t raw[32], hash[32];
     ck_assert_ds_ok(ds__session_token_decode(ds_secret_data(tok), raw, "test", &err), err);
     ck_assert_ds_ok(ds__crypto_session_hash(r.f.crypto, 0, raw, 32, hash, &err), err);
-    ds__session_cache_put(r.store, hash, s);
+    uint8_t seal[DS__SESSION_SEAL_KEY_BYTES];
+    ds__session_seal_key(raw, seal);
+    ds__session_cache_put(r.store, hash, seal, s);
     assert_rejected(r.store, tok, "revoked");
     ds_session_free(s);
     ds_secret_free(tok);
@@ -1284,6 +1359,7 @@ Suite *ds_test_session_suite(void) {
     tcase_add_test(tc, test_session_redis_serves_validations);
     tcase_add_test(tc, test_session_redis_revocation_is_immediate);
     tcase_add_test(tc, test_session_redis_race_cannot_resurrect);
+    tcase_add_test(tc, test_session_redis_copy_holds_no_clear_agent_or_ip);
     tcase_add_test(tc, test_session_redis_touch_still_slides);
     tcase_add_test(tc, test_session_redis_down_falls_back_to_postgres);
     tcase_add_test(tc, test_session_redis_erase_user_removes_entries);

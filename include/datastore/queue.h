@@ -19,10 +19,13 @@
  * that holds the job can acknowledge it, and only once.
  *
  * A failed job (ds_queue_fail) is retried after an exponential backoff
- * (backoff_base_ms * 2^(attempt-1), plus up to 25% jitter, at most
- * backoff_max_ms); after max_attempts attempts, whether failed or lost with
- * a dead worker, it moves to the dead-letter stream, where it can be listed
- * and replayed. Delayed jobs (enqueue with delay_ms) and retries wait in a
+ * (backoff_base_ms * 2^(attempt-1), plus up to 25% jitter, never more than
+ * backoff_max_ms: at the cap the jitter goes downwards); after max_attempts
+ * attempts, whether failed or lost with a dead worker, it moves to the
+ * dead-letter stream, where it can be listed, replayed or purged. Dead letters do not pile up: each new one trims the
+ * stream to its newest dead_max_len letters and drops those older than
+ * dead_max_age_ms, and the stream expires dead_max_age_ms after its newest
+ * letter. Delayed jobs (enqueue with delay_ms) and retries wait in a
  * sorted set and are moved to the stream when due by the next reserve.
  *
  * Redis restarts: calls fail with DS_ERR_REDIS (retryable) while Redis is
@@ -31,8 +34,17 @@
  * AOF or RDB snapshots in production); acknowledged jobs are deleted and
  * never come back.
  *
- * Keys: <redis_prefix>q:<name>:s (stream, consumer group "ds"),
- * q:<name>:d (delayed), q:<name>:dead (dead letters).
+ * GDPR: a job enqueued with ds_queue_enqueue_for_user() carries the user's
+ * id, and ds_redis_erase_user() deletes it wherever it waits (ready,
+ * reserved, delayed or dead), for as long as delay + dead_max_age_ms + one
+ * day after the enqueue. The payload itself is opaque to the library: put
+ * personal data only in jobs enqueued for their user.
+ *
+ * Keys (byte layouts in docs/formats.md): <redis_prefix>q:<name>:s (stream,
+ * consumer group "ds"; no TTL: it holds the live jobs and the group),
+ * q:<name>:d (sorted set of delayed jobs; no TTL, emptied as they fall
+ * due), q:<name>:dead (dead letters; expires as above), q:<name>:cur (the
+ * reclaim cursor; a string with a TTL of one day).
  *
  * Thread-safety: a ds_queue is safe to share between threads (they share
  * its consumer name); a blocking reserve holds one Redis connection while it
@@ -63,7 +75,14 @@ typedef struct ds_queue_options {
     int max_attempts;            /* default 5                                */
     int backoff_base_ms;         /* default 1000                             */
     int backoff_max_ms;          /* default 300000                           */
+    /* Dead letters kept at most (newest first); 0: the default, 10000.     */
+    int64_t dead_max_len;
+    /* Dead letters older than this go; 0: the default, 7 days; 1 s-1 year. */
+    int64_t dead_max_age_ms;
 } ds_queue_options;
+
+#define DS_QUEUE_DEAD_MAX_LEN_DEFAULT 10000
+#define DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT INT64_C(604800000)
 
 /* Fills *opts with the defaults (name NULL). NULL is a no-op. */
 DS_EXPORT void ds_queue_options_init(ds_queue_options *opts);
@@ -116,6 +135,15 @@ DS_EXPORT DS_NODISCARD ds_status ds_queue_enqueue(ds_queue *queue,
                                                   const json_t *payload,
                                                   int64_t delay_ms,
                                                   char *job_id, ds_error *err);
+
+/* ds_queue_enqueue() for a job that concerns user `user_id` (> 0): the job
+ * carries the id, and ds_redis_erase_user() deletes it wherever it waits
+ * (see GDPR above). job->payload is what the worker gets, as with
+ * ds_queue_enqueue(). Errors as ds_queue_enqueue(), DS_ERR_INVALID also for
+ * user_id <= 0. Thread-safe. */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_enqueue_for_user(
+    ds_queue *queue, int64_t user_id, const json_t *payload, int64_t delay_ms,
+    char *job_id, ds_error *err);
 
 /* Adds `n` jobs ready now (payloads borrowed), pipelined: one round trip
  * per 500. On failure some of them may have been added. Errors as
@@ -187,6 +215,15 @@ DS_EXPORT DS_NODISCARD ds_status ds_queue_dead_replay(ds_queue *queue,
                                                       const char *entry_id,
                                                       int64_t *replayed,
                                                       ds_error *err);
+
+/* Deletes a dead letter (`entry_id` from ds_queue_dead_list) or, with
+ * entry_id NULL, all of them; *purged (may be NULL) counts them (0 on
+ * failure). Errors: DS_ERR_NOT_FOUND (`entry_id` names no dead letter),
+ * DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM. Thread-safe. */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_dead_purge(ds_queue *queue,
+                                                     const char *entry_id,
+                                                     int64_t *purged,
+                                                     ds_error *err);
 
 typedef struct ds_queue_counts {
     int64_t ready;    /* waiting for a worker               */

@@ -9,11 +9,20 @@
  * clock), in one of two algorithms:
  *
  *   GCRA            a smooth rate of `limit` per `period_ms` that allows
- *                   bursts of up to `burst` requests (the default: limit);
- *                   one key holding one timestamp.
- *   SLIDING_WINDOW  at most `limit` in any `period_ms` window, estimated
- *                   from this window's and the previous window's counts
- *                   (one small hash per key).
+ *                   bursts of up to `burst` requests (the default: limit):
+ *                   any span of t ms admits at most
+ *                   burst + floor(t * limit / period_ms) requests (so at
+ *                   most burst + limit in any `period_ms` window). One key
+ *                   holding one timestamp.
+ *   SLIDING_WINDOW  at most `limit` in any `period_ms` window, on the
+ *                   server's clock, from every process together. With
+ *                   limit <= 1000 it is exact (a sliding log: a sorted set
+ *                   with one member per admitted request, so a request is
+ *                   denied only when admitting it would break the rule);
+ *                   above 1000 it counts buckets of period_ms/20, whole, so
+ *                   it never admits more than `limit` but may deny while
+ *                   up to period_ms/20 of older requests still count (one
+ *                   hash of at most 22 fields per key).
  *
  * Every key the limiter writes expires (once the limit is back to full).
  * Keys: <redis_prefix>rl:<name>:<key>.

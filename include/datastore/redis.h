@@ -73,10 +73,12 @@ DS_EXPORT void ds_redis_close(ds_redis *redis);
 
 /*
  * Removes every key the library keeps for one user (session look-ups, cache
- * entries registered for the user, presence and typing state) and reports
+ * entries registered for the user, presence and typing state) and the
+ * user's queued jobs (ds_queue_enqueue_for_user: ready, reserved, delayed
+ * and dead, found by scanning each queue the user has jobs in), and reports
  * how many it removed (keys deleted plus memberships in shared presence sets
- * removed; may be NULL). Used by GDPR erase. Atomic on the server: nothing
- * registered for the user before the call survives it.
+ * and jobs removed; may be NULL). Used by GDPR erase. Atomic on the server:
+ * nothing registered for the user before the call survives it.
  * Errors: DS_ERR_INVALID (NULL handle, user_id <= 0), DS_ERR_REDIS,
  * DS_ERR_NOMEM; *keys_removed is 0 on failure. Thread-safe.
  */

@@ -46,7 +46,10 @@ extern "C" {
 typedef enum ds_user_status {
     DS_USER_ACTIVE = 0,
     DS_USER_PENDING = 1,
-    DS_USER_SUSPENDED = 2
+    DS_USER_SUSPENDED = 2,
+    /* Soft-deleted (schema 4 on): seen only by lists that include deleted
+     * users; not a status ds_user_set_status() sets. */
+    DS_USER_DELETED = 3
 } ds_user_status;
 
 /* A user with its profile. Times are microseconds since the epoch (UTC). */
@@ -123,13 +126,18 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_set_status(ds_pool *pool,
 /*
  * Soft delete: the user disappears from get and list (and is purged by
  * ds_purge_soft_deleted() later) but keeps every row and the email.
- * DS_ERR_NOT_FOUND when unknown or already deleted.
+ * Every reader sees it: users.status becomes 'deleted' (the status before
+ * is kept in status_before_delete for a restore), so filtering on status
+ * alone leaves the user out; a trigger keeps status and deleted_at together
+ * for plain SQL writers too (docs/formats.md). DS_ERR_NOT_FOUND when unknown or already deleted.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_user_soft_delete(ds_pool *pool,
                                                      int64_t user_id,
                                                      ds_error *err);
 
-/* Undoes a soft delete. DS_ERR_NOT_FOUND when unknown or not deleted. */
+/* Undoes a soft delete; the user gets back the status they had (a
+ * suspended user stays suspended). DS_ERR_NOT_FOUND when unknown or not
+ * deleted. */
 DS_EXPORT DS_NODISCARD ds_status ds_user_restore(ds_pool *pool,
                                                  int64_t user_id,
                                                  ds_error *err);

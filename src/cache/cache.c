@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_internal.h"
 #include "datastore/cache.h"
 #include "redis/redis_internal.h"
 
@@ -246,7 +247,7 @@ static char *encode(const json_t *value, int64_t fresh_until_ms,
     size_t body = 0;
     const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
     if (value) {
-        body = json_dumpb(value, NULL, 0, flags);
+        body = ds__json_dumpb(value, NULL, 0, flags);
         if (body == 0)
             return NULL;
     }
@@ -254,7 +255,7 @@ static char *encode(const json_t *value, int64_t fresh_until_ms,
     if (!buf)
         return NULL;
     memcpy(buf, hdr, (size_t)h);
-    if (value && json_dumpb(value, buf + h, body, flags) != body) {
+    if (value && ds__json_dumpb(value, buf + h, body, flags) != body) {
         ds__free(buf);
         return NULL;
     }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "core/config_internal.h"
+#include "core/json_internal.h"
 #include "memory/memory_internal.h"
 
 #define MODULE "memory"
@@ -680,7 +681,7 @@ static void json_text_free(char *text) {
 /* Binary jsonb of a fact's metadata: version byte 1, then the text. */
 static ds_status encode_metadata(const json_t *metadata, char **out,
                                  size_t *len, ds_error *err) {
-    char *text = metadata ? json_dumps(metadata, JSON_COMPACT) : NULL;
+    char *text = metadata ? ds__json_dumps(metadata, JSON_COMPACT) : NULL;
     if (metadata && !text)
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     size_t n = text ? strlen(text) : 2;

@@ -3,7 +3,8 @@
  *
  * A stream entry carries: id (the job's, stable across retries), a (attempts
  * made before this entry), e (enqueued at, ms; else the entry id's time),
- * p (payload JSON), err (the previous failure). The attempt a delivery
+ * p (payload JSON), err (the previous failure), u (the user id given at
+ * enqueue, decimal; absent for none). The attempt a delivery
  * stands for is a + the entry's delivery count, so a job reclaimed from a
  * dead worker counts as its next attempt. Acknowledged entries are deleted
  * (XACK + XDEL). Delays and retries wait in a sorted set of JSON envelopes
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/json_internal.h"
 #include "datastore/queue.h"
 #include "redis/redis_internal.h"
 
@@ -36,6 +38,8 @@ struct ds_queue {
     int backoff_base_ms;
     int backoff_max_ms;
     char visibility[16], max[16];
+    char dead_max_len[24], dead_max_age[24]; /* script arguments */
+    int64_t dead_max_age_ms;
 };
 
 /* ---- Lua ------------------------------------------------------------------ */
@@ -66,6 +70,31 @@ struct ds_queue {
     "  return string.format('%d', n)\n"                                        \
     "end\n"
 
+/* xadd_job(): XADD of a job's fields to `key`, with "u" only when the job
+ * has a user. dead_add(): a dead letter, then the dead-letter stream held
+ * to `maxlen` entries and `age` ms (entry ids are the times of death), and
+ * expiring `age` ms after its newest letter. */
+#define XADD_LUA                                                               \
+    "local function xadd_job(key, id, a, e, p, err, u, died)\n"                \
+    "  local args = {key, '*', 'id', id, 'a', a, 'e', e, 'p', p, 'err', err}\n"\
+    "  if u and u ~= '' then\n"                                                \
+    "    args[#args + 1] = 'u'\n"                                              \
+    "    args[#args + 1] = u\n"                                                \
+    "  end\n"                                                                  \
+    "  if died then\n"                                                         \
+    "    args[#args + 1] = 'f'\n"                                              \
+    "    args[#args + 1] = died\n"                                             \
+    "  end\n"                                                                  \
+    "  return redis.call('XADD', unpack(args))\n"                              \
+    "end\n"                                                                    \
+    "local function dead_add(dead, maxlen, age, now, id, a, e, p, err, u)\n"   \
+    "  xadd_job(dead, id, a, e, p, err, u, string.format('%d', now))\n"        \
+    "  redis.call('XTRIM', dead, 'MAXLEN', maxlen)\n"                          \
+    "  redis.call('XTRIM', dead, 'MINID',\n"                                   \
+    "             string.format('%d', now - tonumber(age)))\n"                 \
+    "  redis.call('PEXPIRE', dead, age)\n"                                     \
+    "end\n"
+
 /* The holder check shared by ack, fail and touch: 1 when `consumer` holds
  * `entry`, 0 when nobody does (or the group is gone), -1 when another
  * worker does. */
@@ -78,18 +107,18 @@ struct ds_queue {
     "end\n"
 
 /* KEYS: stream, delayed, dead, cursor; ARGV: group, consumer, visibility
- * ms, max attempts. Returns {entry, id, attempt, enqueued, payload, err,
+ * ms, max attempts, dead-letter max length, dead-letter max age ms. Returns {entry, id, attempt, enqueued, payload, err,
  * next_due_in_ms}; entry "" when nothing is ready. */
 static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
-    "queue_reserve", NOW_LUA FIELDS_LUA
+    "queue_reserve", NOW_LUA FIELDS_LUA XADD_LUA
     "local s, d, dead, cur = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
     "local g, c = ARGV[1], ARGV[2]\n"
     "local vis, max = tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "for _, m in ipairs(redis.call('ZRANGEBYSCORE', d, '-inf', now,\n"
     "                              'LIMIT', 0, 100)) do\n"
     "  local j = cjson.decode(m)\n"
-    "  redis.call('XADD', s, '*', 'id', j.id, 'a', count(j.a),\n"
-    "             'e', string.format('%d', j.e), 'p', j.p, 'err', j.err)\n"
+    "  xadd_job(s, j.id, count(j.a), string.format('%d', j.e), j.p, j.err,\n"
+    "           j.u)\n"
     "  redis.call('ZREM', d, m)\n"
     "end\n"
     /* jobs of workers gone quiet; the cursor walks the pending list
@@ -111,11 +140,8 @@ static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
     "      return {entry, f.id, count(attempt), enqueued(f, entry), f.p,\n"
     "              why, '-1'}\n"
     "    end\n"
-    "    redis.call('XADD', dead, '*', 'id', f.id,\n"
-    "               'a', count(attempt - 1),\n"
-    "               'e', enqueued(f, entry), 'p', f.p,\n"
-    "               'err', 'attempts exhausted: ' .. why,\n"
-    "               'f', string.format('%d', now))\n"
+    "    dead_add(dead, ARGV[5], ARGV[6], now, f.id, count(attempt - 1),\n"
+    "             enqueued(f, entry), f.p, 'attempts exhausted: ' .. why, f.u)\n"
     "    redis.call('XACK', s, g, entry)\n"
     "    redis.call('XDEL', s, entry)\n"
     "  end\n"
@@ -143,9 +169,10 @@ static ds__redis_script ack_script = DS__REDIS_SCRIPT(
     "return 1\n");
 
 /* KEYS: stream, delayed, dead; ARGV: group, entry, consumer, attempt, max
- * attempts, backoff ms, reason. 1 retried, 2 dead, 0 / -1 as holder(). */
+ * attempts, backoff ms, reason, dead-letter max length, dead-letter max age
+ * ms. 1 retried, 2 dead, 0 / -1 as holder(). */
 static ds__redis_script fail_script = DS__REDIS_SCRIPT(
-    "queue_fail", NOW_LUA FIELDS_LUA HOLDER_LUA
+    "queue_fail", NOW_LUA FIELDS_LUA HOLDER_LUA XADD_LUA
     "local h = holder(KEYS[1], ARGV[1], ARGV[2], ARGV[3])\n"
     "if h ~= 1 then return h end\n"
     "local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])\n"
@@ -155,14 +182,13 @@ static ds__redis_script fail_script = DS__REDIS_SCRIPT(
     "local f = fields(e[1][2])\n"
     "local attempt, max = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "if attempt >= max then\n"
-    "  redis.call('XADD', KEYS[3], '*', 'id', f.id, 'a', ARGV[4],\n"
-    "             'e', enqueued(f, ARGV[2]), 'p', f.p, 'err', ARGV[7],\n"
-    "             'f', string.format('%d', now))\n"
+    "  dead_add(KEYS[3], ARGV[8], ARGV[9], now, f.id, ARGV[4],\n"
+    "           enqueued(f, ARGV[2]), f.p, ARGV[7], f.u)\n"
     "  return 2\n"
     "end\n"
     "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[6]), cjson.encode({\n"
     "  id = f.id, a = attempt, e = tonumber(enqueued(f, ARGV[2])), p = f.p,\n"
-    "  err = ARGV[7]}))\n"
+    "  err = ARGV[7], u = f.u}))\n"
     "return 1\n");
 
 /* KEYS: stream; ARGV: group, entry, consumer. */
@@ -173,16 +199,18 @@ static ds__redis_script touch_script = DS__REDIS_SCRIPT(
     "redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')\n"
     "return 1\n");
 
-/* KEYS: delayed; ARGV: delay ms, id, payload. */
+/* KEYS: delayed; ARGV: delay ms, id, payload, user id ("" none). */
 static ds__redis_script delay_script = DS__REDIS_SCRIPT(
     "queue_enqueue_delayed", NOW_LUA
+    "local u = ARGV[4]\n"
+    "if u == '' then u = nil end\n"
     "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), cjson.encode({\n"
-    "  id = ARGV[2], a = 0, e = now, p = ARGV[3], err = ''}))\n"
+    "  id = ARGV[2], a = 0, e = now, p = ARGV[3], err = '', u = u}))\n"
     "return 1\n");
 
 /* KEYS: dead, stream; ARGV: entry ("" for up to 500 of them). */
 static ds__redis_script replay_script = DS__REDIS_SCRIPT(
-    "queue_dead_replay", FIELDS_LUA
+    "queue_dead_replay", FIELDS_LUA XADD_LUA
     "local es\n"
     "if ARGV[1] == '' then\n"
     "  es = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 500)\n"
@@ -191,8 +219,7 @@ static ds__redis_script replay_script = DS__REDIS_SCRIPT(
     "end\n"
     "for _, e in ipairs(es) do\n"
     "  local f = fields(e[2])\n"
-    "  redis.call('XADD', KEYS[2], '*', 'id', f.id, 'a', '0',\n"
-    "             'e', enqueued(f, e[1]), 'p', f.p, 'err', f.err or '')\n"
+    "  xadd_job(KEYS[2], f.id, '0', enqueued(f, e[1]), f.p, f.err or '', f.u)\n"
     "  redis.call('XDEL', KEYS[1], e[1])\n"
     "end\n"
     "return #es\n");
@@ -207,6 +234,13 @@ static ds__redis_script leave_script = DS__REDIS_SCRIPT(
     "end\n"
     "return 1\n");
 
+/* KEYS: dead. Deletes every dead letter; returns how many there were. */
+static ds__redis_script purge_script = DS__REDIS_SCRIPT(
+    "queue_dead_purge",
+    "local n = redis.call('XLEN', KEYS[1])\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return n\n");
+
 /* ---- helpers ------------------------------------------------------------------- */
 
 _Static_assert(DS_QUEUE_JOB_ID_LEN == DS__REDIS_TOKEN_LEN,
@@ -217,7 +251,7 @@ static ds_status encode_payload(const json_t *payload, char **out, size_t *len,
                                 ds_error *err) {
     *out = NULL;
     const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-    size_t n = json_dumpb(payload, NULL, 0, flags);
+    size_t n = ds__json_dumpb(payload, NULL, 0, flags);
     if (n == 0)
         return ds__error_set(err, DS_ERR_INVALID,
                              "queue: the payload cannot be encoded as JSON");
@@ -226,7 +260,7 @@ static ds_status encode_payload(const json_t *payload, char **out, size_t *len,
     char *buf = ds__malloc(n + 1);
     if (!buf)
         return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
-    if (json_dumpb(payload, buf, n, flags) != n) {
+    if (ds__json_dumpb(payload, buf, n, flags) != n) {
         ds__free(buf);
         return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
     }
@@ -339,6 +373,8 @@ DS_EXPORT void ds_queue_options_init(ds_queue_options *opts) {
     opts->max_attempts = 5;
     opts->backoff_base_ms = 1000;
     opts->backoff_max_ms = 300000;
+    opts->dead_max_len = DS_QUEUE_DEAD_MAX_LEN_DEFAULT;
+    opts->dead_max_age_ms = DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT;
 }
 
 static void queue_free(ds_queue *q) {
@@ -364,6 +400,13 @@ DS_EXPORT ds_status ds_queue_open(ds_redis *redis, const ds_queue_options *opts,
                  "backoff_base_ms is negative");
     DS_CHECK_ARG(err, opts->backoff_max_ms >= opts->backoff_base_ms,
                  "backoff_max_ms is below backoff_base_ms");
+    DS_CHECK_ARG(err, opts->dead_max_len >= 0 && opts->dead_max_len <= 100000000,
+                 "dead_max_len must be 0 (the default) to 1e8");
+    DS_CHECK_ARG(err,
+                 opts->dead_max_age_ms == 0 ||
+                     (opts->dead_max_age_ms >= 1000 &&
+                      opts->dead_max_age_ms <= INT64_C(31536000000)),
+                 "dead_max_age_ms must be 0 (the default) or 1 s to 1 year");
     ds_queue *q = ds__calloc(1, sizeof *q);
     if (!q)
         return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
@@ -374,6 +417,14 @@ DS_EXPORT ds_status ds_queue_open(ds_redis *redis, const ds_queue_options *opts,
     q->backoff_max_ms = opts->backoff_max_ms;
     snprintf(q->visibility, sizeof q->visibility, "%d", q->visibility_ms);
     snprintf(q->max, sizeof q->max, "%d", q->max_attempts);
+    snprintf(q->dead_max_len, sizeof q->dead_max_len, "%lld",
+             (long long)(opts->dead_max_len ? opts->dead_max_len
+                                            : DS_QUEUE_DEAD_MAX_LEN_DEFAULT));
+    q->dead_max_age_ms = opts->dead_max_age_ms
+                             ? opts->dead_max_age_ms
+                             : DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT;
+    snprintf(q->dead_max_age, sizeof q->dead_max_age, "%lld",
+             (long long)q->dead_max_age_ms);
     q->name = ds__strdup(opts->name);
     if (opts->consumer) {
         q->consumer = ds__strdup(opts->consumer);
@@ -424,9 +475,17 @@ DS_EXPORT const char *ds_queue_consumer(const ds_queue *queue) {
 
 /* ---- producing -------------------------------------------------------------------- */
 
-DS_EXPORT ds_status ds_queue_enqueue(ds_queue *queue, const json_t *payload,
-                                     int64_t delay_ms, char *job_id,
-                                     ds_error *err) {
+/* Registers the queue in the user's key set for ds_redis_erase_user(), for
+ * as long as a job of the user can still be waiting or dead. */
+static ds_status register_user(ds_queue *q, int64_t user_id, int64_t delay_ms,
+                               ds_error *err) {
+    int64_t ttl = delay_ms + q->dead_max_age_ms + INT64_C(86400000);
+    return ds__redis_track_user_queue(q->redis, user_id, q->stream, ttl, err);
+}
+
+static ds_status enqueue(ds_queue *queue, int64_t user_id,
+                         const json_t *payload, int64_t delay_ms, char *job_id,
+                         ds_error *err) {
     if (job_id)
         job_id[0] = '\0';
     DS_CHECK_ARG(err, queue, "queue is NULL");
@@ -438,21 +497,31 @@ DS_EXPORT ds_status ds_queue_enqueue(ds_queue *queue, const json_t *payload,
     ds_status st = encode_payload(payload, &p, &plen, err);
     if (st != DS_OK)
         return st;
+    char uid[24] = "";
+    if (user_id > 0) {
+        snprintf(uid, sizeof uid, "%lld", (long long)user_id);
+        st = register_user(queue, user_id, delay_ms, err);
+        if (st != DS_OK) {
+            ds__free(p);
+            return st;
+        }
+    }
     char id[DS_QUEUE_JOB_ID_LEN + 1];
     ds__redis_token(id);
     if (delay_ms == 0) {
-        const char *argv[9] = {"XADD", queue->stream, "*", "id", id,
-                               "a",    "0",           "p", p};
-        size_t lens[9] = {4, strlen(queue->stream), 1, 2, DS_QUEUE_JOB_ID_LEN,
-                          1, 1, 1, plen};
-        st = ds__redis_call(queue->redis, 9, argv, lens, NULL, err);
+        const char *argv[11] = {"XADD", queue->stream, "*", "id", id, "a",
+                                "0",    "p",           p,   "u",  uid};
+        size_t lens[11] = {4, strlen(queue->stream), 1, 2, DS_QUEUE_JOB_ID_LEN,
+                           1, 1, 1, plen, 1, strlen(uid)};
+        st = ds__redis_call(queue->redis, user_id > 0 ? 11 : 9, argv, lens,
+                            NULL, err);
     } else {
         char delay[24];
         snprintf(delay, sizeof delay, "%lld", (long long)delay_ms);
-        const char *args[4] = {queue->delayed, delay, id, p};
-        size_t lens[4] = {strlen(queue->delayed), strlen(delay),
-                          DS_QUEUE_JOB_ID_LEN, plen};
-        st = ds__redis_run_script(queue->redis, &delay_script, 1, 3, args, lens,
+        const char *args[5] = {queue->delayed, delay, id, p, uid};
+        size_t lens[5] = {strlen(queue->delayed), strlen(delay),
+                          DS_QUEUE_JOB_ID_LEN, plen, strlen(uid)};
+        st = ds__redis_run_script(queue->redis, &delay_script, 1, 4, args, lens,
                                   NULL, err);
     }
     ds__free(p);
@@ -461,6 +530,22 @@ DS_EXPORT ds_status ds_queue_enqueue(ds_queue *queue, const json_t *payload,
     if (job_id)
         memcpy(job_id, id, sizeof id);
     return DS_OK;
+}
+
+DS_EXPORT ds_status ds_queue_enqueue(ds_queue *queue, const json_t *payload,
+                                     int64_t delay_ms, char *job_id,
+                                     ds_error *err) {
+    return enqueue(queue, 0, payload, delay_ms, job_id, err);
+}
+
+DS_EXPORT ds_status ds_queue_enqueue_for_user(ds_queue *queue, int64_t user_id,
+                                              const json_t *payload,
+                                              int64_t delay_ms, char *job_id,
+                                              ds_error *err) {
+    if (job_id)
+        job_id[0] = '\0';
+    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
+    return enqueue(queue, user_id, payload, delay_ms, job_id, err);
 }
 
 DS_EXPORT ds_status ds_queue_enqueue_batch(ds_queue *queue,
@@ -524,13 +609,15 @@ static ds_status reserve_once(ds_queue *q, ds_queue_job **job,
                               int64_t *next_due_ms, ds_error *err) {
     *job = NULL;
     *next_due_ms = -1;
-    const char *args[8] = {q->stream,   q->delayed, q->dead,       q->cursor,
-                           GROUP,       q->consumer, q->visibility, q->max};
+    const char *args[10] = {q->stream,       q->delayed,     q->dead,
+                            q->cursor,       GROUP,          q->consumer,
+                            q->visibility,   q->max,         q->dead_max_len,
+                            q->dead_max_age};
     redisReply *r = NULL;
     ds_status st = DS_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         ds_error e = {0};
-        st = ds__redis_run_script(q->redis, &reserve_script, 4, 4, args, NULL,
+        st = ds__redis_run_script(q->redis, &reserve_script, 4, 6, args, NULL,
                                   &r, &e);
         if (st == DS_OK)
             break;
@@ -690,17 +777,25 @@ DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
         backoff *= 2;
     if (backoff > queue->backoff_max_ms)
         backoff = queue->backoff_max_ms;
-    if (backoff > 0)
-        backoff += ds__random_uniform((uint32_t)(backoff / 4 + 1));
+    /* up to 25% jitter, never past backoff_max_ms as the header promises:
+     * at the cap it spreads downwards instead, so retries that reached the
+     * cap together still do not come back together */
+    if (backoff > 0) {
+        int64_t jitter = ds__random_uniform((uint32_t)(backoff / 4 + 1));
+        backoff = backoff + jitter <= queue->backoff_max_ms ? backoff + jitter
+                                                            : backoff - jitter;
+    }
     char attempt[16], delay[24];
     snprintf(attempt, sizeof attempt, "%d", job->attempt);
     snprintf(delay, sizeof delay, "%lld", (long long)backoff);
-    const char *args[10] = {queue->stream, queue->delayed, queue->dead,
-                            GROUP,         job->entry_id,  queue->consumer,
-                            attempt,       queue->max,     delay,
-                            why};
+    const char *args[12] = {queue->stream,       queue->delayed,
+                            queue->dead,         GROUP,
+                            job->entry_id,       queue->consumer,
+                            attempt,             queue->max,
+                            delay,               why,
+                            queue->dead_max_len, queue->dead_max_age};
     long long v;
-    st = ds__redis_script_int(queue->redis, &fail_script, 3, 7, args, NULL, &v,
+    st = ds__redis_script_int(queue->redis, &fail_script, 3, 9, args, NULL, &v,
                               err);
     if (st != DS_OK)
         return st;
@@ -795,6 +890,40 @@ DS_EXPORT ds_status ds_queue_dead_replay(ds_queue *queue, const char *entry_id,
         return ds__error_set(err, DS_ERR_NOT_FOUND,
                              "queue: no dead letter %s", entry_id);
     return DS_OK;
+}
+
+DS_EXPORT ds_status ds_queue_dead_purge(ds_queue *queue, const char *entry_id,
+                                        int64_t *purged, ds_error *err) {
+    if (purged)
+        *purged = 0;
+    DS_CHECK_ARG(err, queue, "queue is NULL");
+    DS_CHECK_ARG(err, !entry_id || (*entry_id && strlen(entry_id) < 48),
+                 "entry_id is empty or too long");
+    redisReply *r;
+    ds_status st;
+    if (entry_id) {
+        const char *argv[3] = {"XDEL", queue->dead, entry_id};
+        st = ds__redis_call(queue->redis, 3, argv, NULL, &r, err);
+    } else {
+        const char *args[1] = {queue->dead};
+        long long n;
+        st = ds__redis_script_int(queue->redis, &purge_script, 1, 0, args,
+                                  NULL, &n, err);
+        if (st == DS_OK && purged)
+            *purged = n;
+        return st;
+    }
+    if (st != DS_OK)
+        return st;
+    if (r->type != REDIS_REPLY_INTEGER)
+        st = ds__redis_unexpected(r, "queue dead purge", err);
+    else if (r->integer == 0)
+        st = ds__error_set(err, DS_ERR_NOT_FOUND, "queue: no dead letter %s",
+                           entry_id);
+    else if (purged)
+        *purged = r->integer;
+    freeReplyObject(r);
+    return st;
 }
 
 DS_EXPORT ds_status ds_queue_counts_get(ds_queue *queue, ds_queue_counts *out,

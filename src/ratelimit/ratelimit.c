@@ -11,8 +11,10 @@
 
 static ds__redis_script gcra_script =
     DS__REDIS_SCRIPT("ratelimit_gcra", DS_RATELIMIT_GCRA_LUA);
-static ds__redis_script sliding_script =
-    DS__REDIS_SCRIPT("ratelimit_sliding_window", DS_RATELIMIT_SLIDING_LUA);
+static ds__redis_script sliding_log_script =
+    DS__REDIS_SCRIPT("ratelimit_sliding_log", DS_RATELIMIT_SLIDING_LOG_LUA);
+static ds__redis_script sliding_buckets_script = DS__REDIS_SCRIPT(
+    "ratelimit_sliding_buckets", DS_RATELIMIT_SLIDING_BUCKETS_LUA);
 
 struct ds_ratelimit {
     ds_redis *redis;
@@ -115,9 +117,10 @@ static ds_status run(ds_ratelimit *rl, const char *key, int64_t cost,
                            rl->burst, costs,     consume ? "1" : "0"};
     size_t lens[6] = {fkey_len,          strlen(rl->limit), strlen(rl->period),
                       strlen(rl->burst), strlen(costs),     1};
-    ds__redis_script *script = rl->o.algorithm == DS_RATELIMIT_GCRA
-                                   ? &gcra_script
-                                   : &sliding_script;
+    ds__redis_script *script =
+        rl->o.algorithm == DS_RATELIMIT_GCRA ? &gcra_script
+        : rl->o.limit <= DS__RATELIMIT_LOG_MAX ? &sliding_log_script
+                                               : &sliding_buckets_script;
     atomic_fetch_add_explicit(&rl->checks, 1, memory_order_relaxed);
     ds_error rerr = {0};
     redisReply *r;

@@ -508,6 +508,34 @@ static ds__redis_script erase_script = DS__REDIS_SCRIPT(
     "  local kind, key = string.sub(e, 1, 1), string.sub(e, 3)\n"
     "  if kind == 'k' then\n"
     "    n = n + redis.call('DEL', key)\n"
+    /* a queue: its stream "<base>s", delayed set "<base>d" and dead letters
+     * "<base>dead" hold jobs; those whose u is the user go */
+    "  elseif kind == 'q' then\n"
+    "    local base = string.sub(key, 1, -2)\n"
+    "    for _, s in ipairs({key, base .. 'dead'}) do\n"
+    "      local from = '-'\n"
+    "      while true do\n"
+    "        local es = redis.call('XRANGE', s, from, '+', 'COUNT', 1000)\n"
+    "        for _, e in ipairs(es) do\n"
+    "          local kv = e[2]\n"
+    "          for i = 1, #kv, 2 do\n"
+    "            if kv[i] == 'u' and kv[i + 1] == ARGV[1] then\n"
+    "              if s == key then redis.pcall('XACK', s, 'ds', e[1]) end\n"
+    "              n = n + redis.call('XDEL', s, e[1])\n"
+    "            end\n"
+    "          end\n"
+    "        end\n"
+    "        if #es < 1000 then break end\n"
+    "        from = '(' .. es[#es][1]\n"
+    "      end\n"
+    "    end\n"
+    "    local d = base .. 'd'\n"
+    "    for _, m in ipairs(redis.call('ZRANGE', d, 0, -1)) do\n"
+    "      local ok, j = pcall(cjson.decode, m)\n"
+    "      if ok and type(j) == 'table' and j.u == ARGV[1] then\n"
+    "        n = n + redis.call('ZREM', d, m)\n"
+    "      end\n"
+    "    end\n"
     "  else\n"
     "    local t = redis.call('TYPE', key).ok\n"
     "    if t == 'zset' then n = n + redis.call('ZREM', key, ARGV[1])\n"
@@ -578,6 +606,12 @@ ds_status ds__redis_track_user_member(ds_redis *r, int64_t user_id,
                                       const char *key, int64_t ttl_ms,
                                       ds_error *err) {
     return track(r, user_id, key, 'z', ttl_ms, err);
+}
+
+ds_status ds__redis_track_user_queue(ds_redis *r, int64_t user_id,
+                                     const char *stream, int64_t ttl_ms,
+                                     ds_error *err) {
+    return track(r, user_id, stream, 'q', ttl_ms, err);
 }
 
 ds_status ds__redis_set_for_user(ds_redis *r, int64_t user_id, const char *key,

@@ -209,6 +209,12 @@ ds_status ds__redis_track_user_key(ds_redis *r, int64_t user_id,
  * the users online in a conversation): erase removes only the member
  * "<user_id>" from it (ZREM/SREM), not the key.
  */
+/* Registers a queue (its stream key) as holding jobs of the user: erase
+ * deletes the user's entries from the stream, its delayed set and its dead
+ * letters (entries whose field "u" is the user id). */
+ds_status ds__redis_track_user_queue(ds_redis *r, int64_t user_id,
+                                     const char *stream, int64_t ttl_ms,
+                                     ds_error *err);
 ds_status ds__redis_track_user_member(ds_redis *r, int64_t user_id,
                                       const char *key, int64_t ttl_ms,
                                       ds_error *err);

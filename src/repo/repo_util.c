@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/json_internal.h"
 #include "repo/repo_internal.h"
 
 ds_status ds__check_text(ds_error *err, const char *func, const char *field,
@@ -156,7 +157,7 @@ ds_status ds__json_encode(ds_error *err, const char *func, const char *field,
         size_t n = strlen(def);
         memcpy(b.p + 1, def, n);
         b.len = 1 + n;
-    } else if (json_dump_callback(j, json_sink, &b,
+    } else if (ds__json_dump_callback(j, json_sink, &b,
                                   JSON_COMPACT | JSON_ENCODE_ANY) != 0) {
         ds__free(b.p);
         if (b.nomem)

@@ -88,10 +88,11 @@ size_t ds__stmts_users(const ds__stmt_def **defs) {
     return sizeof stmts / sizeof stmts[0];
 }
 
-static const char *const status_names[] = {"active", "pending", "suspended"};
+static const char *const status_names[] = {"active", "pending", "suspended",
+                                           "deleted"};
 
 static ds_user_status status_from(const char *s, size_t len) {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (strlen(status_names[i]) == len &&
             memcmp(status_names[i], s, len) == 0)
             return (ds_user_status)i;

@@ -8,7 +8,10 @@
  * overwrite one, so a validation racing a revocation cannot put the session
  * back. Every key is registered as its user's, for ds_redis_erase_user().
  *
- * Redis holds only the hash (useless without the key ring), never a token.
+ * Redis holds only the hash (useless without the key ring), never a token,
+ * and never a user agent or IP in clear: those travel sealed (secretbox)
+ * under a key derived from the token itself, so only a request presenting
+ * the token opens them. Entry layout in docs/formats.md.
  * A Redis failure during a look-up is a miss: PostgreSQL answers.
  */
 #include <jansson.h>
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/json_internal.h"
 #include "redis/redis_internal.h"
 #include "session/session_internal.h"
 
@@ -28,6 +32,77 @@ static ds__redis_script put_script = DS__REDIS_SCRIPT(
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
     "ds_track(KEYS[2], ARGV[3], tonumber(ARGV[2]))\n"
     "return 1\n");
+
+void ds__session_seal_key(const uint8_t raw[DS_SESSION_TOKEN_BYTES],
+                          uint8_t key[DS__SESSION_SEAL_KEY_BYTES]) {
+    static const char ctx[] = DS__SESSION_SEAL_CONTEXT;
+    crypto_generichash(key, DS__SESSION_SEAL_KEY_BYTES, (const uint8_t *)ctx,
+                       sizeof ctx - 1, raw, DS_SESSION_TOKEN_BYTES);
+}
+
+/* The user agent and IP as {"ua":..., "ip":...} sealed with secretbox under
+ * `seal_key`: base64 (standard, padded) of nonce || box. NULL when there is
+ * nothing to seal or on failure (json_t owned by the caller). */
+static json_t *seal_details(const ds_session *sess, const uint8_t *seal_key) {
+    if (!sess->user_agent && !sess->ip)
+        return NULL;
+    json_t *d = json_object();
+    if (d && sess->user_agent)
+        json_object_set_new(d, "ua", json_string(sess->user_agent));
+    if (d && sess->ip)
+        json_object_set_new(d, "ip", json_string(sess->ip));
+    char *text = d ? ds__json_dumps(d, JSON_COMPACT) : NULL;
+    json_decref(d);
+    if (!text)
+        return NULL;
+    size_t n = strlen(text);
+    size_t blen = crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + n;
+    uint8_t *box = ds__malloc(blen);
+    size_t b64len = sodium_base64_encoded_len(blen, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = box ? ds__malloc(b64len) : NULL;
+    json_t *out = NULL;
+    if (b64) {
+        randombytes_buf(box, crypto_secretbox_NONCEBYTES);
+        crypto_secretbox_easy(box + crypto_secretbox_NONCEBYTES,
+                              (const uint8_t *)text, n, box, seal_key);
+        sodium_bin2base64(b64, b64len, box, blen, sodium_base64_VARIANT_ORIGINAL);
+        out = json_string(b64);
+    }
+    sodium_memzero(text, n);
+    free(text); /* jansson's allocator */
+    ds__free(box);
+    ds__free(b64);
+    return out;
+}
+
+/* Opens "x" into *d (owned by the caller); false when it does not open. */
+static bool open_details(const char *b64, const uint8_t *seal_key, json_t **d) {
+    *d = NULL;
+    size_t len = strlen(b64);
+    uint8_t *box = ds__malloc(len);
+    size_t blen = 0;
+    bool ok = box && sodium_base642bin(box, len, b64, len, NULL, &blen, NULL,
+                                       sodium_base64_VARIANT_ORIGINAL) == 0 &&
+              blen >= crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES;
+    size_t n = ok ? blen - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES
+                  : 0;
+    char *text = ok ? ds__malloc(n + 1) : NULL;
+    ok = text && crypto_secretbox_open_easy(
+                     (uint8_t *)text, box + crypto_secretbox_NONCEBYTES,
+                     blen - crypto_secretbox_NONCEBYTES, box, seal_key) == 0;
+    if (ok) {
+        *d = json_loadb(text, n, 0, NULL);
+        ok = *d && json_is_object(*d);
+        sodium_memzero(text, n);
+    }
+    ds__free(text);
+    ds__free(box);
+    if (!ok) {
+        json_decref(*d);
+        *d = NULL;
+    }
+    return ok;
+}
 
 /* "<prefix>sess:<64 hex digits>" (ds__malloc'd). */
 static char *cache_key(ds_session_store *s, const uint8_t *hash, size_t *len) {
@@ -42,6 +117,7 @@ static void cache_trouble(const char *what, const ds_error *e) {
 }
 
 ds__cache_result ds__session_cache_get(ds_session_store *s, const uint8_t *hash,
+                                       const uint8_t *seal_key,
                                        ds_session **out) {
     *out = NULL;
     size_t klen;
@@ -65,11 +141,19 @@ ds__cache_result ds__session_cache_get(ds_session_store *s, const uint8_t *hash,
         } else {
             json_t *j = json_loadb(reply->str, reply->len, 0, NULL);
             json_int_t id = 0, uid = 0, c = 0, seen = 0, exp = 0;
-            const char *ua = NULL, *ip = NULL;
-            if (j && json_unpack(j, "{s:I, s:I, s:I, s:I, s:I, s?s, s?s}", "id", &id,
-                                 "uid", &uid, "c", &c, "s", &seen, "e", &exp, "ua",
-                                 &ua, "ip", &ip) == 0 &&
+            const char *ua = NULL, *ip = NULL, *sealed = NULL;
+            json_t *d = NULL;
+            if (j && json_unpack(j, "{s:I, s:I, s:I, s:I, s:I, s?s}", "id", &id,
+                                 "uid", &uid, "c", &c, "s", &seen, "e", &exp,
+                                 "x", &sealed) == 0 &&
                 id > 0 && uid > 0) {
+                /* details that do not open (or a copy in the old clear
+                 * layout): PostgreSQL answers, and the copy is rewritten */
+                if (json_object_get(j, "ua") || json_object_get(j, "ip") ||
+                    (sealed && !open_details(sealed, seal_key, &d)))
+                    exp = 0;
+                if (d && json_unpack(d, "{s?s, s?s}", "ua", &ua, "ip", &ip) != 0)
+                    exp = 0;
                 int64_t now = ds__wall_us();
                 /* expired here, or due for a touch: PostgreSQL decides */
                 if (now < exp && now - seen < s->touch_us) {
@@ -78,6 +162,7 @@ ds__cache_result ds__session_cache_get(ds_session_store *s, const uint8_t *hash,
                                            ip ? strlen(ip) : 0, false);
                     res = *out ? DS_CACHE_HIT : DS_CACHE_MISS;
                 }
+                json_decref(d);
             } else {
                 ds__log(DS_LOG_WARN, "session",
                         "unreadable session cache entry; ignored");
@@ -90,7 +175,7 @@ ds__cache_result ds__session_cache_get(ds_session_store *s, const uint8_t *hash,
 }
 
 void ds__session_cache_put(ds_session_store *s, const uint8_t *hash,
-                           const ds_session *sess) {
+                           const uint8_t *seal_key, const ds_session *sess) {
     int64_t ttl_ms = s->cache_ttl_s * 1000;
     int64_t left_ms = (sess->expires_at_us - ds__wall_us()) / 1000;
     if (left_ms < ttl_ms)
@@ -102,11 +187,14 @@ void ds__session_cache_put(ds_session_store *s, const uint8_t *hash,
                           (json_int_t)sess->created_at_us, "s",
                           (json_int_t)sess->last_seen_at_us, "e",
                           (json_int_t)sess->expires_at_us);
-    if (j && sess->user_agent)
-        json_object_set_new(j, "ua", json_string(sess->user_agent));
-    if (j && sess->ip)
-        json_object_set_new(j, "ip", json_string(sess->ip));
-    char *value = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_t *sealed = j ? seal_details(sess, seal_key) : NULL;
+    if (j && (sess->user_agent || sess->ip) && !sealed) {
+        json_decref(j); /* never a copy that would lose them */
+        j = NULL;
+    }
+    if (sealed)
+        json_object_set_new(j, "x", sealed);
+    char *value = j ? ds__json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     size_t klen;
     char *key = cache_key(s, hash, &klen);

@@ -252,6 +252,7 @@ ds_status ds__session_token_decode(const char *token,
  * key logs no one out), as bytes and as a bytea[] parameter. */
 typedef struct presented {
     uint8_t hashes[DS_RING_MAX_KEYS * DS_SESSION_HASH_BYTES];
+    uint8_t seal_key[DS__SESSION_SEAL_KEY_BYTES]; /* of the Redis copy */
     size_t n;
     ds__pgarr arr;
 } presented;
@@ -267,6 +268,8 @@ static ds_status presented_hash(ds_session_store *s, const char *token,
         return st;
     p->n = ds__crypto_key_count(s->crypto);
     st = ds__crypto_session_hashes(s->crypto, raw, sizeof raw, p->hashes, err);
+    if (st == DS_OK)
+        ds__session_seal_key(raw, p->seal_key);
     sodium_memzero(raw, sizeof raw);
     if (st != DS_OK)
         return st;
@@ -280,7 +283,10 @@ static ds_status presented_hash(ds_session_store *s, const char *token,
     return DS_OK;
 }
 
-static void presented_done(presented *p) { ds__pgarr_free(&p->arr); }
+static void presented_done(presented *p) {
+    sodium_memzero(p->seal_key, sizeof p->seal_key);
+    ds__pgarr_free(&p->arr);
+}
 
 /* Runs one statement on a primary lease that goes back at once (all
  * session statements go to the primary: a revocation must be seen at
@@ -498,7 +504,7 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
     ds_session *sess = NULL;
     ds__cache_result cached = DS_CACHE_MISS;
     if (st == DS_OK && store->redis)
-        cached = ds__session_cache_get(store, tok.hashes, &sess);
+        cached = ds__session_cache_get(store, tok.hashes, tok.seal_key, &sess);
     if (cached == DS_CACHE_REVOKED)
         st = ds__error_set(err, DS_ERR_NOT_FOUND,
                            "ds_session_validate: the session was revoked");
@@ -510,7 +516,7 @@ DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
             ds_pool_release(conn);
         }
         if (st == DS_OK && store->redis)
-            ds__session_cache_put(store, tok.hashes, sess);
+            ds__session_cache_put(store, tok.hashes, tok.seal_key, sess);
     }
     presented_done(&tok);
     if (st != DS_OK)

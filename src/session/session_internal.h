@@ -36,11 +36,20 @@ typedef enum ds__cache_result {
     DS_CACHE_REVOKED   /* a tombstone: revoked */
 } ds__cache_result;
 
+/* The key that seals a Redis copy's user agent and IP: BLAKE2b-256 keyed
+ * with the token's 32 raw bytes over DS__SESSION_SEAL_CONTEXT. Only a
+ * holder of the token can derive it; Redis never sees it. */
+#define DS__SESSION_SEAL_KEY_BYTES 32
+#define DS__SESSION_SEAL_CONTEXT "datastore session cache details v1"
+void ds__session_seal_key(const uint8_t raw[DS_SESSION_TOKEN_BYTES],
+                          uint8_t key[DS__SESSION_SEAL_KEY_BYTES]);
+
 ds__cache_result ds__session_cache_get(ds_session_store *s, const uint8_t *hash,
+                                       const uint8_t *seal_key,
                                        ds_session **out);
 /* Best effort: a failure is logged, never returned. */
 void ds__session_cache_put(ds_session_store *s, const uint8_t *hash,
-                           const ds_session *sess);
+                           const uint8_t *seal_key, const ds_session *sess);
 /* Replaces the entry of `hash` with a tombstone (registered for the user). */
 ds_status ds__session_cache_revoke(ds_session_store *s, int64_t user_id,
                                    const uint8_t *hash, ds_error *err);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_internal.h"
 #include "datastore/sql.h"
 #include "pool/stmt.h"
 
@@ -79,7 +80,7 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
         if (!p->v.json)
             return ds__error_set(err, DS_ERR_INVALID,
                                  "ds_exec: parameter $%d: NULL json_t", i + 1);
-        char *text = json_dumps(p->v.json, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *text = ds__json_dumps(p->v.json, JSON_COMPACT | JSON_ENCODE_ANY);
         if (!text)
             return ds__error_set(err, DS_ERR_INVALID,
                                  "ds_exec: parameter $%d: JSON could not be "
