@@ -37,7 +37,8 @@ extern "C" {
 #endif
 
 typedef struct ds_pool ds_pool;
-typedef struct ds_conn ds_conn;
+/* ds_conn, a leased connection, is declared in config.h (its after-connect
+ * hook takes one); C99 forbids declaring the typedef twice. */
 struct pg_conn; /* libpq's PGconn */
 
 /*

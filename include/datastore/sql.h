@@ -219,8 +219,10 @@ DS_EXPORT DS_NODISCARD ds_status ds_result_json(const ds_result *res, int row,
                                                 ds_error *err);
 
 struct pg_result; /* libpq's PGresult */
-/* The underlying PGresult (binary format). Borrowed: do not PQclear it. */
-DS_EXPORT struct pg_result *ds_result_pg(const ds_result *res);
+/* The underlying PGresult (binary format), read-only like the result that
+ * holds it. Borrowed: lives as long as `res`; do not PQclear it. NULL for a
+ * NULL `res`. */
+DS_EXPORT const struct pg_result *ds_result_pg(const ds_result *res);
 
 #ifdef __cplusplus
 }

@@ -384,6 +384,6 @@ DS_EXPORT ds_status ds_result_json(const ds_result *res, int row, int col,
     return DS_OK;
 }
 
-DS_EXPORT struct pg_result *ds_result_pg(const ds_result *res) {
+DS_EXPORT const struct pg_result *ds_result_pg(const ds_result *res) {
     return res ? res->pg : NULL;
 }
