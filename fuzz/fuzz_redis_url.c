@@ -23,8 +23,11 @@
 
 #define CHECK(cond)                                                            \
     do {                                                                       \
-        if (!(cond))                                                           \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,   \
+                    #cond);                                                    \
             __builtin_trap();                                                  \
+        }                                                                      \
     } while (0)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -21,8 +21,11 @@
 
 #define CHECK(cond)                                                            \
     do {                                                                       \
-        if (!(cond))                                                           \
+        if (!(cond)) {                                                         \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,   \
+                    #cond);                                                    \
             __builtin_trap();                                                  \
+        }                                                                      \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

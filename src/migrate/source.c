@@ -143,6 +143,17 @@ static ds_status build_pairs(parsed *ps, size_t n, ds__migration_set *set,
                                        (have_up ? 7 : 9)),
                                  a->raw->name, have_up ? "down" : "up");
         }
+        /* "0003_x.up.sql" pairs with "0003_x.down.sql", not "3_x.down.sql":
+         * one version, one spelling, so that a file is found by its name. */
+        size_t stem = strlen(a->raw->name) - 7; /* a: the up file */
+        if (strlen(b->raw->name) - 9 != stem ||
+            memcmp(a->raw->name, b->raw->name, stem) != 0)
+            return ds__error_set(err, DS_ERR_MIGRATION,
+                                 "%s and %s spell version %lld differently: "
+                                 "name the down file %.*s.down.sql",
+                                 a->raw->name, b->raw->name,
+                                 (long long)a->version, (int)stem,
+                                 a->raw->name);
         ds__migration_file *f = &set->files[set->count++];
         f->version = a->version;
         f->name = ds__strndup(a->name, a->name_len);
