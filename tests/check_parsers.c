@@ -2,8 +2,101 @@
  * in fuzz/ (make fuzz): each failure they found stays fixed here. */
 #include <string.h>
 
+#include "core/config_internal.h"
 #include "migrate/migrate_internal.h"
 #include "test_util.h"
+
+/* ---- what ds_config_get_str() shows of a Redis URL -------------------------- */
+
+/* `value` is accepted, shown as `want`, and what is shown is accepted and
+ * shown the same again. */
+static void assert_redis_shown(const char *value, const char *want) {
+    ds_config *cfg = NULL;
+    ds_error err = {0};
+    char shown[512], again[512];
+    ck_assert_ds_ok(ds_config_new(&cfg, &err), err);
+    ck_assert_ds_ok(ds_config_set(cfg, "redis_url", value, &err), err);
+    ck_assert_ds_ok(ds_config_get_str(cfg, "redis_url", shown, sizeof shown, &err),
+                    err);
+    ck_assert_str_eq(shown, want);
+    ck_assert_ds_ok(ds_config_set(cfg, "redis_url", shown, &err), err);
+    ck_assert_ds_ok(ds_config_get_str(cfg, "redis_url", again, sizeof again, &err),
+                    err);
+    ck_assert_str_eq(again, shown);
+    ds_config_free(cfg);
+}
+
+START_TEST(test_parsers_redis_url_shown_is_the_same_setting) {
+    /* Found by fuzz_config: a socket path is taken verbatim, so showing it
+     * percent-encoded named another socket ("unix:///&_" came back as
+     * "unix:///%26_", then "unix:///%2526_"). */
+    assert_redis_shown("unix:///run/a&b=c.sock", "unix:///run/a&b=c.sock");
+    assert_redis_shown("unix://:pw@/run/r+s.sock?db=2",
+                       "unix://:***@/run/r+s.sock?db=2");
+    /* A bracketed host with a '%' but no ':' needs its brackets back. */
+    assert_redis_shown("redis://:pw@[zone%1]:6380", "redis://:***@[zone%1]:6380");
+    assert_redis_shown("redis://[::1]", "redis://[::1]:6379");
+}
+END_TEST
+
+START_TEST(test_parsers_pg_url_shown_is_shown_the_same_again) {
+    /* Found by fuzz_config: an empty dbname was shown as "h/", which reads
+     * back as no dbname and is shown as "h" the second time. */
+    ds_config *cfg = NULL;
+    ds_error err = {0};
+    char shown[512], again[512];
+    ck_assert_ds_ok(ds_config_new(&cfg, &err), err);
+    ck_assert_ds_ok(ds_config_set(cfg, "database_url",
+                                  "postgresql://h/db?password=pw&dbname=", &err),
+                    err);
+    ck_assert_ds_ok(ds_config_get_str(cfg, "database_url", shown, sizeof shown,
+                                      &err),
+                    err);
+    ck_assert_str_eq(shown, "postgresql://:***@h");
+    ck_assert_ds_ok(ds_config_set(cfg, "database_url", shown, &err), err);
+    ck_assert_ds_ok(ds_config_get_str(cfg, "database_url", again, sizeof again,
+                                      &err),
+                    err);
+    ck_assert_str_eq(again, shown);
+    ds_config_free(cfg);
+}
+END_TEST
+
+/* ---- DATABASE_REPLICA_URLS ---------------------------------------------------- */
+
+START_TEST(test_parsers_replica_list_white_space_is_no_url) {
+    /* Found by fuzz_config: an entry of white space other than ' ' was kept
+     * as a replica URL, which libpq reads as an empty conninfo (all
+     * defaults: a local socket). */
+    ds_config *cfg = NULL;
+    ds_error err = {0};
+    char shown[512];
+    ck_assert_ds_ok(ds_config_new(&cfg, &err), err);
+    ck_assert_ds_ok(ds_config_set(cfg, "database_replica_urls",
+                                  " \v\t,postgresql://u:pw@h1/db,\t\r\n"
+                                  "host=h2 dbname=db\f",
+                                  &err),
+                    err);
+    ck_assert_ds_ok(ds_config_get_str(cfg, "database_replica_urls", shown,
+                                      sizeof shown, &err),
+                    err);
+    ck_assert_ptr_null(strstr(shown, "pw"));
+    ck_assert_msg(shown[0] == 'p', "an empty first entry is shown: '%s'", shown);
+
+    char **urls = NULL;
+    size_t n = 0;
+    ck_assert_ds_ok(ds__config_split_urls(" \v\t,postgresql://h1/db,\t\r\n"
+                                          "host=h2 dbname=db\f",
+                                          &urls, &n, &err),
+                    err);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(urls[0], "postgresql://h1/db");
+    ck_assert_str_eq(urls[1], "host=h2 dbname=db");
+    ck_assert_ptr_null(urls[2]);
+    ds__config_free_urls(urls);
+    ds_config_free(cfg);
+}
+END_TEST
 
 /* ---- migration file names -------------------------------------------------- */
 
@@ -36,7 +129,14 @@ END_TEST
 
 Suite *ds_test_parsers_suite(void) {
     Suite *s = suite_create("parsers");
-    TCase *tc = tcase_create("migration_files");
+    TCase *tc = tcase_create("config_shown");
+    tcase_add_test(tc, test_parsers_redis_url_shown_is_the_same_setting);
+    tcase_add_test(tc, test_parsers_pg_url_shown_is_shown_the_same_again);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("config_replica_urls");
+    tcase_add_test(tc, test_parsers_replica_list_white_space_is_no_url);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("migration_files");
     tcase_add_test(tc, test_parsers_migration_pair_spells_version_once);
     suite_add_tcase(s, tc);
     return s;

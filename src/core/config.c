@@ -236,8 +236,14 @@ static ds_status validate_pg_url(const setting *s, const char *value,
     return DS_ERR_CONFIG;
 }
 
+/* White space as libpq's conninfo parser skips it (C isspace). */
+static bool is_blank(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' ||
+           c == '\r';
+}
+
 static bool starts_new_url(const char *p) {
-    while (*p == ' ')
+    while (is_blank(*p))
         p++;
     if (strncmp(p, "postgresql://", 13) == 0 ||
         strncmp(p, "postgres://", 11) == 0)
@@ -246,7 +252,7 @@ static bool starts_new_url(const char *p) {
     const char *k = p;
     while ((*k >= 'a' && *k <= 'z') || *k == '_')
         k++;
-    while (*k == ' ')
+    while (is_blank(*k))
         k++;
     return k > p && *k == '=';
 }
@@ -273,10 +279,12 @@ ds_status ds__config_split_urls(const char *list, char ***out, size_t *count,
     const char *start = list;
     for (const char *p = list;; p++) {
         if (*p == '\0' || (*p == ',' && starts_new_url(p + 1))) {
-            while (*start == ' ')
+            /* an entry of white space alone is no URL (libpq would read
+             * it as an empty conninfo: every default, a local socket) */
+            while (start < p && is_blank(*start))
                 start++;
             size_t len = (size_t)(p - start);
-            while (len && start[len - 1] == ' ')
+            while (len && is_blank(start[len - 1]))
                 len--;
             if (len) {
                 char *u = ds__secret_strdup(start);

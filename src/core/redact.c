@@ -174,7 +174,7 @@ static void put_pg_uri(text_buf *b, const char *scheme,
         b->len = mark;
         b->s[mark] = '\0';
     }
-    if (db) {
+    if (db && db->val[0]) { /* libpq reads an empty dbname as unset */
         put(b, "/");
         put_encoded(b, db->val, NULL);
     }
@@ -285,13 +285,14 @@ char *ds__redact_redis_url(const char *url) {
     }
     char num[32];
     if (u.unix_socket) {
-        put_encoded(&b, u.path, "/");
+        put(&b, u.path); /* taken verbatim by the parser: never decoded */
         if (u.db) {
             snprintf(num, sizeof num, "?db=%d", u.db);
             put(&b, num);
         }
     } else {
-        bool v6 = strchr(u.host, ':') != NULL;
+        /* ':' and '%' (a zone) only parse inside brackets */
+        bool v6 = strpbrk(u.host, ":%") != NULL;
         put(&b, v6 ? "[" : "");
         put_encoded(&b, u.host, ":%");
         put(&b, v6 ? "]" : "");
