@@ -2,7 +2,9 @@
  * in fuzz/ (make fuzz): each failure they found stays fixed here. */
 #include <string.h>
 
+#include "cache/cache_internal.h"
 #include "core/config_internal.h"
+#include "core/internal.h"
 #include "migrate/migrate_internal.h"
 #include "test_util.h"
 
@@ -98,6 +100,38 @@ START_TEST(test_parsers_replica_list_white_space_is_no_url) {
 }
 END_TEST
 
+/* ---- cache entries ------------------------------------------------------------ */
+
+START_TEST(test_parsers_cache_entry_reads_what_it_writes) {
+    /* Found by fuzz_cache_entry's round trip: the digit loop refused
+     * numbers from 922337203685477580x up, so an entry written with a
+     * fresh-until of INT64_MAX was read back as corrupt. */
+    json_t *v = json_pack("{s:i}", "a", 1);
+    size_t len;
+    char *text = ds__cache_entry_encode(v, INT64_MAX, INT64_MAX - 1, &len);
+    ck_assert_ptr_nonnull(text);
+    ds__cache_entry e;
+    ck_assert(ds__cache_entry_parse(text, len, &e));
+    ck_assert_int_eq(e.kind, 'V');
+    ck_assert(e.fresh_until_ms == INT64_MAX && e.load_ms == INT64_MAX - 1);
+    json_t *back = ds__cache_entry_body(&e);
+    ck_assert(back && json_equal(back, v));
+    json_decref(back);
+    ds__free(text);
+    json_decref(v);
+
+    /* one past INT64_MAX, a sign, a missing body or a stray one: corrupt */
+    static const char *const bad[] = {
+        "1 V 9223372036854775808 0\n1", "1 V -1 0\n1", "1 V 5 5\n",
+        "1 N 5 5\n{}", "1 V 5 5 \n1", "2 V 5 5\n1", "1 V 5\n1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!ds__cache_entry_parse(bad[i], strlen(bad[i]), &e),
+                      "accepted: %s", bad[i]);
+    ck_assert(ds__cache_entry_parse("1 N 007 0\n", 10, &e));
+    ck_assert(e.fresh_until_ms == 7 && e.body_len == 0);
+}
+END_TEST
+
 /* ---- migration file names -------------------------------------------------- */
 
 START_TEST(test_parsers_migration_pair_spells_version_once) {
@@ -135,6 +169,9 @@ Suite *ds_test_parsers_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("config_replica_urls");
     tcase_add_test(tc, test_parsers_replica_list_white_space_is_no_url);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("cache_entry");
+    tcase_add_test(tc, test_parsers_cache_entry_reads_what_it_writes);
     suite_add_tcase(s, tc);
     tc = tcase_create("migration_files");
     tcase_add_test(tc, test_parsers_migration_pair_spells_version_once);

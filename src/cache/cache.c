@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/json_internal.h"
+#include "cache/cache_internal.h"
 #include "datastore/cache.h"
 #include "redis/redis_internal.h"
 
@@ -191,78 +191,6 @@ static ds_status entry_call(ds_cache *c, const char *verb, const char *key,
     return ds__redis_call(c->redis, 2, argv, argvlen, out, err);
 }
 
-typedef struct parsed {
-    char kind; /* 'V' or 'N' */
-    int64_t fresh_until_ms;
-    int64_t load_ms;
-    const char *body;
-    size_t body_len;
-} parsed;
-
-static bool parse_num(const char **p, const char *end, char stop,
-                      int64_t *out) {
-    int64_t v = 0;
-    const char *s = *p;
-    if (s >= end || *s < '0' || *s > '9')
-        return false;
-    while (s < end && *s >= '0' && *s <= '9') {
-        if (v > (INT64_MAX - 9) / 10)
-            return false;
-        v = v * 10 + (*s++ - '0');
-    }
-    if (s >= end || *s != stop)
-        return false;
-    *p = s + 1;
-    *out = v;
-    return true;
-}
-
-static bool parse_entry(const char *s, size_t len, parsed *p) {
-    const char *end = s + len;
-    if (len < 8 || s[0] != '1' || s[1] != ' ' || (s[2] != 'V' && s[2] != 'N') ||
-        s[3] != ' ')
-        return false;
-    p->kind = s[2];
-    const char *q = s + 4;
-    if (!parse_num(&q, end, ' ', &p->fresh_until_ms) ||
-        !parse_num(&q, end, '\n', &p->load_ms))
-        return false;
-    p->body = q;
-    p->body_len = (size_t)(end - q);
-    return p->kind == 'V' ? p->body_len > 0 : p->body_len == 0;
-}
-
-static json_t *decode_body(const parsed *p) {
-    json_error_t jerr;
-    return json_loadb(p->body, p->body_len, JSON_DECODE_ANY, &jerr);
-}
-
-/* The entry text for a value (or "not found" when value is NULL), in
- * ds__malloc'd memory. */
-static char *encode(const json_t *value, int64_t fresh_until_ms,
-                    int64_t load_ms, size_t *len) {
-    char hdr[64];
-    int h = snprintf(hdr, sizeof hdr, "1 %c %lld %lld\n", value ? 'V' : 'N',
-                     (long long)fresh_until_ms, (long long)load_ms);
-    size_t body = 0;
-    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-    if (value) {
-        body = ds__json_dumpb(value, NULL, 0, flags);
-        if (body == 0)
-            return NULL;
-    }
-    char *buf = ds__malloc((size_t)h + body);
-    if (!buf)
-        return NULL;
-    memcpy(buf, hdr, (size_t)h);
-    if (value && ds__json_dumpb(value, buf + h, body, flags) != body) {
-        ds__free(buf);
-        return NULL;
-    }
-    *len = (size_t)h + body;
-    return buf;
-}
-
 static int entry_ttl(const ds_cache *c, const ds_cache_entry_options *e) {
     return e && e->ttl_ms > 0 ? e->ttl_ms : c->o.ttl_ms;
 }
@@ -383,10 +311,10 @@ static ds_status load_and_store(ds_cache *c, const char *ekey,
     int64_t px = 0;
     if (st == DS_OK) {
         int64_t ttl = jittered(c, entry_ttl(c, e));
-        payload = encode(v, now + ttl, load_ms, &plen);
+        payload = ds__cache_entry_encode(v, now + ttl, load_ms, &plen);
         px = ttl + c->o.stale_ttl_ms;
     } else if (st == DS_ERR_NOT_FOUND && c->o.negative_ttl_ms > 0) {
-        payload = encode(NULL, now + c->o.negative_ttl_ms, load_ms, &plen);
+        payload = ds__cache_entry_encode(NULL, now + c->o.negative_ttl_ms, load_ms, &plen);
         px = c->o.negative_ttl_ms;
     }
     if (payload) {
@@ -440,16 +368,16 @@ static ds_status acquire(ds_cache *c, const char *ekey, const char *lkey,
 /* A fresh raw entry (already checked by the script) to a result. */
 static ds_status from_entry(ds_cache *c, const char *s, size_t len,
                             json_t **out, ds_error *err, bool *corrupt) {
-    parsed p;
+    ds__cache_entry p;
     *corrupt = false;
-    if (!parse_entry(s, len, &p)) {
+    if (!ds__cache_entry_parse(s, len, &p)) {
         *corrupt = true;
         return DS_OK;
     }
     if (p.kind == 'N')
         return ds__error_set(err, DS_ERR_NOT_FOUND, "cache %s: not found",
                              c->name);
-    *out = decode_body(&p);
+    *out = ds__cache_entry_body(&p);
     if (!*out)
         *corrupt = true;
     return DS_OK;
@@ -746,8 +674,8 @@ DS_EXPORT ds_status ds_cache_get_or_load(ds_cache *cache, const char *key,
         ds__log(DS_LOG_DEBUG, "cache", "cache %s: %s", cache->name,
                 gerr.message);
     } else if (r->type == REDIS_REPLY_STRING) {
-        parsed p;
-        if (parse_entry(r->str, r->len, &p)) {
+        ds__cache_entry p;
+        if (ds__cache_entry_parse(r->str, r->len, &p)) {
             int64_t now = ds__redis_now_ms();
             if (p.kind == 'N' && p.fresh_until_ms > now) {
                 freeReplyObject(r);
@@ -755,7 +683,7 @@ DS_EXPORT ds_status ds_cache_get_or_load(ds_cache *cache, const char *key,
                 return ds__error_set(err, DS_ERR_NOT_FOUND,
                                      "cache %s: not found", cache->name);
             }
-            json_t *v = p.kind == 'V' ? decode_body(&p) : NULL;
+            json_t *v = p.kind == 'V' ? ds__cache_entry_body(&p) : NULL;
             if (v && p.fresh_until_ms > now) {
                 double beta = cache->o.early_refresh_beta;
                 int64_t load_ms = p.load_ms;
@@ -823,11 +751,11 @@ DS_EXPORT ds_status ds_cache_get(ds_cache *cache, const char *key,
         count(&cache->errors);
         return st;
     }
-    parsed p;
+    ds__cache_entry p;
     json_t *v = NULL;
-    if (r->type == REDIS_REPLY_STRING && parse_entry(r->str, r->len, &p) &&
+    if (r->type == REDIS_REPLY_STRING && ds__cache_entry_parse(r->str, r->len, &p) &&
         p.kind == 'V' && p.fresh_until_ms > ds__redis_now_ms())
-        v = decode_body(&p);
+        v = ds__cache_entry_body(&p);
     freeReplyObject(r);
     if (!v) {
         count(&cache->misses);
@@ -851,7 +779,7 @@ DS_EXPORT ds_status ds_cache_set(ds_cache *cache, const char *key,
         return st;
     int64_t ttl = jittered(cache, entry_ttl(cache, entry));
     size_t plen;
-    char *payload = encode(value, ds__redis_now_ms() + ttl, 0, &plen);
+    char *payload = ds__cache_entry_encode(value, ds__redis_now_ms() + ttl, 0, &plen);
     if (!payload)
         return ds__error_set(err, DS_ERR_NOMEM,
                              "cache %s: cannot encode the value", cache->name);
