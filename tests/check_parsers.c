@@ -1,11 +1,13 @@
 /* Parsers of outside input, one case per input found by the fuzz targets
  * in fuzz/ (make fuzz): each failure they found stays fixed here. */
+#include <hiredis/hiredis.h>
 #include <string.h>
 
 #include "cache/cache_internal.h"
 #include "core/config_internal.h"
 #include "core/internal.h"
 #include "migrate/migrate_internal.h"
+#include "queue/queue_internal.h"
 #include "test_util.h"
 
 /* ---- what ds_config_get_str() shows of a Redis URL -------------------------- */
@@ -132,6 +134,81 @@ START_TEST(test_parsers_cache_entry_reads_what_it_writes) {
 }
 END_TEST
 
+/* ---- queue replies ------------------------------------------------------------- */
+
+/* One reply from RESP text, as hiredis reads it off the socket. */
+static redisReply *resp(const char *text, size_t len) {
+    redisReader *r = redisReaderCreate();
+    void *reply = NULL;
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(redisReaderFeed(r, text, len), REDIS_OK);
+    ck_assert_int_eq(redisReaderGetReply(r, &reply), REDIS_OK);
+    ck_assert_ptr_nonnull(reply);
+    redisReaderFree(r);
+    return reply;
+}
+#define RESP(lit) resp(lit, sizeof(lit) - 1)
+
+START_TEST(test_parsers_queue_reserve_answer_of_strings_only) {
+    /* Found by fuzz_queue_entry: an integer where the script answers text
+     * was read through a NULL string (strtoll(NULL)). */
+    redisReply *r = RESP("*7\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n"
+                         "$0\r\n\r\n$0\r\n\r\n:1500\r\n");
+    ds_queue_job *job = (ds_queue_job *)&job;
+    int64_t due = 0;
+    ds_error err = {0};
+    ds_status st = ds__queue_job_from_reserve(r, &job, &due, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_ptr_null(job);
+    ck_assert_ptr_nonnull(strstr(err.message, "integer"));
+    freeReplyObject(r);
+
+    r = RESP("*7\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n"
+             "$0\r\n\r\n$0\r\n\r\n$4\r\n1500\r\n");
+    st = ds__queue_job_from_reserve(r, &job, &due, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_ptr_null(job);
+    ck_assert_int_eq(due, 1500);
+    freeReplyObject(r);
+}
+END_TEST
+
+START_TEST(test_parsers_queue_entry_id_kept_whole_or_refused) {
+    /* Found by fuzz_queue_entry: an entry id with a NUL byte (or longer
+     * than the job holds) was cut short, so ack and replay would have
+     * named another entry. */
+    static const char with_nul[] =
+        "*2\r\n$4\r\n1-\0002\r\n*2\r\n$1\r\np\r\n$2\r\n{}\r\n";
+    static const char too_long[] =
+        "*2\r\n$50\r\n12345678901234567890123456789-12345678901234567890\r\n"
+        "*2\r\n$1\r\np\r\n$2\r\n{}\r\n";
+    static const char fine[] =
+        "*2\r\n$15\r\n1765000000000-7\r\n*4\r\n$1\r\np\r\n$2\r\n{}\r\n"
+        "$1\r\na\r\n$2\r\n-5\r\n";
+    ds_queue_job *job = (ds_queue_job *)&job;
+    ds_error err = {0};
+    redisReply *r = resp(with_nul, sizeof with_nul - 1);
+    ck_assert_ds_status(ds__queue_job_from_entry(r, 1, &job, &err),
+                        DS_ERR_INTERNAL, err);
+    ck_assert_ptr_null(job);
+    freeReplyObject(r);
+
+    r = resp(too_long, sizeof too_long - 1);
+    ck_assert_ds_status(ds__queue_job_from_entry(r, 1, &job, &err),
+                        DS_ERR_INTERNAL, err);
+    ck_assert_ptr_null(job);
+    freeReplyObject(r);
+
+    r = resp(fine, sizeof fine - 1);
+    ck_assert_ds_ok(ds__queue_job_from_entry(r, 1, &job, &err), err);
+    ck_assert_str_eq(job->entry_id, "1765000000000-7");
+    ck_assert_int_eq(job->attempt, 1); /* a negative count is held at 0 */
+    ck_assert_int_eq(job->enqueued_at_ms, 1765000000000);
+    ds_queue_job_free(job);
+    freeReplyObject(r);
+}
+END_TEST
+
 /* ---- migration file names -------------------------------------------------- */
 
 START_TEST(test_parsers_migration_pair_spells_version_once) {
@@ -172,6 +249,10 @@ Suite *ds_test_parsers_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("cache_entry");
     tcase_add_test(tc, test_parsers_cache_entry_reads_what_it_writes);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("queue_replies");
+    tcase_add_test(tc, test_parsers_queue_reserve_answer_of_strings_only);
+    tcase_add_test(tc, test_parsers_queue_entry_id_kept_whole_or_refused);
     suite_add_tcase(s, tc);
     tc = tcase_create("migration_files");
     tcase_add_test(tc, test_parsers_migration_pair_spells_version_once);

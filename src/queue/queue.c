@@ -21,6 +21,7 @@
 
 #include "core/json_internal.h"
 #include "datastore/queue.h"
+#include "queue/queue_internal.h"
 #include "redis/redis_internal.h"
 
 #define GROUP "ds"
@@ -286,81 +287,6 @@ static ds_status create_group(ds_queue *q, ds_error *err) {
         st = ds__redis_reply_error(r, "queue: XGROUP CREATE", err);
     freeReplyObject(r);
     return st;
-}
-
-/* A count from reply text (a stream field, a script's answer), held within
- * 0..INT_MAX: a damaged or foreign entry must not overflow an int. */
-static int parse_count(const char *s) {
-    long long v = s ? strtoll(s, NULL, 10) : 0;
-    return v < 0 ? 0 : v > INT_MAX ? INT_MAX : (int)v;
-}
-
-/* A job from reply strings (attempt at least 1). `enq` may be NULL. */
-static ds_status make_job(const char *entry, size_t entry_len, const char *id,
-                          int attempt, const char *enq,
-                          const redisReply *payload, const char *last_error,
-                          ds_queue_job **out, ds_error *err) {
-    *out = NULL;
-    ds_queue_job *j = ds__calloc(1, sizeof *j);
-    if (!j)
-        return ds__error_set(err, DS_ERR_NOMEM, "queue: out of memory");
-    snprintf(j->entry_id, sizeof j->entry_id, "%.*s", (int)entry_len, entry);
-    snprintf(j->id, sizeof j->id, "%s", id ? id : "");
-    j->attempt = attempt < 1 ? 1 : attempt;
-    j->enqueued_at_ms = enq ? strtoll(enq, NULL, 10) : 0;
-    snprintf(j->last_error, sizeof j->last_error, "%s",
-             last_error ? last_error : "");
-    json_error_t jerr;
-    j->payload = payload && payload->type == REDIS_REPLY_STRING
-                     ? json_loadb(payload->str, payload->len, JSON_DECODE_ANY,
-                                  &jerr)
-                     : NULL;
-    if (!j->payload) {
-        ds__free(j);
-        return ds__error_set(err, DS_ERR_INTERNAL,
-                             "queue: entry %.*s holds no valid JSON payload",
-                             (int)entry_len, entry);
-    }
-    *out = j;
-    return DS_OK;
-}
-
-/* Field `name` of a flat [k, v, k, v...] array reply. */
-static const redisReply *field(const redisReply *kv, const char *name) {
-    if (!kv || kv->type != REDIS_REPLY_ARRAY)
-        return NULL;
-    for (size_t i = 0; i + 1 < kv->elements; i += 2)
-        if (kv->element[i]->type == REDIS_REPLY_STRING &&
-            strcmp(kv->element[i]->str, name) == 0)
-            return kv->element[i + 1];
-    return NULL;
-}
-
-static const char *field_str(const redisReply *kv, const char *name) {
-    const redisReply *v = field(kv, name);
-    return v && v->type == REDIS_REPLY_STRING ? v->str : NULL;
-}
-
-/* A job from one stream entry [id, [k, v, ...]]; `attempt_base` is added to
- * the entry's "a". */
-static ds_status job_from_entry(const redisReply *e, int attempt_base,
-                                ds_queue_job **out, ds_error *err) {
-    if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
-        e->element[0]->type != REDIS_REPLY_STRING)
-        return ds__redis_unexpected(e, "queue entry", err);
-    const redisReply *kv = e->element[1];
-    int made = parse_count(field_str(kv, "a"));
-    int attempt = made > INT_MAX - attempt_base ? INT_MAX : made + attempt_base;
-    const char *enq = field_str(kv, "e");
-    char enq_buf[24];
-    if (!enq) {
-        snprintf(enq_buf, sizeof enq_buf, "%lld",
-                 strtoll(e->element[0]->str, NULL, 10));
-        enq = enq_buf;
-    }
-    return make_job(e->element[0]->str, e->element[0]->len, field_str(kv, "id"),
-                    attempt, enq, field(kv, "p"), field_str(kv, "err"), out,
-                    err);
 }
 
 /* ---- open / close ------------------------------------------------------------- */
@@ -632,16 +558,7 @@ static ds_status reserve_once(ds_queue *q, ds_queue_job **job,
             *err = e;
         return st;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
-        st = ds__redis_unexpected(r, "queue reserve", err);
-    } else if (r->element[0]->len == 0) {
-        *next_due_ms = strtoll(r->element[6]->str, NULL, 10);
-    } else {
-        st = make_job(r->element[0]->str, r->element[0]->len,
-                      r->element[1]->str, parse_count(r->element[2]->str),
-                      r->element[3]->str, r->element[4], r->element[5]->str,
-                      job, err);
-    }
+    st = ds__queue_job_from_reserve(r, job, next_due_ms, err);
     freeReplyObject(r);
     return st;
 }
@@ -674,7 +591,7 @@ static ds_status block_read(ds_queue *q, int block_ms, ds_queue_job **job,
         if (s->type == REDIS_REPLY_ARRAY && s->elements == 2 &&
             s->element[1]->type == REDIS_REPLY_ARRAY &&
             s->element[1]->elements > 0)
-            st = job_from_entry(s->element[1]->element[0], 1, job, err);
+            st = ds__queue_job_from_entry(s->element[1]->element[0], 1, job, err);
         else
             st = ds__redis_unexpected(r, "queue XREADGROUP", err);
     } else if (r->type != REDIS_REPLY_NIL) {
@@ -850,7 +767,7 @@ DS_EXPORT ds_status ds_queue_dead_list(ds_queue *queue, size_t max,
     }
     size_t n = 0;
     for (size_t i = 0; st == DS_OK && i < r->elements; i++) {
-        st = job_from_entry(r->element[i], 0, &out[n], err);
+        st = ds__queue_job_from_entry(r->element[i], 0, &out[n], err);
         if (st == DS_OK)
             n++;
     }
