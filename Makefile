@@ -200,8 +200,11 @@ bench-run:
 # `make fuzz` rebuilds the library instrumented (clang, SANITIZE=fuzz) under
 # build/fuzz and runs every fuzz/fuzz_<name>.c for FUZZ_SECONDS, keeping the
 # corpus it grows in build/fuzz/corpus/<name> (seeds: fuzz/corpus/<name>).
+# One target: make fuzz FUZZ_TARGETS=config. A failure leaves its input in
+# build/fuzz/artifacts/; replay it with build/fuzz/fuzz/fuzz_<name> FILE.
 FUZZ_SECONDS ?= 60
-FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
+FUZZ_TARGETS ?= $(patsubst fuzz/fuzz_%.c,%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_SRCS := $(patsubst %,fuzz/fuzz_%.c,$(FUZZ_TARGETS))
 FUZZ_BINS := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 
 fuzz:
