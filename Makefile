@@ -4,6 +4,7 @@
 #   make check           bootstrap packages, start local services, run every test
 #                        (and scripts/check-docs: docs that cannot drift)
 #   make check-asan      the test suites under AddressSanitizer + UBSan
+#   make check-abi       the ABI against abi/libdatastore.abi (docs/abi.md)
 #   make demo            bootstrap, start local services, migrate, run the examples
 #   make bench-run       run the benchmarks against local services
 #   make fuzz            build the libFuzzer targets (clang) and run each for
@@ -97,7 +98,8 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 USE_SHARED := -L$(BUILD)/lib -ldatastore -Wl,-rpath,$(abspath $(BUILD)/lib)
 
 .PHONY: all lib examples tests bench check check-asan check-clang demo bench-run \
-        install uninstall clean services-start services-stop fuzz fuzz-run
+        install uninstall clean services-start services-stop fuzz fuzz-run \
+        check-abi abi-baseline
 all: lib $(CLI_BINS)
 lib: $(SHLIB) $(STLIB) $(BUILD)/lib/libdatastore.so
 
@@ -185,6 +187,17 @@ check-asan:
 # The library must also compile warning-free with clang.
 check-clang:
 	$(MAKE) BUILD=build/clang CC=clang lib
+
+# The ABI against the committed baseline (libabigail; docs/abi.md). Its own
+# build, with debug information whatever CFLAGS the caller uses.
+check-abi:
+	$(MAKE) BUILD=build/abi CFLAGS="-O2 -g" SANITIZE= lib
+	./scripts/check-abi --build build/abi
+
+# Rewrites abi/libdatastore.abi: only deliberately, see docs/abi.md.
+abi-baseline:
+	$(MAKE) BUILD=build/abi CFLAGS="-O2 -g" SANITIZE= lib
+	./scripts/check-abi --build build/abi --update
 
 demo:
 	./scripts/bootstrap
