@@ -376,6 +376,24 @@ static void stop_self(void *ud, const ds_presence_event *e) {
         ds_presence_unsubscribe(s->sub);
 }
 
+/* Waits, at most 10 s, until no channel under the handle's prefix has a
+ * subscriber left: every subscription's connection is closed. */
+static void wait_no_subscribers(ds_redis *r) {
+    size_t plen;
+    const char *prefix = ds__redis_prefix(r, &plen);
+    long long deadline = dt_now_ms() + 10000;
+    for (;;) {
+        redisReply *rep = dt_rcmd(r, "PUBSUB CHANNELS %s*", prefix);
+        size_t n = rep->elements;
+        freeReplyObject(rep);
+        if (n == 0)
+            return;
+        ck_assert_msg(dt_now_ms() < deadline,
+                      "%zu channel(s) still subscribed after 10 s", n);
+        usleep(1000);
+    }
+}
+
 START_TEST(test_presence_unsubscribe_from_callback) {
     ds_redis *r = dt_redis("presence");
     ds_presence *p = open_presence(r, 0, 0);
@@ -388,7 +406,9 @@ START_TEST(test_presence_unsubscribe_from_callback) {
     long long deadline = dt_now_ms() + 10000;
     while (s.calls == 0 && dt_now_ms() < deadline)
         usleep(1000);
-    usleep(200 * 1000); /* let the thread finish and free itself */
+    /* the thread closes its connection on the way out: once Redis counts
+     * no subscriber, nothing more can be delivered */
+    wait_no_subscribers(r);
     ck_assert_int_eq(s.calls, 1);
     dt_redis_flush_prefix(r);
     ds_presence_close(p);
