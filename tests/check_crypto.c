@@ -728,8 +728,8 @@ static void rot_db_close(rot_db *d) {
     free(d->url);
 }
 
-/* Holds a row lock while rotation runs, then writes new tokens under an
- * old key, as a process not yet redeployed would. */
+/* Holds a row lock while rotation runs past it, then writes new tokens
+ * under an old key, as a process not yet redeployed would. */
 typedef struct holder_arg {
     const char *url;
     ds_crypto *old_ring;
@@ -748,7 +748,19 @@ static void *holder_main(void *p) {
     ck_assert_ds_ok(ds_exec(conn, "SELECT 1 FROM service_connections WHERE id = $1 "
                                   "FOR UPDATE", &id, 1, NULL, &err), err);
     atomic_store(&a->locked, 1);
-    usleep(300 * 1000);
+    /* hold it until rotation has gone past it (it skips locked rows):
+     * every other row is under the new key, at most 60 s */
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM service_connections "
+             "WHERE id <> %lld AND key_id <> 'k3'",
+             (long long)a->row->id);
+    long long deadline = dt_now_ms() + 60000;
+    while (dt_sql_int(a->url, sql) > 0) {
+        ck_assert_msg(dt_now_ms() < deadline,
+                      "rotation did not pass the held row within 60 s");
+        usleep(2000);
+    }
     snprintf(a->row->access, sizeof a->row->access, "ya29.written-while-rotating");
     row_places at;
     places_of(a->row, &at);
