@@ -508,9 +508,31 @@ typedef struct {
     const char *stream;
 } late_add;
 
+/* Whether a client of the server is blocked in XREADGROUP. */
+static bool reader_blocked(ds_redis *r) {
+    redisReply *rep = dt_rcmd(r, "CLIENT LIST");
+    bool blocked = false;
+    for (const char *line = rep->str ? rep->str : ""; *line && !blocked;) {
+        size_t n = strcspn(line, "\n");
+        char *one = strndup(line, n);
+        blocked = strstr(one, " flags=b ") && strstr(one, " cmd=xreadgroup");
+        free(one);
+        line += n + (line[n] == '\n');
+    }
+    freeReplyObject(rep);
+    return blocked;
+}
+
 static void *late_add_main(void *p) {
     late_add *a = p;
-    usleep(300000);
+    /* once the reserve waits in its blocking read (at most 20 s), so that
+     * the entry arrives on that path */
+    long long deadline = dt_now_ms() + 20000;
+    while (!reader_blocked(a->r)) {
+        ck_assert_msg(dt_now_ms() < deadline,
+                      "the reserve never blocked in XREADGROUP");
+        usleep(2000);
+    }
     freeReplyObject(dt_rcmd(a->r, "XADD %s * id late a 2147483647 p 2",
                             a->stream));
     return NULL;
