@@ -637,10 +637,10 @@ START_TEST(test_pool_idle_timeout_shrinks_to_min) {
     for (int i = 0; i < 4; i++)
         ds_pool_release(c[i]);
     ck_assert_int_eq(stats_of(pool).size, 4);
-    /* the maintenance thread runs once a second */
+    /* the maintenance thread runs once a second (bounded at 30 s) */
     long long t0 = dt_now_ms();
-    while (stats_of(pool).size > 1 && dt_now_ms() - t0 < 5000)
-        usleep(100000);
+    while (stats_of(pool).size > 1 && dt_now_ms() - t0 < 30000)
+        usleep(20000);
     ck_assert_int_eq(stats_of(pool).size, 1);
     ds_pool_close(pool);
 }
@@ -655,18 +655,32 @@ START_TEST(test_pool_refills_min_after_connections_die) {
     st = ds_pool_open(cfg, &pool, &err);
     ds_config_free(cfg);
     ck_assert_ds_ok(st, err);
+    /* the two backends pool_min opened, which are about to die */
+    long long old1 = dt_sql_int(db_url(), "SELECT min(pid) FROM pg_stat_activity "
+                                          "WHERE application_name = 'dt_refill'");
+    long long old2 = dt_sql_int(db_url(), "SELECT max(pid) FROM pg_stat_activity "
+                                          "WHERE application_name = 'dt_refill'");
+    ck_assert_int_ne(old1, old2);
     dt_sql(db_url(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                      "WHERE application_name = 'dt_refill'");
-    long long t0 = dt_now_ms();
-    long long alive = 0;
-    while (dt_now_ms() - t0 < 5000) {
-        usleep(200000);
-        alive = dt_sql_int(db_url(), "SELECT count(*) FROM pg_stat_activity "
-                                     "WHERE application_name = 'dt_refill'");
-        if (alive == 2 && stats_of(pool).idle == 2)
+    /* until the old ones are gone and two new ones are connected and idle
+     * in the pool (at most 30 s): counting the old ones would pass at once */
+    char sql[192];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FILTER (WHERE pid NOT IN (%lld, %lld)) * 10 + "
+             "count(*) FILTER (WHERE pid IN (%lld, %lld)) FROM pg_stat_activity "
+             "WHERE application_name = 'dt_refill'",
+             old1, old2, old1, old2);
+    long long deadline = dt_now_ms() + 30000;
+    long long state = 0; /* new * 10 + old */
+    while (dt_now_ms() < deadline) {
+        state = dt_sql_int(db_url(), sql);
+        if (state == 20 && stats_of(pool).idle == 2)
             break;
+        usleep(20000);
     }
-    ck_assert_int_eq(alive, 2);
+    ck_assert_msg(state == 20, "new backends * 10 + old ones: %lld, want 20",
+                  state);
     ck_assert_int_eq(stats_of(pool).size, 2);
     ds_pool_close(pool);
 }
