@@ -570,6 +570,87 @@ START_TEST(test_repo_message_paging_newest_and_oldest_first) {
 }
 END_TEST
 
+/* A cursor is an id range of one conversation: a bound from another
+ * conversation is refused, a bound that was deleted or lies in the other
+ * order's direction still gives exactly the messages of the range. */
+START_TEST(test_repo_message_paging_cursor_edge_cases) {
+    ds_error err = {0};
+    int64_t owner = new_user("cursor@example.com");
+    int64_t a = new_conversation(owner), b = new_conversation(owner);
+    int64_t ids_a[12], ids_b[12];
+    for (int i = 0; i < 12; i++) { /* interleaved: a's and b's ids alternate */
+        ds_message_new m = {DS_ROLE_USER, "x", 0, NULL, NULL};
+        ds_message *msg;
+        ck_assert_ds_ok(ds_message_append(pool, a, &m, &msg, &err), err);
+        ids_a[i] = msg->id;
+        ds_message_free(msg);
+        ck_assert_ds_ok(ds_message_append(pool, b, &m, &msg, &err), err);
+        ids_b[i] = msg->id;
+        ds_message_free(msg);
+    }
+    ds_message_list *page;
+    ds_status st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, NULL, 4, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(page->has_more && page->next.before_id == ids_a[8]);
+    ds_message_cursor next = page->next;
+    ds_message_list_free(page);
+
+    /* a's cursor on b, and b's ids as either bound on a: refused */
+    st = ds_message_list_page(pool, b, DS_NEWEST_FIRST, &next, 4, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_null(page);
+    ck_assert(strstr(err.message, "another conversation") != NULL);
+    ds_message_cursor foreign_after = {0, ids_b[3]};
+    st = ds_message_list_page(pool, a, DS_OLDEST_FIRST, &foreign_after, 4, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ds_message_cursor foreign_before = {ids_b[5], ids_a[1]};
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, &foreign_before, 4, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+
+    /* the newest-first cursor read oldest first: the range below it, ascending */
+    st = ds_message_list_page(pool, a, DS_OLDEST_FIRST, &next, 100, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 8);
+    for (size_t i = 0; i < page->count; i++) {
+        ck_assert(page->items[i]->id == ids_a[i]);
+        ck_assert(page->items[i]->conversation_id == a);
+    }
+    ck_assert(!page->has_more);
+    ds_message_list_free(page);
+
+    /* the cursor's message is deleted: the next page is still exact */
+    char sql[128];
+    snprintf(sql, sizeof sql, "DELETE FROM messages WHERE id = %lld", (long long)ids_a[8]);
+    dt_sql(db, sql);
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, &next, 3, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 3);
+    for (size_t i = 0; i < 3; i++)
+        ck_assert(page->items[i]->id == ids_a[7 - i]);
+    ck_assert(page->has_more && page->next.before_id == ids_a[5]);
+    ds_message_list_free(page);
+
+    /* bounds that leave nothing, or an id past every message */
+    ds_message_cursor crossed = {ids_a[2], ids_a[6]};
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, &crossed, 10, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 0);
+    ck_assert(!page->has_more);
+    ds_message_list_free(page);
+    ds_message_cursor future = {ids_b[11] + 1000000, 0};
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, &future, 2, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 2);
+    ck_assert(page->items[0]->id == ids_a[11] && page->has_more);
+    ds_message_list_free(page);
+
+    /* a limit above repo_max_page */
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, NULL, 100001, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert(strstr(err.message, "repo_max_page") != NULL);
+}
+END_TEST
+
 START_TEST(test_repo_message_bad_input_writes_nothing) {
     ds_error err = {0};
     int64_t conv = new_conversation(new_user("bad@example.com"));
@@ -1741,6 +1822,7 @@ static void add_messages(TCase *tc) {
     tcase_add_test(tc, test_repo_message_idempotent_append_returns_original);
     tcase_add_test(tc, test_repo_message_concurrent_retries_never_duplicate);
     tcase_add_test(tc, test_repo_message_paging_newest_and_oldest_first);
+    tcase_add_test(tc, test_repo_message_paging_cursor_edge_cases);
     tcase_add_test(tc, test_repo_message_bad_input_writes_nothing);
     tcase_add_test(tc, test_repo_message_metacharacters_round_trip);
     tcase_add_test(tc, test_repo_message_batch_append);

@@ -180,7 +180,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_message_append(ds_pool *pool,
                                                    ds_error *err);
 
 /* Keyset cursor: ids strictly below `before_id` and above `after_id`
- * (0: no bound). */
+ * (0: no bound). It is a range, valid in either order; a bound may be a
+ * deleted message, but not a message of another conversation. */
 typedef struct ds_message_cursor {
     int64_t before_id;
     int64_t after_id;
@@ -220,7 +221,10 @@ DS_EXPORT DS_NODISCARD ds_status ds_message_append_batch(
  * One page of at most `limit` (1..repo_max_page) of a conversation's
  * messages in `order`, within `cursor` (NULL: everything). *out receives
  * the page (free with ds_message_list_free()); its `next` continues in the
- * same order. DS_ERR_NOT_FOUND for an unknown conversation.
+ * same order. DS_ERR_NOT_FOUND for an unknown conversation; DS_ERR_INVALID
+ * for a cursor bound that is a message of another conversation. A page
+ * costs one index range scan of `limit` rows, whatever the conversation's
+ * size.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_message_list_page(
     ds_pool *pool, int64_t conversation_id, ds_order order,

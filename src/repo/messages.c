@@ -24,19 +24,31 @@
     "RETURNING 1) SELECT id, conversation_id, role, content, metadata, "      \
     "idempotency_key, created_at, created FROM ins"
 
-/* The bounds are row comparisons on (conversation_id, id), which only the
- * (conversation_id, id) index can serve: with `conversation_id = c.id AND
- * id < $2` the planner may walk the primary key backwards through every
- * newer message of other conversations (90 ms instead of 0.3 ms for 50 rows
- * once the table holds 200k messages). (c, after) < (cid, id) < (c, before)
- * holds exactly when cid = c and after < id < before. */
+/* One index range scan on (conversation_id, id), stopped by the LIMIT:
+ * O(page), whatever the conversation's size, in custom and generic plans.
+ * The conversation is a range (>= and <=), not `=`, on purpose: with `=`
+ * the planner knows conversation_id is constant, so ORDER BY id alone
+ * remains, which the primary key can also deliver; for a large
+ * conversation whose messages are old it then walks the primary key
+ * backwards through every newer message of the table (150,000 rows for
+ * 51). As a range, only the (conversation_id, id) index yields the order;
+ * anything else needs a sort of the whole conversation, which costs more.
+ * The conversations row tells an empty conversation from an unknown one,
+ * and `cursor_ok` is false when a cursor bound is a message of another
+ * conversation (two primary-key probes). */
 #define LIST_SQL(dir)                                                          \
     "SELECT m.id, m.conversation_id, m.role, m.content, m.metadata, "         \
-    "m.idempotency_key, m.created_at, false FROM conversations c LEFT JOIN "  \
-    "LATERAL (SELECT id, conversation_id, role, content, metadata, "          \
-    "idempotency_key, created_at FROM messages WHERE (conversation_id, id) < " \
-    "(c.id, $2) AND (conversation_id, id) > (c.id, $3) ORDER BY "            \
-    "conversation_id " dir ", id " dir " LIMIT $4) m ON true WHERE c.id = $1"
+    "m.idempotency_key, m.created_at, false, NOT EXISTS (SELECT 1 FROM "      \
+    "messages x WHERE x.id IN ($2, $3) AND x.conversation_id <> $1) AS "      \
+    "cursor_ok FROM conversations c LEFT JOIN LATERAL (SELECT id, "           \
+    "conversation_id, role, content, metadata, idempotency_key, created_at "  \
+    "FROM messages WHERE conversation_id >= $1 AND conversation_id <= $1 "    \
+    "AND id < $2 AND id > $3 ORDER BY conversation_id " dir ", id " dir       \
+    " LIMIT $4) m ON true WHERE c.id = $1"
+
+#define LIST_TYPES                                                             \
+    {DS_OID_INT8, DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_JSONB,         \
+     DS_OID_TEXT, DS_OID_TIMESTAMPTZ, DS_OID_BOOL, DS_OID_BOOL}
 
 enum { S_APPEND, S_APPEND_BATCH, S_LIST_DESC, S_LIST_ASC, S_COUNT };
 
@@ -60,11 +72,11 @@ static const ds__stmt_def stmts[] = {
                          3807 /* jsonb[] */, DS_OID_TEXT_ARRAY},
                         8, MSG_TYPES},
     [S_LIST_DESC] = {"messages.list_newest", LIST_SQL("DESC"), 4,
-                     {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 8,
-                     MSG_TYPES},
+                     {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 9,
+                     LIST_TYPES},
     [S_LIST_ASC] = {"messages.list_oldest", LIST_SQL("ASC"), 4,
-                    {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 8,
-                    MSG_TYPES},
+                    {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 9,
+                    LIST_TYPES},
     [S_COUNT] = {"messages.count",
                  "SELECT (SELECT count(*) FROM messages m WHERE "
                  "m.conversation_id = c.id) FROM conversations c WHERE c.id = "
@@ -427,11 +439,28 @@ DS_EXPORT ds_status ds_message_list_page(ds_pool *pool,
     ds__bind_int64(&b, (int64_t)limit + 1);
     const ds__stmt_def *def =
         &stmts[order == DS_NEWEST_FIRST ? S_LIST_DESC : S_LIST_ASC];
-    ds_message_list *list = ds__repo_list(pool, false, def, &b, limit,
-                                          &msg_type, __func__, "conversation",
-                                          conversation_id, err);
-    if (!list)
+    PGresult *r = ds__repo_exec(pool, false, def, &b, err);
+    if (!r)
         return err->code;
+    int rows = PQntuples(r);
+    ds_message_list *list = NULL;
+    if (rows == 0) {
+        st = ds__not_found(err, __func__, "conversation", conversation_id);
+    } else if (!ds__cell_bool(r, 0, 8)) {
+        st = ds__error_set(err, DS_ERR_INVALID,
+                           "%s: the cursor belongs to another conversation",
+                           __func__);
+    } else {
+        if (rows == 1 && PQgetisnull(r, 0, 0))
+            rows = 0;
+        list = ds__list_new(r, NULL, rows > limit ? limit : rows,
+                            rows > limit, &msg_type, __func__, err);
+        if (!list)
+            st = err->code;
+    }
+    PQclear(r);
+    if (!list)
+        return st;
     list->next.before_id = cursor ? cursor->before_id : 0;
     list->next.after_id = after;
     if (list->count) {
