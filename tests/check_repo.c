@@ -346,6 +346,11 @@ START_TEST(test_repo_conversation_list_by_recent_activity) {
     int64_t ids[5];
     for (int i = 0; i < 5; i++)
         ids[i] = new_conversation(owner);
+    /* an hour ago, in creation order: older than repo_activity_interval_ms */
+    char sql[160];
+    snprintf(sql, sizeof sql, "UPDATE conversations SET updated_at = updated_at - "
+             "interval '1 hour' WHERE owner_id = %lld", (long long)owner);
+    dt_sql(db, sql);
     /* activity on the oldest moves it to the top */
     ds_message_new m = {DS_ROLE_USER, "bump", 0, NULL, NULL};
     ds_status st = ds_message_append(pool, ids[0], &m, NULL, &err);
@@ -416,6 +421,62 @@ START_TEST(test_repo_message_append_bumps_updated_at) {
     ck_assert_int_eq(n, 1);
     st = ds_message_count(pool, conv + 1000, &n, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+}
+END_TEST
+
+static long long rel_pages(const char *rel) {
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT pg_relation_size('%s') / 8192", rel);
+    return dt_sql_int(db, sql);
+}
+
+/* Appends `per_conv` messages to each of `n` conversations, round robin. */
+static void append_round_robin(ds_pool *p, const int64_t *convs, int n,
+                               int per_conv) {
+    ds_error err = {0};
+    ds_message_new m = {DS_ROLE_USER, "a message", 0, NULL, NULL};
+    for (int r = 0; r < per_conv; r++)
+        for (int i = 0; i < n; i++)
+            ck_assert_ds_ok(ds_message_append(p, convs[i], &m, NULL, &err), err);
+}
+
+/* Within repo_activity_interval_ms an append leaves its conversation's row
+ * alone: 1,000 appends to 20 conversations move each activity time once and
+ * add no index entries; with the interval 0 every append rewrites the row. */
+START_TEST(test_repo_message_append_bumps_activity_at_most_once_per_interval) {
+    enum { CONVS = 20, PER_CONV = 50 };
+    int64_t owner = new_user("hot@example.com");
+    int64_t throttled[CONVS], every[CONVS];
+    for (int i = 0; i < CONVS; i++) {
+        throttled[i] = new_conversation(owner);
+        every[i] = new_conversation(owner);
+    }
+    dt_sql(db, "UPDATE conversations SET updated_at = now() - interval '1 hour'");
+    dt_sql(db, "VACUUM conversations");
+    long long heap0 = rel_pages("conversations");
+    long long idx0 = rel_pages("conversations_owner_activity_idx");
+    append_round_robin(pool, throttled, CONVS, PER_CONV);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM conversations WHERE owner_id = %lld AND "
+             "updated_at > now() - interval '10 minutes'", (long long)owner);
+    ck_assert_int_eq(dt_sql_int(db, sql), CONVS); /* each moved to the top */
+    long long heap1 = rel_pages("conversations");
+    long long idx1 = rel_pages("conversations_owner_activity_idx");
+    ck_assert_msg(heap1 <= heap0 + 1 && idx1 <= idx0 + 1,
+                  "throttled: heap %lld -> %lld pages, index %lld -> %lld", heap0,
+                  heap1, idx0, idx1);
+
+    ds_config *cfg = dt_config(db, 1, 2);
+    ds_error err = {0};
+    ds_pool *eager;
+    ck_assert_ds_ok(ds_config_set(cfg, "repo_activity_interval_ms", "0", &err), err);
+    ck_assert_ds_ok(ds_pool_open(cfg, &eager, &err), err);
+    ds_config_free(cfg);
+    append_round_robin(eager, every, CONVS, PER_CONV);
+    ds_pool_close(eager);
+    long long idx2 = rel_pages("conversations_owner_activity_idx");
+    ck_assert_msg(idx2 > idx1, "a bump on every append added no index entries "
+                  "(%lld -> %lld pages)", idx1, idx2);
 }
 END_TEST
 
@@ -1819,6 +1880,7 @@ static void add_conversations(TCase *tc) {
 
 static void add_messages(TCase *tc) {
     tcase_add_test(tc, test_repo_message_append_bumps_updated_at);
+    tcase_add_test(tc, test_repo_message_append_bumps_activity_at_most_once_per_interval);
     tcase_add_test(tc, test_repo_message_idempotent_append_returns_original);
     tcase_add_test(tc, test_repo_message_concurrent_retries_never_duplicate);
     tcase_add_test(tc, test_repo_message_paging_newest_and_oldest_first);

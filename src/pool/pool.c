@@ -670,6 +670,7 @@ static void copy_settings(ds_pool *p, const ds_config *cfg) {
     p->settings.repo_max_json_bytes = cfg->repo_max_json_bytes;
     p->settings.repo_max_page = (int)cfg->repo_max_page;
     p->settings.repo_max_batch = (int)cfg->repo_max_batch;
+    p->settings.repo_activity_interval_ms = cfg->repo_activity_interval_ms;
     p->pooler = cfg->statement_mode == DS_STMT_POOLER;
     p->after_connect = cfg->after_connect;
     p->after_connect_ud = cfg->after_connect_ud;
