@@ -1,12 +1,17 @@
 /*
- * bench_repo: the repositories against hand-written raw libpq doing the
- * same SQL (prepared once per connection, binary results, decoded into
- * heap rows with the JSON parsed, as an application would), interleaved.
+ * bench_repo: the repositories against what a PostgreSQL expert would write
+ * by hand with raw libpq for the same job: the idiomatic statement (never a
+ * copy of the library's), prepared once per connection, binary results,
+ * decoded into heap rows with the JSON parsed, as an application would.
+ * Interleaved A B A B rounds.
  *
- *   get_user           ds_user_get vs the same SELECT               1, 8 threads
- *   append_message     ds_message_append (insert + updated_at bump,
- *                      one statement) vs the same statement         1, 8 threads
- *   list_last_50       ds_message_list_page newest-first, 50 rows   1, 8 threads
+ *   get_user           ds_user_get vs users LEFT JOIN profiles by id  1, 8 threads
+ *   append_message     ds_message_append vs INSERT ... RETURNING with
+ *                      the updated_at bump in the same statement     1, 8 threads
+ *   list_last_50       ds_message_list_page newest-first, 50 rows, vs
+ *                      WHERE conversation_id = $1 ORDER BY id DESC
+ *                      LIMIT 50, on conversations of 100, 10,000 and
+ *                      100,000 messages interleaved with others     1, 8 threads
  *   append_vs_naive_tx ds_message_append vs BEGIN; INSERT; UPDATE;
  *                      COMMIT (four round trips)                    1, 8 threads
  *   append_batch_100   ds_message_append_batch of 100 vs a raw pipeline
@@ -14,6 +19,13 @@
  *                      transaction                                   1 thread
  *   events_copy        ds_event_record_batch of 10,000 events (binary
  *                      COPY) vs a raw text-format COPY of the same   1 thread
+ *
+ * BENCH_SCALE=1 adds the production tiers (minutes, not for make check):
+ *   get_user_1m        get_user on a users table of 1,000,000        1, 8 threads
+ *   after_1m_appends   1,000,000 ds_message_append calls (8 threads, 2,000
+ *                      conversations, autovacuum at its defaults), then
+ *                      list_last_50 and the conversations table's HOT
+ *                      ratio and size against its fresh size
  *
  * Needs DATABASE_URL; applies the sql/ migrations when the schema is missing.
  */
@@ -30,31 +42,24 @@
 #define NUSERS 1000
 #define MAXT 8
 
-/* The statements the repositories run, copied verbatim (the baseline
- * must do the same work). */
+/* What an expert writes for each job, independently of the library: the
+ * obvious join, the insert with its bump as one statement, the plain
+ * keyset page. */
 #define USER_SQL                                                               \
     "SELECT u.id, u.email, u.status, u.created_at, u.updated_at, "            \
-    "u.deleted_at, COALESCE(p.display_name, ''), COALESCE(p.locale, 'en'), "  \
-    "COALESCE(p.timezone, 'UTC'), COALESCE(p.preferences, '{}'), "            \
-    "COALESCE(p.updated_at, u.updated_at) FROM users u LEFT JOIN profiles p " \
-    "ON p.user_id = u.id WHERE u.id = $1 AND u.deleted_at IS NULL"
+    "u.deleted_at, p.display_name, p.locale, p.timezone, p.preferences, "     \
+    "p.updated_at FROM users u LEFT JOIN profiles p ON p.user_id = u.id "     \
+    "WHERE u.id = $1 AND u.deleted_at IS NULL"
 #define APPEND_SQL                                                             \
-    "WITH ins AS (INSERT INTO messages (conversation_id, role, content, "     \
-    "metadata, idempotency_key) VALUES ($1, $2, $3, $4, $5) ON CONFLICT "     \
-    "(conversation_id, idempotency_key) DO UPDATE SET idempotency_key = "     \
-    "EXCLUDED.idempotency_key RETURNING id, conversation_id, role, content, " \
-    "metadata, idempotency_key, created_at, (xmax = 0) AS created), bump AS " \
-    "(UPDATE conversations SET updated_at = now() WHERE id = $1 AND EXISTS "  \
-    "(SELECT 1 FROM ins WHERE created) RETURNING 1) SELECT id, "              \
-    "conversation_id, role, content, metadata, idempotency_key, created_at, " \
-    "created FROM ins"
+    "WITH m AS (INSERT INTO messages (conversation_id, role, content, "       \
+    "metadata, idempotency_key) VALUES ($1, $2, $3, $4, $5) RETURNING id, "   \
+    "conversation_id, role, content, metadata, idempotency_key, created_at), " \
+    "c AS (UPDATE conversations SET updated_at = now() WHERE id = $1) "       \
+    "SELECT * FROM m"
 #define LIST_SQL                                                               \
-    "SELECT m.id, m.conversation_id, m.role, m.content, m.metadata, "         \
-    "m.idempotency_key, m.created_at, false FROM conversations c LEFT JOIN "  \
-    "LATERAL (SELECT id, conversation_id, role, content, metadata, "          \
-    "idempotency_key, created_at FROM messages WHERE (conversation_id, id) < " \
-    "(c.id, $2) AND (conversation_id, id) > (c.id, $3) ORDER BY "            \
-    "conversation_id DESC, id DESC LIMIT $4) m ON true WHERE c.id = $1"
+    "SELECT id, conversation_id, role, content, metadata, idempotency_key, "  \
+    "created_at FROM messages WHERE conversation_id = $1 ORDER BY id DESC "   \
+    "LIMIT $2"
 #define NAIVE_INSERT_SQL                                                       \
     "INSERT INTO messages (conversation_id, role, content, metadata, "        \
     "idempotency_key) VALUES ($1, $2, $3, $4, $5) RETURNING id, "             \
@@ -64,7 +69,11 @@
 static ds_pool *pool;
 static int64_t user_ids[NUSERS];
 static int64_t conv_ids[MAXT];      /* one conversation per thread: appends */
-static int64_t list_conv;           /* 500 messages, read by list */
+static int64_t list_conv;           /* the conversation list reads */
+/* Conversations of 100, 10,000 and 100,000 messages, their ids spread
+ * among 50,000 messages of 500 other conversations. */
+static const int tier_sizes[] = {100, 10000, 100000};
+static int64_t tier_conv[3];
 static const char *content = "Sure, here is a short answer to your question "
                              "about the weather in Lisbon tomorrow.";
 
@@ -257,18 +266,18 @@ static bool op_list(void *p) {
 
 static bool raw_list(void *p) {
     tctx *t = p;
-    char conv[8], before[8], after[8], limit[8];
-    uint64_t vs[4] = {(uint64_t)list_conv, (uint64_t)INT64_MAX, 0, 51};
-    char *bufs[4] = {conv, before, after, limit};
-    for (int k = 0; k < 4; k++) {
+    char conv[8], limit[8];
+    uint64_t vs[2] = {(uint64_t)list_conv, 50};
+    char *bufs[2] = {conv, limit};
+    for (int k = 0; k < 2; k++) {
         uint64_t v = vs[k];
         for (int i = 7; i >= 0; i--, v >>= 8)
             bufs[k][i] = (char)(v & 0xff);
     }
-    const char *vals[] = {conv, before, after, limit};
-    int lens[] = {8, 8, 8, 8}, fmts[] = {1, 1, 1, 1};
-    PGresult *r = PQexecPrepared(t->pg, "list", 4, vals, lens, fmts, 1);
-    bool ok = raw_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 51;
+    const char *vals[] = {conv, limit};
+    int lens[] = {8, 8}, fmts[] = {1, 1};
+    PGresult *r = PQexecPrepared(t->pg, "list", 2, vals, lens, fmts, 1);
+    bool ok = raw_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 50;
     for (int i = 0; ok && i < 50; i++)
         raw_decode(r, i, msg_tcols, 3, 4);
     PQclear(r);
@@ -458,7 +467,7 @@ static PGconn *raw_connect(const char *url) {
     } defs[] = {
         {"get_user", USER_SQL, 1, {20}},
         {"append", APPEND_SQL, 5, {20, 25, 25, 3802, 25}},
-        {"list", LIST_SQL, 4, {20, 20, 20, 20}},
+        {"list", LIST_SQL, 2, {20, 20}},
         {"naive_insert", NAIVE_INSERT_SQL, 5, {20, 25, 25, 3802, 25}},
         {"bump", BUMP_SQL, 1, {20}},
     };
@@ -495,23 +504,14 @@ static void setup_data(void) {
         conv_ids[i] = c->id;
         ds_conversation_free(c);
     }
-    ds_conversation *c;
-    if (ds_conversation_create(pool, user_ids[MAXT], "history", &c, &err) != DS_OK)
-        die("create conversation", &err);
-    list_conv = c->id;
-    ds_conversation_free(c);
-    ds_message_new m[500];
-    json_t *meta = json_pack("{s:s, s:i}", "model", "m-large", "tokens", 42);
-    for (int i = 0; i < 500; i++) {
-        m[i].role = i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER;
-        m[i].content = content;
-        m[i].content_len = 0;
-        m[i].metadata = meta;
-        m[i].idempotency_key = NULL;
+    for (int i = 0; i < 3; i++) {
+        ds_conversation *c;
+        if (ds_conversation_create(pool, user_ids[MAXT], "history", &c, &err) != DS_OK)
+            die("create conversation", &err);
+        tier_conv[i] = c->id;
+        ds_conversation_free(c);
     }
-    if (ds_message_append_batch(pool, list_conv, m, 500, NULL, &err) != DS_OK)
-        die("seed messages", &err);
-    json_decref(meta);
+    list_conv = tier_conv[0];
     static json_t *props;
     props = json_pack("{s:s, s:i}", "page", "/chat", "ms", 120);
     for (int i = 0; i < EVENTS; i++) {
@@ -520,6 +520,36 @@ static void setup_data(void) {
         events[i].properties = props;
         events[i].occurred_at = 0;
     }
+}
+
+/* The tier conversations' messages, in random order so that their ids
+ * interleave with those of 500 other conversations, as in a live system. */
+static void seed_tiers(const char *url) {
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "bench_repo: %s", PQerrorMessage(c));
+        exit(1);
+    }
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "WITH noise AS (INSERT INTO conversations (owner_id, title) SELECT "
+             "%lld, 'noise' FROM generate_series(1, 500) RETURNING id), nz AS "
+             "(SELECT array_agg(id) AS a FROM noise) "
+             "INSERT INTO messages (conversation_id, role, content, metadata) "
+             "SELECT conv, CASE WHEN g %% 2 = 0 THEN 'user' ELSE 'assistant' "
+             "END, '%s', '{\"model\": \"m-large\", \"tokens\": 42}' FROM ("
+             "SELECT %lld AS conv, g FROM generate_series(1, %d) g UNION ALL "
+             "SELECT %lld, g FROM generate_series(1, %d) g UNION ALL "
+             "SELECT %lld, g FROM generate_series(1, %d) g UNION ALL "
+             "SELECT nz.a[1 + g %% 500], g FROM nz, generate_series(1, 50000) g"
+             ") s ORDER BY random()",
+             (long long)user_ids[MAXT], content, (long long)tier_conv[0],
+             tier_sizes[0], (long long)tier_conv[1], tier_sizes[1],
+             (long long)tier_conv[2], tier_sizes[2]);
+    exec_or_die(c, sql);
+    exec_or_die(c, "ANALYZE messages");
+    exec_or_die(c, "ANALYZE conversations");
+    PQfinish(c);
 }
 
 static ds_pool *open_pool(const char *url, int size) {
@@ -573,6 +603,7 @@ int main(void) {
     ensure_schema(url);
     pool = open_pool(url, MAXT);
     setup_data();
+    seed_tiers(url);
     for (int i = 0; i < MAXT; i++) {
         ours[i] = (tctx){i, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1), NULL, conv_ids[i]};
         raw[i] = (tctx){i, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1), raw_connect(url),
@@ -587,8 +618,14 @@ int main(void) {
     for (int k = 0; k < 2; k++)
         run_case("append_message", tcounts[k], op_append, raw_append, secs, rounds,
                  "bump=same_statement");
-    for (int k = 0; k < 2; k++)
-        run_case("list_last_50", tcounts[k], op_list, raw_list, secs, rounds, "rows=50");
+    for (int t = 0; t < 3; t++) {
+        char extra[64];
+        snprintf(extra, sizeof extra, "rows=50 messages=%d", tier_sizes[t]);
+        list_conv = tier_conv[t];
+        for (int k = 0; k < 2; k++)
+            run_case("list_last_50", tcounts[k], op_list, raw_list, secs, rounds,
+                     extra);
+    }
     for (int k = 0; k < 2; k++)
         run_case("append_vs_naive_tx", tcounts[k], op_append, raw_naive_tx, secs, rounds,
                  "baseline=begin_insert_update_commit round_trips=1_vs_4");

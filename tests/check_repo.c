@@ -441,10 +441,10 @@ static void append_round_robin(ds_pool *p, const int64_t *convs, int n,
 }
 
 /* Within repo_activity_interval_ms an append leaves its conversation's row
- * alone: 1,000 appends to 20 conversations move each activity time once and
+ * alone: 300 appends to 10 conversations move each activity time once and
  * add no index entries; with the interval 0 every append rewrites the row. */
 START_TEST(test_repo_message_append_bumps_activity_at_most_once_per_interval) {
-    enum { CONVS = 20, PER_CONV = 50 };
+    enum { CONVS = 10, PER_CONV = 30 };
     int64_t owner = new_user("hot@example.com");
     int64_t throttled[CONVS], every[CONVS];
     for (int i = 0; i < CONVS; i++) {

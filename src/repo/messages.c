@@ -40,24 +40,33 @@
  * backwards through every newer message of the table (150,000 rows for
  * 51). As a range, only the (conversation_id, id) index yields the order;
  * anything else needs a sort of the whole conversation, which costs more.
- * The conversations row tells an empty conversation from an unknown one,
- * and `cursor_ok` is false when a cursor bound is a message of another
- * conversation (two primary-key probes). */
-#define LIST_SQL(dir)                                                          \
-    "SELECT m.id, m.conversation_id, m.role, m.content, m.metadata, "         \
-    "m.idempotency_key, m.created_at, false, NOT EXISTS (SELECT 1 FROM "      \
-    "messages x WHERE x.id IN ($2, $3) AND x.conversation_id <> $1) AS "      \
-    "cursor_ok FROM conversations c LEFT JOIN LATERAL (SELECT id, "           \
-    "conversation_id, role, content, metadata, idempotency_key, created_at "  \
-    "FROM messages WHERE conversation_id >= $1 AND conversation_id <= $1 "    \
+ *
+ * The page reads messages only, like a hand-written query: a message
+ * proves its conversation exists, and only an empty page asks (LIST_CHECK)
+ * whether the conversation is unknown. With a cursor, `cursor_ok` says
+ * whether a bound is a message of another conversation (two primary-key
+ * probes, once per statement). */
+#define LIST_COLS                                                              \
+    "SELECT id, conversation_id, role, content, metadata, idempotency_key, "  \
+    "created_at, false"
+#define LIST_FROM(dir)                                                         \
+    " FROM messages WHERE conversation_id >= $1 AND conversation_id <= $1 "   \
     "AND id < $2 AND id > $3 ORDER BY conversation_id " dir ", id " dir       \
-    " LIMIT $4) m ON true WHERE c.id = $1"
+    " LIMIT $4"
+#define CURSOR_OK                                                              \
+    "NOT EXISTS (SELECT 1 FROM messages x WHERE x.id IN ($2, $3) AND "        \
+    "x.conversation_id <> $1)"
+#define LIST_CURSOR_SQL(dir) LIST_COLS ", " CURSOR_OK LIST_FROM(dir)
 
-#define LIST_TYPES                                                             \
+#define LIST_PARAMS {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}
+#define LIST_CURSOR_TYPES                                                      \
     {DS_OID_INT8, DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_JSONB,         \
      DS_OID_TEXT, DS_OID_TIMESTAMPTZ, DS_OID_BOOL, DS_OID_BOOL}
 
-enum { S_APPEND, S_APPEND_BATCH, S_LIST_DESC, S_LIST_ASC, S_COUNT };
+enum {
+    S_APPEND, S_APPEND_BATCH, S_LIST_DESC, S_LIST_ASC, S_LIST_CURSOR_DESC,
+    S_LIST_CURSOR_ASC, S_LIST_CHECK, S_COUNT
+};
 
 static const ds__stmt_def stmts[] = {
     [S_APPEND] = {"messages.append",
@@ -78,12 +87,21 @@ static const ds__stmt_def stmts[] = {
                         {DS_OID_INT8, DS_OID_TEXT_ARRAY, DS_OID_TEXT_ARRAY,
                          3807 /* jsonb[] */, DS_OID_TEXT_ARRAY, DS_OID_INT8},
                         8, MSG_TYPES},
-    [S_LIST_DESC] = {"messages.list_newest", LIST_SQL("DESC"), 4,
-                     {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 9,
-                     LIST_TYPES},
-    [S_LIST_ASC] = {"messages.list_oldest", LIST_SQL("ASC"), 4,
-                    {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 9,
-                    LIST_TYPES},
+    [S_LIST_DESC] = {"messages.list_newest", LIST_COLS LIST_FROM("DESC"), 4,
+                     LIST_PARAMS, 8, MSG_TYPES},
+    [S_LIST_ASC] = {"messages.list_oldest", LIST_COLS LIST_FROM("ASC"), 4,
+                    LIST_PARAMS, 8, MSG_TYPES},
+    [S_LIST_CURSOR_DESC] = {"messages.list_newest_cursor",
+                            LIST_CURSOR_SQL("DESC"), 4, LIST_PARAMS, 9,
+                            LIST_CURSOR_TYPES},
+    [S_LIST_CURSOR_ASC] = {"messages.list_oldest_cursor",
+                           LIST_CURSOR_SQL("ASC"), 4, LIST_PARAMS, 9,
+                           LIST_CURSOR_TYPES},
+    [S_LIST_CHECK] = {"messages.list_check",
+                      "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = "
+                      "$1), " CURSOR_OK,
+                      3, {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 2,
+                      {DS_OID_BOOL, DS_OID_BOOL}},
     [S_COUNT] = {"messages.count",
                  "SELECT (SELECT count(*) FROM messages m WHERE "
                  "m.conversation_id = c.id) FROM conversations c WHERE c.id = "
@@ -446,22 +464,36 @@ DS_EXPORT ds_status ds_message_list_page(ds_pool *pool,
     ds__bind_int64(&b, before);
     ds__bind_int64(&b, after);
     ds__bind_int64(&b, (int64_t)limit + 1);
+    bool desc = order == DS_NEWEST_FIRST;
+    bool bounded = before != INT64_MAX || after != 0;
     const ds__stmt_def *def =
-        &stmts[order == DS_NEWEST_FIRST ? S_LIST_DESC : S_LIST_ASC];
+        &stmts[bounded ? (desc ? S_LIST_CURSOR_DESC : S_LIST_CURSOR_ASC)
+                       : (desc ? S_LIST_DESC : S_LIST_ASC)];
     PGresult *r = ds__repo_exec(pool, false, def, &b, err);
     if (!r)
         return err->code;
     int rows = PQntuples(r);
+    bool known = true, cursor_ok = !bounded || rows == 0 || ds__cell_bool(r, 0, 8);
+    if (rows == 0) { /* an empty conversation, or an unknown one? */
+        PQclear(r);
+        ds__bind_init(&b);
+        ds__bind_int64(&b, conversation_id);
+        ds__bind_int64(&b, before);
+        ds__bind_int64(&b, after);
+        r = ds__repo_exec(pool, false, &stmts[S_LIST_CHECK], &b, err);
+        if (!r)
+            return err->code;
+        known = PQntuples(r) == 1 && ds__cell_bool(r, 0, 0);
+        cursor_ok = PQntuples(r) == 1 && ds__cell_bool(r, 0, 1);
+    }
     ds_message_list *list = NULL;
-    if (rows == 0) {
+    if (!known) {
         st = ds__not_found(err, __func__, "conversation", conversation_id);
-    } else if (!ds__cell_bool(r, 0, 8)) {
+    } else if (!cursor_ok) {
         st = ds__error_set(err, DS_ERR_INVALID,
                            "%s: the cursor belongs to another conversation",
                            __func__);
     } else {
-        if (rows == 1 && PQgetisnull(r, 0, 0))
-            rows = 0;
         list = ds__list_new(r, NULL, rows > limit ? limit : rows,
                             rows > limit, &msg_type, __func__, err);
         if (!list)
