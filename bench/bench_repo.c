@@ -32,6 +32,8 @@
 #include <datastore/datastore.h>
 #include <dirent.h>
 #include <libpq-fe.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -552,6 +554,138 @@ static void seed_tiers(const char *url) {
     PQfinish(c);
 }
 
+/* ---- BENCH_SCALE=1: a users table of 1,000,000; 1,000,000 appends ------------ */
+
+static long long sql_int(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        fprintf(stderr, "bench_repo: %s: %s", sql, PQresultErrorMessage(r));
+        exit(1);
+    }
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+/* Grows users (and profiles) to 1,000,000 rows and points get_user at 1,000
+ * random ones of them. */
+static void seed_million_users(PGconn *c) {
+    long long have = sql_int(c, "SELECT count(*) FROM users");
+    if (have < 1000000) {
+        char sql[1024];
+        snprintf(sql, sizeof sql,
+                 "WITH u AS (INSERT INTO users (email) SELECT 'scale' || g || "
+                 "'.' || extract(epoch FROM now())::bigint || '@example.com' "
+                 "FROM generate_series(1, %lld) g RETURNING id) INSERT INTO "
+                 "profiles (user_id, display_name, locale, timezone, "
+                 "preferences) SELECT id, 'Scale User', 'en-GB', "
+                 "'Europe/Lisbon', '{\"theme\": \"dark\", \"beta\": true}' "
+                 "FROM u",
+                 1000000 - have);
+        exec_or_die(c, sql);
+        exec_or_die(c, "VACUUM ANALYZE users");
+        exec_or_die(c, "VACUUM ANALYZE profiles");
+    }
+    PGresult *r = PQexec(c, "SELECT id FROM users WHERE deleted_at IS NULL "
+                            "ORDER BY random() LIMIT 1000");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != NUSERS) {
+        fprintf(stderr, "bench_repo: sample users: %s", PQresultErrorMessage(r));
+        exit(1);
+    }
+    for (int i = 0; i < NUSERS; i++)
+        user_ids[i] = atoll(PQgetvalue(r, i, 0));
+    PQclear(r);
+}
+
+#define SCALE_CONVS 2000
+/* BENCH_APPENDS changes the count (a quick check of the scale path). */
+static long scale_appends = 1000000;
+#define SCALE_APPENDS scale_appends
+static int64_t scale_conv[SCALE_CONVS];
+
+typedef struct append_worker {
+    int index;
+    long ops;
+    bool failed;
+} append_worker;
+
+static void *append_worker_run(void *p) {
+    append_worker *w = p;
+    ds_message_new m = {DS_ROLE_USER, content, 0, NULL, NULL};
+    for (long i = 0; i < w->ops; i++) {
+        ds_error err;
+        int64_t conv = scale_conv[(w->index + i * MAXT) % SCALE_CONVS];
+        if (ds_message_append(pool, conv, &m, NULL, &err) != DS_OK) {
+            fprintf(stderr, "append: %s\n", err.message);
+            w->failed = true;
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* 1,000,000 appends on 8 threads, round robin over 2,000 conversations,
+ * autovacuum at its defaults; then the state of the conversations table
+ * (updates, HOT updates, size against its size before the appends). */
+static void run_million_appends(PGconn *c) {
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO conversations (owner_id, title) SELECT %lld, 'scale' "
+             "FROM generate_series(1, %d) RETURNING id",
+             (long long)user_ids[0], SCALE_CONVS);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != SCALE_CONVS) {
+        fprintf(stderr, "bench_repo: %s", PQresultErrorMessage(r));
+        exit(1);
+    }
+    for (int i = 0; i < SCALE_CONVS; i++)
+        scale_conv[i] = atoll(PQgetvalue(r, i, 0));
+    PQclear(r);
+    exec_or_die(c, "VACUUM ANALYZE conversations");
+    const char *state =
+        "SELECT n_tup_upd || ' ' || n_tup_hot_upd || ' ' || "
+        "pg_table_size('conversations') || ' ' || "
+        "pg_indexes_size('conversations') || ' ' || coalesce(autovacuum_count, 0) "
+        "FROM pg_stat_user_tables WHERE relname = 'conversations'";
+    long long upd0, hot0, heap0, idx0, av0, upd1, hot1, heap1, idx1, av1;
+    r = PQexec(c, state);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK ||
+        sscanf(PQgetvalue(r, 0, 0), "%lld %lld %lld %lld %lld", &upd0, &hot0, &heap0,
+               &idx0, &av0) != 5)
+        exit(1);
+    PQclear(r);
+    pthread_t th[MAXT];
+    append_worker w[MAXT];
+    int64_t t0 = bench_now_ns();
+    for (int i = 0; i < MAXT; i++) {
+        w[i] = (append_worker){i, SCALE_APPENDS / MAXT, false};
+        pthread_create(&th[i], NULL, append_worker_run, &w[i]);
+    }
+    for (int i = 0; i < MAXT; i++) {
+        pthread_join(th[i], NULL);
+        if (w[i].failed)
+            exit(1);
+    }
+    double secs = (double)(bench_now_ns() - t0) / 1e9;
+    sleep(2); /* server statistics reach the shared view within a second */
+    exec_or_die(c, "SELECT pg_stat_clear_snapshot()");
+    r = PQexec(c, state);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK ||
+        sscanf(PQgetvalue(r, 0, 0), "%lld %lld %lld %lld %lld", &upd1, &hot1, &heap1,
+               &idx1, &av1) != 5)
+        exit(1);
+    PQclear(r);
+    long long upd = upd1 - upd0, hot = hot1 - hot0;
+    printf("BENCH %s append_1m threads=%d ops_s=%.0f appends=%ld conversations=%d "
+           "conv_updates=%lld conv_hot_updates=%lld hot_ratio=%.3f "
+           "conv_table_bytes_before=%lld conv_table_bytes_after=%lld size_ratio=%.2f "
+           "conv_index_bytes_before=%lld conv_index_bytes_after=%lld autovacuums=%lld\n",
+           PROGRAM, MAXT, SCALE_APPENDS / secs, SCALE_APPENDS, SCALE_CONVS, upd, hot,
+           upd ? (double)hot / (double)upd : 1.0, heap0, heap1,
+           (double)heap1 / (double)heap0, idx0, idx1, av1 - av0);
+    fflush(stdout);
+}
+
 static ds_pool *open_pool(const char *url, int size) {
     ds_config *cfg;
     ds_pool *p;
@@ -631,6 +765,32 @@ int main(void) {
                  "baseline=begin_insert_update_commit round_trips=1_vs_4");
     run_case("append_batch_100", 1, op_batch, raw_batch, secs, rounds,
              "rows=100 baseline=libpq_pipeline_one_tx");
+    const char *scale = getenv("BENCH_SCALE");
+    if (scale && strcmp(scale, "1") == 0) {
+        PGconn *c = PQconnectdb(url);
+        if (PQstatus(c) != CONNECTION_OK)
+            return 1;
+        const char *appends = getenv("BENCH_APPENDS");
+        if (appends && atol(appends) >= MAXT)
+            scale_appends = atol(appends);
+        seed_million_users(c);
+        for (int k = 0; k < 2; k++)
+            run_case("get_user", tcounts[k], op_get_user, raw_get_user, secs, rounds,
+                     "users=1000000");
+        if (selected("append_1m")) {
+            run_million_appends(c);
+            for (int t = 0; t < 3; t++) {
+                char extra[96];
+                snprintf(extra, sizeof extra, "rows=50 messages=%d after_appends=%ld",
+                         tier_sizes[t], scale_appends);
+                list_conv = tier_conv[t];
+                for (int k = 0; k < 2; k++)
+                    run_case("list_last_50", tcounts[k], op_list, raw_list, secs,
+                             rounds, extra);
+            }
+        }
+        PQfinish(c);
+    }
     if (selected("events_copy")) {
         bench_result ra, rb;
         bench_ab(3, secs / 6.0, 1, op_copy, ours_p, 1, raw_copy, raw_p, &ra, &rb);
