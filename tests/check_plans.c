@@ -87,6 +87,11 @@ static const allowed_finding allowed[] = {
      "filter reads every fact of the user"},
     {"memory.text_candidates", "generic", "filtered",
      "the kind filter, as for memory.list"},
+    {"memory.fallback.sketches", "generic", "filtered",
+     "the kind filter, as for memory.list (fallback backend)"},
+    {"memory.fallback.embeddings", "generic", "filtered",
+     "id = ANY($2) filtered over the user's facts, as for memory.rows "
+     "(fallback backend)"},
     {"gdpr.erase", "custom", "seqscan",
      "erasing the heaviest user deletes a third of all messages, where a "
      "scan is the right plan; the generic plan, used for typical users, "
