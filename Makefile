@@ -97,7 +97,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 USE_SHARED := -L$(BUILD)/lib -ldatastore -Wl,-rpath,$(abspath $(BUILD)/lib)
 
-.PHONY: all lib examples tests bench check check-asan check-clang demo bench-run \
+.PHONY: all lib examples tests bench check check-asan check-clang demo bench-run bench-anchors \
         install uninstall clean services-start services-stop fuzz fuzz-run \
         check-abi abi-baseline
 all: lib $(CLI_BINS)
@@ -170,6 +170,17 @@ $(BUILD)/bench/%: bench/%.c $(BENCH_UTIL) $(wildcard bench/*.h) $(BUILD)/lib/lib
 	    $(USE_SHARED) $(DEP_LIBS) -lm -pthread $(LDFLAGS)
 
 bench: $(BENCH_BINS)
+
+# Side by side with Drizzle ORM (npm), not part of bench or check.
+$(BUILD)/bench/anchors: bench/anchors/anchors.c $(BENCH_UTIL) $(wildcard bench/*.h) $(BUILD)/lib/libdatastore.so
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(DS_CFLAGS) $(DEP_CFLAGS) $(CFLAGS) -o $@ $< $(BENCH_UTIL) \
+	    $(USE_SHARED) $(DEP_LIBS) -lm -pthread $(LDFLAGS)
+
+bench-anchors:
+	./scripts/bootstrap
+	$(MAKE) all $(BUILD)/bench/anchors
+	./scripts/bench-anchors --build $(BUILD)
 
 # ---- the two commands of the README ----------------------------------------
 check:

@@ -1,12 +1,17 @@
 /*
- * bench_repo: the repositories against hand-written raw libpq doing the
- * same SQL (prepared once per connection, binary results, decoded into
- * heap rows with the JSON parsed, as an application would), interleaved.
+ * bench_repo: the repositories against what a PostgreSQL expert would write
+ * by hand with raw libpq for the same job: the idiomatic statement (never a
+ * copy of the library's), prepared once per connection, binary results,
+ * decoded into heap rows with the JSON parsed, as an application would.
+ * Interleaved A B A B rounds.
  *
- *   get_user           ds_user_get vs the same SELECT               1, 8 threads
- *   append_message     ds_message_append (insert + updated_at bump,
- *                      one statement) vs the same statement         1, 8 threads
- *   list_last_50       ds_message_list_page newest-first, 50 rows   1, 8 threads
+ *   get_user           ds_user_get vs users LEFT JOIN profiles by id  1, 8 threads
+ *   append_message     ds_message_append vs INSERT ... RETURNING with
+ *                      the updated_at bump in the same statement     1, 8 threads
+ *   list_last_50       ds_message_list_page newest-first, 50 rows, vs
+ *                      WHERE conversation_id = $1 ORDER BY id DESC
+ *                      LIMIT 50, on conversations of 100, 10,000 and
+ *                      100,000 messages interleaved with others     1, 8 threads
  *   append_vs_naive_tx ds_message_append vs BEGIN; INSERT; UPDATE;
  *                      COMMIT (four round trips)                    1, 8 threads
  *   append_batch_100   ds_message_append_batch of 100 vs a raw pipeline
@@ -15,11 +20,20 @@
  *   events_copy        ds_event_record_batch of 10,000 events (binary
  *                      COPY) vs a raw text-format COPY of the same   1 thread
  *
+ * BENCH_SCALE=1 adds the production tiers (minutes, not for make check):
+ *   get_user_1m        get_user on a users table of 1,000,000        1, 8 threads
+ *   after_1m_appends   1,000,000 ds_message_append calls (8 threads, 2,000
+ *                      conversations, autovacuum at its defaults), then
+ *                      list_last_50 and the conversations table's HOT
+ *                      ratio and size against its fresh size
+ *
  * Needs DATABASE_URL; applies the sql/ migrations when the schema is missing.
  */
 #include <datastore/datastore.h>
 #include <dirent.h>
 #include <libpq-fe.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,31 +44,24 @@
 #define NUSERS 1000
 #define MAXT 8
 
-/* The statements the repositories run, copied verbatim (the baseline
- * must do the same work). */
+/* What an expert writes for each job, independently of the library: the
+ * obvious join, the insert with its bump as one statement, the plain
+ * keyset page. */
 #define USER_SQL                                                               \
     "SELECT u.id, u.email, u.status, u.created_at, u.updated_at, "            \
-    "u.deleted_at, COALESCE(p.display_name, ''), COALESCE(p.locale, 'en'), "  \
-    "COALESCE(p.timezone, 'UTC'), COALESCE(p.preferences, '{}'), "            \
-    "COALESCE(p.updated_at, u.updated_at) FROM users u LEFT JOIN profiles p " \
-    "ON p.user_id = u.id WHERE u.id = $1 AND u.deleted_at IS NULL"
+    "u.deleted_at, p.display_name, p.locale, p.timezone, p.preferences, "     \
+    "p.updated_at FROM users u LEFT JOIN profiles p ON p.user_id = u.id "     \
+    "WHERE u.id = $1 AND u.deleted_at IS NULL"
 #define APPEND_SQL                                                             \
-    "WITH ins AS (INSERT INTO messages (conversation_id, role, content, "     \
-    "metadata, idempotency_key) VALUES ($1, $2, $3, $4, $5) ON CONFLICT "     \
-    "(conversation_id, idempotency_key) DO UPDATE SET idempotency_key = "     \
-    "EXCLUDED.idempotency_key RETURNING id, conversation_id, role, content, " \
-    "metadata, idempotency_key, created_at, (xmax = 0) AS created), bump AS " \
-    "(UPDATE conversations SET updated_at = now() WHERE id = $1 AND EXISTS "  \
-    "(SELECT 1 FROM ins WHERE created) RETURNING 1) SELECT id, "              \
-    "conversation_id, role, content, metadata, idempotency_key, created_at, " \
-    "created FROM ins"
+    "WITH m AS (INSERT INTO messages (conversation_id, role, content, "       \
+    "metadata, idempotency_key) VALUES ($1, $2, $3, $4, $5) RETURNING id, "   \
+    "conversation_id, role, content, metadata, idempotency_key, created_at), " \
+    "c AS (UPDATE conversations SET updated_at = now() WHERE id = $1) "       \
+    "SELECT * FROM m"
 #define LIST_SQL                                                               \
-    "SELECT m.id, m.conversation_id, m.role, m.content, m.metadata, "         \
-    "m.idempotency_key, m.created_at, false FROM conversations c LEFT JOIN "  \
-    "LATERAL (SELECT id, conversation_id, role, content, metadata, "          \
-    "idempotency_key, created_at FROM messages WHERE (conversation_id, id) < " \
-    "(c.id, $2) AND (conversation_id, id) > (c.id, $3) ORDER BY "            \
-    "conversation_id DESC, id DESC LIMIT $4) m ON true WHERE c.id = $1"
+    "SELECT id, conversation_id, role, content, metadata, idempotency_key, "  \
+    "created_at FROM messages WHERE conversation_id = $1 ORDER BY id DESC "   \
+    "LIMIT $2"
 #define NAIVE_INSERT_SQL                                                       \
     "INSERT INTO messages (conversation_id, role, content, metadata, "        \
     "idempotency_key) VALUES ($1, $2, $3, $4, $5) RETURNING id, "             \
@@ -64,7 +71,11 @@
 static ds_pool *pool;
 static int64_t user_ids[NUSERS];
 static int64_t conv_ids[MAXT];      /* one conversation per thread: appends */
-static int64_t list_conv;           /* 500 messages, read by list */
+static int64_t list_conv;           /* the conversation list reads */
+/* Conversations of 100, 10,000 and 100,000 messages, their ids spread
+ * among 50,000 messages of 500 other conversations. */
+static const int tier_sizes[] = {100, 10000, 100000};
+static int64_t tier_conv[3];
 static const char *content = "Sure, here is a short answer to your question "
                              "about the weather in Lisbon tomorrow.";
 
@@ -257,18 +268,18 @@ static bool op_list(void *p) {
 
 static bool raw_list(void *p) {
     tctx *t = p;
-    char conv[8], before[8], after[8], limit[8];
-    uint64_t vs[4] = {(uint64_t)list_conv, (uint64_t)INT64_MAX, 0, 51};
-    char *bufs[4] = {conv, before, after, limit};
-    for (int k = 0; k < 4; k++) {
+    char conv[8], limit[8];
+    uint64_t vs[2] = {(uint64_t)list_conv, 50};
+    char *bufs[2] = {conv, limit};
+    for (int k = 0; k < 2; k++) {
         uint64_t v = vs[k];
         for (int i = 7; i >= 0; i--, v >>= 8)
             bufs[k][i] = (char)(v & 0xff);
     }
-    const char *vals[] = {conv, before, after, limit};
-    int lens[] = {8, 8, 8, 8}, fmts[] = {1, 1, 1, 1};
-    PGresult *r = PQexecPrepared(t->pg, "list", 4, vals, lens, fmts, 1);
-    bool ok = raw_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 51;
+    const char *vals[] = {conv, limit};
+    int lens[] = {8, 8}, fmts[] = {1, 1};
+    PGresult *r = PQexecPrepared(t->pg, "list", 2, vals, lens, fmts, 1);
+    bool ok = raw_ok(r, PGRES_TUPLES_OK) && PQntuples(r) == 50;
     for (int i = 0; ok && i < 50; i++)
         raw_decode(r, i, msg_tcols, 3, 4);
     PQclear(r);
@@ -458,7 +469,7 @@ static PGconn *raw_connect(const char *url) {
     } defs[] = {
         {"get_user", USER_SQL, 1, {20}},
         {"append", APPEND_SQL, 5, {20, 25, 25, 3802, 25}},
-        {"list", LIST_SQL, 4, {20, 20, 20, 20}},
+        {"list", LIST_SQL, 2, {20, 20}},
         {"naive_insert", NAIVE_INSERT_SQL, 5, {20, 25, 25, 3802, 25}},
         {"bump", BUMP_SQL, 1, {20}},
     };
@@ -495,23 +506,14 @@ static void setup_data(void) {
         conv_ids[i] = c->id;
         ds_conversation_free(c);
     }
-    ds_conversation *c;
-    if (ds_conversation_create(pool, user_ids[MAXT], "history", &c, &err) != DS_OK)
-        die("create conversation", &err);
-    list_conv = c->id;
-    ds_conversation_free(c);
-    ds_message_new m[500];
-    json_t *meta = json_pack("{s:s, s:i}", "model", "m-large", "tokens", 42);
-    for (int i = 0; i < 500; i++) {
-        m[i].role = i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER;
-        m[i].content = content;
-        m[i].content_len = 0;
-        m[i].metadata = meta;
-        m[i].idempotency_key = NULL;
+    for (int i = 0; i < 3; i++) {
+        ds_conversation *c;
+        if (ds_conversation_create(pool, user_ids[MAXT], "history", &c, &err) != DS_OK)
+            die("create conversation", &err);
+        tier_conv[i] = c->id;
+        ds_conversation_free(c);
     }
-    if (ds_message_append_batch(pool, list_conv, m, 500, NULL, &err) != DS_OK)
-        die("seed messages", &err);
-    json_decref(meta);
+    list_conv = tier_conv[0];
     static json_t *props;
     props = json_pack("{s:s, s:i}", "page", "/chat", "ms", 120);
     for (int i = 0; i < EVENTS; i++) {
@@ -520,6 +522,168 @@ static void setup_data(void) {
         events[i].properties = props;
         events[i].occurred_at = 0;
     }
+}
+
+/* The tier conversations' messages, in random order so that their ids
+ * interleave with those of 500 other conversations, as in a live system. */
+static void seed_tiers(const char *url) {
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "bench_repo: %s", PQerrorMessage(c));
+        exit(1);
+    }
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "WITH noise AS (INSERT INTO conversations (owner_id, title) SELECT "
+             "%lld, 'noise' FROM generate_series(1, 500) RETURNING id), nz AS "
+             "(SELECT array_agg(id) AS a FROM noise) "
+             "INSERT INTO messages (conversation_id, role, content, metadata) "
+             "SELECT conv, CASE WHEN g %% 2 = 0 THEN 'user' ELSE 'assistant' "
+             "END, '%s', '{\"model\": \"m-large\", \"tokens\": 42}' FROM ("
+             "SELECT %lld AS conv, g FROM generate_series(1, %d) g UNION ALL "
+             "SELECT %lld, g FROM generate_series(1, %d) g UNION ALL "
+             "SELECT %lld, g FROM generate_series(1, %d) g UNION ALL "
+             "SELECT nz.a[1 + g %% 500], g FROM nz, generate_series(1, 50000) g"
+             ") s ORDER BY random()",
+             (long long)user_ids[MAXT], content, (long long)tier_conv[0],
+             tier_sizes[0], (long long)tier_conv[1], tier_sizes[1],
+             (long long)tier_conv[2], tier_sizes[2]);
+    exec_or_die(c, sql);
+    exec_or_die(c, "ANALYZE messages");
+    exec_or_die(c, "ANALYZE conversations");
+    PQfinish(c);
+}
+
+/* ---- BENCH_SCALE=1: a users table of 1,000,000; 1,000,000 appends ------------ */
+
+static long long sql_int(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        fprintf(stderr, "bench_repo: %s: %s", sql, PQresultErrorMessage(r));
+        exit(1);
+    }
+    long long v = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+/* Grows users (and profiles) to 1,000,000 rows and points get_user at 1,000
+ * random ones of them. */
+static void seed_million_users(PGconn *c) {
+    long long have = sql_int(c, "SELECT count(*) FROM users");
+    if (have < 1000000) {
+        char sql[1024];
+        snprintf(sql, sizeof sql,
+                 "WITH u AS (INSERT INTO users (email) SELECT 'scale' || g || "
+                 "'.' || extract(epoch FROM now())::bigint || '@example.com' "
+                 "FROM generate_series(1, %lld) g RETURNING id) INSERT INTO "
+                 "profiles (user_id, display_name, locale, timezone, "
+                 "preferences) SELECT id, 'Scale User', 'en-GB', "
+                 "'Europe/Lisbon', '{\"theme\": \"dark\", \"beta\": true}' "
+                 "FROM u",
+                 1000000 - have);
+        exec_or_die(c, sql);
+        exec_or_die(c, "VACUUM ANALYZE users");
+        exec_or_die(c, "VACUUM ANALYZE profiles");
+    }
+    PGresult *r = PQexec(c, "SELECT id FROM users WHERE deleted_at IS NULL "
+                            "ORDER BY random() LIMIT 1000");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != NUSERS) {
+        fprintf(stderr, "bench_repo: sample users: %s", PQresultErrorMessage(r));
+        exit(1);
+    }
+    for (int i = 0; i < NUSERS; i++)
+        user_ids[i] = atoll(PQgetvalue(r, i, 0));
+    PQclear(r);
+}
+
+#define SCALE_CONVS 2000
+/* BENCH_APPENDS changes the count (a quick check of the scale path). */
+static long scale_appends = 1000000;
+#define SCALE_APPENDS scale_appends
+static int64_t scale_conv[SCALE_CONVS];
+
+typedef struct append_worker {
+    int index;
+    long ops;
+    bool failed;
+} append_worker;
+
+static void *append_worker_run(void *p) {
+    append_worker *w = p;
+    ds_message_new m = {DS_ROLE_USER, content, 0, NULL, NULL};
+    for (long i = 0; i < w->ops; i++) {
+        ds_error err;
+        int64_t conv = scale_conv[(w->index + i * MAXT) % SCALE_CONVS];
+        if (ds_message_append(pool, conv, &m, NULL, &err) != DS_OK) {
+            fprintf(stderr, "append: %s\n", err.message);
+            w->failed = true;
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* 1,000,000 appends on 8 threads, round robin over 2,000 conversations,
+ * autovacuum at its defaults; then the state of the conversations table
+ * (updates, HOT updates, size against its size before the appends). */
+static void run_million_appends(PGconn *c) {
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO conversations (owner_id, title) SELECT %lld, 'scale' "
+             "FROM generate_series(1, %d) RETURNING id",
+             (long long)user_ids[0], SCALE_CONVS);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != SCALE_CONVS) {
+        fprintf(stderr, "bench_repo: %s", PQresultErrorMessage(r));
+        exit(1);
+    }
+    for (int i = 0; i < SCALE_CONVS; i++)
+        scale_conv[i] = atoll(PQgetvalue(r, i, 0));
+    PQclear(r);
+    exec_or_die(c, "VACUUM ANALYZE conversations");
+    const char *state =
+        "SELECT n_tup_upd || ' ' || n_tup_hot_upd || ' ' || "
+        "pg_table_size('conversations') || ' ' || "
+        "pg_indexes_size('conversations') || ' ' || coalesce(autovacuum_count, 0) "
+        "FROM pg_stat_user_tables WHERE relname = 'conversations'";
+    long long upd0, hot0, heap0, idx0, av0, upd1, hot1, heap1, idx1, av1;
+    r = PQexec(c, state);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK ||
+        sscanf(PQgetvalue(r, 0, 0), "%lld %lld %lld %lld %lld", &upd0, &hot0, &heap0,
+               &idx0, &av0) != 5)
+        exit(1);
+    PQclear(r);
+    pthread_t th[MAXT];
+    append_worker w[MAXT];
+    int64_t t0 = bench_now_ns();
+    for (int i = 0; i < MAXT; i++) {
+        w[i] = (append_worker){i, SCALE_APPENDS / MAXT, false};
+        pthread_create(&th[i], NULL, append_worker_run, &w[i]);
+    }
+    for (int i = 0; i < MAXT; i++) {
+        pthread_join(th[i], NULL);
+        if (w[i].failed)
+            exit(1);
+    }
+    double secs = (double)(bench_now_ns() - t0) / 1e9;
+    sleep(2); /* server statistics reach the shared view within a second */
+    exec_or_die(c, "SELECT pg_stat_clear_snapshot()");
+    r = PQexec(c, state);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK ||
+        sscanf(PQgetvalue(r, 0, 0), "%lld %lld %lld %lld %lld", &upd1, &hot1, &heap1,
+               &idx1, &av1) != 5)
+        exit(1);
+    PQclear(r);
+    long long upd = upd1 - upd0, hot = hot1 - hot0;
+    printf("BENCH %s append_1m threads=%d ops_s=%.0f appends=%ld conversations=%d "
+           "conv_updates=%lld conv_hot_updates=%lld hot_ratio=%.3f "
+           "conv_table_bytes_before=%lld conv_table_bytes_after=%lld size_ratio=%.2f "
+           "conv_index_bytes_before=%lld conv_index_bytes_after=%lld autovacuums=%lld\n",
+           PROGRAM, MAXT, SCALE_APPENDS / secs, SCALE_APPENDS, SCALE_CONVS, upd, hot,
+           upd ? (double)hot / (double)upd : 1.0, heap0, heap1,
+           (double)heap1 / (double)heap0, idx0, idx1, av1 - av0);
+    fflush(stdout);
 }
 
 static ds_pool *open_pool(const char *url, int size) {
@@ -573,6 +737,7 @@ int main(void) {
     ensure_schema(url);
     pool = open_pool(url, MAXT);
     setup_data();
+    seed_tiers(url);
     for (int i = 0; i < MAXT; i++) {
         ours[i] = (tctx){i, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1), NULL, conv_ids[i]};
         raw[i] = (tctx){i, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1), raw_connect(url),
@@ -587,13 +752,45 @@ int main(void) {
     for (int k = 0; k < 2; k++)
         run_case("append_message", tcounts[k], op_append, raw_append, secs, rounds,
                  "bump=same_statement");
-    for (int k = 0; k < 2; k++)
-        run_case("list_last_50", tcounts[k], op_list, raw_list, secs, rounds, "rows=50");
+    for (int t = 0; t < 3; t++) {
+        char extra[64];
+        snprintf(extra, sizeof extra, "rows=50 messages=%d", tier_sizes[t]);
+        list_conv = tier_conv[t];
+        for (int k = 0; k < 2; k++)
+            run_case("list_last_50", tcounts[k], op_list, raw_list, secs, rounds,
+                     extra);
+    }
     for (int k = 0; k < 2; k++)
         run_case("append_vs_naive_tx", tcounts[k], op_append, raw_naive_tx, secs, rounds,
                  "baseline=begin_insert_update_commit round_trips=1_vs_4");
     run_case("append_batch_100", 1, op_batch, raw_batch, secs, rounds,
              "rows=100 baseline=libpq_pipeline_one_tx");
+    const char *scale = getenv("BENCH_SCALE");
+    if (scale && strcmp(scale, "1") == 0) {
+        PGconn *c = PQconnectdb(url);
+        if (PQstatus(c) != CONNECTION_OK)
+            return 1;
+        const char *appends = getenv("BENCH_APPENDS");
+        if (appends && atol(appends) >= MAXT)
+            scale_appends = atol(appends);
+        seed_million_users(c);
+        for (int k = 0; k < 2; k++)
+            run_case("get_user", tcounts[k], op_get_user, raw_get_user, secs, rounds,
+                     "users=1000000");
+        if (selected("append_1m")) {
+            run_million_appends(c);
+            for (int t = 0; t < 3; t++) {
+                char extra[96];
+                snprintf(extra, sizeof extra, "rows=50 messages=%d after_appends=%ld",
+                         tier_sizes[t], scale_appends);
+                list_conv = tier_conv[t];
+                for (int k = 0; k < 2; k++)
+                    run_case("list_last_50", tcounts[k], op_list, raw_list, secs,
+                             rounds, extra);
+            }
+        }
+        PQfinish(c);
+    }
     if (selected("events_copy")) {
         bench_result ra, rb;
         bench_ab(3, secs / 6.0, 1, op_copy, ours_p, 1, raw_copy, raw_p, &ra, &rb);

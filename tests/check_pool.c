@@ -226,6 +226,100 @@ START_TEST(test_pool_waiters_served_first_come_first_served) {
 }
 END_TEST
 
+typedef struct {
+    ds_pool *pool;
+    int ops;
+    int done;
+} busy_arg;
+
+static void *busy_worker(void *p) {
+    busy_arg *a = p;
+    for (int i = 0; i < a->ops; i++) {
+        ds_conn *c;
+        ds_error err = {0};
+        if (ds_pool_acquire(a->pool, &c, &err) != DS_OK)
+            break;
+        ds_status st = ds_exec(c, "SELECT 1", NULL, 0, NULL, &err);
+        ds_pool_release(c);
+        if (st != DS_OK)
+            break;
+        a->done++;
+    }
+    return NULL;
+}
+
+/* 16 threads on 2 connections, each running its queries back to back:
+ * threads inside their time slice reuse connections without queueing, yet
+ * every thread finishes every query and no acquire times out. */
+START_TEST(test_pool_oversubscribed_threads_all_served) {
+    ds_config *cfg = dt_config(db_url(), 2, 2);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set_int(cfg, "acquire_timeout_ms", 20000, &err), err);
+    ds_pool *pool;
+    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
+    ds_config_free(cfg);
+    enum { T = 16, OPS = 300 };
+    pthread_t th[T];
+    busy_arg args[T];
+    for (int i = 0; i < T; i++) {
+        args[i] = (busy_arg){pool, OPS, 0};
+        pthread_create(&th[i], NULL, busy_worker, &args[i]);
+    }
+    for (int i = 0; i < T; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < T; i++)
+        ck_assert_int_eq(args[i].done, OPS);
+    ds_pool_stats st = stats_of(pool);
+    ck_assert_uint_eq(st.timeouts, 0);
+    ck_assert_uint_eq(st.acquires, (uint64_t)T * OPS);
+    ck_assert_int_eq(st.in_use, 0);
+    ck_assert_int_le(st.size, 2);
+    ds_pool_close(pool);
+}
+END_TEST
+
+typedef struct {
+    ds_pool *pool;
+    ds_status st;
+} one_arg;
+
+static void *acquire_once(void *p) {
+    one_arg *a = p;
+    ds_conn *c;
+    ds_error err = {0};
+    a->st = ds_pool_acquire_timeout(a->pool, 10000, &c, &err);
+    if (a->st == DS_OK)
+        ds_pool_release(c);
+    return NULL;
+}
+
+/* A thread that reuses the only connection while another waits, then stops
+ * asking: the waiter gets the connection (handed over when the slice ends,
+ * or taken from the idle stack by the oldest waiter's periodic look). */
+START_TEST(test_pool_waiter_gets_connection_a_busy_thread_stops_using) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    one_arg a = {pool, DS_ERR_INTERNAL};
+    pthread_t th;
+    pthread_create(&th, NULL, acquire_once, &a);
+    for (int spin = 0; spin < 500 && stats_of(pool).waiters != 1; spin++)
+        usleep(2000);
+    ck_assert_int_eq(stats_of(pool).waiters, 1);
+    for (int i = 0; i < 20; i++) {
+        ds_pool_release(c);
+        ds_status st = ds_pool_acquire_timeout(pool, 10000, &c, &err);
+        ck_assert_ds_ok(st, err);
+    }
+    ds_pool_release(c);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(a.st, DS_OK);
+    ck_assert_uint_eq(stats_of(pool).timeouts, 0);
+    ds_pool_close(pool);
+}
+END_TEST
+
 /* ---- health on release --------------------------------------------------- */
 
 START_TEST(test_pool_release_rolls_back_open_transaction) {
@@ -965,6 +1059,8 @@ Suite *ds_test_pool_suite(void) {
     tcase_add_test(tc, test_pool_8_threads_10000_acquires_no_leak);
     tcase_add_test(tc, test_pool_acquire_times_out_when_exhausted);
     tcase_add_test(tc, test_pool_waiters_served_first_come_first_served);
+    tcase_add_test(tc, test_pool_oversubscribed_threads_all_served);
+    tcase_add_test(tc, test_pool_waiter_gets_connection_a_busy_thread_stops_using);
     suite_add_tcase(s, tc);
     tc = tcase_create("release");
     tcase_add_test(tc, test_pool_release_rolls_back_open_transaction);

@@ -346,6 +346,11 @@ START_TEST(test_repo_conversation_list_by_recent_activity) {
     int64_t ids[5];
     for (int i = 0; i < 5; i++)
         ids[i] = new_conversation(owner);
+    /* an hour ago, in creation order: older than repo_activity_interval_ms */
+    char sql[160];
+    snprintf(sql, sizeof sql, "UPDATE conversations SET updated_at = updated_at - "
+             "interval '1 hour' WHERE owner_id = %lld", (long long)owner);
+    dt_sql(db, sql);
     /* activity on the oldest moves it to the top */
     ds_message_new m = {DS_ROLE_USER, "bump", 0, NULL, NULL};
     ds_status st = ds_message_append(pool, ids[0], &m, NULL, &err);
@@ -416,6 +421,62 @@ START_TEST(test_repo_message_append_bumps_updated_at) {
     ck_assert_int_eq(n, 1);
     st = ds_message_count(pool, conv + 1000, &n, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+}
+END_TEST
+
+static long long rel_pages(const char *rel) {
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT pg_relation_size('%s') / 8192", rel);
+    return dt_sql_int(db, sql);
+}
+
+/* Appends `per_conv` messages to each of `n` conversations, round robin. */
+static void append_round_robin(ds_pool *p, const int64_t *convs, int n,
+                               int per_conv) {
+    ds_error err = {0};
+    ds_message_new m = {DS_ROLE_USER, "a message", 0, NULL, NULL};
+    for (int r = 0; r < per_conv; r++)
+        for (int i = 0; i < n; i++)
+            ck_assert_ds_ok(ds_message_append(p, convs[i], &m, NULL, &err), err);
+}
+
+/* Within repo_activity_interval_ms an append leaves its conversation's row
+ * alone: 300 appends to 10 conversations move each activity time once and
+ * add no index entries; with the interval 0 every append rewrites the row. */
+START_TEST(test_repo_message_append_bumps_activity_at_most_once_per_interval) {
+    enum { CONVS = 10, PER_CONV = 30 };
+    int64_t owner = new_user("hot@example.com");
+    int64_t throttled[CONVS], every[CONVS];
+    for (int i = 0; i < CONVS; i++) {
+        throttled[i] = new_conversation(owner);
+        every[i] = new_conversation(owner);
+    }
+    dt_sql(db, "UPDATE conversations SET updated_at = now() - interval '1 hour'");
+    dt_sql(db, "VACUUM conversations");
+    long long heap0 = rel_pages("conversations");
+    long long idx0 = rel_pages("conversations_owner_activity_idx");
+    append_round_robin(pool, throttled, CONVS, PER_CONV);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM conversations WHERE owner_id = %lld AND "
+             "updated_at > now() - interval '10 minutes'", (long long)owner);
+    ck_assert_int_eq(dt_sql_int(db, sql), CONVS); /* each moved to the top */
+    long long heap1 = rel_pages("conversations");
+    long long idx1 = rel_pages("conversations_owner_activity_idx");
+    ck_assert_msg(heap1 <= heap0 + 1 && idx1 <= idx0 + 1,
+                  "throttled: heap %lld -> %lld pages, index %lld -> %lld", heap0,
+                  heap1, idx0, idx1);
+
+    ds_config *cfg = dt_config(db, 1, 2);
+    ds_error err = {0};
+    ds_pool *eager;
+    ck_assert_ds_ok(ds_config_set(cfg, "repo_activity_interval_ms", "0", &err), err);
+    ck_assert_ds_ok(ds_pool_open(cfg, &eager, &err), err);
+    ds_config_free(cfg);
+    append_round_robin(eager, every, CONVS, PER_CONV);
+    ds_pool_close(eager);
+    long long idx2 = rel_pages("conversations_owner_activity_idx");
+    ck_assert_msg(idx2 > idx1, "a bump on every append added no index entries "
+                  "(%lld -> %lld pages)", idx1, idx2);
 }
 END_TEST
 
@@ -567,6 +628,87 @@ START_TEST(test_repo_message_paging_newest_and_oldest_first) {
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     st = ds_message_list_page(pool, conv, (ds_order)7, NULL, 5, &page, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
+}
+END_TEST
+
+/* A cursor is an id range of one conversation: a bound from another
+ * conversation is refused, a bound that was deleted or lies in the other
+ * order's direction still gives exactly the messages of the range. */
+START_TEST(test_repo_message_paging_cursor_edge_cases) {
+    ds_error err = {0};
+    int64_t owner = new_user("cursor@example.com");
+    int64_t a = new_conversation(owner), b = new_conversation(owner);
+    int64_t ids_a[12], ids_b[12];
+    for (int i = 0; i < 12; i++) { /* interleaved: a's and b's ids alternate */
+        ds_message_new m = {DS_ROLE_USER, "x", 0, NULL, NULL};
+        ds_message *msg;
+        ck_assert_ds_ok(ds_message_append(pool, a, &m, &msg, &err), err);
+        ids_a[i] = msg->id;
+        ds_message_free(msg);
+        ck_assert_ds_ok(ds_message_append(pool, b, &m, &msg, &err), err);
+        ids_b[i] = msg->id;
+        ds_message_free(msg);
+    }
+    ds_message_list *page;
+    ds_status st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, NULL, 4, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(page->has_more && page->next.before_id == ids_a[8]);
+    ds_message_cursor next = page->next;
+    ds_message_list_free(page);
+
+    /* a's cursor on b, and b's ids as either bound on a: refused */
+    st = ds_message_list_page(pool, b, DS_NEWEST_FIRST, &next, 4, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_null(page);
+    ck_assert(strstr(err.message, "another conversation") != NULL);
+    ds_message_cursor foreign_after = {0, ids_b[3]};
+    st = ds_message_list_page(pool, a, DS_OLDEST_FIRST, &foreign_after, 4, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ds_message_cursor foreign_before = {ids_b[5], ids_a[1]};
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, &foreign_before, 4, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+
+    /* the newest-first cursor read oldest first: the range below it, ascending */
+    st = ds_message_list_page(pool, a, DS_OLDEST_FIRST, &next, 100, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 8);
+    for (size_t i = 0; i < page->count; i++) {
+        ck_assert(page->items[i]->id == ids_a[i]);
+        ck_assert(page->items[i]->conversation_id == a);
+    }
+    ck_assert(!page->has_more);
+    ds_message_list_free(page);
+
+    /* the cursor's message is deleted: the next page is still exact */
+    char sql[128];
+    snprintf(sql, sizeof sql, "DELETE FROM messages WHERE id = %lld", (long long)ids_a[8]);
+    dt_sql(db, sql);
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, &next, 3, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 3);
+    for (size_t i = 0; i < 3; i++)
+        ck_assert(page->items[i]->id == ids_a[7 - i]);
+    ck_assert(page->has_more && page->next.before_id == ids_a[5]);
+    ds_message_list_free(page);
+
+    /* bounds that leave nothing, or an id past every message */
+    ds_message_cursor crossed = {ids_a[2], ids_a[6]};
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, &crossed, 10, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 0);
+    ck_assert(!page->has_more);
+    ds_message_list_free(page);
+    ds_message_cursor future = {ids_b[11] + 1000000, 0};
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, &future, 2, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 2);
+    ck_assert(page->items[0]->id == ids_a[11] && page->has_more);
+    ds_message_list_free(page);
+
+    /* a limit above repo_max_page */
+    st = ds_message_list_page(pool, a, DS_NEWEST_FIRST, NULL, 100001, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert(strstr(err.message, "repo_max_page") != NULL);
 }
 END_TEST
 
@@ -1738,9 +1880,11 @@ static void add_conversations(TCase *tc) {
 
 static void add_messages(TCase *tc) {
     tcase_add_test(tc, test_repo_message_append_bumps_updated_at);
+    tcase_add_test(tc, test_repo_message_append_bumps_activity_at_most_once_per_interval);
     tcase_add_test(tc, test_repo_message_idempotent_append_returns_original);
     tcase_add_test(tc, test_repo_message_concurrent_retries_never_duplicate);
     tcase_add_test(tc, test_repo_message_paging_newest_and_oldest_first);
+    tcase_add_test(tc, test_repo_message_paging_cursor_edge_cases);
     tcase_add_test(tc, test_repo_message_bad_input_writes_nothing);
     tcase_add_test(tc, test_repo_message_metacharacters_round_trip);
     tcase_add_test(tc, test_repo_message_batch_append);

@@ -10,7 +10,10 @@
  *   }
  *
  * An append is one statement (one round trip): it inserts the message and
- * bumps the conversation's updated_at atomically. With an idempotency key,
+ * bumps the conversation's updated_at atomically when that is older than
+ * repo_activity_interval_ms (default 10 s), so recent-activity order holds
+ * at that granularity without rewriting the conversation's row for every
+ * message (see docs/repositories.md). With an idempotency key,
  * a retried append (also several at once, from other threads or processes)
  * returns the original row and bumps nothing. A batch append inserts many
  * messages in one statement (one round trip) with the same rules.
@@ -59,7 +62,8 @@ typedef struct ds_conversation {
     const char *title;
     bool archived;
     int64_t created_at; /* microseconds since the epoch                   */
-    int64_t updated_at; /* bumped by every append: "recent activity"      */
+    int64_t updated_at; /* "recent activity": moved by an append when older
+                           than repo_activity_interval_ms                */
 } ds_conversation;
 
 /* Frees a row. NULL is a no-op. */
@@ -166,8 +170,8 @@ typedef struct ds_message_new {
 DS_EXPORT void ds_message_free(ds_message *message);
 
 /*
- * Appends one message and bumps the conversation's updated_at, in one
- * statement. With an idempotency key already used in this conversation,
+ * Appends one message and bumps the conversation's updated_at (when older
+ * than repo_activity_interval_ms), in one statement. With an idempotency key already used in this conversation,
  * returns that original row (created == false) and changes nothing.
  * `msg` is borrowed for the call. *out (may be NULL) receives the row,
  * freed with ds_message_free(). DS_ERR_NOT_FOUND for an unknown
@@ -180,7 +184,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_message_append(ds_pool *pool,
                                                    ds_error *err);
 
 /* Keyset cursor: ids strictly below `before_id` and above `after_id`
- * (0: no bound). */
+ * (0: no bound). It is a range, valid in either order; a bound may be a
+ * deleted message, but not a message of another conversation. */
 typedef struct ds_message_cursor {
     int64_t before_id;
     int64_t after_id;
@@ -220,7 +225,10 @@ DS_EXPORT DS_NODISCARD ds_status ds_message_append_batch(
  * One page of at most `limit` (1..repo_max_page) of a conversation's
  * messages in `order`, within `cursor` (NULL: everything). *out receives
  * the page (free with ds_message_list_free()); its `next` continues in the
- * same order. DS_ERR_NOT_FOUND for an unknown conversation.
+ * same order. DS_ERR_NOT_FOUND for an unknown conversation; DS_ERR_INVALID
+ * for a cursor bound that is a message of another conversation. A page
+ * costs one index range scan of `limit` rows, whatever the conversation's
+ * size.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_message_list_page(
     ds_pool *pool, int64_t conversation_id, ds_order order,

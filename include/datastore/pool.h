@@ -4,7 +4,10 @@
  * A ds_pool owns up to pool_max connections to the primary (and as many to
  * each replica). ds_pool_acquire() leases one as a ds_conn; ds_pool_release()
  * gives it back. Waiters are served first-come first-served; an acquire never
- * waits longer than its timeout.
+ * waits longer than its timeout. With more threads than connections, a
+ * thread reuses connections for a 2 ms time slice without queueing behind
+ * the waiters, then hands over to the oldest; a waiter is served within
+ * about (its place in the queue / connections + 1) slices.
  *
  * Statement modes (setting `statement_mode`):
  *   prepared  named prepared statements, cached per connection: the fastest

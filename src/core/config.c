@@ -102,6 +102,10 @@ static const setting settings[] = {
                 1000),
     INT_SETTING("repo_max_batch", "DS_REPO_MAX_BATCH", repo_max_batch, 1,
                 1000000, 10000),
+    /* How stale a conversation's activity time may get before an append
+     * moves it: each move is a non-HOT update of an indexed row. */
+    INT_SETTING("repo_activity_interval_ms", "DS_REPO_ACTIVITY_INTERVAL_MS",
+                repo_activity_interval_ms, 0, 86400000, 10000),
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 

@@ -41,6 +41,7 @@ struct ds_config {
     int64_t repo_max_json_bytes;
     int64_t repo_max_page;
     int64_t repo_max_batch;
+    int64_t repo_activity_interval_ms;
     ds_after_connect_fn after_connect;
     void *after_connect_ud;
 };

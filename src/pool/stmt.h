@@ -135,6 +135,8 @@ typedef struct ds__pool_settings {
     int64_t repo_max_json_bytes;
     int repo_max_page;
     int repo_max_batch;
+    /* an append bumps updated_at only when older than this */
+    int64_t repo_activity_interval_ms;
     int migrate_lock_timeout_ms; /* default DDL lock_timeout of ds_migrate_* */
     /* Handed to migrations as ds.embedding_dim / ds.vector_backend. */
     int64_t embedding_dim;

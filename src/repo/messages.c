@@ -14,40 +14,68 @@
  * it waits for a concurrent insert of the same key and then returns that
  * row, which a DO NOTHING + SELECT cannot see from its older snapshot.
  * xmax = 0 tells a fresh row from an existing one, and only fresh rows
- * bump the conversation. */
+ * bump the conversation, and only when its activity time is older than
+ * $6 milliseconds (repo_activity_interval_ms): updated_at is indexed, so
+ * every bump is a non-HOT update that writes a new row version and new
+ * index entries. Bumping on every append grew a 2,000-row table 13-fold
+ * in 100,000 appends; at most one bump per conversation per 10 s keeps it
+ * near its fresh size (docs/repositories.md). A skipped bump takes no row
+ * lock either. */
 #define UPSERT_TAIL                                                            \
     " ON CONFLICT (conversation_id, idempotency_key) DO UPDATE SET "          \
     "idempotency_key = EXCLUDED.idempotency_key RETURNING id, "               \
     "conversation_id, role, content, metadata, idempotency_key, created_at, " \
     "(xmax = 0) AS created), bump AS (UPDATE conversations SET updated_at = " \
-    "now() WHERE id = $1 AND EXISTS (SELECT 1 FROM ins WHERE created) "      \
+    "now() WHERE id = $1 AND updated_at < now() - $6 * interval "            \
+    "'1 millisecond' AND EXISTS (SELECT 1 FROM ins WHERE created) "          \
     "RETURNING 1) SELECT id, conversation_id, role, content, metadata, "      \
     "idempotency_key, created_at, created FROM ins"
 
-/* The bounds are row comparisons on (conversation_id, id), which only the
- * (conversation_id, id) index can serve: with `conversation_id = c.id AND
- * id < $2` the planner may walk the primary key backwards through every
- * newer message of other conversations (90 ms instead of 0.3 ms for 50 rows
- * once the table holds 200k messages). (c, after) < (cid, id) < (c, before)
- * holds exactly when cid = c and after < id < before. */
-#define LIST_SQL(dir)                                                          \
-    "SELECT m.id, m.conversation_id, m.role, m.content, m.metadata, "         \
-    "m.idempotency_key, m.created_at, false FROM conversations c LEFT JOIN "  \
-    "LATERAL (SELECT id, conversation_id, role, content, metadata, "          \
-    "idempotency_key, created_at FROM messages WHERE (conversation_id, id) < " \
-    "(c.id, $2) AND (conversation_id, id) > (c.id, $3) ORDER BY "            \
-    "conversation_id " dir ", id " dir " LIMIT $4) m ON true WHERE c.id = $1"
+/* One index range scan on (conversation_id, id), stopped by the LIMIT:
+ * O(page), whatever the conversation's size, in custom and generic plans.
+ * The conversation is a range (>= and <=), not `=`, on purpose: with `=`
+ * the planner knows conversation_id is constant, so ORDER BY id alone
+ * remains, which the primary key can also deliver; for a large
+ * conversation whose messages are old it then walks the primary key
+ * backwards through every newer message of the table (150,000 rows for
+ * 51). As a range, only the (conversation_id, id) index yields the order;
+ * anything else needs a sort of the whole conversation, which costs more.
+ *
+ * The page reads messages only, like a hand-written query: a message
+ * proves its conversation exists, and only an empty page asks (LIST_CHECK)
+ * whether the conversation is unknown. With a cursor, `cursor_ok` says
+ * whether a bound is a message of another conversation (two primary-key
+ * probes, once per statement). */
+#define LIST_COLS                                                              \
+    "SELECT id, conversation_id, role, content, metadata, idempotency_key, "  \
+    "created_at, false"
+#define LIST_FROM(dir)                                                         \
+    " FROM messages WHERE conversation_id >= $1 AND conversation_id <= $1 "   \
+    "AND id < $2 AND id > $3 ORDER BY conversation_id " dir ", id " dir       \
+    " LIMIT $4"
+#define CURSOR_OK                                                              \
+    "NOT EXISTS (SELECT 1 FROM messages x WHERE x.id IN ($2, $3) AND "        \
+    "x.conversation_id <> $1)"
+#define LIST_CURSOR_SQL(dir) LIST_COLS ", " CURSOR_OK LIST_FROM(dir)
 
-enum { S_APPEND, S_APPEND_BATCH, S_LIST_DESC, S_LIST_ASC, S_COUNT };
+#define LIST_PARAMS {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}
+#define LIST_CURSOR_TYPES                                                      \
+    {DS_OID_INT8, DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_JSONB,         \
+     DS_OID_TEXT, DS_OID_TIMESTAMPTZ, DS_OID_BOOL, DS_OID_BOOL}
+
+enum {
+    S_APPEND, S_APPEND_BATCH, S_LIST_DESC, S_LIST_ASC, S_LIST_CURSOR_DESC,
+    S_LIST_CURSOR_ASC, S_LIST_CHECK, S_COUNT
+};
 
 static const ds__stmt_def stmts[] = {
     [S_APPEND] = {"messages.append",
                   "WITH ins AS (INSERT INTO messages (conversation_id, role, "
                   "content, metadata, idempotency_key) VALUES ($1, $2, $3, "
                   "$4, $5)" UPSERT_TAIL,
-                  5,
+                  6,
                   {DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_JSONB,
-                   DS_OID_TEXT},
+                   DS_OID_TEXT, DS_OID_INT8},
                   8, MSG_TYPES},
     [S_APPEND_BATCH] = {"messages.append_batch",
                         "WITH ins AS (INSERT INTO messages (conversation_id, "
@@ -55,16 +83,25 @@ static const ds__stmt_def stmts[] = {
                         "r, c, m, k FROM unnest($2::text[], $3::text[], "
                         "$4::jsonb[], $5::text[]) WITH ORDINALITY AS t(r, c, "
                         "m, k, ord) ORDER BY ord" UPSERT_TAIL " ORDER BY id",
-                        5,
+                        6,
                         {DS_OID_INT8, DS_OID_TEXT_ARRAY, DS_OID_TEXT_ARRAY,
-                         3807 /* jsonb[] */, DS_OID_TEXT_ARRAY},
+                         3807 /* jsonb[] */, DS_OID_TEXT_ARRAY, DS_OID_INT8},
                         8, MSG_TYPES},
-    [S_LIST_DESC] = {"messages.list_newest", LIST_SQL("DESC"), 4,
-                     {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 8,
-                     MSG_TYPES},
-    [S_LIST_ASC] = {"messages.list_oldest", LIST_SQL("ASC"), 4,
-                    {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 8,
-                    MSG_TYPES},
+    [S_LIST_DESC] = {"messages.list_newest", LIST_COLS LIST_FROM("DESC"), 4,
+                     LIST_PARAMS, 8, MSG_TYPES},
+    [S_LIST_ASC] = {"messages.list_oldest", LIST_COLS LIST_FROM("ASC"), 4,
+                    LIST_PARAMS, 8, MSG_TYPES},
+    [S_LIST_CURSOR_DESC] = {"messages.list_newest_cursor",
+                            LIST_CURSOR_SQL("DESC"), 4, LIST_PARAMS, 9,
+                            LIST_CURSOR_TYPES},
+    [S_LIST_CURSOR_ASC] = {"messages.list_oldest_cursor",
+                           LIST_CURSOR_SQL("ASC"), 4, LIST_PARAMS, 9,
+                           LIST_CURSOR_TYPES},
+    [S_LIST_CHECK] = {"messages.list_check",
+                      "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = "
+                      "$1), " CURSOR_OK,
+                      3, {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8}, 2,
+                      {DS_OID_BOOL, DS_OID_BOOL}},
     [S_COUNT] = {"messages.count",
                  "SELECT (SELECT count(*) FROM messages m WHERE "
                  "m.conversation_id = c.id) FROM conversations c WHERE c.id = "
@@ -179,6 +216,7 @@ DS_EXPORT ds_status ds_message_append(ds_pool *pool, int64_t conversation_id,
     ds__bind_bytes(&b, msg->content, len);
     ds__bind_jsonb_owned(&b, json, json_len);
     ds__bind_text(&b, msg->idempotency_key);
+    ds__bind_int64(&b, ds__repo_activity_interval_ms(pool));
     void *row;
     st = ds__repo_get(pool, false, &stmts[S_APPEND], &b, &msg_type, __func__,
                       NULL, 0, out ? &row : NULL, err);
@@ -368,6 +406,7 @@ DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
         if (!batch_bind(&mb, &b))
             st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory",
                                __func__);
+        ds__bind_int64(&b, ds__repo_activity_interval_ms(pool));
     }
     PGresult *r = NULL;
     if (st == DS_OK) {
@@ -425,13 +464,44 @@ DS_EXPORT ds_status ds_message_list_page(ds_pool *pool,
     ds__bind_int64(&b, before);
     ds__bind_int64(&b, after);
     ds__bind_int64(&b, (int64_t)limit + 1);
+    bool desc = order == DS_NEWEST_FIRST;
+    bool bounded = before != INT64_MAX || after != 0;
     const ds__stmt_def *def =
-        &stmts[order == DS_NEWEST_FIRST ? S_LIST_DESC : S_LIST_ASC];
-    ds_message_list *list = ds__repo_list(pool, false, def, &b, limit,
-                                          &msg_type, __func__, "conversation",
-                                          conversation_id, err);
-    if (!list)
+        &stmts[bounded ? (desc ? S_LIST_CURSOR_DESC : S_LIST_CURSOR_ASC)
+                       : (desc ? S_LIST_DESC : S_LIST_ASC)];
+    PGresult *r = ds__repo_exec(pool, false, def, &b, err);
+    if (!r)
         return err->code;
+    int rows = PQntuples(r);
+    bool known = true, cursor_ok = !bounded || rows == 0 || ds__cell_bool(r, 0, 8);
+    if (rows == 0) { /* an empty conversation, or an unknown one? */
+        PQclear(r);
+        ds__bind_init(&b);
+        ds__bind_int64(&b, conversation_id);
+        ds__bind_int64(&b, before);
+        ds__bind_int64(&b, after);
+        r = ds__repo_exec(pool, false, &stmts[S_LIST_CHECK], &b, err);
+        if (!r)
+            return err->code;
+        known = PQntuples(r) == 1 && ds__cell_bool(r, 0, 0);
+        cursor_ok = PQntuples(r) == 1 && ds__cell_bool(r, 0, 1);
+    }
+    ds_message_list *list = NULL;
+    if (!known) {
+        st = ds__not_found(err, __func__, "conversation", conversation_id);
+    } else if (!cursor_ok) {
+        st = ds__error_set(err, DS_ERR_INVALID,
+                           "%s: the cursor belongs to another conversation",
+                           __func__);
+    } else {
+        list = ds__list_new(r, NULL, rows > limit ? limit : rows,
+                            rows > limit, &msg_type, __func__, err);
+        if (!list)
+            st = err->code;
+    }
+    PQclear(r);
+    if (!list)
+        return st;
     list->next.before_id = cursor ? cursor->before_id : 0;
     list->next.after_id = after;
     if (list->count) {

@@ -67,6 +67,9 @@ static inline int ds__repo_max_batch(const ds_pool *pool) {
 static inline int ds__repo_max_page(const ds_pool *pool) {
     return ds__pool_settings_get(pool)->repo_max_page;
 }
+static inline int64_t ds__repo_activity_interval_ms(const ds_pool *pool) {
+    return ds__pool_settings_get(pool)->repo_activity_interval_ms;
+}
 
 /* Checks a page limit against the pool's repo_max_page. */
 ds_status ds__check_limit(ds_error *err, const char *func, const ds_pool *pool,

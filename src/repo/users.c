@@ -76,9 +76,16 @@ static const ds__stmt_def stmts[] = {
                    "WHERE id = $1 AND deleted_at IS NOT NULL",
                    1, {DS_OID_INT8}, -1, {0}},
     [S_LIST] = {"users.list",
-                "SELECT " USER_COLS " FROM users u LEFT JOIN profiles p ON "
-                "p.user_id = u.id WHERE u.id > $1 AND ($2 OR u.deleted_at IS "
-                "NULL) ORDER BY u.id LIMIT $3",
+                /* The page first, then each row's profile by key. A
+                 * plain join under the LIMIT merge-joins the profiles
+                 * index from its start (O(page depth)); a join after it
+                 * still hashes all profiles in the generic plan, which
+                 * guesses 10% of the table for `LIMIT $3`. OFFSET 0
+                 * keeps the lookup a per-row index probe. */
+                "SELECT " USER_COLS " FROM (SELECT * FROM users WHERE id > "
+                "$1 AND ($2 OR deleted_at IS NULL) ORDER BY id LIMIT $3) u "
+                "LEFT JOIN LATERAL (SELECT * FROM profiles WHERE user_id = "
+                "u.id OFFSET 0) p ON true ORDER BY u.id",
                 3, {DS_OID_INT8, DS_OID_BOOL, DS_OID_INT8}, USER_NCOLS,
                 USER_TYPES},
 };

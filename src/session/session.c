@@ -132,10 +132,12 @@ static const ds__stmt_def stmts[] = {
     },
     [STMT_PURGE] = {
         .name = "session.purge_expired",
-        .sql = "DELETE FROM auth_sessions WHERE id IN ("
+        /* = ANY(ARRAY(...)), not IN (...): as a semi-join the generic
+         * plan hashes the batch and scans the whole table for it. */
+        .sql = "DELETE FROM auth_sessions WHERE id = ANY (ARRAY("
                "SELECT id FROM auth_sessions "
                "WHERE expires_at < now() - $1 * interval '1 microsecond' "
-               "ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+               "ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
         .nparams = 2,
         .param_types = {DS_OID_INT8, DS_OID_INT4},
         .ncols = -1,
