@@ -23,6 +23,21 @@
  * that window its first statement fails with a retryable error
  * (ds_error_is_retryable) and it is replaced on release.
  *
+ * Failover: the primary URL may list every host of a cluster with
+ * target_session_attrs=read-write ("postgresql://u:p@h1:5432,h2:5432/db?
+ * target_session_attrs=read-write"); libpq then connects to whichever is
+ * the primary. A server that is read-only (in recovery, or
+ * default_transaction_read_only on) is refused as a primary with a
+ * retryable DS_ERR_CONNECTION, and a connection whose server ends the
+ * session (SQLSTATE class 08, 57P01-57P03) or turns read-only under it
+ * (25006 while the server reports itself read-only, or behind a pooler
+ * that hides the server's state) fails its statement with a retryable
+ * DS_ERR_CONNECTION and is closed on release, so the next acquire connects
+ * to the new primary. A primary URL with target_session_attrs=any (or
+ * read-only, standby, prefer-standby) accepts a read-only server; a write
+ * there is a plain DS_ERR_DB (25006), as is one inside the caller's own
+ * READ ONLY transaction.
+ *
  * Thread-safety: ds_pool is safe to share between threads. A ds_conn is
  * serial: one thread at a time, from acquire to release.
  */

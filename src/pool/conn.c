@@ -41,14 +41,54 @@ static void one_line(char *dst, size_t cap, const char *src) {
     dst[o] = '\0';
 }
 
+bool ds__server_read_only(PGconn *pg, bool *known) {
+    const char *standby = pg ? PQparameterStatus(pg, "in_hot_standby") : NULL;
+    const char *ro = pg ? PQparameterStatus(pg, "default_transaction_read_only")
+                        : NULL;
+    *known = standby || ro;
+    return (standby && strcmp(standby, "on") == 0) ||
+           (ro && strcmp(ro, "on") == 0);
+}
+
+/* The server ended the session or is going away: 08xxx (connection
+ * exception), 57P01 admin shutdown (fast shutdown, pg_terminate_backend,
+ * a failover tool stopping the old primary), 57P02 crash shutdown, 57P03
+ * cannot connect now. Such a connection must not be reused even when
+ * libpq has not noticed the closed socket yet. */
+static bool session_over(const char *state) {
+    return state && (strncmp(state, "08", 2) == 0 ||
+                     strcmp(state, "57P01") == 0 ||
+                     strcmp(state, "57P02") == 0 ||
+                     strcmp(state, "57P03") == 0);
+}
+
+/* 25006 (read-only transaction) on a connection that needs a writable
+ * server: the server was demoted to a standby or made read-only under us,
+ * so the statement was not applied and a fresh connection (following a
+ * multi-host URL with target_session_attrs=read-write to the new primary)
+ * is the cure. When the server says it is writable the read-only state is
+ * the caller's own (SET TRANSACTION READ ONLY) and the error stays a
+ * statement error. Behind a pooler the server's state is not reported;
+ * then a failover is the likely cause. */
+static bool server_demoted(const ds_conn *c, PGconn *pg, const char *state) {
+    if (!state || strcmp(state, "25006") != 0 || !c || !c->sub ||
+        !c->sub->needs_writable)
+        return false;
+    bool known;
+    bool ro = ds__server_read_only(pg, &known);
+    return ro || !known;
+}
+
 ds_status ds__pg_error(ds_conn *c, PGconn *pg, const PGresult *res,
                        const char *context, ds_error *err) {
     if (!pg && c)
         pg = c->pg;
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    bool lost = !pg || PQstatus(pg) != CONNECTION_OK;
-    ds_status code = lost && !state ? DS_ERR_CONNECTION
-                                    : ds__sqlstate_status(state);
+    bool demoted = server_demoted(c, pg, state);
+    bool lost = !pg || PQstatus(pg) != CONNECTION_OK || session_over(state) ||
+                demoted;
+    ds_status code = (lost && !state) || demoted ? DS_ERR_CONNECTION
+                                                 : ds__sqlstate_status(state);
     char msg[DS_ERROR_MESSAGE_MAX];
     if (res && state) {
         const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
@@ -66,7 +106,10 @@ ds_status ds__pg_error(ds_conn *c, PGconn *pg, const PGresult *res,
         if (!msg[0])
             snprintf(msg, sizeof msg, "unknown error");
     }
-    ds__error_set(err, code, "%s: %s", context ? context : "query", msg);
+    ds__error_set(err, code, "%s: %s%s", context ? context : "query", msg,
+                  demoted ? "; the server is read-only (a standby or a "
+                            "demoted primary): reconnecting"
+                          : "");
     ds__error_set_sqlstate(err, state);
     if (err && lost)
         err->retryable = true;

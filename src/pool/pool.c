@@ -192,6 +192,21 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
         }
         ds__error_scrub(err, s->password);
     }
+    bool ro_known;
+    if (st == DS_OK && s->needs_writable &&
+        ds__server_read_only(c->pg, &ro_known)) {
+        /* A standby, or the old primary of a failover coming back
+         * read-only: retrying finds the new primary when the URL lists
+         * every host with target_session_attrs=read-write. */
+        st = ds__error_set(err, DS_ERR_CONNECTION,
+                           "%s: the server is read-only (in recovery or "
+                           "default_transaction_read_only); a writable "
+                           "primary is required (list every host with "
+                           "target_session_attrs=read-write to follow a "
+                           "failover, or set target_session_attrs=any for a "
+                           "read-only pool)",
+                           s->label);
+    }
     if (st == DS_OK) {
         PQsetNoticeReceiver(c->pg, silence_notices, NULL);
         c->created_us = ds__now_us();
@@ -602,6 +617,23 @@ static void *maintenance_main(void *arg) {
 
 /* ---- open / close ----------------------------------------------------- */
 
+/* A primary URL needs a writable server unless it names a
+ * target_session_attrs that accepts others (any, read-only, standby,
+ * prefer-standby): then the caller wants whatever it listed. */
+static bool url_needs_writable(const char *url) {
+    PQconninfoOption *opts = PQconninfoParse(url, NULL);
+    if (!opts)
+        return true; /* conn_open reports the bad URL */
+    bool writable = true;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "target_session_attrs") == 0 && o->val)
+            writable = strcmp(o->val, "read-write") == 0 ||
+                       strcmp(o->val, "primary") == 0;
+    }
+    PQconninfoFree(opts);
+    return writable;
+}
+
 static ds_status subpool_init(ds_subpool *s, const char *url, const char *label,
                               bool replica, int min, ds_error *err) {
     memset(s, 0, sizeof *s);
@@ -612,6 +644,7 @@ static ds_status subpool_init(ds_subpool *s, const char *url, const char *label,
     if (!s->url)
         return ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
     s->password = ds__conninfo_password(url);
+    s->needs_writable = !replica && url_needs_writable(url);
     return DS_OK;
 }
 
