@@ -18,8 +18,9 @@
 # PgBouncers, the same way), DS_HA_DIR and DS_HA_MONITOR_URL.
 #
 # The monitor's health checks are tightened (1 s period, 3 s until a node
-# is unhealthy) so that a failover takes seconds instead of the default
-# half minute; the nodes listen on 127.0.0.1 only. Role ds logs in with
+# is unhealthy, 5 s to wait for a lost primary's demotion) so that a
+# failover takes seconds instead of the default half minute or more; the
+# nodes listen on 127.0.0.1 only. Role ds logs in with
 # scram-sha-256; pg_auto_failover's own roles use trust on loopback.
 # State lives in .services/ha/; its ports are picked once (outside the
 # ephemeral range) and kept, because the monitor records them.
@@ -127,6 +128,14 @@ ha_write_conf() { # instance
             echo "pgautofailover.health_check_max_retries = 1"
             echo "pgautofailover.health_check_retry_delay = 500"
             echo "pgautofailover.node_considered_unhealthy_timeout = 3000"
+            # When the primary's keeper is gone too (the whole node lost),
+            # nobody confirms its demotion: the monitor waits this long
+            # before promoting the standby (default 30 s). It must exceed
+            # the keepers' network_partition_timeout (set to 3 s below),
+            # after which a primary cut off from monitor and standby
+            # demotes itself; synchronous replication keeps an isolated
+            # old primary from acknowledging writes meanwhile.
+            echo "pgautofailover.primary_demote_timeout = 5000"
         fi
     } | write_svc_file "$data/datastore-ha.conf" 0600
     grep -qxF "include = 'datastore-ha.conf'" "$data/postgresql.conf" ||
@@ -148,6 +157,11 @@ ha_start_keeper() { # instance
         return 0
     fi
     ha_write_conf "$inst"
+    if [[ $inst != monitor ]]; then
+        ha_autoctl config set --pgdata "$(ha_data "$inst")" \
+            timeout.network_partition_timeout 3 >/dev/null 2>&1 ||
+            log "ha $inst: warning: could not set timeout.network_partition_timeout"
+    fi
     # setsid: the keeper and its postgres outlive this script, in a
     # session of their own.
     as_svc touch "$log"
