@@ -1,6 +1,7 @@
 /* The Prometheus exposition of the handles' stats, against the real
  * PostgreSQL and Redis; promtool lints the example's output in
  * scripts/run-tests. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,11 +87,84 @@ START_TEST(test_metrics_errors_null_arguments) {
 }
 END_TEST
 
+/* ---- the statement hook ------------------------------------------------ */
+
+typedef struct {
+    int n;
+    char sql[8][160];
+    int64_t rows[8], duration_us[8];
+    ds_status status[8];
+    char sqlstate[8][6];
+} recorded;
+
+static void record_statement(void *ud, const ds_statement_event *ev) {
+    recorded *rec = ud;
+    if (rec->n >= 8)
+        return;
+    int i = rec->n++;
+    snprintf(rec->sql[i], sizeof rec->sql[i], "%s", ev->sql);
+    rec->rows[i] = ev->rows;
+    rec->duration_us[i] = ev->duration_us;
+    rec->status[i] = ev->status;
+    snprintf(rec->sqlstate[i], sizeof rec->sqlstate[i], "%s", ev->sqlstate);
+}
+
+START_TEST(test_statement_hook_reports_time_rows_and_errors_not_parameters) {
+    char *url = dt_create_db("stmthook");
+    dt_sql(url, "CREATE TABLE dt_hook (x int); INSERT INTO dt_hook SELECT generate_series(1, 7)");
+    ds_config *cfg = dt_config(url, 1, 1);
+    recorded rec = {0};
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set_statement_hook(cfg, record_statement, &rec, &err), err);
+    ds_pool *pool;
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    int before = rec.n; /* statements run while connecting, if any */
+
+    ds_param p[] = {ds_param_text("secret-parameter-value")};
+    ds_result *res = NULL;
+    ck_assert_ds_ok(ds_pool_exec(pool, "SELECT x FROM dt_hook WHERE $1 <> ''", p, 1,
+                                 &res, &err), err);
+    ds_result_free(res);
+    ck_assert_ds_ok(ds_pool_exec(pool, "UPDATE dt_hook SET x = x + 1 WHERE x <= 3",
+                                 NULL, 0, NULL, &err), err);
+    ds_error div_err = {0};
+    st = ds_pool_exec(pool, "SELECT 1 / 0", NULL, 0, NULL, &div_err);
+    ck_assert_int_ne(st, DS_OK);
+    /* without an error out-param the hook still learns the outcome */
+    ck_assert_int_ne(ds_pool_exec(pool, "SELECT 2 / 0", NULL, 0, NULL, NULL), DS_OK);
+    ds_pool_close(pool);
+
+    ck_assert_int_eq(rec.n - before, 4);
+    int i = before;
+    ck_assert_str_eq(rec.sql[i], "SELECT x FROM dt_hook WHERE $1 <> ''");
+    ck_assert_int_eq(rec.rows[i], 7);
+    ck_assert_int_eq(rec.status[i], DS_OK);
+    ck_assert_str_eq(rec.sqlstate[i], "");
+    ck_assert_int_ge(rec.duration_us[i], 0);
+    ck_assert_int_eq(rec.rows[i + 1], 3);
+    ck_assert_str_eq(rec.sql[i + 2], "SELECT 1 / 0");
+    ck_assert_int_eq(rec.rows[i + 2], -1);
+    ck_assert_int_eq(rec.status[i + 2], st);
+    ck_assert_str_eq(rec.sqlstate[i + 2], "22012");
+    ck_assert_str_eq(rec.sqlstate[i + 3], "22012");
+    ck_assert_int_eq(rec.status[i + 3], st);
+    for (int k = 0; k < rec.n; k++)
+        ck_assert_ptr_null(strstr(rec.sql[k], "secret-parameter-value"));
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 Suite *ds_test_metrics_suite(void) {
     Suite *s = suite_create("metrics");
     TCase *tc = tcase_create("render");
     tcase_add_test(tc, test_metrics_render_matches_stats);
     tcase_add_test(tc, test_metrics_render_with_no_sources_is_only_info);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("statement_hook");
+    tcase_add_test(tc, test_statement_hook_reports_time_rows_and_errors_not_parameters);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_metrics_errors_null_arguments);

@@ -1,6 +1,7 @@
 /* Statement execution on a leased connection: the per-connection prepared
  * statement cache, the pooler-safe unnamed path, and error mapping. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define DS_POOL_SOURCE /* this file may see the pool's structures */
@@ -291,10 +292,10 @@ static prep_outcome exec_prepared(ds_conn *c, const char *sql, int nparams,
     return PREP_DONE;
 }
 
-PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
-                        const Oid *types, const char *const *values,
-                        const int *lengths, const int *formats,
-                        int result_format, ds_error *err) {
+static PGresult *conn_exec(ds_conn *c, const char *sql, int nparams,
+                           const Oid *types, const char *const *values,
+                           const int *lengths, const int *formats,
+                           int result_format, ds_error *err) {
     PGresult *r = NULL;
     prep_outcome o = PREP_UNNAMED;
     if (!c->pooler)
@@ -310,6 +311,45 @@ PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
     ds__pg_error(c, NULL, r, "query", err);
     PQclear(r);
     return NULL;
+}
+
+/* Tells the pool's statement hook about one statement: its text, time,
+ * rows and outcome, never its parameters. */
+static void report_statement(const ds_conn *c, const char *sql,
+                             int64_t start_us, const PGresult *r,
+                             const ds_error *err) {
+    ds_statement_event ev = {
+        .sql = sql,
+        .duration_us = ds__now_us() - start_us,
+        .rows = -1,
+        .status = r ? DS_OK : (err && err->code ? err->code : DS_ERR_DB),
+        .sqlstate = !r && err ? err->sqlstate : "",
+        .replica = c->sub && c->sub->replica,
+    };
+    if (r) {
+        const char *affected = PQcmdTuples((PGresult *)r);
+        ev.rows = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r)
+                  : affected && *affected           ? strtoll(affected, NULL, 10)
+                                                    : 0;
+    }
+    c->pool->statement_hook(c->pool->statement_hook_ud, &ev);
+}
+
+PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
+                        const Oid *types, const char *const *values,
+                        const int *lengths, const int *formats,
+                        int result_format, ds_error *err) {
+    if (!c->pool || !c->pool->statement_hook)
+        return conn_exec(c, sql, nparams, types, values, lengths, formats,
+                         result_format, err);
+    /* The hook needs the error even when the caller passed none. */
+    ds_error local = {0};
+    ds_error *e = err ? err : &local;
+    int64_t start = ds__now_us();
+    PGresult *r = conn_exec(c, sql, nparams, types, values, lengths, formats,
+                            result_format, e);
+    report_statement(c, sql, start, r, e);
+    return r;
 }
 
 ds_status ds__conn_exec_simple(ds_conn *c, const char *sql, ds_error *err) {

@@ -706,6 +706,8 @@ static void copy_settings(ds_pool *p, const ds_config *cfg) {
     p->pooler = cfg->statement_mode == DS_STMT_POOLER;
     p->after_connect = cfg->after_connect;
     p->after_connect_ud = cfg->after_connect_ud;
+    p->statement_hook = cfg->statement_hook;
+    p->statement_hook_ud = cfg->statement_hook_ud;
 }
 
 static ds_status open_subpools(ds_pool *p, const ds_config *cfg,

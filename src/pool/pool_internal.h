@@ -91,6 +91,8 @@ struct ds_pool {
     char *application_name;
     ds_after_connect_fn after_connect;
     void *after_connect_ud;
+    ds_statement_hook_fn statement_hook;
+    void *statement_hook_ud;
 
     bool closing;
     int leased;
