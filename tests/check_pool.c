@@ -934,6 +934,147 @@ START_TEST(test_pool_survives_pgbouncer_restart) {
 }
 END_TEST
 
+/* ---- read-your-writes --------------------------------------------------- */
+
+static long long conn_count(ds_conn *c, int id) {
+    ds_param p[] = {ds_param_int64(id)};
+    ds_result *res;
+    ds_error err = {0};
+    ds_status st = ds_exec(c, "SELECT count(*) FROM dt_ryw WHERE id = $1", p, 1,
+                           &res, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t v = -1;
+    st = ds_result_int64(res, 0, 0, &v, &err);
+    ck_assert_ds_ok(st, err);
+    ds_result_free(res);
+    return v;
+}
+
+/* Where a read lease came from and whether it saw row `id`. */
+typedef struct {
+    ds_status st;
+    bool replica;
+    long long seen;
+} read_outcome;
+
+static read_outcome read_with(ds_pool *pool, const ds_read_token *tok,
+                              int wait_ms, int id) {
+    read_outcome o = {0};
+    ds_conn *c = NULL;
+    ds_error err = {0};
+    o.st = tok ? ds_pool_acquire_read_token(pool, tok, wait_ms, &c, &err)
+               : ds_pool_acquire_read(pool, &c, &err);
+    if (o.st == DS_OK) {
+        o.replica = ds_conn_is_replica(c);
+        o.seen = conn_count(c, id);
+        ds_pool_release(c);
+    }
+    return o;
+}
+
+/* With the local replica's replay paused, a read with the token of a write
+ * never misses it (the primary serves it); a read without one goes to the
+ * replica and does miss it; once replay resumes, the token is served by
+ * the replica that caught up. */
+START_TEST(test_pool_read_token_never_misses_a_write_on_a_paused_replica) {
+    char *url = dt_create_db("ryw");
+    dt_sql(url, "CREATE TABLE dt_ryw (id int PRIMARY KEY)");
+    const char *dbname = strrchr(url, '/') + 1;
+    char db[96];
+    snprintf(db, sizeof db, "%.*s", (int)strcspn(dbname, "?"), dbname);
+    char *replica = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), db);
+    char *replica_admin = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), "postgres");
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_database WHERE datname = '%s'", db);
+    long long t0 = dt_now_ms();
+    while (dt_sql_int(replica_admin, sql) == 0 && dt_now_ms() - t0 < 30000)
+        usleep(20000);
+    free(replica_admin);
+    while (dt_sql_int(replica, "SELECT count(*) FROM pg_class "
+                               "WHERE relname = 'dt_ryw'") == 0 &&
+           dt_now_ms() - t0 < 30000)
+        usleep(20000);
+
+    ds_config *cfg = dt_config(url, 1, 3);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set(cfg, "DATABASE_REPLICA_URLS", replica, &err), err);
+    ds_pool *pool;
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+
+    dt_sql(replica, "SELECT pg_wal_replay_pause()");
+    t0 = dt_now_ms();
+    while (dt_sql_int(replica, "SELECT (pg_get_wal_replay_pause_state() = "
+                               "'paused')::int") != 1 &&
+           dt_now_ms() - t0 < 10000)
+        usleep(20000);
+    ck_assert_ds_ok(ds_pool_exec(pool, "INSERT INTO dt_ryw VALUES (1)", NULL, 0,
+                                 NULL, &err), err);
+    ds_read_token tok;
+    ds_status tok_st = ds_pool_read_token(pool, &tok, &err);
+    read_outcome plain = read_with(pool, NULL, 0, 1);
+    read_outcome now = read_with(pool, &tok, 0, 1);
+    read_outcome waited = read_with(pool, &tok, 200, 1);
+    dt_sql(replica, "SELECT pg_wal_replay_resume()"); /* before any assertion */
+    read_outcome caught_up = read_with(pool, &tok, 20000, 1);
+
+    ck_assert_ds_ok(tok_st, err);
+    ck_assert_uint_gt(tok.lsn, 0);
+    /* the setup is meaningful: without a token the replica misses it */
+    ck_assert_ds_ok(plain.st, err);
+    ck_assert(plain.replica);
+    ck_assert_int_eq(plain.seen, 0);
+    /* with one, never */
+    ck_assert_ds_ok(now.st, err);
+    ck_assert(!now.replica);
+    ck_assert_int_eq(now.seen, 1);
+    ck_assert_ds_ok(waited.st, err);
+    ck_assert(!waited.replica);
+    ck_assert_int_eq(waited.seen, 1);
+    ck_assert_ds_ok(caught_up.st, err);
+    ck_assert(caught_up.replica);
+    ck_assert_int_eq(caught_up.seen, 1);
+
+    /* a token is the primary's: not taken on a replica lease */
+    ds_conn *c;
+    ck_assert_ds_ok(ds_pool_acquire_read(pool, &c, &err), err);
+    ck_assert(ds_conn_is_replica(c));
+    ck_assert_int_eq(ds_conn_read_token(c, &tok, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(tok.lsn, 0);
+    ds_pool_release(c);
+    ds_pool_close(pool);
+    free(replica);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+START_TEST(test_pool_read_token_errors) {
+    ds_pool *pool = dt_pool(db_url(), 0, 1);
+    ds_read_token tok = {42};
+    ds_conn *c = NULL;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_read_token(NULL, &tok, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(tok.lsn, 0);
+    ck_assert_int_eq(ds_pool_read_token(pool, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_conn_read_token(NULL, &tok, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_acquire_read_token(NULL, &tok, 0, &c, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_acquire_read_token(pool, &tok, -1, &c, &err),
+                     DS_ERR_INVALID);
+    ck_assert_ptr_null(c);
+    ck_assert_int_eq(ds_pool_acquire_read_token(pool, &tok, 0, NULL, &err),
+                     DS_ERR_INVALID);
+    /* without replicas, a token read is a primary read */
+    ck_assert_ds_ok(ds_pool_read_token(pool, &tok, &err), err);
+    ck_assert_ds_ok(ds_pool_acquire_read_token(pool, &tok, 0, &c, &err), err);
+    ck_assert(!ds_conn_is_replica(c));
+    ds_pool_release(c);
+    ds_pool_close(pool);
+}
+END_TEST
+
 typedef struct {
     ds_pool *pool;
     atomic_int *failures;
@@ -1113,6 +1254,11 @@ Suite *ds_test_pool_suite(void) {
     tcase_add_test(tc, test_pool_in_flight_query_on_killed_backend_is_retryable);
     tcase_add_test(tc, test_pool_refills_min_after_connections_die);
     tcase_add_test(tc, test_pool_survives_postgres_restart);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("read_your_writes");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_pool_read_token_never_misses_a_write_on_a_paused_replica);
+    tcase_add_test(tc, test_pool_read_token_errors);
     suite_add_tcase(s, tc);
     tc = tcase_create("failover");
     tcase_set_timeout(tc, 120);
