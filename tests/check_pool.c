@@ -809,6 +809,48 @@ START_TEST(test_pool_refuses_standby_as_primary) {
 }
 END_TEST
 
+/* The value libpq uses for `keyword` on this lease ("" when unset). */
+static void conn_option(ds_conn *c, const char *keyword, char *buf, size_t cap) {
+    PQconninfoOption *opts = PQconninfo(ds_conn_pg(c));
+    ck_assert_ptr_nonnull(opts);
+    buf[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, keyword) == 0 && o->val)
+            snprintf(buf, cap, "%s", o->val);
+    PQconninfoFree(opts);
+}
+
+/* A host that goes silent must not hold a call for the kernel's minutes:
+ * the pool asks for tcp_user_timeout and keepalives unless the URL sets
+ * its own (the network-fault suite shows the effect). */
+START_TEST(test_pool_sets_tcp_timeouts_unless_the_url_does) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    char v[32];
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    conn_option(c, "tcp_user_timeout", v, sizeof v);
+    ck_assert_str_eq(v, "30000");
+    conn_option(c, "keepalives", v, sizeof v);
+    ck_assert_str_eq(v, "1");
+    conn_option(c, "keepalives_idle", v, sizeof v);
+    ck_assert_str_eq(v, "30");
+    ds_pool_release(c);
+    ds_pool_close(pool);
+
+    char *url = url_with_param(db_url(), "tcp_user_timeout=1234&keepalives_idle=7");
+    pool = dt_pool(url, 1, 1);
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    conn_option(c, "tcp_user_timeout", v, sizeof v);
+    ck_assert_str_eq(v, "1234");
+    conn_option(c, "keepalives_idle", v, sizeof v);
+    ck_assert_str_eq(v, "7");
+    ds_pool_release(c);
+    ds_pool_close(pool);
+    free(url);
+}
+END_TEST
+
 /* Whether a fresh session on `url` starts read-only, as the server is now
  * configured. */
 static bool fresh_session_read_only(const char *url) {
@@ -1263,6 +1305,7 @@ Suite *ds_test_pool_suite(void) {
     tc = tcase_create("failover");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_pool_refuses_standby_as_primary);
+    tcase_add_test(tc, test_pool_sets_tcp_timeouts_unless_the_url_does);
     tcase_add_test(tc, test_pool_discards_connection_when_server_turns_read_only);
     tcase_add_test(tc, test_pool_survives_pgbouncer_restart);
     suite_add_tcase(s, tc);

@@ -23,6 +23,12 @@
  * that window its first statement fails with a retryable error
  * (ds_error_is_retryable) and it is replaced on release.
  *
+ * Silent networks: connections ask libpq for tcp_user_timeout=30000 and
+ * keepalives (idle 30 s, interval 10 s, count 3) unless the URL sets its
+ * own, so a host that stops answering breaks a call within about 30 s
+ * (retryable DS_ERR_CONNECTION) instead of the kernel's many minutes;
+ * connecting is bounded by connect_timeout_ms.
+ *
  * Failover: the primary URL may list every host of a cluster with
  * target_session_attrs=read-write ("postgresql://u:p@h1:5432,h2:5432/db?
  * target_session_attrs=read-write"); libpq then connects to whichever is

@@ -147,8 +147,17 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
     ds_conn *c = ds__calloc(1, sizeof *c);
     if (!c)
         return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", s->label);
-    const char *keys[] = {"fallback_application_name", "dbname", NULL};
-    const char *vals[] = {p->application_name, s->url, NULL};
+    /* A host that silently drops packets must not hold a call for the
+     * kernel's default of many minutes: data unacknowledged for 30 s, or an
+     * idle link whose keepalive probes go unanswered for about a minute,
+     * breaks the connection (then a retryable error, and a replacement).
+     * Given before dbname, so that the URL's own values win. */
+    const char *keys[] = {"fallback_application_name", "tcp_user_timeout",
+                          "keepalives", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count",
+                          "dbname", NULL};
+    const char *vals[] = {p->application_name, "30000", "1", "30", "10", "3",
+                          s->url, NULL};
     c->pg = PQconnectStartParams(keys, vals, 1);
     if (!c->pg) {
         ds__free(c);
