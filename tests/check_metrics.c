@@ -91,6 +91,7 @@ END_TEST
 
 typedef struct {
     int n;
+    char name[8][64];
     char sql[8][160];
     int64_t rows[8], duration_us[8];
     ds_status status[8];
@@ -102,6 +103,7 @@ static void record_statement(void *ud, const ds_statement_event *ev) {
     if (rec->n >= 8)
         return;
     int i = rec->n++;
+    snprintf(rec->name[i], sizeof rec->name[i], "%s", ev->name);
     snprintf(rec->sql[i], sizeof rec->sql[i], "%s", ev->sql);
     rec->rows[i] = ev->rows;
     rec->duration_us[i] = ev->duration_us;
@@ -110,7 +112,7 @@ static void record_statement(void *ud, const ds_statement_event *ev) {
 }
 
 START_TEST(test_statement_hook_reports_time_rows_and_errors_not_parameters) {
-    char *url = dt_create_db("stmthook");
+    char *url = dt_migrated_db("stmthook");
     dt_sql(url, "CREATE TABLE dt_hook (x int); INSERT INTO dt_hook SELECT generate_series(1, 7)");
     ds_config *cfg = dt_config(url, 1, 1);
     recorded rec = {0};
@@ -134,11 +136,21 @@ START_TEST(test_statement_hook_reports_time_rows_and_errors_not_parameters) {
     ck_assert_int_ne(st, DS_OK);
     /* without an error out-param the hook still learns the outcome */
     ck_assert_int_ne(ds_pool_exec(pool, "SELECT 2 / 0", NULL, 0, NULL, NULL), DS_OK);
+    int before_repo = rec.n;
+    ds_user *user = NULL;
+    ck_assert_ds_ok(ds_user_create(pool, "hook@example.com", NULL, &user, &err), err);
+    ds_user_free(user);
     ds_pool_close(pool);
 
-    ck_assert_int_eq(rec.n - before, 4);
+    ck_assert_int_eq(before_repo - before, 4);
+    /* the repository's statements come with their names */
+    ck_assert_int_gt(rec.n, before_repo);
+    ck_assert_msg(strncmp(rec.name[before_repo], "users.", 6) == 0, "name %s",
+                  rec.name[before_repo]);
+    ck_assert_ptr_null(strstr(rec.sql[before_repo], "hook@example.com"));
     int i = before;
     ck_assert_str_eq(rec.sql[i], "SELECT x FROM dt_hook WHERE $1 <> ''");
+    ck_assert_str_eq(rec.name[i], ""); /* the caller's own SQL */
     ck_assert_int_eq(rec.rows[i], 7);
     ck_assert_int_eq(rec.status[i], DS_OK);
     ck_assert_str_eq(rec.sqlstate[i], "");

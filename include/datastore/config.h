@@ -141,6 +141,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_config_set_after_connect(
 /* One statement as the statement hook sees it. Everything is borrowed for
  * the hook's call. */
 typedef struct ds_statement_event {
+    const char *name;     /* the library's name for it ("users.get_by_id"),
+                             "" for SQL the caller wrote                    */
     const char *sql;      /* the statement text with $1.. placeholders: the
                              library's own statements pass every value as a
                              parameter, and parameters are never reported */
@@ -154,10 +156,11 @@ typedef struct ds_statement_event {
 typedef void (*ds_statement_hook_fn)(void *ud, const ds_statement_event *ev);
 
 /*
- * Called after every statement the pool's connections run through the
- * library (ds_exec, ds_pool_exec, repositories, memory, migrations), on the
- * calling thread, for tracing and timing: keep it short and do not call
- * back into the library on the same connection. NULL removes it.
+ * Called after every statement with parameters that the pool's connections
+ * run (ds_exec, ds_pool_exec, repositories, memory, sessions, ...; not the
+ * simple-protocol DDL of migrations), on the calling thread, for tracing
+ * and timing: keep it short and do not call back into the library on the
+ * same connection. NULL removes it.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_config_set_statement_hook(
     ds_config *cfg, ds_statement_hook_fn fn, void *ud, ds_error *err);

@@ -313,12 +313,13 @@ static PGresult *conn_exec(ds_conn *c, const char *sql, int nparams,
     return NULL;
 }
 
-/* Tells the pool's statement hook about one statement: its text, time,
- * rows and outcome, never its parameters. */
-static void report_statement(const ds_conn *c, const char *sql,
-                             int64_t start_us, const PGresult *r,
-                             const ds_error *err) {
+/* Tells the pool's statement hook about one statement: its name, text,
+ * time, rows and outcome, never its parameters. */
+static void report_statement(const ds_conn *c, const char *name,
+                             const char *sql, int64_t start_us,
+                             const PGresult *r, const ds_error *err) {
     ds_statement_event ev = {
+        .name = name ? name : "",
         .sql = sql,
         .duration_us = ds__now_us() - start_us,
         .rows = -1,
@@ -335,10 +336,12 @@ static void report_statement(const ds_conn *c, const char *sql,
     c->pool->statement_hook(c->pool->statement_hook_ud, &ev);
 }
 
-PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
-                        const Oid *types, const char *const *values,
-                        const int *lengths, const int *formats,
-                        int result_format, ds_error *err) {
+/* conn_exec(), timed and reported to the statement hook when there is one. */
+static PGresult *exec_reported(ds_conn *c, const char *name, const char *sql,
+                               int nparams, const Oid *types,
+                               const char *const *values, const int *lengths,
+                               const int *formats, int result_format,
+                               ds_error *err) {
     if (!c->pool || !c->pool->statement_hook)
         return conn_exec(c, sql, nparams, types, values, lengths, formats,
                          result_format, err);
@@ -348,8 +351,16 @@ PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
     int64_t start = ds__now_us();
     PGresult *r = conn_exec(c, sql, nparams, types, values, lengths, formats,
                             result_format, e);
-    report_statement(c, sql, start, r, e);
+    report_statement(c, name, sql, start, r, e);
     return r;
+}
+
+PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
+                        const Oid *types, const char *const *values,
+                        const int *lengths, const int *formats,
+                        int result_format, ds_error *err) {
+    return exec_reported(c, NULL, sql, nparams, types, values, lengths,
+                         formats, result_format, err);
 }
 
 ds_status ds__conn_exec_simple(ds_conn *c, const char *sql, ds_error *err) {
@@ -376,9 +387,10 @@ PGresult *ds__stmt_run(ds_conn *c, const ds__stmt_def *def, const ds__bind *b,
                       def->name, n, def->nparams);
         return NULL;
     }
-    PGresult *r = ds__conn_exec(c, def->sql, def->nparams, def->param_types,
-                                b ? b->values : NULL, b ? b->lengths : NULL,
-                                b ? b->formats : NULL, 1, err);
+    PGresult *r = exec_reported(c, def->name, def->sql, def->nparams,
+                                def->param_types, b ? b->values : NULL,
+                                b ? b->lengths : NULL, b ? b->formats : NULL,
+                                1, err);
     if (!r)
         ds__error_prefix(err, "%s", def->name);
     return r;
@@ -388,9 +400,10 @@ PGresult *ds__sql_run(ds_conn *c, const char *sql, const ds__bind *b,
                       const char *context, ds_error *err) {
     if (b && ds__bind_check(b, context, err) != DS_OK)
         return NULL;
-    PGresult *r = ds__conn_exec(c, sql, b ? b->n : 0, b ? b->types : NULL,
-                                b ? b->values : NULL, b ? b->lengths : NULL,
-                                b ? b->formats : NULL, 1, err);
+    PGresult *r = exec_reported(c, context, sql, b ? b->n : 0,
+                                b ? b->types : NULL, b ? b->values : NULL,
+                                b ? b->lengths : NULL, b ? b->formats : NULL,
+                                1, err);
     if (!r && context)
         ds__error_prefix(err, "%s", context);
     return r;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "datastore/sql.h"
+#define DS_POOL_SOURCE /* this file may see the pool's structures */
 #include "pool/pool_internal.h"
 
 #define MODULE "pool"
