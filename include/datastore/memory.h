@@ -113,6 +113,13 @@ typedef struct ds_memory_search_opts {
     bool touch;                   /* set last_accessed_at of the results    */
     bool read_primary;            /* read from the primary, not a replica:
                                    * sees facts added a moment ago          */
+    const ds_read_token *read_token; /* read your writes: only a replica that
+                                   * has replayed this token (take it with
+                                   * ds_pool_read_token() after adding), else
+                                   * the primary; NULL: any replica         */
+    int read_token_wait_ms;       /* wait this long (0 to 60000) for a
+                                   * replica to catch up before reading from
+                                   * the primary                            */
 } ds_memory_search_opts;
 
 /*
@@ -212,7 +219,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
  * `score`. Exact on the fallback and for users with few facts on pgvector;
  * HNSW above that (see the top of this header). Reads go to a replica when
  * the pool has one (ds_pool_acquire_read), where a fact added a moment ago
- * may not be yet; opts->read_primary reads from the primary.
+ * may not be yet; opts->read_primary reads from the primary, and
+ * opts->read_token from a replica that has the caller's writes (see
+ * ds_pool_acquire_read_token).
  * *out is freed with ds_memory_facts_free(); it may hold fewer than k facts.
  * The fallback prunes with a per-fact sketch written with the embedding; a
  * sketch no unit vector could have (edited or damaged in the table) is

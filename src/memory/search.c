@@ -378,6 +378,8 @@ typedef struct search_req {
     double min_sim;
     int ef_search;
     bool read_primary;
+    const ds_read_token *token;
+    int token_wait_ms;
 } search_req;
 
 /* Reciprocal rank fusion of the two candidate lists. */
@@ -453,7 +455,10 @@ static ds_status search_once(ds_memory *mem, const search_req *q,
         n = (size_t)(q->k * 4 > 40 ? q->k * 4 : 40);
     ds_conn *c;
     ds_status st = q->read_primary ? ds_pool_acquire(mem->pool, &c, err)
-                                   : ds_pool_acquire_read(mem->pool, &c, err);
+                   : q->token ? ds_pool_acquire_read_token(mem->pool, q->token,
+                                                           q->token_wait_ms, &c,
+                                                           err)
+                              : ds_pool_acquire_read(mem->pool, &c, err);
     if (st != DS_OK)
         return st;
     cand_list vec = {0}, text = {0};
@@ -511,6 +516,10 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
     DS_CHECK_ARG(err, opts->ef_search >= 0 && opts->ef_search <= 1000,
                  "ef_search must be 0 to 1000");
     DS_CHECK_ARG(err,
+                 opts->read_token_wait_ms >= 0 &&
+                     opts->read_token_wait_ms <= 60000,
+                 "read_token_wait_ms must be 0 to 60000");
+    DS_CHECK_ARG(err,
                  !opts->use_min_similarity ||
                      (opts->min_similarity >= -1.0 &&
                       opts->min_similarity <= 1.0),
@@ -540,7 +549,9 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                       opts->use_min_similarity,
                       opts->min_similarity,
                       opts->ef_search ? opts->ef_search : mem->ef_search,
-                      opts->read_primary};
+                      opts->read_primary,
+                      opts->read_token,
+                      opts->read_token_wait_ms};
     ds_error local = {0};
     st = search_once(mem, &req, out, &local);
     if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
