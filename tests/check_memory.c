@@ -1606,9 +1606,8 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     ds_memory_facts *plain = NULL, *with_token = NULL;
     ds_error e1 = {0}, e2 = {0};
     ds_status plain_st = ds_memory_search(mem, f.alice, v, DIM, 5, NULL, &plain, &e1);
-    ds_memory_search_opts opts = {.read_token = &tok};
-    ds_status tok_search_st = ds_memory_search(mem, f.alice, v, DIM, 5, &opts,
-                                               &with_token, &e2);
+    ds_status tok_search_st = ds_memory_search_read_token(
+        mem, f.alice, v, DIM, 5, NULL, &tok, 0, &with_token, &e2);
     dt_sql(replica, "SELECT pg_wal_replay_resume()"); /* before any assertion */
 
     ck_assert_ds_ok(add_st, err);
@@ -1621,9 +1620,9 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     ds_memory_facts_free(plain);
     ds_memory_facts_free(with_token);
 
-    opts.read_token_wait_ms = -1;
     ds_memory_facts *bad = NULL;
-    ck_assert_int_eq(ds_memory_search(mem, f.alice, v, DIM, 5, &opts, &bad, &err),
+    ck_assert_int_eq(ds_memory_search_read_token(mem, f.alice, v, DIM, 5, NULL,
+                                                 &tok, -1, &bad, &err),
                      DS_ERR_INVALID);
     ck_assert_ptr_null(bad);
     ds_memory_close(mem);
