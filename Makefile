@@ -5,6 +5,7 @@
 #                        (and scripts/check-docs: docs that cannot drift)
 #   make check-asan      the test suites under AddressSanitizer + UBSan
 #   make check-abi       the ABI against abi/libdatastore.abi (docs/abi.md)
+#   make check-drills    failover drill (HA profile) and point-in-time recovery drill
 #   make demo            bootstrap, start local services, migrate, run the examples
 #   make bench-run       run the benchmarks against local services
 #   make fuzz            build the libFuzzer targets (clang) and run each for
@@ -99,7 +100,8 @@ USE_SHARED := -L$(BUILD)/lib -ldatastore -Wl,-rpath,$(abspath $(BUILD)/lib)
 
 .PHONY: all lib examples tests bench check check-asan check-clang demo bench-run bench-anchors \
         install uninstall clean services-start services-stop fuzz fuzz-run \
-        check-abi abi-baseline
+        check-abi abi-baseline \
+        drills check-drills
 all: lib $(CLI_BINS)
 lib: $(SHLIB) $(STLIB) $(BUILD)/lib/libdatastore.so
 
@@ -153,7 +155,18 @@ $(TEST_BIN): $(TEST_OBJS) $(STLIB)
 	@mkdir -p $(@D)
 	$(CC) $(SAN_FLAGS) -o $@ $(TEST_OBJS) $(STLIB) $(DEP_LIBS) $(CHECK_LIBS) -pthread $(LDFLAGS)
 
-tests: $(TEST_BIN) lib $(CLI_BINS)
+tests: $(TEST_BIN) lib $(CLI_BINS) drills
+
+# ---- drills: the load programs of scripts/*-drill (make check-drills) ------
+DRILL_SRCS := $(wildcard tests/drill/*.c)
+DRILL_BINS := $(patsubst tests/drill/%.c,$(BUILD)/tests/%-drill,$(DRILL_SRCS))
+
+$(BUILD)/tests/%-drill: tests/drill/%.c $(BUILD)/lib/libdatastore.so
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(DS_STD) $(DS_WARN) -Iinclude $(JANSSON_CFLAGS) $(SAN_FLAGS) $(CFLAGS) \
+	    -pthread -o $@ $< $(USE_SHARED) $(JANSSON_LIBS) $(LDFLAGS)
+
+drills: $(DRILL_BINS)
 
 # ---- examples: documentation that compiles (only <datastore/datastore.h>) --
 $(BUILD)/examples/%: examples/%.c $(BUILD)/lib/libdatastore.so
@@ -194,6 +207,14 @@ check-asan:
 	./scripts/bootstrap
 	$(MAKE) BUILD=build/asan SANITIZE=1 CFLAGS="-O1 -g" tests examples
 	./scripts/run-tests --build build/asan --asan
+
+# Operations drills on real engines, a few minutes in all: failover on the
+# HA profile (pg_auto_failover), and point-in-time recovery with pgBackRest.
+check-drills:
+	./scripts/bootstrap
+	$(MAKE) all drills
+	./scripts/failover-drill --build $(BUILD)
+	./scripts/pitr-drill --build $(BUILD)
 
 # The library must also compile warning-free with clang.
 check-clang:

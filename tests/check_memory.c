@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "memory/memory_internal.h"
 #include "test_util.h"
@@ -1561,6 +1562,77 @@ START_TEST(test_memory_errors_out_of_memory) {
 }
 END_TEST
 
+/* Read your writes: with the local replica's replay paused, a search
+ * routed to replicas misses a fact added a moment ago, and the same search
+ * with the read token taken after the add finds it (from the primary). */
+START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
+    fx f;
+    if (!fx_open(&f, "test_memory_search_with_read_token_sees_a_new_fact", 0))
+        return;
+    const char *dbname = strrchr(f.url, '/') + 1;
+    char db[96], sql[160];
+    snprintf(db, sizeof db, "%.*s", (int)strcspn(dbname, "?"), dbname);
+    char *replica = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), db);
+    char *replica_admin = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), "postgres");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_database WHERE datname = '%s'", db);
+    long long t0 = dt_now_ms();
+    while (dt_sql_int(replica_admin, sql) == 0 && dt_now_ms() - t0 < 30000)
+        usleep(20000);
+    while (dt_sql_int(replica, "SELECT count(*) FROM users") < 2 &&
+           dt_now_ms() - t0 < 30000)
+        usleep(20000);
+    ds_config *cfg = dt_config(f.url, 1, 3);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set(cfg, "DATABASE_REPLICA_URLS", replica, &err), err);
+    ds_pool *pool;
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    ds_memory *mem = open_mem(pool, f.url, -1);
+
+    dt_sql(replica, "SELECT pg_wal_replay_pause()");
+    while (dt_sql_int(replica, "SELECT (pg_get_wal_replay_pause_state() = "
+                               "'paused')::int") != 1 &&
+           dt_now_ms() - t0 < 40000)
+        usleep(20000);
+    float v[DIM];
+    vec3(v, 1, 0, 0);
+    ds_memory_new_fact fact = {.user_id = f.alice, .content = "just added",
+                               .importance = 0.5, .embedding = v, .dim = DIM};
+    int64_t id = 0;
+    ds_status add_st = ds_memory_add(mem, &fact, &id, &err);
+    ds_read_token tok = {0};
+    ds_status tok_st = ds_pool_read_token(pool, &tok, &err);
+    ds_memory_facts *plain = NULL, *with_token = NULL;
+    ds_error e1 = {0}, e2 = {0};
+    ds_status plain_st = ds_memory_search(mem, f.alice, v, DIM, 5, NULL, &plain, &e1);
+    ds_status tok_search_st = ds_memory_search_read_token(
+        mem, f.alice, v, DIM, 5, NULL, &tok, 0, &with_token, &e2);
+    dt_sql(replica, "SELECT pg_wal_replay_resume()"); /* before any assertion */
+
+    ck_assert_ds_ok(add_st, err);
+    ck_assert_ds_ok(tok_st, err);
+    ck_assert_ds_ok(plain_st, e1);
+    ck_assert_uint_eq(plain->count, 0); /* the replica has not replayed it */
+    ck_assert_ds_ok(tok_search_st, e2);
+    ck_assert_uint_eq(with_token->count, 1);
+    ck_assert_int_eq(with_token->items[0]->id, id);
+    ds_memory_facts_free(plain);
+    ds_memory_facts_free(with_token);
+
+    ds_memory_facts *bad = NULL;
+    ck_assert_int_eq(ds_memory_search_read_token(mem, f.alice, v, DIM, 5, NULL,
+                                                 &tok, -1, &bad, &err),
+                     DS_ERR_INVALID);
+    ck_assert_ptr_null(bad);
+    ds_memory_close(mem);
+    ds_pool_close(pool);
+    free(replica);
+    free(replica_admin);
+    fx_close(&f);
+}
+END_TEST
+
 Suite *ds_test_memory_suite(void) {
     Suite *s = suite_create("memory");
     TCase *tc = tcase_create("open");
@@ -1582,6 +1654,7 @@ Suite *ds_test_memory_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_memory_search_orders_by_cosine, 0, 2);
     tcase_add_loop_test(tc, test_memory_user_isolation, 0, 2);
+    tcase_add_test(tc, test_memory_search_with_read_token_sees_a_new_fact);
     suite_add_tcase(s, tc);
     tc = tcase_create("sketch");
     tcase_set_timeout(tc, 60);

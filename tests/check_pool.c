@@ -891,6 +891,354 @@ START_TEST(test_pool_multi_host_read_write_passes_through) {
 }
 END_TEST
 
+/* ---- failover: a read-only server, a restarted pooler ------------------ */
+
+/* `url` with one more query parameter (malloc'd). */
+static char *url_with_param(const char *url, const char *param) {
+    size_t n = strlen(url) + strlen(param) + 2;
+    char *out = malloc(n);
+    ck_assert_ptr_nonnull(out);
+    snprintf(out, n, "%s%c%s", url, strchr(url, '?') ? '&' : '?', param);
+    return out;
+}
+
+START_TEST(test_pool_refuses_standby_as_primary) {
+    const char *standby = dt_env("DATABASE_REPLICA_URLS");
+    ds_config *cfg = dt_config(standby, 0, 1);
+    ds_pool *pool = NULL;
+    ds_error err = {0};
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
+    ck_assert_ptr_null(pool);
+    ck_assert(ds_error_is_retryable(&err));
+    ck_assert_msg(strstr(err.message, "read-only"), "%s", err.message);
+    ck_assert_ptr_null(strstr(err.message, "postgresql://")); /* no URL */
+
+    /* Asking for any server is how a read-only pool on a standby is made. */
+    char *any = url_with_param(standby, "target_session_attrs=any");
+    pool = dt_pool(any, 1, 1);
+    ds_conn *c;
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert(conn_bool(c, "SELECT pg_is_in_recovery()"));
+    /* There a write is the caller's mistake, not a failover. */
+    st = ds_exec(c, "CREATE TEMP TABLE dt_nope (x int)", NULL, 0, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_DB, err);
+    ck_assert_str_eq(err.sqlstate, "25006");
+    ds_pool_release(c);
+    ds_pool_close(pool);
+    free(any);
+}
+END_TEST
+
+/* The value libpq uses for `keyword` on this lease ("" when unset). */
+static void conn_option(ds_conn *c, const char *keyword, char *buf, size_t cap) {
+    PQconninfoOption *opts = PQconninfo(ds_conn_pg(c));
+    ck_assert_ptr_nonnull(opts);
+    buf[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, keyword) == 0 && o->val)
+            snprintf(buf, cap, "%s", o->val);
+    PQconninfoFree(opts);
+}
+
+/* A host that goes silent must not hold a call for the kernel's minutes:
+ * the pool asks for tcp_user_timeout and keepalives unless the URL sets
+ * its own (the network-fault suite shows the effect). */
+START_TEST(test_pool_sets_tcp_timeouts_unless_the_url_does) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    char v[32];
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    conn_option(c, "tcp_user_timeout", v, sizeof v);
+    ck_assert_str_eq(v, "30000");
+    conn_option(c, "keepalives", v, sizeof v);
+    ck_assert_str_eq(v, "1");
+    conn_option(c, "keepalives_idle", v, sizeof v);
+    ck_assert_str_eq(v, "30");
+    ds_pool_release(c);
+    ds_pool_close(pool);
+
+    char *url = url_with_param(db_url(), "tcp_user_timeout=1234&keepalives_idle=7");
+    pool = dt_pool(url, 1, 1);
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    conn_option(c, "tcp_user_timeout", v, sizeof v);
+    ck_assert_str_eq(v, "1234");
+    conn_option(c, "keepalives_idle", v, sizeof v);
+    ck_assert_str_eq(v, "7");
+    ds_pool_release(c);
+    ds_pool_close(pool);
+    free(url);
+}
+END_TEST
+
+/* Whether a fresh session on `url` starts read-only, as the server is now
+ * configured. */
+static bool fresh_session_read_only(const char *url) {
+    return dt_sql_int(url, "SELECT (current_setting("
+                           "'default_transaction_read_only') = 'on')::int") == 1;
+}
+
+static void set_cluster_read_only(const char *admin_url, bool on) {
+    dt_sql(admin_url, on ? "ALTER SYSTEM SET default_transaction_read_only = on"
+                         : "ALTER SYSTEM RESET default_transaction_read_only");
+    dt_sql(admin_url, "SELECT pg_reload_conf()");
+    long long t0 = dt_now_ms();
+    while (fresh_session_read_only(admin_url) != on && dt_now_ms() - t0 < 10000)
+        usleep(20000);
+}
+
+/* A primary that turns read-only under an open connection (what a failover
+ * tool does to a demoted primary, and managed hosts to a full disk): the
+ * in-flight write gets a retryable DS_ERR_CONNECTION with SQLSTATE 25006,
+ * the connection is discarded, a new one is refused while the server stays
+ * read-only, and the pool reconnects once it is writable again. */
+START_TEST(test_pool_discards_connection_when_server_turns_read_only) {
+    char *url = dt_create_db("readonly");
+    dt_sql(url, "CREATE TABLE dt_ro (x int)");
+    /* The session that flips the setting back must itself be writable. */
+    char *admin = url_with_param(db_url(),
+                                 "options=-c%20default_transaction_read_only%3Doff");
+    ds_pool *pool = dt_pool(url, 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert_int_eq(ds_exec(c, "INSERT INTO dt_ro VALUES (1)", NULL, 0, NULL, &err),
+                     DS_OK);
+    /* The caller's own read-only transaction is a statement error: the
+     * connection stays. */
+    long long pid = conn_int(c, "SELECT pg_backend_pid()");
+    ck_assert_int_eq(ds_exec(c, "BEGIN READ ONLY", NULL, 0, NULL, &err), DS_OK);
+    ds_status st = ds_exec(c, "INSERT INTO dt_ro VALUES (9)", NULL, 0, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_DB, err);
+    ck_assert_str_eq(err.sqlstate, "25006");
+    ck_assert(!ds_error_is_retryable(&err));
+    ds_pool_release(c);
+    uint64_t discarded = stats_of(pool).discarded;
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert_int_eq(conn_int(c, "SELECT pg_backend_pid()"), pid);
+
+    set_cluster_read_only(admin, true);
+    ds_error write_err = {0};
+    ds_status write_st = ds_exec(c, "INSERT INTO dt_ro VALUES (2)", NULL, 0,
+                                 NULL, &write_err);
+    ds_pool_release(c);
+    uint64_t discarded_after = stats_of(pool).discarded;
+    ds_error reopen_err = {0};
+    ds_status reopen_st = ds_pool_acquire(pool, &c, &reopen_err);
+    if (reopen_st == DS_OK)
+        ds_pool_release(c);
+    set_cluster_read_only(admin, false); /* before any assertion can stop us */
+
+    ck_assert_ds_status(write_st, DS_ERR_CONNECTION, write_err);
+    ck_assert_str_eq(write_err.sqlstate, "25006");
+    ck_assert(ds_error_is_retryable(&write_err));
+    ck_assert_uint_eq(discarded_after, discarded + 1);
+    ck_assert_ds_status(reopen_st, DS_ERR_CONNECTION, reopen_err);
+    ck_assert(ds_error_is_retryable(&reopen_err));
+    ck_assert_msg(strstr(reopen_err.message, "read-only"), "%s", reopen_err.message);
+
+    ck_assert(!fresh_session_read_only(admin));
+    ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
+    ck_assert_int_eq(ds_exec(c, "INSERT INTO dt_ro VALUES (3)", NULL, 0, NULL, &err),
+                     DS_OK);
+    ds_pool_release(c);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM dt_ro"), 2);
+    ds_pool_close(pool);
+    free(admin);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* PgBouncer stopped and started under load: every failed call is
+ * retryable, and the load flows again without any action from us. */
+START_TEST(test_pool_survives_pgbouncer_restart) {
+    ds_config *cfg = dt_config(dt_env("DATABASE_POOLER_URL"), 2, 4);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set(cfg, "statement_mode", "pooler", &err), err);
+    ck_assert_ds_ok(ds_config_set_int(cfg, "acquire_timeout_ms", 2000, &err), err);
+    ds_pool *pool;
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    atomic_bool stop = false;
+    atomic_int ok = 0, retryable = 0, other = 0;
+    load_arg arg = {pool, &stop, &ok, &retryable, &other};
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, load_main, &arg);
+    usleep(300000);
+    int ok_at_restart = atomic_load(&ok);
+    ck_assert_int_eq(dt_services("restart pgbouncer"), 0);
+    long long t0 = dt_now_ms();
+    bool healed = false;
+    while (dt_now_ms() - t0 < 10000 && !healed) {
+        ds_conn *c;
+        ds_error e = {0};
+        if (ds_pool_acquire(pool, &c, &e) == DS_OK) {
+            healed = ds_exec(c, "SELECT 1", NULL, 0, NULL, &e) == DS_OK;
+            ds_pool_release(c);
+        }
+        if (!healed)
+            usleep(50000);
+    }
+    int ok_before = atomic_load(&ok);
+    usleep(300000);
+    atomic_store(&stop, true);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_gt(ok_at_restart, 0);
+    ck_assert_msg(healed, "pool did not recover within 10 s of the restart");
+    ck_assert_int_gt(atomic_load(&ok), ok_before);
+    ck_assert_int_eq(atomic_load(&other), 0);
+    ck_assert_int_eq(stats_of(pool).in_use, 0);
+    ds_pool_close(pool);
+}
+END_TEST
+
+/* ---- read-your-writes --------------------------------------------------- */
+
+static long long conn_count(ds_conn *c, int id) {
+    ds_param p[] = {ds_param_int64(id)};
+    ds_result *res;
+    ds_error err = {0};
+    ds_status st = ds_exec(c, "SELECT count(*) FROM dt_ryw WHERE id = $1", p, 1,
+                           &res, &err);
+    ck_assert_ds_ok(st, err);
+    int64_t v = -1;
+    st = ds_result_int64(res, 0, 0, &v, &err);
+    ck_assert_ds_ok(st, err);
+    ds_result_free(res);
+    return v;
+}
+
+/* Where a read lease came from and whether it saw row `id`. */
+typedef struct {
+    ds_status st;
+    bool replica;
+    long long seen;
+} read_outcome;
+
+static read_outcome read_with(ds_pool *pool, const ds_read_token *tok,
+                              int wait_ms, int id) {
+    read_outcome o = {0};
+    ds_conn *c = NULL;
+    ds_error err = {0};
+    o.st = tok ? ds_pool_acquire_read_token(pool, tok, wait_ms, &c, &err)
+               : ds_pool_acquire_read(pool, &c, &err);
+    if (o.st == DS_OK) {
+        o.replica = ds_conn_is_replica(c);
+        o.seen = conn_count(c, id);
+        ds_pool_release(c);
+    }
+    return o;
+}
+
+/* With the local replica's replay paused, a read with the token of a write
+ * never misses it (the primary serves it); a read without one goes to the
+ * replica and does miss it; once replay resumes, the token is served by
+ * the replica that caught up. */
+START_TEST(test_pool_read_token_never_misses_a_write_on_a_paused_replica) {
+    char *url = dt_create_db("ryw");
+    dt_sql(url, "CREATE TABLE dt_ryw (id int PRIMARY KEY)");
+    const char *dbname = strrchr(url, '/') + 1;
+    char db[96];
+    snprintf(db, sizeof db, "%.*s", (int)strcspn(dbname, "?"), dbname);
+    char *replica = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), db);
+    char *replica_admin = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), "postgres");
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_database WHERE datname = '%s'", db);
+    long long t0 = dt_now_ms();
+    while (dt_sql_int(replica_admin, sql) == 0 && dt_now_ms() - t0 < 30000)
+        usleep(20000);
+    free(replica_admin);
+    while (dt_sql_int(replica, "SELECT count(*) FROM pg_class "
+                               "WHERE relname = 'dt_ryw'") == 0 &&
+           dt_now_ms() - t0 < 30000)
+        usleep(20000);
+
+    ds_config *cfg = dt_config(url, 1, 3);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set(cfg, "DATABASE_REPLICA_URLS", replica, &err), err);
+    ds_pool *pool;
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+
+    dt_sql(replica, "SELECT pg_wal_replay_pause()");
+    t0 = dt_now_ms();
+    while (dt_sql_int(replica, "SELECT (pg_get_wal_replay_pause_state() = "
+                               "'paused')::int") != 1 &&
+           dt_now_ms() - t0 < 10000)
+        usleep(20000);
+    ck_assert_ds_ok(ds_pool_exec(pool, "INSERT INTO dt_ryw VALUES (1)", NULL, 0,
+                                 NULL, &err), err);
+    ds_read_token tok;
+    ds_status tok_st = ds_pool_read_token(pool, &tok, &err);
+    read_outcome plain = read_with(pool, NULL, 0, 1);
+    read_outcome now = read_with(pool, &tok, 0, 1);
+    read_outcome waited = read_with(pool, &tok, 200, 1);
+    dt_sql(replica, "SELECT pg_wal_replay_resume()"); /* before any assertion */
+    read_outcome caught_up = read_with(pool, &tok, 20000, 1);
+
+    ck_assert_ds_ok(tok_st, err);
+    ck_assert_uint_gt(tok.lsn, 0);
+    /* the setup is meaningful: without a token the replica misses it */
+    ck_assert_ds_ok(plain.st, err);
+    ck_assert(plain.replica);
+    ck_assert_int_eq(plain.seen, 0);
+    /* with one, never */
+    ck_assert_ds_ok(now.st, err);
+    ck_assert(!now.replica);
+    ck_assert_int_eq(now.seen, 1);
+    ck_assert_ds_ok(waited.st, err);
+    ck_assert(!waited.replica);
+    ck_assert_int_eq(waited.seen, 1);
+    ck_assert_ds_ok(caught_up.st, err);
+    ck_assert(caught_up.replica);
+    ck_assert_int_eq(caught_up.seen, 1);
+
+    /* a token is the primary's: not taken on a replica lease */
+    ds_conn *c;
+    ck_assert_ds_ok(ds_pool_acquire_read(pool, &c, &err), err);
+    ck_assert(ds_conn_is_replica(c));
+    ck_assert_int_eq(ds_conn_read_token(c, &tok, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(tok.lsn, 0);
+    ds_pool_release(c);
+    ds_pool_close(pool);
+    free(replica);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+START_TEST(test_pool_read_token_errors) {
+    ds_pool *pool = dt_pool(db_url(), 0, 1);
+    ds_read_token tok = {42};
+    ds_conn *c = NULL;
+    ds_error err = {0};
+    ck_assert_int_eq(ds_pool_read_token(NULL, &tok, &err), DS_ERR_INVALID);
+    ck_assert_uint_eq(tok.lsn, 0);
+    ck_assert_int_eq(ds_pool_read_token(pool, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_conn_read_token(NULL, &tok, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_acquire_read_token(NULL, &tok, 0, &c, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_acquire_read_token(pool, &tok, -1, &c, &err),
+                     DS_ERR_INVALID);
+    ck_assert_ptr_null(c);
+    ck_assert_int_eq(ds_pool_acquire_read_token(pool, &tok, 0, NULL, &err),
+                     DS_ERR_INVALID);
+    /* without replicas, a token read is a primary read */
+    ck_assert_ds_ok(ds_pool_read_token(pool, &tok, &err), err);
+    ck_assert_ds_ok(ds_pool_acquire_read_token(pool, &tok, 0, &c, &err), err);
+    ck_assert(!ds_conn_is_replica(c));
+    ds_pool_release(c);
+    ds_pool_close(pool);
+}
+END_TEST
+
 typedef struct {
     ds_pool *pool;
     atomic_int *failures;
@@ -1072,6 +1420,18 @@ Suite *ds_test_pool_suite(void) {
     tcase_add_test(tc, test_pool_in_flight_query_on_killed_backend_is_retryable);
     tcase_add_test(tc, test_pool_refills_min_after_connections_die);
     tcase_add_test(tc, test_pool_survives_postgres_restart);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("read_your_writes");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_pool_read_token_never_misses_a_write_on_a_paused_replica);
+    tcase_add_test(tc, test_pool_read_token_errors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("failover");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_pool_refuses_standby_as_primary);
+    tcase_add_test(tc, test_pool_sets_tcp_timeouts_unless_the_url_does);
+    tcase_add_test(tc, test_pool_discards_connection_when_server_turns_read_only);
+    tcase_add_test(tc, test_pool_survives_pgbouncer_restart);
     suite_add_tcase(s, tc);
     tc = tcase_create("tx");
     tcase_set_timeout(tc, 60);

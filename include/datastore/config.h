@@ -141,6 +141,33 @@ typedef ds_status (*ds_after_connect_fn)(void *ud, ds_conn *conn,
 DS_EXPORT DS_NODISCARD ds_status ds_config_set_after_connect(
     ds_config *cfg, ds_after_connect_fn fn, void *ud, ds_error *err);
 
+/* One statement as the statement hook sees it. Everything is borrowed for
+ * the hook's call. */
+typedef struct ds_statement_event {
+    const char *name;     /* the library's name for it ("users.get_by_id"),
+                             "" for SQL the caller wrote                    */
+    const char *sql;      /* the statement text with $1.. placeholders: the
+                             library's own statements pass every value as a
+                             parameter, and parameters are never reported */
+    int64_t duration_us;  /* from sending to the complete result          */
+    int64_t rows;         /* rows returned, or affected; -1 on failure    */
+    ds_status status;     /* DS_OK or the statement's error code          */
+    const char *sqlstate; /* the server's SQLSTATE, "" when none          */
+    bool replica;         /* ran on a replica connection                  */
+} ds_statement_event;
+
+typedef void (*ds_statement_hook_fn)(void *ud, const ds_statement_event *ev);
+
+/*
+ * Called after every statement with parameters that the pool's connections
+ * run (ds_exec, ds_pool_exec, repositories, memory, sessions, ...; not the
+ * simple-protocol DDL of migrations), on the calling thread, for tracing
+ * and timing: keep it short and do not call back into the library on the
+ * same connection. NULL removes it.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_config_set_statement_hook(
+    ds_config *cfg, ds_statement_hook_fn fn, void *ud, ds_error *err);
+
 /* Deep copy. */
 DS_EXPORT DS_NODISCARD ds_status ds_config_clone(const ds_config *cfg,
                                                  ds_config **out,

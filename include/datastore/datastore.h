@@ -27,5 +27,6 @@
 #include "connections.h"
 #include "gdpr.h"
 #include "memory.h"
+#include "metrics.h"
 
 #endif /* DATASTORE_DATASTORE_H */

@@ -212,7 +212,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
  * `score`. Exact on the fallback and for users with few facts on pgvector;
  * HNSW above that (see the top of this header). Reads go to a replica when
  * the pool has one (ds_pool_acquire_read), where a fact added a moment ago
- * may not be yet; opts->read_primary reads from the primary.
+ * may not be yet; opts->read_primary reads from the primary, and
+ * ds_memory_search_read_token() from a replica that has the caller's
+ * writes.
  * *out is freed with ds_memory_facts_free(); it may hold fewer than k facts.
  * The fallback prunes with a per-fact sketch written with the embedding; a
  * sketch no unit vector could have (edited or damaged in the table) is
@@ -225,6 +227,18 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
 DS_EXPORT DS_NODISCARD ds_status ds_memory_search(
     ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
     const ds_memory_search_opts *opts, ds_memory_facts **out, ds_error *err);
+
+/*
+ * ds_memory_search() that reads its own writes: `token` is taken with
+ * ds_pool_read_token() after the facts were added, and the search runs on
+ * a replica that has replayed it, else (after waiting up to max_wait_ms,
+ * 0 to 60000) on the primary (see ds_pool_acquire_read_token). A NULL
+ * token is ds_memory_search(). Errors as ds_memory_search().
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_search_read_token(
+    ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
+    const ds_memory_search_opts *opts, const ds_read_token *token,
+    int max_wait_ms, ds_memory_facts **out, ds_error *err);
 
 /*
  * Hybrid search: the top facts by similarity to `query` and by PostgreSQL

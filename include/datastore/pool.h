@@ -26,6 +26,27 @@
  * that window its first statement fails with a retryable error
  * (ds_error_is_retryable) and it is replaced on release.
  *
+ * Silent networks: connections ask libpq for tcp_user_timeout=30000 and
+ * keepalives (idle 30 s, interval 10 s, count 3) unless the URL sets its
+ * own, so a host that stops answering breaks a call within about 30 s
+ * (retryable DS_ERR_CONNECTION) instead of the kernel's many minutes;
+ * connecting is bounded by connect_timeout_ms.
+ *
+ * Failover: the primary URL may list every host of a cluster with
+ * target_session_attrs=read-write ("postgresql://u:p@h1:5432,h2:5432/db?
+ * target_session_attrs=read-write"); libpq then connects to whichever is
+ * the primary. A server that is read-only (in recovery, or
+ * default_transaction_read_only on) is refused as a primary with a
+ * retryable DS_ERR_CONNECTION, and a connection whose server ends the
+ * session (SQLSTATE class 08, 57P01-57P03) or turns read-only under it
+ * (25006 while the server reports itself read-only, or behind a pooler
+ * that hides the server's state) fails its statement with a retryable
+ * DS_ERR_CONNECTION and is closed on release, so the next acquire connects
+ * to the new primary. A primary URL with target_session_attrs=any (or
+ * read-only, standby, prefer-standby) accepts a read-only server; a write
+ * there is a plain DS_ERR_DB (25006), as is one inside the caller's own
+ * READ ONLY transaction.
+ *
  * Thread-safety: ds_pool is safe to share between threads. A ds_conn is
  * serial: one thread at a time, from acquire to release.
  */
@@ -88,6 +109,51 @@ DS_EXPORT DS_NODISCARD ds_status ds_pool_acquire_timeout(ds_pool *pool,
 DS_EXPORT DS_NODISCARD ds_status ds_pool_acquire_read(ds_pool *pool,
                                                       ds_conn **out,
                                                       ds_error *err);
+
+/*
+ * Read-your-writes across replicas. After a write, ds_pool_read_token()
+ * records the primary's WAL position; ds_pool_acquire_read_token() then
+ * leases a connection that has replayed at least that far: a replica that
+ * has, else (after waiting up to max_wait_ms for one to catch up) the
+ * primary. A read through it never misses the write; a plain
+ * ds_pool_acquire_read() may.
+ *
+ *   ds_read_token tok;
+ *   ds_message_append(pool, conv, &m, NULL, &err);
+ *   ds_pool_read_token(pool, &tok, &err);         // pass tok along
+ *   ds_pool_acquire_read_token(pool, &tok, 50, &conn, &err);
+ *
+ * A token is a plain value: copy it, keep it in a session, send it to
+ * another process of the same cluster. A zeroed token asks for nothing.
+ */
+typedef struct ds_read_token {
+    uint64_t lsn; /* a WAL position (pg_lsn as a number); 0: none */
+} ds_read_token;
+
+/* The primary's current WAL insert position into *out: every write the
+ * caller completed before the call is at or before it. One round trip.
+ * Errors: the pool's (DS_ERR_CONNECTION, DS_ERR_TIMEOUT, ...), DS_ERR_INVALID. */
+DS_EXPORT DS_NODISCARD ds_status ds_pool_read_token(ds_pool *pool,
+                                                    ds_read_token *out,
+                                                    ds_error *err);
+
+/* ds_pool_read_token() on a connection the caller holds (a primary one, e.g.
+ * inside a transaction that just committed, or after a write on it). */
+DS_EXPORT DS_NODISCARD ds_status ds_conn_read_token(ds_conn *conn,
+                                                    ds_read_token *out,
+                                                    ds_error *err);
+
+/*
+ * Like ds_pool_acquire_read(), but only a replica that has replayed
+ * `token` qualifies (one round trip per replica tried). When none has,
+ * waits up to max_wait_ms (0: not at all) for one to catch up, polling
+ * every few milliseconds, then leases a primary connection. A NULL or
+ * zeroed token is ds_pool_acquire_read(). Errors: as ds_pool_acquire_read(),
+ * DS_ERR_INVALID (max_wait_ms negative).
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_pool_acquire_read_token(
+    ds_pool *pool, const ds_read_token *token, int max_wait_ms, ds_conn **out,
+    ds_error *err);
 
 /* Gives a lease back (see "Health" above). NULL is a no-op. */
 DS_EXPORT void ds_pool_release(ds_conn *conn);

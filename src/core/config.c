@@ -572,6 +572,15 @@ DS_EXPORT ds_status ds_config_set_after_connect(ds_config *cfg,
     return DS_OK;
 }
 
+DS_EXPORT ds_status ds_config_set_statement_hook(ds_config *cfg,
+                                                 ds_statement_hook_fn fn,
+                                                 void *ud, ds_error *err) {
+    DS_CHECK_ARG(err, cfg, "cfg is NULL");
+    cfg->statement_hook = fn;
+    cfg->statement_hook_ud = ud;
+    return DS_OK;
+}
+
 DS_EXPORT ds_status ds_config_clone(const ds_config *cfg, ds_config **out,
                                     ds_error *err) {
     DS_CHECK_ARG(err, cfg, "cfg is NULL");

@@ -44,6 +44,8 @@ struct ds_config {
     int64_t repo_activity_interval_ms;
     ds_after_connect_fn after_connect;
     void *after_connect_ud;
+    ds_statement_hook_fn statement_hook;
+    void *statement_hook_ud;
 };
 
 /* Splits DATABASE_REPLICA_URLS into separate URLs. A comma starts a new URL

@@ -378,6 +378,8 @@ typedef struct search_req {
     double min_sim;
     int ef_search;
     bool read_primary;
+    const ds_read_token *token;
+    int token_wait_ms;
 } search_req;
 
 /* Reciprocal rank fusion of the two candidate lists. */
@@ -453,7 +455,10 @@ static ds_status search_once(ds_memory *mem, const search_req *q,
         n = (size_t)(q->k * 4 > 40 ? q->k * 4 : 40);
     ds_conn *c;
     ds_status st = q->read_primary ? ds_pool_acquire(mem->pool, &c, err)
-                                   : ds_pool_acquire_read(mem->pool, &c, err);
+                   : q->token ? ds_pool_acquire_read_token(mem->pool, q->token,
+                                                           q->token_wait_ms, &c,
+                                                           err)
+                              : ds_pool_acquire_read(mem->pool, &c, err);
     if (st != DS_OK)
         return st;
     cand_list vec = {0}, text = {0};
@@ -499,6 +504,7 @@ static ds_status search_once(ds_memory *mem, const search_req *q,
 static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                         const float *query, size_t dim, int k,
                         const ds_memory_search_opts *opts,
+                        const ds_read_token *token, int token_wait_ms,
                         ds_memory_facts **out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
@@ -510,6 +516,8 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
         opts = &none;
     DS_CHECK_ARG(err, opts->ef_search >= 0 && opts->ef_search <= 1000,
                  "ef_search must be 0 to 1000");
+    DS_CHECK_ARG(err, token_wait_ms >= 0 && token_wait_ms <= 60000,
+                 "max_wait_ms must be 0 to 60000");
     DS_CHECK_ARG(err,
                  !opts->use_min_similarity ||
                      (opts->min_similarity >= -1.0 &&
@@ -540,7 +548,9 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                       opts->use_min_similarity,
                       opts->min_similarity,
                       opts->ef_search ? opts->ef_search : mem->ef_search,
-                      opts->read_primary};
+                      opts->read_primary,
+                      token,
+                      token_wait_ms};
     ds_error local = {0};
     st = search_once(mem, &req, out, &local);
     if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
@@ -571,7 +581,15 @@ DS_EXPORT ds_status ds_memory_search(ds_memory *mem, int64_t user_id,
                                      const float *query, size_t dim, int k,
                                      const ds_memory_search_opts *opts,
                                      ds_memory_facts **out, ds_error *err) {
-    return search(mem, user_id, NULL, query, dim, k, opts, out, err);
+    return search(mem, user_id, NULL, query, dim, k, opts, NULL, 0, out, err);
+}
+
+DS_EXPORT ds_status ds_memory_search_read_token(
+    ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
+    const ds_memory_search_opts *opts, const ds_read_token *token,
+    int max_wait_ms, ds_memory_facts **out, ds_error *err) {
+    return search(mem, user_id, NULL, query, dim, k, opts,
+                  token && token->lsn ? token : NULL, max_wait_ms, out, err);
 }
 
 DS_EXPORT ds_status ds_memory_search_hybrid(ds_memory *mem, int64_t user_id,
@@ -584,5 +602,5 @@ DS_EXPORT ds_status ds_memory_search_hybrid(ds_memory *mem, int64_t user_id,
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, text, "text is NULL");
-    return search(mem, user_id, text, query, dim, k, opts, out, err);
+    return search(mem, user_id, text, query, dim, k, opts, NULL, 0, out, err);
 }

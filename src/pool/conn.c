@@ -1,6 +1,7 @@
 /* Statement execution on a leased connection: the per-connection prepared
  * statement cache, the pooler-safe unnamed path, and error mapping. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define DS_POOL_SOURCE /* this file may see the pool's structures */
@@ -41,14 +42,54 @@ static void one_line(char *dst, size_t cap, const char *src) {
     dst[o] = '\0';
 }
 
+bool ds__server_read_only(PGconn *pg, bool *known) {
+    const char *standby = pg ? PQparameterStatus(pg, "in_hot_standby") : NULL;
+    const char *ro = pg ? PQparameterStatus(pg, "default_transaction_read_only")
+                        : NULL;
+    *known = standby || ro;
+    return (standby && strcmp(standby, "on") == 0) ||
+           (ro && strcmp(ro, "on") == 0);
+}
+
+/* The server ended the session or is going away: 08xxx (connection
+ * exception), 57P01 admin shutdown (fast shutdown, pg_terminate_backend,
+ * a failover tool stopping the old primary), 57P02 crash shutdown, 57P03
+ * cannot connect now. Such a connection must not be reused even when
+ * libpq has not noticed the closed socket yet. */
+static bool session_over(const char *state) {
+    return state && (strncmp(state, "08", 2) == 0 ||
+                     strcmp(state, "57P01") == 0 ||
+                     strcmp(state, "57P02") == 0 ||
+                     strcmp(state, "57P03") == 0);
+}
+
+/* 25006 (read-only transaction) on a connection that needs a writable
+ * server: the server was demoted to a standby or made read-only under us,
+ * so the statement was not applied and a fresh connection (following a
+ * multi-host URL with target_session_attrs=read-write to the new primary)
+ * is the cure. When the server says it is writable the read-only state is
+ * the caller's own (SET TRANSACTION READ ONLY) and the error stays a
+ * statement error. Behind a pooler the server's state is not reported;
+ * then a failover is the likely cause. */
+static bool server_demoted(const ds_conn *c, PGconn *pg, const char *state) {
+    if (!state || strcmp(state, "25006") != 0 || !c || !c->sub ||
+        !c->sub->needs_writable)
+        return false;
+    bool known;
+    bool ro = ds__server_read_only(pg, &known);
+    return ro || !known;
+}
+
 ds_status ds__pg_error(ds_conn *c, PGconn *pg, const PGresult *res,
                        const char *context, ds_error *err) {
     if (!pg && c)
         pg = c->pg;
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    bool lost = !pg || PQstatus(pg) != CONNECTION_OK;
-    ds_status code = lost && !state ? DS_ERR_CONNECTION
-                                    : ds__sqlstate_status(state);
+    bool demoted = server_demoted(c, pg, state);
+    bool lost = !pg || PQstatus(pg) != CONNECTION_OK || session_over(state) ||
+                demoted;
+    ds_status code = (lost && !state) || demoted ? DS_ERR_CONNECTION
+                                                 : ds__sqlstate_status(state);
     char msg[DS_ERROR_MESSAGE_MAX];
     if (res && state) {
         const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
@@ -66,7 +107,10 @@ ds_status ds__pg_error(ds_conn *c, PGconn *pg, const PGresult *res,
         if (!msg[0])
             snprintf(msg, sizeof msg, "unknown error");
     }
-    ds__error_set(err, code, "%s: %s", context ? context : "query", msg);
+    ds__error_set(err, code, "%s: %s%s", context ? context : "query", msg,
+                  demoted ? "; the server is read-only (a standby or a "
+                            "demoted primary): reconnecting"
+                          : "");
     ds__error_set_sqlstate(err, state);
     if (err && lost)
         err->retryable = true;
@@ -248,10 +292,10 @@ static prep_outcome exec_prepared(ds_conn *c, const char *sql, int nparams,
     return PREP_DONE;
 }
 
-PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
-                        const Oid *types, const char *const *values,
-                        const int *lengths, const int *formats,
-                        int result_format, ds_error *err) {
+static PGresult *conn_exec(ds_conn *c, const char *sql, int nparams,
+                           const Oid *types, const char *const *values,
+                           const int *lengths, const int *formats,
+                           int result_format, ds_error *err) {
     PGresult *r = NULL;
     prep_outcome o = PREP_UNNAMED;
     if (!c->pooler)
@@ -267,6 +311,56 @@ PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
     ds__pg_error(c, NULL, r, "query", err);
     PQclear(r);
     return NULL;
+}
+
+/* Tells the pool's statement hook about one statement: its name, text,
+ * time, rows and outcome, never its parameters. */
+static void report_statement(const ds_conn *c, const char *name,
+                             const char *sql, int64_t start_us,
+                             const PGresult *r, const ds_error *err) {
+    ds_statement_event ev = {
+        .name = name ? name : "",
+        .sql = sql,
+        .duration_us = ds__now_us() - start_us,
+        .rows = -1,
+        .status = r ? DS_OK : (err && err->code ? err->code : DS_ERR_DB),
+        .sqlstate = !r && err ? err->sqlstate : "",
+        .replica = c->sub && c->sub->replica,
+    };
+    if (r) {
+        const char *affected = PQcmdTuples((PGresult *)r);
+        ev.rows = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r)
+                  : affected && *affected           ? strtoll(affected, NULL, 10)
+                                                    : 0;
+    }
+    c->pool->statement_hook(c->pool->statement_hook_ud, &ev);
+}
+
+/* conn_exec(), timed and reported to the statement hook when there is one. */
+static PGresult *exec_reported(ds_conn *c, const char *name, const char *sql,
+                               int nparams, const Oid *types,
+                               const char *const *values, const int *lengths,
+                               const int *formats, int result_format,
+                               ds_error *err) {
+    if (!c->pool || !c->pool->statement_hook)
+        return conn_exec(c, sql, nparams, types, values, lengths, formats,
+                         result_format, err);
+    /* The hook needs the error even when the caller passed none. */
+    ds_error local = {0};
+    ds_error *e = err ? err : &local;
+    int64_t start = ds__now_us();
+    PGresult *r = conn_exec(c, sql, nparams, types, values, lengths, formats,
+                            result_format, e);
+    report_statement(c, name, sql, start, r, e);
+    return r;
+}
+
+PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
+                        const Oid *types, const char *const *values,
+                        const int *lengths, const int *formats,
+                        int result_format, ds_error *err) {
+    return exec_reported(c, NULL, sql, nparams, types, values, lengths,
+                         formats, result_format, err);
 }
 
 ds_status ds__conn_exec_simple(ds_conn *c, const char *sql, ds_error *err) {
@@ -293,9 +387,10 @@ PGresult *ds__stmt_run(ds_conn *c, const ds__stmt_def *def, const ds__bind *b,
                       def->name, n, def->nparams);
         return NULL;
     }
-    PGresult *r = ds__conn_exec(c, def->sql, def->nparams, def->param_types,
-                                b ? b->values : NULL, b ? b->lengths : NULL,
-                                b ? b->formats : NULL, 1, err);
+    PGresult *r = exec_reported(c, def->name, def->sql, def->nparams,
+                                def->param_types, b ? b->values : NULL,
+                                b ? b->lengths : NULL, b ? b->formats : NULL,
+                                1, err);
     if (!r)
         ds__error_prefix(err, "%s", def->name);
     return r;
@@ -305,9 +400,10 @@ PGresult *ds__sql_run(ds_conn *c, const char *sql, const ds__bind *b,
                       const char *context, ds_error *err) {
     if (b && ds__bind_check(b, context, err) != DS_OK)
         return NULL;
-    PGresult *r = ds__conn_exec(c, sql, b ? b->n : 0, b ? b->types : NULL,
-                                b ? b->values : NULL, b ? b->lengths : NULL,
-                                b ? b->formats : NULL, 1, err);
+    PGresult *r = exec_reported(c, context, sql, b ? b->n : 0,
+                                b ? b->types : NULL, b ? b->values : NULL,
+                                b ? b->lengths : NULL, b ? b->formats : NULL,
+                                1, err);
     if (!r && context)
         ds__error_prefix(err, "%s", context);
     return r;

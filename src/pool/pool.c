@@ -161,8 +161,17 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
     ds_conn *c = ds__calloc(1, sizeof *c);
     if (!c)
         return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", s->label);
-    const char *keys[] = {"fallback_application_name", "dbname", NULL};
-    const char *vals[] = {p->application_name, s->url, NULL};
+    /* A host that silently drops packets must not hold a call for the
+     * kernel's default of many minutes: data unacknowledged for 30 s, or an
+     * idle link whose keepalive probes go unanswered for about a minute,
+     * breaks the connection (then a retryable error, and a replacement).
+     * Given before dbname, so that the URL's own values win. */
+    const char *keys[] = {"fallback_application_name", "tcp_user_timeout",
+                          "keepalives", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count",
+                          "dbname", NULL};
+    const char *vals[] = {p->application_name, "30000", "1", "30", "10", "3",
+                          s->url, NULL};
     c->pg = PQconnectStartParams(keys, vals, 1);
     if (!c->pg) {
         ds__free(c);
@@ -205,6 +214,21 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
             err->code = st = DS_ERR_CONNECTION;
         }
         ds__error_scrub(err, s->password);
+    }
+    bool ro_known;
+    if (st == DS_OK && s->needs_writable &&
+        ds__server_read_only(c->pg, &ro_known)) {
+        /* A standby, or the old primary of a failover coming back
+         * read-only: retrying finds the new primary when the URL lists
+         * every host with target_session_attrs=read-write. */
+        st = ds__error_set(err, DS_ERR_CONNECTION,
+                           "%s: the server is read-only (in recovery or "
+                           "default_transaction_read_only); a writable "
+                           "primary is required (list every host with "
+                           "target_session_attrs=read-write to follow a "
+                           "failover, or set target_session_attrs=any for a "
+                           "read-only pool)",
+                           s->label);
     }
     if (st == DS_OK) {
         PQsetNoticeReceiver(c->pg, silence_notices, NULL);
@@ -684,6 +708,23 @@ static void *maintenance_main(void *arg) {
 
 /* ---- open / close ----------------------------------------------------- */
 
+/* A primary URL needs a writable server unless it names a
+ * target_session_attrs that accepts others (any, read-only, standby,
+ * prefer-standby): then the caller wants whatever it listed. */
+static bool url_needs_writable(const char *url) {
+    PQconninfoOption *opts = PQconninfoParse(url, NULL);
+    if (!opts)
+        return true; /* conn_open reports the bad URL */
+    bool writable = true;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "target_session_attrs") == 0 && o->val)
+            writable = strcmp(o->val, "read-write") == 0 ||
+                       strcmp(o->val, "primary") == 0;
+    }
+    PQconninfoFree(opts);
+    return writable;
+}
+
 static ds_status subpool_init(ds_subpool *s, const char *url, const char *label,
                               bool replica, int min, ds_error *err) {
     memset(s, 0, sizeof *s);
@@ -694,6 +735,7 @@ static ds_status subpool_init(ds_subpool *s, const char *url, const char *label,
     if (!s->url)
         return ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
     s->password = ds__conninfo_password(url);
+    s->needs_writable = !replica && url_needs_writable(url);
     return DS_OK;
 }
 
@@ -756,6 +798,8 @@ static void copy_settings(ds_pool *p, const ds_config *cfg) {
     p->pooler = cfg->statement_mode == DS_STMT_POOLER;
     p->after_connect = cfg->after_connect;
     p->after_connect_ud = cfg->after_connect_ud;
+    p->statement_hook = cfg->statement_hook;
+    p->statement_hook_ud = cfg->statement_hook_ud;
 }
 
 static ds_status open_subpools(ds_pool *p, const ds_config *cfg,

@@ -55,6 +55,11 @@ struct ds_subpool {
     char *password;   /* secret string, scrubbed from libpq messages */
     char label[32];   /* "primary", "replica 1", ... */
     bool replica;
+    /* The primary, unless its URL asks for any server (target_session_attrs
+     * other than read-write/primary): a read-only server (a standby, or a
+     * primary demoted during a failover) is refused at connect, and a
+     * connection that finds its server turned read-only is discarded. */
+    bool needs_writable;
     int min;
     int total;        /* open plus being opened; never above pool max */
     int idle_n;
@@ -86,6 +91,8 @@ struct ds_pool {
     char *application_name;
     ds_after_connect_fn after_connect;
     void *after_connect_ud;
+    ds_statement_hook_fn statement_hook;
+    void *statement_hook_ud;
 
     bool closing;
     int leased;
@@ -105,6 +112,13 @@ PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
                         const Oid *types, const char *const *values,
                         const int *lengths, const int *formats,
                         int result_format, ds_error *err);
+
+/* Whether the server behind `pg` says it is read-only: in recovery
+ * (in_hot_standby) or default_transaction_read_only on, as reported by
+ * PostgreSQL 14+ at connect and whenever they change. *known is false when
+ * the server reports neither (older servers, or a pooler such as PgBouncer
+ * in between). */
+bool ds__server_read_only(PGconn *pg, bool *known);
 
 /* Frees the prepared statement cache (the server side goes with the
  * connection). */
