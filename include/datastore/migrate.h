@@ -225,6 +225,61 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain(ds_pool *pool,
 DS_EXPORT DS_NODISCARD ds_status ds_schema_check(ds_pool *pool,
                                                  ds_error *err);
 
+/* ---- lint: static rules for migrations on live, populated tables ---- */
+
+typedef enum ds_lint_level {
+    DS_LINT_WARNING = 1, /* worth a look; does not fail the lint          */
+    DS_LINT_ERROR = 2    /* blocks traffic or breaks running code: fails   */
+} ds_lint_level;
+
+/* One finding. Every pointer lives as long as the report. */
+typedef struct ds_lint_finding {
+    const char *rule;    /* stable id, e.g. "index-not-concurrent"       */
+    ds_lint_level level;
+    const char *file;    /* the file name or path given                 */
+    int line;            /* 1-based line of the statement               */
+    const char *message; /* what the statement does                     */
+    const char *why;     /* why it is dangerous on a live table         */
+    const char *fix;     /* the safe recipe                             */
+    bool waived;         /* a "-- ds:lint-ignore RULE: reason" above it  */
+    const char *waiver;  /* the waiver's reason, or NULL                */
+} ds_lint_finding;
+
+typedef struct ds_lint_report {
+    ds_lint_finding *items; /* in file order                            */
+    size_t count;
+    size_t files;           /* files linted                             */
+    size_t errors;          /* error-level findings not waived          */
+    size_t warnings;        /* warnings not waived                      */
+    size_t waived;
+} ds_lint_report;
+
+/*
+ * Lints migration files without a database: the rules (index without
+ * CONCURRENTLY on an existing table, constraint without NOT VALID, SET NOT
+ * NULL without a validated CHECK, rewriting type changes and defaults,
+ * renames and drops, VACUUM FULL, CLUSTER, explicit locks, DDL without
+ * lock_timeout, ...) also look inside DO blocks, function bodies and SQL
+ * held in strings (EXECUTE, format()). Tables created earlier in the same
+ * file count as new. `paths`/`npaths`: the files to read; npaths 0 lints
+ * the up files of opts->dir or of the migrations built into the library
+ * (what `up` runs on a new database). docs/migrations.md lists the rules.
+ * `*out` receives the report (free with ds_lint_report_free()) even when
+ * it holds error-level findings: the call fails only when a file cannot
+ * be read or split.
+ * Errors: DS_ERR_MIGRATION (a file that cannot be read, or cannot be split
+ * into statements: an unterminated quote or comment, a NUL byte; the
+ * message names file and line), DS_ERR_INVALID, DS_ERR_NOMEM.
+ * Thread-safe.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_lint(const ds_migrate_options *opts,
+                                                 const char *const *paths,
+                                                 size_t npaths,
+                                                 ds_lint_report **out,
+                                                 ds_error *err);
+/* Frees a report; a no-op on NULL. */
+DS_EXPORT void ds_lint_report_free(ds_lint_report *report);
+
 /* "pending", "applied", "changed", "missing", "out-of-order"; never NULL. */
 DS_EXPORT const char *ds_migration_state_str(ds_migration_state state);
 

@@ -33,6 +33,11 @@ static const char usage_text[] =
     "                    and the next MONTHS months (default 3); safe from cron\n"
     "  check             start-up schema check: the version and every SQL\n"
     "                    statement of the library against the database\n"
+    "  lint [FILE...]    static checks for migrations on live, populated\n"
+    "                    tables (default: the up files of --dir or of the\n"
+    "                    built-in migrations); needs no database; exit 1 on\n"
+    "                    an error-level finding. Waive one with a comment\n"
+    "                    above the statement: -- ds:lint-ignore RULE: reason\n"
     "\n"
     "options:\n"
     "  --database-url URL  the database (default: $DATABASE_URL). Prefer the\n"
@@ -63,6 +68,8 @@ typedef struct cli {
     int wait_ms;         /* 0: default */
     const char *command;
     const char *arg;
+    const char *const *files; /* lint: the files (argv entries) */
+    size_t nfiles;
     json_t *steps; /* --json: what ran */
 } cli;
 
@@ -358,9 +365,9 @@ static void run_command(cli *c, ds_pool *pool, outcome *o) {
     }
 }
 
-static const char *const commands[] = {"up",     "down",     "to",
-                                       "status", "verify",   "dry-run",
-                                       "maintain", "check"};
+static const char *const commands[] = {"up",       "down",  "to",
+                                       "status",   "verify", "dry-run",
+                                       "maintain", "check",  "lint"};
 
 static int parse_args(int argc, char **argv, cli *c) {
     for (int i = 1; i < argc; i++) {
@@ -427,6 +434,12 @@ static int parse_args(int argc, char **argv, cli *c) {
                     c->command = commands[k];
             if (!c->command)
                 return usage_error("unknown command \"%s\"", a);
+        } else if (!strcmp(c->command, "lint")) {
+            if (!c->nfiles)
+                c->files = (const char *const *)&argv[i];
+            if (&c->files[c->nfiles] != (const char *const *)&argv[i])
+                return usage_error("%s", "lint: options go before the files");
+            c->nfiles++;
         } else if (!c->arg) {
             c->arg = a;
         } else {
@@ -453,6 +466,8 @@ static int parse_args(int argc, char **argv, cli *c) {
         return usage_error("--dry-run does not apply to %s", cmd);
     if (!strcmp(cmd, "dry-run"))
         c->dry_run = true;
+    if (!strcmp(cmd, "lint"))
+        return 0; /* no database */
     if (!c->url) {
         const char *env = getenv("DATABASE_URL");
         c->url = env && *env ? env : NULL;
@@ -488,12 +503,83 @@ static ds_status open_pool(const cli *c, ds_pool **pool, ds_error *err) {
     return st;
 }
 
+/* ---- lint ---------------------------------------------------------------- */
+
+static json_t *finding_json(const ds_lint_finding *f) {
+    json_t *j = json_pack("{s:s, s:s, s:o, s:i, s:o, s:s, s:s, s:b}", "rule",
+                          f->rule, "level",
+                          f->level == DS_LINT_ERROR ? "error" : "warning",
+                          "file", json_text(f->file), "line", f->line,
+                          "message", json_text(f->message), "why", f->why,
+                          "fix", f->fix, "waived", f->waived);
+    if (j && f->waiver)
+        json_object_set_new(j, "waiver", json_text(f->waiver));
+    return j;
+}
+
+static int run_lint(const cli *c) {
+    ds_migrate_options opts = {0};
+    opts.dir = c->dir;
+    ds_lint_report *r = NULL;
+    ds_error err = {0};
+    ds_status st = ds_migrate_lint(&opts, c->files, c->nfiles, &r, &err);
+    bool ok = st == DS_OK && r->errors == 0;
+    if (c->json) {
+        json_t *out = json_pack("{s:b, s:s}", "ok", ok, "command", "lint");
+        if (st == DS_OK) {
+            json_t *items = json_array();
+            for (size_t k = 0; k < r->count; k++)
+                json_array_append_new(items, finding_json(&r->items[k]));
+            json_object_set_new(out, "findings", items);
+            json_object_set_new(out, "files", json_integer((json_int_t)r->files));
+            json_object_set_new(out, "errors", json_integer((json_int_t)r->errors));
+            json_object_set_new(out, "warnings",
+                                json_integer((json_int_t)r->warnings));
+            json_object_set_new(out, "waived", json_integer((json_int_t)r->waived));
+        } else {
+            json_object_set_new(
+                out, "error",
+                json_pack("{s:s, s:s, s:o}", "code", ds_status_str(st),
+                          "sqlstate", err.sqlstate, "message",
+                          json_text(err.message)));
+        }
+        print_json(out);
+        json_decref(out);
+    } else if (st != DS_OK) {
+        fprintf(stderr, "ds-migrate: lint: %s: %s\n", ds_status_str(st),
+                err.message);
+    } else {
+        for (size_t k = 0; k < r->count; k++) {
+            const ds_lint_finding *f = &r->items[k];
+            if (f->waived && !c->verbose)
+                continue;
+            printf("%s:%d: %s [%s] %s\n", f->file, f->line,
+                   f->waived ? "waived"
+                   : f->level == DS_LINT_ERROR ? "error"
+                                               : "warning",
+                   f->rule, f->message);
+            if (f->waived)
+                printf("    reason: %s\n", f->waiver ? f->waiver : "");
+            else
+                printf("    why: %s\n    fix: %s\n", f->why, f->fix);
+        }
+        fprintf(ok ? stdout : stderr,
+                "%s: %zu file(s), %zu error(s), %zu warning(s), %zu waived\n",
+                ok ? "ok" : "ds-migrate: lint failed", r->files, r->errors,
+                r->warnings, r->waived);
+    }
+    ds_lint_report_free(r);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     cli c = {0};
     int rc = parse_args(argc, argv, &c);
     if (rc)
         return rc;
     ds_set_log_fn(log_to_stderr, NULL, c.verbose ? DS_LOG_INFO : DS_LOG_WARN);
+    if (!strcmp(c.command, "lint"))
+        return run_lint(&c);
     if (c.json)
         c.steps = json_array();
 

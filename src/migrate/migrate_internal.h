@@ -129,4 +129,12 @@ ds_status ds__sql_split(const char *file, const char *sql, size_t len,
  * characters of the statement text) points at. */
 int ds__sql_position_line(const ds__sql_stmt *stmt, long position);
 
+/* ---- lint -------------------------------------------------------------- */
+
+/* Lints one file's text into `report` (appending; report->files counts it).
+ * Errors: DS_ERR_MIGRATION (cannot be split: names file and line),
+ * DS_ERR_NOMEM. */
+ds_status ds__lint_sql(ds_lint_report *report, const char *file,
+                       const char *sql, size_t len, ds_error *err);
+
 #endif
