@@ -1004,9 +1004,9 @@ END_TEST
 /* Starts `n` ds-migrate processes at once with `args`; each one's stdout
  * goes to a file. Returns how many exited 0 and how many "applied" lines
  * they printed together. */
-static void run_cli_concurrently(int n, const char *url, int *ok,
-                                 int *applied_lines, char *last_stderr,
-                                 size_t cap) {
+static void run_cli_concurrently(int n, const char *url, const char *to,
+                                 int *ok, int *applied_lines,
+                                 char *last_stderr, size_t cap) {
     const char *bin = ds_migrate_path();
     char *dir = temp_dir();
     pid_t pids[16];
@@ -1021,7 +1021,10 @@ static void run_cli_concurrently(int n, const char *url, int *ok,
             int fe = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
             dup2(fd, 1);
             dup2(fe, 2);
-            execl(bin, bin, "--database-url", url, "up", (char *)NULL);
+            if (to)
+                execl(bin, bin, "--database-url", url, "to", to, (char *)NULL);
+            else
+                execl(bin, bin, "--database-url", url, "up", (char *)NULL);
             _exit(127);
         }
     }
@@ -1055,7 +1058,7 @@ START_TEST(test_migrate_four_processes_apply_each_once) {
     char *url = dt_create_db("mig_conc");
     int ok, applied;
     char errtext[1024] = "";
-    run_cli_concurrently(4, url, &ok, &applied, errtext, sizeof errtext);
+    run_cli_concurrently(4, url, NULL, &ok, &applied, errtext, sizeof errtext);
     ck_assert_msg(ok == 4, "%d of 4 exited 0; stderr: %s", ok, errtext);
     ck_assert_int_eq(applied, DS_SCHEMA_VERSION);
     ck_assert_int_eq(applied_count(url), DS_SCHEMA_VERSION);
@@ -1064,23 +1067,38 @@ START_TEST(test_migrate_four_processes_apply_each_once) {
 }
 END_TEST
 
+/* The migrations that run in a transaction go through the pooler; the
+ * first `-- ds:no-transaction` one (0003, which builds its indexes
+ * CONCURRENTLY) needs the direct URL, and says so. */
 START_TEST(test_migrate_four_processes_through_pgbouncer) {
     char *direct = dt_create_db("mig_bouncer");
     char *pooled = pooler_url_of(direct);
     int ok, applied;
     char errtext[1024] = "";
-    run_cli_concurrently(4, pooled, &ok, &applied, errtext, sizeof errtext);
+    run_cli_concurrently(4, pooled, "2", &ok, &applied, errtext,
+                         sizeof errtext);
     ck_assert_msg(ok == 4, "%d of 4 exited 0; stderr: %s", ok, errtext);
-    ck_assert_int_eq(applied, DS_SCHEMA_VERSION);
-    ck_assert_int_eq(applied_count(direct), DS_SCHEMA_VERSION);
+    ck_assert_int_eq(applied, 2);
+    ck_assert_int_eq(applied_count(direct), 2);
     /* No lock is left on any pooled server connection. */
     ck_assert_int_eq(count_rows(direct, "SELECT count(*) FROM pg_locks WHERE "
                                         "locktype = 'advisory'"),
                      0);
-    /* A second deploy through the pooler is not blocked by the first. */
+    /* A second deploy through the pooler is not blocked by the first; it
+     * stops at the no-transaction file with the way out. */
     char args[2048];
     snprintf(args, sizeof args, "--database-url '%s' --wait 2000 up", pooled);
     char *out = NULL;
+    ck_assert_int_eq(run_cli(args, true, &out), 1);
+    ck_assert_ptr_nonnull(strstr(out, "0003_memory_embeddings.up.sql"));
+    ck_assert_ptr_nonnull(strstr(out, "direct database URL"));
+    free(out);
+    ck_assert_int_eq(applied_count(direct), 2);
+    snprintf(args, sizeof args, "--database-url '%s' up", direct);
+    ck_assert_int_eq(run_cli(args, true, &out), 0);
+    free(out);
+    ck_assert_int_eq(applied_count(direct), DS_SCHEMA_VERSION);
+    snprintf(args, sizeof args, "--database-url '%s' --wait 2000 up", pooled);
     ck_assert_int_eq(run_cli(args, true, &out), 0);
     ck_assert_ptr_nonnull(strstr(out, "0 migration(s) applied"));
     free(out);

@@ -266,7 +266,7 @@ static ds_status verify_history(const ds__migration_set *set,
                                  "%s: version %lld was applied as \"%s\"; "
                                  "an applied migration must not be renamed",
                                  f->up_file, (long long)a->version, a->name);
-        if (strcmp(f->checksum, a->checksum) != 0)
+        if (!ds__migration_checksum_matches(f, a->name, a->checksum))
             return ds__error_set(err, DS_ERR_MIGRATION,
                                  "%s: edited after it was applied (SHA-256 "
                                  "%.12s..., applied %.12s...); write a new "
@@ -501,6 +501,7 @@ static bool is_tx_control(const ds__sql_stmt *s) {
 typedef struct file_run {
     runner *r;
     const char *file;
+    const char *sql; /* the whole file: statements point into it */
     bool no_tx;
     int64_t stays_at; /* the version the database stays at on failure */
     int statements;
@@ -560,14 +561,118 @@ static ds_status stmt_failed(file_run *fr, const ds__sql_stmt *s,
     return st;
 }
 
+/* "-- ds:when EXPR" above the statement: runs it only when EXPR is true. */
+static ds_status when_allows(file_run *fr, const ds__sql_stmt *s, bool *run,
+                             ds_error *err) {
+    *run = true;
+    const char *expr;
+    size_t len;
+    if (!ds__stmt_when(fr->sql, s, &expr, &len))
+        return DS_OK;
+    char *q = ds__malloc(len + 32);
+    if (!q)
+        return ds__error_set(err, DS_ERR_NOMEM, "migrations: out of memory");
+    snprintf(q, len + 32, "SELECT (%.*s)::boolean", (int)len, expr);
+    PGresult *res = ds__conn_simple(fr->r->conn, q);
+    ds__free(q);
+    ds_status st = DS_OK;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
+        PQnfields(res) != 1) {
+        st = stmt_failed(fr, s, res, err);
+        error_append(err, " (in the ds:when condition above line %d)",
+                     s->line);
+    } else {
+        *run = !PQgetisnull(res, 0, 0) && PQgetvalue(res, 0, 0)[0] == 't';
+    }
+    PQclear(res);
+    if (st == DS_OK && !*run)
+        ds__log(DS_LOG_INFO, MODULE, "%s:%d: skipped (ds:when is false)",
+                fr->file, s->line);
+    return st;
+}
+
+/* Before CREATE INDEX CONCURRENTLY in a no-transaction file: a build that
+ * failed (or was cancelled) leaves an INVALID index of that name, which
+ * IF NOT EXISTS would then keep for good. Drop it, concurrently. */
+static ds_status repair_invalid_index(file_run *fr, const ds__sql_stmt *s,
+                                      ds_error *err) {
+    char name[256];
+    if (!ds__stmt_concurrent_index(s, name, sizeof name))
+        return DS_OK;
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_text(&b, name);
+    char where[320];
+    snprintf(where, sizeof where, "%s:%d", fr->file, s->line);
+    PGresult *res = ds__sql_run(fr->r->conn,
+                                "SELECT NOT i.indisvalid FROM pg_index i "
+                                "WHERE i.indexrelid = to_regclass($1)",
+                                &b, where, err);
+    ds__bind_free(&b);
+    if (!res)
+        return err ? err->code : DS_ERR_DB;
+    bool invalid = PQntuples(res) == 1 && PQgetlength(res, 0, 0) == 1 &&
+                   PQgetvalue(res, 0, 0)[0] != 0;
+    PQclear(res);
+    ds_status st = DS_OK;
+    if (st != DS_OK || !invalid)
+        return st;
+    ds__log(DS_LOG_WARN, MODULE,
+            "%s:%d: index %s is INVALID (an earlier build failed): dropping "
+            "it concurrently before building it again",
+            fr->file, s->line, name);
+    char drop[320];
+    snprintf(drop, sizeof drop, "DROP INDEX CONCURRENTLY IF EXISTS %s", name);
+    res = ds__conn_simple(fr->r->conn, drop);
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
+        st = stmt_failed(fr, s, res, err);
+    PQclear(res);
+    return st;
+}
+
+/* How often a no-transaction statement that hit lock_timeout is tried. */
+#define LOCK_RETRIES 8
+
+static bool lock_timed_out(const PGresult *res) {
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return state && !strcmp(state, "55P03");
+}
+
 static ds_status exec_stmt(void *ud, const ds__sql_stmt *s, ds_error *err) {
     file_run *fr = ud;
+    bool run = true;
+    ds_status st = when_allows(fr, s, &run, err);
+    if (st != DS_OK || !run)
+        return st;
     char *sql = ds__strndup(s->text, s->len);
     if (!sql)
         return ds__error_set(err, DS_ERR_NOMEM, "migrations: out of memory");
-    PGresult *res = ds__conn_simple(fr->r->conn, sql);
+    PGresult *res = NULL;
+    /* Outside a transaction each statement is its own: one that gave up
+     * waiting for its lock (lock_timeout) changed nothing and is tried
+     * again after a jittered pause, so a deploy rides out a long query
+     * instead of failing, and never queues traffic for longer than
+     * lock_timeout at a time. */
+    for (int attempt = 0;; attempt++) {
+        if (fr->no_tx && (st = repair_invalid_index(fr, s, err)) != DS_OK)
+            break;
+        res = ds__conn_simple(fr->r->conn, sql);
+        if (!fr->no_tx || attempt + 1 >= LOCK_RETRIES || !lock_timed_out(res))
+            break;
+        PQclear(res);
+        res = NULL;
+        int64_t nap = INT64_C(100000) << (attempt < 5 ? attempt : 5);
+        nap += (int64_t)ds__random_uniform((uint32_t)nap);
+        ds__log(DS_LOG_WARN, MODULE,
+                "%s:%d: lock_timeout (attempt %d of %d); trying again in "
+                "%lld ms",
+                fr->file, s->line, attempt + 1, LOCK_RETRIES,
+                (long long)(nap / 1000));
+        ds__sleep_us(nap);
+    }
     ds__free(sql);
-    ds_status st = DS_OK;
+    if (st != DS_OK)
+        return st;
     switch (res ? PQresultStatus(res) : PGRES_FATAL_ERROR) {
     case PGRES_COMMAND_OK:
     case PGRES_TUPLES_OK:
@@ -597,9 +702,9 @@ static const char *file_name(const step *s) {
 static ds_status run_file(runner *r, const step *s, int64_t stays_at,
                           ds_error *err) {
     const ds__migration_file *f = s->file;
-    file_run fr = {r, file_name(s), s->up ? f->up_no_tx : f->down_no_tx,
-                   stays_at, 0};
     const char *sql = s->up ? f->up : f->down;
+    file_run fr = {r, file_name(s), sql, s->up ? f->up_no_tx : f->down_no_tx,
+                   stays_at, 0};
     size_t len = s->up ? f->up_len : f->down_len;
     /* Refuse a malformed file before any of it runs. */
     ds_status st = ds__sql_split(fr.file, sql, len, check_stmt, &fr, err);
@@ -1060,8 +1165,8 @@ static ds_status build_list(const ds__migration_set *set,
             m->no_transaction = f->up_no_tx;
             memcpy(m->checksum, f->checksum, sizeof m->checksum);
             if (same) {
-                m->state = strcmp(a->checksum, f->checksum) == 0 &&
-                                   strcmp(a->name, f->name) == 0
+                m->state = ds__migration_checksum_matches(f, a->name,
+                                                          a->checksum)
                                ? DS_MIGRATION_APPLIED
                                : DS_MIGRATION_CHANGED;
                 m->applied_at_us = a->applied_at_us;

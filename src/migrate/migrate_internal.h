@@ -58,6 +58,12 @@ void ds__migration_set_free(ds__migration_set *set);
 const ds__migration_file *ds__migration_set_find(const ds__migration_set *set,
                                                  int64_t version);
 
+/* Whether an applied migration (its recorded name and checksum) is file
+ * `f`: the same name and the file's checksum, or the checksum of an
+ * earlier text of a shipped file that was rewritten to run online. */
+bool ds__migration_checksum_matches(const ds__migration_file *f,
+                                    const char *name, const char *checksum);
+
 /* Newest version built into the library (0 when none). */
 int64_t ds__migrate_embedded_latest(void);
 
@@ -128,6 +134,17 @@ ds_status ds__sql_split(const char *file, const char *sql, size_t len,
 /* The line of the character the server's error position (1-based, in
  * characters of the statement text) points at. */
 int ds__sql_position_line(const ds__sql_stmt *stmt, long position);
+
+/* ---- running statements online (online.c) ------------------------------ */
+
+/* The condition of a "-- ds:when EXPR" comment line among the comment
+ * lines directly above `s` (whose text points into `file`): EXPR, borrowed,
+ * or false when there is none. */
+bool ds__stmt_when(const char *file, const ds__sql_stmt *s, const char **expr,
+                   size_t *len);
+/* For CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ...: the name
+ * as written (quotes and schema kept) into `name`. */
+bool ds__stmt_concurrent_index(const ds__sql_stmt *s, char *name, size_t cap);
 
 /* ---- lint -------------------------------------------------------------- */
 

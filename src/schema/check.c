@@ -251,8 +251,7 @@ static ds_status check_version(ds_conn *c, int64_t expected, outcome *o,
         const ds__migration_file *f = ds__migration_set_find(set, a->version);
         if (a->version > expected || !f)
             continue;
-        if (strcmp(f->checksum, a->checksum) != 0 ||
-            strcmp(f->name, a->name) != 0) {
+        if (!ds__migration_checksum_matches(f, a->name, a->checksum)) {
             ds__error_set(&e, DS_ERR_SCHEMA,
                           "schema check: migration %04lld_%s applied to the "
                           "database differs from %s built into this library",
