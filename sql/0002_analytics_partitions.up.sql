@@ -11,7 +11,10 @@
 --   - a month already covered by any partition is skipped;
 --   - rows of a new month that already sit in the default partition (the
 --     month had no partition when they arrived) are moved into the new
---     partition, since creating it over them would fail.
+--     partition, since attaching it over them would fail;
+--   - the month's table is created on its own and attached, so the parent
+--     is never locked against reads or writes (ds_migrate_maintain() does
+--     the same in short transactions and moves rows in batches).
 -- The caller's lock_timeout bounds how long it queues behind traffic.
 CREATE FUNCTION ds_analytics_ensure_partitions(months_ahead integer,
                                                from_ts timestamptz DEFAULT now())
@@ -78,37 +81,38 @@ BEGIN
                          WHEN b.m[2] = 'MAXVALUE' THEN 'infinity'::timestamptz
                          ELSE btrim(b.m[2], '''')::timestamptz END) > lo);
 
-        -- From here on no insert may slip into the default partition
-        -- between the check and the creation. CREATE TABLE .. PARTITION OF
-        -- takes this lock on the parent anyway.
-        IF NOT locked THEN
-            EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', parent);
+        -- From here on no row may slip into the default partition between
+        -- the check and the attach: SHARE blocks those writes only (rows of
+        -- months that have a partition and every reader go on).
+        IF def IS NOT NULL AND NOT locked THEN
+            EXECUTE format('LOCK TABLE %s IN SHARE MODE', def);
             locked := true;
         END IF;
+
+        -- The month's table on its own, with a CHECK of its bounds, so that
+        -- attaching it needs no scan of it and locks only the new table
+        -- (and the parent in SHARE UPDATE EXCLUSIVE, which blocks neither
+        -- reads nor writes).
+        EXECUTE format('CREATE TABLE %I.%I (LIKE %s INCLUDING ALL EXCLUDING IDENTITY, '
+                       'CONSTRAINT %I CHECK (occurred_at >= %L AND occurred_at < %L))',
+                       nsp, part, parent, part || '_bounds', lo, hi);
 
         has_rows := false;
         IF def IS NOT NULL THEN
             EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE occurred_at >= $1 AND occurred_at < $2)', def)
                INTO has_rows USING lo, hi;
         END IF;
-
         IF has_rows THEN
-            -- Take the default partition out, create the month, route the
-            -- month's rows through the parent into it, and put the default
-            -- back (re-attaching checks that it holds no row of any range).
-            EXECUTE format('ALTER TABLE %s DETACH PARTITION %s', parent, def);
-            EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES %s',
-                           nsp, part, parent, bounds);
-            EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s '
+            -- The month's rows move from the default partition (which the
+            -- attach then checks holds none of them).
+            EXECUTE format('INSERT INTO %I.%I (%s) SELECT %s FROM %s '
                            'WHERE occurred_at >= $1 AND occurred_at < $2',
-                           parent, cols, cols, def) USING lo, hi;
+                           nsp, part, cols, cols, def) USING lo, hi;
             EXECUTE format('DELETE FROM %s WHERE occurred_at >= $1 AND occurred_at < $2', def)
                USING lo, hi;
-            EXECUTE format('ALTER TABLE %s ATTACH PARTITION %s DEFAULT', parent, def);
-        ELSE
-            EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES %s',
-                           nsp, part, parent, bounds);
         END IF;
+        EXECUTE format('ALTER TABLE %s ATTACH PARTITION %I.%I FOR VALUES %s',
+                       parent, nsp, part, bounds);
         created := created + 1;
     END LOOP;
     RETURN created;

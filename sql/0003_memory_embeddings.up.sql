@@ -53,10 +53,14 @@ DECLARE
     backend text := 'fallback';
     created boolean := NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector');
     had_row boolean;
+    prior memory_vector_settings%ROWTYPE;
 BEGIN
-    SELECT s.embedding_dim, s.backend INTO dim, backend FROM memory_vector_settings s;
+    SELECT * INTO prior FROM memory_vector_settings;
     had_row := FOUND;
-    IF NOT had_row THEN
+    IF had_row THEN
+        dim := prior.embedding_dim;
+        backend := prior.backend;
+    ELSE
         IF dim_text !~ '^[0-9]{1,5}$' OR dim_text::integer NOT BETWEEN 1 AND 16000 THEN
             RAISE EXCEPTION 'ds.embedding_dim must be an integer from 1 to 16000, not "%"', dim_text
                 USING ERRCODE = 'invalid_parameter_value';

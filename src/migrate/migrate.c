@@ -1264,40 +1264,10 @@ DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool, int months_ahead,
     r.pool = pool;
     r.lock_timeout_ms = default_lock_timeout_ms(pool);
     ds_status st = lease(&r, true, err);
-    if (st == DS_OK)
-        st = simple(&r, "BEGIN", err);
-    if (st == DS_OK)
-        st = set_timeouts(&r, true, err);
-    PGresult *res = NULL;
-    if (st == DS_OK) {
-        ds__bind p;
-        ds__bind_init(&p);
-        ds__bind_int32(&p, months_ahead);
-        ds_error local = {0};
-        res = run_stmt(r.conn, S_MAINTAIN, &p, &local);
-        if (!res && strcmp(local.sqlstate, "42883") == 0)
-            st = ds__error_set(err, DS_ERR_SCHEMA,
-                               "partition maintenance needs schema version 2 "
-                               "or later (ds_analytics_ensure_partitions is "
-                               "missing): run ds-migrate up");
-        else if (!res) {
-            if (err)
-                *err = local;
-            st = local.code;
-        }
-    }
     int n = 0;
-    if (res) {
-        const char *v = single_value(res, 4);
-        if (v)
-            n = (int)(int32_t)ds__get_be32(v);
-        else
-            st = ds__error_set(err, DS_ERR_INTERNAL,
-                               "migrate.maintain: unexpected result");
-        PQclear(res);
-    }
     if (st == DS_OK)
-        st = simple(&r, "COMMIT", err);
+        st = ds__maintain_partitions(r.conn, months_ahead, r.lock_timeout_ms,
+                                     &n, err);
     unlease(&r);
     if (st == DS_OK) {
         if (created)

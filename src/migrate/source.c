@@ -74,6 +74,8 @@ static const struct {
     const char *name;
     const char *checksum;
 } superseded[] = {
+    {2, "analytics_partitions",
+     "de4020aadf46afdd51edf143771edb080ec839ce7f0b8843e613964027f0dd08"},
     {3, "memory_embeddings",
      "94412cc54b322e17b9c45062e38117539c274a7630fa1ea87ef9ac1e36bc7ab4"},
 };

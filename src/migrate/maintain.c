@@ -1,0 +1,426 @@
+/*
+ * Partition maintenance that analytics_events' readers and writers do not
+ * notice: for each month without a partition,
+ *
+ *   1. the month's table is created on its own (LIKE the parent: columns,
+ *      defaults, CHECKs, indexes) with a CHECK matching its bounds, so that
+ *      attaching it later needs no scan of it;
+ *   2. rows of that month already waiting in the default partition are
+ *      copied into it in small batches, each its own short transaction
+ *      (the rows stay where readers see them);
+ *   3. one short transaction swaps: it holds SHARE on the default partition
+ *      (readers go on; only writes of rows with no month partition wait),
+ *      corrects the copy for rows changed since, deletes the month's rows
+ *      from the default partition and ATTACHes the table (SHARE UPDATE
+ *      EXCLUSIVE on the parent). ATTACH scans what is left in the default
+ *      partition under its lock, which is short as long as the default
+ *      partition stays small, which is what maintaining ahead is for.
+ *
+ * Every transaction takes the migration advisory lock (transaction-scoped:
+ * correct behind PgBouncer), checks the state again, and sets lock_timeout;
+ * a step that hits it is rolled back and tried again after a jittered
+ * pause. A run that stopped half-way leaves a table that is not attached
+ * yet, which the next run picks up.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "migrate/migrate_internal.h"
+
+#define MODULE "migrate"
+#define BATCH_ROWS "5000"
+#define SWAP_TRIES 8
+
+typedef struct maint {
+    ds_conn *c;
+    char lock_timeout[32];
+    ds_error *err;
+} maint;
+
+/* Runs `sql` with parameters the server parses from text; *out (may be
+ * NULL) gets the result. Every query here returns text columns (casting
+ * where needed), since results come back in binary. */
+static ds_status run(maint *m, const char *sql, int n,
+                     const char *const *values, PGresult **out) {
+    if (out)
+        *out = NULL;
+    ds__bind b;
+    ds__bind_init(&b);
+    for (int i = 0; i < n; i++)
+        ds__bind_text_as(&b, values[i], 0);
+    PGresult *res = ds__sql_run(m->c, sql, &b, "maintain", m->err);
+    ds__bind_free(&b);
+    if (!res)
+        return m->err ? m->err->code : DS_ERR_DB;
+    if (out)
+        *out = res;
+    else
+        PQclear(res);
+    return DS_OK;
+}
+
+static void rollback(maint *m) {
+    PQclear(ds__conn_simple(m->c, "ROLLBACK"));
+}
+
+/* BEGIN; lock_timeout; the migration lock (its wait is bounded by
+ * lock_timeout too). */
+static ds_status begin_locked(maint *m) {
+    ds_status st = run(m, "BEGIN", 0, NULL, NULL);
+    const char *lt[1] = {m->lock_timeout};
+    if (st == DS_OK)
+        st = run(m,
+                 "SELECT set_config('lock_timeout', $1, true), "
+                 "set_config('statement_timeout', '0', true)",
+                 1, lt, NULL);
+    if (st == DS_OK) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "SELECT pg_advisory_xact_lock(%lld)",
+                 (long long)DS_MIGRATE_LOCK_KEY);
+        st = run(m, sql, 0, NULL, NULL);
+    }
+    if (st != DS_OK)
+        rollback(m);
+    return st;
+}
+
+static ds_status commit(maint *m) {
+    ds_status st = run(m, "COMMIT", 0, NULL, NULL);
+    if (st != DS_OK)
+        rollback(m);
+    return st;
+}
+
+static bool timed_out(const maint *m) {
+    return m->err && !strcmp(m->err->sqlstate, "55P03");
+}
+
+/* The month's names and bounds, spelled in UTC. */
+typedef struct month {
+    char part[64]; /* analytics_events_YYYY_MM */
+    char lo[40];
+    char hi[40];
+} month;
+
+static ds_status month_of(maint *m, int offset, month *out) {
+    char off[16];
+    snprintf(off, sizeof off, "%d", offset);
+    const char *v[1] = {off};
+    PGresult *r;
+    ds_status st = run(
+        m,
+        "SELECT 'analytics_events_' || to_char(mon, 'YYYY_MM'), "
+        "to_char(mon, 'YYYY-MM-DD HH24:MI:SS') || '+00', "
+        "to_char(mon + interval '1 month', 'YYYY-MM-DD HH24:MI:SS') || '+00' "
+        "FROM (SELECT date_trunc('month', now() AT TIME ZONE 'UTC') + "
+        "make_interval(months => $1::int) AS mon) s",
+        1, v, &r);
+    if (st != DS_OK)
+        return st;
+    snprintf(out->part, sizeof out->part, "%s", PQgetvalue(r, 0, 0));
+    snprintf(out->lo, sizeof out->lo, "%s", PQgetvalue(r, 0, 1));
+    snprintf(out->hi, sizeof out->hi, "%s", PQgetvalue(r, 0, 2));
+    PQclear(r);
+    return DS_OK;
+}
+
+/* Is [lo, hi) covered, even partly, by an attached range partition? */
+static ds_status covered(maint *m, const month *mo, bool *out) {
+    const char *v[2] = {mo->lo, mo->hi};
+    PGresult *r;
+    ds_status st = run(
+        m,
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits inh "
+        "JOIN pg_class c ON c.oid = inh.inhrelid "
+        "CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid), "
+        "'^FOR VALUES FROM \\((.*)\\) TO \\((.*)\\)$') AS b(m) "
+        "WHERE inh.inhparent = 'analytics_events'::regclass "
+        "AND (CASE WHEN b.m[1] = 'MINVALUE' THEN '-infinity'::timestamptz "
+        "WHEN b.m[1] = 'MAXVALUE' THEN 'infinity'::timestamptz "
+        "ELSE btrim(b.m[1], '''')::timestamptz END) < $2::timestamptz "
+        "AND (CASE WHEN b.m[2] = 'MINVALUE' THEN '-infinity'::timestamptz "
+        "WHEN b.m[2] = 'MAXVALUE' THEN 'infinity'::timestamptz "
+        "ELSE btrim(b.m[2], '''')::timestamptz END) > $1::timestamptz)::text",
+        2, v, &r);
+    if (st == DS_OK) {
+        *out = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+    }
+    return st;
+}
+
+/* Schema-qualified names and the column list, read once. */
+typedef struct names {
+    char nsp[130];     /* quoted */
+    char def[300];     /* the default partition, qualified and quoted, or "" */
+    char *cols;        /* quoted column list */
+} names;
+
+static ds_status read_names(maint *m, names *n) {
+    PGresult *r;
+    ds_status st = run(
+        m,
+        "SELECT quote_ident(ns.nspname), "
+        "coalesce((SELECT NULLIF(p.partdefid, 0)::regclass::text "
+        "FROM pg_partitioned_table p WHERE p.partrelid = c.oid), ''), "
+        "(SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) "
+        "FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 "
+        "AND NOT a.attisdropped) "
+        "FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace "
+        "WHERE c.oid = 'analytics_events'::regclass",
+        0, NULL, &r);
+    if (st != DS_OK)
+        return st;
+    snprintf(n->nsp, sizeof n->nsp, "%s", PQgetvalue(r, 0, 0));
+    snprintf(n->def, sizeof n->def, "%s", PQgetvalue(r, 0, 1));
+    n->cols = ds__strdup(PQgetvalue(r, 0, 2));
+    PQclear(r);
+    return n->cols ? DS_OK
+                   : ds__error_set(m->err, DS_ERR_NOMEM,
+                                   "maintain: out of memory");
+}
+
+/* A statement built from names (all quoted by the server) and bounds. */
+static char *build(maint *m, const char *fmt, ...) DS_PRINTF(2, 3);
+static char *build(maint *m, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = n >= 0 ? ds__malloc((size_t)n + 1) : NULL;
+    if (!s) {
+        ds__error_set(m->err, DS_ERR_NOMEM, "maintain: out of memory");
+        return NULL;
+    }
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static ds_status exec_built(maint *m, char *sql, int n,
+                            const char *const *values, PGresult **out) {
+    if (!sql)
+        return DS_ERR_NOMEM;
+    ds_status st = run(m, sql, n, values, out);
+    ds__free(sql);
+    return st;
+}
+
+/* Step 1: the month's table on its own, with its bounds CHECK and a
+ * helper index on id for the copy. false in *todo when already covered. */
+static ds_status stage(maint *m, const names *n, const month *mo, bool *todo) {
+    ds_status st = begin_locked(m);
+    if (st != DS_OK)
+        return st;
+    bool done = false;
+    st = covered(m, mo, &done);
+    *todo = st == DS_OK && !done;
+    if (st == DS_OK && *todo)
+        st = exec_built(m,
+                        build(m,
+                              "CREATE TABLE IF NOT EXISTS %s.%s (LIKE "
+                              "analytics_events INCLUDING ALL EXCLUDING "
+                              "IDENTITY, CONSTRAINT %s_bounds CHECK "
+                              "(occurred_at >= '%s' AND occurred_at < '%s'))",
+                              n->nsp, mo->part, mo->part, mo->lo, mo->hi),
+                        0, NULL, NULL);
+    if (st == DS_OK && *todo && n->def[0])
+        st = exec_built(m,
+                        build(m,
+                              "CREATE INDEX IF NOT EXISTS %s_ds_move ON "
+                              "%s.%s (id)",
+                              mo->part, n->nsp, mo->part),
+                        0, NULL, NULL);
+    if (st == DS_OK)
+        st = commit(m);
+    else
+        rollback(m);
+    return st;
+}
+
+/* Step 2: copies the month's rows from the default partition in batches,
+ * in id order (the copy's max id is the cursor). */
+static ds_status copy_batches(maint *m, const names *n, const month *mo,
+                              int64_t *copied) {
+    const char *v[2] = {mo->lo, mo->hi};
+    for (;;) {
+        ds_status st = begin_locked(m);
+        if (st != DS_OK)
+            return st;
+        PGresult *r = NULL;
+        st = exec_built(
+            m,
+            build(m,
+                  "INSERT INTO %s.%s (%s) SELECT %s FROM %s d "
+                  "WHERE d.occurred_at >= $1::timestamptz AND d.occurred_at "
+                  "< $2::timestamptz AND d.id > (SELECT coalesce(max(id), "
+                  "-9223372036854775807) FROM %s.%s) ORDER BY d.id LIMIT " BATCH_ROWS,
+                  n->nsp, mo->part, n->cols, n->cols, n->def, n->nsp,
+                  mo->part),
+            2, v, &r);
+        long rows = r ? atol(PQcmdTuples(r)) : 0;
+        PQclear(r);
+        if (st == DS_OK)
+            st = commit(m);
+        else
+            rollback(m);
+        if (st != DS_OK)
+            return st;
+        *copied += rows;
+        if (rows == 0)
+            return DS_OK;
+    }
+}
+
+/* Step 3, one transaction: settle the copy, empty the month in the default
+ * partition, attach. */
+static ds_status swap(maint *m, const names *n, const month *mo,
+                      bool *attached) {
+    const char *v[2] = {mo->lo, mo->hi};
+    *attached = false;
+    ds_status st = begin_locked(m);
+    if (st != DS_OK)
+        return st;
+    bool done = false;
+    st = covered(m, mo, &done);
+    if (st == DS_OK && done) {
+        rollback(m); /* another runner attached it */
+        return DS_OK;
+    }
+    if (st == DS_OK && n->def[0]) {
+        st = exec_built(m, build(m, "LOCK TABLE %s IN SHARE MODE", n->def), 0,
+                        NULL, NULL);
+        /* rows changed or deleted since they were copied */
+        if (st == DS_OK)
+            st = exec_built(
+                m,
+                build(m,
+                      "DELETE FROM %s.%s p WHERE NOT EXISTS (SELECT 1 FROM "
+                      "%s d WHERE d.id = p.id AND d.occurred_at >= "
+                      "$1::timestamptz AND d.occurred_at < $2::timestamptz "
+                      "AND to_jsonb(d.*) = to_jsonb(p.*))",
+                      n->nsp, mo->part, n->def),
+                2, v, NULL);
+        /* rows that arrived (or changed) since */
+        if (st == DS_OK)
+            st = exec_built(
+                m,
+                build(m,
+                      "INSERT INTO %s.%s (%s) SELECT %s FROM %s d WHERE "
+                      "d.occurred_at >= $1::timestamptz AND d.occurred_at < "
+                      "$2::timestamptz AND NOT EXISTS (SELECT 1 FROM %s.%s p "
+                      "WHERE p.id = d.id)",
+                      n->nsp, mo->part, n->cols, n->cols, n->def, n->nsp,
+                      mo->part),
+                2, v, NULL);
+        if (st == DS_OK)
+            st = exec_built(m,
+                            build(m,
+                                  "DELETE FROM %s WHERE occurred_at >= "
+                                  "$1::timestamptz AND occurred_at < "
+                                  "$2::timestamptz",
+                                  n->def),
+                            2, v, NULL);
+        if (st == DS_OK)
+            st = exec_built(m,
+                            build(m, "DROP INDEX IF EXISTS %s.%s_ds_move",
+                                  n->nsp, mo->part),
+                            0, NULL, NULL);
+    }
+    if (st == DS_OK)
+        st = exec_built(m,
+                        build(m,
+                              "ALTER TABLE analytics_events ATTACH PARTITION "
+                              "%s.%s FOR VALUES FROM ('%s') TO ('%s')",
+                              n->nsp, mo->part, mo->lo, mo->hi),
+                        0, NULL, NULL);
+    if (st == DS_OK)
+        st = commit(m);
+    else
+        rollback(m);
+    *attached = st == DS_OK;
+    return st;
+}
+
+/* Runs `step` again (after a jittered pause) while it hits lock_timeout. */
+#define WITH_RETRY(m, call)                                                    \
+    do {                                                                       \
+        for (int try_ = 0;; try_++) {                                          \
+            st = (call);                                                       \
+            if (st == DS_OK || !timed_out(m) || try_ + 1 >= SWAP_TRIES)        \
+                break;                                                         \
+            int64_t nap = INT64_C(100000) << (try_ < 4 ? try_ : 4);            \
+            nap += (int64_t)ds__random_uniform((uint32_t)nap);                 \
+            ds__log(DS_LOG_WARN, MODULE,                                       \
+                    "maintain: lock_timeout (attempt %d of %d); trying "       \
+                    "again in %lld ms",                                        \
+                    try_ + 1, SWAP_TRIES, (long long)(nap / 1000));            \
+            ds__sleep_us(nap);                                                 \
+        }                                                                      \
+    } while (0)
+
+ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
+                                  int lock_timeout_ms, int *created,
+                                  ds_error *err) {
+    /* A local error: the retries read its SQLSTATE even when the caller
+     * passed no `err`. */
+    ds_error local = {0};
+    maint m = {c, "", &local};
+    *created = 0;
+    snprintf(m.lock_timeout, sizeof m.lock_timeout, "%dms",
+             lock_timeout_ms > 0 ? lock_timeout_ms : 5000);
+    PGresult *r;
+    ds_status st = run(&m,
+                       "SELECT (to_regprocedure('ds_analytics_ensure_"
+                       "partitions(integer, timestamptz)') IS NOT NULL)::text",
+                       0, NULL, &r);
+    if (st != DS_OK) {
+        if (err)
+            *err = local;
+        return st;
+    }
+    bool have = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!have)
+        return ds__error_set(err, DS_ERR_SCHEMA,
+                             "partition maintenance needs schema version 2 "
+                             "or later (ds_analytics_ensure_partitions is "
+                             "missing): run ds-migrate up");
+    names n = {{0}, {0}, NULL};
+    if ((st = read_names(&m, &n)) != DS_OK) {
+        if (err)
+            *err = local;
+        return st;
+    }
+    for (int i = 0; i <= months_ahead && st == DS_OK; i++) {
+        month mo;
+        if ((st = month_of(&m, i, &mo)) != DS_OK)
+            break;
+        bool todo = false;
+        WITH_RETRY(&m, stage(&m, &n, &mo, &todo));
+        if (st != DS_OK || !todo)
+            continue;
+        int64_t copied = 0;
+        if (n.def[0])
+            WITH_RETRY(&m, copy_batches(&m, &n, &mo, &copied));
+        bool attached = false;
+        if (st == DS_OK)
+            WITH_RETRY(&m, swap(&m, &n, &mo, &attached));
+        if (st == DS_OK && attached) {
+            (*created)++;
+            ds__log(DS_LOG_INFO, MODULE,
+                    "created partition %s (%lld row(s) moved from the "
+                    "default partition)",
+                    mo.part, (long long)copied);
+        }
+    }
+    ds__free(n.cols);
+    if (st != DS_OK) {
+        ds__error_prefix(&local, "partition maintenance");
+        if (err)
+            *err = local;
+    }
+    return st;
+}
