@@ -201,6 +201,7 @@ check:
 	$(MAKE) all tests examples bench
 	$(MAKE) check-clang
 	./scripts/check-docs
+	$(BUILD)/bin/ds-migrate --dir sql lint
 	./scripts/run-tests --build $(BUILD)
 
 check-asan:
