@@ -1,0 +1,479 @@
+/* Schema changes and maintenance on populated tables while readers and
+ * writers run: probes measure their worst wait; the runner's online tools
+ * (ds:when, INVALID index repair, lock_timeout retries, accepted
+ * checksums of rewritten files). Real PostgreSQL throughout. */
+#include <libpq-fe.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "migrate/migrate_internal.h"
+#include "test_util.h"
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static char *temp_dir(void) {
+    const char *base = dt_env_opt("TMPDIR");
+    char tmpl[PATH_MAX];
+    snprintf(tmpl, sizeof tmpl, "%s/dt_online_XXXXXX", base ? base : P_tmpdir);
+    char *d = strdup(tmpl);
+    ck_assert_ptr_nonnull(mkdtemp(d));
+    return d;
+}
+
+static void write_file(const char *dir, const char *name, const char *text) {
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
+    fclose(f);
+}
+
+static void rm_dir(char *dir) {
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    free(dir);
+}
+
+static PGconn *connect_url(const char *url) {
+    PGconn *c = PQconnectdb(url);
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
+    return c;
+}
+
+static void exec_ok(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK ||
+                      PQresultStatus(r) == PGRES_TUPLES_OK,
+                  "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+}
+
+/* ---- the runner's online tools --------------------------------------------- */
+
+/* A "-- ds:when" condition skips or runs its statement; an INVALID index a
+ * failed CONCURRENTLY build left is dropped and built again. */
+START_TEST(test_online_when_and_invalid_index_repair) {
+    char *url = dt_create_db("onl_when");
+    char *dir = temp_dir();
+    write_file(dir, "0001_things.up.sql",
+               "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n"
+               "INSERT INTO things SELECT g, 'same' FROM generate_series(1, 50) g;\n");
+    write_file(dir, "0001_things.down.sql", "DROP TABLE things;\n");
+    write_file(dir, "0002_idx.up.sql",
+               "-- ds:no-transaction\n"
+               "-- ds:when false\n"
+               "SELECT 1 / 0;\n"
+               "-- a comment between the condition and the statement\n"
+               "-- ds:when (SELECT count(*) = 50 FROM things)\n"
+               "-- (the condition above holds)\n"
+               "CREATE TABLE when_ran (x int);\n"
+               "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_label_idx\n"
+               "    ON things (label);\n");
+    write_file(dir, "0002_idx.down.sql",
+               "-- ds:no-transaction\n"
+               "DROP TABLE when_ran;\n"
+               "DROP INDEX CONCURRENTLY things_label_idx;\n");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_migrate_options opts = {0};
+    opts.dir = dir;
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    /* a failed unique build leaves things_label_idx INVALID */
+    PGconn *c = connect_url(url);
+    PGresult *r = PQexec(c, "CREATE UNIQUE INDEX CONCURRENTLY things_label_idx "
+                            "ON things (label)");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
+    PQclear(r);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_index WHERE "
+                                     "indexrelid = 'things_label_idx'::regclass "
+                                     "AND NOT indisvalid"),
+                     1);
+    int n = 0;
+    st = ds_migrate_up(pool, &opts, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    /* skipped 1/0, ran the table, and the index is valid and not unique */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
+                                     "relname = 'when_ran'"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_index WHERE "
+                                     "indexrelid = 'things_label_idx'::regclass "
+                                     "AND indisvalid AND NOT indisunique"),
+                     1);
+
+    /* a condition that fails is the statement's error, with the line */
+    write_file(dir, "0003_bad.up.sql",
+               "-- ds:no-transaction\n-- ds:when (SELECT nope FROM things)\n"
+               "SELECT 1;\n");
+    write_file(dir, "0003_bad.down.sql", "SELECT 1;\n");
+    st = ds_migrate_up(pool, &opts, &n, &err);
+    ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql"));
+    ck_assert_ptr_nonnull(strstr(err.message, "ds:when"));
+    PQfinish(c);
+    ds_pool_close(pool);
+    rm_dir(dir);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+typedef struct blocker {
+    const char *url;
+    int hold_ms;
+} blocker;
+
+static void *blocker_main(void *p) {
+    blocker *b = p;
+    PGconn *c = PQconnectdb(b->url);
+    PGresult *r = PQexec(c, "BEGIN; LOCK TABLE things IN ACCESS SHARE MODE");
+    PQclear(r);
+    usleep((useconds_t)b->hold_ms * 1000);
+    r = PQexec(c, "COMMIT");
+    PQclear(r);
+    PQfinish(c);
+    return NULL;
+}
+
+/* A no-transaction statement that hits lock_timeout is tried again after a
+ * pause; a long query ahead of it does not fail the deploy, and traffic
+ * queues behind the ALTER for one lock_timeout at most each time. */
+START_TEST(test_online_lock_timeout_is_retried) {
+    char *url = dt_create_db("onl_retry");
+    char *dir = temp_dir();
+    write_file(dir, "0001_things.up.sql",
+               "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
+    write_file(dir, "0001_things.down.sql", "DROP TABLE things;\n");
+    write_file(dir, "0002_extra.up.sql",
+               "-- ds:no-transaction\n"
+               "ALTER TABLE things ADD COLUMN IF NOT EXISTS extra int;\n");
+    write_file(dir, "0002_extra.down.sql",
+               "ALTER TABLE things DROP COLUMN extra;\n");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_migrate_options opts = {0};
+    opts.dir = dir;
+    opts.lock_timeout_ms = 100;
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    blocker b = {url, 700};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, blocker_main, &b), 0);
+    /* the blocker holds its lock before the migration asks */
+    for (int i = 0; i < 500; i++) {
+        if (dt_sql_int(url, "SELECT count(*) FROM pg_locks l JOIN pg_class c "
+                            "ON c.oid = l.relation WHERE c.relname = 'things'") > 0)
+            break;
+        usleep(10000);
+    }
+    int n = 0;
+    st = ds_migrate_up(pool, &opts, &n, &err);
+    pthread_join(t, NULL);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
+                                     "attrelid = 'things'::regclass AND "
+                                     "attname = 'extra'"),
+                     1);
+    ds_pool_close(pool);
+    rm_dir(dir);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* 0002 and 0003 were rewritten to run online. A database that applied
+ * their earlier text keeps working; any other checksum is still refused. */
+START_TEST(test_online_rewritten_files_keep_applied_databases) {
+    char *url = dt_migrated_db("onl_sum");
+    dt_sql(url, "UPDATE ds_schema_migrations SET checksum = "
+                "'94412cc54b322e17b9c45062e38117539c274a7630fa1ea87ef9ac1e36bc7ab4' "
+                "WHERE version = 3");
+    dt_sql(url, "UPDATE ds_schema_migrations SET checksum = "
+                "'de4020aadf46afdd51edf143771edb080ec839ce7f0b8843e613964027f0dd08' "
+                "WHERE version = 2");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_error err = {0};
+    ds_status st = ds_migrate_verify(pool, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ds_migration_list *l = NULL;
+    st = ds_migrate_status(pool, NULL, &l, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(l->consistent);
+    ck_assert_uint_eq(l->pending, 0);
+    ds_migration_list_free(l);
+    int n = -1;
+    st = ds_migrate_up(pool, NULL, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 0);
+    st = ds_schema_check(pool, &err);
+    ck_assert_ds_ok(st, err);
+    /* the old 0003 checksum is no pass for version 2 */
+    dt_sql(url, "UPDATE ds_schema_migrations SET checksum = "
+                "'94412cc54b322e17b9c45062e38117539c274a7630fa1ea87ef9ac1e36bc7ab4' "
+                "WHERE version = 2");
+    st = ds_migrate_verify(pool, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "edited after it was applied"));
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* ---- probes ---------------------------------------------------------------- */
+
+typedef struct probe {
+    const char *url;
+    const char *name;
+    const char *sql; /* $1: a random number from 1 to `range` */
+    int range;
+    volatile int *stop;
+    long long ops;
+    long long worst_us;
+    char error[256];
+} probe;
+
+static long long now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void *probe_main(void *p) {
+    probe *pr = p;
+    PGconn *c = PQconnectdb(pr->url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(pr->error, sizeof pr->error, "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    PGresult *r = PQexec(c, "SET statement_timeout = '60s'");
+    PQclear(r);
+    unsigned seed = (unsigned)(uintptr_t)pr;
+    while (!*pr->stop) {
+        char arg[24];
+        snprintf(arg, sizeof arg, "%d", 1 + (int)(rand_r(&seed) % (unsigned)pr->range));
+        const char *v[1] = {arg};
+        long long t0 = now_us();
+        r = PQexecParams(c, pr->sql, 1, NULL, v, NULL, NULL, 0);
+        long long dt = now_us() - t0;
+        ExecStatusType es = PQresultStatus(r);
+        if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK && !pr->error[0])
+            snprintf(pr->error, sizeof pr->error, "%s", PQerrorMessage(c));
+        PQclear(r);
+        pr->ops++;
+        if (dt > pr->worst_us)
+            pr->worst_us = dt;
+        usleep(10000);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+enum { NPROBES = 8 };
+
+typedef struct probes {
+    probe p[NPROBES];
+    pthread_t t[NPROBES];
+    volatile int stop;
+} probes;
+
+static void probes_start(probes *ps, const char *url, int users,
+                         int conversations) {
+    static const struct {
+        const char *name;
+        const char *sql;
+        int conv;
+    } defs[NPROBES] = {
+        {"memory_facts read",
+         "SELECT id, content FROM memory_facts WHERE user_id = $1 "
+         "ORDER BY id DESC LIMIT 20", 0},
+        {"memory_facts write",
+         "INSERT INTO memory_facts (user_id, content) VALUES ($1, 'probe')", 0},
+        {"messages read",
+         "SELECT id, content FROM messages WHERE conversation_id = $1 "
+         "ORDER BY id DESC LIMIT 20", 1},
+        {"messages write",
+         "INSERT INTO messages (conversation_id, role, content) "
+         "VALUES ($1, 'user', 'probe')", 1},
+        {"conversations read",
+         "SELECT id, title FROM conversations WHERE owner_id = $1 "
+         "ORDER BY updated_at DESC LIMIT 20", 0},
+        {"conversations write",
+         "UPDATE conversations SET updated_at = now() WHERE id = $1", 1},
+        {"analytics_events read",
+         "SELECT count(*) FROM analytics_events WHERE user_id = $1", 0},
+        {"analytics_events write",
+         "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')", 0},
+    };
+    memset(ps, 0, sizeof *ps);
+    for (int i = 0; i < NPROBES; i++) {
+        probe *pr = &ps->p[i];
+        pr->url = url;
+        pr->name = defs[i].name;
+        pr->sql = defs[i].sql;
+        pr->range = defs[i].conv ? conversations : users;
+        pr->stop = &ps->stop;
+        ck_assert_int_eq(pthread_create(&ps->t[i], NULL, probe_main, pr), 0);
+    }
+    usleep(300000); /* every probe connected and running */
+}
+
+/* Stops the probes; fails unless each made progress during `what` and
+ * waited at most `bound_ms` at worst. */
+static void probes_check(probes *ps, const char *what, long long before[],
+                         int bound_ms) {
+    ps->stop = 1;
+    for (int i = 0; i < NPROBES; i++)
+        pthread_join(ps->t[i], NULL);
+    for (int i = 0; i < NPROBES; i++) {
+        const probe *pr = &ps->p[i];
+        printf("probe %-22s during %-28s ops=%lld worst_ms=%.1f\n", pr->name,
+               what, pr->ops, pr->worst_us / 1000.0);
+        ck_assert_msg(!pr->error[0], "%s: %s", pr->name, pr->error);
+        ck_assert_msg(pr->ops > (before ? before[i] : 0) + 2,
+                      "%s made no progress during %s", pr->name, what);
+        ck_assert_msg(pr->worst_us <= (long long)bound_ms * 1000,
+                      "%s waited %.1f ms during %s (bound %d ms)", pr->name,
+                      pr->worst_us / 1000.0, what, bound_ms);
+    }
+}
+
+/* Fills a database at version 2 with rows: `rows` memory facts, messages
+ * and events, a tenth as many conversations; `future` events of a month
+ * that has no partition yet (they wait in the default partition). */
+static void populate(const char *url, int users, int rows, int future) {
+    char sql[2048];
+    PGconn *c = connect_url(url);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO users (email) SELECT 'u' || g || '@example.com' "
+             "FROM generate_series(1, %d) g", users);
+    exec_ok(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO memory_facts (user_id, content) SELECT 1 + g %% %d, "
+             "'fact number ' || g || ' about tea, trains and the weather' "
+             "FROM generate_series(1, %d) g", users, rows);
+    exec_ok(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO conversations (owner_id, title) SELECT 1 + g %% %d, "
+             "'c' || g FROM generate_series(1, %d) g", users, rows / 10);
+    exec_ok(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO messages (conversation_id, role, content) "
+             "SELECT 1 + g %% %d, 'user', 'message ' || g "
+             "FROM generate_series(1, %d) g", rows / 10, rows);
+    exec_ok(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO analytics_events (user_id, name, occurred_at) "
+             "SELECT 1 + g %% %d, 'e', now() - (g %% 1000) * interval '1 second' "
+             "FROM generate_series(1, %d) g", users, rows);
+    exec_ok(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO analytics_events (user_id, name, occurred_at) "
+             "SELECT 1 + g %% %d, 'future', date_trunc('month', now()) + "
+             "interval '5 months 3 days' + g * interval '1 second' "
+             "FROM generate_series(1, %d) g", users, future);
+    exec_ok(c, sql);
+    exec_ok(c, "ANALYZE");
+    PQfinish(c);
+}
+
+#define PROBE_ROWS 30000
+#define PROBE_FUTURE 20000
+#define BOUND_MS 1000
+
+/* A database at version 2 with rows in every table is moved to the latest
+ * version, then maintained (one month's rows wait in the default
+ * partition), while probes read and write memory_facts, messages,
+ * conversations and analytics_events. */
+START_TEST(test_online_upgrade_and_maintain_under_probes) {
+    char *url = dt_create_db("onl_probe");
+    const char *backend = dt_env_opt("DS_VECTOR_BACKEND");
+    ds_config *cfg = dt_config(url, 1, 2);
+    ds_error err = {0};
+    if (backend)
+        ck_assert_int_eq(ds_config_set(cfg, "vector_backend", backend, &err),
+                         DS_OK);
+    ds_pool *pool;
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    st = ds_migrate_to(pool, NULL, 2, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
+
+    probes ps;
+    probes_start(&ps, url, 200, PROBE_ROWS / 10);
+    int n = 0;
+    st = ds_migrate_up(pool, NULL, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, (int)(DS_SCHEMA_VERSION - 2));
+    long long after_up[NPROBES];
+    for (int i = 0; i < NPROBES; i++)
+        after_up[i] = ps.p[i].ops;
+    usleep(200000);
+    int created = 0;
+    st = ds_migrate_maintain(pool, 6, &created, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "up from 2 and maintain", after_up, BOUND_MS);
+    ck_assert_int_eq(created, 3); /* months +4, +5, +6 */
+
+    /* the future month's rows moved out of the default partition, none lost */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM "
+                                     "analytics_events_default WHERE name = 'future'"),
+                     0);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events "
+                                     "WHERE name = 'future'"),
+                     PROBE_FUTURE);
+    ck_assert_int_eq(dt_sql_int(url,
+                                "SELECT count(*) FROM analytics_events e JOIN "
+                                "pg_class c ON c.oid = e.tableoid WHERE "
+                                "e.name = 'future' AND c.relname = "
+                                "'analytics_events_' || to_char(date_trunc('month', "
+                                "now() AT TIME ZONE 'UTC') + interval '5 months', "
+                                "'YYYY_MM')"),
+                     PROBE_FUTURE);
+    /* the indexes 0003 built are valid, the CHECK validated */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_index i JOIN "
+                                     "pg_class c ON c.oid = i.indexrelid WHERE "
+                                     "c.relname LIKE 'memory_facts_%' AND NOT "
+                                     "i.indisvalid"),
+                     0);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
+                                     "relname = 'memory_facts_content_fts_idx'"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_constraint WHERE "
+                                     "conrelid = 'memory_facts'::regclass AND "
+                                     "NOT convalidated"),
+                     0);
+    st = ds_schema_check(pool, &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+Suite *ds_test_online_suite(void) {
+    Suite *s = suite_create("online");
+    TCase *tc = tcase_create("runner");
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, test_online_when_and_invalid_index_repair);
+    tcase_add_test(tc, test_online_lock_timeout_is_retried);
+    tcase_add_test(tc, test_online_rewritten_files_keep_applied_databases);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("probes");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_online_upgrade_and_maintain_under_probes);
+    suite_add_tcase(s, tc);
+    return s;
+}
