@@ -10,11 +10,27 @@
  *                    an open pool (target: under 20 ms), against a plain
  *                    SELECT of the record table on a raw connection
  *
+ *   up_2_to_latest   a database at version 2 holding ROWS memory facts,
+ *                    messages and events (ROWS/10 conversations) goes to
+ *                    the latest version while 8 probes read and write
+ *                    memory_facts, messages, conversations and
+ *                    analytics_events: the duration and the probes' worst
+ *                    wait (goal: at most 1 s), against the same schema
+ *                    change written the plain way (ADD COLUMN, CHECK and
+ *                    CREATE INDEX in one transaction) on a twin database
+ *   maintain_default ds_migrate_maintain() creating three months, one of
+ *                    them with ROWS/5 rows waiting in the default
+ *                    partition, under the same probes
+ *
+ * ROWS: each value of BENCH_ONLINE_ROWS (default 100000; the production
+ * tier is BENCH_ONLINE_ROWS=100000,1000000, several minutes).
+ *
  * Each migrate_empty round uses two fresh databases (made before timing,
  * dropped at the end); rounds alternate ours and the baseline.
  */
 #include <datastore/datastore.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,11 +113,96 @@ static int load_up_files(const char *dir, sql_file *files, int max) {
     return n;
 }
 
+/* A file marked "-- ds:no-transaction" runs statement by statement (what
+ * CREATE INDEX CONCURRENTLY needs); a "-- ds:when EXPR" line before a
+ * statement runs it only when EXPR is true. A small splitter: quotes,
+ * dollar quotes and comments do not end a statement. */
+static void raw_run_no_tx(PGconn *c, const char *s) {
+    size_t i = 0, start = 0, len = strlen(s);
+    char when[1024] = "";
+    bool code = false;
+    while (i <= len) {
+        if (i == len || s[i] == ';') {
+            if (code) {
+                size_t n = i - start;
+                char *stmt = malloc(n + 1);
+                memcpy(stmt, s + start, n);
+                stmt[n] = '\0';
+                bool run = true;
+                if (when[0]) {
+                    char q[1100];
+                    snprintf(q, sizeof q, "SELECT (%s)::boolean", when);
+                    PGresult *r = PQexec(c, q);
+                    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+                        die("ds:when", PQerrorMessage(c));
+                    run = PQgetvalue(r, 0, 0)[0] == 't';
+                    PQclear(r);
+                }
+                if (run)
+                    exec_or_die(c, stmt);
+                free(stmt);
+            }
+            when[0] = '\0';
+            code = false;
+            start = ++i;
+            continue;
+        }
+        if (s[i] == '-' && s[i + 1] == '-') {
+            size_t e = i;
+            while (e < len && s[e] != '\n')
+                e++;
+            if (!code && !strncmp(s + i, "-- ds:when ", 11))
+                snprintf(when, sizeof when, "%.*s", (int)(e - i - 11), s + i + 11);
+            i = e;
+            if (!code)
+                start = i;
+            continue;
+        }
+        if (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r') {
+            if (!code)
+                start = i + 1;
+            i++;
+            continue;
+        }
+        code = true;
+        if (s[i] == '\'') {
+            i++;
+            while (i < len && !(s[i] == '\'' && s[i + 1] != '\''))
+                i += s[i] == '\'' ? 2 : 1;
+            i++;
+        } else if (s[i] == '$') {
+            size_t e = i + 1;
+            while (e < len && (s[e] == '_' || (s[e] >= 'a' && s[e] <= 'z')))
+                e++;
+            if (e < len && s[e] == '$') {
+                size_t tl = e - i + 1;
+                char tag[64];
+                snprintf(tag, sizeof tag, "%.*s", (int)tl, s + i);
+                const char *end = strstr(s + e + 1, tag);
+                i = end ? (size_t)(end - s) + tl : len;
+            } else {
+                i++;
+            }
+        } else {
+            i++;
+        }
+    }
+}
+
 static void raw_migrate(const char *url, const sql_file *files, int n) {
     PGconn *c = connect_or_die(url);
     exec_or_die(c, "CREATE TABLE IF NOT EXISTS raw_migrations (version bigint "
                    "PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
     for (int i = 0; i < n; i++) {
+        if (!strncmp(files[i].text, "-- ds:no-transaction", 20)) {
+            raw_run_no_tx(c, files[i].text);
+            char ins[128];
+            snprintf(ins, sizeof ins,
+                     "INSERT INTO raw_migrations (version) VALUES (%ld)",
+                     files[i].version);
+            exec_or_die(c, ins);
+            continue;
+        }
         exec_or_die(c, "BEGIN");
         exec_or_die(c, files[i].text);
         char ins[128];
@@ -169,6 +270,227 @@ static bool op_raw_status(void *p) {
               PQntuples(r) == DS_SCHEMA_VERSION;
     PQclear(r);
     return ok;
+}
+
+
+/* ---- online: probes while the schema changes ------------------------- */
+
+typedef struct probe {
+    const char *url;
+    const char *sql;
+    int range;
+    volatile int *stop;
+    long long ops;
+    int64_t worst_ns;
+    bool failed;
+} probe;
+
+static void *probe_main(void *p) {
+    probe *pr = p;
+    PGconn *c = connect_or_die(pr->url);
+    unsigned seed = (unsigned)(uintptr_t)pr;
+    while (!*pr->stop) {
+        char arg[24];
+        snprintf(arg, sizeof arg, "%d",
+                 1 + (int)(rand_r(&seed) % (unsigned)pr->range));
+        const char *v[1] = {arg};
+        int64_t t0 = bench_now_ns();
+        PGresult *r = PQexecParams(c, pr->sql, 1, NULL, v, NULL, NULL, 0);
+        int64_t dt = bench_now_ns() - t0;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK &&
+            PQresultStatus(r) != PGRES_COMMAND_OK)
+            pr->failed = true;
+        PQclear(r);
+        pr->ops++;
+        if (dt > pr->worst_ns)
+            pr->worst_ns = dt;
+        usleep(10000);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+#define NPROBES 8
+
+typedef struct probes {
+    probe p[NPROBES];
+    pthread_t t[NPROBES];
+    volatile int stop;
+} probes;
+
+static void probes_start(probes *ps, const char *url, int users, int convs) {
+    static const char *const sql[NPROBES] = {
+        "SELECT id, content FROM memory_facts WHERE user_id = $1 ORDER BY id DESC LIMIT 20",
+        "INSERT INTO memory_facts (user_id, content) VALUES ($1, 'probe')",
+        "SELECT id, content FROM messages WHERE conversation_id = $1 ORDER BY id DESC LIMIT 20",
+        "INSERT INTO messages (conversation_id, role, content) VALUES ($1, 'user', 'probe')",
+        "SELECT id, title FROM conversations WHERE owner_id = $1 ORDER BY updated_at DESC LIMIT 20",
+        "UPDATE conversations SET updated_at = now() WHERE id = $1",
+        "SELECT count(*) FROM analytics_events WHERE user_id = $1",
+        "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')",
+    };
+    memset(ps, 0, sizeof *ps);
+    for (int i = 0; i < NPROBES; i++) {
+        ps->p[i].url = url;
+        ps->p[i].sql = sql[i];
+        ps->p[i].range = (i == 2 || i == 3 || i == 5) ? convs : users;
+        ps->p[i].stop = &ps->stop;
+        pthread_create(&ps->t[i], NULL, probe_main, &ps->p[i]);
+    }
+    usleep(300000);
+}
+
+/* Stops the probes; the worst wait of any, in ms. */
+static double probes_stop(probes *ps) {
+    ps->stop = 1;
+    int64_t worst = 0;
+    for (int i = 0; i < NPROBES; i++) {
+        pthread_join(ps->t[i], NULL);
+        if (ps->p[i].failed || ps->p[i].ops < 2)
+            die("probe", "a probe failed or made no progress");
+        if (ps->p[i].worst_ns > worst)
+            worst = ps->p[i].worst_ns;
+    }
+    return (double)worst / 1e6;
+}
+
+static ds_pool *pool_on(const char *url) {
+    ds_error err = {0};
+    ds_config *cfg = NULL;
+    ds_pool *pool = NULL;
+    if (ds_config_new(&cfg, &err) != DS_OK ||
+        ds_config_set(cfg, "database_url", url, &err) != DS_OK ||
+        ds_config_set(cfg, "vector_backend", "fallback", &err) != DS_OK ||
+        ds_pool_open(cfg, &pool, &err) != DS_OK)
+        die("pool", err.message);
+    ds_config_free(cfg);
+    return pool;
+}
+
+/* A database at version 2 with `rows` rows per big table. */
+static void populate(const char *url, int rows) {
+    PGconn *c = connect_or_die(url);
+    char sql[1024];
+    exec_or_die(c, "INSERT INTO users (email) SELECT 'u' || g || '@example.com' "
+                   "FROM generate_series(1, 1000) g");
+    snprintf(sql, sizeof sql,
+             "INSERT INTO memory_facts (user_id, content) SELECT 1 + g %% 1000, "
+             "'fact ' || g || ' about tea, trains, the weather and ' || md5(g::text) "
+             "FROM generate_series(1, %d) g", rows);
+    exec_or_die(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO conversations (owner_id, title) SELECT 1 + g %% 1000, "
+             "'c' || g FROM generate_series(1, %d) g", rows / 10);
+    exec_or_die(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO messages (conversation_id, role, content) SELECT "
+             "1 + g %% %d, 'user', 'message ' || g FROM generate_series(1, %d) g",
+             rows / 10, rows);
+    exec_or_die(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO analytics_events (user_id, name, occurred_at) SELECT "
+             "1 + g %% 1000, 'e', now() - (g %% 1000) * interval '1 second' "
+             "FROM generate_series(1, %d) g", rows);
+    exec_or_die(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO analytics_events (user_id, name, occurred_at) SELECT "
+             "1 + g %% 1000, 'future', date_trunc('month', now()) + "
+             "interval '5 months 2 days' + g * interval '1 second' "
+             "FROM generate_series(1, %d) g", rows / 5);
+    exec_or_die(c, sql);
+    exec_or_die(c, "VACUUM ANALYZE");
+    PQfinish(c);
+}
+
+/* The baseline: the embedding schema change as it is commonly written,
+ * one transaction (what 0003 used to do). */
+static const char blocking_upgrade[] =
+    "BEGIN;"
+    "SET LOCAL lock_timeout = '5s';"
+    "CREATE TABLE memory_vector_settings (singleton boolean PRIMARY KEY "
+    "DEFAULT true CHECK (singleton), embedding_dim integer NOT NULL, backend "
+    "text NOT NULL, extension_created boolean NOT NULL DEFAULT false, "
+    "updated_at timestamptz NOT NULL DEFAULT now());"
+    "ALTER TABLE memory_facts ADD COLUMN embedding bytea, ADD COLUMN "
+    "embedding_sketch bytea;"
+    "ALTER TABLE memory_facts ADD CONSTRAINT memory_facts_embedding_dim_check "
+    "CHECK (octet_length(embedding) = 1536 AND octet_length(embedding_sketch) "
+    "= 392 AND (embedding IS NULL) = (embedding_sketch IS NULL));"
+    "CREATE INDEX memory_facts_embedding_sketch_idx ON memory_facts "
+    "(user_id, kind, id) INCLUDE (embedding_sketch);"
+    "INSERT INTO memory_vector_settings (embedding_dim, backend) VALUES (384, 'fallback');"
+    "CREATE INDEX memory_facts_content_fts_idx ON memory_facts USING gin "
+    "(to_tsvector('english', content));"
+    "COMMIT;";
+
+static char *fresh_db(PGconn *admin, const char *url, const char *tag, int rows) {
+    char name[80], sql[200];
+    snprintf(name, sizeof name, "bench_online_%s_%d_%d", tag, rows, (int)getpid());
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    exec_or_die(admin, sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s TEMPLATE template0", name);
+    exec_or_die(admin, sql);
+    return url_with_db(url, name);
+}
+
+static void drop_db(PGconn *admin, const char *dburl) {
+    const char *slash = strrchr(dburl, '/');
+    char name[128], sql[200];
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(slash + 1, "?"), slash + 1);
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    exec_or_die(admin, sql);
+}
+
+static void bench_online(PGconn *admin, const char *url, int rows) {
+    ds_error err = {0};
+    char *ours = fresh_db(admin, url, "lib", rows);
+    char *base = fresh_db(admin, url, "raw", rows);
+    ds_pool *pool = pool_on(ours);
+    if (ds_migrate_to(pool, NULL, 2, NULL, &err) != DS_OK)
+        die("to 2", err.message);
+    ds_pool *bpool = pool_on(base);
+    if (ds_migrate_to(bpool, NULL, 2, NULL, &err) != DS_OK)
+        die("to 2", err.message);
+    ds_pool_close(bpool);
+    populate(ours, rows);
+    populate(base, rows);
+
+    probes ps;
+    probes_start(&ps, ours, 1000, rows / 10);
+    int64_t t0 = bench_now_ns();
+    if (ds_migrate_up(pool, NULL, NULL, &err) != DS_OK)
+        die("up", err.message);
+    double up_ms = (double)(bench_now_ns() - t0) / 1e6;
+    double up_wait = probes_stop(&ps);
+
+    probes_start(&ps, base, 1000, rows / 10);
+    PGconn *c = connect_or_die(base);
+    t0 = bench_now_ns();
+    exec_or_die(c, blocking_upgrade);
+    double base_ms = (double)(bench_now_ns() - t0) / 1e6;
+    PQfinish(c);
+    double base_wait = probes_stop(&ps);
+    printf("BENCH %s up_2_to_latest threads=8 rows=%d duration_ms=%.0f "
+           "worst_wait_ms=%.1f baseline_duration_ms=%.0f "
+           "baseline_worst_wait_ms=%.1f goal_wait_ms=1000\n",
+           PROGRAM, rows, up_ms, up_wait, base_ms, base_wait);
+
+    probes_start(&ps, ours, 1000, rows / 10);
+    int created = 0;
+    t0 = bench_now_ns();
+    if (ds_migrate_maintain(pool, 6, &created, &err) != DS_OK)
+        die("maintain", err.message);
+    double m_ms = (double)(bench_now_ns() - t0) / 1e6;
+    double m_wait = probes_stop(&ps);
+    printf("BENCH %s maintain_default threads=8 rows=%d moved=%d created=%d "
+           "duration_ms=%.0f worst_wait_ms=%.1f goal_wait_ms=1000\n",
+           PROGRAM, rows, rows / 5, created, m_ms, m_wait);
+    fflush(stdout);
+    ds_pool_close(pool);
+    drop_db(admin, ours);
+    drop_db(admin, base);
+    free(ours);
+    free(base);
 }
 
 int main(void) {
@@ -243,6 +565,15 @@ int main(void) {
                  (int)getpid(), i);
         exec_or_die(admin, sql);
         free(dbs[i]);
+    }
+    const char *tiers = getenv("BENCH_ONLINE_ROWS");
+    char list[256];
+    snprintf(list, sizeof list, "%s", tiers && *tiers ? tiers : "100000");
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        int rows = atoi(tok);
+        if (rows < 1000 || rows > 100000000)
+            die("BENCH_ONLINE_ROWS", "each value must be 1000 to 100000000");
+        bench_online(admin, url, rows);
     }
     PQfinish(admin);
     free(dbs);
