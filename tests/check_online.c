@@ -386,6 +386,10 @@ static void populate(const char *url, int users, int rows, int future) {
     PQfinish(c);
 }
 
+static void populate_at_latest(const char *url, int users, int rows) {
+    populate(url, users, rows, 0);
+}
+
 #define PROBE_ROWS 30000
 #define PROBE_FUTURE 20000
 #define BOUND_MS 1000
@@ -463,6 +467,61 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
 }
 END_TEST
 
+
+/* A fallback database with embeddings moves to pgvector while the probes
+ * run: no long ACCESS EXCLUSIVE, every embedding converted. */
+START_TEST(test_online_upgrade_to_pgvector_under_probes) {
+    const char *forced = dt_env_opt("DS_VECTOR_BACKEND");
+    if (forced && strcmp(forced, "fallback") == 0) {
+        dt_skip("test_online_upgrade_to_pgvector_under_probes",
+                "DS_VECTOR_BACKEND=fallback forces the fallback");
+        return;
+    }
+    if (dt_sql_int(dt_env("DATABASE_URL"),
+                   "SELECT count(*) FROM pg_available_extensions "
+                   "WHERE name = 'vector'") == 0) {
+        dt_skip("test_online_upgrade_to_pgvector_under_probes",
+                "the server has no pgvector extension");
+        return;
+    }
+    char *url = dt_migrated_db_backend("onl_pgv", "fallback");
+    populate_at_latest(url, 200, PROBE_ROWS);
+    dt_sql(url, "UPDATE memory_facts SET "
+                "embedding = decode(repeat('0000803f', 384), 'hex'), "
+                "embedding_sketch = decode(repeat('00', 392), 'hex') "
+                "WHERE id % 3 <> 0");
+    long long with = dt_sql_int(url, "SELECT count(*) FROM memory_facts WHERE "
+                                     "embedding IS NOT NULL");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    probes ps;
+    probes_start(&ps, url, 200, PROBE_ROWS / 10);
+    ds_error err = {0};
+    ds_status st = ds_memory_upgrade_to_pgvector(pool, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "upgrade_to_pgvector", NULL, BOUND_MS);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM memory_vector_settings "
+                                     "WHERE backend = 'pgvector'"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM memory_facts WHERE "
+                                     "embedding IS NOT NULL AND "
+                                     "vector_dims(embedding) = 384"),
+                     with);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_index i JOIN "
+                                     "pg_class c ON c.oid = i.indexrelid WHERE "
+                                     "c.relname = 'memory_facts_embedding_hnsw' "
+                                     "AND i.indisvalid"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_trigger WHERE "
+                                     "tgrelid = 'memory_facts'::regclass AND "
+                                     "NOT tgisinternal"),
+                     0);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 Suite *ds_test_online_suite(void) {
     Suite *s = suite_create("online");
     TCase *tc = tcase_create("runner");
@@ -474,6 +533,7 @@ Suite *ds_test_online_suite(void) {
     tc = tcase_create("probes");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_online_upgrade_and_maintain_under_probes);
+    tcase_add_test(tc, test_online_upgrade_to_pgvector_under_probes);
     suite_add_tcase(s, tc);
     return s;
 }

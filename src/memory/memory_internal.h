@@ -38,8 +38,8 @@ enum {
 enum { F_INSERT_MANY, F_GET, F_SKETCHES, F_EMBEDDINGS, F_COUNT_ };
 enum { P_INSERT_MANY, P_GET, P_TUNE, P_TUNE_EXACT, P_SEARCH, P_SEARCH_EXACT,
        P_COUNT_ };
-enum { U_LOCK, U_EXTENSION, U_STAGE, U_READ, U_WRITE, U_FUNCTION, U_CONVERT,
-       U_CLEANUP, U_COUNT_ };
+enum { U_TIMEOUT, U_EXTENSION, U_PREPARE, U_READ, U_WRITE, U_INVALID,
+       U_DROP_INVALID, U_INDEX, U_LOCK, U_SWAP, U_COUNT_ };
 
 extern const ds__stmt_def ds__memory_stmts[M_COUNT_];
 extern const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_];
@@ -50,8 +50,7 @@ extern const ds__stmt_def ds__memory_upgrade_stmts[U_COUNT_];
  * "memory.fallback" are the two backends' variants: only the one the
  * database uses can be prepared there (ds__memory_active_table() says
  * which). "memory.upgrade" runs inside ds_memory_upgrade_to_pgvector() only
- * (it uses a temporary table that exists only there), so a schema check
- * skips it. */
+ * (it uses a column that exists only there), so a schema check skips it. */
 size_t ds__stmts_memory(const ds__stmt_def **defs);
 size_t ds__stmts_memory_pgvector(const ds__stmt_def **defs);
 size_t ds__stmts_memory_fallback(const ds__stmt_def **defs);

@@ -1,32 +1,43 @@
 /*
  * ds_memory_upgrade_to_pgvector(): a fallback database becomes a pgvector
- * one in a single transaction.
+ * one while the application keeps reading and writing memory_facts.
  *
- * SQL alone cannot read little-endian float32 out of a bytea, so the
- * library does that part: it stages every embedding as real[] in a
- * temporary table (batches of BATCH rows), then one ALTER TABLE rewrites
- * memory_facts with embedding vector(D) taken from the stage (through a
- * temporary SQL function, since ALTER TABLE ... USING allows no subquery)
- * and drops the sketches, and the HNSW index is built. The exclusive lock
- * taken first means no row can change in between.
+ *   1. one short transaction creates the extension, adds a nullable column
+ *      embedding_pgv vector(D) and a trigger that clears it whenever a
+ *      writer changes `embedding` (so a converted value is never stale);
+ *   2. batches of short transactions convert the embeddings: SQL alone
+ *      cannot read little-endian float32 out of a bytea, so the library
+ *      reads a batch (FOR UPDATE: its rows' writers wait for this batch
+ *      only), decodes it and writes the vectors back;
+ *   3. the HNSW index is built CONCURRENTLY on the new column (an INVALID
+ *      one left by a failed run is dropped first);
+ *   4. one short transaction takes ACCESS EXCLUSIVE, converts the few rows
+ *      written since, drops the sketch, its index, the CHECK, the trigger
+ *      and the bytea column, renames the new column and index into place
+ *      and records the backend. It waits at most lock_timeout for its lock
+ *      and is tried again after a jittered pause.
+ *
+ * A run that stopped half-way leaves the new column and the trigger; the
+ * next run continues from there.
  */
 #include <stdio.h>
 
 #include "memory/memory_internal.h"
 
 #define MODULE "memory"
-/* Rows per staging batch: about 2 MiB of floats, at most 1000 rows. */
+/* Rows per batch: about 2 MiB of floats, at most 1000 rows. */
 #define BATCH_FLOATS 262144
 #define BATCH_MAX 1000
+#define SWAP_TRIES 8
 
 const ds__stmt_def ds__memory_upgrade_stmts[U_COUNT_] = {
-    [U_LOCK] = {"memory.upgrade.lock",
-                "LOCK TABLE memory_facts, memory_vector_settings "
-                "IN ACCESS EXCLUSIVE MODE",
-                0,
-                {0},
-                -1,
-                {0}},
+    [U_TIMEOUT] = {"memory.upgrade.timeout",
+                   "SELECT set_config('lock_timeout', $1, true), "
+                   "set_config('statement_timeout', '0', true)",
+                   1,
+                   {DS_OID_TEXT},
+                   2,
+                   {DS_OID_TEXT, DS_OID_TEXT}},
     /* Remember whether we created it, so the down migration can undo it. */
     [U_EXTENSION] = {"memory.upgrade.extension",
                      "DO $ext$ BEGIN IF NOT EXISTS (SELECT 1 FROM "
@@ -37,67 +48,96 @@ const ds__stmt_def ds__memory_upgrade_stmts[U_COUNT_] = {
                      {0},
                      -1,
                      {0}},
-    [U_STAGE] = {"memory.upgrade.stage",
-                 "CREATE TEMPORARY TABLE ds_memory_upgrade "
-                 "(id bigint PRIMARY KEY, embedding real[] NOT NULL) "
-                 "ON COMMIT DROP",
-                 0,
-                 {0},
-                 -1,
-                 {0}},
+    /* The dimension comes from the record; format() quotes nothing else. */
+    [U_PREPARE] =
+        {"memory.upgrade.prepare",
+         "DO $prep$ DECLARE dim integer := (SELECT embedding_dim FROM "
+         "memory_vector_settings); BEGIN "
+         "EXECUTE format('ALTER TABLE memory_facts ADD COLUMN IF NOT EXISTS "
+         "embedding_pgv vector(%s)', dim); "
+         "ALTER TABLE memory_facts ALTER COLUMN embedding_pgv SET STORAGE MAIN; "
+         "CREATE OR REPLACE FUNCTION ds_memory_upgrade_reset() RETURNS trigger "
+         "LANGUAGE plpgsql AS $fn$ BEGIN NEW.embedding_pgv := NULL; "
+         "RETURN NEW; END $fn$; "
+         "DROP TRIGGER IF EXISTS ds_memory_upgrade_reset ON memory_facts; "
+         "CREATE TRIGGER ds_memory_upgrade_reset BEFORE INSERT OR UPDATE OF "
+         "embedding ON memory_facts FOR EACH ROW EXECUTE FUNCTION "
+         "ds_memory_upgrade_reset(); END $prep$",
+         0,
+         {0},
+         -1,
+         {0}},
     [U_READ] = {"memory.upgrade.read",
                 "SELECT id, embedding FROM memory_facts "
-                "WHERE id > $1 AND embedding IS NOT NULL ORDER BY id LIMIT $2",
+                "WHERE id > $1 AND embedding IS NOT NULL AND embedding_pgv "
+                "IS NULL ORDER BY id LIMIT $2 FOR UPDATE",
                 2,
                 {DS_OID_INT8, DS_OID_INT4},
                 2,
                 {DS_OID_INT8, DS_OID_BYTEA}},
     /* $2 holds the batch's vectors end to end, $3 values each */
     [U_WRITE] = {"memory.upgrade.write",
-                 "INSERT INTO pg_temp.ds_memory_upgrade (id, embedding) "
-                 "SELECT u.id, ($2::real[])[(u.n - 1) * $3 + 1 : u.n * $3] "
-                 "FROM unnest($1::int8[]) WITH ORDINALITY AS u(id, n)",
+                 "UPDATE memory_facts m SET embedding_pgv = "
+                 "v.e::vector FROM (SELECT u.id, "
+                 "($2::real[])[(u.n - 1) * $3 + 1 : u.n * $3] AS e "
+                 "FROM unnest($1::int8[]) WITH ORDINALITY AS u(id, n)) v "
+                 "WHERE m.id = v.id",
                  3,
                  {DS_OID_INT8_ARRAY, DS_OID_FLOAT4_ARRAY, DS_OID_INT4},
                  -1,
                  {0}},
-    [U_FUNCTION] = {"memory.upgrade.function",
-                    "CREATE FUNCTION pg_temp.ds_memory_staged(bigint) "
-                    "RETURNS real[] LANGUAGE sql STABLE AS "
-                    "'SELECT embedding FROM pg_temp.ds_memory_upgrade "
-                    "WHERE id = $1'",
-                    0,
-                    {0},
-                    -1,
-                    {0}},
-    /* The dimension comes from the record; format() quotes nothing else. */
-    [U_CONVERT] =
-        {"memory.upgrade.convert",
-         "DO $convert$ DECLARE dim integer := (SELECT embedding_dim FROM "
-         "memory_vector_settings); BEGIN "
+    [U_INVALID] = {"memory.upgrade.invalid",
+                   "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = "
+                   "to_regclass('memory_facts_embedding_pgv_hnsw') AND NOT "
+                   "indisvalid), (SELECT embedding_dim FROM "
+                   "memory_vector_settings) <= 2000 AND EXISTS (SELECT 1 "
+                   "FROM pg_am WHERE amname = 'hnsw')",
+                   0,
+                   {0},
+                   2,
+                   {DS_OID_BOOL, DS_OID_BOOL}},
+    [U_DROP_INVALID] = {"memory.upgrade.drop_invalid",
+                        "DROP INDEX CONCURRENTLY IF EXISTS "
+                        "memory_facts_embedding_pgv_hnsw",
+                        0,
+                        {0},
+                        -1,
+                        {0}},
+    [U_INDEX] = {"memory.upgrade.index",
+                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS "
+                 "memory_facts_embedding_pgv_hnsw ON memory_facts USING hnsw "
+                 "(embedding_pgv vector_cosine_ops)",
+                 0,
+                 {0},
+                 -1,
+                 {0}},
+    [U_LOCK] = {"memory.upgrade.lock",
+                "LOCK TABLE memory_facts, memory_vector_settings "
+                "IN ACCESS EXCLUSIVE MODE",
+                0,
+                {0},
+                -1,
+                {0}},
+    [U_SWAP] =
+        {"memory.upgrade.swap",
+         "DO $swap$ BEGIN "
+         "DROP TRIGGER IF EXISTS ds_memory_upgrade_reset ON memory_facts; "
+         "DROP FUNCTION IF EXISTS ds_memory_upgrade_reset(); "
          "ALTER TABLE memory_facts DROP CONSTRAINT IF EXISTS "
          "memory_facts_embedding_dim_check; "
          "DROP INDEX IF EXISTS memory_facts_embedding_sketch_idx; "
-         "EXECUTE format('ALTER TABLE memory_facts ALTER COLUMN embedding "
-         "TYPE vector(%s) USING pg_temp.ds_memory_staged(id)::vector(%s)', "
-         "dim, dim); "
-         "ALTER TABLE memory_facts DROP COLUMN embedding_sketch; "
-         "ALTER TABLE memory_facts ALTER COLUMN embedding SET STORAGE MAIN; "
-         "IF dim <= 2000 AND EXISTS (SELECT 1 FROM pg_am WHERE amname = "
-         "'hnsw') THEN CREATE INDEX memory_facts_embedding_hnsw ON "
-         "memory_facts USING hnsw (embedding vector_cosine_ops); END IF; "
+         "ALTER TABLE memory_facts DROP COLUMN embedding_sketch, "
+         "DROP COLUMN embedding; "
+         "ALTER TABLE memory_facts RENAME COLUMN embedding_pgv TO embedding; "
+         "IF to_regclass('memory_facts_embedding_pgv_hnsw') IS NOT NULL THEN "
+         "ALTER INDEX memory_facts_embedding_pgv_hnsw RENAME TO "
+         "memory_facts_embedding_hnsw; END IF; "
          "UPDATE memory_vector_settings SET backend = 'pgvector', "
-         "updated_at = now(); END $convert$",
+         "updated_at = now(); END $swap$",
          0,
          {0},
          -1,
          {0}},
-    [U_CLEANUP] = {"memory.upgrade.cleanup",
-                   "DROP FUNCTION pg_temp.ds_memory_staged(bigint)",
-                   0,
-                   {0},
-                   -1,
-                   {0}},
 };
 
 size_t ds__stmts_memory_upgrade(const ds__stmt_def **defs) {
@@ -114,71 +154,173 @@ static ds_status run(ds_conn *c, const ds__stmt_def *def, const ds__bind *p,
     return DS_OK;
 }
 
-/* Copies every embedding into the stage, a batch at a time. */
-static ds_status stage_embeddings(ds_conn *c, size_t dim, size_t *staged,
-                                  ds_error *err) {
-    size_t batch = BATCH_FLOATS / dim;
-    if (batch < 1)
-        batch = 1;
-    if (batch > BATCH_MAX)
-        batch = BATCH_MAX;
-    int64_t *ids = ds__calloc(batch, sizeof *ids);
-    float *flat = ds__calloc(batch * dim, sizeof *flat);
-    ds_status st = DS_OK;
-    if (!ids || !flat)
-        st = ds__error_set(err, DS_ERR_NOMEM, "memory upgrade: out of memory");
-    int64_t after = 0;
-    while (st == DS_OK) {
-        ds__bind p;
-        ds__bind_init(&p);
-        ds__bind_int64(&p, after);
-        ds__bind_int32(&p, (int32_t)batch);
-        PGresult *r =
-            ds__memory_exec(c, &ds__memory_upgrade_stmts[U_READ], &p, err);
-        if (!r) {
-            st = err->code;
-            break;
-        }
-        size_t n = (size_t)PQntuples(r);
-        for (size_t i = 0; st == DS_OK && i < n; i++) {
-            ids[i] = ds__memory_int8(r, (int)i, 0);
-            if ((size_t)PQgetlength(r, (int)i, 1) != 4 * dim)
-                st = ds__error_set(err, DS_ERR_SCHEMA,
-                                   "memory fact %lld: embedding has %d "
-                                   "bytes, not %zu",
-                                   (long long)ids[i],
-                                   PQgetlength(r, (int)i, 1), 4 * dim);
-            else
-                ds__vec_from_le(
-                    (const unsigned char *)PQgetvalue(r, (int)i, 1), dim,
-                    flat + i * dim);
-        }
-        PQclear(r);
-        if (st != DS_OK || n == 0)
-            break;
-        ds__bind w;
-        ds__bind_init(&w);
-        ds__bind_int8_array(&w, ids, n);
-        ds__bind_float4_array(&w, flat, n * dim);
-        ds__bind_int32(&w, (int32_t)dim);
-        st = run(c, &ds__memory_upgrade_stmts[U_WRITE], &w, err);
-        ds__bind_free(&w);
-        *staged += n;
-        after = ids[n - 1];
-        if (n < batch)
-            break;
-    }
-    ds__free(ids);
-    ds__free(flat);
-    return st;
-}
-
-static ds_status upgrade(ds_conn *c, ds_error *err) {
+static ds_status begin_tx(ds_conn *c, const char *lock_timeout,
+                          ds_error *err) {
     PGresult *r = ds__memory_exec(c, &ds__memory_stmts[M_BEGIN], NULL, err);
     if (!r)
         return err->code;
     PQclear(r);
-    ds_status st = run(c, &ds__memory_upgrade_stmts[U_LOCK], NULL, err);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_text(&p, lock_timeout);
+    ds_status st = run(c, &ds__memory_upgrade_stmts[U_TIMEOUT], &p, err);
+    ds__bind_free(&p);
+    return st;
+}
+
+static ds_status commit_tx(ds_conn *c, ds_error *err) {
+    return run(c, &ds__memory_stmts[M_COMMIT], NULL, err);
+}
+
+static void rollback_tx(ds_conn *c) {
+    PQclear(ds__conn_simple(c, "ROLLBACK"));
+}
+
+/* Converts up to one batch of rows (id > *after) inside the caller's
+ * transaction; *n gets how many. */
+static ds_status convert_batch(ds_conn *c, size_t dim, size_t batch,
+                               int64_t *after, size_t *n, int64_t *ids,
+                               float *flat, ds_error *err) {
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, *after);
+    ds__bind_int32(&p, (int32_t)batch);
+    PGresult *r = ds__memory_exec(c, &ds__memory_upgrade_stmts[U_READ], &p, err);
+    ds__bind_free(&p);
+    if (!r)
+        return err->code;
+    *n = (size_t)PQntuples(r);
+    ds_status st = DS_OK;
+    for (size_t i = 0; st == DS_OK && i < *n; i++) {
+        ids[i] = ds__memory_int8(r, (int)i, 0);
+        if ((size_t)PQgetlength(r, (int)i, 1) != 4 * dim)
+            st = ds__error_set(err, DS_ERR_SCHEMA,
+                               "memory fact %lld: embedding has %d bytes, "
+                               "not %zu",
+                               (long long)ids[i], PQgetlength(r, (int)i, 1),
+                               4 * dim);
+        else
+            ds__vec_from_le((const unsigned char *)PQgetvalue(r, (int)i, 1),
+                            dim, flat + i * dim);
+    }
+    PQclear(r);
+    if (st != DS_OK || *n == 0)
+        return st;
+    ds__bind w;
+    ds__bind_init(&w);
+    ds__bind_int8_array(&w, ids, *n);
+    ds__bind_float4_array(&w, flat, *n * dim);
+    ds__bind_int32(&w, (int32_t)dim);
+    st = run(c, &ds__memory_upgrade_stmts[U_WRITE], &w, err);
+    ds__bind_free(&w);
+    *after = ids[*n - 1];
+    return st;
+}
+
+typedef struct buffers {
+    size_t batch;
+    int64_t *ids;
+    float *flat;
+} buffers;
+
+static ds_status buffers_init(buffers *b, size_t dim, ds_error *err) {
+    b->batch = BATCH_FLOATS / dim;
+    if (b->batch < 1)
+        b->batch = 1;
+    if (b->batch > BATCH_MAX)
+        b->batch = BATCH_MAX;
+    b->ids = ds__calloc(b->batch, sizeof *b->ids);
+    b->flat = ds__calloc(b->batch * dim, sizeof *b->flat);
+    if (!b->ids || !b->flat)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory upgrade: out of memory");
+    return DS_OK;
+}
+
+static void buffers_free(buffers *b) {
+    ds__free(b->ids);
+    ds__free(b->flat);
+}
+
+/* Every row not converted yet, a batch per transaction. Passes repeat
+ * while writers changed rows behind the previous pass (at most a few). */
+static ds_status convert_all(ds_conn *c, size_t dim, const char *lt,
+                             buffers *b, size_t *converted, ds_error *err) {
+    for (int pass = 0; pass < 4; pass++) {
+        int64_t after = 0;
+        size_t in_pass = 0;
+        for (;;) {
+            ds_status st = begin_tx(c, lt, err);
+            size_t n = 0;
+            if (st == DS_OK)
+                st = convert_batch(c, dim, b->batch, &after, &n, b->ids,
+                                   b->flat, err);
+            if (st == DS_OK)
+                st = commit_tx(c, err);
+            if (st != DS_OK) {
+                rollback_tx(c);
+                return st;
+            }
+            in_pass += n;
+            if (n < b->batch)
+                break;
+        }
+        *converted += in_pass;
+        if (in_pass == 0)
+            break;
+    }
+    return DS_OK;
+}
+
+/* The HNSW index on the new column, built CONCURRENTLY (outside any
+ * transaction). */
+static ds_status build_index(ds_conn *c, ds_error *err) {
+    PGresult *r =
+        ds__memory_exec(c, &ds__memory_upgrade_stmts[U_INVALID], NULL, err);
+    if (!r)
+        return err->code;
+    bool invalid = PQgetvalue(r, 0, 0)[0] != 0;
+    bool wanted = PQgetvalue(r, 0, 1)[0] != 0;
+    PQclear(r);
+    ds_status st = DS_OK;
+    if (invalid) {
+        ds__log(DS_LOG_WARN, MODULE,
+                "an earlier upgrade left an INVALID HNSW index: building it "
+                "again");
+        st = run(c, &ds__memory_upgrade_stmts[U_DROP_INVALID], NULL, err);
+    }
+    if (st == DS_OK && wanted)
+        st = run(c, &ds__memory_upgrade_stmts[U_INDEX], NULL, err);
+    return st;
+}
+
+/* The short exclusive step: the last rows, then the new column takes the
+ * old one's place. */
+static ds_status swap(ds_conn *c, size_t dim, const char *lt, buffers *b,
+                      size_t *converted, ds_error *err) {
+    ds_status st = begin_tx(c, lt, err);
+    if (st == DS_OK)
+        st = run(c, &ds__memory_upgrade_stmts[U_LOCK], NULL, err);
+    int64_t after = 0;
+    size_t n = b->batch;
+    while (st == DS_OK && n == b->batch) {
+        st = convert_batch(c, dim, b->batch, &after, &n, b->ids, b->flat,
+                           err);
+        *converted += n;
+    }
+    if (st == DS_OK)
+        st = run(c, &ds__memory_upgrade_stmts[U_SWAP], NULL, err);
+    if (st == DS_OK)
+        st = commit_tx(c, err);
+    if (st != DS_OK)
+        rollback_tx(c);
+    return st;
+}
+
+static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds_error *err) {
+    char lt[32];
+    snprintf(lt, sizeof lt, "%dms", lock_timeout_ms > 0 ? lock_timeout_ms : 5000);
+    PGresult *r;
+    ds_status st = begin_tx(c, lt, err);
     if (st != DS_OK)
         return st;
     if ((st = ds__memory_settings(c, &r, err)) != DS_OK)
@@ -188,32 +330,55 @@ static ds_status upgrade(ds_conn *c, ds_error *err) {
     bool available = PQgetvalue(r, 0, 5)[0] != 0;
     PQclear(r);
     if (already)
-        return run(c, &ds__memory_stmts[M_COMMIT], NULL, err);
+        return commit_tx(c, err);
     if (!available)
         return ds__error_set(err, DS_ERR_UNSUPPORTED,
                              "this server has no pgvector extension: install "
                              "it first (the database stays on the fallback)");
     int64_t t0 = ds__now_us();
-    size_t staged = 0;
+    size_t converted = 0;
     st = run(c, &ds__memory_upgrade_stmts[U_EXTENSION], NULL, err);
     if (st == DS_OK)
-        st = run(c, &ds__memory_upgrade_stmts[U_STAGE], NULL, err);
+        st = run(c, &ds__memory_upgrade_stmts[U_PREPARE], NULL, err);
     if (st == DS_OK)
-        st = stage_embeddings(c, dim, &staged, err);
+        st = commit_tx(c, err);
+    if (st != DS_OK) {
+        rollback_tx(c);
+        return st;
+    }
+    buffers b = {0};
+    st = buffers_init(&b, dim, err);
     if (st == DS_OK)
-        st = run(c, &ds__memory_upgrade_stmts[U_FUNCTION], NULL, err);
+        st = convert_all(c, dim, lt, &b, &converted, err);
     if (st == DS_OK)
-        st = run(c, &ds__memory_upgrade_stmts[U_CONVERT], NULL, err);
-    if (st == DS_OK)
-        st = run(c, &ds__memory_upgrade_stmts[U_CLEANUP], NULL, err);
-    if (st == DS_OK)
-        st = run(c, &ds__memory_stmts[M_COMMIT], NULL, err);
+        st = build_index(c, err);
+    for (int attempt = 0; st == DS_OK; attempt++) {
+        ds_error local = {0};
+        st = swap(c, dim, lt, &b, &converted, &local);
+        if (st == DS_OK || strcmp(local.sqlstate, "55P03") != 0 ||
+            attempt + 1 >= SWAP_TRIES) {
+            if (st != DS_OK && err)
+                *err = local;
+            break;
+        }
+        int64_t nap = INT64_C(100000) << (attempt < 4 ? attempt : 4);
+        nap += (int64_t)ds__random_uniform((uint32_t)nap);
+        ds__log(DS_LOG_WARN, MODULE,
+                "upgrade: lock_timeout on the final swap (attempt %d of %d); "
+                "trying again in %lld ms",
+                attempt + 1, SWAP_TRIES, (long long)(nap / 1000));
+        ds__sleep_us(nap);
+        st = DS_OK;
+    }
+    buffers_free(&b);
     if (st == DS_OK)
         ds__log(DS_LOG_INFO, MODULE,
-                "converted %zu embeddings to pgvector in %lld ms", staged,
+                "converted %zu embeddings to pgvector in %lld ms", converted,
                 (long long)((ds__now_us() - t0) / 1000));
     else
-        ds__error_prefix(err, "upgrade to pgvector failed; nothing changed");
+        ds__error_prefix(err, "upgrade to pgvector stopped; the database "
+                              "stays on the fallback (run it again to "
+                              "continue)");
     return st;
 }
 
@@ -225,14 +390,13 @@ DS_EXPORT ds_status ds_memory_upgrade_to_pgvector(ds_pool *pool,
     if (st != DS_OK)
         return st;
     ds_error local = {0};
-    st = upgrade(c, &local);
+    st = upgrade(c, ds__pool_settings_get(pool)->migrate_lock_timeout_ms,
+                 &local);
     if (st != DS_OK && strcmp(local.sqlstate, "42P01") == 0) {
         local.code = st = DS_ERR_SCHEMA;
         ds__error_prefix(&local, "the memory schema is missing (run the "
                                  "migrations first)");
     }
-    /* temporary objects must not outlive the transaction on a reused
-     * connection: a failure rolls them back, success dropped them */
-    ds_pool_release(c); /* rolls back a failed transaction */
+    ds_pool_release(c); /* rolls back a transaction left open */
     return st == DS_OK ? DS_OK : ds__memory_fail(&local, err);
 }
