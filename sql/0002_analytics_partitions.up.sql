@@ -13,8 +13,9 @@
 --     month had no partition when they arrived) are moved into the new
 --     partition, since attaching it over them would fail;
 --   - the month's table is created on its own and attached, so the parent
---     is never locked against reads or writes (ds_migrate_maintain() does
---     the same in short transactions and moves rows in batches).
+--     is never locked against reads; writes wait for the call
+--     (ds_migrate_maintain() does the same in short transactions and
+--     copies rows in batches first).
 -- The caller's lock_timeout bounds how long it queues behind traffic.
 CREATE FUNCTION ds_analytics_ensure_partitions(months_ahead integer,
                                                from_ts timestamptz DEFAULT now())
@@ -82,10 +83,11 @@ BEGIN
                          ELSE btrim(b.m[2], '''')::timestamptz END) > lo);
 
         -- From here on no row may slip into the default partition between
-        -- the check and the attach: SHARE blocks those writes only (rows of
-        -- months that have a partition and every reader go on).
-        IF def IS NOT NULL AND NOT locked THEN
-            EXECUTE format('LOCK TABLE %s IN SHARE MODE', def);
+        -- the check and the attach. SHARE on the parent makes writers wait
+        -- before their row is routed (one already routed to the default
+        -- partition would fail the new bounds); readers go on.
+        IF NOT locked THEN
+            EXECUTE format('LOCK TABLE ONLY %s IN SHARE MODE', parent);
             locked := true;
         END IF;
 
@@ -122,5 +124,17 @@ $fn$;
 COMMENT ON FUNCTION ds_analytics_ensure_partitions(integer, timestamptz) IS
     'Creates the monthly analytics_events partitions from from_ts''s month to months_ahead months later (UTC); returns how many it created. Run by ds_migrate_maintain() / ds-migrate maintain.';
 
--- A fresh database starts with this month and the next three.
-SELECT ds_analytics_ensure_partitions(3);
+-- A fresh database starts with this month and the next three. A database
+-- that already holds events (an upgrade from version 1) keeps them in the
+-- default partition for now: moving them here would make writers wait for
+-- the whole move in this one transaction, while `ds-migrate maintain`
+-- (ds_migrate_maintain()) moves them in batches.
+DO $first$
+BEGIN
+    IF EXISTS (SELECT 1 FROM analytics_events LIMIT 1) THEN
+        RAISE NOTICE 'analytics_events holds rows: run ds-migrate maintain to create its monthly partitions';
+    ELSE
+        PERFORM ds_analytics_ensure_partitions(3);
+    END IF;
+END
+$first$;

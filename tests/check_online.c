@@ -468,6 +468,43 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
 END_TEST
 
 
+/* From version 1 (every event in the default partition) to the latest,
+ * then maintained: 0002 leaves a populated table's rows where they are and
+ * maintain moves this month's into its new partition in batches. */
+START_TEST(test_online_upgrade_from_1_under_probes) {
+    char *url = dt_create_db("onl_from1");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, NULL, 1, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
+    probes ps;
+    probes_start(&ps, url, 200, PROBE_ROWS / 10);
+    int n = 0;
+    st = ds_migrate_up(pool, NULL, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, (int)(DS_SCHEMA_VERSION - 1));
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_inherits WHERE "
+                                     "inhparent = 'analytics_events'::regclass"),
+                     1); /* the default partition only, for now */
+    int created = 0;
+    st = ds_migrate_maintain(pool, 3, &created, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(created, 4);
+    usleep(200000);
+    probes_check(&ps, "up from 1 and maintain", NULL, BOUND_MS);
+    /* this month's rows left the default partition */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events_default "
+                                     "WHERE occurred_at >= date_trunc('month', now() "
+                                     "AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND "
+                                     "name = 'e' AND occurred_at < now() - interval '1 hour'"),
+                     0);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* A fallback database with embeddings moves to pgvector while the probes
  * run: no long ACCESS EXCLUSIVE, every embedding converted. */
 START_TEST(test_online_upgrade_to_pgvector_under_probes) {
@@ -534,6 +571,7 @@ Suite *ds_test_online_suite(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_online_upgrade_and_maintain_under_probes);
     tcase_add_test(tc, test_online_upgrade_to_pgvector_under_probes);
+    tcase_add_test(tc, test_online_upgrade_from_1_under_probes);
     suite_add_tcase(s, tc);
     return s;
 }

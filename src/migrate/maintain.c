@@ -8,13 +8,14 @@
  *   2. rows of that month already waiting in the default partition are
  *      copied into it in small batches, each its own short transaction
  *      (the rows stay where readers see them);
- *   3. one short transaction swaps: it holds SHARE on the default partition
- *      (readers go on; only writes of rows with no month partition wait),
- *      corrects the copy for rows changed since, deletes the month's rows
- *      from the default partition and ATTACHes the table (SHARE UPDATE
- *      EXCLUSIVE on the parent). ATTACH scans what is left in the default
- *      partition under its lock, which is short as long as the default
- *      partition stays small, which is what maintaining ahead is for.
+ *   3. one short transaction swaps: it holds SHARE on analytics_events
+ *      (readers go on; writers wait for this transaction only, before their
+ *      row is routed to a partition), corrects the copy for rows deleted or
+ *      written since the copy began (by id, and by the age of the row
+ *      version against the first batch's snapshot), deletes the month's rows from the default partition and
+ *      ATTACHes the table. ATTACH scans what is left in the default
+ *      partition, which is short as long as the default partition stays
+ *      small, which is what maintaining ahead is for.
  *
  * Every transaction takes the migration advisory lock (transaction-scoped:
  * correct behind PgBouncer), checks the state again, and sets lock_timeout;
@@ -241,15 +242,31 @@ static ds_status stage(maint *m, const names *n, const month *mo, bool *todo) {
 }
 
 /* Step 2: copies the month's rows from the default partition in batches,
- * in id order (the copy's max id is the cursor). */
+ * in id order (the copy's max id is the cursor). `horizon` receives the
+ * oldest transaction the first batch's snapshot could not see: a row
+ * version from it or later may have changed after it was copied. */
 static ds_status copy_batches(maint *m, const names *n, const month *mo,
-                              int64_t *copied) {
+                              int64_t *copied, char horizon[24]) {
     const char *v[2] = {mo->lo, mo->hi};
+    horizon[0] = '\0';
     for (;;) {
         ds_status st = begin_locked(m);
         if (st != DS_OK)
             return st;
         PGresult *r = NULL;
+        if (!horizon[0]) {
+            st = run(m,
+                     "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text"
+                     "::numeric % 4294967296)::text",
+                     0, NULL, &r);
+            if (st != DS_OK) {
+                rollback(m);
+                return st;
+            }
+            snprintf(horizon, 24, "%s", PQgetvalue(r, 0, 0));
+            PQclear(r);
+            r = NULL;
+        }
         st = exec_built(
             m,
             build(m,
@@ -277,8 +294,8 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
 /* Step 3, one transaction: settle the copy, empty the month in the default
  * partition, attach. */
 static ds_status swap(maint *m, const names *n, const month *mo,
-                      bool *attached) {
-    const char *v[2] = {mo->lo, mo->hi};
+                      const char *horizon, bool *attached) {
+    const char *v[3] = {mo->lo, mo->hi, horizon[0] ? horizon : "3"};
     *attached = false;
     ds_status st = begin_locked(m);
     if (st != DS_OK)
@@ -290,9 +307,15 @@ static ds_status swap(maint *m, const names *n, const month *mo,
         return DS_OK;
     }
     if (st == DS_OK && n->def[0]) {
-        st = exec_built(m, build(m, "LOCK TABLE %s IN SHARE MODE", n->def), 0,
-                        NULL, NULL);
-        /* rows changed or deleted since they were copied */
+        /* SHARE on the parent: writers wait before their row is routed.
+         * (A lock on the default partition alone would let an insert
+         * already routed there wait, then fail the new bounds.) */
+        st = exec_built(m,
+                        build(m, "LOCK TABLE ONLY analytics_events IN SHARE "
+                                 "MODE"),
+                        0, NULL, NULL);
+        /* copies whose row was deleted, or may have changed (a row version
+         * as new as the copy's horizon), since the copy */
         if (st == DS_OK)
             st = exec_built(
                 m,
@@ -300,9 +323,9 @@ static ds_status swap(maint *m, const names *n, const month *mo,
                       "DELETE FROM %s.%s p WHERE NOT EXISTS (SELECT 1 FROM "
                       "%s d WHERE d.id = p.id AND d.occurred_at >= "
                       "$1::timestamptz AND d.occurred_at < $2::timestamptz "
-                      "AND to_jsonb(d.*) = to_jsonb(p.*))",
+                      "AND age(d.xmin) > age($3::xid))",
                       n->nsp, mo->part, n->def),
-                2, v, NULL);
+                3, v, NULL);
         /* rows that arrived (or changed) since */
         if (st == DS_OK)
             st = exec_built(
@@ -403,11 +426,12 @@ ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
         if (st != DS_OK || !todo)
             continue;
         int64_t copied = 0;
+        char horizon[24] = "";
         if (n.def[0])
-            WITH_RETRY(&m, copy_batches(&m, &n, &mo, &copied));
+            WITH_RETRY(&m, copy_batches(&m, &n, &mo, &copied, horizon));
         bool attached = false;
         if (st == DS_OK)
-            WITH_RETRY(&m, swap(&m, &n, &mo, &attached));
+            WITH_RETRY(&m, swap(&m, &n, &mo, horizon, &attached));
         if (st == DS_OK && attached) {
             (*created)++;
             ds__log(DS_LOG_INFO, MODULE,
