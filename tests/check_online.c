@@ -559,6 +559,48 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
 }
 END_TEST
 
+/* Retention purge of soft-deleted users with many rows each, in the
+ * batches ds_purge_soft_deleted() takes per call, under the probes (which
+ * use the other users). */
+START_TEST(test_online_purge_under_probes) {
+    char *url = dt_migrated_db("onl_purge");
+    populate_at_latest(url, 200, PROBE_ROWS);
+    /* 100 more users, 200 memory facts and 200 events each, soft-deleted */
+    dt_sql(url, "INSERT INTO users (email, deleted_at) SELECT 'gone' || g || "
+                "'@example.com', now() - interval '40 days' FROM "
+                "generate_series(1, 100) g");
+    dt_sql(url, "INSERT INTO memory_facts (user_id, content) SELECT u.id, "
+                "'old fact ' || g FROM users u, generate_series(1, 200) g "
+                "WHERE u.deleted_at IS NOT NULL");
+    dt_sql(url, "INSERT INTO analytics_events (user_id, name) SELECT u.id, "
+                "'old' FROM users u, generate_series(1, 200) g "
+                "WHERE u.deleted_at IS NOT NULL");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    probes ps;
+    probes_start(&ps, url, 200, PROBE_ROWS / 10);
+    ds_error err = {0};
+    int64_t total = 0, purged = 0;
+    bool more = true;
+    int calls = 0;
+    while (more && calls < 1000) {
+        ds_status st = ds_purge_soft_deleted(pool, NULL, INT64_MAX, &purged,
+                                             &more, &err);
+        ck_assert_ds_ok(st, err);
+        total += purged;
+        calls++;
+    }
+    usleep(200000);
+    probes_check(&ps, "purge_soft_deleted", NULL, BOUND_MS);
+    ck_assert_int_eq(total, 100);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM memory_facts WHERE "
+                                     "content LIKE 'old fact %'"),
+                     0);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 Suite *ds_test_online_suite(void) {
     Suite *s = suite_create("online");
     TCase *tc = tcase_create("runner");
@@ -572,6 +614,7 @@ Suite *ds_test_online_suite(void) {
     tcase_add_test(tc, test_online_upgrade_and_maintain_under_probes);
     tcase_add_test(tc, test_online_upgrade_to_pgvector_under_probes);
     tcase_add_test(tc, test_online_upgrade_from_1_under_probes);
+    tcase_add_test(tc, test_online_purge_under_probes);
     suite_add_tcase(s, tc);
     return s;
 }
