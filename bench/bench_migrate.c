@@ -21,6 +21,9 @@
  *   maintain_default ds_migrate_maintain() creating three months, one of
  *                    them with ROWS/5 rows waiting in the default
  *                    partition, under the same probes
+ *   upgrade_to_pgvector  ds_memory_upgrade_to_pgvector() with two thirds
+ *                    of the ROWS facts holding an embedding (384 dimensions),
+ *                    under the same probes (skipped without pgvector)
  *
  * ROWS: each value of BENCH_ONLINE_ROWS (default 100000; the production
  * tier is BENCH_ONLINE_ROWS=100000,1000000, several minutes).
@@ -486,6 +489,36 @@ static void bench_online(PGconn *admin, const char *url, int rows) {
            "duration_ms=%.0f worst_wait_ms=%.1f goal_wait_ms=1000\n",
            PROGRAM, rows, rows / 5, created, m_ms, m_wait);
     fflush(stdout);
+
+    /* upgrade_to_pgvector: two thirds of the facts get an embedding */
+    PGconn *q = connect_or_die(ours);
+    PGresult *av = PQexec(q, "SELECT count(*) FROM pg_available_extensions "
+                             "WHERE name = 'vector'");
+    bool have_pgvector = PQresultStatus(av) == PGRES_TUPLES_OK &&
+                         atoi(PQgetvalue(av, 0, 0)) > 0;
+    PQclear(av);
+    if (have_pgvector) {
+        exec_or_die(q, "UPDATE memory_facts SET embedding = "
+                       "decode(repeat('0000803f', 384), 'hex'), "
+                       "embedding_sketch = decode(repeat('00', 392), 'hex') "
+                       "WHERE id % 3 <> 0");
+        exec_or_die(q, "VACUUM ANALYZE memory_facts");
+        probes_start(&ps, ours, 1000, rows / 10);
+        t0 = bench_now_ns();
+        if (ds_memory_upgrade_to_pgvector(pool, &err) != DS_OK)
+            die("upgrade_to_pgvector", err.message);
+        double u_ms = (double)(bench_now_ns() - t0) / 1e6;
+        double u_wait = probes_stop(&ps);
+        printf("BENCH %s upgrade_to_pgvector threads=8 rows=%d "
+               "embeddings=%d duration_ms=%.0f worst_wait_ms=%.1f "
+               "goal_wait_ms=1000\n",
+               PROGRAM, rows, rows - rows / 3, u_ms, u_wait);
+        fflush(stdout);
+    } else {
+        fprintf(stderr, "%s: upgrade_to_pgvector skipped: the server has no "
+                        "pgvector extension\n", PROGRAM);
+    }
+    PQfinish(q);
     ds_pool_close(pool);
     drop_db(admin, ours);
     drop_db(admin, base);
