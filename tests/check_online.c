@@ -125,6 +125,44 @@ START_TEST(test_online_when_and_invalid_index_repair) {
 }
 END_TEST
 
+static void collect_sql(void *ud, const ds_migrate_progress *p) {
+    if (p->event != DS_MIGRATE_SQL || !p->sql)
+        return;
+    char **all = ud;
+    size_t have = *all ? strlen(*all) : 0;
+    *all = realloc(*all, have + strlen(p->sql) + 1);
+    strcpy(*all + have, p->sql);
+}
+
+/* The dry-run script stays runnable by psql: a ds:when statement becomes
+ * \gset / \if ... \endif. */
+START_TEST(test_online_dry_run_spells_when_for_psql) {
+    char *url = dt_create_db("onl_dry");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_migrate_options opts = {0};
+    char *script = NULL;
+    opts.dry_run = true;
+    opts.progress = collect_sql;
+    opts.progress_ud = &script;
+    ds_error err = {0};
+    ds_status st = ds_migrate_up(pool, &opts, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_ptr_nonnull(script);
+    ck_assert_ptr_nonnull(strstr(script, "::boolean AS ds_when \\gset\n\\if :ds_when\n"
+                                         "CREATE INDEX CONCURRENTLY IF NOT EXISTS "
+                                         "memory_facts_embedding_sketch_idx"));
+    ck_assert_ptr_nonnull(strstr(script, "vector_cosine_ops);\n\\endif"));
+    /* nothing ran */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
+                                     "relname = 'memory_facts'"),
+                     0);
+    free(script);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 typedef struct blocker {
     const char *url;
     int hold_ms;
@@ -607,6 +645,7 @@ Suite *ds_test_online_suite(void) {
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, test_online_when_and_invalid_index_repair);
     tcase_add_test(tc, test_online_lock_timeout_is_retried);
+    tcase_add_test(tc, test_online_dry_run_spells_when_for_psql);
     tcase_add_test(tc, test_online_rewritten_files_keep_applied_databases);
     suite_add_tcase(s, tc);
     tc = tcase_create("probes");

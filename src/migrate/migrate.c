@@ -896,6 +896,36 @@ static void sb_printf(strbuf *b, const char *fmt, ...) {
     sb_add(b, tmp, (size_t)n);
 }
 
+/* Copies a file into the dry-run script; a statement under a
+ * "-- ds:when EXPR" line becomes psql's \gset / \if, so that the script
+ * still runs as the runner would run it. */
+typedef struct dry_file {
+    strbuf *b;
+    const char *sql;
+    size_t done; /* bytes of sql copied so far */
+} dry_file;
+
+static ds_status dry_stmt(void *ud, const ds__sql_stmt *st, ds_error *err) {
+    (void)err;
+    dry_file *d = ud;
+    const char *expr;
+    size_t elen;
+    if (!ds__stmt_when(d->sql, st, &expr, &elen))
+        return DS_OK;
+    size_t start = (size_t)(st->text - d->sql);
+    sb_add(d->b, d->sql + d->done, start - d->done);
+    static const char open1[] = "SELECT (";
+    static const char open2[] = ")::boolean AS ds_when \\gset\n\\if :ds_when\n";
+    static const char close[] = "\n\\endif";
+    sb_add(d->b, open1, sizeof open1 - 1);
+    sb_add(d->b, expr, elen);
+    sb_add(d->b, open2, sizeof open2 - 1);
+    sb_add(d->b, st->text, st->len);
+    sb_add(d->b, close, sizeof close - 1);
+    d->done = start + st->len;
+    return DS_OK;
+}
+
 /* The script that the step runs, as one could feed it to psql. */
 static ds_status dry_script(const runner *r, const step *s, bool create_table,
                             strbuf *b) {
@@ -927,7 +957,11 @@ static ds_status dry_script(const runner *r, const step *s, bool create_table,
         sb_printf(b, "%s;\n", BOOKKEEPING_DDL);
     const char *sql = s->up ? f->up : f->down;
     size_t len = s->up ? f->up_len : f->down_len;
-    sb_add(b, sql, len);
+    dry_file d = {b, sql, 0};
+    ds_error ignored = {0};
+    if (ds__sql_split(file_name(s), sql, len, dry_stmt, &d, &ignored) != DS_OK)
+        d.done = 0; /* unsplittable: shown as it is (the run refuses it) */
+    sb_add(b, sql + d.done, len - d.done);
     if (len && sql[len - 1] != '\n')
         sb_add(b, "\n", 1);
     if (s->up)
