@@ -169,6 +169,29 @@ START_TEST(test_lint_sees_inside_do_execute_and_functions) {
 }
 END_TEST
 
+/* The memory migration as it shipped before it was made online: every
+ * problem sat inside its DO block, where a linter that reads only
+ * top-level statements sees nothing. */
+START_TEST(test_lint_finds_what_the_old_0003_hid_in_its_do_block) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/tests/fixtures/lint_0003_before_online.sql",
+             dt_env("DS_PROJECT_ROOT"));
+    const char *paths[] = {path};
+    ds_lint_report *r = NULL;
+    ds_error err = {0};
+    ds_status st = ds_migrate_lint(NULL, paths, 1, &r, &err);
+    ck_assert_ds_ok(st, err);
+    /* HNSW and sketch indexes inside the DO block, GIN at the top level */
+    ck_assert_int_eq(count_rule(r, "index-not-concurrent"), 3);
+    const ds_lint_finding *f = find_rule(r, "constraint-not-valid");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(f->line, 76);
+    ck_assert_int_ge(count_rule(r, "lock-timeout"), 1);
+    ck_assert_uint_ge(r->errors, 5);
+    ds_lint_report_free(r);
+}
+END_TEST
+
 START_TEST(test_lint_waiver_needs_reason_and_known_rule) {
     /* a waiver with a reason waives, and the reason is kept */
     ds_lint_report *r = lint(LT
@@ -370,6 +393,7 @@ Suite *ds_test_lint_suite(void) {
     tcase_add_loop_test(tc, test_lint_each_rule_fails_and_passes, 0,
                         (int)(sizeof cases / sizeof cases[0]));
     tcase_add_test(tc, test_lint_sees_inside_do_execute_and_functions);
+    tcase_add_test(tc, test_lint_finds_what_the_old_0003_hid_in_its_do_block);
     suite_add_tcase(s, tc);
     tc = tcase_create("waivers");
     tcase_add_test(tc, test_lint_waiver_needs_reason_and_known_rule);
