@@ -428,6 +428,26 @@ static void populate_at_latest(const char *url, int users, int rows) {
     populate(url, users, rows, 0);
 }
 
+typedef struct progress_log {
+    int events;
+    long long last_done, last_total;
+    bool monotonic;
+} progress_log;
+
+static void log_progress(void *ud, const ds_migrate_progress *p) {
+    progress_log *pl = ud;
+    if (p->event != DS_MIGRATE_PROGRESS)
+        return;
+    if (pl->events == 0)
+        pl->monotonic = true;
+    if (p->done < pl->last_done || p->done > p->total || !p->phase ||
+        strcmp(p->phase, "copy") != 0 || strncmp(p->name, "analytics_events_", 17))
+        pl->monotonic = false;
+    pl->events++;
+    pl->last_done = p->done;
+    pl->last_total = p->total;
+}
+
 #define PROBE_ROWS 30000
 #define PROBE_FUTURE 20000
 #define BOUND_MS 1000
@@ -463,10 +483,19 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
         after_up[i] = ps.p[i].ops;
     usleep(200000);
     int created = 0;
-    st = ds_migrate_maintain(pool, 6, &created, &err);
+    progress_log pl = {0};
+    ds_migrate_options mopts = {0};
+    mopts.progress = log_progress;
+    mopts.progress_ud = &pl;
+    st = ds_migrate_maintain_opts(pool, &mopts, 6, &created, &err);
     ck_assert_ds_ok(st, err);
     usleep(200000);
     probes_check(&ps, "up from 2 and maintain", after_up, BOUND_MS);
+    /* progress: batches of the one month that had rows, up to all of them */
+    ck_assert_int_ge(pl.events, PROBE_FUTURE / 5000);
+    ck_assert_int_eq(pl.last_done, PROBE_FUTURE);
+    ck_assert_int_eq(pl.last_total, PROBE_FUTURE);
+    ck_assert(pl.monotonic);
     ck_assert_int_eq(created, 3); /* months +4, +5, +6 */
 
     /* the future month's rows moved out of the default partition, none lost */

@@ -65,7 +65,10 @@ typedef enum ds_migrate_event {
     DS_MIGRATE_APPLIED,     /* `name` committed (elapsed_us: its run time) */
     DS_MIGRATE_REVERTING,   /* about to run `name` down                   */
     DS_MIGRATE_REVERTED,    /* `name` reverted (elapsed_us)               */
-    DS_MIGRATE_SQL          /* dry run: `sql` is the script that would run */
+    DS_MIGRATE_SQL,         /* dry run: `sql` is the script that would run */
+    DS_MIGRATE_PROGRESS     /* long work: `phase`, `done` of `total` so far
+                               (partition maintenance: rows moved into the
+                               partition `name`; elapsed_us since it began) */
 } ds_migrate_event;
 
 typedef struct ds_migrate_progress {
@@ -76,6 +79,9 @@ typedef struct ds_migrate_progress {
     bool no_transaction; /* the file runs outside a transaction          */
     int64_t elapsed_us;  /* APPLIED / REVERTED                           */
     const char *sql;     /* DS_MIGRATE_SQL: the full script, else NULL   */
+    const char *phase;   /* DS_MIGRATE_PROGRESS: e.g. "copy", else NULL  */
+    int64_t done;        /* DS_MIGRATE_PROGRESS: units done so far       */
+    int64_t total;       /* DS_MIGRATE_PROGRESS: units in all (estimate) */
 } ds_migrate_progress;
 
 /* Called synchronously on the calling thread; everything it points to
@@ -209,6 +215,17 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain(ds_pool *pool,
                                                      int months_ahead,
                                                      int *created,
                                                      ds_error *err);
+
+/*
+ * ds_migrate_maintain() reporting to opts->progress (opts may be NULL; only
+ * progress and progress_ud are read): a DS_MIGRATE_PROGRESS event after
+ * each batch of rows moved out of the default partition, with `name` the
+ * new partition, `phase` "copy", `done` of `total` rows and `elapsed_us`,
+ * so a caller can show a rate and an ETA. Errors as ds_migrate_maintain().
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain_opts(
+    ds_pool *pool, const ds_migrate_options *opts, int months_ahead,
+    int *created, ds_error *err);
 
 /*
  * The start-up check. Verifies that the database is at DS_SCHEMA_VERSION

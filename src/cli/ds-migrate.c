@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EXIT_USAGE 2
 
@@ -181,6 +182,39 @@ static json_t *step_json(const ds_migrate_progress *p) {
                      "name", p->name, "direction", p->up ? "up" : "down");
 }
 
+/* Long work: a line that rewrites itself on a terminal (done/total, rate,
+ * ETA), one JSON object a line on stderr with --json (stdout keeps its one
+ * object), a plain line with -v otherwise. */
+static void print_progress(const cli *c, const ds_migrate_progress *p) {
+    double secs = (double)p->elapsed_us / 1e6;
+    double rate = secs > 0 ? (double)p->done / secs : 0;
+    double eta = rate > 0 && p->total > p->done
+                     ? (double)(p->total - p->done) / rate
+                     : 0;
+    if (c->json) {
+        json_t *j = json_pack("{s:s, s:o, s:s, s:I, s:I, s:f, s:f}", "event",
+                              "progress", "name", json_text(p->name), "phase",
+                              p->phase ? p->phase : "", "done",
+                              (json_int_t)p->done, "total",
+                              (json_int_t)p->total, "rate_s", rate, "eta_s",
+                              eta);
+        char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        if (line)
+            fprintf(stderr, "%s\n", line);
+        free(line);
+        json_decref(j);
+        return;
+    }
+    bool tty = isatty(2);
+    if (!tty && !c->verbose)
+        return;
+    fprintf(stderr, "%sds-migrate: %s: %s %lld/%lld (%.0f/s, ETA %.0f s)%s",
+            tty ? "\r" : "", p->name, p->phase ? p->phase : "",
+            (long long)p->done, (long long)p->total, rate, eta,
+            tty ? (p->done >= p->total ? "\n" : "") : "\n");
+    fflush(stderr);
+}
+
 static void on_progress(void *ud, const ds_migrate_progress *p) {
     cli *c = ud;
     switch (p->event) {
@@ -218,6 +252,9 @@ static void on_progress(void *ud, const ds_migrate_progress *p) {
             json_array_append_new(c->steps, step);
         } else
             printf("%s\n", p->sql);
+        break;
+    case DS_MIGRATE_PROGRESS:
+        print_progress(c, p);
         break;
     }
 }
@@ -319,7 +356,7 @@ static void run_command(cli *c, ds_pool *pool, outcome *o) {
             parse_int(c->arg, 120, &v);
         else
             v = 3;
-        o->st = ds_migrate_maintain(pool, (int)v, &n, err);
+        o->st = ds_migrate_maintain_opts(pool, &opts, (int)v, &n, err);
         snprintf(o->summary, sizeof o->summary,
                  "%d analytics_events partition(s) created", n);
         if (o->st == DS_OK)

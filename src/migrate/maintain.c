@@ -37,7 +37,17 @@ typedef struct maint {
     ds_conn *c;
     char lock_timeout[32];
     ds_error *err;
+    const ds_migrate_options *opts; /* progress; may be NULL */
 } maint;
+
+static void report(const maint *m, const char *part, int64_t done,
+                   int64_t total, int64_t t0) {
+    if (!m->opts || !m->opts->progress)
+        return;
+    ds_migrate_progress p = {DS_MIGRATE_PROGRESS, 0, part, true, false,
+                             ds__now_us() - t0, NULL, "copy", done, total};
+    m->opts->progress(m->opts->progress_ud, &p);
+}
 
 /* Runs `sql` with parameters the server parses from text; *out (may be
  * NULL) gets the result. Every query here returns text columns (casting
@@ -249,6 +259,22 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
                               int64_t *copied, char horizon[24]) {
     const char *v[2] = {mo->lo, mo->hi};
     horizon[0] = '\0';
+    int64_t total = 0, t0 = ds__now_us();
+    if (m->opts && m->opts->progress) {
+        /* the estimate a progress line needs: one count, no lock held */
+        PGresult *c = NULL;
+        ds_status cs = exec_built(
+            m,
+            build(m,
+                  "SELECT count(*)::text FROM %s WHERE occurred_at >= "
+                  "$1::timestamptz AND occurred_at < $2::timestamptz",
+                  n->def),
+            2, v, &c);
+        if (cs != DS_OK)
+            return cs;
+        total = atoll(PQgetvalue(c, 0, 0));
+        PQclear(c);
+    }
     for (;;) {
         ds_status st = begin_locked(m);
         if (st != DS_OK)
@@ -286,6 +312,8 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
         if (st != DS_OK)
             return st;
         *copied += rows;
+        if (rows > 0)
+            report(m, mo->part, *copied, total > *copied ? total : *copied, t0);
         if (rows == 0)
             return DS_OK;
     }
@@ -385,12 +413,13 @@ static ds_status swap(maint *m, const names *n, const month *mo,
     } while (0)
 
 ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
-                                  int lock_timeout_ms, int *created,
-                                  ds_error *err) {
+                                  int lock_timeout_ms,
+                                  const ds_migrate_options *opts,
+                                  int *created, ds_error *err) {
     /* A local error: the retries read its SQLSTATE even when the caller
      * passed no `err`. */
     ds_error local = {0};
-    maint m = {c, "", &local};
+    maint m = {c, "", &local, opts};
     *created = 0;
     snprintf(m.lock_timeout, sizeof m.lock_timeout, "%dms",
              lock_timeout_ms > 0 ? lock_timeout_ms : 5000);

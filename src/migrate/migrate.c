@@ -359,7 +359,10 @@ static void emit(const runner *r, ds_migrate_event ev,
                              up,
                              f ? (up ? f->up_no_tx : f->down_no_tx) : false,
                              elapsed_us,
-                             sql};
+                             sql,
+                             NULL,
+                             0,
+                             0};
     r->opts->progress(r->opts->progress_ud, &p);
 }
 
@@ -1288,6 +1291,13 @@ DS_EXPORT ds_status ds_migrate_verify(ds_pool *pool,
 
 DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool, int months_ahead,
                                         int *created, ds_error *err) {
+    return ds_migrate_maintain_opts(pool, NULL, months_ahead, created, err);
+}
+
+DS_EXPORT ds_status ds_migrate_maintain_opts(ds_pool *pool,
+                                             const ds_migrate_options *opts,
+                                             int months_ahead, int *created,
+                                             ds_error *err) {
     if (created)
         *created = 0;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -1301,7 +1311,7 @@ DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool, int months_ahead,
     int n = 0;
     if (st == DS_OK)
         st = ds__maintain_partitions(r.conn, months_ahead, r.lock_timeout_ms,
-                                     &n, err);
+                                     opts, &n, err);
     unlease(&r);
     if (st == DS_OK) {
         if (created)

@@ -152,8 +152,9 @@ bool ds__stmt_concurrent_index(const ds__sql_stmt *s, char *name, size_t cap);
  * next `months_ahead` on `c` (not in a transaction), online: see the top
  * of maintain.c. `*created` receives how many were attached. */
 ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
-                                  int lock_timeout_ms, int *created,
-                                  ds_error *err);
+                                  int lock_timeout_ms,
+                                  const ds_migrate_options *opts,
+                                  int *created, ds_error *err);
 
 /* ---- lint -------------------------------------------------------------- */
 
