@@ -96,6 +96,17 @@ static const rule_case cases[] = {
      LT "ALTER TABLE t DROP CONSTRAINT t_a_check;"},
     {"vacuum-full", "VACUUM FULL t;", "VACUUM (ANALYZE) t;"},
     {"cluster", "CLUSTER t USING t_pkey;", "ANALYZE t;"},
+    {"reindex-not-concurrent", "REINDEX INDEX t_a_idx;",
+     "-- ds:no-transaction\nREINDEX INDEX CONCURRENTLY t_a_idx;"},
+    {"concurrently-in-transaction", "REINDEX INDEX CONCURRENTLY t_a_idx;",
+     "-- ds:no-transaction\nREINDEX INDEX CONCURRENTLY t_a_idx;"},
+    {"lock-timeout", "DROP INDEX t_a_idx;",
+     "-- ds:no-transaction\nDROP INDEX CONCURRENTLY t_a_idx;"},
+    {"lock-timeout",
+     "CREATE TRIGGER t_touch BEFORE UPDATE ON t FOR EACH ROW EXECUTE "
+     "FUNCTION touch();",
+     LT "CREATE TRIGGER t_touch BEFORE UPDATE ON t FOR EACH ROW EXECUTE "
+        "FUNCTION touch();"},
     {"lock-table", LT "LOCK TABLE t IN ACCESS EXCLUSIVE MODE;",
      LT "LOCK TABLE t IN SHARE UPDATE EXCLUSIVE MODE;"},
     {"partition-of-existing",

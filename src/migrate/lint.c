@@ -51,6 +51,7 @@ enum {
     R_VACUUM_FULL,
     R_CLUSTER,
     R_LOCK_TABLE,
+    R_REINDEX,
     R_PARTITION_OF,
     R_LOCK_TIMEOUT,
     R_WAIVER_REASON,
@@ -152,6 +153,12 @@ static const rule_def rules[R_COUNT] = {
                       "traffic for the rest of the migration",
                       "take no explicit lock: let each short statement take "
                       "the lock it needs, with lock_timeout"},
+    [R_REINDEX] = {"reindex-not-concurrent", DS_LINT_ERROR,
+                   "REINDEX without CONCURRENTLY blocks writes to the table "
+                   "(and reads that would use the index) for the whole "
+                   "rebuild",
+                   "REINDEX ... CONCURRENTLY in a file whose first line is "
+                   "\"-- ds:no-transaction\""},
     [R_PARTITION_OF] = {"partition-of-existing", DS_LINT_WARNING,
                         "CREATE TABLE ... PARTITION OF takes an ACCESS "
                         "EXCLUSIVE lock on the parent and scans the default "
@@ -1092,6 +1099,19 @@ static ds_status lint_tokens(linter *L, tokens *ts, scope sc) {
                 k++;
             if (is_word(ts, k, "index")) {
                 st = lint_create_index(L, ts, i, end, &sc);
+            } else if (is_word(ts, k, "trigger") ||
+                       (is_word(ts, k, "constraint") &&
+                        is_word(ts, k + 1, "trigger"))) {
+                /* SHARE ROW EXCLUSIVE on the table: writers queue */
+                size_t on = k;
+                while (on < end && !is_word(ts, on, "on"))
+                    on++;
+                on++;
+                char table[64];
+                if (on < end && read_name(ts, &on, table) &&
+                    !table_is_new(L->file, table))
+                    st = need_lock_timeout(L, &sc, t->line, "CREATE TRIGGER",
+                                           table);
             } else if (is_word(ts, k, "function") ||
                        is_word(ts, k, "procedure")) {
                 for (size_t b = k; b < end; b++)
@@ -1151,6 +1171,25 @@ static ds_status lint_tokens(linter *L, tokens *ts, scope sc) {
         } else if (start && !strcmp(t->w, "vacuum")) {
             if (range_has(ts, i + 1, end < i + 6 ? end : i + 6, "full"))
                 st = add_finding(L, R_VACUUM_FULL, t->line, "VACUUM FULL");
+        } else if (start && !strcmp(t->w, "reindex")) {
+            if (!range_has(ts, i + 1, end, "concurrently"))
+                st = add_finding(L, R_REINDEX, t->line, "REINDEX");
+            else if (sc.in_do || sc.in_function || !L->file->no_tx)
+                st = add_finding(L, R_CONC_IN_TX, t->line,
+                                 "REINDEX CONCURRENTLY %s",
+                                 sc.in_do || sc.in_function
+                                     ? "inside a DO block or function"
+                                     : "in a file that runs in a transaction");
+        } else if (!strcmp(t->w, "drop") && is_word(ts, i + 1, "index") &&
+                   !is_word(ts, i + 2, "concurrently")) {
+            /* brief ACCESS EXCLUSIVE on the index's table, queued behind
+             * every query that uses it */
+            size_t k = i + 2;
+            if (is_word(ts, k, "if") && is_word(ts, k + 1, "exists"))
+                k += 2;
+            char name[64] = "?";
+            read_name(ts, &k, name);
+            st = need_lock_timeout(L, &sc, t->line, "DROP INDEX", name);
         } else if (start && !strcmp(t->w, "cluster")) {
             st = add_finding(L, R_CLUSTER, t->line, "CLUSTER");
         } else if (start && !strcmp(t->w, "lock")) {
