@@ -23,6 +23,11 @@
 -- backfill makes the pairing true for the rows before the check is added,
 -- so a validation would find nothing.
 
+-- The runner's lock_timeout when it set one, else a few seconds, however
+-- the file is run: DDL queued behind a long query queues all later ones.
+SELECT set_config('lock_timeout', '5s', true)
+ WHERE current_setting('lock_timeout') IN ('0', '0ms');
+
 ALTER TABLE users ADD COLUMN IF NOT EXISTS status_before_delete text;
 
 -- The status check of 0001, whatever its name, gives way to one that also

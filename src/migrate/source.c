@@ -78,6 +78,8 @@ static const struct {
      "de4020aadf46afdd51edf143771edb080ec839ce7f0b8843e613964027f0dd08"},
     {3, "memory_embeddings",
      "94412cc54b322e17b9c45062e38117539c274a7630fa1ea87ef9ac1e36bc7ab4"},
+    {4, "users_soft_delete_status",
+     "3580b0c7ebdea254145b12399c0af38ce1925a6633e62c984f7509e8cca8e4b1"},
 };
 
 bool ds__migration_checksum_matches(const ds__migration_file *f,
