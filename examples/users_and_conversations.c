@@ -137,7 +137,7 @@ int main(void) {
     CHECK(ds_connection_upsert(pool, crypto, &conn, NULL, &err));
     {
         ds_connection_list *list;
-        CHECK(ds_connection_list_for_user(pool, uid, 10, &list, &err));
+        CHECK(ds_connection_list_for_user(pool, uid, NULL, 10, &list, &err));
         int64_t cid = list->count ? list->items[0]->id : 0; /* 0: INVALID */
         ds_connection_list_free(list);
         CHECK(ds_connection_get(pool, crypto, cid, &sc, &err));

@@ -901,16 +901,16 @@ START_TEST(test_repo_team_crud_and_versions) {
     ck_assert_str_eq(t->name, "Research");
     ds_team_free(t);
     ds_team_list *list;
-    st = ds_team_list_for_owner(pool, owner, 1, &list, &err);
+    st = ds_team_list_for_owner(pool, owner, NULL, 1, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_uint_eq(list->count, 1);
     ck_assert(list->has_more);
     ds_team_list_free(list);
-    st = ds_team_list_for_owner(pool, owner, 10, &list, &err);
+    st = ds_team_list_for_owner(pool, owner, NULL, 10, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_uint_eq(list->count, 2);
     ds_team_list_free(list);
-    st = ds_team_list_for_owner(pool, owner + 9, 10, &list, &err);
+    st = ds_team_list_for_owner(pool, owner + 9, NULL, 10, &list, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
     st = ds_team_delete(pool, id, 1, &err);
     ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
@@ -1050,12 +1050,12 @@ START_TEST(test_repo_setting_versions_and_scopes) {
     ck_assert(json_is_null(s->value));
     ds_setting_free(s);
     ds_setting_list *list;
-    st = ds_setting_list_for_user(pool, uid, 10, &list, &err);
+    st = ds_setting_list_for_user(pool, uid, NULL, 10, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_uint_eq(list->count, 2);
     ck_assert_str_eq(list->items[0]->key, "nothing");
     ds_setting_list_free(list);
-    st = ds_setting_list_for_user(pool, 0, 10, &list, &err);
+    st = ds_setting_list_for_user(pool, 0, NULL, 10, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_uint_eq(list->count, 1);
     ds_setting_list_free(list);
@@ -1120,7 +1120,7 @@ START_TEST(test_repo_setting_value_beyond_jansson_is_reported) {
     ck_assert_ptr_null(strstr(err.message, "12345678901234567890"));
     ck_assert_msg(strstr(err.message, "JSON of value"), "%s", err.message);
     ds_setting_list *list = (ds_setting_list *)0x1;
-    st = ds_setting_list_for_user(pool, uid, 10, &list, &err);
+    st = ds_setting_list_for_user(pool, uid, NULL, 10, &list, &err);
     ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
     ck_assert_ptr_null(list);
     dt_sql(db, "UPDATE app_settings SET value = '[1e400]' WHERE key = 'a'");
@@ -1269,13 +1269,13 @@ START_TEST(test_repo_connection_tokens_are_sealed) {
     ck_assert_ds_status(st, DS_ERR_CRYPTO, err);
     ds_crypto_close(wrong);
     ds_connection_list *list;
-    st = ds_connection_list_for_user(pool, uid, 10, &list, &err);
+    st = ds_connection_list_for_user(pool, uid, NULL, 10, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_uint_eq(list->count, 1);
     ck_assert_ptr_null(list->items[0]->access_token);
     ck_assert(list->items[0]->has_access_token);
     ds_connection_list_free(list);
-    st = ds_connection_list_for_user(pool, uid + 100, 10, &list, &err);
+    st = ds_connection_list_for_user(pool, uid + 100, NULL, 10, &list, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
     st = ds_connection_set_status(pool, id, DS_CONNECTION_REVOKED, &err);
     ck_assert_ds_ok(st, err);
@@ -1623,7 +1623,7 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     ck_assert_int_eq(ds_team_update(pool, 1, 0, "x", NULL, NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_team_update(pool, 1, 1, NULL, NULL, NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_team_delete(pool, 1, -1, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_team_list_for_owner(pool, uid, -1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_team_list_for_owner(pool, uid, NULL, -1, NULL, &err), DS_ERR_INVALID);
 
     json_t *v = json_integer(1);
     ds_setting *st_out;
@@ -1631,7 +1631,7 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     ck_assert_int_eq(ds_setting_get(pool, -1, "k", &st_out, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_setting_put(pool, 0, "k", v, -2, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_setting_delete(pool, 0, "k", 0, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_setting_list_for_user(pool, 0, 0, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_setting_list_for_user(pool, 0, NULL, 0, NULL, &err), DS_ERR_INVALID);
     json_decref(v);
 
     ck_assert_int_eq(ds_event_record(pool, NULL, &err), DS_ERR_INVALID);
@@ -1775,15 +1775,15 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
                 out = l, want = 3, count = l ? l->count : 0;
             } else if (op == 4) {
                 ds_team_list *l = NULL;
-                st = ds_team_list_for_owner(pool, uid, 10, &l, &err);
+                st = ds_team_list_for_owner(pool, uid, NULL, 10, &l, &err);
                 out = l, want = 2, count = l ? l->count : 0;
             } else if (op == 5) {
                 ds_setting_list *l = NULL;
-                st = ds_setting_list_for_user(pool, uid, 10, &l, &err);
+                st = ds_setting_list_for_user(pool, uid, NULL, 10, &l, &err);
                 out = l, want = 2, count = l ? l->count : 0;
             } else if (op == 6) {
                 ds_connection_list *l = NULL;
-                st = ds_connection_list_for_user(pool, uid, 10, &l, &err);
+                st = ds_connection_list_for_user(pool, uid, NULL, 10, &l, &err);
                 out = l, want = 1, count = l ? l->count : 0;
             } else {
                 ds_team *row = NULL;
@@ -1818,6 +1818,285 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
 END_TEST
 
 /* ---- statement definitions match the live schema ------------------------- */
+
+/* ---- one list shape: teams, settings, connections ----------------------------- */
+
+/* The generic plan of the named list statement, with sequential scans
+ * discouraged so that an index able to serve it is the plan: it must name
+ * `index` and need no Sort, i.e. the keyset range is read in order and the
+ * LIMIT stops it. */
+static void assert_list_plan(const char *stmt, const char *index, const char *args) {
+    const ds__stmt_def *def = NULL;
+    for (const ds__stmt_table *t = ds__stmt_registry; t->module && !def; t++) {
+        const ds__stmt_def *defs;
+        size_t n = t->get(&defs);
+        for (size_t i = 0; i < n && !def; i++)
+            if (strcmp(defs[i].name, stmt) == 0)
+                def = &defs[i];
+    }
+    ck_assert_msg(def != NULL, "no statement %s", stmt);
+    PGconn *c = PQconnectdb(db);
+    ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, "SET plan_cache_mode = force_generic_plan; "
+                            "SET enable_seqscan = off; ANALYZE");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    r = PQprepare(c, "list_plan", def->sql, def->nparams, def->param_types);
+    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK, "%s: %s", stmt,
+                  PQresultErrorMessage(r));
+    PQclear(r);
+    char sql[256];
+    snprintf(sql, sizeof sql, "EXPLAIN EXECUTE list_plan(%s)", args);
+    r = PQexec(c, sql);
+    ck_assert_int_eq(PQresultStatus(r), PGRES_TUPLES_OK);
+    char plan[4096] = "";
+    for (int i = 0; i < PQntuples(r); i++) {
+        strncat(plan, PQgetvalue(r, i, 0), sizeof plan - strlen(plan) - 2);
+        strcat(plan, "\n");
+    }
+    PQclear(r);
+    PQfinish(c);
+    ck_assert_msg(strstr(plan, index) != NULL, "%s does not use %s:\n%s", stmt, index, plan);
+    ck_assert_msg(strstr(plan, "Limit") != NULL, "%s has no Limit:\n%s", stmt, plan);
+    ck_assert_msg(strstr(plan, "Sort") == NULL, "%s sorts:\n%s", stmt, plan);
+}
+
+START_TEST(test_repo_team_list_pages_by_name_cursor) {
+    ds_error err = {0};
+    int64_t owner = new_user("tl@example.com"), other = new_user("tl2@example.com");
+    /* created out of name order, so id order would differ */
+    const char *names[] = {"g", "b", "e", "a", "f", "c", "d", "h"};
+    const char *sorted[] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+    size_t n = sizeof names / sizeof names[0];
+    for (size_t i = 0; i < n; i++) {
+        ds_status st = ds_team_create(pool, owner, names[i], NULL, NULL, NULL, &err);
+        ck_assert_ds_ok(st, err);
+    }
+    ds_status st = ds_team_create(pool, other, "b0", NULL, NULL, NULL, &err);
+    ck_assert_ds_ok(st, err);
+
+    char after[16] = "";
+    ds_team_cursor cur = {0};
+    size_t seen = 0, pages = 0;
+    for (;;) {
+        ds_team_list *list;
+        st = ds_team_list_for_owner(pool, owner, &cur, 3, &list, &err);
+        ck_assert_ds_ok(st, err);
+        pages++;
+        for (size_t i = 0; i < list->count; i++) {
+            ck_assert_uint_lt(seen, n);
+            ck_assert_str_eq(list->items[i]->name, sorted[seen]);
+            ck_assert_int_eq(list->items[i]->owner_id, owner);
+            seen++;
+        }
+        ck_assert(list->has_more == (seen < n));
+        if (list->count)
+            ck_assert_str_eq(list->next.after_name, list->items[list->count - 1]->name);
+        bool more = list->has_more;
+        snprintf(after, sizeof after, "%s", list->next.after_name);
+        ds_team_list_free(list);
+        cur.after_name = after;
+        if (!more)
+            break;
+    }
+    ck_assert_uint_eq(seen, n);
+    ck_assert_uint_eq(pages, 3);
+
+    /* past the end: a correct empty page whose next stays put */
+    ds_team_list *list;
+    st = ds_team_list_for_owner(pool, owner, &cur, 3, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 0);
+    ck_assert(!list->has_more);
+    ck_assert_str_eq(list->next.after_name, "h");
+    ds_team_list_free(list);
+
+    /* bad cursors and limits: DS_ERR_INVALID, nothing returned */
+    char longname[300];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    const char *bad[] = {"", "\xff\xfe", longname};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ds_team_cursor b = {bad[i]};
+        list = (ds_team_list *)0x1;
+        st = ds_team_list_for_owner(pool, owner, &b, 3, &list, &err);
+        ck_assert_ds_status(st, DS_ERR_INVALID, err);
+        ck_assert_ptr_null(list);
+        ck_assert_ptr_nonnull(strstr(err.message, "cursor.after_name"));
+    }
+    st = ds_team_list_for_owner(pool, owner, NULL, 1000001, &list, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+
+    assert_list_plan("teams.list", "ai_teams_owner_name_key", "1, 'a', 4");
+}
+END_TEST
+
+START_TEST(test_repo_setting_list_pages_by_key_cursor) {
+    ds_error err = {0};
+    int64_t uid = new_user("sl@example.com"), other = new_user("sl2@example.com");
+    const char *keys[] = {"k.7", "k.1", "k.5", "k.3", "k.2", "k.6", "k.4"};
+    const char *sorted[] = {"k.1", "k.2", "k.3", "k.4", "k.5", "k.6", "k.7"};
+    size_t n = sizeof keys / sizeof keys[0];
+    json_t *v = json_integer(1);
+    for (size_t i = 0; i < n; i++) {
+        ds_status st = ds_setting_put(pool, uid, keys[i], v, DS_VERSION_NEW, NULL, &err);
+        ck_assert_ds_ok(st, err);
+        st = ds_setting_put(pool, 0, keys[i], v, DS_VERSION_NEW, NULL, &err);
+        ck_assert_ds_ok(st, err);
+    }
+    ds_status st = ds_setting_put(pool, other, "k.35", v, DS_VERSION_NEW, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    json_decref(v);
+
+    /* the user's settings, then the global ones: each key once, in order */
+    int64_t scopes[] = {uid, 0};
+    for (size_t sc = 0; sc < 2; sc++) {
+        char after[160] = "";
+        ds_setting_cursor cur = {0};
+        size_t seen = 0, pages = 0;
+        bool more = true;
+        while (more) {
+            ds_setting_list *list;
+            st = ds_setting_list_for_user(pool, scopes[sc], &cur, 3, &list, &err);
+            ck_assert_ds_ok(st, err);
+            pages++;
+            for (size_t i = 0; i < list->count; i++) {
+                ck_assert_uint_lt(seen, n);
+                ck_assert_str_eq(list->items[i]->key, sorted[seen]);
+                ck_assert_int_eq(list->items[i]->user_id, scopes[sc]);
+                seen++;
+            }
+            ck_assert(list->has_more == (seen < n));
+            more = list->has_more;
+            snprintf(after, sizeof after, "%s", list->next.after_key);
+            ds_setting_list_free(list);
+            cur.after_key = after;
+        }
+        ck_assert_uint_eq(seen, n);
+        ck_assert_uint_eq(pages, 3);
+    }
+
+    ds_setting_cursor end = {"zzz"};
+    ds_setting_list *list;
+    st = ds_setting_list_for_user(pool, uid, &end, 3, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 0);
+    ck_assert(!list->has_more);
+    ck_assert_str_eq(list->next.after_key, "zzz");
+    ds_setting_list_free(list);
+
+    char longkey[200];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    const char *bad[] = {"", "\xc3", longkey};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ds_setting_cursor b = {bad[i]};
+        list = (ds_setting_list *)0x1;
+        st = ds_setting_list_for_user(pool, uid, &b, 3, &list, &err);
+        ck_assert_ds_status(st, DS_ERR_INVALID, err);
+        ck_assert_ptr_null(list);
+        ck_assert_ptr_nonnull(strstr(err.message, "cursor.after_key"));
+    }
+    st = ds_setting_list_for_user(pool, uid, NULL, 1000001, &list, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+
+    assert_list_plan("settings.list_user", "app_settings_user_key", "1, 'a', 4");
+    assert_list_plan("settings.list_global", "app_settings_global_key", "0, 'a', 4");
+}
+END_TEST
+
+START_TEST(test_repo_connection_list_pages_by_account_cursor) {
+    ds_error err = {0};
+    ds_crypto *crypto = test_crypto("l1");
+    int64_t uid = new_user("cl@example.com"), other = new_user("cl2@example.com");
+    /* (provider, account), created out of order */
+    const char *rows[][2] = {{"slack", "2"}, {"github", "b"}, {"google", "x"},
+                             {"github", "a"}, {"slack", "1"}, {"github", "c"},
+                             {"google", "w"}};
+    const char *sorted[][2] = {{"github", "a"}, {"github", "b"}, {"github", "c"},
+                               {"google", "w"}, {"google", "x"}, {"slack", "1"},
+                               {"slack", "2"}};
+    size_t n = sizeof rows / sizeof rows[0];
+    for (size_t i = 0; i < n; i++) {
+        ds_connection_new in = {uid, rows[i][0], rows[i][1], NULL, "tok", 0, NULL, 0, 0};
+        ds_status st = ds_connection_upsert(pool, crypto, &in, NULL, &err);
+        ck_assert_ds_ok(st, err);
+    }
+    ds_connection_new in = {other, "github", "aa", NULL, "tok", 0, NULL, 0, 0};
+    ds_status st = ds_connection_upsert(pool, crypto, &in, NULL, &err);
+    ck_assert_ds_ok(st, err);
+
+    char after_p[80] = "", after_a[80] = "";
+    ds_connection_cursor cur = {0};
+    size_t seen = 0, pages = 0;
+    bool more = true;
+    while (more) {
+        ds_connection_list *list;
+        st = ds_connection_list_for_user(pool, uid, &cur, 3, &list, &err);
+        ck_assert_ds_ok(st, err);
+        pages++;
+        for (size_t i = 0; i < list->count; i++) {
+            ck_assert_uint_lt(seen, n);
+            ck_assert_str_eq(list->items[i]->provider, sorted[seen][0]);
+            ck_assert_str_eq(list->items[i]->external_account_id, sorted[seen][1]);
+            ck_assert_int_eq(list->items[i]->user_id, uid);
+            ck_assert_ptr_null(list->items[i]->access_token);
+            seen++;
+        }
+        ck_assert(list->has_more == (seen < n));
+        more = list->has_more;
+        snprintf(after_p, sizeof after_p, "%s", list->next.after_provider);
+        snprintf(after_a, sizeof after_a, "%s", list->next.after_account);
+        ds_connection_list_free(list);
+        cur.after_provider = after_p;
+        cur.after_account = after_a;
+    }
+    ck_assert_uint_eq(seen, n);
+    ck_assert_uint_eq(pages, 3);
+
+    /* a cursor inside one provider continues within it, then the next */
+    ds_connection_cursor mid = {"github", "b"};
+    ds_connection_list *list;
+    st = ds_connection_list_for_user(pool, uid, &mid, 2, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 2);
+    ck_assert_str_eq(list->items[0]->external_account_id, "c");
+    ck_assert_str_eq(list->items[1]->provider, "google");
+    ck_assert(list->has_more);
+    ds_connection_list_free(list);
+
+    ck_assert_str_eq(cur.after_provider, "slack");
+    st = ds_connection_list_for_user(pool, uid, &cur, 3, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 0);
+    ck_assert(!list->has_more);
+    ck_assert_ptr_eq(list->next.after_provider, cur.after_provider);
+    ds_connection_list_free(list);
+
+    char longacct[300];
+    memset(longacct, 'a', sizeof longacct - 1);
+    longacct[sizeof longacct - 1] = '\0';
+    const ds_connection_cursor bad[] = {
+        {"github", NULL}, {NULL, "a"}, {"", "a"}, {"github", ""}, {"github", longacct},
+        {"git\xffhub", "a"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        list = (ds_connection_list *)0x1;
+        st = ds_connection_list_for_user(pool, uid, &bad[i], 3, &list, &err);
+        ck_assert_ds_status(st, DS_ERR_INVALID, err);
+        ck_assert_ptr_null(list);
+        ck_assert_ptr_nonnull(strstr(err.message, "cursor"));
+    }
+    st = ds_connection_list_for_user(pool, uid, NULL, 1000001, &list, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_connection_list_for_user(pool, uid + 100, NULL, 3, &list, &err);
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+
+    assert_list_plan("connections.list", "service_connections_account_key",
+                     "1, 'github', 'a', 4");
+    ds_crypto_close(crypto);
+}
+END_TEST
 
 /* What ds_schema_check() will do at start-up, for this module's statements:
  * prepare each against the migrated schema and compare the parameter and
@@ -1909,6 +2188,12 @@ static void add_connections(TCase *tc) {
     tcase_add_test(tc, test_repo_connection_tokens_are_sealed);
 }
 
+static void add_lists(TCase *tc) {
+    tcase_add_test(tc, test_repo_team_list_pages_by_name_cursor);
+    tcase_add_test(tc, test_repo_setting_list_pages_by_key_cursor);
+    tcase_add_test(tc, test_repo_connection_list_pages_by_account_cursor);
+}
+
 static void add_times(TCase *tc) {
     tcase_add_test(tc, test_repo_times_at_the_edges);
 }
@@ -1931,6 +2216,7 @@ static const group groups[] = {
     {"settings", add_settings},
     {"events", add_events},
     {"connections", add_connections},
+    {"lists", add_lists},
     {"gdpr", add_gdpr},
     {"times", add_times},
 };

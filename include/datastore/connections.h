@@ -81,10 +81,24 @@ typedef struct ds_connection_new {
     int64_t token_expires_at;  /* 0: unknown; INT64_MAX: never (infinity)  */
 } ds_connection_new;
 
+/* Keyset cursor for ds_connection_list_for_user(): connections after
+ * (after_provider, after_account) in (provider, external_account_id)
+ * order. Start with {0} (both NULL: the first page); continue with the
+ * list's `next`. */
+typedef struct ds_connection_cursor {
+    const char *after_provider;
+    const char *after_account;
+} ds_connection_cursor;
+
+/* One page of connections, allocated as one block. */
 typedef struct ds_connection_list {
     size_t count;
-    ds_connection **items;     /* no decrypted tokens                      */
-    bool has_more;
+    ds_connection **items;     /* no decrypted tokens; owned by the list   */
+    bool has_more;             /* another page follows                     */
+    ds_connection_cursor next; /* where the next page starts; its strings
+                                  are borrowed from the list (or, for an
+                                  empty page, from the cursor passed in):
+                                  use it before freeing the list           */
 } ds_connection_list;
 
 /* Frees a row, wiping its decrypted tokens / a list and its rows. NULL is
@@ -118,12 +132,18 @@ DS_EXPORT DS_NODISCARD ds_status ds_connection_get(ds_pool *pool,
                                                    ds_connection **out,
                                                    ds_error *err);
 
-/* A user's connections by id, at most `limit` (1..repo_max_page), without
- * tokens, into *out (free with ds_connection_list_free(); has_more says
- * when there are more). DS_ERR_NOT_FOUND for an unknown user. */
+/*
+ * A user's connections by (provider, external_account_id), which is
+ * unique per user, at most `limit` (1..repo_max_page) after `cursor` (NULL
+ * or {0}: from the start), without tokens, into *out (free with
+ * ds_connection_list_free()); its `next` continues after it and has_more
+ * says whether another page follows. DS_ERR_NOT_FOUND for an unknown
+ * user; DS_ERR_INVALID for a limit out of range, a cursor with only one of
+ * its two strings, or one that is empty, too long or not UTF-8.
+ */
 DS_EXPORT DS_NODISCARD ds_status ds_connection_list_for_user(
-    ds_pool *pool, int64_t user_id, int limit, ds_connection_list **out,
-    ds_error *err);
+    ds_pool *pool, int64_t user_id, const ds_connection_cursor *cursor,
+    int limit, ds_connection_list **out, ds_error *err);
 
 /* Marks a connection expired, revoked, errored or active again.
  * DS_ERR_NOT_FOUND when unknown. */

@@ -52,10 +52,22 @@ typedef struct ds_setting {
     int64_t updated_at;
 } ds_setting;
 
+/* Keyset cursor for ds_setting_list_for_user(): settings whose key sorts
+ * after `after_key`. Start with {0} (NULL: the first page); continue with
+ * the list's `next`. */
+typedef struct ds_setting_cursor {
+    const char *after_key;
+} ds_setting_cursor;
+
+/* One page of settings by key, allocated as one block. */
 typedef struct ds_setting_list {
     size_t count;
-    ds_setting **items; /* by key */
-    bool has_more;
+    ds_setting **items;     /* count rows by key, owned by the list        */
+    bool has_more;          /* another page follows                        */
+    ds_setting_cursor next; /* where the next page starts; its string is
+                               borrowed from the list (or, for an empty
+                               page, from the cursor passed in): use it
+                               before freeing the list                     */
 } ds_setting_list;
 
 /* Frees a row / a list and its rows, JSON included. NULL is a no-op. */
@@ -89,13 +101,18 @@ DS_EXPORT DS_NODISCARD ds_status ds_setting_delete(ds_pool *pool,
                                                    int64_t expected_version,
                                                    ds_error *err);
 
-/* The settings of `user_id` (0: the global ones) by key, at most `limit`
- * (1..repo_max_page; has_more says when there are more), into *out (free
- * with ds_setting_list_free()). An unknown user has no settings: an empty
- * list, not DS_ERR_NOT_FOUND. */
+/*
+ * The settings of `user_id` (0: the global ones) by key, at most `limit`
+ * (1..repo_max_page) after `cursor` (NULL or {0}: from the start), into
+ * *out (free with ds_setting_list_free()); its `next` continues after it
+ * and has_more says whether another page follows. An unknown user has no
+ * settings: an empty list, not DS_ERR_NOT_FOUND. DS_ERR_INVALID for a
+ * limit out of range or a cursor key that is empty, longer than 128 bytes
+ * or not UTF-8.
+ */
 DS_EXPORT DS_NODISCARD ds_status ds_setting_list_for_user(
-    ds_pool *pool, int64_t user_id, int limit, ds_setting_list **out,
-    ds_error *err);
+    ds_pool *pool, int64_t user_id, const ds_setting_cursor *cursor,
+    int limit, ds_setting_list **out, ds_error *err);
 
 #ifdef __cplusplus
 }

@@ -52,10 +52,23 @@ typedef struct ds_team {
     int64_t updated_at;
 } ds_team;
 
+/* Keyset cursor for ds_team_list_for_owner(): teams whose name sorts
+ * after `after_name`. Start with {0} (NULL: the first page); continue with
+ * the list's `next`. A cursor is a position, not a session: one taken
+ * from another owner's list still means "names after this one". */
+typedef struct ds_team_cursor {
+    const char *after_name;
+} ds_team_cursor;
+
+/* One page of teams by name, allocated as one block. */
 typedef struct ds_team_list {
     size_t count;
-    ds_team **items;
-    bool has_more;
+    ds_team **items;     /* count rows, owned by the list                  */
+    bool has_more;       /* another page follows                           */
+    ds_team_cursor next; /* where the next page starts; its string is
+                            borrowed from the list (or, for an empty page,
+                            from the cursor passed in): use it before
+                            freeing the list                               */
 } ds_team_list;
 
 /* Frees a row / a list and its rows, JSON included. NULL is a no-op. */
@@ -78,14 +91,17 @@ DS_EXPORT DS_NODISCARD ds_status ds_team_create(ds_pool *pool,
 DS_EXPORT DS_NODISCARD ds_status ds_team_get(ds_pool *pool, int64_t id,
                                              ds_team **out, ds_error *err);
 
-/* An owner's teams by id, at most `limit` (1..repo_max_page; has_more
- * says when there are more), into *out (free with ds_team_list_free()).
- * DS_ERR_NOT_FOUND for an unknown owner. */
-DS_EXPORT DS_NODISCARD ds_status ds_team_list_for_owner(ds_pool *pool,
-                                                        int64_t owner_id,
-                                                        int limit,
-                                                        ds_team_list **out,
-                                                        ds_error *err);
+/*
+ * An owner's teams by name (unique per owner), at most `limit`
+ * (1..repo_max_page) after `cursor` (NULL or {0}: from the start), into
+ * *out (free with ds_team_list_free()); its `next` continues after it and
+ * has_more says whether another page follows. DS_ERR_NOT_FOUND for an
+ * unknown owner; DS_ERR_INVALID for a limit out of range or a cursor name
+ * that is empty, longer than 200 bytes or not UTF-8.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_team_list_for_owner(
+    ds_pool *pool, int64_t owner_id, const ds_team_cursor *cursor, int limit,
+    ds_team_list **out, ds_error *err);
 
 /*
  * Replaces the non-NULL fields (at least one) if the team is still at

@@ -36,14 +36,20 @@ static const ds__stmt_def stmts[] = {
     [S_GET] = {"connections.get",
                "SELECT " CONN_COLS " FROM service_connections WHERE id = $1",
                1, {DS_OID_INT8}, CONN_NCOLS, CONN_TYPES},
+    /* Keyset on the (user_id, provider, external_account_id) unique index:
+     * a range scan that stops at the LIMIT. Both are never empty, so
+     * ('', '') starts the first page. */
     [S_LIST] = {"connections.list",
                 "SELECT c.* FROM users u LEFT JOIN LATERAL (SELECT id, "
                 "user_id, provider, external_account_id, scopes, NULL::bytea, "
                 "NULL::bytea, token_expires_at, status, key_id, created_at, "
                 "updated_at, access_token_enc IS NOT NULL, refresh_token_enc "
                 "IS NOT NULL FROM service_connections WHERE user_id = u.id "
-                "ORDER BY id LIMIT $2) c ON true WHERE u.id = $1",
-                2, {DS_OID_INT8, DS_OID_INT8}, CONN_NCOLS, CONN_TYPES},
+                "AND (provider, external_account_id) > ($2, $3) ORDER BY "
+                "provider, external_account_id LIMIT $4) c ON true WHERE "
+                "u.id = $1",
+                4, {DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_INT8},
+                CONN_NCOLS, CONN_TYPES},
     [S_SET_STATUS] = {"connections.set_status",
                       "UPDATE service_connections SET status = $2, "
                       "updated_at = now() WHERE id = $1",
@@ -274,10 +280,9 @@ DS_EXPORT ds_status ds_connection_get(ds_pool *pool, ds_crypto *crypto,
     return st;
 }
 
-DS_EXPORT ds_status ds_connection_list_for_user(ds_pool *pool, int64_t user_id,
-                                                int limit,
-                                                ds_connection_list **out,
-                                                ds_error *err) {
+DS_EXPORT ds_status ds_connection_list_for_user(
+    ds_pool *pool, int64_t user_id, const ds_connection_cursor *cursor,
+    int limit, ds_connection_list **out, ds_error *err) {
     DS_REPO_ERR(err);
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
@@ -286,15 +291,38 @@ DS_EXPORT ds_status ds_connection_list_for_user(ds_pool *pool, int64_t user_id,
     ds_status st = ds__check_limit(err, __func__, pool, limit);
     if (st != DS_OK)
         return st;
+    const char *provider = cursor ? cursor->after_provider : NULL;
+    const char *account = cursor ? cursor->after_account : NULL;
+    DS_CHECK_ARG(err, !provider == !account,
+                 "cursor has only one of after_provider and after_account");
+    if (provider) {
+        st = ds__check_text(err, __func__, "cursor.after_provider", provider,
+                            strlen(provider), 1, DS_PROVIDER_MAX);
+        if (st == DS_OK)
+            st = ds__check_text(err, __func__, "cursor.after_account",
+                                account, strlen(account), 1,
+                                DS_ACCOUNT_ID_MAX);
+        if (st != DS_OK)
+            return st;
+    }
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
+    ds__bind_text(&b, provider ? provider : "");
+    ds__bind_text(&b, account ? account : "");
     ds__bind_int64(&b, (int64_t)limit + 1);
     ds_connection_list *list =
         ds__repo_list(pool, false, &stmts[S_LIST], &b, limit, &conn_type,
                       __func__, "user", user_id, err);
     if (!list)
         return err->code;
+    if (list->count) {
+        const ds_connection *last = list->items[list->count - 1];
+        list->next.after_provider = last->provider;
+        list->next.after_account = last->external_account_id;
+    } else if (cursor) {
+        list->next = *cursor;
+    }
     *out = list;
     return DS_OK;
 }

@@ -42,9 +42,11 @@
     "($3 < 0 OR version = $3) RETURNING id) SELECT true FROM del UNION ALL "  \
     "SELECT false FROM app_settings WHERE " scope " AND key = $2 AND NOT "    \
     "EXISTS (SELECT 1 FROM del)"
+/* Keyset on the scope's partial unique index: a range scan that stops at
+ * the LIMIT. Keys are never empty, so '' starts the first page. */
 #define LIST(scope)                                                            \
-    "SELECT " SET_COLS ", true FROM app_settings WHERE " scope " ORDER BY "   \
-    "key LIMIT $2"
+    "SELECT " SET_COLS ", true FROM app_settings WHERE " scope " AND key > "  \
+    "$2 ORDER BY key LIMIT $3"
 
 enum { S_GET, S_CREATE, S_UPSERT, S_UPDATE, S_DELETE, S_LIST, S_N };
 
@@ -62,8 +64,8 @@ static const ds__stmt_def stmts[2][S_N] = {
         [S_DELETE] = {"settings.delete_global", DELETE(SCOPE_G), 3,
                       {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8}, 1,
                       {DS_OID_BOOL}},
-        [S_LIST] = {"settings.list_global", LIST(SCOPE_G), 2,
-                    {DS_OID_INT8, DS_OID_INT8}, 7, SET_TYPES},
+        [S_LIST] = {"settings.list_global", LIST(SCOPE_G), 3,
+                    {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8}, 7, SET_TYPES},
     },
     {
         [S_GET] = {"settings.get_user", GET(SCOPE_U), 2,
@@ -77,8 +79,8 @@ static const ds__stmt_def stmts[2][S_N] = {
         [S_DELETE] = {"settings.delete_user", DELETE(SCOPE_U), 3,
                       {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8}, 1,
                       {DS_OID_BOOL}},
-        [S_LIST] = {"settings.list_user", LIST(SCOPE_U), 2,
-                    {DS_OID_INT8, DS_OID_INT8}, 7, SET_TYPES},
+        [S_LIST] = {"settings.list_user", LIST(SCOPE_U), 3,
+                    {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8}, 7, SET_TYPES},
     },
 };
 
@@ -265,6 +267,7 @@ DS_EXPORT ds_status ds_setting_delete(ds_pool *pool, int64_t user_id,
 }
 
 DS_EXPORT ds_status ds_setting_list_for_user(ds_pool *pool, int64_t user_id,
+                                             const ds_setting_cursor *cursor,
                                              int limit, ds_setting_list **out,
                                              ds_error *err) {
     DS_REPO_ERR(err);
@@ -275,15 +278,25 @@ DS_EXPORT ds_status ds_setting_list_for_user(ds_pool *pool, int64_t user_id,
     ds_status st = ds__check_limit(err, __func__, pool, limit);
     if (st != DS_OK)
         return st;
+    const char *after = cursor ? cursor->after_key : NULL;
+    if (after) {
+        st = ds__check_text(err, __func__, "cursor.after_key", after,
+                            strlen(after), 1, DS_SETTING_KEY_MAX);
+        if (st != DS_OK)
+            return st;
+    }
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
+    ds__bind_text(&b, after ? after : "");
     ds__bind_int64(&b, (int64_t)limit + 1);
     ds_setting_list *list =
         ds__repo_list(pool, false, &stmts[user_id > 0][S_LIST], &b, limit,
                       &setting_type, __func__, NULL, 0, err);
     if (!list)
         return err->code;
+    list->next.after_key =
+        list->count ? list->items[list->count - 1]->key : after;
     *out = list;
     return DS_OK;
 }

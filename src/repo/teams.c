@@ -23,13 +23,15 @@ static const ds__stmt_def stmts[] = {
     [S_GET] = {"teams.get",
                "SELECT " TEAM_COLS ", true FROM ai_teams WHERE id = $1", 1,
                {DS_OID_INT8}, 9, TEAM_TYPES},
+    /* Keyset on the (owner_id, name) unique index: a range scan that stops
+     * at the LIMIT. Names are never empty, so '' starts the first page. */
     [S_LIST] = {"teams.list",
                 "SELECT t.id, t.owner_id, t.name, t.members, t.config, "
                 "t.version, t.created_at, t.updated_at, true FROM users u "
                 "LEFT JOIN LATERAL (SELECT " TEAM_COLS " FROM ai_teams WHERE "
-                "owner_id = u.id ORDER BY id LIMIT $2) t ON true WHERE u.id = "
-                "$1",
-                2, {DS_OID_INT8, DS_OID_INT8}, 9, TEAM_TYPES},
+                "owner_id = u.id AND name > $2 ORDER BY name LIMIT $3) t ON "
+                "true WHERE u.id = $1",
+                3, {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8}, 9, TEAM_TYPES},
     /* The last column says whether the update applied; when it did not,
      * the row as it stands comes back (a stale version), or nothing (no
      * such team). A concurrent update is waited for and re-checked. */
@@ -178,6 +180,7 @@ DS_EXPORT ds_status ds_team_get(ds_pool *pool, int64_t id, ds_team **out,
 }
 
 DS_EXPORT ds_status ds_team_list_for_owner(ds_pool *pool, int64_t owner_id,
+                                           const ds_team_cursor *cursor,
                                            int limit, ds_team_list **out,
                                            ds_error *err) {
     DS_REPO_ERR(err);
@@ -188,15 +191,25 @@ DS_EXPORT ds_status ds_team_list_for_owner(ds_pool *pool, int64_t owner_id,
     ds_status st = ds__check_limit(err, __func__, pool, limit);
     if (st != DS_OK)
         return st;
+    const char *after = cursor ? cursor->after_name : NULL;
+    if (after) {
+        st = ds__check_text(err, __func__, "cursor.after_name", after,
+                            strlen(after), 1, DS_TEAM_NAME_MAX);
+        if (st != DS_OK)
+            return st;
+    }
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, owner_id);
+    ds__bind_text(&b, after ? after : "");
     ds__bind_int64(&b, (int64_t)limit + 1);
     ds_team_list *list = ds__repo_list(pool, false, &stmts[S_LIST], &b, limit,
                                        &team_type, __func__, "user", owner_id,
                                        err);
     if (!list)
         return err->code;
+    list->next.after_name =
+        list->count ? list->items[list->count - 1]->name : after;
     *out = list;
     return DS_OK;
 }
