@@ -34,6 +34,7 @@ int main(void) {
     ds_message_list *page = NULL;
     ds_setting *setting = NULL;
     ds_team *team = NULL, *team2 = NULL;
+    ds_team_list *teams = NULL, *seen_teams = NULL;
     ds_connection *sc = NULL;
     ds_erase_report *report = NULL;
     json_t *prefs = NULL, *value = NULL, *members = NULL, *tconfig = NULL;
@@ -130,6 +131,26 @@ int main(void) {
            (long long)team->version, (long long)team2->version,
            ds_status_str(st));
 
+    /* Every list pages the same way: pass `next` back until !has_more. A
+     * string cursor points into its page, so free a page only after the
+     * call that used its cursor. */
+    CHECK(ds_team_create(pool, uid, "Archive desk", NULL, NULL, NULL, &err));
+    {
+        ds_team_cursor tcursor = {0};
+        printf("teams by name, 1 per page:");
+        do {
+            CHECK(ds_team_list_for_owner(pool, uid, &tcursor, 1, &teams, &err));
+            ds_team_list_free(seen_teams);
+            seen_teams = teams;
+            for (size_t i = 0; i < teams->count; i++)
+                printf(" [%s]", teams->items[i]->name);
+            tcursor = teams->next;
+        } while (teams->has_more);
+        printf("\n");
+        ds_team_list_free(seen_teams);
+        teams = seen_teams = NULL;
+    }
+
     /* A service connection: tokens encrypted before they leave. */
     ds_connection_new conn = {uid, "calendar", "ada-primary", "events.read",
                               "access-token-example", 0, "refresh-token-example",
@@ -164,6 +185,9 @@ fail:
     ds_connection_free(sc);
     ds_team_free(team);
     ds_team_free(team2);
+    if (teams != seen_teams)
+        ds_team_list_free(teams);
+    ds_team_list_free(seen_teams);
     ds_setting_free(setting);
     ds_message_list_free(page);
     ds_message_free(msg);

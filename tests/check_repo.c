@@ -1911,6 +1911,22 @@ START_TEST(test_repo_team_list_pages_by_name_cursor) {
     ck_assert_str_eq(list->next.after_name, "h");
     ds_team_list_free(list);
 
+    /* a cursor from another owner's list is only a position: this owner's
+     * teams after it, never the other owner's rows */
+    ds_team_list *theirs;
+    st = ds_team_list_for_owner(pool, other, NULL, 3, &theirs, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(theirs->count, 1);
+    st = ds_team_list_for_owner(pool, owner, &theirs->next, 2, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ds_team_list_free(theirs);
+    ck_assert_uint_eq(list->count, 2);
+    ck_assert_str_eq(list->items[0]->name, "c");
+    ck_assert_int_eq(list->items[0]->owner_id, owner);
+    ck_assert_str_eq(list->items[1]->name, "d");
+    ck_assert(list->has_more);
+    ds_team_list_free(list);
+
     /* bad cursors and limits: DS_ERR_INVALID, nothing returned */
     char longname[300];
     memset(longname, 'x', sizeof longname - 1);
