@@ -33,11 +33,16 @@ struct ds_memory {
 /* Indices into the statement tables below (memory.c). */
 enum {
     M_SETTINGS, M_BEGIN, M_BEGIN_READ, M_COMMIT, M_ROWS, M_LIST,
-    M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_COUNT_
+    M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_SKETCHES,
+    M_SKETCHES_WIDE, M_COUNT_
 };
-enum { F_INSERT_MANY, F_GET, F_SKETCHES, F_EMBEDDINGS, F_COUNT_ };
-enum { P_INSERT_MANY, P_GET, P_TUNE, P_TUNE_EXACT, P_SEARCH, P_SEARCH_EXACT,
-       P_COUNT_ };
+enum { F_INSERT_MANY, F_GET, F_EMBEDDINGS, F_COUNT_ };
+enum { P_INSERT_MANY, P_GET, P_EMBEDDINGS, P_COUNT_ };
+
+/* Sketches of up to this many dimensions are in the covering index
+ * memory_facts_embedding_sketch_idx (sql/0004_memory_exact_search); wider
+ * ones are read from the table. */
+#define DS_SKETCH_INDEX_MAX_DIM 2000
 enum { U_LOCK, U_EXTENSION, U_STAGE, U_READ, U_WRITE, U_FUNCTION, U_CONVERT,
        U_CLEANUP, U_COUNT_ };
 

@@ -6,9 +6,11 @@
  * library does that part: it stages every embedding as real[] in a
  * temporary table (batches of BATCH rows), then one ALTER TABLE rewrites
  * memory_facts with embedding vector(D) taken from the stage (through a
- * temporary SQL function, since ALTER TABLE ... USING allows no subquery)
- * and drops the sketches, and the HNSW index is built. The exclusive lock
- * taken first means no row can change in between.
+ * temporary SQL function, since ALTER TABLE ... USING allows no subquery).
+ * The sketches and their covering index stay: searches on pgvector read
+ * them first, as on the fallback (no HNSW index is built; see
+ * docs/memory.md). The exclusive lock taken first means no row can change
+ * in between.
  */
 #include <stdio.h>
 
@@ -77,15 +79,10 @@ const ds__stmt_def ds__memory_upgrade_stmts[U_COUNT_] = {
          "memory_vector_settings); BEGIN "
          "ALTER TABLE memory_facts DROP CONSTRAINT IF EXISTS "
          "memory_facts_embedding_dim_check; "
-         "DROP INDEX IF EXISTS memory_facts_embedding_sketch_idx; "
          "EXECUTE format('ALTER TABLE memory_facts ALTER COLUMN embedding "
          "TYPE vector(%s) USING pg_temp.ds_memory_staged(id)::vector(%s)', "
          "dim, dim); "
-         "ALTER TABLE memory_facts DROP COLUMN embedding_sketch; "
          "ALTER TABLE memory_facts ALTER COLUMN embedding SET STORAGE MAIN; "
-         "IF dim <= 2000 AND EXISTS (SELECT 1 FROM pg_am WHERE amname = "
-         "'hnsw') THEN CREATE INDEX memory_facts_embedding_hnsw ON "
-         "memory_facts USING hnsw (embedding vector_cosine_ops); END IF; "
          "UPDATE memory_vector_settings SET backend = 'pgvector', "
          "updated_at = now(); END $convert$",
          0,
