@@ -1069,18 +1069,27 @@ START_TEST(test_migrate_four_processes_through_pgbouncer) {
     char *pooled = pooler_url_of(direct);
     int ok, applied;
     char errtext[1024] = "";
+    /* Every migration that runs in a transaction goes through the pooler,
+     * each once; the newest (sql/0004, an index built CONCURRENTLY) is
+     * `-- ds:no-transaction`, so each process stops there, saying to use
+     * the direct URL. */
     run_cli_concurrently(4, pooled, &ok, &applied, errtext, sizeof errtext);
-    ck_assert_msg(ok == 4, "%d of 4 exited 0; stderr: %s", ok, errtext);
-    ck_assert_int_eq(applied, DS_SCHEMA_VERSION);
-    ck_assert_int_eq(applied_count(direct), DS_SCHEMA_VERSION);
+    ck_assert_msg(ok == 0, "%d of 4 exited 0; stderr: %s", ok, errtext);
+    ck_assert_ptr_nonnull(strstr(errtext, "direct database URL"));
+    ck_assert_int_eq(applied, DS_SCHEMA_VERSION - 1);
+    ck_assert_int_eq(applied_count(direct), DS_SCHEMA_VERSION - 1);
     /* No lock is left on any pooled server connection. */
     ck_assert_int_eq(count_rows(direct, "SELECT count(*) FROM pg_locks WHERE "
                                         "locktype = 'advisory'"),
                      0);
-    /* A second deploy through the pooler is not blocked by the first. */
     char args[2048];
-    snprintf(args, sizeof args, "--database-url '%s' --wait 2000 up", pooled);
     char *out = NULL;
+    snprintf(args, sizeof args, "--database-url '%s' up", direct);
+    ck_assert_int_eq(run_cli(args, true, &out), 0);
+    free(out);
+    ck_assert_int_eq(applied_count(direct), DS_SCHEMA_VERSION);
+    /* A second deploy through the pooler is not blocked by the first. */
+    snprintf(args, sizeof args, "--database-url '%s' --wait 2000 up", pooled);
     ck_assert_int_eq(run_cli(args, true, &out), 0);
     ck_assert_ptr_nonnull(strstr(out, "0 migration(s) applied"));
     free(out);
