@@ -1342,9 +1342,22 @@ START_TEST(test_memory_upgrade_to_pgvector_keeps_every_row) {
     float q[DIM];
     clustered(q, 8);
     ds_memory_facts *before = search(f.mem, f.alice, q, 10, NULL);
-
+    /* a handle on unnamed statements (pooler mode), where no cached plan
+     * notices the column's new type */
+    ds_config *pcfg = dt_config(f.url, 1, 2);
     ds_error err = {0};
-    ds_status st = ds_memory_upgrade_to_pgvector(f.pool, &err);
+    ds_status st = ds_config_set(pcfg, "statement_mode", "pooler", &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *ppool;
+    st = ds_pool_open(pcfg, &ppool, &err);
+    ck_assert_ds_ok(st, err);
+    ds_memory *pmem;
+    st = ds_memory_open(ppool, pcfg, &pmem, &err);
+    ck_assert_ds_ok(st, err);
+    ds_config_free(pcfg);
+    ds_memory_facts_free(search(pmem, f.alice, q, 10, NULL));
+
+    st = ds_memory_upgrade_to_pgvector(f.pool, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_vector_settings "
                                        "WHERE backend = 'pgvector'"),
@@ -1375,6 +1388,14 @@ START_TEST(test_memory_upgrade_to_pgvector_keeps_every_row) {
         ck_assert_double_eq_tol(after->items[i]->score, before->items[i]->score,
                                 1e-5);
     }
+    ds_memory_facts *pooled = search(pmem, f.alice, q, 10, NULL);
+    ck_assert_int_eq(ds_memory_backend(pmem), DS_VECTOR_BACKEND_PGVECTOR);
+    ck_assert_uint_eq(pooled->count, before->count);
+    for (size_t i = 0; i < pooled->count; i++)
+        ck_assert_int_eq(pooled->items[i]->id, before->items[i]->id);
+    ds_memory_facts_free(pooled);
+    ds_memory_close(pmem);
+    ds_pool_close(ppool);
     ds_memory_facts_free(before);
     ds_memory_facts_free(after);
 

@@ -167,6 +167,19 @@ static ds_status rescore(ds_memory *mem, const PGresult *r, bool pgv,
                          const float *q, bool use_min, double min_sim,
                          float *scratch, cand *v, size_t *got,
                          ds_error *err) {
+    if (PQntuples(r) > 0 &&
+        PQftype(r, 1) != (pgv ? DS_OID_FLOAT4_ARRAY : DS_OID_BYTEA)) {
+        /* The column changed type under us (a conversion to pgvector by
+         * another process, seen through an unnamed statement that no
+         * cached plan guards): report it as the datatype mismatch it is,
+         * so the caller re-reads the backend and retries. */
+        ds_status st = ds__error_set(err, DS_ERR_SCHEMA,
+                                     "memory_facts.embedding is no longer "
+                                     "%s: the backend changed",
+                                     pgv ? "vector" : "bytea");
+        memcpy(err->sqlstate, "42804", sizeof "42804");
+        return st;
+    }
     for (int i = 0; i < PQntuples(r); i++) {
         int64_t id = ds__memory_int8(r, i, 0);
         const char *val = PQgetvalue(r, i, 1);
