@@ -14,6 +14,11 @@
 --
 -- The global HNSW index goes: filtered by user it lost recall exactly where
 -- a user's memory grows, and maintaining it capped inserts near 800 facts/s.
+-- The column is nullable without a default: adding it is instant, but it
+-- still queues behind long queries, so wait at most lock_timeout (the
+-- runner's value; 5 s when none is set).
+SELECT set_config('lock_timeout', '5s', false)
+ WHERE current_setting('lock_timeout') IN ('0', '0ms');
 ALTER TABLE memory_facts ADD COLUMN IF NOT EXISTS embedding_sketch bytea;
 
 CREATE INDEX CONCURRENTLY IF NOT EXISTS memory_facts_embedding_sketch_idx

@@ -390,6 +390,62 @@ START_TEST(test_memory_migration_settings_and_down) {
 }
 END_TEST
 
+/* sql/0004 down and up again on a populated database: on pgvector the
+ * sketches are gone after that (the rows of an older version), and every
+ * such fact is rescored, so searches stay exact. */
+START_TEST(test_memory_exact_search_migration_down_and_up) {
+    fx f;
+    if (!fx_open(&f, "test_memory_exact_search_migration_down_and_up", _i))
+        return;
+    rng_state = 99;
+    make_centres(8);
+    dataset d;
+    int64_t users[] = {f.alice, f.bob};
+    dataset_make(&d, 600, users, 2, 8);
+    dataset_add(f.mem, &d);
+    ds_error err = {0};
+    int n = 0;
+    ds_status st = ds_migrate_down(f.pool, NULL, 1, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    /* 0003's shape: pgvector has no sketches and its HNSW index again */
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_sketch_idx'"),
+                     _i ? 0 : 1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_hnsw'"),
+                     _i ? 1 : 0);
+    st = ds_migrate_up(f.pool, NULL, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_sketch_idx'"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_hnsw'"),
+                     0);
+    for (int qi = 0; qi < 10; qi++) {
+        float q[DIM];
+        clustered(q, 8);
+        int64_t user = users[qi % 2];
+        int64_t ids[10];
+        double scores[10];
+        ck_assert_uint_eq(brute_topk(&d, user, q, 10, ids, scores), 10);
+        ds_memory_facts *hits = search(f.mem, user, q, 10, NULL);
+        ck_assert_uint_eq(hits->count, 10);
+        for (int i = 0; i < 10; i++)
+            ck_assert_int_eq(hits->items[i]->id, ids[i]);
+        ds_memory_facts_free(hits);
+    }
+    dataset_free(&d);
+    fx_close(&f);
+}
+END_TEST
+
 /* ---- CRUD ------------------------------------------------------------------------ */
 
 START_TEST(test_memory_crud) {
@@ -1751,6 +1807,7 @@ Suite *ds_test_memory_suite(void) {
     tcase_add_loop_test(tc, test_memory_open_checks_the_database_record, 0, 2);
     tcase_add_test(tc, test_memory_open_refuses_unmigrated_database);
     tcase_add_test(tc, test_memory_migration_settings_and_down);
+    tcase_add_loop_test(tc, test_memory_exact_search_migration_down_and_up, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("crud");
     tcase_set_timeout(tc, 60);
