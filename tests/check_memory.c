@@ -390,6 +390,24 @@ START_TEST(test_memory_migration_settings_and_down) {
 }
 END_TEST
 
+/* Ten queries per user of `users` (two): the exact top 10 of each. */
+static void search_all_exact(ds_memory *mem, const dataset *d,
+                             const int64_t *users) {
+    for (int qi = 0; qi < 10; qi++) {
+        float q[DIM];
+        clustered(q, 8);
+        int64_t user = users[qi % 2];
+        int64_t ids[10];
+        double scores[10];
+        ck_assert_uint_eq(brute_topk(d, user, q, 10, ids, scores), 10);
+        ds_memory_facts *hits = search(mem, user, q, 10, NULL);
+        ck_assert_uint_eq(hits->count, 10);
+        for (int i = 0; i < 10; i++)
+            ck_assert_int_eq(hits->items[i]->id, ids[i]);
+        ds_memory_facts_free(hits);
+    }
+}
+
 /* sql/0004 down and up again on a populated database: on pgvector the
  * sketches are gone after that (the rows of an older version), and every
  * such fact is rescored, so searches stay exact. */
@@ -428,19 +446,24 @@ START_TEST(test_memory_exact_search_migration_down_and_up) {
                                        "indexname = "
                                        "'memory_facts_embedding_hnsw'"),
                      0);
-    for (int qi = 0; qi < 10; qi++) {
-        float q[DIM];
-        clustered(q, 8);
-        int64_t user = users[qi % 2];
-        int64_t ids[10];
-        double scores[10];
-        ck_assert_uint_eq(brute_topk(&d, user, q, 10, ids, scores), 10);
-        ds_memory_facts *hits = search(f.mem, user, q, 10, NULL);
-        ck_assert_uint_eq(hits->count, 10);
-        for (int i = 0; i < 10; i++)
-            ck_assert_int_eq(hits->items[i]->id, ids[i]);
-        ds_memory_facts_free(hits);
+    const char *unsketched = "SELECT count(*) FROM memory_facts WHERE "
+                             "embedding_sketch IS NULL";
+    ck_assert_int_eq(dt_sql_int(f.url, unsketched), _i ? (long long)d.n : 0);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) { /* the sketches filled in: the same answers */
+            size_t filled = 99;
+            st = ds_memory_fill_sketches(f.mem, &filled, &err);
+            ck_assert_ds_ok(st, err);
+            ck_assert_uint_eq(filled, _i ? d.n : 0);
+            ck_assert_int_eq(dt_sql_int(f.url, unsketched), 0);
+            st = ds_memory_fill_sketches(f.mem, &filled, &err);
+            ck_assert_ds_ok(st, err);
+            ck_assert_uint_eq(filled, 0);
+        }
+        search_all_exact(f.mem, &d, users);
     }
+    st = ds_memory_fill_sketches(NULL, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
     dataset_free(&d);
     fx_close(&f);
 }

@@ -268,6 +268,21 @@ DS_EXPORT void ds_memory_fact_free(ds_memory_fact *fact);
 DS_EXPORT void ds_memory_facts_free(ds_memory_facts *list);
 
 /*
+ * Gives every fact that has an embedding but no sketch its sketch, and
+ * writes to *filled (may be NULL) how many it did. Such facts are always
+ * rescored by a search, so they are exact but slow: on a pgvector database
+ * they are the rows written before sql/0004_memory_exact_search. Run it once
+ * after that migration, against the primary; it works in batches of 1000
+ * facts, each its own short statement (reads and writes go on; stopping it
+ * loses no work). DS_OK at once on the fallback, which always has them.
+ * Errors: DS_ERR_INVALID, DS_ERR_SCHEMA (a stored embedding of the wrong
+ * dimension), connection/database errors.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_fill_sketches(ds_memory *mem,
+                                                         size_t *filled,
+                                                         ds_error *err);
+
+/*
  * Converts a fallback database to pgvector once the server has the
  * extension: creates the extension and converts every embedding to
  * vector(D) in one table rewrite, keeping the sketches searches read first,

@@ -197,6 +197,25 @@ const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
                       {DS_OID_INT8, DS_OID_INT8_ARRAY},
                       2,
                       {DS_OID_INT8, DS_OID_FLOAT4_ARRAY}},
+    /* ds_memory_fill_sketches (sketches.c): facts without a sketch, by id
+     * from $1, and their sketches written back. */
+    [P_UNSKETCHED] = {"memory.pgvector.unsketched",
+                      "SELECT id, embedding::real[] FROM memory_facts "
+                      "WHERE id > $1 AND embedding_sketch IS NULL "
+                      "AND embedding IS NOT NULL ORDER BY id LIMIT $2",
+                      2,
+                      {DS_OID_INT8, DS_OID_INT4},
+                      2,
+                      {DS_OID_INT8, DS_OID_FLOAT4_ARRAY}},
+    [P_SET_SKETCHES] = {"memory.pgvector.set_sketches",
+                        "UPDATE memory_facts f SET embedding_sketch = "
+                        "u.sketch FROM unnest($1::int8[], $2::bytea[]) "
+                        "AS u(id, sketch) WHERE f.id = u.id "
+                        "AND f.embedding_sketch IS NULL",
+                        2,
+                        {DS_OID_INT8_ARRAY, DS_OID_BYTEA_ARRAY},
+                        -1,
+                        {0}},
 };
 
 size_t ds__stmts_memory(const ds__stmt_def **defs) {

@@ -37,7 +37,8 @@ enum {
     M_SKETCHES_WIDE, M_COUNT_
 };
 enum { F_INSERT_MANY, F_GET, F_EMBEDDINGS, F_COUNT_ };
-enum { P_INSERT_MANY, P_GET, P_EMBEDDINGS, P_COUNT_ };
+enum { P_INSERT_MANY, P_GET, P_EMBEDDINGS, P_UNSKETCHED, P_SET_SKETCHES,
+       P_COUNT_ };
 
 /* Sketches of up to this many dimensions are in the covering index
  * memory_facts_embedding_sketch_idx (sql/0004_memory_exact_search); wider
