@@ -408,7 +408,7 @@ static void search_all_exact(ds_memory *mem, const dataset *d,
     }
 }
 
-/* sql/0004 down and up again on a populated database: on pgvector the
+/* sql/0005 down and up again on a populated database: on pgvector the
  * sketches are gone after that (the rows of an older version), and every
  * such fact is rescored, so searches stay exact. */
 START_TEST(test_memory_exact_search_migration_down_and_up) {
@@ -1225,7 +1225,7 @@ START_TEST(test_memory_backends_return_the_same_top_k) {
     for (size_t i = 0; i < d.n; i++) /* fresh databases: the same ids */
         ck_assert_int_eq(fb_ids[i], d.id[i]);
     free(fb_ids);
-    /* no HNSW index since sql/0004: both search exactly */
+    /* no HNSW index since sql/0005: both search exactly */
     ck_assert(!ds__memory_state_get(pv.mem).hnsw);
     for (int qi = 0; qi < 25; qi++) {
         float q[DIM];

@@ -1070,7 +1070,7 @@ START_TEST(test_migrate_four_processes_through_pgbouncer) {
     int ok, applied;
     char errtext[1024] = "";
     /* Every migration that runs in a transaction goes through the pooler,
-     * each once; the newest (sql/0004, an index built CONCURRENTLY) is
+     * each once; the newest (sql/0005, an index built CONCURRENTLY) is
      * `-- ds:no-transaction`, so each process stops there, saying to use
      * the direct URL. */
     run_cli_concurrently(4, pooled, &ok, &applied, errtext, sizeof errtext);

@@ -271,7 +271,7 @@ DS_EXPORT void ds_memory_facts_free(ds_memory_facts *list);
  * Gives every fact that has an embedding but no sketch its sketch, and
  * writes to *filled (may be NULL) how many it did. Such facts are always
  * rescored by a search, so they are exact but slow: on a pgvector database
- * they are the rows written before sql/0004_memory_exact_search. Run it once
+ * they are the rows written before sql/0005_memory_exact_search. Run it once
  * after that migration, against the primary; it works in batches of 1000
  * facts, each its own short statement (reads and writes go on; stopping it
  * loses no work). DS_OK at once on the fallback, which always has them.

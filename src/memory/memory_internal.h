@@ -41,7 +41,7 @@ enum { P_INSERT_MANY, P_GET, P_EMBEDDINGS, P_UNSKETCHED, P_SET_SKETCHES,
        P_COUNT_ };
 
 /* Sketches of up to this many dimensions are in the covering index
- * memory_facts_embedding_sketch_idx (sql/0004_memory_exact_search); wider
+ * memory_facts_embedding_sketch_idx (sql/0005_memory_exact_search); wider
  * ones are read from the table. */
 #define DS_SKETCH_INDEX_MAX_DIM 2000
 enum { U_LOCK, U_EXTENSION, U_STAGE, U_READ, U_WRITE, U_FUNCTION, U_CONVERT,

@@ -3,7 +3,7 @@
  * sketch its sketch, so that searches can prune it instead of rescoring it.
  *
  * Only a pgvector database can hold such facts: rows written before
- * sql/0004_memory_exact_search (or after taking it down), when pgvector
+ * sql/0005_memory_exact_search (or after taking it down), when pgvector
  * rows had no sketch. The fallback's constraint keeps a sketch with every
  * embedding. Batches of BATCH facts, each one short statement of its own,
  * so no lock is held for long and the work done survives an interruption.
