@@ -1,164 +1,165 @@
 /*
- * bench_memory: per-user semantic search over 100,000 memory facts.
+ * bench_memory: per-user semantic search and inserts in a 200,000-fact table,
+ * on both backends, on clustered data (tests/clustered.h: 384 dimensions,
+ * 200 gaussian topics of different spreads, each user's facts from 20 to 40
+ * of them, held-out queries near a topic centre, 3 in 4 on the user's
+ * topics).
  *
- * Data: 384-dimension clustered unit vectors (256 topic centres; each user
- * draws from 16 topics, each fact is its centre plus noise, cosine about
- * 0.7 to it). One user has 10,000 facts and 90 users have 1,000 each, so a
- * 1,000-fact user is 1% of the table. Queries come from the same
- * distribution; the exact top 10 of each is computed here, in C, and every
- * case reports recall@10 against it. The 1,000-fact queries rotate over 8
- * users and each case warms up before timing: the local server has
- * 256 MB of shared_buffers, and a page read from this machine's disk costs
- * more than the search (a cold 1,000-fact pgvector scan takes ~100 ms here
- * instead of ~2); a production server keeps such a table in memory.
+ * The table holds users of every size the cases need, their facts
+ * interleaved (shuffled), so each class is a share of one table:
  *
- *   fallback_1k, fallback_10k   ds_memory_search on the fallback backend vs
- *                               a raw-libpq exact scan: fetch the user's
- *                               float32 vectors and score them in C
- *   pgvector_1k, pgvector_10k   ds_memory_search on pgvector (exact below
- *                               vector_exact_max_rows, HNSW above) vs a
- *                               raw-libpq exact scan in pgvector
- *                               (ORDER BY embedding <=> q + 0)
- *   pgvector_hnsw_1k            the same with vector_exact_max_rows=0: the
- *                               HNSW index for a 1,000-fact user too (what
- *                               the exact threshold is chosen against)
- *   sql_scoring_1k              the design alternative to the fallback:
- *                               cosine computed in SQL from real[] (no
- *                               extension), baseline our fallback search
+ *   class    facts    users   share of the table
+ *   200        200      200   0.1%
+ *   1k       1,000       20   0.5%
+ *   2k       2,000        5   1%
+ *   10k     10,000        1   5%
+ *   20k     20,000        1   10%
+ *   100k   100,000        1   50%
  *
- * The two databases (ds_bench_memory_fallback / _pgvector) take about a
- * minute to load and index, so they are kept and reused while the data
- * parameters and migrations are unchanged; BENCH_MEMORY_FRESH=1 rebuilds
- * them. BENCH_SECONDS sets the time per case (default 6). The pgvector
- * cases are skipped, with a note, where the server has no pgvector.
+ * Cases (one BENCH line each, single thread, interleaved A/B rounds):
+ *
+ *   <backend>_search_<class>   ds_memory_search, k 10, vs the baseline: an
+ *                              exact brute force in C with raw libpq (fetch
+ *                              the user's vectors, score, keep the top 10).
+ *                              recall= (mean) and recall_min= (worst query)
+ *                              are against the exact top 10 computed here in
+ *                              C from the generated data.
+ *   <backend>_hybrid_<class>   ds_memory_search_hybrid (the same vector
+ *                              query and the text "fact <n>", which a few
+ *                              of the user's facts match) vs the same
+ *                              brute force: the issue asks hybrid to stay
+ *                              within 1.5x of the vector search.
+ *   <backend>_add_many         ds_memory_add_many of 1,000 facts vs raw
+ *                              libpq: one transaction of prepared INSERTs of
+ *                              (user, content, vector) into a plain table of
+ *                              the same vectors (no search structure).
+ *   <backend>_add              ds_memory_add of one fact vs one prepared
+ *                              INSERT into that table.
+ *   pgvector_hnsw_<class>      only with BENCH_MEMORY_HNSW=1 (builds an HNSW
+ *                              index over the 200,000 rows, minutes here):
+ *                              the library vs what a new user writes, a
+ *                              filtered HNSW query (ef_search 200, iterative
+ *                              relaxed scan); baseline_recall shows what that
+ *                              loses. The index is dropped afterwards.
+ *
+ * The two databases (ds_bench_memory_fallback / _pgvector) take minutes to
+ * load, so they are kept and reused while the data and migrations are
+ * unchanged; BENCH_MEMORY_FRESH=1 rebuilds them. BENCH_SECONDS sets the time
+ * per case (default 6). Each case warms the user's rows first: a production
+ * server keeps its working set in memory, this shared machine's disk does
+ * not. The pgvector cases are skipped, with a note, where the server has no
+ * pgvector.
  */
 #include <datastore/datastore.h>
-#include <dirent.h>
 #include <libpq-fe.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tests/clustered.h"
 #include "harness.h"
 
 #define PROGRAM "bench_memory"
 #define DIM 384
-#define CENTRES 256
-#define TOPICS 16
-#define BIG_USER_FACTS 10000
-#define SMALL_USERS 90
-#define SMALL_USER_FACTS 1000
-#define TOTAL (BIG_USER_FACTS + SMALL_USERS * SMALL_USER_FACTS)
-#define QUERIES 200
+#define CENTRES 200
+#define SEED 20261206u
 #define K 10
-#define HOT_USERS 8 /* 1,000-fact users the queries rotate over */
+#define QUERIES 100 /* per class, rotating over its users */
+#define FINGERPRINT "v2 classes 200x200 20x1k 5x2k 10k 20k 100k"
 
-/* ---- data ---------------------------------------------------------------- */
+typedef struct size_class {
+    const char *name;
+    int facts;
+    int users;
+    int first_user; /* 1-based number of its first user */
+} size_class;
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t rng(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static double gauss(void) {
-    double u = (double)(rng() >> 11) / 9007199254740992.0;
-    double v = (double)(rng() >> 11) / 9007199254740992.0;
-    if (u < 1e-300)
-        u = 1e-300;
-    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
-}
-static void normalize(float *v) {
-    double s = 0;
-    for (int i = 0; i < DIM; i++)
-        s += (double)v[i] * v[i];
-    s = sqrt(s);
-    for (int i = 0; i < DIM; i++)
-        v[i] = (float)(v[i] / s);
-}
+static size_class classes[] = {
+    {"200", 200, 200, 0},   {"1k", 1000, 20, 0},    {"2k", 2000, 5, 0},
+    {"10k", 10000, 1, 0},   {"20k", 20000, 1, 0},   {"100k", 100000, 1, 0},
+};
+#define NCLASSES (sizeof classes / sizeof classes[0])
 
-static float (*centres)[DIM];
-static int topics[SMALL_USERS + 2][TOPICS];
-static float *vecs;        /* TOTAL x DIM, in insertion order (id = i + 1) */
-static int64_t *owner;     /* user of each (1-based user numbers)         */
+static int nusers, total;
+static float *vecs;       /* total x DIM, in insertion order (id = i + 1) */
+static int *owner;        /* user number (1-based) of each row            */
+static int *user_start;   /* rows of user u: by_user[user_start[u] ..]    */
+static int *by_user;
+static cl_model model;
+static cl_user *profiles; /* per user number */
 
-static void sample(int user, float *out) {
-    int c = topics[user][rng() % TOPICS];
-    for (int i = 0; i < DIM; i++)
-        out[i] = centres[c][i] + (float)(gauss() * 0.051);
-    normalize(out);
+static void die(const char *what, const char *msg) {
+    fprintf(stderr, "%s: %s: %s\n", PROGRAM, what, msg);
+    exit(1);
 }
 
 static void generate(void) {
-    centres = malloc(sizeof(float[CENTRES][DIM]));
-    vecs = malloc((size_t)TOTAL * DIM * sizeof *vecs);
-    owner = malloc(TOTAL * sizeof *owner);
-    for (int c = 0; c < CENTRES; c++) {
-        for (int i = 0; i < DIM; i++)
-            centres[c][i] = (float)gauss();
-        normalize(centres[c]);
+    if (!cl_model_init(&model, DIM, CENTRES, SEED))
+        die("generate", "out of memory");
+    for (size_t c = 0; c < NCLASSES; c++) {
+        classes[c].first_user = nusers + 1;
+        nusers += classes[c].users;
+        total += classes[c].users * classes[c].facts;
     }
-    for (int u = 1; u <= SMALL_USERS + 1; u++)
-        for (int t = 0; t < TOPICS; t++)
-            topics[u][t] = (int)(rng() % CENTRES);
-    /* user 1 has the big memory; facts are interleaved across users */
+    profiles = calloc((size_t)nusers + 1, sizeof *profiles);
+    owner = malloc((size_t)total * sizeof *owner);
+    vecs = malloc((size_t)total * DIM * sizeof *vecs);
+    user_start = calloc((size_t)nusers + 2, sizeof *user_start);
+    by_user = malloc((size_t)total * sizeof *by_user);
+    if (!profiles || !owner || !vecs || !user_start || !by_user)
+        die("generate", "out of memory");
+    for (int u = 1; u <= nusers; u++)
+        cl_user_init(&model, &profiles[u]);
     int n = 0;
-    for (int u = 1; u <= SMALL_USERS + 1; u++)
-        for (int j = 0; j < (u == 1 ? BIG_USER_FACTS : SMALL_USER_FACTS); j++)
-            owner[n++] = u;
-    for (int i = TOTAL - 1; i > 0; i--) {
-        int j = (int)(rng() % (uint64_t)(i + 1));
-        int64_t t = owner[i];
+    for (size_t c = 0; c < NCLASSES; c++)
+        for (int u = 0; u < classes[c].users; u++)
+            for (int j = 0; j < classes[c].facts; j++)
+                owner[n++] = classes[c].first_user + u;
+    for (int i = total - 1; i > 0; i--) {
+        int j = (int)(cl_next(&model.rng) % (uint64_t)(i + 1));
+        int t = owner[i];
         owner[i] = owner[j];
         owner[j] = t;
     }
-    for (int i = 0; i < TOTAL; i++)
-        sample((int)owner[i], vecs + (size_t)i * DIM);
+    for (int i = 0; i < total; i++) {
+        cl_fact(&model, &profiles[owner[i]], vecs + (size_t)i * DIM);
+        user_start[owner[i] + 1]++;
+    }
+    for (int u = 1; u <= nusers + 1; u++)
+        user_start[u] += user_start[u - 1];
+    int *fill = calloc((size_t)nusers + 1, sizeof *fill);
+    for (int i = 0; i < total; i++)
+        by_user[user_start[owner[i]] + fill[owner[i]]++] = i;
+    free(fill);
 }
 
 typedef struct query {
-    int64_t user;
+    int user;
     float v[DIM];
-    int64_t truth[K]; /* exact top 10 ids */
+    int64_t truth[K];
 } query;
 
-static void exact_topk(int64_t user, const float *q, int64_t *ids) {
-    double best[K];
-    int got = 0;
-    for (int i = 0; i < TOTAL; i++) {
-        if (owner[i] != user)
-            continue;
-        const float *v = vecs + (size_t)i * DIM;
-        double s = 0;
-        for (int j = 0; j < DIM; j++)
-            s += (double)q[j] * v[j];
-        int pos;
-        if (got < K) {
-            pos = got++;
-        } else if (s > best[K - 1]) {
-            pos = K - 1;
-        } else {
-            continue;
-        }
-        while (pos > 0 && best[pos - 1] < s) {
-            best[pos] = best[pos - 1];
-            ids[pos] = ids[pos - 1];
-            pos--;
-        }
-        best[pos] = s;
-        ids[pos] = i + 1;
-    }
-}
-
-static query *make_queries(bool big) {
+static query *make_queries(const size_class *c) {
     query *qs = calloc(QUERIES, sizeof *qs);
+    float *mine = malloc((size_t)c->facts * DIM * sizeof *mine);
+    if (!qs || !mine)
+        die("queries", "out of memory");
     for (int i = 0; i < QUERIES; i++) {
-        qs[i].user = big ? 1 : 2 + i % HOT_USERS;
-        sample((int)qs[i].user, qs[i].v);
-        exact_topk(qs[i].user, qs[i].v, qs[i].truth);
+        qs[i].user = c->first_user + i % c->users;
+        cl_query(&model, &profiles[qs[i].user], qs[i].v, NULL);
+        const int *rows = by_user + user_start[qs[i].user];
+        for (int j = 0; j < c->facts; j++)
+            memcpy(mine + (size_t)j * DIM, vecs + (size_t)rows[j] * DIM,
+                   DIM * sizeof *mine);
+        size_t idx[K];
+        double scores[K];
+        cl_exact_topk(mine, (size_t)c->facts, DIM, NULL, qs[i].v, K, idx,
+                      scores);
+        for (int j = 0; j < K; j++)
+            qs[i].truth[j] = rows[idx[j]] + 1;
     }
+    free(mine);
     return qs;
 }
 
@@ -166,20 +167,16 @@ static query *make_queries(bool big) {
 
 static PGconn *connect_or_die(const char *url) {
     PGconn *c = PQconnectdb(url);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "connect: %s", PQerrorMessage(c));
-        exit(1);
-    }
+    if (PQstatus(c) != CONNECTION_OK)
+        die("connect", PQerrorMessage(c));
     return c;
 }
 
 static PGresult *sql_or_die(PGconn *c, const char *sql) {
     PGresult *r = PQexec(c, sql);
     if (PQresultStatus(r) != PGRES_COMMAND_OK &&
-        PQresultStatus(r) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
-        exit(1);
-    }
+        PQresultStatus(r) != PGRES_TUPLES_OK)
+        die(sql, PQerrorMessage(c));
     return r;
 }
 
@@ -187,10 +184,8 @@ static char *url_with_db(const char *url, const char *db) {
     const char *scheme = strstr(url, "://");
     const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
     const char *params = strchr(url, '?');
-    if (!slash) {
-        fprintf(stderr, "DATABASE_URL must be a postgresql:// URL\n");
-        exit(2);
-    }
+    if (!slash)
+        die("DATABASE_URL", "must be a postgresql:// URL");
     size_t n = strlen(url) + strlen(db) + 2;
     char *out = malloc(n);
     snprintf(out, n, "%.*s/%s%s", (int)(slash - url), url, db,
@@ -198,82 +193,51 @@ static char *url_with_db(const char *url, const char *db) {
     return out;
 }
 
-static int by_name(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The up migrations (sql/NNNN_*.up.sql) in order, concatenated: the bench
- * runs from the project root (ds-migrate's embedded migrations replace
- * this once they land). */
-static char *read_migrations(void) {
-    const char *root = getenv("DS_PROJECT_ROOT");
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/sql", root && *root ? root : ".");
-    DIR *d = opendir(dir);
-    if (!d) {
-        fprintf(stderr, "%s: cannot open (run from the project root)\n", dir);
-        exit(2);
-    }
-    char *names[64];
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL && n < 64) {
-        size_t len = strlen(e->d_name);
-        if (len > 7 && strcmp(e->d_name + len - 7, ".up.sql") == 0)
-            names[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)n, sizeof names[0], by_name);
-    size_t cap = 1 << 20, len = 0;
-    char *all = calloc(1, cap);
-    for (int i = 0; i < n; i++) {
-        char path[2048];
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        FILE *f = fopen(path, "rb");
-        if (f) {
-            len += fread(all + len, 1, cap - len - 2, f);
-            all[len++] = '\n';
-            fclose(f);
-        }
-        free(names[i]);
-    }
-    return all;
-}
-
-static uint64_t fnv(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
 static void die_ds(const char *what, const ds_error *err) {
-    fprintf(stderr, "%s: %s: %s\n", what, ds_status_str(err->code),
-            err->message);
+    fprintf(stderr, "%s: %s: %s: %s\n", PROGRAM, what,
+            ds_status_str(err->code), err->message);
     exit(1);
 }
 
-static ds_config *config_for(const char *url) {
+static ds_config *config_for(const char *url, const char *backend) {
     ds_config *cfg;
     ds_error err = {0};
     if (ds_config_from_env(&cfg, &err) != DS_OK ||
         ds_config_set(cfg, "database_url", url, &err) != DS_OK ||
         ds_config_set(cfg, "database_replica_urls", NULL, &err) != DS_OK ||
-        ds_config_set_int(cfg, "pool_min", 2, &err) != DS_OK ||
+        ds_config_set_int(cfg, "pool_min", 1, &err) != DS_OK ||
         ds_config_set_int(cfg, "pool_max", 2, &err) != DS_OK ||
         ds_config_set_int(cfg, "embedding_dim", DIM, &err) != DS_OK ||
-        ds_config_set(cfg, "vector_backend", NULL, &err) != DS_OK)
+        ds_config_set(cfg, "vector_backend", backend, &err) != DS_OK)
         die_ds("config", &err);
     return cfg;
 }
 
-/* Creates (or reuses) the database of one backend with the data set. */
+/* The database's migration state, so a reused copy matches this build. */
+static char *fingerprint_of(ds_pool *pool) {
+    ds_result *res;
+    ds_error err = {0};
+    if (ds_pool_exec(pool, "SELECT string_agg(version::text, ',' ORDER BY "
+                           "version) FROM ds_schema_migrations",
+                     NULL, 0, &res, &err) != DS_OK)
+        return NULL;
+    const char *v = NULL;
+    char *out = NULL;
+    if (ds_result_text(res, 0, 0, &v, NULL, &err) == DS_OK && v) {
+        size_t n = strlen(FINGERPRINT) + strlen(v) + 2;
+        out = malloc(n);
+        snprintf(out, n, "%s %s", FINGERPRINT, v);
+    }
+    ds_result_free(res);
+    return out;
+}
+
+/* Creates (or reuses) the database of one backend with the data set and
+ * the baseline's plain table. */
 static char *prepare_db(const char *admin_url, const char *backend,
-                        const char *migrations, bool fresh) {
-    char name[64], fingerprint[96], sql[512];
+                        bool fresh) {
+    char name[64], sql[512];
     snprintf(name, sizeof name, "ds_bench_memory_%s", backend);
-    snprintf(fingerprint, sizeof fingerprint, "v1 %d %d %d %016llx", TOTAL,
-             DIM, CENTRES, (unsigned long long)fnv(migrations));
     char *url = url_with_db(admin_url, name);
     PGconn *admin = connect_or_die(admin_url);
     snprintf(sql, sizeof sql,
@@ -284,8 +248,19 @@ static char *prepare_db(const char *admin_url, const char *backend,
     if (exists && !fresh) {
         PGconn *c = connect_or_die(url);
         r = PQexec(c, "SELECT fingerprint FROM bench_memory_meta");
-        bool same = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
-                    strcmp(PQgetvalue(r, 0, 0), fingerprint) == 0;
+        char *want = NULL;
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            ds_config *cfg = config_for(url, backend);
+            ds_pool *pool;
+            ds_error err = {0};
+            if (ds_pool_open(cfg, &pool, &err) == DS_OK) {
+                want = fingerprint_of(pool);
+                ds_pool_close(pool);
+            }
+            ds_config_free(cfg);
+        }
+        bool same = want && strcmp(PQgetvalue(r, 0, 0), want) == 0;
+        free(want);
         PQclear(r);
         PQfinish(c);
         if (same) {
@@ -294,124 +269,93 @@ static char *prepare_db(const char *admin_url, const char *backend,
         }
     }
     fprintf(stderr, "%s: loading %d facts into %s (kept for the next runs)\n",
-            PROGRAM, TOTAL, name);
+            PROGRAM, total, name);
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
     PQclear(sql_or_die(admin, sql));
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
     PQclear(sql_or_die(admin, sql));
     PQfinish(admin);
 
-    PGconn *c = connect_or_die(url);
-    snprintf(sql, sizeof sql,
-             "SET ds.embedding_dim = '%d'; SET ds.vector_backend = '%s'", DIM,
-             backend);
-    PQclear(sql_or_die(c, sql));
-    PQclear(sql_or_die(c, migrations));
-    PQclear(sql_or_die(c, "INSERT INTO users (email) SELECT 'bench' || g || "
-                          "'@example.org' FROM generate_series(1, 91) g"));
-    bool pgvector = strcmp(backend, "pgvector") == 0;
-    /* building the graph once is much faster than growing it per row */
-    if (pgvector)
-        PQclear(sql_or_die(c, "DROP INDEX memory_facts_embedding_hnsw"));
-
-    int64_t t0 = bench_now_ns();
-    ds_config *cfg = config_for(url);
+    ds_config *cfg = config_for(url, backend);
     ds_pool *pool;
     ds_memory *mem;
     ds_error err = {0};
     if (ds_pool_open(cfg, &pool, &err) != DS_OK ||
+        ds_migrate_up(pool, NULL, NULL, &err) != DS_OK ||
         ds_memory_open(pool, cfg, &mem, &err) != DS_OK)
         die_ds("open", &err);
+    PGconn *c = connect_or_die(url);
+    /* one more user for the insert cases */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO users (email) SELECT 'bench' || g || "
+             "'@example.org' FROM generate_series(1, %d) g",
+             nusers + 1);
+    PQclear(sql_or_die(c, sql));
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE bench_raw_facts (id bigint GENERATED ALWAYS AS "
+             "IDENTITY PRIMARY KEY, user_id bigint NOT NULL, content text "
+             "NOT NULL, embedding %s NOT NULL); "
+             "CREATE INDEX ON bench_raw_facts (user_id)",
+             strcmp(backend, "pgvector") == 0 ? "vector(384)" : "bytea");
+    PQclear(sql_or_die(c, sql));
+
+    int64_t t0 = bench_now_ns();
     enum { BATCH = 1000 };
     ds_memory_new_fact *batch = calloc(BATCH, sizeof *batch);
     char (*text)[64] = calloc(BATCH, sizeof *text);
-    for (int start = 0; start < TOTAL; start += BATCH) {
-        for (int i = 0; i < BATCH; i++) {
+    int64_t *ids = calloc(BATCH, sizeof *ids);
+    for (int start = 0; start < total; start += BATCH) {
+        int n = total - start < BATCH ? total - start : BATCH;
+        for (int i = 0; i < n; i++) {
             int k = start + i;
-            snprintf(text[i], sizeof text[i], "fact %d of user %lld", k + 1,
-                     (long long)owner[k]);
+            snprintf(text[i], sizeof text[i], "fact %d of user %d", k + 1,
+                     owner[k]);
             batch[i] = (ds_memory_new_fact){.user_id = owner[k],
                                             .content = text[i],
                                             .importance = 0.5,
                                             .embedding = vecs + (size_t)k * DIM,
                                             .dim = DIM};
         }
-        if (ds_memory_add_many(mem, batch, BATCH, NULL, &err) != DS_OK)
+        if (ds_memory_add_many(mem, batch, (size_t)n, ids, &err) != DS_OK)
             die_ds("add_many", &err);
+        for (int i = 0; i < n; i++)
+            if (ids[i] != start + i + 1)
+                die("load", "ids are not 1..N in order (not a fresh table)");
     }
     free(batch);
     free(text);
+    free(ids);
+    fprintf(stderr, "%s: %s: %d facts added in %.1f s (ds_memory_add_many)\n",
+            PROGRAM, backend, total, (double)(bench_now_ns() - t0) / 1e9);
+    PQclear(sql_or_die(c, "VACUUM ANALYZE memory_facts"));
+    char *fp = fingerprint_of(pool);
+    if (!fp)
+        die("fingerprint", "cannot read the migration record");
+    PQclear(sql_or_die(c, "CREATE TABLE bench_memory_meta (fingerprint text)"));
+    const char *vals[1] = {fp};
+    r = PQexecParams(c, "INSERT INTO bench_memory_meta VALUES ($1)", 1, NULL,
+                     vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        die("meta", PQerrorMessage(c));
+    PQclear(r);
+    free(fp);
+    PQfinish(c);
     ds_memory_close(mem);
     ds_pool_close(pool);
     ds_config_free(cfg);
-    fprintf(stderr, "%s: %s: %d facts added in %.1f s (ds_memory_add_many)\n",
-            PROGRAM, backend, TOTAL, (double)(bench_now_ns() - t0) / 1e9);
-    if (pgvector) {
-        t0 = bench_now_ns();
-        PQclear(sql_or_die(c, "SET maintenance_work_mem = '1GB'"));
-        PQclear(sql_or_die(c, "CREATE INDEX memory_facts_embedding_hnsw ON "
-                              "memory_facts USING hnsw "
-                              "(embedding vector_cosine_ops)"));
-        fprintf(stderr, "%s: HNSW index built in %.1f s\n", PROGRAM,
-                (double)(bench_now_ns() - t0) / 1e9);
-    }
-    PQclear(sql_or_die(c, "VACUUM ANALYZE memory_facts"));
-    snprintf(sql, sizeof sql,
-             "CREATE TABLE bench_memory_meta (fingerprint text); "
-             "INSERT INTO bench_memory_meta VALUES ('%s')",
-             fingerprint);
-    PQclear(sql_or_die(c, sql));
-    PQfinish(c);
     return url;
 }
 
-/* ---- operations -------------------------------------------------------------- */
-
-typedef struct search_ctx {
-    ds_memory *mem;
-    PGconn *raw;
-    const query *qs;
-    int next;
-    double hits;   /* recall accounting over every operation */
-    long ops;
-    const char *raw_sql;
-} search_ctx;
-
-static void score(search_ctx *s, const query *q, const int64_t *ids, int n) {
-    int hit = 0;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < K; j++)
-            hit += ids[i] == q->truth[j];
-    s->hits += hit / (double)K;
-    s->ops++;
-}
-
-static bool op_library(void *p) {
-    search_ctx *s = p;
-    const query *q = &s->qs[s->next++ % QUERIES];
-    ds_memory_facts *out;
-    ds_error err = {0};
-    if (ds_memory_search(s->mem, q->user, q->v, DIM, K, NULL, &out, &err) !=
-        DS_OK) {
-        fprintf(stderr, "search: %s\n", err.message);
-        return false;
-    }
-    int64_t ids[K];
-    int n = (int)(out->count < K ? out->count : K);
-    for (int i = 0; i < n; i++)
-        ids[i] = out->items[i]->id;
-    score(s, q, ids, n);
-    ds_memory_facts_free(out);
-    return true;
-}
+/* ---- binary helpers ---------------------------------------------------------- */
 
 static void put_be64(char *p, uint64_t v) {
     for (int i = 7; i >= 0; i--, v >>= 8)
         p[i] = (char)(v & 0xff);
 }
-static void put_be32(char *p, uint32_t v) {
-    for (int i = 3; i >= 0; i--, v >>= 8)
-        p[i] = (char)(v & 0xff);
+static uint32_t get_be32(const char *p) {
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 |
+           u[3];
 }
 static int64_t get_be64(const char *p) {
     uint64_t v = 0;
@@ -420,24 +364,74 @@ static int64_t get_be64(const char *p) {
     return (int64_t)v;
 }
 
-/* Binary real[] of a query. */
-static void real_array(const float *v, char *out) {
-    put_be32(out, 1);
-    put_be32(out + 4, 0);
-    put_be32(out + 8, 700);
-    put_be32(out + 12, DIM);
-    put_be32(out + 16, 1);
-    for (int i = 0; i < DIM; i++) {
-        uint32_t bits;
-        memcpy(&bits, &v[i], 4);
-        put_be32(out + 20 + 8 * i, 4);
-        put_be32(out + 24 + 8 * i, bits);
-    }
+/* pgvector's text form of a vector, "[a,b,...]". */
+static void vector_text(const float *v, char *out, size_t cap) {
+    size_t n = 0;
+    out[n++] = '[';
+    for (int i = 0; i < DIM && n + 20 < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, i ? ",%.9g" : "%.9g", v[i]);
+    out[n++] = ']';
+    out[n] = 0;
 }
 
-/* Raw libpq, fallback database: every float32 vector of the user, dot
- * products and a top 10 in C (the same work as an exact scan). */
-static bool op_raw_fetch_score(void *p) {
+/* ---- search ------------------------------------------------------------------ */
+
+typedef struct search_ctx {
+    ds_memory *mem;
+    PGconn *raw;
+    bool pgv;            /* raw side decodes pgvector's binary vectors */
+    bool hnsw;           /* raw side runs the filtered HNSW query      */
+    bool hybrid;         /* library side runs the hybrid search        */
+    const query *qs;
+    int next;
+    double hits, worst;  /* recall accounting over every operation     */
+    long ops;
+} search_ctx;
+
+static void score(search_ctx *s, const query *q, const int64_t *ids, int n) {
+    int hit = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < K; j++)
+            hit += ids[i] == q->truth[j];
+    double r = hit / (double)K;
+    s->hits += r;
+    if (s->ops == 0 || r < s->worst)
+        s->worst = r;
+    s->ops++;
+}
+
+static bool op_library(void *p) {
+    search_ctx *s = p;
+    const query *q = &s->qs[s->next++ % QUERIES];
+    ds_memory_facts *out;
+    ds_error err = {0};
+    char text[32];
+    snprintf(text, sizeof text, "fact %d", 1 + s->next % 97);
+    ds_status st =
+        s->hybrid ? ds_memory_search_hybrid(s->mem, q->user, text, q->v, DIM,
+                                            K, NULL, &out, &err)
+                  : ds_memory_search(s->mem, q->user, q->v, DIM, K, NULL,
+                                     &out, &err);
+    if (st != DS_OK) {
+        fprintf(stderr, "search: %s\n", err.message);
+        return false;
+    }
+    int64_t ids[K];
+    int n = 0;
+    /* hybrid: the recall of its vector list (the facts it ranked) */
+    for (size_t i = 0; i < out->count && n < K; i++)
+        if (!s->hybrid || out->items[i]->vector_rank > 0)
+            ids[n++] = out->items[i]->id;
+    if (!s->hybrid)
+        score(s, q, ids, n);
+    else
+        s->ops++;
+    ds_memory_facts_free(out);
+    return true;
+}
+
+/* Raw libpq: every vector of the user, dot products and a top 10 in C. */
+static bool op_raw_brute_force(void *p) {
     search_ctx *s = p;
     const query *q = &s->qs[s->next++ % QUERIES];
     char user[8];
@@ -454,8 +448,20 @@ static bool op_raw_fetch_score(void *p) {
     float best[K];
     int got = 0;
     for (int i = 0; i < PQntuples(r); i++) {
+        const char *val = PQgetvalue(r, i, 1);
         float x[DIM];
-        memcpy(x, PQgetvalue(r, i, 1), sizeof x); /* little-endian host */
+        if (s->pgv) { /* int16 dim, int16 unused, big-endian float4s */
+            if (PQgetlength(r, i, 1) != 4 + 4 * DIM)
+                return false;
+            for (int j = 0; j < DIM; j++) {
+                uint32_t bits = get_be32(val + 4 + 4 * j);
+                memcpy(&x[j], &bits, 4);
+            }
+        } else { /* little-endian float32s (little-endian host) */
+            if (PQgetlength(r, i, 1) != 4 * DIM)
+                return false;
+            memcpy(x, val, sizeof x);
+        }
         float acc[8] = {0};
         for (int j = 0; j < DIM; j += 8)
             for (int l = 0; l < 8; l++)
@@ -481,18 +487,18 @@ static bool op_raw_fetch_score(void *p) {
     return true;
 }
 
-/* Raw libpq, one statement with (user, real[] query) returning ids. */
-static bool op_raw_sql(void *p) {
+/* Raw libpq: the filtered HNSW query a new pgvector user writes. */
+static bool op_raw_hnsw(void *p) {
     search_ctx *s = p;
     const query *q = &s->qs[s->next++ % QUERIES];
-    char user[8], arr[20 + 8 * DIM];
+    char user[8], vec[DIM * 20];
     put_be64(user, (uint64_t)q->user);
-    real_array(q->v, arr);
-    const char *vals[2] = {user, arr};
-    int lens[2] = {8, (int)sizeof arr}, fmts[2] = {1, 1};
-    PGresult *r = PQexecPrepared(s->raw, "search", 2, vals, lens, fmts, 1);
+    vector_text(q->v, vec, sizeof vec);
+    const char *vals[2] = {user, vec};
+    int lens[2] = {8, 0}, fmts[2] = {1, 0};
+    PGresult *r = PQexecPrepared(s->raw, "hnsw", 2, vals, lens, fmts, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "raw search: %s", PQerrorMessage(s->raw));
+        fprintf(stderr, "raw hnsw: %s", PQerrorMessage(s->raw));
         PQclear(r);
         return false;
     }
@@ -505,45 +511,140 @@ static bool op_raw_sql(void *p) {
     return true;
 }
 
-static PGconn *raw_prepared(const char *url, const char *name,
-                            const char *sql) {
-    PGconn *c = connect_or_die(url);
-    PQclear(sql_or_die(c, "SET jit = off"));
-    Oid types[2] = {20, 1021};
-    PGresult *r = PQprepare(c, name, sql, strcmp(name, "fetch") ? 2 : 1,
-                            types);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        fprintf(stderr, "prepare %s: %s", name, PQerrorMessage(c));
-        exit(1);
-    }
+static void prepare_or_die(PGconn *c, const char *name, const char *sql,
+                           int nparams, const Oid *types) {
+    PGresult *r = PQprepare(c, name, sql, nparams, types);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        die(name, PQerrorMessage(c));
     PQclear(r);
-    return c;
 }
 
-/* ---- cases ------------------------------------------------------------------- */
-
-static void run_case(const char *name, int rounds, double side,
-                     search_ctx *ours, bench_op_fn ours_fn, search_ctx *base,
-                     bench_op_fn base_fn) {
+static void run_search_case(const char *name, int rounds, double side,
+                            search_ctx *ours, search_ctx *base,
+                            bench_op_fn base_fn) {
     void *a[1] = {ours}, *b[1] = {base};
-    /* untimed queries (at most `side` seconds) so both sides start warm */
-    int64_t until = bench_now_ns() + (int64_t)(side * 1e9);
+    /* warm-up: every query once on both sides (bounded in time) */
+    int64_t until = bench_now_ns() + (int64_t)(4 * side * 1e9);
     for (int i = 0; i < QUERIES && bench_now_ns() < until; i++)
-        if (!ours_fn(ours) || !base_fn(base))
+        if (!op_library(ours) || !base_fn(base))
             exit(1);
-    ours->hits = base->hits = 0;
+    ours->hits = base->hits = ours->worst = base->worst = 0;
     ours->ops = base->ops = 0;
     bench_result ra, rb;
-    bench_ab(rounds, side, 1, ours_fn, a, 1, base_fn, b, &ra, &rb);
+    bench_ab(rounds, side, 1, op_library, a, 1, base_fn, b, &ra, &rb);
+    if (ra.failed || rb.failed)
+        exit(1);
+    char extra[200];
+    if (ours->hybrid) /* fused ranks are not a top 10 by similarity */
+        snprintf(extra, sizeof extra,
+                 "baseline_p50_us=%.1f baseline_p99_us=%.1f", rb.p50_us,
+                 rb.p99_us);
+    else
+        snprintf(extra, sizeof extra,
+                 "recall=%.4f recall_min=%.2f baseline_recall=%.4f "
+                 "baseline_recall_min=%.2f baseline_p50_us=%.1f "
+                 "baseline_p99_us=%.1f",
+                 ours->hits / (double)ours->ops, ours->worst,
+                 base->hits / (double)base->ops, base->worst, rb.p50_us,
+                 rb.p99_us);
+    bench_print(PROGRAM, name, 1, &ra, &rb, extra);
+}
+
+/* ---- inserts ----------------------------------------------------------------- */
+
+enum { INSERT_BATCH = 1000, INSERT_POOL = 4096 };
+
+typedef struct insert_ctx {
+    ds_memory *mem;
+    PGconn *raw;
+    bool pgv;
+    int64_t user;
+    int batch;           /* facts per operation */
+    int next;
+    float *v;            /* INSERT_POOL vectors of the insert user */
+    ds_memory_new_fact *facts;
+    long facts_done;
+} insert_ctx;
+
+static bool op_add(void *p) {
+    insert_ctx *s = p;
+    for (int i = 0; i < s->batch; i++) {
+        int k = s->next++ % INSERT_POOL;
+        s->facts[i] = (ds_memory_new_fact){.user_id = s->user,
+                                           .content = "inserted fact",
+                                           .importance = 0.5,
+                                           .embedding = s->v + (size_t)k * DIM,
+                                           .dim = DIM};
+    }
+    ds_error err = {0};
+    ds_status st = s->batch == 1
+                       ? ds_memory_add(s->mem, s->facts, NULL, &err)
+                       : ds_memory_add_many(s->mem, s->facts,
+                                            (size_t)s->batch, NULL, &err);
+    if (st != DS_OK) {
+        fprintf(stderr, "add: %s\n", err.message);
+        return false;
+    }
+    s->facts_done += s->batch;
+    return true;
+}
+
+static bool raw_ok(PGconn *c, PGresult *r) {
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        fprintf(stderr, "raw insert: %s", PQerrorMessage(c));
+    PQclear(r);
+    return ok;
+}
+
+/* Raw libpq: prepared INSERTs, in one transaction for a batch. */
+static bool op_raw_insert(void *p) {
+    insert_ctx *s = p;
+    if (s->batch > 1 && !raw_ok(s->raw, PQexec(s->raw, "BEGIN")))
+        return false;
+    char user[8];
+    put_be64(user, (uint64_t)s->user);
+    static char text[DIM * 20];
+    char le[4 * DIM];
+    for (int i = 0; i < s->batch; i++) {
+        const float *v = s->v + (size_t)(s->next++ % INSERT_POOL) * DIM;
+        const char *vals[3] = {user, "inserted fact", NULL};
+        int lens[3] = {8, 0, 0}, fmts[3] = {1, 0, 0};
+        if (s->pgv) {
+            vector_text(v, text, sizeof text);
+            vals[2] = text;
+        } else {
+            memcpy(le, v, sizeof le); /* little-endian host */
+            vals[2] = le;
+            lens[2] = (int)sizeof le;
+            fmts[2] = 1;
+        }
+        if (!raw_ok(s->raw, PQexecPrepared(s->raw, "insert", 3, vals, lens,
+                                           fmts, 0)))
+            return false;
+    }
+    if (s->batch > 1 && !raw_ok(s->raw, PQexec(s->raw, "COMMIT")))
+        return false;
+    s->facts_done += s->batch;
+    return true;
+}
+
+static void run_insert_case(const char *name, int rounds, double side,
+                            insert_ctx *ours, insert_ctx *base) {
+    void *a[1] = {ours}, *b[1] = {base};
+    bench_result ra, rb;
+    bench_ab(rounds, side, 1, op_add, a, 1, op_raw_insert, b, &ra, &rb);
     if (ra.failed || rb.failed)
         exit(1);
     char extra[160];
-    snprintf(extra, sizeof extra,
-             "recall=%.3f baseline_recall=%.3f baseline_p50_us=%.1f",
-             ours->hits / (double)ours->ops, base->hits / (double)base->ops,
-             rb.p50_us);
+    /* facts per second: operations per second times facts per operation */
+    snprintf(extra, sizeof extra, "facts_per_op=%d facts_s=%.0f "
+             "baseline_facts_s=%.0f",
+             ours->batch, ra.ops_s * ours->batch, rb.ops_s * base->batch);
     bench_print(PROGRAM, name, 1, &ra, &rb, extra);
 }
+
+/* ---- main ------------------------------------------------------------------- */
 
 static bool server_has_pgvector(const char *url) {
     PGconn *c = connect_or_die(url);
@@ -555,37 +656,96 @@ static bool server_has_pgvector(const char *url) {
     return yes;
 }
 
-/* A side table with the vectors of the queried small users as real[]:
- * what scoring inside PostgreSQL without an extension has to work on. */
-static void prepare_sql_scoring(const char *url) {
-    PGconn *c = connect_or_die(url);
-    PGresult *r = PQexec(c, "SELECT count(*) FROM bench_real_facts");
-    bool ready = PQresultStatus(r) == PGRES_TUPLES_OK &&
-                 atoi(PQgetvalue(r, 0, 0)) == HOT_USERS * SMALL_USER_FACTS;
-    PQclear(r);
-    if (!ready) {
-        PQclear(sql_or_die(c, "DROP TABLE IF EXISTS bench_real_facts; "
-                              "CREATE TABLE bench_real_facts (id bigint, "
-                              "user_id bigint, embedding real[]); "
-                              "CREATE INDEX ON bench_real_facts (user_id)"));
-        PQclear(PQprepare(c, "ins",
-                          "INSERT INTO bench_real_facts VALUES ($1, $2, $3)",
-                          0, NULL));
-        PQclear(sql_or_die(c, "BEGIN"));
-        char arr[20 + 8 * DIM], id[8], user[8];
-        for (int i = 0; i < TOTAL; i++) {
-            if (owner[i] < 2 || owner[i] > 1 + HOT_USERS)
-                continue;
-            put_be64(id, (uint64_t)i + 1);
-            put_be64(user, (uint64_t)owner[i]);
-            real_array(vecs + (size_t)i * DIM, arr);
-            const char *vals[3] = {id, user, arr};
-            int lens[3] = {8, 8, (int)sizeof arr}, fmts[3] = {1, 1, 1};
-            PQclear(PQexecPrepared(c, "ins", 3, vals, lens, fmts, 0));
-        }
-        PQclear(sql_or_die(c, "COMMIT; ANALYZE bench_real_facts"));
+static void bench_backend(const char *backend, const char *url, int rounds,
+                          double side, query **qs, bool hnsw) {
+    bool pgv = strcmp(backend, "pgvector") == 0;
+    ds_config *cfg = config_for(url, backend);
+    ds_pool *pool;
+    ds_memory *mem;
+    ds_error err = {0};
+    if (ds_pool_open(cfg, &pool, &err) != DS_OK ||
+        ds_memory_open(pool, cfg, &mem, &err) != DS_OK)
+        die_ds("open", &err);
+    PGconn *raw = connect_or_die(url);
+    PQclear(sql_or_die(raw, "SET jit = off"));
+    Oid int8 = 20;
+    prepare_or_die(raw, "fetch",
+                   "SELECT id, embedding FROM memory_facts WHERE user_id = $1",
+                   1, &int8);
+    char name[64];
+    for (size_t c = 0; c < NCLASSES; c++) {
+        search_ctx ours = {.mem = mem, .qs = qs[c]};
+        search_ctx base = {.raw = raw, .pgv = pgv, .qs = qs[c]};
+        snprintf(name, sizeof name, "%s_search_%s", backend, classes[c].name);
+        run_search_case(name, rounds, side, &ours, &base, op_raw_brute_force);
     }
-    PQfinish(c);
+    for (size_t c = 1; c < NCLASSES; c += 2) { /* 1k, 10k, 100k */
+        search_ctx ours = {.mem = mem, .hybrid = true, .qs = qs[c]};
+        search_ctx base = {.raw = raw, .pgv = pgv, .qs = qs[c]};
+        snprintf(name, sizeof name, "%s_hybrid_%s", backend, classes[c].name);
+        run_search_case(name, rounds, side, &ours, &base, op_raw_brute_force);
+    }
+
+    /* inserts, for one more user, rolled away afterwards */
+    int64_t insert_user = nusers + 1;
+    float *v = malloc((size_t)INSERT_POOL * DIM * sizeof *v);
+    for (int i = 0; i < INSERT_POOL; i++)
+        cl_fact(&model, &profiles[1], v + (size_t)i * DIM);
+    ds_memory_new_fact *facts = calloc(INSERT_BATCH, sizeof *facts);
+    Oid types[3] = {20, 25, 0};
+    prepare_or_die(raw, "insert",
+                   pgv ? "INSERT INTO bench_raw_facts (user_id, content, "
+                         "embedding) VALUES ($1, $2, $3::vector)"
+                       : "INSERT INTO bench_raw_facts (user_id, content, "
+                         "embedding) VALUES ($1, $2, $3)",
+                   3, types);
+    for (int batch = INSERT_BATCH; batch >= 1; batch = batch > 1 ? 1 : 0) {
+        insert_ctx ours = {.mem = mem, .pgv = pgv, .user = insert_user,
+                           .batch = batch, .v = v, .facts = facts};
+        insert_ctx base = {.raw = raw, .pgv = pgv, .user = insert_user,
+                           .batch = batch, .v = v};
+        snprintf(name, sizeof name, "%s_%s", backend,
+                 batch > 1 ? "add_many" : "add");
+        run_insert_case(name, rounds, side, &ours, &base);
+    }
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "DELETE FROM memory_facts WHERE user_id = %lld; "
+             "TRUNCATE bench_raw_facts",
+             (long long)insert_user);
+    PQclear(sql_or_die(raw, sql));
+    PQclear(sql_or_die(raw, "VACUUM memory_facts"));
+    free(v);
+    free(facts);
+
+    if (pgv && hnsw) {
+        int64_t t0 = bench_now_ns();
+        PQclear(sql_or_die(raw, "SET maintenance_work_mem = '1GB'"));
+        PQclear(sql_or_die(raw, "CREATE INDEX bench_hnsw ON memory_facts "
+                                "USING hnsw (embedding vector_cosine_ops)"));
+        fprintf(stderr, "%s: HNSW index over %d rows built in %.1f s\n",
+                PROGRAM, total, (double)(bench_now_ns() - t0) / 1e9);
+        PQclear(sql_or_die(raw, "SET hnsw.ef_search = 200; "
+                                "SET hnsw.iterative_scan = relaxed_order; "
+                                "ANALYZE memory_facts"));
+        Oid ht[2] = {20, 0};
+        prepare_or_die(raw, "hnsw",
+                       "SELECT id FROM memory_facts WHERE user_id = $1 "
+                       "ORDER BY embedding <=> $2::vector LIMIT 10",
+                       2, ht);
+        for (size_t c = 0; c < NCLASSES; c++) {
+            search_ctx ours = {.mem = mem, .qs = qs[c]};
+            search_ctx base = {.raw = raw, .pgv = true, .hnsw = true,
+                               .qs = qs[c]};
+            snprintf(name, sizeof name, "pgvector_hnsw_%s", classes[c].name);
+            run_search_case(name, rounds, side, &ours, &base, op_raw_hnsw);
+        }
+        PQclear(sql_or_die(raw, "DROP INDEX bench_hnsw"));
+    }
+    PQfinish(raw);
+    ds_memory_close(mem);
+    ds_pool_close(pool);
+    ds_config_free(cfg);
 }
 
 int main(void) {
@@ -593,81 +753,32 @@ int main(void) {
     double secs = bench_seconds(6);
     int rounds = 4;
     double side = secs / (2.0 * rounds);
-    bool fresh = getenv("BENCH_MEMORY_FRESH") && *getenv("BENCH_MEMORY_FRESH");
+    const char *fresh_env = getenv("BENCH_MEMORY_FRESH");
+    const char *hnsw_env = getenv("BENCH_MEMORY_HNSW");
+    bool fresh = fresh_env && *fresh_env && strcmp(fresh_env, "0") != 0;
+    bool hnsw = hnsw_env && *hnsw_env && strcmp(hnsw_env, "0") != 0;
 
     generate();
-    query *small = make_queries(false), *big = make_queries(true);
-    char *migrations = read_migrations();
+    query *qs[NCLASSES];
+    for (size_t c = 0; c < NCLASSES; c++)
+        qs[c] = make_queries(&classes[c]);
     bool pgv = server_has_pgvector(admin);
-    char *fb_url = prepare_db(admin, "fallback", migrations, fresh);
-    char *pv_url = pgv ? prepare_db(admin, "pgvector", migrations, fresh) : NULL;
     if (!pgv)
         fprintf(stderr, "%s: the server has no pgvector: pgvector cases "
                         "skipped\n", PROGRAM);
-
-    const char *urls[2] = {fb_url, pv_url};
-    const char *names[2] = {"fallback", "pgvector"};
+    const char *backends[2] = {"fallback", "pgvector"};
     for (int b = 0; b < (pgv ? 2 : 1); b++) {
-        ds_config *cfg = config_for(urls[b]);
-        ds_pool *pool;
-        ds_memory *mem;
-        ds_error err = {0};
-        if (ds_pool_open(cfg, &pool, &err) != DS_OK ||
-            ds_memory_open(pool, cfg, &mem, &err) != DS_OK)
-            die_ds("open", &err);
-        PGconn *raw =
-            b == 0 ? raw_prepared(urls[b], "fetch",
-                                  "SELECT id, embedding FROM memory_facts "
-                                  "WHERE user_id = $1")
-                   : raw_prepared(urls[b], "search",
-                                  "SELECT id FROM memory_facts WHERE "
-                                  "user_id = $1 ORDER BY (embedding <=> "
-                                  "(SELECT $2::vector)) + 0 LIMIT 10");
-        for (int size = 0; size < 2; size++) {
-            search_ctx ours = {mem, NULL, size ? big : small, 0, 0, 0, NULL};
-            search_ctx base = {NULL, raw, size ? big : small, 0, 0, 0, NULL};
-            char name[32];
-            snprintf(name, sizeof name, "%s_%s", names[b], size ? "10k" : "1k");
-            run_case(name, rounds, side, &ours, op_library, &base,
-                     b == 0 ? op_raw_fetch_score : op_raw_sql);
-        }
-        if (b == 1) {
-            ds_memory *hnsw;
-            if (ds_config_set_int(cfg, "vector_exact_max_rows", 0, &err) !=
-                    DS_OK ||
-                ds_memory_open(pool, cfg, &hnsw, &err) != DS_OK)
-                die_ds("open", &err);
-            search_ctx ours = {hnsw, NULL, small, 0, 0, 0, NULL};
-            search_ctx base = {NULL, raw, small, 0, 0, 0, NULL};
-            run_case("pgvector_hnsw_1k", rounds, side, &ours, op_library,
-                     &base, op_raw_sql);
-            ds_memory_close(hnsw);
-        }
-        if (b == 0) {
-            prepare_sql_scoring(urls[0]);
-            PGconn *sqlc = raw_prepared(
-                urls[0], "search",
-                "SELECT id FROM bench_real_facts WHERE user_id = $1 ORDER BY "
-                "(SELECT sum(a * b) FROM unnest(embedding, $2) AS t(a, b)) "
-                "DESC LIMIT 10");
-            search_ctx ours = {NULL, sqlc, small, 0, 0, 0, NULL};
-            search_ctx base = {mem, NULL, small, 0, 0, 0, NULL};
-            run_case("sql_scoring_1k", 2, side, &ours, op_raw_sql, &base,
-                     op_library);
-            PQfinish(sqlc);
-        }
-        PQfinish(raw);
-        ds_memory_close(mem);
-        ds_pool_close(pool);
-        ds_config_free(cfg);
+        char *url = prepare_db(admin, backends[b], fresh);
+        bench_backend(backends[b], url, rounds, side, qs, hnsw);
+        free(url);
     }
-    free(small);
-    free(big);
-    free(migrations);
-    free(fb_url);
-    free(pv_url);
+    for (size_t c = 0; c < NCLASSES; c++)
+        free(qs[c]);
+    cl_model_free(&model);
     free(vecs);
     free(owner);
-    free(centres);
+    free(user_start);
+    free(by_user);
+    free(profiles);
     return 0;
 }

@@ -1,6 +1,7 @@
-/* The memory store on both backends: facts CRUD, validation, exact and
- * HNSW search, hybrid ranking, user isolation, the fallback-to-pgvector
- * upgrade, and every statement against the live schema.
+/* The memory store on both backends: facts CRUD, validation, exact search
+ * (recall on clustered data), hybrid ranking, user isolation, the
+ * fallback-to-pgvector upgrade, and every statement against the live
+ * schema.
  *
  * Loop tests run once per backend: _i == 0 the fallback, _i == 1 pgvector
  * (skipped, with the reason, where the server has no pgvector or
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "memory/memory_internal.h"
+#include "clustered.h"
 #include "test_util.h"
 
 #define DIM 384
@@ -385,6 +387,85 @@ START_TEST(test_memory_migration_settings_and_down) {
     free(sql);
     dt_drop_db(url);
     free(url);
+}
+END_TEST
+
+/* Ten queries per user of `users` (two): the exact top 10 of each. */
+static void search_all_exact(ds_memory *mem, const dataset *d,
+                             const int64_t *users) {
+    for (int qi = 0; qi < 10; qi++) {
+        float q[DIM];
+        clustered(q, 8);
+        int64_t user = users[qi % 2];
+        int64_t ids[10];
+        double scores[10];
+        ck_assert_uint_eq(brute_topk(d, user, q, 10, ids, scores), 10);
+        ds_memory_facts *hits = search(mem, user, q, 10, NULL);
+        ck_assert_uint_eq(hits->count, 10);
+        for (int i = 0; i < 10; i++)
+            ck_assert_int_eq(hits->items[i]->id, ids[i]);
+        ds_memory_facts_free(hits);
+    }
+}
+
+/* sql/0005 down and up again on a populated database: on pgvector the
+ * sketches are gone after that (the rows of an older version), and every
+ * such fact is rescored, so searches stay exact. */
+START_TEST(test_memory_exact_search_migration_down_and_up) {
+    fx f;
+    if (!fx_open(&f, "test_memory_exact_search_migration_down_and_up", _i))
+        return;
+    rng_state = 99;
+    make_centres(8);
+    dataset d;
+    int64_t users[] = {f.alice, f.bob};
+    dataset_make(&d, 600, users, 2, 8);
+    dataset_add(f.mem, &d);
+    ds_error err = {0};
+    int n = 0;
+    ds_status st = ds_migrate_down(f.pool, NULL, 1, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    /* 0003's shape: pgvector has no sketches and its HNSW index again */
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_sketch_idx'"),
+                     _i ? 0 : 1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_hnsw'"),
+                     _i ? 1 : 0);
+    st = ds_migrate_up(f.pool, NULL, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_sketch_idx'"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_hnsw'"),
+                     0);
+    const char *unsketched = "SELECT count(*) FROM memory_facts WHERE "
+                             "embedding_sketch IS NULL";
+    ck_assert_int_eq(dt_sql_int(f.url, unsketched), _i ? (long long)d.n : 0);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) { /* the sketches filled in: the same answers */
+            size_t filled = 99;
+            st = ds_memory_fill_sketches(f.mem, &filled, &err);
+            ck_assert_ds_ok(st, err);
+            ck_assert_uint_eq(filled, _i ? d.n : 0);
+            ck_assert_int_eq(dt_sql_int(f.url, unsketched), 0);
+            st = ds_memory_fill_sketches(f.mem, &filled, &err);
+            ck_assert_ds_ok(st, err);
+            ck_assert_uint_eq(filled, 0);
+        }
+        search_all_exact(f.mem, &d, users);
+    }
+    st = ds_memory_fill_sketches(NULL, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    dataset_free(&d);
+    fx_close(&f);
 }
 END_TEST
 
@@ -1123,7 +1204,7 @@ START_TEST(test_memory_fallback_survives_a_damaged_sketch) {
 }
 END_TEST
 
-/* ---- the two backends agree; HNSW recall ---------------------------------------------- */
+/* ---- the two backends agree; recall on clustered data ---------------------------------------------- */
 
 START_TEST(test_memory_backends_return_the_same_top_k) {
     if (skip_pgvector("test_memory_backends_return_the_same_top_k"))
@@ -1140,24 +1221,18 @@ START_TEST(test_memory_backends_return_the_same_top_k) {
     dataset_add(fb.mem, &d);
     int64_t *fb_ids = malloc(d.n * sizeof *fb_ids);
     memcpy(fb_ids, d.id, d.n * sizeof *fb_ids);
-    /* load, then build the index: faster than growing the graph */
-    dt_sql(pv.url, "DROP INDEX memory_facts_embedding_hnsw");
     dataset_add(pv.mem, &d);
-    dt_sql(pv.url, "CREATE INDEX memory_facts_embedding_hnsw ON memory_facts "
-                   "USING hnsw (embedding vector_cosine_ops)");
     for (size_t i = 0; i < d.n; i++) /* fresh databases: the same ids */
         ck_assert_int_eq(fb_ids[i], d.id[i]);
     free(fb_ids);
-    /* with the index, users below vector_exact_max_rows are scanned exactly */
-    ds_memory_close(pv.mem);
-    pv.mem = open_mem(pv.pool, pv.url, -1);
-    ck_assert(ds__memory_state_get(pv.mem).hnsw);
+    /* no HNSW index since sql/0005: both search exactly */
+    ck_assert(!ds__memory_state_get(pv.mem).hnsw);
     for (int qi = 0; qi < 25; qi++) {
         float q[DIM];
         clustered(q, 8);
         int64_t user = qi % 2 ? fb.bob : fb.alice;
         ds_memory_facts *a = search(fb.mem, user, q, 10, NULL);
-        ds_memory_facts *b = search(pv.mem, user, q, 10, NULL); /* exact */
+        ds_memory_facts *b = search(pv.mem, user, q, 10, NULL);
         int64_t ids[10];
         double scores[10];
         size_t n = brute_topk(&d, user, q, 10, ids, scores);
@@ -1179,57 +1254,147 @@ START_TEST(test_memory_backends_return_the_same_top_k) {
 }
 END_TEST
 
-START_TEST(test_memory_hnsw_recall_at_10) {
+/* Recall on clustered data (tests/clustered.h) against an exact scan in C:
+ * a dense user (30% of the table), a sparse one (under 0.2%), one with
+ * fewer facts than k, and fillers, their facts interleaved; every query
+ * unfiltered, by kind and with a similarity floor. */
+enum { RC_DENSE = 1500, RC_SPARSE = 9, RC_TINY = 4, RC_FILLERS = 3,
+       RC_TOTAL = 5000, RC_K = 10 };
+
+typedef struct recall_stats {
+    double sum, worst;
+    int queries;
+} recall_stats;
+
+static void check_search(ds_memory *mem, const cl_model *m, const float *v,
+                         const int64_t *owner, const bool *is_note,
+                         const int64_t *ids, int64_t user, const float *q,
+                         const ds_memory_search_opts *o, recall_stats *rs) {
+    bool *keep = malloc(RC_TOTAL * sizeof *keep);
+    double floor_sim = o && o->use_min_similarity ? o->min_similarity : -2;
+    for (size_t i = 0; i < RC_TOTAL; i++)
+        keep[i] = owner[i] == user && (!o || !o->kind || is_note[i]);
+    size_t idx[RC_K];
+    double scores[RC_K];
+    size_t want = cl_exact_topk(v, RC_TOTAL, m->dim, keep, q, RC_K, idx,
+                                scores);
+    while (want > 0 && scores[want - 1] < floor_sim)
+        want--;
+    ds_memory_facts *hits = search(mem, user, q, RC_K, o);
+    /* never fewer than min(k, facts that pass the filters) */
+    ck_assert_uint_eq(hits->count, want);
+    int found = 0;
+    for (size_t i = 0; i < hits->count; i++) {
+        const ds_memory_fact *h = hits->items[i];
+        ck_assert_int_eq(h->user_id, user); /* isolation */
+        if (o && o->kind)
+            ck_assert_str_eq(h->kind, o->kind);
+        ck_assert(h->score >= floor_sim - 1e-6);
+        if (i > 0)
+            ck_assert(h->score <= hits->items[i - 1]->score);
+        for (size_t j = 0; j < want; j++)
+            found += h->id == ids[idx[j]];
+    }
+    double recall = want ? found / (double)want : 1.0;
+    rs->sum += recall;
+    rs->worst = rs->queries == 0 || recall < rs->worst ? recall : rs->worst;
+    rs->queries++;
+    ds_memory_facts_free(hits);
+    free(keep);
+}
+
+START_TEST(test_memory_recall_on_clustered_data) {
     fx f;
-    if (!fx_open(&f, "test_memory_hnsw_recall_at_10", 1))
+    if (!fx_open(&f, "test_memory_recall_on_clustered_data", _i))
         return;
-    if (!f.mem->state.iterative) {
-        dt_skip("test_memory_hnsw_recall_at_10",
-                "pgvector older than 0.8.0 has no iterative index scans");
-        fx_close(&f);
-        return;
+    dt_sql(f.url, "INSERT INTO users (email) SELECT 'filler' || g || "
+                  "'@example.org' FROM generate_series(1, 4) g");
+    int64_t dense = f.alice, sparse = f.bob;
+    int64_t tiny = dt_sql_int(f.url, "SELECT min(id) FROM users WHERE "
+                                     "email LIKE 'filler%'");
+    cl_model m;
+    ck_assert(cl_model_init(&m, DIM, 200, 20261206));
+    cl_user prof[3 + RC_FILLERS];
+    for (int u = 0; u < 3 + RC_FILLERS; u++)
+        cl_user_init(&m, &prof[u]);
+    /* owners shuffled so a user's rows are spread over the table */
+    int64_t *owner = malloc(RC_TOTAL * sizeof *owner);
+    int *who = malloc(RC_TOTAL * sizeof *who);
+    size_t n = 0;
+    for (int i = 0; i < RC_DENSE; i++)
+        who[n++] = 0;
+    for (int i = 0; i < RC_SPARSE; i++)
+        who[n++] = 1;
+    for (int i = 0; i < RC_TINY; i++)
+        who[n++] = 2;
+    while (n < RC_TOTAL)
+        who[n] = 3 + (int)(n % RC_FILLERS), n++;
+    for (size_t i = RC_TOTAL - 1; i > 0; i--) {
+        size_t j = cl_next(&m.rng) % (i + 1);
+        int t = who[i];
+        who[i] = who[j];
+        who[j] = t;
     }
-    /* bulk load without the index, then build it (faster than inserting
-     * into the graph row by row) */
-    dt_sql(f.url, "DROP INDEX memory_facts_embedding_hnsw");
-    rng_state = 777;
-    make_centres(16);
-    dataset d;
-    int64_t users[] = {f.alice, f.bob, f.bob};
-    dataset_make(&d, 4500, users, 3, 16);
-    dataset_add(f.mem, &d);
-    dt_sql(f.url, "CREATE INDEX memory_facts_embedding_hnsw ON memory_facts "
-                  "USING hnsw (embedding vector_cosine_ops); "
-                  "ANALYZE memory_facts");
-    /* exact_max_rows 0: every search goes through the HNSW index */
-    ds_memory *hnsw = open_mem(f.pool, f.url, 0);
-    ck_assert(ds__memory_state_get(hnsw).hnsw);
-    double recall = 0;
-    int queries = 50;
-    for (int qi = 0; qi < queries; qi++) {
-        float q[DIM];
-        clustered(q, 16);
-        int64_t user = qi % 2 ? f.bob : f.alice;
-        int64_t ids[10];
-        double scores[10];
-        brute_topk(&d, user, q, 10, ids, scores);
-        ds_memory_facts *hits = search(hnsw, user, q, 10, NULL);
-        int found = 0;
-        for (size_t i = 0; i < hits->count; i++) {
-            ck_assert_int_eq(hits->items[i]->user_id, user);
-            if (i > 0) /* re-sorted after the relaxed scan */
-                ck_assert(hits->items[i]->score <= hits->items[i - 1]->score);
-            for (int j = 0; j < 10; j++)
-                found += hits->items[i]->id == ids[j];
+    float *v = malloc((size_t)RC_TOTAL * DIM * sizeof *v);
+    bool *is_note = malloc(RC_TOTAL * sizeof *is_note);
+    int64_t *ids = calloc(RC_TOTAL, sizeof *ids);
+    ds_memory_new_fact *batch = calloc(RC_TOTAL, sizeof *batch);
+    for (size_t i = 0; i < RC_TOTAL; i++) {
+        owner[i] = who[i] == 0   ? dense
+                   : who[i] == 1 ? sparse
+                                 : tiny + (who[i] - 2);
+        cl_fact(&m, &prof[who[i]], v + i * DIM);
+        is_note[i] = i % 3 == 0;
+        batch[i] = (ds_memory_new_fact){.user_id = owner[i],
+                                        .kind = is_note[i] ? "note" : "fact",
+                                        .content = "clustered fact",
+                                        .importance = 0.5,
+                                        .embedding = v + i * DIM,
+                                        .dim = DIM};
+    }
+    ds_error err = {0};
+    ds_status st = ds_memory_add_many(f.mem, batch, RC_TOTAL, ids, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts "
+                                       "WHERE embedding_sketch IS NULL"),
+                     0);
+    dt_sql(f.url, "VACUUM ANALYZE memory_facts");
+
+    struct {
+        int64_t user;
+        int profile, queries;
+    } cases[] = {{dense, 0, 24}, {sparse, 1, 12}, {tiny, 2, 6}};
+    recall_stats all = {0};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int qi = 0; qi < cases[c].queries; qi++) {
+            float q[DIM];
+            cl_query(&m, &prof[cases[c].profile], q, NULL);
+            check_search(f.mem, &m, v, owner, is_note, ids, cases[c].user, q,
+                         NULL, &all);
+            ds_memory_search_opts o = {.kind = "note"};
+            check_search(f.mem, &m, v, owner, is_note, ids, cases[c].user, q,
+                         &o, &all);
+            /* a floor between the best scores: some facts pass, some not */
+            o = (ds_memory_search_opts){.use_min_similarity = true,
+                                        .min_similarity = 0.3};
+            check_search(f.mem, &m, v, owner, is_note, ids, cases[c].user, q,
+                         &o, &all);
         }
-        recall += found / 10.0;
-        ds_memory_facts_free(hits);
     }
-    recall /= queries;
-    printf("test_memory_hnsw_recall_at_10: recall@10 = %.3f\n", recall);
-    ck_assert_msg(recall >= 0.95, "recall@10 %.3f < 0.95", recall);
-    ds_memory_close(hnsw);
-    dataset_free(&d);
+    double mean = all.sum / all.queries;
+    printf("test_memory_recall_on_clustered_data (%s): %d searches, "
+           "recall@10 mean %.4f, worst %.3f\n",
+           backend_of(_i), all.queries, mean, all.worst);
+    ck_assert_msg(mean >= 0.99, "recall@10 mean %.4f < 0.99", mean);
+    ck_assert_msg(all.worst >= 0.9, "a query had recall@10 %.3f < 0.9",
+                  all.worst);
+    cl_model_free(&m);
+    free(owner);
+    free(who);
+    free(v);
+    free(is_note);
+    free(ids);
+    free(batch);
     fx_close(&f);
 }
 END_TEST
@@ -1256,9 +1421,22 @@ START_TEST(test_memory_upgrade_to_pgvector_keeps_every_row) {
     float q[DIM];
     clustered(q, 8);
     ds_memory_facts *before = search(f.mem, f.alice, q, 10, NULL);
-
+    /* a handle on unnamed statements (pooler mode), where no cached plan
+     * notices the column's new type */
+    ds_config *pcfg = dt_config(f.url, 1, 2);
     ds_error err = {0};
-    ds_status st = ds_memory_upgrade_to_pgvector(f.pool, &err);
+    ds_status st = ds_config_set(pcfg, "statement_mode", "pooler", &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *ppool;
+    st = ds_pool_open(pcfg, &ppool, &err);
+    ck_assert_ds_ok(st, err);
+    ds_memory *pmem;
+    st = ds_memory_open(ppool, pcfg, &pmem, &err);
+    ck_assert_ds_ok(st, err);
+    ds_config_free(pcfg);
+    ds_memory_facts_free(search(pmem, f.alice, q, 10, NULL));
+
+    st = ds_memory_upgrade_to_pgvector(f.pool, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_vector_settings "
                                        "WHERE backend = 'pgvector'"),
@@ -1267,13 +1445,17 @@ START_TEST(test_memory_upgrade_to_pgvector_keeps_every_row) {
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts "
                                        "WHERE embedding IS NULL"),
                      1);
+    /* the sketches and their index stay: searches read them first */
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
                                        "indexname = 'memory_facts_embedding_hnsw'"),
+                     0);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_sketch_idx'"),
                      1);
-    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_attribute WHERE "
-                                       "attrelid = 'memory_facts'::regclass AND "
-                                       "attname = 'embedding_sketch' AND NOT "
-                                       "attisdropped"),
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts WHERE "
+                                       "embedding IS NOT NULL AND "
+                                       "embedding_sketch IS NULL"),
                      0);
 
     /* the handle opened before switches on its next call */
@@ -1285,6 +1467,14 @@ START_TEST(test_memory_upgrade_to_pgvector_keeps_every_row) {
         ck_assert_double_eq_tol(after->items[i]->score, before->items[i]->score,
                                 1e-5);
     }
+    ds_memory_facts *pooled = search(pmem, f.alice, q, 10, NULL);
+    ck_assert_int_eq(ds_memory_backend(pmem), DS_VECTOR_BACKEND_PGVECTOR);
+    ck_assert_uint_eq(pooled->count, before->count);
+    for (size_t i = 0; i < pooled->count; i++)
+        ck_assert_int_eq(pooled->items[i]->id, before->items[i]->id);
+    ds_memory_facts_free(pooled);
+    ds_memory_close(pmem);
+    ds_pool_close(ppool);
     ds_memory_facts_free(before);
     ds_memory_facts_free(after);
 
@@ -1640,6 +1830,7 @@ Suite *ds_test_memory_suite(void) {
     tcase_add_loop_test(tc, test_memory_open_checks_the_database_record, 0, 2);
     tcase_add_test(tc, test_memory_open_refuses_unmigrated_database);
     tcase_add_test(tc, test_memory_migration_settings_and_down);
+    tcase_add_loop_test(tc, test_memory_exact_search_migration_down_and_up, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("crud");
     tcase_set_timeout(tc, 60);
@@ -1669,7 +1860,7 @@ Suite *ds_test_memory_suite(void) {
     tc = tcase_create("backends");
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_memory_backends_return_the_same_top_k);
-    tcase_add_test(tc, test_memory_hnsw_recall_at_10);
+    tcase_add_loop_test(tc, test_memory_recall_on_clustered_data, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("upgrade");
     tcase_set_timeout(tc, 240);

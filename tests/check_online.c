@@ -611,9 +611,10 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
                                      "embedding IS NOT NULL AND "
                                      "vector_dims(embedding) = 384"),
                      with);
+    /* no HNSW index: searches scan the user's sketches, which stay */
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_index i JOIN "
                                      "pg_class c ON c.oid = i.indexrelid WHERE "
-                                     "c.relname = 'memory_facts_embedding_hnsw' "
+                                     "c.relname = 'memory_facts_embedding_sketch_idx' "
                                      "AND i.indisvalid"),
                      1);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_trigger WHERE "

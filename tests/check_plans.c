@@ -64,16 +64,11 @@ static const allowed_finding allowed[] = {
     {"memory.text_candidates", NULL, "sort",
      "full-text rank: every matching fact of the user is ranked before the "
      "top ones are known; bounded by the user's facts, not the table"},
-    {"memory.pgvector.search", NULL, "sort",
-     "the exact branch sorts only when the user has fewer facts than the "
-     "threshold $5; above it the HNSW index answers"},
-    {"memory.pgvector.search_exact", NULL, "sort",
-     "exact search ranks every fact of one user by design"},
-    {"memory.pgvector.search", "custom", "seqscan",
-     "the approximate branch for the heaviest user: this data holds no "
-     "embeddings, so the planner weighs the HNSW walk against a scan of "
-     "facts without vectors; search plans with vectors belong to the memory "
-     "module's own tests"},
+    {"memory.pgvector.unsketched", NULL, "seqscan",
+     "ds_memory_fill_sketches walks the table once by id to give old facts "
+     "their sketches: a one-off maintenance pass, like memory.upgrade"},
+    {"memory.pgvector.unsketched", NULL, "filtered",
+     "the same walk passes over facts that already have their sketch"},
     /* Known and left for their modules (each costs O(one user's rows),
      * not O(table)); remove the entry with the fix: */
     {"session.list_user", NULL, "filtered",
@@ -87,11 +82,17 @@ static const allowed_finding allowed[] = {
      "filter reads every fact of the user"},
     {"memory.text_candidates", "generic", "filtered",
      "the kind filter, as for memory.list"},
-    {"memory.fallback.sketches", "generic", "filtered",
-     "the kind filter, as for memory.list (fallback backend)"},
+    {"memory.sketches", "generic", "filtered",
+     "the kind filter, as for memory.list; the exact search reads every "
+     "sketch of the user by design (docs/memory.md)"},
+    {"memory.sketches_wide", "generic", "filtered",
+     "as memory.sketches, above 2000 dimensions"},
     {"memory.fallback.embeddings", "generic", "filtered",
      "id = ANY($2) filtered over the user's facts, as for memory.rows "
      "(fallback backend)"},
+    {"memory.pgvector.embeddings", "generic", "filtered",
+     "id = ANY($2) filtered over the user's facts, as for memory.rows "
+     "(pgvector backend)"},
     {"gdpr.erase", "custom", "seqscan",
      "erasing the heaviest user deletes a third of all messages, where a "
      "scan is the right plan; the generic plan, used for typical users, "

@@ -36,9 +36,9 @@
  *   embedding_dim            DS_EMBEDDING_DIM            384 embedding dimension of this deployment
  *                                                        (recorded by the migration)
  *   vector_backend           DS_VECTOR_BACKEND           auto | pgvector | fallback
- *   hnsw_ef_search           DS_HNSW_EF_SEARCH           200 HNSW search breadth (1 to 1000)
- *   vector_exact_max_rows    DS_VECTOR_EXACT_MAX_ROWS    2000 users with up to this many facts get
- *                                                        an exact scan
+ *   hnsw_ef_search           DS_HNSW_EF_SEARCH           200 (1 to 1000) no effect: memory
+ *                                                        searches are exact (kept for compatibility)
+ *   vector_exact_max_rows    DS_VECTOR_EXACT_MAX_ROWS    2000 no effect, likewise
  *   migrate_lock_timeout_ms  DS_MIGRATE_LOCK_TIMEOUT_MS  5000 lock_timeout of migration DDL and
  *                                                        partition maintenance (0 = none)
  *   redis_prefix             DS_REDIS_PREFIX             ds: prefix of every Redis key written

@@ -6,20 +6,22 @@
  * fact belongs to one user, and every call takes that user's id: a fact of
  * another user is never read, returned, changed or deleted ("not found").
  *
- * Two backends, one API. The database records which one it uses (chosen by
- * the migration sql/0003_memory_embeddings, see below):
+ * Two backends, one API, the same answers. The database records which one
+ * it uses (chosen by the migration sql/0003_memory_embeddings, see below):
  *
  *   pgvector  the server has the pgvector extension: embeddings are
- *             vector(D) with an HNSW cosine index. A user with up to
- *             vector_exact_max_rows facts is searched exactly; above that
- *             the HNSW index is scanned iteratively (pgvector >= 0.8.0) with
- *             ef_search candidates, which keeps recall under the per-user
- *             filter.
- *   fallback  any PostgreSQL: embeddings are bytea (little-endian float32)
- *             plus an 8-bit sketch with a stored error bound. A search reads
- *             the user's sketches through an index-only scan, keeps the facts
- *             whose upper bound can still reach the top k, and rescores those
- *             with the exact vectors: exact results, a quarter of the bytes.
+ *             vector(D).
+ *   fallback  any PostgreSQL: embeddings are bytea (little-endian float32).
+ *
+ * Every search is exact, on both backends: memory never searches across
+ * users, so a search scans one user's facts. Each fact also stores an 8-bit
+ * sketch of its embedding with an error bound; a search reads the user's
+ * sketches through an index-only scan, keeps the facts whose upper bound
+ * can still reach the top k, and rescores those with the exact vectors (a
+ * quarter of the bytes of a brute-force scan, the same result). There is
+ * no approximate index: filtered by user, a global HNSW index lost recall
+ * where memories grow and slowed inserts tenfold (docs/memory.md has the
+ * measurements and the latency at each user size).
  *
  * Embeddings are stored unit-length (cosine similarity is scale-invariant),
  * so ds_memory_get() returns the normalised vector. An embedding of the
@@ -108,8 +110,9 @@ typedef struct ds_memory_search_opts {
     const char *kind;             /* only facts of this kind; NULL: all     */
     bool use_min_similarity;      /* apply min_similarity                   */
     double min_similarity;        /* drop facts less similar (-1 to 1)      */
-    int ef_search;                /* pgvector HNSW candidate list for this
-                                   * query, 1 to 1000; 0: hnsw_ef_search     */
+    int ef_search;                /* 0 to 1000, checked but without effect
+                                   * since searches are exact (kept for
+                                   * source compatibility)                  */
     bool touch;                   /* set last_accessed_at of the results    */
     bool read_primary;            /* read from the primary, not a replica:
                                    * sees facts added a moment ago          */
@@ -118,8 +121,9 @@ typedef struct ds_memory_search_opts {
 /*
  * Opens the memory store on `pool` (borrowed: it must outlive the handle).
  * Reads the database's record of dimension and backend and checks it against
- * `cfg` (embedding_dim, vector_backend, hnsw_ef_search, vector_exact_max_rows;
- * NULL: the defaults). Detects pgvector and its version.
+ * `cfg` (embedding_dim, vector_backend; NULL: the defaults). Detects pgvector
+ * and its version. hnsw_ef_search and vector_exact_max_rows are still
+ * accepted and checked, and have no effect: every search is exact.
  * Errors: DS_ERR_SCHEMA (not migrated, or the configuration disagrees with
  * the database: the message says which way and what to do),
  * DS_ERR_UNSUPPORTED (vector_backend is pgvector and the server has none),
@@ -209,16 +213,18 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
 /*
  * The `k` (1 to 1000) facts of `user_id` most similar to `query` (`dim`
  * floats, normalised here), best first, each with its cosine similarity in
- * `score`. Exact on the fallback and for users with few facts on pgvector;
- * HNSW above that (see the top of this header). Reads go to a replica when
+ * `score`. Exact on both backends (see the top of this header): the list
+ * holds min(k, the user's facts that pass the filters). Reads go to a
+ * replica when
  * the pool has one (ds_pool_acquire_read), where a fact added a moment ago
  * may not be yet; opts->read_primary reads from the primary, and
  * ds_memory_search_read_token() from a replica that has the caller's
  * writes.
  * *out is freed with ds_memory_facts_free(); it may hold fewer than k facts.
- * The fallback prunes with a per-fact sketch written with the embedding; a
- * sketch no unit vector could have (edited or damaged in the table) is
- * ignored and the fact scored exactly.
+ * The search prunes with a per-fact sketch written with the embedding; a
+ * sketch no unit vector could have (edited or damaged in the table), or a
+ * missing one (rows a pgvector database held before sketches were kept
+ * there), is ignored and the fact scored exactly.
  * Errors: DS_ERR_INVALID (as for ds_memory_add, or k/opts out of range),
  * DS_ERR_SCHEMA (a stored embedding or sketch of the wrong length, or an
  * embedding holding NaN or infinity, among the facts scored; the message
@@ -262,15 +268,30 @@ DS_EXPORT void ds_memory_fact_free(ds_memory_fact *fact);
 DS_EXPORT void ds_memory_facts_free(ds_memory_facts *list);
 
 /*
+ * Gives every fact that has an embedding but no sketch its sketch, and
+ * writes to *filled (may be NULL) how many it did. Such facts are always
+ * rescored by a search, so they are exact but slow: on a pgvector database
+ * they are the rows written before sql/0005_memory_exact_search. Run it once
+ * after that migration, against the primary; it works in batches of 1000
+ * facts, each its own short statement (reads and writes go on; stopping it
+ * loses no work). DS_OK at once on the fallback, which always has them.
+ * Errors: DS_ERR_INVALID, DS_ERR_SCHEMA (a stored embedding of the wrong
+ * dimension), connection/database errors.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_fill_sketches(ds_memory *mem,
+                                                         size_t *filled,
+                                                         ds_error *err);
+
+/*
  * Converts a fallback database to pgvector once the server has the
- * extension: creates the extension, converts every embedding to vector(D)
- * in one table rewrite, drops the sketches and builds the HNSW index, all in
- * one transaction that holds an exclusive lock on memory_facts (reads and
- * writes wait; nothing is lost, and a failure changes nothing). Idempotent:
- * DS_OK at once when the database already uses pgvector. Handles opened
- * before switch to pgvector on their next call. Run it like a migration,
- * against the primary's direct URL (not through a transaction pooler), with
- * maintenance_work_mem large enough for the index.
+ * extension: creates the extension and converts every embedding to
+ * vector(D) in one table rewrite, keeping the sketches searches read first,
+ * all in one transaction that holds an exclusive lock on memory_facts (reads
+ * and writes wait; nothing is lost, and a failure changes nothing).
+ * Idempotent: DS_OK at once when the database already uses pgvector.
+ * Handles opened before switch to pgvector on their next call. Run it like
+ * a migration, against the primary's direct URL (not through a transaction
+ * pooler).
  * Errors: DS_ERR_UNSUPPORTED (the server has no pgvector), DS_ERR_SCHEMA
  * (not migrated), DS_ERR_DB (e.g. 42501: this role may not create the
  * extension), connection errors.

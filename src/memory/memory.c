@@ -102,6 +102,28 @@ const ds__stmt_def ds__memory_stmts[M_COUNT_] = {
                             DS_OID_INT4},
                            2,
                            {DS_OID_INT8, DS_OID_FLOAT4}},
+    /* The first stage of every search, on both backends: an index-only
+     * scan of memory_facts_embedding_sketch_idx (the predicate is the
+     * index's). A NULL sketch (a row written before sketches were kept on
+     * pgvector) is returned too: the caller always rescores it. */
+    [M_SKETCHES] = {"memory.sketches",
+                    "SELECT id, embedding_sketch FROM memory_facts "
+                    "WHERE user_id = $1 AND ($2::text IS NULL OR kind = $2) "
+                    "AND (embedding_sketch IS NULL OR "
+                    "octet_length(embedding_sketch) <= 2008)",
+                    2,
+                    {DS_OID_INT8, DS_OID_TEXT},
+                    2,
+                    {DS_OID_INT8, DS_OID_BYTEA}},
+    /* Above DS_SKETCH_INDEX_MAX_DIM dimensions: from the table. */
+    [M_SKETCHES_WIDE] = {"memory.sketches_wide",
+                         "SELECT id, embedding_sketch FROM memory_facts "
+                         "WHERE user_id = $1 AND ($2::text IS NULL OR "
+                         "kind = $2)",
+                         2,
+                         {DS_OID_INT8, DS_OID_TEXT},
+                         2,
+                         {DS_OID_INT8, DS_OID_BYTEA}},
 };
 
 const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
@@ -126,15 +148,6 @@ const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
                {DS_OID_INT8, DS_OID_INT8},
                DS_MEMORY_ROW_COLS + 1,
                {FACT_TYPES, DS_OID_BYTEA}},
-    /* An index-only scan of memory_facts_embedding_sketch_idx. */
-    [F_SKETCHES] = {"memory.fallback.sketches",
-                    "SELECT id, embedding_sketch FROM memory_facts "
-                    "WHERE user_id = $1 AND ($2::text IS NULL OR kind = $2) "
-                    "AND embedding_sketch IS NOT NULL",
-                    2,
-                    {DS_OID_INT8, DS_OID_TEXT},
-                    2,
-                    {DS_OID_INT8, DS_OID_BYTEA}},
     [F_EMBEDDINGS] = {"memory.fallback.embeddings",
                       "SELECT id, embedding FROM memory_facts "
                       "WHERE user_id = $1 AND id = ANY($2) "
@@ -145,26 +158,26 @@ const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
                       {DS_OID_INT8, DS_OID_BYTEA}},
 };
 
-/* The query vector is a MATERIALIZED CTE so that a generic plan casts it
- * once, not once per row. */
-#define PGV_QUERY "q AS MATERIALIZED (SELECT $2::real[]::vector AS v)"
-
 const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
-    /* $6 holds the batch's vectors end to end, $7 values each. */
+    /* $6 holds the batch's vectors end to end, $7 values each; $8 the
+     * sketches, which searches read first (as on the fallback). */
     [P_INSERT_MANY] = {"memory.pgvector.insert_many",
                        "INSERT INTO memory_facts (user_id, kind, content, "
-                       "metadata, importance, embedding) "
+                       "metadata, importance, embedding, embedding_sketch) "
                        "SELECT u.user_id, u.kind, u.content, u.metadata, "
                        "u.importance, "
-                       "($6::real[])[(u.n - 1) * $7 + 1 : u.n * $7]::vector "
+                       "($6::real[])[(u.n - 1) * $7 + 1 : u.n * $7]::vector, "
+                       "u.sketch "
                        "FROM unnest($1::int8[], $2::text[], $3::text[], "
-                       "$4::jsonb[], $5::real[]) WITH ORDINALITY "
-                       "AS u(user_id, kind, content, metadata, importance, n) "
+                       "$4::jsonb[], $5::real[], $8::bytea[]) WITH ORDINALITY "
+                       "AS u(user_id, kind, content, metadata, importance, "
+                       "sketch, n) "
                        "RETURNING id",
-                       7,
+                       8,
                        {DS_OID_INT8_ARRAY, DS_OID_TEXT_ARRAY,
                         DS_OID_TEXT_ARRAY, DS_OID_JSONB_ARRAY,
-                        DS_OID_FLOAT4_ARRAY, DS_OID_FLOAT4_ARRAY, DS_OID_INT4},
+                        DS_OID_FLOAT4_ARRAY, DS_OID_FLOAT4_ARRAY, DS_OID_INT4,
+                        DS_OID_BYTEA_ARRAY},
                        1,
                        {DS_OID_INT8}},
     [P_GET] = {"memory.pgvector.get",
@@ -174,63 +187,35 @@ const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
                {DS_OID_INT8, DS_OID_INT8},
                DS_MEMORY_ROW_COLS + 1,
                {FACT_TYPES, DS_OID_FLOAT4_ARRAY}},
-    /* SET LOCAL for one search: its candidate list, iterative scans in
-     * relaxed order (re-sorted below), and no JIT compilation, which costs
-     * more than these queries. */
-    [P_TUNE] = {"memory.pgvector.tune",
-                "SELECT set_config('hnsw.ef_search', $1, true), "
-                "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-                "set_config('jit', 'off', true)",
-                1,
-                {DS_OID_TEXT},
-                3,
-                {DS_OID_TEXT, DS_OID_TEXT, DS_OID_TEXT}},
-    [P_TUNE_EXACT] = {"memory.pgvector.tune_exact",
-                      "SELECT set_config('jit', 'off', true)",
-                      0,
-                      {0},
-                      1,
-                      {DS_OID_TEXT}},
-    /* Counts the user's facts up to $5: below it the exact branch runs (a
-     * btree scan and a sort: recall 1), else the HNSW branch (user_id + 0
-     * keeps the planner off the btree so it takes the HNSW index; the
-     * iterative scan goes on until $4 of the user's facts are found). The
-     * one-time filters run exactly one branch. */
-    [P_SEARCH] = {"memory.pgvector.search",
-                  "WITH n AS MATERIALIZED (SELECT count(*) AS c FROM "
-                  "(SELECT 1 FROM memory_facts WHERE user_id = $1 AND "
-                  "($3::text IS NULL OR kind = $3) LIMIT $5) s), " PGV_QUERY
-                  ", exact AS MATERIALIZED (SELECT id, embedding <=> "
-                  "(SELECT v FROM q) AS d FROM memory_facts "
-                  "WHERE user_id = $1 AND ($3::text IS NULL OR kind = $3) "
-                  "AND embedding IS NOT NULL AND (SELECT c FROM n) < $5 "
-                  "ORDER BY (embedding <=> (SELECT v FROM q)) + 0 LIMIT $4), "
-                  "approx AS MATERIALIZED (SELECT id, embedding <=> "
-                  "(SELECT v FROM q) AS d FROM memory_facts "
-                  "WHERE user_id + 0 = $1 AND ($3::text IS NULL OR kind = $3) "
-                  "AND (SELECT c FROM n) >= $5 "
-                  "ORDER BY embedding <=> (SELECT v FROM q) LIMIT $4) "
-                  "SELECT id, 1 - d FROM (SELECT * FROM exact UNION ALL "
-                  "SELECT * FROM approx) r ORDER BY d, id",
-                  5,
-                  {DS_OID_INT8, DS_OID_FLOAT4_ARRAY, DS_OID_TEXT, DS_OID_INT4,
-                   DS_OID_INT4},
-                  2,
-                  {DS_OID_INT8, DS_OID_FLOAT8}},
-    /* Without a usable HNSW index (none, or pgvector < 0.8.0 whose scans
-     * lose recall under a filter): always exact. */
-    [P_SEARCH_EXACT] = {"memory.pgvector.search_exact",
-                        "WITH " PGV_QUERY " SELECT id, 1 - (embedding <=> "
-                        "(SELECT v FROM q)) FROM memory_facts "
-                        "WHERE user_id = $1 AND ($3::text IS NULL OR kind = "
-                        "$3) AND embedding IS NOT NULL "
-                        "ORDER BY (embedding <=> (SELECT v FROM q)) + 0, id "
-                        "LIMIT $4",
-                        4,
-                        {DS_OID_INT8, DS_OID_FLOAT4_ARRAY, DS_OID_TEXT,
-                         DS_OID_INT4},
+    /* The exact vectors of a search's candidates, scored by the library
+     * like the fallback's, so both backends rank alike. */
+    [P_EMBEDDINGS] = {"memory.pgvector.embeddings",
+                      "SELECT id, embedding::real[] FROM memory_facts "
+                      "WHERE user_id = $1 AND id = ANY($2) "
+                      "AND embedding IS NOT NULL",
+                      2,
+                      {DS_OID_INT8, DS_OID_INT8_ARRAY},
+                      2,
+                      {DS_OID_INT8, DS_OID_FLOAT4_ARRAY}},
+    /* ds_memory_fill_sketches (sketches.c): facts without a sketch, by id
+     * from $1, and their sketches written back. */
+    [P_UNSKETCHED] = {"memory.pgvector.unsketched",
+                      "SELECT id, embedding::real[] FROM memory_facts "
+                      "WHERE id > $1 AND embedding_sketch IS NULL "
+                      "AND embedding IS NOT NULL ORDER BY id LIMIT $2",
+                      2,
+                      {DS_OID_INT8, DS_OID_INT4},
+                      2,
+                      {DS_OID_INT8, DS_OID_FLOAT4_ARRAY}},
+    [P_SET_SKETCHES] = {"memory.pgvector.set_sketches",
+                        "UPDATE memory_facts f SET embedding_sketch = "
+                        "u.sketch FROM unnest($1::int8[], $2::bytea[]) "
+                        "AS u(id, sketch) WHERE f.id = u.id "
+                        "AND f.embedding_sketch IS NULL",
                         2,
-                        {DS_OID_INT8, DS_OID_FLOAT8}},
+                        {DS_OID_INT8_ARRAY, DS_OID_BYTEA_ARRAY},
+                        -1,
+                        {0}},
 };
 
 size_t ds__stmts_memory(const ds__stmt_def **defs) {
@@ -709,7 +694,8 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
     int64_t *users = ds__calloc(n, sizeof *users);
     float *importance = ds__calloc(n, sizeof *importance);
     float *units = ds__calloc(n * dim, sizeof *units);
-    unsigned char *bytes = ds__malloc(pgv ? 1 : n * (5 * dim + 8));
+    /* each fact's little-endian vector (fallback) and sketch (both) */
+    unsigned char *bytes = ds__malloc(n * (5 * dim + 8));
     ds__pgarr kinds, contents, metas, embs, sketches;
     ds__pgarr_init(&kinds, DS_OID_TEXT);
     ds__pgarr_init(&contents, DS_OID_TEXT);
@@ -736,13 +722,13 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
             ok = ds__pgarr_add(&kinds, kind, strlen(kind)) &&
                  ds__pgarr_add(&contents, f[i].content, strlen(f[i].content)) &&
                  ds__pgarr_add(&metas, meta[i], meta_len[i]);
+            unsigned char *le = bytes + i * (5 * dim + 8);
+            unsigned char *sk = le + 4 * dim;
+            ds__sketch_build(units + i * dim, dim, sk);
+            ok = ok && ds__pgarr_add(&sketches, sk, DS_SKETCH_BYTES(dim));
             if (ok && !pgv) {
-                unsigned char *le = bytes + i * (5 * dim + 8);
-                unsigned char *sk = le + 4 * dim;
                 ds__vec_to_le(units + i * dim, dim, le);
-                ds__sketch_build(units + i * dim, dim, sk);
-                ok = ds__pgarr_add(&embs, le, 4 * dim) &&
-                     ds__pgarr_add(&sketches, sk, DS_SKETCH_BYTES(dim));
+                ok = ds__pgarr_add(&embs, le, 4 * dim);
             }
         }
         ds__bind_int8_array(&p, users, n);
@@ -753,6 +739,7 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
         if (pgv) {
             ds__bind_float4_array(&p, units, n * dim);
             ds__bind_int32(&p, (int32_t)dim);
+            ds__bind_array(&p, &sketches, DS_OID_BYTEA_ARRAY);
         } else {
             ds__bind_array(&p, &embs, DS_OID_BYTEA_ARRAY);
             ds__bind_array(&p, &sketches, DS_OID_BYTEA_ARRAY);

@@ -33,13 +33,19 @@ struct ds_memory {
 /* Indices into the statement tables below (memory.c). */
 enum {
     M_SETTINGS, M_BEGIN, M_BEGIN_READ, M_COMMIT, M_ROWS, M_LIST,
-    M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_COUNT_
+    M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_SKETCHES,
+    M_SKETCHES_WIDE, M_COUNT_
 };
-enum { F_INSERT_MANY, F_GET, F_SKETCHES, F_EMBEDDINGS, F_COUNT_ };
-enum { P_INSERT_MANY, P_GET, P_TUNE, P_TUNE_EXACT, P_SEARCH, P_SEARCH_EXACT,
+enum { F_INSERT_MANY, F_GET, F_EMBEDDINGS, F_COUNT_ };
+enum { P_INSERT_MANY, P_GET, P_EMBEDDINGS, P_UNSKETCHED, P_SET_SKETCHES,
        P_COUNT_ };
-enum { U_TIMEOUT, U_EXTENSION, U_PREPARE, U_READ, U_WRITE, U_INVALID,
-       U_DROP_INVALID, U_INDEX, U_LOCK, U_SWAP, U_COUNT_ };
+enum { U_TIMEOUT, U_EXTENSION, U_PREPARE, U_READ, U_WRITE, U_LOCK, U_SWAP,
+       U_COUNT_ };
+
+/* Sketches of up to this many dimensions are in the covering index
+ * memory_facts_embedding_sketch_idx (sql/0005_memory_exact_search); wider
+ * ones are read from the table. */
+#define DS_SKETCH_INDEX_MAX_DIM 2000
 
 extern const ds__stmt_def ds__memory_stmts[M_COUNT_];
 extern const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_];

@@ -1,8 +1,15 @@
 /*
- * Searches: the k most similar facts of a user (exact on the fallback,
- * exact or HNSW on pgvector) and the hybrid search that fuses them with the
- * full-text ranking. Every search runs in one read-only REPEATABLE READ
- * transaction, so its statements see one snapshot.
+ * Searches: the k most similar facts of a user and the hybrid search that
+ * fuses them with the full-text ranking. Every search runs in one read-only
+ * REPEATABLE READ transaction, so its statements see one snapshot.
+ *
+ * Memory never searches across users, so a search is an exact scan of one
+ * user's facts, the same on both backends: the user's 8-bit sketches come
+ * through an index-only scan, each gives a lower and an upper bound of the
+ * fact's cosine similarity, and only the facts whose upper bound reaches
+ * the n-th best lower bound are rescored with their exact vectors. The
+ * result is the exact top n (docs/memory.md has the measurements that chose
+ * this over an HNSW index filtered by user).
  */
 #include <math.h>
 #include <stdio.h>
@@ -38,7 +45,7 @@ static ds_status exec_simple(ds_conn *c, int which, ds_error *err) {
     return DS_OK;
 }
 
-/* ---- the fallback: sketches, then exact rescoring ---------------------- */
+/* ---- sketches, then exact rescoring --------------------------------------- */
 
 /* A min-heap of the n largest lower bounds seen; its root is the n-th. */
 static void heap_push(float *h, size_t *len, size_t cap, float v) {
@@ -84,8 +91,12 @@ static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
     ds__bind_init(&p);
     ds__bind_int64(&p, user_id);
     ds__bind_text(&p, kind);
-    PGresult *r =
-        ds__memory_exec(c, &ds__memory_fallback_stmts[F_SKETCHES], &p, err);
+    PGresult *r = ds__memory_exec(
+        c,
+        &ds__memory_stmts[mem->dim <= DS_SKETCH_INDEX_MAX_DIM
+                              ? M_SKETCHES
+                              : M_SKETCHES_WIDE],
+        &p, err);
     if (!r)
         return err->code;
     size_t rows = (size_t)PQntuples(r);
@@ -99,6 +110,12 @@ static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
         st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     size_t heap_len = 0;
     for (size_t i = 0; st == DS_OK && i < rows; i++) {
+        ids[i] = ds__memory_int8(r, (int)i, 0);
+        if (PQgetisnull(r, (int)i, 1)) {
+            /* written without a sketch: always rescored */
+            hi[i] = INFINITY;
+            continue;
+        }
         if ((size_t)PQgetlength(r, (int)i, 1) != sketch_len) {
             st = ds__error_set(err, DS_ERR_SCHEMA,
                                "memory fact %lld: the embedding sketch has %d "
@@ -111,7 +128,6 @@ static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
             (const unsigned char *)PQgetvalue(r, (int)i, 1);
         float bound;
         float approx = ds__sketch_dot(q, sk, mem->dim, &bound);
-        ids[i] = ds__memory_int8(r, (int)i, 0);
         if (!ds__sketch_plausible(sk, mem->dim) || !isfinite(approx) ||
             approx - bound - slack > 1 + slack) {
             /* A damaged sketch bounds nothing: keep the fact for the exact
@@ -145,53 +161,92 @@ static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
     return DS_OK;
 }
 
+/* The exact score of each candidate's stored vector (a little-endian
+ * float32 bytea on the fallback, a binary real[] on pgvector). */
+static ds_status rescore(ds_memory *mem, const PGresult *r, bool pgv,
+                         const float *q, bool use_min, double min_sim,
+                         float *scratch, cand *v, size_t *got,
+                         ds_error *err) {
+    if (PQntuples(r) > 0 &&
+        PQftype(r, 1) != (pgv ? DS_OID_FLOAT4_ARRAY : DS_OID_BYTEA)) {
+        /* The column changed type under us (a conversion to pgvector by
+         * another process, seen through an unnamed statement that no
+         * cached plan guards): report it as the datatype mismatch it is,
+         * so the caller re-reads the backend and retries. */
+        ds_status st = ds__error_set(err, DS_ERR_SCHEMA,
+                                     "memory_facts.embedding is no longer "
+                                     "%s: the backend changed",
+                                     pgv ? "vector" : "bytea");
+        memcpy(err->sqlstate, "42804", sizeof "42804");
+        return st;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        int64_t id = ds__memory_int8(r, i, 0);
+        const char *val = PQgetvalue(r, i, 1);
+        int len = PQgetlength(r, i, 1);
+        double score;
+        if (pgv) {
+            if (!ds__vec_from_array(val, len, mem->dim, scratch))
+                return ds__error_set(err, DS_ERR_SCHEMA,
+                                     "memory fact %lld: embedding is not a "
+                                     "%zu-dimension vector",
+                                     (long long)id, mem->dim);
+            score = ds__vec_dot(q, scratch, mem->dim);
+        } else {
+            if ((size_t)len != 4 * mem->dim)
+                return ds__error_set(err, DS_ERR_SCHEMA,
+                                     "memory fact %lld: embedding has %d "
+                                     "bytes, not %zu",
+                                     (long long)id, len, 4 * mem->dim);
+            score = ds__vec_dot_le(q, (const unsigned char *)val, mem->dim);
+        }
+        if (!isfinite(score))
+            /* NaN would be handed out as a similarity and break the sort */
+            return ds__error_set(err, DS_ERR_SCHEMA,
+                                 "memory fact %lld: the stored embedding "
+                                 "holds NaN or infinity",
+                                 (long long)id);
+        if (use_min && score < min_sim)
+            continue;
+        v[*got].id = id;
+        v[*got].score = score;
+        (*got)++;
+    }
+    return DS_OK;
+}
+
 /* Second stage: the exact cosine of each candidate, best first. */
-static ds_status exact_rescore(ds_memory *mem, ds_conn *c, int64_t user_id,
-                               const float *q, const int64_t *ids,
-                               size_t ncand, bool use_min, double min_sim,
-                               size_t n, cand_list *out, ds_error *err) {
+static ds_status exact_rescore(ds_memory *mem, ds_conn *c, bool pgv,
+                               int64_t user_id, const float *q,
+                               const int64_t *ids, size_t ncand, bool use_min,
+                               double min_sim, size_t n, cand_list *out,
+                               ds_error *err) {
     cand *v = ds__calloc(ncand, sizeof *v);
-    if (!v)
+    float *scratch = pgv ? ds__calloc(mem->dim, sizeof *scratch) : NULL;
+    if (!v || (pgv && !scratch)) {
+        ds__free(v);
+        ds__free(scratch);
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
     ds__bind p;
     ds__bind_init(&p);
     ds__bind_int64(&p, user_id);
     ds__bind_int8_array(&p, ids, ncand);
-    PGresult *r =
-        ds__memory_exec(c, &ds__memory_fallback_stmts[F_EMBEDDINGS], &p, err);
+    PGresult *r = ds__memory_exec(c,
+                                  pgv ? &ds__memory_pgvector_stmts[P_EMBEDDINGS]
+                                      : &ds__memory_fallback_stmts[F_EMBEDDINGS],
+                                  &p, err);
     ds__bind_free(&p);
     if (!r) {
         ds__free(v);
+        ds__free(scratch);
         return err->code;
     }
-    ds_status st = DS_OK;
     size_t got = 0;
-    for (int i = 0; i < PQntuples(r); i++) {
-        if ((size_t)PQgetlength(r, i, 1) != 4 * mem->dim) {
-            st = ds__error_set(err, DS_ERR_SCHEMA,
-                               "memory fact %lld: embedding has %d bytes, "
-                               "not %zu",
-                               (long long)ds__memory_int8(r, i, 0),
-                               PQgetlength(r, i, 1), 4 * mem->dim);
-            break;
-        }
-        double score = ds__vec_dot_le(
-            q, (const unsigned char *)PQgetvalue(r, i, 1), mem->dim);
-        if (!isfinite(score)) {
-            /* NaN would be handed out as a similarity and break the sort */
-            st = ds__error_set(err, DS_ERR_SCHEMA,
-                               "memory fact %lld: the stored embedding holds "
-                               "NaN or infinity",
-                               (long long)ds__memory_int8(r, i, 0));
-            break;
-        }
-        if (use_min && score < min_sim)
-            continue;
-        v[got].id = ds__memory_int8(r, i, 0);
-        v[got].score = score;
-        got++;
-    }
+    ds_status st = rescore(mem, r, pgv, q, use_min, min_sim, scratch, v, &got,
+                           err);
     PQclear(r);
+    ds__free(scratch);
     if (st != DS_OK) {
         ds__free(v);
         return st;
@@ -202,88 +257,23 @@ static ds_status exact_rescore(ds_memory *mem, ds_conn *c, int64_t user_id,
     return DS_OK;
 }
 
-static ds_status fallback_candidates(ds_memory *mem, ds_conn *c,
-                                     int64_t user_id, const float *q,
-                                     const char *kind, bool use_min,
-                                     double min_sim, size_t n,
-                                     cand_list *out, ds_error *err) {
+/* Both stages, the same on both backends: only where the exact vectors
+ * live differs. */
+static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
+                                  int64_t user_id, const float *q,
+                                  const char *kind, bool use_min,
+                                  double min_sim, size_t n, cand_list *out,
+                                  ds_error *err) {
     int64_t *ids;
     size_t ncand;
     ds_status st = sketch_prune(mem, c, user_id, q, kind, use_min, min_sim, n,
                                 &ids, &ncand, err);
     if (st != DS_OK || ncand == 0)
         return st;
-    st = exact_rescore(mem, c, user_id, q, ids, ncand, use_min, min_sim, n,
-                       out, err);
+    st = exact_rescore(mem, c, pgv, user_id, q, ids, ncand, use_min, min_sim,
+                       n, out, err);
     ds__free(ids);
     return st;
-}
-
-/* ---- pgvector ------------------------------------------------------------ */
-
-static ds_status pgvector_candidates(ds_memory *mem, ds_conn *c,
-                                     const ds__memory_state *s,
-                                     int64_t user_id, const float *q,
-                                     const char *kind, bool use_min,
-                                     double min_sim, int ef_search, size_t n,
-                                     cand_list *out, ds_error *err) {
-    bool hnsw = s->hnsw && s->iterative;
-    PGresult *r;
-    if (hnsw) {
-        char ef[16];
-        snprintf(ef, sizeof ef, "%d", ef_search);
-        ds__bind t;
-        ds__bind_init(&t);
-        ds__bind_text(&t, ef);
-        r = ds__memory_exec(c, &ds__memory_pgvector_stmts[P_TUNE], &t, err);
-    } else {
-        r = ds__memory_exec(c, &ds__memory_pgvector_stmts[P_TUNE_EXACT], NULL,
-                            err);
-    }
-    if (!r)
-        return err->code;
-    PQclear(r);
-
-    ds__bind p;
-    ds__bind_init(&p);
-    ds__bind_int64(&p, user_id);
-    ds__bind_float4_array(&p, q, mem->dim);
-    ds__bind_text(&p, kind);
-    ds__bind_int32(&p, (int32_t)n);
-    if (hnsw) {
-        /* the exact branch runs while the count stays below this */
-        int64_t threshold = (int64_t)mem->exact_max_rows + 1;
-        ds__bind_int32(&p, threshold > INT32_MAX ? INT32_MAX
-                                                 : (int32_t)threshold);
-    }
-    r = ds__memory_exec(c,
-                        &ds__memory_pgvector_stmts[hnsw ? P_SEARCH
-                                                        : P_SEARCH_EXACT],
-                        &p, err);
-    ds__bind_free(&p);
-    if (!r)
-        return err->code;
-    size_t rows = (size_t)PQntuples(r);
-    cand *v = ds__calloc(rows ? rows : 1, sizeof *v);
-    if (!v) {
-        PQclear(r);
-        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    }
-    size_t got = 0;
-    for (size_t i = 0; i < rows; i++) {
-        double score = ds__memory_float(r, (int)i, 1);
-        if (use_min && score < min_sim)
-            continue;
-        v[got].id = ds__memory_int8(r, (int)i, 0);
-        v[got].score = score;
-        got++;
-    }
-    PQclear(r);
-    /* the relaxed order of an iterative scan is re-sorted here */
-    qsort(v, got, sizeof *v, cand_cmp);
-    out->v = v;
-    out->n = got < n ? got : n;
-    return DS_OK;
 }
 
 /* ---- assembling results ------------------------------------------------------- */
@@ -376,7 +366,6 @@ typedef struct search_req {
     const char *kind;
     bool use_min;
     double min_sim;
-    int ef_search;
     bool read_primary;
     const ds_read_token *token;
     int token_wait_ms;
@@ -466,12 +455,9 @@ static ds_status search_once(ds_memory *mem, const search_req *q,
     size_t nhits = 0;
     st = exec_simple(c, M_BEGIN_READ, err);
     if (st == DS_OK)
-        st = s.backend == DS_VECTOR_BACKEND_PGVECTOR
-                 ? pgvector_candidates(mem, c, &s, q->user_id, q->q, q->kind,
-                                       q->use_min, q->min_sim, q->ef_search, n,
-                                       &vec, err)
-                 : fallback_candidates(mem, c, q->user_id, q->q, q->kind,
-                                       q->use_min, q->min_sim, n, &vec, err);
+        st = exact_candidates(mem, c, s.backend == DS_VECTOR_BACKEND_PGVECTOR,
+                              q->user_id, q->q, q->kind, q->use_min,
+                              q->min_sim, n, &vec, err);
     if (st == DS_OK && q->text)
         st = text_candidates(c, q, n, &text, err);
     if (st == DS_OK) {
@@ -547,7 +533,6 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                       opts->kind,
                       opts->use_min_similarity,
                       opts->min_similarity,
-                      opts->ef_search ? opts->ef_search : mem->ef_search,
                       opts->read_primary,
                       token,
                       token_wait_ms};

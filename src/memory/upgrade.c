@@ -9,13 +9,15 @@
  *      cannot read little-endian float32 out of a bytea, so the library
  *      reads a batch (FOR UPDATE: its rows' writers wait for this batch
  *      only), decodes it and writes the vectors back;
- *   3. the HNSW index is built CONCURRENTLY on the new column (an INVALID
- *      one left by a failed run is dropped first);
- *   4. one short transaction takes ACCESS EXCLUSIVE, converts the few rows
- *      written since, drops the sketch, its index, the CHECK, the trigger
- *      and the bytea column, renames the new column and index into place
- *      and records the backend. It waits at most lock_timeout for its lock
- *      and is tried again after a jittered pause.
+ *   3. one short transaction takes ACCESS EXCLUSIVE, converts the few rows
+ *      written since, drops the CHECK, the trigger and the bytea column,
+ *      renames the new column into place and records the backend. It waits
+ *      at most lock_timeout for its lock and is tried again after a
+ *      jittered pause.
+ *
+ * The sketches and their covering index stay: searches on pgvector read
+ * them first, as on the fallback, and no HNSW index is built (every search
+ * is an exact per-user scan; see docs/memory.md).
  *
  * A run that stopped half-way leaves the new column and the trigger; the
  * next run continues from there.
@@ -86,31 +88,6 @@ const ds__stmt_def ds__memory_upgrade_stmts[U_COUNT_] = {
                  {DS_OID_INT8_ARRAY, DS_OID_FLOAT4_ARRAY, DS_OID_INT4},
                  -1,
                  {0}},
-    [U_INVALID] = {"memory.upgrade.invalid",
-                   "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = "
-                   "to_regclass('memory_facts_embedding_pgv_hnsw') AND NOT "
-                   "indisvalid), (SELECT embedding_dim FROM "
-                   "memory_vector_settings) <= 2000 AND EXISTS (SELECT 1 "
-                   "FROM pg_am WHERE amname = 'hnsw')",
-                   0,
-                   {0},
-                   2,
-                   {DS_OID_BOOL, DS_OID_BOOL}},
-    [U_DROP_INVALID] = {"memory.upgrade.drop_invalid",
-                        "DROP INDEX CONCURRENTLY IF EXISTS "
-                        "memory_facts_embedding_pgv_hnsw",
-                        0,
-                        {0},
-                        -1,
-                        {0}},
-    [U_INDEX] = {"memory.upgrade.index",
-                 "CREATE INDEX CONCURRENTLY IF NOT EXISTS "
-                 "memory_facts_embedding_pgv_hnsw ON memory_facts USING hnsw "
-                 "(embedding_pgv vector_cosine_ops)",
-                 0,
-                 {0},
-                 -1,
-                 {0}},
     [U_LOCK] = {"memory.upgrade.lock",
                 "LOCK TABLE memory_facts, memory_vector_settings "
                 "IN ACCESS EXCLUSIVE MODE",
@@ -125,13 +102,8 @@ const ds__stmt_def ds__memory_upgrade_stmts[U_COUNT_] = {
          "DROP FUNCTION IF EXISTS ds_memory_upgrade_reset(); "
          "ALTER TABLE memory_facts DROP CONSTRAINT IF EXISTS "
          "memory_facts_embedding_dim_check; "
-         "DROP INDEX IF EXISTS memory_facts_embedding_sketch_idx; "
-         "ALTER TABLE memory_facts DROP COLUMN embedding_sketch, "
-         "DROP COLUMN embedding; "
+         "ALTER TABLE memory_facts DROP COLUMN embedding; "
          "ALTER TABLE memory_facts RENAME COLUMN embedding_pgv TO embedding; "
-         "IF to_regclass('memory_facts_embedding_pgv_hnsw') IS NOT NULL THEN "
-         "ALTER INDEX memory_facts_embedding_pgv_hnsw RENAME TO "
-         "memory_facts_embedding_hnsw; END IF; "
          "UPDATE memory_vector_settings SET backend = 'pgvector', "
          "updated_at = now(); END $swap$",
          0,
@@ -271,28 +243,6 @@ static ds_status convert_all(ds_conn *c, size_t dim, const char *lt,
     return DS_OK;
 }
 
-/* The HNSW index on the new column, built CONCURRENTLY (outside any
- * transaction). */
-static ds_status build_index(ds_conn *c, ds_error *err) {
-    PGresult *r =
-        ds__memory_exec(c, &ds__memory_upgrade_stmts[U_INVALID], NULL, err);
-    if (!r)
-        return err->code;
-    bool invalid = PQgetvalue(r, 0, 0)[0] != 0;
-    bool wanted = PQgetvalue(r, 0, 1)[0] != 0;
-    PQclear(r);
-    ds_status st = DS_OK;
-    if (invalid) {
-        ds__log(DS_LOG_WARN, MODULE,
-                "an earlier upgrade left an INVALID HNSW index: building it "
-                "again");
-        st = run(c, &ds__memory_upgrade_stmts[U_DROP_INVALID], NULL, err);
-    }
-    if (st == DS_OK && wanted)
-        st = run(c, &ds__memory_upgrade_stmts[U_INDEX], NULL, err);
-    return st;
-}
-
 /* The short exclusive step: the last rows, then the new column takes the
  * old one's place. */
 static ds_status swap(ds_conn *c, size_t dim, const char *lt, buffers *b,
@@ -350,8 +300,6 @@ static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds_error *err) {
     st = buffers_init(&b, dim, err);
     if (st == DS_OK)
         st = convert_all(c, dim, lt, &b, &converted, err);
-    if (st == DS_OK)
-        st = build_index(c, err);
     for (int attempt = 0; st == DS_OK; attempt++) {
         ds_error local = {0};
         st = swap(c, dim, lt, &b, &converted, &local);
