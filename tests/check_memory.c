@@ -1768,6 +1768,11 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     long long t0 = dt_now_ms();
     while (dt_sql_int(replica_admin, sql) == 0 && dt_now_ms() - t0 < 30000)
         usleep(20000);
+    /* The database can reach the replica before its tables do: wait for the
+     * table, then for the fixture's rows. */
+    while (dt_sql_int(replica, "SELECT (to_regclass('users') IS NOT NULL)::int") == 0 &&
+           dt_now_ms() - t0 < 30000)
+        usleep(20000);
     while (dt_sql_int(replica, "SELECT count(*) FROM users") < 2 &&
            dt_now_ms() - t0 < 30000)
         usleep(20000);
