@@ -136,20 +136,6 @@ static bool table_exists(const char *url, const char *name) {
     return count_rows(url, sql) == 1;
 }
 
-static PGconn *raw_conn(const char *url) {
-    PGconn *c = PQconnectdb(url);
-    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
-    return c;
-}
-
-static void raw_exec(PGconn *c, const char *sql) {
-    PGresult *r = PQexec(c, sql);
-    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK ||
-                      PQresultStatus(r) == PGRES_TUPLES_OK,
-                  "%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-}
-
 /* The URL of the same database through PgBouncer (malloc'd). */
 static char *pooler_url_of(const char *direct) {
     const char *slash = strrchr(direct, '/');
@@ -911,9 +897,9 @@ static void *release_main(void *p) {
 
 START_TEST(test_migrate_waits_for_lock_then_times_out_or_proceeds) {
     small_db d = small_db_open("mig_wait");
-    PGconn *holder = raw_conn(d.url);
-    raw_exec(holder, "BEGIN");
-    raw_exec(holder, "SELECT pg_advisory_xact_lock(7238249325589062004)");
+    PGconn *holder = dt_connect(d.url);
+    dt_exec(holder, "BEGIN");
+    dt_exec(holder, "SELECT pg_advisory_xact_lock(7238249325589062004)");
 
     events ev = {0};
     ds_migrate_options opts = dir_options(d.dir);
@@ -952,9 +938,9 @@ START_TEST(test_migrate_ddl_lock_timeout_bounds_the_wait) {
     ds_status st = ds_migrate_to(d.pool, &opts, 1, NULL, &err);
     ck_assert_ds_ok(st, err);
 
-    PGconn *reader = raw_conn(d.url); /* production traffic holding a lock */
-    raw_exec(reader, "BEGIN");
-    raw_exec(reader, "SELECT * FROM things");
+    PGconn *reader = dt_connect(d.url); /* production traffic holding a lock */
+    dt_exec(reader, "BEGIN");
+    dt_exec(reader, "SELECT * FROM things");
     opts.lock_timeout_ms = 200;
     st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
@@ -962,7 +948,7 @@ START_TEST(test_migrate_ddl_lock_timeout_bounds_the_wait) {
     ck_assert(err.retryable);
     ck_assert_ptr_nonnull(strstr(err.message, "0002_things_note.up.sql:1:"));
     ck_assert_int_eq(applied_count(d.url), 1); /* gave up instead of queueing */
-    raw_exec(reader, "COMMIT");
+    dt_exec(reader, "COMMIT");
     PQfinish(reader);
 
     st = ds_migrate_up(d.pool, &opts, NULL, &err);

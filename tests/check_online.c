@@ -40,20 +40,6 @@ static void rm_dir(char *dir) {
     free(dir);
 }
 
-static PGconn *connect_url(const char *url) {
-    PGconn *c = PQconnectdb(url);
-    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "%s", PQerrorMessage(c));
-    return c;
-}
-
-static void exec_ok(PGconn *c, const char *sql) {
-    PGresult *r = PQexec(c, sql);
-    ck_assert_msg(PQresultStatus(r) == PGRES_COMMAND_OK ||
-                      PQresultStatus(r) == PGRES_TUPLES_OK,
-                  "%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-}
-
 /* ---- the runner's online tools --------------------------------------------- */
 
 /* A "-- ds:when" condition skips or runs its statement; an INVALID index a
@@ -86,7 +72,7 @@ START_TEST(test_online_when_and_invalid_index_repair) {
     ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
     ck_assert_ds_ok(st, err);
     /* a failed unique build leaves things_label_idx INVALID */
-    PGconn *c = connect_url(url);
+    PGconn *c = dt_connect(url);
     PGresult *r = PQexec(c, "CREATE UNIQUE INDEX CONCURRENTLY things_label_idx "
                             "ON things (label)");
     ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
@@ -390,37 +376,37 @@ static void probes_check(probes *ps, const char *what, long long before[],
  * that has no partition yet (they wait in the default partition). */
 static void populate(const char *url, int users, int rows, int future) {
     char sql[2048];
-    PGconn *c = connect_url(url);
+    PGconn *c = dt_connect(url);
     snprintf(sql, sizeof sql,
              "INSERT INTO users (email) SELECT 'u' || g || '@example.com' "
              "FROM generate_series(1, %d) g", users);
-    exec_ok(c, sql);
+    dt_exec(c, sql);
     snprintf(sql, sizeof sql,
              "INSERT INTO memory_facts (user_id, content) SELECT 1 + g %% %d, "
              "'fact number ' || g || ' about tea, trains and the weather' "
              "FROM generate_series(1, %d) g", users, rows);
-    exec_ok(c, sql);
+    dt_exec(c, sql);
     snprintf(sql, sizeof sql,
              "INSERT INTO conversations (owner_id, title) SELECT 1 + g %% %d, "
              "'c' || g FROM generate_series(1, %d) g", users, rows / 10);
-    exec_ok(c, sql);
+    dt_exec(c, sql);
     snprintf(sql, sizeof sql,
              "INSERT INTO messages (conversation_id, role, content) "
              "SELECT 1 + g %% %d, 'user', 'message ' || g "
              "FROM generate_series(1, %d) g", rows / 10, rows);
-    exec_ok(c, sql);
+    dt_exec(c, sql);
     snprintf(sql, sizeof sql,
              "INSERT INTO analytics_events (user_id, name, occurred_at) "
              "SELECT 1 + g %% %d, 'e', now() - (g %% 1000) * interval '1 second' "
              "FROM generate_series(1, %d) g", users, rows);
-    exec_ok(c, sql);
+    dt_exec(c, sql);
     snprintf(sql, sizeof sql,
              "INSERT INTO analytics_events (user_id, name, occurred_at) "
              "SELECT 1 + g %% %d, 'future', date_trunc('month', now()) + "
              "interval '5 months 3 days' + g * interval '1 second' "
              "FROM generate_series(1, %d) g", users, future);
-    exec_ok(c, sql);
-    exec_ok(c, "ANALYZE");
+    dt_exec(c, sql);
+    dt_exec(c, "ANALYZE");
     PQfinish(c);
 }
 

@@ -76,25 +76,29 @@ char *dt_url_with_db(const char *url, const char *dbname) {
     return out;
 }
 
-static PGconn *connect_or_fail(const char *url) {
+PGconn *dt_connect(const char *url) {
     PGconn *c = PQconnectdb(url);
     ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect failed: %s",
                   PQerrorMessage(c));
     return c;
 }
 
-void dt_sql(const char *url, const char *sql) {
-    PGconn *c = connect_or_fail(url);
+void dt_exec(PGconn *c, const char *sql) {
     PGresult *r = PQexec(c, sql);
     ExecStatusType st = PQresultStatus(r);
     ck_assert_msg(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK,
                   "SQL failed: %s: %s", sql, PQerrorMessage(c));
     PQclear(r);
+}
+
+void dt_sql(const char *url, const char *sql) {
+    PGconn *c = dt_connect(url);
+    dt_exec(c, sql);
     PQfinish(c);
 }
 
 long long dt_sql_int(const char *url, const char *sql) {
-    PGconn *c = connect_or_fail(url);
+    PGconn *c = dt_connect(url);
     PGresult *r = PQexec(c, sql);
     ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 &&
                       !PQgetisnull(r, 0, 0),

@@ -6,6 +6,8 @@
 #include <check.h>
 #include <stdio.h>
 
+#include <libpq-fe.h>
+
 #include "datastore/datastore.h"
 
 /* Fails the test unless `st` is DS_OK, printing the error. */
@@ -55,6 +57,11 @@ void dt_drop_db(const char *url);
 /* Runs SQL (simple protocol) on `url` through plain libpq and fails the
  * test on error. */
 void dt_sql(const char *url, const char *sql);
+/* A plain libpq connection to `url` (fails the test if it cannot connect);
+ * the caller PQfinish()es it. */
+PGconn *dt_connect(const char *url);
+/* Runs SQL on `c` (simple protocol) and fails the test on error. */
+void dt_exec(PGconn *c, const char *sql);
 /* First column of the first row as int64 (fails the test otherwise). */
 long long dt_sql_int(const char *url, const char *sql);
 
