@@ -70,6 +70,10 @@ int64_t ds__wall_us(void);       /* CLOCK_REALTIME, epoch microseconds */
 void ds__sleep_us(int64_t us);
 uint32_t ds__random_u32(void);   /* libsodium's CSPRNG */
 uint32_t ds__random_uniform(uint32_t upper);
+/* The pause before retry `attempt` (0-based) of a step that hit
+ * lock_timeout: base_us doubled per attempt up to 2^max_shift times, plus a
+ * uniform jitter of up to as much again, so runners that collided spread. */
+int64_t ds__lock_retry_pause_us(int64_t base_us, int attempt, int max_shift);
 
 /* ---- text ------------------------------------------------------------ */
 

@@ -36,6 +36,11 @@ uint32_t ds__random_uniform(uint32_t upper) {
     return upper ? randombytes_uniform(upper) : 0;
 }
 
+int64_t ds__lock_retry_pause_us(int64_t base_us, int attempt, int max_shift) {
+    int64_t pause = base_us << (attempt < max_shift ? attempt : max_shift);
+    return pause + (int64_t)ds__random_uniform((uint32_t)pause);
+}
+
 int ds__strcasecmp(const char *a, const char *b) {
     for (;; a++, b++) {
         int ca = tolower((unsigned char)*a), cb = tolower((unsigned char)*b);

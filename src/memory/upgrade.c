@@ -309,8 +309,7 @@ static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds_error *err) {
                 *err = local;
             break;
         }
-        int64_t nap = INT64_C(100000) << (attempt < 4 ? attempt : 4);
-        nap += (int64_t)ds__random_uniform((uint32_t)nap);
+        int64_t nap = ds__lock_retry_pause_us(100000, attempt, 4);
         ds__log(DS_LOG_WARN, MODULE,
                 "upgrade: lock_timeout on the final swap (attempt %d of %d); "
                 "trying again in %lld ms",

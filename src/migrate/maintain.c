@@ -402,8 +402,7 @@ static ds_status swap(maint *m, const names *n, const month *mo,
             st = (call);                                                       \
             if (st == DS_OK || !timed_out(m) || try_ + 1 >= SWAP_TRIES)        \
                 break;                                                         \
-            int64_t nap = INT64_C(100000) << (try_ < 4 ? try_ : 4);            \
-            nap += (int64_t)ds__random_uniform((uint32_t)nap);                 \
+            int64_t nap = ds__lock_retry_pause_us(100000, try_, 4);            \
             ds__log(DS_LOG_WARN, MODULE,                                       \
                     "maintain: lock_timeout (attempt %d of %d); trying "       \
                     "again in %lld ms",                                        \

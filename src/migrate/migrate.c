@@ -664,8 +664,7 @@ static ds_status exec_stmt(void *ud, const ds__sql_stmt *s, ds_error *err) {
             break;
         PQclear(res);
         res = NULL;
-        int64_t nap = INT64_C(100000) << (attempt < 5 ? attempt : 5);
-        nap += (int64_t)ds__random_uniform((uint32_t)nap);
+        int64_t nap = ds__lock_retry_pause_us(100000, attempt, 5);
         ds__log(DS_LOG_WARN, MODULE,
                 "%s:%d: lock_timeout (attempt %d of %d); trying again in "
                 "%lld ms",
