@@ -30,7 +30,7 @@ struct ds_memory {
 /* ---- statements ---------------------------------------------------------- */
 
 
-/* Indices into the statement tables below (memory.c). */
+/* Indices into the statement tables below (statements.c). */
 enum {
     M_SETTINGS, M_BEGIN, M_BEGIN_READ, M_COMMIT, M_ROWS, M_LIST,
     M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_SKETCHES,
@@ -136,7 +136,7 @@ float ds__sketch_slack(size_t dim);
 /* Decodes a binary one-dimensional float4[] of exactly `dim` values. */
 bool ds__vec_from_array(const char *data, int len, size_t dim, float *out);
 
-/* ---- shared by memory.c and search.c ------------------------------------ */
+/* ---- shared by the memory files ------------------------------------ */
 
 /* The one row of memory_vector_settings and the catalog facts beside it
  * (statement M_SETTINGS); DS_ERR_SCHEMA when the table holds no row or

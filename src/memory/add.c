@@ -1,0 +1,277 @@
+/*
+ * Adding facts: validation of every fact before anything is written, then
+ * batches of facts in one INSERT each (one transaction when there are
+ * several), each with its vector and its sketch.
+ */
+#include <stdlib.h>
+
+#include "core/json_internal.h"
+#include "memory/memory_internal.h"
+
+/* ---- validation ------------------------------------------------------------------ */
+
+static bool kind_valid(const char *kind) {
+    size_t n = 0;
+    for (const char *p = kind; *p; p++, n++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '_'))
+            return false;
+    return n >= 1 && n <= DS_MEMORY_KIND_MAX;
+}
+
+static size_t utf8_chars(const char *s, size_t len) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+ds_status ds__memory_check_kind(const char *kind, ds_error *err) {
+    if (kind && !kind_valid(kind))
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "kind must be 1 to 64 of a-z, 0-9 and _");
+    return DS_OK;
+}
+
+ds_status ds__memory_check_fact(const ds_memory *mem,
+                                const ds_memory_new_fact *f, float *unit,
+                                ds_error *err) {
+    if (f->user_id <= 0)
+        return ds__error_set(err, DS_ERR_INVALID, "user_id must be positive");
+    ds_status st = ds__memory_check_kind(f->kind, err);
+    if (st != DS_OK)
+        return st;
+    if (!f->content)
+        return ds__error_set(err, DS_ERR_INVALID, "content is NULL");
+    size_t len = strlen(f->content);
+    if (!ds__utf8_valid(f->content, len))
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "content is not valid UTF-8");
+    size_t chars = utf8_chars(f->content, len);
+    if (chars < 1 || chars > DS_MEMORY_CONTENT_MAX)
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "content must be 1 to %d characters, not %zu",
+                             DS_MEMORY_CONTENT_MAX, chars);
+    if (f->metadata && !json_is_object(f->metadata))
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "metadata must be a JSON object");
+    if (!(f->importance >= 0.0 && f->importance <= 1.0))
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "importance must be from 0 to 1");
+    return ds__vec_normalize(f->embedding, f->dim, mem->dim, "embedding",
+                             unit, err);
+}
+
+/* ---- add ------------------------------------------------------------------------- */
+
+/* jansson allocates the dump; free it with jansson's free. */
+static void json_text_free(char *text) {
+    json_malloc_t jmalloc;
+    json_free_t jfree;
+    json_get_alloc_funcs(&jmalloc, &jfree);
+    if (text)
+        jfree(text);
+}
+
+/* Binary jsonb of a fact's metadata: version byte 1, then the text. */
+static ds_status encode_metadata(const json_t *metadata, char **out,
+                                 size_t *len, ds_error *err) {
+    char *text = metadata ? ds__json_dumps(metadata, JSON_COMPACT) : NULL;
+    if (metadata && !text)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    size_t n = text ? strlen(text) : 2;
+    *out = ds__malloc(n + 1);
+    if (*out) {
+        (*out)[0] = 1;
+        memcpy(*out + 1, text ? text : "{}", n);
+        *len = n + 1;
+    }
+    json_text_free(text);
+    return *out ? DS_OK
+                : ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+}
+
+/* Inserts `n` validated facts in one statement; ids in input order. */
+static ds_status insert_batch(ds_memory *mem, ds_conn *c,
+                              ds_vector_backend backend,
+                              const ds_memory_new_fact *f, size_t n,
+                              int64_t *ids, ds_error *err) {
+    size_t dim = mem->dim;
+    bool pgv = backend == DS_VECTOR_BACKEND_PGVECTOR;
+    ds_status st = DS_OK;
+    char **meta = ds__calloc(n, sizeof *meta);
+    size_t *meta_len = ds__calloc(n, sizeof *meta_len);
+    int64_t *users = ds__calloc(n, sizeof *users);
+    float *importance = ds__calloc(n, sizeof *importance);
+    float *units = ds__calloc(n * dim, sizeof *units);
+    /* each fact's little-endian vector (fallback) and sketch (both) */
+    unsigned char *bytes = ds__malloc(n * (5 * dim + 8));
+    ds__pgarr kinds, contents, metas, embs, sketches;
+    ds__pgarr_init(&kinds, DS_OID_TEXT);
+    ds__pgarr_init(&contents, DS_OID_TEXT);
+    ds__pgarr_init(&metas, DS_OID_JSONB);
+    ds__pgarr_init(&embs, DS_OID_BYTEA);
+    ds__pgarr_init(&sketches, DS_OID_BYTEA);
+    ds__bind p;
+    ds__bind_init(&p);
+    if (!meta || !meta_len || !users || !importance || !units || !bytes)
+        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    for (size_t i = 0; st == DS_OK && i < n; i++) {
+        st = encode_metadata(f[i].metadata, &meta[i], &meta_len[i], err);
+        users[i] = f[i].user_id;
+        importance[i] = (float)f[i].importance;
+        /* validated before: this only recomputes the unit vector */
+        ds__vec_normalize(f[i].embedding, f[i].dim, dim, "embedding",
+                          units + i * dim, NULL);
+    }
+    PGresult *r = NULL;
+    if (st == DS_OK) {
+        bool ok = true;
+        for (size_t i = 0; ok && i < n; i++) {
+            const char *kind = f[i].kind ? f[i].kind : "fact";
+            ok = ds__pgarr_add(&kinds, kind, strlen(kind)) &&
+                 ds__pgarr_add(&contents, f[i].content, strlen(f[i].content)) &&
+                 ds__pgarr_add(&metas, meta[i], meta_len[i]);
+            unsigned char *le = bytes + i * (5 * dim + 8);
+            unsigned char *sk = le + 4 * dim;
+            ds__sketch_build(units + i * dim, dim, sk);
+            ok = ok && ds__pgarr_add(&sketches, sk, DS_SKETCH_BYTES(dim));
+            if (ok && !pgv) {
+                ds__vec_to_le(units + i * dim, dim, le);
+                ok = ds__pgarr_add(&embs, le, 4 * dim);
+            }
+        }
+        ds__bind_int8_array(&p, users, n);
+        ds__bind_array(&p, &kinds, DS_OID_TEXT_ARRAY);
+        ds__bind_array(&p, &contents, DS_OID_TEXT_ARRAY);
+        ds__bind_array(&p, &metas, DS_OID_JSONB_ARRAY);
+        ds__bind_float4_array(&p, importance, n);
+        if (pgv) {
+            ds__bind_float4_array(&p, units, n * dim);
+            ds__bind_int32(&p, (int32_t)dim);
+            ds__bind_array(&p, &sketches, DS_OID_BYTEA_ARRAY);
+        } else {
+            ds__bind_array(&p, &embs, DS_OID_BYTEA_ARRAY);
+            ds__bind_array(&p, &sketches, DS_OID_BYTEA_ARRAY);
+        }
+        if (!ok)
+            st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+        else
+            r = ds__memory_exec(c,
+                                pgv ? &ds__memory_pgvector_stmts[P_INSERT_MANY]
+                                    : &ds__memory_fallback_stmts[F_INSERT_MANY],
+                                &p, err);
+        if (st == DS_OK && !r)
+            st = err->code;
+    }
+    if (r) {
+        /* identity values rise in insertion order, which is input order */
+        size_t got = (size_t)PQntuples(r);
+        for (size_t i = 0; ids && i < got && i < n; i++)
+            ids[i] = ds__memory_int8(r, (int)i, 0);
+        if (ids)
+            qsort(ids, got < n ? got : n, sizeof *ids, ds__int64_cmp);
+        PQclear(r);
+    }
+    for (size_t i = 0; meta && i < n; i++)
+        ds__free(meta[i]);
+    ds__free(meta);
+    ds__free(meta_len);
+    ds__free(users);
+    ds__free(importance);
+    ds__free(units);
+    ds__free(bytes);
+    ds__pgarr_free(&kinds);
+    ds__pgarr_free(&contents);
+    ds__pgarr_free(&metas);
+    ds__pgarr_free(&embs);
+    ds__pgarr_free(&sketches);
+    ds__bind_free(&p);
+    return st;
+}
+
+/* Facts per INSERT: about 4 MiB of vectors, at most 1000. */
+static size_t batch_rows(size_t dim) {
+    size_t rows = (size_t)(1u << 20) / dim;
+    return rows < 1 ? 1 : rows > 1000 ? 1000 : rows;
+}
+
+static ds_status add_many_once(ds_memory *mem, const ds_memory_new_fact *facts,
+                               size_t count, int64_t *ids, ds_error *err) {
+    ds__memory_state s = ds__memory_state_get(mem);
+    ds_conn *c;
+    ds_status st = ds_pool_acquire(mem->pool, &c, err);
+    if (st != DS_OK)
+        return st;
+    size_t batch = batch_rows(mem->dim);
+    bool tx = count > batch;
+    if (tx) {
+        PGresult *r = ds__memory_exec(c, &ds__memory_stmts[M_BEGIN], NULL, err);
+        st = r ? DS_OK : err->code;
+        PQclear(r);
+    }
+    for (size_t at = 0; st == DS_OK && at < count; at += batch) {
+        size_t n = count - at < batch ? count - at : batch;
+        st = insert_batch(mem, c, s.backend, facts + at, n,
+                          ids ? ids + at : NULL, err);
+    }
+    if (st == DS_OK && tx) {
+        PGresult *r =
+            ds__memory_exec(c, &ds__memory_stmts[M_COMMIT], NULL, err);
+        st = r ? DS_OK : err->code;
+        PQclear(r);
+    }
+    ds_pool_release(c); /* rolls back a failed transaction */
+    if (strcmp(err->sqlstate, "23503") == 0) {
+        err->code = st = DS_ERR_NOT_FOUND;
+        ds__error_prefix(err, "no such user");
+    }
+    return st;
+}
+
+DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
+                                       const ds_memory_new_fact *facts,
+                                       size_t count, int64_t *ids,
+                                       ds_error *err) {
+    if (ids && count >= 1 && count <= 10000)
+        memset(ids, 0, count * sizeof *ids);
+    DS_CHECK_ARG(err, mem, "mem is NULL");
+    DS_CHECK_ARG(err, facts, "facts is NULL");
+    DS_CHECK_ARG(err, count >= 1 && count <= 10000,
+                 "count must be 1 to 10000");
+    float *unit = ds__calloc(mem->dim, sizeof *unit);
+    if (!unit)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    /* Every fact is checked before anything is written. */
+    ds_status st = DS_OK;
+    for (size_t i = 0; i < count && st == DS_OK; i++) {
+        st = ds__memory_check_fact(mem, &facts[i], unit, err);
+        if (st != DS_OK && count > 1)
+            ds__error_prefix(err, "fact %zu", i);
+    }
+    ds__free(unit);
+    if (st != DS_OK)
+        return st;
+    ds_error local = {0};
+    st = add_many_once(mem, facts, count, ids, &local);
+    if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
+        memset(&local, 0, sizeof local);
+        st = add_many_once(mem, facts, count, ids, &local);
+    }
+    if (st == DS_OK)
+        return DS_OK;
+    /* ids of batches written before the failure were rolled back */
+    if (ids)
+        memset(ids, 0, count * sizeof *ids);
+    return ds__memory_fail(&local, err);
+}
+
+DS_EXPORT ds_status ds_memory_add(ds_memory *mem,
+                                  const ds_memory_new_fact *fact, int64_t *id,
+                                  ds_error *err) {
+    if (id)
+        *id = 0;
+    DS_CHECK_ARG(err, mem, "mem is NULL");
+    DS_CHECK_ARG(err, fact, "fact is NULL");
+    return ds_memory_add_many(mem, fact, 1, id, err);
+}

@@ -1,0 +1,223 @@
+/*
+ * The memory store's SQL: the statements shared by both backends and each
+ * backend's own (only the one the database uses can be prepared there).
+ */
+#include "memory/memory_internal.h"
+
+/* ---- statements ------------------------------------------------------------ */
+
+#define FACT_COLS                                                              \
+    "id, user_id, kind, content, metadata, importance, created_at, "          \
+    "updated_at, last_accessed_at"
+#define FACT_TYPES                                                             \
+    DS_OID_INT8, DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_JSONB,          \
+        DS_OID_FLOAT4, DS_OID_TIMESTAMPTZ, DS_OID_TIMESTAMPTZ,                 \
+        DS_OID_TIMESTAMPTZ
+#define KIND_FILTER "($%d::text IS NULL OR kind = $%d)"
+
+const ds__stmt_def ds__memory_stmts[M_COUNT_] = {
+    [M_SETTINGS] = {"memory.settings",
+                    "SELECT s.embedding_dim, s.backend, "
+                    "(SELECT extversion FROM pg_extension WHERE extname = "
+                    "'vector'), "
+                    "(SELECT format_type(a.atttypid, a.atttypmod) FROM "
+                    "pg_attribute a WHERE a.attrelid = "
+                    "'memory_facts'::regclass AND a.attname = 'embedding' "
+                    "AND NOT a.attisdropped), "
+                    "to_regclass('memory_facts_embedding_hnsw') IS NOT NULL, "
+                    "EXISTS (SELECT 1 FROM pg_available_extensions WHERE name "
+                    "= 'vector') "
+                    "FROM memory_vector_settings s",
+                    0,
+                    {0},
+                    6,
+                    {DS_OID_INT4, DS_OID_TEXT, DS_OID_TEXT, DS_OID_TEXT,
+                     DS_OID_BOOL, DS_OID_BOOL}},
+    [M_BEGIN] = {"memory.begin", "BEGIN", 0, {0}, -1, {0}},
+    [M_BEGIN_READ] = {"memory.begin_read",
+                      "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                      0,
+                      {0},
+                      -1,
+                      {0}},
+    [M_COMMIT] = {"memory.commit", "COMMIT", 0, {0}, -1, {0}},
+    [M_ROWS] = {"memory.rows",
+                "SELECT " FACT_COLS " FROM memory_facts "
+                "WHERE user_id = $1 AND id = ANY($2)",
+                2,
+                {DS_OID_INT8, DS_OID_INT8_ARRAY},
+                DS_MEMORY_ROW_COLS,
+                {FACT_TYPES}},
+    [M_LIST] = {"memory.list",
+                "SELECT " FACT_COLS " FROM memory_facts "
+                "WHERE user_id = $1 AND ($2::text IS NULL OR kind = $2) "
+                "AND id > $3 ORDER BY id LIMIT $4",
+                4,
+                {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8, DS_OID_INT4},
+                DS_MEMORY_ROW_COLS,
+                {FACT_TYPES}},
+    [M_SET_IMPORTANCE] = {"memory.set_importance",
+                          "UPDATE memory_facts SET importance = $3, "
+                          "updated_at = now() "
+                          "WHERE user_id = $1 AND id = $2 RETURNING id",
+                          3,
+                          {DS_OID_INT8, DS_OID_INT8, DS_OID_FLOAT4},
+                          1,
+                          {DS_OID_INT8}},
+    [M_TOUCH] = {"memory.touch",
+                 "UPDATE memory_facts SET last_accessed_at = now() "
+                 "WHERE user_id = $1 AND id = ANY($2)",
+                 2,
+                 {DS_OID_INT8, DS_OID_INT8_ARRAY},
+                 -1,
+                 {0}},
+    [M_DELETE] = {"memory.delete",
+                  "DELETE FROM memory_facts WHERE user_id = $1 AND id = $2 "
+                  "RETURNING id",
+                  2,
+                  {DS_OID_INT8, DS_OID_INT8},
+                  1,
+                  {DS_OID_INT8}},
+    /* The expression matches memory_facts_content_fts_idx. */
+    [M_TEXT_CANDIDATES] = {"memory.text_candidates",
+                           "SELECT f.id, ts_rank_cd(to_tsvector('english', "
+                           "f.content), q) AS rank "
+                           "FROM memory_facts f, "
+                           "websearch_to_tsquery('english', $2) q "
+                           "WHERE f.user_id = $1 AND ($3::text IS NULL OR "
+                           "f.kind = $3) "
+                           "AND to_tsvector('english', f.content) @@ q "
+                           "ORDER BY rank DESC, f.id LIMIT $4",
+                           4,
+                           {DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT,
+                            DS_OID_INT4},
+                           2,
+                           {DS_OID_INT8, DS_OID_FLOAT4}},
+    /* The first stage of every search, on both backends: an index-only
+     * scan of memory_facts_embedding_sketch_idx (the predicate is the
+     * index's). A NULL sketch (a row written before sketches were kept on
+     * pgvector) is returned too: the caller always rescores it. */
+    [M_SKETCHES] = {"memory.sketches",
+                    "SELECT id, embedding_sketch FROM memory_facts "
+                    "WHERE user_id = $1 AND ($2::text IS NULL OR kind = $2) "
+                    "AND (embedding_sketch IS NULL OR "
+                    "octet_length(embedding_sketch) <= 2008)",
+                    2,
+                    {DS_OID_INT8, DS_OID_TEXT},
+                    2,
+                    {DS_OID_INT8, DS_OID_BYTEA}},
+    /* Above DS_SKETCH_INDEX_MAX_DIM dimensions: from the table. */
+    [M_SKETCHES_WIDE] = {"memory.sketches_wide",
+                         "SELECT id, embedding_sketch FROM memory_facts "
+                         "WHERE user_id = $1 AND ($2::text IS NULL OR "
+                         "kind = $2)",
+                         2,
+                         {DS_OID_INT8, DS_OID_TEXT},
+                         2,
+                         {DS_OID_INT8, DS_OID_BYTEA}},
+};
+
+const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
+    /* Up to a batch of facts in one statement, from parallel arrays. */
+    [F_INSERT_MANY] = {"memory.fallback.insert_many",
+                       "INSERT INTO memory_facts (user_id, kind, content, "
+                       "metadata, importance, embedding, embedding_sketch) "
+                       "SELECT * FROM unnest($1::int8[], $2::text[], "
+                       "$3::text[], $4::jsonb[], $5::real[], $6::bytea[], "
+                       "$7::bytea[]) RETURNING id",
+                       7,
+                       {DS_OID_INT8_ARRAY, DS_OID_TEXT_ARRAY,
+                        DS_OID_TEXT_ARRAY, DS_OID_JSONB_ARRAY,
+                        DS_OID_FLOAT4_ARRAY, DS_OID_BYTEA_ARRAY,
+                        DS_OID_BYTEA_ARRAY},
+                       1,
+                       {DS_OID_INT8}},
+    [F_GET] = {"memory.fallback.get",
+               "SELECT " FACT_COLS ", embedding FROM memory_facts "
+               "WHERE user_id = $1 AND id = $2",
+               2,
+               {DS_OID_INT8, DS_OID_INT8},
+               DS_MEMORY_ROW_COLS + 1,
+               {FACT_TYPES, DS_OID_BYTEA}},
+    [F_EMBEDDINGS] = {"memory.fallback.embeddings",
+                      "SELECT id, embedding FROM memory_facts "
+                      "WHERE user_id = $1 AND id = ANY($2) "
+                      "AND embedding IS NOT NULL",
+                      2,
+                      {DS_OID_INT8, DS_OID_INT8_ARRAY},
+                      2,
+                      {DS_OID_INT8, DS_OID_BYTEA}},
+};
+
+const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
+    /* $6 holds the batch's vectors end to end, $7 values each; $8 the
+     * sketches, which searches read first (as on the fallback). */
+    [P_INSERT_MANY] = {"memory.pgvector.insert_many",
+                       "INSERT INTO memory_facts (user_id, kind, content, "
+                       "metadata, importance, embedding, embedding_sketch) "
+                       "SELECT u.user_id, u.kind, u.content, u.metadata, "
+                       "u.importance, "
+                       "($6::real[])[(u.n - 1) * $7 + 1 : u.n * $7]::vector, "
+                       "u.sketch "
+                       "FROM unnest($1::int8[], $2::text[], $3::text[], "
+                       "$4::jsonb[], $5::real[], $8::bytea[]) WITH ORDINALITY "
+                       "AS u(user_id, kind, content, metadata, importance, "
+                       "sketch, n) "
+                       "RETURNING id",
+                       8,
+                       {DS_OID_INT8_ARRAY, DS_OID_TEXT_ARRAY,
+                        DS_OID_TEXT_ARRAY, DS_OID_JSONB_ARRAY,
+                        DS_OID_FLOAT4_ARRAY, DS_OID_FLOAT4_ARRAY, DS_OID_INT4,
+                        DS_OID_BYTEA_ARRAY},
+                       1,
+                       {DS_OID_INT8}},
+    [P_GET] = {"memory.pgvector.get",
+               "SELECT " FACT_COLS ", embedding::real[] FROM memory_facts "
+               "WHERE user_id = $1 AND id = $2",
+               2,
+               {DS_OID_INT8, DS_OID_INT8},
+               DS_MEMORY_ROW_COLS + 1,
+               {FACT_TYPES, DS_OID_FLOAT4_ARRAY}},
+    /* The exact vectors of a search's candidates, scored by the library
+     * like the fallback's, so both backends rank alike. */
+    [P_EMBEDDINGS] = {"memory.pgvector.embeddings",
+                      "SELECT id, embedding::real[] FROM memory_facts "
+                      "WHERE user_id = $1 AND id = ANY($2) "
+                      "AND embedding IS NOT NULL",
+                      2,
+                      {DS_OID_INT8, DS_OID_INT8_ARRAY},
+                      2,
+                      {DS_OID_INT8, DS_OID_FLOAT4_ARRAY}},
+    /* ds_memory_fill_sketches (sketches.c): facts without a sketch, by id
+     * from $1, and their sketches written back. */
+    [P_UNSKETCHED] = {"memory.pgvector.unsketched",
+                      "SELECT id, embedding::real[] FROM memory_facts "
+                      "WHERE id > $1 AND embedding_sketch IS NULL "
+                      "AND embedding IS NOT NULL ORDER BY id LIMIT $2",
+                      2,
+                      {DS_OID_INT8, DS_OID_INT4},
+                      2,
+                      {DS_OID_INT8, DS_OID_FLOAT4_ARRAY}},
+    [P_SET_SKETCHES] = {"memory.pgvector.set_sketches",
+                        "UPDATE memory_facts f SET embedding_sketch = "
+                        "u.sketch FROM unnest($1::int8[], $2::bytea[]) "
+                        "AS u(id, sketch) WHERE f.id = u.id "
+                        "AND f.embedding_sketch IS NULL",
+                        2,
+                        {DS_OID_INT8_ARRAY, DS_OID_BYTEA_ARRAY},
+                        -1,
+                        {0}},
+};
+
+size_t ds__stmts_memory(const ds__stmt_def **defs) {
+    *defs = ds__memory_stmts;
+    return M_COUNT_;
+}
+size_t ds__stmts_memory_fallback(const ds__stmt_def **defs) {
+    *defs = ds__memory_fallback_stmts;
+    return F_COUNT_;
+}
+size_t ds__stmts_memory_pgvector(const ds__stmt_def **defs) {
+    *defs = ds__memory_pgvector_stmts;
+    return P_COUNT_;
+}
