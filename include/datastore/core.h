@@ -68,8 +68,26 @@ typedef enum ds_status {
     DS_ERR_CLOSED = 13,     /* the handle is closing or closed              */
     DS_ERR_UNSUPPORTED = 14,/* the server lacks a feature (e.g. pgvector),
                                or stored data this build cannot represent */
-    DS_ERR_INTERNAL = 15    /* a bug in libdatastore: please report it      */
+    DS_ERR_INTERNAL = 15,   /* a bug in libdatastore: please report it      */
+    DS_ERR_NOT_DURABLE = 16 /* committed on the primary, but the wait for the
+                               synchronous standby was cancelled: the write
+                               may be lost in a failover (see below)      */
 } ds_status;
+
+/*
+ * DS_ERR_NOT_DURABLE: PostgreSQL with synchronous replication acknowledges
+ * a commit only once a standby has its WAL. When that wait is cancelled
+ * (pg_cancel_backend(), a client's cancel request; statement_timeout is
+ * disarmed before a commit waits), the server still reports success with
+ * only a warning (SQLSTATE 01000, "canceling wait for synchronous
+ * replication"); the library returns this error instead of DS_OK. The data
+ * is visible on the primary, but a failover may lose it. The error is
+ * retryable: repeat the write with the same idempotency key (the repeat
+ * finds the stored row) and check it after a failover. The warning is
+ * recognised by its English text, so the server's lc_messages must be
+ * English (the default with the C and en_* locales). Results and
+ * out-parameters of the failed call are not filled.
+ */
 
 #define DS_ERROR_MESSAGE_MAX 512
 
@@ -92,7 +110,8 @@ DS_EXPORT const char *ds_status_str(ds_status status);
  * True when repeating the same operation later may succeed: connection loss,
  * server shutdown/restart (57P01/57P02/57P03), serialization failure (40001),
  * deadlock (40P01), lock timeout (55P03), too many connections (53300),
- * an unreachable Redis. False for NULL.
+ * an unreachable Redis, a commit the synchronous standby did not confirm
+ * (DS_ERR_NOT_DURABLE: retry only with an idempotency key). False for NULL.
  */
 DS_EXPORT bool ds_error_is_retryable(const ds_error *err);
 

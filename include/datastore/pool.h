@@ -222,7 +222,9 @@ typedef ds_status (*ds_tx_fn)(ds_conn *conn, void *ud, ds_error *err);
  * it fails, and retries with jittered exponential backoff when the failure
  * is a serialization failure (40001), a deadlock (40P01) or a connection
  * lost before COMMIT was sent. `opts` may be NULL. Returns fn's error (or
- * the server's) after the last attempt.
+ * the server's) after the last attempt. A COMMIT whose wait for the
+ * synchronous standby was cancelled returns DS_ERR_NOT_DURABLE (see
+ * core.h) and is not retried here: the transaction did commit.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_tx_run(ds_pool *pool,
                                            const ds_tx_options *opts,

@@ -148,7 +148,9 @@ typedef struct ds_result ds_result;
  * command). Errors: DS_ERR_INVALID (bad argument or parameter, e.g. a NUL
  * byte in text), DS_ERR_CONFLICT (unique violation), DS_ERR_TIMEOUT
  * (statement or lock timeout), DS_ERR_CONNECTION (retryable), DS_ERR_DB
- * (sqlstate says which), DS_ERR_NOMEM. Use one statement per call.
+ * (sqlstate says which), DS_ERR_NOT_DURABLE (committed without the
+ * synchronous standby's confirmation; see core.h), DS_ERR_NOMEM. Use one
+ * statement per call.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_exec(ds_conn *conn, const char *sql,
                                          const ds_param *params, int nparams,

@@ -22,6 +22,7 @@ DS_EXPORT const char *ds_status_str(ds_status status) {
     case DS_ERR_CLOSED: return "DS_ERR_CLOSED";
     case DS_ERR_UNSUPPORTED: return "DS_ERR_UNSUPPORTED";
     case DS_ERR_INTERNAL: return "DS_ERR_INTERNAL";
+    case DS_ERR_NOT_DURABLE: return "DS_ERR_NOT_DURABLE";
     }
     return "DS_ERR_UNKNOWN";
 }

@@ -123,6 +123,46 @@ ds_status ds__pg_error(ds_conn *c, PGconn *pg, const PGresult *res,
     return code;
 }
 
+/* ---- synchronous commit that was not waited for ----------------------- */
+
+/* With synchronous replication, a cancel (statement_timeout, a cancel
+ * request) that arrives while COMMIT waits for the standby does not undo
+ * the commit: the server answers success plus this WARNING (SQLSTATE
+ * 01000, primary message "canceling wait for synchronous replication due
+ * to user request", detail "The transaction has already committed locally,
+ * but might not have been replicated to the standby."). Reporting that as
+ * success would acknowledge a write that a failover can lose. The warning
+ * has no SQLSTATE of its own (01000 is also what RAISE WARNING uses), so
+ * its text is what identifies it. */
+#define SYNC_REP_CANCEL "canceling wait for synchronous replication"
+
+void ds__conn_notice(void *arg, const PGresult *res) {
+    ds_conn *c = arg;
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (c && state && strcmp(state, "01000") == 0 && msg &&
+        strncmp(msg, SYNC_REP_CANCEL, strlen(SYNC_REP_CANCEL)) == 0)
+        c->not_durable = true;
+    if (ds__log_enabled(DS_LOG_DEBUG))
+        ds__log(DS_LOG_DEBUG, "pool", "server notice: %s", msg ? msg : "");
+}
+
+ds_status ds__conn_check_durable(ds_conn *c, const char *context,
+                                 ds_error *err) {
+    if (!c->not_durable)
+        return DS_OK;
+    c->not_durable = false;
+    ds__error_set(err, DS_ERR_NOT_DURABLE,
+                  "%s: committed on the primary, but the wait for the "
+                  "synchronous standby was cancelled: the write may be lost "
+                  "in a failover; repeat it with its idempotency key",
+                  context ? context : "commit");
+    ds__error_set_sqlstate(err, "01000");
+    if (err)
+        err->retryable = true;
+    return DS_ERR_NOT_DURABLE;
+}
+
 /* ---- prepared statement cache ----------------------------------------- */
 
 static uint64_t stmt_hash(const char *sql, int nparams, const Oid *types) {
@@ -298,6 +338,7 @@ static PGresult *conn_exec(ds_conn *c, const char *sql, int nparams,
                            int result_format, ds_error *err) {
     PGresult *r = NULL;
     prep_outcome o = PREP_UNNAMED;
+    c->not_durable = false;
     if (!c->pooler)
         o = exec_prepared(c, sql, nparams, types, values, lengths, formats,
                           result_format, true, &r, err);
@@ -306,8 +347,12 @@ static PGresult *conn_exec(ds_conn *c, const char *sql, int nparams,
     if (o == PREP_UNNAMED)
         r = PQexecParams(c->pg, sql, nparams, types, values, lengths, formats,
                          result_format);
-    if (r && result_ok(r))
-        return r;
+    if (r && result_ok(r)) {
+        if (ds__conn_check_durable(c, "query", err) == DS_OK)
+            return r;
+        PQclear(r);
+        return NULL;
+    }
     ds__pg_error(c, NULL, r, "query", err);
     PQclear(r);
     return NULL;
@@ -364,12 +409,13 @@ PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
 }
 
 ds_status ds__conn_exec_simple(ds_conn *c, const char *sql, ds_error *err) {
+    c->not_durable = false;
     PGresult *r = PQexec(c->pg, sql);
     /* PQexec returns the last statement's result; an earlier failure
      * stops the string and is what we get. */
     if (r && result_ok(r)) {
         PQclear(r);
-        return DS_OK;
+        return ds__conn_check_durable(c, "query", err);
     }
     ds_status st = ds__pg_error(c, NULL, r, "query", err);
     PQclear(r);

@@ -144,14 +144,6 @@ static bool conn_usable(const ds_pool *p, ds_conn *c, int64_t now) {
     return now - c->idle_since_us < ALIVE_BYPASS_US || conn_alive(c);
 }
 
-static void silence_notices(void *arg, const PGresult *res) {
-    (void)arg;
-    if (ds__log_enabled(DS_LOG_DEBUG)) {
-        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        ds__log(DS_LOG_DEBUG, MODULE, "server notice: %s", msg ? msg : "");
-    }
-}
-
 /* Opens a connection to sub-pool `s`, bounded by `deadline_us` (monotonic).
  * libpq's own connect_timeout has whole-second granularity, so the
  * handshake is driven with PQconnectPoll here. */
@@ -231,7 +223,7 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
                            s->label);
     }
     if (st == DS_OK) {
-        PQsetNoticeReceiver(c->pg, silence_notices, NULL);
+        PQsetNoticeReceiver(c->pg, ds__conn_notice, c);
         c->created_us = ds__now_us();
         c->expires_us = lifetime_deadline(p, c->created_us);
         /* Session settings are unsafe behind a transaction-mode pooler:

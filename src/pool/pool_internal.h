@@ -39,6 +39,8 @@ struct ds_conn {
     uint32_t stmt_count;
     uint32_t next_stmt_id;
     bool discard;           /* close instead of reuse on release */
+    bool not_durable;       /* the last statement's commit skipped the
+                               synchronous standby (see conn.c) */
     bool pooler;            /* unnamed statements only */
 };
 
@@ -119,6 +121,18 @@ PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
  * the server reports neither (older servers, or a pooler such as PgBouncer
  * in between). */
 bool ds__server_read_only(PGconn *pg, bool *known);
+
+/* The notice receiver of every pooled connection: remembers a cancelled
+ * synchronous-replication wait in c->not_durable (logs the rest at debug
+ * level). `arg` is the ds_conn. */
+void ds__conn_notice(void *arg, const PGresult *res);
+
+/* DS_OK, or DS_ERR_NOT_DURABLE (and clears the mark) when a statement
+ * run since the mark was last cleared committed without the synchronous
+ * standby's confirmation. For callers that run COMMIT with libpq
+ * directly; clear c->not_durable before sending. */
+ds_status ds__conn_check_durable(ds_conn *c, const char *context,
+                                 ds_error *err);
 
 /* Frees the prepared statement cache (the server side goes with the
  * connection). */

@@ -66,6 +66,7 @@ static ds_status run_once(ds_pool *pool, const ds_tx_options *opts,
                                "statement failed; rolled back");
         } else {
             *commit_sent = true;
+            conn->not_durable = false;
             PGresult *r = PQexec(conn->pg, "COMMIT");
             if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
                 st = ds__pg_error(conn, NULL, r, "commit", err);
@@ -76,6 +77,8 @@ static ds_status run_once(ds_pool *pool, const ds_tx_options *opts,
             } else if (strcmp(PQcmdStatus(r), "ROLLBACK") == 0) {
                 st = ds__error_set(err, DS_ERR_DB,
                                    "commit: the transaction was rolled back");
+            } else {
+                st = ds__conn_check_durable(conn, "commit", err);
             }
             PQclear(r);
         }
