@@ -101,7 +101,7 @@ USE_SHARED := -L$(BUILD)/lib -ldatastore -Wl,-rpath,$(abspath $(BUILD)/lib)
 .PHONY: all lib examples tests bench check check-asan check-clang demo bench-run bench-anchors \
         install uninstall clean services-start services-stop fuzz fuzz-run \
         check-abi abi-baseline \
-        drills check-drills
+        drills check-drills ha-compare
 all: lib $(CLI_BINS)
 lib: $(SHLIB) $(STLIB) $(BUILD)/lib/libdatastore.so
 
@@ -216,6 +216,14 @@ check-drills:
 	$(MAKE) all drills
 	./scripts/failover-drill --build $(BUILD)
 	./scripts/pitr-drill --build $(BUILD)
+
+# pg_auto_failover (the HA profile) against Patroni + etcd: the failover
+# drill on each, interleaved, HA_COMPARE_RUNS times (3); BENCH lines with
+# the medians. About 10 minutes; not part of CI (docs/operations.md).
+ha-compare:
+	./scripts/bootstrap --ha-patroni
+	$(MAKE) all drills
+	./scripts/ha-compare --build $(BUILD)
 
 # The library must also compile warning-free with clang.
 check-clang:
