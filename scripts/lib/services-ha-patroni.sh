@@ -227,8 +227,9 @@ hp_psql() { # node, database, SQL (superuser over the socket)
 }
 
 hp_start() {
-    command -v patroni >/dev/null && command -v etcd >/dev/null ||
+    if ! command -v patroni >/dev/null || ! command -v etcd >/dev/null; then
         die "patroni and etcd not found; run scripts/bootstrap --ha-patroni"
+    fi
     hp_dir_init
     make_svc_dir "$HP" 0700
     [[ $(hp_sock_dir) == "$SOCK_FALLBACK_DIR"/* ]] && make_svc_dir "$SOCK_FALLBACK_DIR" 0755
