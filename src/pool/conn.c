@@ -125,8 +125,9 @@ ds_status ds__pg_error(ds_conn *c, PGconn *pg, const PGresult *res,
 
 /* ---- synchronous commit that was not waited for ----------------------- */
 
-/* With synchronous replication, a cancel (statement_timeout, a cancel
- * request) that arrives while COMMIT waits for the standby does not undo
+/* With synchronous replication, a cancel (pg_cancel_backend(), a cancel
+ * request; not statement_timeout, which the server disarms before it
+ * commits) that arrives while COMMIT waits for the standby does not undo
  * the commit: the server answers success plus this WARNING (SQLSTATE
  * 01000, primary message "canceling wait for synchronous replication due
  * to user request", detail "The transaction has already committed locally,
