@@ -69,9 +69,12 @@ typedef enum ds_status {
     DS_ERR_UNSUPPORTED = 14,/* the server lacks a feature (e.g. pgvector),
                                or stored data this build cannot represent */
     DS_ERR_INTERNAL = 15,   /* a bug in libdatastore: please report it      */
-    DS_ERR_NOT_DURABLE = 16 /* committed on the primary, but the wait for the
+    DS_ERR_NOT_DURABLE = 16,/* committed on the primary, but the wait for the
                                synchronous standby was cancelled: the write
                                may be lost in a failover (see below)      */
+    DS_ERR_CANCELLED = 17   /* a progress callback asked to stop; the work
+                               done so far is committed and consistent, and
+                               running the call again finishes it          */
 } ds_status;
 
 /*
@@ -160,6 +163,41 @@ DS_EXPORT void ds_set_log_fn(ds_log_fn fn, void *ud, ds_log_level min_level);
 
 /* "debug", "info", "warn", "error"; never NULL. */
 DS_EXPORT const char *ds_log_level_str(ds_log_level level);
+
+/* ------------------------------------------------------------------------
+ * Progress of long work. Every long operation (migrations, partition
+ * maintenance, ds_memory_upgrade_to_pgvector_ex, ds_crypto_rotate,
+ * ds_purge_soft_deleted_ex, ds_user_erase_ex) takes the same callback in its
+ * options and calls it after each committed step, so a caller can show
+ * done/total, a rate and an ETA, or stop the work.
+ *
+ * The struct is filled by the library (fields may be appended); it and its
+ * strings live for the call only.
+ */
+typedef struct ds_progress {
+    const char *operation; /* static: "migrate", "maintain",
+                              "memory_upgrade", "crypto_rotate", "purge",
+                              "erase"                                     */
+    const char *item;      /* what is worked on: a migration file, a
+                              partition, a table; "" when nothing smaller
+                              than the operation                          */
+    const char *phase;     /* static: e.g. "statement", "copy", "rows"     */
+    const char *unit;      /* static: "statements", "rows", "users"        */
+    int64_t done;          /* units done so far; never decreases within one
+                              (operation, item, phase)                    */
+    int64_t total;         /* units in all (an estimate taken at the start;
+                              never below done), or -1 when unknown       */
+    int64_t elapsed_ms;    /* since the operation began                   */
+} ds_progress;
+
+/*
+ * Called synchronously on the calling thread, between committed steps
+ * (never while a lock is held for the step). Return 0 to go on, non-zero to
+ * stop: the operation then returns DS_ERR_CANCELLED, leaving the database
+ * consistent, and the same call made again later picks up where it
+ * stopped. It must not call back into the operation it reports on.
+ */
+typedef int (*ds_progress_fn)(void *ud, const ds_progress *progress);
 
 #ifdef __cplusplus
 }

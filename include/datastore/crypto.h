@@ -170,6 +170,14 @@ typedef struct ds_crypto_rotate_options {
     int64_t max_rows; /* stop after this many rows and return (call again
                          to resume); 0: no limit                          */
     int pause_ms;     /* sleep between batches to spare the primary       */
+    ds_progress_fn progress; /* may be NULL: called after each committed
+                                batch (operation "crypto_rotate", item
+                                "service_connections", unit "rows": rows
+                                rotated or found undecryptable, of those
+                                under another key at the start); non-zero
+                                stops with DS_ERR_CANCELLED (run again to
+                                resume)                                   */
+    void *progress_ud;
 } ds_crypto_rotate_options;
 
 typedef struct ds_crypto_rotate_stats {
@@ -192,7 +200,9 @@ typedef struct ds_crypto_rotate_stats {
  * again. `opts` may be NULL; `stats` may be NULL.
  * Errors: DS_ERR_CRYPTO when some rows could not be decrypted (the others
  * are rotated; stats->failed says how many), the pool's errors for the
- * database (stats hold the progress made so far), DS_ERR_INVALID.
+ * database (stats hold the progress made so far), DS_ERR_CANCELLED (the
+ * progress callback asked to stop; stats hold what was done, and
+ * stats->remaining is not counted), DS_ERR_INVALID.
  * Thread-safety: run one rotation at a time (two would only waste work).
  */
 DS_EXPORT DS_NODISCARD ds_status ds_crypto_rotate(

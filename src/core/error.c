@@ -23,6 +23,7 @@ DS_EXPORT const char *ds_status_str(ds_status status) {
     case DS_ERR_UNSUPPORTED: return "DS_ERR_UNSUPPORTED";
     case DS_ERR_INTERNAL: return "DS_ERR_INTERNAL";
     case DS_ERR_NOT_DURABLE: return "DS_ERR_NOT_DURABLE";
+    case DS_ERR_CANCELLED: return "DS_ERR_CANCELLED";
     }
     return "DS_ERR_UNKNOWN";
 }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/progress.h"
 #include "crypto/crypto_internal.h"
 #include "pool/stmt.h"
 
@@ -301,6 +302,19 @@ DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
     }
 
     const char *kid = ds_crypto_active_key_id(crypto);
+    ds__progress prog;
+    ds__progress_init(&prog, "crypto_rotate", opts ? opts->progress : NULL,
+                      opts ? opts->progress_ud : NULL);
+    int64_t estimate = -1;
+    if (prog.fn) {
+        /* the total a progress line needs: one count before the first
+         * batch, no lock held */
+        ds_status cs = count_remaining(pool, kid, &estimate, err);
+        if (cs != DS_OK)
+            return cs;
+        if (max_rows && max_rows < estimate)
+            estimate = max_rows;
+    }
     batch b = {.crypto = crypto};
     b.failed_ids = ds__calloc((size_t)batch_size, sizeof *b.failed_ids);
     if (!b.failed_ids)
@@ -325,6 +339,11 @@ DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
                 if (!id_set_add(&failed, b.failed_ids[i]))
                     st = ds__error_set(err, DS_ERR_NOMEM,
                                        "ds_crypto_rotate: out of memory");
+            if (st == DS_OK)
+                st = ds__progress_report(
+                    &prog, "service_connections", "rows", "rows",
+                    stats->rotated + (int64_t)failed.n, estimate,
+                    "run ds_crypto_rotate again to rotate the rest", err);
             if (st != DS_OK || b.nrows < b.limit)
                 break;
             b.after = b.last_id;
@@ -349,6 +368,13 @@ DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
     stats->failed = (int64_t)failed.n;
     ds__free(failed.ids);
     ds__free(b.failed_ids);
+    if (st == DS_OK && !limited && stats->remaining <= stats->failed) {
+        /* finished: what was done is everything there was */
+        int64_t done = stats->rotated + stats->failed;
+        st = ds__progress_report(&prog, "service_connections", "rows", "rows",
+                                 done, done, NULL, NULL);
+        st = DS_OK; /* a stop asked now has nothing left to stop */
+    }
     if (st != DS_OK)
         return st;
     ds__log(DS_LOG_INFO, "crypto",
