@@ -68,7 +68,10 @@ typedef enum ds_migrate_event {
     DS_MIGRATE_SQL,         /* dry run: `sql` is the script that would run */
     DS_MIGRATE_PROGRESS     /* long work: `phase`, `done` of `total` so far
                                (partition maintenance: rows moved into the
-                               partition `name`; elapsed_us since it began) */
+                               partition `name`; elapsed_us since it began).
+                               Kept for existing callers: the same reports
+                               (and more, with cancelling) go to
+                               ds_migrate_options.on_progress            */
 } ds_migrate_event;
 
 typedef struct ds_migrate_progress {
@@ -104,8 +107,24 @@ typedef struct ds_migrate_options {
                          0 the default (600000), < 0 do not wait          */
     bool dry_run;     /* report the SQL through DS_MIGRATE_SQL events and
                          change nothing (up, down, to)                    */
-    ds_migrate_progress_fn progress; /* may be NULL                       */
+    ds_migrate_progress_fn progress; /* may be NULL: the runner's events */
     void *progress_ud;
+    /* May be NULL: long work reports here (ds_progress, core.h), and a
+     * non-zero return stops it with DS_ERR_CANCELLED.
+     *   up/down/to: operation "migrate"; after each statement of a file,
+     *     item the file name, phase "statement", unit "statements" (the
+     *     callback then runs inside the file's transaction, unless the file
+     *     is -- ds:no-transaction: return quickly); after each migration
+     *     committed, item "", phase "files", unit "files", done of the
+     *     steps planned at the start. Stopping inside a file rolls it back
+     *     (a no-transaction file keeps the statements that ran: they are
+     *     written to run again); committed migrations stay.
+     *   maintain: operation "maintain", item the partition, phase "copy",
+     *     unit "rows": after each batch of rows moved out of the default
+     *     partition. Stopping leaves the new month's table not attached
+     *     yet; the next run continues it. */
+    ds_progress_fn on_progress;
+    void *on_progress_ud;
 } ds_migrate_options;
 
 /*

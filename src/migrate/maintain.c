@@ -38,15 +38,22 @@ typedef struct maint {
     char lock_timeout[32];
     ds_error *err;
     const ds_migrate_options *opts; /* progress; may be NULL */
+    ds__progress prog;              /* opts->on_progress */
 } maint;
 
-static void report(const maint *m, const char *part, int64_t done,
-                   int64_t total, int64_t t0) {
-    if (!m->opts || !m->opts->progress)
-        return;
-    ds_migrate_progress p = {DS_MIGRATE_PROGRESS, 0, part, true, false,
-                             ds__now_us() - t0, NULL, "copy", done, total};
-    m->opts->progress(m->opts->progress_ud, &p);
+/* Both callbacks: the runner's event (kept for existing callers) and the
+ * shared one, which may stop the work (DS_ERR_CANCELLED). */
+static ds_status report(maint *m, const char *part, int64_t done,
+                        int64_t total, int64_t t0) {
+    if (m->opts && m->opts->progress) {
+        ds_migrate_progress p = {DS_MIGRATE_PROGRESS, 0, part, true, false,
+                                 ds__now_us() - t0, NULL, "copy", done, total};
+        m->opts->progress(m->opts->progress_ud, &p);
+    }
+    return ds__progress_report(&m->prog, part, "copy", "rows", done, total,
+                               "the month's table is not attached yet; the "
+                               "next maintain run continues it",
+                               m->err);
 }
 
 /* Runs `sql` with parameters the server parses from text; *out (may be
@@ -260,7 +267,7 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
     const char *v[2] = {mo->lo, mo->hi};
     horizon[0] = '\0';
     int64_t total = 0, t0 = ds__now_us();
-    if (m->opts && m->opts->progress) {
+    if ((m->opts && m->opts->progress) || m->prog.fn) {
         /* the estimate a progress line needs: one count, no lock held */
         PGresult *c = NULL;
         ds_status cs = exec_built(
@@ -313,9 +320,10 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
             return st;
         *copied += rows;
         if (rows > 0)
-            report(m, mo->part, *copied, total > *copied ? total : *copied, t0);
-        if (rows == 0)
-            return DS_OK;
+            st = report(m, mo->part, *copied,
+                        total > *copied ? total : *copied, t0);
+        if (st != DS_OK || rows == 0)
+            return st;
     }
 }
 
@@ -418,7 +426,8 @@ ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
     /* A local error: the retries read its SQLSTATE even when the caller
      * passed no `err`. */
     ds_error local = {0};
-    maint m = {c, "", &local, opts};
+    maint m = {c, "", &local, opts, {0}};
+    ds__migrate_progress_init(&m.prog, "maintain", opts);
     *created = 0;
     snprintf(m.lock_timeout, sizeof m.lock_timeout, "%dms",
              lock_timeout_ms > 0 ? lock_timeout_ms : 5000);

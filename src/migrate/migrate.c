@@ -346,6 +346,7 @@ typedef struct runner {
     bool table_ready;
     bool waiting_reported;
     bool ran_any;
+    ds__progress prog; /* opts->on_progress */
 } runner;
 
 static void emit(const runner *r, ds_migrate_event ev,
@@ -508,6 +509,7 @@ typedef struct file_run {
     bool no_tx;
     int64_t stays_at; /* the version the database stays at on failure */
     int statements;
+    int executed; /* statements run or skipped so far */
 } file_run;
 
 static ds_status check_stmt(void *ud, const ds__sql_stmt *s, ds_error *err) {
@@ -645,8 +647,12 @@ static ds_status exec_stmt(void *ud, const ds__sql_stmt *s, ds_error *err) {
     file_run *fr = ud;
     bool run = true;
     ds_status st = when_allows(fr, s, &run, err);
-    if (st != DS_OK || !run)
+    if (st != DS_OK)
         return st;
+    if (!run)
+        return ds__migrate_report_statement(&fr->r->prog, fr->file, fr->no_tx,
+                                            ++fr->executed, fr->statements,
+                                            err);
     char *sql = ds__strndup(s->text, s->len);
     if (!sql)
         return ds__error_set(err, DS_ERR_NOMEM, "migrations: out of memory");
@@ -694,6 +700,9 @@ static ds_status exec_stmt(void *ud, const ds__sql_stmt *s, ds_error *err) {
         break;
     }
     PQclear(res);
+    if (st == DS_OK)
+        st = ds__migrate_report_statement(&fr->r->prog, fr->file, fr->no_tx,
+                                          ++fr->executed, fr->statements, err);
     return st;
 }
 
@@ -706,7 +715,7 @@ static ds_status run_file(runner *r, const step *s, int64_t stays_at,
     const ds__migration_file *f = s->file;
     const char *sql = s->up ? f->up : f->down;
     file_run fr = {r, file_name(s), sql, s->up ? f->up_no_tx : f->down_no_tx,
-                   stays_at, 0};
+                   stays_at, 0, 0};
     size_t len = s->up ? f->up_len : f->down_len;
     /* Refuse a malformed file before any of it runs. */
     ds_status st = ds__sql_split(fr.file, sql, len, check_stmt, &fr, err);
@@ -1043,6 +1052,7 @@ static ds_status runner_open(runner *r, ds_pool *pool,
     r->lock_wait_ms = r->opts->lock_wait_ms > 0   ? r->opts->lock_wait_ms
                       : r->opts->lock_wait_ms < 0 ? -1
                                                   : DEFAULT_LOCK_WAIT_MS;
+    ds__migrate_progress_init(&r->prog, "migrate", r->opts);
     return ds__migration_set_load(r->opts->dir, &r->set, err);
 }
 
@@ -1078,6 +1088,7 @@ static ds_status migrate(ds_pool *pool, const ds_migrate_options *opts,
         return st;
     }
     bool first = true;
+    int64_t planned = 0;
     while (st == DS_OK) {
         ds__applied_list applied = {0};
         st = begin_step(&r, &applied, err);
@@ -1086,6 +1097,8 @@ static ds_status migrate(ds_pool *pool, const ds_migrate_options *opts,
                          ? applied.rows[applied.count - (size_t)steps - 1]
                                .version
                          : 0;
+        if (st == DS_OK && first)
+            planned = ds__migrate_planned(r.set, &applied, target);
         first = false;
         int64_t *vers = st == DS_OK ? versions_of(&applied, 0) : NULL;
         if (st == DS_OK && !vers)
@@ -1106,6 +1119,8 @@ static ds_status migrate(ds_pool *pool, const ds_migrate_options *opts,
         if (!no_tx) {
             st = run_in_tx(&r, &s, current, err);
             count += st == DS_OK;
+            if (st == DS_OK)
+                st = ds__migrate_report_file(&r.prog, count, planned, err);
             continue;
         }
         if ((st = simple(&r, "COMMIT", err)) != DS_OK)
@@ -1113,6 +1128,8 @@ static ds_status migrate(ds_pool *pool, const ds_migrate_options *opts,
         bool ran = false;
         st = run_without_tx(&r, &s, target, &ran, err);
         count += ran;
+        if (st == DS_OK && ran)
+            st = ds__migrate_report_file(&r.prog, count, planned, err);
         /* That connection holds session state: take a fresh one. */
         unlease(&r);
         if (st == DS_OK)

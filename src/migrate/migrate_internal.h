@@ -3,6 +3,7 @@
 #ifndef DS_MIGRATE_INTERNAL_H
 #define DS_MIGRATE_INTERNAL_H
 
+#include "core/progress.h"
 #include "datastore/migrate.h"
 #include "migrate/embedded.h"
 #include "pool/stmt.h"
@@ -155,6 +156,23 @@ ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
                                   int lock_timeout_ms,
                                   const ds_migrate_options *opts,
                                   int *created, ds_error *err);
+
+/* ---- progress (progress.c) -------------------------------------------- */
+
+/* A reporter for `operation` to opts->on_progress (opts may be NULL). */
+void ds__migrate_progress_init(ds__progress *p, const char *operation,
+                               const ds_migrate_options *opts);
+/* How many steps (applies and reverts) lie between `applied` and `target`. */
+int64_t ds__migrate_planned(const ds__migration_set *set,
+                            const ds__applied_list *applied, int64_t target);
+/* After statement `done` of `total` of `file` ran; DS_ERR_CANCELLED when
+ * the callback asked to stop (the message says what stays). */
+ds_status ds__migrate_report_statement(ds__progress *p, const char *file,
+                                       bool no_tx, int done, int total,
+                                       ds_error *err);
+/* After migration `done` of `total` was committed. */
+ds_status ds__migrate_report_file(ds__progress *p, int64_t done,
+                                  int64_t total, ds_error *err);
 
 /* ---- lint -------------------------------------------------------------- */
 
