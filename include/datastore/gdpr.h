@@ -83,6 +83,71 @@ DS_EXPORT DS_NODISCARD ds_status ds_purge_soft_deleted(ds_pool *pool,
                                                        bool *more,
                                                        ds_error *err);
 
+/* ------------------------------------------------------------------------
+ * With options: progress and cancelling, and batches for users with many
+ * rows. A growable struct (docs/abi.md): start from ds_erase_options_init().
+ */
+typedef struct ds_erase_options {
+    size_t size;      /* sizeof (ds_erase_options), set by the initialiser */
+    int batch_rows;   /* rows per transaction when emptying the user's
+                         messages, memory facts and analytics events
+                         before the final statement; 0: 5000 (1..100000) */
+    ds_progress_fn progress; /* may be NULL: operation "erase", item the
+                                table being emptied ("users" for the final
+                                statement), unit "rows", done of total for
+                                the whole user                           */
+    void *progress_ud;
+} ds_erase_options;
+
+/* Sets every member to its default (zero) and `size`. */
+DS_EXPORT void ds_erase_options_init(ds_erase_options *opts);
+
+/*
+ * ds_user_erase() for users with many rows: the user's messages, memory
+ * facts and analytics events are deleted in batches of short transactions
+ * first (only the user's own rows are locked, for one batch at a time),
+ * reporting after each; then one statement erases everything left, as
+ * ds_user_erase() does, and Redis follows. A failure or a stop from the
+ * progress callback (DS_ERR_CANCELLED) leaves the user with fewer rows and
+ * nothing inconsistent: calling again finishes. `opts` may be NULL.
+ * Errors as ds_user_erase(), plus DS_ERR_CANCELLED and DS_ERR_INVALID (a
+ * bad `size` or batch_rows).
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_user_erase_ex(
+    ds_pool *pool, ds_redis *redis, int64_t user_id,
+    const ds_erase_options *opts, ds_erase_report **out, ds_error *err);
+
+/* Options of the retention purge. A growable struct (docs/abi.md): start
+ * from ds_purge_options_init(). */
+typedef struct ds_purge_options {
+    size_t size;       /* sizeof (ds_purge_options), set by the initialiser */
+    int batch_users;   /* users erased per transaction; 0: the pool's
+                          repo_max_batch (1..10000)                        */
+    int64_t max_users; /* stop after about this many (call again for more);
+                          0: until none is left                           */
+    ds_progress_fn progress; /* may be NULL: operation "purge", item
+                                "users", unit "users", after each batch  */
+    void *progress_ud;
+} ds_purge_options;
+
+/* Sets every member to its default (zero) and `size`. */
+DS_EXPORT void ds_purge_options_init(ds_purge_options *opts);
+
+/*
+ * ds_purge_soft_deleted() in a loop: batch after batch (each its own
+ * transaction that locks only its victims, SKIP LOCKED) until no user
+ * soft-deleted before `older_than` is left, or max_users were erased.
+ * `*purged` (may be NULL) receives how many users were erased, `*more`
+ * (may be NULL) whether more may be waiting (max_users reached). The total
+ * reported to the progress callback is counted once at the start.
+ * Errors as ds_purge_soft_deleted(), plus DS_ERR_CANCELLED (the batches
+ * done stay done; *purged says how many) and DS_ERR_INVALID (a bad `size`,
+ * batch_users or max_users).
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_purge_soft_deleted_ex(
+    ds_pool *pool, ds_redis *redis, int64_t older_than,
+    const ds_purge_options *opts, int64_t *purged, bool *more, ds_error *err);
+
 #ifdef __cplusplus
 }
 #endif

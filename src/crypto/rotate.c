@@ -370,9 +370,9 @@ DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
     ds__free(b.failed_ids);
     if (st == DS_OK && !limited && stats->remaining <= stats->failed) {
         /* finished: what was done is everything there was */
-        int64_t done = stats->rotated + stats->failed;
-        st = ds__progress_report(&prog, "service_connections", "rows", "rows",
-                                 done, done, NULL, NULL);
+        int64_t handled = stats->rotated + stats->failed;
+        (void)ds__progress_report(&prog, "service_connections", "rows",
+                                  "rows", handled, handled, NULL, NULL);
         st = DS_OK; /* a stop asked now has nothing left to stop */
     }
     if (st != DS_OK)
