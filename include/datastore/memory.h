@@ -299,6 +299,31 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_fill_sketches(ds_memory *mem,
 DS_EXPORT DS_NODISCARD ds_status ds_memory_upgrade_to_pgvector(ds_pool *pool,
                                                                ds_error *err);
 
+/* Options of the upgrade. A growable struct (docs/abi.md): start from
+ * ds_memory_upgrade_options_init(). */
+typedef struct ds_memory_upgrade_options {
+    size_t size;             /* sizeof (ds_memory_upgrade_options), set by
+                                the initialiser                          */
+    ds_progress_fn progress; /* may be NULL: operation "memory_upgrade",
+                                item "memory_facts", phase "convert", unit
+                                "rows", after each batch converted       */
+    void *progress_ud;
+} ds_memory_upgrade_options;
+
+/* Sets every member to its default (zero) and `size`. */
+DS_EXPORT void ds_memory_upgrade_options_init(ds_memory_upgrade_options *opts);
+
+/*
+ * ds_memory_upgrade_to_pgvector() with options (may be NULL): progress
+ * after each batch, and a non-zero return from the callback stops with
+ * DS_ERR_CANCELLED. The database then stays on the fallback, with the
+ * batches converted so far kept; running the upgrade again continues.
+ * Errors as ds_memory_upgrade_to_pgvector(), plus DS_ERR_CANCELLED and
+ * DS_ERR_INVALID (a bad `size`).
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_upgrade_to_pgvector_ex(
+    ds_pool *pool, const ds_memory_upgrade_options *opts, ds_error *err);
+
 #ifdef __cplusplus
 }
 #endif

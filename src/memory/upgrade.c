@@ -23,7 +23,9 @@
  * next run continues from there.
  */
 #include <stdio.h>
+#include <stdlib.h>
 
+#include "core/progress.h"
 #include "memory/memory_internal.h"
 
 #define MODULE "memory"
@@ -216,7 +218,8 @@ static void buffers_free(buffers *b) {
 /* Every row not converted yet, a batch per transaction. Passes repeat
  * while writers changed rows behind the previous pass (at most a few). */
 static ds_status convert_all(ds_conn *c, size_t dim, const char *lt,
-                             buffers *b, size_t *converted, ds_error *err) {
+                             buffers *b, size_t *converted, ds__progress *prog,
+                             int64_t total, ds_error *err) {
     for (int pass = 0; pass < 4; pass++) {
         int64_t after = 0;
         size_t in_pass = 0;
@@ -233,6 +236,13 @@ static ds_status convert_all(ds_conn *c, size_t dim, const char *lt,
                 return st;
             }
             in_pass += n;
+            if (n > 0 && (st = ds__progress_report(
+                              prog, "memory_facts", "convert", "rows",
+                              (int64_t)(*converted + in_pass), total,
+                              "the database stays on the fallback; run the "
+                              "upgrade again to continue",
+                              err)) != DS_OK)
+                return st;
             if (n < b->batch)
                 break;
         }
@@ -266,7 +276,21 @@ static ds_status swap(ds_conn *c, size_t dim, const char *lt, buffers *b,
     return st;
 }
 
-static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds_error *err) {
+/* The rows left to convert: the progress total, counted once. */
+static ds_status count_pending(ds_conn *c, int64_t *total, ds_error *err) {
+    PGresult *r = ds__sql_run(c,
+                              "SELECT count(*)::text FROM memory_facts WHERE "
+                              "embedding IS NOT NULL AND embedding_pgv IS NULL",
+                              NULL, "memory upgrade", err);
+    if (!r)
+        return err->code;
+    *total = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return DS_OK;
+}
+
+static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds__progress *prog,
+                         ds_error *err) {
     char lt[32];
     snprintf(lt, sizeof lt, "%dms", lock_timeout_ms > 0 ? lock_timeout_ms : 5000);
     PGresult *r;
@@ -297,9 +321,12 @@ static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds_error *err) {
         return st;
     }
     buffers b = {0};
+    int64_t total = -1;
     st = buffers_init(&b, dim, err);
+    if (st == DS_OK && prog->fn)
+        st = count_pending(c, &total, err);
     if (st == DS_OK)
-        st = convert_all(c, dim, lt, &b, &converted, err);
+        st = convert_all(c, dim, lt, &b, &converted, prog, total, err);
     for (int attempt = 0; st == DS_OK; attempt++) {
         ds_error local = {0};
         st = swap(c, dim, lt, &b, &converted, &local);
@@ -318,6 +345,10 @@ static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds_error *err) {
         st = DS_OK;
     }
     buffers_free(&b);
+    if (st == DS_OK) /* finished: nothing left for a stop to stop */
+        (void)ds__progress_report(prog, "memory_facts", "convert", "rows",
+                                  (int64_t)converted, (int64_t)converted,
+                                  NULL, NULL);
     if (st == DS_OK)
         ds__log(DS_LOG_INFO, MODULE,
                 "converted %zu embeddings to pgvector in %lld ms", converted,
@@ -331,14 +362,39 @@ static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds_error *err) {
 
 DS_EXPORT ds_status ds_memory_upgrade_to_pgvector(ds_pool *pool,
                                                   ds_error *err) {
+    return ds_memory_upgrade_to_pgvector_ex(pool, NULL, err);
+}
+
+DS_EXPORT void ds_memory_upgrade_options_init(ds_memory_upgrade_options *opts) {
+    if (opts) {
+        memset(opts, 0, sizeof *opts);
+        opts->size = sizeof *opts;
+    }
+}
+
+#define UPGRADE_OPTIONS_V1                                                     \
+    (offsetof(ds_memory_upgrade_options, progress_ud) + sizeof(void *))
+
+DS_EXPORT ds_status ds_memory_upgrade_to_pgvector_ex(
+    ds_pool *pool, const ds_memory_upgrade_options *opts, ds_error *err) {
     DS_CHECK_ARG(err, pool, "pool is NULL");
+    ds__progress prog;
+    ds__progress_init(&prog, "memory_upgrade", NULL, NULL);
+    if (opts) {
+        DS_CHECK_ARG(err, DS__OPTIONS_SIZE_OK(opts, ds_memory_upgrade_options,
+                                              UPGRADE_OPTIONS_V1),
+                     "opts->size must be sizeof (ds_memory_upgrade_options): "
+                     "start from ds_memory_upgrade_options_init()");
+        ds__progress_init(&prog, "memory_upgrade", opts->progress,
+                          opts->progress_ud);
+    }
     ds_conn *c;
     ds_status st = ds_pool_acquire(pool, &c, err);
     if (st != DS_OK)
         return st;
     ds_error local = {0};
     st = upgrade(c, ds__pool_settings_get(pool)->migrate_lock_timeout_ms,
-                 &local);
+                 &prog, &local);
     if (st != DS_OK && strcmp(local.sqlstate, "42P01") == 0) {
         local.code = st = DS_ERR_SCHEMA;
         ds__error_prefix(&local, "the memory schema is missing (run the "
