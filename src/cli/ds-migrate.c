@@ -47,7 +47,9 @@ static const char usage_text[] =
     "                      a migration runs outside a transaction.\n"
     "  --dir DIR           migrations directory (default: the migrations\n"
     "                      built into libdatastore)\n"
-    "  --json              print one JSON object on stdout\n"
+    "  --json              JSON Lines on stdout: a {\"event\":\"progress\"}\n"
+    "                      object per step of long work, then the result\n"
+    "                      object as the last line\n"
     "  --dry-run           with up, down, to: print the SQL, change nothing\n"
     "  --lock-timeout MS   lock_timeout of migration statements (default\n"
     "                      $DS_MIGRATE_LOCK_TIMEOUT_MS or 5000; 0: none)\n"
@@ -72,6 +74,10 @@ typedef struct cli {
     const char *const *files; /* lint: the files (argv entries) */
     size_t nfiles;
     json_t *steps; /* --json: what ran */
+    bool line_open; /* a progress line waits on the terminal (stderr) */
+    /* the rate is per item and phase: since the event before its first */
+    char rate_key[256];
+    int64_t rate_t0_ms, last_ms;
 } cli;
 
 static int usage_error(const char *fmt, const char *what) {
@@ -160,8 +166,10 @@ static json_t *json_text(const char *s) {
     return j;
 }
 
+/* One line: with --json stdout is JSON Lines (progress events, then the
+ * result). */
 static void print_json(json_t *obj) {
-    char *s = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *s = json_dumps(obj, JSON_PRESERVE_ORDER);
     if (s) {
         puts(s);
         free(s);
@@ -182,41 +190,81 @@ static json_t *step_json(const ds_migrate_progress *p) {
                      "name", p->name, "direction", p->up ? "up" : "down");
 }
 
-/* Long work: a line that rewrites itself on a terminal (done/total, rate,
- * ETA), one JSON object a line on stderr with --json (stdout keeps its one
- * object), a plain line with -v otherwise. */
-static void print_progress(const cli *c, const ds_migrate_progress *p) {
-    double secs = (double)p->elapsed_us / 1e6;
+/* Clears the progress line on the terminal before other output. */
+static void end_progress_line(cli *c) {
+    if (c->line_open) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        c->line_open = false;
+    }
+}
+
+/* Long work (ds_progress, any operation): with --json one JSON object a
+ * line on stdout; on a terminal one line on stderr that rewrites itself
+ * (what, done/total, rate, ETA); with -v a plain line on stderr; else
+ * nothing. */
+static int print_progress(void *ud, const ds_progress *p) {
+    cli *c = ud;
+    char key[256];
+    snprintf(key, sizeof key, "%s/%s/%s", p->operation, p->item, p->phase);
+    if (strcmp(key, c->rate_key) != 0) {
+        snprintf(c->rate_key, sizeof c->rate_key, "%s", key);
+        /* a whole operation's count runs from its start; an item's from
+         * where the one before ended */
+        c->rate_t0_ms = p->item[0] ? c->last_ms : 0;
+    }
+    c->last_ms = p->elapsed_ms;
+    double secs = (double)(p->elapsed_ms - c->rate_t0_ms) / 1e3;
     double rate = secs > 0 ? (double)p->done / secs : 0;
-    double eta = rate > 0 && p->total > p->done
-                     ? (double)(p->total - p->done) / rate
-                     : 0;
+    rate = (double)(int64_t)(rate * 10 + 0.5) / 10;
+    bool known = p->total >= 0;
+    double eta = known && rate > 0 ? (double)(p->total - p->done) / rate : 0;
     if (c->json) {
-        json_t *j = json_pack("{s:s, s:o, s:s, s:I, s:I, s:f, s:f}", "event",
-                              "progress", "name", json_text(p->name), "phase",
-                              p->phase ? p->phase : "", "done",
-                              (json_int_t)p->done, "total",
-                              (json_int_t)p->total, "rate_s", rate, "eta_s",
-                              eta);
-        char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
-        if (line)
-            fprintf(stderr, "%s\n", line);
+        json_t *j = json_pack(
+            "{s:s, s:s, s:o, s:s, s:s, s:I, s:I, s:I, s:f, s:o}", "event",
+            "progress", "operation", p->operation, "item", json_text(p->item),
+            "phase", p->phase, "unit", p->unit, "done", (json_int_t)p->done,
+            "total", (json_int_t)p->total, "elapsed_ms",
+            (json_int_t)p->elapsed_ms, "rate_per_s", rate, "eta_s",
+            known && rate > 0 ? json_real((double)(int64_t)(eta * 10 + 0.5) / 10)
+                              : json_null());
+        char *line = j ? json_dumps(j, JSON_PRESERVE_ORDER | JSON_COMPACT)
+                       : NULL;
+        if (line) {
+            puts(line);
+            fflush(stdout);
+        }
         free(line);
         json_decref(j);
-        return;
+        return 0;
     }
     bool tty = isatty(2);
     if (!tty && !c->verbose)
-        return;
-    fprintf(stderr, "%sds-migrate: %s: %s %lld/%lld (%.0f/s, ETA %.0f s)%s",
-            tty ? "\r" : "", p->name, p->phase ? p->phase : "",
-            (long long)p->done, (long long)p->total, rate, eta,
-            tty ? (p->done >= p->total ? "\n" : "") : "\n");
+        return 0;
+    char what[160];
+    snprintf(what, sizeof what, "%s/%s", p->item[0] ? p->item : p->operation,
+             p->phase);
+    char total[32], eta_text[32];
+    if (known)
+        snprintf(total, sizeof total, "%lld", (long long)p->total);
+    else
+        snprintf(total, sizeof total, "?");
+    if (known && rate > 0)
+        snprintf(eta_text, sizeof eta_text, "ETA %.0fs", eta);
+    else
+        snprintf(eta_text, sizeof eta_text, "ETA -");
+    fprintf(stderr, "%s%s  %lld/%s %s  %.1f/s  %s%s", tty ? "\r\033[K" : "",
+            what, (long long)p->done, total, p->unit, rate, eta_text,
+            tty ? "" : "\n");
     fflush(stderr);
+    c->line_open = tty;
+    return 0;
 }
 
 static void on_progress(void *ud, const ds_migrate_progress *p) {
     cli *c = ud;
+    if (p->event != DS_MIGRATE_PROGRESS)
+        end_progress_line(c);
     switch (p->event) {
     case DS_MIGRATE_WAITING:
         if (!c->json)
@@ -254,8 +302,7 @@ static void on_progress(void *ud, const ds_migrate_progress *p) {
             printf("%s\n", p->sql);
         break;
     case DS_MIGRATE_PROGRESS:
-        print_progress(c, p);
-        break;
+        break; /* the same reports reach print_progress */
     }
 }
 
@@ -327,6 +374,8 @@ static void run_command(cli *c, ds_pool *pool, outcome *o) {
     opts.dry_run = c->dry_run;
     opts.progress = on_progress;
     opts.progress_ud = c;
+    opts.on_progress = print_progress;
+    opts.on_progress_ud = c;
     ds_error *err = &o->err;
     const char *cmd = c->command;
     int n = 0;
@@ -626,6 +675,7 @@ int main(int argc, char **argv) {
     if (o.st == DS_OK)
         run_command(&c, pool, &o);
     ds_pool_close(pool);
+    end_progress_line(&c);
 
     if (c.json) {
         json_t *out = json_pack("{s:b, s:s}", "ok", o.st == DS_OK, "command",
