@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "migrate/migrate_internal.h"
+#include "progress_util.h"
 #include "test_util.h"
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -302,21 +303,48 @@ static void *probe_main(void *p) {
     return NULL;
 }
 
-enum { NPROBES = 8 };
+enum { NPROBES = 8, MAX_PROBES = 12 };
 
 typedef struct probes {
-    probe p[NPROBES];
-    pthread_t t[NPROBES];
+    probe p[MAX_PROBES];
+    pthread_t t[MAX_PROBES];
+    int n;
     volatile int stop;
 } probes;
 
+/* A probe: its name, its statement ($1 from 1 to its range) and which
+ * range it draws from. */
+typedef struct probe_def {
+    const char *name;
+    const char *sql;
+    int conv; /* 0: users, 1: conversations, 2: the extra range */
+} probe_def;
+
+/* Starts the probes `defs` (at most MAX_PROBES); `extra` is the range of
+ * those with conv == 2. */
+static void probes_start_defs(probes *ps, const char *url,
+                              const probe_def *defs, int n, int users,
+                              int conversations, int extra) {
+    ck_assert_int_le(n, MAX_PROBES);
+    memset(ps, 0, sizeof *ps);
+    ps->n = n;
+    for (int i = 0; i < n; i++) {
+        probe *pr = &ps->p[i];
+        pr->url = url;
+        pr->name = defs[i].name;
+        pr->sql = defs[i].sql;
+        pr->range = defs[i].conv == 2   ? extra
+                    : defs[i].conv == 1 ? conversations
+                                        : users;
+        pr->stop = &ps->stop;
+        ck_assert_int_eq(pthread_create(&ps->t[i], NULL, probe_main, pr), 0);
+    }
+    usleep(300000); /* every probe connected and running */
+}
+
 static void probes_start(probes *ps, const char *url, int users,
                          int conversations) {
-    static const struct {
-        const char *name;
-        const char *sql;
-        int conv;
-    } defs[NPROBES] = {
+    static const probe_def defs[NPROBES] = {
         {"memory_facts read",
          "SELECT id, content FROM memory_facts WHERE user_id = $1 "
          "ORDER BY id DESC LIMIT 20", 0},
@@ -338,17 +366,7 @@ static void probes_start(probes *ps, const char *url, int users,
         {"analytics_events write",
          "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')", 0},
     };
-    memset(ps, 0, sizeof *ps);
-    for (int i = 0; i < NPROBES; i++) {
-        probe *pr = &ps->p[i];
-        pr->url = url;
-        pr->name = defs[i].name;
-        pr->sql = defs[i].sql;
-        pr->range = defs[i].conv ? conversations : users;
-        pr->stop = &ps->stop;
-        ck_assert_int_eq(pthread_create(&ps->t[i], NULL, probe_main, pr), 0);
-    }
-    usleep(300000); /* every probe connected and running */
+    probes_start_defs(ps, url, defs, NPROBES, users, conversations, 0);
 }
 
 /* Stops the probes; fails unless each made progress during `what` and
@@ -356,9 +374,9 @@ static void probes_start(probes *ps, const char *url, int users,
 static void probes_check(probes *ps, const char *what, long long before[],
                          int bound_ms) {
     ps->stop = 1;
-    for (int i = 0; i < NPROBES; i++)
+    for (int i = 0; i < ps->n; i++)
         pthread_join(ps->t[i], NULL);
-    for (int i = 0; i < NPROBES; i++) {
+    for (int i = 0; i < ps->n; i++) {
         const probe *pr = &ps->p[i];
         printf("probe %-22s during %-28s ops=%lld worst_ms=%.1f\n", pr->name,
                what, pr->ops, pr->worst_us / 1000.0);
@@ -586,10 +604,18 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
     probes ps;
     probes_start(&ps, url, 200, PROBE_ROWS / 10);
     ds_error err = {0};
-    ds_status st = ds_memory_upgrade_to_pgvector(pool, &err);
+    dt_progress prog;
+    dt_progress_init(&prog, "memory_upgrade", 0);
+    ds_memory_upgrade_options uo;
+    ds_memory_upgrade_options_init(&uo);
+    uo.progress = dt_progress_record;
+    uo.progress_ud = &prog;
+    ds_status st = ds_memory_upgrade_to_pgvector_ex(pool, &uo, &err);
     ck_assert_ds_ok(st, err);
     usleep(200000);
     probes_check(&ps, "upgrade_to_pgvector", NULL, BOUND_MS);
+    dt_progress_check(&prog, true);
+    ck_assert_int_eq(prog.last_done, with);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM memory_vector_settings "
                                      "WHERE backend = 'pgvector'"),
                      1);
@@ -613,9 +639,9 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
 }
 END_TEST
 
-/* Retention purge of soft-deleted users with many rows each, in the
- * batches ds_purge_soft_deleted() takes per call, under the probes (which
- * use the other users). */
+/* Retention purge of soft-deleted users with many rows each (40,000 in
+ * all), batch after batch (ds_purge_soft_deleted_ex), under the probes
+ * (which use the other users); progress reported to the end. */
 START_TEST(test_online_purge_under_probes) {
     char *url = dt_migrated_db("onl_purge");
     populate_at_latest(url, 200, PROBE_ROWS);
@@ -633,22 +659,161 @@ START_TEST(test_online_purge_under_probes) {
     probes ps;
     probes_start(&ps, url, 200, PROBE_ROWS / 10);
     ds_error err = {0};
-    int64_t total = 0, purged = 0;
+    int64_t total = 0;
     bool more = true;
-    int calls = 0;
-    while (more && calls < 1000) {
-        ds_status st = ds_purge_soft_deleted(pool, NULL, INT64_MAX, &purged,
-                                             &more, &err);
-        ck_assert_ds_ok(st, err);
-        total += purged;
-        calls++;
-    }
+    dt_progress prog;
+    dt_progress_init(&prog, "purge", 0);
+    ds_purge_options po;
+    ds_purge_options_init(&po);
+    po.batch_users = 10;
+    po.progress = dt_progress_record;
+    po.progress_ud = &prog;
+    ds_status st = ds_purge_soft_deleted_ex(pool, NULL, INT64_MAX, &po, &total,
+                                            &more, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(!more);
     usleep(200000);
     probes_check(&ps, "purge_soft_deleted", NULL, BOUND_MS);
     ck_assert_int_eq(total, 100);
+    dt_progress_check(&prog, true);
+    ck_assert_int_ge(prog.events, 10);
+    ck_assert_int_eq(prog.last_done, 100);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM memory_facts WHERE "
                                      "content LIKE 'old fact %'"),
                      0);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+#define K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+
+/* Key rotation of 30,000 service connections while probes read and write
+ * them (and the other tables): short batches that skip rows a writer
+ * holds, so nobody waits for long; progress to the end. */
+START_TEST(test_online_rotate_under_probes) {
+    enum { CONNS = 30000 };
+    char *url = dt_migrated_db("onl_rot");
+    populate_at_latest(url, 200, PROBE_ROWS);
+    ds_error err = {0};
+    ds_crypto *ring1, *ring2;
+    ck_assert_ds_ok(ds_crypto_open_keys(K1, &ring1, &err), err);
+    ck_assert_ds_ok(ds_crypto_open_keys(K2 "," K1, &ring2, &err), err);
+    dt_seed_connections(url, ring1, CONNS, 200);
+    dt_sql(url, "ANALYZE service_connections");
+    static const probe_def defs[] = {
+        {"service_connections read",
+         "SELECT id, access_token_enc FROM service_connections "
+         "WHERE user_id = $1 ORDER BY id LIMIT 20", 0},
+        {"service_connections write",
+         "UPDATE service_connections SET updated_at = now() WHERE id = $1", 2},
+        {"memory_facts read",
+         "SELECT id, content FROM memory_facts WHERE user_id = $1 "
+         "ORDER BY id DESC LIMIT 20", 0},
+        {"messages write",
+         "INSERT INTO messages (conversation_id, role, content) "
+         "VALUES ($1, 'user', 'probe')", 1},
+    };
+    ds_pool *pool = dt_pool(url, 1, 2);
+    probes ps;
+    probes_start_defs(&ps, url, defs, 4, 200, PROBE_ROWS / 10, CONNS);
+    dt_progress prog;
+    dt_progress_init(&prog, "crypto_rotate", 0);
+    ds_crypto_rotate_options ro = {.progress = dt_progress_record,
+                                   .progress_ud = &prog};
+    ds_crypto_rotate_stats stats;
+    ds_status st = ds_crypto_rotate(ring2, pool, &ro, &stats, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "crypto_rotate", NULL, BOUND_MS);
+    /* rows the writer probe held were skipped, then rotated on a later
+     * pass */
+    ck_assert_int_eq(stats.rotated, CONNS);
+    ck_assert_int_eq(stats.failed, 0);
+    ck_assert_int_eq(stats.remaining, 0);
+    dt_progress_check(&prog, true);
+    ck_assert_int_ge(prog.events, CONNS / 200);
+    ck_assert_int_eq(prog.last_done, CONNS);
+    ck_assert_int_eq(prog.last_total, CONNS);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM service_connections "
+                                     "WHERE key_id = 'k2' AND external_account_id "
+                                     "LIKE 'acct-%'"),
+                     CONNS);
+    ds_crypto_close(ring1);
+    ds_crypto_close(ring2);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* GDPR erase of a user with 30,000 messages, memory facts and events each,
+ * in batches, while probes work on the other users' rows of the same
+ * tables; progress done only grows and ends at total. */
+START_TEST(test_online_erase_under_probes) {
+    char *url = dt_migrated_db("onl_erase");
+    populate_at_latest(url, 200, PROBE_ROWS);
+    dt_sql(url, "INSERT INTO users (email) VALUES ('heavy@example.com')");
+    long long heavy = dt_sql_int(url, "SELECT id FROM users WHERE email = "
+                                      "'heavy@example.com'");
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO conversations (owner_id, title) SELECT %lld, 'h' || "
+             "g FROM generate_series(1, 30) g",
+             heavy);
+    dt_sql(url, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO messages (conversation_id, role, content) SELECT "
+             "c.id, 'user', 'heavy ' || g FROM conversations c, "
+             "generate_series(1, 1000) g WHERE c.owner_id = %lld",
+             heavy);
+    dt_sql(url, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO memory_facts (user_id, content) SELECT %lld, "
+             "'heavy fact ' || g FROM generate_series(1, 30000) g",
+             heavy);
+    dt_sql(url, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO analytics_events (user_id, name) SELECT %lld, "
+             "'heavy' FROM generate_series(1, 30000) g",
+             heavy);
+    dt_sql(url, sql);
+    dt_sql(url, "ANALYZE");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    probes ps;
+    probes_start(&ps, url, 200, PROBE_ROWS / 10);
+    dt_progress prog;
+    dt_progress_init(&prog, "erase", 0);
+    prog.cumulative = true;
+    ds_erase_options eo;
+    ds_erase_options_init(&eo);
+    eo.progress = dt_progress_record;
+    eo.progress_ud = &prog;
+    ds_erase_report *rep;
+    ds_error err = {0};
+    ds_status st = ds_user_erase_ex(pool, NULL, heavy, &eo, &rep, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "user_erase", NULL, BOUND_MS);
+    ck_assert_int_eq(rep->users, 1);
+    ck_assert_int_eq(rep->messages, 30000);
+    ck_assert_int_eq(rep->memory_facts, 30000);
+    ck_assert_int_eq(rep->analytics_events, 30000);
+    ds_erase_report_free(rep);
+    dt_progress_check(&prog, true);
+    ck_assert_int_ge(prog.events, 3 * (30000 / 5000));
+    ck_assert_int_eq(prog.last_done, 1 + 30 + 3 * 30000);
+    snprintf(sql, sizeof sql,
+             "SELECT (SELECT count(*) FROM memory_facts WHERE user_id = %lld) "
+             "+ (SELECT count(*) FROM analytics_events WHERE user_id = %lld) "
+             "+ (SELECT count(*) FROM conversations WHERE owner_id = %lld)",
+             heavy, heavy, heavy);
+    ck_assert_int_eq(dt_sql_int(url, sql), 0);
+    /* the others' rows are all there */
+    ck_assert_int_ge(dt_sql_int(url, "SELECT count(*) FROM memory_facts"),
+                     PROBE_ROWS);
     ds_pool_close(pool);
     dt_drop_db(url);
     free(url);
@@ -670,6 +835,8 @@ Suite *ds_test_online_suite(void) {
     tcase_add_test(tc, test_online_upgrade_to_pgvector_under_probes);
     tcase_add_test(tc, test_online_upgrade_from_1_under_probes);
     tcase_add_test(tc, test_online_purge_under_probes);
+    tcase_add_test(tc, test_online_rotate_under_probes);
+    tcase_add_test(tc, test_online_erase_under_probes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -266,7 +266,7 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
                               int64_t *copied, char horizon[24]) {
     const char *v[2] = {mo->lo, mo->hi};
     horizon[0] = '\0';
-    int64_t total = 0, t0 = ds__now_us();
+    int64_t total = 0, earlier = 0, t0 = ds__now_us();
     if ((m->opts && m->opts->progress) || m->prog.fn) {
         /* the estimate a progress line needs: one count, no lock held */
         PGresult *c = NULL;
@@ -280,6 +280,16 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
         if (cs != DS_OK)
             return cs;
         total = atoll(PQgetvalue(c, 0, 0));
+        PQclear(c);
+        /* a run that stopped half-way copied some already: they count as
+         * done, so done reaches total */
+        cs = exec_built(m,
+                        build(m, "SELECT count(*)::text FROM %s.%s", n->nsp,
+                              mo->part),
+                        0, NULL, &c);
+        if (cs != DS_OK)
+            return cs;
+        earlier = atoll(PQgetvalue(c, 0, 0));
         PQclear(c);
     }
     for (;;) {
@@ -319,9 +329,10 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
         if (st != DS_OK)
             return st;
         *copied += rows;
-        if (rows > 0)
-            st = report(m, mo->part, *copied,
-                        total > *copied ? total : *copied, t0);
+        if (rows > 0) {
+            int64_t done = earlier + *copied;
+            st = report(m, mo->part, done, total > done ? total : done, t0);
+        }
         if (st != DS_OK || rows == 0)
             return st;
     }
