@@ -110,12 +110,17 @@ static int run_cli(const char *args, bool merge, char **out) {
 }
 
 /* Runs ds-migrate with `args` (a --json command), checks its exit status
- * and returns the one JSON object it printed. */
+ * and returns the result object: the last of the JSON Lines it printed
+ * (progress events come before it). */
 static json_t *run_cli_json(const char *args, int want_status) {
     char *out = NULL;
     ck_assert_int_eq(run_cli(args, false, &out), want_status);
+    size_t n = strlen(out);
+    while (n > 0 && out[n - 1] == '\n')
+        out[--n] = '\0';
+    char *last = strrchr(out, '\n');
     json_error_t jerr;
-    json_t *j = json_loads(out, 0, &jerr);
+    json_t *j = json_loads(last ? last + 1 : out, 0, &jerr);
     ck_assert_msg(j != NULL, "not JSON: %s", out);
     free(out);
     return j;
@@ -1326,6 +1331,87 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
 }
 END_TEST
 
+/* --json: stdout is JSON Lines, a progress event per statement and per
+ * migration (the documented fields, done never going back within an item
+ * and phase, each ending at total), then the result; without --json and
+ * without a terminal, no progress at all. */
+START_TEST(test_migrate_cli_json_lines_report_progress) {
+    char *url = dt_create_db("mig_cli_prog");
+    char args[2048];
+    snprintf(args, sizeof args, "--database-url '%s' --json up", url);
+    char *out = NULL;
+    ck_assert_int_eq(run_cli(args, false, &out), 0);
+    int lines = 0, progress = 0, files = 0;
+    long long done = -1;
+    char key[300] = "";
+    json_t *result = NULL;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        lines++;
+        ck_assert_msg(result == NULL, "a line after the result: %s", line);
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        ck_assert_msg(j != NULL, "line %d is not JSON: %s", lines, line);
+        const char *ev = json_string_value(json_object_get(j, "event"));
+        if (!ev) {
+            result = j; /* the result object: the last line */
+            continue;
+        }
+        ck_assert_str_eq(ev, "progress");
+        progress++;
+        ck_assert_str_eq(json_string_value(json_object_get(j, "operation")),
+                         "migrate");
+        const char *item = json_string_value(json_object_get(j, "item"));
+        const char *phase = json_string_value(json_object_get(j, "phase"));
+        const char *unit = json_string_value(json_object_get(j, "unit"));
+        ck_assert_ptr_nonnull(item);
+        ck_assert_ptr_nonnull(phase);
+        ck_assert_ptr_nonnull(unit);
+        ck_assert(json_is_integer(json_object_get(j, "elapsed_ms")));
+        ck_assert(json_is_number(json_object_get(j, "rate_per_s")));
+        json_t *eta = json_object_get(j, "eta_s");
+        ck_assert(json_is_number(eta) || json_is_null(eta));
+        long long d = json_integer_value(json_object_get(j, "done"));
+        long long t = json_integer_value(json_object_get(j, "total"));
+        ck_assert_int_le(d, t);
+        char k[300];
+        snprintf(k, sizeof k, "%s/%s", item, phase);
+        if (!strcmp(k, key))
+            ck_assert_int_gt(d, done);
+        snprintf(key, sizeof key, "%s", k);
+        done = d;
+        if (!strcmp(phase, "statement")) {
+            ck_assert_str_eq(unit, "statements");
+            ck_assert_ptr_nonnull(strstr(item, ".up.sql"));
+        } else {
+            ck_assert_str_eq(phase, "files");
+            ck_assert_str_eq(item, "");
+            files++;
+            ck_assert_int_eq(d, files);
+            ck_assert_int_eq(t, DS_SCHEMA_VERSION);
+        }
+        json_decref(j);
+    }
+    free(out);
+    ck_assert_int_eq(files, DS_SCHEMA_VERSION);
+    ck_assert_int_gt(progress, DS_SCHEMA_VERSION * 2);
+    ck_assert_ptr_nonnull(result);
+    ck_assert(json_is_true(json_object_get(result, "ok")));
+    ck_assert_uint_eq(json_array_size(json_object_get(result, "ran")),
+                      (size_t)DS_SCHEMA_VERSION);
+    json_decref(result);
+
+    /* no terminal, no --json: the result line only (stderr included) */
+    snprintf(args, sizeof args, "--database-url '%s' to 0", url);
+    ck_assert_int_eq(run_cli(args, true, &out), 0);
+    ck_assert_ptr_null(strstr(out, "statements"));
+    ck_assert_ptr_null(strstr(out, "ETA"));
+    ck_assert_ptr_nonnull(strstr(out, "reverted 0001_platform_schema"));
+    free(out);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* JSON strings are UTF-8; an error message cut at DS_ERROR_MESSAGE_MAX bytes
  * in the middle of a character, or a migration file in another encoding,
  * must still reach the JSON (the byte becomes U+FFFD), not vanish. */
@@ -1785,6 +1871,7 @@ Suite *ds_test_migrate_suite(void) {
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, test_migrate_cli_exit_codes_and_json);
     tcase_add_test(tc, test_migrate_cli_json_keeps_text_that_is_not_utf8);
+    tcase_add_test(tc, test_migrate_cli_json_lines_report_progress);
     suite_add_tcase(s, tc);
     tc = tcase_create("maintain");
     tcase_set_timeout(tc, 60);
