@@ -22,6 +22,17 @@ static void on_progress(void *ud, const ds_migrate_progress *p) {
         printf("  another instance is migrating; waiting\n");
 }
 
+/* Long work (here: rows moved out of the default partition) reports its
+ * progress; returning non-zero would stop it with DS_ERR_CANCELLED, and the
+ * next run would continue. */
+static int on_work(void *ud, const ds_progress *p) {
+    (void)ud;
+    if (p->total >= 0)
+        printf("  %s %s: %lld of %lld %s\n", p->operation, p->item,
+               (long long)p->done, (long long)p->total, p->unit);
+    return 0;
+}
+
 int main(void) {
     ds_error err = {0};
     ds_config *cfg = NULL;
@@ -61,7 +72,9 @@ int main(void) {
     /* 4. Monthly analytics partitions for this month and the next three
      * (also safe from cron: `ds-migrate maintain`). */
     int created = 0;
-    if (ds_migrate_maintain(pool, 3, &created, &err) != DS_OK)
+    ds_migrate_options work = {0};
+    work.on_progress = on_work;
+    if (ds_migrate_maintain_opts(pool, &work, 3, &created, &err) != DS_OK)
         goto out;
     printf("maintain: %d partition(s) created\n", created);
 

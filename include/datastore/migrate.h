@@ -135,8 +135,9 @@ typedef struct ds_migrate_options {
  * failing migration: the message names file and line, sqlstate is the
  * server's; a no-transaction migration behind a transaction pooler),
  * DS_ERR_TIMEOUT (another runner held the lock longer than lock_wait_ms),
- * DS_ERR_CONNECTION, DS_ERR_INVALID, DS_ERR_NOMEM. Migrations committed
- * before a failure stay applied.
+ * DS_ERR_CANCELLED (opts->on_progress asked to stop), DS_ERR_CONNECTION,
+ * DS_ERR_INVALID, DS_ERR_NOMEM. Migrations committed before a failure stay
+ * applied.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_migrate_up(ds_pool *pool,
                                                const ds_migrate_options *opts,
@@ -236,11 +237,13 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain(ds_pool *pool,
                                                      ds_error *err);
 
 /*
- * ds_migrate_maintain() reporting to opts->progress (opts may be NULL; only
- * progress and progress_ud are read): a DS_MIGRATE_PROGRESS event after
- * each batch of rows moved out of the default partition, with `name` the
- * new partition, `phase` "copy", `done` of `total` rows and `elapsed_us`,
- * so a caller can show a rate and an ETA. Errors as ds_migrate_maintain().
+ * ds_migrate_maintain() reporting to opts->on_progress (opts may be NULL;
+ * only the progress members are read) after each batch of rows moved out
+ * of the default partition (see ds_migrate_options), and to
+ * opts->progress as a DS_MIGRATE_PROGRESS event (`name` the partition,
+ * `phase` "copy", `done` of `total` rows, `elapsed_us`). Errors as
+ * ds_migrate_maintain(), plus DS_ERR_CANCELLED when on_progress asked to
+ * stop (the month's table is left unattached; the next run continues).
  */
 DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain_opts(
     ds_pool *pool, const ds_migrate_options *opts, int months_ahead,
