@@ -522,7 +522,7 @@ static ds_status check_stmt(void *ud, const ds__sql_stmt *s, ds_error *err) {
                              "\"" DS_MIGRATE_NO_TX_MARK "\")",
                              fr->file, s->line, s->word1);
     fr->statements++;
-    return DS_OK;
+    return ds__migrate_batch_check(fr->file, fr->sql, s, fr->no_tx, err);
 }
 
 static ds_status stmt_failed(file_run *fr, const ds__sql_stmt *s,
@@ -653,53 +653,66 @@ static ds_status exec_stmt(void *ud, const ds__sql_stmt *s, ds_error *err) {
         return ds__migrate_report_statement(&fr->r->prog, fr->file, fr->no_tx,
                                             ++fr->executed, fr->statements,
                                             err);
+    ds__batch batch;
+    st = ds__migrate_batch_begin(fr->r->conn, fr->file, fr->sql, s, &batch,
+                                 err);
+    if (st != DS_OK)
+        return st;
     char *sql = ds__strndup(s->text, s->len);
     if (!sql)
         return ds__error_set(err, DS_ERR_NOMEM, "migrations: out of memory");
-    PGresult *res = NULL;
-    /* Outside a transaction each statement is its own: one that gave up
-     * waiting for its lock (lock_timeout) changed nothing and is tried
-     * again after a jittered pause, so a deploy rides out a long query
-     * instead of failing, and never queues traffic for longer than
-     * lock_timeout at a time. */
-    for (int attempt = 0;; attempt++) {
-        if (fr->no_tx && (st = repair_invalid_index(fr, s, err)) != DS_OK)
+    bool again = true; /* a "-- ds:batch" statement: until no row changes */
+    while (st == DS_OK && again) {
+        again = false;
+        PGresult *res = NULL;
+        /* Outside a transaction each statement is its own: one that gave up
+         * waiting for its lock (lock_timeout) changed nothing and is tried
+         * again after a jittered pause, so a deploy rides out a long query
+         * instead of failing, and never queues traffic for longer than
+         * lock_timeout at a time. */
+        for (int attempt = 0;; attempt++) {
+            if (fr->no_tx && (st = repair_invalid_index(fr, s, err)) != DS_OK)
+                break;
+            res = ds__conn_simple(fr->r->conn, sql);
+            if (!fr->no_tx || attempt + 1 >= LOCK_RETRIES ||
+                !lock_timed_out(res))
+                break;
+            PQclear(res);
+            res = NULL;
+            int64_t nap = ds__lock_retry_pause_us(100000, attempt, 5);
+            ds__log(DS_LOG_WARN, MODULE,
+                    "%s:%d: lock_timeout (attempt %d of %d); trying again in "
+                    "%lld ms",
+                    fr->file, s->line, attempt + 1, LOCK_RETRIES,
+                    (long long)(nap / 1000));
+            ds__sleep_us(nap);
+        }
+        if (st != DS_OK)
             break;
-        res = ds__conn_simple(fr->r->conn, sql);
-        if (!fr->no_tx || attempt + 1 >= LOCK_RETRIES || !lock_timed_out(res))
+        switch (res ? PQresultStatus(res) : PGRES_FATAL_ERROR) {
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+        case PGRES_EMPTY_QUERY:
             break;
+        case PGRES_COPY_IN:
+        case PGRES_COPY_OUT:
+        case PGRES_COPY_BOTH:
+            ds_conn_discard(fr->r->conn);
+            st = ds__error_set(err, DS_ERR_MIGRATION,
+                               "%s:%d: COPY to or from the client is not "
+                               "supported in migrations",
+                               fr->file, s->line);
+            break;
+        default:
+            st = stmt_failed(fr, s, res, err);
+            break;
+        }
+        if (st == DS_OK && batch.on)
+            st = ds__migrate_batch_step(&fr->r->prog, &batch, res, &again,
+                                        err);
         PQclear(res);
-        res = NULL;
-        int64_t nap = ds__lock_retry_pause_us(100000, attempt, 5);
-        ds__log(DS_LOG_WARN, MODULE,
-                "%s:%d: lock_timeout (attempt %d of %d); trying again in "
-                "%lld ms",
-                fr->file, s->line, attempt + 1, LOCK_RETRIES,
-                (long long)(nap / 1000));
-        ds__sleep_us(nap);
     }
     ds__free(sql);
-    if (st != DS_OK)
-        return st;
-    switch (res ? PQresultStatus(res) : PGRES_FATAL_ERROR) {
-    case PGRES_COMMAND_OK:
-    case PGRES_TUPLES_OK:
-    case PGRES_EMPTY_QUERY:
-        break;
-    case PGRES_COPY_IN:
-    case PGRES_COPY_OUT:
-    case PGRES_COPY_BOTH:
-        ds_conn_discard(fr->r->conn);
-        st = ds__error_set(err, DS_ERR_MIGRATION,
-                           "%s:%d: COPY to or from the client is not "
-                           "supported in migrations",
-                           fr->file, s->line);
-        break;
-    default:
-        st = stmt_failed(fr, s, res, err);
-        break;
-    }
-    PQclear(res);
     if (st == DS_OK)
         st = ds__migrate_report_statement(&fr->r->prog, fr->file, fr->no_tx,
                                           ++fr->executed, fr->statements, err);

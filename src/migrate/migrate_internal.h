@@ -143,6 +143,9 @@ int ds__sql_position_line(const ds__sql_stmt *stmt, long position);
  * or false when there is none. */
 bool ds__stmt_when(const char *file, const ds__sql_stmt *s, const char **expr,
                    size_t *len);
+/* The same for any "-- MARK [ARG]" line (ARG may be empty: *len 0). */
+bool ds__stmt_directive(const char *file, const ds__sql_stmt *s,
+                        const char *mark, const char **arg, size_t *len);
 /* For CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ...: the name
  * as written (quotes and schema kept) into `name`. */
 bool ds__stmt_concurrent_index(const ds__sql_stmt *s, char *name, size_t cap);
@@ -173,6 +176,35 @@ ds_status ds__migrate_report_statement(ds__progress *p, const char *file,
 /* After migration `done` of `total` was committed. */
 ds_status ds__migrate_report_file(ds__progress *p, int64_t done,
                                   int64_t total, ds_error *err);
+
+/* A statement under "-- ds:batch [TOTAL]" (only in a no-transaction file):
+ * run again and again, each run committing on its own, until it changes no
+ * row; TOTAL, an expression counting the rows to do, gives the progress
+ * total. Progress after each batch: item "FILE:LINE", phase "backfill",
+ * unit "rows". */
+typedef struct ds__batch {
+    bool on;
+    int64_t total; /* -1: unknown */
+    int64_t done;
+    int64_t batches;
+    const char *file;
+    int line;
+} ds__batch;
+
+/* Before anything runs: a ds:batch in a transactional file, or above a
+ * statement that changes no rows, is DS_ERR_MIGRATION. */
+ds_status ds__migrate_batch_check(const char *file, const char *text,
+                                  const ds__sql_stmt *s, bool no_tx,
+                                  ds_error *err);
+/* Reads the statement's ds:batch line (b->on) and evaluates TOTAL. */
+ds_status ds__migrate_batch_begin(ds_conn *c, const char *file,
+                                  const char *text, const ds__sql_stmt *s,
+                                  ds__batch *b, ds_error *err);
+/* After a run of the statement: counts its rows, reports, and says whether
+ * to run it again; DS_ERR_CANCELLED when the callback asked to stop. */
+ds_status ds__migrate_batch_step(ds__progress *p, ds__batch *b,
+                                 const PGresult *res, bool *again,
+                                 ds_error *err);
 
 /* ---- lint -------------------------------------------------------------- */
 

@@ -9,8 +9,8 @@ static bool is_blank(char c) {
     return c == ' ' || c == '\t' || c == '\r';
 }
 
-bool ds__stmt_when(const char *file, const ds__sql_stmt *s, const char **expr,
-                   size_t *len) {
+bool ds__stmt_directive(const char *file, const ds__sql_stmt *s,
+                        const char *mark, const char **arg, size_t *len) {
     /* walk back over the comment lines directly above the statement */
     const char *line_end = s->text;
     while (line_end > file && line_end[-1] != '\n')
@@ -28,24 +28,27 @@ bool ds__stmt_when(const char *file, const ds__sql_stmt *s, const char **expr,
         p += 2;
         while (p < end && is_blank(*p))
             p++;
-        static const char mark[] = "ds:when";
-        size_t ml = sizeof mark - 1;
-        if ((size_t)(end - p) > ml && !memcmp(p, mark, ml) && is_blank(p[ml])) {
+        size_t ml = strlen(mark);
+        if ((size_t)(end - p) >= ml && !memcmp(p, mark, ml) &&
+            (p + ml == end || is_blank(p[ml]))) {
             p += ml;
             while (p < end && is_blank(*p))
                 p++;
             const char *q = end;
             while (q > p && is_blank(q[-1]))
                 q--;
-            if (q == p)
-                return false;
-            *expr = p;
+            *arg = p;
             *len = (size_t)(q - p);
             return true;
         }
         line_end = start;
     }
     return false;
+}
+
+bool ds__stmt_when(const char *file, const ds__sql_stmt *s, const char **expr,
+                   size_t *len) {
+    return ds__stmt_directive(file, s, "ds:when", expr, len) && *len > 0;
 }
 
 /* The next word of `s` at *i (letters, digits, '_', or a "quoted" name

@@ -175,7 +175,8 @@ DS_EXPORT void ds_erase_options_init(ds_erase_options *opts) {
     }
 }
 
-#define ERASE_OPTIONS_V1 (offsetof(ds_erase_options, progress_ud) + sizeof(void *))
+#define ERASE_OPTIONS_V1                                                       \
+    (offsetof(ds_erase_options, progress_ud) + sizeof(void *))
 #define ERASE_DEFAULT_BATCH 5000
 
 /* Deletes the user's rows of one table a batch (its own transaction) at a
@@ -336,7 +337,8 @@ DS_EXPORT void ds_purge_options_init(ds_purge_options *opts) {
     }
 }
 
-#define PURGE_OPTIONS_V1 (offsetof(ds_purge_options, progress_ud) + sizeof(void *))
+#define PURGE_OPTIONS_V1                                                       \
+    (offsetof(ds_purge_options, progress_ud) + sizeof(void *))
 
 DS_EXPORT ds_status ds_purge_soft_deleted_ex(ds_pool *pool, ds_redis *redis,
                                              int64_t older_than,
