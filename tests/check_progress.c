@@ -132,6 +132,116 @@ START_TEST(test_progress_migrate_stops_and_resumes) {
 }
 END_TEST
 
+/* "-- ds:batch TOTAL": the backfill runs in batches that each commit,
+ * reported with the total counted first; stopped half-way, the next run
+ * continues where it stopped. Misplaced, it is refused before anything
+ * runs. */
+START_TEST(test_progress_migrate_batch_backfill) {
+    char *url = dt_create_db("prog_batch");
+    char *dir = temp_dir();
+    write_file(dir, "0001_t.up.sql",
+               "CREATE TABLE t (id int PRIMARY KEY, old int, new int);\n"
+               "INSERT INTO t SELECT g, g, NULL FROM generate_series(1, "
+               "20000) g;\n");
+    write_file(dir, "0001_t.down.sql", "DROP TABLE t;\n");
+    write_file(dir, "0002_fill.up.sql",
+               "-- ds:no-transaction\n"
+               "-- copy old into new, 5000 rows a transaction\n"
+               "-- ds:batch (SELECT count(*) FROM t WHERE new IS NULL)\n"
+               "UPDATE t SET new = old WHERE id IN (SELECT id FROM t WHERE "
+               "new IS NULL ORDER BY id LIMIT 5000);\n");
+    write_file(dir, "0002_fill.down.sql", "UPDATE t SET new = NULL;\n");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_migrate_options opts = {0};
+    opts.dir = dir;
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    opts.on_progress = dt_progress_record;
+
+    /* events: backfill 5000, 10000 <- stop */
+    dt_progress p;
+    dt_progress_init(&p, "migrate", 2);
+    opts.on_progress_ud = &p;
+    st = ds_migrate_up(pool, &opts, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_CANCELLED, err);
+    ck_assert_str_eq(p.last_item, "0002_fill.up.sql:4");
+    ck_assert_str_eq(p.last_phase, "backfill");
+    ck_assert_int_eq(p.last_done, 10000);
+    ck_assert_int_eq(p.last_total, 20000);
+    dt_progress_check(&p, false);
+    ck_assert_int_eq(version_of(url), 1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM t WHERE new = old"),
+                     10000);
+
+    dt_progress_init(&p, "migrate", 0);
+    st = ds_migrate_up(pool, &opts, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    dt_progress_check(&p, true);
+    ck_assert_int_eq(p.events, 2 + 1 + 1); /* 2 batches, statement, file */
+    ck_assert_int_eq(version_of(url), 2);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM t WHERE new = old"),
+                     20000);
+
+    /* a statement that never runs out of rows is stopped, not run for ever */
+    write_file(dir, "0003_forever.up.sql",
+               "-- ds:no-transaction\n"
+               "-- ds:batch (SELECT 10)\n"
+               "UPDATE t SET new = new + 1 WHERE id <= 50000;\n");
+    write_file(dir, "0003_forever.down.sql", "SELECT 1;\n");
+    st = ds_migrate_up(pool, &opts, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "0003_forever.up.sql:3"));
+    ck_assert_ptr_nonnull(strstr(err.message, "leave out the rows"));
+
+    /* refused before anything runs: in a transaction, on a SELECT */
+    write_file(dir, "0003_forever.up.sql",
+               "CREATE TABLE never (x int);\n"
+               "-- ds:batch\n"
+               "UPDATE t SET new = NULL WHERE id = 1;\n");
+    st = ds_migrate_up(pool, &opts, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "0003_forever.up.sql:3"));
+    ck_assert_ptr_nonnull(strstr(err.message, "outside a transaction"));
+    write_file(dir, "0003_forever.up.sql",
+               "-- ds:no-transaction\n"
+               "CREATE TABLE never (x int);\n"
+               "-- ds:batch\n"
+               "SELECT 1;\n");
+    st = ds_migrate_up(pool, &opts, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "UPDATE, DELETE or INSERT"));
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
+                                     "relname = 'never'"),
+                     0);
+    /* a total that does not evaluate names the file and line */
+    write_file(dir, "0003_forever.up.sql",
+               "-- ds:no-transaction\n"
+               "-- ds:batch (SELECT nope FROM t)\n"
+               "DELETE FROM t WHERE id > 100000;\n");
+    st = ds_migrate_up(pool, &opts, NULL, &err);
+    ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "0003_forever.up.sql:3"));
+    ck_assert_str_eq(err.sqlstate, "42703");
+    /* without a total: done of an unknown total, then it finishes */
+    write_file(dir, "0003_forever.up.sql",
+               "-- ds:no-transaction\n"
+               "-- ds:batch\n"
+               "DELETE FROM t WHERE id IN (SELECT id FROM t WHERE id > 15000 "
+               "LIMIT 2000);\n");
+    dt_progress_init(&p, "migrate", 0);
+    st = ds_migrate_up(pool, &opts, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM t"), 15000);
+    ck_assert_int_eq(version_of(url), 3);
+    dt_progress_check(&p, true);
+    ds_pool_close(pool);
+    rm_dir(dir);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* ---- partition maintenance --------------------------------------------------- */
 
 /* Stopped after the first batch: the month's table is not attached, no row
@@ -551,6 +661,7 @@ Suite *ds_test_progress_suite(void) {
     TCase *tc = tcase_create("cancel");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_progress_migrate_stops_and_resumes);
+    tcase_add_test(tc, test_progress_migrate_batch_backfill);
     tcase_add_test(tc, test_progress_maintain_stops_and_resumes);
     tcase_add_test(tc, test_progress_rotate_stops_and_resumes);
     tcase_add_test(tc, test_progress_erase_stops_and_resumes);
