@@ -124,9 +124,9 @@ static ds_status erase_rest(ds_pool *pool, int64_t user_id,
 }
 
 /* After the database part: the log line, then Redis. */
-static ds_status erase_finish(ds_redis *redis, int64_t user_id,
-                              ds_erase_report *rep, ds_erase_report **out,
-                              ds_error *err) {
+static ds_status erase_finish(const char *func, ds_redis *redis,
+                              int64_t user_id, ds_erase_report *rep,
+                              ds_erase_report **out, ds_error *err) {
     ds__log(DS_LOG_INFO, "gdpr",
             "erased user %lld: %lld messages, %lld events",
             (long long)user_id, (long long)rep->messages,
@@ -140,7 +140,7 @@ static ds_status erase_finish(ds_redis *redis, int64_t user_id,
             ds__error_prefix(err,
                              "%s: the database rows are erased, Redis is not "
                              "(call again)",
-                             __func__);
+                             func);
     }
     if (out)
         *out = rep;
@@ -165,7 +165,7 @@ DS_EXPORT ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
         ds__free(rep);
         return st;
     }
-    return erase_finish(redis, user_id, rep, out, err);
+    return erase_finish(__func__, redis, user_id, rep, out, err);
 }
 
 DS_EXPORT void ds_erase_options_init(ds_erase_options *opts) {
@@ -275,7 +275,7 @@ DS_EXPORT ds_status ds_user_erase_ex(ds_pool *pool, ds_redis *redis,
     /* the work is done: a stop asked now has nothing left to stop */
     (void)ds__progress_report(&prog, "users", "rows", "rows", done, done, NULL,
                               NULL);
-    return erase_finish(redis, user_id, rep, out, err);
+    return erase_finish(__func__, redis, user_id, rep, out, err);
 }
 
 /* One transaction: up to `limit` users soft-deleted before `older_than`
