@@ -326,6 +326,7 @@ START_TEST(test_progress_rotate_stops_and_resumes) {
     ck_assert_ptr_nonnull(strstr(err.message, "run ds_crypto_rotate again"));
     ck_assert_int_eq(stats.rotated, 300);
     ck_assert_int_eq(stats.batches, 3);
+    ck_assert_int_eq(stats.remaining, ROWS - 300);
     ck_assert_int_eq(p.last_done, 300);
     ck_assert_int_eq(p.last_total, ROWS);
     ck_assert_str_eq(p.last_item, "service_connections");

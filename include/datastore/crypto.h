@@ -201,8 +201,8 @@ typedef struct ds_crypto_rotate_stats {
  * Errors: DS_ERR_CRYPTO when some rows could not be decrypted (the others
  * are rotated; stats->failed says how many), the pool's errors for the
  * database (stats hold the progress made so far), DS_ERR_CANCELLED (the
- * progress callback asked to stop; stats hold what was done, and
- * stats->remaining is not counted), DS_ERR_INVALID.
+ * progress callback asked to stop; stats hold what was done and
+ * stats->remaining is at least 1), DS_ERR_INVALID.
  * Thread-safety: run one rotation at a time (two would only waste work).
  */
 DS_EXPORT DS_NODISCARD ds_status ds_crypto_rotate(

@@ -368,6 +368,14 @@ DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
     stats->failed = (int64_t)failed.n;
     ds__free(failed.ids);
     ds__free(b.failed_ids);
+    if (st == DS_ERR_CANCELLED) {
+        /* never let a stopped run look finished (remaining == 0 is the
+         * signal to remove the old key) */
+        ds_error ignore = {0};
+        if (count_remaining(pool, kid, &stats->remaining, &ignore) != DS_OK ||
+            stats->remaining < 1)
+            stats->remaining = 1;
+    }
     if (st == DS_OK && !limited && stats->remaining <= stats->failed) {
         /* finished: what was done is everything there was */
         int64_t handled = stats->rotated + stats->failed;
