@@ -490,6 +490,7 @@ START_TEST(test_progress_purge_stops_and_resumes) {
                                             &purged, &more, &err);
     ck_assert_ds_status(st, DS_ERR_CANCELLED, err);
     ck_assert_int_eq(purged, 20);
+    ck_assert(more);
     ck_assert_int_eq(p.last_done, 20);
     ck_assert_int_eq(p.last_total, 50);
     dt_progress_check(&p, false);

@@ -141,8 +141,8 @@ DS_EXPORT void ds_purge_options_init(ds_purge_options *opts);
  * (may be NULL) whether more may be waiting (max_users reached). The total
  * reported to the progress callback is counted once at the start.
  * Errors as ds_purge_soft_deleted(), plus DS_ERR_CANCELLED (the batches
- * done stay done; *purged says how many) and DS_ERR_INVALID (a bad `size`,
- * batch_users or max_users).
+ * done stay done; *purged says how many, *more is true) and DS_ERR_INVALID
+ * (a bad `size`, batch_users or max_users).
  */
 DS_EXPORT DS_NODISCARD ds_status ds_purge_soft_deleted_ex(
     ds_pool *pool, ds_redis *redis, int64_t older_than,

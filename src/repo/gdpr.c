@@ -412,5 +412,7 @@ DS_EXPORT ds_status ds_purge_soft_deleted_ex(ds_pool *pool, ds_redis *redis,
     }
     if (purged)
         *purged = done;
+    if (more && st == DS_ERR_CANCELLED)
+        *more = true; /* stopped: users may be waiting */
     return st;
 }
