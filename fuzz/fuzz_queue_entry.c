@@ -95,13 +95,14 @@ static void as_reply(const char *buf, size_t len, int attempt_base) {
     } else {
         check_failure(st, &err, job);
     }
-    int64_t due = 0;
+    ds__queue_reserve_info info;
     job = (ds_queue_job *)&job;
-    st = ds__queue_job_from_reserve(r, &job, &due, &err);
+    st = ds__queue_job_from_reserve(r, &job, &info, &err);
     if (st == DS_OK && job) {
         check_job(job);
         CHECK(strlen(job->entry_id) == r->element[0]->len);
-        CHECK(due == -1);
+        CHECK(info.next_due_ms == -1);
+        CHECK(info.dead_lettered >= 0);
         ds_queue_job_free(job);
     } else if (st != DS_OK) {
         check_failure(st, &err, job);

@@ -152,23 +152,33 @@ static redisReply *resp(const char *text, size_t len) {
 START_TEST(test_parsers_queue_reserve_answer_of_strings_only) {
     /* Found by fuzz_queue_entry: an integer where the script answers text
      * was read through a NULL string (strtoll(NULL)). */
-    redisReply *r = RESP("*7\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n"
-                         "$0\r\n\r\n$0\r\n\r\n:1500\r\n");
+    redisReply *r = RESP("*9\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n"
+                         "$0\r\n\r\n$0\r\n\r\n:1500\r\n$1\r\n0\r\n$1\r\n0\r\n");
     ds_queue_job *job = (ds_queue_job *)&job;
-    int64_t due = 0;
+    ds__queue_reserve_info info;
     ds_error err = {0};
-    ds_status st = ds__queue_job_from_reserve(r, &job, &due, &err);
+    ds_status st = ds__queue_job_from_reserve(r, &job, &info, &err);
     ck_assert_ds_status(st, DS_ERR_REDIS, err);
     ck_assert_ptr_null(job);
     ck_assert_ptr_nonnull(strstr(err.message, "integer"));
     freeReplyObject(r);
 
-    r = RESP("*7\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n"
-             "$0\r\n\r\n$0\r\n\r\n$4\r\n1500\r\n");
-    st = ds__queue_job_from_reserve(r, &job, &due, &err);
+    r = RESP("*9\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n"
+             "$0\r\n\r\n$0\r\n\r\n$4\r\n1500\r\n$1\r\n2\r\n$1\r\n0\r\n");
+    st = ds__queue_job_from_reserve(r, &job, &info, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_ptr_null(job);
-    ck_assert_int_eq(due, 1500);
+    ck_assert_int_eq(info.next_due_ms, 1500);
+    ck_assert_int_eq(info.dead_lettered, 2);
+    ck_assert(!info.reclaimed);
+    freeReplyObject(r);
+
+    /* the answer of an older script (seven fields) is not this one's */
+    r = RESP("*7\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n$0\r\n\r\n"
+             "$0\r\n\r\n$0\r\n\r\n$4\r\n1500\r\n");
+    st = ds__queue_job_from_reserve(r, &job, &info, &err);
+    ck_assert_ds_status(st, DS_ERR_REDIS, err);
+    ck_assert_ptr_null(job);
     freeReplyObject(r);
 }
 END_TEST

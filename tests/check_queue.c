@@ -995,6 +995,163 @@ START_TEST(test_queue_erase_user_reaches_jobs) {
 }
 END_TEST
 
+/* ---- stats ------------------------------------------------------------------- */
+
+static ds_queue_stats stats_of(const ds_queue *q) {
+    ds_queue_stats s;
+    ds_queue_stats_init(&s);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_stats_get(q, &s, &err), err);
+    ck_assert_uint_eq(s.size, sizeof s);
+    return s;
+}
+
+START_TEST(test_queue_stats_count_each_outcome) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "stats", "w1", 0, 2, 1);
+    ds_queue_stats s = stats_of(q);
+    ck_assert_uint_eq(s.enqueued + s.reserved + s.acked + s.failed + s.errors, 0);
+    for (int i = 1; i <= 3; i++)
+        enqueue_int(q, i, 0, NULL);
+    enqueue_int(q, 4, 600000, NULL); /* delayed: counted when enqueued */
+    json_t *batch[2] = {json_pack("{s:i}", "n", 5), json_pack("{s:i}", "n", 6)};
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_enqueue_batch(q, batch, 2, &err), err);
+    json_decref(batch[0]);
+    json_decref(batch[1]);
+    s = stats_of(q);
+    ck_assert_uint_eq(s.enqueued, 6);
+    ck_assert_uint_eq(s.reserved, 0);
+
+    ds_queue_job *j1 = reserve(q, 0);
+    ack_ok(q, j1);
+    ds_queue_job *j2 = reserve(q, 0);
+    bool dead = true;
+    ck_assert_ds_ok(ds_queue_fail(q, j2, "try again", &dead, &err), err);
+    ck_assert(!dead);
+    /* an acknowledgement of a job no longer held is lost, not an error */
+    ck_assert_ds_status(ds_queue_ack(q, j2, &err), DS_ERR_NOT_FOUND, err);
+    /* bad arguments are the caller's: not counted */
+    ds_queue_job *none;
+    ck_assert_ds_status(ds_queue_reserve(q, -1, &none, &err), DS_ERR_INVALID, err);
+    ck_assert_ds_status(ds_queue_enqueue(q, NULL, 0, NULL, &err), DS_ERR_INVALID, err);
+    s = stats_of(q);
+    ck_assert_uint_eq(s.enqueued, 6);
+    ck_assert_uint_eq(s.reserved, 2);
+    ck_assert_uint_eq(s.acked, 1);
+    ck_assert_uint_eq(s.failed, 1);
+    ck_assert_uint_eq(s.retried, 1);
+    ck_assert_uint_eq(s.dead_lettered, 0);
+    ck_assert_uint_eq(s.lost, 1);
+    ck_assert_uint_eq(s.reclaimed, 0);
+    ck_assert_uint_eq(s.errors, 0);
+
+    /* the rest: three ready jobs, then the retry of j2 (its second and
+     * last attempt), which fails into the dead letters */
+    int acked = 0, died = 0;
+    for (int i = 0; i < 4; i++) {
+        ds_queue_job *j = reserve(q, 10000);
+        ck_assert_ptr_nonnull(j);
+        if (strcmp(j->id, j2->id) == 0) {
+            ck_assert_int_eq(j->attempt, 2);
+            ck_assert_ds_ok(ds_queue_fail(q, j, "again", &dead, &err), err);
+            ck_assert(dead);
+            died++;
+        } else {
+            ack_ok(q, j);
+            acked++;
+        }
+        ds_queue_job_free(j);
+    }
+    ck_assert_int_eq(acked, 3);
+    ck_assert_int_eq(died, 1);
+    s = stats_of(q);
+    ck_assert_uint_eq(s.enqueued, 6);
+    ck_assert_uint_eq(s.reserved, 6);
+    ck_assert_uint_eq(s.acked, 4);
+    ck_assert_uint_eq(s.failed, 2);
+    ck_assert_uint_eq(s.retried, 1);
+    ck_assert_uint_eq(s.dead_lettered, 1);
+    ck_assert_uint_eq(s.lost, 1);
+    ck_assert_uint_eq(s.errors, 0);
+    ck_assert_int_eq(counts(q).dead, 1);
+    ds_queue_job_free(j1);
+    ds_queue_job_free(j2);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_stats_reclaim_dead_letter_and_errors) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *a = open_queue(r, "stats2", "worker-a", 150, 2, 1);
+    ds_queue *b = open_queue(r, "stats2", "worker-b", 150, 2, 1);
+    enqueue_int(a, 1, 0, NULL);
+    ds_queue_job *ja = reserve(a, 0); /* and worker a goes quiet */
+    ds_queue_job *jb = reserve(b, 10000);
+    ck_assert_ptr_nonnull(jb);
+    ck_assert_str_eq(jb->id, ja->id);
+    ds_queue_stats s = stats_of(b);
+    ck_assert_uint_eq(s.reserved, 1);
+    ck_assert_uint_eq(s.reclaimed, 1);
+    ck_assert_uint_eq(s.dead_lettered, 0);
+    /* b goes quiet too: past its attempts, a later reserve of b moves the
+     * job to the dead letters (bounded polling, not a fixed sleep) */
+    for (int i = 0; i < 40 && stats_of(b).dead_lettered == 0; i++)
+        ck_assert_ptr_null(reserve(b, 250));
+    s = stats_of(b);
+    ck_assert_uint_eq(s.dead_lettered, 1);
+    ck_assert_uint_eq(s.reserved, 1);
+    ck_assert_uint_eq(s.failed, 0);
+    ck_assert_int_eq(counts(b).dead, 1);
+    ds_error err = {0};
+    ck_assert_ds_status(ds_queue_ack(a, ja, &err), DS_ERR_NOT_FOUND, err);
+    /* an entry that is not a job (written by something else) is an error */
+    char *stream = ds__redis_key(r, NULL, "q:stats2:s");
+    freeReplyObject(dt_rcmd(r, "XADD %s * id x a 0 p not-json", stream));
+    ds__free(stream);
+    ds_queue_job *none;
+    ck_assert_ds_status(ds_queue_reserve(a, 0, &none, &err), DS_ERR_INTERNAL, err);
+    s = stats_of(a);
+    ck_assert_uint_eq(s.enqueued, 1);
+    ck_assert_uint_eq(s.reserved, 1);
+    ck_assert_uint_eq(s.reclaimed, 0);
+    ck_assert_uint_eq(s.lost, 1);
+    ck_assert_uint_eq(s.errors, 1);
+    ck_assert_uint_eq(s.dead_lettered, 0);
+    ds_queue_job_free(ja);
+    ds_queue_job_free(jb);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(a);
+    ds_queue_close(b);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_stats_errors) {
+    ds_redis *r = dt_redis("queue");
+    ds_queue *q = open_queue(r, "stats3", "w1", 0, 0, 0);
+    ds_error err = {0};
+    ds_queue_stats s;
+    ds_queue_stats_init(&s);
+    ck_assert_ds_status(ds_queue_stats_get(NULL, &s, &err), DS_ERR_INVALID, err);
+    ck_assert_ds_status(ds_queue_stats_get(q, NULL, &err), DS_ERR_INVALID, err);
+    /* a struct from another build of the header (or never initialised) */
+    s.size = sizeof s - sizeof(uint64_t);
+    ck_assert_ds_status(ds_queue_stats_get(q, &s, &err), DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "ds_queue_stats_init"));
+    s.size = sizeof s + 8;
+    ck_assert_ds_status(ds_queue_stats_get(q, &s, &err), DS_ERR_INVALID, err);
+    ds_queue_stats lit = DS_QUEUE_STATS_INIT;
+    ck_assert_ds_ok(ds_queue_stats_get(q, &lit, &err), err);
+    ds_queue_stats_init(NULL);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
 Suite *ds_test_queue_suite(void) {
     Suite *s = suite_create("queue");
     TCase *tc = tcase_create("delivery");
@@ -1033,6 +1190,12 @@ Suite *ds_test_queue_suite(void) {
     tcase_add_test(tc, test_queue_erase_user_reaches_jobs);
     tcase_add_test(tc, test_queue_backoff_never_past_its_cap);
     suite_add_tcase(s, tc);
+    tc = tcase_create("stats");
+    tcase_add_test(tc, test_queue_stats_count_each_outcome);
+    tcase_add_test(tc, test_queue_stats_reclaim_dead_letter_and_errors);
+    tcase_add_test(tc, test_queue_stats_errors);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("errors");
     tcase_add_test(tc, test_queue_errors);
     suite_add_tcase(s, tc);

@@ -238,6 +238,43 @@ DS_EXPORT DS_NODISCARD ds_status ds_queue_counts_get(ds_queue *queue,
                                                      ds_queue_counts *out,
                                                      ds_error *err);
 
+/*
+ * What this handle did since it opened: counters kept in memory, read
+ * without a round trip (ds_queue_counts_get() asks Redis for the sizes).
+ * A caller-allocated, growable struct (docs/abi.md): set `size` with
+ * ds_queue_stats_init() or DS_QUEUE_STATS_INIT before the call.
+ */
+typedef struct ds_queue_stats {
+    size_t size;            /* sizeof (ds_queue_stats) as compiled        */
+    uint64_t enqueued;      /* jobs added (ready, delayed and batched)    */
+    uint64_t reserved;      /* jobs handed out by ds_queue_reserve()      */
+    uint64_t reclaimed;     /* of those, taken over from a silent worker  */
+    uint64_t acked;         /* jobs completed by ds_queue_ack()           */
+    uint64_t failed;        /* ds_queue_fail() calls that took effect     */
+    uint64_t retried;       /* of those, jobs scheduled for a retry       */
+    uint64_t dead_lettered; /* jobs moved to the dead letters, by a fail
+                               or by a reserve that found a job out of
+                               attempts                                   */
+    uint64_t lost;          /* ack/fail/touch of a job this worker no
+                               longer held (DS_ERR_CONFLICT/NOT_FOUND)    */
+    uint64_t errors;        /* calls that failed for another reason than
+                               a bad argument or a lost job (Redis
+                               down, a malformed entry, out of memory)    */
+} ds_queue_stats;
+
+#define DS_QUEUE_STATS_INIT {sizeof(ds_queue_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+/* Zeroes *stats and sets its size. NULL is a no-op. */
+DS_EXPORT void ds_queue_stats_init(ds_queue_stats *stats);
+
+/* Copies the counters of `queue` into *out (its size set; the counters are
+ * zeroed first). Errors: DS_ERR_INVALID (NULL queue or out, out->size not
+ * one this library knows). Thread-safe; each counter is read atomically,
+ * the set is not one snapshot. */
+DS_EXPORT DS_NODISCARD ds_status ds_queue_stats_get(const ds_queue *queue,
+                                                    ds_queue_stats *out,
+                                                    ds_error *err);
+
 #ifdef __cplusplus
 }
 #endif

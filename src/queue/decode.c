@@ -103,20 +103,28 @@ ds_status ds__queue_job_from_entry(const redisReply *e, int attempt_base,
 }
 
 ds_status ds__queue_job_from_reserve(const redisReply *r, ds_queue_job **job,
-                                     int64_t *next_due_ms, ds_error *err) {
+                                     ds__queue_reserve_info *info,
+                                     ds_error *err) {
     *job = NULL;
-    *next_due_ms = -1;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 7)
+    *info = (ds__queue_reserve_info){.next_due_ms = -1};
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 9)
         return ds__redis_unexpected(r, "queue reserve", err);
     /* the script answers strings only; anything else is not its answer */
-    for (size_t i = 0; i < 7; i++)
+    for (size_t i = 0; i < 9; i++)
         if (r->element[i]->type != REDIS_REPLY_STRING)
             return ds__redis_unexpected(r->element[i], "queue reserve", err);
+    /* the script's moves happened even when its job cannot be decoded */
+    info->dead_lettered = ds__queue_count(r->element[7]->str);
     if (r->element[0]->len == 0) {
-        *next_due_ms = strtoll(r->element[6]->str, NULL, 10);
+        info->next_due_ms = strtoll(r->element[6]->str, NULL, 10);
         return DS_OK;
     }
-    return make_job(r->element[0]->str, r->element[0]->len, r->element[1]->str,
-                    ds__queue_count(r->element[2]->str), r->element[3]->str,
-                    r->element[4], r->element[5]->str, job, err);
+    ds_status st = make_job(r->element[0]->str, r->element[0]->len,
+                            r->element[1]->str,
+                            ds__queue_count(r->element[2]->str),
+                            r->element[3]->str, r->element[4],
+                            r->element[5]->str, job, err);
+    if (st == DS_OK)
+        info->reclaimed = strcmp(r->element[8]->str, "1") == 0;
+    return st;
 }

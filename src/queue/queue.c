@@ -14,6 +14,7 @@
  */
 #include <jansson.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,25 @@ struct ds_queue {
     char visibility[16], max[16];
     char dead_max_len[24], dead_max_age[24]; /* script arguments */
     int64_t dead_max_age_ms;
+    /* ds_queue_stats */
+    atomic_uint_fast64_t enqueued, reserved, reclaimed, acked, failed, retried,
+        dead_lettered, lost, errors;
 };
+
+static void count_add(atomic_uint_fast64_t *c, uint64_t n) {
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* Counts a call's outcome: a lost job or an error (bad arguments are the
+ * caller's and not counted). */
+static ds_status counted(ds_queue *q, ds_status st) {
+    if (!q || st == DS_OK || st == DS_ERR_INVALID)
+        return st;
+    count_add(st == DS_ERR_CONFLICT || st == DS_ERR_NOT_FOUND ? &q->lost
+                                                             : &q->errors,
+              1);
+    return st;
+}
 
 /* ---- Lua ------------------------------------------------------------------ */
 
@@ -108,8 +127,11 @@ struct ds_queue {
     "end\n"
 
 /* KEYS: stream, delayed, dead, cursor; ARGV: group, consumer, visibility
- * ms, max attempts, dead-letter max length, dead-letter max age ms. Returns {entry, id, attempt, enqueued, payload, err,
- * next_due_in_ms}; entry "" when nothing is ready. */
+ * ms, max attempts, dead-letter max length, dead-letter max age ms. Returns
+ * {entry, id, attempt, enqueued, payload, err, next_due_in_ms,
+ * dead_lettered, reclaimed}; entry "" when nothing is ready; dead_lettered
+ * counts the jobs out of attempts this call moved to the dead letters,
+ * reclaimed is "1" for a job taken over from a silent worker. */
 static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
     "queue_reserve", NOW_LUA FIELDS_LUA XADD_LUA
     "local s, d, dead, cur = KEYS[1], KEYS[2], KEYS[3], KEYS[4]\n"
@@ -124,6 +146,7 @@ static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
     "end\n"
     /* jobs of workers gone quiet; the cursor walks the pending list
      * round-robin across calls */
+    "local exhausted = 0\n"
     "for _ = 1, 10 do\n"
     "  local from = redis.call('GET', cur) or '0-0'\n"
     "  local r = redis.call('XAUTOCLAIM', s, g, c, vis, from, 'COUNT', 1)\n"
@@ -139,10 +162,11 @@ static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
     "    local why = 'the worker stopped responding (visibility timeout)'\n"
     "    if attempt <= max then\n"
     "      return {entry, f.id, count(attempt), enqueued(f, entry), f.p,\n"
-    "              why, '-1'}\n"
+    "              why, '-1', count(exhausted), '1'}\n"
     "    end\n"
     "    dead_add(dead, ARGV[5], ARGV[6], now, f.id, count(attempt - 1),\n"
     "             enqueued(f, entry), f.p, 'attempts exhausted: ' .. why, f.u)\n"
+    "    exhausted = exhausted + 1\n"
     "    redis.call('XACK', s, g, entry)\n"
     "    redis.call('XDEL', s, entry)\n"
     "  end\n"
@@ -153,12 +177,12 @@ static ds__redis_script reserve_script = DS__REDIS_SCRIPT(
     "  local e = r[1][2][1]\n"
     "  local f = fields(e[2])\n"
     "  return {e[1], f.id, count((tonumber(f.a) or 0) + 1),\n"
-    "          enqueued(f, e[1]), f.p, f.err or '', '-1'}\n"
+    "          enqueued(f, e[1]), f.p, f.err or '', '-1', count(exhausted), '0'}\n"
     "end\n"
     "local nxt = redis.call('ZRANGE', d, 0, 0, 'WITHSCORES')\n"
     "local due = '-1'\n"
     "if nxt[2] then due = string.format('%d', math.max(0, tonumber(nxt[2]) - now)) end\n"
-    "return {'', '', '', '', '', '', due}\n");
+    "return {'', '', '', '', '', '', due, count(exhausted), '0'}\n");
 
 /* KEYS: stream; ARGV: group, entry, consumer. */
 static ds__redis_script ack_script = DS__REDIS_SCRIPT(
@@ -461,7 +485,10 @@ static ds_status enqueue(ds_queue *queue, int64_t user_id,
 DS_EXPORT ds_status ds_queue_enqueue(ds_queue *queue, const json_t *payload,
                                      int64_t delay_ms, char *job_id,
                                      ds_error *err) {
-    return enqueue(queue, 0, payload, delay_ms, job_id, err);
+    ds_status st = enqueue(queue, 0, payload, delay_ms, job_id, err);
+    if (st == DS_OK)
+        count_add(&queue->enqueued, 1);
+    return counted(queue, st);
 }
 
 DS_EXPORT ds_status ds_queue_enqueue_for_user(ds_queue *queue, int64_t user_id,
@@ -471,7 +498,10 @@ DS_EXPORT ds_status ds_queue_enqueue_for_user(ds_queue *queue, int64_t user_id,
     if (job_id)
         job_id[0] = '\0';
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    return enqueue(queue, user_id, payload, delay_ms, job_id, err);
+    ds_status st = enqueue(queue, user_id, payload, delay_ms, job_id, err);
+    if (st == DS_OK)
+        count_add(&queue->enqueued, 1);
+    return counted(queue, st);
 }
 
 DS_EXPORT ds_status ds_queue_enqueue_batch(ds_queue *queue,
@@ -508,11 +538,18 @@ DS_EXPORT ds_status ds_queue_enqueue_batch(ds_queue *queue,
             memcpy(lens + i * ARGC, l, sizeof l);
             cmds[i] = (ds__redis_cmd){ARGC, argv + i * ARGC, lens + i * ARGC};
         }
-        if (st == DS_OK)
-            st = ds__redis_pipeline(queue->redis, cmds, m, replies, err);
-        for (size_t i = 0; st == DS_OK && i < m; i++)
-            if (replies[i]->type == REDIS_REPLY_ERROR)
-                st = ds__redis_reply_error(replies[i], "queue: XADD", err);
+        if (st == DS_OK) {
+            ds_status sent =
+                ds__redis_pipeline(queue->redis, cmds, m, replies, err);
+            for (size_t i = 0; sent == DS_OK && i < m; i++) {
+                if (replies[i]->type != REDIS_REPLY_ERROR)
+                    count_add(&queue->enqueued, 1);
+                else if (st == DS_OK)
+                    st = ds__redis_reply_error(replies[i], "queue: XADD", err);
+            }
+            if (sent != DS_OK)
+                st = sent;
+        }
         if (replies)
             ds__redis_replies_free(replies, m);
         for (size_t i = 0; texts && i < m; i++)
@@ -524,7 +561,7 @@ DS_EXPORT ds_status ds_queue_enqueue_batch(ds_queue *queue,
         ds__free(cmds);
         ds__free(replies);
     }
-    return st;
+    return counted(queue, st);
 }
 
 /* ---- consuming --------------------------------------------------------------------- */
@@ -535,6 +572,7 @@ static ds_status reserve_once(ds_queue *q, ds_queue_job **job,
                               int64_t *next_due_ms, ds_error *err) {
     *job = NULL;
     *next_due_ms = -1;
+    ds__queue_reserve_info info;
     const char *args[10] = {q->stream,       q->delayed,     q->dead,
                             q->cursor,       GROUP,          q->consumer,
                             q->visibility,   q->max,         q->dead_max_len,
@@ -558,8 +596,12 @@ static ds_status reserve_once(ds_queue *q, ds_queue_job **job,
             *err = e;
         return st;
     }
-    st = ds__queue_job_from_reserve(r, job, next_due_ms, err);
+    st = ds__queue_job_from_reserve(r, job, &info, err);
     freeReplyObject(r);
+    count_add(&q->dead_lettered, (uint64_t)info.dead_lettered);
+    if (info.reclaimed)
+        count_add(&q->reclaimed, 1);
+    *next_due_ms = info.next_due_ms;
     return st;
 }
 
@@ -601,8 +643,8 @@ static ds_status block_read(ds_queue *q, int block_ms, ds_queue_job **job,
     return st;
 }
 
-DS_EXPORT ds_status ds_queue_reserve(ds_queue *queue, int wait_ms,
-                                     ds_queue_job **job, ds_error *err) {
+static ds_status reserve(ds_queue *queue, int wait_ms, ds_queue_job **job,
+                         ds_error *err) {
     DS_CHECK_ARG(err, job, "job is NULL");
     *job = NULL;
     DS_CHECK_ARG(err, queue, "queue is NULL");
@@ -627,6 +669,14 @@ DS_EXPORT ds_status ds_queue_reserve(ds_queue *queue, int wait_ms,
         if (st != DS_OK || *job)
             return st;
     }
+}
+
+DS_EXPORT ds_status ds_queue_reserve(ds_queue *queue, int wait_ms,
+                                     ds_queue_job **job, ds_error *err) {
+    ds_status st = reserve(queue, wait_ms, job, err);
+    if (st == DS_OK && *job)
+        count_add(&queue->reserved, 1);
+    return counted(queue, st);
 }
 
 static ds_status holder_result(long long v, const ds_queue_job *job,
@@ -667,17 +717,19 @@ static ds_status holder_call(ds_queue *q, ds__redis_script *s,
 
 DS_EXPORT ds_status ds_queue_ack(ds_queue *queue, const ds_queue_job *job,
                                  ds_error *err) {
-    return holder_call(queue, &ack_script, job, err);
+    ds_status st = holder_call(queue, &ack_script, job, err);
+    if (st == DS_OK)
+        count_add(&queue->acked, 1);
+    return counted(queue, st);
 }
 
 DS_EXPORT ds_status ds_queue_touch(ds_queue *queue, const ds_queue_job *job,
                                    ds_error *err) {
-    return holder_call(queue, &touch_script, job, err);
+    return counted(queue, holder_call(queue, &touch_script, job, err));
 }
 
-DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
-                                  const char *reason, bool *dead,
-                                  ds_error *err) {
+static ds_status fail(ds_queue *queue, const ds_queue_job *job,
+                      const char *reason, bool *dead, ds_error *err) {
     if (dead)
         *dead = false;
     ds_status st = check_job(queue, job, err);
@@ -716,9 +768,19 @@ DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
                               err);
     if (st != DS_OK)
         return st;
+    if (v == 1 || v == 2) {
+        count_add(&queue->failed, 1);
+        count_add(v == 2 ? &queue->dead_lettered : &queue->retried, 1);
+    }
     if (dead)
         *dead = v == 2;
     return holder_result(v, job, err);
+}
+
+DS_EXPORT ds_status ds_queue_fail(ds_queue *queue, const ds_queue_job *job,
+                                  const char *reason, bool *dead,
+                                  ds_error *err) {
+    return counted(queue, fail(queue, job, reason, dead, err));
 }
 
 /* ---- dead letters and counts ------------------------------------------------------ */
@@ -874,4 +936,35 @@ DS_EXPORT ds_status ds_queue_counts_get(ds_queue *queue, ds_queue_counts *out,
     }
     ds__redis_replies_free(r, 4);
     return st;
+}
+
+/* ---- stats ------------------------------------------------------------------------ */
+
+DS_EXPORT void ds_queue_stats_init(ds_queue_stats *stats) {
+    if (!stats)
+        return;
+    memset(stats, 0, sizeof *stats);
+    stats->size = sizeof *stats;
+}
+
+DS_EXPORT ds_status ds_queue_stats_get(const ds_queue *queue,
+                                       ds_queue_stats *out, ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    /* the first release is the whole struct; later ones only append */
+    DS_CHECK_ARG(err, out->size == sizeof *out,
+                 "out->size is not sizeof (ds_queue_stats): call "
+                 "ds_queue_stats_init() first");
+    ds_queue_stats_init(out);
+    DS_CHECK_ARG(err, queue, "queue is NULL");
+    ds_queue *q = (ds_queue *)queue; /* atomics are read, never written */
+    out->enqueued = atomic_load(&q->enqueued);
+    out->reserved = atomic_load(&q->reserved);
+    out->reclaimed = atomic_load(&q->reclaimed);
+    out->acked = atomic_load(&q->acked);
+    out->failed = atomic_load(&q->failed);
+    out->retried = atomic_load(&q->retried);
+    out->dead_lettered = atomic_load(&q->dead_lettered);
+    out->lost = atomic_load(&q->lost);
+    out->errors = atomic_load(&q->errors);
+    return DS_OK;
 }

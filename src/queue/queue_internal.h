@@ -19,10 +19,20 @@ int ds__queue_count(const char *s);
 ds_status ds__queue_job_from_entry(const redisReply *e, int attempt_base,
                                    ds_queue_job **out, ds_error *err);
 
+/* What a reserve did besides handing out a job (for the stats). */
+typedef struct ds__queue_reserve_info {
+    int64_t next_due_ms; /* -1: nothing waits                          */
+    int dead_lettered;   /* jobs out of attempts moved to dead letters */
+    bool reclaimed;      /* the job was taken over from a silent worker */
+} ds__queue_reserve_info;
+
 /* The reserve script's answer {entry, id, attempt, enqueued, payload, err,
- * next_due_in_ms}: a job, or *job NULL and *next_due_ms (-1: nothing
- * waits) when entry is "". Errors as above. */
+ * next_due_in_ms, dead_lettered, reclaimed}: a job, or *job NULL when
+ * entry is "" (info->next_due_ms says when the next delayed job is due).
+ * Errors as above; on failure *info holds only dead_lettered (the
+ * script's moves happened even if its job cannot be decoded). */
 ds_status ds__queue_job_from_reserve(const redisReply *r, ds_queue_job **job,
-                                     int64_t *next_due_ms, ds_error *err);
+                                     ds__queue_reserve_info *info,
+                                     ds_error *err);
 
 #endif
