@@ -1828,6 +1828,127 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
 }
 END_TEST
 
+/* ---- stats -------------------------------------------------------------------- */
+
+static ds_memory_stats mem_stats(const ds_memory *mem) {
+    ds_memory_stats s;
+    ds_memory_stats_init(&s);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_memory_stats_get(mem, &s, &err), err);
+    ck_assert_uint_eq(s.size, sizeof s);
+    return s;
+}
+
+START_TEST(test_memory_stats_count_searches_rows_and_adds) {
+    fx f;
+    if (!fx_open(&f, "test_memory_stats_count_searches_rows_and_adds", _i))
+        return;
+    ds_memory_stats s = mem_stats(f.mem);
+    ck_assert_uint_eq(s.searches + s.hybrid_searches + s.facts_added + s.errors +
+                          s.rows_scanned + s.search_time_us, 0);
+    /* against the query (1, 0, 0) the cosines are 1, 0.8, 0.6, 0 and -1 */
+    static const float ladder[5][3] = {
+        {2, 0, 0}, {0.8f, 0.6f, 0}, {0.6f, 0, 0.8f}, {0, 5, 0}, {-1, 0, 0}};
+    float v[5][DIM];
+    for (int i = 0; i < 5; i++)
+        vec3(v[i], ladder[i][0], ladder[i][1], ladder[i][2]);
+    for (int i = 0; i < 3; i++)
+        add(f.mem, f.alice, "fact", "exact match", v[i]);
+    ds_memory_new_fact two[2] = {
+        {.user_id = f.alice, .content = "two", .embedding = v[3], .dim = DIM},
+        {.user_id = f.alice, .content = "more", .embedding = v[4], .dim = DIM}};
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_memory_add_many(f.mem, two, 2, NULL, &err), err);
+    /* neither a bad argument nor an unknown user is an error of ours */
+    ds_memory_new_fact nobody = {.user_id = 999999, .content = "x",
+                                 .embedding = v[0], .dim = DIM};
+    ck_assert_ds_status(ds_memory_add(f.mem, &nobody, NULL, &err),
+                        DS_ERR_NOT_FOUND, err);
+    nobody.dim = 3;
+    ck_assert_ds_status(ds_memory_add(f.mem, &nobody, NULL, &err),
+                        DS_ERR_INVALID, err);
+    s = mem_stats(f.mem);
+    ck_assert_uint_eq(s.facts_added, 5);
+    ck_assert_uint_eq(s.errors, 0);
+
+    /* k above the user's facts: every sketch read, every fact rescored */
+    ds_memory_facts *hits = search(f.mem, f.alice, v[0], 10, NULL);
+    ck_assert_uint_eq(hits->count, 5);
+    ds_memory_facts_free(hits);
+    s = mem_stats(f.mem);
+    ck_assert_uint_eq(s.searches, 1);
+    ck_assert_uint_eq(s.rows_scanned, 5);
+    ck_assert_uint_eq(s.rows_rescored, 5);
+    ck_assert_uint_gt(s.search_time_us, 0);
+    /* k = 1: the sketches rule out all but the exact match (its lower
+     * bound is far above 0.8, the next upper bound) */
+    hits = search(f.mem, f.alice, v[0], 1, NULL);
+    ck_assert_uint_eq(hits->count, 1);
+    ds_memory_facts_free(hits);
+    s = mem_stats(f.mem);
+    ck_assert_uint_eq(s.rows_scanned, 10);
+    ck_assert_uint_eq(s.rows_rescored, 6);
+    /* a kind nobody has and a user without facts read nothing */
+    ds_memory_search_opts o = {.kind = "nothing_here"};
+    hits = search(f.mem, f.alice, v[0], 10, &o);
+    ds_memory_facts_free(hits);
+    hits = search(f.mem, f.bob, v[0], 10, NULL);
+    ds_memory_facts_free(hits);
+    ck_assert_ds_status(ds_memory_search(f.mem, f.alice, v[0], DIM, 0, NULL,
+                                         &hits, &err),
+                        DS_ERR_INVALID, err);
+    ck_assert_ds_ok(ds_memory_search_hybrid(f.mem, f.alice, "exact match", v[0],
+                                            DIM, 3, NULL, &hits, &err),
+                    err);
+    ds_memory_facts_free(hits);
+    s = mem_stats(f.mem);
+    ck_assert_uint_eq(s.searches, 4);
+    ck_assert_uint_eq(s.hybrid_searches, 1);
+    /* the hybrid search draws max(4k, 40) candidates: all five */
+    ck_assert_uint_eq(s.rows_scanned, 15);
+    ck_assert_uint_eq(s.rows_rescored, 11);
+    ck_assert_uint_eq(_i ? s.pgvector_searches : s.fallback_searches, 5);
+    ck_assert_uint_eq(_i ? s.fallback_searches : s.pgvector_searches, 0);
+    ck_assert_uint_eq(s.errors, 0);
+
+    if (_i == 0) {
+        /* a damaged stored embedding (NaN) fails the search: an error */
+        dt_sql(f.url, "UPDATE memory_facts SET embedding = "
+                      "decode(repeat('0000c07f', 384), 'hex') "
+                      "WHERE content = 'two'");
+        ck_assert_ds_status(ds_memory_search(f.mem, f.alice, v[0], DIM, 10,
+                                             NULL, &hits, &err),
+                            DS_ERR_SCHEMA, err);
+        s = mem_stats(f.mem);
+        ck_assert_uint_eq(s.errors, 1);
+        ck_assert_uint_eq(s.searches, 4);
+    }
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(test_memory_stats_errors) {
+    ds_error err = {0};
+    ds_memory_stats s;
+    ds_memory_stats_init(&s);
+    ck_assert_ds_status(ds_memory_stats_get(NULL, &s, &err), DS_ERR_INVALID, err);
+    ck_assert_ds_status(ds_memory_stats_get(NULL, NULL, &err), DS_ERR_INVALID, err);
+    ds_memory_stats lit = DS_MEMORY_STATS_INIT;
+    ck_assert_uint_eq(lit.size, sizeof lit);
+    ds_memory_stats_init(NULL);
+    fx f;
+    if (!fx_open(&f, "test_memory_stats_errors", 0))
+        return;
+    s.size = 0; /* never initialised */
+    ck_assert_ds_status(ds_memory_stats_get(f.mem, &s, &err), DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "ds_memory_stats_init"));
+    s.size = sizeof s + 8;
+    ck_assert_ds_status(ds_memory_stats_get(f.mem, &s, &err), DS_ERR_INVALID, err);
+    ck_assert_ds_ok(ds_memory_stats_get(f.mem, &lit, &err), err);
+    fx_close(&f);
+}
+END_TEST
+
 Suite *ds_test_memory_suite(void) {
     Suite *s = suite_create("memory");
     TCase *tc = tcase_create("open");
@@ -1876,6 +1997,11 @@ Suite *ds_test_memory_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_memory_statements_match_the_schema, 0, 2);
     tcase_add_loop_test(tc, test_memory_pooler_mode, 0, 2);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("stats");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_memory_stats_count_searches_rows_and_adds, 0, 2);
+    tcase_add_test(tc, test_memory_stats_errors);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_set_timeout(tc, 120);

@@ -324,6 +324,45 @@ DS_EXPORT void ds_memory_upgrade_options_init(ds_memory_upgrade_options *opts);
 DS_EXPORT DS_NODISCARD ds_status ds_memory_upgrade_to_pgvector_ex(
     ds_pool *pool, const ds_memory_upgrade_options *opts, ds_error *err);
 
+/*
+ * What a memory handle did since it opened: counters kept in memory, read
+ * without a query. A caller-allocated, growable struct (docs/abi.md): set
+ * `size` with ds_memory_stats_init() or DS_MEMORY_STATS_INIT first.
+ */
+typedef struct ds_memory_stats {
+    size_t size;                /* sizeof (ds_memory_stats) as compiled     */
+    uint64_t searches;          /* vector searches answered (with or
+                                 * without a read token)                    */
+    uint64_t hybrid_searches;   /* hybrid searches answered                 */
+    uint64_t pgvector_searches; /* answered searches of either kind that
+                                 * ran on the pgvector backend ...          */
+    uint64_t fallback_searches; /* ... and on the fallback                  */
+    uint64_t rows_scanned;      /* sketches searches read (one per fact of
+                                 * the user that passes the kind filter)    */
+    uint64_t rows_rescored;     /* exact embeddings searches read to rescore
+                                 * the facts the sketches could not rule out */
+    uint64_t search_time_us;    /* wall time of the answered searches, sum  */
+    uint64_t facts_added;       /* facts written by add and add_many        */
+    uint64_t errors;            /* searches and adds that failed for another
+                                 * reason than a bad argument or an unknown
+                                 * user (database, connection, schema,
+                                 * memory)                                  */
+} ds_memory_stats;
+
+#define DS_MEMORY_STATS_INIT                                                   \
+    {sizeof(ds_memory_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+/* Zeroes *stats and sets its size. NULL is a no-op. */
+DS_EXPORT void ds_memory_stats_init(ds_memory_stats *stats);
+
+/* Copies the counters of `mem` into *out (its size set; the counters are
+ * zeroed first). Errors: DS_ERR_INVALID (NULL mem or out, out->size not one
+ * this library knows). Thread-safe; each counter is read atomically, the
+ * set is not one snapshot. */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_stats_get(const ds_memory *mem,
+                                                     ds_memory_stats *out,
+                                                     ds_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -258,8 +258,12 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
         memset(&local, 0, sizeof local);
         st = add_many_once(mem, facts, count, ids, &local);
     }
-    if (st == DS_OK)
+    if (st == DS_OK) {
+        ds__memory_count(&mem->facts_added, count);
         return DS_OK;
+    }
+    if (st != DS_ERR_NOT_FOUND) /* no such user: the caller's mistake */
+        ds__memory_count(&mem->errors, 1);
     /* ids of batches written before the failure were rolled back */
     if (ids)
         memset(ids, 0, count * sizeof *ids);

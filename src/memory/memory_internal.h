@@ -4,6 +4,7 @@
 #define DS_MEMORY_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "datastore/memory.h"
@@ -25,7 +26,15 @@ struct ds_memory {
     int exact_max_rows;
     pthread_mutex_t mu;         /* guards state */
     ds__memory_state state;
+    /* ds_memory_stats (stats.c) */
+    atomic_uint_fast64_t searches, hybrid_searches, pgvector_searches,
+        fallback_searches, rows_scanned, rows_rescored, search_time_us,
+        facts_added, errors;
 };
+
+static inline void ds__memory_count(atomic_uint_fast64_t *c, uint64_t n) {
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
 
 /* ---- statements ---------------------------------------------------------- */
 

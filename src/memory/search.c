@@ -100,6 +100,7 @@ static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
     if (!r)
         return err->code;
     size_t rows = (size_t)PQntuples(r);
+    ds__memory_count(&mem->rows_scanned, rows);
     size_t sketch_len = DS_SKETCH_BYTES(mem->dim);
     float slack = ds__sketch_slack(mem->dim);
     float *hi = ds__calloc(rows ? rows : 1, sizeof *hi);
@@ -242,6 +243,7 @@ static ds_status exact_rescore(ds_memory *mem, ds_conn *c, bool pgv,
         ds__free(scratch);
         return err->code;
     }
+    ds__memory_count(&mem->rows_rescored, (uint64_t)PQntuples(r));
     size_t got = 0;
     ds_status st = rescore(mem, r, pgv, q, use_min, min_sim, scratch, v, &got,
                            err);
@@ -487,6 +489,20 @@ static ds_status search_once(ds_memory *mem, const search_req *q,
     return st;
 }
 
+/* An answered search in the stats. The backend is the one the handle
+ * knows now: the one the search ran on, unless a conversion by another
+ * process was noticed in between. */
+static void count_search(ds_memory *mem, bool hybrid, int64_t started_us) {
+    int64_t took = ds__now_us() - started_us;
+    ds__memory_count(hybrid ? &mem->hybrid_searches : &mem->searches, 1);
+    ds__memory_count(ds__memory_state_get(mem).backend ==
+                             DS_VECTOR_BACKEND_PGVECTOR
+                         ? &mem->pgvector_searches
+                         : &mem->fallback_searches,
+                     1);
+    ds__memory_count(&mem->search_time_us, took > 0 ? (uint64_t)took : 0);
+}
+
 static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                         const float *query, size_t dim, int k,
                         const ds_memory_search_opts *opts,
@@ -537,14 +553,18 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                       token,
                       token_wait_ms};
     ds_error local = {0};
+    int64_t started_us = ds__now_us();
     st = search_once(mem, &req, out, &local);
     if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
         memset(&local, 0, sizeof local);
         st = search_once(mem, &req, out, &local);
     }
     ds__free(unit);
-    if (st != DS_OK)
+    if (st != DS_OK) {
+        ds__memory_count(&mem->errors, 1);
         return ds__memory_fail(&local, err);
+    }
+    count_search(mem, text != NULL, started_us);
     if (opts->touch && (*out)->count > 0) {
         int64_t *ids = ds__calloc((*out)->count, sizeof *ids);
         if (!ids)
@@ -555,6 +575,7 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
             st = ds_memory_touch(mem, user_id, ids, (*out)->count, NULL, err);
         ds__free(ids);
         if (st != DS_OK) {
+            ds__memory_count(&mem->errors, 1);
             ds_memory_facts_free(*out);
             *out = NULL;
         }
