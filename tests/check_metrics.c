@@ -56,10 +56,114 @@ START_TEST(test_metrics_render_matches_stats) {
     /* left-out sources are left out */
     ck_assert_ptr_null(strstr(text, "ds_cache_"));
     ck_assert_ptr_null(strstr(text, "ds_ratelimit_"));
+    ck_assert_ptr_null(strstr(text, "ds_queue_"));
+    ck_assert_ptr_null(strstr(text, "ds_memory_"));
     ds_metrics_free(text);
     ds_pool_release(held);
     ds_redis_close(redis);
     ds_pool_close(pool);
+}
+END_TEST
+
+START_TEST(test_metrics_render_queue_and_memory) {
+    ds_redis *redis = dt_redis("metrics");
+    ds_queue_options qo;
+    ds_queue_options_init(&qo);
+    qo.name = "metrics-jobs";
+    ds_queue *q = NULL;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_queue_open(redis, &qo, &q, &err), err);
+    json_t *payload = json_integer(1);
+    for (int i = 0; i < 3; i++)
+        ck_assert_ds_ok(ds_queue_enqueue(q, payload, i == 2 ? 600000 : 0, NULL,
+                                         &err),
+                        err);
+    json_decref(payload);
+    ds_queue_job *job = NULL;
+    ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
+    ck_assert_ptr_nonnull(job);
+    ck_assert_ds_ok(ds_queue_ack(q, job, &err), err);
+    ck_assert_ds_status(ds_queue_ack(q, job, &err), DS_ERR_NOT_FOUND, err);
+    ds_queue_job_free(job);
+
+    char *url = dt_migrated_db("metricsmem");
+    dt_sql(url, "INSERT INTO users (email) VALUES ('m@example.org')");
+    int64_t user = dt_sql_int(url, "SELECT id FROM users");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_memory *mem = NULL;
+    ck_assert_ds_ok(ds_memory_open(pool, NULL, &mem, &err), err);
+    size_t dim = ds_memory_dim(mem);
+    float *v = calloc(dim, sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    v[0] = 1;
+    ds_memory_new_fact f = {.user_id = user, .content = "one", .embedding = v,
+                            .dim = dim};
+    ck_assert_ds_ok(ds_memory_add(mem, &f, NULL, &err), err);
+    ck_assert_ds_ok(ds_memory_add(mem, &f, NULL, &err), err);
+    ds_memory_search_opts primary = {.read_primary = true};
+    ds_memory_facts *hits = NULL;
+    ck_assert_ds_ok(ds_memory_search(mem, user, v, dim, 5, &primary, &hits, &err), err);
+    ck_assert_uint_eq(hits->count, 2);
+    ds_memory_facts_free(hits);
+    ck_assert_ds_ok(ds_memory_search_hybrid(mem, user, "one", v, dim, 5, &primary,
+                                            &hits, &err),
+                    err);
+    ds_memory_facts_free(hits);
+
+    ds_metrics_sources src = {.queue = q, .memory = mem};
+    char *text = NULL;
+    ck_assert_ds_ok(ds_metrics_render(&src, &text, NULL, &err), err);
+    ck_assert_double_eq(sample(text, "ds_queue_enqueued_total{queue=\"metrics-jobs\"}"), 3);
+    ck_assert_double_eq(sample(text, "ds_queue_reserved_total{queue=\"metrics-jobs\"}"), 1);
+    ck_assert_double_eq(sample(text, "ds_queue_acked_total{queue=\"metrics-jobs\"}"), 1);
+    ck_assert_double_eq(sample(text, "ds_queue_lost_total{queue=\"metrics-jobs\"}"), 1);
+    ck_assert_double_eq(sample(text, "ds_queue_errors_total{queue=\"metrics-jobs\"}"), 0);
+    ck_assert_double_eq(
+        sample(text, "ds_queue_jobs{queue=\"metrics-jobs\",state=\"ready\"}"), 1);
+    ck_assert_double_eq(
+        sample(text, "ds_queue_jobs{queue=\"metrics-jobs\",state=\"delayed\"}"), 1);
+    ck_assert_ptr_nonnull(strstr(text, "# TYPE ds_queue_acked_total counter\n"));
+    ck_assert_ptr_nonnull(strstr(text, "# TYPE ds_queue_jobs gauge\n"));
+    ck_assert_double_eq(sample(text, "ds_memory_searches_total{kind=\"vector\"}"), 1);
+    ck_assert_double_eq(sample(text, "ds_memory_searches_total{kind=\"hybrid\"}"), 1);
+    ck_assert_double_eq(sample(text, "ds_memory_search_seconds_count"), 2);
+    ck_assert_double_gt(sample(text, "ds_memory_search_seconds_sum"), 0);
+    ck_assert_double_eq(sample(text, "ds_memory_facts_added_total"), 2);
+    ck_assert_double_eq(sample(text, "ds_memory_rows_scanned_total"), 4);
+    ck_assert_double_eq(sample(text, "ds_memory_errors_total"), 0);
+    ds_memory_stats ms;
+    ds_memory_stats_init(&ms);
+    ck_assert_ds_ok(ds_memory_stats_get(mem, &ms, &err), err);
+    double backend = ds_memory_backend(mem) == DS_VECTOR_BACKEND_PGVECTOR
+                         ? sample(text, "ds_memory_backend_searches_total{backend=\"pgvector\"}")
+                         : sample(text, "ds_memory_backend_searches_total{backend=\"fallback\"}");
+    ck_assert_double_eq(backend, 2);
+    ck_assert_double_eq(sample(text, "ds_memory_rows_rescored_total"),
+                        (double)ms.rows_rescored);
+    ck_assert_ptr_nonnull(strstr(text, "# TYPE ds_memory_search_seconds summary\n"));
+    ck_assert_ptr_null(strstr(text, "ds_pool_"));
+    ds_metrics_free(text);
+
+    /* Redis gone: the queue's sizes are left out, the rest is rendered */
+    ck_assert_int_eq(dt_services("stop redis"), 0);
+    text = NULL;
+    ds_status st = ds_metrics_render(&src, &text, NULL, &err);
+    ck_assert_int_eq(dt_services("start redis"), 0);
+    dt_redis_wait_up(redis);
+    ck_assert_ds_ok(st, err);
+    ck_assert_ptr_null(strstr(text, "ds_queue_jobs"));
+    ck_assert_double_eq(sample(text, "ds_queue_acked_total{queue=\"metrics-jobs\"}"), 1);
+    ck_assert_double_eq(sample(text, "ds_memory_facts_added_total"), 2);
+    ds_metrics_free(text);
+
+    free(v);
+    ds_memory_close(mem);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+    dt_redis_flush_prefix(redis);
+    ds_queue_close(q);
+    ds_redis_close(redis);
 }
 END_TEST
 
@@ -174,6 +278,11 @@ Suite *ds_test_metrics_suite(void) {
     TCase *tc = tcase_create("render");
     tcase_add_test(tc, test_metrics_render_matches_stats);
     tcase_add_test(tc, test_metrics_render_with_no_sources_is_only_info);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("queue_and_memory");
+    tcase_set_timeout(tc, 60);
+    tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
+    tcase_add_test(tc, test_metrics_render_queue_and_memory);
     suite_add_tcase(s, tc);
     tc = tcase_create("statement_hook");
     tcase_add_test(tc, test_statement_hook_reports_time_rows_and_errors_not_parameters);

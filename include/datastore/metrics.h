@@ -12,7 +12,11 @@
  *
  * Every handle given in the sources is read through its own stats call
  * (ds_pool_stats_get, ds_redis_stats_get, ds_cache_stats_get,
- * ds_ratelimit_stats_get); NULL ones are left out. Names follow the
+ * ds_ratelimit_stats_get, ds_queue_stats_get, ds_memory_stats_get); NULL
+ * ones are left out. The queue's sizes (ds_queue_jobs) come from
+ * ds_queue_counts_get(), one pipelined Redis round trip: when Redis does
+ * not answer, that one family is left out and the rest is rendered (the
+ * failure shows in ds_redis_errors_total). Names follow the
  * Prometheus conventions: prefix `ds_`, base units in the name (seconds),
  * `_total` on counters, one # HELP and # TYPE line per family. The
  * exposition holds counts and timings only: never a URL, key, user id or
@@ -32,6 +36,14 @@
  *   ds_cache_{hits,negative_hits,misses,loads,stampede_waits,stale_served,
  *             early_refreshes,corrupt_values,errors}_total
  *   ds_ratelimit_{checks,allowed,denied,degraded}_total
+ *   ds_queue_{enqueued,reserved,reclaimed,acked,failed,retried,
+ *             dead_lettered,lost,errors}_total{queue}   counters
+ *   ds_queue_jobs{queue,state="ready"|"reserved"|"delayed"|"dead"}  gauge
+ *   ds_memory_searches_total{kind="vector"|"hybrid"},
+ *   ds_memory_backend_searches_total{backend="pgvector"|"fallback"},
+ *   ds_memory_rows_scanned_total, ds_memory_rows_rescored_total,
+ *   ds_memory_facts_added_total, ds_memory_errors_total  counters
+ *   ds_memory_search_seconds_{sum,count}                summary (no quantiles)
  *
  * Thread-safety: safe to call from any thread while the handles are in use
  * (each counter is read atomically; the set is not one snapshot).
@@ -43,7 +55,9 @@
 
 #include "cache.h"
 #include "core.h"
+#include "memory.h"
 #include "pool.h"
+#include "queue.h"
 #include "ratelimit.h"
 #include "redis.h"
 
@@ -57,6 +71,8 @@ typedef struct ds_metrics_sources {
     ds_redis *redis;
     const ds_cache *cache;
     const ds_ratelimit *ratelimit;
+    ds_queue *queue;          /* also asked for its sizes (see above)  */
+    const ds_memory *memory;
 } ds_metrics_sources;
 
 /*

@@ -5,6 +5,7 @@
 
 #include "core/internal.h"
 #include "datastore/metrics.h"
+#include "queue/queue_internal.h"
 
 typedef struct {
     char *buf;
@@ -143,6 +144,84 @@ static void render_ratelimit(text_buf *t, const ds_ratelimit_stats *s) {
             s->degraded);
 }
 
+/* A counter family with one sample labelled queue="<name>" (queue names
+ * are [A-Za-z0-9_.-]: nothing to escape). */
+static void queue_counter(text_buf *t, const char *queue, const char *name,
+                          const char *help, uint64_t v) {
+    family(t, name, "counter", help);
+    put(t, "%s{queue=\"%s\"} %llu\n", name, queue, (unsigned long long)v);
+}
+
+static void render_queue(text_buf *t, const char *q, const ds_queue_stats *s,
+                         const ds_queue_counts *c) {
+    queue_counter(t, q, "ds_queue_enqueued_total",
+                  "Jobs added by this process (ready, delayed, batched).",
+                  s->enqueued);
+    queue_counter(t, q, "ds_queue_reserved_total",
+                  "Jobs handed to this process's workers.", s->reserved);
+    queue_counter(t, q, "ds_queue_reclaimed_total",
+                  "Reserved jobs taken over from a worker past its "
+                  "visibility timeout.",
+                  s->reclaimed);
+    queue_counter(t, q, "ds_queue_acked_total", "Jobs completed.", s->acked);
+    queue_counter(t, q, "ds_queue_failed_total", "Failed attempts reported.",
+                  s->failed);
+    queue_counter(t, q, "ds_queue_retried_total",
+                  "Failed jobs scheduled for another attempt.", s->retried);
+    queue_counter(t, q, "ds_queue_dead_lettered_total",
+                  "Jobs moved to the dead letters (failed or out of attempts).",
+                  s->dead_lettered);
+    queue_counter(t, q, "ds_queue_lost_total",
+                  "Acks, fails and touches of jobs no longer held (the "
+                  "visibility timeout passed).",
+                  s->lost);
+    queue_counter(t, q, "ds_queue_errors_total",
+                  "Queue calls failed by Redis or a malformed entry.",
+                  s->errors);
+    if (!c)
+        return;
+    family(t, "ds_queue_jobs", "gauge", "Jobs in the queue now, by state.");
+    put(t, "ds_queue_jobs{queue=\"%s\",state=\"ready\"} %lld\n", q,
+        (long long)c->ready);
+    put(t, "ds_queue_jobs{queue=\"%s\",state=\"reserved\"} %lld\n", q,
+        (long long)c->reserved);
+    put(t, "ds_queue_jobs{queue=\"%s\",state=\"delayed\"} %lld\n", q,
+        (long long)c->delayed);
+    put(t, "ds_queue_jobs{queue=\"%s\",state=\"dead\"} %lld\n", q,
+        (long long)c->dead);
+}
+
+static void render_memory(text_buf *t, const ds_memory_stats *s) {
+    family(t, "ds_memory_searches_total", "counter",
+           "Memory searches answered, by kind.");
+    put(t, "ds_memory_searches_total{kind=\"vector\"} %llu\n",
+        (unsigned long long)s->searches);
+    put(t, "ds_memory_searches_total{kind=\"hybrid\"} %llu\n",
+        (unsigned long long)s->hybrid_searches);
+    family(t, "ds_memory_backend_searches_total", "counter",
+           "Memory searches answered, by vector backend.");
+    put(t, "ds_memory_backend_searches_total{backend=\"pgvector\"} %llu\n",
+        (unsigned long long)s->pgvector_searches);
+    put(t, "ds_memory_backend_searches_total{backend=\"fallback\"} %llu\n",
+        (unsigned long long)s->fallback_searches);
+    counter(t, "ds_memory_rows_scanned_total",
+            "Embedding sketches read by searches.", s->rows_scanned);
+    counter(t, "ds_memory_rows_rescored_total",
+            "Exact embeddings read by searches to rescore candidates.",
+            s->rows_rescored);
+    family(t, "ds_memory_search_seconds", "summary",
+           "Wall time of answered memory searches.");
+    put(t, "ds_memory_search_seconds_sum %.6f\n",
+        (double)s->search_time_us / 1e6);
+    put(t, "ds_memory_search_seconds_count %llu\n",
+        (unsigned long long)(s->searches + s->hybrid_searches));
+    counter(t, "ds_memory_facts_added_total", "Facts written.",
+            s->facts_added);
+    counter(t, "ds_memory_errors_total",
+            "Memory searches and adds failed by the database or connection.",
+            s->errors);
+}
+
 DS_EXPORT ds_status ds_metrics_render(const ds_metrics_sources *src, char **out,
                                       size_t *out_len, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
@@ -157,6 +236,12 @@ DS_EXPORT ds_status ds_metrics_render(const ds_metrics_sources *src, char **out,
     ds_redis_stats redis;
     ds_cache_stats cache;
     ds_ratelimit_stats rl;
+    ds_queue_stats queue;
+    ds_queue_counts counts;
+    bool have_counts = false;
+    ds_memory_stats memory;
+    ds_queue_stats_init(&queue);
+    ds_memory_stats_init(&memory);
     ds_status st = DS_OK;
     if (src->pool)
         st = ds_pool_stats_get(src->pool, &pool, err);
@@ -166,9 +251,20 @@ DS_EXPORT ds_status ds_metrics_render(const ds_metrics_sources *src, char **out,
         st = ds_cache_stats_get(src->cache, &cache, err);
     if (st == DS_OK && src->ratelimit)
         st = ds_ratelimit_stats_get(src->ratelimit, &rl, err);
+    if (st == DS_OK && src->queue)
+        st = ds_queue_stats_get(src->queue, &queue, err);
+    if (st == DS_OK && src->memory)
+        st = ds_memory_stats_get(src->memory, &memory, err);
     if (st != DS_OK) {
         ds__error_prefix(err, "metrics");
         return st;
+    }
+
+    if (src->queue) {
+        /* the sizes are a Redis round trip: without Redis they are left
+         * out, not the whole exposition */
+        ds_error ignored = {0};
+        have_counts = ds_queue_counts_get(src->queue, &counts, &ignored) == DS_OK;
     }
 
     text_buf t = {.buf = ds__malloc(4096), .cap = 4096};
@@ -185,6 +281,11 @@ DS_EXPORT ds_status ds_metrics_render(const ds_metrics_sources *src, char **out,
         render_cache(&t, &cache);
     if (src->ratelimit)
         render_ratelimit(&t, &rl);
+    if (src->queue)
+        render_queue(&t, ds__queue_name(src->queue), &queue,
+                     have_counts ? &counts : NULL);
+    if (src->memory)
+        render_memory(&t, &memory);
     if (t.oom) {
         ds__free(t.buf);
         return ds__error_set(err, DS_ERR_NOMEM, "metrics: out of memory");

@@ -419,6 +419,8 @@ DS_EXPORT void ds_queue_close(ds_queue *queue) {
     queue_free(queue);
 }
 
+const char *ds__queue_name(const ds_queue *queue) { return queue->name; }
+
 DS_EXPORT const char *ds_queue_consumer(const ds_queue *queue) {
     return queue ? queue->consumer : NULL;
 }

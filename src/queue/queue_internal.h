@@ -35,4 +35,7 @@ ds_status ds__queue_job_from_reserve(const redisReply *r, ds_queue_job **job,
                                      ds__queue_reserve_info *info,
                                      ds_error *err);
 
+/* The queue's name (borrowed, lives with the queue): the metrics label. */
+const char *ds__queue_name(const ds_queue *queue);
+
 #endif
