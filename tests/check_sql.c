@@ -367,6 +367,52 @@ START_TEST(test_sql_errors_null_arguments) {
 }
 END_TEST
 
+/* The status of a failed statement is the mapped one whether or not the
+ * caller passes an error out-param (it used to be DS_ERR_DB without). */
+START_TEST(test_sql_status_does_not_depend_on_err) {
+    ds_conn *c;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_pool_acquire(pool, &c, &err), err);
+    ck_assert_ds_ok(ds_exec(c, "CREATE TEMP TABLE dt_once (k int PRIMARY KEY)",
+                            NULL, 0, NULL, &err),
+                    err);
+    ck_assert_ds_ok(ds_exec(c, "INSERT INTO dt_once VALUES (1)", NULL, 0, NULL, &err),
+                    err);
+    static const struct {
+        const char *sql;
+        ds_status want;
+    } cases[] = {
+        {"INSERT INTO dt_once VALUES (1)", DS_ERR_CONFLICT},
+        {"SELECT 1 / 0", DS_ERR_INVALID},
+        {"SELECT pg_sleep(5)", DS_ERR_TIMEOUT},
+        {"SELEC 1", DS_ERR_DB},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int with_err = 1; with_err >= 0; with_err--) {
+            /* a short statement_timeout for the pg_sleep case only */
+            ck_assert_ds_ok(ds_exec(c, cases[i].want == DS_ERR_TIMEOUT
+                                           ? "SET statement_timeout = '50ms'"
+                                           : "SET statement_timeout = 0",
+                                    NULL, 0, NULL, &err),
+                            err);
+            ds_error e = {0};
+            ds_result *res = (ds_result *)0x1;
+            ck_assert_int_eq(ds_exec(c, cases[i].sql, NULL, 0, &res,
+                                     with_err ? &e : NULL),
+                             cases[i].want);
+            ck_assert_ptr_null(res);
+            if (with_err)
+                ck_assert_int_eq(e.code, cases[i].want);
+        }
+    }
+    /* the same through the pool */
+    ck_assert_int_eq(ds_pool_exec(pool, "SELECT 1 / 0", NULL, 0, NULL, NULL),
+                     DS_ERR_INVALID);
+    ck_assert_ds_ok(ds_exec(c, "RESET statement_timeout", NULL, 0, NULL, &err), err);
+    ds_pool_release(c);
+}
+END_TEST
+
 static void add_common(TCase *tc) {
     tcase_add_test(tc, test_sql_round_trips_every_param_type);
     tcase_add_test(tc, test_sql_metacharacters_round_trip_byte_identical);
@@ -386,6 +432,7 @@ Suite *ds_test_sql_suite(void) {
     tcase_add_test(tc, test_sql_prepared_statement_survives_schema_change);
     tcase_add_test(tc, test_sql_out_of_memory_is_reported);
     tcase_add_test(tc, test_sql_errors_null_arguments);
+    tcase_add_test(tc, test_sql_status_does_not_depend_on_err);
     suite_add_tcase(s, tc);
     tc = tcase_create("pooler");
     tcase_add_checked_fixture(tc, setup_pooler, teardown);

@@ -133,11 +133,15 @@ DS_EXPORT ds_status ds_exec(ds_conn *conn, const char *sql,
         ds__free(res);
         return st;
     }
-    PGresult *r = ds__sql_run(conn, sql, &b, NULL, err);
+    /* the status comes from the mapped error, so a caller that passes no
+     * error out-param gets the same one */
+    ds_error local = {0};
+    ds_error *e = err ? err : &local;
+    PGresult *r = ds__sql_run(conn, sql, &b, NULL, e);
     ds__bind_free(&b);
     if (!r) {
         ds__free(res);
-        return err ? err->code : DS_ERR_DB;
+        return e->code;
     }
     if (!out) {
         PQclear(r);
