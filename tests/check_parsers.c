@@ -8,6 +8,7 @@
 #include "core/internal.h"
 #include "migrate/migrate_internal.h"
 #include "queue/queue_internal.h"
+#include "repo/copybuf.h"
 #include "test_util.h"
 
 /* ---- what ds_config_get_str() shows of a Redis URL -------------------------- */
@@ -248,6 +249,54 @@ START_TEST(test_parsers_migration_pair_spells_version_once) {
 }
 END_TEST
 
+/* ---- the COPY buffer of ds_event_record_batch ------------------------------------ */
+
+START_TEST(test_parsers_copy_buf_sizes_never_wrap) {
+    /* growth: doubled from the first chunk, never below what is needed,
+     * and exactly what is needed where doubling would pass SIZE_MAX */
+    ck_assert_uint_eq(ds__copy_buf_grown_cap(0, 10), DS_COPY_CHUNK);
+    ck_assert_uint_eq(ds__copy_buf_grown_cap(DS_COPY_CHUNK, DS_COPY_CHUNK + 1),
+                      2 * DS_COPY_CHUNK);
+    size_t huge = SIZE_MAX / 2 + 2;
+    ck_assert_uint_eq(ds__copy_buf_grown_cap(DS_COPY_CHUNK, huge), huge);
+    ck_assert_uint_eq(ds__copy_buf_grown_cap(DS_COPY_CHUNK, SIZE_MAX), SIZE_MAX);
+    ck_assert_uint_ge(ds__copy_buf_grown_cap(SIZE_MAX / 2 + 1, SIZE_MAX - 1),
+                      SIZE_MAX - 1);
+
+    ds__copy_buf b = {0};
+    ck_assert(ds__copy_buf_reserve(&b, 19));
+    ck_assert_ptr_nonnull(b.p);
+    ck_assert_uint_eq(b.cap, DS_COPY_CHUNK);
+    memset(b.p, 'x', 19);
+    b.len = 19;
+    char *p = b.p;
+    /* len + more past SIZE_MAX: refused before anything is allocated */
+    ck_assert(!ds__copy_buf_reserve(&b, SIZE_MAX - 18));
+    ck_assert(!ds__copy_buf_reserve(&b, SIZE_MAX));
+    ck_assert_ptr_eq(b.p, p);
+    ck_assert_uint_eq(b.len, 19);
+    ck_assert_uint_eq(b.cap, DS_COPY_CHUNK);
+    /* an allocation that fails leaves the buffer as it was */
+    ds__test_fail_alloc_after(1);
+    ck_assert(!ds__copy_buf_reserve(&b, DS_COPY_CHUNK));
+    ds__test_fail_alloc_after(0);
+    ck_assert_ptr_eq(b.p, p);
+    ck_assert_uint_eq(b.cap, DS_COPY_CHUNK);
+    ck_assert(ds__copy_buf_reserve(&b, DS_COPY_CHUNK));
+    ck_assert_uint_eq(b.cap, 2 * DS_COPY_CHUNK);
+    ck_assert_int_eq(b.p[18], 'x');
+    ds__free(b.p);
+
+    /* one row's size: each field fits a COPY field (int32 length) */
+    ck_assert_uint_eq(ds__copy_event_row_size(5, 2), 2 + 12 + 4 + 5 + 4 + 2 + 12);
+    ck_assert_uint_eq(ds__copy_event_row_size(INT32_MAX, 0),
+                      (size_t)INT32_MAX + 34);
+    ck_assert_uint_eq(ds__copy_event_row_size((size_t)INT32_MAX + 1, 0), 0);
+    ck_assert_uint_eq(ds__copy_event_row_size(0, SIZE_MAX), 0);
+    ck_assert_uint_eq(ds__copy_event_row_size(SIZE_MAX - 10, 10), 0);
+}
+END_TEST
+
 Suite *ds_test_parsers_suite(void) {
     Suite *s = suite_create("parsers");
     TCase *tc = tcase_create("config_shown");
@@ -263,6 +312,9 @@ Suite *ds_test_parsers_suite(void) {
     tc = tcase_create("queue_replies");
     tcase_add_test(tc, test_parsers_queue_reserve_answer_of_strings_only);
     tcase_add_test(tc, test_parsers_queue_entry_id_kept_whole_or_refused);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("copy_buffer");
+    tcase_add_test(tc, test_parsers_copy_buf_sizes_never_wrap);
     suite_add_tcase(s, tc);
     tc = tcase_create("migration_files");
     tcase_add_test(tc, test_parsers_migration_pair_spells_version_once);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "datastore/events.h"
+#include "repo/copybuf.h"
 #include "repo/repo_internal.h"
 
 enum { S_RECORD, S_COPY };
@@ -89,46 +90,26 @@ DS_EXPORT ds_status ds_event_record(ds_pool *pool, const ds_event *event,
 
 /* ---- COPY (FORMAT binary) ---------------------------------------------------- */
 
-#define COPY_CHUNK (256 * 1024)
-
-typedef struct copy_buf {
-    char *p;
-    size_t len, cap;
-} copy_buf;
-
-static bool buf_reserve(copy_buf *b, size_t more) {
-    if (b->len + more <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : COPY_CHUNK;
-    while (cap < b->len + more)
-        cap *= 2;
-    char *np = ds__realloc(b->p, cap);
-    if (!np)
-        return false;
-    b->p = np;
-    b->cap = cap;
-    return true;
-}
-
-static void put16(copy_buf *b, uint16_t v) {
+static void put16(ds__copy_buf *b, uint16_t v) {
     b->p[b->len++] = (char)(v >> 8);
     b->p[b->len++] = (char)(v & 0xff);
 }
-static void put32(copy_buf *b, uint32_t v) {
+static void put32(ds__copy_buf *b, uint32_t v) {
     ds__put_be32(b->p + b->len, v);
     b->len += 4;
 }
-static void put64(copy_buf *b, uint64_t v) {
+static void put64(ds__copy_buf *b, uint64_t v) {
     ds__put_be64(b->p + b->len, v);
     b->len += 8;
 }
-static void put_bytes(copy_buf *b, const void *p, size_t n) {
+/* n <= INT32_MAX: ds__copy_event_row_size() refused longer fields */
+static void put_bytes(ds__copy_buf *b, const void *p, size_t n) {
     put32(b, (uint32_t)n);
     memcpy(b->p + b->len, p, n);
     b->len += n;
 }
 
-static ds_status flush(ds_conn *conn, copy_buf *b, ds_error *err) {
+static ds_status flush(ds_conn *conn, ds__copy_buf *b, ds_error *err) {
     ds_status st = ds__conn_copy_send(conn, b->p, b->len, "events.copy", err);
     b->len = 0;
     return st;
@@ -163,10 +144,10 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
         ds_pool_release(conn);
         return st;
     }
-    copy_buf b = {0};
+    ds__copy_buf b = {0};
     const char *abort_msg = NULL;
     int64_t now_pg = ds__ts_to_pg(ds__wall_us());
-    if (!buf_reserve(&b, 19)) {
+    if (!ds__copy_buf_reserve(&b, 19)) {
         st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
         abort_msg = "out of memory";
     } else {
@@ -188,7 +169,17 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
             break;
         }
         size_t name_len = strlen(e->name);
-        if (!buf_reserve(&b, 2 + 12 + 4 + name_len + 4 + jlen + 12)) {
+        size_t row = ds__copy_event_row_size(name_len, jlen);
+        if (row == 0) { /* cannot happen within the checked limits */
+            ds__free(json);
+            st = ds__error_set(err, DS_ERR_INVALID,
+                               "%s: event %zu is larger than a COPY field "
+                               "may be",
+                               __func__, i);
+            abort_msg = "invalid event";
+            break;
+        }
+        if (!ds__copy_buf_reserve(&b, row)) {
             ds__free(json);
             st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory",
                                __func__);
@@ -208,13 +199,13 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
         put32(&b, 8);
         put64(&b, (uint64_t)(e->occurred_at ? ds__ts_to_pg(e->occurred_at)
                                             : now_pg));
-        if (b.len >= COPY_CHUNK) {
+        if (b.len >= DS_COPY_CHUNK) {
             st = flush(conn, &b, err);
             if (st != DS_OK)
                 abort_msg = "send failed";
         }
     }
-    if (!abort_msg && buf_reserve(&b, 2)) {
+    if (!abort_msg && ds__copy_buf_reserve(&b, 2)) {
         put16(&b, 0xffff); /* trailer */
         st = flush(conn, &b, err);
         if (st != DS_OK)
