@@ -647,6 +647,21 @@ START_TEST(test_cache_survives_redis_down) {
     ds_error err = {0};
     ck_assert_ds_status(ds_cache_get(c, "k", &v, &err), DS_ERR_REDIS, err);
     ck_assert(ds_error_is_retryable(&err));
+    /* so do the writes; and opening a cache does not talk to Redis */
+    json_t *one = json_integer(1);
+    ck_assert_ds_status(ds_cache_set(c, "k", one, NULL, &err), DS_ERR_REDIS, err);
+    json_decref(one);
+    ck_assert_ds_status(ds_cache_invalidate(c, "k", &err), DS_ERR_REDIS, err);
+    int64_t removed = 7;
+    ck_assert_ds_status(ds_cache_invalidate_tag(c, "t", &removed, &err),
+                        DS_ERR_REDIS, err);
+    ck_assert_int_eq(removed, 0);
+    ds_cache_options o2;
+    ds_cache_options_init(&o2);
+    o2.name = "opened-while-down";
+    ds_cache *c2 = NULL;
+    ck_assert_ds_ok(ds_cache_open(r, &o2, &c2, &err), err);
+    ds_cache_close(c2);
     ck_assert_int_eq(dt_services("start redis"), 0);
     dt_redis_wait_up(r);
     v = get_ok(c, "k", &l); /* empty after the restart: loaded and stored */
@@ -825,6 +840,297 @@ START_TEST(test_cache_errors) {
 }
 END_TEST
 
+/* ---- the header's promises, one by one ------------------------------------------- */
+
+static void short_wait(ds_cache_options *o) {
+    o->wait_timeout_ms = 300;
+    o->lock_ttl_ms = 5000;
+}
+
+START_TEST(test_cache_waits_for_another_process_then_loads_itself) {
+    /* "other processes see a short lock in Redis and poll until the value
+     * appears, bounded by wait_timeout_ms, after which they load
+     * themselves": a lock held by a loader that never stores */
+    ds_redis *r = dt_redis("cache");
+    ds_cache *c = open_cache(r, "waiter", 60000, short_wait);
+    char *lkey = ds__redis_key(r, NULL, "cl:waiter:v0:k");
+    freeReplyObject(dt_rcmd(r, "SET %s someone-else PX 60000", lkey));
+    atomic_int calls = 0;
+    loader_ctx l = {&calls, NULL, 0, DS_OK};
+    long long t0 = dt_now_ms();
+    json_t *v = get_ok(c, "k", &l);
+    long long waited = dt_now_ms() - t0;
+    ck_assert_int_eq(n_of(v), 1);
+    json_decref(v);
+    ck_assert_int_eq(atomic_load(&calls), 1);
+    /* it did wait (a lower bound only: no upper timing bound here) */
+    ck_assert_int_ge(waited, 250);
+    /* the other loader's lock is not ours to delete */
+    redisReply *lock = dt_rcmd(r, "GET %s", lkey);
+    ck_assert_int_eq(lock->type, REDIS_REPLY_STRING);
+    ck_assert_str_eq(lock->str, "someone-else");
+    freeReplyObject(lock);
+    ds__free(lkey);
+    dt_redis_flush_prefix(r);
+    ds_cache_close(c);
+    ds_redis_close(r);
+}
+END_TEST
+
+typedef struct {
+    ds_redis *r;
+    const char *lkey;
+    int n;
+} other_loader;
+
+/* Another process's loader: stores the value with its own handle, then
+ * releases its lock. */
+static void *other_loader_main(void *p) {
+    other_loader *o = p;
+    usleep(100 * 1000);
+    ds_cache_options opts;
+    ds_cache_options_init(&opts);
+    opts.name = "waiter2";
+    ds_cache *c;
+    ds_error err = {0};
+    if (ds_cache_open(o->r, &opts, &c, &err) != DS_OK)
+        return NULL;
+    json_t *v = json_pack("{s:i}", "n", o->n);
+    if (ds_cache_set(c, "k", v, NULL, &err) == DS_OK)
+        freeReplyObject(dt_rcmd(o->r, "DEL %s", o->lkey));
+    json_decref(v);
+    ds_cache_close(c);
+    return NULL;
+}
+
+START_TEST(test_cache_waiter_takes_the_value_another_process_stored) {
+    ds_redis *r = dt_redis("cache");
+    ds_cache_options o;
+    ds_cache_options_init(&o);
+    o.name = "waiter2";
+    o.wait_timeout_ms = 30000; /* far beyond the other loader's 100 ms */
+    ds_cache *c;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_cache_open(r, &o, &c, &err), err);
+    char *lkey = ds__redis_key(r, NULL, "cl:waiter2:v0:k");
+    freeReplyObject(dt_rcmd(r, "SET %s someone-else PX 60000", lkey));
+    other_loader ol = {r, lkey, 1234};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, other_loader_main, &ol), 0);
+    atomic_int calls = 0;
+    loader_ctx l = {&calls, NULL, 0, DS_OK};
+    json_t *v = get_ok(c, "k", &l);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(n_of(v), 1234);
+    json_decref(v);
+    ck_assert_int_eq(atomic_load(&calls), 0); /* our loader never ran */
+    ds_cache_stats s = stats_of(c);
+    ck_assert_uint_eq(s.loads, 0);
+    ck_assert_uint_eq(s.stampede_waits, 1);
+    ds__free(lkey);
+    dt_redis_flush_prefix(r);
+    ds_cache_close(c);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_cache_load_lock_expires_after_lock_ttl) {
+    /* "a loader's lock expires after lock_ttl_ms": seen while a slow
+     * loader runs, then gone with the load */
+    ds_redis *r = dt_redis("cache");
+    ds_cache *c = open_cache(r, "locked", 60000, short_wait);
+    atomic_int calls = 0, entered = 0;
+    loader_ctx slow = {&calls, &entered, 500, DS_OK};
+    getter_arg a = {c, "k", &slow, 0, DS_OK};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, getter_main, &a), 0);
+    long long deadline = dt_now_ms() + 10000;
+    while (!atomic_load(&entered) && dt_now_ms() < deadline)
+        usleep(1000);
+    ck_assert(atomic_load(&entered));
+    char *lkey = ds__redis_key(r, NULL, "cl:locked:v0:k");
+    long long pttl = dt_rint(r, "PTTL %s", lkey);
+    ck_assert_int_gt(pttl, 0);
+    ck_assert_int_le(pttl, 5000);
+    pthread_join(th, NULL);
+    ck_assert_ds_ok(a.st, (ds_error){0});
+    ck_assert_int_eq(dt_rint(r, "EXISTS %s", lkey), 0);
+    ds__free(lkey);
+    dt_redis_flush_prefix(r);
+    ds_cache_close(c);
+    ds_redis_close(r);
+}
+END_TEST
+
+static void stale_10s(ds_cache_options *o) {
+    o->ttl_jitter_pct = 10;
+    o->stale_ttl_ms = 10000;
+}
+
+START_TEST(test_cache_entry_ttl_jitter_and_stale_retention) {
+    ds_redis *r = dt_redis("cache");
+    ds_cache *c = open_cache(r, "ettl", 100000, stale_10s);
+    atomic_int calls = 0;
+    loader_ctx l = {&calls, NULL, 0, DS_OK};
+    ds_error err = {0};
+    json_t *v;
+    /* the cache's TTL, 0..10% added (never removed), plus the stale time
+     * the entry is kept after it */
+    long long min = 1LL << 40, max = 0;
+    for (int i = 0; i < 20; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        json_decref(get_ok(c, key, &l));
+        char *ekey = ds__redis_key(r, NULL, "c:ettl:v0:%s", key);
+        long long ttl = dt_rint(r, "PTTL %s", ekey);
+        ds__free(ekey);
+        min = ttl < min ? ttl : min;
+        max = ttl > max ? ttl : max;
+    }
+    ck_assert_int_gt(min, 100000 + 10000 - 2000); /* a little time passes */
+    ck_assert_int_le(max, 110000 + 10000);
+    /* an entry's own ttl_ms replaces the cache's, jittered the same way */
+    ds_cache_entry_options own = {NULL, 0, 0, 500000};
+    ck_assert_ds_ok(ds_cache_get_or_load(c, "own", &own, test_loader, &l, &v, &err),
+                    err);
+    json_decref(v);
+    json_t *doc = json_integer(5);
+    ck_assert_ds_ok(ds_cache_set(c, "own-set", doc, &own, &err), err);
+    json_decref(doc);
+    const char *own_keys[] = {"own", "own-set"};
+    for (int i = 0; i < 2; i++) {
+        char *ekey = ds__redis_key(r, NULL, "c:ettl:v0:%s", own_keys[i]);
+        long long ttl = dt_rint(r, "PTTL %s", ekey);
+        ds__free(ekey);
+        ck_assert_int_gt(ttl, 500000 + 10000 - 2000);
+        ck_assert_int_le(ttl, 550000 + 10000);
+    }
+    ds_cache_entry_options negative = {NULL, 0, 0, -1};
+    ck_assert_ds_status(ds_cache_get_or_load(c, "neg", &negative, test_loader, &l,
+                                             &v, &err),
+                        DS_ERR_INVALID, err);
+    dt_redis_flush_prefix(r);
+    ds_cache_close(c);
+    ds_redis_close(r);
+}
+END_TEST
+
+static void stale_short(ds_cache_options *o) {
+    o->ttl_jitter_pct = 0;
+    o->stale_ttl_ms = 60000;
+    o->negative_ttl_ms = 60000;
+}
+
+START_TEST(test_cache_get_only_reads_fresh_values) {
+    /* ds_cache_get: DS_ERR_NOT_FOUND for absent, past its TTL (though kept
+     * for stale serving), a cached "not found", or unreadable */
+    ds_redis *r = dt_redis("cache");
+    ds_cache *c = open_cache(r, "getonly", 50, stale_short);
+    atomic_int calls = 0;
+    loader_ctx l = {&calls, NULL, 0, DS_OK};
+    json_decref(get_ok(c, "old", &l));
+    char *ekey = ds__redis_key(r, NULL, "c:getonly:v0:old");
+    long long deadline = dt_now_ms() + 10000;
+    json_t *v = NULL;
+    ds_error err = {0};
+    ds_status st;
+    /* bounded polling until it is past its 50 ms */
+    while ((st = ds_cache_get(c, "old", &v, &err)) == DS_OK &&
+           dt_now_ms() < deadline) {
+        json_decref(v);
+        usleep(10 * 1000);
+    }
+    ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_null(v);
+    ck_assert_int_eq(dt_rint(r, "EXISTS %s", ekey), 1); /* still kept */
+    ds__free(ekey);
+    /* a cached "not found" */
+    loader_ctx nf = {&calls, NULL, 0, DS_ERR_NOT_FOUND};
+    ck_assert_ds_status(ds_cache_get_or_load(c, "gone", NULL, test_loader, &nf,
+                                             &v, &err),
+                        DS_ERR_NOT_FOUND, err);
+    char *gkey = ds__redis_key(r, NULL, "c:getonly:v0:gone");
+    ck_assert_int_eq(dt_rint(r, "EXISTS %s", gkey), 1);
+    ds__free(gkey);
+    ck_assert_ds_status(ds_cache_get(c, "gone", &v, &err), DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_null(v);
+    /* unreadable */
+    char *bkey = ds__redis_key(r, NULL, "c:getonly:v0:bad");
+    freeReplyObject(dt_rcmd(r, "SET %s %s PX 60000", bkey, "not ours"));
+    ds__free(bkey);
+    ck_assert_ds_status(ds_cache_get(c, "bad", &v, &err), DS_ERR_NOT_FOUND, err);
+    ck_assert_ptr_null(v);
+    dt_redis_flush_prefix(r);
+    ds_cache_close(c);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_cache_options_defaults_copies_and_limits) {
+    ds_redis *r = dt_redis("cache");
+    ds_cache_options o;
+    memset(&o, 0x5a, sizeof o);
+    ds_cache_options_init(&o);
+    ck_assert_ptr_null(o.name);
+    ck_assert_uint_eq(o.schema_version, 0);
+    ck_assert_int_eq(o.ttl_ms, 60000);
+    ck_assert_int_eq(o.ttl_jitter_pct, 10);
+    ck_assert_int_eq(o.negative_ttl_ms, 5000);
+    ck_assert_int_eq(o.stale_ttl_ms, 0);
+    ck_assert_int_eq(o.lock_ttl_ms, 10000);
+    ck_assert_int_eq(o.wait_timeout_ms, 5000);
+    ck_assert(o.early_refresh_beta == 0);
+    /* the name: 64 characters are fine, 65 are not */
+    char name[66];
+    memset(name, 'n', 65);
+    name[65] = '\0';
+    ds_cache *c = NULL;
+    ds_error err = {0};
+    o.name = name;
+    ck_assert_ds_status(ds_cache_open(r, &o, &c, &err), DS_ERR_INVALID, err);
+    name[64] = '\0';
+    ck_assert_ds_ok(ds_cache_open(r, &o, &c, &err), err);
+    ds_cache_close(c);
+    /* opts is copied, its name included */
+    snprintf(name, sizeof name, "copied");
+    ck_assert_ds_ok(ds_cache_open(r, &o, &c, &err), err);
+    snprintf(name, sizeof name, "changed");
+    json_t *v = json_integer(1);
+    ck_assert_ds_ok(ds_cache_set(c, "k", v, NULL, &err), err);
+    json_decref(v);
+    char *ekey = ds__redis_key(r, NULL, "c:copied:v0:k");
+    ck_assert_int_eq(dt_rint(r, "EXISTS %s", ekey), 1);
+    ds__free(ekey);
+    /* keys of 1024 bytes and tags of 256 are fine, one more is not; 16
+     * tags are fine */
+    char key[1026], tag[258];
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = '\0';
+    memset(tag, 't', sizeof tag - 1);
+    tag[sizeof tag - 1] = '\0';
+    ck_assert_ds_status(ds_cache_set(c, key, json_null(), NULL, &err),
+                        DS_ERR_INVALID, err);
+    key[1024] = '\0';
+    const char *tags[16];
+    for (int i = 0; i < 16; i++)
+        tags[i] = tag;
+    ds_cache_entry_options e = {tags, 16, 0, 0};
+    ck_assert_ds_status(ds_cache_set(c, key, json_null(), &e, &err),
+                        DS_ERR_INVALID, err);
+    tag[256] = '\0';
+    ck_assert_ds_ok(ds_cache_set(c, key, json_null(), &e, &err), err);
+    int64_t removed = 0;
+    ck_assert_ds_ok(ds_cache_invalidate_tag(c, tag, &removed, &err), err);
+    ck_assert_int_eq(removed, 1);
+    tag[256] = 't';
+    ck_assert_ds_status(ds_cache_invalidate_tag(c, tag, &removed, &err),
+                        DS_ERR_INVALID, err);
+    dt_redis_flush_prefix(r);
+    ds_cache_close(c);
+    ds_redis_close(r);
+}
+END_TEST
+
 Suite *ds_test_cache_suite(void) {
     Suite *s = suite_create("cache");
     TCase *tc = tcase_create("basics");
@@ -855,6 +1161,15 @@ Suite *ds_test_cache_suite(void) {
     tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
     tcase_add_test(tc, test_cache_survives_redis_down);
     tcase_add_test(tc, test_cache_survives_redis_slow);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("promises");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_cache_waits_for_another_process_then_loads_itself);
+    tcase_add_test(tc, test_cache_waiter_takes_the_value_another_process_stored);
+    tcase_add_test(tc, test_cache_load_lock_expires_after_lock_ttl);
+    tcase_add_test(tc, test_cache_entry_ttl_jitter_and_stale_retention);
+    tcase_add_test(tc, test_cache_get_only_reads_fresh_values);
+    tcase_add_test(tc, test_cache_options_defaults_copies_and_limits);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_set_timeout(tc, 60);
