@@ -566,8 +566,9 @@ END_TEST
 
 START_TEST(test_presence_subscribe_fails_without_redis) {
     ds_redis *r = dt_redis("presence");
-    ds_presence *p = open_presence(r, 0, 0);
     ck_assert_int_eq(dt_services("stop redis"), 0);
+    /* opening does not talk to Redis */
+    ds_presence *p = open_presence(r, 0, 0);
     ds_presence_subscription *sub = (ds_presence_subscription *)1;
     ds_error err = {0};
     int64_t convs[] = {1};
@@ -580,6 +581,238 @@ START_TEST(test_presence_subscribe_fails_without_redis) {
     ck_assert_int_eq(dt_services("start redis"), 0);
     dt_redis_wait_up(r);
     ok(ds_presence_set_online(p, 1, 1, &err), &err);
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+/* ---- the header's promises, one by one ------------------------------------------ */
+
+/* The Redis server's clock, epoch ms. */
+static long long server_ms(ds_redis *r) {
+    redisReply *t = dt_rcmd(r, "TIME");
+    ck_assert_int_eq(t->type, REDIS_REPLY_ARRAY);
+    long long ms = atoll(t->element[0]->str) * 1000 + atoll(t->element[1]->str) / 1000;
+    freeReplyObject(t);
+    return ms;
+}
+
+/* The expiry the state set holds for `user`, epoch ms of the server. */
+static long long expiry_of(ds_redis *r, const char *set, int64_t conv, int64_t user) {
+    char *key = ds__redis_key(r, NULL, "p:%s:%lld", set, (long long)conv);
+    redisReply *z = dt_rcmd(r, "ZSCORE %s %lld", key, (long long)user);
+    ds__free(key);
+    ck_assert_int_eq(z->type, REDIS_REPLY_STRING);
+    long long v = atoll(z->str);
+    freeReplyObject(z);
+    return v;
+}
+
+START_TEST(test_presence_heartbeat_extends_by_server_time) {
+    ds_presence_options o;
+    memset(&o, 0, sizeof o);
+    ds_presence_options_init(&o);
+    ck_assert_int_eq(o.online_ttl_ms, 60000);
+    ck_assert_int_eq(o.typing_ttl_ms, 6000);
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 0, 0);
+    ds_error err = {0};
+    /* online until online_ttl_ms after the call, by the server's clock */
+    long long before = server_ms(r);
+    ok(ds_presence_set_online(p, 51, 8, &err), &err);
+    ok(ds_presence_set_typing(p, 51, 8, true, &err), &err);
+    long long after = server_ms(r);
+    long long on1 = expiry_of(r, "on", 51, 8), ty1 = expiry_of(r, "ty", 51, 8);
+    ck_assert_int_ge(on1, before + 60000);
+    ck_assert_int_le(on1, after + 60000);
+    ck_assert_int_ge(ty1, before + 6000);
+    ck_assert_int_le(ty1, after + 6000);
+    /* a heartbeat moves it on (bounded wait for the server clock) */
+    long long deadline = dt_now_ms() + 10000;
+    while (server_ms(r) < after + 5 && dt_now_ms() < deadline)
+        usleep(1000);
+    ok(ds_presence_set_online(p, 51, 8, &err), &err);
+    ok(ds_presence_set_typing(p, 51, 8, true, &err), &err);
+    ck_assert_int_gt(expiry_of(r, "on", 51, 8), on1);
+    ck_assert_int_gt(expiry_of(r, "ty", 51, 8), ty1);
+    ck_assert_str_eq(listed(p, 51, false), "8");
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+START_TEST(test_presence_timing_out_publishes_nothing) {
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 100, 100);
+    collector c;
+    collector_init(&c);
+    ds_presence_subscription *sub;
+    ds_error err = {0};
+    int64_t convs[] = {21};
+    ok(ds_presence_subscribe(p, convs, 1, collect, &c, &sub, &err), &err);
+    ok(ds_presence_set_online(p, 21, 1, &err), &err);
+    ok(ds_presence_set_typing(p, 21, 1, true, &err), &err);
+    /* bounded polling until both timed out */
+    long long deadline = dt_now_ms() + 10000;
+    while ((strcmp(listed(p, 21, false), "") != 0 ||
+            strcmp(listed(p, 21, true), "") != 0) &&
+           dt_now_ms() < deadline)
+        usleep(10 * 1000);
+    ck_assert_str_eq(listed(p, 21, false), "");
+    ck_assert_str_eq(listed(p, 21, true), "");
+    /* back after the timeout: "not online" before, so online again */
+    ok(ds_presence_set_online(p, 21, 1, &err), &err);
+    ok(ds_presence_set_online(p, 21, 999, &err), &err); /* sentinel */
+    ck_assert_int_ge(wait_event(&c, DS_PRESENCE_ONLINE, 999, 10000), 0);
+    ds_presence_unsubscribe(sub);
+    ds_presence_event_type want[] = {DS_PRESENCE_ONLINE, DS_PRESENCE_TYPING,
+                                     DS_PRESENCE_ONLINE, DS_PRESENCE_ONLINE};
+    int64_t users[] = {1, 1, 1, 999};
+    ck_assert_int_eq(c.n, 4);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_str_eq(ds_presence_event_type_str(c.ev[i].type),
+                         ds_presence_event_type_str(want[i]));
+        ck_assert_int_eq(c.ev[i].user_id, users[i]);
+    }
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+/* The next message on a raw subscriber: its JSON text, parsed. */
+static json_t *next_message(ds__rconn *conn) {
+    for (;;) {
+        redisReply *m = NULL;
+        ds_error err = {0};
+        ck_assert_ds_ok(ds__rconn_read(conn, 10000, &m, &err), err);
+        ck_assert_ptr_nonnull(m);
+        ck_assert_int_eq(m->type, REDIS_REPLY_ARRAY);
+        if (strcmp(m->element[0]->str, "message") != 0) {
+            freeReplyObject(m); /* the subscribe confirmation */
+            continue;
+        }
+        json_error_t jerr;
+        json_t *j = json_loadb(m->element[2]->str, m->element[2]->len, 0, &jerr);
+        ck_assert_msg(j != NULL, "not JSON: %s", m->element[2]->str);
+        freeReplyObject(m);
+        return j;
+    }
+}
+
+static void check_event_json(json_t *j, const char *type, int64_t conv,
+                             int64_t user, long long lo, long long hi) {
+    ck_assert_uint_eq(json_object_size(j), 4);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "type")), type);
+    ck_assert(json_is_integer(json_object_get(j, "conversation_id")));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "conversation_id")), conv);
+    ck_assert(json_is_integer(json_object_get(j, "user_id")));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "user_id")), user);
+    json_t *at = json_object_get(j, "at_ms");
+    ck_assert(json_is_integer(at));
+    ck_assert_int_ge(json_integer_value(at), lo);
+    ck_assert_int_le(json_integer_value(at), hi);
+    json_decref(j);
+}
+
+START_TEST(test_presence_event_json_on_the_channel) {
+    /* what a subscriber in another language reads: the documented channel
+     * and JSON, whatever the C API does with it */
+    ds_redis *r = dt_redis("presence");
+    ds_presence *p = open_presence(r, 0, 0);
+    ds__rconn *conn;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds__redis_conn_open(r, -1, &conn, &err), err);
+    char *channel = ds__redis_key(r, NULL, "p:ev:31");
+    const char *argv[2] = {"SUBSCRIBE", channel};
+    ck_assert_ds_ok(ds__rconn_send_argv(conn, 2, argv, NULL, -1, &err), err);
+    redisReply *conf = NULL;
+    ck_assert_ds_ok(ds__rconn_read(conn, 10000, &conf, &err), err);
+    ck_assert_ptr_nonnull(conf);
+    freeReplyObject(conf);
+    long long t0 = server_ms(r);
+    ok(ds_presence_set_online(p, 31, 42, &err), &err);
+    ok(ds_presence_set_typing(p, 31, 42, true, &err), &err);
+    ok(ds_presence_set_typing(p, 31, 42, false, &err), &err);
+    ok(ds_presence_set_offline(p, 31, 42, &err), &err);
+    long long t1 = server_ms(r);
+    check_event_json(next_message(conn), "online", 31, 42, t0, t1);
+    check_event_json(next_message(conn), "typing", 31, 42, t0, t1);
+    check_event_json(next_message(conn), "typing_stopped", 31, 42, t0, t1);
+    check_event_json(next_message(conn), "offline", 31, 42, t0, t1);
+    ds__rconn_close(conn);
+    ds__free(channel);
+    dt_redis_flush_prefix(r);
+    ds_presence_close(p);
+    ds_redis_close(r);
+}
+END_TEST
+
+typedef struct {
+    ds_presence *p;
+    pthread_barrier_t *barrier;
+    int failures;
+} hammer_arg;
+
+static void *hammer_main(void *ptr) {
+    hammer_arg *a = ptr;
+    pthread_barrier_wait(a->barrier);
+    for (int i = 0; i < 50; i++) {
+        ds_error err = {0};
+        if (ds_presence_set_online(a->p, 41, 7, &err) != DS_OK ||
+            ds_presence_set_typing(a->p, 41, 7, true, &err) != DS_OK)
+            a->failures++;
+    }
+    return NULL;
+}
+
+START_TEST(test_presence_one_event_per_transition_from_many_threads) {
+    /* 8 threads on one shared handle heartbeat the same user at once:
+     * one "online" and one "typing" event in all */
+    ds_config *cfg = dt_redis_config(dt_env("REDIS_URL"), "hammer");
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set_int(cfg, "redis_pool_size", 8, &err), err);
+    ds_redis *r;
+    ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
+    ds_config_free(cfg);
+    ds_presence *p = open_presence(r, 0, 0);
+    collector c;
+    collector_init(&c);
+    ds_presence_subscription *sub;
+    int64_t convs[] = {41};
+    ok(ds_presence_subscribe(p, convs, 1, collect, &c, &sub, &err), &err);
+    convs[0] = 99; /* the subscription copied the ids */
+    enum { THREADS = 8 };
+    pthread_t th[THREADS];
+    hammer_arg args[THREADS];
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, THREADS);
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (hammer_arg){p, &barrier, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, hammer_main, &args[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(args[i].failures, 0);
+    }
+    pthread_barrier_destroy(&barrier);
+    ok(ds_presence_set_online(p, 41, 999, &err), &err); /* sentinel */
+    ck_assert_int_ge(wait_event(&c, DS_PRESENCE_ONLINE, 999, 10000), 0);
+    ds_presence_unsubscribe(sub);
+    int online = 0, typing = 0;
+    for (int i = 0; i < c.n; i++) {
+        ck_assert_int_eq(c.ev[i].conversation_id, 41);
+        if (c.ev[i].user_id != 7)
+            continue;
+        online += c.ev[i].type == DS_PRESENCE_ONLINE;
+        typing += c.ev[i].type == DS_PRESENCE_TYPING;
+    }
+    ck_assert_int_eq(online, 1);
+    ck_assert_int_eq(typing, 1);
+    ck_assert_int_eq(c.n, 3);
+    ck_assert_str_eq(listed(p, 41, false), "7,999");
     dt_redis_flush_prefix(r);
     ds_presence_close(p);
     ds_redis_close(r);
@@ -610,6 +843,13 @@ Suite *ds_test_presence_suite(void) {
     tc = tcase_create("unsubscribe_while_reconnecting");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_presence_unsubscribe_while_reconnecting);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("promises");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_presence_heartbeat_extends_by_server_time);
+    tcase_add_test(tc, test_presence_timing_out_publishes_nothing);
+    tcase_add_test(tc, test_presence_event_json_on_the_channel);
+    tcase_add_test(tc, test_presence_one_event_per_transition_from_many_threads);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_presence_errors);
