@@ -481,6 +481,10 @@ START_TEST(test_ratelimit_policy_when_redis_down) {
     }
     ck_assert_ds_ok(ds_ratelimit_peek(closed, "k", &res, &err), err);
     ck_assert(res.degraded && !res.allowed);
+    /* opening a limiter does not talk to Redis */
+    ds_ratelimit *later = open_rl(r, "later", DS_RATELIMIT_GCRA, 2, 60000, 0,
+                                  DS_RATELIMIT_FAIL_OPEN);
+    ds_ratelimit_close(later);
     /* reset is an explicit write: it reports the failure */
     ck_assert_ds_status(ds_ratelimit_reset(open, "k", &err), DS_ERR_REDIS, err);
     ds_ratelimit_stats s;

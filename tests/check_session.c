@@ -841,6 +841,47 @@ static long long count_keys(ds_redis *r, const char *pattern) {
     return n;
 }
 
+/* The PTTL of the one "sess:*" key under the handle's prefix. */
+static long long session_copy_pttl(ds_redis *r) {
+    size_t plen;
+    const char *prefix = ds__redis_prefix(r, &plen);
+    redisReply *rep = dt_rcmd(r, "SCAN 0 MATCH %ssess:* COUNT 10000", prefix);
+    ck_assert_uint_eq(rep->element[1]->elements, 1);
+    long long ttl = dt_rint(r, "PTTL %s", rep->element[1]->element[0]->str);
+    freeReplyObject(rep);
+    return ttl;
+}
+
+START_TEST(test_session_redis_copy_lives_at_most_cache_ttl_and_its_expiry) {
+    /* "keeps a copy of a live session for at most cache_ttl_s (never past
+     * its expiry)" */
+    ds_session_options o = {.cache_ttl_s = 120};
+    rfixture r = rsetup("srttl", &o);
+    int64_t uid = make_user(r.f.url, "ttl@example.com");
+    ds_secret *tok = login(r.store, uid, NULL, NULL, NULL);
+    assert_valid(r.store, tok, uid);
+    long long ttl = session_copy_pttl(r.redis);
+    ck_assert_int_gt(ttl, 0);
+    ck_assert_int_le(ttl, 120000);
+    ds_secret_free(tok);
+    rteardown(&r);
+
+    /* a session that expires in 30 s: its copy goes with it, though the
+     * cache would keep it 300 s */
+    ds_session_options brief = {.idle_ttl_s = 30, .touch_interval_ms = 1000,
+                                .cache_ttl_s = 300};
+    r = rsetup("srttl2", &brief);
+    uid = make_user(r.f.url, "brief@example.com");
+    tok = login(r.store, uid, NULL, NULL, NULL);
+    assert_valid(r.store, tok, uid);
+    ttl = session_copy_pttl(r.redis);
+    ck_assert_int_gt(ttl, 0);
+    ck_assert_int_le(ttl, 30000);
+    ds_secret_free(tok);
+    rteardown(&r);
+}
+END_TEST
+
 START_TEST(test_session_redis_serves_validations) {
     rfixture r = rsetup("srhit", NULL);
     int64_t uid = make_user(r.f.url, "pia@example.com");
@@ -1357,6 +1398,7 @@ Suite *ds_test_session_suite(void) {
     tcase_set_timeout(tc, 90);
     tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
     tcase_add_test(tc, test_session_redis_serves_validations);
+    tcase_add_test(tc, test_session_redis_copy_lives_at_most_cache_ttl_and_its_expiry);
     tcase_add_test(tc, test_session_redis_revocation_is_immediate);
     tcase_add_test(tc, test_session_redis_race_cannot_resurrect);
     tcase_add_test(tc, test_session_redis_copy_holds_no_clear_agent_or_ip);
