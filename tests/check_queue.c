@@ -1152,6 +1152,110 @@ START_TEST(test_queue_stats_errors) {
 }
 END_TEST
 
+/* ---- the header's promises not covered above ------------------------------------- */
+
+/* The consumers of the queue's group, by name; -1 when `name` is not one. */
+static long long consumer_pending(ds_redis *r, const char *queue, const char *name) {
+    char *stream = ds__redis_key(r, NULL, "q:%s:s", queue);
+    redisReply *rep = dt_rcmd(r, "XINFO CONSUMERS %s ds", stream);
+    ds__free(stream);
+    ck_assert_int_eq(rep->type, REDIS_REPLY_ARRAY);
+    long long pending = -1;
+    for (size_t i = 0; i < rep->elements; i++) {
+        redisReply *c = rep->element[i];
+        const char *cname = NULL;
+        long long cpending = -1;
+        for (size_t k = 0; k + 1 < c->elements; k += 2) {
+            if (strcmp(c->element[k]->str, "name") == 0)
+                cname = c->element[k + 1]->str;
+            else if (strcmp(c->element[k]->str, "pending") == 0)
+                cpending = c->element[k + 1]->integer;
+        }
+        if (cname && strcmp(cname, name) == 0)
+            pending = cpending;
+    }
+    freeReplyObject(rep);
+    return pending;
+}
+
+START_TEST(test_queue_header_promises) {
+    ds_queue_options d;
+    memset(&d, 0x5a, sizeof d);
+    ds_queue_options_init(&d);
+    ck_assert_ptr_null(d.name);
+    ck_assert_ptr_null(d.consumer);
+    ck_assert_int_eq(d.visibility_timeout_ms, 30000);
+    ck_assert_int_eq(d.max_attempts, 5);
+    ck_assert_int_eq(d.backoff_base_ms, 1000);
+    ck_assert_int_eq(d.backoff_max_ms, 300000);
+    ck_assert_int_eq(d.dead_max_len, DS_QUEUE_DEAD_MAX_LEN_DEFAULT);
+    ck_assert_int_eq(d.dead_max_age_ms, DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT);
+
+    ds_redis *r = dt_redis("queue");
+    ds_error err = {0};
+    /* close drops the consumer that holds nothing, keeps one that holds a
+     * job (another worker reclaims it later) */
+    ds_queue *idle = open_queue(r, "promises", "idle-worker", 0, 0, 0);
+    ds_queue *busy = open_queue(r, "promises", "busy-worker", 0, 0, 0);
+    enqueue_int(busy, 1, 0, NULL);
+    ds_queue_job *held = reserve(busy, 0);
+    ck_assert_ptr_nonnull(held);
+    enqueue_int(idle, 2, 0, NULL);
+    ds_queue_job *done = reserve(idle, 0); /* registers idle-worker */
+    ck_assert_ptr_nonnull(done);
+    ack_ok(idle, done);
+    ds_queue_job_free(done);
+    ck_assert_int_eq(consumer_pending(r, "promises", "idle-worker"), 0);
+    ck_assert_int_eq(consumer_pending(r, "promises", "busy-worker"), 1);
+    ds_queue_close(idle);
+    ds_queue_close(busy);
+    ck_assert_int_eq(consumer_pending(r, "promises", "idle-worker"), -1);
+    ck_assert_int_eq(consumer_pending(r, "promises", "busy-worker"), 1);
+    ds_queue_job_free(held); /* still valid after close */
+
+    ds_queue *q = open_queue(r, "promises", "w", 0, 0, 0);
+    /* delays up to a year, payloads up to 16 MiB encoded */
+    json_t *p = json_integer(1);
+    ck_assert_ds_ok(ds_queue_enqueue(q, p, INT64_C(31536000000), NULL, &err), err);
+    ck_assert_ds_status(ds_queue_enqueue(q, p, INT64_C(31536000001), NULL, &err),
+                        DS_ERR_INVALID, err);
+    json_decref(p);
+    size_t big = 16u * 1024 * 1024 - 2; /* two quotes: 16 MiB encoded */
+    char *text = malloc(big + 2);
+    ck_assert_ptr_nonnull(text);
+    memset(text, 'x', big + 1);
+    text[big + 1] = '\0';
+    p = json_string(text); /* one byte over */
+    ck_assert_ds_status(ds_queue_enqueue(q, p, 0, NULL, &err), DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "16 MiB"));
+    json_decref(p);
+    text[big] = '\0';
+    p = json_string(text);
+    ck_assert_ds_ok(ds_queue_enqueue(q, p, 0, NULL, &err), err);
+    json_decref(p);
+    free(text);
+    ds_queue_job *j = reserve(q, 0);
+    ck_assert_uint_eq(strlen(json_string_value(j->payload)), big);
+    ack_ok(q, j);
+    ds_queue_job_free(j);
+    /* a batch is one round trip per 500 */
+    json_t *one = json_integer(1);
+    json_t *batch[1200];
+    for (int i = 0; i < 1200; i++)
+        batch[i] = one;
+    ds_redis_stats before, after;
+    ck_assert_ds_ok(ds_redis_stats_get(r, &before, &err), err);
+    ck_assert_ds_ok(ds_queue_enqueue_batch(q, batch, 1200, &err), err);
+    ck_assert_ds_ok(ds_redis_stats_get(r, &after, &err), err);
+    json_decref(one);
+    ck_assert_uint_eq(after.commands - before.commands, 3);
+    ck_assert_int_eq(counts(q).ready, 1200);
+    dt_redis_flush_prefix(r);
+    ds_queue_close(q);
+    ds_redis_close(r);
+}
+END_TEST
+
 Suite *ds_test_queue_suite(void) {
     Suite *s = suite_create("queue");
     TCase *tc = tcase_create("delivery");
@@ -1194,6 +1298,11 @@ Suite *ds_test_queue_suite(void) {
     tcase_add_test(tc, test_queue_stats_count_each_outcome);
     tcase_add_test(tc, test_queue_stats_reclaim_dead_letter_and_errors);
     tcase_add_test(tc, test_queue_stats_errors);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("promises");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_queue_header_promises);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
