@@ -1305,6 +1305,44 @@ END_TEST
 
 /* ---- errors ---------------------------------------------------------------------- */
 
+/* A failed statement's status is the mapped one whether or not the caller
+ * passes an error out-param (it used to be DS_ERR_DB without). */
+START_TEST(test_session_status_does_not_depend_on_err) {
+    char *url = dt_migrated_db("sstatus");
+    int64_t uid = make_user(url, "status@example.com");
+    ds_config *cfg = dt_config(url, 1, 2);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set_int(cfg, "statement_timeout_ms", 200, &err), err);
+    ds_pool *pool;
+    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
+    ds_config_free(cfg);
+    ds_crypto *c = ring(K1);
+    ds_session_store *store = store_over(pool, c, NULL);
+    /* another session holds the table: every statement on it times out */
+    PGconn *locker = dt_connect(url);
+    PGresult *lr = PQexec(locker, "BEGIN; LOCK TABLE auth_sessions IN ACCESS EXCLUSIVE MODE");
+    ck_assert_int_eq(PQresultStatus(lr), PGRES_COMMAND_OK);
+    PQclear(lr);
+    int64_t revoked = 9;
+    ck_assert_int_eq(ds_session_revoke_user(store, uid, &revoked, &err), DS_ERR_TIMEOUT);
+    ck_assert_int_eq(ds_session_revoke_user(store, uid, &revoked, NULL), DS_ERR_TIMEOUT);
+    ck_assert_int_eq(revoked, 0);
+    ds_secret *tok = NULL;
+    ck_assert_int_eq(ds_session_create(store, uid, NULL, NULL, &tok, NULL, NULL),
+                     DS_ERR_TIMEOUT);
+    ck_assert_ptr_null(tok);
+    ck_assert_int_eq(ds_session_purge_expired(store, 0, NULL, NULL), DS_ERR_TIMEOUT);
+    lr = PQexec(locker, "ROLLBACK");
+    PQclear(lr);
+    PQfinish(locker);
+    ds_session_store_close(store);
+    ds_crypto_close(c);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 START_TEST(test_session_errors_null_and_out_of_range) {
     ds_pool *pool = dt_pool(dt_env("DATABASE_URL"), 1, 1);
     ds_crypto *c = ring(K1);
@@ -1415,6 +1453,7 @@ Suite *ds_test_session_suite(void) {
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_session_errors_null_and_out_of_range);
+    tcase_add_test(tc, test_session_status_does_not_depend_on_err);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -280,6 +280,11 @@ DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
                                      const ds_crypto_rotate_options *opts,
                                      ds_crypto_rotate_stats *stats,
                                      ds_error *err) {
+    /* a failed statement's status comes from its mapped error: without an
+     * error out-param, a local one gives the same status */
+    ds_error local_err = {0};
+    if (!err)
+        err = &local_err;
     ds_crypto_rotate_stats local;
     if (!stats)
         stats = &local;

@@ -15,6 +15,14 @@
 
 #include "session/session_internal.h"
 
+/* A failed statement's status comes from its mapped error (conflict,
+ * timeout, connection...), so a caller that passes no error out-param gets
+ * a local one and the same status. */
+#define SESSION_ERR(err)                                                       \
+    ds_error err##_local_;                                                     \
+    if (!(err))                                                                \
+    (err) = &err##_local_
+
 enum {
     STMT_CREATE, STMT_LOOKUP, STMT_LOOKUP_ONE, STMT_TOUCH, STMT_REVOKE_HASH, STMT_REVOKE_ID,
     STMT_REVOKE_USER, STMT_LIST, STMT_PURGE
@@ -332,6 +340,7 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
                                       const char *user_agent, const char *ip,
                                       ds_secret **token, ds_session **session,
                                       ds_error *err) {
+    SESSION_ERR(err);
     if (session)
         *session = NULL;
     DS_CHECK_ARG(err, token != NULL, "token is NULL");
@@ -495,6 +504,7 @@ static ds_status lookup_and_touch(ds_session_store *store, ds_conn *conn,
 DS_EXPORT ds_status ds_session_validate(ds_session_store *store,
                                         const char *token, int64_t *user_id,
                                         ds_session **session, ds_error *err) {
+    SESSION_ERR(err);
     if (user_id)
         *user_id = 0;
     if (session)
@@ -565,6 +575,7 @@ static ds_status run_revoke(ds_session_store *store, int which,
 
 DS_EXPORT ds_status ds_session_revoke(ds_session_store *store,
                                       const char *token, ds_error *err) {
+    SESSION_ERR(err);
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
     presented tok = {.n = 0};
     ds_status st = presented_hash(store, token, __func__, &tok, err);
@@ -586,6 +597,7 @@ DS_EXPORT ds_status ds_session_revoke(ds_session_store *store,
 DS_EXPORT ds_status ds_session_revoke_id(ds_session_store *store,
                                          int64_t user_id, int64_t session_id,
                                          ds_error *err) {
+    SESSION_ERR(err);
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, session_id > 0, "session_id must be positive");
@@ -606,6 +618,7 @@ DS_EXPORT ds_status ds_session_revoke_id(ds_session_store *store,
 DS_EXPORT ds_status ds_session_revoke_user(ds_session_store *store,
                                            int64_t user_id, int64_t *revoked,
                                            ds_error *err) {
+    SESSION_ERR(err);
     if (revoked)
         *revoked = 0;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
@@ -627,6 +640,7 @@ DS_EXPORT ds_status ds_session_revoke_user(ds_session_store *store,
 DS_EXPORT ds_status ds_session_list(ds_session_store *store, int64_t user_id,
                                     ds_session ***sessions, size_t *count,
                                     ds_error *err) {
+    SESSION_ERR(err);
     if (sessions)
         *sessions = NULL;
     if (count)
@@ -663,6 +677,7 @@ DS_EXPORT ds_status ds_session_list(ds_session_store *store, int64_t user_id,
 DS_EXPORT ds_status ds_session_purge_expired(ds_session_store *store,
                                              int64_t older_than_s,
                                              int64_t *purged, ds_error *err) {
+    SESSION_ERR(err);
     if (purged)
         *purged = 0;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
