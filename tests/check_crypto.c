@@ -960,6 +960,33 @@ START_TEST(test_crypto_rotate_errors) {
 }
 END_TEST
 
+/* A failed statement's status is the mapped one whether or not the caller
+ * passes an error out-param (it used to be DS_ERR_DB without). */
+START_TEST(test_crypto_rotate_status_does_not_depend_on_err) {
+    char *url = dt_migrated_db("rotstatus");
+    ds_config *cfg = dt_config(url, 1, 1);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set_int(cfg, "statement_timeout_ms", 200, &err), err);
+    ds_pool *pool;
+    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
+    ds_config_free(cfg);
+    ds_crypto *c = ring(K1);
+    PGconn *locker = dt_connect(url);
+    PGresult *lr = PQexec(locker, "BEGIN; LOCK TABLE service_connections IN ACCESS EXCLUSIVE MODE");
+    ck_assert_int_eq(PQresultStatus(lr), PGRES_COMMAND_OK);
+    PQclear(lr);
+    ck_assert_int_eq(ds_crypto_rotate(c, pool, NULL, NULL, &err), DS_ERR_TIMEOUT);
+    ck_assert_int_eq(ds_crypto_rotate(c, pool, NULL, NULL, NULL), DS_ERR_TIMEOUT);
+    lr = PQexec(locker, "ROLLBACK");
+    PQclear(lr);
+    PQfinish(locker);
+    ds_crypto_close(c);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 Suite *ds_test_crypto_suite(void) {
     Suite *s = suite_create("crypto");
     TCase *tc = tcase_create("round_trip");
@@ -1005,6 +1032,7 @@ Suite *ds_test_crypto_suite(void) {
     tc = tcase_create("errors");
     tcase_add_test(tc, test_crypto_errors_null_arguments);
     tcase_add_test(tc, test_crypto_rotate_errors);
+    tcase_add_test(tc, test_crypto_rotate_status_does_not_depend_on_err);
     suite_add_tcase(s, tc);
     return s;
 }
