@@ -51,7 +51,7 @@ typedef struct seal_ctx {
     size_t ad_len;
 } seal_ctx;
 
-static const ds_crypto_context place = {"service_connections", "access_token",
+static const ds_crypto_context place = {sizeof(ds_crypto_context), "service_connections", "access_token",
                                         123456, "google/109876543210987654321"};
 
 static bool op_ours_seal(void *p) {

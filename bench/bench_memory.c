@@ -310,7 +310,7 @@ static char *prepare_db(const char *admin_url, const char *backend,
             int k = start + i;
             snprintf(text[i], sizeof text[i], "fact %d of user %d", k + 1,
                      owner[k]);
-            batch[i] = (ds_memory_new_fact){.user_id = owner[k],
+            batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact), .user_id = owner[k],
                                             .content = text[i],
                                             .importance = 0.5,
                                             .embedding = vecs + (size_t)k * DIM,
@@ -570,7 +570,7 @@ static bool op_add(void *p) {
     insert_ctx *s = p;
     for (int i = 0; i < s->batch; i++) {
         int k = s->next++ % INSERT_POOL;
-        s->facts[i] = (ds_memory_new_fact){.user_id = s->user,
+        s->facts[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact), .user_id = s->user,
                                            .content = "inserted fact",
                                            .importance = 0.5,
                                            .embedding = s->v + (size_t)k * DIM,

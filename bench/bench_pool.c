@@ -142,7 +142,7 @@ int main(void) {
                  rctx, &ours, &base);
         if (ours.failed || base.failed)
             return 1;
-        ds_pool_stats st;
+        ds_pool_stats st = DS_POOL_STATS_INIT;
         if (ds_pool_stats_get(pool, &st, NULL) != DS_OK)
             return 1;
         snprintf(extra, sizeof extra,

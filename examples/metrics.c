@@ -37,12 +37,12 @@ int main(void) {
         ds_pool_open(cfg, &pool, &err) != DS_OK ||
         ds_redis_open(cfg, &redis, &err) != DS_OK)
         goto fail;
-    ds_cache_options copts;
+    ds_cache_options copts = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&copts);
     copts.name = "example-metrics";
     copts.ttl_ms = 10000;
     ds_ratelimit_options ropts = {
-        .name = "example-metrics",
+        .size = sizeof(ds_ratelimit_options), .name = "example-metrics",
         .algorithm = DS_RATELIMIT_GCRA,
         .limit = 2,
         .period_ms = 60000,
@@ -59,7 +59,7 @@ int main(void) {
                                  &value, &err) != DS_OK)
             goto fail;
         json_decref(value);
-        ds_ratelimit_result r;
+        ds_ratelimit_result r = DS_RATELIMIT_RESULT_INIT;
         if (ds_ratelimit_check(limiter, "metrics-example", &r, &err) != DS_OK)
             goto fail;
     }
@@ -67,7 +67,7 @@ int main(void) {
         goto fail;
 
     ds_metrics_sources src = {
-        .pool = pool, .redis = redis, .cache = cache, .ratelimit = limiter};
+        .size = sizeof(ds_metrics_sources), .pool = pool, .redis = redis, .cache = cache, .ratelimit = limiter};
     size_t len;
     if (ds_metrics_render(&src, &text, &len, &err) != DS_OK)
         goto fail;

@@ -34,7 +34,7 @@ int main(void) {
         goto out;
 
     /* 1. Apply whatever is pending (nothing when already up to date). */
-    ds_migrate_options opts = {0}; /* embedded migrations, default timeouts */
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT; /* embedded migrations, default timeouts */
     opts.progress = on_progress;
     int applied = 0;
     if (ds_migrate_up(pool, &opts, &applied, &err) != DS_OK)

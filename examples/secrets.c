@@ -69,7 +69,7 @@ int main(void) {
     if (ds_crypto_scope_service("google", "1234567890", scope, sizeof scope,
                                 &err) != DS_OK)
         goto fail;
-    ds_crypto_context place = {"service_connections", "access_token", user_id,
+    ds_crypto_context place = {sizeof(ds_crypto_context), "service_connections", "access_token", user_id,
                                scope};
     size_t envelope_len;
     if (ds_crypto_encrypt(crypto, &place, oauth_token, strlen(oauth_token),

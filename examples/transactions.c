@@ -78,7 +78,8 @@ int main(void) {
                      NULL, 0, NULL, &err) != DS_OK)
         goto out;
 
-    ds_tx_options serializable = {DS_ISOLATION_SERIALIZABLE, false, -1};
+    ds_tx_options serializable = DS_TX_OPTIONS_INIT;
+    serializable.isolation = DS_ISOLATION_SERIALIZABLE; /* retries: the pool's */
     transfer ok = {1, 2, 30};
     if (ds_tx_run(pool, &serializable, do_transfer, &ok, &err) != DS_OK)
         goto out;
@@ -104,11 +105,11 @@ int main(void) {
         goto out;
     printf("read connection is on the %s\n", on_replica ? "replica" : "primary");
 
-    ds_pool_stats stats;
+    ds_pool_stats stats = DS_POOL_STATS_INIT;
     if (ds_pool_stats_get(pool, &stats, &err) != DS_OK)
         goto out;
     printf("pool: %d open, %d idle, %llu acquires, p99 wait %lld us\n",
-           stats.size, stats.idle, (unsigned long long)stats.acquires,
+           stats.connections, stats.idle, (unsigned long long)stats.acquires,
            (long long)stats.acquire_wait_p99_us);
     if (ds_pool_exec(pool, "DROP TABLE example_accounts", NULL, 0, NULL, &err) != DS_OK)
         goto out;

@@ -55,11 +55,11 @@ int main(void) {
     snprintf(email, sizeof email, "  Ada.%ld.%ld@Example.COM ", (long)time(NULL),
              (long)clock());
     prefs = json_pack("{s:s}", "theme", "dark");
-    ds_profile_fields profile = {"Ada", "en-GB", "Europe/London", prefs};
+    ds_profile_fields profile = {sizeof(ds_profile_fields), "Ada", "en-GB", "Europe/London", prefs};
     CHECK(ds_user_create(pool, email, &profile, &user, &err));
     printf("user %lld <%s> %s (%s)\n", (long long)user->id, user->email,
            user->display_name, user->timezone);
-    ds_profile_fields rename = {"Ada Lovelace", NULL, NULL, NULL};
+    ds_profile_fields rename = {sizeof(ds_profile_fields), "Ada Lovelace", NULL, NULL, NULL};
     ds_user_free(user);
     user = NULL;
     int64_t uid;
@@ -74,7 +74,7 @@ int main(void) {
 
     /* A conversation and its messages. */
     CHECK(ds_conversation_create(pool, uid, "Trip planning", &conv, &err));
-    ds_message_new first = {DS_ROLE_USER, "Where should I go in May?", 0, NULL,
+    ds_message_new first = {sizeof(ds_message_new), DS_ROLE_USER, "Where should I go in May?", 0, NULL,
                             "client-req-1"};
     CHECK(ds_message_append(pool, conv->id, &first, &msg, &err));
     /* The client retries (say, after a timeout): same key, same row. */
@@ -86,7 +86,7 @@ int main(void) {
     for (int i = 0; i < 20; i++) {
         snprintf(texts[i], sizeof texts[i], "%s %d",
                  i % 2 ? "Suggestion" : "Follow-up", i);
-        batch[i] = (ds_message_new){i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER,
+        batch[i] = (ds_message_new){sizeof(ds_message_new), i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER,
                                     texts[i], 0, NULL, NULL};
     }
     CHECK(ds_message_append_batch(pool, conv->id, batch, 20, NULL, &err));
@@ -152,7 +152,7 @@ int main(void) {
     }
 
     /* A service connection: tokens encrypted before they leave. */
-    ds_connection_new conn = {uid, "calendar", "ada-primary", "events.read",
+    ds_connection_new conn = {sizeof(ds_connection_new), uid, "calendar", "ada-primary", "events.read",
                               "access-token-example", 0, "refresh-token-example",
                               0, 0};
     CHECK(ds_connection_upsert(pool, crypto, &conn, NULL, &err));

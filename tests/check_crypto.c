@@ -28,7 +28,7 @@ static ds_crypto *ring(const char *spec) {
     return c;
 }
 
-static const ds_crypto_context place = {"service_connections", "access_token",
+static const ds_crypto_context place = {sizeof(ds_crypto_context), "service_connections", "access_token",
                                         42, "google/1234"};
 
 static uint8_t *seal(ds_crypto *c, const ds_crypto_context *ctx,
@@ -275,7 +275,7 @@ START_TEST(test_crypto_wrong_place_fails) {
     ds_crypto *c = ring(K1);
     size_t len;
     uint8_t *env = seal(c, &place, "token", &len);
-    ds_crypto_context other;
+    ds_crypto_context other = DS_CRYPTO_CONTEXT_INIT;
     other = place; other.table = "service_connection";
     assert_no_open(c, &other, env, len);
     other = place; other.field = "refresh_token";
@@ -300,10 +300,10 @@ START_TEST(test_crypto_wrong_place_fails) {
     ds_free(env);
 
     /* no concatenation is ambiguous: ("ab","c") is not ("a","bc") */
-    ds_crypto_context ab_c = {"ab", "c", 1, "x"}, a_bc = {"a", "bc", 1, "x"};
+    ds_crypto_context ab_c = {sizeof(ds_crypto_context), "ab", "c", 1, "x"}, a_bc = {sizeof(ds_crypto_context), "a", "bc", 1, "x"};
     env = seal(c, &ab_c, "token", &len);
     assert_no_open(c, &a_bc, env, len);
-    ds_crypto_context c_s = {"t", "f", 1, "sx"}, cs_ = {"t", "fs", 1, "x"};
+    ds_crypto_context c_s = {sizeof(ds_crypto_context), "t", "f", 1, "sx"}, cs_ = {sizeof(ds_crypto_context), "t", "fs", 1, "x"};
     ds_free(env);
     env = seal(c, &c_s, "token", &len);
     assert_no_open(c, &cs_, env, len);
@@ -591,7 +591,7 @@ typedef struct row_places {
 
 static void places_of(const conn_row *r, row_places *p) {
     scope_of(r, p->scope, sizeof p->scope);
-    p->access = (ds_crypto_context){"service_connections", "access_token",
+    p->access = (ds_crypto_context){sizeof(ds_crypto_context), "service_connections", "access_token",
                                     r->user_id, p->scope};
     p->refresh = p->access;
     p->refresh.field = "refresh_token";
@@ -793,8 +793,8 @@ START_TEST(test_crypto_rotate_three_keys_online) {
     ck_assert_int_eq(verify_connections(pool, ring2, rows, N1 + N2, "k1"), N1);
 
     /* a bounded first run: 100 rows, then stop (resumable) */
-    ds_crypto_rotate_options opts = {.batch_size = 32, .max_rows = 100};
-    ds_crypto_rotate_stats stats;
+    ds_crypto_rotate_options opts = {.size = sizeof(ds_crypto_rotate_options), .batch_size = 32, .max_rows = 100};
+    ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ds_error err = {0};
     ds_status st = ds_crypto_rotate(ring3, pool, &opts, &stats, &err);
     ck_assert_ds_ok(st, err);
@@ -811,7 +811,7 @@ START_TEST(test_crypto_rotate_three_keys_online) {
     pthread_create(&th, NULL, holder_main, &h);
     while (!atomic_load(&h.locked))
         usleep(1000);
-    opts = (ds_crypto_rotate_options){.batch_size = 50};
+    opts = (ds_crypto_rotate_options){.size = sizeof(ds_crypto_rotate_options), .batch_size = 50};
     st = ds_crypto_rotate(ring3, pool, &opts, &stats, &err);
     pthread_join(th, NULL);
     ck_assert_ds_ok(st, err);
@@ -852,9 +852,9 @@ START_TEST(test_crypto_rotate_reports_rows_that_do_not_decrypt) {
              (long long)rows[4].id, (long long)rows[3].id);
     dt_sql(url, sql);
     ds_crypto *ring2 = ring(K2 "," K1);
-    ds_crypto_rotate_stats stats;
+    ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ds_error err = {0};
-    ds_crypto_rotate_options opts = {.batch_size = 7};
+    ds_crypto_rotate_options opts = {.size = sizeof(ds_crypto_rotate_options), .batch_size = 7};
     ds_status st = ds_crypto_rotate(ring2, d.pool, &opts, &stats, &err);
     ck_assert_ds_status(st, DS_ERR_CRYPTO, err);
     ck_assert_int_eq(stats.rotated, 19);
@@ -886,8 +886,8 @@ START_TEST(test_crypto_rotate_through_pgbouncer) {
     ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
     ds_config_free(cfg);
     ds_crypto *ring2 = ring(K2 "," K1);
-    ds_crypto_rotate_stats stats;
-    ds_crypto_rotate_options opts = {.batch_size = 16};
+    ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
+    ds_crypto_rotate_options opts = {.size = sizeof(ds_crypto_rotate_options), .batch_size = 16};
     ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, &opts, &stats, &err), err);
     ck_assert_int_eq(stats.rotated, 40);
     ck_assert_int_eq(stats.remaining, 0);
@@ -943,17 +943,17 @@ END_TEST
 START_TEST(test_crypto_rotate_errors) {
     ds_crypto *c = ring(K1);
     ds_error err = {0};
-    ds_crypto_rotate_stats stats = {.rotated = 7};
+    ds_crypto_rotate_stats stats = {.size = sizeof(ds_crypto_rotate_stats), .rotated = 7};
     ck_assert_int_eq(ds_crypto_rotate(c, NULL, NULL, &stats, &err), DS_ERR_INVALID);
     ck_assert_int_eq(stats.rotated, 0);
     ds_pool *pool = dt_pool(dt_env("DATABASE_URL"), 1, 1);
-    ds_crypto_rotate_options bad = {.batch_size = -1};
+    ds_crypto_rotate_options bad = {.size = sizeof(ds_crypto_rotate_options), .batch_size = -1};
     ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
-    bad = (ds_crypto_rotate_options){.batch_size = 10001};
+    bad = (ds_crypto_rotate_options){.size = sizeof(ds_crypto_rotate_options), .batch_size = 10001};
     ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
-    bad = (ds_crypto_rotate_options){.max_rows = -1};
+    bad = (ds_crypto_rotate_options){.size = sizeof(ds_crypto_rotate_options), .max_rows = -1};
     ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
-    bad = (ds_crypto_rotate_options){.pause_ms = -1};
+    bad = (ds_crypto_rotate_options){.size = sizeof(ds_crypto_rotate_options), .pause_ms = -1};
     ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
     ds_pool_close(pool);
     ds_crypto_close(c);

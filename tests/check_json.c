@@ -238,7 +238,7 @@ START_TEST(test_json_redis_values_hold_short_numbers) {
     ds_error err = {0};
     json_t *v = json_pack("{s:f, s:f}", "temp", 0.7, "p", 0.1);
 
-    ds_cache_options co;
+    ds_cache_options co = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&co);
     co.name = "num";
     ds_cache *c;
@@ -252,7 +252,7 @@ START_TEST(test_json_redis_values_hold_short_numbers) {
     ds__free(ekey);
     ds_cache_close(c);
 
-    ds_queue_options qo;
+    ds_queue_options qo = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&qo);
     qo.name = "num";
     ds_queue *q;

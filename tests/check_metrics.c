@@ -33,11 +33,11 @@ START_TEST(test_metrics_render_matches_stats) {
     redisReply *r = dt_rcmd(redis, "PING");
     freeReplyObject(r);
 
-    ds_pool_stats ps;
-    ds_redis_stats rs;
+    ds_pool_stats ps = DS_POOL_STATS_INIT;
+    ds_redis_stats rs = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_pool_stats_get(pool, &ps, &err), err);
     ck_assert_ds_ok(ds_redis_stats_get(redis, &rs, &err), err);
-    ds_metrics_sources src = {.pool = pool, .redis = redis};
+    ds_metrics_sources src = {.size = sizeof(ds_metrics_sources), .pool = pool, .redis = redis};
     char *text = NULL;
     size_t len = 0;
     ck_assert_ds_ok(ds_metrics_render(&src, &text, &len, &err), err);
@@ -64,7 +64,7 @@ START_TEST(test_metrics_render_matches_stats) {
 END_TEST
 
 START_TEST(test_metrics_render_with_no_sources_is_only_info) {
-    ds_metrics_sources src = {0};
+    ds_metrics_sources src = DS_METRICS_SOURCES_INIT;
     char *text = NULL;
     ds_error err = {0};
     ck_assert_ds_ok(ds_metrics_render(&src, &text, NULL, &err), err);
@@ -75,7 +75,7 @@ START_TEST(test_metrics_render_with_no_sources_is_only_info) {
 END_TEST
 
 START_TEST(test_metrics_errors_null_arguments) {
-    ds_metrics_sources src = {0};
+    ds_metrics_sources src = DS_METRICS_SOURCES_INIT;
     char *text = (char *)"unchanged";
     size_t len = 7;
     ds_error err = {0};

@@ -59,7 +59,7 @@ static char *copy_of_sql_dir(void) {
 }
 
 static ds_migrate_options dir_options(const char *dir) {
-    ds_migrate_options o = {0};
+    ds_migrate_options o = DS_MIGRATE_OPTIONS_INIT;
     o.dir = dir;
     return o;
 }
@@ -501,7 +501,7 @@ START_TEST(test_migrate_up_applies_everything_once) {
     ck_assert(!table_exists(url, "ds_schema_migrations"));
 
     events ev = {0};
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.progress = record_event;
     opts.progress_ud = &ev;
     int applied = -1;
@@ -1183,7 +1183,7 @@ START_TEST(test_migrate_dry_run_reports_and_changes_nothing) {
     char *url = dt_create_db("mig_dry");
     ds_pool *pool = dt_pool(url, 1, 2);
     events ev = {0};
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dry_run = true;
     opts.progress = record_event;
     opts.progress_ud = &ev;

@@ -66,7 +66,7 @@ START_TEST(test_online_when_and_invalid_index_repair) {
                "DROP TABLE when_ran;\n"
                "DROP INDEX CONCURRENTLY things_label_idx;\n");
     ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = dir;
     ds_error err = {0};
     ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
@@ -125,7 +125,7 @@ static void collect_sql(void *ud, const ds_migrate_progress *p) {
 START_TEST(test_online_dry_run_spells_when_for_psql) {
     char *url = dt_create_db("onl_dry");
     ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     char *script = NULL;
     opts.dry_run = true;
     opts.progress = collect_sql;
@@ -181,7 +181,7 @@ START_TEST(test_online_lock_timeout_is_retried) {
     write_file(dir, "0002_extra.down.sql",
                "ALTER TABLE things DROP COLUMN extra;\n");
     ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = dir;
     opts.lock_timeout_ms = 100;
     ds_error err = {0};
@@ -470,7 +470,7 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
     usleep(200000);
     int created = 0;
     progress_log pl = {0};
-    ds_migrate_options mopts = {0};
+    ds_migrate_options mopts = DS_MIGRATE_OPTIONS_INIT;
     mopts.progress = log_progress;
     mopts.progress_ud = &pl;
     st = ds_migrate_maintain_opts(pool, &mopts, 6, &created, &err);

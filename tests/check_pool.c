@@ -36,7 +36,7 @@ static bool conn_bool(ds_conn *c, const char *sql) {
 }
 
 static ds_pool_stats stats_of(ds_pool *pool) {
-    ds_pool_stats s;
+    ds_pool_stats s = DS_POOL_STATS_INIT;
     ds_error err = {0};
     ds_status st = ds_pool_stats_get(pool, &s, &err);
     ck_assert_ds_ok(st, err);
@@ -48,7 +48,7 @@ static ds_pool_stats stats_of(ds_pool *pool) {
 START_TEST(test_pool_open_prewarms_to_min) {
     ds_pool *pool = dt_pool(db_url(), 3, 6);
     ds_pool_stats s = stats_of(pool);
-    ck_assert_int_eq(s.size, 3);
+    ck_assert_int_eq(s.connections, 3);
     ck_assert_int_eq(s.idle, 3);
     ck_assert_int_eq(s.in_use, 0);
     ds_conn *c;
@@ -134,8 +134,8 @@ START_TEST(test_pool_8_threads_10000_acquires_no_leak) {
     ck_assert_uint_eq(s.acquires, 80000);
     ck_assert_int_eq(s.in_use, 0);
     ck_assert_int_eq(s.waiters, 0);
-    ck_assert_int_le(s.size, 4);
-    ck_assert_int_eq(s.idle, s.size);
+    ck_assert_int_le(s.connections, 4);
+    ck_assert_int_eq(s.idle, s.connections);
     ck_assert_uint_eq(s.timeouts, 0);
     ck_assert_int_le(s.acquire_wait_p50_us, s.acquire_wait_p99_us);
     ck_assert_int_le(s.acquire_wait_p99_us, s.acquire_wait_max_us);
@@ -143,7 +143,7 @@ START_TEST(test_pool_8_threads_10000_acquires_no_leak) {
     long long server_side = dt_sql_int(
         db_url(), "SELECT count(*) FROM pg_stat_activity "
                   "WHERE application_name = 'dt_churn'");
-    ck_assert_int_eq(server_side, s.size);
+    ck_assert_int_eq(server_side, s.connections);
     ds_pool_close(pool);
     ck_assert_int_eq(dt_sql_int(db_url(),
                                 "SELECT count(*) FROM pg_stat_activity "
@@ -273,7 +273,7 @@ START_TEST(test_pool_oversubscribed_threads_all_served) {
     ck_assert_uint_eq(st.timeouts, 0);
     ck_assert_uint_eq(st.acquires, (uint64_t)T * OPS);
     ck_assert_int_eq(st.in_use, 0);
-    ck_assert_int_le(st.size, 2);
+    ck_assert_int_le(st.connections, 2);
     ds_pool_close(pool);
 }
 END_TEST
@@ -551,7 +551,7 @@ static ds_status bump_counter(ds_conn *c, void *ud, ds_error *err) {
 
 static void *tx_main(void *p) {
     tx_arg *a = p;
-    ds_tx_options opts = {DS_ISOLATION_SERIALIZABLE, false, -1};
+    ds_tx_options opts = {sizeof(ds_tx_options), DS_ISOLATION_SERIALIZABLE, false, 0};
     ds_error err = {0};
     ds_status st = ds_tx_run(a->pool, &opts, bump_counter, a, &err);
     ck_assert_ds_ok(st, err);
@@ -620,7 +620,7 @@ START_TEST(test_tx_run_rolls_back_on_error) {
     st = ds_tx_run(pool, NULL, plain_body, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM dt_tx_items"), 1);
-    ds_tx_options bad = {(ds_isolation)42, false, 0};
+    ds_tx_options bad = {sizeof(ds_tx_options), (ds_isolation)42, false, 0};
     st = ds_tx_run(pool, &bad, plain_body, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ds_pool_close(pool);
@@ -730,12 +730,12 @@ START_TEST(test_pool_idle_timeout_shrinks_to_min) {
         ck_assert_int_eq(ds_pool_acquire(pool, &c[i], &err), DS_OK);
     for (int i = 0; i < 4; i++)
         ds_pool_release(c[i]);
-    ck_assert_int_eq(stats_of(pool).size, 4);
+    ck_assert_int_eq(stats_of(pool).connections, 4);
     /* the maintenance thread runs once a second (bounded at 30 s) */
     long long t0 = dt_now_ms();
-    while (stats_of(pool).size > 1 && dt_now_ms() - t0 < 30000)
+    while (stats_of(pool).connections > 1 && dt_now_ms() - t0 < 30000)
         usleep(20000);
-    ck_assert_int_eq(stats_of(pool).size, 1);
+    ck_assert_int_eq(stats_of(pool).connections, 1);
     ds_pool_close(pool);
 }
 END_TEST
@@ -775,7 +775,7 @@ START_TEST(test_pool_refills_min_after_connections_die) {
     }
     ck_assert_msg(state == 20, "new backends * 10 + old ones: %lld, want 20",
                   state);
-    ck_assert_int_eq(stats_of(pool).size, 2);
+    ck_assert_int_eq(stats_of(pool).connections, 2);
     ds_pool_close(pool);
 }
 END_TEST
@@ -1360,7 +1360,7 @@ START_TEST(test_pool_errors_null_arguments) {
     ds_error err = {0};
     ds_pool *pool = NULL;
     ds_conn *c = NULL;
-    ds_pool_stats s;
+    ds_pool_stats s = DS_POOL_STATS_INIT;
     ck_assert_int_eq(ds_pool_open(NULL, &pool, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_pool_open(NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_pool_open_url(NULL, &pool, &err), DS_ERR_INVALID);

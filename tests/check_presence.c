@@ -62,7 +62,7 @@ static int wait_event(collector *c, ds_presence_event_type type, int64_t user,
 }
 
 static ds_presence *open_presence(ds_redis *r, int online_ms, int typing_ms) {
-    ds_presence_options o;
+    ds_presence_options o = DS_PRESENCE_OPTIONS_INIT;
     ds_presence_options_init(&o);
     if (online_ms)
         o.online_ttl_ms = online_ms;
@@ -504,9 +504,9 @@ START_TEST(test_presence_errors) {
     ck_assert_int_eq(ds_presence_open(NULL, NULL, &p, &err), DS_ERR_INVALID);
     ck_assert_ptr_null(p);
     ck_assert_int_eq(ds_presence_open(r, NULL, NULL, &err), DS_ERR_INVALID);
-    ds_presence_options o = {0, 10};
+    ds_presence_options o = {sizeof(ds_presence_options), -1, 10};
     ck_assert_int_eq(ds_presence_open(r, &o, &p, &err), DS_ERR_INVALID);
-    o = (ds_presence_options){10, -1};
+    o = (ds_presence_options){sizeof(ds_presence_options), 10, -1};
     ck_assert_int_eq(ds_presence_open(r, &o, &p, &err), DS_ERR_INVALID);
     ds_presence_options_init(NULL);
     ck_assert_ds_ok(ds_presence_open(r, NULL, &p, &err), err);

@@ -30,7 +30,7 @@ START_TEST(test_repo_times_at_the_edges) {
     ck_assert_ds_ok(st, err);
 
     ds_crypto *crypto = test_crypto("t1");
-    ds_connection_new in = {uid, "github", "edge", NULL, "tok", 0, NULL, 0, INT64_MIN};
+    ds_connection_new in = {sizeof(ds_connection_new), uid, "github", "edge", NULL, "tok", 0, NULL, 0, INT64_MIN};
     ds_connection *c;
     st = ds_connection_upsert(pool, crypto, &in, &c, &err);
     ck_assert_ds_ok(st, err);
@@ -123,7 +123,7 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     ck_assert_int_eq(ds_conversation_list_page(pool, uid, NULL, 0, true, &cl, &err),
                      DS_ERR_INVALID);
 
-    ds_message_new m = {DS_ROLE_USER, "x", 0, NULL, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, "x", 0, NULL, NULL};
     ck_assert_int_eq(ds_message_append(pool, conv, NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_message_append(pool, 0, &m, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_message_append(NULL, conv, &m, NULL, &err), DS_ERR_INVALID);
@@ -191,8 +191,8 @@ START_TEST(test_repo_errors_out_of_memory_is_reported) {
     ds_error err = {0};
     int64_t conv = new_conversation(new_user("oom@example.com"));
     json_t *meta = json_pack("{s:s}", "a", "b");
-    ds_message_new m[2] = {{DS_ROLE_USER, "one", 0, meta, "k1"},
-                           {DS_ROLE_USER, "two", 0, NULL, NULL}};
+    ds_message_new m[2] = {{sizeof(ds_message_new), DS_ROLE_USER, "one", 0, meta, "k1"},
+                           {sizeof(ds_message_new), DS_ROLE_USER, "two", 0, NULL, NULL}};
     bool done = false;
     for (long n = 1; n < 40 && !done; n++) {
         ds_message_list *out = NULL;
@@ -236,7 +236,7 @@ END_TEST
 START_TEST(test_repo_errors_out_of_memory_in_reads) {
     ds_error err = {0};
     json_t *prefs = json_pack("{s:s}", "theme", "dark");
-    ds_profile_fields pf = {"Oom", NULL, NULL, prefs};
+    ds_profile_fields pf = {sizeof(ds_profile_fields), "Oom", NULL, NULL, prefs};
     ds_user *u;
     ds_status st = ds_user_create(pool, "reads@example.com", &pf, &u, &err);
     ck_assert_ds_ok(st, err);
@@ -244,9 +244,9 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
     ds_user_free(u);
     json_decref(prefs);
     int64_t conv = new_conversation(uid);
-    ds_message_new m[3] = {{DS_ROLE_USER, "a", 0, NULL, NULL},
-                           {DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
-                           {DS_ROLE_USER, "c", 0, NULL, NULL}};
+    ds_message_new m[3] = {{sizeof(ds_message_new), DS_ROLE_USER, "a", 0, NULL, NULL},
+                           {sizeof(ds_message_new), DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
+                           {sizeof(ds_message_new), DS_ROLE_USER, "c", 0, NULL, NULL}};
     st = ds_message_append_batch(pool, conv, m, 3, NULL, &err);
     ck_assert_ds_ok(st, err);
     int64_t team = 0;
@@ -264,7 +264,7 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
         json_decref(v);
     }
     ds_crypto *crypto = test_crypto("o1");
-    ds_connection_new cn = {uid, "github", "oom", NULL, "tok", 0, NULL, 0, 0};
+    ds_connection_new cn = {sizeof(ds_connection_new), uid, "github", "oom", NULL, "tok", 0, NULL, 0, 0};
     st = ds_connection_upsert(pool, crypto, &cn, NULL, &err);
     ck_assert_ds_ok(st, err);
     ds_crypto_close(crypto);

@@ -36,9 +36,9 @@ static void populate(int64_t uid, ds_crypto *crypto, int n) {
     char sql[512];
     for (int i = 0; i < n; i++) {
         int64_t conv = new_conversation(uid);
-        ds_message_new m[3] = {{DS_ROLE_USER, "a", 0, NULL, NULL},
-                               {DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
-                               {DS_ROLE_USER, "c", 0, NULL, NULL}};
+        ds_message_new m[3] = {{sizeof(ds_message_new), DS_ROLE_USER, "a", 0, NULL, NULL},
+                               {sizeof(ds_message_new), DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
+                               {sizeof(ds_message_new), DS_ROLE_USER, "c", 0, NULL, NULL}};
         ds_status st = ds_message_append_batch(pool, conv, m, 3, NULL, &err);
         ck_assert_ds_ok(st, err);
         char name[32], acct[32];
@@ -51,7 +51,7 @@ static void populate(int64_t uid, ds_crypto *crypto, int n) {
         ck_assert_ds_ok(st, err);
         json_decref(v);
         snprintf(acct, sizeof acct, "acct%d", i);
-        ds_connection_new c = {uid, "github", acct, NULL, "tok", 0, NULL, 0, 0};
+        ds_connection_new c = {sizeof(ds_connection_new), uid, "github", acct, NULL, "tok", 0, NULL, 0, 0};
         st = ds_connection_upsert(pool, crypto, &c, NULL, &err);
         ck_assert_ds_ok(st, err);
         ds_event ev = {uid, "e", NULL, 0};

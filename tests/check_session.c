@@ -242,7 +242,7 @@ START_TEST(test_session_validate_returns_the_session) {
 END_TEST
 
 START_TEST(test_session_validate_slides_expiry) {
-    ds_session_options o = {.idle_ttl_s = 3600, .max_lifetime_s = 86400};
+    ds_session_options o = {.size = sizeof(ds_session_options), .idle_ttl_ms = 3600000, .max_lifetime_ms = 86400000};
     fixture f = setup("sslide", &o);
     int64_t uid = make_user(f.url, "dee@example.com");
     ds_session *created;
@@ -533,7 +533,7 @@ START_TEST(test_session_through_pgbouncer) {
     ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
     ds_config_free(cfg);
     ds_crypto *c = ring(K1);
-    ds_session_options o = {.touch_interval_ms = 1};
+    ds_session_options o = {.size = sizeof(ds_session_options), .touch_interval_ms = 1};
     ds_session_store *s = store_over(pool, c, &o);
     ds_secret *tok = login(s, uid, "ua", "10.1.2.3", NULL);
     for (int i = 0; i < 20; i++)
@@ -723,8 +723,8 @@ START_TEST(test_session_dump_reveals_no_token) {
             ck_assert_ds_ok(ds_crypto_scope_service(provider, account, scope, sizeof scope, &err), err);
             random_token(oauth[u][k][0], 120, k ? "gho_" : "ya29.");
             random_token(oauth[u][k][1], 100, "1//0g");
-            ds_crypto_context actx = {"service_connections", "access_token", uid, scope};
-            ds_crypto_context rctx = {"service_connections", "refresh_token", uid, scope};
+            ds_crypto_context actx = {sizeof(ds_crypto_context), "service_connections", "access_token", uid, scope};
+            ds_crypto_context rctx = {sizeof(ds_crypto_context), "service_connections", "refresh_token", uid, scope};
             uint8_t *aenv, *renv;
             size_t alen, rlen;
             ck_assert_ds_ok(ds_crypto_encrypt(ring1, &actx, oauth[u][k][0],
@@ -750,7 +750,7 @@ START_TEST(test_session_dump_reveals_no_token) {
     }
     /* a rotation halfway through the platform's life */
     ds_crypto *ring2 = ring(K2 "," K1);
-    ds_crypto_rotate_stats stats;
+    ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, NULL, &stats, &err), err);
     ck_assert_int_eq(stats.rotated, USERS * 2);
 
@@ -778,7 +778,7 @@ START_TEST(test_session_dump_reveals_no_token) {
         PGresult *r = PQexecParams(c, q, 0, NULL, NULL, NULL, NULL, 1);
         ck_assert_int_eq(PQntuples(r), 1);
         int64_t uid = (int64_t)be64toh(*(const uint64_t *)PQgetvalue(r, 0, 1));
-        ds_crypto_context actx = {"service_connections", "access_token", uid, PQgetvalue(r, 0, 2)};
+        ds_crypto_context actx = {sizeof(ds_crypto_context), "service_connections", "access_token", uid, PQgetvalue(r, 0, 2)};
         ds_secret *plain;
         ck_assert_ds_ok(ds_crypto_decrypt(ring2, &actx, (const uint8_t *)PQgetvalue(r, 0, 0),
                                           (size_t)PQgetlength(r, 0, 0), &plain, &err), err);
@@ -1002,7 +1002,7 @@ START_TEST(test_session_redis_race_cannot_resurrect) {
 END_TEST
 
 START_TEST(test_session_redis_touch_still_slides) {
-    ds_session_options o = {.touch_interval_ms = 300};
+    ds_session_options o = {.size = sizeof(ds_session_options), .touch_interval_ms = 300};
     rfixture r = rsetup("srslide", &o);
     int64_t uid = make_user(r.f.url, "tia@example.com");
     ds_session *s;
@@ -1274,9 +1274,9 @@ START_TEST(test_session_errors_null_and_out_of_range) {
     ck_assert_int_eq(ds_session_store_open(pool, NULL, NULL, NULL, &s, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_session_store_open(pool, c, NULL, NULL, NULL, &err), DS_ERR_INVALID);
     ds_session_options bad[] = {
-        {.idle_ttl_s = -1}, {.max_lifetime_s = -5}, {.touch_interval_ms = -1},
-        {.idle_ttl_s = 10, .touch_interval_ms = 10000}, {.cache_ttl_s = 86401},
-        {.idle_ttl_s = INT64_C(400) * 365 * 86400},
+        {.size = sizeof(ds_session_options), .idle_ttl_ms = -1}, {.size = sizeof(ds_session_options), .max_lifetime_ms = -5}, {.size = sizeof(ds_session_options), .touch_interval_ms = -1},
+        {.size = sizeof(ds_session_options), .idle_ttl_ms = 10000, .touch_interval_ms = 10000}, {.size = sizeof(ds_session_options), .cache_ttl_ms = 86401000},
+        {.size = sizeof(ds_session_options), .idle_ttl_ms = INT64_C(400) * 365 * 86400 * 1000}, {.size = sizeof(ds_session_options), .idle_ttl_ms = 999},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(ds_session_store_open(pool, c, NULL, &bad[i], &s, &err) == DS_ERR_INVALID,

@@ -159,12 +159,14 @@ typedef struct ds_message {
 
 /* A message to append. Everything is borrowed for the call. */
 typedef struct ds_message_new {
+    size_t size; /* growable, caller-allocated: set by DS_MESSAGE_NEW_INIT */
     ds_message_role role;
     const char *content;
     size_t content_len;          /* 0: strlen(content)                     */
     const json_t *metadata;      /* object, or NULL for {}                 */
     const char *idempotency_key; /* NULL: none                             */
 } ds_message_new;
+#define DS_MESSAGE_NEW_INIT DS_SIZED_INIT(ds_message_new)
 
 /* Frees a row with its strings and metadata. NULL is a no-op. */
 DS_EXPORT void ds_message_free(ds_message *message);

@@ -92,7 +92,32 @@ typedef enum ds_status {
 #define DS_ERROR_MESSAGE_MAX 512
 
 /*
- * Error details of one call. Zero-initialise it or pass NULL. On failure the
+ * Structs come in three kinds (docs/abi.md, "Growable structs"); each
+ * struct's comment says which it is:
+ *   - library-allocated (rows, lists, reports, callback arguments): only
+ *     the library creates them, so members may be appended;
+ *   - growable, caller-allocated (options, inputs, stats the caller passes
+ *     in): they start with `size_t size`, set by their initialiser
+ *     `DS_<TYPE>_INIT` (C99 and C++); the library reads only the members
+ *     within `size`, and zero means "default" for every member, so an
+ *     initialised struct with nothing else set equals passing NULL. A size
+ *     of 0 (not initialised) or larger than the library knows is
+ *     DS_ERR_INVALID;
+ *   - fixed values (ds_error, cursors, ds_read_token, ds_param): small
+ *     plain values that never change shape; a new shape is a new type.
+ */
+/* For an integer option whose zero means "the default": none, off, do not
+ * (each such member says so). */
+#define DS_NONE (-1)
+
+#ifdef __cplusplus
+#define DS_SIZED_INIT(type) {sizeof(type)}
+#else
+#define DS_SIZED_INIT(type) {.size = sizeof(type)}
+#endif
+
+/*
+ * Error details of one call (a fixed value). Zero-initialise it or pass NULL. On failure the
  * call fills every field; on success it leaves the struct untouched.
  * `message` never contains passwords, keys or tokens.
  */

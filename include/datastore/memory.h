@@ -96,6 +96,7 @@ typedef struct ds_memory_facts {
 
 /* A new fact for ds_memory_add(). Zero-initialise, then fill. */
 typedef struct ds_memory_new_fact {
+    size_t size; /* growable, caller-allocated: set by DS_MEMORY_NEW_FACT_INIT */
     int64_t user_id;              /* an existing user (DS_ERR_NOT_FOUND else) */
     const char *kind;             /* NULL: "fact"                           */
     const char *content;          /* UTF-8, 1 to 100000 characters          */
@@ -104,9 +105,11 @@ typedef struct ds_memory_new_fact {
     const float *embedding;       /* `dim` finite floats, not all zero      */
     size_t dim;                   /* must equal the database's dimension    */
 } ds_memory_new_fact;
+#define DS_MEMORY_NEW_FACT_INIT DS_SIZED_INIT(ds_memory_new_fact)
 
 /* Options of a search; NULL means all defaults. Zero-initialise. */
 typedef struct ds_memory_search_opts {
+    size_t size; /* growable, caller-allocated: set by DS_MEMORY_SEARCH_OPTS_INIT */
     const char *kind;             /* only facts of this kind; NULL: all     */
     bool use_min_similarity;      /* apply min_similarity                   */
     double min_similarity;        /* drop facts less similar (-1 to 1)      */
@@ -117,6 +120,7 @@ typedef struct ds_memory_search_opts {
     bool read_primary;            /* read from the primary, not a replica:
                                    * sees facts added a moment ago          */
 } ds_memory_search_opts;
+#define DS_MEMORY_SEARCH_OPTS_INIT DS_SIZED_INIT(ds_memory_search_opts)
 
 /*
  * Opens the memory store on `pool` (borrowed: it must outlive the handle).

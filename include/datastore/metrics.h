@@ -53,11 +53,13 @@ extern "C" {
 
 /* The handles to report on; each may be NULL. Borrowed for the call. */
 typedef struct ds_metrics_sources {
+    size_t size; /* growable, caller-allocated: set by DS_METRICS_SOURCES_INIT */
     ds_pool *pool;
     ds_redis *redis;
     const ds_cache *cache;
     const ds_ratelimit *ratelimit;
 } ds_metrics_sources;
+#define DS_METRICS_SOURCES_INIT DS_SIZED_INIT(ds_metrics_sources)
 
 /*
  * Renders the exposition into *out (NUL-terminated, *out_len bytes without

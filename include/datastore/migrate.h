@@ -96,6 +96,7 @@ typedef void (*ds_migrate_progress_fn)(void *ud,
  * another runner, no progress callback.
  */
 typedef struct ds_migrate_options {
+    size_t size; /* growable, caller-allocated: set by DS_MIGRATE_OPTIONS_INIT */
     const char *dir;  /* a directory of NNNN_name.up|down.sql files, or
                          NULL for the migrations built into the library   */
     int lock_timeout_ms; /* lock_timeout of migration statements: > 0 this,
@@ -107,6 +108,7 @@ typedef struct ds_migrate_options {
     ds_migrate_progress_fn progress; /* may be NULL                       */
     void *progress_ud;
 } ds_migrate_options;
+#define DS_MIGRATE_OPTIONS_INIT DS_SIZED_INIT(ds_migrate_options)
 
 /*
  * Applies every pending migration, oldest first, each in its own

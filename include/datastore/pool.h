@@ -174,7 +174,8 @@ DS_EXPORT struct pg_conn *ds_conn_pg(ds_conn *conn);
 DS_EXPORT void ds_conn_discard(ds_conn *conn);
 
 typedef struct ds_pool_stats {
-    int size;            /* open connections, primary and replicas        */
+    size_t size; /* growable, caller-allocated: set by DS_POOL_STATS_INIT */
+    int connections;     /* open connections, primary and replicas        */
     int idle;            /* of which idle                                 */
     int in_use;          /* of which leased                               */
     int waiters;         /* threads waiting in acquire now                */
@@ -187,6 +188,7 @@ typedef struct ds_pool_stats {
     int64_t acquire_wait_p99_us;
     int64_t acquire_wait_max_us;
 } ds_pool_stats;
+#define DS_POOL_STATS_INIT DS_SIZED_INIT(ds_pool_stats)
 
 /* A consistent snapshot of the counters. */
 DS_EXPORT DS_NODISCARD ds_status ds_pool_stats_get(ds_pool *pool,
@@ -207,10 +209,15 @@ typedef enum ds_isolation {
 } ds_isolation;
 
 typedef struct ds_tx_options {
+    size_t size; /* growable, caller-allocated: set by DS_TX_OPTIONS_INIT */
     ds_isolation isolation;
     bool read_only;
-    int max_retries; /* < 0: the pool's tx_max_retries                    */
+    /* Retries of a serialization failure or deadlock: 0 the pool's
+     * tx_max_retries (default 5), > 0 this many, DS_TX_NO_RETRY none. */
+    int max_retries;
 } ds_tx_options;
+#define DS_TX_NO_RETRY DS_NONE
+#define DS_TX_OPTIONS_INIT DS_SIZED_INIT(ds_tx_options)
 
 /* Body of a transaction: return DS_OK to commit, anything else to roll
  * back. It may run more than once, so keep side effects outside the

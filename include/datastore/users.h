@@ -71,11 +71,13 @@ typedef struct ds_user {
 /* Profile fields for create and update: NULL means "default" on create and
  * "leave unchanged" on update. Everything is borrowed for the call. */
 typedef struct ds_profile_fields {
+    size_t size; /* growable, caller-allocated: set by DS_PROFILE_FIELDS_INIT */
     const char *display_name;
     const char *locale;
     const char *timezone;
     const json_t *preferences; /* a JSON object                            */
 } ds_profile_fields;
+#define DS_PROFILE_FIELDS_INIT DS_SIZED_INIT(ds_profile_fields)
 
 /* Frees a row with its strings and preferences. NULL is a no-op. */
 DS_EXPORT void ds_user_free(ds_user *user);

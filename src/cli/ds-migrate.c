@@ -320,7 +320,7 @@ typedef struct outcome {
 } outcome;
 
 static void run_command(cli *c, ds_pool *pool, outcome *o) {
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = c->dir;
     opts.lock_timeout_ms = c->lock_timeout_ms;
     opts.lock_wait_ms = c->wait_ms;
@@ -555,7 +555,7 @@ static json_t *finding_json(const ds_lint_finding *f) {
 }
 
 static int run_lint(const cli *c) {
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = c->dir;
     ds_lint_report *r = NULL;
     ds_error err = {0};

@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 
+#include "core/growable.h"
 #include "core/json_internal.h"
 #include "memory/memory_internal.h"
 
@@ -239,25 +240,34 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
     DS_CHECK_ARG(err, facts, "facts is NULL");
     DS_CHECK_ARG(err, count >= 1 && count <= 10000,
                  "count must be 1 to 10000");
+    ds_memory_new_fact *copy;
+    ds_status st = DS__ARRAY(facts, count, &copy, ds_memory_new_fact, err);
+    if (st != DS_OK)
+        return st;
+    facts = copy;
     float *unit = ds__calloc(mem->dim, sizeof *unit);
-    if (!unit)
+    if (!unit) {
+        ds__free(copy);
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
     /* Every fact is checked before anything is written. */
-    ds_status st = DS_OK;
     for (size_t i = 0; i < count && st == DS_OK; i++) {
         st = ds__memory_check_fact(mem, &facts[i], unit, err);
         if (st != DS_OK && count > 1)
             ds__error_prefix(err, "fact %zu", i);
     }
     ds__free(unit);
-    if (st != DS_OK)
+    if (st != DS_OK) {
+        ds__free(copy);
         return st;
+    }
     ds_error local = {0};
     st = add_many_once(mem, facts, count, ids, &local);
     if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
         memset(&local, 0, sizeof local);
         st = add_many_once(mem, facts, count, ids, &local);
     }
+    ds__free(copy);
     if (st == DS_OK)
         return DS_OK;
     /* ids of batches written before the failure were rolled back */

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/growable.h"
 #include "memory/memory_internal.h"
 
 #define RRF_K 60.0 /* the constant of reciprocal rank fusion */
@@ -497,9 +498,11 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
     DS_CHECK_ARG(err, mem, "mem is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, k >= 1 && k <= DS_MEMORY_K_MAX, "k must be 1 to 1000");
-    ds_memory_search_opts none = {0};
-    if (!opts)
-        opts = &none;
+    ds_memory_search_opts o;
+    ds_status checked = DS__IN(opts, &o, ds_memory_search_opts, err);
+    if (checked != DS_OK)
+        return checked;
+    opts = &o;
     DS_CHECK_ARG(err, opts->ef_search >= 0 && opts->ef_search <= 1000,
                  "ef_search must be 0 to 1000");
     DS_CHECK_ARG(err, token_wait_ms >= 0 && token_wait_ms <= 60000,

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/growable.h"
 #include "core/json_internal.h"
 #include "datastore/queue.h"
 #include "queue/queue_internal.h"
@@ -295,12 +296,7 @@ DS_EXPORT void ds_queue_options_init(ds_queue_options *opts) {
     if (!opts)
         return;
     memset(opts, 0, sizeof *opts);
-    opts->visibility_timeout_ms = 30000;
-    opts->max_attempts = 5;
-    opts->backoff_base_ms = 1000;
-    opts->backoff_max_ms = 300000;
-    opts->dead_max_len = DS_QUEUE_DEAD_MAX_LEN_DEFAULT;
-    opts->dead_max_age_ms = DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT;
+    opts->size = sizeof *opts;
 }
 
 static void queue_free(ds_queue *q) {
@@ -315,7 +311,23 @@ static void queue_free(ds_queue *q) {
 
 DS_EXPORT ds_status ds_queue_open(ds_redis *redis, const ds_queue_options *opts,
                                   ds_queue **out, ds_error *err) {
-    DS__REDIS_CHECK_OPEN(err, redis, opts, out);
+    ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
+    DS__REDIS_CHECK_OPEN(err, redis, opts, out, &o, ds_queue_options);
+    /* zero is the default of every member */
+    DS_CHECK_ARG(err, o.visibility_timeout_ms >= 0,
+                 "visibility_timeout_ms is negative");
+    DS_CHECK_ARG(err, o.backoff_base_ms >= 0 || o.backoff_base_ms == DS_NONE,
+                 "backoff_base_ms is negative (DS_NONE: retry at once)");
+    DS_CHECK_ARG(err, o.backoff_max_ms >= 0, "backoff_max_ms is negative");
+    if (o.visibility_timeout_ms == 0)
+        o.visibility_timeout_ms = 30000;
+    if (o.max_attempts == 0)
+        o.max_attempts = 5;
+    o.backoff_base_ms = o.backoff_base_ms == 0        ? 1000
+                        : o.backoff_base_ms == DS_NONE ? 0
+                                                       : o.backoff_base_ms;
+    if (o.backoff_max_ms == 0)
+        o.backoff_max_ms = o.backoff_base_ms > 300000 ? o.backoff_base_ms : 300000;
     DS_CHECK_ARG(err, !opts->consumer || ds__redis_name_ok(opts->consumer),
                  "consumer must be 1-64 of [A-Za-z0-9_.-]");
     DS_CHECK_ARG(err, opts->visibility_timeout_ms > 0,
@@ -843,9 +855,8 @@ DS_EXPORT ds_status ds_queue_dead_purge(ds_queue *queue, const char *entry_id,
     return st;
 }
 
-DS_EXPORT ds_status ds_queue_counts_get(ds_queue *queue, ds_queue_counts *out,
-                                        ds_error *err) {
-    DS_CHECK_ARG(err, out, "out is NULL");
+static ds_status counts_get(ds_queue *queue, ds_queue_counts *out,
+                            ds_error *err) {
     memset(out, 0, sizeof *out);
     DS_CHECK_ARG(err, queue, "queue is NULL");
     const char *a0[2] = {"XLEN", queue->stream};
@@ -873,5 +884,17 @@ DS_EXPORT ds_status ds_queue_counts_get(ds_queue *queue, ds_queue_counts *out,
         out->dead = r[3]->type == REDIS_REPLY_INTEGER ? r[3]->integer : 0;
     }
     ds__redis_replies_free(r, 4);
+    return st;
+}
+
+DS_EXPORT ds_status ds_queue_counts_get(ds_queue *queue, ds_queue_counts *out,
+                                        ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    ds_status st = DS__OUT_CHECK(out, ds_queue_counts, err);
+    if (st != DS_OK)
+        return st;
+    ds_queue_counts local = DS_QUEUE_COUNTS_INIT;
+    st = counts_get(queue, &local, err);
+    ds__growable_out(out, &local, sizeof local);
     return st;
 }
