@@ -135,7 +135,7 @@ int main(void) {
      * moment ago are read back from the primary. */
     const char *question = "what tea does the user drink in the morning?";
     toy_embed(question, v, dim);
-    ds_memory_search_opts fresh = {.size = sizeof(ds_memory_search_opts), .read_primary = true};
+    ds_memory_search_options fresh = {.size = sizeof(ds_memory_search_options), .read_primary = true};
     if (ds_memory_search(mem, user_id, v, dim, 3, &fresh, &hits, &err) != DS_OK)
         goto fail;
     printf("\nq: %s\n", question);
@@ -143,7 +143,7 @@ int main(void) {
     ds_memory_facts_free(hits);
     hits = NULL;
 
-    ds_memory_search_opts opts = {.size = sizeof(ds_memory_search_opts), .kind = "preference", .touch = true,
+    ds_memory_search_options opts = {.size = sizeof(ds_memory_search_options), .kind = "preference", .touch = true,
                                   .read_primary = true};
     if (ds_memory_search_hybrid(mem, user_id, "coffee", v, dim, 3, &opts,
                                 &hits, &err) != DS_OK)

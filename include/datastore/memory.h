@@ -108,8 +108,8 @@ typedef struct ds_memory_new_fact {
 #define DS_MEMORY_NEW_FACT_INIT DS_SIZED_INIT(ds_memory_new_fact)
 
 /* Options of a search; NULL means all defaults. Zero-initialise. */
-typedef struct ds_memory_search_opts {
-    size_t size; /* growable, caller-allocated: set by DS_MEMORY_SEARCH_OPTS_INIT */
+typedef struct ds_memory_search_options {
+    size_t size; /* growable, caller-allocated: set by DS_MEMORY_SEARCH_OPTIONS_INIT */
     const char *kind;             /* only facts of this kind; NULL: all     */
     bool use_min_similarity;      /* apply min_similarity                   */
     double min_similarity;        /* drop facts less similar (-1 to 1)      */
@@ -119,8 +119,8 @@ typedef struct ds_memory_search_opts {
     bool touch;                   /* set last_accessed_at of the results    */
     bool read_primary;            /* read from the primary, not a replica:
                                    * sees facts added a moment ago          */
-} ds_memory_search_opts;
-#define DS_MEMORY_SEARCH_OPTS_INIT DS_SIZED_INIT(ds_memory_search_opts)
+} ds_memory_search_options;
+#define DS_MEMORY_SEARCH_OPTIONS_INIT DS_SIZED_INIT(ds_memory_search_options)
 
 /*
  * Opens the memory store on `pool` (borrowed: it must outlive the handle).
@@ -165,7 +165,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_add(ds_memory *mem,
  * Errors as ds_memory_add; the message names the index of the first bad
  * fact.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_memory_add_many(
+DS_EXPORT DS_NODISCARD ds_status ds_memory_add_batch(
     ds_memory *mem, const ds_memory_new_fact *facts, size_t count,
     int64_t *ids, ds_error *err);
 
@@ -236,7 +236,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
  */
 DS_EXPORT DS_NODISCARD ds_status ds_memory_search(
     ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
-    const ds_memory_search_opts *opts, ds_memory_facts **out, ds_error *err);
+    const ds_memory_search_options *opts, ds_memory_facts **out, ds_error *err);
 
 /*
  * ds_memory_search() that reads its own writes: `token` is taken with
@@ -247,7 +247,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_search(
  */
 DS_EXPORT DS_NODISCARD ds_status ds_memory_search_read_token(
     ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
-    const ds_memory_search_opts *opts, const ds_read_token *token,
+    const ds_memory_search_options *opts, const ds_read_token *token,
     int max_wait_ms, ds_memory_facts **out, ds_error *err);
 
 /*
@@ -262,7 +262,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_search_read_token(
  */
 DS_EXPORT DS_NODISCARD ds_status ds_memory_search_hybrid(
     ds_memory *mem, int64_t user_id, const char *text, const float *query,
-    size_t dim, int k, const ds_memory_search_opts *opts,
+    size_t dim, int k, const ds_memory_search_options *opts,
     ds_memory_facts **out, ds_error *err);
 
 /* Frees a fact. NULL is a no-op. */

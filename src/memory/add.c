@@ -197,7 +197,7 @@ static size_t batch_rows(size_t dim) {
     return rows < 1 ? 1 : rows > 1000 ? 1000 : rows;
 }
 
-static ds_status add_many_once(ds_memory *mem, const ds_memory_new_fact *facts,
+static ds_status add_batch_once(ds_memory *mem, const ds_memory_new_fact *facts,
                                size_t count, int64_t *ids, ds_error *err) {
     ds__memory_state s = ds__memory_state_get(mem);
     ds_conn *c;
@@ -230,7 +230,7 @@ static ds_status add_many_once(ds_memory *mem, const ds_memory_new_fact *facts,
     return st;
 }
 
-DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
+DS_EXPORT ds_status ds_memory_add_batch(ds_memory *mem,
                                        const ds_memory_new_fact *facts,
                                        size_t count, int64_t *ids,
                                        ds_error *err) {
@@ -262,10 +262,10 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
         return st;
     }
     ds_error local = {0};
-    st = add_many_once(mem, facts, count, ids, &local);
+    st = add_batch_once(mem, facts, count, ids, &local);
     if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
         memset(&local, 0, sizeof local);
-        st = add_many_once(mem, facts, count, ids, &local);
+        st = add_batch_once(mem, facts, count, ids, &local);
     }
     ds__free(copy);
     if (st == DS_OK)
@@ -283,5 +283,5 @@ DS_EXPORT ds_status ds_memory_add(ds_memory *mem,
         *id = 0;
     DS_CHECK_ARG(err, mem, "mem is NULL");
     DS_CHECK_ARG(err, fact, "fact is NULL");
-    return ds_memory_add_many(mem, fact, 1, id, err);
+    return ds_memory_add_batch(mem, fact, 1, id, err);
 }

@@ -490,7 +490,7 @@ static ds_status search_once(ds_memory *mem, const search_req *q,
 
 static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                         const float *query, size_t dim, int k,
-                        const ds_memory_search_opts *opts,
+                        const ds_memory_search_options *opts,
                         const ds_read_token *token, int token_wait_ms,
                         ds_memory_facts **out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
@@ -498,8 +498,8 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
     DS_CHECK_ARG(err, mem, "mem is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, k >= 1 && k <= DS_MEMORY_K_MAX, "k must be 1 to 1000");
-    ds_memory_search_opts o;
-    ds_status checked = DS__IN(opts, &o, ds_memory_search_opts, err);
+    ds_memory_search_options o;
+    ds_status checked = DS__IN(opts, &o, ds_memory_search_options, err);
     if (checked != DS_OK)
         return checked;
     opts = &o;
@@ -567,14 +567,14 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
 
 DS_EXPORT ds_status ds_memory_search(ds_memory *mem, int64_t user_id,
                                      const float *query, size_t dim, int k,
-                                     const ds_memory_search_opts *opts,
+                                     const ds_memory_search_options *opts,
                                      ds_memory_facts **out, ds_error *err) {
     return search(mem, user_id, NULL, query, dim, k, opts, NULL, 0, out, err);
 }
 
 DS_EXPORT ds_status ds_memory_search_read_token(
     ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
-    const ds_memory_search_opts *opts, const ds_read_token *token,
+    const ds_memory_search_options *opts, const ds_read_token *token,
     int max_wait_ms, ds_memory_facts **out, ds_error *err) {
     return search(mem, user_id, NULL, query, dim, k, opts,
                   token && token->lsn ? token : NULL, max_wait_ms, out, err);
@@ -584,7 +584,7 @@ DS_EXPORT ds_status ds_memory_search_hybrid(ds_memory *mem, int64_t user_id,
                                             const char *text,
                                             const float *query, size_t dim,
                                             int k,
-                                            const ds_memory_search_opts *opts,
+                                            const ds_memory_search_options *opts,
                                             ds_memory_facts **out,
                                             ds_error *err) {
     if (out)
