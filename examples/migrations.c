@@ -2,12 +2,12 @@
  * migrations: what a service does at start-up with the migrations built
  * into libdatastore: bring the schema up to date, show where it stands,
  * verify the history, keep the analytics partitions ahead, and refuse to
- * start when the database does not match this build (ds_schema_check).
+ * start when the database does not match this build (ds_migrate_check_schema).
  *
  *   DATABASE_URL=... ./migrations
  *
  * In production a deploy step usually runs `ds-migrate up` and the service
- * only calls ds_schema_check(); calling ds_migrate_up() from the service is
+ * only calls ds_migrate_check_schema(); calling ds_migrate_up() from the service is
  * just as safe (runners serialise on a database lock).
  */
 #include <datastore/datastore.h>
@@ -61,12 +61,12 @@ int main(void) {
     /* 4. Monthly analytics partitions for this month and the next three
      * (also safe from cron: `ds-migrate maintain`). */
     int created = 0;
-    if (ds_migrate_maintain(pool, 3, &created, &err) != DS_OK)
+    if (ds_migrate_maintain(pool, NULL, 3, &created, &err) != DS_OK)
         goto out;
     printf("maintain: %d partition(s) created\n", created);
 
     /* 5. The start-up gate: schema version and every statement's types. */
-    if (ds_schema_check(pool, &err) != DS_OK)
+    if (ds_migrate_check_schema(pool, &err) != DS_OK)
         goto out;
     printf("schema check: the database matches schema version %d\n",
            DS_SCHEMA_VERSION);

@@ -1531,7 +1531,7 @@ END_TEST
 
 /* ---- statements against the live schema; pooler mode ---------------------------------- */
 
-/* What ds_schema_check does: prepare each statement and compare the types
+/* What ds_migrate_check_schema does: prepare each statement and compare the types
  * C binds and decodes with what the server describes. */
 static void check_table(PGconn *c, const char *module) {
     const ds__stmt_def *defs = NULL;

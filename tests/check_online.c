@@ -237,7 +237,7 @@ START_TEST(test_online_rewritten_files_keep_applied_databases) {
     st = ds_migrate_up(pool, NULL, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 0);
-    st = ds_schema_check(pool, &err);
+    st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
     /* the old 0003 checksum is no pass for version 2 */
     dt_sql(url, "UPDATE ds_schema_migrations SET checksum = "
@@ -473,7 +473,7 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
     ds_migrate_options mopts = DS_MIGRATE_OPTIONS_INIT;
     mopts.progress = log_progress;
     mopts.progress_ud = &pl;
-    st = ds_migrate_maintain_opts(pool, &mopts, 6, &created, &err);
+    st = ds_migrate_maintain(pool, &mopts, 6, &created, &err);
     ck_assert_ds_ok(st, err);
     usleep(200000);
     probes_check(&ps, "up from 2 and maintain", after_up, BOUND_MS);
@@ -512,7 +512,7 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
                                      "conrelid = 'memory_facts'::regclass AND "
                                      "NOT convalidated"),
                      0);
-    st = ds_schema_check(pool, &err);
+    st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
     ds_pool_close(pool);
     dt_drop_db(url);
@@ -541,7 +541,7 @@ START_TEST(test_online_upgrade_from_1_under_probes) {
                                      "inhparent = 'analytics_events'::regclass"),
                      1); /* the default partition only, for now */
     int created = 0;
-    st = ds_migrate_maintain(pool, 3, &created, &err);
+    st = ds_migrate_maintain(pool, NULL, 3, &created, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(created, 4);
     usleep(200000);

@@ -338,7 +338,7 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
 END_TEST
 
 
-/* What ds_schema_check() will do at start-up, for this module's statements:
+/* What ds_migrate_check_schema() will do at start-up, for this module's statements:
  * prepare each against the migrated schema and compare the parameter and
  * result column types with what the C code binds and decodes. */
 START_TEST(test_repo_statements_match_live_schema) {

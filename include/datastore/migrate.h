@@ -10,7 +10,7 @@
  *
  *   ds_migrate_options opts = {0};            (embedded migrations)
  *   if (ds_migrate_up(pool, &opts, NULL, &err) != DS_OK) ...
- *   if (ds_schema_check(pool, &err) != DS_OK) ... (refuse to start)
+ *   if (ds_migrate_check_schema(pool, &err) != DS_OK) ... (refuse to start)
  *
  * How a run works:
  *   - Each migration runs in its own transaction, with `lock_timeout` set
@@ -55,7 +55,7 @@ extern "C" {
 #endif
 
 /* The schema version this build of the library expects: the newest
- * migration built into it. ds_schema_check() compares the database to it. */
+ * migration built into it. ds_migrate_check_schema() compares the database to it. */
 #define DS_SCHEMA_VERSION 5
 
 /* What a run reports to its progress callback. */
@@ -208,24 +208,16 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_verify(
  * hosts at once (serialised with each other and with migrations); works
  * through PgBouncer in transaction mode. Statements wait at most the
  * pool's migrate_lock_timeout_ms for table locks. `created` (may be NULL)
- * receives how many partitions were created.
+ * receives how many partitions were created. `opts` may be NULL; only
+ * progress and progress_ud are read: a DS_MIGRATE_PROGRESS event after
+ * each batch of rows moved out of the default partition, with `name` the
+ * new partition, `phase` "copy", `done` of `total` rows and `elapsed_us`,
+ * so a caller can show a rate and an ETA.
  * Errors: DS_ERR_SCHEMA (the database is older than migration 2),
  * DS_ERR_TIMEOUT (lock timeout: retry later), DS_ERR_INVALID,
  * DS_ERR_CONNECTION, DS_ERR_DB.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain(ds_pool *pool,
-                                                     int months_ahead,
-                                                     int *created,
-                                                     ds_error *err);
-
-/*
- * ds_migrate_maintain() reporting to opts->progress (opts may be NULL; only
- * progress and progress_ud are read): a DS_MIGRATE_PROGRESS event after
- * each batch of rows moved out of the default partition, with `name` the
- * new partition, `phase` "copy", `done` of `total` rows and `elapsed_us`,
- * so a caller can show a rate and an ETA. Errors as ds_migrate_maintain().
- */
-DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain_opts(
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain(
     ds_pool *pool, const ds_migrate_options *opts, int months_ahead,
     int *created, ds_error *err);
 
@@ -241,7 +233,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain_opts(
  * (or the version), DS_ERR_CONNECTION, DS_ERR_INVALID, DS_ERR_NOMEM.
  * Works in both statement modes; leaves nothing prepared on the server.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_schema_check(ds_pool *pool,
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_check_schema(ds_pool *pool,
                                                  ds_error *err);
 
 /* ---- lint: static rules for migrations on live, populated tables ---- */

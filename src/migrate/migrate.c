@@ -1294,15 +1294,10 @@ DS_EXPORT ds_status ds_migrate_verify(ds_pool *pool,
 
 /* ---- partition maintenance ---------------------------------------------------- */
 
-DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool, int months_ahead,
-                                        int *created, ds_error *err) {
-    return ds_migrate_maintain_opts(pool, NULL, months_ahead, created, err);
-}
-
-DS_EXPORT ds_status ds_migrate_maintain_opts(ds_pool *pool,
-                                             const ds_migrate_options *opts,
-                                             int months_ahead, int *created,
-                                             ds_error *err) {
+DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool,
+                                        const ds_migrate_options *opts,
+                                        int months_ahead, int *created,
+                                        ds_error *err) {
     if (created)
         *created = 0;
     DS_CHECK_ARG(err, pool, "pool is NULL");

@@ -17,7 +17,7 @@ static const ds__stmt_def stmts[] = {
                   {DS_OID_INT8, DS_OID_TEXT, DS_OID_JSONB, DS_OID_TIMESTAMPTZ},
                   -1, {0}},
     /* Run directly on the leased PGconn (COPY is not a row-returning
-     * statement); listed so that ds_schema_check() prepares it too. */
+     * statement); listed so that ds_migrate_check_schema() prepares it too. */
     [S_COPY] = {"events.copy",
                 "COPY analytics_events (user_id, name, properties, "
                 "occurred_at) FROM STDIN (FORMAT binary)",
