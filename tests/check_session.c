@@ -435,7 +435,7 @@ START_TEST(test_session_purge_expired) {
                                     "interval '5 days' WHERE id = %lld");
     int64_t n = -1;
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_purge_expired(f.store, 86400, &n, &err), err);
+    ck_assert_ds_ok(ds_session_purge_expired(f.store, 86400000, &n, &err), err);
     ck_assert_int_eq(n, 2);
     ck_assert_ds_ok(ds_session_purge_expired(f.store, 0, &n, &err), err);
     ck_assert_int_eq(n, 1);
@@ -446,7 +446,7 @@ START_TEST(test_session_purge_expired) {
                   "SELECT (SELECT id FROM users LIMIT 1), "
                   "decode(lpad(to_hex(g), 64, '0'), 'hex'), now() - interval '2 days' "
                   "FROM generate_series(1, 2500) g");
-    ck_assert_ds_ok(ds_session_purge_expired(f.store, 3600, &n, &err), err);
+    ck_assert_ds_ok(ds_session_purge_expired(f.store, 3600000, &n, &err), err);
     ck_assert_int_eq(n, 2500);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions"), 1);
     for (int i = 0; i < 4; i++) {

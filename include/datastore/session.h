@@ -160,12 +160,12 @@ DS_EXPORT DS_NODISCARD ds_status ds_session_list(ds_session_store *store,
                                                  size_t *count, ds_error *err);
 
 /*
- * Deletes sessions that expired more than `older_than_s` seconds ago (>= 0;
+ * Deletes sessions that expired more than `older_than_ms` milliseconds ago (an age, >= 0;
  * revoked sessions go once their expiry passes too), in batches of short
  * transactions. *purged (may be NULL) receives how many rows went.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_session_purge_expired(
-    ds_session_store *store, int64_t older_than_s, int64_t *purged,
+    ds_session_store *store, int64_t older_than_ms, int64_t *purged,
     ds_error *err);
 
 /* Frees a session. NULL is a no-op. */

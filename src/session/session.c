@@ -664,16 +664,16 @@ DS_EXPORT ds_status ds_session_list(ds_session_store *store, int64_t user_id,
 }
 
 DS_EXPORT ds_status ds_session_purge_expired(ds_session_store *store,
-                                             int64_t older_than_s,
+                                             int64_t older_than_ms,
                                              int64_t *purged, ds_error *err) {
     if (purged)
         *purged = 0;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
-    DS_CHECK_ARG(err, older_than_s >= 0 && older_than_s <= YEARS_10_S,
-                 "older_than_s must be 0 to 10 years");
+    DS_CHECK_ARG(err, older_than_ms >= 0 && older_than_ms <= YEARS_10_S * 1000,
+                 "older_than_ms must be 0 to 10 years");
     ds__bind b;
     ds__bind_init(&b);
-    ds__bind_int64(&b, older_than_s * 1000000);
+    ds__bind_int64(&b, older_than_ms * 1000);
     ds__bind_int32(&b, PURGE_BATCH);
     int64_t total = 0;
     for (;;) {
