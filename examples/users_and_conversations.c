@@ -36,7 +36,7 @@ int main(void) {
     ds_team *team = NULL, *team2 = NULL;
     ds_team_list *teams = NULL, *seen_teams = NULL;
     ds_connection *sc = NULL;
-    ds_erase_report *report = NULL;
+    ds_gdpr_erase_report *report = NULL;
     json_t *prefs = NULL, *value = NULL, *members = NULL, *tconfig = NULL;
     int rc = 1;
 
@@ -69,7 +69,7 @@ int main(void) {
         uid = tmp->id;
         ds_user_free(tmp);
     }
-    CHECK(ds_profile_update(pool, uid, &rename, &user, &err));
+    CHECK(ds_user_update_profile(pool, uid, &rename, &user, &err));
     printf("profile now: %s\n", user->display_name);
 
     /* A conversation and its messages. */
@@ -168,7 +168,7 @@ int main(void) {
            ds_secret_len(sc->access_token));
 
     /* GDPR: erase everything the user owned, in one statement. */
-    CHECK(ds_user_erase(pool, NULL, uid, &report, &err));
+    CHECK(ds_gdpr_erase_user(pool, NULL, uid, &report, &err));
     printf("erased: %lld user, %lld conversations, %lld messages, %lld teams, "
            "%lld settings, %lld connections\n",
            (long long)report->users, (long long)report->conversations,
@@ -181,7 +181,7 @@ fail:
     if (rc != 0)
         fprintf(stderr, "users_and_conversations: %s: %s\n",
                 ds_status_str(err.code), err.message);
-    ds_erase_report_free(report);
+    ds_gdpr_erase_report_free(report);
     ds_connection_free(sc);
     ds_team_free(team);
     ds_team_free(team2);

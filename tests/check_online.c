@@ -614,7 +614,7 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
 END_TEST
 
 /* Retention purge of soft-deleted users with many rows each, in the
- * batches ds_purge_soft_deleted() takes per call, under the probes (which
+ * batches ds_gdpr_purge_deleted_users() takes per call, under the probes (which
  * use the other users). */
 START_TEST(test_online_purge_under_probes) {
     char *url = dt_migrated_db("onl_purge");
@@ -637,7 +637,7 @@ START_TEST(test_online_purge_under_probes) {
     bool more = true;
     int calls = 0;
     while (more && calls < 1000) {
-        ds_status st = ds_purge_soft_deleted(pool, NULL, INT64_MAX, &purged,
+        ds_status st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &purged,
                                              &more, &err);
         ck_assert_ds_ok(st, err);
         total += purged;

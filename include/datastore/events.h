@@ -6,7 +6,7 @@
  *   st = ds_event_record_batch(pool, ev, 2, &err);
  *
  * Events have no foreign key to users (a key lookup per row would cap the
- * insert rate); ds_user_erase() deletes a user's events explicitly.
+ * insert rate); ds_gdpr_erase_user() deletes a user's events explicitly.
  * A batch is one COPY statement: all rows or none. Bad input anywhere in a
  * batch (detected while streaming) aborts the COPY, so nothing is written.
  *

@@ -2,14 +2,14 @@
  * datastore/gdpr.h — erasure of a user's data (GDPR art. 17) and the
  * retention purge of soft-deleted users.
  *
- *   ds_erase_report *rep;
- *   st = ds_user_erase(pool, redis, user_id, &rep, &err);
+ *   ds_gdpr_erase_report *rep;
+ *   st = ds_gdpr_erase_user(pool, redis, user_id, &rep, &err);
  *   printf("%lld messages, %lld events, %lld redis keys\n",
  *          (long long)rep->messages, (long long)rep->analytics_events,
  *          (long long)rep->redis_keys);
- *   ds_erase_report_free(rep);
+ *   ds_gdpr_erase_report_free(rep);
  *
- * ds_user_erase() hard-deletes every row of the user in every table (the
+ * ds_gdpr_erase_user() hard-deletes every row of the user in every table (the
  * user, profile, auth sessions, conversations and their messages, service
  * connections, AI teams, per-user settings, memory facts and analytics
  * events, which have no foreign key) in ONE statement, so it is all or
@@ -34,7 +34,7 @@ extern "C" {
 
 /* Rows deleted per table (allocated by the library; fields may be
  * appended). */
-typedef struct ds_erase_report {
+typedef struct ds_gdpr_erase_report {
     int64_t users;
     int64_t profiles;
     int64_t auth_sessions;
@@ -47,26 +47,26 @@ typedef struct ds_erase_report {
     int64_t analytics_events;
     int64_t redis_keys;  /* keys removed; 0 without a Redis handle        */
     bool redis_erased;   /* true when Redis was asked and answered        */
-} ds_erase_report;
+} ds_gdpr_erase_report;
 
 /* Frees a report. NULL is a no-op. */
-DS_EXPORT void ds_erase_report_free(ds_erase_report *report);
+DS_EXPORT void ds_gdpr_erase_report_free(ds_gdpr_erase_report *report);
 
 /*
  * Erases everything of `user_id` (see above). `redis` may be NULL.
  * *out (may be NULL) receives the counts, freed with
- * ds_erase_report_free(). Errors: DS_ERR_INVALID (NULL pool, user_id below
+ * ds_gdpr_erase_report_free(). Errors: DS_ERR_INVALID (NULL pool, user_id below
  * 1), DS_ERR_NOMEM, the pool's errors (nothing was deleted), DS_ERR_REDIS
  * (the database part is committed and *out filled; call again to finish
  * Redis).
  */
-DS_EXPORT DS_NODISCARD ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
+DS_EXPORT DS_NODISCARD ds_status ds_gdpr_erase_user(ds_pool *pool, ds_redis *redis,
                                                int64_t user_id,
-                                               ds_erase_report **out,
+                                               ds_gdpr_erase_report **out,
                                                ds_error *err);
 
 /*
- * Retention: erases every user soft-deleted before `older_than` (epoch
+ * Retention: erases every user soft-deleted before `deleted_before` (a time: epoch
  * microseconds; INT64_MIN: none, INT64_MAX: all), with all their rows (analytics events included) and,
  * given a Redis handle, their Redis keys. `purged` (may be NULL) receives
  * the number of users erased. At most repo_max_batch users per call;
@@ -76,9 +76,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
  * DS_ERR_REDIS (the *purged users are erased from the database, but not
  * all of their Redis keys).
  */
-DS_EXPORT DS_NODISCARD ds_status ds_purge_soft_deleted(ds_pool *pool,
+DS_EXPORT DS_NODISCARD ds_status ds_gdpr_purge_deleted_users(ds_pool *pool,
                                                        ds_redis *redis,
-                                                       int64_t older_than,
+                                                       int64_t deleted_before,
                                                        int64_t *purged,
                                                        bool *more,
                                                        ds_error *err);

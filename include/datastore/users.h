@@ -114,7 +114,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_get_by_email(ds_pool *pool,
  * be NULL; free with ds_user_free()). DS_ERR_NOT_FOUND for an unknown or
  * soft-deleted user.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_profile_update(
+DS_EXPORT DS_NODISCARD ds_status ds_user_update_profile(
     ds_pool *pool, int64_t user_id, const ds_profile_fields *fields,
     ds_user **out, ds_error *err);
 
@@ -127,7 +127,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_set_status(ds_pool *pool,
 
 /*
  * Soft delete: the user disappears from get and list (and is purged by
- * ds_purge_soft_deleted() later) but keeps every row and the email.
+ * ds_gdpr_purge_deleted_users() later) but keeps every row and the email.
  * Every reader sees it: users.status becomes 'deleted' (the status before
  * is kept in status_before_delete for a restore), so filtering on status
  * alone leaves the user out; a trigger keeps status and deleted_at together

@@ -58,19 +58,19 @@ size_t ds__stmts_gdpr(const ds__stmt_def **defs) {
     return sizeof stmts / sizeof stmts[0];
 }
 
-DS_EXPORT void ds_erase_report_free(ds_erase_report *report) {
+DS_EXPORT void ds_gdpr_erase_report_free(ds_gdpr_erase_report *report) {
     ds__free(report);
 }
 
-DS_EXPORT ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
-                                  int64_t user_id, ds_erase_report **out,
+DS_EXPORT ds_status ds_gdpr_erase_user(ds_pool *pool, ds_redis *redis,
+                                  int64_t user_id, ds_gdpr_erase_report **out,
                                   ds_error *err) {
     DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    ds_erase_report *rep = ds__calloc(1, sizeof *rep);
+    ds_gdpr_erase_report *rep = ds__calloc(1, sizeof *rep);
     if (!rep)
         return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
     ds__bind b;
@@ -111,8 +111,8 @@ DS_EXPORT ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
     return st;
 }
 
-DS_EXPORT ds_status ds_purge_soft_deleted(ds_pool *pool, ds_redis *redis,
-                                          int64_t older_than, int64_t *purged,
+DS_EXPORT ds_status ds_gdpr_purge_deleted_users(ds_pool *pool, ds_redis *redis,
+                                          int64_t deleted_before, int64_t *purged,
                                           bool *more, ds_error *err) {
     DS_REPO_ERR(err);
     if (purged)
@@ -122,7 +122,7 @@ DS_EXPORT ds_status ds_purge_soft_deleted(ds_pool *pool, ds_redis *redis,
     DS_CHECK_ARG(err, pool, "pool is NULL");
     ds__bind b;
     ds__bind_init(&b);
-    ds__bind_ts(&b, older_than);
+    ds__bind_ts(&b, deleted_before);
     ds__bind_int64(&b, ds__repo_max_batch(pool));
     PGresult *r = ds__repo_exec(pool, false, &stmts[S_PURGE], &b, err);
     if (!r)

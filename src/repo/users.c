@@ -261,7 +261,7 @@ DS_EXPORT ds_status ds_user_get_by_email(ds_pool *pool, const char *email,
                    "user with this email", out, err);
 }
 
-DS_EXPORT ds_status ds_profile_update(ds_pool *pool, int64_t user_id,
+DS_EXPORT ds_status ds_user_update_profile(ds_pool *pool, int64_t user_id,
                                       const ds_profile_fields *fields,
                                       ds_user **out, ds_error *err) {
     DS_REPO_ERR(err);
