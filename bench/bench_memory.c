@@ -217,7 +217,7 @@ static ds_config *config_for(const char *url, const char *backend) {
 static char *fingerprint_of(ds_pool *pool) {
     ds_result *res;
     ds_error err = {0};
-    if (ds_pool_exec(pool, "SELECT string_agg(version::text, ',' ORDER BY "
+    if (ds_sql_exec_pool(pool, "SELECT string_agg(version::text, ',' ORDER BY "
                            "version) FROM ds_schema_migrations",
                      NULL, 0, &res, &err) != DS_OK)
         return NULL;

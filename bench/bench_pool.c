@@ -40,7 +40,7 @@ static bool op_pool_select1(void *p) {
         fprintf(stderr, "acquire: %s\n", err.message);
         return false;
     }
-    ds_status st = ds_exec(conn, "SELECT 1", NULL, 0, NULL, &err);
+    ds_status st = ds_sql_exec(conn, "SELECT 1", NULL, 0, NULL, &err);
     ds_pool_release(conn);
     if (st != DS_OK)
         fprintf(stderr, "exec: %s\n", err.message);

@@ -18,7 +18,7 @@ static ds_status load_user_stats(void *ud, const char *key, json_t **out,
     ds_pool *pool = ud;
     ds_param params[] = {ds_param_text(key)};
     ds_result *res = NULL;
-    ds_status st = ds_pool_exec(pool,
+    ds_status st = ds_sql_exec_pool(pool,
                                 "SELECT json_build_object('key', $1::text, "
                                 "'users', (SELECT count(*) FROM users), "
                                 "'loaded_at', now())",

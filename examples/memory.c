@@ -103,7 +103,7 @@ int main(void) {
     snprintf(email, sizeof email, "memory-example-%ld-%ld@example.org",
              (long)getpid(), (long)time(NULL));
     ds_param p[] = {ds_param_text(email)};
-    if (ds_pool_exec(pool, "INSERT INTO users (email) VALUES ($1) RETURNING id",
+    if (ds_sql_exec_pool(pool, "INSERT INTO users (email) VALUES ($1) RETURNING id",
                      p, 1, &res, &err) != DS_OK ||
         ds_result_int64(res, 0, 0, &user_id, &err) != DS_OK)
         goto fail;
@@ -159,7 +159,7 @@ cleanup:
     ds_result_free(res);
     if (user_id) { /* deleting the user deletes its facts */
         ds_param del[] = {ds_param_int64(user_id)};
-        if (ds_pool_exec(pool, "DELETE FROM users WHERE id = $1", del, 1,
+        if (ds_sql_exec_pool(pool, "DELETE FROM users WHERE id = $1", del, 1,
                          NULL, &err) != DS_OK) {
             fprintf(stderr, "memory: cleanup: %s\n", err.message);
             rc = 1;

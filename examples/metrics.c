@@ -15,7 +15,7 @@ static ds_status load_answer(void *ud, const char *key, json_t **out,
                              ds_error *err) {
     (void)key;
     ds_result *res = NULL;
-    ds_status st = ds_pool_exec(ud, "SELECT json_build_object('answer', 42)",
+    ds_status st = ds_sql_exec_pool(ud, "SELECT json_build_object('answer', 42)",
                                 NULL, 0, &res, err);
     if (st == DS_OK)
         st = ds_result_json(res, 0, 0, out, err);

@@ -611,7 +611,7 @@ static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool inse
     ds_error err = {0};
     ds_status st;
     if (insert) {
-        st = ds_pool_exec(pool,
+        st = ds_sql_exec_pool(pool,
                           "INSERT INTO service_connections (user_id, provider, "
                           "external_account_id, access_token_enc, refresh_token_enc, "
                           "key_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -620,7 +620,7 @@ static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool inse
         st = ds_result_int64(res, 0, 0, &r->id, &err);
         ck_assert_ds_ok(st, err);
     } else {
-        st = ds_pool_exec(pool,
+        st = ds_sql_exec_pool(pool,
                           "UPDATE service_connections SET access_token_enc = $4, "
                           "refresh_token_enc = $5, key_id = $6 WHERE id = $7 "
                           "AND user_id = $1 AND provider = $2 AND external_account_id = $3",
@@ -664,7 +664,7 @@ static int verify_connections(ds_pool *pool, ds_crypto *c, const conn_row *rows,
                               int n, const char *kid) {
     ds_result *res;
     ds_error err = {0};
-    ds_status st = ds_pool_exec(pool,
+    ds_status st = ds_sql_exec_pool(pool,
                                 "SELECT id, access_token_enc, refresh_token_enc, key_id "
                                 "FROM service_connections ORDER BY id",
                                 NULL, 0, &res, &err);
@@ -743,9 +743,9 @@ static void *holder_main(void *p) {
     ds_conn *conn;
     ds_error err = {0};
     ck_assert_ds_ok(ds_pool_acquire(pool, &conn, &err), err);
-    ck_assert_ds_ok(ds_exec(conn, "BEGIN", NULL, 0, NULL, &err), err);
+    ck_assert_ds_ok(ds_sql_exec(conn, "BEGIN", NULL, 0, NULL, &err), err);
     ds_param id = ds_param_int64(a->row->id);
-    ck_assert_ds_ok(ds_exec(conn, "SELECT 1 FROM service_connections WHERE id = $1 "
+    ck_assert_ds_ok(ds_sql_exec(conn, "SELECT 1 FROM service_connections WHERE id = $1 "
                                   "FOR UPDATE", &id, 1, NULL, &err), err);
     atomic_store(&a->locked, 1);
     /* hold it until rotation has gone past it (it skips locked rows):
@@ -768,9 +768,9 @@ static void *holder_main(void *p) {
     uint8_t *env = seal(a->old_ring, &at.access, a->row->access, &len);
     ds_param p2[] = {ds_param_bytea(env, len), ds_param_text(ds_crypto_active_key_id(a->old_ring)),
                      ds_param_int64(a->row->id)};
-    ck_assert_ds_ok(ds_exec(conn, "UPDATE service_connections SET access_token_enc = $1, "
+    ck_assert_ds_ok(ds_sql_exec(conn, "UPDATE service_connections SET access_token_enc = $1, "
                                   "key_id = $2 WHERE id = $3", p2, 3, NULL, &err), err);
-    ck_assert_ds_ok(ds_exec(conn, "COMMIT", NULL, 0, NULL, &err), err);
+    ck_assert_ds_ok(ds_sql_exec(conn, "COMMIT", NULL, 0, NULL, &err), err);
     ds_free(env);
     ds_pool_release(conn);
     ds_pool_close(pool);
@@ -915,7 +915,7 @@ START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
     ds_result *res;
     ds_error err = {0};
     ds_param id = ds_param_int64(rows[0].id);
-    ck_assert_ds_ok(ds_pool_exec(d.pool, "SELECT access_token_enc, refresh_token_enc "
+    ck_assert_ds_ok(ds_sql_exec_pool(d.pool, "SELECT access_token_enc, refresh_token_enc "
                                        "FROM service_connections WHERE id = $1",
                                  &id, 1, &res, &err), err);
     row_places at;

@@ -213,7 +213,7 @@ START_TEST(test_json_postgres_readers_match_decimal_literals) {
     /* through the raw SQL escape hatch (text jsonb parameter) */
     ds_param p[] = {ds_param_jsonb(v)};
     ds_result *res = NULL;
-    st = ds_pool_exec(pool,
+    st = ds_sql_exec_pool(pool,
                       "SELECT ($1::jsonb @> '{\"temp\":0.7}')::text, "
                       "$1::jsonb->>'temp', $1::jsonb->>'eps'",
                       p, 1, &res, &err);

@@ -25,7 +25,7 @@ START_TEST(test_metrics_render_matches_stats) {
     ds_error err = {0};
     for (int i = 0; i < 5; i++) {
         ds_result *res = NULL;
-        ck_assert_ds_ok(ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, &err), err);
+        ck_assert_ds_ok(ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, &err), err);
         ds_result_free(res);
     }
     ds_conn *held;
@@ -126,16 +126,16 @@ START_TEST(test_statement_hook_reports_time_rows_and_errors_not_parameters) {
 
     ds_param p[] = {ds_param_text("secret-parameter-value")};
     ds_result *res = NULL;
-    ck_assert_ds_ok(ds_pool_exec(pool, "SELECT x FROM dt_hook WHERE $1 <> ''", p, 1,
+    ck_assert_ds_ok(ds_sql_exec_pool(pool, "SELECT x FROM dt_hook WHERE $1 <> ''", p, 1,
                                  &res, &err), err);
     ds_result_free(res);
-    ck_assert_ds_ok(ds_pool_exec(pool, "UPDATE dt_hook SET x = x + 1 WHERE x <= 3",
+    ck_assert_ds_ok(ds_sql_exec_pool(pool, "UPDATE dt_hook SET x = x + 1 WHERE x <= 3",
                                  NULL, 0, NULL, &err), err);
     ds_error div_err = {0};
-    st = ds_pool_exec(pool, "SELECT 1 / 0", NULL, 0, NULL, &div_err);
+    st = ds_sql_exec_pool(pool, "SELECT 1 / 0", NULL, 0, NULL, &div_err);
     ck_assert_int_ne(st, DS_OK);
     /* without an error out-param the hook still learns the outcome */
-    ck_assert_int_ne(ds_pool_exec(pool, "SELECT 2 / 0", NULL, 0, NULL, NULL), DS_OK);
+    ck_assert_int_ne(ds_sql_exec_pool(pool, "SELECT 2 / 0", NULL, 0, NULL, NULL), DS_OK);
     int before_repo = rec.n;
     ds_user *user = NULL;
     ck_assert_ds_ok(ds_user_create(pool, "hook@example.com", NULL, &user, &err), err);

@@ -811,7 +811,7 @@ START_TEST(test_migrate_failure_rolls_back_and_names_line) {
 
     /* The d.pool's connections are healthy afterwards. */
     ds_result *res = NULL;
-    st = ds_pool_exec(d.pool, "SELECT 1", NULL, 0, &res, &err);
+    st = ds_sql_exec_pool(d.pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     ds_result_free(res);
     small_db_close(&d);
@@ -972,7 +972,7 @@ START_TEST(test_migrate_not_cut_by_statement_timeout) {
     st = ds_pool_open(cfg, &pool, &err);
     ck_assert_ds_ok(st, err);
     ds_config_free(cfg);
-    st = ds_pool_exec(pool, "SELECT pg_sleep(0.5)", NULL, 0, NULL, &err);
+    st = ds_sql_exec_pool(pool, "SELECT pg_sleep(0.5)", NULL, 0, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_TIMEOUT, err); /* applies to queries */
     ds_migrate_options opts = dir_options(dir);
     st = ds_migrate_up(pool, &opts, NULL, &err);
@@ -1536,7 +1536,7 @@ START_TEST(test_migrate_schema_check_passes_on_migrated_db) {
     ck_assert_ds_ok(st, err);
     /* Nothing is left prepared. */
     ds_result *res = NULL;
-    st = ds_pool_exec(pool, "SELECT count(*)::int8 FROM pg_prepared_statements",
+    st = ds_sql_exec_pool(pool, "SELECT count(*)::int8 FROM pg_prepared_statements",
                       NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     int64_t prepared = -1;
@@ -1610,7 +1610,7 @@ START_TEST(test_migrate_schema_check_catches_altered_column) {
 
     /* The connection is fine afterwards. */
     ds_result *res = NULL;
-    st = ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, &err);
+    st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     ds_result_free(res);
     ds_pool_close(pool);

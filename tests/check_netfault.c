@@ -42,7 +42,7 @@ static ds_status open_pool(const char *url, const char *extra, ds_pool **out,
 
 static ds_status query_one(ds_pool *pool, ds_error *err) {
     ds_result *res = NULL;
-    ds_status st = ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, err);
+    ds_status st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, err);
     ds_result_free(res);
     return st;
 }

@@ -735,7 +735,7 @@ START_TEST(test_session_dump_reveals_no_token) {
                             ds_param_text(account), ds_param_text("read write"),
                             ds_param_bytea(aenv, alen), ds_param_bytea(renv, rlen),
                             ds_param_text(ds_crypto_active_key_id(ring1))};
-            ck_assert_ds_ok(ds_pool_exec(pool,
+            ck_assert_ds_ok(ds_sql_exec_pool(pool,
                 "INSERT INTO service_connections (user_id, provider, external_account_id, "
                 "scopes, access_token_enc, refresh_token_enc, key_id, token_expires_at) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, now() + interval '1 hour')",

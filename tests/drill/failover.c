@@ -221,7 +221,7 @@ int main(void) {
     /* Verify on the primary of now: per key, how many rows. */
     ds_param p[] = {ds_param_int64(conversation_id)};
     ds_result *res = NULL;
-    RETRYING(ds_pool_exec(pool,
+    RETRYING(ds_sql_exec_pool(pool,
                           "SELECT idempotency_key, count(*) FROM messages "
                           "WHERE conversation_id = $1 GROUP BY 1",
                           p, 1, &res, &err));
