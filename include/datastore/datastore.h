@@ -10,6 +10,7 @@
 #include "core.h"
 #include "config.h"
 #include "pool.h"
+#include "tx.h"
 #include "migrate.h"
 #include "sql.h"
 #include "crypto.h"

@@ -17,6 +17,7 @@
 
 #include "core/growable.h"
 #include "crypto/crypto_internal.h"
+#include "datastore/tx.h"
 #include "pool/stmt.h"
 
 #define ROTATE_DEFAULT_BATCH 200

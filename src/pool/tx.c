@@ -5,6 +5,7 @@
 
 #define DS_POOL_SOURCE /* this file may see the pool's structures */
 #include "core/growable.h"
+#include "datastore/tx.h"
 #include "pool/pool_internal.h"
 
 static const char *isolation_sql(ds_isolation iso) {
