@@ -22,6 +22,7 @@
 #include "queue.h"
 #include "users.h"
 #include "conversations.h"
+#include "messages.h"
 #include "teams.h"
 #include "settings.h"
 #include "events.h"

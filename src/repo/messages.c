@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "core/growable.h"
-#include "datastore/conversations.h"
+#include "datastore/messages.h"
 #include "repo/repo_internal.h"
 
 #define MSG_TYPES                                                              \
