@@ -111,7 +111,9 @@ typedef enum ds_status {
 #define DS_NONE (-1)
 
 #ifdef __cplusplus
-#define DS_SIZED_INIT(type) {sizeof(type)}
+/* C++11 has no designated initialisers: a value-initialised (all zero)
+ * struct with its size set (ds_sized_init, defined below). */
+#define DS_SIZED_INIT(type) (ds_sized_init<type>())
 #else
 #define DS_SIZED_INIT(type) {.size = sizeof(type)}
 #endif
@@ -187,6 +189,13 @@ DS_EXPORT void ds_set_log_fn(ds_log_fn fn, void *ud, ds_log_level min_level);
 DS_EXPORT const char *ds_log_level_str(ds_log_level level);
 
 #ifdef __cplusplus
+}
+
+/* DS_SIZED_INIT in C++ (outside extern "C": a template). */
+template <typename T> inline T ds_sized_init() {
+    T v = T();
+    v.size = sizeof(T);
+    return v;
 }
 #endif
 #endif /* DATASTORE_CORE_H */
