@@ -632,7 +632,7 @@ START_TEST(test_cache_survives_redis_down) {
     atomic_int calls = 0;
     loader_ctx l = {&calls, NULL, 0, DS_OK};
     json_decref(get_ok(c, "k", &l));
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     for (int i = 0; i < 3; i++) {
         json_t *v = get_ok(c, "k", &l); /* straight from the loader */
         ck_assert_int_eq(n_of(v), 2 + i);
@@ -646,8 +646,7 @@ START_TEST(test_cache_survives_redis_down) {
     ds_error err = {0};
     ck_assert_ds_status(ds_cache_get(c, "k", &v, &err), DS_ERR_REDIS, err);
     ck_assert(ds_error_is_retryable(&err));
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     v = get_ok(c, "k", &l); /* empty after the restart: loaded and stored */
     ck_assert_int_eq(n_of(v), 5);
     json_decref(v);

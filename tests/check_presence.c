@@ -567,7 +567,7 @@ END_TEST
 START_TEST(test_presence_subscribe_fails_without_redis) {
     ds_redis *r = dt_redis("presence");
     ds_presence *p = open_presence(r, 0, 0);
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     ds_presence_subscription *sub = (ds_presence_subscription *)1;
     ds_error err = {0};
     int64_t convs[] = {1};
@@ -577,8 +577,7 @@ START_TEST(test_presence_subscribe_fails_without_redis) {
     ck_assert(ds_error_is_retryable(&err));
     st = ds_presence_set_online(p, 1, 1, &err);
     ck_assert_ds_status(st, DS_ERR_REDIS, err);
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     ok(ds_presence_set_online(p, 1, 1, &err), &err);
     dt_redis_flush_prefix(r);
     ds_presence_close(p);

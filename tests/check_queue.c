@@ -445,7 +445,7 @@ START_TEST(test_queue_resumes_after_restart) {
     ck_assert_str_eq(j1->id, ids[1]);
     /* persist what Redis holds now (production: AOF or RDB snapshots) */
     freeReplyObject(dt_rcmd(r, "SAVE"));
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     ds_error err = {0};
     ds_queue_job *none;
     ck_assert_ds_status(ds_queue_reserve(q, 0, &none, &err), DS_ERR_REDIS, err);
@@ -457,8 +457,7 @@ START_TEST(test_queue_resumes_after_restart) {
     json_decref(p);
     ck_assert_ds_status(ds_queue_ack(q, j1, &err), DS_ERR_REDIS, err);
     ck_assert(ds_error_is_retryable(&err));
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     /* the in-flight job is still ours to complete; the acknowledged one
      * never comes back */
     ack_ok(q, j1);

@@ -465,7 +465,7 @@ START_TEST(test_ratelimit_policy_when_redis_down) {
                                    60000, 0, DS_RATELIMIT_FAIL_CLOSED);
     ck_assert(check(open, "k").allowed);
     ck_assert(check(closed, "k").allowed);
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
     ds_error err = {0};
     for (int i = 0; i < 5; i++) {
@@ -490,8 +490,7 @@ START_TEST(test_ratelimit_policy_when_redis_down) {
     ck_assert_ds_ok(ds_ratelimit_stats_get(closed, &s, &err), err);
     ck_assert_uint_eq(s.degraded, 6);
     ck_assert_uint_eq(s.denied, 6);
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     /* a restarted server (empty, scripts unloaded) answers again */
     res = check(open, "k");
     ck_assert(res.allowed);

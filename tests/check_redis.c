@@ -527,7 +527,7 @@ START_TEST(test_redis_reconnects_after_restart) {
     ds_redis *r = dt_redis("restart");
     ds_error err = {0};
     ck_assert_ds_ok(ds_redis_ping(r, &err), err);
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     ds_status st = ds_redis_ping(r, &err);
     ck_assert_ds_status(st, DS_ERR_REDIS, err);
     ck_assert(ds_error_is_retryable(&err));
@@ -551,8 +551,7 @@ START_TEST(test_redis_reconnects_after_restart) {
     ck_assert_uint_le(after.connect_failures - down.connect_failures, 3);
     ck_assert_int_ge(unreachable, 17);
     ck_assert_uint_eq(after.connects, down.connects);
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     char *key = ds__redis_key(r, NULL, "after");
     freeReplyObject(dt_rcmd(r, "SET %s 1 PX 10000", key));
     ds__free(key);
