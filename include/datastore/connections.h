@@ -86,7 +86,7 @@ typedef struct ds_connection_new {
 /* Keyset cursor for ds_connection_list_for_user(): connections after
  * (after_provider, after_account) in (provider, external_account_id)
  * order. Start with {0} (both NULL: the first page); continue with the
- * list's `next`. */
+ * list's `next`. A fixed value (docs/abi.md): it never grows. */
 typedef struct ds_connection_cursor {
     const char *after_provider;
     const char *after_account;

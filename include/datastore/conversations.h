@@ -82,7 +82,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_conversation_count(ds_pool *pool,
                                                        ds_error *err);
 
 /* Keyset cursor for activity order: rows strictly after (updated_at, id)
- * in descending order. Start with {0, 0}. */
+ * in descending order. Start with {0, 0}. A fixed value (docs/abi.md):
+ * it never grows. */
 typedef struct ds_conversation_cursor {
     int64_t updated_at;
     int64_t id;

@@ -111,7 +111,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_message_append(ds_pool *pool,
 
 /* Keyset cursor: ids strictly below `before_id` and above `after_id`
  * (0: no bound). It is a range, valid in either order; a bound may be a
- * deleted message, but not a message of another conversation. */
+ * deleted message, but not a message of another conversation. A fixed
+ * value (docs/abi.md): it never grows. */
 typedef struct ds_message_cursor {
     int64_t before_id;
     int64_t after_id;

@@ -126,6 +126,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_pool_acquire_read(ds_pool *pool,
  *
  * A token is a plain value: copy it, keep it in a session, send it to
  * another process of the same cluster. A zeroed token asks for nothing.
+ * A fixed value (docs/abi.md): it never grows.
  */
 typedef struct ds_read_token {
     uint64_t lsn; /* a WAL position (pg_lsn as a number); 0: none */

@@ -48,6 +48,8 @@ typedef enum ds_param_type {
     DS_PARAM_UNTYPED      /* text whose type the server infers ($1::uuid)  */
 } ds_param_type;
 
+/* One statement parameter, built with the ds_param_*() constructors. A
+ * fixed value (docs/abi.md): it never grows (arrays of it are passed). */
 typedef struct ds_param {
     ds_param_type type;
     union {

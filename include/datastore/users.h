@@ -145,7 +145,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_restore(ds_pool *pool,
                                                  ds_error *err);
 
 /* Keyset cursor for ds_user_list_page(): users with id > after_id. Start
- * with {0}; continue with the list's `next`. */
+ * with {0}; continue with the list's `next`. A fixed value (docs/abi.md):
+ * it never grows. */
 typedef struct ds_user_cursor {
     int64_t after_id;
 } ds_user_cursor;
