@@ -518,6 +518,7 @@ static void setup_data(void) {
     static json_t *props;
     props = json_pack("{s:s, s:i}", "page", "/chat", "ms", 120);
     for (int i = 0; i < EVENTS; i++) {
+        events[i].size = sizeof events[i];
         events[i].user_id = user_ids[i % NUSERS];
         events[i].name = i % 3 ? "message_sent" : "page_view";
         events[i].properties = props;

@@ -138,7 +138,7 @@ static ds_status prepare(app *a, const char *handoff_path, ds_error *err) {
         st = ds_message_append(a->pool, conv_id, &m, NULL, err);
     json_decref(meta);
     json_t *props = json_pack("{s:f, s:I}", "score", 0.1, "n", (json_int_t)BIG_ID);
-    ds_event ev = {uid, "interop_prepared", props, 0};
+    ds_event ev = {sizeof(ds_event), uid, "interop_prepared", props, 0};
     if (st == DS_OK)
         st = ds_event_record(a->pool, &ev, err);
     json_decref(props);

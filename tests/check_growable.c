@@ -259,6 +259,17 @@ START_TEST(test_growable_repository_inputs_check_their_size) {
     batch[1].size = sizeof batch[1];
     ck_assert_ds_ok(ds_message_append_batch(pool, c->id, batch, 2, NULL, &err), err);
     ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM messages"), 3);
+    ds_event ev = DS_EVENT_INIT;
+    ev.name = "growable";
+    CHECK_SIZES(ds_event, ev, ds_event_record(pool, &ev, &e_), DS_OK);
+    ds_event evs[2] = {DS_EVENT_INIT, DS_EVENT_INIT};
+    evs[0].name = evs[1].name = "batch";
+    evs[0].size = 0;
+    ck_assert_ds_status(ds_event_record_batch(pool, evs, 2, &err), DS_ERR_INVALID, err);
+    ck_assert_ptr_nonnull(strstr(err.message, "ds_event.size is 0"));
+    evs[0].size = sizeof evs[0];
+    ck_assert_ds_ok(ds_event_record_batch(pool, evs, 2, &err), err);
+    ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM analytics_events"), 3);
     ds_conversation_free(c);
     ds_user_free(u);
     ds_pool_close(pool);

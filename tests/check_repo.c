@@ -50,7 +50,7 @@ START_TEST(test_repo_times_at_the_edges) {
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ds_crypto_close(crypto);
 
-    ds_event ev[2] = {{uid, "ok", NULL, 0}, {uid, "too_early", NULL, INT64_MIN + 1}};
+    ds_event ev[2] = {{sizeof(ds_event), uid, "ok", NULL, 0}, {sizeof(ds_event), uid, "too_early", NULL, INT64_MIN + 1}};
     st = ds_event_record(pool, &ev[1], &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     st = ds_event_record_batch(pool, ev, 2, &err);
@@ -155,7 +155,7 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     json_decref(v);
 
     ck_assert_int_eq(ds_event_record(pool, NULL, &err), DS_ERR_INVALID);
-    ds_event ev = {-1, "x", NULL, 0};
+    ds_event ev = {sizeof(ds_event), -1, "x", NULL, 0};
     ck_assert_int_eq(ds_event_record(pool, &ev, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_event_record_batch(pool, NULL, 1, &err), DS_ERR_INVALID);
 

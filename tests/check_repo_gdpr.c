@@ -54,7 +54,7 @@ static void populate(int64_t uid, ds_crypto *crypto, int n) {
         ds_connection_new c = {sizeof(ds_connection_new), uid, "github", acct, NULL, "tok", 0, NULL, 0, 0};
         st = ds_connection_upsert(pool, crypto, &c, NULL, &err);
         ck_assert_ds_ok(st, err);
-        ds_event ev = {uid, "e", NULL, 0};
+        ds_event ev = {sizeof(ds_event), uid, "e", NULL, 0};
         st = ds_event_record(pool, &ev, &err);
         ck_assert_ds_ok(st, err);
         /* sessions and memory facts are other modules' repositories:

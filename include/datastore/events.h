@@ -28,13 +28,16 @@
 extern "C" {
 #endif
 
+/* An event to record. */
 typedef struct ds_event {
+    size_t size; /* growable, caller-allocated: set by DS_EVENT_INIT */
     int64_t user_id;          /* 0: anonymous                               */
     const char *name;
     const json_t *properties; /* object or NULL                             */
     int64_t occurred_at;      /* epoch microseconds; 0: now (server time for
                                  one event, this process's clock in a batch) */
 } ds_event;
+#define DS_EVENT_INIT DS_SIZED_INIT(ds_event)
 
 /* Records one event (one INSERT); `event` is borrowed for the call.
  * Errors: DS_ERR_INVALID (NULL pool or event, a negative user_id, a bad
