@@ -167,7 +167,7 @@ static bool op_raw_get(void *p) {
 static void bench_cache_hit(const char *url, int threads, int rounds,
                             double side) {
     ds_redis *r = open_redis(url, threads);
-    ds_cache_options o;
+    ds_cache_options o = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&o);
     o.name = "bench";
     o.ttl_ms = 3600000;
@@ -203,7 +203,7 @@ static void bench_cache_hit(const char *url, int threads, int rounds,
     snprintf(extra, sizeof extra,
              "value_bytes=%zu baseline_p50_us=%.1f baseline_p99_us=%.1f",
              value_bytes, b.p50_us, b.p99_us);
-    ds_cache_stats s;
+    ds_cache_stats s = DS_CACHE_STATS_INIT;
     if (ds_cache_stats_get(cache, &s, NULL) == DS_OK && s.loads != 1)
         fprintf(stderr, "bench_cache: unexpected loads: %llu\n",
                 (unsigned long long)s.loads);
@@ -224,7 +224,7 @@ typedef struct {
 
 static bool op_ratelimit(void *p) {
     rl_ctx *c = p;
-    ds_ratelimit_result res;
+    ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
     ds_error err;
     if (ds_ratelimit_check(c->rl, "user:42", &res, &err) != DS_OK ||
         res.degraded || !res.allowed) {
@@ -265,7 +265,7 @@ static bool op_raw_fixed_window(void *p) {
 
 static void bench_ratelimit(const char *url, int rounds, double side) {
     ds_redis *r = open_redis(url, 1);
-    ds_ratelimit_options o = {"bench", DS_RATELIMIT_GCRA, 1000000000, 1000, 0,
+    ds_ratelimit_options o = {sizeof(ds_ratelimit_options), "bench", DS_RATELIMIT_GCRA, 1000000000, 1000, 0,
                               DS_RATELIMIT_FAIL_CLOSED};
     ds_ratelimit *rl;
     ds_error err = {0};
@@ -323,7 +323,7 @@ static bool op_ratelimit_sliding(void *p) {
     rl_sliding_ctx *c = p;
     char key[32];
     snprintf(key, sizeof key, "user:%u", c->n++ % SLIDING_USERS);
-    ds_ratelimit_result res;
+    ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
     ds_error err;
     if (ds_ratelimit_check(c->rl, key, &res, &err) != DS_OK || res.degraded) {
         fprintf(stderr, "ratelimit sliding: %s\n", res.degraded ? "degraded" : err.message);
@@ -356,7 +356,7 @@ static bool op_raw_sliding(void *p) {
 
 static void bench_ratelimit_sliding(const char *url, int rounds, double side) {
     ds_redis *r = open_redis(url, 1);
-    ds_ratelimit_options o = {"benchsw", DS_RATELIMIT_SLIDING_WINDOW, 1000, 1000,
+    ds_ratelimit_options o = {sizeof(ds_ratelimit_options), "benchsw", DS_RATELIMIT_SLIDING_WINDOW, 1000, 1000,
                               0, DS_RATELIMIT_FAIL_CLOSED};
     ds_ratelimit *rl;
     ds_error err = {0};
@@ -473,7 +473,7 @@ static bool op_raw_queue(void *p) {
 
 static void bench_queue(const char *url, int rounds, double side) {
     ds_redis *r = open_redis(url, 1);
-    ds_queue_options o;
+    ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&o);
     o.name = "bench";
     ds_queue *q;

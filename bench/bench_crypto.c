@@ -51,7 +51,7 @@ typedef struct seal_ctx {
     size_t ad_len;
 } seal_ctx;
 
-static const ds_crypto_context place = {"service_connections", "access_token",
+static const ds_crypto_context place = {sizeof(ds_crypto_context), "service_connections", "access_token",
                                         123456, "google/109876543210987654321"};
 
 static bool op_ours_seal(void *p) {
@@ -409,7 +409,7 @@ int main(void) {
              "RETURNING id", (int)getpid());
     ds_result *res;
     int64_t uid;
-    if (ds_pool_exec(pool, email, NULL, 0, &res, &err) != DS_OK ||
+    if (ds_sql_exec_pool(pool, email, NULL, 0, &res, &err) != DS_OK ||
         ds_result_int64(res, 0, 0, &uid, &err) != DS_OK)
         die("user", err.message);
     ds_result_free(res);
@@ -421,8 +421,8 @@ int main(void) {
                  "SELECT %lld, decode(md5(random()::text) || md5(random()::text), 'hex'), "
                  "now() + interval '1 day' FROM generate_series(1, %d)",
                  (long long)uid, FILLER_SESSIONS);
-        if (ds_pool_exec(pool, sql, NULL, 0, NULL, &err) != DS_OK ||
-            ds_pool_exec(pool, "ANALYZE auth_sessions", NULL, 0, NULL, &err) != DS_OK)
+        if (ds_sql_exec_pool(pool, sql, NULL, 0, NULL, &err) != DS_OK ||
+            ds_sql_exec_pool(pool, "ANALYZE auth_sessions", NULL, 0, NULL, &err) != DS_OK)
             die("filler", err.message);
     }
     tokens t = {calloc(SESSIONS, sizeof *t.text), SESSIONS};
@@ -487,7 +487,7 @@ int main(void) {
             fprintf(stderr, "%s: clean-up: %s\n", PROGRAM, err.message);
     }
     ds_param p = ds_param_int64(uid);
-    if (ds_pool_exec(pool, "DELETE FROM users WHERE id = $1", &p, 1, NULL, &err) != DS_OK)
+    if (ds_sql_exec_pool(pool, "DELETE FROM users WHERE id = $1", &p, 1, NULL, &err) != DS_OK)
         fprintf(stderr, "%s: clean-up: %s\n", PROGRAM, err.message);
     ds_session_store_close(redis_store);
     ds_session_store_close(pg_store);

@@ -29,7 +29,7 @@
  *                              of the user's facts match) vs the same
  *                              brute force: the issue asks hybrid to stay
  *                              within 1.5x of the vector search.
- *   <backend>_add_many         ds_memory_add_many of 1,000 facts vs raw
+ *   <backend>_add_many         ds_memory_add_batch of 1,000 facts vs raw
  *                              libpq: one transaction of prepared INSERTs of
  *                              (user, content, vector) into a plain table of
  *                              the same vectors (no search structure).
@@ -217,7 +217,7 @@ static ds_config *config_for(const char *url, const char *backend) {
 static char *fingerprint_of(ds_pool *pool) {
     ds_result *res;
     ds_error err = {0};
-    if (ds_pool_exec(pool, "SELECT string_agg(version::text, ',' ORDER BY "
+    if (ds_sql_exec_pool(pool, "SELECT string_agg(version::text, ',' ORDER BY "
                            "version) FROM ds_schema_migrations",
                      NULL, 0, &res, &err) != DS_OK)
         return NULL;
@@ -310,13 +310,13 @@ static char *prepare_db(const char *admin_url, const char *backend,
             int k = start + i;
             snprintf(text[i], sizeof text[i], "fact %d of user %d", k + 1,
                      owner[k]);
-            batch[i] = (ds_memory_new_fact){.user_id = owner[k],
+            batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact), .user_id = owner[k],
                                             .content = text[i],
                                             .importance = 0.5,
                                             .embedding = vecs + (size_t)k * DIM,
                                             .dim = DIM};
         }
-        if (ds_memory_add_many(mem, batch, (size_t)n, ids, &err) != DS_OK)
+        if (ds_memory_add_batch(mem, batch, (size_t)n, ids, &err) != DS_OK)
             die_ds("add_many", &err);
         for (int i = 0; i < n; i++)
             if (ids[i] != start + i + 1)
@@ -325,7 +325,7 @@ static char *prepare_db(const char *admin_url, const char *backend,
     free(batch);
     free(text);
     free(ids);
-    fprintf(stderr, "%s: %s: %d facts added in %.1f s (ds_memory_add_many)\n",
+    fprintf(stderr, "%s: %s: %d facts added in %.1f s (ds_memory_add_batch)\n",
             PROGRAM, backend, total, (double)(bench_now_ns() - t0) / 1e9);
     PQclear(sql_or_die(c, "VACUUM ANALYZE memory_facts"));
     char *fp = fingerprint_of(pool);
@@ -570,7 +570,7 @@ static bool op_add(void *p) {
     insert_ctx *s = p;
     for (int i = 0; i < s->batch; i++) {
         int k = s->next++ % INSERT_POOL;
-        s->facts[i] = (ds_memory_new_fact){.user_id = s->user,
+        s->facts[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact), .user_id = s->user,
                                            .content = "inserted fact",
                                            .importance = 0.5,
                                            .embedding = s->v + (size_t)k * DIM,
@@ -579,7 +579,7 @@ static bool op_add(void *p) {
     ds_error err = {0};
     ds_status st = s->batch == 1
                        ? ds_memory_add(s->mem, s->facts, NULL, &err)
-                       : ds_memory_add_many(s->mem, s->facts,
+                       : ds_memory_add_batch(s->mem, s->facts,
                                             (size_t)s->batch, NULL, &err);
     if (st != DS_OK) {
         fprintf(stderr, "add: %s\n", err.message);

@@ -481,7 +481,7 @@ static void bench_online(PGconn *admin, const char *url, int rows) {
     probes_start(&ps, ours, 1000, rows / 10);
     int created = 0;
     t0 = bench_now_ns();
-    if (ds_migrate_maintain(pool, 6, &created, &err) != DS_OK)
+    if (ds_migrate_maintain(pool, NULL, 6, &created, &err) != DS_OK)
         die("maintain", err.message);
     double m_ms = (double)(bench_now_ns() - t0) / 1e6;
     double m_wait = probes_stop(&ps);

@@ -40,7 +40,7 @@ static bool op_pool_select1(void *p) {
         fprintf(stderr, "acquire: %s\n", err.message);
         return false;
     }
-    ds_status st = ds_exec(conn, "SELECT 1", NULL, 0, NULL, &err);
+    ds_status st = ds_sql_exec(conn, "SELECT 1", NULL, 0, NULL, &err);
     ds_pool_release(conn);
     if (st != DS_OK)
         fprintf(stderr, "exec: %s\n", err.message);
@@ -142,7 +142,7 @@ int main(void) {
                  rctx, &ours, &base);
         if (ours.failed || base.failed)
             return 1;
-        ds_pool_stats st;
+        ds_pool_stats st = DS_POOL_STATS_INIT;
         if (ds_pool_stats_get(pool, &st, NULL) != DS_OK)
             return 1;
         snprintf(extra, sizeof extra,

@@ -181,7 +181,7 @@ static bool raw_get_user(void *p) {
 
 static bool op_append(void *p) {
     tctx *t = p;
-    ds_message_new m = {DS_ROLE_ASSISTANT, content, 0, NULL, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_ASSISTANT, content, 0, NULL, NULL};
     ds_message *msg;
     ds_error err;
     if (ds_message_append(pool, t->conv, &m, &msg, &err) != DS_OK) {
@@ -294,6 +294,7 @@ static bool op_batch(void *p) {
     tctx *t = p;
     ds_message_new m[BATCH];
     for (int i = 0; i < BATCH; i++) {
+        m[i].size = sizeof m[i];
         m[i].role = i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER;
         m[i].content = content;
         m[i].content_len = 0;
@@ -489,7 +490,7 @@ static void setup_data(void) {
     char email[64];
     int64_t tag = (int64_t)bench_now_ns();
     json_t *prefs = json_pack("{s:s, s:b}", "theme", "dark", "beta", 1);
-    ds_profile_fields pf = {"Bench User", "en-GB", "Europe/Lisbon", prefs};
+    ds_profile_fields pf = {sizeof(ds_profile_fields), "Bench User", "en-GB", "Europe/Lisbon", prefs};
     for (int i = 0; i < NUSERS; i++) {
         ds_user *u;
         snprintf(email, sizeof email, "bench%lld.%d@example.com", (long long)tag, i);
@@ -517,6 +518,7 @@ static void setup_data(void) {
     static json_t *props;
     props = json_pack("{s:s, s:i}", "page", "/chat", "ms", 120);
     for (int i = 0; i < EVENTS; i++) {
+        events[i].size = sizeof events[i];
         events[i].user_id = user_ids[i % NUSERS];
         events[i].name = i % 3 ? "message_sent" : "page_view";
         events[i].properties = props;
@@ -611,7 +613,7 @@ typedef struct append_worker {
 
 static void *append_worker_run(void *p) {
     append_worker *w = p;
-    ds_message_new m = {DS_ROLE_USER, content, 0, NULL, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, content, 0, NULL, NULL};
     for (long i = 0; i < w->ops; i++) {
         ds_error err;
         int64_t conv = scale_conv[(w->index + i * MAXT) % SCALE_CONVS];
@@ -721,7 +723,7 @@ static void run_case(const char *name, int threads, bench_op_fn a, bench_op_fn b
         fprintf(stderr, "bench_repo: %s failed\n", name);
         exit(1);
     }
-    ds_pool_stats ps;
+    ds_pool_stats ps = DS_POOL_STATS_INIT;
     char more[256];
     if (ds_pool_stats_get(pool, &ps, NULL) != DS_OK)
         exit(1);

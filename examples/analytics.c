@@ -30,11 +30,12 @@ int main(void) {
         fprintf(stderr, "analytics: out of memory\n");
         goto fail;
     }
-    ds_event one = {0, "app_opened", props, 0}; /* anonymous, now */
+    ds_event one = {sizeof(ds_event), 0, "app_opened", props, 0}; /* anonymous, now */
     if (ds_event_record(pool, &one, &err) != DS_OK)
         goto fail;
 
     for (int i = 0; i < N; i++) {
+        events[i].size = sizeof events[i];
         events[i].user_id = 0;
         events[i].name = i % 4 ? "message_sent" : "search";
         events[i].properties = i % 10 ? NULL : props;

@@ -18,7 +18,7 @@ static ds_status load_user_stats(void *ud, const char *key, json_t **out,
     ds_pool *pool = ud;
     ds_param params[] = {ds_param_text(key)};
     ds_result *res = NULL;
-    ds_status st = ds_pool_exec(pool,
+    ds_status st = ds_sql_exec_pool(pool,
                                 "SELECT json_build_object('key', $1::text, "
                                 "'users', (SELECT count(*) FROM users), "
                                 "'loaded_at', now())",
@@ -44,7 +44,7 @@ int main(void) {
         ds_redis_open(cfg, &redis, &err) != DS_OK)
         goto fail;
 
-    ds_cache_options copts;
+    ds_cache_options copts = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&copts);
     copts.name = "example-stats";
     copts.schema_version = 1; /* bump when the JSON shape changes */
@@ -63,7 +63,7 @@ int main(void) {
         json_decref(value);
         value = NULL;
     }
-    ds_cache_stats cs;
+    ds_cache_stats cs = DS_CACHE_STATS_INIT;
     if (ds_cache_stats_get(cache, &cs, &err) != DS_OK)
         goto fail;
     printf("cache: %llu hit(s), %llu load(s), %llu redis error(s)\n",
@@ -74,7 +74,7 @@ int main(void) {
         goto fail;
 
     ds_ratelimit_options ropts = {
-        .name = "example-api",
+        .size = sizeof(ds_ratelimit_options), .name = "example-api",
         .algorithm = DS_RATELIMIT_GCRA,
         .limit = 5,
         .period_ms = 1000,
@@ -83,7 +83,7 @@ int main(void) {
     if (ds_ratelimit_open(redis, &ropts, &limiter, &err) != DS_OK)
         goto fail;
     for (int i = 0; i < 7; i++) {
-        ds_ratelimit_result r;
+        ds_ratelimit_result r = DS_RATELIMIT_RESULT_INIT;
         if (ds_ratelimit_check(limiter, "user:42", &r, &err) != DS_OK)
             goto fail;
         if (r.allowed)

@@ -68,12 +68,12 @@ static ds_status app_open(app *a, ds_error *err) {
     if (st == DS_OK)
         st = ds_session_store_open(a->pool, a->crypto, a->redis, NULL,
                                    &a->sessions, err);
-    ds_cache_options co;
+    ds_cache_options co = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&co);
     co.name = "interop";
     if (st == DS_OK)
         st = ds_cache_open(a->redis, &co, &a->cache, err);
-    ds_queue_options qo;
+    ds_queue_options qo = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&qo);
     qo.name = "interop";
     if (st == DS_OK)
@@ -121,7 +121,7 @@ static ds_status prepare(app *a, const char *handoff_path, ds_error *err) {
     snprintf(key, sizeof key, "user:%lld", (long long)uid);
     json_t *value = json_pack("{s:I, s:f, s:I}", "user_id", (json_int_t)uid,
                               "temp", 0.7, "big", (json_int_t)BIG_ID);
-    ds_cache_entry_options entry = {NULL, 0, uid, 0};
+    ds_cache_entry_options entry = {sizeof(ds_cache_entry_options), NULL, 0, uid, 0};
     st = value ? ds_cache_set(a->cache, key, value, &entry, err) : DS_ERR_NOMEM;
     json_decref(value);
 
@@ -133,12 +133,12 @@ static ds_status prepare(app *a, const char *handoff_path, ds_error *err) {
     ds_conversation_free(conv);
     json_t *meta = json_pack("{s:f, s:I, s:s}", "temp", 0.7, "big",
                              (json_int_t)BIG_ID, "model", "m-1");
-    ds_message_new m = {DS_ROLE_ASSISTANT, "Grüße aus C", 0, meta, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_ASSISTANT, "Grüße aus C", 0, meta, NULL};
     if (st == DS_OK)
         st = ds_message_append(a->pool, conv_id, &m, NULL, err);
     json_decref(meta);
     json_t *props = json_pack("{s:f, s:I}", "score", 0.1, "n", (json_int_t)BIG_ID);
-    ds_event ev = {uid, "interop_prepared", props, 0};
+    ds_event ev = {sizeof(ds_event), uid, "interop_prepared", props, 0};
     if (st == DS_OK)
         st = ds_event_record(a->pool, &ev, err);
     json_decref(props);

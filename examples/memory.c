@@ -103,7 +103,7 @@ int main(void) {
     snprintf(email, sizeof email, "memory-example-%ld-%ld@example.org",
              (long)getpid(), (long)time(NULL));
     ds_param p[] = {ds_param_text(email)};
-    if (ds_pool_exec(pool, "INSERT INTO users (email) VALUES ($1) RETURNING id",
+    if (ds_sql_exec_pool(pool, "INSERT INTO users (email) VALUES ($1) RETURNING id",
                      p, 1, &res, &err) != DS_OK ||
         ds_result_int64(res, 0, 0, &user_id, &err) != DS_OK)
         goto fail;
@@ -121,7 +121,7 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof facts / sizeof facts[0]; i++) {
         toy_embed(facts[i].content, v, dim);
-        ds_memory_new_fact nf = {.user_id = user_id,
+        ds_memory_new_fact nf = {.size = sizeof(ds_memory_new_fact), .user_id = user_id,
                                  .kind = facts[i].kind,
                                  .content = facts[i].content,
                                  .importance = facts[i].importance,
@@ -135,7 +135,7 @@ int main(void) {
      * moment ago are read back from the primary. */
     const char *question = "what tea does the user drink in the morning?";
     toy_embed(question, v, dim);
-    ds_memory_search_opts fresh = {.read_primary = true};
+    ds_memory_search_options fresh = {.size = sizeof(ds_memory_search_options), .read_primary = true};
     if (ds_memory_search(mem, user_id, v, dim, 3, &fresh, &hits, &err) != DS_OK)
         goto fail;
     printf("\nq: %s\n", question);
@@ -143,7 +143,7 @@ int main(void) {
     ds_memory_facts_free(hits);
     hits = NULL;
 
-    ds_memory_search_opts opts = {.kind = "preference", .touch = true,
+    ds_memory_search_options opts = {.size = sizeof(ds_memory_search_options), .kind = "preference", .touch = true,
                                   .read_primary = true};
     if (ds_memory_search_hybrid(mem, user_id, "coffee", v, dim, 3, &opts,
                                 &hits, &err) != DS_OK)
@@ -159,7 +159,7 @@ cleanup:
     ds_result_free(res);
     if (user_id) { /* deleting the user deletes its facts */
         ds_param del[] = {ds_param_int64(user_id)};
-        if (ds_pool_exec(pool, "DELETE FROM users WHERE id = $1", del, 1,
+        if (ds_sql_exec_pool(pool, "DELETE FROM users WHERE id = $1", del, 1,
                          NULL, &err) != DS_OK) {
             fprintf(stderr, "memory: cleanup: %s\n", err.message);
             rc = 1;

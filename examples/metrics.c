@@ -19,7 +19,7 @@ static ds_status load_answer(void *ud, const char *key, json_t **out,
                              ds_error *err) {
     (void)key;
     ds_result *res = NULL;
-    ds_status st = ds_pool_exec(ud, "SELECT json_build_object('answer', 42)",
+    ds_status st = ds_sql_exec_pool(ud, "SELECT json_build_object('answer', 42)",
                                 NULL, 0, &res, err);
     if (st == DS_OK)
         st = ds_result_json(res, 0, 0, out, err);
@@ -48,12 +48,12 @@ int main(void) {
         ds_pool_open(cfg, &pool, &err) != DS_OK ||
         ds_redis_open(cfg, &redis, &err) != DS_OK)
         goto fail;
-    ds_cache_options copts;
+    ds_cache_options copts = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&copts);
     copts.name = "example-metrics";
     copts.ttl_ms = 10000;
     ds_ratelimit_options ropts = {
-        .name = "example-metrics",
+        .size = sizeof(ds_ratelimit_options), .name = "example-metrics",
         .algorithm = DS_RATELIMIT_GCRA,
         .limit = 2,
         .period_ms = 60000,
@@ -70,7 +70,7 @@ int main(void) {
                                  &value, &err) != DS_OK)
             goto fail;
         json_decref(value);
-        ds_ratelimit_result r;
+        ds_ratelimit_result r = DS_RATELIMIT_RESULT_INIT;
         if (ds_ratelimit_check(limiter, "metrics-example", &r, &err) != DS_OK)
             goto fail;
     }
@@ -115,27 +115,30 @@ int main(void) {
     snprintf(email, sizeof email, "metrics-example-%ld-%ld@example.org",
              (long)getpid(), (long)time(NULL));
     ds_param p[] = {ds_param_text(email)};
-    if (ds_pool_exec(pool, "INSERT INTO users (email) VALUES ($1) RETURNING id",
+    if (ds_sql_exec_pool(pool, "INSERT INTO users (email) VALUES ($1) RETURNING id",
                      p, 1, &res, &err) != DS_OK ||
         ds_result_int64(res, 0, 0, &user_id, &err) != DS_OK)
         goto fail;
-    ds_memory_new_fact fact = {.user_id = user_id,
-                               .content = "Reads the metrics every morning",
-                               .importance = 0.5,
-                               .embedding = v,
-                               .dim = dim};
-    ds_memory_search_opts fresh = {.read_primary = true};
+    ds_memory_new_fact fact = DS_MEMORY_NEW_FACT_INIT;
+    fact.user_id = user_id;
+    fact.content = "Reads the metrics every morning";
+    fact.importance = 0.5;
+    fact.embedding = v;
+    fact.dim = dim;
+    ds_memory_search_options fresh = DS_MEMORY_SEARCH_OPTIONS_INIT;
+    fresh.read_primary = true;
     if (ds_memory_add(memory, &fact, NULL, &err) != DS_OK ||
         ds_memory_search(memory, user_id, v, dim, 3, &fresh, &hits, &err) !=
             DS_OK)
         goto fail;
 
-    ds_metrics_sources src = {.pool = pool,
-                              .redis = redis,
-                              .cache = cache,
-                              .ratelimit = limiter,
-                              .queue = queue,
-                              .memory = memory};
+    ds_metrics_sources src = DS_METRICS_SOURCES_INIT;
+    src.pool = pool;
+    src.redis = redis;
+    src.cache = cache;
+    src.ratelimit = limiter;
+    src.queue = queue;
+    src.memory = memory;
     size_t len;
     if (ds_metrics_render(&src, &text, &len, &err) != DS_OK)
         goto fail;
@@ -150,7 +153,7 @@ fail:
     if (user_id > 0) {
         ds_param del[] = {ds_param_int64(user_id)};
         ds_error cleanup = {0};
-        if (ds_pool_exec(pool, "DELETE FROM users WHERE id = $1", del, 1, NULL,
+        if (ds_sql_exec_pool(pool, "DELETE FROM users WHERE id = $1", del, 1, NULL,
                          &cleanup) != DS_OK)
             fprintf(stderr, "metrics: cleanup: %s\n", cleanup.message);
     }

@@ -2,12 +2,12 @@
  * migrations: what a service does at start-up with the migrations built
  * into libdatastore: bring the schema up to date, show where it stands,
  * verify the history, keep the analytics partitions ahead, and refuse to
- * start when the database does not match this build (ds_schema_check).
+ * start when the database does not match this build (ds_migrate_check_schema).
  *
  *   DATABASE_URL=... ./migrations
  *
  * In production a deploy step usually runs `ds-migrate up` and the service
- * only calls ds_schema_check(); calling ds_migrate_up() from the service is
+ * only calls ds_migrate_check_schema(); calling ds_migrate_up() from the service is
  * just as safe (runners serialise on a database lock).
  */
 #include <datastore/datastore.h>
@@ -45,7 +45,7 @@ int main(void) {
         goto out;
 
     /* 1. Apply whatever is pending (nothing when already up to date). */
-    ds_migrate_options opts = {0}; /* embedded migrations, default timeouts */
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT; /* embedded migrations, default timeouts */
     opts.progress = on_progress;
     int applied = 0;
     if (ds_migrate_up(pool, &opts, &applied, &err) != DS_OK)
@@ -72,14 +72,14 @@ int main(void) {
     /* 4. Monthly analytics partitions for this month and the next three
      * (also safe from cron: `ds-migrate maintain`). */
     int created = 0;
-    ds_migrate_options work = {0};
+    ds_migrate_options work = DS_MIGRATE_OPTIONS_INIT;
     work.on_progress = on_work;
-    if (ds_migrate_maintain_opts(pool, &work, 3, &created, &err) != DS_OK)
+    if (ds_migrate_maintain(pool, &work, 3, &created, &err) != DS_OK)
         goto out;
     printf("maintain: %d partition(s) created\n", created);
 
     /* 5. The start-up gate: schema version and every statement's types. */
-    if (ds_schema_check(pool, &err) != DS_OK)
+    if (ds_migrate_check_schema(pool, &err) != DS_OK)
         goto out;
     printf("schema check: the database matches schema version %d\n",
            DS_SCHEMA_VERSION);

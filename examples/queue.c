@@ -25,7 +25,7 @@ int main(void) {
     if (ds_config_from_env(&cfg, &err) != DS_OK ||
         ds_redis_open(cfg, &redis, &err) != DS_OK)
         goto fail;
-    ds_queue_options opts;
+    ds_queue_options opts = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&opts);
     opts.name = "example-emails";
     opts.visibility_timeout_ms = 10000; /* longer than one job takes */
@@ -83,7 +83,7 @@ int main(void) {
         ds_queue_job_free(job);
         job = NULL;
     }
-    ds_queue_counts counts;
+    ds_queue_counts counts = DS_QUEUE_COUNTS_INIT;
     if (ds_queue_counts_get(queue, &counts, &err) != DS_OK)
         goto fail;
     printf("queue: %lld ready, %lld reserved, %lld delayed, %lld dead\n",

@@ -22,7 +22,7 @@ int main(void) {
         goto fail;
 
     ds_param params[] = {ds_param_text("world")};
-    if (ds_pool_exec(pool, "SELECT 'hello, ' || $1, version()", params, 1, &res,
+    if (ds_sql_exec_pool(pool, "SELECT 'hello, ' || $1, version()", params, 1, &res,
                      &err) != DS_OK)
         goto fail;
     const char *greeting, *version;

@@ -53,7 +53,7 @@ int main(void) {
     /* A user to own things. */
     ds_param email = ds_param_text(EMAIL);
     int64_t user_id;
-    if (ds_pool_exec(pool,
+    if (ds_sql_exec_pool(pool,
                      "INSERT INTO users (email) VALUES ($1) ON CONFLICT "
                      "((lower(email))) DO UPDATE SET updated_at = now() RETURNING id",
                      &email, 1, &res, &err) != DS_OK ||
@@ -69,7 +69,7 @@ int main(void) {
     if (ds_crypto_scope_service("google", "1234567890", scope, sizeof scope,
                                 &err) != DS_OK)
         goto fail;
-    ds_crypto_context place = {"service_connections", "access_token", user_id,
+    ds_crypto_context place = {sizeof(ds_crypto_context), "service_connections", "access_token", user_id,
                                scope};
     size_t envelope_len;
     if (ds_crypto_encrypt(crypto, &place, oauth_token, strlen(oauth_token),
@@ -128,7 +128,7 @@ int main(void) {
 
     /* Clean up the example's user (sessions go with it; and its Redis
      * entries, as GDPR erase would). */
-    if (ds_pool_exec(pool, "DELETE FROM users WHERE id = $1",
+    if (ds_sql_exec_pool(pool, "DELETE FROM users WHERE id = $1",
                      (ds_param[]){ds_param_int64(user_id)}, 1, NULL, &err) != DS_OK)
         goto fail;
     if (redis && ds_redis_erase_user(redis, user_id, NULL, &err) != DS_OK)

@@ -17,7 +17,7 @@ static ds_status do_transfer(ds_conn *conn, void *ud, ds_error *err) {
     const transfer *t = ud;
     ds_param debit[] = {ds_param_int64(t->amount), ds_param_int64(t->from)};
     ds_result *res = NULL;
-    ds_status st = ds_exec(conn,
+    ds_status st = ds_sql_exec(conn,
                            "UPDATE example_accounts SET balance = balance - $1 "
                            "WHERE id = $2 AND balance >= $1",
                            debit, 2, &res, err);
@@ -33,7 +33,7 @@ static ds_status do_transfer(ds_conn *conn, void *ud, ds_error *err) {
         return DS_ERR_CONFLICT;
     }
     ds_param credit[] = {ds_param_int64(t->amount), ds_param_int64(t->to)};
-    return ds_exec(conn,
+    return ds_sql_exec(conn,
                    "UPDATE example_accounts SET balance = balance + $1 "
                    "WHERE id = $2",
                    credit, 2, NULL, err);
@@ -41,7 +41,7 @@ static ds_status do_transfer(ds_conn *conn, void *ud, ds_error *err) {
 
 static ds_status print_balances(ds_pool *pool, ds_error *err) {
     ds_result *res = NULL;
-    ds_status st = ds_pool_exec(pool,
+    ds_status st = ds_sql_exec_pool(pool,
                                 "SELECT id, balance FROM example_accounts "
                                 "ORDER BY id",
                                 NULL, 0, &res, err);
@@ -68,17 +68,18 @@ int main(void) {
     if (ds_config_from_env(&cfg, &err) != DS_OK ||
         ds_pool_open(cfg, &pool, &err) != DS_OK)
         goto out;
-    if (ds_pool_exec(pool,
+    if (ds_sql_exec_pool(pool,
                      "CREATE TABLE IF NOT EXISTS example_accounts "
                      "(id int8 PRIMARY KEY, balance int8 NOT NULL)",
                      NULL, 0, NULL, &err) != DS_OK ||
-        ds_pool_exec(pool,
+        ds_sql_exec_pool(pool,
                      "INSERT INTO example_accounts VALUES (1, 100), (2, 0) "
                      "ON CONFLICT (id) DO UPDATE SET balance = EXCLUDED.balance",
                      NULL, 0, NULL, &err) != DS_OK)
         goto out;
 
-    ds_tx_options serializable = {DS_ISOLATION_SERIALIZABLE, false, -1};
+    ds_tx_options serializable = DS_TX_OPTIONS_INIT;
+    serializable.isolation = DS_ISOLATION_SERIALIZABLE; /* retries: the pool's */
     transfer ok = {1, 2, 30};
     if (ds_tx_run(pool, &serializable, do_transfer, &ok, &err) != DS_OK)
         goto out;
@@ -97,20 +98,20 @@ int main(void) {
     /* Reads that tolerate lag can go to a replica (or the primary when no
      * replica is configured or reachable). */
     if (ds_pool_acquire_read(pool, &reader, &err) != DS_OK ||
-        ds_exec(reader, "SELECT pg_is_in_recovery()", NULL, 0, &res, &err) != DS_OK)
+        ds_sql_exec(reader, "SELECT pg_is_in_recovery()", NULL, 0, &res, &err) != DS_OK)
         goto out;
     bool on_replica = false;
     if (ds_result_bool(res, 0, 0, &on_replica, &err) != DS_OK)
         goto out;
     printf("read connection is on the %s\n", on_replica ? "replica" : "primary");
 
-    ds_pool_stats stats;
+    ds_pool_stats stats = DS_POOL_STATS_INIT;
     if (ds_pool_stats_get(pool, &stats, &err) != DS_OK)
         goto out;
     printf("pool: %d open, %d idle, %llu acquires, p99 wait %lld us\n",
-           stats.size, stats.idle, (unsigned long long)stats.acquires,
+           stats.connections, stats.idle, (unsigned long long)stats.acquires,
            (long long)stats.acquire_wait_p99_us);
-    if (ds_pool_exec(pool, "DROP TABLE example_accounts", NULL, 0, NULL, &err) != DS_OK)
+    if (ds_sql_exec_pool(pool, "DROP TABLE example_accounts", NULL, 0, NULL, &err) != DS_OK)
         goto out;
     rc = 0;
 out:

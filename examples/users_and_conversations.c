@@ -36,7 +36,7 @@ int main(void) {
     ds_team *team = NULL, *team2 = NULL;
     ds_team_list *teams = NULL, *seen_teams = NULL;
     ds_connection *sc = NULL;
-    ds_erase_report *report = NULL;
+    ds_gdpr_erase_report *report = NULL;
     json_t *prefs = NULL, *value = NULL, *members = NULL, *tconfig = NULL;
     int rc = 1;
 
@@ -55,11 +55,11 @@ int main(void) {
     snprintf(email, sizeof email, "  Ada.%ld.%ld@Example.COM ", (long)time(NULL),
              (long)clock());
     prefs = json_pack("{s:s}", "theme", "dark");
-    ds_profile_fields profile = {"Ada", "en-GB", "Europe/London", prefs};
+    ds_profile_fields profile = {sizeof(ds_profile_fields), "Ada", "en-GB", "Europe/London", prefs};
     CHECK(ds_user_create(pool, email, &profile, &user, &err));
     printf("user %lld <%s> %s (%s)\n", (long long)user->id, user->email,
            user->display_name, user->timezone);
-    ds_profile_fields rename = {"Ada Lovelace", NULL, NULL, NULL};
+    ds_profile_fields rename = {sizeof(ds_profile_fields), "Ada Lovelace", NULL, NULL, NULL};
     ds_user_free(user);
     user = NULL;
     int64_t uid;
@@ -69,12 +69,12 @@ int main(void) {
         uid = tmp->id;
         ds_user_free(tmp);
     }
-    CHECK(ds_profile_update(pool, uid, &rename, &user, &err));
+    CHECK(ds_user_update_profile(pool, uid, &rename, &user, &err));
     printf("profile now: %s\n", user->display_name);
 
     /* A conversation and its messages. */
     CHECK(ds_conversation_create(pool, uid, "Trip planning", &conv, &err));
-    ds_message_new first = {DS_ROLE_USER, "Where should I go in May?", 0, NULL,
+    ds_message_new first = {sizeof(ds_message_new), DS_ROLE_USER, "Where should I go in May?", 0, NULL,
                             "client-req-1"};
     CHECK(ds_message_append(pool, conv->id, &first, &msg, &err));
     /* The client retries (say, after a timeout): same key, same row. */
@@ -86,7 +86,7 @@ int main(void) {
     for (int i = 0; i < 20; i++) {
         snprintf(texts[i], sizeof texts[i], "%s %d",
                  i % 2 ? "Suggestion" : "Follow-up", i);
-        batch[i] = (ds_message_new){i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER,
+        batch[i] = (ds_message_new){sizeof(ds_message_new), i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER,
                                     texts[i], 0, NULL, NULL};
     }
     CHECK(ds_message_append_batch(pool, conv->id, batch, 20, NULL, &err));
@@ -152,7 +152,7 @@ int main(void) {
     }
 
     /* A service connection: tokens encrypted before they leave. */
-    ds_connection_new conn = {uid, "calendar", "ada-primary", "events.read",
+    ds_connection_new conn = {sizeof(ds_connection_new), uid, "calendar", "ada-primary", "events.read",
                               "access-token-example", 0, "refresh-token-example",
                               0, 0};
     CHECK(ds_connection_upsert(pool, crypto, &conn, NULL, &err));
@@ -168,7 +168,7 @@ int main(void) {
            ds_secret_len(sc->access_token));
 
     /* GDPR: erase everything the user owned, in one statement. */
-    CHECK(ds_user_erase(pool, NULL, uid, &report, &err));
+    CHECK(ds_gdpr_erase_user(pool, NULL, uid, &report, &err));
     printf("erased: %lld user, %lld conversations, %lld messages, %lld teams, "
            "%lld settings, %lld connections\n",
            (long long)report->users, (long long)report->conversations,
@@ -181,7 +181,7 @@ fail:
     if (rc != 0)
         fprintf(stderr, "users_and_conversations: %s: %s\n",
                 ds_status_str(err.code), err.message);
-    ds_erase_report_free(report);
+    ds_gdpr_erase_report_free(report);
     ds_connection_free(sc);
     ds_team_free(team);
     ds_team_free(team2);

@@ -21,7 +21,7 @@
     "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
 
 static ds_crypto *ring;
-static const ds_crypto_context place = {"service_connections", "access_token",
+static const ds_crypto_context place = {sizeof(ds_crypto_context), "service_connections", "access_token",
                                         42, "google/1234"};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);

@@ -53,5 +53,28 @@ for h in "${headers[@]}"; do
         fi
     done
 done
-echo "${#headers[@]} public headers checked as C99 and C++11"
+
+# Every growable struct's initialiser works in both languages, with every
+# warning on: a caller declares `ds_x o = DS_X_INIT;` and sets what it needs.
+inits=0
+for h in "${headers[@]}"; do
+    name=$(basename "$h")
+    while read -r macro type; do
+        [[ -n $macro ]] || continue
+        printf '#include <datastore/%s>\nint main(void) {\n    %s v = %s;\n    return v.size == sizeof v ? 0 : 1;\n}\n' \
+            "$name" "$type" "$macro" >"$tmp/init.c"
+        for lang in c c++; do
+            if ! compile "$lang" "$tmp/init.c" 2>"$tmp/err"; then
+                echo "$macro does not compile as $lang:"
+                sed 's/^/  /' "$tmp/err" | head -10
+                status=1
+            fi
+        done
+        inits=$((inits + 1))
+    done < <(sed -n 's/^#define \(DS_[A-Z0-9_]*_INIT\) DS_SIZED_INIT(\(ds_[a-z0-9_]*\))$/\1 \2/p' "$h")
+done
+if ((inits < 20)); then
+    echo "only $inits growable-struct initialisers found"; status=1
+fi
+echo "${#headers[@]} public headers and $inits initialisers checked as C99 and C++11"
 exit $status

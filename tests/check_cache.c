@@ -38,7 +38,7 @@ static ds_status test_loader(void *ud, const char *key, json_t **out,
 
 static ds_cache *open_cache(ds_redis *r, const char *name, int ttl_ms,
                             void (*tweak)(ds_cache_options *)) {
-    ds_cache_options o;
+    ds_cache_options o = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&o);
     o.name = name;
     o.ttl_ms = ttl_ms;
@@ -52,7 +52,7 @@ static ds_cache *open_cache(ds_redis *r, const char *name, int ttl_ms,
 }
 
 static ds_cache_stats stats_of(ds_cache *c) {
-    ds_cache_stats s;
+    ds_cache_stats s = DS_CACHE_STATS_INIT;
     ds_error err = {0};
     ck_assert_ds_ok(ds_cache_stats_get(c, &s, &err), err);
     return s;
@@ -133,7 +133,7 @@ START_TEST(test_cache_miss_then_hit) {
 END_TEST
 
 static void no_jitter(ds_cache_options *o) {
-    o->ttl_jitter_pct = 0;
+    o->ttl_jitter_pct = DS_NONE;
 }
 
 START_TEST(test_cache_ttl_expiry_and_jitter) {
@@ -260,7 +260,7 @@ START_TEST(test_cache_stampede_processes_one_load) {
             ds_error err = {0};
             if (ds_redis_open(cfg, &r, &err) != DS_OK)
                 _exit(2);
-            ds_cache_options o;
+            ds_cache_options o = DS_CACHE_OPTIONS_INIT;
             ds_cache_options_init(&o);
             o.name = "xproc";
             ds_cache *c;
@@ -316,7 +316,7 @@ static void *getter_main(void *p) {
 }
 
 static void stale_opts(ds_cache_options *o) {
-    o->ttl_jitter_pct = 0;
+    o->ttl_jitter_pct = DS_NONE;
     o->stale_ttl_ms = 60000;
 }
 
@@ -419,11 +419,10 @@ START_TEST(test_cache_negative_caching) {
     l.result = DS_OK;
     v = get_ok(c, "nobody", &l);
     json_decref(v);
-    /* negative_ttl_ms = 0: "not found" is never cached */
-    ds_cache_options o;
-    ds_cache_options_init(&o);
+    /* negative_ttl_ms = DS_NONE: "not found" is never cached */
+    ds_cache_options o = DS_CACHE_OPTIONS_INIT;
     o.name = "noneg";
-    o.negative_ttl_ms = 0;
+    o.negative_ttl_ms = DS_NONE;
     ds_cache *c0;
     ck_assert_ds_ok(ds_cache_open(r, &o, &c0, &err), err);
     atomic_int calls0 = 0;
@@ -521,9 +520,9 @@ START_TEST(test_cache_invalidate_key_and_tags) {
     atomic_int calls = 0;
     loader_ctx l = {&calls, NULL, 0, DS_OK};
     const char *tags42[] = {"user:42", "team:7"};
-    ds_cache_entry_options e42 = {tags42, 2, 0, 0};
+    ds_cache_entry_options e42 = {sizeof(ds_cache_entry_options), tags42, 2, 0, 0};
     const char *tags43[] = {"user:43"};
-    ds_cache_entry_options e43 = {tags43, 1, 0, 0};
+    ds_cache_entry_options e43 = {sizeof(ds_cache_entry_options), tags43, 1, 0, 0};
     json_t *v;
     ds_error err = {0};
     const char *keys42[] = {"profile:42", "settings:42", "teams:42"};
@@ -595,8 +594,8 @@ START_TEST(test_cache_user_entries_erased) {
     ds_cache *c = open_cache(r, "gdpr", 60000, NULL);
     atomic_int calls = 0;
     loader_ctx l = {&calls, NULL, 0, DS_OK};
-    ds_cache_entry_options mine = {NULL, 0, 42, 0};
-    ds_cache_entry_options theirs = {NULL, 0, 43, 0};
+    ds_cache_entry_options mine = {sizeof(ds_cache_entry_options), NULL, 0, 42, 0};
+    ds_cache_entry_options theirs = {sizeof(ds_cache_entry_options), NULL, 0, 43, 0};
     json_t *v;
     ds_error err = {0};
     ck_assert_ds_ok(ds_cache_get_or_load(c, "profile:42", &mine, test_loader,
@@ -633,7 +632,7 @@ START_TEST(test_cache_survives_redis_down) {
     atomic_int calls = 0;
     loader_ctx l = {&calls, NULL, 0, DS_OK};
     json_decref(get_ok(c, "k", &l));
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     for (int i = 0; i < 3; i++) {
         json_t *v = get_ok(c, "k", &l); /* straight from the loader */
         ck_assert_int_eq(n_of(v), 2 + i);
@@ -662,8 +661,7 @@ START_TEST(test_cache_survives_redis_down) {
     ds_cache *c2 = NULL;
     ck_assert_ds_ok(ds_cache_open(r, &o2, &c2, &err), err);
     ds_cache_close(c2);
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     v = get_ok(c, "k", &l); /* empty after the restart: loaded and stored */
     ck_assert_int_eq(n_of(v), 5);
     json_decref(v);
@@ -709,10 +707,11 @@ END_TEST
 
 START_TEST(test_cache_errors) {
     ds_redis *r = dt_redis("cache");
-    ds_cache_options o;
+    ds_cache_options o = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&o);
     ds_cache_options_init(NULL);
-    ck_assert_int_eq(o.ttl_ms, 60000);
+    ck_assert_uint_eq(o.size, sizeof o);
+    ck_assert_int_eq(o.ttl_ms, 0); /* zero: the default */
     ds_cache *c = (ds_cache *)1;
     ds_error err = {0};
     ck_assert_int_eq(ds_cache_open(r, &o, &c, &err), DS_ERR_INVALID); /* name */
@@ -729,16 +728,16 @@ START_TEST(test_cache_errors) {
     ck_assert_int_eq(ds_cache_open(r, NULL, &c, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_cache_open(r, &o, NULL, &err), DS_ERR_INVALID);
     ds_cache_options b = o;
-    b.ttl_ms = 0;
+    b.ttl_ms = -5;
     ck_assert_int_eq(ds_cache_open(r, &b, &c, &err), DS_ERR_INVALID);
     b = o;
     b.ttl_jitter_pct = 101;
     ck_assert_int_eq(ds_cache_open(r, &b, &c, &err), DS_ERR_INVALID);
     b = o;
-    b.negative_ttl_ms = -1;
+    b.negative_ttl_ms = -2;
     ck_assert_int_eq(ds_cache_open(r, &b, &c, &err), DS_ERR_INVALID);
     b = o;
-    b.lock_ttl_ms = 0;
+    b.lock_ttl_ms = -1;
     ck_assert_int_eq(ds_cache_open(r, &b, &c, &err), DS_ERR_INVALID);
     b = o;
     b.early_refresh_beta = -1;
@@ -771,7 +770,7 @@ START_TEST(test_cache_errors) {
     const char *tags[17];
     for (int i = 0; i < 17; i++)
         tags[i] = "t";
-    ds_cache_entry_options e = {tags, 17, 0, 0};
+    ds_cache_entry_options e = {sizeof(ds_cache_entry_options), tags, 17, 0, 0};
     ck_assert_int_eq(ds_cache_get_or_load(c, "k", &e, test_loader, &l, &v, &err),
                      DS_ERR_INVALID);
     e.ntags = 1;
@@ -779,10 +778,10 @@ START_TEST(test_cache_errors) {
     ck_assert_int_eq(ds_cache_get_or_load(c, "k", &e, test_loader, &l, &v, &err),
                      DS_ERR_INVALID);
     const char *empty_tag[] = {""};
-    ds_cache_entry_options e2 = {empty_tag, 1, 0, 0};
+    ds_cache_entry_options e2 = {sizeof(ds_cache_entry_options), empty_tag, 1, 0, 0};
     ck_assert_int_eq(ds_cache_set(c, "k", json_null(), &e2, &err),
                      DS_ERR_INVALID);
-    ds_cache_entry_options e3 = {NULL, 1, 0, 0};
+    ds_cache_entry_options e3 = {sizeof(ds_cache_entry_options), NULL, 1, 0, 0};
     ck_assert_int_eq(ds_cache_set(c, "k", json_null(), &e3, &err),
                      DS_ERR_INVALID);
     ck_assert_int_eq(ds_cache_set(c, "k", NULL, NULL, &err), DS_ERR_INVALID);
@@ -798,8 +797,9 @@ START_TEST(test_cache_errors) {
     ck_assert_int_eq(removed, 0);
     ck_assert_int_eq(ds_cache_invalidate_tag(c, NULL, NULL, &err),
                      DS_ERR_INVALID);
-    ds_cache_stats s;
+    ds_cache_stats s = DS_CACHE_STATS_INIT;
     memset(&s, 0xff, sizeof s);
+    s.size = sizeof s;
     ck_assert_int_eq(ds_cache_stats_get(NULL, &s, &err), DS_ERR_INVALID);
     ck_assert_uint_eq(s.hits, 0); /* out-params are reset first */
     ck_assert_uint_eq(s.errors, 0);
@@ -812,7 +812,7 @@ START_TEST(test_cache_errors) {
         char key[16];
         snprintf(key, sizeof key, "oom%d", n);
         const char *t1[] = {"tag"};
-        ds_cache_entry_options eo = {t1, 1, 5, 0};
+        ds_cache_entry_options eo = {sizeof(ds_cache_entry_options), t1, 1, 5, 0};
         ds__test_fail_alloc_after(n);
         ds_status st =
             ds_cache_get_or_load(c, key, &eo, test_loader, &l, &v, &err);
@@ -990,7 +990,7 @@ START_TEST(test_cache_entry_ttl_jitter_and_stale_retention) {
     ck_assert_int_gt(min, 100000 + 10000 - 2000); /* a little time passes */
     ck_assert_int_le(max, 110000 + 10000);
     /* an entry's own ttl_ms replaces the cache's, jittered the same way */
-    ds_cache_entry_options own = {NULL, 0, 0, 500000};
+    ds_cache_entry_options own = {sizeof(ds_cache_entry_options), NULL, 0, 0, 500000};
     ck_assert_ds_ok(ds_cache_get_or_load(c, "own", &own, test_loader, &l, &v, &err),
                     err);
     json_decref(v);
@@ -1005,7 +1005,7 @@ START_TEST(test_cache_entry_ttl_jitter_and_stale_retention) {
         ck_assert_int_gt(ttl, 500000 + 10000 - 2000);
         ck_assert_int_le(ttl, 550000 + 10000);
     }
-    ds_cache_entry_options negative = {NULL, 0, 0, -1};
+    ds_cache_entry_options negative = {sizeof(ds_cache_entry_options), NULL, 0, 0, -1};
     ck_assert_ds_status(ds_cache_get_or_load(c, "neg", &negative, test_loader, &l,
                                              &v, &err),
                         DS_ERR_INVALID, err);
@@ -1114,7 +1114,7 @@ START_TEST(test_cache_options_defaults_copies_and_limits) {
     const char *tags[16];
     for (int i = 0; i < 16; i++)
         tags[i] = tag;
-    ds_cache_entry_options e = {tags, 16, 0, 0};
+    ds_cache_entry_options e = {sizeof(ds_cache_entry_options), tags, 16, 0, 0};
     ck_assert_ds_status(ds_cache_set(c, key, json_null(), &e, &err),
                         DS_ERR_INVALID, err);
     tag[256] = '\0';

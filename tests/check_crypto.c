@@ -28,7 +28,7 @@ static ds_crypto *ring(const char *spec) {
     return c;
 }
 
-static const ds_crypto_context place = {"service_connections", "access_token",
+static const ds_crypto_context place = {sizeof(ds_crypto_context), "service_connections", "access_token",
                                         42, "google/1234"};
 
 static uint8_t *seal(ds_crypto *c, const ds_crypto_context *ctx,
@@ -275,7 +275,7 @@ START_TEST(test_crypto_wrong_place_fails) {
     ds_crypto *c = ring(K1);
     size_t len;
     uint8_t *env = seal(c, &place, "token", &len);
-    ds_crypto_context other;
+    ds_crypto_context other = DS_CRYPTO_CONTEXT_INIT;
     other = place; other.table = "service_connection";
     assert_no_open(c, &other, env, len);
     other = place; other.field = "refresh_token";
@@ -300,10 +300,10 @@ START_TEST(test_crypto_wrong_place_fails) {
     ds_free(env);
 
     /* no concatenation is ambiguous: ("ab","c") is not ("a","bc") */
-    ds_crypto_context ab_c = {"ab", "c", 1, "x"}, a_bc = {"a", "bc", 1, "x"};
+    ds_crypto_context ab_c = {sizeof(ds_crypto_context), "ab", "c", 1, "x"}, a_bc = {sizeof(ds_crypto_context), "a", "bc", 1, "x"};
     env = seal(c, &ab_c, "token", &len);
     assert_no_open(c, &a_bc, env, len);
-    ds_crypto_context c_s = {"t", "f", 1, "sx"}, cs_ = {"t", "fs", 1, "x"};
+    ds_crypto_context c_s = {sizeof(ds_crypto_context), "t", "f", 1, "sx"}, cs_ = {sizeof(ds_crypto_context), "t", "fs", 1, "x"};
     ds_free(env);
     env = seal(c, &c_s, "token", &len);
     assert_no_open(c, &cs_, env, len);
@@ -591,7 +591,7 @@ typedef struct row_places {
 
 static void places_of(const conn_row *r, row_places *p) {
     scope_of(r, p->scope, sizeof p->scope);
-    p->access = (ds_crypto_context){"service_connections", "access_token",
+    p->access = (ds_crypto_context){sizeof(ds_crypto_context), "service_connections", "access_token",
                                     r->user_id, p->scope};
     p->refresh = p->access;
     p->refresh.field = "refresh_token";
@@ -611,7 +611,7 @@ static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool inse
     ds_error err = {0};
     ds_status st;
     if (insert) {
-        st = ds_pool_exec(pool,
+        st = ds_sql_exec_pool(pool,
                           "INSERT INTO service_connections (user_id, provider, "
                           "external_account_id, access_token_enc, refresh_token_enc, "
                           "key_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
@@ -620,7 +620,7 @@ static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool inse
         st = ds_result_int64(res, 0, 0, &r->id, &err);
         ck_assert_ds_ok(st, err);
     } else {
-        st = ds_pool_exec(pool,
+        st = ds_sql_exec_pool(pool,
                           "UPDATE service_connections SET access_token_enc = $4, "
                           "refresh_token_enc = $5, key_id = $6 WHERE id = $7 "
                           "AND user_id = $1 AND provider = $2 AND external_account_id = $3",
@@ -664,7 +664,7 @@ static int verify_connections(ds_pool *pool, ds_crypto *c, const conn_row *rows,
                               int n, const char *kid) {
     ds_result *res;
     ds_error err = {0};
-    ds_status st = ds_pool_exec(pool,
+    ds_status st = ds_sql_exec_pool(pool,
                                 "SELECT id, access_token_enc, refresh_token_enc, key_id "
                                 "FROM service_connections ORDER BY id",
                                 NULL, 0, &res, &err);
@@ -743,9 +743,9 @@ static void *holder_main(void *p) {
     ds_conn *conn;
     ds_error err = {0};
     ck_assert_ds_ok(ds_pool_acquire(pool, &conn, &err), err);
-    ck_assert_ds_ok(ds_exec(conn, "BEGIN", NULL, 0, NULL, &err), err);
+    ck_assert_ds_ok(ds_sql_exec(conn, "BEGIN", NULL, 0, NULL, &err), err);
     ds_param id = ds_param_int64(a->row->id);
-    ck_assert_ds_ok(ds_exec(conn, "SELECT 1 FROM service_connections WHERE id = $1 "
+    ck_assert_ds_ok(ds_sql_exec(conn, "SELECT 1 FROM service_connections WHERE id = $1 "
                                   "FOR UPDATE", &id, 1, NULL, &err), err);
     atomic_store(&a->locked, 1);
     /* hold it until rotation has gone past it (it skips locked rows):
@@ -768,9 +768,9 @@ static void *holder_main(void *p) {
     uint8_t *env = seal(a->old_ring, &at.access, a->row->access, &len);
     ds_param p2[] = {ds_param_bytea(env, len), ds_param_text(ds_crypto_active_key_id(a->old_ring)),
                      ds_param_int64(a->row->id)};
-    ck_assert_ds_ok(ds_exec(conn, "UPDATE service_connections SET access_token_enc = $1, "
+    ck_assert_ds_ok(ds_sql_exec(conn, "UPDATE service_connections SET access_token_enc = $1, "
                                   "key_id = $2 WHERE id = $3", p2, 3, NULL, &err), err);
-    ck_assert_ds_ok(ds_exec(conn, "COMMIT", NULL, 0, NULL, &err), err);
+    ck_assert_ds_ok(ds_sql_exec(conn, "COMMIT", NULL, 0, NULL, &err), err);
     ds_free(env);
     ds_pool_release(conn);
     ds_pool_close(pool);
@@ -793,8 +793,8 @@ START_TEST(test_crypto_rotate_three_keys_online) {
     ck_assert_int_eq(verify_connections(pool, ring2, rows, N1 + N2, "k1"), N1);
 
     /* a bounded first run: 100 rows, then stop (resumable) */
-    ds_crypto_rotate_options opts = {.batch_size = 32, .max_rows = 100};
-    ds_crypto_rotate_stats stats;
+    ds_crypto_rotate_options opts = {.size = sizeof(ds_crypto_rotate_options), .batch_size = 32, .max_rows = 100};
+    ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ds_error err = {0};
     ds_status st = ds_crypto_rotate(ring3, pool, &opts, &stats, &err);
     ck_assert_ds_ok(st, err);
@@ -811,7 +811,7 @@ START_TEST(test_crypto_rotate_three_keys_online) {
     pthread_create(&th, NULL, holder_main, &h);
     while (!atomic_load(&h.locked))
         usleep(1000);
-    opts = (ds_crypto_rotate_options){.batch_size = 50};
+    opts = (ds_crypto_rotate_options){.size = sizeof(ds_crypto_rotate_options), .batch_size = 50};
     st = ds_crypto_rotate(ring3, pool, &opts, &stats, &err);
     pthread_join(th, NULL);
     ck_assert_ds_ok(st, err);
@@ -852,9 +852,9 @@ START_TEST(test_crypto_rotate_reports_rows_that_do_not_decrypt) {
              (long long)rows[4].id, (long long)rows[3].id);
     dt_sql(url, sql);
     ds_crypto *ring2 = ring(K2 "," K1);
-    ds_crypto_rotate_stats stats;
+    ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ds_error err = {0};
-    ds_crypto_rotate_options opts = {.batch_size = 7};
+    ds_crypto_rotate_options opts = {.size = sizeof(ds_crypto_rotate_options), .batch_size = 7};
     ds_status st = ds_crypto_rotate(ring2, d.pool, &opts, &stats, &err);
     ck_assert_ds_status(st, DS_ERR_CRYPTO, err);
     ck_assert_int_eq(stats.rotated, 19);
@@ -886,8 +886,8 @@ START_TEST(test_crypto_rotate_through_pgbouncer) {
     ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
     ds_config_free(cfg);
     ds_crypto *ring2 = ring(K2 "," K1);
-    ds_crypto_rotate_stats stats;
-    ds_crypto_rotate_options opts = {.batch_size = 16};
+    ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
+    ds_crypto_rotate_options opts = {.size = sizeof(ds_crypto_rotate_options), .batch_size = 16};
     ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, &opts, &stats, &err), err);
     ck_assert_int_eq(stats.rotated, 40);
     ck_assert_int_eq(stats.remaining, 0);
@@ -915,7 +915,7 @@ START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
     ds_result *res;
     ds_error err = {0};
     ds_param id = ds_param_int64(rows[0].id);
-    ck_assert_ds_ok(ds_pool_exec(d.pool, "SELECT access_token_enc, refresh_token_enc "
+    ck_assert_ds_ok(ds_sql_exec_pool(d.pool, "SELECT access_token_enc, refresh_token_enc "
                                        "FROM service_connections WHERE id = $1",
                                  &id, 1, &res, &err), err);
     row_places at;
@@ -943,17 +943,17 @@ END_TEST
 START_TEST(test_crypto_rotate_errors) {
     ds_crypto *c = ring(K1);
     ds_error err = {0};
-    ds_crypto_rotate_stats stats = {.rotated = 7};
+    ds_crypto_rotate_stats stats = {.size = sizeof(ds_crypto_rotate_stats), .rotated = 7};
     ck_assert_int_eq(ds_crypto_rotate(c, NULL, NULL, &stats, &err), DS_ERR_INVALID);
     ck_assert_int_eq(stats.rotated, 0);
     ds_pool *pool = dt_pool(dt_env("DATABASE_URL"), 1, 1);
-    ds_crypto_rotate_options bad = {.batch_size = -1};
+    ds_crypto_rotate_options bad = {.size = sizeof(ds_crypto_rotate_options), .batch_size = -1};
     ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
-    bad = (ds_crypto_rotate_options){.batch_size = 10001};
+    bad = (ds_crypto_rotate_options){.size = sizeof(ds_crypto_rotate_options), .batch_size = 10001};
     ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
-    bad = (ds_crypto_rotate_options){.max_rows = -1};
+    bad = (ds_crypto_rotate_options){.size = sizeof(ds_crypto_rotate_options), .max_rows = -1};
     ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
-    bad = (ds_crypto_rotate_options){.pause_ms = -1};
+    bad = (ds_crypto_rotate_options){.size = sizeof(ds_crypto_rotate_options), .pause_ms = -1};
     ck_assert_int_eq(ds_crypto_rotate(c, pool, &bad, &stats, &err), DS_ERR_INVALID);
     ds_pool_close(pool);
     ds_crypto_close(c);

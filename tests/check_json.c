@@ -213,7 +213,7 @@ START_TEST(test_json_postgres_readers_match_decimal_literals) {
     /* through the raw SQL escape hatch (text jsonb parameter) */
     ds_param p[] = {ds_param_jsonb(v)};
     ds_result *res = NULL;
-    st = ds_pool_exec(pool,
+    st = ds_sql_exec_pool(pool,
                       "SELECT ($1::jsonb @> '{\"temp\":0.7}')::text, "
                       "$1::jsonb->>'temp', $1::jsonb->>'eps'",
                       p, 1, &res, &err);
@@ -238,7 +238,7 @@ START_TEST(test_json_redis_values_hold_short_numbers) {
     ds_error err = {0};
     json_t *v = json_pack("{s:f, s:f}", "temp", 0.7, "p", 0.1);
 
-    ds_cache_options co;
+    ds_cache_options co = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&co);
     co.name = "num";
     ds_cache *c;
@@ -252,7 +252,7 @@ START_TEST(test_json_redis_values_hold_short_numbers) {
     ds__free(ekey);
     ds_cache_close(c);
 
-    ds_queue_options qo;
+    ds_queue_options qo = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&qo);
     qo.name = "num";
     ds_queue *q;

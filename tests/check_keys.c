@@ -20,7 +20,7 @@ static ds_status load_json(void *ud, const char *key, json_t **out,
 }
 
 static void exercise_cache(ds_redis *r) {
-    ds_cache_options o;
+    ds_cache_options o = DS_CACHE_OPTIONS_INIT;
     ds_cache_options_init(&o);
     o.name = "audit";
     o.stale_ttl_ms = 5000;
@@ -28,7 +28,7 @@ static void exercise_cache(ds_redis *r) {
     ds_error err = {0};
     ck_assert_ds_ok(ds_cache_open(r, &o, &c, &err), err);
     const char *tags[] = {"team:1", "plan:pro"};
-    ds_cache_entry_options e = {tags, 2, 77, 0};
+    ds_cache_entry_options e = {sizeof(ds_cache_entry_options), tags, 2, 77, 0};
     json_t *v = NULL;
     ck_assert_ds_ok(ds_cache_get_or_load(c, "k1", &e, load_json, NULL, &v, &err),
                     err);
@@ -51,12 +51,12 @@ static void exercise_ratelimit(ds_redis *r) {
                  {"log", DS_RATELIMIT_SLIDING_WINDOW, 10},
                  {"buckets", DS_RATELIMIT_SLIDING_WINDOW, 5000}};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        ds_ratelimit_options o = {kinds[i].name, kinds[i].algo, kinds[i].limit,
+        ds_ratelimit_options o = {sizeof(ds_ratelimit_options), kinds[i].name, kinds[i].algo, kinds[i].limit,
                                   60000, 0, DS_RATELIMIT_FAIL_CLOSED};
         ds_ratelimit *rl;
         ds_error err = {0};
         ck_assert_ds_ok(ds_ratelimit_open(r, &o, &rl, &err), err);
-        ds_ratelimit_result res;
+        ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
         for (int k = 0; k < 3; k++)
             ck_assert_ds_ok(ds_ratelimit_check(rl, "user:1", &res, &err), err);
         ds_ratelimit_close(rl);
@@ -74,7 +74,7 @@ static void exercise_presence(ds_redis *r) {
 }
 
 static void exercise_queue(ds_redis *r) {
-    ds_queue_options o;
+    ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&o);
     o.name = "audit";
     o.max_attempts = 1;

@@ -175,14 +175,14 @@ static void dataset_add(ds_memory *mem, dataset *d) {
         size_t n = d->n - start < 1000 ? d->n - start : 1000;
         for (size_t i = 0; i < n; i++) {
             snprintf(text[i], sizeof text[i], "generated fact %zu", start + i);
-            batch[i] = (ds_memory_new_fact){.user_id = d->user[start + i],
+            batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact), .user_id = d->user[start + i],
                                             .content = text[i],
                                             .importance = 0.5,
                                             .embedding = d->v + (start + i) * DIM,
                                             .dim = DIM};
         }
         ds_error err = {0};
-        ds_status st = ds_memory_add_many(mem, batch, n, d->id + start, &err);
+        ds_status st = ds_memory_add_batch(mem, batch, n, d->id + start, &err);
         ck_assert_ds_ok(st, err);
     }
     free(batch);
@@ -216,7 +216,7 @@ static size_t brute_topk(const dataset *d, int64_t user, const float *q,
 }
 
 static ds_memory_facts *search(ds_memory *mem, int64_t user, const float *q,
-                               int k, const ds_memory_search_opts *opts) {
+                               int k, const ds_memory_search_options *opts) {
     ds_memory_facts *out = NULL;
     ds_error err = {0};
     ds_status st = ds_memory_search(mem, user, q, DIM, k, opts, &out, &err);
@@ -227,7 +227,7 @@ static ds_memory_facts *search(ds_memory *mem, int64_t user, const float *q,
 
 static int64_t add(ds_memory *mem, int64_t user, const char *kind,
                    const char *content, const float *v) {
-    ds_memory_new_fact f = {.user_id = user,
+    ds_memory_new_fact f = {.size = sizeof(ds_memory_new_fact), .user_id = user,
                             .kind = kind,
                             .content = content,
                             .importance = 0.5,
@@ -478,7 +478,7 @@ START_TEST(test_memory_crud) {
     float v[DIM];
     vec3(v, 3, 4, 0); /* length 5: stored as (0.6, 0.8, 0) */
     json_t *meta = json_pack("{s:s, s:i}", "source", "chat", "turn", 7);
-    ds_memory_new_fact nf = {.user_id = f.alice,
+    ds_memory_new_fact nf = {.size = sizeof(ds_memory_new_fact), .user_id = f.alice,
                              .kind = "preference",
                              .content = "Prefers green tea, no sugar — ☕",
                              .metadata = meta,
@@ -576,7 +576,7 @@ START_TEST(test_memory_crud) {
 
     /* search with touch marks what it returns */
     vec3(v, 1, 0, 0);
-    ds_memory_search_opts o = {.touch = true, .kind = "fact"};
+    ds_memory_search_options o = {.size = sizeof(ds_memory_search_options), .touch = true, .kind = "fact"};
     ds_memory_facts *hits = search(f.mem, f.alice, v, 5, &o);
     ck_assert_uint_eq(hits->count, 1);
     ck_assert_int_eq(hits->items[0]->id, id2);
@@ -588,22 +588,22 @@ START_TEST(test_memory_crud) {
 }
 END_TEST
 
-START_TEST(test_memory_add_many_is_all_or_nothing) {
+START_TEST(test_memory_add_batch_is_all_or_nothing) {
     fx f;
-    if (!fx_open(&f, "test_memory_add_many_is_all_or_nothing", _i))
+    if (!fx_open(&f, "test_memory_add_batch_is_all_or_nothing", _i))
         return;
     float a[DIM], bad[DIM];
     vec3(a, 1, 2, 3);
     vec3(bad, 1, 2, 3);
     bad[100] = NAN;
     ds_memory_new_fact facts[3] = {
-        {.user_id = f.alice, .content = "one", .embedding = a, .dim = DIM},
-        {.user_id = f.alice, .content = "two", .embedding = bad, .dim = DIM},
-        {.user_id = f.alice, .content = "three", .embedding = a, .dim = DIM},
+        {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "one", .embedding = a, .dim = DIM},
+        {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "two", .embedding = bad, .dim = DIM},
+        {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "three", .embedding = a, .dim = DIM},
     };
     int64_t ids[3] = {-1, -1, -1};
     ds_error err = {0};
-    ds_status st = ds_memory_add_many(f.mem, facts, 3, ids, &err);
+    ds_status st = ds_memory_add_batch(f.mem, facts, 3, ids, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_ptr_nonnull(strstr(err.message, "fact 1"));
     ck_assert_ptr_nonnull(strstr(err.message, "NaN"));
@@ -613,12 +613,12 @@ START_TEST(test_memory_add_many_is_all_or_nothing) {
     /* a failure in the database (no such user) rolls back the batch */
     facts[1].embedding = a;
     facts[2].user_id = 424242;
-    st = ds_memory_add_many(f.mem, facts, 3, ids, &err);
+    st = ds_memory_add_batch(f.mem, facts, 3, ids, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
     ck_assert_ptr_nonnull(strstr(err.message, "424242"));
     ck_assert_int_eq(count_facts(f.url), 0);
     facts[2].user_id = f.bob;
-    st = ds_memory_add_many(f.mem, facts, 3, ids, &err);
+    st = ds_memory_add_batch(f.mem, facts, 3, ids, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_lt(ids[0], ids[1]);
     ck_assert_int_lt(ids[1], ids[2]);
@@ -631,10 +631,10 @@ START_TEST(test_memory_add_many_is_all_or_nothing) {
     ds_memory_new_fact *batch = calloc(many, sizeof *batch);
     int64_t *many_ids = calloc(many, sizeof *many_ids);
     for (size_t i = 0; i < many; i++)
-        batch[i] = (ds_memory_new_fact){.user_id = f.alice, .content = "many",
+        batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "many",
                                         .embedding = a, .dim = DIM};
     batch[many - 1].user_id = 424242;
-    st = ds_memory_add_many(f.mem, batch, many, many_ids, &err);
+    st = ds_memory_add_batch(f.mem, batch, many, many_ids, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
     ck_assert_int_eq(count_facts(f.url), 3);
     for (size_t i = 0; i < many; i++)
@@ -653,7 +653,7 @@ START_TEST(test_memory_add_rejects_bad_input) {
         return;
     float v[DIM + 1];
     ds_error err = {0};
-    ds_memory_new_fact nf = {.user_id = f.alice, .content = "x", .embedding = v,
+    ds_memory_new_fact nf = {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "x", .embedding = v,
                              .dim = DIM};
     struct {
         float value;
@@ -793,20 +793,20 @@ START_TEST(test_memory_search_orders_by_cosine) {
     ck_assert_int_eq(hits->items[1]->id, near);
     ds_memory_facts_free(hits);
 
-    ds_memory_search_opts o = {.use_min_similarity = true, .min_similarity = 0.5};
+    ds_memory_search_options o = {.size = sizeof(ds_memory_search_options), .use_min_similarity = true, .min_similarity = 0.5};
     hits = search(f.mem, f.alice, v, 10, &o);
     ck_assert_uint_eq(hits->count, 3);
     ck_assert_int_eq(hits->items[2]->id, mid);
     ds_memory_facts_free(hits);
 
-    o = (ds_memory_search_opts){.kind = "fact", .ef_search = 64};
+    o = (ds_memory_search_options){.size = sizeof(ds_memory_search_options), .kind = "fact", .ef_search = 64};
     hits = search(f.mem, f.alice, v, 10, &o);
     ck_assert_uint_eq(hits->count, 4);
     ck_assert_int_eq(hits->items[0]->id, exact);
     ck_assert_int_eq(hits->items[1]->id, mid);
     ds_memory_facts_free(hits);
 
-    o = (ds_memory_search_opts){.kind = "nothing_here"};
+    o = (ds_memory_search_options){.size = sizeof(ds_memory_search_options), .kind = "nothing_here"};
     hits = search(f.mem, f.alice, v, 10, &o);
     ck_assert_uint_eq(hits->count, 0);
     ds_memory_facts_free(hits);
@@ -925,7 +925,7 @@ START_TEST(test_memory_hybrid_rrf_hand_checked) {
     ds_memory_facts_free(hy);
 
     /* k cuts the fused list; min_similarity trims the vector side only */
-    ds_memory_search_opts o = {.use_min_similarity = true, .min_similarity = 0.95};
+    ds_memory_search_options o = {.size = sizeof(ds_memory_search_options), .use_min_similarity = true, .min_similarity = 0.95};
     st = ds_memory_search_hybrid(f.mem, f.alice, "green tea", v, DIM, 2, &o,
                                  &hy, &err);
     ck_assert_ds_ok(st, err);
@@ -1058,20 +1058,20 @@ START_TEST(test_memory_fallback_search_is_exact) {
         v[1 + i % (DIM - 2)] = (float)big;
         v[DIM - 1] = (float)sqrt(1 - c * c - big * big);
         ck_assert_int_eq(ds__vec_normalize(v, DIM, DIM, "v", units[i], NULL), DS_OK);
-        batch[i] = (ds_memory_new_fact){.user_id = i % 5 ? f.alice : f.bob,
+        batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact), .user_id = i % 5 ? f.alice : f.bob,
                                         .content = "near tie",
                                         .embedding = units[i],
                                         .dim = DIM};
     }
     ds_error err = {0};
-    ck_assert_ds_ok(ds_memory_add_many(f.mem, batch, N, ids, &err), err);
+    ck_assert_ds_ok(ds_memory_add_batch(f.mem, batch, N, ids, &err), err);
     float q[DIM] = {0};
     q[0] = 1;
     static const int ks[] = {1, 2, 3, 5, 10, 20, 57};
     enum { NK = sizeof ks / sizeof ks[0] };
     for (int t = 0; t < 2 * NK; t++) {
         int k = ks[t % NK];
-        ds_memory_search_opts o = {.use_min_similarity = t >= NK,
+        ds_memory_search_options o = {.size = sizeof(ds_memory_search_options), .use_min_similarity = t >= NK,
                                    .min_similarity = 0.3002};
         /* brute force: every fact of alice, best first, ties by id */
         double best[N];
@@ -1269,7 +1269,7 @@ typedef struct recall_stats {
 static void check_search(ds_memory *mem, const cl_model *m, const float *v,
                          const int64_t *owner, const bool *is_note,
                          const int64_t *ids, int64_t user, const float *q,
-                         const ds_memory_search_opts *o, recall_stats *rs) {
+                         const ds_memory_search_options *o, recall_stats *rs) {
     bool *keep = malloc(RC_TOTAL * sizeof *keep);
     double floor_sim = o && o->use_min_similarity ? o->min_similarity : -2;
     for (size_t i = 0; i < RC_TOTAL; i++)
@@ -1345,7 +1345,7 @@ START_TEST(test_memory_recall_on_clustered_data) {
                                  : tiny + (who[i] - 2);
         cl_fact(&m, &prof[who[i]], v + i * DIM);
         is_note[i] = i % 3 == 0;
-        batch[i] = (ds_memory_new_fact){.user_id = owner[i],
+        batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact), .user_id = owner[i],
                                         .kind = is_note[i] ? "note" : "fact",
                                         .content = "clustered fact",
                                         .importance = 0.5,
@@ -1353,7 +1353,7 @@ START_TEST(test_memory_recall_on_clustered_data) {
                                         .dim = DIM};
     }
     ds_error err = {0};
-    ds_status st = ds_memory_add_many(f.mem, batch, RC_TOTAL, ids, &err);
+    ds_status st = ds_memory_add_batch(f.mem, batch, RC_TOTAL, ids, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts "
                                        "WHERE embedding_sketch IS NULL"),
@@ -1371,11 +1371,11 @@ START_TEST(test_memory_recall_on_clustered_data) {
             cl_query(&m, &prof[cases[c].profile], q, NULL);
             check_search(f.mem, &m, v, owner, is_note, ids, cases[c].user, q,
                          NULL, &all);
-            ds_memory_search_opts o = {.kind = "note"};
+            ds_memory_search_options o = {.size = sizeof(ds_memory_search_options), .kind = "note"};
             check_search(f.mem, &m, v, owner, is_note, ids, cases[c].user, q,
                          &o, &all);
             /* a floor between the best scores: some facts pass, some not */
-            o = (ds_memory_search_opts){.use_min_similarity = true,
+            o = (ds_memory_search_options){.size = sizeof(ds_memory_search_options), .use_min_similarity = true,
                                         .min_similarity = 0.3};
             check_search(f.mem, &m, v, owner, is_note, ids, cases[c].user, q,
                          &o, &all);
@@ -1531,7 +1531,7 @@ END_TEST
 
 /* ---- statements against the live schema; pooler mode ---------------------------------- */
 
-/* What ds_schema_check does: prepare each statement and compare the types
+/* What ds_migrate_check_schema does: prepare each statement and compare the types
  * C binds and decodes with what the server describes. */
 static void check_table(PGconn *c, const char *module) {
     const ds__stmt_def *defs = NULL;
@@ -1635,7 +1635,7 @@ START_TEST(test_memory_errors_bad_arguments) {
     ds_memory *m = NULL;
     ds_memory_fact *fact = NULL;
     ds_memory_facts *list = NULL;
-    ds_memory_new_fact nf = {.user_id = f.alice, .content = "x", .embedding = v,
+    ds_memory_new_fact nf = {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "x", .embedding = v,
                              .dim = DIM};
     int64_t id = add(f.mem, f.alice, "fact", "x", v);
 
@@ -1643,9 +1643,9 @@ START_TEST(test_memory_errors_bad_arguments) {
     ck_assert_int_eq(ds_memory_open(f.pool, NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_add(NULL, &nf, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_add(f.mem, NULL, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_memory_add_many(f.mem, &nf, 0, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_memory_add_many(f.mem, &nf, 10001, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_memory_add_many(f.mem, NULL, 1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_add_batch(f.mem, &nf, 0, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_add_batch(f.mem, &nf, 10001, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_add_batch(f.mem, NULL, 1, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_get(NULL, f.alice, id, &fact, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_get(f.mem, f.alice, id, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_get(f.mem, 0, id, &fact, &err), DS_ERR_INVALID);
@@ -1670,11 +1670,11 @@ START_TEST(test_memory_errors_bad_arguments) {
     ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 0, NULL, &list, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 1001, NULL, &list, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_search(f.mem, 0, v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
-    ds_memory_search_opts o = {.ef_search = 1001};
+    ds_memory_search_options o = {.size = sizeof(ds_memory_search_options), .ef_search = 1001};
     ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 5, &o, &list, &err), DS_ERR_INVALID);
-    o = (ds_memory_search_opts){.use_min_similarity = true, .min_similarity = 1.5};
+    o = (ds_memory_search_options){.size = sizeof(ds_memory_search_options), .use_min_similarity = true, .min_similarity = 1.5};
     ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 5, &o, &list, &err), DS_ERR_INVALID);
-    o = (ds_memory_search_opts){.kind = "NO"};
+    o = (ds_memory_search_options){.size = sizeof(ds_memory_search_options), .kind = "NO"};
     ck_assert_int_eq(ds_memory_search(f.mem, f.alice, v, DIM, 5, &o, &list, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_search_hybrid(f.mem, f.alice, NULL, v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_search_hybrid(f.mem, f.alice, "", v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
@@ -1717,7 +1717,7 @@ START_TEST(test_memory_errors_out_of_memory) {
     vec3(v, 1, 2, 0);
     add(f.mem, f.alice, "fact", "green tea", v);
     add(f.mem, f.alice, "fact", "black tea", v);
-    ds_memory_new_fact nf = {.user_id = f.alice, .content = "more tea",
+    ds_memory_new_fact nf = {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "more tea",
                              .embedding = v, .dim = DIM};
     int failures = 0;
     for (long n = 1; n < 40; n++) {
@@ -1792,7 +1792,7 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
         usleep(20000);
     float v[DIM];
     vec3(v, 1, 0, 0);
-    ds_memory_new_fact fact = {.user_id = f.alice, .content = "just added",
+    ds_memory_new_fact fact = {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "just added",
                                .importance = 0.5, .embedding = v, .dim = DIM};
     int64_t id = 0;
     ds_status add_st = ds_memory_add(mem, &fact, &id, &err);
@@ -1858,7 +1858,7 @@ START_TEST(test_memory_stats_count_searches_rows_and_adds) {
         {.user_id = f.alice, .content = "two", .embedding = v[3], .dim = DIM},
         {.user_id = f.alice, .content = "more", .embedding = v[4], .dim = DIM}};
     ds_error err = {0};
-    ck_assert_ds_ok(ds_memory_add_many(f.mem, two, 2, NULL, &err), err);
+    ck_assert_ds_ok(ds_memory_add_batch(f.mem, two, 2, NULL, &err), err);
     /* neither a bad argument nor an unknown user is an error of ours */
     ds_memory_new_fact nobody = {.user_id = 999999, .content = "x",
                                  .embedding = v[0], .dim = DIM};
@@ -1889,7 +1889,7 @@ START_TEST(test_memory_stats_count_searches_rows_and_adds) {
     ck_assert_uint_eq(s.rows_scanned, 10);
     ck_assert_uint_eq(s.rows_rescored, 6);
     /* a kind nobody has and a user without facts read nothing */
-    ds_memory_search_opts o = {.kind = "nothing_here"};
+    ds_memory_search_options o = {.kind = "nothing_here"};
     hits = search(f.mem, f.alice, v[0], 10, &o);
     ds_memory_facts_free(hits);
     hits = search(f.mem, f.bob, v[0], 10, NULL);
@@ -1961,7 +1961,7 @@ Suite *ds_test_memory_suite(void) {
     tc = tcase_create("crud");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_memory_crud, 0, 2);
-    tcase_add_loop_test(tc, test_memory_add_many_is_all_or_nothing, 0, 2);
+    tcase_add_loop_test(tc, test_memory_add_batch_is_all_or_nothing, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("validation");
     tcase_set_timeout(tc, 60);

@@ -25,7 +25,7 @@ START_TEST(test_metrics_render_matches_stats) {
     ds_error err = {0};
     for (int i = 0; i < 5; i++) {
         ds_result *res = NULL;
-        ck_assert_ds_ok(ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, &err), err);
+        ck_assert_ds_ok(ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, &err), err);
         ds_result_free(res);
     }
     ds_conn *held;
@@ -33,11 +33,11 @@ START_TEST(test_metrics_render_matches_stats) {
     redisReply *r = dt_rcmd(redis, "PING");
     freeReplyObject(r);
 
-    ds_pool_stats ps;
-    ds_redis_stats rs;
+    ds_pool_stats ps = DS_POOL_STATS_INIT;
+    ds_redis_stats rs = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_pool_stats_get(pool, &ps, &err), err);
     ck_assert_ds_ok(ds_redis_stats_get(redis, &rs, &err), err);
-    ds_metrics_sources src = {.pool = pool, .redis = redis};
+    ds_metrics_sources src = {.size = sizeof(ds_metrics_sources), .pool = pool, .redis = redis};
     char *text = NULL;
     size_t len = 0;
     ck_assert_ds_ok(ds_metrics_render(&src, &text, &len, &err), err);
@@ -100,7 +100,7 @@ START_TEST(test_metrics_render_queue_and_memory) {
                             .dim = dim};
     ck_assert_ds_ok(ds_memory_add(mem, &f, NULL, &err), err);
     ck_assert_ds_ok(ds_memory_add(mem, &f, NULL, &err), err);
-    ds_memory_search_opts primary = {.read_primary = true};
+    ds_memory_search_options primary = {.read_primary = true};
     ds_memory_facts *hits = NULL;
     ck_assert_ds_ok(ds_memory_search(mem, user, v, dim, 5, &primary, &hits, &err), err);
     ck_assert_uint_eq(hits->count, 2);
@@ -168,7 +168,7 @@ START_TEST(test_metrics_render_queue_and_memory) {
 END_TEST
 
 START_TEST(test_metrics_render_with_no_sources_is_only_info) {
-    ds_metrics_sources src = {0};
+    ds_metrics_sources src = DS_METRICS_SOURCES_INIT;
     char *text = NULL;
     ds_error err = {0};
     ck_assert_ds_ok(ds_metrics_render(&src, &text, NULL, &err), err);
@@ -179,7 +179,7 @@ START_TEST(test_metrics_render_with_no_sources_is_only_info) {
 END_TEST
 
 START_TEST(test_metrics_errors_null_arguments) {
-    ds_metrics_sources src = {0};
+    ds_metrics_sources src = DS_METRICS_SOURCES_INIT;
     char *text = (char *)"unchanged";
     size_t len = 7;
     ds_error err = {0};
@@ -230,16 +230,16 @@ START_TEST(test_statement_hook_reports_time_rows_and_errors_not_parameters) {
 
     ds_param p[] = {ds_param_text("secret-parameter-value")};
     ds_result *res = NULL;
-    ck_assert_ds_ok(ds_pool_exec(pool, "SELECT x FROM dt_hook WHERE $1 <> ''", p, 1,
+    ck_assert_ds_ok(ds_sql_exec_pool(pool, "SELECT x FROM dt_hook WHERE $1 <> ''", p, 1,
                                  &res, &err), err);
     ds_result_free(res);
-    ck_assert_ds_ok(ds_pool_exec(pool, "UPDATE dt_hook SET x = x + 1 WHERE x <= 3",
+    ck_assert_ds_ok(ds_sql_exec_pool(pool, "UPDATE dt_hook SET x = x + 1 WHERE x <= 3",
                                  NULL, 0, NULL, &err), err);
     ds_error div_err = {0};
-    st = ds_pool_exec(pool, "SELECT 1 / 0", NULL, 0, NULL, &div_err);
+    st = ds_sql_exec_pool(pool, "SELECT 1 / 0", NULL, 0, NULL, &div_err);
     ck_assert_int_ne(st, DS_OK);
     /* without an error out-param the hook still learns the outcome */
-    ck_assert_int_ne(ds_pool_exec(pool, "SELECT 2 / 0", NULL, 0, NULL, NULL), DS_OK);
+    ck_assert_int_ne(ds_sql_exec_pool(pool, "SELECT 2 / 0", NULL, 0, NULL, NULL), DS_OK);
     int before_repo = rec.n;
     ds_user *user = NULL;
     ck_assert_ds_ok(ds_user_create(pool, "hook@example.com", NULL, &user, &err), err);

@@ -59,7 +59,7 @@ static char *copy_of_sql_dir(void) {
 }
 
 static ds_migrate_options dir_options(const char *dir) {
-    ds_migrate_options o = {0};
+    ds_migrate_options o = DS_MIGRATE_OPTIONS_INIT;
     o.dir = dir;
     return o;
 }
@@ -506,7 +506,7 @@ START_TEST(test_migrate_up_applies_everything_once) {
     ck_assert(!table_exists(url, "ds_schema_migrations"));
 
     events ev = {0};
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.progress = record_event;
     opts.progress_ud = &ev;
     int applied = -1;
@@ -816,7 +816,7 @@ START_TEST(test_migrate_failure_rolls_back_and_names_line) {
 
     /* The d.pool's connections are healthy afterwards. */
     ds_result *res = NULL;
-    st = ds_pool_exec(d.pool, "SELECT 1", NULL, 0, &res, &err);
+    st = ds_sql_exec_pool(d.pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     ds_result_free(res);
     small_db_close(&d);
@@ -977,7 +977,7 @@ START_TEST(test_migrate_not_cut_by_statement_timeout) {
     st = ds_pool_open(cfg, &pool, &err);
     ck_assert_ds_ok(st, err);
     ds_config_free(cfg);
-    st = ds_pool_exec(pool, "SELECT pg_sleep(0.5)", NULL, 0, NULL, &err);
+    st = ds_sql_exec_pool(pool, "SELECT pg_sleep(0.5)", NULL, 0, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_TIMEOUT, err); /* applies to queries */
     ds_migrate_options opts = dir_options(dir);
     st = ds_migrate_up(pool, &opts, NULL, &err);
@@ -1188,7 +1188,7 @@ START_TEST(test_migrate_dry_run_reports_and_changes_nothing) {
     char *url = dt_create_db("mig_dry");
     ds_pool *pool = dt_pool(url, 1, 2);
     events ev = {0};
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dry_run = true;
     opts.progress = record_event;
     opts.progress_ud = &ev;
@@ -1482,7 +1482,7 @@ START_TEST(test_migrate_maintain_creates_months_and_moves_rows) {
     ds_pool *pool = dt_pool(url, 1, 2);
     ds_error err = {0};
     int created = -1;
-    ds_status st = ds_migrate_maintain(pool, 8, &created, &err);
+    ds_status st = ds_migrate_maintain(pool, NULL, 8, &created, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(created, 5); /* months 4..8; 0..3 came with 0002 */
     ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM "
@@ -1496,10 +1496,10 @@ START_TEST(test_migrate_maintain_creates_months_and_moves_rows) {
     ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM pg_inherits WHERE "
                                      "inhparent = 'analytics_events'::regclass"),
                      10);
-    st = ds_migrate_maintain(pool, 8, &created, &err);
+    st = ds_migrate_maintain(pool, NULL, 8, &created, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(created, 0);
-    st = ds_migrate_maintain(pool, 0, &created, &err);
+    st = ds_migrate_maintain(pool, NULL, 0, &created, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(created, 0);
     /* Inserts keep working and land in their month. */
@@ -1516,7 +1516,7 @@ START_TEST(test_migrate_maintain_creates_months_and_moves_rows) {
     ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM pg_inherits WHERE "
                                      "inhparent = 'analytics_events'::regclass"),
                      1);
-    st = ds_migrate_maintain(pool, 3, &created, &err);
+    st = ds_migrate_maintain(pool, NULL, 3, &created, &err);
     ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
     ck_assert_ptr_nonnull(strstr(err.message, "ds-migrate up"));
     ds_pool_close(pool);
@@ -1537,7 +1537,7 @@ static void *thread_maint_main(void *p) {
     ds_pool *pool = NULL;
     t->st = ds_pool_open_url(t->url, &pool, &t->err);
     if (t->st == DS_OK)
-        t->st = ds_migrate_maintain(pool, 12, &t->created, &t->err);
+        t->st = ds_migrate_maintain(pool, NULL, 12, &t->created, &t->err);
     ds_pool_close(pool);
     return NULL;
 }
@@ -1616,13 +1616,13 @@ START_TEST(test_migrate_schema_check_passes_on_migrated_db) {
     char *url = dt_migrated_db("mig_check");
     ds_pool *pool = dt_pool(url, 1, 2);
     ds_error err = {0};
-    ds_status st = ds_schema_check(pool, &err);
+    ds_status st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
     st = ds__schema_check(pool, test_tables, DS_SCHEMA_VERSION, &err);
     ck_assert_ds_ok(st, err);
     /* Nothing is left prepared. */
     ds_result *res = NULL;
-    st = ds_pool_exec(pool, "SELECT count(*)::int8 FROM pg_prepared_statements",
+    st = ds_sql_exec_pool(pool, "SELECT count(*)::int8 FROM pg_prepared_statements",
                       NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     int64_t prepared = -1;
@@ -1640,7 +1640,7 @@ START_TEST(test_migrate_schema_check_passes_on_migrated_db) {
     st = ds_pool_open(cfg, &pool, &err);
     ck_assert_ds_ok(st, err);
     ds_config_free(cfg);
-    st = ds_schema_check(pool, &err);
+    st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
     dt_sql(url, "ALTER TABLE users ALTER COLUMN created_at TYPE timestamp");
     st = ds__schema_check(pool, test_tables, 0, &err);
@@ -1696,7 +1696,7 @@ START_TEST(test_migrate_schema_check_catches_altered_column) {
 
     /* The connection is fine afterwards. */
     ds_result *res = NULL;
-    st = ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, &err);
+    st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     ds_result_free(res);
     ds_pool_close(pool);
@@ -1709,26 +1709,26 @@ START_TEST(test_migrate_schema_check_version_and_history) {
     char *url = dt_create_db("mig_checkver");
     ds_pool *pool = dt_pool(url, 1, 2);
     ds_error err = {0};
-    ds_status st = ds_schema_check(pool, &err);
+    ds_status st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
     ck_assert_ptr_nonnull(strstr(err.message, "version 0"));
     ck_assert_ptr_nonnull(strstr(err.message, "ds-migrate up"));
 
     st = ds_migrate_to(pool, NULL, 1, NULL, &err);
     ck_assert_ds_ok(st, err);
-    st = ds_schema_check(pool, &err);
+    st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
     ck_assert_ptr_nonnull(strstr(err.message, "version 1"));
 
     st = ds_migrate_up(pool, NULL, NULL, &err);
     ck_assert_ds_ok(st, err);
-    st = ds_schema_check(pool, &err);
+    st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
 
     /* Migrated with a different file than the one built in. */
     dt_sql(url, "UPDATE ds_schema_migrations SET checksum = repeat('0', 64) "
                 "WHERE version = 1");
-    st = ds_schema_check(pool, &err);
+    st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0001_platform_schema"));
 
@@ -1736,7 +1736,7 @@ START_TEST(test_migrate_schema_check_version_and_history) {
     dt_sql(url, "DELETE FROM ds_schema_migrations WHERE version = 1");
     dt_sql(url, "INSERT INTO ds_schema_migrations (version, name, checksum) "
                 "VALUES (99999, 'from_the_future', repeat('a', 64))");
-    st = ds_schema_check(pool, &err);
+    st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
     ds_pool_close(pool);
     dt_drop_db(url);
@@ -1757,8 +1757,8 @@ START_TEST(test_migrate_errors_null_and_out_of_range) {
     ck_assert_int_eq(ds_migrate_status(NULL, NULL, &list, &err), DS_ERR_INVALID);
     ck_assert_ptr_null(list);
     ck_assert_int_eq(ds_migrate_verify(NULL, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_migrate_maintain(NULL, 3, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_schema_check(NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_migrate_maintain(NULL, NULL, 3, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_migrate_check_schema(NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_migrate_up(NULL, NULL, NULL, NULL), DS_ERR_INVALID);
 
     ds_pool *pool = dt_pool(dt_env("DATABASE_URL"), 0, 1);
@@ -1766,8 +1766,8 @@ START_TEST(test_migrate_errors_null_and_out_of_range) {
     ck_assert_int_eq(ds_migrate_down(pool, NULL, -3, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_migrate_to(pool, NULL, -1, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_migrate_status(pool, NULL, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_migrate_maintain(pool, -1, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_migrate_maintain(pool, 121, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_migrate_maintain(pool, NULL, -1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_migrate_maintain(pool, NULL, 121, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds__schema_check(pool, NULL, 0, &err), DS_ERR_INVALID);
     ds_migrate_options opts = dir_options("/nonexistent/dt_migrations");
     ck_assert_int_eq(ds_migrate_up(pool, &opts, NULL, &err), DS_ERR_MIGRATION);
@@ -1806,7 +1806,7 @@ START_TEST(test_migrate_out_of_memory_is_an_error) {
     succeeded = false;
     for (long n = 1; n < 400 && !succeeded; n++) {
         ds__test_fail_alloc_after(n);
-        ds_status st = ds_schema_check(pool, &err);
+        ds_status st = ds_migrate_check_schema(pool, &err);
         ds__test_fail_alloc_after(0);
         ck_assert_msg(st == DS_OK || st == DS_ERR_NOMEM,
                       "allocation %ld: %s: %s", n, ds_status_str(st),

@@ -42,7 +42,7 @@ static ds_status open_pool(const char *url, const char *extra, ds_pool **out,
 
 static ds_status query_one(ds_pool *pool, ds_error *err) {
     ds_result *res = NULL;
-    ds_status st = ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, err);
+    ds_status st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, err);
     ds_result_free(res);
     return st;
 }
@@ -294,7 +294,7 @@ static void *bouncer_load_main(void *p) {
     while (!atomic_load(&a->stop)) {
         ds_error err = {0};
         long long t0 = dt_now_ms();
-        ds_status st = ds_pool_exec(a->pool, "SELECT pg_sleep(0.005)", NULL, 0,
+        ds_status st = ds_sql_exec_pool(a->pool, "SELECT pg_sleep(0.005)", NULL, 0,
                                     NULL, &err);
         long long took = dt_now_ms() - t0;
         long long max = atomic_load(&a->max_call_ms);
@@ -353,7 +353,7 @@ START_TEST(test_netfault_bouncer_killed_mid_load_recovers) {
     for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
     int ok_after = atomic_load(&a.ok) - ok_at_restart;
-    ds_pool_stats stats;
+    ds_pool_stats stats = DS_POOL_STATS_INIT;
     ds_status stats_st = ds_pool_stats_get(a.pool, &stats, &err);
     ds_pool_close(a.pool);
     dt_netns_down(&e);

@@ -67,7 +67,7 @@ START_TEST(test_online_when_and_invalid_index_repair) {
                "DROP TABLE when_ran;\n"
                "DROP INDEX CONCURRENTLY things_label_idx;\n");
     ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = dir;
     ds_error err = {0};
     ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
@@ -126,7 +126,7 @@ static void collect_sql(void *ud, const ds_migrate_progress *p) {
 START_TEST(test_online_dry_run_spells_when_for_psql) {
     char *url = dt_create_db("onl_dry");
     ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     char *script = NULL;
     opts.dry_run = true;
     opts.progress = collect_sql;
@@ -182,7 +182,7 @@ START_TEST(test_online_lock_timeout_is_retried) {
     write_file(dir, "0002_extra.down.sql",
                "ALTER TABLE things DROP COLUMN extra;\n");
     ds_pool *pool = dt_pool(url, 1, 2);
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = dir;
     opts.lock_timeout_ms = 100;
     ds_error err = {0};
@@ -238,7 +238,7 @@ START_TEST(test_online_rewritten_files_keep_applied_databases) {
     st = ds_migrate_up(pool, NULL, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 0);
-    st = ds_schema_check(pool, &err);
+    st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
     /* the old 0003 checksum is no pass for version 2 */
     dt_sql(url, "UPDATE ds_schema_migrations SET checksum = "
@@ -488,10 +488,10 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
     usleep(200000);
     int created = 0;
     progress_log pl = {0};
-    ds_migrate_options mopts = {0};
+    ds_migrate_options mopts = DS_MIGRATE_OPTIONS_INIT;
     mopts.progress = log_progress;
     mopts.progress_ud = &pl;
-    st = ds_migrate_maintain_opts(pool, &mopts, 6, &created, &err);
+    st = ds_migrate_maintain(pool, &mopts, 6, &created, &err);
     ck_assert_ds_ok(st, err);
     usleep(200000);
     probes_check(&ps, "up from 2 and maintain", after_up, BOUND_MS);
@@ -530,7 +530,7 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
                                      "conrelid = 'memory_facts'::regclass AND "
                                      "NOT convalidated"),
                      0);
-    st = ds_schema_check(pool, &err);
+    st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
     ds_pool_close(pool);
     dt_drop_db(url);
@@ -559,7 +559,7 @@ START_TEST(test_online_upgrade_from_1_under_probes) {
                                      "inhparent = 'analytics_events'::regclass"),
                      1); /* the default partition only, for now */
     int created = 0;
-    st = ds_migrate_maintain(pool, 3, &created, &err);
+    st = ds_migrate_maintain(pool, NULL, 3, &created, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(created, 4);
     usleep(200000);
@@ -640,7 +640,7 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
 END_TEST
 
 /* Retention purge of soft-deleted users with many rows each (40,000 in
- * all), batch after batch (ds_purge_soft_deleted_ex), under the probes
+ * all), batch after batch (ds_gdpr_purge_deleted_users_ex), under the probes
  * (which use the other users); progress reported to the end. */
 START_TEST(test_online_purge_under_probes) {
     char *url = dt_migrated_db("onl_purge");
@@ -663,12 +663,12 @@ START_TEST(test_online_purge_under_probes) {
     bool more = true;
     dt_progress prog;
     dt_progress_init(&prog, "purge", 0);
-    ds_purge_options po;
-    ds_purge_options_init(&po);
+    ds_gdpr_purge_options po;
+    ds_gdpr_purge_options_init(&po);
     po.batch_users = 10;
     po.progress = dt_progress_record;
     po.progress_ud = &prog;
-    ds_status st = ds_purge_soft_deleted_ex(pool, NULL, INT64_MAX, &po, &total,
+    ds_status st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &po, &total,
                                             &more, &err);
     ck_assert_ds_ok(st, err);
     ck_assert(!more);
@@ -787,13 +787,13 @@ START_TEST(test_online_erase_under_probes) {
     dt_progress prog;
     dt_progress_init(&prog, "erase", 0);
     prog.cumulative = true;
-    ds_erase_options eo;
-    ds_erase_options_init(&eo);
+    ds_gdpr_erase_options eo;
+    ds_gdpr_erase_options_init(&eo);
     eo.progress = dt_progress_record;
     eo.progress_ud = &prog;
-    ds_erase_report *rep;
+    ds_gdpr_erase_report *rep;
     ds_error err = {0};
-    ds_status st = ds_user_erase_ex(pool, NULL, heavy, &eo, &rep, &err);
+    ds_status st = ds_gdpr_erase_user_ex(pool, NULL, heavy, &eo, &rep, &err);
     ck_assert_ds_ok(st, err);
     usleep(200000);
     probes_check(&ps, "user_erase", NULL, BOUND_MS);
@@ -801,7 +801,7 @@ START_TEST(test_online_erase_under_probes) {
     ck_assert_int_eq(rep->messages, 30000);
     ck_assert_int_eq(rep->memory_facts, 30000);
     ck_assert_int_eq(rep->analytics_events, 30000);
-    ds_erase_report_free(rep);
+    ds_gdpr_erase_report_free(rep);
     dt_progress_check(&prog, true);
     ck_assert_int_ge(prog.events, 3 * (30000 / 5000));
     ck_assert_int_eq(prog.last_done, 1 + 30 + 3 * 30000);

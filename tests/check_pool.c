@@ -14,7 +14,7 @@ static const char *db_url(void) { return dt_env("DATABASE_URL"); }
 static long long conn_int(ds_conn *c, const char *sql) {
     ds_result *res;
     ds_error err = {0};
-    ds_status st = ds_exec(c, sql, NULL, 0, &res, &err);
+    ds_status st = ds_sql_exec(c, sql, NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     int64_t v = 0;
     st = ds_result_int64(res, 0, 0, &v, &err);
@@ -26,7 +26,7 @@ static long long conn_int(ds_conn *c, const char *sql) {
 static bool conn_bool(ds_conn *c, const char *sql) {
     ds_result *res;
     ds_error err = {0};
-    ds_status st = ds_exec(c, sql, NULL, 0, &res, &err);
+    ds_status st = ds_sql_exec(c, sql, NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     bool v = false;
     st = ds_result_bool(res, 0, 0, &v, &err);
@@ -36,7 +36,7 @@ static bool conn_bool(ds_conn *c, const char *sql) {
 }
 
 static ds_pool_stats stats_of(ds_pool *pool) {
-    ds_pool_stats s;
+    ds_pool_stats s = DS_POOL_STATS_INIT;
     ds_error err = {0};
     ds_status st = ds_pool_stats_get(pool, &s, &err);
     ck_assert_ds_ok(st, err);
@@ -48,7 +48,7 @@ static ds_pool_stats stats_of(ds_pool *pool) {
 START_TEST(test_pool_open_prewarms_to_min) {
     ds_pool *pool = dt_pool(db_url(), 3, 6);
     ds_pool_stats s = stats_of(pool);
-    ck_assert_int_eq(s.size, 3);
+    ck_assert_int_eq(s.connections, 3);
     ck_assert_int_eq(s.idle, 3);
     ck_assert_int_eq(s.in_use, 0);
     ds_conn *c;
@@ -76,7 +76,7 @@ START_TEST(test_pool_open_url_shorthand) {
     ck_assert_ds_ok(st, err);
     ck_assert(!ds_pool_is_pooler_mode(pool));
     ds_result *res;
-    st = ds_pool_exec(pool, "SELECT 1", NULL, 0, &res, &err);
+    st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(ds_result_rows(res), 1);
     ds_result_free(res);
@@ -104,7 +104,7 @@ static void *churn_main(void *p) {
         }
         if (i % 500 == 0) { /* a real round trip now and then */
             ds_result *res;
-            if (ds_exec(c, "SELECT 1", NULL, 0, &res, &err) != DS_OK)
+            if (ds_sql_exec(c, "SELECT 1", NULL, 0, &res, &err) != DS_OK)
                 atomic_fetch_add(a->failures, 1);
             ds_result_free(res);
         }
@@ -134,8 +134,8 @@ START_TEST(test_pool_8_threads_10000_acquires_no_leak) {
     ck_assert_uint_eq(s.acquires, 80000);
     ck_assert_int_eq(s.in_use, 0);
     ck_assert_int_eq(s.waiters, 0);
-    ck_assert_int_le(s.size, 4);
-    ck_assert_int_eq(s.idle, s.size);
+    ck_assert_int_le(s.connections, 4);
+    ck_assert_int_eq(s.idle, s.connections);
     ck_assert_uint_eq(s.timeouts, 0);
     ck_assert_int_le(s.acquire_wait_p50_us, s.acquire_wait_p99_us);
     ck_assert_int_le(s.acquire_wait_p99_us, s.acquire_wait_max_us);
@@ -143,7 +143,7 @@ START_TEST(test_pool_8_threads_10000_acquires_no_leak) {
     long long server_side = dt_sql_int(
         db_url(), "SELECT count(*) FROM pg_stat_activity "
                   "WHERE application_name = 'dt_churn'");
-    ck_assert_int_eq(server_side, s.size);
+    ck_assert_int_eq(server_side, s.connections);
     ds_pool_close(pool);
     ck_assert_int_eq(dt_sql_int(db_url(),
                                 "SELECT count(*) FROM pg_stat_activity "
@@ -239,7 +239,7 @@ static void *busy_worker(void *p) {
         ds_error err = {0};
         if (ds_pool_acquire(a->pool, &c, &err) != DS_OK)
             break;
-        ds_status st = ds_exec(c, "SELECT 1", NULL, 0, NULL, &err);
+        ds_status st = ds_sql_exec(c, "SELECT 1", NULL, 0, NULL, &err);
         ds_pool_release(c);
         if (st != DS_OK)
             break;
@@ -273,7 +273,7 @@ START_TEST(test_pool_oversubscribed_threads_all_served) {
     ck_assert_uint_eq(st.timeouts, 0);
     ck_assert_uint_eq(st.acquires, (uint64_t)T * OPS);
     ck_assert_int_eq(st.in_use, 0);
-    ck_assert_int_le(st.size, 2);
+    ck_assert_int_le(st.connections, 2);
     ds_pool_close(pool);
 }
 END_TEST
@@ -328,11 +328,11 @@ START_TEST(test_pool_release_rolls_back_open_transaction) {
     ds_error err = {0};
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
     long long pid = conn_int(c, "SELECT pg_backend_pid()");
-    ds_status st = ds_exec(c, "CREATE TEMP TABLE t_release (v int)", NULL, 0, NULL, &err);
+    ds_status st = ds_sql_exec(c, "CREATE TEMP TABLE t_release (v int)", NULL, 0, NULL, &err);
     ck_assert_ds_ok(st, err);
-    st = ds_exec(c, "BEGIN", NULL, 0, NULL, &err);
+    st = ds_sql_exec(c, "BEGIN", NULL, 0, NULL, &err);
     ck_assert_ds_ok(st, err);
-    st = ds_exec(c, "INSERT INTO t_release VALUES (1)", NULL, 0, NULL, &err);
+    st = ds_sql_exec(c, "INSERT INTO t_release VALUES (1)", NULL, 0, NULL, &err);
     ck_assert_ds_ok(st, err);
     ds_pool_release(c); /* left inside a transaction */
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
@@ -340,9 +340,9 @@ START_TEST(test_pool_release_rolls_back_open_transaction) {
     ck_assert_int_eq(PQtransactionStatus(ds_conn_pg(c)), PQTRANS_IDLE);
     ck_assert_int_eq(conn_int(c, "SELECT count(*) FROM t_release"), 0);
     /* a failed transaction is rolled back too */
-    st = ds_exec(c, "BEGIN", NULL, 0, NULL, &err);
+    st = ds_sql_exec(c, "BEGIN", NULL, 0, NULL, &err);
     ck_assert_ds_ok(st, err);
-    st = ds_exec(c, "SELECT 1/0", NULL, 0, NULL, &err);
+    st = ds_sql_exec(c, "SELECT 1/0", NULL, 0, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_str_eq(err.sqlstate, "22012");
     ds_pool_release(c);
@@ -423,7 +423,7 @@ START_TEST(test_pool_in_flight_query_on_killed_backend_is_retryable) {
         ck_assert_msg(dt_now_ms() < deadline, "backend %lld still alive", pid);
         usleep(2000);
     }
-    ds_status st = ds_exec(c, "SELECT 1", NULL, 0, NULL, &err);
+    ds_status st = ds_sql_exec(c, "SELECT 1", NULL, 0, NULL, &err);
     ck_assert_int_ne(st, DS_OK);
     ck_assert_msg(ds_error_is_retryable(&err), "%s: %s", ds_status_str(st),
                   err.message);
@@ -448,7 +448,7 @@ static void *load_main(void *p) {
         ds_error err = {0};
         ds_status st = ds_pool_acquire(a->pool, &c, &err);
         if (st == DS_OK) {
-            st = ds_exec(c, "SELECT pg_sleep(0.01)", NULL, 0, NULL, &err);
+            st = ds_sql_exec(c, "SELECT pg_sleep(0.01)", NULL, 0, NULL, &err);
             ds_pool_release(c);
         }
         if (st == DS_OK)
@@ -495,7 +495,7 @@ START_TEST(test_pool_survives_postgres_restart) {
         ds_conn *c;
         ds_error e = {0};
         if (ds_pool_acquire(pool, &c, &e) == DS_OK) {
-            healed = ds_exec(c, "SELECT 1", NULL, 0, NULL, &e) == DS_OK;
+            healed = ds_sql_exec(c, "SELECT 1", NULL, 0, NULL, &e) == DS_OK;
             ds_pool_release(c);
         }
         if (!healed)
@@ -531,7 +531,7 @@ static ds_status bump_counter(ds_conn *c, void *ud, ds_error *err) {
     tx_arg *a = ud;
     atomic_fetch_add(a->attempts, 1);
     ds_result *res;
-    ds_status st = ds_exec(c, "SELECT v FROM dt_tx_counter WHERE id = 1", NULL,
+    ds_status st = ds_sql_exec(c, "SELECT v FROM dt_tx_counter WHERE id = 1", NULL,
                            0, &res, err);
     if (st != DS_OK)
         return st;
@@ -545,13 +545,13 @@ static ds_status bump_counter(ds_conn *c, void *ud, ds_error *err) {
         pthread_barrier_wait(a->barrier);
     }
     ds_param p[] = {ds_param_int64(v + 1)};
-    return ds_exec(c, "UPDATE dt_tx_counter SET v = $1 WHERE id = 1", p, 1,
+    return ds_sql_exec(c, "UPDATE dt_tx_counter SET v = $1 WHERE id = 1", p, 1,
                    NULL, err);
 }
 
 static void *tx_main(void *p) {
     tx_arg *a = p;
-    ds_tx_options opts = {DS_ISOLATION_SERIALIZABLE, false, -1};
+    ds_tx_options opts = {sizeof(ds_tx_options), DS_ISOLATION_SERIALIZABLE, false, 0};
     ds_error err = {0};
     ds_status st = ds_tx_run(a->pool, &opts, bump_counter, a, &err);
     ck_assert_ds_ok(st, err);
@@ -585,25 +585,25 @@ END_TEST
 
 static ds_status failing_body(ds_conn *c, void *ud, ds_error *err) {
     (void)ud;
-    ds_status st = ds_exec(c, "INSERT INTO dt_tx_items VALUES (1)", NULL, 0,
+    ds_status st = ds_sql_exec(c, "INSERT INTO dt_tx_items VALUES (1)", NULL, 0,
                            NULL, err);
     if (st != DS_OK)
         return st;
-    return ds_exec(c, "INSERT INTO dt_tx_items VALUES (1)", NULL, 0, NULL, err);
+    return ds_sql_exec(c, "INSERT INTO dt_tx_items VALUES (1)", NULL, 0, NULL, err);
 }
 
 static ds_status swallowing_body(ds_conn *c, void *ud, ds_error *err) {
     (void)ud;
     (void)err;
     ds_error ignored = {0};
-    ds_status st = ds_exec(c, "SELECT 1/0", NULL, 0, NULL, &ignored);
+    ds_status st = ds_sql_exec(c, "SELECT 1/0", NULL, 0, NULL, &ignored);
     ck_assert_int_eq(st, DS_ERR_INVALID);
     return DS_OK; /* claims success although the statement failed */
 }
 
 static ds_status plain_body(ds_conn *c, void *ud, ds_error *err) {
     (void)ud;
-    return ds_exec(c, "INSERT INTO dt_tx_items VALUES (2)", NULL, 0, NULL, err);
+    return ds_sql_exec(c, "INSERT INTO dt_tx_items VALUES (2)", NULL, 0, NULL, err);
 }
 
 START_TEST(test_tx_run_rolls_back_on_error) {
@@ -620,7 +620,7 @@ START_TEST(test_tx_run_rolls_back_on_error) {
     st = ds_tx_run(pool, NULL, plain_body, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM dt_tx_items"), 1);
-    ds_tx_options bad = {(ds_isolation)42, false, 0};
+    ds_tx_options bad = {sizeof(ds_tx_options), (ds_isolation)42, false, 0};
     st = ds_tx_run(pool, &bad, plain_body, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ds_pool_close(pool);
@@ -640,7 +640,7 @@ START_TEST(test_pool_statement_timeout_applies) {
     st = ds_pool_open(cfg, &pool, &err);
     ds_config_free(cfg);
     ck_assert_ds_ok(st, err);
-    st = ds_pool_exec(pool, "SELECT pg_sleep(2)", NULL, 0, NULL, &err);
+    st = ds_sql_exec_pool(pool, "SELECT pg_sleep(2)", NULL, 0, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_TIMEOUT, err);
     ck_assert_str_eq(err.sqlstate, "57014");
     ds_pool_close(pool);
@@ -650,7 +650,7 @@ END_TEST
 static ds_status set_app_name(void *ud, ds_conn *c, ds_error *err) {
     atomic_int *calls = ud;
     atomic_fetch_add(calls, 1);
-    return ds_exec(c, "SET application_name = 'dt_hooked'", NULL, 0, NULL, err);
+    return ds_sql_exec(c, "SET application_name = 'dt_hooked'", NULL, 0, NULL, err);
 }
 
 static ds_status refuse(void *ud, ds_conn *c, ds_error *err) {
@@ -673,7 +673,7 @@ START_TEST(test_pool_after_connect_hook) {
     ds_conn *c;
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
     ds_result *res;
-    st = ds_exec(c, "SELECT current_setting('application_name')", NULL, 0, &res, &err);
+    st = ds_sql_exec(c, "SELECT current_setting('application_name')", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     const char *name;
     st = ds_result_text(res, 0, 0, &name, NULL, &err);
@@ -730,12 +730,12 @@ START_TEST(test_pool_idle_timeout_shrinks_to_min) {
         ck_assert_int_eq(ds_pool_acquire(pool, &c[i], &err), DS_OK);
     for (int i = 0; i < 4; i++)
         ds_pool_release(c[i]);
-    ck_assert_int_eq(stats_of(pool).size, 4);
+    ck_assert_int_eq(stats_of(pool).connections, 4);
     /* the maintenance thread runs once a second (bounded at 30 s) */
     long long t0 = dt_now_ms();
-    while (stats_of(pool).size > 1 && dt_now_ms() - t0 < 30000)
+    while (stats_of(pool).connections > 1 && dt_now_ms() - t0 < 30000)
         usleep(20000);
-    ck_assert_int_eq(stats_of(pool).size, 1);
+    ck_assert_int_eq(stats_of(pool).connections, 1);
     ds_pool_close(pool);
 }
 END_TEST
@@ -775,7 +775,7 @@ START_TEST(test_pool_refills_min_after_connections_die) {
     }
     ck_assert_msg(state == 20, "new backends * 10 + old ones: %lld, want 20",
                   state);
-    ck_assert_int_eq(stats_of(pool).size, 2);
+    ck_assert_int_eq(stats_of(pool).connections, 2);
     ds_pool_close(pool);
 }
 END_TEST
@@ -922,7 +922,7 @@ START_TEST(test_pool_refuses_standby_as_primary) {
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
     ck_assert(conn_bool(c, "SELECT pg_is_in_recovery()"));
     /* There a write is the caller's mistake, not a failover. */
-    st = ds_exec(c, "CREATE TEMP TABLE dt_nope (x int)", NULL, 0, NULL, &err);
+    st = ds_sql_exec(c, "CREATE TEMP TABLE dt_nope (x int)", NULL, 0, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_DB, err);
     ck_assert_str_eq(err.sqlstate, "25006");
     ds_pool_release(c);
@@ -1004,13 +1004,13 @@ START_TEST(test_pool_discards_connection_when_server_turns_read_only) {
     ds_conn *c;
     ds_error err = {0};
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
-    ck_assert_int_eq(ds_exec(c, "INSERT INTO dt_ro VALUES (1)", NULL, 0, NULL, &err),
+    ck_assert_int_eq(ds_sql_exec(c, "INSERT INTO dt_ro VALUES (1)", NULL, 0, NULL, &err),
                      DS_OK);
     /* The caller's own read-only transaction is a statement error: the
      * connection stays. */
     long long pid = conn_int(c, "SELECT pg_backend_pid()");
-    ck_assert_int_eq(ds_exec(c, "BEGIN READ ONLY", NULL, 0, NULL, &err), DS_OK);
-    ds_status st = ds_exec(c, "INSERT INTO dt_ro VALUES (9)", NULL, 0, NULL, &err);
+    ck_assert_int_eq(ds_sql_exec(c, "BEGIN READ ONLY", NULL, 0, NULL, &err), DS_OK);
+    ds_status st = ds_sql_exec(c, "INSERT INTO dt_ro VALUES (9)", NULL, 0, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_DB, err);
     ck_assert_str_eq(err.sqlstate, "25006");
     ck_assert(!ds_error_is_retryable(&err));
@@ -1021,7 +1021,7 @@ START_TEST(test_pool_discards_connection_when_server_turns_read_only) {
 
     set_cluster_read_only(admin, true);
     ds_error write_err = {0};
-    ds_status write_st = ds_exec(c, "INSERT INTO dt_ro VALUES (2)", NULL, 0,
+    ds_status write_st = ds_sql_exec(c, "INSERT INTO dt_ro VALUES (2)", NULL, 0,
                                  NULL, &write_err);
     ds_pool_release(c);
     uint64_t discarded_after = stats_of(pool).discarded;
@@ -1041,7 +1041,7 @@ START_TEST(test_pool_discards_connection_when_server_turns_read_only) {
 
     ck_assert(!fresh_session_read_only(admin));
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
-    ck_assert_int_eq(ds_exec(c, "INSERT INTO dt_ro VALUES (3)", NULL, 0, NULL, &err),
+    ck_assert_int_eq(ds_sql_exec(c, "INSERT INTO dt_ro VALUES (3)", NULL, 0, NULL, &err),
                      DS_OK);
     ds_pool_release(c);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM dt_ro"), 2);
@@ -1078,7 +1078,7 @@ START_TEST(test_pool_survives_pgbouncer_restart) {
         ds_conn *c;
         ds_error e = {0};
         if (ds_pool_acquire(pool, &c, &e) == DS_OK) {
-            healed = ds_exec(c, "SELECT 1", NULL, 0, NULL, &e) == DS_OK;
+            healed = ds_sql_exec(c, "SELECT 1", NULL, 0, NULL, &e) == DS_OK;
             ds_pool_release(c);
         }
         if (!healed)
@@ -1104,7 +1104,7 @@ static long long conn_count(ds_conn *c, int id) {
     ds_param p[] = {ds_param_int64(id)};
     ds_result *res;
     ds_error err = {0};
-    ds_status st = ds_exec(c, "SELECT count(*) FROM dt_ryw WHERE id = $1", p, 1,
+    ds_status st = ds_sql_exec(c, "SELECT count(*) FROM dt_ryw WHERE id = $1", p, 1,
                            &res, &err);
     ck_assert_ds_ok(st, err);
     int64_t v = -1;
@@ -1173,7 +1173,7 @@ START_TEST(test_pool_read_token_never_misses_a_write_on_a_paused_replica) {
                                "'paused')::int") != 1 &&
            dt_now_ms() - t0 < 10000)
         usleep(20000);
-    ck_assert_ds_ok(ds_pool_exec(pool, "INSERT INTO dt_ryw VALUES (1)", NULL, 0,
+    ck_assert_ds_ok(ds_sql_exec_pool(pool, "INSERT INTO dt_ryw VALUES (1)", NULL, 0,
                                  NULL, &err), err);
     ds_read_token tok;
     ds_status tok_st = ds_pool_read_token(pool, &tok, &err);
@@ -1248,7 +1248,7 @@ static ds_status pooler_tx(ds_conn *c, void *ud, ds_error *err) {
     (void)ud;
     ds_param p[] = {ds_param_int64(5), ds_param_text("x")};
     ds_result *res;
-    ds_status st = ds_exec(c, "SELECT $1::int8 * 2, length($2)", p, 2, &res, err);
+    ds_status st = ds_sql_exec(c, "SELECT $1::int8 * 2, length($2)", p, 2, &res, err);
     ds_result_free(res);
     return st;
 }
@@ -1259,7 +1259,7 @@ static void *pooler_main(void *p) {
         ds_error err = {0};
         ds_param params[] = {ds_param_int64(i), ds_param_text("pgbouncer")};
         ds_result *res = NULL;
-        ds_status st = ds_pool_exec(a->pool, "SELECT $1::int8 + 1, upper($2)",
+        ds_status st = ds_sql_exec_pool(a->pool, "SELECT $1::int8 + 1, upper($2)",
                                     params, 2, &res, &err);
         int64_t v = -1;
         if (st == DS_OK)
@@ -1360,7 +1360,7 @@ START_TEST(test_pool_errors_null_arguments) {
     ds_error err = {0};
     ds_pool *pool = NULL;
     ds_conn *c = NULL;
-    ds_pool_stats s;
+    ds_pool_stats s = DS_POOL_STATS_INIT;
     ck_assert_int_eq(ds_pool_open(NULL, &pool, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_pool_open(NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_pool_open_url(NULL, &pool, &err), DS_ERR_INVALID);

@@ -62,7 +62,7 @@ static int wait_event(collector *c, ds_presence_event_type type, int64_t user,
 }
 
 static ds_presence *open_presence(ds_redis *r, int online_ms, int typing_ms) {
-    ds_presence_options o;
+    ds_presence_options o = DS_PRESENCE_OPTIONS_INIT;
     ds_presence_options_init(&o);
     if (online_ms)
         o.online_ttl_ms = online_ms;
@@ -504,9 +504,9 @@ START_TEST(test_presence_errors) {
     ck_assert_int_eq(ds_presence_open(NULL, NULL, &p, &err), DS_ERR_INVALID);
     ck_assert_ptr_null(p);
     ck_assert_int_eq(ds_presence_open(r, NULL, NULL, &err), DS_ERR_INVALID);
-    ds_presence_options o = {0, 10};
+    ds_presence_options o = {sizeof(ds_presence_options), -1, 10};
     ck_assert_int_eq(ds_presence_open(r, &o, &p, &err), DS_ERR_INVALID);
-    o = (ds_presence_options){10, -1};
+    o = (ds_presence_options){sizeof(ds_presence_options), 10, -1};
     ck_assert_int_eq(ds_presence_open(r, &o, &p, &err), DS_ERR_INVALID);
     ds_presence_options_init(NULL);
     ck_assert_ds_ok(ds_presence_open(r, NULL, &p, &err), err);
@@ -566,7 +566,7 @@ END_TEST
 
 START_TEST(test_presence_subscribe_fails_without_redis) {
     ds_redis *r = dt_redis("presence");
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     /* opening does not talk to Redis */
     ds_presence *p = open_presence(r, 0, 0);
     ds_presence_subscription *sub = (ds_presence_subscription *)1;
@@ -578,8 +578,7 @@ START_TEST(test_presence_subscribe_fails_without_redis) {
     ck_assert(ds_error_is_retryable(&err));
     st = ds_presence_set_online(p, 1, 1, &err);
     ck_assert_ds_status(st, DS_ERR_REDIS, err);
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     ok(ds_presence_set_online(p, 1, 1, &err), &err);
     dt_redis_flush_prefix(r);
     ds_presence_close(p);

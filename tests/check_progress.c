@@ -271,7 +271,7 @@ START_TEST(test_progress_maintain_stops_and_resumes) {
     opts.on_progress_ud = &p;
     ds_error err = {0};
     int created = -1;
-    ds_status st = ds_migrate_maintain_opts(pool, &opts, 6, &created, &err);
+    ds_status st = ds_migrate_maintain(pool, &opts, 6, &created, &err);
     ck_assert_ds_status(st, DS_ERR_CANCELLED, err);
     ck_assert_ptr_nonnull(strstr(err.message, "not attached yet"));
     ck_assert_int_eq(p.events, 1);
@@ -284,7 +284,7 @@ START_TEST(test_progress_maintain_stops_and_resumes) {
                      FUTURE);
 
     dt_progress_init(&p, "maintain", 0);
-    st = ds_migrate_maintain_opts(pool, &opts, 6, &created, &err);
+    st = ds_migrate_maintain(pool, &opts, 6, &created, &err);
     ck_assert_ds_ok(st, err);
     dt_progress_check(&p, true);
     ck_assert_int_gt(p.first_done, 5000); /* continued, not restarted */
@@ -348,7 +348,7 @@ START_TEST(test_progress_rotate_stops_and_resumes) {
     /* every envelope opens with the new key alone */
     ds_crypto *only2 = ring(K2);
     ds_result *res;
-    st = ds_pool_exec(pool,
+    st = ds_sql_exec_pool(pool,
                       "SELECT user_id, external_account_id, access_token_enc "
                       "FROM service_connections ORDER BY id",
                       NULL, 0, &res, &err);
@@ -364,7 +364,7 @@ START_TEST(test_progress_rotate_stops_and_resumes) {
         ck_assert_ds_ok(ds_result_bytea(res, i, 2, &env, &len, &err), err);
         char scope[80];
         snprintf(scope, sizeof scope, "google/%s", acct);
-        ds_crypto_context ctx = {"service_connections", "access_token", user,
+        ds_crypto_context ctx = {sizeof(ds_crypto_context), "service_connections", "access_token", user,
                                  scope};
         ds_secret *plain;
         ck_assert_ds_ok(ds_crypto_decrypt(only2, &ctx, env, len, &plain, &err),
@@ -411,14 +411,14 @@ START_TEST(test_progress_erase_stops_and_resumes) {
     dt_progress p;
     dt_progress_init(&p, "erase", 2);
     p.cumulative = true;
-    ds_erase_options opts;
-    ds_erase_options_init(&opts);
+    ds_gdpr_erase_options opts;
+    ds_gdpr_erase_options_init(&opts);
     opts.batch_rows = 2000;
     opts.progress = dt_progress_record;
     opts.progress_ud = &p;
-    ds_erase_report *rep = (ds_erase_report *)&rep; /* must become NULL */
+    ds_gdpr_erase_report *rep = (ds_gdpr_erase_report *)&rep; /* must become NULL */
     ds_error err = {0};
-    ds_status st = ds_user_erase_ex(pool, NULL, heavy, &opts, &rep, &err);
+    ds_status st = ds_gdpr_erase_user_ex(pool, NULL, heavy, &opts, &rep, &err);
     ck_assert_ds_status(st, DS_ERR_CANCELLED, err);
     ck_assert_ptr_null(rep);
     ck_assert_int_eq(p.last_done, 4000);
@@ -437,7 +437,7 @@ START_TEST(test_progress_erase_stops_and_resumes) {
 
     dt_progress_init(&p, "erase", 0);
     p.cumulative = true;
-    st = ds_user_erase_ex(pool, NULL, heavy, &opts, &rep, &err);
+    st = ds_gdpr_erase_user_ex(pool, NULL, heavy, &opts, &rep, &err);
     ck_assert_ds_ok(st, err);
     dt_progress_check(&p, true);
     ck_assert_int_ge(p.events, 4 + 2 + 2); /* batches of each table, final */
@@ -448,7 +448,7 @@ START_TEST(test_progress_erase_stops_and_resumes) {
     ck_assert_int_eq(rep->analytics_events, 3000);
     /* everything this call deleted, and nothing else */
     ck_assert_int_eq(p.last_done, 1 + 12 + 8000 + 3000 + 3000);
-    ds_erase_report_free(rep);
+    ds_gdpr_erase_report_free(rep);
     ck_assert_int_eq(dt_sql_int(url, sql), 0);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM messages"), 12000);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM memory_facts"), 3000);
@@ -456,11 +456,11 @@ START_TEST(test_progress_erase_stops_and_resumes) {
                      3000);
     /* erasing again: nothing left, still a report that finishes */
     dt_progress_init(&p, "erase", 0);
-    st = ds_user_erase_ex(pool, NULL, heavy, &opts, &rep, &err);
+    st = ds_gdpr_erase_user_ex(pool, NULL, heavy, &opts, &rep, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(rep->users, 0);
     dt_progress_check(&p, true);
-    ds_erase_report_free(rep);
+    ds_gdpr_erase_report_free(rep);
     ds_pool_close(pool);
     dt_drop_db(url);
     free(url);
@@ -478,15 +478,15 @@ START_TEST(test_progress_purge_stops_and_resumes) {
     ds_pool *pool = dt_pool(url, 1, 2);
     dt_progress p;
     dt_progress_init(&p, "purge", 2);
-    ds_purge_options opts;
-    ds_purge_options_init(&opts);
+    ds_gdpr_purge_options opts;
+    ds_gdpr_purge_options_init(&opts);
     opts.batch_users = 10;
     opts.progress = dt_progress_record;
     opts.progress_ud = &p;
     int64_t purged = -1;
     bool more = true;
     ds_error err = {0};
-    ds_status st = ds_purge_soft_deleted_ex(pool, NULL, INT64_MAX, &opts,
+    ds_status st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &opts,
                                             &purged, &more, &err);
     ck_assert_ds_status(st, DS_ERR_CANCELLED, err);
     ck_assert_int_eq(purged, 20);
@@ -501,7 +501,7 @@ START_TEST(test_progress_purge_stops_and_resumes) {
     /* a bounded run: 15 users, more waiting */
     dt_progress_init(&p, "purge", 0);
     opts.max_users = 15;
-    st = ds_purge_soft_deleted_ex(pool, NULL, INT64_MAX, &opts, &purged, &more,
+    st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &opts, &purged, &more,
                                   &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 15);
@@ -511,7 +511,7 @@ START_TEST(test_progress_purge_stops_and_resumes) {
 
     dt_progress_init(&p, "purge", 0);
     opts.max_users = 0;
-    st = ds_purge_soft_deleted_ex(pool, NULL, INT64_MAX, &opts, &purged, &more,
+    st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &opts, &purged, &more,
                                   &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 15);
@@ -594,52 +594,52 @@ START_TEST(test_progress_errors_bad_options) {
     ck_assert_str_eq(ds_status_str(DS_ERR_CANCELLED), "DS_ERR_CANCELLED");
     ds_pool *pool = dt_pool(dt_env("DATABASE_URL"), 1, 1);
     ds_error err = {0};
-    ds_erase_options eo;
-    ds_erase_options_init(&eo);
+    ds_gdpr_erase_options eo;
+    ds_gdpr_erase_options_init(&eo);
     ck_assert_uint_eq(eo.size, sizeof eo);
     ck_assert_int_eq(eo.batch_rows, 0);
     ck_assert_ptr_null(eo.progress);
     eo.size = 3;
-    ds_erase_report *rep = NULL;
-    ds_status st = ds_user_erase_ex(pool, NULL, 1, &eo, &rep, &err);
+    ds_gdpr_erase_report *rep = NULL;
+    ds_status st = ds_gdpr_erase_user_ex(pool, NULL, 1, &eo, &rep, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
-    ck_assert_ptr_nonnull(strstr(err.message, "ds_erase_options_init"));
+    ck_assert_ptr_nonnull(strstr(err.message, "ds_gdpr_erase_options_init"));
     eo.size = sizeof eo + 8; /* a newer header than this library */
-    ck_assert_int_eq(ds_user_erase_ex(pool, NULL, 1, &eo, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user_ex(pool, NULL, 1, &eo, &rep, &err),
                      DS_ERR_INVALID);
-    ds_erase_options_init(&eo);
+    ds_gdpr_erase_options_init(&eo);
     eo.batch_rows = -1;
-    ck_assert_int_eq(ds_user_erase_ex(pool, NULL, 1, &eo, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user_ex(pool, NULL, 1, &eo, &rep, &err),
                      DS_ERR_INVALID);
     eo.batch_rows = 100001;
-    ck_assert_int_eq(ds_user_erase_ex(pool, NULL, 1, &eo, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user_ex(pool, NULL, 1, &eo, &rep, &err),
                      DS_ERR_INVALID);
-    ck_assert_int_eq(ds_user_erase_ex(NULL, NULL, 1, NULL, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user_ex(NULL, NULL, 1, NULL, &rep, &err),
                      DS_ERR_INVALID);
-    ck_assert_int_eq(ds_user_erase_ex(pool, NULL, 0, NULL, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user_ex(pool, NULL, 0, NULL, &rep, &err),
                      DS_ERR_INVALID);
 
-    ds_purge_options po;
-    ds_purge_options_init(&po);
+    ds_gdpr_purge_options po;
+    ds_gdpr_purge_options_init(&po);
     po.size = 0;
     int64_t purged = 7;
     bool more = true;
-    st = ds_purge_soft_deleted_ex(pool, NULL, INT64_MAX, &po, &purged, &more,
+    st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &po, &purged, &more,
                                   &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_int_eq(purged, 0);
     ck_assert(!more);
-    ds_purge_options_init(&po);
+    ds_gdpr_purge_options_init(&po);
     po.batch_users = 10001;
-    ck_assert_int_eq(ds_purge_soft_deleted_ex(pool, NULL, INT64_MAX, &po,
+    ck_assert_int_eq(ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &po,
                                               NULL, NULL, &err),
                      DS_ERR_INVALID);
-    ds_purge_options_init(&po);
+    ds_gdpr_purge_options_init(&po);
     po.max_users = -1;
-    ck_assert_int_eq(ds_purge_soft_deleted_ex(pool, NULL, INT64_MAX, &po,
+    ck_assert_int_eq(ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &po,
                                               NULL, NULL, &err),
                      DS_ERR_INVALID);
-    ck_assert_int_eq(ds_purge_soft_deleted_ex(NULL, NULL, INT64_MAX, NULL,
+    ck_assert_int_eq(ds_gdpr_purge_deleted_users_ex(NULL, NULL, INT64_MAX, NULL,
                                               NULL, NULL, &err),
                      DS_ERR_INVALID);
 
@@ -651,8 +651,8 @@ START_TEST(test_progress_errors_bad_options) {
     ck_assert_int_eq(ds_memory_upgrade_to_pgvector_ex(NULL, NULL, &err),
                      DS_ERR_INVALID);
     /* the init functions take NULL */
-    ds_erase_options_init(NULL);
-    ds_purge_options_init(NULL);
+    ds_gdpr_erase_options_init(NULL);
+    ds_gdpr_purge_options_init(NULL);
     ds_memory_upgrade_options_init(NULL);
     ds_pool_close(pool);
 }

@@ -17,7 +17,7 @@
 static ds_queue *open_queue(ds_redis *r, const char *name, const char *consumer,
                             int visibility_ms, int max_attempts,
                             int backoff_ms) {
-    ds_queue_options o;
+    ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&o);
     o.name = name;
     o.consumer = consumer;
@@ -57,7 +57,7 @@ static int n_of(const ds_queue_job *job) {
 }
 
 static ds_queue_counts counts(ds_queue *q) {
-    ds_queue_counts c;
+    ds_queue_counts c = DS_QUEUE_COUNTS_INIT;
     ds_error err = {0};
     ck_assert_ds_ok(ds_queue_counts_get(q, &c, &err), err);
     return c;
@@ -304,7 +304,7 @@ START_TEST(test_queue_killed_worker_job_redelivered) {
         ds_queue *cq;
         ds_queue_job *job = NULL;
         ds_error e = {0};
-        ds_queue_options o;
+        ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
         ds_queue_options_init(&o);
         o.name = "kill";
         o.consumer = "doomed";
@@ -376,7 +376,7 @@ START_TEST(test_queue_four_workers_drain_10000_jobs) {
             ds_redis *cr;
             ds_queue *cq;
             ds_error e = {0};
-            ds_queue_options o;
+            ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
             ds_queue_options_init(&o);
             o.name = "drain";
             o.visibility_timeout_ms = 500;
@@ -445,7 +445,7 @@ START_TEST(test_queue_resumes_after_restart) {
     ck_assert_str_eq(j1->id, ids[1]);
     /* persist what Redis holds now (production: AOF or RDB snapshots) */
     freeReplyObject(dt_rcmd(r, "SAVE"));
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     ds_error err = {0};
     ds_queue_job *none;
     ck_assert_ds_status(ds_queue_reserve(q, 0, &none, &err), DS_ERR_REDIS, err);
@@ -457,8 +457,7 @@ START_TEST(test_queue_resumes_after_restart) {
     json_decref(p);
     ck_assert_ds_status(ds_queue_ack(q, j1, &err), DS_ERR_REDIS, err);
     ck_assert(ds_error_is_retryable(&err));
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     /* the in-flight job is still ours to complete; the acknowledged one
      * never comes back */
     ack_ok(q, j1);
@@ -602,7 +601,7 @@ START_TEST(test_queue_entry_without_fields_dead_letters) {
     }
     ck_assert_ds_ok(ds_queue_reserve(q, 0, &job, &err), err);
     ck_assert_ptr_null(job);
-    ds_queue_counts c;
+    ds_queue_counts c = DS_QUEUE_COUNTS_INIT;
     ck_assert_ds_ok(ds_queue_counts_get(q, &c, &err), err);
     ck_assert_int_eq(c.dead, 1);
     ck_assert_int_eq(c.reserved, 0);
@@ -617,7 +616,7 @@ END_TEST
 START_TEST(test_queue_errors) {
     ds_redis *r = dt_redis("queue");
     ds_error err = {0};
-    ds_queue_options o;
+    ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&o);
     ds_queue_options_init(NULL);
     ds_queue *q = (ds_queue *)1;
@@ -630,10 +629,10 @@ START_TEST(test_queue_errors) {
     ck_assert_int_eq(ds_queue_open(r, &o, &q, &err), DS_ERR_INVALID);
     o.consumer = NULL;
     ds_queue_options b = o;
-    b.visibility_timeout_ms = 0;
+    b.visibility_timeout_ms = -1;
     ck_assert_int_eq(ds_queue_open(r, &b, &q, &err), DS_ERR_INVALID);
     b = o;
-    b.max_attempts = 0;
+    b.max_attempts = 1001;
     ck_assert_int_eq(ds_queue_open(r, &b, &q, &err), DS_ERR_INVALID);
     b = o;
     b.backoff_max_ms = 10;
@@ -690,7 +689,7 @@ START_TEST(test_queue_errors) {
     ck_assert_int_eq(replayed, 0);
     ck_assert_int_eq(ds_queue_dead_replay(NULL, NULL, NULL, &err),
                      DS_ERR_INVALID);
-    ds_queue_counts c;
+    ds_queue_counts c = DS_QUEUE_COUNTS_INIT;
     ck_assert_int_eq(ds_queue_counts_get(NULL, &c, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_queue_counts_get(q, NULL, &err), DS_ERR_INVALID);
     ds_queue_job_free(NULL);
@@ -768,10 +767,10 @@ END_TEST
 
 static ds_queue *open_dead_queue(ds_redis *r, const char *name,
                                  int64_t max_len, int64_t max_age_ms) {
-    ds_queue_options o;
+    ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&o);
-    ck_assert_int_eq(o.dead_max_len, DS_QUEUE_DEAD_MAX_LEN_DEFAULT);
-    ck_assert_int_eq(o.dead_max_age_ms, DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT);
+    ck_assert_int_eq(o.dead_max_len, 0);    /* zero: the default */
+    ck_assert_int_eq(o.dead_max_age_ms, 0);
     o.name = name;
     o.max_attempts = 1;
     o.backoff_base_ms = 1;
@@ -896,7 +895,7 @@ static void enqueue_user(ds_queue *q, int64_t user, int v, int64_t delay_ms) {
 
 START_TEST(test_queue_erase_user_reaches_jobs) {
     ds_redis *r = dt_redis("queue");
-    ds_queue_options o;
+    ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
     ds_queue_options_init(&o);
     o.name = "gdpr";
     o.max_attempts = 2;

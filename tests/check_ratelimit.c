@@ -17,7 +17,7 @@ static ds_ratelimit *open_rl(ds_redis *r, const char *name,
                              ds_ratelimit_algorithm algo, int64_t limit,
                              int64_t period_ms, int64_t burst,
                              ds_ratelimit_policy policy) {
-    ds_ratelimit_options o = {name, algo, limit, period_ms, burst, policy};
+    ds_ratelimit_options o = {sizeof(ds_ratelimit_options), name, algo, limit, period_ms, burst, policy};
     ds_ratelimit *rl;
     ds_error err = {0};
     ds_status st = ds_ratelimit_open(r, &o, &rl, &err);
@@ -26,7 +26,7 @@ static ds_ratelimit *open_rl(ds_redis *r, const char *name,
 }
 
 static ds_ratelimit_result check(ds_ratelimit *rl, const char *key) {
-    ds_ratelimit_result res;
+    ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
     ds_error err = {0};
     ds_status st = ds_ratelimit_check(rl, key, &res, &err);
     ck_assert_ds_ok(st, err);
@@ -69,7 +69,7 @@ START_TEST(test_ratelimit_gcra_limit_and_retry_after) {
     usleep((useconds_t)res.retry_after_ms * 1000 + 2000);
     res = check(rl, "user:1");
     ck_assert(res.allowed);
-    ds_ratelimit_stats s;
+    ds_ratelimit_stats s = DS_RATELIMIT_STATS_INIT;
     ds_error err = {0};
     ck_assert_ds_ok(ds_ratelimit_stats_get(rl, &s, &err), err);
     ck_assert_uint_eq(s.checks, 8);
@@ -104,7 +104,7 @@ START_TEST(test_ratelimit_sliding_window) {
     ds_redis *r = dt_redis("rl");
     ds_ratelimit *rl = open_rl(r, "win", DS_RATELIMIT_SLIDING_WINDOW, 5, 400, 0,
                                DS_RATELIMIT_FAIL_CLOSED);
-    ds_ratelimit_result res;
+    ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
     for (int i = 0; i < 5; i++) {
         res = check(rl, "ip:10.0.0.1");
         ck_assert(res.allowed);
@@ -165,7 +165,7 @@ START_TEST(test_ratelimit_peek_and_cost) {
     for (int a = 0; a < 2; a++) {
         ds_ratelimit *rl = open_rl(r, a ? "peekw" : "peekg", algos[a], 5, 60000,
                                    0, DS_RATELIMIT_FAIL_CLOSED);
-        ds_ratelimit_result res;
+        ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
         ds_error err = {0};
         for (int i = 0; i < 3; i++) {
             ck_assert_ds_ok(ds_ratelimit_peek(rl, "k", &res, &err), err);
@@ -213,7 +213,7 @@ typedef struct {
 static void *hammer_main(void *p) {
     hammer_arg *a = p;
     for (int i = 0; i < a->n; i++) {
-        ds_ratelimit_result res;
+        ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
         ds_error err = {0};
         if (ds_ratelimit_check(a->rl, "shared", &res, &err) != DS_OK ||
             res.degraded)
@@ -244,7 +244,7 @@ START_TEST(test_ratelimit_exact_under_concurrency) {
                 ds_error err = {0};
                 if (ds_redis_open(cfg, &r, &err) != DS_OK)
                     _exit(2);
-                ds_ratelimit_options o = {a ? "concw" : "concg", algos[a], 100,
+                ds_ratelimit_options o = {sizeof(ds_ratelimit_options), a ? "concw" : "concg", algos[a], 100,
                                           60000, 0, DS_RATELIMIT_FAIL_CLOSED};
                 ds_ratelimit *rl;
                 if (ds_ratelimit_open(r, &o, &rl, &err) != DS_OK)
@@ -330,7 +330,7 @@ static void *burst_main(void *p) {
             usleep((useconds_t)(700000 - in_sec));
             continue;
         }
-        ds_ratelimit_result res;
+        ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
         ds_error err = {0};
         int64_t t0 = wall_us();
         ds_status st = ds_ratelimit_check_n(a->rl, "burst", a->cost, &res, &err);
@@ -393,7 +393,7 @@ static void run_bursts(ds_ratelimit_algorithm algo, const char *name,
             ds_error err = {0};
             if (ds_redis_open(cfg, &r, &err) != DS_OK)
                 _exit(2);
-            ds_ratelimit_options o = {name, algo, limit, period_ms, 0,
+            ds_ratelimit_options o = {sizeof(ds_ratelimit_options), name, algo, limit, period_ms, 0,
                                       DS_RATELIMIT_FAIL_CLOSED};
             ds_ratelimit *rl;
             if (ds_ratelimit_open(r, &o, &rl, &err) != DS_OK)
@@ -465,8 +465,8 @@ START_TEST(test_ratelimit_policy_when_redis_down) {
                                    60000, 0, DS_RATELIMIT_FAIL_CLOSED);
     ck_assert(check(open, "k").allowed);
     ck_assert(check(closed, "k").allowed);
-    ck_assert_int_eq(dt_services("stop redis"), 0);
-    ds_ratelimit_result res;
+    dt_redis_stop();
+    ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
     ds_error err = {0};
     for (int i = 0; i < 5; i++) {
         ck_assert_ds_ok(ds_ratelimit_check(open, "k", &res, &err), err);
@@ -487,15 +487,14 @@ START_TEST(test_ratelimit_policy_when_redis_down) {
     ds_ratelimit_close(later);
     /* reset is an explicit write: it reports the failure */
     ck_assert_ds_status(ds_ratelimit_reset(open, "k", &err), DS_ERR_REDIS, err);
-    ds_ratelimit_stats s;
+    ds_ratelimit_stats s = DS_RATELIMIT_STATS_INIT;
     ck_assert_ds_ok(ds_ratelimit_stats_get(open, &s, &err), err);
     ck_assert_uint_eq(s.degraded, 5);
     ck_assert_uint_eq(s.allowed, 6);
     ck_assert_ds_ok(ds_ratelimit_stats_get(closed, &s, &err), err);
     ck_assert_uint_eq(s.degraded, 6);
     ck_assert_uint_eq(s.denied, 6);
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     /* a restarted server (empty, scripts unloaded) answers again */
     res = check(open, "k");
     ck_assert(res.allowed);
@@ -513,7 +512,7 @@ START_TEST(test_ratelimit_errors) {
     ds_redis *r = dt_redis("rl");
     ds_error err = {0};
     ds_ratelimit *rl = (ds_ratelimit *)1;
-    ds_ratelimit_options o = {"ok", DS_RATELIMIT_GCRA, 10, 1000, 0,
+    ds_ratelimit_options o = {sizeof(ds_ratelimit_options), "ok", DS_RATELIMIT_GCRA, 10, 1000, 0,
                               DS_RATELIMIT_FAIL_OPEN};
     ck_assert_int_eq(ds_ratelimit_open(NULL, &o, &rl, &err), DS_ERR_INVALID);
     ck_assert_ptr_null(rl);
@@ -544,7 +543,7 @@ START_TEST(test_ratelimit_errors) {
     b.burst = 5;
     ck_assert_int_eq(ds_ratelimit_open(r, &b, &rl, &err), DS_ERR_INVALID);
     ck_assert_ds_ok(ds_ratelimit_open(r, &o, &rl, &err), err);
-    ds_ratelimit_result res;
+    ds_ratelimit_result res = DS_RATELIMIT_RESULT_INIT;
     ck_assert_int_eq(ds_ratelimit_check(NULL, "k", &res, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_ratelimit_check(rl, NULL, &res, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_ratelimit_check(rl, "", &res, &err), DS_ERR_INVALID);
@@ -560,8 +559,9 @@ START_TEST(test_ratelimit_errors) {
     ck_assert_int_eq(ds_ratelimit_peek(rl, NULL, &res, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_ratelimit_reset(rl, "", &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_ratelimit_reset(NULL, "k", &err), DS_ERR_INVALID);
-    ds_ratelimit_stats s;
+    ds_ratelimit_stats s = DS_RATELIMIT_STATS_INIT;
     memset(&s, 0xff, sizeof s);
+    s.size = sizeof s;
     ck_assert_int_eq(ds_ratelimit_stats_get(NULL, &s, &err), DS_ERR_INVALID);
     ck_assert_uint_eq(s.checks, 0); /* out-params are reset first */
     ck_assert_int_eq(ds_ratelimit_stats_get(rl, NULL, &err), DS_ERR_INVALID);

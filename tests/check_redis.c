@@ -69,7 +69,7 @@ START_TEST(test_redis_open_plain) {
     ds_error err = {0};
     ck_assert_ds_ok(ds_redis_ping(r, &err), err);
     ck_assert(!ds_redis_is_tls(r));
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
     ck_assert_int_eq(s.connections, 1);
     ck_assert_int_eq(s.idle, 1);
@@ -249,7 +249,7 @@ START_TEST(test_redis_tls_verified_with_right_ca) {
      * must not look like a dead socket) */
     usleep(400000);
     ck_assert_ds_ok(ds_redis_ping(r, &err), err);
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
     ck_assert_uint_eq(s.stale_replaced, 0);
     ck_assert_uint_eq(s.connects, 1);
@@ -367,7 +367,7 @@ START_TEST(test_redis_commands_and_error_replies) {
     ck_assert(!ds_error_is_retryable(&err));
     /* the connection survives an error reply */
     ck_assert_ds_ok(ds_redis_ping(r, &err), err);
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
     ck_assert_int_eq(s.connections, 1);
     freeReplyObject(dt_rcmd(r, "DEL %s", key));
@@ -387,7 +387,7 @@ START_TEST(test_redis_pipeline_one_round_trip) {
     ds__redis_cmd cmds[] = {{2, a0, NULL}, {4, a1, NULL}, {3, a2, NULL},
                             {3, a3, NULL}};
     redisReply *rep[4];
-    ds_redis_stats before, after;
+    ds_redis_stats before = DS_REDIS_STATS_INIT, after = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &before, &err), err);
     ds_status st = ds__redis_pipeline(r, cmds, 4, rep, &err);
     ck_assert_ds_ok(st, err);
@@ -484,7 +484,7 @@ START_TEST(test_redis_pool_shared_by_threads) {
     redisReply *rep = dt_rcmd(r, "GET %s", key);
     ck_assert_int_eq(atoi(rep->str), T * N);
     freeReplyObject(rep);
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
     ck_assert_int_le(s.connections, 2);
     ck_assert_uint_le(s.connects, 2);
@@ -514,7 +514,7 @@ START_TEST(test_redis_command_timeout) {
     /* the timed-out connection was dropped; a fresh one works after the
      * pause */
     dt_redis_wait_up(r);
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
     ck_assert_uint_ge(s.connects, 2);
     ck_assert_uint_ge(s.errors, 1);
@@ -527,14 +527,14 @@ START_TEST(test_redis_reconnects_after_restart) {
     ds_redis *r = dt_redis("restart");
     ds_error err = {0};
     ck_assert_ds_ok(ds_redis_ping(r, &err), err);
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     ds_status st = ds_redis_ping(r, &err);
     ck_assert_ds_status(st, DS_ERR_REDIS, err);
     ck_assert(ds_error_is_retryable(&err));
     /* fail fast while it is down: within redis_retry_ms of a failed
      * connect, calls fail at once instead of each trying (and waiting for)
      * a connect of its own, which the connect counters show */
-    ds_redis_stats down;
+    ds_redis_stats down = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &down, &err), err);
     int unreachable = 0;
     for (int i = 0; i < 20; i++) {
@@ -543,7 +543,7 @@ START_TEST(test_redis_reconnects_after_restart) {
         ck_assert(ds_error_is_retryable(&err));
         unreachable += strstr(err.message, "unreachable") != NULL;
     }
-    ds_redis_stats after;
+    ds_redis_stats after = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &after, &err), err);
     /* a connect was tried (by the first failed ping or the first of the
      * 20), then at most one per retry window, not one per call */
@@ -551,12 +551,11 @@ START_TEST(test_redis_reconnects_after_restart) {
     ck_assert_uint_le(after.connect_failures - down.connect_failures, 3);
     ck_assert_int_ge(unreachable, 17);
     ck_assert_uint_eq(after.connects, down.connects);
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r);
+    dt_redis_start(r);
     char *key = ds__redis_key(r, NULL, "after");
     freeReplyObject(dt_rcmd(r, "SET %s 1 PX 10000", key));
     ds__free(key);
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
     ck_assert_uint_ge(s.connect_failures, 1);
     ck_assert_uint_ge(s.connects, 2);
@@ -576,7 +575,7 @@ START_TEST(test_redis_idle_connection_replaced_after_restart) {
      * so the first call after the restart already succeeds */
     ds_status st = ds_redis_ping(r, &err);
     ck_assert_ds_ok(st, err);
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
     ck_assert_uint_eq(s.stale_replaced, 1);
     ds_redis_close(r);
@@ -617,7 +616,7 @@ START_TEST(test_redis_trickled_reply_times_out) {
     ck_assert_ds_status(st, DS_ERR_REDIS, err);
     ck_assert_ptr_nonnull(strstr(err.message, "read timed out"));
     ck_assert(ds_error_is_retryable(&err));
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
     ck_assert_int_eq(s.connections, 0); /* the connection was dropped */
     ds_redis_close(r);
@@ -691,7 +690,7 @@ START_TEST(test_redis_extra_reply_drops_connection) {
     ck_assert_int_eq(rep->type, REDIS_REPLY_STRING);
     ck_assert_str_eq(rep->str, "v");
     freeReplyObject(rep);
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     ck_assert_ds_ok(ds_redis_stats_get(r, &s, &err), err);
     ck_assert_uint_eq(s.connects, 2);
     ds_redis_close(r);
@@ -1012,8 +1011,9 @@ START_TEST(test_redis_errors) {
     ds_redis_close(NULL);
     ck_assert_int_eq(ds_redis_ping(NULL, &err), DS_ERR_INVALID);
     ck_assert(!ds_redis_is_tls(NULL));
-    ds_redis_stats s;
+    ds_redis_stats s = DS_REDIS_STATS_INIT;
     memset(&s, 0xff, sizeof s);
+    s.size = sizeof s;
     ck_assert_int_eq(ds_redis_stats_get(NULL, &s, &err), DS_ERR_INVALID);
     ck_assert_uint_eq(s.commands, 0); /* out-params are reset first */
     ck_assert_int_eq(s.connections, 0);

@@ -20,17 +20,17 @@ START_TEST(test_repo_times_at_the_edges) {
     ds_status st = ds_user_soft_delete(pool, uid, &err);
     ck_assert_ds_ok(st, err);
     int64_t purged = -1;
-    st = ds_purge_soft_deleted(pool, NULL, INT64_MIN, &purged, NULL, &err);
+    st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MIN, &purged, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 0);
-    st = ds_purge_soft_deleted(pool, NULL, INT64_MIN + 1, &purged, NULL, &err);
+    st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MIN + 1, &purged, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_int_eq(count_sql("SELECT count(*) FROM users WHERE id = %lld", uid), 1);
     st = ds_user_restore(pool, uid, &err);
     ck_assert_ds_ok(st, err);
 
     ds_crypto *crypto = test_crypto("t1");
-    ds_connection_new in = {uid, "github", "edge", NULL, "tok", 0, NULL, 0, INT64_MIN};
+    ds_connection_new in = {sizeof(ds_connection_new), uid, "github", "edge", NULL, "tok", 0, NULL, 0, INT64_MIN};
     ds_connection *c;
     st = ds_connection_upsert(pool, crypto, &in, &c, &err);
     ck_assert_ds_ok(st, err);
@@ -50,7 +50,7 @@ START_TEST(test_repo_times_at_the_edges) {
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ds_crypto_close(crypto);
 
-    ds_event ev[2] = {{uid, "ok", NULL, 0}, {uid, "too_early", NULL, INT64_MIN + 1}};
+    ds_event ev[2] = {{sizeof(ds_event), uid, "ok", NULL, 0}, {sizeof(ds_event), uid, "too_early", NULL, INT64_MIN + 1}};
     st = ds_event_record(pool, &ev[1], &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     st = ds_event_record_batch(pool, ev, 2, &err);
@@ -102,7 +102,7 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     ck_assert_int_eq(ds_user_get(pool, uid + 1000, &u, &err), DS_ERR_NOT_FOUND);
     ck_assert_int_eq(ds_user_get_by_email(pool, NULL, &u, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_user_get_by_email(pool, "nobody@example.com", &u, &err), DS_ERR_NOT_FOUND);
-    ck_assert_int_eq(ds_profile_update(pool, uid, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_user_update_profile(pool, uid, NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_user_soft_delete(pool, 0, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_user_restore(NULL, uid, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_user_list_page(pool, NULL, 10, false, false, NULL, &err), DS_ERR_INVALID);
@@ -123,7 +123,7 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     ck_assert_int_eq(ds_conversation_list_page(pool, uid, NULL, 0, true, &cl, &err),
                      DS_ERR_INVALID);
 
-    ds_message_new m = {DS_ROLE_USER, "x", 0, NULL, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, "x", 0, NULL, NULL};
     ck_assert_int_eq(ds_message_append(pool, conv, NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_message_append(pool, 0, &m, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_message_append(NULL, conv, &m, NULL, &err), DS_ERR_INVALID);
@@ -155,7 +155,7 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     json_decref(v);
 
     ck_assert_int_eq(ds_event_record(pool, NULL, &err), DS_ERR_INVALID);
-    ds_event ev = {-1, "x", NULL, 0};
+    ds_event ev = {sizeof(ds_event), -1, "x", NULL, 0};
     ck_assert_int_eq(ds_event_record(pool, &ev, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_event_record_batch(pool, NULL, 1, &err), DS_ERR_INVALID);
 
@@ -164,8 +164,8 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     ck_assert_int_eq(ds_connection_delete(pool, -1, &err), DS_ERR_INVALID);
     ck_assert_str_eq(ds_connection_status_str((ds_connection_status)7), "unknown");
 
-    ck_assert_int_eq(ds_user_erase(NULL, NULL, 1, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_purge_soft_deleted(NULL, NULL, 0, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_gdpr_erase_user(NULL, NULL, 1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_gdpr_purge_deleted_users(NULL, NULL, 0, NULL, NULL, &err), DS_ERR_INVALID);
     /* NULL err is allowed everywhere */
     ck_assert_int_eq(ds_user_get(pool, 0, &u, NULL), DS_ERR_INVALID);
     ck_assert_int_eq(ds_message_append(pool, conv + 500, &m, NULL, NULL), DS_ERR_NOT_FOUND);
@@ -182,7 +182,7 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     ds_setting_list_free(NULL);
     ds_connection_free(NULL);
     ds_connection_list_free(NULL);
-    ds_erase_report_free(NULL);
+    ds_gdpr_erase_report_free(NULL);
     ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM messages"), 0);
 }
 END_TEST
@@ -191,8 +191,8 @@ START_TEST(test_repo_errors_out_of_memory_is_reported) {
     ds_error err = {0};
     int64_t conv = new_conversation(new_user("oom@example.com"));
     json_t *meta = json_pack("{s:s}", "a", "b");
-    ds_message_new m[2] = {{DS_ROLE_USER, "one", 0, meta, "k1"},
-                           {DS_ROLE_USER, "two", 0, NULL, NULL}};
+    ds_message_new m[2] = {{sizeof(ds_message_new), DS_ROLE_USER, "one", 0, meta, "k1"},
+                           {sizeof(ds_message_new), DS_ROLE_USER, "two", 0, NULL, NULL}};
     bool done = false;
     for (long n = 1; n < 40 && !done; n++) {
         ds_message_list *out = NULL;
@@ -236,7 +236,7 @@ END_TEST
 START_TEST(test_repo_errors_out_of_memory_in_reads) {
     ds_error err = {0};
     json_t *prefs = json_pack("{s:s}", "theme", "dark");
-    ds_profile_fields pf = {"Oom", NULL, NULL, prefs};
+    ds_profile_fields pf = {sizeof(ds_profile_fields), "Oom", NULL, NULL, prefs};
     ds_user *u;
     ds_status st = ds_user_create(pool, "reads@example.com", &pf, &u, &err);
     ck_assert_ds_ok(st, err);
@@ -244,9 +244,9 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
     ds_user_free(u);
     json_decref(prefs);
     int64_t conv = new_conversation(uid);
-    ds_message_new m[3] = {{DS_ROLE_USER, "a", 0, NULL, NULL},
-                           {DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
-                           {DS_ROLE_USER, "c", 0, NULL, NULL}};
+    ds_message_new m[3] = {{sizeof(ds_message_new), DS_ROLE_USER, "a", 0, NULL, NULL},
+                           {sizeof(ds_message_new), DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
+                           {sizeof(ds_message_new), DS_ROLE_USER, "c", 0, NULL, NULL}};
     st = ds_message_append_batch(pool, conv, m, 3, NULL, &err);
     ck_assert_ds_ok(st, err);
     int64_t team = 0;
@@ -264,7 +264,7 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
         json_decref(v);
     }
     ds_crypto *crypto = test_crypto("o1");
-    ds_connection_new cn = {uid, "github", "oom", NULL, "tok", 0, NULL, 0, 0};
+    ds_connection_new cn = {sizeof(ds_connection_new), uid, "github", "oom", NULL, "tok", 0, NULL, 0, 0};
     st = ds_connection_upsert(pool, crypto, &cn, NULL, &err);
     ck_assert_ds_ok(st, err);
     ds_crypto_close(crypto);
@@ -338,7 +338,7 @@ START_TEST(test_repo_errors_out_of_memory_in_reads) {
 END_TEST
 
 
-/* What ds_schema_check() will do at start-up, for this module's statements:
+/* What ds_migrate_check_schema() will do at start-up, for this module's statements:
  * prepare each against the migrated schema and compare the parameter and
  * result column types with what the C code binds and decodes. */
 START_TEST(test_repo_statements_match_live_schema) {

@@ -12,7 +12,7 @@ START_TEST(test_repo_connection_tokens_are_sealed) {
     int64_t uid = new_user("oauth@example.com"), other = new_user("other@example.com");
     const char *access = "gho_PLAINTEXT_ACCESS_TOKEN_1234567890";
     const char *refresh = "ghr_PLAINTEXT_REFRESH_TOKEN_0987654321";
-    ds_connection_new in = {uid, "github", "4242", "repo read:user", access, 0, refresh, 0,
+    ds_connection_new in = {sizeof(ds_connection_new), uid, "github", "4242", "repo read:user", access, 0, refresh, 0,
                             INT64_C(1900000000000000)};
     ds_connection *c;
     ds_status st = ds_connection_upsert(pool, crypto, &in, &c, &err);
@@ -95,7 +95,7 @@ START_TEST(test_repo_connection_tokens_are_sealed) {
     st = ds_connection_get(pool, crypto, id, &c, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
     /* bad input */
-    ds_connection_new bad = {uid, "GitHub", "1", NULL, "t", 0, NULL, 0, 0};
+    ds_connection_new bad = {sizeof(ds_connection_new), uid, "GitHub", "1", NULL, "t", 0, NULL, 0, 0};
     st = ds_connection_upsert(pool, crypto, &bad, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     bad.provider = "github";
@@ -126,11 +126,11 @@ START_TEST(test_repo_connection_list_pages_by_account_cursor) {
                                {"slack", "2"}};
     size_t n = sizeof rows / sizeof rows[0];
     for (size_t i = 0; i < n; i++) {
-        ds_connection_new in = {uid, rows[i][0], rows[i][1], NULL, "tok", 0, NULL, 0, 0};
+        ds_connection_new in = {sizeof(ds_connection_new), uid, rows[i][0], rows[i][1], NULL, "tok", 0, NULL, 0, 0};
         ds_status st = ds_connection_upsert(pool, crypto, &in, NULL, &err);
         ck_assert_ds_ok(st, err);
     }
-    ds_connection_new in = {other, "github", "aa", NULL, "tok", 0, NULL, 0, 0};
+    ds_connection_new in = {sizeof(ds_connection_new), other, "github", "aa", NULL, "tok", 0, NULL, 0, 0};
     ds_status st = ds_connection_upsert(pool, crypto, &in, NULL, &err);
     ck_assert_ds_ok(st, err);
 

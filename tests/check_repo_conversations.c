@@ -37,7 +37,7 @@ START_TEST(test_repo_conversation_lifecycle) {
     ck_assert_int_eq(n, 2);
     st = ds_conversation_count(pool, owner + 50, true, &n, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
-    ds_message_new m = {DS_ROLE_USER, "hi", 0, NULL, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, "hi", 0, NULL, NULL};
     st = ds_message_append(pool, id, &m, NULL, &err);
     ck_assert_ds_ok(st, err);
     st = ds_conversation_delete(pool, id, &err);
@@ -69,7 +69,7 @@ START_TEST(test_repo_conversation_list_by_recent_activity) {
              "interval '1 hour' WHERE owner_id = %lld", (long long)owner);
     dt_sql(db, sql);
     /* activity on the oldest moves it to the top */
-    ds_message_new m = {DS_ROLE_USER, "bump", 0, NULL, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, "bump", 0, NULL, NULL};
     ds_status st = ds_message_append(pool, ids[0], &m, NULL, &err);
     ck_assert_ds_ok(st, err);
     st = ds_conversation_archive(pool, ids[2], true, &err);
@@ -112,7 +112,7 @@ START_TEST(test_repo_message_append_bumps_updated_at) {
     int64_t conv = new_conversation(new_user("m@example.com"));
     dt_sql(db, "UPDATE conversations SET updated_at = now() - interval '1 day'");
     json_t *meta = json_pack("{s:s}", "model", "m1");
-    ds_message_new m = {DS_ROLE_ASSISTANT, "Hello there", 0, meta, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_ASSISTANT, "Hello there", 0, meta, NULL};
     ds_message *msg;
     ds_status st = ds_message_append(pool, conv, &m, &msg, &err);
     ck_assert_ds_ok(st, err);
@@ -150,7 +150,7 @@ static long long rel_pages(const char *rel) {
 static void append_round_robin(ds_pool *p, const int64_t *convs, int n,
                                int per_conv) {
     ds_error err = {0};
-    ds_message_new m = {DS_ROLE_USER, "a message", 0, NULL, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, "a message", 0, NULL, NULL};
     for (int r = 0; r < per_conv; r++)
         for (int i = 0; i < n; i++)
             ck_assert_ds_ok(ds_message_append(p, convs[i], &m, NULL, &err), err);
@@ -199,7 +199,7 @@ END_TEST
 START_TEST(test_repo_message_idempotent_append_returns_original) {
     ds_error err = {0};
     int64_t conv = new_conversation(new_user("i@example.com"));
-    ds_message_new m = {DS_ROLE_USER, "first", 0, NULL, "req-1"};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, "first", 0, NULL, "req-1"};
     ds_message *a, *b;
     ds_status st = ds_message_append(pool, conv, &m, &a, &err);
     ck_assert_ds_ok(st, err);
@@ -233,7 +233,7 @@ static void *retry_thread(void *p) {
     for (int i = 0; i < 20; i++) {
         char key[32];
         snprintf(key, sizeof key, "k%d", i);
-        ds_message_new m = {DS_ROLE_USER, "race", 0, NULL, key};
+        ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, "race", 0, NULL, key};
         ds_message *msg;
         ds_error err = {0};
         a->st = ds_message_append(pool, a->conv, &m, &msg, &err);
@@ -273,7 +273,7 @@ START_TEST(test_repo_message_paging_newest_and_oldest_first) {
     for (int i = 0; i < 30; i++) {
         char text[32];
         snprintf(text, sizeof text, "m%d", i);
-        ds_message_new m = {i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER, text, 0, NULL, NULL};
+        ds_message_new m = {sizeof(ds_message_new), i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER, text, 0, NULL, NULL};
         ds_message *msg;
         ds_status st = ds_message_append(pool, conv, &m, &msg, &err);
         ck_assert_ds_ok(st, err);
@@ -292,7 +292,7 @@ START_TEST(test_repo_message_paging_newest_and_oldest_first) {
         bool more = page->has_more;
         cur = page->next;
         ds_message_list_free(page);
-        ds_message_new late = {DS_ROLE_USER, "late", 0, NULL, NULL};
+        ds_message_new late = {sizeof(ds_message_new), DS_ROLE_USER, "late", 0, NULL, NULL};
         st = ds_message_append(pool, conv, &late, NULL, &err);
         ck_assert_ds_ok(st, err);
         pages++;
@@ -356,7 +356,7 @@ START_TEST(test_repo_message_paging_cursor_edge_cases) {
     int64_t a = new_conversation(owner), b = new_conversation(owner);
     int64_t ids_a[12], ids_b[12];
     for (int i = 0; i < 12; i++) { /* interleaved: a's and b's ids alternate */
-        ds_message_new m = {DS_ROLE_USER, "x", 0, NULL, NULL};
+        ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, "x", 0, NULL, NULL};
         ds_message *msg;
         ck_assert_ds_ok(ds_message_append(pool, a, &m, &msg, &err), err);
         ids_a[i] = msg->id;
@@ -432,24 +432,24 @@ START_TEST(test_repo_message_bad_input_writes_nothing) {
     ds_error err = {0};
     int64_t conv = new_conversation(new_user("bad@example.com"));
     ds_message_new cases[] = {
-        {DS_ROLE_USER, "a\0b", 3, NULL, NULL},
-        {DS_ROLE_USER, "\xff\xfe", 0, NULL, NULL},
-        {DS_ROLE_USER, "", 0, NULL, NULL},
-        {DS_ROLE_USER, NULL, 0, NULL, NULL},
-        {(ds_message_role)42, "x", 0, NULL, NULL},
-        {DS_ROLE_USER, "x", 0, NULL, ""},
-        {DS_ROLE_USER, "x", 0, NULL, "\xed\xa0\x80"},
+        {sizeof(ds_message_new), DS_ROLE_USER, "a\0b", 3, NULL, NULL},
+        {sizeof(ds_message_new), DS_ROLE_USER, "\xff\xfe", 0, NULL, NULL},
+        {sizeof(ds_message_new), DS_ROLE_USER, "", 0, NULL, NULL},
+        {sizeof(ds_message_new), DS_ROLE_USER, NULL, 0, NULL, NULL},
+        {sizeof(ds_message_new), (ds_message_role)42, "x", 0, NULL, NULL},
+        {sizeof(ds_message_new), DS_ROLE_USER, "x", 0, NULL, ""},
+        {sizeof(ds_message_new), DS_ROLE_USER, "x", 0, NULL, "\xed\xa0\x80"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ds_status st = ds_message_append(pool, conv, &cases[i], NULL, &err);
         ck_assert_msg(st == DS_ERR_INVALID, "case %zu gave %s", i, ds_status_str(st));
     }
     json_t *arr = json_array();
-    ds_message_new notobj = {DS_ROLE_USER, "x", 0, arr, NULL};
+    ds_message_new notobj = {sizeof(ds_message_new), DS_ROLE_USER, "x", 0, arr, NULL};
     ck_assert_int_eq(ds_message_append(pool, conv, &notobj, NULL, &err), DS_ERR_INVALID);
     json_decref(arr);
     json_t *nul = json_pack("{s:s#}", "k", "a\0b", 3);
-    ds_message_new withnul = {DS_ROLE_USER, "x", 0, nul, NULL};
+    ds_message_new withnul = {sizeof(ds_message_new), DS_ROLE_USER, "x", 0, nul, NULL};
     ck_assert_int_eq(ds_message_append(pool, conv, &withnul, NULL, &err), DS_ERR_INVALID);
     json_decref(nul);
     /* over the configured limit */
@@ -459,15 +459,15 @@ START_TEST(test_repo_message_bad_input_writes_nothing) {
     ds_pool *small;
     ck_assert_int_eq(ds_pool_open(cfg, &small, &err), DS_OK);
     ds_config_free(cfg);
-    ds_message_new longer = {DS_ROLE_USER, "01234567890", 0, NULL, NULL};
+    ds_message_new longer = {sizeof(ds_message_new), DS_ROLE_USER, "01234567890", 0, NULL, NULL};
     ck_assert_int_eq(ds_message_append(small, conv, &longer, NULL, &err), DS_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(err.message, "limit"));
     json_t *big = json_pack("{s:s}", "key", "a long value");
-    ds_message_new bigmeta = {DS_ROLE_USER, "ok", 0, big, NULL};
+    ds_message_new bigmeta = {sizeof(ds_message_new), DS_ROLE_USER, "ok", 0, big, NULL};
     ck_assert_int_eq(ds_message_append(small, conv, &bigmeta, NULL, &err), DS_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(err.message, "repo_max_json_bytes"));
     json_decref(big);
-    ds_message_new fits = {DS_ROLE_USER, "0123456789", 0, NULL, NULL};
+    ds_message_new fits = {sizeof(ds_message_new), DS_ROLE_USER, "0123456789", 0, NULL, NULL};
     ck_assert_int_eq(ds_message_append(small, conv, &fits, NULL, &err), DS_OK);
     ds_pool_close(small);
     ck_assert_int_eq(count_sql("SELECT count(*) FROM messages WHERE conversation_id = %lld", conv), 1);
@@ -480,7 +480,7 @@ START_TEST(test_repo_message_metacharacters_round_trip) {
     const char *nasty = "'; DROP TABLE messages; -- \\ \" $1 %s %n \t\r\n E'\\x00' "
                         "\xe2\x80\xae \xf0\x9f\x92\xa3 ) ( ` $$ $tag$ {\"a\":1}";
     json_t *meta = json_pack("{s:s}", "q", nasty);
-    ds_message_new m = {DS_ROLE_TOOL, nasty, 0, meta, nasty};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_TOOL, nasty, 0, meta, nasty};
     ds_message *out;
     ds_status st = ds_message_append(pool, conv, &m, &out, &err);
     ck_assert_ds_ok(st, err);
@@ -510,6 +510,7 @@ START_TEST(test_repo_message_batch_append) {
     for (int i = 0; i < N; i++) {
         snprintf(texts[i], 32, "batch %d", i);
         snprintf(keys[i], 32, "bk%d", i);
+        msgs[i].size = sizeof msgs[i];
         msgs[i].role = i % 2 ? DS_ROLE_ASSISTANT : DS_ROLE_USER;
         msgs[i].content = texts[i];
         msgs[i].idempotency_key = i % 3 ? keys[i] : NULL;

@@ -10,10 +10,10 @@ START_TEST(test_repo_event_record_one_and_batch) {
     ds_error err = {0};
     int64_t uid = new_user("ev@example.com");
     json_t *props = json_pack("{s:s, s:i}", "plan", "pro", "n", 3);
-    ds_event one = {uid, "signup", props, 0};
+    ds_event one = {sizeof(ds_event), uid, "signup", props, 0};
     ds_status st = ds_event_record(pool, &one, &err);
     ck_assert_ds_ok(st, err);
-    ds_event anon = {0, "page_view", NULL, INT64_C(1700000000000000)};
+    ds_event anon = {sizeof(ds_event), 0, "page_view", NULL, INT64_C(1700000000000000)};
     st = ds_event_record(pool, &anon, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(dt_sql_int(db, "SELECT count(*) FROM analytics_events WHERE user_id IS NULL "
@@ -21,6 +21,7 @@ START_TEST(test_repo_event_record_one_and_batch) {
     enum { N = 5000 };
     ds_event *evs = calloc(N, sizeof *evs);
     for (int i = 0; i < N; i++) {
+        evs[i].size = sizeof evs[i];
         evs[i].user_id = i % 2 ? uid : 0;
         evs[i].name = i % 3 ? "message_sent" : "search";
         evs[i].properties = i % 5 ? NULL : props;

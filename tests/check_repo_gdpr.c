@@ -36,9 +36,9 @@ static void populate(int64_t uid, ds_crypto *crypto, int n) {
     char sql[512];
     for (int i = 0; i < n; i++) {
         int64_t conv = new_conversation(uid);
-        ds_message_new m[3] = {{DS_ROLE_USER, "a", 0, NULL, NULL},
-                               {DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
-                               {DS_ROLE_USER, "c", 0, NULL, NULL}};
+        ds_message_new m[3] = {{sizeof(ds_message_new), DS_ROLE_USER, "a", 0, NULL, NULL},
+                               {sizeof(ds_message_new), DS_ROLE_ASSISTANT, "b", 0, NULL, "k"},
+                               {sizeof(ds_message_new), DS_ROLE_USER, "c", 0, NULL, NULL}};
         ds_status st = ds_message_append_batch(pool, conv, m, 3, NULL, &err);
         ck_assert_ds_ok(st, err);
         char name[32], acct[32];
@@ -51,10 +51,10 @@ static void populate(int64_t uid, ds_crypto *crypto, int n) {
         ck_assert_ds_ok(st, err);
         json_decref(v);
         snprintf(acct, sizeof acct, "acct%d", i);
-        ds_connection_new c = {uid, "github", acct, NULL, "tok", 0, NULL, 0, 0};
+        ds_connection_new c = {sizeof(ds_connection_new), uid, "github", acct, NULL, "tok", 0, NULL, 0, 0};
         st = ds_connection_upsert(pool, crypto, &c, NULL, &err);
         ck_assert_ds_ok(st, err);
-        ds_event ev = {uid, "e", NULL, 0};
+        ds_event ev = {sizeof(ds_event), uid, "e", NULL, 0};
         st = ds_event_record(pool, &ev, &err);
         ck_assert_ds_ok(st, err);
         /* sessions and memory facts are other modules' repositories:
@@ -96,8 +96,8 @@ START_TEST(test_repo_gdpr_erase_leaves_nothing_and_spares_others) {
         other_before[t] = rows_of(other, user_tables[t][0], user_tables[t][1]);
     long long other_msgs = messages_of(other);
 
-    ds_erase_report *rep;
-    st = ds_user_erase(pool, redis, victim, &rep, &err);
+    ds_gdpr_erase_report *rep;
+    st = ds_gdpr_erase_user(pool, redis, victim, &rep, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(rep->users, 1);
     ck_assert_int_eq(rep->profiles, 1);
@@ -113,7 +113,7 @@ START_TEST(test_repo_gdpr_erase_leaves_nothing_and_spares_others) {
         ck_assert(rep->redis_erased);
         ck_assert_int_ge(rep->redis_keys, 1);
     }
-    ds_erase_report_free(rep);
+    ds_gdpr_erase_report_free(rep);
     /* every table, queried directly */
     for (int t = 0; t < 9; t++)
         ck_assert_msg(rows_of(victim, user_tables[t][0], user_tables[t][1]) == 0,
@@ -138,12 +138,12 @@ START_TEST(test_repo_gdpr_erase_leaves_nothing_and_spares_others) {
         }
     }
     /* erasing again is a no-op that succeeds */
-    st = ds_user_erase(pool, redis, victim, &rep, &err);
+    st = ds_gdpr_erase_user(pool, redis, victim, &rep, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(rep->users, 0);
     ck_assert_int_eq(rep->messages, 0);
-    ds_erase_report_free(rep);
-    st = ds_user_erase(pool, NULL, 0, NULL, &err);
+    ds_gdpr_erase_report_free(rep);
+    st = ds_gdpr_erase_user(pool, NULL, 0, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ds_redis_close(redis);
     ds_crypto_close(crypto);
@@ -169,7 +169,7 @@ START_TEST(test_repo_gdpr_purge_soft_deleted) {
     int64_t cutoff = ds__wall_us() - INT64_C(30) * 86400 * 1000000;
     int64_t purged;
     bool more;
-    st = ds_purge_soft_deleted(pool, NULL, cutoff, &purged, &more, &err);
+    st = ds_gdpr_purge_deleted_users(pool, NULL, cutoff, &purged, &more, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 1);
     ck_assert(!more);
@@ -178,7 +178,7 @@ START_TEST(test_repo_gdpr_purge_soft_deleted) {
         ck_assert_int_gt(rows_of(new_del, user_tables[t][0], user_tables[t][1]), 0);
         ck_assert_int_gt(rows_of(live, user_tables[t][0], user_tables[t][1]), 0);
     }
-    st = ds_purge_soft_deleted(pool, NULL, cutoff, &purged, NULL, &err);
+    st = ds_gdpr_purge_deleted_users(pool, NULL, cutoff, &purged, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 0);
     ds_crypto_close(crypto);

@@ -9,7 +9,7 @@
 START_TEST(test_repo_user_create_normalises_and_gets) {
     ds_error err = {0};
     json_t *prefs = json_pack("{s:s}", "theme", "dark");
-    ds_profile_fields pf = {"Ada L.", "en-GB", "Europe/London", prefs};
+    ds_profile_fields pf = {sizeof(ds_profile_fields), "Ada L.", "en-GB", "Europe/London", prefs};
     ds_user *u;
     ds_status st = ds_user_create(pool, "  Ada.Lovelace@Example.COM \n", &pf, &u, &err);
     ck_assert_ds_ok(st, err);
@@ -82,17 +82,17 @@ END_TEST
 START_TEST(test_repo_user_profile_update_and_bad_fields) {
     ds_error err = {0};
     int64_t id = new_user("p@example.com");
-    ds_profile_fields f = {0};
+    ds_profile_fields f = DS_PROFILE_FIELDS_INIT;
     f.display_name = "Grace";
     ds_user *u;
-    ds_status st = ds_profile_update(pool, id, &f, &u, &err);
+    ds_status st = ds_user_update_profile(pool, id, &f, &u, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_str_eq(u->display_name, "Grace");
     ck_assert_str_eq(u->locale, "en"); /* unchanged */
     ds_user_free(u);
     json_t *prefs = json_pack("{s:i}", "n", 1);
-    ds_profile_fields g = {NULL, "fr", NULL, prefs};
-    st = ds_profile_update(pool, id, &g, &u, &err);
+    ds_profile_fields g = {sizeof(ds_profile_fields), NULL, "fr", NULL, prefs};
+    st = ds_user_update_profile(pool, id, &g, &u, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_str_eq(u->display_name, "Grace");
     ck_assert_str_eq(u->locale, "fr");
@@ -103,23 +103,23 @@ START_TEST(test_repo_user_profile_update_and_bad_fields) {
     char longname[300];
     memset(longname, 'x', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    ds_profile_fields bad[] = {{longname, NULL, NULL, NULL},
-                               {"\xc0\xaf", NULL, NULL, NULL},
-                               {NULL, "x", NULL, NULL},
-                               {NULL, NULL, "", NULL}};
+    ds_profile_fields bad[] = {{sizeof(ds_profile_fields), longname, NULL, NULL, NULL},
+                               {sizeof(ds_profile_fields), "\xc0\xaf", NULL, NULL, NULL},
+                               {sizeof(ds_profile_fields), NULL, "x", NULL, NULL},
+                               {sizeof(ds_profile_fields), NULL, NULL, "", NULL}};
     for (size_t i = 0; i < 4; i++) {
-        st = ds_profile_update(pool, id, &bad[i], NULL, &err);
+        st = ds_user_update_profile(pool, id, &bad[i], NULL, &err);
         ck_assert_ds_status(st, DS_ERR_INVALID, err);
     }
     json_t *arr = json_array();
-    ds_profile_fields notobj = {NULL, NULL, NULL, arr};
-    st = ds_profile_update(pool, id, &notobj, NULL, &err);
+    ds_profile_fields notobj = {sizeof(ds_profile_fields), NULL, NULL, NULL, arr};
+    st = ds_user_update_profile(pool, id, &notobj, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     json_decref(arr);
-    ds_profile_fields none = {0};
-    st = ds_profile_update(pool, id, &none, NULL, &err);
+    ds_profile_fields none = DS_PROFILE_FIELDS_INIT;
+    st = ds_user_update_profile(pool, id, &none, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
-    st = ds_profile_update(pool, id + 100, &f, NULL, &err);
+    st = ds_user_update_profile(pool, id + 100, &f, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
     st = ds_user_get(pool, id, &u, &err);
     ck_assert_ds_ok(st, err);

@@ -242,7 +242,7 @@ START_TEST(test_session_validate_returns_the_session) {
 END_TEST
 
 START_TEST(test_session_validate_slides_expiry) {
-    ds_session_options o = {.idle_ttl_s = 3600, .max_lifetime_s = 86400};
+    ds_session_options o = {.size = sizeof(ds_session_options), .idle_ttl_ms = 3600000, .max_lifetime_ms = 86400000};
     fixture f = setup("sslide", &o);
     int64_t uid = make_user(f.url, "dee@example.com");
     ds_session *created;
@@ -435,7 +435,7 @@ START_TEST(test_session_purge_expired) {
                                     "interval '5 days' WHERE id = %lld");
     int64_t n = -1;
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_purge_expired(f.store, 86400, &n, &err), err);
+    ck_assert_ds_ok(ds_session_purge_expired(f.store, 86400000, &n, &err), err);
     ck_assert_int_eq(n, 2);
     ck_assert_ds_ok(ds_session_purge_expired(f.store, 0, &n, &err), err);
     ck_assert_int_eq(n, 1);
@@ -446,7 +446,7 @@ START_TEST(test_session_purge_expired) {
                   "SELECT (SELECT id FROM users LIMIT 1), "
                   "decode(lpad(to_hex(g), 64, '0'), 'hex'), now() - interval '2 days' "
                   "FROM generate_series(1, 2500) g");
-    ck_assert_ds_ok(ds_session_purge_expired(f.store, 3600, &n, &err), err);
+    ck_assert_ds_ok(ds_session_purge_expired(f.store, 3600000, &n, &err), err);
     ck_assert_int_eq(n, 2500);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions"), 1);
     for (int i = 0; i < 4; i++) {
@@ -533,7 +533,7 @@ START_TEST(test_session_through_pgbouncer) {
     ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
     ds_config_free(cfg);
     ds_crypto *c = ring(K1);
-    ds_session_options o = {.touch_interval_ms = 1};
+    ds_session_options o = {.size = sizeof(ds_session_options), .touch_interval_ms = 1};
     ds_session_store *s = store_over(pool, c, &o);
     ds_secret *tok = login(s, uid, "ua", "10.1.2.3", NULL);
     for (int i = 0; i < 20; i++)
@@ -723,8 +723,8 @@ START_TEST(test_session_dump_reveals_no_token) {
             ck_assert_ds_ok(ds_crypto_scope_service(provider, account, scope, sizeof scope, &err), err);
             random_token(oauth[u][k][0], 120, k ? "gho_" : "ya29.");
             random_token(oauth[u][k][1], 100, "1//0g");
-            ds_crypto_context actx = {"service_connections", "access_token", uid, scope};
-            ds_crypto_context rctx = {"service_connections", "refresh_token", uid, scope};
+            ds_crypto_context actx = {sizeof(ds_crypto_context), "service_connections", "access_token", uid, scope};
+            ds_crypto_context rctx = {sizeof(ds_crypto_context), "service_connections", "refresh_token", uid, scope};
             uint8_t *aenv, *renv;
             size_t alen, rlen;
             ck_assert_ds_ok(ds_crypto_encrypt(ring1, &actx, oauth[u][k][0],
@@ -735,7 +735,7 @@ START_TEST(test_session_dump_reveals_no_token) {
                             ds_param_text(account), ds_param_text("read write"),
                             ds_param_bytea(aenv, alen), ds_param_bytea(renv, rlen),
                             ds_param_text(ds_crypto_active_key_id(ring1))};
-            ck_assert_ds_ok(ds_pool_exec(pool,
+            ck_assert_ds_ok(ds_sql_exec_pool(pool,
                 "INSERT INTO service_connections (user_id, provider, external_account_id, "
                 "scopes, access_token_enc, refresh_token_enc, key_id, token_expires_at) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, now() + interval '1 hour')",
@@ -750,7 +750,7 @@ START_TEST(test_session_dump_reveals_no_token) {
     }
     /* a rotation halfway through the platform's life */
     ds_crypto *ring2 = ring(K2 "," K1);
-    ds_crypto_rotate_stats stats;
+    ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, NULL, &stats, &err), err);
     ck_assert_int_eq(stats.rotated, USERS * 2);
 
@@ -778,7 +778,7 @@ START_TEST(test_session_dump_reveals_no_token) {
         PGresult *r = PQexecParams(c, q, 0, NULL, NULL, NULL, NULL, 1);
         ck_assert_int_eq(PQntuples(r), 1);
         int64_t uid = (int64_t)be64toh(*(const uint64_t *)PQgetvalue(r, 0, 1));
-        ds_crypto_context actx = {"service_connections", "access_token", uid, PQgetvalue(r, 0, 2)};
+        ds_crypto_context actx = {sizeof(ds_crypto_context), "service_connections", "access_token", uid, PQgetvalue(r, 0, 2)};
         ds_secret *plain;
         ck_assert_ds_ok(ds_crypto_decrypt(ring2, &actx, (const uint8_t *)PQgetvalue(r, 0, 0),
                                           (size_t)PQgetlength(r, 0, 0), &plain, &err), err);
@@ -852,10 +852,11 @@ static long long session_copy_pttl(ds_redis *r) {
     return ttl;
 }
 
-START_TEST(test_session_redis_copy_lives_at_most_cache_ttl_and_its_expiry) {
-    /* "keeps a copy of a live session for at most cache_ttl_s (never past
+START_TEST(test_session_redis_copy_lives_at_most_cache_ttl_ms_and_its_expiry) {
+    /* "keeps a copy of a live session for at most cache_ttl_ms (never past
      * its expiry)" */
-    ds_session_options o = {.cache_ttl_s = 120};
+    ds_session_options o = {.size = sizeof(ds_session_options),
+                            .cache_ttl_ms = 120000};
     rfixture r = rsetup("srttl", &o);
     int64_t uid = make_user(r.f.url, "ttl@example.com");
     ds_secret *tok = login(r.store, uid, NULL, NULL, NULL);
@@ -868,8 +869,9 @@ START_TEST(test_session_redis_copy_lives_at_most_cache_ttl_and_its_expiry) {
 
     /* a session that expires in 30 s: its copy goes with it, though the
      * cache would keep it 300 s */
-    ds_session_options brief = {.idle_ttl_s = 30, .touch_interval_ms = 1000,
-                                .cache_ttl_s = 300};
+    ds_session_options brief = {.size = sizeof(ds_session_options),
+                                .idle_ttl_ms = 30000, .touch_interval_ms = 1000,
+                                .cache_ttl_ms = 300000};
     r = rsetup("srttl2", &brief);
     uid = make_user(r.f.url, "brief@example.com");
     tok = login(r.store, uid, NULL, NULL, NULL);
@@ -1043,7 +1045,7 @@ START_TEST(test_session_redis_race_cannot_resurrect) {
 END_TEST
 
 START_TEST(test_session_redis_touch_still_slides) {
-    ds_session_options o = {.touch_interval_ms = 300};
+    ds_session_options o = {.size = sizeof(ds_session_options), .touch_interval_ms = 300};
     rfixture r = rsetup("srslide", &o);
     int64_t uid = make_user(r.f.url, "tia@example.com");
     ds_session *s;
@@ -1069,7 +1071,7 @@ START_TEST(test_session_redis_down_falls_back_to_postgres) {
     ds_secret *other = login(r.store, uid, NULL, NULL, NULL);
     assert_valid(r.store, tok, uid);
     assert_valid(r.store, other, uid);
-    ck_assert_int_eq(dt_services("stop redis"), 0);
+    dt_redis_stop();
     assert_valid(r.store, tok, uid); /* PostgreSQL answers */
     ds_secret *fresh = login(r.store, uid, NULL, NULL, NULL);
     assert_valid(r.store, fresh, uid);
@@ -1085,8 +1087,7 @@ START_TEST(test_session_redis_down_falls_back_to_postgres) {
     st = ds_session_revoke_user(r.store, uid, &n, &err);
     ck_assert_ds_status(st, DS_ERR_REDIS, err);
     ck_assert_int_eq(n, 2);
-    ck_assert_int_eq(dt_services("start redis"), 0);
-    dt_redis_wait_up(r.redis);
+    dt_redis_start(r.redis);
     /* retried once Redis is back: every entry gets its tombstone */
     ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(tok), &err), err);
     ck_assert_ds_ok(ds_session_revoke_user(r.store, uid, &n, &err), err);
@@ -1353,9 +1354,9 @@ START_TEST(test_session_errors_null_and_out_of_range) {
     ck_assert_int_eq(ds_session_store_open(pool, NULL, NULL, NULL, &s, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_session_store_open(pool, c, NULL, NULL, NULL, &err), DS_ERR_INVALID);
     ds_session_options bad[] = {
-        {.idle_ttl_s = -1}, {.max_lifetime_s = -5}, {.touch_interval_ms = -1},
-        {.idle_ttl_s = 10, .touch_interval_ms = 10000}, {.cache_ttl_s = 86401},
-        {.idle_ttl_s = INT64_C(400) * 365 * 86400},
+        {.size = sizeof(ds_session_options), .idle_ttl_ms = -1}, {.size = sizeof(ds_session_options), .max_lifetime_ms = -5}, {.size = sizeof(ds_session_options), .touch_interval_ms = -1},
+        {.size = sizeof(ds_session_options), .idle_ttl_ms = 10000, .touch_interval_ms = 10000}, {.size = sizeof(ds_session_options), .cache_ttl_ms = 86401000},
+        {.size = sizeof(ds_session_options), .idle_ttl_ms = INT64_C(400) * 365 * 86400 * 1000}, {.size = sizeof(ds_session_options), .idle_ttl_ms = 999},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(ds_session_store_open(pool, c, NULL, &bad[i], &s, &err) == DS_ERR_INVALID,
@@ -1436,7 +1437,7 @@ Suite *ds_test_session_suite(void) {
     tcase_set_timeout(tc, 90);
     tcase_add_unchecked_fixture(tc, NULL, dt_redis_ensure_started);
     tcase_add_test(tc, test_session_redis_serves_validations);
-    tcase_add_test(tc, test_session_redis_copy_lives_at_most_cache_ttl_and_its_expiry);
+    tcase_add_test(tc, test_session_redis_copy_lives_at_most_cache_ttl_ms_and_its_expiry);
     tcase_add_test(tc, test_session_redis_revocation_is_immediate);
     tcase_add_test(tc, test_session_redis_race_cannot_resurrect);
     tcase_add_test(tc, test_session_redis_copy_holds_no_clear_agent_or_ip);

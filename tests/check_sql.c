@@ -46,7 +46,7 @@ static void teardown(void) {
 static ds_result *run(const char *sql, const ds_param *p, int n) {
     ds_result *res = NULL;
     ds_error err = {0};
-    ds_status st = ds_pool_exec(pool, sql, p, n, &res, &err);
+    ds_status st = ds_sql_exec_pool(pool, sql, p, n, &res, &err);
     ck_assert_ds_ok(st, err);
     return res;
 }
@@ -153,7 +153,7 @@ END_TEST
 
 START_TEST(test_sql_commands_report_affected_rows) {
     ds_error err = {0};
-    ds_status st = ds_pool_exec(pool, "CREATE TABLE dt_items (id int8 PRIMARY KEY, name text)",
+    ds_status st = ds_sql_exec_pool(pool, "CREATE TABLE dt_items (id int8 PRIMARY KEY, name text)",
                                 NULL, 0, NULL, &err);
     ck_assert_ds_ok(st, err);
     ds_result *res = run("INSERT INTO dt_items SELECT g, 'n' || g FROM generate_series(1, 5) g",
@@ -162,7 +162,7 @@ START_TEST(test_sql_commands_report_affected_rows) {
     ck_assert_int_eq(ds_result_rows(res), 0);
     ds_result_free(res);
     ds_param p[] = {ds_param_int64(3), ds_param_text("dup")};
-    st = ds_pool_exec(pool, "INSERT INTO dt_items VALUES ($1, $2)", p, 2, NULL, &err);
+    st = ds_sql_exec_pool(pool, "INSERT INTO dt_items VALUES ($1, $2)", p, 2, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_CONFLICT, err);
     ck_assert_str_eq(err.sqlstate, "23505");
     ck_assert(!ds_error_is_retryable(&err));
@@ -176,24 +176,24 @@ END_TEST
 START_TEST(test_sql_bad_input_is_rejected_cleanly) {
     ds_error err = {0};
     ds_param nul[] = {ds_param_text_n("a\0b", 3)};
-    ds_status st = ds_pool_exec(pool, "SELECT $1::text", nul, 1, NULL, &err);
+    ds_status st = ds_sql_exec_pool(pool, "SELECT $1::text", nul, 1, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_ptr_nonnull(strstr(err.message, "NUL"));
     ds_param bad_utf8[] = {ds_param_text("\xff\xfe")};
-    st = ds_pool_exec(pool, "SELECT $1::text", bad_utf8, 1, NULL, &err);
+    st = ds_sql_exec_pool(pool, "SELECT $1::text", bad_utf8, 1, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_str_eq(err.sqlstate, "22021");
     ds_param big[] = {ds_param_int32(0)};
     big[0].v.i64 = INT64_C(1) << 40;
-    st = ds_pool_exec(pool, "SELECT $1::int4", big, 1, NULL, &err);
+    st = ds_sql_exec_pool(pool, "SELECT $1::int4", big, 1, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
-    st = ds_pool_exec(pool, "SELEC 1", NULL, 0, NULL, &err);
+    st = ds_sql_exec_pool(pool, "SELEC 1", NULL, 0, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_DB, err);
     ck_assert_str_eq(err.sqlstate, "42601");
     ck_assert_ptr_nonnull(strstr(err.message, "syntax error"));
     ds_param weird = ds_param_null();
     weird.type = (ds_param_type)77;
-    st = ds_pool_exec(pool, "SELECT $1", &weird, 1, NULL, &err);
+    st = ds_sql_exec_pool(pool, "SELECT $1", &weird, 1, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     /* the connections are still good afterwards */
     ds_result *res = run("SELECT 1", NULL, 0);
@@ -284,13 +284,13 @@ START_TEST(test_sql_timestamp_edges) {
 
     ds_param early[] = {ds_param_timestamptz(first - 1)};
     res = (ds_result *)&ts;
-    ds_status st = ds_pool_exec(pool, "SELECT $1::timestamptz", early, 1, &res, &err);
+    ds_status st = ds_sql_exec_pool(pool, "SELECT $1::timestamptz", early, 1, &res, &err);
     ck_assert_int_ne(st, DS_OK);
     ck_assert_ptr_null(res);
     ck_assert_str_eq(err.sqlstate, "22008");
     ds_param far[] = {ds_param_timestamptz(INT64_MIN + 1)};
     res = (ds_result *)&ts;
-    st = ds_pool_exec(pool, "SELECT $1::timestamptz", far, 1, &res, &err);
+    st = ds_sql_exec_pool(pool, "SELECT $1::timestamptz", far, 1, &res, &err);
     ck_assert_int_ne(st, DS_OK);
     ck_assert_ptr_null(res);
     ck_assert_str_eq(err.sqlstate, "22008");
@@ -301,19 +301,19 @@ START_TEST(test_sql_prepared_statement_survives_schema_change) {
     ds_error err = {0};
     ds_conn *c;
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
-    ds_status st = ds_exec(c, "CREATE TABLE dt_shape (id int8, v int4)", NULL, 0, NULL, &err);
+    ds_status st = ds_sql_exec(c, "CREATE TABLE dt_shape (id int8, v int4)", NULL, 0, NULL, &err);
     ck_assert_ds_ok(st, err);
-    st = ds_exec(c, "INSERT INTO dt_shape VALUES (1, 2)", NULL, 0, NULL, &err);
+    st = ds_sql_exec(c, "INSERT INTO dt_shape VALUES (1, 2)", NULL, 0, NULL, &err);
     ck_assert_ds_ok(st, err);
     ds_result *res;
-    st = ds_exec(c, "SELECT * FROM dt_shape", NULL, 0, &res, &err);
+    st = ds_sql_exec(c, "SELECT * FROM dt_shape", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(ds_result_cols(res), 2);
     ds_result_free(res);
     /* the cached plan's result type changes under it */
-    st = ds_exec(c, "ALTER TABLE dt_shape ALTER COLUMN v TYPE text", NULL, 0, NULL, &err);
+    st = ds_sql_exec(c, "ALTER TABLE dt_shape ALTER COLUMN v TYPE text", NULL, 0, NULL, &err);
     ck_assert_ds_ok(st, err);
-    st = ds_exec(c, "SELECT * FROM dt_shape", NULL, 0, &res, &err);
+    st = ds_sql_exec(c, "SELECT * FROM dt_shape", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     const char *v;
     ck_assert_int_eq(ds_result_text(res, 0, 1, &v, NULL, &err), DS_OK);
@@ -323,7 +323,7 @@ START_TEST(test_sql_prepared_statement_survives_schema_change) {
     PGresult *raw = PQexec(ds_conn_pg(c), "DEALLOCATE ALL");
     ck_assert_int_eq(PQresultStatus(raw), PGRES_COMMAND_OK);
     PQclear(raw);
-    st = ds_exec(c, "SELECT * FROM dt_shape", NULL, 0, &res, &err);
+    st = ds_sql_exec(c, "SELECT * FROM dt_shape", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     ds_result_free(res);
     ds_pool_release(c);
@@ -338,7 +338,7 @@ START_TEST(test_sql_out_of_memory_is_reported) {
     for (long n = 1; n < 20; n++) {
         ds_result *res = NULL;
         ds__test_fail_alloc_after(n);
-        ds_status st = ds_exec(c, "SELECT $1::int8 + 100", p, 1, &res, &err);
+        ds_status st = ds_sql_exec(c, "SELECT $1::int8 + 100", p, 1, &res, &err);
         ds__test_fail_alloc_after(0);
         if (st == DS_OK) {
             ds_result_free(res);
@@ -348,22 +348,22 @@ START_TEST(test_sql_out_of_memory_is_reported) {
         ck_assert_ds_status(st, DS_ERR_NOMEM, err);
         ck_assert_ptr_null(res);
     }
-    ck_abort_msg("ds_exec never succeeded");
+    ck_abort_msg("ds_sql_exec never succeeded");
 }
 END_TEST
 
 START_TEST(test_sql_errors_null_arguments) {
     ds_error err = {0};
     ds_result *res = (ds_result *)0x1;
-    ck_assert_int_eq(ds_exec(NULL, "SELECT 1", NULL, 0, &res, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_sql_exec(NULL, "SELECT 1", NULL, 0, &res, &err), DS_ERR_INVALID);
     ck_assert_ptr_null(res);
     ds_conn *c;
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
-    ck_assert_int_eq(ds_exec(c, NULL, NULL, 0, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_exec(c, "SELECT $1", NULL, 1, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_exec(c, "SELECT 1", NULL, -1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_sql_exec(c, NULL, NULL, 0, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_sql_exec(c, "SELECT $1", NULL, 1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_sql_exec(c, "SELECT 1", NULL, -1, NULL, &err), DS_ERR_INVALID);
     ds_pool_release(c);
-    ck_assert_int_eq(ds_pool_exec(NULL, "SELECT 1", NULL, 0, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_sql_exec_pool(NULL, "SELECT 1", NULL, 0, NULL, &err), DS_ERR_INVALID);
 }
 END_TEST
 
@@ -373,10 +373,10 @@ START_TEST(test_sql_status_does_not_depend_on_err) {
     ds_conn *c;
     ds_error err = {0};
     ck_assert_ds_ok(ds_pool_acquire(pool, &c, &err), err);
-    ck_assert_ds_ok(ds_exec(c, "CREATE TEMP TABLE dt_once (k int PRIMARY KEY)",
+    ck_assert_ds_ok(ds_sql_exec(c, "CREATE TEMP TABLE dt_once (k int PRIMARY KEY)",
                             NULL, 0, NULL, &err),
                     err);
-    ck_assert_ds_ok(ds_exec(c, "INSERT INTO dt_once VALUES (1)", NULL, 0, NULL, &err),
+    ck_assert_ds_ok(ds_sql_exec(c, "INSERT INTO dt_once VALUES (1)", NULL, 0, NULL, &err),
                     err);
     static const struct {
         const char *sql;
@@ -390,14 +390,14 @@ START_TEST(test_sql_status_does_not_depend_on_err) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         for (int with_err = 1; with_err >= 0; with_err--) {
             /* a short statement_timeout for the pg_sleep case only */
-            ck_assert_ds_ok(ds_exec(c, cases[i].want == DS_ERR_TIMEOUT
+            ck_assert_ds_ok(ds_sql_exec(c, cases[i].want == DS_ERR_TIMEOUT
                                            ? "SET statement_timeout = '50ms'"
                                            : "SET statement_timeout = 0",
                                     NULL, 0, NULL, &err),
                             err);
             ds_error e = {0};
             ds_result *res = (ds_result *)0x1;
-            ck_assert_int_eq(ds_exec(c, cases[i].sql, NULL, 0, &res,
+            ck_assert_int_eq(ds_sql_exec(c, cases[i].sql, NULL, 0, &res,
                                      with_err ? &e : NULL),
                              cases[i].want);
             ck_assert_ptr_null(res);
@@ -406,9 +406,9 @@ START_TEST(test_sql_status_does_not_depend_on_err) {
         }
     }
     /* the same through the pool */
-    ck_assert_int_eq(ds_pool_exec(pool, "SELECT 1 / 0", NULL, 0, NULL, NULL),
+    ck_assert_int_eq(ds_sql_exec_pool(pool, "SELECT 1 / 0", NULL, 0, NULL, NULL),
                      DS_ERR_INVALID);
-    ck_assert_ds_ok(ds_exec(c, "RESET statement_timeout", NULL, 0, NULL, &err), err);
+    ck_assert_ds_ok(ds_sql_exec(c, "RESET statement_timeout", NULL, 0, NULL, &err), err);
     ds_pool_release(c);
 }
 END_TEST

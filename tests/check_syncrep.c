@@ -143,7 +143,7 @@ static void *cancel_sync_waits(void *p) {
 
 static ds_status insert_in_tx(ds_conn *conn, void *ud, ds_error *err) {
     (void)ud;
-    return ds_exec(conn, "INSERT INTO dt_sync VALUES (3)", NULL, 0, NULL, err);
+    return ds_sql_exec(conn, "INSERT INTO dt_sync VALUES (3)", NULL, 0, NULL, err);
 }
 
 START_TEST(test_syncrep_cancelled_wait_is_not_durable) {
@@ -165,9 +165,9 @@ START_TEST(test_syncrep_cancelled_wait_is_not_durable) {
     }
     /* With the standby streaming, commits are synchronous and succeed. */
     ds_error e1 = {0}, e2 = {0}, e3 = {0}, e4 = {0}, e5 = {0}, e6 = {0};
-    ds_status created = ds_pool_exec(pool, "CREATE TABLE dt_sync (k int PRIMARY KEY)",
+    ds_status created = ds_sql_exec_pool(pool, "CREATE TABLE dt_sync (k int PRIMARY KEY)",
                                      NULL, 0, NULL, &e1);
-    ds_status synced = ds_pool_exec(pool, "INSERT INTO dt_sync VALUES (1)", NULL, 0,
+    ds_status synced = ds_sql_exec_pool(pool, "INSERT INTO dt_sync VALUES (1)", NULL, 0,
                                     NULL, &e2);
 
     /* The standby goes away: a commit now waits until it is cancelled,
@@ -178,20 +178,20 @@ START_TEST(test_syncrep_cancelled_wait_is_not_durable) {
     ds_status autocommit, in_tx;
     int cancelled_autocommit, cancelled_tx;
     WITH_CANCEL(e.url, cancelled_autocommit,
-                autocommit = ds_pool_exec(pool, "INSERT INTO dt_sync VALUES (2)",
+                autocommit = ds_sql_exec_pool(pool, "INSERT INTO dt_sync VALUES (2)",
                                           NULL, 0, &res, &e3));
     ds_result *res_after = res;
     WITH_CANCEL(e.url, cancelled_tx,
                 in_tx = ds_tx_run(pool, NULL, insert_in_tx, NULL, &e4));
     /* The connection stays usable, and reads are unaffected. */
-    ds_status read = ds_pool_exec(pool, "SELECT 1", NULL, 0, NULL, &e5);
+    ds_status read = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, NULL, &e5);
     long long on_primary = dt_sql_int(e.url, "SELECT count(*) FROM dt_sync");
 
     /* The standby back: commits are synchronous and acknowledged again. */
     int restarted = pg_ctl(&e, "standby", "start");
     e.standby = restarted == 0;
     bool sync_again = restarted == 0 && standby_is_sync(&e);
-    ds_status healed = ds_pool_exec(pool, "INSERT INTO dt_sync VALUES (4)", NULL, 0,
+    ds_status healed = ds_sql_exec_pool(pool, "INSERT INTO dt_sync VALUES (4)", NULL, 0,
                                     NULL, &e6);
     ds_pool_close(pool);
     env_down(&e);

@@ -52,7 +52,7 @@ START_TEST(test_vectors_token_envelopes_open) {
         const json_t *scope = json_object_get(v, "scope");
         null_scopes += json_is_null(scope);
         empty_scopes += json_is_string(scope) && !*json_string_value(scope);
-        ds_crypto_context ctx = {
+        ds_crypto_context ctx = {sizeof(ds_crypto_context), 
             json_string_value(json_object_get(v, "table")),
             json_string_value(json_object_get(v, "field")),
             strtoll(json_string_value(json_object_get(v, "owner_id")), NULL, 10),

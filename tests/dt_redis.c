@@ -75,6 +75,15 @@ long long dt_rint(ds_redis *r, const char *fmt, ...) {
     return v;
 }
 
+void dt_redis_stop(void) {
+    ck_assert_int_eq(dt_services("stop redis"), 0);
+}
+
+void dt_redis_start(ds_redis *r) {
+    ck_assert_int_eq(dt_services("start redis"), 0);
+    dt_redis_wait_up(r);
+}
+
 void dt_redis_wait_up(ds_redis *r) {
     ds_error err = {0};
     long long deadline = dt_now_ms() + 30000;

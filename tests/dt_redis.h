@@ -26,6 +26,12 @@ long long dt_rint(ds_redis *r, const char *fmt, ...);
  * restart; fails the test if it never does. */
 void dt_redis_wait_up(ds_redis *r);
 
+/* Stops the local Redis (scripts/services), failing the test if it cannot;
+ * pair it with dt_redis_ensure_started as the TCase's unchecked teardown. */
+void dt_redis_stop(void);
+/* Starts it again and waits (bounded) until `r` reaches it. */
+void dt_redis_start(ds_redis *r);
+
 /* Unchecked TCase teardown: starts Redis again whatever the test did, so a
  * failed "stop redis" test does not break the tests after it. */
 void dt_redis_ensure_started(void);

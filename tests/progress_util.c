@@ -74,7 +74,7 @@ void dt_seed_connections(const char *url, ds_crypto *c, int n, int users) {
             snprintf(scope, sizeof scope, "google/acct-%d", i);
             snprintf(token, sizeof token, "ya29.token-%d", i);
             int64_t user = 1 + i % users;
-            ds_crypto_context ctx = {"service_connections", "access_token",
+            ds_crypto_context ctx = {sizeof(ds_crypto_context), "service_connections", "access_token",
                                      user, scope};
             uint8_t *env;
             size_t env_len;

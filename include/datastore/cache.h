@@ -50,41 +50,48 @@ extern "C" {
 typedef struct ds_cache ds_cache;
 
 typedef struct ds_cache_options {
+    size_t size; /* growable, caller-allocated: set by DS_CACHE_OPTIONS_INIT */
     /* Namespace of the keys: 1-64 of [A-Za-z0-9_.-]. Required. */
     const char *name;
     /* Part of every key: bump it when the cached value's shape changes. */
     uint32_t schema_version;
-    /* How long an entry is fresh. Default 60000. */
+    /* How long an entry is fresh. 0: the default, 60000. */
     int ttl_ms;
-    /* Each TTL gets 0..ttl_jitter_pct percent added at random. Default 10. */
+    /* Each TTL gets 0..ttl_jitter_pct percent added at random. 0: the
+     * default, 10; DS_NONE: no jitter. */
     int ttl_jitter_pct;
-    /* How long "not found" is remembered; 0: not cached. Default 5000. */
+    /* How long "not found" is remembered. 0: the default, 5000; DS_NONE:
+     * not cached. */
     int negative_ttl_ms;
     /* After its TTL an entry stays this long and is served stale while one
      * caller refreshes it; 0: off (the default). */
     int stale_ttl_ms;
     /* A loader's lock expires after this; make it longer than the slowest
-     * load. Default 10000. */
+     * load. 0: the default, 10000. */
     int lock_ttl_ms;
     /* How long a caller waits for another's load before loading itself.
-     * Default 5000. */
+     * 0: the default, 5000; DS_NONE: do not wait. */
     int wait_timeout_ms;
     /* XFetch early refresh: 0 off (default); 1.0 is the usual value, more
      * refreshes earlier. */
     double early_refresh_beta;
 } ds_cache_options;
+#define DS_CACHE_OPTIONS_INIT DS_SIZED_INIT(ds_cache_options)
 
-/* Fills *opts with the defaults (name NULL). NULL is a no-op. */
+/* Same as DS_CACHE_OPTIONS_INIT: size set, every member zero (the
+ * defaults; name NULL). NULL is a no-op. */
 DS_EXPORT void ds_cache_options_init(ds_cache_options *opts);
 
 /* Per-call options of a stored entry; pass NULL for none. */
 typedef struct ds_cache_entry_options {
+    size_t size; /* growable, caller-allocated: set by DS_CACHE_ENTRY_OPTIONS_INIT */
     const char *const *tags; /* invalidated together by ds_cache_invalidate_tag */
     size_t ntags;            /* at most 16 */
     int64_t user_id;         /* > 0: the entry is this user's data, removed by
                                 ds_redis_erase_user(); 0: nobody's */
     int ttl_ms;              /* > 0: instead of the cache's ttl_ms */
 } ds_cache_entry_options;
+#define DS_CACHE_ENTRY_OPTIONS_INIT DS_SIZED_INIT(ds_cache_entry_options)
 
 /*
  * Loads the value of `key` on a miss. Return DS_OK with *out set (the cache
@@ -160,6 +167,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_cache_invalidate_tag(ds_cache *cache,
                                                          ds_error *err);
 
 typedef struct ds_cache_stats {
+    size_t size; /* growable, caller-allocated: set by DS_CACHE_STATS_INIT */
     uint64_t hits;            /* fresh values served from Redis            */
     uint64_t negative_hits;   /* cached "not found" answers                */
     uint64_t misses;          /* reads that found nothing usable           */
@@ -170,6 +178,7 @@ typedef struct ds_cache_stats {
     uint64_t corrupt;         /* unreadable cached values replaced         */
     uint64_t errors;          /* Redis failures absorbed by the loader     */
 } ds_cache_stats;
+#define DS_CACHE_STATS_INIT DS_SIZED_INIT(ds_cache_stats)
 
 /* Copies the counters since the cache opened into *out (caller storage;
  * reset first, so zero on failure). Errors: DS_ERR_INVALID (NULL cache or

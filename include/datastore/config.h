@@ -160,7 +160,7 @@ typedef void (*ds_statement_hook_fn)(void *ud, const ds_statement_event *ev);
 
 /*
  * Called after every statement with parameters that the pool's connections
- * run (ds_exec, ds_pool_exec, repositories, memory, sessions, ...; not the
+ * run (ds_sql_exec, ds_sql_exec_pool, repositories, memory, sessions, ...; not the
  * simple-protocol DDL of migrations), on the calling thread, for tracing
  * and timing: keep it short and do not call back into the library on the
  * same connection. NULL removes it.

@@ -70,6 +70,7 @@ typedef struct ds_connection {
 
 /* What to store. Tokens are borrowed for the call; NULL means "none". */
 typedef struct ds_connection_new {
+    size_t size; /* growable, caller-allocated: set by DS_CONNECTION_NEW_INIT */
     int64_t user_id;
     const char *provider;
     const char *external_account_id;
@@ -80,11 +81,12 @@ typedef struct ds_connection_new {
     size_t refresh_token_len;  /* 0: strlen(refresh_token)                 */
     int64_t token_expires_at;  /* 0: unknown; INT64_MAX: never (infinity)  */
 } ds_connection_new;
+#define DS_CONNECTION_NEW_INIT DS_SIZED_INIT(ds_connection_new)
 
 /* Keyset cursor for ds_connection_list_for_user(): connections after
  * (after_provider, after_account) in (provider, external_account_id)
  * order. Start with {0} (both NULL: the first page); continue with the
- * list's `next`. */
+ * list's `next`. A fixed value (docs/abi.md): it never grows. */
 typedef struct ds_connection_cursor {
     const char *after_provider;
     const char *after_account;

@@ -95,7 +95,34 @@ typedef enum ds_status {
 #define DS_ERROR_MESSAGE_MAX 512
 
 /*
- * Error details of one call. Zero-initialise it or pass NULL. On failure the
+ * Structs come in three kinds (docs/abi.md, "Growable structs"); each
+ * struct's comment says which it is:
+ *   - library-allocated (rows, lists, reports, callback arguments): only
+ *     the library creates them, so members may be appended;
+ *   - growable, caller-allocated (options, inputs, stats the caller passes
+ *     in): they start with `size_t size`, set by their initialiser
+ *     `DS_<TYPE>_INIT` (C99 and C++); the library reads only the members
+ *     within `size`, and zero means "default" for every member, so an
+ *     initialised struct with nothing else set equals passing NULL. A size
+ *     of 0 (not initialised) or larger than the library knows is
+ *     DS_ERR_INVALID;
+ *   - fixed values (ds_error, cursors, ds_read_token, ds_param): small
+ *     plain values that never change shape; a new shape is a new type.
+ */
+/* For an integer option whose zero means "the default": none, off, do not
+ * (each such member says so). */
+#define DS_NONE (-1)
+
+#ifdef __cplusplus
+/* C++11 has no designated initialisers: a value-initialised (all zero)
+ * struct with its size set (ds_sized_init, defined below). */
+#define DS_SIZED_INIT(type) (ds_sized_init<type>())
+#else
+#define DS_SIZED_INIT(type) {.size = sizeof(type)}
+#endif
+
+/*
+ * Error details of one call (a fixed value). Zero-initialise it or pass NULL. On failure the
  * call fills every field; on success it leaves the struct untouched.
  * `message` never contains passwords, keys or tokens.
  */
@@ -167,7 +194,7 @@ DS_EXPORT const char *ds_log_level_str(ds_log_level level);
 /* ------------------------------------------------------------------------
  * Progress of long work. Every long operation (migrations, partition
  * maintenance, ds_memory_upgrade_to_pgvector_ex, ds_crypto_rotate,
- * ds_purge_soft_deleted_ex, ds_user_erase_ex) takes the same callback in its
+ * ds_gdpr_purge_deleted_users_ex, ds_gdpr_erase_user_ex) takes the same callback in its
  * options and calls it after each committed step, so a caller can show
  * done/total, a rate and an ETA, or stop the work.
  *
@@ -200,6 +227,13 @@ typedef struct ds_progress {
 typedef int (*ds_progress_fn)(void *ud, const ds_progress *progress);
 
 #ifdef __cplusplus
+}
+
+/* DS_SIZED_INIT in C++ (outside extern "C": a template). */
+template <typename T> inline T ds_sized_init() {
+    T v = T();
+    v.size = sizeof(T);
+    return v;
 }
 #endif
 #endif /* DATASTORE_CORE_H */

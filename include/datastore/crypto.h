@@ -65,12 +65,14 @@ typedef struct ds_secret ds_secret;
 
 /* Where an envelope lives; all of it goes into the associated data. */
 typedef struct ds_crypto_context {
+    size_t size; /* growable, caller-allocated: set by DS_CRYPTO_CONTEXT_INIT */
     const char *table;  /* e.g. "service_connections"; required, non-empty */
     const char *field;  /* e.g. "access_token"; required, non-empty       */
     int64_t owner_id;   /* the owning user's id                           */
     const char *scope;  /* e.g. provider and account; may be NULL (which
                            is a different place from "")                */
 } ds_crypto_context;
+#define DS_CRYPTO_CONTEXT_INIT DS_SIZED_INIT(ds_crypto_context)
 
 /* Opens the key ring from cfg's token_keys (DS_TOKEN_KEYS).
  * Errors: DS_ERR_INVALID (NULL argument), DS_ERR_CONFIG (missing or
@@ -166,6 +168,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_crypto_scope_service(
  *    and deploy again.
  */
 typedef struct ds_crypto_rotate_options {
+    size_t size; /* growable, caller-allocated: set by DS_CRYPTO_ROTATE_OPTIONS_INIT */
     int batch_size;   /* rows per transaction; 0: 200 (1..10000)          */
     int64_t max_rows; /* stop after this many rows and return (call again
                          to resume); 0: no limit                          */
@@ -179,8 +182,10 @@ typedef struct ds_crypto_rotate_options {
                                 resume)                                   */
     void *progress_ud;
 } ds_crypto_rotate_options;
+#define DS_CRYPTO_ROTATE_OPTIONS_INIT DS_SIZED_INIT(ds_crypto_rotate_options)
 
 typedef struct ds_crypto_rotate_stats {
+    size_t size; /* growable, caller-allocated: set by DS_CRYPTO_ROTATE_STATS_INIT */
     int64_t rotated;   /* rows re-encrypted under the active key by this call */
     int64_t failed;    /* rows whose envelopes would not decrypt with this
                           ring (left unchanged; their ids are logged)     */
@@ -189,6 +194,7 @@ typedef struct ds_crypto_rotate_stats {
                           old key may be removed                          */
     int64_t batches;   /* committed transactions                          */
 } ds_crypto_rotate_stats;
+#define DS_CRYPTO_ROTATE_STATS_INIT DS_SIZED_INIT(ds_crypto_rotate_stats)
 
 /*
  * Re-encrypts the tokens of every service_connections row whose key_id is

@@ -6,7 +6,7 @@
  *   st = ds_event_record_batch(pool, ev, 2, &err);
  *
  * Events have no foreign key to users (a key lookup per row would cap the
- * insert rate); ds_user_erase() deletes a user's events explicitly.
+ * insert rate); ds_gdpr_erase_user() deletes a user's events explicitly.
  * A batch is one COPY statement: all rows or none. Bad input anywhere in a
  * batch (detected while streaming) aborts the COPY, so nothing is written.
  *
@@ -28,13 +28,16 @@
 extern "C" {
 #endif
 
+/* An event to record. */
 typedef struct ds_event {
+    size_t size; /* growable, caller-allocated: set by DS_EVENT_INIT */
     int64_t user_id;          /* 0: anonymous                               */
     const char *name;
     const json_t *properties; /* object or NULL                             */
     int64_t occurred_at;      /* epoch microseconds; 0: now (server time for
                                  one event, this process's clock in a batch) */
 } ds_event;
+#define DS_EVENT_INIT DS_SIZED_INIT(ds_event)
 
 /* Records one event (one INSERT); `event` is borrowed for the call.
  * Errors: DS_ERR_INVALID (NULL pool or event, a negative user_id, a bad

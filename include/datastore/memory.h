@@ -96,6 +96,7 @@ typedef struct ds_memory_facts {
 
 /* A new fact for ds_memory_add(). Zero-initialise, then fill. */
 typedef struct ds_memory_new_fact {
+    size_t size; /* growable, caller-allocated: set by DS_MEMORY_NEW_FACT_INIT */
     int64_t user_id;              /* an existing user (DS_ERR_NOT_FOUND else) */
     const char *kind;             /* NULL: "fact"                           */
     const char *content;          /* UTF-8, 1 to 100000 characters          */
@@ -104,9 +105,11 @@ typedef struct ds_memory_new_fact {
     const float *embedding;       /* `dim` finite floats, not all zero      */
     size_t dim;                   /* must equal the database's dimension    */
 } ds_memory_new_fact;
+#define DS_MEMORY_NEW_FACT_INIT DS_SIZED_INIT(ds_memory_new_fact)
 
 /* Options of a search; NULL means all defaults. Zero-initialise. */
-typedef struct ds_memory_search_opts {
+typedef struct ds_memory_search_options {
+    size_t size; /* growable, caller-allocated: set by DS_MEMORY_SEARCH_OPTIONS_INIT */
     const char *kind;             /* only facts of this kind; NULL: all     */
     bool use_min_similarity;      /* apply min_similarity                   */
     double min_similarity;        /* drop facts less similar (-1 to 1)      */
@@ -116,7 +119,8 @@ typedef struct ds_memory_search_opts {
     bool touch;                   /* set last_accessed_at of the results    */
     bool read_primary;            /* read from the primary, not a replica:
                                    * sees facts added a moment ago          */
-} ds_memory_search_opts;
+} ds_memory_search_options;
+#define DS_MEMORY_SEARCH_OPTIONS_INIT DS_SIZED_INIT(ds_memory_search_options)
 
 /*
  * Opens the memory store on `pool` (borrowed: it must outlive the handle).
@@ -161,7 +165,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_add(ds_memory *mem,
  * Errors as ds_memory_add; the message names the index of the first bad
  * fact.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_memory_add_many(
+DS_EXPORT DS_NODISCARD ds_status ds_memory_add_batch(
     ds_memory *mem, const ds_memory_new_fact *facts, size_t count,
     int64_t *ids, ds_error *err);
 
@@ -232,7 +236,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
  */
 DS_EXPORT DS_NODISCARD ds_status ds_memory_search(
     ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
-    const ds_memory_search_opts *opts, ds_memory_facts **out, ds_error *err);
+    const ds_memory_search_options *opts, ds_memory_facts **out, ds_error *err);
 
 /*
  * ds_memory_search() that reads its own writes: `token` is taken with
@@ -243,7 +247,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_search(
  */
 DS_EXPORT DS_NODISCARD ds_status ds_memory_search_read_token(
     ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
-    const ds_memory_search_opts *opts, const ds_read_token *token,
+    const ds_memory_search_options *opts, const ds_read_token *token,
     int max_wait_ms, ds_memory_facts **out, ds_error *err);
 
 /*
@@ -258,7 +262,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_search_read_token(
  */
 DS_EXPORT DS_NODISCARD ds_status ds_memory_search_hybrid(
     ds_memory *mem, int64_t user_id, const char *text, const float *query,
-    size_t dim, int k, const ds_memory_search_opts *opts,
+    size_t dim, int k, const ds_memory_search_options *opts,
     ds_memory_facts **out, ds_error *err);
 
 /* Frees a fact. NULL is a no-op. */
@@ -342,15 +346,14 @@ typedef struct ds_memory_stats {
     uint64_t rows_rescored;     /* exact embeddings searches read to rescore
                                  * the facts the sketches could not rule out */
     uint64_t search_time_us;    /* wall time of the answered searches, sum  */
-    uint64_t facts_added;       /* facts written by add and add_many        */
+    uint64_t facts_added;       /* facts written by add and add_batch        */
     uint64_t errors;            /* searches and adds that failed for another
                                  * reason than a bad argument or an unknown
                                  * user (database, connection, schema,
                                  * memory)                                  */
 } ds_memory_stats;
 
-#define DS_MEMORY_STATS_INIT                                                   \
-    {sizeof(ds_memory_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0}
+#define DS_MEMORY_STATS_INIT DS_SIZED_INIT(ds_memory_stats)
 
 /* Zeroes *stats and sets its size. NULL is a no-op. */
 DS_EXPORT void ds_memory_stats_init(ds_memory_stats *stats);

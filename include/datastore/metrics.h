@@ -2,7 +2,8 @@
  * datastore/metrics.h — the library's counters in the Prometheus text
  * exposition format.
  *
- *   ds_metrics_sources src = {.pool = pool, .redis = redis, .cache = cache};
+ *   ds_metrics_sources src = DS_METRICS_SOURCES_INIT;
+ *   src.pool = pool; src.redis = redis; src.cache = cache;
  *   char *text;
  *   size_t len;
  *   if (ds_metrics_render(&src, &text, &len, &err) == DS_OK) {
@@ -67,6 +68,7 @@ extern "C" {
 
 /* The handles to report on; each may be NULL. Borrowed for the call. */
 typedef struct ds_metrics_sources {
+    size_t size; /* growable, caller-allocated: set by DS_METRICS_SOURCES_INIT */
     ds_pool *pool;
     ds_redis *redis;
     const ds_cache *cache;
@@ -74,6 +76,7 @@ typedef struct ds_metrics_sources {
     ds_queue *queue;          /* also asked for its sizes (see above)  */
     const ds_memory *memory;
 } ds_metrics_sources;
+#define DS_METRICS_SOURCES_INIT DS_SIZED_INIT(ds_metrics_sources)
 
 /*
  * Renders the exposition into *out (NUL-terminated, *out_len bytes without

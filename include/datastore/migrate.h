@@ -10,7 +10,7 @@
  *
  *   ds_migrate_options opts = {0};            (embedded migrations)
  *   if (ds_migrate_up(pool, &opts, NULL, &err) != DS_OK) ...
- *   if (ds_schema_check(pool, &err) != DS_OK) ... (refuse to start)
+ *   if (ds_migrate_check_schema(pool, &err) != DS_OK) ... (refuse to start)
  *
  * How a run works:
  *   - Each migration runs in its own transaction, with `lock_timeout` set
@@ -55,7 +55,7 @@ extern "C" {
 #endif
 
 /* The schema version this build of the library expects: the newest
- * migration built into it. ds_schema_check() compares the database to it. */
+ * migration built into it. ds_migrate_check_schema() compares the database to it. */
 #define DS_SCHEMA_VERSION 5
 
 /* What a run reports to its progress callback. */
@@ -99,6 +99,7 @@ typedef void (*ds_migrate_progress_fn)(void *ud,
  * another runner, no progress callback.
  */
 typedef struct ds_migrate_options {
+    size_t size; /* growable, caller-allocated: set by DS_MIGRATE_OPTIONS_INIT */
     const char *dir;  /* a directory of NNNN_name.up|down.sql files, or
                          NULL for the migrations built into the library   */
     int lock_timeout_ms; /* lock_timeout of migration statements: > 0 this,
@@ -126,6 +127,7 @@ typedef struct ds_migrate_options {
     ds_progress_fn on_progress;
     void *on_progress_ud;
 } ds_migrate_options;
+#define DS_MIGRATE_OPTIONS_INIT DS_SIZED_INIT(ds_migrate_options)
 
 /*
  * Applies every pending migration, oldest first, each in its own
@@ -226,26 +228,18 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_verify(
  * hosts at once (serialised with each other and with migrations); works
  * through PgBouncer in transaction mode. Statements wait at most the
  * pool's migrate_lock_timeout_ms for table locks. `created` (may be NULL)
- * receives how many partitions were created.
+ * receives how many partitions were created. `opts` may be NULL; only
+ * the progress members are read: opts->on_progress after each batch of
+ * rows moved out of the default partition (see ds_migrate_options), and
+ * opts->progress as a DS_MIGRATE_PROGRESS event (`name` the new partition,
+ * `phase` "copy", `done` of `total` rows, `elapsed_us`), so a caller can
+ * show a rate and an ETA.
  * Errors: DS_ERR_SCHEMA (the database is older than migration 2),
- * DS_ERR_TIMEOUT (lock timeout: retry later), DS_ERR_INVALID,
- * DS_ERR_CONNECTION, DS_ERR_DB.
+ * DS_ERR_TIMEOUT (lock timeout: retry later), DS_ERR_CANCELLED (on_progress
+ * asked to stop: the month's table is left unattached and the next run
+ * continues), DS_ERR_INVALID, DS_ERR_CONNECTION, DS_ERR_DB.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain(ds_pool *pool,
-                                                     int months_ahead,
-                                                     int *created,
-                                                     ds_error *err);
-
-/*
- * ds_migrate_maintain() reporting to opts->on_progress (opts may be NULL;
- * only the progress members are read) after each batch of rows moved out
- * of the default partition (see ds_migrate_options), and to
- * opts->progress as a DS_MIGRATE_PROGRESS event (`name` the partition,
- * `phase` "copy", `done` of `total` rows, `elapsed_us`). Errors as
- * ds_migrate_maintain(), plus DS_ERR_CANCELLED when on_progress asked to
- * stop (the month's table is left unattached; the next run continues).
- */
-DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain_opts(
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain(
     ds_pool *pool, const ds_migrate_options *opts, int months_ahead,
     int *created, ds_error *err);
 
@@ -261,7 +255,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_maintain_opts(
  * (or the version), DS_ERR_CONNECTION, DS_ERR_INVALID, DS_ERR_NOMEM.
  * Works in both statement modes; leaves nothing prepared on the server.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_schema_check(ds_pool *pool,
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_check_schema(ds_pool *pool,
                                                  ds_error *err);
 
 /* ---- lint: static rules for migrations on live, populated tables ---- */

@@ -1,5 +1,6 @@
 /*
- * datastore/pool.h — the PostgreSQL connection pool and transactions.
+ * datastore/pool.h — the PostgreSQL connection pool (transactions over it:
+ * datastore/tx.h).
  *
  * A ds_pool owns up to pool_max connections to the primary (and as many to
  * each replica). ds_pool_acquire() leases one as a ds_conn; ds_pool_release()
@@ -125,6 +126,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_pool_acquire_read(ds_pool *pool,
  *
  * A token is a plain value: copy it, keep it in a session, send it to
  * another process of the same cluster. A zeroed token asks for nothing.
+ * A fixed value (docs/abi.md): it never grows.
  */
 typedef struct ds_read_token {
     uint64_t lsn; /* a WAL position (pg_lsn as a number); 0: none */
@@ -174,7 +176,8 @@ DS_EXPORT struct pg_conn *ds_conn_pg(ds_conn *conn);
 DS_EXPORT void ds_conn_discard(ds_conn *conn);
 
 typedef struct ds_pool_stats {
-    int size;            /* open connections, primary and replicas        */
+    size_t size; /* growable, caller-allocated: set by DS_POOL_STATS_INIT */
+    int connections;     /* open connections, primary and replicas        */
     int idle;            /* of which idle                                 */
     int in_use;          /* of which leased                               */
     int waiters;         /* threads waiting in acquire now                */
@@ -187,6 +190,7 @@ typedef struct ds_pool_stats {
     int64_t acquire_wait_p99_us;
     int64_t acquire_wait_max_us;
 } ds_pool_stats;
+#define DS_POOL_STATS_INIT DS_SIZED_INIT(ds_pool_stats)
 
 /* A consistent snapshot of the counters. */
 DS_EXPORT DS_NODISCARD ds_status ds_pool_stats_get(ds_pool *pool,
@@ -195,41 +199,6 @@ DS_EXPORT DS_NODISCARD ds_status ds_pool_stats_get(ds_pool *pool,
 
 /* The pool's statement mode: true for `pooler`. */
 DS_EXPORT bool ds_pool_is_pooler_mode(const ds_pool *pool);
-
-/* ------------------------------------------------------------------------
- * Transactions.
- */
-typedef enum ds_isolation {
-    DS_ISOLATION_DEFAULT = 0, /* the server's default (READ COMMITTED)   */
-    DS_ISOLATION_READ_COMMITTED,
-    DS_ISOLATION_REPEATABLE_READ,
-    DS_ISOLATION_SERIALIZABLE
-} ds_isolation;
-
-typedef struct ds_tx_options {
-    ds_isolation isolation;
-    bool read_only;
-    int max_retries; /* < 0: the pool's tx_max_retries                    */
-} ds_tx_options;
-
-/* Body of a transaction: return DS_OK to commit, anything else to roll
- * back. It may run more than once, so keep side effects outside the
- * database idempotent. */
-typedef ds_status (*ds_tx_fn)(ds_conn *conn, void *ud, ds_error *err);
-
-/*
- * Leases a connection, runs `fn` between BEGIN and COMMIT, rolls back when
- * it fails, and retries with jittered exponential backoff when the failure
- * is a serialization failure (40001), a deadlock (40P01) or a connection
- * lost before COMMIT was sent. `opts` may be NULL. Returns fn's error (or
- * the server's) after the last attempt. A COMMIT whose wait for the
- * synchronous standby was cancelled returns DS_ERR_NOT_DURABLE (see
- * core.h) and is not retried here: the transaction did commit.
- */
-DS_EXPORT DS_NODISCARD ds_status ds_tx_run(ds_pool *pool,
-                                           const ds_tx_options *opts,
-                                           ds_tx_fn fn, void *ud,
-                                           ds_error *err);
 
 #ifdef __cplusplus
 }

@@ -45,11 +45,14 @@ typedef struct ds_presence ds_presence;
 typedef struct ds_presence_subscription ds_presence_subscription;
 
 typedef struct ds_presence_options {
-    int online_ttl_ms; /* default 60000 */
-    int typing_ttl_ms; /* default 6000 */
+    size_t size; /* growable, caller-allocated: set by DS_PRESENCE_OPTIONS_INIT */
+    int online_ttl_ms; /* 0: the default, 60000 */
+    int typing_ttl_ms; /* 0: the default, 6000 */
 } ds_presence_options;
+#define DS_PRESENCE_OPTIONS_INIT DS_SIZED_INIT(ds_presence_options)
 
-/* Fills *opts with the defaults. NULL is a no-op. */
+/* Same as DS_PRESENCE_OPTIONS_INIT: size set, every member zero (the
+ * defaults). NULL is a no-op. */
 DS_EXPORT void ds_presence_options_init(ds_presence_options *opts);
 
 /* Opens presence on `redis`, which it borrows (close presence and its

@@ -69,22 +69,25 @@ typedef struct ds_queue ds_queue;
 #define DS_QUEUE_JOB_ID_LEN 32
 
 typedef struct ds_queue_options {
+    size_t size; /* growable, caller-allocated: set by DS_QUEUE_OPTIONS_INIT */
     const char *name;            /* 1-64 of [A-Za-z0-9_.-]; required        */
     const char *consumer;        /* this worker's name; NULL: host-pid-random */
-    int visibility_timeout_ms;   /* default 30000                            */
-    int max_attempts;            /* default 5                                */
-    int backoff_base_ms;         /* default 1000                             */
-    int backoff_max_ms;          /* default 300000                           */
+    int visibility_timeout_ms;   /* 0: the default, 30000                    */
+    int max_attempts;            /* 0: the default, 5                        */
+    int backoff_base_ms;         /* 0: the default, 1000; DS_NONE: no pause  */
+    int backoff_max_ms;          /* 0: the default, 300000 (or the base)     */
     /* Dead letters kept at most (newest first); 0: the default, 10000.     */
     int64_t dead_max_len;
     /* Dead letters older than this go; 0: the default, 7 days; 1 s-1 year. */
     int64_t dead_max_age_ms;
 } ds_queue_options;
+#define DS_QUEUE_OPTIONS_INIT DS_SIZED_INIT(ds_queue_options)
 
 #define DS_QUEUE_DEAD_MAX_LEN_DEFAULT 10000
 #define DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT INT64_C(604800000)
 
-/* Fills *opts with the defaults (name NULL). NULL is a no-op. */
+/* Same as DS_QUEUE_OPTIONS_INIT: size set, every member zero (the
+ * defaults; name NULL). NULL is a no-op. */
 DS_EXPORT void ds_queue_options_init(ds_queue_options *opts);
 
 /* A job as handed out by the queue. Only the library allocates it; fields
@@ -226,11 +229,13 @@ DS_EXPORT DS_NODISCARD ds_status ds_queue_dead_purge(ds_queue *queue,
                                                      ds_error *err);
 
 typedef struct ds_queue_counts {
+    size_t size; /* growable, caller-allocated: set by DS_QUEUE_COUNTS_INIT */
     int64_t ready;    /* waiting for a worker               */
     int64_t reserved; /* held by workers (pending)          */
     int64_t delayed;  /* not due yet (delays and retries)   */
     int64_t dead;     /* dead letters                       */
 } ds_queue_counts;
+#define DS_QUEUE_COUNTS_INIT DS_SIZED_INIT(ds_queue_counts)
 
 /* The queue's sizes now, into *out (caller storage; reset first). Errors:
  * DS_ERR_INVALID, DS_ERR_REDIS, DS_ERR_NOMEM. Thread-safe. */
@@ -262,7 +267,7 @@ typedef struct ds_queue_stats {
                                down, a malformed entry, out of memory)    */
 } ds_queue_stats;
 
-#define DS_QUEUE_STATS_INIT {sizeof(ds_queue_stats), 0, 0, 0, 0, 0, 0, 0, 0, 0}
+#define DS_QUEUE_STATS_INIT DS_SIZED_INIT(ds_queue_stats)
 
 /* Zeroes *stats and sets its size. NULL is a no-op. */
 DS_EXPORT void ds_queue_stats_init(ds_queue_stats *stats);

@@ -60,6 +60,7 @@ typedef enum ds_ratelimit_policy {
 } ds_ratelimit_policy;
 
 typedef struct ds_ratelimit_options {
+    size_t size; /* growable, caller-allocated: set by DS_RATELIMIT_OPTIONS_INIT */
     const char *name;                   /* 1-64 of [A-Za-z0-9_.-]; required */
     ds_ratelimit_algorithm algorithm;
     int64_t limit;                      /* requests per period, > 0        */
@@ -67,8 +68,10 @@ typedef struct ds_ratelimit_options {
     int64_t burst;                      /* GCRA: at once; 0 means `limit`   */
     ds_ratelimit_policy on_redis_error;
 } ds_ratelimit_options;
+#define DS_RATELIMIT_OPTIONS_INIT DS_SIZED_INIT(ds_ratelimit_options)
 
 typedef struct ds_ratelimit_result {
+    size_t size; /* growable, caller-allocated: set by DS_RATELIMIT_RESULT_INIT */
     bool allowed;
     int64_t limit;          /* the capacity: burst (GCRA) or limit (window)   */
     int64_t remaining;      /* requests still allowed right now               */
@@ -76,6 +79,7 @@ typedef struct ds_ratelimit_result {
     int64_t reset_ms;       /* until the full capacity is back                */
     bool degraded;          /* Redis failed: `allowed` is the policy's answer */
 } ds_ratelimit_result;
+#define DS_RATELIMIT_RESULT_INIT DS_SIZED_INIT(ds_ratelimit_result)
 
 /* Opens a limiter on `redis`, which it borrows (close the limiter first).
  * `opts` is copied, its name included. Does not talk to Redis. *out
@@ -127,11 +131,13 @@ DS_EXPORT DS_NODISCARD ds_status ds_ratelimit_reset(ds_ratelimit *rl,
                                                     ds_error *err);
 
 typedef struct ds_ratelimit_stats {
+    size_t size; /* growable, caller-allocated: set by DS_RATELIMIT_STATS_INIT */
     uint64_t checks;    /* checks and peeks                     */
     uint64_t allowed;
     uint64_t denied;
     uint64_t degraded;  /* answered by the policy, Redis failed */
 } ds_ratelimit_stats;
+#define DS_RATELIMIT_STATS_INIT DS_SIZED_INIT(ds_ratelimit_stats)
 
 /* Copies the counters since the limiter opened into *out (caller storage;
  * reset first, so zero on failure). Errors: DS_ERR_INVALID (NULL limiter

@@ -97,6 +97,7 @@ DS_EXPORT bool ds_redis_is_tls(const ds_redis *redis);
 
 /* Counters since the handle opened. */
 typedef struct ds_redis_stats {
+    size_t size; /* growable, caller-allocated: set by DS_REDIS_STATS_INIT */
     uint64_t commands;         /* round trips (a pipeline counts once)       */
     uint64_t errors;           /* failed round trips and error replies       */
     uint64_t connects;         /* connections opened                         */
@@ -105,6 +106,7 @@ typedef struct ds_redis_stats {
     int connections;           /* open now (idle + in use)                   */
     int idle;
 } ds_redis_stats;
+#define DS_REDIS_STATS_INIT DS_SIZED_INIT(ds_redis_stats)
 
 /* Copies the counters into *out (caller storage; reset first, so zero on
  * failure). Each counter is read atomically, not the set as a whole.

@@ -13,13 +13,13 @@
  * Validation hashes the presented token and looks it up — in Redis first
  * when the store has a ds_redis, then in PostgreSQL (the primary, so a
  * revocation is seen at once) —, rejects revoked and expired sessions, and
- * slides the expiry: a session lives idle_ttl_s after its last use, and
- * never longer than max_lifetime_s after its creation. last_seen_at and
+ * slides the expiry: a session lives idle_ttl_ms after its last use, and
+ * never longer than max_lifetime_ms after its creation. last_seen_at and
  * expires_at are written at most once per touch_interval_ms, so a busy
  * session costs a read, not a write, per request.
  *
  * With Redis, "<redis_prefix>sess:<hex of the hash>" keeps a copy of a live
- * session for at most cache_ttl_s (never past its expiry), so a validation
+ * session for at most cache_ttl_ms (never past its expiry), so a validation
  * is one Redis GET; it falls through to PostgreSQL when the copy is due for
  * a touch, and whenever Redis fails. A revocation replaces the copy with a
  * tombstone that a racing validation cannot overwrite, so it takes effect
@@ -59,11 +59,13 @@ typedef struct ds_session_store ds_session_store;
 
 /* Zero fields take the defaults. */
 typedef struct ds_session_options {
-    int64_t idle_ttl_s;        /* unused this long: expired. 14 days       */
-    int64_t max_lifetime_s;    /* after creation, whatever the use. 30 days */
+    size_t size; /* growable, caller-allocated: set by DS_SESSION_OPTIONS_INIT */
+    int64_t idle_ttl_ms;       /* unused this long: expired. 14 days       */
+    int64_t max_lifetime_ms;   /* after creation, whatever the use. 30 days */
     int64_t touch_interval_ms; /* slide the expiry at most this often. 60000 */
-    int64_t cache_ttl_s;       /* Redis entries live at most this long. 300 */
+    int64_t cache_ttl_ms;      /* Redis entries live at most this long. 300000 */
 } ds_session_options;
+#define DS_SESSION_OPTIONS_INIT DS_SIZED_INIT(ds_session_options)
 
 /* One session. Only the library allocates it; free with ds_session_free(). */
 typedef struct ds_session {
@@ -82,8 +84,8 @@ typedef struct ds_session {
  * Opens a store over `pool` and `crypto` (both required, borrowed) and
  * `redis` (optional, borrowed: NULL for PostgreSQL only). `opts` may be
  * NULL. Errors: DS_ERR_INVALID (NULL pool/crypto/out, options out of range:
- * idle_ttl_s and max_lifetime_s 1 s to 10 years, touch_interval_ms below
- * idle_ttl_s, cache_ttl_s 1 s to 1 day), DS_ERR_NOMEM.
+ * idle_ttl_ms and max_lifetime_ms 1 s to 10 years, touch_interval_ms below
+ * idle_ttl_ms, cache_ttl_ms 1 s to 1 day), DS_ERR_NOMEM.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_session_store_open(
     ds_pool *pool, ds_crypto *crypto, ds_redis *redis,
@@ -127,7 +129,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_session_validate(ds_session_store *store,
  * is DS_OK. Errors: DS_ERR_NOT_FOUND (no such session), DS_ERR_INVALID,
  * the pool's errors, and DS_ERR_REDIS (retryable) when the revocation is
  * stored in PostgreSQL but the store's Redis could not be updated: a cached
- * copy may then be accepted for up to cache_ttl_s, so retry the call (it
+ * copy may then be accepted for up to cache_ttl_ms, so retry the call (it
  * is idempotent) until it returns DS_OK. The same holds for the two
  * functions below. */
 DS_EXPORT DS_NODISCARD ds_status ds_session_revoke(ds_session_store *store,
@@ -158,12 +160,12 @@ DS_EXPORT DS_NODISCARD ds_status ds_session_list(ds_session_store *store,
                                                  size_t *count, ds_error *err);
 
 /*
- * Deletes sessions that expired more than `older_than_s` seconds ago (>= 0;
+ * Deletes sessions that expired more than `older_than_ms` milliseconds ago (an age, >= 0;
  * revoked sessions go once their expiry passes too), in batches of short
  * transactions. *purged (may be NULL) receives how many rows went.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_session_purge_expired(
-    ds_session_store *store, int64_t older_than_s, int64_t *purged,
+    ds_session_store *store, int64_t older_than_ms, int64_t *purged,
     ds_error *err);
 
 /* Frees a session. NULL is a no-op. */

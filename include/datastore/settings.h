@@ -54,7 +54,7 @@ typedef struct ds_setting {
 
 /* Keyset cursor for ds_setting_list_for_user(): settings whose key sorts
  * after `after_key`. Start with {0} (NULL: the first page); continue with
- * the list's `next`. */
+ * the list's `next`. A fixed value (docs/abi.md): it never grows. */
 typedef struct ds_setting_cursor {
     const char *after_key;
 } ds_setting_cursor;

@@ -4,8 +4,8 @@
  *
  *   ds_param p[] = { ds_param_int64(user_id), ds_param_text("hello") };
  *   ds_result *res;
- *   if (ds_exec(conn, "SELECT id, created_at FROM ... WHERE a = $1 AND b = $2",
- *               p, 2, &res, &err) != DS_OK) ...
+ *   if (ds_sql_exec(conn, "SELECT id, created_at FROM ... WHERE a = $1 AND b = $2",
+ *                   p, 2, &res, &err) != DS_OK) ...
  *   for (int r = 0; r < ds_result_rows(res); r++) { ds_result_int64(res, r, 0, ...) }
  *   ds_result_free(res);
  *
@@ -14,6 +14,10 @@
  * model as the rest of the library. Results arrive in binary; the accessors
  * decode by column type, and say so when a column's type does not fit
  * (cast it in SQL, e.g. `numeric_col::float8` or `::text`).
+ *
+ * Names: the calls are ds_sql_*; the two value types keep their own names
+ * for their constructors and accessors (ds_param_int64(), ds_result_text()),
+ * as every row type does (ds_user_free()).
  *
  * Thread-safety: a ds_result is immutable and may be read from any thread;
  * it stays valid after its connection is released.
@@ -44,6 +48,8 @@ typedef enum ds_param_type {
     DS_PARAM_UNTYPED      /* text whose type the server infers ($1::uuid)  */
 } ds_param_type;
 
+/* One statement parameter, built with the ds_param_*() constructors. A
+ * fixed value (docs/abi.md): it never grows (arrays of it are passed). */
 typedef struct ds_param {
     ds_param_type type;
     union {
@@ -152,12 +158,12 @@ typedef struct ds_result ds_result;
  * synchronous standby's confirmation; see core.h), DS_ERR_NOMEM. Use one
  * statement per call.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_exec(ds_conn *conn, const char *sql,
+DS_EXPORT DS_NODISCARD ds_status ds_sql_exec(ds_conn *conn, const char *sql,
                                          const ds_param *params, int nparams,
                                          ds_result **out, ds_error *err);
 
-/* Acquire, ds_exec(), release: for a single statement. */
-DS_EXPORT DS_NODISCARD ds_status ds_pool_exec(ds_pool *pool, const char *sql,
+/* Acquire, ds_sql_exec(), release: for a single statement. */
+DS_EXPORT DS_NODISCARD ds_status ds_sql_exec_pool(ds_pool *pool, const char *sql,
                                               const ds_param *params,
                                               int nparams, ds_result **out,
                                               ds_error *err);

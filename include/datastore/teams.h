@@ -55,7 +55,8 @@ typedef struct ds_team {
 /* Keyset cursor for ds_team_list_for_owner(): teams whose name sorts
  * after `after_name`. Start with {0} (NULL: the first page); continue with
  * the list's `next`. A cursor is a position, not a session: one taken
- * from another owner's list still means "names after this one". */
+ * from another owner's list still means "names after this one". A fixed
+ * value (docs/abi.md): it never grows. */
 typedef struct ds_team_cursor {
     const char *after_name;
 } ds_team_cursor;

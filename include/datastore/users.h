@@ -71,11 +71,13 @@ typedef struct ds_user {
 /* Profile fields for create and update: NULL means "default" on create and
  * "leave unchanged" on update. Everything is borrowed for the call. */
 typedef struct ds_profile_fields {
+    size_t size; /* growable, caller-allocated: set by DS_PROFILE_FIELDS_INIT */
     const char *display_name;
     const char *locale;
     const char *timezone;
     const json_t *preferences; /* a JSON object                            */
 } ds_profile_fields;
+#define DS_PROFILE_FIELDS_INIT DS_SIZED_INIT(ds_profile_fields)
 
 /* Frees a row with its strings and preferences. NULL is a no-op. */
 DS_EXPORT void ds_user_free(ds_user *user);
@@ -112,7 +114,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_get_by_email(ds_pool *pool,
  * be NULL; free with ds_user_free()). DS_ERR_NOT_FOUND for an unknown or
  * soft-deleted user.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_profile_update(
+DS_EXPORT DS_NODISCARD ds_status ds_user_update_profile(
     ds_pool *pool, int64_t user_id, const ds_profile_fields *fields,
     ds_user **out, ds_error *err);
 
@@ -125,7 +127,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_set_status(ds_pool *pool,
 
 /*
  * Soft delete: the user disappears from get and list (and is purged by
- * ds_purge_soft_deleted() later) but keeps every row and the email.
+ * ds_gdpr_purge_deleted_users() later) but keeps every row and the email.
  * Every reader sees it: users.status becomes 'deleted' (the status before
  * is kept in status_before_delete for a restore), so filtering on status
  * alone leaves the user out; a trigger keeps status and deleted_at together
@@ -143,7 +145,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_user_restore(ds_pool *pool,
                                                  ds_error *err);
 
 /* Keyset cursor for ds_user_list_page(): users with id > after_id. Start
- * with {0}; continue with the list's `next`. */
+ * with {0}; continue with the list's `next`. A fixed value (docs/abi.md):
+ * it never grows. */
 typedef struct ds_user_cursor {
     int64_t after_id;
 } ds_user_cursor;

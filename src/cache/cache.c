@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "cache/cache_internal.h"
 #include "datastore/cache.h"
 #include "redis/redis_internal.h"
@@ -145,6 +146,11 @@ static ds_status check_key(const char *key, ds_error *err) {
 static ds_status check_entry(const ds_cache_entry_options *e, ds_error *err) {
     if (!e)
         return DS_OK;
+    /* a member appended later is read through a DS__IN copy */
+    ds_status st = ds__growable_check(e->size, sizeof *e, sizeof *e,
+                                      "ds_cache_entry_options", err);
+    if (st != DS_OK)
+        return st;
     DS_CHECK_ARG(err, e->ntags <= TAGS_MAX, "more than 16 tags");
     DS_CHECK_ARG(err, e->ntags == 0 || e->tags, "tags is NULL");
     for (size_t i = 0; i < e->ntags; i++) {
@@ -549,23 +555,33 @@ DS_EXPORT void ds_cache_options_init(ds_cache_options *opts) {
     if (!opts)
         return;
     memset(opts, 0, sizeof *opts);
-    opts->ttl_ms = 60000;
-    opts->ttl_jitter_pct = 10;
-    opts->negative_ttl_ms = 5000;
-    opts->lock_ttl_ms = 10000;
-    opts->wait_timeout_ms = 5000;
+    opts->size = sizeof *opts;
+}
+
+/* Zero is the default of every member; DS_NONE turns a feature off. */
+static int or_default(int v, int def) {
+    return v == 0 ? def : v == DS_NONE ? 0 : v;
 }
 
 DS_EXPORT ds_status ds_cache_open(ds_redis *redis, const ds_cache_options *opts,
                                   ds_cache **out, ds_error *err) {
-    DS__REDIS_CHECK_OPEN(err, redis, opts, out);
-    DS_CHECK_ARG(err, opts->ttl_ms > 0, "ttl_ms must be positive");
-    DS_CHECK_ARG(err, opts->ttl_jitter_pct >= 0 && opts->ttl_jitter_pct <= 100,
-                 "ttl_jitter_pct must be 0-100");
-    DS_CHECK_ARG(err, opts->negative_ttl_ms >= 0, "negative_ttl_ms is negative");
-    DS_CHECK_ARG(err, opts->stale_ttl_ms >= 0, "stale_ttl_ms is negative");
-    DS_CHECK_ARG(err, opts->lock_ttl_ms > 0, "lock_ttl_ms must be positive");
-    DS_CHECK_ARG(err, opts->wait_timeout_ms >= 0, "wait_timeout_ms is negative");
+    ds_cache_options o = DS_CACHE_OPTIONS_INIT;
+    DS__REDIS_CHECK_OPEN(err, redis, opts, out, &o, ds_cache_options);
+    DS_CHECK_ARG(err, o.ttl_ms >= 0, "ttl_ms is negative");
+    DS_CHECK_ARG(err, (o.ttl_jitter_pct >= 0 && o.ttl_jitter_pct <= 100) ||
+                          o.ttl_jitter_pct == DS_NONE,
+                 "ttl_jitter_pct must be 0-100 or DS_NONE");
+    DS_CHECK_ARG(err, o.negative_ttl_ms >= 0 || o.negative_ttl_ms == DS_NONE,
+                 "negative_ttl_ms is negative (DS_NONE: not cached)");
+    DS_CHECK_ARG(err, o.stale_ttl_ms >= 0, "stale_ttl_ms is negative");
+    DS_CHECK_ARG(err, o.lock_ttl_ms >= 0, "lock_ttl_ms is negative");
+    DS_CHECK_ARG(err, o.wait_timeout_ms >= 0 || o.wait_timeout_ms == DS_NONE,
+                 "wait_timeout_ms is negative (DS_NONE: do not wait)");
+    o.ttl_ms = or_default(o.ttl_ms, 60000);
+    o.ttl_jitter_pct = or_default(o.ttl_jitter_pct, 10);
+    o.negative_ttl_ms = or_default(o.negative_ttl_ms, 5000);
+    o.lock_ttl_ms = or_default(o.lock_ttl_ms, 10000);
+    o.wait_timeout_ms = or_default(o.wait_timeout_ms, 5000);
     DS_CHECK_ARG(err,
                  opts->early_refresh_beta >= 0 &&
                      opts->early_refresh_beta <= 1e6,
@@ -817,10 +833,13 @@ DS_EXPORT ds_status ds_cache_invalidate_tag(ds_cache *cache, const char *tag,
 }
 
 DS_EXPORT ds_status ds_cache_stats_get(const ds_cache *cache,
-                                       ds_cache_stats *out, ds_error *err) {
-    DS_CHECK_ARG(err, out, "out is NULL");
-    memset(out, 0, sizeof *out);
+                                       ds_cache_stats *caller, ds_error *err) {
+    DS_CHECK_ARG(err, caller, "out is NULL");
+    ds_status st = DS__OUT_CHECK(caller, ds_cache_stats, err);
+    if (st != DS_OK)
+        return st;
     DS_CHECK_ARG(err, cache, "cache is NULL");
+    ds_cache_stats local = DS_CACHE_STATS_INIT, *out = &local;
     ds_cache *c = (ds_cache *)cache;
     out->hits = atomic_load(&c->hits);
     out->negative_hits = atomic_load(&c->negative_hits);
@@ -831,5 +850,6 @@ DS_EXPORT ds_status ds_cache_stats_get(const ds_cache *cache,
     out->early_refreshes = atomic_load(&c->early_refreshes);
     out->corrupt = atomic_load(&c->corrupt);
     out->errors = atomic_load(&c->errors);
+    ds__growable_out(caller, &local, sizeof local);
     return DS_OK;
 }

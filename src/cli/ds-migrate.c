@@ -3,7 +3,7 @@
  *
  *   ds-migrate [--database-url URL] [--dir DIR] [--json] COMMAND [ARG]
  *
- * A thin shell over the public API (ds_migrate_*, ds_schema_check): it
+ * A thin shell over the public API (ds_migrate_*, ds_migrate_check_schema): it
  * reads the usual environment (DATABASE_URL, DS_MIGRATE_LOCK_TIMEOUT_MS,
  * DS_CONNECT_TIMEOUT_MS, ...), prints what happened, and exits 0 on
  * success, 1 on failure, 2 on a usage error.
@@ -367,7 +367,7 @@ typedef struct outcome {
 } outcome;
 
 static void run_command(cli *c, ds_pool *pool, outcome *o) {
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = c->dir;
     opts.lock_timeout_ms = c->lock_timeout_ms;
     opts.lock_wait_ms = c->wait_ms;
@@ -405,7 +405,7 @@ static void run_command(cli *c, ds_pool *pool, outcome *o) {
             parse_int(c->arg, 120, &v);
         else
             v = 3;
-        o->st = ds_migrate_maintain_opts(pool, &opts, (int)v, &n, err);
+        o->st = ds_migrate_maintain(pool, &opts, (int)v, &n, err);
         snprintf(o->summary, sizeof o->summary,
                  "%d analytics_events partition(s) created", n);
         if (o->st == DS_OK)
@@ -413,7 +413,7 @@ static void run_command(cli *c, ds_pool *pool, outcome *o) {
                                  "created", n);
         return;
     } else if (!strcmp(cmd, "check")) {
-        o->st = ds_schema_check(pool, err);
+        o->st = ds_migrate_check_schema(pool, err);
         snprintf(o->summary, sizeof o->summary,
                  "the database matches this build (schema version %d)",
                  DS_SCHEMA_VERSION);
@@ -604,7 +604,7 @@ static json_t *finding_json(const ds_lint_finding *f) {
 }
 
 static int run_lint(const cli *c) {
-    ds_migrate_options opts = {0};
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = c->dir;
     ds_lint_report *r = NULL;
     ds_error err = {0};

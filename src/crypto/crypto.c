@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/growable.h"
 #include "core/config_internal.h"
 #include "crypto/crypto_internal.h"
 
@@ -332,6 +333,11 @@ static ds_status check_context(const ds_crypto_context *ctx, const char *fn,
                                ds_error *err) {
     if (!ctx)
         return ds__error_set(err, DS_ERR_INVALID, "%s: ctx is NULL", fn);
+    /* every member of the first release is required: no older size */
+    ds_status st = ds__growable_check(ctx->size, sizeof *ctx, sizeof *ctx,
+                                      "ds_crypto_context", err);
+    if (st != DS_OK)
+        return st;
     if (!ctx->table || !*ctx->table || !ctx->field || !*ctx->field)
         return ds__error_set(err, DS_ERR_INVALID,
                              "%s: ctx needs a non-empty table and field", fn);

@@ -15,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "core/progress.h"
 #include "crypto/crypto_internal.h"
+#include "datastore/tx.h"
 #include "pool/stmt.h"
 
 #define ROTATE_DEFAULT_BATCH 200
@@ -121,7 +123,7 @@ static ds_status reseal_row(batch *b, const PGresult *r, int i, new_row *nr,
     char scope[1600];
     snprintf(scope, sizeof scope, "%s/%s", PQgetvalue(r, i, 2),
              PQgetvalue(r, i, 3));
-    ds_crypto_context ctx = {"service_connections", "access_token", user_id,
+    ds_crypto_context ctx = {sizeof(ds_crypto_context), "service_connections", "access_token", user_id,
                              scope};
     nr->id = id;
     ds_error cell_err = {0};
@@ -276,18 +278,9 @@ static ds_status count_remaining(ds_pool *pool, const char *kid,
     return st;
 }
 
-DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
-                                     const ds_crypto_rotate_options *opts,
-                                     ds_crypto_rotate_stats *stats,
-                                     ds_error *err) {
-    /* a failed statement's status comes from its mapped error: without an
-     * error out-param, a local one gives the same status */
-    ds_error local_err = {0};
-    if (!err)
-        err = &local_err;
-    ds_crypto_rotate_stats local;
-    if (!stats)
-        stats = &local;
+static ds_status rotate(ds_crypto *crypto, ds_pool *pool,
+                        const ds_crypto_rotate_options *opts,
+                        ds_crypto_rotate_stats *stats, ds_error *err) {
     memset(stats, 0, sizeof *stats);
     DS_CHECK_ARG(err, crypto != NULL, "crypto is NULL");
     DS_CHECK_ARG(err, pool != NULL, "pool is NULL");
@@ -402,4 +395,26 @@ DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
                              "logged); the other rows were rotated",
                              (long long)stats->failed);
     return DS_OK;
+}
+
+DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
+                                     const ds_crypto_rotate_options *opts,
+                                     ds_crypto_rotate_stats *stats,
+                                     ds_error *err) {
+    /* a failed statement's status comes from its mapped error: without an
+     * error out-param, a local one gives the same status */
+    ds_error local_err = {0};
+    if (!err)
+        err = &local_err;
+    ds_crypto_rotate_options o = DS_CRYPTO_ROTATE_OPTIONS_INIT;
+    ds_status st = DS__IN(opts, &o, ds_crypto_rotate_options, err);
+    if (st != DS_OK)
+        return st;
+    if (stats && (st = DS__OUT_CHECK(stats, ds_crypto_rotate_stats, err)) != DS_OK)
+        return st;
+    ds_crypto_rotate_stats local = DS_CRYPTO_ROTATE_STATS_INIT;
+    st = rotate(crypto, pool, &o, &local, err);
+    if (stats)
+        ds__growable_out(stats, &local, sizeof local);
+    return st;
 }

@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 
+#include "core/growable.h"
 #include "core/json_internal.h"
 #include "memory/memory_internal.h"
 
@@ -196,7 +197,7 @@ static size_t batch_rows(size_t dim) {
     return rows < 1 ? 1 : rows > 1000 ? 1000 : rows;
 }
 
-static ds_status add_many_once(ds_memory *mem, const ds_memory_new_fact *facts,
+static ds_status add_batch_once(ds_memory *mem, const ds_memory_new_fact *facts,
                                size_t count, int64_t *ids, ds_error *err) {
     ds__memory_state s = ds__memory_state_get(mem);
     ds_conn *c;
@@ -229,7 +230,7 @@ static ds_status add_many_once(ds_memory *mem, const ds_memory_new_fact *facts,
     return st;
 }
 
-DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
+DS_EXPORT ds_status ds_memory_add_batch(ds_memory *mem,
                                        const ds_memory_new_fact *facts,
                                        size_t count, int64_t *ids,
                                        ds_error *err) {
@@ -239,25 +240,34 @@ DS_EXPORT ds_status ds_memory_add_many(ds_memory *mem,
     DS_CHECK_ARG(err, facts, "facts is NULL");
     DS_CHECK_ARG(err, count >= 1 && count <= 10000,
                  "count must be 1 to 10000");
+    ds_memory_new_fact *copy;
+    ds_status st = DS__ARRAY(facts, count, &copy, ds_memory_new_fact, err);
+    if (st != DS_OK)
+        return st;
+    facts = copy;
     float *unit = ds__calloc(mem->dim, sizeof *unit);
-    if (!unit)
+    if (!unit) {
+        ds__free(copy);
         return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
     /* Every fact is checked before anything is written. */
-    ds_status st = DS_OK;
     for (size_t i = 0; i < count && st == DS_OK; i++) {
         st = ds__memory_check_fact(mem, &facts[i], unit, err);
         if (st != DS_OK && count > 1)
             ds__error_prefix(err, "fact %zu", i);
     }
     ds__free(unit);
-    if (st != DS_OK)
+    if (st != DS_OK) {
+        ds__free(copy);
         return st;
+    }
     ds_error local = {0};
-    st = add_many_once(mem, facts, count, ids, &local);
+    st = add_batch_once(mem, facts, count, ids, &local);
     if (st != DS_OK && ds__memory_state_changed(mem, &local)) {
         memset(&local, 0, sizeof local);
-        st = add_many_once(mem, facts, count, ids, &local);
+        st = add_batch_once(mem, facts, count, ids, &local);
     }
+    ds__free(copy);
     if (st == DS_OK) {
         ds__memory_count(&mem->facts_added, count);
         return DS_OK;
@@ -277,5 +287,5 @@ DS_EXPORT ds_status ds_memory_add(ds_memory *mem,
         *id = 0;
     DS_CHECK_ARG(err, mem, "mem is NULL");
     DS_CHECK_ARG(err, fact, "fact is NULL");
-    return ds_memory_add_many(mem, fact, 1, id, err);
+    return ds_memory_add_batch(mem, fact, 1, id, err);
 }

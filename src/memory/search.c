@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/growable.h"
 #include "memory/memory_internal.h"
 
 #define RRF_K 60.0 /* the constant of reciprocal rank fusion */
@@ -505,7 +506,7 @@ static void count_search(ds_memory *mem, bool hybrid, int64_t started_us) {
 
 static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
                         const float *query, size_t dim, int k,
-                        const ds_memory_search_opts *opts,
+                        const ds_memory_search_options *opts,
                         const ds_read_token *token, int token_wait_ms,
                         ds_memory_facts **out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
@@ -513,9 +514,11 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
     DS_CHECK_ARG(err, mem, "mem is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, k >= 1 && k <= DS_MEMORY_K_MAX, "k must be 1 to 1000");
-    ds_memory_search_opts none = {0};
-    if (!opts)
-        opts = &none;
+    ds_memory_search_options o;
+    ds_status checked = DS__IN(opts, &o, ds_memory_search_options, err);
+    if (checked != DS_OK)
+        return checked;
+    opts = &o;
     DS_CHECK_ARG(err, opts->ef_search >= 0 && opts->ef_search <= 1000,
                  "ef_search must be 0 to 1000");
     DS_CHECK_ARG(err, token_wait_ms >= 0 && token_wait_ms <= 60000,
@@ -585,14 +588,14 @@ static ds_status search(ds_memory *mem, int64_t user_id, const char *text,
 
 DS_EXPORT ds_status ds_memory_search(ds_memory *mem, int64_t user_id,
                                      const float *query, size_t dim, int k,
-                                     const ds_memory_search_opts *opts,
+                                     const ds_memory_search_options *opts,
                                      ds_memory_facts **out, ds_error *err) {
     return search(mem, user_id, NULL, query, dim, k, opts, NULL, 0, out, err);
 }
 
 DS_EXPORT ds_status ds_memory_search_read_token(
     ds_memory *mem, int64_t user_id, const float *query, size_t dim, int k,
-    const ds_memory_search_opts *opts, const ds_read_token *token,
+    const ds_memory_search_options *opts, const ds_read_token *token,
     int max_wait_ms, ds_memory_facts **out, ds_error *err) {
     return search(mem, user_id, NULL, query, dim, k, opts,
                   token && token->lsn ? token : NULL, max_wait_ms, out, err);
@@ -602,7 +605,7 @@ DS_EXPORT ds_status ds_memory_search_hybrid(ds_memory *mem, int64_t user_id,
                                             const char *text,
                                             const float *query, size_t dim,
                                             int k,
-                                            const ds_memory_search_opts *opts,
+                                            const ds_memory_search_options *opts,
                                             ds_memory_facts **out,
                                             ds_error *err) {
     if (out)

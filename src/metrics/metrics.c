@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "core/internal.h"
 #include "datastore/metrics.h"
 #include "queue/queue_internal.h"
@@ -229,19 +230,22 @@ DS_EXPORT ds_status ds_metrics_render(const ds_metrics_sources *src, char **out,
     if (out_len)
         *out_len = 0;
     DS_CHECK_ARG(err, src, "src is NULL");
+    ds_metrics_sources sources;
+    ds_status checked = DS__IN(src, &sources, ds_metrics_sources, err);
+    if (checked != DS_OK)
+        return checked;
+    src = &sources;
 
     /* Every stats call first, so that a failure leaves nothing half
      * rendered. */
-    ds_pool_stats pool;
-    ds_redis_stats redis;
-    ds_cache_stats cache;
-    ds_ratelimit_stats rl;
-    ds_queue_stats queue;
-    ds_queue_counts counts;
+    ds_pool_stats pool = DS_POOL_STATS_INIT;
+    ds_redis_stats redis = DS_REDIS_STATS_INIT;
+    ds_cache_stats cache = DS_CACHE_STATS_INIT;
+    ds_ratelimit_stats rl = DS_RATELIMIT_STATS_INIT;
+    ds_queue_stats queue = DS_QUEUE_STATS_INIT;
+    ds_queue_counts counts = DS_QUEUE_COUNTS_INIT;
     bool have_counts = false;
-    ds_memory_stats memory;
-    ds_queue_stats_init(&queue);
-    ds_memory_stats_init(&memory);
+    ds_memory_stats memory = DS_MEMORY_STATS_INIT;
     ds_status st = DS_OK;
     if (src->pool)
         st = ds_pool_stats_get(src->pool, &pool, err);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "migrate/migrate_internal.h"
 
 #define MAX_LINT_FILE_BYTES (64L * 1024 * 1024)
@@ -1407,6 +1408,11 @@ DS_EXPORT ds_status ds_migrate_lint(const ds_migrate_options *opts,
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, paths || npaths == 0, "paths is NULL");
+    ds_migrate_options o;
+    ds_status checked = DS__IN(opts, &o, ds_migrate_options, err);
+    if (checked != DS_OK)
+        return checked;
+    opts = &o;
     ds_lint_report *r = ds__calloc(1, sizeof *r);
     if (!r)
         return ds__error_set(err, DS_ERR_NOMEM, "lint: out of memory");

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "memory/memory_internal.h"
 #include "migrate/migrate_internal.h"
 
@@ -339,7 +340,8 @@ typedef struct runner {
     ds_pool *pool;
     ds_conn *conn;
     bool saved_pooler;
-    const ds_migrate_options *opts;
+    const ds_migrate_options *opts; /* &o */
+    ds_migrate_options o;           /* the caller's, read by size */
     ds__migration_set *set;
     int lock_timeout_ms; /* < 0: none */
     int lock_wait_ms;    /* < 0: do not wait */
@@ -1054,9 +1056,13 @@ static ds_status runner_open(runner *r, ds_pool *pool,
                              const ds_migrate_options *opts,
                              const ds_migrate_options *defaults,
                              ds_error *err) {
+    (void)defaults;
     memset(r, 0, sizeof *r);
     r->pool = pool;
-    r->opts = opts ? opts : defaults;
+    ds_status st = DS__IN(opts, &r->o, ds_migrate_options, err);
+    if (st != DS_OK)
+        return st;
+    r->opts = &r->o;
     r->lock_timeout_ms = r->opts->lock_timeout_ms > 0
                              ? r->opts->lock_timeout_ms
                              : r->opts->lock_timeout_ms < 0
@@ -1083,7 +1089,7 @@ static ds_status migrate(ds_pool *pool, const ds_migrate_options *opts,
     if (changed)
         *changed = 0;
     int count = 0;
-    ds_migrate_options defaults = {0};
+    ds_migrate_options defaults = DS_MIGRATE_OPTIONS_INIT;
     runner r;
     ds_status st = runner_open(&r, pool, opts, &defaults, err);
     if (st == DS_OK && steps == 0 && target != INT64_MAX && target != 0 &&
@@ -1277,7 +1283,7 @@ static ds_status build_list(const ds__migration_set *set,
 static ds_status read_state(ds_pool *pool, const ds_migrate_options *opts,
                             runner *r, ds__applied_list *applied,
                             ds_error *err) {
-    static const ds_migrate_options defaults = {0};
+    static const ds_migrate_options defaults = DS_MIGRATE_OPTIONS_INIT;
     ds_status st = runner_open(r, pool, opts, &defaults, err);
     if (st == DS_OK)
         st = lease(r, false, err);
@@ -1318,20 +1324,20 @@ DS_EXPORT ds_status ds_migrate_verify(ds_pool *pool,
 
 /* ---- partition maintenance ---------------------------------------------------- */
 
-DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool, int months_ahead,
-                                        int *created, ds_error *err) {
-    return ds_migrate_maintain_opts(pool, NULL, months_ahead, created, err);
-}
-
-DS_EXPORT ds_status ds_migrate_maintain_opts(ds_pool *pool,
-                                             const ds_migrate_options *opts,
-                                             int months_ahead, int *created,
-                                             ds_error *err) {
+DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool,
+                                        const ds_migrate_options *opts,
+                                        int months_ahead, int *created,
+                                        ds_error *err) {
     if (created)
         *created = 0;
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, months_ahead >= 0 && months_ahead <= 120,
                  "months_ahead must be 0 to 120");
+    ds_migrate_options o;
+    ds_status checked = DS__IN(opts, &o, ds_migrate_options, err);
+    if (checked != DS_OK)
+        return checked;
+    opts = &o;
     runner r;
     memset(&r, 0, sizeof r);
     r.pool = pool;

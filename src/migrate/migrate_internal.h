@@ -100,7 +100,7 @@ size_t ds__stmts_schema(const ds__stmt_def **defs);
 /* ---- the schema check ------------------------------------------------- */
 
 /*
- * ds_schema_check() with the statement tables and the version given:
+ * ds_migrate_check_schema() with the statement tables and the version given:
  * `tables` ends with an entry whose module is NULL; `expected_version` 0
  * skips the version and history checks (tests check their own tables).
  */

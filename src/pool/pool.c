@@ -28,6 +28,7 @@
 #include <string.h>
 
 #define DS_POOL_SOURCE /* this file may see the pool's structures */
+#include "core/growable.h"
 #include "pool/pool_internal.h"
 
 #define MODULE "pool"
@@ -960,17 +961,20 @@ DS_EXPORT void ds_pool_close(ds_pool *pool) {
         pool_free(pool);
 }
 
-DS_EXPORT ds_status ds_pool_stats_get(ds_pool *pool, ds_pool_stats *out,
+DS_EXPORT ds_status ds_pool_stats_get(ds_pool *pool, ds_pool_stats *caller,
                                       ds_error *err) {
     DS_CHECK_ARG(err, pool, "pool is NULL");
-    DS_CHECK_ARG(err, out, "out is NULL");
-    memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, caller, "out is NULL");
+    ds_status st = DS__OUT_CHECK(caller, ds_pool_stats, err);
+    if (st != DS_OK)
+        return st;
+    ds_pool_stats local = DS_POOL_STATS_INIT, *out = &local;
     pthread_mutex_lock(&pool->mu);
-    out->size = pool->primary.total;
+    out->connections = pool->primary.total;
     out->idle = pool->primary.idle_n;
     out->waiters = pool->primary.waiters;
     for (size_t i = 0; i < pool->nreplicas; i++) {
-        out->size += pool->replicas[i].total;
+        out->connections += pool->replicas[i].total;
         out->idle += pool->replicas[i].idle_n;
         out->waiters += pool->replicas[i].waiters;
     }
@@ -984,6 +988,7 @@ DS_EXPORT ds_status ds_pool_stats_get(ds_pool *pool, ds_pool_stats *out,
     out->reconnects = atomic_load(&pool->reconnects);
     out->connect_failures = atomic_load(&pool->connect_failures);
     out->discarded = atomic_load(&pool->discarded);
+    ds__growable_out(caller, &local, sizeof local);
     return DS_OK;
 }
 

@@ -23,7 +23,7 @@ static const char SQL_REPLAYED_LSN[] =
 static ds_status query_lsn(ds_conn *conn, const char *sql, uint64_t *out,
                            ds_error *err) {
     ds_result *res = NULL;
-    ds_status st = ds_exec(conn, sql, NULL, 0, &res, err);
+    ds_status st = ds_sql_exec(conn, sql, NULL, 0, &res, err);
     int64_t v = 0;
     if (st == DS_OK)
         st = ds_result_int64(res, 0, 0, &v, err);

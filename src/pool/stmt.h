@@ -1,7 +1,7 @@
 /*
  * Statement definitions: every SQL statement a repository runs is declared
  * once with the parameter types C binds and the result column types C
- * decodes. ds_schema_check() prepares each against the live database and
+ * decodes. ds_migrate_check_schema() prepares each against the live database and
  * compares (PQdescribePrepared), so a schema change that breaks a
  * repository fails at start-up and in CI, not at 3 a.m.
  */
@@ -24,7 +24,7 @@
  *
  * Statement definitions: every SQL statement a repository runs is declared
  * once with the parameter types C binds and the result column types C
- * decodes. ds_schema_check() prepares each against the live database and
+ * decodes. ds_migrate_check_schema() prepares each against the live database and
  * compares (PQdescribePrepared), so a schema change that breaks a
  * repository fails at start-up and in CI, not at 3 a.m.
  */

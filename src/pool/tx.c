@@ -4,6 +4,8 @@
 #include <string.h>
 
 #define DS_POOL_SOURCE /* this file may see the pool's structures */
+#include "core/growable.h"
+#include "datastore/tx.h"
 #include "pool/pool_internal.h"
 
 static const char *isolation_sql(ds_isolation iso) {
@@ -92,14 +94,19 @@ DS_EXPORT ds_status ds_tx_run(ds_pool *pool, const ds_tx_options *opts,
                               ds_tx_fn fn, void *ud, ds_error *err) {
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, fn, "fn is NULL");
-    ds_tx_options defaults = {DS_ISOLATION_DEFAULT, false, -1};
-    if (!opts)
-        opts = &defaults;
+    ds_tx_options o = DS_TX_OPTIONS_INIT;
+    ds_status checked = DS__IN(opts, &o, ds_tx_options, err);
+    if (checked != DS_OK)
+        return checked;
+    opts = &o;
     DS_CHECK_ARG(err, opts->isolation >= DS_ISOLATION_DEFAULT &&
                           opts->isolation <= DS_ISOLATION_SERIALIZABLE,
                  "unknown isolation level");
-    int max_retries = opts->max_retries < 0 ? pool->tx_max_retries
-                                            : opts->max_retries;
+    DS_CHECK_ARG(err, opts->max_retries >= DS_TX_NO_RETRY,
+                 "max_retries is negative (DS_TX_NO_RETRY: none; 0: the pool's)");
+    int max_retries = opts->max_retries == 0 ? pool->tx_max_retries
+                      : opts->max_retries == DS_TX_NO_RETRY ? 0
+                                                            : opts->max_retries;
     for (int attempt = 0;; attempt++) {
         ds_error local = {0};
         bool commit_sent = false;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/growable.h"
 #include "datastore/presence.h"
 #include "redis/redis_internal.h"
 
@@ -79,8 +80,8 @@ static ds__redis_script list_script = DS__REDIS_SCRIPT(
 DS_EXPORT void ds_presence_options_init(ds_presence_options *opts) {
     if (!opts)
         return;
-    opts->online_ttl_ms = 60000;
-    opts->typing_ttl_ms = 6000;
+    memset(opts, 0, sizeof *opts);
+    opts->size = sizeof *opts;
 }
 
 DS_EXPORT ds_status ds_presence_open(ds_redis *redis,
@@ -89,12 +90,16 @@ DS_EXPORT ds_status ds_presence_open(ds_redis *redis,
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, redis, "redis is NULL");
-    ds_presence_options o;
-    ds_presence_options_init(&o);
-    if (opts)
-        o = *opts;
-    DS_CHECK_ARG(err, o.online_ttl_ms > 0, "online_ttl_ms must be positive");
-    DS_CHECK_ARG(err, o.typing_ttl_ms > 0, "typing_ttl_ms must be positive");
+    ds_presence_options o = DS_PRESENCE_OPTIONS_INIT;
+    ds_status checked = DS__IN(opts, &o, ds_presence_options, err);
+    if (checked != DS_OK)
+        return checked;
+    DS_CHECK_ARG(err, o.online_ttl_ms >= 0, "online_ttl_ms is negative");
+    DS_CHECK_ARG(err, o.typing_ttl_ms >= 0, "typing_ttl_ms is negative");
+    if (o.online_ttl_ms == 0)
+        o.online_ttl_ms = 60000;
+    if (o.typing_ttl_ms == 0)
+        o.typing_ttl_ms = 6000;
     ds_presence *p = ds__calloc(1, sizeof *p);
     if (!p)
         return ds__error_set(err, DS_ERR_NOMEM, "presence: out of memory");

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/growable.h"
 #include "core/json_internal.h"
 #include "datastore/queue.h"
 #include "queue/queue_internal.h"
@@ -319,12 +320,7 @@ DS_EXPORT void ds_queue_options_init(ds_queue_options *opts) {
     if (!opts)
         return;
     memset(opts, 0, sizeof *opts);
-    opts->visibility_timeout_ms = 30000;
-    opts->max_attempts = 5;
-    opts->backoff_base_ms = 1000;
-    opts->backoff_max_ms = 300000;
-    opts->dead_max_len = DS_QUEUE_DEAD_MAX_LEN_DEFAULT;
-    opts->dead_max_age_ms = DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT;
+    opts->size = sizeof *opts;
 }
 
 static void queue_free(ds_queue *q) {
@@ -339,7 +335,23 @@ static void queue_free(ds_queue *q) {
 
 DS_EXPORT ds_status ds_queue_open(ds_redis *redis, const ds_queue_options *opts,
                                   ds_queue **out, ds_error *err) {
-    DS__REDIS_CHECK_OPEN(err, redis, opts, out);
+    ds_queue_options o = DS_QUEUE_OPTIONS_INIT;
+    DS__REDIS_CHECK_OPEN(err, redis, opts, out, &o, ds_queue_options);
+    /* zero is the default of every member */
+    DS_CHECK_ARG(err, o.visibility_timeout_ms >= 0,
+                 "visibility_timeout_ms is negative");
+    DS_CHECK_ARG(err, o.backoff_base_ms >= 0 || o.backoff_base_ms == DS_NONE,
+                 "backoff_base_ms is negative (DS_NONE: retry at once)");
+    DS_CHECK_ARG(err, o.backoff_max_ms >= 0, "backoff_max_ms is negative");
+    if (o.visibility_timeout_ms == 0)
+        o.visibility_timeout_ms = 30000;
+    if (o.max_attempts == 0)
+        o.max_attempts = 5;
+    o.backoff_base_ms = o.backoff_base_ms == 0        ? 1000
+                        : o.backoff_base_ms == DS_NONE ? 0
+                                                       : o.backoff_base_ms;
+    if (o.backoff_max_ms == 0)
+        o.backoff_max_ms = o.backoff_base_ms > 300000 ? o.backoff_base_ms : 300000;
     DS_CHECK_ARG(err, !opts->consumer || ds__redis_name_ok(opts->consumer),
                  "consumer must be 1-64 of [A-Za-z0-9_.-]");
     DS_CHECK_ARG(err, opts->visibility_timeout_ms > 0,
@@ -907,9 +919,8 @@ DS_EXPORT ds_status ds_queue_dead_purge(ds_queue *queue, const char *entry_id,
     return st;
 }
 
-DS_EXPORT ds_status ds_queue_counts_get(ds_queue *queue, ds_queue_counts *out,
-                                        ds_error *err) {
-    DS_CHECK_ARG(err, out, "out is NULL");
+static ds_status counts_get(ds_queue *queue, ds_queue_counts *out,
+                            ds_error *err) {
     memset(out, 0, sizeof *out);
     DS_CHECK_ARG(err, queue, "queue is NULL");
     const char *a0[2] = {"XLEN", queue->stream};
@@ -940,6 +951,18 @@ DS_EXPORT ds_status ds_queue_counts_get(ds_queue *queue, ds_queue_counts *out,
     return st;
 }
 
+DS_EXPORT ds_status ds_queue_counts_get(ds_queue *queue, ds_queue_counts *out,
+                                        ds_error *err) {
+    DS_CHECK_ARG(err, out, "out is NULL");
+    ds_status st = DS__OUT_CHECK(out, ds_queue_counts, err);
+    if (st != DS_OK)
+        return st;
+    ds_queue_counts local = DS_QUEUE_COUNTS_INIT;
+    st = counts_get(queue, &local, err);
+    ds__growable_out(out, &local, sizeof local);
+    return st;
+}
+
 /* ---- stats ------------------------------------------------------------------------ */
 
 DS_EXPORT void ds_queue_stats_init(ds_queue_stats *stats) {
@@ -952,21 +975,21 @@ DS_EXPORT void ds_queue_stats_init(ds_queue_stats *stats) {
 DS_EXPORT ds_status ds_queue_stats_get(const ds_queue *queue,
                                        ds_queue_stats *out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
-    /* the first release is the whole struct; later ones only append */
-    DS_CHECK_ARG(err, out->size == sizeof *out,
-                 "out->size is not sizeof (ds_queue_stats): call "
-                 "ds_queue_stats_init() first");
-    ds_queue_stats_init(out);
+    ds_status st = DS__OUT_CHECK(out, ds_queue_stats, err);
+    if (st != DS_OK)
+        return st;
     DS_CHECK_ARG(err, queue, "queue is NULL");
     ds_queue *q = (ds_queue *)queue; /* atomics are read, never written */
-    out->enqueued = atomic_load(&q->enqueued);
-    out->reserved = atomic_load(&q->reserved);
-    out->reclaimed = atomic_load(&q->reclaimed);
-    out->acked = atomic_load(&q->acked);
-    out->failed = atomic_load(&q->failed);
-    out->retried = atomic_load(&q->retried);
-    out->dead_lettered = atomic_load(&q->dead_lettered);
-    out->lost = atomic_load(&q->lost);
-    out->errors = atomic_load(&q->errors);
+    ds_queue_stats local = DS_QUEUE_STATS_INIT;
+    local.enqueued = atomic_load(&q->enqueued);
+    local.reserved = atomic_load(&q->reserved);
+    local.reclaimed = atomic_load(&q->reclaimed);
+    local.acked = atomic_load(&q->acked);
+    local.failed = atomic_load(&q->failed);
+    local.retried = atomic_load(&q->retried);
+    local.dead_lettered = atomic_load(&q->dead_lettered);
+    local.lost = atomic_load(&q->lost);
+    local.errors = atomic_load(&q->errors);
+    ds__growable_out(out, &local, sizeof local);
     return DS_OK;
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "datastore/ratelimit.h"
 #include "ratelimit/scripts.h"
 #include "redis/redis_internal.h"
@@ -29,7 +30,8 @@ struct ds_ratelimit {
 DS_EXPORT ds_status ds_ratelimit_open(ds_redis *redis,
                                       const ds_ratelimit_options *opts,
                                       ds_ratelimit **out, ds_error *err) {
-    DS__REDIS_CHECK_OPEN(err, redis, opts, out);
+    ds_ratelimit_options o = DS_RATELIMIT_OPTIONS_INIT;
+    DS__REDIS_CHECK_OPEN(err, redis, opts, out, &o, ds_ratelimit_options);
     DS_CHECK_ARG(err,
                  opts->algorithm == DS_RATELIMIT_GCRA ||
                      opts->algorithm == DS_RATELIMIT_SLIDING_WINDOW,
@@ -160,22 +162,37 @@ static ds_status run(ds_ratelimit *rl, const char *key, int64_t cost,
     return DS_OK;
 }
 
+/* run() on a full result of this library's size, copied into the caller's
+ * growable one. */
+static ds_status run_sized(ds_ratelimit *rl, const char *key, int64_t cost,
+                           bool consume, ds_ratelimit_result *caller,
+                           ds_error *err) {
+    DS_CHECK_ARG(err, caller, "out is NULL");
+    ds_status st = DS__OUT_CHECK(caller, ds_ratelimit_result, err);
+    if (st != DS_OK)
+        return st;
+    ds_ratelimit_result local = DS_RATELIMIT_RESULT_INIT;
+    st = run(rl, key, cost, consume, &local, err);
+    ds__growable_out(caller, &local, sizeof local);
+    return st;
+}
+
 DS_EXPORT ds_status ds_ratelimit_check(ds_ratelimit *rl, const char *key,
                                        ds_ratelimit_result *out,
                                        ds_error *err) {
-    return run(rl, key, 1, true, out, err);
+    return run_sized(rl, key, 1, true, out, err);
 }
 
 DS_EXPORT ds_status ds_ratelimit_check_n(ds_ratelimit *rl, const char *key,
                                          int64_t cost,
                                          ds_ratelimit_result *out,
                                          ds_error *err) {
-    return run(rl, key, cost, true, out, err);
+    return run_sized(rl, key, cost, true, out, err);
 }
 
 DS_EXPORT ds_status ds_ratelimit_peek(ds_ratelimit *rl, const char *key,
                                       ds_ratelimit_result *out, ds_error *err) {
-    return run(rl, key, 1, false, out, err);
+    return run_sized(rl, key, 1, false, out, err);
 }
 
 DS_EXPORT ds_status ds_ratelimit_reset(ds_ratelimit *rl, const char *key,
@@ -192,15 +209,19 @@ DS_EXPORT ds_status ds_ratelimit_reset(ds_ratelimit *rl, const char *key,
 }
 
 DS_EXPORT ds_status ds_ratelimit_stats_get(const ds_ratelimit *rl,
-                                           ds_ratelimit_stats *out,
+                                           ds_ratelimit_stats *caller,
                                            ds_error *err) {
-    DS_CHECK_ARG(err, out, "out is NULL");
-    memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, caller, "out is NULL");
+    ds_status st = DS__OUT_CHECK(caller, ds_ratelimit_stats, err);
+    if (st != DS_OK)
+        return st;
     DS_CHECK_ARG(err, rl, "rl is NULL");
+    ds_ratelimit_stats local = DS_RATELIMIT_STATS_INIT, *out = &local;
     ds_ratelimit *m = (ds_ratelimit *)rl;
     out->checks = atomic_load(&m->checks);
     out->allowed = atomic_load(&m->allowed);
     out->denied = atomic_load(&m->denied);
     out->degraded = atomic_load(&m->degraded);
+    ds__growable_out(caller, &local, sizeof local);
     return DS_OK;
 }

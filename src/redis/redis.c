@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "core/config_internal.h"
 #include "redis/handle.h"
 
@@ -794,11 +795,14 @@ DS_EXPORT ds_status ds_redis_ping(ds_redis *redis, ds_error *err) {
     return st;
 }
 
-DS_EXPORT ds_status ds_redis_stats_get(ds_redis *redis, ds_redis_stats *out,
+DS_EXPORT ds_status ds_redis_stats_get(ds_redis *redis, ds_redis_stats *caller,
                                        ds_error *err) {
-    DS_CHECK_ARG(err, out, "out is NULL");
-    memset(out, 0, sizeof *out);
+    DS_CHECK_ARG(err, caller, "out is NULL");
+    ds_status st = DS__OUT_CHECK(caller, ds_redis_stats, err);
+    if (st != DS_OK)
+        return st;
     DS_CHECK_ARG(err, redis, "redis is NULL");
+    ds_redis_stats local = DS_REDIS_STATS_INIT, *out = &local;
     out->commands = atomic_load(&redis->commands);
     out->errors = atomic_load(&redis->errors);
     out->connects = atomic_load(&redis->connects);
@@ -808,6 +812,7 @@ DS_EXPORT ds_status ds_redis_stats_get(ds_redis *redis, ds_redis_stats *out,
     out->connections = redis->total;
     out->idle = redis->idle_n;
     pthread_mutex_unlock(&redis->mu);
+    ds__growable_out(caller, &local, sizeof local);
     return DS_OK;
 }
 

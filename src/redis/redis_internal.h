@@ -35,6 +35,7 @@
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
 
+#include "core/growable.h"
 #include "core/internal.h"
 #include "datastore/redis.h"
 
@@ -160,12 +161,18 @@ bool ds__redis_name_ok(const char *name);
 /* The argument checks a module's open function starts with: *out set to
  * NULL, `redis` and `opts` present, opts->name a valid name. Returns
  * DS_ERR_INVALID from the caller like DS_CHECK_ARG. */
-#define DS__REDIS_CHECK_OPEN(err, redis, opts, out)                            \
+/* ...and reads the caller's growable options struct (type T) into
+ * `local`, pointing `opts` at it. */
+#define DS__REDIS_CHECK_OPEN(err, redis, opts, out, local, T)                  \
     do {                                                                       \
         DS_CHECK_ARG(err, out, "out is NULL");                                 \
         *(out) = NULL;                                                         \
         DS_CHECK_ARG(err, redis, "redis is NULL");                             \
         DS_CHECK_ARG(err, opts, "opts is NULL");                               \
+        ds_status growable_st_ = DS__IN((opts), (local), T, (err));            \
+        if (growable_st_ != DS_OK)                                             \
+            return growable_st_;                                               \
+        (opts) = (local);                                                      \
         DS_CHECK_ARG(err, ds__redis_name_ok((opts)->name),                     \
                      "name must be 1-64 of [A-Za-z0-9_.-]");                   \
     } while (0)

@@ -2,6 +2,7 @@
  * leave the process, opened into wiped ds_secret buffers on read. */
 #include <string.h>
 
+#include "core/growable.h"
 #include "datastore/connections.h"
 #include "repo/repo_internal.h"
 
@@ -166,6 +167,11 @@ DS_EXPORT ds_status ds_connection_upsert(ds_pool *pool, ds_crypto *crypto,
     DS_CHECK_ARG(err, crypto, "crypto is NULL (tokens are never stored in "
                               "plaintext)");
     DS_CHECK_ARG(err, in, "in is NULL");
+    ds_connection_new cn;
+    ds_status checked = DS__IN(in, &cn, ds_connection_new, err);
+    if (checked != DS_OK)
+        return checked;
+    in = &cn;
     DS_CHECK_ARG(err, in->user_id > 0, "user_id must be positive");
     ds_status st = check_provider(err, __func__, in->provider);
     if (st == DS_OK)
@@ -196,7 +202,7 @@ DS_EXPORT ds_status ds_connection_upsert(ds_pool *pool, ds_crypto *crypto,
                                __func__, fields[i]);
             break;
         }
-        ds_crypto_context ctx;
+        ds_crypto_context ctx = DS_CRYPTO_CONTEXT_INIT;
         st = make_context(err, in->user_id, in->provider,
                           in->external_account_id, fields[i], scope,
                           sizeof scope, &ctx);
@@ -262,7 +268,7 @@ DS_EXPORT ds_status ds_connection_get(ds_pool *pool, ds_crypto *crypto,
         if (PQgetisnull(r, 0, 5 + i))
             continue;
         char scope[SCOPE_CAP];
-        ds_crypto_context ctx;
+        ds_crypto_context ctx = DS_CRYPTO_CONTEXT_INIT;
         const char *field = i == 0 ? "access_token" : "refresh_token";
         st = make_context(err, c->user_id, c->provider, c->external_account_id,
                           field, scope, sizeof scope, &ctx);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "datastore/events.h"
 #include "repo/copybuf.h"
 #include "repo/repo_internal.h"
@@ -18,7 +19,7 @@ static const ds__stmt_def stmts[] = {
                   {DS_OID_INT8, DS_OID_TEXT, DS_OID_JSONB, DS_OID_TIMESTAMPTZ},
                   -1, {0}},
     /* Run directly on the leased PGconn (COPY is not a row-returning
-     * statement); listed so that ds_schema_check() prepares it too. */
+     * statement); listed so that ds_migrate_check_schema() prepares it too. */
     [S_COPY] = {"events.copy",
                 "COPY analytics_events (user_id, name, properties, "
                 "occurred_at) FROM STDIN (FORMAT binary)",
@@ -63,9 +64,14 @@ DS_EXPORT ds_status ds_event_record(ds_pool *pool, const ds_event *event,
     DS_REPO_ERR(err);
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, event, "event is NULL");
+    ds_event ev;
+    ds_status st = DS__IN(event, &ev, ds_event, err);
+    if (st != DS_OK)
+        return st;
+    event = &ev;
     char *json;
     size_t len;
-    ds_status st = check_event(pool, __func__, event, &json, &len, err);
+    st = check_event(pool, __func__, event, &json, &len, err);
     if (st != DS_OK)
         return st;
     ds__bind b;
@@ -115,6 +121,9 @@ static ds_status flush(ds_conn *conn, ds__copy_buf *b, ds_error *err) {
     return st;
 }
 
+static ds_status record_batch(ds_pool *pool, const ds_event *events,
+                              size_t n, ds_error *err);
+
 DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
                                           const ds_event *events, size_t n,
                                           ds_error *err) {
@@ -126,10 +135,23 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
         return ds__error_set(err, DS_ERR_INVALID,
                              "%s: %zu events is more than repo_max_batch (%d)",
                              __func__, n, ds__repo_max_batch(pool));
+    ds_event *copy;
+    ds_status st = DS__ARRAY(events, n, &copy, ds_event, err);
+    if (st != DS_OK)
+        return st;
+    st = record_batch(pool, copy, n, err);
+    ds__free(copy);
+    return st;
+}
+
+/* ds_event_record_batch() on checked arguments and events in this
+ * library's layout. */
+static ds_status record_batch(ds_pool *pool, const ds_event *events,
+                              size_t n, ds_error *err) {
     /* Check the cheap things first so that most bad batches never reach
      * the server. */
     for (size_t i = 0; i < n; i++) {
-        ds_status st = check_fields(__func__, &events[i], err);
+        ds_status st = check_fields("ds_event_record_batch", &events[i], err);
         if (st != DS_OK) {
             ds__error_prefix(err, "event %zu", i);
             return st;
@@ -148,7 +170,7 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
     const char *abort_msg = NULL;
     int64_t now_pg = ds__ts_to_pg(ds__wall_us());
     if (!ds__copy_buf_reserve(&b, 19)) {
-        st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
+        st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", "ds_event_record_batch");
         abort_msg = "out of memory";
     } else {
         memcpy(b.p, "PGCOPY\n\377\r\n\0", 11);
@@ -160,7 +182,7 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
         const ds_event *e = &events[i];
         char *json;
         size_t jlen;
-        st = ds__json_encode(err, __func__, "properties", e->properties,
+        st = ds__json_encode(err, "ds_event_record_batch", "properties", e->properties,
                              JSON_OBJECT, "{}", ds__repo_max_json(pool),
                              &json, &jlen);
         if (st != DS_OK) {
@@ -175,14 +197,14 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
             st = ds__error_set(err, DS_ERR_INVALID,
                                "%s: event %zu is larger than a COPY field "
                                "may be",
-                               __func__, i);
+                               "ds_event_record_batch", i);
             abort_msg = "invalid event";
             break;
         }
         if (!ds__copy_buf_reserve(&b, row)) {
             ds__free(json);
             st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory",
-                               __func__);
+                               "ds_event_record_batch");
             abort_msg = "out of memory";
             break;
         }
@@ -211,7 +233,7 @@ DS_EXPORT ds_status ds_event_record_batch(ds_pool *pool,
         if (st != DS_OK)
             abort_msg = "send failed";
     } else if (!abort_msg) {
-        st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
+        st = ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", "ds_event_record_batch");
         abort_msg = "out of memory";
     }
     ds__free(b.p);

@@ -60,7 +60,7 @@ static const ds__stmt_def stmts[] = {
                  "SELECT u.id, " COUNTS " FROM u",
                  2, {DS_OID_TIMESTAMPTZ, I8}, 10,
                  {I8, I8, I8, I8, I8, I8, I8, I8, I8, I8}},
-    /* ds_user_erase_ex: the rows of the user's largest tables, counted
+    /* ds_gdpr_erase_user_ex: the rows of the user's largest tables, counted
      * for the progress total, then deleted a batch at a time (each batch
      * locks only rows of this user). */
     [S_ERASE_COUNT] = {"gdpr.erase_count",
@@ -98,14 +98,14 @@ size_t ds__stmts_gdpr(const ds__stmt_def **defs) {
     return sizeof stmts / sizeof stmts[0];
 }
 
-DS_EXPORT void ds_erase_report_free(ds_erase_report *report) {
+DS_EXPORT void ds_gdpr_erase_report_free(ds_gdpr_erase_report *report) {
     ds__free(report);
 }
 
 /* The one statement that erases every row of the user left; adds its
  * counts to `rep`. */
 static ds_status erase_rest(ds_pool *pool, int64_t user_id,
-                            ds_erase_report *rep, ds_error *err) {
+                            ds_gdpr_erase_report *rep, ds_error *err) {
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, user_id);
@@ -125,8 +125,8 @@ static ds_status erase_rest(ds_pool *pool, int64_t user_id,
 
 /* After the database part: the log line, then Redis. */
 static ds_status erase_finish(const char *func, ds_redis *redis,
-                              int64_t user_id, ds_erase_report *rep,
-                              ds_erase_report **out, ds_error *err) {
+                              int64_t user_id, ds_gdpr_erase_report *rep,
+                              ds_gdpr_erase_report **out, ds_error *err) {
     ds__log(DS_LOG_INFO, "gdpr",
             "erased user %lld: %lld messages, %lld events",
             (long long)user_id, (long long)rep->messages,
@@ -149,15 +149,15 @@ static ds_status erase_finish(const char *func, ds_redis *redis,
     return st;
 }
 
-DS_EXPORT ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
-                                  int64_t user_id, ds_erase_report **out,
+DS_EXPORT ds_status ds_gdpr_erase_user(ds_pool *pool, ds_redis *redis,
+                                  int64_t user_id, ds_gdpr_erase_report **out,
                                   ds_error *err) {
     DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    ds_erase_report *rep = ds__calloc(1, sizeof *rep);
+    ds_gdpr_erase_report *rep = ds__calloc(1, sizeof *rep);
     if (!rep)
         return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
     ds_status st = erase_rest(pool, user_id, rep, err);
@@ -168,7 +168,7 @@ DS_EXPORT ds_status ds_user_erase(ds_pool *pool, ds_redis *redis,
     return erase_finish(__func__, redis, user_id, rep, out, err);
 }
 
-DS_EXPORT void ds_erase_options_init(ds_erase_options *opts) {
+DS_EXPORT void ds_gdpr_erase_options_init(ds_gdpr_erase_options *opts) {
     if (opts) {
         memset(opts, 0, sizeof *opts);
         opts->size = sizeof *opts;
@@ -176,7 +176,7 @@ DS_EXPORT void ds_erase_options_init(ds_erase_options *opts) {
 }
 
 #define ERASE_OPTIONS_V1                                                       \
-    (offsetof(ds_erase_options, progress_ud) + sizeof(void *))
+    (offsetof(ds_gdpr_erase_options, progress_ud) + sizeof(void *))
 #define ERASE_DEFAULT_BATCH 5000
 
 /* Deletes the user's rows of one table a batch (its own transaction) at a
@@ -207,10 +207,10 @@ static ds_status erase_batches(ds_pool *pool, int64_t user_id, int which,
     }
 }
 
-DS_EXPORT ds_status ds_user_erase_ex(ds_pool *pool, ds_redis *redis,
+DS_EXPORT ds_status ds_gdpr_erase_user_ex(ds_pool *pool, ds_redis *redis,
                                      int64_t user_id,
-                                     const ds_erase_options *opts,
-                                     ds_erase_report **out, ds_error *err) {
+                                     const ds_gdpr_erase_options *opts,
+                                     ds_gdpr_erase_report **out, ds_error *err) {
     DS_REPO_ERR(err);
     if (out)
         *out = NULL;
@@ -220,17 +220,17 @@ DS_EXPORT ds_status ds_user_erase_ex(ds_pool *pool, ds_redis *redis,
     ds__progress prog;
     ds__progress_init(&prog, "erase", NULL, NULL);
     if (opts) {
-        DS_CHECK_ARG(err, DS__OPTIONS_SIZE_OK(opts, ds_erase_options,
+        DS_CHECK_ARG(err, DS__OPTIONS_SIZE_OK(opts, ds_gdpr_erase_options,
                                               ERASE_OPTIONS_V1),
-                     "opts->size must be sizeof (ds_erase_options): start "
-                     "from ds_erase_options_init()");
+                     "opts->size must be sizeof (ds_gdpr_erase_options): start "
+                     "from ds_gdpr_erase_options_init()");
         DS_CHECK_ARG(err, opts->batch_rows >= 0 && opts->batch_rows <= 100000,
                      "batch_rows must be 0 (default) to 100000");
         if (opts->batch_rows)
             batch = opts->batch_rows;
         ds__progress_init(&prog, "erase", opts->progress, opts->progress_ud);
     }
-    ds_erase_report *rep = ds__calloc(1, sizeof *rep);
+    ds_gdpr_erase_report *rep = ds__calloc(1, sizeof *rep);
     if (!rep)
         return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
     int64_t total = -1, done = 0;
@@ -259,7 +259,7 @@ DS_EXPORT ds_status ds_user_erase_ex(ds_pool *pool, ds_redis *redis,
         st = erase_batches(pool, user_id, S_ERASE_EVENTS, "analytics_events",
                            batch, &rep->analytics_events, &done, total, &prog,
                            err);
-    ds_erase_report before = *rep;
+    ds_gdpr_erase_report before = *rep;
     if (st == DS_OK)
         st = erase_rest(pool, user_id, rep, err);
     if (st != DS_OK) {
@@ -278,15 +278,15 @@ DS_EXPORT ds_status ds_user_erase_ex(ds_pool *pool, ds_redis *redis,
     return erase_finish(__func__, redis, user_id, rep, out, err);
 }
 
-/* One transaction: up to `limit` users soft-deleted before `older_than`
+/* One transaction: up to `limit` users soft-deleted before `deleted_before`
  * erased (victims locked SKIP LOCKED), then their Redis keys. */
 static ds_status purge_batch(ds_pool *pool, ds_redis *redis,
-                             int64_t older_than, int64_t limit, int *purged,
+                             int64_t deleted_before, int64_t limit, int *purged,
                              ds_error *err) {
     *purged = 0;
     ds__bind b;
     ds__bind_init(&b);
-    ds__bind_ts(&b, older_than);
+    ds__bind_ts(&b, deleted_before);
     ds__bind_int64(&b, limit);
     PGresult *r = ds__repo_exec(pool, false, &stmts[S_PURGE], &b, err);
     if (!r)
@@ -299,7 +299,7 @@ static ds_status purge_batch(ds_pool *pool, ds_redis *redis,
         st = ds_redis_erase_user(redis, ds__cell_int64(r, i, 0), &keys, err);
         if (st != DS_OK) {
             ds__error_prefix(err,
-                             "ds_purge_soft_deleted: %d users are erased from "
+                             "ds_gdpr_purge_deleted_users: %d users are erased from "
                              "the database but not all from Redis",
                              n);
             break;
@@ -311,8 +311,8 @@ static ds_status purge_batch(ds_pool *pool, ds_redis *redis,
     return st;
 }
 
-DS_EXPORT ds_status ds_purge_soft_deleted(ds_pool *pool, ds_redis *redis,
-                                          int64_t older_than, int64_t *purged,
+DS_EXPORT ds_status ds_gdpr_purge_deleted_users(ds_pool *pool, ds_redis *redis,
+                                          int64_t deleted_before, int64_t *purged,
                                           bool *more, ds_error *err) {
     DS_REPO_ERR(err);
     if (purged)
@@ -321,7 +321,7 @@ DS_EXPORT ds_status ds_purge_soft_deleted(ds_pool *pool, ds_redis *redis,
         *more = false;
     DS_CHECK_ARG(err, pool, "pool is NULL");
     int n = 0;
-    ds_status st = purge_batch(pool, redis, older_than,
+    ds_status st = purge_batch(pool, redis, deleted_before,
                                ds__repo_max_batch(pool), &n, err);
     if (purged)
         *purged = n;
@@ -330,7 +330,7 @@ DS_EXPORT ds_status ds_purge_soft_deleted(ds_pool *pool, ds_redis *redis,
     return st;
 }
 
-DS_EXPORT void ds_purge_options_init(ds_purge_options *opts) {
+DS_EXPORT void ds_gdpr_purge_options_init(ds_gdpr_purge_options *opts) {
     if (opts) {
         memset(opts, 0, sizeof *opts);
         opts->size = sizeof *opts;
@@ -338,11 +338,11 @@ DS_EXPORT void ds_purge_options_init(ds_purge_options *opts) {
 }
 
 #define PURGE_OPTIONS_V1                                                       \
-    (offsetof(ds_purge_options, progress_ud) + sizeof(void *))
+    (offsetof(ds_gdpr_purge_options, progress_ud) + sizeof(void *))
 
-DS_EXPORT ds_status ds_purge_soft_deleted_ex(ds_pool *pool, ds_redis *redis,
-                                             int64_t older_than,
-                                             const ds_purge_options *opts,
+DS_EXPORT ds_status ds_gdpr_purge_deleted_users_ex(ds_pool *pool, ds_redis *redis,
+                                             int64_t deleted_before,
+                                             const ds_gdpr_purge_options *opts,
                                              int64_t *purged, bool *more,
                                              ds_error *err) {
     DS_REPO_ERR(err);
@@ -355,10 +355,10 @@ DS_EXPORT ds_status ds_purge_soft_deleted_ex(ds_pool *pool, ds_redis *redis,
     ds__progress prog;
     ds__progress_init(&prog, "purge", NULL, NULL);
     if (opts) {
-        DS_CHECK_ARG(err, DS__OPTIONS_SIZE_OK(opts, ds_purge_options,
+        DS_CHECK_ARG(err, DS__OPTIONS_SIZE_OK(opts, ds_gdpr_purge_options,
                                               PURGE_OPTIONS_V1),
-                     "opts->size must be sizeof (ds_purge_options): start "
-                     "from ds_purge_options_init()");
+                     "opts->size must be sizeof (ds_gdpr_purge_options): start "
+                     "from ds_gdpr_purge_options_init()");
         DS_CHECK_ARG(err, opts->batch_users >= 0 && opts->batch_users <= 10000,
                      "batch_users must be 0 (default) to 10000");
         DS_CHECK_ARG(err, opts->max_users >= 0, "max_users must be >= 0");
@@ -372,7 +372,7 @@ DS_EXPORT ds_status ds_purge_soft_deleted_ex(ds_pool *pool, ds_redis *redis,
     if (prog.fn) {
         ds__bind b;
         ds__bind_init(&b);
-        ds__bind_ts(&b, older_than);
+        ds__bind_ts(&b, deleted_before);
         PGresult *r = ds__repo_exec(pool, false, &stmts[S_PURGE_COUNT], &b,
                                     err);
         if (!r)
@@ -387,7 +387,7 @@ DS_EXPORT ds_status ds_purge_soft_deleted_ex(ds_pool *pool, ds_redis *redis,
         if (max_users && max_users - done < limit)
             limit = max_users - done;
         int n = 0;
-        st = purge_batch(pool, redis, older_than, limit, &n, err);
+        st = purge_batch(pool, redis, deleted_before, limit, &n, err);
         done += n;
         if (st != DS_OK)
             break;

@@ -3,7 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "datastore/conversations.h"
+#include "core/growable.h"
+#include "datastore/messages.h"
 #include "repo/repo_internal.h"
 
 #define MSG_TYPES                                                              \
@@ -203,6 +204,11 @@ DS_EXPORT ds_status ds_message_append(ds_pool *pool, int64_t conversation_id,
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, conversation_id > 0, "conversation_id must be positive");
     DS_CHECK_ARG(err, msg, "msg is NULL");
+    ds_message_new mn;
+    ds_status checked = DS__IN(msg, &mn, ds_message_new, err);
+    if (checked != DS_OK)
+        return checked;
+    msg = &mn;
     size_t len, json_len;
     char *json;
     ds_status st = check_message(pool, __func__, msg, &len, &json, &json_len,
@@ -395,8 +401,12 @@ DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
                              "%s: %zu messages is more than repo_max_batch "
                              "(%d)",
                              __func__, n, ds__repo_max_batch(pool));
+    ds_message_new *copy;
+    ds_status st = DS__ARRAY(msgs, n, &copy, ds_message_new, err);
+    if (st != DS_OK)
+        return st;
     msg_batch mb;
-    ds_status st = batch_alloc(&mb, msgs, n, __func__, err);
+    st = batch_alloc(&mb, copy, n, __func__, err);
     if (st == DS_OK)
         st = batch_check(pool, &mb, __func__, err);
     ds__bind b;
@@ -436,6 +446,7 @@ DS_EXPORT ds_status ds_message_append_batch(ds_pool *pool,
     ds__free(order);
     ds__bind_free(&b);
     batch_free(&mb);
+    ds__free(copy);
     return st;
 }
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "datastore/users.h"
 #include "repo/repo_internal.h"
 
@@ -206,6 +207,13 @@ DS_EXPORT ds_status ds_user_create(ds_pool *pool, const char *email,
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
+    ds_profile_fields pf;
+    if (profile) {
+        ds_status checked = DS__IN(profile, &pf, ds_profile_fields, err);
+        if (checked != DS_OK)
+            return checked;
+        profile = &pf;
+    }
     char norm[DS_EMAIL_MAX + 1];
     ds_status st = ds__email_normalise(err, __func__, email, norm);
     if (st != DS_OK)
@@ -253,7 +261,7 @@ DS_EXPORT ds_status ds_user_get_by_email(ds_pool *pool, const char *email,
                    "user with this email", out, err);
 }
 
-DS_EXPORT ds_status ds_profile_update(ds_pool *pool, int64_t user_id,
+DS_EXPORT ds_status ds_user_update_profile(ds_pool *pool, int64_t user_id,
                                       const ds_profile_fields *fields,
                                       ds_user **out, ds_error *err) {
     DS_REPO_ERR(err);
@@ -262,6 +270,11 @@ DS_EXPORT ds_status ds_profile_update(ds_pool *pool, int64_t user_id,
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
     DS_CHECK_ARG(err, fields, "fields is NULL");
+    ds_profile_fields pf;
+    ds_status checked = DS__IN(fields, &pf, ds_profile_fields, err);
+    if (checked != DS_OK)
+        return checked;
+    fields = &pf;
     DS_CHECK_ARG(err, fields->display_name || fields->locale ||
                           fields->timezone || fields->preferences,
                  "no field to update");

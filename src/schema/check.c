@@ -1,5 +1,5 @@
 /*
- * ds_schema_check(): is the live database the one this build was written
+ * ds_migrate_check_schema(): is the live database the one this build was written
  * against? The version and the applied history come from the migration
  * record; every registered statement is then prepared (unnamed, with the
  * parameter types the C code binds) and described, and the result columns
@@ -315,7 +315,7 @@ static bool table_applies(const char *module, const char *backend_table) {
     return backend_table && strcmp(module, backend_table) == 0;
 }
 
-DS_EXPORT ds_status ds_schema_check(ds_pool *pool, ds_error *err) {
+DS_EXPORT ds_status ds_migrate_check_schema(ds_pool *pool, ds_error *err) {
     DS_CHECK_ARG(err, pool, "pool is NULL");
     ds_conn *c;
     ds_status st = ds_pool_acquire(pool, &c, err);

@@ -1,4 +1,4 @@
-/* Every module's statement table, for ds_schema_check(). A module that
+/* Every module's statement table, for ds_migrate_check_schema(). A module that
  * runs SQL adds its ds__stmts_<module>() here. */
 #include "migrate/migrate_internal.h"
 #include "crypto/crypto_internal.h"

@@ -2,7 +2,7 @@
  * The Redis side of session look-ups.
  *
  * "<prefix>sess:<hex of the keyed hash>" holds a small JSON copy of a live
- * session, for at most cache_ttl_s and never past its expiry, or the
+ * session, for at most cache_ttl_ms and never past its expiry, or the
  * tombstone "revoked" after a revocation. A tombstone outlives every entry
  * it replaces, and entries are written by a script that refuses to
  * overwrite one, so a validation racing a revocation cannot put the session
@@ -176,7 +176,7 @@ ds__cache_result ds__session_cache_get(ds_session_store *s, const uint8_t *hash,
 
 void ds__session_cache_put(ds_session_store *s, const uint8_t *hash,
                            const uint8_t *seal_key, const ds_session *sess) {
-    int64_t ttl_ms = s->cache_ttl_s * 1000;
+    int64_t ttl_ms = s->cache_ttl_ms;
     int64_t left_ms = (sess->expires_at_us - ds__wall_us()) / 1000;
     if (left_ms < ttl_ms)
         ttl_ms = left_ms;
@@ -229,12 +229,12 @@ ds_status ds__session_cache_revoke(ds_session_store *s, int64_t user_id,
         return ds__error_set(err, DS_ERR_NOMEM, "session: out of memory");
     ds_status st = ds__redis_set_for_user(s->redis, user_id, key, tombstone,
                                           sizeof tombstone - 1,
-                                          s->cache_ttl_s * 1000, err);
+                                          s->cache_ttl_ms, err);
     ds__free(key);
     if (st != DS_OK)
         ds__error_prefix(err, "the session is revoked in PostgreSQL, but its "
                               "Redis entry could not be replaced (a cached "
-                              "look-up may accept it for up to cache_ttl_s; "
+                              "look-up may accept it for up to cache_ttl_ms; "
                               "retry the revocation)");
     return st;
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/growable.h"
 #include "session/session_internal.h"
 
 /* A failed statement's status comes from its mapped error (conflict,
@@ -172,26 +173,28 @@ DS_EXPORT ds_status ds_session_store_open(ds_pool *pool, ds_crypto *crypto,
     *out = NULL;
     DS_CHECK_ARG(err, pool != NULL, "pool is NULL");
     DS_CHECK_ARG(err, crypto != NULL, "crypto is NULL");
-    ds_session_options o = {14 * DAY_S, 30 * DAY_S, 60000, 300};
-    if (opts) {
-        if (opts->idle_ttl_s)
-            o.idle_ttl_s = opts->idle_ttl_s;
-        if (opts->max_lifetime_s)
-            o.max_lifetime_s = opts->max_lifetime_s;
-        if (opts->touch_interval_ms)
-            o.touch_interval_ms = opts->touch_interval_ms;
-        if (opts->cache_ttl_s)
-            o.cache_ttl_s = opts->cache_ttl_s;
-    }
-    DS_CHECK_ARG(err, o.idle_ttl_s >= 1 && o.idle_ttl_s <= YEARS_10_S,
-                 "idle_ttl_s must be 1 s to 10 years");
-    DS_CHECK_ARG(err, o.max_lifetime_s >= 1 && o.max_lifetime_s <= YEARS_10_S,
-                 "max_lifetime_s must be 1 s to 10 years");
+    ds_session_options o = DS_SESSION_OPTIONS_INIT;
+    ds_status checked = DS__IN(opts, &o, ds_session_options, err);
+    if (checked != DS_OK)
+        return checked;
+    if (!o.idle_ttl_ms)
+        o.idle_ttl_ms = 14 * DAY_S * 1000;
+    if (!o.max_lifetime_ms)
+        o.max_lifetime_ms = 30 * DAY_S * 1000;
+    if (!o.touch_interval_ms)
+        o.touch_interval_ms = 60000;
+    if (!o.cache_ttl_ms)
+        o.cache_ttl_ms = 300000;
+    DS_CHECK_ARG(err, o.idle_ttl_ms >= 1000 && o.idle_ttl_ms <= YEARS_10_S * 1000,
+                 "idle_ttl_ms must be 1 s to 10 years");
+    DS_CHECK_ARG(err,
+                 o.max_lifetime_ms >= 1000 && o.max_lifetime_ms <= YEARS_10_S * 1000,
+                 "max_lifetime_ms must be 1 s to 10 years");
     DS_CHECK_ARG(err, o.touch_interval_ms >= 1 &&
-                          o.touch_interval_ms < o.idle_ttl_s * 1000,
-                 "touch_interval_ms must be at least 1 and below idle_ttl_s");
-    DS_CHECK_ARG(err, o.cache_ttl_s >= 1 && o.cache_ttl_s <= DAY_S,
-                 "cache_ttl_s must be 1 s to 1 day");
+                          o.touch_interval_ms < o.idle_ttl_ms,
+                 "touch_interval_ms must be at least 1 and below idle_ttl_ms");
+    DS_CHECK_ARG(err, o.cache_ttl_ms >= 1000 && o.cache_ttl_ms <= DAY_S * 1000,
+                 "cache_ttl_ms must be 1 s to 1 day");
     ds_status st = ds__ensure_init(err);
     if (st != DS_OK)
         return st;
@@ -202,10 +205,10 @@ DS_EXPORT ds_status ds_session_store_open(ds_pool *pool, ds_crypto *crypto,
     s->pool = pool;
     s->crypto = crypto;
     s->redis = redis;
-    s->idle_us = o.idle_ttl_s * 1000000;
-    s->max_us = o.max_lifetime_s * 1000000;
+    s->idle_us = o.idle_ttl_ms * 1000;
+    s->max_us = o.max_lifetime_ms * 1000;
     s->touch_us = o.touch_interval_ms * 1000;
-    s->cache_ttl_s = o.cache_ttl_s;
+    s->cache_ttl_ms = o.cache_ttl_ms;
     *out = s;
     return DS_OK;
 }
@@ -675,17 +678,17 @@ DS_EXPORT ds_status ds_session_list(ds_session_store *store, int64_t user_id,
 }
 
 DS_EXPORT ds_status ds_session_purge_expired(ds_session_store *store,
-                                             int64_t older_than_s,
+                                             int64_t older_than_ms,
                                              int64_t *purged, ds_error *err) {
     SESSION_ERR(err);
     if (purged)
         *purged = 0;
     DS_CHECK_ARG(err, store != NULL, "store is NULL");
-    DS_CHECK_ARG(err, older_than_s >= 0 && older_than_s <= YEARS_10_S,
-                 "older_than_s must be 0 to 10 years");
+    DS_CHECK_ARG(err, older_than_ms >= 0 && older_than_ms <= YEARS_10_S * 1000,
+                 "older_than_ms must be 0 to 10 years");
     ds__bind b;
     ds__bind_init(&b);
-    ds__bind_int64(&b, older_than_s * 1000000);
+    ds__bind_int64(&b, older_than_ms * 1000);
     ds__bind_int32(&b, PURGE_BATCH);
     int64_t total = 0;
     for (;;) {

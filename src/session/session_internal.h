@@ -11,7 +11,7 @@ struct ds_session_store {
     ds_crypto *crypto;  /* borrowed */
     ds_redis *redis;    /* borrowed, may be NULL */
     int64_t idle_us, max_us, touch_us;
-    int64_t cache_ttl_s;
+    int64_t cache_ttl_ms;
 };
 
 /* Decodes a presented token into its 32 raw bytes; DS_ERR_INVALID (naming

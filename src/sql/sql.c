@@ -33,7 +33,7 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
     case DS_PARAM_INT32:
         if (p->v.i64 < INT32_MIN || p->v.i64 > INT32_MAX)
             return ds__error_set(err, DS_ERR_INVALID,
-                                 "ds_exec: parameter $%d does not fit int4",
+                                 "ds_sql_exec: parameter $%d does not fit int4",
                                  i + 1);
         ds__bind_int32(b, (int32_t)p->v.i64);
         return DS_OK;
@@ -51,7 +51,7 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
     case DS_PARAM_BYTEA:
         if (!p->v.bytes.ptr || p->v.bytes.len > INT32_MAX)
             return ds__error_set(err, DS_ERR_INVALID,
-                                 "ds_exec: parameter $%d is NULL or longer "
+                                 "ds_sql_exec: parameter $%d is NULL or longer "
                                  "than 2 GiB",
                                  i + 1);
         if (p->type == DS_PARAM_BYTEA) {
@@ -60,7 +60,7 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
         }
         if (memchr(p->v.bytes.ptr, 0, p->v.bytes.len))
             return ds__error_set(err, DS_ERR_INVALID,
-                                 "ds_exec: text parameter $%d contains a NUL "
+                                 "ds_sql_exec: text parameter $%d contains a NUL "
                                  "byte",
                                  i + 1);
         if (p->type == DS_PARAM_TEXT) {
@@ -72,18 +72,18 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
             char *copy = ds__strndup(p->v.bytes.ptr, p->v.bytes.len);
             if (!copy)
                 return ds__error_set(err, DS_ERR_NOMEM,
-                                     "ds_exec: out of memory");
+                                     "ds_sql_exec: out of memory");
             ds__bind_owned(b, copy, p->v.bytes.len, 0, 0, NULL);
         }
         return DS_OK;
     case DS_PARAM_JSONB: {
         if (!p->v.json)
             return ds__error_set(err, DS_ERR_INVALID,
-                                 "ds_exec: parameter $%d: NULL json_t", i + 1);
+                                 "ds_sql_exec: parameter $%d: NULL json_t", i + 1);
         char *text = ds__json_dumps(p->v.json, JSON_COMPACT | JSON_ENCODE_ANY);
         if (!text)
             return ds__error_set(err, DS_ERR_INVALID,
-                                 "ds_exec: parameter $%d: JSON could not be "
+                                 "ds_sql_exec: parameter $%d: JSON could not be "
                                  "serialised",
                                  i + 1);
         ds__bind_owned(b, text, strlen(text), DS_OID_JSONB, 0,
@@ -92,7 +92,7 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
     }
     default:
         return ds__error_set(err, DS_ERR_INVALID,
-                             "ds_exec: parameter $%d has an unknown type",
+                             "ds_sql_exec: parameter $%d has an unknown type",
                              i + 1);
     }
 }
@@ -100,16 +100,16 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
 static ds_status bind_params(ds__bind *b, const ds_param *params, int n,
                              ds_error *err) {
     if (!ds__bind_reserve(b, n))
-        return ds__bind_check(b, "ds_exec", err);
+        return ds__bind_check(b, "ds_sql_exec", err);
     for (int i = 0; i < n; i++) {
         ds_status st = bind_param(b, &params[i], i, err);
         if (st != DS_OK)
             return st;
     }
-    return ds__bind_check(b, "ds_exec", err);
+    return ds__bind_check(b, "ds_sql_exec", err);
 }
 
-DS_EXPORT ds_status ds_exec(ds_conn *conn, const char *sql,
+DS_EXPORT ds_status ds_sql_exec(ds_conn *conn, const char *sql,
                             const ds_param *params, int nparams,
                             ds_result **out, ds_error *err) {
     if (out)
@@ -123,7 +123,7 @@ DS_EXPORT ds_status ds_exec(ds_conn *conn, const char *sql,
     if (out) {
         res = ds__malloc(sizeof *res);
         if (!res)
-            return ds__error_set(err, DS_ERR_NOMEM, "ds_exec: out of memory");
+            return ds__error_set(err, DS_ERR_NOMEM, "ds_sql_exec: out of memory");
     }
     ds__bind b;
     ds__bind_init(&b);
@@ -152,7 +152,7 @@ DS_EXPORT ds_status ds_exec(ds_conn *conn, const char *sql,
     return DS_OK;
 }
 
-DS_EXPORT ds_status ds_pool_exec(ds_pool *pool, const char *sql,
+DS_EXPORT ds_status ds_sql_exec_pool(ds_pool *pool, const char *sql,
                                  const ds_param *params, int nparams,
                                  ds_result **out, ds_error *err) {
     if (out)
@@ -162,7 +162,7 @@ DS_EXPORT ds_status ds_pool_exec(ds_pool *pool, const char *sql,
     ds_status st = ds_pool_acquire(pool, &conn, err);
     if (st != DS_OK)
         return st;
-    st = ds_exec(conn, sql, params, nparams, out, err);
+    st = ds_sql_exec(conn, sql, params, nparams, out, err);
     ds_pool_release(conn);
     return st;
 }

@@ -80,7 +80,7 @@ static void *worker_main(void *arg) {
         snprintf(key, sizeof key, "t%d-%d", w->index, n);
         snprintf(content, sizeof content, "drill message %d of thread %d", n,
                  w->index);
-        ds_message_new m = {DS_ROLE_USER, content, 0, NULL, key};
+        ds_message_new m = {sizeof(ds_message_new), DS_ROLE_USER, content, 0, NULL, key};
         int64_t write_deadline = now_ms() + WRITE_DEADLINE_MS;
         bool acked = false;
         for (;;) {
@@ -155,7 +155,7 @@ int main(void) {
         fprintf(stderr, "failover-drill: open: %s\n", err.message);
         return 1;
     }
-    ds_migrate_options mopts = {0};
+    ds_migrate_options mopts = DS_MIGRATE_OPTIONS_INIT;
     st = ds_migrate_up(pool, &mopts, NULL, &err);
     char email[96];
     snprintf(email, sizeof email, "drill-%ld-%ld@example.com", (long)getpid(),
@@ -221,7 +221,7 @@ int main(void) {
     /* Verify on the primary of now: per key, how many rows. */
     ds_param p[] = {ds_param_int64(conversation_id)};
     ds_result *res = NULL;
-    RETRYING(ds_pool_exec(pool,
+    RETRYING(ds_sql_exec_pool(pool,
                           "SELECT idempotency_key, count(*) FROM messages "
                           "WHERE conversation_id = $1 GROUP BY 1",
                           p, 1, &res, &err));
