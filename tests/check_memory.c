@@ -1754,7 +1754,8 @@ END_TEST
 
 /* Read your writes: with the local replica's replay paused, a search
  * routed to replicas misses a fact added a moment ago, and the same search
- * with the read token taken after the add finds it (from the primary). */
+ * with the read token taken after the add finds it (from the primary); the
+ * same for the hybrid search. */
 START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     fx f;
     if (!fx_open(&f, "test_memory_search_with_read_token_sees_a_new_fact", 0))
@@ -1803,6 +1804,12 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     ds_status plain_st = ds_memory_search(mem, f.alice, v, DIM, 5, NULL, &plain, &e1);
     ds_status tok_search_st = ds_memory_search_read_token(
         mem, f.alice, v, DIM, 5, NULL, &tok, 0, &with_token, &e2);
+    ds_memory_facts *hplain = NULL, *hwith_token = NULL;
+    ds_error e3 = {0}, e4 = {0};
+    ds_status hplain_st = ds_memory_search_hybrid(mem, f.alice, "added", v, DIM,
+                                                  5, NULL, &hplain, &e3);
+    ds_status htok_st = ds_memory_search_hybrid_read_token(
+        mem, f.alice, "added", v, DIM, 5, NULL, &tok, 0, &hwith_token, &e4);
     dt_sql(replica, "SELECT pg_wal_replay_resume()"); /* before any assertion */
 
     ck_assert_ds_ok(add_st, err);
@@ -1814,10 +1821,29 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     ck_assert_int_eq(with_token->items[0]->id, id);
     ds_memory_facts_free(plain);
     ds_memory_facts_free(with_token);
+    /* the hybrid search likewise, found by both of its lists */
+    ck_assert_ds_ok(hplain_st, e3);
+    ck_assert_uint_eq(hplain->count, 0);
+    ck_assert_ds_ok(htok_st, e4);
+    ck_assert_uint_eq(hwith_token->count, 1);
+    ck_assert_int_eq(hwith_token->items[0]->id, id);
+    ck_assert_int_eq(hwith_token->items[0]->vector_rank, 1);
+    ck_assert_int_eq(hwith_token->items[0]->text_rank, 1);
+    ds_memory_facts_free(hplain);
+    ds_memory_facts_free(hwith_token);
 
     ds_memory_facts *bad = NULL;
     ck_assert_int_eq(ds_memory_search_read_token(mem, f.alice, v, DIM, 5, NULL,
                                                  &tok, -1, &bad, &err),
+                     DS_ERR_INVALID);
+    ck_assert_ptr_null(bad);
+    ck_assert_int_eq(ds_memory_search_hybrid_read_token(mem, f.alice, NULL, v,
+                                                        DIM, 5, NULL, &tok, 0,
+                                                        &bad, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search_hybrid_read_token(mem, f.alice, "added",
+                                                        v, DIM, 5, NULL, &tok,
+                                                        60001, &bad, &err),
                      DS_ERR_INVALID);
     ck_assert_ptr_null(bad);
     ds_memory_close(mem);

@@ -610,3 +610,15 @@ DS_EXPORT ds_status ds_memory_search_hybrid(ds_memory *mem, int64_t user_id,
     DS_CHECK_ARG(err, text, "text is NULL");
     return search(mem, user_id, text, query, dim, k, opts, NULL, 0, out, err);
 }
+
+DS_EXPORT ds_status ds_memory_search_hybrid_read_token(
+    ds_memory *mem, int64_t user_id, const char *text, const float *query,
+    size_t dim, int k, const ds_memory_search_opts *opts,
+    const ds_read_token *token, int max_wait_ms, ds_memory_facts **out,
+    ds_error *err) {
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, text, "text is NULL");
+    return search(mem, user_id, text, query, dim, k, opts,
+                  token && token->lsn ? token : NULL, max_wait_ms, out, err);
+}
