@@ -408,9 +408,10 @@ static void search_all_exact(ds_memory *mem, const dataset *d,
     }
 }
 
-/* sql/0005 down and up again on a populated database: on pgvector the
- * sketches are gone after that (the rows of an older version), and every
- * such fact is rescored, so searches stay exact. */
+/* sql/0006 and 0005 down and up again on a populated database: on pgvector
+ * the sketches are gone after that (the rows of an older version), and every
+ * such fact is rescored, so searches stay exact; the codes are gone on both
+ * backends until ds_memory_fill_sketches() writes them. */
 START_TEST(test_memory_exact_search_migration_down_and_up) {
     fx f;
     if (!fx_open(&f, "test_memory_exact_search_migration_down_and_up", _i))
@@ -423,9 +424,9 @@ START_TEST(test_memory_exact_search_migration_down_and_up) {
     dataset_add(f.mem, &d);
     ds_error err = {0};
     int n = 0;
-    ds_status st = ds_migrate_down(f.pool, NULL, 1, &n, &err);
+    ds_status st = ds_migrate_down(f.pool, NULL, 2, &n, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(n, 2);
     /* 0003's shape: pgvector has no sketches and its HNSW index again */
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
                                        "indexname = "
@@ -437,11 +438,18 @@ START_TEST(test_memory_exact_search_migration_down_and_up) {
                      _i ? 1 : 0);
     st = ds_migrate_up(f.pool, NULL, &n, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(n, 2);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
                                        "indexname = "
                                        "'memory_facts_embedding_sketch_idx'"),
                      1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_code_idx'"),
+                     1);
+    const char *uncoded = "SELECT count(*) FROM memory_facts WHERE "
+                          "embedding_code IS NULL";
+    ck_assert_int_eq(dt_sql_int(f.url, uncoded), (long long)d.n);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
                                        "indexname = "
                                        "'memory_facts_embedding_hnsw'"),
@@ -454,8 +462,10 @@ START_TEST(test_memory_exact_search_migration_down_and_up) {
             size_t filled = 99;
             st = ds_memory_fill_sketches(f.mem, &filled, &err);
             ck_assert_ds_ok(st, err);
-            ck_assert_uint_eq(filled, _i ? d.n : 0);
+            /* sketches (pgvector only) and codes (both) */
+            ck_assert_uint_eq(filled, _i ? 2 * d.n : d.n);
             ck_assert_int_eq(dt_sql_int(f.url, unsketched), 0);
+            ck_assert_int_eq(dt_sql_int(f.url, uncoded), 0);
             st = ds_memory_fill_sketches(f.mem, &filled, &err);
             ck_assert_ds_ok(st, err);
             ck_assert_uint_eq(filled, 0);
@@ -1255,11 +1265,12 @@ START_TEST(test_memory_backends_return_the_same_top_k) {
 END_TEST
 
 /* Recall on clustered data (tests/clustered.h) against an exact scan in C:
- * a dense user (30% of the table), a sparse one (under 0.2%), one with
+ * a dense user (43% of the table, large enough that its searches choose
+ * candidates by coarse code first), a sparse one (under 0.2%), one with
  * fewer facts than k, and fillers, their facts interleaved; every query
  * unfiltered, by kind and with a similarity floor. */
-enum { RC_DENSE = 1500, RC_SPARSE = 9, RC_TINY = 4, RC_FILLERS = 3,
-       RC_TOTAL = 5000, RC_K = 10 };
+enum { RC_DENSE = 3000, RC_SPARSE = 9, RC_TINY = 4, RC_FILLERS = 3,
+       RC_TOTAL = 7000, RC_K = 10 };
 
 typedef struct recall_stats {
     double sum, worst;

@@ -78,27 +78,15 @@ static void heap_push(float *h, size_t *len, size_t cap, float v) {
     }
 }
 
-/* First stage: every fact's sketch bounds its cosine; the ids of the facts
- * that may be among the `n` best (and reach min_sim) go to *ids (ds__free;
- * NULL when none). */
-static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
-                              const float *q, const char *kind, bool use_min,
-                              double min_sim, size_t n, int64_t **ids_out,
-                              size_t *ncand_out, ds_error *err) {
+/* Each fact's sketch in `r` (id, sketch) bounds its cosine; the ids of the
+ * facts that may be among the `n` best of them (and reach min_sim) go to
+ * *ids (ds__free; NULL when none). Clears `r`. */
+static ds_status prune_sketches(ds_memory *mem, PGresult *r, const float *q,
+                                bool use_min, double min_sim, size_t n,
+                                int64_t **ids_out, size_t *ncand_out,
+                                ds_error *err) {
     *ids_out = NULL;
     *ncand_out = 0;
-    ds__bind p;
-    ds__bind_init(&p);
-    ds__bind_int64(&p, user_id);
-    ds__bind_text(&p, kind);
-    PGresult *r = ds__memory_exec(
-        c,
-        &ds__memory_stmts[mem->dim <= DS_SKETCH_INDEX_MAX_DIM
-                              ? M_SKETCHES
-                              : M_SKETCHES_WIDE],
-        &p, err);
-    if (!r)
-        return err->code;
     size_t rows = (size_t)PQntuples(r);
     ds__memory_count(&mem->rows_scanned, rows);
     size_t sketch_len = DS_SKETCH_BYTES(mem->dim);
@@ -160,6 +148,29 @@ static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
     *ids_out = ids;
     *ncand_out = ncand;
     return DS_OK;
+}
+
+/* First stage of an exact scan: the sketches of all the user's facts. */
+static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
+                              const float *q, const char *kind, bool use_min,
+                              double min_sim, size_t n, int64_t **ids_out,
+                              size_t *ncand_out, ds_error *err) {
+    *ids_out = NULL;
+    *ncand_out = 0;
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_text(&p, kind);
+    PGresult *r = ds__memory_exec(
+        c,
+        &ds__memory_stmts[mem->dim <= DS_SKETCH_INDEX_MAX_DIM
+                              ? M_SKETCHES
+                              : M_SKETCHES_WIDE],
+        &p, err);
+    if (!r)
+        return err->code;
+    return prune_sketches(mem, r, q, use_min, min_sim, n, ids_out, ncand_out,
+                          err);
 }
 
 /* The exact score of each candidate's stored vector (a little-endian
@@ -261,7 +272,7 @@ static ds_status exact_rescore(ds_memory *mem, ds_conn *c, bool pgv,
 
 /* Both stages, the same on both backends: only where the exact vectors
  * live differs. */
-static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
+static ds_status exact_scan(ds_memory *mem, ds_conn *c, bool pgv,
                                   int64_t user_id, const float *q,
                                   const char *kind, bool use_min,
                                   double min_sim, size_t n, cand_list *out,
@@ -276,6 +287,54 @@ static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
                        n, out, err);
     ds__free(ids);
     return st;
+}
+
+/* A large user: the coarse codes choose candidates (ds__code_candidates),
+ * their sketches bound them, the survivors are scored exactly. When fewer
+ * than `n` facts come out (min_similarity filtered candidates away) while
+ * facts were left out, the exact scan decides instead, so the list is never
+ * shorter than the facts that pass the filters allow. */
+static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
+                                  int64_t user_id, const float *q,
+                                  const char *kind, bool use_min,
+                                  double min_sim, size_t n, cand_list *out,
+                                  ds_error *err) {
+    if (mem->dim > DS_CODE_MAX_DIM)
+        return exact_scan(mem, c, pgv, user_id, q, kind, use_min, min_sim, n,
+                          out, err);
+    int64_t *chosen;
+    size_t nchosen;
+    bool everyone;
+    ds_status st = ds__code_candidates(mem, c, user_id, q, kind, n, &chosen,
+                                       &nchosen, &everyone, err);
+    if (st != DS_OK)
+        return st;
+    if (everyone)
+        return exact_scan(mem, c, pgv, user_id, q, kind, use_min, min_sim, n,
+                          out, err);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int8_array(&p, chosen, nchosen);
+    ds__free(chosen);
+    PGresult *r =
+        ds__memory_exec(c, &ds__memory_stmts[M_SKETCHES_BY_ID], &p, err);
+    ds__bind_free(&p);
+    if (!r)
+        return err->code;
+    int64_t *ids;
+    size_t ncand;
+    st = prune_sketches(mem, r, q, use_min, min_sim, n, &ids, &ncand, err);
+    if (st == DS_OK && ncand > 0)
+        st = exact_rescore(mem, c, pgv, user_id, q, ids, ncand, use_min,
+                           min_sim, n, out, err);
+    ds__free(ids);
+    if (st != DS_OK || out->n >= n)
+        return st;
+    ds__free(out->v);
+    *out = (cand_list){0};
+    return exact_scan(mem, c, pgv, user_id, q, kind, use_min, min_sim, n, out,
+                      err);
 }
 
 /* ---- assembling results ------------------------------------------------------- */
