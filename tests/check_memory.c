@@ -1214,6 +1214,73 @@ START_TEST(test_memory_fallback_survives_a_damaged_sketch) {
 }
 END_TEST
 
+/* A large user's codes only choose candidates: a fact whose code is
+ * missing, of the wrong length or holds NaN is always a candidate, so the
+ * exact top k still comes back. */
+enum { LC_FACTS = 1500 };
+
+START_TEST(test_memory_large_user_survives_damaged_codes) {
+    fx f;
+    if (!fx_open(&f, "test_memory_large_user_survives_damaged_codes", _i))
+        return;
+    cl_model m;
+    ck_assert(cl_model_init(&m, DIM, 50, 7));
+    cl_user prof;
+    cl_user_init(&m, &prof);
+    float *v = malloc((size_t)LC_FACTS * DIM * sizeof *v);
+    int64_t *ids = calloc(LC_FACTS, sizeof *ids);
+    ds_memory_new_fact *batch = calloc(LC_FACTS, sizeof *batch);
+    for (size_t i = 0; i < LC_FACTS; i++) {
+        cl_fact(&m, &prof, v + i * DIM);
+        batch[i] = (ds_memory_new_fact){.user_id = f.alice,
+                                        .content = "large user",
+                                        .embedding = v + i * DIM,
+                                        .dim = DIM};
+    }
+    ds_error err = {0};
+    ds_status st = ds_memory_add_many(f.mem, batch, LC_FACTS, ids, &err);
+    ck_assert_ds_ok(st, err);
+    float q[DIM];
+    cl_query(&m, &prof, q, NULL);
+    size_t idx[10];
+    double scores[10];
+    ck_assert_uint_eq(cl_exact_topk(v, LC_FACTS, DIM, NULL, q, 10, idx, scores),
+                      10);
+    static const char *const damage[] = {
+        "NULL", "'\\x00'::bytea",
+        "overlay(embedding_code placing '\\x0000c07f'::bytea from 1 for 4)",
+        "overlay(embedding_code placing '\\x0000c07f'::bytea from 5 for 4)",
+        "overlay(embedding_code placing '\\x0000807f'::bytea from 5 for 4)"};
+    char sql[256];
+    for (size_t j = 0; j < 10; j++) {
+        snprintf(sql, sizeof sql,
+                 "UPDATE memory_facts SET embedding_code = %s WHERE id = %lld",
+                 damage[j % 5], (long long)ids[idx[j]]);
+        dt_sql(f.url, sql);
+    }
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts "
+                                       "WHERE embedding_code IS NULL"),
+                     2);
+    ds_memory_facts *hits = search(f.mem, f.alice, q, 10, NULL);
+    ck_assert_uint_eq(hits->count, 10);
+    for (size_t j = 0; j < 10; j++) {
+        ck_assert_int_eq(hits->items[j]->id, ids[idx[j]]);
+        ck_assert_double_eq_tol(hits->items[j]->score, scores[j], 1e-5);
+    }
+    ds_memory_facts_free(hits);
+    /* ds_memory_fill_sketches gives the two rows without one a code */
+    size_t filled = 0;
+    st = ds_memory_fill_sketches(f.mem, &filled, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(filled, 2);
+    cl_model_free(&m);
+    free(v);
+    free(ids);
+    free(batch);
+    fx_close(&f);
+}
+END_TEST
+
 /* ---- the two backends agree; recall on clustered data ---------------------------------------------- */
 
 START_TEST(test_memory_backends_return_the_same_top_k) {
@@ -2024,6 +2091,7 @@ Suite *ds_test_memory_suite(void) {
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_memory_backends_return_the_same_top_k);
     tcase_add_loop_test(tc, test_memory_recall_on_clustered_data, 0, 2);
+    tcase_add_loop_test(tc, test_memory_large_user_survives_damaged_codes, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("upgrade");
     tcase_set_timeout(tc, 240);
