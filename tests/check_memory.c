@@ -1217,7 +1217,7 @@ END_TEST
 /* A large user's codes only choose candidates: a fact whose code is
  * missing, of the wrong length or holds NaN is always a candidate, so the
  * exact top k still comes back. */
-enum { LC_FACTS = 1500 };
+enum { LC_FACTS = 4500 };
 
 START_TEST(test_memory_large_user_survives_damaged_codes) {
     fx f;
@@ -1332,12 +1332,12 @@ START_TEST(test_memory_backends_return_the_same_top_k) {
 END_TEST
 
 /* Recall on clustered data (tests/clustered.h) against an exact scan in C:
- * a dense user (43% of the table, large enough that its searches choose
+ * a dense user (53% of the table, large enough that its searches choose
  * candidates by coarse code first), a sparse one (under 0.2%), one with
  * fewer facts than k, and fillers, their facts interleaved; every query
  * unfiltered, by kind and with a similarity floor. */
-enum { RC_DENSE = 3000, RC_SPARSE = 9, RC_TINY = 4, RC_FILLERS = 3,
-       RC_TOTAL = 7000, RC_K = 10 };
+enum { RC_DENSE = 4500, RC_SPARSE = 9, RC_TINY = 4, RC_FILLERS = 3,
+       RC_TOTAL = 8500, RC_K = 10 };
 
 typedef struct recall_stats {
     double sum, worst;

@@ -98,10 +98,13 @@ float ds__code_dot(const float *table, const unsigned char *code, size_t dim) {
 /* Candidates kept: at least MIN_CANDIDATES, and 1 in SHARE of the user's
  * facts, and PER_RESULT per fact asked for. Measured (docs/memory.md) on
  * clustered data: the exact top 10 ranked within the first 475 by code at
- * 10,000 facts and the first 1,784 at 100,000. */
+ * 10,000 facts and the first 1,784 at 100,000. A candidate costs an index
+ * probe, several times a fact of the exact scan, so users with fewer than
+ * CROSSOVER times the candidates are scanned exactly. */
 #define MIN_CANDIDATES 1000
 #define SHARE 25
 #define PER_RESULT 4
+#define CROSSOVER 4
 
 /* The value that `k` (0-based) of the n values would hold sorted in
  * descending order (Wirth's selection); reorders v. */
@@ -131,12 +134,55 @@ static float select_desc(float *v, size_t n, size_t k) {
     return v[kk];
 }
 
+/* Each row's approximate score; INFINITY for a row without a usable code
+ * (an older row, or one damaged in the table): a candidate whatever. */
+static ds_status score_rows(const PGresult *r, const float *q, size_t dim,
+                            float *score, float *sorted, ds_error *err) {
+    float *table;
+    ds_status st = ds__code_table_new(q, dim, &table, err);
+    for (int i = 0; st == DS_OK && i < PQntuples(r); i++) {
+        const unsigned char *code = (const unsigned char *)PQgetvalue(r, i, 1);
+        bool usable = !PQgetisnull(r, i, 1) &&
+                      (size_t)PQgetlength(r, i, 1) == DS_CODE_BYTES(dim) &&
+                      ds__code_plausible(code, dim);
+        score[i] = usable ? ds__code_dot(table, code, dim) : INFINITY;
+        if (!isfinite(score[i]))
+            score[i] = INFINITY;
+        sorted[i] = score[i];
+    }
+    ds__free(table);
+    return st;
+}
+
+/* Binds (user, kinds, ids) of the rows scoring at least floor_score, in
+ * the scan's (kind, id) order; false when out of memory. */
+static size_t bind_chosen(const PGresult *r, const float *score,
+                          float floor_score, int64_t user_id, ds__bind *next,
+                          bool *ok) {
+    ds__pgarr kinds, ids;
+    ds__pgarr_init(&kinds, DS_OID_TEXT);
+    ds__pgarr_init(&ids, DS_OID_INT8);
+    size_t got = 0;
+    *ok = true;
+    for (int i = 0; *ok && i < PQntuples(r); i++) {
+        if (score[i] < floor_score)
+            continue;
+        *ok = ds__pgarr_add(&kinds, PQgetvalue(r, i, 2),
+                            (size_t)PQgetlength(r, i, 2)) &&
+              ds__pgarr_add_int8(&ids, ds__memory_int8(r, i, 0));
+        got++;
+    }
+    ds__bind_int64(next, user_id);
+    ds__bind_array(next, &kinds, DS_OID_TEXT_ARRAY);
+    ds__bind_array(next, &ids, DS_OID_INT8_ARRAY);
+    ds__pgarr_free(&kinds);
+    ds__pgarr_free(&ids);
+    return got;
+}
+
 ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
                               const float *q, const char *kind, size_t n,
-                              int64_t **ids_out, size_t *count,
-                              bool *everyone, ds_error *err) {
-    *ids_out = NULL;
-    *count = 0;
+                              ds__bind *next, bool *everyone, ds_error *err) {
     *everyone = false;
     ds__bind p;
     ds__bind_init(&p);
@@ -145,60 +191,38 @@ ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
     PGresult *r = ds__memory_exec(c, &ds__memory_stmts[M_CODES], &p, err);
     if (!r)
         return err->code;
-    size_t rows = (size_t)PQntuples(r), dim = mem->dim;
+    size_t rows = (size_t)PQntuples(r);
     size_t keep = rows / SHARE;
     if (keep < MIN_CANDIDATES)
         keep = MIN_CANDIDATES;
     if (keep < PER_RESULT * n)
         keep = PER_RESULT * n;
-    if (keep >= rows) {
+    if (rows <= CROSSOVER * keep) {
         PQclear(r);
         *everyone = true;
         return DS_OK;
     }
-    float *table = NULL;
     float *score = ds__calloc(rows, sizeof *score);
     float *sorted = ds__calloc(rows, sizeof *sorted);
-    int64_t *ids = ds__calloc(rows, sizeof *ids);
     ds_status st = DS_OK;
-    if (!score || !sorted || !ids)
+    if (!score || !sorted)
         st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     else
-        st = ds__code_table_new(q, dim, &table, err);
-    for (size_t i = 0; st == DS_OK && i < rows; i++) {
-        const unsigned char *code =
-            (const unsigned char *)PQgetvalue(r, (int)i, 1);
-        /* no usable code (an older row, or one damaged in the table): a
-         * candidate whatever its score */
-        bool usable = !PQgetisnull(r, (int)i, 1) &&
-                      (size_t)PQgetlength(r, (int)i, 1) == DS_CODE_BYTES(dim) &&
-                      ds__code_plausible(code, dim);
-        score[i] = usable ? ds__code_dot(table, code, dim) : INFINITY;
-        if (!isfinite(score[i]))
-            score[i] = INFINITY;
-        sorted[i] = score[i];
-    }
-    size_t got = 0;
+        st = score_rows(r, q, mem->dim, score, sorted, err);
     if (st == DS_OK) {
         float floor_score = select_desc(sorted, rows, keep - 1);
-        for (size_t i = 0; i < rows; i++)
-            if (score[i] >= floor_score)
-                ids[got++] = ds__memory_int8(r, (int)i, 0);
-        qsort(ids, got, sizeof *ids, ds__int64_cmp);
+        bool ok;
+        size_t got = bind_chosen(r, score, floor_score, user_id, next, &ok);
+        if (!ok)
+            st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+        else if (got > rows / 2)
+            /* many rows without a code (written before sql/0006, until
+             * ds_memory_fill_sketches() gives them one): probing them one
+             * by one would cost more than the exact scan */
+            *everyone = true;
     }
     PQclear(r);
-    ds__free(table);
     ds__free(score);
     ds__free(sorted);
-    if (st != DS_OK || got > rows / 2) {
-        /* many rows without a code (written before sql/0006, until
-         * ds_memory_fill_sketches() gives them one): fetching them by id
-         * would cost more than the exact scan */
-        ds__free(ids);
-        *everyone = st == DS_OK;
-        return st;
-    }
-    *ids_out = ids;
-    *count = got;
-    return DS_OK;
+    return st;
 }

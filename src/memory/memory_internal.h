@@ -158,15 +158,15 @@ ds_status ds__code_table_new(const float *q, size_t dim, float **out,
 float ds__code_dot(const float *table, const unsigned char *code, size_t dim);
 
 /* A large user's candidates, chosen by their codes in one index-only scan:
- * the ids (sorted, ds__free) of the facts whose approximate similarity to
- * `q` ranks among the best several hundred or more (codes.c says how many),
- * plus every fact without a usable code. *everyone is set, and no ids
- * returned, when the user has so few facts (that pass `kind`) that all would
- * be candidates: the caller then scans them exactly. */
+ * the facts whose approximate similarity to `q` ranks among the best
+ * thousand or more (codes.c says how many), plus every fact without a
+ * usable code, bound to `next` (initialised by the caller) as the
+ * parameters of M_SKETCHES_BY_ID. *everyone is set instead, and nothing
+ * bound, when the user has too few facts (that pass `kind`) for the codes
+ * to pay: the caller then scans them exactly. */
 ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
                               const float *q, const char *kind, size_t n,
-                              int64_t **ids_out, size_t *count,
-                              bool *everyone, ds_error *err);
+                              ds__bind *next, bool *everyone, ds_error *err);
 
 /* Decodes a binary one-dimensional float4[] of exactly `dim` values. */
 bool ds__vec_from_array(const char *data, int len, size_t dim, float *out);

@@ -273,10 +273,9 @@ static ds_status exact_rescore(ds_memory *mem, ds_conn *c, bool pgv,
 /* Both stages, the same on both backends: only where the exact vectors
  * live differs. */
 static ds_status exact_scan(ds_memory *mem, ds_conn *c, bool pgv,
-                                  int64_t user_id, const float *q,
-                                  const char *kind, bool use_min,
-                                  double min_sim, size_t n, cand_list *out,
-                                  ds_error *err) {
+                            int64_t user_id, const float *q, const char *kind,
+                            bool use_min, double min_sim, size_t n,
+                            cand_list *out, ds_error *err) {
     int64_t *ids;
     size_t ncand;
     ds_status st = sketch_prune(mem, c, user_id, q, kind, use_min, min_sim, n,
@@ -299,24 +298,20 @@ static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
                                   const char *kind, bool use_min,
                                   double min_sim, size_t n, cand_list *out,
                                   ds_error *err) {
-    if (mem->dim > DS_CODE_MAX_DIM)
+    if (mem->dim > DS_SKETCH_INDEX_MAX_DIM)
         return exact_scan(mem, c, pgv, user_id, q, kind, use_min, min_sim, n,
                           out, err);
-    int64_t *chosen;
-    size_t nchosen;
     bool everyone;
-    ds_status st = ds__code_candidates(mem, c, user_id, q, kind, n, &chosen,
-                                       &nchosen, &everyone, err);
-    if (st != DS_OK)
-        return st;
-    if (everyone)
-        return exact_scan(mem, c, pgv, user_id, q, kind, use_min, min_sim, n,
-                          out, err);
     ds__bind p;
     ds__bind_init(&p);
-    ds__bind_int64(&p, user_id);
-    ds__bind_int8_array(&p, chosen, nchosen);
-    ds__free(chosen);
+    ds_status st =
+        ds__code_candidates(mem, c, user_id, q, kind, n, &p, &everyone, err);
+    if (st != DS_OK || everyone) {
+        ds__bind_free(&p);
+        return st != DS_OK ? st
+                           : exact_scan(mem, c, pgv, user_id, q, kind, use_min,
+                                        min_sim, n, out, err);
+    }
     PGresult *r =
         ds__memory_exec(c, &ds__memory_stmts[M_SKETCHES_BY_ID], &p, err);
     ds__bind_free(&p);

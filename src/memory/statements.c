@@ -110,20 +110,28 @@ const ds__stmt_def ds__memory_stmts[M_COUNT_] = {
      * of memory_facts_embedding_code_idx (the predicate is the index's); a
      * NULL code (a row written before sql/0006) is always a candidate. */
     [M_CODES] = {"memory.codes",
-                 "SELECT id, embedding_code FROM memory_facts "
+                 "SELECT id, embedding_code, kind FROM memory_facts "
                  "WHERE user_id = $1 AND ($2::text IS NULL OR kind = $2) "
                  "AND (embedding_code IS NULL OR "
                  "octet_length(embedding_code) <= 2008)",
                  2,
                  {DS_OID_INT8, DS_OID_TEXT},
-                 2,
-                 {DS_OID_INT8, DS_OID_BYTEA}},
-    /* Its second stage: the sketches of the candidates the codes chose. */
+                 3,
+                 {DS_OID_INT8, DS_OID_BYTEA, DS_OID_TEXT}},
+    /* Its second stage: the sketches of the candidates the codes chose,
+     * (kind, id) pairs in index order, each an index-only probe of
+     * memory_facts_embedding_sketch_idx (cheaper than the heap rows, which
+     * lie anywhere in the table). */
     [M_SKETCHES_BY_ID] = {"memory.sketches_by_id",
-                          "SELECT id, embedding_sketch FROM memory_facts "
-                          "WHERE user_id = $1 AND id = ANY($2)",
-                          2,
-                          {DS_OID_INT8, DS_OID_INT8_ARRAY},
+                          "SELECT f.id, f.embedding_sketch "
+                          "FROM unnest($2::text[], $3::int8[]) AS u(kind, id) "
+                          "JOIN memory_facts f ON f.user_id = $1 "
+                          "AND f.kind = u.kind AND f.id = u.id "
+                          "AND (f.embedding_sketch IS NULL OR "
+                          "octet_length(f.embedding_sketch) <= 2008)",
+                          3,
+                          {DS_OID_INT8, DS_OID_TEXT_ARRAY,
+                           DS_OID_INT8_ARRAY},
                           2,
                           {DS_OID_INT8, DS_OID_BYTEA}},
     /* ds_memory_fill_sketches (sketches.c): codes written back. */
