@@ -69,6 +69,15 @@ static const allowed_finding allowed[] = {
      "their sketches: a one-off maintenance pass, like memory.upgrade"},
     {"memory.pgvector.unsketched", NULL, "filtered",
      "the same walk passes over facts that already have their sketch"},
+    {"memory.pgvector.uncoded", NULL, "seqscan",
+     "ds_memory_fill_sketches walks the table once by id to give old facts "
+     "their coarse codes: a one-off maintenance pass"},
+    {"memory.pgvector.uncoded", NULL, "filtered",
+     "the same walk passes over facts that already have their code"},
+    {"memory.fallback.uncoded", NULL, "seqscan",
+     "as memory.pgvector.uncoded, on the fallback backend"},
+    {"memory.fallback.uncoded", NULL, "filtered",
+     "as memory.pgvector.uncoded, on the fallback backend"},
     /* Known and left for their modules (each costs O(one user's rows),
      * not O(table)); remove the entry with the fix: */
     {"session.list_user", NULL, "filtered",
@@ -87,6 +96,9 @@ static const allowed_finding allowed[] = {
      "sketch of the user by design (docs/memory.md)"},
     {"memory.sketches_wide", "generic", "filtered",
      "as memory.sketches, above 2000 dimensions"},
+    {"memory.codes", "generic", "filtered",
+     "the kind filter, as for memory.sketches; a large user's search reads "
+     "every code of the user by design (docs/memory.md)"},
     {"memory.fallback.embeddings", "generic", "filtered",
      "id = ANY($2) filtered over the user's facts, as for memory.rows "
      "(fallback backend)"},
