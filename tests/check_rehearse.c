@@ -512,6 +512,50 @@ START_TEST(test_rehearse_keep_and_nothing_pending) {
 }
 END_TEST
 
+/* A migration that fails on the scratch database: reported (the runner's
+ * message, the statement marked), the rehearsal fails, the target is
+ * untouched. */
+START_TEST(test_rehearse_reports_a_failing_migration) {
+    char *dir = temp_dir();
+    write_file(dir, "0001_t.up.sql", table_up);
+    write_file(dir, "0001_t.down.sql", table_down);
+    write_file(dir, "0002_fail.up.sql", "SELECT 1;\nSELECT 1 / 0;\n");
+    write_file(dir, "0002_fail.down.sql", "SELECT 1;\n");
+    char *url = dt_create_db("rh_fail");
+    ds_config *cfg = dt_config(url, 1, 2);
+    ds_rehearse_options o = DS_REHEARSE_OPTIONS_INIT;
+    o.dir = dir;
+    o.rows_per_table = 100;
+    ds_rehearse_report *r = NULL;
+    ds_error err = {0};
+    ds_status st = ds_migrate_rehearse(cfg, &o, &r, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(!r->ok);
+    ck_assert_ptr_nonnull(r->error);
+    ck_assert_msg(strstr(r->error, "0002_fail.up.sql:2") &&
+                      strstr(r->error, "division by zero"),
+                  "error: %s", r->error);
+    ck_assert_int_eq(r->from_version, 0);
+    ck_assert_int_eq(r->to_version, 1);
+    ck_assert_uint_eq(r->applied, 1);
+    ck_assert_uint_ge(r->nstatements, 2);
+    const ds_rehearse_statement *last = &r->statements[r->nstatements - 1];
+    ck_assert(!last->ok);
+    ck_assert_str_eq(last->file, "0002_fail.up.sql");
+    ck_assert_int_eq(last->line, 2);
+    ds_rehearse_report_free(r);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
+                                     "relname IN ('t', "
+                                     "'ds_schema_migrations')"),
+                     0);
+    ck_assert_int_eq(scratch_left(url), 0);
+    ds_config_free(cfg);
+    dt_drop_db(url);
+    free(url);
+    rm_dir(dir);
+}
+END_TEST
+
 Suite *ds_test_rehearse_suite(void) {
     Suite *s = suite_create("rehearse");
     TCase *tc = tcase_create("shipped");
@@ -528,6 +572,7 @@ Suite *ds_test_rehearse_suite(void) {
     tcase_add_test(tc, test_rehearse_unreachable_target_is_refused);
     tcase_add_test(tc, test_rehearse_bad_input_changes_nothing);
     tcase_add_test(tc, test_rehearse_keep_and_nothing_pending);
+    tcase_add_test(tc, test_rehearse_reports_a_failing_migration);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1581,6 +1581,20 @@ static ds_status rehearse_in(rehearsal *r, const ds_config *cfg,
     return DS_OK;
 }
 
+/* No password of the target's or the scratch's URL in a message, whatever
+ * a server or a child process wrote. */
+static void scrub_passwords(ds_error *err, const char *url,
+                            const char *scratch_url) {
+    const char *urls[2] = {url, scratch_url};
+    for (int i = 0; i < 2; i++) {
+        char *pw = urls[i] ? ds__conninfo_password(urls[i]) : NULL;
+        if (pw) {
+            ds__error_scrub(err, pw);
+            ds__secret_free(pw);
+        }
+    }
+}
+
 DS_EXPORT ds_status ds_migrate_rehearse(const ds_config *cfg,
                                         const ds_rehearse_options *opts,
                                         ds_rehearse_report **out,
@@ -1626,11 +1640,7 @@ DS_EXPORT ds_status ds_migrate_rehearse(const ds_config *cfg,
         st = ds__error_set(err, DS_ERR_CONNECTION,
                            "rehearse: cannot reach the target database: %s",
                            line);
-        char *pw = ds__conninfo_password(url);
-        if (pw) {
-            ds__error_scrub(err, pw);
-            ds__secret_free(pw);
-        }
+        scrub_passwords(err, url, NULL);
         return st;
     }
     PGresult *record = NULL;
@@ -1776,7 +1786,15 @@ DS_EXPORT ds_status ds_migrate_rehearse(const ds_config *cfg,
         st = ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
     if (st != DS_OK) {
         ds_rehearse_report_free(box ? &box->pub : NULL);
+        scrub_passwords(err, url, o.scratch_url);
         return st;
+    }
+    if (box->pub.error) { /* the runner's message: no password either */
+        ds_error e = {0};
+        snprintf(e.message, sizeof e.message, "%s", box->pub.error);
+        scrub_passwords(&e, url, o.scratch_url);
+        if (strcmp(e.message, box->pub.error) != 0)
+            box->pub.error = keep(box, e.message);
     }
     box->pub.ok = !box->pub.error && box->pub.violations == 0;
     *out = &box->pub;
