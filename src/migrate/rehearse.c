@@ -1460,8 +1460,11 @@ static void default_scratch_name(const char *target, char *out, size_t cap) {
     snprintf(tail, sizeof tail, "_rehearse_%ld", (long)getpid());
     size_t room = 63 - strlen(tail);
     size_t n = strlen(target);
-    if (n > room)
+    if (n > room) {
         n = room;
+        while (n > 0 && ((unsigned char)target[n] & 0xC0) == 0x80)
+            n--; /* not inside a UTF-8 sequence */
+    }
     snprintf(out, cap, "%.*s%s", (int)n, target, tail);
 }
 
@@ -1575,9 +1578,7 @@ static ds_status rehearse_in(rehearsal *r, const ds_config *cfg,
     if (PQresultStatus(v) == PGRES_TUPLES_OK && PQntuples(v) == 1)
         b->pub.to_version = strtoll(PQgetvalue(v, 0, 0), NULL, 10);
     PQclear(v);
-    /* The rows of each lock line: the count before the file ran. */
     build_locks(r, threshold);
-    (void)rows;
     return DS_OK;
 }
 
