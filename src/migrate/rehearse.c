@@ -16,9 +16,9 @@
  *   4. run ds_migrate_up() on it. The runner reports each statement through
  *      its statement hook: the sampler thread polls pg_locks (joined to
  *      pg_stat_activity and pg_class) every few ms, and once more, waited
- *      for, when a statement ends, so every lock a statement of a
- *      transactional file takes is seen while still held and attributed to
- *      it. After each statement the runner's own connection reads
+ *      for, when a statement starts (what is held already is not its) and
+ *      when it ends, so every lock a statement of a transactional file
+ *      takes is seen while still held and attributed to it. After each statement the runner's own connection reads
  *      pg_class.relfilenode (inside the file's transaction, where the new
  *      file is visible): a changed one is a rewrite;
  *   5. drop the scratch database (unless asked to keep it).
@@ -627,6 +627,9 @@ static void sample_now(rehearsal *r) {
 
 static void add_statement(rehearsal *r, const char *file,
                           const ds__sql_stmt *s) {
+    /* What is held already (the runner's own record, an earlier
+     * statement's locks) is not this statement's. */
+    sample_now(r);
     report_box *b = r->box;
     ds_rehearse_report *p = &b->pub;
     if (!grow(&p->statements, &b->capstatements, p->nstatements + 1,
