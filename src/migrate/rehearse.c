@@ -1042,6 +1042,7 @@ static ds_status fill_one(rehearsal *r, fill_table *t, int64_t want, int64_t *ro
                      fks[c->fk - 1].refq);
     }
     int64_t n = want;
+    bool tried_parent_rows = false;
     for (int attempt = 0; st == DS_OK && !reason[0] && attempt < FILL_ATTEMPTS;
          attempt++) {
         sbuf b = {0};
@@ -1105,7 +1106,9 @@ static ds_status fill_one(rehearsal *r, fill_table *t, int64_t want, int64_t *ro
             PQclear(res);
             if (n < want && !reason[0])
                 snprintf(reason, reason_cap,
-                         "a unique key allows only 1 synthetic row");
+                         n == 1 ? "a unique key allows only 1 synthetic row"
+                                : "a unique key allows one row per row of "
+                                  "the table it references");
             break;
         }
         if (PQstatus(r->ctl) == CONNECTION_BAD) {
@@ -1137,7 +1140,17 @@ static ds_status fill_one(rehearsal *r, fill_table *t, int64_t want, int64_t *ro
                 }
             }
         } else if (state && !strcmp(state, "23505") && n > 1) {
-            n = 1;
+            /* A unique key over a foreign key (one row per parent) allows
+             * as many rows as the smallest parent has; else one. */
+            int64_t fewer = 1;
+            for (int k = 0; k < nk; k++)
+                if (fks[k].refq && fks[k].refrows > 1 && fks[k].refrows < n &&
+                    (fewer == 1 || fks[k].refrows < fewer))
+                    fewer = fks[k].refrows;
+            if (fewer == 1 || tried_parent_rows)
+                fewer = 1;
+            tried_parent_rows = true;
+            n = fewer;
             moved = true;
         }
         PQclear(res);
