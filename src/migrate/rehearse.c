@@ -232,8 +232,21 @@ static PGconn *connect_to(const char *conninfo) {
     return PQconnectdbParams(keys, vals, 1);
 }
 
-/* The environment of a child: ours without PG* variables, plus libpq's
- * variable for each option of `conninfo`. Free with env_free(). */
+/* Whether environment entry `e` ("NAME=value") sets a variable that an
+ * option of `opts` sets too. */
+static bool env_overridden(const char *e, const PQconninfoOption *opts) {
+    size_t n = strcspn(e, "=");
+    for (const PQconninfoOption *o = opts; o->keyword; o++)
+        if (o->val && o->envvar && strlen(o->envvar) == n &&
+            !strncmp(e, o->envvar, n))
+            return true;
+    return false;
+}
+
+/* The environment of a child: ours, with libpq's variable of each option
+ * of `conninfo` set to its value (what the URL leaves out, such as
+ * PGPASSFILE or PGSSLROOTCERT, comes from our environment as it does for
+ * our own connections). Free with env_free(). */
 static char **child_env(const char *conninfo) {
     char *msg = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &msg);
@@ -248,7 +261,7 @@ static char **child_env(const char *conninfo) {
     char **env = ds__calloc(n + 1, sizeof *env);
     bool ok = env != NULL;
     for (char **e = environ; ok && *e; e++)
-        if (strncmp(*e, "PG", 2) != 0 && !(env[k++] = ds__strdup(*e)))
+        if (!env_overridden(*e, opts) && !(env[k++] = ds__strdup(*e)))
             ok = false;
     for (PQconninfoOption *o = opts; ok && o->keyword; o++) {
         if (!o->val || !o->envvar)
