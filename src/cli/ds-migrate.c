@@ -794,10 +794,11 @@ static void print_rehearsal(const cli *c, const ds_rehearse_report *r) {
     if (r->lock_threshold_ms)
         snprintf(thr, sizeof thr, "%lld ms", (long long)r->lock_threshold_ms);
     else
-        snprintf(thr, sizeof thr, "any duration");
+        snprintf(thr, sizeof thr, "0: any blocking lock");
     fprintf(r->ok ? stdout : stderr,
             "%s: version %lld -> %lld, %zu migration(s) applied to %s with "
-            "%lld rows per table; %zu blocking lock(s) over %s\n",
+            "%lld rows per table; %zu blocking lock(s) on populated tables "
+            "over the threshold (%s)\n",
             r->ok ? "ok" : "ds-migrate: rehearse failed",
             (long long)r->from_version, (long long)r->to_version, r->applied,
             r->scratch_database ? r->scratch_database : "(nothing pending)",
