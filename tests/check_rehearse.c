@@ -449,6 +449,15 @@ START_TEST(test_rehearse_bad_input_changes_nothing) {
                                      "relname = 't'"),
                      0);
     free(taken);
+
+    /* pg_dump missing: the scratch database was created, then dropped */
+    o.scratch_name = NULL;
+    o.pg_dump = "ds-no-such-pg_dump";
+    st = ds_migrate_rehearse(cfg, &o, &r, &err);
+    ck_assert_ds_status(st, DS_ERR_DB, err);
+    ck_assert_msg(strstr(err.message, "cannot run pg_dump") != NULL,
+                  "message: %s", err.message);
+    ck_assert_int_eq(scratch_left(url), 0);
     rm_dir(dir);
     ds_config_free(cfg);
     dt_drop_db(url);
