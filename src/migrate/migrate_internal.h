@@ -206,6 +206,20 @@ ds_status ds__migrate_batch_step(ds__progress *p, ds__batch *b,
                                  const PGresult *res, bool *again,
                                  ds_error *err);
 
+/* ---- rehearsal (rehearse.c) ------------------------------------------- */
+
+/* Called around each statement of a migration file that the runner on this
+ * thread executes: before it (done false, ok true) and after it (done true,
+ * ok: it succeeded; a successful statement of a transactional file still
+ * holds its locks then). `conn` is the runner's lease, inside the file's
+ * transaction when it has one. */
+typedef void (*ds__migrate_stmt_hook_fn)(void *ud, bool done, bool ok,
+                                         const char *file,
+                                         const ds__sql_stmt *stmt,
+                                         ds_conn *conn);
+/* Sets (fn non-NULL) or clears the calling thread's statement hook. */
+void ds__migrate_set_stmt_hook(ds__migrate_stmt_hook_fn fn, void *ud);
+
 /* ---- lint -------------------------------------------------------------- */
 
 /* Lints one file's text into `report` (appending; report->files counts it).
