@@ -1,6 +1,7 @@
 /*
- * Partition maintenance that analytics_events' readers and writers do not
- * notice: for each month without a partition,
+ * analytics_events' monthly partitions, created without readers or writers
+ * noticing (what ds_migrate_maintain() and `ds-migrate maintain` run). For
+ * each month without a partition:
  *
  *   1. the month's table is created on its own (LIKE the parent: columns,
  *      defaults, CHECKs, indexes) with a CHECK matching its bounds, so that
@@ -8,28 +9,37 @@
  *   2. rows of that month already waiting in the default partition are
  *      copied into it in small batches, each its own short transaction
  *      (the rows stay where readers see them);
- *   3. one short transaction swaps: it holds SHARE on analytics_events
- *      (readers go on; writers wait for this transaction only, before their
- *      row is routed to a partition), corrects the copy for rows deleted or
- *      written since the copy began (by id, and by the age of the row
- *      version against the first batch's snapshot), deletes the month's rows from the default partition and
- *      ATTACHes the table. ATTACH scans what is left in the default
- *      partition, which is short as long as the default partition stays
- *      small, which is what maintaining ahead is for.
+ *   3. one transaction moves and attaches. Before it takes any lock that
+ *      blocks anyone, it deletes from the default partition every row whose
+ *      copy is known current (the row version is older than the first
+ *      batch's snapshot), drops the copies of rows deleted or changed since,
+ *      and moves what is left (rows changed or written since the copy).
+ *      Readers keep seeing the rows in the default partition until the
+ *      transaction commits, and then see them in the new partition: never
+ *      both, never neither. Only then does it take SHARE on
+ *      analytics_events (readers go on; writers wait before their row is
+ *      routed to a partition), move the rows written in the meantime
+ *      (a few) and ATTACH the table. Writers thus wait for that short tail
+ *      only, whatever the number of rows moved. ATTACH scans the default
+ *      partition under its lock to prove that no row of the month is left:
+ *      that scan is what grows with the size of the default partition.
  *
  * Every transaction takes the migration advisory lock (transaction-scoped:
  * correct behind PgBouncer), checks the state again, and sets lock_timeout;
  * a step that hits it is rolled back and tried again after a jittered
- * pause. A run that stopped half-way leaves a table that is not attached
- * yet, which the next run picks up.
+ * pause (the SHARE lock is retried on its own, inside the transaction, so
+ * that the move before it is not done again). A run that stopped half-way
+ * leaves a table that is not attached yet, which the next run picks up.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/internal.h"
+#include "events/events_internal.h"
 #include "migrate/migrate_internal.h"
 
-#define MODULE "migrate"
+#define MODULE "events"
 #define BATCH_ROWS "5000"
 #define SWAP_TRIES 8
 
@@ -338,8 +348,43 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
     }
 }
 
-/* Step 3, one transaction: settle the copy, empty the month in the default
- * partition, attach. */
+/* LOCK TABLE ... IN SHARE MODE inside the swap's transaction, tried again
+ * from a savepoint after a jittered pause when lock_timeout fires, so the
+ * work done before it stands. */
+static ds_status lock_share(maint *m) {
+    ds_status st = run(m, "SAVEPOINT ds_share", 0, NULL, NULL);
+    for (int try_ = 0; st == DS_OK; try_++) {
+        st = run(m, "LOCK TABLE ONLY analytics_events IN SHARE MODE", 0, NULL,
+                 NULL);
+        if (st == DS_OK || !timed_out(m) || try_ + 1 >= SWAP_TRIES)
+            break;
+        int64_t nap = ds__lock_retry_pause_us(100000, try_, 4);
+        ds__log(DS_LOG_WARN, MODULE,
+                "maintain: SHARE lock on analytics_events timed out (attempt "
+                "%d of %d); trying again in %lld ms",
+                try_ + 1, SWAP_TRIES, (long long)(nap / 1000));
+        ds__sleep_us(nap);
+        st = run(m, "ROLLBACK TO SAVEPOINT ds_share", 0, NULL, NULL);
+    }
+    return st;
+}
+
+/* Moves the month's rows left in the default partition (visible to this
+ * transaction) into the month's table, in one statement. */
+static ds_status move_rest(maint *m, const names *n, const month *mo) {
+    const char *v[2] = {mo->lo, mo->hi};
+    return exec_built(
+        m,
+        build(m,
+              "WITH gone AS (DELETE FROM %s WHERE occurred_at >= "
+              "$1::timestamptz AND occurred_at < $2::timestamptz RETURNING "
+              "%s) INSERT INTO %s.%s (%s) SELECT %s FROM gone",
+              n->def, n->cols, n->nsp, mo->part, n->cols, n->cols),
+        2, v, NULL);
+}
+
+/* Step 3, one transaction: the move, then the brief SHARE lock and the
+ * attach. */
 static ds_status swap(maint *m, const names *n, const month *mo,
                       const char *horizon, bool *attached) {
     const char *v[3] = {mo->lo, mo->hi, horizon[0] ? horizon : "3"};
@@ -354,50 +399,37 @@ static ds_status swap(maint *m, const names *n, const month *mo,
         return DS_OK;
     }
     if (st == DS_OK && n->def[0]) {
-        /* SHARE on the parent: writers wait before their row is routed.
-         * (A lock on the default partition alone would let an insert
-         * already routed there wait, then fail the new bounds.) */
-        st = exec_built(m,
-                        build(m, "LOCK TABLE ONLY analytics_events IN SHARE "
-                                 "MODE"),
-                        0, NULL, NULL);
-        /* copies whose row was deleted, or may have changed (a row version
-         * as new as the copy's horizon), since the copy */
+        /* The rows whose copy is current leave the default partition, and
+         * in the same statement the copies of every other row go (their
+         * row was deleted, or changed after it was copied: a row version
+         * as new as the copy's horizon). Row locks only: nobody waits
+         * unless they update one of these very rows. */
+        st = exec_built(
+            m,
+            build(m,
+                  "WITH gone AS (DELETE FROM %s d USING %s.%s p WHERE "
+                  "p.id = d.id AND d.occurred_at >= $1::timestamptz AND "
+                  "d.occurred_at < $2::timestamptz AND age(d.xmin) > "
+                  "age($3::xid) RETURNING d.id) DELETE FROM %s.%s p WHERE "
+                  "NOT EXISTS (SELECT 1 FROM gone g WHERE g.id = p.id)",
+                  n->def, n->nsp, mo->part, n->nsp, mo->part),
+            3, v, NULL);
+        /* what is left: rows changed or written since the copy */
         if (st == DS_OK)
-            st = exec_built(
-                m,
-                build(m,
-                      "DELETE FROM %s.%s p WHERE NOT EXISTS (SELECT 1 FROM "
-                      "%s d WHERE d.id = p.id AND d.occurred_at >= "
-                      "$1::timestamptz AND d.occurred_at < $2::timestamptz "
-                      "AND age(d.xmin) > age($3::xid))",
-                      n->nsp, mo->part, n->def),
-                3, v, NULL);
-        /* rows that arrived (or changed) since */
-        if (st == DS_OK)
-            st = exec_built(
-                m,
-                build(m,
-                      "INSERT INTO %s.%s (%s) SELECT %s FROM %s d WHERE "
-                      "d.occurred_at >= $1::timestamptz AND d.occurred_at < "
-                      "$2::timestamptz AND NOT EXISTS (SELECT 1 FROM %s.%s p "
-                      "WHERE p.id = d.id)",
-                      n->nsp, mo->part, n->cols, n->cols, n->def, n->nsp,
-                      mo->part),
-                2, v, NULL);
-        if (st == DS_OK)
-            st = exec_built(m,
-                            build(m,
-                                  "DELETE FROM %s WHERE occurred_at >= "
-                                  "$1::timestamptz AND occurred_at < "
-                                  "$2::timestamptz",
-                                  n->def),
-                            2, v, NULL);
+            st = move_rest(m, n, mo);
         if (st == DS_OK)
             st = exec_built(m,
                             build(m, "DROP INDEX IF EXISTS %s.%s_ds_move",
                                   n->nsp, mo->part),
                             0, NULL, NULL);
+        /* SHARE on the parent: writers wait before their row is routed.
+         * (A lock on the default partition alone would let an insert
+         * already routed there wait, then fail the new bounds.) Then the
+         * rows written since the move above, a few at most. */
+        if (st == DS_OK)
+            st = lock_share(m);
+        if (st == DS_OK)
+            st = move_rest(m, n, mo);
     }
     if (st == DS_OK)
         st = exec_built(m,
@@ -430,10 +462,10 @@ static ds_status swap(maint *m, const names *n, const month *mo,
         }                                                                      \
     } while (0)
 
-ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
-                                  int lock_timeout_ms,
-                                  const ds_migrate_options *opts,
-                                  int *created, ds_error *err) {
+ds_status ds__events_ensure_partitions(ds_conn *c, int months_ahead,
+                                       int lock_timeout_ms,
+                                       const ds_migrate_options *opts,
+                                       int *created, ds_error *err) {
     /* A local error: the retries read its SQLSTATE even when the caller
      * passed no `err`. */
     ds_error local = {0};
