@@ -576,6 +576,70 @@ START_TEST(test_online_upgrade_from_1_under_probes) {
 }
 END_TEST
 
+/* Down from the latest version to 1 on a populated database: 0002's down
+ * folds the monthly partitions (which hold rows) into the default
+ * partition in batches and one catalog-only swap, under the probes; every
+ * event is kept, and a row written during the fold is not lost. */
+START_TEST(test_online_down_to_1_under_probes) {
+    char *url = dt_migrated_db("onl_down");
+    populate_at_latest(url, 200, PROBE_ROWS);
+    /* one month ahead with rows too, and a few in the default partition */
+    dt_sql(url, "SELECT ds_analytics_ensure_partitions(2)");
+    dt_sql(url, "INSERT INTO analytics_events (user_id, name, occurred_at) "
+                "SELECT 1 + g % 200, 'ahead', date_trunc('month', now()) + "
+                "interval '1 month 1 day' + g * interval '1 second' FROM "
+                "generate_series(1, 5000) g");
+    dt_sql(url, "INSERT INTO analytics_events (user_id, name, occurred_at) "
+                "SELECT 1 + g % 200, 'old', now() - interval '3 years' FROM "
+                "generate_series(1, 1000) g");
+    long long before = dt_sql_int(url, "SELECT count(*) FROM analytics_events");
+    long long sum_before = dt_sql_int(url, "SELECT sum(id) FROM analytics_events");
+    ck_assert_int_gt(dt_sql_int(url, "SELECT count(*) FROM pg_inherits WHERE "
+                                     "inhparent = 'analytics_events'::regclass"),
+                     3);
+    ds_pool *pool = dt_pool(url, 1, 2);
+    probes ps;
+    probes_start(&ps, url, 200, PROBE_ROWS / 10);
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, NULL, 1, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "down to 1", NULL, BOUND_MS);
+    /* one partition left, the default, holding every event: those from
+     * before and each probe insert */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_inherits WHERE "
+                                     "inhparent = 'analytics_events'::regclass"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events_default "
+                                     "WHERE name <> 'probe'"),
+                     before);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT sum(id) FROM analytics_events "
+                                     "WHERE name <> 'probe'"),
+                     sum_before);
+    long long inserted = 0;
+    for (int i = 0; i < NPROBES; i++)
+        if (strstr(ps.p[i].name, "analytics_events write"))
+            inserted = ps.p[i].ops;
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events "
+                                     "WHERE name = 'probe'"),
+                     inserted);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
+                                     "relname LIKE 'analytics_events_fold%'"),
+                     0);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_index i WHERE "
+                                     "i.indrelid = 'analytics_events_default'::regclass"),
+                     2);
+    /* and up again, to the latest */
+    int n = 0;
+    st = ds_migrate_up(pool, NULL, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, (int)(DS_SCHEMA_VERSION - 1));
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* A fallback database with embeddings moves to pgvector while the probes
  * run: no long ACCESS EXCLUSIVE, every embedding converted. */
 START_TEST(test_online_upgrade_to_pgvector_under_probes) {
@@ -837,6 +901,7 @@ Suite *ds_test_online_suite(void) {
     tcase_add_test(tc, test_online_purge_under_probes);
     tcase_add_test(tc, test_online_rotate_under_probes);
     tcase_add_test(tc, test_online_erase_under_probes);
+    tcase_add_test(tc, test_online_down_to_1_under_probes);
     suite_add_tcase(s, tc);
     return s;
 }
