@@ -496,7 +496,7 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
     usleep(200000);
     probes_check(&ps, "up from 2 and maintain", after_up, BOUND_MS);
     /* progress: batches of the one month that had rows, up to all of them */
-    ck_assert_int_ge(pl.events, PROBE_FUTURE / 5000);
+    ck_assert_int_ge(pl.events, 2);
     ck_assert_int_eq(pl.last_done, PROBE_FUTURE);
     ck_assert_int_eq(pl.last_total, PROBE_FUTURE);
     ck_assert(pl.monotonic);
