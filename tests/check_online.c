@@ -342,6 +342,31 @@ static void probes_start_defs(probes *ps, const char *url,
     usleep(300000); /* every probe connected and running */
 }
 
+/* A probe with a range of its own: $1 from 1 to `range`. */
+typedef struct range_probe {
+    const char *name;
+    const char *sql;
+    int range;
+} range_probe;
+
+/* Starts one probe per def (at most MAX_PROBES). */
+static void probes_run(probes *ps, const char *url, const range_probe *defs,
+                       int n) {
+    ck_assert_int_le(n, MAX_PROBES);
+    memset(ps, 0, sizeof *ps);
+    ps->n = n;
+    for (int i = 0; i < n; i++) {
+        probe *pr = &ps->p[i];
+        pr->url = url;
+        pr->name = defs[i].name;
+        pr->sql = defs[i].sql;
+        pr->range = defs[i].range;
+        pr->stop = &ps->stop;
+        ck_assert_int_eq(pthread_create(&ps->t[i], NULL, probe_main, pr), 0);
+    }
+    usleep(300000); /* every probe connected and running */
+}
+
 static void probes_start(probes *ps, const char *url, int users,
                          int conversations) {
     static const probe_def defs[NPROBES] = {
@@ -884,6 +909,206 @@ START_TEST(test_online_erase_under_probes) {
 }
 END_TEST
 
+/* ---- expand/contract recipes ---------------------------------------------- */
+
+#define RECIPE_ROWS 30000
+
+/* Sums the operations of the probes whose name starts with `prefix`. */
+static long long probe_ops(const probes *ps, const char *prefix) {
+    long long n = 0;
+    for (int i = 0; i < ps->n; i++)
+        if (!strncmp(ps->p[i].name, prefix, strlen(prefix)))
+            n += ps->p[i].ops;
+    return n;
+}
+
+/* The recipes of docs/online-migrations.md (rename a column across two
+ * releases, add a NOT NULL column, change a type, split a table, add a
+ * foreign key), as migrations in tests/migrations/recipes on top of the
+ * shipped ones, run on 30,000 rows while probes read and write the table:
+ * the old code's paths, then the old and new side by side during the
+ * expand steps, then the new only for the contract. Lint finds nothing
+ * unwaived in them, no probe waits more than the bound, and after the
+ * contract every row holds what it should. */
+START_TEST(test_online_expand_contract_recipes_under_probes) {
+    const char *root = dt_env("DS_PROJECT_ROOT");
+    char recipes[PATH_MAX];
+    snprintf(recipes, sizeof recipes, "%s/tests/migrations/recipes", root);
+    ds_error err = {0};
+    ds_migrate_options lopts = {0};
+    lopts.dir = recipes;
+    ds_lint_report *rep = NULL;
+    ds_status st = ds_migrate_lint(&lopts, NULL, 0, &rep, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(rep->files, 14);
+    ck_assert_uint_eq(rep->errors, 0);
+    ck_assert_uint_eq(rep->warnings, 0);
+    ds_lint_report_free(rep);
+
+    char *url = dt_create_db("onl_recipes");
+    char *dir = temp_dir();
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "cp '%s'/sql/*.sql '%s'/*.sql '%s'/", root,
+             recipes, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_migrate_options opts = {0};
+    opts.dir = dir;
+    st = ds_migrate_to(pool, &opts, 1001, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    char sql[512];
+    dt_sql(url, "INSERT INTO users (email) SELECT 'u' || g || '@example.com' "
+                "FROM generate_series(1, 200) g");
+    snprintf(sql, sizeof sql,
+             "INSERT INTO recipe_notes (owner_id, title, score, address) "
+             "SELECT 1 + g %% 200, 'note ' || g, g, CASE WHEN g %% 3 = 0 THEN "
+             "NULL ELSE 'addr ' || g END FROM generate_series(1, %d) g",
+             RECIPE_ROWS);
+    dt_sql(url, sql);
+    dt_sql(url, "ANALYZE recipe_notes");
+
+    const range_probe old_reader = {
+        "old reader",
+        "SELECT id, title, score, address FROM recipe_notes WHERE owner_id = "
+        "$1::bigint ORDER BY id DESC LIMIT 20", 200};
+    const range_probe old_writer = {
+        "old writer",
+        "INSERT INTO recipe_notes (owner_id, title, score, address) VALUES "
+        "($1::bigint, 'old ' || $1::bigint, $1::bigint, 'old addr')", 200};
+    const range_probe old_updater = {
+        "old updater",
+        "UPDATE recipe_notes SET title = 'edited ' || $1::bigint, score = "
+        "score + 1 WHERE id = $1::bigint", RECIPE_ROWS};
+
+    /* release N-1's code while the rename's expand step runs */
+    probes ps;
+    range_probe a[] = {old_reader, old_writer, old_updater};
+    probes_run(&ps, url, a, 3);
+    st = ds_migrate_to(pool, &opts, 1002, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "recipes: rename expand", NULL, BOUND_MS);
+    long long old_rows = probe_ops(&ps, "old writer");
+
+    /* old and new code side by side through every expand step */
+    range_probe b[] = {
+        old_reader, old_writer, old_updater,
+        {"new reader",
+         "SELECT id, heading, score FROM recipe_notes WHERE owner_id = "
+         "$1::bigint ORDER BY id DESC LIMIT 20", 200},
+        {"new writer",
+         "INSERT INTO recipe_notes (owner_id, heading, score, address) VALUES "
+         "($1::bigint, 'new ' || $1::bigint, $1::bigint, 'new addr')", 200},
+        {"new updater",
+         "UPDATE recipe_notes SET heading = 'renamed ' || $1::bigint WHERE "
+         "id = $1::bigint", RECIPE_ROWS},
+    };
+    probes_run(&ps, url, b, 6);
+    st = ds_migrate_to(pool, &opts, 1013, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "recipes: expand and backfill", NULL, BOUND_MS);
+    old_rows += probe_ops(&ps, "old writer");
+    long long new_rows = probe_ops(&ps, "new writer");
+
+    /* release N+1's code only, while the contract step runs */
+    range_probe c[] = {
+        {"newer reader",
+         "SELECT n.id, n.heading, n.score, n.priority, a.address FROM "
+         "recipe_notes n LEFT JOIN recipe_note_addresses a ON a.note_id = "
+         "n.id WHERE n.owner_id = $1::bigint ORDER BY n.id DESC LIMIT 20", 200},
+        {"newer writer",
+         "WITH n AS (INSERT INTO recipe_notes (owner_id, heading, score) "
+         "VALUES ($1::bigint, 'newer ' || $1::bigint, $1::bigint) RETURNING "
+         "id) INSERT INTO recipe_note_addresses (note_id, address) SELECT id, "
+         "'newer addr' FROM n", 200},
+        {"newer updater",
+         "UPDATE recipe_notes SET heading = 'renamed ' || $1::bigint, score = "
+         "score + 1 WHERE id = $1::bigint", RECIPE_ROWS},
+    };
+    probes_run(&ps, url, c, 3);
+    int n = 0;
+    st = ds_migrate_up(pool, &opts, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    usleep(200000);
+    probes_check(&ps, "recipes: contract", NULL, BOUND_MS);
+    long long newer_rows = probe_ops(&ps, "newer writer");
+
+    /* the schema the recipes end with */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
+                                     "attrelid = 'recipe_notes'::regclass AND "
+                                     "attname IN ('title', 'score_old', "
+                                     "'address', 'score_new') AND NOT attisdropped"),
+                     0);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
+                                     "attrelid = 'recipe_notes'::regclass AND "
+                                     "attname IN ('score', 'priority') AND "
+                                     "attnotnull AND NOT attisdropped AND "
+                                     "atttypid = CASE attname WHEN 'score' THEN "
+                                     "'int8'::regtype ELSE 'int4'::regtype END"),
+                     2);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_constraint WHERE "
+                                     "conrelid = 'recipe_notes'::regclass AND "
+                                     "(NOT convalidated OR contype = 'c')"),
+                     0);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_constraint WHERE "
+                                     "conname = 'recipe_notes_owner_fk' AND "
+                                     "contype = 'f' AND convalidated"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_index i JOIN "
+                                     "pg_class c ON c.oid = i.indexrelid WHERE "
+                                     "c.relname = 'recipe_notes_owner_idx' AND "
+                                     "i.indisvalid"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_trigger WHERE "
+                                     "tgrelid = 'recipe_notes'::regclass AND "
+                                     "NOT tgisinternal"),
+                     0);
+    /* every row: the ones from before, each writer's */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM recipe_notes WHERE id <= %d", RECIPE_ROWS);
+    ck_assert_int_eq(dt_sql_int(url, sql), RECIPE_ROWS);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes WHERE "
+                                     "heading LIKE 'old %'"),
+                     old_rows);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes WHERE "
+                                     "heading LIKE 'new %'"),
+                     new_rows);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes WHERE "
+                                     "heading LIKE 'newer %'"),
+                     newer_rows);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes WHERE "
+                                     "heading IS NULL"),
+                     0);
+    /* the renamed column holds the old one's text, or an edit made through
+     * either name; the score, widened, never went back */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM recipe_notes WHERE id <= %d AND NOT "
+             "(heading IN ('note ' || id, 'edited ' || id, 'renamed ' || id) "
+             "AND score >= id AND priority = 0)",
+             RECIPE_ROWS);
+    ck_assert_int_eq(dt_sql_int(url, sql), 0);
+    /* the split: each address that was written, in the new table */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM recipe_note_addresses WHERE note_id <= %d "
+             "AND address = 'addr ' || note_id",
+             RECIPE_ROWS);
+    ck_assert_int_eq(dt_sql_int(url, sql), RECIPE_ROWS - RECIPE_ROWS / 3);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes n "
+                                     "WHERE n.heading ~ '^(old|new|newer) ' "
+                                     "AND NOT EXISTS (SELECT 1 FROM "
+                                     "recipe_note_addresses a WHERE a.note_id = "
+                                     "n.id AND a.address = split_part(n.heading, "
+                                     "' ', 1) || ' addr')"),
+                     0);
+    ds_pool_close(pool);
+    rm_dir(dir);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 Suite *ds_test_online_suite(void) {
     Suite *s = suite_create("online");
     TCase *tc = tcase_create("runner");
@@ -902,6 +1127,10 @@ Suite *ds_test_online_suite(void) {
     tcase_add_test(tc, test_online_rotate_under_probes);
     tcase_add_test(tc, test_online_erase_under_probes);
     tcase_add_test(tc, test_online_down_to_1_under_probes);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("recipes");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_online_expand_contract_recipes_under_probes);
     suite_add_tcase(s, tc);
     return s;
 }
