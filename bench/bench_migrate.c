@@ -299,6 +299,7 @@ typedef struct probe {
     long long ops;
     int64_t worst_ns;
     bool failed;
+    char error[200];
 } probe;
 
 static void *probe_main(void *p) {
@@ -314,8 +315,10 @@ static void *probe_main(void *p) {
         PGresult *r = PQexecParams(c, pr->sql, 1, NULL, v, NULL, NULL, 0);
         int64_t dt = bench_now_ns() - t0;
         if (PQresultStatus(r) != PGRES_TUPLES_OK &&
-            PQresultStatus(r) != PGRES_COMMAND_OK)
+            PQresultStatus(r) != PGRES_COMMAND_OK && !pr->failed) {
             pr->failed = true;
+            snprintf(pr->error, sizeof pr->error, "%s", PQerrorMessage(c));
+        }
         PQclear(r);
         pr->ops++;
         if (dt > pr->worst_ns)
@@ -366,8 +369,11 @@ static double probes_stop(probes *ps) {
     int64_t worst = 0;
     for (int i = 0; i < NPROBES; i++) {
         pthread_join(ps->t[i], NULL);
-        if (ps->p[i].failed || ps->p[i].ops < 2)
+        if (ps->p[i].failed || ps->p[i].ops < 2) {
+            fprintf(stderr, "%s: probe \"%s\": %s\n", PROGRAM, ps->p[i].sql,
+                    ps->p[i].failed ? ps->p[i].error : "no progress");
             die("probe", "a probe failed or made no progress");
+        }
         if (ps->p[i].worst_ns > worst)
             worst = ps->p[i].worst_ns;
     }
