@@ -92,6 +92,32 @@ static PGconn *connect_or_die(const char *url) {
     return c;
 }
 
+/* Set by a baseline whose transaction failed (e.g. chosen as a deadlock's
+ * victim against the probes): its figures are then those of the failure. */
+static char baseline_failed[160];
+
+static bool exec_ok(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
+              PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok && !baseline_failed[0]) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        snprintf(baseline_failed, sizeof baseline_failed, "%s",
+                 state ? state : "error");
+        fprintf(stderr, "%s: baseline failed: %s", PROGRAM,
+                PQerrorMessage(c));
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* A baseline step: on failure the baseline stops there. */
+#define NAIVE(c, sql)                                                          \
+    do {                                                                       \
+        if (!exec_ok(c, sql))                                                  \
+            goto out;                                                          \
+    } while (0)
+
 /* ---- the baseline: the same files through plain libpq ------------------ */
 
 typedef struct sql_file {
@@ -298,7 +324,7 @@ typedef struct probe {
     volatile int *stop;
     long long ops;
     int64_t worst_ns;
-    bool failed;
+    long long errors;
     char error[200];
 } probe;
 
@@ -315,10 +341,8 @@ static void *probe_main(void *p) {
         PGresult *r = PQexecParams(c, pr->sql, 1, NULL, v, NULL, NULL, 0);
         int64_t dt = bench_now_ns() - t0;
         if (PQresultStatus(r) != PGRES_TUPLES_OK &&
-            PQresultStatus(r) != PGRES_COMMAND_OK && !pr->failed) {
-            pr->failed = true;
+            PQresultStatus(r) != PGRES_COMMAND_OK && pr->errors++ == 0)
             snprintf(pr->error, sizeof pr->error, "%s", PQerrorMessage(c));
-        }
         PQclear(r);
         pr->ops++;
         if (dt > pr->worst_ns)
@@ -363,17 +387,21 @@ static void probes_start(probes *ps, const char *url, int users, int convs,
     usleep(300000);
 }
 
-/* Stops the probes; the worst wait of any, in ms. */
-static double probes_stop(probes *ps) {
+/* Stops the probes; the worst wait of any, in ms, and how many of their
+ * statements failed (each failure's first message goes to stderr). */
+static double probes_stop(probes *ps, long long *errors) {
     ps->stop = 1;
     int64_t worst = 0;
+    *errors = 0;
     for (int i = 0; i < NPROBES; i++) {
         pthread_join(ps->t[i], NULL);
-        if (ps->p[i].failed || ps->p[i].ops < 2) {
-            fprintf(stderr, "%s: probe \"%s\": %s\n", PROGRAM, ps->p[i].sql,
-                    ps->p[i].failed ? ps->p[i].error : "no progress");
-            die("probe", "a probe failed or made no progress");
-        }
+        if (ps->p[i].errors)
+            fprintf(stderr, "%s: probe \"%s\": %lld error(s), first: %s\n",
+                    PROGRAM, ps->p[i].sql, ps->p[i].errors, ps->p[i].error);
+        else if (ps->p[i].ops < 2)
+            fprintf(stderr, "%s: probe \"%s\" made no progress\n", PROGRAM,
+                    ps->p[i].sql);
+        *errors += ps->p[i].errors;
         if (ps->p[i].worst_ns > worst)
             worst = ps->p[i].worst_ns;
     }
@@ -578,11 +606,12 @@ static const char *const naive_change[] = {
 /* Runs versions from+1..NAIVE_LAST the naive way in one transaction. */
 static void naive_up(const char *url, int from) {
     PGconn *c = connect_or_die(url);
-    exec_or_die(c, "BEGIN");
-    exec_or_die(c, "SET LOCAL lock_timeout = '5s'");
+    NAIVE(c, "BEGIN");
+    NAIVE(c, "SET LOCAL lock_timeout = '5s'");
     for (int v = from + 1; v <= NAIVE_LAST; v++)
-        exec_or_die(c, naive_change[v]);
-    exec_or_die(c, "COMMIT");
+        NAIVE(c, naive_change[v]);
+    NAIVE(c, "COMMIT");
+out:
     PQfinish(c);
 }
 
@@ -615,10 +644,11 @@ static void naive_maintain(const char *url, int first, int last) {
              "analytics_events_default DEFAULT; END $n$",
              first, last);
     PGconn *c = connect_or_die(url);
-    exec_or_die(c, "BEGIN");
-    exec_or_die(c, "SET LOCAL lock_timeout = '5s'");
-    exec_or_die(c, sql);
-    exec_or_die(c, "COMMIT");
+    NAIVE(c, "BEGIN");
+    NAIVE(c, "SET LOCAL lock_timeout = '5s'");
+    NAIVE(c, sql);
+    NAIVE(c, "COMMIT");
+out:
     PQfinish(c);
 }
 
@@ -627,13 +657,14 @@ static void naive_maintain(const char *url, int first, int last) {
  * vector, so the value is written without decoding the bytes.) */
 static void naive_pgvector(const char *url) {
     PGconn *c = connect_or_die(url);
-    exec_or_die(c, "BEGIN");
-    exec_or_die(c, "SET LOCAL lock_timeout = '5s'");
-    exec_or_die(c, "CREATE EXTENSION IF NOT EXISTS vector");
-    exec_or_die(c, "ALTER TABLE memory_facts ADD COLUMN embedding_v vector(384)");
-    exec_or_die(c, "UPDATE memory_facts SET embedding_v = array_fill(1.0::real, "
+    NAIVE(c, "BEGIN");
+    NAIVE(c, "SET LOCAL lock_timeout = '5s'");
+    NAIVE(c, "CREATE EXTENSION IF NOT EXISTS vector");
+    NAIVE(c, "ALTER TABLE memory_facts ADD COLUMN embedding_v vector(384)");
+    NAIVE(c, "UPDATE memory_facts SET embedding_v = array_fill(1.0::real, "
                    "ARRAY[384])::vector WHERE embedding IS NOT NULL");
-    exec_or_die(c, "COMMIT");
+    NAIVE(c, "COMMIT");
+out:
     PQfinish(c);
 }
 
@@ -644,7 +675,7 @@ static void naive_rotate(const char *url) {
     if (ds_crypto_open_keys(TOKEN_K2 "," TOKEN_K1, &ring, &err) != DS_OK)
         die("keys", err.message);
     PGconn *c = connect_or_die(url);
-    exec_or_die(c, "BEGIN");
+    NAIVE(c, "BEGIN");
     PGresult *rows = PQexecParams(
         c,
         "SELECT id, user_id, provider || '/' || external_account_id, "
@@ -695,7 +726,8 @@ static void naive_rotate(const char *url) {
         (void)be_id;
     }
     PQclear(rows);
-    exec_or_die(c, "COMMIT");
+    NAIVE(c, "COMMIT");
+out:
     PQfinish(c);
     ds_crypto_close(ring);
 }
@@ -703,11 +735,12 @@ static void naive_rotate(const char *url) {
 /* Every soft-deleted user and their rows, in one transaction. */
 static void naive_purge(const char *url) {
     PGconn *c = connect_or_die(url);
-    exec_or_die(c, "BEGIN");
-    exec_or_die(c, "DELETE FROM analytics_events WHERE user_id IN (SELECT id "
+    NAIVE(c, "BEGIN");
+    NAIVE(c, "DELETE FROM analytics_events WHERE user_id IN (SELECT id "
                    "FROM users WHERE deleted_at IS NOT NULL)");
-    exec_or_die(c, "DELETE FROM users WHERE deleted_at IS NOT NULL");
-    exec_or_die(c, "COMMIT");
+    NAIVE(c, "DELETE FROM users WHERE deleted_at IS NOT NULL");
+    NAIVE(c, "COMMIT");
+out:
     PQfinish(c);
 }
 
@@ -763,7 +796,9 @@ static void drop_db(PGconn *admin, char *dburl) {
 
 typedef struct measured {
     double ms, wait_ms;
+    long long errors;
 } measured;
+
 
 typedef struct op_ctx {
     int rows;
@@ -780,8 +815,8 @@ static measured timed(const char *url, int convs, int conns, op_fn fn,
     probes_start(&ps, url, 1000, convs, conns);
     int64_t t0 = bench_now_ns();
     fn(url, ctx);
-    measured m = {(double)(bench_now_ns() - t0) / 1e6, 0};
-    m.wait_ms = probes_stop(&ps);
+    measured m = {(double)(bench_now_ns() - t0) / 1e6, 0, 0};
+    m.wait_ms = probes_stop(&ps, &m.errors);
     return m;
 }
 
@@ -793,17 +828,20 @@ static void compare(PGconn *admin, const char *url, const char *db,
     int convs = ctx->rows / 10, conns = ctx->rows / 10;
     char *twin = base ? clone_db(admin, url, db, "twin", ctx->rows) : NULL;
     measured o = timed(db, convs, conns, ours, ctx);
-    measured b = {0, 0};
+    measured b = {0, 0, 0};
+    baseline_failed[0] = '\0';
     if (twin) {
         op_ctx bctx = *ctx;
         b = timed(twin, convs, conns, base, &bctx);
         drop_db(admin, twin);
     }
     printf("BENCH %s %s threads=9 rows=%d %s duration_ms=%.0f "
-           "worst_wait_ms=%.1f baseline=%s baseline_duration_ms=%.0f "
-           "baseline_worst_wait_ms=%.1f goal_wait_ms=1000\n",
-           PROGRAM, case_name, ctx->rows, extra, o.ms, o.wait_ms,
-           baseline_kind, b.ms, b.wait_ms);
+           "worst_wait_ms=%.1f probe_errors=%lld baseline=%s "
+           "baseline_duration_ms=%.0f baseline_worst_wait_ms=%.1f "
+           "baseline_probe_errors=%lld%s%s goal_wait_ms=1000\n",
+           PROGRAM, case_name, ctx->rows, extra, o.ms, o.wait_ms, o.errors,
+           baseline_kind, b.ms, b.wait_ms, b.errors,
+           baseline_failed[0] ? " baseline_failed=" : "", baseline_failed);
     fflush(stdout);
 }
 
