@@ -972,6 +972,59 @@ START_TEST(test_online_maintain_while_rows_of_the_month_change) {
 }
 END_TEST
 
+static void *long_reader_main(void *p) {
+    blocker *b = p;
+    PGconn *c = PQconnectdb(b->url);
+    PGresult *r = PQexec(c, "BEGIN; SELECT count(*) FROM analytics_events");
+    PQclear(r);
+    usleep((useconds_t)b->hold_ms * 1000);
+    r = PQexec(c, "COMMIT");
+    PQclear(r);
+    PQfinish(c);
+    return NULL;
+}
+
+/* A long query on analytics_events holds its lock while maintain wants to
+ * attach: the attach queues briefly and tries again, so readers and
+ * writers arriving meanwhile never queue behind it for long, and maintain
+ * finishes once the query is done. */
+START_TEST(test_online_maintain_behind_a_long_reader) {
+    char *url = dt_create_db("onl_long");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, NULL, 2, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
+    st = ds_migrate_up(pool, NULL, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    probe_def defs[] = {
+        {"analytics_events write",
+         "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')", 200},
+        {"analytics_events read",
+         "SELECT count(*) FROM analytics_events WHERE user_id = $1", 200},
+    };
+    probes ps;
+    probes_run(&ps, url, defs, 2);
+    blocker b = {url, 3000};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, long_reader_main, &b), 0);
+    usleep(300000); /* the long query holds its lock */
+    int created = 0;
+    st = ds_migrate_maintain(pool, 6, &created, &err);
+    pthread_join(t, NULL);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(created, 3);
+    usleep(200000);
+    probes_check(&ps, "maintain behind a long reader", NULL, BOUND_MS);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events_default "
+                                     "WHERE name = 'future'"),
+                     0);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* ---- expand/contract recipes ---------------------------------------------- */
 
 #define RECIPE_ROWS 30000
@@ -1182,6 +1235,7 @@ Suite *ds_test_online_suite(void) {
     tcase_add_test(tc, test_online_erase_under_probes);
     tcase_add_test(tc, test_online_down_to_1_under_probes);
     tcase_add_test(tc, test_online_maintain_while_rows_of_the_month_change);
+    tcase_add_test(tc, test_online_maintain_behind_a_long_reader);
     suite_add_tcase(s, tc);
     tc = tcase_create("recipes");
     tcase_set_timeout(tc, 300);

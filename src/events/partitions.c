@@ -476,6 +476,12 @@ static ds_status swap(maint *m, const names *n, const month *mo,
         if (st == DS_OK && !lock_first)
             st = move_rest(m, n, mo);
     }
+    /* ATTACH takes ACCESS EXCLUSIVE on the default partition, so readers
+     * arriving while it queues behind a long query would queue behind it:
+     * it queues briefly, and the swap starts again when it gives up. */
+    if (st == DS_OK && n->def[0])
+        st = run(m, "SELECT set_config('lock_timeout', '" SHARE_WAIT "', true)",
+                 0, NULL, NULL);
     if (st == DS_OK)
         st = exec_built(m,
                         build(m,
