@@ -34,6 +34,7 @@
  *
  * ROWS: each value of BENCH_ONLINE_ROWS (default 100000; the production
  * tier is BENCH_ONLINE_ROWS=100000,1000000, an hour on two busy cores).
+ * BENCH_ONLINE_CASES picks some of the cases (see wanted()).
  *
  * Each migrate_empty round uses two fresh databases (made before timing,
  * dropped at the end); rounds alternate ours and the baseline.
@@ -946,6 +947,23 @@ static bool has_pgvector(const char *url) {
     return have;
 }
 
+/* BENCH_ONLINE_CASES: a comma-separated list of the cases to run ("up",
+ * "maintain_from_1", "maintain_default", "upgrade_to_pgvector", "rotate",
+ * "purge"); unset: all. */
+static bool wanted(const char *name) {
+    const char *list = getenv("BENCH_ONLINE_CASES");
+    if (!list || !*list)
+        return true;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        size_t k = strcspn(p, ",");
+        if (k == n && !strncmp(p, name, n))
+            return true;
+        p += k + (p[k] == ',');
+    }
+    return false;
+}
+
 static void bench_online(PGconn *admin, const char *url, int rows) {
     char extra[160];
     op_ctx ctx = {rows, 0, 0, 0, 0};
@@ -953,10 +971,13 @@ static void bench_online(PGconn *admin, const char *url, int rows) {
     /* up from every earlier version: one database populated at version 1
      * (every event in the default partition) moves up a version at a
      * time; each step is measured on a copy. */
-    char *chain = fresh_db(admin, url, "chain", rows);
-    migrate_to(chain, 1);
-    populate(chain, rows);
-    for (int from = 1; from < DS_SCHEMA_VERSION; from++) {
+    bool chain_cases = wanted("up") || wanted("maintain_from_1");
+    char *chain = chain_cases ? fresh_db(admin, url, "chain", rows) : NULL;
+    if (chain_cases)
+        migrate_to(chain, 1);
+    if (chain_cases)
+        populate(chain, rows);
+    for (int from = 1; wanted("up") && from < DS_SCHEMA_VERSION; from++) {
         if (from > 1)
             migrate_to(chain, from);
         char *ours = clone_db(admin, url, chain, "up", rows);
@@ -971,13 +992,17 @@ static void bench_online(PGconn *admin, const char *url, int rows) {
     }
     /* maintain where the default partition holds every event: this
      * month's `rows` and rows/5 of a month ahead move out */
-    migrate_to(chain, DS_SCHEMA_VERSION);
-    ctx.first = 0;
     ctx.last = 6;
-    snprintf(extra, sizeof extra, "in_default=%d months=7", rows + rows / 5);
-    compare(admin, url, chain, "maintain_from_1", "naive_one_transaction",
-            op_maintain, op_naive_maintain, &ctx, extra);
-    drop_db(admin, chain);
+    if (wanted("maintain_from_1")) {
+        migrate_to(chain, DS_SCHEMA_VERSION);
+        ctx.first = 0;
+        snprintf(extra, sizeof extra, "in_default=%d months=7",
+                 rows + rows / 5);
+        compare(admin, url, chain, "maintain_from_1", "naive_one_transaction",
+                op_maintain, op_naive_maintain, &ctx, extra);
+    }
+    if (chain)
+        drop_db(admin, chain);
 
     /* partitions maintained ahead, except one month's rows/5 rows */
     char *db = fresh_db(admin, url, "main", rows);
@@ -988,10 +1013,15 @@ static void bench_online(PGconn *admin, const char *url, int rows) {
     migrate_to(db, DS_SCHEMA_VERSION);
     ctx.first = 4;
     snprintf(extra, sizeof extra, "in_default=%d", rows / 5);
-    compare(admin, url, db, "maintain_default", "naive_one_transaction",
-            op_maintain, op_naive_maintain, &ctx, extra);
+    if (wanted("maintain_default"))
+        compare(admin, url, db, "maintain_default", "naive_one_transaction",
+                op_maintain, op_naive_maintain, &ctx, extra);
+    else
+        op_maintain(db, &ctx);
 
-    if (has_pgvector(db)) {
+    if (!wanted("upgrade_to_pgvector")) {
+        /* not asked for */
+    } else if (has_pgvector(db)) {
         PGconn *q = connect_or_die(db);
         exec_or_die(q, "UPDATE memory_facts SET embedding = "
                        "decode(repeat('0000803f', 384), 'hex'), "
@@ -1007,11 +1037,13 @@ static void bench_online(PGconn *admin, const char *url, int rows) {
                         "pgvector extension\n", PROGRAM);
     }
     snprintf(extra, sizeof extra, "tokens=%d", rows / 10);
-    compare(admin, url, db, "rotate", "naive_one_transaction", op_rotate,
-            op_naive_rotate, &ctx, extra);
+    if (wanted("rotate"))
+        compare(admin, url, db, "rotate", "naive_one_transaction", op_rotate,
+                op_naive_rotate, &ctx, extra);
     snprintf(extra, sizeof extra, "users=100 rows_each=%d", 2 * (rows / 1000));
-    compare(admin, url, db, "purge", "naive_one_transaction", op_purge,
-            op_naive_purge, &ctx, extra);
+    if (wanted("purge"))
+        compare(admin, url, db, "purge", "naive_one_transaction", op_purge,
+                op_naive_purge, &ctx, extra);
     drop_db(admin, db);
 }
 
