@@ -997,7 +997,7 @@ START_TEST(test_online_maintain_behind_a_long_reader) {
     populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
     st = ds_migrate_up(pool, NULL, NULL, &err);
     ck_assert_ds_ok(st, err);
-    probe_def defs[] = {
+    range_probe defs[] = {
         {"analytics_events write",
          "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')", 200},
         {"analytics_events read",
