@@ -245,8 +245,8 @@ END_TEST
 /* ---- partition maintenance --------------------------------------------------- */
 
 /* Stopped after the first batch: the month's table is not attached, no row
- * is lost or doubled; the next run moves the rest, its done continuing
- * from what the first run copied. */
+ * is lost or doubled; the next run copies again from an emptied table (rows
+ * copied by the first run may have changed since) and moves them all. */
 START_TEST(test_progress_maintain_stops_and_resumes) {
     enum { FUTURE = 12000 };
     char *url = dt_migrated_db("prog_maint");
@@ -275,7 +275,8 @@ START_TEST(test_progress_maintain_stops_and_resumes) {
     ck_assert_ds_status(st, DS_ERR_CANCELLED, err);
     ck_assert_ptr_nonnull(strstr(err.message, "not attached yet"));
     ck_assert_int_eq(p.events, 1);
-    ck_assert_int_eq(p.last_done, 5000);
+    ck_assert_int_gt(p.last_done, 0); /* one batch of 64 pages */
+    ck_assert_int_lt(p.last_done, FUTURE);
     ck_assert_int_eq(p.last_total, FUTURE);
     ck_assert_str_eq(p.last_phase, "copy");
     ck_assert_int_eq(dt_sql_int(url, part_sql), 0); /* not attached */
@@ -287,7 +288,7 @@ START_TEST(test_progress_maintain_stops_and_resumes) {
     st = ds_migrate_maintain_opts(pool, &opts, 6, &created, &err);
     ck_assert_ds_ok(st, err);
     dt_progress_check(&p, true);
-    ck_assert_int_gt(p.first_done, 5000); /* continued, not restarted */
+    ck_assert_int_gt(p.first_done, 0);
     ck_assert_int_eq(p.last_done, FUTURE);
     ck_assert_int_eq(dt_sql_int(url, part_sql), 1);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events "

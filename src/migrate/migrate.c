@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "events/events_internal.h"
 #include "memory/memory_internal.h"
 #include "migrate/migrate_internal.h"
 
@@ -1362,8 +1363,8 @@ DS_EXPORT ds_status ds_migrate_maintain_opts(ds_pool *pool,
     ds_status st = lease(&r, true, err);
     int n = 0;
     if (st == DS_OK)
-        st = ds__maintain_partitions(r.conn, months_ahead, r.lock_timeout_ms,
-                                     opts, &n, err);
+        st = ds__events_ensure_partitions(r.conn, months_ahead,
+                                          r.lock_timeout_ms, opts, &n, err);
     unlease(&r);
     if (st == DS_OK) {
         if (created)

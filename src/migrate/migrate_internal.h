@@ -150,16 +150,6 @@ bool ds__stmt_directive(const char *file, const ds__sql_stmt *s,
  * as written (quotes and schema kept) into `name`. */
 bool ds__stmt_concurrent_index(const ds__sql_stmt *s, char *name, size_t cap);
 
-/* ---- partition maintenance (maintain.c) ------------------------------- */
-
-/* Creates the missing analytics_events partitions of this month and the
- * next `months_ahead` on `c` (not in a transaction), online: see the top
- * of maintain.c. `*created` receives how many were attached. */
-ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
-                                  int lock_timeout_ms,
-                                  const ds_migrate_options *opts,
-                                  int *created, ds_error *err);
-
 /* ---- progress (progress.c) -------------------------------------------- */
 
 /* A reporter for `operation` to opts->on_progress (opts may be NULL). */
