@@ -93,10 +93,6 @@ static const allowed_finding allowed[] = {
     {"memory.pgvector.embeddings", "generic", "filtered",
      "id = ANY($2) filtered over the user's facts, as for memory.rows "
      "(pgvector backend)"},
-    {"gdpr.erase", "custom", "seqscan",
-     "erasing the heaviest user deletes a third of all messages, where a "
-     "scan is the right plan; the generic plan, used for typical users, "
-     "goes by index"},
     {"gdpr.erase_count", "custom", "seqscan",
      "counting the heaviest user's rows reads a third of all messages and "
      "facts, where a scan is the right plan; the generic plan goes by index"},
