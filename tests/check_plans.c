@@ -71,9 +71,6 @@ static const allowed_finding allowed[] = {
      "the same walk passes over facts that already have their sketch"},
     /* Known and left for their modules (each costs O(one user's rows),
      * not O(table)); remove the entry with the fix: */
-    {"session.list_user", NULL, "filtered",
-     "a user's expired sessions are read and dropped until purge_expired "
-     "removes them; an index on (user_id, expires_at) would skip them"},
     {"memory.rows", "generic", "filtered",
      "the generic plan reads the user's facts through (user_id, kind, id) "
      "and filters id = ANY($2) instead of probing the primary key"},
