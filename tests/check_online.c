@@ -303,7 +303,7 @@ static void *probe_main(void *p) {
     return NULL;
 }
 
-enum { NPROBES = 8, MAX_PROBES = 12 };
+enum { NPROBES = 10, MAX_PROBES = 12 };
 
 typedef struct probes {
     probe p[MAX_PROBES];
@@ -390,6 +390,14 @@ static void probes_start(probes *ps, const char *url, int users,
          "SELECT count(*) FROM analytics_events WHERE user_id = $1", 0},
         {"analytics_events write",
          "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')", 0},
+        /* the index sql/0007 builds and the one it drops */
+        {"auth_sessions read",
+         "SELECT id FROM auth_sessions WHERE user_id = $1 AND NOT revoked "
+         "AND expires_at > now()", 0},
+        {"auth_sessions write",
+         "INSERT INTO auth_sessions (user_id, token_hash, expires_at) VALUES "
+         "($1, sha256(convert_to(gen_random_uuid()::text, 'UTF8')), now() + "
+         "interval '1 day')", 0},
     };
     probes_start_defs(ps, url, defs, NPROBES, users, conversations, 0);
 }
@@ -415,7 +423,7 @@ static void probes_check(probes *ps, const char *what, long long before[],
 }
 
 /* Fills a database at version 2 with rows: `rows` memory facts, messages
- * and events, a tenth as many conversations; `future` events of a month
+ * and events, a tenth as many conversations and auth sessions; `future` events of a month
  * that has no partition yet (they wait in the default partition). */
 static void populate(const char *url, int users, int rows, int future) {
     char sql[2048];
@@ -437,6 +445,11 @@ static void populate(const char *url, int users, int rows, int future) {
              "INSERT INTO messages (conversation_id, role, content) "
              "SELECT 1 + g %% %d, 'user', 'message ' || g "
              "FROM generate_series(1, %d) g", rows / 10, rows);
+    dt_exec(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO auth_sessions (user_id, token_hash, expires_at) "
+             "SELECT 1 + g %% %d, sha256(int8send(g)), now() + (g %% 7 - 2) * "
+             "interval '1 day' FROM generate_series(1, %d) g", users, rows / 10);
     dt_exec(c, sql);
     snprintf(sql, sizeof sql,
              "INSERT INTO analytics_events (user_id, name, occurred_at) "

@@ -80,9 +80,6 @@ static const allowed_finding allowed[] = {
      "as memory.pgvector.uncoded, on the fallback backend"},
     /* Known and left for their modules (each costs O(one user's rows),
      * not O(table)); remove the entry with the fix: */
-    {"session.list_user", NULL, "filtered",
-     "a user's expired sessions are read and dropped until purge_expired "
-     "removes them; an index on (user_id, expires_at) would skip them"},
     {"memory.rows", "generic", "filtered",
      "the generic plan reads the user's facts through (user_id, kind, id) "
      "and filters id = ANY($2) instead of probing the primary key"},
@@ -105,10 +102,6 @@ static const allowed_finding allowed[] = {
     {"memory.pgvector.embeddings", "generic", "filtered",
      "id = ANY($2) filtered over the user's facts, as for memory.rows "
      "(pgvector backend)"},
-    {"gdpr.erase", "custom", "seqscan",
-     "erasing the heaviest user deletes a third of all messages, where a "
-     "scan is the right plan; the generic plan, used for typical users, "
-     "goes by index"},
     {"gdpr.erase_count", "custom", "seqscan",
      "counting the heaviest user's rows reads a third of all messages and "
      "facts, where a scan is the right plan; the generic plan goes by index"},
