@@ -224,9 +224,12 @@ static char *fingerprint_of(ds_pool *pool) {
     const char *v = NULL;
     char *out = NULL;
     if (ds_result_text(res, 0, 0, &v, NULL, &err) == DS_OK && v) {
-        size_t n = strlen(FINGERPRINT) + strlen(v) + 2;
+        /* the library's schema version too: a database loaded before a
+         * new migration is reloaded, not half-migrated */
+        size_t n = strlen(FINGERPRINT) + strlen(v) + 32;
         out = malloc(n);
-        snprintf(out, n, "%s %s", FINGERPRINT, v);
+        snprintf(out, n, "%s schema %d %s", FINGERPRINT, DS_SCHEMA_VERSION,
+                 v);
     }
     ds_result_free(res);
     return out;

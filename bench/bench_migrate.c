@@ -10,23 +10,31 @@
  *                    an open pool (target: under 20 ms), against a plain
  *                    SELECT of the record table on a raw connection
  *
- *   up_2_to_latest   a database at version 2 holding ROWS memory facts,
- *                    messages and events (ROWS/10 conversations) goes to
- *                    the latest version while 8 probes read and write
- *                    memory_facts, messages, conversations and
- *                    analytics_events: the duration and the probes' worst
- *                    wait (goal: at most 1 s), against the same schema
- *                    change written the plain way (ADD COLUMN, CHECK and
- *                    CREATE INDEX in one transaction) on a twin database
- *   maintain_default ds_migrate_maintain() creating three months, one of
- *                    them with ROWS/5 rows waiting in the default
- *                    partition, under the same probes
- *   upgrade_to_pgvector  ds_memory_upgrade_to_pgvector() with two thirds
- *                    of the ROWS facts holding an embedding (384 dimensions),
- *                    under the same probes (skipped without pgvector)
+ *   For each size ROWS, every online operation runs while 9 probes read
+ *   and write memory_facts, messages, conversations, analytics_events and
+ *   service_connections; each line gives its duration and the probes'
+ *   worst wait (goal: at most 1 s), next to the baseline: the same change
+ *   done the naive way, in one transaction (hand-written SQL, the way
+ *   online-migration guides warn against), on a copy of the database made
+ *   just before, under the same probes.
+ *
+ *   up_N_to_latest   a database at version N (populated at version 1:
+ *                    ROWS memory facts, messages and events, ROWS/10
+ *                    conversations, ROWS/5 events of a month ahead) goes
+ *                    to the latest version
+ *   maintain_from_1  ds_migrate_maintain() where the default partition
+ *                    holds every event (an upgrade from version 1)
+ *   maintain_default ds_migrate_maintain() with partitions maintained
+ *                    ahead, one month's ROWS/5 rows in the default
+ *   upgrade_to_pgvector  two thirds of the facts hold an embedding
+ *                    (384 dimensions; skipped without pgvector)
+ *   rotate           ds_crypto_rotate() of ROWS/10 service connections
+ *   purge            ds_gdpr_purge_deleted_users() of 100 users with ROWS/1000
+ *                    facts and events each
  *
  * ROWS: each value of BENCH_ONLINE_ROWS (default 100000; the production
- * tier is BENCH_ONLINE_ROWS=100000,1000000, several minutes).
+ * tier is BENCH_ONLINE_ROWS=100000,1000000, an hour on two busy cores).
+ * BENCH_ONLINE_CASES picks some of the cases (see wanted()).
  *
  * Each migrate_empty round uses two fresh databases (made before timing,
  * dropped at the end); rounds alternate ours and the baseline.
@@ -72,12 +80,44 @@ static void exec_or_die(PGconn *c, const char *sql) {
     PQclear(r);
 }
 
+static void quiet(void *ud, const char *message) {
+    (void)ud;
+    (void)message; /* DROP ... IF EXISTS notices */
+}
+
 static PGconn *connect_or_die(const char *url) {
     PGconn *c = PQconnectdb(url);
     if (PQstatus(c) != CONNECTION_OK)
         die("connect", PQerrorMessage(c));
+    PQsetNoticeProcessor(c, quiet, NULL);
     return c;
 }
+
+/* Set by a baseline whose transaction failed (e.g. chosen as a deadlock's
+ * victim against the probes): its figures are then those of the failure. */
+static char baseline_failed[160];
+
+static bool exec_ok(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
+              PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok && !baseline_failed[0]) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        snprintf(baseline_failed, sizeof baseline_failed, "%s",
+                 state ? state : "error");
+        fprintf(stderr, "%s: baseline failed: %s", PROGRAM,
+                PQerrorMessage(c));
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* A baseline step: on failure the baseline stops there. */
+#define NAIVE(c, sql)                                                          \
+    do {                                                                       \
+        if (!exec_ok(c, sql))                                                  \
+            goto out;                                                          \
+    } while (0)
 
 /* ---- the baseline: the same files through plain libpq ------------------ */
 
@@ -285,7 +325,8 @@ typedef struct probe {
     volatile int *stop;
     long long ops;
     int64_t worst_ns;
-    bool failed;
+    long long errors;
+    char error[200];
 } probe;
 
 static void *probe_main(void *p) {
@@ -301,8 +342,8 @@ static void *probe_main(void *p) {
         PGresult *r = PQexecParams(c, pr->sql, 1, NULL, v, NULL, NULL, 0);
         int64_t dt = bench_now_ns() - t0;
         if (PQresultStatus(r) != PGRES_TUPLES_OK &&
-            PQresultStatus(r) != PGRES_COMMAND_OK)
-            pr->failed = true;
+            PQresultStatus(r) != PGRES_COMMAND_OK && pr->errors++ == 0)
+            snprintf(pr->error, sizeof pr->error, "%s", PQerrorMessage(c));
         PQclear(r);
         pr->ops++;
         if (dt > pr->worst_ns)
@@ -313,7 +354,7 @@ static void *probe_main(void *p) {
     return NULL;
 }
 
-#define NPROBES 8
+#define NPROBES 9
 
 typedef struct probes {
     probe p[NPROBES];
@@ -321,7 +362,8 @@ typedef struct probes {
     volatile int stop;
 } probes;
 
-static void probes_start(probes *ps, const char *url, int users, int convs) {
+static void probes_start(probes *ps, const char *url, int users, int convs,
+                         int conns) {
     static const char *const sql[NPROBES] = {
         "SELECT id, content FROM memory_facts WHERE user_id = $1 ORDER BY id DESC LIMIT 20",
         "INSERT INTO memory_facts (user_id, content) VALUES ($1, 'probe')",
@@ -331,26 +373,36 @@ static void probes_start(probes *ps, const char *url, int users, int convs) {
         "UPDATE conversations SET updated_at = now() WHERE id = $1",
         "SELECT count(*) FROM analytics_events WHERE user_id = $1",
         "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')",
+        "UPDATE service_connections SET token_expires_at = now() WHERE id = $1",
     };
     memset(ps, 0, sizeof *ps);
     for (int i = 0; i < NPROBES; i++) {
         ps->p[i].url = url;
         ps->p[i].sql = sql[i];
-        ps->p[i].range = (i == 2 || i == 3 || i == 5) ? convs : users;
+        ps->p[i].range = (i == 2 || i == 3 || i == 5) ? convs
+                         : i == 8                     ? (conns > 0 ? conns : 1)
+                                                      : users;
         ps->p[i].stop = &ps->stop;
         pthread_create(&ps->t[i], NULL, probe_main, &ps->p[i]);
     }
     usleep(300000);
 }
 
-/* Stops the probes; the worst wait of any, in ms. */
-static double probes_stop(probes *ps) {
+/* Stops the probes; the worst wait of any, in ms, and how many of their
+ * statements failed (each failure's first message goes to stderr). */
+static double probes_stop(probes *ps, long long *errors) {
     ps->stop = 1;
     int64_t worst = 0;
+    *errors = 0;
     for (int i = 0; i < NPROBES; i++) {
         pthread_join(ps->t[i], NULL);
-        if (ps->p[i].failed || ps->p[i].ops < 2)
-            die("probe", "a probe failed or made no progress");
+        if (ps->p[i].errors)
+            fprintf(stderr, "%s: probe \"%s\": %lld error(s), first: %s\n",
+                    PROGRAM, ps->p[i].sql, ps->p[i].errors, ps->p[i].error);
+        else if (ps->p[i].ops < 2)
+            fprintf(stderr, "%s: probe \"%s\" made no progress\n", PROGRAM,
+                    ps->p[i].sql);
+        *errors += ps->p[i].errors;
         if (ps->p[i].worst_ns > worst)
             worst = ps->p[i].worst_ns;
     }
@@ -370,7 +422,10 @@ static ds_pool *pool_on(const char *url) {
     return pool;
 }
 
-/* A database at version 2 with `rows` rows per big table. */
+/* Users 1..1000 own the rows the probes touch; `rows` memory facts,
+ * messages and events, rows/10 conversations, and rows/5 events of a
+ * month five months ahead, which has no partition (they wait in the
+ * default partition). Works from version 1 on. */
 static void populate(const char *url, int rows) {
     PGconn *c = connect_or_die(url);
     char sql[1024];
@@ -405,11 +460,124 @@ static void populate(const char *url, int rows) {
     PQfinish(c);
 }
 
-/* The baseline: the embedding schema change as it is commonly written,
- * one transaction (what 0003 used to do). */
-static const char blocking_upgrade[] =
-    "BEGIN;"
-    "SET LOCAL lock_timeout = '5s';"
+#define TOKEN_K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define TOKEN_K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+
+static void put_hex(PGconn *c, const uint8_t *b, size_t n) {
+    static const char hx[] = "0123456789abcdef";
+    char buf[4096];
+    size_t k = 0;
+    buf[k++] = '\\';
+    buf[k++] = '\\';
+    buf[k++] = 'x';
+    for (size_t i = 0; i < n && k + 3 < sizeof buf; i++) {
+        buf[k++] = hx[b[i] >> 4];
+        buf[k++] = hx[b[i] & 15];
+    }
+    PQputCopyData(c, buf, (int)k);
+}
+
+static uint8_t *seal(ds_crypto *ring, const char *field, int64_t user,
+                     const char *scope, const char *text, size_t *len) {
+    ds_crypto_context ctx = {sizeof(ds_crypto_context), "service_connections", field, user, scope};
+    uint8_t *env = NULL;
+    ds_error err = {0};
+    if (ds_crypto_encrypt(ring, &ctx, text, strlen(text), &env, len, &err) !=
+        DS_OK)
+        die("encrypt", err.message);
+    return env;
+}
+
+/* `n` service connections with both tokens sealed under k1 (what
+ * ds_crypto_rotate() re-encrypts), written through one COPY. */
+static void populate_connections(const char *url, int n) {
+    ds_crypto *k1 = NULL;
+    ds_error err = {0};
+    if (ds_crypto_open_keys(TOKEN_K1, &k1, &err) != DS_OK)
+        die("keys", err.message);
+    PGconn *c = connect_or_die(url);
+    PGresult *r = PQexec(c, "COPY service_connections (user_id, provider, "
+                            "external_account_id, access_token_enc, "
+                            "refresh_token_enc, key_id) FROM STDIN");
+    if (PQresultStatus(r) != PGRES_COPY_IN)
+        die("copy", PQerrorMessage(c));
+    PQclear(r);
+    for (int i = 0; i < n; i++) {
+        int64_t user = 1 + i % 1000;
+        char account[32], scope[64], line[96], text[64];
+        snprintf(account, sizeof account, "acct-%d", i);
+        snprintf(scope, sizeof scope, "google/%s", account);
+        snprintf(line, sizeof line, "%lld\tgoogle\t%s\t", (long long)user,
+                 account);
+        PQputCopyData(c, line, (int)strlen(line));
+        size_t len;
+        snprintf(text, sizeof text, "ya29.access-%d", i);
+        uint8_t *env = seal(k1, "access_token", user, scope, text, &len);
+        put_hex(c, env, len);
+        ds_free(env);
+        PQputCopyData(c, "\t", 1);
+        snprintf(text, sizeof text, "1//refresh-%d", i);
+        env = seal(k1, "refresh_token", user, scope, text, &len);
+        put_hex(c, env, len);
+        ds_free(env);
+        PQputCopyData(c, "\tk1\n", 4);
+    }
+    if (PQputCopyEnd(c, NULL) != 1)
+        die("copy", PQerrorMessage(c));
+    r = PQgetResult(c);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        die("copy", PQerrorMessage(c));
+    PQclear(r);
+    exec_or_die(c, "ANALYZE service_connections");
+    PQfinish(c);
+    ds_crypto_close(k1);
+}
+
+/* 100 more users (1001..1100, which no probe uses), soft-deleted 40 days
+ * ago, with rows/1000 memory facts and events each: what the retention
+ * purge erases. */
+static void populate_purgeable(const char *url, int rows) {
+    PGconn *c = connect_or_die(url);
+    char sql[512];
+    exec_or_die(c, "INSERT INTO users (email, deleted_at) SELECT 'gone' || g || "
+                   "'@example.com', now() - interval '40 days' FROM "
+                   "generate_series(1, 100) g");
+    snprintf(sql, sizeof sql,
+             "INSERT INTO memory_facts (user_id, content) SELECT u.id, "
+             "'old fact ' || g FROM users u, generate_series(1, %d) g "
+             "WHERE u.deleted_at IS NOT NULL", rows / 1000);
+    exec_or_die(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO analytics_events (user_id, name) SELECT u.id, 'old' "
+             "FROM users u, generate_series(1, %d) g WHERE u.deleted_at IS "
+             "NOT NULL", rows / 1000);
+    exec_or_die(c, sql);
+    exec_or_die(c, "VACUUM ANALYZE");
+    PQfinish(c);
+}
+
+/* ---- baselines: the same change the way one is warned against ---------- */
+
+/* Version v's change as commonly written, for a transaction that makes
+ * several of them (hand-written: not the shipped files). */
+static const char *const naive_change[] = {
+    [2] = /* monthly partitions, the default's rows moved at once */
+    "DO $n$ DECLARE m timestamptz; BEGIN "
+    "ALTER TABLE analytics_events DETACH PARTITION analytics_events_default; "
+    "FOR i IN 0..3 LOOP "
+    "m := date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "
+    "+ make_interval(months => i); "
+    "EXECUTE format('CREATE TABLE %I PARTITION OF analytics_events FOR VALUES "
+    "FROM (%L) TO (%L)', 'analytics_events_n' || i, m, m + interval '1 month'); "
+    "EXECUTE format('INSERT INTO analytics_events OVERRIDING SYSTEM VALUE "
+    "SELECT * FROM analytics_events_default WHERE occurred_at >= %L AND "
+    "occurred_at < %L', m, m + interval '1 month'); "
+    "EXECUTE format('DELETE FROM analytics_events_default WHERE occurred_at "
+    ">= %L AND occurred_at < %L', m, m + interval '1 month'); "
+    "END LOOP; "
+    "ALTER TABLE analytics_events ATTACH PARTITION analytics_events_default "
+    "DEFAULT; END $n$;",
+    [3] = /* the embedding columns, their CHECK and indexes */
     "CREATE TABLE memory_vector_settings (singleton boolean PRIMARY KEY "
     "DEFAULT true CHECK (singleton), embedding_dim integer NOT NULL, backend "
     "text NOT NULL, extension_created boolean NOT NULL DEFAULT false, "
@@ -419,111 +587,464 @@ static const char blocking_upgrade[] =
     "ALTER TABLE memory_facts ADD CONSTRAINT memory_facts_embedding_dim_check "
     "CHECK (octet_length(embedding) = 1536 AND octet_length(embedding_sketch) "
     "= 392 AND (embedding IS NULL) = (embedding_sketch IS NULL));"
-    "CREATE INDEX memory_facts_embedding_sketch_idx ON memory_facts "
+    "CREATE INDEX memory_facts_naive_sketch_idx ON memory_facts "
     "(user_id, kind, id) INCLUDE (embedding_sketch);"
-    "INSERT INTO memory_vector_settings (embedding_dim, backend) VALUES (384, 'fallback');"
-    "CREATE INDEX memory_facts_content_fts_idx ON memory_facts USING gin "
-    "(to_tsvector('english', content));"
-    "COMMIT;";
+    "INSERT INTO memory_vector_settings (embedding_dim, backend) VALUES "
+    "(384, 'fallback');"
+    "CREATE INDEX memory_facts_naive_fts_idx ON memory_facts USING gin "
+    "(to_tsvector('english', content));",
+    [4] = /* the users' status kept in step with deleted_at */
+    "ALTER TABLE users ADD COLUMN status_before_delete text;"
+    "ALTER TABLE users ADD CONSTRAINT users_naive_status_check CHECK (status "
+    "IN ('active', 'pending', 'suspended', 'deleted'));",
+    [5] = /* the exact search's partial index */
+    "CREATE INDEX memory_facts_naive_partial_idx ON memory_facts (user_id, "
+    "kind, id) INCLUDE (embedding_sketch) WHERE embedding_sketch IS NULL OR "
+    "octet_length(embedding_sketch) <= 2008;",
+};
+#define NAIVE_LAST 5
+
+/* Runs versions from+1..NAIVE_LAST the naive way in one transaction. */
+static void naive_up(const char *url, int from) {
+    PGconn *c = connect_or_die(url);
+    NAIVE(c, "BEGIN");
+    NAIVE(c, "SET LOCAL lock_timeout = '5s'");
+    for (int v = from + 1; v <= NAIVE_LAST; v++)
+        NAIVE(c, naive_change[v]);
+    NAIVE(c, "COMMIT");
+out:
+    PQfinish(c);
+}
+
+/* Partitions for months first..last (from this month) the way
+ * ds_analytics_ensure_partitions() used to: the default detached, the
+ * month's rows moved, re-attached, in one transaction. */
+static void naive_maintain(const char *url, int first, int last) {
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "DO $n$ DECLARE m timestamptz; BEGIN "
+             "ALTER TABLE analytics_events DETACH PARTITION "
+             "analytics_events_default; "
+             "FOR i IN %d..%d LOOP "
+             "m := date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE "
+             "'UTC' + make_interval(months => i); "
+             "CONTINUE WHEN to_regclass('analytics_events_' || "
+             "to_char(m AT TIME ZONE 'UTC', 'YYYY_MM')) IS NOT NULL; "
+             "EXECUTE format('CREATE TABLE %%I PARTITION OF analytics_events "
+             "FOR VALUES FROM (%%L) TO (%%L)', 'analytics_events_' || "
+             "to_char(m AT TIME ZONE 'UTC', 'YYYY_MM'), m, m + interval "
+             "'1 month'); "
+             "EXECUTE format('INSERT INTO analytics_events OVERRIDING SYSTEM "
+             "VALUE SELECT * FROM analytics_events_default WHERE occurred_at "
+             ">= %%L AND occurred_at < %%L', m, m + interval '1 month'); "
+             "EXECUTE format('DELETE FROM analytics_events_default WHERE "
+             "occurred_at >= %%L AND occurred_at < %%L', m, m + interval "
+             "'1 month'); "
+             "END LOOP; "
+             "ALTER TABLE analytics_events ATTACH PARTITION "
+             "analytics_events_default DEFAULT; END $n$",
+             first, last);
+    PGconn *c = connect_or_die(url);
+    NAIVE(c, "BEGIN");
+    NAIVE(c, "SET LOCAL lock_timeout = '5s'");
+    NAIVE(c, sql);
+    NAIVE(c, "COMMIT");
+out:
+    PQfinish(c);
+}
+
+/* The pgvector conversion in one transaction: the new column, every row
+ * written under the ALTER's lock. (Every bench embedding is the all-ones
+ * vector, so the value is written without decoding the bytes.) */
+static void naive_pgvector(const char *url) {
+    PGconn *c = connect_or_die(url);
+    NAIVE(c, "BEGIN");
+    NAIVE(c, "SET LOCAL lock_timeout = '5s'");
+    NAIVE(c, "CREATE EXTENSION IF NOT EXISTS vector");
+    NAIVE(c, "ALTER TABLE memory_facts ADD COLUMN embedding_v vector(384)");
+    NAIVE(c, "UPDATE memory_facts SET embedding_v = array_fill(1.0::real, "
+                   "ARRAY[384])::vector WHERE embedding IS NOT NULL");
+    NAIVE(c, "COMMIT");
+out:
+    PQfinish(c);
+}
+
+/* Every token re-sealed under k2 in one transaction, rows locked first. */
+static void naive_rotate(const char *url) {
+    ds_crypto *ring = NULL;
+    ds_error err = {0};
+    if (ds_crypto_open_keys(TOKEN_K2 "," TOKEN_K1, &ring, &err) != DS_OK)
+        die("keys", err.message);
+    PGconn *c = connect_or_die(url);
+    NAIVE(c, "BEGIN");
+    PGresult *rows = PQexecParams(
+        c,
+        "SELECT id, user_id, provider || '/' || external_account_id, "
+        "access_token_enc, refresh_token_enc FROM service_connections WHERE "
+        "key_id <> 'k2' ORDER BY id FOR UPDATE",
+        0, NULL, NULL, NULL, NULL, 1);
+    if (PQresultStatus(rows) != PGRES_TUPLES_OK)
+        die("rotate", PQerrorMessage(c));
+    PGresult *p = PQprepare(c, "upd",
+                            "UPDATE service_connections SET access_token_enc "
+                            "= $2, refresh_token_enc = $3, key_id = 'k2' "
+                            "WHERE id = $1",
+                            3, NULL);
+    PQclear(p);
+    for (int i = 0; i < PQntuples(rows); i++) {
+        uint64_t be_id, be_user;
+        memcpy(&be_id, PQgetvalue(rows, i, 0), 8);
+        memcpy(&be_user, PQgetvalue(rows, i, 1), 8);
+        int64_t user = (int64_t)__builtin_bswap64(be_user);
+        const char *scope = PQgetvalue(rows, i, 2);
+        uint8_t *env[2];
+        size_t len[2];
+        for (int f = 0; f < 2; f++) {
+            ds_crypto_context ctx = {sizeof(ds_crypto_context), "service_connections",
+                                     f ? "refresh_token" : "access_token",
+                                     user, scope};
+            ds_secret *plain = NULL;
+            if (ds_crypto_decrypt(ring, &ctx,
+                                  (const uint8_t *)PQgetvalue(rows, i, 3 + f),
+                                  (size_t)PQgetlength(rows, i, 3 + f), &plain,
+                                  &err) != DS_OK ||
+                ds_crypto_encrypt(ring, &ctx, ds_secret_data(plain),
+                                  ds_secret_len(plain), &env[f], &len[f],
+                                  &err) != DS_OK)
+                die("rotate", err.message);
+            ds_secret_free(plain);
+        }
+        const char *v[3] = {PQgetvalue(rows, i, 0), (const char *)env[0],
+                            (const char *)env[1]};
+        int l[3] = {8, (int)len[0], (int)len[1]};
+        int fmt[3] = {1, 1, 1};
+        PGresult *u = PQexecPrepared(c, "upd", 3, v, l, fmt, 0);
+        if (PQresultStatus(u) != PGRES_COMMAND_OK)
+            die("rotate", PQerrorMessage(c));
+        PQclear(u);
+        ds_free(env[0]);
+        ds_free(env[1]);
+        (void)be_id;
+    }
+    PQclear(rows);
+    NAIVE(c, "COMMIT");
+out:
+    PQfinish(c);
+    ds_crypto_close(ring);
+}
+
+/* Every soft-deleted user and their rows, in one transaction. */
+static void naive_purge(const char *url) {
+    PGconn *c = connect_or_die(url);
+    NAIVE(c, "BEGIN");
+    NAIVE(c, "DELETE FROM analytics_events WHERE user_id IN (SELECT id "
+                   "FROM users WHERE deleted_at IS NOT NULL)");
+    NAIVE(c, "DELETE FROM users WHERE deleted_at IS NOT NULL");
+    NAIVE(c, "COMMIT");
+out:
+    PQfinish(c);
+}
+
+/* ---- databases ----------------------------------------------------------- */
+
+static char *db_name(const char *tag, int rows) {
+    char *name = malloc(96);
+    snprintf(name, 96, "bench_online_%s_%d_%d", tag, rows, (int)getpid());
+    return name;
+}
 
 static char *fresh_db(PGconn *admin, const char *url, const char *tag, int rows) {
-    char name[80], sql[200];
-    snprintf(name, sizeof name, "bench_online_%s_%d_%d", tag, rows, (int)getpid());
+    char *name = db_name(tag, rows), sql[200];
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
     exec_or_die(admin, sql);
     snprintf(sql, sizeof sql, "CREATE DATABASE %s TEMPLATE template0", name);
     exec_or_die(admin, sql);
-    return url_with_db(url, name);
+    char *out = url_with_db(url, name);
+    free(name);
+    return out;
 }
 
-static void drop_db(PGconn *admin, const char *dburl) {
+static const char *db_of(const char *dburl, char name[128]) {
     const char *slash = strrchr(dburl, '/');
-    char name[128], sql[200];
-    snprintf(name, sizeof name, "%.*s", (int)strcspn(slash + 1, "?"), slash + 1);
+    snprintf(name, 128, "%.*s", (int)strcspn(slash + 1, "?"), slash + 1);
+    return name;
+}
+
+/* A copy of `src` (nobody may be connected to it), file by file. */
+static char *clone_db(PGconn *admin, const char *url, const char *src,
+                      const char *tag, int rows) {
+    char *name = db_name(tag, rows), from[128], sql[400];
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
     exec_or_die(admin, sql);
+    snprintf(sql, sizeof sql,
+             "CREATE DATABASE %s TEMPLATE %s STRATEGY FILE_COPY", name,
+             db_of(src, from));
+    exec_or_die(admin, sql);
+    char *out = url_with_db(url, name);
+    free(name);
+    return out;
+}
+
+static void drop_db(PGconn *admin, char *dburl) {
+    char name[128], sql[200];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)",
+             db_of(dburl, name));
+    exec_or_die(admin, sql);
+    free(dburl);
+}
+
+/* ---- one operation: ours on `ours`, the baseline on a copy ------------- */
+
+typedef struct measured {
+    double ms, wait_ms;
+    long long errors;
+} measured;
+
+
+typedef struct op_ctx {
+    int rows;
+    int from;        /* up: the version migrated from */
+    int first, last; /* maintain: the months */
+    int64_t count;   /* what the operation did, for the line */
+} op_ctx;
+
+typedef void (*op_fn)(const char *url, op_ctx *ctx);
+
+static measured timed(const char *url, int convs, int conns, op_fn fn,
+                      op_ctx *ctx) {
+    probes ps;
+    probes_start(&ps, url, 1000, convs, conns);
+    int64_t t0 = bench_now_ns();
+    fn(url, ctx);
+    measured m = {(double)(bench_now_ns() - t0) / 1e6, 0, 0};
+    m.wait_ms = probes_stop(&ps, &m.errors);
+    return m;
+}
+
+/* Ours on `db` (left in the state the operation leaves), the baseline on
+ * a copy of `db` made before; one BENCH line. */
+static void compare(PGconn *admin, const char *url, const char *db,
+                    const char *case_name, const char *baseline_kind,
+                    op_fn ours, op_fn base, op_ctx *ctx, const char *extra) {
+    int convs = ctx->rows / 10, conns = ctx->rows / 10;
+    char *twin = base ? clone_db(admin, url, db, "twin", ctx->rows) : NULL;
+    measured o = timed(db, convs, conns, ours, ctx);
+    measured b = {0, 0, 0};
+    baseline_failed[0] = '\0';
+    if (twin) {
+        op_ctx bctx = *ctx;
+        b = timed(twin, convs, conns, base, &bctx);
+        drop_db(admin, twin);
+    }
+    printf("BENCH %s %s threads=9 rows=%d %s duration_ms=%.0f "
+           "worst_wait_ms=%.1f probe_errors=%lld baseline=%s "
+           "baseline_duration_ms=%.0f baseline_worst_wait_ms=%.1f "
+           "baseline_probe_errors=%lld%s%s goal_wait_ms=1000\n",
+           PROGRAM, case_name, ctx->rows, extra, o.ms, o.wait_ms, o.errors,
+           baseline_kind, b.ms, b.wait_ms, b.errors,
+           baseline_failed[0] ? " baseline_failed=" : "", baseline_failed);
+    fflush(stdout);
+}
+
+static void op_up(const char *url, op_ctx *ctx) {
+    ds_pool *pool = pool_on(url);
+    ds_error err = {0};
+    int n = 0;
+    if (ds_migrate_up(pool, NULL, &n, &err) != DS_OK)
+        die("up", err.message);
+    ctx->count = n;
+    ds_pool_close(pool);
+}
+
+static void op_naive_up(const char *url, op_ctx *ctx) {
+    naive_up(url, ctx->from);
+}
+
+static void op_maintain(const char *url, op_ctx *ctx) {
+    ds_pool *pool = pool_on(url);
+    ds_error err = {0};
+    int created = 0;
+    if (ds_migrate_maintain(pool, NULL, ctx->last, &created, &err) != DS_OK)
+        die("maintain", err.message);
+    ctx->count = created;
+    ds_pool_close(pool);
+}
+
+static void op_naive_maintain(const char *url, op_ctx *ctx) {
+    naive_maintain(url, ctx->first, ctx->last);
+}
+
+static void op_pgvector(const char *url, op_ctx *ctx) {
+    ds_pool *pool = pool_on(url);
+    ds_error err = {0};
+    if (ds_memory_upgrade_to_pgvector(pool, &err) != DS_OK)
+        die("upgrade_to_pgvector", err.message);
+    (void)ctx;
+    ds_pool_close(pool);
+}
+
+static void op_naive_pgvector(const char *url, op_ctx *ctx) {
+    (void)ctx;
+    naive_pgvector(url);
+}
+
+static void op_rotate(const char *url, op_ctx *ctx) {
+    ds_pool *pool = pool_on(url);
+    ds_crypto *ring = NULL;
+    ds_error err = {0};
+    ds_crypto_rotate_stats stats = {.size = sizeof(ds_crypto_rotate_stats)};
+    if (ds_crypto_open_keys(TOKEN_K2 "," TOKEN_K1, &ring, &err) != DS_OK ||
+        ds_crypto_rotate(ring, pool, NULL, &stats, &err) != DS_OK)
+        die("rotate", err.message);
+    if (stats.remaining != 0)
+        die("rotate", "rows left under the old key");
+    ctx->count = stats.rotated;
+    ds_crypto_close(ring);
+    ds_pool_close(pool);
+}
+
+static void op_naive_rotate(const char *url, op_ctx *ctx) {
+    (void)ctx;
+    naive_rotate(url);
+}
+
+static void op_purge(const char *url, op_ctx *ctx) {
+    ds_pool *pool = pool_on(url);
+    ds_error err = {0};
+    bool more = true;
+    ctx->count = 0;
+    for (int calls = 0; more && calls < 100000; calls++) {
+        int64_t purged = 0;
+        if (ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &purged, &more,
+                                  &err) != DS_OK)
+            die("purge", err.message);
+        ctx->count += purged;
+    }
+    ds_pool_close(pool);
+}
+
+static void op_naive_purge(const char *url, op_ctx *ctx) {
+    (void)ctx;
+    naive_purge(url);
+}
+
+static void migrate_to(const char *url, int64_t version) {
+    ds_pool *pool = pool_on(url);
+    ds_error err = {0};
+    if (ds_migrate_to(pool, NULL, version, NULL, &err) != DS_OK)
+        die("migrate", err.message);
+    ds_pool_close(pool);
+}
+
+static bool has_pgvector(const char *url) {
+    PGconn *q = connect_or_die(url);
+    PGresult *av = PQexec(q, "SELECT count(*) FROM pg_available_extensions "
+                             "WHERE name = 'vector'");
+    bool have = PQresultStatus(av) == PGRES_TUPLES_OK &&
+                atoi(PQgetvalue(av, 0, 0)) > 0;
+    PQclear(av);
+    PQfinish(q);
+    return have;
+}
+
+/* BENCH_ONLINE_CASES: a comma-separated list of the cases to run ("up",
+ * "maintain_from_1", "maintain_default", "upgrade_to_pgvector", "rotate",
+ * "purge"); unset: all. */
+static bool wanted(const char *name) {
+    const char *list = getenv("BENCH_ONLINE_CASES");
+    if (!list || !*list)
+        return true;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        size_t k = strcspn(p, ",");
+        if (k == n && !strncmp(p, name, n))
+            return true;
+        p += k + (p[k] == ',');
+    }
+    return false;
 }
 
 static void bench_online(PGconn *admin, const char *url, int rows) {
-    ds_error err = {0};
-    char *ours = fresh_db(admin, url, "lib", rows);
-    char *base = fresh_db(admin, url, "raw", rows);
-    ds_pool *pool = pool_on(ours);
-    if (ds_migrate_to(pool, NULL, 2, NULL, &err) != DS_OK)
-        die("to 2", err.message);
-    ds_pool *bpool = pool_on(base);
-    if (ds_migrate_to(bpool, NULL, 2, NULL, &err) != DS_OK)
-        die("to 2", err.message);
-    ds_pool_close(bpool);
-    populate(ours, rows);
-    populate(base, rows);
+    char extra[160];
+    op_ctx ctx = {rows, 0, 0, 0, 0};
 
-    probes ps;
-    probes_start(&ps, ours, 1000, rows / 10);
-    int64_t t0 = bench_now_ns();
-    if (ds_migrate_up(pool, NULL, NULL, &err) != DS_OK)
-        die("up", err.message);
-    double up_ms = (double)(bench_now_ns() - t0) / 1e6;
-    double up_wait = probes_stop(&ps);
+    /* up from every earlier version: one database populated at version 1
+     * (every event in the default partition) moves up a version at a
+     * time; each step is measured on a copy. */
+    bool chain_cases = wanted("up") || wanted("maintain_from_1");
+    char *chain = chain_cases ? fresh_db(admin, url, "chain", rows) : NULL;
+    if (chain_cases)
+        migrate_to(chain, 1);
+    if (chain_cases)
+        populate(chain, rows);
+    for (int from = 1; wanted("up") && from < DS_SCHEMA_VERSION; from++) {
+        if (from > 1)
+            migrate_to(chain, from);
+        char *ours = clone_db(admin, url, chain, "up", rows);
+        ctx.from = from;
+        char name[32];
+        snprintf(name, sizeof name, "up_%d_to_latest", from);
+        snprintf(extra, sizeof extra, "from=%d to=%d baseline_to=%d", from,
+                 (int)DS_SCHEMA_VERSION, from < NAIVE_LAST ? NAIVE_LAST : from);
+        compare(admin, url, ours, name, "naive_one_transaction", op_up,
+                from < NAIVE_LAST ? op_naive_up : NULL, &ctx, extra);
+        drop_db(admin, ours);
+    }
+    /* maintain where the default partition holds every event: this
+     * month's `rows` and rows/5 of a month ahead move out */
+    ctx.last = 6;
+    if (wanted("maintain_from_1")) {
+        migrate_to(chain, DS_SCHEMA_VERSION);
+        ctx.first = 0;
+        snprintf(extra, sizeof extra, "in_default=%d months=7",
+                 rows + rows / 5);
+        compare(admin, url, chain, "maintain_from_1", "naive_one_transaction",
+                op_maintain, op_naive_maintain, &ctx, extra);
+    }
+    if (chain)
+        drop_db(admin, chain);
 
-    probes_start(&ps, base, 1000, rows / 10);
-    PGconn *c = connect_or_die(base);
-    t0 = bench_now_ns();
-    exec_or_die(c, blocking_upgrade);
-    double base_ms = (double)(bench_now_ns() - t0) / 1e6;
-    PQfinish(c);
-    double base_wait = probes_stop(&ps);
-    printf("BENCH %s up_2_to_latest threads=8 rows=%d duration_ms=%.0f "
-           "worst_wait_ms=%.1f baseline_duration_ms=%.0f "
-           "baseline_worst_wait_ms=%.1f goal_wait_ms=1000\n",
-           PROGRAM, rows, up_ms, up_wait, base_ms, base_wait);
+    /* partitions maintained ahead, except one month's rows/5 rows */
+    char *db = fresh_db(admin, url, "main", rows);
+    migrate_to(db, 2);
+    populate(db, rows);
+    populate_connections(db, rows / 10);
+    populate_purgeable(db, rows);
+    migrate_to(db, DS_SCHEMA_VERSION);
+    ctx.first = 4;
+    snprintf(extra, sizeof extra, "in_default=%d", rows / 5);
+    if (wanted("maintain_default"))
+        compare(admin, url, db, "maintain_default", "naive_one_transaction",
+                op_maintain, op_naive_maintain, &ctx, extra);
+    else
+        op_maintain(db, &ctx);
 
-    probes_start(&ps, ours, 1000, rows / 10);
-    int created = 0;
-    t0 = bench_now_ns();
-    if (ds_migrate_maintain(pool, NULL, 6, &created, &err) != DS_OK)
-        die("maintain", err.message);
-    double m_ms = (double)(bench_now_ns() - t0) / 1e6;
-    double m_wait = probes_stop(&ps);
-    printf("BENCH %s maintain_default threads=8 rows=%d moved=%d created=%d "
-           "duration_ms=%.0f worst_wait_ms=%.1f goal_wait_ms=1000\n",
-           PROGRAM, rows, rows / 5, created, m_ms, m_wait);
-    fflush(stdout);
-
-    /* upgrade_to_pgvector: two thirds of the facts get an embedding */
-    PGconn *q = connect_or_die(ours);
-    PGresult *av = PQexec(q, "SELECT count(*) FROM pg_available_extensions "
-                             "WHERE name = 'vector'");
-    bool have_pgvector = PQresultStatus(av) == PGRES_TUPLES_OK &&
-                         atoi(PQgetvalue(av, 0, 0)) > 0;
-    PQclear(av);
-    if (have_pgvector) {
+    if (!wanted("upgrade_to_pgvector")) {
+        /* not asked for */
+    } else if (has_pgvector(db)) {
+        PGconn *q = connect_or_die(db);
         exec_or_die(q, "UPDATE memory_facts SET embedding = "
                        "decode(repeat('0000803f', 384), 'hex'), "
                        "embedding_sketch = decode(repeat('00', 392), 'hex') "
                        "WHERE id % 3 <> 0");
         exec_or_die(q, "VACUUM ANALYZE memory_facts");
-        probes_start(&ps, ours, 1000, rows / 10);
-        t0 = bench_now_ns();
-        if (ds_memory_upgrade_to_pgvector(pool, &err) != DS_OK)
-            die("upgrade_to_pgvector", err.message);
-        double u_ms = (double)(bench_now_ns() - t0) / 1e6;
-        double u_wait = probes_stop(&ps);
-        printf("BENCH %s upgrade_to_pgvector threads=8 rows=%d "
-               "embeddings=%d duration_ms=%.0f worst_wait_ms=%.1f "
-               "goal_wait_ms=1000\n",
-               PROGRAM, rows, rows - rows / 3, u_ms, u_wait);
-        fflush(stdout);
+        PQfinish(q);
+        snprintf(extra, sizeof extra, "embeddings=%d", rows - rows / 3);
+        compare(admin, url, db, "upgrade_to_pgvector", "naive_one_transaction",
+                op_pgvector, op_naive_pgvector, &ctx, extra);
     } else {
         fprintf(stderr, "%s: upgrade_to_pgvector skipped: the server has no "
                         "pgvector extension\n", PROGRAM);
     }
-    PQfinish(q);
-    ds_pool_close(pool);
-    drop_db(admin, ours);
-    drop_db(admin, base);
-    free(ours);
-    free(base);
+    snprintf(extra, sizeof extra, "tokens=%d", rows / 10);
+    if (wanted("rotate"))
+        compare(admin, url, db, "rotate", "naive_one_transaction", op_rotate,
+                op_naive_rotate, &ctx, extra);
+    snprintf(extra, sizeof extra, "users=100 rows_each=%d", 2 * (rows / 1000));
+    if (wanted("purge"))
+        compare(admin, url, db, "purge", "naive_one_transaction", op_purge,
+                op_naive_purge, &ctx, extra);
+    drop_db(admin, db);
 }
 
 int main(void) {

@@ -30,7 +30,6 @@
  * Needs DATABASE_URL; applies the sql/ migrations when the schema is missing.
  */
 #include <datastore/datastore.h>
-#include <dirent.h>
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -407,54 +406,14 @@ static void exec_or_die(PGconn *c, const char *sql) {
     PQclear(r);
 }
 
-static int by_name(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Applies sql/NNNN_*.up.sql when the platform schema is not there yet. */
-static void ensure_schema(const char *url) {
-    PGconn *c = PQconnectdb(url);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "bench_repo: %s", PQerrorMessage(c));
+/* The embedded migrations, as an application deploys them (some steps
+ * cannot run inside a transaction, so never the sql/ files by hand). */
+static void ensure_schema(ds_pool *p) {
+    ds_error err = {0};
+    if (ds_migrate_up(p, NULL, NULL, &err) != DS_OK) {
+        fprintf(stderr, "bench_repo: migrate: %s\n", err.message);
         exit(1);
     }
-    PGresult *r = PQexec(c, "SELECT to_regclass('messages') IS NOT NULL");
-    bool have = PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
-    if (!have) {
-        DIR *d = opendir("sql");
-        if (!d) {
-            fprintf(stderr, "bench_repo: no schema and no sql/ directory here\n");
-            exit(1);
-        }
-        char *names[64];
-        int n = 0;
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL && n < 64) {
-            size_t len = strlen(e->d_name);
-            if (len > 7 && strcmp(e->d_name + len - 7, ".up.sql") == 0)
-                names[n++] = strdup(e->d_name);
-        }
-        closedir(d);
-        qsort(names, (size_t)n, sizeof names[0], by_name);
-        for (int i = 0; i < n; i++) {
-            char path[512];
-            snprintf(path, sizeof path, "sql/%s", names[i]);
-            FILE *f = fopen(path, "rb");
-            fseek(f, 0, SEEK_END);
-            long size = ftell(f);
-            rewind(f);
-            char *sql = malloc((size_t)size + 1);
-            if (fread(sql, 1, (size_t)size, f) != (size_t)size)
-                exit(1);
-            sql[size] = '\0';
-            fclose(f);
-            exec_or_die(c, sql);
-            free(sql);
-            free(names[i]);
-        }
-    }
-    PQfinish(c);
 }
 
 static PGconn *raw_connect(const char *url) {
@@ -736,8 +695,8 @@ static void run_case(const char *name, int threads, bench_op_fn a, bench_op_fn b
 int main(void) {
     const char *url = bench_env("DATABASE_URL");
     double secs = bench_seconds(4.5);
-    ensure_schema(url);
     pool = open_pool(url, MAXT);
+    ensure_schema(pool);
     setup_data();
     seed_tiers(url);
     for (int i = 0; i < MAXT; i++) {

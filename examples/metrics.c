@@ -78,7 +78,7 @@ int main(void) {
         goto fail;
 
     /* a queue: two jobs in, both done */
-    ds_queue_options qopts;
+    ds_queue_options qopts = {.size = sizeof(ds_queue_options)};
     ds_queue_options_init(&qopts);
     qopts.name = "example-metrics";
     if (ds_queue_open(redis, &qopts, &queue, &err) != DS_OK)

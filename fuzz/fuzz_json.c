@@ -10,6 +10,8 @@
  *    %.*g does).
  * The first input byte, when it is not JSON, instead feeds 8 bytes as a
  * double to ds__json_real_text, with the same shortest/round-trip checks.
+ * Every input also goes through ds__json_loadb (the fast reader of the
+ * database's JSON), which must give jansson's value or jansson's error.
  * Any violated property traps, which libFuzzer reports as a crash.
  */
 #include <math.h>
@@ -110,6 +112,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     json_error_t jerr;
     json_t *j = json_loadb((const char *)data, size,
                            JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    /* the fast reader: jansson's value, or jansson's error */
+    for (int any = 0; any < 2; any++) {
+        size_t rf = any ? JSON_DECODE_ANY | JSON_ALLOW_NUL : 0;
+        json_error_t e1, e2;
+        json_t *theirs = any ? json_incref(j)
+                             : json_loadb((const char *)data, size, rf, &e1);
+        json_t *ours = ds__json_loadb((const char *)data, size, rf, &e2);
+        CHECK((theirs == NULL) == (ours == NULL));
+        CHECK(!theirs || same(theirs, ours));
+        CHECK(theirs || any || (e1.position == e2.position &&
+                                strcmp(e1.text, e2.text) == 0));
+        json_decref(theirs);
+        json_decref(ours);
+    }
     if (!j) {
         if (size >= 8) {
             double v;

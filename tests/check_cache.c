@@ -655,7 +655,7 @@ START_TEST(test_cache_survives_redis_down) {
     ck_assert_ds_status(ds_cache_invalidate_tag(c, "t", &removed, &err),
                         DS_ERR_REDIS, err);
     ck_assert_int_eq(removed, 0);
-    ds_cache_options o2;
+    ds_cache_options o2 = {.size = sizeof(ds_cache_options)};
     ds_cache_options_init(&o2);
     o2.name = "opened-while-down";
     ds_cache *c2 = NULL;
@@ -888,7 +888,7 @@ typedef struct {
 static void *other_loader_main(void *p) {
     other_loader *o = p;
     usleep(100 * 1000);
-    ds_cache_options opts;
+    ds_cache_options opts = {.size = sizeof(ds_cache_options)};
     ds_cache_options_init(&opts);
     opts.name = "waiter2";
     ds_cache *c;
@@ -905,7 +905,7 @@ static void *other_loader_main(void *p) {
 
 START_TEST(test_cache_waiter_takes_the_value_another_process_stored) {
     ds_redis *r = dt_redis("cache");
-    ds_cache_options o;
+    ds_cache_options o = {.size = sizeof(ds_cache_options)};
     ds_cache_options_init(&o);
     o.name = "waiter2";
     o.wait_timeout_ms = 30000; /* far beyond the other loader's 100 ms */
@@ -1068,7 +1068,7 @@ END_TEST
 
 START_TEST(test_cache_options_defaults_copies_and_limits) {
     ds_redis *r = dt_redis("cache");
-    ds_cache_options o;
+    ds_cache_options o = {.size = sizeof(ds_cache_options)};
     memset(&o, 0x5a, sizeof o);
     ds_cache_options_init(&o);
     ck_assert_ptr_null(o.name);

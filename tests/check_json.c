@@ -189,6 +189,72 @@ START_TEST(test_json_errors) {
 }
 END_TEST
 
+/* ---- reading: the fast reader gives jansson's value or jansson's error --- */
+
+/* Reals compared bit for bit, objects key by key (insertion order aside). */
+static bool json_same(const json_t *a, const json_t *b) {
+    if (json_typeof(a) != json_typeof(b))
+        return false;
+    if (json_is_real(a)) {
+        double x = json_real_value(a), y = json_real_value(b);
+        return memcmp(&x, &y, sizeof x) == 0;
+    }
+    return json_equal(a, b);
+}
+
+START_TEST(test_json_fast_reader_matches_jansson) {
+    static const char *const docs[] = {
+        "{}", "[]", " { } ", "{\"a\": 1}", "{\"model\": \"m-large\", \"tokens\": 42}",
+        "{\"a\": [1, 2, {\"b\": null}], \"c\": true, \"d\": false}",
+        "{\"a\":1,\"a\":2}", "{\"\": \"\"}", "[-0, 0, -1, 9223372036854775807]",
+        "[-9223372036854775808]", "[9223372036854775808]",
+        "[-9223372036854775809]", "[01]", "[1.5, 2e3, -0.0, 1E-7]", "[1.]",
+        "[-]", "[--1]", "\"top\"", "42", "true", "null", "  7  ",
+        "{\"esc\": \"q\\\"b\\\\s\\/n\\nr\\rt\\tb\\bf\\f\"}",
+        "{\"u\": \"\\u00e9\\u20ac\\ud83d\\ude00\"}", "{\"k\\u00e9y\": 1}",
+        "[\"\\u0000\"]", "{\"a\\u0000b\": 1}", "[\"\\ud83d\"]", "[\"\\ude00\"]",
+        "[\"\\ud83dx\"]", "[\"\\uZZZZ\"]", "[\"\\x\"]", "[\"\\u12\"]",
+        "[\"caf\xc3\xa9\"]", "[\"\xff\"]", "{\"\xc3\": 1}", "[\"a\tb\"]",
+        "[1,]", "[1 2]", "{\"a\" 1}", "{\"a\":}", "{a:1}", "{\"a\":1,}",
+        "[1]x", "[1] [2]", "", " ", "[", "{", "\"open", "[tru]", "[nul]",
+        "[falsey]", "[\"\\\"]", "{\"a\":{\"b\":{\"c\":[[[[]]]]}}}",
+    };
+    static const size_t flags[] = {0, JSON_DECODE_ANY,
+                                   JSON_DECODE_ANY | JSON_ALLOW_NUL,
+                                   JSON_REJECT_DUPLICATES};
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        for (size_t f = 0; f < sizeof flags / sizeof flags[0]; f++) {
+            size_t len = strlen(docs[i]);
+            json_error_t e1, e2;
+            json_t *theirs = json_loadb(docs[i], len, flags[f], &e1);
+            json_t *ours = ds__json_loadb(docs[i], len, flags[f], &e2);
+            ck_assert_msg((theirs == NULL) == (ours == NULL),
+                          "doc %zu flags %zu: jansson %s, ours %s", i, f,
+                          theirs ? "reads it" : "refuses it",
+                          ours ? "reads it" : "refuses it");
+            if (theirs) {
+                ck_assert_msg(json_same(theirs, ours), "doc %zu differs", i);
+            } else {
+                ck_assert_int_eq(e1.position, e2.position);
+                ck_assert_str_eq(e1.text, e2.text);
+            }
+            json_decref(theirs);
+            json_decref(ours);
+        }
+    }
+    /* deeper than the fast reader goes: still jansson's answer */
+    char deep[4002];
+    memset(deep, '[', 2000);
+    memset(deep + 2000, ']', 2000);
+    deep[4000] = '\0';
+    json_t *d1 = json_loads(deep, 0, NULL), *d2 = ds__json_loadb(deep, 4000, 0, NULL);
+    ck_assert((d1 == NULL) == (d2 == NULL));
+    ck_assert(!d1 || json_equal(d1, d2));
+    json_decref(d1);
+    json_decref(d2);
+}
+END_TEST
+
 /* ---- what readers in other languages see ----------------------------------- */
 
 START_TEST(test_json_postgres_readers_match_decimal_literals) {
@@ -287,6 +353,9 @@ Suite *ds_test_json_suite(void) {
     tc = tcase_create("text");
     tcase_add_test(tc, test_json_text_matches_jansson_without_reals);
     tcase_add_test(tc, test_json_document_with_reals_reads_back_equal);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("fast_reader");
+    tcase_add_test(tc, test_json_fast_reader_matches_jansson);
     suite_add_tcase(s, tc);
     tc = tcase_create("errors");
     tcase_add_test(tc, test_json_errors);

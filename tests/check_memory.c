@@ -408,9 +408,10 @@ static void search_all_exact(ds_memory *mem, const dataset *d,
     }
 }
 
-/* sql/0005 down and up again on a populated database: on pgvector the
- * sketches are gone after that (the rows of an older version), and every
- * such fact is rescored, so searches stay exact. */
+/* sql/0006 and 0005 down and up again on a populated database: on pgvector
+ * the sketches are gone after that (the rows of an older version), and every
+ * such fact is rescored, so searches stay exact; the codes are gone on both
+ * backends until ds_memory_fill_sketches() writes them. */
 START_TEST(test_memory_exact_search_migration_down_and_up) {
     fx f;
     if (!fx_open(&f, "test_memory_exact_search_migration_down_and_up", _i))
@@ -423,9 +424,10 @@ START_TEST(test_memory_exact_search_migration_down_and_up) {
     dataset_add(f.mem, &d);
     ds_error err = {0};
     int n = 0;
-    ds_status st = ds_migrate_down(f.pool, NULL, 1, &n, &err);
+    /* to version 4 (below 0005), whatever migrations come after it */
+    ds_status st = ds_migrate_to(f.pool, NULL, 4, &n, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(n, (int)(DS_SCHEMA_VERSION - 4));
     /* 0003's shape: pgvector has no sketches and its HNSW index again */
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
                                        "indexname = "
@@ -437,11 +439,18 @@ START_TEST(test_memory_exact_search_migration_down_and_up) {
                      _i ? 1 : 0);
     st = ds_migrate_up(f.pool, NULL, &n, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(n, (int)(DS_SCHEMA_VERSION - 4));
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
                                        "indexname = "
                                        "'memory_facts_embedding_sketch_idx'"),
                      1);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
+                                       "indexname = "
+                                       "'memory_facts_embedding_code_idx'"),
+                     1);
+    const char *uncoded = "SELECT count(*) FROM memory_facts WHERE "
+                          "embedding_code IS NULL";
+    ck_assert_int_eq(dt_sql_int(f.url, uncoded), (long long)d.n);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_indexes WHERE "
                                        "indexname = "
                                        "'memory_facts_embedding_hnsw'"),
@@ -454,8 +463,10 @@ START_TEST(test_memory_exact_search_migration_down_and_up) {
             size_t filled = 99;
             st = ds_memory_fill_sketches(f.mem, &filled, &err);
             ck_assert_ds_ok(st, err);
-            ck_assert_uint_eq(filled, _i ? d.n : 0);
+            /* sketches (pgvector only) and codes (both) */
+            ck_assert_uint_eq(filled, _i ? 2 * d.n : d.n);
             ck_assert_int_eq(dt_sql_int(f.url, unsketched), 0);
+            ck_assert_int_eq(dt_sql_int(f.url, uncoded), 0);
             st = ds_memory_fill_sketches(f.mem, &filled, &err);
             ck_assert_ds_ok(st, err);
             ck_assert_uint_eq(filled, 0);
@@ -1204,6 +1215,73 @@ START_TEST(test_memory_fallback_survives_a_damaged_sketch) {
 }
 END_TEST
 
+/* A large user's codes only choose candidates: a fact whose code is
+ * missing, of the wrong length or holds NaN is always a candidate, so the
+ * exact top k still comes back. */
+enum { LC_FACTS = 4500 };
+
+START_TEST(test_memory_large_user_survives_damaged_codes) {
+    fx f;
+    if (!fx_open(&f, "test_memory_large_user_survives_damaged_codes", _i))
+        return;
+    cl_model m;
+    ck_assert(cl_model_init(&m, DIM, 50, 7));
+    cl_user prof;
+    cl_user_init(&m, &prof);
+    float *v = malloc((size_t)LC_FACTS * DIM * sizeof *v);
+    int64_t *ids = calloc(LC_FACTS, sizeof *ids);
+    ds_memory_new_fact *batch = calloc(LC_FACTS, sizeof *batch);
+    for (size_t i = 0; i < LC_FACTS; i++) {
+        cl_fact(&m, &prof, v + i * DIM);
+        batch[i] = (ds_memory_new_fact){.user_id = f.alice,
+                                        .content = "large user",
+                                        .embedding = v + i * DIM,
+                                        .dim = DIM};
+    }
+    ds_error err = {0};
+    ds_status st = ds_memory_add_batch(f.mem, batch, LC_FACTS, ids, &err);
+    ck_assert_ds_ok(st, err);
+    float q[DIM];
+    cl_query(&m, &prof, q, NULL);
+    size_t idx[10];
+    double scores[10];
+    ck_assert_uint_eq(cl_exact_topk(v, LC_FACTS, DIM, NULL, q, 10, idx, scores),
+                      10);
+    static const char *const damage[] = {
+        "NULL", "'\\x00'::bytea",
+        "overlay(embedding_code placing '\\x0000c07f'::bytea from 1 for 4)",
+        "overlay(embedding_code placing '\\x0000c07f'::bytea from 5 for 4)",
+        "overlay(embedding_code placing '\\x0000807f'::bytea from 5 for 4)"};
+    char sql[256];
+    for (size_t j = 0; j < 10; j++) {
+        snprintf(sql, sizeof sql,
+                 "UPDATE memory_facts SET embedding_code = %s WHERE id = %lld",
+                 damage[j % 5], (long long)ids[idx[j]]);
+        dt_sql(f.url, sql);
+    }
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts "
+                                       "WHERE embedding_code IS NULL"),
+                     2);
+    ds_memory_facts *hits = search(f.mem, f.alice, q, 10, NULL);
+    ck_assert_uint_eq(hits->count, 10);
+    for (size_t j = 0; j < 10; j++) {
+        ck_assert_int_eq(hits->items[j]->id, ids[idx[j]]);
+        ck_assert_double_eq_tol(hits->items[j]->score, scores[j], 1e-5);
+    }
+    ds_memory_facts_free(hits);
+    /* ds_memory_fill_sketches gives the two rows without one a code */
+    size_t filled = 0;
+    st = ds_memory_fill_sketches(f.mem, &filled, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(filled, 2);
+    cl_model_free(&m);
+    free(v);
+    free(ids);
+    free(batch);
+    fx_close(&f);
+}
+END_TEST
+
 /* ---- the two backends agree; recall on clustered data ---------------------------------------------- */
 
 START_TEST(test_memory_backends_return_the_same_top_k) {
@@ -1255,11 +1333,12 @@ START_TEST(test_memory_backends_return_the_same_top_k) {
 END_TEST
 
 /* Recall on clustered data (tests/clustered.h) against an exact scan in C:
- * a dense user (30% of the table), a sparse one (under 0.2%), one with
+ * a dense user (53% of the table, large enough that its searches choose
+ * candidates by coarse code first), a sparse one (under 0.2%), one with
  * fewer facts than k, and fillers, their facts interleaved; every query
  * unfiltered, by kind and with a similarity floor. */
-enum { RC_DENSE = 1500, RC_SPARSE = 9, RC_TINY = 4, RC_FILLERS = 3,
-       RC_TOTAL = 5000, RC_K = 10 };
+enum { RC_DENSE = 4500, RC_SPARSE = 9, RC_TINY = 4, RC_FILLERS = 3,
+       RC_TOTAL = 8500, RC_K = 10 };
 
 typedef struct recall_stats {
     double sum, worst;
@@ -1754,7 +1833,8 @@ END_TEST
 
 /* Read your writes: with the local replica's replay paused, a search
  * routed to replicas misses a fact added a moment ago, and the same search
- * with the read token taken after the add finds it (from the primary). */
+ * with the read token taken after the add finds it (from the primary); the
+ * same for the hybrid search. */
 START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     fx f;
     if (!fx_open(&f, "test_memory_search_with_read_token_sees_a_new_fact", 0))
@@ -1803,6 +1883,12 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     ds_status plain_st = ds_memory_search(mem, f.alice, v, DIM, 5, NULL, &plain, &e1);
     ds_status tok_search_st = ds_memory_search_read_token(
         mem, f.alice, v, DIM, 5, NULL, &tok, 0, &with_token, &e2);
+    ds_memory_facts *hplain = NULL, *hwith_token = NULL;
+    ds_error e3 = {0}, e4 = {0};
+    ds_status hplain_st = ds_memory_search_hybrid(mem, f.alice, "added", v, DIM,
+                                                  5, NULL, &hplain, &e3);
+    ds_status htok_st = ds_memory_search_hybrid_read_token(
+        mem, f.alice, "added", v, DIM, 5, NULL, &tok, 0, &hwith_token, &e4);
     dt_sql(replica, "SELECT pg_wal_replay_resume()"); /* before any assertion */
 
     ck_assert_ds_ok(add_st, err);
@@ -1814,10 +1900,29 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     ck_assert_int_eq(with_token->items[0]->id, id);
     ds_memory_facts_free(plain);
     ds_memory_facts_free(with_token);
+    /* the hybrid search likewise, found by both of its lists */
+    ck_assert_ds_ok(hplain_st, e3);
+    ck_assert_uint_eq(hplain->count, 0);
+    ck_assert_ds_ok(htok_st, e4);
+    ck_assert_uint_eq(hwith_token->count, 1);
+    ck_assert_int_eq(hwith_token->items[0]->id, id);
+    ck_assert_int_eq(hwith_token->items[0]->vector_rank, 1);
+    ck_assert_int_eq(hwith_token->items[0]->text_rank, 1);
+    ds_memory_facts_free(hplain);
+    ds_memory_facts_free(hwith_token);
 
     ds_memory_facts *bad = NULL;
     ck_assert_int_eq(ds_memory_search_read_token(mem, f.alice, v, DIM, 5, NULL,
                                                  &tok, -1, &bad, &err),
+                     DS_ERR_INVALID);
+    ck_assert_ptr_null(bad);
+    ck_assert_int_eq(ds_memory_search_hybrid_read_token(mem, f.alice, NULL, v,
+                                                        DIM, 5, NULL, &tok, 0,
+                                                        &bad, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_search_hybrid_read_token(mem, f.alice, "added",
+                                                        v, DIM, 5, NULL, &tok,
+                                                        60001, &bad, &err),
                      DS_ERR_INVALID);
     ck_assert_ptr_null(bad);
     ds_memory_close(mem);
@@ -1831,7 +1936,7 @@ END_TEST
 /* ---- stats -------------------------------------------------------------------- */
 
 static ds_memory_stats mem_stats(const ds_memory *mem) {
-    ds_memory_stats s;
+    ds_memory_stats s = {.size = sizeof(ds_memory_stats)};
     ds_memory_stats_init(&s);
     ds_error err = {0};
     ck_assert_ds_ok(ds_memory_stats_get(mem, &s, &err), err);
@@ -1860,7 +1965,7 @@ START_TEST(test_memory_stats_count_searches_rows_and_adds) {
     ds_error err = {0};
     ck_assert_ds_ok(ds_memory_add_batch(f.mem, two, 2, NULL, &err), err);
     /* neither a bad argument nor an unknown user is an error of ours */
-    ds_memory_new_fact nobody = {.user_id = 999999, .content = "x",
+    ds_memory_new_fact nobody = {.size = sizeof(ds_memory_new_fact), .user_id = 999999, .content = "x",
                                  .embedding = v[0], .dim = DIM};
     ck_assert_ds_status(ds_memory_add(f.mem, &nobody, NULL, &err),
                         DS_ERR_NOT_FOUND, err);
@@ -1889,7 +1994,7 @@ START_TEST(test_memory_stats_count_searches_rows_and_adds) {
     ck_assert_uint_eq(s.rows_scanned, 10);
     ck_assert_uint_eq(s.rows_rescored, 6);
     /* a kind nobody has and a user without facts read nothing */
-    ds_memory_search_options o = {.kind = "nothing_here"};
+    ds_memory_search_options o = {.size = sizeof(ds_memory_search_options), .kind = "nothing_here"};
     hits = search(f.mem, f.alice, v[0], 10, &o);
     ds_memory_facts_free(hits);
     hits = search(f.mem, f.bob, v[0], 10, NULL);
@@ -1929,7 +2034,7 @@ END_TEST
 
 START_TEST(test_memory_stats_errors) {
     ds_error err = {0};
-    ds_memory_stats s;
+    ds_memory_stats s = {.size = sizeof(ds_memory_stats)};
     ds_memory_stats_init(&s);
     ck_assert_ds_status(ds_memory_stats_get(NULL, &s, &err), DS_ERR_INVALID, err);
     ck_assert_ds_status(ds_memory_stats_get(NULL, NULL, &err), DS_ERR_INVALID, err);
@@ -1987,6 +2092,7 @@ Suite *ds_test_memory_suite(void) {
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_memory_backends_return_the_same_top_k);
     tcase_add_loop_test(tc, test_memory_recall_on_clustered_data, 0, 2);
+    tcase_add_loop_test(tc, test_memory_large_user_survives_damaged_codes, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("upgrade");
     tcase_set_timeout(tc, 240);

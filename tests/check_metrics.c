@@ -67,7 +67,7 @@ END_TEST
 
 START_TEST(test_metrics_render_queue_and_memory) {
     ds_redis *redis = dt_redis("metrics");
-    ds_queue_options qo;
+    ds_queue_options qo = {.size = sizeof(ds_queue_options)};
     ds_queue_options_init(&qo);
     qo.name = "metrics-jobs";
     ds_queue *q = NULL;
@@ -96,11 +96,11 @@ START_TEST(test_metrics_render_queue_and_memory) {
     float *v = calloc(dim, sizeof *v);
     ck_assert_ptr_nonnull(v);
     v[0] = 1;
-    ds_memory_new_fact f = {.user_id = user, .content = "one", .embedding = v,
+    ds_memory_new_fact f = {.size = sizeof(ds_memory_new_fact), .user_id = user, .content = "one", .embedding = v,
                             .dim = dim};
     ck_assert_ds_ok(ds_memory_add(mem, &f, NULL, &err), err);
     ck_assert_ds_ok(ds_memory_add(mem, &f, NULL, &err), err);
-    ds_memory_search_options primary = {.read_primary = true};
+    ds_memory_search_options primary = {.size = sizeof(ds_memory_search_options), .read_primary = true};
     ds_memory_facts *hits = NULL;
     ck_assert_ds_ok(ds_memory_search(mem, user, v, dim, 5, &primary, &hits, &err), err);
     ck_assert_uint_eq(hits->count, 2);
@@ -110,7 +110,7 @@ START_TEST(test_metrics_render_queue_and_memory) {
                     err);
     ds_memory_facts_free(hits);
 
-    ds_metrics_sources src = {.queue = q, .memory = mem};
+    ds_metrics_sources src = {.size = sizeof(ds_metrics_sources), .queue = q, .memory = mem};
     char *text = NULL;
     ck_assert_ds_ok(ds_metrics_render(&src, &text, NULL, &err), err);
     ck_assert_double_eq(sample(text, "ds_queue_enqueued_total{queue=\"metrics-jobs\"}"), 3);
@@ -131,7 +131,7 @@ START_TEST(test_metrics_render_queue_and_memory) {
     ck_assert_double_eq(sample(text, "ds_memory_facts_added_total"), 2);
     ck_assert_double_eq(sample(text, "ds_memory_rows_scanned_total"), 4);
     ck_assert_double_eq(sample(text, "ds_memory_errors_total"), 0);
-    ds_memory_stats ms;
+    ds_memory_stats ms = {.size = sizeof(ds_memory_stats)};
     ds_memory_stats_init(&ms);
     ck_assert_ds_ok(ds_memory_stats_get(mem, &ms, &err), err);
     double backend = ds_memory_backend(mem) == DS_VECTOR_BACKEND_PGVECTOR

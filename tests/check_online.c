@@ -303,7 +303,7 @@ static void *probe_main(void *p) {
     return NULL;
 }
 
-enum { NPROBES = 8, MAX_PROBES = 12 };
+enum { NPROBES = 10, MAX_PROBES = 12 };
 
 typedef struct probes {
     probe p[MAX_PROBES];
@@ -342,6 +342,31 @@ static void probes_start_defs(probes *ps, const char *url,
     usleep(300000); /* every probe connected and running */
 }
 
+/* A probe with a range of its own: $1 from 1 to `range`. */
+typedef struct range_probe {
+    const char *name;
+    const char *sql;
+    int range;
+} range_probe;
+
+/* Starts one probe per def (at most MAX_PROBES). */
+static void probes_run(probes *ps, const char *url, const range_probe *defs,
+                       int n) {
+    ck_assert_int_le(n, MAX_PROBES);
+    memset(ps, 0, sizeof *ps);
+    ps->n = n;
+    for (int i = 0; i < n; i++) {
+        probe *pr = &ps->p[i];
+        pr->url = url;
+        pr->name = defs[i].name;
+        pr->sql = defs[i].sql;
+        pr->range = defs[i].range;
+        pr->stop = &ps->stop;
+        ck_assert_int_eq(pthread_create(&ps->t[i], NULL, probe_main, pr), 0);
+    }
+    usleep(300000); /* every probe connected and running */
+}
+
 static void probes_start(probes *ps, const char *url, int users,
                          int conversations) {
     static const probe_def defs[NPROBES] = {
@@ -365,6 +390,14 @@ static void probes_start(probes *ps, const char *url, int users,
          "SELECT count(*) FROM analytics_events WHERE user_id = $1", 0},
         {"analytics_events write",
          "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')", 0},
+        /* the index sql/0007 builds and the one it drops */
+        {"auth_sessions read",
+         "SELECT id FROM auth_sessions WHERE user_id = $1 AND NOT revoked "
+         "AND expires_at > now()", 0},
+        {"auth_sessions write",
+         "INSERT INTO auth_sessions (user_id, token_hash, expires_at) VALUES "
+         "($1, sha256(convert_to(gen_random_uuid()::text, 'UTF8')), now() + "
+         "interval '1 day')", 0},
     };
     probes_start_defs(ps, url, defs, NPROBES, users, conversations, 0);
 }
@@ -390,7 +423,7 @@ static void probes_check(probes *ps, const char *what, long long before[],
 }
 
 /* Fills a database at version 2 with rows: `rows` memory facts, messages
- * and events, a tenth as many conversations; `future` events of a month
+ * and events, a tenth as many conversations and auth sessions; `future` events of a month
  * that has no partition yet (they wait in the default partition). */
 static void populate(const char *url, int users, int rows, int future) {
     char sql[2048];
@@ -412,6 +445,11 @@ static void populate(const char *url, int users, int rows, int future) {
              "INSERT INTO messages (conversation_id, role, content) "
              "SELECT 1 + g %% %d, 'user', 'message ' || g "
              "FROM generate_series(1, %d) g", rows / 10, rows);
+    dt_exec(c, sql);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO auth_sessions (user_id, token_hash, expires_at) "
+             "SELECT 1 + g %% %d, sha256(int8send(g)), now() + (g %% 7 - 2) * "
+             "interval '1 day' FROM generate_series(1, %d) g", users, rows / 10);
     dt_exec(c, sql);
     snprintf(sql, sizeof sql,
              "INSERT INTO analytics_events (user_id, name, occurred_at) "
@@ -496,7 +534,7 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
     usleep(200000);
     probes_check(&ps, "up from 2 and maintain", after_up, BOUND_MS);
     /* progress: batches of the one month that had rows, up to all of them */
-    ck_assert_int_ge(pl.events, PROBE_FUTURE / 5000);
+    ck_assert_int_ge(pl.events, 2);
     ck_assert_int_eq(pl.last_done, PROBE_FUTURE);
     ck_assert_int_eq(pl.last_total, PROBE_FUTURE);
     ck_assert(pl.monotonic);
@@ -576,6 +614,70 @@ START_TEST(test_online_upgrade_from_1_under_probes) {
 }
 END_TEST
 
+/* Down from the latest version to 1 on a populated database: 0002's down
+ * folds the monthly partitions (which hold rows) into the default
+ * partition in batches and one catalog-only swap, under the probes; every
+ * event is kept, and a row written during the fold is not lost. */
+START_TEST(test_online_down_to_1_under_probes) {
+    char *url = dt_migrated_db("onl_down");
+    populate_at_latest(url, 200, PROBE_ROWS);
+    /* one month ahead with rows too, and a few in the default partition */
+    dt_sql(url, "SELECT ds_analytics_ensure_partitions(2)");
+    dt_sql(url, "INSERT INTO analytics_events (user_id, name, occurred_at) "
+                "SELECT 1 + g % 200, 'ahead', date_trunc('month', now()) + "
+                "interval '1 month 1 day' + g * interval '1 second' FROM "
+                "generate_series(1, 5000) g");
+    dt_sql(url, "INSERT INTO analytics_events (user_id, name, occurred_at) "
+                "SELECT 1 + g % 200, 'old', now() - interval '3 years' FROM "
+                "generate_series(1, 1000) g");
+    long long before = dt_sql_int(url, "SELECT count(*) FROM analytics_events");
+    long long sum_before = dt_sql_int(url, "SELECT sum(id) FROM analytics_events");
+    ck_assert_int_gt(dt_sql_int(url, "SELECT count(*) FROM pg_inherits WHERE "
+                                     "inhparent = 'analytics_events'::regclass"),
+                     3);
+    ds_pool *pool = dt_pool(url, 1, 2);
+    probes ps;
+    probes_start(&ps, url, 200, PROBE_ROWS / 10);
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, NULL, 1, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "down to 1", NULL, BOUND_MS);
+    /* one partition left, the default, holding every event: those from
+     * before and each probe insert */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_inherits WHERE "
+                                     "inhparent = 'analytics_events'::regclass"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events_default "
+                                     "WHERE name <> 'probe'"),
+                     before);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT sum(id) FROM analytics_events "
+                                     "WHERE name <> 'probe'"),
+                     sum_before);
+    long long inserted = 0;
+    for (int i = 0; i < NPROBES; i++)
+        if (strstr(ps.p[i].name, "analytics_events write"))
+            inserted = ps.p[i].ops;
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events "
+                                     "WHERE name = 'probe'"),
+                     inserted);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
+                                     "relname LIKE 'analytics_events_fold%'"),
+                     0);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_index i WHERE "
+                                     "i.indrelid = 'analytics_events_default'::regclass"),
+                     2);
+    /* and up again, to the latest */
+    int n = 0;
+    st = ds_migrate_up(pool, NULL, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, (int)(DS_SCHEMA_VERSION - 1));
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* A fallback database with embeddings moves to pgvector while the probes
  * run: no long ACCESS EXCLUSIVE, every embedding converted. */
 START_TEST(test_online_upgrade_to_pgvector_under_probes) {
@@ -606,7 +708,7 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
     ds_error err = {0};
     dt_progress prog;
     dt_progress_init(&prog, "memory_upgrade", 0);
-    ds_memory_upgrade_options uo;
+    ds_memory_upgrade_options uo = {.size = sizeof(ds_memory_upgrade_options)};
     ds_memory_upgrade_options_init(&uo);
     uo.progress = dt_progress_record;
     uo.progress_ud = &prog;
@@ -663,7 +765,7 @@ START_TEST(test_online_purge_under_probes) {
     bool more = true;
     dt_progress prog;
     dt_progress_init(&prog, "purge", 0);
-    ds_gdpr_purge_options po;
+    ds_gdpr_purge_options po = {.size = sizeof(ds_gdpr_purge_options)};
     ds_gdpr_purge_options_init(&po);
     po.batch_users = 10;
     po.progress = dt_progress_record;
@@ -721,9 +823,9 @@ START_TEST(test_online_rotate_under_probes) {
     probes_start_defs(&ps, url, defs, 4, 200, PROBE_ROWS / 10, CONNS);
     dt_progress prog;
     dt_progress_init(&prog, "crypto_rotate", 0);
-    ds_crypto_rotate_options ro = {.progress = dt_progress_record,
+    ds_crypto_rotate_options ro = {.size = sizeof(ds_crypto_rotate_options), .progress = dt_progress_record,
                                    .progress_ud = &prog};
-    ds_crypto_rotate_stats stats;
+    ds_crypto_rotate_stats stats = {.size = sizeof(ds_crypto_rotate_stats)};
     ds_status st = ds_crypto_rotate(ring2, pool, &ro, &stats, &err);
     ck_assert_ds_ok(st, err);
     usleep(200000);
@@ -787,7 +889,7 @@ START_TEST(test_online_erase_under_probes) {
     dt_progress prog;
     dt_progress_init(&prog, "erase", 0);
     prog.cumulative = true;
-    ds_gdpr_erase_options eo;
+    ds_gdpr_erase_options eo = {.size = sizeof(ds_gdpr_erase_options)};
     ds_gdpr_erase_options_init(&eo);
     eo.progress = dt_progress_record;
     eo.progress_ud = &prog;
@@ -820,6 +922,313 @@ START_TEST(test_online_erase_under_probes) {
 }
 END_TEST
 
+/* Sums the operations of the probes whose name starts with `prefix`. */
+static long long probe_ops(const probes *ps, const char *prefix) {
+    long long n = 0;
+    for (int i = 0; i < ps->n; i++)
+        if (!strncmp(ps->p[i].name, prefix, strlen(prefix)))
+            n += ps->p[i].ops;
+    return n;
+}
+
+/* Maintain moves a month whose rows a writer keeps updating: the move
+ * gives way to the writer waiting on a moved row (no deadlock error), and
+ * no update is lost: the updater adds 1 to a counter in a random row of
+ * the month, so the counters sum to the number of updates made. (The
+ * updater waits on row locks while the move runs, so the bound here is
+ * generous: this test is about correctness.) */
+START_TEST(test_online_maintain_while_rows_of_the_month_change) {
+    char *url = dt_create_db("onl_upd");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, NULL, 2, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
+    st = ds_migrate_up(pool, NULL, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    long long first = dt_sql_int(url, "SELECT min(id) - 1 FROM analytics_events "
+                                      "WHERE name = 'future'");
+    char upd[400];
+    snprintf(upd, sizeof upd,
+             "UPDATE analytics_events SET properties = jsonb_build_object("
+             "'n', coalesce((properties->>'n')::int, 0) + 1) WHERE id = "
+             "%lld + $1::bigint",
+             first);
+    range_probe defs[] = {
+        {"updater 1", upd, PROBE_FUTURE},
+        {"updater 2", upd, PROBE_FUTURE},
+        {"analytics_events write",
+         "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')", 200},
+        {"analytics_events read",
+         "SELECT count(*) FROM analytics_events WHERE user_id = $1", 200},
+    };
+    probes ps;
+    probes_run(&ps, url, defs, 4);
+    int created = 0;
+    st = ds_migrate_maintain(pool, NULL, 6, &created, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "maintain while rows change", NULL, 10 * BOUND_MS);
+    ck_assert_int_eq(created, 3);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events e "
+                                     "JOIN pg_class c ON c.oid = e.tableoid "
+                                     "WHERE e.name = 'future' AND c.relname <> "
+                                     "'analytics_events_default'"),
+                     PROBE_FUTURE);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT coalesce(sum((properties->>'n')"
+                                     "::int), 0) FROM analytics_events WHERE "
+                                     "name = 'future'"),
+                     probe_ops(&ps, "updater"));
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+static void *long_reader_main(void *p) {
+    blocker *b = p;
+    PGconn *c = PQconnectdb(b->url);
+    PGresult *r = PQexec(c, "BEGIN; SELECT count(*) FROM analytics_events");
+    PQclear(r);
+    usleep((useconds_t)b->hold_ms * 1000);
+    r = PQexec(c, "COMMIT");
+    PQclear(r);
+    PQfinish(c);
+    return NULL;
+}
+
+/* A long query on analytics_events holds its lock while maintain wants to
+ * attach: the attach queues briefly and tries again, so readers and
+ * writers arriving meanwhile never queue behind it for long, and maintain
+ * finishes once the query is done. */
+START_TEST(test_online_maintain_behind_a_long_reader) {
+    char *url = dt_create_db("onl_long");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, NULL, 2, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
+    st = ds_migrate_up(pool, NULL, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    range_probe defs[] = {
+        {"analytics_events write",
+         "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')", 200},
+        {"analytics_events read",
+         "SELECT count(*) FROM analytics_events WHERE user_id = $1", 200},
+    };
+    probes ps;
+    probes_run(&ps, url, defs, 2);
+    blocker b = {url, 3000};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, long_reader_main, &b), 0);
+    usleep(300000); /* the long query holds its lock */
+    int created = 0;
+    st = ds_migrate_maintain(pool, NULL, 6, &created, &err);
+    pthread_join(t, NULL);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(created, 3);
+    usleep(200000);
+    probes_check(&ps, "maintain behind a long reader", NULL, BOUND_MS);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events_default "
+                                     "WHERE name = 'future'"),
+                     0);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
+/* ---- expand/contract recipes ---------------------------------------------- */
+
+#define RECIPE_ROWS 30000
+
+/* The recipes of docs/online-migrations.md (rename a column across two
+ * releases, add a NOT NULL column, change a type, split a table, add a
+ * foreign key), as migrations in tests/migrations/recipes on top of the
+ * shipped ones, run on 30,000 rows while probes read and write the table:
+ * the old code's paths, then the old and new side by side during the
+ * expand steps, then the new only for the contract. Lint finds nothing
+ * unwaived in them, no probe waits more than the bound, and after the
+ * contract every row holds what it should. */
+START_TEST(test_online_expand_contract_recipes_under_probes) {
+    const char *root = dt_env("DS_PROJECT_ROOT");
+    char recipes[PATH_MAX];
+    snprintf(recipes, sizeof recipes, "%s/tests/migrations/recipes", root);
+    ds_error err = {0};
+    ds_migrate_options lopts = {.size = sizeof(ds_migrate_options)};
+    lopts.dir = recipes;
+    ds_lint_report *rep = NULL;
+    ds_status st = ds_migrate_lint(&lopts, NULL, 0, &rep, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(rep->files, 14);
+    ck_assert_uint_eq(rep->errors, 0);
+    ck_assert_uint_eq(rep->warnings, 0);
+    ds_lint_report_free(rep);
+
+    char *url = dt_create_db("onl_recipes");
+    char *dir = temp_dir();
+    char cmd[3 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "cp '%s'/sql/*.sql '%s'/*.sql '%s'/", root,
+             recipes, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_migrate_options opts = {.size = sizeof(ds_migrate_options)};
+    opts.dir = dir;
+    st = ds_migrate_to(pool, &opts, 1001, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    char sql[512];
+    dt_sql(url, "INSERT INTO users (email) SELECT 'u' || g || '@example.com' "
+                "FROM generate_series(1, 200) g");
+    snprintf(sql, sizeof sql,
+             "INSERT INTO recipe_notes (owner_id, title, score, address) "
+             "SELECT 1 + g %% 200, 'note ' || g, g, CASE WHEN g %% 3 = 0 THEN "
+             "NULL ELSE 'addr ' || g END FROM generate_series(1, %d) g",
+             RECIPE_ROWS);
+    dt_sql(url, sql);
+    dt_sql(url, "ANALYZE recipe_notes");
+
+    const range_probe old_reader = {
+        "old reader",
+        "SELECT id, title, score, address FROM recipe_notes WHERE owner_id = "
+        "$1::bigint ORDER BY id DESC LIMIT 20", 200};
+    const range_probe old_writer = {
+        "old writer",
+        "INSERT INTO recipe_notes (owner_id, title, score, address) VALUES "
+        "($1::bigint, 'old ' || $1::bigint, $1::bigint, 'old addr')", 200};
+    const range_probe old_updater = {
+        "old updater",
+        "UPDATE recipe_notes SET title = 'edited ' || $1::bigint, score = "
+        "score + 1 WHERE id = $1::bigint", RECIPE_ROWS};
+
+    /* release N-1's code while the rename's expand step runs */
+    probes ps;
+    range_probe a[] = {old_reader, old_writer, old_updater};
+    probes_run(&ps, url, a, 3);
+    st = ds_migrate_to(pool, &opts, 1002, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "recipes: rename expand", NULL, BOUND_MS);
+    long long old_rows = probe_ops(&ps, "old writer");
+
+    /* old and new code side by side through every expand step */
+    range_probe b[] = {
+        old_reader, old_writer, old_updater,
+        {"new reader",
+         "SELECT id, heading, score FROM recipe_notes WHERE owner_id = "
+         "$1::bigint ORDER BY id DESC LIMIT 20", 200},
+        {"new writer",
+         "INSERT INTO recipe_notes (owner_id, heading, score, address) VALUES "
+         "($1::bigint, 'new ' || $1::bigint, $1::bigint, 'new addr')", 200},
+        {"new updater",
+         "UPDATE recipe_notes SET heading = 'renamed ' || $1::bigint WHERE "
+         "id = $1::bigint", RECIPE_ROWS},
+    };
+    probes_run(&ps, url, b, 6);
+    st = ds_migrate_to(pool, &opts, 1013, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    usleep(200000);
+    probes_check(&ps, "recipes: expand and backfill", NULL, BOUND_MS);
+    old_rows += probe_ops(&ps, "old writer");
+    long long new_rows = probe_ops(&ps, "new writer");
+
+    /* release N+1's code only, while the contract step runs */
+    range_probe c[] = {
+        {"newer reader",
+         "SELECT n.id, n.heading, n.score, n.priority, a.address FROM "
+         "recipe_notes n LEFT JOIN recipe_note_addresses a ON a.note_id = "
+         "n.id WHERE n.owner_id = $1::bigint ORDER BY n.id DESC LIMIT 20", 200},
+        {"newer writer",
+         "WITH n AS (INSERT INTO recipe_notes (owner_id, heading, score) "
+         "VALUES ($1::bigint, 'newer ' || $1::bigint, $1::bigint) RETURNING "
+         "id) INSERT INTO recipe_note_addresses (note_id, address) SELECT id, "
+         "'newer addr' FROM n", 200},
+        {"newer updater",
+         "UPDATE recipe_notes SET heading = 'renamed ' || $1::bigint, score = "
+         "score + 1 WHERE id = $1::bigint", RECIPE_ROWS},
+    };
+    probes_run(&ps, url, c, 3);
+    int n = 0;
+    st = ds_migrate_up(pool, &opts, &n, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    usleep(200000);
+    probes_check(&ps, "recipes: contract", NULL, BOUND_MS);
+    long long newer_rows = probe_ops(&ps, "newer writer");
+
+    /* the schema the recipes end with */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
+                                     "attrelid = 'recipe_notes'::regclass AND "
+                                     "attname IN ('title', 'score_old', "
+                                     "'address', 'score_new') AND NOT attisdropped"),
+                     0);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
+                                     "attrelid = 'recipe_notes'::regclass AND "
+                                     "attname IN ('score', 'priority') AND "
+                                     "attnotnull AND NOT attisdropped AND "
+                                     "atttypid = CASE attname WHEN 'score' THEN "
+                                     "'int8'::regtype ELSE 'int4'::regtype END"),
+                     2);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_constraint WHERE "
+                                     "conrelid = 'recipe_notes'::regclass AND "
+                                     "(NOT convalidated OR contype = 'c')"),
+                     0);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_constraint WHERE "
+                                     "conname = 'recipe_notes_owner_fk' AND "
+                                     "contype = 'f' AND convalidated"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_index i JOIN "
+                                     "pg_class c ON c.oid = i.indexrelid WHERE "
+                                     "c.relname = 'recipe_notes_owner_idx' AND "
+                                     "i.indisvalid"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_trigger WHERE "
+                                     "tgrelid = 'recipe_notes'::regclass AND "
+                                     "NOT tgisinternal"),
+                     0);
+    /* every row: the ones from before, each writer's */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM recipe_notes WHERE id <= %d", RECIPE_ROWS);
+    ck_assert_int_eq(dt_sql_int(url, sql), RECIPE_ROWS);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes WHERE "
+                                     "heading LIKE 'old %'"),
+                     old_rows);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes WHERE "
+                                     "heading LIKE 'new %'"),
+                     new_rows);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes WHERE "
+                                     "heading LIKE 'newer %'"),
+                     newer_rows);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes WHERE "
+                                     "heading IS NULL"),
+                     0);
+    /* the renamed column holds the old one's text, or an edit made through
+     * either name; the score, widened, never went back */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM recipe_notes WHERE id <= %d AND NOT "
+             "(heading IN ('note ' || id, 'edited ' || id, 'renamed ' || id) "
+             "AND score >= id AND priority = 0)",
+             RECIPE_ROWS);
+    ck_assert_int_eq(dt_sql_int(url, sql), 0);
+    /* the split: each address that was written, in the new table */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM recipe_note_addresses WHERE note_id <= %d "
+             "AND address = 'addr ' || note_id",
+             RECIPE_ROWS);
+    ck_assert_int_eq(dt_sql_int(url, sql), RECIPE_ROWS - RECIPE_ROWS / 3);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM recipe_notes n "
+                                     "WHERE n.heading ~ '^(old|new|newer) ' "
+                                     "AND NOT EXISTS (SELECT 1 FROM "
+                                     "recipe_note_addresses a WHERE a.note_id = "
+                                     "n.id AND a.address = split_part(n.heading, "
+                                     "' ', 1) || ' addr')"),
+                     0);
+    ds_pool_close(pool);
+    rm_dir(dir);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 Suite *ds_test_online_suite(void) {
     Suite *s = suite_create("online");
     TCase *tc = tcase_create("runner");
@@ -837,6 +1246,13 @@ Suite *ds_test_online_suite(void) {
     tcase_add_test(tc, test_online_purge_under_probes);
     tcase_add_test(tc, test_online_rotate_under_probes);
     tcase_add_test(tc, test_online_erase_under_probes);
+    tcase_add_test(tc, test_online_down_to_1_under_probes);
+    tcase_add_test(tc, test_online_maintain_while_rows_of_the_month_change);
+    tcase_add_test(tc, test_online_maintain_behind_a_long_reader);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("recipes");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_online_expand_contract_recipes_under_probes);
     suite_add_tcase(s, tc);
     return s;
 }

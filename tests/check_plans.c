@@ -69,11 +69,17 @@ static const allowed_finding allowed[] = {
      "their sketches: a one-off maintenance pass, like memory.upgrade"},
     {"memory.pgvector.unsketched", NULL, "filtered",
      "the same walk passes over facts that already have their sketch"},
+    {"memory.pgvector.uncoded", NULL, "seqscan",
+     "ds_memory_fill_sketches walks the table once by id to give old facts "
+     "their coarse codes: a one-off maintenance pass"},
+    {"memory.pgvector.uncoded", NULL, "filtered",
+     "the same walk passes over facts that already have their code"},
+    {"memory.fallback.uncoded", NULL, "seqscan",
+     "as memory.pgvector.uncoded, on the fallback backend"},
+    {"memory.fallback.uncoded", NULL, "filtered",
+     "as memory.pgvector.uncoded, on the fallback backend"},
     /* Known and left for their modules (each costs O(one user's rows),
      * not O(table)); remove the entry with the fix: */
-    {"session.list_user", NULL, "filtered",
-     "a user's expired sessions are read and dropped until purge_expired "
-     "removes them; an index on (user_id, expires_at) would skip them"},
     {"memory.rows", "generic", "filtered",
      "the generic plan reads the user's facts through (user_id, kind, id) "
      "and filters id = ANY($2) instead of probing the primary key"},
@@ -87,16 +93,15 @@ static const allowed_finding allowed[] = {
      "sketch of the user by design (docs/memory.md)"},
     {"memory.sketches_wide", "generic", "filtered",
      "as memory.sketches, above 2000 dimensions"},
+    {"memory.codes", "generic", "filtered",
+     "the kind filter, as for memory.sketches; a large user's search reads "
+     "every code of the user by design (docs/memory.md)"},
     {"memory.fallback.embeddings", "generic", "filtered",
      "id = ANY($2) filtered over the user's facts, as for memory.rows "
      "(fallback backend)"},
     {"memory.pgvector.embeddings", "generic", "filtered",
      "id = ANY($2) filtered over the user's facts, as for memory.rows "
      "(pgvector backend)"},
-    {"gdpr.erase", "custom", "seqscan",
-     "erasing the heaviest user deletes a third of all messages, where a "
-     "scan is the right plan; the generic plan, used for typical users, "
-     "goes by index"},
     {"gdpr.erase_count", "custom", "seqscan",
      "counting the heaviest user's rows reads a third of all messages and "
      "facts, where a scan is the right plan; the generic plan goes by index"},

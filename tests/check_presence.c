@@ -609,7 +609,7 @@ static long long expiry_of(ds_redis *r, const char *set, int64_t conv, int64_t u
 }
 
 START_TEST(test_presence_heartbeat_extends_by_server_time) {
-    ds_presence_options o;
+    ds_presence_options o = {.size = sizeof(ds_presence_options)};
     memset(&o, 0, sizeof o);
     ds_presence_options_init(&o);
     ck_assert_int_eq(o.online_ttl_ms, 60000);

@@ -997,7 +997,7 @@ END_TEST
 /* ---- stats ------------------------------------------------------------------- */
 
 static ds_queue_stats stats_of(const ds_queue *q) {
-    ds_queue_stats s;
+    ds_queue_stats s = {.size = sizeof(ds_queue_stats)};
     ds_queue_stats_init(&s);
     ds_error err = {0};
     ck_assert_ds_ok(ds_queue_stats_get(q, &s, &err), err);
@@ -1132,7 +1132,7 @@ START_TEST(test_queue_stats_errors) {
     ds_redis *r = dt_redis("queue");
     ds_queue *q = open_queue(r, "stats3", "w1", 0, 0, 0);
     ds_error err = {0};
-    ds_queue_stats s;
+    ds_queue_stats s = {.size = sizeof(ds_queue_stats)};
     ds_queue_stats_init(&s);
     ck_assert_ds_status(ds_queue_stats_get(NULL, &s, &err), DS_ERR_INVALID, err);
     ck_assert_ds_status(ds_queue_stats_get(q, NULL, &err), DS_ERR_INVALID, err);
@@ -1178,7 +1178,7 @@ static long long consumer_pending(ds_redis *r, const char *queue, const char *na
 }
 
 START_TEST(test_queue_header_promises) {
-    ds_queue_options d;
+    ds_queue_options d = {.size = sizeof(ds_queue_options)};
     memset(&d, 0x5a, sizeof d);
     ds_queue_options_init(&d);
     ck_assert_ptr_null(d.name);

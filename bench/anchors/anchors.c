@@ -75,7 +75,7 @@ static bool op_list(void *p) {
 
 static bool op_append(void *p) {
     tctx *t = p;
-    ds_message_new m = {DS_ROLE_ASSISTANT, content, 0, NULL, NULL};
+    ds_message_new m = {sizeof(ds_message_new), DS_ROLE_ASSISTANT, content, 0, NULL, NULL};
     ds_message *msg;
     ds_error err;
     if (ds_message_append(pool, append_conv[t->index], &m, &msg, &err) != DS_OK)
@@ -153,7 +153,7 @@ static void exec_or_die(PGconn *c, const char *sql) {
 static void setup(const char *url) {
     ds_error err = {0};
     json_t *prefs = json_pack("{s:s, s:b}", "theme", "dark", "beta", 1);
-    ds_profile_fields pf = {"Anchor User", "en-GB", "Europe/Lisbon", prefs};
+    ds_profile_fields pf = {sizeof(ds_profile_fields), "Anchor User", "en-GB", "Europe/Lisbon", prefs};
     long long tag = (long long)bench_now_ns();
     for (int i = 0; i < NUSERS; i++) {
         char email[80];

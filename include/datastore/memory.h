@@ -265,6 +265,20 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_search_hybrid(
     size_t dim, int k, const ds_memory_search_options *opts,
     ds_memory_facts **out, ds_error *err);
 
+/*
+ * ds_memory_search_hybrid() that reads its own writes, as
+ * ds_memory_search_read_token() does for the vector search: the search
+ * runs on a replica that has replayed `token` (from ds_pool_read_token()
+ * after the writes), else, after waiting up to max_wait_ms (0 to 60000),
+ * on the primary. A NULL token is ds_memory_search_hybrid(). Errors as
+ * ds_memory_search_hybrid().
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_search_hybrid_read_token(
+    ds_memory *mem, int64_t user_id, const char *text, const float *query,
+    size_t dim, int k, const ds_memory_search_options *opts,
+    const ds_read_token *token, int max_wait_ms, ds_memory_facts **out,
+    ds_error *err);
+
 /* Frees a fact. NULL is a no-op. */
 DS_EXPORT void ds_memory_fact_free(ds_memory_fact *fact);
 

@@ -56,7 +56,7 @@ extern "C" {
 
 /* The schema version this build of the library expects: the newest
  * migration built into it. ds_migrate_check_schema() compares the database to it. */
-#define DS_SCHEMA_VERSION 5
+#define DS_SCHEMA_VERSION 7
 
 /* What a run reports to its progress callback. */
 typedef enum ds_migrate_event {
@@ -312,6 +312,133 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_lint(const ds_migrate_options *opts,
                                                  ds_error *err);
 /* Frees a report; a no-op on NULL. */
 DS_EXPORT void ds_lint_report_free(ds_lint_report *report);
+
+/* ---- rehearse: the pending migrations on a populated copy, watched ---- */
+
+/*
+ * Options of ds_migrate_rehearse(): a growable struct (docs/abi.md). Set
+ * it up with ds_rehearse_options_init() or DS_REHEARSE_OPTIONS_INIT, then
+ * change members; zero means the default everywhere.
+ */
+typedef struct ds_rehearse_options {
+    size_t size;              /* sizeof(ds_rehearse_options), set by the
+                                 initialiser                              */
+    const char *dir;          /* migrations directory; NULL: built in     */
+    const char *scratch_url;  /* an existing, empty database to rehearse
+                                 in, used as it is and never dropped;
+                                 NULL: create one (scratch_name)          */
+    const char *scratch_name; /* the database created on the target's
+                                 server and dropped afterwards; NULL:
+                                 "<target>_rehearse_<pid>"                */
+    bool keep;                /* do not drop the created database         */
+    int64_t rows_per_table;   /* synthetic rows per table: > 0 this many,
+                                 0 the default (10000), < 0 none          */
+    int64_t lock_threshold_ms; /* a lock that blocks reads or writes, held
+                                  on a table with rows longer than this,
+                                  fails the rehearsal: > 0 this, 0 the
+                                  default (1000), < 0 any such lock fails,
+                                  however short                          */
+    int64_t sample_interval_ms; /* pg_locks sampling period: > 0 this, 0
+                                   the default (5)                        */
+    int64_t lock_timeout_ms;  /* lock_timeout of the migration statements
+                                 (as ds_migrate_options): > 0 this, 0 the
+                                 configuration's, < 0 none                */
+    const char *pg_dump;      /* the pg_dump program; NULL: "pg_dump"     */
+    const char *psql;         /* the psql program; NULL: "psql"           */
+} ds_rehearse_options;
+
+#define DS_REHEARSE_OPTIONS_INIT {sizeof(ds_rehearse_options), NULL, NULL, \
+                                  NULL, false, 0, 0, 0, 0, NULL, NULL}
+
+/* Sets `opts` to the defaults (all zero) with its size. */
+DS_EXPORT void ds_rehearse_options_init(ds_rehearse_options *opts);
+
+/* One statement of a pending migration as the rehearsal ran it. */
+typedef struct ds_rehearse_statement {
+    const char *file;     /* "0003_memory_embeddings.up.sql"            */
+    int line;             /* 1-based line of the statement              */
+    const char *sql;      /* its start, on one line (at most ~120 bytes) */
+    int64_t duration_ms;
+    bool ok;              /* false: the statement failed (see error)    */
+} ds_rehearse_statement;
+
+/* A lock on a table, from the first sample that saw it to its release. */
+typedef struct ds_rehearse_lock {
+    size_t statement;     /* index in statements: the one running when
+                             the lock was first seen (it may be held on
+                             to the end of the file's transaction)      */
+    const char *table;    /* schema.table                               */
+    const char *mode;     /* as pg_locks names it: "AccessExclusiveLock" */
+    int64_t held_ms;
+    int64_t rows;         /* rows in the table before the statement; -1:
+                             a table the migrations created             */
+    bool rewritten;       /* the table's file was replaced (relfilenode
+                             changed) while the lock was held           */
+    bool blocks_reads;    /* SELECT waits for it (ACCESS EXCLUSIVE)     */
+    bool blocks_writes;   /* INSERT/UPDATE/DELETE wait for it           */
+    bool over_threshold;  /* blocks, the table has rows, and it was held
+                             longer than the threshold: fails           */
+} ds_rehearse_lock;
+
+/* A table of the scratch database and how it was filled. */
+typedef struct ds_rehearse_table {
+    const char *table;    /* schema.table                               */
+    int64_t rows;         /* rows it held before the migrations ran     */
+    const char *skipped;  /* why it holds fewer rows than asked, or NULL */
+} ds_rehearse_table;
+
+typedef struct ds_rehearse_report {
+    bool ok;              /* every pending migration applied and no lock
+                             over the threshold                         */
+    const char *error;    /* a migration failed on the scratch database:
+                             the runner's message; else NULL            */
+    int64_t from_version; /* the target's version                       */
+    int64_t to_version;   /* the scratch's version after the run        */
+    size_t applied;       /* migrations applied on the scratch database */
+    size_t violations;    /* locks over the threshold                   */
+    int64_t lock_threshold_ms; /* as applied (0: any blocking lock)     */
+    int64_t rows_per_table;
+    const char *scratch_database; /* its name                          */
+    bool scratch_kept;    /* it still exists                            */
+    ds_rehearse_statement *statements;
+    size_t nstatements;
+    ds_rehearse_lock *locks;
+    size_t nlocks;
+    ds_rehearse_table *tables;
+    size_t ntables;
+} ds_rehearse_report;
+
+/*
+ * Rehearses `ds-migrate up` for the database of cfg's database_url (the
+ * target), which it only reads: builds a scratch database from the
+ * target's schema (pg_dump --schema-only, restored with psql) with the
+ * target's migration record, fills every table with synthetic rows that
+ * satisfy its constraints (foreign keys in dependency order, partitioned
+ * tables through their parent; a table it cannot fill is listed with the
+ * reason), applies the pending migrations there with the runner while a
+ * second connection samples pg_locks, pg_stat_activity and pg_class, and
+ * reports per statement the table locks, how long each was held and
+ * whether the table was rewritten. Locks are observed, not parsed, so
+ * statements inside DO blocks and functions are seen. The created scratch
+ * database is dropped afterwards unless opts->keep. The configuration's
+ * other settings (embedding dimension, vector backend, lock timeout) are
+ * those the migrations run with.
+ * `*out` receives the report (free with ds_rehearse_report_free()) when
+ * the rehearsal ran, whatever it found: a migration that fails on the
+ * scratch database or a lock over the threshold makes report->ok false.
+ * Errors (nothing was rehearsed, the target is untouched):
+ * DS_ERR_CONNECTION (the target or the scratch cannot be reached),
+ * DS_ERR_MIGRATION (a migration file that cannot be read or split; a
+ * history the runner would refuse), DS_ERR_DB (the scratch database
+ * cannot be created or the schema not copied: the message says which
+ * step), DS_ERR_INVALID, DS_ERR_NOMEM.
+ * Thread-safe; runs pg_dump and psql as child processes.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_migrate_rehearse(
+    const ds_config *cfg, const ds_rehearse_options *opts,
+    ds_rehearse_report **out, ds_error *err);
+/* Frees a report; a no-op on NULL. */
+DS_EXPORT void ds_rehearse_report_free(ds_rehearse_report *report);
 
 /* "pending", "applied", "changed", "missing", "out-of-order"; never NULL. */
 DS_EXPORT const char *ds_migration_state_str(ds_migration_state state);

@@ -39,6 +39,14 @@ static const char usage_text[] =
     "                    built-in migrations); needs no database; exit 1 on\n"
     "                    an error-level finding. Waive one with a comment\n"
     "                    above the statement: -- ds:lint-ignore RULE: reason\n"
+    "  rehearse          apply the pending migrations to a scratch copy of the\n"
+    "                    database's schema filled with synthetic rows, watch\n"
+    "                    the locks, report per statement table, lock mode,\n"
+    "                    held_ms, rows and rewrites; the database itself is\n"
+    "                    only read. Exit 1 when a lock that blocks reads or\n"
+    "                    writes is held on a table with rows longer than the\n"
+    "                    threshold (or a migration fails there), 2 on bad\n"
+    "                    input (unreachable database, no scratch database)\n"
     "\n"
     "options:\n"
     "  --database-url URL  the database (default: $DATABASE_URL). Prefer the\n"
@@ -55,11 +63,19 @@ static const char usage_text[] =
     "                      $DS_MIGRATE_LOCK_TIMEOUT_MS or 5000; 0: none)\n"
     "  --wait MS           longest wait for another runner's lock (default\n"
     "                      600000; 0: fail at once)\n"
+    "  --rows N            rehearse: synthetic rows per table (default 10000)\n"
+    "  --threshold MS      rehearse: longest blocking lock allowed (default\n"
+    "                      1000; 0: any blocking lock on a table with rows)\n"
+    "  --scratch DB        rehearse: the scratch database to create (default\n"
+    "                      <database>_rehearse_<pid>), or the URL of an empty\n"
+    "                      one to use as it is\n"
+    "  --keep              rehearse: keep the created scratch database\n"
     "  -v, --verbose       log progress to stderr\n"
     "  -h, --help          this text\n"
     "  --version           the library version\n"
     "\n"
-    "exit status: 0 success, 1 failure, 2 usage error\n";
+    "exit status: 0 success, 1 failure, 2 usage error (rehearse: also bad\n"
+    "input)\n";
 
 typedef struct cli {
     const char *url;
@@ -72,6 +88,10 @@ typedef struct cli {
     const char *command;
     const char *arg;
     const char *const *files; /* lint: the files (argv entries) */
+    long long rows;           /* rehearse: -1 default */
+    long long threshold_ms;   /* rehearse: -1 default */
+    const char *scratch;
+    bool keep;
     size_t nfiles;
     json_t *steps; /* --json: what ran */
     bool line_open; /* a progress line waits on the terminal (stderr) */
@@ -453,7 +473,8 @@ static void run_command(cli *c, ds_pool *pool, outcome *o) {
 
 static const char *const commands[] = {"up",       "down",  "to",
                                        "status",   "verify", "dry-run",
-                                       "maintain", "check",  "lint"};
+                                       "maintain", "check",  "lint",
+                                       "rehearse"};
 
 static int parse_args(int argc, char **argv, cli *c) {
     for (int i = 1; i < argc; i++) {
@@ -476,6 +497,10 @@ static int parse_args(int argc, char **argv, cli *c) {
             c->dry_run = true;
             continue;
         }
+        if (!strcmp(a, "--keep")) {
+            c->keep = true;
+            continue;
+        }
         if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             c->verbose = true;
             continue;
@@ -484,9 +509,10 @@ static int parse_args(int argc, char **argv, cli *c) {
             const char *eq = strchr(a, '=');
             size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
             static const char *const with_value[] = {
-                "--database-url", "--dir", "--lock-timeout", "--wait"};
+                "--database-url", "--dir",       "--lock-timeout", "--wait",
+                "--rows",         "--threshold", "--scratch"};
             const char *opt = NULL;
-            for (size_t k = 0; k < 4; k++)
+            for (size_t k = 0; k < 7; k++)
                 if (strlen(with_value[k]) == name_len &&
                     !strncmp(a, with_value[k], name_len))
                     opt = with_value[k];
@@ -503,6 +529,18 @@ static int parse_args(int argc, char **argv, cli *c) {
                 c->url = value;
             } else if (!strcmp(opt, "--dir")) {
                 c->dir = value;
+            } else if (!strcmp(opt, "--scratch")) {
+                c->scratch = value;
+            } else if (!strcmp(opt, "--rows")) {
+                if (!parse_int(value, INT64_MAX, &v))
+                    return usage_error("%s takes a number of rows (0 or more)",
+                                       opt);
+                c->rows = v;
+            } else if (!strcmp(opt, "--threshold")) {
+                if (!parse_int(value, INT_MAX, &v))
+                    return usage_error("%s takes milliseconds (0 or more)",
+                                       opt);
+                c->threshold_ms = v;
             } else if (!parse_int(value, INT_MAX, &v)) {
                 return usage_error("%s takes milliseconds (0 or more)", opt);
             } else if (!strcmp(opt, "--lock-timeout")) {
@@ -552,6 +590,10 @@ static int parse_args(int argc, char **argv, cli *c) {
         return usage_error("--dry-run does not apply to %s", cmd);
     if (!strcmp(cmd, "dry-run"))
         c->dry_run = true;
+    if (strcmp(cmd, "rehearse") != 0 &&
+        (c->rows >= 0 || c->threshold_ms >= 0 || c->scratch || c->keep))
+        return usage_error("%s", "--rows, --threshold, --scratch and --keep "
+                                 "apply to rehearse only");
     if (!strcmp(cmd, "lint"))
         return 0; /* no database */
     if (!c->url) {
@@ -658,14 +700,164 @@ static int run_lint(const cli *c) {
     return ok ? 0 : 1;
 }
 
+/* ---- rehearse ------------------------------------------------------------- */
+
+static json_t *lock_json(const ds_rehearse_report *r, const ds_rehearse_lock *l) {
+    const ds_rehearse_statement *s = &r->statements[l->statement];
+    return json_pack("{s:s, s:o, s:i, s:o, s:s, s:s, s:I, s:I, s:b, s:b, s:b, "
+                     "s:b}",
+                     "event", "lock", "file", json_text(s->file), "line",
+                     s->line, "statement", json_text(s->sql), "table",
+                     l->table, "mode", l->mode, "held_ms",
+                     (json_int_t)l->held_ms, "rows", (json_int_t)l->rows,
+                     "rewritten", l->rewritten, "blocks_reads", l->blocks_reads,
+                     "blocks_writes", l->blocks_writes, "over_threshold",
+                     l->over_threshold);
+}
+
+static void print_json_line(json_t *j) {
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (s)
+        puts(s);
+    free(s);
+    json_decref(j);
+}
+
+static void print_rehearsal(const cli *c, const ds_rehearse_report *r) {
+    if (c->json) {
+        for (size_t k = 0; k < r->ntables; k++) {
+            const ds_rehearse_table *t = &r->tables[k];
+            json_t *j = json_pack("{s:s, s:s, s:I}", "event", "table", "table",
+                                  t->table, "rows", (json_int_t)t->rows);
+            if (j && t->skipped)
+                json_object_set_new(j, "skipped", json_text(t->skipped));
+            print_json_line(j);
+        }
+        for (size_t k = 0; k < r->nstatements; k++) {
+            const ds_rehearse_statement *s = &r->statements[k];
+            print_json_line(json_pack("{s:s, s:o, s:i, s:o, s:I, s:b}", "event",
+                                      "statement", "file", json_text(s->file),
+                                      "line", s->line, "statement",
+                                      json_text(s->sql), "duration_ms",
+                                      (json_int_t)s->duration_ms, "ok", s->ok));
+        }
+        for (size_t k = 0; k < r->nlocks; k++)
+            print_json_line(lock_json(r, &r->locks[k]));
+        json_t *sum = json_pack(
+            "{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:b}", "event",
+            "summary", "ok", r->ok, "from_version",
+            (json_int_t)r->from_version, "to_version",
+            (json_int_t)r->to_version, "applied", (json_int_t)r->applied,
+            "violations", (json_int_t)r->violations, "threshold_ms",
+            (json_int_t)r->lock_threshold_ms, "rows_per_table",
+            (json_int_t)r->rows_per_table, "scratch_database",
+            r->scratch_database ? r->scratch_database : "", "scratch_kept",
+            r->scratch_kept);
+        if (sum && r->error)
+            json_object_set_new(sum, "error", json_text(r->error));
+        print_json_line(sum);
+        return;
+    }
+    for (size_t k = 0; k < r->ntables; k++)
+        if (r->tables[k].skipped)
+            printf("table %s: %lld rows: %s\n", r->tables[k].table,
+                   (long long)r->tables[k].rows, r->tables[k].skipped);
+    printf("%-40s %-28s %-22s %8s %9s %s\n", "file:line", "table", "lock",
+           "held_ms", "rows", "rewritten");
+    for (size_t k = 0; k < r->nstatements; k++) {
+        const ds_rehearse_statement *s = &r->statements[k];
+        char where[300];
+        snprintf(where, sizeof where, "%s:%d", s->file, s->line);
+        bool any = false;
+        for (size_t j = 0; j < r->nlocks; j++) {
+            const ds_rehearse_lock *l = &r->locks[j];
+            if (l->statement != k)
+                continue;
+            printf("%-40s %-28s %-22s %8lld %9lld %-3s%s\n", any ? "" : where,
+                   l->table, l->mode, (long long)l->held_ms,
+                   (long long)l->rows, l->rewritten ? "yes" : "no",
+                   l->over_threshold ? "  << blocks "
+                                       "traffic longer than the threshold"
+                                     : "");
+            any = true;
+        }
+        if (!any && c->verbose)
+            printf("%-40s (no lock on an existing table)\n", where);
+        if (!s->ok)
+            printf("%-40s FAILED: %s\n", where, s->sql);
+    }
+    if (r->error)
+        fprintf(stderr, "ds-migrate: rehearse: a migration failed on the "
+                        "scratch database: %s\n",
+                r->error);
+    char thr[48];
+    if (r->lock_threshold_ms)
+        snprintf(thr, sizeof thr, "%lld ms", (long long)r->lock_threshold_ms);
+    else
+        snprintf(thr, sizeof thr, "0: any blocking lock");
+    fprintf(r->ok ? stdout : stderr,
+            "%s: version %lld -> %lld, %zu migration(s) applied to %s with "
+            "%lld rows per table; %zu blocking lock(s) on populated tables "
+            "over the threshold (%s)\n",
+            r->ok ? "ok" : "ds-migrate: rehearse failed",
+            (long long)r->from_version, (long long)r->to_version, r->applied,
+            r->scratch_database ? r->scratch_database : "(nothing pending)",
+            (long long)r->rows_per_table, r->violations, thr);
+}
+
+static int run_rehearse(const cli *c) {
+    ds_rehearse_options o;
+    ds_rehearse_options_init(&o);
+    o.dir = c->dir;
+    o.keep = c->keep;
+    o.lock_timeout_ms = c->lock_timeout_ms;
+    if (c->rows >= 0)
+        o.rows_per_table = c->rows == 0 ? -1 : c->rows;
+    if (c->threshold_ms >= 0)
+        o.lock_threshold_ms = c->threshold_ms == 0 ? -1 : c->threshold_ms;
+    if (c->scratch && (strstr(c->scratch, "://") || strchr(c->scratch, '=')))
+        o.scratch_url = c->scratch;
+    else
+        o.scratch_name = c->scratch;
+    ds_config *cfg = NULL;
+    ds_error err = {0};
+    ds_rehearse_report *r = NULL;
+    ds_status st = ds_config_from_env(&cfg, &err);
+    if (st == DS_OK)
+        st = ds_config_set(cfg, "database_url", c->url, &err);
+    if (st == DS_OK)
+        st = ds_migrate_rehearse(cfg, &o, &r, &err);
+    ds_config_free(cfg);
+    if (st != DS_OK) {
+        if (c->json)
+            print_json_line(json_pack("{s:s, s:b, s:{s:s, s:s, s:o}}", "event",
+                                      "summary", "ok", 0, "error", "code",
+                                      ds_status_str(st), "sqlstate",
+                                      err.sqlstate, "message",
+                                      json_text(err.message)));
+        else
+            fprintf(stderr, "ds-migrate: rehearse: %s: %s\n",
+                    ds_status_str(st), err.message);
+        return EXIT_USAGE;
+    }
+    print_rehearsal(c, r);
+    int rc = r->ok ? 0 : 1;
+    ds_rehearse_report_free(r);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     cli c = {0};
+    c.rows = -1;
+    c.threshold_ms = -1;
     int rc = parse_args(argc, argv, &c);
     if (rc)
         return rc;
     ds_set_log_fn(log_to_stderr, NULL, c.verbose ? DS_LOG_INFO : DS_LOG_WARN);
     if (!strcmp(c.command, "lint"))
         return run_lint(&c);
+    if (!strcmp(c.command, "rehearse"))
+        return run_rehearse(&c);
     if (c.json)
         c.steps = json_array();
 

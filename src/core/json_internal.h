@@ -29,4 +29,10 @@ size_t ds__json_dumpb(const json_t *j, char *buf, size_t size, size_t flags);
  * json_dumps result), NULL on failure. */
 char *ds__json_dumps(const json_t *j, size_t flags);
 
+/* As json_loadb, result and error alike, but the common shape of the
+ * database's JSON (objects, arrays, strings, integers, literals) is read
+ * without jansson's lexer; anything else is handed to json_loadb. */
+json_t *ds__json_loadb(const char *text, size_t len, size_t flags,
+                       json_error_t *err);
+
 #endif /* DS_CORE_JSON_INTERNAL_H */

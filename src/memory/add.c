@@ -105,14 +105,16 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
     int64_t *users = ds__calloc(n, sizeof *users);
     float *importance = ds__calloc(n, sizeof *importance);
     float *units = ds__calloc(n * dim, sizeof *units);
-    /* each fact's little-endian vector (fallback) and sketch (both) */
-    unsigned char *bytes = ds__malloc(n * (5 * dim + 8));
-    ds__pgarr kinds, contents, metas, embs, sketches;
+    /* each fact's little-endian vector (fallback), sketch and code (both) */
+    size_t stride = 5 * dim + 8 + DS_CODE_BYTES(dim);
+    unsigned char *bytes = ds__malloc(n * stride);
+    ds__pgarr kinds, contents, metas, embs, sketches, codes;
     ds__pgarr_init(&kinds, DS_OID_TEXT);
     ds__pgarr_init(&contents, DS_OID_TEXT);
     ds__pgarr_init(&metas, DS_OID_JSONB);
     ds__pgarr_init(&embs, DS_OID_BYTEA);
     ds__pgarr_init(&sketches, DS_OID_BYTEA);
+    ds__pgarr_init(&codes, DS_OID_BYTEA);
     ds__bind p;
     ds__bind_init(&p);
     if (!meta || !meta_len || !users || !importance || !units || !bytes)
@@ -133,10 +135,17 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
             ok = ds__pgarr_add(&kinds, kind, strlen(kind)) &&
                  ds__pgarr_add(&contents, f[i].content, strlen(f[i].content)) &&
                  ds__pgarr_add(&metas, meta[i], meta_len[i]);
-            unsigned char *le = bytes + i * (5 * dim + 8);
+            unsigned char *le = bytes + i * stride;
             unsigned char *sk = le + 4 * dim;
+            unsigned char *code = sk + DS_SKETCH_BYTES(dim);
             ds__sketch_build(units + i * dim, dim, sk);
             ok = ok && ds__pgarr_add(&sketches, sk, DS_SKETCH_BYTES(dim));
+            if (dim <= DS_CODE_MAX_DIM) {
+                ds__code_build(units + i * dim, dim, code);
+                ok = ok && ds__pgarr_add(&codes, code, DS_CODE_BYTES(dim));
+            } else {
+                ok = ok && ds__pgarr_add(&codes, NULL, 0);
+            }
             if (ok && !pgv) {
                 ds__vec_to_le(units + i * dim, dim, le);
                 ok = ds__pgarr_add(&embs, le, 4 * dim);
@@ -151,9 +160,11 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
             ds__bind_float4_array(&p, units, n * dim);
             ds__bind_int32(&p, (int32_t)dim);
             ds__bind_array(&p, &sketches, DS_OID_BYTEA_ARRAY);
+            ds__bind_array(&p, &codes, DS_OID_BYTEA_ARRAY);
         } else {
             ds__bind_array(&p, &embs, DS_OID_BYTEA_ARRAY);
             ds__bind_array(&p, &sketches, DS_OID_BYTEA_ARRAY);
+            ds__bind_array(&p, &codes, DS_OID_BYTEA_ARRAY);
         }
         if (!ok)
             st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
@@ -187,6 +198,7 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
     ds__pgarr_free(&metas);
     ds__pgarr_free(&embs);
     ds__pgarr_free(&sketches);
+    ds__pgarr_free(&codes);
     ds__bind_free(&p);
     return st;
 }

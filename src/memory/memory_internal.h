@@ -43,11 +43,11 @@ static inline void ds__memory_count(atomic_uint_fast64_t *c, uint64_t n) {
 enum {
     M_SETTINGS, M_BEGIN, M_BEGIN_READ, M_COMMIT, M_ROWS, M_LIST,
     M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_SKETCHES,
-    M_SKETCHES_WIDE, M_COUNT_
+    M_SKETCHES_WIDE, M_CODES, M_SKETCHES_BY_ID, M_SET_CODES, M_COUNT_
 };
-enum { F_INSERT_MANY, F_GET, F_EMBEDDINGS, F_COUNT_ };
-enum { P_INSERT_MANY, P_GET, P_EMBEDDINGS, P_UNSKETCHED, P_SET_SKETCHES,
-       P_COUNT_ };
+enum { F_INSERT_MANY, F_GET, F_EMBEDDINGS, F_UNCODED, F_COUNT_ };
+enum { P_INSERT_MANY, P_GET, P_EMBEDDINGS, P_UNSKETCHED, P_UNCODED,
+       P_SET_SKETCHES, P_COUNT_ };
 enum { U_TIMEOUT, U_EXTENSION, U_PREPARE, U_READ, U_WRITE, U_LOCK, U_SWAP,
        U_COUNT_ };
 
@@ -141,6 +141,32 @@ float ds__sketch_dot(const float *q, const unsigned char *sketch, size_t dim,
 bool ds__sketch_plausible(const unsigned char *sketch, size_t dim);
 /* Rounding of the float arithmetic on both sides, with a margin. */
 float ds__sketch_slack(size_t dim);
+
+/* The coarse code (codes.c): two float32 levels, then 2 bits a dimension
+ * (DS_CODE_BYTES(dim) bytes). Written for up to DS_CODE_MAX_DIM dimensions,
+ * which keeps it inside memory_facts_embedding_code_idx. */
+#define DS_CODE_BYTES(dim) (8 + ((dim) + 3) / 4)
+#define DS_CODE_MAX_DIM 8000
+void ds__code_build(const float *unit, size_t dim, unsigned char *out);
+/* Whether the levels are ones ds__code_build can write and the padding
+ * bits are clear. */
+bool ds__code_plausible(const unsigned char *code, size_t dim);
+/* The per-query table ds__code_dot reads (ds__free it). */
+ds_status ds__code_table_new(const float *q, size_t dim, float **out,
+                             ds_error *err);
+/* The approximate dot product of the query of `table` with a code. */
+float ds__code_dot(const float *table, const unsigned char *code, size_t dim);
+
+/* A large user's candidates, chosen by their codes in one index-only scan:
+ * the facts whose approximate similarity to `q` ranks among the best
+ * thousand or more (codes.c says how many), plus every fact without a
+ * usable code, bound to `next` (initialised by the caller) as the
+ * parameters of M_SKETCHES_BY_ID. *everyone is set instead, and nothing
+ * bound, when the user has too few facts (that pass `kind`) for the codes
+ * to pay: the caller then scans them exactly. */
+ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
+                              const float *q, const char *kind, size_t n,
+                              ds__bind *next, bool *everyone, ds_error *err);
 
 /* Decodes a binary one-dimensional float4[] of exactly `dim` values. */
 bool ds__vec_from_array(const char *data, int len, size_t dim, float *out);

@@ -79,27 +79,15 @@ static void heap_push(float *h, size_t *len, size_t cap, float v) {
     }
 }
 
-/* First stage: every fact's sketch bounds its cosine; the ids of the facts
- * that may be among the `n` best (and reach min_sim) go to *ids (ds__free;
- * NULL when none). */
-static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
-                              const float *q, const char *kind, bool use_min,
-                              double min_sim, size_t n, int64_t **ids_out,
-                              size_t *ncand_out, ds_error *err) {
+/* Each fact's sketch in `r` (id, sketch) bounds its cosine; the ids of the
+ * facts that may be among the `n` best of them (and reach min_sim) go to
+ * *ids (ds__free; NULL when none). Clears `r`. */
+static ds_status prune_sketches(ds_memory *mem, PGresult *r, const float *q,
+                                bool use_min, double min_sim, size_t n,
+                                int64_t **ids_out, size_t *ncand_out,
+                                ds_error *err) {
     *ids_out = NULL;
     *ncand_out = 0;
-    ds__bind p;
-    ds__bind_init(&p);
-    ds__bind_int64(&p, user_id);
-    ds__bind_text(&p, kind);
-    PGresult *r = ds__memory_exec(
-        c,
-        &ds__memory_stmts[mem->dim <= DS_SKETCH_INDEX_MAX_DIM
-                              ? M_SKETCHES
-                              : M_SKETCHES_WIDE],
-        &p, err);
-    if (!r)
-        return err->code;
     size_t rows = (size_t)PQntuples(r);
     ds__memory_count(&mem->rows_scanned, rows);
     size_t sketch_len = DS_SKETCH_BYTES(mem->dim);
@@ -161,6 +149,29 @@ static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
     *ids_out = ids;
     *ncand_out = ncand;
     return DS_OK;
+}
+
+/* First stage of an exact scan: the sketches of all the user's facts. */
+static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
+                              const float *q, const char *kind, bool use_min,
+                              double min_sim, size_t n, int64_t **ids_out,
+                              size_t *ncand_out, ds_error *err) {
+    *ids_out = NULL;
+    *ncand_out = 0;
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_text(&p, kind);
+    PGresult *r = ds__memory_exec(
+        c,
+        &ds__memory_stmts[mem->dim <= DS_SKETCH_INDEX_MAX_DIM
+                              ? M_SKETCHES
+                              : M_SKETCHES_WIDE],
+        &p, err);
+    if (!r)
+        return err->code;
+    return prune_sketches(mem, r, q, use_min, min_sim, n, ids_out, ncand_out,
+                          err);
 }
 
 /* The exact score of each candidate's stored vector (a little-endian
@@ -262,11 +273,10 @@ static ds_status exact_rescore(ds_memory *mem, ds_conn *c, bool pgv,
 
 /* Both stages, the same on both backends: only where the exact vectors
  * live differs. */
-static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
-                                  int64_t user_id, const float *q,
-                                  const char *kind, bool use_min,
-                                  double min_sim, size_t n, cand_list *out,
-                                  ds_error *err) {
+static ds_status exact_scan(ds_memory *mem, ds_conn *c, bool pgv,
+                            int64_t user_id, const float *q, const char *kind,
+                            bool use_min, double min_sim, size_t n,
+                            cand_list *out, ds_error *err) {
     int64_t *ids;
     size_t ncand;
     ds_status st = sketch_prune(mem, c, user_id, q, kind, use_min, min_sim, n,
@@ -277,6 +287,50 @@ static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
                        n, out, err);
     ds__free(ids);
     return st;
+}
+
+/* A large user: the coarse codes choose candidates (ds__code_candidates),
+ * their sketches bound them, the survivors are scored exactly. When fewer
+ * than `n` facts come out (min_similarity filtered candidates away) while
+ * facts were left out, the exact scan decides instead, so the list is never
+ * shorter than the facts that pass the filters allow. */
+static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
+                                  int64_t user_id, const float *q,
+                                  const char *kind, bool use_min,
+                                  double min_sim, size_t n, cand_list *out,
+                                  ds_error *err) {
+    if (mem->dim > DS_SKETCH_INDEX_MAX_DIM)
+        return exact_scan(mem, c, pgv, user_id, q, kind, use_min, min_sim, n,
+                          out, err);
+    bool everyone;
+    ds__bind p;
+    ds__bind_init(&p);
+    ds_status st =
+        ds__code_candidates(mem, c, user_id, q, kind, n, &p, &everyone, err);
+    if (st != DS_OK || everyone) {
+        ds__bind_free(&p);
+        return st != DS_OK ? st
+                           : exact_scan(mem, c, pgv, user_id, q, kind, use_min,
+                                        min_sim, n, out, err);
+    }
+    PGresult *r =
+        ds__memory_exec(c, &ds__memory_stmts[M_SKETCHES_BY_ID], &p, err);
+    ds__bind_free(&p);
+    if (!r)
+        return err->code;
+    int64_t *ids;
+    size_t ncand;
+    st = prune_sketches(mem, r, q, use_min, min_sim, n, &ids, &ncand, err);
+    if (st == DS_OK && ncand > 0)
+        st = exact_rescore(mem, c, pgv, user_id, q, ids, ncand, use_min,
+                           min_sim, n, out, err);
+    ds__free(ids);
+    if (st != DS_OK || out->n >= n)
+        return st;
+    ds__free(out->v);
+    *out = (cand_list){0};
+    return exact_scan(mem, c, pgv, user_id, q, kind, use_min, min_sim, n, out,
+                      err);
 }
 
 /* ---- assembling results ------------------------------------------------------- */
@@ -612,4 +666,16 @@ DS_EXPORT ds_status ds_memory_search_hybrid(ds_memory *mem, int64_t user_id,
         *out = NULL;
     DS_CHECK_ARG(err, text, "text is NULL");
     return search(mem, user_id, text, query, dim, k, opts, NULL, 0, out, err);
+}
+
+DS_EXPORT ds_status ds_memory_search_hybrid_read_token(
+    ds_memory *mem, int64_t user_id, const char *text, const float *query,
+    size_t dim, int k, const ds_memory_search_options *opts,
+    const ds_read_token *token, int max_wait_ms, ds_memory_facts **out,
+    ds_error *err) {
+    if (out)
+        *out = NULL;
+    DS_CHECK_ARG(err, text, "text is NULL");
+    return search(mem, user_id, text, query, dim, k, opts,
+                  token && token->lsn ? token : NULL, max_wait_ms, out, err);
 }

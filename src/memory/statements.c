@@ -106,6 +106,43 @@ const ds__stmt_def ds__memory_stmts[M_COUNT_] = {
                     {DS_OID_INT8, DS_OID_TEXT},
                     2,
                     {DS_OID_INT8, DS_OID_BYTEA}},
+    /* A large user's first stage: the coarse codes, by an index-only scan
+     * of memory_facts_embedding_code_idx (the predicate is the index's); a
+     * NULL code (a row written before sql/0006) is always a candidate. */
+    [M_CODES] = {"memory.codes",
+                 "SELECT id, embedding_code, kind FROM memory_facts "
+                 "WHERE user_id = $1 AND ($2::text IS NULL OR kind = $2) "
+                 "AND (embedding_code IS NULL OR "
+                 "octet_length(embedding_code) <= 2008)",
+                 2,
+                 {DS_OID_INT8, DS_OID_TEXT},
+                 3,
+                 {DS_OID_INT8, DS_OID_BYTEA, DS_OID_TEXT}},
+    /* Its second stage: the sketches of the candidates the codes chose,
+     * (kind, id) pairs in index order, each an index-only probe of
+     * memory_facts_embedding_sketch_idx (cheaper than the heap rows, which
+     * lie anywhere in the table). */
+    [M_SKETCHES_BY_ID] = {"memory.sketches_by_id",
+                          "SELECT f.id, f.embedding_sketch "
+                          "FROM unnest($2::text[], $3::int8[]) AS u(kind, id) "
+                          "JOIN memory_facts f ON f.user_id = $1 "
+                          "AND f.kind = u.kind AND f.id = u.id "
+                          "AND (f.embedding_sketch IS NULL OR "
+                          "octet_length(f.embedding_sketch) <= 2008)",
+                          3,
+                          {DS_OID_INT8, DS_OID_TEXT_ARRAY,
+                           DS_OID_INT8_ARRAY},
+                          2,
+                          {DS_OID_INT8, DS_OID_BYTEA}},
+    /* ds_memory_fill_sketches (sketches.c): codes written back. */
+    [M_SET_CODES] = {"memory.set_codes",
+                     "UPDATE memory_facts f SET embedding_code = u.code "
+                     "FROM unnest($1::int8[], $2::bytea[]) AS u(id, code) "
+                     "WHERE f.id = u.id AND f.embedding_code IS NULL",
+                     2,
+                     {DS_OID_INT8_ARRAY, DS_OID_BYTEA_ARRAY},
+                     -1,
+                     {0}},
     /* Above DS_SKETCH_INDEX_MAX_DIM dimensions: from the table. */
     [M_SKETCHES_WIDE] = {"memory.sketches_wide",
                          "SELECT id, embedding_sketch FROM memory_facts "
@@ -121,15 +158,16 @@ const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
     /* Up to a batch of facts in one statement, from parallel arrays. */
     [F_INSERT_MANY] = {"memory.fallback.insert_many",
                        "INSERT INTO memory_facts (user_id, kind, content, "
-                       "metadata, importance, embedding, embedding_sketch) "
+                       "metadata, importance, embedding, embedding_sketch, "
+                       "embedding_code) "
                        "SELECT * FROM unnest($1::int8[], $2::text[], "
                        "$3::text[], $4::jsonb[], $5::real[], $6::bytea[], "
-                       "$7::bytea[]) RETURNING id",
-                       7,
+                       "$7::bytea[], $8::bytea[]) RETURNING id",
+                       8,
                        {DS_OID_INT8_ARRAY, DS_OID_TEXT_ARRAY,
                         DS_OID_TEXT_ARRAY, DS_OID_JSONB_ARRAY,
                         DS_OID_FLOAT4_ARRAY, DS_OID_BYTEA_ARRAY,
-                        DS_OID_BYTEA_ARRAY},
+                        DS_OID_BYTEA_ARRAY, DS_OID_BYTEA_ARRAY},
                        1,
                        {DS_OID_INT8}},
     [F_GET] = {"memory.fallback.get",
@@ -147,28 +185,40 @@ const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
                       {DS_OID_INT8, DS_OID_INT8_ARRAY},
                       2,
                       {DS_OID_INT8, DS_OID_BYTEA}},
+    /* ds_memory_fill_sketches (sketches.c): facts without a code. */
+    [F_UNCODED] = {"memory.fallback.uncoded",
+                   "SELECT id, embedding FROM memory_facts "
+                   "WHERE id > $1 AND embedding_code IS NULL "
+                   "AND embedding IS NOT NULL ORDER BY id LIMIT $2",
+                   2,
+                   {DS_OID_INT8, DS_OID_INT4},
+                   2,
+                   {DS_OID_INT8, DS_OID_BYTEA}},
 };
 
 const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
     /* $6 holds the batch's vectors end to end, $7 values each; $8 the
-     * sketches, which searches read first (as on the fallback). */
+     * sketches and $9 the coarse codes, which searches read first (as on
+     * the fallback). */
     [P_INSERT_MANY] = {"memory.pgvector.insert_many",
                        "INSERT INTO memory_facts (user_id, kind, content, "
-                       "metadata, importance, embedding, embedding_sketch) "
+                       "metadata, importance, embedding, embedding_sketch, "
+                       "embedding_code) "
                        "SELECT u.user_id, u.kind, u.content, u.metadata, "
                        "u.importance, "
                        "($6::real[])[(u.n - 1) * $7 + 1 : u.n * $7]::vector, "
-                       "u.sketch "
+                       "u.sketch, u.code "
                        "FROM unnest($1::int8[], $2::text[], $3::text[], "
-                       "$4::jsonb[], $5::real[], $8::bytea[]) WITH ORDINALITY "
+                       "$4::jsonb[], $5::real[], $8::bytea[], $9::bytea[]) "
+                       "WITH ORDINALITY "
                        "AS u(user_id, kind, content, metadata, importance, "
-                       "sketch, n) "
+                       "sketch, code, n) "
                        "RETURNING id",
-                       8,
+                       9,
                        {DS_OID_INT8_ARRAY, DS_OID_TEXT_ARRAY,
                         DS_OID_TEXT_ARRAY, DS_OID_JSONB_ARRAY,
                         DS_OID_FLOAT4_ARRAY, DS_OID_FLOAT4_ARRAY, DS_OID_INT4,
-                        DS_OID_BYTEA_ARRAY},
+                        DS_OID_BYTEA_ARRAY, DS_OID_BYTEA_ARRAY},
                        1,
                        {DS_OID_INT8}},
     [P_GET] = {"memory.pgvector.get",
@@ -198,6 +248,14 @@ const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
                       {DS_OID_INT8, DS_OID_INT4},
                       2,
                       {DS_OID_INT8, DS_OID_FLOAT4_ARRAY}},
+    [P_UNCODED] = {"memory.pgvector.uncoded",
+                   "SELECT id, embedding::real[] FROM memory_facts "
+                   "WHERE id > $1 AND embedding_code IS NULL "
+                   "AND embedding IS NOT NULL ORDER BY id LIMIT $2",
+                   2,
+                   {DS_OID_INT8, DS_OID_INT4},
+                   2,
+                   {DS_OID_INT8, DS_OID_FLOAT4_ARRAY}},
     [P_SET_SKETCHES] = {"memory.pgvector.set_sketches",
                         "UPDATE memory_facts f SET embedding_sketch = "
                         "u.sketch FROM unnest($1::int8[], $2::bytea[]) "

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "core/growable.h"
+#include "events/events_internal.h"
 #include "memory/memory_internal.h"
 #include "migrate/migrate_internal.h"
 
@@ -645,8 +646,31 @@ static bool lock_timed_out(const PGresult *res) {
     return state && !strcmp(state, "55P03");
 }
 
+/* The statement watcher of a rehearsal (rehearse.c), per thread: only the
+ * run on the thread that set it reports to it. */
+static _Thread_local ds__migrate_stmt_hook_fn stmt_hook;
+static _Thread_local void *stmt_hook_ud;
+
+void ds__migrate_set_stmt_hook(ds__migrate_stmt_hook_fn fn, void *ud) {
+    stmt_hook = fn;
+    stmt_hook_ud = ud;
+}
+
+static ds_status exec_stmt_watched(file_run *fr, const ds__sql_stmt *s,
+                                   ds_error *err);
+
 static ds_status exec_stmt(void *ud, const ds__sql_stmt *s, ds_error *err) {
     file_run *fr = ud;
+    if (!stmt_hook)
+        return exec_stmt_watched(fr, s, err);
+    stmt_hook(stmt_hook_ud, false, true, fr->file, s, fr->r->conn);
+    ds_status st = exec_stmt_watched(fr, s, err);
+    stmt_hook(stmt_hook_ud, true, st == DS_OK, fr->file, s, fr->r->conn);
+    return st;
+}
+
+static ds_status exec_stmt_watched(file_run *fr, const ds__sql_stmt *s,
+                                   ds_error *err) {
     bool run = true;
     ds_status st = when_allows(fr, s, &run, err);
     if (st != DS_OK)
@@ -1345,8 +1369,8 @@ DS_EXPORT ds_status ds_migrate_maintain(ds_pool *pool,
     ds_status st = lease(&r, true, err);
     int n = 0;
     if (st == DS_OK)
-        st = ds__maintain_partitions(r.conn, months_ahead, r.lock_timeout_ms,
-                                     opts, &n, err);
+        st = ds__events_ensure_partitions(r.conn, months_ahead,
+                                          r.lock_timeout_ms, opts, &n, err);
     unlease(&r);
     if (st == DS_OK) {
         if (created)

@@ -150,16 +150,6 @@ bool ds__stmt_directive(const char *file, const ds__sql_stmt *s,
  * as written (quotes and schema kept) into `name`. */
 bool ds__stmt_concurrent_index(const ds__sql_stmt *s, char *name, size_t cap);
 
-/* ---- partition maintenance (maintain.c) ------------------------------- */
-
-/* Creates the missing analytics_events partitions of this month and the
- * next `months_ahead` on `c` (not in a transaction), online: see the top
- * of maintain.c. `*created` receives how many were attached. */
-ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
-                                  int lock_timeout_ms,
-                                  const ds_migrate_options *opts,
-                                  int *created, ds_error *err);
-
 /* ---- progress (progress.c) -------------------------------------------- */
 
 /* A reporter for `operation` to opts->on_progress (opts may be NULL). */
@@ -205,6 +195,20 @@ ds_status ds__migrate_batch_begin(ds_conn *c, const char *file,
 ds_status ds__migrate_batch_step(ds__progress *p, ds__batch *b,
                                  const PGresult *res, bool *again,
                                  ds_error *err);
+
+/* ---- rehearsal (rehearse.c) ------------------------------------------- */
+
+/* Called around each statement of a migration file that the runner on this
+ * thread executes: before it (done false, ok true) and after it (done true,
+ * ok: it succeeded; a successful statement of a transactional file still
+ * holds its locks then). `conn` is the runner's lease, inside the file's
+ * transaction when it has one. */
+typedef void (*ds__migrate_stmt_hook_fn)(void *ud, bool done, bool ok,
+                                         const char *file,
+                                         const ds__sql_stmt *stmt,
+                                         ds_conn *conn);
+/* Sets (fn non-NULL) or clears the calling thread's statement hook. */
+void ds__migrate_set_stmt_hook(ds__migrate_stmt_hook_fn fn, void *ud);
 
 /* ---- lint -------------------------------------------------------------- */
 

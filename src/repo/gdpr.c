@@ -8,10 +8,13 @@
 #include "datastore/gdpr.h"
 #include "repo/repo_internal.h"
 
-/* `ids` is a CTE or subquery yielding the user ids to erase. */
+/* `ids` is a CTE or subquery yielding the user ids to erase. Messages go
+ * by `= ANY (ARRAY(...))`, not `IN (...)`: as a semi-join, erasing a user
+ * who owns many conversations hashed them and scanned all of messages;
+ * as an array it is a probe of (conversation_id, id) per conversation. */
 #define ERASE_CTES(ids)                                                        \
-    "m AS (DELETE FROM messages WHERE conversation_id IN (SELECT id FROM "    \
-    "conversations WHERE owner_id IN " ids ") RETURNING 1), "                 \
+    "m AS (DELETE FROM messages WHERE conversation_id = ANY (ARRAY(SELECT "   \
+    "id FROM conversations WHERE owner_id IN " ids ")) RETURNING 1), "        \
     "c AS (DELETE FROM conversations WHERE owner_id IN " ids                  \
     " RETURNING 1), "                                                         \
     "s AS (DELETE FROM auth_sessions WHERE user_id IN " ids " RETURNING 1), " \

@@ -240,7 +240,7 @@ ds_status ds__cell_json(const PGresult *r, int row, int col, json_t **out,
         len--;
     }
     json_error_t jerr;
-    *out = json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    *out = ds__json_loadb(p, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (*out)
         return DS_OK;
     if (json_error_code(&jerr) == json_error_out_of_memory)

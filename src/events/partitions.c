@@ -1,36 +1,46 @@
 /*
- * Partition maintenance that analytics_events' readers and writers do not
- * notice: for each month without a partition,
+ * analytics_events' monthly partitions, created without readers or writers
+ * noticing (what ds_migrate_maintain() and `ds-migrate maintain` run). For
+ * each month without a partition:
  *
  *   1. the month's table is created on its own (LIKE the parent: columns,
  *      defaults, CHECKs, indexes) with a CHECK matching its bounds, so that
  *      attaching it later needs no scan of it;
  *   2. rows of that month already waiting in the default partition are
- *      copied into it in small batches, each its own short transaction
- *      (the rows stay where readers see them);
- *   3. one short transaction swaps: it holds SHARE on analytics_events
- *      (readers go on; writers wait for this transaction only, before their
- *      row is routed to a partition), corrects the copy for rows deleted or
- *      written since the copy began (by id, and by the age of the row
- *      version against the first batch's snapshot), deletes the month's rows from the default partition and
- *      ATTACHes the table. ATTACH scans what is left in the default
- *      partition, which is short as long as the default partition stays
- *      small, which is what maintaining ahead is for.
+ *      copied into it in batches of 64 pages, each its own short
+ *      transaction (the rows stay where readers see them);
+ *   3. one transaction moves and attaches. Before it takes any lock that
+ *      blocks anyone, it deletes from the default partition every row whose
+ *      copy is known current (the row version is older than the first
+ *      batch's snapshot), drops the copies of rows deleted or changed since,
+ *      and moves what is left (rows changed or written since the copy).
+ *      Readers keep seeing the rows in the default partition until the
+ *      transaction commits, and then see them in the new partition: never
+ *      both, never neither. Only then does it take SHARE on
+ *      analytics_events (readers go on; writers wait before their row is
+ *      routed to a partition), move the rows written in the meantime
+ *      (a few) and ATTACH the table. Writers thus wait for that short tail
+ *      only, whatever the number of rows moved. ATTACH scans the default
+ *      partition under its lock to prove that no row of the month is left:
+ *      that scan is what grows with the size of the default partition.
  *
  * Every transaction takes the migration advisory lock (transaction-scoped:
  * correct behind PgBouncer), checks the state again, and sets lock_timeout;
  * a step that hits it is rolled back and tried again after a jittered
- * pause. A run that stopped half-way leaves a table that is not attached
- * yet, which the next run picks up.
+ * pause (the SHARE lock is retried on its own, inside the transaction, so
+ * that the move before it is not done again). A run that stopped half-way
+ * leaves a table that is not attached yet, which the next run picks up.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/internal.h"
+#include "events/events_internal.h"
 #include "migrate/migrate_internal.h"
 
-#define MODULE "migrate"
-#define BATCH_ROWS "5000"
+#define MODULE "events"
+#define BATCH_PAGES 64
 #define SWAP_TRIES 8
 
 typedef struct maint {
@@ -110,8 +120,11 @@ static ds_status commit(maint *m) {
     return st;
 }
 
+/* lock_timeout, or this side chosen as a deadlock's victim: nothing
+ * changed, try again. */
 static bool timed_out(const maint *m) {
-    return m->err && !strcmp(m->err->sqlstate, "55P03");
+    return m->err && (!strcmp(m->err->sqlstate, "55P03") ||
+                      !strcmp(m->err->sqlstate, "40P01"));
 }
 
 /* The month's names and bounds, spelled in UTC. */
@@ -258,15 +271,21 @@ static ds_status stage(maint *m, const names *n, const month *mo, bool *todo) {
     return st;
 }
 
-/* Step 2: copies the month's rows from the default partition in batches,
- * in id order (the copy's max id is the cursor). `horizon` receives the
- * oldest transaction the first batch's snapshot could not see: a row
- * version from it or later may have changed after it was copied. */
+/* Step 2: copies the month's rows from the default partition in batches
+ * of BATCH_PAGES pages (a TID range scan each: the cost of a batch does not
+ * grow with the table), over the pages the table had when the copy began.
+ * `horizon` receives the oldest transaction the first batch's snapshot
+ * could not see: every row version older than it lies below those pages
+ * and is copied as it is; a newer one may have changed after it was
+ * copied, and rows written later are the swap's. A copy left by an earlier
+ * run is emptied first, since its rows may have changed since. */
 static ds_status copy_batches(maint *m, const names *n, const month *mo,
                               int64_t *copied, char horizon[24]) {
-    const char *v[2] = {mo->lo, mo->hi};
+    char from[32] = "", to[32] = "";
+    const char *v[4] = {mo->lo, mo->hi, from, to};
     horizon[0] = '\0';
-    int64_t total = 0, earlier = 0, t0 = ds__now_us();
+    *copied = 0;
+    int64_t total = 0, t0 = ds__now_us(), pages = 0;
     if ((m->opts && m->opts->progress) || m->prog.fn) {
         /* the estimate a progress line needs: one count, no lock held */
         PGresult *c = NULL;
@@ -281,45 +300,45 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
             return cs;
         total = atoll(PQgetvalue(c, 0, 0));
         PQclear(c);
-        /* a run that stopped half-way copied some already: they count as
-         * done, so done reaches total */
-        cs = exec_built(m,
-                        build(m, "SELECT count(*)::text FROM %s.%s", n->nsp,
-                              mo->part),
-                        0, NULL, &c);
-        if (cs != DS_OK)
-            return cs;
-        earlier = atoll(PQgetvalue(c, 0, 0));
-        PQclear(c);
     }
-    for (;;) {
+    for (int64_t page = 0; page == 0 || page < pages; page += BATCH_PAGES) {
         ds_status st = begin_locked(m);
         if (st != DS_OK)
             return st;
         PGresult *r = NULL;
         if (!horizon[0]) {
-            st = run(m,
-                     "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text"
-                     "::numeric % 4294967296)::text",
-                     0, NULL, &r);
+            st = exec_built(m, build(m, "TRUNCATE %s.%s", n->nsp, mo->part),
+                            0, NULL, NULL);
+            if (st == DS_OK)
+                st = exec_built(
+                    m,
+                    build(m,
+                          "SELECT (pg_snapshot_xmin(pg_current_snapshot())"
+                          "::text::numeric %% 4294967296)::text, "
+                          "(pg_relation_size('%s') / "
+                          "current_setting('block_size')::bigint)::text",
+                          n->def),
+                    0, NULL, &r);
             if (st != DS_OK) {
                 rollback(m);
                 return st;
             }
             snprintf(horizon, 24, "%s", PQgetvalue(r, 0, 0));
+            pages = atoll(PQgetvalue(r, 0, 1));
             PQclear(r);
             r = NULL;
         }
+        snprintf(from, sizeof from, "(%lld,0)", (long long)page);
+        snprintf(to, sizeof to, "(%lld,0)", (long long)(page + BATCH_PAGES));
         st = exec_built(
             m,
             build(m,
                   "INSERT INTO %s.%s (%s) SELECT %s FROM %s d "
-                  "WHERE d.occurred_at >= $1::timestamptz AND d.occurred_at "
-                  "< $2::timestamptz AND d.id > (SELECT coalesce(max(id), "
-                  "-9223372036854775807) FROM %s.%s) ORDER BY d.id LIMIT " BATCH_ROWS,
-                  n->nsp, mo->part, n->cols, n->cols, n->def, n->nsp,
-                  mo->part),
-            2, v, &r);
+                  "WHERE d.ctid >= $3::tid AND d.ctid < $4::tid AND "
+                  "d.occurred_at >= $1::timestamptz AND d.occurred_at < "
+                  "$2::timestamptz",
+                  n->nsp, mo->part, n->cols, n->cols, n->def),
+            4, v, &r);
         long rows = r ? atol(PQcmdTuples(r)) : 0;
         PQclear(r);
         if (st == DS_OK)
@@ -330,18 +349,87 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
             return st;
         *copied += rows;
         if (rows > 0) {
-            int64_t done = earlier + *copied;
-            st = report(m, mo->part, done, total > done ? total : done, t0);
+            /* a copy an earlier run left was emptied: it starts from 0 */
+            st = report(m, mo->part, *copied,
+                        total > *copied ? total : *copied, t0);
+            if (st != DS_OK)
+                return st;
         }
-        if (st != DS_OK || rows == 0)
-            return st;
     }
+    return DS_OK;
 }
 
-/* Step 3, one transaction: settle the copy, empty the month in the default
- * partition, attach. */
+/* How long one attempt at the SHARE lock may queue: writers arriving
+ * meanwhile queue behind it, and it stays below the server's default
+ * deadlock_timeout (1 s), so that this side, not a writer, gives way. */
+#define SHARE_WAIT "500ms"
+
+/* LOCK TABLE ... IN SHARE MODE inside the swap's transaction, tried again
+ * from a savepoint after a jittered pause when an attempt times out, so
+ * the move before it stands. A writer that waits on a row this
+ * transaction moved can never let the lock be granted: then the whole
+ * transaction gives way (a lock_timeout error, which the caller retries
+ * from the start). */
+static ds_status lock_share(maint *m) {
+    ds_status st = run(m, "SAVEPOINT ds_share", 0, NULL, NULL);
+    for (int try_ = 0; st == DS_OK; try_++) {
+        st = run(m,
+                 "SELECT set_config('lock_timeout', '" SHARE_WAIT "', true)",
+                 0, NULL, NULL);
+        if (st == DS_OK)
+            st = run(m, "LOCK TABLE ONLY analytics_events IN SHARE MODE", 0,
+                     NULL, NULL);
+        if (st == DS_OK) {
+            const char *lt[1] = {m->lock_timeout};
+            return run(m, "SELECT set_config('lock_timeout', $1, true)", 1,
+                       lt, NULL);
+        }
+        if (!timed_out(m) || try_ + 1 >= SWAP_TRIES)
+            break;
+        ds_error saved = *m->err;
+        st = run(m, "ROLLBACK TO SAVEPOINT ds_share", 0, NULL, NULL);
+        PGresult *r = NULL;
+        if (st == DS_OK)
+            st = run(m,
+                     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE "
+                     "pg_backend_pid() = ANY (pg_blocking_pids(pid)))::text",
+                     0, NULL, &r);
+        if (st != DS_OK)
+            break;
+        bool waited_on = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (waited_on) {
+            *m->err = saved; /* lock_timeout: the caller starts again */
+            return saved.code;
+        }
+        int64_t nap = ds__lock_retry_pause_us(100000, try_, 4);
+        ds__log(DS_LOG_WARN, MODULE,
+                "maintain: SHARE lock on analytics_events timed out (attempt "
+                "%d of %d); trying again in %lld ms",
+                try_ + 1, SWAP_TRIES, (long long)(nap / 1000));
+        ds__sleep_us(nap);
+    }
+    return st;
+}
+
+/* Moves the month's rows left in the default partition (visible to this
+ * transaction) into the month's table, in one statement. */
+static ds_status move_rest(maint *m, const names *n, const month *mo) {
+    const char *v[2] = {mo->lo, mo->hi};
+    return exec_built(
+        m,
+        build(m,
+              "WITH gone AS (DELETE FROM %s WHERE occurred_at >= "
+              "$1::timestamptz AND occurred_at < $2::timestamptz RETURNING "
+              "%s) INSERT INTO %s.%s (%s) SELECT %s FROM gone",
+              n->def, n->cols, n->nsp, mo->part, n->cols, n->cols),
+        2, v, NULL);
+}
+
+/* Step 3, one transaction: the move, then the brief SHARE lock and the
+ * attach. */
 static ds_status swap(maint *m, const names *n, const month *mo,
-                      const char *horizon, bool *attached) {
+                      const char *horizon, bool lock_first, bool *attached) {
     const char *v[3] = {mo->lo, mo->hi, horizon[0] ? horizon : "3"};
     *attached = false;
     ds_status st = begin_locked(m);
@@ -353,52 +441,47 @@ static ds_status swap(maint *m, const names *n, const month *mo,
         rollback(m); /* another runner attached it */
         return DS_OK;
     }
+    if (st == DS_OK && n->def[0] && lock_first)
+        st = lock_share(m);
     if (st == DS_OK && n->def[0]) {
-        /* SHARE on the parent: writers wait before their row is routed.
-         * (A lock on the default partition alone would let an insert
-         * already routed there wait, then fail the new bounds.) */
-        st = exec_built(m,
-                        build(m, "LOCK TABLE ONLY analytics_events IN SHARE "
-                                 "MODE"),
-                        0, NULL, NULL);
-        /* copies whose row was deleted, or may have changed (a row version
-         * as new as the copy's horizon), since the copy */
+        /* The rows whose copy is current leave the default partition, and
+         * in the same statement the copies of every other row go (their
+         * row was deleted, or changed after it was copied: a row version
+         * as new as the copy's horizon). Row locks only: nobody waits
+         * unless they update one of these very rows. */
+        st = exec_built(
+            m,
+            build(m,
+                  "WITH gone AS (DELETE FROM %s d USING %s.%s p WHERE "
+                  "p.id = d.id AND d.occurred_at >= $1::timestamptz AND "
+                  "d.occurred_at < $2::timestamptz AND age(d.xmin) > "
+                  "age($3::xid) RETURNING d.id) DELETE FROM %s.%s p WHERE "
+                  "NOT EXISTS (SELECT 1 FROM gone g WHERE g.id = p.id)",
+                  n->def, n->nsp, mo->part, n->nsp, mo->part),
+            3, v, NULL);
+        /* what is left: rows changed or written since the copy */
         if (st == DS_OK)
-            st = exec_built(
-                m,
-                build(m,
-                      "DELETE FROM %s.%s p WHERE NOT EXISTS (SELECT 1 FROM "
-                      "%s d WHERE d.id = p.id AND d.occurred_at >= "
-                      "$1::timestamptz AND d.occurred_at < $2::timestamptz "
-                      "AND age(d.xmin) > age($3::xid))",
-                      n->nsp, mo->part, n->def),
-                3, v, NULL);
-        /* rows that arrived (or changed) since */
-        if (st == DS_OK)
-            st = exec_built(
-                m,
-                build(m,
-                      "INSERT INTO %s.%s (%s) SELECT %s FROM %s d WHERE "
-                      "d.occurred_at >= $1::timestamptz AND d.occurred_at < "
-                      "$2::timestamptz AND NOT EXISTS (SELECT 1 FROM %s.%s p "
-                      "WHERE p.id = d.id)",
-                      n->nsp, mo->part, n->cols, n->cols, n->def, n->nsp,
-                      mo->part),
-                2, v, NULL);
-        if (st == DS_OK)
-            st = exec_built(m,
-                            build(m,
-                                  "DELETE FROM %s WHERE occurred_at >= "
-                                  "$1::timestamptz AND occurred_at < "
-                                  "$2::timestamptz",
-                                  n->def),
-                            2, v, NULL);
+            st = move_rest(m, n, mo);
         if (st == DS_OK)
             st = exec_built(m,
                             build(m, "DROP INDEX IF EXISTS %s.%s_ds_move",
                                   n->nsp, mo->part),
                             0, NULL, NULL);
+        /* SHARE on the parent: writers wait before their row is routed.
+         * (A lock on the default partition alone would let an insert
+         * already routed there wait, then fail the new bounds.) Then the
+         * rows written since the move above, a few at most. */
+        if (st == DS_OK && !lock_first)
+            st = lock_share(m);
+        if (st == DS_OK && !lock_first)
+            st = move_rest(m, n, mo);
     }
+    /* ATTACH takes ACCESS EXCLUSIVE on the default partition, so readers
+     * arriving while it queues behind a long query would queue behind it:
+     * it queues briefly, and the swap starts again when it gives up. */
+    if (st == DS_OK && n->def[0])
+        st = run(m, "SELECT set_config('lock_timeout', '" SHARE_WAIT "', true)",
+                 0, NULL, NULL);
     if (st == DS_OK)
         st = exec_built(m,
                         build(m,
@@ -430,10 +513,10 @@ static ds_status swap(maint *m, const names *n, const month *mo,
         }                                                                      \
     } while (0)
 
-ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
-                                  int lock_timeout_ms,
-                                  const ds_migrate_options *opts,
-                                  int *created, ds_error *err) {
+ds_status ds__events_ensure_partitions(ds_conn *c, int months_ahead,
+                                       int lock_timeout_ms,
+                                       const ds_migrate_options *opts,
+                                       int *created, ds_error *err) {
     /* A local error: the retries read its SQLSTATE even when the caller
      * passed no `err`. */
     ds_error local = {0};
@@ -479,7 +562,23 @@ ds_status ds__maintain_partitions(ds_conn *c, int months_ahead,
             WITH_RETRY(&m, copy_batches(&m, &n, &mo, &copied, horizon));
         bool attached = false;
         if (st == DS_OK)
-            WITH_RETRY(&m, swap(&m, &n, &mo, horizon, &attached));
+            for (int try_ = 0;; try_++) {
+                /* Writers that keep changing rows of the month can make
+                 * the online swap give way every time: the last tries
+                 * take the SHARE lock first, and writers wait for the
+                 * move as they did before. */
+                st = swap(&m, &n, &mo, horizon, try_ >= SWAP_TRIES / 2,
+                          &attached);
+                if (st == DS_OK || !timed_out(&m) || try_ + 1 >= SWAP_TRIES)
+                    break;
+                int64_t nap = ds__lock_retry_pause_us(100000, try_, 4);
+                ds__log(DS_LOG_WARN, MODULE,
+                        "maintain: the swap of %s gave way (attempt %d of "
+                        "%d); trying again in %lld ms",
+                        mo.part, try_ + 1, SWAP_TRIES,
+                        (long long)(nap / 1000));
+                ds__sleep_us(nap);
+            }
         if (st == DS_OK && attached) {
             (*created)++;
             ds__log(DS_LOG_INFO, MODULE,
