@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "core/growable.h"
+#include "core/strbuf.h"
 #include "events/events_internal.h"
 #include "memory/memory_internal.h"
 #include "migrate/migrate_internal.h"
@@ -906,51 +907,12 @@ static ds_status run_without_tx(runner *r, const step *planned, int64_t target,
 
 /* ---- dry run --------------------------------------------------------------- */
 
-typedef struct strbuf {
-    char *s;
-    size_t len, cap;
-    bool failed;
-} strbuf;
-
-static void sb_add(strbuf *b, const char *s, size_t n) {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *bigger = ds__realloc(b->s, cap);
-        if (!bigger) {
-            b->failed = true;
-            return;
-        }
-        b->s = bigger;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_printf(strbuf *b, const char *fmt, ...) DS_PRINTF(2, 3);
-static void sb_printf(strbuf *b, const char *fmt, ...) {
-    char tmp[768];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp) {
-        b->failed = true;
-        return;
-    }
-    sb_add(b, tmp, (size_t)n);
-}
 
 /* Copies a file into the dry-run script; a statement under a
  * "-- ds:when EXPR" line becomes psql's \gset / \if, so that the script
  * still runs as the runner would run it. */
 typedef struct dry_file {
-    strbuf *b;
+    ds__strbuf *b;
     const char *sql;
     size_t done; /* bytes of sql copied so far */
 } dry_file;
@@ -963,36 +925,36 @@ static ds_status dry_stmt(void *ud, const ds__sql_stmt *st, ds_error *err) {
     if (!ds__stmt_when(d->sql, st, &expr, &elen))
         return DS_OK;
     size_t start = (size_t)(st->text - d->sql);
-    sb_add(d->b, d->sql + d->done, start - d->done);
+    ds__strbuf_add(d->b, d->sql + d->done, start - d->done);
     static const char open1[] = "SELECT (";
     static const char open2[] = ")::boolean AS ds_when \\gset\n\\if :ds_when\n";
     static const char close[] = "\n\\endif";
-    sb_add(d->b, open1, sizeof open1 - 1);
-    sb_add(d->b, expr, elen);
-    sb_add(d->b, open2, sizeof open2 - 1);
-    sb_add(d->b, st->text, st->len);
-    sb_add(d->b, close, sizeof close - 1);
+    ds__strbuf_add(d->b, open1, sizeof open1 - 1);
+    ds__strbuf_add(d->b, expr, elen);
+    ds__strbuf_add(d->b, open2, sizeof open2 - 1);
+    ds__strbuf_add(d->b, st->text, st->len);
+    ds__strbuf_add(d->b, close, sizeof close - 1);
     d->done = start + st->len;
     return DS_OK;
 }
 
 /* The script that the step runs, as one could feed it to psql. */
 static ds_status dry_script(const runner *r, const step *s, bool create_table,
-                            strbuf *b) {
+                            ds__strbuf *b) {
     const ds__migration_file *f = s->file;
     bool no_tx = s->up ? f->up_no_tx : f->down_no_tx;
     char lt[32];
     lock_timeout_text(r, lt, sizeof lt);
-    sb_printf(b, "-- %s: version %lld %s, %s\n", file_name(s),
+    ds__strbuf_printf(b, "-- %s: version %lld %s, %s\n", file_name(s),
               (long long)f->version, s->up ? "up" : "down",
               no_tx ? "outside a transaction" : "in one transaction");
     if (no_tx)
-        sb_printf(b,
+        ds__strbuf_printf(b,
                   "SELECT pg_advisory_lock(%lld);\nSET lock_timeout = '%s';\n"
                   "SET statement_timeout = 0;\n",
                   (long long)DS_MIGRATE_LOCK_KEY, lt);
     else
-        sb_printf(b,
+        ds__strbuf_printf(b,
                   "BEGIN;\nSELECT pg_advisory_xact_lock(%lld);\n"
                   "SET LOCAL lock_timeout = '%s';\n"
                   "SET LOCAL statement_timeout = 0;\n",
@@ -1001,29 +963,29 @@ static ds_status dry_script(const runner *r, const step *s, bool create_table,
     const ds__pool_settings *ps = ds__pool_settings_get(r->pool);
     ds__memory_migration_settings(ps->embedding_dim, ps->vector_backend, set);
     for (int i = 0; i < 2; i++)
-        sb_printf(b, "SET %s%s = '%s';\n", no_tx ? "" : "LOCAL ", set[i].name,
+        ds__strbuf_printf(b, "SET %s%s = '%s';\n", no_tx ? "" : "LOCAL ", set[i].name,
                   set[i].value);
     if (create_table)
-        sb_printf(b, "%s;\n", BOOKKEEPING_DDL);
+        ds__strbuf_printf(b, "%s;\n", BOOKKEEPING_DDL);
     const char *sql = s->up ? f->up : f->down;
     size_t len = s->up ? f->up_len : f->down_len;
     dry_file d = {b, sql, 0};
     ds_error ignored = {0};
     if (ds__sql_split(file_name(s), sql, len, dry_stmt, &d, &ignored) != DS_OK)
         d.done = 0; /* unsplittable: shown as it is (the run refuses it) */
-    sb_add(b, sql + d.done, len - d.done);
+    ds__strbuf_add(b, sql + d.done, len - d.done);
     if (len && sql[len - 1] != '\n')
-        sb_add(b, "\n", 1);
+        ds__strbuf_add(b, "\n", 1);
     if (s->up)
-        sb_printf(b,
+        ds__strbuf_printf(b,
                   "INSERT INTO ds_schema_migrations (version, name, checksum, "
                   "no_transaction) VALUES (%lld, '%s', '%s', %s);\n",
                   (long long)f->version, f->name, f->checksum,
                   f->up_no_tx ? "true" : "false");
     else
-        sb_printf(b, "DELETE FROM ds_schema_migrations WHERE version = %lld;\n",
+        ds__strbuf_printf(b, "DELETE FROM ds_schema_migrations WHERE version = %lld;\n",
                   (long long)f->version);
-    sb_printf(b, no_tx ? "SELECT pg_advisory_unlock(%lld);\n" : "COMMIT;\n",
+    ds__strbuf_printf(b, no_tx ? "SELECT pg_advisory_unlock(%lld);\n" : "COMMIT;\n",
               (long long)DS_MIGRATE_LOCK_KEY);
     return b->failed ? DS_ERR_NOMEM : DS_OK;
 }
@@ -1050,7 +1012,7 @@ static ds_status dry_run(runner *r, int64_t target, int steps, int *changed,
         return ds__error_set(err, DS_ERR_NOMEM, "migrations: out of memory");
     step s;
     while (st == DS_OK && next_step(r->set, vers, n, target, &s)) {
-        strbuf b = {0};
+        ds__strbuf b = {0};
         if (dry_script(r, &s, create_table, &b) != DS_OK) {
             st = ds__error_set(err, DS_ERR_NOMEM, "migrations: out of memory");
         } else {

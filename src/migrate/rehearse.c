@@ -45,6 +45,7 @@
 
 #include "core/config_internal.h"
 #include "core/internal.h"
+#include "core/strbuf.h"
 #include "migrate/migrate_internal.h"
 
 extern char **environ;
@@ -56,57 +57,6 @@ extern char **environ;
 #define FILL_ATTEMPTS 40
 #define SQL_EXCERPT 120
 
-/* ---- a growable string ---------------------------------------------------- */
-
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-    bool failed;
-} sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *bigger = ds__realloc(b->s, cap);
-        if (!bigger) {
-            b->failed = true;
-            return;
-        }
-        b->s = bigger;
-        b->cap = cap;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...) DS_PRINTF(2, 3);
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->failed = true;
-        return;
-    }
-    char *tmp = ds__malloc((size_t)n + 1);
-    if (!tmp) {
-        b->failed = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(tmp, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_add(b, tmp, (size_t)n);
-    ds__free(tmp);
-}
 
 /* Grows `*arr` (of `*cap` items of `size`) to hold `need`; false on OOM. */
 static bool grow(void *arr, size_t *cap, size_t need, size_t size) {
@@ -191,23 +141,23 @@ static char *conninfo_with_db(const char *url, const char *dbname) {
     PQfreemem(msg);
     if (!opts)
         return NULL;
-    sbuf b = {0};
+    ds__strbuf b = {0};
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         const char *v = o->val;
         if (!strcmp(o->keyword, "dbname") && dbname)
             v = dbname;
         if (!v)
             continue;
-        sb_printf(&b, "%s%s='", b.len ? " " : "", o->keyword);
+        ds__strbuf_printf(&b, "%s%s='", b.len ? " " : "", o->keyword);
         for (const char *p = v; *p; p++) {
             if (*p == '\'' || *p == '\\')
-                sb_add(&b, "\\", 1);
-            sb_add(&b, p, 1);
+                ds__strbuf_add(&b, "\\", 1);
+            ds__strbuf_add(&b, p, 1);
         }
-        sb_add(&b, "'", 1);
+        ds__strbuf_add(&b, "'", 1);
     }
     if (!b.s && !b.failed)
-        sb_printf(&b, "dbname='%s'", dbname ? dbname : "");
+        ds__strbuf_printf(&b, "dbname='%s'", dbname ? dbname : "");
     for (PQconninfoOption *o = opts; o->keyword; o++)
         if (o->val)
             ds__wipe(o->val, strlen(o->val));
@@ -1058,40 +1008,40 @@ static ds_status fill_one(rehearsal *r, fill_table *t, int64_t want, int64_t *ro
     bool tried_parent_rows = false;
     for (int attempt = 0; st == DS_OK && !reason[0] && attempt < FILL_ATTEMPTS;
          attempt++) {
-        sbuf b = {0};
-        sb_printf(&b, "INSERT INTO %s (", t->qname);
+        ds__strbuf b = {0};
+        ds__strbuf_printf(&b, "INSERT INTO %s (", t->qname);
         bool any = false;
         for (int i = 0; i < ncols; i++) {
             if (cols[i].skip)
                 continue;
-            sb_printf(&b, "%s%s", any ? ", " : "", cols[i].name);
+            ds__strbuf_printf(&b, "%s%s", any ? ", " : "", cols[i].name);
             any = true;
         }
         if (!any) {
             ds__free(b.s);
-            b = (sbuf){0};
-            sb_printf(&b, "INSERT INTO %s SELECT FROM generate_series(1, %lld) g",
+            b = (ds__strbuf){0};
+            ds__strbuf_printf(&b, "INSERT INTO %s SELECT FROM generate_series(1, %lld) g",
                       t->qname, (long long)n);
             /* DEFAULT VALUES for every row: a plain SELECT of no column
              * inserts a row of defaults in PostgreSQL. */
         } else {
-            sb_puts(&b, ") SELECT ");
+            ds__strbuf_puts(&b, ") SELECT ");
             bool first = true;
             for (int i = 0; i < ncols; i++) {
                 fill_col *c = &cols[i];
                 if (c->skip)
                     continue;
                 if (c->fk && fks[c->fk - 1].refrows > 0)
-                    sb_printf(&b, "%sf%d.%s", first ? "" : ", ", c->fk,
+                    ds__strbuf_printf(&b, "%sf%d.%s", first ? "" : ", ", c->fk,
                               c->fkcol);
                 else if (c->fk)
-                    sb_printf(&b, "%sNULL::%s", first ? "" : ", ", c->type);
+                    ds__strbuf_printf(&b, "%sNULL::%s", first ? "" : ", ", c->type);
                 else
-                    sb_printf(&b, "%s(%s)::%s", first ? "" : ", ",
+                    ds__strbuf_printf(&b, "%s(%s)::%s", first ? "" : ", ",
                               c->cand[c->at], c->type);
                 first = false;
             }
-            sb_printf(&b, " FROM generate_series(1, %lld) g", (long long)n);
+            ds__strbuf_printf(&b, " FROM generate_series(1, %lld) g", (long long)n);
             for (int k = 0; k < nk; k++) {
                 fill_fk *f = &fks[k];
                 if (!f->refq || f->refrows <= 0)
@@ -1101,7 +1051,7 @@ static ds_status fill_one(rehearsal *r, fill_table *t, int64_t want, int64_t *ro
                     used |= cols[i].fk == k + 1;
                 if (!used)
                     continue;
-                sb_printf(&b,
+                ds__strbuf_printf(&b,
                           " LEFT JOIN (SELECT *, row_number() OVER () AS "
                           "ds_rn FROM %s) f%d ON f%d.ds_rn = 1 + (g - 1) %% %lld",
                           f->refq, k + 1, k + 1, (long long)f->refrows);
