@@ -327,6 +327,7 @@ typedef struct ds_memory_upgrade_options {
                                 "rows", after each batch converted       */
     void *progress_ud;
 } ds_memory_upgrade_options;
+#define DS_MEMORY_UPGRADE_OPTIONS_INIT DS_SIZED_INIT(ds_memory_upgrade_options)
 
 /* Sets every member to its default (zero) and `size`. */
 DS_EXPORT void ds_memory_upgrade_options_init(ds_memory_upgrade_options *opts);

@@ -347,8 +347,7 @@ typedef struct ds_rehearse_options {
     const char *psql;         /* the psql program; NULL: "psql"           */
 } ds_rehearse_options;
 
-#define DS_REHEARSE_OPTIONS_INIT {sizeof(ds_rehearse_options), NULL, NULL, \
-                                  NULL, false, 0, 0, 0, 0, NULL, NULL}
+#define DS_REHEARSE_OPTIONS_INIT DS_SIZED_INIT(ds_rehearse_options)
 
 /* Sets `opts` to the defaults (all zero) with its size. */
 DS_EXPORT void ds_rehearse_options_init(ds_rehearse_options *opts);
