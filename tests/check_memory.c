@@ -20,26 +20,6 @@
 
 /* ---- fixtures ------------------------------------------------------------ */
 
-static bool server_has_pgvector(void) {
-    return dt_sql_int(dt_env("DATABASE_URL"),
-                      "SELECT count(*) FROM pg_available_extensions "
-                      "WHERE name = 'vector'") > 0;
-}
-
-/* True (after printing why) when the pgvector case cannot run here. */
-static bool skip_pgvector(const char *test) {
-    const char *forced = dt_env_opt("DS_VECTOR_BACKEND");
-    if (forced && strcmp(forced, "fallback") == 0) {
-        dt_skip(test, "DS_VECTOR_BACKEND=fallback forces the fallback");
-        return true;
-    }
-    if (!server_has_pgvector()) {
-        dt_skip(test, "the server has no pgvector extension");
-        return true;
-    }
-    return false;
-}
-
 static const char *backend_of(int i) { return i ? "pgvector" : "fallback"; }
 
 typedef struct fx {
@@ -67,7 +47,7 @@ static ds_memory *open_mem(ds_pool *pool, const char *url, int exact_max) {
  * (the test then returns) when the backend cannot run here. */
 static bool fx_open(fx *f, const char *test, int backend) {
     memset(f, 0, sizeof *f);
-    if (backend == 1 && skip_pgvector(test))
+    if (backend == 1 && dt_skip_without_pgvector(test))
         return false;
     f->url = dt_migrated_db_backend("mem", backend_of(backend));
     dt_sql(f->url, "INSERT INTO users (email) VALUES ('alice@example.org'), "
@@ -270,12 +250,12 @@ START_TEST(test_memory_open_checks_the_database_record) {
                                    _i ? "fallback" : "pgvector", &err),
                      DS_OK);
     st = ds_memory_open(f.pool, cfg, &other, &err);
-    if (_i == 0 && !server_has_pgvector())
+    if (_i == 0 && !dt_server_has_pgvector())
         ck_assert_ds_status(st, DS_ERR_UNSUPPORTED, err);
     else
         ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
     ck_assert_ptr_nonnull(strstr(err.message, "DS_VECTOR_BACKEND"));
-    if (_i == 0 && server_has_pgvector())
+    if (_i == 0 && dt_server_has_pgvector())
         ck_assert_ptr_nonnull(strstr(err.message, "ds_memory_upgrade_to_pgvector"));
     /* the matching explicit backend opens */
     ck_assert_int_eq(ds_config_set(cfg, "vector_backend", backend_of(_i), &err),
@@ -1285,7 +1265,7 @@ END_TEST
 /* ---- the two backends agree; recall on clustered data ---------------------------------------------- */
 
 START_TEST(test_memory_backends_return_the_same_top_k) {
-    if (skip_pgvector("test_memory_backends_return_the_same_top_k"))
+    if (dt_skip_without_pgvector("test_memory_backends_return_the_same_top_k"))
         return;
     fx fb, pv;
     fx_open(&fb, "", 0);
@@ -1481,7 +1461,7 @@ END_TEST
 /* ---- the upgrade --------------------------------------------------------------------- */
 
 START_TEST(test_memory_upgrade_to_pgvector_keeps_every_row) {
-    if (skip_pgvector("test_memory_upgrade_to_pgvector_keeps_every_row"))
+    if (dt_skip_without_pgvector("test_memory_upgrade_to_pgvector_keeps_every_row"))
         return;
     fx f;
     fx_open(&f, "", 0);

@@ -681,19 +681,8 @@ END_TEST
 /* A fallback database with embeddings moves to pgvector while the probes
  * run: no long ACCESS EXCLUSIVE, every embedding converted. */
 START_TEST(test_online_upgrade_to_pgvector_under_probes) {
-    const char *forced = dt_env_opt("DS_VECTOR_BACKEND");
-    if (forced && strcmp(forced, "fallback") == 0) {
-        dt_skip("test_online_upgrade_to_pgvector_under_probes",
-                "DS_VECTOR_BACKEND=fallback forces the fallback");
+    if (dt_skip_without_pgvector("test_online_upgrade_to_pgvector_under_probes"))
         return;
-    }
-    if (dt_sql_int(dt_env("DATABASE_URL"),
-                   "SELECT count(*) FROM pg_available_extensions "
-                   "WHERE name = 'vector'") == 0) {
-        dt_skip("test_online_upgrade_to_pgvector_under_probes",
-                "the server has no pgvector extension");
-        return;
-    }
     char *url = dt_migrated_db_backend("onl_pgv", "fallback");
     populate_at_latest(url, 200, PROBE_ROWS);
     dt_sql(url, "UPDATE memory_facts SET "

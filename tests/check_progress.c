@@ -530,19 +530,8 @@ END_TEST
 /* ---- memory upgrade ---------------------------------------------------------- */
 
 START_TEST(test_progress_memory_upgrade_stops_and_resumes) {
-    const char *forced = dt_env_opt("DS_VECTOR_BACKEND");
-    if (forced && strcmp(forced, "fallback") == 0) {
-        dt_skip("test_progress_memory_upgrade_stops_and_resumes",
-                "DS_VECTOR_BACKEND=fallback forces the fallback");
+    if (dt_skip_without_pgvector("test_progress_memory_upgrade_stops_and_resumes"))
         return;
-    }
-    if (dt_sql_int(dt_env("DATABASE_URL"),
-                   "SELECT count(*) FROM pg_available_extensions "
-                   "WHERE name = 'vector'") == 0) {
-        dt_skip("test_progress_memory_upgrade_stops_and_resumes",
-                "the server has no pgvector extension");
-        return;
-    }
     char *url = dt_migrated_db_backend("prog_pgv", "fallback");
     dt_sql(url, "INSERT INTO users (email) VALUES ('v@example.com')");
     long long dim = dt_sql_int(url, "SELECT embedding_dim FROM "

@@ -27,6 +27,25 @@ void dt_skip(const char *test, const char *reason) {
     fflush(stdout);
 }
 
+bool dt_server_has_pgvector(void) {
+    return dt_sql_int(dt_env("DATABASE_URL"),
+                      "SELECT count(*) FROM pg_available_extensions "
+                      "WHERE name = 'vector'") > 0;
+}
+
+bool dt_skip_without_pgvector(const char *test) {
+    const char *forced = dt_env_opt("DS_VECTOR_BACKEND");
+    if (forced && strcmp(forced, "fallback") == 0) {
+        dt_skip(test, "DS_VECTOR_BACKEND=fallback forces the fallback");
+        return true;
+    }
+    if (!dt_server_has_pgvector()) {
+        dt_skip(test, "the server has no pgvector extension");
+        return true;
+    }
+    return false;
+}
+
 ds_config *dt_config(const char *url, int pool_min, int pool_max) {
     ds_config *cfg;
     ds_error err = {0};

@@ -28,6 +28,11 @@ const char *dt_env_opt(const char *name);
 /* Prints "SKIP: <test>: <reason>" (counted by scripts/run-tests). The
  * caller returns from the test after it. */
 void dt_skip(const char *test, const char *reason);
+/* Whether the test server offers the pgvector extension. */
+bool dt_server_has_pgvector(void);
+/* True (after printing why) when a pgvector case cannot run here: the
+ * server lacks pgvector, or DS_VECTOR_BACKEND=fallback forces the fallback. */
+bool dt_skip_without_pgvector(const char *test);
 
 /* A config for `url` with small, test-friendly pool settings. */
 ds_config *dt_config(const char *url, int pool_min, int pool_max);
