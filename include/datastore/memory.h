@@ -303,9 +303,11 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_fill_sketches(ds_memory *mem,
 /*
  * Converts a fallback database to pgvector once the server has the
  * extension: creates the extension and converts every embedding to
- * vector(D) in one table rewrite, keeping the sketches searches read first,
- * all in one transaction that holds an exclusive lock on memory_facts (reads
- * and writes wait; nothing is lost, and a failure changes nothing).
+ * vector(D) while readers and writers go on: batches of short
+ * transactions, then one short swap under ACCESS EXCLUSIVE (waiting at most
+ * lock_timeout, retried after a jittered pause). The sketches searches read
+ * first stay. Nothing is lost; a run that failed or stopped half-way
+ * continues on the next call.
  * Idempotent: DS_OK at once when the database already uses pgvector.
  * Handles opened before switch to pgvector on their next call. Run it like
  * a migration, against the primary's direct URL (not through a transaction
