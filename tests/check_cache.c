@@ -1073,12 +1073,14 @@ START_TEST(test_cache_options_defaults_copies_and_limits) {
     ds_cache_options_init(&o);
     ck_assert_ptr_null(o.name);
     ck_assert_uint_eq(o.schema_version, 0);
-    ck_assert_int_eq(o.ttl_ms, 60000);
-    ck_assert_int_eq(o.ttl_jitter_pct, 10);
-    ck_assert_int_eq(o.negative_ttl_ms, 5000);
+    /* zero means default: the initialiser sets only the size */
+    ck_assert_uint_eq(o.size, sizeof o);
+    ck_assert_int_eq(o.ttl_ms, 0);
+    ck_assert_int_eq(o.ttl_jitter_pct, 0);
+    ck_assert_int_eq(o.negative_ttl_ms, 0);
     ck_assert_int_eq(o.stale_ttl_ms, 0);
-    ck_assert_int_eq(o.lock_ttl_ms, 10000);
-    ck_assert_int_eq(o.wait_timeout_ms, 5000);
+    ck_assert_int_eq(o.lock_ttl_ms, 0);
+    ck_assert_int_eq(o.wait_timeout_ms, 0);
     ck_assert(o.early_refresh_beta == 0);
     /* the name: 64 characters are fine, 65 are not */
     char name[66];

@@ -1213,7 +1213,7 @@ START_TEST(test_memory_large_user_survives_damaged_codes) {
     ds_memory_new_fact *batch = calloc(LC_FACTS, sizeof *batch);
     for (size_t i = 0; i < LC_FACTS; i++) {
         cl_fact(&m, &prof, v + i * DIM);
-        batch[i] = (ds_memory_new_fact){.user_id = f.alice,
+        batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact), .user_id = f.alice,
                                         .content = "large user",
                                         .embedding = v + i * DIM,
                                         .dim = DIM};
@@ -1940,8 +1940,8 @@ START_TEST(test_memory_stats_count_searches_rows_and_adds) {
     for (int i = 0; i < 3; i++)
         add(f.mem, f.alice, "fact", "exact match", v[i]);
     ds_memory_new_fact two[2] = {
-        {.user_id = f.alice, .content = "two", .embedding = v[3], .dim = DIM},
-        {.user_id = f.alice, .content = "more", .embedding = v[4], .dim = DIM}};
+        {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "two", .embedding = v[3], .dim = DIM},
+        {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "more", .embedding = v[4], .dim = DIM}};
     ds_error err = {0};
     ck_assert_ds_ok(ds_memory_add_batch(f.mem, two, 2, NULL, &err), err);
     /* neither a bad argument nor an unknown user is an error of ours */
@@ -2026,7 +2026,7 @@ START_TEST(test_memory_stats_errors) {
         return;
     s.size = 0; /* never initialised */
     ck_assert_ds_status(ds_memory_stats_get(f.mem, &s, &err), DS_ERR_INVALID, err);
-    ck_assert_ptr_nonnull(strstr(err.message, "ds_memory_stats_init"));
+    ck_assert_ptr_nonnull(strstr(err.message, "ds_memory_stats.size"));
     s.size = sizeof s + 8;
     ck_assert_ds_status(ds_memory_stats_get(f.mem, &s, &err), DS_ERR_INVALID, err);
     ck_assert_ds_ok(ds_memory_stats_get(f.mem, &lit, &err), err);

@@ -1139,7 +1139,7 @@ START_TEST(test_queue_stats_errors) {
     /* a struct from another build of the header (or never initialised) */
     s.size = sizeof s - sizeof(uint64_t);
     ck_assert_ds_status(ds_queue_stats_get(q, &s, &err), DS_ERR_INVALID, err);
-    ck_assert_ptr_nonnull(strstr(err.message, "ds_queue_stats_init"));
+    ck_assert_ptr_nonnull(strstr(err.message, "ds_queue_stats.size"));
     s.size = sizeof s + 8;
     ck_assert_ds_status(ds_queue_stats_get(q, &s, &err), DS_ERR_INVALID, err);
     ds_queue_stats lit = DS_QUEUE_STATS_INIT;
@@ -1183,12 +1183,14 @@ START_TEST(test_queue_header_promises) {
     ds_queue_options_init(&d);
     ck_assert_ptr_null(d.name);
     ck_assert_ptr_null(d.consumer);
-    ck_assert_int_eq(d.visibility_timeout_ms, 30000);
-    ck_assert_int_eq(d.max_attempts, 5);
-    ck_assert_int_eq(d.backoff_base_ms, 1000);
-    ck_assert_int_eq(d.backoff_max_ms, 300000);
-    ck_assert_int_eq(d.dead_max_len, DS_QUEUE_DEAD_MAX_LEN_DEFAULT);
-    ck_assert_int_eq(d.dead_max_age_ms, DS_QUEUE_DEAD_MAX_AGE_MS_DEFAULT);
+    /* zero means default: the initialiser sets only the size */
+    ck_assert_uint_eq(d.size, sizeof d);
+    ck_assert_int_eq(d.visibility_timeout_ms, 0);
+    ck_assert_int_eq(d.max_attempts, 0);
+    ck_assert_int_eq(d.backoff_base_ms, 0);
+    ck_assert_int_eq(d.backoff_max_ms, 0);
+    ck_assert_int_eq(d.dead_max_len, 0);
+    ck_assert_int_eq(d.dead_max_age_ms, 0);
 
     ds_redis *r = dt_redis("queue");
     ds_error err = {0};
@@ -1242,7 +1244,7 @@ START_TEST(test_queue_header_promises) {
     json_t *batch[1200];
     for (int i = 0; i < 1200; i++)
         batch[i] = one;
-    ds_redis_stats before, after;
+    ds_redis_stats before = {.size = sizeof(ds_redis_stats)}, after = {.size = sizeof(ds_redis_stats)};
     ck_assert_ds_ok(ds_redis_stats_get(r, &before, &err), err);
     ck_assert_ds_ok(ds_queue_enqueue_batch(q, batch, 1200, &err), err);
     ck_assert_ds_ok(ds_redis_stats_get(r, &after, &err), err);
