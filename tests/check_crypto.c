@@ -586,7 +586,7 @@ static void scope_of(const conn_row *r, char *buf, size_t n) {
 /* The places of a row's two tokens; they point into `scope`. */
 typedef struct row_places {
     char scope[64];
-    ds_crypto_context access = {.size = sizeof(ds_crypto_context)}, refresh = {.size = sizeof(ds_crypto_context)};
+    ds_crypto_context access, refresh;
 } row_places;
 
 static void places_of(const conn_row *r, row_places *p) {
