@@ -863,7 +863,8 @@ START_TEST(test_migrate_no_transaction_runs_outside_a_transaction) {
     ck_assert(table_exists(d.url, "after_idx"));
     /* Nothing is left locked. */
     ck_assert_int_eq(count_rows(d.url, "SELECT count(*) FROM pg_locks WHERE "
-                                     "locktype = 'advisory'"),
+                                     "locktype = 'advisory' AND database = (SELECT oid FROM "
+                                     "pg_database WHERE datname = current_database())"),
                      0);
 
     st = ds_migrate_to(d.pool, &opts, 2, &n, &err);
@@ -1073,7 +1074,8 @@ START_TEST(test_migrate_four_processes_through_pgbouncer) {
     ck_assert_int_eq(applied_count(direct), 2);
     /* No lock is left on any pooled server connection. */
     ck_assert_int_eq(count_rows(direct, "SELECT count(*) FROM pg_locks WHERE "
-                                        "locktype = 'advisory'"),
+                                        "locktype = 'advisory' AND database = (SELECT oid FROM "
+                                     "pg_database WHERE datname = current_database())"),
                      0);
     /* A second deploy through the pooler is not blocked by the first; it
      * stops at the no-transaction file with the way out. */
@@ -1135,7 +1137,8 @@ START_TEST(test_migrate_no_transaction_refused_behind_pgbouncer) {
     ck_assert_int_eq(run_cli(args, false, NULL), 0);
     ck_assert_int_eq(applied_count(direct), 3);
     ck_assert_int_eq(count_rows(direct, "SELECT count(*) FROM pg_locks WHERE "
-                                        "locktype = 'advisory'"),
+                                        "locktype = 'advisory' AND database = (SELECT oid FROM "
+                                     "pg_database WHERE datname = current_database())"),
                      0);
     rm_dir(dir);
     free(pooled);
@@ -1560,7 +1563,8 @@ START_TEST(test_migrate_maintain_concurrent_and_through_pgbouncer) {
     }
     ck_assert_int_eq(total, 9); /* months 4..12, each once */
     ck_assert_int_eq(count_rows(url, "SELECT count(*) FROM pg_locks WHERE "
-                                     "locktype = 'advisory'"),
+                                     "locktype = 'advisory' AND database = (SELECT oid FROM "
+                                     "pg_database WHERE datname = current_database())"),
                      0);
     free(pooled);
     dt_drop_db(url);
