@@ -1,3 +1,4 @@
+-- ds:no-transaction
 -- Soft delete visible to every reader.
 --
 -- A soft-deleted user (deleted_at set) kept status = 'active', so a reader
@@ -15,23 +16,26 @@
 -- types of users and make every later ALTER COLUMN TYPE drop and recreate
 -- it.)
 --
--- Online: every statement is a catalog change (brief locks, bounded by the
--- runner's lock_timeout) except the backfill, which touches only the
--- soft-deleted rows, found through users_deleted_at_idx. The widened status
--- check and the new pairing check are added NOT VALID, which skips a scan
--- of the table: every existing row passed the narrower check, and the
--- backfill makes the pairing true for the rows before the check is added,
--- so a validation would find nothing.
+-- Online: users may hold millions of rows that sign-in reads and writes
+-- while this runs. So the file runs outside a transaction, statement by
+-- statement, each its own short transaction: the catalog changes take
+-- their lock for an instant (bounded by lock_timeout, retried by the
+-- runner when it fires), the checks are added NOT VALID and then validated
+-- (a scan that blocks neither reads nor writes), and the soft-deleted rows
+-- are backfilled in batches, each committed on its own, after the trigger
+-- is in place (so every row written meanwhile is already paired). Every
+-- statement can run again, so a run that stopped half-way is simply run
+-- again.
 
 -- The runner's lock_timeout when it set one, else a few seconds, however
 -- the file is run: DDL queued behind a long query queues all later ones.
-SELECT set_config('lock_timeout', '5s', true)
+SELECT set_config('lock_timeout', '5s', false)
  WHERE current_setting('lock_timeout') IN ('0', '0ms');
 
 ALTER TABLE users ADD COLUMN IF NOT EXISTS status_before_delete text;
 
 -- The status check of 0001, whatever its name, gives way to one that also
--- admits 'deleted'.
+-- admits 'deleted', in one transaction (the table is never without one).
 DO $widen$
 DECLARE
     c record;
@@ -43,12 +47,17 @@ BEGIN
     LOOP
         EXECUTE format('ALTER TABLE users DROP CONSTRAINT %I', c.conname);
     END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'users'::regclass
+                     AND conname = 'users_status_check') THEN
+        ALTER TABLE users ADD CONSTRAINT users_status_check
+            CHECK (status IN ('active', 'pending', 'suspended', 'deleted')) NOT VALID;
+    END IF;
 END
 $widen$;
-ALTER TABLE users ADD CONSTRAINT users_status_check
-    CHECK (status IN ('active', 'pending', 'suspended', 'deleted')) NOT VALID;
+ALTER TABLE users VALIDATE CONSTRAINT users_status_check;
 
-CREATE FUNCTION ds_users_soft_delete_status() RETURNS trigger
+CREATE OR REPLACE FUNCTION ds_users_soft_delete_status() RETURNS trigger
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
@@ -85,14 +94,46 @@ $fn$;
 
 -- On every update rather than UPDATE OF status, deleted_at: a column list
 -- would make the trigger a dependent of those columns.
-CREATE TRIGGER users_soft_delete_status
-    BEFORE INSERT OR UPDATE ON users
-    FOR EACH ROW EXECUTE FUNCTION ds_users_soft_delete_status();
+DO $trigger$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgrelid = 'users'::regclass
+                     AND tgname = 'users_soft_delete_status') THEN
+        CREATE TRIGGER users_soft_delete_status
+            BEFORE INSERT OR UPDATE ON users
+            FOR EACH ROW EXECUTE FUNCTION ds_users_soft_delete_status();
+    END IF;
+END
+$trigger$;
 
--- Users soft-deleted before this migration.
+-- Users soft-deleted before this migration, 1000 at a time in id order
+-- (a batch holds its rows' locks until it commits: writers of those users
+-- wait for it, so it stays short).
+-- The session setting ds.users_paired_to remembers the highest id done, so
+-- each batch starts where the last one ended and the whole backfill reads
+-- the table once (it is the runner's own session; a new run starts from
+-- the beginning and finds the rows done already paired). The condition is
+-- repeated outside the subquery so that a row changed meanwhile is checked
+-- again as it is now.
+-- ds:batch (SELECT count(*) FROM users WHERE deleted_at IS NOT NULL AND status <> 'deleted')
 UPDATE users SET status_before_delete = status, status = 'deleted'
-WHERE deleted_at IS NOT NULL AND status <> 'deleted';
+ WHERE id IN (SELECT id FROM users
+               WHERE id > coalesce(nullif(current_setting('ds.users_paired_to', true), ''), '0')::bigint
+                 AND deleted_at IS NOT NULL AND status <> 'deleted'
+               ORDER BY id LIMIT 1000)
+   AND deleted_at IS NOT NULL AND status <> 'deleted'
+RETURNING set_config('ds.users_paired_to',
+                     greatest(id, coalesce(nullif(current_setting('ds.users_paired_to', true), ''), '0')::bigint)::text,
+                     false);
 
-ALTER TABLE users ADD CONSTRAINT users_deleted_status_check
-    CHECK ((status = 'deleted') = (deleted_at IS NOT NULL)) NOT VALID;
-
+DO $pairing$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'users'::regclass
+                     AND conname = 'users_deleted_status_check') THEN
+        ALTER TABLE users ADD CONSTRAINT users_deleted_status_check
+            CHECK ((status = 'deleted') = (deleted_at IS NOT NULL)) NOT VALID;
+    END IF;
+END
+$pairing$;
+ALTER TABLE users VALIDATE CONSTRAINT users_deleted_status_check;

@@ -80,6 +80,9 @@ static const struct {
      "94412cc54b322e17b9c45062e38117539c274a7630fa1ea87ef9ac1e36bc7ab4"},
     {4, "users_soft_delete_status",
      "3580b0c7ebdea254145b12399c0af38ce1925a6633e62c984f7509e8cca8e4b1"},
+    /* 0004 in one transaction (its backfill held users' ACCESS EXCLUSIVE) */
+    {4, "users_soft_delete_status",
+     "e4e56993c01ac52478078ed401f73a4675079024347f3ea6379979f2916269b8"},
 };
 
 bool ds__migration_checksum_matches(const ds__migration_file *f,
