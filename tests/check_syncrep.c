@@ -9,6 +9,7 @@
  * Runs a throwaway primary and streaming standby of its own (unix sockets
  * in a private directory, synchronous_standby_names naming the standby), so
  * that stopping the standby never stalls the shared test servers. */
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -215,11 +216,94 @@ START_TEST(test_syncrep_cancelled_wait_is_not_durable) {
 }
 END_TEST
 
+static void write_file(const char *dir, const char *name, const char *text) {
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
+    fclose(f);
+}
+
+/* The migration runner's COMMIT (and each statement of a no-transaction
+ * file) whose wait for the standby is cancelled: neither success nor
+ * failure but DS_ERR_NOT_DURABLE naming the file; the database is at the
+ * new version on the primary, and with the standby back `up` goes on. */
+START_TEST(test_syncrep_migration_commit_is_not_durable) {
+    const char *why = unavailable();
+    if (why) {
+        dt_skip(__func__, why);
+        return;
+    }
+    char dir[] = "/var/tmp/dssr-mig-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    write_file(dir, "0001_t.up.sql", "CREATE TABLE t (id int);\n");
+    write_file(dir, "0001_t.down.sql", "DROP TABLE t;\n");
+    write_file(dir, "0002_u.up.sql",
+               "-- ds:no-transaction\nCREATE TABLE IF NOT EXISTS u (id int);\n");
+    write_file(dir, "0002_u.down.sql", "DROP TABLE u;\n");
+    syncrep_env e;
+    env_up(&e);
+    ds_error err = {0};
+    ds_pool *pool = NULL;
+    ds_config *cfg = dt_config(e.url, 1, 2);
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    if (st != DS_OK) {
+        env_down(&e);
+        ck_abort_msg("open: %s", err.message);
+    }
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
+    opts.dir = dir;
+    ck_assert_int_eq(pg_ctl(&e, "standby", "fast"), 0);
+    e.standby = false;
+    ds_error e1 = {0}, e2 = {0}, e3 = {0};
+    ds_status in_tx, no_tx;
+    int cancelled_tx, cancelled_no_tx;
+    WITH_CANCEL(e.url, cancelled_tx,
+                in_tx = ds_migrate_to(pool, &opts, 1, NULL, &e1));
+    long long version_after_tx = dt_sql_int(
+        e.url, "SELECT coalesce(max(version), 0) FROM ds_schema_migrations");
+    WITH_CANCEL(e.url, cancelled_no_tx,
+                no_tx = ds_migrate_up(pool, &opts, NULL, &e2));
+    long long version_after_no_tx = dt_sql_int(
+        e.url, "SELECT coalesce(max(version), 0) FROM ds_schema_migrations");
+    int restarted = pg_ctl(&e, "standby", "start");
+    e.standby = restarted == 0;
+    bool sync_again = restarted == 0 && standby_is_sync(&e);
+    int applied = -1;
+    ds_status healed = ds_migrate_up(pool, &opts, &applied, &e3);
+    long long version_healed = dt_sql_int(
+        e.url, "SELECT coalesce(max(version), 0) FROM ds_schema_migrations");
+    ds_pool_close(pool);
+    env_down(&e);
+    dt_sh("rm -rf '%s'", dir);
+
+    ck_assert_int_eq(cancelled_tx, 1);
+    ck_assert_ds_status(in_tx, DS_ERR_NOT_DURABLE, e1);
+    ck_assert_msg(strstr(e1.message, "0001_t.up.sql: applied and recorded on "
+                                     "the primary"), "%s", e1.message);
+    ck_assert_msg(strstr(e1.message, "synchronous standby"), "%s", e1.message);
+    ck_assert_str_eq(e1.sqlstate, "01000");
+    ck_assert_int_eq(version_after_tx, 1);
+    ck_assert_int_eq(cancelled_no_tx, 1);
+    ck_assert_ds_status(no_tx, DS_ERR_NOT_DURABLE, e2);
+    ck_assert_msg(strstr(e2.message, "0002_u.up.sql:2: committed on the primary"),
+                  "%s", e2.message);
+    ck_assert_int_eq(version_after_no_tx, 1); /* not recorded */
+    ck_assert_msg(sync_again, "the standby did not stream synchronously again");
+    ck_assert_ds_ok(healed, e3);
+    ck_assert_int_eq(applied, 1);
+    ck_assert_int_eq(version_healed, 2);
+}
+END_TEST
+
 Suite *ds_test_syncrep_suite(void) {
     Suite *s = suite_create("syncrep");
     TCase *tc = tcase_create("commit");
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, test_syncrep_cancelled_wait_is_not_durable);
+    tcase_add_test(tc, test_syncrep_migration_commit_is_not_durable);
     suite_add_tcase(s, tc);
     return s;
 }

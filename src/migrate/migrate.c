@@ -639,6 +639,37 @@ static ds_status repair_invalid_index(file_run *fr, const ds__sql_stmt *s,
     return st;
 }
 
+/* After a statement that committed (COMMIT, or a statement of a
+ * no-transaction file, line > 0): DS_ERR_NOT_DURABLE when the server
+ * committed it on the primary only because the wait for the synchronous
+ * standby was cancelled. Neither success (a failover may lose it) nor
+ * failure (it is applied on the primary): the message says which. */
+static ds_status not_durable(runner *r, const char *file, int line,
+                             ds_error *err) {
+    ds_status st = ds__conn_check_durable(r->conn, file, NULL);
+    if (st != DS_ERR_NOT_DURABLE)
+        return st;
+    if (line > 0)
+        ds__error_set(err, st,
+                      "%s:%d: committed on the primary, but the wait for the "
+                      "synchronous standby was cancelled, so a failover may "
+                      "lose it; the statements up to here stay applied on the "
+                      "primary and the migration is not recorded: run up "
+                      "again (the file's statements can run again)",
+                      file, line);
+    else
+        ds__error_set(err, st,
+                      "%s: applied and recorded on the primary, but the wait "
+                      "for the synchronous standby was cancelled at COMMIT, "
+                      "so a failover may lose it: check with ds-migrate status "
+                      "(and run up again) after a failover",
+                      file);
+    ds__error_set_sqlstate(err, "01000");
+    if (err)
+        err->retryable = true;
+    return st;
+}
+
 /* How often a no-transaction statement that hit lock_timeout is tried. */
 #define LOCK_RETRIES 8
 
@@ -734,6 +765,8 @@ static ds_status exec_stmt_watched(file_run *fr, const ds__sql_stmt *s,
             st = stmt_failed(fr, s, res, err);
             break;
         }
+        if (st == DS_OK && fr->no_tx)
+            st = not_durable(fr->r, fr->file, s->line, err);
         if (st == DS_OK && batch.on)
             st = ds__migrate_batch_step(&fr->r->prog, &batch, res, &again,
                                         err);
@@ -790,6 +823,8 @@ static ds_status commit(runner *r, const step *s, ds_error *err) {
         st = ds__error_set(err, DS_ERR_MIGRATION,
                            "%s: the transaction was rolled back at COMMIT",
                            file_name(s));
+    } else {
+        st = not_durable(r, file_name(s), 0, err);
     }
     PQclear(res);
     return st;

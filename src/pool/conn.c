@@ -463,6 +463,7 @@ bool ds__conn_use_unnamed(ds_conn *c, bool unnamed) {
 }
 
 PGresult *ds__conn_simple(ds_conn *c, const char *sql) {
+    c->not_durable = false;
     return PQexec(c->pg, sql);
 }
 

@@ -127,12 +127,7 @@ bool ds__server_read_only(PGconn *pg, bool *known);
  * level). `arg` is the ds_conn. */
 void ds__conn_notice(void *arg, const PGresult *res);
 
-/* DS_OK, or DS_ERR_NOT_DURABLE (and clears the mark) when a statement
- * run since the mark was last cleared committed without the synchronous
- * standby's confirmation. For callers that run COMMIT with libpq
- * directly; clear c->not_durable before sending. */
-ds_status ds__conn_check_durable(ds_conn *c, const char *context,
-                                 ds_error *err);
+/* ds__conn_check_durable() is declared in pool/stmt.h. */
 
 /* Frees the prepared statement cache (the server side goes with the
  * connection). */

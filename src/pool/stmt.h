@@ -78,8 +78,17 @@ ds_status ds__conn_exec_simple(ds_conn *c, const char *sql, ds_error *err);
 
 /* The same, handing back libpq's result of the last statement whatever its
  * status (NULL when libpq ran out of memory), for callers that tell empty
- * queries and COPY apart; errors go through ds__pg_error. */
+ * queries and COPY apart; errors go through ds__pg_error. Clears the
+ * not-durable mark first (see ds__conn_check_durable). */
 PGresult *ds__conn_simple(ds_conn *c, const char *sql);
+
+/* DS_OK, or DS_ERR_NOT_DURABLE (and clears the mark) when a statement
+ * run since the mark was last cleared committed without the synchronous
+ * standby's confirmation (the server's warning when that wait was
+ * cancelled). ds__conn_simple and the pool's own calls clear the mark
+ * before sending; `context` starts the message. */
+ds_status ds__conn_check_durable(ds_conn *c, const char *context,
+                                 ds_error *err);
 
 /* ---- COPY FROM STDIN --------------------------------------------------- */
 
