@@ -476,100 +476,107 @@ static const char *const commands[] = {"up",       "down",  "to",
                                        "maintain", "check",  "lint",
                                        "rehearse"};
 
-static int parse_args(int argc, char **argv, cli *c) {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *value = NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage_text, stdout);
-            exit(0);
-        }
-        if (!strcmp(a, "--version")) {
-            printf("ds-migrate (libdatastore %s, schema version %d)\n",
-                   ds_version(), DS_SCHEMA_VERSION);
-            exit(0);
-        }
-        if (!strcmp(a, "--json")) {
-            c->json = true;
-            continue;
-        }
-        if (!strcmp(a, "--dry-run")) {
-            c->dry_run = true;
-            continue;
-        }
-        if (!strcmp(a, "--keep")) {
-            c->keep = true;
-            continue;
-        }
-        if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-            c->verbose = true;
-            continue;
-        }
-        if (!strncmp(a, "--", 2)) {
-            const char *eq = strchr(a, '=');
-            size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
-            static const char *const with_value[] = {
-                "--database-url", "--dir",       "--lock-timeout", "--wait",
-                "--rows",         "--threshold", "--scratch"};
-            const char *opt = NULL;
-            for (size_t k = 0; k < 7; k++)
-                if (strlen(with_value[k]) == name_len &&
-                    !strncmp(a, with_value[k], name_len))
-                    opt = with_value[k];
-            if (!opt)
-                return usage_error("unknown option %s", a);
-            if (eq)
-                value = eq + 1;
-            else if (i + 1 < argc)
-                value = argv[++i];
-            if (!value || !*value)
-                return usage_error("%s needs a value", opt);
-            long long v = 0;
-            if (!strcmp(opt, "--database-url")) {
-                c->url = value;
-            } else if (!strcmp(opt, "--dir")) {
-                c->dir = value;
-            } else if (!strcmp(opt, "--scratch")) {
-                c->scratch = value;
-            } else if (!strcmp(opt, "--rows")) {
-                if (!parse_int(value, INT64_MAX, &v))
-                    return usage_error("%s takes a number of rows (0 or more)",
-                                       opt);
-                c->rows = v;
-            } else if (!strcmp(opt, "--threshold")) {
-                if (!parse_int(value, INT_MAX, &v))
-                    return usage_error("%s takes milliseconds (0 or more)",
-                                       opt);
-                c->threshold_ms = v;
-            } else if (!parse_int(value, INT_MAX, &v)) {
-                return usage_error("%s takes milliseconds (0 or more)", opt);
-            } else if (!strcmp(opt, "--lock-timeout")) {
-                c->lock_timeout_ms = v == 0 ? -1 : (int)v;
-            } else {
-                c->wait_ms = v == 0 ? -1 : (int)v;
-            }
-            continue;
-        }
-        if (a[0] == '-' && a[1])
-            return usage_error("unknown option %s", a);
-        if (!c->command) {
-            for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
-                if (!strcmp(a, commands[k]))
-                    c->command = commands[k];
-            if (!c->command)
-                return usage_error("unknown command \"%s\"", a);
-        } else if (!strcmp(c->command, "lint")) {
-            if (!c->nfiles)
-                c->files = (const char *const *)&argv[i];
-            if (&c->files[c->nfiles] != (const char *const *)&argv[i])
-                return usage_error("%s", "lint: options go before the files");
-            c->nfiles++;
-        } else if (!c->arg) {
-            c->arg = a;
-        } else {
-            return usage_error("unexpected argument \"%s\"", a);
-        }
+/* A flag without a value: true when `a` is one (help and version exit). */
+static bool parse_flag(const char *a, cli *c) {
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        fputs(usage_text, stdout);
+        exit(0);
     }
+    if (!strcmp(a, "--version")) {
+        printf("ds-migrate (libdatastore %s, schema version %d)\n",
+               ds_version(), DS_SCHEMA_VERSION);
+        exit(0);
+    }
+    if (!strcmp(a, "--json"))
+        c->json = true;
+    else if (!strcmp(a, "--dry-run"))
+        c->dry_run = true;
+    else if (!strcmp(a, "--keep"))
+        c->keep = true;
+    else if (!strcmp(a, "-v") || !strcmp(a, "--verbose"))
+        c->verbose = true;
+    else
+        return false;
+    return true;
+}
+
+/* Stores the value of option `opt` (one of those that take one). */
+static int set_option(const char *opt, const char *value, cli *c) {
+    long long v = 0;
+    if (!strcmp(opt, "--database-url")) {
+        c->url = value;
+    } else if (!strcmp(opt, "--dir")) {
+        c->dir = value;
+    } else if (!strcmp(opt, "--scratch")) {
+        c->scratch = value;
+    } else if (!strcmp(opt, "--rows")) {
+        if (!parse_int(value, INT64_MAX, &v))
+            return usage_error("%s takes a number of rows (0 or more)", opt);
+        c->rows = v;
+    } else if (!strcmp(opt, "--threshold")) {
+        if (!parse_int(value, INT_MAX, &v))
+            return usage_error("%s takes milliseconds (0 or more)", opt);
+        c->threshold_ms = v;
+    } else if (!parse_int(value, INT_MAX, &v)) {
+        return usage_error("%s takes milliseconds (0 or more)", opt);
+    } else if (!strcmp(opt, "--lock-timeout")) {
+        c->lock_timeout_ms = v == 0 ? -1 : (int)v;
+    } else {
+        c->wait_ms = v == 0 ? -1 : (int)v;
+    }
+    return 0;
+}
+
+/* `--name=value` or `--name value` (argv[*i + 1], then *i moves on). */
+static int parse_option(int argc, char **argv, int *i, cli *c) {
+    const char *a = argv[*i];
+    const char *eq = strchr(a, '=');
+    size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
+    static const char *const with_value[] = {
+        "--database-url", "--dir",       "--lock-timeout", "--wait",
+        "--rows",         "--threshold", "--scratch"};
+    const char *opt = NULL;
+    for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++)
+        if (strlen(with_value[k]) == name_len &&
+            !strncmp(a, with_value[k], name_len))
+            opt = with_value[k];
+    if (!opt)
+        return usage_error("unknown option %s", a);
+    const char *value = NULL;
+    if (eq)
+        value = eq + 1;
+    else if (*i + 1 < argc)
+        value = argv[++*i];
+    if (!value || !*value)
+        return usage_error("%s needs a value", opt);
+    return set_option(opt, value, c);
+}
+
+/* The command, lint's files, or the command's argument. */
+static int parse_word(char **argv, int i, cli *c) {
+    const char *a = argv[i];
+    if (!c->command) {
+        for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+            if (!strcmp(a, commands[k]))
+                c->command = commands[k];
+        if (!c->command)
+            return usage_error("unknown command \"%s\"", a);
+    } else if (!strcmp(c->command, "lint")) {
+        if (!c->nfiles)
+            c->files = (const char *const *)&argv[i];
+        if (&c->files[c->nfiles] != (const char *const *)&argv[i])
+            return usage_error("%s", "lint: options go before the files");
+        c->nfiles++;
+    } else if (!c->arg) {
+        c->arg = a;
+    } else {
+        return usage_error("unexpected argument \"%s\"", a);
+    }
+    return 0;
+}
+
+/* What the command makes of its argument and the options. */
+static int check_command(cli *c) {
     if (!c->command)
         return usage_error("%s", "no command given");
     const char *cmd = c->command;
@@ -604,6 +611,24 @@ static int parse_args(int argc, char **argv, cli *c) {
         return usage_error("%s", "no database: set DATABASE_URL or pass "
                                  "--database-url");
     return 0;
+}
+
+static int parse_args(int argc, char **argv, cli *c) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int rc = 0;
+        if (parse_flag(a, c))
+            continue;
+        if (!strncmp(a, "--", 2))
+            rc = parse_option(argc, argv, &i, c);
+        else if (a[0] == '-' && a[1])
+            rc = usage_error("unknown option %s", a);
+        else
+            rc = parse_word(argv, i, c);
+        if (rc)
+            return rc;
+    }
+    return check_command(c);
 }
 
 static ds_status open_pool(const cli *c, ds_pool **pool, ds_error *err) {
