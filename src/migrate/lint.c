@@ -246,120 +246,161 @@ static token *push(tokens *ts, tok_type type, const char *p, size_t n,
     return t;
 }
 
+/* Where tokenize() is in its text. */
+typedef struct scanner {
+    const char *s;
+    size_t len;
+    size_t i;
+    int line;
+    tokens *ts;
+} scanner;
+
+/* At a slash-star: past the (nested) block comment. */
+static void skip_block_comment(scanner *sc) {
+    const char *s = sc->s;
+    int depth = 1;
+    sc->i += 2;
+    while (sc->i < sc->len && depth > 0) {
+        size_t i = sc->i;
+        if (s[i] == '\n')
+            sc->line++;
+        if (i + 1 < sc->len && s[i] == '/' && s[i + 1] == '*') {
+            depth++;
+            sc->i += 2;
+        } else if (i + 1 < sc->len && s[i] == '*' && s[i + 1] == '/') {
+            depth--;
+            sc->i += 2;
+        } else {
+            sc->i++;
+        }
+    }
+}
+
+/* At a quote, a double quote or E': one string (or quoted name) token.
+ * False when out of memory. */
+static bool scan_quoted(scanner *sc) {
+    const char *s = sc->s;
+    size_t len = sc->len, i = sc->i;
+    bool esc = s[i] == 'E' || s[i] == 'e';
+    if (esc)
+        i++;
+    char q = s[i];
+    size_t start = ++i;
+    int start_line = sc->line;
+    while (i < len) {
+        if (esc && s[i] == '\\' && i + 1 < len) {
+            sc->line += s[i + 1] == '\n';
+            i += 2;
+            continue;
+        }
+        if (s[i] == q) {
+            if (i + 1 < len && s[i + 1] == q) {
+                i += 2;
+                continue;
+            }
+            break;
+        }
+        sc->line += s[i] == '\n';
+        i++;
+    }
+    token *t = push(sc->ts, q == '"' ? T_WORD : T_STRING, s + start,
+                    i - start, start_line);
+    sc->i = i < len ? i + 1 : i;
+    return t != NULL;
+}
+
+/* At a dollar sign: a dollar-quoted string, or a parameter ($1) skipped.
+ * False when out of memory. */
+static bool scan_dollar(scanner *sc) {
+    const char *s = sc->s;
+    size_t len = sc->len, i = sc->i;
+    size_t k = i + 1;
+    if (k < len && ident_start((unsigned char)s[k]))
+        while (k < len && ident_char((unsigned char)s[k]) && s[k] != '$')
+            k++;
+    if (k >= len || s[k] != '$') {
+        i++;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+        sc->i = i;
+        return true;
+    }
+    size_t tag = k - i + 1;
+    size_t start = i + tag;
+    size_t end = start;
+    while (end + tag <= len && memcmp(s + end, s + i, tag) != 0)
+        end++;
+    if (end + tag > len)
+        end = len;
+    token *t = push(sc->ts, T_STRING, s + start, end - start, sc->line);
+    if (!t)
+        return false;
+    t->dollar = true;
+    for (size_t m = i; m < end && m < len; m++)
+        sc->line += s[m] == '\n';
+    sc->i = end + tag < len ? end + tag : len;
+    return true;
+}
+
+/* Anything else: a format() placeholder, a word, a number or one
+ * punctuation character. False when out of memory. */
+static bool scan_word(scanner *sc) {
+    const char *s = sc->s;
+    size_t len = sc->len, i = sc->i, start = i;
+    unsigned char c = (unsigned char)s[i];
+    tok_type type = T_PUNCT;
+    if (c == '%' && i + 1 < len &&
+        (s[i + 1] == 's' || s[i + 1] == 'I' || s[i + 1] == 'L')) {
+        /* format()'s placeholders: a name known only at run time */
+        type = T_WORD;
+        i += 2;
+    } else if (ident_start(c)) {
+        type = T_WORD;
+        while (i < len && ident_char((unsigned char)s[i]))
+            i++;
+    } else if (c >= '0' && c <= '9') {
+        type = T_NUM;
+        while (i < len && (ident_char((unsigned char)s[i]) || s[i] == '.'))
+            i++;
+    } else {
+        i++;
+    }
+    sc->i = i;
+    return push(sc->ts, type, s + start, i - start, sc->line) != NULL;
+}
+
 /* Tokenizes `s`; the SQL was split by ds__sql_split (or is the content of
  * a string that holds SQL), so an unterminated quote here ends the text. */
 static ds_status tokenize(const char *s, size_t len, int line, tokens *ts,
                           ds_error *err) {
-    size_t i = 0;
-    while (i < len) {
+    scanner sc = {s, len, 0, line, ts};
+    bool ok = true;
+    while (ok && sc.i < len) {
+        size_t i = sc.i;
         unsigned char c = (unsigned char)s[i];
         if (c == '\n') {
-            line++;
-            i++;
+            sc.line++;
+            sc.i++;
         } else if (c == ' ' || c == '\t' || c == '\r' || c == '\f' ||
                    c == '\v') {
-            i++;
+            sc.i++;
         } else if (c == '-' && i + 1 < len && s[i + 1] == '-') {
-            while (i < len && s[i] != '\n')
-                i++;
+            while (sc.i < len && s[sc.i] != '\n')
+                sc.i++;
         } else if (c == '/' && i + 1 < len && s[i + 1] == '*') {
-            int depth = 1;
-            i += 2;
-            while (i < len && depth > 0) {
-                if (s[i] == '\n')
-                    line++;
-                if (i + 1 < len && s[i] == '/' && s[i + 1] == '*') {
-                    depth++;
-                    i += 2;
-                } else if (i + 1 < len && s[i] == '*' && s[i + 1] == '/') {
-                    depth--;
-                    i += 2;
-                } else {
-                    i++;
-                }
-            }
+            skip_block_comment(&sc);
         } else if (c == '\'' || c == '"' ||
                    ((c == 'E' || c == 'e') && i + 1 < len && s[i + 1] == '\'' &&
                     (i == 0 || !ident_char((unsigned char)s[i - 1])))) {
-            bool esc = c == 'E' || c == 'e';
-            if (esc)
-                i++;
-            char q = s[i];
-            size_t start = ++i;
-            int start_line = line;
-            while (i < len) {
-                if (esc && s[i] == '\\' && i + 1 < len) {
-                    line += s[i + 1] == '\n';
-                    i += 2;
-                    continue;
-                }
-                if (s[i] == q) {
-                    if (i + 1 < len && s[i + 1] == q) {
-                        i += 2;
-                        continue;
-                    }
-                    break;
-                }
-                line += s[i] == '\n';
-                i++;
-            }
-            token *t = push(ts, q == '"' ? T_WORD : T_STRING, s + start,
-                            i - start, start_line);
-            if (!t)
-                return ds__error_set(err, DS_ERR_NOMEM, "lint: out of memory");
-            if (i < len)
-                i++;
+            ok = scan_quoted(&sc);
         } else if (c == '$') {
-            size_t k = i + 1;
-            if (k < len && ident_start((unsigned char)s[k]))
-                while (k < len && ident_char((unsigned char)s[k]) && s[k] != '$')
-                    k++;
-            if (k < len && s[k] == '$') {
-                size_t tag = k - i + 1;
-                size_t start = i + tag;
-                size_t end = start;
-                while (end + tag <= len && memcmp(s + end, s + i, tag) != 0)
-                    end++;
-                if (end + tag > len)
-                    end = len;
-                token *t = push(ts, T_STRING, s + start, end - start, line);
-                if (!t)
-                    return ds__error_set(err, DS_ERR_NOMEM,
-                                         "lint: out of memory");
-                t->dollar = true;
-                for (size_t m = i; m < end && m < len; m++)
-                    line += s[m] == '\n';
-                i = end + tag < len ? end + tag : len;
-            } else {
-                i++;
-                while (i < len && s[i] >= '0' && s[i] <= '9')
-                    i++;
-            }
-        } else if (c == '%' && i + 1 < len &&
-                   (s[i + 1] == 's' || s[i + 1] == 'I' || s[i + 1] == 'L')) {
-            /* format()'s placeholders: a name known only at run time */
-            if (!push(ts, T_WORD, s + i, 2, line))
-                return ds__error_set(err, DS_ERR_NOMEM, "lint: out of memory");
-            i += 2;
-        } else if (ident_start(c)) {
-            size_t start = i;
-            while (i < len && ident_char((unsigned char)s[i]))
-                i++;
-            if (!push(ts, T_WORD, s + start, i - start, line))
-                return ds__error_set(err, DS_ERR_NOMEM, "lint: out of memory");
-        } else if (c >= '0' && c <= '9') {
-            size_t start = i;
-            while (i < len && (ident_char((unsigned char)s[i]) || s[i] == '.'))
-                i++;
-            if (!push(ts, T_NUM, s + start, i - start, line))
-                return ds__error_set(err, DS_ERR_NOMEM, "lint: out of memory");
+            ok = scan_dollar(&sc);
         } else {
-            if (!push(ts, T_PUNCT, s + i, 1, line))
-                return ds__error_set(err, DS_ERR_NOMEM, "lint: out of memory");
-            i++;
+            ok = scan_word(&sc);
         }
     }
-    return DS_OK;
+    return ok ? DS_OK
+              : ds__error_set(err, DS_ERR_NOMEM, "lint: out of memory");
 }
 
 /* ---- the state of one run ---------------------------------------------- */
