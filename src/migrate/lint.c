@@ -516,13 +516,123 @@ static int rule_by_name(const char *name, size_t n) {
     return -1;
 }
 
+/* The line of the first line after `eol` (of line `line`) that holds
+ * code: what a waiver on `line` applies to. */
+static int waiver_target(int line, const char *eol, const char *end) {
+    int target = line + 1;
+    const char *n = eol < end ? eol + 1 : end;
+    while (n < end) {
+        const char *e2 = memchr(n, '\n', (size_t)(end - n));
+        if (!e2)
+            e2 = end;
+        if (!blank_or_comment(n, e2))
+            break;
+        target++;
+        n = e2 < end ? e2 + 1 : end;
+    }
+    return target;
+}
+
+/* The rule names from `q` to `names_end` into w->rules (",a,b,"); an
+ * unknown name, or none, is a finding. */
+static ds_status waiver_rules(linter *L, waiver *w, const char *q,
+                              const char *names_end) {
+    strcpy(w->rules, ",");
+    const char *r = q;
+    bool any = false;
+    while (r < names_end) {
+        while (r < names_end && (*r == ' ' || *r == '\t' || *r == ','))
+            r++;
+        const char *s = r;
+        while (r < names_end && *r != ' ' && *r != '\t' && *r != ',')
+            r++;
+        if (r == s)
+            break;
+        any = true;
+        size_t nl = (size_t)(r - s);
+        if (rule_by_name(s, nl) < 0) {
+            ds_status st = add_finding(
+                L, R_WAIVER_RULE, w->line,
+                "waiver names \"%.*s\", which is no lint rule",
+                (int)(nl > 64 ? 64 : nl), s);
+            if (st != DS_OK)
+                return st;
+        } else if (strlen(w->rules) + nl + 2 < sizeof w->rules) {
+            strncat(w->rules, s, nl);
+            strcat(w->rules, ",");
+        }
+    }
+    if (!any) {
+        ds_status st = add_finding(L, R_WAIVER_RULE, w->line,
+                                   "waiver names no rule");
+        if (st != DS_OK)
+            return st;
+    }
+    if (!strcmp(w->rules, ","))
+        w->used = true; /* nothing valid: reported above */
+    return DS_OK;
+}
+
+/* The reason after the colon (NULL: none) up to `eol`: kept in *reason,
+ * or, when there is none (fewer than three letters), a finding and a
+ * waiver that waives nothing. */
+static ds_status waiver_reason(linter *L, waiver *w, const char *colon,
+                               const char *eol, char **reason_out) {
+    const char *reason = colon ? colon + 1 : eol;
+    while (reason < eol && (*reason == ' ' || *reason == '\t'))
+        reason++;
+    const char *rend = eol;
+    while (rend > reason &&
+           (rend[-1] == ' ' || rend[-1] == '\t' || rend[-1] == '\r'))
+        rend--;
+    int letters = 0;
+    for (const char *c = reason; c < rend; c++)
+        letters += (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z');
+    if (!colon || letters < 3) {
+        w->rules[0] = '\0'; /* waives nothing */
+        w->used = true;     /* and is reported once, here */
+        return add_finding(L, R_WAIVER_REASON, w->line,
+                           "waiver without a reason (write \"-- " WAIVER_MARK
+                           " RULE: why it is safe here\")");
+    }
+    *reason_out = ds__strndup(reason, (size_t)(rend - reason));
+    return *reason_out ? DS_OK
+                       : ds__error_set(L->err, DS_ERR_NOMEM,
+                                       "lint: out of memory");
+}
+
+/* One waiver comment: `q` is just past the mark, on line `line`. */
+static ds_status read_waiver(linter *L, const char *q, const char *eol,
+                             const char *end, int line, char ***reasons) {
+    lint_file *lf = L->file;
+    waiver *ws = ds__reallocarray(lf->waivers, lf->nwaivers + 1, sizeof *ws);
+    char **rs = ds__reallocarray(*reasons, lf->nwaivers + 1, sizeof *rs);
+    if (ws)
+        lf->waivers = ws;
+    if (rs)
+        *reasons = rs;
+    if (!ws || !rs)
+        return ds__error_set(L->err, DS_ERR_NOMEM, "lint: out of memory");
+    waiver *w = &lf->waivers[lf->nwaivers];
+    memset(w, 0, sizeof *w);
+    (*reasons)[lf->nwaivers] = NULL;
+    lf->nwaivers++;
+    w->line = line;
+    w->target_line = waiver_target(line, eol, end);
+    const char *colon = memchr(q, ':', (size_t)(eol - q));
+    ds_status st = waiver_rules(L, w, q, colon ? colon : eol);
+    if (st == DS_OK)
+        st = waiver_reason(L, w, colon, eol, &(*reasons)[lf->nwaivers - 1]);
+    return st;
+}
+
 /* Reads every "-- ds:lint-ignore" comment of the file. The reason is kept
  * with the finding it waives (see attach_reasons). */
 static ds_status read_waivers(linter *L, const char *sql, size_t len,
                               char ***reasons) {
-    lint_file *lf = L->file;
     int line = 1;
     const char *p = sql, *end = sql + len;
+    size_t mark = strlen(WAIVER_MARK);
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         if (!eol)
@@ -530,105 +640,14 @@ static ds_status read_waivers(linter *L, const char *sql, size_t len,
         const char *m = p;
         while (m < eol && (*m == ' ' || *m == '\t'))
             m++;
-        size_t mark = strlen(WAIVER_MARK);
         if (eol - m >= 2 && m[0] == '-' && m[1] == '-') {
             const char *q = m + 2;
             while (q < eol && (*q == ' ' || *q == '\t'))
                 q++;
             if ((size_t)(eol - q) >= mark && !memcmp(q, WAIVER_MARK, mark)) {
-                q += mark;
-                waiver *ws = ds__reallocarray(lf->waivers, lf->nwaivers + 1,
-                                              sizeof *ws);
-                char **rs = ds__reallocarray(*reasons, lf->nwaivers + 1,
-                                             sizeof *rs);
-                if (ws)
-                    lf->waivers = ws;
-                if (rs)
-                    *reasons = rs;
-                if (!ws || !rs)
-                    return ds__error_set(L->err, DS_ERR_NOMEM,
-                                         "lint: out of memory");
-                waiver *w = &lf->waivers[lf->nwaivers];
-                memset(w, 0, sizeof *w);
-                (*reasons)[lf->nwaivers] = NULL;
-                lf->nwaivers++;
-                w->line = line;
-                /* the next line that holds code */
-                int target = line + 1;
-                const char *n = eol < end ? eol + 1 : end;
-                while (n < end) {
-                    const char *e2 = memchr(n, '\n', (size_t)(end - n));
-                    if (!e2)
-                        e2 = end;
-                    if (!blank_or_comment(n, e2))
-                        break;
-                    target++;
-                    n = e2 < end ? e2 + 1 : end;
-                }
-                w->target_line = target;
-                const char *colon = memchr(q, ':', (size_t)(eol - q));
-                const char *names_end = colon ? colon : eol;
-                strcpy(w->rules, ",");
-                const char *r = q;
-                bool any = false;
-                while (r < names_end) {
-                    while (r < names_end && (*r == ' ' || *r == '\t' || *r == ','))
-                        r++;
-                    const char *s = r;
-                    while (r < names_end && *r != ' ' && *r != '\t' && *r != ',')
-                        r++;
-                    if (r == s)
-                        break;
-                    any = true;
-                    size_t nl = (size_t)(r - s);
-                    if (rule_by_name(s, nl) < 0) {
-                        ds_status st = add_finding(
-                            L, R_WAIVER_RULE, line,
-                            "waiver names \"%.*s\", which is no lint rule",
-                            (int)(nl > 64 ? 64 : nl), s);
-                        if (st != DS_OK)
-                            return st;
-                    } else if (strlen(w->rules) + nl + 2 < sizeof w->rules) {
-                        strncat(w->rules, s, nl);
-                        strcat(w->rules, ",");
-                    }
-                }
-                if (!any) {
-                    ds_status st = add_finding(L, R_WAIVER_RULE, line,
-                                               "waiver names no rule");
-                    if (st != DS_OK)
-                        return st;
-                }
-                if (!strcmp(w->rules, ","))
-                    w->used = true; /* nothing valid: reported above */
-                const char *reason = colon ? colon + 1 : eol;
-                while (reason < eol && (*reason == ' ' || *reason == '\t'))
-                    reason++;
-                const char *rend = eol;
-                while (rend > reason && (rend[-1] == ' ' || rend[-1] == '\t' ||
-                                         rend[-1] == '\r'))
-                    rend--;
-                bool has_letters = false;
-                int letters = 0;
-                for (const char *c = reason; c < rend; c++)
-                    letters += (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z');
-                has_letters = letters >= 3;
-                if (!colon || !has_letters) {
-                    w->rules[0] = '\0'; /* waives nothing */
-                    w->used = true;     /* and is reported once, here */
-                    ds_status st = add_finding(
-                        L, R_WAIVER_REASON, line,
-                        "waiver without a reason (write \"-- " WAIVER_MARK
-                        " RULE: why it is safe here\")");
-                    if (st != DS_OK)
-                        return st;
-                } else {
-                    (*reasons)[lf->nwaivers - 1] =
-                        ds__strndup(reason, (size_t)(rend - reason));
-                    if (!(*reasons)[lf->nwaivers - 1])
-                        return ds__error_set(L->err, DS_ERR_NOMEM,
-                                             "lint: out of memory");
-                }
+                ds_status st = read_waiver(L, q + mark, eol, end, line, reasons);
+                if (st != DS_OK)
+                    return st;
             }
         }
         line++;
