@@ -832,6 +832,149 @@ static bool not_null_check_column(const tokens *ts, size_t i, size_t end,
     return false;
 }
 
+/* ALTER TABLE ... ADD (a constraint or a column): action tokens a..b. */
+static ds_status alter_add(linter *L, const tokens *ts, size_t a, size_t b,
+                           int aline, const char *table) {
+    ds_status st = DS_OK;
+    size_t c = a + 1;
+    bool constraint = false;
+    char cname[64] = "";
+    if (is_word(ts, c, "constraint")) {
+        constraint = true;
+        if (c + 1 < b && ts->t[c + 1].type == T_WORD)
+            snprintf(cname, sizeof cname, "%s", ts->t[c + 1].w);
+        c += 2;
+    }
+    if (is_word(ts, c, "check") || is_word(ts, c, "foreign")) {
+        bool not_valid = range_has_pair(ts, c, b, "not", "valid");
+        if (!not_valid)
+            st = add_finding(L, R_NOT_VALID, aline,
+                             "ADD %s%s%s on %s without NOT VALID",
+                             is_word(ts, c, "check") ? "CHECK"
+                                                     : "FOREIGN KEY",
+                             cname[0] ? " " : "", cname,
+                             table_desc(table));
+        char col[64];
+        if (st == DS_OK && cname[0] &&
+            not_null_check_column(ts, c, b, col)) {
+            not_null_check *nc = ds__reallocarray(
+                L->file->checks, L->file->nchecks + 1, sizeof *nc);
+            if (!nc)
+                return ds__error_set(L->err, DS_ERR_NOMEM,
+                                     "lint: out of memory");
+            L->file->checks = nc;
+            nc = &nc[L->file->nchecks++];
+            memset(nc, 0, sizeof *nc);
+            snprintf(nc->table, sizeof nc->table, "%s", table);
+            snprintf(nc->constraint, sizeof nc->constraint, "%s", cname);
+            snprintf(nc->column, sizeof nc->column, "%s", col);
+            nc->validated = !not_valid;
+        }
+    } else if (is_word(ts, c, "unique") ||
+               (is_word(ts, c, "primary") && is_word(ts, c + 1, "key")) ||
+               is_word(ts, c, "exclude")) {
+        if (!range_has_pair(ts, c, b, "using", "index") ||
+            is_word(ts, c, "exclude"))
+            st = add_finding(L, R_BUILDS_INDEX, aline,
+                             "ADD %s on %s builds its index under an "
+                             "ACCESS EXCLUSIVE lock",
+                             ts->t[c].w, table_desc(table));
+    } else if (!constraint) {
+        if (is_word(ts, c, "column"))
+            c++;
+        st = lint_add_column(L, ts, c, b, aline, table);
+    }
+    return st;
+}
+
+/* ALTER TABLE ... ALTER [COLUMN] col TYPE / SET NOT NULL. */
+static ds_status alter_column(linter *L, const tokens *ts, size_t a, size_t b,
+                              int aline, const char *table) {
+    ds_status st = DS_OK;
+    size_t c = a + 1;
+    if (is_word(ts, c, "column"))
+        c++;
+    char col[64] = "?";
+    if (c < b && ts->t[c].type == T_WORD)
+        snprintf(col, sizeof col, "%s", ts->t[c++].w);
+    if (is_word(ts, c, "type") ||
+        (is_word(ts, c, "set") && is_word(ts, c + 1, "data") &&
+         is_word(ts, c + 2, "type"))) {
+        st = add_finding(L, R_TYPE, aline,
+                         "ALTER COLUMN %s TYPE on %s", col,
+                         table_desc(table));
+    } else if (is_word(ts, c, "set") && is_word(ts, c + 1, "not") &&
+               is_word(ts, c + 2, "null")) {
+        bool proven = false;
+        for (size_t n = 0; n < L->file->nchecks; n++) {
+            const not_null_check *nc = &L->file->checks[n];
+            proven |= nc->validated && !strcmp(nc->table, table) &&
+                      !strcmp(nc->column, col);
+        }
+        if (!proven)
+            st = add_finding(L, R_SET_NOT_NULL, aline,
+                             "SET NOT NULL on %s.%s without a "
+                             "validated CHECK (%s IS NOT NULL)",
+                             table_desc(table), col, col);
+    }
+    return st;
+}
+
+/* ALTER TABLE ... RENAME [COLUMN] / RENAME TO. */
+static ds_status alter_rename(linter *L, const tokens *ts, size_t a, size_t b,
+                              int aline, const char *table) {
+    ds_status st = DS_OK;
+    if (is_word(ts, a + 1, "to"))
+        st = add_finding(L, R_RENAME_TABLE, aline,
+                         "RENAME of table %s", table_desc(table));
+    else if (!is_word(ts, a + 1, "constraint"))
+        st = add_finding(L, R_RENAME_COLUMN, aline,
+                         "RENAME COLUMN %s of %s",
+                         is_word(ts, a + 1, "column") && a + 2 < b
+                             ? ts->t[a + 2].w
+                             : (a + 1 < b ? ts->t[a + 1].w : "?"),
+                         table_desc(table));
+    return st;
+}
+
+/* ALTER TABLE ... DROP [COLUMN] (not a constraint, default or NOT NULL). */
+static ds_status alter_drop(linter *L, const tokens *ts, size_t a, size_t b,
+                            int aline, const char *table) {
+    ds_status st = DS_OK;
+    size_t c = a + 1;
+    if (!is_word(ts, c, "constraint") && !is_word(ts, c, "default") &&
+        !is_word(ts, c, "not")) {
+        if (is_word(ts, c, "column"))
+            c++;
+        if (is_word(ts, c, "if") && is_word(ts, c + 1, "exists"))
+            c += 2;
+        st = add_finding(L, R_DROP_COLUMN, aline,
+                         "DROP COLUMN %s of %s",
+                         c < b ? ts->t[c].w : "?", table_desc(table));
+    }
+    return st;
+}
+
+/* One action (tokens a..b) of ALTER TABLE on an existing table. */
+static ds_status alter_action(linter *L, const tokens *ts, size_t a, size_t b,
+                              int aline, const char *table) {
+    const char *w0 = ts->t[a].w;
+    if (!strcmp(w0, "add"))
+        return alter_add(L, ts, a, b, aline, table);
+    if (!strcmp(w0, "alter"))
+        return alter_column(L, ts, a, b, aline, table);
+    if (!strcmp(w0, "rename"))
+        return alter_rename(L, ts, a, b, aline, table);
+    if (!strcmp(w0, "drop"))
+        return alter_drop(L, ts, a, b, aline, table);
+    if (!strcmp(w0, "set") &&
+        (is_word(ts, a + 1, "logged") || is_word(ts, a + 1, "unlogged") ||
+         is_word(ts, a + 1, "tablespace")))
+        return add_finding(L, R_REWRITE, aline, "SET %s on %s",
+                           ts->t[a + 1].w, table_desc(table));
+    return DS_OK;
+}
+
 static ds_status lint_alter_table(linter *L, const tokens *ts, size_t i,
                                   size_t end, const scope *sc) {
     int line = ts->t[i].line;
@@ -861,124 +1004,16 @@ static ds_status lint_alter_table(linter *L, const tokens *ts, size_t i,
         size_t b = k++;
         if (a >= b)
             continue;
-        const char *w0 = ts->t[a].w;
-        int aline = line; /* findings name the statement's line */
-        if (!strcmp(w0, "validate") && is_word(ts, a + 1, "constraint") &&
-            a + 2 < b) {
+        if (!strcmp(ts->t[a].w, "validate") &&
+            is_word(ts, a + 1, "constraint") && a + 2 < b) {
             for (size_t c = 0; c < L->file->nchecks; c++)
                 if (!strcmp(L->file->checks[c].table, table) &&
                     !strcmp(L->file->checks[c].constraint, ts->t[a + 2].w))
                     L->file->checks[c].validated = true;
             continue;
         }
-        if (is_new)
-            continue;
-        if (!strcmp(w0, "add")) {
-            size_t c = a + 1;
-            bool constraint = false;
-            char cname[64] = "";
-            if (is_word(ts, c, "constraint")) {
-                constraint = true;
-                if (c + 1 < b && ts->t[c + 1].type == T_WORD)
-                    snprintf(cname, sizeof cname, "%s", ts->t[c + 1].w);
-                c += 2;
-            }
-            if (is_word(ts, c, "check") || is_word(ts, c, "foreign")) {
-                bool not_valid = range_has_pair(ts, c, b, "not", "valid");
-                if (!not_valid)
-                    st = add_finding(L, R_NOT_VALID, aline,
-                                     "ADD %s%s%s on %s without NOT VALID",
-                                     is_word(ts, c, "check") ? "CHECK"
-                                                             : "FOREIGN KEY",
-                                     cname[0] ? " " : "", cname,
-                                     table_desc(table));
-                char col[64];
-                if (st == DS_OK && cname[0] &&
-                    not_null_check_column(ts, c, b, col)) {
-                    not_null_check *nc = ds__reallocarray(
-                        L->file->checks, L->file->nchecks + 1, sizeof *nc);
-                    if (!nc)
-                        return ds__error_set(L->err, DS_ERR_NOMEM,
-                                             "lint: out of memory");
-                    L->file->checks = nc;
-                    nc = &nc[L->file->nchecks++];
-                    memset(nc, 0, sizeof *nc);
-                    snprintf(nc->table, sizeof nc->table, "%s", table);
-                    snprintf(nc->constraint, sizeof nc->constraint, "%s", cname);
-                    snprintf(nc->column, sizeof nc->column, "%s", col);
-                    nc->validated = !not_valid;
-                }
-            } else if (is_word(ts, c, "unique") ||
-                       (is_word(ts, c, "primary") && is_word(ts, c + 1, "key")) ||
-                       is_word(ts, c, "exclude")) {
-                if (!range_has_pair(ts, c, b, "using", "index") ||
-                    is_word(ts, c, "exclude"))
-                    st = add_finding(L, R_BUILDS_INDEX, aline,
-                                     "ADD %s on %s builds its index under an "
-                                     "ACCESS EXCLUSIVE lock",
-                                     ts->t[c].w, table_desc(table));
-            } else if (!constraint) {
-                if (is_word(ts, c, "column"))
-                    c++;
-                st = lint_add_column(L, ts, c, b, aline, table);
-            }
-        } else if (!strcmp(w0, "alter")) {
-            size_t c = a + 1;
-            if (is_word(ts, c, "column"))
-                c++;
-            char col[64] = "?";
-            if (c < b && ts->t[c].type == T_WORD)
-                snprintf(col, sizeof col, "%s", ts->t[c++].w);
-            if (is_word(ts, c, "type") ||
-                (is_word(ts, c, "set") && is_word(ts, c + 1, "data") &&
-                 is_word(ts, c + 2, "type"))) {
-                st = add_finding(L, R_TYPE, aline,
-                                 "ALTER COLUMN %s TYPE on %s", col,
-                                 table_desc(table));
-            } else if (is_word(ts, c, "set") && is_word(ts, c + 1, "not") &&
-                       is_word(ts, c + 2, "null")) {
-                bool proven = false;
-                for (size_t n = 0; n < L->file->nchecks; n++) {
-                    const not_null_check *nc = &L->file->checks[n];
-                    proven |= nc->validated && !strcmp(nc->table, table) &&
-                              !strcmp(nc->column, col);
-                }
-                if (!proven)
-                    st = add_finding(L, R_SET_NOT_NULL, aline,
-                                     "SET NOT NULL on %s.%s without a "
-                                     "validated CHECK (%s IS NOT NULL)",
-                                     table_desc(table), col, col);
-            }
-        } else if (!strcmp(w0, "rename")) {
-            if (is_word(ts, a + 1, "to"))
-                st = add_finding(L, R_RENAME_TABLE, aline,
-                                 "RENAME of table %s", table_desc(table));
-            else if (!is_word(ts, a + 1, "constraint"))
-                st = add_finding(L, R_RENAME_COLUMN, aline,
-                                 "RENAME COLUMN %s of %s",
-                                 is_word(ts, a + 1, "column") && a + 2 < b
-                                     ? ts->t[a + 2].w
-                                     : (a + 1 < b ? ts->t[a + 1].w : "?"),
-                                 table_desc(table));
-        } else if (!strcmp(w0, "drop")) {
-            size_t c = a + 1;
-            if (!is_word(ts, c, "constraint") && !is_word(ts, c, "default") &&
-                !is_word(ts, c, "not")) {
-                if (is_word(ts, c, "column"))
-                    c++;
-                if (is_word(ts, c, "if") && is_word(ts, c + 1, "exists"))
-                    c += 2;
-                st = add_finding(L, R_DROP_COLUMN, aline,
-                                 "DROP COLUMN %s of %s",
-                                 c < b ? ts->t[c].w : "?", table_desc(table));
-            }
-        } else if (!strcmp(w0, "set") &&
-                   (is_word(ts, a + 1, "logged") ||
-                    is_word(ts, a + 1, "unlogged") ||
-                    is_word(ts, a + 1, "tablespace"))) {
-            st = add_finding(L, R_REWRITE, aline, "SET %s on %s",
-                             ts->t[a + 1].w, table_desc(table));
-        }
+        if (!is_new) /* findings name the statement's line */
+            st = alter_action(L, ts, a, b, line, table);
     }
     return st;
 }
