@@ -1163,22 +1163,200 @@ static ds_status join_literals(linter *L, tokens *ts, size_t *i, char **out,
     return DS_OK;
 }
 
+/* CREATE INDEX / TRIGGER / FUNCTION / PROCEDURE / TABLE. */
+static ds_status lint_create(linter *L, tokens *ts, size_t i, size_t end,
+                             const scope *sc) {
+    const token *t = &ts->t[i];
+    ds_status st = DS_OK;
+    size_t k = i + 1;
+    if (is_word(ts, k, "or") && is_word(ts, k + 1, "replace"))
+        k += 2;
+    if (is_word(ts, k, "unique"))
+        k++;
+    if (is_word(ts, k, "index")) {
+        st = lint_create_index(L, ts, i, end, sc);
+    } else if (is_word(ts, k, "trigger") ||
+               (is_word(ts, k, "constraint") &&
+                is_word(ts, k + 1, "trigger"))) {
+        /* SHARE ROW EXCLUSIVE on the table: writers queue */
+        size_t on = k;
+        while (on < end && !is_word(ts, on, "on"))
+            on++;
+        on++;
+        char table[64];
+        if (on < end && read_name(ts, &on, table) &&
+            !table_is_new(L->file, table))
+            st = need_lock_timeout(L, sc, t->line, "CREATE TRIGGER",
+                                   table);
+    } else if (is_word(ts, k, "function") ||
+               is_word(ts, k, "procedure")) {
+        for (size_t b = k; b < end; b++)
+            if (ts->t[b].type == T_STRING && ts->t[b].dollar &&
+                !ts->t[b].handled) {
+                ts->t[b].handled = true;
+                scope inner = *sc;
+                inner.in_function = true;
+                inner.depth++;
+                if (inner.depth < MAX_DEPTH)
+                    st = lint_text(L, ts->t[b].p, ts->t[b].n,
+                                   ts->t[b].line, inner);
+                break;
+            }
+    } else {
+        while (k < end && (is_word(ts, k, "temp") ||
+                           is_word(ts, k, "temporary") ||
+                           is_word(ts, k, "unlogged") ||
+                           is_word(ts, k, "global") ||
+                           is_word(ts, k, "local")))
+            k++;
+        if (is_word(ts, k, "table")) {
+            k++;
+            if (is_word(ts, k, "if") && is_word(ts, k + 1, "not") &&
+                is_word(ts, k + 2, "exists"))
+                k += 3;
+            char name[64];
+            if (read_name(ts, &k, name)) {
+                if (is_word(ts, k, "partition") &&
+                    is_word(ts, k + 1, "of")) {
+                    size_t p = k + 2;
+                    char parent[64];
+                    if (read_name(ts, &p, parent) &&
+                        !table_is_new(L->file, parent))
+                        st = add_finding(
+                            L, R_PARTITION_OF, t->line,
+                            "CREATE TABLE %s PARTITION OF %s",
+                            table_desc(name), table_desc(parent));
+                }
+                if (st == DS_OK)
+                    st = remember_table(L, name);
+            }
+        }
+    }
+    return st;
+}
+
+/* DO: its body is linted as SQL of its own. */
+static ds_status lint_do_block(linter *L, tokens *ts, size_t i, size_t end,
+                               const scope *sc) {
+    ds_status st = DS_OK;
+    for (size_t b = i + 1; b < end; b++)
+        if (ts->t[b].type == T_STRING) {
+            ts->t[b].handled = true;
+            scope inner = *sc;
+            inner.in_do = true;
+            inner.depth++;
+            if (inner.depth < MAX_DEPTH)
+                st = lint_text(L, ts->t[b].p, ts->t[b].n,
+                               ts->t[b].line, inner);
+            break;
+        }
+    return st;
+}
+
+/* REINDEX: CONCURRENTLY, and not inside a transaction. */
+static ds_status lint_reindex(linter *L, tokens *ts, size_t i, size_t end,
+                              const scope *sc) {
+    const token *t = &ts->t[i];
+    ds_status st = DS_OK;
+    if (!range_has(ts, i + 1, end, "concurrently"))
+        st = add_finding(L, R_REINDEX, t->line, "REINDEX");
+    else if (sc->in_do || sc->in_function || !L->file->no_tx)
+        st = add_finding(L, R_CONC_IN_TX, t->line,
+                         "REINDEX CONCURRENTLY %s",
+                         sc->in_do || sc->in_function
+                             ? "inside a DO block or function"
+                             : "in a file that runs in a transaction");
+    return st;
+}
+
+/* DROP INDEX without CONCURRENTLY: brief ACCESS EXCLUSIVE on the index's
+ * table, queued behind every query that uses it. */
+static ds_status lint_drop_index(linter *L, tokens *ts, size_t i,
+                                 const scope *sc) {
+    const token *t = &ts->t[i];
+    ds_status st = DS_OK;
+    /* brief ACCESS EXCLUSIVE on the index's table, queued behind
+     * every query that uses it */
+    size_t k = i + 2;
+    if (is_word(ts, k, "if") && is_word(ts, k + 1, "exists"))
+        k += 2;
+    char name[64] = "?";
+    read_name(ts, &k, name);
+    st = need_lock_timeout(L, sc, t->line, "DROP INDEX", name);
+    return st;
+}
+
+/* LOCK TABLE in a mode that blocks reads or writes. */
+static ds_status lint_lock_table(linter *L, tokens *ts, size_t i, size_t end,
+                                 const scope *sc) {
+    const token *t = &ts->t[i];
+    ds_status st = DS_OK;
+    size_t k = i + 1;
+    if (is_word(ts, k, "table"))
+        k++;
+    if (is_word(ts, k, "only"))
+        k++;
+    char table[64] = "?";
+    read_name(ts, &k, table);
+    bool in_mode = range_has(ts, k, end, "mode");
+    bool strong = !in_mode || range_has(ts, k, end, "exclusive");
+    bool weak_excl = range_has_pair(ts, k, end, "row", "exclusive") ||
+                     range_has_pair(ts, k, end, "update", "exclusive");
+    if (strong && !weak_excl && !table_is_new(L->file, table))
+        st = add_finding(L, R_LOCK_TABLE, t->line,
+                         "LOCK TABLE %s in %s mode", table_desc(table),
+                         range_has(ts, k, end, "access") || !in_mode
+                             ? "ACCESS EXCLUSIVE"
+                             : "EXCLUSIVE");
+    if (st == DS_OK && !table_is_new(L->file, table))
+        st = need_lock_timeout(L, sc, t->line, "LOCK TABLE", table);
+    return st;
+}
+
+/* SET / RESET lock_timeout: whether DDL after it is bounded. */
+static void note_lock_timeout(linter *L, const tokens *ts, size_t i,
+                              size_t end) {
+    const token *t = &ts->t[i];
+    size_t k = i + 1;
+    if (is_word(ts, k, "local") || is_word(ts, k, "session"))
+        k++;
+    if (is_word(ts, k, "lock_timeout")) {
+        bool zero = !strcmp(t->w, "reset");
+        for (size_t v = k + 1; v < end && !zero; v++)
+            if ((ts->t[v].type == T_NUM || ts->t[v].type == T_STRING) &&
+                ts->t[v].n >= 1 && ts->t[v].p[0] == '0' &&
+                (ts->t[v].n == 1 || ts->t[v].p[1] < '0' ||
+                 ts->t[v].p[1] > '9'))
+                zero = ts->t[v].type == T_NUM
+                           ? ts->t[v].n == 1
+                           : strspn(ts->t[v].p, "0") >= ts->t[v].n ||
+                                 ts->t[v].n == 1;
+        L->file->lock_timeout_set = !zero;
+    }
+}
+
+/* A string that holds SQL (EXECUTE '...'): linted as SQL of its own. */
+static ds_status lint_string(linter *L, tokens *ts, size_t *i, scope sc) {
+    token *t = &ts->t[*i];
+    if (t->handled || !first_word_is_sql(t->p, t->n) || sc.depth >= MAX_DEPTH)
+        return DS_OK;
+    scope inner = sc;
+    inner.depth++;
+    char *sql = NULL;
+    size_t len = 0;
+    ds_status st = join_literals(L, ts, i, &sql, &len);
+    if (st == DS_OK)
+        st = lint_text(L, sql, len, t->line, inner);
+    ds__free(sql);
+    return st;
+}
+
 static ds_status lint_tokens(linter *L, tokens *ts, scope sc) {
     ds_status st = DS_OK;
     for (size_t i = 0; i < ts->n && st == DS_OK; i++) {
         token *t = &ts->t[i];
         if (t->type == T_STRING) {
-            if (!t->handled && first_word_is_sql(t->p, t->n) &&
-                sc.depth < MAX_DEPTH) {
-                scope inner = sc;
-                inner.depth++;
-                char *sql = NULL;
-                size_t len = 0;
-                st = join_literals(L, ts, &i, &sql, &len);
-                if (st == DS_OK)
-                    st = lint_text(L, sql, len, t->line, inner);
-                ds__free(sql);
-            }
+            st = lint_string(L, ts, &i, sc);
             continue;
         }
         if (t->type != T_WORD)
@@ -1188,144 +1366,24 @@ static ds_status lint_tokens(linter *L, tokens *ts, scope sc) {
         if (!strcmp(t->w, "alter") && is_word(ts, i + 1, "table")) {
             st = lint_alter_table(L, ts, i, end, &sc);
         } else if (!strcmp(t->w, "create")) {
-            size_t k = i + 1;
-            if (is_word(ts, k, "or") && is_word(ts, k + 1, "replace"))
-                k += 2;
-            if (is_word(ts, k, "unique"))
-                k++;
-            if (is_word(ts, k, "index")) {
-                st = lint_create_index(L, ts, i, end, &sc);
-            } else if (is_word(ts, k, "trigger") ||
-                       (is_word(ts, k, "constraint") &&
-                        is_word(ts, k + 1, "trigger"))) {
-                /* SHARE ROW EXCLUSIVE on the table: writers queue */
-                size_t on = k;
-                while (on < end && !is_word(ts, on, "on"))
-                    on++;
-                on++;
-                char table[64];
-                if (on < end && read_name(ts, &on, table) &&
-                    !table_is_new(L->file, table))
-                    st = need_lock_timeout(L, &sc, t->line, "CREATE TRIGGER",
-                                           table);
-            } else if (is_word(ts, k, "function") ||
-                       is_word(ts, k, "procedure")) {
-                for (size_t b = k; b < end; b++)
-                    if (ts->t[b].type == T_STRING && ts->t[b].dollar &&
-                        !ts->t[b].handled) {
-                        ts->t[b].handled = true;
-                        scope inner = sc;
-                        inner.in_function = true;
-                        inner.depth++;
-                        if (inner.depth < MAX_DEPTH)
-                            st = lint_text(L, ts->t[b].p, ts->t[b].n,
-                                           ts->t[b].line, inner);
-                        break;
-                    }
-            } else {
-                while (k < end && (is_word(ts, k, "temp") ||
-                                   is_word(ts, k, "temporary") ||
-                                   is_word(ts, k, "unlogged") ||
-                                   is_word(ts, k, "global") ||
-                                   is_word(ts, k, "local")))
-                    k++;
-                if (is_word(ts, k, "table")) {
-                    k++;
-                    if (is_word(ts, k, "if") && is_word(ts, k + 1, "not") &&
-                        is_word(ts, k + 2, "exists"))
-                        k += 3;
-                    char name[64];
-                    if (read_name(ts, &k, name)) {
-                        if (is_word(ts, k, "partition") &&
-                            is_word(ts, k + 1, "of")) {
-                            size_t p = k + 2;
-                            char parent[64];
-                            if (read_name(ts, &p, parent) &&
-                                !table_is_new(L->file, parent))
-                                st = add_finding(
-                                    L, R_PARTITION_OF, t->line,
-                                    "CREATE TABLE %s PARTITION OF %s",
-                                    table_desc(name), table_desc(parent));
-                        }
-                        if (st == DS_OK)
-                            st = remember_table(L, name);
-                    }
-                }
-            }
+            st = lint_create(L, ts, i, end, &sc);
         } else if (start && !strcmp(t->w, "do")) {
-            for (size_t b = i + 1; b < end; b++)
-                if (ts->t[b].type == T_STRING) {
-                    ts->t[b].handled = true;
-                    scope inner = sc;
-                    inner.in_do = true;
-                    inner.depth++;
-                    if (inner.depth < MAX_DEPTH)
-                        st = lint_text(L, ts->t[b].p, ts->t[b].n,
-                                       ts->t[b].line, inner);
-                    break;
-                }
+            st = lint_do_block(L, ts, i, end, &sc);
         } else if (start && !strcmp(t->w, "vacuum")) {
             if (range_has(ts, i + 1, end < i + 6 ? end : i + 6, "full"))
                 st = add_finding(L, R_VACUUM_FULL, t->line, "VACUUM FULL");
         } else if (start && !strcmp(t->w, "reindex")) {
-            if (!range_has(ts, i + 1, end, "concurrently"))
-                st = add_finding(L, R_REINDEX, t->line, "REINDEX");
-            else if (sc.in_do || sc.in_function || !L->file->no_tx)
-                st = add_finding(L, R_CONC_IN_TX, t->line,
-                                 "REINDEX CONCURRENTLY %s",
-                                 sc.in_do || sc.in_function
-                                     ? "inside a DO block or function"
-                                     : "in a file that runs in a transaction");
+            st = lint_reindex(L, ts, i, end, &sc);
         } else if (!strcmp(t->w, "drop") && is_word(ts, i + 1, "index") &&
                    !is_word(ts, i + 2, "concurrently")) {
-            /* brief ACCESS EXCLUSIVE on the index's table, queued behind
-             * every query that uses it */
-            size_t k = i + 2;
-            if (is_word(ts, k, "if") && is_word(ts, k + 1, "exists"))
-                k += 2;
-            char name[64] = "?";
-            read_name(ts, &k, name);
-            st = need_lock_timeout(L, &sc, t->line, "DROP INDEX", name);
+            st = lint_drop_index(L, ts, i, &sc);
         } else if (start && !strcmp(t->w, "cluster")) {
             st = add_finding(L, R_CLUSTER, t->line, "CLUSTER");
         } else if (start && !strcmp(t->w, "lock")) {
-            size_t k = i + 1;
-            if (is_word(ts, k, "table"))
-                k++;
-            if (is_word(ts, k, "only"))
-                k++;
-            char table[64] = "?";
-            read_name(ts, &k, table);
-            bool in_mode = range_has(ts, k, end, "mode");
-            bool strong = !in_mode || range_has(ts, k, end, "exclusive");
-            bool weak_excl = range_has_pair(ts, k, end, "row", "exclusive") ||
-                             range_has_pair(ts, k, end, "update", "exclusive");
-            if (strong && !weak_excl && !table_is_new(L->file, table))
-                st = add_finding(L, R_LOCK_TABLE, t->line,
-                                 "LOCK TABLE %s in %s mode", table_desc(table),
-                                 range_has(ts, k, end, "access") || !in_mode
-                                     ? "ACCESS EXCLUSIVE"
-                                     : "EXCLUSIVE");
-            if (st == DS_OK && !table_is_new(L->file, table))
-                st = need_lock_timeout(L, &sc, t->line, "LOCK TABLE", table);
+            st = lint_lock_table(L, ts, i, end, &sc);
         } else if (start && (!strcmp(t->w, "set") || !strcmp(t->w, "reset")) &&
                    !sc.in_function) {
-            size_t k = i + 1;
-            if (is_word(ts, k, "local") || is_word(ts, k, "session"))
-                k++;
-            if (is_word(ts, k, "lock_timeout")) {
-                bool zero = !strcmp(t->w, "reset");
-                for (size_t v = k + 1; v < end && !zero; v++)
-                    if ((ts->t[v].type == T_NUM || ts->t[v].type == T_STRING) &&
-                        ts->t[v].n >= 1 && ts->t[v].p[0] == '0' &&
-                        (ts->t[v].n == 1 || ts->t[v].p[1] < '0' ||
-                         ts->t[v].p[1] > '9'))
-                        zero = ts->t[v].type == T_NUM
-                                   ? ts->t[v].n == 1
-                                   : strspn(ts->t[v].p, "0") >= ts->t[v].n ||
-                                         ts->t[v].n == 1;
-                L->file->lock_timeout_set = !zero;
-            }
+            note_lock_timeout(L, ts, i, end);
         } else if (!strcmp(t->w, "set_config") && !sc.in_function &&
                    is_punct(ts, i + 1, '(') && i + 2 < ts->n &&
                    ts->t[i + 2].type == T_STRING && ts->t[i + 2].n == 12 &&
