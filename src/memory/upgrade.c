@@ -9,11 +9,17 @@
  *      cannot read little-endian float32 out of a bytea, so the library
  *      reads a batch (FOR UPDATE: its rows' writers wait for this batch
  *      only), decodes it and writes the vectors back;
- *   3. one short transaction takes ACCESS EXCLUSIVE, converts the few rows
- *      written since, drops the CHECK, the trigger and the bytea column,
- *      renames the new column into place and records the backend. It waits
- *      at most lock_timeout for its lock and is tried again after a
- *      jittered pause.
+ *   3. a partial index of the rows still to convert is built CONCURRENTLY
+ *      (one scan that blocks neither reads nor writes), and the rows
+ *      written meanwhile are converted through it;
+ *   4. one short transaction takes ACCESS EXCLUSIVE, converts the few rows
+ *      written since (found through that index: without it this was a scan
+ *      of the whole table under the lock, about a second at 100,000 rows),
+ *      drops the CHECK, the trigger and the bytea column (the index goes
+ *      with it), renames the new column into place and records the
+ *      backend. It queues for its lock at most 0.5 s (lock_timeout when
+ *      shorter), since readers arriving meanwhile queue behind it, and is
+ *      tried again after a jittered pause.
  *
  * The sketches and their covering index stay: searches on pgvector read
  * them first, as on the fallback, and no HNSW index is built (every search
@@ -33,6 +39,11 @@
 #define BATCH_FLOATS 262144
 #define BATCH_MAX 1000
 #define SWAP_TRIES 8
+/* How long one try of the swap queues for its ACCESS EXCLUSIVE lock. */
+#define SWAP_LOCK_WAIT_MS 500
+/* The rows not converted yet; its predicate names the bytea column, so
+ * dropping that column in the swap drops it too. */
+#define TODO_INDEX "memory_facts_upgrade_todo_idx"
 
 const ds__stmt_def ds__memory_upgrade_stmts[U_COUNT_] = {
     [U_TIMEOUT] = {"memory.upgrade.timeout",
@@ -253,6 +264,34 @@ static ds_status convert_all(ds_conn *c, size_t dim, const char *lt,
     return DS_OK;
 }
 
+/* Builds TODO_INDEX (again, when a stopped build left it INVALID). It runs
+ * outside a transaction without statement_timeout, so the lease is
+ * discarded afterwards. */
+static ds_status build_todo_index(ds_conn *c, ds_error *err) {
+    ds_conn_discard(c);
+    PGresult *r = ds__sql_run(c,
+                              "SELECT NOT indisvalid FROM pg_index WHERE "
+                              "indexrelid = to_regclass('" TODO_INDEX "')",
+                              NULL, "memory upgrade", err);
+    if (!r)
+        return err->code;
+    bool invalid = PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 1 &&
+                   PQgetvalue(r, 0, 0)[0] != 0;
+    PQclear(r);
+    ds_status st = ds__conn_exec_simple(c, "SET statement_timeout = 0", err);
+    if (st == DS_OK && invalid)
+        st = ds__conn_exec_simple(
+            c, "DROP INDEX CONCURRENTLY IF EXISTS " TODO_INDEX, err);
+    if (st == DS_OK)
+        st = ds__conn_exec_simple(
+            c,
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS " TODO_INDEX
+            " ON memory_facts (id) WHERE embedding IS NOT NULL AND "
+            "embedding_pgv IS NULL",
+            err);
+    return st;
+}
+
 /* The short exclusive step: the last rows, then the new column takes the
  * old one's place. */
 static ds_status swap(ds_conn *c, size_t dim, const char *lt, buffers *b,
@@ -327,9 +366,18 @@ static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds__progress *prog,
         st = count_pending(c, &total, err);
     if (st == DS_OK)
         st = convert_all(c, dim, lt, &b, &converted, prog, total, err);
+    if (st == DS_OK)
+        st = build_todo_index(c, err);
+    if (st == DS_OK) /* what was written during the build */
+        st = convert_all(c, dim, lt, &b, &converted, prog, total, err);
+    char swap_lt[32];
+    snprintf(swap_lt, sizeof swap_lt, "%dms",
+             lock_timeout_ms > 0 && lock_timeout_ms < SWAP_LOCK_WAIT_MS
+                 ? lock_timeout_ms
+                 : SWAP_LOCK_WAIT_MS);
     for (int attempt = 0; st == DS_OK; attempt++) {
         ds_error local = {0};
-        st = swap(c, dim, lt, &b, &converted, &local);
+        st = swap(c, dim, swap_lt, &b, &converted, &local);
         if (st == DS_OK || strcmp(local.sqlstate, "55P03") != 0 ||
             attempt + 1 >= SWAP_TRIES) {
             if (st != DS_OK && err)
