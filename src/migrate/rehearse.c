@@ -865,202 +865,286 @@ static bool attnum_in(const char *arr, int attnum) {
 
 static int64_t rows_of(rehearsal *r, const char *qname);
 
-/* Fills one table; `*rows` the rows inserted, `reason` why fewer than
- * asked (empty when all). */
-static ds_status fill_one(rehearsal *r, fill_table *t, int64_t want, int64_t *rows,
-                          char *reason, size_t reason_cap, ds_error *err) {
-    *rows = 0;
-    reason[0] = '\0';
+/* What fill_one knows of a table: its columns (cr) and CHECK and
+ * foreign key constraints (kr) as the catalog says, the columns' synthetic
+ * values and the referenced tables. */
+typedef struct fill_plan {
+    PGresult *cr, *kr;
+    int ncols, nk;
+    fill_col *cols;
+    fill_fk *fks;
+} fill_plan;
+
+static void plan_free(fill_plan *pl) {
+    for (size_t k = 0; pl->fks && k < (size_t)pl->nk; k++)
+        ds__free(pl->fks[k].refq);
+    ds__free(pl->fks);
+    if (pl->cols)
+        cols_free(pl->cols, (size_t)pl->ncols);
+    PQclear(pl->cr);
+    PQclear(pl->kr);
+}
+
+static ds_status plan_read(rehearsal *r, const fill_table *t, fill_plan *pl,
+                           ds_error *err) {
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->oid);
     const char *p1[1] = {oid};
-    PGresult *cr = q(r->ctl, "reading columns",
-                     "SELECT a.attnum, quote_ident(a.attname), "
-                     "format_type(a.atttypid, a.atttypmod), a.attnotnull, "
-                     "a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', "
-                     "bt.typname, bt.typtype, bt.typcategory, "
-                     "format_type(bt.oid, NULL), "
-                     "CASE WHEN t.typtype = 'd' THEN t.typtypmod "
-                     "ELSE a.atttypmod END, a.attgenerated <> '' "
-                     "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-                     "JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' "
-                     "THEN t.typbasetype ELSE t.oid END "
-                     "WHERE a.attrelid = $1::oid AND a.attnum > 0 "
-                     "AND NOT a.attisdropped ORDER BY a.attnum",
-                     1, p1, DS_ERR_DB, err);
-    if (!cr)
+    pl->cr = q(r->ctl, "reading columns",
+               "SELECT a.attnum, quote_ident(a.attname), "
+               "format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+               "a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '', "
+               "bt.typname, bt.typtype, bt.typcategory, "
+               "format_type(bt.oid, NULL), "
+               "CASE WHEN t.typtype = 'd' THEN t.typtypmod "
+               "ELSE a.atttypmod END, a.attgenerated <> '' "
+               "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+               "JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' "
+               "THEN t.typbasetype ELSE t.oid END "
+               "WHERE a.attrelid = $1::oid AND a.attnum > 0 "
+               "AND NOT a.attisdropped ORDER BY a.attnum",
+               1, p1, DS_ERR_DB, err);
+    if (!pl->cr)
         return err ? err->code : DS_ERR_DB;
-    PGresult *kr = q(r->ctl, "reading constraints",
-                     "SELECT contype, conname, conkey::text, "
-                     "pg_get_constraintdef(oid), confrelid::int8, "
-                     "array_to_string(ARRAY(SELECT quote_ident(a.attname) "
-                     "FROM unnest(confkey) WITH ORDINALITY k(n, i) "
-                     "JOIN pg_attribute a ON a.attrelid = confrelid "
-                     "AND a.attnum = k.n ORDER BY k.i), E'\\x1f'), "
-                     "array_to_string(ARRAY(SELECT k.n FROM unnest(conkey) "
-                     "WITH ORDINALITY k(n, i) ORDER BY k.i), ','), "
-                     "(SELECT quote_ident(n.nspname) || '.' || "
-                     "quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n "
-                     "ON n.oid = c.relnamespace WHERE c.oid = confrelid) "
-                     "FROM pg_constraint WHERE conrelid = $1::oid "
-                     "AND contype IN ('c', 'f') ORDER BY conname",
-                     1, p1, DS_ERR_DB, err);
-    if (!kr) {
-        PQclear(cr);
+    pl->kr = q(r->ctl, "reading constraints",
+               "SELECT contype, conname, conkey::text, "
+               "pg_get_constraintdef(oid), confrelid::int8, "
+               "array_to_string(ARRAY(SELECT quote_ident(a.attname) "
+               "FROM unnest(confkey) WITH ORDINALITY k(n, i) "
+               "JOIN pg_attribute a ON a.attrelid = confrelid "
+               "AND a.attnum = k.n ORDER BY k.i), E'\\x1f'), "
+               "array_to_string(ARRAY(SELECT k.n FROM unnest(conkey) "
+               "WITH ORDINALITY k(n, i) ORDER BY k.i), ','), "
+               "(SELECT quote_ident(n.nspname) || '.' || "
+               "quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n "
+               "ON n.oid = c.relnamespace WHERE c.oid = confrelid) "
+               "FROM pg_constraint WHERE conrelid = $1::oid "
+               "AND contype IN ('c', 'f') ORDER BY conname",
+               1, p1, DS_ERR_DB, err);
+    if (!pl->kr)
         return err ? err->code : DS_ERR_DB;
-    }
-    int ncols = PQntuples(cr);
-    fill_col *cols = ds__calloc((size_t)ncols + 1, sizeof *cols);
-    int nk = PQntuples(kr);
-    fill_fk *fks = ds__calloc((size_t)nk + 1, sizeof *fks);
-    ds_status st = DS_OK;
-    if (!cols || !fks)
-        st = ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
-    for (int i = 0; st == DS_OK && i < ncols; i++) {
-        fill_col *c = &cols[i];
-        c->attnum = atoi(PQgetvalue(cr, i, 0));
-        c->name = ds__strdup(PQgetvalue(cr, i, 1));
-        c->type = ds__strdup(PQgetvalue(cr, i, 2));
-        c->notnull = PQgetvalue(cr, i, 3)[0] == 't';
-        c->skip = PQgetvalue(cr, i, 4)[0] == 't';
-        bool generated = PQgetvalue(cr, i, 10)[0] == 't';
-        if (!c->name || !c->type) {
-            st = ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
-            break;
-        }
-        /* Foreign keys win over defaults: a default id rarely matches a
-         * parent's row. */
-        for (int k = 0; !generated && k < nk; k++) {
-            if (PQgetvalue(kr, k, 0)[0] != 'f')
-                continue;
-            const char *keys = PQgetvalue(kr, k, 6);
-            const char *refcols = PQgetvalue(kr, k, 5);
-            int pos = 0;
-            for (const char *p = keys; *p;) {
-                char *end;
-                long v = strtol(p, &end, 10);
-                if (end == p)
-                    break;
-                if (v == c->attnum) {
-                    const char *s = refcols;
-                    for (int j = 0; j < pos && s; j++) {
-                        s = strchr(s, '\x1f');
-                        if (s)
-                            s++;
-                    }
-                    if (s) {
-                        c->fk = k + 1;
-                        c->fkcol = ds__strndup(s, strcspn(s, "\x1f"));
-                    }
-                }
-                pos++;
-                p = *end ? end + 1 : end;
-            }
-            if (c->fk)
-                break;
-        }
-        if (c->fk) {
-            c->skip = false;
-            continue;
-        }
-        if (c->skip)
-            continue;
-        type_candidates(c, PQgetvalue(cr, i, 5), PQgetvalue(cr, i, 6)[0],
-                        PQgetvalue(cr, i, 7)[0], PQgetvalue(cr, i, 8),
-                        atoi(PQgetvalue(cr, i, 9)));
-        bool texty = !strcmp(PQgetvalue(cr, i, 7), "S");
-        for (int k = 0; texty && k < nk; k++)
-            if (PQgetvalue(kr, k, 0)[0] == 'c' &&
-                attnum_in(PQgetvalue(kr, k, 2), c->attnum))
-                literal_candidates(c, PQgetvalue(kr, k, 3));
-        if (texty)
-            add_cand(c, "('r' || g || '@example.org')");
-        if (!c->notnull)
-            add_cand(c, "NULL");
-        if (c->ncand == 0) {
-            snprintf(reason, reason_cap,
-                     "column %s: no synthetic value for type %s", c->name,
-                     c->type);
-            break;
-        }
-    }
-    /* The referenced tables: their row counts decide the join. */
-    for (int k = 0; st == DS_OK && !reason[0] && k < nk; k++) {
-        fill_fk *f = &fks[k];
+    pl->ncols = PQntuples(pl->cr);
+    pl->cols = ds__calloc((size_t)pl->ncols + 1, sizeof *pl->cols);
+    pl->nk = PQntuples(pl->kr);
+    pl->fks = ds__calloc((size_t)pl->nk + 1, sizeof *pl->fks);
+    if (!pl->cols || !pl->fks)
+        return ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
+    return DS_OK;
+}
+
+/* Column c's foreign key, if one covers it: c->fk and c->fkcol. */
+static void column_fk(const fill_plan *pl, fill_col *c) {
+    const PGresult *kr = pl->kr;
+    for (int k = 0; k < pl->nk; k++) {
         if (PQgetvalue(kr, k, 0)[0] != 'f')
             continue;
-        f->ref = (unsigned)strtoul(PQgetvalue(kr, k, 4), NULL, 10);
-        f->refq = ds__strdup(PQgetvalue(kr, k, 7));
-        if (!f->refq) {
-            st = ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
-            break;
+        const char *keys = PQgetvalue(kr, k, 6);
+        const char *refcols = PQgetvalue(kr, k, 5);
+        int pos = 0;
+        for (const char *p = keys; *p;) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            if (v == c->attnum) {
+                const char *s = refcols;
+                for (int j = 0; j < pos && s; j++) {
+                    s = strchr(s, '\x1f');
+                    if (s)
+                        s++;
+                }
+                if (s) {
+                    c->fk = k + 1;
+                    c->fkcol = ds__strndup(s, strcspn(s, "\x1f"));
+                }
+            }
+            pos++;
+            p = *end ? end + 1 : end;
         }
+        if (c->fk)
+            return;
+    }
+}
+
+/* Column i: its name and type, its foreign key, or the values to try;
+ * `reason` when there is none. */
+static ds_status plan_column(fill_plan *pl, int i, char *reason,
+                             size_t reason_cap, ds_error *err) {
+    const PGresult *cr = pl->cr, *kr = pl->kr;
+    fill_col *c = &pl->cols[i];
+    c->attnum = atoi(PQgetvalue(cr, i, 0));
+    c->name = ds__strdup(PQgetvalue(cr, i, 1));
+    c->type = ds__strdup(PQgetvalue(cr, i, 2));
+    c->notnull = PQgetvalue(cr, i, 3)[0] == 't';
+    c->skip = PQgetvalue(cr, i, 4)[0] == 't';
+    bool generated = PQgetvalue(cr, i, 10)[0] == 't';
+    if (!c->name || !c->type)
+        return ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
+    /* Foreign keys win over defaults: a default id rarely matches a
+     * parent's row. */
+    if (!generated)
+        column_fk(pl, c);
+    if (c->fk) {
+        c->skip = false;
+        return DS_OK;
+    }
+    if (c->skip)
+        return DS_OK;
+    type_candidates(c, PQgetvalue(cr, i, 5), PQgetvalue(cr, i, 6)[0],
+                    PQgetvalue(cr, i, 7)[0], PQgetvalue(cr, i, 8),
+                    atoi(PQgetvalue(cr, i, 9)));
+    bool texty = !strcmp(PQgetvalue(cr, i, 7), "S");
+    for (int k = 0; texty && k < pl->nk; k++)
+        if (PQgetvalue(kr, k, 0)[0] == 'c' &&
+            attnum_in(PQgetvalue(kr, k, 2), c->attnum))
+            literal_candidates(c, PQgetvalue(kr, k, 3));
+    if (texty)
+        add_cand(c, "('r' || g || '@example.org')");
+    if (!c->notnull)
+        add_cand(c, "NULL");
+    if (c->ncand == 0)
+        snprintf(reason, reason_cap,
+                 "column %s: no synthetic value for type %s", c->name,
+                 c->type);
+    return DS_OK;
+}
+
+/* The referenced tables: their row counts decide the join. */
+static ds_status plan_references(rehearsal *r, const fill_table *t,
+                                 fill_plan *pl, char *reason,
+                                 size_t reason_cap, ds_error *err) {
+    for (int k = 0; k < pl->nk; k++) {
+        fill_fk *f = &pl->fks[k];
+        if (PQgetvalue(pl->kr, k, 0)[0] != 'f')
+            continue;
+        f->ref = (unsigned)strtoul(PQgetvalue(pl->kr, k, 4), NULL, 10);
+        f->refq = ds__strdup(PQgetvalue(pl->kr, k, 7));
+        if (!f->refq)
+            return ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
         f->refrows = f->ref == t->oid ? 0 : rows_of(r, f->refq);
     }
-    for (int i = 0; st == DS_OK && !reason[0] && i < ncols; i++) {
-        fill_col *c = &cols[i];
-        if (c->fk && fks[c->fk - 1].refrows <= 0 && c->notnull)
+    for (int i = 0; !reason[0] && i < pl->ncols; i++) {
+        fill_col *c = &pl->cols[i];
+        if (c->fk && pl->fks[c->fk - 1].refrows <= 0 && c->notnull)
             snprintf(reason, reason_cap,
                      "column %s references %s, which has no rows", c->name,
-                     fks[c->fk - 1].refq);
+                     pl->fks[c->fk - 1].refq);
     }
+    return DS_OK;
+}
+
+/* INSERT ... SELECT of `n` rows from the columns' current candidates,
+ * joined to the referenced tables' rows. */
+static void insert_sql(const fill_table *t, const fill_plan *pl, int64_t n,
+                       ds__strbuf *b) {
+    const fill_col *cols = pl->cols;
+    ds__strbuf_printf(b, "INSERT INTO %s (", t->qname);
+    bool any = false;
+    for (int i = 0; i < pl->ncols; i++) {
+        if (cols[i].skip)
+            continue;
+        ds__strbuf_printf(b, "%s%s", any ? ", " : "", cols[i].name);
+        any = true;
+    }
+    if (!any) {
+        ds__free(b->s);
+        *b = (ds__strbuf){0};
+        /* DEFAULT VALUES for every row: a plain SELECT of no column
+         * inserts a row of defaults in PostgreSQL. */
+        ds__strbuf_printf(b,
+                          "INSERT INTO %s SELECT FROM generate_series(1, "
+                          "%lld) g",
+                          t->qname, (long long)n);
+        return;
+    }
+    ds__strbuf_puts(b, ") SELECT ");
+    bool first = true;
+    for (int i = 0; i < pl->ncols; i++) {
+        const fill_col *c = &cols[i];
+        if (c->skip)
+            continue;
+        if (c->fk && pl->fks[c->fk - 1].refrows > 0)
+            ds__strbuf_printf(b, "%sf%d.%s", first ? "" : ", ", c->fk,
+                              c->fkcol);
+        else if (c->fk)
+            ds__strbuf_printf(b, "%sNULL::%s", first ? "" : ", ", c->type);
+        else
+            ds__strbuf_printf(b, "%s(%s)::%s", first ? "" : ", ",
+                              c->cand[c->at], c->type);
+        first = false;
+    }
+    ds__strbuf_printf(b, " FROM generate_series(1, %lld) g", (long long)n);
+    for (int k = 0; k < pl->nk; k++) {
+        const fill_fk *f = &pl->fks[k];
+        if (!f->refq || f->refrows <= 0)
+            continue;
+        bool used = false;
+        for (int i = 0; i < pl->ncols; i++)
+            used |= cols[i].fk == k + 1;
+        if (!used)
+            continue;
+        ds__strbuf_printf(b,
+                          " LEFT JOIN (SELECT *, row_number() OVER () AS "
+                          "ds_rn FROM %s) f%d ON f%d.ds_rn = 1 + (g - 1) %% "
+                          "%lld",
+                          f->refq, k + 1, k + 1, (long long)f->refrows);
+    }
+}
+
+/* After an INSERT failed with `state` on constraint `con`: moves a column
+ * to its next candidate (a CHECK refused a value) or asks for fewer rows
+ * (a unique key); false when nothing is left to try. */
+static bool try_next(fill_plan *pl, const char *state, const char *con,
+                     int64_t *n, bool *tried_parent_rows) {
+    if (state && !strcmp(state, "23514") && con) {
+        /* a CHECK refused a value: the next candidate of one of the
+         * columns it names */
+        for (int k = 0; k < pl->nk; k++) {
+            if (strcmp(PQgetvalue(pl->kr, k, 1), con) != 0)
+                continue;
+            for (int i = 0; i < pl->ncols; i++) {
+                fill_col *c = &pl->cols[i];
+                if (!c->skip && !c->fk && c->at + 1 < c->ncand &&
+                    attnum_in(PQgetvalue(pl->kr, k, 2), c->attnum)) {
+                    c->at++;
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+    if (state && !strcmp(state, "23505") && *n > 1) {
+        /* A unique key over a foreign key (one row per parent) allows
+         * as many rows as the smallest parent has; else one. */
+        int64_t fewer = 1;
+        for (int k = 0; k < pl->nk; k++) {
+            const fill_fk *f = &pl->fks[k];
+            if (f->refq && f->refrows > 1 && f->refrows < *n &&
+                (fewer == 1 || f->refrows < fewer))
+                fewer = f->refrows;
+        }
+        if (fewer == 1 || *tried_parent_rows)
+            fewer = 1;
+        *tried_parent_rows = true;
+        *n = fewer;
+        return true;
+    }
+    return false;
+}
+
+/* Inserts `want` rows, trying other candidates (and fewer rows) when a
+ * constraint refuses them. */
+static ds_status fill_insert(rehearsal *r, const fill_table *t, fill_plan *pl,
+                             int64_t want, int64_t *rows, char *reason,
+                             size_t reason_cap, ds_error *err) {
     int64_t n = want;
     bool tried_parent_rows = false;
-    for (int attempt = 0; st == DS_OK && !reason[0] && attempt < FILL_ATTEMPTS;
-         attempt++) {
+    for (int attempt = 0; attempt < FILL_ATTEMPTS; attempt++) {
         ds__strbuf b = {0};
-        ds__strbuf_printf(&b, "INSERT INTO %s (", t->qname);
-        bool any = false;
-        for (int i = 0; i < ncols; i++) {
-            if (cols[i].skip)
-                continue;
-            ds__strbuf_printf(&b, "%s%s", any ? ", " : "", cols[i].name);
-            any = true;
-        }
-        if (!any) {
-            ds__free(b.s);
-            b = (ds__strbuf){0};
-            ds__strbuf_printf(&b, "INSERT INTO %s SELECT FROM generate_series(1, %lld) g",
-                      t->qname, (long long)n);
-            /* DEFAULT VALUES for every row: a plain SELECT of no column
-             * inserts a row of defaults in PostgreSQL. */
-        } else {
-            ds__strbuf_puts(&b, ") SELECT ");
-            bool first = true;
-            for (int i = 0; i < ncols; i++) {
-                fill_col *c = &cols[i];
-                if (c->skip)
-                    continue;
-                if (c->fk && fks[c->fk - 1].refrows > 0)
-                    ds__strbuf_printf(&b, "%sf%d.%s", first ? "" : ", ", c->fk,
-                              c->fkcol);
-                else if (c->fk)
-                    ds__strbuf_printf(&b, "%sNULL::%s", first ? "" : ", ", c->type);
-                else
-                    ds__strbuf_printf(&b, "%s(%s)::%s", first ? "" : ", ",
-                              c->cand[c->at], c->type);
-                first = false;
-            }
-            ds__strbuf_printf(&b, " FROM generate_series(1, %lld) g", (long long)n);
-            for (int k = 0; k < nk; k++) {
-                fill_fk *f = &fks[k];
-                if (!f->refq || f->refrows <= 0)
-                    continue;
-                bool used = false;
-                for (int i = 0; i < ncols; i++)
-                    used |= cols[i].fk == k + 1;
-                if (!used)
-                    continue;
-                ds__strbuf_printf(&b,
-                          " LEFT JOIN (SELECT *, row_number() OVER () AS "
-                          "ds_rn FROM %s) f%d ON f%d.ds_rn = 1 + (g - 1) %% %lld",
-                          f->refq, k + 1, k + 1, (long long)f->refrows);
-            }
-        }
+        insert_sql(t, pl, n, &b);
         if (b.failed) {
             ds__free(b.s);
-            st = ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
-            break;
+            return ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
         }
         PGresult *res = PQexec(r->ctl, b.s);
         ds__free(b.s);
@@ -1072,66 +1156,49 @@ static ds_status fill_one(rehearsal *r, fill_table *t, int64_t want, int64_t *ro
                          n == 1 ? "a unique key allows only 1 synthetic row"
                                 : "a unique key allows one row per row of "
                                   "the table it references");
-            break;
+            return DS_OK;
         }
         if (PQstatus(r->ctl) == CONNECTION_BAD) {
             PQclear(res);
-            st = ds__error_set(err, DS_ERR_CONNECTION,
-                               "rehearse: the scratch database connection "
-                               "was lost while filling %s",
-                               t->name);
-            break;
+            return ds__error_set(err, DS_ERR_CONNECTION,
+                                 "rehearse: the scratch database connection "
+                                 "was lost while filling %s",
+                                 t->name);
         }
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        const char *con = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
         char msg[300];
         first_line(PQresultErrorMessage(res), msg, sizeof msg);
-        bool moved = false;
-        if (state && !strcmp(state, "23514") && con) {
-            /* a CHECK refused a value: the next candidate of one of the
-             * columns it names */
-            for (int k = 0; k < nk && !moved; k++) {
-                if (strcmp(PQgetvalue(kr, k, 1), con) != 0)
-                    continue;
-                for (int i = 0; i < ncols && !moved; i++) {
-                    fill_col *c = &cols[i];
-                    if (!c->skip && !c->fk && c->at + 1 < c->ncand &&
-                        attnum_in(PQgetvalue(kr, k, 2), c->attnum)) {
-                        c->at++;
-                        moved = true;
-                    }
-                }
-            }
-        } else if (state && !strcmp(state, "23505") && n > 1) {
-            /* A unique key over a foreign key (one row per parent) allows
-             * as many rows as the smallest parent has; else one. */
-            int64_t fewer = 1;
-            for (int k = 0; k < nk; k++)
-                if (fks[k].refq && fks[k].refrows > 1 && fks[k].refrows < n &&
-                    (fewer == 1 || fks[k].refrows < fewer))
-                    fewer = fks[k].refrows;
-            if (fewer == 1 || tried_parent_rows)
-                fewer = 1;
-            tried_parent_rows = true;
-            n = fewer;
-            moved = true;
-        }
+        bool moved =
+            try_next(pl, PQresultErrorField(res, PG_DIAG_SQLSTATE),
+                     PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME), &n,
+                     &tried_parent_rows);
         PQclear(res);
         if (!moved) {
             snprintf(reason, reason_cap, "%s", msg);
-            break;
+            return DS_OK;
         }
         if (attempt + 1 == FILL_ATTEMPTS)
             snprintf(reason, reason_cap, "%s (after %d attempts)", msg,
                      FILL_ATTEMPTS);
     }
-    for (size_t k = 0; fks && k < (size_t)nk; k++)
-        ds__free(fks[k].refq);
-    ds__free(fks);
-    if (cols)
-        cols_free(cols, (size_t)ncols);
-    PQclear(cr);
-    PQclear(kr);
+    return DS_OK;
+}
+
+/* Fills one table; `*rows` the rows inserted, `reason` why fewer than
+ * asked (empty when all). */
+static ds_status fill_one(rehearsal *r, fill_table *t, int64_t want,
+                          int64_t *rows, char *reason, size_t reason_cap,
+                          ds_error *err) {
+    *rows = 0;
+    reason[0] = '\0';
+    fill_plan pl = {0};
+    ds_status st = plan_read(r, t, &pl, err);
+    for (int i = 0; st == DS_OK && !reason[0] && i < pl.ncols; i++)
+        st = plan_column(&pl, i, reason, reason_cap, err);
+    if (st == DS_OK && !reason[0])
+        st = plan_references(r, t, &pl, reason, reason_cap, err);
+    if (st == DS_OK && !reason[0])
+        st = fill_insert(r, t, &pl, want, rows, reason, reason_cap, err);
+    plan_free(&pl);
     return st;
 }
 
