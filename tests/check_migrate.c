@@ -762,6 +762,73 @@ END_TEST
 
 /* ---- failures roll back ------------------------------------------------------ */
 
+/* Ends the backend that runs COMMIT once it sleeps in a deferred
+ * trigger, i.e. while the commit is under way. */
+typedef struct commit_killer {
+    const char *url;
+    int killed;
+} commit_killer;
+
+static void *kill_at_commit(void *p) {
+    commit_killer *k = p;
+    PGconn *c = dt_connect(k->url);
+    for (int i = 0; i < 1000 && !k->killed; i++) {
+        PGresult *r = PQexec(c, "SELECT count(pg_terminate_backend(pid)) FROM "
+                                "pg_stat_activity WHERE query = 'COMMIT' AND "
+                                "wait_event = 'PgSleep' AND datname = "
+                                "current_database()");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK)
+            k->killed = atoi(PQgetvalue(r, 0, 0));
+        PQclear(r);
+        usleep(10000);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+/* The connection lost while COMMIT runs: the outcome is unknown to the
+ * runner, and it says so (DS_ERR_CONNECTION), never success. */
+START_TEST(test_migrate_connection_lost_at_commit_is_reported_unknown) {
+    char *url = dt_create_db("mig_commitlost");
+    char *dir = temp_dir();
+    write_file(dir, "0001_slow_commit.up.sql",
+               "CREATE TABLE t (id int);\n"
+               "CREATE FUNCTION t_slow() RETURNS trigger LANGUAGE plpgsql AS\n"
+               "$$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;\n"
+               "CREATE CONSTRAINT TRIGGER t_slow AFTER INSERT ON t\n"
+               "    DEFERRABLE INITIALLY DEFERRED\n"
+               "    FOR EACH ROW EXECUTE FUNCTION t_slow();\n"
+               "INSERT INTO t VALUES (1);\n");
+    write_file(dir, "0001_slow_commit.down.sql",
+               "DROP TABLE t;\nDROP FUNCTION t_slow();\n");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
+    opts.dir = dir;
+    commit_killer k = {url, 0};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, kill_at_commit, &k), 0);
+    ds_error err = {0};
+    ds_status st = ds_migrate_up(pool, &opts, NULL, &err);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(k.killed, 1);
+    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
+    ck_assert_msg(strstr(err.message, "0001_slow_commit.up.sql"), "%s",
+                  err.message);
+    ck_assert_msg(strstr(err.message, "COMMIT was sent, so the outcome is "
+                                      "unknown"),
+                  "%s", err.message);
+    /* here the server had not committed: neither the table nor the
+     * record (created in the same transaction) is there */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
+                                     "relname IN ('t', 'ds_schema_migrations')"),
+                     0);
+    ds_pool_close(pool);
+    rm_dir(dir);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 START_TEST(test_migrate_failure_rolls_back_and_names_line) {
     small_db d = small_db_open("mig_fail");
     write_file(d.dir, "0003_bad.up.sql",
@@ -1857,6 +1924,7 @@ Suite *ds_test_migrate_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_migrate_failure_rolls_back_and_names_line);
     tcase_add_test(tc, test_migrate_no_transaction_runs_outside_a_transaction);
+    tcase_add_test(tc, test_migrate_connection_lost_at_commit_is_reported_unknown);
     suite_add_tcase(s, tc);
     tc = tcase_create("locks");
     tcase_set_timeout(tc, 90);
