@@ -265,8 +265,9 @@ static ds_status convert_all(ds_conn *c, size_t dim, const char *lt,
 }
 
 /* Builds TODO_INDEX (again, when a stopped build left it INVALID). It runs
- * outside a transaction without statement_timeout, so the lease is
- * discarded afterwards. */
+ * outside a transaction without statement_timeout; the setting is reset
+ * afterwards, whatever happened (behind a transaction pooler the server
+ * connection goes on to other clients), and the lease is discarded. */
 static ds_status build_todo_index(ds_conn *c, ds_error *err) {
     ds_conn_discard(c);
     PGresult *r = ds__sql_run(c,
@@ -289,6 +290,8 @@ static ds_status build_todo_index(ds_conn *c, ds_error *err) {
             " ON memory_facts (id) WHERE embedding IS NOT NULL AND "
             "embedding_pgv IS NULL",
             err);
+    ds_error ignore = {0};
+    (void)ds__conn_exec_simple(c, "RESET statement_timeout", &ignore);
     return st;
 }
 
