@@ -13,10 +13,6 @@
 #include "session/session_internal.h"
 #include "test_util.h"
 
-#define K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-#define K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
-#define K3 "k3:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="
-
 /* One fresh database with a pool, a ring and a store. */
 typedef struct fixture {
     char *url;
@@ -24,14 +20,6 @@ typedef struct fixture {
     ds_crypto *crypto;
     ds_session_store *store;
 } fixture;
-
-static ds_crypto *ring(const char *spec) {
-    ds_crypto *c;
-    ds_error err = {0};
-    ds_status st = ds_crypto_open_keys(spec, &c, &err);
-    ck_assert_ds_ok(st, err);
-    return c;
-}
 
 static ds_session_store *store_over(ds_pool *pool, ds_crypto *c,
                                     const ds_session_options *opts) {
@@ -46,7 +34,7 @@ static fixture setup(const char *tag, const ds_session_options *opts) {
     fixture f;
     f.url = dt_migrated_db(tag);
     f.pool = dt_pool(f.url, 1, 4);
-    f.crypto = ring(K1);
+    f.crypto = dt_crypto_ring(DT_K1);
     f.store = store_over(f.pool, f.crypto, opts);
     return f;
 }
@@ -229,7 +217,7 @@ START_TEST(test_session_validate_returns_the_session) {
     ck_assert_int_eq(s->created_at_us, created->created_at_us);
     ck_assert(!s->revoked);
     /* a token of another ring's key does not validate */
-    ds_crypto *other = ring(K3);
+    ds_crypto *other = dt_crypto_ring(DT_K3);
     ds_session_store *st3 = store_over(f.pool, other, NULL);
     assert_rejected(st3, tok, "no such session");
     ds_session_store_close(st3);
@@ -463,7 +451,7 @@ START_TEST(test_session_survives_key_rotation) {
     char *url = dt_migrated_db("srot");
     ds_pool *pool = dt_pool(url, 1, 2);
     int64_t uid = make_user(url, "ned@example.com");
-    ds_crypto *r1 = ring(K1);
+    ds_crypto *r1 = dt_crypto_ring(DT_K1);
     ds_session_store *s1 = store_over(pool, r1, NULL);
     ds_secret *used = login(s1, uid, NULL, NULL, NULL);
     ds_secret *idle = login(s1, uid, NULL, NULL, NULL);
@@ -477,7 +465,7 @@ START_TEST(test_session_survives_key_rotation) {
         PQfinish(c);
     }
     /* new active key k2, k1 still in the ring: both sessions still valid */
-    ds_crypto *r2 = ring(K2 "," K1);
+    ds_crypto *r2 = dt_crypto_ring(DT_K2 "," DT_K1);
     ds_session_store *s2 = store_over(pool, r2, NULL);
     assert_valid(s2, used, uid);
     /* ... and the used one was re-hashed under k2 on the spot */
@@ -492,7 +480,7 @@ START_TEST(test_session_survives_key_rotation) {
         PQfinish(c);
     }
     /* k1 removed: the used session lives on, the idle one has ended */
-    ds_crypto *r3 = ring(K2);
+    ds_crypto *r3 = dt_crypto_ring(DT_K2);
     ds_session_store *s3 = store_over(pool, r3, NULL);
     assert_valid(s3, used, uid);
     assert_rejected(s3, idle, "no such session");
@@ -532,7 +520,7 @@ START_TEST(test_session_through_pgbouncer) {
     ds_pool *pool;
     ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
     ds_config_free(cfg);
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_session_options o = {.size = sizeof(ds_session_options), .touch_interval_ms = 1};
     ds_session_store *s = store_over(pool, c, &o);
     ds_secret *tok = login(s, uid, "ua", "10.1.2.3", NULL);
@@ -678,7 +666,7 @@ static void random_token(char *out, size_t n, const char *prefix) {
 START_TEST(test_session_dump_reveals_no_token) {
     char *url = dt_migrated_db("sdump");
     ds_pool *pool = dt_pool(url, 1, 4);
-    ds_crypto *ring1 = ring(K1);
+    ds_crypto *ring1 = dt_crypto_ring(DT_K1);
     ds_session_store *store = store_over(pool, ring1, NULL);
     needles *nd = calloc(1, sizeof *nd);
     ds_error err = {0};
@@ -749,7 +737,7 @@ START_TEST(test_session_dump_reveals_no_token) {
         }
     }
     /* a rotation halfway through the platform's life */
-    ds_crypto *ring2 = ring(K2 "," K1);
+    ds_crypto *ring2 = dt_crypto_ring(DT_K2 "," DT_K1);
     ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, NULL, &stats, &err), err);
     ck_assert_int_eq(stats.rotated, USERS * 2);
@@ -947,7 +935,6 @@ START_TEST(test_session_redis_revocation_is_immediate) {
     rteardown(&r);
 }
 END_TEST
-
 
 /* The one key under "<prefix>sess:*" and its value (malloc'd). */
 static char *the_session_copy(ds_redis *r, char **value) {
@@ -1317,7 +1304,7 @@ START_TEST(test_session_status_does_not_depend_on_err) {
     ds_pool *pool;
     ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
     ds_config_free(cfg);
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_session_store *store = store_over(pool, c, NULL);
     /* another session holds the table: every statement on it times out */
     PGconn *locker = dt_connect(url);
@@ -1346,7 +1333,7 @@ END_TEST
 
 START_TEST(test_session_errors_null_and_out_of_range) {
     ds_pool *pool = dt_pool(dt_env("DATABASE_URL"), 1, 1);
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_session_store *s = (ds_session_store *)1;
     ds_error err = {0};
     ck_assert_int_eq(ds_session_store_open(NULL, c, NULL, NULL, &s, &err), DS_ERR_INVALID);

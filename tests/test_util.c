@@ -185,3 +185,32 @@ long long dt_now_ms(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+ds_status dt_pool_wait_query_ok(ds_pool *pool, long long timeout_ms,
+                                int *attempts, ds_error *err) {
+    ds_error local = {0};
+    ds_error *e = err ? err : &local;
+    long long deadline = dt_now_ms() + timeout_ms;
+    int tries = 0;
+    ds_status st;
+    for (;;) {
+        tries++;
+        ds_result *res = NULL;
+        st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, e);
+        ds_result_free(res);
+        if (st == DS_OK || dt_now_ms() >= deadline)
+            break;
+        usleep(50000);
+    }
+    if (attempts)
+        *attempts = tries;
+    return st;
+}
+
+ds_crypto *dt_crypto_ring(const char *spec) {
+    ds_crypto *c;
+    ds_error err = {0};
+    ds_status st = ds_crypto_open_keys(spec, &c, &err);
+    ck_assert_ds_ok(st, err);
+    return c;
+}

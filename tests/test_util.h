@@ -70,7 +70,22 @@ void dt_exec(PGconn *c, const char *sql);
 /* First column of the first row as int64 (fails the test otherwise). */
 long long dt_sql_int(const char *url, const char *sql);
 
+/* Fixed test keys, "<key id>:<base64 of 32 bytes>", for rings opened
+ * with dt_crypto_ring() (DT_K2 "," DT_K1: k2 active, k1 still readable). */
+#define DT_K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define DT_K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+#define DT_K3 "k3:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="
+/* ds_crypto_open_keys(spec) (see DS_TOKEN_KEYS); fails the test on error. */
+ds_crypto *dt_crypto_ring(const char *spec);
+
 /* Monotonic milliseconds. */
 long long dt_now_ms(void);
+
+/* Runs "SELECT 1" through `pool` every 50 ms until it succeeds or
+ * `timeout_ms` have passed: for a pool that must heal by itself after a
+ * restart or a partition. Returns the last call's status (its error in
+ * `err`, which may be NULL); `attempts` (may be NULL) counts the calls. */
+ds_status dt_pool_wait_query_ok(ds_pool *pool, long long timeout_ms,
+                                int *attempts, ds_error *err);
 
 #endif
