@@ -857,22 +857,10 @@ START_TEST(test_crypto_rotate_reports_rows_that_do_not_decrypt) {
 }
 END_TEST
 
-static char *db_name_of(const char *url) {
-    const char *slash = strrchr(url, '/');
-    const char *q = strchr(slash, '?');
-    return strndup(slash + 1, q ? (size_t)(q - slash - 1) : strlen(slash + 1));
-}
-
 START_TEST(test_crypto_rotate_through_pgbouncer) {
     rot_db d = rot_db_open("rotpool", 1, 40);
-    char *name = db_name_of(d.url);
-    char *pooler_url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), name);
-    ds_config *cfg = dt_config(pooler_url, 1, 3);
+    ds_pool *pool = dt_pooler_pool(d.url, 1, 3);
     ds_error err = {0};
-    ck_assert_ds_ok(ds_config_set(cfg, "statement_mode", "pooler", &err), err);
-    ds_pool *pool;
-    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
-    ds_config_free(cfg);
     ds_crypto *ring2 = dt_crypto_ring(DT_K2 "," DT_K1);
     ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ds_crypto_rotate_options opts = {.size = sizeof(ds_crypto_rotate_options), .batch_size = 16};
@@ -882,8 +870,6 @@ START_TEST(test_crypto_rotate_through_pgbouncer) {
     ck_assert_int_eq(verify_connections(pool, ring2, d.rows, 40, "k2"), 40);
     ds_crypto_close(ring2);
     ds_pool_close(pool);
-    free(pooler_url);
-    free(name);
     rot_db_close(&d);
 }
 END_TEST

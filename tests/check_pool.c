@@ -1114,22 +1114,8 @@ static read_outcome read_with(ds_pool *pool, const ds_read_token *tok,
 START_TEST(test_pool_read_token_never_misses_a_write_on_a_paused_replica) {
     char *url = dt_create_db("ryw");
     dt_sql(url, "CREATE TABLE dt_ryw (id int PRIMARY KEY)");
-    const char *dbname = strrchr(url, '/') + 1;
-    char db[96];
-    snprintf(db, sizeof db, "%.*s", (int)strcspn(dbname, "?"), dbname);
-    char *replica = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), db);
-    char *replica_admin = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), "postgres");
-    char sql[160];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_database WHERE datname = '%s'", db);
-    long long t0 = dt_now_ms();
-    while (dt_sql_int(replica_admin, sql) == 0 && dt_now_ms() - t0 < 30000)
-        usleep(20000);
-    free(replica_admin);
-    while (dt_sql_int(replica, "SELECT count(*) FROM pg_class "
-                               "WHERE relname = 'dt_ryw'") == 0 &&
-           dt_now_ms() - t0 < 30000)
-        usleep(20000);
-
+    char *replica = dt_replica_when_ready(url, "SELECT count(*) FROM pg_class "
+                                               "WHERE relname = 'dt_ryw'");
     ds_config *cfg = dt_config(url, 1, 3);
     ds_error err = {0};
     ck_assert_ds_ok(ds_config_set(cfg, "DATABASE_REPLICA_URLS", replica, &err), err);
@@ -1138,12 +1124,7 @@ START_TEST(test_pool_read_token_never_misses_a_write_on_a_paused_replica) {
     ds_config_free(cfg);
     ck_assert_ds_ok(st, err);
 
-    dt_sql(replica, "SELECT pg_wal_replay_pause()");
-    t0 = dt_now_ms();
-    while (dt_sql_int(replica, "SELECT (pg_get_wal_replay_pause_state() = "
-                               "'paused')::int") != 1 &&
-           dt_now_ms() - t0 < 10000)
-        usleep(20000);
+    dt_replica_pause_replay(replica);
     ck_assert_ds_ok(ds_sql_exec_pool(pool, "INSERT INTO dt_ryw VALUES (1)", NULL, 0,
                                  NULL, &err), err);
     ds_read_token tok;

@@ -17,17 +17,9 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-/* The database name of `url`. */
-static char *db_name(const char *url) {
-    PGconn *c = dt_connect(url);
-    char *name = strdup(PQdb(c));
-    PQfinish(c);
-    return name;
-}
-
 /* How many databases a rehearsal of `url` left behind. */
 static long long scratch_left(const char *url) {
-    char *name = db_name(url);
+    char *name = dt_db_name(url);
     char sql[512];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM pg_database WHERE starts_with(datname, "
@@ -386,7 +378,7 @@ START_TEST(test_rehearse_bad_input_changes_nothing) {
     free(busy);
 
     /* a scratch name that is taken: the CREATE fails, nothing else runs */
-    char *taken = db_name(url);
+    char *taken = dt_db_name(url);
     o.scratch_url = NULL;
     o.scratch_name = taken;
     st = ds_migrate_rehearse(cfg, &o, &r, &err);
