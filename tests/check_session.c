@@ -510,16 +510,8 @@ END_TEST
 START_TEST(test_session_through_pgbouncer) {
     char *url = dt_migrated_db("spool");
     int64_t uid = make_user(url, "oz@example.com");
-    const char *slash = strrchr(url, '/');
-    char *name = strndup(slash + 1, strcspn(slash + 1, "?"));
-    char *pooler_url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), name);
-    free(name);
-    ds_config *cfg = dt_config(pooler_url, 1, 3);
+    ds_pool *pool = dt_pooler_pool(url, 1, 3);
     ds_error err = {0};
-    ck_assert_ds_ok(ds_config_set(cfg, "statement_mode", "pooler", &err), err);
-    ds_pool *pool;
-    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
-    ds_config_free(cfg);
     ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_session_options o = {.size = sizeof(ds_session_options), .touch_interval_ms = 1};
     ds_session_store *s = store_over(pool, c, &o);
@@ -535,7 +527,6 @@ START_TEST(test_session_through_pgbouncer) {
     ds_session_store_close(s);
     ds_crypto_close(c);
     ds_pool_close(pool);
-    free(pooler_url);
     dt_drop_db(url);
     free(url);
 }
@@ -812,23 +803,6 @@ static void rteardown(rfixture *r) {
     teardown(&r->f);
 }
 
-/* Keys under the handle's prefix matching "<prefix><pattern>". */
-static long long count_keys(ds_redis *r, const char *pattern) {
-    size_t plen;
-    const char *prefix = ds__redis_prefix(r, &plen);
-    char full[256];
-    snprintf(full, sizeof full, "%s%s", prefix, pattern);
-    long long n = 0;
-    char cursor[32] = "0";
-    do {
-        redisReply *rep = dt_rcmd(r, "SCAN %s MATCH %s COUNT 1000", cursor, full);
-        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-        n += (long long)rep->element[1]->elements;
-        freeReplyObject(rep);
-    } while (strcmp(cursor, "0") != 0);
-    return n;
-}
-
 /* The PTTL of the one "sess:*" key under the handle's prefix. */
 static long long session_copy_pttl(ds_redis *r) {
     size_t plen;
@@ -876,9 +850,9 @@ START_TEST(test_session_redis_serves_validations) {
     rfixture r = rsetup("srhit", NULL);
     int64_t uid = make_user(r.f.url, "pia@example.com");
     ds_secret *tok = login(r.store, uid, "agent/1", "192.0.2.5", NULL);
-    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 0); /* cached on first use */
+    ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 0); /* cached on first use */
     assert_valid(r.store, tok, uid);
-    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 1);
+    ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 1);
     /* the entry is the user's, with a bounded lifetime */
     ck_assert_int_eq(dt_rint(r.redis, "SCARD %su:%lld:keys",
                              ds__redis_prefix(r.redis, NULL), (long long)uid), 1);
@@ -1101,11 +1075,11 @@ START_TEST(test_session_redis_erase_user_removes_entries) {
     assert_valid(r.store, c, u2);
     ds_error err = {0};
     ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(b), &err), err);
-    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 3); /* 2 entries, 1 tombstone */
+    ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 3); /* 2 entries, 1 tombstone */
     int64_t removed = 0;
     ck_assert_ds_ok(ds_redis_erase_user(r.redis, u1, &removed, &err), err);
     ck_assert_int_ge(removed, 2);
-    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 1); /* u2's */
+    ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 1); /* u2's */
     assert_valid(r.store, c, u2);
     ds_secret_free(a);
     ds_secret_free(b);
@@ -1114,55 +1088,55 @@ START_TEST(test_session_redis_erase_user_removes_entries) {
 }
 END_TEST
 
+typedef struct redis_scan {
+    ds_redis *r;
+    const needles *nd;
+    int hits;
+    char *first;
+    size_t first_size;
+} redis_scan;
+
+/* One key: its name and every value it holds, searched for the needles. */
+static void scan_key(void *ud, const char *key, size_t key_len, const char *rel) {
+    (void)rel;
+    redis_scan *sc = ud;
+    redisReply *t = dt_rcmd(sc->r, "TYPE %b", key, key_len);
+    const char *fmt = strcmp(t->str, "string") == 0 ? "GET %b"
+                      : strcmp(t->str, "set") == 0  ? "SMEMBERS %b"
+                      : strcmp(t->str, "hash") == 0 ? "HGETALL %b"
+                      : strcmp(t->str, "list") == 0 ? "LRANGE %b 0 -1"
+                      : strcmp(t->str, "zset") == 0 ? "ZRANGE %b 0 -1"
+                                                    : NULL;
+    ck_assert_msg(fmt != NULL, "unexpected key type %s", t->str);
+    freeReplyObject(t);
+    redisReply *v = dt_rcmd(sc->r, fmt, key, key_len);
+    size_t nvals = v->type == REDIS_REPLY_ARRAY ? v->elements : 1;
+    for (size_t j = 0; j < nvals + 1; j++) {
+        const char *p;
+        size_t len;
+        if (j == nvals) { /* the key name itself */
+            p = key;
+            len = key_len;
+        } else {
+            const redisReply *e = v->type == REDIS_REPLY_ARRAY ? v->element[j] : v;
+            p = e->str;
+            len = e->str ? e->len : 0;
+        }
+        for (int n = 0; p && n < sc->nd->n; n++)
+            if (memmem(p, len, sc->nd->v[n].p, sc->nd->v[n].n) && sc->hits++ == 0)
+                snprintf(sc->first, sc->first_size, "%s in redis key %.*s",
+                         sc->nd->v[n].what, (int)key_len, key);
+    }
+    freeReplyObject(v);
+}
+
 /* Every string, set, hash, list and sorted set under the handle's prefix,
  * scanned for the needles. */
 static int scan_redis(ds_redis *r, const needles *nd, char *first, size_t first_size) {
-    size_t plen;
-    const char *prefix = ds__redis_prefix(r, &plen);
-    char pattern[160];
-    snprintf(pattern, sizeof pattern, "%s*", prefix);
-    int hits = 0;
-    long long keys = 0;
-    char cursor[32] = "0";
-    do {
-        redisReply *rep = dt_rcmd(r, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
-        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-        for (size_t i = 0; i < rep->element[1]->elements; i++) {
-            const redisReply *k = rep->element[1]->element[i];
-            keys++;
-            redisReply *t = dt_rcmd(r, "TYPE %b", k->str, k->len);
-            const char *fmt = strcmp(t->str, "string") == 0 ? "GET %b"
-                              : strcmp(t->str, "set") == 0  ? "SMEMBERS %b"
-                              : strcmp(t->str, "hash") == 0 ? "HGETALL %b"
-                              : strcmp(t->str, "list") == 0 ? "LRANGE %b 0 -1"
-                              : strcmp(t->str, "zset") == 0 ? "ZRANGE %b 0 -1"
-                                                            : NULL;
-            ck_assert_msg(fmt != NULL, "unexpected key type %s", t->str);
-            freeReplyObject(t);
-            redisReply *v = dt_rcmd(r, fmt, k->str, k->len);
-            size_t nvals = v->type == REDIS_REPLY_ARRAY ? v->elements : 1;
-            for (size_t j = 0; j < nvals + 1; j++) {
-                const char *p;
-                size_t len;
-                if (j == nvals) { /* the key name itself */
-                    p = k->str;
-                    len = k->len;
-                } else {
-                    const redisReply *e = v->type == REDIS_REPLY_ARRAY ? v->element[j] : v;
-                    p = e->str;
-                    len = e->str ? e->len : 0;
-                }
-                for (int n = 0; p && n < nd->n; n++)
-                    if (memmem(p, len, nd->v[n].p, nd->v[n].n) && hits++ == 0)
-                        snprintf(first, first_size, "%s in redis key %.*s",
-                                 nd->v[n].what, (int)k->len, k->str);
-            }
-            freeReplyObject(v);
-        }
-        freeReplyObject(rep);
-    } while (strcmp(cursor, "0") != 0);
+    redis_scan sc = {r, nd, 0, first, first_size};
+    long long keys = dt_redis_each_key(r, "*", scan_key, &sc);
     ck_assert_int_gt(keys, 0);
-    return hits;
+    return sc.hits;
 }
 
 START_TEST(test_session_redis_holds_no_token) {
