@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/internal.h"
@@ -239,54 +238,54 @@ START_TEST(test_cache_stampede_threads_one_load) {
 }
 END_TEST
 
+enum { XPROC_PROCS = 4, XPROC_THREADS = 25 };
+
+typedef struct {
+    ds_config *cfg;
+    atomic_int *calls, *ready; /* shared between the processes */
+} xproc_arg;
+
+/* One process: its own handle and cache; once every process is ready,
+ * XPROC_THREADS threads miss the same key at once. */
+static int xproc_main(void *ud, int index) {
+    (void)index;
+    xproc_arg *x = ud;
+    ds_redis *r;
+    ds_error err = {0};
+    if (ds_redis_open(x->cfg, &r, &err) != DS_OK)
+        return 2;
+    ds_cache_options o = DS_CACHE_OPTIONS_INIT;
+    ds_cache_options_init(&o);
+    o.name = "xproc";
+    ds_cache *c;
+    if (ds_cache_open(r, &o, &c, &err) != DS_OK)
+        return 3;
+    atomic_fetch_add(x->ready, 1);
+    long long deadline = dt_now_ms() + 30000;
+    while (atomic_load(x->ready) < XPROC_PROCS) {
+        if (dt_now_ms() > deadline)
+            return 4; /* a sibling never got ready */
+        usleep(1000);
+    }
+    loader_ctx l = {x->calls, NULL, 300, DS_OK};
+    int good = stampede(c, &l, XPROC_THREADS);
+    ds_cache_close(c);
+    ds_redis_close(r);
+    return good == XPROC_THREADS ? 0 : 1;
+}
+
 START_TEST(test_cache_stampede_processes_one_load) {
     /* 4 processes x 25 threads, each process with its own handle, all
      * missing the same key: one load in all. */
-    enum { PROCS = 4, THREADS = 25 };
     atomic_int *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     ck_assert_ptr_ne(shared, MAP_FAILED);
-    atomic_int *calls = &shared[0], *ready = &shared[1], *go = &shared[2];
-    atomic_init(calls, 0);
-    atomic_init(ready, 0);
-    atomic_init(go, 0);
+    atomic_init(&shared[0], 0);
+    atomic_init(&shared[1], 0);
     ds_config *cfg = dt_redis_config(dt_env("REDIS_URL"), "xproc");
-    pid_t pids[PROCS];
-    for (int p = 0; p < PROCS; p++) {
-        pids[p] = fork();
-        ck_assert_int_ge(pids[p], 0);
-        if (pids[p] == 0) {
-            ds_redis *r;
-            ds_error err = {0};
-            if (ds_redis_open(cfg, &r, &err) != DS_OK)
-                _exit(2);
-            ds_cache_options o = DS_CACHE_OPTIONS_INIT;
-            ds_cache_options_init(&o);
-            o.name = "xproc";
-            ds_cache *c;
-            if (ds_cache_open(r, &o, &c, &err) != DS_OK)
-                _exit(3);
-            atomic_fetch_add(ready, 1);
-            while (!atomic_load(go))
-                usleep(1000);
-            loader_ctx l = {calls, NULL, 300, DS_OK};
-            int good = stampede(c, &l, THREADS);
-            ds_cache_close(c);
-            ds_redis_close(r);
-            _exit(good == THREADS ? 0 : 1);
-        }
-    }
-    long long deadline = dt_now_ms() + 30000;
-    while (atomic_load(ready) < PROCS && dt_now_ms() < deadline)
-        usleep(1000);
-    atomic_store(go, 1);
-    for (int p = 0; p < PROCS; p++) {
-        int status;
-        ck_assert_int_eq(waitpid(pids[p], &status, 0), pids[p]);
-        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                      "child %d: status %d", p, status);
-    }
-    ck_assert_int_eq(atomic_load(calls), 1);
+    xproc_arg x = {cfg, &shared[0], &shared[1]};
+    dt_run_processes(XPROC_PROCS, xproc_main, &x);
+    ck_assert_int_eq(atomic_load(x.calls), 1);
     ds_redis *r;
     ds_error err = {0};
     ck_assert_ds_ok(ds_redis_open(cfg, &r, &err), err);
@@ -455,12 +454,14 @@ START_TEST(test_cache_loader_error_passes_through) {
     ck_assert_int_eq(dt_rint(r, "EXISTS %s", lkey), 0);
     ds__free(lkey);
     l.result = DS_OK;
-    long long t0 = dt_now_ms();
     v = get_ok(c, "k", &l);
-    (void)t0;
     ck_assert_int_eq(n_of(v), 2);
     json_decref(v);
-    ck_assert_uint_eq(stats_of(c).stampede_waits, 0);
+    /* loaded at once, by us: no wait for a lock, two loader calls */
+    ds_cache_stats s = stats_of(c);
+    ck_assert_uint_eq(s.stampede_waits, 0);
+    ck_assert_uint_eq(s.loads, 2);
+    ck_assert_int_eq(atomic_load(&calls), 2);
     dt_redis_flush_prefix(r);
     ds_cache_close(c);
     ds_redis_close(r);
@@ -881,13 +882,24 @@ typedef struct {
     ds_redis *r;
     const char *lkey;
     int n;
+    uint64_t commands_before; /* the handle's round trips before the get */
 } other_loader;
 
-/* Another process's loader: stores the value with its own handle, then
- * releases its lock. */
+/* Another process's loader: once the waiter is polling (its handle made a
+ * few round trips: the miss, the lock it did not get, a poll), stores the
+ * value with a cache of its own, then releases its lock. */
 static void *other_loader_main(void *p) {
     other_loader *o = p;
-    usleep(100 * 1000);
+    long long deadline = dt_now_ms() + 20000;
+    for (;;) {
+        ds_redis_stats rs = DS_REDIS_STATS_INIT;
+        ds_error serr = {0};
+        if (ds_redis_stats_get(o->r, &rs, &serr) != DS_OK)
+            return NULL;
+        if (rs.commands >= o->commands_before + 3 || dt_now_ms() > deadline)
+            break;
+        usleep(1000);
+    }
     ds_cache_options opts = {.size = sizeof(ds_cache_options)};
     ds_cache_options_init(&opts);
     opts.name = "waiter2";
@@ -908,13 +920,15 @@ START_TEST(test_cache_waiter_takes_the_value_another_process_stored) {
     ds_cache_options o = {.size = sizeof(ds_cache_options)};
     ds_cache_options_init(&o);
     o.name = "waiter2";
-    o.wait_timeout_ms = 30000; /* far beyond the other loader's 100 ms */
+    o.wait_timeout_ms = 30000; /* far beyond the other loader's store */
     ds_cache *c;
     ds_error err = {0};
     ck_assert_ds_ok(ds_cache_open(r, &o, &c, &err), err);
     char *lkey = ds__redis_key(r, NULL, "cl:waiter2:v0:k");
     freeReplyObject(dt_rcmd(r, "SET %s someone-else PX 60000", lkey));
-    other_loader ol = {r, lkey, 1234};
+    ds_redis_stats rs = DS_REDIS_STATS_INIT;
+    ck_assert_ds_ok(ds_redis_stats_get(r, &rs, &err), err);
+    other_loader ol = {r, lkey, 1234, rs.commands};
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, other_loader_main, &ol), 0);
     atomic_int calls = 0;

@@ -13,20 +13,8 @@
 #include "crypto/crypto_internal.h"
 #include "test_util.h"
 
-/* Fixed test keys (32 bytes each, base64). */
-#define K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-#define K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
-#define K3 "k3:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="
-/* k1's id with k2's key: the wrong key under a known id. */
+/* (DT_K1..DT_K3: test_util.h) k1's id with k2's key: the wrong key under a known id. */
 #define K1_WRONG "k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
-
-static ds_crypto *ring(const char *spec) {
-    ds_crypto *c;
-    ds_error err = {0};
-    ds_status st = ds_crypto_open_keys(spec, &c, &err);
-    ck_assert_ds_ok(st, err);
-    return c;
-}
 
 static const ds_crypto_context place = {sizeof(ds_crypto_context), "service_connections", "access_token",
                                         42, "google/1234"};
@@ -67,7 +55,7 @@ static void assert_opens_to(ds_crypto *c, const ds_crypto_context *ctx,
 /* ---- round trips ------------------------------------------------------- */
 
 START_TEST(test_crypto_round_trip_lengths) {
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ck_assert_str_eq(ds_crypto_active_key_id(c), "k1");
     static const size_t lens[] = {0, 1, 15, 16, 17, 200, 4096, 70000};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
@@ -101,7 +89,7 @@ START_TEST(test_crypto_round_trip_lengths) {
 END_TEST
 
 START_TEST(test_crypto_round_trip_text_token) {
-    ds_crypto *c = ring(K1 "," K2);
+    ds_crypto *c = dt_crypto_ring(DT_K1 "," DT_K2);
     const char *token = "ya29.a0AfH6SMBx-example-oauth-access-token_0123456789";
     size_t len;
     uint8_t *env = seal(c, &place, token, &len);
@@ -119,7 +107,7 @@ START_TEST(test_crypto_round_trip_text_token) {
 END_TEST
 
 START_TEST(test_crypto_nonce_is_fresh_each_time) {
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     size_t l1, l2;
     uint8_t *a = seal(c, &place, "same token", &l1);
     uint8_t *b = seal(c, &place, "same token", &l2);
@@ -143,7 +131,7 @@ START_TEST(test_crypto_open_from_config) {
     ck_assert_ds_status(st, DS_ERR_CONFIG, err);
     ck_assert_ptr_null(c);
     ck_assert_ptr_nonnull(strstr(err.message, "DS_TOKEN_KEYS"));
-    st = ds_config_set(cfg, "DS_TOKEN_KEYS", K2 "," K1, &err);
+    st = ds_config_set(cfg, "DS_TOKEN_KEYS", DT_K2 "," DT_K1, &err);
     ck_assert_ds_ok(st, err);
     st = ds_crypto_open(cfg, &c, &err);
     ck_assert_ds_ok(st, err);
@@ -182,8 +170,8 @@ START_TEST(test_crypto_open_rejects_bad_rings_without_echoing_keys) {
 END_TEST
 
 START_TEST(test_crypto_any_ring_key_decrypts) {
-    ds_crypto *old = ring(K1);
-    ds_crypto *rotated = ring(K2 "," K1);
+    ds_crypto *old = dt_crypto_ring(DT_K1);
+    ds_crypto *rotated = dt_crypto_ring(DT_K2 "," DT_K1);
     size_t l1, l2;
     uint8_t *under_k1 = seal(old, &place, "token one", &l1);
     uint8_t *under_k2 = seal(rotated, &place, "token two", &l2);
@@ -208,8 +196,8 @@ END_TEST
 
 /* An envelope sealed with the ring `sealer` does not open with `opener`. */
 static void assert_ring_cannot_open(const char *sealer, const char *opener) {
-    ds_crypto *a = ring(sealer);
-    ds_crypto *b = ring(opener);
+    ds_crypto *a = dt_crypto_ring(sealer);
+    ds_crypto *b = dt_crypto_ring(opener);
     size_t len;
     uint8_t *env = seal(a, &place, "secret token", &len);
     assert_no_open(b, &place, env, len);
@@ -219,17 +207,17 @@ static void assert_ring_cannot_open(const char *sealer, const char *opener) {
 }
 
 START_TEST(test_crypto_wrong_key_fails) {
-    assert_ring_cannot_open(K1, K1_WRONG);
+    assert_ring_cannot_open(DT_K1, K1_WRONG);
 }
 END_TEST
 
 START_TEST(test_crypto_unknown_key_id_fails) {
-    assert_ring_cannot_open(K3, K1 "," K2);
+    assert_ring_cannot_open(DT_K3, DT_K1 "," DT_K2);
 }
 END_TEST
 
 START_TEST(test_crypto_every_byte_tampered_fails) {
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     size_t len;
     uint8_t *env = seal(c, &place, "a 200-byte-ish token would do; this one is shorter", &len);
     static const uint8_t flips[] = {0x01, 0x80, 0xff};
@@ -248,7 +236,7 @@ START_TEST(test_crypto_every_byte_tampered_fails) {
 END_TEST
 
 START_TEST(test_crypto_truncated_extended_and_empty_fail) {
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     size_t len;
     uint8_t *env = seal(c, &place, "token", &len);
     for (size_t n = 0; n < len; n++)
@@ -272,7 +260,7 @@ START_TEST(test_crypto_truncated_extended_and_empty_fail) {
 END_TEST
 
 START_TEST(test_crypto_wrong_place_fails) {
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     size_t len;
     uint8_t *env = seal(c, &place, "token", &len);
     ds_crypto_context other = DS_CRYPTO_CONTEXT_INIT;
@@ -315,7 +303,7 @@ END_TEST
 START_TEST(test_crypto_header_is_authenticated) {
     /* Re-labelling an envelope with another key id of the same ring (whose
      * key is identical here) must fail: the header is in the AD. */
-    ds_crypto *c = ring("a1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,"
+    ds_crypto *c = dt_crypto_ring("a1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,"
                         "a2:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
     size_t len;
     uint8_t *env = seal(c, &place, "token", &len);
@@ -337,7 +325,7 @@ static void on_fault(int sig) {
 }
 
 START_TEST(test_crypto_keys_unreadable_when_idle) {
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ck_assert(!ds__crypto_keys_readable(c));
     size_t len;
     uint8_t *env = seal(c, &place, "token", &len);
@@ -402,7 +390,7 @@ static void *worker_main(void *p) {
 }
 
 START_TEST(test_crypto_shared_between_threads) {
-    ds_crypto *c = ring(K2 "," K1);
+    ds_crypto *c = dt_crypto_ring(DT_K2 "," DT_K1);
     pthread_t t[8];
     worker_arg args[8];
     for (int i = 0; i < 8; i++) {
@@ -428,7 +416,7 @@ START_TEST(test_crypto_generate_key_makes_a_ring_entry) {
     ck_assert_uint_eq(ds_secret_len(e1), 10 + 44);
     char spec[256];
     snprintf(spec, sizeof spec, "%s,%s", ds_secret_data(e1), ds_secret_data(e2));
-    ds_crypto *c = ring(spec);
+    ds_crypto *c = dt_crypto_ring(spec);
     sodium_memzero(spec, sizeof spec);
     ck_assert_str_eq(ds_crypto_active_key_id(c), "2025-06.a");
     size_t len;
@@ -469,7 +457,7 @@ START_TEST(test_crypto_scope_service_format) {
 END_TEST
 
 START_TEST(test_crypto_out_of_memory_is_an_error) {
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     size_t len;
     uint8_t *good = seal(c, &place, "token", &len);
     ds_error err = {0};
@@ -514,12 +502,12 @@ START_TEST(test_crypto_out_of_memory_is_an_error) {
 END_TEST
 
 START_TEST(test_crypto_errors_null_arguments) {
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_error err = {0};
     ds_crypto *o;
     ck_assert_int_eq(ds_crypto_open(NULL, &o, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_crypto_open_keys(NULL, &o, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_crypto_open_keys(K1, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_crypto_open_keys(DT_K1, NULL, &err), DS_ERR_INVALID);
     uint8_t *env;
     size_t len;
     ck_assert_int_eq(ds_crypto_encrypt(NULL, &place, "x", 1, &env, &len, &err), DS_ERR_INVALID);
@@ -550,7 +538,7 @@ START_TEST(test_crypto_errors_null_arguments) {
     ck_assert_int_eq(ds_crypto_envelope_key_id((const uint8_t *)"x", 1, kid, 0, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_crypto_envelope_key_id(NULL, 3, kid, sizeof kid, &err), DS_ERR_INVALID);
     size_t elen;
-    ds_crypto *c3 = ring(K3);
+    ds_crypto *c3 = dt_crypto_ring(DT_K3);
     uint8_t *e = seal(c3, &place, "x", &elen); /* "k3" needs 3 bytes */
     ds_crypto_close(c3);
     ck_assert_int_eq(ds_crypto_envelope_key_id(e, elen, kid, 2, &err), DS_ERR_INVALID);
@@ -703,7 +691,7 @@ static int verify_connections(ds_pool *pool, ds_crypto *c, const conn_row *rows,
     return under_kid;
 }
 
-/* A migrated database holding `n` service connections sealed with K1. */
+/* A migrated database holding `n` service connections sealed with DT_K1. */
 typedef struct rot_db {
     char *url;
     ds_pool *pool;
@@ -715,7 +703,7 @@ static rot_db rot_db_open(const char *tag, int pool_max, int n) {
     rot_db d;
     d.url = dt_migrated_db(tag);
     d.pool = dt_pool(d.url, 1, pool_max);
-    d.ring1 = ring(K1);
+    d.ring1 = dt_crypto_ring(DT_K1);
     d.rows = make_connections(d.url, d.pool, d.ring1, n, 0);
     return d;
 }
@@ -783,8 +771,8 @@ START_TEST(test_crypto_rotate_three_keys_online) {
     const char *url = d.url;
     ds_pool *pool = d.pool;
     ds_crypto *ring1 = d.ring1;
-    ds_crypto *ring2 = ring(K2 "," K1);
-    ds_crypto *ring3 = ring(K3 "," K2 "," K1);
+    ds_crypto *ring2 = dt_crypto_ring(DT_K2 "," DT_K1);
+    ds_crypto *ring3 = dt_crypto_ring(DT_K3 "," DT_K2 "," DT_K1);
     conn_row *b = make_connections(url, pool, ring2, N2, N1);
     conn_row *rows = d.rows = realloc(d.rows, (N1 + N2) * sizeof *rows);
     memcpy(rows + N1, b, N2 * sizeof *b);
@@ -823,7 +811,7 @@ START_TEST(test_crypto_rotate_three_keys_online) {
     /* after: everything under k3, the writer's value kept, and the newest
      * key alone reads every row */
     ck_assert_int_eq(verify_connections(pool, ring3, rows, N1 + N2, "k3"), N1 + N2);
-    ds_crypto *only3 = ring(K3);
+    ds_crypto *only3 = dt_crypto_ring(DT_K3);
     ck_assert_int_eq(verify_connections(pool, only3, rows, N1 + N2, "k3"), N1 + N2);
     ck_assert_str_eq(rows[N1 + N2 - 1].access, "ya29.written-while-rotating");
     /* nothing left to do: a rerun is a no-op */
@@ -851,7 +839,7 @@ START_TEST(test_crypto_rotate_reports_rows_that_do_not_decrypt) {
              "WHERE id = %lld",
              (long long)rows[4].id, (long long)rows[3].id);
     dt_sql(url, sql);
-    ds_crypto *ring2 = ring(K2 "," K1);
+    ds_crypto *ring2 = dt_crypto_ring(DT_K2 "," DT_K1);
     ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ds_error err = {0};
     ds_crypto_rotate_options opts = {.size = sizeof(ds_crypto_rotate_options), .batch_size = 7};
@@ -869,23 +857,11 @@ START_TEST(test_crypto_rotate_reports_rows_that_do_not_decrypt) {
 }
 END_TEST
 
-static char *db_name_of(const char *url) {
-    const char *slash = strrchr(url, '/');
-    const char *q = strchr(slash, '?');
-    return strndup(slash + 1, q ? (size_t)(q - slash - 1) : strlen(slash + 1));
-}
-
 START_TEST(test_crypto_rotate_through_pgbouncer) {
     rot_db d = rot_db_open("rotpool", 1, 40);
-    char *name = db_name_of(d.url);
-    char *pooler_url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), name);
-    ds_config *cfg = dt_config(pooler_url, 1, 3);
+    ds_pool *pool = dt_pooler_pool(d.url, 1, 3);
     ds_error err = {0};
-    ck_assert_ds_ok(ds_config_set(cfg, "statement_mode", "pooler", &err), err);
-    ds_pool *pool;
-    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
-    ds_config_free(cfg);
-    ds_crypto *ring2 = ring(K2 "," K1);
+    ds_crypto *ring2 = dt_crypto_ring(DT_K2 "," DT_K1);
     ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ds_crypto_rotate_options opts = {.size = sizeof(ds_crypto_rotate_options), .batch_size = 16};
     ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, &opts, &stats, &err), err);
@@ -894,8 +870,6 @@ START_TEST(test_crypto_rotate_through_pgbouncer) {
     ck_assert_int_eq(verify_connections(pool, ring2, d.rows, 40, "k2"), 40);
     ds_crypto_close(ring2);
     ds_pool_close(pool);
-    free(pooler_url);
-    free(name);
     rot_db_close(&d);
 }
 END_TEST
@@ -941,7 +915,7 @@ START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
 END_TEST
 
 START_TEST(test_crypto_rotate_errors) {
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_error err = {0};
     ds_crypto_rotate_stats stats = {.size = sizeof(ds_crypto_rotate_stats), .rotated = 7};
     ck_assert_int_eq(ds_crypto_rotate(c, NULL, NULL, &stats, &err), DS_ERR_INVALID);
@@ -970,7 +944,7 @@ START_TEST(test_crypto_rotate_status_does_not_depend_on_err) {
     ds_pool *pool;
     ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
     ds_config_free(cfg);
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     PGconn *locker = dt_connect(url);
     PGresult *lr = PQexec(locker, "BEGIN; LOCK TABLE service_connections IN ACCESS EXCLUSIVE MODE");
     ck_assert_int_eq(PQresultStatus(lr), PGRES_COMMAND_OK);

@@ -124,6 +124,35 @@ static void exercise_sessions(ds_redis *r, const char *url) {
     ds_pool_close(pool);
 }
 
+/* The keys documented without a TTL, and a prefix of each kind of key the
+ * exercises above write. */
+static const char *const persistent[] = {"q:audit:s", "q:audit:d"};
+static const char *const wanted[] = {"c:", "cl:", "ct:", "rl:gcra:", "rl:log:",
+                                     "rl:buckets:", "p:on:", "p:ty:", "q:audit:dead",
+                                     "q:audit:cur", "sess:", "u:"};
+
+typedef struct key_audit {
+    ds_redis *r;
+    int kinds; /* bit k: a key starting with wanted[k] was seen */
+} key_audit;
+
+/* One key: a TTL unless it is documented without one. */
+static void audit_key(void *ud, const char *key, size_t len, const char *rel) {
+    (void)len;
+    key_audit *a = ud;
+    bool keep = false;
+    for (size_t k = 0; k < sizeof persistent / sizeof persistent[0]; k++)
+        keep |= strcmp(rel, persistent[k]) == 0;
+    for (size_t k = 0; k < sizeof wanted / sizeof wanted[0]; k++)
+        if (strncmp(rel, wanted[k], strlen(wanted[k])) == 0)
+            a->kinds |= 1 << k;
+    long long ttl = dt_rint(a->r, "PTTL %s", key);
+    if (keep)
+        ck_assert_msg(ttl == -1, "%s: documented without a TTL, has %lld", rel, ttl);
+    else
+        ck_assert_msg(ttl > 0, "%s has no TTL (PTTL %lld)", rel, ttl);
+}
+
 START_TEST(test_keys_every_key_expires) {
     char *url = dt_migrated_db("keys");
     ds_redis *r = dt_redis("keys");
@@ -133,44 +162,15 @@ START_TEST(test_keys_every_key_expires) {
     exercise_queue(r);
     exercise_sessions(r, url);
 
-    size_t plen;
-    const char *prefix = ds__redis_prefix(r, &plen);
-    char pattern[256];
-    snprintf(pattern, sizeof pattern, "%s*", prefix);
-    const char *persistent[] = {"q:audit:s", "q:audit:d"};
-    int seen = 0, kinds = 0;
-    const char *wanted[] = {"c:", "cl:", "ct:", "rl:gcra:", "rl:log:",
-                            "rl:buckets:", "p:on:", "p:ty:", "q:audit:dead",
-                            "q:audit:cur", "sess:", "u:"};
-    char cursor[32] = "0";
-    do {
-        redisReply *rep = dt_rcmd(r, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
-        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-        for (size_t i = 0; i < rep->element[1]->elements; i++) {
-            const char *key = rep->element[1]->element[i]->str;
-            const char *rel = key + plen;
-            seen++;
-            bool keep = false;
-            for (size_t k = 0; k < 2; k++)
-                keep |= strcmp(rel, persistent[k]) == 0;
-            for (size_t k = 0; k < sizeof wanted / sizeof wanted[0]; k++)
-                if (strncmp(rel, wanted[k], strlen(wanted[k])) == 0)
-                    kinds |= 1 << k;
-            long long ttl = dt_rint(r, "PTTL %s", key);
-            if (keep)
-                ck_assert_msg(ttl == -1, "%s: documented without a TTL, has %lld",
-                              rel, ttl);
-            else
-                ck_assert_msg(ttl > 0, "%s has no TTL (PTTL %lld)", rel, ttl);
-        }
-        freeReplyObject(rep);
-    } while (strcmp(cursor, "0") != 0);
+    key_audit audit = {r, 0};
+    long long seen = dt_redis_each_key(r, "*", audit_key, &audit);
     ck_assert_int_gt(seen, 12);
     /* every kind of key was made, so the audit saw each one; the load lock
      * is deleted after its load, so it may be absent */
     for (size_t k = 0; k < sizeof wanted / sizeof wanted[0]; k++)
         if (strcmp(wanted[k], "cl:") != 0)
-            ck_assert_msg(kinds & (1 << k), "no key %s* was written", wanted[k]);
+            ck_assert_msg(audit.kinds & (1 << k), "no key %s* was written",
+                          wanted[k]);
     dt_redis_flush_prefix(r);
     ds_redis_close(r);
     dt_drop_db(url);

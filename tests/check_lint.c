@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "migrate/migrate_internal.h"
+#include "dt_files.h"
 #include "test_util.h"
 
 /* Lints `sql` as file "t.up.sql"; fails the test on a lint error. */
@@ -289,40 +290,12 @@ END_TEST
 
 /* ---- the command line ---------------------------------------------------- */
 
-static const char *ds_migrate_path(void) {
-    static char path[PATH_MAX + 32];
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    ck_assert_int_gt(n, 0);
-    self[n] = '\0';
-    for (int up = 0; up < 2; up++) { /* <build>/tests/ds-tests */
-        char *slash = strrchr(self, '/');
-        ck_assert_ptr_nonnull(slash);
-        *slash = '\0';
-    }
-    snprintf(path, sizeof path, "%s/bin/ds-migrate", self);
-    ck_assert_msg(access(path, X_OK) == 0, "%s is not built", path);
-    return path;
-}
-
 static int run(const char *args, char **out) {
     char cmd[8192];
     /* no database for lint: it must not need one */
     snprintf(cmd, sizeof cmd, "env -u DATABASE_URL '%s' %s 2>&1",
-             ds_migrate_path(), args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap);
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = '\0';
-    int rc = pclose(p);
-    *out = buf;
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+             dt_ds_migrate_path(), args);
+    return dt_run_capture(cmd, out);
 }
 
 static char *write_temp(const char *name, const char *text) {

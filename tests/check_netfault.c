@@ -35,11 +35,6 @@ static ds_status open_pool_mode(const char *url, const char *extra, bool pooler,
     return st;
 }
 
-static ds_status open_pool(const char *url, const char *extra, ds_pool **out,
-                           ds_error *err) {
-    return open_pool_mode(url, extra, false, 2, out, err);
-}
-
 static ds_status query_one(ds_pool *pool, ds_error *err) {
     ds_result *res = NULL;
     ds_status st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, err);
@@ -47,21 +42,93 @@ static ds_status query_one(ds_pool *pool, ds_error *err) {
     return st;
 }
 
+/* Connects to a silent host (packets to `port` dropped): fails within
+ * the 1 s connect deadline (bounded generously), retryable. */
+static void silent_host_fails_connect_within_deadline(dt_netns *e, const char *url,
+                                                      bool pooler, int port) {
+    dt_netns_rule(e, "drop", port);
+    ds_pool *pool = NULL;
+    ds_error err = {0};
+    long long t0 = dt_now_ms();
+    ds_status st = open_pool_mode(url, "", pooler, 2, &pool, &err);
+    long long took = dt_now_ms() - t0;
+    dt_netns_down(e);
+    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
+    ck_assert(ds_error_is_retryable(&err));
+    ck_assert_msg(strstr(err.message, "timed out"), "%s", err.message);
+    ck_assert_msg(took < 15000, "connect took %lld ms with a 1000 ms deadline", took);
+}
+
+/* Connects to a port that answers with a TCP reset: refused at once, not
+ * after the connect deadline (20 s here, so waiting for it shows). */
+static void rejected_port_fails_fast(dt_netns *e, const char *url, bool pooler,
+                                     int port) {
+    dt_netns_rule(e, "reject", port);
+    ds_pool *pool = NULL;
+    ds_error err = {0};
+    ds_config *cfg = dt_config(url, 0, 2);
+    if (pooler)
+        ck_assert_ds_ok(ds_config_set(cfg, "statement_mode", "pooler", &err), err);
+    ck_assert_ds_ok(ds_config_set_int(cfg, "connect_timeout_ms", 20000, &err), err);
+    long long t0 = dt_now_ms();
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    long long took = dt_now_ms() - t0;
+    ds_config_free(cfg);
+    dt_netns_down(e);
+    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
+    ck_assert(ds_error_is_retryable(&err));
+    ck_assert_msg(strstr(err.message, "refused"), "%s", err.message);
+    ck_assert_msg(took < 20000, "a refused connect waited for the 20 s deadline "
+                  "(%lld ms)", took);
+}
+
+/* Packets to `port` dropped on an established connection: the call in
+ * flight fails (retryable) once its data stays unacknowledged for
+ * tcp_user_timeout, the next one within the connect deadline, and the
+ * same pool works again once the partition heals. */
+static void partition_mid_session_bounded_and_healed(dt_netns *e, const char *url,
+                                                     bool pooler, int port) {
+    ds_pool *pool = NULL;
+    ds_error err = {0};
+    /* 2 s instead of the library's 30 s default, to keep the test short */
+    ds_status open_st = open_pool_mode(url, "&tcp_user_timeout=2000", pooler, 2,
+                                       &pool, &err);
+    if (open_st != DS_OK) {
+        dt_netns_down(e);
+        ck_abort_msg("open: %s", err.message);
+    }
+    ds_error before_err = {0}, cut_err = {0}, again_err = {0}, healed_err = {0};
+    ds_status before = query_one(pool, &before_err);
+    dt_netns_rule(e, "drop", port);
+    long long t0 = dt_now_ms();
+    ds_status cut = query_one(pool, &cut_err);
+    long long cut_ms = dt_now_ms() - t0;
+    t0 = dt_now_ms();
+    ds_status again = query_one(pool, &again_err);
+    long long again_ms = dt_now_ms() - t0;
+    int heal_attempts = 0;
+    ds_status healed = dt_netns_heal_pool(e, pool, &heal_attempts, &healed_err);
+    ds_pool_close(pool);
+    dt_netns_down(e);
+
+    ck_assert_ds_ok(before, before_err);
+    ck_assert_ds_status(cut, DS_ERR_CONNECTION, cut_err);
+    ck_assert(ds_error_is_retryable(&cut_err));
+    ck_assert_msg(cut_ms < 20000, "in-flight call took %lld ms (tcp_user_timeout 2 s)",
+                  cut_ms);
+    ck_assert_int_ne(again, DS_OK);
+    ck_assert(ds_error_is_retryable(&again_err));
+    ck_assert_msg(again_ms < 15000, "next call took %lld ms", again_ms);
+    ck_assert_msg(healed == DS_OK, "no recovery after %d attempts: %s",
+                  heal_attempts, healed_err.message);
+}
+
 START_TEST(test_netfault_pg_silent_host_fails_connect_within_deadline) {
     DT_NETNS_SKIP_UNLESS_AVAILABLE();
     dt_netns e;
     dt_netns_up(&e);
     dt_netns_start_pg(&e);
-    dt_netns_rule(&e, "drop", 5432);
-    ds_pool *pool = NULL;
-    ds_error err = {0};
-    long long t0 = dt_now_ms();
-    ds_status st = open_pool(e.pg_url, "", &pool, &err);
-    long long took = dt_now_ms() - t0;
-    dt_netns_down(&e);
-    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
-    ck_assert(ds_error_is_retryable(&err));
-    ck_assert_msg(took < 15000, "connect took %lld ms with a 1000 ms deadline", took);
+    silent_host_fails_connect_within_deadline(&e, e.pg_url, false, 5432);
 }
 END_TEST
 
@@ -70,66 +137,16 @@ START_TEST(test_netfault_pg_rejected_port_fails_fast) {
     dt_netns e;
     dt_netns_up(&e);
     dt_netns_start_pg(&e);
-    dt_netns_rule(&e, "reject", 5432);
-    ds_pool *pool = NULL;
-    ds_error err = {0};
-    long long t0 = dt_now_ms();
-    ds_status st = open_pool(e.pg_url, "", &pool, &err);
-    long long took = dt_now_ms() - t0;
-    dt_netns_down(&e);
-    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
-    ck_assert_msg(strstr(err.message, "refused"), "%s", err.message);
-    /* refused at once, not after the connect deadline */
-    ck_assert_msg(took < 1000, "a refused connect took %lld ms", took);
+    rejected_port_fails_fast(&e, e.pg_url, false, 5432);
 }
 END_TEST
 
-/* Packets dropped on an established connection: the in-flight call fails
- * (retryable) once its data stays unacknowledged for tcp_user_timeout, the
- * next call fails within the connect deadline, and when the partition
- * heals the same pool works again. */
 START_TEST(test_netfault_pg_partition_mid_session_bounded_and_healed) {
     DT_NETNS_SKIP_UNLESS_AVAILABLE();
     dt_netns e;
     dt_netns_up(&e);
     dt_netns_start_pg(&e);
-    ds_pool *pool = NULL;
-    ds_error err = {0};
-    /* 2 s instead of the library's 30 s default, to keep the test short */
-    ds_status open_st = open_pool(e.pg_url, "&tcp_user_timeout=2000", &pool, &err);
-    if (open_st != DS_OK) {
-        dt_netns_down(&e);
-        ck_abort_msg("open: %s", err.message);
-    }
-    ds_status before = query_one(pool, &err);
-    dt_netns_rule(&e, "drop", 5432);
-    ds_error cut_err = {0}, again_err = {0}, healed_err = {0};
-    long long t0 = dt_now_ms();
-    ds_status cut = query_one(pool, &cut_err);
-    long long cut_ms = dt_now_ms() - t0;
-    t0 = dt_now_ms();
-    ds_status again = query_one(pool, &again_err);
-    long long again_ms = dt_now_ms() - t0;
-    dt_netns_rule(&e, "", 0);
-    ds_status healed = DS_ERR_CONNECTION;
-    t0 = dt_now_ms();
-    while (healed != DS_OK && dt_now_ms() - t0 < 20000) {
-        healed = query_one(pool, &healed_err);
-        if (healed != DS_OK)
-            usleep(100000);
-    }
-    ds_pool_close(pool);
-    dt_netns_down(&e);
-
-    ck_assert_int_eq(before, DS_OK);
-    ck_assert_ds_status(cut, DS_ERR_CONNECTION, cut_err);
-    ck_assert(ds_error_is_retryable(&cut_err));
-    ck_assert_msg(cut_ms < 20000, "in-flight call took %lld ms (tcp_user_timeout 2 s)",
-                  cut_ms);
-    ck_assert_int_ne(again, DS_OK);
-    ck_assert(ds_error_is_retryable(&again_err));
-    ck_assert_msg(again_ms < 15000, "next call took %lld ms", again_ms);
-    ck_assert_ds_ok(healed, healed_err);
+    partition_mid_session_bounded_and_healed(&e, e.pg_url, false, 5432);
 }
 END_TEST
 
@@ -160,14 +177,7 @@ START_TEST(test_netfault_redis_silent_host_bounded_and_healed) {
     long long t0 = dt_now_ms();
     ds_status cut = ds_redis_ping(redis, &e2);
     long long cut_ms = dt_now_ms() - t0;
-    dt_netns_rule(&e, "", 0);
-    ds_status healed = DS_ERR_REDIS;
-    t0 = dt_now_ms();
-    while (healed != DS_OK && dt_now_ms() - t0 < 20000) {
-        healed = ds_redis_ping(redis, &e3);
-        if (healed != DS_OK)
-            usleep(100000);
-    }
+    ds_status healed = dt_netns_heal_redis(&e, redis, &e3);
     ds_redis_close(redis);
     dt_netns_down(&e);
 
@@ -194,17 +204,7 @@ START_TEST(test_netfault_bouncer_silent_host_fails_connect_within_deadline) {
     DT_NETNS_SKIP_UNLESS_AVAILABLE();
     dt_netns e;
     bouncer_up(&e);
-    dt_netns_rule(&e, "drop", 6432);
-    ds_pool *pool = NULL;
-    ds_error err = {0};
-    long long t0 = dt_now_ms();
-    ds_status st = open_pool_mode(e.bouncer_url, "", true, 2, &pool, &err);
-    long long took = dt_now_ms() - t0;
-    dt_netns_down(&e);
-    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
-    ck_assert(ds_error_is_retryable(&err));
-    ck_assert_msg(strstr(err.message, "timed out"), "%s", err.message);
-    ck_assert_msg(took < 15000, "connect took %lld ms with a 1000 ms deadline", took);
+    silent_host_fails_connect_within_deadline(&e, e.bouncer_url, true, 6432);
 }
 END_TEST
 
@@ -212,73 +212,15 @@ START_TEST(test_netfault_bouncer_rejected_port_fails_fast) {
     DT_NETNS_SKIP_UNLESS_AVAILABLE();
     dt_netns e;
     bouncer_up(&e);
-    dt_netns_rule(&e, "reject", 6432);
-    ds_pool *pool = NULL;
-    ds_error err = {0};
-    /* A long connect deadline: a refusal must not wait for it. */
-    ds_config *cfg = dt_config(e.bouncer_url, 0, 2);
-    ck_assert_ds_ok(ds_config_set(cfg, "statement_mode", "pooler", &err), err);
-    ck_assert_ds_ok(ds_config_set_int(cfg, "connect_timeout_ms", 20000, &err), err);
-    long long t0 = dt_now_ms();
-    ds_status st = ds_pool_open(cfg, &pool, &err);
-    long long took = dt_now_ms() - t0;
-    ds_config_free(cfg);
-    dt_netns_down(&e);
-    ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
-    ck_assert(ds_error_is_retryable(&err));
-    ck_assert_msg(strstr(err.message, "refused"), "%s", err.message);
-    ck_assert_msg(took < 20000, "a refused connect waited for the 20 s deadline "
-                  "(%lld ms)", took);
+    rejected_port_fails_fast(&e, e.bouncer_url, true, 6432);
 }
 END_TEST
 
-/* Packets to PgBouncer dropped on an established connection: the call in
- * flight fails (retryable) after tcp_user_timeout, the next one within the
- * connect deadline, and the same pool works again once the path heals. */
 START_TEST(test_netfault_bouncer_partition_mid_session_bounded_and_healed) {
     DT_NETNS_SKIP_UNLESS_AVAILABLE();
     dt_netns e;
     bouncer_up(&e);
-    ds_pool *pool = NULL;
-    ds_error err = {0};
-    ds_status open_st = open_pool_mode(e.bouncer_url, "&tcp_user_timeout=2000",
-                                       true, 2, &pool, &err);
-    if (open_st != DS_OK) {
-        dt_netns_down(&e);
-        ck_abort_msg("open: %s", err.message);
-    }
-    ds_error before_err = {0}, cut_err = {0}, again_err = {0}, healed_err = {0};
-    ds_status before = query_one(pool, &before_err);
-    dt_netns_rule(&e, "drop", 6432);
-    long long t0 = dt_now_ms();
-    ds_status cut = query_one(pool, &cut_err);
-    long long cut_ms = dt_now_ms() - t0;
-    t0 = dt_now_ms();
-    ds_status again = query_one(pool, &again_err);
-    long long again_ms = dt_now_ms() - t0;
-    dt_netns_rule(&e, "", 0);
-    ds_status healed = DS_ERR_CONNECTION;
-    int heal_attempts = 0;
-    t0 = dt_now_ms();
-    while (healed != DS_OK && dt_now_ms() - t0 < 20000) {
-        heal_attempts++;
-        healed = query_one(pool, &healed_err);
-        if (healed != DS_OK)
-            usleep(100000);
-    }
-    ds_pool_close(pool);
-    dt_netns_down(&e);
-
-    ck_assert_ds_ok(before, before_err);
-    ck_assert_ds_status(cut, DS_ERR_CONNECTION, cut_err);
-    ck_assert(ds_error_is_retryable(&cut_err));
-    ck_assert_msg(cut_ms < 20000, "in-flight call took %lld ms (tcp_user_timeout 2 s)",
-                  cut_ms);
-    ck_assert_int_ne(again, DS_OK);
-    ck_assert(ds_error_is_retryable(&again_err));
-    ck_assert_msg(again_ms < 15000, "next call took %lld ms", again_ms);
-    ck_assert_msg(healed == DS_OK, "no recovery after %d attempts: %s",
-                  heal_attempts, healed_err.message);
+    partition_mid_session_bounded_and_healed(&e, e.bouncer_url, true, 6432);
 }
 END_TEST
 
@@ -341,9 +283,13 @@ START_TEST(test_netfault_bouncer_killed_mid_load_recovers) {
     while (atomic_load(&a.ok) < 20 && dt_now_ms() < deadline)
         usleep(10000);
     int ok_before_kill = atomic_load(&a.ok);
+    int failed_before_kill = atomic_load(&a.retryable);
     dt_netns_kill_pgbouncer(&e);
-    usleep(1000000);
-    int failed_while_down = atomic_load(&a.retryable);
+    /* down until the load has seen it: some call failed (at most 20 s) */
+    deadline = dt_now_ms() + 20000;
+    while (atomic_load(&a.retryable) == failed_before_kill && dt_now_ms() < deadline)
+        usleep(10000);
+    int failed_while_down = atomic_load(&a.retryable) - failed_before_kill;
     dt_netns_start_pgbouncer(&e);
     int ok_at_restart = atomic_load(&a.ok);
     deadline = dt_now_ms() + 20000;

@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,33 +13,14 @@
 
 #include "migrate/migrate_internal.h"
 #include "progress_util.h"
+#include "dt_files.h"
 #include "test_util.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static char *temp_dir(void) {
-    const char *base = dt_env_opt("TMPDIR");
-    char tmpl[PATH_MAX];
-    snprintf(tmpl, sizeof tmpl, "%s/dt_online_XXXXXX", base ? base : P_tmpdir);
-    char *d = strdup(tmpl);
-    ck_assert_ptr_nonnull(mkdtemp(d));
-    return d;
-}
-
-static void write_file(const char *dir, const char *name, const char *text) {
-    char path[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-    fclose(f);
-}
-
-static void rm_dir(char *dir) {
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-    free(dir);
+/* Closes the pool and drops the test's database (the url is freed). */
+static void close_db(ds_pool *pool, char *url) {
+    close_db(pool, url);
 }
 
 /* ---- the runner's online tools --------------------------------------------- */
@@ -47,25 +29,25 @@ static void rm_dir(char *dir) {
  * failed CONCURRENTLY build left is dropped and built again. */
 START_TEST(test_online_when_and_invalid_index_repair) {
     char *url = dt_create_db("onl_when");
-    char *dir = temp_dir();
-    write_file(dir, "0001_things.up.sql",
-               "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n"
-               "INSERT INTO things SELECT g, 'same' FROM generate_series(1, 50) g;\n");
-    write_file(dir, "0001_things.down.sql", "DROP TABLE things;\n");
-    write_file(dir, "0002_idx.up.sql",
-               "-- ds:no-transaction\n"
-               "-- ds:when false\n"
-               "SELECT 1 / 0;\n"
-               "-- a comment between the condition and the statement\n"
-               "-- ds:when (SELECT count(*) = 50 FROM things)\n"
-               "-- (the condition above holds)\n"
-               "CREATE TABLE when_ran (x int);\n"
-               "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_label_idx\n"
-               "    ON things (label);\n");
-    write_file(dir, "0002_idx.down.sql",
-               "-- ds:no-transaction\n"
-               "DROP TABLE when_ran;\n"
-               "DROP INDEX CONCURRENTLY things_label_idx;\n");
+    char *dir = dt_temp_dir("online");
+    dt_write_file(dir, "0001_things.up.sql",
+                  "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n"
+                  "INSERT INTO things SELECT g, 'same' FROM generate_series(1, 50) g;\n");
+    dt_write_file(dir, "0001_things.down.sql", "DROP TABLE things;\n");
+    dt_write_file(dir, "0002_idx.up.sql",
+                  "-- ds:no-transaction\n"
+                  "-- ds:when false\n"
+                  "SELECT 1 / 0;\n"
+                  "-- a comment between the condition and the statement\n"
+                  "-- ds:when (SELECT count(*) = 50 FROM things)\n"
+                  "-- (the condition above holds)\n"
+                  "CREATE TABLE when_ran (x int);\n"
+                  "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_label_idx\n"
+                  "    ON things (label);\n");
+    dt_write_file(dir, "0002_idx.down.sql",
+                  "-- ds:no-transaction\n"
+                  "DROP TABLE when_ran;\n"
+                  "DROP INDEX CONCURRENTLY things_label_idx;\n");
     ds_pool *pool = dt_pool(url, 1, 2);
     ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = dir;
@@ -96,17 +78,17 @@ START_TEST(test_online_when_and_invalid_index_repair) {
                      1);
 
     /* a condition that fails is the statement's error, with the line */
-    write_file(dir, "0003_bad.up.sql",
-               "-- ds:no-transaction\n-- ds:when (SELECT nope FROM things)\n"
-               "SELECT 1;\n");
-    write_file(dir, "0003_bad.down.sql", "SELECT 1;\n");
+    dt_write_file(dir, "0003_bad.up.sql",
+                  "-- ds:no-transaction\n-- ds:when (SELECT nope FROM things)\n"
+                  "SELECT 1;\n");
+    dt_write_file(dir, "0003_bad.down.sql", "SELECT 1;\n");
     st = ds_migrate_up(pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_bad.up.sql"));
     ck_assert_ptr_nonnull(strstr(err.message, "ds:when"));
     PQfinish(c);
     ds_pool_close(pool);
-    rm_dir(dir);
+    dt_rm_dir(dir);
     dt_drop_db(url);
     free(url);
 }
@@ -144,27 +126,48 @@ START_TEST(test_online_dry_run_spells_when_for_psql) {
                                      "relname = 'memory_facts'"),
                      0);
     free(script);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
 
+/* A session that runs `sql` (which takes a lock and leaves its transaction
+ * open), holds it for `hold_ms`, then commits. */
 typedef struct blocker {
     const char *url;
+    const char *sql;
     int hold_ms;
+    atomic_bool holding; /* `sql` has run: the lock is held */
+    atomic_bool done;
 } blocker;
 
 static void *blocker_main(void *p) {
     blocker *b = p;
     PGconn *c = PQconnectdb(b->url);
-    PGresult *r = PQexec(c, "BEGIN; LOCK TABLE things IN ACCESS SHARE MODE");
+    PGresult *r = PQexec(c, b->sql);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
+              PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
-    usleep((useconds_t)b->hold_ms * 1000);
+    if (ok) {
+        atomic_store(&b->holding, true);
+        /* holding the lock for a while is the condition under test */
+        usleep((useconds_t)b->hold_ms * 1000);
+    }
     r = PQexec(c, "COMMIT");
     PQclear(r);
     PQfinish(c);
+    atomic_store(&b->done, true);
     return NULL;
+}
+
+/* Starts the blocker and returns once it holds its lock (at most 30 s). */
+static void blocker_start(blocker *b, pthread_t *t) {
+    ck_assert_int_eq(pthread_create(t, NULL, blocker_main, b), 0);
+    long long deadline = dt_now_ms() + 30000;
+    while (!atomic_load(&b->holding) && !atomic_load(&b->done) &&
+           dt_now_ms() < deadline)
+        usleep(1000);
+    ck_assert_msg(atomic_load(&b->holding), "the blocker never held its lock: %s",
+                  b->sql);
 }
 
 /* A no-transaction statement that hits lock_timeout is tried again after a
@@ -172,15 +175,15 @@ static void *blocker_main(void *p) {
  * queues behind the ALTER for one lock_timeout at most each time. */
 START_TEST(test_online_lock_timeout_is_retried) {
     char *url = dt_create_db("onl_retry");
-    char *dir = temp_dir();
-    write_file(dir, "0001_things.up.sql",
-               "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
-    write_file(dir, "0001_things.down.sql", "DROP TABLE things;\n");
-    write_file(dir, "0002_extra.up.sql",
-               "-- ds:no-transaction\n"
-               "ALTER TABLE things ADD COLUMN IF NOT EXISTS extra int;\n");
-    write_file(dir, "0002_extra.down.sql",
-               "ALTER TABLE things DROP COLUMN extra;\n");
+    char *dir = dt_temp_dir("online");
+    dt_write_file(dir, "0001_things.up.sql",
+                  "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
+    dt_write_file(dir, "0001_things.down.sql", "DROP TABLE things;\n");
+    dt_write_file(dir, "0002_extra.up.sql",
+                  "-- ds:no-transaction\n"
+                  "ALTER TABLE things ADD COLUMN IF NOT EXISTS extra int;\n");
+    dt_write_file(dir, "0002_extra.down.sql",
+                  "ALTER TABLE things DROP COLUMN extra;\n");
     ds_pool *pool = dt_pool(url, 1, 2);
     ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = dir;
@@ -188,16 +191,11 @@ START_TEST(test_online_lock_timeout_is_retried) {
     ds_error err = {0};
     ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
     ck_assert_ds_ok(st, err);
-    blocker b = {url, 700};
+    blocker b = {.url = url, .sql = "BEGIN; LOCK TABLE things IN ACCESS SHARE MODE",
+                 .hold_ms = 700};
     pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, blocker_main, &b), 0);
     /* the blocker holds its lock before the migration asks */
-    for (int i = 0; i < 500; i++) {
-        if (dt_sql_int(url, "SELECT count(*) FROM pg_locks l JOIN pg_class c "
-                            "ON c.oid = l.relation WHERE c.relname = 'things'") > 0)
-            break;
-        usleep(10000);
-    }
+    blocker_start(&b, &t);
     int n = 0;
     st = ds_migrate_up(pool, &opts, &n, &err);
     pthread_join(t, NULL);
@@ -208,7 +206,7 @@ START_TEST(test_online_lock_timeout_is_retried) {
                                      "attname = 'extra'"),
                      1);
     ds_pool_close(pool);
-    rm_dir(dir);
+    dt_rm_dir(dir);
     dt_drop_db(url);
     free(url);
 }
@@ -267,9 +265,7 @@ START_TEST(test_online_rewritten_files_keep_applied_databases) {
     st = ds_migrate_verify(pool, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "edited after it was applied"));
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
 
@@ -280,9 +276,10 @@ typedef struct probe {
     const char *name;
     const char *sql; /* $1: a random number from 1 to `range` */
     int range;
-    volatile int *stop;
+    atomic_bool *stop;
+    atomic_llong ops;
+    atomic_bool done; /* the thread ended (error or stop) */
     volatile int pid; /* its backend, for the lock watcher (0: not yet) */
-    long long ops;
     long long worst_us;      /* the longest statement, wall clock */
     long long lock_wait_us;  /* the longest wait for a lock (the watcher's) */
     char error[256];
@@ -300,13 +297,14 @@ static void *probe_main(void *p) {
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(pr->error, sizeof pr->error, "%s", PQerrorMessage(c));
         PQfinish(c);
+        atomic_store(&pr->done, true);
         return NULL;
     }
     PGresult *r = PQexec(c, "SET statement_timeout = '60s'");
     PQclear(r);
     pr->pid = PQbackendPID(c);
     unsigned seed = (unsigned)(uintptr_t)pr;
-    while (!*pr->stop) {
+    while (!atomic_load(pr->stop)) {
         char arg[24];
         snprintf(arg, sizeof arg, "%d", 1 + (int)(rand_r(&seed) % (unsigned)pr->range));
         const char *v[1] = {arg};
@@ -320,9 +318,10 @@ static void *probe_main(void *p) {
         pr->ops++;
         if (dt > pr->worst_us)
             pr->worst_us = dt;
-        usleep(10000);
+        usleep(10000); /* the probe's pace, not a wait for anything */
     }
     PQfinish(c);
+    atomic_store(&pr->done, true);
     return NULL;
 }
 
@@ -332,7 +331,7 @@ typedef struct probes {
     probe p[MAX_PROBES];
     pthread_t t[MAX_PROBES];
     int n;
-    volatile int stop;
+    atomic_bool stop;
     pthread_t watcher;
     const char *url;
     char watcher_error[256];
@@ -357,7 +356,7 @@ static void *watcher_main(void *p) {
         PQfinish(c);
         return NULL;
     }
-    while (!ps->stop) {
+    while (!atomic_load(&ps->stop)) {
         PGresult *r = PQexec(
             c, "SELECT pid, (extract(epoch FROM clock_timestamp() - "
                "min(waitstart)) * 1e6)::bigint FROM pg_locks "
@@ -385,6 +384,22 @@ static void watcher_start(probes *ps, const char *url) {
     ck_assert_int_eq(pthread_create(&ps->watcher, NULL, watcher_main, ps), 0);
 }
 
+/* Waits until every probe has made `more` operations past `since` (NULL:
+ * past 0) or has ended; fails the test after 30 s. */
+static void probes_wait_ops(probes *ps, const long long since[], long long more,
+                            const char *what) {
+    long long deadline = dt_now_ms() + 30000;
+    for (int i = 0; i < ps->n; i++) {
+        probe *pr = &ps->p[i];
+        long long want = (since ? since[i] : 0) + more;
+        while (atomic_load(&pr->ops) < want && !atomic_load(&pr->done)) {
+            ck_assert_msg(dt_now_ms() < deadline, "%s made no progress %s",
+                          pr->name, what);
+            usleep(1000);
+        }
+    }
+}
+
 /* A probe: its name, its statement ($1 from 1 to its range) and which
  * range it draws from. */
 typedef struct probe_def {
@@ -392,29 +407,6 @@ typedef struct probe_def {
     const char *sql;
     int conv; /* 0: users, 1: conversations, 2: the extra range */
 } probe_def;
-
-/* Starts the probes `defs` (at most MAX_PROBES); `extra` is the range of
- * those with conv == 2. */
-static void probes_start_defs(probes *ps, const char *url,
-                              const probe_def *defs, int n, int users,
-                              int conversations, int extra) {
-    ck_assert_int_le(n, MAX_PROBES);
-    memset(ps, 0, sizeof *ps);
-    ps->n = n;
-    for (int i = 0; i < n; i++) {
-        probe *pr = &ps->p[i];
-        pr->url = url;
-        pr->name = defs[i].name;
-        pr->sql = defs[i].sql;
-        pr->range = defs[i].conv == 2   ? extra
-                    : defs[i].conv == 1 ? conversations
-                                        : users;
-        pr->stop = &ps->stop;
-        ck_assert_int_eq(pthread_create(&ps->t[i], NULL, probe_main, pr), 0);
-    }
-    watcher_start(ps, url);
-    usleep(300000); /* every probe connected and running */
-}
 
 /* A probe with a range of its own: $1 from 1 to `range`. */
 typedef struct range_probe {
@@ -439,7 +431,22 @@ static void probes_run(probes *ps, const char *url, const range_probe *defs,
         ck_assert_int_eq(pthread_create(&ps->t[i], NULL, probe_main, pr), 0);
     }
     watcher_start(ps, url);
-    usleep(300000); /* every probe connected and running */
+    probes_wait_ops(ps, NULL, 1, "at the start"); /* connected and running */
+}
+
+/* Starts the probes `defs` (at most MAX_PROBES); `extra` is the range of
+ * those with conv == 2. */
+static void probes_start_defs(probes *ps, const char *url,
+                              const probe_def *defs, int n, int users,
+                              int conversations, int extra) {
+    ck_assert_int_le(n, MAX_PROBES);
+    range_probe ranged[MAX_PROBES];
+    for (int i = 0; i < n; i++)
+        ranged[i] = (range_probe){defs[i].name, defs[i].sql,
+                                  defs[i].conv == 2   ? extra
+                                  : defs[i].conv == 1 ? conversations
+                                                      : users};
+    probes_run(ps, url, ranged, n);
 }
 
 static void probes_start(probes *ps, const char *url, int users,
@@ -479,7 +486,7 @@ static void probes_start(probes *ps, const char *url, int users,
 
 /* Stops the probes and the lock watcher. */
 static void probes_stop(probes *ps) {
-    ps->stop = 1;
+    atomic_store(&ps->stop, true);
     for (int i = 0; i < ps->n; i++)
         pthread_join(ps->t[i], NULL);
     pthread_join(ps->watcher, NULL);
@@ -491,6 +498,11 @@ static void probes_stop(probes *ps) {
  * is printed too: it includes time without CPU, so it is not asserted.) */
 static void probes_check(probes *ps, const char *what, long long before[],
                          int bound_ms) {
+    /* each probe goes on working once `what` is done */
+    long long now[MAX_PROBES];
+    for (int i = 0; i < ps->n; i++)
+        now[i] = atomic_load(&ps->p[i].ops);
+    probes_wait_ops(ps, now, 3, "after the operation");
     probes_stop(ps);
     for (int i = 0; i < ps->n; i++) {
         const probe *pr = &ps->p[i];
@@ -552,9 +564,6 @@ static void populate(const char *url, int users, int rows, int future) {
     PQfinish(c);
 }
 
-static void populate_at_latest(const char *url, int users, int rows) {
-    populate(url, users, rows, 0);
-}
 
 typedef struct progress_log {
     int events;
@@ -580,25 +589,43 @@ static void log_progress(void *ud, const ds_migrate_progress *p) {
 #define PROBE_FUTURE 20000
 #define BOUND_MS 1000
 
+/* The probes' set-up: a database of its own (URL in *url) at schema
+ * `version` (0: the latest), filled by populate() for 200 users with
+ * PROBE_ROWS rows and `future` events of a month that has no partition
+ * yet, and a pool on it. `backend` (NULL: the default) is the vector
+ * backend the pool migrates with. */
+static ds_pool *populated_db(char **url, const char *tag, int version,
+                             int future, const char *backend) {
+    if (version == 0) {
+        *url = dt_migrated_db_backend(tag, backend);
+        populate(*url, 200, PROBE_ROWS, future);
+        return dt_pool(*url, 1, 2);
+    }
+    *url = dt_create_db(tag);
+    ds_config *cfg = dt_config(*url, 1, 2);
+    ds_error err = {0};
+    if (backend)
+        ck_assert_ds_ok(ds_config_set(cfg, "vector_backend", backend, &err), err);
+    ds_pool *pool;
+    ds_status st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    st = ds_migrate_to(pool, NULL, version, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    populate(*url, 200, PROBE_ROWS, future);
+    return pool;
+}
+
 /* A database at version 2 with rows in every table is moved to the latest
  * version, then maintained (one month's rows wait in the default
  * partition), while probes read and write memory_facts, messages,
  * conversations and analytics_events. */
 START_TEST(test_online_upgrade_and_maintain_under_probes) {
-    char *url = dt_create_db("onl_probe");
-    const char *backend = dt_env_opt("DS_VECTOR_BACKEND");
-    ds_config *cfg = dt_config(url, 1, 2);
+    char *url;
+    ds_pool *pool = populated_db(&url, "onl_probe", 2, PROBE_FUTURE,
+                                 dt_env_opt("DS_VECTOR_BACKEND"));
     ds_error err = {0};
-    if (backend)
-        ck_assert_int_eq(ds_config_set(cfg, "vector_backend", backend, &err),
-                         DS_OK);
-    ds_pool *pool;
-    ds_status st = ds_pool_open(cfg, &pool, &err);
-    ds_config_free(cfg);
-    ck_assert_ds_ok(st, err);
-    st = ds_migrate_to(pool, NULL, 2, NULL, &err);
-    ck_assert_ds_ok(st, err);
-    populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
+    ds_status st;
 
     probes ps;
     probes_start(&ps, url, 200, PROBE_ROWS / 10);
@@ -609,7 +636,6 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
     long long after_up[NPROBES];
     for (int i = 0; i < NPROBES; i++)
         after_up[i] = ps.p[i].ops;
-    usleep(200000);
     int created = 0;
     progress_log pl = {0};
     ds_migrate_options mopts = DS_MIGRATE_OPTIONS_INIT;
@@ -617,7 +643,6 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
     mopts.progress_ud = &pl;
     st = ds_migrate_maintain(pool, &mopts, 6, &created, &err);
     ck_assert_ds_ok(st, err);
-    usleep(200000);
     probes_check(&ps, "up from 2 and maintain", after_up, BOUND_MS);
     /* progress: batches of the one month that had rows, up to all of them */
     ck_assert_int_ge(pl.events, 2);
@@ -656,23 +681,18 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
                      0);
     st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
-
 
 /* From version 1 (every event in the default partition) to the latest,
  * then maintained: 0002 leaves a populated table's rows where they are and
  * maintain moves this month's into its new partition in batches. */
 START_TEST(test_online_upgrade_from_1_under_probes) {
-    char *url = dt_create_db("onl_from1");
-    ds_pool *pool = dt_pool(url, 1, 2);
+    char *url;
+    ds_pool *pool = populated_db(&url, "onl_from1", 1, PROBE_FUTURE, NULL);
     ds_error err = {0};
-    ds_status st = ds_migrate_to(pool, NULL, 1, NULL, &err);
-    ck_assert_ds_ok(st, err);
-    populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
+    ds_status st;
     probes ps;
     probes_start(&ps, url, 200, PROBE_ROWS / 10);
     int n = 0;
@@ -686,7 +706,6 @@ START_TEST(test_online_upgrade_from_1_under_probes) {
     st = ds_migrate_maintain(pool, NULL, 3, &created, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(created, 4);
-    usleep(200000);
     probes_check(&ps, "up from 1 and maintain", NULL, BOUND_MS);
     /* this month's rows left the default partition */
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events_default "
@@ -694,9 +713,7 @@ START_TEST(test_online_upgrade_from_1_under_probes) {
                                      "AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AND "
                                      "name = 'e' AND occurred_at < now() - interval '1 hour'"),
                      0);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
 
@@ -835,9 +852,7 @@ START_TEST(test_online_0004_under_probes) {
                                      "conrelid = 'users'::regclass AND NOT "
                                      "convalidated"),
                      0);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
 
@@ -846,8 +861,8 @@ END_TEST
  * partition in batches and one catalog-only swap, under the probes; every
  * event is kept, and a row written during the fold is not lost. */
 START_TEST(test_online_down_to_1_under_probes) {
-    char *url = dt_migrated_db("onl_down");
-    populate_at_latest(url, 200, PROBE_ROWS);
+    char *url;
+    ds_pool *pool = populated_db(&url, "onl_down", 0, 0, NULL);
     /* one month ahead with rows too, and a few in the default partition */
     dt_sql(url, "SELECT ds_analytics_ensure_partitions(2)");
     dt_sql(url, "INSERT INTO analytics_events (user_id, name, occurred_at) "
@@ -862,13 +877,11 @@ START_TEST(test_online_down_to_1_under_probes) {
     ck_assert_int_gt(dt_sql_int(url, "SELECT count(*) FROM pg_inherits WHERE "
                                      "inhparent = 'analytics_events'::regclass"),
                      3);
-    ds_pool *pool = dt_pool(url, 1, 2);
     probes ps;
     probes_start(&ps, url, 200, PROBE_ROWS / 10);
     ds_error err = {0};
     ds_status st = ds_migrate_to(pool, NULL, 1, NULL, &err);
     ck_assert_ds_ok(st, err);
-    usleep(200000);
     probes_check(&ps, "down to 1", NULL, BOUND_MS);
     /* one partition left, the default, holding every event: those from
      * before and each probe insert */
@@ -899,9 +912,7 @@ START_TEST(test_online_down_to_1_under_probes) {
     st = ds_migrate_up(pool, NULL, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, (int)(DS_SCHEMA_VERSION - 1));
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
 
@@ -910,15 +921,14 @@ END_TEST
 START_TEST(test_online_upgrade_to_pgvector_under_probes) {
     if (dt_skip_without_pgvector("test_online_upgrade_to_pgvector_under_probes"))
         return;
-    char *url = dt_migrated_db_backend("onl_pgv", "fallback");
-    populate_at_latest(url, 200, PROBE_ROWS);
+    char *url;
+    ds_pool *pool = populated_db(&url, "onl_pgv", 0, 0, "fallback");
     dt_sql(url, "UPDATE memory_facts SET "
                 "embedding = decode(repeat('0000803f', 384), 'hex'), "
                 "embedding_sketch = decode(repeat('00', 392), 'hex') "
                 "WHERE id % 3 <> 0");
     long long with = dt_sql_int(url, "SELECT count(*) FROM memory_facts WHERE "
                                      "embedding IS NOT NULL");
-    ds_pool *pool = dt_pool(url, 1, 2);
     probes ps;
     probes_start(&ps, url, 200, PROBE_ROWS / 10);
     ds_error err = {0};
@@ -930,7 +940,6 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
     uo.progress_ud = &prog;
     ds_status st = ds_memory_upgrade_to_pgvector_ex(pool, &uo, &err);
     ck_assert_ds_ok(st, err);
-    usleep(200000);
     probes_check(&ps, "upgrade_to_pgvector", NULL, BOUND_MS);
     dt_progress_check(&prog, true);
     ck_assert_int_eq(prog.last_done, with);
@@ -955,9 +964,7 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
                                      "relname = 'memory_facts_upgrade_todo_idx'"),
                      0);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
 
@@ -965,8 +972,8 @@ END_TEST
  * all), batch after batch (ds_gdpr_purge_deleted_users_ex), under the probes
  * (which use the other users); progress reported to the end. */
 START_TEST(test_online_purge_under_probes) {
-    char *url = dt_migrated_db("onl_purge");
-    populate_at_latest(url, 200, PROBE_ROWS);
+    char *url;
+    ds_pool *pool = populated_db(&url, "onl_purge", 0, 0, NULL);
     /* 100 more users, 200 memory facts and 200 events each, soft-deleted */
     dt_sql(url, "INSERT INTO users (email, deleted_at) SELECT 'gone' || g || "
                 "'@example.com', now() - interval '40 days' FROM "
@@ -977,7 +984,6 @@ START_TEST(test_online_purge_under_probes) {
     dt_sql(url, "INSERT INTO analytics_events (user_id, name) SELECT u.id, "
                 "'old' FROM users u, generate_series(1, 200) g "
                 "WHERE u.deleted_at IS NOT NULL");
-    ds_pool *pool = dt_pool(url, 1, 2);
     probes ps;
     probes_start(&ps, url, 200, PROBE_ROWS / 10);
     ds_error err = {0};
@@ -994,7 +1000,6 @@ START_TEST(test_online_purge_under_probes) {
                                             &more, &err);
     ck_assert_ds_ok(st, err);
     ck_assert(!more);
-    usleep(200000);
     probes_check(&ps, "purge_soft_deleted", NULL, BOUND_MS);
     ck_assert_int_eq(total, 100);
     dt_progress_check(&prog, true);
@@ -1003,26 +1008,21 @@ START_TEST(test_online_purge_under_probes) {
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM memory_facts WHERE "
                                      "content LIKE 'old fact %'"),
                      0);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
-
-#define K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-#define K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
 
 /* Key rotation of 30,000 service connections while probes read and write
  * them (and the other tables): short batches that skip rows a writer
  * holds, so nobody waits for long; progress to the end. */
 START_TEST(test_online_rotate_under_probes) {
     enum { CONNS = 30000 };
-    char *url = dt_migrated_db("onl_rot");
-    populate_at_latest(url, 200, PROBE_ROWS);
+    char *url;
+    ds_pool *pool = populated_db(&url, "onl_rot", 0, 0, NULL);
     ds_error err = {0};
     ds_crypto *ring1, *ring2;
-    ck_assert_ds_ok(ds_crypto_open_keys(K1, &ring1, &err), err);
-    ck_assert_ds_ok(ds_crypto_open_keys(K2 "," K1, &ring2, &err), err);
+    ck_assert_ds_ok(ds_crypto_open_keys(DT_K1, &ring1, &err), err);
+    ck_assert_ds_ok(ds_crypto_open_keys(DT_K2 "," DT_K1, &ring2, &err), err);
     dt_seed_connections(url, ring1, CONNS, 200);
     dt_sql(url, "ANALYZE service_connections");
     static const probe_def defs[] = {
@@ -1038,7 +1038,6 @@ START_TEST(test_online_rotate_under_probes) {
          "INSERT INTO messages (conversation_id, role, content) "
          "VALUES ($1, 'user', 'probe')", 1},
     };
-    ds_pool *pool = dt_pool(url, 1, 2);
     probes ps;
     probes_start_defs(&ps, url, defs, 4, 200, PROBE_ROWS / 10, CONNS);
     dt_progress prog;
@@ -1048,7 +1047,6 @@ START_TEST(test_online_rotate_under_probes) {
     ds_crypto_rotate_stats stats = {.size = sizeof(ds_crypto_rotate_stats)};
     ds_status st = ds_crypto_rotate(ring2, pool, &ro, &stats, &err);
     ck_assert_ds_ok(st, err);
-    usleep(200000);
     probes_check(&ps, "crypto_rotate", NULL, BOUND_MS);
     /* rows the writer probe held were skipped, then rotated on a later
      * pass */
@@ -1065,9 +1063,7 @@ START_TEST(test_online_rotate_under_probes) {
                      CONNS);
     ds_crypto_close(ring1);
     ds_crypto_close(ring2);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
 
@@ -1075,8 +1071,8 @@ END_TEST
  * in batches, while probes work on the other users' rows of the same
  * tables; progress done only grows and ends at total. */
 START_TEST(test_online_erase_under_probes) {
-    char *url = dt_migrated_db("onl_erase");
-    populate_at_latest(url, 200, PROBE_ROWS);
+    char *url;
+    ds_pool *pool = populated_db(&url, "onl_erase", 0, 0, NULL);
     dt_sql(url, "INSERT INTO users (email) VALUES ('heavy@example.com')");
     long long heavy = dt_sql_int(url, "SELECT id FROM users WHERE email = "
                                       "'heavy@example.com'");
@@ -1103,7 +1099,6 @@ START_TEST(test_online_erase_under_probes) {
              heavy);
     dt_sql(url, sql);
     dt_sql(url, "ANALYZE");
-    ds_pool *pool = dt_pool(url, 1, 2);
     probes ps;
     probes_start(&ps, url, 200, PROBE_ROWS / 10);
     dt_progress prog;
@@ -1117,7 +1112,6 @@ START_TEST(test_online_erase_under_probes) {
     ds_error err = {0};
     ds_status st = ds_gdpr_erase_user_ex(pool, NULL, heavy, &eo, &rep, &err);
     ck_assert_ds_ok(st, err);
-    usleep(200000);
     probes_check(&ps, "user_erase", NULL, BOUND_MS);
     ck_assert_int_eq(rep->users, 1);
     ck_assert_int_eq(rep->messages, 30000);
@@ -1136,9 +1130,7 @@ START_TEST(test_online_erase_under_probes) {
     /* the others' rows are all there */
     ck_assert_int_ge(dt_sql_int(url, "SELECT count(*) FROM memory_facts"),
                      PROBE_ROWS);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
 
@@ -1158,13 +1150,10 @@ static long long probe_ops(const probes *ps, const char *prefix) {
  * updater waits on row locks while the move runs, so the bound here is
  * generous: this test is about correctness.) */
 START_TEST(test_online_maintain_while_rows_of_the_month_change) {
-    char *url = dt_create_db("onl_upd");
-    ds_pool *pool = dt_pool(url, 1, 2);
+    char *url;
+    ds_pool *pool = populated_db(&url, "onl_upd", 2, PROBE_FUTURE, NULL);
     ds_error err = {0};
-    ds_status st = ds_migrate_to(pool, NULL, 2, NULL, &err);
-    ck_assert_ds_ok(st, err);
-    populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
-    st = ds_migrate_up(pool, NULL, NULL, &err);
+    ds_status st = ds_migrate_up(pool, NULL, NULL, &err);
     ck_assert_ds_ok(st, err);
     long long first = dt_sql_int(url, "SELECT min(id) - 1 FROM analytics_events "
                                       "WHERE name = 'future'");
@@ -1187,7 +1176,6 @@ START_TEST(test_online_maintain_while_rows_of_the_month_change) {
     int created = 0;
     st = ds_migrate_maintain(pool, NULL, 6, &created, &err);
     ck_assert_ds_ok(st, err);
-    usleep(200000);
     probes_check(&ps, "maintain while rows change", NULL, 10 * BOUND_MS);
     ck_assert_int_eq(created, 3);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events e "
@@ -1199,36 +1187,19 @@ START_TEST(test_online_maintain_while_rows_of_the_month_change) {
                                      "::int), 0) FROM analytics_events WHERE "
                                      "name = 'future'"),
                      probe_ops(&ps, "updater"));
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
-
-static void *long_reader_main(void *p) {
-    blocker *b = p;
-    PGconn *c = PQconnectdb(b->url);
-    PGresult *r = PQexec(c, "BEGIN; SELECT count(*) FROM analytics_events");
-    PQclear(r);
-    usleep((useconds_t)b->hold_ms * 1000);
-    r = PQexec(c, "COMMIT");
-    PQclear(r);
-    PQfinish(c);
-    return NULL;
-}
 
 /* A long query on analytics_events holds its lock while maintain wants to
  * attach: the attach queues briefly and tries again, so readers and
  * writers arriving meanwhile never queue behind it for long, and maintain
  * finishes once the query is done. */
 START_TEST(test_online_maintain_behind_a_long_reader) {
-    char *url = dt_create_db("onl_long");
-    ds_pool *pool = dt_pool(url, 1, 2);
+    char *url;
+    ds_pool *pool = populated_db(&url, "onl_long", 2, PROBE_FUTURE, NULL);
     ds_error err = {0};
-    ds_status st = ds_migrate_to(pool, NULL, 2, NULL, &err);
-    ck_assert_ds_ok(st, err);
-    populate(url, 200, PROBE_ROWS, PROBE_FUTURE);
-    st = ds_migrate_up(pool, NULL, NULL, &err);
+    ds_status st = ds_migrate_up(pool, NULL, NULL, &err);
     ck_assert_ds_ok(st, err);
     range_probe defs[] = {
         {"analytics_events write",
@@ -1238,23 +1209,20 @@ START_TEST(test_online_maintain_behind_a_long_reader) {
     };
     probes ps;
     probes_run(&ps, url, defs, 2);
-    blocker b = {url, 3000};
+    blocker b = {.url = url, .sql = "BEGIN; SELECT count(*) FROM analytics_events",
+                 .hold_ms = 3000};
     pthread_t t;
-    ck_assert_int_eq(pthread_create(&t, NULL, long_reader_main, &b), 0);
-    usleep(300000); /* the long query holds its lock */
+    blocker_start(&b, &t); /* the long query holds its lock */
     int created = 0;
     st = ds_migrate_maintain(pool, NULL, 6, &created, &err);
     pthread_join(t, NULL);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(created, 3);
-    usleep(200000);
     probes_check(&ps, "maintain behind a long reader", NULL, BOUND_MS);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM analytics_events_default "
                                      "WHERE name = 'future'"),
                      0);
-    ds_pool_close(pool);
-    dt_drop_db(url);
-    free(url);
+    close_db(pool, url);
 }
 END_TEST
 
@@ -1286,7 +1254,7 @@ START_TEST(test_online_expand_contract_recipes_under_probes) {
     ds_lint_report_free(rep);
 
     char *url = dt_create_db("onl_recipes");
-    char *dir = temp_dir();
+    char *dir = dt_temp_dir("online");
     char cmd[3 * PATH_MAX];
     snprintf(cmd, sizeof cmd, "cp '%s'/sql/*.sql '%s'/*.sql '%s'/", root,
              recipes, dir);
@@ -1326,7 +1294,6 @@ START_TEST(test_online_expand_contract_recipes_under_probes) {
     probes_run(&ps, url, a, 3);
     st = ds_migrate_to(pool, &opts, 1002, NULL, &err);
     ck_assert_ds_ok(st, err);
-    usleep(200000);
     probes_check(&ps, "recipes: rename expand", NULL, BOUND_MS);
     long long old_rows = probe_ops(&ps, "old writer");
 
@@ -1346,7 +1313,6 @@ START_TEST(test_online_expand_contract_recipes_under_probes) {
     probes_run(&ps, url, b, 6);
     st = ds_migrate_to(pool, &opts, 1013, NULL, &err);
     ck_assert_ds_ok(st, err);
-    usleep(200000);
     probes_check(&ps, "recipes: expand and backfill", NULL, BOUND_MS);
     old_rows += probe_ops(&ps, "old writer");
     long long new_rows = probe_ops(&ps, "new writer");
@@ -1371,7 +1337,6 @@ START_TEST(test_online_expand_contract_recipes_under_probes) {
     st = ds_migrate_up(pool, &opts, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, 1);
-    usleep(200000);
     probes_check(&ps, "recipes: contract", NULL, BOUND_MS);
     long long newer_rows = probe_ops(&ps, "newer writer");
 
@@ -1443,7 +1408,7 @@ START_TEST(test_online_expand_contract_recipes_under_probes) {
                                      "' ', 1) || ' addr')"),
                      0);
     ds_pool_close(pool);
-    rm_dir(dir);
+    dt_rm_dir(dir);
     dt_drop_db(url);
     free(url);
 }

@@ -466,6 +466,45 @@ static void *load_main(void *p) {
     return NULL;
 }
 
+/* Four threads load `pool` while scripts/services restarts `service`: the
+ * load flows before (8 queries), the pool heals without any action from us
+ * (bounded generously: the machine may be loaded), the load flows again (4
+ * more queries), and every failure in between is retryable. */
+static void survives_restart_under_load(ds_pool *pool, const char *service) {
+    atomic_bool stop = false;
+    atomic_int ok = 0, retryable = 0, other = 0;
+    load_arg arg = {pool, &stop, &ok, &retryable, &other};
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&th[i], NULL, load_main, &arg);
+    long long deadline = dt_now_ms() + 30000;
+    while (atomic_load(&ok) < 8 && dt_now_ms() < deadline)
+        usleep(2000);
+    int ok_at_restart = atomic_load(&ok);
+    char args[64];
+    snprintf(args, sizeof args, "restart %s", service);
+    int restarted = dt_services(args);
+    ds_error heal_err = {0};
+    ds_status healed = restarted == 0
+                           ? dt_pool_wait_query_ok(pool, 30000, NULL, &heal_err)
+                           : DS_ERR_CONNECTION;
+    int ok_before = atomic_load(&ok);
+    deadline = dt_now_ms() + 30000;
+    while (healed == DS_OK && atomic_load(&ok) <= ok_before + 4 &&
+           dt_now_ms() < deadline)
+        usleep(2000);
+    atomic_store(&stop, true);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_ge(ok_at_restart, 8);
+    ck_assert_int_eq(restarted, 0);
+    ck_assert_msg(healed == DS_OK, "pool did not recover within 30 s of the %s "
+                  "restart: %s", service, heal_err.message);
+    ck_assert_int_gt(atomic_load(&ok), ok_before + 4); /* load flows again */
+    ck_assert_int_eq(atomic_load(&other), 0);      /* every failure retryable */
+    ck_assert_int_eq(stats_of(pool).in_use, 0);
+}
+
 START_TEST(test_pool_survives_postgres_restart) {
     ds_config *cfg = dt_config(db_url(), 2, 4);
     ds_error err = {0};
@@ -475,45 +514,7 @@ START_TEST(test_pool_survives_postgres_restart) {
     st = ds_pool_open(cfg, &pool, &err);
     ds_config_free(cfg);
     ck_assert_ds_ok(st, err);
-    atomic_bool stop = false;
-    atomic_int ok = 0, retryable = 0, other = 0;
-    load_arg arg = {pool, &stop, &ok, &retryable, &other};
-    pthread_t th[4];
-    for (int i = 0; i < 4; i++)
-        pthread_create(&th[i], NULL, load_main, &arg);
-    /* load flows before the restart: a few queries done (at most 30 s) */
-    long long deadline = dt_now_ms() + 30000;
-    while (atomic_load(&ok) < 8 && dt_now_ms() < deadline)
-        usleep(2000);
-    ck_assert_int_ge(atomic_load(&ok), 8);
-    ck_assert_int_eq(dt_services("restart postgres"), 0);
-    /* After the restart, a plain acquire + query works again without any
-     * action from us (bounded generously: the machine may be loaded). */
-    long long t0 = dt_now_ms();
-    bool healed = false;
-    while (dt_now_ms() - t0 < 30000 && !healed) {
-        ds_conn *c;
-        ds_error e = {0};
-        if (ds_pool_acquire(pool, &c, &e) == DS_OK) {
-            healed = ds_sql_exec(c, "SELECT 1", NULL, 0, NULL, &e) == DS_OK;
-            ds_pool_release(c);
-        }
-        if (!healed)
-            usleep(50000);
-    }
-    /* and the load threads' queries flow again (at most 30 s) */
-    int ok_before = atomic_load(&ok);
-    deadline = dt_now_ms() + 30000;
-    while (healed && atomic_load(&ok) <= ok_before + 4 && dt_now_ms() < deadline)
-        usleep(2000);
-    atomic_store(&stop, true);
-    for (int i = 0; i < 4; i++)
-        pthread_join(th[i], NULL);
-    ck_assert_msg(healed, "pool did not recover within 30 s of the restart");
-    ck_assert_int_gt(atomic_load(&ok), ok_before + 4); /* load flows again */
-    ck_assert_int_eq(atomic_load(&other), 0);      /* every failure retryable */
-    ds_pool_stats s = stats_of(pool);
-    ck_assert_int_eq(s.in_use, 0);
+    survives_restart_under_load(pool, "postgres");
     ds_pool_close(pool);
 }
 END_TEST
@@ -1063,37 +1064,7 @@ START_TEST(test_pool_survives_pgbouncer_restart) {
     ds_status st = ds_pool_open(cfg, &pool, &err);
     ds_config_free(cfg);
     ck_assert_ds_ok(st, err);
-    atomic_bool stop = false;
-    atomic_int ok = 0, retryable = 0, other = 0;
-    load_arg arg = {pool, &stop, &ok, &retryable, &other};
-    pthread_t th[4];
-    for (int i = 0; i < 4; i++)
-        pthread_create(&th[i], NULL, load_main, &arg);
-    usleep(300000);
-    int ok_at_restart = atomic_load(&ok);
-    ck_assert_int_eq(dt_services("restart pgbouncer"), 0);
-    long long t0 = dt_now_ms();
-    bool healed = false;
-    while (dt_now_ms() - t0 < 10000 && !healed) {
-        ds_conn *c;
-        ds_error e = {0};
-        if (ds_pool_acquire(pool, &c, &e) == DS_OK) {
-            healed = ds_sql_exec(c, "SELECT 1", NULL, 0, NULL, &e) == DS_OK;
-            ds_pool_release(c);
-        }
-        if (!healed)
-            usleep(50000);
-    }
-    int ok_before = atomic_load(&ok);
-    usleep(300000);
-    atomic_store(&stop, true);
-    for (int i = 0; i < 4; i++)
-        pthread_join(th[i], NULL);
-    ck_assert_int_gt(ok_at_restart, 0);
-    ck_assert_msg(healed, "pool did not recover within 10 s of the restart");
-    ck_assert_int_gt(atomic_load(&ok), ok_before);
-    ck_assert_int_eq(atomic_load(&other), 0);
-    ck_assert_int_eq(stats_of(pool).in_use, 0);
+    survives_restart_under_load(pool, "pgbouncer");
     ds_pool_close(pool);
 }
 END_TEST
@@ -1143,22 +1114,8 @@ static read_outcome read_with(ds_pool *pool, const ds_read_token *tok,
 START_TEST(test_pool_read_token_never_misses_a_write_on_a_paused_replica) {
     char *url = dt_create_db("ryw");
     dt_sql(url, "CREATE TABLE dt_ryw (id int PRIMARY KEY)");
-    const char *dbname = strrchr(url, '/') + 1;
-    char db[96];
-    snprintf(db, sizeof db, "%.*s", (int)strcspn(dbname, "?"), dbname);
-    char *replica = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), db);
-    char *replica_admin = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), "postgres");
-    char sql[160];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_database WHERE datname = '%s'", db);
-    long long t0 = dt_now_ms();
-    while (dt_sql_int(replica_admin, sql) == 0 && dt_now_ms() - t0 < 30000)
-        usleep(20000);
-    free(replica_admin);
-    while (dt_sql_int(replica, "SELECT count(*) FROM pg_class "
-                               "WHERE relname = 'dt_ryw'") == 0 &&
-           dt_now_ms() - t0 < 30000)
-        usleep(20000);
-
+    char *replica = dt_replica_when_ready(url, "SELECT count(*) FROM pg_class "
+                                               "WHERE relname = 'dt_ryw'");
     ds_config *cfg = dt_config(url, 1, 3);
     ds_error err = {0};
     ck_assert_ds_ok(ds_config_set(cfg, "DATABASE_REPLICA_URLS", replica, &err), err);
@@ -1167,12 +1124,7 @@ START_TEST(test_pool_read_token_never_misses_a_write_on_a_paused_replica) {
     ds_config_free(cfg);
     ck_assert_ds_ok(st, err);
 
-    dt_sql(replica, "SELECT pg_wal_replay_pause()");
-    t0 = dt_now_ms();
-    while (dt_sql_int(replica, "SELECT (pg_get_wal_replay_pause_state() = "
-                               "'paused')::int") != 1 &&
-           dt_now_ms() - t0 < 10000)
-        usleep(20000);
+    dt_replica_pause_replay(replica);
     ck_assert_ds_ok(ds_sql_exec_pool(pool, "INSERT INTO dt_ryw VALUES (1)", NULL, 0,
                                  NULL, &err), err);
     ds_read_token tok;

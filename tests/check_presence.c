@@ -95,6 +95,18 @@ static char *listed(ds_presence *p, int64_t conv, bool typing) {
     return buf;
 }
 
+/* Polls (at most 10 s) until nobody is listed online or typing in `conv`
+ * any more: their entries timed out. */
+static void wait_until_nobody_listed(ds_presence *p, int64_t conv) {
+    long long deadline = dt_now_ms() + 10000;
+    while ((strcmp(listed(p, conv, false), "") != 0 ||
+            strcmp(listed(p, conv, true), "") != 0) &&
+           dt_now_ms() < deadline)
+        usleep(10 * 1000);
+    ck_assert_str_eq(listed(p, conv, false), "");
+    ck_assert_str_eq(listed(p, conv, true), "");
+}
+
 /* ---- state ---------------------------------------------------------------------- */
 
 START_TEST(test_presence_online_list) {
@@ -130,11 +142,13 @@ START_TEST(test_presence_expires_without_heartbeat) {
     ok(ds_presence_set_typing(p, 1, 5, true, &err), &err);
     ck_assert_str_eq(listed(p, 1, false), "5");
     ck_assert_str_eq(listed(p, 1, true), "5");
-    usleep(200 * 1000);
-    ck_assert_str_eq(listed(p, 1, false), "");
-    ck_assert_str_eq(listed(p, 1, true), "");
+    wait_until_nobody_listed(p, 1);
     char *on = ds__redis_key(r, NULL, "p:on:1");
     char *ty = ds__redis_key(r, NULL, "p:ty:1");
+    /* and the keys themselves expire (bounded polling) */
+    long long deadline = dt_now_ms() + 10000;
+    while (dt_rint(r, "EXISTS %s %s", on, ty) != 0 && dt_now_ms() < deadline)
+        usleep(10 * 1000);
     ck_assert_int_eq(dt_rint(r, "EXISTS %s %s", on, ty), 0);
     ds__free(on);
     ds__free(ty);
@@ -656,14 +670,7 @@ START_TEST(test_presence_timing_out_publishes_nothing) {
     ok(ds_presence_subscribe(p, convs, 1, collect, &c, &sub, &err), &err);
     ok(ds_presence_set_online(p, 21, 1, &err), &err);
     ok(ds_presence_set_typing(p, 21, 1, true, &err), &err);
-    /* bounded polling until both timed out */
-    long long deadline = dt_now_ms() + 10000;
-    while ((strcmp(listed(p, 21, false), "") != 0 ||
-            strcmp(listed(p, 21, true), "") != 0) &&
-           dt_now_ms() < deadline)
-        usleep(10 * 1000);
-    ck_assert_str_eq(listed(p, 21, false), "");
-    ck_assert_str_eq(listed(p, 21, true), "");
+    wait_until_nobody_listed(p, 21); /* both timed out */
     /* back after the timeout: "not online" before, so online again */
     ok(ds_presence_set_online(p, 21, 1, &err), &err);
     ok(ds_presence_set_online(p, 21, 999, &err), &err); /* sentinel */

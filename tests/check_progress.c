@@ -8,51 +8,15 @@
 #include <string.h>
 
 #include "progress_util.h"
+#include "dt_files.h"
 #include "test_util.h"
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static char *temp_dir(void) {
-    const char *base = dt_env_opt("TMPDIR");
-    char tmpl[PATH_MAX];
-    snprintf(tmpl, sizeof tmpl, "%s/dt_progress_XXXXXX",
-             base ? base : P_tmpdir);
-    char *d = strdup(tmpl);
-    ck_assert_ptr_nonnull(mkdtemp(d));
-    return d;
-}
-
-static void write_file(const char *dir, const char *name, const char *text) {
-    char path[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-    fclose(f);
-}
-
-static void rm_dir(char *dir) {
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-    free(dir);
-}
 
 static long long version_of(const char *url) {
     return dt_sql_int(url, "SELECT coalesce(max(version), 0) FROM "
                            "ds_schema_migrations");
 }
-
-static ds_crypto *ring(const char *spec) {
-    ds_crypto *c;
-    ds_error err = {0};
-    ds_status st = ds_crypto_open_keys(spec, &c, &err);
-    ck_assert_ds_ok(st, err);
-    return c;
-}
-
-#define K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-#define K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
 
 /* ---- migrations ------------------------------------------------------------- */
 
@@ -61,18 +25,18 @@ static ds_crypto *ring(const char *spec) {
  * finishes, reporting each statement and each file. */
 START_TEST(test_progress_migrate_stops_and_resumes) {
     char *url = dt_create_db("prog_mig");
-    char *dir = temp_dir();
-    write_file(dir, "0001_a.up.sql",
-               "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n");
-    write_file(dir, "0001_a.down.sql", "DROP TABLE a;\n");
-    write_file(dir, "0002_b.up.sql",
-               "CREATE TABLE b (id int);\n"
-               "INSERT INTO b SELECT g FROM generate_series(1, 100) g;\n"
-               "CREATE INDEX b_id_idx ON b (id);\n");
-    write_file(dir, "0002_b.down.sql", "DROP TABLE b;\n");
-    write_file(dir, "0003_c.up.sql",
-               "-- ds:no-transaction\nCREATE TABLE IF NOT EXISTS c (id int);\n");
-    write_file(dir, "0003_c.down.sql", "DROP TABLE c;\n");
+    char *dir = dt_temp_dir("progress");
+    dt_write_file(dir, "0001_a.up.sql",
+                  "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n");
+    dt_write_file(dir, "0001_a.down.sql", "DROP TABLE a;\n");
+    dt_write_file(dir, "0002_b.up.sql",
+                  "CREATE TABLE b (id int);\n"
+                  "INSERT INTO b SELECT g FROM generate_series(1, 100) g;\n"
+                  "CREATE INDEX b_id_idx ON b (id);\n");
+    dt_write_file(dir, "0002_b.down.sql", "DROP TABLE b;\n");
+    dt_write_file(dir, "0003_c.up.sql",
+                  "-- ds:no-transaction\nCREATE TABLE IF NOT EXISTS c (id int);\n");
+    dt_write_file(dir, "0003_c.down.sql", "DROP TABLE c;\n");
     ds_pool *pool = dt_pool(url, 1, 2);
     ds_migrate_options opts = {.size = sizeof(ds_migrate_options)};
     opts.dir = dir;
@@ -126,7 +90,7 @@ START_TEST(test_progress_migrate_stops_and_resumes) {
     dt_progress_check(&p, true);
     ck_assert_int_eq(p.last_total, 3);
     ds_pool_close(pool);
-    rm_dir(dir);
+    dt_rm_dir(dir);
     dt_drop_db(url);
     free(url);
 }
@@ -138,19 +102,19 @@ END_TEST
  * runs. */
 START_TEST(test_progress_migrate_batch_backfill) {
     char *url = dt_create_db("prog_batch");
-    char *dir = temp_dir();
-    write_file(dir, "0001_t.up.sql",
-               "CREATE TABLE t (id int PRIMARY KEY, old int, new int);\n"
-               "INSERT INTO t SELECT g, g, NULL FROM generate_series(1, "
-               "20000) g;\n");
-    write_file(dir, "0001_t.down.sql", "DROP TABLE t;\n");
-    write_file(dir, "0002_fill.up.sql",
-               "-- ds:no-transaction\n"
-               "-- copy old into new, 5000 rows a transaction\n"
-               "-- ds:batch (SELECT count(*) FROM t WHERE new IS NULL)\n"
-               "UPDATE t SET new = old WHERE id IN (SELECT id FROM t WHERE "
-               "new IS NULL ORDER BY id LIMIT 5000);\n");
-    write_file(dir, "0002_fill.down.sql", "UPDATE t SET new = NULL;\n");
+    char *dir = dt_temp_dir("progress");
+    dt_write_file(dir, "0001_t.up.sql",
+                  "CREATE TABLE t (id int PRIMARY KEY, old int, new int);\n"
+                  "INSERT INTO t SELECT g, g, NULL FROM generate_series(1, "
+                  "20000) g;\n");
+    dt_write_file(dir, "0001_t.down.sql", "DROP TABLE t;\n");
+    dt_write_file(dir, "0002_fill.up.sql",
+                  "-- ds:no-transaction\n"
+                  "-- copy old into new, 5000 rows a transaction\n"
+                  "-- ds:batch (SELECT count(*) FROM t WHERE new IS NULL)\n"
+                  "UPDATE t SET new = old WHERE id IN (SELECT id FROM t WHERE "
+                  "new IS NULL ORDER BY id LIMIT 5000);\n");
+    dt_write_file(dir, "0002_fill.down.sql", "UPDATE t SET new = NULL;\n");
     ds_pool *pool = dt_pool(url, 1, 2);
     ds_migrate_options opts = {.size = sizeof(ds_migrate_options)};
     opts.dir = dir;
@@ -184,30 +148,30 @@ START_TEST(test_progress_migrate_batch_backfill) {
                      20000);
 
     /* a statement that never runs out of rows is stopped, not run for ever */
-    write_file(dir, "0003_forever.up.sql",
-               "-- ds:no-transaction\n"
-               "-- ds:batch (SELECT 10)\n"
-               "UPDATE t SET new = new + 1 WHERE id <= 50000;\n");
-    write_file(dir, "0003_forever.down.sql", "SELECT 1;\n");
+    dt_write_file(dir, "0003_forever.up.sql",
+                  "-- ds:no-transaction\n"
+                  "-- ds:batch (SELECT 10)\n"
+                  "UPDATE t SET new = new + 1 WHERE id <= 50000;\n");
+    dt_write_file(dir, "0003_forever.down.sql", "SELECT 1;\n");
     st = ds_migrate_up(pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_forever.up.sql:3"));
     ck_assert_ptr_nonnull(strstr(err.message, "leave out the rows"));
 
     /* refused before anything runs: in a transaction, on a SELECT */
-    write_file(dir, "0003_forever.up.sql",
-               "CREATE TABLE never (x int);\n"
-               "-- ds:batch\n"
-               "UPDATE t SET new = NULL WHERE id = 1;\n");
+    dt_write_file(dir, "0003_forever.up.sql",
+                  "CREATE TABLE never (x int);\n"
+                  "-- ds:batch\n"
+                  "UPDATE t SET new = NULL WHERE id = 1;\n");
     st = ds_migrate_up(pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_forever.up.sql:3"));
     ck_assert_ptr_nonnull(strstr(err.message, "outside a transaction"));
-    write_file(dir, "0003_forever.up.sql",
-               "-- ds:no-transaction\n"
-               "CREATE TABLE never (x int);\n"
-               "-- ds:batch\n"
-               "SELECT 1;\n");
+    dt_write_file(dir, "0003_forever.up.sql",
+                  "-- ds:no-transaction\n"
+                  "CREATE TABLE never (x int);\n"
+                  "-- ds:batch\n"
+                  "SELECT 1;\n");
     st = ds_migrate_up(pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "UPDATE, DELETE or INSERT"));
@@ -215,20 +179,20 @@ START_TEST(test_progress_migrate_batch_backfill) {
                                      "relname = 'never'"),
                      0);
     /* a total that does not evaluate names the file and line */
-    write_file(dir, "0003_forever.up.sql",
-               "-- ds:no-transaction\n"
-               "-- ds:batch (SELECT nope FROM t)\n"
-               "DELETE FROM t WHERE id > 100000;\n");
+    dt_write_file(dir, "0003_forever.up.sql",
+                  "-- ds:no-transaction\n"
+                  "-- ds:batch (SELECT nope FROM t)\n"
+                  "DELETE FROM t WHERE id > 100000;\n");
     st = ds_migrate_up(pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_forever.up.sql:3"));
     ck_assert_str_eq(err.sqlstate, "42703");
     /* without a total: done of an unknown total, then it finishes */
-    write_file(dir, "0003_forever.up.sql",
-               "-- ds:no-transaction\n"
-               "-- ds:batch\n"
-               "DELETE FROM t WHERE id IN (SELECT id FROM t WHERE id > 15000 "
-               "LIMIT 2000);\n");
+    dt_write_file(dir, "0003_forever.up.sql",
+                  "-- ds:no-transaction\n"
+                  "-- ds:batch\n"
+                  "DELETE FROM t WHERE id IN (SELECT id FROM t WHERE id > 15000 "
+                  "LIMIT 2000);\n");
     dt_progress_init(&p, "migrate", 0);
     st = ds_migrate_up(pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
@@ -236,7 +200,7 @@ START_TEST(test_progress_migrate_batch_backfill) {
     ck_assert_int_eq(version_of(url), 3);
     dt_progress_check(&p, true);
     ds_pool_close(pool);
-    rm_dir(dir);
+    dt_rm_dir(dir);
     dt_drop_db(url);
     free(url);
 }
@@ -311,8 +275,8 @@ START_TEST(test_progress_rotate_stops_and_resumes) {
     char *url = dt_migrated_db("prog_rot");
     dt_sql(url, "INSERT INTO users (email) SELECT 'u' || g || '@example.com' "
                 "FROM generate_series(1, 50) g");
-    ds_crypto *ring1 = ring(K1);
-    ds_crypto *ring2 = ring(K2 "," K1);
+    ds_crypto *ring1 = dt_crypto_ring(DT_K1);
+    ds_crypto *ring2 = dt_crypto_ring(DT_K2 "," DT_K1);
     dt_seed_connections(url, ring1, ROWS, 50);
     ds_pool *pool = dt_pool(url, 1, 2);
     dt_progress p;
@@ -347,7 +311,7 @@ START_TEST(test_progress_rotate_stops_and_resumes) {
                                      "WHERE key_id = 'k2'"),
                      ROWS);
     /* every envelope opens with the new key alone */
-    ds_crypto *only2 = ring(K2);
+    ds_crypto *only2 = dt_crypto_ring(DT_K2);
     ds_result *res;
     st = ds_sql_exec_pool(pool,
                       "SELECT user_id, external_account_id, access_token_enc "

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dt_redis.h"
@@ -224,6 +223,43 @@ static void *hammer_main(void *p) {
     return NULL;
 }
 
+typedef struct {
+    ds_config *cfg;
+    const char *name;
+    ds_ratelimit_algorithm algo;
+    atomic_int *allowed; /* shared between the processes */
+} hammer_process;
+
+/* One process: its own handle and limiter, 4 threads x 40 checks. */
+static int hammer_process_main(void *ud, int index) {
+    (void)index;
+    hammer_process *hp = ud;
+    ds_redis *r;
+    ds_error err = {0};
+    if (ds_redis_open(hp->cfg, &r, &err) != DS_OK)
+        return 2;
+    ds_ratelimit_options o = {sizeof(ds_ratelimit_options), hp->name, hp->algo, 100,
+                              60000, 0, DS_RATELIMIT_FAIL_CLOSED};
+    ds_ratelimit *rl;
+    if (ds_ratelimit_open(r, &o, &rl, &err) != DS_OK)
+        return 3;
+    pthread_t th[4];
+    hammer_arg args[4];
+    for (int t = 0; t < 4; t++) {
+        args[t] = (hammer_arg){rl, 40, 0, 0};
+        pthread_create(&th[t], NULL, hammer_main, &args[t]);
+    }
+    int errors = 0;
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        atomic_fetch_add(hp->allowed, args[t].allowed);
+        errors += args[t].errors;
+    }
+    ds_ratelimit_close(rl);
+    ds_redis_close(r);
+    return errors ? 1 : 0;
+}
+
 START_TEST(test_ratelimit_exact_under_concurrency) {
     /* 4 processes x 4 threads x 40 checks against a limit of 100 per
      * minute, on both algorithms: exactly 100 allowed each time */
@@ -235,43 +271,8 @@ START_TEST(test_ratelimit_exact_under_concurrency) {
                                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         ck_assert_ptr_ne(allowed, MAP_FAILED);
         atomic_init(allowed, 0);
-        pid_t pids[4];
-        for (int p = 0; p < 4; p++) {
-            pids[p] = fork();
-            ck_assert_int_ge(pids[p], 0);
-            if (pids[p] == 0) {
-                ds_redis *r;
-                ds_error err = {0};
-                if (ds_redis_open(cfg, &r, &err) != DS_OK)
-                    _exit(2);
-                ds_ratelimit_options o = {sizeof(ds_ratelimit_options), a ? "concw" : "concg", algos[a], 100,
-                                          60000, 0, DS_RATELIMIT_FAIL_CLOSED};
-                ds_ratelimit *rl;
-                if (ds_ratelimit_open(r, &o, &rl, &err) != DS_OK)
-                    _exit(3);
-                pthread_t th[4];
-                hammer_arg args[4];
-                for (int t = 0; t < 4; t++) {
-                    args[t] = (hammer_arg){rl, 40, 0, 0};
-                    pthread_create(&th[t], NULL, hammer_main, &args[t]);
-                }
-                int errors = 0;
-                for (int t = 0; t < 4; t++) {
-                    pthread_join(th[t], NULL);
-                    atomic_fetch_add(allowed, args[t].allowed);
-                    errors += args[t].errors;
-                }
-                ds_ratelimit_close(rl);
-                ds_redis_close(r);
-                _exit(errors ? 1 : 0);
-            }
-        }
-        for (int p = 0; p < 4; p++) {
-            int status;
-            ck_assert_int_eq(waitpid(pids[p], &status, 0), pids[p]);
-            ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                          "child status %d", status);
-        }
+        hammer_process hp = {cfg, a ? "concw" : "concg", algos[a], allowed};
+        dt_run_processes(4, hammer_process_main, &hp);
         ck_assert_int_eq(atomic_load(allowed), 100);
         munmap(allowed, 4096);
     }
@@ -369,6 +370,45 @@ static long long most_in_span(admit_rec *recs, int n, int64_t span_us) {
     return most;
 }
 
+typedef struct {
+    ds_config *cfg;
+    const char *name;
+    ds_ratelimit_algorithm algo;
+    int64_t limit, period_ms;
+    int cost;
+    int64_t until_us;
+    burst_log *log; /* shared between the processes */
+} burst_process;
+
+/* One process: its own handle and limiter, 4 threads in bursts. */
+static int burst_process_main(void *ud, int index) {
+    (void)index;
+    burst_process *bp = ud;
+    ds_redis *r;
+    ds_error err = {0};
+    if (ds_redis_open(bp->cfg, &r, &err) != DS_OK)
+        return 2;
+    ds_ratelimit_options o = {sizeof(ds_ratelimit_options), bp->name, bp->algo,
+                              bp->limit, bp->period_ms, 0, DS_RATELIMIT_FAIL_CLOSED};
+    ds_ratelimit *rl;
+    if (ds_ratelimit_open(r, &o, &rl, &err) != DS_OK)
+        return 3;
+    pthread_t th[4];
+    burst_arg args[4];
+    for (int t = 0; t < 4; t++) {
+        args[t] = (burst_arg){rl, bp->log, bp->cost, bp->until_us, 0};
+        pthread_create(&th[t], NULL, burst_main, &args[t]);
+    }
+    int errors = 0;
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        errors += args[t].errors;
+    }
+    ds_ratelimit_close(rl);
+    ds_redis_close(r);
+    return errors ? 1 : 0;
+}
+
 /* 4 processes x 4 threads in bursts for ~3.5 s against one key, per
  * algorithm; every admitted check logged; no `period_ms` span may hold more
  * than the header allows. */
@@ -384,42 +424,8 @@ static void run_bursts(ds_ratelimit_algorithm algo, const char *name,
     /* start just before a second's edge, run three and a half seconds */
     int64_t start = wall_us();
     int64_t until = start - start % 1000000 + 4500000;
-    pid_t pids[4];
-    for (int p = 0; p < 4; p++) {
-        pids[p] = fork();
-        ck_assert_int_ge(pids[p], 0);
-        if (pids[p] == 0) {
-            ds_redis *r;
-            ds_error err = {0};
-            if (ds_redis_open(cfg, &r, &err) != DS_OK)
-                _exit(2);
-            ds_ratelimit_options o = {sizeof(ds_ratelimit_options), name, algo, limit, period_ms, 0,
-                                      DS_RATELIMIT_FAIL_CLOSED};
-            ds_ratelimit *rl;
-            if (ds_ratelimit_open(r, &o, &rl, &err) != DS_OK)
-                _exit(3);
-            pthread_t th[4];
-            burst_arg args[4];
-            for (int t = 0; t < 4; t++) {
-                args[t] = (burst_arg){rl, log, cost, until, 0};
-                pthread_create(&th[t], NULL, burst_main, &args[t]);
-            }
-            int errors = 0;
-            for (int t = 0; t < 4; t++) {
-                pthread_join(th[t], NULL);
-                errors += args[t].errors;
-            }
-            ds_ratelimit_close(rl);
-            ds_redis_close(r);
-            _exit(errors ? 1 : 0);
-        }
-    }
-    for (int p = 0; p < 4; p++) {
-        int status;
-        ck_assert_int_eq(waitpid(pids[p], &status, 0), pids[p]);
-        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-                      "child status %d", status);
-    }
+    burst_process bp = {cfg, name, algo, limit, period_ms, cost, until, log};
+    dt_run_processes(4, burst_process_main, &bp);
     int n = atomic_load(&log->n);
     ck_assert_int_le(n, BURST_MAX_RECS);
     /* the traffic did overrun the limit, and the limiter did admit */

@@ -12,47 +12,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dt_files.h"
 #include "test_util.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static char *temp_dir(void) {
-    const char *base = dt_env_opt("TMPDIR");
-    char tmpl[PATH_MAX];
-    snprintf(tmpl, sizeof tmpl, "%s/dt_rehearse_XXXXXX",
-             base ? base : P_tmpdir);
-    char *d = strdup(tmpl);
-    ck_assert_ptr_nonnull(mkdtemp(d));
-    return d;
-}
-
-static void write_file(const char *dir, const char *name, const char *text) {
-    char path[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(text, 1, strlen(text), f), strlen(text));
-    fclose(f);
-}
-
-static void rm_dir(char *dir) {
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
-    free(dir);
-}
-
-/* The database name of `url`. */
-static char *db_name(const char *url) {
-    PGconn *c = dt_connect(url);
-    char *name = strdup(PQdb(c));
-    PQfinish(c);
-    return name;
-}
-
 /* How many databases a rehearsal of `url` left behind. */
 static long long scratch_left(const char *url) {
-    char *name = db_name(url);
+    char *name = dt_db_name(url);
     char sql[512];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM pg_database WHERE starts_with(datname, "
@@ -93,42 +60,14 @@ static const ds_rehearse_table *table_line(const ds_rehearse_report *r,
     return NULL;
 }
 
-static const char *ds_migrate_path(void) {
-    static char path[PATH_MAX + 32];
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    ck_assert_int_gt(n, 0);
-    self[n] = '\0';
-    for (int up = 0; up < 2; up++) { /* <build>/tests/ds-tests */
-        char *slash = strrchr(self, '/');
-        ck_assert_ptr_nonnull(slash);
-        *slash = '\0';
-    }
-    snprintf(path, sizeof path, "%s/bin/ds-migrate", self);
-    ck_assert_msg(access(path, X_OK) == 0, "%s is not built", path);
-    return path;
-}
-
 /* Runs ds-migrate with DATABASE_URL=url; stdout and stderr in *out. */
 static int run_cli(const char *url, const char *args, char **out) {
     char cmd[8192];
     ck_assert_int_eq(setenv("DS_TEST_REHEARSE_URL", url, 1), 0);
     snprintf(cmd, sizeof cmd,
              "DATABASE_URL=\"$DS_TEST_REHEARSE_URL\" '%s' %s 2>&1",
-             ds_migrate_path(), args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap);
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 == cap)
-            buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = '\0';
-    int rc = pclose(p);
-    *out = buf;
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+             dt_ds_migrate_path(), args);
+    return dt_run_capture(cmd, out);
 }
 
 /* ---- the shipped migrations ---------------------------------------------- */
@@ -221,12 +160,12 @@ static const char *const widen_up[] = {
 };
 
 START_TEST(test_rehearse_sees_rewrite_inside_do_block) {
-    char *dir = temp_dir();
-    write_file(dir, "0001_t.up.sql", table_up);
-    write_file(dir, "0001_t.down.sql", table_down);
-    write_file(dir, "0002_widen.up.sql", widen_up[_i]);
-    write_file(dir, "0002_widen.down.sql",
-               "ALTER TABLE t ALTER COLUMN c TYPE int;\n");
+    char *dir = dt_temp_dir("rehearse");
+    dt_write_file(dir, "0001_t.up.sql", table_up);
+    dt_write_file(dir, "0001_t.down.sql", table_down);
+    dt_write_file(dir, "0002_widen.up.sql", widen_up[_i]);
+    dt_write_file(dir, "0002_widen.down.sql",
+                  "ALTER TABLE t ALTER COLUMN c TYPE int;\n");
 
     /* lint passes the file (unseen or waived) */
     ds_migrate_options mo = {.size = sizeof(ds_migrate_options)};
@@ -354,7 +293,7 @@ START_TEST(test_rehearse_sees_rewrite_inside_do_block) {
     ds_config_free(cfg);
     dt_drop_db(url);
     free(url);
-    rm_dir(dir);
+    dt_rm_dir(dir);
 }
 END_TEST
 
@@ -401,11 +340,11 @@ START_TEST(test_rehearse_bad_input_changes_nothing) {
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_ptr_null(r);
 
-    char *dir = temp_dir();
-    write_file(dir, "0001_t.up.sql", table_up);
-    write_file(dir, "0001_t.down.sql", table_down);
-    write_file(dir, "0002_broken.up.sql", "SELECT 'unterminated;\n");
-    write_file(dir, "0002_broken.down.sql", "SELECT 1;\n");
+    char *dir = dt_temp_dir("rehearse");
+    dt_write_file(dir, "0001_t.up.sql", table_up);
+    dt_write_file(dir, "0001_t.down.sql", table_down);
+    dt_write_file(dir, "0002_broken.up.sql", "SELECT 'unterminated;\n");
+    dt_write_file(dir, "0002_broken.down.sql", "SELECT 1;\n");
     ds_rehearse_options_init(&o);
     o.dir = dir;
     st = ds_migrate_rehearse(cfg, &o, &r, &err);
@@ -422,7 +361,7 @@ START_TEST(test_rehearse_bad_input_changes_nothing) {
     free(out);
 
     /* a scratch database that holds tables is not used */
-    write_file(dir, "0002_broken.up.sql", "SELECT 1;\n");
+    dt_write_file(dir, "0002_broken.up.sql", "SELECT 1;\n");
     char *busy = dt_create_db("rh_busy");
     dt_sql(busy, "CREATE TABLE keep_me (a int)");
     o.scratch_url = busy;
@@ -439,7 +378,7 @@ START_TEST(test_rehearse_bad_input_changes_nothing) {
     free(busy);
 
     /* a scratch name that is taken: the CREATE fails, nothing else runs */
-    char *taken = db_name(url);
+    char *taken = dt_db_name(url);
     o.scratch_url = NULL;
     o.scratch_name = taken;
     st = ds_migrate_rehearse(cfg, &o, &r, &err);
@@ -458,7 +397,7 @@ START_TEST(test_rehearse_bad_input_changes_nothing) {
     ck_assert_msg(strstr(err.message, "cannot run pg_dump") != NULL,
                   "message: %s", err.message);
     ck_assert_int_eq(scratch_left(url), 0);
-    rm_dir(dir);
+    dt_rm_dir(dir);
     ds_config_free(cfg);
     dt_drop_db(url);
     free(url);
@@ -468,9 +407,9 @@ END_TEST
 /* --keep leaves the scratch database, migrated and populated; a target
  * with nothing pending needs no scratch database at all. */
 START_TEST(test_rehearse_keep_and_nothing_pending) {
-    char *dir = temp_dir();
-    write_file(dir, "0001_t.up.sql", table_up);
-    write_file(dir, "0001_t.down.sql", table_down);
+    char *dir = dt_temp_dir("rehearse");
+    dt_write_file(dir, "0001_t.up.sql", table_up);
+    dt_write_file(dir, "0001_t.down.sql", table_down);
     char *url = dt_create_db("rh_keep");
     ds_config *cfg = dt_config(url, 1, 2);
     ds_rehearse_options o = DS_REHEARSE_OPTIONS_INIT;
@@ -517,7 +456,7 @@ START_TEST(test_rehearse_keep_and_nothing_pending) {
     ds_config_free(cfg);
     dt_drop_db(url);
     free(url);
-    rm_dir(dir);
+    dt_rm_dir(dir);
 }
 END_TEST
 
@@ -525,11 +464,11 @@ END_TEST
  * message, the statement marked), the rehearsal fails, the target is
  * untouched. */
 START_TEST(test_rehearse_reports_a_failing_migration) {
-    char *dir = temp_dir();
-    write_file(dir, "0001_t.up.sql", table_up);
-    write_file(dir, "0001_t.down.sql", table_down);
-    write_file(dir, "0002_fail.up.sql", "SELECT 1;\nSELECT 1 / 0;\n");
-    write_file(dir, "0002_fail.down.sql", "SELECT 1;\n");
+    char *dir = dt_temp_dir("rehearse");
+    dt_write_file(dir, "0001_t.up.sql", table_up);
+    dt_write_file(dir, "0001_t.down.sql", table_down);
+    dt_write_file(dir, "0002_fail.up.sql", "SELECT 1;\nSELECT 1 / 0;\n");
+    dt_write_file(dir, "0002_fail.down.sql", "SELECT 1;\n");
     char *url = dt_create_db("rh_fail");
     ds_config *cfg = dt_config(url, 1, 2);
     ds_rehearse_options o = DS_REHEARSE_OPTIONS_INIT;
@@ -561,7 +500,7 @@ START_TEST(test_rehearse_reports_a_failing_migration) {
     ds_config_free(cfg);
     dt_drop_db(url);
     free(url);
-    rm_dir(dir);
+    dt_rm_dir(dir);
 }
 END_TEST
 

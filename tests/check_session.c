@@ -13,10 +13,6 @@
 #include "session/session_internal.h"
 #include "test_util.h"
 
-#define K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-#define K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
-#define K3 "k3:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="
-
 /* One fresh database with a pool, a ring and a store. */
 typedef struct fixture {
     char *url;
@@ -24,14 +20,6 @@ typedef struct fixture {
     ds_crypto *crypto;
     ds_session_store *store;
 } fixture;
-
-static ds_crypto *ring(const char *spec) {
-    ds_crypto *c;
-    ds_error err = {0};
-    ds_status st = ds_crypto_open_keys(spec, &c, &err);
-    ck_assert_ds_ok(st, err);
-    return c;
-}
 
 static ds_session_store *store_over(ds_pool *pool, ds_crypto *c,
                                     const ds_session_options *opts) {
@@ -46,7 +34,7 @@ static fixture setup(const char *tag, const ds_session_options *opts) {
     fixture f;
     f.url = dt_migrated_db(tag);
     f.pool = dt_pool(f.url, 1, 4);
-    f.crypto = ring(K1);
+    f.crypto = dt_crypto_ring(DT_K1);
     f.store = store_over(f.pool, f.crypto, opts);
     return f;
 }
@@ -229,7 +217,7 @@ START_TEST(test_session_validate_returns_the_session) {
     ck_assert_int_eq(s->created_at_us, created->created_at_us);
     ck_assert(!s->revoked);
     /* a token of another ring's key does not validate */
-    ds_crypto *other = ring(K3);
+    ds_crypto *other = dt_crypto_ring(DT_K3);
     ds_session_store *st3 = store_over(f.pool, other, NULL);
     assert_rejected(st3, tok, "no such session");
     ds_session_store_close(st3);
@@ -463,7 +451,7 @@ START_TEST(test_session_survives_key_rotation) {
     char *url = dt_migrated_db("srot");
     ds_pool *pool = dt_pool(url, 1, 2);
     int64_t uid = make_user(url, "ned@example.com");
-    ds_crypto *r1 = ring(K1);
+    ds_crypto *r1 = dt_crypto_ring(DT_K1);
     ds_session_store *s1 = store_over(pool, r1, NULL);
     ds_secret *used = login(s1, uid, NULL, NULL, NULL);
     ds_secret *idle = login(s1, uid, NULL, NULL, NULL);
@@ -477,7 +465,7 @@ START_TEST(test_session_survives_key_rotation) {
         PQfinish(c);
     }
     /* new active key k2, k1 still in the ring: both sessions still valid */
-    ds_crypto *r2 = ring(K2 "," K1);
+    ds_crypto *r2 = dt_crypto_ring(DT_K2 "," DT_K1);
     ds_session_store *s2 = store_over(pool, r2, NULL);
     assert_valid(s2, used, uid);
     /* ... and the used one was re-hashed under k2 on the spot */
@@ -492,7 +480,7 @@ START_TEST(test_session_survives_key_rotation) {
         PQfinish(c);
     }
     /* k1 removed: the used session lives on, the idle one has ended */
-    ds_crypto *r3 = ring(K2);
+    ds_crypto *r3 = dt_crypto_ring(DT_K2);
     ds_session_store *s3 = store_over(pool, r3, NULL);
     assert_valid(s3, used, uid);
     assert_rejected(s3, idle, "no such session");
@@ -522,17 +510,9 @@ END_TEST
 START_TEST(test_session_through_pgbouncer) {
     char *url = dt_migrated_db("spool");
     int64_t uid = make_user(url, "oz@example.com");
-    const char *slash = strrchr(url, '/');
-    char *name = strndup(slash + 1, strcspn(slash + 1, "?"));
-    char *pooler_url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), name);
-    free(name);
-    ds_config *cfg = dt_config(pooler_url, 1, 3);
+    ds_pool *pool = dt_pooler_pool(url, 1, 3);
     ds_error err = {0};
-    ck_assert_ds_ok(ds_config_set(cfg, "statement_mode", "pooler", &err), err);
-    ds_pool *pool;
-    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
-    ds_config_free(cfg);
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_session_options o = {.size = sizeof(ds_session_options), .touch_interval_ms = 1};
     ds_session_store *s = store_over(pool, c, &o);
     ds_secret *tok = login(s, uid, "ua", "10.1.2.3", NULL);
@@ -547,7 +527,6 @@ START_TEST(test_session_through_pgbouncer) {
     ds_session_store_close(s);
     ds_crypto_close(c);
     ds_pool_close(pool);
-    free(pooler_url);
     dt_drop_db(url);
     free(url);
 }
@@ -678,7 +657,7 @@ static void random_token(char *out, size_t n, const char *prefix) {
 START_TEST(test_session_dump_reveals_no_token) {
     char *url = dt_migrated_db("sdump");
     ds_pool *pool = dt_pool(url, 1, 4);
-    ds_crypto *ring1 = ring(K1);
+    ds_crypto *ring1 = dt_crypto_ring(DT_K1);
     ds_session_store *store = store_over(pool, ring1, NULL);
     needles *nd = calloc(1, sizeof *nd);
     ds_error err = {0};
@@ -749,7 +728,7 @@ START_TEST(test_session_dump_reveals_no_token) {
         }
     }
     /* a rotation halfway through the platform's life */
-    ds_crypto *ring2 = ring(K2 "," K1);
+    ds_crypto *ring2 = dt_crypto_ring(DT_K2 "," DT_K1);
     ds_crypto_rotate_stats stats = DS_CRYPTO_ROTATE_STATS_INIT;
     ck_assert_ds_ok(ds_crypto_rotate(ring2, pool, NULL, &stats, &err), err);
     ck_assert_int_eq(stats.rotated, USERS * 2);
@@ -824,23 +803,6 @@ static void rteardown(rfixture *r) {
     teardown(&r->f);
 }
 
-/* Keys under the handle's prefix matching "<prefix><pattern>". */
-static long long count_keys(ds_redis *r, const char *pattern) {
-    size_t plen;
-    const char *prefix = ds__redis_prefix(r, &plen);
-    char full[256];
-    snprintf(full, sizeof full, "%s%s", prefix, pattern);
-    long long n = 0;
-    char cursor[32] = "0";
-    do {
-        redisReply *rep = dt_rcmd(r, "SCAN %s MATCH %s COUNT 1000", cursor, full);
-        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-        n += (long long)rep->element[1]->elements;
-        freeReplyObject(rep);
-    } while (strcmp(cursor, "0") != 0);
-    return n;
-}
-
 /* The PTTL of the one "sess:*" key under the handle's prefix. */
 static long long session_copy_pttl(ds_redis *r) {
     size_t plen;
@@ -888,9 +850,9 @@ START_TEST(test_session_redis_serves_validations) {
     rfixture r = rsetup("srhit", NULL);
     int64_t uid = make_user(r.f.url, "pia@example.com");
     ds_secret *tok = login(r.store, uid, "agent/1", "192.0.2.5", NULL);
-    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 0); /* cached on first use */
+    ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 0); /* cached on first use */
     assert_valid(r.store, tok, uid);
-    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 1);
+    ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 1);
     /* the entry is the user's, with a bounded lifetime */
     ck_assert_int_eq(dt_rint(r.redis, "SCARD %su:%lld:keys",
                              ds__redis_prefix(r.redis, NULL), (long long)uid), 1);
@@ -947,7 +909,6 @@ START_TEST(test_session_redis_revocation_is_immediate) {
     rteardown(&r);
 }
 END_TEST
-
 
 /* The one key under "<prefix>sess:*" and its value (malloc'd). */
 static char *the_session_copy(ds_redis *r, char **value) {
@@ -1114,11 +1075,11 @@ START_TEST(test_session_redis_erase_user_removes_entries) {
     assert_valid(r.store, c, u2);
     ds_error err = {0};
     ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(b), &err), err);
-    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 3); /* 2 entries, 1 tombstone */
+    ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 3); /* 2 entries, 1 tombstone */
     int64_t removed = 0;
     ck_assert_ds_ok(ds_redis_erase_user(r.redis, u1, &removed, &err), err);
     ck_assert_int_ge(removed, 2);
-    ck_assert_int_eq(count_keys(r.redis, "sess:*"), 1); /* u2's */
+    ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 1); /* u2's */
     assert_valid(r.store, c, u2);
     ds_secret_free(a);
     ds_secret_free(b);
@@ -1127,55 +1088,55 @@ START_TEST(test_session_redis_erase_user_removes_entries) {
 }
 END_TEST
 
+typedef struct redis_scan {
+    ds_redis *r;
+    const needles *nd;
+    int hits;
+    char *first;
+    size_t first_size;
+} redis_scan;
+
+/* One key: its name and every value it holds, searched for the needles. */
+static void scan_key(void *ud, const char *key, size_t key_len, const char *rel) {
+    (void)rel;
+    redis_scan *sc = ud;
+    redisReply *t = dt_rcmd(sc->r, "TYPE %b", key, key_len);
+    const char *fmt = strcmp(t->str, "string") == 0 ? "GET %b"
+                      : strcmp(t->str, "set") == 0  ? "SMEMBERS %b"
+                      : strcmp(t->str, "hash") == 0 ? "HGETALL %b"
+                      : strcmp(t->str, "list") == 0 ? "LRANGE %b 0 -1"
+                      : strcmp(t->str, "zset") == 0 ? "ZRANGE %b 0 -1"
+                                                    : NULL;
+    ck_assert_msg(fmt != NULL, "unexpected key type %s", t->str);
+    freeReplyObject(t);
+    redisReply *v = dt_rcmd(sc->r, fmt, key, key_len);
+    size_t nvals = v->type == REDIS_REPLY_ARRAY ? v->elements : 1;
+    for (size_t j = 0; j < nvals + 1; j++) {
+        const char *p;
+        size_t len;
+        if (j == nvals) { /* the key name itself */
+            p = key;
+            len = key_len;
+        } else {
+            const redisReply *e = v->type == REDIS_REPLY_ARRAY ? v->element[j] : v;
+            p = e->str;
+            len = e->str ? e->len : 0;
+        }
+        for (int n = 0; p && n < sc->nd->n; n++)
+            if (memmem(p, len, sc->nd->v[n].p, sc->nd->v[n].n) && sc->hits++ == 0)
+                snprintf(sc->first, sc->first_size, "%s in redis key %.*s",
+                         sc->nd->v[n].what, (int)key_len, key);
+    }
+    freeReplyObject(v);
+}
+
 /* Every string, set, hash, list and sorted set under the handle's prefix,
  * scanned for the needles. */
 static int scan_redis(ds_redis *r, const needles *nd, char *first, size_t first_size) {
-    size_t plen;
-    const char *prefix = ds__redis_prefix(r, &plen);
-    char pattern[160];
-    snprintf(pattern, sizeof pattern, "%s*", prefix);
-    int hits = 0;
-    long long keys = 0;
-    char cursor[32] = "0";
-    do {
-        redisReply *rep = dt_rcmd(r, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
-        snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-        for (size_t i = 0; i < rep->element[1]->elements; i++) {
-            const redisReply *k = rep->element[1]->element[i];
-            keys++;
-            redisReply *t = dt_rcmd(r, "TYPE %b", k->str, k->len);
-            const char *fmt = strcmp(t->str, "string") == 0 ? "GET %b"
-                              : strcmp(t->str, "set") == 0  ? "SMEMBERS %b"
-                              : strcmp(t->str, "hash") == 0 ? "HGETALL %b"
-                              : strcmp(t->str, "list") == 0 ? "LRANGE %b 0 -1"
-                              : strcmp(t->str, "zset") == 0 ? "ZRANGE %b 0 -1"
-                                                            : NULL;
-            ck_assert_msg(fmt != NULL, "unexpected key type %s", t->str);
-            freeReplyObject(t);
-            redisReply *v = dt_rcmd(r, fmt, k->str, k->len);
-            size_t nvals = v->type == REDIS_REPLY_ARRAY ? v->elements : 1;
-            for (size_t j = 0; j < nvals + 1; j++) {
-                const char *p;
-                size_t len;
-                if (j == nvals) { /* the key name itself */
-                    p = k->str;
-                    len = k->len;
-                } else {
-                    const redisReply *e = v->type == REDIS_REPLY_ARRAY ? v->element[j] : v;
-                    p = e->str;
-                    len = e->str ? e->len : 0;
-                }
-                for (int n = 0; p && n < nd->n; n++)
-                    if (memmem(p, len, nd->v[n].p, nd->v[n].n) && hits++ == 0)
-                        snprintf(first, first_size, "%s in redis key %.*s",
-                                 nd->v[n].what, (int)k->len, k->str);
-            }
-            freeReplyObject(v);
-        }
-        freeReplyObject(rep);
-    } while (strcmp(cursor, "0") != 0);
+    redis_scan sc = {r, nd, 0, first, first_size};
+    long long keys = dt_redis_each_key(r, "*", scan_key, &sc);
     ck_assert_int_gt(keys, 0);
-    return hits;
+    return sc.hits;
 }
 
 START_TEST(test_session_redis_holds_no_token) {
@@ -1317,7 +1278,7 @@ START_TEST(test_session_status_does_not_depend_on_err) {
     ds_pool *pool;
     ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
     ds_config_free(cfg);
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_session_store *store = store_over(pool, c, NULL);
     /* another session holds the table: every statement on it times out */
     PGconn *locker = dt_connect(url);
@@ -1346,7 +1307,7 @@ END_TEST
 
 START_TEST(test_session_errors_null_and_out_of_range) {
     ds_pool *pool = dt_pool(dt_env("DATABASE_URL"), 1, 1);
-    ds_crypto *c = ring(K1);
+    ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_session_store *s = (ds_session_store *)1;
     ds_error err = {0};
     ck_assert_int_eq(ds_session_store_open(NULL, c, NULL, NULL, &s, &err), DS_ERR_INVALID);

@@ -10,31 +10,14 @@
 static char *db;             /* a database of this suite's own */
 static ds_pool *pool;
 
-static void open_pool(const char *url, bool pooler) {
-    ds_config *cfg = dt_config(url, 1, 2);
-    ds_error err = {0};
-    if (pooler) {
-        ds_status st = ds_config_set(cfg, "statement_mode", "pooler", &err);
-        ck_assert_ds_ok(st, err);
-    }
-    ds_status st = ds_pool_open(cfg, &pool, &err);
-    ds_config_free(cfg);
-    ck_assert_ds_ok(st, err);
-}
-
 static void setup_direct(void) {
     db = dt_create_db("sql");
-    open_pool(db, false);
+    pool = dt_pool(db, 1, 2);
 }
 
 static void setup_pooler(void) {
     db = dt_create_db("sqlpool");
-    char *name = strrchr(db, '/') + 1;
-    char dbname[64];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(name, "?"), name);
-    char *url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
-    open_pool(url, true);
-    free(url);
+    pool = dt_pooler_pool(db, 1, 2);
 }
 
 static void teardown(void) {

@@ -163,3 +163,22 @@ void dt_netns_rule(dt_netns *e, const char *verdict, int port) {
                          strcmp(verdict, "reject") == 0 ? " with tcp reset" : "");
     ck_assert_int_eq(rc, 0);
 }
+
+/* How long a healed partition may take to carry traffic again: generous,
+ * the machine may be loaded. */
+enum { HEAL_TIMEOUT_MS = 20000 };
+
+ds_status dt_netns_heal_pool(dt_netns *e, ds_pool *pool, int *attempts,
+                             ds_error *err) {
+    dt_netns_rule(e, "", 0);
+    return dt_pool_wait_query_ok(pool, HEAL_TIMEOUT_MS, attempts, err);
+}
+
+ds_status dt_netns_heal_redis(dt_netns *e, ds_redis *redis, ds_error *err) {
+    dt_netns_rule(e, "", 0);
+    long long deadline = dt_now_ms() + HEAL_TIMEOUT_MS;
+    ds_status st;
+    while ((st = ds_redis_ping(redis, err)) != DS_OK && dt_now_ms() < deadline)
+        usleep(100000);
+    return st;
+}

@@ -61,4 +61,13 @@ void dt_netns_start_redis(dt_netns *e);
  * reset) for packets to `port`; "" removes every rule (heal). */
 void dt_netns_rule(dt_netns *e, const char *verdict, int port);
 
+/* Heals the partition (removes every rule), then polls (at most 20 s)
+ * until a query through `pool` succeeds: the pool must recover by itself.
+ * Returns the last query's status (its error in `err`); `attempts` (may be
+ * NULL) counts the queries. */
+ds_status dt_netns_heal_pool(dt_netns *e, ds_pool *pool, int *attempts,
+                             ds_error *err);
+/* The same for a Redis handle, polled with PING. */
+ds_status dt_netns_heal_redis(dt_netns *e, ds_redis *redis, ds_error *err);
+
 #endif

@@ -99,25 +99,41 @@ void dt_redis_ensure_started(void) {
         dt_services("start redis");
 }
 
-void dt_redis_flush_prefix(ds_redis *r) {
+long long dt_redis_each_key(ds_redis *r, const char *pattern,
+                            dt_redis_key_fn fn, void *ud) {
     size_t plen;
     const char *prefix = ds__redis_prefix(r, &plen);
-    char pattern[160];
-    snprintf(pattern, sizeof pattern, "%s*", prefix);
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, pattern);
+    long long seen = 0;
     char cursor[32] = "0";
     do {
-        redisReply *rep = dt_rcmd(r, "SCAN %s MATCH %s COUNT 1000", cursor,
-                                  pattern);
+        redisReply *rep = dt_rcmd(r, "SCAN %s MATCH %s COUNT 1000", cursor, full);
         ck_assert_int_eq(rep->type, REDIS_REPLY_ARRAY);
         snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-        redisReply *keys = rep->element[1];
+        const redisReply *keys = rep->element[1];
         for (size_t i = 0; i < keys->elements; i++) {
-            redisReply *d = dt_rcmd(r, "DEL %b", keys->element[i]->str,
-                                    keys->element[i]->len);
-            freeReplyObject(d);
+            seen++;
+            const redisReply *k = keys->element[i];
+            if (fn)
+                fn(ud, k->str, k->len, k->len >= plen ? k->str + plen : k->str);
         }
         freeReplyObject(rep);
     } while (strcmp(cursor, "0") != 0);
+    return seen;
+}
+
+long long dt_redis_count_keys(ds_redis *r, const char *pattern) {
+    return dt_redis_each_key(r, pattern, NULL, NULL);
+}
+
+static void delete_key(void *ud, const char *key, size_t len, const char *rel) {
+    (void)rel;
+    freeReplyObject(dt_rcmd(ud, "DEL %b", key, len));
+}
+
+void dt_redis_flush_prefix(ds_redis *r) {
+    dt_redis_each_key(r, "*", delete_key, r);
 }
 
 /* ---- a scripted fake server ---------------------------------------------------- */

@@ -36,6 +36,17 @@ void dt_redis_start(ds_redis *r);
  * failed "stop redis" test does not break the tests after it. */
 void dt_redis_ensure_started(void);
 
+/* Calls fn(ud, key, len, rel) for every key under the handle's prefix
+ * matching "<prefix><pattern>" (SCAN: each key present throughout is seen;
+ * fn may delete it); `rel` is the key after the prefix. fn may be NULL.
+ * Returns how many keys were seen. */
+typedef void (*dt_redis_key_fn)(void *ud, const char *key, size_t len,
+                                const char *rel);
+long long dt_redis_each_key(ds_redis *r, const char *pattern,
+                            dt_redis_key_fn fn, void *ud);
+/* How many keys under the handle's prefix match "<prefix><pattern>". */
+long long dt_redis_count_keys(ds_redis *r, const char *pattern);
+
 /* Deletes every key under the handle's prefix (test clean-up). */
 void dt_redis_flush_prefix(ds_redis *r);
 

@@ -1,5 +1,6 @@
 /* The repository suites' shared fixture (see repo_fixture.h). */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,31 +9,14 @@
 char *db;
 ds_pool *pool;
 
-static void open_pool(const char *url, bool pooler) {
-    ds_config *cfg = dt_config(url, 1, 4);
-    ds_error err = {0};
-    if (pooler) {
-        ds_status st = ds_config_set(cfg, "statement_mode", "pooler", &err);
-        ck_assert_ds_ok(st, err);
-    }
-    ds_status st = ds_pool_open(cfg, &pool, &err);
-    ds_config_free(cfg);
-    ck_assert_ds_ok(st, err);
-}
-
 void repo_setup_direct(void) {
     db = dt_migrated_db("repo");
-    open_pool(db, false);
+    pool = dt_pool(db, 1, 4);
 }
 
 static void setup_pooler(void) {
     db = dt_migrated_db("repopool");
-    char *name = strrchr(db, '/') + 1;
-    char dbname[64];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(name, "?"), name);
-    char *url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
-    open_pool(url, true);
-    free(url);
+    pool = dt_pooler_pool(db, 1, 4);
 }
 
 void repo_teardown(void) {
@@ -187,16 +171,35 @@ void assert_list_plan(const char *stmt, const char *index, const char *args) {
     ck_assert_msg(strstr(plan, "Sort") == NULL, "%s sorts:\n%s", stmt, plan);
 }
 
+/* Check keeps a TCase's name pointer for as long as the runner lives and
+ * never frees it, so the "pooler_" names are kept here rather than on the
+ * heap (where they would leak when the runner is freed). */
+enum { REPO_POOLER_CASES = 32, REPO_CASE_NAME = 64 };
+static char pooler_case_names[REPO_POOLER_CASES][REPO_CASE_NAME];
+static size_t pooler_case_names_used;
+
+static const char *pooler_case_name(const char *group) {
+    if (pooler_case_names_used == REPO_POOLER_CASES) {
+        /* no ck_assert outside a test */
+        fprintf(stderr, "dt_repo_suite: more than %d pooler cases\n",
+                REPO_POOLER_CASES);
+        abort();
+    }
+    char *name = pooler_case_names[pooler_case_names_used++];
+    int n = snprintf(name, REPO_CASE_NAME, "pooler_%s", group);
+    if (n < 0 || n >= REPO_CASE_NAME) {
+        fprintf(stderr, "dt_repo_suite: case name too long: %s\n", group);
+        abort();
+    }
+    return name;
+}
+
 Suite *dt_repo_suite(const char *suite, const dt_repo_group *groups, size_t n) {
     Suite *s = suite_create(suite);
     for (int pooled = 0; pooled < 2; pooled++)
         for (size_t g = 0; g < n; g++) {
-            /* Check keeps the name pointer: it lives as long as the runner. */
-            char *name = malloc(strlen(groups[g].name) + sizeof "pooler_");
-            if (!name) /* no ck_assert outside a test */
-                abort();
-            sprintf(name, "%s%s", pooled ? "pooler_" : "", groups[g].name);
-            TCase *tc = tcase_create(name);
+            TCase *tc = tcase_create(pooled ? pooler_case_name(groups[g].name)
+                                            : groups[g].name);
             tcase_add_checked_fixture(tc, pooled ? setup_pooler : repo_setup_direct,
                                       repo_teardown);
             groups[g].add(tc);

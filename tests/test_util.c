@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,6 +96,72 @@ char *dt_url_with_db(const char *url, const char *dbname) {
     return out;
 }
 
+char *dt_db_name(const char *url) {
+    const char *scheme = strstr(url, "://");
+    ck_assert_ptr_nonnull(scheme);
+    const char *slash = strchr(scheme + 3, '/');
+    ck_assert_ptr_nonnull(slash);
+    char *name = strndup(slash + 1, strcspn(slash + 1, "?"));
+    ck_assert_ptr_nonnull(name);
+    return name;
+}
+
+char *dt_url_same_db(const char *base, const char *url) {
+    char *name = dt_db_name(url);
+    char *out = dt_url_with_db(base, name);
+    free(name);
+    return out;
+}
+
+char *dt_replica_when_ready(const char *url, const char *ready_sql) {
+    const char *replicas = dt_env("DATABASE_REPLICA_URLS");
+    char *name = dt_db_name(url);
+    char *admin = dt_url_with_db(replicas, "postgres");
+    char *replica = dt_url_with_db(replicas, name);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_database WHERE datname = '%s'", name);
+    free(name);
+    long long deadline = dt_now_ms() + 30000;
+    /* the database reaches the replica before its tables and rows do */
+    while (dt_sql_int(admin, sql) == 0) {
+        ck_assert_msg(dt_now_ms() < deadline, "the replica has no database %s",
+                      replica);
+        usleep(20000);
+    }
+    free(admin);
+    while (dt_sql_int(replica, ready_sql) == 0) {
+        ck_assert_msg(dt_now_ms() < deadline, "the replica is not ready: %s",
+                      ready_sql);
+        usleep(20000);
+    }
+    return replica;
+}
+
+void dt_replica_pause_replay(const char *replica_url) {
+    dt_sql(replica_url, "SELECT pg_wal_replay_pause()");
+    long long deadline = dt_now_ms() + 30000;
+    while (dt_sql_int(replica_url, "SELECT (pg_get_wal_replay_pause_state() = "
+                                   "'paused')::int") != 1) {
+        ck_assert_msg(dt_now_ms() < deadline, "replay never paused");
+        usleep(20000);
+    }
+}
+
+ds_pool *dt_pooler_pool(const char *url, int pool_min, int pool_max) {
+    char *pooler_url = dt_url_same_db(dt_env("DATABASE_POOLER_URL"), url);
+    ds_config *cfg = dt_config(pooler_url, pool_min, pool_max);
+    free(pooler_url);
+    ds_error err = {0};
+    ds_status st = ds_config_set(cfg, "statement_mode", "pooler", &err);
+    ck_assert_ds_ok(st, err);
+    ds_pool *pool;
+    st = ds_pool_open(cfg, &pool, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    return pool;
+}
+
 PGconn *dt_connect(const char *url) {
     PGconn *c = PQconnectdb(url);
     ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect failed: %s",
@@ -168,15 +235,10 @@ char *dt_migrated_db_backend(const char *tag, const char *backend) {
 }
 
 void dt_drop_db(const char *url) {
-    const char *scheme = strstr(url, "://");
-    ck_assert_ptr_nonnull(scheme);
-    const char *slash = strchr(scheme + 3, '/');
-    ck_assert_ptr_nonnull(slash);
-    const char *q = strchr(slash, '?');
-    char name[64], sql[160];
-    snprintf(name, sizeof name, "%.*s",
-             (int)((q ? q : url + strlen(url)) - slash - 1), slash + 1);
+    char *name = dt_db_name(url);
+    char sql[160];
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS \"%s\" WITH (FORCE)", name);
+    free(name);
     dt_sql(dt_env("DATABASE_URL"), sql);
 }
 
@@ -184,4 +246,59 @@ long long dt_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+ds_status dt_pool_wait_query_ok(ds_pool *pool, long long timeout_ms,
+                                int *attempts, ds_error *err) {
+    ds_error local = {0};
+    ds_error *e = err ? err : &local;
+    long long deadline = dt_now_ms() + timeout_ms;
+    int tries = 0;
+    ds_status st;
+    for (;;) {
+        tries++;
+        ds_result *res = NULL;
+        st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, e);
+        ds_result_free(res);
+        if (st == DS_OK || dt_now_ms() >= deadline)
+            break;
+        usleep(50000);
+    }
+    if (attempts)
+        *attempts = tries;
+    return st;
+}
+
+ds_crypto *dt_crypto_ring(const char *spec) {
+    ds_crypto *c;
+    ds_error err = {0};
+    ds_status st = ds_crypto_open_keys(spec, &c, &err);
+    ck_assert_ds_ok(st, err);
+    return c;
+}
+
+void dt_run_processes(int n, int (*child)(void *ud, int index), void *ud) {
+    enum { MAX_PROCESSES = 64 };
+    ck_assert_int_le(n, MAX_PROCESSES);
+    pid_t pids[MAX_PROCESSES];
+    for (int i = 0; i < n; i++) {
+        fflush(NULL); /* nothing buffered is written twice */
+        pids[i] = fork();
+        ck_assert_int_ge(pids[i], 0);
+        if (pids[i] == 0)
+            _exit(child(ud, i));
+    }
+    int failed = -1, failed_status = 0;
+    for (int i = 0; i < n; i++) {
+        int status;
+        ck_assert_int_eq(waitpid(pids[i], &status, 0), pids[i]);
+        if (failed < 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+            failed = i;
+            failed_status = status;
+        }
+    }
+    ck_assert_msg(failed < 0, "process %d of %d: %s %d", failed, n,
+                  WIFEXITED(failed_status) ? "exit status" : "wait status",
+                  WIFEXITED(failed_status) ? WEXITSTATUS(failed_status)
+                                           : failed_status);
 }

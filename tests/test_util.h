@@ -44,6 +44,22 @@ int dt_services(const char *args);
 
 /* `url` with its database name replaced (malloc'd). */
 char *dt_url_with_db(const char *url, const char *dbname);
+/* The database name of `url` (malloc'd). */
+char *dt_db_name(const char *url);
+/* `base` (another server: PgBouncer, the replica) pointed at the database
+ * `url` names (malloc'd). */
+char *dt_url_same_db(const char *base, const char *url);
+/* The replica (DATABASE_REPLICA_URLS) pointed at the database `url` names,
+ * once it has replayed that database and `ready_sql` (one int: nonzero
+ * when what the test needs has arrived) says so; fails the test after
+ * 30 s. malloc'd. */
+char *dt_replica_when_ready(const char *url, const char *ready_sql);
+/* Pauses WAL replay on `replica_url` and waits (at most 30 s) until it is
+ * paused; pg_wal_replay_resume() undoes it. */
+void dt_replica_pause_replay(const char *replica_url);
+/* A pool in pooler statement mode through PgBouncer (DATABASE_POOLER_URL)
+ * on the database `url` names; fails the test on error. */
+ds_pool *dt_pooler_pool(const char *url, int pool_min, int pool_max);
 
 /* Creates a fresh, empty database named dt_<tag>_<pid>_<n> on the primary
  * and returns its URL (malloc'd). scripts/run-tests drops leftovers. */
@@ -70,7 +86,28 @@ void dt_exec(PGconn *c, const char *sql);
 /* First column of the first row as int64 (fails the test otherwise). */
 long long dt_sql_int(const char *url, const char *sql);
 
+/* Fixed test keys, "<key id>:<base64 of 32 bytes>", for rings opened
+ * with dt_crypto_ring() (DT_K2 "," DT_K1: k2 active, k1 still readable). */
+#define DT_K1 "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+#define DT_K2 "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+#define DT_K3 "k3:QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="
+/* ds_crypto_open_keys(spec) (see DS_TOKEN_KEYS); fails the test on error. */
+ds_crypto *dt_crypto_ring(const char *spec);
+
+/* Forks `n` processes; process `index` runs child(ud, index) and exits
+ * with what it returns (0: all went well). Waits for every one and fails
+ * the test unless each exited 0. A child must not use ck_assert: it
+ * reports through its exit code (or memory shared with MAP_SHARED). */
+void dt_run_processes(int n, int (*child)(void *ud, int index), void *ud);
+
 /* Monotonic milliseconds. */
 long long dt_now_ms(void);
+
+/* Runs "SELECT 1" through `pool` every 50 ms until it succeeds or
+ * `timeout_ms` have passed: for a pool that must heal by itself after a
+ * restart or a partition. Returns the last call's status (its error in
+ * `err`, which may be NULL); `attempts` (may be NULL) counts the calls. */
+ds_status dt_pool_wait_query_ok(ds_pool *pool, long long timeout_ms,
+                                int *attempts, ds_error *err);
 
 #endif
