@@ -15,7 +15,8 @@
  * the one it releases (barging, as in Go's sync.Mutex and HikariCP's
  * ConcurrentBag, whose threads reuse their own connection first), within
  * a budget: the oldest waiter is overtaken by at most DS_POOL_BARGE_MAX
- * such acquisitions, then the next release hands it the connection.
+ * such acquisitions, and for at most HEAD_STARVE_US, then the next release
+ * hands it the connection.
  * A waiter is thus served after at most (waiters ahead of it + 1) *
  * DS_POOL_BARGE_MAX acquisitions by other threads plus the hand-offs to
  * the waiters ahead of it, whatever the timing; the stats report the most
@@ -274,6 +275,7 @@ static ds_waiter *pop_waiter(ds_subpool *s) {
         if (!s->wait_head)
             s->wait_tail = NULL;
         s->head_barged = 0;
+        s->head_since_us = ds__now_us();
         w->overtaken = s->barges - w->barges_at_enqueue;
     }
     return w;
@@ -286,8 +288,10 @@ static void remove_waiter(ds_subpool *s, ds_waiter *w) {
         pp = &(*pp)->next;
     }
     if (*pp) {
-        if (w == s->wait_head)
+        if (w == s->wait_head) {
             s->head_barged = 0;
+            s->head_since_us = ds__now_us();
+        }
         w->overtaken = s->barges - w->barges_at_enqueue;
         *pp = w->next;
         if (s->wait_tail == w)
@@ -403,11 +407,18 @@ static bool habit_quick(const ds_pool *p) {
     return habit_pool == p && habit_score >= HABIT_KEEP;
 }
 
+/* How long the oldest waiter may wait at the head before barging stops
+ * for it, whatever its budget: on a loaded machine 32 acquisitions can take
+ * many milliseconds, and this keeps the wait bounded in time as well. */
+#define HEAD_STARVE_US 2000
+
 /* May this thread take (or keep) a connection while others wait? Only a
  * thread that comes straight back, and only while the oldest waiter has
- * been overtaken fewer than DS_POOL_BARGE_MAX times. Lock held. */
-static bool may_barge(const ds_pool *p, const ds_subpool *s) {
-    return habit_quick(p) && s->head_barged < DS_POOL_BARGE_MAX;
+ * been overtaken fewer than DS_POOL_BARGE_MAX times and has been at the
+ * head for less than HEAD_STARVE_US. Lock held. */
+static bool may_barge(const ds_pool *p, const ds_subpool *s, int64_t now) {
+    return habit_quick(p) && s->head_barged < DS_POOL_BARGE_MAX &&
+           now - s->head_since_us < HEAD_STARVE_US;
 }
 
 /* The oldest waiter is the one that polls for connections left idle; a
@@ -437,7 +448,7 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
     habit_note_acquire(p, start);
     if (s->idle && !s->wait_head) {
         c = take_own_idle_locked(s);
-    } else if (s->idle && may_barge(p, s)) {
+    } else if (s->idle && may_barge(p, s, start)) {
         /* overtakes every waiter: counted against the oldest's budget */
         c = take_own_idle_locked(s);
         s->head_barged++;
@@ -457,10 +468,12 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         pthread_cond_init(&w.cond, &attr);
         pthread_condattr_destroy(&attr);
         w.barges_at_enqueue = s->barges;
-        if (s->wait_tail)
+        if (s->wait_tail) {
             s->wait_tail->next = &w;
-        else
+        } else {
             s->wait_head = &w;
+            s->head_since_us = ds__now_us();
+        }
         s->wait_tail = &w;
         s->waiters++;
         for (;;) {
@@ -641,7 +654,7 @@ DS_EXPORT void ds_pool_release(ds_conn *conn) {
         /* A thread that comes straight back keeps its connection on the
          * idle stack, waking no one, within the oldest waiter's budget;
          * otherwise the oldest waiter gets it now. */
-        if (s->wait_head && !may_barge(p, s)) {
+        if (s->wait_head && !may_barge(p, s, now)) {
             give_conn_locked(s, conn);
         } else {
             conn->idle_since_us = now;

@@ -73,6 +73,7 @@ struct ds_subpool {
     int head_barged;  /* acquisitions that overtook the current oldest
                          waiter (reset when it leaves the head) */
     uint64_t barges;  /* acquisitions that overtook waiters, ever */
+    int64_t head_since_us; /* when the current oldest waiter became it */
     int64_t down_until_us;
 };
 
