@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "harness.h"
 
@@ -83,6 +84,24 @@ static ds_pool *open_pool(const char *url, int size) {
     }
     ds_config_free(cfg);
     return pool;
+}
+
+/* Context switches of this process per operation over one extra,
+ * separate run of `fn`: what a hand-off costs, independent of how busy the
+ * machine is (throughput ratios on a shared machine swing with its load). */
+static double switches_per_op(int threads, double seconds, bench_op_fn fn,
+                              void **ctx) {
+    struct rusage before, after;
+    bench_hist *h = calloc(1, sizeof *h);
+    bool failed = false;
+    getrusage(RUSAGE_SELF, &before);
+    bench_run(threads, seconds, fn, ctx, h, &failed);
+    getrusage(RUSAGE_SELF, &after);
+    uint64_t ops = h->count;
+    free(h);
+    long sw = (after.ru_nvcsw - before.ru_nvcsw) +
+              (after.ru_nivcsw - before.ru_nivcsw);
+    return ops && !failed ? (double)sw / (double)ops : 0.0;
 }
 
 /* BENCH_ONLY=<case> runs one case; BENCH_ROUNDS sets the A B rounds
@@ -156,10 +175,14 @@ int main(void) {
         ds_pool_stats st = DS_POOL_STATS_INIT;
         if (ds_pool_stats_get(pool, &st, NULL) != DS_OK)
             return 1;
+        double csw = switches_per_op(threads, side, op_pool_select1, pctx);
+        double base_csw = switches_per_op(4, side, op_raw_select1, rctx);
         snprintf(extra, sizeof extra,
-                 "connections=4 baseline_threads=4 acquire_wait_p50_us=%lld "
+                 "connections=4 baseline_threads=4 csw_op=%.2f "
+                 "baseline_csw_op=%.2f acquire_wait_p50_us=%lld "
                  "acquire_wait_p99_us=%lld acquire_wait_max_us=%lld "
                  "overtaken_max=%llu",
+                 csw, base_csw,
                  (long long)st.acquire_wait_p50_us,
                  (long long)st.acquire_wait_p99_us,
                  (long long)st.acquire_wait_max_us,
