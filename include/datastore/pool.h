@@ -8,9 +8,10 @@
  * waits longer than its timeout. With more threads than connections, a
  * thread that comes straight back for another connection may keep the one it
  * released without queueing behind the waiters, but the oldest waiter is
- * overtaken at most DS_POOL_BARGE_MAX times before a release hands it the
- * connection: a waiter is served after at most (waiters ahead of it + 1) *
- * DS_POOL_BARGE_MAX acquisitions by threads outside the queue.
+ * overtaken at most DS_POOL_BARGE_MAX times (and for at most 2 ms) before a
+ * release hands it the connection: a waiter is served after at most
+ * (waiters ahead of it + 1) * DS_POOL_BARGE_MAX acquisitions by threads
+ * outside the queue.
  *
  * Statement modes (setting `statement_mode`):
  *   prepared  named prepared statements, cached per connection: the fastest
