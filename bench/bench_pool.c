@@ -14,6 +14,8 @@
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 
 #include "harness.h"
 
@@ -84,15 +86,41 @@ static ds_pool *open_pool(const char *url, int size) {
     return pool;
 }
 
+/* Context switches of this process per operation over one extra,
+ * separate run of `fn`: what a hand-off costs, independent of how busy the
+ * machine is (throughput ratios on a shared machine swing with its load). */
+static double switches_per_op(int threads, double seconds, bench_op_fn fn,
+                              void **ctx) {
+    struct rusage before, after;
+    bench_hist *h = calloc(1, sizeof *h);
+    bool failed = false;
+    getrusage(RUSAGE_SELF, &before);
+    bench_run(threads, seconds, fn, ctx, h, &failed);
+    getrusage(RUSAGE_SELF, &after);
+    uint64_t ops = h->count;
+    free(h);
+    long sw = (after.ru_nvcsw - before.ru_nvcsw) +
+              (after.ru_nivcsw - before.ru_nivcsw);
+    return ops && !failed ? (double)sw / (double)ops : 0.0;
+}
+
+/* BENCH_ONLY=<case> runs one case; BENCH_ROUNDS sets the A B rounds
+ * (more, shorter rounds follow a loaded machine's drift more closely). */
+static bool selected(const char *name) {
+    const char *only = getenv("BENCH_ONLY");
+    return !only || !*only || strcmp(only, name) == 0;
+}
+
 int main(void) {
     const char *url = bench_env("DATABASE_URL");
     double secs = bench_seconds(15);
-    int rounds = 7;
+    const char *rounds_env = getenv("BENCH_ROUNDS");
+    int rounds = rounds_env && atoi(rounds_env) > 0 ? atoi(rounds_env) : 15;
     double side = secs / (2.0 * rounds);
-    char extra[128];
+    char extra[256];
 
     /* 1. uncontended acquire + release */
-    {
+    if (selected("acquire_release")) {
         ds_pool *pool = open_pool(url, 1);
         pool_ctx pc = {pool};
         void *ctx[1] = {&pc};
@@ -104,7 +132,7 @@ int main(void) {
     }
 
     /* 2. 8 threads, SELECT 1: pool of 8 vs 8 raw connections */
-    {
+    if (selected("select1")) {
         enum { T = 8 };
         ds_pool *pool = open_pool(url, T);
         pool_ctx pc = {pool};
@@ -127,7 +155,9 @@ int main(void) {
     /* 3. 8, 16, 64 threads sharing 4 connections vs 4 threads on 4 raw
      * ones; a fresh pool per count, so its wait statistics are its own */
     static const int shared_threads[] = {8, 16, 64};
-    for (size_t k = 0; k < sizeof shared_threads / sizeof shared_threads[0]; k++) {
+    for (size_t k = 0; selected("shared4") &&
+                       k < sizeof shared_threads / sizeof shared_threads[0];
+         k++) {
         enum { MAXT = 64 };
         int threads = shared_threads[k];
         ds_pool *pool = open_pool(url, 4);
@@ -145,12 +175,18 @@ int main(void) {
         ds_pool_stats st = DS_POOL_STATS_INIT;
         if (ds_pool_stats_get(pool, &st, NULL) != DS_OK)
             return 1;
+        double csw = switches_per_op(threads, side, op_pool_select1, pctx);
+        double base_csw = switches_per_op(4, side, op_raw_select1, rctx);
         snprintf(extra, sizeof extra,
-                 "connections=4 baseline_threads=4 acquire_wait_p50_us=%lld "
-                 "acquire_wait_p99_us=%lld acquire_wait_max_us=%lld",
+                 "connections=4 baseline_threads=4 csw_op=%.2f "
+                 "baseline_csw_op=%.2f acquire_wait_p50_us=%lld "
+                 "acquire_wait_p99_us=%lld acquire_wait_max_us=%lld "
+                 "overtaken_max=%llu",
+                 csw, base_csw,
                  (long long)st.acquire_wait_p50_us,
                  (long long)st.acquire_wait_p99_us,
-                 (long long)st.acquire_wait_max_us);
+                 (long long)st.acquire_wait_max_us,
+                 (unsigned long long)st.waiter_overtaken_max);
         bench_print(PROGRAM, "shared4", threads, &ours, &base, extra);
         for (int i = 0; i < 4; i++)
             PQfinish(rctx[i]);

@@ -20,6 +20,11 @@
  *   events_copy        ds_event_record_batch of 10,000 events (binary
  *                      COPY) vs a raw text-format COPY of the same   1 thread
  *
+ *   get_user_shared4   ds_user_get on 8, 16 and 64 threads sharing a pool
+ *                      of 4 connections vs the raw join on 4 threads with
+ *                      4 connections (the same server concurrency), with
+ *                      the pool's acquire waits                 8, 16, 64 threads
+ *
  * BENCH_SCALE=1 adds the production tiers (minutes, not for make check):
  *   get_user_1m        get_user on a users table of 1,000,000        1, 8 threads
  *   after_1m_appends   1,000,000 ds_message_append calls (8 threads, 2,000
@@ -153,6 +158,22 @@ static bool op_get_user(void *p) {
     ds_user *u;
     ds_error err;
     if (ds_user_get(pool, user_ids[next_rand(t) % NUSERS], &u, &err) != DS_OK) {
+        fprintf(stderr, "get: %s\n", err.message);
+        return false;
+    }
+    ds_user_free(u);
+    return true;
+}
+
+/* The same call through a pool of 4 connections shared by more threads. */
+static ds_pool *shared_pool;
+
+static bool op_get_user_shared(void *p) {
+    tctx *t = p;
+    ds_user *u;
+    ds_error err;
+    if (ds_user_get(shared_pool, user_ids[next_rand(t) % NUSERS], &u, &err) !=
+        DS_OK) {
         fprintf(stderr, "get: %s\n", err.message);
         return false;
     }
@@ -692,6 +713,46 @@ static void run_case(const char *name, int threads, bench_op_fn a, bench_op_fn b
     fflush(stdout);
 }
 
+/* N threads on a fresh 4-connection pool (its wait statistics its own)
+ * against 4 threads on 4 raw connections: more, shorter rounds, since a
+ * loaded machine's drift is what limits this comparison. */
+static void run_shared4(const char *url, double secs) {
+    enum { SHARED_MAXT = 64 };
+    static tctx sh[SHARED_MAXT];
+    void *sh_p[SHARED_MAXT];
+    static const int counts[] = {8, 16, 64};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        shared_pool = open_pool(url, 4);
+        for (int i = 0; i < counts[k]; i++) {
+            sh[i] = (tctx){i, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1), NULL, 0};
+            sh_p[i] = &sh[i];
+        }
+        int rounds = 15;
+        bench_result ra, rb;
+        bench_ab(rounds, 2 * secs / (2.0 * rounds), counts[k], op_get_user_shared,
+                 sh_p, 4, raw_get_user, raw_p, &ra, &rb);
+        if (ra.failed || rb.failed) {
+            fprintf(stderr, "bench_repo: get_user_shared4 failed\n");
+            exit(1);
+        }
+        ds_pool_stats ps = DS_POOL_STATS_INIT;
+        if (ds_pool_stats_get(shared_pool, &ps, NULL) != DS_OK)
+            exit(1);
+        char more[256];
+        snprintf(more, sizeof more,
+                 "connections=4 baseline_threads=4 acquire_wait_p50_us=%lld "
+                 "acquire_wait_p99_us=%lld acquire_wait_max_us=%lld "
+                 "overtaken_max=%llu",
+                 (long long)ps.acquire_wait_p50_us,
+                 (long long)ps.acquire_wait_p99_us,
+                 (long long)ps.acquire_wait_max_us,
+                 (unsigned long long)ps.waiter_overtaken_max);
+        bench_print(PROGRAM, "get_user_shared4", counts[k], &ra, &rb, more);
+        ds_pool_close(shared_pool);
+        shared_pool = NULL;
+    }
+}
+
 int main(void) {
     const char *url = bench_env("DATABASE_URL");
     double secs = bench_seconds(4.5);
@@ -706,7 +767,9 @@ int main(void) {
         ours_p[i] = &ours[i];
         raw_p[i] = &raw[i];
     }
-    int rounds = 5;
+    /* BENCH_ROUNDS: more, shorter rounds follow a loaded machine's drift */
+    const char *rounds_env = getenv("BENCH_ROUNDS");
+    int rounds = rounds_env && atoi(rounds_env) > 0 ? atoi(rounds_env) : 5;
     int tcounts[2] = {1, 8};
     for (int k = 0; k < 2; k++)
         run_case("get_user", tcounts[k], op_get_user, raw_get_user, secs, rounds, "");
@@ -726,6 +789,8 @@ int main(void) {
                  "baseline=begin_insert_update_commit round_trips=1_vs_4");
     run_case("append_batch_100", 1, op_batch, raw_batch, secs, rounds,
              "rows=100 baseline=libpq_pipeline_one_tx");
+    if (selected("get_user_shared4"))
+        run_shared4(url, secs);
     const char *scale = getenv("BENCH_SCALE");
     if (scale && strcmp(scale, "1") == 0) {
         PGconn *c = PQconnectdb(url);

@@ -142,14 +142,23 @@ void bench_ab(int rounds, double seconds_per_side, int threads_a,
               void **ctx_b, bench_result *ra, bench_result *rb) {
     double *va = calloc((size_t)rounds, sizeof *va);
     double *vb = calloc((size_t)rounds, sizeof *vb);
+    double *vr = calloc((size_t)rounds, sizeof *vr);
     bench_hist *ha = calloc(1, sizeof *ha), *hb = calloc(1, sizeof *hb);
     memset(ra, 0, sizeof *ra);
     if (rb)
         memset(rb, 0, sizeof *rb);
     for (int r = 0; r < rounds; r++) {
         va[r] = bench_run(threads_a, seconds_per_side, a, ctx_a, ha, &ra->failed);
-        if (b)
+        if (b) {
             vb[r] = bench_run(threads_b, seconds_per_side, b, ctx_b, hb, &rb->failed);
+            vr[r] = vb[r] > 0 ? va[r] / vb[r] : 0.0;
+        }
+    }
+    if (b && rounds > 0) {
+        ra->ratio_rounds = rounds;
+        ra->ratio = median(vr, rounds); /* sorts vr */
+        ra->ratio_min = vr[0];
+        ra->ratio_max = vr[rounds - 1];
     }
     ra->ops_s = median(va, rounds);
     ra->ops = ha->count;
@@ -163,6 +172,7 @@ void bench_ab(int rounds, double seconds_per_side, int threads_a,
     }
     free(va);
     free(vb);
+    free(vr);
     free(ha);
     free(hb);
 }
@@ -172,7 +182,12 @@ void bench_print(const char *program, const char *case_name, int threads,
                  const char *extra) {
     printf("BENCH %s %s threads=%d ops_s=%.0f p50_us=%.1f p99_us=%.1f", program,
            case_name, threads, ours->ops_s, ours->p50_us, ours->p99_us);
-    if (base)
+    if (base && ours->ratio_rounds > 0)
+        printf(" baseline_ops_s=%.0f ratio=%.3f ratio_min=%.3f ratio_max=%.3f "
+               "rounds=%d",
+               base->ops_s, ours->ratio, ours->ratio_min, ours->ratio_max,
+               ours->ratio_rounds);
+    else if (base)
         printf(" baseline_ops_s=%.0f ratio=%.3f", base->ops_s,
                base->ops_s > 0 ? ours->ops_s / base->ops_s : 0.0);
     if (extra && *extra)

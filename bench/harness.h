@@ -21,6 +21,12 @@ typedef struct bench_result {
     double p99_us;
     uint64_t ops;     /* total operations                       */
     bool failed;
+    /* Set on A's result by bench_ab with a baseline: the median, lowest
+     * and highest of the per-round ratios A/B. A ratio taken within one
+     * round sees the same machine drift on both sides, so its median is
+     * steadier than the ratio of the two medians on a shared machine. */
+    int ratio_rounds;
+    double ratio, ratio_min, ratio_max;
 } bench_result;
 
 int64_t bench_now_ns(void);
@@ -43,7 +49,9 @@ void bench_ab(int rounds, double seconds_per_side, int threads_a,
               void **ctx_b, bench_result *ra, bench_result *rb);
 
 /* Prints: BENCH <program> <case> threads=T ops_s=.. p50_us=.. p99_us=..
- * baseline_ops_s=.. ratio=.. <extra> (baseline fields when `base`). */
+ * baseline_ops_s=.. ratio=.. <extra> (baseline fields when `base`). The
+ * ratio is the median of the per-round ratios when bench_ab measured them
+ * (then also ratio_min=.. ratio_max=.. rounds=..), else ours/base. */
 void bench_print(const char *program, const char *case_name, int threads,
                  const bench_result *ours, const bench_result *base,
                  const char *extra);

@@ -49,6 +49,8 @@ START_TEST(test_metrics_render_matches_stats) {
     ck_assert_double_eq(sample(text, "ds_redis_commands_total"), (double)rs.commands);
     ck_assert_ptr_nonnull(strstr(text, "# TYPE ds_pool_acquires_total counter\n"));
     ck_assert_ptr_nonnull(strstr(text, "# TYPE ds_pool_waiters gauge\n"));
+    ck_assert_double_eq(sample(text, "ds_pool_waiter_overtaken_max"),
+                        (double)ps.waiter_overtaken_max);
     /* counts only: no URL, password or host in the exposition */
     ck_assert_ptr_null(strstr(text, "postgresql://"));
     ck_assert_ptr_null(strstr(text, "redis://"));

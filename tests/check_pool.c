@@ -249,8 +249,9 @@ static void *busy_worker(void *p) {
 }
 
 /* 16 threads on 2 connections, each running its queries back to back:
- * threads inside their time slice reuse connections without queueing, yet
- * every thread finishes every query and no acquire times out. */
+ * threads that come straight back reuse connections without queueing, yet
+ * every thread finishes every query, no acquire times out and no waiter is
+ * overtaken more than the barging budget allows. */
 START_TEST(test_pool_oversubscribed_threads_all_served) {
     ds_config *cfg = dt_config(db_url(), 2, 2);
     ds_error err = {0};
@@ -274,6 +275,9 @@ START_TEST(test_pool_oversubscribed_threads_all_served) {
     ck_assert_uint_eq(st.acquires, (uint64_t)T * OPS);
     ck_assert_int_eq(st.in_use, 0);
     ck_assert_int_le(st.connections, 2);
+    /* each waiter overtaken at most DS_POOL_BARGE_MAX times per waiter
+     * ahead of it, plus its own turn at the head */
+    ck_assert_uint_le(st.waiter_overtaken_max, (uint64_t)T * DS_POOL_BARGE_MAX);
     ds_pool_close(pool);
 }
 END_TEST
@@ -294,8 +298,9 @@ static void *acquire_once(void *p) {
 }
 
 /* A thread that reuses the only connection while another waits, then stops
- * asking: the waiter gets the connection (handed over when the slice ends,
- * or taken from the idle stack by the oldest waiter's periodic look). */
+ * asking: the waiter gets the connection (handed over when the barging
+ * budget is spent, or taken from the idle stack by the oldest waiter's
+ * periodic look). */
 START_TEST(test_pool_waiter_gets_connection_a_busy_thread_stops_using) {
     ds_pool *pool = dt_pool(db_url(), 1, 1);
     ds_conn *c;
@@ -316,6 +321,99 @@ START_TEST(test_pool_waiter_gets_connection_a_busy_thread_stops_using) {
     pthread_join(th, NULL);
     ck_assert_int_eq(a.st, DS_OK);
     ck_assert_uint_eq(stats_of(pool).timeouts, 0);
+    ds_pool_close(pool);
+}
+END_TEST
+
+typedef struct {
+    ds_pool *pool;
+    atomic_int *keeper_acquires; /* the keeper's acquires while we queue */
+    atomic_bool served;
+    int overtaken; /* keeper_acquires when this waiter got the connection */
+    ds_status st;
+    atomic_bool hold; /* keep the connection until cleared */
+} overtaken_arg;
+
+static void *count_overtakers(void *p) {
+    overtaken_arg *a = p;
+    ds_conn *c;
+    ds_error err = {0};
+    a->st = ds_pool_acquire_timeout(a->pool, 20000, &c, &err);
+    if (a->st == DS_OK) {
+        a->overtaken = atomic_load(a->keeper_acquires);
+        atomic_store(&a->served, true);
+        for (int spin = 0; spin < 10000 && atomic_load(&a->hold); spin++)
+            usleep(1000);
+        ds_pool_release(c);
+    }
+    return NULL;
+}
+
+/* A thread that comes straight back may keep its connection while another
+ * waits, but only DS_POOL_BARGE_MAX times: then its release hands the
+ * connection over. Counted in acquisitions, not time: the stats report
+ * exactly how often the waiter was overtaken. */
+START_TEST(test_pool_barging_overtakes_a_waiter_a_bounded_number_of_times) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    /* learn this thread's habit: release, then straight back */
+    for (int i = 0; i < 10; i++) {
+        ck_assert_ds_ok(ds_pool_acquire(pool, &c, &err), err);
+        ds_pool_release(c);
+    }
+    ck_assert_ds_ok(ds_pool_acquire(pool, &c, &err), err);
+    atomic_int keeper_acquires = 0;
+    overtaken_arg a = {pool, &keeper_acquires, false, -1, DS_ERR_INTERNAL, false};
+    pthread_t th;
+    pthread_create(&th, NULL, count_overtakers, &a);
+    for (int spin = 0; spin < 500 && stats_of(pool).waiters != 1; spin++)
+        usleep(2000);
+    ck_assert_int_eq(stats_of(pool).waiters, 1);
+    int rounds = 0;
+    while (!atomic_load(&a.served) && rounds++ < 4 * DS_POOL_BARGE_MAX + 4) {
+        ds_pool_release(c);
+        ck_assert_ds_ok(ds_pool_acquire_timeout(pool, 20000, &c, &err), err);
+        if (!atomic_load(&a.served))
+            atomic_fetch_add(&keeper_acquires, 1);
+    }
+    ds_pool_release(c);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(a.st, DS_OK);
+    ck_assert_msg(atomic_load(&a.served), "the waiter was never served");
+    ck_assert_int_ge(a.overtaken, 0);
+    ck_assert_int_le(a.overtaken, DS_POOL_BARGE_MAX);
+    ds_pool_stats st = stats_of(pool);
+    ck_assert_uint_eq(st.waiter_overtaken_max, (uint64_t)a.overtaken);
+    ck_assert_uint_eq(st.timeouts, 0);
+    ds_pool_close(pool);
+}
+END_TEST
+
+/* A thread with no habit of coming straight back (here: its first
+ * release) hands its connection to the waiter at once, never leaving it
+ * idle while someone waits. */
+START_TEST(test_pool_release_hands_over_at_once_without_a_quick_return) {
+    ds_pool *pool = dt_pool(db_url(), 1, 1);
+    ds_conn *c;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_pool_acquire(pool, &c, &err), err);
+    atomic_int none = 0;
+    overtaken_arg a = {pool, &none, false, -1, DS_ERR_INTERNAL, true};
+    pthread_t th;
+    pthread_create(&th, NULL, count_overtakers, &a);
+    for (int spin = 0; spin < 500 && stats_of(pool).waiters != 1; spin++)
+        usleep(2000);
+    ck_assert_int_eq(stats_of(pool).waiters, 1);
+    ds_pool_release(c);
+    /* handed over, not pushed onto the idle stack (the waiter holds it) */
+    ck_assert_int_eq(stats_of(pool).idle, 0);
+    atomic_store(&a.hold, false);
+    pthread_join(th, NULL);
+    ck_assert(atomic_load(&a.served));
+    ck_assert_int_eq(a.st, DS_OK);
+    ck_assert_int_eq(a.overtaken, 0);
+    ck_assert_uint_eq(stats_of(pool).waiter_overtaken_max, 0);
     ds_pool_close(pool);
 }
 END_TEST
@@ -1361,6 +1459,8 @@ Suite *ds_test_pool_suite(void) {
     tcase_add_test(tc, test_pool_waiters_served_first_come_first_served);
     tcase_add_test(tc, test_pool_oversubscribed_threads_all_served);
     tcase_add_test(tc, test_pool_waiter_gets_connection_a_busy_thread_stops_using);
+    tcase_add_test(tc, test_pool_barging_overtakes_a_waiter_a_bounded_number_of_times);
+    tcase_add_test(tc, test_pool_release_hands_over_at_once_without_a_quick_return);
     suite_add_tcase(s, tc);
     tc = tcase_create("release");
     tcase_add_test(tc, test_pool_release_rolls_back_open_transaction);

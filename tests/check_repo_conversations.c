@@ -107,6 +107,100 @@ START_TEST(test_repo_conversation_list_by_recent_activity) {
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
 }
 END_TEST
+/* An activity cursor is a position (updated_at, id), not a session: one
+ * whose conversation was deleted, or taken from another user's list, still
+ * gives exactly this user's conversations after that position; a limit
+ * above repo_max_page or a malformed cursor is refused. */
+START_TEST(test_repo_conversation_paging_cursor_edge_cases) {
+    ds_error err = {0};
+    int64_t owner = new_user("convcursor@example.com");
+    int64_t other = new_user("convcursor-other@example.com");
+    int64_t ids[6], foreign;
+    for (int i = 0; i < 6; i++)
+        ids[i] = new_conversation(owner);
+    foreign = new_conversation(other);
+    /* distinct activity times: ids[0] newest, then one minute apart; the
+     * other user's conversation sits between ids[2] and ids[3] */
+    char sql[256];
+    for (int i = 0; i < 6; i++) {
+        snprintf(sql, sizeof sql, "UPDATE conversations SET updated_at = "
+                 "now() - interval '%d minutes' WHERE id = %lld", 2 * i + 10,
+                 (long long)ids[i]);
+        dt_sql(db, sql);
+    }
+    snprintf(sql, sizeof sql, "UPDATE conversations SET updated_at = now() - "
+             "interval '15 minutes' WHERE id = %lld", (long long)foreign);
+    dt_sql(db, sql);
+
+    ds_conversation_list *page;
+    ds_status st = ds_conversation_list_page(pool, owner, NULL, 2, false, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 2);
+    ck_assert(page->items[1]->id == ids[1] && page->has_more);
+    ds_conversation_cursor next = page->next;
+    ds_conversation_list_free(page);
+
+    /* the cursor's conversation is deleted: the next page is still exact */
+    ck_assert_ds_ok(ds_conversation_delete(pool, ids[1], &err), err);
+    st = ds_conversation_list_page(pool, owner, &next, 2, false, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 2);
+    ck_assert(page->items[0]->id == ids[2] && page->items[1]->id == ids[3]);
+    ds_conversation_list_free(page);
+
+    /* another user's cursor: this user's rows after that position, only */
+    st = ds_conversation_list_page(pool, other, NULL, 1, false, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 1);
+    ck_assert(page->items[0]->id == foreign);
+    ds_conversation_cursor theirs = page->next;
+    ds_conversation_list_free(page);
+    st = ds_conversation_list_page(pool, owner, &theirs, 10, false, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 3);
+    for (size_t i = 0; i < page->count; i++) {
+        ck_assert(page->items[i]->owner_id == owner);
+        ck_assert(page->items[i]->id == ids[3 + i]);
+    }
+    ck_assert(!page->has_more);
+    ds_conversation_list_free(page);
+
+    /* past the last row: an empty page that keeps the cursor */
+    ds_conversation_cursor end = {1, 1};
+    st = ds_conversation_list_page(pool, owner, &end, 10, false, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 0);
+    ck_assert(!page->has_more);
+    ck_assert(page->next.updated_at == 1 && page->next.id == 1);
+    ds_conversation_list_free(page);
+
+    /* a malformed cursor, and limits out of range */
+    ds_conversation_cursor bad = {next.updated_at, -5};
+    st = ds_conversation_list_page(pool, owner, &bad, 2, false, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_null(page);
+    st = ds_conversation_list_page(pool, owner, NULL, 0, false, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    st = ds_conversation_list_page(pool, owner, NULL, -1, false, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ds_config *cfg = dt_config(db, 1, 1);
+    ck_assert_int_eq(ds_config_set_int(cfg, "repo_max_page", 3, &err), DS_OK);
+    ds_pool *small;
+    ck_assert_int_eq(ds_pool_open(cfg, &small, &err), DS_OK);
+    ds_config_free(cfg);
+    st = ds_conversation_list_page(small, owner, NULL, 4, false, &page, &err);
+    ck_assert_ds_status(st, DS_ERR_INVALID, err);
+    ck_assert_ptr_null(page);
+    ck_assert(strstr(err.message, "repo_max_page") != NULL);
+    st = ds_conversation_list_page(small, owner, NULL, 3, false, &page, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(page->count, 3);
+    ck_assert(page->items[0]->id == ids[0] && page->has_more);
+    ds_conversation_list_free(page);
+    ds_pool_close(small);
+}
+END_TEST
+
 START_TEST(test_repo_message_append_bumps_updated_at) {
     ds_error err = {0};
     int64_t conv = new_conversation(new_user("m@example.com"));
@@ -571,6 +665,7 @@ END_TEST
 static void add_conversations(TCase *tc) {
     tcase_add_test(tc, test_repo_conversation_lifecycle);
     tcase_add_test(tc, test_repo_conversation_list_by_recent_activity);
+    tcase_add_test(tc, test_repo_conversation_paging_cursor_edge_cases);
 }
 
 static void add_messages(TCase *tc) {

@@ -6,9 +6,12 @@
  * each replica). ds_pool_acquire() leases one as a ds_conn; ds_pool_release()
  * gives it back. Waiters are served first-come first-served; an acquire never
  * waits longer than its timeout. With more threads than connections, a
- * thread reuses connections for a 2 ms time slice without queueing behind
- * the waiters, then hands over to the oldest; a waiter is served within
- * about (its place in the queue / connections + 1) slices.
+ * thread that comes straight back for another connection may keep the one it
+ * released without queueing behind the waiters, but the oldest waiter is
+ * overtaken at most DS_POOL_BARGE_MAX times (and for at most 2 ms) before a
+ * release hands it the connection: a waiter is served after at most
+ * (waiters ahead of it + 1) * DS_POOL_BARGE_MAX acquisitions by threads
+ * outside the queue.
  *
  * Statement modes (setting `statement_mode`):
  *   prepared  named prepared statements, cached per connection: the fastest
@@ -175,6 +178,10 @@ DS_EXPORT struct pg_conn *ds_conn_pg(ds_conn *conn);
  * after changing session state through ds_conn_pg(). */
 DS_EXPORT void ds_conn_discard(ds_conn *conn);
 
+/* How many acquisitions may overtake the oldest waiter (see the top of
+ * this header) before the next release hands it a connection. */
+#define DS_POOL_BARGE_MAX 32
+
 typedef struct ds_pool_stats {
     size_t size; /* growable, caller-allocated: set by DS_POOL_STATS_INIT */
     int connections;     /* open connections, primary and replicas        */
@@ -189,6 +196,10 @@ typedef struct ds_pool_stats {
     int64_t acquire_wait_p50_us;
     int64_t acquire_wait_p99_us;
     int64_t acquire_wait_max_us;
+    /* The most acquisitions that overtook one waiter (threads keeping a
+     * connection while it waited): at most (waiters ahead of it + 1) *
+     * DS_POOL_BARGE_MAX. */
+    uint64_t waiter_overtaken_max;
 } ds_pool_stats;
 #define DS_POOL_STATS_INIT DS_SIZED_INIT(ds_pool_stats)
 

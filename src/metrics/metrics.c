@@ -93,6 +93,10 @@ static void render_pool(text_buf *t, const ds_pool_stats *s) {
            "Longest time spent waiting in acquire.");
     put(t, "ds_pool_acquire_wait_max_seconds %.6f\n",
         (double)s->acquire_wait_max_us / 1e6);
+    gauge(t, "ds_pool_waiter_overtaken_max",
+          "Most acquisitions that overtook one waiter (threads keeping a "
+          "connection while it waited).",
+          (long long)s->waiter_overtaken_max);
 }
 
 static void render_redis(text_buf *t, const ds_redis_stats *s) {

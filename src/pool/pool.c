@@ -10,17 +10,24 @@
  * When threads outnumber connections, handing every released connection
  * to the oldest waiter costs a thread wake-up and a sleep per query (16
  * threads on 4 connections ran at a quarter of 4 raw connections on two
- * cores). Instead a thread holds a time slice (SLICE_US) from the moment it
- * gets a connection: within it, it gives connections back to the idle stack
- * and takes them again without waking anyone, even while others wait; once
- * it is over, its next release (or acquire) hands the connection to the
- * oldest waiter, which starts a slice of its own. A waiter is thus served
- * within about (its place in the queue / connections + 1) slices. The
- * oldest waiter also wakes once per slice to take a connection left idle
- * by a thread that stopped asking. Like Go's sync.Mutex (barging, with
- * hand-off for a waiter starved past 1 ms) and HikariCP's ConcurrentBag
- * (a thread reuses its own connection first), but the slice bounds the wait
- * without falling back to a hand-off per query under sustained load.
+ * cores), and the connection stays unused until the woken thread runs.
+ * So a thread that comes straight back for another connection may keep
+ * the one it releases (barging, as in Go's sync.Mutex and HikariCP's
+ * ConcurrentBag, whose threads reuse their own connection first), within
+ * a budget: the oldest waiter is overtaken by at most DS_POOL_BARGE_MAX
+ * such acquisitions, and for at most HEAD_STARVE_US, then the next release
+ * hands it the connection.
+ * A waiter is thus served after at most (waiters ahead of it + 1) *
+ * DS_POOL_BARGE_MAX acquisitions by other threads plus the hand-offs to
+ * the waiters ahead of it, whatever the timing; the stats report the most
+ * any waiter was overtaken.
+ *
+ * "Comes straight back" is learnt per thread: a release keeps the
+ * connection only when this thread's recent releases were followed by its
+ * next acquire within QUICK_RETURN_US. A thread that works between queries
+ * hands its connection over at once, so no connection sits idle while
+ * others wait; if a keeper does not come back after all, the oldest waiter
+ * (which polls every HEAD_POLL_US) takes the idle connection.
  */
 #include <errno.h>
 #include <poll.h>
@@ -260,12 +267,16 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
 
 /* ---- handing connections and slots around (lock held) ------------------ */
 
+/* The barge budget is per head of the queue: a new head starts afresh. */
 static ds_waiter *pop_waiter(ds_subpool *s) {
     ds_waiter *w = s->wait_head;
     if (w) {
         s->wait_head = w->next;
         if (!s->wait_head)
             s->wait_tail = NULL;
+        s->head_barged = 0;
+        s->head_since_us = ds__now_us();
+        w->overtaken = s->barges - w->barges_at_enqueue;
     }
     return w;
 }
@@ -277,6 +288,11 @@ static void remove_waiter(ds_subpool *s, ds_waiter *w) {
         pp = &(*pp)->next;
     }
     if (*pp) {
+        if (w == s->wait_head) {
+            s->head_barged = 0;
+            s->head_since_us = ds__now_us();
+        }
+        w->overtaken = s->barges - w->barges_at_enqueue;
         *pp = w->next;
         if (s->wait_tail == w)
             s->wait_tail = prev;
@@ -350,22 +366,59 @@ static ds_conn *take_own_idle_locked(ds_subpool *s) {
     return c;
 }
 
-/* The time slice (see the top of the file). Long enough that a slice
- * holds many queries (a round trip is tens of microseconds), short enough
- * that 60 waiters on 4 connections are served within some 30 ms. */
-#define SLICE_US 2000
+/* A thread "comes straight back" when its next acquire follows its
+ * release within this: about what a hand-off costs (waking a thread), so
+ * keeping the connection for a quicker return beats handing it over. */
+#define QUICK_RETURN_US 50
 
-/* This thread's slice: the pool it was taken on and when it ends. */
-static _Thread_local const ds_pool *slice_pool;
-static _Thread_local int64_t slice_end_us;
+/* How often the oldest waiter looks for a connection a keeper left idle
+ * without coming back: the longest a connection can sit unused while
+ * others wait. */
+#define HEAD_POLL_US 1000
 
-static bool in_slice(const ds_pool *p, int64_t now) {
-    return slice_pool == p && now < slice_end_us;
+/* This thread's return habit on one pool: a saturating score, raised by a
+ * quick return and lowered twice as fast by a slow one, so one preemption
+ * between release and acquire costs one hand-off, not a habit. */
+static _Thread_local const ds_pool *habit_pool;
+static _Thread_local int64_t habit_released_us; /* 0: no release pending */
+static _Thread_local int habit_score;
+#define HABIT_KEEP 2
+#define HABIT_MAX 3
+
+static void habit_note_acquire(const ds_pool *p, int64_t now) {
+    if (habit_pool != p || !habit_released_us)
+        return;
+    if (now - habit_released_us < QUICK_RETURN_US)
+        habit_score = habit_score < HABIT_MAX ? habit_score + 1 : HABIT_MAX;
+    else
+        habit_score = habit_score >= 2 ? habit_score - 2 : 0;
+    habit_released_us = 0;
 }
 
-static void start_slice(const ds_pool *p, int64_t now) {
-    slice_pool = p;
-    slice_end_us = now + SLICE_US;
+static void habit_note_release(const ds_pool *p, int64_t now) {
+    if (habit_pool != p) {
+        habit_pool = p;
+        habit_score = 0;
+    }
+    habit_released_us = now;
+}
+
+static bool habit_quick(const ds_pool *p) {
+    return habit_pool == p && habit_score >= HABIT_KEEP;
+}
+
+/* How long the oldest waiter may wait at the head before barging stops
+ * for it, whatever its budget: on a loaded machine 32 acquisitions can take
+ * many milliseconds, and this keeps the wait bounded in time as well. */
+#define HEAD_STARVE_US 2000
+
+/* May this thread take (or keep) a connection while others wait? Only a
+ * thread that comes straight back, and only while the oldest waiter has
+ * been overtaken fewer than DS_POOL_BARGE_MAX times and has been at the
+ * head for less than HEAD_STARVE_US. Lock held. */
+static bool may_barge(const ds_pool *p, const ds_subpool *s, int64_t now) {
+    return habit_quick(p) && s->head_barged < DS_POOL_BARGE_MAX &&
+           now - s->head_since_us < HEAD_STARVE_US;
 }
 
 /* The oldest waiter is the one that polls for connections left idle; a
@@ -392,17 +445,20 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         pthread_mutex_unlock(&p->mu);
         return ds__error_set(err, DS_ERR_CLOSED, "acquire: the pool is closed");
     }
-    if (s->idle && (!s->wait_head || in_slice(p, start))) {
+    habit_note_acquire(p, start);
+    if (s->idle && !s->wait_head) {
         c = take_own_idle_locked(s);
-        if (!s->wait_head)
-            start_slice(p, start);
+    } else if (s->idle && may_barge(p, s, start)) {
+        /* overtakes every waiter: counted against the oldest's budget */
+        c = take_own_idle_locked(s);
+        s->head_barged++;
+        s->barges++;
     } else if (!s->wait_head && s->total < p->max) {
         s->total++;
         create = true;
-        start_slice(p, start);
     } else {
-        /* Our slice is over (or we never had one) and others wait: an idle
-         * connection is theirs, and we queue behind them. */
+        /* Others wait and we may not overtake them: an idle connection is
+         * theirs, and we queue behind them. */
         if (s->idle)
             give_conn_locked(s, take_own_idle_locked(s));
         ds_waiter w = {0};
@@ -411,19 +467,23 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
         pthread_cond_init(&w.cond, &attr);
         pthread_condattr_destroy(&attr);
-        if (s->wait_tail)
+        w.barges_at_enqueue = s->barges;
+        if (s->wait_tail) {
             s->wait_tail->next = &w;
-        else
+        } else {
             s->wait_head = &w;
+            s->head_since_us = ds__now_us();
+        }
         s->wait_tail = &w;
         s->waiters++;
         for (;;) {
-            /* The oldest waiter wakes once per slice to look for an idle
-             * connection; the others sleep until served or the deadline. */
+            /* The oldest waiter wakes every HEAD_POLL_US to look for a
+             * connection left idle; the others sleep until served or the
+             * deadline. */
             int64_t now = ds__now_us();
             int64_t wake = deadline;
-            if (s->wait_head == &w && now + SLICE_US < deadline)
-                wake = now + SLICE_US;
+            if (s->wait_head == &w && now + HEAD_POLL_US < deadline)
+                wake = now + HEAD_POLL_US;
             struct timespec ts = timespec_at(wake);
             while (!w.done &&
                    pthread_cond_timedwait(&w.cond, &p->mu, &ts) == 0 &&
@@ -433,7 +493,7 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
                 break;
             now = ds__now_us();
             if (s->wait_head == &w && s->idle && !p->closing) {
-                /* left idle by a thread within its slice that stopped */
+                /* left idle by a keeper that did not come back */
                 pop_waiter(s);
                 w.conn = take_own_idle_locked(s);
                 w.done = true;
@@ -446,6 +506,8 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         }
         s->waiters--;
         pthread_cond_destroy(&w.cond);
+        if (w.overtaken > p->overtaken_max)
+            p->overtaken_max = w.overtaken;
         wake_head_locked(s);
         if (!w.done) {
             atomic_fetch_add(&p->timeouts, 1);
@@ -463,7 +525,6 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         }
         c = w.conn;
         create = w.grant;
-        start_slice(p, ds__now_us());
     }
     p->leased++;
     record_wait(p, ds__now_us() - start);
@@ -587,13 +648,16 @@ DS_EXPORT void ds_pool_release(ds_conn *conn) {
                  !(conn->expires_us && ds__now_us() >= conn->expires_us);
     bool free_pool;
     pthread_mutex_lock(&p->mu);
+    int64_t now = ds__now_us();
+    habit_note_release(p, now);
     if (reuse && !p->closing) {
-        /* Within its slice a thread keeps its connection to itself: back on
-         * the idle stack, no one woken. */
-        if (s->wait_head && !in_slice(p, ds__now_us())) {
+        /* A thread that comes straight back keeps its connection on the
+         * idle stack, waking no one, within the oldest waiter's budget;
+         * otherwise the oldest waiter gets it now. */
+        if (s->wait_head && !may_barge(p, s, now)) {
             give_conn_locked(s, conn);
         } else {
-            conn->idle_since_us = ds__now_us();
+            conn->idle_since_us = now;
             push_idle_locked(s, conn);
         }
         conn = NULL;
@@ -982,6 +1046,7 @@ DS_EXPORT ds_status ds_pool_stats_get(ds_pool *pool, ds_pool_stats *caller,
     out->acquire_wait_p50_us = wait_percentile(pool, 0.50);
     out->acquire_wait_p99_us = wait_percentile(pool, 0.99);
     out->acquire_wait_max_us = pool->wait_max_us;
+    out->waiter_overtaken_max = pool->overtaken_max;
     pthread_mutex_unlock(&pool->mu);
     out->acquires = atomic_load(&pool->acquires);
     out->timeouts = atomic_load(&pool->timeouts);

@@ -49,6 +49,8 @@ typedef struct ds_waiter {
     ds_conn *conn;   /* handed a live connection */
     bool grant;      /* or handed a slot to open one in */
     bool done;
+    uint64_t barges_at_enqueue; /* the sub-pool's barges when it queued */
+    uint64_t overtaken;  /* barges while it queued, set as it leaves the queue */
     struct ds_waiter *next;
 } ds_waiter;
 
@@ -68,6 +70,10 @@ struct ds_subpool {
     ds_conn *idle;    /* LIFO keeps a hot set and lets the rest idle out */
     ds_waiter *wait_head, *wait_tail;
     int waiters;
+    int head_barged;  /* acquisitions that overtook the current oldest
+                         waiter (reset when it leaves the head) */
+    uint64_t barges;  /* acquisitions that overtook waiters, ever */
+    int64_t head_since_us; /* when the current oldest waiter became it */
     int64_t down_until_us;
 };
 
@@ -106,6 +112,7 @@ struct ds_pool {
         discarded;
     uint32_t wait_hist[DS_WAIT_BUCKETS];
     int64_t wait_max_us;
+    uint64_t overtaken_max; /* most barges any one waiter saw */
 };
 
 /* The layer under ds__stmt_run / ds__sql_run: libpq's arrays as they are,
