@@ -25,7 +25,8 @@
  *
  * (0.1% of a 10k user would need a 10,000,000-row table: not measured.)
  * BENCH_MEMORY_ROWS caps the table (default 200000; 1000000 runs every
- * tier); stages above it are skipped with a note.
+ * tier); stages above it are skipped with a note. BENCH_MEMORY_BACKEND
+ * (fallback or pgvector) runs one backend only.
  *
  * Cases (one BENCH line each, single thread, interleaved A/B rounds):
  *
@@ -936,7 +937,10 @@ int main(void) {
         fprintf(stderr, "%s: the server has no pgvector: pgvector cases "
                         "skipped\n", PROGRAM);
     const char *backends[2] = {"fallback", "pgvector"};
+    const char *only = getenv("BENCH_MEMORY_BACKEND");
     for (int b = 0; b < (pgv ? 2 : 1); b++) {
+        if (only && *only && strcmp(only, backends[b]) != 0)
+            continue;
         model.rng = saved_model.rng;
         text_rng = saved_text;
         for (size_t t = 0; t < NTIERS; t++)
