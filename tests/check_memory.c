@@ -579,6 +579,77 @@ START_TEST(test_memory_crud) {
 }
 END_TEST
 
+/* A list without a kind merges the pages of each of the user's kinds
+ * (memory.list): every fact of the user, in id order, each once, across
+ * page boundaries, whatever the order the kinds were written in; with a
+ * kind, only that kind's. */
+START_TEST(test_memory_list_pages_across_kinds) {
+    fx f;
+    if (!fx_open(&f, "test_memory_list_pages_across_kinds", _i))
+        return;
+    static const char *const kinds[] = {"fact", "preference", "goal", "a_1"};
+    float v[DIM];
+    vec3(v, 1, 0, 0);
+    int64_t mine[40];
+    int per_kind[4] = {0, 0, 0, 0};
+    rng_state = 7;
+    for (int i = 0; i < 40; i++) {
+        int k = (int)(rng() % 4);
+        per_kind[k]++;
+        mine[i] = add(f.mem, f.alice, kinds[k], "a fact", v);
+        if (i % 3 == 0) /* another user's, interleaved */
+            add(f.mem, f.bob, kinds[k], "bob's", v);
+    }
+    for (int limit = 1; limit <= 41; limit += 6) {
+        int seen = 0;
+        int64_t after = 0;
+        for (;;) {
+            ds_memory_facts *page;
+            ds_error err = {0};
+            ds_status st =
+                ds_memory_list(f.mem, f.alice, NULL, after, limit, &page, &err);
+            ck_assert_ds_ok(st, err);
+            ck_assert_uint_le(page->count, (size_t)limit);
+            for (size_t j = 0; j < page->count; j++) {
+                ck_assert_int_lt(seen, 40);
+                ck_assert_int_eq(page->items[j]->id, mine[seen]);
+                ck_assert_int_eq(page->items[j]->user_id, f.alice);
+                seen++;
+            }
+            size_t n = page->count;
+            if (n > 0)
+                after = page->items[n - 1]->id;
+            ds_memory_facts_free(page);
+            if (n < (size_t)limit)
+                break;
+        }
+        ck_assert_int_eq(seen, 40);
+    }
+    for (int k = 0; k < 4; k++) {
+        ds_memory_facts *page;
+        ds_error err = {0};
+        ds_status st =
+            ds_memory_list(f.mem, f.alice, kinds[k], 0, 1000, &page, &err);
+        ck_assert_ds_ok(st, err);
+        ck_assert_uint_eq(page->count, (size_t)per_kind[k]);
+        for (size_t j = 0; j < page->count; j++) {
+            ck_assert_str_eq(page->items[j]->kind, kinds[k]);
+            if (j > 0)
+                ck_assert_int_gt(page->items[j]->id, page->items[j - 1]->id);
+        }
+        ds_memory_facts_free(page);
+    }
+    /* a user without facts (no such user here): an empty page */
+    ds_memory_facts *page;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_memory_list(f.mem, f.bob + 1000, NULL, 0, 10, &page, &err),
+                    err);
+    ck_assert_uint_eq(page->count, 0);
+    ds_memory_facts_free(page);
+    fx_close(&f);
+}
+END_TEST
+
 START_TEST(test_memory_add_batch_is_all_or_nothing) {
     fx f;
     if (!fx_open(&f, "test_memory_add_batch_is_all_or_nothing", _i))
@@ -2046,6 +2117,7 @@ Suite *ds_test_memory_suite(void) {
     tc = tcase_create("crud");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_memory_crud, 0, 2);
+    tcase_add_loop_test(tc, test_memory_list_pages_across_kinds, 0, 2);
     tcase_add_loop_test(tc, test_memory_add_batch_is_all_or_nothing, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("validation");

@@ -137,18 +137,25 @@ static inline void cl_user_init(cl_model *m, cl_user *u) {
     }
 }
 
-/* One of the user's facts: topic t weighted 2 - t / ntopics. */
-static inline void cl_fact(cl_model *m, const cl_user *u, float *out) {
+/* One of the user's facts: topic t weighted 2 - t / ntopics. Returns the
+ * centre it was drawn from (a benchmark writes text of that topic). */
+static inline int cl_fact_topic(cl_model *m, const cl_user *u, float *out) {
     int t;
     do {
         t = (int)(cl_next(&m->rng) % (uint64_t)u->ntopics);
     } while (cl_uniform(&m->rng) * 2 > 2 - (double)t / u->ntopics);
     cl_point(m, u->topics[t], 1.0, out);
+    return u->topics[t];
 }
 
-/* A held-out query for the user; *on_topic says which kind it is. */
-static inline void cl_query(cl_model *m, const cl_user *u, float *out,
-                            bool *on_topic) {
+static inline void cl_fact(cl_model *m, const cl_user *u, float *out) {
+    (void)cl_fact_topic(m, u, out);
+}
+
+/* A held-out query for the user; *on_topic says which kind it is. Returns
+ * the centre it is near. */
+static inline int cl_query_topic(cl_model *m, const cl_user *u, float *out,
+                                 bool *on_topic) {
     bool on = cl_next(&m->rng) % 4 != 0;
     int c;
     if (on) {
@@ -165,6 +172,12 @@ static inline void cl_query(cl_model *m, const cl_user *u, float *out,
     if (on_topic)
         *on_topic = on;
     cl_point(m, c, 0.5, out);
+    return c;
+}
+
+static inline void cl_query(cl_model *m, const cl_user *u, float *out,
+                            bool *on_topic) {
+    (void)cl_query_topic(m, u, out, on_topic);
 }
 
 /*

@@ -106,11 +106,13 @@ DS_EXPORT ds_status ds_memory_list(ds_memory *mem, int64_t user_id,
     ds__bind p;
     ds__bind_init(&p);
     ds__bind_int64(&p, user_id);
-    ds__bind_text(&p, kind);
+    if (kind)
+        ds__bind_text(&p, kind);
     ds__bind_int64(&p, after_id);
     ds__bind_int32(&p, limit);
     ds_error local = {0};
-    PGresult *r = ds__memory_exec(c, &ds__memory_stmts[M_LIST], &p, &local);
+    PGresult *r = ds__memory_exec(
+        c, &ds__memory_stmts[kind ? M_LIST_KIND : M_LIST], &p, &local);
     ds_pool_release(c);
     if (!r)
         return ds__memory_fail(&local, err);

@@ -41,7 +41,7 @@ static inline void ds__memory_count(atomic_uint_fast64_t *c, uint64_t n) {
 
 /* Indices into the statement tables below (statements.c). */
 enum {
-    M_SETTINGS, M_BEGIN, M_BEGIN_READ, M_COMMIT, M_ROWS, M_LIST,
+    M_SETTINGS, M_BEGIN, M_BEGIN_READ, M_COMMIT, M_ROWS, M_LIST, M_LIST_KIND,
     M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_SKETCHES,
     M_SKETCHES_WIDE, M_CODES, M_SKETCHES_BY_ID, M_SET_CODES, M_COUNT_
 };

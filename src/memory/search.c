@@ -473,8 +473,16 @@ static ds_status text_candidates(ds_conn *c, const search_req *q, size_t n,
     ds__bind_text(&p, q->text);
     ds__bind_text(&p, q->kind);
     ds__bind_int32(&p, (int32_t)n);
+    /* Planned for its parameters every time (unnamed): which index should
+     * lead depends on them. For a rare word, the full-text index's few
+     * matches filtered by user; for a common one, the user's rows first
+     * (a bitmap AND). A cached generic plan cannot see the difference and
+     * ANDs the user's whole bitmap in every time: 26 ms for a user of
+     * 10,000 facts where the matches alone cost under 1 ms. */
+    bool saved = ds__conn_use_unnamed(c, true);
     PGresult *r =
         ds__memory_exec(c, &ds__memory_stmts[M_TEXT_CANDIDATES], &p, err);
+    ds__conn_use_unnamed(c, saved);
     if (!r)
         return err->code;
     size_t rows = (size_t)PQntuples(r);

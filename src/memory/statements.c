@@ -41,21 +41,53 @@ const ds__stmt_def ds__memory_stmts[M_COUNT_] = {
                       -1,
                       {0}},
     [M_COMMIT] = {"memory.commit", "COMMIT", 0, {0}, -1, {0}},
+    /* The ids first, each a probe of the primary key, and only then the
+     * user (MATERIALIZED keeps the planner from reading the user's facts
+     * and filtering them by id, which a generic plan, which takes every
+     * user for an average one, otherwise prefers). */
     [M_ROWS] = {"memory.rows",
-                "SELECT " FACT_COLS " FROM memory_facts "
-                "WHERE user_id = $1 AND id = ANY($2)",
+                "WITH f AS MATERIALIZED (SELECT " FACT_COLS
+                " FROM memory_facts WHERE id = ANY($2)) "
+                "SELECT * FROM f WHERE user_id = $1",
                 2,
                 {DS_OID_INT8, DS_OID_INT8_ARRAY},
                 DS_MEMORY_ROW_COLS,
                 {FACT_TYPES}},
+    /* A page of the user's facts by id, whatever their kind: the index
+     * (user_id, kind, id) holds them in id order within each kind, so the
+     * user's kinds are found by skipping through it (a loose index scan,
+     * one probe a kind) and each kind's next page is read in order; the
+     * pages are merged: the final sort holds at most a page per kind.
+     * O(kinds x page), never the user's every fact (a user has a handful
+     * of kinds; thousands of distinct kinds would make this slow, and an
+     * index on (user_id, id) would serve them, at the cost of a
+     * migration). */
     [M_LIST] = {"memory.list",
-                "SELECT " FACT_COLS " FROM memory_facts "
-                "WHERE user_id = $1 AND ($2::text IS NULL OR kind = $2) "
-                "AND id > $3 ORDER BY id LIMIT $4",
-                4,
-                {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8, DS_OID_INT4},
+                "WITH RECURSIVE kinds(kind) AS ("
+                "(SELECT kind FROM memory_facts WHERE user_id = $1 "
+                "ORDER BY kind LIMIT 1) "
+                "UNION ALL "
+                "SELECT (SELECT m.kind FROM memory_facts m WHERE m.user_id = "
+                "$1 AND m.kind > k.kind ORDER BY m.kind LIMIT 1) "
+                "FROM kinds k WHERE k.kind IS NOT NULL) "
+                "SELECT f.* FROM unnest(ARRAY(SELECT kind FROM kinds WHERE "
+                "kind IS NOT NULL)) AS k(kind) CROSS JOIN LATERAL (SELECT "
+                FACT_COLS " FROM memory_facts WHERE user_id = $1 "
+                "AND kind = k.kind AND id > $2 ORDER BY id LIMIT $3) f "
+                "ORDER BY f.id LIMIT $3",
+                3,
+                {DS_OID_INT8, DS_OID_INT8, DS_OID_INT4},
                 DS_MEMORY_ROW_COLS,
                 {FACT_TYPES}},
+    /* One kind's page: in the order of (user_id, kind, id). */
+    [M_LIST_KIND] = {"memory.list_kind",
+                     "SELECT " FACT_COLS " FROM memory_facts "
+                     "WHERE user_id = $1 AND kind = $2 "
+                     "AND id > $3 ORDER BY id LIMIT $4",
+                     4,
+                     {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT8, DS_OID_INT4},
+                     DS_MEMORY_ROW_COLS,
+                     {FACT_TYPES}},
     [M_SET_IMPORTANCE] = {"memory.set_importance",
                           "UPDATE memory_facts SET importance = $3, "
                           "updated_at = now() "
@@ -177,10 +209,12 @@ const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
                {DS_OID_INT8, DS_OID_INT8},
                DS_MEMORY_ROW_COLS + 1,
                {FACT_TYPES, DS_OID_BYTEA}},
+    /* By primary key first, then the user, as memory.rows. */
     [F_EMBEDDINGS] = {"memory.fallback.embeddings",
-                      "SELECT id, embedding FROM memory_facts "
-                      "WHERE user_id = $1 AND id = ANY($2) "
-                      "AND embedding IS NOT NULL",
+                      "WITH f AS MATERIALIZED (SELECT id, user_id, embedding "
+                      "FROM memory_facts WHERE id = ANY($2)) "
+                      "SELECT id, embedding FROM f "
+                      "WHERE user_id = $1 AND embedding IS NOT NULL",
                       2,
                       {DS_OID_INT8, DS_OID_INT8_ARRAY},
                       2,
@@ -231,9 +265,10 @@ const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
     /* The exact vectors of a search's candidates, scored by the library
      * like the fallback's, so both backends rank alike. */
     [P_EMBEDDINGS] = {"memory.pgvector.embeddings",
-                      "SELECT id, embedding::real[] FROM memory_facts "
-                      "WHERE user_id = $1 AND id = ANY($2) "
-                      "AND embedding IS NOT NULL",
+                      "WITH f AS MATERIALIZED (SELECT id, user_id, embedding "
+                      "FROM memory_facts WHERE id = ANY($2)) "
+                      "SELECT id, embedding::real[] FROM f "
+                      "WHERE user_id = $1 AND embedding IS NOT NULL",
                       2,
                       {DS_OID_INT8, DS_OID_INT8_ARRAY},
                       2,

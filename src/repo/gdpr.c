@@ -73,14 +73,24 @@ static const ds__stmt_def stmts[] = {
                        "memory_facts WHERE user_id = $1), (SELECT count(*) "
                        "FROM analytics_events WHERE user_id = $1)",
                        1, {I8}, 3, {I8, I8, I8}},
+    /* A batch is gathered conversation by conversation, each through
+     * (conversation_id, id), from the owner's conversations in the order
+     * of their index: never a scan of messages (which a user owning much
+     * of the table used to get, passing over every batch already deleted
+     * on each later one). */
     [S_ERASE_MESSAGES] = {"gdpr.erase_messages",
-                          "DELETE FROM messages WHERE id IN (SELECT id FROM "
-                          "messages WHERE conversation_id IN (SELECT id FROM "
-                          "conversations WHERE owner_id = $1) LIMIT $2)",
+                          "DELETE FROM messages WHERE id IN (SELECT m.id "
+                          "FROM conversations c CROSS JOIN LATERAL (SELECT "
+                          "id FROM messages WHERE conversation_id = c.id "
+                          "LIMIT $2) m WHERE c.owner_id = $1 ORDER BY "
+                          "c.updated_at DESC, c.id DESC LIMIT $2)",
                           2, {I8, DS_OID_INT4}, -1, {0}},
+    /* In the order of (user_id, kind, id): an index-only walk of the
+     * user's entries that stops at the batch. */
     [S_ERASE_FACTS] = {"gdpr.erase_facts",
                        "DELETE FROM memory_facts WHERE id IN (SELECT id FROM "
-                       "memory_facts WHERE user_id = $1 LIMIT $2)",
+                       "memory_facts WHERE user_id = $1 ORDER BY user_id, "
+                       "kind, id LIMIT $2)",
                        2, {I8, DS_OID_INT4}, -1, {0}},
     /* analytics_events has no key: a batch of row addresses (a TID scan
      * per partition; an address shared by two partitions is still one of
