@@ -1030,6 +1030,11 @@ DS_EXPORT ds_status ds_memory_maintain(ds_memory *mem,
     }
     PQclear(users);
     ds_pool_release(m.c);
+    if (st != DS_OK && strcmp(local.sqlstate, "42P01") == 0) {
+        local.code = st = DS_ERR_SCHEMA;
+        ds__error_prefix(&local, "the memory lists are missing (run the "
+                                 "migrations: sql/0008_memory_ivf_lists)");
+    }
     if (clustered)
         *clustered = done;
     if (done > 0)
