@@ -35,6 +35,14 @@
  *                              the same vectors (no search structure).
  *   <backend>_add              ds_memory_add of one fact vs one prepared
  *                              INSERT into that table.
+ *   <backend>_search_<class>_lists / _nolists
+ *                              only with BENCH_MEMORY_AB=1 (or =only, which
+ *                              runs nothing else): the classes whose users
+ *                              ds_memory_maintain() clustered, without their
+ *                              lists (moved aside: the coarse-code stage of
+ *                              sql/0006 answers) and with them. The load
+ *                              clusters those users (BENCH_MEMORY_LISTS=0
+ *                              drops the lists for the whole run).
  *   pgvector_hnsw_<class>      only with BENCH_MEMORY_HNSW=1 (builds an HNSW
  *                              index over the 200,000 rows, minutes here):
  *                              the library vs what a new user writes, a
@@ -694,11 +702,43 @@ static void bench_backend(const char *backend, const char *url, int rounds,
                    "SELECT id, embedding FROM memory_facts WHERE user_id = $1",
                    1, &int8);
     char name[64];
-    for (size_t c = 0; c < NCLASSES; c++) {
+    const char *ab_env = getenv("BENCH_MEMORY_AB");
+    bool ab_only = ab_env && strcmp(ab_env, "only") == 0;
+    for (size_t c = 0; c < NCLASSES && !ab_only; c++) {
         search_ctx ours = {.mem = mem, .qs = qs[c]};
         search_ctx base = {.raw = raw, .pgv = pgv, .qs = qs[c]};
         snprintf(name, sizeof name, "%s_search_%s", backend, classes[c].name);
         run_search_case(name, rounds, side, &ours, &base, op_raw_brute_force);
+    }
+    /* BENCH_MEMORY_AB=1: the clustered classes again, without their lists
+     * (moved aside for the case, so the search takes the coarse-code stage
+     * of sql/0006), then with them, against the same baseline;
+     * BENCH_MEMORY_AB=only runs nothing else */
+    if (ab_env && (strcmp(ab_env, "1") == 0 || ab_only)) {
+        for (size_t c = 0; c < NCLASSES; c++) {
+            if (classes[c].facts < DS_MEMORY_IVF_MIN_FACTS)
+                continue;
+            for (int with = 0; with < 2; with++) {
+                PQclear(sql_or_die(raw, with
+                    ? "INSERT INTO memory_ivf_lists SELECT * FROM "
+                      "bench_lists_aside; DROP TABLE bench_lists_aside"
+                    : "CREATE TABLE bench_lists_aside AS SELECT * FROM "
+                      "memory_ivf_lists; DELETE FROM memory_ivf_lists"));
+                search_ctx ours = {.mem = mem, .qs = qs[c]};
+                search_ctx base = {.raw = raw, .pgv = pgv, .qs = qs[c]};
+                snprintf(name, sizeof name, "%s_search_%s_%s", backend,
+                         classes[c].name, with ? "lists" : "nolists");
+                run_search_case(name, rounds, side, &ours, &base,
+                                op_raw_brute_force);
+            }
+        }
+    }
+    if (ab_only) {
+        PQfinish(raw);
+        ds_memory_close(mem);
+        ds_pool_close(pool);
+        ds_config_free(cfg);
+        return;
     }
     for (size_t c = 1; c < NCLASSES; c += 2) { /* 1k, 10k, 100k */
         search_ctx ours = {.mem = mem, .hybrid = true, .qs = qs[c]};

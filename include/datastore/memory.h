@@ -13,14 +13,17 @@
  *             vector(D).
  *   fallback  any PostgreSQL: embeddings are bytea (little-endian float32).
  *
- * Every search is exact, on both backends: memory never searches across
+ * Searches are the same on both backends: memory never searches across
  * users, so a search scans one user's facts. Each fact also stores an 8-bit
  * sketch of its embedding with an error bound; a search reads the user's
  * sketches through an index-only scan, keeps the facts whose upper bound
  * can still reach the top k, and rescores those with the exact vectors (a
- * quarter of the bytes of a brute-force scan, the same result). There is
- * no approximate index: filtered by user, a global HNSW index lost recall
- * where memories grow and slowed inserts tenfold (docs/memory.md has the
+ * quarter of the bytes of a brute-force scan, the same result). Users with
+ * many facts are first narrowed, by coarse codes and, once
+ * ds_memory_maintain() has clustered them, by per-user lists: their recall
+ * is measured (1.0 on clustered data), not proven. There is no global
+ * approximate index: filtered by user, an HNSW index lost recall where
+ * memories grow and slowed inserts tenfold (docs/memory.md has the
  * measurements and the latency at each user size).
  *
  * Embeddings are stored unit-length (cosine similarity is scale-invariant),
@@ -217,8 +220,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
 /*
  * The `k` (1 to 1000) facts of `user_id` most similar to `query` (`dim`
  * floats, normalised here), best first, each with its cosine similarity in
- * `score`. Exact on both backends (see the top of this header): the list
- * holds min(k, the user's facts that pass the filters). Reads go to a
+ * `score`. The same on both backends (see the top of this header): exact
+ * for small users, measured recall for large ones; the list always holds
+ * min(k, the user's facts that pass the filters). Reads go to a
  * replica when
  * the pool has one (ds_pool_acquire_read), where a fact added a moment ago
  * may not be yet; opts->read_primary reads from the primary, and
