@@ -394,15 +394,17 @@ ds_status ds__ivf_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
     }
     PQclear(r);
     nlists = usable;
-    if (st == DS_OK && nlists > 0) {
+    if (st == DS_OK && nlists > 0)
         qsort(lists, nlists, sizeof *lists, by_sim_desc);
+    /* a query less than half as near its nearest centroid as that list's
+     * own facts lies outside the lists: the full search answers it, and
+     * reading lists first would only add to its cost */
+    if (st == DS_OK && nlists > 0 &&
+        !(lists[0].sim >= 0.5f * lists[0].cohesion))
+        nlists = 0;
+    if (st == DS_OK && nlists > 0) {
         *used = true;
-        /* a query less than half as near its nearest centroid as that
-         * list's own facts lie outside the lists: reported as "never
-         * trust" (-INFINITY) whatever the results */
-        *best_centroid = lists[0].sim >= 0.5f * lists[0].cohesion
-                             ? lists[0].sim
-                             : -INFINITY;
+        *best_centroid = lists[0].sim;
         /* always: the facts without a list, or whose list is gone */
         ds__bind rest;
         ds__bind_init(&rest);

@@ -175,7 +175,8 @@ size_t ds__stmts_memory_ivf(const ds__stmt_def **defs);
 /* A clustered user's first stage: the sketches of the lists nearest `q`
  * (ivf.c has the rule) bound each fact, and the ids of those that may be
  * among the `n` best (and reach min_sim) go to *ids (ds__free; NULL when
- * none). *used is false, and nothing else set, when the user has no lists;
+ * none). *used is false, and nothing else set, when the user has no lists
+ * or the query lies outside them (the caller then runs the full search);
  * *best_centroid is the similarity of the nearest centroid: the caller
  * trusts the answer only when it is at least the n-th exact score. */
 ds_status ds__ivf_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
