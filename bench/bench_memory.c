@@ -690,7 +690,9 @@ static void bench_backend(const char *backend, const char *url, int rounds,
     } else {
         int64_t t0 = bench_now_ns();
         size_t clustered = 0;
-        if (ds_memory_maintain(mem, NULL, &clustered, &err) != DS_OK)
+        ds_memory_maintain_options mo = DS_MEMORY_MAINTAIN_OPTIONS_INIT;
+        mo.reindex = true; /* as after clustering any loaded table */
+        if (ds_memory_maintain(mem, &mo, &clustered, &err) != DS_OK)
             die_ds("maintain", &err);
         PQclear(sql_or_die(raw, "VACUUM ANALYZE memory_facts"));
         fprintf(stderr, "%s: %s: ds_memory_maintain clustered %zu users in "

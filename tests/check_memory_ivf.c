@@ -406,10 +406,25 @@ START_TEST(test_memory_ivf_maintain_progress_cancel_and_rebuild) {
     long long top = dt_sql_int(f.url, "SELECT max(list_id) FROM memory_ivf_lists");
     /* a forced rebuild: new ids above the old, the old lists gone */
     o.rebuild = true;
+    o.reindex = true;
     o.progress = NULL;
+    long long index_before = dt_sql_int(f.url, "SELECT c.oid FROM pg_class c "
+                                               "WHERE relname = "
+                                               "'memory_facts_ivf_idx'");
     st = ds_memory_maintain(f.mem, &o, &done, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_uint_eq(done, 1);
+    /* rebuilt: a new, valid index of the same name */
+    ck_assert_int_ne(dt_sql_int(f.url, "SELECT c.oid FROM pg_class c WHERE "
+                                       "relname = 'memory_facts_ivf_idx'"),
+                     index_before);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM pg_index i JOIN "
+                                       "pg_class c ON c.oid = i.indexrelid "
+                                       "WHERE c.relname = "
+                                       "'memory_facts_ivf_idx' AND "
+                                       "i.indisvalid"),
+                     1);
+    o.reindex = false;
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_ivf_lists"),
                      lists);
     snprintf(sql, sizeof sql, "SELECT (min(list_id) > %lld)::int FROM memory_ivf_lists",

@@ -369,6 +369,11 @@ typedef struct ds_memory_maintain_options {
     int64_t min_facts;       /* users with at least this many facts are
                                 clustered; 0: DS_MEMORY_IVF_MIN_FACTS      */
     bool rebuild;            /* re-cluster even users whose lists are fine */
+    bool reindex;            /* after moving facts, rebuild the list index
+                                (REINDEX CONCURRENTLY): moves leave its
+                                entries scattered over half-empty pages,
+                                which a search of a large user then reads;
+                                worth it after clustering a loaded table  */
     ds_progress_fn progress; /* may be NULL: operation "memory_maintain",
                                 item "user <id>", phase "assign", unit
                                 "facts", after each batch of 1000 facts    */

@@ -564,7 +564,7 @@ typedef struct maint {
     bool pgv;
     ds__progress *prog;
     char item[48];
-    float *scratch; /* dim floats */
+    size_t moved; /* facts given a list */
 } maint;
 
 static uint64_t rng_next(uint64_t *s) {
@@ -740,6 +740,7 @@ static ds_status assign_ids(maint *m, int64_t user, const int64_t *ids,
             continue;
         for (size_t i = 0; i < got; i++)
             to[i] = list_ids[nearest(c, lists, v + i * dim, dim, NULL)];
+        m->moved += got;
         ds__pgarr ai, al;
         ds__pgarr_init(&ai, DS_OID_INT8);
         ds__pgarr_init(&al, DS_OID_INT4);
@@ -1031,6 +1032,16 @@ DS_EXPORT ds_status ds_memory_maintain(ds_memory *mem,
         }
     }
     PQclear(users);
+    if (st == DS_OK && o.reindex && m.moved > 0) {
+        /* one statement, outside any transaction; builds beside the old
+         * index, so reads and writes go on */
+        PGresult *r = PQexec(ds_conn_pg(m.c),
+                             "REINDEX INDEX CONCURRENTLY memory_facts_ivf_idx");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            st = ds__error_set(&local, DS_ERR_DB, "memory: reindex: %s",
+                               PQresultErrorMessage(r));
+        PQclear(r);
+    }
     ds_pool_release(m.c);
     if (st != DS_OK && strcmp(local.sqlstate, "42P01") == 0) {
         local.code = st = DS_ERR_SCHEMA;
