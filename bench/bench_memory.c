@@ -48,6 +48,15 @@
  *                              full-text index, as an expert would load it.
  *   <backend>_add              ds_memory_add of one fact vs one prepared
  *                              INSERT into that table.
+ *   <backend>_search_<facts>_<share>_lists / _nolists
+ *                              only with BENCH_MEMORY_AB=1 (or =only, which
+ *                              runs nothing else): the classes whose users
+ *                              ds_memory_maintain() clustered (each
+ *                              stage's load clusters them), without their
+ *                              lists (moved aside: the coarse-code stage of
+ *                              sql/0006 answers) and with them. The load
+ *                              clusters those users (BENCH_MEMORY_LISTS=0
+ *                              drops the lists for the whole run).
  *   pgvector_hnsw_<facts>      only with BENCH_MEMORY_HNSW=1 (builds an
  *                              HNSW index at the 200,000-row stage, minutes
  *                              here): the library vs what a new user
@@ -847,6 +856,47 @@ static void bench_hnsw(ds_memory *mem, PGconn *raw, int rounds, double side,
     PQclear(sql_or_die(raw, "DROP INDEX bench_hnsw"));
 }
 
+/* The lists of the users above DS_MEMORY_IVF_MIN_FACTS, kept up to date
+ * as production would after a load (ds_memory_maintain clusters users that
+ * reached the threshold; the list index is rebuilt as after clustering any
+ * loaded table). BENCH_MEMORY_LISTS=0 skips it: the searches then take the
+ * coarse-code stage of sql/0006. */
+static void cluster_users(ds_memory *mem, const char *backend) {
+    ds_error err = {0};
+    int64_t t0 = bench_now_ns();
+    size_t clustered = 0;
+    ds_memory_maintain_options mo = DS_MEMORY_MAINTAIN_OPTIONS_INIT;
+    mo.reindex = true;
+    if (ds_memory_maintain(mem, &mo, &clustered, &err) != DS_OK)
+        die_ds("maintain", &err);
+    fprintf(stderr, "%s: %s: ds_memory_maintain clustered %zu users in %.1f s\n",
+            PROGRAM, backend, clustered, (double)(bench_now_ns() - t0) / 1e9);
+}
+
+/* BENCH_MEMORY_AB: a clustered tier again, without its lists (moved aside
+ * for the case, so the search takes the coarse-code stage of sql/0006),
+ * then with them, against the same baseline. */
+static void run_lists_ab(const char *backend, PGconn *raw, int rounds,
+                         double side, long rows, search_ctx *ours,
+                         search_ctx *base) {
+    char name[64];
+    for (int with = 0; with < 2; with++) {
+        PQclear(sql_or_die(raw, with
+            ? "INSERT INTO memory_ivf_lists SELECT * FROM "
+              "bench_lists_aside; DROP TABLE bench_lists_aside"
+            : "CREATE TABLE bench_lists_aside AS SELECT * FROM "
+              "memory_ivf_lists; DELETE FROM memory_ivf_lists"));
+        snprintf(name, sizeof name, "%s_search_%s_%s", backend,
+                 ours->t->name, with ? "lists" : "nolists");
+        run_search_case(name, rounds, side, rows, ours, base);
+    }
+}
+
+static bool env_is(const char *name, const char *value) {
+    const char *v = getenv(name);
+    return v && strcmp(v, value) == 0;
+}
+
 static void bench_backend(const char *admin, const char *backend, int rounds,
                           double side, bool hnsw, bool keep) {
     bool pgv = strcmp(backend, "pgvector") == 0;
@@ -860,6 +910,10 @@ static void bench_backend(const char *admin, const char *backend, int rounds,
         die_ds("open", &err);
     PGconn *raw = connect_or_die(url);
     PQclear(sql_or_die(raw, "SET jit = off"));
+    bool lists = !env_is("BENCH_MEMORY_LISTS", "0");
+    const char *ab_env = getenv("BENCH_MEMORY_AB");
+    bool ab = ab_env && (strcmp(ab_env, "1") == 0 || strcmp(ab_env, "only") == 0);
+    bool ab_only = ab && strcmp(ab_env, "only") == 0;
     Oid int8 = 20;
     prepare_or_die(raw, "fetch",
                    "SELECT id, embedding FROM memory_facts WHERE user_id = $1",
@@ -869,6 +923,8 @@ static void bench_backend(const char *admin, const char *backend, int rounds,
     for (size_t st = 0; st < NSTAGES && stages[st] <= max_rows; st++) {
         long rows = stages[st];
         load_rows(mem, &loaded, rows);
+        if (lists)
+            cluster_users(mem, backend);
         PQclear(sql_or_die(raw, "VACUUM ANALYZE memory_facts"));
         for (size_t t = 0; t < NTIERS; t++) {
             if (tiers[t].stage != rows)
@@ -878,9 +934,12 @@ static void bench_backend(const char *admin, const char *backend, int rounds,
                                .t = &tiers[t]};
             snprintf(name, sizeof name, "%s_search_%s", backend,
                      tiers[t].name);
-            run_search_case(name, rounds, side, rows, &ours, &base);
+            if (!ab_only)
+                run_search_case(name, rounds, side, rows, &ours, &base);
+            if (ab && lists && tiers[t].facts >= DS_MEMORY_IVF_MIN_FACTS)
+                run_lists_ab(backend, raw, rounds, side, rows, &ours, &base);
         }
-        if (rows != INSERT_STAGE)
+        if (rows != INSERT_STAGE || ab_only)
             continue;
         static const char *const hybrid_users[] = {"1k_1pct", "10k_10pct",
                                                    "100k_50pct"};

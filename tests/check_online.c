@@ -675,6 +675,13 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
                                      "relname = 'memory_facts_content_fts_idx'"),
                      1);
+    /* sql/0008 ran under the probes too: its list column and index */
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
+                                     "relname = 'memory_facts_ivf_idx'"),
+                     1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM memory_facts "
+                                     "WHERE list_id IS NOT NULL"),
+                     0);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_constraint WHERE "
                                      "conrelid = 'memory_facts'::regclass AND "
                                      "NOT convalidated"),

@@ -13,14 +13,17 @@
  *             vector(D).
  *   fallback  any PostgreSQL: embeddings are bytea (little-endian float32).
  *
- * Every search is exact, on both backends: memory never searches across
+ * Searches are the same on both backends: memory never searches across
  * users, so a search scans one user's facts. Each fact also stores an 8-bit
  * sketch of its embedding with an error bound; a search reads the user's
  * sketches through an index-only scan, keeps the facts whose upper bound
  * can still reach the top k, and rescores those with the exact vectors (a
- * quarter of the bytes of a brute-force scan, the same result). There is
- * no approximate index: filtered by user, a global HNSW index lost recall
- * where memories grow and slowed inserts tenfold (docs/memory.md has the
+ * quarter of the bytes of a brute-force scan, the same result). Users with
+ * many facts are first narrowed, by coarse codes and, once
+ * ds_memory_maintain() has clustered them, by per-user lists: their recall
+ * is measured (1.0 on clustered data), not proven. There is no global
+ * approximate index: filtered by user, an HNSW index lost recall where
+ * memories grow and slowed inserts tenfold (docs/memory.md has the
  * measurements and the latency at each user size).
  *
  * Embeddings are stored unit-length (cosine similarity is scale-invariant),
@@ -217,8 +220,9 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_delete(ds_memory *mem,
 /*
  * The `k` (1 to 1000) facts of `user_id` most similar to `query` (`dim`
  * floats, normalised here), best first, each with its cosine similarity in
- * `score`. Exact on both backends (see the top of this header): the list
- * holds min(k, the user's facts that pass the filters). Reads go to a
+ * `score`. The same on both backends (see the top of this header): exact
+ * for small users, measured recall for large ones; the list always holds
+ * min(k, the user's facts that pass the filters). Reads go to a
  * replica when
  * the pool has one (ds_pool_acquire_read), where a fact added a moment ago
  * may not be yet; opts->read_primary reads from the primary, and
@@ -344,6 +348,59 @@ DS_EXPORT void ds_memory_upgrade_options_init(ds_memory_upgrade_options *opts);
  */
 DS_EXPORT DS_NODISCARD ds_status ds_memory_upgrade_to_pgvector_ex(
     ds_pool *pool, const ds_memory_upgrade_options *opts, ds_error *err);
+
+/*
+ * Large users' lists (sql/0008_memory_ivf_lists). A user with at least
+ * min_facts facts (DS_MEMORY_IVF_MIN_FACTS by default) is clustered into
+ * about sqrt(facts) lists around centroids; a search of that user then
+ * reads the facts of the lists nearest the query (plus every fact not in a
+ * list yet, so new facts are found at once) instead of all of them, and
+ * falls back to the full search when the query lies outside every list.
+ * Its recall is measured, not proven (docs/memory.md). New facts of a
+ * clustered user join their nearest list as they are added.
+ */
+#define DS_MEMORY_IVF_MIN_FACTS 8000
+
+/* Options of ds_memory_maintain(). A growable struct (docs/abi.md): start
+ * from DS_MEMORY_MAINTAIN_OPTIONS_INIT. */
+typedef struct ds_memory_maintain_options {
+    size_t size;             /* set by the initialiser                    */
+    int64_t user_id;         /* 0: every user; else only this one         */
+    int64_t min_facts;       /* users with at least this many facts are
+                                clustered; 0: DS_MEMORY_IVF_MIN_FACTS      */
+    bool rebuild;            /* re-cluster even users whose lists are fine */
+    bool reindex;            /* after moving facts, rebuild the list index
+                                (REINDEX CONCURRENTLY): moves leave its
+                                entries scattered over half-empty pages,
+                                which a search of a large user then reads;
+                                worth it after clustering a loaded table  */
+    ds_progress_fn progress; /* may be NULL: operation "memory_maintain",
+                                item "user <id>", phase "assign", unit
+                                "facts", after each batch of 1000 facts    */
+    void *progress_ud;
+} ds_memory_maintain_options;
+#define DS_MEMORY_MAINTAIN_OPTIONS_INIT DS_SIZED_INIT(ds_memory_maintain_options)
+
+/* Sets every member to its default (zero) and `size`. NULL is a no-op. */
+DS_EXPORT void ds_memory_maintain_options_init(ds_memory_maintain_options *opts);
+
+/*
+ * Keeps the lists of large users right: clusters a user that reached
+ * min_facts, re-clusters one that doubled or halved since, or whose
+ * largest list outgrew ten times the mean, drops the lists of a user that
+ * fell below half of min_facts, and gives facts without a list their
+ * nearest. Online: the new lists are written beside the old and the facts
+ * move in batches of 1000, each one short statement, so searches and adds
+ * go on (and stay correct) meanwhile; stopping it loses no work. Run it
+ * against the primary, now and then (after bulk loads, or daily).
+ * *clustered (may be NULL): users clustered or re-clustered.
+ * Errors: DS_ERR_INVALID, DS_ERR_CANCELLED (the progress callback asked),
+ * DS_ERR_SCHEMA (a stored embedding of the wrong dimension), DS_ERR_NOMEM,
+ * connection/database errors.
+ */
+DS_EXPORT DS_NODISCARD ds_status ds_memory_maintain(
+    ds_memory *mem, const ds_memory_maintain_options *opts, size_t *clustered,
+    ds_error *err);
 
 /*
  * What a memory handle did since it opened: counters kept in memory, read

@@ -56,7 +56,7 @@ extern "C" {
 
 /* The schema version this build of the library expects: the newest
  * migration built into it. ds_migrate_check_schema() compares the database to it. */
-#define DS_SCHEMA_VERSION 7
+#define DS_SCHEMA_VERSION 8
 
 /* What a run reports to its progress callback. */
 typedef enum ds_migrate_event {

@@ -31,7 +31,9 @@ static const char usage_text[] =
     "  verify            check the applied history against the files\n"
     "  dry-run           print the SQL that `up` would run; change nothing\n"
     "  maintain [MONTHS] create the analytics_events partitions of this month\n"
-    "                    and the next MONTHS months (default 3); safe from cron\n"
+    "                    and the next MONTHS months (default 3), and keep the\n"
+    "                    memory lists of large users (ds_memory_maintain);\n"
+    "                    safe from cron\n"
     "  check             start-up schema check: the version and every SQL\n"
     "                    statement of the library against the database\n"
     "  lint [FILE...]    static checks for migrations on live, populated\n"
@@ -386,6 +388,31 @@ typedef struct outcome {
     char summary[256];
 } outcome;
 
+/* The memory lists of large users (ds_memory_maintain), where the database
+ * has a memory schema; *clustered: users (re-)clustered, -1 when skipped. */
+static ds_status maintain_memory(ds_pool *pool, long long *clustered,
+                                 ds_error *err) {
+    *clustered = -1;
+    ds_config *cfg = NULL;
+    ds_memory *mem = NULL;
+    ds_status st = ds_config_from_env(&cfg, err);
+    if (st == DS_OK)
+        st = ds_memory_open(pool, cfg, &mem, err);
+    ds_config_free(cfg);
+    if (st == DS_ERR_SCHEMA && strstr(err->message, "memory schema is missing")) {
+        /* a database without the memory tables: nothing to keep */
+        memset(err, 0, sizeof *err);
+        return DS_OK;
+    }
+    size_t n = 0;
+    if (st == DS_OK)
+        st = ds_memory_maintain(mem, NULL, &n, err);
+    ds_memory_close(mem);
+    if (st == DS_OK)
+        *clustered = (long long)n;
+    return st;
+}
+
 static void run_command(cli *c, ds_pool *pool, outcome *o) {
     ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = c->dir;
@@ -426,11 +453,16 @@ static void run_command(cli *c, ds_pool *pool, outcome *o) {
         else
             v = 3;
         o->st = ds_migrate_maintain(pool, &opts, (int)v, &n, err);
+        long long clustered = -1;
+        if (o->st == DS_OK && !opts.dry_run)
+            o->st = maintain_memory(pool, &clustered, err);
         snprintf(o->summary, sizeof o->summary,
-                 "%d analytics_events partition(s) created", n);
+                 "%d analytics_events partition(s) created, %lld memory "
+                 "user(s) clustered", n, clustered < 0 ? 0 : clustered);
         if (o->st == DS_OK)
-            o->extra = json_pack("{s:i, s:i}", "months_ahead", (int)v,
-                                 "created", n);
+            o->extra = json_pack("{s:i, s:i, s:I}", "months_ahead", (int)v,
+                                 "created", n, "memory_users_clustered",
+                                 (json_int_t)clustered);
         return;
     } else if (!strcmp(cmd, "check")) {
         o->st = ds_migrate_check_schema(pool, err);

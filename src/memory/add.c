@@ -223,11 +223,31 @@ static ds_status add_batch_once(ds_memory *mem, const ds_memory_new_fact *facts,
         st = r ? DS_OK : err->code;
         PQclear(r);
     }
+    /* new facts of clustered users join their nearest list (ivf.c), in
+     * the insert's transaction */
+    int64_t *own = ids ? ids : ds__calloc(count, sizeof *own);
+    if (!own)
+        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     for (size_t at = 0; st == DS_OK && at < count; at += batch) {
         size_t n = count - at < batch ? count - at : batch;
-        st = insert_batch(mem, c, s.backend, facts + at, n,
-                          ids ? ids + at : NULL, err);
+        st = insert_batch(mem, c, s.backend, facts + at, n, own + at, err);
+        if (st == DS_OK && mem->dim <= DS_SKETCH_INDEX_MAX_DIM) {
+            /* Outside a transaction the facts are written already: one
+             * left without a list is still found (every search reads
+             * those), so a failure here only costs speed until
+             * ds_memory_maintain() assigns it. */
+            ds_error aerr = {0};
+            ds_status a = ds__ivf_assign_new(mem, c, facts + at, n, own + at,
+                                             tx ? err : &aerr);
+            if (tx)
+                st = a;
+            else if (a != DS_OK)
+                ds__log(DS_LOG_WARN, "memory", "new facts left without a "
+                        "list: %s", aerr.message);
+        }
     }
+    if (own != ids)
+        ds__free(own);
     if (st == DS_OK && tx) {
         PGresult *r =
             ds__memory_exec(c, &ds__memory_stmts[M_COMMIT], NULL, err);

@@ -168,6 +168,29 @@ ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
                               const float *q, const char *kind, size_t n,
                               ds__bind *next, bool *everyone, ds_error *err);
 
+/* ---- large users' lists (ivf.c) ------------------------------------ */
+
+size_t ds__stmts_memory_ivf(const ds__stmt_def **defs);
+
+/* A clustered user's first stage: the sketches of the lists nearest `q`
+ * (ivf.c has the rule) bound each fact, and the ids of those that may be
+ * among the `n` best (and reach min_sim) go to *ids (ds__free; NULL when
+ * none). *used is false, and nothing else set, when the user has no lists
+ * or the query lies outside them (the caller then runs the full search);
+ * *best_centroid is the similarity of the nearest centroid: the caller
+ * trusts the answer only when it is at least the n-th exact score. */
+ds_status ds__ivf_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
+                             const float *q, const char *kind, bool use_min,
+                             double min_sim, size_t n, int64_t **ids,
+                             size_t *ncand, float *best_centroid, bool *used,
+                             ds_error *err);
+
+/* After an insert: each new fact of a clustered user (ids[i] of facts[i])
+ * to its nearest list, in one statement on `c`. */
+ds_status ds__ivf_assign_new(ds_memory *mem, ds_conn *c,
+                             const ds_memory_new_fact *facts, size_t count,
+                             const int64_t *ids, ds_error *err);
+
 /* Decodes a binary one-dimensional float4[] of exactly `dim` values. */
 bool ds__vec_from_array(const char *data, int len, size_t dim, float *out);
 

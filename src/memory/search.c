@@ -302,11 +302,32 @@ static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
     if (mem->dim > DS_SKETCH_INDEX_MAX_DIM)
         return exact_scan(mem, c, pgv, user_id, q, kind, use_min, min_sim, n,
                           out, err);
+    /* a clustered user: the nearest lists first (ivf.c) */
+    int64_t *ivf_ids;
+    size_t ivf_n;
+    float best_centroid;
+    bool clustered;
+    ds_status st = ds__ivf_candidates(mem, c, user_id, q, kind, use_min,
+                                      min_sim, n, &ivf_ids, &ivf_n,
+                                      &best_centroid, &clustered, err);
+    if (st != DS_OK)
+        return st;
+    if (clustered && ivf_n > 0) {
+        st = exact_rescore(mem, c, pgv, user_id, q, ivf_ids, ivf_n, use_min,
+                           min_sim, n, out, err);
+        ds__free(ivf_ids);
+        if (st != DS_OK ||
+            (out->n >= n && best_centroid >= out->v[n - 1].score))
+            return st;
+        /* the query lies outside the lists, or the filters left fewer than
+         * n: the full search decides */
+        ds__free(out->v);
+        *out = (cand_list){0};
+    }
     bool everyone;
     ds__bind p;
     ds__bind_init(&p);
-    ds_status st =
-        ds__code_candidates(mem, c, user_id, q, kind, n, &p, &everyone, err);
+    st = ds__code_candidates(mem, c, user_id, q, kind, n, &p, &everyone, err);
     if (st != DS_OK || everyone) {
         ds__bind_free(&p);
         return st != DS_OK ? st

@@ -25,5 +25,6 @@ const ds__stmt_table ds__stmt_registry[] = {
     {"memory.pgvector", ds__stmts_memory_pgvector},
     {"memory.fallback", ds__stmts_memory_fallback},
     {"memory.upgrade", ds__stmts_memory_upgrade},
+    {"memory.ivf", ds__stmts_memory_ivf},
     {NULL, NULL},
 };
