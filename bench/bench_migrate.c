@@ -331,6 +331,7 @@ typedef struct probe {
     const char *url;
     const char *sql;
     const char *name; /* for the line: which probe waited longest */
+    volatile int pid; /* its server process, once connected */
     int range;
     volatile int *stop;
     long long ops;
@@ -342,6 +343,7 @@ typedef struct probe {
 static void *probe_main(void *p) {
     probe *pr = p;
     PGconn *c = connect_or_die(pr->url);
+    pr->pid = PQbackendPID(c);
     unsigned seed = (unsigned)(uintptr_t)pr;
     while (!*pr->stop) {
         char arg[24];
@@ -366,9 +368,61 @@ static void *probe_main(void *p) {
 
 #define NPROBES 11
 
+/* A probe's wait has two parts: the locks the operation holds (what the
+ * operation can change) and a loaded machine's slowness. The watcher
+ * samples pg_stat_activity every 20 ms for probes waiting on a lock and
+ * keeps the longest such wait seen (a statement's time since it started
+ * while it waits on a lock: the probes' statements take their locks
+ * first), with the lock's relation (or its type: a row lock's
+ * "transactionid"). A wait shorter than a sample may be missed. */
+typedef struct lock_watch {
+    const char *url;
+    const probe *probes;
+    volatile int *stop;
+    double worst_ms;
+    char what[80];
+} lock_watch;
+
+static void *watch_main(void *p) {
+    lock_watch *w = p;
+    PGconn *c = connect_or_die(w->url);
+    while (!*w->stop) {
+        char pids[NPROBES * 12 + 4] = "{";
+        size_t k = 1;
+        for (int i = 0; i < NPROBES; i++)
+            if (w->probes[i].pid)
+                k += (size_t)snprintf(pids + k, sizeof pids - k, "%s%d",
+                                      k > 1 ? "," : "", w->probes[i].pid);
+        snprintf(pids + k, sizeof pids - k, "}");
+        const char *v[1] = {pids};
+        PGresult *r = PQexecParams(
+            c,
+            "SELECT extract(epoch FROM clock_timestamp() - a.query_start) "
+            "* 1000, coalesce((SELECT coalesce(l.relation::regclass::text, "
+            "l.locktype) FROM pg_locks l WHERE l.pid = a.pid AND NOT "
+            "l.granted LIMIT 1), 'unknown') FROM pg_stat_activity a WHERE "
+            "a.pid = ANY ($1::int[]) AND a.wait_event_type = 'Lock' "
+            "ORDER BY 1 DESC LIMIT 1",
+            1, NULL, v, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            double ms = atof(PQgetvalue(r, 0, 0));
+            if (ms > w->worst_ms) {
+                w->worst_ms = ms;
+                snprintf(w->what, sizeof w->what, "%s", PQgetvalue(r, 0, 1));
+            }
+        }
+        PQclear(r);
+        usleep(20000);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
 typedef struct probes {
     probe p[NPROBES];
     pthread_t t[NPROBES];
+    lock_watch watch;
+    pthread_t watcher;
     volatile int stop;
 } probes;
 
@@ -406,6 +460,11 @@ static void probes_start(probes *ps, const char *url, int owners, int users,
         ps->p[i].stop = &ps->stop;
         pthread_create(&ps->t[i], NULL, probe_main, &ps->p[i]);
     }
+    ps->watch.url = url;
+    ps->watch.probes = ps->p;
+    ps->watch.stop = &ps->stop;
+    snprintf(ps->watch.what, sizeof ps->watch.what, "none");
+    pthread_create(&ps->watcher, NULL, watch_main, &ps->watch);
     usleep(300000);
 }
 
@@ -414,6 +473,7 @@ static void probes_start(probes *ps, const char *url, int owners, int users,
  * to stderr). */
 static double probes_stop(probes *ps, long long *errors, const char **who) {
     ps->stop = 1;
+    pthread_join(ps->watcher, NULL);
     int64_t worst = 0;
     *errors = 0;
     for (int i = 0; i < NPROBES; i++) {
@@ -839,6 +899,8 @@ typedef struct measured {
     double ms, wait_ms;
     long long errors;
     const char *worst_probe;
+    double lock_wait_ms; /* the longest wait on a lock seen */
+    char lock_on[80];    /* what that lock was on */
 } measured;
 
 
@@ -857,8 +919,10 @@ static measured timed(const char *url, int convs, int conns, op_fn fn,
     probes_start(&ps, url, 1000, user_count(ctx->rows), convs, conns);
     int64_t t0 = bench_now_ns();
     fn(url, ctx);
-    measured m = {(double)(bench_now_ns() - t0) / 1e6, 0, 0, "none"};
+    measured m = {(double)(bench_now_ns() - t0) / 1e6, 0, 0, "none", 0, ""};
     m.wait_ms = probes_stop(&ps, &m.errors, &m.worst_probe);
+    m.lock_wait_ms = ps.watch.worst_ms;
+    snprintf(m.lock_on, sizeof m.lock_on, "%s", ps.watch.what);
     return m;
 }
 
@@ -875,7 +939,7 @@ static void compare(PGconn *admin, const char *url, const char *db,
         base = NULL;
     char *twin = base ? clone_db(admin, url, db, "twin", ctx->rows) : NULL;
     measured o = timed(db, convs, conns, ours, ctx);
-    measured b = {0, 0, 0, "none"};
+    measured b = {0, 0, 0, "none", 0, ""};
     baseline_failed[0] = '\0';
     if (twin) {
         op_ctx bctx = *ctx;
@@ -883,14 +947,17 @@ static void compare(PGconn *admin, const char *url, const char *db,
         drop_db(admin, twin);
     }
     printf("BENCH %s %s threads=%d rows=%d %s duration_ms=%.0f "
-           "worst_wait_ms=%.1f worst_probe=%s probe_errors=%lld",
+           "worst_wait_ms=%.1f worst_probe=%s lock_wait_ms=%.0f lock_on=%s "
+           "probe_errors=%lld",
            PROGRAM, case_name, NPROBES, ctx->rows, extra, o.ms, o.wait_ms,
-           o.worst_probe, o.errors);
+           o.worst_probe, o.lock_wait_ms, o.lock_on, o.errors);
     if (base)
         printf(" baseline=%s baseline_duration_ms=%.0f "
                "baseline_worst_wait_ms=%.1f baseline_worst_probe=%s "
+               "baseline_lock_wait_ms=%.0f baseline_lock_on=%s "
                "baseline_probe_errors=%lld%s%s",
-               baseline_kind, b.ms, b.wait_ms, b.worst_probe, b.errors,
+               baseline_kind, b.ms, b.wait_ms, b.worst_probe, b.lock_wait_ms,
+               b.lock_on, b.errors,
                baseline_failed[0] ? " baseline_failed=" : "", baseline_failed);
     else
         printf(" baseline=none");
