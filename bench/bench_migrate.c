@@ -33,6 +33,12 @@
  *   purge            ds_gdpr_purge_deleted_users() of 100 users with ROWS/1000
  *                    facts and events each
  *
+ * Next to worst_wait_ms (the longest probe statement during the
+ * operation, whatever made it slow), a line gives lock_wait_ms and lock_on
+ * (the longest wait on a lock a watcher saw, sampled every 20 ms, and on
+ * what), and idle_worst_ms (the probes' longest statement in the 5 s
+ * before the operation started: the floor the machine's load sets).
+ *
  * Every table is filled by INSERT ... SELECT over generate_series (the
  * sealed tokens through one COPY), so 1M rows take a minute, not hours.
  *
@@ -335,7 +341,8 @@ typedef struct probe {
     int range;
     volatile int *stop;
     long long ops;
-    int64_t worst_ns;
+    volatile int *phase; /* 0: before the operation, 1: during it */
+    int64_t worst_ns[2];  /* the longest statement of each phase */
     long long errors;
     char error[200];
 } probe;
@@ -358,8 +365,9 @@ static void *probe_main(void *p) {
             snprintf(pr->error, sizeof pr->error, "%s", PQerrorMessage(c));
         PQclear(r);
         pr->ops++;
-        if (dt > pr->worst_ns)
-            pr->worst_ns = dt;
+        int ph = *pr->phase;
+        if (dt > pr->worst_ns[ph])
+            pr->worst_ns[ph] = dt;
         usleep(10000);
     }
     PQfinish(c);
@@ -424,6 +432,7 @@ typedef struct probes {
     lock_watch watch;
     pthread_t watcher;
     volatile int stop;
+    volatile int phase;
 } probes;
 
 /* `owners`: the users who own rows (1..owners); `users`: every user. */
@@ -458,6 +467,7 @@ static void probes_start(probes *ps, const char *url, int owners, int users,
                          : i >= 9                     ? users
                                                       : owners;
         ps->p[i].stop = &ps->stop;
+        ps->p[i].phase = &ps->phase;
         pthread_create(&ps->t[i], NULL, probe_main, &ps->p[i]);
     }
     ps->watch.url = url;
@@ -485,8 +495,8 @@ static double probes_stop(probes *ps, long long *errors, const char **who) {
             fprintf(stderr, "%s: probe \"%s\" made no progress\n", PROGRAM,
                     ps->p[i].sql);
         *errors += ps->p[i].errors;
-        if (ps->p[i].worst_ns > worst) {
-            worst = ps->p[i].worst_ns;
+        if (ps->p[i].worst_ns[1] > worst) {
+            worst = ps->p[i].worst_ns[1];
             *who = ps->p[i].name;
         }
     }
@@ -900,8 +910,12 @@ typedef struct measured {
     long long errors;
     const char *worst_probe;
     double lock_wait_ms; /* the longest wait on a lock seen */
+    double idle_wait_ms; /* the probes' worst before the operation */
     char lock_on[80];    /* what that lock was on */
 } measured;
+
+/* How long the probes run before each operation starts. */
+#define CONTROL_MS 5000
 
 
 typedef struct op_ctx {
@@ -917,10 +931,17 @@ static measured timed(const char *url, int convs, int conns, op_fn fn,
                       op_ctx *ctx) {
     probes ps;
     probes_start(&ps, url, 1000, user_count(ctx->rows), convs, conns);
+    /* The probes alone first: their worst statement with nothing else
+     * running on this database is the floor the machine's load sets. */
+    usleep(CONTROL_MS * 1000);
+    ps.phase = 1;
     int64_t t0 = bench_now_ns();
     fn(url, ctx);
-    measured m = {(double)(bench_now_ns() - t0) / 1e6, 0, 0, "none", 0, ""};
+    measured m = {(double)(bench_now_ns() - t0) / 1e6, 0, 0, "none", 0, 0, ""};
     m.wait_ms = probes_stop(&ps, &m.errors, &m.worst_probe);
+    for (int i = 0; i < NPROBES; i++)
+        if ((double)ps.p[i].worst_ns[0] / 1e6 > m.idle_wait_ms)
+            m.idle_wait_ms = (double)ps.p[i].worst_ns[0] / 1e6;
     m.lock_wait_ms = ps.watch.worst_ms;
     snprintf(m.lock_on, sizeof m.lock_on, "%s", ps.watch.what);
     return m;
@@ -939,7 +960,7 @@ static void compare(PGconn *admin, const char *url, const char *db,
         base = NULL;
     char *twin = base ? clone_db(admin, url, db, "twin", ctx->rows) : NULL;
     measured o = timed(db, convs, conns, ours, ctx);
-    measured b = {0, 0, 0, "none", 0, ""};
+    measured b = {0, 0, 0, "none", 0, 0, ""};
     baseline_failed[0] = '\0';
     if (twin) {
         op_ctx bctx = *ctx;
@@ -948,9 +969,9 @@ static void compare(PGconn *admin, const char *url, const char *db,
     }
     printf("BENCH %s %s threads=%d rows=%d %s duration_ms=%.0f "
            "worst_wait_ms=%.1f worst_probe=%s lock_wait_ms=%.0f lock_on=%s "
-           "probe_errors=%lld",
+           "idle_worst_ms=%.1f probe_errors=%lld",
            PROGRAM, case_name, NPROBES, ctx->rows, extra, o.ms, o.wait_ms,
-           o.worst_probe, o.lock_wait_ms, o.lock_on, o.errors);
+           o.worst_probe, o.lock_wait_ms, o.lock_on, o.idle_wait_ms, o.errors);
     if (base)
         printf(" baseline=%s baseline_duration_ms=%.0f "
                "baseline_worst_wait_ms=%.1f baseline_worst_probe=%s "
