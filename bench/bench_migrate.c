@@ -40,7 +40,7 @@
  * before the operation started: the floor the machine's load sets).
  *
  * Every table is filled by INSERT ... SELECT over generate_series (the
- * sealed tokens through one COPY), so 1M rows take a minute, not hours.
+ * sealed tokens through one COPY), so 1M rows take minutes, not hours.
  *
  *   bench_migrate [--op CASE[,CASE...]] [--rows N[,N...]] [--no-baseline]
  *
