@@ -10,18 +10,19 @@
  *                    an open pool (target: under 20 ms), against a plain
  *                    SELECT of the record table on a raw connection
  *
- *   For each size ROWS, every online operation runs while 9 probes read
- *   and write memory_facts, messages, conversations, analytics_events and
- *   service_connections; each line gives its duration and the probes'
- *   worst wait (goal: at most 1 s), next to the baseline: the same change
- *   done the naive way, in one transaction (hand-written SQL, the way
- *   online-migration guides warn against), on a copy of the database made
- *   just before, under the same probes.
+ *   For each size ROWS, every online operation runs while 11 probes read
+ *   and write memory_facts, messages, conversations, analytics_events,
+ *   users and service_connections; each line gives its duration and the
+ *   probes' worst wait (goal: at most 1 s), next to the baseline: the same
+ *   change done the naive way, in one transaction (hand-written SQL, the
+ *   way online-migration guides warn against), on a copy of the database
+ *   made just before, under the same probes.
  *
  *   up_N_to_latest   a database at version N (populated at version 1:
  *                    ROWS memory facts, messages and events, ROWS/10
- *                    conversations, ROWS/5 events of a month ahead) goes
- *                    to the latest version
+ *                    conversations and users, one in a hundred of those
+ *                    users soft-deleted, ROWS/5 events of a month ahead)
+ *                    goes to the latest version
  *   maintain_from_1  ds_migrate_maintain() where the default partition
  *                    holds every event (an upgrade from version 1)
  *   maintain_default ds_migrate_maintain() with partitions maintained
@@ -32,9 +33,23 @@
  *   purge            ds_gdpr_purge_deleted_users() of 100 users with ROWS/1000
  *                    facts and events each
  *
- * ROWS: each value of BENCH_ONLINE_ROWS (default 100000; the production
- * tier is BENCH_ONLINE_ROWS=100000,1000000, an hour on two busy cores).
- * BENCH_ONLINE_CASES picks some of the cases (see wanted()).
+ * Next to worst_wait_ms (the longest probe statement during the
+ * operation, whatever made it slow), a line gives lock_wait_ms and lock_on
+ * (the longest wait on a lock a watcher saw, sampled every 20 ms, and on
+ * what), and idle_worst_ms (the probes' longest statement in the 5 s
+ * before the operation started: the floor the machine's load sets).
+ *
+ * Every table is filled by INSERT ... SELECT over generate_series (the
+ * sealed tokens through one COPY), so 1M rows take minutes, not hours.
+ *
+ *   bench_migrate [--op CASE[,CASE...]] [--rows N[,N...]] [--no-baseline]
+ *
+ * --rows (else BENCH_ONLINE_ROWS, else 100000): the sizes; the production
+ * tier is 100000,1000000, an hour or more on two busy cores, so run one
+ * case at a time there: --op maintain_default --rows 1000000. --op (else
+ * BENCH_ONLINE_CASES, else all) picks cases: "empty" (migrate_empty and
+ * status_uptodate, run with no --op), "up" (from every version), "up_N",
+ * or an online case's name. --no-baseline skips the naive twin.
  *
  * Each migrate_empty round uses two fresh databases (made before timing,
  * dropped at the end); rounds alternate ours and the baseline.
@@ -321,12 +336,13 @@ static bool op_raw_status(void *p) {
 typedef struct probe {
     const char *url;
     const char *sql;
+    const char *name; /* for the line: which probe waited longest */
+    volatile int pid; /* its server process, once connected */
     int range;
     volatile int *stop;
-    volatile int pid; /* its backend, for the lock watcher */
     long long ops;
-    int64_t worst_ns;
-    int64_t lock_wait_us; /* the longest wait for a lock (the watcher's) */
+    volatile int *phase; /* 0: before the operation, 1: during it */
+    int64_t worst_ns[2];  /* the longest statement of each phase */
     long long errors;
     char error[200];
 } probe;
@@ -349,53 +365,79 @@ static void *probe_main(void *p) {
             snprintf(pr->error, sizeof pr->error, "%s", PQerrorMessage(c));
         PQclear(r);
         pr->ops++;
-        if (dt > pr->worst_ns)
-            pr->worst_ns = dt;
+        int ph = *pr->phase;
+        if (dt > pr->worst_ns[ph])
+            pr->worst_ns[ph] = dt;
         usleep(10000);
     }
     PQfinish(c);
     return NULL;
 }
 
-#define NPROBES 9
+#define NPROBES 11
+
+/* A probe's wait has two parts: the locks the operation holds (what the
+ * operation can change) and a loaded machine's slowness. The watcher
+ * samples pg_stat_activity every 20 ms for probes waiting on a lock and
+ * keeps the longest such wait seen (a statement's time since it started
+ * while it waits on a lock: the probes' statements take their locks
+ * first), with the lock's relation (or its type: a row lock's
+ * "transactionid"). A wait shorter than a sample may be missed. */
+typedef struct lock_watch {
+    const char *url;
+    const probe *probes;
+    volatile int *stop;
+    double worst_ms;
+    char what[80];
+} lock_watch;
+
+static void *watch_main(void *p) {
+    lock_watch *w = p;
+    PGconn *c = connect_or_die(w->url);
+    while (!*w->stop) {
+        char pids[NPROBES * 12 + 4] = "{";
+        size_t k = 1;
+        for (int i = 0; i < NPROBES; i++)
+            if (w->probes[i].pid)
+                k += (size_t)snprintf(pids + k, sizeof pids - k, "%s%d",
+                                      k > 1 ? "," : "", w->probes[i].pid);
+        snprintf(pids + k, sizeof pids - k, "}");
+        const char *v[1] = {pids};
+        PGresult *r = PQexecParams(
+            c,
+            "SELECT extract(epoch FROM clock_timestamp() - a.query_start) "
+            "* 1000, coalesce((SELECT coalesce(l.relation::regclass::text, "
+            "l.locktype) FROM pg_locks l WHERE l.pid = a.pid AND NOT "
+            "l.granted LIMIT 1), 'unknown') FROM pg_stat_activity a WHERE "
+            "a.pid = ANY ($1::int[]) AND a.wait_event_type = 'Lock' "
+            "ORDER BY 1 DESC LIMIT 1",
+            1, NULL, v, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            double ms = atof(PQgetvalue(r, 0, 0));
+            if (ms > w->worst_ms) {
+                w->worst_ms = ms;
+                snprintf(w->what, sizeof w->what, "%s", PQgetvalue(r, 0, 1));
+            }
+        }
+        PQclear(r);
+        usleep(20000);
+    }
+    PQfinish(c);
+    return NULL;
+}
 
 typedef struct probes {
     probe p[NPROBES];
     pthread_t t[NPROBES];
-    volatile int stop;
+    lock_watch watch;
     pthread_t watcher;
-    const char *url;
+    volatile int stop;
+    volatile int phase;
 } probes;
 
-/* A probe's statement time includes time without CPU on a busy machine;
- * the watcher measures what the goal is about, time waiting for a lock:
- * every 10 ms, for each probe backend waiting, now minus
- * pg_locks.waitstart (server clocks; PostgreSQL 14+). */
-static void *watcher_main(void *p) {
-    probes *ps = p;
-    PGconn *c = connect_or_die(ps->url);
-    while (!ps->stop) {
-        PGresult *r = PQexec(
-            c, "SELECT pid, (extract(epoch FROM clock_timestamp() - "
-               "min(waitstart)) * 1e6)::bigint FROM pg_locks "
-               "WHERE NOT granted AND waitstart IS NOT NULL GROUP BY pid");
-        for (int row = 0; PQresultStatus(r) == PGRES_TUPLES_OK &&
-                          row < PQntuples(r); row++) {
-            int pid = atoi(PQgetvalue(r, row, 0));
-            int64_t us = atoll(PQgetvalue(r, row, 1));
-            for (int i = 0; i < NPROBES; i++)
-                if (ps->p[i].pid == pid && us > ps->p[i].lock_wait_us)
-                    ps->p[i].lock_wait_us = us;
-        }
-        PQclear(r);
-        usleep(10000);
-    }
-    PQfinish(c);
-    return NULL;
-}
-
-static void probes_start(probes *ps, const char *url, int users, int convs,
-                         int conns) {
+/* `owners`: the users who own rows (1..owners); `users`: every user. */
+static void probes_start(probes *ps, const char *url, int owners, int users,
+                         int convs, int conns) {
     static const char *const sql[NPROBES] = {
         "SELECT id, content FROM memory_facts WHERE user_id = $1 ORDER BY id DESC LIMIT 20",
         "INSERT INTO memory_facts (user_id, content) VALUES ($1, 'probe')",
@@ -406,30 +448,44 @@ static void probes_start(probes *ps, const char *url, int users, int convs,
         "SELECT count(*) FROM analytics_events WHERE user_id = $1",
         "INSERT INTO analytics_events (user_id, name) VALUES ($1, 'probe')",
         "UPDATE service_connections SET token_expires_at = now() WHERE id = $1",
+        "SELECT id, email, status FROM users WHERE id = $1",
+        "UPDATE users SET updated_at = now() WHERE id = $1",
+    };
+    static const char *const names[NPROBES] = {
+        "memory_facts_read", "memory_facts_write", "messages_read",
+        "messages_write", "conversations_read", "conversations_write",
+        "analytics_events_read", "analytics_events_write",
+        "service_connections_write", "users_read", "users_write",
     };
     memset(ps, 0, sizeof *ps);
     for (int i = 0; i < NPROBES; i++) {
         ps->p[i].url = url;
         ps->p[i].sql = sql[i];
+        ps->p[i].name = names[i];
         ps->p[i].range = (i == 2 || i == 3 || i == 5) ? convs
                          : i == 8                     ? (conns > 0 ? conns : 1)
-                                                      : users;
+                         : i >= 9                     ? users
+                                                      : owners;
         ps->p[i].stop = &ps->stop;
+        ps->p[i].phase = &ps->phase;
         pthread_create(&ps->t[i], NULL, probe_main, &ps->p[i]);
     }
-    ps->url = url;
-    pthread_create(&ps->watcher, NULL, watcher_main, ps);
+    ps->watch.url = url;
+    ps->watch.probes = ps->p;
+    ps->watch.stop = &ps->stop;
+    snprintf(ps->watch.what, sizeof ps->watch.what, "none");
+    pthread_create(&ps->watcher, NULL, watch_main, &ps->watch);
     usleep(300000);
 }
 
-/* Stops the probes; the worst wait of any, in ms, the longest wait for a
- * lock in *lock_ms, and how many of their statements failed (each
- * failure's first message goes to stderr). */
-static double probes_stop(probes *ps, long long *errors, double *lock_ms) {
+/* Stops the probes; the worst wait of any, in ms, which probe it was, and
+ * how many of their statements failed (each failure's first message goes
+ * to stderr). */
+static double probes_stop(probes *ps, long long *errors, const char **who) {
     ps->stop = 1;
-    int64_t worst = 0, lock_us = 0;
-    *errors = 0;
     pthread_join(ps->watcher, NULL);
+    int64_t worst = 0;
+    *errors = 0;
     for (int i = 0; i < NPROBES; i++) {
         pthread_join(ps->t[i], NULL);
         if (ps->p[i].errors)
@@ -439,12 +495,11 @@ static double probes_stop(probes *ps, long long *errors, double *lock_ms) {
             fprintf(stderr, "%s: probe \"%s\" made no progress\n", PROGRAM,
                     ps->p[i].sql);
         *errors += ps->p[i].errors;
-        if (ps->p[i].worst_ns > worst)
-            worst = ps->p[i].worst_ns;
-        if (ps->p[i].lock_wait_us > lock_us)
-            lock_us = ps->p[i].lock_wait_us;
+        if (ps->p[i].worst_ns[1] > worst) {
+            worst = ps->p[i].worst_ns[1];
+            *who = ps->p[i].name;
+        }
     }
-    *lock_ms = (double)lock_us / 1e3;
     return (double)worst / 1e6;
 }
 
@@ -461,15 +516,24 @@ static ds_pool *pool_on(const char *url) {
     return pool;
 }
 
-/* Users 1..1000 own the rows the probes touch; `rows` memory facts,
- * messages and events, rows/10 conversations, and rows/5 events of a
- * month five months ahead, which has no partition (they wait in the
- * default partition). Works from version 1 on. */
+/* rows/10 users (at least 1000), the users the probes read and update. */
+static int user_count(int rows) {
+    return rows / 10 > 1000 ? rows / 10 : 1000;
+}
+
+/* user_count(rows) users, of whom 1..1000 own the rows the probes touch;
+ * `rows` memory facts, messages and events, rows/10 conversations, and
+ * rows/5 events of a month five months ahead, which has no partition
+ * (they wait in the default partition). Every row comes from one
+ * INSERT ... SELECT over generate_series per table. Works from version 1
+ * on. */
 static void populate(const char *url, int rows) {
     PGconn *c = connect_or_die(url);
     char sql[1024];
-    exec_or_die(c, "INSERT INTO users (email) SELECT 'u' || g || '@example.com' "
-                   "FROM generate_series(1, 1000) g");
+    snprintf(sql, sizeof sql,
+             "INSERT INTO users (email) SELECT 'u' || g || '@example.com' "
+             "FROM generate_series(1, %d) g", user_count(rows));
+    exec_or_die(c, sql);
     snprintf(sql, sizeof sql,
              "INSERT INTO memory_facts (user_id, content) SELECT 1 + g %% 1000, "
              "'fact ' || g || ' about tea, trains, the weather and ' || md5(g::text) "
@@ -572,8 +636,8 @@ static void populate_connections(const char *url, int n) {
     ds_crypto_close(k1);
 }
 
-/* 100 more users (1001..1100, which no probe uses), soft-deleted 40 days
- * ago, with rows/1000 memory facts and events each: what the retention
+/* 100 more users (after user_count(rows), which no probe uses),
+ * soft-deleted 40 days ago, with rows/1000 memory facts and events each: what the retention
  * purge erases. */
 static void populate_purgeable(const char *url, int rows) {
     PGconn *c = connect_or_die(url);
@@ -640,8 +704,15 @@ static const char *const naive_change[] = {
     "CREATE INDEX memory_facts_naive_partial_idx ON memory_facts (user_id, "
     "kind, id) INCLUDE (embedding_sketch) WHERE embedding_sketch IS NULL OR "
     "octet_length(embedding_sketch) <= 2008;",
+    [6] = /* the coarse codes' column and its index */
+    "ALTER TABLE memory_facts ADD COLUMN embedding_code bytea;"
+    "CREATE INDEX memory_facts_naive_code_idx ON memory_facts (user_id, "
+    "kind, id) INCLUDE (embedding_code);",
+    [7] = /* the sessions' index by user and expiry */
+    "CREATE INDEX auth_sessions_naive_expires_idx ON auth_sessions (user_id, "
+    "expires_at);",
 };
-#define NAIVE_LAST 5
+#define NAIVE_LAST 7
 
 /* Runs versions from+1..NAIVE_LAST the naive way in one transaction. */
 static void naive_up(const char *url, int from) {
@@ -837,8 +908,14 @@ static void drop_db(PGconn *admin, char *dburl) {
 typedef struct measured {
     double ms, wait_ms;
     long long errors;
-    double lock_wait_ms;
+    const char *worst_probe;
+    double lock_wait_ms; /* the longest wait on a lock seen */
+    double idle_wait_ms; /* the probes' worst before the operation */
+    char lock_on[80];    /* what that lock was on */
 } measured;
+
+/* How long the probes run before each operation starts. */
+#define CONTROL_MS 5000
 
 
 typedef struct op_ctx {
@@ -853,13 +930,25 @@ typedef void (*op_fn)(const char *url, op_ctx *ctx);
 static measured timed(const char *url, int convs, int conns, op_fn fn,
                       op_ctx *ctx) {
     probes ps;
-    probes_start(&ps, url, 1000, convs, conns);
+    probes_start(&ps, url, 1000, user_count(ctx->rows), convs, conns);
+    /* The probes alone first: their worst statement with nothing else
+     * running on this database is the floor the machine's load sets. */
+    usleep(CONTROL_MS * 1000);
+    ps.phase = 1;
     int64_t t0 = bench_now_ns();
     fn(url, ctx);
-    measured m = {(double)(bench_now_ns() - t0) / 1e6, 0, 0, 0};
-    m.wait_ms = probes_stop(&ps, &m.errors, &m.lock_wait_ms);
+    measured m = {(double)(bench_now_ns() - t0) / 1e6, 0, 0, "none", 0, 0, ""};
+    m.wait_ms = probes_stop(&ps, &m.errors, &m.worst_probe);
+    for (int i = 0; i < NPROBES; i++)
+        if ((double)ps.p[i].worst_ns[0] / 1e6 > m.idle_wait_ms)
+            m.idle_wait_ms = (double)ps.p[i].worst_ns[0] / 1e6;
+    m.lock_wait_ms = ps.watch.worst_ms;
+    snprintf(m.lock_on, sizeof m.lock_on, "%s", ps.watch.what);
     return m;
 }
+
+/* --no-baseline: ours only (a quicker run; the line says baseline=none). */
+static bool with_baseline = true;
 
 /* Ours on `db` (left in the state the operation leaves), the baseline on
  * a copy of `db` made before; one BENCH line. */
@@ -867,24 +956,33 @@ static void compare(PGconn *admin, const char *url, const char *db,
                     const char *case_name, const char *baseline_kind,
                     op_fn ours, op_fn base, op_ctx *ctx, const char *extra) {
     int convs = ctx->rows / 10, conns = ctx->rows / 10;
+    if (!with_baseline)
+        base = NULL;
     char *twin = base ? clone_db(admin, url, db, "twin", ctx->rows) : NULL;
     measured o = timed(db, convs, conns, ours, ctx);
-    measured b = {0, 0, 0, 0};
+    measured b = {0, 0, 0, "none", 0, 0, ""};
     baseline_failed[0] = '\0';
     if (twin) {
         op_ctx bctx = *ctx;
         b = timed(twin, convs, conns, base, &bctx);
         drop_db(admin, twin);
     }
-    printf("BENCH %s %s threads=9 rows=%d %s duration_ms=%.0f "
-           "worst_wait_ms=%.1f lock_wait_ms=%.1f probe_errors=%lld "
-           "baseline=%s baseline_duration_ms=%.0f "
-           "baseline_worst_wait_ms=%.1f baseline_lock_wait_ms=%.1f "
-           "baseline_probe_errors=%lld%s%s goal_wait_ms=1000\n",
-           PROGRAM, case_name, ctx->rows, extra, o.ms, o.wait_ms,
-           o.lock_wait_ms, o.errors, baseline_kind, b.ms, b.wait_ms,
-           b.lock_wait_ms, b.errors,
-           baseline_failed[0] ? " baseline_failed=" : "", baseline_failed);
+    printf("BENCH %s %s threads=%d rows=%d %s duration_ms=%.0f "
+           "worst_wait_ms=%.1f worst_probe=%s lock_wait_ms=%.0f lock_on=%s "
+           "idle_worst_ms=%.1f probe_errors=%lld",
+           PROGRAM, case_name, NPROBES, ctx->rows, extra, o.ms, o.wait_ms,
+           o.worst_probe, o.lock_wait_ms, o.lock_on, o.idle_wait_ms, o.errors);
+    if (base)
+        printf(" baseline=%s baseline_duration_ms=%.0f "
+               "baseline_worst_wait_ms=%.1f baseline_worst_probe=%s "
+               "baseline_lock_wait_ms=%.0f baseline_lock_on=%s "
+               "baseline_probe_errors=%lld%s%s",
+               baseline_kind, b.ms, b.wait_ms, b.worst_probe, b.lock_wait_ms,
+               b.lock_on, b.errors,
+               baseline_failed[0] ? " baseline_failed=" : "", baseline_failed);
+    else
+        printf(" baseline=none");
+    printf(" goal_wait_ms=1000\n");
     fflush(stdout);
 }
 
@@ -989,11 +1087,15 @@ static bool has_pgvector(const char *url) {
     return have;
 }
 
-/* BENCH_ONLINE_CASES: a comma-separated list of the cases to run ("up",
- * "maintain_from_1", "maintain_default", "upgrade_to_pgvector", "rotate",
- * "purge"); unset: all. */
+/* The cases to run: --op, else BENCH_ONLINE_CASES, a comma-separated
+ * list of "empty" (migrate_empty and status_uptodate), "up" (up from every
+ * earlier version), "up_N" (up from version N only), "maintain_from_1",
+ * "maintain_default", "upgrade_to_pgvector", "rotate", "purge"; neither:
+ * all. */
+static const char *cases_list;
+
 static bool wanted(const char *name) {
-    const char *list = getenv("BENCH_ONLINE_CASES");
+    const char *list = cases_list;
     if (!list || !*list)
         return true;
     size_t n = strlen(name);
@@ -1006,20 +1108,65 @@ static bool wanted(const char *name) {
     return false;
 }
 
+static bool wanted_up(int from) {
+    char name[24];
+    snprintf(name, sizeof name, "up_%d", from);
+    return wanted("up") || wanted(name);
+}
+
+static bool any_up_wanted(void) {
+    for (int from = 1; from < DS_SCHEMA_VERSION; from++)
+        if (wanted_up(from))
+            return true;
+    return false;
+}
+
+/* Every name the list gives is a case this program knows. */
+static bool cases_valid(const char *list, char *bad, size_t cap) {
+    static const char *const known[] = {
+        "empty", "up", "maintain_from_1", "maintain_default",
+        "upgrade_to_pgvector", "rotate", "purge"};
+    for (const char *p = list; *p;) {
+        size_t k = strcspn(p, ",");
+        bool ok = false;
+        for (size_t i = 0; i < sizeof known / sizeof *known && !ok; i++)
+            ok = strlen(known[i]) == k && !strncmp(p, known[i], k);
+        if (!ok && k > 3 && !strncmp(p, "up_", 3)) {
+            char *end = NULL;
+            long v = strtol(p + 3, &end, 10);
+            ok = end == p + k && v >= 1 && v < DS_SCHEMA_VERSION;
+        }
+        if (!ok) {
+            snprintf(bad, cap, "%.*s", (int)k, p);
+            return false;
+        }
+        p += k + (p[k] == ',');
+    }
+    return true;
+}
+
 static void bench_online(PGconn *admin, const char *url, int rows) {
     char extra[160];
     op_ctx ctx = {rows, 0, 0, 0, 0};
 
     /* up from every earlier version: one database populated at version 1
-     * (every event in the default partition) moves up a version at a
-     * time; each step is measured on a copy. */
-    bool chain_cases = wanted("up") || wanted("maintain_from_1");
+     * (every event in the default partition, one in a hundred users
+     * without rows soft-deleted a day ago) moves up to each version asked
+     * for in turn; each step is measured on a copy. */
+    bool chain_cases = any_up_wanted() || wanted("maintain_from_1");
     char *chain = chain_cases ? fresh_db(admin, url, "chain", rows) : NULL;
-    if (chain_cases)
+    if (chain_cases) {
         migrate_to(chain, 1);
-    if (chain_cases)
         populate(chain, rows);
-    for (int from = 1; wanted("up") && from < DS_SCHEMA_VERSION; from++) {
+        PGconn *c = connect_or_die(chain);
+        exec_or_die(c, "UPDATE users SET deleted_at = now() - interval "
+                       "'1 day' WHERE id > 1000 AND id % 100 = 0");
+        exec_or_die(c, "VACUUM ANALYZE users");
+        PQfinish(c);
+    }
+    for (int from = 1; from < DS_SCHEMA_VERSION; from++) {
+        if (!wanted_up(from))
+            continue;
         if (from > 1)
             migrate_to(chain, from);
         char *ours = clone_db(admin, url, chain, "up", rows);
@@ -1046,13 +1193,17 @@ static void bench_online(PGconn *admin, const char *url, int rows) {
     if (chain)
         drop_db(admin, chain);
 
-    /* partitions maintained ahead, except one month's rows/5 rows */
+    if (!wanted("maintain_default") && !wanted("upgrade_to_pgvector") &&
+        !wanted("rotate") && !wanted("purge"))
+        return;
+    /* partitions maintained ahead, except one month's rows/5 rows. The
+     * schema is the latest before the rows go in (migrating populated
+     * tables is the up cases' job, and would only slow this set-up). */
     char *db = fresh_db(admin, url, "main", rows);
-    migrate_to(db, 2);
+    migrate_to(db, DS_SCHEMA_VERSION);
     populate(db, rows);
     populate_connections(db, rows / 10);
     populate_purgeable(db, rows);
-    migrate_to(db, DS_SCHEMA_VERSION);
     ctx.first = 4;
     snprintf(extra, sizeof extra, "in_default=%d", rows / 5);
     if (wanted("maintain_default"))
@@ -1089,25 +1240,27 @@ static void bench_online(PGconn *admin, const char *url, int rows) {
     drop_db(admin, db);
 }
 
-int main(void) {
-    const char *url = bench_env("DATABASE_URL");
-    const char *root = getenv("DS_PROJECT_ROOT");
-    double secs = bench_seconds(15);
-    char sql_dir[1024];
-    snprintf(sql_dir, sizeof sql_dir, "%s/sql", root && *root ? root : ".");
-    sql_file files[64];
-    int nfiles = load_up_files(sql_dir, files, 64);
-    if (nfiles != DS_SCHEMA_VERSION)
-        die(sql_dir, "run from the source tree (or set DS_PROJECT_ROOT): the "
-                     "baseline applies sql/*.up.sql");
+static void usage(FILE *to) {
+    fprintf(to,
+            "usage: %s [--op CASE[,CASE...]] [--rows N[,N...]] [--no-baseline]\n"
+            "  CASE: empty, up, up_N (from version N), maintain_from_1,\n"
+            "        maintain_default, upgrade_to_pgvector, rotate, purge\n"
+            "        (default: BENCH_ONLINE_CASES, else all)\n"
+            "  N:    rows per table, 1000 to 100000000 (default:\n"
+            "        BENCH_ONLINE_ROWS, else 100000)\n"
+            "  --no-baseline: skip the naive one-transaction baseline\n",
+            PROGRAM);
+}
 
+/* migrate_empty and status_uptodate. */
+static void bench_empty(PGconn *admin, const char *url, double secs,
+                        const sql_file *files, int nfiles) {
     /* migrate_empty: databases made up front, so only migrating is timed. */
     int rounds = (int)(secs / 2);
     if (rounds < 3)
         rounds = 3;
     if (rounds > 15)
         rounds = 15;
-    PGconn *admin = connect_or_die(url);
     char **dbs = calloc((size_t)rounds * 2, sizeof *dbs);
     for (int i = 0; i < rounds * 2; i++) {
         char name[64], sql[160];
@@ -1162,19 +1315,62 @@ int main(void) {
         exec_or_die(admin, sql);
         free(dbs[i]);
     }
-    const char *tiers = getenv("BENCH_ONLINE_ROWS");
-    char list[256];
-    snprintf(list, sizeof list, "%s", tiers && *tiers ? tiers : "100000");
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-        int rows = atoi(tok);
-        if (rows < 1000 || rows > 100000000)
-            die("BENCH_ONLINE_ROWS", "each value must be 1000 to 100000000");
-        bench_online(admin, url, rows);
-    }
-    PQfinish(admin);
     free(dbs);
     free(ours);
     free(base);
+}
+
+int main(int argc, char **argv) {
+    const char *op_arg = NULL, *rows_arg = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--op") && i + 1 < argc)
+            op_arg = argv[++i];
+        else if (!strcmp(argv[i], "--rows") && i + 1 < argc)
+            rows_arg = argv[++i];
+        else if (!strcmp(argv[i], "--no-baseline"))
+            with_baseline = false;
+        else if (!strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    cases_list = op_arg ? op_arg : getenv("BENCH_ONLINE_CASES");
+    char bad[64];
+    if (cases_list && !cases_valid(cases_list, bad, sizeof bad)) {
+        fprintf(stderr, "%s: unknown case \"%s\"\n", PROGRAM, bad);
+        usage(stderr);
+        return 2;
+    }
+    const char *url = bench_env("DATABASE_URL");
+    const char *root = getenv("DS_PROJECT_ROOT");
+    double secs = bench_seconds(15);
+    char sql_dir[1024];
+    snprintf(sql_dir, sizeof sql_dir, "%s/sql", root && *root ? root : ".");
+    sql_file files[64];
+    int nfiles = load_up_files(sql_dir, files, 64);
+    if (nfiles != DS_SCHEMA_VERSION)
+        die(sql_dir, "run from the source tree (or set DS_PROJECT_ROOT): the "
+                     "baseline applies sql/*.up.sql");
+
+    PGconn *admin = connect_or_die(url);
+    /* An --op list runs migrate_empty and status_uptodate only when it
+     * names "empty"; BENCH_ONLINE_CASES picks among the online cases. */
+    if (op_arg ? wanted("empty") : true)
+        bench_empty(admin, url, secs, files, nfiles);
+    const char *tiers = rows_arg ? rows_arg : getenv("BENCH_ONLINE_ROWS");
+    char list[256];
+    snprintf(list, sizeof list, "%s", tiers && *tiers ? tiers : "100000");
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        char *end = NULL;
+        long rows = strtol(tok, &end, 10);
+        if (*end || rows < 1000 || rows > 100000000)
+            die("rows", "each value must be 1000 to 100000000");
+        bench_online(admin, url, (int)rows);
+    }
+    PQfinish(admin);
     for (int i = 0; i < nfiles; i++)
         free(files[i].text);
     return 0;
