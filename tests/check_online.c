@@ -20,7 +20,9 @@
 
 /* Closes the pool and drops the test's database (the url is freed). */
 static void close_db(ds_pool *pool, char *url) {
-    close_db(pool, url);
+    ds_pool_close(pool);
+    dt_drop_db(url);
+    free(url);
 }
 
 /* ---- the runner's online tools --------------------------------------------- */
