@@ -1017,7 +1017,7 @@ static void op_naive_maintain(const char *url, op_ctx *ctx) {
 static void op_pgvector(const char *url, op_ctx *ctx) {
     ds_pool *pool = pool_on(url);
     ds_error err = {0};
-    if (ds_memory_upgrade_to_pgvector(pool, &err) != DS_OK)
+    if (ds_memory_upgrade_to_pgvector(pool, NULL, &err) != DS_OK)
         die("upgrade_to_pgvector", err.message);
     (void)ctx;
     ds_pool_close(pool);
@@ -1055,7 +1055,7 @@ static void op_purge(const char *url, op_ctx *ctx) {
     ctx->count = 0;
     for (int calls = 0; more && calls < 100000; calls++) {
         int64_t purged = 0;
-        if (ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &purged, &more,
+        if (ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, NULL, &purged, &more,
                                   &err) != DS_OK)
             die("purge", err.message);
         ctx->count += purged;

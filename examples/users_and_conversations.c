@@ -168,7 +168,7 @@ int main(void) {
            ds_secret_len(sc->access_token));
 
     /* GDPR: erase everything the user owned, in one statement. */
-    CHECK(ds_gdpr_erase_user(pool, NULL, uid, &report, &err));
+    CHECK(ds_gdpr_erase_user(pool, NULL, uid, NULL, &report, &err));
     printf("erased: %lld user, %lld conversations, %lld messages, %lld teams, "
            "%lld settings, %lld connections\n",
            (long long)report->users, (long long)report->conversations,

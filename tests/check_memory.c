@@ -1566,7 +1566,7 @@ START_TEST(test_memory_upgrade_to_pgvector_keeps_every_row) {
     ds_config_free(pcfg);
     ds_memory_facts_free(search(pmem, f.alice, q, 10, NULL));
 
-    st = ds_memory_upgrade_to_pgvector(f.pool, &err);
+    st = ds_memory_upgrade_to_pgvector(f.pool, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_vector_settings "
                                        "WHERE backend = 'pgvector'"),
@@ -1622,7 +1622,7 @@ START_TEST(test_memory_upgrade_to_pgvector_keeps_every_row) {
     }
     /* adding works on the new backend; a second upgrade is a no-op */
     add(fresh, f.bob, "fact", "after the upgrade", q);
-    st = ds_memory_upgrade_to_pgvector(f.pool, &err);
+    st = ds_memory_upgrade_to_pgvector(f.pool, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(count_facts(f.url), (long long)d.n + 2);
     ds_memory_close(fresh);
@@ -1635,7 +1635,7 @@ START_TEST(test_memory_upgrade_refuses_unmigrated_database) {
     char *url = dt_create_db("memupg");
     ds_pool *pool = dt_pool(url, 1, 1);
     ds_error err = {0};
-    ds_status st = ds_memory_upgrade_to_pgvector(pool, &err);
+    ds_status st = ds_memory_upgrade_to_pgvector(pool, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
     ds_pool_close(pool);
     dt_drop_db(url);
@@ -1645,7 +1645,7 @@ START_TEST(test_memory_upgrade_refuses_unmigrated_database) {
     url = dt_migrated_db_backend("memupg", "fallback");
     dt_sql(url, "DELETE FROM memory_vector_settings");
     pool = dt_pool(url, 1, 1);
-    st = ds_memory_upgrade_to_pgvector(pool, &err);
+    st = ds_memory_upgrade_to_pgvector(pool, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
     ck_assert_ptr_nonnull(strstr(err.message, "memory_vector_settings"));
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
@@ -1809,7 +1809,7 @@ START_TEST(test_memory_errors_bad_arguments) {
     ck_assert_int_eq(ds_memory_search_hybrid(f.mem, f.alice, NULL, v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_search_hybrid(f.mem, f.alice, "", v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_memory_search_hybrid(f.mem, f.alice, "\xff", v, DIM, 5, NULL, &list, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_memory_upgrade_to_pgvector(NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_upgrade_to_pgvector(NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_ptr_null(list);
     ck_assert_ptr_null(fact);
     ck_assert_ptr_null(m);

@@ -947,7 +947,7 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
     ds_memory_upgrade_options_init(&uo);
     uo.progress = dt_progress_record;
     uo.progress_ud = &prog;
-    ds_status st = ds_memory_upgrade_to_pgvector_ex(pool, &uo, &err);
+    ds_status st = ds_memory_upgrade_to_pgvector(pool, &uo, &err);
     ck_assert_ds_ok(st, err);
     probes_check(&ps, "upgrade_to_pgvector", NULL, BOUND_MS);
     dt_progress_check(&prog, true);
@@ -978,7 +978,7 @@ START_TEST(test_online_upgrade_to_pgvector_under_probes) {
 END_TEST
 
 /* Retention purge of soft-deleted users with many rows each (40,000 in
- * all), batch after batch (ds_gdpr_purge_deleted_users_ex), under the probes
+ * all), batch after batch (ds_gdpr_purge_deleted_users), under the probes
  * (which use the other users); progress reported to the end. */
 START_TEST(test_online_purge_under_probes) {
     char *url;
@@ -1005,7 +1005,7 @@ START_TEST(test_online_purge_under_probes) {
     po.batch_users = 10;
     po.progress = dt_progress_record;
     po.progress_ud = &prog;
-    ds_status st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &po, &total,
+    ds_status st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &po, &total,
                                             &more, &err);
     ck_assert_ds_ok(st, err);
     ck_assert(!more);
@@ -1119,7 +1119,7 @@ START_TEST(test_online_erase_under_probes) {
     eo.progress_ud = &prog;
     ds_gdpr_erase_report *rep;
     ds_error err = {0};
-    ds_status st = ds_gdpr_erase_user_ex(pool, NULL, heavy, &eo, &rep, &err);
+    ds_status st = ds_gdpr_erase_user(pool, NULL, heavy, &eo, &rep, &err);
     ck_assert_ds_ok(st, err);
     probes_check(&ps, "user_erase", NULL, BOUND_MS);
     ck_assert_int_eq(rep->users, 1);

@@ -383,7 +383,7 @@ START_TEST(test_progress_erase_stops_and_resumes) {
     opts.progress_ud = &p;
     ds_gdpr_erase_report *rep = (ds_gdpr_erase_report *)&rep; /* must become NULL */
     ds_error err = {0};
-    ds_status st = ds_gdpr_erase_user_ex(pool, NULL, heavy, &opts, &rep, &err);
+    ds_status st = ds_gdpr_erase_user(pool, NULL, heavy, &opts, &rep, &err);
     ck_assert_ds_status(st, DS_ERR_CANCELLED, err);
     ck_assert_ptr_null(rep);
     ck_assert_int_eq(p.last_done, 4000);
@@ -402,7 +402,7 @@ START_TEST(test_progress_erase_stops_and_resumes) {
 
     dt_progress_init(&p, "erase", 0);
     p.cumulative = true;
-    st = ds_gdpr_erase_user_ex(pool, NULL, heavy, &opts, &rep, &err);
+    st = ds_gdpr_erase_user(pool, NULL, heavy, &opts, &rep, &err);
     ck_assert_ds_ok(st, err);
     dt_progress_check(&p, true);
     ck_assert_int_ge(p.events, 4 + 2 + 2); /* batches of each table, final */
@@ -421,7 +421,7 @@ START_TEST(test_progress_erase_stops_and_resumes) {
                      3000);
     /* erasing again: nothing left, still a report that finishes */
     dt_progress_init(&p, "erase", 0);
-    st = ds_gdpr_erase_user_ex(pool, NULL, heavy, &opts, &rep, &err);
+    st = ds_gdpr_erase_user(pool, NULL, heavy, &opts, &rep, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(rep->users, 0);
     dt_progress_check(&p, true);
@@ -451,7 +451,7 @@ START_TEST(test_progress_purge_stops_and_resumes) {
     int64_t purged = -1;
     bool more = true;
     ds_error err = {0};
-    ds_status st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &opts,
+    ds_status st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &opts,
                                             &purged, &more, &err);
     ck_assert_ds_status(st, DS_ERR_CANCELLED, err);
     ck_assert_int_eq(purged, 20);
@@ -466,7 +466,7 @@ START_TEST(test_progress_purge_stops_and_resumes) {
     /* a bounded run: 15 users, more waiting */
     dt_progress_init(&p, "purge", 0);
     opts.max_users = 15;
-    st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &opts, &purged, &more,
+    st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &opts, &purged, &more,
                                   &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 15);
@@ -476,7 +476,7 @@ START_TEST(test_progress_purge_stops_and_resumes) {
 
     dt_progress_init(&p, "purge", 0);
     opts.max_users = 0;
-    st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &opts, &purged, &more,
+    st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &opts, &purged, &more,
                                   &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 15);
@@ -516,7 +516,7 @@ START_TEST(test_progress_memory_upgrade_stops_and_resumes) {
     opts.progress = dt_progress_record;
     opts.progress_ud = &p;
     ds_error err = {0};
-    ds_status st = ds_memory_upgrade_to_pgvector_ex(pool, &opts, &err);
+    ds_status st = ds_memory_upgrade_to_pgvector(pool, &opts, &err);
     ck_assert_ds_status(st, DS_ERR_CANCELLED, err);
     ck_assert_int_eq(p.last_total, 3000);
     ck_assert_int_gt(p.last_done, 0);
@@ -526,7 +526,7 @@ START_TEST(test_progress_memory_upgrade_stops_and_resumes) {
                      1);
     long long first = p.last_done;
     dt_progress_init(&p, "memory_upgrade", 0);
-    st = ds_memory_upgrade_to_pgvector_ex(pool, &opts, &err);
+    st = ds_memory_upgrade_to_pgvector(pool, &opts, &err);
     ck_assert_ds_ok(st, err);
     dt_progress_check(&p, true);
     ck_assert_int_eq(p.last_done, 3000 - first); /* the rest, not all again */
@@ -555,22 +555,22 @@ START_TEST(test_progress_errors_bad_options) {
     ck_assert_ptr_null(eo.progress);
     eo.size = 3;
     ds_gdpr_erase_report *rep = NULL;
-    ds_status st = ds_gdpr_erase_user_ex(pool, NULL, 1, &eo, &rep, &err);
+    ds_status st = ds_gdpr_erase_user(pool, NULL, 1, &eo, &rep, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
-    ck_assert_ptr_nonnull(strstr(err.message, "ds_gdpr_erase_options_init"));
+    ck_assert_ptr_nonnull(strstr(err.message, "ds_gdpr_erase_options.size"));
     eo.size = sizeof eo + 8; /* a newer header than this library */
-    ck_assert_int_eq(ds_gdpr_erase_user_ex(pool, NULL, 1, &eo, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user(pool, NULL, 1, &eo, &rep, &err),
                      DS_ERR_INVALID);
     ds_gdpr_erase_options_init(&eo);
     eo.batch_rows = -1;
-    ck_assert_int_eq(ds_gdpr_erase_user_ex(pool, NULL, 1, &eo, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user(pool, NULL, 1, &eo, &rep, &err),
                      DS_ERR_INVALID);
     eo.batch_rows = 100001;
-    ck_assert_int_eq(ds_gdpr_erase_user_ex(pool, NULL, 1, &eo, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user(pool, NULL, 1, &eo, &rep, &err),
                      DS_ERR_INVALID);
-    ck_assert_int_eq(ds_gdpr_erase_user_ex(NULL, NULL, 1, NULL, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user(NULL, NULL, 1, NULL, &rep, &err),
                      DS_ERR_INVALID);
-    ck_assert_int_eq(ds_gdpr_erase_user_ex(pool, NULL, 0, NULL, &rep, &err),
+    ck_assert_int_eq(ds_gdpr_erase_user(pool, NULL, 0, NULL, &rep, &err),
                      DS_ERR_INVALID);
 
     ds_gdpr_purge_options po = {.size = sizeof(ds_gdpr_purge_options)};
@@ -578,31 +578,31 @@ START_TEST(test_progress_errors_bad_options) {
     po.size = 0;
     int64_t purged = 7;
     bool more = true;
-    st = ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &po, &purged, &more,
+    st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &po, &purged, &more,
                                   &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_int_eq(purged, 0);
     ck_assert(!more);
     ds_gdpr_purge_options_init(&po);
     po.batch_users = 10001;
-    ck_assert_int_eq(ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &po,
+    ck_assert_int_eq(ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &po,
                                               NULL, NULL, &err),
                      DS_ERR_INVALID);
     ds_gdpr_purge_options_init(&po);
     po.max_users = -1;
-    ck_assert_int_eq(ds_gdpr_purge_deleted_users_ex(pool, NULL, INT64_MAX, &po,
+    ck_assert_int_eq(ds_gdpr_purge_deleted_users(pool, NULL, INT64_MAX, &po,
                                               NULL, NULL, &err),
                      DS_ERR_INVALID);
-    ck_assert_int_eq(ds_gdpr_purge_deleted_users_ex(NULL, NULL, INT64_MAX, NULL,
+    ck_assert_int_eq(ds_gdpr_purge_deleted_users(NULL, NULL, INT64_MAX, NULL,
                                               NULL, NULL, &err),
                      DS_ERR_INVALID);
 
     ds_memory_upgrade_options mo = {.size = sizeof(ds_memory_upgrade_options)};
     ds_memory_upgrade_options_init(&mo);
     mo.size = sizeof mo - 1;
-    ck_assert_int_eq(ds_memory_upgrade_to_pgvector_ex(pool, &mo, &err),
+    ck_assert_int_eq(ds_memory_upgrade_to_pgvector(pool, &mo, &err),
                      DS_ERR_INVALID);
-    ck_assert_int_eq(ds_memory_upgrade_to_pgvector_ex(NULL, NULL, &err),
+    ck_assert_int_eq(ds_memory_upgrade_to_pgvector(NULL, NULL, &err),
                      DS_ERR_INVALID);
     /* the init functions take NULL */
     ds_gdpr_erase_options_init(NULL);

@@ -52,7 +52,7 @@ static long long version_of(const char *url) {
                            "ds_schema_migrations");
 }
 
-static const ds_rehearse_table *table_line(const ds_rehearse_report *r,
+static const ds_migrate_rehearse_table *table_line(const ds_migrate_rehearse_report *r,
                                            const char *name) {
     for (size_t k = 0; k < r->ntables; k++)
         if (!strcmp(r->tables[k].table, name))
@@ -88,9 +88,9 @@ START_TEST(test_rehearse_shipped_migrations_from_version_2_pass) {
     ds_pool_close(pool);
     char *before = schema_digest(url);
 
-    ds_rehearse_options o = DS_REHEARSE_OPTIONS_INIT;
+    ds_migrate_rehearse_options o = DS_MIGRATE_REHEARSE_OPTIONS_INIT;
     o.rows_per_table = 2000;
-    ds_rehearse_report *r = NULL;
+    ds_migrate_rehearse_report *r = NULL;
     st = ds_migrate_rehearse(cfg, &o, &r, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_msg(r->ok, "rehearsal failed: %s (%zu violation(s))",
@@ -107,7 +107,7 @@ START_TEST(test_rehearse_shipped_migrations_from_version_2_pass) {
                             "public.messages", "public.memory_facts",
                             "public.analytics_events"};
     for (size_t k = 0; k < sizeof filled / sizeof filled[0]; k++) {
-        const ds_rehearse_table *t = table_line(r, filled[k]);
+        const ds_migrate_rehearse_table *t = table_line(r, filled[k]);
         ck_assert_msg(t != NULL, "%s not in the report", filled[k]);
         ck_assert_msg(t->rows == 2000 && !t->skipped, "%s: %lld rows (%s)",
                       filled[k], (long long)t->rows,
@@ -116,13 +116,13 @@ START_TEST(test_rehearse_shipped_migrations_from_version_2_pass) {
     /* the locks the migrations took on populated tables were observed */
     bool users_locked = false;
     for (size_t k = 0; k < r->nlocks; k++) {
-        const ds_rehearse_lock *l = &r->locks[k];
+        const ds_migrate_rehearse_lock *l = &r->locks[k];
         ck_assert_uint_lt(l->statement, r->nstatements);
         if (!strcmp(l->table, "public.users") && l->rows == 2000)
             users_locked = true;
     }
     ck_assert_msg(users_locked, "no lock on users seen (0004 alters it)");
-    ds_rehearse_report_free(r);
+    ds_migrate_rehearse_report_free(r);
 
     ck_assert_int_eq(version_of(url), 2);
     char *after = schema_digest(url);
@@ -170,13 +170,13 @@ START_TEST(test_rehearse_sees_rewrite_inside_do_block) {
     /* lint passes the file (unseen or waived) */
     ds_migrate_options mo = {.size = sizeof(ds_migrate_options)};
     mo.dir = dir;
-    ds_lint_report *lr = NULL;
+    ds_migrate_lint_report *lr = NULL;
     ds_error err = {0};
     ds_status st = ds_migrate_lint(&mo, NULL, 0, &lr, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_uint_eq(lr->errors, 0);
     ck_assert_uint_eq(lr->waived, _i == 1 ? 1 : 0);
-    ds_lint_report_free(lr);
+    ds_migrate_lint_report_free(lr);
 
     char *url = dt_create_db("rh_do");
     ds_config *cfg = dt_config(url, 1, 2);
@@ -188,12 +188,12 @@ START_TEST(test_rehearse_sees_rewrite_inside_do_block) {
     ds_pool_close(pool);
     char *before = schema_digest(url);
 
-    ds_rehearse_options o = {.size = sizeof(ds_rehearse_options)};
-    ds_rehearse_options_init(&o);
+    ds_migrate_rehearse_options o = {.size = sizeof(ds_migrate_rehearse_options)};
+    ds_migrate_rehearse_options_init(&o);
     o.dir = dir;
     o.rows_per_table = 1000;
     o.lock_threshold_ms = -1; /* any blocking lock on a populated table */
-    ds_rehearse_report *r = NULL;
+    ds_migrate_rehearse_report *r = NULL;
     st = ds_migrate_rehearse(cfg, &o, &r, &err);
     ck_assert_ds_ok(st, err);
     ck_assert(!r->ok);
@@ -203,9 +203,9 @@ START_TEST(test_rehearse_sees_rewrite_inside_do_block) {
     ck_assert_uint_eq(r->applied, 1);
 
     /* the fill: t and its child in order, odd reported with the reason */
-    const ds_rehearse_table *tt = table_line(r, "public.t");
-    const ds_rehearse_table *tc = table_line(r, "public.child");
-    const ds_rehearse_table *to = table_line(r, "public.odd");
+    const ds_migrate_rehearse_table *tt = table_line(r, "public.t");
+    const ds_migrate_rehearse_table *tc = table_line(r, "public.child");
+    const ds_migrate_rehearse_table *to = table_line(r, "public.odd");
     ck_assert(tt && tc && to);
     ck_assert_int_eq(tt->rows, 1000);
     ck_assert_ptr_null(tt->skipped);
@@ -215,9 +215,9 @@ START_TEST(test_rehearse_sees_rewrite_inside_do_block) {
     ck_assert_msg(strstr(to->skipped, "point") != NULL, "reason: %s",
                   to->skipped);
 
-    const ds_rehearse_lock *hit = NULL;
+    const ds_migrate_rehearse_lock *hit = NULL;
     for (size_t k = 0; k < r->nlocks; k++) {
-        const ds_rehearse_lock *l = &r->locks[k];
+        const ds_migrate_rehearse_lock *l = &r->locks[k];
         if (!strcmp(l->table, "public.t") &&
             !strcmp(l->mode, "AccessExclusiveLock"))
             hit = l;
@@ -228,11 +228,11 @@ START_TEST(test_rehearse_sees_rewrite_inside_do_block) {
     ck_assert(hit->over_threshold);
     ck_assert_int_eq(hit->rows, 1000);
     ck_assert_uint_ge(r->violations, 1);
-    const ds_rehearse_statement *s = &r->statements[hit->statement];
+    const ds_migrate_rehearse_statement *s = &r->statements[hit->statement];
     ck_assert_str_eq(s->file, "0002_widen.up.sql");
     ck_assert_int_eq(s->line, _i == 0 ? 2 : 3);
     ck_assert_ptr_nonnull(strstr(s->sql, "DO $$"));
-    ds_rehearse_report_free(r);
+    ds_migrate_rehearse_report_free(r);
 
     /* the target is untouched: version 1, c still int, nothing left */
     ck_assert_int_eq(version_of(url), 1);
@@ -305,7 +305,7 @@ START_TEST(test_rehearse_unreachable_target_is_refused) {
     const char *url =
         "postgresql://ds:s3cret-pw@127.0.0.1:1/nowhere?connect_timeout=3";
     ds_config *cfg = dt_config(url, 1, 2);
-    ds_rehearse_report *r = NULL;
+    ds_migrate_rehearse_report *r = NULL;
     ds_error err = {0};
     ds_status st = ds_migrate_rehearse(cfg, NULL, &r, &err);
     ck_assert_ds_status(st, DS_ERR_CONNECTION, err);
@@ -329,13 +329,13 @@ START_TEST(test_rehearse_bad_input_changes_nothing) {
     char *url = dt_create_db("rh_bad");
     ds_config *cfg = dt_config(url, 1, 2);
     ds_error err = {0};
-    ds_rehearse_report *r = NULL;
+    ds_migrate_rehearse_report *r = NULL;
 
     ds_status st = ds_migrate_rehearse(cfg, NULL, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     st = ds_migrate_rehearse(NULL, NULL, &r, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
-    ds_rehearse_options o = {0}; /* no size: not initialised */
+    ds_migrate_rehearse_options o = {0}; /* no size: not initialised */
     st = ds_migrate_rehearse(cfg, &o, &r, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_ptr_null(r);
@@ -345,7 +345,7 @@ START_TEST(test_rehearse_bad_input_changes_nothing) {
     dt_write_file(dir, "0001_t.down.sql", table_down);
     dt_write_file(dir, "0002_broken.up.sql", "SELECT 'unterminated;\n");
     dt_write_file(dir, "0002_broken.down.sql", "SELECT 1;\n");
-    ds_rehearse_options_init(&o);
+    ds_migrate_rehearse_options_init(&o);
     o.dir = dir;
     st = ds_migrate_rehearse(cfg, &o, &r, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
@@ -412,12 +412,12 @@ START_TEST(test_rehearse_keep_and_nothing_pending) {
     dt_write_file(dir, "0001_t.down.sql", table_down);
     char *url = dt_create_db("rh_keep");
     ds_config *cfg = dt_config(url, 1, 2);
-    ds_rehearse_options o = DS_REHEARSE_OPTIONS_INIT;
+    ds_migrate_rehearse_options o = DS_MIGRATE_REHEARSE_OPTIONS_INIT;
     o.dir = dir;
     o.keep = true;
     o.rows_per_table = -1; /* none */
     o.scratch_name = "dt_rh_keep_scratch";
-    ds_rehearse_report *r = NULL;
+    ds_migrate_rehearse_report *r = NULL;
     ds_error err = {0};
     ds_status st = ds_migrate_rehearse(cfg, &o, &r, &err);
     ck_assert_ds_ok(st, err);
@@ -426,7 +426,7 @@ START_TEST(test_rehearse_keep_and_nothing_pending) {
     ck_assert_str_eq(r->scratch_database, "dt_rh_keep_scratch");
     ck_assert_int_eq(r->from_version, 0);
     ck_assert_int_eq(r->to_version, 1);
-    ds_rehearse_report_free(r);
+    ds_migrate_rehearse_report_free(r);
     char *scratch = dt_url_with_db(url, "dt_rh_keep_scratch");
     ck_assert_int_eq(version_of(scratch), 1);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
@@ -451,7 +451,7 @@ START_TEST(test_rehearse_keep_and_nothing_pending) {
     ck_assert_uint_eq(r->applied, 0);
     ck_assert_ptr_null(r->scratch_database);
     ck_assert_int_eq(r->from_version, 1);
-    ds_rehearse_report_free(r);
+    ds_migrate_rehearse_report_free(r);
     ck_assert_int_eq(scratch_left(url), 0);
     ds_config_free(cfg);
     dt_drop_db(url);
@@ -471,10 +471,10 @@ START_TEST(test_rehearse_reports_a_failing_migration) {
     dt_write_file(dir, "0002_fail.down.sql", "SELECT 1;\n");
     char *url = dt_create_db("rh_fail");
     ds_config *cfg = dt_config(url, 1, 2);
-    ds_rehearse_options o = DS_REHEARSE_OPTIONS_INIT;
+    ds_migrate_rehearse_options o = DS_MIGRATE_REHEARSE_OPTIONS_INIT;
     o.dir = dir;
     o.rows_per_table = 100;
-    ds_rehearse_report *r = NULL;
+    ds_migrate_rehearse_report *r = NULL;
     ds_error err = {0};
     ds_status st = ds_migrate_rehearse(cfg, &o, &r, &err);
     ck_assert_ds_ok(st, err);
@@ -487,11 +487,11 @@ START_TEST(test_rehearse_reports_a_failing_migration) {
     ck_assert_int_eq(r->to_version, 1);
     ck_assert_uint_eq(r->applied, 1);
     ck_assert_uint_ge(r->nstatements, 2);
-    const ds_rehearse_statement *last = &r->statements[r->nstatements - 1];
+    const ds_migrate_rehearse_statement *last = &r->statements[r->nstatements - 1];
     ck_assert(!last->ok);
     ck_assert_str_eq(last->file, "0002_fail.up.sql");
     ck_assert_int_eq(last->line, 2);
-    ds_rehearse_report_free(r);
+    ds_migrate_rehearse_report_free(r);
     ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_class WHERE "
                                      "relname IN ('t', "
                                      "'ds_schema_migrations')"),

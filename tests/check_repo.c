@@ -20,10 +20,10 @@ START_TEST(test_repo_times_at_the_edges) {
     ds_status st = ds_user_soft_delete(pool, uid, &err);
     ck_assert_ds_ok(st, err);
     int64_t purged = -1;
-    st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MIN, &purged, NULL, &err);
+    st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MIN, NULL, &purged, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 0);
-    st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MIN + 1, &purged, NULL, &err);
+    st = ds_gdpr_purge_deleted_users(pool, NULL, INT64_MIN + 1, NULL, &purged, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ck_assert_int_eq(count_sql("SELECT count(*) FROM users WHERE id = %lld", uid), 1);
     st = ds_user_restore(pool, uid, &err);
@@ -164,8 +164,8 @@ START_TEST(test_repo_errors_null_and_out_of_range_arguments) {
     ck_assert_int_eq(ds_connection_delete(pool, -1, &err), DS_ERR_INVALID);
     ck_assert_str_eq(ds_connection_status_str((ds_connection_status)7), "unknown");
 
-    ck_assert_int_eq(ds_gdpr_erase_user(NULL, NULL, 1, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_gdpr_purge_deleted_users(NULL, NULL, 0, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_gdpr_erase_user(NULL, NULL, 1, NULL, NULL, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_gdpr_purge_deleted_users(NULL, NULL, 0, NULL, NULL, NULL, &err), DS_ERR_INVALID);
     /* NULL err is allowed everywhere */
     ck_assert_int_eq(ds_user_get(pool, 0, &u, NULL), DS_ERR_INVALID);
     ck_assert_int_eq(ds_message_append(pool, conv + 500, &m, NULL, NULL), DS_ERR_NOT_FOUND);

@@ -97,7 +97,7 @@ START_TEST(test_repo_gdpr_erase_leaves_nothing_and_spares_others) {
     long long other_msgs = messages_of(other);
 
     ds_gdpr_erase_report *rep;
-    st = ds_gdpr_erase_user(pool, redis, victim, &rep, &err);
+    st = ds_gdpr_erase_user(pool, redis, victim, NULL, &rep, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(rep->users, 1);
     ck_assert_int_eq(rep->profiles, 1);
@@ -138,12 +138,12 @@ START_TEST(test_repo_gdpr_erase_leaves_nothing_and_spares_others) {
         }
     }
     /* erasing again is a no-op that succeeds */
-    st = ds_gdpr_erase_user(pool, redis, victim, &rep, &err);
+    st = ds_gdpr_erase_user(pool, redis, victim, NULL, &rep, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(rep->users, 0);
     ck_assert_int_eq(rep->messages, 0);
     ds_gdpr_erase_report_free(rep);
-    st = ds_gdpr_erase_user(pool, NULL, 0, NULL, &err);
+    st = ds_gdpr_erase_user(pool, NULL, 0, NULL, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     ds_redis_close(redis);
     ds_crypto_close(crypto);
@@ -169,7 +169,7 @@ START_TEST(test_repo_gdpr_purge_soft_deleted) {
     int64_t cutoff = ds__wall_us() - INT64_C(30) * 86400 * 1000000;
     int64_t purged;
     bool more;
-    st = ds_gdpr_purge_deleted_users(pool, NULL, cutoff, &purged, &more, &err);
+    st = ds_gdpr_purge_deleted_users(pool, NULL, cutoff, NULL, &purged, &more, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 1);
     ck_assert(!more);
@@ -178,7 +178,7 @@ START_TEST(test_repo_gdpr_purge_soft_deleted) {
         ck_assert_int_gt(rows_of(new_del, user_tables[t][0], user_tables[t][1]), 0);
         ck_assert_int_gt(rows_of(live, user_tables[t][0], user_tables[t][1]), 0);
     }
-    st = ds_gdpr_purge_deleted_users(pool, NULL, cutoff, &purged, NULL, &err);
+    st = ds_gdpr_purge_deleted_users(pool, NULL, cutoff, NULL, &purged, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(purged, 0);
     ds_crypto_close(crypto);

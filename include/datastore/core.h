@@ -193,8 +193,8 @@ DS_EXPORT const char *ds_log_level_str(ds_log_level level);
 
 /* ------------------------------------------------------------------------
  * Progress of long work. Every long operation (migrations, partition
- * maintenance, ds_memory_upgrade_to_pgvector_ex, ds_crypto_rotate,
- * ds_gdpr_purge_deleted_users_ex, ds_gdpr_erase_user_ex) takes the same callback in its
+ * maintenance, ds_memory_upgrade_to_pgvector, ds_crypto_rotate,
+ * ds_gdpr_purge_deleted_users, ds_gdpr_erase_user) takes the same callback in its
  * options and calls it after each committed step, so a caller can show
  * done/total, a rate and an ETA, or stop the work.
  *

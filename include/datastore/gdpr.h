@@ -3,7 +3,7 @@
  * retention purge of soft-deleted users.
  *
  *   ds_gdpr_erase_report *rep;
- *   st = ds_gdpr_erase_user(pool, redis, user_id, &rep, &err);
+ *   st = ds_gdpr_erase_user(pool, redis, user_id, NULL, &rep, &err);
  *   printf("%lld messages, %lld events, %lld redis keys\n",
  *          (long long)rep->messages, (long long)rep->analytics_events,
  *          (long long)rep->redis_keys);
@@ -12,12 +12,15 @@
  * ds_gdpr_erase_user() hard-deletes every row of the user in every table (the
  * user, profile, auth sessions, conversations and their messages, service
  * connections, AI teams, per-user settings, memory facts and analytics
- * events, which have no foreign key) in ONE statement, so it is all or
- * nothing, and reports per-table counts. With a Redis handle it then
- * removes the user's Redis keys (session look-ups, cache entries,
- * presence). Erasing is idempotent: erasing an unknown or already erased id
- * succeeds with zero counts, so a call that failed half-way (for example
- * at Redis, after the database commit) is simply repeated.
+ * events, which have no foreign key) and reports per-table counts. The
+ * tables that grow large (messages, memory facts, analytics events) are
+ * emptied first in batches of short transactions, each locking only rows
+ * of this user; then ONE statement erases everything left, user row
+ * included, all or nothing. With a Redis handle it then removes the user's
+ * Redis keys (session look-ups, cache entries, presence). Erasing is
+ * idempotent: erasing an unknown or already erased id succeeds with zero
+ * counts, so a call that failed half-way (a user with fewer rows, or a
+ * database part committed before Redis failed) is simply repeated.
  *
  * Thread-safety: any thread, shared pool and Redis handle.
  */
@@ -52,40 +55,10 @@ typedef struct ds_gdpr_erase_report {
 /* Frees a report. NULL is a no-op. */
 DS_EXPORT void ds_gdpr_erase_report_free(ds_gdpr_erase_report *report);
 
-/*
- * Erases everything of `user_id` (see above). `redis` may be NULL.
- * *out (may be NULL) receives the counts, freed with
- * ds_gdpr_erase_report_free(). Errors: DS_ERR_INVALID (NULL pool, user_id below
- * 1), DS_ERR_NOMEM, the pool's errors (nothing was deleted), DS_ERR_REDIS
- * (the database part is committed and *out filled; call again to finish
- * Redis).
- */
-DS_EXPORT DS_NODISCARD ds_status ds_gdpr_erase_user(ds_pool *pool, ds_redis *redis,
-                                               int64_t user_id,
-                                               ds_gdpr_erase_report **out,
-                                               ds_error *err);
-
-/*
- * Retention: erases every user soft-deleted before `deleted_before` (a time: epoch
- * microseconds; INT64_MIN: none, INT64_MAX: all), with all their rows (analytics events included) and,
- * given a Redis handle, their Redis keys. `purged` (may be NULL) receives
- * the number of users erased. At most repo_max_batch users per call;
- * `*more` (may be NULL) says whether more are waiting, so call it in a
- * loop from a scheduled job. Errors: DS_ERR_INVALID (NULL pool, a time
- * PostgreSQL cannot hold), the pool's errors (nothing was erased),
- * DS_ERR_REDIS (the *purged users are erased from the database, but not
- * all of their Redis keys).
- */
-DS_EXPORT DS_NODISCARD ds_status ds_gdpr_purge_deleted_users(ds_pool *pool,
-                                                       ds_redis *redis,
-                                                       int64_t deleted_before,
-                                                       int64_t *purged,
-                                                       bool *more,
-                                                       ds_error *err);
-
 /* ------------------------------------------------------------------------
- * With options: progress and cancelling, and batches for users with many
- * rows. A growable struct (docs/abi.md): start from ds_gdpr_erase_options_init().
+ * Options of the erase: batches and progress. A growable struct
+ * (docs/abi.md): start from DS_GDPR_ERASE_OPTIONS_INIT or
+ * ds_gdpr_erase_options_init(); NULL means all defaults.
  */
 typedef struct ds_gdpr_erase_options {
     size_t size;      /* sizeof (ds_gdpr_erase_options), set by the initialiser */
@@ -104,22 +77,24 @@ typedef struct ds_gdpr_erase_options {
 DS_EXPORT void ds_gdpr_erase_options_init(ds_gdpr_erase_options *opts);
 
 /*
- * ds_gdpr_erase_user() for users with many rows: the user's messages, memory
- * facts and analytics events are deleted in batches of short transactions
- * first (only the user's own rows are locked, for one batch at a time),
- * reporting after each; then one statement erases everything left, as
- * ds_gdpr_erase_user() does, and Redis follows. A failure or a stop from the
- * progress callback (DS_ERR_CANCELLED) leaves the user with fewer rows and
- * nothing inconsistent: calling again finishes. `opts` may be NULL.
- * Errors as ds_gdpr_erase_user(), plus DS_ERR_CANCELLED and DS_ERR_INVALID (a
- * bad `size` or batch_rows).
+ * Erases everything of `user_id` (see above). `redis` may be NULL; `opts`
+ * may be NULL (defaults). *out (may be NULL) receives the counts, freed
+ * with ds_gdpr_erase_report_free(). A progress callback that returns
+ * non-zero stops between batches with DS_ERR_CANCELLED: the user is left
+ * with fewer rows and nothing inconsistent, and calling again finishes.
+ * Errors: DS_ERR_INVALID (NULL pool, user_id below 1, a bad opts->size or
+ * batch_rows), DS_ERR_NOMEM, DS_ERR_CANCELLED, the pool's errors (the
+ * batches done stay done; the final statement is all or nothing),
+ * DS_ERR_REDIS (the database part is committed and *out filled; call again
+ * to finish Redis).
  */
-DS_EXPORT DS_NODISCARD ds_status ds_gdpr_erase_user_ex(
+DS_EXPORT DS_NODISCARD ds_status ds_gdpr_erase_user(
     ds_pool *pool, ds_redis *redis, int64_t user_id,
     const ds_gdpr_erase_options *opts, ds_gdpr_erase_report **out, ds_error *err);
 
 /* Options of the retention purge. A growable struct (docs/abi.md): start
- * from ds_gdpr_purge_options_init(). */
+ * from DS_GDPR_PURGE_OPTIONS_INIT or ds_gdpr_purge_options_init(); NULL
+ * means all defaults. */
 typedef struct ds_gdpr_purge_options {
     size_t size;       /* sizeof (ds_gdpr_purge_options), set by the initialiser */
     int batch_users;   /* users erased per transaction; 0: the pool's
@@ -136,17 +111,22 @@ typedef struct ds_gdpr_purge_options {
 DS_EXPORT void ds_gdpr_purge_options_init(ds_gdpr_purge_options *opts);
 
 /*
- * ds_gdpr_purge_deleted_users() in a loop: batch after batch (each its own
- * transaction that locks only its victims, SKIP LOCKED) until no user
- * soft-deleted before `deleted_before` is left, or max_users were erased.
+ * Retention: erases every user soft-deleted before `deleted_before` (a
+ * time: epoch microseconds; INT64_MIN: none, INT64_MAX: all), with all
+ * their rows (analytics events included) and, given a Redis handle, their
+ * Redis keys. Batch after batch, each its own transaction that locks only
+ * its victims (SKIP LOCKED), until none is left or opts->max_users were
+ * erased; run it from a scheduled job. `opts` may be NULL (defaults).
  * `*purged` (may be NULL) receives how many users were erased, `*more`
- * (may be NULL) whether more may be waiting (max_users reached). The total
- * reported to the progress callback is counted once at the start.
- * Errors as ds_gdpr_purge_deleted_users(), plus DS_ERR_CANCELLED (the batches
- * done stay done; *purged says how many, *more is true) and DS_ERR_INVALID
- * (a bad `size`, batch_users or max_users).
+ * (may be NULL) whether more may be waiting (max_users reached, or
+ * stopped). The total reported to the progress callback is counted once at
+ * the start. Errors: DS_ERR_INVALID (NULL pool, a time PostgreSQL cannot
+ * hold, a bad opts->size, batch_users or max_users), the pool's errors and
+ * DS_ERR_CANCELLED (the batches done stay done; *purged says how many),
+ * DS_ERR_REDIS (the *purged users are erased from the database, but not
+ * all of their Redis keys).
  */
-DS_EXPORT DS_NODISCARD ds_status ds_gdpr_purge_deleted_users_ex(
+DS_EXPORT DS_NODISCARD ds_status ds_gdpr_purge_deleted_users(
     ds_pool *pool, ds_redis *redis, int64_t deleted_before,
     const ds_gdpr_purge_options *opts, int64_t *purged, bool *more, ds_error *err);
 

@@ -304,27 +304,8 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_fill_sketches(ds_memory *mem,
                                                          size_t *filled,
                                                          ds_error *err);
 
-/*
- * Converts a fallback database to pgvector once the server has the
- * extension: creates the extension and converts every embedding to
- * vector(D) while readers and writers go on: batches of short
- * transactions, then one short swap under ACCESS EXCLUSIVE (waiting at most
- * lock_timeout, retried after a jittered pause). The sketches searches read
- * first stay. Nothing is lost; a run that failed or stopped half-way
- * continues on the next call.
- * Idempotent: DS_OK at once when the database already uses pgvector.
- * Handles opened before switch to pgvector on their next call. Run it like
- * a migration, against the primary's direct URL (not through a transaction
- * pooler).
- * Errors: DS_ERR_UNSUPPORTED (the server has no pgvector), DS_ERR_SCHEMA
- * (not migrated), DS_ERR_DB (e.g. 42501: this role may not create the
- * extension), connection errors.
- */
-DS_EXPORT DS_NODISCARD ds_status ds_memory_upgrade_to_pgvector(ds_pool *pool,
-                                                               ds_error *err);
-
 /* Options of the upgrade. A growable struct (docs/abi.md): start from
- * ds_memory_upgrade_options_init(). */
+ * DS_MEMORY_UPGRADE_OPTIONS_INIT or ds_memory_upgrade_options_init(). */
 typedef struct ds_memory_upgrade_options {
     size_t size;             /* sizeof (ds_memory_upgrade_options), set by
                                 the initialiser                          */
@@ -339,14 +320,27 @@ typedef struct ds_memory_upgrade_options {
 DS_EXPORT void ds_memory_upgrade_options_init(ds_memory_upgrade_options *opts);
 
 /*
- * ds_memory_upgrade_to_pgvector() with options (may be NULL): progress
- * after each batch, and a non-zero return from the callback stops with
- * DS_ERR_CANCELLED. The database then stays on the fallback, with the
- * batches converted so far kept; running the upgrade again continues.
- * Errors as ds_memory_upgrade_to_pgvector(), plus DS_ERR_CANCELLED and
- * DS_ERR_INVALID (a bad `size`).
+ * Converts a fallback database to pgvector once the server has the
+ * extension: creates the extension and converts every embedding to
+ * vector(D) while readers and writers go on: batches of short
+ * transactions, then one short swap under ACCESS EXCLUSIVE (waiting at most
+ * lock_timeout, retried after a jittered pause). The sketches searches read
+ * first stay. Nothing is lost; a run that failed or stopped half-way
+ * continues on the next call.
+ * Idempotent: DS_OK at once when the database already uses pgvector.
+ * Handles opened before switch to pgvector on their next call. Run it like
+ * a migration, against the primary's direct URL (not through a transaction
+ * pooler).
+ * `opts` may be NULL (defaults). A progress callback runs after each batch;
+ * a non-zero return stops with DS_ERR_CANCELLED, and the database then
+ * stays on the fallback with the batches converted so far kept: running
+ * the upgrade again continues.
+ * Errors: DS_ERR_UNSUPPORTED (the server has no pgvector), DS_ERR_SCHEMA
+ * (not migrated), DS_ERR_DB (e.g. 42501: this role may not create the
+ * extension), DS_ERR_CANCELLED, DS_ERR_INVALID (NULL pool, a bad
+ * opts->size), connection errors.
  */
-DS_EXPORT DS_NODISCARD ds_status ds_memory_upgrade_to_pgvector_ex(
+DS_EXPORT DS_NODISCARD ds_status ds_memory_upgrade_to_pgvector(
     ds_pool *pool, const ds_memory_upgrade_options *opts, ds_error *err);
 
 /*

@@ -32,13 +32,4 @@ ds_status ds__progress_report(ds__progress *p, const char *item,
                               int64_t done, int64_t total, const char *resume,
                               ds_error *err);
 
-/* docs/abi.md "Growable structs": a caller-allocated options struct starts
- * with `size_t size`; fine when it covers the first release (`first`, the
- * end of its last member) and is not larger than this build's struct. */
-#define DS__OPTIONS_SIZE_OK(opts, type, first)                                 \
-    ((opts)->size >= (first) && (opts)->size <= sizeof(type))
-/* Whether the caller's struct has `member` (a later member counts as 0). */
-#define DS__OPTIONS_HAS(opts, type, member)                                    \
-    ((opts)->size >= offsetof(type, member) + sizeof(((type *)0)->member))
-
 #endif

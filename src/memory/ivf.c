@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/growable.h"
 #include "core/progress.h"
 #include "memory/memory_internal.h"
 
@@ -967,9 +968,6 @@ DS_EXPORT void ds_memory_maintain_options_init(ds_memory_maintain_options *o) {
     }
 }
 
-#define MAINTAIN_OPTIONS_V1                                                    \
-    (offsetof(ds_memory_maintain_options, progress_ud) + sizeof(void *))
-
 DS_EXPORT ds_status ds_memory_maintain(ds_memory *mem,
                                        const ds_memory_maintain_options *opts,
                                        size_t *clustered, ds_error *err) {
@@ -977,14 +975,9 @@ DS_EXPORT ds_status ds_memory_maintain(ds_memory *mem,
         *clustered = 0;
     DS_CHECK_ARG(err, mem, "mem is NULL");
     ds_memory_maintain_options o;
-    ds_memory_maintain_options_init(&o);
-    if (opts) {
-        DS_CHECK_ARG(err, DS__OPTIONS_SIZE_OK(opts, ds_memory_maintain_options,
-                                              MAINTAIN_OPTIONS_V1),
-                     "opts->size must be sizeof (ds_memory_maintain_options): "
-                     "start from DS_MEMORY_MAINTAIN_OPTIONS_INIT");
-        memcpy(&o, opts, opts->size);
-    }
+    ds_status checked = DS__IN(opts, &o, ds_memory_maintain_options, err);
+    if (checked != DS_OK)
+        return checked;
     DS_CHECK_ARG(err, o.user_id >= 0, "user_id must be 0 (all) or positive");
     DS_CHECK_ARG(err, o.min_facts >= 0 && o.min_facts <= INT32_MAX,
                  "min_facts must be 0 (the default) to 2147483647");

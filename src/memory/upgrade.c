@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/growable.h"
 #include "core/progress.h"
 #include "memory/memory_internal.h"
 
@@ -411,11 +412,6 @@ static ds_status upgrade(ds_conn *c, int lock_timeout_ms, ds__progress *prog,
     return st;
 }
 
-DS_EXPORT ds_status ds_memory_upgrade_to_pgvector(ds_pool *pool,
-                                                  ds_error *err) {
-    return ds_memory_upgrade_to_pgvector_ex(pool, NULL, err);
-}
-
 DS_EXPORT void ds_memory_upgrade_options_init(ds_memory_upgrade_options *opts) {
     if (opts) {
         memset(opts, 0, sizeof *opts);
@@ -423,22 +419,15 @@ DS_EXPORT void ds_memory_upgrade_options_init(ds_memory_upgrade_options *opts) {
     }
 }
 
-#define UPGRADE_OPTIONS_V1                                                     \
-    (offsetof(ds_memory_upgrade_options, progress_ud) + sizeof(void *))
-
-DS_EXPORT ds_status ds_memory_upgrade_to_pgvector_ex(
+DS_EXPORT ds_status ds_memory_upgrade_to_pgvector(
     ds_pool *pool, const ds_memory_upgrade_options *opts, ds_error *err) {
     DS_CHECK_ARG(err, pool, "pool is NULL");
+    ds_memory_upgrade_options o;
+    ds_status checked = DS__IN(opts, &o, ds_memory_upgrade_options, err);
+    if (checked != DS_OK)
+        return checked;
     ds__progress prog;
-    ds__progress_init(&prog, "memory_upgrade", NULL, NULL);
-    if (opts) {
-        DS_CHECK_ARG(err, DS__OPTIONS_SIZE_OK(opts, ds_memory_upgrade_options,
-                                              UPGRADE_OPTIONS_V1),
-                     "opts->size must be sizeof (ds_memory_upgrade_options): "
-                     "start from ds_memory_upgrade_options_init()");
-        ds__progress_init(&prog, "memory_upgrade", opts->progress,
-                          opts->progress_ud);
-    }
+    ds__progress_init(&prog, "memory_upgrade", o.progress, o.progress_ud);
     ds_conn *c;
     ds_status st = ds_pool_acquire(pool, &c, err);
     if (st != DS_OK)

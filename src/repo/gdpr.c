@@ -4,6 +4,7 @@
  * schema declares then find nothing left to do. */
 #include <string.h>
 
+#include "core/growable.h"
 #include "core/progress.h"
 #include "datastore/gdpr.h"
 #include "repo/repo_internal.h"
@@ -63,7 +64,7 @@ static const ds__stmt_def stmts[] = {
                  "SELECT u.id, " COUNTS " FROM u",
                  2, {DS_OID_TIMESTAMPTZ, I8}, 10,
                  {I8, I8, I8, I8, I8, I8, I8, I8, I8, I8}},
-    /* ds_gdpr_erase_user_ex: the rows of the user's largest tables, counted
+    /* ds_gdpr_erase_user: the rows of the user's largest tables, counted
      * for the progress total, then deleted a batch at a time (each batch
      * locks only rows of this user). */
     [S_ERASE_COUNT] = {"gdpr.erase_count",
@@ -162,25 +163,6 @@ static ds_status erase_finish(const char *func, ds_redis *redis,
     return st;
 }
 
-DS_EXPORT ds_status ds_gdpr_erase_user(ds_pool *pool, ds_redis *redis,
-                                  int64_t user_id, ds_gdpr_erase_report **out,
-                                  ds_error *err) {
-    DS_REPO_ERR(err);
-    if (out)
-        *out = NULL;
-    DS_CHECK_ARG(err, pool, "pool is NULL");
-    DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    ds_gdpr_erase_report *rep = ds__calloc(1, sizeof *rep);
-    if (!rep)
-        return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
-    ds_status st = erase_rest(pool, user_id, rep, err);
-    if (st != DS_OK) {
-        ds__free(rep);
-        return st;
-    }
-    return erase_finish(__func__, redis, user_id, rep, out, err);
-}
-
 DS_EXPORT void ds_gdpr_erase_options_init(ds_gdpr_erase_options *opts) {
     if (opts) {
         memset(opts, 0, sizeof *opts);
@@ -188,8 +170,6 @@ DS_EXPORT void ds_gdpr_erase_options_init(ds_gdpr_erase_options *opts) {
     }
 }
 
-#define ERASE_OPTIONS_V1                                                       \
-    (offsetof(ds_gdpr_erase_options, progress_ud) + sizeof(void *))
 #define ERASE_DEFAULT_BATCH 5000
 
 /* Deletes the user's rows of one table a batch (its own transaction) at a
@@ -220,47 +200,46 @@ static ds_status erase_batches(ds_pool *pool, int64_t user_id, int which,
     }
 }
 
-DS_EXPORT ds_status ds_gdpr_erase_user_ex(ds_pool *pool, ds_redis *redis,
-                                     int64_t user_id,
-                                     const ds_gdpr_erase_options *opts,
-                                     ds_gdpr_erase_report **out, ds_error *err) {
+/* The progress total of an erase: the rows of the tables emptied in
+ * batches. */
+static ds_status erase_total(ds_pool *pool, int64_t user_id, int64_t *total,
+                             ds_error *err) {
+    ds__bind b;
+    ds__bind_init(&b);
+    ds__bind_int64(&b, user_id);
+    PGresult *r = ds__repo_exec(pool, false, &stmts[S_ERASE_COUNT], &b, err);
+    if (!r)
+        return err ? err->code : DS_ERR_DB;
+    *total = ds__cell_int64(r, 0, 0) + ds__cell_int64(r, 0, 1) +
+             ds__cell_int64(r, 0, 2);
+    PQclear(r);
+    return DS_OK;
+}
+
+DS_EXPORT ds_status ds_gdpr_erase_user(ds_pool *pool, ds_redis *redis,
+                                      int64_t user_id,
+                                      const ds_gdpr_erase_options *opts,
+                                      ds_gdpr_erase_report **out,
+                                      ds_error *err) {
     DS_REPO_ERR(err);
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
     DS_CHECK_ARG(err, user_id > 0, "user_id must be positive");
-    int batch = ERASE_DEFAULT_BATCH;
+    ds_gdpr_erase_options o;
+    ds_status checked = DS__IN(opts, &o, ds_gdpr_erase_options, err);
+    if (checked != DS_OK)
+        return checked;
+    DS_CHECK_ARG(err, o.batch_rows >= 0 && o.batch_rows <= 100000,
+                 "batch_rows must be 0 (default) to 100000");
+    int batch = o.batch_rows ? o.batch_rows : ERASE_DEFAULT_BATCH;
     ds__progress prog;
-    ds__progress_init(&prog, "erase", NULL, NULL);
-    if (opts) {
-        DS_CHECK_ARG(err, DS__OPTIONS_SIZE_OK(opts, ds_gdpr_erase_options,
-                                              ERASE_OPTIONS_V1),
-                     "opts->size must be sizeof (ds_gdpr_erase_options): start "
-                     "from ds_gdpr_erase_options_init()");
-        DS_CHECK_ARG(err, opts->batch_rows >= 0 && opts->batch_rows <= 100000,
-                     "batch_rows must be 0 (default) to 100000");
-        if (opts->batch_rows)
-            batch = opts->batch_rows;
-        ds__progress_init(&prog, "erase", opts->progress, opts->progress_ud);
-    }
+    ds__progress_init(&prog, "erase", o.progress, o.progress_ud);
     ds_gdpr_erase_report *rep = ds__calloc(1, sizeof *rep);
     if (!rep)
         return ds__error_set(err, DS_ERR_NOMEM, "%s: out of memory", __func__);
     int64_t total = -1, done = 0;
-    ds_status st = DS_OK;
-    if (prog.fn) {
-        ds__bind b;
-        ds__bind_init(&b);
-        ds__bind_int64(&b, user_id);
-        PGresult *r = ds__repo_exec(pool, false, &stmts[S_ERASE_COUNT], &b,
-                                    err);
-        if (!r)
-            st = err->code;
-        else
-            total = ds__cell_int64(r, 0, 0) + ds__cell_int64(r, 0, 1) +
-                    ds__cell_int64(r, 0, 2);
-        PQclear(r);
-    }
+    ds_status st = prog.fn ? erase_total(pool, user_id, &total, err) : DS_OK;
     if (st == DS_OK)
         st = erase_batches(pool, user_id, S_ERASE_MESSAGES, "messages", batch,
                            &rep->messages, &done, total, &prog, err);
@@ -324,25 +303,6 @@ static ds_status purge_batch(ds_pool *pool, ds_redis *redis,
     return st;
 }
 
-DS_EXPORT ds_status ds_gdpr_purge_deleted_users(ds_pool *pool, ds_redis *redis,
-                                          int64_t deleted_before, int64_t *purged,
-                                          bool *more, ds_error *err) {
-    DS_REPO_ERR(err);
-    if (purged)
-        *purged = 0;
-    if (more)
-        *more = false;
-    DS_CHECK_ARG(err, pool, "pool is NULL");
-    int n = 0;
-    ds_status st = purge_batch(pool, redis, deleted_before,
-                               ds__repo_max_batch(pool), &n, err);
-    if (purged)
-        *purged = n;
-    if (more)
-        *more = n >= ds__repo_max_batch(pool);
-    return st;
-}
-
 DS_EXPORT void ds_gdpr_purge_options_init(ds_gdpr_purge_options *opts) {
     if (opts) {
         memset(opts, 0, sizeof *opts);
@@ -350,36 +310,28 @@ DS_EXPORT void ds_gdpr_purge_options_init(ds_gdpr_purge_options *opts) {
     }
 }
 
-#define PURGE_OPTIONS_V1                                                       \
-    (offsetof(ds_gdpr_purge_options, progress_ud) + sizeof(void *))
-
-DS_EXPORT ds_status ds_gdpr_purge_deleted_users_ex(ds_pool *pool, ds_redis *redis,
-                                             int64_t deleted_before,
-                                             const ds_gdpr_purge_options *opts,
-                                             int64_t *purged, bool *more,
-                                             ds_error *err) {
+DS_EXPORT ds_status ds_gdpr_purge_deleted_users(ds_pool *pool, ds_redis *redis,
+                                               int64_t deleted_before,
+                                               const ds_gdpr_purge_options *opts,
+                                               int64_t *purged, bool *more,
+                                               ds_error *err) {
     DS_REPO_ERR(err);
     if (purged)
         *purged = 0;
     if (more)
         *more = false;
     DS_CHECK_ARG(err, pool, "pool is NULL");
-    int64_t batch = ds__repo_max_batch(pool), max_users = 0;
+    ds_gdpr_purge_options o;
+    ds_status checked = DS__IN(opts, &o, ds_gdpr_purge_options, err);
+    if (checked != DS_OK)
+        return checked;
+    DS_CHECK_ARG(err, o.batch_users >= 0 && o.batch_users <= 10000,
+                 "batch_users must be 0 (default) to 10000");
+    DS_CHECK_ARG(err, o.max_users >= 0, "max_users must be >= 0");
+    int64_t batch = o.batch_users ? o.batch_users : ds__repo_max_batch(pool);
+    int64_t max_users = o.max_users;
     ds__progress prog;
-    ds__progress_init(&prog, "purge", NULL, NULL);
-    if (opts) {
-        DS_CHECK_ARG(err, DS__OPTIONS_SIZE_OK(opts, ds_gdpr_purge_options,
-                                              PURGE_OPTIONS_V1),
-                     "opts->size must be sizeof (ds_gdpr_purge_options): start "
-                     "from ds_gdpr_purge_options_init()");
-        DS_CHECK_ARG(err, opts->batch_users >= 0 && opts->batch_users <= 10000,
-                     "batch_users must be 0 (default) to 10000");
-        DS_CHECK_ARG(err, opts->max_users >= 0, "max_users must be >= 0");
-        if (opts->batch_users)
-            batch = opts->batch_users;
-        max_users = opts->max_users;
-        ds__progress_init(&prog, "purge", opts->progress, opts->progress_ud);
-    }
+    ds__progress_init(&prog, "purge", o.progress, o.progress_ud);
     int64_t total = -1, done = 0;
     ds_status st = DS_OK;
     if (prog.fn) {
