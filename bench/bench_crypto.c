@@ -58,14 +58,14 @@ static bool op_ours_seal(void *p) {
     seal_ctx *c = p;
     uint8_t *env;
     size_t len;
-    ds_secret *out;
+    ds_crypto_secret *out;
     if (ds_crypto_encrypt(c->crypto, &place, c->token, TOKEN_BYTES, &env, &len,
                           NULL) != DS_OK)
         return false;
     ds_status st = ds_crypto_decrypt(c->crypto, &place, env, len, &out, NULL);
     ds_free(env);
-    bool ok = st == DS_OK && ds_secret_len(out) == TOKEN_BYTES;
-    ds_secret_free(out);
+    bool ok = st == DS_OK && ds_crypto_secret_len(out) == TOKEN_BYTES;
+    ds_crypto_secret_free(out);
     return ok;
 }
 
@@ -407,12 +407,12 @@ int main(void) {
     snprintf(email, sizeof email,
              "INSERT INTO users (email) VALUES ('bench-crypto-%d@example.com') "
              "RETURNING id", (int)getpid());
-    ds_result *res;
+    ds_sql_result *res;
     int64_t uid;
     if (ds_sql_exec_pool(pool, email, NULL, 0, &res, &err) != DS_OK ||
-        ds_result_int64(res, 0, 0, &uid, &err) != DS_OK)
+        ds_sql_result_int64(res, 0, 0, &uid, &err) != DS_OK)
         die("user", err.message);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     /* other users' sessions around ours: a table of realistic size */
     {
         char sql[512];
@@ -427,11 +427,11 @@ int main(void) {
     }
     tokens t = {calloc(SESSIONS, sizeof *t.text), SESSIONS};
     for (int i = 0; i < SESSIONS; i++) {
-        ds_secret *tok;
+        ds_crypto_secret *tok;
         if (ds_session_create(pg_store, uid, "bench", "127.0.0.1", &tok, NULL, &err) != DS_OK)
             die("create", err.message);
-        memcpy(t.text[i], ds_secret_data(tok), DS_SESSION_TOKEN_LEN + 1);
-        ds_secret_free(tok);
+        memcpy(t.text[i], ds_crypto_secret_data(tok), DS_SESSION_TOKEN_LEN + 1);
+        ds_crypto_secret_free(tok);
     }
     unsigned char subkey[32];
     crypto_kdf_derive_from_key(subkey, sizeof subkey, 1, "dssessn1", key);
@@ -486,7 +486,7 @@ int main(void) {
         if (ds_redis_erase_user(redis, uid, &removed, &err) != DS_OK)
             fprintf(stderr, "%s: clean-up: %s\n", PROGRAM, err.message);
     }
-    ds_param p = ds_param_int64(uid);
+    ds_sql_param p = ds_sql_param_int64(uid);
     if (ds_sql_exec_pool(pool, "DELETE FROM users WHERE id = $1", &p, 1, NULL, &err) != DS_OK)
         fprintf(stderr, "%s: clean-up: %s\n", PROGRAM, err.message);
     ds_session_store_close(redis_store);

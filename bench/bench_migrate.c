@@ -315,7 +315,7 @@ static bool op_lib_status(void *p) {
         return false;
     }
     bool ok = list->pending == 0;
-    ds_migration_list_free(list);
+    ds_migrate_list_free(list);
     return ok;
 }
 
@@ -813,16 +813,16 @@ static void naive_rotate(const char *url) {
             ds_crypto_context ctx = {sizeof(ds_crypto_context), "service_connections",
                                      f ? "refresh_token" : "access_token",
                                      user, scope};
-            ds_secret *plain = NULL;
+            ds_crypto_secret *plain = NULL;
             if (ds_crypto_decrypt(ring, &ctx,
                                   (const uint8_t *)PQgetvalue(rows, i, 3 + f),
                                   (size_t)PQgetlength(rows, i, 3 + f), &plain,
                                   &err) != DS_OK ||
-                ds_crypto_encrypt(ring, &ctx, ds_secret_data(plain),
-                                  ds_secret_len(plain), &env[f], &len[f],
+                ds_crypto_encrypt(ring, &ctx, ds_crypto_secret_data(plain),
+                                  ds_crypto_secret_len(plain), &env[f], &len[f],
                                   &err) != DS_OK)
                 die("rotate", err.message);
-            ds_secret_free(plain);
+            ds_crypto_secret_free(plain);
         }
         const char *v[3] = {PQgetvalue(rows, i, 0), (const char *)env[0],
                             (const char *)env[1]};

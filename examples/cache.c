@@ -16,16 +16,16 @@
 static ds_status load_user_stats(void *ud, const char *key, json_t **out,
                                  ds_error *err) {
     ds_pool *pool = ud;
-    ds_param params[] = {ds_param_text(key)};
-    ds_result *res = NULL;
+    ds_sql_param params[] = {ds_sql_param_text(key)};
+    ds_sql_result *res = NULL;
     ds_status st = ds_sql_exec_pool(pool,
                                 "SELECT json_build_object('key', $1::text, "
                                 "'users', (SELECT count(*) FROM users), "
                                 "'loaded_at', now())",
                                 params, 1, &res, err);
     if (st == DS_OK)
-        st = ds_result_json(res, 0, 0, out, err);
-    ds_result_free(res);
+        st = ds_sql_result_json(res, 0, 0, out, err);
+    ds_sql_result_free(res);
     return st;
 }
 

@@ -52,11 +52,11 @@ static ds_status app_open(app *a, ds_error *err) {
     if (st == DS_OK && (!keys || !*keys)) {
         /* an ephemeral ring for this run: a reader elsewhere needs the
          * real one (DS_TOKEN_KEYS) to check session tokens */
-        ds_secret *entry;
+        ds_crypto_secret *entry;
         st = ds_crypto_generate_key("ephemeral", &entry, err);
         if (st == DS_OK) {
-            st = ds_config_set(a->cfg, "token_keys", ds_secret_data(entry), err);
-            ds_secret_free(entry);
+            st = ds_config_set(a->cfg, "token_keys", ds_crypto_secret_data(entry), err);
+            ds_crypto_secret_free(entry);
         }
     }
     if (st == DS_OK)
@@ -110,7 +110,7 @@ static ds_status prepare(app *a, const char *handoff_path, ds_error *err) {
     ds_user_free(user);
 
     /* a session token, as a login would hand it out */
-    ds_secret *token = NULL;
+    ds_crypto_secret *token = NULL;
     st = ds_session_create(a->sessions, uid, "interop/1.0", "192.0.2.10", &token,
                            NULL, err);
     if (st != DS_OK)
@@ -153,7 +153,7 @@ static ds_status prepare(app *a, const char *handoff_path, ds_error *err) {
         json_t *h = json_pack("{s:I, s:I, s:s, s:s, s:s}", "user_id",
                               (json_int_t)uid, "conversation_id",
                               (json_int_t)conv_id, "session_token",
-                              ds_secret_data(token), "cache_key", cache_key,
+                              ds_crypto_secret_data(token), "cache_key", cache_key,
                               "queue_stream", stream);
         if (!h || write_handoff(handoff_path, h) != 0) {
             fprintf(stderr, "interop: cannot write %s\n", handoff_path);
@@ -161,7 +161,7 @@ static ds_status prepare(app *a, const char *handoff_path, ds_error *err) {
         }
         json_decref(h);
     }
-    ds_secret_free(token);
+    ds_crypto_secret_free(token);
     if (st == DS_OK)
         printf("interop: prepared user %lld, conversation %lld\n", (long long)uid,
                (long long)conv_id);

@@ -76,7 +76,7 @@ int main(void) {
     ds_config *cfg = NULL;
     ds_pool *pool = NULL;
     ds_memory *mem = NULL;
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     ds_memory_facts *hits = NULL;
     float *v = NULL;
     int64_t user_id = 0;
@@ -102,10 +102,10 @@ int main(void) {
     char email[96];
     snprintf(email, sizeof email, "memory-example-%ld-%ld@example.org",
              (long)getpid(), (long)time(NULL));
-    ds_param p[] = {ds_param_text(email)};
+    ds_sql_param p[] = {ds_sql_param_text(email)};
     if (ds_sql_exec_pool(pool, "INSERT INTO users (email) VALUES ($1) RETURNING id",
                      p, 1, &res, &err) != DS_OK ||
-        ds_result_int64(res, 0, 0, &user_id, &err) != DS_OK)
+        ds_sql_result_int64(res, 0, 0, &user_id, &err) != DS_OK)
         goto fail;
 
     static const struct {
@@ -156,9 +156,9 @@ fail:
     fprintf(stderr, "memory: %s: %s\n", ds_status_str(err.code), err.message);
 cleanup:
     ds_memory_facts_free(hits);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     if (user_id) { /* deleting the user deletes its facts */
-        ds_param del[] = {ds_param_int64(user_id)};
+        ds_sql_param del[] = {ds_sql_param_int64(user_id)};
         if (ds_sql_exec_pool(pool, "DELETE FROM users WHERE id = $1", del, 1,
                          NULL, &err) != DS_OK) {
             fprintf(stderr, "memory: cleanup: %s\n", err.message);

@@ -18,12 +18,12 @@
 static ds_status load_answer(void *ud, const char *key, json_t **out,
                              ds_error *err) {
     (void)key;
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     ds_status st = ds_sql_exec_pool(ud, "SELECT json_build_object('answer', 42)",
                                 NULL, 0, &res, err);
     if (st == DS_OK)
-        st = ds_result_json(res, 0, 0, out, err);
-    ds_result_free(res);
+        st = ds_sql_result_json(res, 0, 0, out, err);
+    ds_sql_result_free(res);
     return st;
 }
 
@@ -38,7 +38,7 @@ int main(void) {
     ds_queue_job *job = NULL;
     ds_memory *memory = NULL;
     ds_memory_facts *hits = NULL;
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     float *v = NULL;
     int64_t user_id = 0;
     char *text = NULL;
@@ -114,10 +114,10 @@ int main(void) {
     char email[96];
     snprintf(email, sizeof email, "metrics-example-%ld-%ld@example.org",
              (long)getpid(), (long)time(NULL));
-    ds_param p[] = {ds_param_text(email)};
+    ds_sql_param p[] = {ds_sql_param_text(email)};
     if (ds_sql_exec_pool(pool, "INSERT INTO users (email) VALUES ($1) RETURNING id",
                      p, 1, &res, &err) != DS_OK ||
-        ds_result_int64(res, 0, 0, &user_id, &err) != DS_OK)
+        ds_sql_result_int64(res, 0, 0, &user_id, &err) != DS_OK)
         goto fail;
     ds_memory_new_fact fact = DS_MEMORY_NEW_FACT_INIT;
     fact.user_id = user_id;
@@ -151,14 +151,14 @@ fail:
                 err.message);
     ds_metrics_free(text);
     if (user_id > 0) {
-        ds_param del[] = {ds_param_int64(user_id)};
+        ds_sql_param del[] = {ds_sql_param_int64(user_id)};
         ds_error cleanup = {0};
         if (ds_sql_exec_pool(pool, "DELETE FROM users WHERE id = $1", del, 1, NULL,
                          &cleanup) != DS_OK)
             fprintf(stderr, "metrics: cleanup: %s\n", cleanup.message);
     }
     ds_memory_facts_free(hits);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     free(v);
     ds_memory_close(memory);
     ds_queue_job_free(job);

@@ -58,7 +58,7 @@ int main(void) {
     for (size_t i = 0; i < list->count; i++) {
         const ds_migration *m = &list->items[i];
         printf("  %04lld %-24s %s\n", (long long)m->version, m->name,
-               ds_migration_state_str(m->state));
+               ds_migrate_state_str(m->state));
     }
     printf("status: version %lld of %lld, %zu pending\n",
            (long long)list->current_version, (long long)list->latest_version,
@@ -89,7 +89,7 @@ out:
     if (rc != 0)
         fprintf(stderr, "migrations: %s: %s\n", ds_status_str(err.code),
                 err.message);
-    ds_migration_list_free(list);
+    ds_migrate_list_free(list);
     ds_pool_close(pool);
     ds_config_free(cfg);
     return rc;

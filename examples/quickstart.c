@@ -13,7 +13,7 @@ int main(void) {
     ds_error err = {0};
     ds_config *cfg = NULL;
     ds_pool *pool = NULL;
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     int rc = 1;
 
     if (ds_config_from_env(&cfg, &err) != DS_OK)
@@ -21,13 +21,13 @@ int main(void) {
     if (ds_pool_open(cfg, &pool, &err) != DS_OK)
         goto fail;
 
-    ds_param params[] = {ds_param_text("world")};
+    ds_sql_param params[] = {ds_sql_param_text("world")};
     if (ds_sql_exec_pool(pool, "SELECT 'hello, ' || $1, version()", params, 1, &res,
                      &err) != DS_OK)
         goto fail;
     const char *greeting, *version;
-    if (ds_result_text(res, 0, 0, &greeting, NULL, &err) != DS_OK ||
-        ds_result_text(res, 0, 1, &version, NULL, &err) != DS_OK)
+    if (ds_sql_result_text(res, 0, 0, &greeting, NULL, &err) != DS_OK ||
+        ds_sql_result_text(res, 0, 1, &version, NULL, &err) != DS_OK)
         goto fail;
     printf("%s from libdatastore %s\nserver: %.40s...\n", greeting,
            ds_version(), version);
@@ -37,7 +37,7 @@ fail:
     if (rc != 0)
         fprintf(stderr, "quickstart: %s: %s\n", ds_status_str(err.code),
                 err.message);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     ds_pool_close(pool);
     ds_config_free(cfg);
     return rc;

@@ -23,8 +23,8 @@ int main(void) {
     ds_pool *pool = NULL;
     ds_redis *redis = NULL;
     ds_session_store *sessions = NULL;
-    ds_secret *entry = NULL, *plain = NULL, *token = NULL;
-    ds_result *res = NULL;
+    ds_crypto_secret *entry = NULL, *plain = NULL, *token = NULL;
+    ds_sql_result *res = NULL;
     uint8_t *envelope = NULL;
     int rc = 1;
 
@@ -36,10 +36,10 @@ int main(void) {
     const char *keys = getenv("DS_TOKEN_KEYS");
     if (!keys || !*keys) {
         if (ds_crypto_generate_key("ephemeral", &entry, &err) != DS_OK ||
-            ds_config_set(cfg, "token_keys", ds_secret_data(entry), &err) != DS_OK)
+            ds_config_set(cfg, "token_keys", ds_crypto_secret_data(entry), &err) != DS_OK)
             goto fail;
         /* the configuration keeps its own copy: wipe this one now */
-        ds_secret_free(entry);
+        ds_crypto_secret_free(entry);
         entry = NULL;
         puts("DS_TOKEN_KEYS is not set: using an ephemeral key ring");
     }
@@ -51,15 +51,15 @@ int main(void) {
         goto fail;
 
     /* A user to own things. */
-    ds_param email = ds_param_text(EMAIL);
+    ds_sql_param email = ds_sql_param_text(EMAIL);
     int64_t user_id;
     if (ds_sql_exec_pool(pool,
                      "INSERT INTO users (email) VALUES ($1) ON CONFLICT "
                      "((lower(email))) DO UPDATE SET updated_at = now() RETURNING id",
                      &email, 1, &res, &err) != DS_OK ||
-        ds_result_int64(res, 0, 0, &user_id, &err) != DS_OK)
+        ds_sql_result_int64(res, 0, 0, &user_id, &err) != DS_OK)
         goto fail;
-    ds_result_free(res);
+    ds_sql_result_free(res);
     res = NULL;
 
     /* 1. An OAuth access token, sealed for its place: this user's Google
@@ -85,17 +85,17 @@ int main(void) {
                           &err) != DS_OK)
         goto fail;
     printf("opened it again: %s\n",
-           strcmp(ds_secret_data(plain), oauth_token) == 0 ? "same token"
+           strcmp(ds_crypto_secret_data(plain), oauth_token) == 0 ? "same token"
                                                            : "MISMATCH");
-    ds_secret_free(plain); /* wipes the plaintext: keep it no longer */
+    ds_crypto_secret_free(plain); /* wipes the plaintext: keep it no longer */
     plain = NULL;
     /* Another user's row is another place: the envelope does not open. */
     ds_crypto_context elsewhere = place;
     elsewhere.owner_id = user_id + 1;
-    ds_secret *wrong = NULL;
+    ds_crypto_secret *wrong = NULL;
     ds_status st = ds_crypto_decrypt(crypto, &elsewhere, envelope, envelope_len,
                                      &wrong, &err);
-    ds_secret_free(wrong);
+    ds_crypto_secret_free(wrong);
     if (st != DS_ERR_CRYPTO) {
         fprintf(stderr, "secrets: an envelope opened in the wrong place\n");
         goto cleanup;
@@ -110,15 +110,15 @@ int main(void) {
                           &token, NULL, &err) != DS_OK)
         goto fail;
     printf("session token issued (%zu characters, given to the client only)\n",
-           ds_secret_len(token));
+           ds_crypto_secret_len(token));
     int64_t who;
-    if (ds_session_validate(sessions, ds_secret_data(token), &who, NULL, &err) != DS_OK)
+    if (ds_session_validate(sessions, ds_crypto_secret_data(token), &who, NULL, &err) != DS_OK)
         goto fail;
     printf("the token validates for user %lld%s\n", (long long)who,
            redis ? " (Redis first, then PostgreSQL)" : "");
-    if (ds_session_revoke(sessions, ds_secret_data(token), &err) != DS_OK)
+    if (ds_session_revoke(sessions, ds_crypto_secret_data(token), &err) != DS_OK)
         goto fail;
-    st = ds_session_validate(sessions, ds_secret_data(token), &who, NULL, &err);
+    st = ds_session_validate(sessions, ds_crypto_secret_data(token), &who, NULL, &err);
     if (st != DS_ERR_NOT_FOUND) {
         fprintf(stderr, "secrets: a revoked session still validated\n");
         goto cleanup;
@@ -129,7 +129,7 @@ int main(void) {
     /* Clean up the example's user (sessions go with it; and its Redis
      * entries, as GDPR erase would). */
     if (ds_sql_exec_pool(pool, "DELETE FROM users WHERE id = $1",
-                     (ds_param[]){ds_param_int64(user_id)}, 1, NULL, &err) != DS_OK)
+                     (ds_sql_param[]){ds_sql_param_int64(user_id)}, 1, NULL, &err) != DS_OK)
         goto fail;
     if (redis && ds_redis_erase_user(redis, user_id, NULL, &err) != DS_OK)
         goto fail;
@@ -139,11 +139,11 @@ int main(void) {
 fail:
     fprintf(stderr, "secrets: %s: %s\n", ds_status_str(err.code), err.message);
 cleanup:
-    ds_result_free(res);
+    ds_sql_result_free(res);
     ds_free(envelope);
-    ds_secret_free(plain);
-    ds_secret_free(token);
-    ds_secret_free(entry);
+    ds_crypto_secret_free(plain);
+    ds_crypto_secret_free(token);
+    ds_crypto_secret_free(entry);
     ds_session_store_close(sessions);
     ds_redis_close(redis);
     ds_pool_close(pool);

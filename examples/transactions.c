@@ -15,16 +15,16 @@ typedef struct transfer {
  * it only touches the database. Returning an error rolls back. */
 static ds_status do_transfer(ds_conn *conn, void *ud, ds_error *err) {
     const transfer *t = ud;
-    ds_param debit[] = {ds_param_int64(t->amount), ds_param_int64(t->from)};
-    ds_result *res = NULL;
+    ds_sql_param debit[] = {ds_sql_param_int64(t->amount), ds_sql_param_int64(t->from)};
+    ds_sql_result *res = NULL;
     ds_status st = ds_sql_exec(conn,
                            "UPDATE example_accounts SET balance = balance - $1 "
                            "WHERE id = $2 AND balance >= $1",
                            debit, 2, &res, err);
     if (st != DS_OK)
         return st;
-    int64_t changed = ds_result_affected(res);
-    ds_result_free(res);
+    int64_t changed = ds_sql_result_affected(res);
+    ds_sql_result_free(res);
     if (changed != 1) {
         err->code = DS_ERR_CONFLICT;
         snprintf(err->message, sizeof err->message,
@@ -32,7 +32,7 @@ static ds_status do_transfer(ds_conn *conn, void *ud, ds_error *err) {
                  (long long)t->amount);
         return DS_ERR_CONFLICT;
     }
-    ds_param credit[] = {ds_param_int64(t->amount), ds_param_int64(t->to)};
+    ds_sql_param credit[] = {ds_sql_param_int64(t->amount), ds_sql_param_int64(t->to)};
     return ds_sql_exec(conn,
                    "UPDATE example_accounts SET balance = balance + $1 "
                    "WHERE id = $2",
@@ -40,20 +40,20 @@ static ds_status do_transfer(ds_conn *conn, void *ud, ds_error *err) {
 }
 
 static ds_status print_balances(ds_pool *pool, ds_error *err) {
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     ds_status st = ds_sql_exec_pool(pool,
                                 "SELECT id, balance FROM example_accounts "
                                 "ORDER BY id",
                                 NULL, 0, &res, err);
-    for (int row = 0; st == DS_OK && row < ds_result_rows(res); row++) {
+    for (int row = 0; st == DS_OK && row < ds_sql_result_rows(res); row++) {
         int64_t id, balance;
-        st = ds_result_int64(res, row, 0, &id, err);
+        st = ds_sql_result_int64(res, row, 0, &id, err);
         if (st == DS_OK)
-            st = ds_result_int64(res, row, 1, &balance, err);
+            st = ds_sql_result_int64(res, row, 1, &balance, err);
         if (st == DS_OK)
             printf("  account %lld: %lld\n", (long long)id, (long long)balance);
     }
-    ds_result_free(res);
+    ds_sql_result_free(res);
     return st;
 }
 
@@ -62,7 +62,7 @@ int main(void) {
     ds_config *cfg = NULL;
     ds_pool *pool = NULL;
     ds_conn *reader = NULL;
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     int rc = 1;
 
     if (ds_config_from_env(&cfg, &err) != DS_OK ||
@@ -101,7 +101,7 @@ int main(void) {
         ds_sql_exec(reader, "SELECT pg_is_in_recovery()", NULL, 0, &res, &err) != DS_OK)
         goto out;
     bool on_replica = false;
-    if (ds_result_bool(res, 0, 0, &on_replica, &err) != DS_OK)
+    if (ds_sql_result_bool(res, 0, 0, &on_replica, &err) != DS_OK)
         goto out;
     printf("read connection is on the %s\n", on_replica ? "replica" : "primary");
 
@@ -118,7 +118,7 @@ out:
     if (rc != 0)
         fprintf(stderr, "transactions: %s: %s\n", ds_status_str(err.code),
                 err.message);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     ds_pool_release(reader);
     ds_pool_close(pool);
     ds_config_free(cfg);

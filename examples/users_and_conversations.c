@@ -27,7 +27,7 @@ int main(void) {
     ds_config *cfg = NULL;
     ds_pool *pool = NULL;
     ds_crypto *crypto = NULL;
-    ds_secret *key = NULL;
+    ds_crypto_secret *key = NULL;
     ds_user *user = NULL;
     ds_conversation *conv = NULL;
     ds_message *msg = NULL, *again = NULL;
@@ -47,7 +47,7 @@ int main(void) {
     } else {
         /* Ephemeral key ring: for this run only. */
         CHECK(ds_crypto_generate_key("demo", &key, &err));
-        CHECK(ds_crypto_open_keys(ds_secret_data(key), &crypto, &err));
+        CHECK(ds_crypto_open_keys(ds_crypto_secret_data(key), &crypto, &err));
     }
 
     /* A user: the email is trimmed and lower-cased. */
@@ -165,7 +165,7 @@ int main(void) {
     }
     printf("connection %s/%s under key '%s': access token %zu bytes decrypted\n",
            sc->provider, sc->external_account_id, sc->key_id,
-           ds_secret_len(sc->access_token));
+           ds_crypto_secret_len(sc->access_token));
 
     /* GDPR: erase everything the user owned, in one statement. */
     CHECK(ds_gdpr_erase_user(pool, NULL, uid, NULL, &report, &err));
@@ -199,7 +199,7 @@ fail:
     json_decref(members);
     json_decref(tconfig);
     ds_crypto_close(crypto);
-    ds_secret_free(key);
+    ds_crypto_secret_free(key);
     ds_pool_close(pool);
     ds_config_free(cfg);
     return rc;

@@ -55,13 +55,13 @@ static void as_envelope(const uint8_t *data, size_t size) {
     } else {
         CHECK(st == DS_ERR_CRYPTO && kid[0] == '\0');
     }
-    ds_secret *out = (ds_secret *)&out;
+    ds_crypto_secret *out = (ds_crypto_secret *)&out;
     st = ds_crypto_decrypt(ring, &place, data, size, &out, &err);
     if (st == DS_OK) {
         /* only a genuine envelope (from the seed corpus) gets here */
         CHECK(parsed);
-        CHECK(ds_secret_len(out) == env.ciphertext_len - DS_ENVELOPE_TAG_BYTES);
-        ds_secret_free(out);
+        CHECK(ds_crypto_secret_len(out) == env.ciphertext_len - DS_ENVELOPE_TAG_BYTES);
+        ds_crypto_secret_free(out);
     } else {
         CHECK(st == DS_ERR_CRYPTO && out == NULL);
     }
@@ -77,15 +77,15 @@ static void as_plaintext(const uint8_t *data, size_t size) {
     ds_error err;
     CHECK(ds_crypto_encrypt(ring, &ctx, data + 1, size - 1, &env, &env_len, &err) == DS_OK);
     CHECK(env_len == DS_CRYPTO_ENVELOPE_OVERHEAD(2) + size - 1);
-    ds_secret *out;
+    ds_crypto_secret *out;
     CHECK(ds_crypto_decrypt(ring, &ctx, env, env_len, &out, &err) == DS_OK);
-    CHECK(ds_secret_len(out) == size - 1);
-    CHECK(memcmp(ds_secret_data(out), data + 1, size - 1) == 0);
-    ds_secret_free(out);
+    CHECK(ds_crypto_secret_len(out) == size - 1);
+    CHECK(memcmp(ds_crypto_secret_data(out), data + 1, size - 1) == 0);
+    ds_crypto_secret_free(out);
 
     size_t at = data[0] % env_len;
     env[at] ^= (uint8_t)(data[0] | 1);
-    out = (ds_secret *)&out;
+    out = (ds_crypto_secret *)&out;
     CHECK(ds_crypto_decrypt(ring, &ctx, env, env_len, &out, &err) == DS_ERR_CRYPTO);
     CHECK(out == NULL);
     env[at] ^= (uint8_t)(data[0] | 1);

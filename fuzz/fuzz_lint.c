@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    ds_lint_report *r = calloc(1, sizeof *r);
+    ds_migrate_lint_report *r = calloc(1, sizeof *r);
     if (!r)
         return 0;
     ds_error err = {0};
@@ -31,13 +31,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             lines += data[k] == '\n';
         size_t errors = 0, warnings = 0, waived = 0;
         for (size_t k = 0; k < r->count; k++) {
-            const ds_lint_finding *f = &r->items[k];
+            const ds_migrate_lint_finding *f = &r->items[k];
             CHECK(f->rule && f->rule[0] && f->message && f->why && f->fix);
             CHECK(f->line >= 1 && f->line <= lines + 1);
             CHECK(!f->waiver || f->waived);
             if (f->waived)
                 waived++;
-            else if (f->level == DS_LINT_ERROR)
+            else if (f->level == DS_MIGRATE_LINT_ERROR)
                 errors++;
             else
                 warnings++;
@@ -47,6 +47,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else {
         CHECK(err.message[0] != '\0');
     }
-    ds_lint_report_free(r);
+    ds_migrate_lint_report_free(r);
     return 0;
 }

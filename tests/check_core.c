@@ -91,7 +91,7 @@ static void capture_log(void *ud, ds_log_level level, const char *module,
 START_TEST(test_log_callback_levels) {
     log_capture cap = {0};
     ds__log(DS_LOG_ERROR, "core", "nobody listens"); /* silent by default */
-    ds_set_log_fn(capture_log, &cap, DS_LOG_INFO);
+    ds_log_set_fn(capture_log, &cap, DS_LOG_INFO);
     ds__log(DS_LOG_DEBUG, "core", "filtered %d", 1);
     ck_assert_int_eq(cap.calls, 0);
     ds__log(DS_LOG_WARN, "pool", "kept %d", 2);
@@ -99,7 +99,7 @@ START_TEST(test_log_callback_levels) {
     ck_assert_int_eq(cap.last_level, DS_LOG_WARN);
     ck_assert_str_eq(cap.last_module, "pool");
     ck_assert_str_eq(cap.last_msg, "kept 2");
-    ds_set_log_fn(NULL, NULL, DS_LOG_DEBUG);
+    ds_log_set_fn(NULL, NULL, DS_LOG_DEBUG);
     ds__log(DS_LOG_ERROR, "core", "removed");
     ck_assert_int_eq(cap.calls, 1);
     ck_assert_str_eq(ds_log_level_str(DS_LOG_DEBUG), "debug");

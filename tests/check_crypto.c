@@ -32,7 +32,7 @@ static uint8_t *seal(ds_crypto *c, const ds_crypto_context *ctx,
  * NULL, and the one indistinct message. */
 static void assert_no_open(ds_crypto *c, const ds_crypto_context *ctx,
                            const uint8_t *env, size_t len) {
-    ds_secret *out = (ds_secret *)1;
+    ds_crypto_secret *out = (ds_crypto_secret *)1;
     ds_error err = {0};
     ds_status st = ds_crypto_decrypt(c, ctx, env, len, &out, &err);
     ck_assert_ds_status(st, DS_ERR_CRYPTO, err);
@@ -43,13 +43,13 @@ static void assert_no_open(ds_crypto *c, const ds_crypto_context *ctx,
 
 static void assert_opens_to(ds_crypto *c, const ds_crypto_context *ctx,
                             const uint8_t *env, size_t len, const char *want) {
-    ds_secret *out;
+    ds_crypto_secret *out;
     ds_error err = {0};
     ds_status st = ds_crypto_decrypt(c, ctx, env, len, &out, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_uint_eq(ds_secret_len(out), strlen(want));
-    ck_assert_str_eq(ds_secret_data(out), want);
-    ds_secret_free(out);
+    ck_assert_uint_eq(ds_crypto_secret_len(out), strlen(want));
+    ck_assert_str_eq(ds_crypto_secret_data(out), want);
+    ds_crypto_secret_free(out);
 }
 
 /* ---- round trips ------------------------------------------------------- */
@@ -74,13 +74,13 @@ START_TEST(test_crypto_round_trip_lengths) {
         /* the plaintext does not appear in the envelope */
         if (n >= 16)
             ck_assert_ptr_null(memmem(env, env_len, plain, 16));
-        ds_secret *out;
+        ds_crypto_secret *out;
         st = ds_crypto_decrypt(c, &place, env, env_len, &out, &err);
         ck_assert_ds_ok(st, err);
-        ck_assert_uint_eq(ds_secret_len(out), n);
-        ck_assert_int_eq(memcmp(ds_secret_data(out), plain, n), 0);
-        ck_assert_int_eq(ds_secret_data(out)[n], '\0');
-        ds_secret_free(out);
+        ck_assert_uint_eq(ds_crypto_secret_len(out), n);
+        ck_assert_int_eq(memcmp(ds_crypto_secret_data(out), plain, n), 0);
+        ck_assert_int_eq(ds_crypto_secret_data(out)[n], '\0');
+        ds_crypto_secret_free(out);
         ds_free(env);
         free(plain);
     }
@@ -373,15 +373,15 @@ static void *worker_main(void *p) {
         ctx.owner_id = i;
         uint8_t *env;
         size_t len;
-        ds_secret *out;
+        ds_crypto_secret *out;
         if (ds_crypto_encrypt(a->c, &ctx, text, strlen(text), &env, &len, NULL) != DS_OK) {
             a->failures++;
             continue;
         }
         if (ds_crypto_decrypt(a->c, &ctx, env, len, &out, NULL) != DS_OK ||
-            strcmp(ds_secret_data(out), text) != 0)
+            strcmp(ds_crypto_secret_data(out), text) != 0)
             a->failures++;
-        ds_secret_free(out);
+        ds_crypto_secret_free(out);
         ds_free(env);
         if (i % 500 == 0)
             usleep(1000);
@@ -408,14 +408,14 @@ END_TEST
 /* ---- helpers -------------------------------------------------------------- */
 
 START_TEST(test_crypto_generate_key_makes_a_ring_entry) {
-    ds_secret *e1, *e2;
+    ds_crypto_secret *e1, *e2;
     ds_error err = {0};
     ck_assert_ds_ok(ds_crypto_generate_key("2025-06.a", &e1, &err), err);
     ck_assert_ds_ok(ds_crypto_generate_key("old_1", &e2, &err), err);
-    ck_assert_int_eq(strncmp(ds_secret_data(e1), "2025-06.a:", 10), 0);
-    ck_assert_uint_eq(ds_secret_len(e1), 10 + 44);
+    ck_assert_int_eq(strncmp(ds_crypto_secret_data(e1), "2025-06.a:", 10), 0);
+    ck_assert_uint_eq(ds_crypto_secret_len(e1), 10 + 44);
     char spec[256];
-    snprintf(spec, sizeof spec, "%s,%s", ds_secret_data(e1), ds_secret_data(e2));
+    snprintf(spec, sizeof spec, "%s,%s", ds_crypto_secret_data(e1), ds_crypto_secret_data(e2));
     ds_crypto *c = dt_crypto_ring(spec);
     sodium_memzero(spec, sizeof spec);
     ck_assert_str_eq(ds_crypto_active_key_id(c), "2025-06.a");
@@ -424,9 +424,9 @@ START_TEST(test_crypto_generate_key_makes_a_ring_entry) {
     assert_opens_to(c, &place, env, len, "t");
     ds_free(env);
     ds_crypto_close(c);
-    ds_secret_free(e1);
-    ds_secret_free(e2);
-    ds_secret *e = (ds_secret *)1;
+    ds_crypto_secret_free(e1);
+    ds_crypto_secret_free(e2);
+    ds_crypto_secret *e = (ds_crypto_secret *)1;
     ck_assert_int_eq(ds_crypto_generate_key("", &e, &err), DS_ERR_INVALID);
     ck_assert_ptr_null(e);
     ck_assert_int_eq(ds_crypto_generate_key("has:colon", &e, &err), DS_ERR_INVALID);
@@ -475,7 +475,7 @@ START_TEST(test_crypto_out_of_memory_is_an_error) {
         ck_assert_ptr_null(env);
         ck_assert_uint_eq(env_len, 0);
     }
-    ds_secret *out = (ds_secret *)1;
+    ds_crypto_secret *out = (ds_crypto_secret *)1;
     ds__test_fail_alloc_after(1);
     ds_status st = ds_crypto_decrypt(c, &place, good, len, &out, &err);
     ds__test_fail_alloc_after(0);
@@ -527,7 +527,7 @@ START_TEST(test_crypto_errors_null_arguments) {
     bad = place;
     bad.field = "";
     ck_assert_int_eq(ds_crypto_encrypt(c, &bad, "x", 1, &env, &len, &err), DS_ERR_INVALID);
-    ds_secret *s;
+    ds_crypto_secret *s;
     ck_assert_int_eq(ds_crypto_decrypt(NULL, &place, (const uint8_t *)"x", 1, &s, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_crypto_decrypt(c, NULL, (const uint8_t *)"x", 1, &s, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_crypto_decrypt(c, &place, NULL, 5, &s, &err), DS_ERR_INVALID);
@@ -546,9 +546,9 @@ START_TEST(test_crypto_errors_null_arguments) {
     ds_free(e);
     ck_assert_int_eq(ds_crypto_rotate(NULL, NULL, NULL, NULL, &err), DS_ERR_INVALID);
     ck_assert_ptr_null(ds_crypto_active_key_id(NULL));
-    ck_assert_ptr_null(ds_secret_data(NULL));
-    ck_assert_uint_eq(ds_secret_len(NULL), 0);
-    ds_secret_free(NULL);
+    ck_assert_ptr_null(ds_crypto_secret_data(NULL));
+    ck_assert_uint_eq(ds_crypto_secret_len(NULL), 0);
+    ds_crypto_secret_free(NULL);
     ds_crypto_close(NULL);
     ds_crypto_close(c);
 }
@@ -591,11 +591,11 @@ static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool inse
     size_t alen, rlen = 0;
     uint8_t *aenv = seal(c, &at.access, r->access, &alen);
     uint8_t *renv = r->has_refresh ? seal(c, &at.refresh, r->refresh, &rlen) : NULL;
-    ds_param p[] = {ds_param_int64(r->user_id), ds_param_text(r->provider),
-                    ds_param_text(r->account), ds_param_bytea(aenv, alen),
-                    renv ? ds_param_bytea(renv, rlen) : ds_param_null(),
-                    ds_param_text(ds_crypto_active_key_id(c)), ds_param_int64(r->id)};
-    ds_result *res;
+    ds_sql_param p[] = {ds_sql_param_int64(r->user_id), ds_sql_param_text(r->provider),
+                    ds_sql_param_text(r->account), ds_sql_param_bytea(aenv, alen),
+                    renv ? ds_sql_param_bytea(renv, rlen) : ds_sql_param_null(),
+                    ds_sql_param_text(ds_crypto_active_key_id(c)), ds_sql_param_int64(r->id)};
+    ds_sql_result *res;
     ds_error err = {0};
     ds_status st;
     if (insert) {
@@ -605,7 +605,7 @@ static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool inse
                           "key_id) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
                           p, 6, &res, &err);
         ck_assert_ds_ok(st, err);
-        st = ds_result_int64(res, 0, 0, &r->id, &err);
+        st = ds_sql_result_int64(res, 0, 0, &r->id, &err);
         ck_assert_ds_ok(st, err);
     } else {
         st = ds_sql_exec_pool(pool,
@@ -614,9 +614,9 @@ static void write_connection(ds_pool *pool, ds_crypto *c, conn_row *r, bool inse
                           "AND user_id = $1 AND provider = $2 AND external_account_id = $3",
                           p, 7, &res, &err);
         ck_assert_ds_ok(st, err);
-        ck_assert_int_eq(ds_result_affected(res), 1);
+        ck_assert_int_eq(ds_sql_result_affected(res), 1);
     }
-    ds_result_free(res);
+    ds_sql_result_free(res);
     ds_free(aenv);
     ds_free(renv);
 }
@@ -650,44 +650,44 @@ static conn_row *make_connections(const char *url, ds_pool *pool, ds_crypto *c,
  * Returns how many rows carry key_id `kid` (and envelopes under it). */
 static int verify_connections(ds_pool *pool, ds_crypto *c, const conn_row *rows,
                               int n, const char *kid) {
-    ds_result *res;
+    ds_sql_result *res;
     ds_error err = {0};
     ds_status st = ds_sql_exec_pool(pool,
                                 "SELECT id, access_token_enc, refresh_token_enc, key_id "
                                 "FROM service_connections ORDER BY id",
                                 NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_int_eq(ds_result_rows(res), n);
+    ck_assert_int_eq(ds_sql_result_rows(res), n);
     int under_kid = 0;
     for (int i = 0; i < n; i++) {
         const conn_row *r = &rows[i];
         int64_t id;
-        ck_assert_ds_ok(ds_result_int64(res, i, 0, &id, &err), err);
+        ck_assert_ds_ok(ds_sql_result_int64(res, i, 0, &id, &err), err);
         ck_assert_int_eq(id, r->id);
         row_places at;
         places_of(r, &at);
         const uint8_t *env;
         size_t len;
-        ck_assert_ds_ok(ds_result_bytea(res, i, 1, &env, &len, &err), err);
+        ck_assert_ds_ok(ds_sql_result_bytea(res, i, 1, &env, &len, &err), err);
         assert_opens_to(c, &at.access, env, len, r->access);
         char env_kid[DS_KID_MAX + 1];
         ck_assert_ds_ok(ds_crypto_envelope_key_id(env, len, env_kid, sizeof env_kid, &err), err);
         const char *row_kid;
-        ck_assert_ds_ok(ds_result_text(res, i, 3, &row_kid, NULL, &err), err);
+        ck_assert_ds_ok(ds_sql_result_text(res, i, 3, &row_kid, NULL, &err), err);
         ck_assert_str_eq(env_kid, row_kid);
         if (r->has_refresh) {
-            ck_assert_ds_ok(ds_result_bytea(res, i, 2, &env, &len, &err), err);
+            ck_assert_ds_ok(ds_sql_result_bytea(res, i, 2, &env, &len, &err), err);
             assert_opens_to(c, &at.refresh, env, len, r->refresh);
             char rkid[DS_KID_MAX + 1];
             ck_assert_ds_ok(ds_crypto_envelope_key_id(env, len, rkid, sizeof rkid, &err), err);
             ck_assert_str_eq(rkid, row_kid);
         } else {
-            ck_assert(ds_result_is_null(res, i, 2));
+            ck_assert(ds_sql_result_is_null(res, i, 2));
         }
         if (strcmp(row_kid, kid) == 0)
             under_kid++;
     }
-    ds_result_free(res);
+    ds_sql_result_free(res);
     return under_kid;
 }
 
@@ -732,7 +732,7 @@ static void *holder_main(void *p) {
     ds_error err = {0};
     ck_assert_ds_ok(ds_pool_acquire(pool, &conn, &err), err);
     ck_assert_ds_ok(ds_sql_exec(conn, "BEGIN", NULL, 0, NULL, &err), err);
-    ds_param id = ds_param_int64(a->row->id);
+    ds_sql_param id = ds_sql_param_int64(a->row->id);
     ck_assert_ds_ok(ds_sql_exec(conn, "SELECT 1 FROM service_connections WHERE id = $1 "
                                   "FOR UPDATE", &id, 1, NULL, &err), err);
     atomic_store(&a->locked, 1);
@@ -754,8 +754,8 @@ static void *holder_main(void *p) {
     places_of(a->row, &at);
     size_t len;
     uint8_t *env = seal(a->old_ring, &at.access, a->row->access, &len);
-    ds_param p2[] = {ds_param_bytea(env, len), ds_param_text(ds_crypto_active_key_id(a->old_ring)),
-                     ds_param_int64(a->row->id)};
+    ds_sql_param p2[] = {ds_sql_param_bytea(env, len), ds_sql_param_text(ds_crypto_active_key_id(a->old_ring)),
+                     ds_sql_param_int64(a->row->id)};
     ck_assert_ds_ok(ds_sql_exec(conn, "UPDATE service_connections SET access_token_enc = $1, "
                                   "key_id = $2 WHERE id = $3", p2, 3, NULL, &err), err);
     ck_assert_ds_ok(ds_sql_exec(conn, "COMMIT", NULL, 0, NULL, &err), err);
@@ -886,9 +886,9 @@ START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
              "refresh_token_enc = access_token_enc WHERE id = %lld",
              (long long)rows[1].id, (long long)rows[0].id);
     dt_sql(d.url, sql);
-    ds_result *res;
+    ds_sql_result *res;
     ds_error err = {0};
-    ds_param id = ds_param_int64(rows[0].id);
+    ds_sql_param id = ds_sql_param_int64(rows[0].id);
     ck_assert_ds_ok(ds_sql_exec_pool(d.pool, "SELECT access_token_enc, refresh_token_enc "
                                        "FROM service_connections WHERE id = $1",
                                  &id, 1, &res, &err), err);
@@ -896,9 +896,9 @@ START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
     places_of(&rows[0], &at);
     const uint8_t *env;
     size_t len;
-    ck_assert_ds_ok(ds_result_bytea(res, 0, 0, &env, &len, &err), err);
+    ck_assert_ds_ok(ds_sql_result_bytea(res, 0, 0, &env, &len, &err), err);
     assert_no_open(c, &at.access, env, len);
-    ck_assert_ds_ok(ds_result_bytea(res, 0, 1, &env, &len, &err), err);
+    ck_assert_ds_ok(ds_sql_result_bytea(res, 0, 1, &env, &len, &err), err);
     assert_no_open(c, &at.refresh, env, len);
     /* the same envelope still opens in its own place */
     assert_opens_to(c, &at.access, env, len, rows[0].access);
@@ -909,7 +909,7 @@ START_TEST(test_crypto_envelopes_swapped_between_rows_fail) {
     row_places twin_at;
     places_of(&twin, &twin_at);
     assert_no_open(c, &twin_at.access, env, len);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     rot_db_close(&d);
 }
 END_TEST

@@ -159,9 +159,9 @@ START_TEST(test_growable_public_structs_check_their_size) {
     ds_redis_stats rs = DS_REDIS_STATS_INIT;
     CHECK_SIZES(ds_redis_stats, rs, ds_redis_stats_get(redis, &rs, &e_), DS_OK);
     ds_migrate_options mo = DS_MIGRATE_OPTIONS_INIT;
-    ds_lint_report *lr = NULL;
+    ds_migrate_lint_report *lr = NULL;
     CHECK_SIZES(ds_migrate_options, mo, ds_migrate_lint(&mo, NULL, 0, &lr, &e_), DS_OK);
-    ds_lint_report_free(lr);
+    ds_migrate_lint_report_free(lr);
 
     ds_cache_options co = DS_CACHE_OPTIONS_INIT;
     co.name = "growable";
@@ -208,11 +208,11 @@ START_TEST(test_growable_public_structs_check_their_size) {
     CHECK_SIZES(ds_metrics_sources, ms, ds_metrics_render(&ms, &text, NULL, &e_), DS_OK);
     ds_free(text);
 
-    ds_secret *key;
+    ds_crypto_secret *key;
     ck_assert_ds_ok(ds_crypto_generate_key("g1", &key, &err), err);
     ds_crypto *crypto;
-    ck_assert_ds_ok(ds_crypto_open_keys(ds_secret_data(key), &crypto, &err), err);
-    ds_secret_free(key);
+    ck_assert_ds_ok(ds_crypto_open_keys(ds_crypto_secret_data(key), &crypto, &err), err);
+    ds_crypto_secret_free(key);
     ds_crypto_context ctx = DS_CRYPTO_CONTEXT_INIT;
     ctx.table = "t";
     ctx.field = "f";

@@ -277,21 +277,21 @@ START_TEST(test_json_postgres_readers_match_decimal_literals) {
                         "(value->>'big')::numeric = 9007199254740993"),
         1);
     /* through the raw SQL escape hatch (text jsonb parameter) */
-    ds_param p[] = {ds_param_jsonb(v)};
-    ds_result *res = NULL;
+    ds_sql_param p[] = {ds_sql_param_jsonb(v)};
+    ds_sql_result *res = NULL;
     st = ds_sql_exec_pool(pool,
                       "SELECT ($1::jsonb @> '{\"temp\":0.7}')::text, "
                       "$1::jsonb->>'temp', $1::jsonb->>'eps'",
                       p, 1, &res, &err);
     ck_assert_ds_ok(st, err);
     const char *s;
-    ck_assert_ds_ok(ds_result_text(res, 0, 0, &s, NULL, &err), err);
+    ck_assert_ds_ok(ds_sql_result_text(res, 0, 0, &s, NULL, &err), err);
     ck_assert_str_eq(s, "true");
-    ck_assert_ds_ok(ds_result_text(res, 0, 1, &s, NULL, &err), err);
+    ck_assert_ds_ok(ds_sql_result_text(res, 0, 1, &s, NULL, &err), err);
     ck_assert_str_eq(s, "0.7");
-    ck_assert_ds_ok(ds_result_text(res, 0, 2, &s, NULL, &err), err);
+    ck_assert_ds_ok(ds_sql_result_text(res, 0, 2, &s, NULL, &err), err);
     ck_assert_str_eq(s, "0.0000001");
-    ds_result_free(res);
+    ds_sql_result_free(res);
     json_decref(v);
     ds_pool_close(pool);
     dt_drop_db(url);

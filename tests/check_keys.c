@@ -107,18 +107,18 @@ static void exercise_sessions(ds_redis *r, const char *url) {
                     err);
     long long uid = dt_sql_int(url, "INSERT INTO users (email) VALUES "
                                     "('audit@example.com') RETURNING id");
-    ds_secret *a, *b;
+    ds_crypto_secret *a, *b;
     ck_assert_ds_ok(ds_session_create(store, uid, "ua", "192.0.2.1", &a, NULL, &err),
                     err);
     ck_assert_ds_ok(ds_session_create(store, uid, NULL, NULL, &b, NULL, &err), err);
     int64_t who;
-    ck_assert_ds_ok(ds_session_validate(store, ds_secret_data(a), &who, NULL, &err),
+    ck_assert_ds_ok(ds_session_validate(store, ds_crypto_secret_data(a), &who, NULL, &err),
                     err);
-    ck_assert_ds_ok(ds_session_validate(store, ds_secret_data(b), &who, NULL, &err),
+    ck_assert_ds_ok(ds_session_validate(store, ds_crypto_secret_data(b), &who, NULL, &err),
                     err);
-    ck_assert_ds_ok(ds_session_revoke(store, ds_secret_data(b), &err), err);
-    ds_secret_free(a);
-    ds_secret_free(b);
+    ck_assert_ds_ok(ds_session_revoke(store, ds_crypto_secret_data(b), &err), err);
+    ds_crypto_secret_free(a);
+    ds_crypto_secret_free(b);
     ds_session_store_close(store);
     ds_crypto_close(crypto);
     ds_pool_close(pool);

@@ -12,8 +12,8 @@
 #include "test_util.h"
 
 /* Lints `sql` as file "t.up.sql"; fails the test on a lint error. */
-static ds_lint_report *lint(const char *sql) {
-    ds_lint_report *r = calloc(1, sizeof *r);
+static ds_migrate_lint_report *lint(const char *sql) {
+    ds_migrate_lint_report *r = calloc(1, sizeof *r);
     ck_assert_ptr_nonnull(r);
     ds_error err = {0};
     ds_status st = ds__lint_sql(r, "t.up.sql", sql, strlen(sql), &err);
@@ -22,14 +22,14 @@ static ds_lint_report *lint(const char *sql) {
 }
 
 /* How many unwaived findings of `rule` the report holds. */
-static int count_rule(const ds_lint_report *r, const char *rule) {
+static int count_rule(const ds_migrate_lint_report *r, const char *rule) {
     int n = 0;
     for (size_t k = 0; k < r->count; k++)
         n += !strcmp(r->items[k].rule, rule) && !r->items[k].waived;
     return n;
 }
 
-static const ds_lint_finding *find_rule(const ds_lint_report *r,
+static const ds_migrate_lint_finding *find_rule(const ds_migrate_lint_report *r,
                                         const char *rule) {
     for (size_t k = 0; k < r->count; k++)
         if (!strcmp(r->items[k].rule, rule))
@@ -37,10 +37,10 @@ static const ds_lint_finding *find_rule(const ds_lint_report *r,
     return NULL;
 }
 
-static void report_free(ds_lint_report *r) {
+static void report_free(ds_migrate_lint_report *r) {
     /* ds__lint_sql appends to a caller's report; the public free frees
      * items and the struct alike. */
-    ds_lint_report_free(r);
+    ds_migrate_lint_report_free(r);
 }
 
 #define LT "SET lock_timeout = '2s';\n"
@@ -126,16 +126,16 @@ static const rule_case cases[] = {
 
 START_TEST(test_lint_each_rule_fails_and_passes) {
     const rule_case *c = &cases[_i];
-    ds_lint_report *bad = lint(c->bad);
+    ds_migrate_lint_report *bad = lint(c->bad);
     ck_assert_msg(count_rule(bad, c->rule) >= 1, "%s: not found in:\n%s",
                   c->rule, c->bad);
-    const ds_lint_finding *f = find_rule(bad, c->rule);
+    const ds_migrate_lint_finding *f = find_rule(bad, c->rule);
     ck_assert_int_ge(f->line, 1);
     ck_assert_str_eq(f->file, "t.up.sql");
     ck_assert(strlen(f->message) > 0 && strlen(f->why) > 20 &&
               strlen(f->fix) > 20);
     report_free(bad);
-    ds_lint_report *good = lint(c->good);
+    ds_migrate_lint_report *good = lint(c->good);
     ck_assert_msg(count_rule(good, c->rule) == 0, "%s: reported for:\n%s",
                   c->rule, c->good);
     report_free(good);
@@ -145,7 +145,7 @@ END_TEST
 /* What Squawk cannot see: DDL inside a DO block, inside EXECUTE and
  * format() strings (pieces joined), and inside a function body. */
 START_TEST(test_lint_sees_inside_do_execute_and_functions) {
-    ds_lint_report *r = lint(
+    ds_migrate_lint_report *r = lint(
         "DO $m$\n"
         "BEGIN\n"
         "    IF true THEN\n"
@@ -160,7 +160,7 @@ START_TEST(test_lint_sees_inside_do_execute_and_functions) {
         "BEGIN\n"
         "    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', 't');\n"
         "END $f$;\n");
-    const ds_lint_finding *f = find_rule(r, "index-not-concurrent");
+    const ds_migrate_lint_finding *f = find_rule(r, "index-not-concurrent");
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(f->line, 4);
     f = find_rule(r, "constraint-not-valid");
@@ -189,29 +189,29 @@ START_TEST(test_lint_finds_what_the_old_0003_hid_in_its_do_block) {
     snprintf(path, sizeof path, "%s/tests/fixtures/lint_0003_before_online.sql",
              dt_env("DS_PROJECT_ROOT"));
     const char *paths[] = {path};
-    ds_lint_report *r = NULL;
+    ds_migrate_lint_report *r = NULL;
     ds_error err = {0};
     ds_status st = ds_migrate_lint(NULL, paths, 1, &r, &err);
     ck_assert_ds_ok(st, err);
     /* HNSW and sketch indexes inside the DO block, GIN at the top level */
     ck_assert_int_eq(count_rule(r, "index-not-concurrent"), 3);
-    const ds_lint_finding *f = find_rule(r, "constraint-not-valid");
+    const ds_migrate_lint_finding *f = find_rule(r, "constraint-not-valid");
     ck_assert_ptr_nonnull(f);
     ck_assert_int_eq(f->line, 76);
     ck_assert_int_ge(count_rule(r, "lock-timeout"), 1);
     ck_assert_uint_ge(r->errors, 5);
-    ds_lint_report_free(r);
+    ds_migrate_lint_report_free(r);
 }
 END_TEST
 
 START_TEST(test_lint_waiver_needs_reason_and_known_rule) {
     /* a waiver with a reason waives, and the reason is kept */
-    ds_lint_report *r = lint(LT
+    ds_migrate_lint_report *r = lint(LT
                              "-- ds:lint-ignore drop-column: no release since "
                              "1.4 reads legacy_flag\n"
                              "ALTER TABLE t\n    DROP COLUMN legacy_flag;\n");
     ck_assert_int_eq(count_rule(r, "drop-column"), 0);
-    const ds_lint_finding *f = find_rule(r, "drop-column");
+    const ds_migrate_lint_finding *f = find_rule(r, "drop-column");
     ck_assert_ptr_nonnull(f);
     ck_assert(f->waived);
     ck_assert_str_eq(f->waiver, "no release since 1.4 reads legacy_flag");
@@ -239,13 +239,13 @@ START_TEST(test_lint_waiver_needs_reason_and_known_rule) {
     ck_assert_int_eq(count_rule(r, "waiver-unknown-rule"), 1);
     ck_assert_int_eq(count_rule(r, "drop-column"), 1);
     ck_assert_int_eq(count_rule(r, "waiver-unused"), 1);
-    ck_assert_int_eq(find_rule(r, "waiver-unused")->level, DS_LINT_WARNING);
+    ck_assert_int_eq(find_rule(r, "waiver-unused")->level, DS_MIGRATE_LINT_WARNING);
     report_free(r);
 }
 END_TEST
 
 START_TEST(test_lint_refuses_unparseable_files) {
-    ds_lint_report *r = calloc(1, sizeof *r);
+    ds_migrate_lint_report *r = calloc(1, sizeof *r);
     ds_error err = {0};
     const char *sql = LT "ALTER TABLE t ADD COLUMN b text DEFAULT 'oops;\n";
     ds_status st = ds__lint_sql(r, "bad.up.sql", sql, strlen(sql), &err);
@@ -256,10 +256,10 @@ START_TEST(test_lint_refuses_unparseable_files) {
     st = ds__lint_sql(r, "nul.up.sql", nul, sizeof nul - 1, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "NUL"));
-    ds_lint_report_free(r);
+    ds_migrate_lint_report_free(r);
 
     /* the public call: a missing file, bad arguments */
-    ds_lint_report *out = (ds_lint_report *)&err; /* reset on entry */
+    ds_migrate_lint_report *out = (ds_migrate_lint_report *)&err; /* reset on entry */
     const char *paths[] = {"/nonexistent/x.up.sql"};
     st = ds_migrate_lint(NULL, paths, 1, &out, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
@@ -274,17 +274,17 @@ END_TEST
 
 /* The shipped migrations pass (what `make check` also runs). */
 START_TEST(test_lint_shipped_migrations_have_no_error) {
-    ds_lint_report *r = NULL;
+    ds_migrate_lint_report *r = NULL;
     ds_error err = {0};
     ds_status st = ds_migrate_lint(NULL, NULL, 0, &r, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_uint_eq(r->files, (size_t)ds__migrate_embedded_latest());
     for (size_t k = 0; k < r->count; k++)
-        ck_assert_msg(r->items[k].waived || r->items[k].level != DS_LINT_ERROR,
+        ck_assert_msg(r->items[k].waived || r->items[k].level != DS_MIGRATE_LINT_ERROR,
                       "%s:%d: [%s] %s", r->items[k].file, r->items[k].line,
                       r->items[k].rule, r->items[k].message);
     ck_assert_uint_eq(r->errors, 0);
-    ds_lint_report_free(r);
+    ds_migrate_lint_report_free(r);
 }
 END_TEST
 

@@ -1704,7 +1704,7 @@ START_TEST(test_memory_statements_match_the_schema) {
     ds_status st = ds__memory_active_table(conn, &active, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_str_eq(active, _i ? "memory.pgvector" : "memory.fallback");
-    PGconn *c = ds_conn_pg(conn);
+    PGconn *c = ds_pool_conn_pg(conn);
     check_table(c, "memory");
     check_table(c, active);
     ds_pool_release(conn);

@@ -24,9 +24,9 @@ START_TEST(test_metrics_render_matches_stats) {
     ds_redis *redis = dt_redis("metrics");
     ds_error err = {0};
     for (int i = 0; i < 5; i++) {
-        ds_result *res = NULL;
+        ds_sql_result *res = NULL;
         ck_assert_ds_ok(ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, &err), err);
-        ds_result_free(res);
+        ds_sql_result_free(res);
     }
     ds_conn *held;
     ck_assert_ds_ok(ds_pool_acquire(pool, &held, &err), err);
@@ -230,11 +230,11 @@ START_TEST(test_statement_hook_reports_time_rows_and_errors_not_parameters) {
     ck_assert_ds_ok(st, err);
     int before = rec.n; /* statements run while connecting, if any */
 
-    ds_param p[] = {ds_param_text("secret-parameter-value")};
-    ds_result *res = NULL;
+    ds_sql_param p[] = {ds_sql_param_text("secret-parameter-value")};
+    ds_sql_result *res = NULL;
     ck_assert_ds_ok(ds_sql_exec_pool(pool, "SELECT x FROM dt_hook WHERE $1 <> ''", p, 1,
                                  &res, &err), err);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     ck_assert_ds_ok(ds_sql_exec_pool(pool, "UPDATE dt_hook SET x = x + 1 WHERE x <= 3",
                                  NULL, 0, NULL, &err), err);
     ds_error div_err = {0};

@@ -501,7 +501,7 @@ START_TEST(test_migrate_up_applies_everything_once) {
     ck_assert_uint_eq(list->pending, list->count);
     ck_assert(list->consistent);
     ck_assert_int_eq(list->items[0].state, DS_MIGRATION_PENDING);
-    ds_migration_list_free(list);
+    ds_migrate_list_free(list);
     /* status is read-only: it does not even create the record table */
     ck_assert(!table_exists(url, "ds_schema_migrations"));
 
@@ -539,8 +539,8 @@ START_TEST(test_migrate_up_applies_everything_once) {
         ck_assert_uint_eq(strlen(m->checksum), 64);
     }
     ck_assert_str_eq(list->items[0].name, "platform_schema");
-    ck_assert_str_eq(ds_migration_state_str(list->items[0].state), "applied");
-    ds_migration_list_free(list);
+    ck_assert_str_eq(ds_migrate_state_str(list->items[0].state), "applied");
+    ds_migrate_list_free(list);
     st = ds_migrate_verify(pool, NULL, &err);
     ck_assert_ds_ok(st, err);
     ds_pool_close(pool);
@@ -703,7 +703,7 @@ START_TEST(test_migrate_refuses_edited_missing_out_of_order) {
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(list->items[0].state, DS_MIGRATION_CHANGED);
     ck_assert(!list->consistent);
-    ds_migration_list_free(list);
+    ds_migrate_list_free(list);
     write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
 
@@ -738,7 +738,7 @@ START_TEST(test_migrate_refuses_edited_missing_out_of_order) {
     st = ds_migrate_status(d.pool, &opts, &list, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(list->items[2].state, DS_MIGRATION_OUT_OF_ORDER);
-    ds_migration_list_free(list);
+    ds_migrate_list_free(list);
     remove_file(d.dir, "0003_forgotten.up.sql");
     remove_file(d.dir, "0003_forgotten.down.sql");
 
@@ -754,7 +754,7 @@ START_TEST(test_migrate_refuses_edited_missing_out_of_order) {
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(list->items[list->count - 1].state, DS_MIGRATION_MISSING);
     ck_assert_str_eq(list->items[list->count - 1].name, "late");
-    ds_migration_list_free(list);
+    ds_migrate_list_free(list);
 
     small_db_close(&d);
 }
@@ -882,10 +882,10 @@ START_TEST(test_migrate_failure_rolls_back_and_names_line) {
     ck_assert_int_eq(applied_count(d.url), 2);
 
     /* The d.pool's connections are healthy afterwards. */
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     st = ds_sql_exec_pool(d.pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     small_db_close(&d);
 }
 END_TEST
@@ -1692,14 +1692,14 @@ START_TEST(test_migrate_schema_check_passes_on_migrated_db) {
     st = ds__schema_check(pool, test_tables, DS_SCHEMA_VERSION, &err);
     ck_assert_ds_ok(st, err);
     /* Nothing is left prepared. */
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     st = ds_sql_exec_pool(pool, "SELECT count(*)::int8 FROM pg_prepared_statements",
                       NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     int64_t prepared = -1;
-    st = ds_result_int64(res, 0, 0, &prepared, &err);
+    st = ds_sql_result_int64(res, 0, 0, &prepared, &err);
     ck_assert_ds_ok(st, err);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     ck_assert_int_le(prepared, 1); /* only the pool's own count(*) */
     ds_pool_close(pool);
 
@@ -1766,10 +1766,10 @@ START_TEST(test_migrate_schema_check_catches_altered_column) {
     ck_assert_ptr_nonnull(strstr(err.message, "test.user_by_id"));
 
     /* The connection is fine afterwards. */
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     ds_pool_close(pool);
     dt_drop_db(url);
     free(url);
@@ -1845,9 +1845,9 @@ START_TEST(test_migrate_errors_null_and_out_of_range) {
     ck_assert_int_eq(ds_migrate_status(pool, &opts, &list, &err),
                      DS_ERR_MIGRATION);
     ds_pool_close(pool);
-    ds_migration_list_free(NULL);
-    ck_assert_str_eq(ds_migration_state_str((ds_migration_state)42), "unknown");
-    ck_assert_str_eq(ds_migration_state_str(DS_MIGRATION_OUT_OF_ORDER),
+    ds_migrate_list_free(NULL);
+    ck_assert_str_eq(ds_migrate_state_str((ds_migration_state)42), "unknown");
+    ck_assert_str_eq(ds_migrate_state_str(DS_MIGRATION_OUT_OF_ORDER),
                      "out-of-order");
 }
 END_TEST
@@ -1871,7 +1871,7 @@ START_TEST(test_migrate_out_of_memory_is_an_error) {
         } else {
             ck_assert_ptr_null(list);
         }
-        ds_migration_list_free(list);
+        ds_migrate_list_free(list);
     }
     ck_assert(succeeded);
     succeeded = false;

@@ -36,9 +36,9 @@ static ds_status open_pool_mode(const char *url, const char *extra, bool pooler,
 }
 
 static ds_status query_one(ds_pool *pool, ds_error *err) {
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     ds_status st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, err);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     return st;
 }
 

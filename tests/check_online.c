@@ -243,7 +243,7 @@ START_TEST(test_online_rewritten_files_keep_applied_databases) {
     ck_assert_ds_ok(st, err);
     ck_assert(l->consistent);
     ck_assert_uint_eq(l->pending, 0);
-    ds_migration_list_free(l);
+    ds_migrate_list_free(l);
     int n = -1;
     st = ds_migrate_up(pool, NULL, &n, &err);
     ck_assert_ds_ok(st, err);
@@ -1254,13 +1254,13 @@ START_TEST(test_online_expand_contract_recipes_under_probes) {
     ds_error err = {0};
     ds_migrate_options lopts = {.size = sizeof(ds_migrate_options)};
     lopts.dir = recipes;
-    ds_lint_report *rep = NULL;
+    ds_migrate_lint_report *rep = NULL;
     ds_status st = ds_migrate_lint(&lopts, NULL, 0, &rep, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_uint_eq(rep->files, 14);
     ck_assert_uint_eq(rep->errors, 0);
     ck_assert_uint_eq(rep->warnings, 0);
-    ds_lint_report_free(rep);
+    ds_migrate_lint_report_free(rep);
 
     char *url = dt_create_db("onl_recipes");
     char *dir = dt_temp_dir("online");

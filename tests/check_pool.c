@@ -12,26 +12,26 @@ static const char *db_url(void) { return dt_env("DATABASE_URL"); }
 
 /* SELECT an int through the library on a leased connection. */
 static long long conn_int(ds_conn *c, const char *sql) {
-    ds_result *res;
+    ds_sql_result *res;
     ds_error err = {0};
     ds_status st = ds_sql_exec(c, sql, NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     int64_t v = 0;
-    st = ds_result_int64(res, 0, 0, &v, &err);
+    st = ds_sql_result_int64(res, 0, 0, &v, &err);
     ck_assert_ds_ok(st, err);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     return v;
 }
 
 static bool conn_bool(ds_conn *c, const char *sql) {
-    ds_result *res;
+    ds_sql_result *res;
     ds_error err = {0};
     ds_status st = ds_sql_exec(c, sql, NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     bool v = false;
-    st = ds_result_bool(res, 0, 0, &v, &err);
+    st = ds_sql_result_bool(res, 0, 0, &v, &err);
     ck_assert_ds_ok(st, err);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     return v;
 }
 
@@ -56,8 +56,8 @@ START_TEST(test_pool_open_prewarms_to_min) {
     ds_status st = ds_pool_acquire(pool, &c, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(conn_int(c, "SELECT 41 + 1"), 42);
-    ck_assert(!ds_conn_is_replica(c));
-    ck_assert_ptr_nonnull(ds_conn_pg(c));
+    ck_assert(!ds_pool_conn_is_replica(c));
+    ck_assert_ptr_nonnull(ds_pool_conn_pg(c));
     s = stats_of(pool);
     ck_assert_int_eq(s.in_use, 1);
     ck_assert_int_eq(s.idle, 2);
@@ -75,11 +75,11 @@ START_TEST(test_pool_open_url_shorthand) {
     ds_status st = ds_pool_open_url(db_url(), &pool, &err);
     ck_assert_ds_ok(st, err);
     ck_assert(!ds_pool_is_pooler_mode(pool));
-    ds_result *res;
+    ds_sql_result *res;
     st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_int_eq(ds_result_rows(res), 1);
-    ds_result_free(res);
+    ck_assert_int_eq(ds_sql_result_rows(res), 1);
+    ds_sql_result_free(res);
     ds_pool_close(pool);
 }
 END_TEST
@@ -103,10 +103,10 @@ static void *churn_main(void *p) {
             continue;
         }
         if (i % 500 == 0) { /* a real round trip now and then */
-            ds_result *res;
+            ds_sql_result *res;
             if (ds_sql_exec(c, "SELECT 1", NULL, 0, &res, &err) != DS_OK)
                 atomic_fetch_add(a->failures, 1);
-            ds_result_free(res);
+            ds_sql_result_free(res);
         }
         ds_pool_release(c);
     }
@@ -435,7 +435,7 @@ START_TEST(test_pool_release_rolls_back_open_transaction) {
     ds_pool_release(c); /* left inside a transaction */
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
     ck_assert_int_eq(conn_int(c, "SELECT pg_backend_pid()"), pid); /* reused */
-    ck_assert_int_eq(PQtransactionStatus(ds_conn_pg(c)), PQTRANS_IDLE);
+    ck_assert_int_eq(PQtransactionStatus(ds_pool_conn_pg(c)), PQTRANS_IDLE);
     ck_assert_int_eq(conn_int(c, "SELECT count(*) FROM t_release"), 0);
     /* a failed transaction is rolled back too */
     st = ds_sql_exec(c, "BEGIN", NULL, 0, NULL, &err);
@@ -458,12 +458,12 @@ START_TEST(test_pool_release_discards_busy_or_marked_connection) {
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
     long long pid1 = conn_int(c, "SELECT pg_backend_pid()");
     /* a query sent but never read: the connection is mid-query */
-    ck_assert_int_eq(PQsendQuery(ds_conn_pg(c), "SELECT pg_sleep(0.05)"), 1);
+    ck_assert_int_eq(PQsendQuery(ds_pool_conn_pg(c), "SELECT pg_sleep(0.05)"), 1);
     ds_pool_release(c);
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
     long long pid2 = conn_int(c, "SELECT pg_backend_pid()");
     ck_assert_int_ne(pid1, pid2);
-    ds_conn_discard(c);
+    ds_pool_conn_discard(c);
     ds_pool_release(c);
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
     ck_assert_int_ne(conn_int(c, "SELECT pg_backend_pid()"), pid2);
@@ -629,21 +629,21 @@ typedef struct {
 static ds_status bump_counter(ds_conn *c, void *ud, ds_error *err) {
     tx_arg *a = ud;
     atomic_fetch_add(a->attempts, 1);
-    ds_result *res;
+    ds_sql_result *res;
     ds_status st = ds_sql_exec(c, "SELECT v FROM dt_tx_counter WHERE id = 1", NULL,
                            0, &res, err);
     if (st != DS_OK)
         return st;
     int64_t v;
-    st = ds_result_int64(res, 0, 0, &v, err);
-    ds_result_free(res);
+    st = ds_sql_result_int64(res, 0, 0, &v, err);
+    ds_sql_result_free(res);
     if (st != DS_OK)
         return st;
     if (!a->barrier_done) { /* both read before either writes */
         a->barrier_done = true;
         pthread_barrier_wait(a->barrier);
     }
-    ds_param p[] = {ds_param_int64(v + 1)};
+    ds_sql_param p[] = {ds_sql_param_int64(v + 1)};
     return ds_sql_exec(c, "UPDATE dt_tx_counter SET v = $1 WHERE id = 1", p, 1,
                    NULL, err);
 }
@@ -771,14 +771,14 @@ START_TEST(test_pool_after_connect_hook) {
     ck_assert_int_eq(atomic_load(&calls), 2);
     ds_conn *c;
     ck_assert_int_eq(ds_pool_acquire(pool, &c, &err), DS_OK);
-    ds_result *res;
+    ds_sql_result *res;
     st = ds_sql_exec(c, "SELECT current_setting('application_name')", NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
     const char *name;
-    st = ds_result_text(res, 0, 0, &name, NULL, &err);
+    st = ds_sql_result_text(res, 0, 0, &name, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_str_eq(name, "dt_hooked");
-    ds_result_free(res);
+    ds_sql_result_free(res);
     ds_pool_release(c);
     ds_pool_close(pool);
 
@@ -923,7 +923,7 @@ START_TEST(test_pool_acquire_read_uses_replica) {
     for (int i = 0; i < 3; i++) {
         ds_conn *c;
         ck_assert_int_eq(ds_pool_acquire_read(pool, &c, &err), DS_OK);
-        ck_assert(ds_conn_is_replica(c));
+        ck_assert(ds_pool_conn_is_replica(c));
         ck_assert(conn_bool(c, "SELECT pg_is_in_recovery()"));
         ds_pool_release(c);
     }
@@ -950,7 +950,7 @@ START_TEST(test_pool_acquire_read_falls_back_to_primary) {
         ds_conn *c;
         st = ds_pool_acquire_read(pool, &c, &err);
         ck_assert_ds_ok(st, err);
-        ck_assert(!ds_conn_is_replica(c));
+        ck_assert(!ds_pool_conn_is_replica(c));
         ck_assert(!conn_bool(c, "SELECT pg_is_in_recovery()"));
         ds_pool_release(c);
     }
@@ -1032,7 +1032,7 @@ END_TEST
 
 /* The value libpq uses for `keyword` on this lease ("" when unset). */
 static void conn_option(ds_conn *c, const char *keyword, char *buf, size_t cap) {
-    PQconninfoOption *opts = PQconninfo(ds_conn_pg(c));
+    PQconninfoOption *opts = PQconninfo(ds_pool_conn_pg(c));
     ck_assert_ptr_nonnull(opts);
     buf[0] = '\0';
     for (PQconninfoOption *o = opts; o->keyword; o++)
@@ -1170,16 +1170,16 @@ END_TEST
 /* ---- read-your-writes --------------------------------------------------- */
 
 static long long conn_count(ds_conn *c, int id) {
-    ds_param p[] = {ds_param_int64(id)};
-    ds_result *res;
+    ds_sql_param p[] = {ds_sql_param_int64(id)};
+    ds_sql_result *res;
     ds_error err = {0};
     ds_status st = ds_sql_exec(c, "SELECT count(*) FROM dt_ryw WHERE id = $1", p, 1,
                            &res, &err);
     ck_assert_ds_ok(st, err);
     int64_t v = -1;
-    st = ds_result_int64(res, 0, 0, &v, &err);
+    st = ds_sql_result_int64(res, 0, 0, &v, &err);
     ck_assert_ds_ok(st, err);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     return v;
 }
 
@@ -1198,7 +1198,7 @@ static read_outcome read_with(ds_pool *pool, const ds_read_token *tok,
     o.st = tok ? ds_pool_acquire_read_token(pool, tok, wait_ms, &c, &err)
                : ds_pool_acquire_read(pool, &c, &err);
     if (o.st == DS_OK) {
-        o.replica = ds_conn_is_replica(c);
+        o.replica = ds_pool_conn_is_replica(c);
         o.seen = conn_count(c, id);
         ds_pool_release(c);
     }
@@ -1253,8 +1253,8 @@ START_TEST(test_pool_read_token_never_misses_a_write_on_a_paused_replica) {
     /* a token is the primary's: not taken on a replica lease */
     ds_conn *c;
     ck_assert_ds_ok(ds_pool_acquire_read(pool, &c, &err), err);
-    ck_assert(ds_conn_is_replica(c));
-    ck_assert_int_eq(ds_conn_read_token(c, &tok, &err), DS_ERR_INVALID);
+    ck_assert(ds_pool_conn_is_replica(c));
+    ck_assert_int_eq(ds_pool_conn_read_token(c, &tok, &err), DS_ERR_INVALID);
     ck_assert_uint_eq(tok.lsn, 0);
     ds_pool_release(c);
     ds_pool_close(pool);
@@ -1272,7 +1272,7 @@ START_TEST(test_pool_read_token_errors) {
     ck_assert_int_eq(ds_pool_read_token(NULL, &tok, &err), DS_ERR_INVALID);
     ck_assert_uint_eq(tok.lsn, 0);
     ck_assert_int_eq(ds_pool_read_token(pool, NULL, &err), DS_ERR_INVALID);
-    ck_assert_int_eq(ds_conn_read_token(NULL, &tok, &err), DS_ERR_INVALID);
+    ck_assert_int_eq(ds_pool_conn_read_token(NULL, &tok, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_pool_acquire_read_token(NULL, &tok, 0, &c, &err),
                      DS_ERR_INVALID);
     ck_assert_int_eq(ds_pool_acquire_read_token(pool, &tok, -1, &c, &err),
@@ -1283,7 +1283,7 @@ START_TEST(test_pool_read_token_errors) {
     /* without replicas, a token read is a primary read */
     ck_assert_ds_ok(ds_pool_read_token(pool, &tok, &err), err);
     ck_assert_ds_ok(ds_pool_acquire_read_token(pool, &tok, 0, &c, &err), err);
-    ck_assert(!ds_conn_is_replica(c));
+    ck_assert(!ds_pool_conn_is_replica(c));
     ds_pool_release(c);
     ds_pool_close(pool);
 }
@@ -1296,10 +1296,10 @@ typedef struct {
 
 static ds_status pooler_tx(ds_conn *c, void *ud, ds_error *err) {
     (void)ud;
-    ds_param p[] = {ds_param_int64(5), ds_param_text("x")};
-    ds_result *res;
+    ds_sql_param p[] = {ds_sql_param_int64(5), ds_sql_param_text("x")};
+    ds_sql_result *res;
     ds_status st = ds_sql_exec(c, "SELECT $1::int8 * 2, length($2)", p, 2, &res, err);
-    ds_result_free(res);
+    ds_sql_result_free(res);
     return st;
 }
 
@@ -1307,18 +1307,18 @@ static void *pooler_main(void *p) {
     pooler_arg *a = p;
     for (int i = 0; i < 300; i++) {
         ds_error err = {0};
-        ds_param params[] = {ds_param_int64(i), ds_param_text("pgbouncer")};
-        ds_result *res = NULL;
+        ds_sql_param params[] = {ds_sql_param_int64(i), ds_sql_param_text("pgbouncer")};
+        ds_sql_result *res = NULL;
         ds_status st = ds_sql_exec_pool(a->pool, "SELECT $1::int8 + 1, upper($2)",
                                     params, 2, &res, &err);
         int64_t v = -1;
         if (st == DS_OK)
-            st = ds_result_int64(res, 0, 0, &v, &err);
+            st = ds_sql_result_int64(res, 0, 0, &v, &err);
         if (st != DS_OK || v != i + 1) {
             fprintf(stderr, "pooler failure: %s\n", err.message);
             atomic_fetch_add(a->failures, 1);
         }
-        ds_result_free(res);
+        ds_sql_result_free(res);
         if (i % 50 == 0 && ds_tx_run(a->pool, NULL, pooler_tx, NULL, &err) != DS_OK) {
             fprintf(stderr, "pooler tx failure: %s\n", err.message);
             atomic_fetch_add(a->failures, 1);
@@ -1419,10 +1419,10 @@ START_TEST(test_pool_errors_null_arguments) {
     ck_assert_int_eq(ds_pool_acquire_timeout(NULL, 10, &c, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_pool_stats_get(NULL, &s, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_tx_run(NULL, NULL, NULL, NULL, &err), DS_ERR_INVALID);
-    ck_assert_ptr_null(ds_conn_pg(NULL));
-    ck_assert(!ds_conn_is_replica(NULL));
+    ck_assert_ptr_null(ds_pool_conn_pg(NULL));
+    ck_assert(!ds_pool_conn_is_replica(NULL));
     ck_assert(!ds_pool_is_pooler_mode(NULL));
-    ds_conn_discard(NULL);
+    ds_pool_conn_discard(NULL);
     ds_pool_release(NULL);
     ds_pool_close(NULL);
 

@@ -312,34 +312,34 @@ START_TEST(test_progress_rotate_stops_and_resumes) {
                      ROWS);
     /* every envelope opens with the new key alone */
     ds_crypto *only2 = dt_crypto_ring(DT_K2);
-    ds_result *res;
+    ds_sql_result *res;
     st = ds_sql_exec_pool(pool,
                       "SELECT user_id, external_account_id, access_token_enc "
                       "FROM service_connections ORDER BY id",
                       NULL, 0, &res, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_int_eq(ds_result_rows(res), ROWS);
+    ck_assert_int_eq(ds_sql_result_rows(res), ROWS);
     for (int i = 0; i < ROWS; i++) {
         int64_t user;
         const char *acct;
         const uint8_t *env;
         size_t len;
-        ck_assert_ds_ok(ds_result_int64(res, i, 0, &user, &err), err);
-        ck_assert_ds_ok(ds_result_text(res, i, 1, &acct, NULL, &err), err);
-        ck_assert_ds_ok(ds_result_bytea(res, i, 2, &env, &len, &err), err);
+        ck_assert_ds_ok(ds_sql_result_int64(res, i, 0, &user, &err), err);
+        ck_assert_ds_ok(ds_sql_result_text(res, i, 1, &acct, NULL, &err), err);
+        ck_assert_ds_ok(ds_sql_result_bytea(res, i, 2, &env, &len, &err), err);
         char scope[80];
         snprintf(scope, sizeof scope, "google/%s", acct);
         ds_crypto_context ctx = {sizeof(ds_crypto_context), "service_connections", "access_token", user,
                                  scope};
-        ds_secret *plain;
+        ds_crypto_secret *plain;
         ck_assert_ds_ok(ds_crypto_decrypt(only2, &ctx, env, len, &plain, &err),
                         err);
-        ck_assert_int_eq(strncmp((const char *)ds_secret_data(plain),
+        ck_assert_int_eq(strncmp((const char *)ds_crypto_secret_data(plain),
                                  "ya29.token-", 11),
                          0);
-        ds_secret_free(plain);
+        ds_crypto_secret_free(plain);
     }
-    ds_result_free(res);
+    ds_sql_result_free(res);
     ds_crypto_close(only2);
     ds_crypto_close(ring1);
     ds_crypto_close(ring2);

@@ -30,8 +30,8 @@ START_TEST(test_repo_connection_tokens_are_sealed) {
                                     "position('PLAINTEXT'::bytea IN refresh_token_enc) > 0"), 0);
     st = ds_connection_get(pool, crypto, id, &c, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_str_eq(ds_secret_data(c->access_token), access);
-    ck_assert_str_eq(ds_secret_data(c->refresh_token), refresh);
+    ck_assert_str_eq(ds_crypto_secret_data(c->access_token), access);
+    ck_assert_str_eq(ds_crypto_secret_data(c->refresh_token), refresh);
     ck_assert_str_eq(c->provider, "github");
     ck_assert_str_eq(c->scopes, "repo read:user");
     ds_connection_free(c);
@@ -52,7 +52,7 @@ START_TEST(test_repo_connection_tokens_are_sealed) {
     ds_connection_free(c);
     st = ds_connection_get(pool, crypto, id, &c, &err);
     ck_assert_ds_ok(st, err);
-    ck_assert_str_eq(ds_secret_data(c->access_token), "second");
+    ck_assert_str_eq(ds_crypto_secret_data(c->access_token), "second");
     ck_assert_ptr_null(c->refresh_token);
     ds_connection_free(c);
     /* an envelope copied into another user's row does not open */

@@ -54,29 +54,29 @@ static int64_t make_user(const char *url, const char *email) {
     return dt_sql_int(url, sql);
 }
 
-static ds_secret *login(ds_session_store *s, int64_t uid, const char *ua,
+static ds_crypto_secret *login(ds_session_store *s, int64_t uid, const char *ua,
                         const char *ip, ds_session **out) {
-    ds_secret *tok;
+    ds_crypto_secret *tok;
     ds_error err = {0};
     ds_status st = ds_session_create(s, uid, ua, ip, &tok, out, &err);
     ck_assert_ds_ok(st, err);
     return tok;
 }
 
-static void assert_valid(ds_session_store *s, const ds_secret *tok, int64_t uid) {
+static void assert_valid(ds_session_store *s, const ds_crypto_secret *tok, int64_t uid) {
     int64_t got = 0;
     ds_error err = {0};
-    ds_status st = ds_session_validate(s, ds_secret_data(tok), &got, NULL, &err);
+    ds_status st = ds_session_validate(s, ds_crypto_secret_data(tok), &got, NULL, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(got, uid);
 }
 
-static void assert_rejected(ds_session_store *s, const ds_secret *tok,
+static void assert_rejected(ds_session_store *s, const ds_crypto_secret *tok,
                             const char *why) {
     int64_t got = 7;
     ds_session *sess = (ds_session *)1;
     ds_error err = {0};
-    ds_status st = ds_session_validate(s, ds_secret_data(tok), &got, &sess, &err);
+    ds_status st = ds_session_validate(s, ds_crypto_secret_data(tok), &got, &sess, &err);
     ck_assert_ds_status(st, DS_ERR_NOT_FOUND, err);
     ck_assert_int_eq(got, 0);
     ck_assert_ptr_null(sess);
@@ -98,11 +98,11 @@ START_TEST(test_session_create_hands_out_token_once) {
     fixture f = setup("screate", NULL);
     int64_t uid = make_user(f.url, "ann@example.com");
     ds_session *s;
-    ds_secret *tok = login(f.store, uid, "Mozilla/5.0 (X11; Linux) Firefox/128.0",
+    ds_crypto_secret *tok = login(f.store, uid, "Mozilla/5.0 (X11; Linux) Firefox/128.0",
                            "2001:DB8:0:0::1", &s);
-    ck_assert_uint_eq(ds_secret_len(tok), DS_SESSION_TOKEN_LEN);
-    ck_assert_uint_eq(strlen(ds_secret_data(tok)), DS_SESSION_TOKEN_LEN);
-    ck_assert_uint_eq(strspn(ds_secret_data(tok),
+    ck_assert_uint_eq(ds_crypto_secret_len(tok), DS_SESSION_TOKEN_LEN);
+    ck_assert_uint_eq(strlen(ds_crypto_secret_data(tok)), DS_SESSION_TOKEN_LEN);
+    ck_assert_uint_eq(strspn(ds_crypto_secret_data(tok),
                              "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
                       DS_SESSION_TOKEN_LEN);
     ck_assert_int_gt(s->id, 0);
@@ -114,8 +114,8 @@ START_TEST(test_session_create_hands_out_token_once) {
     ck_assert_int_eq(s->expires_at_us - s->created_at_us, INT64_C(14) * 86400 * 1000000);
     ck_assert_int_eq(s->last_seen_at_us, s->created_at_us);
     /* two logins, two different tokens */
-    ds_secret *tok2 = login(f.store, uid, NULL, "203.0.113.7", NULL);
-    ck_assert_str_ne(ds_secret_data(tok), ds_secret_data(tok2));
+    ds_crypto_secret *tok2 = login(f.store, uid, NULL, "203.0.113.7", NULL);
+    ck_assert_str_ne(ds_crypto_secret_data(tok), ds_crypto_secret_data(tok2));
     /* only 32-byte hashes are stored */
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions "
                                        "WHERE length(token_hash) = 32"), 2);
@@ -124,8 +124,8 @@ START_TEST(test_session_create_hands_out_token_once) {
     assert_valid(f.store, tok, uid);
     assert_valid(f.store, tok2, uid);
     ds_session_free(s);
-    ds_secret_free(tok);
-    ds_secret_free(tok2);
+    ds_crypto_secret_free(tok);
+    ds_crypto_secret_free(tok2);
     teardown(&f);
 }
 END_TEST
@@ -138,12 +138,12 @@ START_TEST(test_session_create_rejects_bad_input) {
                                           "fe80::1%eth0"};
     ds_error err = {0};
     for (size_t i = 0; i < sizeof bad_ips / sizeof bad_ips[0]; i++) {
-        ds_secret *tok = (ds_secret *)1;
+        ds_crypto_secret *tok = (ds_crypto_secret *)1;
         ds_status st = ds_session_create(f.store, uid, NULL, bad_ips[i], &tok, NULL, &err);
         ck_assert_msg(st == DS_ERR_INVALID, "ip '%s': %s", bad_ips[i], ds_status_str(st));
         ck_assert_ptr_null(tok);
     }
-    ds_secret *tok;
+    ds_crypto_secret *tok;
     ds_status st = ds_session_create(f.store, uid, "bad \xC3\x28 utf8", NULL, &tok, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_INVALID, err);
     st = ds_session_create(f.store, uid + 1000, NULL, NULL, &tok, NULL, &err);
@@ -163,7 +163,7 @@ START_TEST(test_session_create_rejects_bad_input) {
     ck_assert_uint_eq(strlen(s->user_agent), 256 * 3);
     ck_assert_ptr_null(s->ip);
     ds_session_free(s);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     teardown(&f);
 }
 END_TEST
@@ -204,11 +204,11 @@ START_TEST(test_session_validate_returns_the_session) {
     fixture f = setup("sval", NULL);
     int64_t uid = make_user(f.url, "cy@example.com");
     ds_session *created;
-    ds_secret *tok = login(f.store, uid, "curl/8.0", "198.51.100.20", &created);
+    ds_crypto_secret *tok = login(f.store, uid, "curl/8.0", "198.51.100.20", &created);
     ds_session *s;
     int64_t got;
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_validate(f.store, ds_secret_data(tok), &got, &s, &err), err);
+    ck_assert_ds_ok(ds_session_validate(f.store, ds_crypto_secret_data(tok), &got, &s, &err), err);
     ck_assert_int_eq(got, uid);
     ck_assert_int_eq(s->id, created->id);
     ck_assert_int_eq(s->user_id, uid);
@@ -224,7 +224,7 @@ START_TEST(test_session_validate_returns_the_session) {
     ds_crypto_close(other);
     ds_session_free(s);
     ds_session_free(created);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     teardown(&f);
 }
 END_TEST
@@ -234,7 +234,7 @@ START_TEST(test_session_validate_slides_expiry) {
     fixture f = setup("sslide", &o);
     int64_t uid = make_user(f.url, "dee@example.com");
     ds_session *created;
-    ds_secret *tok = login(f.store, uid, NULL, NULL, &created);
+    ds_crypto_secret *tok = login(f.store, uid, NULL, NULL, &created);
     /* used 59 minutes ago: expires in one minute */
     sql_on_session(f.url, created->id,
                    "UPDATE auth_sessions SET created_at = now() - interval '2 hours', "
@@ -242,7 +242,7 @@ START_TEST(test_session_validate_slides_expiry) {
                    "expires_at = now() + interval '1 minute' WHERE id = %lld");
     ds_session *s;
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_validate(f.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_ds_ok(ds_session_validate(f.store, ds_crypto_secret_data(tok), NULL, &s, &err), err);
     /* slid to one idle ttl after this use */
     ck_assert_int_eq(s->expires_at_us - s->last_seen_at_us, INT64_C(3600) * 1000000);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions WHERE "
@@ -254,11 +254,11 @@ START_TEST(test_session_validate_slides_expiry) {
     sql_on_session(f.url, created->id,
                    "UPDATE auth_sessions SET created_at = now() - interval '23 hours 30 minutes', "
                    "last_seen_at = now() - interval '30 minutes' WHERE id = %lld");
-    ck_assert_ds_ok(ds_session_validate(f.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_ds_ok(ds_session_validate(f.store, ds_crypto_secret_data(tok), NULL, &s, &err), err);
     ck_assert_int_eq(s->expires_at_us, s->created_at_us + INT64_C(86400) * 1000000);
     ds_session_free(s);
     ds_session_free(created);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     teardown(&f);
 }
 END_TEST
@@ -267,7 +267,7 @@ START_TEST(test_session_touch_is_throttled) {
     fixture f = setup("sthrottle", NULL); /* touch at most once a minute */
     int64_t uid = make_user(f.url, "eve@example.com");
     ds_session *created;
-    ds_secret *tok = login(f.store, uid, NULL, NULL, &created);
+    ds_crypto_secret *tok = login(f.store, uid, NULL, NULL, &created);
     /* a marker expiry: a touch would replace it */
     sql_on_session(f.url, created->id,
                    "UPDATE auth_sessions SET expires_at = now() + interval '1 hour', "
@@ -284,7 +284,7 @@ START_TEST(test_session_touch_is_throttled) {
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions WHERE "
                                        "expires_at > now() + interval '13 days'"), 1);
     ds_session_free(created);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     teardown(&f);
 }
 END_TEST
@@ -293,7 +293,7 @@ START_TEST(test_session_expired_is_rejected) {
     fixture f = setup("sexp", NULL);
     int64_t uid = make_user(f.url, "fay@example.com");
     ds_session *created;
-    ds_secret *tok = login(f.store, uid, NULL, NULL, &created);
+    ds_crypto_secret *tok = login(f.store, uid, NULL, NULL, &created);
     sql_on_session(f.url, created->id,
                    "UPDATE auth_sessions SET expires_at = now() - interval '1 second', "
                    "last_seen_at = now() - interval '15 days' WHERE id = %lld");
@@ -301,7 +301,7 @@ START_TEST(test_session_expired_is_rejected) {
     /* and a rejection does not revive it */
     assert_rejected(f.store, tok, "expired");
     ds_session_free(created);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     teardown(&f);
 }
 END_TEST
@@ -311,20 +311,20 @@ END_TEST
 START_TEST(test_session_revoke_one) {
     fixture f = setup("srev", NULL);
     int64_t uid = make_user(f.url, "gus@example.com");
-    ds_secret *a = login(f.store, uid, NULL, NULL, NULL);
-    ds_secret *b = login(f.store, uid, NULL, NULL, NULL);
+    ds_crypto_secret *a = login(f.store, uid, NULL, NULL, NULL);
+    ds_crypto_secret *b = login(f.store, uid, NULL, NULL, NULL);
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_revoke(f.store, ds_secret_data(a), &err), err);
+    ck_assert_ds_ok(ds_session_revoke(f.store, ds_crypto_secret_data(a), &err), err);
     assert_rejected(f.store, a, "revoked");
     assert_valid(f.store, b, uid);
     /* again: still fine (log out twice) */
-    ck_assert_ds_ok(ds_session_revoke(f.store, ds_secret_data(a), &err), err);
+    ck_assert_ds_ok(ds_session_revoke(f.store, ds_crypto_secret_data(a), &err), err);
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions WHERE revoked "
                                        "AND revoked_at IS NOT NULL"), 1);
     ck_assert_int_eq(ds_session_revoke(f.store, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
                                        &err), DS_ERR_NOT_FOUND);
-    ds_secret_free(a);
-    ds_secret_free(b);
+    ds_crypto_secret_free(a);
+    ds_crypto_secret_free(b);
     teardown(&f);
 }
 END_TEST
@@ -334,7 +334,7 @@ START_TEST(test_session_revoke_by_id_only_for_its_user) {
     int64_t u1 = make_user(f.url, "hal@example.com");
     int64_t u2 = make_user(f.url, "ivy@example.com");
     ds_session *s;
-    ds_secret *tok = login(f.store, u1, "phone", NULL, &s);
+    ds_crypto_secret *tok = login(f.store, u1, "phone", NULL, &s);
     ds_error err = {0};
     ck_assert_int_eq(ds_session_revoke_id(f.store, u2, s->id, &err), DS_ERR_NOT_FOUND);
     assert_valid(f.store, tok, u1);
@@ -342,7 +342,7 @@ START_TEST(test_session_revoke_by_id_only_for_its_user) {
     ck_assert_ds_ok(ds_session_revoke_id(f.store, u1, s->id, &err), err);
     assert_rejected(f.store, tok, "revoked");
     ds_session_free(s);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     teardown(&f);
 }
 END_TEST
@@ -351,10 +351,10 @@ START_TEST(test_session_revoke_all_of_a_user) {
     fixture f = setup("srevall", NULL);
     int64_t u1 = make_user(f.url, "jo@example.com");
     int64_t u2 = make_user(f.url, "kim@example.com");
-    ds_secret *t1[3];
+    ds_crypto_secret *t1[3];
     for (int i = 0; i < 3; i++)
         t1[i] = login(f.store, u1, NULL, NULL, NULL);
-    ds_secret *t2 = login(f.store, u2, NULL, NULL, NULL);
+    ds_crypto_secret *t2 = login(f.store, u2, NULL, NULL, NULL);
     int64_t n = -1;
     ds_error err = {0};
     ck_assert_ds_ok(ds_session_revoke_user(f.store, u1, &n, &err), err);
@@ -370,8 +370,8 @@ START_TEST(test_session_revoke_all_of_a_user) {
     ck_assert_uint_eq(count, 0);
     ds_session_list_free(list, count);
     for (int i = 0; i < 3; i++)
-        ds_secret_free(t1[i]);
-    ds_secret_free(t2);
+        ds_crypto_secret_free(t1[i]);
+    ds_crypto_secret_free(t2);
     teardown(&f);
 }
 END_TEST
@@ -380,7 +380,7 @@ START_TEST(test_session_list_most_recent_first) {
     fixture f = setup("slist", NULL);
     int64_t uid = make_user(f.url, "lu@example.com");
     ds_session *s[3];
-    ds_secret *t[3];
+    ds_crypto_secret *t[3];
     const char *agents[] = {"laptop", "phone", "tablet"};
     for (int i = 0; i < 3; i++)
         t[i] = login(f.store, uid, agents[i], "192.0.2.1", &s[i]);
@@ -389,7 +389,7 @@ START_TEST(test_session_list_most_recent_first) {
     sql_on_session(f.url, s[2]->id, "UPDATE auth_sessions SET last_seen_at = now() - "
                                     "interval '2 hours' WHERE id = %lld");
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_revoke(f.store, ds_secret_data(t[1]), &err), err);
+    ck_assert_ds_ok(ds_session_revoke(f.store, ds_crypto_secret_data(t[1]), &err), err);
     ds_session **list;
     size_t count;
     ck_assert_ds_ok(ds_session_list(f.store, uid, &list, &count, &err), err);
@@ -400,7 +400,7 @@ START_TEST(test_session_list_most_recent_first) {
     ds_session_list_free(list, count);
     for (int i = 0; i < 3; i++) {
         ds_session_free(s[i]);
-        ds_secret_free(t[i]);
+        ds_crypto_secret_free(t[i]);
     }
     teardown(&f);
 }
@@ -410,7 +410,7 @@ START_TEST(test_session_purge_expired) {
     fixture f = setup("spurge", NULL);
     int64_t uid = make_user(f.url, "max@example.com");
     ds_session *s[4];
-    ds_secret *t[4];
+    ds_crypto_secret *t[4];
     for (int i = 0; i < 4; i++)
         t[i] = login(f.store, uid, NULL, NULL, &s[i]);
     sql_on_session(f.url, s[0]->id, "UPDATE auth_sessions SET expires_at = now() - "
@@ -439,7 +439,7 @@ START_TEST(test_session_purge_expired) {
     ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM auth_sessions"), 1);
     for (int i = 0; i < 4; i++) {
         ds_session_free(s[i]);
-        ds_secret_free(t[i]);
+        ds_crypto_secret_free(t[i]);
     }
     teardown(&f);
 }
@@ -453,8 +453,8 @@ START_TEST(test_session_survives_key_rotation) {
     int64_t uid = make_user(url, "ned@example.com");
     ds_crypto *r1 = dt_crypto_ring(DT_K1);
     ds_session_store *s1 = store_over(pool, r1, NULL);
-    ds_secret *used = login(s1, uid, NULL, NULL, NULL);
-    ds_secret *idle = login(s1, uid, NULL, NULL, NULL);
+    ds_crypto_secret *used = login(s1, uid, NULL, NULL, NULL);
+    ds_crypto_secret *idle = login(s1, uid, NULL, NULL, NULL);
     char *before = NULL;
     {
         PGconn *c = PQconnectdb(url);
@@ -485,14 +485,14 @@ START_TEST(test_session_survives_key_rotation) {
     assert_valid(s3, used, uid);
     assert_rejected(s3, idle, "no such session");
     /* revocation also finds sessions under an older key */
-    ds_secret *late = login(s1, uid, NULL, NULL, NULL);
+    ds_crypto_secret *late = login(s1, uid, NULL, NULL, NULL);
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_revoke(s2, ds_secret_data(late), &err), err);
+    ck_assert_ds_ok(ds_session_revoke(s2, ds_crypto_secret_data(late), &err), err);
     assert_rejected(s1, late, "revoked");
     free(before);
-    ds_secret_free(used);
-    ds_secret_free(idle);
-    ds_secret_free(late);
+    ds_crypto_secret_free(used);
+    ds_crypto_secret_free(idle);
+    ds_crypto_secret_free(late);
     ds_session_store_close(s1);
     ds_session_store_close(s2);
     ds_session_store_close(s3);
@@ -515,7 +515,7 @@ START_TEST(test_session_through_pgbouncer) {
     ds_crypto *c = dt_crypto_ring(DT_K1);
     ds_session_options o = {.size = sizeof(ds_session_options), .touch_interval_ms = 1};
     ds_session_store *s = store_over(pool, c, &o);
-    ds_secret *tok = login(s, uid, "ua", "10.1.2.3", NULL);
+    ds_crypto_secret *tok = login(s, uid, "ua", "10.1.2.3", NULL);
     for (int i = 0; i < 20; i++)
         assert_valid(s, tok, uid);
     int64_t n;
@@ -523,7 +523,7 @@ START_TEST(test_session_through_pgbouncer) {
     ck_assert_int_eq(n, 1);
     assert_rejected(s, tok, "revoked");
     ck_assert_ds_ok(ds_session_purge_expired(s, 0, &n, &err), err);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     ds_session_store_close(s);
     ds_crypto_close(c);
     ds_pool_close(pool);
@@ -579,8 +579,8 @@ static void needle_forms(needles *nd, const unsigned char *p, size_t n,
     }
 }
 
-static void session_needles(needles *nd, const ds_secret *tok) {
-    const char *text = ds_secret_data(tok);
+static void session_needles(needles *nd, const ds_crypto_secret *tok) {
+    const char *text = ds_crypto_secret_data(tok);
     needle_forms(nd, (const unsigned char *)text, strlen(text), "session token");
     unsigned char raw[32], h[32];
     size_t len;
@@ -686,13 +686,13 @@ START_TEST(test_session_dump_reveals_no_token) {
         dt_sql(url, sql);
         /* sessions: some used, one revoked */
         for (int k = 0; k < 3; k++) {
-            ds_secret *tok = login(store, uid, "Mozilla/5.0 (Macintosh) Safari/17.0",
+            ds_crypto_secret *tok = login(store, uid, "Mozilla/5.0 (Macintosh) Safari/17.0",
                                    k ? "203.0.113.9" : "2001:db8::42", NULL);
             session_needles(nd, tok);
             assert_valid(store, tok, uid);
             if (k == 2)
-                ck_assert_ds_ok(ds_session_revoke(store, ds_secret_data(tok), &err), err);
-            ds_secret_free(tok);
+                ck_assert_ds_ok(ds_session_revoke(store, ds_crypto_secret_data(tok), &err), err);
+            ds_crypto_secret_free(tok);
         }
         /* two service connections, written the repository's way */
         for (int k = 0; k < 2; k++) {
@@ -710,10 +710,10 @@ START_TEST(test_session_dump_reveals_no_token) {
                                               strlen(oauth[u][k][0]), &aenv, &alen, &err), err);
             ck_assert_ds_ok(ds_crypto_encrypt(ring1, &rctx, oauth[u][k][1],
                                               strlen(oauth[u][k][1]), &renv, &rlen, &err), err);
-            ds_param p[] = {ds_param_int64(uid), ds_param_text(provider),
-                            ds_param_text(account), ds_param_text("read write"),
-                            ds_param_bytea(aenv, alen), ds_param_bytea(renv, rlen),
-                            ds_param_text(ds_crypto_active_key_id(ring1))};
+            ds_sql_param p[] = {ds_sql_param_int64(uid), ds_sql_param_text(provider),
+                            ds_sql_param_text(account), ds_sql_param_text("read write"),
+                            ds_sql_param_bytea(aenv, alen), ds_sql_param_bytea(renv, rlen),
+                            ds_sql_param_text(ds_crypto_active_key_id(ring1))};
             ck_assert_ds_ok(ds_sql_exec_pool(pool,
                 "INSERT INTO service_connections (user_id, provider, external_account_id, "
                 "scopes, access_token_enc, refresh_token_enc, key_id, token_expires_at) "
@@ -758,11 +758,11 @@ START_TEST(test_session_dump_reveals_no_token) {
         ck_assert_int_eq(PQntuples(r), 1);
         int64_t uid = (int64_t)be64toh(*(const uint64_t *)PQgetvalue(r, 0, 1));
         ds_crypto_context actx = {sizeof(ds_crypto_context), "service_connections", "access_token", uid, PQgetvalue(r, 0, 2)};
-        ds_secret *plain;
+        ds_crypto_secret *plain;
         ck_assert_ds_ok(ds_crypto_decrypt(ring2, &actx, (const uint8_t *)PQgetvalue(r, 0, 0),
                                           (size_t)PQgetlength(r, 0, 0), &plain, &err), err);
-        ck_assert_str_eq(ds_secret_data(plain), oauth[u][0][0]);
-        ds_secret_free(plain);
+        ck_assert_str_eq(ds_crypto_secret_data(plain), oauth[u][0][0]);
+        ds_crypto_secret_free(plain);
         PQclear(r);
         PQfinish(c);
     }
@@ -821,12 +821,12 @@ START_TEST(test_session_redis_copy_lives_at_most_cache_ttl_ms_and_its_expiry) {
                             .cache_ttl_ms = 120000};
     rfixture r = rsetup("srttl", &o);
     int64_t uid = make_user(r.f.url, "ttl@example.com");
-    ds_secret *tok = login(r.store, uid, NULL, NULL, NULL);
+    ds_crypto_secret *tok = login(r.store, uid, NULL, NULL, NULL);
     assert_valid(r.store, tok, uid);
     long long ttl = session_copy_pttl(r.redis);
     ck_assert_int_gt(ttl, 0);
     ck_assert_int_le(ttl, 120000);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     rteardown(&r);
 
     /* a session that expires in 30 s: its copy goes with it, though the
@@ -841,7 +841,7 @@ START_TEST(test_session_redis_copy_lives_at_most_cache_ttl_ms_and_its_expiry) {
     ttl = session_copy_pttl(r.redis);
     ck_assert_int_gt(ttl, 0);
     ck_assert_int_le(ttl, 30000);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     rteardown(&r);
 }
 END_TEST
@@ -849,7 +849,7 @@ END_TEST
 START_TEST(test_session_redis_serves_validations) {
     rfixture r = rsetup("srhit", NULL);
     int64_t uid = make_user(r.f.url, "pia@example.com");
-    ds_secret *tok = login(r.store, uid, "agent/1", "192.0.2.5", NULL);
+    ds_crypto_secret *tok = login(r.store, uid, "agent/1", "192.0.2.5", NULL);
     ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 0); /* cached on first use */
     assert_valid(r.store, tok, uid);
     ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 1);
@@ -861,16 +861,16 @@ START_TEST(test_session_redis_serves_validations) {
     dt_sql(r.f.url, "UPDATE auth_sessions SET user_agent = 'changed in SQL'");
     ds_session *s;
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_validate(r.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_ds_ok(ds_session_validate(r.store, ds_crypto_secret_data(tok), NULL, &s, &err), err);
     ck_assert_str_eq(s->user_agent, "agent/1");
     ck_assert_str_eq(s->ip, "192.0.2.5");
     ck_assert_int_eq(s->user_id, uid);
     ds_session_free(s);
     /* the PostgreSQL-only store sees the change */
-    ck_assert_ds_ok(ds_session_validate(r.f.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_ds_ok(ds_session_validate(r.f.store, ds_crypto_secret_data(tok), NULL, &s, &err), err);
     ck_assert_str_eq(s->user_agent, "changed in SQL");
     ds_session_free(s);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     rteardown(&r);
 }
 END_TEST
@@ -880,16 +880,16 @@ START_TEST(test_session_redis_revocation_is_immediate) {
     int64_t u1 = make_user(r.f.url, "quinn@example.com");
     int64_t u2 = make_user(r.f.url, "ray@example.com");
     ds_session *s;
-    ds_secret *a = login(r.store, u1, NULL, NULL, NULL);
-    ds_secret *b = login(r.store, u1, NULL, NULL, &s);
-    ds_secret *c = login(r.store, u1, NULL, NULL, NULL);
-    ds_secret *d = login(r.store, u2, NULL, NULL, NULL);
+    ds_crypto_secret *a = login(r.store, u1, NULL, NULL, NULL);
+    ds_crypto_secret *b = login(r.store, u1, NULL, NULL, &s);
+    ds_crypto_secret *c = login(r.store, u1, NULL, NULL, NULL);
+    ds_crypto_secret *d = login(r.store, u2, NULL, NULL, NULL);
     assert_valid(r.store, a, u1);
     assert_valid(r.store, b, u1);
     assert_valid(r.store, c, u1);
     assert_valid(r.store, d, u2);
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(a), &err), err);
+    ck_assert_ds_ok(ds_session_revoke(r.store, ds_crypto_secret_data(a), &err), err);
     assert_rejected(r.store, a, "revoked");
     ck_assert_ds_ok(ds_session_revoke_id(r.store, u1, s->id, &err), err); /* b */
     assert_rejected(r.store, b, "revoked");
@@ -902,10 +902,10 @@ START_TEST(test_session_redis_revocation_is_immediate) {
     assert_rejected(r.f.store, a, "revoked");
     assert_rejected(r.f.store, c, "revoked");
     ds_session_free(s);
-    ds_secret_free(a);
-    ds_secret_free(b);
-    ds_secret_free(c);
-    ds_secret_free(d);
+    ds_crypto_secret_free(a);
+    ds_crypto_secret_free(b);
+    ds_crypto_secret_free(c);
+    ds_crypto_secret_free(d);
     rteardown(&r);
 }
 END_TEST
@@ -928,7 +928,7 @@ static char *the_session_copy(ds_redis *r, char **value) {
 START_TEST(test_session_redis_copy_holds_no_clear_agent_or_ip) {
     rfixture r = rsetup("srclear", NULL);
     int64_t uid = make_user(r.f.url, "ida@example.com");
-    ds_secret *tok = login(r.store, uid, "Secret-Agent/7.1", "198.51.100.23", NULL);
+    ds_crypto_secret *tok = login(r.store, uid, "Secret-Agent/7.1", "198.51.100.23", NULL);
     assert_valid(r.store, tok, uid);
     char *value;
     char *key = the_session_copy(r.redis, &value);
@@ -941,7 +941,7 @@ START_TEST(test_session_redis_copy_holds_no_clear_agent_or_ip) {
     ds_session *s;
     ds_error err = {0};
     dt_sql(r.f.url, "UPDATE auth_sessions SET user_agent = 'changed in SQL'");
-    ck_assert_ds_ok(ds_session_validate(r.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_ds_ok(ds_session_validate(r.store, ds_crypto_secret_data(tok), NULL, &s, &err), err);
     ck_assert_str_eq(s->user_agent, "Secret-Agent/7.1");
     ck_assert_str_eq(s->ip, "198.51.100.23");
     ds_session_free(s);
@@ -950,7 +950,7 @@ START_TEST(test_session_redis_copy_holds_no_clear_agent_or_ip) {
     char *x = strstr(value, "\"x\":\"") + 5;
     *x = *x == 'A' ? 'B' : 'A';
     freeReplyObject(dt_rcmd(r.redis, "SET %s %s PX 60000", key, value));
-    ck_assert_ds_ok(ds_session_validate(r.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_ds_ok(ds_session_validate(r.store, ds_crypto_secret_data(tok), NULL, &s, &err), err);
     ck_assert_str_eq(s->user_agent, "changed in SQL");
     ds_session_free(s);
     free(value);
@@ -967,7 +967,7 @@ START_TEST(test_session_redis_copy_holds_no_clear_agent_or_ip) {
     freeReplyObject(dt_rcmd(r.redis, "SET %s %s PX 60000", key, text));
     free(text);
     json_decref(old);
-    ck_assert_ds_ok(ds_session_validate(r.store, ds_secret_data(tok), NULL, &s, &err), err);
+    ck_assert_ds_ok(ds_session_validate(r.store, ds_crypto_secret_data(tok), NULL, &s, &err), err);
     ck_assert_str_eq(s->user_agent, "changed in SQL");
     ck_assert_int_ne(s->id, 999999);
     ds_session_free(s);
@@ -977,7 +977,7 @@ START_TEST(test_session_redis_copy_holds_no_clear_agent_or_ip) {
     ck_assert_ptr_null(strstr(value, "changed in SQL"));
     free(value);
     free(key);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     rteardown(&r);
 }
 END_TEST
@@ -986,21 +986,21 @@ START_TEST(test_session_redis_race_cannot_resurrect) {
     rfixture r = rsetup("srrace", NULL);
     int64_t uid = make_user(r.f.url, "sam@example.com");
     ds_session *s;
-    ds_secret *tok = login(r.store, uid, NULL, NULL, &s);
+    ds_crypto_secret *tok = login(r.store, uid, NULL, NULL, &s);
     assert_valid(r.store, tok, uid);
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(tok), &err), err);
+    ck_assert_ds_ok(ds_session_revoke(r.store, ds_crypto_secret_data(tok), &err), err);
     /* a validation that read PostgreSQL just before the revocation now
      * writes its copy: the tombstone wins */
     uint8_t raw[32], hash[32];
-    ck_assert_ds_ok(ds__session_token_decode(ds_secret_data(tok), raw, "test", &err), err);
+    ck_assert_ds_ok(ds__session_token_decode(ds_crypto_secret_data(tok), raw, "test", &err), err);
     ck_assert_ds_ok(ds__crypto_session_hash(r.f.crypto, 0, raw, 32, hash, &err), err);
     uint8_t seal[DS__SESSION_SEAL_KEY_BYTES];
     ds__session_seal_key(raw, seal);
     ds__session_cache_put(r.store, hash, seal, s);
     assert_rejected(r.store, tok, "revoked");
     ds_session_free(s);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     rteardown(&r);
 }
 END_TEST
@@ -1010,7 +1010,7 @@ START_TEST(test_session_redis_touch_still_slides) {
     rfixture r = rsetup("srslide", &o);
     int64_t uid = make_user(r.f.url, "tia@example.com");
     ds_session *s;
-    ds_secret *tok = login(r.store, uid, NULL, NULL, &s);
+    ds_crypto_secret *tok = login(r.store, uid, NULL, NULL, &s);
     assert_valid(r.store, tok, uid); /* cached */
     usleep(400 * 1000);
     sql_on_session(r.f.url, s->id,
@@ -1020,7 +1020,7 @@ START_TEST(test_session_redis_touch_still_slides) {
     ck_assert_int_eq(dt_sql_int(r.f.url, "SELECT count(*) FROM auth_sessions WHERE "
                                          "expires_at > now() + interval '13 days'"), 1);
     ds_session_free(s);
-    ds_secret_free(tok);
+    ds_crypto_secret_free(tok);
     rteardown(&r);
 }
 END_TEST
@@ -1028,18 +1028,18 @@ END_TEST
 START_TEST(test_session_redis_down_falls_back_to_postgres) {
     rfixture r = rsetup("srdown", NULL);
     int64_t uid = make_user(r.f.url, "uma@example.com");
-    ds_secret *tok = login(r.store, uid, NULL, NULL, NULL);
-    ds_secret *other = login(r.store, uid, NULL, NULL, NULL);
+    ds_crypto_secret *tok = login(r.store, uid, NULL, NULL, NULL);
+    ds_crypto_secret *other = login(r.store, uid, NULL, NULL, NULL);
     assert_valid(r.store, tok, uid);
     assert_valid(r.store, other, uid);
     dt_redis_stop();
     assert_valid(r.store, tok, uid); /* PostgreSQL answers */
-    ds_secret *fresh = login(r.store, uid, NULL, NULL, NULL);
+    ds_crypto_secret *fresh = login(r.store, uid, NULL, NULL, NULL);
     assert_valid(r.store, fresh, uid);
     /* the revocation is in PostgreSQL, but the cache could not be told: the
      * caller hears it (retryable) */
     ds_error err = {0};
-    ds_status st = ds_session_revoke(r.store, ds_secret_data(tok), &err);
+    ds_status st = ds_session_revoke(r.store, ds_crypto_secret_data(tok), &err);
     ck_assert_ds_status(st, DS_ERR_REDIS, err);
     ck_assert(ds_error_is_retryable(&err));
     ck_assert_ptr_nonnull(strstr(err.message, "revoked in PostgreSQL"));
@@ -1050,15 +1050,15 @@ START_TEST(test_session_redis_down_falls_back_to_postgres) {
     ck_assert_int_eq(n, 2);
     dt_redis_start(r.redis);
     /* retried once Redis is back: every entry gets its tombstone */
-    ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(tok), &err), err);
+    ck_assert_ds_ok(ds_session_revoke(r.store, ds_crypto_secret_data(tok), &err), err);
     ck_assert_ds_ok(ds_session_revoke_user(r.store, uid, &n, &err), err);
     ck_assert_int_eq(n, 0);
     assert_rejected(r.store, tok, "revoked");
     assert_rejected(r.store, other, "revoked");
     assert_rejected(r.store, fresh, "revoked");
-    ds_secret_free(tok);
-    ds_secret_free(other);
-    ds_secret_free(fresh);
+    ds_crypto_secret_free(tok);
+    ds_crypto_secret_free(other);
+    ds_crypto_secret_free(fresh);
     rteardown(&r);
 }
 END_TEST
@@ -1067,23 +1067,23 @@ START_TEST(test_session_redis_erase_user_removes_entries) {
     rfixture r = rsetup("srerase", NULL);
     int64_t u1 = make_user(r.f.url, "val@example.com");
     int64_t u2 = make_user(r.f.url, "wes@example.com");
-    ds_secret *a = login(r.store, u1, NULL, NULL, NULL);
-    ds_secret *b = login(r.store, u1, NULL, NULL, NULL);
-    ds_secret *c = login(r.store, u2, NULL, NULL, NULL);
+    ds_crypto_secret *a = login(r.store, u1, NULL, NULL, NULL);
+    ds_crypto_secret *b = login(r.store, u1, NULL, NULL, NULL);
+    ds_crypto_secret *c = login(r.store, u2, NULL, NULL, NULL);
     assert_valid(r.store, a, u1);
     assert_valid(r.store, b, u1);
     assert_valid(r.store, c, u2);
     ds_error err = {0};
-    ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(b), &err), err);
+    ck_assert_ds_ok(ds_session_revoke(r.store, ds_crypto_secret_data(b), &err), err);
     ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 3); /* 2 entries, 1 tombstone */
     int64_t removed = 0;
     ck_assert_ds_ok(ds_redis_erase_user(r.redis, u1, &removed, &err), err);
     ck_assert_int_ge(removed, 2);
     ck_assert_int_eq(dt_redis_count_keys(r.redis, "sess:*"), 1); /* u2's */
     assert_valid(r.store, c, u2);
-    ds_secret_free(a);
-    ds_secret_free(b);
-    ds_secret_free(c);
+    ds_crypto_secret_free(a);
+    ds_crypto_secret_free(b);
+    ds_crypto_secret_free(c);
     rteardown(&r);
 }
 END_TEST
@@ -1148,12 +1148,12 @@ START_TEST(test_session_redis_holds_no_token) {
         snprintf(email, sizeof email, "scan%d@example.com", u);
         int64_t uid = make_user(r.f.url, email);
         for (int k = 0; k < 3; k++) {
-            ds_secret *tok = login(r.store, uid, "Mozilla/5.0", "198.51.100.1", NULL);
+            ds_crypto_secret *tok = login(r.store, uid, "Mozilla/5.0", "198.51.100.1", NULL);
             session_needles(nd, tok);
             assert_valid(r.store, tok, uid);
             if (k == 1)
-                ck_assert_ds_ok(ds_session_revoke(r.store, ds_secret_data(tok), &err), err);
-            ds_secret_free(tok);
+                ck_assert_ds_ok(ds_session_revoke(r.store, ds_crypto_secret_data(tok), &err), err);
+            ds_crypto_secret_free(tok);
         }
     }
     char first[256] = "";
@@ -1176,11 +1176,11 @@ START_TEST(test_session_out_of_memory_is_an_error) {
     fixture f = setup("soom", NULL);
     int64_t uid = make_user(f.url, "oom@example.com");
     ds_error err = {0};
-    ds_secret *keep = login(f.store, uid, NULL, NULL, NULL);
+    ds_crypto_secret *keep = login(f.store, uid, NULL, NULL, NULL);
     bool created = false, validated = false;
     for (long n = 1; n < 40 && !(created && validated); n++) {
         if (!created) {
-            ds_secret *tok = (ds_secret *)1;
+            ds_crypto_secret *tok = (ds_crypto_secret *)1;
             ds_session *s = (ds_session *)1;
             ds__test_fail_alloc_after(n);
             ds_status st = ds_session_create(f.store, uid, "ua", "10.0.0.1", &tok, &s, &err);
@@ -1188,7 +1188,7 @@ START_TEST(test_session_out_of_memory_is_an_error) {
             if (st == DS_OK) {
                 created = true;
                 ds_session_free(s);
-                ds_secret_free(tok);
+                ds_crypto_secret_free(tok);
             } else {
                 ck_assert_ds_status(st, DS_ERR_NOMEM, err);
                 ck_assert_ptr_null(tok);
@@ -1199,7 +1199,7 @@ START_TEST(test_session_out_of_memory_is_an_error) {
             ds_session *s = (ds_session *)1;
             int64_t who = 5;
             ds__test_fail_alloc_after(n);
-            ds_status st = ds_session_validate(f.store, ds_secret_data(keep), &who, &s, &err);
+            ds_status st = ds_session_validate(f.store, ds_crypto_secret_data(keep), &who, &s, &err);
             ds__test_fail_alloc_after(0);
             if (st == DS_OK) {
                 validated = true;
@@ -1215,7 +1215,7 @@ START_TEST(test_session_out_of_memory_is_an_error) {
     ck_assert(created && validated);
     /* and the store still works */
     assert_valid(f.store, keep, uid);
-    ds_secret_free(keep);
+    ds_crypto_secret_free(keep);
     teardown(&f);
 }
 END_TEST
@@ -1289,7 +1289,7 @@ START_TEST(test_session_status_does_not_depend_on_err) {
     ck_assert_int_eq(ds_session_revoke_user(store, uid, &revoked, &err), DS_ERR_TIMEOUT);
     ck_assert_int_eq(ds_session_revoke_user(store, uid, &revoked, NULL), DS_ERR_TIMEOUT);
     ck_assert_int_eq(revoked, 0);
-    ds_secret *tok = NULL;
+    ds_crypto_secret *tok = NULL;
     ck_assert_int_eq(ds_session_create(store, uid, NULL, NULL, &tok, NULL, NULL),
                      DS_ERR_TIMEOUT);
     ck_assert_ptr_null(tok);
@@ -1323,7 +1323,7 @@ START_TEST(test_session_errors_null_and_out_of_range) {
         ck_assert_msg(ds_session_store_open(pool, c, NULL, &bad[i], &s, &err) == DS_ERR_INVALID,
                       "options %zu accepted", i);
     s = store_over(pool, c, NULL);
-    ds_secret *tok;
+    ds_crypto_secret *tok;
     ck_assert_int_eq(ds_session_create(NULL, 1, NULL, NULL, &tok, NULL, &err), DS_ERR_INVALID);
     ck_assert_int_eq(ds_session_create(s, 1, NULL, NULL, NULL, NULL, &err), DS_ERR_INVALID);
     ds_session *sess = (ds_session *)1;

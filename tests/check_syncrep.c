@@ -175,13 +175,13 @@ START_TEST(test_syncrep_cancelled_wait_is_not_durable) {
      * and has committed on the primary only. */
     ck_assert_int_eq(pg_ctl(&e, "standby", "fast"), 0);
     e.standby = false;
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     ds_status autocommit, in_tx;
     int cancelled_autocommit, cancelled_tx;
     WITH_CANCEL(e.url, cancelled_autocommit,
                 autocommit = ds_sql_exec_pool(pool, "INSERT INTO dt_sync VALUES (2)",
                                           NULL, 0, &res, &e3));
-    ds_result *res_after = res;
+    ds_sql_result *res_after = res;
     WITH_CANCEL(e.url, cancelled_tx,
                 in_tx = ds_tx_run(pool, NULL, insert_in_tx, NULL, &e4));
     /* The connection stays usable, and reads are unaffected. */

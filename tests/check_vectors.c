@@ -66,11 +66,11 @@ START_TEST(test_vectors_token_envelopes_open) {
                                                   &err),
                         err);
         ck_assert_str_eq(got_kid, kid);
-        ds_secret *sec;
+        ds_crypto_secret *sec;
         ck_assert_ds_ok(ds_crypto_decrypt(c, &ctx, env, elen, &sec, &err), err);
-        ck_assert_uint_eq(ds_secret_len(sec), strlen(pt));
-        ck_assert(memcmp(ds_secret_data(sec), pt, strlen(pt)) == 0);
-        ds_secret_free(sec);
+        ck_assert_uint_eq(ds_crypto_secret_len(sec), strlen(pt));
+        ck_assert(memcmp(ds_crypto_secret_data(sec), pt, strlen(pt)) == 0);
+        ds_crypto_secret_free(sec);
         /* the other kind of scope is another place */
         ds_crypto_context other = ctx;
         other.scope = ctx.scope ? NULL : "";

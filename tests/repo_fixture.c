@@ -120,13 +120,13 @@ void run_occ(int64_t id, bool setting, int64_t *final_version) {
 }
 
 ds_crypto *test_crypto(const char *kid) {
-    ds_secret *entry;
+    ds_crypto_secret *entry;
     ds_error err = {0};
     ds_status st = ds_crypto_generate_key(kid, &entry, &err);
     ck_assert_ds_ok(st, err);
     ds_crypto *c;
-    st = ds_crypto_open_keys(ds_secret_data(entry), &c, &err);
-    ds_secret_free(entry);
+    st = ds_crypto_open_keys(ds_crypto_secret_data(entry), &c, &err);
+    ds_crypto_secret_free(entry);
     ck_assert_ds_ok(st, err);
     return c;
 }

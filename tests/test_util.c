@@ -257,9 +257,9 @@ ds_status dt_pool_wait_query_ok(ds_pool *pool, long long timeout_ms,
     ds_status st;
     for (;;) {
         tries++;
-        ds_result *res = NULL;
+        ds_sql_result *res = NULL;
         st = ds_sql_exec_pool(pool, "SELECT 1", NULL, 0, &res, e);
-        ds_result_free(res);
+        ds_sql_result_free(res);
         if (st == DS_OK || dt_now_ms() >= deadline)
             break;
         usleep(50000);

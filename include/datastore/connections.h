@@ -7,7 +7,7 @@
  *   st = ds_connection_upsert(pool, crypto, &in, NULL, &err);
  *   ds_connection *c;
  *   st = ds_connection_get(pool, crypto, id, &c, &err);
- *   use(ds_secret_data(c->access_token));   // wiped by ds_connection_free
+ *   use(ds_crypto_secret_data(c->access_token));   // wiped by ds_connection_free
  *
  * The repository never writes a token in plaintext: each is sealed with
  * ds_crypto_encrypt() under the active key (its id goes into key_id, so
@@ -15,7 +15,7 @@
  * (table "service_connections", field "access_token"/"refresh_token",
  * owner = user_id, scope = "provider/external_account_id"). An envelope
  * moved to another row or column does not decrypt. Reads decrypt into
- * ds_secret buffers that are wiped when freed; any decrypt failure is
+ * ds_crypto_secret buffers that are wiped when freed; any decrypt failure is
  * DS_ERR_CRYPTO with no partial row.
  *
  * One connection per (user, provider, external account): upsert replaces
@@ -63,9 +63,9 @@ typedef struct ds_connection {
     int64_t updated_at;
     bool has_access_token;
     bool has_refresh_token;
-    ds_secret *access_token;   /* decrypted by ds_connection_get() with a
+    ds_crypto_secret *access_token;   /* decrypted by ds_connection_get() with a
                                   crypto handle; NULL otherwise or if none */
-    ds_secret *refresh_token;
+    ds_crypto_secret *refresh_token;
 } ds_connection;
 
 /* What to store. Tokens are borrowed for the call; NULL means "none". */

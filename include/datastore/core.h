@@ -106,7 +106,7 @@ typedef enum ds_status {
  *     initialised struct with nothing else set equals passing NULL. A size
  *     of 0 (not initialised) or larger than the library knows is
  *     DS_ERR_INVALID;
- *   - fixed values (ds_error, cursors, ds_read_token, ds_param): small
+ *   - fixed values (ds_error, cursors, ds_read_token, ds_sql_param): small
  *     plain values that never change shape; a new shape is a new type.
  */
 /* For an integer option whose zero means "the default": none, off, do not
@@ -186,7 +186,7 @@ typedef void (*ds_log_fn)(void *ud, ds_log_level level, const char *module,
  * thread, including the pool's maintenance thread, and must not call back
  * into the library.
  */
-DS_EXPORT void ds_set_log_fn(ds_log_fn fn, void *ud, ds_log_level min_level);
+DS_EXPORT void ds_log_set_fn(ds_log_fn fn, void *ud, ds_log_level min_level);
 
 /* "debug", "info", "warn", "error"; never NULL. */
 DS_EXPORT const char *ds_log_level_str(ds_log_level level);

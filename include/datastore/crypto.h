@@ -38,7 +38,7 @@
  * ds_crypto_scope_service() builds that scope string.
  *
  * Thread-safety: a ds_crypto is safe to share between threads (close it
- * only once no other thread uses it). A ds_secret is owned by one caller.
+ * only once no other thread uses it). A ds_crypto_secret is owned by one caller.
  */
 #ifndef DATASTORE_CRYPTO_H
 #define DATASTORE_CRYPTO_H
@@ -55,7 +55,7 @@ typedef struct ds_crypto ds_crypto;
 
 /* Decrypted bytes (or a fresh secret such as a session token) in memory
  * that is wiped when freed. */
-typedef struct ds_secret ds_secret;
+typedef struct ds_crypto_secret ds_crypto_secret;
 
 /* Bytes added by the envelope around the plaintext for a key id of
  * `kid_len` characters: 2 + kid_len + 24 (nonce) + 16 (tag). */
@@ -112,14 +112,14 @@ DS_EXPORT DS_NODISCARD ds_status ds_crypto_encrypt(
 
 /*
  * Decrypts an envelope written for the same place `ctx`, with whichever key
- * of the ring its key id names. *out is freed with ds_secret_free().
+ * of the ring its key id names. *out is freed with ds_crypto_secret_free().
  * Errors: DS_ERR_CRYPTO (every kind of failure, one message, including an
  * empty envelope), DS_ERR_INVALID (NULL crypto/ctx/out, or NULL envelope
  * with a non-zero length), DS_ERR_NOMEM. On failure *out is NULL.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_crypto_decrypt(
     ds_crypto *crypto, const ds_crypto_context *ctx, const uint8_t *envelope,
-    size_t envelope_len, ds_secret **out, ds_error *err);
+    size_t envelope_len, ds_crypto_secret **out, ds_error *err);
 
 /* The key id named inside an envelope, without decrypting (nothing is
  * authenticated: use it to route, never to trust). Copies it into `kid`
@@ -129,22 +129,22 @@ DS_EXPORT DS_NODISCARD ds_status ds_crypto_envelope_key_id(
     const uint8_t *envelope, size_t envelope_len, char *kid, size_t kid_size,
     ds_error *err);
 
-/* The plaintext (NUL-terminated after `ds_secret_len` bytes, for tokens
- * that are text). Borrowed: lives until ds_secret_free(). NULL / 0 for a
+/* The plaintext (NUL-terminated after `ds_crypto_secret_len` bytes, for tokens
+ * that are text). Borrowed: lives until ds_crypto_secret_free(). NULL / 0 for a
  * NULL secret. */
-DS_EXPORT const char *ds_secret_data(const ds_secret *secret);
-DS_EXPORT size_t ds_secret_len(const ds_secret *secret);
+DS_EXPORT const char *ds_crypto_secret_data(const ds_crypto_secret *secret);
+DS_EXPORT size_t ds_crypto_secret_len(const ds_crypto_secret *secret);
 /* Wipes and frees. NULL is a no-op. */
-DS_EXPORT void ds_secret_free(ds_secret *secret);
+DS_EXPORT void ds_crypto_secret_free(ds_crypto_secret *secret);
 
 /*
  * A new random 32-byte key as one key ring entry, "kid:base64key" (standard
- * base64), in a ds_secret. Prepend it to DS_TOKEN_KEYS to make it the
+ * base64), in a ds_crypto_secret. Prepend it to DS_TOKEN_KEYS to make it the
  * active key. Errors: DS_ERR_INVALID (kid not 1 to 32 of letters, digits,
  * '-', '_', '.'), DS_ERR_NOMEM.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_crypto_generate_key(const char *kid,
-                                                        ds_secret **entry,
+                                                        ds_crypto_secret **entry,
                                                         ds_error *err);
 
 /*

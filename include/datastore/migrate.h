@@ -200,7 +200,7 @@ typedef struct ds_migration_list {
  * Reads the files and the database's record, without taking any lock or
  * changing anything (a database never migrated simply shows every file
  * pending). An inconsistent history is reported in the list, not as an
- * error. *out is freed with ds_migration_list_free().
+ * error. *out is freed with ds_migrate_list_free().
  * Errors: DS_ERR_MIGRATION (a malformed file set), DS_ERR_CONNECTION,
  * DS_ERR_DB, DS_ERR_INVALID, DS_ERR_NOMEM.
  */
@@ -209,7 +209,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_status(
     ds_error *err);
 
 /* Frees a status list. NULL is a no-op. */
-DS_EXPORT void ds_migration_list_free(ds_migration_list *list);
+DS_EXPORT void ds_migrate_list_free(ds_migration_list *list);
 
 /*
  * Checks the applied history against the files: DS_OK when every applied
@@ -260,15 +260,15 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_check_schema(ds_pool *pool,
 
 /* ---- lint: static rules for migrations on live, populated tables ---- */
 
-typedef enum ds_lint_level {
-    DS_LINT_WARNING = 1, /* worth a look; does not fail the lint          */
-    DS_LINT_ERROR = 2    /* blocks traffic or breaks running code: fails   */
-} ds_lint_level;
+typedef enum ds_migrate_lint_level {
+    DS_MIGRATE_LINT_WARNING = 1, /* worth a look; does not fail the lint          */
+    DS_MIGRATE_LINT_ERROR = 2    /* blocks traffic or breaks running code: fails   */
+} ds_migrate_lint_level;
 
 /* One finding. Every pointer lives as long as the report. */
-typedef struct ds_lint_finding {
+typedef struct ds_migrate_lint_finding {
     const char *rule;    /* stable id, e.g. "index-not-concurrent"       */
-    ds_lint_level level;
+    ds_migrate_lint_level level;
     const char *file;    /* the file name or path given                 */
     int line;            /* 1-based line of the statement               */
     const char *message; /* what the statement does                     */
@@ -276,16 +276,16 @@ typedef struct ds_lint_finding {
     const char *fix;     /* the safe recipe                             */
     bool waived;         /* a "-- ds:lint-ignore RULE: reason" above it  */
     const char *waiver;  /* the waiver's reason, or NULL                */
-} ds_lint_finding;
+} ds_migrate_lint_finding;
 
-typedef struct ds_lint_report {
-    ds_lint_finding *items; /* in file order                            */
+typedef struct ds_migrate_lint_report {
+    ds_migrate_lint_finding *items; /* in file order                            */
     size_t count;
     size_t files;           /* files linted                             */
     size_t errors;          /* error-level findings not waived          */
     size_t warnings;        /* warnings not waived                      */
     size_t waived;
-} ds_lint_report;
+} ds_migrate_lint_report;
 
 /*
  * Lints migration files without a database: the rules (index without
@@ -297,7 +297,7 @@ typedef struct ds_lint_report {
  * file count as new. `paths`/`npaths`: the files to read; npaths 0 lints
  * the up files of opts->dir or of the migrations built into the library
  * (what `up` runs on a new database). docs/migrations.md lists the rules.
- * `*out` receives the report (free with ds_lint_report_free()) even when
+ * `*out` receives the report (free with ds_migrate_lint_report_free()) even when
  * it holds error-level findings: the call fails only when a file cannot
  * be read or split.
  * Errors: DS_ERR_MIGRATION (a file that cannot be read, or cannot be split
@@ -308,20 +308,20 @@ typedef struct ds_lint_report {
 DS_EXPORT DS_NODISCARD ds_status ds_migrate_lint(const ds_migrate_options *opts,
                                                  const char *const *paths,
                                                  size_t npaths,
-                                                 ds_lint_report **out,
+                                                 ds_migrate_lint_report **out,
                                                  ds_error *err);
 /* Frees a report; a no-op on NULL. */
-DS_EXPORT void ds_lint_report_free(ds_lint_report *report);
+DS_EXPORT void ds_migrate_lint_report_free(ds_migrate_lint_report *report);
 
 /* ---- rehearse: the pending migrations on a populated copy, watched ---- */
 
 /*
  * Options of ds_migrate_rehearse(): a growable struct (docs/abi.md). Set
- * it up with ds_rehearse_options_init() or DS_REHEARSE_OPTIONS_INIT, then
- * change members; zero means the default everywhere.
+ * it up with ds_migrate_rehearse_options_init() or
+ * DS_MIGRATE_REHEARSE_OPTIONS_INIT, then change members; zero means the default everywhere.
  */
-typedef struct ds_rehearse_options {
-    size_t size;              /* sizeof(ds_rehearse_options), set by the
+typedef struct ds_migrate_rehearse_options {
+    size_t size;              /* sizeof(ds_migrate_rehearse_options), set by the
                                  initialiser                              */
     const char *dir;          /* migrations directory; NULL: built in     */
     const char *scratch_url;  /* an existing, empty database to rehearse
@@ -345,24 +345,24 @@ typedef struct ds_rehearse_options {
                                  configuration's, < 0 none                */
     const char *pg_dump;      /* the pg_dump program; NULL: "pg_dump"     */
     const char *psql;         /* the psql program; NULL: "psql"           */
-} ds_rehearse_options;
+} ds_migrate_rehearse_options;
 
-#define DS_REHEARSE_OPTIONS_INIT DS_SIZED_INIT(ds_rehearse_options)
+#define DS_MIGRATE_REHEARSE_OPTIONS_INIT DS_SIZED_INIT(ds_migrate_rehearse_options)
 
 /* Sets `opts` to the defaults (all zero) with its size. */
-DS_EXPORT void ds_rehearse_options_init(ds_rehearse_options *opts);
+DS_EXPORT void ds_migrate_rehearse_options_init(ds_migrate_rehearse_options *opts);
 
 /* One statement of a pending migration as the rehearsal ran it. */
-typedef struct ds_rehearse_statement {
+typedef struct ds_migrate_rehearse_statement {
     const char *file;     /* "0003_memory_embeddings.up.sql"            */
     int line;             /* 1-based line of the statement              */
     const char *sql;      /* its start, on one line (at most ~120 bytes) */
     int64_t duration_ms;
     bool ok;              /* false: the statement failed (see error)    */
-} ds_rehearse_statement;
+} ds_migrate_rehearse_statement;
 
 /* A lock on a table, from the first sample that saw it to its release. */
-typedef struct ds_rehearse_lock {
+typedef struct ds_migrate_rehearse_lock {
     size_t statement;     /* index in statements: the one running when
                              the lock was first seen (it may be held on
                              to the end of the file's transaction)      */
@@ -377,16 +377,16 @@ typedef struct ds_rehearse_lock {
     bool blocks_writes;   /* INSERT/UPDATE/DELETE wait for it           */
     bool over_threshold;  /* blocks, the table has rows, and it was held
                              longer than the threshold: fails           */
-} ds_rehearse_lock;
+} ds_migrate_rehearse_lock;
 
 /* A table of the scratch database and how it was filled. */
-typedef struct ds_rehearse_table {
+typedef struct ds_migrate_rehearse_table {
     const char *table;    /* schema.table                               */
     int64_t rows;         /* rows it held before the migrations ran     */
     const char *skipped;  /* why it holds fewer rows than asked, or NULL */
-} ds_rehearse_table;
+} ds_migrate_rehearse_table;
 
-typedef struct ds_rehearse_report {
+typedef struct ds_migrate_rehearse_report {
     bool ok;              /* every pending migration applied and no lock
                              over the threshold                         */
     const char *error;    /* a migration failed on the scratch database:
@@ -399,13 +399,13 @@ typedef struct ds_rehearse_report {
     int64_t rows_per_table;
     const char *scratch_database; /* its name                          */
     bool scratch_kept;    /* it still exists                            */
-    ds_rehearse_statement *statements;
+    ds_migrate_rehearse_statement *statements;
     size_t nstatements;
-    ds_rehearse_lock *locks;
+    ds_migrate_rehearse_lock *locks;
     size_t nlocks;
-    ds_rehearse_table *tables;
+    ds_migrate_rehearse_table *tables;
     size_t ntables;
-} ds_rehearse_report;
+} ds_migrate_rehearse_report;
 
 /*
  * Rehearses `ds-migrate up` for the database of cfg's database_url (the
@@ -422,7 +422,7 @@ typedef struct ds_rehearse_report {
  * database is dropped afterwards unless opts->keep. The configuration's
  * other settings (embedding dimension, vector backend, lock timeout) are
  * those the migrations run with.
- * `*out` receives the report (free with ds_rehearse_report_free()) when
+ * `*out` receives the report (free with ds_migrate_rehearse_report_free()) when
  * the rehearsal ran, whatever it found: a migration that fails on the
  * scratch database or a lock over the threshold makes report->ok false.
  * Errors (nothing was rehearsed, the target is untouched):
@@ -434,13 +434,13 @@ typedef struct ds_rehearse_report {
  * Thread-safe; runs pg_dump and psql as child processes.
  */
 DS_EXPORT DS_NODISCARD ds_status ds_migrate_rehearse(
-    const ds_config *cfg, const ds_rehearse_options *opts,
-    ds_rehearse_report **out, ds_error *err);
+    const ds_config *cfg, const ds_migrate_rehearse_options *opts,
+    ds_migrate_rehearse_report **out, ds_error *err);
 /* Frees a report; a no-op on NULL. */
-DS_EXPORT void ds_rehearse_report_free(ds_rehearse_report *report);
+DS_EXPORT void ds_migrate_rehearse_report_free(ds_migrate_rehearse_report *report);
 
 /* "pending", "applied", "changed", "missing", "out-of-order"; never NULL. */
-DS_EXPORT const char *ds_migration_state_str(ds_migration_state state);
+DS_EXPORT const char *ds_migrate_state_str(ds_migration_state state);
 
 #ifdef __cplusplus
 }

@@ -144,7 +144,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_pool_read_token(ds_pool *pool,
 
 /* ds_pool_read_token() on a connection the caller holds (a primary one, e.g.
  * inside a transaction that just committed, or after a write on it). */
-DS_EXPORT DS_NODISCARD ds_status ds_conn_read_token(ds_conn *conn,
+DS_EXPORT DS_NODISCARD ds_status ds_pool_conn_read_token(ds_conn *conn,
                                                     ds_read_token *out,
                                                     ds_error *err);
 
@@ -164,19 +164,19 @@ DS_EXPORT DS_NODISCARD ds_status ds_pool_acquire_read_token(
 DS_EXPORT void ds_pool_release(ds_conn *conn);
 
 /* True when the lease came from a replica. */
-DS_EXPORT bool ds_conn_is_replica(const ds_conn *conn);
+DS_EXPORT bool ds_pool_conn_is_replica(const ds_conn *conn);
 
 /*
  * The underlying libpq connection, for what the library does not cover.
  * Borrowed: valid until ds_pool_release(). Leave it idle and outside a
- * transaction (or call ds_conn_discard()) when you give it back, and do not
+ * transaction (or call ds_pool_conn_discard()) when you give it back, and do not
  * PQfinish it.
  */
-DS_EXPORT struct pg_conn *ds_conn_pg(ds_conn *conn);
+DS_EXPORT struct pg_conn *ds_pool_conn_pg(ds_conn *conn);
 
 /* Marks the lease so that release closes it instead of reusing it, e.g.
- * after changing session state through ds_conn_pg(). */
-DS_EXPORT void ds_conn_discard(ds_conn *conn);
+ * after changing session state through ds_pool_conn_pg(). */
+DS_EXPORT void ds_pool_conn_discard(ds_conn *conn);
 
 /* How many acquisitions may overtake the oldest waiter (see the top of
  * this header) before the next release hands it a connection. */

@@ -97,7 +97,7 @@ DS_EXPORT void ds_session_store_close(ds_session_store *store);
 /*
  * Starts a session for `user_id`. `user_agent` (UTF-8) and `ip` (an IPv4 or
  * IPv6 address) may be NULL. *token receives the token: show it to the user
- * once and free it with ds_secret_free(); the library keeps no copy.
+ * once and free it with ds_crypto_secret_free(); the library keeps no copy.
  * `session` (may be NULL) receives the stored record.
  * Errors: DS_ERR_INVALID (user_id <= 0, malformed ip, user agent not UTF-8),
  * DS_ERR_NOT_FOUND (no such user), the pool's errors, DS_ERR_NOMEM. On
@@ -107,7 +107,7 @@ DS_EXPORT DS_NODISCARD ds_status ds_session_create(ds_session_store *store,
                                                    int64_t user_id,
                                                    const char *user_agent,
                                                    const char *ip,
-                                                   ds_secret **token,
+                                                   ds_crypto_secret **token,
                                                    ds_session **session,
                                                    ds_error *err);
 

@@ -344,7 +344,7 @@ static json_t *list_json(const ds_migration_list *l) {
         format_time(m->applied_at_us, when, sizeof when);
         json_t *o = json_pack(
             "{s:I, s:s, s:s, s:b, s:s, s:s}", "version", (json_int_t)m->version,
-            "name", m->name, "state", ds_migration_state_str(m->state),
+            "name", m->name, "state", ds_migrate_state_str(m->state),
             "no_transaction", m->no_transaction, "checksum", m->checksum,
             "applied_checksum", m->applied_checksum);
         if (o && m->applied_at_us) {
@@ -368,7 +368,7 @@ static void print_list(const ds_migration_list *l) {
         char when[32];
         format_time(m->applied_at_us, when, sizeof when);
         printf("%04lld     %-32s %-13s %s", (long long)m->version, m->name,
-               ds_migration_state_str(m->state), when);
+               ds_migrate_state_str(m->state), when);
         if (m->applied_at_us)
             printf(" (%lld ms)", (long long)m->duration_ms);
         printf("%s\n", m->no_transaction ? " [no transaction]" : "");
@@ -496,7 +496,7 @@ static void run_command(cli *c, ds_pool *pool, outcome *o) {
                      (long long)list->current_version,
                      (long long)list->latest_version);
         }
-        ds_migration_list_free(list);
+        ds_migrate_list_free(list);
     } else if (o->st == DS_OK) {
         o->st = serr.code;
         o->err = serr;
@@ -690,10 +690,10 @@ static ds_status open_pool(const cli *c, ds_pool **pool, ds_error *err) {
 
 /* ---- lint ---------------------------------------------------------------- */
 
-static json_t *finding_json(const ds_lint_finding *f) {
+static json_t *finding_json(const ds_migrate_lint_finding *f) {
     json_t *j = json_pack("{s:s, s:s, s:o, s:i, s:o, s:s, s:s, s:b}", "rule",
                           f->rule, "level",
-                          f->level == DS_LINT_ERROR ? "error" : "warning",
+                          f->level == DS_MIGRATE_LINT_ERROR ? "error" : "warning",
                           "file", json_text(f->file), "line", f->line,
                           "message", json_text(f->message), "why", f->why,
                           "fix", f->fix, "waived", f->waived);
@@ -705,7 +705,7 @@ static json_t *finding_json(const ds_lint_finding *f) {
 static int run_lint(const cli *c) {
     ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dir = c->dir;
-    ds_lint_report *r = NULL;
+    ds_migrate_lint_report *r = NULL;
     ds_error err = {0};
     ds_status st = ds_migrate_lint(&opts, c->files, c->nfiles, &r, &err);
     bool ok = st == DS_OK && r->errors == 0;
@@ -735,12 +735,12 @@ static int run_lint(const cli *c) {
                 err.message);
     } else {
         for (size_t k = 0; k < r->count; k++) {
-            const ds_lint_finding *f = &r->items[k];
+            const ds_migrate_lint_finding *f = &r->items[k];
             if (f->waived && !c->verbose)
                 continue;
             printf("%s:%d: %s [%s] %s\n", f->file, f->line,
                    f->waived ? "waived"
-                   : f->level == DS_LINT_ERROR ? "error"
+                   : f->level == DS_MIGRATE_LINT_ERROR ? "error"
                                                : "warning",
                    f->rule, f->message);
             if (f->waived)
@@ -753,14 +753,14 @@ static int run_lint(const cli *c) {
                 ok ? "ok" : "ds-migrate: lint failed", r->files, r->errors,
                 r->warnings, r->waived);
     }
-    ds_lint_report_free(r);
+    ds_migrate_lint_report_free(r);
     return ok ? 0 : 1;
 }
 
 /* ---- rehearse ------------------------------------------------------------- */
 
-static json_t *lock_json(const ds_rehearse_report *r, const ds_rehearse_lock *l) {
-    const ds_rehearse_statement *s = &r->statements[l->statement];
+static json_t *lock_json(const ds_migrate_rehearse_report *r, const ds_migrate_rehearse_lock *l) {
+    const ds_migrate_rehearse_statement *s = &r->statements[l->statement];
     return json_pack("{s:s, s:o, s:i, s:o, s:s, s:s, s:I, s:I, s:b, s:b, s:b, "
                      "s:b}",
                      "event", "lock", "file", json_text(s->file), "line",
@@ -780,10 +780,10 @@ static void print_json_line(json_t *j) {
     json_decref(j);
 }
 
-static void print_rehearsal(const cli *c, const ds_rehearse_report *r) {
+static void print_rehearsal(const cli *c, const ds_migrate_rehearse_report *r) {
     if (c->json) {
         for (size_t k = 0; k < r->ntables; k++) {
-            const ds_rehearse_table *t = &r->tables[k];
+            const ds_migrate_rehearse_table *t = &r->tables[k];
             json_t *j = json_pack("{s:s, s:s, s:I}", "event", "table", "table",
                                   t->table, "rows", (json_int_t)t->rows);
             if (j && t->skipped)
@@ -791,7 +791,7 @@ static void print_rehearsal(const cli *c, const ds_rehearse_report *r) {
             print_json_line(j);
         }
         for (size_t k = 0; k < r->nstatements; k++) {
-            const ds_rehearse_statement *s = &r->statements[k];
+            const ds_migrate_rehearse_statement *s = &r->statements[k];
             print_json_line(json_pack("{s:s, s:o, s:i, s:o, s:I, s:b}", "event",
                                       "statement", "file", json_text(s->file),
                                       "line", s->line, "statement",
@@ -822,12 +822,12 @@ static void print_rehearsal(const cli *c, const ds_rehearse_report *r) {
     printf("%-40s %-28s %-22s %8s %9s %s\n", "file:line", "table", "lock",
            "held_ms", "rows", "rewritten");
     for (size_t k = 0; k < r->nstatements; k++) {
-        const ds_rehearse_statement *s = &r->statements[k];
+        const ds_migrate_rehearse_statement *s = &r->statements[k];
         char where[300];
         snprintf(where, sizeof where, "%s:%d", s->file, s->line);
         bool any = false;
         for (size_t j = 0; j < r->nlocks; j++) {
-            const ds_rehearse_lock *l = &r->locks[j];
+            const ds_migrate_rehearse_lock *l = &r->locks[j];
             if (l->statement != k)
                 continue;
             printf("%-40s %-28s %-22s %8lld %9lld %-3s%s\n", any ? "" : where,
@@ -863,8 +863,8 @@ static void print_rehearsal(const cli *c, const ds_rehearse_report *r) {
 }
 
 static int run_rehearse(const cli *c) {
-    ds_rehearse_options o;
-    ds_rehearse_options_init(&o);
+    ds_migrate_rehearse_options o;
+    ds_migrate_rehearse_options_init(&o);
     o.dir = c->dir;
     o.keep = c->keep;
     o.lock_timeout_ms = c->lock_timeout_ms;
@@ -878,7 +878,7 @@ static int run_rehearse(const cli *c) {
         o.scratch_name = c->scratch;
     ds_config *cfg = NULL;
     ds_error err = {0};
-    ds_rehearse_report *r = NULL;
+    ds_migrate_rehearse_report *r = NULL;
     ds_status st = ds_config_from_env(&cfg, &err);
     if (st == DS_OK)
         st = ds_config_set(cfg, "database_url", c->url, &err);
@@ -899,7 +899,7 @@ static int run_rehearse(const cli *c) {
     }
     print_rehearsal(c, r);
     int rc = r->ok ? 0 : 1;
-    ds_rehearse_report_free(r);
+    ds_migrate_rehearse_report_free(r);
     return rc;
 }
 
@@ -910,7 +910,7 @@ int main(int argc, char **argv) {
     int rc = parse_args(argc, argv, &c);
     if (rc)
         return rc;
-    ds_set_log_fn(log_to_stderr, NULL, c.verbose ? DS_LOG_INFO : DS_LOG_WARN);
+    ds_log_set_fn(log_to_stderr, NULL, c.verbose ? DS_LOG_INFO : DS_LOG_WARN);
     if (!strcmp(c.command, "lint"))
         return run_lint(&c);
     if (!strcmp(c.command, "rehearse"))

@@ -12,7 +12,7 @@ static void *log_ud;
 /* DS_LOG_ERROR + 1 means "no callback". */
 static atomic_int log_min_level = DS_LOG_ERROR + 1;
 
-DS_EXPORT void ds_set_log_fn(ds_log_fn fn, void *ud, ds_log_level min_level) {
+DS_EXPORT void ds_log_set_fn(ds_log_fn fn, void *ud, ds_log_level min_level) {
     pthread_rwlock_wrlock(&log_lock);
     log_fn = fn;
     log_ud = ud;

@@ -28,7 +28,7 @@
 /* crypto_kdf context of the session-hash subkeys (exactly 8 bytes). */
 static const char session_kdf_context[crypto_kdf_CONTEXTBYTES] = "dssessn1";
 
-struct ds_secret {
+struct ds_crypto_secret {
     size_t len;
     char data[]; /* len bytes and a NUL */
 };
@@ -53,10 +53,10 @@ struct ds_crypto {
 
 /* ---- secrets -------------------------------------------------------- */
 
-ds_secret *ds__secret_new(size_t len) {
-    if (len > SIZE_MAX - sizeof(ds_secret) - 1)
+ds_crypto_secret *ds__secret_new(size_t len) {
+    if (len > SIZE_MAX - sizeof(ds_crypto_secret) - 1)
         return NULL;
-    ds_secret *s = ds__malloc(sizeof(ds_secret) + len + 1);
+    ds_crypto_secret *s = ds__malloc(sizeof(ds_crypto_secret) + len + 1);
     if (!s)
         return NULL;
     s->len = len;
@@ -64,20 +64,20 @@ ds_secret *ds__secret_new(size_t len) {
     return s;
 }
 
-char *ds__secret_bytes(ds_secret *secret) { return secret->data; }
+char *ds__secret_bytes(ds_crypto_secret *secret) { return secret->data; }
 
-DS_EXPORT const char *ds_secret_data(const ds_secret *secret) {
+DS_EXPORT const char *ds_crypto_secret_data(const ds_crypto_secret *secret) {
     return secret ? secret->data : NULL;
 }
 
-DS_EXPORT size_t ds_secret_len(const ds_secret *secret) {
+DS_EXPORT size_t ds_crypto_secret_len(const ds_crypto_secret *secret) {
     return secret ? secret->len : 0;
 }
 
-DS_EXPORT void ds_secret_free(ds_secret *secret) {
+DS_EXPORT void ds_crypto_secret_free(ds_crypto_secret *secret) {
     if (!secret)
         return;
-    sodium_memzero(secret, sizeof(ds_secret) + secret->len + 1);
+    sodium_memzero(secret, sizeof(ds_crypto_secret) + secret->len + 1);
     ds__free(secret);
 }
 
@@ -437,7 +437,7 @@ static ds_status decrypt_failed(ds_error *err) {
 DS_EXPORT ds_status ds_crypto_decrypt(ds_crypto *crypto,
                                       const ds_crypto_context *ctx,
                                       const uint8_t *envelope,
-                                      size_t envelope_len, ds_secret **out,
+                                      size_t envelope_len, ds_crypto_secret **out,
                                       ds_error *err) {
     DS_CHECK_ARG(err, out != NULL, "out is NULL");
     *out = NULL;
@@ -458,12 +458,12 @@ DS_EXPORT ds_status ds_crypto_decrypt(ds_crypto *crypto,
         return decrypt_failed(err);
     }
     size_t mlen = env.ciphertext_len - DS_ENVELOPE_TAG_BYTES;
-    ds_secret *sec = ds__secret_new(mlen);
+    ds_crypto_secret *sec = ds__secret_new(mlen);
     if (!sec)
         return ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_decrypt: out of memory");
     ad_buf ad;
     if (!ad_build(&ad, envelope, env.header_len, ctx)) {
-        ds_secret_free(sec);
+        ds_crypto_secret_free(sec);
         return ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_decrypt: out of memory");
     }
     unsigned long long got = 0;
@@ -475,7 +475,7 @@ DS_EXPORT ds_status ds_crypto_decrypt(ds_crypto *crypto,
     ring_leave(crypto);
     ad_done(&ad);
     if (rc != 0 || got != mlen) {
-        ds_secret_free(sec);
+        ds_crypto_secret_free(sec);
         return decrypt_failed(err);
     }
     *out = sec;
@@ -543,7 +543,7 @@ static bool kid_valid(const char *kid) {
     return true;
 }
 
-DS_EXPORT ds_status ds_crypto_generate_key(const char *kid, ds_secret **entry,
+DS_EXPORT ds_status ds_crypto_generate_key(const char *kid, ds_crypto_secret **entry,
                                            ds_error *err) {
     DS_CHECK_ARG(err, entry != NULL, "entry is NULL");
     *entry = NULL;
@@ -556,7 +556,7 @@ DS_EXPORT ds_status ds_crypto_generate_key(const char *kid, ds_secret **entry,
     size_t kl = strlen(kid);
     size_t b64_size =
         sodium_base64_ENCODED_LEN(DS_KEY_BYTES, sodium_base64_VARIANT_ORIGINAL);
-    ds_secret *s = ds__secret_new(kl + 1 + b64_size - 1);
+    ds_crypto_secret *s = ds__secret_new(kl + 1 + b64_size - 1);
     if (!s)
         return ds__error_set(err, DS_ERR_NOMEM,
                              "ds_crypto_generate_key: out of memory");

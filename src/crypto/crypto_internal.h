@@ -47,8 +47,8 @@ ds_status ds__crypto_session_hashes(ds_crypto *crypto, const uint8_t *token,
                                     ds_error *err);
 
 /* A secret buffer of `len` bytes plus a NUL, wiped on free. */
-ds_secret *ds__secret_new(size_t len);
-char *ds__secret_bytes(ds_secret *secret);
+ds_crypto_secret *ds__secret_new(size_t len);
+char *ds__secret_bytes(ds_crypto_secret *secret);
 
 /* Statement table of rotate.c. */
 struct ds__stmt_def;

@@ -99,15 +99,15 @@ static ds_status reseal(ds_crypto *crypto, const PGresult *r, int row, int col,
     *out_len = 0;
     if (PQgetisnull(r, row, col))
         return DS_OK;
-    ds_secret *plain;
+    ds_crypto_secret *plain;
     ds_status st = ds_crypto_decrypt(
         crypto, ctx, (const uint8_t *)PQgetvalue(r, row, col),
         (size_t)PQgetlength(r, row, col), &plain, err);
     if (st != DS_OK)
         return st;
-    st = ds_crypto_encrypt(crypto, ctx, ds_secret_data(plain),
-                           ds_secret_len(plain), out, out_len, err);
-    ds_secret_free(plain);
+    st = ds_crypto_encrypt(crypto, ctx, ds_crypto_secret_data(plain),
+                           ds_crypto_secret_len(plain), out, out_len, err);
+    ds_crypto_secret_free(plain);
     return st;
 }
 

@@ -1028,7 +1028,7 @@ DS_EXPORT ds_status ds_memory_maintain(ds_memory *mem,
     if (st == DS_OK && o.reindex && m.moved > 0) {
         /* one statement, outside any transaction; builds beside the old
          * index, so reads and writes go on */
-        PGresult *r = PQexec(ds_conn_pg(m.c),
+        PGresult *r = PQexec(ds_pool_conn_pg(m.c),
                              "REINDEX INDEX CONCURRENTLY memory_facts_ivf_idx");
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             st = ds__error_set(&local, DS_ERR_DB, "memory: reindex: %s",

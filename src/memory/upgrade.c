@@ -270,7 +270,7 @@ static ds_status convert_all(ds_conn *c, size_t dim, const char *lt,
  * afterwards, whatever happened (behind a transaction pooler the server
  * connection goes on to other clients), and the lease is discarded. */
 static ds_status build_todo_index(ds_conn *c, ds_error *err) {
-    ds_conn_discard(c);
+    ds_pool_conn_discard(c);
     PGresult *r = ds__sql_run(c,
                               "SELECT NOT indisvalid FROM pg_index WHERE "
                               "indexrelid = to_regclass('" TODO_INDEX "')",

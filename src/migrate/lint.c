@@ -31,7 +31,7 @@
 
 typedef struct rule_def {
     const char *id;
-    ds_lint_level level;
+    ds_migrate_lint_level level;
     const char *why;
     const char *fix;
 } rule_def;
@@ -62,7 +62,7 @@ enum {
 };
 
 static const rule_def rules[R_COUNT] = {
-    [R_INDEX] = {"index-not-concurrent", DS_LINT_ERROR,
+    [R_INDEX] = {"index-not-concurrent", DS_MIGRATE_LINT_ERROR,
                  "CREATE INDEX without CONCURRENTLY holds a SHARE lock on the "
                  "table for the whole build: every INSERT, UPDATE and DELETE "
                  "waits",
@@ -70,12 +70,12 @@ static const rule_def rules[R_COUNT] = {
                  "first line is \"-- ds:no-transaction\" (the runner drops an "
                  "INVALID index a failed build left behind before it runs "
                  "the statement again)"},
-    [R_CONC_IN_TX] = {"concurrently-in-transaction", DS_LINT_ERROR,
+    [R_CONC_IN_TX] = {"concurrently-in-transaction", DS_MIGRATE_LINT_ERROR,
                       "CONCURRENTLY cannot run inside a transaction block, "
                       "a DO block or a function: the migration fails",
                       "put the statement at the top level of a file whose "
                       "first line is \"-- ds:no-transaction\""},
-    [R_NOT_VALID] = {"constraint-not-valid", DS_LINT_ERROR,
+    [R_NOT_VALID] = {"constraint-not-valid", DS_MIGRATE_LINT_ERROR,
                      "adding a CHECK or FOREIGN KEY constraint scans the whole "
                      "table under an ACCESS EXCLUSIVE lock (a foreign key "
                      "also locks the referenced table)",
@@ -83,18 +83,18 @@ static const rule_def rules[R_COUNT] = {
                      "... VALIDATE CONSTRAINT in a later statement or file "
                      "(it scans under SHARE UPDATE EXCLUSIVE, which blocks "
                      "neither reads nor writes)"},
-    [R_BUILDS_INDEX] = {"constraint-builds-index", DS_LINT_ERROR,
+    [R_BUILDS_INDEX] = {"constraint-builds-index", DS_MIGRATE_LINT_ERROR,
                         "a UNIQUE or PRIMARY KEY constraint builds its index "
                         "under an ACCESS EXCLUSIVE lock",
                         "CREATE UNIQUE INDEX CONCURRENTLY first, then ADD "
                         "CONSTRAINT ... UNIQUE USING INDEX (instant)"},
-    [R_SET_NOT_NULL] = {"set-not-null", DS_LINT_ERROR,
+    [R_SET_NOT_NULL] = {"set-not-null", DS_MIGRATE_LINT_ERROR,
                         "SET NOT NULL scans the whole table under an ACCESS "
                         "EXCLUSIVE lock",
                         "ADD CONSTRAINT c CHECK (col IS NOT NULL) NOT VALID, "
                         "VALIDATE CONSTRAINT c, then SET NOT NULL (PostgreSQL "
                         "12+ skips the scan) and DROP CONSTRAINT c"},
-    [R_TYPE] = {"column-type-rewrite", DS_LINT_ERROR,
+    [R_TYPE] = {"column-type-rewrite", DS_MIGRATE_LINT_ERROR,
                 "changing a column's type rewrites the table and its indexes "
                 "under an ACCESS EXCLUSIVE lock (except a few binary-"
                 "compatible changes: varchar(n) to text or a longer varchar)",
@@ -102,12 +102,12 @@ static const rule_def rules[R_COUNT] = {
                 "switch readers and writers, drop the old column in a later "
                 "release; waive with the reason when the change is binary-"
                 "compatible"},
-    [R_REWRITE] = {"table-rewrite", DS_LINT_ERROR,
+    [R_REWRITE] = {"table-rewrite", DS_MIGRATE_LINT_ERROR,
                    "SET LOGGED/UNLOGGED and SET TABLESPACE copy the whole "
                    "table under an ACCESS EXCLUSIVE lock",
                    "create a new table and move the rows in batches, or run "
                    "it in a maintenance window"},
-    [R_VOLATILE] = {"volatile-default", DS_LINT_ERROR,
+    [R_VOLATILE] = {"volatile-default", DS_MIGRATE_LINT_ERROR,
                     "a column added with a volatile default (random(), "
                     "clock_timestamp(), gen_random_uuid(), nextval, serial, "
                     "GENERATED ... STORED) rewrites the table under an ACCESS "
@@ -115,59 +115,59 @@ static const rule_def rules[R_COUNT] = {
                     "add the column without a default (or with a constant "
                     "one), set the default afterwards, and backfill existing "
                     "rows in batches"},
-    [R_ADD_NOT_NULL] = {"add-column-not-null", DS_LINT_ERROR,
+    [R_ADD_NOT_NULL] = {"add-column-not-null", DS_MIGRATE_LINT_ERROR,
                         "a NOT NULL column without a default fails on a table "
                         "that has rows",
                         "add it nullable (or with a constant DEFAULT), "
                         "backfill in batches, then the set-not-null recipe"},
-    [R_RENAME_COLUMN] = {"rename-column", DS_LINT_ERROR,
+    [R_RENAME_COLUMN] = {"rename-column", DS_MIGRATE_LINT_ERROR,
                          "running code still reads and writes the old name: "
                          "every query that names it fails from the moment "
                          "the migration commits",
                          "expand/contract across two releases: add the new "
                          "column, write both, backfill, read the new one, "
                          "then drop the old one"},
-    [R_RENAME_TABLE] = {"rename-table", DS_LINT_ERROR,
+    [R_RENAME_TABLE] = {"rename-table", DS_MIGRATE_LINT_ERROR,
                         "running code still uses the old table name",
                         "expand/contract: create the new table (or a view "
                         "with the old name), move readers and writers, drop "
                         "the old name in a later release"},
-    [R_DROP_COLUMN] = {"drop-column", DS_LINT_ERROR,
+    [R_DROP_COLUMN] = {"drop-column", DS_MIGRATE_LINT_ERROR,
                        "running code may still read the column (SELECT "
                        "lists, INSERT column lists): it fails as soon as the "
                        "column is gone",
                        "contract step of expand/contract: ship code that no "
                        "longer uses the column first, drop it in a later "
                        "release, and waive with that reason"},
-    [R_VACUUM_FULL] = {"vacuum-full", DS_LINT_ERROR,
+    [R_VACUUM_FULL] = {"vacuum-full", DS_MIGRATE_LINT_ERROR,
                        "VACUUM FULL rewrites the table under an ACCESS "
                        "EXCLUSIVE lock",
                        "plain VACUUM, or rebuild online with an extension "
                        "such as pg_repack outside the migrations"},
-    [R_CLUSTER] = {"cluster", DS_LINT_ERROR,
+    [R_CLUSTER] = {"cluster", DS_MIGRATE_LINT_ERROR,
                    "CLUSTER rewrites the table under an ACCESS EXCLUSIVE lock",
                    "do not cluster in a migration; rebuild online outside "
                    "the migrations if the order matters"},
-    [R_LOCK_TABLE] = {"lock-table", DS_LINT_ERROR,
+    [R_LOCK_TABLE] = {"lock-table", DS_MIGRATE_LINT_ERROR,
                       "an explicit EXCLUSIVE or ACCESS EXCLUSIVE lock is held "
                       "until the transaction ends, blocking the table's "
                       "traffic for the rest of the migration",
                       "take no explicit lock: let each short statement take "
                       "the lock it needs, with lock_timeout"},
-    [R_REINDEX] = {"reindex-not-concurrent", DS_LINT_ERROR,
+    [R_REINDEX] = {"reindex-not-concurrent", DS_MIGRATE_LINT_ERROR,
                    "REINDEX without CONCURRENTLY blocks writes to the table "
                    "(and reads that would use the index) for the whole "
                    "rebuild",
                    "REINDEX ... CONCURRENTLY in a file whose first line is "
                    "\"-- ds:no-transaction\""},
-    [R_PARTITION_OF] = {"partition-of-existing", DS_LINT_WARNING,
+    [R_PARTITION_OF] = {"partition-of-existing", DS_MIGRATE_LINT_WARNING,
                         "CREATE TABLE ... PARTITION OF takes an ACCESS "
                         "EXCLUSIVE lock on the parent and scans the default "
                         "partition under it",
                         "create the table on its own with a CHECK matching "
                         "the bounds, then ALTER TABLE ... ATTACH PARTITION "
                         "(SHARE UPDATE EXCLUSIVE on the parent)"},
-    [R_LOCK_TIMEOUT] = {"lock-timeout", DS_LINT_ERROR,
+    [R_LOCK_TIMEOUT] = {"lock-timeout", DS_MIGRATE_LINT_ERROR,
                         "DDL on an existing table queues for its lock; while "
                         "it waits behind a long query every later query on "
                         "the table queues behind it, so the table is down "
@@ -176,15 +176,15 @@ static const rule_def rules[R_COUNT] = {
                         "few seconds before the first such statement; the "
                         "runner retries a statement of a no-transaction "
                         "file that hits it"},
-    [R_WAIVER_REASON] = {"waiver-without-reason", DS_LINT_ERROR,
+    [R_WAIVER_REASON] = {"waiver-without-reason", DS_MIGRATE_LINT_ERROR,
                          "a waiver must say why the finding is safe here, "
                          "for the reviewer and the next reader",
                          "-- ds:lint-ignore RULE: the reason"},
-    [R_WAIVER_RULE] = {"waiver-unknown-rule", DS_LINT_ERROR,
+    [R_WAIVER_RULE] = {"waiver-unknown-rule", DS_MIGRATE_LINT_ERROR,
                        "the waiver names no rule of ds-migrate lint (a typo "
                        "would silently waive nothing)",
                        "use a rule id that ds-migrate lint reports"},
-    [R_WAIVER_UNUSED] = {"waiver-unused", DS_LINT_WARNING,
+    [R_WAIVER_UNUSED] = {"waiver-unused", DS_MIGRATE_LINT_WARNING,
                          "the waiver matches no finding on the statement "
                          "below it",
                          "put the waiver on the line directly above the "
@@ -432,7 +432,7 @@ typedef struct lint_file {
 } lint_file;
 
 typedef struct linter {
-    ds_lint_report *report;
+    ds_migrate_lint_report *report;
     size_t cap;
     lint_file *file;
     ds_error *err;
@@ -450,10 +450,10 @@ static ds_status add_finding(linter *L, int rule, int line, const char *fmt,
                              ...) DS_PRINTF(4, 5);
 static ds_status add_finding(linter *L, int rule, int line, const char *fmt,
                              ...) {
-    ds_lint_report *r = L->report;
+    ds_migrate_lint_report *r = L->report;
     if (r->count == L->cap) {
         size_t cap = L->cap ? L->cap * 2 : 16;
-        ds_lint_finding *items = ds__reallocarray(r->items, cap, sizeof *items);
+        ds_migrate_lint_finding *items = ds__reallocarray(r->items, cap, sizeof *items);
         if (!items)
             return ds__error_set(L->err, DS_ERR_NOMEM, "lint: out of memory");
         r->items = items;
@@ -464,7 +464,7 @@ static ds_status add_finding(linter *L, int rule, int line, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    ds_lint_finding *f = &r->items[r->count];
+    ds_migrate_lint_finding *f = &r->items[r->count];
     memset(f, 0, sizeof *f);
     f->rule = rules[rule].id;
     f->level = rules[rule].level;
@@ -494,7 +494,7 @@ static ds_status add_finding(linter *L, int rule, int line, const char *fmt,
     r->count++;
     if (f->waived)
         r->waived++;
-    else if (f->level == DS_LINT_ERROR)
+    else if (f->level == DS_MIGRATE_LINT_ERROR)
         r->errors++;
     else
         r->warnings++;
@@ -1429,9 +1429,9 @@ static bool starts_no_tx(const char *data, size_t len) {
  * waivers that waived nothing. */
 static ds_status finish_file(linter *L, size_t first, char **reasons) {
     lint_file *lf = L->file;
-    ds_lint_report *r = L->report;
+    ds_migrate_lint_report *r = L->report;
     for (size_t k = first; k < r->count; k++) {
-        ds_lint_finding *f = &r->items[k];
+        ds_migrate_lint_finding *f = &r->items[k];
         if (!f->waived)
             continue;
         char key[80];
@@ -1462,7 +1462,7 @@ static ds_status finish_file(linter *L, size_t first, char **reasons) {
     return DS_OK;
 }
 
-ds_status ds__lint_sql(ds_lint_report *report, const char *file,
+ds_status ds__lint_sql(ds_migrate_lint_report *report, const char *file,
                        const char *sql, size_t len, ds_error *err) {
     lint_file lf = {0};
     lf.name = file;
@@ -1496,7 +1496,7 @@ ds_status ds__lint_sql(ds_lint_report *report, const char *file,
 
 /* ---- the public entry points -------------------------------------------- */
 
-DS_EXPORT void ds_lint_report_free(ds_lint_report *report) {
+DS_EXPORT void ds_migrate_lint_report_free(ds_migrate_lint_report *report) {
     if (!report)
         return;
     for (size_t k = 0; k < report->count; k++) {
@@ -1557,7 +1557,7 @@ static ds_status read_whole_file(const char *path, char **out, size_t *len,
 
 DS_EXPORT ds_status ds_migrate_lint(const ds_migrate_options *opts,
                                     const char *const *paths, size_t npaths,
-                                    ds_lint_report **out, ds_error *err) {
+                                    ds_migrate_lint_report **out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, paths || npaths == 0, "paths is NULL");
@@ -1566,7 +1566,7 @@ DS_EXPORT ds_status ds_migrate_lint(const ds_migrate_options *opts,
     if (checked != DS_OK)
         return checked;
     opts = &o;
-    ds_lint_report *r = ds__calloc(1, sizeof *r);
+    ds_migrate_lint_report *r = ds__calloc(1, sizeof *r);
     if (!r)
         return ds__error_set(err, DS_ERR_NOMEM, "lint: out of memory");
     ds_status st = DS_OK;
@@ -1593,7 +1593,7 @@ DS_EXPORT ds_status ds_migrate_lint(const ds_migrate_options *opts,
         ds__migration_set_free(set);
     }
     if (st != DS_OK) {
-        ds_lint_report_free(r);
+        ds_migrate_lint_report_free(r);
         return st;
     }
     *out = r;

@@ -71,7 +71,7 @@ void ds__migrate_unlease(ds__runner *r) {
         return;
     ds__conn_use_unnamed(r->conn, r->saved_pooler);
     if (r->ran_any)
-        ds_conn_discard(r->conn);
+        ds_pool_conn_discard(r->conn);
     ds_pool_release(r->conn);
     r->conn = NULL;
 }
@@ -276,7 +276,7 @@ static ds_status run_without_tx(ds__runner *r, const ds__step *planned,
             "not the pooler's",
             ds__migrate_step_file(planned));
     /* Session state from here on: this connection never goes back. */
-    ds_conn_discard(r->conn);
+    ds_pool_conn_discard(r->conn);
     r->ran_any = true;
     if ((st = take_lock(r, true, err)) != DS_OK)
         return st;

@@ -215,7 +215,7 @@ void ds__migrate_set_stmt_hook(ds__migrate_stmt_hook_fn fn, void *ud);
 /* Lints one file's text into `report` (appending; report->files counts it).
  * Errors: DS_ERR_MIGRATION (cannot be split: names file and line),
  * DS_ERR_NOMEM. */
-ds_status ds__lint_sql(ds_lint_report *report, const char *file,
+ds_status ds__lint_sql(ds_migrate_lint_report *report, const char *file,
                        const char *sql, size_t len, ds_error *err);
 
 #endif

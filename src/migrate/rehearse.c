@@ -89,7 +89,7 @@ static void first_line(const char *msg, char *out, size_t cap) {
 /* ---- the report ------------------------------------------------------------- */
 
 typedef struct report_box {
-    ds_rehearse_report pub; /* first: the public pointer is the box */
+    ds_migrate_rehearse_report pub; /* first: the public pointer is the box */
     char **strings;
     size_t nstrings, capstrings;
     size_t capstatements, caplocks, captables;
@@ -111,7 +111,7 @@ static const char *keep(report_box *b, const char *s) {
     return c;
 }
 
-DS_EXPORT void ds_rehearse_report_free(ds_rehearse_report *report) {
+DS_EXPORT void ds_migrate_rehearse_report_free(ds_migrate_rehearse_report *report) {
     if (!report)
         return;
     report_box *b = (report_box *)report;
@@ -124,7 +124,7 @@ DS_EXPORT void ds_rehearse_report_free(ds_rehearse_report *report) {
     ds__free(b);
 }
 
-DS_EXPORT void ds_rehearse_options_init(ds_rehearse_options *opts) {
+DS_EXPORT void ds_migrate_rehearse_options_init(ds_migrate_rehearse_options *opts) {
     if (!opts)
         return;
     memset(opts, 0, sizeof *opts);
@@ -371,7 +371,7 @@ typedef struct episode {
 } episode;
 
 typedef struct rehearsal {
-    const ds_rehearse_options *opts;
+    const ds_migrate_rehearse_options *opts;
     report_box *box;
     char *scratch_conninfo; /* secret */
     PGconn *ctl;            /* the scratch database, for us */
@@ -488,7 +488,7 @@ static bool sample(rehearsal *r) {
     snprintf(pid, sizeof pid, "%d", r->ctl_pid);
     const char *params[1] = {pid};
     int64_t t0 = ds__now_us();
-    PGresult *res = PQexecPrepared(r->sampler, "ds_rehearse_sample", 1, params,
+    PGresult *res = PQexecPrepared(r->sampler, "ds_migrate_rehearse_sample", 1, params,
                                    NULL, NULL, 0);
     int64_t t = (t0 + ds__now_us()) / 2;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -594,7 +594,7 @@ static void add_statement(rehearsal *r, const char *file,
      * statement's locks) is not this statement's. */
     sample_now(r);
     report_box *b = r->box;
-    ds_rehearse_report *p = &b->pub;
+    ds_migrate_rehearse_report *p = &b->pub;
     if (!grow(&p->statements, &b->capstatements, p->nstatements + 1,
               sizeof *p->statements)) {
         b->oom = true;
@@ -618,7 +618,7 @@ static void add_statement(rehearsal *r, const char *file,
     if (o >= SQL_EXCERPT)
         o = SQL_EXCERPT - 3, memcpy(text + o, "...", 3), o += 3;
     text[o] = '\0';
-    ds_rehearse_statement *st = &p->statements[p->nstatements];
+    ds_migrate_rehearse_statement *st = &p->statements[p->nstatements];
     memset(st, 0, sizeof *st);
     st->file = keep(b, file);
     st->line = s->line;
@@ -693,7 +693,7 @@ static void on_statement(void *ud, bool done, bool ok, const char *file,
     r->current = -1;
     pthread_mutex_unlock(&r->mu);
     if (cur >= 0 && (size_t)cur < r->box->pub.nstatements) {
-        ds_rehearse_statement *st = &r->box->pub.statements[cur];
+        ds_migrate_rehearse_statement *st = &r->box->pub.statements[cur];
         st->duration_ms = (ds__now_us() - start) / 1000;
         st->ok = ok;
     }
@@ -1216,12 +1216,12 @@ static int64_t rows_of(rehearsal *r, const char *qname) {
 
 static void add_table_line(report_box *b, const char *name, int64_t rows,
                            const char *skipped) {
-    ds_rehearse_report *p = &b->pub;
+    ds_migrate_rehearse_report *p = &b->pub;
     if (!grow(&p->tables, &b->captables, p->ntables + 1, sizeof *p->tables)) {
         b->oom = true;
         return;
     }
-    ds_rehearse_table *t = &p->tables[p->ntables++];
+    ds_migrate_rehearse_table *t = &p->tables[p->ntables++];
     t->table = keep(b, name);
     t->rows = rows;
     t->skipped = skipped && *skipped ? keep(b, skipped) : NULL;
@@ -1422,7 +1422,7 @@ static ds_status copy_record(PGconn *scratch, PGresult *record,
 
 /* pg_dump --schema-only of the target, restored into the scratch with
  * psql. */
-static ds_status copy_schema(const ds_rehearse_options *o,
+static ds_status copy_schema(const ds_migrate_rehearse_options *o,
                              const char *target_conninfo,
                              const char *scratch_conninfo, ds_error *err) {
     char *dump = temp_file("schema");
@@ -1468,7 +1468,7 @@ static bool mode_blocks(const char *mode, bool *reads) {
 
 static void build_locks(rehearsal *r, int64_t threshold_ms) {
     report_box *b = r->box;
-    ds_rehearse_report *p = &b->pub;
+    ds_migrate_rehearse_report *p = &b->pub;
     for (size_t k = 0; k < r->neps; k++) {
         episode *e = &r->eps[k];
         rel *x = find_rel(r, e->oid);
@@ -1482,7 +1482,7 @@ static void build_locks(rehearsal *r, int64_t threshold_ms) {
             b->oom = true;
             return;
         }
-        ds_rehearse_lock *l = &p->locks[p->nlocks++];
+        ds_migrate_rehearse_lock *l = &p->locks[p->nlocks++];
         memset(l, 0, sizeof *l);
         l->statement = (size_t)e->statement;
         l->table = keep(b, x->name);
@@ -1548,7 +1548,7 @@ static ds_status scratch_pool(const ds_config *cfg, const char *conninfo,
 
 /* The rehearsal proper, on a scratch database whose schema is in place. */
 static ds_status rehearse_in(rehearsal *r, const ds_config *cfg,
-                             const ds_rehearse_options *o, int64_t rows,
+                             const ds_migrate_rehearse_options *o, int64_t rows,
                              int64_t threshold, ds_error *err) {
     report_box *b = r->box;
     r->ctl = connect_to(r->scratch_conninfo);
@@ -1576,7 +1576,7 @@ static ds_status rehearse_in(rehearsal *r, const ds_config *cfg,
         return ds__error_set(err, DS_ERR_CONNECTION,
                              "rehearse: the lock sampler cannot connect to "
                              "the scratch database");
-    PGresult *prep = PQprepare(r->sampler, "ds_rehearse_sample", sample_sql, 1,
+    PGresult *prep = PQprepare(r->sampler, "ds_migrate_rehearse_sample", sample_sql, 1,
                                NULL);
     bool prepared = PQresultStatus(prep) == PGRES_COMMAND_OK;
     PQclear(prep);
@@ -1643,19 +1643,19 @@ static void scrub_passwords(ds_error *err, const char *url,
 }
 
 DS_EXPORT ds_status ds_migrate_rehearse(const ds_config *cfg,
-                                        const ds_rehearse_options *opts,
-                                        ds_rehearse_report **out,
+                                        const ds_migrate_rehearse_options *opts,
+                                        ds_migrate_rehearse_report **out,
                                         ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     DS_CHECK_ARG(err, cfg, "cfg is NULL");
-    ds_rehearse_options o;
-    ds_rehearse_options_init(&o);
+    ds_migrate_rehearse_options o;
+    ds_migrate_rehearse_options_init(&o);
     if (opts) {
-        DS_CHECK_ARG(err, opts->size >= offsetof(ds_rehearse_options, psql) +
+        DS_CHECK_ARG(err, opts->size >= offsetof(ds_migrate_rehearse_options, psql) +
                                             sizeof opts->psql &&
                               opts->size <= sizeof o,
-                     "opts->size: set it with ds_rehearse_options_init()");
+                     "opts->size: set it with ds_migrate_rehearse_options_init()");
         memcpy(&o, opts, opts->size);
     }
     const char *url = cfg->database_url;
@@ -1832,7 +1832,7 @@ DS_EXPORT ds_status ds_migrate_rehearse(const ds_config *cfg,
     if (st == DS_OK && box && box->oom)
         st = ds__error_set(err, DS_ERR_NOMEM, "rehearse: out of memory");
     if (st != DS_OK) {
-        ds_rehearse_report_free(box ? &box->pub : NULL);
+        ds_migrate_rehearse_report_free(box ? &box->pub : NULL);
         scrub_passwords(err, url, o.scratch_url);
         return st;
     }

@@ -275,7 +275,7 @@ static ds_status exec_stmt_watched(file_run *fr, const ds__sql_stmt *s,
         case PGRES_COPY_IN:
         case PGRES_COPY_OUT:
         case PGRES_COPY_BOTH:
-            ds_conn_discard(fr->r->conn);
+            ds_pool_conn_discard(fr->r->conn);
             st = ds__error_set(err, DS_ERR_MIGRATION,
                                "%s:%d: COPY to or from the client is not "
                                "supported in migrations",

@@ -10,7 +10,7 @@
 
 /* ---- status and verify ---------------------------------------------------- */
 
-DS_EXPORT const char *ds_migration_state_str(ds_migration_state state) {
+DS_EXPORT const char *ds_migrate_state_str(ds_migration_state state) {
     switch (state) {
     case DS_MIGRATION_PENDING: return "pending";
     case DS_MIGRATION_APPLIED: return "applied";
@@ -21,7 +21,7 @@ DS_EXPORT const char *ds_migration_state_str(ds_migration_state state) {
     return "unknown";
 }
 
-DS_EXPORT void ds_migration_list_free(ds_migration_list *list) {
+DS_EXPORT void ds_migrate_list_free(ds_migration_list *list) {
     if (!list)
         return;
     for (size_t k = 0; k < list->count; k++)
@@ -85,7 +85,7 @@ static ds_status build_list(const ds__migration_set *set,
         }
         m->name = ds__strdup(name);
         if (!m->name) {
-            ds_migration_list_free(l);
+            ds_migrate_list_free(l);
             return ds__error_set(err, DS_ERR_NOMEM,
                                  "migrations: out of memory");
         }

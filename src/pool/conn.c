@@ -517,15 +517,15 @@ ds_status ds__conn_copy_end(ds_conn *c, const char *abort_msg, ds_status st,
     return st;
 }
 
-DS_EXPORT struct pg_conn *ds_conn_pg(ds_conn *conn) {
+DS_EXPORT struct pg_conn *ds_pool_conn_pg(ds_conn *conn) {
     return conn ? conn->pg : NULL;
 }
 
-DS_EXPORT void ds_conn_discard(ds_conn *conn) {
+DS_EXPORT void ds_pool_conn_discard(ds_conn *conn) {
     if (conn)
         conn->discard = true;
 }
 
-DS_EXPORT bool ds_conn_is_replica(const ds_conn *conn) {
+DS_EXPORT bool ds_pool_conn_is_replica(const ds_conn *conn) {
     return conn && conn->sub && conn->sub->replica;
 }

@@ -22,24 +22,24 @@ static const char SQL_REPLAYED_LSN[] =
 
 static ds_status query_lsn(ds_conn *conn, const char *sql, uint64_t *out,
                            ds_error *err) {
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     ds_status st = ds_sql_exec(conn, sql, NULL, 0, &res, err);
     int64_t v = 0;
     if (st == DS_OK)
-        st = ds_result_int64(res, 0, 0, &v, err);
-    ds_result_free(res);
+        st = ds_sql_result_int64(res, 0, 0, &v, err);
+    ds_sql_result_free(res);
     if (st == DS_OK && v < 0)
         st = ds__error_set(err, DS_ERR_INTERNAL, "negative WAL position");
     *out = st == DS_OK ? (uint64_t)v : 0;
     return st;
 }
 
-DS_EXPORT ds_status ds_conn_read_token(ds_conn *conn, ds_read_token *out,
+DS_EXPORT ds_status ds_pool_conn_read_token(ds_conn *conn, ds_read_token *out,
                                        ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     memset(out, 0, sizeof *out);
     DS_CHECK_ARG(err, conn, "conn is NULL");
-    if (ds_conn_is_replica(conn))
+    if (ds_pool_conn_is_replica(conn))
         return ds__error_set(err, DS_ERR_INVALID,
                              "read token: take it on a primary connection, "
                              "where the write happened");
@@ -55,7 +55,7 @@ DS_EXPORT ds_status ds_pool_read_token(ds_pool *pool, ds_read_token *out,
     ds_status st = ds_pool_acquire(pool, &conn, err);
     if (st != DS_OK)
         return st;
-    st = ds_conn_read_token(conn, out, err);
+    st = ds_pool_conn_read_token(conn, out, err);
     ds_pool_release(conn);
     return st;
 }
@@ -78,7 +78,7 @@ static ds_conn *replica_caught_up(ds_pool *pool, uint64_t lsn, ds_error *err,
             }
             return NULL;
         }
-        if (!ds_conn_is_replica(c))
+        if (!ds_pool_conn_is_replica(c))
             return c;
         uint64_t replayed = 0;
         if (query_lsn(c, SQL_REPLAYED_LSN, &replayed, &local) == DS_OK &&

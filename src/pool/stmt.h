@@ -19,7 +19,7 @@
  *     and multi-statement text.
  *   - ds__conn_copy_*: COPY FROM STDIN.
  *   - ds__conn_describe: what the server makes of statements, unrun.
- *   - ds_conn_discard (public): close the connection instead of reusing it.
+ *   - ds_pool_conn_discard (public): close the connection instead of reusing it.
  *   - ds__pool_settings: the module settings read from the configuration.
  *
  * Statement definitions: every SQL statement a repository runs is declared

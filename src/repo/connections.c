@@ -1,5 +1,5 @@
 /* Service connections: tokens sealed with the crypto handle before they
- * leave the process, opened into wiped ds_secret buffers on read. */
+ * leave the process, opened into wiped ds_crypto_secret buffers on read. */
 #include <string.h>
 
 #include "core/growable.h"
@@ -112,8 +112,8 @@ static const ds__row_type conn_type = {
 DS_EXPORT void ds_connection_free(ds_connection *connection) {
     if (!connection)
         return;
-    ds_secret_free(connection->access_token);
-    ds_secret_free(connection->refresh_token);
+    ds_crypto_secret_free(connection->access_token);
+    ds_crypto_secret_free(connection->refresh_token);
     ds__free(connection);
 }
 

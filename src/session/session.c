@@ -341,7 +341,7 @@ static bool ip_valid(const char *ip) {
 
 DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
                                       const char *user_agent, const char *ip,
-                                      ds_secret **token, ds_session **session,
+                                      ds_crypto_secret **token, ds_session **session,
                                       ds_error *err) {
     SESSION_ERR(err);
     if (session)
@@ -361,7 +361,7 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
                  "user_agent is not valid UTF-8");
     ua_len = user_agent ? ua_cut(user_agent, ua_len) : 0;
 
-    ds_secret *tok = ds__secret_new(DS_SESSION_TOKEN_LEN);
+    ds_crypto_secret *tok = ds__secret_new(DS_SESSION_TOKEN_LEN);
     if (!tok)
         return ds__error_set(err, DS_ERR_NOMEM, "ds_session_create: out of memory");
     uint8_t raw[DS_SESSION_TOKEN_BYTES], hash[DS_SESSION_HASH_BYTES];
@@ -372,7 +372,7 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
                                            hash, err);
     sodium_memzero(raw, sizeof raw);
     if (st != DS_OK) {
-        ds_secret_free(tok);
+        ds_crypto_secret_free(tok);
         return st;
     }
 
@@ -394,7 +394,7 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
     ds__bind_free(&b);
     sodium_memzero(hash, sizeof hash);
     if (st != DS_OK) {
-        ds_secret_free(tok);
+        ds_crypto_secret_free(tok);
         if (strcmp(local.sqlstate, "23503") == 0)
             return ds__error_set(err, DS_ERR_NOT_FOUND,
                                  "ds_session_create: no user %lld",
@@ -409,7 +409,7 @@ DS_EXPORT ds_status ds_session_create(ds_session_store *store, int64_t user_id,
             /* The row exists but the caller never learns the token: it is
              * unusable, and the purge removes it once it expires. */
             PQclear(r);
-            ds_secret_free(tok);
+            ds_crypto_secret_free(tok);
             return ds__error_set(err, DS_ERR_NOMEM,
                                  "ds_session_create: out of memory");
         }

@@ -9,7 +9,7 @@
 #include "datastore/sql.h"
 #include "pool/stmt.h"
 
-struct ds_result {
+struct ds_sql_result {
     PGresult *pg;
 };
 
@@ -21,40 +21,40 @@ static void json_text_free(void *text) {
 }
 
 /* Binds parameter `i`; errors name it as $i+1. */
-static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
+static ds_status bind_param(ds__bind *b, const ds_sql_param *p, int i,
                             ds_error *err) {
     switch (p->type) {
-    case DS_PARAM_NULL:
+    case DS_SQL_PARAM_NULL:
         ds__bind_null(b);
         return DS_OK;
-    case DS_PARAM_INT64:
+    case DS_SQL_PARAM_INT64:
         ds__bind_int64(b, p->v.i64);
         return DS_OK;
-    case DS_PARAM_INT32:
+    case DS_SQL_PARAM_INT32:
         if (p->v.i64 < INT32_MIN || p->v.i64 > INT32_MAX)
             return ds__error_set(err, DS_ERR_INVALID,
                                  "ds_sql_exec: parameter $%d does not fit int4",
                                  i + 1);
         ds__bind_int32(b, (int32_t)p->v.i64);
         return DS_OK;
-    case DS_PARAM_DOUBLE:
+    case DS_SQL_PARAM_DOUBLE:
         ds__bind_float8(b, p->v.f64);
         return DS_OK;
-    case DS_PARAM_BOOL:
+    case DS_SQL_PARAM_BOOL:
         ds__bind_bool(b, p->v.b);
         return DS_OK;
-    case DS_PARAM_TIMESTAMPTZ:
+    case DS_SQL_PARAM_TIMESTAMPTZ:
         ds__bind_ts(b, p->v.i64);
         return DS_OK;
-    case DS_PARAM_TEXT:
-    case DS_PARAM_UNTYPED:
-    case DS_PARAM_BYTEA:
+    case DS_SQL_PARAM_TEXT:
+    case DS_SQL_PARAM_UNTYPED:
+    case DS_SQL_PARAM_BYTEA:
         if (!p->v.bytes.ptr || p->v.bytes.len > INT32_MAX)
             return ds__error_set(err, DS_ERR_INVALID,
                                  "ds_sql_exec: parameter $%d is NULL or longer "
                                  "than 2 GiB",
                                  i + 1);
-        if (p->type == DS_PARAM_BYTEA) {
+        if (p->type == DS_SQL_PARAM_BYTEA) {
             ds__bind_bytes(b, p->v.bytes.ptr, p->v.bytes.len);
             return DS_OK;
         }
@@ -63,7 +63,7 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
                                  "ds_sql_exec: text parameter $%d contains a NUL "
                                  "byte",
                                  i + 1);
-        if (p->type == DS_PARAM_TEXT) {
+        if (p->type == DS_SQL_PARAM_TEXT) {
             ds__bind_text_n(b, p->v.bytes.ptr, p->v.bytes.len);
             return DS_OK;
         }
@@ -76,7 +76,7 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
             ds__bind_owned(b, copy, p->v.bytes.len, 0, 0, NULL);
         }
         return DS_OK;
-    case DS_PARAM_JSONB: {
+    case DS_SQL_PARAM_JSONB: {
         if (!p->v.json)
             return ds__error_set(err, DS_ERR_INVALID,
                                  "ds_sql_exec: parameter $%d: NULL json_t", i + 1);
@@ -97,7 +97,7 @@ static ds_status bind_param(ds__bind *b, const ds_param *p, int i,
     }
 }
 
-static ds_status bind_params(ds__bind *b, const ds_param *params, int n,
+static ds_status bind_params(ds__bind *b, const ds_sql_param *params, int n,
                              ds_error *err) {
     if (!ds__bind_reserve(b, n))
         return ds__bind_check(b, "ds_sql_exec", err);
@@ -110,8 +110,8 @@ static ds_status bind_params(ds__bind *b, const ds_param *params, int n,
 }
 
 DS_EXPORT ds_status ds_sql_exec(ds_conn *conn, const char *sql,
-                            const ds_param *params, int nparams,
-                            ds_result **out, ds_error *err) {
+                            const ds_sql_param *params, int nparams,
+                            ds_sql_result **out, ds_error *err) {
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, conn, "conn is NULL");
@@ -119,7 +119,7 @@ DS_EXPORT ds_status ds_sql_exec(ds_conn *conn, const char *sql,
     DS_CHECK_ARG(err, nparams >= 0 && nparams <= 65535,
                  "nparams must be 0 to 65535");
     DS_CHECK_ARG(err, nparams == 0 || params, "params is NULL");
-    ds_result *res = NULL;
+    ds_sql_result *res = NULL;
     if (out) {
         res = ds__malloc(sizeof *res);
         if (!res)
@@ -153,8 +153,8 @@ DS_EXPORT ds_status ds_sql_exec(ds_conn *conn, const char *sql,
 }
 
 DS_EXPORT ds_status ds_sql_exec_pool(ds_pool *pool, const char *sql,
-                                 const ds_param *params, int nparams,
-                                 ds_result **out, ds_error *err) {
+                                 const ds_sql_param *params, int nparams,
+                                 ds_sql_result **out, ds_error *err) {
     if (out)
         *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
@@ -169,35 +169,35 @@ DS_EXPORT ds_status ds_sql_exec_pool(ds_pool *pool, const char *sql,
 
 /* ---- results ---------------------------------------------------------- */
 
-DS_EXPORT void ds_result_free(ds_result *res) {
+DS_EXPORT void ds_sql_result_free(ds_sql_result *res) {
     if (!res)
         return;
     PQclear(res->pg);
     ds__free(res);
 }
 
-DS_EXPORT int ds_result_rows(const ds_result *res) {
+DS_EXPORT int ds_sql_result_rows(const ds_sql_result *res) {
     return res ? PQntuples(res->pg) : 0;
 }
 
-DS_EXPORT int ds_result_cols(const ds_result *res) {
+DS_EXPORT int ds_sql_result_cols(const ds_sql_result *res) {
     return res ? PQnfields(res->pg) : 0;
 }
 
-DS_EXPORT int64_t ds_result_affected(const ds_result *res) {
+DS_EXPORT int64_t ds_sql_result_affected(const ds_sql_result *res) {
     if (!res)
         return 0;
     const char *t = PQcmdTuples(res->pg);
     return t && *t ? strtoll(t, NULL, 10) : 0;
 }
 
-DS_EXPORT const char *ds_result_col_name(const ds_result *res, int col) {
+DS_EXPORT const char *ds_sql_result_col_name(const ds_sql_result *res, int col) {
     if (!res || col < 0 || col >= PQnfields(res->pg))
         return NULL;
     return PQfname(res->pg, col);
 }
 
-DS_EXPORT int ds_result_col_index(const ds_result *res, const char *name) {
+DS_EXPORT int ds_sql_result_col_index(const ds_sql_result *res, const char *name) {
     if (!res || !name)
         return -1;
     for (int i = 0; i < PQnfields(res->pg); i++)
@@ -206,17 +206,17 @@ DS_EXPORT int ds_result_col_index(const ds_result *res, const char *name) {
     return -1;
 }
 
-static bool in_range(const ds_result *res, int row, int col) {
+static bool in_range(const ds_sql_result *res, int row, int col) {
     return res && row >= 0 && col >= 0 && row < PQntuples(res->pg) &&
            col < PQnfields(res->pg);
 }
 
-DS_EXPORT bool ds_result_is_null(const ds_result *res, int row, int col) {
+DS_EXPORT bool ds_sql_result_is_null(const ds_sql_result *res, int row, int col) {
     return !in_range(res, row, col) || PQgetisnull(res->pg, row, col);
 }
 
 /* Validates the cell and returns its bytes, or fills err. */
-static const char *cell(const ds_result *res, int row, int col, int *len,
+static const char *cell(const ds_sql_result *res, int row, int col, int *len,
                         Oid *type, ds_error *err) {
     if (!res) {
         ds__error_set(err, DS_ERR_INVALID, "result is NULL");
@@ -230,7 +230,7 @@ static const char *cell(const ds_result *res, int row, int col, int *len,
     }
     if (PQgetisnull(res->pg, row, col)) {
         ds__error_set(err, DS_ERR_INVALID,
-                      "row %d column '%s' is NULL (check ds_result_is_null)",
+                      "row %d column '%s' is NULL (check ds_sql_result_is_null)",
                       row, PQfname(res->pg, col));
         return NULL;
     }
@@ -239,7 +239,7 @@ static const char *cell(const ds_result *res, int row, int col, int *len,
     return PQgetvalue(res->pg, row, col);
 }
 
-static ds_status wrong_type(const ds_result *res, int row, int col, Oid type,
+static ds_status wrong_type(const ds_sql_result *res, int row, int col, Oid type,
                             const char *want, ds_error *err) {
     return ds__error_set(err, DS_ERR_INVALID,
                          "row %d column '%s' has type oid %u, which %s cannot "
@@ -247,7 +247,7 @@ static ds_status wrong_type(const ds_result *res, int row, int col, Oid type,
                          row, PQfname(res->pg, col), type, want);
 }
 
-DS_EXPORT ds_status ds_result_int64(const ds_result *res, int row, int col,
+DS_EXPORT ds_status ds_sql_result_int64(const ds_sql_result *res, int row, int col,
                                     int64_t *out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     int len;
@@ -264,11 +264,11 @@ DS_EXPORT ds_status ds_result_int64(const ds_result *res, int row, int col,
     else if (type == DS_OID_OID && len == 4)
         *out = ds__get_be32(v);
     else
-        return wrong_type(res, row, col, type, "ds_result_int64", err);
+        return wrong_type(res, row, col, type, "ds_sql_result_int64", err);
     return DS_OK;
 }
 
-DS_EXPORT ds_status ds_result_double(const ds_result *res, int row, int col,
+DS_EXPORT ds_status ds_sql_result_double(const ds_sql_result *res, int row, int col,
                                      double *out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     int len;
@@ -287,14 +287,14 @@ DS_EXPORT ds_status ds_result_double(const ds_result *res, int row, int col,
     } else {
         int64_t i;
         ds_error tmp;
-        if (ds_result_int64(res, row, col, &i, &tmp) != DS_OK)
-            return wrong_type(res, row, col, type, "ds_result_double", err);
+        if (ds_sql_result_int64(res, row, col, &i, &tmp) != DS_OK)
+            return wrong_type(res, row, col, type, "ds_sql_result_double", err);
         *out = (double)i;
     }
     return DS_OK;
 }
 
-DS_EXPORT ds_status ds_result_bool(const ds_result *res, int row, int col,
+DS_EXPORT ds_status ds_sql_result_bool(const ds_sql_result *res, int row, int col,
                                    bool *out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     int len;
@@ -303,12 +303,12 @@ DS_EXPORT ds_status ds_result_bool(const ds_result *res, int row, int col,
     if (!v)
         return DS_ERR_INVALID;
     if (type != DS_OID_BOOL || len != 1)
-        return wrong_type(res, row, col, type, "ds_result_bool", err);
+        return wrong_type(res, row, col, type, "ds_sql_result_bool", err);
     *out = v[0] != 0;
     return DS_OK;
 }
 
-DS_EXPORT ds_status ds_result_text(const ds_result *res, int row, int col,
+DS_EXPORT ds_status ds_sql_result_text(const ds_sql_result *res, int row, int col,
                                    const char **out, size_t *len,
                                    ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
@@ -324,12 +324,12 @@ DS_EXPORT ds_status ds_result_text(const ds_result *res, int row, int col,
     case DS_OID_JSONB:
         /* binary jsonb is a version byte (1) followed by the text */
         if (n < 1 || v[0] != 1)
-            return wrong_type(res, row, col, type, "ds_result_text", err);
+            return wrong_type(res, row, col, type, "ds_sql_result_text", err);
         v++;
         n--;
         break;
     default:
-        return wrong_type(res, row, col, type, "ds_result_text", err);
+        return wrong_type(res, row, col, type, "ds_sql_result_text", err);
     }
     *out = v; /* libpq NUL-terminates every value */
     if (len)
@@ -337,7 +337,7 @@ DS_EXPORT ds_status ds_result_text(const ds_result *res, int row, int col,
     return DS_OK;
 }
 
-DS_EXPORT ds_status ds_result_bytea(const ds_result *res, int row, int col,
+DS_EXPORT ds_status ds_sql_result_bytea(const ds_sql_result *res, int row, int col,
                                     const uint8_t **out, size_t *len,
                                     ds_error *err) {
     DS_CHECK_ARG(err, out && len, "out or len is NULL");
@@ -351,7 +351,7 @@ DS_EXPORT ds_status ds_result_bytea(const ds_result *res, int row, int col,
     return DS_OK;
 }
 
-DS_EXPORT ds_status ds_result_timestamptz(const ds_result *res, int row,
+DS_EXPORT ds_status ds_sql_result_timestamptz(const ds_sql_result *res, int row,
                                           int col, int64_t *epoch_us,
                                           ds_error *err) {
     DS_CHECK_ARG(err, epoch_us, "epoch_us is NULL");
@@ -361,19 +361,19 @@ DS_EXPORT ds_status ds_result_timestamptz(const ds_result *res, int row,
     if (!v)
         return DS_ERR_INVALID;
     if ((type != DS_OID_TIMESTAMPTZ && type != DS_OID_TIMESTAMP) || n != 8)
-        return wrong_type(res, row, col, type, "ds_result_timestamptz", err);
+        return wrong_type(res, row, col, type, "ds_sql_result_timestamptz", err);
     *epoch_us = ds__ts_from_pg((int64_t)ds__get_be64(v));
     return DS_OK;
 }
 
-DS_EXPORT ds_status ds_result_json(const ds_result *res, int row, int col,
+DS_EXPORT ds_status ds_sql_result_json(const ds_sql_result *res, int row, int col,
                                    json_t **out, ds_error *err) {
     DS_CHECK_ARG(err, out, "out is NULL");
     *out = NULL;
     const char *text;
     size_t len;
     ds_error tmp;
-    if (ds_result_text(res, row, col, &text, &len, &tmp) != DS_OK) {
+    if (ds_sql_result_text(res, row, col, &text, &len, &tmp) != DS_OK) {
         if (err)
             *err = tmp;
         return tmp.code;
@@ -388,6 +388,6 @@ DS_EXPORT ds_status ds_result_json(const ds_result *res, int row, int col,
     return DS_OK;
 }
 
-DS_EXPORT const struct pg_result *ds_result_pg(const ds_result *res) {
+DS_EXPORT const struct pg_result *ds_sql_result_pg(const ds_sql_result *res) {
     return res ? res->pg : NULL;
 }

@@ -219,8 +219,8 @@ int main(void) {
     }
 
     /* Verify on the primary of now: per key, how many rows. */
-    ds_param p[] = {ds_param_int64(conversation_id)};
-    ds_result *res = NULL;
+    ds_sql_param p[] = {ds_sql_param_int64(conversation_id)};
+    ds_sql_result *res = NULL;
     RETRYING(ds_sql_exec_pool(pool,
                           "SELECT idempotency_key, count(*) FROM messages "
                           "WHERE conversation_id = $1 GROUP BY 1",
@@ -240,12 +240,12 @@ int main(void) {
         }
     }
     long duplicates = 0, unacked_rows = 0;
-    for (int r = 0; r < ds_result_rows(res); r++) {
+    for (int r = 0; r < ds_sql_result_rows(res); r++) {
         const char *k = NULL;
         int64_t count = 0;
         int ti, n;
-        if (ds_result_text(res, r, 0, &k, NULL, &err) != DS_OK ||
-            ds_result_int64(res, r, 1, &count, &err) != DS_OK || !k ||
+        if (ds_sql_result_text(res, r, 0, &k, NULL, &err) != DS_OK ||
+            ds_sql_result_int64(res, r, 1, &count, &err) != DS_OK || !k ||
             sscanf(k, "t%d-%d", &ti, &n) != 2 || ti < 0 || ti >= THREADS ||
             n < 0) {
             fprintf(stderr, "failover-drill: unexpected row %d\n", r);
@@ -259,7 +259,7 @@ int main(void) {
         else
             unacked_rows += count; /* in doubt when the primary died: fine */
     }
-    ds_result_free(res);
+    ds_sql_result_free(res);
     long lost = 0;
     for (int i = 0; i < THREADS; i++) {
         for (int n = 0; n < workers[i].acked; n++)
