@@ -32,7 +32,7 @@
 
 #include "core/config_internal.h"
 #include "core/internal.h"
-#include "redis/url.h"
+#include "core/redis_url.h"
 
 #define CHECK(cond)                                                            \
     do {                                                                       \

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "core/internal.h"
-#include "redis/url.h"
+#include "core/redis_url.h"
 
 #define MARKER "Mk7pQ2xZw9"
 

@@ -13,7 +13,7 @@
 
 #include "dt_redis.h"
 #include "redis/redis_internal.h"
-#include "redis/url.h"
+#include "core/redis_url.h"
 
 static const char *password_of(const char *url) {
     /* "redis://default:PW@host..." or "redis://:PW@host..." -> PW (static

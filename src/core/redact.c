@@ -11,7 +11,7 @@
 
 #include "core/config_internal.h"
 #include "core/internal.h"
-#include "redis/url.h"
+#include "core/redis_url.h"
 
 #define MASK "***"
 

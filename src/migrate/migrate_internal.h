@@ -94,8 +94,6 @@ void ds__applied_list_clear(ds__applied_list *list);
 
 /* The runner's own statements (registered in src/schema/registry.c). */
 size_t ds__stmts_migrate(const ds__stmt_def **defs);
-/* The schema check's own statements. */
-size_t ds__stmts_schema(const ds__stmt_def **defs);
 
 /* ---- the schema check ------------------------------------------------- */
 

@@ -7,7 +7,7 @@
 #include <stdatomic.h>
 
 #include "redis/redis_internal.h"
-#include "redis/url.h"
+#include "core/redis_url.h"
 
 struct ds__rconn {
     int fd;

@@ -23,7 +23,7 @@ static const ds__stmt_def stmts[] = {
      {DS_OID_TEXT}},
 };
 
-size_t ds__stmts_schema(const ds__stmt_def **defs) {
+static size_t stmts_schema(const ds__stmt_def **defs) {
     *defs = stmts;
     return sizeof stmts / sizeof stmts[0];
 }
@@ -332,10 +332,11 @@ DS_EXPORT ds_status ds_migrate_check_schema(ds_pool *pool, ds_error *err) {
     size_t n = 0;
     while (ds__stmt_registry[n].module)
         n++;
-    ds__stmt_table *tables = ds__calloc(n + 1, sizeof *tables);
+    ds__stmt_table *tables = ds__calloc(n + 2, sizeof *tables);
     if (!tables)
         return ds__error_set(err, DS_ERR_NOMEM, "schema check: out of memory");
     size_t k = 0;
+    tables[k++] = (ds__stmt_table){"schema", stmts_schema};
     for (size_t i = 0; i < n; i++)
         if (table_applies(ds__stmt_registry[i].module, backend_table))
             tables[k++] = ds__stmt_registry[i];

@@ -1,7 +1,8 @@
-/* REDIS_URL parsing, shared by the Redis handle and config validation.
- * No third-party headers here: src/core includes it. */
-#ifndef DS_REDIS_URL_H
-#define DS_REDIS_URL_H
+/* REDIS_URL parsing: core's config validates the setting with it and the
+ * Redis handle connects with it.
+ * No third-party headers here. */
+#ifndef DS_CORE_REDIS_URL_H
+#define DS_CORE_REDIS_URL_H
 
 #include <stdbool.h>
 

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "core/internal.h"
-#include "redis/url.h"
+#include "core/redis_url.h"
 
 static int hex_value(char c) {
     if (c >= '0' && c <= '9')
