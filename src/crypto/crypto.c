@@ -570,23 +570,3 @@ DS_EXPORT ds_status ds_crypto_generate_key(const char *kid, ds_crypto_secret **e
     *entry = s;
     return DS_OK;
 }
-
-DS_EXPORT ds_status ds_crypto_scope_service(const char *provider,
-                                            const char *external_account_id,
-                                            char *buf, size_t buf_size,
-                                            ds_error *err) {
-    DS_CHECK_ARG(err, buf != NULL && buf_size > 0, "buf is NULL or empty");
-    buf[0] = '\0';
-    DS_CHECK_ARG(err, provider && *provider, "provider is NULL or empty");
-    DS_CHECK_ARG(err, external_account_id && *external_account_id,
-                 "external_account_id is NULL or empty");
-    DS_CHECK_ARG(err, strchr(provider, '/') == NULL, "provider holds a '/'");
-    size_t need = strlen(provider) + 1 + strlen(external_account_id) + 1;
-    if (need > buf_size)
-        return ds__error_set(err, DS_ERR_INVALID,
-                             "ds_crypto_scope_service: buffer of %zu bytes is "
-                             "too small (%zu needed)",
-                             buf_size, need);
-    snprintf(buf, buf_size, "%s/%s", provider, external_account_id);
-    return DS_OK;
-}

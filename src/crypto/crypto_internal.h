@@ -50,8 +50,4 @@ ds_status ds__crypto_session_hashes(ds_crypto *crypto, const uint8_t *token,
 ds_crypto_secret *ds__secret_new(size_t len);
 char *ds__secret_bytes(ds_crypto_secret *secret);
 
-/* Statement table of rotate.c. */
-struct ds__stmt_def;
-size_t ds__stmts_crypto(const struct ds__stmt_def **defs);
-
 #endif

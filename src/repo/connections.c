@@ -4,6 +4,7 @@
 
 #include "core/growable.h"
 #include "datastore/connections.h"
+#include "repo/connection_tokens.h"
 #include "repo/repo_internal.h"
 
 #define CONN_COLS                                                              \
@@ -121,23 +122,6 @@ DS_EXPORT void ds_connection_list_free(ds_connection_list *list) {
     ds__free(list);
 }
 
-/* The place an envelope is bound to. `scope` must hold 64 + 1 + 255 + 1. */
-static ds_status make_context(ds_error *err, int64_t user_id,
-                              const char *provider, const char *account,
-                              const char *field, char *scope, size_t cap,
-                              ds_crypto_context *ctx) {
-    ds_status st = ds_crypto_scope_service(provider, account, scope, cap, err);
-    if (st != DS_OK)
-        return st;
-    ctx->table = "service_connections";
-    ctx->field = field;
-    ctx->owner_id = user_id;
-    ctx->scope = scope;
-    return DS_OK;
-}
-
-#define SCOPE_CAP (DS_PROVIDER_MAX + 1 + DS_ACCOUNT_ID_MAX + 1)
-
 static ds_status check_provider(ds_error *err, const char *func,
                                 const char *p) {
     if (!p)
@@ -187,10 +171,10 @@ DS_EXPORT ds_status ds_connection_upsert(ds_pool *pool, ds_crypto *crypto,
     if (st != DS_OK)
         return st;
     const char *kid = ds_crypto_active_key_id(crypto);
-    char scope[SCOPE_CAP];
     const char *tokens[2] = {in->access_token, in->refresh_token};
     size_t lens[2] = {in->access_token_len, in->refresh_token_len};
     const char *fields[2] = {"access_token", "refresh_token"};
+    const ds__token_field places[2] = {DS__TOKEN_ACCESS, DS__TOKEN_REFRESH};
     uint8_t *env[2] = {NULL, NULL};
     size_t env_len[2] = {0, 0};
     for (int i = 0; i < 2 && st == DS_OK; i++) {
@@ -202,13 +186,12 @@ DS_EXPORT ds_status ds_connection_upsert(ds_pool *pool, ds_crypto *crypto,
                                __func__, fields[i]);
             break;
         }
-        ds_crypto_context ctx = DS_CRYPTO_CONTEXT_INIT;
-        st = make_context(err, in->user_id, in->provider,
-                          in->external_account_id, fields[i], scope,
-                          sizeof scope, &ctx);
+        ds__token_place place;
+        st = ds__token_place_set(&place, in->user_id, in->provider,
+                                 in->external_account_id, places[i], err);
         if (st == DS_OK)
-            st = ds_crypto_encrypt(crypto, &ctx, tokens[i], len, &env[i],
-                                   &env_len[i], err);
+            st = ds_crypto_encrypt(crypto, &place.ctx, tokens[i], len,
+                                   &env[i], &env_len[i], err);
     }
     if (st == DS_OK) {
         ds__bind b;
@@ -267,14 +250,14 @@ DS_EXPORT ds_status ds_connection_get(ds_pool *pool, ds_crypto *crypto,
     for (int i = 0; st == DS_OK && crypto && i < 2; i++) {
         if (PQgetisnull(r, 0, 5 + i))
             continue;
-        char scope[SCOPE_CAP];
-        ds_crypto_context ctx = DS_CRYPTO_CONTEXT_INIT;
-        const char *field = i == 0 ? "access_token" : "refresh_token";
-        st = make_context(err, c->user_id, c->provider, c->external_account_id,
-                          field, scope, sizeof scope, &ctx);
+        ds__token_place place;
+        st = ds__token_place_set(&place, c->user_id, c->provider,
+                                 c->external_account_id,
+                                 i == 0 ? DS__TOKEN_ACCESS : DS__TOKEN_REFRESH,
+                                 err);
         if (st == DS_OK)
             st = ds_crypto_decrypt(
-                crypto, &ctx, (const uint8_t *)PQgetvalue(r, 0, 5 + i),
+                crypto, &place.ctx, (const uint8_t *)PQgetvalue(r, 0, 5 + i),
                 (size_t)PQgetlength(r, 0, 5 + i),
                 i == 0 ? &c->access_token : &c->refresh_token, err);
         if (st != DS_OK)

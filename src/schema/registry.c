@@ -6,6 +6,7 @@
 #include "crypto/crypto_internal.h"
 #include "memory/memory_internal.h"
 #include "pool/stmt.h"
+#include "repo/connection_tokens.h"
 #include "repo/repo_internal.h"
 #include "session/session_internal.h"
 

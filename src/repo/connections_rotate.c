@@ -1,6 +1,8 @@
 /*
  * ds_crypto_rotate(): re-encrypts the service-connection tokens that are not
- * under the active key, in short transactions.
+ * under the active key, in short transactions. It lives next to the
+ * connections repository because it shares its tables and the place each
+ * token is bound to (connection_tokens.h).
  *
  * Each batch locks up to batch_size stale rows with FOR UPDATE SKIP LOCKED
  * (a row a writer holds is skipped, never waited for), decrypts both
@@ -17,9 +19,9 @@
 
 #include "core/growable.h"
 #include "core/progress.h"
-#include "crypto/crypto_internal.h"
 #include "datastore/tx.h"
 #include "pool/stmt.h"
+#include "repo/connection_tokens.h"
 
 #define ROTATE_DEFAULT_BATCH 200
 #define ROTATE_MAX_BATCH 10000
@@ -120,20 +122,26 @@ static ds_status reseal_row(batch *b, const PGresult *r, int i, new_row *nr,
     int64_t id = (int64_t)ds__get_be64(PQgetvalue(r, i, 0));
     int64_t user_id = (int64_t)ds__get_be64(PQgetvalue(r, i, 1));
     b->last_id = id;
-    char scope[1600];
-    snprintf(scope, sizeof scope, "%s/%s", PQgetvalue(r, i, 2),
-             PQgetvalue(r, i, 3));
-    ds_crypto_context ctx = {sizeof(ds_crypto_context), "service_connections", "access_token", user_id,
-                             scope};
     nr->id = id;
     ds_error cell_err = {0};
-    ds_status cs = reseal(b->crypto, r, i, 4, &ctx, &nr->access,
-                          &nr->access_len, &cell_err);
-    if (cs == DS_OK) {
-        ctx.field = "refresh_token";
-        cs = reseal(b->crypto, r, i, 5, &ctx, &nr->refresh, &nr->refresh_len,
-                    &cell_err);
-    }
+    /* a row whose place is not one the library writes (edited by hand)
+     * cannot decrypt: it is left like one sealed under an unknown key */
+    ds__token_place place;
+    ds_status cs = ds__token_place_set(&place, user_id, PQgetvalue(r, i, 2),
+                                       PQgetvalue(r, i, 3), DS__TOKEN_ACCESS,
+                                       &cell_err) == DS_OK
+                       ? DS_OK
+                       : DS_ERR_CRYPTO;
+    if (cs == DS_OK)
+        cs = reseal(b->crypto, r, i, 4, &place.ctx, &nr->access,
+                    &nr->access_len, &cell_err);
+    if (cs == DS_OK)
+        cs = ds__token_place_set(&place, user_id, PQgetvalue(r, i, 2),
+                                 PQgetvalue(r, i, 3), DS__TOKEN_REFRESH,
+                                 &cell_err);
+    if (cs == DS_OK)
+        cs = reseal(b->crypto, r, i, 5, &place.ctx, &nr->refresh,
+                    &nr->refresh_len, &cell_err);
     if (cs == DS_OK) {
         *kept = true;
         return DS_OK;
@@ -278,115 +286,147 @@ static ds_status count_remaining(ds_pool *pool, const char *kid,
     return st;
 }
 
-static ds_status rotate(ds_crypto *crypto, ds_pool *pool,
-                        const ds_crypto_rotate_options *opts,
-                        ds_crypto_rotate_stats *stats, ds_error *err) {
+/* One run: its settings and what it did so far. */
+typedef struct rotation {
+    ds_crypto *crypto;
+    ds_pool *pool;
+    const char *kid;      /* the active key: rows not under it are stale */
+    int batch_size;
+    int64_t max_rows;     /* 0: no limit */
+    int pause_ms;         /* between batches */
+    ds__progress prog;
+    int64_t estimate;     /* the progress total; -1 without a callback */
+    batch b;
+    id_set failed;        /* rows that do not decrypt, across passes */
+    int64_t done;         /* rows looked at (rotated or failed) */
+    bool limited;         /* stopped at max_rows */
+    ds_crypto_rotate_stats *stats;
+} rotation;
+
+/* The options, checked, with their defaults. */
+static ds_status rotation_init(rotation *rot, ds_crypto *crypto,
+                               ds_pool *pool,
+                               const ds_crypto_rotate_options *opts,
+                               ds_crypto_rotate_stats *stats, ds_error *err) {
     memset(stats, 0, sizeof *stats);
+    memset(rot, 0, sizeof *rot);
     DS_CHECK_ARG(err, crypto != NULL, "crypto is NULL");
     DS_CHECK_ARG(err, pool != NULL, "pool is NULL");
-    int batch_size = ROTATE_DEFAULT_BATCH;
-    int64_t max_rows = 0;
-    int pause_ms = 0;
-    if (opts) {
-        DS_CHECK_ARG(err, opts->batch_size >= 0 && opts->batch_size <= ROTATE_MAX_BATCH,
-                     "batch_size must be 0 (default) to 10000");
-        DS_CHECK_ARG(err, opts->max_rows >= 0, "max_rows must be >= 0");
-        DS_CHECK_ARG(err, opts->pause_ms >= 0 && opts->pause_ms <= 60000,
-                     "pause_ms must be 0 to 60000");
-        if (opts->batch_size)
-            batch_size = opts->batch_size;
-        max_rows = opts->max_rows;
-        pause_ms = opts->pause_ms;
-    }
-
-    const char *kid = ds_crypto_active_key_id(crypto);
-    ds__progress prog;
-    ds__progress_init(&prog, "crypto_rotate", opts ? opts->progress : NULL,
-                      opts ? opts->progress_ud : NULL);
-    int64_t estimate = -1;
-    if (prog.fn) {
+    DS_CHECK_ARG(err, opts->batch_size >= 0 && opts->batch_size <= ROTATE_MAX_BATCH,
+                 "batch_size must be 0 (default) to 10000");
+    DS_CHECK_ARG(err, opts->max_rows >= 0, "max_rows must be >= 0");
+    DS_CHECK_ARG(err, opts->pause_ms >= 0 && opts->pause_ms <= 60000,
+                 "pause_ms must be 0 to 60000");
+    rot->crypto = crypto;
+    rot->pool = pool;
+    rot->kid = ds_crypto_active_key_id(crypto);
+    rot->batch_size = opts->batch_size ? opts->batch_size : ROTATE_DEFAULT_BATCH;
+    rot->max_rows = opts->max_rows;
+    rot->pause_ms = opts->pause_ms;
+    rot->stats = stats;
+    rot->estimate = -1;
+    rot->b.crypto = crypto;
+    ds__progress_init(&rot->prog, "crypto_rotate", opts->progress,
+                      opts->progress_ud);
+    if (rot->prog.fn) {
         /* the total a progress line needs: one count before the first
          * batch, no lock held */
-        ds_status cs = count_remaining(pool, kid, &estimate, err);
+        ds_status cs = count_remaining(pool, rot->kid, &rot->estimate, err);
         if (cs != DS_OK)
             return cs;
-        if (max_rows && max_rows < estimate)
-            estimate = max_rows;
+        if (rot->max_rows && rot->max_rows < rot->estimate)
+            rot->estimate = rot->max_rows;
     }
-    batch b = {.crypto = crypto};
-    b.failed_ids = ds__calloc((size_t)batch_size, sizeof *b.failed_ids);
-    if (!b.failed_ids)
+    rot->b.failed_ids = ds__calloc((size_t)rot->batch_size,
+                                   sizeof *rot->b.failed_ids);
+    if (!rot->b.failed_ids)
         return ds__error_set(err, DS_ERR_NOMEM, "ds_crypto_rotate: out of memory");
-    id_set failed = {0};
-    ds_status st = DS_OK;
-    int64_t done = 0;
-    bool limited = false;
-    for (int pass = 0; st == DS_OK && !limited; pass++) {
-        b.after = 0;
-        for (;;) {
-            b.limit = batch_size;
-            if (max_rows && max_rows - done < b.limit)
-                b.limit = (int)(max_rows - done);
-            st = ds_tx_run(pool, NULL, run_batch, &b, err);
-            if (st != DS_OK)
-                break;
-            stats->batches++;
-            stats->rotated += b.rotated;
-            done += b.nrows;
-            for (int i = 0; i < b.nfailed && st == DS_OK; i++)
-                if (!id_set_add(&failed, b.failed_ids[i]))
-                    st = ds__error_set(err, DS_ERR_NOMEM,
-                                       "ds_crypto_rotate: out of memory");
-            if (st == DS_OK)
-                st = ds__progress_report(
-                    &prog, "service_connections", "rows", "rows",
-                    stats->rotated + (int64_t)failed.n, estimate,
-                    "run ds_crypto_rotate again to rotate the rest", err);
-            if (st != DS_OK || b.nrows < b.limit)
-                break;
-            b.after = b.last_id;
-            if (max_rows && done >= max_rows) {
-                limited = true;
-                break;
-            }
-            if (pause_ms)
-                ds__sleep_us((int64_t)pause_ms * 1000);
+    return DS_OK;
+}
+
+/* Counts one committed batch and reports it. */
+static ds_status rotation_count_batch(rotation *rot, ds_error *err) {
+    batch *b = &rot->b;
+    rot->stats->batches++;
+    rot->stats->rotated += b->rotated;
+    rot->done += b->nrows;
+    for (int i = 0; i < b->nfailed; i++)
+        if (!id_set_add(&rot->failed, b->failed_ids[i]))
+            return ds__error_set(err, DS_ERR_NOMEM,
+                                 "ds_crypto_rotate: out of memory");
+    return ds__progress_report(
+        &rot->prog, "service_connections", "rows", "rows",
+        rot->stats->rotated + (int64_t)rot->failed.n, rot->estimate,
+        "run ds_crypto_rotate again to rotate the rest", err);
+}
+
+/* One walk over the table by id, a batch (one transaction) at a time. */
+static ds_status rotation_pass(rotation *rot, ds_error *err) {
+    batch *b = &rot->b;
+    b->after = 0;
+    for (;;) {
+        b->limit = rot->batch_size;
+        if (rot->max_rows && rot->max_rows - rot->done < b->limit)
+            b->limit = (int)(rot->max_rows - rot->done);
+        ds_status st = ds_tx_run(rot->pool, NULL, run_batch, b, err);
+        if (st == DS_OK)
+            st = rotation_count_batch(rot, err);
+        if (st != DS_OK || b->nrows < b->limit)
+            return st;
+        b->after = b->last_id;
+        if (rot->max_rows && rot->done >= rot->max_rows) {
+            rot->limited = true;
+            return DS_OK;
         }
+        if (rot->pause_ms)
+            ds__sleep_us((int64_t)rot->pause_ms * 1000);
+    }
+}
+
+/* Passes until no stale row is left but those that do not decrypt. */
+static ds_status rotation_passes(rotation *rot, ds_error *err) {
+    ds_crypto_rotate_stats *stats = rot->stats;
+    for (int pass = 0;; pass++) {
+        ds_status st = rotation_pass(rot, err);
         if (st != DS_OK)
-            break;
-        stats->failed = (int64_t)failed.n;
-        st = count_remaining(pool, kid, &stats->remaining, err);
-        if (st != DS_OK || limited || stats->remaining <= stats->failed ||
-            pass >= ROTATE_EXTRA_PASSES)
-            break;
+            return st;
+        stats->failed = (int64_t)rot->failed.n;
+        st = count_remaining(rot->pool, rot->kid, &stats->remaining, err);
+        if (st != DS_OK || rot->limited ||
+            stats->remaining <= stats->failed || pass >= ROTATE_EXTRA_PASSES)
+            return st;
         /* Rows were held by writers (or written under an older key by a
          * process not yet redeployed): back off, then another pass. */
         ds__sleep_us(INT64_C(50000) << pass);
     }
-    stats->failed = (int64_t)failed.n;
-    ds__free(failed.ids);
-    ds__free(b.failed_ids);
+}
+
+/* What the caller learns from a run that ended with `st`. */
+static ds_status rotation_end(rotation *rot, ds_status st, ds_error *err) {
+    ds_crypto_rotate_stats *stats = rot->stats;
+    stats->failed = (int64_t)rot->failed.n;
     if (st == DS_ERR_CANCELLED) {
         /* never let a stopped run look finished (remaining == 0 is the
          * signal to remove the old key) */
         ds_error ignore = {0};
-        if (count_remaining(pool, kid, &stats->remaining, &ignore) != DS_OK ||
+        if (count_remaining(rot->pool, rot->kid, &stats->remaining,
+                            &ignore) != DS_OK ||
             stats->remaining < 1)
             stats->remaining = 1;
     }
-    if (st == DS_OK && !limited && stats->remaining <= stats->failed) {
-        /* finished: what was done is everything there was */
+    if (st == DS_OK && !rot->limited && stats->remaining <= stats->failed) {
+        /* finished: what was done is everything there was; a stop asked
+         * now has nothing left to stop */
         int64_t handled = stats->rotated + stats->failed;
-        (void)ds__progress_report(&prog, "service_connections", "rows",
+        (void)ds__progress_report(&rot->prog, "service_connections", "rows",
                                   "rows", handled, handled, NULL, NULL);
-        st = DS_OK; /* a stop asked now has nothing left to stop */
     }
     if (st != DS_OK)
         return st;
     ds__log(DS_LOG_INFO, "crypto",
             "rotate to '%s': %lld rotated, %lld failed, %lld remaining, %lld "
             "batches",
-            kid, (long long)stats->rotated, (long long)stats->failed,
+            rot->kid, (long long)stats->rotated, (long long)stats->failed,
             (long long)stats->remaining, (long long)stats->batches);
     if (stats->failed > 0)
         return ds__error_set(err, DS_ERR_CRYPTO,
@@ -395,6 +435,18 @@ static ds_status rotate(ds_crypto *crypto, ds_pool *pool,
                              "logged); the other rows were rotated",
                              (long long)stats->failed);
     return DS_OK;
+}
+
+static ds_status rotate(ds_crypto *crypto, ds_pool *pool,
+                        const ds_crypto_rotate_options *opts,
+                        ds_crypto_rotate_stats *stats, ds_error *err) {
+    rotation rot;
+    ds_status st = rotation_init(&rot, crypto, pool, opts, stats, err);
+    if (st == DS_OK)
+        st = rotation_end(&rot, rotation_passes(&rot, err), err);
+    ds__free(rot.failed.ids);
+    ds__free(rot.b.failed_ids);
+    return st;
 }
 
 DS_EXPORT ds_status ds_crypto_rotate(ds_crypto *crypto, ds_pool *pool,
