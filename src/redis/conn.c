@@ -588,113 +588,136 @@ static void wipe_reader(ds__rconn *c) {
         ds__wipe(c->reader->buf, c->reader->len);
 }
 
-static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
-                                    int64_t deadline_us, ds_error *err) {
-    /* AUTH (when a password is set), SELECT (db != 0) and PING pipelined
-     * in one round trip. */
-    char dbtext[16];
-    snprintf(dbtext, sizeof dbtext, "%d", r->url.db);
-    const char *auth_argv[3] = {"AUTH", NULL, NULL};
-    int auth_argc = 0;
+/* The set-up commands, formatted and joined into one buffer: AUTH (when
+ * a password is set), SELECT (db != 0) and PING, pipelined in one round
+ * trip. Both the parts and the buffer hold the password: wipe them. */
+typedef struct handshake {
+    char *parts[3];
+    int lens[3];
+    size_t n;
+    int auth_index, select_index; /* -1: not sent */
+    char *buf;
+    size_t total;
+} handshake;
+
+static void handshake_free(handshake *h) {
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->parts[i] && h->lens[i] > 0)
+            ds__wipe(h->parts[i], (size_t)h->lens[i]);
+        redisFreeCommand(h->parts[i]);
+    }
+    if (h->buf) {
+        ds__wipe(h->buf, h->total);
+        ds__free(h->buf);
+    }
+}
+
+static void handshake_add(handshake *h, int argc, const char **argv) {
+    h->lens[h->n] = redisFormatCommandArgv(&h->parts[h->n], argc, argv, NULL);
+    h->n++;
+}
+
+static ds_status handshake_format(const ds_redis *r, handshake *h,
+                                  ds_error *err) {
+    memset(h, 0, sizeof *h);
+    h->auth_index = h->select_index = -1;
     if (r->url.password) {
+        const char *auth_argv[3] = {"AUTH", r->url.user, r->url.password};
+        h->auth_index = (int)h->n;
         if (r->url.user) {
-            auth_argv[1] = r->url.user;
-            auth_argv[2] = r->url.password;
-            auth_argc = 3;
+            handshake_add(h, 3, auth_argv);
         } else {
             auth_argv[1] = r->url.password;
-            auth_argc = 2;
+            handshake_add(h, 2, auth_argv);
         }
-    }
-    const char *select_argv[2] = {"SELECT", dbtext};
-    const char *ping_argv[1] = {"PING"};
-    char *parts[3] = {NULL, NULL, NULL};
-    int lens[3] = {0, 0, 0};
-    size_t n = 0;
-    int auth_index = -1, select_index = -1;
-    if (auth_argc) {
-        auth_index = (int)n;
-        lens[n] = redisFormatCommandArgv(&parts[n], auth_argc, auth_argv, NULL);
-        n++;
     }
     if (r->url.db != 0) {
-        select_index = (int)n;
-        lens[n] = redisFormatCommandArgv(&parts[n], 2, select_argv, NULL);
-        n++;
+        char dbtext[16];
+        snprintf(dbtext, sizeof dbtext, "%d", r->url.db);
+        const char *select_argv[2] = {"SELECT", dbtext};
+        h->select_index = (int)h->n;
+        handshake_add(h, 2, select_argv);
     }
-    lens[n] = redisFormatCommandArgv(&parts[n], 1, ping_argv, NULL);
-    n++;
-    size_t total = 0;
-    bool oom = false;
-    for (size_t i = 0; i < n; i++) {
-        if (lens[i] < 0 || !parts[i])
-            oom = true;
-        else
-            total += (size_t)lens[i];
+    const char *ping_argv[1] = {"PING"};
+    handshake_add(h, 1, ping_argv);
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->lens[i] < 0 || !h->parts[i])
+            return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+        h->total += (size_t)h->lens[i];
     }
-    char *buf = oom ? NULL : ds__malloc(total);
-    ds_status st;
-    redisReply *replies[3] = {NULL, NULL, NULL};
-    if (!buf) {
-        st = ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
-    } else {
-        size_t off = 0;
-        for (size_t i = 0; i < n; i++) {
-            memcpy(buf + off, parts[i], (size_t)lens[i]);
-            off += (size_t)lens[i];
+    h->buf = ds__malloc(h->total);
+    if (!h->buf)
+        return ds__error_set(err, DS_ERR_NOMEM, "redis: out of memory");
+    size_t off = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        memcpy(h->buf + off, h->parts[i], (size_t)h->lens[i]);
+        off += (size_t)h->lens[i];
+    }
+    return DS_OK;
+}
+
+/* The error for error reply `rep` to set-up command `i`. */
+static ds_status handshake_reply_error(const ds_redis *r, const ds__rconn *c,
+                                       const handshake *h, size_t i,
+                                       const redisReply *rep, ds_error *err) {
+    if ((int)i == h->auth_index || ds__redis_reply_is_error(rep, "NOAUTH") ||
+        ds__redis_reply_is_error(rep, "WRONGPASS")) {
+        /* Servers quote the arguments they echo ("unknown command
+         * 'AUTH', with args beginning with: '...'"), and an argument
+         * of AUTH is the password, perhaps cut short where scrubbing
+         * would not find it: keep their words up to the first quote. */
+        const char *words = rep->str ? rep->str : "";
+        size_t keep = strcspn(words, "'\"`");
+        while (keep > 0 && strchr(" ,:", words[keep - 1]))
+            keep--;
+        if (keep == 0) {
+            words = "error reply";
+            keep = strlen(words);
         }
-        c->wipe_reads = auth_argc != 0;
-        st = ds__rconn_roundtrip(c, buf, total, n, replies, deadline_us, err);
+        ds_status st = ds__error_set(err, DS_ERR_REDIS,
+                                     "redis %s: authentication failed (check "
+                                     "the user and password in REDIS_URL): "
+                                     "%.*s",
+                                     c->label, (int)(keep > 200 ? 200 : keep),
+                                     words);
+        if (err)
+            err->retryable = false;
+        return st;
+    }
+    if ((int)i == h->select_index) {
+        char ctx[DS_REDIS_HOST_MAX + 160];
+        snprintf(ctx, sizeof ctx, "redis %s: SELECT %d failed", c->label,
+                 r->url.db);
+        return ds__redis_reply_error(rep, ctx, err);
+    }
+    char ctx[DS_REDIS_HOST_MAX + 64];
+    snprintf(ctx, sizeof ctx, "redis %s", c->label);
+    return ds__redis_reply_error(rep, ctx, err);
+}
+
+static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
+                                    int64_t deadline_us, ds_error *err) {
+    bool auth = r->url.password != NULL;
+    handshake h;
+    redisReply *replies[3] = {NULL, NULL, NULL};
+    ds_status st = handshake_format(r, &h, err);
+    if (st == DS_OK) {
+        c->wipe_reads = auth;
+        st = ds__rconn_roundtrip(c, h.buf, h.total, h.n, replies, deadline_us,
+                                 err);
         c->wipe_reads = false;
-        ds__wipe(buf, total); /* it held the password */
-        ds__free(buf);
     }
-    for (size_t i = 0; i < n; i++) {
-        if (parts[i] && lens[i] > 0)
-            ds__wipe(parts[i], (size_t)lens[i]);
-        redisFreeCommand(parts[i]);
-    }
+    size_t n = h.n;
+    handshake_free(&h);
     if (st != DS_OK) {
-        if (auth_argc)
+        if (auth)
             wipe_reader(c);
         return st;
     }
-    for (size_t i = 0; i < n && st == DS_OK; i++) {
-        redisReply *rep = replies[i];
-        if (rep->type != REDIS_REPLY_ERROR)
-            continue;
-        if ((int)i == auth_index || ds__redis_reply_is_error(rep, "NOAUTH") ||
-            ds__redis_reply_is_error(rep, "WRONGPASS")) {
-            /* Servers quote the arguments they echo ("unknown command
-             * 'AUTH', with args beginning with: '...'"), and an argument
-             * of AUTH is the password, perhaps cut short where scrubbing
-             * would not find it: keep their words up to the first quote. */
-            const char *words = rep->str ? rep->str : "";
-            size_t keep = strcspn(words, "'\"`");
-            while (keep > 0 && strchr(" ,:", words[keep - 1]))
-                keep--;
-            if (keep == 0) {
-                words = "error reply";
-                keep = strlen(words);
-            }
-            st = ds__error_set(err, DS_ERR_REDIS,
-                               "redis %s: authentication failed (check the user "
-                               "and password in REDIS_URL): %.*s",
-                               c->label, (int)(keep > 200 ? 200 : keep), words);
-            if (err)
-                err->retryable = false;
-        } else if ((int)i == select_index) {
-            char ctx[DS_REDIS_HOST_MAX + 160];
-            snprintf(ctx, sizeof ctx, "redis %s: SELECT %d failed", c->label,
-                     r->url.db);
-            st = ds__redis_reply_error(rep, ctx, err);
-        } else {
-            char ctx[DS_REDIS_HOST_MAX + 64];
-            snprintf(ctx, sizeof ctx, "redis %s", c->label);
-            st = ds__redis_reply_error(rep, ctx, err);
-        }
-    }
-    if (st != DS_OK && auth_argc) {
+    for (size_t i = 0; i < n && st == DS_OK; i++)
+        if (replies[i]->type == REDIS_REPLY_ERROR)
+            st = handshake_reply_error(r, c, &h, i, replies[i], err);
+    if (st != DS_OK && auth) {
         ds__error_scrub(err, r->url.password);
         /* the replies and the bytes they came in may echo the password */
         for (size_t i = 0; i < n; i++)
