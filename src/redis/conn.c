@@ -656,11 +656,13 @@ static ds_status handshake_format(const ds_redis *r, handshake *h,
     return DS_OK;
 }
 
-/* The error for error reply `rep` to set-up command `i`. */
+/* The error for error reply `rep` to set-up command `i` (AUTH was command
+ * `auth_index`, SELECT `select_index`; -1: not sent). */
 static ds_status handshake_reply_error(const ds_redis *r, const ds__rconn *c,
-                                       const handshake *h, size_t i,
-                                       const redisReply *rep, ds_error *err) {
-    if ((int)i == h->auth_index || ds__redis_reply_is_error(rep, "NOAUTH") ||
+                                       int auth_index, int select_index,
+                                       size_t i, const redisReply *rep,
+                                       ds_error *err) {
+    if ((int)i == auth_index || ds__redis_reply_is_error(rep, "NOAUTH") ||
         ds__redis_reply_is_error(rep, "WRONGPASS")) {
         /* Servers quote the arguments they echo ("unknown command
          * 'AUTH', with args beginning with: '...'"), and an argument
@@ -684,7 +686,7 @@ static ds_status handshake_reply_error(const ds_redis *r, const ds__rconn *c,
             err->retryable = false;
         return st;
     }
-    if ((int)i == h->select_index) {
+    if ((int)i == select_index) {
         char ctx[DS_REDIS_HOST_MAX + 160];
         snprintf(ctx, sizeof ctx, "redis %s: SELECT %d failed", c->label,
                  r->url.db);
@@ -708,6 +710,7 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
         c->wipe_reads = false;
     }
     size_t n = h.n;
+    int auth_index = h.auth_index, select_index = h.select_index;
     handshake_free(&h);
     if (st != DS_OK) {
         if (auth)
@@ -716,7 +719,8 @@ static ds_status handshake_commands(ds_redis *r, ds__rconn *c,
     }
     for (size_t i = 0; i < n && st == DS_OK; i++)
         if (replies[i]->type == REDIS_REPLY_ERROR)
-            st = handshake_reply_error(r, c, &h, i, replies[i], err);
+            st = handshake_reply_error(r, c, auth_index, select_index, i,
+                                       replies[i], err);
     if (st != DS_OK && auth) {
         ds__error_scrub(err, r->url.password);
         /* the replies and the bytes they came in may echo the password */
