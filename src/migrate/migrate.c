@@ -35,24 +35,6 @@
 #define MODULE "migrate"
 #define DEFAULT_LOCK_WAIT_MS 600000
 
-void ds__migrate_emit(const ds__runner *r, ds_migrate_event ev,
-                      const ds__migration_file *f, bool up, int64_t elapsed_us,
-                      const char *sql) {
-    if (!r->opts->progress)
-        return;
-    ds_migrate_progress p = {ev,
-                             f ? f->version : 0,
-                             f ? f->name : "",
-                             up,
-                             f ? (up ? f->up_no_tx : f->down_no_tx) : false,
-                             elapsed_us,
-                             sql,
-                             NULL,
-                             0,
-                             0};
-    r->opts->progress(r->opts->progress_ud, &p);
-}
-
 /* `unnamed`: run this lease's statements unnamed whatever the pool's
  * mode (see the top); read-only calls keep the pool's mode, so a status
  * call repeated by a health check reuses its prepared statement. */
@@ -81,13 +63,6 @@ ds_status ds__migrate_simple(ds__runner *r, const char *sql, ds_error *err) {
     if (st != DS_OK)
         ds__error_prefix(err, "%s", sql);
     return st;
-}
-
-void ds__migrate_lock_timeout_text(const ds__runner *r, char *buf, size_t cap) {
-    if (r->lock_timeout_ms < 0)
-        snprintf(buf, cap, "0");
-    else
-        snprintf(buf, cap, "%dms", r->lock_timeout_ms);
 }
 
 static ds_status set_timeouts(ds__runner *r, bool local, ds_error *err) {

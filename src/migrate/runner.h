@@ -1,6 +1,7 @@
 /* The migration runner's parts shared by its files (migrate.c: the runner
  * and the entry points; history.c: the record and the plan; run_file.c:
- * one file's statements; dry_run.c; status.c). Private to src/migrate/. */
+ * one file's statements; emit.c: what the runner and the dry run both
+ * report; dry_run.c; status.c). Private to src/migrate/. */
 #ifndef DS_MIGRATE_RUNNER_H
 #define DS_MIGRATE_RUNNER_H
 
@@ -90,9 +91,12 @@ void ds__migrate_runner_close(ds__runner *r);
 /* `unnamed`: run this lease's statements unnamed whatever the pool's mode. */
 ds_status ds__migrate_lease(ds__runner *r, bool unnamed, ds_error *err);
 void ds__migrate_unlease(ds__runner *r);
+ds_status ds__migrate_simple(ds__runner *r, const char *sql, ds_error *err);
+
+/* ---- shared by the runner and the dry run (emit.c) --------------------- */
+
 /* The lock_timeout value the runner sets ("0" when none). */
 void ds__migrate_lock_timeout_text(const ds__runner *r, char *buf, size_t cap);
-ds_status ds__migrate_simple(ds__runner *r, const char *sql, ds_error *err);
 /* To opts->progress, when set. */
 void ds__migrate_emit(const ds__runner *r, ds_migrate_event ev,
                       const ds__migration_file *f, bool up, int64_t elapsed_us,
