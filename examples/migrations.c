@@ -13,12 +13,12 @@
 #include <datastore/datastore.h>
 #include <stdio.h>
 
-static void on_progress(void *ud, const ds_migrate_progress *p) {
+static void on_event(void *ud, const ds_migrate_event *p) {
     (void)ud;
-    if (p->event == DS_MIGRATE_APPLIED)
+    if (p->kind == DS_MIGRATE_EVENT_APPLIED)
         printf("  applied %04lld_%s (%lld ms)\n", (long long)p->version,
                p->name, (long long)(p->elapsed_us / 1000));
-    else if (p->event == DS_MIGRATE_WAITING)
+    else if (p->kind == DS_MIGRATE_EVENT_WAITING)
         printf("  another instance is migrating; waiting\n");
 }
 
@@ -46,7 +46,7 @@ int main(void) {
 
     /* 1. Apply whatever is pending (nothing when already up to date). */
     ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT; /* embedded migrations, default timeouts */
-    opts.progress = on_progress;
+    opts.on_event = on_event;
     int applied = 0;
     if (ds_migrate_up(pool, &opts, &applied, &err) != DS_OK)
         goto out;

@@ -153,16 +153,16 @@ static char *pooler_url_of(const char *direct) {
 /* Progress events, recorded. */
 typedef struct events {
     int n;
-    ds_migrate_event ev[64];
+    ds_migrate_event_kind ev[64];
     int64_t version[64];
     char *sql[64];
 } events;
 
-static void record_event(void *ud, const ds_migrate_progress *p) {
+static void record_event(void *ud, const ds_migrate_event *p) {
     events *e = ud;
     if (e->n >= 64)
         return;
-    e->ev[e->n] = p->event;
+    e->ev[e->n] = p->kind;
     e->version[e->n] = p->version;
     e->sql[e->n] = p->sql ? strdup(p->sql) : NULL;
     e->n++;
@@ -173,7 +173,7 @@ static void events_free(events *e) {
         free(e->sql[i]);
 }
 
-static int count_events(const events *e, ds_migrate_event ev) {
+static int count_events(const events *e, ds_migrate_event_kind ev) {
     int n = 0;
     for (int i = 0; i < e->n; i++)
         n += e->ev[i] == ev;
@@ -507,17 +507,17 @@ START_TEST(test_migrate_up_applies_everything_once) {
 
     events ev = {0};
     ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
-    opts.progress = record_event;
-    opts.progress_ud = &ev;
+    opts.on_event = record_event;
+    opts.on_event_ud = &ev;
     int applied = -1;
     st = ds_migrate_up(pool, &opts, &applied, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(applied, DS_SCHEMA_VERSION);
-    ck_assert_int_eq(count_events(&ev, DS_MIGRATE_APPLYING), applied);
-    ck_assert_int_eq(count_events(&ev, DS_MIGRATE_APPLIED), applied);
-    ck_assert_int_eq(ev.ev[0], DS_MIGRATE_APPLYING);
+    ck_assert_int_eq(count_events(&ev, DS_MIGRATE_EVENT_APPLYING), applied);
+    ck_assert_int_eq(count_events(&ev, DS_MIGRATE_EVENT_APPLIED), applied);
+    ck_assert_int_eq(ev.ev[0], DS_MIGRATE_EVENT_APPLYING);
     ck_assert_int_eq(ev.version[0], 1);
-    ck_assert_int_eq(ev.ev[1], DS_MIGRATE_APPLIED);
+    ck_assert_int_eq(ev.ev[1], DS_MIGRATE_EVENT_APPLIED);
     events_free(&ev);
     ck_assert_int_eq(applied_count(url), DS_SCHEMA_VERSION);
     ck_assert(table_exists(url, "users"));
@@ -977,12 +977,12 @@ START_TEST(test_migrate_waits_for_lock_then_times_out_or_proceeds) {
     events ev = {0};
     ds_migrate_options opts = dir_options(d.dir);
     opts.lock_wait_ms = 300;
-    opts.progress = record_event;
-    opts.progress_ud = &ev;
+    opts.on_event = record_event;
+    opts.on_event_ud = &ev;
     ds_error err = {0};
     ds_status st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_TIMEOUT, err);
-    ck_assert_int_eq(count_events(&ev, DS_MIGRATE_WAITING), 1);
+    ck_assert_int_eq(count_events(&ev, DS_MIGRATE_EVENT_WAITING), 1);
     ck_assert(!table_exists(d.url, "things"));
 
     opts.lock_wait_ms = -1; /* do not wait at all */
@@ -1260,14 +1260,14 @@ START_TEST(test_migrate_dry_run_reports_and_changes_nothing) {
     events ev = {0};
     ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     opts.dry_run = true;
-    opts.progress = record_event;
-    opts.progress_ud = &ev;
+    opts.on_event = record_event;
+    opts.on_event_ud = &ev;
     ds_error err = {0};
     int n = 0;
     ds_status st = ds_migrate_up(pool, &opts, &n, &err);
     ck_assert_ds_ok(st, err);
     ck_assert_int_eq(n, DS_SCHEMA_VERSION);
-    ck_assert_int_eq(count_events(&ev, DS_MIGRATE_SQL), n);
+    ck_assert_int_eq(count_events(&ev, DS_MIGRATE_EVENT_SQL), n);
     ck_assert_ptr_nonnull(strstr(ev.sql[0], "CREATE TABLE IF NOT EXISTS ds_schema_migrations"));
     ck_assert_ptr_nonnull(strstr(ev.sql[0], "CREATE TABLE users"));
     ck_assert_ptr_nonnull(strstr(ev.sql[0], "BEGIN;"));

@@ -96,8 +96,8 @@ START_TEST(test_online_when_and_invalid_index_repair) {
 }
 END_TEST
 
-static void collect_sql(void *ud, const ds_migrate_progress *p) {
-    if (p->event != DS_MIGRATE_SQL || !p->sql)
+static void collect_sql(void *ud, const ds_migrate_event *p) {
+    if (p->kind != DS_MIGRATE_EVENT_SQL || !p->sql)
         return;
     char **all = ud;
     size_t have = *all ? strlen(*all) : 0;
@@ -113,8 +113,8 @@ START_TEST(test_online_dry_run_spells_when_for_psql) {
     ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
     char *script = NULL;
     opts.dry_run = true;
-    opts.progress = collect_sql;
-    opts.progress_ud = &script;
+    opts.on_event = collect_sql;
+    opts.on_event_ud = &script;
     ds_error err = {0};
     ds_status st = ds_migrate_up(pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
@@ -573,9 +573,9 @@ typedef struct progress_log {
     bool monotonic;
 } progress_log;
 
-static void log_progress(void *ud, const ds_migrate_progress *p) {
+static void log_progress(void *ud, const ds_migrate_event *p) {
     progress_log *pl = ud;
-    if (p->event != DS_MIGRATE_PROGRESS)
+    if (p->kind != DS_MIGRATE_EVENT_PROGRESS)
         return;
     if (pl->events == 0)
         pl->monotonic = true;
@@ -641,8 +641,8 @@ START_TEST(test_online_upgrade_and_maintain_under_probes) {
     int created = 0;
     progress_log pl = {0};
     ds_migrate_options mopts = DS_MIGRATE_OPTIONS_INIT;
-    mopts.progress = log_progress;
-    mopts.progress_ud = &pl;
+    mopts.on_event = log_progress;
+    mopts.on_event_ud = &pl;
     st = ds_migrate_maintain(pool, &mopts, 6, &created, &err);
     ck_assert_ds_ok(st, err);
     probes_check(&ps, "up from 2 and maintain", after_up, BOUND_MS);

@@ -58,45 +58,50 @@ extern "C" {
  * migration built into it. ds_migrate_check_schema() compares the database to it. */
 #define DS_SCHEMA_VERSION 8
 
-/* What a run reports to its progress callback. */
-typedef enum ds_migrate_event {
-    DS_MIGRATE_WAITING = 0, /* another runner holds the lock; waiting     */
-    DS_MIGRATE_APPLYING,    /* about to run `name` up                     */
-    DS_MIGRATE_APPLIED,     /* `name` committed (elapsed_us: its run time) */
-    DS_MIGRATE_REVERTING,   /* about to run `name` down                   */
-    DS_MIGRATE_REVERTED,    /* `name` reverted (elapsed_us)               */
-    DS_MIGRATE_SQL,         /* dry run: `sql` is the script that would run */
-    DS_MIGRATE_PROGRESS     /* long work: `phase`, `done` of `total` so far
-                               (partition maintenance: rows moved into the
-                               partition `name`; elapsed_us since it began).
-                               Kept for existing callers: the same reports
-                               (and more, with cancelling) go to
-                               ds_migrate_options.on_progress            */
-} ds_migrate_event;
+/* The kinds of event a run reports to ds_migrate_options.on_event. */
+typedef enum ds_migrate_event_kind {
+    DS_MIGRATE_EVENT_WAITING = 0, /* another runner holds the lock; waiting */
+    DS_MIGRATE_EVENT_APPLYING,    /* about to run `name` up                 */
+    DS_MIGRATE_EVENT_APPLIED,     /* `name` committed (elapsed_us: its run
+                                     time)                                  */
+    DS_MIGRATE_EVENT_REVERTING,   /* about to run `name` down               */
+    DS_MIGRATE_EVENT_REVERTED,    /* `name` reverted (elapsed_us)           */
+    DS_MIGRATE_EVENT_SQL,         /* dry run: `sql` is the script that would
+                                     run                                    */
+    DS_MIGRATE_EVENT_PROGRESS     /* long work: `phase`, `done` of `total` so
+                                     far (partition maintenance: rows moved
+                                     into the partition `name`; elapsed_us
+                                     since it began). Kept for existing
+                                     callers: the same reports (and more,
+                                     with cancelling) go to
+                                     ds_migrate_options.on_progress         */
+} ds_migrate_event_kind;
 
-typedef struct ds_migrate_progress {
-    ds_migrate_event event;
-    int64_t version;     /* 0 for DS_MIGRATE_WAITING                     */
-    const char *name;    /* "platform_schema"; "" for DS_MIGRATE_WAITING */
-    bool up;             /* direction                                    */
-    bool no_transaction; /* the file runs outside a transaction          */
-    int64_t elapsed_us;  /* APPLIED / REVERTED                           */
-    const char *sql;     /* DS_MIGRATE_SQL: the full script, else NULL   */
-    const char *phase;   /* DS_MIGRATE_PROGRESS: e.g. "copy", else NULL  */
-    int64_t done;        /* DS_MIGRATE_PROGRESS: units done so far       */
-    int64_t total;       /* DS_MIGRATE_PROGRESS: units in all (estimate) */
-} ds_migrate_progress;
+/* One event of a run: which file, which way, and what happened. */
+typedef struct ds_migrate_event {
+    ds_migrate_event_kind kind;
+    int64_t version;     /* 0 for DS_MIGRATE_EVENT_WAITING                  */
+    const char *name;    /* "platform_schema"; "" for ..._WAITING           */
+    bool up;             /* direction                                       */
+    bool no_transaction; /* the file runs outside a transaction             */
+    int64_t elapsed_us;  /* APPLIED / REVERTED                              */
+    const char *sql;     /* DS_MIGRATE_EVENT_SQL: the full script, else NULL */
+    const char *phase;   /* DS_MIGRATE_EVENT_PROGRESS: e.g. "copy", else
+                            NULL                                            */
+    int64_t done;        /* DS_MIGRATE_EVENT_PROGRESS: units done so far    */
+    int64_t total;       /* DS_MIGRATE_EVENT_PROGRESS: units in all
+                            (estimate)                                      */
+} ds_migrate_event;
 
 /* Called synchronously on the calling thread; everything it points to
  * lives for the call only. It must not call back into ds_migrate_*. */
-typedef void (*ds_migrate_progress_fn)(void *ud,
-                                       const ds_migrate_progress *progress);
+typedef void (*ds_migrate_event_fn)(void *ud, const ds_migrate_event *event);
 
 /*
  * Options of every ds_migrate_* call. A zeroed struct (or NULL) means: the
  * embedded migrations, the pool's migrate_lock_timeout_ms
  * (DS_MIGRATE_LOCK_TIMEOUT_MS, 5000 by default), wait up to 10 minutes for
- * another runner, no progress callback.
+ * another runner, no callbacks.
  */
 typedef struct ds_migrate_options {
     size_t size; /* growable, caller-allocated: set by DS_MIGRATE_OPTIONS_INIT */
@@ -106,10 +111,12 @@ typedef struct ds_migrate_options {
                             0 the pool's setting, < 0 none                 */
     int lock_wait_ms; /* longest wait for another runner's lock: > 0 this,
                          0 the default (600000), < 0 do not wait          */
-    bool dry_run;     /* report the SQL through DS_MIGRATE_SQL events and
-                         change nothing (up, down, to)                    */
-    ds_migrate_progress_fn progress; /* may be NULL: the runner's events */
-    void *progress_ud;
+    bool dry_run;     /* report the SQL through DS_MIGRATE_EVENT_SQL events
+                         and change nothing (up, down, to)                */
+    /* May be NULL: the runner's events (waiting for the lock, each file
+     * applying/applied, the dry run's SQL); it cannot stop anything. */
+    ds_migrate_event_fn on_event;
+    void *on_event_ud;
     /* May be NULL: long work reports here (ds_progress, core.h), and a
      * non-zero return stops it with DS_ERR_CANCELLED.
      *   up/down/to: operation "migrate"; after each statement of a file,
@@ -229,11 +236,11 @@ DS_EXPORT DS_NODISCARD ds_status ds_migrate_verify(
  * through PgBouncer in transaction mode. Statements wait at most the
  * pool's migrate_lock_timeout_ms for table locks. `created` (may be NULL)
  * receives how many partitions were created. `opts` may be NULL; only
- * the progress members are read: opts->on_progress after each batch of
+ * the callbacks are read: opts->on_progress after each batch of
  * rows moved out of the default partition (see ds_migrate_options), and
- * opts->progress as a DS_MIGRATE_PROGRESS event (`name` the new partition,
- * `phase` "copy", `done` of `total` rows, `elapsed_us`), so a caller can
- * show a rate and an ETA.
+ * opts->on_event as a DS_MIGRATE_EVENT_PROGRESS event (`name` the new
+ * partition, `phase` "copy", `done` of `total` rows, `elapsed_us`), so a
+ * caller can show a rate and an ETA.
  * Errors: DS_ERR_SCHEMA (the database is older than migration 2),
  * DS_ERR_TIMEOUT (lock timeout: retry later), DS_ERR_CANCELLED (on_progress
  * asked to stop: the month's table is left unattached and the next run

@@ -198,16 +198,16 @@ static void print_json(json_t *obj) {
     }
 }
 
-static const char *event_word(ds_migrate_event ev) {
+static const char *event_word(ds_migrate_event_kind ev) {
     switch (ev) {
-    case DS_MIGRATE_APPLIED: return "applied";
-    case DS_MIGRATE_REVERTED: return "reverted";
+    case DS_MIGRATE_EVENT_APPLIED: return "applied";
+    case DS_MIGRATE_EVENT_REVERTED: return "reverted";
     default: return "";
     }
 }
 
 /* A step of the "ran" / "steps" array: which migration, which way. */
-static json_t *step_json(const ds_migrate_progress *p) {
+static json_t *step_json(const ds_migrate_event *p) {
     return json_pack("{s:I, s:s, s:s}", "version", (json_int_t)p->version,
                      "name", p->name, "direction", p->up ? "up" : "down");
 }
@@ -283,37 +283,38 @@ static int print_progress(void *ud, const ds_progress *p) {
     return 0;
 }
 
-static void on_progress(void *ud, const ds_migrate_progress *p) {
+static void on_event(void *ud, const ds_migrate_event *p) {
     cli *c = ud;
-    if (p->event != DS_MIGRATE_PROGRESS)
+    if (p->kind != DS_MIGRATE_EVENT_PROGRESS)
         end_progress_line(c);
-    switch (p->event) {
-    case DS_MIGRATE_WAITING:
+    switch (p->kind) {
+    case DS_MIGRATE_EVENT_WAITING:
         if (!c->json)
             fprintf(stderr, "ds-migrate: another runner holds the migration "
                             "lock; waiting\n");
         break;
-    case DS_MIGRATE_APPLYING:
-    case DS_MIGRATE_REVERTING:
+    case DS_MIGRATE_EVENT_APPLYING:
+    case DS_MIGRATE_EVENT_REVERTING:
         if (c->verbose)
             fprintf(stderr, "ds-migrate: %s %04lld_%s%s\n",
-                    p->event == DS_MIGRATE_APPLYING ? "applying" : "reverting",
+                    p->kind == DS_MIGRATE_EVENT_APPLYING ? "applying"
+                                                         : "reverting",
                     (long long)p->version, p->name,
                     p->no_transaction ? " (outside a transaction)" : "");
         break;
-    case DS_MIGRATE_APPLIED:
-    case DS_MIGRATE_REVERTED:
+    case DS_MIGRATE_EVENT_APPLIED:
+    case DS_MIGRATE_EVENT_REVERTED:
         if (c->json) {
             json_t *step = step_json(p);
             json_object_set_new(step, "duration_ms",
                                 json_integer(p->elapsed_us / 1000));
             json_array_append_new(c->steps, step);
         } else
-            printf("%s %04lld_%s (%lld ms)\n", event_word(p->event),
+            printf("%s %04lld_%s (%lld ms)\n", event_word(p->kind),
                    (long long)p->version, p->name,
                    (long long)(p->elapsed_us / 1000));
         break;
-    case DS_MIGRATE_SQL:
+    case DS_MIGRATE_EVENT_SQL:
         if (c->json) {
             json_t *step = step_json(p);
             json_object_set_new(step, "no_transaction",
@@ -323,7 +324,7 @@ static void on_progress(void *ud, const ds_migrate_progress *p) {
         } else
             printf("%s\n", p->sql);
         break;
-    case DS_MIGRATE_PROGRESS:
+    case DS_MIGRATE_EVENT_PROGRESS:
         break; /* the same reports reach print_progress */
     }
 }
@@ -419,8 +420,8 @@ static void run_command(cli *c, ds_pool *pool, outcome *o) {
     opts.lock_timeout_ms = c->lock_timeout_ms;
     opts.lock_wait_ms = c->wait_ms;
     opts.dry_run = c->dry_run;
-    opts.progress = on_progress;
-    opts.progress_ud = c;
+    opts.on_event = on_event;
+    opts.on_event_ud = c;
     opts.on_progress = print_progress;
     opts.on_progress_ud = c;
     ds_error *err = &o->err;

@@ -9,7 +9,7 @@
  * next `months_ahead` on `c` (not in a transaction), online: see the top
  * of partitions.c. Each transaction waits at most `lock_timeout_ms` for a
  * lock and is retried after a jittered pause when it gives up.
- * `opts->progress` (opts may be NULL) receives each batch copied.
+ * `opts->on_event` (opts may be NULL) receives each batch copied.
  * `*created` receives how many partitions were attached. */
 ds_status ds__events_ensure_partitions(ds_conn *c, int months_ahead,
                                        int lock_timeout_ms,

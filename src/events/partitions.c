@@ -55,10 +55,10 @@ typedef struct maint {
  * shared one, which may stop the work (DS_ERR_CANCELLED). */
 static ds_status report(maint *m, const char *part, int64_t done,
                         int64_t total, int64_t t0) {
-    if (m->opts && m->opts->progress) {
-        ds_migrate_progress p = {DS_MIGRATE_PROGRESS, 0, part, true, false,
-                                 ds__now_us() - t0, NULL, "copy", done, total};
-        m->opts->progress(m->opts->progress_ud, &p);
+    if (m->opts && m->opts->on_event) {
+        ds_migrate_event e = {DS_MIGRATE_EVENT_PROGRESS, 0, part, true, false,
+                              ds__now_us() - t0, NULL, "copy", done, total};
+        m->opts->on_event(m->opts->on_event_ud, &e);
     }
     return ds__progress_report(&m->prog, part, "copy", "rows", done, total,
                                "the month's table is not attached yet; the "
@@ -286,7 +286,7 @@ static ds_status copy_batches(maint *m, const names *n, const month *mo,
     horizon[0] = '\0';
     *copied = 0;
     int64_t total = 0, t0 = ds__now_us(), pages = 0;
-    if ((m->opts && m->opts->progress) || m->prog.fn) {
+    if ((m->opts && m->opts->on_event) || m->prog.fn) {
         /* the estimate a progress line needs: one count, no lock held */
         PGresult *c = NULL;
         ds_status cs = exec_built(

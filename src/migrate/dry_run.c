@@ -124,7 +124,7 @@ ds_status ds__migrate_dry_run(ds__runner *r, int64_t target, int steps,
         if (dry_script(r, &s, create_table, &b) != DS_OK) {
             st = ds__error_set(err, DS_ERR_NOMEM, "migrations: out of memory");
         } else {
-            ds__migrate_emit(r, DS_MIGRATE_SQL, s.file, s.up, 0, b.s);
+            ds__migrate_emit(r, DS_MIGRATE_EVENT_SQL, s.file, s.up, 0, b.s);
             (*changed)++;
         }
         ds__free(b.s);

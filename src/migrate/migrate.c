@@ -105,7 +105,7 @@ static ds_status take_lock(ds__runner *r, bool session, ds_error *err) {
             r->waiting_reported = true;
             ds__log(DS_LOG_INFO, MODULE,
                     "another migration runner holds the lock; waiting");
-            ds__migrate_emit(r, DS_MIGRATE_WAITING, NULL, true, 0, NULL);
+            ds__migrate_emit(r, DS_MIGRATE_EVENT_WAITING, NULL, true, 0, NULL);
         }
         int64_t now = ds__now_us();
         if (r->lock_wait_ms < 0)
@@ -188,7 +188,8 @@ static ds_status commit(ds__runner *r, const ds__step *s, ds_error *err) {
 /* One step inside the locked transaction begin_step() opened. */
 static ds_status run_in_tx(ds__runner *r, const ds__step *s, int64_t current,
                            ds_error *err) {
-    ds__migrate_emit(r, s->up ? DS_MIGRATE_APPLYING : DS_MIGRATE_REVERTING,
+    ds__migrate_emit(r, s->up ? DS_MIGRATE_EVENT_APPLYING
+                              : DS_MIGRATE_EVENT_REVERTING,
                      s->file, s->up, 0, NULL);
     ds__log(DS_LOG_INFO, MODULE, "%s %s", s->up ? "applying" : "reverting",
             ds__migrate_step_file(s));
@@ -202,7 +203,8 @@ static ds_status run_in_tx(ds__runner *r, const ds__step *s, int64_t current,
     if (st != DS_OK)
         return st; /* release rolls back whatever is still open */
     int64_t us = ds__now_us() - t0;
-    ds__migrate_emit(r, s->up ? DS_MIGRATE_APPLIED : DS_MIGRATE_REVERTED,
+    ds__migrate_emit(r, s->up ? DS_MIGRATE_EVENT_APPLIED
+                              : DS_MIGRATE_EVENT_REVERTED,
                      s->file, s->up, us, NULL);
     ds__log(DS_LOG_INFO, MODULE, "%s %s in %lld ms",
             s->up ? "applied" : "reverted", ds__migrate_step_file(s),
@@ -271,7 +273,8 @@ static ds_status run_without_tx(ds__runner *r, const ds__step *planned,
     ds__free(vers);
     ds__applied_list_clear(&applied);
     if (st == DS_OK && still) {
-        ds__migrate_emit(r, s.up ? DS_MIGRATE_APPLYING : DS_MIGRATE_REVERTING,
+        ds__migrate_emit(r, s.up ? DS_MIGRATE_EVENT_APPLYING
+                                 : DS_MIGRATE_EVENT_REVERTING,
                          s.file, s.up, 0, NULL);
         ds__log(DS_LOG_INFO, MODULE, "%s %s outside a transaction",
                 s.up ? "applying" : "reverting", ds__migrate_step_file(&s));
@@ -281,7 +284,8 @@ static ds_status run_without_tx(ds__runner *r, const ds__step *planned,
             st = record_step(r, &s, (ds__now_us() - t0) / 1000, err);
         if (st == DS_OK) {
             *ran = true;
-            ds__migrate_emit(r, s.up ? DS_MIGRATE_APPLIED : DS_MIGRATE_REVERTED,
+            ds__migrate_emit(r, s.up ? DS_MIGRATE_EVENT_APPLIED
+                                     : DS_MIGRATE_EVENT_REVERTED,
                              s.file, s.up, ds__now_us() - t0, NULL);
         }
     }

@@ -699,9 +699,9 @@ static void on_statement(void *ud, bool done, bool ok, const char *file,
     }
 }
 
-static void on_progress(void *ud, const ds_migrate_progress *p) {
+static void on_event(void *ud, const ds_migrate_event *p) {
     rehearsal *r = ud;
-    if (p->event == DS_MIGRATE_APPLIED) {
+    if (p->kind == DS_MIGRATE_EVENT_APPLIED) {
         r->box->pub.applied++;
         ds_error ignored = {0};
         (void)refresh_rels(r, &ignored); /* tables the file created */
@@ -1599,8 +1599,8 @@ static ds_status rehearse_in(rehearsal *r, const ds_config *cfg,
     mo.lock_timeout_ms = o->lock_timeout_ms > 0   ? (int)o->lock_timeout_ms
                          : o->lock_timeout_ms < 0 ? -1
                                                   : 0;
-    mo.progress = on_progress;
-    mo.progress_ud = r;
+    mo.on_event = on_event;
+    mo.on_event_ud = r;
     ds_error merr = {0};
     int applied = 0;
     ds__migrate_set_stmt_hook(on_statement, r);

@@ -97,8 +97,8 @@ ds_status ds__migrate_simple(ds__runner *r, const char *sql, ds_error *err);
 
 /* The lock_timeout value the runner sets ("0" when none). */
 void ds__migrate_lock_timeout_text(const ds__runner *r, char *buf, size_t cap);
-/* To opts->progress, when set. */
-void ds__migrate_emit(const ds__runner *r, ds_migrate_event ev,
+/* To opts->on_event, when set. */
+void ds__migrate_emit(const ds__runner *r, ds_migrate_event_kind kind,
                       const ds__migration_file *f, bool up, int64_t elapsed_us,
                       const char *sql);
 
@@ -119,7 +119,7 @@ ds_status ds__migrate_not_durable(ds__runner *r, const char *file, int line,
 /* ---- dry run (dry_run.c) ------------------------------------------------ */
 
 /* The script of each step towards `target` (or `steps` down), to
- * opts->progress as DS_MIGRATE_SQL; nothing runs. */
+ * opts->on_event as DS_MIGRATE_EVENT_SQL; nothing runs. */
 ds_status ds__migrate_dry_run(ds__runner *r, int64_t target, int steps,
                               int *changed, ds_error *err);
 
