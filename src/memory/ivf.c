@@ -630,7 +630,7 @@ static ds_status fetch_vectors(maint *m, int64_t user, const int64_t *ids,
         float *out = v + *got * dim;
         bool ok;
         if (m->pgv) {
-            ok = ds__vec_from_array(val, len, dim, out);
+            ok = ds__vec_from_pgvector(val, len, dim, out);
         } else {
             ok = (size_t)len == 4 * dim;
             if (ok)

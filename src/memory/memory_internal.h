@@ -194,6 +194,11 @@ ds_status ds__ivf_assign_new(ds_memory *mem, ds_conn *c,
 /* Decodes a binary one-dimensional float4[] of exactly `dim` values. */
 bool ds__vec_from_array(const char *data, int len, size_t dim, float *out);
 
+/* Decodes pgvector's binary form of a `dim`-dimension vector, as
+ * vector_send() returns it in a bytea. */
+bool ds__vec_from_pgvector(const char *data, int len, size_t dim,
+                           float *out);
+
 /* ---- shared by the memory files ------------------------------------ */
 
 /* The one row of memory_vector_settings and the catalog facts beside it

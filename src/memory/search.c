@@ -175,13 +175,13 @@ static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
 }
 
 /* The exact score of each candidate's stored vector (a little-endian
- * float32 bytea on the fallback, a binary real[] on pgvector). */
+ * float32 bytea on the fallback, pgvector's binary form on pgvector; both
+ * arrive as bytea, told apart by their length). */
 static ds_status rescore(ds_memory *mem, const PGresult *r, bool pgv,
                          const float *q, bool use_min, double min_sim,
                          float *scratch, cand *v, size_t *got,
                          ds_error *err) {
-    if (PQntuples(r) > 0 &&
-        PQftype(r, 1) != (pgv ? DS_OID_FLOAT4_ARRAY : DS_OID_BYTEA)) {
+    if (PQntuples(r) > 0 && PQftype(r, 1) != DS_OID_BYTEA) {
         /* The column changed type under us (a conversion to pgvector by
          * another process, seen through an unnamed statement that no
          * cached plan guards): report it as the datatype mismatch it is,
@@ -199,7 +199,7 @@ static ds_status rescore(ds_memory *mem, const PGresult *r, bool pgv,
         int len = PQgetlength(r, i, 1);
         double score;
         if (pgv) {
-            if (!ds__vec_from_array(val, len, mem->dim, scratch))
+            if (!ds__vec_from_pgvector(val, len, mem->dim, scratch))
                 return ds__error_set(err, DS_ERR_SCHEMA,
                                      "memory fact %lld: embedding is not a "
                                      "%zu-dimension vector",

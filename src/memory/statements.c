@@ -263,16 +263,19 @@ const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
                DS_MEMORY_ROW_COLS + 1,
                {FACT_TYPES, DS_OID_FLOAT4_ARRAY}},
     /* The exact vectors of a search's candidates, scored by the library
-     * like the fallback's, so both backends rank alike. */
+     * like the fallback's, so both backends rank alike. vector_send() hands
+     * each over in pgvector's own binary form: a cast to real[] made the
+     * server build an array of 384 boxed float4 values per row and send
+     * twice the bytes, most of the pgvector search's extra time. */
     [P_EMBEDDINGS] = {"memory.pgvector.embeddings",
                       "WITH f AS MATERIALIZED (SELECT id, user_id, embedding "
                       "FROM memory_facts WHERE id = ANY($2)) "
-                      "SELECT id, embedding::real[] FROM f "
+                      "SELECT id, vector_send(embedding) FROM f "
                       "WHERE user_id = $1 AND embedding IS NOT NULL",
                       2,
                       {DS_OID_INT8, DS_OID_INT8_ARRAY},
                       2,
-                      {DS_OID_INT8, DS_OID_FLOAT4_ARRAY}},
+                      {DS_OID_INT8, DS_OID_BYTEA}},
     /* ds_memory_fill_sketches (sketches.c): facts without a sketch, by id
      * from $1, and their sketches written back. */
     [P_UNSKETCHED] = {"memory.pgvector.unsketched",

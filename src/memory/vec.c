@@ -184,3 +184,19 @@ bool ds__vec_from_array(const char *data, int len, size_t dim, float *out) {
     }
     return true;
 }
+
+/* pgvector's binary form (vector_send): int16 dimensions, int16 unused
+ * (zero), then the values as big-endian float4: half the bytes of a
+ * real[] and no per-element conversion on the server. */
+bool ds__vec_from_pgvector(const char *data, int len, size_t dim,
+                           float *out) {
+    if (len < 4 || dim > (SIZE_MAX - 4) / 4 || (size_t)len != 4 + 4 * dim ||
+        ds__get_be16(data) != dim || ds__get_be16(data + 2) != 0)
+        return false;
+    const char *p = data + 4;
+    for (size_t i = 0; i < dim; i++, p += 4) {
+        uint32_t bits = ds__get_be32(p);
+        memcpy(&out[i], &bits, 4);
+    }
+    return true;
+}
