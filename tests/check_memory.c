@@ -1039,6 +1039,38 @@ static void check_bound(const float *unit, const float *q, size_t dim,
     free(sk);
 }
 
+/* pgvector's binary form (vector_send): int16 dimensions, int16 zero,
+ * big-endian float4 values. What the rescoring of a pgvector search reads;
+ * anything else is refused, never read past its end. */
+START_TEST(test_memory_pgvector_binary_form_decodes) {
+    static const float want[3] = {1.0f, -2.5f, 0.125f};
+    char buf[4 + 4 * 3 + 4];
+    buf[0] = 0;
+    buf[1] = 3;
+    buf[2] = 0;
+    buf[3] = 0;
+    for (int i = 0; i < 3; i++) {
+        uint32_t bits;
+        memcpy(&bits, &want[i], 4);
+        for (int b = 0; b < 4; b++)
+            buf[4 + 4 * i + b] = (char)(bits >> (24 - 8 * b));
+    }
+    float got[4] = {0};
+    ck_assert(ds__vec_from_pgvector(buf, 16, 3, got));
+    for (int i = 0; i < 3; i++)
+        ck_assert(got[i] == want[i]);
+    ck_assert(!ds__vec_from_pgvector(buf, 16, 4, got));  /* other dim */
+    ck_assert(!ds__vec_from_pgvector(buf, 12, 3, got));  /* short */
+    ck_assert(!ds__vec_from_pgvector(buf, 20, 3, got));  /* long */
+    ck_assert(!ds__vec_from_pgvector(buf, 2, 0, got));   /* no header */
+    buf[3] = 1;                                          /* unused != 0 */
+    ck_assert(!ds__vec_from_pgvector(buf, 16, 3, got));
+    buf[3] = 0;
+    buf[1] = 2;                                          /* header says 2 */
+    ck_assert(!ds__vec_from_pgvector(buf, 16, 3, got));
+}
+END_TEST
+
 /* The rounding error of `unit`'s sketch as a unit vector (false when the
  * sketch is exact). */
 static bool error_direction(const float *unit, size_t dim, float *out) {
@@ -2133,6 +2165,7 @@ Suite *ds_test_memory_suite(void) {
     tc = tcase_create("sketch");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_memory_sketch_bound_holds);
+    tcase_add_test(tc, test_memory_pgvector_binary_form_decodes);
     tcase_add_test(tc, test_memory_fallback_search_is_exact);
     tcase_add_test(tc, test_memory_fallback_survives_a_damaged_sketch);
     suite_add_tcase(s, tc);
