@@ -152,11 +152,10 @@ static bool conn_usable(const ds_pool *p, ds_conn *c, int64_t now) {
     return now - c->idle_since_us < ALIVE_BYPASS_US || conn_alive(c);
 }
 
-/* Opens a connection to sub-pool `s`, bounded by `deadline_us` (monotonic).
- * libpq's own connect_timeout has whole-second granularity, so the
- * handshake is driven with PQconnectPoll here. */
-static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
-                           ds_conn **out, ds_error *err) {
+/* Starts a non-blocking connect to sub-pool `s`; the handshake is left to
+ * conn_handshake. */
+static ds_status conn_start(ds_pool *p, ds_subpool *s, ds_conn **out,
+                            ds_error *err) {
     *out = NULL;
     ds_conn *c = ds__calloc(1, sizeof *c);
     if (!c)
@@ -180,14 +179,23 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
     c->pool = p;
     c->sub = s;
     c->pooler = p->pooler;
+    *out = c;
+    return DS_OK;
+}
+
+/* Drives the handshake with PQconnectPoll until done, failed or past
+ * `deadline_us`; returns libpq's last polling status. */
+static PostgresPollingStatusType conn_handshake(ds_conn *c,
+                                                int64_t deadline_us,
+                                                bool *timed_out) {
     PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
-    bool timed_out = false;
+    *timed_out = false;
     if (PQstatus(c->pg) == CONNECTION_BAD)
         ps = PGRES_POLLING_FAILED;
     while (ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
         int64_t left = deadline_us - ds__now_us();
         if (left <= 0) {
-            timed_out = true;
+            *timed_out = true;
             break;
         }
         struct pollfd pfd = {.fd = PQsocket(c->pg),
@@ -202,6 +210,14 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
             continue; /* re-check the deadline */
         ps = PQconnectPoll(c->pg);
     }
+    return ps;
+}
+
+/* The handshake's outcome as a status: any failure is DS_ERR_CONNECTION,
+ * with the password scrubbed from the server's message. */
+static ds_status conn_handshake_status(ds_conn *c, ds_subpool *s,
+                                       PostgresPollingStatusType ps,
+                                       bool timed_out, ds_error *err) {
     ds_status st = DS_OK;
     if (timed_out) {
         st = ds__error_set(err, DS_ERR_CONNECTION,
@@ -215,45 +231,76 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
         }
         ds__error_scrub(err, s->password);
     }
+    return st;
+}
+
+/* Refuses a read-only server for a sub-pool that needs a writable one. */
+static ds_status conn_check_writable(ds_conn *c, ds_subpool *s,
+                                     ds_error *err) {
     bool ro_known;
-    if (st == DS_OK && s->needs_writable &&
-        ds__server_read_only(c->pg, &ro_known)) {
+    if (s->needs_writable && ds__server_read_only(c->pg, &ro_known)) {
         /* A standby, or the old primary of a failover coming back
          * read-only: retrying finds the new primary when the URL lists
          * every host with target_session_attrs=read-write. */
-        st = ds__error_set(err, DS_ERR_CONNECTION,
-                           "%s: the server is read-only (in recovery or "
-                           "default_transaction_read_only); a writable "
-                           "primary is required (list every host with "
-                           "target_session_attrs=read-write to follow a "
-                           "failover, or set target_session_attrs=any for a "
-                           "read-only pool)",
-                           s->label);
+        return ds__error_set(err, DS_ERR_CONNECTION,
+                             "%s: the server is read-only (in recovery or "
+                             "default_transaction_read_only); a writable "
+                             "primary is required (list every host with "
+                             "target_session_attrs=read-write to follow a "
+                             "failover, or set target_session_attrs=any for "
+                             "a read-only pool)",
+                             s->label);
     }
-    if (st == DS_OK) {
-        PQsetNoticeReceiver(c->pg, ds__conn_notice, c);
-        c->created_us = ds__now_us();
-        c->expires_us = lifetime_deadline(p, c->created_us);
-        /* Session settings are unsafe behind a transaction-mode pooler:
-         * the next statement may run on another server connection. */
-        if (!p->pooler && p->statement_timeout_ms > 0) {
-            char sql[64];
-            snprintf(sql, sizeof sql, "SET statement_timeout = %d",
-                     p->statement_timeout_ms);
-            st = ds__conn_exec_simple(c, sql, err);
-        }
-        if (st == DS_OK && p->after_connect) {
-            ds_error hook_err = {0};
-            st = p->after_connect(p->after_connect_ud, c, &hook_err);
-            if (st != DS_OK) {
-                if (!hook_err.code)
-                    ds__error_set(&hook_err, st, "after-connect hook failed");
-                if (err)
-                    *err = hook_err;
-                ds__error_prefix(err, "%s: after-connect hook", s->label);
-            }
+    return DS_OK;
+}
+
+/* Readies a new connection for use: notices, lifetime, session settings
+ * and the caller's after-connect hook. */
+static ds_status conn_setup(ds_pool *p, ds_subpool *s, ds_conn *c,
+                            ds_error *err) {
+    ds_status st = DS_OK;
+    PQsetNoticeReceiver(c->pg, ds__conn_notice, c);
+    c->created_us = ds__now_us();
+    c->expires_us = lifetime_deadline(p, c->created_us);
+    /* Session settings are unsafe behind a transaction-mode pooler:
+     * the next statement may run on another server connection. */
+    if (!p->pooler && p->statement_timeout_ms > 0) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d",
+                 p->statement_timeout_ms);
+        st = ds__conn_exec_simple(c, sql, err);
+    }
+    if (st == DS_OK && p->after_connect) {
+        ds_error hook_err = {0};
+        st = p->after_connect(p->after_connect_ud, c, &hook_err);
+        if (st != DS_OK) {
+            if (!hook_err.code)
+                ds__error_set(&hook_err, st, "after-connect hook failed");
+            if (err)
+                *err = hook_err;
+            ds__error_prefix(err, "%s: after-connect hook", s->label);
         }
     }
+    return st;
+}
+
+/* Opens a connection to sub-pool `s`, bounded by `deadline_us` (monotonic).
+ * libpq's own connect_timeout has whole-second granularity, so the
+ * handshake is driven with PQconnectPoll here. */
+static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
+                           ds_conn **out, ds_error *err) {
+    *out = NULL;
+    ds_conn *c;
+    ds_status st = conn_start(p, s, &c, err);
+    if (st != DS_OK)
+        return st;
+    bool timed_out;
+    PostgresPollingStatusType ps = conn_handshake(c, deadline_us, &timed_out);
+    st = conn_handshake_status(c, s, ps, timed_out, err);
+    if (st == DS_OK)
+        st = conn_check_writable(c, s, err);
+    if (st == DS_OK)
+        st = conn_setup(p, s, c, err);
     if (st != DS_OK) {
         conn_close(c);
         ds__log(DS_LOG_WARN, MODULE, "%s: connect failed: %s", s->label,
