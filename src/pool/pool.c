@@ -480,6 +480,126 @@ static struct timespec timespec_at(int64_t us) {
     return ts;
 }
 
+/* Takes an idle connection, or a slot to open one in, when nobody must be
+ * let ahead of this thread; false when it has to queue. Lock held. */
+static bool take_without_waiting_locked(ds_pool *p, ds_subpool *s,
+                                        int64_t now, ds_conn **c,
+                                        bool *create) {
+    if (s->idle && !s->wait_head) {
+        *c = take_own_idle_locked(s);
+    } else if (s->idle && may_barge(p, s, now)) {
+        /* overtakes every waiter: counted against the oldest's budget */
+        *c = take_own_idle_locked(s);
+        s->head_barged++;
+        s->barges++;
+    } else if (!s->wait_head && s->total < p->max) {
+        s->total++;
+        *create = true;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Appends `w` to the sub-pool's waiter queue. Lock held. */
+static void enqueue_waiter_locked(ds_subpool *s, ds_waiter *w) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    w->barges_at_enqueue = s->barges;
+    if (s->wait_tail) {
+        s->wait_tail->next = w;
+    } else {
+        s->wait_head = w;
+        s->head_since_us = ds__now_us();
+    }
+    s->wait_tail = w;
+    s->waiters++;
+}
+
+/* Sleeps until `w` is served, or has left the queue at `deadline`. Lock
+ * held (released while asleep). */
+static void wait_turn_locked(ds_pool *p, ds_subpool *s, ds_waiter *w,
+                             int64_t deadline) {
+    for (;;) {
+        /* The oldest waiter wakes every HEAD_POLL_US to look for a
+         * connection left idle; the others sleep until served or the
+         * deadline. */
+        int64_t now = ds__now_us();
+        int64_t wake = deadline;
+        if (s->wait_head == w && now + HEAD_POLL_US < deadline)
+            wake = now + HEAD_POLL_US;
+        struct timespec ts = timespec_at(wake);
+        while (!w->done &&
+               pthread_cond_timedwait(&w->cond, &p->mu, &ts) == 0 &&
+               s->wait_head != w)
+            ; /* spurious, or woken to become the oldest: re-arm */
+        if (w->done)
+            break;
+        now = ds__now_us();
+        if (s->wait_head == w && s->idle && !p->closing) {
+            /* left idle by a keeper that did not come back */
+            pop_waiter(s);
+            w->conn = take_own_idle_locked(s);
+            w->done = true;
+            break;
+        }
+        if (now >= deadline) {
+            remove_waiter(s, w);
+            break;
+        }
+    }
+}
+
+/* Bookkeeping once `w` is out of the queue: its overtake count into the
+ * stats, and the new oldest waiter woken to poll. Lock held. */
+static void dequeue_waiter_locked(ds_pool *p, ds_subpool *s, ds_waiter *w) {
+    s->waiters--;
+    pthread_cond_destroy(&w->cond);
+    if (w->overtaken > p->overtaken_max)
+        p->overtaken_max = w->overtaken;
+    wake_head_locked(s);
+}
+
+/* Closes an idle connection found dead or past its lifetime (outside the
+ * lock), counting a reconnect for a dead one; the caller opens another. */
+static void drop_unusable(ds_pool *p, ds_subpool *s, ds_conn *c) {
+    bool dead = !c->expires_us || ds__now_us() < c->expires_us;
+    ds__log(DS_LOG_INFO, MODULE, "%s: replacing a %s connection", s->label,
+            dead ? "dead" : "expired");
+    if (dead)
+        atomic_fetch_add(&p->reconnects, 1);
+    conn_close(c);
+}
+
+/* Opens the leased slot's connection (outside the lock); on failure gives
+ * the slot and the lease back. */
+static ds_status open_in_slot(ds_pool *p, ds_subpool *s, int timeout_ms,
+                              int64_t deadline, ds_conn **c, ds_error *err) {
+    /* Connecting is bounded by connect_timeout_ms and by what is left
+     * of the acquire timeout (when there is one). */
+    int64_t now = ds__now_us();
+    int64_t cdl = now + (int64_t)p->connect_timeout_ms * 1000;
+    if (timeout_ms > 0 && deadline < cdl)
+        cdl = deadline > now ? deadline : now;
+    ds_status st = conn_open(p, s, cdl, c, err);
+    if (st != DS_OK) {
+        bool free_pool;
+        pthread_mutex_lock(&p->mu);
+        atomic_fetch_add(&p->connect_failures, 1);
+        give_slot_locked(s);
+        lease_end_locked(p, &free_pool);
+        pthread_mutex_unlock(&p->mu);
+        if (free_pool)
+            pool_free(p);
+    }
+    return st;
+}
+
+/* Leases a connection of sub-pool `s`: idle, barged, queued for, or newly
+ * opened in a free slot, within `timeout_ms`. */
 static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
                               ds_conn **out, ds_error *err) {
     int64_t start = ds__now_us();
@@ -493,69 +613,15 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         return ds__error_set(err, DS_ERR_CLOSED, "acquire: the pool is closed");
     }
     habit_note_acquire(p, start);
-    if (s->idle && !s->wait_head) {
-        c = take_own_idle_locked(s);
-    } else if (s->idle && may_barge(p, s, start)) {
-        /* overtakes every waiter: counted against the oldest's budget */
-        c = take_own_idle_locked(s);
-        s->head_barged++;
-        s->barges++;
-    } else if (!s->wait_head && s->total < p->max) {
-        s->total++;
-        create = true;
-    } else {
+    if (!take_without_waiting_locked(p, s, start, &c, &create)) {
         /* Others wait and we may not overtake them: an idle connection is
          * theirs, and we queue behind them. */
         if (s->idle)
             give_conn_locked(s, take_own_idle_locked(s));
         ds_waiter w = {0};
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&w.cond, &attr);
-        pthread_condattr_destroy(&attr);
-        w.barges_at_enqueue = s->barges;
-        if (s->wait_tail) {
-            s->wait_tail->next = &w;
-        } else {
-            s->wait_head = &w;
-            s->head_since_us = ds__now_us();
-        }
-        s->wait_tail = &w;
-        s->waiters++;
-        for (;;) {
-            /* The oldest waiter wakes every HEAD_POLL_US to look for a
-             * connection left idle; the others sleep until served or the
-             * deadline. */
-            int64_t now = ds__now_us();
-            int64_t wake = deadline;
-            if (s->wait_head == &w && now + HEAD_POLL_US < deadline)
-                wake = now + HEAD_POLL_US;
-            struct timespec ts = timespec_at(wake);
-            while (!w.done &&
-                   pthread_cond_timedwait(&w.cond, &p->mu, &ts) == 0 &&
-                   s->wait_head != &w)
-                ; /* spurious, or woken to become the oldest: re-arm */
-            if (w.done)
-                break;
-            now = ds__now_us();
-            if (s->wait_head == &w && s->idle && !p->closing) {
-                /* left idle by a keeper that did not come back */
-                pop_waiter(s);
-                w.conn = take_own_idle_locked(s);
-                w.done = true;
-                break;
-            }
-            if (now >= deadline) {
-                remove_waiter(s, &w);
-                break;
-            }
-        }
-        s->waiters--;
-        pthread_cond_destroy(&w.cond);
-        if (w.overtaken > p->overtaken_max)
-            p->overtaken_max = w.overtaken;
-        wake_head_locked(s);
+        enqueue_waiter_locked(s, &w);
+        wait_turn_locked(p, s, &w, deadline);
+        dequeue_waiter_locked(p, s, &w);
         if (!w.done) {
             atomic_fetch_add(&p->timeouts, 1);
             record_wait(p, ds__now_us() - start);
@@ -579,34 +645,14 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
 
     /* Outside the lock: check the idle connection, or open a new one. */
     if (c && !conn_usable(p, c, ds__now_us())) {
-        bool dead = !c->expires_us || ds__now_us() < c->expires_us;
-        ds__log(DS_LOG_INFO, MODULE, "%s: replacing a %s connection", s->label,
-                dead ? "dead" : "expired");
-        if (dead)
-            atomic_fetch_add(&p->reconnects, 1);
-        conn_close(c);
+        drop_unusable(p, s, c);
         c = NULL;
         create = true;
     }
     if (create) {
-        /* Connecting is bounded by connect_timeout_ms and by what is left
-         * of the acquire timeout (when there is one). */
-        int64_t now = ds__now_us();
-        int64_t cdl = now + (int64_t)p->connect_timeout_ms * 1000;
-        if (timeout_ms > 0 && deadline < cdl)
-            cdl = deadline > now ? deadline : now;
-        ds_status st = conn_open(p, s, cdl, &c, err);
-        if (st != DS_OK) {
-            bool free_pool;
-            pthread_mutex_lock(&p->mu);
-            atomic_fetch_add(&p->connect_failures, 1);
-            give_slot_locked(s);
-            lease_end_locked(p, &free_pool);
-            pthread_mutex_unlock(&p->mu);
-            if (free_pool)
-                pool_free(p);
+        ds_status st = open_in_slot(p, s, timeout_ms, deadline, &c, err);
+        if (st != DS_OK)
             return st;
-        }
     }
     atomic_fetch_add(&p->acquires, 1);
     *out = c;
