@@ -92,6 +92,134 @@ static ds_status encode_metadata(const json_t *metadata, char **out,
                 : ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
 }
 
+/* The working buffers of one batch insert: per-fact columns, the arrays
+ * they are sent in, and the statement's parameters. */
+typedef struct {
+    char **meta;
+    size_t *meta_len;
+    int64_t *users;
+    float *importance;
+    float *units;
+    /* each fact's little-endian vector (fallback), sketch and code (both) */
+    size_t stride;
+    unsigned char *bytes;
+    ds__pgarr kinds, contents, metas, embs, sketches, codes;
+    ds__bind p;
+} insert_bufs;
+
+/* Allocates the buffers for `n` facts of `dim`; false when any allocation
+ * failed (insert_bufs_free undoes either way). */
+static bool insert_bufs_init(insert_bufs *b, size_t n, size_t dim) {
+    b->meta = ds__calloc(n, sizeof *b->meta);
+    b->meta_len = ds__calloc(n, sizeof *b->meta_len);
+    b->users = ds__calloc(n, sizeof *b->users);
+    b->importance = ds__calloc(n, sizeof *b->importance);
+    b->units = ds__calloc(n * dim, sizeof *b->units);
+    b->stride = 5 * dim + 8 + DS_CODE_BYTES(dim);
+    b->bytes = ds__malloc(n * b->stride);
+    ds__pgarr_init(&b->kinds, DS_OID_TEXT);
+    ds__pgarr_init(&b->contents, DS_OID_TEXT);
+    ds__pgarr_init(&b->metas, DS_OID_JSONB);
+    ds__pgarr_init(&b->embs, DS_OID_BYTEA);
+    ds__pgarr_init(&b->sketches, DS_OID_BYTEA);
+    ds__pgarr_init(&b->codes, DS_OID_BYTEA);
+    ds__bind_init(&b->p);
+    return b->meta && b->meta_len && b->users && b->importance && b->units &&
+           b->bytes;
+}
+
+/* Frees what insert_bufs_init allocated for `n` facts. */
+static void insert_bufs_free(insert_bufs *b, size_t n) {
+    for (size_t i = 0; b->meta && i < n; i++)
+        ds__free(b->meta[i]);
+    ds__free(b->meta);
+    ds__free(b->meta_len);
+    ds__free(b->users);
+    ds__free(b->importance);
+    ds__free(b->units);
+    ds__free(b->bytes);
+    ds__pgarr_free(&b->kinds);
+    ds__pgarr_free(&b->contents);
+    ds__pgarr_free(&b->metas);
+    ds__pgarr_free(&b->embs);
+    ds__pgarr_free(&b->sketches);
+    ds__pgarr_free(&b->codes);
+    ds__bind_free(&b->p);
+}
+
+/* Per-fact columns: encoded metadata, user, importance and unit vector. */
+static ds_status fill_columns(insert_bufs *b, const ds_memory_new_fact *f,
+                              size_t n, size_t dim, ds_error *err) {
+    ds_status st = DS_OK;
+    for (size_t i = 0; st == DS_OK && i < n; i++) {
+        st = encode_metadata(f[i].metadata, &b->meta[i], &b->meta_len[i], err);
+        b->users[i] = f[i].user_id;
+        b->importance[i] = (float)f[i].importance;
+        /* validated before: this only recomputes the unit vector */
+        ds__vec_normalize(f[i].embedding, f[i].dim, dim, "embedding",
+                          b->units + i * dim, NULL);
+    }
+    return st;
+}
+
+/* Appends every fact to the arrays: kind, content, metadata, sketch, code
+ * and (fallback) vector bytes; false when out of memory. */
+static bool fill_arrays(insert_bufs *b, const ds_memory_new_fact *f,
+                        size_t n, size_t dim, bool pgv) {
+    bool ok = true;
+    for (size_t i = 0; ok && i < n; i++) {
+        const char *kind = f[i].kind ? f[i].kind : "fact";
+        ok = ds__pgarr_add(&b->kinds, kind, strlen(kind)) &&
+             ds__pgarr_add(&b->contents, f[i].content, strlen(f[i].content)) &&
+             ds__pgarr_add(&b->metas, b->meta[i], b->meta_len[i]);
+        unsigned char *le = b->bytes + i * b->stride;
+        unsigned char *sk = le + 4 * dim;
+        unsigned char *code = sk + DS_SKETCH_BYTES(dim);
+        ds__sketch_build(b->units + i * dim, dim, sk);
+        ok = ok && ds__pgarr_add(&b->sketches, sk, DS_SKETCH_BYTES(dim));
+        if (dim <= DS_CODE_MAX_DIM) {
+            ds__code_build(b->units + i * dim, dim, code);
+            ok = ok && ds__pgarr_add(&b->codes, code, DS_CODE_BYTES(dim));
+        } else {
+            ok = ok && ds__pgarr_add(&b->codes, NULL, 0);
+        }
+        if (ok && !pgv) {
+            ds__vec_to_le(b->units + i * dim, dim, le);
+            ok = ds__pgarr_add(&b->embs, le, 4 * dim);
+        }
+    }
+    return ok;
+}
+
+/* Binds the INSERT's parameters in the order of the backend's statement. */
+static void bind_insert(insert_bufs *b, size_t n, size_t dim, bool pgv) {
+    ds__bind_int8_array(&b->p, b->users, n);
+    ds__bind_array(&b->p, &b->kinds, DS_OID_TEXT_ARRAY);
+    ds__bind_array(&b->p, &b->contents, DS_OID_TEXT_ARRAY);
+    ds__bind_array(&b->p, &b->metas, DS_OID_JSONB_ARRAY);
+    ds__bind_float4_array(&b->p, b->importance, n);
+    if (pgv) {
+        ds__bind_float4_array(&b->p, b->units, n * dim);
+        ds__bind_int32(&b->p, (int32_t)dim);
+        ds__bind_array(&b->p, &b->sketches, DS_OID_BYTEA_ARRAY);
+        ds__bind_array(&b->p, &b->codes, DS_OID_BYTEA_ARRAY);
+    } else {
+        ds__bind_array(&b->p, &b->embs, DS_OID_BYTEA_ARRAY);
+        ds__bind_array(&b->p, &b->sketches, DS_OID_BYTEA_ARRAY);
+        ds__bind_array(&b->p, &b->codes, DS_OID_BYTEA_ARRAY);
+    }
+}
+
+/* Copies the returned ids into `ids` (may be NULL) in input order. */
+static void take_ids(PGresult *r, size_t n, int64_t *ids) {
+    /* identity values rise in insertion order, which is input order */
+    size_t got = (size_t)PQntuples(r);
+    for (size_t i = 0; ids && i < got && i < n; i++)
+        ids[i] = ds__memory_int8(r, (int)i, 0);
+    if (ids)
+        qsort(ids, got < n ? got : n, sizeof *ids, ds__int64_cmp);
+}
+
 /* Inserts `n` validated facts in one statement; ids in input order. */
 static ds_status insert_batch(ds_memory *mem, ds_conn *c,
                               ds_vector_backend backend,
@@ -100,106 +228,30 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
     size_t dim = mem->dim;
     bool pgv = backend == DS_VECTOR_BACKEND_PGVECTOR;
     ds_status st = DS_OK;
-    char **meta = ds__calloc(n, sizeof *meta);
-    size_t *meta_len = ds__calloc(n, sizeof *meta_len);
-    int64_t *users = ds__calloc(n, sizeof *users);
-    float *importance = ds__calloc(n, sizeof *importance);
-    float *units = ds__calloc(n * dim, sizeof *units);
-    /* each fact's little-endian vector (fallback), sketch and code (both) */
-    size_t stride = 5 * dim + 8 + DS_CODE_BYTES(dim);
-    unsigned char *bytes = ds__malloc(n * stride);
-    ds__pgarr kinds, contents, metas, embs, sketches, codes;
-    ds__pgarr_init(&kinds, DS_OID_TEXT);
-    ds__pgarr_init(&contents, DS_OID_TEXT);
-    ds__pgarr_init(&metas, DS_OID_JSONB);
-    ds__pgarr_init(&embs, DS_OID_BYTEA);
-    ds__pgarr_init(&sketches, DS_OID_BYTEA);
-    ds__pgarr_init(&codes, DS_OID_BYTEA);
-    ds__bind p;
-    ds__bind_init(&p);
-    if (!meta || !meta_len || !users || !importance || !units || !bytes)
+    insert_bufs b;
+    if (!insert_bufs_init(&b, n, dim))
         st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    for (size_t i = 0; st == DS_OK && i < n; i++) {
-        st = encode_metadata(f[i].metadata, &meta[i], &meta_len[i], err);
-        users[i] = f[i].user_id;
-        importance[i] = (float)f[i].importance;
-        /* validated before: this only recomputes the unit vector */
-        ds__vec_normalize(f[i].embedding, f[i].dim, dim, "embedding",
-                          units + i * dim, NULL);
-    }
+    if (st == DS_OK)
+        st = fill_columns(&b, f, n, dim, err);
     PGresult *r = NULL;
     if (st == DS_OK) {
-        bool ok = true;
-        for (size_t i = 0; ok && i < n; i++) {
-            const char *kind = f[i].kind ? f[i].kind : "fact";
-            ok = ds__pgarr_add(&kinds, kind, strlen(kind)) &&
-                 ds__pgarr_add(&contents, f[i].content, strlen(f[i].content)) &&
-                 ds__pgarr_add(&metas, meta[i], meta_len[i]);
-            unsigned char *le = bytes + i * stride;
-            unsigned char *sk = le + 4 * dim;
-            unsigned char *code = sk + DS_SKETCH_BYTES(dim);
-            ds__sketch_build(units + i * dim, dim, sk);
-            ok = ok && ds__pgarr_add(&sketches, sk, DS_SKETCH_BYTES(dim));
-            if (dim <= DS_CODE_MAX_DIM) {
-                ds__code_build(units + i * dim, dim, code);
-                ok = ok && ds__pgarr_add(&codes, code, DS_CODE_BYTES(dim));
-            } else {
-                ok = ok && ds__pgarr_add(&codes, NULL, 0);
-            }
-            if (ok && !pgv) {
-                ds__vec_to_le(units + i * dim, dim, le);
-                ok = ds__pgarr_add(&embs, le, 4 * dim);
-            }
-        }
-        ds__bind_int8_array(&p, users, n);
-        ds__bind_array(&p, &kinds, DS_OID_TEXT_ARRAY);
-        ds__bind_array(&p, &contents, DS_OID_TEXT_ARRAY);
-        ds__bind_array(&p, &metas, DS_OID_JSONB_ARRAY);
-        ds__bind_float4_array(&p, importance, n);
-        if (pgv) {
-            ds__bind_float4_array(&p, units, n * dim);
-            ds__bind_int32(&p, (int32_t)dim);
-            ds__bind_array(&p, &sketches, DS_OID_BYTEA_ARRAY);
-            ds__bind_array(&p, &codes, DS_OID_BYTEA_ARRAY);
-        } else {
-            ds__bind_array(&p, &embs, DS_OID_BYTEA_ARRAY);
-            ds__bind_array(&p, &sketches, DS_OID_BYTEA_ARRAY);
-            ds__bind_array(&p, &codes, DS_OID_BYTEA_ARRAY);
-        }
+        bool ok = fill_arrays(&b, f, n, dim, pgv);
+        bind_insert(&b, n, dim, pgv);
         if (!ok)
             st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
         else
             r = ds__memory_exec(c,
                                 pgv ? &ds__memory_pgvector_stmts[P_INSERT_MANY]
                                     : &ds__memory_fallback_stmts[F_INSERT_MANY],
-                                &p, err);
+                                &b.p, err);
         if (st == DS_OK && !r)
             st = err->code;
     }
     if (r) {
-        /* identity values rise in insertion order, which is input order */
-        size_t got = (size_t)PQntuples(r);
-        for (size_t i = 0; ids && i < got && i < n; i++)
-            ids[i] = ds__memory_int8(r, (int)i, 0);
-        if (ids)
-            qsort(ids, got < n ? got : n, sizeof *ids, ds__int64_cmp);
+        take_ids(r, n, ids);
         PQclear(r);
     }
-    for (size_t i = 0; meta && i < n; i++)
-        ds__free(meta[i]);
-    ds__free(meta);
-    ds__free(meta_len);
-    ds__free(users);
-    ds__free(importance);
-    ds__free(units);
-    ds__free(bytes);
-    ds__pgarr_free(&kinds);
-    ds__pgarr_free(&contents);
-    ds__pgarr_free(&metas);
-    ds__pgarr_free(&embs);
-    ds__pgarr_free(&sketches);
-    ds__pgarr_free(&codes);
-    ds__bind_free(&p);
+    insert_bufs_free(&b, n);
     return st;
 }
 

@@ -152,11 +152,10 @@ static bool conn_usable(const ds_pool *p, ds_conn *c, int64_t now) {
     return now - c->idle_since_us < ALIVE_BYPASS_US || conn_alive(c);
 }
 
-/* Opens a connection to sub-pool `s`, bounded by `deadline_us` (monotonic).
- * libpq's own connect_timeout has whole-second granularity, so the
- * handshake is driven with PQconnectPoll here. */
-static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
-                           ds_conn **out, ds_error *err) {
+/* Starts a non-blocking connect to sub-pool `s`; the handshake is left to
+ * conn_handshake. */
+static ds_status conn_start(ds_pool *p, ds_subpool *s, ds_conn **out,
+                            ds_error *err) {
     *out = NULL;
     ds_conn *c = ds__calloc(1, sizeof *c);
     if (!c)
@@ -180,14 +179,23 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
     c->pool = p;
     c->sub = s;
     c->pooler = p->pooler;
+    *out = c;
+    return DS_OK;
+}
+
+/* Drives the handshake with PQconnectPoll until done, failed or past
+ * `deadline_us`; returns libpq's last polling status. */
+static PostgresPollingStatusType conn_handshake(ds_conn *c,
+                                                int64_t deadline_us,
+                                                bool *timed_out) {
     PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
-    bool timed_out = false;
+    *timed_out = false;
     if (PQstatus(c->pg) == CONNECTION_BAD)
         ps = PGRES_POLLING_FAILED;
     while (ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
         int64_t left = deadline_us - ds__now_us();
         if (left <= 0) {
-            timed_out = true;
+            *timed_out = true;
             break;
         }
         struct pollfd pfd = {.fd = PQsocket(c->pg),
@@ -202,6 +210,14 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
             continue; /* re-check the deadline */
         ps = PQconnectPoll(c->pg);
     }
+    return ps;
+}
+
+/* The handshake's outcome as a status: any failure is DS_ERR_CONNECTION,
+ * with the password scrubbed from the server's message. */
+static ds_status conn_handshake_status(ds_conn *c, ds_subpool *s,
+                                       PostgresPollingStatusType ps,
+                                       bool timed_out, ds_error *err) {
     ds_status st = DS_OK;
     if (timed_out) {
         st = ds__error_set(err, DS_ERR_CONNECTION,
@@ -215,45 +231,76 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
         }
         ds__error_scrub(err, s->password);
     }
+    return st;
+}
+
+/* Refuses a read-only server for a sub-pool that needs a writable one. */
+static ds_status conn_check_writable(ds_conn *c, ds_subpool *s,
+                                     ds_error *err) {
     bool ro_known;
-    if (st == DS_OK && s->needs_writable &&
-        ds__server_read_only(c->pg, &ro_known)) {
+    if (s->needs_writable && ds__server_read_only(c->pg, &ro_known)) {
         /* A standby, or the old primary of a failover coming back
          * read-only: retrying finds the new primary when the URL lists
          * every host with target_session_attrs=read-write. */
-        st = ds__error_set(err, DS_ERR_CONNECTION,
-                           "%s: the server is read-only (in recovery or "
-                           "default_transaction_read_only); a writable "
-                           "primary is required (list every host with "
-                           "target_session_attrs=read-write to follow a "
-                           "failover, or set target_session_attrs=any for a "
-                           "read-only pool)",
-                           s->label);
+        return ds__error_set(err, DS_ERR_CONNECTION,
+                             "%s: the server is read-only (in recovery or "
+                             "default_transaction_read_only); a writable "
+                             "primary is required (list every host with "
+                             "target_session_attrs=read-write to follow a "
+                             "failover, or set target_session_attrs=any for "
+                             "a read-only pool)",
+                             s->label);
     }
-    if (st == DS_OK) {
-        PQsetNoticeReceiver(c->pg, ds__conn_notice, c);
-        c->created_us = ds__now_us();
-        c->expires_us = lifetime_deadline(p, c->created_us);
-        /* Session settings are unsafe behind a transaction-mode pooler:
-         * the next statement may run on another server connection. */
-        if (!p->pooler && p->statement_timeout_ms > 0) {
-            char sql[64];
-            snprintf(sql, sizeof sql, "SET statement_timeout = %d",
-                     p->statement_timeout_ms);
-            st = ds__conn_exec_simple(c, sql, err);
-        }
-        if (st == DS_OK && p->after_connect) {
-            ds_error hook_err = {0};
-            st = p->after_connect(p->after_connect_ud, c, &hook_err);
-            if (st != DS_OK) {
-                if (!hook_err.code)
-                    ds__error_set(&hook_err, st, "after-connect hook failed");
-                if (err)
-                    *err = hook_err;
-                ds__error_prefix(err, "%s: after-connect hook", s->label);
-            }
+    return DS_OK;
+}
+
+/* Readies a new connection for use: notices, lifetime, session settings
+ * and the caller's after-connect hook. */
+static ds_status conn_setup(ds_pool *p, ds_subpool *s, ds_conn *c,
+                            ds_error *err) {
+    ds_status st = DS_OK;
+    PQsetNoticeReceiver(c->pg, ds__conn_notice, c);
+    c->created_us = ds__now_us();
+    c->expires_us = lifetime_deadline(p, c->created_us);
+    /* Session settings are unsafe behind a transaction-mode pooler:
+     * the next statement may run on another server connection. */
+    if (!p->pooler && p->statement_timeout_ms > 0) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "SET statement_timeout = %d",
+                 p->statement_timeout_ms);
+        st = ds__conn_exec_simple(c, sql, err);
+    }
+    if (st == DS_OK && p->after_connect) {
+        ds_error hook_err = {0};
+        st = p->after_connect(p->after_connect_ud, c, &hook_err);
+        if (st != DS_OK) {
+            if (!hook_err.code)
+                ds__error_set(&hook_err, st, "after-connect hook failed");
+            if (err)
+                *err = hook_err;
+            ds__error_prefix(err, "%s: after-connect hook", s->label);
         }
     }
+    return st;
+}
+
+/* Opens a connection to sub-pool `s`, bounded by `deadline_us` (monotonic).
+ * libpq's own connect_timeout has whole-second granularity, so the
+ * handshake is driven with PQconnectPoll here. */
+static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
+                           ds_conn **out, ds_error *err) {
+    *out = NULL;
+    ds_conn *c;
+    ds_status st = conn_start(p, s, &c, err);
+    if (st != DS_OK)
+        return st;
+    bool timed_out;
+    PostgresPollingStatusType ps = conn_handshake(c, deadline_us, &timed_out);
+    st = conn_handshake_status(c, s, ps, timed_out, err);
+    if (st == DS_OK)
+        st = conn_check_writable(c, s, err);
+    if (st == DS_OK)
+        st = conn_setup(p, s, c, err);
     if (st != DS_OK) {
         conn_close(c);
         ds__log(DS_LOG_WARN, MODULE, "%s: connect failed: %s", s->label,
@@ -433,6 +480,126 @@ static struct timespec timespec_at(int64_t us) {
     return ts;
 }
 
+/* Takes an idle connection, or a slot to open one in, when nobody must be
+ * let ahead of this thread; false when it has to queue. Lock held. */
+static bool take_without_waiting_locked(ds_pool *p, ds_subpool *s,
+                                        int64_t now, ds_conn **c,
+                                        bool *create) {
+    if (s->idle && !s->wait_head) {
+        *c = take_own_idle_locked(s);
+    } else if (s->idle && may_barge(p, s, now)) {
+        /* overtakes every waiter: counted against the oldest's budget */
+        *c = take_own_idle_locked(s);
+        s->head_barged++;
+        s->barges++;
+    } else if (!s->wait_head && s->total < p->max) {
+        s->total++;
+        *create = true;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Appends `w` to the sub-pool's waiter queue. Lock held. */
+static void enqueue_waiter_locked(ds_subpool *s, ds_waiter *w) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    w->barges_at_enqueue = s->barges;
+    if (s->wait_tail) {
+        s->wait_tail->next = w;
+    } else {
+        s->wait_head = w;
+        s->head_since_us = ds__now_us();
+    }
+    s->wait_tail = w;
+    s->waiters++;
+}
+
+/* Sleeps until `w` is served, or has left the queue at `deadline`. Lock
+ * held (released while asleep). */
+static void wait_turn_locked(ds_pool *p, ds_subpool *s, ds_waiter *w,
+                             int64_t deadline) {
+    for (;;) {
+        /* The oldest waiter wakes every HEAD_POLL_US to look for a
+         * connection left idle; the others sleep until served or the
+         * deadline. */
+        int64_t now = ds__now_us();
+        int64_t wake = deadline;
+        if (s->wait_head == w && now + HEAD_POLL_US < deadline)
+            wake = now + HEAD_POLL_US;
+        struct timespec ts = timespec_at(wake);
+        while (!w->done &&
+               pthread_cond_timedwait(&w->cond, &p->mu, &ts) == 0 &&
+               s->wait_head != w)
+            ; /* spurious, or woken to become the oldest: re-arm */
+        if (w->done)
+            break;
+        now = ds__now_us();
+        if (s->wait_head == w && s->idle && !p->closing) {
+            /* left idle by a keeper that did not come back */
+            pop_waiter(s);
+            w->conn = take_own_idle_locked(s);
+            w->done = true;
+            break;
+        }
+        if (now >= deadline) {
+            remove_waiter(s, w);
+            break;
+        }
+    }
+}
+
+/* Bookkeeping once `w` is out of the queue: its overtake count into the
+ * stats, and the new oldest waiter woken to poll. Lock held. */
+static void dequeue_waiter_locked(ds_pool *p, ds_subpool *s, ds_waiter *w) {
+    s->waiters--;
+    pthread_cond_destroy(&w->cond);
+    if (w->overtaken > p->overtaken_max)
+        p->overtaken_max = w->overtaken;
+    wake_head_locked(s);
+}
+
+/* Closes an idle connection found dead or past its lifetime (outside the
+ * lock), counting a reconnect for a dead one; the caller opens another. */
+static void drop_unusable(ds_pool *p, ds_subpool *s, ds_conn *c) {
+    bool dead = !c->expires_us || ds__now_us() < c->expires_us;
+    ds__log(DS_LOG_INFO, MODULE, "%s: replacing a %s connection", s->label,
+            dead ? "dead" : "expired");
+    if (dead)
+        atomic_fetch_add(&p->reconnects, 1);
+    conn_close(c);
+}
+
+/* Opens the leased slot's connection (outside the lock); on failure gives
+ * the slot and the lease back. */
+static ds_status open_in_slot(ds_pool *p, ds_subpool *s, int timeout_ms,
+                              int64_t deadline, ds_conn **c, ds_error *err) {
+    /* Connecting is bounded by connect_timeout_ms and by what is left
+     * of the acquire timeout (when there is one). */
+    int64_t now = ds__now_us();
+    int64_t cdl = now + (int64_t)p->connect_timeout_ms * 1000;
+    if (timeout_ms > 0 && deadline < cdl)
+        cdl = deadline > now ? deadline : now;
+    ds_status st = conn_open(p, s, cdl, c, err);
+    if (st != DS_OK) {
+        bool free_pool;
+        pthread_mutex_lock(&p->mu);
+        atomic_fetch_add(&p->connect_failures, 1);
+        give_slot_locked(s);
+        lease_end_locked(p, &free_pool);
+        pthread_mutex_unlock(&p->mu);
+        if (free_pool)
+            pool_free(p);
+    }
+    return st;
+}
+
+/* Leases a connection of sub-pool `s`: idle, barged, queued for, or newly
+ * opened in a free slot, within `timeout_ms`. */
 static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
                               ds_conn **out, ds_error *err) {
     int64_t start = ds__now_us();
@@ -446,69 +613,15 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         return ds__error_set(err, DS_ERR_CLOSED, "acquire: the pool is closed");
     }
     habit_note_acquire(p, start);
-    if (s->idle && !s->wait_head) {
-        c = take_own_idle_locked(s);
-    } else if (s->idle && may_barge(p, s, start)) {
-        /* overtakes every waiter: counted against the oldest's budget */
-        c = take_own_idle_locked(s);
-        s->head_barged++;
-        s->barges++;
-    } else if (!s->wait_head && s->total < p->max) {
-        s->total++;
-        create = true;
-    } else {
+    if (!take_without_waiting_locked(p, s, start, &c, &create)) {
         /* Others wait and we may not overtake them: an idle connection is
          * theirs, and we queue behind them. */
         if (s->idle)
             give_conn_locked(s, take_own_idle_locked(s));
         ds_waiter w = {0};
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&w.cond, &attr);
-        pthread_condattr_destroy(&attr);
-        w.barges_at_enqueue = s->barges;
-        if (s->wait_tail) {
-            s->wait_tail->next = &w;
-        } else {
-            s->wait_head = &w;
-            s->head_since_us = ds__now_us();
-        }
-        s->wait_tail = &w;
-        s->waiters++;
-        for (;;) {
-            /* The oldest waiter wakes every HEAD_POLL_US to look for a
-             * connection left idle; the others sleep until served or the
-             * deadline. */
-            int64_t now = ds__now_us();
-            int64_t wake = deadline;
-            if (s->wait_head == &w && now + HEAD_POLL_US < deadline)
-                wake = now + HEAD_POLL_US;
-            struct timespec ts = timespec_at(wake);
-            while (!w.done &&
-                   pthread_cond_timedwait(&w.cond, &p->mu, &ts) == 0 &&
-                   s->wait_head != &w)
-                ; /* spurious, or woken to become the oldest: re-arm */
-            if (w.done)
-                break;
-            now = ds__now_us();
-            if (s->wait_head == &w && s->idle && !p->closing) {
-                /* left idle by a keeper that did not come back */
-                pop_waiter(s);
-                w.conn = take_own_idle_locked(s);
-                w.done = true;
-                break;
-            }
-            if (now >= deadline) {
-                remove_waiter(s, &w);
-                break;
-            }
-        }
-        s->waiters--;
-        pthread_cond_destroy(&w.cond);
-        if (w.overtaken > p->overtaken_max)
-            p->overtaken_max = w.overtaken;
-        wake_head_locked(s);
+        enqueue_waiter_locked(s, &w);
+        wait_turn_locked(p, s, &w, deadline);
+        dequeue_waiter_locked(p, s, &w);
         if (!w.done) {
             atomic_fetch_add(&p->timeouts, 1);
             record_wait(p, ds__now_us() - start);
@@ -532,34 +645,14 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
 
     /* Outside the lock: check the idle connection, or open a new one. */
     if (c && !conn_usable(p, c, ds__now_us())) {
-        bool dead = !c->expires_us || ds__now_us() < c->expires_us;
-        ds__log(DS_LOG_INFO, MODULE, "%s: replacing a %s connection", s->label,
-                dead ? "dead" : "expired");
-        if (dead)
-            atomic_fetch_add(&p->reconnects, 1);
-        conn_close(c);
+        drop_unusable(p, s, c);
         c = NULL;
         create = true;
     }
     if (create) {
-        /* Connecting is bounded by connect_timeout_ms and by what is left
-         * of the acquire timeout (when there is one). */
-        int64_t now = ds__now_us();
-        int64_t cdl = now + (int64_t)p->connect_timeout_ms * 1000;
-        if (timeout_ms > 0 && deadline < cdl)
-            cdl = deadline > now ? deadline : now;
-        ds_status st = conn_open(p, s, cdl, &c, err);
-        if (st != DS_OK) {
-            bool free_pool;
-            pthread_mutex_lock(&p->mu);
-            atomic_fetch_add(&p->connect_failures, 1);
-            give_slot_locked(s);
-            lease_end_locked(p, &free_pool);
-            pthread_mutex_unlock(&p->mu);
-            if (free_pool)
-                pool_free(p);
+        ds_status st = open_in_slot(p, s, timeout_ms, deadline, &c, err);
+        if (st != DS_OK)
             return st;
-        }
     }
     atomic_fetch_add(&p->acquires, 1);
     *out = c;
