@@ -65,13 +65,13 @@ static int count_events(const events *e, ds_migrate_event_kind ev) {
 /* Two migrations on a table of their own, for tests that need a small set
  * of files under their control. */
 static char *small_dir(void) {
-    char *d = temp_dir();
-    write_file(d, "0001_things.up.sql",
+    char *d = dt_temp_dir("migrate");
+    dt_write_file(d, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
-    write_file(d, "0001_things.down.sql", "DROP TABLE things;\n");
-    write_file(d, "0002_things_note.up.sql",
+    dt_write_file(d, "0001_things.down.sql", "DROP TABLE things;\n");
+    dt_write_file(d, "0002_things_note.up.sql",
                "ALTER TABLE things ADD COLUMN note text;\n");
-    write_file(d, "0002_things_note.down.sql",
+    dt_write_file(d, "0002_things_note.down.sql",
                "ALTER TABLE things DROP COLUMN note;\n");
     return d;
 }
@@ -93,7 +93,7 @@ static small_db small_db_open(const char *tag) {
 
 static void small_db_close(small_db *d) {
     ds_pool_close(d->pool);
-    rm_dir(d->dir);
+    dt_rm_dir(d->dir);
     dt_drop_db(d->url);
     free(d->url);
 }
@@ -163,8 +163,8 @@ END_TEST
 
 START_TEST(test_migrate_down_and_to_move_both_ways) {
     small_db d = small_db_open("mig_down");
-    write_file(d.dir, "0003_more.up.sql", "CREATE TABLE more (id int);");
-    write_file(d.dir, "0003_more.down.sql", "DROP TABLE more;");
+    dt_write_file(d.dir, "0003_more.up.sql", "CREATE TABLE more (id int);");
+    dt_write_file(d.dir, "0003_more.down.sql", "DROP TABLE more;");
     ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
     int n = -1;
@@ -301,7 +301,7 @@ START_TEST(test_migrate_refuses_edited_missing_out_of_order) {
     ck_assert_ds_ok(st, err);
 
     /* Edited after it was applied: refused before 0002 runs. */
-    write_file(d.dir, "0001_things.up.sql",
+    dt_write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n-- edit\n");
     st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
@@ -316,14 +316,14 @@ START_TEST(test_migrate_refuses_edited_missing_out_of_order) {
     ck_assert_int_eq(list->items[0].state, DS_MIGRATION_CHANGED);
     ck_assert(!list->consistent);
     ds_migrate_list_free(list);
-    write_file(d.dir, "0001_things.up.sql",
+    dt_write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
 
     /* A new file older than the newest applied one. */
     st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
-    write_file(d.dir, "0000001_early.up.sql", "CREATE TABLE early (id int);");
-    write_file(d.dir, "0000001_early.down.sql", "DROP TABLE early;");
+    dt_write_file(d.dir, "0000001_early.up.sql", "CREATE TABLE early (id int);");
+    dt_write_file(d.dir, "0000001_early.down.sql", "DROP TABLE early;");
     remove_file(d.dir, "0001_things.up.sql"); /* keep version 1 unique */
     remove_file(d.dir, "0001_things.down.sql");
     st = ds_migrate_up(d.pool, &opts, NULL, &err);
@@ -331,17 +331,17 @@ START_TEST(test_migrate_refuses_edited_missing_out_of_order) {
     ck_assert_ptr_nonnull(strstr(err.message, "0000001_early.up.sql"));
     remove_file(d.dir, "0000001_early.up.sql");
     remove_file(d.dir, "0000001_early.down.sql");
-    write_file(d.dir, "0001_things.up.sql",
+    dt_write_file(d.dir, "0001_things.up.sql",
                "CREATE TABLE things (id bigint PRIMARY KEY, label text);\n");
-    write_file(d.dir, "0001_things.down.sql", "DROP TABLE things;\n");
+    dt_write_file(d.dir, "0001_things.down.sql", "DROP TABLE things;\n");
     st = ds_migrate_to(d.pool, &opts, 2, NULL, &err);
     ck_assert_ds_ok(st, err);
-    write_file(d.dir, "0005_late.up.sql", "CREATE TABLE late (id int);");
-    write_file(d.dir, "0005_late.down.sql", "DROP TABLE late;");
+    dt_write_file(d.dir, "0005_late.up.sql", "CREATE TABLE late (id int);");
+    dt_write_file(d.dir, "0005_late.down.sql", "DROP TABLE late;");
     st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_ok(st, err);
-    write_file(d.dir, "0003_forgotten.up.sql", "CREATE TABLE forgotten (id int);");
-    write_file(d.dir, "0003_forgotten.down.sql", "DROP TABLE forgotten;");
+    dt_write_file(d.dir, "0003_forgotten.up.sql", "CREATE TABLE forgotten (id int);");
+    dt_write_file(d.dir, "0003_forgotten.down.sql", "DROP TABLE forgotten;");
     st = ds_migrate_up(d.pool, &opts, NULL, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
     ck_assert_ptr_nonnull(strstr(err.message, "0003_forgotten.up.sql"));
@@ -402,8 +402,8 @@ static void *kill_at_commit(void *p) {
  * runner, and it says so (DS_ERR_CONNECTION), never success. */
 START_TEST(test_migrate_connection_lost_at_commit_is_reported_unknown) {
     char *url = dt_create_db("mig_commitlost");
-    char *dir = temp_dir();
-    write_file(dir, "0001_slow_commit.up.sql",
+    char *dir = dt_temp_dir("migrate");
+    dt_write_file(dir, "0001_slow_commit.up.sql",
                "CREATE TABLE t (id int);\n"
                "CREATE FUNCTION t_slow() RETURNS trigger LANGUAGE plpgsql AS\n"
                "$$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;\n"
@@ -411,7 +411,7 @@ START_TEST(test_migrate_connection_lost_at_commit_is_reported_unknown) {
                "    DEFERRABLE INITIALLY DEFERRED\n"
                "    FOR EACH ROW EXECUTE FUNCTION t_slow();\n"
                "INSERT INTO t VALUES (1);\n");
-    write_file(dir, "0001_slow_commit.down.sql",
+    dt_write_file(dir, "0001_slow_commit.down.sql",
                "DROP TABLE t;\nDROP FUNCTION t_slow();\n");
     ds_pool *pool = dt_pool(url, 1, 2);
     ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
@@ -435,7 +435,7 @@ START_TEST(test_migrate_connection_lost_at_commit_is_reported_unknown) {
                                      "relname IN ('t', 'ds_schema_migrations')"),
                      0);
     ds_pool_close(pool);
-    rm_dir(dir);
+    dt_rm_dir(dir);
     dt_drop_db(url);
     free(url);
 }
@@ -443,7 +443,7 @@ END_TEST
 
 START_TEST(test_migrate_failure_rolls_back_and_names_line) {
     small_db d = small_db_open("mig_fail");
-    write_file(d.dir, "0003_bad.up.sql",
+    dt_write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int);\n"
                "\n"
                "INSERT INTO half_done VALUES (1);\n"
@@ -451,7 +451,7 @@ START_TEST(test_migrate_failure_rolls_back_and_names_line) {
                "SELECT id\n"
                "  FROM half_done\n"
                "  WHERE nope = 1;\n");
-    write_file(d.dir, "0003_bad.down.sql", "DROP TABLE half_done;");
+    dt_write_file(d.dir, "0003_bad.down.sql", "DROP TABLE half_done;");
     ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
     int n = -1;
@@ -466,7 +466,7 @@ START_TEST(test_migrate_failure_rolls_back_and_names_line) {
     ck_assert_int_eq(applied_count(d.url), 2);
 
     /* A runtime error without a position names the statement's first line. */
-    write_file(d.dir, "0003_bad.up.sql",
+    dt_write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int PRIMARY KEY);\n"
                "INSERT INTO half_done\n"
                "  VALUES (1), (1);\n");
@@ -477,7 +477,7 @@ START_TEST(test_migrate_failure_rolls_back_and_names_line) {
     ck_assert(!table_exists(d.url, "half_done"));
 
     /* Transaction control inside a file is refused before it runs. */
-    write_file(d.dir, "0003_bad.up.sql",
+    dt_write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int);\nCOMMIT;\n");
     st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
@@ -485,7 +485,7 @@ START_TEST(test_migrate_failure_rolls_back_and_names_line) {
     ck_assert(!table_exists(d.url, "half_done"));
 
     /* An unterminated string: nothing runs. */
-    write_file(d.dir, "0003_bad.up.sql",
+    dt_write_file(d.dir, "0003_bad.up.sql",
                "CREATE TABLE half_done (id int);\nSELECT 'open;\n");
     st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_status(st, DS_ERR_MIGRATION, err);
@@ -507,9 +507,9 @@ END_TEST
 START_TEST(test_migrate_no_transaction_runs_outside_a_transaction) {
     small_db d = small_db_open("mig_notx");
     /* Inside a transaction this statement fails. */
-    write_file(d.dir, "0003_idx.up.sql",
+    dt_write_file(d.dir, "0003_idx.up.sql",
                "CREATE INDEX CONCURRENTLY things_label_idx ON things (label);\n");
-    write_file(d.dir, "0003_idx.down.sql", "DROP INDEX things_label_idx;\n");
+    dt_write_file(d.dir, "0003_idx.down.sql", "DROP INDEX things_label_idx;\n");
     ds_migrate_options opts = dir_options(d.dir);
     ds_error err = {0};
     ds_status st = ds_migrate_up(d.pool, &opts, NULL, &err);
@@ -517,16 +517,16 @@ START_TEST(test_migrate_no_transaction_runs_outside_a_transaction) {
     ck_assert_str_eq(err.sqlstate, "25001");
     ck_assert_ptr_nonnull(strstr(err.message, "0003_idx.up.sql:1:"));
 
-    write_file(d.dir, "0003_idx.up.sql",
+    dt_write_file(d.dir, "0003_idx.up.sql",
                "-- ds:no-transaction\n"
                "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_label_idx ON things (label);\n"
                "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_note_idx ON things (note);\n");
-    write_file(d.dir, "0003_idx.down.sql",
+    dt_write_file(d.dir, "0003_idx.down.sql",
                "-- ds:no-transaction\n"
                "DROP INDEX CONCURRENTLY IF EXISTS things_note_idx;\n"
                "DROP INDEX CONCURRENTLY IF EXISTS things_label_idx;\n");
-    write_file(d.dir, "0004_after.up.sql", "CREATE TABLE after_idx (id int);");
-    write_file(d.dir, "0004_after.down.sql", "DROP TABLE after_idx;");
+    dt_write_file(d.dir, "0004_after.up.sql", "CREATE TABLE after_idx (id int);");
+    dt_write_file(d.dir, "0004_after.down.sql", "DROP TABLE after_idx;");
     int n = 0;
     st = ds_migrate_up(d.pool, &opts, &n, &err);
     ck_assert_ds_ok(st, err);
@@ -552,7 +552,7 @@ START_TEST(test_migrate_no_transaction_runs_outside_a_transaction) {
     ck_assert(!table_exists(d.url, "things_label_idx"));
 
     /* A failure outside a transaction says what stayed. */
-    write_file(d.dir, "0003_idx.up.sql",
+    dt_write_file(d.dir, "0003_idx.up.sql",
                "-- ds:no-transaction\n"
                "CREATE INDEX CONCURRENTLY IF NOT EXISTS things_label_idx ON things (label);\n"
                "CREATE INDEX CONCURRENTLY things_x_idx ON things (missing_column);\n");
@@ -644,10 +644,10 @@ END_TEST
 
 START_TEST(test_migrate_not_cut_by_statement_timeout) {
     char *url = dt_create_db("mig_stmtto");
-    char *dir = temp_dir();
-    write_file(dir, "0001_slow.up.sql",
+    char *dir = dt_temp_dir("migrate");
+    dt_write_file(dir, "0001_slow.up.sql",
                "CREATE TABLE slow (id int);\nSELECT pg_sleep(0.5);\n");
-    write_file(dir, "0001_slow.down.sql", "DROP TABLE slow;\n");
+    dt_write_file(dir, "0001_slow.down.sql", "DROP TABLE slow;\n");
     /* An application pool with a short statement timeout. */
     ds_config *cfg = dt_config(url, 1, 2);
     ds_error err = {0};
@@ -664,7 +664,7 @@ START_TEST(test_migrate_not_cut_by_statement_timeout) {
     ck_assert_ds_ok(st, err); /* but not to migrations */
     ck_assert(table_exists(url, "slow"));
     ds_pool_close(pool);
-    rm_dir(dir);
+    dt_rm_dir(dir);
     dt_drop_db(url);
     free(url);
 }
@@ -678,8 +678,8 @@ END_TEST
 static void run_cli_concurrently(int n, const char *url, const char *to,
                                  int *ok, int *applied_lines,
                                  char *last_stderr, size_t cap) {
-    const char *bin = ds_migrate_path();
-    char *dir = temp_dir();
+    const char *bin = dt_ds_migrate_path();
+    char *dir = dt_temp_dir("migrate");
     pid_t pids[16];
     for (int i = 0; i < n; i++) {
         char out[PATH_MAX], errp[PATH_MAX];
@@ -722,7 +722,7 @@ static void run_cli_concurrently(int n, const char *url, const char *to,
             fclose(f);
         }
     }
-    rm_dir(dir);
+    dt_rm_dir(dir);
 }
 
 START_TEST(test_migrate_four_processes_apply_each_once) {
@@ -743,7 +743,7 @@ END_TEST
  * CONCURRENTLY) needs the direct URL, and says so. */
 START_TEST(test_migrate_four_processes_through_pgbouncer) {
     char *direct = dt_create_db("mig_bouncer");
-    char *pooled = pooler_url_of(direct);
+    char *pooled = dt_url_same_db(dt_env("DATABASE_POOLER_URL"), direct);
     int ok, applied;
     char errtext[1024] = "";
     run_cli_concurrently(4, pooled, "2", &ok, &applied, errtext,
@@ -782,12 +782,12 @@ END_TEST
 
 START_TEST(test_migrate_no_transaction_refused_behind_pgbouncer) {
     char *direct = dt_create_db("mig_bnotx");
-    char *pooled = pooler_url_of(direct);
+    char *pooled = dt_url_same_db(dt_env("DATABASE_POOLER_URL"), direct);
     char *dir = small_dir();
-    write_file(dir, "0003_idx.up.sql",
+    dt_write_file(dir, "0003_idx.up.sql",
                "-- ds:no-transaction\n"
                "CREATE INDEX CONCURRENTLY things_label_idx ON things (label);\n");
-    write_file(dir, "0003_idx.down.sql",
+    dt_write_file(dir, "0003_idx.down.sql",
                "-- ds:no-transaction\nDROP INDEX CONCURRENTLY things_label_idx;\n");
     ds_error err = {0};
     /* The pool is in prepared mode here: the runner notices the pooler by
@@ -819,7 +819,7 @@ START_TEST(test_migrate_no_transaction_refused_behind_pgbouncer) {
                                         "locktype = 'advisory' AND database = (SELECT oid FROM "
                                      "pg_database WHERE datname = current_database())"),
                      0);
-    rm_dir(dir);
+    dt_rm_dir(dir);
     free(pooled);
     dt_drop_db(direct);
     free(direct);

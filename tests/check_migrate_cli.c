@@ -17,7 +17,7 @@
 
 /* A directory holding a copy of the project's sql/ files. */
 static char *copy_of_sql_dir(void) {
-    char *d = temp_dir();
+    char *d = dt_temp_dir("migrate");
     char cmd[2 * PATH_MAX];
     snprintf(cmd, sizeof cmd, "cp '%s'/sql/*.sql '%s'/",
              dt_env("DS_PROJECT_ROOT"), d);
@@ -110,7 +110,7 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
 
     /* A tampered directory: verify and up fail with exit 1 and JSON says why. */
     char *dir = copy_of_sql_dir();
-    write_file(dir, "0001_platform_schema.up.sql", "-- tampered\n");
+    dt_write_file(dir, "0001_platform_schema.up.sql", "-- tampered\n");
     snprintf(args, sizeof args, "--database-url '%s' --dir '%s' verify", url,
              dir);
     ck_assert_int_eq(run_cli(args, false, NULL), 1);
@@ -124,7 +124,7 @@ START_TEST(test_migrate_cli_exit_codes_and_json) {
     ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(e, "message")),
                                  "0001_platform_schema.up.sql"));
     json_decref(j);
-    rm_dir(dir);
+    dt_rm_dir(dir);
 
     /* down, to, dry-run through the command line. */
     snprintf(args, sizeof args, "--database-url '%s' down", url);
@@ -236,7 +236,7 @@ END_TEST
  * must still reach the JSON (the byte becomes U+FFFD), not vanish. */
 START_TEST(test_migrate_cli_json_keeps_text_that_is_not_utf8) {
     char *url = dt_create_db("mig_cli_utf8");
-    char *dir = temp_dir();
+    char *dir = dt_temp_dir("migrate");
     char args[2048], sql[256], want[64];
     json_t *j;
     /* 400 two-byte characters after one or two ASCII ones: one of the two
@@ -247,8 +247,8 @@ START_TEST(test_migrate_cli_json_keeps_text_that_is_not_utf8) {
                  "DO $$ BEGIN RAISE EXCEPTION '%s%%', repeat('\xc3\xa9', 400); "
                  "END $$;\n",
                  lead);
-        write_file(dir, "0001_loud.up.sql", sql);
-        write_file(dir, "0001_loud.down.sql", "SELECT 1;\n");
+        dt_write_file(dir, "0001_loud.up.sql", sql);
+        dt_write_file(dir, "0001_loud.down.sql", "SELECT 1;\n");
         snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json up",
                  url, dir);
         j = run_cli_json(args, 1);
@@ -266,7 +266,7 @@ START_TEST(test_migrate_cli_json_keeps_text_that_is_not_utf8) {
     }
 
     /* Latin-1 in a file: the dry run still lists the step. */
-    write_file(dir, "0001_loud.up.sql", "SELECT 'caf\xe9';\n");
+    dt_write_file(dir, "0001_loud.up.sql", "SELECT 'caf\xe9';\n");
     snprintf(args, sizeof args, "--database-url '%s' --dir '%s' --json dry-run",
              url, dir);
     j = run_cli_json(args, 0);
@@ -278,7 +278,7 @@ START_TEST(test_migrate_cli_json_keeps_text_that_is_not_utf8) {
     json_decref(j);
     /* the failure rolled back, the dry run wrote nothing */
     ck_assert(!table_exists(url, "ds_schema_migrations"));
-    rm_dir(dir);
+    dt_rm_dir(dir);
     dt_drop_db(url);
     free(url);
 }

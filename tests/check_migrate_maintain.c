@@ -94,7 +94,7 @@ static void *thread_maint_main(void *p) {
 
 START_TEST(test_migrate_maintain_concurrent_and_through_pgbouncer) {
     char *url = dt_migrated_db("mig_maintc");
-    char *pooled = pooler_url_of(url);
+    char *pooled = dt_url_same_db(dt_env("DATABASE_POOLER_URL"), url);
     thread_maint t[4];
     pthread_t th[4];
     memset(t, 0, sizeof t);
@@ -184,13 +184,7 @@ START_TEST(test_migrate_schema_check_passes_on_migrated_db) {
     ds_pool_close(pool);
 
     /* Through PgBouncer, in pooler mode. */
-    char *pooled = pooler_url_of(url);
-    ds_config *cfg = dt_config(pooled, 1, 2);
-    st = ds_config_set(cfg, "statement_mode", "pooler", &err);
-    ck_assert_ds_ok(st, err);
-    st = ds_pool_open(cfg, &pool, &err);
-    ck_assert_ds_ok(st, err);
-    ds_config_free(cfg);
+    pool = dt_pooler_pool(url, 1, 2);
     st = ds_migrate_check_schema(pool, &err);
     ck_assert_ds_ok(st, err);
     dt_sql(url, "ALTER TABLE users ALTER COLUMN created_at TYPE timestamp");
@@ -198,7 +192,6 @@ START_TEST(test_migrate_schema_check_passes_on_migrated_db) {
     ck_assert_ds_status(st, DS_ERR_SCHEMA, err);
     ck_assert_ptr_nonnull(strstr(err.message, "created_at"));
     ds_pool_close(pool);
-    free(pooled);
     dt_drop_db(url);
     free(url);
 }
