@@ -766,23 +766,13 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     fx f;
     if (!fx_open(&f, "test_memory_search_with_read_token_sees_a_new_fact", 0))
         return;
-    const char *dbname = strrchr(f.url, '/') + 1;
-    char db[96], sql[160];
-    snprintf(db, sizeof db, "%.*s", (int)strcspn(dbname, "?"), dbname);
-    char *replica = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), db);
-    char *replica_admin = dt_url_with_db(dt_env("DATABASE_REPLICA_URLS"), "postgres");
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_database WHERE datname = '%s'", db);
-    long long t0 = dt_now_ms();
-    while (dt_sql_int(replica_admin, sql) == 0 && dt_now_ms() - t0 < 30000)
-        usleep(20000);
     /* The database can reach the replica before its tables do: wait for the
      * table, then for the fixture's rows. */
-    while (dt_sql_int(replica, "SELECT (to_regclass('users') IS NOT NULL)::int") == 0 &&
-           dt_now_ms() - t0 < 30000)
-        usleep(20000);
-    while (dt_sql_int(replica, "SELECT count(*) FROM users") < 2 &&
-           dt_now_ms() - t0 < 30000)
-        usleep(20000);
+    char *replica = dt_replica_when_ready(
+        f.url, "SELECT (to_regclass('users') IS NOT NULL)::int");
+    free(replica);
+    replica = dt_replica_when_ready(f.url,
+                                    "SELECT (count(*) >= 2)::int FROM users");
     ds_config *cfg = dt_config(f.url, 1, 3);
     ds_error err = {0};
     ck_assert_ds_ok(ds_config_set(cfg, "DATABASE_REPLICA_URLS", replica, &err), err);
@@ -792,11 +782,7 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     ck_assert_ds_ok(st, err);
     ds_memory *mem = open_mem(pool, f.url, -1);
 
-    dt_sql(replica, "SELECT pg_wal_replay_pause()");
-    while (dt_sql_int(replica, "SELECT (pg_get_wal_replay_pause_state() = "
-                               "'paused')::int") != 1 &&
-           dt_now_ms() - t0 < 40000)
-        usleep(20000);
+    dt_replica_pause_replay(replica);
     float v[DIM];
     vec3(v, 1, 0, 0);
     ds_memory_new_fact fact = {.size = sizeof(ds_memory_new_fact), .user_id = f.alice, .content = "just added",
@@ -855,7 +841,6 @@ START_TEST(test_memory_search_with_read_token_sees_a_new_fact) {
     ds_memory_close(mem);
     ds_pool_close(pool);
     free(replica);
-    free(replica_admin);
     fx_close(&f);
 }
 END_TEST

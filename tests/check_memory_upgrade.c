@@ -199,18 +199,10 @@ START_TEST(test_memory_pooler_mode) {
     fx f;
     if (!fx_open(&f, "test_memory_pooler_mode", _i))
         return;
-    char *name = strrchr(f.url, '/') + 1;
-    char dbname[64];
-    snprintf(dbname, sizeof dbname, "%.*s", (int)strcspn(name, "?"), name);
-    char *url = dt_url_with_db(dt_env("DATABASE_POOLER_URL"), dbname);
-    ds_config *cfg = dt_config(url, 1, 3);
+    ds_pool *pool = dt_pooler_pool(f.url, 1, 3);
+    ds_memory *mem = open_mem(pool, f.url, -1);
     ds_error err = {0};
-    ck_assert_int_eq(ds_config_set(cfg, "statement_mode", "pooler", &err), DS_OK);
-    ds_pool *pool;
-    ck_assert_int_eq(ds_pool_open(cfg, &pool, &err), DS_OK);
-    ds_memory *mem;
-    ds_status st = ds_memory_open(pool, cfg, &mem, &err);
-    ck_assert_ds_ok(st, err);
+    ds_status st;
     float v[DIM];
     for (int i = 0; i < 20; i++) {
         vec3(v, 1, (float)i / 10, 0);
@@ -230,8 +222,6 @@ START_TEST(test_memory_pooler_mode) {
     }
     ds_memory_close(mem);
     ds_pool_close(pool);
-    ds_config_free(cfg);
-    free(url);
     fx_close(&f);
 }
 END_TEST
