@@ -2,11 +2,9 @@
  * isolation, hybrid ranking, the fallback's sketches, the two backends
  * agreeing, recall on clustered data, and read-your-writes through a
  * replica. Loop tests run once per backend, as in check_memory.c. */
-#include <libpq-fe.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "memory/memory_internal.h"
 #include "clustered.h"

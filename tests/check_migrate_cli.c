@@ -1,15 +1,9 @@
 /* The ds-migrate command: exit codes, JSON output and JSON Lines
  * progress, against the real PostgreSQL. */
 #include <errno.h>
-#include <fcntl.h>
-#include <libpq-fe.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "migrate/migrate_internal.h"
 #include "test_util.h"

@@ -1,15 +1,8 @@
 /* Partition maintenance and the schema check, against the real
  * PostgreSQL and PgBouncer. */
-#include <errno.h>
-#include <fcntl.h>
-#include <libpq-fe.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "migrate/migrate_internal.h"
 #include "test_util.h"

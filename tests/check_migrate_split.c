@@ -1,15 +1,7 @@
 /* The migration set itself: the embedded copy of sql/, file sets (pairing,
  * sorting, refusals) and the SQL splitter. No database needed. */
-#include <errno.h>
-#include <fcntl.h>
-#include <libpq-fe.h>
 #include <limits.h>
-#include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "migrate/migrate_internal.h"
 #include "test_util.h"
