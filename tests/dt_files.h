@@ -1,6 +1,7 @@
 /* Scratch files and the ds-migrate command line, shared by the suites that
  * write migration directories or run the CLI (check_online.c,
- * check_progress.c, check_rehearse.c, check_lint.c). */
+ * check_progress.c, check_rehearse.c, check_lint.c, the check_migrate*.c
+ * suites). */
 #ifndef DS_TEST_FILES_H
 #define DS_TEST_FILES_H
 
