@@ -344,6 +344,94 @@ static ds_status probe_lists(ds_memory *mem, ds_conn *c, int64_t user_id,
     return gather(mem, g, r, q, err);
 }
 
+/* Reads the lists of `r` whose centroid is whole, each with its similarity
+ * to `q`; returns how many. */
+static size_t read_lists(PGresult *r, size_t nlists, const float *q,
+                         size_t dim, float *centroid, list_ref *lists,
+                         int64_t *total, int32_t *lowest, int32_t *highest) {
+    size_t usable = 0;
+    for (size_t i = 0; i < nlists; i++) {
+        if ((size_t)PQgetlength(r, (int)i, 1) != 4 * dim)
+            continue; /* a damaged centroid: its facts are read as "gone" */
+        ds__vec_from_le((const unsigned char *)PQgetvalue(r, (int)i, 1), dim,
+                        centroid);
+        list_ref *l = &lists[usable++];
+        l->id = get_int4(r, (int)i, 0);
+        l->facts = get_int4(r, (int)i, 2);
+        l->cohesion = (float)ds__memory_float(r, (int)i, 3);
+        l->sim = ds__vec_dot(q, centroid, dim);
+        if (!isfinite(l->sim))
+            l->sim = INFINITY; /* probed first, whatever it holds */
+        *total += l->facts;
+        if (l->id < *lowest)
+            *lowest = l->id;
+        if (l->id > *highest)
+            *highest = l->id;
+    }
+    return usable;
+}
+
+/* Gathers the facts without a list, or whose list is gone (outside
+ * lowest..highest): read on every search that uses the lists. */
+static ds_status probe_rest(ds_memory *mem, ds_conn *c, int64_t user_id,
+                            int32_t lowest, int32_t highest, const char *kind,
+                            const float *q, gathered *g, ds_error *err) {
+    ds__bind rest;
+    ds__bind_init(&rest);
+    ds__bind_int64(&rest, user_id);
+    ds__bind_int32(&rest, lowest);
+    ds__bind_int32(&rest, highest);
+    ds__bind_text(&rest, kind);
+    PGresult *r = ds__memory_exec(c, &ivf_stmts[I_REST], &rest, err);
+    ds__bind_free(&rest);
+    return r ? gather(mem, g, r, q, err) : err->code;
+}
+
+/* Probes the lists (sorted nearest first) in two rounds. */
+static ds_status probe_rounds(ds_memory *mem, ds_conn *c, int64_t user_id,
+                              const list_ref *lists, size_t nlists,
+                              int64_t total, size_t n, const char *kind,
+                              const float *q, gathered *g, ds_error *err) {
+    /* 1: the nearest lists up to the first share */
+    size_t probed = 0;
+    double budget = fmax(PROBE_SHARE * (double)total,
+                         (double)(PROBE_PER_RESULT * n));
+    double covered = 0;
+    while (probed < nlists && covered < budget)
+        covered += lists[probed++].facts;
+    ds_status st =
+        probe_lists(mem, c, user_id, lists, 0, probed, kind, q, g, err);
+    /* 2: every further list at least as near as the n-th lower bound; the
+     * floor only rises, so one more round is enough */
+    if (st == DS_OK && probed < nlists) {
+        float floor_score = gathered_floor(g);
+        size_t upto = probed;
+        while (upto < nlists && lists[upto].sim >= floor_score)
+            upto++;
+        st = probe_lists(mem, c, user_id, lists, probed, upto, kind, q, g,
+                         err);
+    }
+    return st;
+}
+
+/* Hands the caller the gathered ids whose upper bound reaches the floor
+ * (the n-th lower bound, or min_sim when higher). */
+static void keep_candidates(gathered *g, bool use_min, double min_sim,
+                            int64_t **ids_out, size_t *ncand_out) {
+    float floor_score = gathered_floor(g);
+    if (use_min && (float)min_sim > floor_score)
+        floor_score = (float)min_sim;
+    size_t ncand = 0;
+    for (size_t i = 0; i < g->n; i++)
+        if (g->hi[i] >= floor_score)
+            g->id[ncand++] = g->id[i];
+    if (ncand > 0) {
+        *ids_out = g->id;
+        *ncand_out = ncand;
+        g->id = NULL;
+    }
+}
+
 ds_status ds__ivf_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
                              const float *q, const char *kind, bool use_min,
                              double min_sim, size_t n, int64_t **ids_out,
@@ -375,24 +463,9 @@ ds_status ds__ivf_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
     int64_t total = 0;
     int32_t lowest = INT32_MAX, highest = -1;
     size_t usable = 0;
-    for (size_t i = 0; st == DS_OK && i < nlists; i++) {
-        if ((size_t)PQgetlength(r, (int)i, 1) != 4 * dim)
-            continue; /* a damaged centroid: its facts are read as "gone" */
-        ds__vec_from_le((const unsigned char *)PQgetvalue(r, (int)i, 1), dim,
-                        centroid);
-        list_ref *l = &lists[usable++];
-        l->id = get_int4(r, (int)i, 0);
-        l->facts = get_int4(r, (int)i, 2);
-        l->cohesion = (float)ds__memory_float(r, (int)i, 3);
-        l->sim = ds__vec_dot(q, centroid, dim);
-        if (!isfinite(l->sim))
-            l->sim = INFINITY; /* probed first, whatever it holds */
-        total += l->facts;
-        if (l->id < lowest)
-            lowest = l->id;
-        if (l->id > highest)
-            highest = l->id;
-    }
+    if (st == DS_OK)
+        usable = read_lists(r, nlists, q, dim, centroid, lists, &total,
+                            &lowest, &highest);
     PQclear(r);
     nlists = usable;
     if (st == DS_OK && nlists > 0)
@@ -406,51 +479,13 @@ ds_status ds__ivf_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
     if (st == DS_OK && nlists > 0) {
         *used = true;
         *best_centroid = lists[0].sim;
-        /* always: the facts without a list, or whose list is gone */
-        ds__bind rest;
-        ds__bind_init(&rest);
-        ds__bind_int64(&rest, user_id);
-        ds__bind_int32(&rest, lowest);
-        ds__bind_int32(&rest, highest);
-        ds__bind_text(&rest, kind);
-        r = ds__memory_exec(c, &ivf_stmts[I_REST], &rest, err);
-        ds__bind_free(&rest);
-        st = r ? gather(mem, &g, r, q, err) : err->code;
+        st = probe_rest(mem, c, user_id, lowest, highest, kind, q, &g, err);
     }
-    /* 1: the nearest lists up to the first share */
-    size_t probed = 0;
-    double budget = fmax(PROBE_SHARE * (double)total,
-                         (double)(PROBE_PER_RESULT * n));
-    double covered = 0;
-    while (st == DS_OK && probed < nlists && covered < budget)
-        covered += lists[probed++].facts;
     if (st == DS_OK)
-        st = probe_lists(mem, c, user_id, lists, 0, probed, kind, q, &g, err);
-    /* 2: every further list at least as near as the n-th lower bound; the
-     * floor only rises, so one more round is enough */
-    if (st == DS_OK && probed < nlists) {
-        float floor_score = gathered_floor(&g);
-        size_t upto = probed;
-        while (upto < nlists && lists[upto].sim >= floor_score)
-            upto++;
-        st = probe_lists(mem, c, user_id, lists, probed, upto, kind, q, &g,
-                         err);
-        probed = upto;
-    }
-    if (st == DS_OK) {
-        float floor_score = gathered_floor(&g);
-        if (use_min && (float)min_sim > floor_score)
-            floor_score = (float)min_sim;
-        size_t ncand = 0;
-        for (size_t i = 0; i < g.n; i++)
-            if (g.hi[i] >= floor_score)
-                g.id[ncand++] = g.id[i];
-        if (ncand > 0) {
-            *ids_out = g.id;
-            *ncand_out = ncand;
-            g.id = NULL;
-        }
-    }
+        st = probe_rounds(mem, c, user_id, lists, nlists, total, n, kind, q,
+                          &g, err);
+    if (st == DS_OK)
+        keep_candidates(&g, use_min, min_sim, ids_out, ncand_out);
     ds__free(g.id);
     ds__free(g.hi);
     ds__free(g.heap);
