@@ -828,16 +828,132 @@ static ds_status exec_user(maint *m, int which, int64_t user, int32_t arg,
     return DS_OK;
 }
 
-/* Clusters `user` afresh: new lists beside the old, facts moved, old
- * lists dropped. */
-static ds_status rebuild(maint *m, int64_t user, size_t facts,
-                         ds_error *err) {
-    size_t dim = m->mem->dim;
+/* How many lists `facts` facts are clustered into: about their square root. */
+static size_t list_count(size_t facts) {
     size_t lists = (size_t)lround(sqrt((double)facts));
     if (lists < 1)
         lists = 1;
     if (lists > MAX_LISTS)
         lists = MAX_LISTS;
+    return lists;
+}
+
+/* Reads the vectors of a random sample of `s` of the `n` ids into `x`
+ * (partial Fisher-Yates on the copy `pick`); `*have` counts those read. */
+static ds_status sample_vectors(maint *m, int64_t user, const int64_t *ids,
+                                size_t n, size_t s, int64_t *pick, float *x,
+                                int64_t *got_ids, uint64_t *seed,
+                                size_t *have, ds_error *err) {
+    size_t dim = m->mem->dim;
+    ds_status st = DS_OK;
+    memcpy(pick, ids, n * sizeof *pick);
+    for (size_t i = 0; i < s; i++) {
+        size_t j = i + (size_t)(rng_next(seed) % (n - i));
+        int64_t t = pick[i];
+        pick[i] = pick[j];
+        pick[j] = t;
+    }
+    for (size_t at = 0; st == DS_OK && at < s; at += BATCH) {
+        size_t take = s - at < BATCH ? s - at : BATCH, got;
+        st = fetch_vectors(m, user, pick + at, take, x + *have * dim,
+                           got_ids, &got, err);
+        *have += got;
+    }
+    return st;
+}
+
+/* The first id of the new lists: above every list of `user`, or 0 when
+ * ids would wrap. */
+static ds_status new_list_base(maint *m, int64_t user, size_t lists,
+                               int32_t *base, ds_error *err) {
+    PGresult *r = NULL;
+    ds_status st = exec_user(m, I_MAX_LIST, user, 0, false, &r, err);
+    if (st == DS_OK) {
+        *base = get_int4(r, 0, 0) + 1;
+        PQclear(r);
+        if (*base > INT32_MAX - (int32_t)lists - 1)
+            *base = 0; /* ids wrapped: start again (the old are dropped
+                        * after the move as "not the new ones") */
+    }
+    return st;
+}
+
+/* Writes the new lists base.. (centroids, estimated sizes out of `n` facts
+ * from the `have` sampled, cohesion) and fills `list_ids`. */
+static ds_status insert_lists(maint *m, int64_t user, size_t n, size_t have,
+                              size_t lists, int32_t base, const float *c,
+                              const int32_t *count, float *cohesion,
+                              int32_t *list_ids, ds_error *err) {
+    size_t dim = m->mem->dim;
+    ds_status st = DS_OK;
+    ds__pgarr li, lc, lf;
+    ds__pgarr_init(&li, DS_OID_INT4);
+    ds__pgarr_init(&lc, DS_OID_BYTEA);
+    ds__pgarr_init(&lf, DS_OID_INT4);
+    unsigned char *le = ds__malloc(4 * dim);
+    bool ok = le != NULL;
+    for (size_t l = 0; ok && l < lists; l++) {
+        list_ids[l] = base + (int32_t)l;
+        ds__vec_to_le(c + l * dim, dim, le);
+        double est = (double)count[l] * (double)n / (double)have;
+        ok = ds__pgarr_add_int4(&li, list_ids[l]) &&
+             ds__pgarr_add(&lc, le, 4 * dim) &&
+             ds__pgarr_add_int4(&lf, (int32_t)lround(est));
+    }
+    ds__free(le);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user);
+    ds__bind_array(&p, &li, DS_OID_INT4_ARRAY);
+    ds__bind_array(&p, &lc, DS_OID_BYTEA_ARRAY);
+    ds__bind_array(&p, &lf, DS_OID_INT4_ARRAY);
+    for (size_t l = 0; l < lists; l++)
+        cohesion[l] = fmaxf(-1, fminf(1, cohesion[l]));
+    ds__bind_float4_array(&p, cohesion, lists);
+    ds__pgarr_free(&li);
+    ds__pgarr_free(&lc);
+    ds__pgarr_free(&lf);
+    PGresult *r = ok ? ds__memory_exec(m->c, &ivf_stmts[I_INSERT_LISTS],
+                                       &p, err)
+                     : NULL;
+    ds__bind_free(&p);
+    if (!ok)
+        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    else if (!r)
+        st = err->code;
+    PQclear(r);
+    return st;
+}
+
+/* Moves every fact to the new lists, then those written meanwhile to an
+ * old list, and drops the old lists; `*ids`, `*n` are reused. */
+static ds_status move_to_new_lists(maint *m, int64_t user, int64_t **ids,
+                                   size_t *n, const float *c,
+                                   const int32_t *list_ids, size_t lists,
+                                   int32_t base, ds_error *err) {
+    ds_status st = assign_ids(m, user, *ids, *n, c, list_ids, lists, err);
+    if (st == DS_OK) {
+        ds__free(*ids);
+        *ids = NULL;
+        st = user_ids(m, user, base, base + (int32_t)lists - 1, ids, n, err);
+    }
+    if (st == DS_OK && *n > 0)
+        st = assign_ids(m, user, *ids, *n, c, list_ids, lists, err);
+    if (st == DS_OK) {
+        /* the old lists: below base, or above the new when ids wrapped */
+        PGresult *r = NULL;
+        st = exec_user(m, I_DROP_OLD, user, base, true, &r, err);
+        PQclear(r);
+    }
+    return st;
+}
+
+/* Clusters `user` afresh: new lists beside the old, facts moved, old
+ * lists dropped. */
+static ds_status rebuild(maint *m, int64_t user, size_t facts,
+                         ds_error *err) {
+    size_t dim = m->mem->dim;
+    size_t lists = list_count(facts);
     int64_t *ids;
     size_t n;
     ds_status st = user_ids(m, user, INT32_MAX, INT32_MAX, &ids, &n, err);
@@ -860,91 +976,23 @@ static ds_status rebuild(maint *m, int64_t user, size_t facts,
         st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     uint64_t seed = (uint64_t)user * 0x9E3779B97F4A7C15ull + 1;
     size_t have = 0;
-    if (st == DS_OK) {
-        memcpy(pick, ids, n * sizeof *pick);
-        for (size_t i = 0; i < s; i++) {
-            size_t j = i + (size_t)(rng_next(&seed) % (n - i));
-            int64_t t = pick[i];
-            pick[i] = pick[j];
-            pick[j] = t;
-        }
-        for (size_t at = 0; st == DS_OK && at < s; at += BATCH) {
-            size_t take = s - at < BATCH ? s - at : BATCH, got;
-            st = fetch_vectors(m, user, pick + at, take, x + have * dim,
-                               got_ids, &got, err);
-            have += got;
-        }
-    }
+    if (st == DS_OK)
+        st = sample_vectors(m, user, ids, n, s, pick, x, got_ids, &seed,
+                            &have, err);
     if (st == DS_OK && have < lists)
         goto done; /* facts deleted meanwhile: next time */
     if (st == DS_OK)
         st = kmeans(x, have, dim, lists, seed, c, count, cohesion, err);
     int32_t base = 0;
-    if (st == DS_OK) {
-        PGresult *r = NULL;
-        st = exec_user(m, I_MAX_LIST, user, 0, false, &r, err);
-        if (st == DS_OK) {
-            base = get_int4(r, 0, 0) + 1;
-            PQclear(r);
-            if (base > INT32_MAX - (int32_t)lists - 1)
-                base = 0; /* ids wrapped: start again (the old are dropped
-                           * below as "not the new ones") */
-        }
-    }
-    if (st == DS_OK) {
-        ds__pgarr li, lc, lf;
-        ds__pgarr_init(&li, DS_OID_INT4);
-        ds__pgarr_init(&lc, DS_OID_BYTEA);
-        ds__pgarr_init(&lf, DS_OID_INT4);
-        unsigned char *le = ds__malloc(4 * dim);
-        bool ok = le != NULL;
-        for (size_t l = 0; ok && l < lists; l++) {
-            list_ids[l] = base + (int32_t)l;
-            ds__vec_to_le(c + l * dim, dim, le);
-            double est = (double)count[l] * (double)n / (double)have;
-            ok = ds__pgarr_add_int4(&li, list_ids[l]) &&
-                 ds__pgarr_add(&lc, le, 4 * dim) &&
-                 ds__pgarr_add_int4(&lf, (int32_t)lround(est));
-        }
-        ds__free(le);
-        ds__bind p;
-        ds__bind_init(&p);
-        ds__bind_int64(&p, user);
-        ds__bind_array(&p, &li, DS_OID_INT4_ARRAY);
-        ds__bind_array(&p, &lc, DS_OID_BYTEA_ARRAY);
-        ds__bind_array(&p, &lf, DS_OID_INT4_ARRAY);
-        for (size_t l = 0; l < lists; l++)
-            cohesion[l] = fmaxf(-1, fminf(1, cohesion[l]));
-        ds__bind_float4_array(&p, cohesion, lists);
-        ds__pgarr_free(&li);
-        ds__pgarr_free(&lc);
-        ds__pgarr_free(&lf);
-        PGresult *r = ok ? ds__memory_exec(m->c, &ivf_stmts[I_INSERT_LISTS],
-                                           &p, err)
-                         : NULL;
-        ds__bind_free(&p);
-        if (!ok)
-            st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-        else if (!r)
-            st = err->code;
-        PQclear(r);
-    }
+    if (st == DS_OK)
+        st = new_list_base(m, user, lists, &base, err);
+    if (st == DS_OK)
+        st = insert_lists(m, user, n, have, lists, base, c, count, cohesion,
+                          list_ids, err);
     /* every fact, then those written meanwhile to an old list */
     if (st == DS_OK)
-        st = assign_ids(m, user, ids, n, c, list_ids, lists, err);
-    if (st == DS_OK) {
-        ds__free(ids);
-        ids = NULL;
-        st = user_ids(m, user, base, base + (int32_t)lists - 1, &ids, &n, err);
-    }
-    if (st == DS_OK && n > 0)
-        st = assign_ids(m, user, ids, n, c, list_ids, lists, err);
-    if (st == DS_OK) {
-        /* the old lists: below base, or above the new when ids wrapped */
-        PGresult *r = NULL;
-        st = exec_user(m, I_DROP_OLD, user, base, true, &r, err);
-        PQclear(r);
-    }
+        st = move_to_new_lists(m, user, &ids, &n, c, list_ids, lists, base,
+                               err);
 done:
     ds__free(ids);
     ds__free(pick);
