@@ -229,37 +229,6 @@ typedef struct gathered {
     size_t heap_len, want;
 } gathered;
 
-static void heap_push(gathered *g, float v) {
-    float *h = g->heap;
-    if (g->heap_len < g->want) {
-        size_t i = g->heap_len++;
-        h[i] = v;
-        while (i > 0 && h[(i - 1) / 2] > h[i]) {
-            float t = h[i];
-            h[i] = h[(i - 1) / 2];
-            h[(i - 1) / 2] = t;
-            i = (i - 1) / 2;
-        }
-        return;
-    }
-    if (v <= h[0])
-        return;
-    h[0] = v;
-    for (size_t i = 0;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < g->heap_len && h[l] < h[m])
-            m = l;
-        if (r < g->heap_len && h[r] < h[m])
-            m = r;
-        if (m == i)
-            break;
-        float t = h[i];
-        h[i] = h[m];
-        h[m] = t;
-        i = m;
-    }
-}
-
 static float gathered_floor(const gathered *g) {
     return g->heap_len == g->want ? g->heap[0] : -INFINITY;
 }
@@ -305,7 +274,8 @@ static ds_status gather(ds_memory *mem, gathered *g, PGresult *r,
             if (ds__sketch_plausible(sk, mem->dim) && isfinite(approx) &&
                 approx - bound - slack <= 1 + slack) {
                 hi = approx + bound + slack;
-                heap_push(g, approx - bound - slack);
+                ds__topn_push(g->heap, &g->heap_len, g->want,
+                              approx - bound - slack);
             }
         }
         g->id[g->n] = id;

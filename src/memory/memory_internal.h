@@ -94,6 +94,10 @@ int ds__int64_cmp(const void *a, const void *b);
 ds_status ds__memory_fail(const ds_error *local, ds_error *err);
 
 /* Runs def with the bound parameters (binary results). */
+/* Keeps the `cap` largest values pushed in the min-heap h[0..*len), so
+ * h[0] is the cap-th largest once *len == cap (topn.c). */
+void ds__topn_push(float *h, size_t *len, size_t cap, float v);
+
 PGresult *ds__memory_exec(ds_conn *c, const ds__stmt_def *def,
                           const ds__bind *p, ds_error *err);
 

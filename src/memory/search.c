@@ -48,37 +48,6 @@ static ds_status exec_simple(ds_conn *c, int which, ds_error *err) {
 
 /* ---- sketches, then exact rescoring --------------------------------------- */
 
-/* A min-heap of the n largest lower bounds seen; its root is the n-th. */
-static void heap_push(float *h, size_t *len, size_t cap, float v) {
-    if (*len < cap) {
-        size_t i = (*len)++;
-        h[i] = v;
-        while (i > 0 && h[(i - 1) / 2] > h[i]) {
-            float t = h[i];
-            h[i] = h[(i - 1) / 2];
-            h[(i - 1) / 2] = t;
-            i = (i - 1) / 2;
-        }
-        return;
-    }
-    if (v <= h[0])
-        return;
-    h[0] = v;
-    for (size_t i = 0;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < *len && h[l] < h[m])
-            m = l;
-        if (r < *len && h[r] < h[m])
-            m = r;
-        if (m == i)
-            break;
-        float t = h[i];
-        h[i] = h[m];
-        h[m] = t;
-        i = m;
-    }
-}
-
 /* Each fact's sketch in `r` (id, sketch) bounds its cosine; the ids of the
  * facts that may be among the `n` best of them (and reach min_sim) go to
  * *ids (ds__free; NULL when none). Clears `r`. */
@@ -128,7 +97,7 @@ static ds_status prune_sketches(ds_memory *mem, PGresult *r, const float *q,
             continue;
         }
         hi[i] = approx + bound + slack;
-        heap_push(heap, &heap_len, n, approx - bound - slack);
+        ds__topn_push(heap, &heap_len, n, approx - bound - slack);
     }
     PQclear(r);
     /* A fact whose upper bound is below the n-th best lower bound cannot
