@@ -104,6 +104,18 @@ static double switches_per_op(int threads, double seconds, bench_op_fn fn,
     return ops && !failed ? (double)sw / (double)ops : 0.0;
 }
 
+/* A measurement build of the library (CPPFLAGS=-DDS_POOL_COUNTERS) logs
+ * the pool's event counters when it closes: printed to stderr with the
+ * case they belong to, for the per-query breakdown in docs/pool.md. */
+static char counters_case[64];
+
+static void print_counters(void *ud, ds_log_level level, const char *module,
+                           const char *msg) {
+    (void)ud, (void)level;
+    if (strcmp(module, "pool") == 0 && strncmp(msg, "counters:", 9) == 0)
+        fprintf(stderr, "# %s %s\n", counters_case, msg);
+}
+
 /* BENCH_ONLY=<case> runs one case; BENCH_ROUNDS sets the A B rounds
  * (more, shorter rounds follow a loaded machine's drift more closely). */
 static bool selected(const char *name) {
@@ -118,6 +130,7 @@ int main(void) {
     int rounds = rounds_env && atoi(rounds_env) > 0 ? atoi(rounds_env) : 15;
     double side = secs / (2.0 * rounds);
     char extra[256];
+    ds_log_set_fn(print_counters, NULL, DS_LOG_INFO);
 
     /* 1. uncontended acquire + release */
     if (selected("acquire_release")) {
@@ -190,6 +203,8 @@ int main(void) {
         bench_print(PROGRAM, "shared4", threads, &ours, &base, extra);
         for (int i = 0; i < 4; i++)
             PQfinish(rctx[i]);
+        snprintf(counters_case, sizeof counters_case,
+                 "shared4 threads=%d", threads);
         ds_pool_close(pool);
     }
     return 0;

@@ -36,9 +36,28 @@
 
 #define DS_POOL_SOURCE /* this file may see the pool's structures */
 #include "core/growable.h"
+#include "pool/pool_counters.h"
 #include "pool/pool_internal.h"
 
 #define MODULE "pool"
+
+#ifdef DS_POOL_COUNTERS
+ds_pool_counters ds__pool_counters;
+#endif
+
+static inline int64_t pool_now(void) {
+    DS_POOL_COUNT(clock_reads);
+    return ds__now_us();
+}
+
+static inline void pool_lock(ds_pool *p) {
+#ifdef DS_POOL_COUNTERS
+    if (pthread_mutex_trylock(&p->mu) == 0)
+        return;
+    DS_POOL_COUNT(lock_contended);
+#endif
+    pthread_mutex_lock(&p->mu);
+}
 
 /* ---- wait-time histogram (4 sub-buckets per power of two) ------------- */
 
@@ -115,6 +134,7 @@ static int64_t lifetime_deadline(const ds_pool *p, int64_t created) {
 static bool conn_alive(ds_conn *c) {
     if (PQstatus(c->pg) != CONNECTION_OK)
         return false;
+    DS_POOL_COUNT(alive_checks);
     /* A terminated backend sends a FATAL message and then EOF: the first
      * read takes the message, the next one sees EOF, so keep reading
      * while the socket stays readable (bounded). */
@@ -193,7 +213,7 @@ static PostgresPollingStatusType conn_handshake(ds_conn *c,
     if (PQstatus(c->pg) == CONNECTION_BAD)
         ps = PGRES_POLLING_FAILED;
     while (ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
-        int64_t left = deadline_us - ds__now_us();
+        int64_t left = deadline_us - pool_now();
         if (left <= 0) {
             *timed_out = true;
             break;
@@ -260,7 +280,7 @@ static ds_status conn_setup(ds_pool *p, ds_subpool *s, ds_conn *c,
                             ds_error *err) {
     ds_status st = DS_OK;
     PQsetNoticeReceiver(c->pg, ds__conn_notice, c);
-    c->created_us = ds__now_us();
+    c->created_us = pool_now();
     c->expires_us = lifetime_deadline(p, c->created_us);
     /* Session settings are unsafe behind a transaction-mode pooler:
      * the next statement may run on another server connection. */
@@ -322,7 +342,7 @@ static ds_waiter *pop_waiter(ds_subpool *s) {
         if (!s->wait_head)
             s->wait_tail = NULL;
         s->head_barged = 0;
-        s->head_since_us = ds__now_us();
+        s->head_since_us = pool_now();
         w->overtaken = s->barges - w->barges_at_enqueue;
     }
     return w;
@@ -337,7 +357,7 @@ static void remove_waiter(ds_subpool *s, ds_waiter *w) {
     if (*pp) {
         if (w == s->wait_head) {
             s->head_barged = 0;
-            s->head_since_us = ds__now_us();
+            s->head_since_us = pool_now();
         }
         w->overtaken = s->barges - w->barges_at_enqueue;
         *pp = w->next;
@@ -355,11 +375,13 @@ static void push_idle_locked(ds_subpool *s, ds_conn *c) {
 /* A live connection goes to the oldest waiter, else onto the idle stack. */
 static void give_conn_locked(ds_subpool *s, ds_conn *c) {
     /* "released at", which the liveness bypass window is measured from */
-    c->idle_since_us = ds__now_us();
+    c->idle_since_us = pool_now();
     ds_waiter *w = pop_waiter(s);
     if (w) {
         w->conn = c;
         w->done = true;
+        w->handed_us = c->idle_since_us;
+        DS_POOL_COUNT(handoffs);
         pthread_cond_signal(&w->cond);
         return;
     }
@@ -472,6 +494,8 @@ static bool may_barge(const ds_pool *p, const ds_subpool *s, int64_t now) {
  * new oldest waiter is woken to start polling. */
 static void wake_head_locked(ds_subpool *s) {
     if (s->wait_head)
+        DS_POOL_COUNT(head_wakes);
+    if (s->wait_head)
         pthread_cond_signal(&s->wait_head->cond);
 }
 
@@ -487,9 +511,11 @@ static bool take_without_waiting_locked(ds_pool *p, ds_subpool *s,
                                         bool *create) {
     if (s->idle && !s->wait_head) {
         *c = take_own_idle_locked(s);
+        DS_POOL_COUNT(take_free);
     } else if (s->idle && may_barge(p, s, now)) {
         /* overtakes every waiter: counted against the oldest's budget */
         *c = take_own_idle_locked(s);
+        DS_POOL_COUNT(take_barge);
         s->head_barged++;
         s->barges++;
     } else if (!s->wait_head && s->total < p->max) {
@@ -513,7 +539,7 @@ static void enqueue_waiter_locked(ds_subpool *s, ds_waiter *w) {
         s->wait_tail->next = w;
     } else {
         s->wait_head = w;
-        s->head_since_us = ds__now_us();
+        s->head_since_us = pool_now();
     }
     s->wait_tail = w;
     s->waiters++;
@@ -527,20 +553,26 @@ static void wait_turn_locked(ds_pool *p, ds_subpool *s, ds_waiter *w,
         /* The oldest waiter wakes every HEAD_POLL_US to look for a
          * connection left idle; the others sleep until served or the
          * deadline. */
-        int64_t now = ds__now_us();
+        int64_t now = pool_now();
         int64_t wake = deadline;
         if (s->wait_head == w && now + HEAD_POLL_US < deadline)
             wake = now + HEAD_POLL_US;
         struct timespec ts = timespec_at(wake);
+        int rc = 0;
         while (!w->done &&
-               pthread_cond_timedwait(&w->cond, &p->mu, &ts) == 0 &&
+               (rc = pthread_cond_timedwait(&w->cond, &p->mu, &ts)) == 0 &&
                s->wait_head != w)
-            ; /* spurious, or woken to become the oldest: re-arm */
+            DS_POOL_COUNT(waiter_wakeups); /* spurious, or woken to become
+                                              the oldest: re-arm */
+        DS_POOL_COUNT(waiter_wakeups);
         if (w->done)
             break;
-        now = ds__now_us();
+        now = pool_now();
+        if (rc == ETIMEDOUT && s->wait_head == w)
+            DS_POOL_COUNT(head_polls);
         if (s->wait_head == w && s->idle && !p->closing) {
             /* left idle by a keeper that did not come back */
+            DS_POOL_COUNT(head_poll_takes);
             pop_waiter(s);
             w->conn = take_own_idle_locked(s);
             w->done = true;
@@ -566,7 +598,7 @@ static void dequeue_waiter_locked(ds_pool *p, ds_subpool *s, ds_waiter *w) {
 /* Closes an idle connection found dead or past its lifetime (outside the
  * lock), counting a reconnect for a dead one; the caller opens another. */
 static void drop_unusable(ds_pool *p, ds_subpool *s, ds_conn *c) {
-    bool dead = !c->expires_us || ds__now_us() < c->expires_us;
+    bool dead = !c->expires_us || pool_now() < c->expires_us;
     ds__log(DS_LOG_INFO, MODULE, "%s: replacing a %s connection", s->label,
             dead ? "dead" : "expired");
     if (dead)
@@ -580,14 +612,14 @@ static ds_status open_in_slot(ds_pool *p, ds_subpool *s, int timeout_ms,
                               int64_t deadline, ds_conn **c, ds_error *err) {
     /* Connecting is bounded by connect_timeout_ms and by what is left
      * of the acquire timeout (when there is one). */
-    int64_t now = ds__now_us();
+    int64_t now = pool_now();
     int64_t cdl = now + (int64_t)p->connect_timeout_ms * 1000;
     if (timeout_ms > 0 && deadline < cdl)
         cdl = deadline > now ? deadline : now;
     ds_status st = conn_open(p, s, cdl, c, err);
     if (st != DS_OK) {
         bool free_pool;
-        pthread_mutex_lock(&p->mu);
+        pool_lock(p);
         atomic_fetch_add(&p->connect_failures, 1);
         give_slot_locked(s);
         lease_end_locked(p, &free_pool);
@@ -598,22 +630,56 @@ static ds_status open_in_slot(ds_pool *p, ds_subpool *s, int timeout_ms,
     return st;
 }
 
+/* Why a release hands its connection over (measurement builds only). */
+static void count_handoff_reason(const ds_pool *p, const ds_subpool *s,
+                                 int64_t now) {
+#ifdef DS_POOL_COUNTERS
+    if (!habit_quick(p))
+        DS_POOL_COUNT(handoff_habit);
+    else if (s->head_barged >= DS_POOL_BARGE_MAX)
+        DS_POOL_COUNT(handoff_budget);
+    else if (now - s->head_since_us >= HEAD_STARVE_US)
+        DS_POOL_COUNT(handoff_time);
+#else
+    (void)p, (void)s, (void)now;
+#endif
+}
+
+/* Why an acquire goes to sleep (measurement builds only). Lock held. */
+static void count_queued(const ds_pool *p, const ds_subpool *s, int64_t now) {
+#ifdef DS_POOL_COUNTERS
+    DS_POOL_COUNT(queued);
+    if (!s->idle)
+        DS_POOL_COUNT(queued_busy);
+    else if (!habit_quick(p))
+        DS_POOL_COUNT(queued_habit);
+    else if (s->head_barged >= DS_POOL_BARGE_MAX)
+        DS_POOL_COUNT(queued_budget);
+    else if (now - s->head_since_us >= HEAD_STARVE_US)
+        DS_POOL_COUNT(queued_time);
+#else
+    (void)p, (void)s, (void)now;
+#endif
+}
+
 /* Leases a connection of sub-pool `s`: idle, barged, queued for, or newly
  * opened in a free slot, within `timeout_ms`. */
 static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
                               ds_conn **out, ds_error *err) {
-    int64_t start = ds__now_us();
+    int64_t start = pool_now();
     int64_t deadline = start + (int64_t)timeout_ms * 1000;
     ds_conn *c = NULL;
     bool create = false;
 
-    pthread_mutex_lock(&p->mu);
+    pool_lock(p);
     if (p->closing) {
         pthread_mutex_unlock(&p->mu);
         return ds__error_set(err, DS_ERR_CLOSED, "acquire: the pool is closed");
     }
     habit_note_acquire(p, start);
+    DS_POOL_COUNT(acquires);
     if (!take_without_waiting_locked(p, s, start, &c, &create)) {
+        count_queued(p, s, start);
         /* Others wait and we may not overtake them: an idle connection is
          * theirs, and we queue behind them. */
         if (s->idle)
@@ -621,10 +687,14 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         ds_waiter w = {0};
         enqueue_waiter_locked(s, &w);
         wait_turn_locked(p, s, &w, deadline);
+#ifdef DS_POOL_COUNTERS
+        if (w.conn && w.handed_us)
+            DS_POOL_COUNT_N(handoff_wait_us, pool_now() - w.handed_us);
+#endif
         dequeue_waiter_locked(p, s, &w);
         if (!w.done) {
             atomic_fetch_add(&p->timeouts, 1);
-            record_wait(p, ds__now_us() - start);
+            record_wait(p, pool_now() - start);
             pthread_mutex_unlock(&p->mu);
             return ds__error_set(err, DS_ERR_TIMEOUT,
                                  "acquire: no %s connection became free within "
@@ -640,11 +710,11 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         create = w.grant;
     }
     p->leased++;
-    record_wait(p, ds__now_us() - start);
+    record_wait(p, pool_now() - start);
     pthread_mutex_unlock(&p->mu);
 
     /* Outside the lock: check the idle connection, or open a new one. */
-    if (c && !conn_usable(p, c, ds__now_us())) {
+    if (c && !conn_usable(p, c, pool_now())) {
         drop_unusable(p, s, c);
         c = NULL;
         create = true;
@@ -683,9 +753,9 @@ DS_EXPORT ds_status ds_pool_acquire_read(ds_pool *pool, ds_conn **out,
     *out = NULL;
     DS_CHECK_ARG(err, pool, "pool is NULL");
     for (size_t tried = 0; tried < pool->nreplicas; tried++) {
-        pthread_mutex_lock(&pool->mu);
+        pool_lock(pool);
         ds_subpool *s = &pool->replicas[pool->rr++ % pool->nreplicas];
-        bool down = s->down_until_us > ds__now_us();
+        bool down = s->down_until_us > pool_now();
         pthread_mutex_unlock(&pool->mu);
         if (down)
             continue;
@@ -699,8 +769,8 @@ DS_EXPORT ds_status ds_pool_acquire_read(ds_pool *pool, ds_conn **out,
                 *err = rerr;
             return st;
         }
-        pthread_mutex_lock(&pool->mu);
-        s->down_until_us = ds__now_us() + pool->replica_retry_us;
+        pool_lock(pool);
+        s->down_until_us = pool_now() + pool->replica_retry_us;
         pthread_mutex_unlock(&pool->mu);
         ds__log(DS_LOG_WARN, MODULE, "%s is down; reads go elsewhere for %lld ms",
                 s->label, (long long)(pool->replica_retry_us / 1000));
@@ -738,18 +808,24 @@ DS_EXPORT void ds_pool_release(ds_conn *conn) {
     ds_subpool *s = conn->sub;
     last_released = conn;
     bool reuse = conn_reset_for_reuse(conn) &&
-                 !(conn->expires_us && ds__now_us() >= conn->expires_us);
+                 !(conn->expires_us && pool_now() >= conn->expires_us);
     bool free_pool;
-    pthread_mutex_lock(&p->mu);
-    int64_t now = ds__now_us();
+    pool_lock(p);
+    int64_t now = pool_now();
+    DS_POOL_COUNT(releases);
     habit_note_release(p, now);
     if (reuse && !p->closing) {
         /* A thread that comes straight back keeps its connection on the
          * idle stack, waking no one, within the oldest waiter's budget;
          * otherwise the oldest waiter gets it now. */
         if (s->wait_head && !may_barge(p, s, now)) {
+            count_handoff_reason(p, s, now);
             give_conn_locked(s, conn);
         } else {
+            if (s->wait_head)
+                DS_POOL_COUNT(rel_keep);
+            else
+                DS_POOL_COUNT(rel_free);
             conn->idle_since_us = now;
             push_idle_locked(s, conn);
         }
@@ -796,9 +872,9 @@ static void sweep_subpool_locked(ds_pool *p, ds_subpool *s, int64_t now,
 
 static void refill_subpool(ds_pool *p, ds_subpool *s) {
     for (;;) {
-        pthread_mutex_lock(&p->mu);
+        pool_lock(p);
         bool need = !p->closing && s->total < s->min && s->total < p->max &&
-                    s->down_until_us <= ds__now_us();
+                    s->down_until_us <= pool_now();
         if (need)
             s->total++;
         pthread_mutex_unlock(&p->mu);
@@ -807,10 +883,10 @@ static void refill_subpool(ds_pool *p, ds_subpool *s) {
         ds_conn *c;
         ds_error err = {0};
         ds_status st = conn_open(p, s,
-                                 ds__now_us() +
+                                 pool_now() +
                                      (int64_t)p->connect_timeout_ms * 1000,
                                  &c, &err);
-        pthread_mutex_lock(&p->mu);
+        pool_lock(p);
         if (st == DS_OK && !p->closing) {
             give_conn_locked(s, c);
             c = NULL;
@@ -830,8 +906,8 @@ static void refill_subpool(ds_pool *p, ds_subpool *s) {
 static void *maintenance_main(void *arg) {
     ds_pool *p = arg;
     for (;;) {
-        pthread_mutex_lock(&p->mu);
-        int64_t wake = ds__now_us() + 1000000;
+        pool_lock(p);
+        int64_t wake = pool_now() + 1000000;
         struct timespec ts = {(time_t)(wake / 1000000),
                               (long)(wake % 1000000) * 1000};
         while (!p->closing &&
@@ -842,7 +918,7 @@ static void *maintenance_main(void *arg) {
             return NULL;
         }
         ds_conn *closing = NULL;
-        int64_t now = ds__now_us();
+        int64_t now = pool_now();
         sweep_subpool_locked(p, &p->primary, now, &closing);
         for (size_t i = 0; i < p->nreplicas; i++)
             sweep_subpool_locked(p, &p->replicas[i], now, &closing);
@@ -979,7 +1055,7 @@ static ds_status open_subpools(ds_pool *p, const ds_config *cfg,
 /* Pre-warms to pool_min; the first failure is reported so that a bad URL
  * or password shows at start-up rather than on first use. */
 static ds_status prewarm(ds_pool *p, int pool_min, ds_error *err) {
-    int64_t deadline = ds__now_us() + (int64_t)p->connect_timeout_ms * 1000;
+    int64_t deadline = pool_now() + (int64_t)p->connect_timeout_ms * 1000;
     for (int i = 0; i < pool_min; i++) {
         ds_conn *c;
         ds_status st = conn_open(p, &p->primary, deadline, &c, err);
@@ -1021,6 +1097,13 @@ DS_EXPORT ds_status ds_pool_open(const ds_config *cfg, ds_pool **out,
     if (!p)
         return ds__error_set(err, DS_ERR_NOMEM, "pool: out of memory");
     init_sync(p);
+#ifdef DS_POOL_COUNTERS
+#define DS_POOL_COUNTER_COPY(name)                                           \
+    atomic_store(&p->counters_at_open.name,                                  \
+                 atomic_load(&ds__pool_counters.name));
+    DS_POOL_COUNTER_LIST(DS_POOL_COUNTER_COPY)
+#undef DS_POOL_COUNTER_COPY
+#endif
     copy_settings(p, cfg);
     p->application_name = ds__strdup(cfg->application_name
                                          ? cfg->application_name
@@ -1084,10 +1167,29 @@ static void wake_waiters_closed(ds_subpool *s) {
     }
 }
 
+/* Measurement builds: the counters over this pool's life, one log line. */
+static void log_counters(const ds_pool *pool) {
+#ifdef DS_POOL_COUNTERS
+    char line[1024];
+    size_t used = (size_t)snprintf(line, sizeof line, "counters:");
+#define DS_POOL_COUNTER_PRINT(name)                                          \
+    if (used < sizeof line)                                                  \
+        used += (size_t)snprintf(                                            \
+            line + used, sizeof line - used, " %s=%llu", #name,              \
+            (unsigned long long)(atomic_load(&ds__pool_counters.name) -      \
+                                 atomic_load(&pool->counters_at_open.name)));
+    DS_POOL_COUNTER_LIST(DS_POOL_COUNTER_PRINT)
+#undef DS_POOL_COUNTER_PRINT
+    ds__log(DS_LOG_INFO, MODULE, "%s", line);
+#else
+    (void)pool;
+#endif
+}
+
 DS_EXPORT void ds_pool_close(ds_pool *pool) {
     if (!pool)
         return;
-    pthread_mutex_lock(&pool->mu);
+    pool_lock(pool);
     if (pool->closing) {
         pthread_mutex_unlock(&pool->mu);
         return;
@@ -1102,7 +1204,7 @@ DS_EXPORT void ds_pool_close(ds_pool *pool) {
         pthread_join(pool->maint, NULL);
 
     /* Idle connections close now; leased ones as they come back. */
-    pthread_mutex_lock(&pool->mu);
+    pool_lock(pool);
     ds_conn *idle = take_idle_locked(&pool->primary, NULL);
     for (size_t i = 0; i < pool->nreplicas; i++)
         idle = take_idle_locked(&pool->replicas[i], idle);
@@ -1113,6 +1215,7 @@ DS_EXPORT void ds_pool_close(ds_pool *pool) {
         conn_close(idle);
         idle = next;
     }
+    log_counters(pool);
     ds__log(DS_LOG_INFO, MODULE, "pool closed");
     if (free_now)
         pool_free(pool);
@@ -1126,7 +1229,7 @@ DS_EXPORT ds_status ds_pool_stats_get(ds_pool *pool, ds_pool_stats *caller,
     if (st != DS_OK)
         return st;
     ds_pool_stats local = DS_POOL_STATS_INIT, *out = &local;
-    pthread_mutex_lock(&pool->mu);
+    pool_lock(pool);
     out->connections = pool->primary.total;
     out->idle = pool->primary.idle_n;
     out->waiters = pool->primary.waiters;

@@ -14,6 +14,7 @@
 #include "core/config_internal.h"
 #include "core/internal.h"
 #include "datastore/pool.h"
+#include "pool/pool_counters.h"
 #include "pool/stmt.h"
 
 typedef struct ds_stmt {
@@ -51,6 +52,7 @@ typedef struct ds_waiter {
     bool done;
     uint64_t barges_at_enqueue; /* the sub-pool's barges when it queued */
     uint64_t overtaken;  /* barges while it queued, set as it leaves the queue */
+    int64_t handed_us;   /* when it was handed a connection */
     struct ds_waiter *next;
 } ds_waiter;
 
@@ -113,6 +115,9 @@ struct ds_pool {
     uint32_t wait_hist[DS_WAIT_BUCKETS];
     int64_t wait_max_us;
     uint64_t overtaken_max; /* most barges any one waiter saw */
+#ifdef DS_POOL_COUNTERS
+    ds_pool_counters counters_at_open;
+#endif
 };
 
 /* The layer under ds__stmt_run / ds__sql_run: libpq's arrays as they are,
