@@ -390,6 +390,95 @@ START_TEST(test_pool_barging_overtakes_a_waiter_a_bounded_number_of_times) {
 }
 END_TEST
 
+typedef struct {
+    ds_pool *pool;
+    atomic_bool go;     /* waiters are queued: start keeping */
+    atomic_bool ready;  /* holds a connection, habit learnt */
+    int kept;           /* acquisitions after the waiters queued */
+    ds_status st;
+} keeper_arg;
+
+/* Learns the habit of coming straight back, holds a connection until the
+ * waiters have queued, keeps it for a few acquisitions and stops for good,
+ * leaving it released with threads still waiting. */
+static void *keep_then_stop(void *p) {
+    keeper_arg *a = p;
+    ds_conn *c;
+    ds_error err = {0};
+    for (int i = 0; i < 10; i++) {
+        if ((a->st = ds_pool_acquire(a->pool, &c, &err)) != DS_OK)
+            return NULL;
+        ds_pool_release(c);
+    }
+    if ((a->st = ds_pool_acquire(a->pool, &c, &err)) != DS_OK)
+        return NULL;
+    atomic_store(&a->ready, true);
+    for (int spin = 0; spin < 10000 && !atomic_load(&a->go); spin++)
+        usleep(1000);
+    for (int i = 0; i < 5; i++) {
+        ds_pool_release(c);
+        if ((a->st = ds_pool_acquire_timeout(a->pool, 20000, &c, &err)) != DS_OK)
+            return NULL;
+        a->kept++;
+    }
+    ds_pool_release(c);
+    return NULL;
+}
+
+/* Every thread that kept a connection while others waited stops at once
+ * and nobody else passes through the pool: the waiters are still all
+ * served, oldest first, whichever way the connections come to them (a
+ * release that hands over once the oldest waiter's budget is spent, or the
+ * polling waiter finding a connection left idle and giving it to the
+ * oldest). */
+START_TEST(test_pool_waiters_served_in_order_after_every_keeper_stops) {
+    ds_pool *pool = dt_pool(db_url(), 2, 2);
+    enum { K = 2, N = 3 }; /* K connections */
+    pthread_t keepers[K], waiters[N];
+    keeper_arg ka[K];
+    for (int i = 0; i < K; i++) {
+        ka[i] = (keeper_arg){pool, false, false, 0, DS_ERR_INTERNAL};
+        pthread_create(&keepers[i], NULL, keep_then_stop, &ka[i]);
+    }
+    for (int i = 0; i < K; i++)
+        for (int spin = 0; spin < 5000 && !atomic_load(&ka[i].ready); spin++)
+            usleep(2000);
+    for (int i = 0; i < K; i++)
+        ck_assert_msg(atomic_load(&ka[i].ready), "keeper %d never started", i);
+    fifo_arg wa[N];
+    int order[N];
+    atomic_int pos = 0;
+    for (int i = 0; i < N; i++) {
+        wa[i] = (fifo_arg){pool, i, &pos, order};
+        pthread_create(&waiters[i], NULL, fifo_waiter, &wa[i]);
+        for (int spin = 0; spin < 500 && stats_of(pool).waiters != i + 1; spin++)
+            usleep(2000);
+        ck_assert_int_eq(stats_of(pool).waiters, i + 1);
+    }
+    for (int i = 0; i < K; i++)
+        atomic_store(&ka[i].go, true);
+    for (int i = 0; i < K; i++)
+        pthread_join(keepers[i], NULL);
+    for (int i = 0; i < N; i++)
+        pthread_join(waiters[i], NULL); /* fifo_waiter asserts it was served */
+    for (int i = 0; i < K; i++) {
+        ck_assert_int_eq(ka[i].st, DS_OK);
+        ck_assert_int_eq(ka[i].kept, 5);
+    }
+    /* the two oldest got the two connections (in either order: they
+     * record it as they run), the newest waited for one of them */
+    ck_assert_int_eq(atomic_load(&pos), N);
+    ck_assert_int_eq(order[0] + order[1], 1);
+    ck_assert_int_eq(order[2], 2);
+    ds_pool_stats st = stats_of(pool);
+    ck_assert_uint_eq(st.timeouts, 0);
+    ck_assert_int_eq(st.waiters, 0);
+    ck_assert_int_eq(st.in_use, 0);
+    ck_assert_uint_le(st.waiter_overtaken_max, (uint64_t)N * DS_POOL_BARGE_MAX);
+    ds_pool_close(pool);
+}
+END_TEST
+
 /* A thread with no habit of coming straight back (here: its first
  * release) hands its connection to the waiter at once, never leaving it
  * idle while someone waits. */
@@ -1461,6 +1550,7 @@ Suite *ds_test_pool_suite(void) {
     tcase_add_test(tc, test_pool_waiter_gets_connection_a_busy_thread_stops_using);
     tcase_add_test(tc, test_pool_barging_overtakes_a_waiter_a_bounded_number_of_times);
     tcase_add_test(tc, test_pool_release_hands_over_at_once_without_a_quick_return);
+    tcase_add_test(tc, test_pool_waiters_served_in_order_after_every_keeper_stops);
     suite_add_tcase(s, tc);
     tc = tcase_create("release");
     tcase_add_test(tc, test_pool_release_rolls_back_open_transaction);

@@ -8,7 +8,7 @@
  * waits longer than its timeout. With more threads than connections, a
  * thread that comes straight back for another connection may keep the one it
  * released without queueing behind the waiters, but the oldest waiter is
- * overtaken at most DS_POOL_BARGE_MAX times (and for at most 2 ms) before a
+ * overtaken at most DS_POOL_BARGE_MAX times (and for at most 5 ms) before a
  * release hands it the connection: a waiter is served after at most
  * (waiters ahead of it + 1) * DS_POOL_BARGE_MAX acquisitions by threads
  * outside the queue.
@@ -180,7 +180,7 @@ DS_EXPORT void ds_pool_conn_discard(ds_conn *conn);
 
 /* How many acquisitions may overtake the oldest waiter (see the top of
  * this header) before the next release hands it a connection. */
-#define DS_POOL_BARGE_MAX 32
+#define DS_POOL_BARGE_MAX 128
 
 typedef struct ds_pool_stats {
     size_t size; /* growable, caller-allocated: set by DS_POOL_STATS_INIT */

@@ -26,8 +26,12 @@
  * connection only when this thread's recent releases were followed by its
  * next acquire within QUICK_RETURN_US. A thread that works between queries
  * hands its connection over at once, so no connection sits idle while
- * others wait; if a keeper does not come back after all, the oldest waiter
- * (which polls every HEAD_POLL_US) takes the idle connection.
+ * others wait. If a keeper does not come back after all, its connection
+ * goes to the oldest waiter: handed over by the next thread to pass
+ * through the pool once it has been idle HEAD_POLL_US, or found by the
+ * one waiter that polls (every HEAD_POLL_US, growing to POLL_MAX_US while
+ * it finds nothing), which covers a pool whose users all stopped at once.
+ * The other waiters sleep until served: no thread is woken only to watch.
  */
 #include <errno.h>
 #include <poll.h>
@@ -338,6 +342,8 @@ static ds_status conn_open(ds_pool *p, ds_subpool *s, int64_t deadline_us,
 static ds_waiter *pop_waiter(ds_subpool *s) {
     ds_waiter *w = s->wait_head;
     if (w) {
+        if (s->poller == w)
+            s->poller = NULL;
         s->wait_head = w->next;
         if (!s->wait_head)
             s->wait_tail = NULL;
@@ -355,6 +361,8 @@ static void remove_waiter(ds_subpool *s, ds_waiter *w) {
         pp = &(*pp)->next;
     }
     if (*pp) {
+        if (s->poller == w)
+            s->poller = NULL;
         if (w == s->wait_head) {
             s->head_barged = 0;
             s->head_since_us = pool_now();
@@ -445,6 +453,12 @@ static ds_conn *take_own_idle_locked(ds_subpool *s) {
  * others wait. */
 #define HEAD_POLL_US 1000
 
+/* The poller's interval doubles, up to this, while its looks find nothing:
+ * in a busy pool the threads that use it hand over a connection left idle
+ * (see hand_over_stale_locked), so the poller is only the backstop for a
+ * pool whose users all stopped at once. */
+#define POLL_MAX_US 8000
+
 /* This thread's return habit on one pool: a saturating score, raised by a
  * quick return and lowered twice as fast by a slow one, so one preemption
  * between release and acquire costs one hand-off, not a habit. */
@@ -466,8 +480,9 @@ static void habit_note_acquire(const ds_pool *p, int64_t now) {
 
 static void habit_note_release(const ds_pool *p, int64_t now) {
     if (habit_pool != p) {
+        /* A new thread (or pool): one quick return shows the habit. */
         habit_pool = p;
-        habit_score = 0;
+        habit_score = HABIT_KEEP - 1;
     }
     habit_released_us = now;
 }
@@ -477,9 +492,9 @@ static bool habit_quick(const ds_pool *p) {
 }
 
 /* How long the oldest waiter may wait at the head before barging stops
- * for it, whatever its budget: on a loaded machine 32 acquisitions can take
+ * for it, whatever its budget: on a loaded machine 128 acquisitions can take
  * many milliseconds, and this keeps the wait bounded in time as well. */
-#define HEAD_STARVE_US 2000
+#define HEAD_STARVE_US 5000
 
 /* May this thread take (or keep) a connection while others wait? Only a
  * thread that comes straight back, and only while the oldest waiter has
@@ -490,13 +505,37 @@ static bool may_barge(const ds_pool *p, const ds_subpool *s, int64_t now) {
            now - s->head_since_us < HEAD_STARVE_US;
 }
 
-/* The oldest waiter is the one that polls for connections left idle; a
- * new oldest waiter is woken to start polling. */
-static void wake_head_locked(ds_subpool *s) {
-    if (s->wait_head)
-        DS_POOL_COUNT(head_wakes);
-    if (s->wait_head)
-        pthread_cond_signal(&s->wait_head->cond);
+/* One waiter at a time, the poller, sleeps with a timer to look for a
+ * connection left idle by a keeper that did not come back; the others
+ * sleep until served. The role goes to a waiter as it queues (it is going
+ * to sleep anyway, so this costs no wake-up); only when the poller leaves
+ * and nobody has queued since is the newest waiter woken to take it on. */
+static void appoint_poller_locked(ds_subpool *s) {
+    if (s->poller || !s->wait_tail)
+        return;
+    s->poller = s->wait_tail;
+    s->poller->poll_us = HEAD_POLL_US;
+    DS_POOL_COUNT(head_wakes);
+    pthread_cond_signal(&s->poller->cond);
+}
+
+/* A connection on the idle stack for HEAD_POLL_US while threads wait was
+ * left by a keeper that did not come back: any thread passing through the
+ * pool hands it to the oldest waiter. Lock held. */
+static void hand_over_stale_locked(ds_subpool *s, int64_t now) {
+    if (!s->wait_head || !s->idle)
+        return;
+    ds_conn **pp = &s->idle;
+    for (int i = 0; *pp && i < 8; i++, pp = &(*pp)->next) {
+        ds_conn *c = *pp;
+        if (now - c->idle_since_us >= HEAD_POLL_US) {
+            *pp = c->next;
+            s->idle_n--;
+            DS_POOL_COUNT(stale_handoffs);
+            give_conn_locked(s, c);
+            return;
+        }
+    }
 }
 
 static struct timespec timespec_at(int64_t us) {
@@ -515,6 +554,7 @@ static bool take_without_waiting_locked(ds_pool *p, ds_subpool *s,
     } else if (s->idle && may_barge(p, s, now)) {
         /* overtakes every waiter: counted against the oldest's budget */
         *c = take_own_idle_locked(s);
+        hand_over_stale_locked(s, now);
         DS_POOL_COUNT(take_barge);
         s->head_barged++;
         s->barges++;
@@ -535,6 +575,10 @@ static void enqueue_waiter_locked(ds_subpool *s, ds_waiter *w) {
     pthread_cond_init(&w->cond, &attr);
     pthread_condattr_destroy(&attr);
     w->barges_at_enqueue = s->barges;
+    if (!s->poller) {
+        s->poller = w;
+        w->poll_us = HEAD_POLL_US;
+    }
     if (s->wait_tail) {
         s->wait_tail->next = w;
     } else {
@@ -545,40 +589,53 @@ static void enqueue_waiter_locked(ds_subpool *s, ds_waiter *w) {
     s->waiters++;
 }
 
+/* The poller's look: an idle connection goes to the oldest waiter (itself,
+ * when it is the oldest). Its interval resets when it finds one and grows
+ * while it finds none. Lock held. */
+static void poll_idle_locked(ds_pool *p, ds_subpool *s, ds_waiter *w) {
+    DS_POOL_COUNT(head_polls);
+    if (!s->idle || p->closing) {
+        w->poll_us = w->poll_us * 2 < POLL_MAX_US ? w->poll_us * 2
+                                                   : POLL_MAX_US;
+        return;
+    }
+    DS_POOL_COUNT(head_poll_takes);
+    w->poll_us = HEAD_POLL_US;
+    ds_conn *c = take_own_idle_locked(s);
+    if (s->wait_head == w) {
+        pop_waiter(s);
+        w->conn = c;
+        w->done = true;
+    } else {
+        give_conn_locked(s, c);
+    }
+}
+
 /* Sleeps until `w` is served, or has left the queue at `deadline`. Lock
  * held (released while asleep). */
 static void wait_turn_locked(ds_pool *p, ds_subpool *s, ds_waiter *w,
                              int64_t deadline) {
     for (;;) {
-        /* The oldest waiter wakes every HEAD_POLL_US to look for a
-         * connection left idle; the others sleep until served or the
-         * deadline. */
         int64_t now = pool_now();
         int64_t wake = deadline;
-        if (s->wait_head == w && now + HEAD_POLL_US < deadline)
-            wake = now + HEAD_POLL_US;
+        bool polling = s->poller == w;
+        if (polling && now + w->poll_us < deadline)
+            wake = now + w->poll_us;
         struct timespec ts = timespec_at(wake);
         int rc = 0;
         while (!w->done &&
                (rc = pthread_cond_timedwait(&w->cond, &p->mu, &ts)) == 0 &&
-               s->wait_head != w)
-            DS_POOL_COUNT(waiter_wakeups); /* spurious, or woken to become
-                                              the oldest: re-arm */
+               (s->poller == w) == polling)
+            DS_POOL_COUNT(waiter_wakeups); /* spurious: re-arm */
         DS_POOL_COUNT(waiter_wakeups);
         if (w->done)
             break;
-        now = pool_now();
-        if (rc == ETIMEDOUT && s->wait_head == w)
-            DS_POOL_COUNT(head_polls);
-        if (s->wait_head == w && s->idle && !p->closing) {
-            /* left idle by a keeper that did not come back */
-            DS_POOL_COUNT(head_poll_takes);
-            pop_waiter(s);
-            w->conn = take_own_idle_locked(s);
-            w->done = true;
-            break;
+        if (rc == ETIMEDOUT && s->poller == w) {
+            poll_idle_locked(p, s, w);
+            if (w->done)
+                break;
         }
-        if (now >= deadline) {
+        if (pool_now() >= deadline) {
             remove_waiter(s, w);
             break;
         }
@@ -586,13 +643,13 @@ static void wait_turn_locked(ds_pool *p, ds_subpool *s, ds_waiter *w,
 }
 
 /* Bookkeeping once `w` is out of the queue: its overtake count into the
- * stats, and the new oldest waiter woken to poll. Lock held. */
+ * stats, and a new poller if `w` was it. Lock held. */
 static void dequeue_waiter_locked(ds_pool *p, ds_subpool *s, ds_waiter *w) {
     s->waiters--;
     pthread_cond_destroy(&w->cond);
     if (w->overtaken > p->overtaken_max)
         p->overtaken_max = w->overtaken;
-    wake_head_locked(s);
+    appoint_poller_locked(s);
 }
 
 /* Closes an idle connection found dead or past its lifetime (outside the
@@ -670,6 +727,7 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
     int64_t deadline = start + (int64_t)timeout_ms * 1000;
     ds_conn *c = NULL;
     bool create = false;
+    int64_t got = start; /* when this acquire got its connection or slot */
 
     pool_lock(p);
     if (p->closing) {
@@ -708,13 +766,16 @@ static ds_status acquire_from(ds_pool *p, ds_subpool *s, int timeout_ms,
         }
         c = w.conn;
         create = w.grant;
+        got = pool_now();
     }
+    /* Without queueing the wait is the lock's, a few microseconds: no
+     * clock read for it (the query it precedes takes tens). */
     p->leased++;
-    record_wait(p, pool_now() - start);
+    record_wait(p, got - start);
     pthread_mutex_unlock(&p->mu);
 
     /* Outside the lock: check the idle connection, or open a new one. */
-    if (c && !conn_usable(p, c, pool_now())) {
+    if (c && !conn_usable(p, c, got)) {
         drop_unusable(p, s, c);
         c = NULL;
         create = true;
@@ -826,6 +887,7 @@ DS_EXPORT void ds_pool_release(ds_conn *conn) {
                 DS_POOL_COUNT(rel_keep);
             else
                 DS_POOL_COUNT(rel_free);
+            hand_over_stale_locked(s, now);
             conn->idle_since_us = now;
             push_idle_locked(s, conn);
         }

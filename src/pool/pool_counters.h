@@ -31,9 +31,11 @@
     X(handoff_time)    /*   the head's time budget was spent            */  \
     X(handoff_wait_us) /* summed: hand-off until the waiter ran again   */  \
     X(handoff_batch)   /* hand-offs that granted a run of acquisitions  */  \
-    X(head_polls)      /* the oldest waiter woke on its poll timer      */  \
+    X(head_polls)      /* the poller woke on its timer                  */  \
     X(head_poll_takes) /*   of which found a connection left idle       */  \
-    X(head_wakes)      /* a new oldest waiter signalled to start polling */ \
+    X(head_wakes)      /* a waiter woken only to become the poller      */  \
+    X(stale_handoffs)  /* connections left idle, handed over by a thread
+                          passing through the pool                      */  \
     X(waiter_wakeups)  /* returns from a waiter's condition wait        */  \
     X(lock_contended)  /* pool mutex found taken (trylock failed)       */  \
     X(alive_checks)    /* socket checks of an idle connection (poll())  */  \

@@ -53,6 +53,7 @@ typedef struct ds_waiter {
     uint64_t barges_at_enqueue; /* the sub-pool's barges when it queued */
     uint64_t overtaken;  /* barges while it queued, set as it leaves the queue */
     int64_t handed_us;   /* when it was handed a connection */
+    int64_t poll_us;     /* the poller's current interval */
     struct ds_waiter *next;
 } ds_waiter;
 
@@ -71,6 +72,7 @@ struct ds_subpool {
     int idle_n;
     ds_conn *idle;    /* LIFO keeps a hot set and lets the rest idle out */
     ds_waiter *wait_head, *wait_tail;
+    ds_waiter *poller; /* the one waiter that looks for connections left idle */
     int waiters;
     int head_barged;  /* acquisitions that overtook the current oldest
                          waiter (reset when it leaves the head) */
