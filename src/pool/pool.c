@@ -519,6 +519,13 @@ static void appoint_poller_locked(ds_subpool *s) {
     pthread_cond_signal(&s->poller->cond);
 }
 
+/* Is the connection being released the only one of `s` leased, in a
+ * sub-pool of several? (With one connection, its keeper is the only
+ * thread using it, and barging is what saves a wake-up per query.) */
+static bool last_lessee_locked(const ds_subpool *s) {
+    return s->total > 1 && s->total - s->idle_n == 1;
+}
+
 /* A connection on the idle stack for HEAD_POLL_US while threads wait was
  * left by a keeper that did not come back: any thread passing through the
  * pool hands it to the oldest waiter. Lock held. */
@@ -599,15 +606,18 @@ static void poll_idle_locked(ds_pool *p, ds_subpool *s, ds_waiter *w) {
                                                    : POLL_MAX_US;
         return;
     }
-    DS_POOL_COUNT(head_poll_takes);
     w->poll_us = HEAD_POLL_US;
-    ds_conn *c = take_own_idle_locked(s);
-    if (s->wait_head == w) {
-        pop_waiter(s);
-        w->conn = c;
-        w->done = true;
-    } else {
-        give_conn_locked(s, c);
+    /* every idle connection, one per waiter, oldest waiter first */
+    while (s->idle && s->wait_head && !w->done) {
+        DS_POOL_COUNT(head_poll_takes);
+        ds_conn *c = take_own_idle_locked(s);
+        if (s->wait_head == w) {
+            pop_waiter(s);
+            w->conn = c;
+            w->done = true;
+        } else {
+            give_conn_locked(s, c);
+        }
     }
 }
 
@@ -879,7 +889,17 @@ DS_EXPORT void ds_pool_release(ds_conn *conn) {
         /* A thread that comes straight back keeps its connection on the
          * idle stack, waking no one, within the oldest waiter's budget;
          * otherwise the oldest waiter gets it now. */
-        if (s->wait_head && !may_barge(p, s, now)) {
+        if (s->wait_head && last_lessee_locked(s)) {
+            /* Nobody else holds a connection of this server, so nobody
+             * passes through to hand over what keepers left idle (say,
+             * threads that ended): this release hands over all of it. */
+            DS_POOL_COUNT(handoff_last);
+            give_conn_locked(s, conn);
+            while (s->idle && s->wait_head) {
+                DS_POOL_COUNT(stale_handoffs);
+                give_conn_locked(s, take_own_idle_locked(s));
+            }
+        } else if (s->wait_head && !may_barge(p, s, now)) {
             count_handoff_reason(p, s, now);
             give_conn_locked(s, conn);
         } else {

@@ -29,6 +29,7 @@
     X(handoff_habit)   /*   released by a thread without the habit      */  \
     X(handoff_budget)  /*   the head's count budget was spent           */  \
     X(handoff_time)    /*   the head's time budget was spent            */  \
+    X(handoff_last)    /*   no other connection was leased              */  \
     X(handoff_wait_us) /* summed: hand-off until the waiter ran again   */  \
     X(handoff_batch)   /* hand-offs that granted a run of acquisitions  */  \
     X(head_polls)      /* the poller woke on its timer                  */  \
