@@ -494,14 +494,19 @@ static bool habit_quick(const ds_pool *p) {
 /* How long the oldest waiter may wait at the head before barging stops
  * for it, whatever its budget: on a loaded machine 128 acquisitions can take
  * many milliseconds, and this keeps the wait bounded in time as well. */
+#ifndef HEAD_STARVE_US /* measurement builds may try others */
 #define HEAD_STARVE_US 5000
+#endif
+#ifndef BARGE_BUDGET
+#define BARGE_BUDGET DS_POOL_BARGE_MAX
+#endif
 
 /* May this thread take (or keep) a connection while others wait? Only a
  * thread that comes straight back, and only while the oldest waiter has
  * been overtaken fewer than DS_POOL_BARGE_MAX times and has been at the
  * head for less than HEAD_STARVE_US. Lock held. */
 static bool may_barge(const ds_pool *p, const ds_subpool *s, int64_t now) {
-    return habit_quick(p) && s->head_barged < DS_POOL_BARGE_MAX &&
+    return habit_quick(p) && s->head_barged < BARGE_BUDGET &&
            now - s->head_since_us < HEAD_STARVE_US;
 }
 
@@ -703,7 +708,7 @@ static void count_handoff_reason(const ds_pool *p, const ds_subpool *s,
 #ifdef DS_POOL_COUNTERS
     if (!habit_quick(p))
         DS_POOL_COUNT(handoff_habit);
-    else if (s->head_barged >= DS_POOL_BARGE_MAX)
+    else if (s->head_barged >= BARGE_BUDGET)
         DS_POOL_COUNT(handoff_budget);
     else if (now - s->head_since_us >= HEAD_STARVE_US)
         DS_POOL_COUNT(handoff_time);
@@ -720,7 +725,7 @@ static void count_queued(const ds_pool *p, const ds_subpool *s, int64_t now) {
         DS_POOL_COUNT(queued_busy);
     else if (!habit_quick(p))
         DS_POOL_COUNT(queued_habit);
-    else if (s->head_barged >= DS_POOL_BARGE_MAX)
+    else if (s->head_barged >= BARGE_BUDGET)
         DS_POOL_COUNT(queued_budget);
     else if (now - s->head_since_us >= HEAD_STARVE_US)
         DS_POOL_COUNT(queued_time);
