@@ -15,7 +15,6 @@
 #define DS_POOL_COUNTER_LIST(X)                                              \
     X(acquires)        /* acquire calls                                 */  \
     X(take_free)       /* idle connection taken, nobody waiting         */  \
-    X(take_fast)       /* own connection re-taken without the mutex     */  \
     X(take_barge)      /* idle connection taken ahead of waiters        */  \
     X(queued)          /* acquires that went to sleep in the queue      */  \
     X(queued_habit)    /*   of which: no quick-return habit             */  \
@@ -31,7 +30,6 @@
     X(handoff_time)    /*   the head's time budget was spent            */  \
     X(handoff_last)    /*   no other connection was leased              */  \
     X(handoff_wait_us) /* summed: hand-off until the waiter ran again   */  \
-    X(handoff_batch)   /* hand-offs that granted a run of acquisitions  */  \
     X(head_polls)      /* the poller woke on its timer                  */  \
     X(head_poll_takes) /*   of which found a connection left idle       */  \
     X(head_wakes)      /* a waiter woken only to become the poller      */  \
