@@ -361,9 +361,9 @@ static PGresult *conn_exec(ds_conn *c, const char *sql, int nparams,
 
 /* Tells the pool's statement hook about one statement: its name, text,
  * time, rows and outcome, never its parameters. */
-static void report_statement(const ds_conn *c, const char *name,
-                             const char *sql, int64_t start_us,
-                             const PGresult *r, const ds_error *err) {
+void ds__conn_report_statement(const ds_conn *c, const char *name,
+                               const char *sql, int64_t start_us,
+                               const PGresult *r, const ds_error *err) {
     ds_statement_event ev = {
         .name = name ? name : "",
         .sql = sql,
@@ -397,7 +397,7 @@ static PGresult *exec_reported(ds_conn *c, const char *name, const char *sql,
     int64_t start = ds__now_us();
     PGresult *r = conn_exec(c, sql, nparams, types, values, lengths, formats,
                             result_format, e);
-    report_statement(c, name, sql, start, r, e);
+    ds__conn_report_statement(c, name, sql, start, r, e);
     return r;
 }
 

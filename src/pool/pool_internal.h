@@ -122,6 +122,13 @@ PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
                         const int *lengths, const int *formats,
                         int result_format, ds_error *err);
 
+/* Tells the pool's statement hook (when there is one: the caller checks)
+ * about one statement: its name, text, time since `start_us`, rows and
+ * outcome (`r`, or `err` when r is NULL), never its parameters. */
+void ds__conn_report_statement(const ds_conn *c, const char *name,
+                               const char *sql, int64_t start_us,
+                               const PGresult *r, const ds_error *err);
+
 /* Whether the server behind `pg` says it is read-only: in recovery
  * (in_hot_standby) or default_transaction_read_only on, as reported by
  * PostgreSQL 14+ at connect and whenever they change. *known is false when
