@@ -504,20 +504,20 @@ static ds_status first_round(ds_memory *mem, ds_conn *c, const search_req *q,
     ds__pipe_stmt stmts[3];
     size_t count = 0, small_at = 0, text_at = 0;
     stmts[count++] = (ds__pipe_stmt){&ds__memory_stmts[M_BEGIN_READ], NULL,
-                                     NULL};
+                                     false, NULL};
     if (mem->dim <= DS_SKETCH_INDEX_MAX_DIM) {
         ds__bind_int64(&sk, q->user_id);
         ds__bind_text(&sk, q->kind);
         ds__bind_int32(&sk, SMALL_USER_MAX_FACTS + 1);
         small_at = count;
         stmts[count++] = (ds__pipe_stmt){&ds__memory_stmts[M_SMALL_SKETCHES],
-                                         &sk, NULL};
+                                         &sk, false, NULL};
     }
     if (q->text) {
         text_bind(&tx, q, n);
         text_at = count;
         stmts[count++] = (ds__pipe_stmt){&ds__memory_stmts[M_TEXT_CANDIDATES],
-                                         &tx, NULL};
+                                         &tx, true, NULL};
     }
     ds_status st = ds__stmt_run_pipeline(c, stmts, count, err);
     ds__bind_free(&sk);
@@ -615,8 +615,8 @@ static ds_status small_user(ds_memory *mem, ds_conn *c, bool pgv,
         ds__pipe_stmt stmts[2] = {
             {pgv ? &ds__memory_pgvector_stmts[P_CANDIDATES]
                  : &ds__memory_fallback_stmts[F_CANDIDATES],
-             &p, NULL},
-            {&ds__memory_stmts[M_COMMIT], NULL, NULL}};
+             &p, false, NULL},
+            {&ds__memory_stmts[M_COMMIT], NULL, false, NULL}};
         st = ds__stmt_run_pipeline(c, stmts, 2, err);
         ds__bind_free(&p);
         if (st == DS_OK) {
@@ -648,8 +648,8 @@ static ds_status last_round(ds_conn *c, int64_t user_id, const ranked *hits,
     ds__bind_int64(&p, user_id);
     ds__bind_int8_array(&p, ids, n);
     ds__free(ids);
-    ds__pipe_stmt stmts[2] = {{&ds__memory_stmts[M_ROWS], &p, NULL},
-                              {&ds__memory_stmts[M_COMMIT], NULL, NULL}};
+    ds__pipe_stmt stmts[2] = {{&ds__memory_stmts[M_ROWS], &p, false, NULL},
+                              {&ds__memory_stmts[M_COMMIT], NULL, false, NULL}};
     ds_status st = ds__stmt_run_pipeline(c, stmts, 2, err);
     ds__bind_free(&p);
     if (st == DS_OK) {

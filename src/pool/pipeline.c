@@ -4,11 +4,15 @@
  * On a loaded machine a round trip costs more than the server's work on a
  * small query, so each one saved is most of a statement's time.
  *
- * Statements go unnamed (Parse, Bind, Execute each), like ds__stmt_run
- * behind a transaction pooler: each is planned for its own parameters, and
- * nothing stays prepared. The parameters are small (the server reads them
- * while the client still writes), the results may be large. */
+ * Statements go through the connection's prepared statement cache, as with
+ * ds__stmt_run: one seen for the first time is prepared in the same
+ * pipeline (Parse, then Bind and Execute), later ones are only bound and
+ * executed, so the server neither parses nor plans them again. Behind a
+ * transaction pooler they go unnamed. The parameters are small (the
+ * server reads them while the client still writes), the results may be
+ * large. */
 #include <stdio.h>
+#include <string.h>
 
 #define DS_POOL_SOURCE /* this file may see the pool's structures */
 #include "pool/pool_internal.h"
@@ -37,28 +41,88 @@ static ds_status check_binds(const ds__pipe_stmt *stmts, size_t n,
     return DS_OK;
 }
 
-static bool send_all(ds_conn *c, const ds__pipe_stmt *stmts, size_t n) {
-    for (size_t k = 0; k < n; k++) {
-        const ds__stmt_def *def = stmts[k].def;
-        const ds__bind *b = stmts[k].bind;
-        if (!PQsendQueryParams(c->pg, def->sql, def->nparams,
-                               def->param_types, b ? b->values : NULL,
-                               b ? b->lengths : NULL, b ? b->formats : NULL,
-                               1))
-            return false;
+/* How statement k was sent: prepared under `name` (first prepared when
+ * `fresh`), or unnamed when `name` is empty. */
+typedef struct sent {
+    char name[24];
+    bool fresh;
+} sent;
+
+static bool send_one(ds_conn *c, const ds__pipe_stmt *ps, sent *how) {
+    const ds__stmt_def *def = ps->def;
+    const ds__bind *b = ps->bind;
+    how->fresh = false;
+    if (ps->unnamed ||
+        !ds__conn_stmt_slot(c, def->sql, def->nparams, def->param_types,
+                            how->name, &how->fresh)) {
+        how->name[0] = '\0';
+        return PQsendQueryParams(c->pg, def->sql, def->nparams,
+                                 def->param_types, b ? b->values : NULL,
+                                 b ? b->lengths : NULL,
+                                 b ? b->formats : NULL, 1) == 1;
     }
+    if (how->fresh && !PQsendPrepare(c->pg, how->name, def->sql,
+                                     def->nparams, def->param_types))
+        return false;
+    return PQsendQueryPrepared(c->pg, how->name, def->nparams,
+                               b ? b->values : NULL, b ? b->lengths : NULL,
+                               b ? b->formats : NULL, 1) == 1;
+}
+
+static bool send_all(ds_conn *c, const ds__pipe_stmt *stmts, sent *how,
+                     size_t n) {
+    for (size_t k = 0; k < n; k++)
+        if (!send_one(c, &stmts[k], &how[k]))
+            return false;
     return PQpipelineSync(c->pg) == 1 && PQflush(c->pg) == 0;
 }
 
-/* Reads statement k's result and the NULL that ends it. `failed` says
- * whether an earlier statement failed (the server then skips this one).
- * False when the pipeline broke. */
-static bool read_one(ds_conn *c, ds__pipe_stmt *s, int64_t start_us,
-                     bool *failed, ds_status *st, ds_error *err) {
+/* One result and the NULL that ends it; NULL when the pipeline broke. */
+static PGresult *next_result(ds_conn *c) {
     PGresult *r = PQgetResult(c->pg);
+    if (r)
+        PQclear(PQgetResult(c->pg));
+    return r;
+}
+
+/* The first failure: into `err`, named after its statement. A cached
+ * statement the server no longer takes as it was prepared (26000, or
+ * 0A000 after DDL) leaves the connection to be closed on release, so the
+ * next lease prepares afresh. */
+static void note_failure(ds_conn *c, const ds__pipe_stmt *s,
+                         const PGresult *r, bool *failed, ds_status *st,
+                         ds_error *err) {
+    if (*failed)
+        return;
+    *failed = true;
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    if (state && (strcmp(state, "26000") == 0 || strcmp(state, "0A000") == 0))
+        c->discard = true;
+    *st = ds__pg_error(c, NULL, r, "query", err);
+    ds__error_prefix(err, "%s", s->def->name);
+}
+
+/* Reads statement k's results (its preparation first when fresh). `failed`
+ * says whether an earlier statement failed (the server then skips this
+ * one). False when the pipeline broke. */
+static bool read_one(ds_conn *c, ds__pipe_stmt *s, const sent *how,
+                     int64_t start_us, bool *failed, ds_status *st,
+                     ds_error *err) {
+    if (how->fresh) {
+        PGresult *p = next_result(c);
+        if (!p)
+            return false;
+        if (PQresultStatus(p) != PGRES_COMMAND_OK) {
+            ds__conn_stmt_forget(c, s->def->sql, s->def->nparams,
+                                 s->def->param_types);
+            if (PQresultStatus(p) != PGRES_PIPELINE_ABORTED)
+                note_failure(c, s, p, failed, st, err);
+        }
+        PQclear(p);
+    }
+    PGresult *r = next_result(c);
     if (!r)
         return false;
-    PQclear(PQgetResult(c->pg)); /* NULL: the end of this command */
     ExecStatusType rs = PQresultStatus(r);
     if (rs == PGRES_TUPLES_OK || rs == PGRES_COMMAND_OK) {
         s->result = r;
@@ -66,11 +130,7 @@ static bool read_one(ds_conn *c, ds__pipe_stmt *s, int64_t start_us,
         PQclear(r);
         return true;
     } else {
-        if (!*failed) {
-            *failed = true;
-            *st = ds__pg_error(c, NULL, r, "query", err);
-            ds__error_prefix(err, "%s", s->def->name);
-        }
+        note_failure(c, s, r, failed, st, err);
         PQclear(r);
         r = NULL;
     }
@@ -95,17 +155,23 @@ ds_status ds__stmt_run_pipeline(ds_conn *c, ds__pipe_stmt *stmts, size_t n,
     if (st != DS_OK || n == 0)
         return st;
     c->not_durable = false;
+    sent how[DS_PIPELINE_MAX];
+    if (n > DS_PIPELINE_MAX)
+        return ds__error_set(err, DS_ERR_INTERNAL,
+                             "pipeline: %zu statements, at most %d", n,
+                             DS_PIPELINE_MAX);
     if (!PQenterPipelineMode(c->pg))
         return broken(c, "enter", err);
     int64_t start_us = ds__now_us();
-    if (!send_all(c, stmts, n)) {
+    if (!send_all(c, stmts, how, n)) {
         st = broken(c, "send", err);
         PQexitPipelineMode(c->pg);
         return st;
     }
     bool failed = false;
     for (size_t k = 0; k < n; k++)
-        if (!read_one(c, &stmts[k], start_us, &failed, &st, err)) {
+        if (!read_one(c, &stmts[k], &how[k], start_us, &failed, &st,
+                      err)) {
             clear_results(stmts, n);
             return broken(c, "reply", err);
         }
