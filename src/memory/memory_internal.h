@@ -227,11 +227,6 @@ ds_status ds__memory_check_fact(const ds_memory *mem,
                                 const ds_memory_new_fact *f, float *unit,
                                 ds_error *err);
 
-/* Runs a statement taking (user_id, int8[] ids) and returning rows, for
- * `n` ids. */
-PGresult *ds__memory_rows_by_ids(ds_conn *c, int64_t user_id,
-                                 const int64_t *ids, size_t n, ds_error *err);
-
 ds_status ds__memory_list_new(size_t cap, ds_memory_facts **out,
                               ds_error *err);
 
