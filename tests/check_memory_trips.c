@@ -181,6 +181,40 @@ START_TEST(test_memory_small_user_search_statements) {
 }
 END_TEST
 
+/* Behind PgBouncer in transaction mode the pipelines run unnamed, BEGIN
+ * to COMMIT on one server connection: the answers stay exact. */
+START_TEST(test_memory_small_user_search_behind_a_pooler) {
+    fx f;
+    if (!fx_open(&f, "test_memory_small_user_search_behind_a_pooler", _i))
+        return;
+    enum { N = 200 };
+    float *units = calloc((size_t)N * DIM, sizeof *units);
+    int64_t *ids = calloc(N, sizeof *ids);
+    rng_state = 5150;
+    make_centres(8);
+    add_facts(f.mem, f.alice, NULL, N, units, ids);
+    ds_pool *pool = dt_pooler_pool(f.url, 1, 2);
+    ds_memory *mem = open_mem(pool, f.url, -1);
+    float q[DIM];
+    for (int t = 0; t < 8; t++) {
+        clustered(q, 8);
+        assert_exact(mem, f.alice, units, ids, N, q, 10);
+    }
+    ds_error err = {0};
+    ds_memory_facts *hits;
+    ck_assert_ds_ok(ds_memory_search_hybrid(mem, f.alice, "coffee", q, DIM, 5,
+                                            NULL, &hits, &err),
+                    err);
+    ck_assert_uint_eq(hits->count, 5);
+    ds_memory_facts_free(hits);
+    ds_memory_close(mem);
+    ds_pool_close(pool);
+    free(units);
+    free(ids);
+    fx_close(&f);
+}
+END_TEST
+
 /* Users the exact scan does not suit still take the large user's stages:
  * one with lists reads its lists; one with more facts than the limit
  * reads its codes, unless the kind filter leaves it few. Their answers
@@ -392,6 +426,8 @@ Suite *ds_test_memory_trips_suite(void) {
     TCase *tc = tcase_create("statements");
     tcase_set_timeout(tc, 240);
     tcase_add_loop_test(tc, test_memory_small_user_search_statements, 0, 2);
+    tcase_add_loop_test(tc, test_memory_small_user_search_behind_a_pooler, 0,
+                        2);
     tcase_add_loop_test(tc, test_memory_large_users_keep_their_stages, 0, 2);
     tcase_add_loop_test(tc, test_memory_small_sketches_plan_at_half_the_table,
                         0, 2);
