@@ -43,11 +43,13 @@ static inline void ds__memory_count(atomic_uint_fast64_t *c, uint64_t n) {
 enum {
     M_SETTINGS, M_BEGIN, M_BEGIN_READ, M_COMMIT, M_ROWS, M_LIST, M_LIST_KIND,
     M_SET_IMPORTANCE, M_TOUCH, M_DELETE, M_TEXT_CANDIDATES, M_SKETCHES,
-    M_SKETCHES_WIDE, M_CODES, M_SKETCHES_BY_ID, M_SET_CODES, M_COUNT_
+    M_SKETCHES_WIDE, M_CODES, M_SKETCHES_BY_ID, M_SET_CODES, M_SMALL_SKETCHES,
+    M_COUNT_
 };
-enum { F_INSERT_MANY, F_GET, F_EMBEDDINGS, F_UNCODED, F_COUNT_ };
+enum { F_INSERT_MANY, F_GET, F_EMBEDDINGS, F_UNCODED, F_CANDIDATES,
+       F_COUNT_ };
 enum { P_INSERT_MANY, P_GET, P_EMBEDDINGS, P_UNSKETCHED, P_UNCODED,
-       P_SET_SKETCHES, P_COUNT_ };
+       P_SET_SKETCHES, P_CANDIDATES, P_COUNT_ };
 enum { U_TIMEOUT, U_EXTENSION, U_PREPARE, U_READ, U_WRITE, U_LOCK, U_SWAP,
        U_COUNT_ };
 
@@ -224,11 +226,6 @@ ds_status ds__memory_check_kind(const char *kind, ds_error *err);
 ds_status ds__memory_check_fact(const ds_memory *mem,
                                 const ds_memory_new_fact *f, float *unit,
                                 ds_error *err);
-
-/* Runs a statement taking (user_id, int8[] ids) and returning rows, for
- * `n` ids. */
-PGresult *ds__memory_rows_by_ids(ds_conn *c, int64_t user_id,
-                                 const int64_t *ids, size_t n, ds_error *err);
 
 ds_status ds__memory_list_new(size_t cap, ds_memory_facts **out,
                               ds_error *err);

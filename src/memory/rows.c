@@ -113,14 +113,3 @@ ds_status ds__memory_decode_fact(const PGresult *r, int row,
     *out = f;
     return DS_OK;
 }
-
-PGresult *ds__memory_rows_by_ids(ds_conn *c, int64_t user_id,
-                                 const int64_t *ids, size_t n, ds_error *err) {
-    ds__bind p;
-    ds__bind_init(&p);
-    ds__bind_int64(&p, user_id);
-    ds__bind_int8_array(&p, ids, n);
-    PGresult *r = ds__memory_exec(c, &ds__memory_stmts[M_ROWS], &p, err);
-    ds__bind_free(&p);
-    return r;
-}

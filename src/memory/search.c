@@ -146,11 +146,11 @@ static ds_status sketch_prune(ds_memory *mem, ds_conn *c, int64_t user_id,
 /* The exact score of each candidate's stored vector (a little-endian
  * float32 bytea on the fallback, pgvector's binary form on pgvector; both
  * arrive as bytea, told apart by their length). */
-static ds_status rescore(ds_memory *mem, const PGresult *r, bool pgv,
-                         const float *q, bool use_min, double min_sim,
-                         float *scratch, cand *v, size_t *got,
+static ds_status rescore(ds_memory *mem, const PGresult *r, int col,
+                         bool pgv, const float *q, bool use_min,
+                         double min_sim, float *scratch, cand *v, size_t *got,
                          ds_error *err) {
-    if (PQntuples(r) > 0 && PQftype(r, 1) != DS_OID_BYTEA) {
+    if (PQntuples(r) > 0 && PQftype(r, col) != DS_OID_BYTEA) {
         /* The column changed type under us (a conversion to pgvector by
          * another process, seen through an unnamed statement that no
          * cached plan guards): report it as the datatype mismatch it is,
@@ -163,9 +163,11 @@ static ds_status rescore(ds_memory *mem, const PGresult *r, bool pgv,
         return st;
     }
     for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetisnull(r, i, col)) /* a row asked for without its vector */
+            continue;
         int64_t id = ds__memory_int8(r, i, 0);
-        const char *val = PQgetvalue(r, i, 1);
-        int len = PQgetlength(r, i, 1);
+        const char *val = PQgetvalue(r, i, col);
+        int len = PQgetlength(r, i, col);
         double score;
         if (pgv) {
             if (!ds__vec_from_pgvector(val, len, mem->dim, scratch))
@@ -226,8 +228,8 @@ static ds_status exact_rescore(ds_memory *mem, ds_conn *c, bool pgv,
     }
     ds__memory_count(&mem->rows_rescored, (uint64_t)PQntuples(r));
     size_t got = 0;
-    ds_status st = rescore(mem, r, pgv, q, use_min, min_sim, scratch, v, &got,
-                           err);
+    ds_status st = rescore(mem, r, 1, pgv, q, use_min, min_sim, scratch, v,
+                           &got, err);
     PQclear(r);
     ds__free(scratch);
     if (st != DS_OK) {
@@ -350,27 +352,16 @@ static int ranked_by_score(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-/* Fetches the rows of `hits` and returns them in the order of `hits`. */
-static ds_status build_list(ds_conn *c, int64_t user_id, const ranked *hits,
-                            size_t n, ds_memory_facts **out, ds_error *err) {
+/* The facts of `hits`, in the order of `hits`, from `r` (rows of
+ * memory.rows or memory.*.candidates, which may hold more rows than the
+ * hits; borrowed, NULL when there are no hits). */
+static ds_status build_list(const PGresult *r, const ranked *hits, size_t n,
+                            ds_memory_facts **out, ds_error *err) {
     ds_memory_facts *list;
     ds_status st = ds__memory_list_new(n, &list, err);
-    if (st != DS_OK || n == 0) {
+    if (st != DS_OK || n == 0 || !r) {
         *out = st == DS_OK ? list : NULL;
         return st;
-    }
-    int64_t *ids = ds__calloc(n, sizeof *ids);
-    if (!ids) {
-        ds_memory_facts_free(list);
-        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    }
-    for (size_t i = 0; i < n; i++)
-        ids[i] = hits[i].id;
-    PGresult *r = ds__memory_rows_by_ids(c, user_id, ids, n, err);
-    ds__free(ids);
-    if (!r) {
-        ds_memory_facts_free(list);
-        return err->code;
     }
     /* (id, row) pairs sorted by id (ds__int64_cmp compares the first), to
      * place each row */
@@ -400,7 +391,6 @@ static ds_status build_list(ds_conn *c, int64_t user_id, const ranked *hits,
         list->items[list->count++] = f;
     }
     ds__free(index);
-    PQclear(r);
     if (st != DS_OK) {
         ds_memory_facts_free(list);
         return st;
@@ -461,26 +451,23 @@ static ds_status fuse(const cand_list *vec, const cand_list *text, int k,
     return DS_OK;
 }
 
-static ds_status text_candidates(ds_conn *c, const search_req *q, size_t n,
-                                 cand_list *out, ds_error *err) {
-    ds__bind p;
-    ds__bind_init(&p);
-    ds__bind_int64(&p, q->user_id);
-    ds__bind_text(&p, q->text);
-    ds__bind_text(&p, q->kind);
-    ds__bind_int32(&p, (int32_t)n);
-    /* Planned for its parameters every time (unnamed): which index should
-     * lead depends on them. For a rare word, the full-text index's few
-     * matches filtered by user; for a common one, the user's rows first
-     * (a bitmap AND). A cached generic plan cannot see the difference and
-     * ANDs the user's whole bitmap in every time: 26 ms for a user of
-     * 10,000 facts where the matches alone cost under 1 ms. */
-    bool saved = ds__conn_use_unnamed(c, true);
-    PGresult *r =
-        ds__memory_exec(c, &ds__memory_stmts[M_TEXT_CANDIDATES], &p, err);
-    ds__conn_use_unnamed(c, saved);
-    if (!r)
-        return err->code;
+/* The text side's parameters (memory.text_candidates). It runs unnamed,
+ * in the first round trip's pipeline, so it is planned for its own
+ * parameters every time: which index should lead depends on them. For a
+ * rare word, the full-text index's few matches filtered by user; for a
+ * common one, the user's rows first (a bitmap AND). A cached generic plan
+ * cannot see the difference and ANDs the user's whole bitmap in every
+ * time: 26 ms for a user of 10,000 facts where the matches alone cost
+ * under 1 ms. */
+static void text_bind(ds__bind *p, const search_req *q, size_t n) {
+    ds__bind_int64(p, q->user_id);
+    ds__bind_text(p, q->text);
+    ds__bind_text(p, q->kind);
+    ds__bind_int32(p, (int32_t)n);
+}
+
+/* (id, rank) rows of memory.text_candidates, best first. Clears `r`. */
+static ds_status text_decode(PGresult *r, cand_list *out, ds_error *err) {
     size_t rows = (size_t)PQntuples(r);
     out->v = ds__calloc(rows ? rows : 1, sizeof *out->v);
     if (!out->v) {
@@ -496,9 +483,205 @@ static ds_status text_candidates(ds_conn *c, const search_req *q, size_t n,
     return DS_OK;
 }
 
+/* Users with at most this many facts (that pass the kind filter) and no
+ * lists are scanned exactly from the start: the coarse codes (codes.c)
+ * choose at least 1,000 candidates and give up below four times that, so
+ * for these users reading the codes first only cost a statement. */
+#define SMALL_USER_MAX_FACTS 4000
+
+/* The first round trip of every search: BEGIN, memory.small_sketches
+ * (unless the sketches are too wide for their index) and, for a hybrid
+ * search, the text candidates, in one pipeline. *small is the small
+ * user's sketches (the caller clears them), or NULL when the user is not
+ * small and the large user's stages must choose the candidates. */
+static ds_status first_round(ds_memory *mem, ds_conn *c, const search_req *q,
+                             size_t n, PGresult **small, cand_list *text,
+                             ds_error *err) {
+    *small = NULL;
+    ds__bind sk, tx;
+    ds__bind_init(&sk);
+    ds__bind_init(&tx);
+    ds__pipe_stmt stmts[3];
+    size_t count = 0, small_at = 0, text_at = 0;
+    stmts[count++] = (ds__pipe_stmt){&ds__memory_stmts[M_BEGIN_READ], NULL,
+                                     false, NULL};
+    if (mem->dim <= DS_SKETCH_INDEX_MAX_DIM) {
+        ds__bind_int64(&sk, q->user_id);
+        ds__bind_text(&sk, q->kind);
+        ds__bind_int32(&sk, SMALL_USER_MAX_FACTS + 1);
+        small_at = count;
+        stmts[count++] = (ds__pipe_stmt){&ds__memory_stmts[M_SMALL_SKETCHES],
+                                         &sk, false, NULL};
+    }
+    if (q->text) {
+        text_bind(&tx, q, n);
+        text_at = count;
+        stmts[count++] = (ds__pipe_stmt){&ds__memory_stmts[M_TEXT_CANDIDATES],
+                                         &tx, true, NULL};
+    }
+    ds_status st = ds__stmt_run_pipeline(c, stmts, count, err);
+    ds__bind_free(&sk);
+    ds__bind_free(&tx);
+    if (st != DS_OK)
+        return st;
+    PQclear(stmts[0].result);
+    if (text_at)
+        st = text_decode(stmts[text_at].result, text, err);
+    if (small_at) {
+        PGresult *r = stmts[small_at].result;
+        /* one row of NULLs: not a small user */
+        if (st != DS_OK ||
+            (PQntuples(r) == 1 && PQgetisnull(r, 0, 0))) {
+            PQclear(r);
+            r = NULL;
+        }
+        *small = r;
+    }
+    return st;
+}
+
+/* Ids of `text` that are not among ids[0..n) (sorted), to fetch as rows
+ * only; *out is NULL when there are none (ds__free it). */
+static ds_status text_only_ids(const int64_t *sorted, size_t n,
+                               const cand_list *text, int64_t **out,
+                               size_t *count, ds_error *err) {
+    *out = NULL;
+    *count = 0;
+    if (text->n == 0)
+        return DS_OK;
+    int64_t *only = ds__calloc(text->n, sizeof *only);
+    if (!only)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    for (size_t i = 0; i < text->n; i++)
+        if (!sorted || !bsearch(&text->v[i].id, sorted, n, sizeof *sorted,
+                                ds__int64_cmp))
+            only[(*count)++] = text->v[i].id;
+    *out = only;
+    return DS_OK;
+}
+
+/* The exact score of each candidate in the rows of memory.*.candidates,
+ * best first, as exact_rescore. */
+static ds_status rescore_rows(ds_memory *mem, const PGresult *r, bool pgv,
+                              const search_req *q, size_t n, cand_list *vec,
+                              ds_error *err) {
+    size_t rows = (size_t)PQntuples(r);
+    cand *v = ds__calloc(rows ? rows : 1, sizeof *v);
+    float *scratch = pgv ? ds__calloc(mem->dim, sizeof *scratch) : NULL;
+    ds_status st = DS_OK;
+    if (!v || (pgv && !scratch))
+        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    size_t got = 0;
+    if (st == DS_OK)
+        st = rescore(mem, r, DS_MEMORY_ROW_COLS, pgv, q->q, q->use_min,
+                     q->min_sim, scratch, v, &got, err);
+    ds__free(scratch);
+    if (st != DS_OK) {
+        ds__free(v);
+        return st;
+    }
+    qsort(v, got, sizeof *v, cand_cmp);
+    vec->v = v;
+    vec->n = got < n ? got : n;
+    return DS_OK;
+}
+
+/* A small user: its sketches (from the first round; cleared here) bound
+ * every fact, and one more round trip brings the survivors' exact vectors
+ * and rows, the text matches' rows, and the COMMIT. *rows holds every row
+ * the list needs (NULL when there are none). */
+static ds_status small_user(ds_memory *mem, ds_conn *c, bool pgv,
+                            const search_req *q, size_t n, PGresult *sketches,
+                            const cand_list *text, cand_list *vec,
+                            PGresult **rows, ds_error *err) {
+    *rows = NULL;
+    int64_t *ids, *only = NULL;
+    size_t ncand, nonly = 0;
+    ds_status st = prune_sketches(mem, sketches, q->q, q->use_min,
+                                  q->min_sim, n, &ids, &ncand, err);
+    if (st != DS_OK)
+        return st;
+    if (ids)
+        qsort(ids, ncand, sizeof *ids, ds__int64_cmp);
+    st = text_only_ids(ids, ncand, text, &only, &nonly, err);
+    if (st == DS_OK && ncand + nonly == 0)
+        st = exec_simple(c, M_COMMIT, err);
+    else if (st == DS_OK) {
+        ds__bind p;
+        ds__bind_init(&p);
+        ds__bind_int64(&p, q->user_id);
+        ds__bind_int8_array(&p, ids, ncand);
+        ds__bind_int8_array(&p, only, nonly);
+        ds__pipe_stmt stmts[2] = {
+            {pgv ? &ds__memory_pgvector_stmts[P_CANDIDATES]
+                 : &ds__memory_fallback_stmts[F_CANDIDATES],
+             &p, false, NULL},
+            {&ds__memory_stmts[M_COMMIT], NULL, false, NULL}};
+        st = ds__stmt_run_pipeline(c, stmts, 2, err);
+        ds__bind_free(&p);
+        if (st == DS_OK) {
+            PQclear(stmts[1].result);
+            *rows = stmts[0].result;
+            ds__memory_count(&mem->rows_rescored, ncand);
+            st = rescore_rows(mem, *rows, pgv, q, n, vec, err);
+        }
+    }
+    ds__free(ids);
+    ds__free(only);
+    return st;
+}
+
+/* The last round trip of a large user's search: the rows of the hits and
+ * the COMMIT. */
+static ds_status last_round(ds_conn *c, int64_t user_id, const ranked *hits,
+                            size_t n, PGresult **rows, ds_error *err) {
+    *rows = NULL;
+    if (n == 0)
+        return exec_simple(c, M_COMMIT, err);
+    int64_t *ids = ds__calloc(n, sizeof *ids);
+    if (!ids)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    for (size_t i = 0; i < n; i++)
+        ids[i] = hits[i].id;
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int8_array(&p, ids, n);
+    ds__free(ids);
+    ds__pipe_stmt stmts[2] = {{&ds__memory_stmts[M_ROWS], &p, false, NULL},
+                              {&ds__memory_stmts[M_COMMIT], NULL, false, NULL}};
+    ds_status st = ds__stmt_run_pipeline(c, stmts, 2, err);
+    ds__bind_free(&p);
+    if (st == DS_OK) {
+        PQclear(stmts[1].result);
+        *rows = stmts[0].result;
+    }
+    return st;
+}
+
+/* The hits: fused with the text candidates, or the vector list as it is. */
+static ds_status rank_hits(const search_req *q, const cand_list *vec,
+                           const cand_list *text, ranked **hits,
+                           size_t *nhits, ds_error *err) {
+    if (q->text)
+        return fuse(vec, text, q->k, hits, nhits, err);
+    *hits = ds__calloc(vec->n ? vec->n : 1, sizeof **hits);
+    if (!*hits)
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    for (size_t i = 0; i < vec->n; i++)
+        (*hits)[i] = (ranked){vec->v[i].id, vec->v[i].score, (int)i + 1, 0};
+    *nhits = vec->n;
+    return DS_OK;
+}
+
+/* Round trips: a small user's search takes two (BEGIN with its sketches
+ * and text matches; the candidates' vectors and rows with the COMMIT); a
+ * large user's takes the first, its stages' own, and one for the rows and
+ * the COMMIT. */
 static ds_status search_once(ds_memory *mem, const search_req *q,
                              ds_memory_facts **out, ds_error *err) {
     ds__memory_state s = ds__memory_state_get(mem);
+    bool pgv = s.backend == DS_VECTOR_BACKEND_PGVECTOR;
     /* the hybrid search draws more candidates from each list to fuse */
     size_t n = (size_t)q->k;
     if (q->text)
@@ -514,29 +697,20 @@ static ds_status search_once(ds_memory *mem, const search_req *q,
     cand_list vec = {0}, text = {0};
     ranked *hits = NULL;
     size_t nhits = 0;
-    st = exec_simple(c, M_BEGIN_READ, err);
+    PGresult *small = NULL, *rows = NULL;
+    st = first_round(mem, c, q, n, &small, &text, err);
+    if (st == DS_OK && small)
+        st = small_user(mem, c, pgv, q, n, small, &text, &vec, &rows, err);
+    else if (st == DS_OK)
+        st = exact_candidates(mem, c, pgv, q->user_id, q->q, q->kind,
+                              q->use_min, q->min_sim, n, &vec, err);
     if (st == DS_OK)
-        st = exact_candidates(mem, c, s.backend == DS_VECTOR_BACKEND_PGVECTOR,
-                              q->user_id, q->q, q->kind, q->use_min,
-                              q->min_sim, n, &vec, err);
-    if (st == DS_OK && q->text)
-        st = text_candidates(c, q, n, &text, err);
-    if (st == DS_OK) {
-        if (q->text) {
-            st = fuse(&vec, &text, q->k, &hits, &nhits, err);
-        } else {
-            hits = ds__calloc(vec.n ? vec.n : 1, sizeof *hits);
-            if (!hits)
-                st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-            for (size_t i = 0; st == DS_OK && i < vec.n; i++)
-                hits[i] = (ranked){vec.v[i].id, vec.v[i].score, (int)i + 1, 0};
-            nhits = vec.n;
-        }
-    }
+        st = rank_hits(q, &vec, &text, &hits, &nhits, err);
+    if (st == DS_OK && !small)
+        st = last_round(c, q->user_id, hits, nhits, &rows, err);
     if (st == DS_OK)
-        st = build_list(c, q->user_id, hits, nhits, out, err);
-    if (st == DS_OK)
-        st = exec_simple(c, M_COMMIT, err);
+        st = build_list(rows, hits, nhits, out, err);
+    PQclear(rows);
     if (st != DS_OK) {
         ds_memory_facts_free(*out);
         *out = NULL;

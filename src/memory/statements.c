@@ -184,6 +184,36 @@ const ds__stmt_def ds__memory_stmts[M_COUNT_] = {
                          {DS_OID_INT8, DS_OID_TEXT},
                          2,
                          {DS_OID_INT8, DS_OID_BYTEA}},
+    /* The first statement of a search, sent with its BEGIN: a small user
+     * (no lists, fewer than $3 facts that pass the kind filter) gets the
+     * sketches of all its facts, as memory.sketches; any other user gets
+     * one row of NULLs, and the large user's stages follow (search.c). So
+     * a small user's search reads neither its lists nor its codes. The
+     * scan stops at $3 rows and is kept (MATERIALIZED) to be counted and
+     * sent: one pass over the user's entries, which on pages the
+     * visibility map does not mark yet (a freshly written table) is one
+     * heap visit per fact, not two as with a count before the scan. A
+     * clustered user's facts are not scanned at all. */
+    [M_SMALL_SKETCHES] = {"memory.small_sketches",
+                          "WITH clustered AS MATERIALIZED (SELECT EXISTS "
+                          "(SELECT 1 FROM memory_ivf_lists WHERE user_id = "
+                          "$1) AS yes), "
+                          "s AS MATERIALIZED (SELECT id, embedding_sketch "
+                          "FROM memory_facts WHERE NOT (SELECT yes FROM "
+                          "clustered) AND user_id = $1 "
+                          "AND ($2::text IS NULL OR kind = $2) "
+                          "AND (embedding_sketch IS NULL OR "
+                          "octet_length(embedding_sketch) <= 2008) LIMIT $3), "
+                          "n AS MATERIALIZED (SELECT count(*) AS facts "
+                          "FROM s) "
+                          "SELECT id, embedding_sketch FROM s "
+                          "WHERE (SELECT facts FROM n) < $3 "
+                          "UNION ALL SELECT NULL, NULL WHERE (SELECT yes "
+                          "FROM clustered) OR (SELECT facts FROM n) >= $3",
+                          3,
+                          {DS_OID_INT8, DS_OID_TEXT, DS_OID_INT4},
+                          2,
+                          {DS_OID_INT8, DS_OID_BYTEA}},
 };
 
 const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
@@ -219,6 +249,19 @@ const ds__stmt_def ds__memory_fallback_stmts[F_COUNT_] = {
                       {DS_OID_INT8, DS_OID_INT8_ARRAY},
                       2,
                       {DS_OID_INT8, DS_OID_BYTEA}},
+    /* A small user's candidates in one statement, sent with the COMMIT:
+     * the rows of $2 (to rescore: with their exact vectors) and of $3
+     * (text matches of a hybrid search: rows only), by primary key. */
+    [F_CANDIDATES] = {"memory.fallback.candidates",
+                      "WITH f AS MATERIALIZED (SELECT " FACT_COLS ", "
+                      "embedding FROM memory_facts WHERE id = ANY($2) "
+                      "OR id = ANY($3)) "
+                      "SELECT " FACT_COLS ", CASE WHEN id = ANY($2) THEN "
+                      "embedding END FROM f WHERE user_id = $1",
+                      3,
+                      {DS_OID_INT8, DS_OID_INT8_ARRAY, DS_OID_INT8_ARRAY},
+                      DS_MEMORY_ROW_COLS + 1,
+                      {FACT_TYPES, DS_OID_BYTEA}},
     /* ds_memory_fill_sketches (sketches.c): facts without a code. */
     [F_UNCODED] = {"memory.fallback.uncoded",
                    "SELECT id, embedding FROM memory_facts "
@@ -276,6 +319,18 @@ const ds__stmt_def ds__memory_pgvector_stmts[P_COUNT_] = {
                       {DS_OID_INT8, DS_OID_INT8_ARRAY},
                       2,
                       {DS_OID_INT8, DS_OID_BYTEA}},
+    /* As memory.fallback.candidates, the vectors in pgvector's binary
+     * form (see memory.pgvector.embeddings). */
+    [P_CANDIDATES] = {"memory.pgvector.candidates",
+                      "WITH f AS MATERIALIZED (SELECT " FACT_COLS ", "
+                      "embedding FROM memory_facts WHERE id = ANY($2) "
+                      "OR id = ANY($3)) "
+                      "SELECT " FACT_COLS ", CASE WHEN id = ANY($2) THEN "
+                      "vector_send(embedding) END FROM f WHERE user_id = $1",
+                      3,
+                      {DS_OID_INT8, DS_OID_INT8_ARRAY, DS_OID_INT8_ARRAY},
+                      DS_MEMORY_ROW_COLS + 1,
+                      {FACT_TYPES, DS_OID_BYTEA}},
     /* ds_memory_fill_sketches (sketches.c): facts without a sketch, by id
      * from $1, and their sketches written back. */
     [P_UNSKETCHED] = {"memory.pgvector.unsketched",

@@ -290,6 +290,35 @@ static bool needs_reprepare(const PGresult *r) {
     return s && (strcmp(s, "26000") == 0 || strcmp(s, "0A000") == 0);
 }
 
+/* For a pipeline (pipeline.c): the name of the statement's prepared copy on
+ * this connection, and whether it must be prepared first (*fresh). False:
+ * run it unnamed (behind a pooler, or the cache is full). */
+bool ds__conn_stmt_slot(ds_conn *c, const char *sql, int nparams,
+                        const Oid *types, char name[24], bool *fresh) {
+    *fresh = false;
+    if (c->pooler)
+        return false;
+    uint64_t h = stmt_hash(sql, nparams, types);
+    ds_stmt *s = stmt_find(c, h, sql, nparams, types);
+    if (!s) {
+        s = stmt_insert(c, h, sql, nparams, types);
+        if (!s)
+            return false;
+        *fresh = true;
+    }
+    snprintf(name, 24, "ds_%u", s->id);
+    return true;
+}
+
+/* Forgets a statement whose preparation failed. */
+void ds__conn_stmt_forget(ds_conn *c, const char *sql, int nparams,
+                          const Oid *types) {
+    ds_stmt *s = stmt_find(c, stmt_hash(sql, nparams, types), sql, nparams,
+                           types);
+    if (s)
+        stmt_remove(c, s);
+}
+
 typedef enum { PREP_DONE, PREP_UNNAMED, PREP_FAILED } prep_outcome;
 
 /* Runs a named statement, preparing it on first use. PREP_UNNAMED asks the
@@ -361,9 +390,9 @@ static PGresult *conn_exec(ds_conn *c, const char *sql, int nparams,
 
 /* Tells the pool's statement hook about one statement: its name, text,
  * time, rows and outcome, never its parameters. */
-static void report_statement(const ds_conn *c, const char *name,
-                             const char *sql, int64_t start_us,
-                             const PGresult *r, const ds_error *err) {
+void ds__conn_report_statement(const ds_conn *c, const char *name,
+                               const char *sql, int64_t start_us,
+                               const PGresult *r, const ds_error *err) {
     ds_statement_event ev = {
         .name = name ? name : "",
         .sql = sql,
@@ -397,7 +426,7 @@ static PGresult *exec_reported(ds_conn *c, const char *name, const char *sql,
     int64_t start = ds__now_us();
     PGresult *r = conn_exec(c, sql, nparams, types, values, lengths, formats,
                             result_format, e);
-    report_statement(c, name, sql, start, r, e);
+    ds__conn_report_statement(c, name, sql, start, r, e);
     return r;
 }
 

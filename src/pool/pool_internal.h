@@ -129,6 +129,22 @@ PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
                         const int *lengths, const int *formats,
                         int result_format, ds_error *err);
 
+/* Tells the pool's statement hook (when there is one: the caller checks)
+ * about one statement: its name, text, time since `start_us`, rows and
+ * outcome (`r`, or `err` when r is NULL), never its parameters. */
+void ds__conn_report_statement(const ds_conn *c, const char *name,
+                               const char *sql, int64_t start_us,
+                               const PGresult *r, const ds_error *err);
+
+/* The prepared statement cache, for pipelines: the name of the statement's
+ * prepared copy and whether it must be prepared first (*fresh); false when
+ * it runs unnamed (pooler mode, cache full). A statement whose preparation
+ * failed is forgotten. */
+bool ds__conn_stmt_slot(ds_conn *c, const char *sql, int nparams,
+                        const Oid *types, char name[24], bool *fresh);
+void ds__conn_stmt_forget(ds_conn *c, const char *sql, int nparams,
+                          const Oid *types);
+
 /* Whether the server behind `pg` says it is read-only: in recovery
  * (in_hot_standby) or default_transaction_read_only on, as reported by
  * PostgreSQL 14+ at connect and whenever they change. *known is false when

@@ -61,6 +61,33 @@ typedef struct ds__stmt_def {
 PGresult *ds__stmt_run(ds_conn *c, const ds__stmt_def *def, const ds__bind *b,
                        ds_error *err);
 
+/* One statement of a pipeline: what to run, its parameters (NULL: none),
+ * whether to run it unnamed even where statements are prepared (planned
+ * for its own parameters every time, for a statement whose best plan
+ * depends on them) and, after ds__stmt_run_pipeline, its result (the
+ * caller PQclear()s it; NULL when it failed or did not run). */
+typedef struct ds__pipe_stmt {
+    const ds__stmt_def *def;
+    const ds__bind *bind;
+    bool unnamed;
+    PGresult *result;
+} ds__pipe_stmt;
+
+/*
+ * Runs stmts[0..n) (n <= DS_PIPELINE_MAX) in one round trip: sent
+ * together in libpq's pipeline mode, prepared and cached per connection
+ * as by ds__stmt_run (unnamed behind a transaction pooler), one Sync after
+ * the last, binary results. The first
+ * failure fills `err` (prefixed with its statement's name) and the
+ * statements after it do not run (the server skips them up to the Sync);
+ * every result is NULL then. Each statement goes to the statement hook.
+ * A broken pipeline marks the lease for discard. A transaction begun in
+ * the pipeline stays open after it.
+ */
+#define DS_PIPELINE_MAX 8
+ds_status ds__stmt_run_pipeline(ds_conn *c, ds__pipe_stmt *stmts, size_t n,
+                                ds_error *err);
+
 /* The same for SQL that has no definition: the parameter types are the
  * binds' own. `context` names it in messages (NULL: "query"). */
 PGresult *ds__sql_run(ds_conn *c, const char *sql, const ds__bind *b,
