@@ -24,6 +24,7 @@ struct ds_memory {
     size_t dim;
     int ef_search;
     int exact_max_rows;
+    int code_crossover;         /* memory_code_crossover (codes.c)   */
     pthread_mutex_t mu;         /* guards state */
     ds__memory_state state;
     /* ds_memory_stats (stats.c) */
