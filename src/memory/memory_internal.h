@@ -226,6 +226,11 @@ ds_status ds__memory_check_fact(const ds_memory *mem,
                                 const ds_memory_new_fact *f, float *unit,
                                 ds_error *err);
 
+/* Whether the working buffers of a batch of `n` facts of `dim` dimensions
+ * (n * dim floats, n times a few bytes per dimension) have sizes a size_t
+ * holds: a batch that does not is DS_ERR_INVALID, never a wrapped size. */
+bool ds__memory_batch_fits(size_t n, size_t dim);
+
 /* Runs a statement taking (user_id, int8[] ids) and returning rows, for
  * `n` ids. */
 PGresult *ds__memory_rows_by_ids(ds_conn *c, int64_t user_id,
