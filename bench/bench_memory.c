@@ -57,6 +57,22 @@
  *                              sql/0006 answers) and with them. The load
  *                              clusters those users (BENCH_MEMORY_LISTS=0
  *                              drops the lists for the whole run).
+ *   <backend>_crossover_<facts>_<way>
+ *                              only with BENCH_ONLY=crossover, which runs
+ *                              nothing else: users of 2k, 4k, 6k, 8k, 12k,
+ *                              16k and 32k facts in one table of
+ *                              BENCH_MEMORY_ROWS rows (default 200,000),
+ *                              each searched four ways interleaved in every
+ *                              round: <way> exact (sketch scan only), codes
+ *                              (coarse-code stage always), lists (the
+ *                              user's per-user lists, clustered with the
+ *                              threshold lowered), and the brute force
+ *                              that every way's ratio= is against;
+ *                              vs_exact= is the way's per-round ratio to
+ *                              the exact scan, sketches_per_search= and
+ *                              rescored_per_search= what it read.
+ *                              BENCH_MEMORY_PASSES repeats the cases over
+ *                              the same table (pass=).
  *   pgvector_hnsw_<facts>      only with BENCH_MEMORY_HNSW=1 (builds an
  *                              HNSW index at the 200,000-row stage, minutes
  *                              here): the library vs what a new user
@@ -112,7 +128,7 @@ typedef struct tier {
     query *qs;
 } tier;
 
-static tier tiers[] = {
+static tier default_tiers[] = {
     {"1k_50pct", 1000, 2000, 0, NULL},
     {"1k_10pct", 1000, 10000, 0, NULL},
     {"10k_50pct", 10000, 20000, 0, NULL},
@@ -122,7 +138,16 @@ static tier tiers[] = {
     {"1k_0.1pct", 1000, 1000000, 0, NULL},
     {"10k_1pct", 10000, 1000000, 0, NULL},
 };
-#define NTIERS (sizeof tiers / sizeof tiers[0])
+/* BENCH_ONLY=crossover: one user of each size in one 200,000-row table */
+static tier crossover_tiers[] = {
+    {"2k", 2000, 200000, 0, NULL},   {"4k", 4000, 200000, 0, NULL},
+    {"6k", 6000, 200000, 0, NULL},   {"8k", 8000, 200000, 0, NULL},
+    {"12k", 12000, 200000, 0, NULL}, {"16k", 16000, 200000, 0, NULL},
+    {"32k", 32000, 200000, 0, NULL},
+};
+static tier *tiers = default_tiers;
+static size_t ntiers = sizeof default_tiers / sizeof default_tiers[0];
+#define NTIERS ntiers
 static const long stages[] = {2000, 10000, 20000, 100000, 200000, 1000000};
 #define NSTAGES (sizeof stages / sizeof stages[0])
 #define INSERT_STAGE 200000 /* inserts and hybrid cases run here */
@@ -999,6 +1024,211 @@ static void bench_backend(const char *admin, const char *backend, int rounds,
     free(url);
 }
 
+/* ---- crossover: where each stage starts (BENCH_ONLY=crossover) ------------- */
+
+/* Each crossover user is searched four ways, interleaved in every round
+ * (the order rotates from round to round, so drift within a round hits
+ * each way alike): the exact sketch scan alone (a handle whose
+ * memory_code_crossover is 100: never the codes), the coarse-code stage
+ * (memory_code_crossover 0: always), the per-user lists (the user's lists
+ * moved back in for that way only; a handle with the default setting, so
+ * the queries the trust rule refuses take today's full search), and the
+ * brute-force baseline. */
+enum { WAY_EXACT, WAY_CODES, WAY_LISTS, WAY_BRUTE, WAYS };
+static const char *const way_names[WAYS] = {"exact", "codes", "lists",
+                                            "brute"};
+#define CROSSOVER_ROUNDS_MAX 16
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median of v[0..n) (sorts a copy). */
+static double median_of(const double *v, int n) {
+    double s[CROSSOVER_ROUNDS_MAX];
+    memcpy(s, v, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* Per-round ratios a[r] / b[r]: median, lowest and highest. */
+static void ratios(const double *a, const double *b, int n, double *med,
+                   double *lo, double *hi) {
+    double r[CROSSOVER_ROUNDS_MAX];
+    for (int i = 0; i < n; i++)
+        r[i] = b[i] > 0 ? a[i] / b[i] : 0;
+    *med = median_of(r, n);
+    qsort(r, (size_t)n, sizeof *r, cmp_double);
+    *lo = r[0];
+    *hi = r[n - 1];
+}
+
+/* The user's lists in memory_ivf_lists (from bench_xo_lists) or not. */
+static void crossover_lists(PGconn *raw, int user, bool on) {
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             on ? "INSERT INTO memory_ivf_lists SELECT * FROM bench_xo_lists "
+                  "WHERE user_id = %d"
+                : "DELETE FROM memory_ivf_lists WHERE user_id = %d",
+             user);
+    PQclear(sql_or_die(raw, sql));
+}
+
+static ds_memory_stats stats_of(ds_memory *mem) {
+    ds_memory_stats s = DS_MEMORY_STATS_INIT;
+    ds_error err = {0};
+    if (ds_memory_stats_get(mem, &s, &err) != DS_OK)
+        die_ds("stats", &err);
+    return s;
+}
+
+static void run_crossover_case(const char *backend, PGconn *raw,
+                               ds_memory *const mems[3], bool pgv,
+                               const tier *t, int rounds, double side,
+                               long rows, int pass) {
+    search_ctx ctx[WAYS];
+    for (int w = 0; w < WAY_BRUTE; w++)
+        ctx[w] = (search_ctx){.kind = LIB_VECTOR, .mem = mems[w], .t = t};
+    ctx[WAY_BRUTE] = (search_ctx){.kind = RAW_BRUTE, .raw = raw, .pgv = pgv,
+                                  .t = t};
+    /* warm-up: every query once each way (bounded in time) */
+    for (int w = 0; w < WAYS; w++) {
+        if (w == WAY_LISTS)
+            crossover_lists(raw, t->user, true);
+        int64_t until = bench_now_ns() + (int64_t)(4 * side * 1e9);
+        for (int i = 0; i < QUERIES && bench_now_ns() < until; i++)
+            if (!op_search(&ctx[w]))
+                exit(1);
+        if (w == WAY_LISTS)
+            crossover_lists(raw, t->user, false);
+        ctx[w].hits = ctx[w].worst = 0;
+        ctx[w].ops = 0;
+    }
+    ds_memory_stats before[3];
+    for (int w = 0; w < WAY_BRUTE; w++)
+        before[w] = stats_of(mems[w]);
+    double ops[WAYS][CROSSOVER_ROUNDS_MAX];
+    static bench_hist hist[WAYS];
+    memset(hist, 0, sizeof hist);
+    for (int r = 0; r < rounds; r++)
+        for (int i = 0; i < WAYS; i++) {
+            int w = (i + r) % WAYS;
+            void *arg[1] = {&ctx[w]};
+            bool failed = false;
+            if (w == WAY_LISTS)
+                crossover_lists(raw, t->user, true);
+            ops[w][r] = bench_run(1, side, op_search, arg, &hist[w], &failed);
+            if (w == WAY_LISTS)
+                crossover_lists(raw, t->user, false);
+            if (failed)
+                exit(1);
+        }
+    bench_result base = {0};
+    base.ops_s = median_of(ops[WAY_BRUTE], rounds);
+    base.ops = hist[WAY_BRUTE].count;
+    for (int w = 0; w < WAY_BRUTE; w++) {
+        bench_result res = {0};
+        res.ops_s = median_of(ops[w], rounds);
+        res.ops = hist[w].count;
+        res.p50_us = bench_hist_percentile_us(&hist[w], 0.50);
+        res.p99_us = bench_hist_percentile_us(&hist[w], 0.99);
+        res.ratio_rounds = rounds;
+        ratios(ops[w], ops[WAY_BRUTE], rounds, &res.ratio, &res.ratio_min,
+               &res.ratio_max);
+        double vs, vs_lo, vs_hi;
+        ratios(ops[w], ops[WAY_EXACT], rounds, &vs, &vs_lo, &vs_hi);
+        ds_memory_stats after = stats_of(mems[w]);
+        double searches = (double)(after.searches - before[w].searches);
+        /* the lists handle also answered nothing else meanwhile; each
+         * handle's counters are its own way's */
+        char extra[480], name[64];
+        snprintf(extra, sizeof extra,
+                 "facts=%d table_rows=%ld pass=%d recall=%.4f "
+                 "recall_min=%.2f baseline=brute baseline_recall=%.4f "
+                 "baseline_p50_us=%.1f baseline_p99_us=%.1f vs_exact=%.3f "
+                 "vs_exact_min=%.3f vs_exact_max=%.3f "
+                 "sketches_per_search=%.0f rescored_per_search=%.1f",
+                 t->facts, rows, pass, ctx[w].hits / (double)ctx[w].ops,
+                 ctx[w].worst,
+                 ctx[WAY_BRUTE].hits / (double)ctx[WAY_BRUTE].ops,
+                 bench_hist_percentile_us(&hist[WAY_BRUTE], 0.50),
+                 bench_hist_percentile_us(&hist[WAY_BRUTE], 0.99), vs, vs_lo,
+                 vs_hi,
+                 searches > 0 ? (double)(after.rows_scanned -
+                                         before[w].rows_scanned) / searches
+                              : 0.0,
+                 searches > 0 ? (double)(after.rows_rescored -
+                                         before[w].rows_rescored) / searches
+                              : 0.0);
+        snprintf(name, sizeof name, "%s_crossover_%s_%s", backend, t->name,
+                 way_names[w]);
+        bench_print(PROGRAM, name, 1, &res, &base, extra);
+    }
+}
+
+static void bench_crossover_backend(const char *admin, const char *backend,
+                                    int rounds, double side, int passes,
+                                    bool keep) {
+    bool pgv = strcmp(backend, "pgvector") == 0;
+    char *url = create_db(admin, backend);
+    ds_config *cfg[3];
+    ds_memory *mems[3];
+    ds_pool *pool;
+    ds_error err = {0};
+    for (int w = 0; w < 3; w++)
+        cfg[w] = config_for(url, backend);
+    if (ds_config_set_int(cfg[WAY_EXACT], "memory_code_crossover", 100,
+                          &err) != DS_OK ||
+        ds_config_set_int(cfg[WAY_CODES], "memory_code_crossover", 0,
+                          &err) != DS_OK ||
+        ds_pool_open(cfg[WAY_LISTS], &pool, &err) != DS_OK)
+        die_ds("open", &err);
+    for (int w = 0; w < 3; w++)
+        if (ds_memory_open(pool, cfg[w], &mems[w], &err) != DS_OK)
+            die_ds("open", &err);
+    PGconn *raw = connect_or_die(url);
+    PQclear(sql_or_die(raw, "SET jit = off"));
+    Oid int8 = 20;
+    prepare_or_die(raw, "fetch",
+                   "SELECT id, embedding FROM memory_facts WHERE user_id = $1",
+                   1, &int8);
+    long loaded = 0;
+    load_rows(mems[WAY_LISTS], &loaded, max_rows);
+    /* every crossover user gets lists (the threshold lowered below the
+     * smallest of them; the other users own 60 facts each), then they are
+     * moved aside: each case moves its user's back in for its lists way */
+    int64_t t0 = bench_now_ns();
+    size_t clustered = 0;
+    ds_memory_maintain_options mo = DS_MEMORY_MAINTAIN_OPTIONS_INIT;
+    mo.min_facts = 1000;
+    mo.reindex = true;
+    if (ds_memory_maintain(mems[WAY_LISTS], &mo, &clustered, &err) != DS_OK)
+        die_ds("maintain", &err);
+    fprintf(stderr, "%s: %s: ds_memory_maintain clustered %zu users in %.1f s\n",
+            PROGRAM, backend, clustered, (double)(bench_now_ns() - t0) / 1e9);
+    PQclear(sql_or_die(raw, "CREATE TABLE bench_xo_lists AS SELECT * FROM "
+                            "memory_ivf_lists; DELETE FROM memory_ivf_lists"));
+    PQclear(sql_or_die(raw, "VACUUM ANALYZE memory_facts"));
+    PQclear(sql_or_die(raw, "VACUUM ANALYZE memory_ivf_lists"));
+    for (int pass = 1; pass <= passes; pass++)
+        for (size_t t = 0; t < NTIERS; t++)
+            run_crossover_case(backend, raw, mems, pgv, &tiers[t], rounds,
+                               side, max_rows, pass);
+    PQfinish(raw);
+    for (int w = 0; w < 3; w++) {
+        ds_memory_close(mems[w]);
+        ds_config_free(cfg[w]);
+    }
+    ds_pool_close(pool);
+    if (!keep) {
+        char dbname[64];
+        snprintf(dbname, sizeof dbname, "ds_bench_memory_%s", backend);
+        drop_db(admin, dbname);
+    }
+    free(url);
+}
+
 static bool env_flag(const char *name) {
     const char *v = getenv(name);
     return v && *v && strcmp(v, "0") != 0;
@@ -1011,9 +1241,25 @@ int main(void) {
     double side = secs / (2.0 * rounds);
     const char *rows_env = getenv("BENCH_MEMORY_ROWS");
     max_rows = rows_env && *rows_env ? strtol(rows_env, NULL, 10) : 200000;
+    const char *only_case = getenv("BENCH_ONLY");
+    bool crossover = only_case && strcmp(only_case, "crossover") == 0;
+    if (only_case && *only_case && !crossover)
+        die("BENCH_ONLY", "the one case it selects is 'crossover'");
+    if (crossover) {
+        /* the crossover users hold 80,000 facts: the rest of the table
+         * belongs to the other users */
+        if (max_rows < 100000)
+            die("BENCH_MEMORY_ROWS", "must be at least 100000 for crossover");
+        tiers = crossover_tiers;
+        ntiers = sizeof crossover_tiers / sizeof crossover_tiers[0];
+        for (size_t t = 0; t < NTIERS; t++)
+            tiers[t].stage = max_rows;
+        rounds = 3;
+        side = secs / (2.0 * rounds);
+    }
     if (max_rows < stages[0] || max_rows > stages[NSTAGES - 1])
         die("BENCH_MEMORY_ROWS", "must be from 2000 to 1000000");
-    for (size_t st = 0; st < NSTAGES; st++)
+    for (size_t st = 0; st < NSTAGES && !crossover; st++)
         if (stages[st] > max_rows)
             fprintf(stderr, "%s: the %ld-row stage is above "
                             "BENCH_MEMORY_ROWS=%ld: skipped\n",
@@ -1038,9 +1284,18 @@ int main(void) {
             if (tiers[t].qs)
                 for (int i = 0; i < QUERIES; i++)
                     tiers[t].qs[i].got = 0;
-        bench_backend(admin, backends[b], rounds, side,
-                      env_flag("BENCH_MEMORY_HNSW"),
-                      env_flag("BENCH_MEMORY_KEEP"));
+        if (crossover) {
+            const char *passes = getenv("BENCH_MEMORY_PASSES");
+            int n = passes && *passes ? atoi(passes) : 1;
+            if (n < 1 || n > 10)
+                die("BENCH_MEMORY_PASSES", "must be 1 to 10");
+            bench_crossover_backend(admin, backends[b], rounds, side, n,
+                                    env_flag("BENCH_MEMORY_KEEP"));
+        } else {
+            bench_backend(admin, backends[b], rounds, side,
+                          env_flag("BENCH_MEMORY_HNSW"),
+                          env_flag("BENCH_MEMORY_KEEP"));
+        }
     }
     for (size_t t = 0; t < NTIERS; t++)
         free(tiers[t].qs);

@@ -608,6 +608,46 @@ END_TEST
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
+/* A batch's buffers are n * dim floats and n times a few bytes per
+ * dimension: sizes that would wrap a size_t are refused, whether the count
+ * or the dimension is huge, and nothing is written. */
+START_TEST(test_memory_add_batch_refuses_sizes_that_wrap) {
+    ck_assert(ds__memory_batch_fits(10000, 16000));
+    ck_assert(ds__memory_batch_fits(1, 384));
+    ck_assert(!ds__memory_batch_fits(SIZE_MAX / 384 + 1, 384));
+    ck_assert(!ds__memory_batch_fits(SIZE_MAX / (4 * 384) + 1, 384));
+    ck_assert(!ds__memory_batch_fits(2, SIZE_MAX / 4 + 1));
+    ck_assert(!ds__memory_batch_fits(1, SIZE_MAX));
+    ck_assert(!ds__memory_batch_fits(1, 0));
+    fx f;
+    if (!fx_open(&f, "test_memory_add_batch_refuses_sizes_that_wrap", 0))
+        return;
+    ds_error err = {0};
+    float v[DIM];
+    vec3(v, 1, 0, 0);
+    ds_memory_new_fact nf = {.size = sizeof(ds_memory_new_fact),
+                             .user_id = f.alice, .content = "x",
+                             .embedding = v, .dim = DIM};
+    int64_t id = 7;
+    ck_assert_int_eq(ds_memory_add_batch(f.mem, &nf, SIZE_MAX, &id, &err),
+                     DS_ERR_INVALID);
+    ck_assert_int_eq(ds_memory_add_batch(f.mem, &nf, SIZE_MAX / DIM + 1, NULL,
+                                         &err),
+                     DS_ERR_INVALID);
+    static const size_t dims[] = {SIZE_MAX, SIZE_MAX / 4 + 1, SIZE_MAX / 6};
+    for (size_t i = 0; i < 3; i++) {
+        nf.dim = dims[i];
+        memset(&err, 0, sizeof err);
+        ck_assert_int_eq(ds_memory_add_batch(f.mem, &nf, 1, &id, &err),
+                         DS_ERR_INVALID);
+        ck_assert_ptr_nonnull(strstr(err.message, "dimensions"));
+        ck_assert_int_eq(id, 0);
+    }
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_facts"), 0);
+    fx_close(&f);
+}
+END_TEST
+
 START_TEST(test_memory_errors_bad_arguments) {
     fx f;
     if (!fx_open(&f, "test_memory_errors_bad_arguments", 0))
@@ -883,6 +923,7 @@ Suite *ds_test_memory_suite(void) {
     tc = tcase_create("errors");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_memory_errors_bad_arguments);
+    tcase_add_test(tc, test_memory_add_batch_refuses_sizes_that_wrap);
     tcase_add_loop_test(tc, test_memory_errors_out_of_memory, 0, 2);
     suite_add_tcase(s, tc);
     return s;

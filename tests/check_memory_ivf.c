@@ -333,6 +333,36 @@ START_TEST(test_memory_ivf_new_unlisted_and_deleted_facts) {
                               "AND l.list_id = f.list_id)",
              (long long)f.dense);
     ck_assert_int_eq(dt_sql_int(f.url, sql), 0);
+    /* a batch of several users: only the clustered user's facts join
+     * lists, and only lists of their own user */
+    enum { MIXED = 9 };
+    ds_memory_new_fact mixed[MIXED];
+    size_t first_mixed = f.n;
+    for (int i = 0; i < MIXED; i++) {
+        size_t k = f.n + (size_t)i;
+        int who = i % 3;
+        f.owner[k] = who == 0 ? f.dense : who == 1 ? f.sparse : f.filler;
+        cl_query(&f.m, &f.prof[who], f.v + k * DIM, NULL);
+        mixed[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact),
+                                        .user_id = f.owner[k],
+                                        .content = "mixed batch",
+                                        .embedding = f.v + k * DIM,
+                                        .dim = DIM};
+    }
+    st = ds_memory_add_batch(f.mem, mixed, MIXED, f.id + f.n, &err);
+    ck_assert_ds_ok(st, err);
+    f.n += MIXED;
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM memory_facts f WHERE id >= %lld AND "
+             "EXISTS (SELECT 1 FROM memory_ivf_lists l WHERE l.user_id = "
+             "f.user_id AND l.list_id = f.list_id)",
+             (long long)f.id[first_mixed]);
+    ck_assert_int_eq(dt_sql_int(f.url, sql), MIXED / 3);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM memory_facts WHERE id >= %lld AND "
+             "user_id <> %lld AND list_id IS NULL",
+             (long long)f.id[first_mixed], (long long)f.dense);
+    ck_assert_int_eq(dt_sql_int(f.url, sql), MIXED - MIXED / 3);
     ivf_close(&f);
 }
 END_TEST

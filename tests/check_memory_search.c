@@ -560,6 +560,93 @@ START_TEST(test_memory_large_user_survives_damaged_codes) {
 }
 END_TEST
 
+/* memory_code_crossover chooses the stage: at 0 a user of 2,200 facts
+ * takes the coarse codes (the sketches of their 1,000 candidates are read),
+ * at 100 and at the default (4 times the 1,000 candidates) the exact scan
+ * reads all 2,200; the answer is the exact top 10 either way. */
+enum { CC_FACTS = 2200 };
+
+static uint64_t sketches_read(ds_memory *mem, int64_t user, const float *q,
+                              const int64_t *want) {
+    ds_memory_stats before = DS_MEMORY_STATS_INIT, after = DS_MEMORY_STATS_INIT;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_memory_stats_get(mem, &before, &err), err);
+    ds_memory_facts *hits = NULL;
+    ds_status st = ds_memory_search(mem, user, q, DIM, 10, NULL, &hits, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(hits->count, 10);
+    for (size_t j = 0; j < 10; j++)
+        ck_assert_int_eq(hits->items[j]->id, want[j]);
+    ds_memory_facts_free(hits);
+    ck_assert_ds_ok(ds_memory_stats_get(mem, &after, &err), err);
+    return after.rows_scanned - before.rows_scanned;
+}
+
+START_TEST(test_memory_code_crossover_setting_chooses_the_stage) {
+    fx f;
+    if (!fx_open(&f, "test_memory_code_crossover_setting_chooses_the_stage",
+                 _i))
+        return;
+    cl_model m;
+    ck_assert(cl_model_init(&m, DIM, 50, 11));
+    cl_user prof;
+    cl_user_init(&m, &prof);
+    float *v = malloc((size_t)CC_FACTS * DIM * sizeof *v);
+    int64_t *ids = calloc(CC_FACTS, sizeof *ids);
+    ds_memory_new_fact *batch = calloc(CC_FACTS, sizeof *batch);
+    for (size_t i = 0; i < CC_FACTS; i++) {
+        cl_fact(&m, &prof, v + i * DIM);
+        batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact),
+                                        .user_id = f.alice,
+                                        .content = "crossover",
+                                        .embedding = v + i * DIM,
+                                        .dim = DIM};
+    }
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_memory_add_batch(f.mem, batch, CC_FACTS, ids, &err),
+                    err);
+    float q[DIM];
+    cl_query(&m, &prof, q, NULL);
+    size_t idx[10];
+    double scores[10];
+    ck_assert_uint_eq(cl_exact_topk(v, CC_FACTS, DIM, NULL, q, 10, idx, scores),
+                      10);
+    int64_t want[10];
+    for (size_t j = 0; j < 10; j++)
+        want[j] = ids[idx[j]];
+    /* out of range: the configuration refuses it, naming the variable */
+    ds_config *cfg = dt_config(f.url, 1, 4);
+    ck_assert_int_eq(ds_config_set_int(cfg, "memory_code_crossover", 101, &err),
+                     DS_ERR_CONFIG);
+    ck_assert_ptr_nonnull(strstr(err.message, "DS_MEMORY_CODE_CROSSOVER"));
+    ck_assert_int_eq(ds_config_set_int(cfg, "memory_code_crossover", -1, &err),
+                     DS_ERR_CONFIG);
+    static const int64_t settings[] = {0, 100};
+    uint64_t read[2];
+    for (size_t s = 0; s < 2; s++) {
+        ck_assert_ds_ok(ds_config_set_int(cfg, "memory_code_crossover",
+                                          settings[s], &err),
+                        err);
+        ds_memory *mem = NULL;
+        ck_assert_ds_ok(ds_memory_open(f.pool, cfg, &mem, &err), err);
+        read[s] = sketches_read(mem, f.alice, q, want);
+        ds_memory_close(mem);
+    }
+    ds_config_free(cfg);
+    /* the codes keep 1,000 candidates (more only on tied scores) */
+    ck_assert_uint_ge(read[0], 1000);
+    ck_assert_uint_le(read[0], 1100);
+    ck_assert_uint_eq(read[1], CC_FACTS);
+    /* the default handle: 2,200 facts are under 4 times the candidates */
+    ck_assert_uint_eq(sketches_read(f.mem, f.alice, q, want), CC_FACTS);
+    cl_model_free(&m);
+    free(v);
+    free(ids);
+    free(batch);
+    fx_close(&f);
+}
+END_TEST
+
 /* ---- the two backends agree; recall on clustered data ---------------------------------------------- */
 
 START_TEST(test_memory_backends_return_the_same_top_k) {
@@ -867,6 +954,8 @@ Suite *ds_test_memory_search_suite(void) {
     tcase_add_test(tc, test_memory_backends_return_the_same_top_k);
     tcase_add_loop_test(tc, test_memory_recall_on_clustered_data, 0, 2);
     tcase_add_loop_test(tc, test_memory_large_user_survives_damaged_codes, 0, 2);
+    tcase_add_loop_test(tc, test_memory_code_crossover_setting_chooses_the_stage,
+                        0, 2);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -39,6 +39,11 @@
  *   hnsw_ef_search           DS_HNSW_EF_SEARCH           200 (1 to 1000) no effect: memory
  *                                                        searches are exact (kept for compatibility)
  *   vector_exact_max_rows    DS_VECTOR_EXACT_MAX_ROWS    2000 no effect, likewise
+ *   memory_code_crossover    DS_MEMORY_CODE_CROSSOVER    4 (0 to 100) a memory search reads the
+ *                                                        coarse codes first when the user has more
+ *                                                        than this many times the candidates they
+ *                                                        keep (4,000 facts at k = 10); 0 = always,
+ *                                                        25 and up = never
  *   migrate_lock_timeout_ms  DS_MIGRATE_LOCK_TIMEOUT_MS  5000 lock_timeout of migration DDL and
  *                                                        partition maintenance (0 = none)
  *   redis_prefix             DS_REDIS_PREFIX             ds: prefix of every Redis key written

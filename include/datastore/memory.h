@@ -351,9 +351,11 @@ DS_EXPORT DS_NODISCARD ds_status ds_memory_upgrade_to_pgvector(
  * list yet, so new facts are found at once) instead of all of them, and
  * falls back to the full search when the query lies outside every list.
  * Its recall is measured, not proven (docs/memory.md). New facts of a
- * clustered user join their nearest list as they are added.
+ * clustered user join their nearest list as they are added. The default
+ * threshold is where the lists were measured to beat the exact scan
+ * (docs/memory.md "Where each stage starts").
  */
-#define DS_MEMORY_IVF_MIN_FACTS 8000
+#define DS_MEMORY_IVF_MIN_FACTS 2000
 
 /* Options of ds_memory_maintain(). A growable struct (docs/abi.md): start
  * from DS_MEMORY_MAINTAIN_OPTIONS_INIT. */

@@ -79,6 +79,10 @@ static const setting settings[] = {
                 200),
     INT_SETTING("vector_exact_max_rows", "DS_VECTOR_EXACT_MAX_ROWS",
                 vector_exact_max_rows, 0, INT32_MAX, 2000),
+    /* Where a user's search starts with the coarse codes (src/memory/codes.c;
+     * docs/memory.md "Where each stage starts" has the measurements). */
+    INT_SETTING("memory_code_crossover", "DS_MEMORY_CODE_CROSSOVER",
+                memory_code_crossover, 0, 100, 4),
     INT_SETTING("migrate_lock_timeout_ms", "DS_MIGRATE_LOCK_TIMEOUT_MS",
                 migrate_lock_timeout_ms, 0, 3600000, 5000),
     STR_SETTING("redis_prefix", "DS_REDIS_PREFIX", KIND_TEXT, redis_prefix,

@@ -32,6 +32,7 @@ struct ds_config {
     int64_t vector_backend;         /* ds_vector_backend */
     int64_t hnsw_ef_search;
     int64_t vector_exact_max_rows;
+    int64_t memory_code_crossover;
     int64_t migrate_lock_timeout_ms;
     int64_t redis_pool_size;
     int64_t redis_connect_timeout_ms;

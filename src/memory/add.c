@@ -107,8 +107,18 @@ typedef struct {
     ds__bind p;
 } insert_bufs;
 
-/* Allocates the buffers for `n` facts of `dim`; false when any allocation
- * failed (insert_bufs_free undoes either way). */
+bool ds__memory_batch_fits(size_t n, size_t dim) {
+    /* per fact: dim floats, and a stride of 5 * dim + 8 + DS_CODE_BYTES(dim)
+     * bytes, which stays below 6 * dim + 17 */
+    if (dim == 0 || dim > (SIZE_MAX - 17) / 6)
+        return false;
+    size_t stride = 5 * dim + 8 + DS_CODE_BYTES(dim);
+    return n <= SIZE_MAX / stride && n <= SIZE_MAX / (dim * sizeof(float));
+}
+
+/* Allocates the buffers for `n` facts of `dim` (ds__memory_batch_fits
+ * checked); false when any allocation failed (insert_bufs_free undoes
+ * either way). */
 static bool insert_bufs_init(insert_bufs *b, size_t n, size_t dim) {
     b->meta = ds__calloc(n, sizeof *b->meta);
     b->meta_len = ds__calloc(n, sizeof *b->meta_len);
@@ -229,6 +239,11 @@ static ds_status insert_batch(ds_memory *mem, ds_conn *c,
     bool pgv = backend == DS_VECTOR_BACKEND_PGVECTOR;
     ds_status st = DS_OK;
     insert_bufs b;
+    if (!ds__memory_batch_fits(n, dim))
+        return ds__error_set(err, DS_ERR_INVALID,
+                             "a batch of %zu facts of %zu dimensions does not "
+                             "fit in memory",
+                             n, dim);
     if (!insert_bufs_init(&b, n, dim))
         st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     if (st == DS_OK)
@@ -324,6 +339,9 @@ DS_EXPORT ds_status ds_memory_add_batch(ds_memory *mem,
     DS_CHECK_ARG(err, facts, "facts is NULL");
     DS_CHECK_ARG(err, count >= 1 && count <= 10000,
                  "count must be 1 to 10000");
+    DS_CHECK_ARG(err, ds__memory_batch_fits(count, mem->dim),
+                 "count facts of the database's dimension do not fit in "
+                 "memory");
     ds_memory_new_fact *copy;
     ds_status st = DS__ARRAY(facts, count, &copy, ds_memory_new_fact, err);
     if (st != DS_OK)

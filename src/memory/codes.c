@@ -99,12 +99,13 @@ float ds__code_dot(const float *table, const unsigned char *code, size_t dim) {
  * facts, and PER_RESULT per fact asked for. Measured (docs/memory.md) on
  * clustered data: the exact top 10 ranked within the first 475 by code at
  * 10,000 facts and the first 1,784 at 100,000. A candidate costs an index
- * probe, several times a fact of the exact scan, so users with fewer than
- * CROSSOVER times the candidates are scanned exactly. */
+ * probe, several times a fact of the exact scan, so users with at most
+ * mem->code_crossover times the candidates (the memory_code_crossover
+ * setting, measured in docs/memory.md "Where each stage starts") are
+ * scanned exactly. */
 #define MIN_CANDIDATES 1000
 #define SHARE 25
 #define PER_RESULT 4
-#define CROSSOVER 4
 
 /* The value that `k` (0-based) of the n values would hold sorted in
  * descending order (Wirth's selection); reorders v. */
@@ -197,7 +198,7 @@ ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
         keep = MIN_CANDIDATES;
     if (keep < PER_RESULT * n)
         keep = PER_RESULT * n;
-    if (rows <= CROSSOVER * keep) {
+    if (rows <= (size_t)mem->code_crossover * keep) {
         PQclear(r);
         *everyone = true;
         return DS_OK;

@@ -178,6 +178,7 @@ DS_EXPORT ds_status ds_memory_open(ds_pool *pool, const ds_config *cfg,
     ds_vector_backend wanted = (ds_vector_backend)cfg->vector_backend;
     int ef_search = (int)cfg->hnsw_ef_search;
     int exact_max = (int)cfg->vector_exact_max_rows;
+    int code_crossover = (int)cfg->memory_code_crossover;
     ds_config_free(defaults);
 
     ds_conn *c;
@@ -232,6 +233,7 @@ DS_EXPORT ds_status ds_memory_open(ds_pool *pool, const ds_config *cfg,
     mem->dim = rec.dim;
     mem->ef_search = ef_search;
     mem->exact_max_rows = exact_max;
+    mem->code_crossover = code_crossover;
     mem->state = rec.state;
     ds__log(DS_LOG_INFO, MODULE, "memory store open: %s backend%s%s, %zu "
             "dimensions",

@@ -51,7 +51,7 @@
 
 enum {
     I_LISTS, I_PROBE, I_REST, I_USERS, I_MAX_LIST, I_INSERT_LISTS,
-    I_SET_LISTS, I_DROP_OLD, I_DROP_ALL, I_CENTROIDS_OF, I_ASSIGN, I_USER_IDS, I_COUNT_
+    I_SET_LISTS, I_DROP_OLD, I_DROP_ALL, I_CENTROIDS_OF, I_USER_IDS, I_COUNT_
 };
 
 #define SKETCH_PRED                                                            \
@@ -128,12 +128,15 @@ static const ds__stmt_def ivf_stmts[I_COUNT_] = {
                          DS_OID_INT4_ARRAY, DS_OID_FLOAT4_ARRAY},
                         -1,
                         {0}},
+    /* facts (user, id) to their lists: a rebuild's batches of one user, and
+     * the new facts of an insert, of any users */
     [I_SET_LISTS] = {"memory.ivf.set_lists",
                      "UPDATE memory_facts f SET list_id = u.list_id "
-                     "FROM unnest($2::int8[], $3::int4[]) AS u(id, list_id) "
-                     "WHERE f.user_id = $1 AND f.id = u.id",
+                     "FROM unnest($1::int8[], $2::int8[], $3::int4[]) "
+                     "AS u(user_id, id, list_id) "
+                     "WHERE f.user_id = u.user_id AND f.id = u.id",
                      3,
-                     {DS_OID_INT8, DS_OID_INT8_ARRAY, DS_OID_INT4_ARRAY},
+                     {DS_OID_INT8_ARRAY, DS_OID_INT8_ARRAY, DS_OID_INT4_ARRAY},
                      -1,
                      {0}},
     [I_DROP_OLD] = {"memory.ivf.drop_old",
@@ -156,15 +159,6 @@ static const ds__stmt_def ivf_stmts[I_COUNT_] = {
                         {DS_OID_INT8_ARRAY},
                         3,
                         {DS_OID_INT8, DS_OID_INT4, DS_OID_BYTEA}},
-    /* new facts (ids of this insert) to their nearest list */
-    [I_ASSIGN] = {"memory.ivf.assign",
-                  "UPDATE memory_facts f SET list_id = u.list_id "
-                  "FROM unnest($1::int8[], $2::int4[]) AS u(id, list_id) "
-                  "WHERE f.id = u.id",
-                  2,
-                  {DS_OID_INT8_ARRAY, DS_OID_INT4_ARRAY},
-                  -1,
-                  {0}},
     /* the facts of a user whose list is NULL or outside $2..$3 */
     [I_USER_IDS] = {"memory.ivf.user_ids",
                     "SELECT id FROM memory_facts WHERE user_id = $1 "
@@ -515,7 +509,8 @@ ds_status ds__ivf_assign_new(ds_memory *mem, ds_conn *c,
     PQclear(r);
     /* rows come grouped by nothing in particular: per fact, scan the rows
      * of its user (a user has at most MAX_LISTS) */
-    ds__pgarr fid, flist;
+    ds__pgarr fuser, fid, flist;
+    ds__pgarr_init(&fuser, DS_OID_INT8);
     ds__pgarr_init(&fid, DS_OID_INT8);
     ds__pgarr_init(&flist, DS_OID_INT4);
     bool ok = true;
@@ -536,7 +531,8 @@ ds_status ds__ivf_assign_new(ds_memory *mem, ds_conn *c,
         }
         if (best_list < 0)
             continue;
-        ok = ds__pgarr_add_int8(&fid, ids[i]) &&
+        ok = ds__pgarr_add_int8(&fuser, facts[i].user_id) &&
+             ds__pgarr_add_int8(&fid, ids[i]) &&
              ds__pgarr_add_int4(&flist, best_list);
         assigned++;
     }
@@ -545,14 +541,16 @@ ds_status ds__ivf_assign_new(ds_memory *mem, ds_conn *c,
     if (st == DS_OK && assigned > 0) {
         ds__bind u;
         ds__bind_init(&u);
+        ds__bind_array(&u, &fuser, DS_OID_INT8_ARRAY);
         ds__bind_array(&u, &fid, DS_OID_INT8_ARRAY);
         ds__bind_array(&u, &flist, DS_OID_INT4_ARRAY);
-        PGresult *w = ds__memory_exec(c, &ivf_stmts[I_ASSIGN], &u, err);
+        PGresult *w = ds__memory_exec(c, &ivf_stmts[I_SET_LISTS], &u, err);
         ds__bind_free(&u);
         if (!w)
             st = err->code;
         PQclear(w);
     }
+    ds__pgarr_free(&fuser);
     ds__pgarr_free(&fid);
     ds__pgarr_free(&flist);
     ds__free(cent);
@@ -747,18 +745,21 @@ static ds_status assign_ids(maint *m, int64_t user, const int64_t *ids,
         for (size_t i = 0; i < got; i++)
             to[i] = list_ids[nearest(c, lists, v + i * dim, dim, NULL)];
         m->moved += got;
-        ds__pgarr ai, al;
+        ds__pgarr au, ai, al;
+        ds__pgarr_init(&au, DS_OID_INT8);
         ds__pgarr_init(&ai, DS_OID_INT8);
         ds__pgarr_init(&al, DS_OID_INT4);
         bool ok = true;
         for (size_t i = 0; ok && i < got; i++)
-            ok = ds__pgarr_add_int8(&ai, got_ids[i]) &&
+            ok = ds__pgarr_add_int8(&au, user) &&
+                 ds__pgarr_add_int8(&ai, got_ids[i]) &&
                  ds__pgarr_add_int4(&al, to[i]);
         ds__bind p;
         ds__bind_init(&p);
-        ds__bind_int64(&p, user);
+        ds__bind_array(&p, &au, DS_OID_INT8_ARRAY);
         ds__bind_array(&p, &ai, DS_OID_INT8_ARRAY);
         ds__bind_array(&p, &al, DS_OID_INT4_ARRAY);
+        ds__pgarr_free(&au);
         ds__pgarr_free(&ai);
         ds__pgarr_free(&al);
         PGresult *r = ok ? ds__memory_exec(m->c, &ivf_stmts[I_SET_LISTS], &p,

@@ -24,6 +24,7 @@ struct ds_memory {
     size_t dim;
     int ef_search;
     int exact_max_rows;
+    int code_crossover;         /* memory_code_crossover (codes.c)   */
     pthread_mutex_t mu;         /* guards state */
     ds__memory_state state;
     /* ds_memory_stats (stats.c) */
@@ -226,6 +227,11 @@ ds_status ds__memory_check_kind(const char *kind, ds_error *err);
 ds_status ds__memory_check_fact(const ds_memory *mem,
                                 const ds_memory_new_fact *f, float *unit,
                                 ds_error *err);
+
+/* Whether the working buffers of a batch of `n` facts of `dim` dimensions
+ * (n * dim floats, n times a few bytes per dimension) have sizes a size_t
+ * holds: a batch that does not is DS_ERR_INVALID, never a wrapped size. */
+bool ds__memory_batch_fits(size_t n, size_t dim);
 
 ds_status ds__memory_list_new(size_t cap, ds_memory_facts **out,
                               ds_error *err);
