@@ -181,6 +181,16 @@ static size_t bind_chosen(const PGresult *r, const float *score,
     return got;
 }
 
+size_t ds__code_exact_max_facts(const ds_memory *mem, size_t n) {
+    /* below SHARE * MIN_CANDIDATES facts the share rule keeps no more */
+    size_t keep = MIN_CANDIDATES;
+    if (keep < PER_RESULT * n)
+        keep = PER_RESULT * n;
+    size_t max = (size_t)mem->code_crossover * keep;
+    return max > (size_t)SHARE * MIN_CANDIDATES ? (size_t)SHARE * MIN_CANDIDATES
+                                                : max;
+}
+
 ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
                               const float *q, const char *kind, size_t n,
                               ds__bind *next, bool *everyone, ds_error *err) {

@@ -164,6 +164,11 @@ ds_status ds__code_table_new(const float *q, size_t dim, float **out,
 /* The approximate dot product of the query of `table` with a code. */
 float ds__code_dot(const float *table, const unsigned char *code, size_t dim);
 
+/* The most facts (that pass the kind filter) a user may have and still be
+ * scanned exactly rather than through the codes, for `n` results: the
+ * memory_code_crossover setting times the candidates the codes would keep. */
+size_t ds__code_exact_max_facts(const ds_memory *mem, size_t n);
+
 /* A large user's candidates, chosen by their codes in one index-only scan:
  * the facts whose approximate similarity to `q` ranks among the best
  * thousand or more (codes.c says how many), plus every fact without a

@@ -483,12 +483,6 @@ static ds_status text_decode(PGresult *r, cand_list *out, ds_error *err) {
     return DS_OK;
 }
 
-/* Users with at most this many facts (that pass the kind filter) and no
- * lists are scanned exactly from the start: the coarse codes (codes.c)
- * choose at least 1,000 candidates and give up below four times that, so
- * for these users reading the codes first only cost a statement. */
-#define SMALL_USER_MAX_FACTS 4000
-
 /* The first round trip of every search: BEGIN, memory.small_sketches
  * (unless the sketches are too wide for their index) and, for a hybrid
  * search, the text candidates, in one pipeline. *small is the small
@@ -508,7 +502,11 @@ static ds_status first_round(ds_memory *mem, ds_conn *c, const search_req *q,
     if (mem->dim <= DS_SKETCH_INDEX_MAX_DIM) {
         ds__bind_int64(&sk, q->user_id);
         ds__bind_text(&sk, q->kind);
-        ds__bind_int32(&sk, SMALL_USER_MAX_FACTS + 1);
+        /* Users with at most this many facts (that pass the kind filter) and
+         * no lists are scanned exactly from the start: for them the coarse
+         * codes (codes.c) would give up, and reading them first only costs
+         * a statement. */
+        ds__bind_int32(&sk, (int32_t)ds__code_exact_max_facts(mem, n) + 1);
         small_at = count;
         stmts[count++] = (ds__pipe_stmt){&ds__memory_stmts[M_SMALL_SKETCHES],
                                          &sk, false, NULL};
