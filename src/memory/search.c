@@ -305,14 +305,10 @@ static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
                            : exact_scan(mem, c, pgv, user_id, q, kind, use_min,
                                         min_sim, n, out, err);
     }
-    /* Planned for its parameters every time (unnamed): a cached generic
-     * plan guesses a few dozen rows per user and hash-joins the candidates
-     * against all of a large user's index entries (~170 ms at 100,000
-     * facts) where one index probe per candidate is what the bound needs. */
-    bool saved = ds__conn_use_unnamed(c, true);
+    /* One index probe per candidate, by the statement's form (a LATERAL
+     * subquery with LIMIT 1), so a prepared plan serves every user. */
     PGresult *r =
         ds__memory_exec(c, &ds__memory_stmts[M_SKETCHES_BY_ID], &p, err);
-    ds__conn_use_unnamed(c, saved);
     ds__bind_free(&p);
     if (!r)
         return err->code;

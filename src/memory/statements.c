@@ -153,14 +153,21 @@ const ds__stmt_def ds__memory_stmts[M_COUNT_] = {
     /* Its second stage: the sketches of the candidates the codes chose,
      * (kind, id) pairs in index order, each an index-only probe of
      * memory_facts_embedding_sketch_idx (cheaper than the heap rows, which
-     * lie anywhere in the table). */
+     * lie anywhere in the table). A LATERAL subquery with LIMIT 1 is one
+     * probe per candidate whatever the planner estimates: as a plain join,
+     * even planned for its parameters, a user holding half the table was
+     * hash-joined against all of its index entries (100,000 sketches read
+     * and hashed, spilling to disk, for 4,000 candidates). */
     [M_SKETCHES_BY_ID] = {"memory.sketches_by_id",
                           "SELECT f.id, f.embedding_sketch "
                           "FROM unnest($2::text[], $3::int8[]) AS u(kind, id) "
-                          "JOIN memory_facts f ON f.user_id = $1 "
-                          "AND f.kind = u.kind AND f.id = u.id "
-                          "AND (f.embedding_sketch IS NULL OR "
-                          "octet_length(f.embedding_sketch) <= 2008)",
+                          "CROSS JOIN LATERAL (SELECT m.id, "
+                          "m.embedding_sketch FROM memory_facts m "
+                          "WHERE m.user_id = $1 "
+                          "AND m.kind = u.kind AND m.id = u.id "
+                          "AND (m.embedding_sketch IS NULL OR "
+                          "octet_length(m.embedding_sketch) <= 2008) "
+                          "LIMIT 1) f",
                           3,
                           {DS_OID_INT8, DS_OID_TEXT_ARRAY,
                            DS_OID_INT8_ARRAY},
