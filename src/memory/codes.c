@@ -107,9 +107,17 @@ float ds__code_dot(const float *table, const unsigned char *code, size_t dim) {
 #define SHARE 25
 #define PER_RESULT 4
 
-/* The value that `k` (0-based) of the n values would hold sorted in
- * descending order (Wirth's selection); reorders v. */
-static float select_desc(float *v, size_t n, size_t k) {
+size_t ds__code_keep(size_t rows, size_t n) {
+    size_t keep = rows / SHARE;
+    if (keep < MIN_CANDIDATES)
+        keep = MIN_CANDIDATES;
+    if (keep < PER_RESULT * n)
+        keep = PER_RESULT * n;
+    return keep;
+}
+
+/* Wirth's selection (see memory_internal.h). */
+float ds__select_desc(float *v, size_t n, size_t k) {
     long l = 0, m = (long)n - 1, kk = (long)k;
     while (l < m) {
         float x = v[kk];
@@ -203,11 +211,7 @@ ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
     if (!r)
         return err->code;
     size_t rows = (size_t)PQntuples(r);
-    size_t keep = rows / SHARE;
-    if (keep < MIN_CANDIDATES)
-        keep = MIN_CANDIDATES;
-    if (keep < PER_RESULT * n)
-        keep = PER_RESULT * n;
+    size_t keep = ds__code_keep(rows, n);
     if (rows <= (size_t)mem->code_crossover * keep) {
         PQclear(r);
         *everyone = true;
@@ -221,7 +225,7 @@ ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
     else
         st = score_rows(r, q, mem->dim, score, sorted, err);
     if (st == DS_OK) {
-        float floor_score = select_desc(sorted, rows, keep - 1);
+        float floor_score = ds__select_desc(sorted, rows, keep - 1);
         bool ok;
         size_t got = bind_chosen(r, score, floor_score, user_id, next, &ok);
         if (!ok)

@@ -1079,6 +1079,10 @@ DS_EXPORT ds_status ds_memory_maintain(ds_memory *mem,
         }
     }
     PQclear(users);
+    size_t packed = 0; /* and their codes packed (blocks.c) */
+    if (st == DS_OK)
+        st = ds__blocks_maintain(mem, m.c, o.user_id, o.min_facts, &packed,
+                                 &local);
     if (st == DS_OK && o.reindex && m.moved > 0) {
         /* one statement, outside any transaction; builds beside the old
          * index, so reads and writes go on */
@@ -1099,5 +1103,7 @@ DS_EXPORT ds_status ds_memory_maintain(ds_memory *mem,
         *clustered = done;
     if (done > 0)
         ds__log(DS_LOG_INFO, MODULE, "clustered the facts of %zu users", done);
+    if (packed > 0)
+        ds__log(DS_LOG_INFO, MODULE, "packed the codes of %zu users", packed);
     return st == DS_OK ? DS_OK : ds__memory_fail(&local, err);
 }

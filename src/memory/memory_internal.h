@@ -180,6 +180,34 @@ ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
                               const float *q, const char *kind, size_t n,
                               ds__bind *next, bool *everyone, ds_error *err);
 
+/* How many candidates the codes keep out of `rows` facts for `n`
+ * results (codes.c has the measurements); users with at most
+ * mem->code_crossover times that many facts are scanned exactly. */
+size_t ds__code_keep(size_t rows, size_t n);
+/* The value that `k` (0-based) of the n values would hold sorted in
+ * descending order (Wirth's selection); reorders v. */
+float ds__select_desc(float *v, size_t n, size_t k);
+
+/* ---- packed codes (blocks.c) ------------------------------------------ */
+
+size_t ds__stmts_memory_blocks(const ds__stmt_def **defs);
+
+/* A large user's code stage: the candidates' (id, sketch) rows as
+ * M_SKETCHES_BY_ID returns them, chosen from the user's packed codes
+ * (sql/0009) when it has them, else by ds__code_candidates. *everyone set,
+ * and *out NULL, when the exact scan should decide instead. */
+ds_status ds__code_stage(ds_memory *mem, ds_conn *c, int64_t user_id,
+                         const float *q, const char *kind, size_t n,
+                         PGresult **out, bool *everyone, ds_error *err);
+
+/* ds_memory_maintain's packing: packs the codes of users (user_id, or 0:
+ * every user) with at least min(min_facts, 4000) facts whose blocks are
+ * missing or stale, drops those of users below half of it; *packed_users
+ * counts the users packed. */
+ds_status ds__blocks_maintain(ds_memory *mem, ds_conn *c, int64_t user_id,
+                              int64_t min_facts, size_t *packed_users,
+                              ds_error *err);
+
 /* ---- large users' lists (ivf.c) ------------------------------------ */
 
 size_t ds__stmts_memory_ivf(const ds__stmt_def **defs);

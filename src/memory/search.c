@@ -296,22 +296,12 @@ static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
         *out = (cand_list){0};
     }
     bool everyone;
-    ds__bind p;
-    ds__bind_init(&p);
-    st = ds__code_candidates(mem, c, user_id, q, kind, n, &p, &everyone, err);
-    if (st != DS_OK || everyone) {
-        ds__bind_free(&p);
+    PGresult *r;
+    st = ds__code_stage(mem, c, user_id, q, kind, n, &r, &everyone, err);
+    if (st != DS_OK || everyone)
         return st != DS_OK ? st
                            : exact_scan(mem, c, pgv, user_id, q, kind, use_min,
                                         min_sim, n, out, err);
-    }
-    /* One index probe per candidate, by the statement's form (a LATERAL
-     * subquery with LIMIT 1), so a prepared plan serves every user. */
-    PGresult *r =
-        ds__memory_exec(c, &ds__memory_stmts[M_SKETCHES_BY_ID], &p, err);
-    ds__bind_free(&p);
-    if (!r)
-        return err->code;
     int64_t *ids;
     size_t ncand;
     st = prune_sketches(mem, r, q, use_min, min_sim, n, &ids, &ncand, err);

@@ -28,5 +28,6 @@ const ds__stmt_table ds__stmt_registry[] = {
     {"memory.fallback", ds__stmts_memory_fallback},
     {"memory.upgrade", ds__stmts_memory_upgrade},
     {"memory.ivf", ds__stmts_memory_ivf},
+    {"memory.blocks", ds__stmts_memory_blocks},
     {NULL, NULL},
 };
