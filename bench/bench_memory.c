@@ -80,8 +80,18 @@
  *                              200, iterative relaxed scan);
  *                              baseline_recall shows what that loses.
  *
+ *   <backend>_search_<facts>_<share>_unpacked / _packed
+ *                              only with BENCH_MEMORY_PACK_AB=1: the users
+ *                              whose codes ds_memory_maintain() packed
+ *                              (sql/0009), without their blocks (moved
+ *                              aside: the code index answers) and with.
+ *
  * Every run loads fresh databases (ds_bench_memory_fallback / _pgvector)
- * and drops them at the end (BENCH_MEMORY_KEEP=1 keeps them). BENCH_SECONDS
+ * and drops them at the end (BENCH_MEMORY_KEEP=1 keeps them;
+ * BENCH_MEMORY_REUSE=1 then measures a kept database again without
+ * loading it: the rows are generated again for the truths, their ids read
+ * back, and only the tiers of the last stage, its hybrid and insert cases
+ * run, since the earlier stages' tables are gone). BENCH_SECONDS
  * sets the time per case (default 6). Each case warms the user's rows
  * first: a production server keeps its working set in memory, this shared
  * machine's disk does not. The pgvector cases are skipped, with a note,
@@ -431,6 +441,31 @@ static void load_rows(ds_memory *mem, long *loaded, long upto) {
     free(text);
     free(v);
     free(ids);
+}
+
+/* BENCH_MEMORY_REUSE: rows [*loaded, upto) generated as load_rows would,
+ * their ids read back from the kept table (in id order, the order they
+ * were added in; the insert cases' rows are gone). */
+static void replay_rows(PGconn *raw, long *loaded, long upto) {
+    PGresult *r = sql_or_die(raw, "SELECT id, user_id FROM memory_facts "
+                                  "ORDER BY id");
+    if (PQntuples(r) != upto)
+        die("BENCH_MEMORY_REUSE", "the kept database holds another number "
+                                  "of rows: drop it, or set "
+                                  "BENCH_MEMORY_ROWS to what it holds");
+    float v[DIM];
+    char text[128];
+    for (; *loaded < upto; (*loaded)++) {
+        int u = owner[*loaded];
+        int topic = cl_fact_topic(&model, &profiles[u], v);
+        fact_text(&text_rng, topic, text, sizeof text);
+        if (atoi(PQgetvalue(r, (int)*loaded, 1)) != u)
+            die("BENCH_MEMORY_REUSE", "the kept rows are not this plan's");
+        if (tier_of[u] >= 0)
+            add_to_truth(&tiers[tier_of[u]], v,
+                         strtoll(PQgetvalue(r, (int)*loaded, 0), NULL, 10));
+    }
+    PQclear(r);
 }
 
 /* ---- binary helpers ---------------------------------------------------------- */
@@ -949,6 +984,34 @@ static void vacuum_table(PGconn *raw) {
     }
 }
 
+/* BENCH_MEMORY_PACK_AB: a packed tier without its blocks (moved aside, so
+ * the code index answers the full search), then with them. */
+static void run_pack_ab(const char *backend, PGconn *raw, int rounds,
+                        double side, long rows, search_ctx *ours,
+                        search_ctx *base) {
+    char name[64], sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM memory_code_blocks "
+                              "WHERE user_id = %d", ours->t->user);
+    PGresult *r = sql_or_die(raw, sql);
+    bool packed = atol(PQgetvalue(r, 0, 0)) > 0;
+    PQclear(r);
+    if (!packed)
+        return;
+    for (int with = 0; with < 2; with++) {
+        snprintf(sql, sizeof sql, with
+            ? "INSERT INTO memory_code_blocks SELECT * FROM "
+              "bench_blocks_aside; DROP TABLE bench_blocks_aside"
+            : "CREATE TABLE bench_blocks_aside AS SELECT * FROM "
+              "memory_code_blocks WHERE user_id = %d; DELETE FROM "
+              "memory_code_blocks WHERE user_id = %d",
+            ours->t->user, ours->t->user);
+        PQclear(sql_or_die(raw, sql));
+        snprintf(name, sizeof name, "%s_search_%s_%s", backend,
+                 ours->t->name, with ? "packed" : "unpacked");
+        run_search_case(name, rounds, side, rows, ours, base);
+    }
+}
+
 static bool env_is(const char *name, const char *value) {
     const char *v = getenv(name);
     return v && strcmp(v, value) == 0;
@@ -957,7 +1020,27 @@ static bool env_is(const char *name, const char *value) {
 static void bench_backend(const char *admin, const char *backend, int rounds,
                           double side, bool hnsw, bool keep) {
     bool pgv = strcmp(backend, "pgvector") == 0;
-    char *url = create_db(admin, backend);
+    bool reuse = env_is("BENCH_MEMORY_REUSE", "1");
+    char *url;
+    if (reuse && max_rows > INSERT_STAGE)
+        die("BENCH_MEMORY_REUSE", "needs BENCH_MEMORY_ROWS of at most "
+                                  "200000 (the insert cases there draw from "
+                                  "the generator before the later stages)");
+    if (reuse) {
+        char dbname[64];
+        snprintf(dbname, sizeof dbname, "ds_bench_memory_%s", backend);
+        url = url_with_db(admin, dbname);
+        ds_config *mcfg = config_for(url, backend);
+        ds_pool *mpool;
+        ds_error merr = {0};
+        if (ds_pool_open(mcfg, &mpool, &merr) != DS_OK ||
+            ds_migrate_up(mpool, NULL, NULL, &merr) != DS_OK)
+            die_ds("BENCH_MEMORY_REUSE: migrate the kept database", &merr);
+        ds_pool_close(mpool);
+        ds_config_free(mcfg);
+    } else {
+        url = create_db(admin, backend);
+    }
     ds_config *cfg = config_for(url, backend);
     ds_pool *pool;
     ds_memory *mem;
@@ -979,7 +1062,13 @@ static void bench_backend(const char *admin, const char *backend, int rounds,
     long loaded = 0;
     for (size_t st = 0; st < NSTAGES && stages[st] <= max_rows; st++) {
         long rows = stages[st];
-        load_rows(mem, &loaded, rows);
+        bool last = st + 1 == NSTAGES || stages[st + 1] > max_rows;
+        if (reuse && !last)
+            continue; /* generated with the last stage's rows */
+        if (reuse)
+            replay_rows(raw, &loaded, rows);
+        else
+            load_rows(mem, &loaded, rows);
         if (lists)
             cluster_users(mem, backend);
         vacuum_table(raw);
@@ -995,6 +1084,8 @@ static void bench_backend(const char *admin, const char *backend, int rounds,
                 run_search_case(name, rounds, side, rows, &ours, &base);
             if (ab && lists && tiers[t].facts >= DS_MEMORY_IVF_MIN_FACTS)
                 run_lists_ab(backend, raw, rounds, side, rows, &ours, &base);
+            if (env_is("BENCH_MEMORY_PACK_AB", "1"))
+                run_pack_ab(backend, raw, rounds, side, rows, &ours, &base);
         }
         if (rows != INSERT_STAGE || ab_only)
             continue;
