@@ -385,7 +385,14 @@ DS_EXPORT void ds_memory_maintain_options_init(ds_memory_maintain_options *opts)
  * min_facts, re-clusters one that doubled or halved since, or whose
  * largest list outgrew ten times the mean, drops the lists of a user that
  * fell below half of min_facts, and gives facts without a list their
- * nearest. Online: the new lists are written beside the old and the facts
+ * nearest. Also packs the coarse codes of users with at least
+ * min(min_facts, 4000) facts into a few wide rows (sql/0009), which the
+ * full search reads instead of one index entry a fact; a user is packed
+ * again once the facts added since reach a tenth of the packed ones, or
+ * after a packed fact was deleted (searches stay exact meanwhile, at the
+ * unpacked cost). Packing waits until the write transactions open when it
+ * started have ended (at most 30 s, then it skips the user with a
+ * warning). Online: the new lists are written beside the old and the facts
  * move in batches of 1000, each one short statement, so searches and adds
  * go on (and stay correct) meanwhile; stopping it loses no work. Run it
  * against the primary, now and then (after bulk loads, or daily).
