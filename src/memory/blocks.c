@@ -49,7 +49,7 @@
 
 enum {
     B_BLOCKS, B_TAIL, B_USERS, B_SEQ, B_PAUSE, B_SNAPSHOT, B_SETTLED,
-    B_FACTS, B_DELETE, B_INSERT, B_BEGIN, B_COMMIT, B_COUNT_
+    B_FACTS, B_DELETE, B_INSERT, B_BEGIN, B_COMMIT, B_LOCK, B_COUNT_
 };
 
 #define CODE_PRED                                                              \
@@ -158,6 +158,15 @@ static const ds__stmt_def block_stmts[B_COUNT_] = {
                    DS_OID_INT4_ARRAY, DS_OID_BYTEA_ARRAY},
                   -1,
                   {0}},
+    /* two packings of one user at once take turns here (the second then
+     * replaces the first's blocks instead of colliding with them); adds
+     * and searches take no such lock */
+    [B_LOCK] = {"memory.blocks.lock",
+                "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
+                1,
+                {DS_OID_INT8},
+                1,
+                {DS_OID_INT4}},
     [B_BEGIN] = {"memory.blocks.begin", "BEGIN", 0, {0}, -1, {0}},
     [B_COMMIT] = {"memory.blocks.commit", "COMMIT", 0, {0}, -1, {0}},
 };
@@ -621,6 +630,8 @@ static ds_status pack_user(ds_memory *mem, ds_conn *c, int64_t user,
     ds__bind d;
     ds__bind_init(&d);
     ds__bind_int64(&d, user);
+    if (st == DS_OK)
+        st = exec_simple(c, B_LOCK, &d, err);
     if (st == DS_OK)
         st = exec_simple(c, B_DELETE, &d, err);
     ds__bind w;
