@@ -10,8 +10,10 @@
  * (skipped, with the reason, where the server has no pgvector). */
 #include <libpq-fe.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clustered.h"
 #include "test_util.h"
@@ -386,6 +388,98 @@ START_TEST(test_memory_blocks_damaged_block_ignored) {
 }
 END_TEST
 
+typedef struct maint_arg {
+    ds_memory *mem;
+    ds_status st;
+    ds_error err;
+} maint_arg;
+
+static void *maintain_thread(void *p) {
+    maint_arg *a = p;
+    ds_memory_maintain_options o = DS_MEMORY_MAINTAIN_OPTIONS_INIT;
+    o.min_facts = MIN_FACTS;
+    size_t clustered = 0;
+    a->st = ds_memory_maintain(a->mem, &o, &clustered, &a->err);
+    return NULL;
+}
+
+/* A fact whose insert was still open when a packing began, with an id
+ * below the packing's: the packing waits for it, so once committed it is
+ * found (packed), never lost between the blocks and the facts above them. */
+START_TEST(test_memory_blocks_packing_waits_for_open_inserts) {
+    blk_fx f;
+    if (!blk_open(&f, "test_memory_blocks_packing_waits_for_open_inserts",
+                  _i))
+        return;
+    /* a deletion, so that maintenance packs the user again */
+    size_t victim = 0;
+    while (f.owner[victim] != f.large)
+        victim++;
+    ds_error err = {0};
+    ds_status st = ds_memory_delete(f.mem, f.large, f.id[victim], &err);
+    ck_assert_ds_ok(st, err);
+    f.gone[victim] = true;
+    /* an open insert: a copy of another fact of the user, id taken */
+    size_t orig = victim + 1;
+    while (f.owner[orig] != f.large)
+        orig++;
+    PGconn *writer = dt_connect(f.url);
+    dt_exec(writer, "BEGIN");
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO memory_facts (user_id, kind, content, metadata, "
+             "importance, embedding, embedding_sketch, embedding_code) "
+             "SELECT user_id, kind, 'copy', metadata, importance, embedding, "
+             "embedding_sketch, embedding_code FROM memory_facts "
+             "WHERE id = %lld",
+             (long long)f.id[orig]);
+    dt_exec(writer, sql);
+    maint_arg a = {.mem = f.mem};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, maintain_thread, &a), 0);
+    /* the packing reached its wait for the open insert (it sleeps
+     * between checks whether older transactions have ended) */
+    bool waiting = false;
+    for (int tries = 0; !waiting && tries < 2400; tries++) {
+        waiting = dt_sql_int(f.url, "SELECT count(*) FROM pg_stat_activity "
+                                    "WHERE pid <> pg_backend_pid() AND "
+                                    "wait_event = 'PgSleep' AND query "
+                                    "LIKE '%pg_snapshot_xmin(pg_current_%'") > 0;
+        if (!waiting)
+            usleep(50 * 1000);
+    }
+    ck_assert_msg(waiting, "the packing never waited for the open insert");
+    usleep(300 * 1000);
+    dt_exec(writer, "COMMIT");
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_ds_ok(a.st, a.err);
+    PQfinish(writer);
+    dt_sql(f.url, "DELETE FROM memory_ivf_lists");
+    long long copy = dt_sql_int(f.url, "SELECT id FROM memory_facts "
+                                       "WHERE content = 'copy'");
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM memory_code_blocks WHERE "
+                              "user_id = %lld AND upto >= %lld",
+             (long long)f.large, copy);
+    ck_assert_int_gt(dt_sql_int(f.url, sql), 0); /* below the packing's */
+    ck_assert_int_eq(packed_facts(&f, f.large), facts_of(&f, f.large) + 1);
+    /* both the fact and its copy come first for its own vector */
+    ds_memory_facts *hits = NULL;
+    st = ds_memory_search(f.mem, f.large, f.v + orig * DIM, DIM, K, NULL,
+                          &hits, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(hits->count, K);
+    bool seen_copy = false, seen_orig = false;
+    for (size_t i = 0; i < 2; i++) {
+        seen_copy |= hits->items[i]->id == copy;
+        seen_orig |= hits->items[i]->id == f.id[orig];
+        ck_assert_double_eq_tol(hits->items[i]->score, 1.0, 1e-4);
+    }
+    ck_assert(seen_copy && seen_orig);
+    ds_memory_facts_free(hits);
+    blk_close(&f);
+}
+END_TEST
+
 /* A user that falls below half the threshold loses its blocks; packing
  * again without any change writes nothing new. */
 START_TEST(test_memory_blocks_maintenance) {
@@ -419,6 +513,8 @@ Suite *ds_test_memory_blocks_suite(void) {
     tcase_add_loop_test(tc, test_memory_blocks_new_and_deleted_facts, 0, 2);
     tcase_add_loop_test(tc, test_memory_blocks_damaged_block_ignored, 0, 2);
     tcase_add_loop_test(tc, test_memory_blocks_maintenance, 0, 2);
+    tcase_add_loop_test(tc, test_memory_blocks_packing_waits_for_open_inserts,
+                        0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
