@@ -385,8 +385,9 @@ DS_EXPORT void ds_memory_maintain_options_init(ds_memory_maintain_options *opts)
  * min_facts, re-clusters one that doubled or halved since, or whose
  * largest list outgrew ten times the mean, drops the lists of a user that
  * fell below half of min_facts, and gives facts without a list their
- * nearest. Also packs the coarse codes of users with at least
- * min(min_facts, 4000) facts into a few wide rows (sql/0009), which the
+ * nearest. Also packs the coarse codes of the users the code stage
+ * serves (more than memory_code_crossover x 1,000 facts: 4,000 by
+ * default) into a few wide rows (sql/0009), which the
  * full search reads instead of one index entry a fact; a user is packed
  * again once the facts added since reach a tenth of the packed ones, or
  * after a packed fact was deleted (searches stay exact meanwhile, at the

@@ -38,10 +38,10 @@
 #define BLOCK_FACTS 256
 #define BLOCK_VERSION 1
 #define HEADER 8
-/* Users with fewer facts are not packed (their full search is the exact
- * scan, or a code scan small enough not to matter), and lose their blocks
- * below half of it. */
-#define PACK_MIN_FACTS 4000
+/* Users with at most memory_code_crossover times the fewest candidates
+ * (4,000 facts by default) are not packed: their full search is the exact
+ * scan. They lose their blocks below half of it. */
+#define PACK_FLOOR 1000
 /* Packed again when the facts written since reach this share of the
  * packed ones (or BLOCK_FACTS * 4, whichever is more), or any was deleted. */
 #define TAIL_SHARE 0.10
@@ -655,13 +655,14 @@ static ds_status pack_user(ds_memory *mem, ds_conn *c, int64_t user,
 }
 
 ds_status ds__blocks_maintain(ds_memory *mem, ds_conn *c, int64_t user_id,
-                              int64_t min_facts, size_t *packed_users,
-                              ds_error *err) {
+                              size_t *packed_users, ds_error *err) {
     *packed_users = 0;
     if (mem->dim > DS_CODE_MAX_DIM || mem->dim > DS_SKETCH_INDEX_MAX_DIM)
         return DS_OK; /* no codes, or no code stage */
-    if (min_facts > PACK_MIN_FACTS || min_facts <= 0)
-        min_facts = PACK_MIN_FACTS;
+    int64_t min_facts = (int64_t)mem->code_crossover *
+                        (int64_t)ds__code_keep(0, 1);
+    if (min_facts < PACK_FLOOR)
+        min_facts = PACK_FLOOR;
     ds__bind p;
     ds__bind_init(&p);
     ds__bind_int64(&p, user_id);

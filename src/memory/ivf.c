@@ -1081,8 +1081,7 @@ DS_EXPORT ds_status ds_memory_maintain(ds_memory *mem,
     PQclear(users);
     size_t packed = 0; /* and their codes packed (blocks.c) */
     if (st == DS_OK)
-        st = ds__blocks_maintain(mem, m.c, o.user_id, o.min_facts, &packed,
-                                 &local);
+        st = ds__blocks_maintain(mem, m.c, o.user_id, &packed, &local);
     if (st == DS_OK && o.reindex && m.moved > 0) {
         /* one statement, outside any transaction; builds beside the old
          * index, so reads and writes go on */

@@ -201,12 +201,12 @@ ds_status ds__code_stage(ds_memory *mem, ds_conn *c, int64_t user_id,
                          PGresult **out, bool *everyone, ds_error *err);
 
 /* ds_memory_maintain's packing: packs the codes of users (user_id, or 0:
- * every user) with at least min(min_facts, 4000) facts whose blocks are
- * missing or stale, drops those of users below half of it; *packed_users
- * counts the users packed. */
+ * every user) that the code stage serves (memory_code_crossover times
+ * 1,000 facts, 4,000 by default) whose blocks are missing or stale, drops
+ * those of users below half of it; *packed_users counts the users
+ * packed. */
 ds_status ds__blocks_maintain(ds_memory *mem, ds_conn *c, int64_t user_id,
-                              int64_t min_facts, size_t *packed_users,
-                              ds_error *err);
+                              size_t *packed_users, ds_error *err);
 
 /* ---- large users' lists (ivf.c) ------------------------------------ */
 
