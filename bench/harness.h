@@ -27,6 +27,11 @@ typedef struct bench_result {
      * steadier than the ratio of the two medians on a shared machine. */
     int ratio_rounds;
     double ratio, ratio_min, ratio_max;
+    /* Set by bench_ab: this process's CPU time (every thread) while the
+     * side ran, per operation. A loaded machine stretches wall time far
+     * more than CPU time, so this compares the two sides' client work
+     * where throughput cannot. */
+    double cpu_us_op;
 } bench_result;
 
 int64_t bench_now_ns(void);
