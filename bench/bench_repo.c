@@ -3,7 +3,7 @@
  * by hand with raw libpq for the same job: the idiomatic statement (never a
  * copy of the library's), prepared once per connection, binary results,
  * decoded into heap rows with the JSON parsed, as an application would.
- * Interleaved A B A B rounds.
+ * Interleaved rounds (A B, B A, ...).
  *
  *   get_user           ds_user_get vs users LEFT JOIN profiles by id  1, 8 threads
  *   append_message     ds_message_append vs INSERT ... RETURNING with

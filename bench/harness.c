@@ -155,15 +155,24 @@ void bench_ab(int rounds, double seconds_per_side, int threads_a,
         memset(rb, 0, sizeof *rb);
     int64_t cpu_a = 0, cpu_b = 0;
     for (int r = 0; r < rounds; r++) {
-        int64_t c0 = process_cpu_ns();
-        va[r] = bench_run(threads_a, seconds_per_side, a, ctx_a, ha, &ra->failed);
-        cpu_a += process_cpu_ns() - c0;
-        if (b) {
-            c0 = process_cpu_ns();
-            vb[r] = bench_run(threads_b, seconds_per_side, b, ctx_b, hb, &rb->failed);
-            cpu_b += process_cpu_ns() - c0;
-            vr[r] = vb[r] > 0 ? va[r] / vb[r] : 0.0;
+        /* A B, then B A: whichever side runs first in a round meets the
+         * machine as the previous round left it (caches, other work), so
+         * the sides take turns at it. */
+        for (int k = 0; k < 2; k++) {
+            bool run_a = (k == 0) == (r % 2 == 0);
+            int64_t c0 = process_cpu_ns();
+            if (run_a) {
+                va[r] = bench_run(threads_a, seconds_per_side, a, ctx_a, ha,
+                                  &ra->failed);
+                cpu_a += process_cpu_ns() - c0;
+            } else if (b) {
+                vb[r] = bench_run(threads_b, seconds_per_side, b, ctx_b, hb,
+                                  &rb->failed);
+                cpu_b += process_cpu_ns() - c0;
+            }
         }
+        if (b)
+            vr[r] = vb[r] > 0 ? va[r] / vb[r] : 0.0;
     }
     if (b && rounds > 0) {
         ra->ratio_rounds = rounds;

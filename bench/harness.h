@@ -47,8 +47,9 @@ double bench_hist_percentile_us(const bench_hist *h, double q);
 double bench_run(int threads, double seconds, bench_op_fn fn, void **ctx,
                  bench_hist *h, bool *failed);
 
-/* Interleaved A B A B ... rounds of `seconds_per_side` each, A on
- * `threads_a` threads and B (may be NULL) on `threads_b`; medians. */
+/* Interleaved rounds of `seconds_per_side` per side, A on `threads_a`
+ * threads and B (may be NULL) on `threads_b`, the side that goes first
+ * alternating (A B, B A, A B, ...); medians. */
 void bench_ab(int rounds, double seconds_per_side, int threads_a,
               bench_op_fn a, void **ctx_a, int threads_b, bench_op_fn b,
               void **ctx_b, bench_result *ra, bench_result *rb);
