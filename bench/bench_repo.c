@@ -3,7 +3,7 @@
  * by hand with raw libpq for the same job: the idiomatic statement (never a
  * copy of the library's), prepared once per connection, binary results,
  * decoded into heap rows with the JSON parsed, as an application would.
- * Interleaved A B A B rounds.
+ * Interleaved rounds (A B, B A, ...).
  *
  *   get_user           ds_user_get vs users LEFT JOIN profiles by id  1, 8 threads
  *   append_message     ds_message_append vs INSERT ... RETURNING with
@@ -686,6 +686,91 @@ static ds_pool *open_pool(const char *url, int size) {
 static tctx ours[MAXT], raw[MAXT];
 static void *ours_p[MAXT], *raw_p[MAXT];
 
+/* ---- CPU per operation: figures a loaded machine barely moves ---------------
+ * Beside throughput, each case reports the CPU time one operation costs:
+ * this process's (both sides run in it, one after the other) and the
+ * server backends' (each side has its own connections, so their CPU time
+ * is that side's). Read from /proc/<pid>/schedstat, so only when the
+ * server runs on this machine; otherwise the server figures are left
+ * out. */
+
+typedef struct side_pids {
+    int pid[MAXT];
+    int n;
+} side_pids;
+
+/* A backend's CPU time in ns, or -1 when it is not a local postgres. */
+static long long backend_cpu_ns(int pid) {
+    char path[64], comm[32] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    bool is_pg = fgets(comm, sizeof comm, f) && strncmp(comm, "postgres", 8) == 0;
+    fclose(f);
+    snprintf(path, sizeof path, "/proc/%d/schedstat", pid);
+    long long ns = -1;
+    if (is_pg && (f = fopen(path, "r")) != NULL) {
+        if (fscanf(f, "%lld", &ns) != 1)
+            ns = -1;
+        fclose(f);
+    }
+    return ns;
+}
+
+static long long side_cpu_ns(const side_pids *s) {
+    long long sum = 0;
+    for (int i = 0; i < s->n; i++) {
+        long long ns = backend_cpu_ns(s->pid[i]);
+        if (ns < 0)
+            return -1;
+        sum += ns;
+    }
+    return s->n ? sum : -1;
+}
+
+/* The backends of every connection of `p` (`size` of them, all idle). */
+static void pool_pids(ds_pool *p, int size, side_pids *out) {
+    ds_conn *held[MAXT];
+    ds_error err = {0};
+    out->n = 0;
+    for (int i = 0; i < size && i < MAXT; i++) {
+        if (ds_pool_acquire(p, &held[i], &err) != DS_OK)
+            die("acquire", &err);
+        out->pid[out->n++] = PQbackendPID(ds_pool_conn_pg(held[i]));
+    }
+    for (int i = 0; i < out->n; i++)
+        ds_pool_release(held[i]);
+}
+
+static void raw_pids(int threads, side_pids *out) {
+    out->n = 0;
+    for (int i = 0; i < threads && i < MAXT; i++)
+        out->pid[out->n++] = PQbackendPID(raw[i].pg);
+}
+
+/* Appends the CPU figures of a case to `more` (capacity `cap`):
+ * cpu_us_op / baseline_cpu_us_op (this process), server_us_op /
+ * baseline_server_us_op (the backends) and cpu_ratio, the baseline's
+ * total CPU per operation over ours (higher is better, like ratio). */
+static void append_cpu(char *more, size_t cap, const bench_result *ra,
+                       const bench_result *rb, long long srv_a, long long srv_b) {
+    size_t len = strlen(more);
+    double client_a = ra->cpu_us_op, client_b = rb->cpu_us_op;
+    if (srv_a < 0 || srv_b < 0 || !ra->ops || !rb->ops) {
+        snprintf(more + len, cap - len, "%scpu_us_op=%.2f baseline_cpu_us_op=%.2f",
+                 len ? " " : "", client_a, client_b);
+        return;
+    }
+    double server_a = (double)srv_a / 1e3 / (double)ra->ops;
+    double server_b = (double)srv_b / 1e3 / (double)rb->ops;
+    snprintf(more + len, cap - len,
+             "%scpu_us_op=%.2f baseline_cpu_us_op=%.2f server_us_op=%.2f "
+             "baseline_server_us_op=%.2f cpu_ratio=%.3f",
+             len ? " " : "", client_a, client_b, server_a, server_b,
+             (client_b + server_b) / (client_a + server_a));
+}
+
 /* BENCH_ONLY=<case> runs one case (for quick iterations). */
 static bool selected(const char *name) {
     const char *only = getenv("BENCH_ONLY");
@@ -697,18 +782,25 @@ static void run_case(const char *name, int threads, bench_op_fn a, bench_op_fn b
     if (!selected(name))
         return;
     bench_result ra, rb;
+    side_pids pa, pb;
+    pool_pids(pool, MAXT, &pa);
+    raw_pids(threads, &pb);
+    long long a0 = side_cpu_ns(&pa), b0 = side_cpu_ns(&pb);
     bench_ab(rounds, secs / (2.0 * rounds), threads, a, ours_p, threads, b, raw_p,
              &ra, &rb);
+    long long a1 = side_cpu_ns(&pa), b1 = side_cpu_ns(&pb);
     if (ra.failed || rb.failed) {
         fprintf(stderr, "bench_repo: %s failed\n", name);
         exit(1);
     }
     ds_pool_stats ps = DS_POOL_STATS_INIT;
-    char more[256];
+    char more[512];
     if (ds_pool_stats_get(pool, &ps, NULL) != DS_OK)
         exit(1);
     snprintf(more, sizeof more, "%s%sacquire_wait_p99_us=%lld", extra, *extra ? " " : "",
              (long long)ps.acquire_wait_p99_us);
+    append_cpu(more, sizeof more, &ra, &rb, a0 < 0 || a1 < 0 ? -1 : a1 - a0,
+               b0 < 0 || b1 < 0 ? -1 : b1 - b0);
     bench_print(PROGRAM, name, threads, &ra, &rb, more);
     fflush(stdout);
 }
@@ -729,8 +821,13 @@ static void run_shared4(const char *url, double secs) {
         }
         int rounds = 15;
         bench_result ra, rb;
+        side_pids pa, pb;
+        pool_pids(shared_pool, 4, &pa);
+        raw_pids(4, &pb);
+        long long a0 = side_cpu_ns(&pa), b0 = side_cpu_ns(&pb);
         bench_ab(rounds, 2 * secs / (2.0 * rounds), counts[k], op_get_user_shared,
                  sh_p, 4, raw_get_user, raw_p, &ra, &rb);
+        long long a1 = side_cpu_ns(&pa), b1 = side_cpu_ns(&pb);
         if (ra.failed || rb.failed) {
             fprintf(stderr, "bench_repo: get_user_shared4 failed\n");
             exit(1);
@@ -738,7 +835,7 @@ static void run_shared4(const char *url, double secs) {
         ds_pool_stats ps = DS_POOL_STATS_INIT;
         if (ds_pool_stats_get(shared_pool, &ps, NULL) != DS_OK)
             exit(1);
-        char more[256];
+        char more[512];
         snprintf(more, sizeof more,
                  "connections=4 baseline_threads=4 acquire_wait_p50_us=%lld "
                  "acquire_wait_p99_us=%lld acquire_wait_max_us=%lld "
@@ -747,6 +844,8 @@ static void run_shared4(const char *url, double secs) {
                  (long long)ps.acquire_wait_p99_us,
                  (long long)ps.acquire_wait_max_us,
                  (unsigned long long)ps.waiter_overtaken_max);
+        append_cpu(more, sizeof more, &ra, &rb, a0 < 0 || a1 < 0 ? -1 : a1 - a0,
+                   b0 < 0 || b1 < 0 ? -1 : b1 - b0);
         bench_print(PROGRAM, "get_user_shared4", counts[k], &ra, &rb, more);
         ds_pool_close(shared_pool);
         shared_pool = NULL;
@@ -819,13 +918,20 @@ int main(void) {
     }
     if (selected("events_copy")) {
         bench_result ra, rb;
+        side_pids pa, pb;
+        pool_pids(pool, MAXT, &pa);
+        raw_pids(1, &pb);
+        long long a0 = side_cpu_ns(&pa), b0 = side_cpu_ns(&pb);
         bench_ab(3, secs / 6.0, 1, op_copy, ours_p, 1, raw_copy, raw_p, &ra, &rb);
+        long long a1 = side_cpu_ns(&pa), b1 = side_cpu_ns(&pb);
         if (ra.failed || rb.failed)
             return 1;
-        char extra[160];
+        char extra[512];
         snprintf(extra, sizeof extra,
                  "rows=%d events_s=%.0f baseline_events_s=%.0f baseline=libpq_text_copy",
                  EVENTS, ra.ops_s * EVENTS, rb.ops_s * EVENTS);
+        append_cpu(extra, sizeof extra, &ra, &rb, a0 < 0 || a1 < 0 ? -1 : a1 - a0,
+                   b0 < 0 || b1 < 0 ? -1 : b1 - b0);
         bench_print(PROGRAM, "events_copy", 1, &ra, &rb, extra);
     }
     for (int i = 0; i < MAXT; i++)

@@ -127,6 +127,12 @@ double bench_run(int threads, double seconds, bench_op_fn fn, void **ctx,
     return (double)ops / elapsed;
 }
 
+static int64_t process_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -147,12 +153,26 @@ void bench_ab(int rounds, double seconds_per_side, int threads_a,
     memset(ra, 0, sizeof *ra);
     if (rb)
         memset(rb, 0, sizeof *rb);
+    int64_t cpu_a = 0, cpu_b = 0;
     for (int r = 0; r < rounds; r++) {
-        va[r] = bench_run(threads_a, seconds_per_side, a, ctx_a, ha, &ra->failed);
-        if (b) {
-            vb[r] = bench_run(threads_b, seconds_per_side, b, ctx_b, hb, &rb->failed);
-            vr[r] = vb[r] > 0 ? va[r] / vb[r] : 0.0;
+        /* A B, then B A: whichever side runs first in a round meets the
+         * machine as the previous round left it (caches, other work), so
+         * the sides take turns at it. */
+        for (int k = 0; k < 2; k++) {
+            bool run_a = (k == 0) == (r % 2 == 0);
+            int64_t c0 = process_cpu_ns();
+            if (run_a) {
+                va[r] = bench_run(threads_a, seconds_per_side, a, ctx_a, ha,
+                                  &ra->failed);
+                cpu_a += process_cpu_ns() - c0;
+            } else if (b) {
+                vb[r] = bench_run(threads_b, seconds_per_side, b, ctx_b, hb,
+                                  &rb->failed);
+                cpu_b += process_cpu_ns() - c0;
+            }
         }
+        if (b)
+            vr[r] = vb[r] > 0 ? va[r] / vb[r] : 0.0;
     }
     if (b && rounds > 0) {
         ra->ratio_rounds = rounds;
@@ -162,11 +182,13 @@ void bench_ab(int rounds, double seconds_per_side, int threads_a,
     }
     ra->ops_s = median(va, rounds);
     ra->ops = ha->count;
+    ra->cpu_us_op = ha->count ? (double)cpu_a / 1e3 / (double)ha->count : 0;
     ra->p50_us = bench_hist_percentile_us(ha, 0.50);
     ra->p99_us = bench_hist_percentile_us(ha, 0.99);
     if (b) {
         rb->ops_s = median(vb, rounds);
         rb->ops = hb->count;
+        rb->cpu_us_op = hb->count ? (double)cpu_b / 1e3 / (double)hb->count : 0;
         rb->p50_us = bench_hist_percentile_us(hb, 0.50);
         rb->p99_us = bench_hist_percentile_us(hb, 0.99);
     }

@@ -27,6 +27,11 @@ typedef struct bench_result {
      * steadier than the ratio of the two medians on a shared machine. */
     int ratio_rounds;
     double ratio, ratio_min, ratio_max;
+    /* Set by bench_ab: this process's CPU time (every thread) while the
+     * side ran, per operation. A loaded machine stretches wall time far
+     * more than CPU time, so this compares the two sides' client work
+     * where throughput cannot. */
+    double cpu_us_op;
 } bench_result;
 
 int64_t bench_now_ns(void);
@@ -42,8 +47,9 @@ double bench_hist_percentile_us(const bench_hist *h, double q);
 double bench_run(int threads, double seconds, bench_op_fn fn, void **ctx,
                  bench_hist *h, bool *failed);
 
-/* Interleaved A B A B ... rounds of `seconds_per_side` each, A on
- * `threads_a` threads and B (may be NULL) on `threads_b`; medians. */
+/* Interleaved rounds of `seconds_per_side` per side, A on `threads_a`
+ * threads and B (may be NULL) on `threads_b`, the side that goes first
+ * alternating (A B, B A, A B, ...); medians. */
 void bench_ab(int rounds, double seconds_per_side, int threads_a,
               bench_op_fn a, void **ctx_a, int threads_b, bench_op_fn b,
               void **ctx_b, bench_result *ra, bench_result *rb);

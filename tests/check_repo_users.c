@@ -1,6 +1,7 @@
 /* The users repository against the real database: create, profiles, soft
  * delete, restore and paged lists; direct and through PgBouncer. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,6 +218,55 @@ START_TEST(test_repo_user_list_pages_without_gaps_or_duplicates) {
 }
 END_TEST
 
+/* A user whose profile row is gone (written by another client, or removed
+ * by hand) reads with the profile defaults, by id, by email and in a list. */
+START_TEST(test_repo_user_without_profile_reads_defaults) {
+    ds_error err = {0};
+    int64_t id = new_user("noprofile@example.com");
+    char sql[128];
+    snprintf(sql, sizeof sql, "DELETE FROM profiles WHERE user_id = %lld", (long long)id);
+    dt_sql(db, sql);
+    ds_user *u;
+    ds_status st = ds_user_get(pool, id, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert(u->id == id);
+    ck_assert_str_eq(u->email, "noprofile@example.com");
+    ck_assert_str_eq(u->display_name, "");
+    ck_assert_str_eq(u->locale, "en");
+    ck_assert_str_eq(u->timezone, "UTC");
+    ck_assert(json_is_object(u->preferences) && json_object_size(u->preferences) == 0);
+    ck_assert(u->profile_updated_at == u->updated_at && u->updated_at > 0);
+    ds_user_free(u);
+    st = ds_user_get_by_email(pool, "NoProfile@example.com", &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(u->locale, "en");
+    ck_assert(json_is_object(u->preferences));
+    ds_user_free(u);
+    int64_t other = new_user("withprofile@example.com");
+    ds_user_list *list;
+    st = ds_user_list_page(pool, NULL, 10, false, false, &list, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(list->count, 2);
+    for (size_t i = 0; i < list->count; i++) {
+        ck_assert(list->items[i]->id == id || list->items[i]->id == other);
+        ck_assert_str_eq(list->items[i]->timezone, "UTC");
+        ck_assert(json_is_object(list->items[i]->preferences));
+    }
+    ds_user_list_free(list);
+    /* a profile written again reads as stored */
+    json_t *prefs = json_pack("{s:b}", "beta", 1);
+    ds_profile_fields pf = {sizeof(ds_profile_fields), "Back", NULL, "Europe/Paris", prefs};
+    st = ds_user_update_profile(pool, id, &pf, &u, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_str_eq(u->display_name, "Back");
+    ck_assert_str_eq(u->locale, "en");
+    ck_assert_str_eq(u->timezone, "Europe/Paris");
+    ck_assert(json_equal(u->preferences, prefs));
+    ds_user_free(u);
+    json_decref(prefs);
+}
+END_TEST
+
 /* ---- registration ------------------------------------------------------------ */
 
 static void add_users(TCase *tc) {
@@ -226,6 +276,7 @@ static void add_users(TCase *tc) {
     tcase_add_test(tc, test_repo_user_profile_update_and_bad_fields);
     tcase_add_test(tc, test_repo_user_soft_delete_and_restore);
     tcase_add_test(tc, test_repo_user_list_pages_without_gaps_or_duplicates);
+    tcase_add_test(tc, test_repo_user_without_profile_reads_defaults);
 }
 
 /* Each group twice: direct (prepared statements) and through PgBouncer in

@@ -166,7 +166,18 @@ ds_status ds__conn_check_durable(ds_conn *c, const char *context,
 
 /* ---- prepared statement cache ----------------------------------------- */
 
-static uint64_t stmt_hash(const char *sql, int nparams, const Oid *types) {
+/* A statement of a definition table (ds__stmt_run) is looked up by the
+ * definition's address: hashing its text (hundreds of bytes, one
+ * dependent multiply per byte) cost more than the rest of the lookup on
+ * every call. The text is still compared on a hit, so a definition
+ * rebuilt at the same address with other text is never confused. Ad-hoc
+ * SQL (ds__sql_run) has no stable address and is hashed by its text. */
+static uint64_t stmt_hash(const void *def, const char *sql, int nparams,
+                          const Oid *types) {
+    if (def) {
+        uint64_t h = (uint64_t)(uintptr_t)def * UINT64_C(0x9e3779b97f4a7c15);
+        return (h ^ (h >> 29)) | 1; /* 0 = empty */
+    }
     uint64_t h = UINT64_C(1469598103934665603);
     for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
         h = (h ^ *p) * UINT64_C(1099511628211);
@@ -175,9 +186,10 @@ static uint64_t stmt_hash(const char *sql, int nparams, const Oid *types) {
     return (h ^ (uint64_t)nparams) * UINT64_C(1099511628211) | 1; /* 0 = empty */
 }
 
-static bool stmt_matches(const ds_stmt *s, uint64_t h, const char *sql,
-                         int nparams, const Oid *types) {
-    if (s->hash != h || s->nparams != nparams || strcmp(s->sql, sql) != 0)
+static bool stmt_matches(const ds_stmt *s, uint64_t h, const void *def,
+                         const char *sql, int nparams, const Oid *types) {
+    if (s->hash != h || s->def != def || s->nparams != nparams ||
+        strcmp(s->sql, sql) != 0)
         return false;
     for (int i = 0; i < nparams; i++)
         if ((types ? types[i] : 0) != s->types[i])
@@ -185,8 +197,8 @@ static bool stmt_matches(const ds_stmt *s, uint64_t h, const char *sql,
     return true;
 }
 
-static ds_stmt *stmt_find(ds_conn *c, uint64_t h, const char *sql, int nparams,
-                          const Oid *types) {
+static ds_stmt *stmt_find(ds_conn *c, uint64_t h, const void *def,
+                          const char *sql, int nparams, const Oid *types) {
     if (!c->stmt_cap)
         return NULL;
     for (uint32_t i = (uint32_t)h & (c->stmt_cap - 1);;
@@ -194,7 +206,7 @@ static ds_stmt *stmt_find(ds_conn *c, uint64_t h, const char *sql, int nparams,
         ds_stmt *s = &c->stmts[i];
         if (!s->hash)
             return NULL;
-        if (stmt_matches(s, h, sql, nparams, types))
+        if (stmt_matches(s, h, def, sql, nparams, types))
             return s;
     }
 }
@@ -213,8 +225,8 @@ void ds__conn_free_cache(ds_conn *c) { stmt_cache_clear(c); }
 
 /* Returns the new entry, or NULL when the cache is full or memory ran out
  * (the caller then runs the statement unnamed: slower, never wrong). */
-static ds_stmt *stmt_insert(ds_conn *c, uint64_t h, const char *sql,
-                            int nparams, const Oid *types) {
+static ds_stmt *stmt_insert(ds_conn *c, uint64_t h, const void *def,
+                            const char *sql, int nparams, const Oid *types) {
     if (c->stmt_count >= STMT_CACHE_MAX)
         return NULL;
     if ((c->stmt_count + 1) * 4 > c->stmt_cap * 3) {
@@ -249,10 +261,12 @@ static ds_stmt *stmt_insert(ds_conn *c, uint64_t h, const char *sql,
         j = (j + 1) & (c->stmt_cap - 1);
     ds_stmt *s = &c->stmts[j];
     s->hash = h;
+    s->def = def;
     s->sql = copy;
     s->types = tcopy;
     s->nparams = nparams;
     s->id = ++c->next_stmt_id;
+    snprintf(s->name, sizeof s->name, "ds_%u", s->id);
     c->stmt_count++;
     return s;
 }
@@ -292,29 +306,30 @@ static bool needs_reprepare(const PGresult *r) {
 
 /* For a pipeline (pipeline.c): the name of the statement's prepared copy on
  * this connection, and whether it must be prepared first (*fresh). False:
- * run it unnamed (behind a pooler, or the cache is full). */
+ * run it unnamed (behind a pooler, or the cache is full). Found by its
+ * text, like ad-hoc SQL. */
 bool ds__conn_stmt_slot(ds_conn *c, const char *sql, int nparams,
                         const Oid *types, char name[24], bool *fresh) {
     *fresh = false;
     if (c->pooler)
         return false;
-    uint64_t h = stmt_hash(sql, nparams, types);
-    ds_stmt *s = stmt_find(c, h, sql, nparams, types);
+    uint64_t h = stmt_hash(NULL, sql, nparams, types);
+    ds_stmt *s = stmt_find(c, h, NULL, sql, nparams, types);
     if (!s) {
-        s = stmt_insert(c, h, sql, nparams, types);
+        s = stmt_insert(c, h, NULL, sql, nparams, types);
         if (!s)
             return false;
         *fresh = true;
     }
-    snprintf(name, 24, "ds_%u", s->id);
+    memcpy(name, s->name, sizeof s->name);
     return true;
 }
 
 /* Forgets a statement whose preparation failed. */
 void ds__conn_stmt_forget(ds_conn *c, const char *sql, int nparams,
                           const Oid *types) {
-    ds_stmt *s = stmt_find(c, stmt_hash(sql, nparams, types), sql, nparams,
-                           types);
+    ds_stmt *s = stmt_find(c, stmt_hash(NULL, sql, nparams, types), NULL, sql,
+                           nparams, types);
     if (s)
         stmt_remove(c, s);
 }
@@ -324,20 +339,19 @@ typedef enum { PREP_DONE, PREP_UNNAMED, PREP_FAILED } prep_outcome;
 /* Runs a named statement, preparing it on first use. PREP_UNNAMED asks the
  * caller to run it unnamed (cache full or out of memory); PREP_FAILED means
  * `err` is filled. */
-static prep_outcome exec_prepared(ds_conn *c, const char *sql, int nparams,
+static prep_outcome exec_prepared(ds_conn *c, const void *def,
+                                  const char *sql, int nparams,
                                   const Oid *types, const char *const *values,
                                   const int *lengths, const int *formats,
                                   int result_format, bool may_retry,
                                   PGresult **out, ds_error *err) {
-    uint64_t h = stmt_hash(sql, nparams, types);
-    ds_stmt *s = stmt_find(c, h, sql, nparams, types);
-    char name[24];
+    uint64_t h = stmt_hash(def, sql, nparams, types);
+    ds_stmt *s = stmt_find(c, h, def, sql, nparams, types);
     if (!s) {
-        s = stmt_insert(c, h, sql, nparams, types);
+        s = stmt_insert(c, h, def, sql, nparams, types);
         if (!s)
             return PREP_UNNAMED;
-        snprintf(name, sizeof name, "ds_%u", s->id);
-        PGresult *pr = PQprepare(c->pg, name, sql, nparams, types);
+        PGresult *pr = PQprepare(c->pg, s->name, sql, nparams, types);
         if (!pr || PQresultStatus(pr) != PGRES_COMMAND_OK) {
             ds__pg_error(c, NULL, pr, "prepare", err);
             PQclear(pr);
@@ -345,24 +359,23 @@ static prep_outcome exec_prepared(ds_conn *c, const char *sql, int nparams,
             return PREP_FAILED;
         }
         PQclear(pr);
-    } else {
-        snprintf(name, sizeof name, "ds_%u", s->id);
     }
-    PGresult *r = PQexecPrepared(c->pg, name, nparams, values, lengths,
+    PGresult *r = PQexecPrepared(c->pg, s->name, nparams, values, lengths,
                                  formats, result_format);
     if (r && !result_ok(r) && may_retry && needs_reprepare(r) &&
         PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
         PQclear(r);
         stmt_cache_clear(c);
         PQclear(PQexec(c->pg, "DEALLOCATE ALL"));
-        return exec_prepared(c, sql, nparams, types, values, lengths, formats,
-                             result_format, false, out, err);
+        return exec_prepared(c, def, sql, nparams, types, values, lengths,
+                             formats, result_format, false, out, err);
     }
     *out = r;
     return PREP_DONE;
 }
 
-static PGresult *conn_exec(ds_conn *c, const char *sql, int nparams,
+static PGresult *conn_exec(ds_conn *c, const void *def, const char *sql,
+                           int nparams,
                            const Oid *types, const char *const *values,
                            const int *lengths, const int *formats,
                            int result_format, ds_error *err) {
@@ -370,8 +383,8 @@ static PGresult *conn_exec(ds_conn *c, const char *sql, int nparams,
     prep_outcome o = PREP_UNNAMED;
     c->not_durable = false;
     if (!c->pooler)
-        o = exec_prepared(c, sql, nparams, types, values, lengths, formats,
-                          result_format, true, &r, err);
+        o = exec_prepared(c, def, sql, nparams, types, values, lengths,
+                          formats, result_format, true, &r, err);
     if (o == PREP_FAILED)
         return NULL;
     if (o == PREP_UNNAMED)
@@ -411,21 +424,23 @@ void ds__conn_report_statement(const ds_conn *c, const char *name,
     c->pool->statement_hook(c->pool->statement_hook_ud, &ev);
 }
 
-/* conn_exec(), timed and reported to the statement hook when there is one. */
-static PGresult *exec_reported(ds_conn *c, const char *name, const char *sql,
+/* conn_exec(), timed and reported to the statement hook when there is one.
+ * `def` is the statement's definition (NULL for ad-hoc SQL). */
+static PGresult *exec_reported(ds_conn *c, const void *def, const char *name,
+                               const char *sql,
                                int nparams, const Oid *types,
                                const char *const *values, const int *lengths,
                                const int *formats, int result_format,
                                ds_error *err) {
     if (!c->pool || !c->pool->statement_hook)
-        return conn_exec(c, sql, nparams, types, values, lengths, formats,
-                         result_format, err);
+        return conn_exec(c, def, sql, nparams, types, values, lengths,
+                         formats, result_format, err);
     /* The hook needs the error even when the caller passed none. */
     ds_error local = {0};
     ds_error *e = err ? err : &local;
     int64_t start = ds__now_us();
-    PGresult *r = conn_exec(c, sql, nparams, types, values, lengths, formats,
-                            result_format, e);
+    PGresult *r = conn_exec(c, def, sql, nparams, types, values, lengths,
+                            formats, result_format, e);
     ds__conn_report_statement(c, name, sql, start, r, e);
     return r;
 }
@@ -434,7 +449,7 @@ PGresult *ds__conn_exec(ds_conn *c, const char *sql, int nparams,
                         const Oid *types, const char *const *values,
                         const int *lengths, const int *formats,
                         int result_format, ds_error *err) {
-    return exec_reported(c, NULL, sql, nparams, types, values, lengths,
+    return exec_reported(c, NULL, NULL, sql, nparams, types, values, lengths,
                          formats, result_format, err);
 }
 
@@ -463,7 +478,7 @@ PGresult *ds__stmt_run(ds_conn *c, const ds__stmt_def *def, const ds__bind *b,
                       def->name, n, def->nparams);
         return NULL;
     }
-    PGresult *r = exec_reported(c, def->name, def->sql, def->nparams,
+    PGresult *r = exec_reported(c, def, def->name, def->sql, def->nparams,
                                 def->param_types, b ? b->values : NULL,
                                 b ? b->lengths : NULL, b ? b->formats : NULL,
                                 1, err);
@@ -476,7 +491,7 @@ PGresult *ds__sql_run(ds_conn *c, const char *sql, const ds__bind *b,
                       const char *context, ds_error *err) {
     if (b && ds__bind_check(b, context, err) != DS_OK)
         return NULL;
-    PGresult *r = exec_reported(c, context, sql, b ? b->n : 0,
+    PGresult *r = exec_reported(c, NULL, context, sql, b ? b->n : 0,
                                 b ? b->types : NULL, b ? b->values : NULL,
                                 b ? b->lengths : NULL, b ? b->formats : NULL,
                                 1, err);

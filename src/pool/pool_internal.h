@@ -19,10 +19,12 @@
 
 typedef struct ds_stmt {
     uint64_t hash;
+    const void *def;  /* the ds__stmt_def it was found by; NULL: by text */
     char *sql;
     Oid *types;
     int nparams;
     uint32_t id;
+    char name[16];    /* "ds_<id>", the server-side name */
 } ds_stmt;
 
 typedef struct ds_subpool ds_subpool;

@@ -54,6 +54,21 @@
     " FROM messages WHERE conversation_id >= $1 AND conversation_id <= $1 "   \
     "AND id < $2 AND id > $3 ORDER BY conversation_id " dir ", id " dir       \
     " LIMIT $4"
+/* The first page (no cursor) is planned afresh on every call (the generic
+ * plan, which cannot know the conversation's size or the LIMIT, never
+ * wins; the hand-written page is in the same case), so its planning is
+ * part of every page's cost. Binding open id bounds made the planner cost
+ * the primary key as well, and a range on conversation_id makes it read
+ * the index for the column's actual maximum whenever the conversation is
+ * newer than the statistics' histogram, which active conversations are.
+ * `= ANY (ARRAY[$1])` is no equivalence either (the order still needs the
+ * (conversation_id, id) index) and is estimated like `=`. Median planning
+ * time over 15 EXPLAINs, loaded machine: 0.141 ms with the bounds, 0.055
+ * ms for the range alone, 0.036 ms like this; the hand-written
+ * `conversation_id = $1 ORDER BY id DESC LIMIT $2`: 0.032 ms. */
+#define LIST_FIRST_FROM(dir)                                                   \
+    " FROM messages WHERE conversation_id = ANY (ARRAY[$1]) "                \
+    "ORDER BY conversation_id " dir ", id " dir " LIMIT $2"
 #define CURSOR_OK                                                              \
     "NOT EXISTS (SELECT 1 FROM messages x WHERE x.id IN ($2, $3) AND "        \
     "x.conversation_id <> $1)"
@@ -88,10 +103,10 @@ static const ds__stmt_def stmts[] = {
                         {DS_OID_INT8, DS_OID_TEXT_ARRAY, DS_OID_TEXT_ARRAY,
                          3807 /* jsonb[] */, DS_OID_TEXT_ARRAY, DS_OID_INT8},
                         8, MSG_TYPES},
-    [S_LIST_DESC] = {"messages.list_newest", LIST_COLS LIST_FROM("DESC"), 4,
-                     LIST_PARAMS, 8, MSG_TYPES},
-    [S_LIST_ASC] = {"messages.list_oldest", LIST_COLS LIST_FROM("ASC"), 4,
-                    LIST_PARAMS, 8, MSG_TYPES},
+    [S_LIST_DESC] = {"messages.list_newest", LIST_COLS LIST_FIRST_FROM("DESC"),
+                     2, {DS_OID_INT8, DS_OID_INT8}, 8, MSG_TYPES},
+    [S_LIST_ASC] = {"messages.list_oldest", LIST_COLS LIST_FIRST_FROM("ASC"),
+                    2, {DS_OID_INT8, DS_OID_INT8}, 8, MSG_TYPES},
     [S_LIST_CURSOR_DESC] = {"messages.list_newest_cursor",
                             LIST_CURSOR_SQL("DESC"), 4, LIST_PARAMS, 9,
                             LIST_CURSOR_TYPES},
@@ -469,14 +484,16 @@ DS_EXPORT ds_status ds_message_list_page(ds_pool *pool,
     int64_t before = cursor && cursor->before_id ? cursor->before_id : INT64_MAX;
     int64_t after = cursor ? cursor->after_id : 0;
     DS_CHECK_ARG(err, before > 0 && after >= 0, "cursor ids are negative");
+    bool desc = order == DS_NEWEST_FIRST;
+    bool bounded = before != INT64_MAX || after != 0;
     ds__bind b;
     ds__bind_init(&b);
     ds__bind_int64(&b, conversation_id);
-    ds__bind_int64(&b, before);
-    ds__bind_int64(&b, after);
+    if (bounded) {
+        ds__bind_int64(&b, before);
+        ds__bind_int64(&b, after);
+    }
     ds__bind_int64(&b, (int64_t)limit + 1);
-    bool desc = order == DS_NEWEST_FIRST;
-    bool bounded = before != INT64_MAX || after != 0;
     const ds__stmt_def *def =
         &stmts[bounded ? (desc ? S_LIST_CURSOR_DESC : S_LIST_CURSOR_ASC)
                        : (desc ? S_LIST_DESC : S_LIST_ASC)];

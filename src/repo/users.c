@@ -7,11 +7,14 @@
 #include "datastore/users.h"
 #include "repo/repo_internal.h"
 
+/* The profile columns come as they are: a user without a profile row
+ * (LEFT JOIN) gets the schema's profile defaults in decode_user. Filling
+ * them in SQL (COALESCE) made the server compile and evaluate five more
+ * expressions per call: 10-25% of the join's own execution time
+ * (docs/repositories.md, "get_user"). */
 #define USER_COLS                                                              \
     "u.id, u.email, u.status, u.created_at, u.updated_at, u.deleted_at, "     \
-    "COALESCE(p.display_name, ''), COALESCE(p.locale, 'en'), "                \
-    "COALESCE(p.timezone, 'UTC'), COALESCE(p.preferences, '{}'), "            \
-    "COALESCE(p.updated_at, u.updated_at)"
+    "p.display_name, p.locale, p.timezone, p.preferences, p.updated_at"
 #define USER_TYPES                                                             \
     {DS_OID_INT8, DS_OID_TEXT, DS_OID_TEXT, DS_OID_TIMESTAMPTZ,               \
      DS_OID_TIMESTAMPTZ, DS_OID_TIMESTAMPTZ, DS_OID_TEXT, DS_OID_TEXT,         \
@@ -117,6 +120,17 @@ static ds_status decode_user(const PGresult *r, int row, ds__block *b,
     u->created_at = ds__cell_ts(r, row, 3);
     u->updated_at = ds__cell_ts(r, row, 4);
     u->deleted_at = ds__cell_ts(r, row, 5);
+    if (PQgetisnull(r, row, 6)) {
+        /* no profile row: the defaults of the profiles table */
+        u->display_name = "";
+        u->locale = "en";
+        u->timezone = "UTC";
+        u->profile_updated_at = u->updated_at;
+        u->preferences = json_object();
+        return u->preferences ? DS_OK
+                              : ds__error_set(err, DS_ERR_NOMEM,
+                                              "out of memory decoding a user");
+    }
     u->display_name = ds__block_text(b, r, row, 6);
     u->locale = ds__block_text(b, r, row, 7);
     u->timezone = ds__block_text(b, r, row, 8);
