@@ -321,6 +321,12 @@ START_TEST(test_memory_blocks_new_and_deleted_facts) {
         ck_assert_ds_ok(st, err);
         f.gone[idx[j]] = true;
     }
+    /* no code of a deleted fact stays behind in a block */
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM memory_code_blocks WHERE "
+                              "user_id = %lld",
+             (long long)f.large);
+    ck_assert_int_eq(dt_sql_int(f.url, sql), 0);
     recall rs = {0};
     check(&f, f.large, q, NULL, &rs);
     for (int qi = 0; qi < 8; qi++) {
@@ -333,7 +339,6 @@ START_TEST(test_memory_blocks_new_and_deleted_facts) {
     size_t clustered = 0;
     maintain(&f, &clustered);
     ck_assert_int_eq(packed_facts(&f, f.large), facts_of(&f, f.large));
-    char sql[256];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM memory_code_blocks WHERE "
                               "user_id = %lld AND kind = 'reminder'",
              (long long)f.large);

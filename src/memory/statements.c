@@ -103,9 +103,15 @@ const ds__stmt_def ds__memory_stmts[M_COUNT_] = {
                  {DS_OID_INT8, DS_OID_INT8_ARRAY},
                  -1,
                  {0}},
+    /* The user's packed codes go with the fact (blocks.c): a code is
+     * derived from the embedding, so none outlives it; the user's
+     * searches read the code index until ds_memory_maintain() packs it
+     * again. */
     [M_DELETE] = {"memory.delete",
-                  "DELETE FROM memory_facts WHERE user_id = $1 AND id = $2 "
-                  "RETURNING id",
+                  "WITH d AS (DELETE FROM memory_facts WHERE user_id = $1 "
+                  "AND id = $2 RETURNING id), b AS (DELETE FROM "
+                  "memory_code_blocks WHERE user_id = $1 AND EXISTS "
+                  "(SELECT 1 FROM d)) SELECT id FROM d",
                   2,
                   {DS_OID_INT8, DS_OID_INT8},
                   1,
