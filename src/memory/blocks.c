@@ -116,8 +116,8 @@ static const ds__stmt_def block_stmts[B_COUNT_] = {
                {DS_OID_INT8}},
     /* a statement's snapshot is taken when it starts: the pause is a
      * statement of its own */
-    [B_PAUSE] = {"memory.blocks.pause", "SELECT pg_sleep(0.2)", 0, {0}, -1,
-                 {0}},
+    [B_PAUSE] = {"memory.blocks.pause", "SELECT pg_sleep(0.2)", 0, {0}, 1,
+                 {0 /* void, not read */}},
     [B_SNAPSHOT] = {"memory.blocks.snapshot",
                     "SELECT pg_snapshot_xmax(pg_current_snapshot())::text",
                     0,

@@ -310,9 +310,12 @@ ds_status ds__schema_check(ds_pool *pool, const ds__stmt_table *tables,
  * upgrade (it uses a temporary table). A database too old to say which
  * backend it has gets neither, and the version check reports it. */
 static bool table_applies(const char *module, const char *backend_table) {
-    if (strncmp(module, "memory.", 7) != 0)
-        return true;
-    return backend_table && strcmp(module, backend_table) == 0;
+    /* the lists' and the packed codes' statements are the same on both
+     * backends; the upgrade's run only while a database converts */
+    if (strcmp(module, "memory.pgvector") == 0 ||
+        strcmp(module, "memory.fallback") == 0)
+        return backend_table && strcmp(module, backend_table) == 0;
+    return strcmp(module, "memory.upgrade") != 0;
 }
 
 DS_EXPORT ds_status ds_migrate_check_schema(ds_pool *pool, ds_error *err) {
