@@ -214,6 +214,90 @@ START_TEST(test_online_lock_timeout_is_retried) {
 }
 END_TEST
 
+/* The other side of a deadlock: holds `b`, and once the migration waits
+ * for `b` (having taken `a`), asks for `a`. The migration, which waited
+ * first, finds the cycle first and is the one PostgreSQL cancels. */
+typedef struct deadlocker {
+    const char *url;
+    atomic_bool holding;
+    atomic_bool asked;
+} deadlocker;
+
+static void *deadlocker_main(void *p) {
+    deadlocker *d = p;
+    PGconn *c = dt_connect(d->url);
+    PQclear(PQexec(c, "BEGIN"));
+    PQclear(PQexec(c, "LOCK TABLE b IN ACCESS SHARE MODE"));
+    atomic_store(&d->holding, true);
+    long long deadline = dt_now_ms() + 30000;
+    while (dt_now_ms() < deadline) {
+        PGresult *r = PQexec(c, "SELECT count(*) FROM pg_locks WHERE "
+                                "relation = 'b'::regclass AND NOT granted");
+        bool waiting = PQresultStatus(r) == PGRES_TUPLES_OK &&
+                       atoll(PQgetvalue(r, 0, 0)) > 0;
+        PQclear(r);
+        if (waiting)
+            break;
+        usleep(1000);
+    }
+    atomic_store(&d->asked, true);
+    PQclear(PQexec(c, "LOCK TABLE a IN ACCESS SHARE MODE"));
+    usleep(200 * 1000);
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    return NULL;
+}
+
+/* A no-transaction statement chosen as a deadlock's victim changed nothing,
+ * like one that hit lock_timeout, and is tried again. */
+START_TEST(test_online_deadlock_victim_is_retried) {
+    char *url = dt_create_db("onl_deadlock");
+    char *dir = dt_temp_dir("online");
+    dt_write_file(dir, "0001_ab.up.sql",
+                  "CREATE TABLE a (id int);\nCREATE TABLE b (id int);\n");
+    dt_write_file(dir, "0001_ab.down.sql", "DROP TABLE a;\nDROP TABLE b;\n");
+    dt_write_file(dir, "0002_both.up.sql",
+                  "-- ds:no-transaction\n"
+                  "DO $both$\nBEGIN\n"
+                  "    LOCK TABLE a IN ACCESS EXCLUSIVE MODE;\n"
+                  "    LOCK TABLE b IN ACCESS EXCLUSIVE MODE;\n"
+                  "    ALTER TABLE a ADD COLUMN IF NOT EXISTS extra int;\n"
+                  "END\n$both$;\n");
+    dt_write_file(dir, "0002_both.down.sql",
+                  "ALTER TABLE a DROP COLUMN extra;\n");
+    ds_pool *pool = dt_pool(url, 1, 2);
+    ds_migrate_options opts = DS_MIGRATE_OPTIONS_INIT;
+    opts.dir = dir;
+    /* longer than deadlock_timeout (1 s by default), so the deadlock, not
+     * the lock wait, ends the first attempt */
+    opts.lock_timeout_ms = 20000;
+    ds_error err = {0};
+    ds_status st = ds_migrate_to(pool, &opts, 1, NULL, &err);
+    ck_assert_ds_ok(st, err);
+    deadlocker d = {.url = url};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, deadlocker_main, &d), 0);
+    long long deadline = dt_now_ms() + 30000;
+    while (!atomic_load(&d.holding) && dt_now_ms() < deadline)
+        usleep(1000);
+    ck_assert(atomic_load(&d.holding));
+    int n = 0;
+    st = ds_migrate_up(pool, &opts, &n, &err);
+    pthread_join(t, NULL);
+    ck_assert(atomic_load(&d.asked));
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(dt_sql_int(url, "SELECT count(*) FROM pg_attribute WHERE "
+                                     "attrelid = 'a'::regclass AND "
+                                     "attname = 'extra'"),
+                     1);
+    ds_pool_close(pool);
+    dt_rm_dir(dir);
+    dt_drop_db(url);
+    free(url);
+}
+END_TEST
+
 /* 0002 and 0003 were rewritten to run online. A database that applied
  * their earlier text keeps working; any other checksum is still refused. */
 START_TEST(test_online_rewritten_files_keep_applied_databases) {
@@ -1429,6 +1513,7 @@ Suite *ds_test_online_suite(void) {
     tcase_set_timeout(tc, 90);
     tcase_add_test(tc, test_online_when_and_invalid_index_repair);
     tcase_add_test(tc, test_online_lock_timeout_is_retried);
+    tcase_add_test(tc, test_online_deadlock_victim_is_retried);
     tcase_add_test(tc, test_online_dry_run_spells_when_for_psql);
     tcase_add_test(tc, test_online_rewritten_files_keep_applied_databases);
     suite_add_tcase(s, tc);

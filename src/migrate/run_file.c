@@ -190,12 +190,14 @@ ds_status ds__migrate_not_durable(ds__runner *r, const char *file, int line,
     return st;
 }
 
-/* How often a no-transaction statement that hit lock_timeout is tried. */
+/* How often a no-transaction statement that gave up on a lock is tried. */
 #define LOCK_RETRIES 8
 
-static bool lock_timed_out(const PGresult *res) {
+/* lock_timeout (55P03), or chosen as a deadlock's victim (40P01): either
+ * way the statement was rolled back whole and changed nothing. */
+static bool lock_given_up(const PGresult *res) {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    return state && !strcmp(state, "55P03");
+    return state && (!strcmp(state, "55P03") || !strcmp(state, "40P01"));
 }
 
 /* The statement watcher of a rehearsal (rehearse.c), per thread: only the
@@ -244,7 +246,8 @@ static ds_status exec_stmt_watched(file_run *fr, const ds__sql_stmt *s,
         again = false;
         PGresult *res = NULL;
         /* Outside a transaction each statement is its own: one that gave up
-         * waiting for its lock (lock_timeout) changed nothing and is tried
+         * waiting for its lock (lock_timeout, or a deadlock with traffic)
+         * changed nothing and is tried
          * again after a jittered pause, so a deploy rides out a long query
          * instead of failing, and never queues traffic for longer than
          * lock_timeout at a time. */
@@ -253,7 +256,7 @@ static ds_status exec_stmt_watched(file_run *fr, const ds__sql_stmt *s,
                 break;
             res = ds__conn_simple(fr->r->conn, sql);
             if (!fr->no_tx || attempt + 1 >= LOCK_RETRIES ||
-                !lock_timed_out(res))
+                !lock_given_up(res))
                 break;
             PQclear(res);
             res = NULL;
