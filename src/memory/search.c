@@ -199,38 +199,22 @@ static ds_status rescore(ds_memory *mem, const PGresult *r, int col,
     return DS_OK;
 }
 
-/* Second stage: the exact cosine of each candidate, best first. */
-static ds_status exact_rescore(ds_memory *mem, ds_conn *c, bool pgv,
-                               int64_t user_id, const float *q,
-                               const int64_t *ids, size_t ncand, bool use_min,
-                               double min_sim, size_t n, cand_list *out,
-                               ds_error *err) {
-    cand *v = ds__calloc(ncand, sizeof *v);
+/* The exact score of each fact in `r` (its vector in column `col`) that
+ * passes min_sim, best first; out->n is at most n. */
+static ds_status rescore_sorted(ds_memory *mem, const PGresult *r, int col,
+                                bool pgv, const float *q, bool use_min,
+                                double min_sim, size_t n, cand_list *out,
+                                ds_error *err) {
+    size_t rows = (size_t)PQntuples(r);
+    cand *v = ds__calloc(rows ? rows : 1, sizeof *v);
     float *scratch = pgv ? ds__calloc(mem->dim, sizeof *scratch) : NULL;
-    if (!v || (pgv && !scratch)) {
-        ds__free(v);
-        ds__free(scratch);
-        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    }
-    ds__bind p;
-    ds__bind_init(&p);
-    ds__bind_int64(&p, user_id);
-    ds__bind_int8_array(&p, ids, ncand);
-    PGresult *r = ds__memory_exec(c,
-                                  pgv ? &ds__memory_pgvector_stmts[P_EMBEDDINGS]
-                                      : &ds__memory_fallback_stmts[F_EMBEDDINGS],
-                                  &p, err);
-    ds__bind_free(&p);
-    if (!r) {
-        ds__free(v);
-        ds__free(scratch);
-        return err->code;
-    }
-    ds__memory_count(&mem->rows_rescored, (uint64_t)PQntuples(r));
+    ds_status st = DS_OK;
+    if (!v || (pgv && !scratch))
+        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     size_t got = 0;
-    ds_status st = rescore(mem, r, 1, pgv, q, use_min, min_sim, scratch, v,
-                           &got, err);
-    PQclear(r);
+    if (st == DS_OK)
+        st = rescore(mem, r, col, pgv, q, use_min, min_sim, scratch, v, &got,
+                     err);
     ds__free(scratch);
     if (st != DS_OK) {
         ds__free(v);
@@ -240,6 +224,30 @@ static ds_status exact_rescore(ds_memory *mem, ds_conn *c, bool pgv,
     out->v = v;
     out->n = got < n ? got : n;
     return DS_OK;
+}
+
+/* Second stage: the exact cosine of each candidate, best first. */
+static ds_status exact_rescore(ds_memory *mem, ds_conn *c, bool pgv,
+                               int64_t user_id, const float *q,
+                               const int64_t *ids, size_t ncand, bool use_min,
+                               double min_sim, size_t n, cand_list *out,
+                               ds_error *err) {
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int8_array(&p, ids, ncand);
+    PGresult *r = ds__memory_exec(c,
+                                  pgv ? &ds__memory_pgvector_stmts[P_EMBEDDINGS]
+                                      : &ds__memory_fallback_stmts[F_EMBEDDINGS],
+                                  &p, err);
+    ds__bind_free(&p);
+    if (!r)
+        return err->code;
+    ds__memory_count(&mem->rows_rescored, (uint64_t)PQntuples(r));
+    ds_status st = rescore_sorted(mem, r, 1, pgv, q, use_min, min_sim, n, out,
+                                  err);
+    PQclear(r);
+    return st;
 }
 
 /* Both stages, the same on both backends: only where the exact vectors
@@ -549,25 +557,8 @@ static ds_status text_only_ids(const int64_t *sorted, size_t n,
 static ds_status rescore_rows(ds_memory *mem, const PGresult *r, bool pgv,
                               const search_req *q, size_t n, cand_list *vec,
                               ds_error *err) {
-    size_t rows = (size_t)PQntuples(r);
-    cand *v = ds__calloc(rows ? rows : 1, sizeof *v);
-    float *scratch = pgv ? ds__calloc(mem->dim, sizeof *scratch) : NULL;
-    ds_status st = DS_OK;
-    if (!v || (pgv && !scratch))
-        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    size_t got = 0;
-    if (st == DS_OK)
-        st = rescore(mem, r, DS_MEMORY_ROW_COLS, pgv, q->q, q->use_min,
-                     q->min_sim, scratch, v, &got, err);
-    ds__free(scratch);
-    if (st != DS_OK) {
-        ds__free(v);
-        return st;
-    }
-    qsort(v, got, sizeof *v, cand_cmp);
-    vec->v = v;
-    vec->n = got < n ? got : n;
-    return DS_OK;
+    return rescore_sorted(mem, r, DS_MEMORY_ROW_COLS, pgv, q->q, q->use_min,
+                          q->min_sim, n, vec, err);
 }
 
 /* A small user: its sketches (from the first round; cleared here) bound
