@@ -304,19 +304,23 @@ static bool needs_reprepare(const PGresult *r) {
     return s && (strcmp(s, "26000") == 0 || strcmp(s, "0A000") == 0);
 }
 
-/* For a pipeline (pipeline.c): the name of the statement's prepared copy on
- * this connection, and whether it must be prepared first (*fresh). False:
- * run it unnamed (behind a pooler, or the cache is full). Found by its
- * text, like ad-hoc SQL. */
-bool ds__conn_stmt_slot(ds_conn *c, const char *sql, int nparams,
-                        const Oid *types, char name[24], bool *fresh) {
+/* For a pipeline (pipeline.c): the name of definition `def`'s prepared copy
+ * on this connection, and whether it must be prepared first (*fresh).
+ * False: run it unnamed (behind a pooler, or the cache is full). Found by
+ * the definition, as ds__stmt_run finds it, so a statement used both ways
+ * is prepared once. */
+bool ds__conn_stmt_slot(ds_conn *c, const ds__stmt_def *def, char name[24],
+                        bool *fresh) {
     *fresh = false;
     if (c->pooler)
         return false;
-    uint64_t h = stmt_hash(NULL, sql, nparams, types);
-    ds_stmt *s = stmt_find(c, h, NULL, sql, nparams, types);
+    const char *sql = def->sql;
+    int nparams = def->nparams;
+    const Oid *types = def->param_types;
+    uint64_t h = stmt_hash(def, sql, nparams, types);
+    ds_stmt *s = stmt_find(c, h, def, sql, nparams, types);
     if (!s) {
-        s = stmt_insert(c, h, NULL, sql, nparams, types);
+        s = stmt_insert(c, h, def, sql, nparams, types);
         if (!s)
             return false;
         *fresh = true;
@@ -326,10 +330,10 @@ bool ds__conn_stmt_slot(ds_conn *c, const char *sql, int nparams,
 }
 
 /* Forgets a statement whose preparation failed. */
-void ds__conn_stmt_forget(ds_conn *c, const char *sql, int nparams,
-                          const Oid *types) {
-    ds_stmt *s = stmt_find(c, stmt_hash(NULL, sql, nparams, types), NULL, sql,
-                           nparams, types);
+void ds__conn_stmt_forget(ds_conn *c, const ds__stmt_def *def) {
+    ds_stmt *s = stmt_find(c, stmt_hash(def, def->sql, def->nparams,
+                                        def->param_types),
+                           def, def->sql, def->nparams, def->param_types);
     if (s)
         stmt_remove(c, s);
 }

@@ -53,8 +53,7 @@ static bool send_one(ds_conn *c, const ds__pipe_stmt *ps, sent *how) {
     const ds__bind *b = ps->bind;
     how->fresh = false;
     if (ps->unnamed ||
-        !ds__conn_stmt_slot(c, def->sql, def->nparams, def->param_types,
-                            how->name, &how->fresh)) {
+        !ds__conn_stmt_slot(c, def, how->name, &how->fresh)) {
         how->name[0] = '\0';
         return PQsendQueryParams(c->pg, def->sql, def->nparams,
                                  def->param_types, b ? b->values : NULL,
@@ -113,8 +112,7 @@ static bool read_one(ds_conn *c, ds__pipe_stmt *s, const sent *how,
         if (!p)
             return false;
         if (PQresultStatus(p) != PGRES_COMMAND_OK) {
-            ds__conn_stmt_forget(c, s->def->sql, s->def->nparams,
-                                 s->def->param_types);
+            ds__conn_stmt_forget(c, s->def);
             if (PQresultStatus(p) != PGRES_PIPELINE_ABORTED)
                 note_failure(c, s, p, failed, st, err);
         }

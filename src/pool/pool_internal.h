@@ -142,10 +142,9 @@ void ds__conn_report_statement(const ds_conn *c, const char *name,
  * prepared copy and whether it must be prepared first (*fresh); false when
  * it runs unnamed (pooler mode, cache full). A statement whose preparation
  * failed is forgotten. */
-bool ds__conn_stmt_slot(ds_conn *c, const char *sql, int nparams,
-                        const Oid *types, char name[24], bool *fresh);
-void ds__conn_stmt_forget(ds_conn *c, const char *sql, int nparams,
-                          const Oid *types);
+bool ds__conn_stmt_slot(ds_conn *c, const ds__stmt_def *def, char name[24],
+                        bool *fresh);
+void ds__conn_stmt_forget(ds_conn *c, const ds__stmt_def *def);
 
 /* Whether the server behind `pg` says it is read-only: in recovery
  * (in_hot_standby) or default_transaction_read_only on, as reported by
