@@ -244,6 +244,34 @@ static void machine_jiffies(long long *idle, long long *total) {
     fclose(f);
 }
 
+/* How often any CPU has gone idle so far (cpuidle entries of every state
+ * of every CPU; 0 where the kernel does not say). A CPU that idles has to
+ * be woken for the next query, which under a hypervisor costs far more
+ * than handing work to a busy one. */
+static long long machine_idle_entries(void) {
+    long long sum = 0;
+    for (int cpu = 0; cpu < 256; cpu++) {
+        bool any = false;
+        for (int state = 0; state < 16; state++) {
+            char path[96];
+            snprintf(path, sizeof path,
+                     "/sys/devices/system/cpu/cpu%d/cpuidle/state%d/usage", cpu,
+                     state);
+            FILE *f = fopen(path, "r");
+            if (!f)
+                break;
+            long long n = 0;
+            if (fscanf(f, "%lld", &n) == 1)
+                sum += n;
+            fclose(f);
+            any = true;
+        }
+        if (!any)
+            break;
+    }
+    return sum;
+}
+
 /* What one side costs per query over a separate run, counted rather than
  * timed where it can be: context switches and CPU of this process, CPU
  * and run-queue wait of the 4 backends, and the share of the machine's
@@ -253,6 +281,9 @@ typedef struct side_profile {
         server_runq_us_op, server_migrations_op, idle_share;
     double in_flight_share, held_share; /* of 4 connections x wall time */
     double same_cpu_share; /* sampled queries answered on the backend's CPU */
+    double idle_entries_op; /* CPUs going idle, per query */
+    double drain_ms; /* the run's wall time past its deadline: the last
+                        queries of threads still queued at the deadline */
 } side_profile;
 
 static side_profile profile_side(int threads, double seconds, bench_op_fn fn,
@@ -271,6 +302,7 @@ static side_profile profile_side(int threads, double seconds, bench_op_fn fn,
     bench_hist *h = calloc(1, sizeof *h);
     bool failed = false;
     machine_jiffies(&idle0, &tot0);
+    long long idle_entries0 = machine_idle_entries();
     getrusage(RUSAGE_SELF, &before);
     atomic_store(&leased_ns_sum, 0);
     atomic_store(&in_flight_ns_sum, 0);
@@ -280,9 +312,11 @@ static side_profile profile_side(int threads, double seconds, bench_op_fn fn,
     int64_t wall0 = bench_now_ns();
     bench_run(threads, seconds, fn, ctx, h, &failed);
     double wall_ns = (double)(bench_now_ns() - wall0);
+    out.drain_ms = (wall_ns - seconds * 1e9) / 1e6;
     account_on = false;
     getrusage(RUSAGE_SELF, &after);
     machine_jiffies(&idle1, &tot1);
+    long long idle_entries1 = machine_idle_entries();
     out.in_flight_share = (double)atomic_load(&in_flight_ns_sum) / (4 * wall_ns);
     out.held_share = (double)atomic_load(&leased_ns_sum) / (4 * wall_ns);
     long long samples = atomic_load(&affinity_samples);
@@ -310,6 +344,7 @@ static side_profile profile_side(int threads, double seconds, bench_op_fn fn,
         (double)(after.ru_stime.tv_usec - before.ru_stime.tv_usec);
     out.client_sys_us_op = sys_us / ops;
     out.csw_op = (double)sw / ops;
+    out.idle_entries_op = (double)(idle_entries1 - idle_entries0) / ops;
     out.client_us_op = client_us / ops;
     if (local) {
         out.server_us_op = (double)(cpu1 - cpu0) / 1e3 / ops;
@@ -398,13 +433,15 @@ static void format_profile(char *buf, size_t cap, const char *prefix,
              "%scsw_op=%.2f %sclient_us_op=%.2f %sclient_sys_us_op=%.2f "
              "%sserver_us_op=%.2f %sserver_runq_us_op=%.2f "
              "%sserver_migrations_op=%.3f %sidle_share=%.3f "
-             "%sconn_in_flight=%.3f %sconn_held=%.3f %ssame_cpu=%.3f",
+             "%sconn_in_flight=%.3f %sconn_held=%.3f %ssame_cpu=%.3f "
+             "%sidle_entries_op=%.3f %sdrain_ms=%.2f",
              prefix, pr->csw_op, prefix, pr->client_us_op, prefix,
              pr->client_sys_us_op, prefix,
              pr->server_us_op, prefix, pr->server_runq_us_op, prefix,
              pr->server_migrations_op, prefix, pr->idle_share, prefix,
              pr->in_flight_share, prefix, pr->held_share, prefix,
-             pr->same_cpu_share);
+             pr->same_cpu_share, prefix, pr->idle_entries_op, prefix,
+             pr->drain_ms);
 }
 
 /* A measurement build of the library (CPPFLAGS=-DDS_POOL_COUNTERS) logs
