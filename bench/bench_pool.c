@@ -469,7 +469,7 @@ int main(void) {
     const char *rounds_env = getenv("BENCH_ROUNDS");
     int rounds = rounds_env && atoi(rounds_env) > 0 ? atoi(rounds_env) : 15;
     double side = secs / (2.0 * rounds);
-    char extra[1024];
+    char extra[2048];
     ds_log_set_fn(print_counters, NULL, DS_LOG_INFO);
 
     /* 1. uncontended acquire + release */
@@ -578,7 +578,7 @@ int main(void) {
         side_profile rp = profile_side(4, side, op_raw_select1, rctx, raw_pid, 4);
         side_profile hpp = profile_side(threads, side, op_handpool_select1,
                                         hctx, raw_pid, 4);
-        char pool_prof[256], raw_prof[256], hand_prof[256];
+        char pool_prof[512], raw_prof[512], hand_prof[512];
         format_profile(pool_prof, sizeof pool_prof, "", &pp);
         format_profile(raw_prof, sizeof raw_prof, "baseline_", &rp);
         format_profile(hand_prof, sizeof hand_prof, "", &hpp);
