@@ -854,7 +854,9 @@ static void run_shared4(const char *url, double secs) {
             sh[i] = (tctx){i, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1), NULL, 0};
             sh_p[i] = &sh[i];
         }
-        int rounds = 15;
+        /* BENCH_ROUNDS when given, else 15 */
+        const char *rounds_env = getenv("BENCH_ROUNDS");
+        int rounds = rounds_env && atoi(rounds_env) > 0 ? atoi(rounds_env) : 15;
         bench_result ra, rb;
         side_pids pa, pb;
         pool_pids(shared_pool, 4, &pa);
