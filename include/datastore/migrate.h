@@ -56,7 +56,7 @@ extern "C" {
 
 /* The schema version this build of the library expects: the newest
  * migration built into it. ds_migrate_check_schema() compares the database to it. */
-#define DS_SCHEMA_VERSION 9
+#define DS_SCHEMA_VERSION 10
 
 /* The kinds of event a run reports to ds_migrate_options.on_event. */
 typedef enum ds_migrate_event_kind {

@@ -19,9 +19,11 @@
  * $6 milliseconds (repo_activity_interval_ms): updated_at is indexed, so
  * every bump is a non-HOT update that writes a new row version and new
  * index entries. Bumping on every append grew a 2,000-row table 13-fold
- * in 100,000 appends; at most one bump per conversation per 10 s keeps it
- * near its fresh size (docs/repositories.md). A skipped bump takes no row
- * lock either. */
+ * in 100,000 appends; at most one bump per conversation per 10 s bounds
+ * the dead versions by the interval, and the free space sql/0010 leaves on
+ * each page keeps the new version on its row's page, where page pruning
+ * reclaims the old one without vacuum (docs/repositories.md). A skipped
+ * bump takes no row lock either. */
 #define UPSERT_TAIL                                                            \
     " ON CONFLICT (conversation_id, idempotency_key) DO UPDATE SET "          \
     "idempotency_key = EXCLUDED.idempotency_key RETURNING id, "               \
