@@ -641,9 +641,52 @@ static void *append_worker_run(void *p) {
     return NULL;
 }
 
+/* The size `conversations` would have freshly filled with its current rows
+ * at `fillfactor`: a copy of the rows into a new table, vacuumed. */
+static long long fresh_bytes(PGconn *c, int fillfactor) {
+    char sql[256];
+    exec_or_die(c, "DROP TABLE IF EXISTS pg_temp.conv_fresh");
+    snprintf(sql, sizeof sql, "CREATE TEMP TABLE conv_fresh (LIKE conversations) "
+             "WITH (fillfactor = %d)", fillfactor);
+    exec_or_die(c, sql);
+    exec_or_die(c, "INSERT INTO conv_fresh SELECT * FROM conversations ORDER BY id");
+    exec_or_die(c, "VACUUM conv_fresh");
+    long long bytes = sql_int(c, "SELECT pg_relation_size('pg_temp.conv_fresh')");
+    exec_or_die(c, "DROP TABLE pg_temp.conv_fresh");
+    return bytes;
+}
+
+typedef struct conv_state {
+    long long upd, hot, dead, heap, table, idx, autovacuums;
+} conv_state;
+
+static conv_state read_conv_state(PGconn *c) {
+    const char *sql =
+        "SELECT n_tup_upd || ' ' || n_tup_hot_upd || ' ' || n_dead_tup || ' ' || "
+        "pg_relation_size('conversations') || ' ' || "
+        "pg_table_size('conversations') || ' ' || "
+        "pg_indexes_size('conversations') || ' ' || coalesce(autovacuum_count, 0) "
+        "FROM pg_stat_user_tables WHERE relname = 'conversations'";
+    conv_state s;
+    exec_or_die(c, "SELECT pg_stat_clear_snapshot()");
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+        sscanf(PQgetvalue(r, 0, 0), "%lld %lld %lld %lld %lld %lld %lld", &s.upd,
+               &s.hot, &s.dead, &s.heap, &s.table, &s.idx, &s.autovacuums) != 7) {
+        fprintf(stderr, "bench_repo: conversations state: %s", PQresultErrorMessage(r));
+        exit(1);
+    }
+    PQclear(r);
+    return s;
+}
+
 /* 1,000,000 appends on 8 threads, round robin over 2,000 conversations,
- * autovacuum at its defaults; then the state of the conversations table
- * (updates, HOT updates, size against its size before the appends). */
+ * autovacuum at its defaults; then the state of the conversations table:
+ * updates, HOT updates, dead tuples, and its size against its size before
+ * the appends and against fresh copies of its rows (at its own fillfactor,
+ * which measures bloat, and at 100, which shows what the fillfactor's free
+ * space costs). Sizes are of the main fork (the heap) unless named
+ * `table` (pg_table_size: with the free space and visibility maps). */
 static void run_million_appends(PGconn *c) {
     char sql[512];
     snprintf(sql, sizeof sql,
@@ -659,18 +702,11 @@ static void run_million_appends(PGconn *c) {
         scale_conv[i] = atoll(PQgetvalue(r, i, 0));
     PQclear(r);
     exec_or_die(c, "VACUUM ANALYZE conversations");
-    const char *state =
-        "SELECT n_tup_upd || ' ' || n_tup_hot_upd || ' ' || "
-        "pg_table_size('conversations') || ' ' || "
-        "pg_indexes_size('conversations') || ' ' || coalesce(autovacuum_count, 0) "
-        "FROM pg_stat_user_tables WHERE relname = 'conversations'";
-    long long upd0, hot0, heap0, idx0, av0, upd1, hot1, heap1, idx1, av1;
-    r = PQexec(c, state);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK ||
-        sscanf(PQgetvalue(r, 0, 0), "%lld %lld %lld %lld %lld", &upd0, &hot0, &heap0,
-               &idx0, &av0) != 5)
-        exit(1);
-    PQclear(r);
+    int fillfactor = (int)sql_int(
+        c, "SELECT coalesce((SELECT option_value FROM pg_options_to_table("
+           "reloptions) WHERE option_name = 'fillfactor'), '100')::int FROM "
+           "pg_class WHERE oid = 'conversations'::regclass");
+    conv_state s0 = read_conv_state(c);
     pthread_t th[MAXT];
     append_worker w[MAXT];
     int64_t t0 = bench_now_ns();
@@ -685,21 +721,25 @@ static void run_million_appends(PGconn *c) {
     }
     double secs = (double)(bench_now_ns() - t0) / 1e9;
     sleep(2); /* server statistics reach the shared view within a second */
-    exec_or_die(c, "SELECT pg_stat_clear_snapshot()");
-    r = PQexec(c, state);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK ||
-        sscanf(PQgetvalue(r, 0, 0), "%lld %lld %lld %lld %lld", &upd1, &hot1, &heap1,
-               &idx1, &av1) != 5)
-        exit(1);
-    PQclear(r);
-    long long upd = upd1 - upd0, hot = hot1 - hot0;
+    conv_state s1 = read_conv_state(c);
+    long long fresh_same = fresh_bytes(c, fillfactor);
+    long long fresh_full = fresh_bytes(c, 100);
+    long long upd = s1.upd - s0.upd, hot = s1.hot - s0.hot;
     printf("BENCH %s append_1m threads=%d ops_s=%.0f appends=%ld conversations=%d "
-           "conv_updates=%lld conv_hot_updates=%lld hot_ratio=%.3f "
+           "conv_rows=%lld fillfactor=%d conv_updates=%lld conv_hot_updates=%lld "
+           "hot_ratio=%.3f dead_tuples=%lld heap_bytes_before=%lld heap_bytes_after=%lld "
+           "fresh_bytes_same_fillfactor=%lld fresh_bytes_fillfactor100=%lld "
+           "size_ratio_same_fillfactor=%.2f size_ratio_fillfactor100=%.2f "
            "conv_table_bytes_before=%lld conv_table_bytes_after=%lld size_ratio=%.2f "
-           "conv_index_bytes_before=%lld conv_index_bytes_after=%lld autovacuums=%lld\n",
-           PROGRAM, MAXT, SCALE_APPENDS / secs, SCALE_APPENDS, SCALE_CONVS, upd, hot,
-           upd ? (double)hot / (double)upd : 1.0, heap0, heap1,
-           (double)heap1 / (double)heap0, idx0, idx1, av1 - av0);
+           "conv_index_bytes_before=%lld conv_index_bytes_after=%lld autovacuums=%lld "
+           "seconds=%.0f\n",
+           PROGRAM, MAXT, SCALE_APPENDS / secs, SCALE_APPENDS, SCALE_CONVS,
+           sql_int(c, "SELECT count(*) FROM conversations"), fillfactor, upd, hot,
+           upd ? (double)hot / (double)upd : 1.0, s1.dead, s0.heap, s1.heap, fresh_same,
+           fresh_full, (double)s1.heap / (double)fresh_same,
+           (double)s1.heap / (double)fresh_full, s0.table, s1.table,
+           (double)s1.table / (double)s0.table, s0.idx, s1.idx,
+           s1.autovacuums - s0.autovacuums, secs);
     fflush(stdout);
 }
 
