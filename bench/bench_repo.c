@@ -645,7 +645,6 @@ static void *append_worker_run(void *p) {
  * at `fillfactor`: a copy of the rows into a new table, vacuumed. */
 static long long fresh_bytes(PGconn *c, int fillfactor) {
     char sql[256];
-    exec_or_die(c, "DROP TABLE IF EXISTS pg_temp.conv_fresh");
     snprintf(sql, sizeof sql, "CREATE TEMP TABLE conv_fresh (LIKE conversations) "
              "WITH (fillfactor = %d)", fillfactor);
     exec_or_die(c, sql);
