@@ -619,6 +619,9 @@ static void seed_million_users(PGconn *c) {
 static long scale_appends = 1000000;
 #define SCALE_APPENDS scale_appends
 static int64_t scale_conv[SCALE_CONVS];
+/* The pool the appends use: `pool`, or one with BENCH_ACTIVITY_INTERVAL_MS
+ * as repo_activity_interval_ms (a variant, never the default figure). */
+static ds_pool *append_pool;
 
 typedef struct append_worker {
     int index;
@@ -632,7 +635,7 @@ static void *append_worker_run(void *p) {
     for (long i = 0; i < w->ops; i++) {
         ds_error err;
         int64_t conv = scale_conv[(w->index + i * MAXT) % SCALE_CONVS];
-        if (ds_message_append(pool, conv, &m, NULL, &err) != DS_OK) {
+        if (ds_message_append(append_pool, conv, &m, NULL, &err) != DS_OK) {
             fprintf(stderr, "append: %s\n", err.message);
             w->failed = true;
             return NULL;
@@ -705,6 +708,31 @@ static void run_million_appends(PGconn *c) {
         c, "SELECT coalesce((SELECT option_value FROM pg_options_to_table("
            "reloptions) WHERE option_name = 'fillfactor'), '100')::int FROM "
            "pg_class WHERE oid = 'conversations'::regclass");
+    const char *interval = getenv("BENCH_ACTIVITY_INTERVAL_MS");
+    append_pool = pool;
+    if (interval && *interval) {
+        ds_config *cfg;
+        ds_error err = {0};
+        if (ds_config_new(&cfg, &err) != DS_OK ||
+            ds_config_set(cfg, "database_url", bench_env("DATABASE_URL"), &err) != DS_OK ||
+            ds_config_set_int(cfg, "pool_max", MAXT, &err) != DS_OK ||
+            ds_config_set(cfg, "repo_activity_interval_ms", interval, &err) != DS_OK ||
+            ds_pool_open(cfg, &append_pool, &err) != DS_OK)
+            die("append pool", &err);
+        ds_config_free(cfg);
+    }
+    long long interval_ms;
+    if (interval && *interval) {
+        interval_ms = atoll(interval);
+    } else { /* the library's default, as `pool` has it */
+        ds_config *cfg;
+        int64_t v = -1;
+        if (ds_config_new(&cfg, NULL) == DS_OK &&
+            ds_config_get_int(cfg, "repo_activity_interval_ms", &v, NULL) != DS_OK)
+            v = -1;
+        ds_config_free(cfg);
+        interval_ms = v;
+    }
     conv_state s0 = read_conv_state(c);
     pthread_t th[MAXT];
     append_worker w[MAXT];
@@ -719,20 +747,22 @@ static void run_million_appends(PGconn *c) {
             exit(1);
     }
     double secs = (double)(bench_now_ns() - t0) / 1e9;
+    if (append_pool != pool)
+        ds_pool_close(append_pool);
     sleep(2); /* server statistics reach the shared view within a second */
     conv_state s1 = read_conv_state(c);
     long long fresh_same = fresh_bytes(c, fillfactor);
     long long fresh_full = fresh_bytes(c, 100);
     long long upd = s1.upd - s0.upd, hot = s1.hot - s0.hot;
     printf("BENCH %s append_1m threads=%d ops_s=%.0f appends=%ld conversations=%d "
-           "conv_rows=%lld fillfactor=%d conv_updates=%lld conv_hot_updates=%lld "
+           "activity_interval_ms=%lld conv_rows=%lld fillfactor=%d conv_updates=%lld conv_hot_updates=%lld "
            "hot_ratio=%.3f dead_tuples=%lld heap_bytes_before=%lld heap_bytes_after=%lld "
            "fresh_bytes_same_fillfactor=%lld fresh_bytes_fillfactor100=%lld "
            "size_ratio_same_fillfactor=%.2f size_ratio_fillfactor100=%.2f "
            "conv_table_bytes_before=%lld conv_table_bytes_after=%lld size_ratio=%.2f "
            "conv_index_bytes_before=%lld conv_index_bytes_after=%lld autovacuums=%lld "
            "seconds=%.0f\n",
-           PROGRAM, MAXT, SCALE_APPENDS / secs, SCALE_APPENDS, SCALE_CONVS,
+           PROGRAM, MAXT, SCALE_APPENDS / secs, SCALE_APPENDS, SCALE_CONVS, interval_ms,
            sql_int(c, "SELECT count(*) FROM conversations"), fillfactor, upd, hot,
            upd ? (double)hot / (double)upd : 1.0, s1.dead, s0.heap, s1.heap, fresh_same,
            fresh_full, (double)s1.heap / (double)fresh_same,
