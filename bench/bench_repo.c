@@ -35,7 +35,9 @@
  *   after_1m_appends   1,000,000 ds_message_append calls (8 threads, 2,000
  *                      conversations, autovacuum at its defaults), then
  *                      list_last_50 and the conversations table's HOT
- *                      ratio and size against its fresh size
+ *                      ratio and size against its fresh size (BENCH_APPENDS
+ *                      changes the count, BENCH_ACTIVITY_INTERVAL_MS the
+ *                      appends' repo_activity_interval_ms)
  *
  * Needs DATABASE_URL; applies the sql/ migrations when the schema is missing.
  */
