@@ -1,12 +1,14 @@
 -- Room on every page of conversations for its rows' next versions (see
--- docs/repositories.md, "Appends without rewriting the conversation's row
--- each time"). An append moves its conversation's updated_at at most once
+-- docs/repositories.md, "Between two vacuums", for the measurements). An
+-- append moves its conversation's updated_at at most once
 -- per repo_activity_interval_ms; updated_at is indexed, so that update is
 -- never HOT. With pages packed full, a row's new version had no room on
 -- its own page and went to the end of the table, which grew until vacuum
 -- ran. With 30% of each page kept free, the new version stays on its page,
 -- and page pruning (run whenever a statement reads a page short of free
 -- space, with no vacuum) reclaims the old version's space for the next.
+-- Its 4-byte line pointer still waits for vacuum (291 per page at most),
+-- so vacuum still bounds the table when bumps outrun it.
 --
 -- Online: SET (fillfactor) takes SHARE UPDATE EXCLUSIVE, which blocks
 -- neither reads nor writes (only DDL, VACUUM and ANALYZE wait), changes
