@@ -58,7 +58,7 @@
  *   repo_max_json_bytes      DS_REPO_MAX_JSON_BYTES      1048576 bytes of one JSON value serialised
  *   repo_max_page            DS_REPO_MAX_PAGE            1000 rows per list call
  *   repo_max_batch           DS_REPO_MAX_BATCH           10000 rows per batch call
- *   repo_activity_interval_ms DS_REPO_ACTIVITY_INTERVAL_MS 10000 an append moves its
+ *   repo_activity_interval_ms DS_REPO_ACTIVITY_INTERVAL_MS 30000 an append moves its
  *                                                        conversation's updated_at only when it is
  *                                                        older than this (0 = on every append)
  *

@@ -15,7 +15,7 @@
  *
  * An append is one statement (one round trip): it inserts the message and
  * bumps the conversation's updated_at atomically when that is older than
- * repo_activity_interval_ms (default 10 s), so recent-activity order holds
+ * repo_activity_interval_ms (default 30 s), so recent-activity order holds
  * at that granularity without rewriting the conversation's row for every
  * message (see docs/repositories.md). With an idempotency key,
  * a retried append (also several at once, from other threads or processes)

@@ -109,7 +109,7 @@ static const setting settings[] = {
     /* How stale a conversation's activity time may get before an append
      * moves it: each move is a non-HOT update of an indexed row. */
     INT_SETTING("repo_activity_interval_ms", "DS_REPO_ACTIVITY_INTERVAL_MS",
-                repo_activity_interval_ms, 0, 86400000, 10000),
+                repo_activity_interval_ms, 0, 86400000, 30000),
 };
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
 
