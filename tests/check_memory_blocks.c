@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clustered.h"
+#include "memory_clustered.h"
 #include "test_util.h"
 #include "datastore/datastore.h"
 
@@ -75,24 +75,12 @@ static bool blk_open(blk_fx *f, const char *test, int backend) {
     f->id = calloc(cap, sizeof *f->id);
     f->is_note = calloc(cap, sizeof *f->is_note);
     f->gone = calloc(cap, sizeof *f->gone);
-    ds_memory_new_fact *batch = calloc(total, sizeof *batch);
-    for (size_t i = 0; i < total; i++) {
-        int who = i % 12 == 11 ? 1 : 0; /* interleaved */
-        f->owner[i] = who ? f->small : f->large;
-        cl_fact(&f->m, &f->prof[who], f->v + i * DIM);
-        f->is_note[i] = i % 3 == 0; /* else "fact" */
-        batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact),
-                                        .user_id = f->owner[i],
-                                        .kind = f->is_note[i] ? "note" : "fact",
-                                        .content = "packed fact",
-                                        .importance = 0.5,
-                                        .embedding = f->v + i * DIM,
-                                        .dim = DIM};
-    }
+    /* interleaved: 1 in 12 the small user's */
+    static const int pattern[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    const int64_t users[2] = {f->large, f->small};
+    mc_add_clustered(f->mem, &f->m, f->prof, users, pattern, 12, total,
+                     "packed fact", f->v, f->owner, f->id, f->is_note);
     f->n = total;
-    st = ds_memory_add_batch(f->mem, batch, total, f->id, &err);
-    ck_assert_ds_ok(st, err);
-    free(batch);
     size_t clustered = 0;
     maintain(f, &clustered);
     dt_sql(f->url, "VACUUM ANALYZE memory_facts");

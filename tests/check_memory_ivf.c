@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clustered.h"
+#include "memory_clustered.h"
 #include "test_util.h"
 #include "datastore/datastore.h"
 
@@ -62,25 +62,12 @@ static bool ivf_open(ivf_fx *f, const char *test, int backend, bool cluster) {
     f->id = calloc(cap, sizeof *f->id);
     f->is_note = calloc(cap, sizeof *f->is_note);
     f->gone = calloc(cap, sizeof *f->gone);
-    ds_memory_new_fact *batch = calloc(TOTAL, sizeof *batch);
-    for (size_t i = 0; i < TOTAL; i++) {
-        /* interleaved: 7 in 10 dense, 1 sparse, 2 filler */
-        int who = i % 10 < 7 ? 0 : i % 10 < 8 ? 1 : 2;
-        f->owner[i] = who == 0 ? f->dense : who == 1 ? f->sparse : f->filler;
-        cl_fact(&f->m, &f->prof[who], f->v + i * DIM);
-        f->is_note[i] = i % 3 == 0;
-        batch[i] = (ds_memory_new_fact){.size = sizeof(ds_memory_new_fact),
-                                        .user_id = f->owner[i],
-                                        .kind = f->is_note[i] ? "note" : "fact",
-                                        .content = "clustered fact",
-                                        .importance = 0.5,
-                                        .embedding = f->v + i * DIM,
-                                        .dim = DIM};
-    }
+    /* interleaved: 7 in 10 dense, 1 sparse, 2 filler */
+    static const int pattern[10] = {0, 0, 0, 0, 0, 0, 0, 1, 2, 2};
+    const int64_t users[3] = {f->dense, f->sparse, f->filler};
+    mc_add_clustered(f->mem, &f->m, f->prof, users, pattern, 10, TOTAL,
+                     "clustered fact", f->v, f->owner, f->id, f->is_note);
     f->n = TOTAL;
-    st = ds_memory_add_batch(f->mem, batch, TOTAL, f->id, &err);
-    ck_assert_ds_ok(st, err);
-    free(batch);
     if (cluster) {
         ds_memory_maintain_options o = DS_MEMORY_MAINTAIN_OPTIONS_INIT;
         o.min_facts = MIN_FACTS;
