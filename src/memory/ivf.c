@@ -50,7 +50,7 @@
 /* ---- statements ------------------------------------------------------------ */
 
 enum {
-    I_LISTS, I_PROBE, I_REST, I_USERS, I_MAX_LIST, I_INSERT_LISTS,
+    I_LISTS, I_PROBE, I_REST, I_USERS, I_USER, I_MAX_LIST, I_INSERT_LISTS,
     I_SET_LISTS, I_DROP_OLD, I_DROP_ALL, I_CENTROIDS_OF, I_USER_IDS, I_COUNT_
 };
 
@@ -65,11 +65,18 @@ static const ds__stmt_def ivf_stmts[I_COUNT_] = {
                  {DS_OID_INT8},
                  4,
                  {DS_OID_INT4, DS_OID_BYTEA, DS_OID_INT4, DS_OID_FLOAT4}},
-    /* one index range of memory_facts_ivf_idx per list */
+    /* one index range of memory_facts_ivf_idx per list ($2 holds distinct
+     * lists). A list at a time: with `list_id = ANY($2)` the generic plan,
+     * costed for an average user of a fact or two, read every entry of
+     * the user and filtered the lists (OFFSET 0 keeps the subquery
+     * per list, as in memory.blocks.tail). */
     [I_PROBE] = {"memory.ivf.probe",
-                 "SELECT id, embedding_sketch FROM memory_facts "
-                 "WHERE user_id = $1 AND list_id = ANY($2) "
-                 "AND ($3::text IS NULL OR kind = $3) AND " SKETCH_PRED,
+                 "SELECT f.id, f.embedding_sketch FROM unnest($2::int4[]) "
+                 "AS l(list_id) CROSS JOIN LATERAL (SELECT id, "
+                 "embedding_sketch FROM memory_facts WHERE user_id = $1 "
+                 "AND list_id = l.list_id "
+                 "AND ($3::text IS NULL OR kind = $3) AND " SKETCH_PRED
+                 " OFFSET 0) f",
                  3,
                  {DS_OID_INT8, DS_OID_INT4_ARRAY, DS_OID_TEXT},
                  2,
@@ -91,26 +98,38 @@ static const ds__stmt_def ivf_stmts[I_COUNT_] = {
                 {DS_OID_INT8, DS_OID_INT4, DS_OID_INT4, DS_OID_TEXT},
                 2,
                 {DS_OID_INT8, DS_OID_BYTEA}},
-    /* users to look at: facts, facts without a list, and their lists */
+    /* users to look at: facts, facts without a list, and their lists.
+     * Every user: a pass over the table by nature (ds_memory_maintain's
+     * periodic run); one user ($1): its rows only (a statement of its own,
+     * since `$1 = 0 OR user_id = $1` gave a generic plan that scanned). */
+#define USERS_SQL(where, min_facts)                                            \
+    "SELECT f.user_id, count(*), "                                             \
+    "count(*) FILTER (WHERE f.list_id IS NULL), "                              \
+    "coalesce(l.lists, 0), coalesce(l.facts, 0), "                             \
+    "coalesce(l.largest, 0), coalesce(l.lowest, 0) "                           \
+    "FROM memory_facts f LEFT JOIN (SELECT user_id, "                          \
+    "count(*) AS lists, sum(facts) AS facts, max(facts) AS "                   \
+    "largest, min(list_id) AS lowest FROM memory_ivf_lists "                   \
+    "GROUP BY user_id) l ON l.user_id = f.user_id "                            \
+    "WHERE " where "f.embedding IS NOT NULL "                                  \
+    "GROUP BY f.user_id, l.lists, l.facts, l.largest, l.lowest "               \
+    "HAVING count(*) >= " min_facts " OR l.lists IS NOT NULL "                 \
+    "ORDER BY f.user_id"
     [I_USERS] = {"memory.ivf.users",
-                 "SELECT f.user_id, count(*), "
-                 "count(*) FILTER (WHERE f.list_id IS NULL), "
-                 "coalesce(l.lists, 0), coalesce(l.facts, 0), "
-                 "coalesce(l.largest, 0), coalesce(l.lowest, 0) "
-                 "FROM memory_facts f LEFT JOIN (SELECT user_id, "
-                 "count(*) AS lists, sum(facts) AS facts, max(facts) AS "
-                 "largest, min(list_id) AS lowest FROM memory_ivf_lists "
-                 "GROUP BY user_id) l ON l.user_id = f.user_id "
-                 "WHERE ($1 = 0 OR f.user_id = $1) "
-                 "AND f.embedding IS NOT NULL "
-                 "GROUP BY f.user_id, l.lists, l.facts, l.largest, l.lowest "
-                 "HAVING count(*) >= $2 OR l.lists IS NOT NULL "
-                 "ORDER BY f.user_id",
-                 2,
-                 {DS_OID_INT8, DS_OID_INT8},
+                 USERS_SQL("", "$1"),
+                 1,
+                 {DS_OID_INT8},
                  7,
                  {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8,
                   DS_OID_INT8, DS_OID_INT4, DS_OID_INT4}},
+    [I_USER] = {"memory.ivf.user",
+                USERS_SQL("f.user_id = $1 AND ", "$2"),
+                2,
+                {DS_OID_INT8, DS_OID_INT8},
+                7,
+                {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8,
+                 DS_OID_INT8, DS_OID_INT4, DS_OID_INT4}},
+#undef USERS_SQL
     [I_MAX_LIST] = {"memory.ivf.max_list",
                     "SELECT coalesce(max(list_id), -1) FROM memory_ivf_lists "
                     "WHERE user_id = $1",
@@ -159,11 +178,19 @@ static const ds__stmt_def ivf_stmts[I_COUNT_] = {
                         {DS_OID_INT8_ARRAY},
                         3,
                         {DS_OID_INT8, DS_OID_INT4, DS_OID_BYTEA}},
-    /* the facts of a user whose list is NULL or outside $2..$3 */
+    /* the facts of a user whose list is NULL or outside $2..$3: three
+     * ranges of memory_facts_ivf_idx (the facts a search reads in
+     * memory.ivf.rest), not the user's every fact */
     [I_USER_IDS] = {"memory.ivf.user_ids",
                     "SELECT id FROM memory_facts WHERE user_id = $1 "
-                    "AND embedding IS NOT NULL AND (list_id IS NULL OR "
-                    "list_id < $2 OR list_id > $3)",
+                    "AND list_id IS NULL AND embedding IS NOT NULL AND "
+                    SKETCH_PRED " UNION ALL "
+                    "SELECT id FROM memory_facts WHERE user_id = $1 "
+                    "AND list_id < $2 AND embedding IS NOT NULL AND "
+                    SKETCH_PRED " UNION ALL "
+                    "SELECT id FROM memory_facts WHERE user_id = $1 "
+                    "AND list_id > $3 AND embedding IS NOT NULL AND "
+                    SKETCH_PRED,
                     3,
                     {DS_OID_INT8, DS_OID_INT4, DS_OID_INT4},
                     1,
@@ -1051,9 +1078,11 @@ DS_EXPORT ds_status ds_memory_maintain(ds_memory *mem,
     ds_error local = {0};
     ds__bind p;
     ds__bind_init(&p);
-    ds__bind_int64(&p, o.user_id);
+    if (o.user_id)
+        ds__bind_int64(&p, o.user_id);
     ds__bind_int64(&p, o.min_facts);
-    PGresult *users = ds__memory_exec(m.c, &ivf_stmts[I_USERS], &p, &local);
+    PGresult *users = ds__memory_exec(
+        m.c, &ivf_stmts[o.user_id ? I_USER : I_USERS], &p, &local);
     st = users ? DS_OK : local.code;
     size_t done = 0;
     for (int i = 0; st == DS_OK && users && i < PQntuples(users); i++) {
