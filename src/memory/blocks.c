@@ -48,7 +48,7 @@
 #define SETTLE_WAIT_MS 30000
 
 enum {
-    B_BLOCKS, B_TAIL, B_USERS, B_SEQ, B_PAUSE, B_SNAPSHOT, B_SETTLED,
+    B_BLOCKS, B_TAIL, B_USERS, B_USER, B_SEQ, B_PAUSE, B_SNAPSHOT, B_SETTLED,
     B_FACTS, B_DELETE, B_INSERT, B_BEGIN, B_COMMIT, B_LOCK, B_COUNT_
 };
 
@@ -87,25 +87,38 @@ static const ds__stmt_def block_stmts[B_COUNT_] = {
                 3,
                 {DS_OID_INT8, DS_OID_BYTEA, DS_OID_TEXT}},
     /* users to look at: facts, facts above the packing, facts at or below
-     * it (fewer than packed: some were deleted) */
+     * it (fewer than packed: some were deleted). Every user: a pass over
+     * the table by nature (ds_memory_maintain's periodic run); one user
+     * ($1): its entries of memory_facts_user_kind_idx only (a statement of
+     * its own, since `$1 = 0 OR user_id = $1` gave a generic plan that
+     * walked the whole index). */
+#define USERS_SQL(where, min_facts)                                            \
+    "SELECT f.user_id, count(*), "                                             \
+    "count(*) FILTER (WHERE f.id > b.upto), "                                  \
+    "count(*) FILTER (WHERE f.id <= b.upto), "                                 \
+    "coalesce(b.packed, 0), b.upto IS NOT NULL "                               \
+    "FROM memory_facts f LEFT JOIN (SELECT user_id, "                          \
+    "max(upto) AS upto, sum(facts) AS packed FROM "                            \
+    "memory_code_blocks GROUP BY user_id) b "                                  \
+    "ON b.user_id = f.user_id " where                                          \
+    "GROUP BY f.user_id, b.upto, b.packed "                                    \
+    "HAVING count(*) >= " min_facts " OR b.upto IS NOT NULL "                  \
+    "ORDER BY f.user_id"
     [B_USERS] = {"memory.blocks.users",
-                 "SELECT f.user_id, count(*), "
-                 "count(*) FILTER (WHERE f.id > b.upto), "
-                 "count(*) FILTER (WHERE f.id <= b.upto), "
-                 "coalesce(b.packed, 0), b.upto IS NOT NULL "
-                 "FROM memory_facts f LEFT JOIN (SELECT user_id, "
-                 "max(upto) AS upto, sum(facts) AS packed FROM "
-                 "memory_code_blocks GROUP BY user_id) b "
-                 "ON b.user_id = f.user_id "
-                 "WHERE ($1 = 0 OR f.user_id = $1) "
-                 "GROUP BY f.user_id, b.upto, b.packed "
-                 "HAVING count(*) >= $2 OR b.upto IS NOT NULL "
-                 "ORDER BY f.user_id",
-                 2,
-                 {DS_OID_INT8, DS_OID_INT8},
+                 USERS_SQL("", "$1"),
+                 1,
+                 {DS_OID_INT8},
                  6,
                  {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8,
                   DS_OID_INT8, DS_OID_BOOL}},
+    [B_USER] = {"memory.blocks.user",
+                USERS_SQL("WHERE f.user_id = $1 ", "$2"),
+                2,
+                {DS_OID_INT8, DS_OID_INT8},
+                6,
+                {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8,
+                 DS_OID_INT8, DS_OID_BOOL}},
+#undef USERS_SQL
     /* the last id given out (0 before the first) */
     [B_SEQ] = {"memory.blocks.seq",
                "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence("
@@ -665,9 +678,10 @@ ds_status ds__blocks_maintain(ds_memory *mem, ds_conn *c, int64_t user_id,
         min_facts = PACK_FLOOR;
     ds__bind p;
     ds__bind_init(&p);
-    ds__bind_int64(&p, user_id);
+    if (user_id)
+        ds__bind_int64(&p, user_id);
     ds__bind_int64(&p, min_facts);
-    PGresult *users = exec_args(c, B_USERS, &p, err);
+    PGresult *users = exec_args(c, user_id ? B_USER : B_USERS, &p, err);
     if (!users)
         return err->code;
     ds_status st = DS_OK;
