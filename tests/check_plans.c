@@ -27,6 +27,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "memory_clustered.h"
 #include "pool/stmt.h"
 #include "test_util.h"
 
@@ -92,6 +93,32 @@ static const allowed_finding allowed[] = {
      "as memory.sketches, above 2000 dimensions"},
     {"memory.codes", "generic", "filtered",
      "as memory.sketches, for a large user's coarse codes"},
+    {"memory.ivf.rest", "generic", "filtered",
+     "as memory.sketches: the kind filter over the facts without a list "
+     "(or whose list is gone), the ranges every list search reads"},
+    /* ds_memory_maintain() (src/memory/ivf.c, blocks.c) */
+    {"memory.ivf.users", NULL, "seqscan",
+     "ds_memory_maintain() over every user counts each user's facts with "
+     "an embedding to find the users to cluster: one pass over the table "
+     "per run, a periodic job; only per-user counters kept on every write "
+     "would bound it (a migration)"},
+    {"memory.ivf.users", NULL, "filtered",
+     "the same pass skips the facts without an embedding"},
+    {"memory.blocks.users", NULL, "fullindex",
+     "ds_memory_maintain() over every user counts each user's facts to find "
+     "the users to pack: one pass per run, as memory.ivf.users (an "
+     "index-only walk of memory_facts_user_kind_idx)"},
+    {"memory.blocks.users", NULL, "seqscan",
+     "the same pass, where the planner costs a scan of the table lower"},
+    {"memory.ivf.user", NULL, "filtered",
+     "ds_memory_maintain() for one user counts that user's facts with an "
+     "embedding: it reads the user's rows by nature and skips those "
+     "without one"},
+    {"memory.ivf.user_ids", NULL, "filtered",
+     "the facts without a list include those stored without an embedding, "
+     "which never get one; read here once per maintenance run, as "
+     "memory.ivf.rest reads them on every search (no index tells them "
+     "apart: that would take a migration)"},
     {"gdpr.erase_count", "custom", "seqscan",
      "the progress total counts every row of the user; for the heaviest "
      "user (a third of all messages) a scan is the cheaper plan and the "
@@ -140,11 +167,63 @@ static void populate(void) {
            "ANALYZE;");
 }
 
+/* What the lists' and the packed codes' statements read: clustered
+ * embeddings, one in ten user 1's (which keeps about its share of the
+ * table), the rest of 30 small users; user 1 clustered into lists and its
+ * codes packed by ds_memory_maintain(), then facts written since (above
+ * the packing, each given its nearest list as it is written). User 1's
+ * facts from populate() have no embedding, as facts written before
+ * embeddings existed: they never get a list. */
+static void populate_memory(void) {
+    enum { USERS = 31, FACTS = 6000, LATER = 200 };
+    int pattern[40];
+    int64_t users[USERS];
+    cl_user prof[USERS];
+    for (int i = 0; i < 40; i++)
+        pattern[i] = i < 4 ? 0 : 1 + (i - 4) % (USERS - 1);
+    ds_pool *pool = dt_pool(db, 1, 2);
+    ds_config *cfg = dt_config(db, 1, 2);
+    ds_memory *mem = NULL;
+    ds_error err = {0};
+    ds_status st = ds_memory_open(pool, cfg, &mem, &err);
+    ds_config_free(cfg);
+    ck_assert_ds_ok(st, err);
+    cl_model m;
+    ck_assert(cl_model_init(&m, ds_memory_dim(mem), 200, 20261206));
+    for (int u = 0; u < USERS; u++) {
+        users[u] = 1 + u;
+        cl_user_init(&m, &prof[u]);
+    }
+    int64_t *ids = calloc(FACTS, sizeof *ids);
+    ck_assert_ptr_nonnull(ids);
+    mc_add_clustered(mem, &m, prof, users, pattern, 40, FACTS, "clustered",
+                     NULL, NULL, ids, NULL);
+    ds_memory_maintain_options o = DS_MEMORY_MAINTAIN_OPTIONS_INIT;
+    o.min_facts = 500;
+    size_t clustered = 0;
+    st = ds_memory_maintain(mem, &o, &clustered, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(clustered, 1);
+    mc_add_clustered(mem, &m, prof, users, pattern, 40, LATER, "later", NULL,
+                     NULL, ids, NULL);
+    free(ids);
+    cl_model_free(&m);
+    ds_memory_close(mem);
+    ds_pool_close(pool);
+    ck_assert_int_gt(dt_sql_int(db, "SELECT count(*) FROM memory_ivf_lists "
+                                    "WHERE user_id = 1"), 10);
+    ck_assert_int_gt(dt_sql_int(db, "SELECT count(*) FROM memory_code_blocks "
+                                    "WHERE user_id = 1"), 10);
+    dt_sql(db, "VACUUM ANALYZE memory_facts, memory_ivf_lists, "
+               "memory_code_blocks");
+}
+
 /* The database is built and populated once for the case (in the runner,
  * before the tests fork); each test opens its own connection. */
 static void setup_db(void) {
     db = dt_migrated_db("plans");
     populate();
+    populate_memory();
 }
 
 /* The same on the fallback backend, whose memory statements differ (on
@@ -152,6 +231,7 @@ static void setup_db(void) {
 static void setup_db_fallback(void) {
     db = dt_migrated_db_backend("plans_fallback", "fallback");
     populate();
+    populate_memory();
 }
 
 static void teardown_db(void) {
@@ -183,6 +263,7 @@ static const char *default_value(Oid oid) {
     case 700: case 701: return "0.5";
     case 869: return "127.0.0.1";
     case 1001: return "{}";
+    case 1007: return "{0,1,2}"; /* list ids */
     case 1009: return "{x}";
     case 1016: return "{1,2,3}";
     case 1021: return "{0.5}";
@@ -370,8 +451,10 @@ static bool skipped(const char *module, const char *backend) {
         if (strcmp(module, skipped_modules[i]) == 0)
             return true;
     /* the statements of the backend this database does not use refer to
-     * columns it does not have */
-    if (strncmp(module, "memory.", 7) == 0)
+     * columns it does not have; the lists' and the packed codes' are the
+     * same on both */
+    if (strcmp(module, "memory.pgvector") == 0 ||
+        strcmp(module, "memory.fallback") == 0)
         return strcmp(module + 7, backend) != 0;
     return false;
 }
