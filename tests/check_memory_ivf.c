@@ -474,6 +474,18 @@ START_TEST(test_memory_ivf_maintain_progress_cancel_and_rebuild) {
         check(&f, f.dense, q, NULL, &rs);
     }
     ck_assert_double_eq(rs.worst, 1.0);
+    /* a user with lists and no fact left loses them too */
+    o.min_facts = MIN_FACTS;
+    st = ds_memory_maintain(f.mem, &o, &done, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_uint_eq(done, 1);
+    snprintf(sql, sizeof sql, "DELETE FROM memory_facts WHERE user_id = %lld",
+             (long long)f.dense);
+    dt_sql(f.url, sql);
+    st = ds_memory_maintain(f.mem, &o, &done, &err);
+    ck_assert_ds_ok(st, err);
+    ck_assert_int_eq(dt_sql_int(f.url, "SELECT count(*) FROM memory_ivf_lists"),
+                     0);
     ivf_close(&f);
 }
 END_TEST

@@ -99,31 +99,39 @@ static const ds__stmt_def ivf_stmts[I_COUNT_] = {
                 2,
                 {DS_OID_INT8, DS_OID_BYTEA}},
     /* users to look at: facts, facts without a list, and their lists.
-     * Every user: a pass over the table by nature (ds_memory_maintain's
-     * periodic run); one user ($1): its rows only (a statement of its own,
-     * since `$1 = 0 OR user_id = $1` gave a generic plan that scanned). */
-#define USERS_SQL(where, min_facts)                                            \
-    "SELECT f.user_id, count(*), "                                             \
-    "count(*) FILTER (WHERE f.list_id IS NULL), "                              \
-    "coalesce(l.lists, 0), coalesce(l.facts, 0), "                             \
-    "coalesce(l.largest, 0), coalesce(l.lowest, 0) "                           \
-    "FROM memory_facts f LEFT JOIN (SELECT user_id, "                          \
-    "count(*) AS lists, sum(facts) AS facts, max(facts) AS "                   \
-    "largest, min(list_id) AS lowest FROM memory_ivf_lists "                   \
-    "GROUP BY user_id) l ON l.user_id = f.user_id "                            \
-    "WHERE " where "f.embedding IS NOT NULL "                                  \
-    "GROUP BY f.user_id, l.lists, l.facts, l.largest, l.lowest "               \
-    "HAVING count(*) >= " min_facts " OR l.lists IS NOT NULL "                 \
-    "ORDER BY f.user_id"
+     * Every user: the candidates (users with lists, and users with at
+     * least $1 facts, counted in the narrow memory_facts_user_kind_idx,
+     * index-only) and then the rows of those only; counted in the table,
+     * the facts' embeddings made the periodic run read all of it (a user
+     * with lists and no fact left now comes back, with 0 facts, and its
+     * lists go). One user ($1): a statement of its own, since
+     * `$1 = 0 OR user_id = $1` gave a generic plan that scanned the table
+     * for one user. */
+#define USERS_SQL(candidates, min_facts)                                       \
+    "SELECT c.user_id, s.facts, s.unlisted, coalesce(l.lists, 0), "           \
+    "coalesce(l.facts, 0), coalesce(l.largest, 0), coalesce(l.lowest, 0) "     \
+    "FROM " candidates " c "                                                   \
+    "CROSS JOIN LATERAL (SELECT count(*) AS facts, "                           \
+    "count(*) FILTER (WHERE list_id IS NULL) AS unlisted "                     \
+    "FROM memory_facts WHERE user_id = c.user_id "                             \
+    "AND embedding IS NOT NULL) s "                                            \
+    "LEFT JOIN (SELECT user_id, count(*) AS lists, sum(facts) AS facts, "      \
+    "max(facts) AS largest, min(list_id) AS lowest FROM memory_ivf_lists "     \
+    "GROUP BY user_id) l ON l.user_id = c.user_id "                            \
+    "WHERE s.facts >= " min_facts " OR l.lists IS NOT NULL "                   \
+    "ORDER BY c.user_id"
     [I_USERS] = {"memory.ivf.users",
-                 USERS_SQL("", "$1"),
+                 USERS_SQL("(SELECT user_id FROM memory_facts GROUP BY "
+                           "user_id HAVING count(*) >= $1 UNION SELECT "
+                           "user_id FROM memory_ivf_lists)",
+                           "$1"),
                  1,
                  {DS_OID_INT8},
                  7,
                  {DS_OID_INT8, DS_OID_INT8, DS_OID_INT8, DS_OID_INT8,
                   DS_OID_INT8, DS_OID_INT4, DS_OID_INT4}},
     [I_USER] = {"memory.ivf.user",
-                USERS_SQL("f.user_id = $1 AND ", "$2"),
+                USERS_SQL("(SELECT $1::int8 AS user_id)", "$2"),
                 2,
                 {DS_OID_INT8, DS_OID_INT8},
                 7,
