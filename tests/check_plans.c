@@ -97,17 +97,19 @@ static const allowed_finding allowed[] = {
      "as memory.sketches: the kind filter over the facts without a list "
      "(or whose list is gone), the ranges every list search reads"},
     /* ds_memory_maintain() (src/memory/ivf.c, blocks.c) */
+    {"memory.ivf.users", NULL, "fullindex",
+     "ds_memory_maintain() over every user finds the users to cluster "
+     "(those with at least min_facts facts) in one index-only pass over "
+     "memory_facts_user_kind_idx per run, a periodic job; only per-user "
+     "counters kept on every write would bound it (a migration)"},
     {"memory.ivf.users", NULL, "seqscan",
-     "ds_memory_maintain() over every user counts each user's facts with "
-     "an embedding to find the users to cluster: one pass over the table "
-     "per run, a periodic job; only per-user counters kept on every write "
-     "would bound it (a migration)"},
+     "the same pass, where the planner costs a scan of the table lower "
+     "(pages vacuum has not marked all-visible yet)"},
     {"memory.ivf.users", NULL, "filtered",
-     "the same pass skips the facts without an embedding"},
+     "the candidates' facts without an embedding, read and not counted"},
     {"memory.blocks.users", NULL, "fullindex",
      "ds_memory_maintain() over every user counts each user's facts to find "
-     "the users to pack: one pass per run, as memory.ivf.users (an "
-     "index-only walk of memory_facts_user_kind_idx)"},
+     "the users to pack: one index-only pass per run, as memory.ivf.users"},
     {"memory.blocks.users", NULL, "seqscan",
      "the same pass, where the planner costs a scan of the table lower"},
     {"memory.ivf.user", NULL, "filtered",
