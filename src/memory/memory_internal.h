@@ -208,6 +208,73 @@ ds_status ds__code_stage(ds_memory *mem, ds_conn *c, int64_t user_id,
 ds_status ds__blocks_maintain(ds_memory *mem, ds_conn *c, int64_t user_id,
                               size_t *packed_users, ds_error *err);
 
+/* ---- sketch bounds (bounds.c) and hybrid fusion (fusion.c) ------------- */
+
+/* Each fact's bounds on its cosine to the query, from its sketch: lo[i] <=
+ * the exact score of ids[i] <= hi[i]; -INFINITY and INFINITY for a fact
+ * without a usable sketch. */
+typedef struct ds__fact_bounds {
+    int64_t *ids;
+    float *lo, *hi;
+    size_t n;
+} ds__fact_bounds;
+
+/* The bounds of the (id, sketch) rows of `r` (memory.*sketches*); counts
+ * them in rows_scanned and clears `r`. DS_ERR_SCHEMA for a sketch of the
+ * wrong length. */
+ds_status ds__sketch_bounds(ds_memory *mem, PGresult *r, const float *q,
+                            ds__fact_bounds *out, ds_error *err);
+void ds__fact_bounds_free(ds__fact_bounds *b);
+
+/* A fused hit: its reciprocal-rank-fusion score and its ranks in the
+ * vector list and the text list (0: not in it). */
+typedef struct ds__ranked {
+    int64_t id;
+    double score;
+    int vector_rank;
+    int text_rank;
+} ds__ranked;
+
+#define DS_RRF_K 60.0 /* the constant of reciprocal rank fusion */
+
+/* A small user's hybrid search, planned from its sketch bounds and its
+ * text list before any exact vector is read. Fusion depends only on ranks,
+ * so a fact needs its exact vector only when the fused top k could
+ * contain it (then its vector rank must be exact) or when its score could
+ * fall on either side of such a fact's. The answer is the one the exact
+ * vector list of the n best would give. */
+typedef struct ds__fusion {
+    const ds__fact_bounds *b; /* borrowed: lives as long as the plan */
+    size_t n;                 /* vector list length */
+    int k;
+    int *text_rank;           /* per fact of b, 0 when not a text match */
+    bool *vec_chance;         /* per fact of b: may be in the vector list */
+    bool *exact;              /* per fact of b: its exact vector is read */
+    size_t *maybe;            /* facts of b the fused top k may hold */
+    size_t nmaybe;
+    ds__ranked *extra;        /* text matches without bounds: text only */
+    size_t nextra;
+    bool by_slots;            /* the k-th fused score is surely rrf(k)+ */
+    double vec_floor;         /* k-th best lower bound in the vector list */
+} ds__fusion;
+
+/* Plans the search: text_ids are the text list, best first. */
+ds_status ds__fusion_plan(ds__fusion *f, const ds__fact_bounds *b,
+                          const int64_t *text_ids, size_t ntext, size_t n,
+                          int k, bool use_min, double min_sim, ds_error *err);
+/* The ids whose exact vectors (and rows) to read, and those whose rows
+ * only; both sorted, NULL when empty (ds__free them). */
+ds_status ds__fusion_ids(const ds__fusion *f, int64_t **exact,
+                         size_t *nexact, int64_t **rows, size_t *nrows,
+                         ds_error *err);
+/* The fused top k, best first, from the exact scores of the facts read
+ * (ids[i] scored scores[i]; those below min_similarity or without a
+ * vector left out). *hits holds *count entries (ds__free it). */
+ds_status ds__fusion_rank(const ds__fusion *f, const int64_t *ids,
+                          const double *scores, size_t nscored,
+                          ds__ranked **hits, size_t *count, ds_error *err);
+void ds__fusion_free(ds__fusion *f);
+
 /* ---- large users' lists (ivf.c) ------------------------------------ */
 
 size_t ds__stmts_memory_ivf(const ds__stmt_def **defs);

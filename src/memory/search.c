@@ -18,7 +18,6 @@
 #include "core/growable.h"
 #include "memory/memory_internal.h"
 
-#define RRF_K 60.0 /* the constant of reciprocal rank fusion */
 
 typedef struct cand {
     int64_t id;
@@ -57,66 +56,37 @@ static ds_status prune_sketches(ds_memory *mem, PGresult *r, const float *q,
                                 ds_error *err) {
     *ids_out = NULL;
     *ncand_out = 0;
-    size_t rows = (size_t)PQntuples(r);
-    ds__memory_count(&mem->rows_scanned, rows);
-    size_t sketch_len = DS_SKETCH_BYTES(mem->dim);
-    float slack = ds__sketch_slack(mem->dim);
-    float *hi = ds__calloc(rows ? rows : 1, sizeof *hi);
+    ds__fact_bounds b;
+    ds_status st = ds__sketch_bounds(mem, r, q, &b, err); /* clears r */
+    if (st != DS_OK)
+        return st;
     float *heap = ds__calloc(n, sizeof *heap);
-    int64_t *ids = ds__calloc(rows ? rows : 1, sizeof *ids);
-    ds_status st = DS_OK;
-    if (!hi || !heap || !ids)
-        st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
-    size_t heap_len = 0;
-    for (size_t i = 0; st == DS_OK && i < rows; i++) {
-        ids[i] = ds__memory_int8(r, (int)i, 0);
-        if (PQgetisnull(r, (int)i, 1)) {
-            /* written without a sketch: always rescored */
-            hi[i] = INFINITY;
-            continue;
-        }
-        if ((size_t)PQgetlength(r, (int)i, 1) != sketch_len) {
-            st = ds__error_set(err, DS_ERR_SCHEMA,
-                               "memory fact %lld: the embedding sketch has %d "
-                               "bytes, not %zu",
-                               (long long)ds__memory_int8(r, (int)i, 0),
-                               PQgetlength(r, (int)i, 1), sketch_len);
-            break;
-        }
-        const unsigned char *sk =
-            (const unsigned char *)PQgetvalue(r, (int)i, 1);
-        float bound;
-        float approx = ds__sketch_dot(q, sk, mem->dim, &bound);
-        if (!ds__sketch_plausible(sk, mem->dim) || !isfinite(approx) ||
-            approx - bound - slack > 1 + slack) {
-            /* A damaged sketch bounds nothing: keep the fact for the exact
-             * rescoring, and keep its bound out of the heap, where NaN or
-             * a lower bound above any cosine would raise the floor and
-             * prune everybody. */
-            hi[i] = INFINITY;
-            continue;
-        }
-        hi[i] = approx + bound + slack;
-        ds__topn_push(heap, &heap_len, n, approx - bound - slack);
+    if (!heap) {
+        ds__fact_bounds_free(&b);
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
     }
-    PQclear(r);
+    size_t heap_len = 0;
+    for (size_t i = 0; i < b.n; i++)
+        if (isfinite(b.lo[i])) /* an unbounded fact raises no floor */
+            ds__topn_push(heap, &heap_len, n, b.lo[i]);
     /* A fact whose upper bound is below the n-th best lower bound cannot
      * be among the n best (nor below min_similarity): skip it. */
     float floor_score = heap_len == n ? heap[0] : -INFINITY;
     if (use_min && (float)min_sim > floor_score)
         floor_score = (float)min_sim;
     size_t ncand = 0;
-    for (size_t i = 0; st == DS_OK && i < rows; i++)
-        if (hi[i] >= floor_score)
-            ids[ncand++] = ids[i];
-    ds__free(hi);
+    for (size_t i = 0; i < b.n; i++)
+        if (b.hi[i] >= floor_score)
+            b.ids[ncand++] = b.ids[i];
     ds__free(heap);
-    if (st != DS_OK || ncand == 0) {
-        ds__free(ids);
-        return st;
+    if (ncand == 0) {
+        ds__fact_bounds_free(&b);
+        return DS_OK;
     }
-    *ids_out = ids;
+    *ids_out = b.ids;
     *ncand_out = ncand;
+    b.ids = NULL;
+    ds__fact_bounds_free(&b);
     return DS_OK;
 }
 
@@ -327,12 +297,7 @@ static ds_status exact_candidates(ds_memory *mem, ds_conn *c, bool pgv,
 
 /* ---- assembling results ------------------------------------------------------- */
 
-typedef struct ranked {
-    int64_t id;
-    double score;
-    int vector_rank;
-    int text_rank;
-} ranked;
+typedef ds__ranked ranked;
 
 static int ranked_by_id(const void *a, const void *b) {
     const ranked *x = a, *y = b;
@@ -434,9 +399,9 @@ static ds_status fuse(const cand_list *vec, const cand_list *text, int k,
     for (size_t i = 0; i < n; i++) {
         double s = 0;
         if (all[i].vector_rank)
-            s += 1.0 / (RRF_K + all[i].vector_rank);
+            s += 1.0 / (DS_RRF_K + all[i].vector_rank);
         if (all[i].text_rank)
-            s += 1.0 / (RRF_K + all[i].text_rank);
+            s += 1.0 / (DS_RRF_K + all[i].text_rank);
         all[i].score = s;
     }
     qsort(all, n, sizeof *all, ranked_by_score);
@@ -606,6 +571,85 @@ static ds_status small_user(ds_memory *mem, ds_conn *c, bool pgv,
     return st;
 }
 
+/* A small user's hybrid search: its sketches (from the first round;
+ * cleared here) and its text list plan which exact vectors the fused top
+ * k needs (fusion.c); one more round trip brings them, the rows of the
+ * facts the top k may hold, and the COMMIT. */
+static ds_status small_hybrid(ds_memory *mem, ds_conn *c, bool pgv,
+                              const search_req *q, size_t n,
+                              PGresult *sketches, const cand_list *text,
+                              ranked **hits, size_t *nhits, PGresult **rows,
+                              ds_error *err) {
+    *rows = NULL;
+    ds__fact_bounds b;
+    ds_status st = ds__sketch_bounds(mem, sketches, q->q, &b, err);
+    if (st != DS_OK)
+        return st;
+    int64_t *text_ids = ds__calloc(text->n ? text->n : 1, sizeof *text_ids);
+    if (!text_ids) {
+        ds__fact_bounds_free(&b);
+        return ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
+    for (size_t i = 0; i < text->n; i++)
+        text_ids[i] = text->v[i].id;
+    ds__fusion plan;
+    st = ds__fusion_plan(&plan, &b, text_ids, text->n, n, q->k, q->use_min,
+                         q->min_sim, err);
+    ds__free(text_ids);
+    if (st != DS_OK) {
+        ds__fact_bounds_free(&b);
+        return st;
+    }
+    int64_t *exact = NULL, *only = NULL;
+    size_t nexact = 0, nonly = 0;
+    st = ds__fusion_ids(&plan, &exact, &nexact, &only, &nonly, err);
+    cand_list vec = {0};
+    if (st == DS_OK && nexact + nonly == 0)
+        st = exec_simple(c, M_COMMIT, err);
+    else if (st == DS_OK) {
+        ds__bind p;
+        ds__bind_init(&p);
+        ds__bind_int64(&p, q->user_id);
+        ds__bind_int8_array(&p, exact, nexact);
+        ds__bind_int8_array(&p, only, nonly);
+        ds__pipe_stmt stmts[2] = {
+            {pgv ? &ds__memory_pgvector_stmts[P_CANDIDATES]
+                 : &ds__memory_fallback_stmts[F_CANDIDATES],
+             &p, false, NULL},
+            {&ds__memory_stmts[M_COMMIT], NULL, false, NULL}};
+        st = ds__stmt_run_pipeline(c, stmts, 2, err);
+        ds__bind_free(&p);
+        if (st == DS_OK) {
+            PQclear(stmts[1].result);
+            *rows = stmts[0].result;
+            ds__memory_count(&mem->rows_rescored, nexact);
+            st = rescore_rows(mem, *rows, pgv, q, (size_t)-1, &vec, err);
+        }
+    }
+    int64_t *ids = NULL;
+    double *scores = NULL;
+    if (st == DS_OK) {
+        ids = ds__calloc(vec.n ? vec.n : 1, sizeof *ids);
+        scores = ds__calloc(vec.n ? vec.n : 1, sizeof *scores);
+        if (!ids || !scores)
+            st = ds__error_set(err, DS_ERR_NOMEM, "memory: out of memory");
+    }
+    for (size_t i = 0; st == DS_OK && i < vec.n; i++) {
+        ids[i] = vec.v[i].id;
+        scores[i] = vec.v[i].score;
+    }
+    if (st == DS_OK)
+        st = ds__fusion_rank(&plan, ids, scores, vec.n, hits, nhits, err);
+    ds__free(ids);
+    ds__free(scores);
+    ds__free(vec.v);
+    ds__free(exact);
+    ds__free(only);
+    ds__fusion_free(&plan);
+    ds__fact_bounds_free(&b);
+    return st;
+}
+
 /* The last round trip of a large user's search: the rows of the hits and
  * the COMMIT. */
 static ds_status last_round(ds_conn *c, int64_t user_id, const ranked *hits,
@@ -674,12 +718,16 @@ static ds_status search_once(ds_memory *mem, const search_req *q,
     size_t nhits = 0;
     PGresult *small = NULL, *rows = NULL;
     st = first_round(mem, c, q, n, &small, &text, err);
-    if (st == DS_OK && small)
+    bool fused = small && q->text;
+    if (st == DS_OK && fused)
+        st = small_hybrid(mem, c, pgv, q, n, small, &text, &hits, &nhits,
+                          &rows, err);
+    else if (st == DS_OK && small)
         st = small_user(mem, c, pgv, q, n, small, &text, &vec, &rows, err);
     else if (st == DS_OK)
         st = exact_candidates(mem, c, pgv, q->user_id, q->q, q->kind,
                               q->use_min, q->min_sim, n, &vec, err);
-    if (st == DS_OK)
+    if (st == DS_OK && !fused)
         st = rank_hits(q, &vec, &text, &hits, &nhits, err);
     if (st == DS_OK && !small)
         st = last_round(c, q->user_id, hits, nhits, &rows, err);
