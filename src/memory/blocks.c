@@ -417,8 +417,8 @@ static ds_status blocks_candidates(ds_memory *mem, ds_conn *c,
     ds__memory_count(&mem->rows_scanned, total);
     size_t keep = ds__code_keep(total, n);
     ds_status st = DS_OK;
-    if (total <= (size_t)mem->code_crossover * keep)
-        *everyone = true;
+    if (total <= (size_t)mem->code_crossover * keep || keep >= total)
+        *everyone = true; /* the codes would keep everybody */
     else
         st = choose(mem, blocks, tail, total, keep, user_id, q, next, chosen,
                     everyone, err);

@@ -214,7 +214,9 @@ ds_status ds__code_candidates(ds_memory *mem, ds_conn *c, int64_t user_id,
         return err->code;
     size_t rows = (size_t)PQntuples(r);
     size_t keep = ds__code_keep(rows, n);
-    if (rows <= (size_t)mem->code_crossover * keep) {
+    /* keep >= rows: the codes would keep everybody (and the selection
+     * below needs keep <= rows), as with memory_code_crossover 0 */
+    if (rows <= (size_t)mem->code_crossover * keep || keep >= rows) {
         PQclear(r);
         *everyone = true;
         return DS_OK;
