@@ -213,12 +213,83 @@ START_TEST(test_memory_hybrid_matches_fusion_of_both_lists) {
 }
 END_TEST
 
+/* Plans chosen for the prepared text statement on the pool's one
+ * connection (one per execution, or per EXPLAIN of it), 0 when it is not
+ * prepared there. */
+static int64_t text_statement_runs(ds_pool *pool) {
+    ds_sql_result *res = NULL;
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_sql_exec_pool(pool,
+                                     "SELECT coalesce(sum(generic_plans + "
+                                     "custom_plans), 0)::int8 FROM "
+                                     "pg_prepared_statements WHERE "
+                                     "statement LIKE '%ts_rank_cd%' AND "
+                                     "statement NOT LIKE '%pg_prepared%'",
+                                     NULL, 0, &res, &err),
+                    err);
+    int64_t runs = 0;
+    ck_assert_ds_ok(ds_sql_result_int64(res, 0, 0, &runs, &err), err);
+    ds_sql_result_free(res);
+    return runs;
+}
+
+/* A user the handle saw small gets the text statement prepared (its
+ * generic plan ANDs the user's few index entries, and planning it every
+ * time cost more than running it); a user not seen small, or seen large,
+ * gets it unnamed, planned for its words every time. */
+START_TEST(test_memory_hybrid_text_statement_prepared_for_small_users) {
+    fx f;
+    if (!fx_open(&f, "test_memory_hybrid_text_statement_prepared_for_small_"
+                     "users",
+                 _i))
+        return;
+    rng_state = 77;
+    make_centres(8);
+    add_alice_and_bob(&f);
+    float q[DIM];
+    clustered(q, 8);
+    for (int crossover = 0; crossover <= 1; crossover++) {
+        /* crossover 0: nobody is scanned as a small user */
+        ds_config *cfg = dt_config(f.url, 1, 1);
+        ds_error err = {0};
+        ck_assert_ds_ok(ds_config_set_int(cfg, "memory_code_crossover",
+                                          crossover, &err),
+                        err);
+        ds_pool *pool = NULL;
+        ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
+        ds_memory *mem = NULL;
+        ck_assert_ds_ok(ds_memory_open(pool, cfg, &mem, &err), err);
+        ds_config_free(cfg);
+        int64_t before = text_statement_runs(pool);
+        for (int t = 0; t < 8; t++) {
+            ds_memory_facts *hy = NULL;
+            ck_assert_ds_ok(ds_memory_search_hybrid(mem, f.alice, some_word(),
+                                                    q, DIM, 10, NULL, &hy,
+                                                    &err),
+                            err);
+            ck_assert_uint_gt(hy->count, 0);
+            ds_memory_facts_free(hy);
+        }
+        /* the first search learnt the size; the seven after it ran the
+         * prepared statement, or none did */
+        ck_assert_int_eq(text_statement_runs(pool) - before,
+                         crossover ? 7 : 0);
+        ds_memory_close(mem);
+        ds_pool_close(pool);
+    }
+    fx_close(&f);
+}
+END_TEST
+
 Suite *ds_test_memory_hybrid_suite(void) {
     Suite *s = suite_create("memory_hybrid");
     TCase *tc = tcase_create("fusion");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_memory_hybrid_matches_fusion_of_both_lists, 0,
                         2);
+    tcase_add_loop_test(tc,
+                        test_memory_hybrid_text_statement_prepared_for_small_users,
+                        0, 2);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -19,6 +19,8 @@ typedef struct ds__memory_state {
     char pgvector_version[16];  /* "" when the extension is not installed   */
 } ds__memory_state;
 
+#define DS_SMALL_HINTS 256
+
 struct ds_memory {
     ds_pool *pool;
     size_t dim;
@@ -27,6 +29,12 @@ struct ds_memory {
     int code_crossover;         /* memory_code_crossover (codes.c)   */
     pthread_mutex_t mu;         /* guards state */
     ds__memory_state state;
+    /* Users last seen small (no lists, at most ds__code_exact_max_facts
+     * facts whatever their kind), one slot per user_id % DS_SMALL_HINTS:
+     * their hybrid searches run the text statement prepared, so that it
+     * may settle on a generic plan (search.c). A hint only: a stale one
+     * costs a plan, never an answer. */
+    atomic_int_fast64_t small_hint[DS_SMALL_HINTS];
     /* ds_memory_stats (stats.c) */
     atomic_uint_fast64_t searches, hybrid_searches, pgvector_searches,
         fallback_searches, rows_scanned, rows_rescored, search_time_us,

@@ -410,14 +410,18 @@ static ds_status fuse(const cand_list *vec, const cand_list *text, int k,
     return DS_OK;
 }
 
-/* The text side's parameters (memory.text_candidates). It runs unnamed,
- * in the first round trip's pipeline, so it is planned for its own
- * parameters every time: which index should lead depends on them. For a
- * rare word, the full-text index's few matches filtered by user; for a
- * common one, the user's rows first (a bitmap AND). A cached generic plan
- * cannot see the difference and ANDs the user's whole bitmap in every
- * time: 26 ms for a user of 10,000 facts where the matches alone cost
- * under 1 ms. */
+/* The text side's parameters (memory.text_candidates). It runs in the
+ * first round trip's pipeline, unnamed for a user not known to be small,
+ * so it is planned for its own parameters every time: which index should
+ * lead depends on them. For a rare word, the full-text index's few matches
+ * filtered by user; for a common one, the user's rows first (a bitmap
+ * AND). A cached generic plan cannot see the difference and ANDs the
+ * user's whole bitmap in every time: 26 ms for a user of 10,000 facts
+ * where the matches alone cost under 1 ms. For a small user that AND is
+ * the cheap plan (the user's 1,000 entries, 11 index pages, instead of
+ * the other users' matches' heap rows), and planning cost more than
+ * running it: so a user the handle last saw small (small_hint) gets the
+ * prepared statement, which settles on that generic plan. */
 static void text_bind(ds__bind *p, const search_req *q, size_t n) {
     ds__bind_int64(p, q->user_id);
     ds__bind_text(p, q->text);
@@ -440,6 +444,28 @@ static ds_status text_decode(PGresult *r, cand_list *out, ds_error *err) {
     out->n = rows;
     PQclear(r);
     return DS_OK;
+}
+
+static atomic_int_fast64_t *hint_slot(ds_memory *mem, int64_t user_id) {
+    return &mem->small_hint[(uint64_t)user_id % DS_SMALL_HINTS];
+}
+
+static bool hinted_small(ds_memory *mem, int64_t user_id) {
+    return atomic_load_explicit(hint_slot(mem, user_id),
+                                memory_order_relaxed) == user_id;
+}
+
+/* What the first round trip showed of the user's size. Only a search
+ * without a kind filter sees all of the user's facts, as the text
+ * statement's plan does. */
+static void note_size(ds_memory *mem, const search_req *q, bool small) {
+    if (q->kind)
+        return;
+    atomic_int_fast64_t *slot = hint_slot(mem, q->user_id);
+    if (small)
+        atomic_store_explicit(slot, q->user_id, memory_order_relaxed);
+    else if (hinted_small(mem, q->user_id))
+        atomic_store_explicit(slot, 0, memory_order_relaxed);
 }
 
 /* The first round trip of every search: BEGIN, memory.small_sketches
@@ -474,7 +500,8 @@ static ds_status first_round(ds_memory *mem, ds_conn *c, const search_req *q,
         text_bind(&tx, q, n);
         text_at = count;
         stmts[count++] = (ds__pipe_stmt){&ds__memory_stmts[M_TEXT_CANDIDATES],
-                                         &tx, true, NULL};
+                                         &tx, !hinted_small(mem, q->user_id),
+                                         NULL};
     }
     ds_status st = ds__stmt_run_pipeline(c, stmts, count, err);
     ds__bind_free(&sk);
@@ -492,6 +519,8 @@ static ds_status first_round(ds_memory *mem, ds_conn *c, const search_req *q,
             PQclear(r);
             r = NULL;
         }
+        if (st == DS_OK)
+            note_size(mem, q, r != NULL);
         *small = r;
     }
     return st;
