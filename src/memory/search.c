@@ -555,10 +555,12 @@ static ds_status rescore_rows(ds_memory *mem, const PGresult *r, bool pgv,
                           q->min_sim, n, vec, err);
 }
 
-/* A small user: its sketches (from the first round; cleared here) bound
- * every fact, and one more round trip brings the survivors' exact vectors
- * and rows, the text matches' rows, and the COMMIT. *rows holds every row
- * the list needs (NULL when there are none). */
+/* A small user's vector search: its sketches (from the first round;
+ * cleared here) bound every fact, and one more round trip brings the
+ * survivors' exact vectors and rows, the rows of any text matches `text`
+ * holds (none: the hybrid search plans its own, small_hybrid), and the
+ * COMMIT. *rows holds every row the list needs (NULL when there are
+ * none). */
 static ds_status small_user(ds_memory *mem, ds_conn *c, bool pgv,
                             const search_req *q, size_t n, PGresult *sketches,
                             const cand_list *text, cand_list *vec,
