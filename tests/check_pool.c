@@ -185,6 +185,13 @@ typedef struct {
     int id;
     atomic_int *order_pos;
     int *order;
+    /* Keep the connection until this many waiters have written down
+     * their turn (0: for 20 ms). With one connection each turn is
+     * written before the next waiter can be served; with several, a
+     * waiter served earlier may be slower to run and write its turn than
+     * one served after it, so the connection it would pass on is held
+     * until the turns before are written. */
+    int hold_until;
 } fifo_arg;
 
 static void *fifo_waiter(void *p) {
@@ -194,7 +201,11 @@ static void *fifo_waiter(void *p) {
     ds_status st = ds_pool_acquire_timeout(a->pool, 10000, &c, &err);
     ck_assert_ds_ok(st, err);
     a->order[atomic_fetch_add(a->order_pos, 1)] = a->id;
-    usleep(20000);
+    if (a->hold_until == 0)
+        usleep(20000);
+    for (int spin = 0;
+         spin < 10000 && atomic_load(a->order_pos) < a->hold_until; spin++)
+        usleep(1000);
     ds_pool_release(c);
     return NULL;
 }
@@ -210,7 +221,7 @@ START_TEST(test_pool_waiters_served_first_come_first_served) {
     int order[N];
     atomic_int pos = 0;
     for (int i = 0; i < N; i++) {
-        args[i] = (fifo_arg){pool, i, &pos, order};
+        args[i] = (fifo_arg){pool, i, &pos, order, 0};
         pthread_create(&th[i], NULL, fifo_waiter, &args[i]);
         /* wait until this waiter is queued before starting the next */
         for (int spin = 0; spin < 500 && stats_of(pool).waiters != i + 1; spin++)
@@ -449,7 +460,9 @@ START_TEST(test_pool_waiters_served_in_order_after_every_keeper_stops) {
     int order[N];
     atomic_int pos = 0;
     for (int i = 0; i < N; i++) {
-        wa[i] = (fifo_arg){pool, i, &pos, order};
+        /* the first K hold their connections until both have written
+         * their turn: the newest can only be served after that */
+        wa[i] = (fifo_arg){pool, i, &pos, order, K};
         pthread_create(&waiters[i], NULL, fifo_waiter, &wa[i]);
         for (int spin = 0; spin < 500 && stats_of(pool).waiters != i + 1; spin++)
             usleep(2000);
@@ -466,7 +479,9 @@ START_TEST(test_pool_waiters_served_in_order_after_every_keeper_stops) {
         ck_assert_int_eq(ka[i].kept, 5);
     }
     /* the two oldest got the two connections (in either order: they
-     * record it as they run), the newest waited for one of them */
+     * record it as they run), the newest waited for one of them (had it
+     * been served before the second oldest, that one would have been
+     * served only once the oldest let go, and written its turn last) */
     ck_assert_int_eq(atomic_load(&pos), N);
     ck_assert_int_eq(order[0] + order[1], 1);
     ck_assert_int_eq(order[2], 2);
