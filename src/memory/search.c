@@ -555,6 +555,37 @@ static ds_status rescore_rows(ds_memory *mem, const PGresult *r, bool pgv,
                           q->min_sim, n, vec, err);
 }
 
+/* A small user's last round trip: memory.*.candidates (the exact vectors
+ * and rows of `ids`, the rows only of `only`) with the COMMIT. *rows is
+ * NULL when there is nothing to fetch (the COMMIT goes alone). */
+static ds_status candidates_round(ds_memory *mem, ds_conn *c, bool pgv,
+                                  int64_t user_id, const int64_t *ids,
+                                  size_t nids, const int64_t *only,
+                                  size_t nonly, PGresult **rows,
+                                  ds_error *err) {
+    *rows = NULL;
+    if (nids + nonly == 0)
+        return exec_simple(c, M_COMMIT, err);
+    ds__bind p;
+    ds__bind_init(&p);
+    ds__bind_int64(&p, user_id);
+    ds__bind_int8_array(&p, ids, nids);
+    ds__bind_int8_array(&p, only, nonly);
+    ds__pipe_stmt stmts[2] = {
+        {pgv ? &ds__memory_pgvector_stmts[P_CANDIDATES]
+             : &ds__memory_fallback_stmts[F_CANDIDATES],
+         &p, false, NULL},
+        {&ds__memory_stmts[M_COMMIT], NULL, false, NULL}};
+    ds_status st = ds__stmt_run_pipeline(c, stmts, 2, err);
+    ds__bind_free(&p);
+    if (st != DS_OK)
+        return st;
+    PQclear(stmts[1].result);
+    *rows = stmts[0].result;
+    ds__memory_count(&mem->rows_rescored, nids);
+    return DS_OK;
+}
+
 /* A small user's vector search: its sketches (from the first round;
  * cleared here) bound every fact, and one more round trip brings the
  * survivors' exact vectors and rows, the rows of any text matches `text`
@@ -575,28 +606,11 @@ static ds_status small_user(ds_memory *mem, ds_conn *c, bool pgv,
     if (ids)
         qsort(ids, ncand, sizeof *ids, ds__int64_cmp);
     st = text_only_ids(ids, ncand, text, &only, &nonly, err);
-    if (st == DS_OK && ncand + nonly == 0)
-        st = exec_simple(c, M_COMMIT, err);
-    else if (st == DS_OK) {
-        ds__bind p;
-        ds__bind_init(&p);
-        ds__bind_int64(&p, q->user_id);
-        ds__bind_int8_array(&p, ids, ncand);
-        ds__bind_int8_array(&p, only, nonly);
-        ds__pipe_stmt stmts[2] = {
-            {pgv ? &ds__memory_pgvector_stmts[P_CANDIDATES]
-                 : &ds__memory_fallback_stmts[F_CANDIDATES],
-             &p, false, NULL},
-            {&ds__memory_stmts[M_COMMIT], NULL, false, NULL}};
-        st = ds__stmt_run_pipeline(c, stmts, 2, err);
-        ds__bind_free(&p);
-        if (st == DS_OK) {
-            PQclear(stmts[1].result);
-            *rows = stmts[0].result;
-            ds__memory_count(&mem->rows_rescored, ncand);
-            st = rescore_rows(mem, *rows, pgv, q, n, vec, err);
-        }
-    }
+    if (st == DS_OK)
+        st = candidates_round(mem, c, pgv, q->user_id, ids, ncand, only,
+                              nonly, rows, err);
+    if (st == DS_OK && *rows)
+        st = rescore_rows(mem, *rows, pgv, q, n, vec, err);
     ds__free(ids);
     ds__free(only);
     return st;
@@ -635,28 +649,11 @@ static ds_status small_hybrid(ds_memory *mem, ds_conn *c, bool pgv,
     size_t nexact = 0, nonly = 0;
     st = ds__fusion_ids(&plan, &exact, &nexact, &only, &nonly, err);
     cand_list vec = {0};
-    if (st == DS_OK && nexact + nonly == 0)
-        st = exec_simple(c, M_COMMIT, err);
-    else if (st == DS_OK) {
-        ds__bind p;
-        ds__bind_init(&p);
-        ds__bind_int64(&p, q->user_id);
-        ds__bind_int8_array(&p, exact, nexact);
-        ds__bind_int8_array(&p, only, nonly);
-        ds__pipe_stmt stmts[2] = {
-            {pgv ? &ds__memory_pgvector_stmts[P_CANDIDATES]
-                 : &ds__memory_fallback_stmts[F_CANDIDATES],
-             &p, false, NULL},
-            {&ds__memory_stmts[M_COMMIT], NULL, false, NULL}};
-        st = ds__stmt_run_pipeline(c, stmts, 2, err);
-        ds__bind_free(&p);
-        if (st == DS_OK) {
-            PQclear(stmts[1].result);
-            *rows = stmts[0].result;
-            ds__memory_count(&mem->rows_rescored, nexact);
-            st = rescore_rows(mem, *rows, pgv, q, (size_t)-1, &vec, err);
-        }
-    }
+    if (st == DS_OK)
+        st = candidates_round(mem, c, pgv, q->user_id, exact, nexact, only,
+                              nonly, rows, err);
+    if (st == DS_OK && *rows)
+        st = rescore_rows(mem, *rows, pgv, q, (size_t)-1, &vec, err);
     int64_t *ids = NULL;
     double *scores = NULL;
     if (st == DS_OK) {
