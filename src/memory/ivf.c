@@ -281,32 +281,14 @@ static ds_status gather(ds_memory *mem, gathered *g, PGresult *r,
         else
             g->cap = cap;
     }
-    size_t sketch_len = DS_SKETCH_BYTES(mem->dim);
-    float slack = ds__sketch_slack(mem->dim);
     for (size_t i = 0; st == DS_OK && i < rows; i++) {
         int64_t id = ds__memory_int8(r, (int)i, 0);
-        float hi = INFINITY;
-        if (!PQgetisnull(r, (int)i, 1)) {
-            if ((size_t)PQgetlength(r, (int)i, 1) != sketch_len) {
-                st = ds__error_set(err, DS_ERR_SCHEMA,
-                                   "memory fact %lld: the embedding sketch "
-                                   "has %d bytes, not %zu",
-                                   (long long)id, PQgetlength(r, (int)i, 1),
-                                   sketch_len);
-                break;
-            }
-            const unsigned char *sk =
-                (const unsigned char *)PQgetvalue(r, (int)i, 1);
-            float bound;
-            float approx = ds__sketch_dot(q, sk, mem->dim, &bound);
-            /* a damaged sketch bounds nothing: always rescored */
-            if (ds__sketch_plausible(sk, mem->dim) && isfinite(approx) &&
-                approx - bound - slack <= 1 + slack) {
-                hi = approx + bound + slack;
-                ds__topn_push(g->heap, &g->heap_len, g->want,
-                              approx - bound - slack);
-            }
-        }
+        float lo, hi;
+        st = ds__sketch_row_bounds(mem, r, (int)i, id, q, &lo, &hi, err);
+        if (st != DS_OK)
+            break;
+        if (isfinite(lo))
+            ds__topn_push(g->heap, &g->heap_len, g->want, lo);
         g->id[g->n] = id;
         g->hi[g->n] = hi;
         g->n++;

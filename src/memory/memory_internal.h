@@ -234,6 +234,12 @@ ds_status ds__sketch_bounds(ds_memory *mem, PGresult *r, const float *q,
                             ds__fact_bounds *out, ds_error *err);
 void ds__fact_bounds_free(ds__fact_bounds *b);
 
+/* One row of such a result (fact `id`, its sketch in column 1): *lo and
+ * *hi as above. DS_ERR_SCHEMA for a sketch of the wrong length. */
+ds_status ds__sketch_row_bounds(ds_memory *mem, const PGresult *r, int row,
+                                int64_t id, const float *q, float *lo,
+                                float *hi, ds_error *err);
+
 /* A fused hit: its reciprocal-rank-fusion score and its ranks in the
  * vector list and the text list (0: not in it). */
 typedef struct ds__ranked {
