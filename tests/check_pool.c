@@ -401,6 +401,64 @@ START_TEST(test_pool_barging_overtakes_a_waiter_a_bounded_number_of_times) {
 }
 END_TEST
 
+/* One waiter queues behind a keeper that comes straight back 20 times on
+ * a 1-connection pool with pool_overtake_ms = `window`; how many of the
+ * keeper's acquisitions overtook it (the stats must agree). */
+static int overtakes_with_window(int window) {
+    ds_config *cfg = dt_config(db_url(), 1, 1);
+    ds_error err = {0};
+    ck_assert_ds_ok(ds_config_set_int(cfg, "pool_overtake_ms", window, &err),
+                    err);
+    ds_pool *pool;
+    ck_assert_ds_ok(ds_pool_open(cfg, &pool, &err), err);
+    ds_config_free(cfg);
+    ds_conn *c;
+    for (int i = 0; i < 10; i++) { /* the habit of coming straight back */
+        ck_assert_ds_ok(ds_pool_acquire(pool, &c, &err), err);
+        ds_pool_release(c);
+    }
+    ck_assert_ds_ok(ds_pool_acquire(pool, &c, &err), err);
+    atomic_int keeper_acquires = 0;
+    overtaken_arg a = {pool, &keeper_acquires, false, -1, DS_ERR_INTERNAL,
+                       false};
+    pthread_t th;
+    pthread_create(&th, NULL, count_overtakers, &a);
+    for (int spin = 0; spin < 500 && stats_of(pool).waiters != 1; spin++)
+        usleep(2000);
+    ck_assert_int_eq(stats_of(pool).waiters, 1);
+    for (int i = 0; i < 20 && !atomic_load(&a.served); i++) {
+        ds_pool_release(c);
+        ck_assert_ds_ok(ds_pool_acquire_timeout(pool, 20000, &c, &err), err);
+        if (!atomic_load(&a.served))
+            atomic_fetch_add(&keeper_acquires, 1);
+    }
+    ds_pool_release(c);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(a.st, DS_OK);
+    ck_assert(atomic_load(&a.served));
+    ck_assert_uint_eq(stats_of(pool).waiter_overtaken_max,
+                      (uint64_t)a.overtaken);
+    ds_pool_close(pool);
+    return a.overtaken;
+}
+
+/* pool_overtake_ms = 0 turns barging off: a thread that comes straight
+ * back queues behind the waiter, whose turn comes at the next release.
+ * The control, a window of a minute, lets the same keeper overtake it (up
+ * to three tries: a keeper preempted between release and acquire loses
+ * its habit and hands over at once). */
+START_TEST(test_pool_overtake_zero_serves_in_arrival_order) {
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(overtakes_with_window(0), 0);
+    int most = 0;
+    for (int i = 0; i < 3 && most == 0; i++) {
+        int n = overtakes_with_window(60000);
+        most = n > most ? n : most;
+    }
+    ck_assert_int_ge(most, 1);
+}
+END_TEST
+
 typedef struct {
     ds_pool *pool;
     atomic_bool go;     /* waiters are queued: start keeping */
@@ -1564,6 +1622,7 @@ Suite *ds_test_pool_suite(void) {
     tcase_add_test(tc, test_pool_oversubscribed_threads_all_served);
     tcase_add_test(tc, test_pool_waiter_gets_connection_a_busy_thread_stops_using);
     tcase_add_test(tc, test_pool_barging_overtakes_a_waiter_a_bounded_number_of_times);
+    tcase_add_test(tc, test_pool_overtake_zero_serves_in_arrival_order);
     tcase_add_test(tc, test_pool_release_hands_over_at_once_without_a_quick_return);
     tcase_add_test(tc, test_pool_waiters_served_in_order_after_every_keeper_stops);
     suite_add_tcase(s, tc);

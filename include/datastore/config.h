@@ -17,6 +17,10 @@
  *   pool_max                 DS_POOL_MAX                 10 most connections the pool opens
  *   acquire_timeout_ms       DS_ACQUIRE_TIMEOUT_MS       5000 longest wait for a connection
  *                                                        (DS_ERR_TIMEOUT)
+ *   pool_overtake_ms         DS_POOL_OVERTAKE_MS         20 (0 to 60000) how long threads that come
+ *                                                        straight back may keep connections while
+ *                                                        the oldest waiter waits (datastore/pool.h);
+ *                                                        0 = strictly first come, first served
  *   connect_timeout_ms       DS_CONNECT_TIMEOUT_MS       5000 longest TCP + TLS + auth handshake
  *   statement_timeout_ms     DS_STATEMENT_TIMEOUT_MS     0 per-connection statement_timeout
  *                                                        (0 = server default)

@@ -8,10 +8,12 @@
  * waits longer than its timeout. With more threads than connections, a
  * thread that comes straight back for another connection may keep the one it
  * released without queueing behind the waiters, but the oldest waiter is
- * overtaken at most DS_POOL_BARGE_MAX times (and for at most 5 ms) before a
- * release hands it the connection: a waiter is served after at most
- * (waiters ahead of it + 1) * DS_POOL_BARGE_MAX acquisitions by threads
- * outside the queue.
+ * overtaken for at most pool_overtake_ms (default 20; datastore/config.h)
+ * and at most DS_POOL_BARGE_MAX times before a release hands it the
+ * connection: a waiter is served within (waiters ahead of it + 1) such
+ * windows. A longer window hands connections between threads less often
+ * (more throughput when threads outnumber connections), a shorter one
+ * bounds the longest wait tighter; 0 serves strictly in arrival order.
  *
  * Statement modes (setting `statement_mode`):
  *   prepared  named prepared statements, cached per connection: the fastest
@@ -179,8 +181,9 @@ DS_EXPORT struct pg_conn *ds_pool_conn_pg(ds_conn *conn);
 DS_EXPORT void ds_pool_conn_discard(ds_conn *conn);
 
 /* How many acquisitions may overtake the oldest waiter (see the top of
- * this header) before the next release hands it a connection. */
-#define DS_POOL_BARGE_MAX 128
+ * this header) before the next release hands it a connection, however
+ * short they are; usually pool_overtake_ms ends its turn first. */
+#define DS_POOL_BARGE_MAX 4096
 
 typedef struct ds_pool_stats {
     size_t size; /* growable, caller-allocated: set by DS_POOL_STATS_INIT */

@@ -54,6 +54,10 @@ static const setting settings[] = {
     INT_SETTING("pool_max", "DS_POOL_MAX", pool_max, 1, 10000, 10),
     INT_SETTING("acquire_timeout_ms", "DS_ACQUIRE_TIMEOUT_MS",
                 acquire_timeout_ms, 0, 3600000, 5000),
+    /* How long the oldest waiter may be overtaken (src/pool/pool.c;
+     * docs/pool.md has the measurements behind the default). */
+    INT_SETTING("pool_overtake_ms", "DS_POOL_OVERTAKE_MS", pool_overtake_ms,
+                0, 60000, 20),
     INT_SETTING("connect_timeout_ms", "DS_CONNECT_TIMEOUT_MS",
                 connect_timeout_ms, 1, 3600000, 5000),
     INT_SETTING("statement_timeout_ms", "DS_STATEMENT_TIMEOUT_MS",

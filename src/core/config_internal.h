@@ -22,6 +22,7 @@ struct ds_config {
     int64_t pool_min;
     int64_t pool_max;
     int64_t acquire_timeout_ms;
+    int64_t pool_overtake_ms;
     int64_t connect_timeout_ms;
     int64_t statement_timeout_ms;
     int64_t max_lifetime_ms;

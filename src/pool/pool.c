@@ -14,13 +14,18 @@
  * So a thread that comes straight back for another connection may keep
  * the one it releases (barging, as in Go's sync.Mutex and HikariCP's
  * ConcurrentBag, whose threads reuse their own connection first), within
- * a budget: the oldest waiter is overtaken by at most DS_POOL_BARGE_MAX
- * such acquisitions, and for at most HEAD_STARVE_US, then the next release
- * hands it the connection.
- * A waiter is thus served after at most (waiters ahead of it + 1) *
- * DS_POOL_BARGE_MAX acquisitions by other threads plus the hand-offs to
- * the waiters ahead of it, whatever the timing; the stats report the most
- * any waiter was overtaken.
+ * a budget: the oldest waiter is overtaken for at most pool_overtake_ms
+ * (and by at most DS_POOL_BARGE_MAX such acquisitions, a bound that holds
+ * whatever the timing), then the next release hands it the connection.
+ * A waiter is thus served within (waiters ahead of it + 1) times that
+ * window plus the hand-offs to the waiters ahead of it; the stats report
+ * the longest wait and the most any waiter was overtaken.
+ *
+ * The window's length is the trade between throughput and the longest
+ * wait: each hand-off moves a connection to a thread that has been asleep,
+ * and costs far more than its wake-up (docs/pool.md: 16 threads on 4
+ * connections ran at 0.83-0.92 of 4 raw connections with a 5 ms window,
+ * 1.02-1.05 with 20 ms). 0 turns barging off: strict arrival order.
  *
  * "Comes straight back" is learnt per thread: a release keeps the
  * connection only when this thread's recent releases were followed by its
@@ -491,23 +496,17 @@ static bool habit_quick(const ds_pool *p) {
     return habit_pool == p && habit_score >= HABIT_KEEP;
 }
 
-/* How long the oldest waiter may wait at the head before barging stops
- * for it, whatever its budget: on a loaded machine 128 acquisitions can take
- * many milliseconds, and this keeps the wait bounded in time as well. */
-#ifndef HEAD_STARVE_US /* measurement builds may try others */
-#define HEAD_STARVE_US 5000
-#endif
-#ifndef BARGE_BUDGET
+#ifndef BARGE_BUDGET /* measurement builds may try others */
 #define BARGE_BUDGET DS_POOL_BARGE_MAX
 #endif
 
 /* May this thread take (or keep) a connection while others wait? Only a
  * thread that comes straight back, and only while the oldest waiter has
  * been overtaken fewer than DS_POOL_BARGE_MAX times and has been at the
- * head for less than HEAD_STARVE_US. Lock held. */
+ * head for less than pool_overtake_ms (0: never). Lock held. */
 static bool may_barge(const ds_pool *p, const ds_subpool *s, int64_t now) {
     return habit_quick(p) && s->head_barged < BARGE_BUDGET &&
-           now - s->head_since_us < HEAD_STARVE_US;
+           now - s->head_since_us < p->overtake_us;
 }
 
 /* One waiter at a time, the poller, sleeps with a timer to look for a
@@ -710,7 +709,7 @@ static void count_handoff_reason(const ds_pool *p, const ds_subpool *s,
         DS_POOL_COUNT(handoff_habit);
     else if (s->head_barged >= BARGE_BUDGET)
         DS_POOL_COUNT(handoff_budget);
-    else if (now - s->head_since_us >= HEAD_STARVE_US)
+    else if (now - s->head_since_us >= p->overtake_us)
         DS_POOL_COUNT(handoff_time);
 #else
     (void)p, (void)s, (void)now;
@@ -727,7 +726,7 @@ static void count_queued(const ds_pool *p, const ds_subpool *s, int64_t now) {
         DS_POOL_COUNT(queued_habit);
     else if (s->head_barged >= BARGE_BUDGET)
         DS_POOL_COUNT(queued_budget);
-    else if (now - s->head_since_us >= HEAD_STARVE_US)
+    else if (now - s->head_since_us >= p->overtake_us)
         DS_POOL_COUNT(queued_time);
 #else
     (void)p, (void)s, (void)now;
@@ -1094,6 +1093,7 @@ static void init_sync(ds_pool *p) {
 static void copy_settings(ds_pool *p, const ds_config *cfg) {
     p->max = (int)cfg->pool_max;
     p->acquire_timeout_ms = (int)cfg->acquire_timeout_ms;
+    p->overtake_us = cfg->pool_overtake_ms * 1000;
     p->connect_timeout_ms = (int)cfg->connect_timeout_ms;
     p->statement_timeout_ms = (int)cfg->statement_timeout_ms;
     p->lifetime_us = cfg->max_lifetime_ms * 1000;

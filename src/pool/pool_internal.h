@@ -94,6 +94,7 @@ struct ds_pool {
 
     int max;
     int acquire_timeout_ms;
+    int64_t overtake_us; /* pool_overtake_ms */
     int connect_timeout_ms;
     int statement_timeout_ms;
     int64_t lifetime_us;
