@@ -557,26 +557,23 @@ START_TEST(test_plans_checker_catches_growing_plans) {
 }
 END_TEST
 
+/* A case on its own database, built by `setup_db_fn` before the tests
+ * fork, checking every statement's plans. */
+static TCase *plan_case(Suite *s, const char *name, void (*setup_db_fn)(void)) {
+    TCase *tc = tcase_create(name);
+    tcase_add_unchecked_fixture(tc, setup_db_fn, teardown_db);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_plans_bounded_for_every_statement);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
 Suite *ds_test_plans_suite(void) {
     Suite *s = suite_create("plans");
-    TCase *tc = tcase_create("plans");
-    tcase_add_unchecked_fixture(tc, setup_db, teardown_db);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_plans_bounded_for_every_statement);
+    TCase *tc = plan_case(s, "plans", setup_db);
     tcase_add_test(tc, test_plans_checker_catches_growing_plans);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("plans_vacuumed");
-    tcase_add_unchecked_fixture(tc, setup_db_vacuumed, teardown_db);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_plans_bounded_for_every_statement);
-    suite_add_tcase(s, tc);
-    tc = tcase_create("plans_fallback");
-    tcase_add_unchecked_fixture(tc, setup_db_fallback, teardown_db);
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_plans_bounded_for_every_statement);
-    suite_add_tcase(s, tc);
+    plan_case(s, "plans_vacuumed", setup_db_vacuumed);
+    plan_case(s, "plans_fallback", setup_db_fallback);
     return s;
 }
