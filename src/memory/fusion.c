@@ -55,8 +55,7 @@ static size_t count_above(const float *v, size_t n, float x, bool or_equal) {
 
 static double rrf(int rank) { return rank ? 1.0 / (DS_RRF_K + rank) : 0; }
 
-/* The fused score as fusion adds it up: vector part first. */
-static double fused(int vector_rank, int text_rank) {
+double ds__rrf_fused(int vector_rank, int text_rank) {
     double s = 0;
     if (vector_rank)
         s += rrf(vector_rank);
@@ -94,8 +93,9 @@ static ds_status place_text(ds__fusion *f, const int64_t *text_ids,
     }
     for (size_t t = 0; t < ntext; t++)
         if (!index[t][2]) /* not among the sketches of the same snapshot */
-            f->extra[f->nextra++] = (ds__ranked){
-                index[t][0], fused(0, (int)index[t][1]), 0, (int)index[t][1]};
+            f->extra[f->nextra++] =
+                (ds__ranked){index[t][0], ds__rrf_fused(0, (int)index[t][1]),
+                             0, (int)index[t][1]};
     ds__free(index);
     return DS_OK;
 }
@@ -154,8 +154,8 @@ static ds_status choose_maybe(ds__fusion *f, size_t ntext, bool use_min,
         f->vec_chance[i] = may_pass && best <= f->n;
         bool surely_in = sure_pass && worst <= f->n;
         int tr = f->text_rank[i];
-        fhi[i] = fused(f->vec_chance[i] ? (int)best : 0, tr);
-        flo[i] = fused(surely_in ? (int)worst : 0, tr);
+        fhi[i] = ds__rrf_fused(f->vec_chance[i] ? (int)best : 0, tr);
+        flo[i] = ds__rrf_fused(surely_in ? (int)worst : 0, tr);
         if (tr || f->vec_chance[i])
             sorted[ncand++] = flo[i];
     }
@@ -279,7 +279,7 @@ ds_status ds__fusion_ids(const ds__fusion *f, int64_t **exact,
     return DS_OK;
 }
 
-static int ranked_by_score(const void *a, const void *b) {
+int ds__ranked_by_score(const void *a, const void *b) {
     const ds__ranked *x = a, *y = b;
     if (x->score != y->score)
         return x->score > y->score ? -1 : 1;
@@ -351,13 +351,14 @@ ds_status ds__fusion_rank(const ds__fusion *f, const int64_t *ids,
         }
         int tr = f->text_rank[i];
         if (vr || tr)
-            all[n++] = (ds__ranked){b->ids[i], fused(vr, tr), vr, tr};
+            all[n++] =
+                (ds__ranked){b->ids[i], ds__rrf_fused(vr, tr), vr, tr};
     }
     for (size_t x = 0; x < f->nextra; x++)
         all[n++] = f->extra[x];
     ds__free(scored);
     ds__free(above);
-    qsort(all, n, sizeof *all, ranked_by_score);
+    qsort(all, n, sizeof *all, ds__ranked_by_score);
     *hits = all;
     *count = n < (size_t)f->k ? n : (size_t)f->k;
     return DS_OK;

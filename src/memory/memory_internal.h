@@ -251,6 +251,13 @@ typedef struct ds__ranked {
 
 #define DS_RRF_K 60.0 /* the constant of reciprocal rank fusion */
 
+/* The fused score of a fact at these ranks (0: not in that list), added up
+ * in one order everywhere, so that equal ranks give equal scores. */
+double ds__rrf_fused(int vector_rank, int text_rank);
+
+/* qsort order of ds__ranked: best fused score first, then by id. */
+int ds__ranked_by_score(const void *a, const void *b);
+
 /* A small user's hybrid search, planned from its sketch bounds and its
  * text list before any exact vector is read. Fusion depends only on ranks,
  * so a fact needs its exact vector only when the fused top k could

@@ -304,13 +304,6 @@ static int ranked_by_id(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static int ranked_by_score(const void *a, const void *b) {
-    const ranked *x = a, *y = b;
-    if (x->score != y->score)
-        return x->score > y->score ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
-}
-
 /* The facts of `hits`, in the order of `hits`, from `r` (rows of
  * memory.rows or memory.*.candidates, which may hold more rows than the
  * hits; borrowed, NULL when there are no hits). */
@@ -396,15 +389,9 @@ static ds_status fuse(const cand_list *vec, const cand_list *text, int k,
             all[n++] = all[i];
         }
     }
-    for (size_t i = 0; i < n; i++) {
-        double s = 0;
-        if (all[i].vector_rank)
-            s += 1.0 / (DS_RRF_K + all[i].vector_rank);
-        if (all[i].text_rank)
-            s += 1.0 / (DS_RRF_K + all[i].text_rank);
-        all[i].score = s;
-    }
-    qsort(all, n, sizeof *all, ranked_by_score);
+    for (size_t i = 0; i < n; i++)
+        all[i].score = ds__rrf_fused(all[i].vector_rank, all[i].text_rank);
+    qsort(all, n, sizeof *all, ds__ranked_by_score);
     *out = all;
     *count = n < (size_t)k ? n : (size_t)k;
     return DS_OK;
