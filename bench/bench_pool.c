@@ -18,6 +18,10 @@
  *                    with shared4 (pool, raw, hand pool in rotating order);
  *                    shared4's vs_handpool is the median of the per-round
  *                    ratios pool / hand pool.
+ *
+ * BENCH_POOL_OVERTAKE_MS sets the pools' pool_overtake_ms (default 20);
+ * BENCH_SHARED4_SIDE=pool|raw|hand runs one side of shared4 alone, with
+ * its scheduling profile.
  */
 #define _GNU_SOURCE /* sched_getcpu */
 #include <datastore/datastore.h>
@@ -365,6 +369,9 @@ static ds_pool *open_pool(const char *url, int size) {
         ds_config_set_int(cfg, "pool_min", size, &err) != DS_OK ||
         ds_config_set_int(cfg, "pool_max", size, &err) != DS_OK ||
         ds_config_set_int(cfg, "acquire_timeout_ms", 30000, &err) != DS_OK ||
+        (getenv("BENCH_POOL_OVERTAKE_MS") &&
+         ds_config_set(cfg, "pool_overtake_ms", getenv("BENCH_POOL_OVERTAKE_MS"),
+                       &err) != DS_OK) ||
         ds_pool_open(cfg, &pool, &err) != DS_OK) {
         fprintf(stderr, "pool: %s\n", err.message);
         exit(1);
@@ -397,12 +404,17 @@ typedef struct run_side {
 /* Rounds of the three sides in rotating order (0 1 2, 1 2 0, 2 0 1, ...),
  * so that each meets the machine as each other left it equally often. */
 static void run_rotating(int rounds, double seconds, run_side *sides) {
+    bench_crew *crew[SIDES];
+    for (int k = 0; k < SIDES; k++)
+        crew[k] = bench_crew_new(sides[k].threads, sides[k].fn, sides[k].ctx);
     for (int r = 0; r < rounds; r++)
         for (int k = 0; k < SIDES; k++) {
-            run_side *sd = &sides[(r + k) % SIDES];
-            sd->ops_s[r] = bench_run(sd->threads, seconds, sd->fn, sd->ctx,
-                                     &sd->hist, &sd->failed);
+            int i = (r + k) % SIDES;
+            run_side *sd = &sides[i];
+            sd->ops_s[r] = bench_crew_run(crew[i], seconds, &sd->hist, &sd->failed);
         }
+    for (int k = 0; k < SIDES; k++)
+        bench_crew_free(crew[k]);
 }
 
 /* The median, lowest and highest of the per-round ratios a / b into
@@ -444,18 +456,6 @@ static void format_profile(char *buf, size_t cap, const char *prefix,
              pr->drain_ms);
 }
 
-/* A measurement build of the library (CPPFLAGS=-DDS_POOL_COUNTERS) logs
- * the pool's event counters when it closes: printed to stderr with the
- * case they belong to, for the per-query breakdown in docs/pool.md. */
-static char counters_case[64];
-
-static void print_counters(void *ud, ds_log_level level, const char *module,
-                           const char *msg) {
-    (void)ud, (void)level;
-    if (strcmp(module, "pool") == 0 && strncmp(msg, "counters:", 9) == 0)
-        fprintf(stderr, "# %s %s\n", counters_case, msg);
-}
-
 /* BENCH_ONLY=<case> runs one case; BENCH_ROUNDS sets the A B rounds
  * (more, shorter rounds follow a loaded machine's drift more closely). */
 static bool selected(const char *name) {
@@ -470,7 +470,7 @@ int main(void) {
     int rounds = rounds_env && atoi(rounds_env) > 0 ? atoi(rounds_env) : 15;
     double side = secs / (2.0 * rounds);
     char extra[2048];
-    ds_log_set_fn(print_counters, NULL, DS_LOG_INFO);
+    bench_pool_counters_to_stderr();
 
     /* 1. uncontended acquire + release */
     if (selected("acquire_release")) {
@@ -550,6 +550,9 @@ int main(void) {
             format_profile(extra, sizeof extra, "", &pr);
             printf("# shared4 side=%s threads=%d %s\n", only_side,
                    raw ? 4 : threads, extra);
+            snprintf(extra, sizeof extra, "shared4 side=%s threads=%d", only_side,
+                     raw ? 4 : threads);
+            bench_pool_counters_label(extra);
             for (int i = 0; i < 4; i++)
                 PQfinish(rctx[i]);
             ds_pool_close(pool);
@@ -600,8 +603,8 @@ int main(void) {
             PQfinish(rctx[i]);
         pthread_cond_destroy(&hp.cv);
         pthread_mutex_destroy(&hp.mu);
-        snprintf(counters_case, sizeof counters_case,
-                 "shared4 threads=%d", threads);
+        snprintf(extra, sizeof extra, "shared4 threads=%d", threads);
+        bench_pool_counters_label(extra);
         ds_pool_close(pool);
     }
     return 0;

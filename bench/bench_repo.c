@@ -955,6 +955,8 @@ static void run_shared4(const char *url, double secs) {
         append_cpu(more, sizeof more, &ra, &rb, a0 < 0 || a1 < 0 ? -1 : a1 - a0,
                    b0 < 0 || b1 < 0 ? -1 : b1 - b0);
         bench_print(PROGRAM, "get_user_shared4", counts[k], &ra, &rb, more);
+        snprintf(more, sizeof more, "get_user_shared4 threads=%d", counts[k]);
+        bench_pool_counters_label(more);
         ds_pool_close(shared_pool);
         shared_pool = NULL;
 
@@ -978,6 +980,7 @@ static void run_shared4(const char *url, double secs) {
 int main(void) {
     const char *url = bench_env("DATABASE_URL");
     double secs = bench_seconds(4.5);
+    bench_pool_counters_to_stderr();
     pool = open_pool(url, MAXT);
     ensure_schema(pool);
     setup_data();

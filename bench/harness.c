@@ -1,7 +1,8 @@
 #include "harness.h"
 
+#include <datastore/datastore.h>
+
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,21 +66,35 @@ double bench_hist_percentile_us(const bench_hist *h, double q) {
     return 0;
 }
 
+typedef struct bench_crew bench_crew;
+
 typedef struct worker {
+    bench_crew *crew;
     bench_op_fn fn;
     void *ctx;
-    int64_t deadline;
     bench_hist hist;
-    uint64_t ops;
+    uint64_t ops, in_window;
     bool failed;
-    pthread_barrier_t *start;
 } worker;
 
-static void *worker_main(void *p) {
-    worker *w = p;
-    pthread_barrier_wait(w->start);
+/* Threads that live across runs, parked on a condition variable between
+ * them: an application's threads are long-lived, and a thread's first
+ * queries (cold caches, no history in the library's per-thread state)
+ * would otherwise be part of every round. */
+struct bench_crew {
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    int threads, running;
+    unsigned generation; /* bumped to start a run */
+    bool quit;
+    int64_t deadline;
+    worker *w;
+    pthread_t *th;
+};
+
+static void crew_work(worker *w, int64_t deadline) {
     int64_t now = bench_now_ns();
-    while (now < w->deadline) {
+    while (now < deadline) {
         int64_t t0 = now;
         if (!w->fn(w->ctx)) {
             w->failed = true;
@@ -88,43 +103,112 @@ static void *worker_main(void *p) {
         now = bench_now_ns();
         bench_hist_add(&w->hist, now - t0);
         w->ops++;
+        if (now <= deadline)
+            w->in_window++;
     }
+}
+
+static void *crew_main(void *p) {
+    worker *w = p;
+    bench_crew *c = w->crew;
+    unsigned seen = 0;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (c->generation == seen && !c->quit)
+            pthread_cond_wait(&c->go, &c->mu);
+        if (c->quit)
+            break;
+        seen = c->generation;
+        int64_t deadline = c->deadline;
+        pthread_mutex_unlock(&c->mu);
+        crew_work(w, deadline);
+        pthread_mutex_lock(&c->mu);
+        if (--c->running == 0)
+            pthread_cond_signal(&c->done);
+    }
+    pthread_mutex_unlock(&c->mu);
     return NULL;
+}
+
+bench_crew *bench_crew_new(int threads, bench_op_fn fn, void **ctx) {
+    bench_crew *c = calloc(1, sizeof *c);
+    c->w = calloc((size_t)threads, sizeof *c->w);
+    c->th = calloc((size_t)threads, sizeof *c->th);
+    c->threads = threads;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->go, NULL);
+    pthread_cond_init(&c->done, NULL);
+    for (int i = 0; i < threads; i++) {
+        c->w[i] = (worker){.crew = c, .fn = fn, .ctx = ctx[i]};
+        pthread_create(&c->th[i], NULL, crew_main, &c->w[i]);
+    }
+    return c;
+}
+
+/* BENCH_COUNT_DRAIN=1: every operation over the run's whole wall time,
+ * the drain after the deadline included (the accounting before crews). */
+static bool count_drain(void) {
+    const char *v = getenv("BENCH_COUNT_DRAIN");
+    return v && strcmp(v, "1") == 0;
+}
+
+double bench_crew_run(bench_crew *c, double seconds, bench_hist *h,
+                      bool *failed) {
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->threads; i++) {
+        worker *w = &c->w[i];
+        memset(&w->hist, 0, sizeof w->hist);
+        w->ops = w->in_window = 0;
+        w->failed = false;
+    }
+    c->running = c->threads;
+    c->deadline = bench_now_ns() + (int64_t)(seconds * 1e9);
+    c->generation++;
+    pthread_cond_broadcast(&c->go);
+    while (c->running > 0)
+        pthread_cond_wait(&c->done, &c->mu);
+    int64_t end = bench_now_ns();
+    uint64_t in_window = 0, all = 0;
+    for (int i = 0; i < c->threads; i++) {
+        worker *w = &c->w[i];
+        in_window += w->in_window;
+        all += w->ops;
+        for (int b = 0; b < 256; b++)
+            h->bucket[b] += w->hist.bucket[b];
+        h->count += w->hist.count;
+        if (w->failed)
+            *failed = true;
+    }
+    int64_t start = c->deadline - (int64_t)(seconds * 1e9);
+    pthread_mutex_unlock(&c->mu);
+    if (count_drain())
+        return end > start ? (double)all / ((double)(end - start) / 1e9) : 0;
+    return (double)in_window / seconds;
+}
+
+void bench_crew_free(bench_crew *c) {
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->quit = true;
+    pthread_cond_broadcast(&c->go);
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < c->threads; i++)
+        pthread_join(c->th[i], NULL);
+    pthread_cond_destroy(&c->go);
+    pthread_cond_destroy(&c->done);
+    pthread_mutex_destroy(&c->mu);
+    free(c->w);
+    free(c->th);
+    free(c);
 }
 
 double bench_run(int threads, double seconds, bench_op_fn fn, void **ctx,
                  bench_hist *h, bool *failed) {
-    worker *w = calloc((size_t)threads, sizeof *w);
-    pthread_t *th = calloc((size_t)threads, sizeof *th);
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
-    for (int i = 0; i < threads; i++) {
-        w[i].fn = fn;
-        w[i].ctx = ctx[i];
-        w[i].start = &start;
-        w[i].deadline = INT64_MAX;
-        pthread_create(&th[i], NULL, worker_main, &w[i]);
-    }
-    int64_t t0 = bench_now_ns();
-    for (int i = 0; i < threads; i++)
-        w[i].deadline = t0 + (int64_t)(seconds * 1e9);
-    atomic_thread_fence(memory_order_seq_cst);
-    pthread_barrier_wait(&start);
-    uint64_t ops = 0;
-    for (int i = 0; i < threads; i++) {
-        pthread_join(th[i], NULL);
-        ops += w[i].ops;
-        for (int b = 0; b < 256; b++)
-            h->bucket[b] += w[i].hist.bucket[b];
-        h->count += w[i].hist.count;
-        if (w[i].failed)
-            *failed = true;
-    }
-    double elapsed = (double)(bench_now_ns() - t0) / 1e9;
-    pthread_barrier_destroy(&start);
-    free(w);
-    free(th);
-    return (double)ops / elapsed;
+    bench_crew *c = bench_crew_new(threads, fn, ctx);
+    double ops_s = bench_crew_run(c, seconds, h, failed);
+    bench_crew_free(c);
+    return ops_s;
 }
 
 static int64_t process_cpu_ns(void) {
@@ -154,6 +238,8 @@ void bench_ab(int rounds, double seconds_per_side, int threads_a,
     if (rb)
         memset(rb, 0, sizeof *rb);
     int64_t cpu_a = 0, cpu_b = 0;
+    bench_crew *crew_a = bench_crew_new(threads_a, a, ctx_a);
+    bench_crew *crew_b = b ? bench_crew_new(threads_b, b, ctx_b) : NULL;
     for (int r = 0; r < rounds; r++) {
         /* A B, then B A: whichever side runs first in a round meets the
          * machine as the previous round left it (caches, other work), so
@@ -162,18 +248,18 @@ void bench_ab(int rounds, double seconds_per_side, int threads_a,
             bool run_a = (k == 0) == (r % 2 == 0);
             int64_t c0 = process_cpu_ns();
             if (run_a) {
-                va[r] = bench_run(threads_a, seconds_per_side, a, ctx_a, ha,
-                                  &ra->failed);
+                va[r] = bench_crew_run(crew_a, seconds_per_side, ha, &ra->failed);
                 cpu_a += process_cpu_ns() - c0;
             } else if (b) {
-                vb[r] = bench_run(threads_b, seconds_per_side, b, ctx_b, hb,
-                                  &rb->failed);
+                vb[r] = bench_crew_run(crew_b, seconds_per_side, hb, &rb->failed);
                 cpu_b += process_cpu_ns() - c0;
             }
         }
         if (b)
             vr[r] = vb[r] > 0 ? va[r] / vb[r] : 0.0;
     }
+    bench_crew_free(crew_a);
+    bench_crew_free(crew_b);
     if (b && rounds > 0) {
         ra->ratio_rounds = rounds;
         ra->ratio = median(vr, rounds); /* sorts vr */
@@ -216,4 +302,21 @@ void bench_print(const char *program, const char *case_name, int threads,
         printf(" %s", extra);
     printf("\n");
     fflush(stdout);
+}
+
+static char counters_label[64];
+
+static void print_counters(void *ud, ds_log_level level, const char *module,
+                           const char *msg) {
+    (void)ud, (void)level;
+    if (strcmp(module, "pool") == 0 && strncmp(msg, "counters:", 9) == 0)
+        fprintf(stderr, "# %s %s\n", counters_label, msg);
+}
+
+void bench_pool_counters_to_stderr(void) {
+    ds_log_set_fn(print_counters, NULL, DS_LOG_INFO);
+}
+
+void bench_pool_counters_label(const char *label) {
+    snprintf(counters_label, sizeof counters_label, "%s", label);
 }

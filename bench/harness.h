@@ -42,8 +42,22 @@ const char *bench_env(const char *name); /* exits with a message when unset */
 void bench_hist_add(bench_hist *h, int64_t ns);
 double bench_hist_percentile_us(const bench_hist *h, double q);
 
-/* Runs `threads` threads, thread i calling fn(ctx[i]) until `seconds`
- * pass. Adds latencies to `h` and returns operations per second. */
+/* `threads` threads, thread i calling fn(ctx[i]) for the length of each
+ * run and parked between runs, so that rounds measure threads as an
+ * application has them (long-lived), not threads starting up. */
+typedef struct bench_crew bench_crew;
+bench_crew *bench_crew_new(int threads, bench_op_fn fn, void **ctx);
+/* One run of `seconds`: adds every operation's latency to `h` and returns
+ * the operations completed within the run's time per second. Operations
+ * still under way at the deadline finish (their latency counts) but not
+ * their throughput, on either side of a comparison: a run's end is the
+ * benchmark's, not the workload's. BENCH_COUNT_DRAIN=1 counts every
+ * operation over the whole wall time instead. */
+double bench_crew_run(bench_crew *c, double seconds, bench_hist *h,
+                      bool *failed);
+void bench_crew_free(bench_crew *c);
+
+/* One run of a crew made for it (bench_crew_run's figures). */
 double bench_run(int threads, double seconds, bench_op_fn fn, void **ctx,
                  bench_hist *h, bool *failed);
 
@@ -61,5 +75,12 @@ void bench_ab(int rounds, double seconds_per_side, int threads_a,
 void bench_print(const char *program, const char *case_name, int threads,
                  const bench_result *ours, const bench_result *base,
                  const char *extra);
+
+/* A measurement build of the library (CPPFLAGS=-DDS_POOL_COUNTERS) logs a
+ * pool's event counters when it closes: after this call they are printed
+ * to stderr, each after "# <label>" as last set with
+ * bench_pool_counters_label(). */
+void bench_pool_counters_to_stderr(void);
+void bench_pool_counters_label(const char *label);
 
 #endif
