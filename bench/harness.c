@@ -66,8 +66,6 @@ double bench_hist_percentile_us(const bench_hist *h, double q) {
     return 0;
 }
 
-typedef struct bench_crew bench_crew;
-
 typedef struct worker {
     bench_crew *crew;
     bench_op_fn fn;
