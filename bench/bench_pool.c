@@ -288,6 +288,7 @@ typedef struct side_profile {
     double idle_entries_op; /* CPUs going idle, per query */
     double drain_ms; /* the run's wall time past its deadline: the last
                         queries of threads still queued at the deadline */
+    double alone_ops_s; /* the side's throughput in this run of its own */
 } side_profile;
 
 static side_profile profile_side(int threads, double seconds, bench_op_fn fn,
@@ -314,9 +315,10 @@ static side_profile profile_side(int threads, double seconds, bench_op_fn fn,
     atomic_store(&affinity_same, 0);
     account_on = true;
     int64_t wall0 = bench_now_ns();
-    bench_run(threads, seconds, fn, ctx, h, &failed);
+    double alone_ops_s = bench_run(threads, seconds, fn, ctx, h, &failed);
     double wall_ns = (double)(bench_now_ns() - wall0);
     out.drain_ms = (wall_ns - seconds * 1e9) / 1e6;
+    out.alone_ops_s = alone_ops_s;
     account_on = false;
     getrusage(RUSAGE_SELF, &after);
     machine_jiffies(&idle1, &tot1);
@@ -446,14 +448,14 @@ static void format_profile(char *buf, size_t cap, const char *prefix,
              "%sserver_us_op=%.2f %sserver_runq_us_op=%.2f "
              "%sserver_migrations_op=%.3f %sidle_share=%.3f "
              "%sconn_in_flight=%.3f %sconn_held=%.3f %ssame_cpu=%.3f "
-             "%sidle_entries_op=%.3f %sdrain_ms=%.2f",
+             "%sidle_entries_op=%.3f %sdrain_ms=%.2f %salone_ops_s=%.0f",
              prefix, pr->csw_op, prefix, pr->client_us_op, prefix,
              pr->client_sys_us_op, prefix,
              pr->server_us_op, prefix, pr->server_runq_us_op, prefix,
              pr->server_migrations_op, prefix, pr->idle_share, prefix,
              pr->in_flight_share, prefix, pr->held_share, prefix,
              pr->same_cpu_share, prefix, pr->idle_entries_op, prefix,
-             pr->drain_ms);
+             pr->drain_ms, prefix, pr->alone_ops_s);
 }
 
 /* BENCH_ONLY=<case> runs one case; BENCH_ROUNDS sets the A B rounds
