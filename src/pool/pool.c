@@ -23,9 +23,9 @@
  *
  * The window's length is the trade between throughput and the longest
  * wait: each hand-off moves a connection to a thread that has been asleep,
- * and costs far more than its wake-up (docs/pool.md: 16 threads on 4
- * connections ran at 0.83-0.92 of 4 raw connections with a 5 ms window,
- * 1.02-1.05 with 20 ms). 0 turns barging off: strict arrival order.
+ * and costs far more than its wake-up (docs/pool.md, "Choosing the window"
+ * and "Long-lived threads", has the measurements and their limits). 0
+ * turns barging off: strict arrival order.
  *
  * "Comes straight back" is learnt per thread: a release keeps the
  * connection only when this thread's recent releases were followed by its
