@@ -21,7 +21,7 @@
  *
  * BENCH_POOL_OVERTAKE_MS sets the pools' pool_overtake_ms (default 20);
  * BENCH_SHARED4_SIDE=pool|raw|hand runs one side of shared4 alone, with
- * its scheduling profile.
+ * its scheduling profile; BENCH_SHARED4_THREADS=8|16|64 runs one count.
  */
 #define _GNU_SOURCE /* sched_getcpu */
 #include <datastore/datastore.h>
@@ -512,11 +512,17 @@ int main(void) {
      * the hand-written pool; a fresh pool per count, so its wait
      * statistics are its own */
     static const int shared_threads[] = {8, 16, 64};
-    for (size_t k = 0; selected("shared4") &&
-                       k < sizeof shared_threads / sizeof shared_threads[0];
-         k++) {
+    enum { NCOUNTS = sizeof shared_threads / sizeof shared_threads[0] };
+    for (size_t k = 0; selected("shared4") && k < 2 * NCOUNTS; k++) {
         enum { MAXT = 64 };
-        int threads = shared_threads[k];
+        int threads = shared_threads[k % NCOUNTS];
+        bool split = k >= NCOUNTS;
+        const char *only_threads = getenv("BENCH_SHARED4_THREADS");
+        if ((only_threads && *only_threads && atoi(only_threads) != threads) ||
+            !bench_placement_selected(split ? "split" : "shared"))
+            continue;
+        const char *sfx = split ? "_split" : "";
+        char cname[64];
         ds_pool *pool = open_pool(url, 4);
         pool_ctx pc = {pool};
         handpool hp = {.nfree = 0};
@@ -539,6 +545,21 @@ int main(void) {
             raw_pid[i] = PQbackendPID(rctx[i]);
             hp.free_conns[hp.nfree++] = rctx[i];
         }
+        if (split) {
+            /* client threads on half the CPUs, these 8 backends on the
+             * other half: as with a server elsewhere */
+            int pids[8];
+            char why[160];
+            memcpy(pids, pool_pid, sizeof pool_pid);
+            memcpy(pids + 4, raw_pid, sizeof raw_pid);
+            if (!bench_place_split(pids, 8, why, sizeof why)) {
+                printf("# shared4_split threads=%d skipped: %s\n", threads, why);
+                for (int i = 0; i < 4; i++)
+                    PQfinish(rctx[i]);
+                ds_pool_close(pool);
+                continue;
+            }
+        }
         const char *only_side = getenv("BENCH_SHARED4_SIDE");
         if (only_side && *only_side) {
             /* One side alone for BENCH_SECONDS (to profile it with perf):
@@ -550,14 +571,16 @@ int main(void) {
                 raw ? op_raw_select1 : hand ? op_handpool_select1 : op_pool_select1,
                 raw ? rctx : hand ? hctx : pctx, raw || hand ? raw_pid : pool_pid, 4);
             format_profile(extra, sizeof extra, "", &pr);
-            printf("# shared4 side=%s threads=%d %s\n", only_side,
+            printf("# shared4%s side=%s threads=%d %s\n", sfx, only_side,
                    raw ? 4 : threads, extra);
-            snprintf(extra, sizeof extra, "shared4 side=%s threads=%d", only_side,
-                     raw ? 4 : threads);
+            snprintf(extra, sizeof extra, "shared4%s side=%s threads=%d", sfx,
+                     only_side, raw ? 4 : threads);
             bench_pool_counters_label(extra);
             for (int i = 0; i < 4; i++)
                 PQfinish(rctx[i]);
             ds_pool_close(pool);
+            if (split)
+                bench_place_unsplit();
             continue;
         }
         double per_round[SIDES][64];
@@ -596,18 +619,22 @@ int main(void) {
                  (long long)st.acquire_wait_p99_us,
                  (long long)st.acquire_wait_max_us,
                  (unsigned long long)st.waiter_overtaken_max);
-        bench_print(PROGRAM, "shared4", threads, &ours, &base, extra);
+        snprintf(cname, sizeof cname, "shared4%s", sfx);
+        bench_print(PROGRAM, cname, threads, &ours, &base, extra);
         snprintf(extra, sizeof extra,
                  "connections=4 baseline_threads=4 pool=hand_written_mutex_condvar %s",
                  hand_prof);
-        bench_print(PROGRAM, "shared4_handpool", threads, &hand, &base, extra);
+        snprintf(cname, sizeof cname, "shared4_handpool%s", sfx);
+        bench_print(PROGRAM, cname, threads, &hand, &base, extra);
         for (int i = 0; i < 4; i++)
             PQfinish(rctx[i]);
         pthread_cond_destroy(&hp.cv);
         pthread_mutex_destroy(&hp.mu);
-        snprintf(extra, sizeof extra, "shared4 threads=%d", threads);
+        snprintf(extra, sizeof extra, "shared4%s threads=%d", sfx, threads);
         bench_pool_counters_label(extra);
         ds_pool_close(pool);
+        if (split)
+            bench_place_unsplit();
     }
     return 0;
 }

@@ -29,6 +29,9 @@
  *                      hand-written pool (mutex, free stack, condition
  *                      variable) vs the 4 raw threads: what N threads on 4
  *                      connections cost on this machine without our pool
+ *   ..._split          both again with the client on half the CPUs and
+ *                      those 8 backends on the other half, as with a
+ *                      server elsewhere (BENCH_PLACEMENT=shared|split|both)
  *
  * BENCH_SCALE=1 adds the production tiers (minutes, not for make check):
  *   get_user_1m        get_user on a users table of 1,000,000        1, 8 threads
@@ -918,8 +921,17 @@ static void run_shared4(const char *url, double secs) {
     enum { SHARED_MAXT = 64 };
     static tctx sh[SHARED_MAXT];
     void *sh_p[SHARED_MAXT];
-    static const int counts[] = {8, 16, 64};
-    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+    static const int counts_3[] = {8, 16, 64};
+    enum { NC = sizeof counts_3 / sizeof counts_3[0] };
+    for (size_t kk = 0; kk < 2 * NC; kk++) {
+        /* the second pass with client and backends on separate CPUs */
+        bool split = kk >= NC;
+        if (!bench_placement_selected(split ? "split" : "shared"))
+            continue;
+        const size_t k = kk % NC;
+        const int *counts = counts_3;
+        const char *sfx = split ? "_split" : "";
+        char cname[64];
         shared_pool = open_pool(url, 4);
         for (int i = 0; i < counts[k]; i++) {
             sh[i] = (tctx){i, 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1), NULL, 0};
@@ -932,6 +944,20 @@ static void run_shared4(const char *url, double secs) {
         side_pids pa, pb;
         pool_pids(shared_pool, 4, &pa);
         raw_pids(4, &pb);
+        if (split) {
+            int pids[8];
+            char why[160];
+            memcpy(pids, pa.pid, 4 * sizeof *pids);
+            memcpy(pids + 4, pb.pid, 4 * sizeof *pids);
+            if (pa.n != 4 || pb.n != 4 ||
+                !bench_place_split(pids, 8, why, sizeof why)) {
+                printf("# get_user_shared4_split threads=%d skipped: %s\n",
+                       counts[k], pa.n != 4 || pb.n != 4 ? "backends unknown" : why);
+                ds_pool_close(shared_pool);
+                shared_pool = NULL;
+                continue;
+            }
+        }
         long long a0 = side_cpu_ns(&pa), b0 = side_cpu_ns(&pb);
         bench_ab(rounds, 2 * secs / (2.0 * rounds), counts[k], op_get_user_shared,
                  sh_p, 4, raw_get_user, raw_p, &ra, &rb);
@@ -954,8 +980,9 @@ static void run_shared4(const char *url, double secs) {
                  (unsigned long long)ps.waiter_overtaken_max);
         append_cpu(more, sizeof more, &ra, &rb, a0 < 0 || a1 < 0 ? -1 : a1 - a0,
                    b0 < 0 || b1 < 0 ? -1 : b1 - b0);
-        bench_print(PROGRAM, "get_user_shared4", counts[k], &ra, &rb, more);
-        snprintf(more, sizeof more, "get_user_shared4 threads=%d", counts[k]);
+        snprintf(cname, sizeof cname, "get_user_shared4%s", sfx);
+        bench_print(PROGRAM, cname, counts[k], &ra, &rb, more);
+        snprintf(more, sizeof more, "%s threads=%d", cname, counts[k]);
         bench_pool_counters_label(more);
         ds_pool_close(shared_pool);
         shared_pool = NULL;
@@ -971,9 +998,12 @@ static void run_shared4(const char *url, double secs) {
             fprintf(stderr, "bench_repo: get_user_shared4_handpool failed\n");
             exit(1);
         }
-        bench_print(PROGRAM, "get_user_shared4_handpool", counts[k], &ha, &hb,
+        snprintf(cname, sizeof cname, "get_user_shared4_handpool%s", sfx);
+        bench_print(PROGRAM, cname, counts[k], &ha, &hb,
                     "connections=4 baseline_threads=4 "
                     "pool=hand_written_mutex_condvar");
+        if (split)
+            bench_place_unsplit();
     }
 }
 

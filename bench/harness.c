@@ -1,8 +1,12 @@
+#define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
 #include "harness.h"
 
 #include <datastore/datastore.h>
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,4 +321,109 @@ void bench_pool_counters_to_stderr(void) {
 
 void bench_pool_counters_label(const char *label) {
     snprintf(counters_label, sizeof counters_label, "%s", label);
+}
+
+/* ---- placement ---------------------------------------------------------- */
+
+static cpu_set_t place_all; /* this process's CPUs before any split */
+static bool place_saved;
+static int place_pids[64], place_npids; /* backends pinned by the split */
+
+/* Applies `set` to every thread of this process (threads started later
+ * inherit it from the thread that starts them). */
+static bool place_self(const cpu_set_t *set, char *why, size_t why_len) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) {
+        snprintf(why, why_len, "cannot list this process's threads: %s",
+                 strerror(errno));
+        return false;
+    }
+    bool ok = true;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        pid_t tid = (pid_t)atoi(e->d_name);
+        if (sched_setaffinity(tid, sizeof *set, set) != 0 && errno != ESRCH) {
+            snprintf(why, why_len, "cannot pin thread %d: %s", (int)tid,
+                     strerror(errno));
+            ok = false;
+        }
+    }
+    closedir(d);
+    return ok;
+}
+
+/* Only a local PostgreSQL process is pinned: a backend of a remote server
+ * has a PID of that server's, which may name an unrelated process here. */
+static bool local_backend(int pid) {
+    char path[64], comm[64] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    bool ok = fgets(comm, sizeof comm, f) && strncmp(comm, "postgres", 8) == 0;
+    fclose(f);
+    return ok;
+}
+
+bool bench_place_split(const int *pids, int n, char *why, size_t why_len) {
+    if (!place_saved) {
+        if (sched_getaffinity(0, sizeof place_all, &place_all) != 0) {
+            snprintf(why, why_len, "sched_getaffinity: %s", strerror(errno));
+            return false;
+        }
+        place_saved = true;
+    }
+    int cpus[CPU_SETSIZE], ncpu = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &place_all))
+            cpus[ncpu++] = c;
+    if (ncpu < 2) {
+        snprintf(why, why_len, "one CPU: nothing to split");
+        return false;
+    }
+    cpu_set_t client, server;
+    CPU_ZERO(&client);
+    CPU_ZERO(&server);
+    for (int i = 0; i < ncpu; i++)
+        CPU_SET(cpus[i], i < ncpu / 2 ? &client : &server);
+    for (int i = 0; i < n; i++) {
+        if (!local_backend(pids[i])) {
+            snprintf(why, why_len, "backend %d is not a local postgres process",
+                     pids[i]);
+            return false;
+        }
+        if (sched_setaffinity(pids[i], sizeof server, &server) != 0) {
+            snprintf(why, why_len, "cannot pin backend %d: %s", pids[i],
+                     strerror(errno));
+            bench_place_unsplit();
+            return false;
+        }
+        if (place_npids < (int)(sizeof place_pids / sizeof place_pids[0]))
+            place_pids[place_npids++] = pids[i];
+    }
+    if (!place_self(&client, why, why_len)) {
+        bench_place_unsplit();
+        return false;
+    }
+    return true;
+}
+
+void bench_place_unsplit(void) {
+    char why[160];
+    if (place_saved && !place_self(&place_all, why, sizeof why))
+        fprintf(stderr, "# placement not restored: %s\n", why);
+    /* backends still connected (a process that ended is gone: ESRCH) */
+    for (int i = 0; i < place_npids; i++)
+        if (local_backend(place_pids[i]))
+            sched_setaffinity(place_pids[i], sizeof place_all, &place_all);
+    place_npids = 0;
+}
+
+bool bench_placement_selected(const char *name) {
+    const char *v = getenv("BENCH_PLACEMENT");
+    if (!v || !*v || strcmp(v, "both") == 0)
+        return true;
+    return strcmp(v, name) == 0;
 }

@@ -5,6 +5,7 @@
 #define DS_BENCH_HARNESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* One operation; returns false on error (the run then stops). */
@@ -82,5 +83,20 @@ void bench_print(const char *program, const char *case_name, int threads,
  * bench_pool_counters_label(). */
 void bench_pool_counters_to_stderr(void);
 void bench_pool_counters_label(const char *label);
+
+/* Where the client and its server backends run. The benchmarks' server is
+ * local and shares this machine's CPUs with the client; a production
+ * server is elsewhere and shares none. BENCH_PLACEMENT=split models that:
+ * bench_place_split() pins this process's threads to the first half of
+ * the CPUs it may use and the backends `pids` (PostgreSQL processes of
+ * the local server) to the second half. False, with the reason in `why`,
+ * when it cannot (one CPU, not allowed, not a local backend).
+ * bench_place_unsplit() gives this process's threads and those backends
+ * back every CPU this process had. */
+bool bench_place_split(const int *pids, int n, char *why, size_t why_len);
+void bench_place_unsplit(void);
+/* The placements BENCH_PLACEMENT asks for: "shared", "split" or "both"
+ * (the default); true when `name` is one of them. */
+bool bench_placement_selected(const char *name);
 
 #endif
