@@ -93,7 +93,7 @@ static int64_t tier_conv[3];
 static const char *content = "Sure, here is a short answer to your question "
                              "about the weather in Lisbon tomorrow.";
 
-static void die(const char *what, const ds_error *err) {
+static _Noreturn void die(const char *what, const ds_error *err) {
     fprintf(stderr, "bench_repo: %s: %s\n", what, err ? err->message : "");
     exit(1);
 }
@@ -921,15 +921,14 @@ static void run_shared4(const char *url, double secs) {
     enum { SHARED_MAXT = 64 };
     static tctx sh[SHARED_MAXT];
     void *sh_p[SHARED_MAXT];
-    static const int counts_3[] = {8, 16, 64};
-    enum { NC = sizeof counts_3 / sizeof counts_3[0] };
+    static const int counts[] = {8, 16, 64};
+    enum { NC = sizeof counts / sizeof counts[0] };
     for (size_t kk = 0; kk < 2 * NC; kk++) {
         /* the second pass with client and backends on separate CPUs */
         bool split = kk >= NC;
         if (!bench_placement_selected(split ? "split" : "shared"))
             continue;
         const size_t k = kk % NC;
-        const int *counts = counts_3;
         const char *sfx = split ? "_split" : "";
         char cname[64];
         shared_pool = open_pool(url, 4);

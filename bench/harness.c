@@ -392,6 +392,7 @@ bool bench_place_split(const int *pids, int n, char *why, size_t why_len) {
         if (!local_backend(pids[i])) {
             snprintf(why, why_len, "backend %d is not a local postgres process",
                      pids[i]);
+            bench_place_unsplit();
             return false;
         }
         if (sched_setaffinity(pids[i], sizeof server, &server) != 0) {
