@@ -18,6 +18,11 @@
  *                    with shared4 (pool, raw, hand pool in rotating order);
  *                    shared4's vs_handpool is the median of the per-round
  *                    ratios pool / hand pool.
+ *   shared4_split, shared4_handpool_split
+ *                    the same with this process on half the CPUs and the
+ *                    8 backends on the other half, as with a server
+ *                    elsewhere (BENCH_PLACEMENT=shared|split|both, default
+ *                    both)
  *
  * BENCH_POOL_OVERTAKE_MS sets the pools' pool_overtake_ms (default 20);
  * BENCH_SHARED4_SIDE=pool|raw|hand runs one side of shared4 alone, with
@@ -299,7 +304,7 @@ static side_profile profile_side(int threads, double seconds, bench_op_fn fn,
     bool local = true;
     long long mig0 = 0, mig1 = 0;
     for (int i = 0; i < npids; i++) {
-        long long c, r;
+        long long c = 0, r = 0;
         local = local && backend_sched_ns(pids[i], &c, &r);
         cpu0 += c, rq0 += r;
         mig0 += backend_migrations(pids[i]);
@@ -329,7 +334,7 @@ static side_profile profile_side(int threads, double seconds, bench_op_fn fn,
     out.same_cpu_share =
         samples ? (double)atomic_load(&affinity_same) / (double)samples : 0;
     for (int i = 0; i < npids; i++) {
-        long long c, r;
+        long long c = 0, r = 0;
         local = local && backend_sched_ns(pids[i], &c, &r);
         cpu1 += c, rq1 += r;
         mig1 += backend_migrations(pids[i]);
