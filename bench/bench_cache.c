@@ -96,8 +96,10 @@ static ds_redis *open_redis(const char *url, int pool) {
         ds_config_set(cfg, "redis_url", url, &err) != DS_OK ||
         ds_config_set(cfg, "redis_prefix", prefix, &err) != DS_OK ||
         ds_config_set_int(cfg, "redis_pool_size", pool, &err) != DS_OK ||
-        ds_redis_open(cfg, &r, &err) != DS_OK)
-        must(err.code ? err.code : DS_ERR_INTERNAL, "redis", &err);
+        ds_redis_open(cfg, &r, &err) != DS_OK) {
+        fprintf(stderr, "redis: %s\n", err.message);
+        exit(1);
+    }
     ds_config_free(cfg);
     return r;
 }

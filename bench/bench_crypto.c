@@ -36,7 +36,7 @@
 #define SESSIONS 400
 #define FILLER_SESSIONS 20000
 
-static void die(const char *what, const char *msg) {
+static _Noreturn void die(const char *what, const char *msg) {
     fprintf(stderr, "%s: %s: %s\n", PROGRAM, what, msg);
     exit(1);
 }

@@ -183,7 +183,7 @@ static cl_user *profiles;
  * for the rows on the other pages (allvisible= on each search line). */
 static double allvisible;
 
-static void die(const char *what, const char *msg) {
+static _Noreturn void die(const char *what, const char *msg) {
     fprintf(stderr, "%s: %s: %s\n", PROGRAM, what, msg);
     exit(1);
 }
@@ -340,7 +340,7 @@ static char *url_with_db(const char *url, const char *db) {
     return out;
 }
 
-static void die_ds(const char *what, const ds_error *err) {
+static _Noreturn void die_ds(const char *what, const ds_error *err) {
     fprintf(stderr, "%s: %s: %s: %s\n", PROGRAM, what,
             ds_status_str(err->code), err->message);
     exit(1);

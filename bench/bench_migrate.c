@@ -66,7 +66,7 @@
 
 #define PROGRAM "bench_migrate"
 
-static void die(const char *what, const char *msg) {
+static _Noreturn void die(const char *what, const char *msg) {
     fprintf(stderr, "%s: %s: %s\n", PROGRAM, what, msg);
     exit(1);
 }
