@@ -463,6 +463,19 @@ static void format_profile(char *buf, size_t cap, const char *prefix,
              pr->drain_ms, prefix, pr->alone_ops_s);
 }
 
+/* Ends one thread count of shared4: its raw connections, hand pool, pool
+ * and, when split, the placement. */
+static void shared4_end(void **raw, handpool *hp, ds_pool *pool,
+                        bool split) {
+    for (int i = 0; i < 4; i++)
+        PQfinish(raw[i]);
+    pthread_cond_destroy(&hp->cv);
+    pthread_mutex_destroy(&hp->mu);
+    ds_pool_close(pool);
+    if (split)
+        bench_place_unsplit();
+}
+
 /* BENCH_ONLY=<case> runs one case; BENCH_ROUNDS sets the A B rounds
  * (more, shorter rounds follow a loaded machine's drift more closely). */
 static bool selected(const char *name) {
@@ -559,9 +572,7 @@ int main(void) {
             memcpy(pids + 4, raw_pid, sizeof raw_pid);
             if (!bench_place_split(pids, 8, why, sizeof why)) {
                 printf("# shared4_split threads=%d skipped: %s\n", threads, why);
-                for (int i = 0; i < 4; i++)
-                    PQfinish(rctx[i]);
-                ds_pool_close(pool);
+                shared4_end(rctx, &hp, pool, false);
                 continue;
             }
         }
@@ -581,11 +592,7 @@ int main(void) {
             snprintf(extra, sizeof extra, "shared4%s side=%s threads=%d", sfx,
                      only_side, raw ? 4 : threads);
             bench_pool_counters_label(extra);
-            for (int i = 0; i < 4; i++)
-                PQfinish(rctx[i]);
-            ds_pool_close(pool);
-            if (split)
-                bench_place_unsplit();
+            shared4_end(rctx, &hp, pool, split);
             continue;
         }
         double per_round[SIDES][64];
@@ -631,15 +638,9 @@ int main(void) {
                  hand_prof);
         snprintf(cname, sizeof cname, "shared4_handpool%s", sfx);
         bench_print(PROGRAM, cname, threads, &hand, &base, extra);
-        for (int i = 0; i < 4; i++)
-            PQfinish(rctx[i]);
-        pthread_cond_destroy(&hp.cv);
-        pthread_mutex_destroy(&hp.mu);
         snprintf(extra, sizeof extra, "shared4%s threads=%d", sfx, threads);
         bench_pool_counters_label(extra);
-        ds_pool_close(pool);
-        if (split)
-            bench_place_unsplit();
+        shared4_end(rctx, &hp, pool, split);
     }
     return 0;
 }
