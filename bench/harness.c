@@ -142,7 +142,12 @@ bench_crew *bench_crew_new(int threads, bench_op_fn fn, void **ctx) {
     pthread_cond_init(&c->done, NULL);
     for (int i = 0; i < threads; i++) {
         c->w[i] = (worker){.crew = c, .fn = fn, .ctx = ctx[i]};
-        pthread_create(&c->th[i], NULL, crew_main, &c->w[i]);
+        /* a missing thread would leave every run waiting for it */
+        if (pthread_create(&c->th[i], NULL, crew_main, &c->w[i]) != 0) {
+            fprintf(stderr, "bench: cannot start thread %d of %d\n", i + 1,
+                    threads);
+            exit(1);
+        }
     }
     return c;
 }
@@ -164,7 +169,8 @@ double bench_crew_run(bench_crew *c, double seconds, bench_hist *h,
         w->failed = false;
     }
     c->running = c->threads;
-    c->deadline = bench_now_ns() + (int64_t)(seconds * 1e9);
+    int64_t start = bench_now_ns();
+    c->deadline = start + (int64_t)(seconds * 1e9);
     c->generation++;
     pthread_cond_broadcast(&c->go);
     while (c->running > 0)
@@ -181,7 +187,6 @@ double bench_crew_run(bench_crew *c, double seconds, bench_hist *h,
         if (w->failed)
             *failed = true;
     }
-    int64_t start = c->deadline - (int64_t)(seconds * 1e9);
     pthread_mutex_unlock(&c->mu);
     if (count_drain())
         return end > start ? (double)all / ((double)(end - start) / 1e9) : 0;
