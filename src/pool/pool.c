@@ -24,8 +24,9 @@
  * The window's length is the trade between throughput and the longest
  * wait: each hand-off moves a connection to a thread that has been asleep,
  * and costs far more than its wake-up (docs/pool.md, "Choosing the window"
- * and "Long-lived threads", has the measurements and their limits). 0
- * turns barging off: strict arrival order.
+ * and "Long-lived threads", has the measurements and their limits; "The
+ * server on CPUs of its own" why a server sharing the client's CPUs costs
+ * more). 0 turns barging off: strict arrival order.
  *
  * "Comes straight back" is learnt per thread: a release keeps the
  * connection only when this thread's recent releases were followed by its
